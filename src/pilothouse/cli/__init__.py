@@ -1,0 +1,42 @@
+"""The ``pilothouse`` command: one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pilothouse import __version__
+from pilothouse.cli import db, keys, serve, traces
+from pilothouse.cli.common import CliError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pilothouse")
+def cli() -> None:
+    """Pilothouse: gateway, traces, costs and evals for LLM applications.
+
+    Start with 'pilothouse serve', create a key with 'pilothouse keys create --name dev',
+    then send OpenTelemetry traces to http://127.0.0.1:4000/v1/traces.
+    """
+
+
+cli.add_command(serve.serve)
+cli.add_command(keys.keys)
+cli.add_command(traces.traces)
+cli.add_command(db.db)
+
+
+def main() -> None:
+    """Console entry point: one-line errors and a non-zero exit instead of tracebacks."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except CliError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)

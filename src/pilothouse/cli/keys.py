@@ -1,0 +1,74 @@
+"""``pilothouse keys``: project API keys, worked on the database directly (server running or not)."""
+
+from __future__ import annotations
+
+import click
+
+from pilothouse.cli.common import CliError, database_option, open_store
+from pilothouse.domain.keys import DEFAULT_SCOPES, parse_scopes
+from pilothouse.domain.timeparse import iso
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command()
+@click.option("--name", required=True, help="A label for the key (who or what uses it).")
+@click.option("--project", default="default", show_default=True, help="Project the key belongs to.")
+@click.option(
+    "--scopes",
+    default=",".join(s.value for s in DEFAULT_SCOPES),
+    show_default=True,
+    help="Comma-separated: gateway, ingest, read, admin.",
+)
+@database_option
+def create(name: str, project: str, scopes: str, database_url: str | None) -> None:
+    """Create a key; its secret is printed once, alone on the last line."""
+    try:
+        scope_set = parse_scopes(scopes)
+    except ValueError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    if not name.strip():
+        raise CliError("--name must not be empty", exit_code=2)
+    store = open_store(database_url)
+    key, secret = store.create_api_key(project, name.strip(), scope_set)
+    store.close()
+    click.echo(
+        f"Created key {key.id} ({key.prefix}...) in project {project!r} with scopes "
+        f"{','.join(sorted(scope_set))}. The secret is shown only now:",
+        err=True,
+    )
+    click.echo(secret)
+
+
+@keys.command("list")
+@click.option("--project", default=None, help="Only this project's keys.")
+@database_option
+def list_keys(project: str | None, database_url: str | None) -> None:
+    """List keys (prefixes only; secrets are never stored)."""
+    store = open_store(database_url)
+    rows = store.list_api_keys(project)
+    store.close()
+    click.echo(f"{'ID':32}  {'PREFIX':13}  {'PROJECT':12}  {'SCOPES':26}  {'CREATED':24}  NAME")
+    for k in rows:
+        state = "" if k.active else " (revoked)"
+        scopes = ",".join(sorted(k.scopes))
+        click.echo(
+            f"{k.id:32}  {k.prefix + '...':13}  {k.project_id:12}  {scopes:26}  {iso(k.created_ns):24}  "
+            f"{k.name}{state}"
+        )
+
+
+@keys.command()
+@click.argument("key_id")
+@database_option
+def revoke(key_id: str, database_url: str | None) -> None:
+    """Revoke a key by id (running servers notice within their key cache time, 10 s by default)."""
+    store = open_store(database_url)
+    done = store.revoke_api_key(key_id)
+    store.close()
+    if not done:
+        raise CliError(f"no active key with id {key_id!r}")
+    click.echo(f"revoked {key_id}")

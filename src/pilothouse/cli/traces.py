@@ -1,0 +1,117 @@
+"""``pilothouse traces``: look at stored traces from the terminal."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from pilothouse.cli.common import CliError, database_option, open_store
+from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
+from pilothouse.domain.timeparse import iso, parse_time_ns
+from pilothouse.domain.traces import Status
+from pilothouse.server.serialise import trace_detail_json, trace_summary_json, tree_order
+
+
+@click.group()
+def traces() -> None:
+    """List and show traces."""
+
+
+@traces.command("list")
+@click.option("--project", default="default", show_default=True)
+@click.option("--since", default=None, help="Only traces after this: 1h, 7d, ISO 8601 or Unix seconds.")
+@click.option("--name", default=None)
+@click.option("--user", "user_id", default=None)
+@click.option("--session", "session_id", default=None)
+@click.option("--model", default=None)
+@click.option("--tag", "tags", multiple=True)
+@click.option("--status", type=click.Choice(["ok", "error"]), default=None)
+@click.option("--search", "-q", default=None, help="Text to find in inputs or outputs.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
+@click.option("--cursor", default=None, help="The 'next' cursor printed by the previous page.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@database_option
+def list_traces(
+    project: str,
+    since: str | None,
+    name: str | None,
+    user_id: str | None,
+    session_id: str | None,
+    model: str | None,
+    tags: tuple[str, ...],
+    status: str | None,
+    search: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
+    """Newest traces first."""
+    try:
+        query = TraceQuery(
+            start_ns=parse_time_ns(since, time.time_ns()) if since else None,
+            name=name,
+            user_id=user_id,
+            session_id=session_id,
+            model=model,
+            tags=tags,
+            status=Status(status) if status else None,
+            search=search,
+            limit=limit,
+            cursor=decode_cursor(cursor) if cursor else None,
+        )
+    except (ValueError, InvalidQuery) as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    store = open_store(database_url)
+    page = store.list_traces(project, query)
+    store.close()
+    if as_json:
+        for item in page.data:
+            click.echo(json.dumps(trace_summary_json(item)))
+    else:
+        click.echo(
+            f"{'TIME':24}  {'TRACE ID':32}  {'NAME':24}  {'MODEL':18}  {'TOKENS':>7}  {'MS':>8}  STATUS"
+        )
+        for item in page.data:
+            t = item.trace
+            click.echo(
+                f"{iso(t.start_ns):24}  {t.id:32}  {(t.name or '')[:24]:24}  {(t.model or '')[:18]:18}  "
+                f"{t.usage.total:>7}  {t.latency_ms:>8.1f}  {t.status.value}"
+            )
+    if page.next_cursor:
+        click.echo(f"next page: --cursor {page.next_cursor}", err=True)
+
+
+@traces.command()
+@click.argument("trace_id")
+@click.option("--project", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the whole trace as JSON.")
+@database_option
+def show(trace_id: str, project: str, as_json: bool, database_url: str | None) -> None:
+    """One trace: its observation tree, usage and scores."""
+    store = open_store(database_url)
+    detail = store.get_trace(project, trace_id.lower())
+    store.close()
+    if detail is None:
+        raise CliError(f"no trace {trace_id!r} in project {project!r}")
+    if as_json:
+        click.echo(json.dumps(trace_detail_json(detail), indent=2))
+        return
+    t = detail.trace
+    click.echo(f"trace {t.id}  {t.name or ''}  {t.status.value}  {t.latency_ms:.1f} ms")
+    if t.user_id or t.session_id:
+        click.echo(f"user {t.user_id or '-'}  session {t.session_id or '-'}")
+    for o, depth in tree_order(detail.observations):
+        extra = ""
+        if o.model:
+            extra = f"  {o.model}  in={o.usage.input_total} out={o.usage.output}"
+        click.echo(
+            f"{'  ' * depth}- [{o.kind.value}] {o.name}  {o.duration_ns / 1e6:.1f} ms  "
+            f"{o.status.value}{extra}"
+        )
+    for s in detail.scores:
+        click.echo(
+            f"score {s.name} = {s.string_value if s.string_value is not None else s.value} ({s.source.value})"
+        )

@@ -1,0 +1,72 @@
+"""API keys: one kind of key, scoped to a project, stored only as a hash."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+KEY_PREFIX = "ph-"
+VISIBLE_PREFIX_LEN = 10
+
+
+class Scope(StrEnum):
+    """What a key may do."""
+
+    GATEWAY = "gateway"  # call models through /v1
+    INGEST = "ingest"  # send traces (/v1/traces, /api/ingest)
+    READ = "read"  # query /api
+    ADMIN = "admin"  # manage keys and projects
+
+
+DEFAULT_SCOPES = (Scope.GATEWAY, Scope.INGEST, Scope.READ)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key, without its secret."""
+
+    id: str
+    project_id: str
+    name: str
+    prefix: str
+    scopes: frozenset[Scope]
+    created_ns: int
+    revoked_ns: int | None = None
+
+    @property
+    def active(self) -> bool:
+        """False once revoked."""
+        return self.revoked_ns is None
+
+    def allows(self, scope: Scope) -> bool:
+        """True when the key is active and has ``scope`` (admin has every scope)."""
+        return self.active and (scope in self.scopes or Scope.ADMIN in self.scopes)
+
+
+def new_secret() -> str:
+    """A fresh key secret: ``ph-`` and 43 URL-safe random characters (256 bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """Hash under which a secret is stored. Secrets carry 256 random bits, so one SHA-256 suffices."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def parse_scopes(text: str) -> frozenset[Scope]:
+    """Scopes from a comma-separated list; raises ValueError naming an unknown scope."""
+    scopes = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            scopes.add(Scope(part))
+        except ValueError:
+            known = ", ".join(s.value for s in Scope)
+            raise ValueError(f"unknown scope {part!r} (known: {known})") from None
+    if not scopes:
+        raise ValueError("at least one scope is needed")
+    return frozenset(scopes)

@@ -1,0 +1,77 @@
+"""Building a score from what a user sent, with the checks that keep stored scores readable."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+
+from pilothouse.domain.traces import Score, ScoreDataType, ScoreSource
+
+
+def make_score(
+    *,
+    trace_id: str,
+    name: str,
+    value: Any,
+    data_type: str | None = None,
+    observation_id: str | None = None,
+    source: str = "human",
+    comment: str | None = None,
+    score_id: str | None = None,
+    created_ns: int | None = None,
+) -> Score:
+    """A validated :class:`Score`; raises ValueError saying what is wrong.
+
+    The data type is inferred when not given: bool -> boolean, number -> numeric, text -> categorical.
+    """
+    if not isinstance(trace_id, str) or not trace_id:
+        raise ValueError("trace_id is required")
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("name is required")
+    try:
+        src = ScoreSource(source)
+    except ValueError:
+        raise ValueError(f"source must be one of {', '.join(s.value for s in ScoreSource)}") from None
+    if data_type is None:
+        if isinstance(value, bool):
+            data_type = "boolean"
+        elif isinstance(value, int | float):
+            data_type = "numeric"
+        else:
+            data_type = "categorical"
+    try:
+        kind = ScoreDataType(data_type)
+    except ValueError:
+        raise ValueError(f"data_type must be one of {', '.join(t.value for t in ScoreDataType)}") from None
+    numeric: float | None = None
+    text: str | None = None
+    if kind is ScoreDataType.BOOLEAN:
+        if isinstance(value, bool) or value in (0, 1):
+            numeric = float(bool(value))
+            text = "true" if value else "false"
+        else:
+            raise ValueError("a boolean score needs value true or false")
+    elif kind is ScoreDataType.NUMERIC:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError("a numeric score needs a finite number as value")
+        numeric = float(value)
+    else:
+        if not isinstance(value, str) or not value:
+            raise ValueError("a categorical score needs a non-empty string as value")
+        text = value
+    if comment is not None and not isinstance(comment, str):
+        raise ValueError("comment must be a string")
+    return Score(
+        id=score_id or uuid.uuid4().hex,
+        trace_id=trace_id,
+        observation_id=observation_id or None,
+        name=name.strip(),
+        data_type=kind,
+        value=numeric,
+        string_value=text,
+        source=src,
+        comment=comment,
+        created_ns=created_ns if created_ns is not None else time.time_ns(),
+    )

@@ -1,0 +1,227 @@
+"""Trace data model: traces, observations (spans, generations, ...), usage, cost and scores.
+
+Pure types, no I/O. Times are integers in nanoseconds since the Unix epoch, as OpenTelemetry sends them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ObservationKind(StrEnum):
+    """What an observation stands for. Generations and embeddings are model calls."""
+
+    SPAN = "span"
+    GENERATION = "generation"
+    EVENT = "event"
+    TOOL = "tool"
+    RETRIEVAL = "retrieval"
+    EMBEDDING = "embedding"
+    GUARDRAIL = "guardrail"
+    EVALUATOR = "evaluator"
+
+    @property
+    def is_model_call(self) -> bool:
+        """True for the kinds that call a model and carry usage and cost."""
+        return self in (ObservationKind.GENERATION, ObservationKind.EMBEDDING)
+
+
+class Status(StrEnum):
+    """Outcome of an observation or trace (OpenTelemetry's status codes)."""
+
+    UNSET = "unset"
+    OK = "ok"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one model call, each token counted once.
+
+    ``input`` counts the prompt tokens billed at the full input rate: cache reads and cache writes are
+    *not* included (they are ``cache_read`` and ``cache_write``). ``output`` includes ``reasoning``,
+    which is a breakdown of it, as OpenAI reports it.
+    """
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+    @property
+    def input_total(self) -> int:
+        """All prompt tokens: uncached input plus cache reads and writes."""
+        return self.input + self.cache_read + self.cache_write
+
+    @property
+    def total(self) -> int:
+        """Every token of the call, counted once."""
+        return self.input_total + self.output
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input + other.input,
+            self.output + other.output,
+            self.cache_read + other.cache_read,
+            self.cache_write + other.cache_write,
+            self.reasoning + other.reasoning,
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no token was counted."""
+        return self.total == 0 and self.reasoning == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """Cost of one model call in USD: line items (input, cache_read, cache_write, output, reasoning, ...)
+    and their total, with the version of the price catalogue used."""
+
+    items: dict[str, float]
+    price_version: str | None = None
+
+    @property
+    def total(self) -> float:
+        """Sum of the line items."""
+        return sum(self.items.values())
+
+
+@dataclass(slots=True)
+class Observation:
+    """One unit of work inside a trace: a span, a model call (generation), a tool call, ...
+
+    Model-call fields (provider, models, usage, cost, ttft, prompt) are empty for other kinds.
+    ``input`` and ``output`` hold text or JSON text (chat messages are JSON lists of messages).
+    """
+
+    trace_id: str
+    id: str
+    name: str
+    start_ns: int
+    end_ns: int
+    kind: ObservationKind = ObservationKind.SPAN
+    parent_id: str | None = None
+    status: Status = Status.UNSET
+    status_message: str | None = None
+    input: str | None = None
+    output: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    provider: str | None = None
+    request_model: str | None = None
+    model: str | None = None
+    model_parameters: dict[str, Any] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    cost: Cost | None = None
+    ttft_ns: int | None = None
+    prompt_name: str | None = None
+    prompt_version: str | None = None
+
+    @property
+    def duration_ns(self) -> int:
+        """Wall time from start to end (0 if the end is missing or before the start)."""
+        return max(0, self.end_ns - self.start_ns)
+
+    @property
+    def is_root(self) -> bool:
+        """True when the observation has no parent within its trace."""
+        return self.parent_id is None
+
+
+@dataclass(slots=True)
+class TraceAttributes:
+    """Trace-level facts that one observation carried (user, session, tags, ...); ``None`` = not said."""
+
+    name: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    environment: str | None = None
+    release: str | None = None
+    input: str | None = None
+    output: str | None = None
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """What the collector hands to the store for one received span: the project it belongs to, the
+    observation and the trace-level facts it carried."""
+
+    project_id: str
+    observation: Observation
+    trace: TraceAttributes
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """A whole request through an LLM application, summarised over its observations."""
+
+    id: str
+    project_id: str
+    name: str | None
+    start_ns: int
+    end_ns: int
+    status: Status
+    user_id: str | None = None
+    session_id: str | None = None
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+    environment: str | None = None
+    release: str | None = None
+    input: str | None = None
+    output: str | None = None
+    model: str | None = None
+    observation_count: int = 0
+    error_count: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+
+    @property
+    def latency_ms(self) -> float:
+        """End-to-end latency in milliseconds."""
+        return max(0, self.end_ns - self.start_ns) / 1e6
+
+
+class ScoreDataType(StrEnum):
+    """How a score's value is read."""
+
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+
+
+class ScoreSource(StrEnum):
+    """Who gave the score."""
+
+    HUMAN = "human"
+    JUDGE = "judge"
+    CODE = "code"
+    ONLINE = "online"
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """A judgement on a trace or one of its observations."""
+
+    id: str
+    trace_id: str
+    name: str
+    data_type: ScoreDataType
+    value: float | None
+    string_value: str | None = None
+    observation_id: str | None = None
+    source: ScoreSource = ScoreSource.CODE
+    comment: str | None = None
+    created_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A tenant: every trace, key and score belongs to exactly one project."""
+
+    id: str
+    name: str

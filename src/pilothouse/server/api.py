@@ -1,0 +1,201 @@
+"""The query API under ``/api``: traces, sessions, scores, dashboard metrics. Every read is scoped to
+the caller's project; another project's ids answer 404."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pilothouse.domain.keys import Scope
+from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
+from pilothouse.domain.scores import make_score
+from pilothouse.domain.timeparse import parse_time_ns
+from pilothouse.domain.traces import Status
+from pilothouse.server.body import read_json
+from pilothouse.server.errors import ApiError
+from pilothouse.server.serialise import (
+    model_metrics_json,
+    score_json,
+    session_json,
+    trace_detail_json,
+    trace_summary_json,
+)
+from pilothouse.server.state import AppState
+
+_GRANULARITY_S = {"minute": 60, "hour": 3600, "day": 86400}
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.pilothouse
+    return state
+
+
+def _param_error(name: str, message: str) -> ApiError:
+    return ApiError(400, f"Invalid query parameter '{name}': {message}", code="invalid_parameter", param=name)
+
+
+def _float(params: Any, name: str) -> float | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise _param_error(name, f"{value!r} is not a number") from None
+
+
+def _time(params: Any, name: str, now_ns: int) -> int | None:
+    value = params.get(name)
+    if not value:
+        return None
+    try:
+        return parse_time_ns(value, now_ns)
+    except ValueError as exc:
+        raise _param_error(name, str(exc)) from None
+
+
+def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
+    """A :class:`TraceQuery` from URL parameters; raises a 400 ApiError naming the bad parameter."""
+    known = {
+        "from", "to", "name", "user_id", "session_id", "model", "tag", "status",
+        "min_latency_ms", "min_cost_usd", "q", "limit", "cursor",
+    }  # fmt: skip
+    unknown = sorted(set(params.keys()) - known)
+    if unknown:
+        raise _param_error(unknown[0], f"unknown filter (known: {', '.join(sorted(known))})")
+    status = params.get("status")
+    if status is not None and status not in ("ok", "error"):
+        raise _param_error("status", "must be 'ok' or 'error'")
+    limit_text = params.get("limit", "50")
+    if not limit_text.isdigit():
+        raise _param_error("limit", f"{limit_text!r} is not a whole number")
+    cursor = params.get("cursor")
+    try:
+        return TraceQuery(
+            start_ns=_time(params, "from", now_ns),
+            end_ns=_time(params, "to", now_ns),
+            name=params.get("name"),
+            user_id=params.get("user_id"),
+            session_id=params.get("session_id"),
+            model=params.get("model"),
+            tags=tuple(params.getlist("tag")),
+            status=Status(status) if status else None,
+            min_latency_ms=_float(params, "min_latency_ms"),
+            min_cost_usd=_float(params, "min_cost_usd"),
+            search=params.get("q") or None,
+            limit=int(limit_text),
+            cursor=decode_cursor(cursor) if cursor else None,
+        )
+    except InvalidQuery as exc:
+        name = "cursor" if "cursor" in str(exc) else "limit"
+        raise _param_error(name, str(exc)) from None
+
+
+async def list_traces(request: Request) -> Response:
+    """``GET /api/traces``: newest first, filtered, ``{"data": [...], "next": cursor}``."""
+    state = _state(request)
+    principal = await state.auth.authenticate(request, Scope.READ)
+    query = trace_query_from_params(request.query_params, time.time_ns())
+    page = await run_in_threadpool(state.store.list_traces, principal.project_id, query)
+    return JSONResponse({"data": [trace_summary_json(t) for t in page.data], "next": page.next_cursor})
+
+
+async def get_trace(request: Request) -> Response:
+    """``GET /api/traces/{id}``: the trace, its observations depth-first, its scores."""
+    state = _state(request)
+    principal = await state.auth.authenticate(request, Scope.READ)
+    trace_id = request.path_params["trace_id"].lower()
+    detail = await run_in_threadpool(state.store.get_trace, principal.project_id, trace_id)
+    if detail is None:
+        raise ApiError(404, f"No trace {trace_id!r} in this project.", code="trace_not_found")
+    return JSONResponse(trace_detail_json(detail))
+
+
+async def post_scores(request: Request) -> Response:
+    """``POST /api/scores``: one score object or a list of them, on traces of the caller's project."""
+    state = _state(request)
+    principal = await state.auth.authenticate(request, Scope.READ)
+    body = await read_json(request, state.settings.max_body_bytes)
+    items = body if isinstance(body, list) else [body]
+    scores = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ApiError(400, f"Score #{index} must be a JSON object.", code="invalid_score")
+        allowed = {"id", "trace_id", "observation_id", "name", "value", "data_type", "source", "comment"}
+        extra = sorted(set(item) - allowed)
+        if extra:
+            raise ApiError(400, f"Score #{index}: unknown field {extra[0]!r}.", code="invalid_score")
+        try:
+            score = make_score(
+                trace_id=str(item.get("trace_id") or "").lower(),
+                name=item.get("name", ""),
+                value=item.get("value"),
+                data_type=item.get("data_type"),
+                observation_id=item.get("observation_id"),
+                source=item.get("source", "human"),
+                comment=item.get("comment"),
+                score_id=item.get("id"),
+            )
+        except ValueError as exc:
+            raise ApiError(400, f"Score #{index}: {exc}.", code="invalid_score") from None
+        exists = await run_in_threadpool(
+            state.store.observation_exists, principal.project_id, score.trace_id, score.observation_id
+        )
+        if not exists:
+            what = "observation" if score.observation_id else "trace"
+            raise ApiError(404, f"Score #{index}: no such {what} in this project.", code=f"{what}_not_found")
+        scores.append(score)
+    await run_in_threadpool(state.store.add_scores, principal.project_id, scores)
+    data = [score_json(s) for s in scores]
+    return JSONResponse(data if isinstance(body, list) else data[0], status_code=201)
+
+
+async def list_sessions(request: Request) -> Response:
+    """``GET /api/sessions``: conversations, most recently active first."""
+    state = _state(request)
+    principal = await state.auth.authenticate(request, Scope.READ)
+    params = request.query_params
+    limit_text = params.get("limit", "50")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+        raise _param_error("limit", "must be a whole number from 1 to 500")
+    try:
+        cursor = decode_cursor(params["cursor"]) if params.get("cursor") else None
+    except InvalidQuery as exc:
+        raise _param_error("cursor", str(exc)) from None
+    page = await run_in_threadpool(state.store.list_sessions, principal.project_id, int(limit_text), cursor)
+    return JSONResponse({"data": [session_json(s) for s in page.data], "next": page.next_cursor})
+
+
+async def model_metrics(request: Request) -> Response:
+    """``GET /api/metrics/models?from=30d&granularity=hour``: per-bucket, per-model figures."""
+    state = _state(request)
+    principal = await state.auth.authenticate(request, Scope.READ)
+    params = request.query_params
+    now_ns = time.time_ns()
+    start_ns = _time(params, "from", now_ns) or now_ns - 24 * 3600 * 10**9
+    end_ns = _time(params, "to", now_ns) or now_ns + 60 * 10**9
+    granularity = params.get("granularity", "hour")
+    if granularity not in _GRANULARITY_S:
+        raise _param_error("granularity", "must be minute, hour or day")
+    rows = await run_in_threadpool(
+        state.store.model_metrics,
+        principal.project_id,
+        start_ns // 10**9,
+        end_ns // 10**9,
+        _GRANULARITY_S[granularity],
+    )
+    return JSONResponse({"data": [model_metrics_json(r) for r in rows]})
+
+
+routes = [
+    Route("/api/traces", list_traces, methods=["GET"]),
+    Route("/api/traces/{trace_id}", get_trace, methods=["GET"]),
+    Route("/api/scores", post_scores, methods=["POST"]),
+    Route("/api/sessions", list_sessions, methods=["GET"]),
+    Route("/api/metrics/models", model_metrics, methods=["GET"]),
+]

@@ -1,0 +1,88 @@
+"""The app factory: one ASGI app with the collector, the query API and health, its dependencies
+passed in (``create_app(settings, store)``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pilothouse.server import api
+from pilothouse.server.auth import KeyAuthenticator
+from pilothouse.server.collector import export_traces
+from pilothouse.server.errors import ApiError
+from pilothouse.server.ingest import IngestQueue
+from pilothouse.server.settings import Settings
+from pilothouse.server.state import AppState
+from pilothouse.store.sql import SqlStore
+
+log = logging.getLogger("pilothouse.server")
+
+
+async def health(request: Request) -> Response:
+    """Liveness and the ingest queue's depth."""
+    state: AppState = request.app.state.pilothouse
+    return JSONResponse({"status": "ok", "ingest_pending": state.ingest.pending})
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
+    return ApiError(exc.status_code, message).response()
+
+
+async def _server_error(_request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    return ApiError(500, "Internal server error; the server log has the details.").response()
+
+
+def create_app(settings: Settings, store: SqlStore | None = None) -> Starlette:
+    """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given;
+    the ingest queue starts with the app and drains when it stops."""
+    own_store = store is None
+    the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ingest = IngestQueue(
+            the_store, max_spans=settings.ingest_queue_spans, batch_spans=settings.ingest_batch_spans
+        )
+        app.state.pilothouse = AppState(
+            settings=settings,
+            store=the_store,
+            ingest=ingest,
+            auth=KeyAuthenticator(the_store, settings.admin_key, settings.key_cache_seconds),
+        )
+        try:
+            yield
+        finally:
+            ingest.close()
+            log.info("ingest drained: %d spans written", ingest.stats.written)
+            if own_store:
+                the_store.close()
+
+    routes = [
+        Route("/v1/traces", export_traces, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        *api.routes,
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _server_error,
+        },
+    )

@@ -1,0 +1,88 @@
+"""API-key authentication with a short in-process cache, so that a warm request never waits on the
+database to check its key."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from pilothouse.domain.keys import ApiKey, Scope, hash_secret
+from pilothouse.server.errors import ApiError
+from pilothouse.store.sql import SqlStore
+
+DEFAULT_PROJECT = "default"
+PROJECT_HEADER = "x-pilothouse-project"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key (None for the admin secret) and the project the call acts on."""
+
+    project_id: str
+    key: ApiKey | None
+    is_admin: bool = False
+
+    def allows(self, scope: Scope) -> bool:
+        """True if this caller may use ``scope``."""
+        return self.is_admin or (self.key is not None and self.key.allows(scope))
+
+
+def bearer_secret(request: Request) -> str | None:
+    """The secret from ``Authorization: Bearer`` (or ``x-api-key``, as Anthropic clients send it)."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    return request.headers.get("x-api-key") or None
+
+
+class KeyAuthenticator:
+    """Resolves secrets to principals; caches lookups (hits and misses) for ``ttl_s`` seconds."""
+
+    def __init__(self, store: SqlStore, admin_key: str | None, ttl_s: float = 10.0) -> None:
+        self.store = store
+        self._admin_hash = hash_secret(admin_key) if admin_key else None
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+
+    async def authenticate(self, request: Request, scope: Scope) -> Principal:
+        """The caller of ``request`` if its key has ``scope``; raises 401/403 otherwise."""
+        secret = bearer_secret(request)
+        if secret is None:
+            raise ApiError(
+                401,
+                "Missing API key. Send it as 'Authorization: Bearer <key>' (create one with "
+                "'pilothouse keys create').",
+                code="invalid_api_key",
+            )
+        digest = hash_secret(secret)
+        if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
+            project = request.headers.get(PROJECT_HEADER) or DEFAULT_PROJECT
+            return Principal(project, None, is_admin=True)
+        key = await self._lookup(digest, secret)
+        if key is None or not key.active:
+            raise ApiError(401, "Invalid API key (unknown or revoked).", code="invalid_api_key")
+        if not key.allows(scope):
+            raise ApiError(403, f"This key lacks the '{scope.value}' scope.", code="insufficient_scope")
+        return Principal(key.project_id, key)
+
+    async def _lookup(self, digest: str, secret: str) -> ApiKey | None:
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await run_in_threadpool(self.store.find_api_key, secret)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (now + self.ttl_s, key)
+        return key
+
+    def forget(self) -> None:
+        """Drop the cache (after a key is revoked in this process)."""
+        self._cache.clear()

@@ -1,0 +1,47 @@
+"""The OTLP/HTTP collector: ``POST /v1/traces``.
+
+decode (protobuf or JSON, gzip) -> normalise -> bounded queue. Answers as the OTLP spec says: 200 with
+an empty ExportTraceServiceResponse, 400 for a body that cannot be decoded (nothing of it is stored),
+413 past the size limit, 429 with Retry-After when the queue is full.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pilothouse.domain.keys import Scope
+from pilothouse.server.body import read_body
+from pilothouse.server.errors import ApiError
+from pilothouse.server.state import AppState
+from pilothouse.tracing.conventions import normalise_span
+from pilothouse.tracing.otlp import OtlpDecodeError, decode_request, decompress
+
+RETRY_AFTER_S = "1"
+
+
+async def export_traces(request: Request) -> Response:
+    """Receive one OTLP trace export."""
+    state: AppState = request.app.state.pilothouse
+    principal = await state.auth.authenticate(request, Scope.INGEST)
+    limit = state.settings.max_body_bytes
+    body = await read_body(request, limit)
+    content_type = request.headers.get("content-type")
+    try:
+        body = decompress(body, request.headers.get("content-encoding"))
+        if len(body) > 4 * limit:
+            raise ApiError(413, "Decompressed body is too large.", code="body_too_large")
+        raw_spans = decode_request(body, content_type)
+        records = [normalise_span(raw, principal.project_id) for raw in raw_spans]
+    except OtlpDecodeError as exc:
+        raise ApiError(400, str(exc), code="invalid_otlp") from exc
+    if records and not state.ingest.offer(records):
+        raise ApiError(
+            429,
+            "Ingest queue is full; retry later.",
+            code="ingest_backpressure",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    if (content_type or "").startswith("application/json"):
+        return Response(b"{}", media_type="application/json")
+    return Response(b"", media_type="application/x-protobuf")

@@ -1,0 +1,20 @@
+"""What the app holds for its lifetime, passed in by the app factory (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pilothouse.server.auth import KeyAuthenticator
+from pilothouse.server.ingest import IngestQueue
+from pilothouse.server.settings import Settings
+from pilothouse.store.sql import SqlStore
+
+
+@dataclass(slots=True)
+class AppState:
+    """Settings, store, ingest queue and authenticator of one running app."""
+
+    settings: Settings
+    store: SqlStore
+    ingest: IngestQueue
+    auth: KeyAuthenticator

@@ -1,0 +1,55 @@
+"""Engines and migrations: plain database URLs in, a tuned SQLAlchemy engine out."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain URLs (``postgresql://``, ``sqlite:///``) and pick our drivers (psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql://")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # Big pages pack ~1 KB span rows with little slack; this only takes effect on a new database.
+    cursor.execute("PRAGMA page_size=16384")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for ``url``; SQLite files get WAL mode and their folder is created."""
+    url = normalise_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _tune_sqlite)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Apply every pending Alembic migration (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("pilothouse.store") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

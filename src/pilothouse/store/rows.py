@@ -1,0 +1,225 @@
+"""Conversions between domain objects and table rows (both directions), kept apart from the queries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from pilothouse.domain.rollups import RollupDelta, TraceDelta
+from pilothouse.domain.traces import (
+    Cost,
+    Observation,
+    ObservationKind,
+    Score,
+    ScoreDataType,
+    ScoreSource,
+    SpanRecord,
+    Status,
+    Trace,
+    Usage,
+)
+
+
+def dumps(value: Any) -> str | None:
+    """JSON text for a column, or NULL for an empty container."""
+    if not value:
+        return None
+    return orjson.dumps(value, default=str).decode()
+
+
+def loads(text: str | None, empty: Any) -> Any:
+    """Inverse of :func:`dumps`."""
+    return orjson.loads(text) if text else empty
+
+
+def span_row(record: SpanRecord) -> dict[str, Any]:
+    """The ``spans`` row of one received span."""
+    o = record.observation
+    u = o.usage
+    model_call = o.kind.is_model_call or not u.is_empty
+    return {
+        "project_id": record.project_id,
+        "trace_id": o.trace_id,
+        "span_id": o.id,
+        "parent_id": o.parent_id,
+        "kind": o.kind.value,
+        "name": o.name,
+        "start_ns": o.start_ns,
+        "end_ns": o.end_ns,
+        "status": o.status.value,
+        "status_message": o.status_message,
+        "input": o.input,
+        "output": o.output,
+        "attributes": dumps(o.attributes),
+        "provider": o.provider,
+        "request_model": o.request_model,
+        "model": o.model,
+        "model_parameters": dumps(o.model_parameters),
+        "input_tokens": u.input if model_call else None,
+        "output_tokens": u.output if model_call else None,
+        "cache_read_tokens": u.cache_read if model_call else None,
+        "cache_write_tokens": u.cache_write if model_call else None,
+        "reasoning_tokens": u.reasoning if model_call else None,
+        "cost_usd": o.cost.total if o.cost else None,
+        "cost_details": dumps(o.cost.items) if o.cost else None,
+        "price_version": o.cost.price_version if o.cost else None,
+        "ttft_ns": o.ttft_ns,
+        "prompt_name": o.prompt_name,
+        "prompt_version": o.prompt_version,
+    }
+
+
+def observation_from_row(row: Mapping[Any, Any]) -> Observation:
+    """Inverse of :func:`span_row`."""
+    cost_items = loads(row["cost_details"], None)
+    return Observation(
+        trace_id=row["trace_id"],
+        id=row["span_id"],
+        parent_id=row["parent_id"],
+        kind=ObservationKind(row["kind"]),
+        name=row["name"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"],
+        status=Status(row["status"]),
+        status_message=row["status_message"],
+        input=row["input"],
+        output=row["output"],
+        attributes=loads(row["attributes"], {}),
+        provider=row["provider"],
+        request_model=row["request_model"],
+        model=row["model"],
+        model_parameters=loads(row["model_parameters"], {}),
+        usage=Usage(
+            input=row["input_tokens"] or 0,
+            output=row["output_tokens"] or 0,
+            cache_read=row["cache_read_tokens"] or 0,
+            cache_write=row["cache_write_tokens"] or 0,
+            reasoning=row["reasoning_tokens"] or 0,
+        ),
+        cost=Cost(cost_items, row["price_version"]) if cost_items is not None else None,
+        ttft_ns=row["ttft_ns"],
+        prompt_name=row["prompt_name"],
+        prompt_version=row["prompt_version"],
+    )
+
+
+def trace_from_row(row: Mapping[Any, Any]) -> Trace:
+    """A :class:`Trace` from a ``traces`` row. Token totals are kept as input/output sums."""
+    return Trace(
+        id=row["id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"],
+        status=Status.ERROR if row["error_count"] else Status.OK,
+        user_id=row["user_id"],
+        session_id=row["session_id"],
+        tags=tuple(loads(row["tags"], [])),
+        metadata=loads(row["metadata"], {}),
+        environment=row["environment"],
+        release=row["release"],
+        input=row["input"],
+        output=row["output"],
+        model=row["model"],
+        observation_count=row["observation_count"],
+        error_count=row["error_count"],
+        usage=Usage(input=row["input_tokens"], output=row["output_tokens"]),
+        cost_usd=None if row["unpriced_count"] and not row["cost_usd"] else row["cost_usd"],
+    )
+
+
+def score_row(project_id: str, score: Score) -> dict[str, Any]:
+    """The ``scores`` row of a score."""
+    return {
+        "id": score.id,
+        "project_id": project_id,
+        "trace_id": score.trace_id,
+        "observation_id": score.observation_id,
+        "name": score.name,
+        "data_type": score.data_type.value,
+        "value": score.value,
+        "string_value": score.string_value,
+        "source": score.source.value,
+        "comment": score.comment,
+        "created_ns": score.created_ns,
+    }
+
+
+def score_from_row(row: Mapping[Any, Any]) -> Score:
+    """Inverse of :func:`score_row`."""
+    return Score(
+        id=row["id"],
+        trace_id=row["trace_id"],
+        observation_id=row["observation_id"],
+        name=row["name"],
+        data_type=ScoreDataType(row["data_type"]),
+        value=row["value"],
+        string_value=row["string_value"],
+        source=ScoreSource(row["source"]),
+        comment=row["comment"],
+        created_ns=row["created_ns"],
+    )
+
+
+SPAN_COLUMNS = (
+    "project_id", "trace_id", "span_id", "parent_id", "kind", "name", "start_ns", "end_ns", "status",
+    "status_message", "input", "output", "attributes", "provider", "request_model", "model",
+    "model_parameters", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "cost_usd", "cost_details", "price_version", "ttft_ns", "prompt_name",
+    "prompt_version",
+)  # fmt: skip
+TRACE_COLUMNS = (
+    "project_id", "id", "name", "root_span_id", "user_id", "session_id", "tags", "metadata",
+    "environment", "release", "input", "output", "model", "start_ns", "end_ns", "observation_count",
+    "error_count", "input_tokens", "output_tokens", "total_tokens", "cost_usd", "unpriced_count",
+)  # fmt: skip
+
+
+def trace_row(d: TraceDelta) -> dict[str, Any]:
+    """The ``traces`` row a batch adds (merged into the stored one by the upsert)."""
+    return {
+        "project_id": d.project_id,
+        "id": d.trace_id,
+        "name": d.name,
+        "root_span_id": d.root_span_id,
+        "user_id": d.user_id,
+        "session_id": d.session_id,
+        "tags": dumps(d.tags),
+        "metadata": dumps(d.metadata),
+        "environment": d.environment,
+        "release": d.release,
+        "input": d.input,
+        "output": d.output,
+        "model": d.model,
+        "start_ns": d.start_ns,
+        "end_ns": d.end_ns,
+        "observation_count": d.observation_count,
+        "error_count": d.error_count,
+        "input_tokens": d.input_tokens,
+        "output_tokens": d.output_tokens,
+        "total_tokens": d.total_tokens,
+        "cost_usd": d.cost_usd,
+        "unpriced_count": d.unpriced_count,
+    }
+
+
+def rollup_row(project_id: str, bucket: int, model: str, name: str, r: RollupDelta) -> dict[str, Any]:
+    """A rollup row (summed into the stored one by the upsert)."""
+    return {
+        "project_id": project_id,
+        "bucket": bucket,
+        "model": model,
+        "name": name,
+        "count": r.count,
+        "errors": r.errors,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "cache_read_tokens": r.cache_read_tokens,
+        "cache_write_tokens": r.cache_write_tokens,
+        "reasoning_tokens": r.reasoning_tokens,
+        "cost_usd": r.cost_usd,
+        "unpriced": r.unpriced,
+        "latency_ms_sum": r.latency_ms_sum,
+    }

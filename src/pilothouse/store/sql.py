@@ -1,0 +1,508 @@
+"""The SQL store: one implementation of :class:`pilothouse.store.Store` for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Insert,
+    Table,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
+from pilothouse.domain.queries import (
+    ModelMetrics,
+    Page,
+    SessionSummary,
+    TraceDetail,
+    TraceQuery,
+    TraceSummary,
+    encode_cursor,
+)
+from pilothouse.domain.rollups import batch_deltas
+from pilothouse.domain.sketch import quantile
+from pilothouse.domain.traces import Project, Score, SpanRecord, Status
+from pilothouse.store import tables as t
+from pilothouse.store.engine import make_engine, upgrade_schema
+from pilothouse.store.rows import (
+    SPAN_COLUMNS,
+    TRACE_COLUMNS,
+    observation_from_row,
+    rollup_row,
+    score_from_row,
+    score_row,
+    span_row,
+    trace_from_row,
+    trace_row,
+)
+
+PREVIEW_CHARS = 300
+_ROLLUP_SUMS = (
+    "count",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "unpriced",
+    "latency_ms_sum",
+)
+
+
+def _escape_like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+class SqlStore:
+    """Repository over SQLAlchemy Core; no SQL lives outside ``pilothouse.store``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self._least = func.least if self.dialect == "postgresql" else func.min
+        self._greatest = func.greatest if self.dialect == "postgresql" else func.max
+        # The ingest statements are compiled once to driver SQL with named parameters: executemany
+        # with plain dicts then skips SQLAlchemy's per-row parameter processing (the hot path).
+        self._span_insert = self._compile(
+            self._insert(t.spans).on_conflict_do_nothing(
+                index_elements=["project_id", "trace_id", "span_id"]
+            ),
+            SPAN_COLUMNS,
+        )
+        self._trace_upsert = self._compile(self._make_trace_upsert(), TRACE_COLUMNS)
+        self._rollup_upserts = {
+            granularity: (
+                self._compile(self._sum_upsert(rollup, _ROLLUP_SUMS), [c.name for c in rollup.columns]),
+                self._compile(self._sum_upsert(latency, ("count",)), [c.name for c in latency.columns]),
+            )
+            for granularity, rollup, latency in t.ROLLUPS
+        }
+
+    @classmethod
+    def from_url(cls, url: str, *, migrate: bool = True) -> SqlStore:
+        """Open (and by default migrate) the database at ``url``."""
+        engine = make_engine(url)
+        if migrate:
+            upgrade_schema(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self.engine.dispose()
+
+    # -- write statements ------------------------------------------------------------------------
+
+    def _compile(self, stmt: Insert, columns: Sequence[str]) -> str:
+        dialect = sqlite.dialect(paramstyle="named") if self.dialect == "sqlite" else self.engine.dialect
+        return str(stmt.compile(dialect=dialect, column_keys=list(columns)))
+
+    def _make_trace_upsert(self) -> Insert:
+        stmt = self._insert(t.traces)
+        x, cur = stmt.excluded, t.traces.c
+        keep_first = {c: func.coalesce(cur[c], x[c]) for c in ("model", "root_span_id")}
+        latest = {
+            c: func.coalesce(x[c], cur[c])
+            for c in (
+                "user_id",
+                "session_id",
+                "tags",
+                "metadata",
+                "environment",
+                "release",
+                "input",
+                "output",
+            )
+        }
+        sums = {
+            c: cur[c] + x[c]
+            for c in (
+                "observation_count",
+                "error_count",
+                "input_tokens",
+                "output_tokens",
+                "total_tokens",
+                "cost_usd",
+                "unpriced_count",
+            )
+        }
+        # A name from the root span (or set explicitly) replaces a provisional name from a child.
+        name = case((x.root_span_id.is_not(None), x.name), else_=func.coalesce(cur.name, x.name))
+        return stmt.on_conflict_do_update(
+            index_elements=["project_id", "id"],
+            set_={
+                "name": name,
+                "start_ns": self._least(cur.start_ns, x.start_ns),
+                "end_ns": self._greatest(cur.end_ns, x.end_ns),
+                **keep_first,
+                **latest,
+                **sums,
+            },
+        )
+
+    def _sum_upsert(self, table: Table, columns: Sequence[str]) -> Insert:
+        stmt = self._insert(table)
+        keys = [c.name for c in table.primary_key.columns]
+        return stmt.on_conflict_do_update(
+            index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in columns}
+        )
+
+    # -- ingest ----------------------------------------------------------------------------------
+
+    def write_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Store a batch of spans, their trace summaries and rollups in one transaction."""
+        if not records:
+            return
+        deltas = batch_deltas(records)
+        # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
+        trace_rows = [trace_row(d) for _, d in sorted(deltas.traces.items())]
+        span_rows = [span_row(r) for r in records]
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(self._span_insert, span_rows)  # type: ignore[arg-type]
+            conn.exec_driver_sql(self._trace_upsert, trace_rows)  # type: ignore[arg-type]
+            for granularity, (rollup_upsert, latency_upsert) in self._rollup_upserts.items():
+                rollup_rows = [
+                    rollup_row(p, b, m, n, r)
+                    for (g, p, b, m, n), r in sorted(deltas.rollups.items())
+                    if g == granularity
+                ]
+                latency_rows = [
+                    {"project_id": p, "bucket": b, "model": m, "name": n, "latency_bucket": lb, "count": c}
+                    for (g, p, b, m, n, lb), c in sorted(deltas.latencies.items())
+                    if g == granularity
+                ]
+                if rollup_rows:
+                    conn.exec_driver_sql(rollup_upsert, rollup_rows)  # type: ignore[arg-type]
+                    conn.exec_driver_sql(latency_upsert, latency_rows)  # type: ignore[arg-type]
+
+    def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
+        """Store scores of this project's traces."""
+        if scores:
+            with self.engine.begin() as conn:
+                conn.execute(t.scores.insert(), [score_row(project_id, s) for s in scores])
+
+    # -- projects and keys -------------------------------------------------------------------------
+
+    def ensure_project(self, project_id: str, name: str | None = None) -> Project:
+        """The project ``project_id``, created if missing."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.projects).where(t.projects.c.id == project_id)).first()
+            if row is None:
+                conn.execute(
+                    self._insert(t.projects)
+                    .values(id=project_id, name=name or project_id, created_ns=time.time_ns())
+                    .on_conflict_do_nothing()
+                )
+                return Project(project_id, name or project_id)
+            return Project(row.id, row.name)
+
+    def create_api_key(self, project_id: str, name: str, scopes: frozenset[Scope]) -> tuple[ApiKey, str]:
+        """A new key for the project (created if missing) and its secret, which is never stored."""
+        self.ensure_project(project_id)
+        secret = new_secret()
+        key = ApiKey(
+            id=uuid.uuid4().hex,
+            project_id=project_id,
+            name=name,
+            prefix=secret[:10],
+            scopes=scopes,
+            created_ns=time.time_ns(),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.api_keys.insert().values(
+                    id=key.id,
+                    project_id=project_id,
+                    name=name,
+                    prefix=key.prefix,
+                    secret_hash=hash_secret(secret),
+                    scopes=",".join(sorted(s.value for s in scopes)),
+                    created_ns=key.created_ns,
+                )
+            )
+        return key, secret
+
+    def find_api_key(self, secret: str) -> ApiKey | None:
+        """The key whose secret is ``secret`` (revoked ones included), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.api_keys).where(t.api_keys.c.secret_hash == hash_secret(secret))
+            ).first()
+        return _api_key(row._mapping) if row else None
+
+    def list_api_keys(self, project_id: str | None = None) -> list[ApiKey]:
+        """Keys, newest first, of one project or all."""
+        query = select(t.api_keys).order_by(t.api_keys.c.created_ns.desc())
+        if project_id is not None:
+            query = query.where(t.api_keys.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            return [_api_key(r._mapping) for r in conn.execute(query)]
+
+    def revoke_api_key(self, key_id: str, project_id: str | None = None) -> bool:
+        """Revoke a key; False if no such active key (in that project, when given)."""
+        cond = and_(t.api_keys.c.id == key_id, t.api_keys.c.revoked_ns.is_(None))
+        if project_id is not None:
+            cond = and_(cond, t.api_keys.c.project_id == project_id)
+        with self.engine.begin() as conn:
+            result = conn.execute(t.api_keys.update().where(cond).values(revoked_ns=time.time_ns()))
+        return result.rowcount > 0
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def list_traces(self, project_id: str, query: TraceQuery) -> Page[TraceSummary]:
+        """Traces newest first, filtered, one keyset page at a time."""
+        c = t.traces.c
+        conds: list[ColumnElement[bool]] = [c.project_id == project_id]
+        if query.start_ns is not None:
+            conds.append(c.start_ns >= query.start_ns)
+        if query.end_ns is not None:
+            conds.append(c.start_ns < query.end_ns)
+        for column, value in (
+            (c.name, query.name),
+            (c.user_id, query.user_id),
+            (c.session_id, query.session_id),
+        ):
+            if value is not None:
+                conds.append(column == value)
+        for tag in query.tags:
+            conds.append(c.tags.like(_escape_like(orjson.dumps(tag).decode()), escape="\\"))
+        if query.status is Status.ERROR:
+            conds.append(c.error_count > 0)
+        elif query.status is not None:
+            conds.append(c.error_count == 0)
+        if query.min_latency_ms is not None:
+            conds.append(c.end_ns - c.start_ns >= int(query.min_latency_ms * 1e6))
+        if query.min_cost_usd is not None:
+            conds.append(c.cost_usd >= query.min_cost_usd)
+        s = t.spans.c
+        if query.model is not None:
+            in_trace = and_(s.project_id == c.project_id, s.trace_id == c.id, s.model == query.model)
+            conds.append(or_(c.model == query.model, select(s.pk).where(in_trace).exists()))
+        if query.search:
+            pattern = _escape_like(query.search)
+            matching = select(s.trace_id).where(
+                s.project_id == project_id,
+                or_(s.input.like(pattern, escape="\\"), s.output.like(pattern, escape="\\")),
+            )
+            conds.append(
+                or_(
+                    c.id.in_(matching),
+                    c.input.like(pattern, escape="\\"),
+                    c.output.like(pattern, escape="\\"),
+                )
+            )
+        if query.cursor is not None:
+            conds.append(tuple_(c.start_ns, c.id) < tuple_(*query.cursor))
+        stmt = select(t.traces).where(*conds).order_by(c.start_ns.desc(), c.id.desc()).limit(query.limit + 1)
+        with self.engine.connect() as conn:
+            rows = [r._mapping for r in conn.execute(stmt)]
+            more = len(rows) > query.limit
+            rows = rows[: query.limit]
+            roots = {}
+            if rows:
+                root_rows = conn.execute(
+                    select(s.trace_id, s.input, s.output).where(
+                        s.project_id == project_id,
+                        s.trace_id.in_([r["id"] for r in rows]),
+                        s.parent_id.is_(None),
+                    )
+                )
+                roots = {r.trace_id: (r.input, r.output) for r in root_rows}
+        data = []
+        for row in rows:
+            trace = trace_from_row(row)
+            root_in, root_out = roots.get(trace.id, (None, None))
+            data.append(
+                TraceSummary(
+                    trace,
+                    _preview(trace.input if trace.input is not None else root_in),
+                    _preview(trace.output if trace.output is not None else root_out),
+                )
+            )
+        next_cursor = encode_cursor(rows[-1]["start_ns"], rows[-1]["id"]) if more else None
+        return Page(data, next_cursor)
+
+    def get_trace(self, project_id: str, trace_id: str) -> TraceDetail | None:
+        """One trace of this project with its observations and scores, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.traces).where(t.traces.c.project_id == project_id, t.traces.c.id == trace_id)
+            ).first()
+            if row is None:
+                return None
+            span_rows = conn.execute(
+                select(t.spans)
+                .where(t.spans.c.project_id == project_id, t.spans.c.trace_id == trace_id)
+                .order_by(t.spans.c.start_ns, t.spans.c.pk)
+            )
+            observations = [observation_from_row(r._mapping) for r in span_rows]
+            score_rows = conn.execute(
+                select(t.scores)
+                .where(t.scores.c.project_id == project_id, t.scores.c.trace_id == trace_id)
+                .order_by(t.scores.c.created_ns)
+            )
+            scores = [score_from_row(r._mapping) for r in score_rows]
+        trace = trace_from_row(row._mapping)
+        root = next((o for o in observations if o.id == row.root_span_id), None)
+        if root is not None and (trace.input is None or trace.output is None):
+            trace = replace(
+                trace,
+                input=trace.input if trace.input is not None else root.input,
+                output=trace.output if trace.output is not None else root.output,
+            )
+        return TraceDetail(trace, observations, scores)
+
+    def observation_exists(self, project_id: str, trace_id: str, observation_id: str | None) -> bool:
+        """True if the trace (and the observation, when given) is stored in this project."""
+        with self.engine.connect() as conn:
+            if observation_id is None:
+                stmt = select(t.traces.c.id).where(
+                    t.traces.c.project_id == project_id, t.traces.c.id == trace_id
+                )
+            else:
+                stmt = select(t.spans.c.pk).where(
+                    t.spans.c.project_id == project_id,
+                    t.spans.c.trace_id == trace_id,
+                    t.spans.c.span_id == observation_id,
+                )
+            return conn.execute(stmt).first() is not None
+
+    def list_sessions(
+        self, project_id: str, limit: int = 50, cursor: tuple[int, str] | None = None
+    ) -> Page[SessionSummary]:
+        """Sessions, most recently active first."""
+        c = t.traces.c
+        last = func.max(c.start_ns)
+        stmt = (
+            select(
+                c.session_id,
+                func.count().label("n"),
+                func.min(c.start_ns).label("first"),
+                last.label("last"),
+                func.max(c.end_ns).label("end"),
+                func.sum(c.total_tokens).label("tokens"),
+                func.sum(c.cost_usd).label("cost"),
+                func.min(c.user_id).label("user_min"),
+                func.max(c.user_id).label("user_max"),
+            )
+            .where(c.project_id == project_id, c.session_id.is_not(None))
+            .group_by(c.session_id)
+            .order_by(last.desc(), c.session_id.desc())
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            stmt = stmt.having(tuple_(last, c.session_id) < tuple_(*cursor))
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(stmt))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        data = [
+            SessionSummary(
+                session_id=r.session_id,
+                trace_count=r.n,
+                start_ns=r.first,
+                end_ns=r.end,
+                user_ids=tuple(sorted({u for u in (r.user_min, r.user_max) if u})),
+                total_tokens=int(r.tokens or 0),
+                cost_usd=float(r.cost or 0),
+            )
+            for r in rows
+        ]
+        next_cursor = encode_cursor(rows[-1].last, rows[-1].session_id) if more else None
+        return Page(data, next_cursor)
+
+    def model_metrics(
+        self, project_id: str, start_s: int, end_s: int, granularity_s: int
+    ) -> list[ModelMetrics]:
+        """Model-call metrics per time bucket and model, read from the rollups (never from spans).
+
+        ``granularity_s`` is a multiple of 60 (minute rollups) or of 3600 (hour rollups)."""
+        source = 3600 if granularity_s % 3600 == 0 else 60
+        if granularity_s % 60:
+            raise ValueError("granularity must be a multiple of 60 seconds")
+        _, rollup, latency = next(r for r in t.ROLLUPS if r[0] == source)
+        bucket = rollup.c.bucket - rollup.c.bucket % granularity_s
+        sums = [func.sum(rollup.c[col]).label(col) for col in _ROLLUP_SUMS]
+        stmt = (
+            select(bucket.label("b"), rollup.c.model, *sums)
+            .where(rollup.c.project_id == project_id, rollup.c.bucket >= start_s, rollup.c.bucket < end_s)
+            .group_by(bucket, rollup.c.model)
+        )
+        lbucket = latency.c.bucket - latency.c.bucket % granularity_s
+        lstmt = (
+            select(lbucket.label("b"), latency.c.model, latency.c.latency_bucket, func.sum(latency.c.count))
+            .where(latency.c.project_id == project_id, latency.c.bucket >= start_s, latency.c.bucket < end_s)
+            .group_by(lbucket, latency.c.model, latency.c.latency_bucket)
+        )
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(stmt))
+            hist: dict[tuple[int, str], dict[int, int]] = {}
+            for b, model, lb, n in conn.execute(lstmt):
+                hist.setdefault((int(b), model), {})[lb] = int(n)
+        out = []
+        for row in rows:
+            r = row._mapping
+            counts = hist.get((int(r["b"]), r["model"]), {})
+            n = int(r["count"])
+            out.append(
+                ModelMetrics(
+                    bucket_start_s=int(r["b"]),
+                    model=r["model"],
+                    count=n,
+                    errors=int(r["errors"]),
+                    input_tokens=int(r["input_tokens"]),
+                    output_tokens=int(r["output_tokens"]),
+                    cache_read_tokens=int(r["cache_read_tokens"]),
+                    cache_write_tokens=int(r["cache_write_tokens"]),
+                    reasoning_tokens=int(r["reasoning_tokens"]),
+                    cost_usd=float(r["cost_usd"]),
+                    unpriced=int(r["unpriced"]),
+                    latency_ms_avg=float(r["latency_ms_sum"]) / n if n else 0.0,
+                    latency_ms_p50=quantile(counts, 0.5),
+                    latency_ms_p95=quantile(counts, 0.95),
+                )
+            )
+        out.sort(key=lambda m: (m.bucket_start_s, m.model))
+        return out
+
+    def count_spans(self, project_id: str | None = None) -> int:
+        """Number of stored spans (of one project, or all)."""
+        stmt = select(func.count()).select_from(t.spans)
+        if project_id is not None:
+            stmt = stmt.where(t.spans.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+
+def _preview(text: str | None) -> str | None:
+    if text is None or len(text) <= PREVIEW_CHARS:
+        return text
+    return text[:PREVIEW_CHARS] + "…"
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        scopes=frozenset(Scope(s) for s in row["scopes"].split(",") if s),
+        created_ns=row["created_ns"],
+        revoked_ns=row["revoked_ns"],
+    )

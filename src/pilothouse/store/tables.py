@@ -1,0 +1,169 @@
+"""SQLAlchemy Core tables: one schema for SQLite and PostgreSQL.
+
+Times are BIGINT nanoseconds since the epoch; rollup buckets are BIGINT seconds (bucket start).
+The migrations in ``migrations/versions`` create exactly these tables; a test checks they agree.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(32), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("scopes", String(200), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("revoked_ns", BigInteger),
+)
+
+traces = Table(
+    "traces",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("id", String(32), primary_key=True),
+    Column("name", Text),
+    Column("root_span_id", String(16)),
+    Column("user_id", Text),
+    Column("session_id", Text),
+    Column("tags", Text),  # JSON list
+    Column("metadata", Text),  # JSON object
+    Column("environment", Text),
+    Column("release", Text),
+    Column("input", Text),
+    Column("output", Text),
+    Column("model", Text),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("observation_count", Integer, nullable=False),
+    Column("error_count", Integer, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("total_tokens", BigInteger, nullable=False),
+    Column("cost_usd", Float, nullable=False),
+    Column("unpriced_count", Integer, nullable=False),  # model calls whose cost is unknown
+    Index("ix_traces_time", "project_id", "start_ns", "id"),
+    Index("ix_traces_session", "project_id", "session_id", "start_ns"),
+    Index("ix_traces_user", "project_id", "user_id", "start_ns"),
+)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("span_id", String(16), nullable=False),
+    Column("parent_id", String(16)),
+    Column("kind", String(16), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("status_message", Text),
+    Column("input", Text),
+    Column("output", Text),
+    Column("attributes", Text),  # JSON object: what no column holds
+    Column("provider", Text),
+    Column("request_model", Text),
+    Column("model", Text),
+    Column("model_parameters", Text),  # JSON object
+    Column("input_tokens", Integer),
+    Column("output_tokens", Integer),
+    Column("cache_read_tokens", Integer),
+    Column("cache_write_tokens", Integer),
+    Column("reasoning_tokens", Integer),
+    Column("cost_usd", Float),  # NULL: unknown (never 0 for "no price")
+    Column("cost_details", Text),  # JSON object of line items
+    Column("price_version", Text),
+    Column("ttft_ns", BigInteger),
+    Column("prompt_name", Text),
+    Column("prompt_version", Text),
+    UniqueConstraint("project_id", "trace_id", "span_id", name="uq_spans_trace_span"),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("observation_id", String(16)),
+    Column("name", Text, nullable=False),
+    Column("data_type", String(16), nullable=False),
+    Column("value", Float),
+    Column("string_value", Text),
+    Column("source", String(16), nullable=False),
+    Column("comment", Text),
+    Column("created_ns", BigInteger, nullable=False),
+    Index("ix_scores_trace", "project_id", "trace_id"),
+)
+
+
+def _rollup_table(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("project_id", String(64), primary_key=True),
+        Column("bucket", BigInteger, primary_key=True),
+        Column("model", Text, primary_key=True),
+        Column("name", Text, primary_key=True),
+        Column("count", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cache_read_tokens", BigInteger, nullable=False),
+        Column("cache_write_tokens", BigInteger, nullable=False),
+        Column("reasoning_tokens", BigInteger, nullable=False),
+        Column("cost_usd", Float, nullable=False),
+        Column("unpriced", BigInteger, nullable=False),
+        Column("latency_ms_sum", Float, nullable=False),
+    )
+
+
+def _latency_table(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("project_id", String(64), primary_key=True),
+        Column("bucket", BigInteger, primary_key=True),
+        Column("model", Text, primary_key=True),
+        Column("name", Text, primary_key=True),
+        Column("latency_bucket", Integer, primary_key=True),
+        Column("count", BigInteger, nullable=False),
+    )
+
+
+# Model calls (generations, embeddings) summed per minute and per hour at ingest time, so that
+# dashboards read thousands of rows rather than millions of spans.
+rollup_minute = _rollup_table("rollup_minute")
+rollup_hour = _rollup_table("rollup_hour")
+latency_minute = _latency_table("latency_minute")
+latency_hour = _latency_table("latency_hour")
+
+ROLLUPS = ((60, rollup_minute, latency_minute), (3600, rollup_hour, latency_hour))

@@ -1,0 +1,408 @@
+"""``SimulatedUpstream``: a real HTTP server on loopback that speaks the OpenAI and Anthropic APIs
+with the simulated model, for tests, load tests and fault drills."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from pilothouse.testing._simulation import SimConfig, SimReply, count_tokens, simulate
+
+Send = Any
+Receive = Any
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SimulatedUpstream:
+    """An OpenAI- and Anthropic-compatible model server on ``127.0.0.1`` (a thread of this process).
+
+    ``with SimulatedUpstream() as up: OpenAI(base_url=up.base_url + "/v1", api_key="x")``.
+    ``requests`` lists the JSON bodies received, in order.
+    """
+
+    def __init__(self, config: SimConfig | None = None, port: int | None = None) -> None:
+        self.config = config or SimConfig()
+        self.port = port or _free_port()
+        self.requests: list[dict[str, Any]] = []
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>`` (append ``/v1`` for OpenAI clients)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> SimulatedUpstream:
+        """Start serving; returns when the port accepts connections."""
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            interface="asgi3",
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="simulated-upstream", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("simulated upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> SimulatedUpstream:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- ASGI ---------------------------------------------------------------------------------------
+
+    async def app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        path, method = scope["path"], scope["method"]
+        if method == "GET" and path == "/v1/models":
+            await _json(
+                send, 200, {"object": "list", "data": [{"id": "sim", "object": "model", "owned_by": "sim"}]}
+            )
+            return
+        if method != "POST" or path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"):
+            await _json(send, 404, _openai_error("not found", "not_found_error"))
+            return
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            await _json(send, 400, _openai_error("invalid JSON", "invalid_request_error"))
+            return
+        self.requests.append(request)
+        status = int(headers.get("x-sim-status", "0") or 0)
+        if request.get("model") == "fail-model":
+            status = 500
+        latency_ms = float(headers.get("x-sim-latency-ms", self.config.latency_ms))
+        if status:
+            await self._error(send, status, path == "/v1/messages")
+            return
+        if latency_ms:
+            await asyncio.sleep(latency_ms / 1000)
+        if path == "/v1/embeddings":
+            await self._embeddings(send, request)
+            return
+        drop = headers.get("x-sim-drop-after")
+        drop_after = int(drop) if drop else self.config.drop_after_tokens
+        if path == "/v1/messages":
+            reply = simulate(
+                request.get("messages") or [],
+                request.get("max_tokens"),
+                self.config,
+                tools=request.get("tools"),
+                system=request.get("system"),
+            )
+            if request.get("stream"):
+                await self._anthropic_stream(send, request, reply, drop_after)
+            else:
+                await _json(send, 200, _anthropic_message(request, reply))
+            return
+        reply = simulate(
+            request.get("messages") or [],
+            request.get("max_completion_tokens") or request.get("max_tokens"),
+            self.config,
+            tools=request.get("tools"),
+        )
+        if request.get("stream"):
+            await self._openai_stream(send, request, reply, drop_after)
+        else:
+            await _json(send, 200, _openai_completion(request, reply))
+
+    async def _error(self, send: Send, status: int, anthropic: bool) -> None:
+        headers = [(b"retry-after", str(self.config.retry_after_s).encode())] if status == 429 else []
+        kind = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error"}.get(
+            status, "server_error" if not anthropic else "api_error"
+        )
+        body = (
+            {"type": "error", "error": {"type": kind, "message": f"simulated {status}"}}
+            if anthropic
+            else _openai_error(f"simulated {status}", kind)
+        )
+        await _json(send, status, body, headers)
+
+    async def _embeddings(self, send: Send, request: dict[str, Any]) -> None:
+        inputs = request.get("input")
+        items = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        data = []
+        for i, text in enumerate(items):
+            digest = hashlib.sha256(str(text).encode()).digest()
+            data.append({"object": "embedding", "index": i, "embedding": [b / 255 for b in digest[:8]]})
+        tokens = sum(count_tokens(str(t)) for t in items)
+        await _json(
+            send,
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": request.get("model", "sim"),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+        )
+
+    async def _pace(self) -> None:
+        if self.config.tokens_per_s > 0:
+            await asyncio.sleep(1 / self.config.tokens_per_s)
+
+    async def _openai_stream(
+        self, send: Send, request: dict[str, Any], reply: SimReply, drop_after: int | None
+    ) -> None:
+        await _start_sse(send)
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": request.get("model", "sim"),
+        }
+        n = int(request.get("n") or 1)
+
+        async def chunk(payload: dict[str, Any]) -> None:
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + orjson.dumps({**base, **payload}) + b"\n\n",
+                    "more_body": True,
+                }
+            )
+
+        for i in range(n):
+            await chunk(
+                {
+                    "choices": [
+                        {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+                    ]
+                }
+            )
+        if reply.tool_call:
+            for i in range(n):
+                await chunk(
+                    {
+                        "choices": [
+                            {
+                                "index": i,
+                                "delta": {
+                                    "tool_calls": [
+                                        {
+                                            "index": 0,
+                                            "id": "call_sim",
+                                            "type": "function",
+                                            "function": reply.tool_call,
+                                        }
+                                    ]
+                                },
+                                "finish_reason": None,
+                            }
+                        ]
+                    }
+                )
+        for pos, word in enumerate(reply.words):
+            if drop_after is not None and pos >= drop_after:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                raise _Dropped
+            await self._pace()
+            text = word if pos == 0 else " " + word
+            for i in range(n):
+                await chunk({"choices": [{"index": i, "delta": {"content": text}, "finish_reason": None}]})
+        for i in range(n):
+            await chunk({"choices": [{"index": i, "delta": {}, "finish_reason": reply.finish_reason}]})
+        if (request.get("stream_options") or {}).get("include_usage"):
+            await chunk({"choices": [], "usage": _openai_usage(reply, n)})
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+    async def _anthropic_stream(
+        self, send: Send, request: dict[str, Any], reply: SimReply, drop_after: int | None
+    ) -> None:
+        await _start_sse(send)
+
+        async def event(kind: str, payload: dict[str, Any]) -> None:
+            data = orjson.dumps({"type": kind, **payload})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": f"event: {kind}\ndata: ".encode() + data + b"\n\n",
+                    "more_body": True,
+                }
+            )
+
+        message = _anthropic_message(request, reply)
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {**message["usage"], "output_tokens": 1},
+        }
+        await event("message_start", {"message": start})
+        if reply.tool_call:
+            await event(
+                "content_block_start",
+                {
+                    "index": 0,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": "toolu_sim",
+                        "name": reply.tool_call["name"],
+                        "input": {},
+                    },
+                },
+            )
+            await event(
+                "content_block_delta",
+                {
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": reply.tool_call["arguments"]},
+                },
+            )
+        else:
+            await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            for pos, word in enumerate(reply.words):
+                if drop_after is not None and pos >= drop_after:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    raise _Dropped
+                await self._pace()
+                text = word if pos == 0 else " " + word
+                await event(
+                    "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}}
+                )
+        await event("content_block_stop", {"index": 0})
+        await event(
+            "message_delta",
+            {
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            },
+        )
+        await event("message_stop", {})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class _Dropped(Exception):
+    """Raised to cut a stream mid-way (uvicorn then closes the connection without a final chunk)."""
+
+
+def _openai_usage(reply: SimReply, n: int = 1) -> dict[str, Any]:
+    completion = reply.completion_tokens * n
+    return {
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": reply.prompt_tokens + completion,
+        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens * n},
+    }
+
+
+def _openai_completion(request: dict[str, Any], reply: SimReply) -> dict[str, Any]:
+    n = int(request.get("n") or 1)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": " ".join(reply.words) if not reply.tool_call else None,
+    }
+    if reply.tool_call:
+        message["tool_calls"] = [{"id": "call_sim", "type": "function", "function": reply.tool_call}]
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.get("model", "sim"),
+        "choices": [
+            {"index": i, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
+            for i in range(n)
+        ],
+        "usage": _openai_usage(reply, n),
+    }
+
+
+def _anthropic_message(request: dict[str, Any], reply: SimReply) -> dict[str, Any]:
+    if reply.tool_call:
+        content: list[dict[str, Any]] = [
+            {
+                "type": "tool_use",
+                "id": "toolu_sim",
+                "name": reply.tool_call["name"],
+                "input": orjson.loads(reply.tool_call["arguments"]),
+            }
+        ]
+        stop = "tool_use"
+    else:
+        content = [{"type": "text", "text": " ".join(reply.words)}]
+        stop = "max_tokens" if reply.finish_reason == "length" else "end_turn"
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:12]}",
+        "type": "message",
+        "role": "assistant",
+        "model": request.get("model", "sim"),
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": reply.prompt_tokens - reply.cached_tokens,
+            "cache_read_input_tokens": reply.cached_tokens,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": reply.completion_tokens,
+        },
+    }
+
+
+def _openai_error(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+async def _start_sse(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+        }
+    )
+
+
+async def _json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    data = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})

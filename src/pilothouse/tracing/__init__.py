@@ -1,0 +1,1 @@
+"""Tracing: the client SDK (built on OpenTelemetry) and OTLP decoding + convention mapping."""

@@ -1,0 +1,489 @@
+"""One normaliser from the tracing conventions onto the domain model.
+
+Understood: OpenTelemetry GenAI (``gen_ai.*``, current and older names), OpenInference (``llm.*``,
+``input.value``, ``openinference.span.kind``), OpenLLMetry (``traceloop.*``, ``llm.usage.*``,
+``gen_ai.prompt.N.*``), Langfuse (``langfuse.*``) and Pilothouse's own SDK (``pilothouse.*``).
+
+Each span's attributes are read in one pass: a key that maps onto a field goes to its slot (when
+several conventions name the same field, the earlier name in ``_ALIASES`` wins), flattened message
+keys are grouped by prefix, and everything else is kept as the observation's attributes.
+
+Token usage is normalised so that every token is counted once: ``Usage.input`` excludes cache reads
+and writes whether the convention counted them inside its input figure or not.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from pilothouse.domain.traces import (
+    Observation,
+    ObservationKind,
+    SpanRecord,
+    Status,
+    TraceAttributes,
+    Usage,
+)
+from pilothouse.tracing.otlp import RawSpan
+
+_K = ObservationKind
+_OPENINFERENCE_KINDS = {
+    "LLM": _K.GENERATION,
+    "EMBEDDING": _K.EMBEDDING,
+    "TOOL": _K.TOOL,
+    "RETRIEVER": _K.RETRIEVAL,
+    "GUARDRAIL": _K.GUARDRAIL,
+    "EVALUATOR": _K.EVALUATOR,
+}
+_LANGFUSE_KINDS = {
+    "generation": _K.GENERATION,
+    "embedding": _K.EMBEDDING,
+    "tool": _K.TOOL,
+    "retriever": _K.RETRIEVAL,
+    "guardrail": _K.GUARDRAIL,
+    "evaluator": _K.EVALUATOR,
+    "event": _K.EVENT,
+}
+_GENAI_OPERATION_KINDS = {
+    "chat": _K.GENERATION,
+    "text_completion": _K.GENERATION,
+    "generate_content": _K.GENERATION,
+    "completion": _K.GENERATION,
+    "embeddings": _K.EMBEDDING,
+    "embedding": _K.EMBEDDING,
+    "execute_tool": _K.TOOL,
+}
+_TRACELOOP_REQUEST_KINDS = {"chat": _K.GENERATION, "completion": _K.GENERATION, "embedding": _K.EMBEDDING}
+_KIND_VALUES = {k.value: k for k in ObservationKind}
+
+# slot -> attribute names, most specific first. A slot whose name starts with "param:" is a model
+# parameter; "drop" slots are consumed and not kept.
+_SLOT_NAMES: dict[str, tuple[str, ...]] = {
+    "request_model": ("gen_ai.request.model", "llm.request.model"),
+    "model": (
+        "langfuse.observation.model.name",
+        "gen_ai.response.model",
+        "llm.response.model",
+        "llm.model_name",
+        "embedding.model_name",
+    ),
+    "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"),
+    "prompt_tokens": (
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.prompt_tokens",
+        "llm.token_count.prompt",
+        "llm.usage.prompt_tokens",
+    ),
+    "completion_tokens": (
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.completion_tokens",
+        "llm.token_count.completion",
+        "llm.usage.completion_tokens",
+    ),
+    "cache_read": (
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_read_input_tokens",
+        "llm.token_count.prompt_details.cache_read",
+        "llm.usage.cache_read_input_tokens",
+    ),
+    "cache_write": (
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.cache_creation_input_tokens",
+        "llm.token_count.prompt_details.cache_write",
+        "llm.usage.cache_creation_input_tokens",
+    ),
+    "reasoning": (
+        "gen_ai.usage.reasoning.output_tokens",
+        "gen_ai.usage.reasoning_tokens",
+        "llm.token_count.completion_details.reasoning",
+        "llm.usage.reasoning_tokens",
+    ),
+    "drop": (
+        "llm.token_count.total",
+        "llm.usage.total_tokens",
+        "gen_ai.usage.total_tokens",
+        "input.mime_type",
+        "output.mime_type",
+    ),
+    "usage_details": ("langfuse.observation.usage_details",),
+    "kind_pilothouse": ("pilothouse.observation.kind",),
+    "kind_langfuse": ("langfuse.observation.type",),
+    "kind_openinference": ("openinference.span.kind",),
+    "raw_in": ("pilothouse.input", "langfuse.observation.input", "traceloop.entity.input"),
+    "raw_out": ("pilothouse.output", "langfuse.observation.output", "traceloop.entity.output"),
+    "value_in": ("input.value",),
+    "value_out": ("output.value",),
+    "genai_in": ("gen_ai.input.messages",),
+    "genai_out": ("gen_ai.output.messages",),
+    "system": ("gen_ai.system_instructions",),
+    "params_oi": ("llm.invocation_parameters",),
+    "params_lf": ("langfuse.observation.model.parameters",),
+    "param:temperature": ("gen_ai.request.temperature",),
+    "param:top_p": ("gen_ai.request.top_p", "llm.top_p"),
+    "param:top_k": ("gen_ai.request.top_k",),
+    "param:max_tokens": ("gen_ai.request.max_tokens", "llm.request.max_tokens"),
+    "param:frequency_penalty": ("gen_ai.request.frequency_penalty", "llm.frequency_penalty"),
+    "param:presence_penalty": ("gen_ai.request.presence_penalty", "llm.presence_penalty"),
+    "param:stop": ("gen_ai.request.stop_sequences",),
+    "param:seed": ("gen_ai.request.seed", "gen_ai.openai.request.seed"),
+    "param:n": ("gen_ai.request.choice.count",),
+    "param:response_format": ("gen_ai.openai.request.response_format",),
+    "param:encoding_formats": ("gen_ai.request.encoding_formats",),
+    "param:stream": ("llm.is_streaming", "gen_ai.is_streaming"),
+    "ttft_ms": ("pilothouse.ttft_ms",),
+    "completion_start": ("langfuse.observation.completion_start_time",),
+    "level": ("langfuse.observation.level",),
+    "level_message": ("langfuse.observation.status_message",),
+    "prompt_name": ("pilothouse.prompt.name", "langfuse.observation.prompt.name", "traceloop.prompt.key"),
+    "prompt_version": (
+        "pilothouse.prompt.version",
+        "langfuse.observation.prompt.version",
+        "traceloop.prompt.version",
+        "llm.prompt_template.version",
+    ),
+    "tags": ("langfuse.trace.tags", "tag.tags", "pilothouse.trace.tags"),
+    "metadata_oi": ("metadata",),
+    "metadata_lf": ("langfuse.trace.metadata",),
+    "metadata_ph": ("pilothouse.trace.metadata",),
+    "environment": ("langfuse.environment", "pilothouse.environment"),
+    "release": ("langfuse.release", "pilothouse.release"),
+    "trace_name": ("langfuse.trace.name", "pilothouse.trace.name"),
+    "trace_input": ("langfuse.trace.input", "pilothouse.trace.input"),
+    "trace_output": ("langfuse.trace.output", "pilothouse.trace.output"),
+    "user_id": ("langfuse.user.id", "user.id", "enduser.id", "traceloop.association.properties.user_id"),
+    "session_id": (
+        "langfuse.session.id",
+        "session.id",
+        "gen_ai.conversation.id",
+        "traceloop.association.properties.session_id",
+    ),
+}
+_ALIASES: dict[str, tuple[str, int]] = {
+    key: (slot, rank) for slot, keys in _SLOT_NAMES.items() for rank, key in enumerate(keys)
+}
+# Read for the kind but also kept as attributes.
+_PEEK = frozenset({"gen_ai.operation.name", "llm.request.type", "traceloop.span.kind"})
+# Flattened keys (prefix.N.field...) gathered per prefix.
+_GROUPS = (
+    "llm.input_messages.",
+    "llm.output_messages.",
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+    "langfuse.trace.metadata.",
+    "langfuse.observation.metadata.",
+    "traceloop.association.properties.",
+)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _text(value: Any) -> str | None:
+    """Text of a value: strings as they are, everything else as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
+def _json(value: Any) -> Any:
+    """Parse JSON text if it is JSON, else return it unchanged."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def unflatten(flat: dict[str, Any]) -> list[Any]:
+    """``{"0.message.role": "user", "0.message.content": "hi"}`` -> ``[{"message": {...}}]``: dotted
+    keys become nested dicts, and dicts whose keys are all numbers become lists."""
+    root: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node = root
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    found = _as_list(root)
+    return found if isinstance(found, list) else [found]
+
+
+def _as_list(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    converted = {k: _as_list(v) for k, v in node.items()}
+    if converted and all(k.isdigit() for k in converted):
+        return [converted[k] for k in sorted(converted, key=int)]
+    return converted
+
+
+def _strip_message(message: Any) -> Any:
+    """OpenInference wraps each message in ``{"message": {...}}`` and tool calls in ``tool_call``."""
+    if isinstance(message, dict) and len(message) == 1 and "message" in message:
+        message = message["message"]
+    if isinstance(message, dict) and isinstance(message.get("tool_calls"), list):
+        message = dict(message)
+        message["tool_calls"] = [
+            tc.get("tool_call", tc) if isinstance(tc, dict) else tc for tc in message["tool_calls"]
+        ]
+    return message
+
+
+def _messages(flat: dict[str, Any] | None) -> list[Any]:
+    if not flat:
+        return []
+    # The common OpenInference shape (N.message.role / N.message.content only) without the general
+    # unflattening.
+    simple: dict[int, dict[str, Any]] = {}
+    for key, value in flat.items():
+        index, _, rest = key.partition(".")
+        if rest not in ("message.role", "message.content", "role", "content") or not index.isdigit():
+            return [_strip_message(m) for m in unflatten(flat) if m is not None]
+        simple.setdefault(int(index), {})[rest.rpartition(".")[2]] = value
+    return [simple[i] for i in sorted(simple)]
+
+
+def _output_text(messages: list[Any]) -> str | None:
+    """Output of a model call: plain text for one text-only answer, else JSON of the messages."""
+    if not messages:
+        return None
+    if len(messages) == 1 and isinstance(messages[0], dict):
+        msg = messages[0]
+        if isinstance(msg.get("content"), str) and not msg.get("tool_calls"):
+            return str(msg["content"])
+    return _text(messages[0] if len(messages) == 1 else messages)
+
+
+def _usage(slots: dict[str, Any]) -> Usage:
+    prompt, completion = slots.get("prompt_tokens"), slots.get("completion_tokens")
+    if prompt is None and completion is None:
+        details = _json(slots.get("usage_details"))
+        if isinstance(details, dict) and details:
+            return _langfuse_usage(details)
+    read, write = _int(slots.get("cache_read")), _int(slots.get("cache_write"))
+    total_input = _int(prompt)
+    # Conventions that count cache tokens inside the input figure (OpenAI style, and the GenAI
+    # convention's recommendation) are recognised by the input being at least the cached part.
+    uncached = total_input - read - write if total_input >= read + write else total_input
+    return Usage(
+        input=uncached,
+        output=_int(completion),
+        cache_read=read,
+        cache_write=write,
+        reasoning=_int(slots.get("reasoning")),
+    )
+
+
+def _langfuse_usage(details: dict[str, Any]) -> Usage:
+    """Langfuse ``usage_details``: ``input`` excludes the ``input_cached_tokens``-style keys."""
+    read = sum(_int(v) for k, v in details.items() if "cache_read" in k or k.endswith("cached_tokens"))
+    write = sum(_int(v) for k, v in details.items() if "cache_creation" in k or "cache_write" in k)
+    reasoning = sum(_int(v) for k, v in details.items() if "reasoning" in k)
+    return Usage(
+        input=_int(details.get("input", details.get("prompt_tokens"))),
+        output=_int(details.get("output", details.get("completion_tokens"))),
+        cache_read=read,
+        cache_write=write,
+        reasoning=reasoning,
+    )
+
+
+def _kind(slots: dict[str, Any], attrs: dict[str, Any], has_model: bool) -> ObservationKind:
+    explicit = slots.get("kind_pilothouse")
+    if explicit in _KIND_VALUES:
+        return _KIND_VALUES[explicit]
+    lf = slots.get("kind_langfuse")
+    if lf is not None:
+        return _LANGFUSE_KINDS.get(str(lf).lower(), _K.SPAN)
+    oi = slots.get("kind_openinference")
+    if oi is not None:
+        return _OPENINFERENCE_KINDS.get(str(oi).upper(), _K.SPAN)
+    op = attrs.get("gen_ai.operation.name")
+    if op in _GENAI_OPERATION_KINDS:
+        return _GENAI_OPERATION_KINDS[op]
+    request_type = attrs.get("llm.request.type")
+    if request_type in _TRACELOOP_REQUEST_KINDS:
+        return _TRACELOOP_REQUEST_KINDS[request_type]
+    if attrs.get("traceloop.span.kind") == "tool":
+        return _K.TOOL
+    return _K.GENERATION if has_model else _K.SPAN
+
+
+def _parameters(slots: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for slot in ("params_oi", "params_lf"):
+        value = _json(slots.get(slot))
+        if isinstance(value, dict):
+            params.update(value)
+    for slot, value in slots.items():
+        if slot.startswith("param:"):
+            params.setdefault(slot[6:], value)
+    return params
+
+
+def _iso_to_ns(value: Any) -> int | None:
+    value = _json(value)
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        return None
+
+
+def _ttft(slots: dict[str, Any], raw: RawSpan) -> int | None:
+    ms = slots.get("ttft_ms")
+    if isinstance(ms, int | float):
+        return int(ms * 1e6)
+    start = _iso_to_ns(slots.get("completion_start"))
+    if start is not None:
+        return max(0, start - raw.start_ns)
+    for event in raw.events:
+        if event.name in ("First Token Stream Event", "gen_ai.content.first_token"):
+            return max(0, event.time_ns - raw.start_ns)
+    return None
+
+
+def _io(
+    slots: dict[str, Any], groups: dict[str, dict[str, Any]], kind: ObservationKind
+) -> tuple[str | None, str | None]:
+    in_messages = _messages(groups.get("llm.input_messages.")) or _messages(groups.get("gen_ai.prompt."))
+    out_messages = _messages(groups.get("llm.output_messages.")) or _messages(
+        groups.get("gen_ai.completion.")
+    )
+    if not in_messages:
+        genai_in = _json(slots.get("genai_in"))
+        if isinstance(genai_in, list):
+            system = _json(slots.get("system"))
+            in_messages = (
+                [{"role": "system", "parts": system}, *genai_in] if isinstance(system, list) else genai_in
+            )
+    if not out_messages:
+        genai_out = _json(slots.get("genai_out"))
+        if isinstance(genai_out, list):
+            out_messages = genai_out
+    raw_in = slots.get("raw_in", slots.get("value_in"))
+    raw_out = slots.get("raw_out", slots.get("value_out"))
+    if in_messages and (kind.is_model_call or raw_in is None):
+        input_text = _text(in_messages)
+    else:
+        input_text = _text(raw_in)
+    if out_messages and (kind.is_model_call or raw_out is None):
+        output_text = _output_text(out_messages)
+    else:
+        output_text = _text(raw_out)
+    return input_text, output_text
+
+
+def _trace_attributes(
+    slots: dict[str, Any], groups: dict[str, dict[str, Any]], resource: dict[str, Any]
+) -> TraceAttributes:
+    tags = _json(slots.get("tags"))
+    metadata: dict[str, Any] = {}
+    for slot in ("metadata_oi", "metadata_lf", "metadata_ph"):
+        value = _json(slots.get(slot))
+        if isinstance(value, dict):
+            metadata.update(value)
+    for key, value in (groups.get("langfuse.trace.metadata.") or {}).items():
+        metadata[key] = _json(value)
+    metadata.update(groups.get("traceloop.association.properties.") or {})
+    environment = slots.get("environment") or resource.get(
+        "deployment.environment.name", resource.get("deployment.environment")
+    )
+    release = slots.get("release") or resource.get("service.version")
+    return TraceAttributes(
+        name=_text(slots.get("trace_name")),
+        user_id=_text(slots.get("user_id")),
+        session_id=_text(slots.get("session_id")),
+        tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
+        metadata=metadata,
+        environment=_text(environment),
+        release=_text(release),
+        input=_text(slots.get("trace_input")),
+        output=_text(slots.get("trace_output")),
+    )
+
+
+def _sort_attributes(
+    attrs: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """One pass: (slots, flattened groups, attributes kept as they are)."""
+    slots: dict[str, Any] = {}
+    ranks: dict[str, int] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    rest: dict[str, Any] = {}
+    aliases = _ALIASES
+    for key, value in attrs.items():
+        hit = aliases.get(key)
+        if hit is not None:
+            if value is None or value == "":
+                continue
+            slot, rank = hit
+            if slot not in ranks or rank < ranks[slot]:
+                slots[slot] = value
+                ranks[slot] = rank
+            continue
+        if key.startswith(_GROUPS):
+            for prefix in _GROUPS:
+                if key.startswith(prefix):
+                    groups.setdefault(prefix, {})[key[len(prefix) :]] = value
+                    break
+            continue
+        rest[key] = value
+    return slots, groups, rest
+
+
+def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
+    """Map one decoded span, whatever its convention, onto an observation and trace-level facts."""
+    slots, groups, attrs = _sort_attributes(raw.attributes)
+    request_model = slots.get("request_model")
+    model = slots.get("model") or request_model
+    kind = _kind(slots, attrs, model is not None)
+    input_text, output_text = _io(slots, groups, kind)
+    code = raw.status_code
+    status = Status.ERROR if code == 2 else Status.OK if code == 1 else Status.UNSET
+    status_message = raw.status_message or None
+    if slots.get("level") == "ERROR":
+        status = Status.ERROR
+        status_message = status_message or _text(slots.get("level_message"))
+    if status is Status.ERROR and not status_message:
+        status_message = _text(attrs.get("error.type"))
+    for key, value in (groups.get("langfuse.observation.metadata.") or {}).items():
+        attrs["metadata." + key] = _json(value)
+    observation = Observation(
+        trace_id=raw.trace_id,
+        id=raw.span_id,
+        parent_id=raw.parent_id,
+        name=raw.name,
+        start_ns=raw.start_ns,
+        end_ns=raw.end_ns,
+        kind=kind,
+        status=status,
+        status_message=status_message,
+        input=input_text,
+        output=output_text,
+        attributes=attrs,
+        provider=_text(slots.get("provider")),
+        request_model=_text(request_model),
+        model=_text(model),
+        model_parameters=_parameters(slots),
+        usage=_usage(slots),
+        ttft_ns=_ttft(slots, raw),
+        prompt_name=_text(slots.get("prompt_name")),
+        prompt_version=_text(slots.get("prompt_version")),
+    )
+    return SpanRecord(project_id, observation, _trace_attributes(slots, groups, raw.resource))

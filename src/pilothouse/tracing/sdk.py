@@ -1,0 +1,226 @@
+"""The client SDK's set-up: ``init()``, ``flush()``, ``shutdown()`` and ``score()``.
+
+Spans go through the OpenTelemetry SDK (a ``BatchSpanProcessor`` and the OTLP/HTTP exporter), so the
+caller's thread only records them; export happens in the background. Scores go to ``/api/scores`` from
+a background thread once the spans they refer to have been exported.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from pilothouse.domain.scores import make_score
+
+log = logging.getLogger("pilothouse.sdk")
+
+DEFAULT_BASE_URL = "http://127.0.0.1:4000"
+TRACER_NAME = "pilothouse"
+
+
+@dataclass
+class _Client:
+    provider: TracerProvider
+    tracer: otel_trace.Tracer
+    base_url: str
+    api_key: str | None
+    owns_provider: bool
+    scores: deque[dict[str, Any]] = field(default_factory=deque)
+    score_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_client: _Client | None = None
+_client_lock = threading.Lock()
+
+
+def init(
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    service_name: str | None = None,
+    environment: str | None = None,
+    release: str | None = None,
+    exporter: SpanExporter | None = None,
+    span_processor: SpanProcessor | None = None,
+    tracer_provider: TracerProvider | None = None,
+    set_global: bool = True,
+) -> None:
+    """Start sending traces to Pilothouse.
+
+    ``base_url`` (default ``$PILOTHOUSE_BASE_URL`` or http://127.0.0.1:4000) and ``api_key`` (default
+    ``$PILOTHOUSE_API_KEY``) say where. By default a new OpenTelemetry ``TracerProvider`` is created and
+    made global, so other OpenTelemetry instrumentation (OpenInference, OpenLLMetry, ...) reports to
+    Pilothouse too. Pass ``exporter`` or ``span_processor`` to send elsewhere (tests use
+    :class:`pilothouse.testing.InMemoryExporter`), or ``tracer_provider`` to use your own.
+    """
+    global _client
+    base = (base_url or os.environ.get("PILOTHOUSE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+    key = api_key or os.environ.get("PILOTHOUSE_API_KEY")
+    owns = tracer_provider is None
+    attributes: dict[str, Any] = {"service.name": service_name or os.environ.get("OTEL_SERVICE_NAME", "app")}
+    if environment:
+        attributes["deployment.environment.name"] = environment
+    if release:
+        attributes["service.version"] = release
+    provider = tracer_provider or TracerProvider(resource=Resource.create(attributes))
+    if span_processor is None:
+        if exporter is None:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces", headers=headers)
+        span_processor = BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
+    provider.add_span_processor(span_processor)
+    if set_global and owns:
+        otel_trace.set_tracer_provider(provider)
+    with _client_lock:
+        if _client is not None and _client.owns_provider:
+            _client.provider.shutdown()
+        _client = _Client(provider, provider.get_tracer(TRACER_NAME), base, key, owns)
+
+
+def get_tracer() -> otel_trace.Tracer:
+    """The tracer of ``init()``, or the global one before ``init()`` (then spans go wherever the
+    application's OpenTelemetry set-up sends them)."""
+    client = _client
+    return client.tracer if client is not None else otel_trace.get_tracer(TRACER_NAME)
+
+
+def score(
+    name: str,
+    value: float | bool | str,
+    *,
+    trace_id: str | None = None,
+    observation_id: str | None = None,
+    data_type: str | None = None,
+    comment: str | None = None,
+    source: str = "code",
+) -> None:
+    """Score the current trace (or ``trace_id``); sent in the background after its spans.
+
+    Raises ValueError at once for a malformed score (wrong value for its type, no trace)."""
+    if trace_id is None:
+        ctx = otel_trace.get_current_span().get_span_context()
+        if not ctx.is_valid:
+            raise ValueError("score() outside a span needs trace_id")
+        trace_id = format(ctx.trace_id, "032x")
+        if observation_id is None:
+            observation_id = format(ctx.span_id, "016x")
+    checked = make_score(
+        trace_id=trace_id,
+        name=name,
+        value=value,
+        data_type=data_type,
+        observation_id=observation_id,
+        comment=comment,
+        source=source,
+    )
+    client = _require_client()
+    with client.score_lock:
+        client.scores.append(
+            {
+                "id": checked.id,
+                "trace_id": checked.trace_id,
+                "observation_id": checked.observation_id,
+                "name": checked.name,
+                "value": value,
+                "data_type": checked.data_type.value,
+                "source": checked.source.value,
+                "comment": checked.comment,
+            }
+        )
+    _ensure_score_sender()
+
+
+def flush(timeout_s: float = 10.0) -> bool:
+    """Export every finished span and send every pending score; True if all went out in time."""
+    client = _client
+    if client is None:
+        return True
+    ok = client.provider.force_flush(int(timeout_s * 1000))
+    return _send_scores(client, deadline=time.monotonic() + timeout_s) and ok
+
+
+def shutdown() -> None:
+    """Flush and stop the SDK (also run at interpreter exit)."""
+    global _client
+    client = _client
+    if client is None:
+        return
+    flush()
+    if client.owns_provider:
+        client.provider.shutdown()
+    _client = None
+
+
+def _require_client() -> _Client:
+    if _client is None:
+        raise RuntimeError("call pilothouse.init() first")
+    return _client
+
+
+def _send_scores(client: _Client, deadline: float) -> bool:
+    """POST pending scores; a 404 (trace not stored yet) is retried until ``deadline``."""
+    with client.score_lock:
+        batch = list(client.scores)
+        client.scores.clear()
+    if not batch:
+        return True
+    headers = {"Authorization": f"Bearer {client.api_key}"} if client.api_key else {}
+    delay = 0.05
+    with httpx.Client(base_url=client.base_url, headers=headers, timeout=10) as http:
+        while batch:
+            rest = []
+            for item in batch:
+                try:
+                    response = http.post("/api/scores", json=item)
+                except httpx.HTTPError as exc:
+                    log.warning("sending score %s failed: %s", item["name"], exc)
+                    rest.append(item)
+                    continue
+                if response.status_code == 404:
+                    rest.append(item)
+                elif response.status_code >= 400:
+                    log.warning("score %s rejected: %s", item["name"], response.text[:200])
+            batch = rest
+            if batch and time.monotonic() + delay < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            elif batch:
+                log.warning("%d scores not sent (their traces were not found in time)", len(batch))
+                return False
+    return True
+
+
+_sender_started = False
+
+
+def _ensure_score_sender() -> None:
+    global _sender_started
+    if _sender_started:
+        return
+    _sender_started = True
+
+    def loop() -> None:
+        while True:
+            time.sleep(1.0)
+            client = _client
+            if client is not None and client.scores:
+                client.provider.force_flush(5000)
+                _send_scores(client, deadline=time.monotonic() + 30)
+
+    threading.Thread(target=loop, name="pilothouse-scores", daemon=True).start()
+
+
+atexit.register(shutdown)

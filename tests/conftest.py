@@ -1,0 +1,73 @@
+"""Shared fixtures: real SQLite and PostgreSQL stores, span builders, a served app."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pilothouse.store.sql import SqlStore
+
+PG_ADMIN_URL = os.environ.get("PILOTHOUSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_URL.replace("postgresql://", "postgresql://", 1), connect_timeout=3):
+            return None
+    except Exception as exc:
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database for this test session (dropped afterwards).
+
+    Skips when PostgreSQL is not running, except in CI, where that is a failure."""
+    import psycopg
+
+    problem = _pg_available()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI and is not reachable: {problem}")
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    name = f"ph_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _clean(store: SqlStore) -> None:
+    from pilothouse.store.tables import metadata
+
+    with store.engine.begin() as conn:
+        for table in reversed(metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
+    """A migrated, empty store on SQLite (a file) and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        s = SqlStore.from_url(f"sqlite:///{tmp_path / 'test.db'}")
+    else:
+        s = SqlStore.from_url(request.getfixturevalue("pg_server"))
+        _clean(s)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
+    """A migrated SQLite store (for tests where the database kind does not matter)."""
+    s = SqlStore.from_url(f"sqlite:///{tmp_path / 'test.db'}")
+    yield s
+    s.close()

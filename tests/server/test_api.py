@@ -1,0 +1,146 @@
+"""The query API: lists, filters, detail, scores, sessions, metrics, scoping and bad input."""
+
+from __future__ import annotations
+
+from tests.server.conftest import Served
+from tests.spans import export_request, llm_attributes, new_span_id, new_trace_id, otlp_span
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+
+
+def send(served: Served, spans: list, key: str | None = None) -> None:  # type: ignore[type-arg]
+    headers = {**PROTOBUF, "Authorization": f"Bearer {key or served.key}"}
+    r = served.client.post("/v1/traces", content=export_request(spans).SerializeToString(), headers=headers)
+    assert r.status_code == 200, r.text
+    served.drain()
+
+
+def agent_trace() -> tuple[bytes, list]:  # type: ignore[type-arg]
+    trace, root, tool = new_trace_id(), new_span_id(), new_span_id()
+    spans = [
+        otlp_span(
+            "agent",
+            {
+                "openinference.span.kind": "AGENT",
+                "input.value": "Weather in Paris?",
+                "session.id": "sess-1",
+                "user.id": "alice",
+                "tag.tags": ["prod", "v2"],
+            },
+            trace_id=trace,
+            span_id=root,
+            duration_ms=900,
+        ),
+        otlp_span(
+            "get_weather",
+            {"openinference.span.kind": "TOOL", "input.value": '{"city": "Paris"}'},
+            trace_id=trace,
+            span_id=tool,
+            parent_id=root,
+            duration_ms=100,
+        ),
+        otlp_span(
+            "llm",
+            llm_attributes(model="gpt-4o", prompt=50, completion=12),
+            trace_id=trace,
+            parent_id=root,
+            duration_ms=400,
+        ),
+    ]
+    return trace, spans
+
+
+def test_trace_detail_has_tree_and_scores(served: Served) -> None:
+    trace, spans = agent_trace()
+    send(served, spans)
+    r = served.client.get(f"/api/traces/{trace.hex()}", headers=served.auth)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["name"] == "agent" and body["session_id"] == "sess-1" and body["user_id"] == "alice"
+    assert body["tags"] == ["prod", "v2"]
+    assert body["input"] == "Weather in Paris?"
+    assert [(o["name"], o["depth"], o["type"]) for o in body["observations"]] == [
+        ("agent", 0, "span"),
+        ("get_weather", 1, "tool"),
+        ("llm", 1, "generation"),
+    ]
+    llm = body["observations"][2]
+    assert llm["model"] == "gpt-4o" and llm["usage"]["input"] == 50 and llm["usage"]["output"] == 12
+    assert llm["cost"] is None  # no price known yet: unknown, never 0
+    r = served.client.post(
+        "/api/scores",
+        json={"trace_id": trace.hex(), "name": "helpful", "value": 4, "comment": "good"},
+        headers=served.auth,
+    )
+    assert r.status_code == 201, r.text
+    scores = served.client.get(f"/api/traces/{trace.hex()}", headers=served.auth).json()["scores"]
+    assert [(s["name"], s["value"], s["comment"]) for s in scores] == [("helpful", 4.0, "good")]
+
+
+def test_filters_over_http(served: Served) -> None:
+    _, spans = agent_trace()
+    send(served, spans)
+    send(served, [otlp_span("other", llm_attributes(model="claude", **{"user.id": "bob"}), error=True)])
+
+    def names(query: str) -> list[str]:
+        r = served.client.get(f"/api/traces?{query}", headers=served.auth)
+        assert r.status_code == 200, r.text
+        return [t["name"] for t in r.json()["data"]]
+
+    assert names("") == ["other", "agent"]
+    assert names("user_id=alice") == ["agent"]
+    assert names("model=gpt-4o") == ["agent"]
+    assert names("status=error") == ["other"]
+    assert names("tag=prod&tag=v2") == ["agent"]
+    assert names("q=Weather%20in") == ["agent"]
+    assert names("min_latency_ms=500") == ["agent"]
+    assert names("from=1h") == ["other", "agent"]
+    assert names("from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z") == []
+    page = served.client.get("/api/traces?limit=1", headers=served.auth).json()
+    assert len(page["data"]) == 1 and page["next"]
+    page2 = served.client.get(f"/api/traces?limit=1&cursor={page['next']}", headers=served.auth).json()
+    assert [t["name"] for t in page2["data"]] == ["agent"] and page2["next"] is None
+    sessions = served.client.get("/api/sessions", headers=served.auth).json()["data"]
+    assert [(s["id"], s["trace_count"]) for s in sessions] == [("sess-1", 1)]
+    metrics = served.client.get("/api/metrics/models?from=1h&granularity=minute", headers=served.auth).json()[
+        "data"
+    ]
+    assert {m["model"] for m in metrics} == {"gpt-4o", "claude"}
+
+
+def test_bad_query_input_gets_clear_400s(served: Served) -> None:
+    for query, param in [
+        ("limit=abc", "limit"),
+        ("limit=100000", "limit"),
+        ("cursor=%%%", "cursor"),
+        ("from=yesterday-ish", "from"),
+        ("status=maybe", "status"),
+        ("min_latency_ms=fast", "min_latency_ms"),
+        ("colour=red", "colour"),
+    ]:
+        r = served.client.get(f"/api/traces?{query}", headers=served.auth)
+        assert r.status_code == 400, query
+        assert r.json()["error"]["param"] == param, query
+    r = served.client.post("/api/scores", content=b"{oops", headers=served.auth)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+    r = served.client.post(
+        "/api/scores",
+        json={"trace_id": "00", "name": "x", "value": "nan-ish", "data_type": "numeric"},
+        headers=served.auth,
+    )
+    assert r.status_code == 400 and "numeric" in r.json()["error"]["message"]
+    r = served.client.get("/api/nothing-here", headers=served.auth)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+
+
+def test_other_projects_ids_are_404(served: Served) -> None:
+    trace, spans = agent_trace()
+    send(served, spans, key=served.other_key)
+    assert served.client.get(f"/api/traces/{trace.hex()}", headers=served.auth).status_code == 404
+    assert served.client.get("/api/traces", headers=served.auth).json()["data"] == []
+    r = served.client.post(
+        "/api/scores", json={"trace_id": trace.hex(), "name": "x", "value": 1}, headers=served.auth
+    )
+    assert r.status_code == 404
+    other = {"Authorization": f"Bearer {served.other_key}"}
+    assert served.client.get(f"/api/traces/{trace.hex()}", headers=other).status_code == 200

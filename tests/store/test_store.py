@@ -1,0 +1,287 @@
+"""The store on SQLite and on the real PostgreSQL: writes, merges, queries, keys, rollups."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
+from pilothouse.domain.queries import TraceQuery, decode_cursor
+from pilothouse.domain.scores import make_score
+from pilothouse.domain.traces import (
+    Cost,
+    Observation,
+    ObservationKind,
+    SpanRecord,
+    Status,
+    TraceAttributes,
+    Usage,
+)
+from pilothouse.store.sql import SqlStore
+
+T0 = 1_790_000_000 * 10**9  # a fixed start time (ns), 2026-09-21
+
+
+def rec(
+    trace_id: str,
+    span_id: str,
+    *,
+    parent: str | None = None,
+    name: str = "op",
+    kind: ObservationKind = ObservationKind.SPAN,
+    model: str | None = None,
+    usage: Usage | None = None,
+    start_s: float = 0.0,
+    ms: float = 100.0,
+    status: Status = Status.OK,
+    project: str = "p1",
+    cost: Cost | None = None,
+    input: str | None = None,
+    output: str | None = None,
+    **trace: object,
+) -> SpanRecord:
+    start = T0 + int(start_s * 1e9)
+    return SpanRecord(
+        project,
+        Observation(
+            trace_id=trace_id,
+            id=span_id,
+            parent_id=parent,
+            name=name,
+            kind=kind,
+            start_ns=start,
+            end_ns=start + int(ms * 1e6),
+            status=status,
+            model=model,
+            usage=usage or Usage(),
+            cost=cost,
+            input=input,
+            output=output,
+        ),
+        TraceAttributes(**trace),  # type: ignore[arg-type]
+    )
+
+
+def tid(n: int) -> str:
+    return f"{n:032x}"
+
+
+def sid(n: int) -> str:
+    return f"{n:016x}"
+
+
+def test_trace_is_merged_across_batches_children_first(store: SqlStore) -> None:
+    # The child arrives first; the root (with the trace's real name) in a later batch.
+    store.write_spans(
+        [
+            rec(
+                tid(1),
+                sid(2),
+                parent=sid(1),
+                name="llm",
+                kind=ObservationKind.GENERATION,
+                model="gpt-4o",
+                usage=Usage(input=8, output=5, cache_read=2),
+                start_s=0.1,
+                ms=50,
+                cost=Cost({"input": 0.001, "output": 0.002}, "v1"),
+                user_id="u1",
+            )
+        ]
+    )
+    store.write_spans(
+        [
+            rec(
+                tid(1),
+                sid(1),
+                name="agent",
+                ms=300,
+                input="question",
+                output="answer",
+                session_id="s1",
+                tags=("a",),
+            )
+        ]
+    )
+    detail = store.get_trace("p1", tid(1))
+    assert detail is not None
+    t = detail.trace
+    assert t.name == "agent"
+    assert (t.user_id, t.session_id, t.tags) == ("u1", "s1", ("a",))
+    assert t.observation_count == 2
+    assert t.usage.input == 10 and t.usage.output == 5 and t.usage.total == 15
+    assert t.cost_usd == pytest.approx(0.003)
+    assert t.latency_ms == pytest.approx(300)
+    assert t.model == "gpt-4o"
+    assert (t.input, t.output) == ("question", "answer")  # from the root span
+    assert [o.name for o in detail.observations] == ["agent", "llm"]
+    llm = detail.observations[1]
+    assert llm.usage == Usage(input=8, output=5, cache_read=2)
+    assert llm.cost is not None and llm.cost.items == {"input": 0.001, "output": 0.002}
+
+
+def test_duplicate_spans_are_stored_once(store: SqlStore) -> None:
+    batch = [rec(tid(3), sid(1), name="root")]
+    store.write_spans(batch)
+    store.write_spans(batch)
+    assert store.count_spans("p1") == 1
+
+
+def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
+    records = []
+    for i in range(25):
+        records.append(
+            rec(
+                tid(100 + i),
+                sid(1),
+                name="chat" if i % 2 else "search",
+                kind=ObservationKind.GENERATION,
+                model="m-even" if i % 2 == 0 else "m-odd",
+                usage=Usage(input=i, output=1),
+                start_s=i,
+                ms=10 * i,
+                status=Status.ERROR if i % 5 == 0 else Status.OK,
+                user_id=f"user{i % 3}",
+                session_id=f"sess{i % 4}",
+                tags=("prod",) if i < 10 else ("dev",),
+                input=f"question number {i}",
+                output="the answer is 42" if i == 7 else "no idea",
+                cost=Cost({"total": i / 100}),
+            )
+        )
+    store.write_spans(records)
+    seen = []
+    query = TraceQuery(limit=10)
+    while True:
+        page = store.list_traces("p1", query)
+        seen.extend(s.trace.id for s in page.data)
+        if page.next_cursor is None:
+            break
+        query = TraceQuery(limit=10, cursor=decode_cursor(page.next_cursor))
+    assert seen == [tid(100 + i) for i in reversed(range(25))]
+
+    def ids(**kw: object) -> set[int]:
+        page = store.list_traces("p1", TraceQuery(limit=100, **kw))  # type: ignore[arg-type]
+        return {int(s.trace.id, 16) - 100 for s in page.data}
+
+    assert ids(name="chat") == {i for i in range(25) if i % 2}
+    assert ids(model="m-even") == {i for i in range(25) if i % 2 == 0}
+    assert ids(user_id="user1") == {i for i in range(25) if i % 3 == 1}
+    assert ids(session_id="sess0") == {i for i in range(25) if i % 4 == 0}
+    assert ids(tags=("prod",)) == set(range(10))
+    assert ids(status=Status.ERROR) == {0, 5, 10, 15, 20}
+    assert ids(min_latency_ms=200) == set(range(20, 25))
+    assert ids(min_cost_usd=0.2) == set(range(20, 25))
+    assert ids(search="answer is 42") == {7}
+    assert ids(search="100%") == set()  # LIKE wildcards are taken literally
+    assert ids(start_ns=T0 + 20 * 10**9, end_ns=T0 + 22 * 10**9) == {20, 21}
+    row = store.list_traces("p1", TraceQuery(limit=1, search="answer is 42")).data[0]
+    assert row.input_preview == "question number 7"
+
+
+def test_reads_are_scoped_to_the_project(store: SqlStore) -> None:
+    store.write_spans([rec(tid(9), sid(1), project="other")])
+    assert store.get_trace("p1", tid(9)) is None
+    assert store.list_traces("p1", TraceQuery()).data == []
+    assert store.get_trace("other", tid(9)) is not None
+    assert not store.observation_exists("p1", tid(9), None)
+
+
+def test_scores_attach_to_traces(store: SqlStore) -> None:
+    store.write_spans([rec(tid(4), sid(1))])
+    store.add_scores("p1", [make_score(trace_id=tid(4), name="correct", value=True, comment="ok")])
+    store.add_scores("p1", [make_score(trace_id=tid(4), observation_id=sid(1), name="quality", value=0.5)])
+    detail = store.get_trace("p1", tid(4))
+    assert detail is not None
+    assert [(s.name, s.value, s.string_value) for s in detail.scores] == [
+        ("correct", 1.0, "true"),
+        ("quality", 0.5, None),
+    ]
+
+
+def test_sessions_group_traces(store: SqlStore) -> None:
+    store.write_spans(
+        [
+            rec(tid(20), sid(1), start_s=1, session_id="a", user_id="u"),
+            rec(tid(21), sid(1), start_s=5, session_id="a", user_id="u"),
+            rec(tid(22), sid(1), start_s=3, session_id="b"),
+            rec(tid(23), sid(1), start_s=4),
+        ]
+    )
+    page = store.list_sessions("p1", limit=1)
+    assert [s.session_id for s in page.data] == ["a"]
+    assert page.data[0].trace_count == 2 and page.data[0].user_ids == ("u",)
+    assert page.next_cursor is not None
+    rest = store.list_sessions("p1", limit=10, cursor=decode_cursor(page.next_cursor))
+    assert [s.session_id for s in rest.data] == ["b"]
+
+
+def test_model_metrics_come_from_rollups(store: SqlStore) -> None:
+    records = [
+        rec(
+            tid(200 + i),
+            sid(1),
+            name="chat",
+            kind=ObservationKind.GENERATION,
+            model="gpt-4o" if i < 100 else "claude",
+            usage=Usage(input=10, output=5, cache_read=1, reasoning=2),
+            start_s=i * 30,  # 100 calls of gpt-4o over 50 minutes
+            ms=float(i % 100 + 1),  # latencies 1..100 ms
+            status=Status.ERROR if i == 0 else Status.OK,
+            cost=Cost({"input": 0.01}) if i < 150 else None,
+        )
+        for i in range(200)
+    ]
+    # Written in two batches: the rollups add up.
+    store.write_spans(records[:77])
+    store.write_spans(records[77:])
+    start_s = T0 // 10**9
+    rows = store.model_metrics("p1", start_s - 3600, start_s + 86400, 86400)
+    by_model = {r.model: r for r in rows}
+    gpt = by_model["gpt-4o"]
+    assert gpt.count == 100 and gpt.errors == 1
+    assert gpt.input_tokens == 1000 and gpt.output_tokens == 500 and gpt.cache_read_tokens == 100
+    assert gpt.reasoning_tokens == 200
+    assert gpt.cost_usd == pytest.approx(1.0)
+    assert gpt.latency_ms_avg == pytest.approx(50.5)
+    assert gpt.latency_ms_p50 == pytest.approx(50, rel=0.06)
+    assert gpt.latency_ms_p95 == pytest.approx(95, rel=0.06)
+    claude = by_model["claude"]
+    assert claude.unpriced == 50 and claude.cost_usd == pytest.approx(0.5)
+    minute_rows = store.model_metrics("p1", start_s, start_s + 120, 60)
+    assert sum(r.count for r in minute_rows if r.model == "gpt-4o") == 4  # calls at 0, 30, 60, 90 s
+
+
+def test_api_keys_are_hashed_and_revocable(store: SqlStore) -> None:
+    key, secret = store.create_api_key("p1", "ci", frozenset(DEFAULT_SCOPES))
+    assert secret.startswith("ph-") and key.prefix == secret[:10]
+    found = store.find_api_key(secret)
+    assert found is not None and found.project_id == "p1" and found.allows(Scope.INGEST)
+    assert not found.allows(Scope.ADMIN)
+    from sqlalchemy import select
+
+    from pilothouse.store.tables import api_keys
+
+    with store.engine.connect() as conn:
+        stored = conn.execute(select(api_keys.c.secret_hash, api_keys.c.prefix)).one()
+    assert secret not in stored.secret_hash and len(stored.secret_hash) == 64
+    assert store.revoke_api_key(key.id)
+    revoked = store.find_api_key(secret)
+    assert revoked is not None and not revoked.active and not revoked.allows(Scope.READ)
+    assert not store.revoke_api_key(key.id)
+    assert store.find_api_key("ph-wrong") is None
+
+
+def test_many_spans_in_one_batch(store: SqlStore) -> None:
+    n = 3000
+    trace = os.urandom(16).hex()
+    records = [
+        rec(trace, f"{i + 1:016x}", parent=None if i == 0 else sid(1), start_s=i / 1000) for i in range(n)
+    ]
+    started = time.perf_counter()
+    store.write_spans(records)
+    assert time.perf_counter() - started < 30
+    detail = store.get_trace("p1", trace)
+    assert detail is not None and detail.trace.observation_count == n
