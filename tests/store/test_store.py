@@ -175,10 +175,24 @@ def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
     assert ids(min_latency_ms=200) == set(range(20, 25))
     assert ids(min_cost_usd=0.2) == set(range(20, 25))
     assert ids(search="answer is 42") == {7}
+    assert ids(search="ANSWER IS 42") == {7}  # case-insensitive on both databases
     assert ids(search="100%") == set()  # LIKE wildcards are taken literally
     assert ids(start_ns=T0 + 20 * 10**9, end_ns=T0 + 22 * 10**9) == {20, 21}
     row = store.list_traces("p1", TraceQuery(limit=1, search="answer is 42")).data[0]
     assert row.input_preview == "question number 7"
+
+
+def test_long_texts_round_trip_and_are_searchable(store: SqlStore) -> None:
+    long_in = "prompt " * 300 + "needle-in-the-haystack"
+    long_out = "é answer ✓ " * 200
+    store.write_spans([rec(tid(50), sid(1), input=long_in, output=long_out)])
+    detail = store.get_trace("p1", tid(50))
+    assert detail is not None
+    assert detail.observations[0].input == long_in and detail.observations[0].output == long_out
+    assert detail.trace.input == long_in
+    page = store.list_traces("p1", TraceQuery(search="needle-in-the"))
+    assert [s.trace.id for s in page.data] == [tid(50)]
+    assert page.data[0].output_preview is not None and page.data[0].output_preview.startswith("é answer ✓")
 
 
 def test_reads_are_scoped_to_the_project(store: SqlStore) -> None:

@@ -86,14 +86,23 @@ def _merge_trace(delta: TraceDelta, record: SpanRecord) -> None:
         delta.name = o.name
     if o.is_root:
         delta.root_span_id = o.id
-    for attr in ("user_id", "session_id", "environment", "release", "input", "output"):
-        value = getattr(t, attr)
-        if value is not None:
-            setattr(delta, attr, value)
+    if t.user_id is not None:
+        delta.user_id = t.user_id
+    if t.session_id is not None:
+        delta.session_id = t.session_id
+    if t.environment is not None:
+        delta.environment = t.environment
+    if t.release is not None:
+        delta.release = t.release
+    if t.input is not None:
+        delta.input = t.input
+    if t.output is not None:
+        delta.output = t.output
     for tag in t.tags:
         if tag not in delta.tags:
             delta.tags.append(tag)
-    delta.metadata.update(t.metadata)
+    if t.metadata:
+        delta.metadata.update(t.metadata)
     delta.observation_count += 1
     if o.status is Status.ERROR:
         delta.error_count += 1

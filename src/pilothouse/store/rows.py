@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import zstandard
 
 from pilothouse.domain.rollups import RollupDelta, TraceDelta
 from pilothouse.domain.traces import (
@@ -21,6 +22,26 @@ from pilothouse.domain.traces import (
     Usage,
 )
 
+# On SQLite, long text is stored zstd-compressed as a BLOB (PostgreSQL compresses it itself, see the
+# migration); text columns hold either str or bytes, and unpack() reads both.
+PACK_MIN_CHARS = 128
+_compressor = zstandard.ZstdCompressor(level=1)
+_decompressor = zstandard.ZstdDecompressor()
+
+
+def pack(text: str | None) -> str | bytes | None:
+    """Compressed bytes for long text, the text itself otherwise."""
+    if text is None or len(text) < PACK_MIN_CHARS:
+        return text
+    return _compressor.compress(text.encode())
+
+
+def unpack(value: str | bytes | None) -> str | None:
+    """Inverse of :func:`pack`."""
+    if isinstance(value, bytes):
+        return _decompressor.decompress(value).decode()
+    return value
+
 
 def dumps(value: Any) -> str | None:
     """JSON text for a column, or NULL for an empty container."""
@@ -34,8 +55,8 @@ def loads(text: str | None, empty: Any) -> Any:
     return orjson.loads(text) if text else empty
 
 
-def span_row(record: SpanRecord) -> dict[str, Any]:
-    """The ``spans`` row of one received span."""
+def span_row(record: SpanRecord, compress: bool) -> dict[str, Any]:
+    """The ``spans`` row of one received span (long texts packed when ``compress``)."""
     o = record.observation
     u = o.usage
     model_call = o.kind.is_model_call or not u.is_empty
@@ -50,9 +71,9 @@ def span_row(record: SpanRecord) -> dict[str, Any]:
         "end_ns": o.end_ns,
         "status": o.status.value,
         "status_message": o.status_message,
-        "input": o.input,
-        "output": o.output,
-        "attributes": dumps(o.attributes),
+        "input": pack(o.input) if compress else o.input,
+        "output": pack(o.output) if compress else o.output,
+        "attributes": pack(dumps(o.attributes)) if compress else dumps(o.attributes),
         "provider": o.provider,
         "request_model": o.request_model,
         "model": o.model,
@@ -84,9 +105,9 @@ def observation_from_row(row: Mapping[Any, Any]) -> Observation:
         end_ns=row["end_ns"],
         status=Status(row["status"]),
         status_message=row["status_message"],
-        input=row["input"],
-        output=row["output"],
-        attributes=loads(row["attributes"], {}),
+        input=unpack(row["input"]),
+        output=unpack(row["output"]),
+        attributes=loads(unpack(row["attributes"]), {}),
         provider=row["provider"],
         request_model=row["request_model"],
         model=row["model"],
@@ -120,8 +141,8 @@ def trace_from_row(row: Mapping[Any, Any]) -> Trace:
         metadata=loads(row["metadata"], {}),
         environment=row["environment"],
         release=row["release"],
-        input=row["input"],
-        output=row["output"],
+        input=unpack(row["input"]),
+        output=unpack(row["output"]),
         model=row["model"],
         observation_count=row["observation_count"],
         error_count=row["error_count"],
@@ -177,7 +198,7 @@ TRACE_COLUMNS = (
 )  # fmt: skip
 
 
-def trace_row(d: TraceDelta) -> dict[str, Any]:
+def trace_row(d: TraceDelta, compress: bool) -> dict[str, Any]:
     """The ``traces`` row a batch adds (merged into the stored one by the upsert)."""
     return {
         "project_id": d.project_id,
@@ -190,8 +211,8 @@ def trace_row(d: TraceDelta) -> dict[str, Any]:
         "metadata": dumps(d.metadata),
         "environment": d.environment,
         "release": d.release,
-        "input": d.input,
-        "output": d.output,
+        "input": pack(d.input) if compress else d.input,
+        "output": pack(d.output) if compress else d.output,
         "model": d.model,
         "start_ns": d.start_ns,
         "end_ns": d.end_ns,

@@ -48,6 +48,7 @@ from pilothouse.store.rows import (
     span_row,
     trace_from_row,
     trace_row,
+    unpack,
 )
 
 PREVIEW_CHARS = 300
@@ -75,6 +76,7 @@ class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._compress = self.dialect == "sqlite"
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self._least = func.least if self.dialect == "postgresql" else func.min
         self._greatest = func.greatest if self.dialect == "postgresql" else func.max
@@ -106,6 +108,13 @@ class SqlStore:
     def close(self) -> None:
         """Release the connection pool."""
         self.engine.dispose()
+
+    def _contains(self, column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
+        """Case-insensitive substring match on a text column (packed texts unpacked on SQLite)."""
+        pattern = _escape_like(text)
+        if self._compress:
+            return func.ph_text(column).like(pattern, escape="\\")
+        return column.ilike(pattern, escape="\\")
 
     # -- write statements ------------------------------------------------------------------------
 
@@ -171,11 +180,11 @@ class SqlStore:
             return
         deltas = batch_deltas(records)
         # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
-        trace_rows = [trace_row(d) for _, d in sorted(deltas.traces.items())]
-        span_rows = [span_row(r) for r in records]
+        trace_rows = [trace_row(d, self._compress) for _, d in sorted(deltas.traces.items())]
+        span_rows = [span_row(r, self._compress) for r in records]
         with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._span_insert, span_rows)  # type: ignore[arg-type]
-            conn.exec_driver_sql(self._trace_upsert, trace_rows)  # type: ignore[arg-type]
+            conn.exec_driver_sql(self._span_insert, span_rows)
+            conn.exec_driver_sql(self._trace_upsert, trace_rows)
             for granularity, (rollup_upsert, latency_upsert) in self._rollup_upserts.items():
                 rollup_rows = [
                     rollup_row(p, b, m, n, r)
@@ -188,8 +197,8 @@ class SqlStore:
                     if g == granularity
                 ]
                 if rollup_rows:
-                    conn.exec_driver_sql(rollup_upsert, rollup_rows)  # type: ignore[arg-type]
-                    conn.exec_driver_sql(latency_upsert, latency_rows)  # type: ignore[arg-type]
+                    conn.exec_driver_sql(rollup_upsert, rollup_rows)
+                    conn.exec_driver_sql(latency_upsert, latency_rows)
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
         """Store scores of this project's traces."""
@@ -295,16 +304,15 @@ class SqlStore:
             in_trace = and_(s.project_id == c.project_id, s.trace_id == c.id, s.model == query.model)
             conds.append(or_(c.model == query.model, select(s.pk).where(in_trace).exists()))
         if query.search:
-            pattern = _escape_like(query.search)
             matching = select(s.trace_id).where(
                 s.project_id == project_id,
-                or_(s.input.like(pattern, escape="\\"), s.output.like(pattern, escape="\\")),
+                or_(self._contains(s.input, query.search), self._contains(s.output, query.search)),
             )
             conds.append(
                 or_(
                     c.id.in_(matching),
-                    c.input.like(pattern, escape="\\"),
-                    c.output.like(pattern, escape="\\"),
+                    self._contains(c.input, query.search),
+                    self._contains(c.output, query.search),
                 )
             )
         if query.cursor is not None:
@@ -323,7 +331,7 @@ class SqlStore:
                         s.parent_id.is_(None),
                     )
                 )
-                roots = {r.trace_id: (r.input, r.output) for r in root_rows}
+                roots = {r.trace_id: (unpack(r.input), unpack(r.output)) for r in root_rows}
         data = []
         for row in rows:
             trace = trace_from_row(row)

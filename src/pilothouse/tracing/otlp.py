@@ -95,9 +95,19 @@ def decode_protobuf(body: bytes) -> Iterator[RawSpan]:
     return _iter_protobuf(request)
 
 
+def _attributes(items: Any) -> dict[str, Any]:
+    # Most values are non-empty strings: read those without asking which oneof is set.
+    out = {}
+    for kv in items:
+        value = kv.value
+        text = value.string_value
+        out[kv.key] = text if text else any_value(value)
+    return out
+
+
 def _iter_protobuf(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
     for resource_spans in request.resource_spans:
-        resource = {kv.key: any_value(kv.value) for kv in resource_spans.resource.attributes}
+        resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
@@ -113,14 +123,14 @@ def _iter_protobuf(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
                     end_ns=span.end_time_unix_nano,
                     status_code=span.status.code,
                     status_message=span.status.message,
-                    attributes={kv.key: any_value(kv.value) for kv in span.attributes},
+                    attributes=_attributes(span.attributes),
                     resource=resource,
                     scope=scope,
                     events=[
                         RawEvent(
                             e.name,
                             e.time_unix_nano,
-                            {kv.key: any_value(kv.value) for kv in e.attributes},
+                            _attributes(e.attributes),
                         )
                         for e in span.events
                     ],

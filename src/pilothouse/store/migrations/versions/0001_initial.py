@@ -148,6 +148,9 @@ def upgrade() -> None:
         sa.Column("prompt_version", sa.Text()),
         sa.UniqueConstraint("project_id", "trace_id", "span_id", name="uq_spans_trace_span"),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # Let PostgreSQL compress span texts from ~128 bytes on (the default waits for 2 KB rows).
+        op.execute("ALTER TABLE spans SET (toast_tuple_target = 128)")
     op.create_table(
         "scores",
         sa.Column("id", sa.String(32), primary_key=True),

@@ -1,0 +1,157 @@
+"""What the benchmarks share: a served Pilothouse process, its CPU time, OTLP payloads."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+BIN = Path(sys.executable).parent / "pilothouse"
+WORDS = ["model", "token", "latency", "answer", "question", "context", "retrieval", "prompt", "cost", "user", "system", "assistant", "tool", "call", "result", "document", "paris", "weather", "ocean", "tide", "planet", "energy", "market", "price", "london", "river", "mountain"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def text(rng: random.Random, size: int) -> str:
+    out: list[str] = []
+    length = 0
+    while length < size:
+        w = rng.choice(WORDS)
+        out.append(w)
+        length += len(w) + 1
+    return " ".join(out)[:size]
+
+
+def kv(key: str, value: Any) -> KeyValue:
+    if isinstance(value, bool):
+        return KeyValue(key=key, value=AnyValue(bool_value=value))
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku", "llama-3.1-8b")
+
+
+def openinference_span(rng: random.Random, start_ns: int, text_bytes: int = 1024) -> Span:
+    """An LLM span as openinference-instrumentation-openai writes it, with ``text_bytes`` of prompt
+    and answer text (input.value and the flattened messages, as the instrumentation sends both)."""
+    prompt = text(rng, text_bytes * 7 // 10)
+    answer = text(rng, text_bytes - len(prompt))
+    model = rng.choice(MODELS)
+    prompt_tokens, completion_tokens = len(prompt) // 4, len(answer) // 4
+    duration = int(rng.lognormvariate(6.0, 0.6) * 1e6)  # ~400 ms median
+    attrs = [
+        kv("openinference.span.kind", "LLM"),
+        kv("llm.system", "openai"),
+        kv("llm.provider", "openai"),
+        kv("llm.model_name", model),
+        kv("llm.invocation_parameters", '{"temperature": 0.2, "max_tokens": 256}'),
+        kv("input.value", prompt),
+        kv("input.mime_type", "text/plain"),
+        kv("output.value", answer),
+        kv("output.mime_type", "text/plain"),
+        kv("llm.input_messages.0.message.role", "user"),
+        kv("llm.input_messages.0.message.content", prompt),
+        kv("llm.output_messages.0.message.role", "assistant"),
+        kv("llm.output_messages.0.message.content", answer),
+        kv("llm.token_count.prompt", prompt_tokens),
+        kv("llm.token_count.completion", completion_tokens),
+        kv("llm.token_count.total", prompt_tokens + completion_tokens),
+        kv("session.id", f"session-{rng.randrange(1000)}"),
+        kv("user.id", f"user-{rng.randrange(200)}"),
+    ]
+    return Span(
+        trace_id=rng.randbytes(16),
+        span_id=rng.randbytes(8),
+        name="ChatCompletion",
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=start_ns,
+        end_time_unix_nano=start_ns + duration,
+        attributes=attrs,
+        status=Status(code=Status.STATUS_CODE_OK),
+    )
+
+
+def export_body(spans: list[Span]) -> bytes:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.append(kv("service.name", "bench"))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "openinference.instrumentation.openai"
+    ss.spans.extend(spans)
+    return request.SerializeToString()
+
+
+class Server:
+    """``pilothouse serve`` on a free port, optionally pinned to CPUs with taskset."""
+
+    def __init__(self, database_url: str, cpus: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        cmd = [
+            str(BIN),
+            "serve",
+            "--port",
+            str(self.port),
+            "--database-url",
+            database_url,
+            "--log-level",
+            "warning",
+        ]
+        if cpus:
+            cmd = ["taskset", "-c", cpus, *cmd]
+        self.proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+
+    @property
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(120)
+
+
+def create_key(database_url: str) -> str:
+    out = subprocess.run(
+        [str(BIN), "keys", "create", "--name", "bench", "--database-url", database_url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().splitlines()[-1]

@@ -1,0 +1,140 @@
+"""Ingest benchmark: LLM spans over OTLP/HTTP protobuf, timed until all are queryable through the API.
+
+    python benchmarks/ingest.py [--spans 20000] [--batch 500] [--database-url postgresql://...]
+
+Prints spans/s end to end, server CPU per span and stored bytes per span, with the ratio against the
+Arize Phoenix 20.26.1 figures measured on this machine (86-102 spans/s, 10-12 ms CPU/span,
+3,010 bytes/span; see the core issue). Targets: >= 20,000 spans/s, <= 0.05 ms CPU/span, <= 1,500 B/span.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Server, create_key, export_body, openinference_span
+
+PHOENIX = {"spans_per_s": (86 + 102) / 2, "cpu_ms_per_span": (10 + 12) / 2, "bytes_per_span": 3010}
+
+
+def stored_bytes(database_url: str) -> int:
+    if database_url.startswith("sqlite"):
+        path = database_url.split("sqlite:///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            size = conn.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'r'"
+        ).fetchone()
+        return int(row[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--senders", type=int, default=2, help="concurrent HTTP senders")
+    parser.add_argument("--database-url", default=None, help="default: a new SQLite file")
+    args = parser.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="ph-bench-ingest-")
+    url = args.database_url or f"sqlite:///{tmp}/ingest.db"
+    key = create_key(url)
+    server = Server(url)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
+    try:
+        empty_bytes = stored_bytes(url)
+        rng = random.Random(7)
+        now = time.time_ns() - 3600 * 10**9
+        bodies = [
+            export_body(
+                [openinference_span(rng, now + (b * args.batch + i) * 1_000_000) for i in range(args.batch)]
+            )
+            for b in range(args.spans // args.batch)
+        ]
+        total = len(bodies) * args.batch
+        print(
+            f"payload: {total} spans in {len(bodies)} requests, {sum(map(len, bodies)) / total:.0f} wire bytes/span"
+        )
+        queue = list(bodies)
+        lock = threading.Lock()
+        retries = 0
+
+        def sender() -> None:
+            nonlocal retries
+            with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
+                while True:
+                    with lock:
+                        if not queue:
+                            return
+                        body = queue.pop()
+                    while True:
+                        r = http.post("/v1/traces", content=body)
+                        if r.status_code == 200:
+                            break
+                        if r.status_code != 429:
+                            raise RuntimeError(f"export failed: {r.status_code} {r.text}")
+                        with lock:
+                            retries += 1
+                        time.sleep(float(r.headers.get("retry-after", "1")) / 10)
+
+        cpu_before = server.cpu_seconds
+        started = time.perf_counter()
+        threads = [threading.Thread(target=sender) for _ in range(args.senders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sent = time.perf_counter() - started
+        # Queryable through the API: the dashboard endpoint counts every stored model call.
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
+            while True:
+                data = http.get("/api/metrics/models", params={"from": "2h", "granularity": "day"}).json()[
+                    "data"
+                ]
+                if sum(row["count"] for row in data) >= total:
+                    break
+                time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        cpu = server.cpu_seconds - cpu_before
+    finally:
+        server.stop()
+    per_span_bytes = (stored_bytes(url) - empty_bytes) / total
+    rate = total / elapsed
+    cpu_ms = cpu * 1000 / total
+    print(f"sent in {sent:.2f} s, all queryable after {elapsed:.2f} s ({retries} 429 retries)")
+    print(f"{'metric':28} {'pilothouse':>12} {'phoenix':>10} {'ratio':>8} {'target':>10}")
+    print(
+        f"{'spans/s end to end':28} {rate:12,.0f} {PHOENIX['spans_per_s']:10,.0f} "
+        f"{rate / PHOENIX['spans_per_s']:7.0f}x {'>= 20,000':>10}"
+    )
+    print(
+        f"{'server CPU ms/span':28} {cpu_ms:12.4f} {PHOENIX['cpu_ms_per_span']:10.1f} "
+        f"{PHOENIX['cpu_ms_per_span'] / cpu_ms:7.0f}x {'<= 0.05':>10}"
+    )
+    print(
+        f"{'stored bytes/span':28} {per_span_bytes:12,.0f} {PHOENIX['bytes_per_span']:10,} "
+        f"{PHOENIX['bytes_per_span'] / per_span_bytes:7.1f}x {'<= 1,500':>10}"
+    )
+    print(f"database: {url.split('@')[-1]}  cores: {os.cpu_count()}")
+
+
+if __name__ == "__main__":
+    main()
