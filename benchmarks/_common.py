@@ -18,7 +18,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 BIN = Path(sys.executable).parent / "pilothouse"
-WORDS = ["model", "token", "latency", "answer", "question", "context", "retrieval", "prompt", "cost", "user", "system", "assistant", "tool", "call", "result", "document", "paris", "weather", "ocean", "tide", "planet", "energy", "market", "price", "london", "river", "mountain"]
+WORDS = (
+    "model token latency answer question context retrieval prompt cost user system assistant tool call "
+    "result document paris weather ocean tide planet energy market price london river mountain"
+).split()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

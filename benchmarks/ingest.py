@@ -40,8 +40,8 @@ def stored_bytes(database_url: str) -> int:
 
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
-            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
         ).fetchone()
         return int(row[0])
 
@@ -71,7 +71,8 @@ def main() -> None:
         ]
         total = len(bodies) * args.batch
         print(
-            f"payload: {total} spans in {len(bodies)} requests, {sum(map(len, bodies)) / total:.0f} wire bytes/span"
+            f"payload: {total} spans in {len(bodies)} requests, "
+            f"{sum(map(len, bodies)) / total:.0f} wire bytes/span"
         )
         queue = list(bodies)
         lock = threading.Lock()
