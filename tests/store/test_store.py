@@ -260,8 +260,8 @@ def test_model_metrics_come_from_rollups(store: SqlStore) -> None:
     assert gpt.reasoning_tokens == 200
     assert gpt.cost_usd == pytest.approx(1.0)
     assert gpt.latency_ms_avg == pytest.approx(50.5)
-    assert gpt.latency_ms_p50 == pytest.approx(50, rel=0.06)
-    assert gpt.latency_ms_p95 == pytest.approx(95, rel=0.06)
+    assert gpt.latency_ms_p50 == pytest.approx(50, rel=0.08)
+    assert gpt.latency_ms_p95 == pytest.approx(95, rel=0.08)
     claude = by_model["claude"]
     assert claude.unpriced == 50 and claude.cost_usd == pytest.approx(0.5)
     minute_rows = store.model_metrics("p1", start_s, start_s + 120, 60)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilothouse.domain.sketch import latency_bucket
+from pilothouse.domain.sketch import BUCKETS, latency_bucket
 from pilothouse.domain.traces import SpanRecord, Status
 
 ROLLUP_GRANULARITIES_S = (60, 3600)
@@ -59,10 +59,10 @@ class RollupDelta:
     cost_usd: float = 0.0
     unpriced: int = 0
     latency_ms_sum: float = 0.0
+    latency_counts: list[int] = field(default_factory=lambda: [0] * BUCKETS)
 
 
 RollupKey = tuple[int, str, int, str, str]  # granularity_s, project, bucket start (s), model, name
-LatencyKey = tuple[int, str, int, str, str, int]  # ... plus the latency bucket
 
 
 @dataclass(slots=True)
@@ -71,7 +71,6 @@ class BatchDeltas:
 
     traces: dict[tuple[str, str], TraceDelta] = field(default_factory=dict)
     rollups: dict[RollupKey, RollupDelta] = field(default_factory=dict)
-    latencies: dict[LatencyKey, int] = field(default_factory=dict)
 
 
 def _merge_trace(delta: TraceDelta, record: SpanRecord) -> None:
@@ -143,8 +142,7 @@ def _add_rollup(deltas: BatchDeltas, record: SpanRecord) -> None:
         else:
             r.unpriced += 1
         r.latency_ms_sum += latency_ms
-        lkey = (*key, lat_bucket)
-        deltas.latencies[lkey] = deltas.latencies.get(lkey, 0) + 1
+        r.latency_counts[lat_bucket] += 1
 
 
 def batch_deltas(records: Iterable[SpanRecord]) -> BatchDeltas:

@@ -9,6 +9,7 @@ import orjson
 import zstandard
 
 from pilothouse.domain.rollups import RollupDelta, TraceDelta
+from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
 from pilothouse.domain.traces import (
     Cost,
     Observation,
@@ -243,4 +244,5 @@ def rollup_row(project_id: str, bucket: int, model: str, name: str, r: RollupDel
         "cost_usd": r.cost_usd,
         "unpriced": r.unpriced,
         "latency_ms_sum": r.latency_ms_sum,
+        **dict(zip(LATENCY_COLUMNS, r.latency_counts, strict=True)),
     }

@@ -34,6 +34,7 @@ from pilothouse.domain.queries import (
     encode_cursor,
 )
 from pilothouse.domain.rollups import batch_deltas
+from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
 from pilothouse.domain.sketch import quantile
 from pilothouse.domain.traces import Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
@@ -63,6 +64,7 @@ _ROLLUP_SUMS = (
     "cost_usd",
     "unpriced",
     "latency_ms_sum",
+    *LATENCY_COLUMNS,
 )
 
 
@@ -90,11 +92,10 @@ class SqlStore:
         )
         self._trace_upsert = self._compile(self._make_trace_upsert(), TRACE_COLUMNS)
         self._rollup_upserts = {
-            granularity: (
-                self._compile(self._sum_upsert(rollup, _ROLLUP_SUMS), [c.name for c in rollup.columns]),
-                self._compile(self._sum_upsert(latency, ("count",)), [c.name for c in latency.columns]),
+            granularity: self._compile(
+                self._sum_upsert(rollup, _ROLLUP_SUMS), [c.name for c in rollup.columns]
             )
-            for granularity, rollup, latency in t.ROLLUPS
+            for granularity, rollup in t.ROLLUPS
         }
 
     @classmethod
@@ -185,20 +186,14 @@ class SqlStore:
         with self.engine.begin() as conn:
             conn.exec_driver_sql(self._span_insert, span_rows)
             conn.exec_driver_sql(self._trace_upsert, trace_rows)
-            for granularity, (rollup_upsert, latency_upsert) in self._rollup_upserts.items():
+            for granularity, rollup_upsert in self._rollup_upserts.items():
                 rollup_rows = [
                     rollup_row(p, b, m, n, r)
                     for (g, p, b, m, n), r in sorted(deltas.rollups.items())
                     if g == granularity
                 ]
-                latency_rows = [
-                    {"project_id": p, "bucket": b, "model": m, "name": n, "latency_bucket": lb, "count": c}
-                    for (g, p, b, m, n, lb), c in sorted(deltas.latencies.items())
-                    if g == granularity
-                ]
                 if rollup_rows:
                     conn.exec_driver_sql(rollup_upsert, rollup_rows)
-                    conn.exec_driver_sql(latency_upsert, latency_rows)
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
         """Store scores of this project's traces."""
@@ -444,7 +439,7 @@ class SqlStore:
         source = 3600 if granularity_s % 3600 == 0 else 60
         if granularity_s % 60:
             raise ValueError("granularity must be a multiple of 60 seconds")
-        _, rollup, latency = next(r for r in t.ROLLUPS if r[0] == source)
+        rollup = next(table for g, table in t.ROLLUPS if g == source)
         bucket = rollup.c.bucket - rollup.c.bucket % granularity_s
         sums = [func.sum(rollup.c[col]).label(col) for col in _ROLLUP_SUMS]
         stmt = (
@@ -452,21 +447,11 @@ class SqlStore:
             .where(rollup.c.project_id == project_id, rollup.c.bucket >= start_s, rollup.c.bucket < end_s)
             .group_by(bucket, rollup.c.model)
         )
-        lbucket = latency.c.bucket - latency.c.bucket % granularity_s
-        lstmt = (
-            select(lbucket.label("b"), latency.c.model, latency.c.latency_bucket, func.sum(latency.c.count))
-            .where(latency.c.project_id == project_id, latency.c.bucket >= start_s, latency.c.bucket < end_s)
-            .group_by(lbucket, latency.c.model, latency.c.latency_bucket)
-        )
         with self.engine.connect() as conn:
-            rows = list(conn.execute(stmt))
-            hist: dict[tuple[int, str], dict[int, int]] = {}
-            for b, model, lb, n in conn.execute(lstmt):
-                hist.setdefault((int(b), model), {})[lb] = int(n)
+            rows = [row._mapping for row in conn.execute(stmt)]
         out = []
-        for row in rows:
-            r = row._mapping
-            counts = hist.get((int(r["b"]), r["model"]), {})
+        for r in rows:
+            counts = [int(r[col]) for col in LATENCY_COLUMNS]
             n = int(r["count"])
             out.append(
                 ModelMetrics(

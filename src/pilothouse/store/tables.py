@@ -19,6 +19,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
+
 metadata = MetaData()
 
 projects = Table(
@@ -143,19 +145,8 @@ def _rollup_table(name: str) -> Table:
         Column("cost_usd", Float, nullable=False),
         Column("unpriced", BigInteger, nullable=False),
         Column("latency_ms_sum", Float, nullable=False),
-    )
-
-
-def _latency_table(name: str) -> Table:
-    return Table(
-        name,
-        metadata,
-        Column("project_id", String(64), primary_key=True),
-        Column("bucket", BigInteger, primary_key=True),
-        Column("model", Text, primary_key=True),
-        Column("name", Text, primary_key=True),
-        Column("latency_bucket", Integer, primary_key=True),
-        Column("count", BigInteger, nullable=False),
+        # the latency sketch: one counter per bucket of pilothouse.domain.sketch
+        *(Column(col, Integer, nullable=False) for col in LATENCY_COLUMNS),
     )
 
 
@@ -163,7 +154,5 @@ def _latency_table(name: str) -> Table:
 # dashboards read thousands of rows rather than millions of spans.
 rollup_minute = _rollup_table("rollup_minute")
 rollup_hour = _rollup_table("rollup_hour")
-latency_minute = _latency_table("latency_minute")
-latency_hour = _latency_table("latency_hour")
 
-ROLLUPS = ((60, rollup_minute, latency_minute), (3600, rollup_hour, latency_hour))
+ROLLUPS = ((60, rollup_minute), (3600, rollup_hour))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -39,18 +41,7 @@ def _rollup(name: str) -> None:
         sa.Column("cost_usd", sa.Float(), nullable=False),
         sa.Column("unpriced", _BIG, nullable=False),
         sa.Column("latency_ms_sum", sa.Float(), nullable=False),
-    )
-
-
-def _latency(name: str) -> None:
-    op.create_table(
-        name,
-        sa.Column("project_id", sa.String(64), primary_key=True),
-        sa.Column("bucket", _BIG, primary_key=True),
-        sa.Column("model", sa.Text(), primary_key=True),
-        sa.Column("name", sa.Text(), primary_key=True),
-        sa.Column("latency_bucket", sa.Integer(), primary_key=True),
-        sa.Column("count", _BIG, nullable=False),
+        *(sa.Column(col, sa.Integer(), nullable=False) for col in LATENCY_COLUMNS),
     )
 
 
@@ -168,14 +159,10 @@ def upgrade() -> None:
     op.create_index("ix_scores_trace", "scores", ["project_id", "trace_id"])
     _rollup("rollup_minute")
     _rollup("rollup_hour")
-    _latency("latency_minute")
-    _latency("latency_hour")
 
 
 def downgrade() -> None:
     for table in (
-        "latency_hour",
-        "latency_minute",
         "rollup_hour",
         "rollup_minute",
         "scores",
