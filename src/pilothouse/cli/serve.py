@@ -29,23 +29,38 @@ def serve(
         settings = Settings.load(config, host=host, port=port, database_url=database_url, log_level=log_level)
     except (ValidationError, ValueError) as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
+    from pilothouse.domain.keys import DEFAULT_SCOPES
+    from pilothouse.store.sql import SqlStore
+
     try:
-        app = create_app(settings)
+        store = SqlStore.from_url(settings.resolved_database_url)
+        first_key = None
+        if not store.list_api_keys():
+            _, first_key = store.create_api_key("default", "first key", frozenset(DEFAULT_SCOPES))
+        app = create_app(settings, store=store)
     except Exception as exc:
         raise CliError(f"cannot start: {str(exc).splitlines()[0]}") from exc
     base = f"http://{settings.host}:{settings.port}"
+    key_hint = "<key>"
+    if first_key:
+        click.echo(f"Created your first API key (project 'default'); it is shown only now:\n  {first_key}\n")
+        key_hint = first_key
     click.echo(
         f"Pilothouse serving on {base}  (database: {settings.resolved_database_url})\n"
-        f"  OTLP traces:  OTEL_EXPORTER_OTLP_ENDPOINT={base}  (POST {base}/v1/traces)\n"
-        f"  Query API:    curl -H 'Authorization: Bearer <key>' {base}/api/traces\n"
-        f"  A key:        pilothouse keys create --name dev",
-        err=True,
+        f"  Send traces:   export PILOTHOUSE_API_KEY={key_hint}\n"
+        f"                 OTLP endpoint {base}/v1/traces, or pilothouse.init() in Python\n"
+        f"  Read traces:   curl -H 'Authorization: Bearer {key_hint}' {base}/api/traces\n"
+        f"                 pilothouse traces list\n"
+        f"  More keys:     pilothouse keys create --name NAME",
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        store.close()

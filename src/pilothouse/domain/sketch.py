@@ -1,5 +1,5 @@
 """Latency sketch: a fixed set of log-scale buckets whose counts add up across minutes, hours and
-processes (so a rollup row can hold them as plain counter columns, summed by SQL).
+processes (a rollup row holds one histogram; merging two is adding their counts).
 
 Bucket 0 holds everything up to ``MIN_MS``; bucket ``i`` holds ``(MIN_MS * GAMMA**(i-1), MIN_MS *
 GAMMA**i]``; the last bucket also holds everything above ``MAX_MS``. Reading a quantile back from the
@@ -16,7 +16,6 @@ MIN_MS = 1.0
 MAX_MS = 1_200_000.0  # 20 minutes
 GAMMA = (MAX_MS / MIN_MS) ** (1 / (BUCKETS - 1))
 _LOG_GAMMA = math.log(GAMMA)
-COLUMNS = tuple(f"lat_{i:02d}" for i in range(BUCKETS))
 
 
 def latency_bucket(ms: float) -> int:
@@ -33,15 +32,36 @@ def bucket_value(bucket: int) -> float:
     return float(MIN_MS * 2 * GAMMA**bucket / (GAMMA + 1))
 
 
-def quantile(counts: Sequence[int], q: float) -> float | None:
-    """The ``q``-quantile (0..1) of the values counted in ``counts`` (one count per bucket)."""
+def add_counts(a: Sequence[int], b: Sequence[int]) -> list[int]:
+    """Merge two histograms (of possibly different lengths)."""
+    if len(a) < len(b):
+        a, b = b, a
+    merged = list(a)
+    for i, n in enumerate(b):
+        merged[i] += n
+    return merged
+
+
+def quantiles(counts: Sequence[int], qs: Sequence[float]) -> list[float | None]:
+    """The ``qs``-quantiles (each 0..1, ascending) of the values counted in ``counts`` (one count per
+    bucket), in one pass; None for each when nothing was counted."""
     total = sum(counts)
     if total <= 0:
-        return None
-    rank = q * (total - 1)
+        return [None] * len(qs)
+    ranks = [q * (total - 1) for q in qs]
+    out: list[float | None] = []
     seen = 0
     for bucket, n in enumerate(counts):
+        if not n:
+            continue
         seen += n
-        if n and seen > rank:
-            return bucket_value(bucket)
-    return bucket_value(len(counts) - 1)
+        while len(out) < len(ranks) and seen > ranks[len(out)]:
+            out.append(bucket_value(bucket))
+        if len(out) == len(ranks):
+            return out
+    return out + [bucket_value(len(counts) - 1)] * (len(ranks) - len(out))
+
+
+def quantile(counts: Sequence[int], q: float) -> float | None:
+    """The ``q``-quantile (0..1) of the values counted in ``counts`` (one count per bucket)."""
+    return quantiles(counts, (q,))[0]

@@ -23,10 +23,11 @@ def normalise_url(url: str) -> str:
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    from pilothouse.store.rows import unpack
+    from pilothouse.store.rows import hist_add_packed, unpack
 
     # ph_text(x): the text of a column that may hold a packed (compressed) value, for searches.
     dbapi_connection.create_function("ph_text", 1, unpack, deterministic=True)
+    dbapi_connection.create_function("ph_hist_add", 2, hist_add_packed, deterministic=True)
     cursor = dbapi_connection.cursor()
     # Big pages pack ~1 KB span rows with little slack; this only takes effect on a new database.
     cursor.execute("PRAGMA page_size=16384")

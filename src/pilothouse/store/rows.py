@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ import orjson
 import zstandard
 
 from pilothouse.domain.rollups import RollupDelta, TraceDelta
-from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
+from pilothouse.domain.sketch import add_counts
 from pilothouse.domain.traces import (
     Cost,
     Observation,
@@ -227,7 +228,28 @@ def trace_row(d: TraceDelta, compress: bool) -> dict[str, Any]:
     }
 
 
-def rollup_row(project_id: str, bucket: int, model: str, name: str, r: RollupDelta) -> dict[str, Any]:
+def pack_hist(counts: list[int], packed: bool) -> bytes | list[int]:
+    """A histogram as stored: packed int64 (SQLite) or a list (PostgreSQL bigint[])."""
+    return array("q", counts).tobytes() if packed else counts
+
+
+def unpack_hist(value: bytes | list[int] | None) -> list[int]:
+    """Inverse of :func:`pack_hist`."""
+    if value is None:
+        return []
+    if isinstance(value, bytes | bytearray | memoryview):
+        return array("q", bytes(value)).tolist()
+    return [int(x) for x in value]
+
+
+def hist_add_packed(a: bytes | None, b: bytes | None) -> bytes:
+    """``ph_hist_add`` for SQLite: the element-wise sum of two packed histograms."""
+    return array("q", add_counts(unpack_hist(a), unpack_hist(b))).tobytes()
+
+
+def rollup_row(
+    project_id: str, bucket: int, model: str, name: str, r: RollupDelta, packed: bool
+) -> dict[str, Any]:
     """A rollup row (summed into the stored one by the upsert)."""
     return {
         "project_id": project_id,
@@ -244,5 +266,5 @@ def rollup_row(project_id: str, bucket: int, model: str, name: str, r: RollupDel
         "cost_usd": r.cost_usd,
         "unpriced": r.unpriced,
         "latency_ms_sum": r.latency_ms_sum,
-        **dict(zip(LATENCY_COLUMNS, r.latency_counts, strict=True)),
+        "latency_hist": pack_hist(r.latency_counts, packed),
     }

@@ -34,8 +34,7 @@ from pilothouse.domain.queries import (
     encode_cursor,
 )
 from pilothouse.domain.rollups import batch_deltas
-from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
-from pilothouse.domain.sketch import quantile
+from pilothouse.domain.sketch import add_counts, quantiles
 from pilothouse.domain.traces import Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
 from pilothouse.store.engine import make_engine, upgrade_schema
@@ -50,6 +49,7 @@ from pilothouse.store.rows import (
     trace_from_row,
     trace_row,
     unpack,
+    unpack_hist,
 )
 
 PREVIEW_CHARS = 300
@@ -64,7 +64,6 @@ _ROLLUP_SUMS = (
     "cost_usd",
     "unpriced",
     "latency_ms_sum",
-    *LATENCY_COLUMNS,
 )
 
 
@@ -169,9 +168,9 @@ class SqlStore:
     def _sum_upsert(self, table: Table, columns: Sequence[str]) -> Insert:
         stmt = self._insert(table)
         keys = [c.name for c in table.primary_key.columns]
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in columns}
-        )
+        sums: dict[str, Any] = {c: table.c[c] + stmt.excluded[c] for c in columns}
+        sums["latency_hist"] = func.ph_hist_add(table.c.latency_hist, stmt.excluded.latency_hist)
+        return stmt.on_conflict_do_update(index_elements=keys, set_=sums)
 
     # -- ingest ----------------------------------------------------------------------------------
 
@@ -188,7 +187,7 @@ class SqlStore:
             conn.exec_driver_sql(self._trace_upsert, trace_rows)
             for granularity, rollup_upsert in self._rollup_upserts.items():
                 rollup_rows = [
-                    rollup_row(p, b, m, n, r)
+                    rollup_row(p, b, m, n, r, self._compress)
                     for (g, p, b, m, n), r in sorted(deltas.rollups.items())
                     if g == granularity
                 ]
@@ -440,35 +439,42 @@ class SqlStore:
         if granularity_s % 60:
             raise ValueError("granularity must be a multiple of 60 seconds")
         rollup = next(table for g, table in t.ROLLUPS if g == source)
-        bucket = rollup.c.bucket - rollup.c.bucket % granularity_s
-        sums = [func.sum(rollup.c[col]).label(col) for col in _ROLLUP_SUMS]
-        stmt = (
-            select(bucket.label("b"), rollup.c.model, *sums)
-            .where(rollup.c.project_id == project_id, rollup.c.bucket >= start_s, rollup.c.bucket < end_s)
-            .group_by(bucket, rollup.c.model)
-        )
+        # Rows are read as they are and merged here: summing histograms in SQL is slower than this.
+        stmt = select(
+            rollup.c.bucket, rollup.c.model, *(rollup.c[col] for col in _ROLLUP_SUMS), rollup.c.latency_hist
+        ).where(rollup.c.project_id == project_id, rollup.c.bucket >= start_s, rollup.c.bucket < end_s)
+        merged: dict[tuple[int, str], list[Any]] = {}
         with self.engine.connect() as conn:
-            rows = [row._mapping for row in conn.execute(stmt)]
+            for row in conn.execute(stmt):
+                key = (int(row[0]) - int(row[0]) % granularity_s, row[1])
+                values = [*row[2:-1], unpack_hist(row[-1])]
+                seen = merged.get(key)
+                if seen is None:
+                    merged[key] = values
+                else:
+                    for i in range(len(values) - 1):
+                        seen[i] += values[i]
+                    seen[-1] = add_counts(seen[-1], values[-1])
         out = []
-        for r in rows:
-            counts = [int(r[col]) for col in LATENCY_COLUMNS]
-            n = int(r["count"])
+        for (b, model), values in merged.items():
+            n, errors, tin, tout, cread, cwrite, reasoning, cost, unpriced, lat_sum, hist = values
+            p50, p95 = quantiles(hist, (0.5, 0.95))
             out.append(
                 ModelMetrics(
-                    bucket_start_s=int(r["b"]),
-                    model=r["model"],
-                    count=n,
-                    errors=int(r["errors"]),
-                    input_tokens=int(r["input_tokens"]),
-                    output_tokens=int(r["output_tokens"]),
-                    cache_read_tokens=int(r["cache_read_tokens"]),
-                    cache_write_tokens=int(r["cache_write_tokens"]),
-                    reasoning_tokens=int(r["reasoning_tokens"]),
-                    cost_usd=float(r["cost_usd"]),
-                    unpriced=int(r["unpriced"]),
-                    latency_ms_avg=float(r["latency_ms_sum"]) / n if n else 0.0,
-                    latency_ms_p50=quantile(counts, 0.5),
-                    latency_ms_p95=quantile(counts, 0.95),
+                    bucket_start_s=b,
+                    model=model,
+                    count=int(n),
+                    errors=int(errors),
+                    input_tokens=int(tin),
+                    output_tokens=int(tout),
+                    cache_read_tokens=int(cread),
+                    cache_write_tokens=int(cwrite),
+                    reasoning_tokens=int(reasoning),
+                    cost_usd=float(cost),
+                    unpriced=int(unpriced),
+                    latency_ms_avg=float(lat_sum) / int(n) if n else 0.0,
+                    latency_ms_p50=p50,
+                    latency_ms_p95=p95,
                 )
             )
         out.sort(key=lambda m: (m.bucket_start_s, m.model))

@@ -12,14 +12,14 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
-
-from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
+from sqlalchemy.dialects import postgresql
 
 metadata = MetaData()
 
@@ -127,6 +127,10 @@ scores = Table(
 )
 
 
+# A histogram is an int64 array on PostgreSQL and the same packed little-endian on SQLite.
+LATENCY_HIST = LargeBinary().with_variant(postgresql.ARRAY(BigInteger), "postgresql")
+
+
 def _rollup_table(name: str) -> Table:
     return Table(
         name,
@@ -145,8 +149,8 @@ def _rollup_table(name: str) -> Table:
         Column("cost_usd", Float, nullable=False),
         Column("unpriced", BigInteger, nullable=False),
         Column("latency_ms_sum", Float, nullable=False),
-        # the latency sketch: one counter per bucket of pilothouse.domain.sketch
-        *(Column(col, Integer, nullable=False) for col in LATENCY_COLUMNS),
+        # the latency sketch (pilothouse.domain.sketch): counts per bucket, merged by ph_hist_add()
+        Column("latency_hist", LATENCY_HIST, nullable=False),
     )
 
 

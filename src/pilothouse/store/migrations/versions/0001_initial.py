@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
-from pilothouse.domain.sketch import COLUMNS as LATENCY_COLUMNS
+from sqlalchemy.dialects import postgresql
 
 revision = "0001"
 down_revision = None
@@ -41,7 +40,11 @@ def _rollup(name: str) -> None:
         sa.Column("cost_usd", sa.Float(), nullable=False),
         sa.Column("unpriced", _BIG, nullable=False),
         sa.Column("latency_ms_sum", sa.Float(), nullable=False),
-        *(sa.Column(col, sa.Integer(), nullable=False) for col in LATENCY_COLUMNS),
+        sa.Column(
+            "latency_hist",
+            sa.LargeBinary().with_variant(postgresql.ARRAY(sa.BigInteger()), "postgresql"),
+            nullable=False,
+        ),
     )
 
 
@@ -157,6 +160,13 @@ def upgrade() -> None:
         sa.Column("created_ns", _BIG, nullable=False),
     )
     op.create_index("ix_scores_trace", "scores", ["project_id", "trace_id"])
+    if op.get_bind().dialect.name == "postgresql":
+        # Merging two latency histograms (element-wise sum); SQLite gets the same function from Python.
+        op.execute(
+            "CREATE OR REPLACE FUNCTION ph_hist_add(a bigint[], b bigint[]) RETURNS bigint[] "
+            "LANGUAGE sql IMMUTABLE AS $$ SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i) "
+            "FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i) $$"
+        )
     _rollup("rollup_minute")
     _rollup("rollup_hour")
 
@@ -172,3 +182,5 @@ def downgrade() -> None:
         "projects",
     ):
         op.drop_table(table)
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS ph_hist_add(bigint[], bigint[])")
