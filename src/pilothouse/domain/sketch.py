@@ -9,7 +9,9 @@ counts is within ``(GAMMA - 1) / (GAMMA + 1)`` (about 7%) of the true value, as 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
 
 BUCKETS = 100
 MIN_MS = 1.0
@@ -43,23 +45,14 @@ def add_counts(a: Sequence[int], b: Sequence[int]) -> list[int]:
 
 
 def quantiles(counts: Sequence[int], qs: Sequence[float]) -> list[float | None]:
-    """The ``qs``-quantiles (each 0..1, ascending) of the values counted in ``counts`` (one count per
-    bucket), in one pass; None for each when nothing was counted."""
-    total = sum(counts)
+    """The ``qs``-quantiles (each 0..1) of the values counted in ``counts`` (one count per bucket);
+    None for each when nothing was counted."""
+    cumulative = list(accumulate(counts))
+    total = cumulative[-1] if cumulative else 0
     if total <= 0:
         return [None] * len(qs)
-    ranks = [q * (total - 1) for q in qs]
-    out: list[float | None] = []
-    seen = 0
-    for bucket, n in enumerate(counts):
-        if not n:
-            continue
-        seen += n
-        while len(out) < len(ranks) and seen > ranks[len(out)]:
-            out.append(bucket_value(bucket))
-        if len(out) == len(ranks):
-            return out
-    return out + [bucket_value(len(counts) - 1)] * (len(ranks) - len(out))
+    last = len(cumulative) - 1
+    return [bucket_value(min(last, bisect_right(cumulative, q * (total - 1)))) for q in qs]
 
 
 def quantile(counts: Sequence[int], q: float) -> float | None:

@@ -1,0 +1,63 @@
+"""The README's tour works as written: its Python example, run against a real server, produces the
+trace, generation and score it promises."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server.process import ServerProcess, cli
+
+README = Path(__file__).parents[1] / "README.md"
+pytestmark = pytest.mark.slow
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", README.read_text(), re.S)
+    assert first_block is not None
+    commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
+    assert commands == ["make run", "make test"]
+
+
+def test_readme_tour_example_runs(tmp_path: Path) -> None:
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert code is not None
+    script = tmp_path / "tour.py"
+    script.write_text(code.group(1))
+    url = f"sqlite:///{tmp_path / 'tour.db'}"
+    key = cli("keys", "create", "--name", "tour", "--database-url", url).stdout.strip().splitlines()[-1]
+    server = ServerProcess(url)
+    try:
+        env = {**os.environ, "PILOTHOUSE_API_KEY": key, "PILOTHOUSE_BASE_URL": server.base_url}
+        run = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip()
+        headers = {"Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 15
+        detail = None
+        while time.monotonic() < deadline:
+            data = httpx.get(f"{server.base_url}/api/traces", headers=headers).json()["data"]
+            if data:
+                detail = httpx.get(f"{server.base_url}/api/traces/{data[0]['id']}", headers=headers).json()
+                if detail["scores"]:
+                    break
+            time.sleep(0.1)
+        assert detail is not None
+        assert detail["name"] == "answer" and detail["user_id"] == "alice" and detail["tags"] == ["tour"]
+        kinds = {o["type"] for o in detail["observations"]}
+        assert {"span", "retrieval", "generation"} <= kinds
+        generation = next(o for o in detail["observations"] if o["type"] == "generation")
+        assert generation["model"] == "gpt-4o-mini" and generation["usage"]["output"] > 0
+        assert generation["ttft_ms"] is not None
+        assert [s["name"] for s in detail["scores"]] == ["helpful"]
+    finally:
+        server.stop()
