@@ -25,6 +25,7 @@ def test_sdk_exports() -> None:
             "score",
             "shutdown",
             "span",
+            "trace_headers",
             "uninstrument_anthropic",
             "uninstrument_openai",
             "update_current_trace",

@@ -19,7 +19,7 @@ from pilothouse.tracing.observe import (
     span,
     update_current_trace,
 )
-from pilothouse.tracing.sdk import flush, init, score, shutdown
+from pilothouse.tracing.sdk import flush, init, score, shutdown, trace_headers
 
 __version__ = "0.1.0.dev0"
 
@@ -35,6 +35,7 @@ __all__ = [
     "score",
     "shutdown",
     "span",
+    "trace_headers",
     "uninstrument_anthropic",
     "uninstrument_openai",
     "update_current_trace",

@@ -68,6 +68,17 @@ def test_openai_chat_stream_tools_embeddings_errors(
     assert json.loads(tool_obs.output or "")["tool_calls"][0]["function"]["name"] == "lookup"
     assert emb.kind is ObservationKind.EMBEDDING and emb.usage.input == 3
     assert failed.status is Status.ERROR and "InternalServerError" in (failed.status_message or "")
+    # each call told the upstream which span it belongs to (W3C traceparent)
+    traceparents = [h.get("traceparent", "") for h in upstream.request_headers[-5:]]
+    assert [tp.split("-")[2] for tp in traceparents] == [o.id for o in obs]
+    assert all(tp.split("-")[1] == o.trace_id for tp, o in zip(traceparents, obs, strict=True))
+
+
+def test_trace_headers_carry_the_current_span(exporter: InMemoryExporter) -> None:
+    assert pilothouse.trace_headers() == {}
+    with pilothouse.span("outer") as s:
+        header = pilothouse.trace_headers()["traceparent"]
+        assert header.split("-")[1:3] == [s.trace_id, s.id]
 
 
 def test_openai_async_stream(instrumented: InMemoryExporter, upstream: SimulatedUpstream) -> None:

@@ -29,13 +29,14 @@ class SimulatedUpstream:
     """An OpenAI- and Anthropic-compatible model server on ``127.0.0.1`` (a thread of this process).
 
     ``with SimulatedUpstream() as up: OpenAI(base_url=up.base_url + "/v1", api_key="x")``.
-    ``requests`` lists the JSON bodies received, in order.
+    ``requests`` lists the JSON bodies received, in order, and ``request_headers`` their headers.
     """
 
     def __init__(self, config: SimConfig | None = None, port: int | None = None) -> None:
         self.config = config or SimConfig()
         self.port = port or _free_port()
         self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -107,6 +108,7 @@ class SimulatedUpstream:
             await _json(send, 400, _openai_error("invalid JSON", "invalid_request_error"))
             return
         self.requests.append(request)
+        self.request_headers.append(headers)
         status = int(headers.get("x-sim-status", "0") or 0)
         if request.get("model") == "fail-model":
             status = 500

@@ -140,7 +140,7 @@ def _wrapper(original: Any) -> Any:
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = ModelCall(f"chat {kwargs.get('model', '')}".strip(), _request(kwargs))
         try:
-            response = original(self, *args, **kwargs)
+            response = original(self, *args, **call.with_trace_headers(kwargs))
         except BaseException as exc:
             call.fail(exc)
             raise
@@ -159,7 +159,7 @@ def _async_wrapper(original: Any) -> Any:
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = ModelCall(f"chat {kwargs.get('model', '')}".strip(), _request(kwargs))
         try:
-            response = await original(self, *args, **kwargs)
+            response = await original(self, *args, **call.with_trace_headers(kwargs))
         except BaseException as exc:
             call.fail(exc)
             raise

@@ -132,7 +132,7 @@ def _chat_wrapper(original: Any) -> Any:
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = ModelCall(f"chat {kwargs.get('model', '')}".strip(), _chat_request(kwargs))
         try:
-            response = original(self, *args, **kwargs)
+            response = original(self, *args, **call.with_trace_headers(kwargs))
         except BaseException as exc:
             call.fail(exc)
             raise
@@ -151,7 +151,7 @@ def _async_chat_wrapper(original: Any) -> Any:
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = ModelCall(f"chat {kwargs.get('model', '')}".strip(), _chat_request(kwargs))
         try:
-            response = await original(self, *args, **kwargs)
+            response = await original(self, *args, **call.with_trace_headers(kwargs))
         except BaseException as exc:
             call.fail(exc)
             raise
@@ -191,7 +191,7 @@ def _embedding_wrapper(original: Any) -> Any:
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = ModelCall(f"embeddings {kwargs.get('model', '')}".strip(), _embedding_request(kwargs))
         try:
-            response = original(self, *args, **kwargs)
+            response = original(self, *args, **call.with_trace_headers(kwargs))
         except BaseException as exc:
             call.fail(exc)
             raise
@@ -207,7 +207,7 @@ def _async_embedding_wrapper(original: Any) -> Any:
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = ModelCall(f"embeddings {kwargs.get('model', '')}".strip(), _embedding_request(kwargs))
         try:
-            response = await original(self, *args, **kwargs)
+            response = await original(self, *args, **call.with_trace_headers(kwargs))
         except BaseException as exc:
             call.fail(exc)
             raise

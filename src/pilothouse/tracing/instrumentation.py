@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -27,6 +28,13 @@ class ModelCall:
     def context(self) -> Any:
         """OpenTelemetry context with this call's span current (for nested HTTP instrumentation)."""
         return otel_trace.set_span_in_context(self.span)
+
+    def with_trace_headers(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` plus ``extra_headers`` carrying this call's W3C ``traceparent``, so that a
+        Pilothouse gateway (or any traced server) nests its own spans under this call."""
+        headers = dict(kwargs.get("extra_headers") or {})
+        propagate.inject(headers, context=self.context())
+        return {**kwargs, "extra_headers": headers}
 
     def first_token(self) -> None:
         """Mark the time to first token (once)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -141,6 +142,14 @@ def score(
             }
         )
     _ensure_score_sender()
+
+
+def trace_headers() -> dict[str, str]:
+    """W3C ``traceparent`` (and ``tracestate``) headers for the current span, to send with your own
+    HTTP calls so that the receiving service's spans join this trace."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers)
+    return headers
 
 
 def flush(timeout_s: float = 10.0) -> bool:
