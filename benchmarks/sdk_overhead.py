@@ -99,9 +99,7 @@ def main() -> None:
     bare = results["bare OpenTelemetry span"]
     for label, us in results.items():
         print(f"{label:34} {us:8.1f} {us / bare:12.2f}x")
-    print(
-        f"(exported in the background to {server.base_url}; traces visible through the API: {stored > 0})"
-    )
+    print(f"(exported in the background to {server.base_url}; traces visible through the API: {stored > 0})")
 
 
 if __name__ == "__main__":
