@@ -153,6 +153,10 @@ def main() -> None:
         t0 = time.perf_counter()
         fill(store, args.spans - have, now_ns)
         print(f"filled in {time.perf_counter() - t0:.0f} s", flush=True)
+    if store.dialect == "postgresql":
+        # What autovacuum does soon after a bulk load; without statistics the planner guesses badly.
+        with store.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     total = store.count_spans(PROJECT)
     key = create_key(url)
     server = Server(url)

@@ -1,8 +1,9 @@
 """The OTLP/HTTP collector: ``POST /v1/traces``.
 
-decode (protobuf or JSON, gzip) -> normalise -> bounded queue. Answers as the OTLP spec says: 200 with
-an empty ExportTraceServiceResponse, 400 for a body that cannot be decoded (nothing of it is stored),
-413 past the size limit, 429 with Retry-After when the queue is full.
+check (protobuf or JSON, gzip) -> bounded queue -> normalise and store (in the batch writer).
+Answers as the OTLP spec says: 200 with an empty ExportTraceServiceResponse, 400 for a body that
+cannot be decoded (nothing of it is stored), 413 past the size limit, 429 with Retry-After when the
+queue is full.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from starlette.responses import Response
 from pilothouse.domain.keys import Scope
 from pilothouse.server.body import read_body
 from pilothouse.server.errors import ApiError
+from pilothouse.server.ingest import PendingExport
 from pilothouse.server.state import AppState
 from pilothouse.tracing.conventions import normalise_span
-from pilothouse.tracing.otlp import OtlpDecodeError, decode_request, decompress
+from pilothouse.tracing.otlp import OtlpDecodeError, decode_json, decompress, is_json, parse_protobuf
 
 RETRY_AFTER_S = "1"
 
@@ -31,11 +33,16 @@ async def export_traces(request: Request) -> Response:
         body = decompress(body, request.headers.get("content-encoding"))
         if len(body) > 4 * limit:
             raise ApiError(413, "Decompressed body is too large.", code="body_too_large")
-        raw_spans = decode_request(body, content_type)
-        records = [normalise_span(raw, principal.project_id) for raw in raw_spans]
+        if is_json(content_type):
+            records = [normalise_span(raw, principal.project_id) for raw in decode_json(body)]
+            export = PendingExport(principal.project_id, len(records), records=records)
+        else:
+            # Checked here, so a bad body is refused whole; the attributes are read by the writer.
+            parsed, count = parse_protobuf(body)
+            export = PendingExport(principal.project_id, count, request=parsed)
     except OtlpDecodeError as exc:
         raise ApiError(400, str(exc), code="invalid_otlp") from exc
-    if records and not state.ingest.offer(records):
+    if export.count and not state.ingest.offer(export):
         raise ApiError(
             429,
             "Ingest queue is full; retry later.",

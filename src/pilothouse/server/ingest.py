@@ -1,9 +1,10 @@
 """The ingestion pipeline's back half: a bounded in-memory queue and one batch-writer thread.
 
-Request handlers decode and normalise, then :meth:`IngestQueue.offer` the records: all of them or
-none (the handler then answers 429 with Retry-After). The writer takes up to a batch at a time and
-stores it in one transaction; nothing on the request path waits for the database. ``close()``
-drains the queue, so a SIGTERM loses nothing that was accepted.
+Request handlers check a body and :meth:`IngestQueue.offer` it as a :class:`PendingExport`: all of
+it or none (the handler then answers 429 with Retry-After). The writer takes exports up to a batch of
+spans, normalises them (protobuf attributes are read here, off the request path, in one thread so the
+two do not trade the GIL span by span) and stores the batch in one transaction; nothing on the
+request path waits for the database. ``close()`` drains the queue: a SIGTERM loses nothing accepted.
 """
 
 from __future__ import annotations
@@ -15,10 +16,31 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store.sql import SqlStore
+from pilothouse.tracing.conventions import normalise_span
+from pilothouse.tracing.otlp import iter_protobuf
 
 log = logging.getLogger("pilothouse.ingest")
+
+
+@dataclass(slots=True)
+class PendingExport:
+    """One accepted export: records already normalised, or a checked protobuf request to normalise."""
+
+    project_id: str
+    count: int
+    records: Sequence[SpanRecord] | None = None
+    request: ExportTraceServiceRequest | None = None
+
+    def normalise(self) -> list[SpanRecord]:
+        """The export's records (normalising a protobuf request now)."""
+        if self.records is not None:
+            return list(self.records)
+        assert self.request is not None
+        return [normalise_span(raw, self.project_id) for raw in iter_protobuf(self.request)]
 
 
 @dataclass(slots=True)
@@ -48,7 +70,8 @@ class IngestQueue:
         self.batch_spans = batch_spans
         self.retry_delays_s = tuple(retry_delays_s)
         self.stats = IngestStats()
-        self._pending: deque[SpanRecord] = deque()
+        self._pending: deque[PendingExport] = deque()
+        self._pending_spans = 0
         self._in_flight = 0
         self._cond = threading.Condition()
         self._closing = False
@@ -57,17 +80,22 @@ class IngestQueue:
 
     @property
     def pending(self) -> int:
-        """Records accepted but not yet stored."""
-        return len(self._pending) + self._in_flight
+        """Spans accepted but not yet stored."""
+        return self._pending_spans + self._in_flight
 
-    def offer(self, records: Sequence[SpanRecord]) -> bool:
-        """Queue all ``records`` and return True, or none and return False when there is no room."""
+    def offer(self, export: PendingExport | Sequence[SpanRecord]) -> bool:
+        """Queue a whole export (or normalised records) and return True, or nothing and return False
+        when there is no room."""
+        if not isinstance(export, PendingExport):
+            project = export[0].project_id if export else ""
+            export = PendingExport(project, len(export), records=export)
         with self._cond:
-            if self._closing or len(self._pending) + self._in_flight + len(records) > self.max_spans:
-                self.stats.rejected += len(records)
+            if self._closing or self._pending_spans + self._in_flight + export.count > self.max_spans:
+                self.stats.rejected += export.count
                 return False
-            self._pending.extend(records)
-            self.stats.accepted += len(records)
+            self._pending.append(export)
+            self._pending_spans += export.count
+            self.stats.accepted += export.count
             self._cond.notify()
         return True
 
@@ -75,7 +103,7 @@ class IngestQueue:
         """Block until everything accepted so far is stored (tests, benchmarks, shutdown)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._in_flight:
+            while self._pending_spans or self._in_flight:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -98,9 +126,20 @@ class IngestQueue:
                     self._cond.wait()
                 if not self._pending and self._closing:
                     return
-                n = min(self.batch_spans, len(self._pending))
-                batch = [self._pending.popleft() for _ in range(n)]
-                self._in_flight = n
+                exports = [self._pending.popleft()]
+                taken = exports[0].count
+                while self._pending and taken + self._pending[0].count <= self.batch_spans:
+                    exports.append(self._pending.popleft())
+                    taken += exports[-1].count
+                self._pending_spans -= taken
+                self._in_flight = taken
+            batch: list[SpanRecord] = []
+            for export in exports:
+                try:
+                    batch.extend(export.normalise())
+                except Exception:
+                    self.stats.failed += export.count
+                    log.exception("an export of %d spans could not be normalised", export.count)
             self._write(batch)
             with self._cond:
                 self._in_flight = 0

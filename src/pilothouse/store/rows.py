@@ -239,7 +239,7 @@ def unpack_hist(value: bytes | list[int] | None) -> list[int]:
         return []
     if isinstance(value, bytes | bytearray | memoryview):
         return array("q", bytes(value)).tolist()
-    return [int(x) for x in value]
+    return value if isinstance(value, list) else list(value)
 
 
 def hist_add_packed(a: bytes | None, b: bytes | None) -> bytes:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Insert,
     Table,
     and_,
+    bindparam,
     case,
     func,
     or_,
@@ -96,6 +97,18 @@ class SqlStore:
             )
             for granularity, rollup in t.ROLLUPS
         }
+        self._rollup_selects = {g: self._compile_rollup_select(rollup) for g, rollup in t.ROLLUPS}
+
+    def _compile_rollup_select(self, rollup: Table) -> str:
+        stmt = select(
+            rollup.c.bucket, rollup.c.model, *(rollup.c[col] for col in _ROLLUP_SUMS), rollup.c.latency_hist
+        ).where(
+            rollup.c.project_id == bindparam("project_id"),
+            rollup.c.bucket >= bindparam("start"),
+            rollup.c.bucket < bindparam("end"),
+        )
+        dialect = sqlite.dialect(paramstyle="named") if self.dialect == "sqlite" else self.engine.dialect
+        return str(stmt.compile(dialect=dialect))
 
     @classmethod
     def from_url(cls, url: str, *, migrate: bool = True) -> SqlStore:
@@ -438,14 +451,12 @@ class SqlStore:
         source = 3600 if granularity_s % 3600 == 0 else 60
         if granularity_s % 60:
             raise ValueError("granularity must be a multiple of 60 seconds")
-        rollup = next(table for g, table in t.ROLLUPS if g == source)
-        # Rows are read as they are and merged here: summing histograms in SQL is slower than this.
-        stmt = select(
-            rollup.c.bucket, rollup.c.model, *(rollup.c[col] for col in _ROLLUP_SUMS), rollup.c.latency_hist
-        ).where(rollup.c.project_id == project_id, rollup.c.bucket >= start_s, rollup.c.bucket < end_s)
+        # Rows are read as they are (driver-level, no per-row SQLAlchemy processing) and merged here:
+        # summing histograms in SQL is slower than this.
         merged: dict[tuple[int, str], list[Any]] = {}
+        params = {"project_id": project_id, "start": start_s, "end": end_s}
         with self.engine.connect() as conn:
-            for row in conn.execute(stmt):
+            for row in conn.exec_driver_sql(self._rollup_selects[source], params):
                 key = (int(row[0]) - int(row[0]) % granularity_s, row[1])
                 values = [*row[2:-1], unpack_hist(row[-1])]
                 seen = merged.get(key)

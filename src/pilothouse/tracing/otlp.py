@@ -85,14 +85,35 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
     raise OtlpDecodeError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
 
 
-def decode_protobuf(body: bytes) -> Iterator[RawSpan]:
-    """Spans of a protobuf ``ExportTraceServiceRequest``."""
+def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, int]:
+    """Parse and check a protobuf ``ExportTraceServiceRequest``; returns it with its span count.
+
+    Cheap (the attributes are not read yet), so the collector can refuse a bad body before accepting
+    it and leave the rest of the decoding to the batch writer (:func:`iter_protobuf`)."""
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
     except DecodeError as exc:
         raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
-    return _iter_protobuf(request)
+    count = 0
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if (
+                    len(span.trace_id) != 16
+                    or len(span.span_id) != 8
+                    or len(span.parent_span_id) not in (0, 8)
+                ):
+                    raise OtlpDecodeError(
+                        f"span {span.name!r} has an invalid trace_id, span_id or parent_span_id"
+                    )
+                count += 1
+    return request, count
+
+
+def decode_protobuf(body: bytes) -> Iterator[RawSpan]:
+    """Spans of a protobuf ``ExportTraceServiceRequest``."""
+    return iter_protobuf(parse_protobuf(body)[0])
 
 
 def _attributes(items: Any) -> dict[str, Any]:
@@ -105,14 +126,13 @@ def _attributes(items: Any) -> dict[str, Any]:
     return out
 
 
-def _iter_protobuf(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
+def iter_protobuf(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
+    """Spans of a parsed (and checked, see :func:`parse_protobuf`) export request."""
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
-                if len(span.trace_id) != 16 or len(span.span_id) != 8:
-                    raise OtlpDecodeError(f"span {span.name!r} has an invalid trace_id or span_id")
                 parent = span.parent_span_id
                 yield RawSpan(
                     trace_id=span.trace_id.hex(),
@@ -239,13 +259,13 @@ def _status_code(code: Any) -> int:
     return int(code)
 
 
-def decode_request(body: bytes, content_type: str | None) -> list[RawSpan]:
-    """Spans of an OTLP/HTTP body; ``content_type`` picks protobuf (default) or JSON."""
+def is_json(content_type: str | None) -> bool:
+    """True for an OTLP/JSON body, False for protobuf (the default); raises for anything else."""
     media = (content_type or "application/x-protobuf").split(";")[0].strip().lower()
     if media == "application/json":
-        return list(decode_json(body))
+        return True
     if media in ("application/x-protobuf", "application/protobuf", "application/octet-stream"):
-        return list(decode_protobuf(body))
+        return False
     raise OtlpDecodeError(
         f"unsupported Content-Type {media!r}: send application/x-protobuf or application/json"
     )
