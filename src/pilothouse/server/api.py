@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
@@ -17,7 +17,7 @@ from pilothouse.domain.scores import make_score
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Status
 from pilothouse.server.body import read_json
-from pilothouse.server.errors import ApiError
+from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.serialise import (
     model_metrics_json,
     score_json,
@@ -102,7 +102,7 @@ async def list_traces(request: Request) -> Response:
     principal = await state.auth.authenticate(request, Scope.READ)
     query = trace_query_from_params(request.query_params, time.time_ns())
     page = await run_in_threadpool(state.store.list_traces, principal.project_id, query)
-    return JSONResponse({"data": [trace_summary_json(t) for t in page.data], "next": page.next_cursor})
+    return FastJSONResponse({"data": [trace_summary_json(t) for t in page.data], "next": page.next_cursor})
 
 
 async def get_trace(request: Request) -> Response:
@@ -113,7 +113,7 @@ async def get_trace(request: Request) -> Response:
     detail = await run_in_threadpool(state.store.get_trace, principal.project_id, trace_id)
     if detail is None:
         raise ApiError(404, f"No trace {trace_id!r} in this project.", code="trace_not_found")
-    return JSONResponse(trace_detail_json(detail))
+    return FastJSONResponse(trace_detail_json(detail))
 
 
 async def post_scores(request: Request) -> Response:
@@ -152,7 +152,7 @@ async def post_scores(request: Request) -> Response:
         scores.append(score)
     await run_in_threadpool(state.store.add_scores, principal.project_id, scores)
     data = [score_json(s) for s in scores]
-    return JSONResponse(data if isinstance(body, list) else data[0], status_code=201)
+    return FastJSONResponse(data if isinstance(body, list) else data[0], status_code=201)
 
 
 async def list_sessions(request: Request) -> Response:
@@ -168,7 +168,7 @@ async def list_sessions(request: Request) -> Response:
     except InvalidQuery as exc:
         raise _param_error("cursor", str(exc)) from None
     page = await run_in_threadpool(state.store.list_sessions, principal.project_id, int(limit_text), cursor)
-    return JSONResponse({"data": [session_json(s) for s in page.data], "next": page.next_cursor})
+    return FastJSONResponse({"data": [session_json(s) for s in page.data], "next": page.next_cursor})
 
 
 async def model_metrics(request: Request) -> Response:
@@ -189,7 +189,7 @@ async def model_metrics(request: Request) -> Response:
         end_ns // 10**9,
         _GRANULARITY_S[granularity],
     )
-    return JSONResponse({"data": [model_metrics_json(r) for r in rows]})
+    return FastJSONResponse({"data": [model_metrics_json(r) for r in rows]})
 
 
 routes = [

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from starlette.responses import JSONResponse
+
+
+class FastJSONResponse(JSONResponse):
+    """JSON responses rendered by orjson (several times faster than the standard library)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
 
 _TYPES = {
     400: "invalid_request_error",
@@ -37,7 +48,7 @@ class ApiError(Exception):
         self.param = param
         self.headers = headers or {}
 
-    def response(self) -> JSONResponse:
+    def response(self) -> FastJSONResponse:
         """The JSON response for this error."""
         body = {
             "error": {
@@ -47,4 +58,4 @@ class ApiError(Exception):
                 "code": self.code,
             }
         }
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+        return FastJSONResponse(body, status_code=self.status, headers=self.headers)
