@@ -456,7 +456,7 @@ class SqlStore:
         merged: dict[tuple[int, str], list[Any]] = {}
         params = {"project_id": project_id, "start": start_s, "end": end_s}
         with self.engine.connect() as conn:
-            for row in conn.exec_driver_sql(self._rollup_selects[source], params):
+            for row in conn.exec_driver_sql(self._rollup_selects[source], params).fetchall():
                 key = (int(row[0]) - int(row[0]) % granularity_s, row[1])
                 values = [*row[2:-1], unpack_hist(row[-1])]
                 seen = merged.get(key)
