@@ -195,8 +195,8 @@ def _text(value: Any) -> str | None:
 
 
 def _json(value: Any) -> Any:
-    """Parse JSON text if it is JSON, else return it unchanged."""
-    if isinstance(value, str) and value[:1] in ("{", "["):
+    """Parse JSON text if it is JSON (an object, array or string literal), else return it unchanged."""
+    if isinstance(value, str) and value[:1] in ("{", "[", '"'):
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -231,6 +231,43 @@ def _as_list(node: Any) -> Any:
     return converted
 
 
+def _from_parts(message: dict[str, Any]) -> dict[str, Any]:
+    """A GenAI-convention message (``parts``: text, tool_call, tool_call_response) in OpenAI's shape."""
+    out: dict[str, Any] = {"role": message.get("role", "assistant")}
+    texts: list[str] = []
+    tool_calls = []
+    for part in message.get("parts") or []:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "text":
+            texts.append(str(part.get("content", "")))
+        elif kind == "tool_call":
+            arguments = part.get("arguments")
+            tool_calls.append(
+                {
+                    "id": part.get("id"),
+                    "type": "function",
+                    "function": {"name": part.get("name"), "arguments": _text(arguments) or ""},
+                }
+            )
+        elif kind == "tool_call_response":
+            out["tool_call_id"] = part.get("id")
+            texts.append(_text(part.get("response")) or "")
+        else:
+            texts.append(_text(part.get("content", part)) or "")
+    out["content"] = "".join(texts) if texts or not tool_calls else None
+    if tool_calls:
+        out["tool_calls"] = tool_calls
+    return out
+
+
+def _openai_messages(messages: list[Any]) -> list[Any]:
+    return [
+        _from_parts(m) if isinstance(m, dict) and "parts" in m and "content" not in m else m for m in messages
+    ]
+
+
 def _strip_message(message: Any) -> Any:
     """OpenInference wraps each message in ``{"message": {...}}`` and tool calls in ``tool_call``."""
     if isinstance(message, dict) and len(message) == 1 and "message" in message:
@@ -257,8 +294,12 @@ def _messages(flat: dict[str, Any] | None) -> list[Any]:
     return [simple[i] for i in sorted(simple)]
 
 
-def _output_text(messages: list[Any]) -> str | None:
+def _output_text(messages: Any) -> str | None:
     """Output of a model call: plain text for one text-only answer, else JSON of the messages."""
+    if isinstance(messages, dict) and "role" in messages:
+        messages = [messages]
+    if not isinstance(messages, list):
+        return _text(messages)
     if not messages:
         return None
     if len(messages) == 1 and isinstance(messages[0], dict):
@@ -289,7 +330,29 @@ def _usage(slots: dict[str, Any]) -> Usage:
 
 
 def _langfuse_usage(details: dict[str, Any]) -> Usage:
-    """Langfuse ``usage_details``: ``input`` excludes the ``input_cached_tokens``-style keys."""
+    """Langfuse ``usage_details``: either the provider's raw usage (OpenAI's ``prompt_tokens`` with
+    nested ``*_details``, which count cached tokens inside the prompt) or Langfuse's own keys, where
+    ``input`` excludes the ``input_cached_tokens``-style keys."""
+    if "prompt_tokens" in details:
+        prompt_details = details.get("prompt_tokens_details") or {}
+        completion_details = details.get("completion_tokens_details") or {}
+        cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+        reasoning = (
+            _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+        )
+        return Usage(
+            input=max(0, _int(details.get("prompt_tokens")) - cached),
+            output=_int(details.get("completion_tokens")),
+            cache_read=cached,
+            reasoning=reasoning,
+        )
+    if "input_tokens" in details:  # Anthropic's raw usage: input excludes cache reads and writes
+        return Usage(
+            input=_int(details.get("input_tokens")),
+            output=_int(details.get("output_tokens")),
+            cache_read=_int(details.get("cache_read_input_tokens")),
+            cache_write=_int(details.get("cache_creation_input_tokens")),
+        )
     read = sum(_int(v) for k, v in details.items() if "cache_read" in k or k.endswith("cached_tokens"))
     write = sum(_int(v) for k, v in details.items() if "cache_creation" in k or "cache_write" in k)
     reasoning = sum(_int(v) for k, v in details.items() if "reasoning" in k)
@@ -369,21 +432,31 @@ def _io(
         genai_in = _json(slots.get("genai_in"))
         if isinstance(genai_in, list):
             system = _json(slots.get("system"))
-            in_messages = (
-                [{"role": "system", "parts": system}, *genai_in] if isinstance(system, list) else genai_in
-            )
+            if isinstance(system, list):
+                genai_in = [{"role": "system", "parts": system}, *genai_in]
+            in_messages = _openai_messages(genai_in)
     if not out_messages:
         genai_out = _json(slots.get("genai_out"))
         if isinstance(genai_out, list):
-            out_messages = genai_out
-    raw_in = slots.get("raw_in", slots.get("value_in"))
-    raw_out = slots.get("raw_out", slots.get("value_out"))
+            out_messages = _openai_messages(genai_out)
+    raw_in = _json(slots.get("raw_in", slots.get("value_in")))
+    raw_out = _json(slots.get("raw_out", slots.get("value_out")))
+    # a whole request body as input (Langfuse sends {"tools": ..., "messages": [...]} for tool calls)
+    if (
+        not in_messages
+        and kind.is_model_call
+        and isinstance(raw_in, dict)
+        and isinstance(raw_in.get("messages"), list)
+    ):
+        in_messages = raw_in["messages"]
     if in_messages and (kind.is_model_call or raw_in is None):
         input_text = _text(in_messages)
     else:
         input_text = _text(raw_in)
     if out_messages and (kind.is_model_call or raw_out is None):
         output_text = _output_text(out_messages)
+    elif kind.is_model_call:
+        output_text = _output_text(raw_out)
     else:
         output_text = _text(raw_out)
     return input_text, output_text
