@@ -26,7 +26,7 @@ from pilothouse.domain.traces import (
 
 # On SQLite, long text is stored zstd-compressed as a BLOB (PostgreSQL compresses it itself, see the
 # migration); text columns hold either str or bytes, and unpack() reads both.
-PACK_MIN_CHARS = 128
+PACK_MIN_CHARS = 512
 _compressor = zstandard.ZstdCompressor(level=1)
 _decompressor = zstandard.ZstdDecompressor()
 

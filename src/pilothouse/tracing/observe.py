@@ -157,18 +157,37 @@ def span(
         yield handle
 
 
-def _call_input(signature: inspect.Signature | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if signature is None:
-        return {"args": args, "kwargs": kwargs}
+def _input_reader(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    """A function from a call's (args, kwargs) to its arguments by name, defaults included (``self``
+    and ``cls`` left out). Plain signatures take a fast path; others go through ``inspect``."""
     try:
-        bound = signature.bind_partial(*args, **kwargs)
-    except TypeError:
-        return {"args": args, "kwargs": kwargs}
-    bound.apply_defaults()
-    values = dict(bound.arguments)
-    for drop in ("self", "cls"):
-        values.pop(drop, None)
-    return values
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return lambda args, kwargs: {"args": args, "kwargs": kwargs}
+    params = list(signature.parameters.values())
+    names = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    defaults = {
+        p.name: p.default for p in params if p.default is not p.empty and p.name not in ("self", "cls")
+    }
+    plain = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+
+    def read(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if plain and len(args) <= len(names):
+            values = dict(defaults)
+            values.update(zip(names, args, strict=False))
+            values.update(kwargs)
+        else:
+            try:
+                bound = signature.bind_partial(*args, **kwargs)
+            except TypeError:
+                return {"args": args, "kwargs": kwargs}
+            bound.apply_defaults()
+            values = dict(bound.arguments)
+        values.pop("self", None)
+        values.pop("cls", None)
+        return values
+
+    return read
 
 
 def _generator_output(items: list[Any]) -> Any:
@@ -204,17 +223,13 @@ def observe(
 
     def decorate(fn: F) -> F:
         span_name = name or fn.__qualname__
-        try:
-            signature: inspect.Signature | None = inspect.signature(fn)
-        except (TypeError, ValueError):
-            signature = None
-        attributes = {"pilothouse.observation.kind": kind_value}
+        read_input = _input_reader(fn)
 
         def start(args: tuple[Any, ...], kwargs: dict[str, Any]) -> otel_trace.Span:
-            s = get_tracer().start_span(span_name, attributes=attributes)
+            attributes = {"pilothouse.observation.kind": kind_value}
             if capture_input:
-                s.set_attribute("pilothouse.input", to_json_text(_call_input(signature, args, kwargs)))
-            return s
+                attributes["pilothouse.input"] = to_json_text(read_input(args, kwargs))
+            return get_tracer().start_span(span_name, attributes=attributes)
 
         def fail(s: otel_trace.Span, exc: BaseException) -> None:
             s.record_exception(exc)

@@ -81,7 +81,10 @@ def init(
         if exporter is None:
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces", headers=headers)
-        span_processor = BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
+        # A deep queue: a burst of spans waits for the exporter instead of being dropped.
+        span_processor = BatchSpanProcessor(
+            exporter, max_queue_size=100_000, schedule_delay_millis=500, max_export_batch_size=2048
+        )
     provider.add_span_processor(span_processor)
     if set_global and owns:
         otel_trace.set_tracer_provider(provider)
