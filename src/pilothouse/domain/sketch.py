@@ -44,6 +44,9 @@ def add_counts(a: Sequence[int], b: Sequence[int]) -> list[int]:
     return merged
 
 
+_VALUES = [bucket_value(i) for i in range(BUCKETS)]
+
+
 def quantiles(counts: Sequence[int], qs: Sequence[float]) -> list[float | None]:
     """The ``qs``-quantiles (each 0..1) of the values counted in ``counts`` (one count per bucket);
     None for each when nothing was counted."""
@@ -51,8 +54,8 @@ def quantiles(counts: Sequence[int], qs: Sequence[float]) -> list[float | None]:
     total = cumulative[-1] if cumulative else 0
     if total <= 0:
         return [None] * len(qs)
-    last = len(cumulative) - 1
-    return [bucket_value(min(last, bisect_right(cumulative, q * (total - 1)))) for q in qs]
+    last = min(len(cumulative), BUCKETS) - 1
+    return [_VALUES[min(last, bisect_right(cumulative, q * (total - 1)))] for q in qs]
 
 
 def quantile(counts: Sequence[int], q: float) -> float | None:

@@ -19,7 +19,7 @@ from pilothouse.domain.traces import Status
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.serialise import (
-    model_metrics_json,
+    model_metrics_list_json,
     score_json,
     session_json,
     trace_detail_json,
@@ -189,7 +189,7 @@ async def model_metrics(request: Request) -> Response:
         end_ns // 10**9,
         _GRANULARITY_S[granularity],
     )
-    return FastJSONResponse({"data": [model_metrics_json(r) for r in rows]})
+    return FastJSONResponse({"data": model_metrics_list_json(rows)})
 
 
 routes = [

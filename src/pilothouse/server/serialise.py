@@ -151,10 +151,10 @@ def session_json(s: SessionSummary) -> dict[str, Any]:
     }
 
 
-def model_metrics_json(m: ModelMetrics) -> dict[str, Any]:
+def model_metrics_json(m: ModelMetrics, time_text: str | None = None) -> dict[str, Any]:
     """A dashboard row: one model in one time bucket."""
     return {
-        "time": iso(m.bucket_start_s * 1_000_000_000),
+        "time": time_text or iso(m.bucket_start_s * 1_000_000_000),
         "model": m.model,
         "count": m.count,
         "errors": m.errors,
@@ -170,3 +170,15 @@ def model_metrics_json(m: ModelMetrics) -> dict[str, Any]:
         "unpriced": m.unpriced,
         "latency_ms": {"avg": m.latency_ms_avg, "p50": m.latency_ms_p50, "p95": m.latency_ms_p95},
     }
+
+
+def model_metrics_list_json(rows: list[ModelMetrics]) -> list[dict[str, Any]]:
+    """Dashboard rows; each bucket's time is formatted once (rows of one bucket share it)."""
+    times: dict[int, str] = {}
+    out = []
+    for m in rows:
+        text = times.get(m.bucket_start_s)
+        if text is None:
+            text = times[m.bucket_start_s] = iso(m.bucket_start_s * 1_000_000_000)
+        out.append(model_metrics_json(m, text))
+    return out

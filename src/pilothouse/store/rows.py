@@ -229,8 +229,13 @@ def trace_row(d: TraceDelta, compress: bool) -> dict[str, Any]:
 
 
 def pack_hist(counts: list[int], packed: bool) -> bytes | list[int]:
-    """A histogram as stored: packed int64 (SQLite) or a list (PostgreSQL bigint[])."""
-    return array("q", counts).tobytes() if packed else counts
+    """A histogram as stored: packed int64 (SQLite) or a list (PostgreSQL bigint[]), without its
+    trailing empty buckets (merging pads the shorter side)."""
+    end = len(counts)
+    while end and not counts[end - 1]:
+        end -= 1
+    trimmed = counts[:end]
+    return array("q", trimmed).tobytes() if packed else trimmed
 
 
 def unpack_hist(value: bytes | list[int] | None) -> list[int]:
