@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from pilothouse.testing import PilothouseServer
 
 BIN = Path(sys.executable).parent / "pilothouse"
 WORDS = (
@@ -23,12 +21,6 @@ WORDS = (
     "result document paris weather ocean tide planet energy market price london river mountain"
 ).split()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -110,46 +102,17 @@ def export_body(spans: list[Span]) -> bytes:
     return request.SerializeToString()
 
 
-class Server:
-    """``pilothouse serve`` on a free port, optionally pinned to CPUs with taskset."""
+class Server(PilothouseServer):
+    """``pilothouse serve`` for a benchmark: output discarded, optionally pinned to CPUs."""
 
     def __init__(self, database_url: str, cpus: str | None = None, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        cmd = [
-            str(BIN),
-            "serve",
-            "--port",
-            str(self.port),
-            "--database-url",
-            database_url,
-            "--log-level",
-            "warning",
-        ]
-        if cpus:
-            cmd = ["taskset", "-c", cpus, *cmd]
-        self.proc = subprocess.Popen(
-            cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(self.base_url + "/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.05)
+        prefix = ["taskset", "-c", cpus] if cpus else []
+        super().__init__(database_url, env=env, command_prefix=prefix, capture_output=False)
 
     @property
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(120)
+        """CPU time the server has used so far."""
+        return cpu_seconds(self.pid)
 
 
 def create_key(database_url: str) -> str:

@@ -33,7 +33,13 @@ def test_sdk_exports() -> None:
     )
     for name in pilothouse.__all__:
         assert getattr(pilothouse, name) is not None
-    assert sorted(pilothouse.testing.__all__) == ["InMemoryExporter", "SimConfig", "SimulatedUpstream"]
+    assert sorted(pilothouse.testing.__all__) == [
+        "InMemoryExporter",
+        "PilothouseServer",
+        "SimConfig",
+        "SimulatedUpstream",
+        "free_port",
+    ]
 
 
 def _imports(path: Path) -> set[str]:

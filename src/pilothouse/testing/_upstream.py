@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import threading
 import time
 import uuid
@@ -13,16 +12,11 @@ from typing import Any
 
 import orjson
 
+from pilothouse.testing._server import free_port
 from pilothouse.testing._simulation import SimConfig, SimReply, count_tokens, simulate
 
 Send = Any
 Receive = Any
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SimulatedUpstream:
@@ -34,7 +28,7 @@ class SimulatedUpstream:
 
     def __init__(self, config: SimConfig | None = None, port: int | None = None) -> None:
         self.config = config or SimConfig()
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
         self._server: Any = None
