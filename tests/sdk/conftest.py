@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import pilothouse
 from pilothouse.domain.traces import Observation
+from pilothouse.providers.simulation import SimConfig
 from pilothouse.testing import InMemoryExporter, SimulatedUpstream
-from pilothouse.testing._simulation import SimConfig
 from pilothouse.tracing.conventions import normalise_span
 from pilothouse.tracing.otlp import decode_protobuf
 

@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pilothouse.server import api
+from pilothouse.gateway.config import GatewayConfig, load_config
+from pilothouse.gateway.router import Router
+from pilothouse.server import api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.errors import ApiError, FastJSONResponse
@@ -48,9 +50,14 @@ async def _server_error(_request: Request, exc: Exception) -> Response:
     return ApiError(500, "Internal server error; the server log has the details.").response()
 
 
-def create_app(settings: Settings, store: SqlStore | None = None) -> Starlette:
-    """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given;
-    the ingest queue starts with the app and drains when it stops."""
+def create_app(
+    settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
+) -> Starlette:
+    """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given,
+    and the gateway's models come from the settings' config file unless given; the ingest queue
+    starts with the app and drains when it stops."""
+    config = gateway_config if gateway_config is not None else load_config(settings.config)
+    router = Router(config)  # providers are created now, so a bad config fails before serving
     own_store = store is None
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
 
@@ -64,6 +71,7 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> Starlette:
             store=the_store,
             ingest=ingest,
             auth=KeyAuthenticator(the_store, settings.admin_key, settings.key_cache_seconds),
+            router=router,
         )
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
@@ -71,6 +79,7 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> Starlette:
         try:
             yield
         finally:
+            await router.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:
@@ -80,6 +89,7 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> Starlette:
         Route("/v1/traces", export_traces, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         *api.routes,
+        *gateway_api.routes,
     ]
     return Starlette(
         routes=routes,

@@ -47,13 +47,14 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        self.kind = _TYPES.get(status, "invalid_request_error")
 
     def response(self) -> FastJSONResponse:
         """The JSON response for this error."""
         body = {
             "error": {
                 "message": self.message,
-                "type": _TYPES.get(self.status, "invalid_request_error"),
+                "type": self.kind,
                 "param": self.param,
                 "code": self.code,
             }

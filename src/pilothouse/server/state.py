@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pilothouse.gateway.router import Router
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.settings import Settings
@@ -12,9 +13,10 @@ from pilothouse.store.sql import SqlStore
 
 @dataclass(slots=True)
 class AppState:
-    """Settings, store, ingest queue and authenticator of one running app."""
+    """Settings, store, ingest queue, authenticator and model router of one running app."""
 
     settings: Settings
     store: SqlStore
     ingest: IngestQueue
     auth: KeyAuthenticator
+    router: Router

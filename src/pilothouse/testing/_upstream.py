@@ -12,8 +12,17 @@ from typing import Any
 
 import orjson
 
+from pilothouse.providers.simulation import (
+    SimConfig,
+    SimReply,
+    anthropic_message,
+    count_tokens,
+    is_content_chunk,
+    openai_chunk_payloads,
+    openai_completion,
+    simulate,
+)
 from pilothouse.testing._server import free_port
-from pilothouse.testing._simulation import SimConfig, SimReply, count_tokens, simulate
 
 Send = Any
 Receive = Any
@@ -128,7 +137,7 @@ class SimulatedUpstream:
             if request.get("stream"):
                 await self._anthropic_stream(send, request, reply, drop_after)
             else:
-                await _json(send, 200, _anthropic_message(request, reply))
+                await _json(send, 200, anthropic_message(request, reply))
             return
         reply = simulate(
             request.get("messages") or [],
@@ -139,7 +148,7 @@ class SimulatedUpstream:
         if request.get("stream"):
             await self._openai_stream(send, request, reply, drop_after)
         else:
-            await _json(send, 200, _openai_completion(request, reply))
+            await _json(send, 200, openai_completion(request, reply))
 
     async def _error(self, send: Send, status: int, anthropic: bool) -> None:
         headers = [(b"retry-after", str(self.config.retry_after_s).encode())] if status == 429 else []
@@ -197,48 +206,16 @@ class SimulatedUpstream:
                 }
             )
 
-        for i in range(n):
-            await chunk(
-                {
-                    "choices": [
-                        {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-                    ]
-                }
-            )
-        if reply.tool_call:
-            for i in range(n):
-                await chunk(
-                    {
-                        "choices": [
-                            {
-                                "index": i,
-                                "delta": {
-                                    "tool_calls": [
-                                        {
-                                            "index": 0,
-                                            "id": "call_sim",
-                                            "type": "function",
-                                            "function": reply.tool_call,
-                                        }
-                                    ]
-                                },
-                                "finish_reason": None,
-                            }
-                        ]
-                    }
-                )
-        for pos, word in enumerate(reply.words):
-            if drop_after is not None and pos >= drop_after:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                raise _Dropped
-            await self._pace()
-            text = word if pos == 0 else " " + word
-            for i in range(n):
-                await chunk({"choices": [{"index": i, "delta": {"content": text}, "finish_reason": None}]})
-        for i in range(n):
-            await chunk({"choices": [{"index": i, "delta": {}, "finish_reason": reply.finish_reason}]})
-        if (request.get("stream_options") or {}).get("include_usage"):
-            await chunk({"choices": [], "usage": _openai_usage(reply, n)})
+        emitted = 0
+        for payload in openai_chunk_payloads(request, reply):
+            if is_content_chunk(payload):
+                if drop_after is not None and emitted >= drop_after * n:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    raise _Dropped
+                if emitted % n == 0:
+                    await self._pace()
+                emitted += 1
+            await chunk(payload)
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
     async def _anthropic_stream(
@@ -256,7 +233,7 @@ class SimulatedUpstream:
                 }
             )
 
-        message = _anthropic_message(request, reply)
+        message = anthropic_message(request, reply)
         start = {
             **message,
             "content": [],
@@ -309,69 +286,6 @@ class SimulatedUpstream:
 
 class _Dropped(Exception):
     """Raised to cut a stream mid-way (uvicorn then closes the connection without a final chunk)."""
-
-
-def _openai_usage(reply: SimReply, n: int = 1) -> dict[str, Any]:
-    completion = reply.completion_tokens * n
-    return {
-        "prompt_tokens": reply.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": reply.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": reply.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": reply.reasoning_tokens * n},
-    }
-
-
-def _openai_completion(request: dict[str, Any], reply: SimReply) -> dict[str, Any]:
-    n = int(request.get("n") or 1)
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": " ".join(reply.words) if not reply.tool_call else None,
-    }
-    if reply.tool_call:
-        message["tool_calls"] = [{"id": "call_sim", "type": "function", "function": reply.tool_call}]
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": request.get("model", "sim"),
-        "choices": [
-            {"index": i, "message": message, "finish_reason": reply.finish_reason, "logprobs": None}
-            for i in range(n)
-        ],
-        "usage": _openai_usage(reply, n),
-    }
-
-
-def _anthropic_message(request: dict[str, Any], reply: SimReply) -> dict[str, Any]:
-    if reply.tool_call:
-        content: list[dict[str, Any]] = [
-            {
-                "type": "tool_use",
-                "id": "toolu_sim",
-                "name": reply.tool_call["name"],
-                "input": orjson.loads(reply.tool_call["arguments"]),
-            }
-        ]
-        stop = "tool_use"
-    else:
-        content = [{"type": "text", "text": " ".join(reply.words)}]
-        stop = "max_tokens" if reply.finish_reason == "length" else "end_turn"
-    return {
-        "id": f"msg_{uuid.uuid4().hex[:12]}",
-        "type": "message",
-        "role": "assistant",
-        "model": request.get("model", "sim"),
-        "content": content,
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": reply.prompt_tokens - reply.cached_tokens,
-            "cache_read_input_tokens": reply.cached_tokens,
-            "cache_creation_input_tokens": 0,
-            "output_tokens": reply.completion_tokens,
-        },
-    }
 
 
 def _openai_error(message: str, kind: str) -> dict[str, Any]:

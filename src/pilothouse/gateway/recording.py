@@ -1,0 +1,187 @@
+"""Every gateway call, success or error, becomes one generation in the trace pipeline: request,
+response, usage, TTFT, latency, attempts, deployment, key and end user. An incoming W3C
+``traceparent`` nests it under the caller's trace."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status, TraceAttributes, Usage
+from pilothouse.gateway.router import Attempt
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_PARAMETERS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stop",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "response_format",
+    "tool_choice",
+    "stream",
+)
+
+
+def parse_traceparent(header: str | None) -> tuple[str, str | None]:
+    """(trace id, parent span id) from a W3C traceparent header, or a new trace id and no parent."""
+    if header:
+        match = _TRACEPARENT.match(header.strip().lower())
+        if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
+            return match.group(1), match.group(2)
+    return os.urandom(16).hex(), None
+
+
+def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
+    """Usage of an OpenAI ``usage`` object, each token once (``prompt_tokens`` include cached ones)."""
+    if not usage:
+        return Usage()
+    prompt = int(usage.get("prompt_tokens") or 0)
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return Usage(
+        input=max(0, prompt - cached),
+        output=int(usage.get("completion_tokens") or 0),
+        cache_read=cached,
+        reasoning=int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
+    )
+
+
+@dataclass
+class GatewayCall:
+    """What the gateway learned about one request, turned into a span record when it ends."""
+
+    project_id: str
+    operation: str  # chat | embeddings
+    request: dict[str, Any]
+    key_id: str | None
+    user_id: str | None
+    trace_id: str
+    parent_id: str | None
+    span_id: str = field(default_factory=lambda: os.urandom(8).hex())
+    start_ns: int = field(default_factory=time.time_ns)
+    started: float = field(default_factory=time.perf_counter)
+    attempts: list[Attempt] = field(default_factory=list)
+    first_token_at: float | None = None
+
+    def first_token(self) -> None:
+        """Mark the time to first token (once)."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
+    def record(
+        self,
+        *,
+        status: Status,
+        served_model: str | None = None,
+        provider: str | None = None,
+        deployment: str | None = None,
+        output: str | None = None,
+        usage: Usage | None = None,
+        error: str | None = None,
+        http_status: int = 200,
+    ) -> SpanRecord:
+        """The generation for this call."""
+        elapsed_ns = int((time.perf_counter() - self.started) * 1e9)
+        requested = self.request.get("model")
+        attributes: dict[str, Any] = {
+            "gateway.http_status": http_status,
+            "gateway.attempts": [a.as_dict() for a in self.attempts],
+        }
+        if deployment:
+            attributes["gateway.deployment"] = deployment
+        if self.key_id:
+            attributes["gateway.key_id"] = self.key_id
+        if self.request.get("tools"):
+            attributes["gen_ai.request.tools"] = self.request["tools"]
+        observation = Observation(
+            trace_id=self.trace_id,
+            id=self.span_id,
+            parent_id=self.parent_id,
+            name=f"{self.operation} {requested}" if isinstance(requested, str) else self.operation,
+            kind=ObservationKind.EMBEDDING if self.operation == "embeddings" else ObservationKind.GENERATION,
+            start_ns=self.start_ns,
+            end_ns=self.start_ns + elapsed_ns,
+            status=status,
+            status_message=error,
+            input=_input_text(self.request),
+            output=output,
+            attributes=attributes,
+            provider=provider,
+            request_model=requested if isinstance(requested, str) else None,
+            model=served_model or (requested if isinstance(requested, str) else None),
+            model_parameters={k: self.request[k] for k in _PARAMETERS if k in self.request},
+            usage=usage or Usage(),
+            ttft_ns=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1e9),
+        )
+        return SpanRecord(self.project_id, observation, TraceAttributes(user_id=self.user_id))
+
+
+def _input_text(request: dict[str, Any]) -> str | None:
+    value = request.get("messages", request.get("input"))
+    if value is None:
+        return None
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def output_text(response: dict[str, Any]) -> str | None:
+    """The answer of an OpenAI chat completion: the text of a single text answer, else JSON of the
+    assistant messages (tool calls, several choices)."""
+    messages = [c.get("message") or {} for c in response.get("choices") or []]
+    if (
+        len(messages) == 1
+        and isinstance(messages[0].get("content"), str)
+        and not messages[0].get("tool_calls")
+    ):
+        return str(messages[0]["content"])
+    if not messages:
+        return None
+    return orjson.dumps(messages[0] if len(messages) == 1 else messages).decode()
+
+
+class StreamAssembler:
+    """Rebuilds the whole answer and the usage from the chunks of a stream."""
+
+    def __init__(self) -> None:
+        self.model: str | None = None
+        self.choices: dict[int, dict[str, Any]] = {}
+        self.usage: dict[str, Any] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        """Take in one ``chat.completion.chunk``."""
+        self.model = chunk.get("model") or self.model
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            state = self.choices.setdefault(int(choice.get("index", 0)), {"role": "assistant", "content": ""})
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                state["content"] += delta["content"]
+            for call in delta.get("tool_calls") or []:
+                calls = state.setdefault("tool_calls", {})
+                entry = calls.setdefault(
+                    call.get("index", 0),
+                    {"id": None, "type": "function", "function": {"name": "", "arguments": ""}},
+                )
+                entry["id"] = call.get("id") or entry["id"]
+                function = call.get("function") or {}
+                entry["function"]["name"] += function.get("name") or ""
+                entry["function"]["arguments"] += function.get("arguments") or ""
+
+    def response(self) -> dict[str, Any]:
+        """The equivalent non-streamed response (for the trace)."""
+        choices = []
+        for index, state in sorted(self.choices.items()):
+            message = dict(state)
+            if "tool_calls" in message:
+                message["tool_calls"] = [v for _, v in sorted(message["tool_calls"].items())]
+            choices.append({"index": index, "message": message})
+        return {"model": self.model, "choices": choices, "usage": self.usage}

@@ -1,0 +1,97 @@
+"""Checking an OpenAI-style request before any upstream sees it: the same mistakes get the same
+answers OpenAI would give (400 for a missing field, 422 for a value of the wrong type or range)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+
+class InvalidRequest(ValueError):
+    """A request the gateway refuses; ``param`` names the offending field."""
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+
+
+_NUMBERS: dict[str, tuple[float, float]] = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "frequency_penalty": (-2, 2),
+    "presence_penalty": (-2, 2),
+}
+_INTEGERS: dict[str, tuple[int, int]] = {
+    "max_tokens": (1, 10_000_000),
+    "max_completion_tokens": (1, 10_000_000),
+    "n": (1, 128),
+    "seed": (-(2**63), 2**63 - 1),
+    "top_logprobs": (0, 20),
+}
+_ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+
+
+def _check_model(body: Any) -> None:
+    if not isinstance(body, dict):
+        raise InvalidRequest(400, "The request body must be a JSON object.")
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest(400, "You must provide a model parameter.", "model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(422, "'model' must be a non-empty string.", "model")
+
+
+def check_chat_request(body: Any) -> dict[str, Any]:
+    """The body, if it is a valid chat completion request; raises :class:`InvalidRequest` otherwise."""
+    _check_model(body)
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest(400, "Missing required parameter: 'messages'.", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(422, "'messages' must be a non-empty array.", "messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise InvalidRequest(
+                422,
+                f"messages[{index}] must be an object with a role ({', '.join(sorted(_ROLES))}).",
+                f"messages[{index}].role",
+            )
+    for name, (low, high) in _NUMBERS.items():
+        value = body.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high
+        ):
+            raise InvalidRequest(422, f"'{name}' must be a number from {low} to {high}.", name)
+    for name, (low, high) in _INTEGERS.items():
+        value = body.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+        ):
+            raise InvalidRequest(422, f"'{name}' must be an integer from {low} to {high}.", name)
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidRequest(422, "'stream' must be true or false.", "stream")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str)
+        or (isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4)
+    ):
+        raise InvalidRequest(422, "'stop' must be a string or an array of up to 4 strings.", "stop")
+    tools = body.get("tools")
+    if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
+        raise InvalidRequest(422, "'tools' must be an array of tool objects.", "tools")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest(422, "'stream_options' must be an object.", "stream_options")
+    return cast(dict[str, Any], body)
+
+
+def check_embeddings_request(body: Any) -> dict[str, Any]:
+    """The body, if it is a valid embeddings request; raises :class:`InvalidRequest` otherwise."""
+    _check_model(body)
+    value = body.get("input")
+    if value is None:
+        raise InvalidRequest(400, "Missing required parameter: 'input'.", "input")
+    if not (isinstance(value, str) or (isinstance(value, list) and value)):
+        raise InvalidRequest(422, "'input' must be a string or a non-empty array.", "input")
+    return cast(dict[str, Any], body)

@@ -1,0 +1,100 @@
+"""The provider protocol: one upstream model API behind a narrow interface.
+
+Requests and responses are OpenAI chat-completion dicts (the lingua franca of the gateway); a
+provider for another API (Anthropic) translates both ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: each entry is its own upstream
+class Deployment:
+    """One upstream that can serve a model name: which provider, which upstream model, where."""
+
+    name: str  # the model name clients ask for
+    provider: str  # openai | anthropic | local | sim
+    model: str  # the upstream model id (also the price lookup key)
+    base_url: str | None = None
+    api_key: str | None = None
+    weight: float = 1.0
+    options: dict[str, Any] = field(default_factory=dict)  # provider-specific settings
+
+    @property
+    def id(self) -> str:
+        """A readable identity for logs, traces and metrics."""
+        return f"{self.provider}/{self.model}@{self.base_url or 'default'}"
+
+
+class ProviderError(Exception):
+    """An upstream failure, described the way the gateway needs to decide and to answer.
+
+    ``retryable``: another attempt (same or other deployment) may succeed (429, 5xx, timeouts,
+    connection errors). ``fallback``: a fallback model may succeed though a retry would not (context
+    window, content policy)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "server_error",
+        code: str | None = None,
+        retryable: bool = False,
+        fallback: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+        self.code = code
+        self.retryable = retryable
+        self.fallback = fallback or retryable
+        self.retry_after_s = retry_after_s
+
+    @classmethod
+    def from_status(cls, status: int, message: str, retry_after_s: float | None = None) -> ProviderError:
+        """Classify an upstream HTTP error status."""
+        lowered = message.lower()
+        if status == 429:
+            return cls(
+                429,
+                message,
+                kind="rate_limit_error",
+                code="rate_limit_exceeded",
+                retryable=True,
+                retry_after_s=retry_after_s,
+            )
+        if status >= 500 or status == 408:
+            return cls(status, message, kind="server_error", retryable=True, retry_after_s=retry_after_s)
+        context = "context" in lowered and ("length" in lowered or "window" in lowered)
+        policy = "content" in lowered and ("policy" in lowered or "filter" in lowered)
+        if status == 400 and (context or policy):
+            code = "context_length_exceeded" if context else "content_policy_violation"
+            return cls(400, message, kind="invalid_request_error", code=code, fallback=True)
+        kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+        return cls(status, message, kind=kinds.get(status, "invalid_request_error"))
+
+
+class Provider(Protocol):
+    """What the gateway needs from an upstream."""
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A chat completion (OpenAI response dict) for an OpenAI request dict (``stream`` false)."""
+        ...
+
+    def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """The chunks (OpenAI ``chat.completion.chunk`` dicts) of a streamed completion."""
+        ...
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Embeddings (OpenAI response dict) for an OpenAI embeddings request."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

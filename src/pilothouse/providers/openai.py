@@ -1,0 +1,112 @@
+"""The ``openai`` provider: OpenAI and any OpenAI-compatible server (vLLM, llama.cpp server, Ollama,
+TGI, Together, Groq) over pooled HTTP connections.
+
+Options: ``connect_timeout_s`` (default 5), ``first_token_timeout_s`` (time to the response headers
+and to each chunk, default 60), ``headers`` (extra request headers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from pilothouse.providers.base import Deployment, ProviderError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode(errors="replace")[:500] or "upstream error"
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return str(data["error"].get("message") or data["error"])
+    return str(data)[:500]
+
+
+class OpenAIProvider:
+    """Talks the OpenAI REST API with one pooled ``httpx.AsyncClient`` per deployment."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        options = deployment.options
+        self.model = deployment.model
+        self.base_url = (deployment.base_url or DEFAULT_BASE_URL).rstrip("/")
+        headers = {"Content-Type": "application/json", **dict(options.get("headers") or {})}
+        if deployment.api_key:
+            headers["Authorization"] = f"Bearer {deployment.api_key}"
+        timeout = httpx.Timeout(
+            float(options.get("first_token_timeout_s", 60.0)),
+            connect=float(options.get("connect_timeout_s", 5.0)),
+        )
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    def _body(self, request: dict[str, Any]) -> bytes:
+        return orjson.dumps({**request, "model": self.model})
+
+    async def _post(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self.client.post(path, content=self._body(request))
+        except httpx.TimeoutException as exc:
+            raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(502, f"upstream unreachable: {exc}", retryable=True) from exc
+        if response.status_code >= 400:
+            raise ProviderError.from_status(
+                response.status_code, _error_message(response.content), _retry_after(response)
+            )
+        data = orjson.loads(response.content)
+        if not isinstance(data, dict):
+            raise ProviderError(
+                502, "upstream answered with something other than a JSON object", retryable=True
+            )
+        return data
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self._post("/chat/completions", {**request, "stream": False})
+
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        body = self._body({**request, "stream": True})
+        try:
+            async with self.client.stream("POST", "/chat/completions", content=body) as response:
+                if response.status_code >= 400:
+                    raise ProviderError.from_status(
+                        response.status_code, _error_message(await response.aread()), _retry_after(response)
+                    )
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    chunk = orjson.loads(data)
+                    if isinstance(chunk, dict) and "error" in chunk:
+                        raise ProviderError(502, _error_message(data.encode()), retryable=True)
+                    yield chunk
+        except httpx.TimeoutException as exc:
+            raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(502, f"upstream stream failed: {exc}", retryable=True) from exc
+        # A stream that ends without [DONE] was cut off.
+        raise ProviderError(502, "upstream stream ended before [DONE]", retryable=True)
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self._post("/embeddings", request)
+
+    async def close(self) -> None:
+        await self.client.aclose()

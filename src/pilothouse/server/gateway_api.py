@@ -1,0 +1,207 @@
+"""The OpenAI-compatible surface: ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
+``GET /v1/models``. Every call that reaches a project is recorded as a generation through the ingest
+queue (never waiting for the database); errors use OpenAI's JSON shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from pilothouse.domain.keys import Scope
+from pilothouse.domain.traces import SpanRecord, Status
+from pilothouse.gateway.recording import (
+    GatewayCall,
+    StreamAssembler,
+    output_text,
+    parse_traceparent,
+    usage_from_openai,
+)
+from pilothouse.gateway.router import UnknownModel
+from pilothouse.gateway.validation import InvalidRequest, check_chat_request, check_embeddings_request
+from pilothouse.providers.base import ProviderError
+from pilothouse.server.auth import Principal
+from pilothouse.server.body import read_json
+from pilothouse.server.errors import ApiError, FastJSONResponse
+from pilothouse.server.state import AppState
+
+log = logging.getLogger("pilothouse.gateway")
+USER_HEADER = "x-pilothouse-user"
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.pilothouse
+    return state
+
+
+def _save(state: AppState, record: SpanRecord) -> None:
+    if not state.ingest.offer([record]):
+        log.warning("ingest queue full: the trace of a gateway call was not recorded")
+
+
+def _headers(call: GatewayCall) -> dict[str, str]:
+    # Cost is "unknown" until a price is known for the model (never reported as 0).
+    return {"x-pilothouse-trace-id": call.trace_id, "x-pilothouse-cost-usd": "unknown"}
+
+
+async def _start(request: Request, operation: str) -> tuple[AppState, Principal, GatewayCall, Any]:
+    state = _state(request)
+    principal = await state.auth.authenticate(request, Scope.GATEWAY)
+    trace_id, parent_id = parse_traceparent(request.headers.get("traceparent"))
+    call = GatewayCall(
+        project_id=principal.project_id,
+        operation=operation,
+        request={},
+        key_id=principal.key.id if principal.key else None,
+        user_id=request.headers.get(USER_HEADER),
+        trace_id=trace_id,
+        parent_id=parent_id,
+    )
+    try:
+        body = await read_json(request, state.settings.max_body_bytes)
+    except ApiError as exc:
+        _save(state, call.record(status=Status.ERROR, error=exc.message, http_status=exc.status))
+        raise
+    if isinstance(body, dict):
+        call.request = body
+        if isinstance(body.get("user"), str) and call.user_id is None:
+            call.user_id = body["user"]
+    return state, principal, call, body
+
+
+def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
+    """The client-facing error for ``exc``, recorded on the trace."""
+    if isinstance(exc, InvalidRequest):
+        error = ApiError(exc.status, exc.message, code="invalid_request", param=exc.param)
+    elif isinstance(exc, UnknownModel):
+        error = ApiError(
+            404,
+            f"The model '{exc.args[0]}' does not exist or is not served here (GET /v1/models lists them).",
+            code="model_not_found",
+            param="model",
+        )
+    elif isinstance(exc, ProviderError):
+        headers = {"Retry-After": f"{exc.retry_after_s:g}"} if exc.retry_after_s is not None else None
+        error = ApiError(exc.status, exc.message, code=exc.code, headers=headers)
+        error.kind = exc.kind
+    else:
+        raise exc
+    error.headers.update(_headers(call))
+    _save(state, call.record(status=Status.ERROR, error=error.message, http_status=error.status))
+    return error
+
+
+async def chat_completions(request: Request) -> Response:
+    """``POST /v1/chat/completions`` (stream and non-stream)."""
+    state, _principal, call, body = await _start(request, "chat")
+    try:
+        check_chat_request(body)
+        if not body.get("stream"):
+            response, deployment = await state.router.chat(body, call.attempts)
+            _save(
+                state,
+                call.record(
+                    status=Status.OK,
+                    served_model=response.get("model"),
+                    provider=deployment.provider,
+                    deployment=deployment.id,
+                    output=output_text(response),
+                    usage=usage_from_openai(response.get("usage")),
+                ),
+            )
+            return FastJSONResponse(response, headers=_headers(call))
+        # Always ask the upstream for usage; pass the usage chunk on only if the client asked for it.
+        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        upstream_request = {
+            **body,
+            "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
+        }
+        stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
+    except (InvalidRequest, UnknownModel, ProviderError) as exc:
+        raise _fail(state, call, exc) from None
+
+    async def events() -> AsyncIterator[bytes]:
+        assembler = StreamAssembler()
+        status, error = Status.OK, None
+        try:
+            async for chunk in stream:
+                assembler.add(chunk)
+                choices = chunk.get("choices") or []
+                if choices and (choices[0].get("delta") or {}).get("content"):
+                    call.first_token()
+                if not choices and chunk.get("usage") and not client_wants_usage:
+                    continue
+                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+        except ProviderError as exc:
+            # The client already has part of the answer: end the stream with an error event.
+            status, error = Status.ERROR, f"stream failed after the first chunk: {exc.message}"
+            payload = {"error": {"message": error, "type": exc.kind, "param": None, "code": exc.code}}
+            yield b"data: " + orjson.dumps(payload) + b"\n\n"
+        except BaseException:
+            status, error = Status.ERROR, "client disconnected; upstream call cancelled"
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            final = assembler.response()
+            _save(
+                state,
+                call.record(
+                    status=status,
+                    served_model=final.get("model"),
+                    provider=deployment.provider,
+                    deployment=deployment.id,
+                    output=output_text(final),
+                    usage=usage_from_openai(final.get("usage")),
+                    error=error,
+                    http_status=200,
+                ),
+            )
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(call))
+
+
+async def embeddings(request: Request) -> Response:
+    """``POST /v1/embeddings``."""
+    state, _principal, call, body = await _start(request, "embeddings")
+    try:
+        check_embeddings_request(body)
+        response, deployment = await state.router.embed(body, call.attempts)
+    except (InvalidRequest, UnknownModel, ProviderError) as exc:
+        raise _fail(state, call, exc) from None
+    usage = response.get("usage") or {}
+    _save(
+        state,
+        call.record(
+            status=Status.OK,
+            served_model=response.get("model"),
+            provider=deployment.provider,
+            deployment=deployment.id,
+            output=f"{len(response.get('data') or [])} embeddings",
+            usage=usage_from_openai({"prompt_tokens": usage.get("prompt_tokens", 0)}),
+        ),
+    )
+    return FastJSONResponse(response, headers=_headers(call))
+
+
+async def list_models(request: Request) -> Response:
+    """``GET /v1/models``: the model names this gateway serves."""
+    state = _state(request)
+    await state.auth.authenticate(request, Scope.GATEWAY)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": "pilothouse"}
+        for name in state.router.model_names()
+    ]
+    return FastJSONResponse({"object": "list", "data": data})
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

@@ -1,0 +1,71 @@
+"""Faults: dead deployments, fallbacks, 429 with Retry-After, a stream cut mid-way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from pilothouse.testing import SimulatedUpstream
+from tests.gateway.conftest import start_gateway
+
+pytestmark = pytest.mark.slow
+MESSAGES = [{"role": "user", "content": "hello there"}]
+
+
+def _deployment(
+    upstream: SimulatedUpstream, name: str, headers: dict[str, str] | None = None
+) -> dict[str, object]:
+    return {
+        "name": name,
+        "provider": "openai",
+        "model": name,
+        "base_url": upstream.base_url + "/v1",
+        "options": {"headers": headers or {}},
+    }
+
+
+def test_dead_deployment_and_fallback(tmp_path: Path, upstream: SimulatedUpstream) -> None:
+    models = [
+        _deployment(upstream, "flaky", {"x-sim-status": "500"}),  # every call fails
+        _deployment(upstream, "steady"),
+        _deployment(upstream, "overloaded", {"x-sim-status": "429"}),
+    ]
+    gw = start_gateway(tmp_path, upstream, models, fallbacks={"flaky": ["steady"], "overloaded": []})
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
+        reply = client.chat.completions.create(model="flaky", messages=MESSAGES)  # type: ignore[arg-type]
+        assert reply.model == "steady"
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="overloaded", messages=MESSAGES)  # type: ignore[arg-type]
+        assert info.value.response.headers["retry-after"] == "1"
+        traces = {t["observations"][0]["request_model"]: t["observations"][0] for t in gw.traces(2)}
+        attempts = traces["flaky"]["attributes"]["gateway.attempts"]
+        assert [a["status"] for a in attempts] == [500, 500, 500, 200]  # 3 tries, then the fallback
+        assert traces["flaky"]["model"] == "steady" and traces["flaky"]["status"] == "ok"
+        limited = traces["overloaded"]
+        assert (
+            limited["status"] == "error"
+            and [a["status"] for a in limited["attributes"]["gateway.attempts"]] == [429] * 3
+        )
+    finally:
+        gw.server.stop()
+
+
+def test_stream_cut_midway(tmp_path: Path, upstream: SimulatedUpstream) -> None:
+    gw = start_gateway(tmp_path, upstream, [_deployment(upstream, "cut", {"x-sim-drop-after": "3"})])
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
+        received = []
+        with pytest.raises(openai.APIError):
+            for chunk in client.chat.completions.create(model="cut", messages=MESSAGES, stream=True):  # type: ignore[arg-type]
+                if chunk.choices and chunk.choices[0].delta.content:
+                    received.append(chunk.choices[0].delta.content)
+        assert len(received) == 3
+        (trace,) = gw.traces(1)
+        generation = trace["observations"][0]
+        assert generation["status"] == "error" and "after the first chunk" in generation["status_message"]
+        assert generation["output"] == "".join(received)
+    finally:
+        gw.server.stop()
