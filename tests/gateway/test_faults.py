@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -44,6 +45,18 @@ def test_dead_deployment_and_fallback(tmp_path: Path, upstream: SimulatedUpstrea
         attempts = traces["flaky"]["attributes"]["gateway.attempts"]
         assert [a["status"] for a in attempts] == [500, 500, 500, 200]  # 3 tries, then the fallback
         assert traces["flaky"]["model"] == "steady" and traces["flaky"]["status"] == "ok"
+        metrics = httpx.get(gw.server.base_url + "/metrics").text
+        flaky_id = f"openai/flaky@{upstream.base_url}/v1"
+        assert (
+            f'pilothouse_gateway_attempts_total{{model="flaky",deployment="{flaky_id}",status="500"}} 3'
+            in metrics
+        )
+        assert 'pilothouse_gateway_requests_total{model="overloaded"' in metrics
+        assert "pilothouse_gateway_request_duration_seconds_bucket" in metrics
+        assert f'pilothouse_deployment_circuit_state{{model="flaky",deployment="{flaky_id}"}} 0' in metrics
+        health = httpx.get(gw.server.base_url + "/api/deployments", headers=gw.auth).json()["data"]
+        flaky = next(h for h in health if h["model"] == "flaky")
+        assert flaky["failures"] == 3 and flaky["consecutive_failures"] == 3 and flaky["state"] == "closed"
         limited = traces["overloaded"]
         assert (
             limited["status"] == "error"

@@ -16,6 +16,9 @@ router:
   backoff_s: 0.05                # first backoff; doubles, with jitter, capped by max_backoff_s
   max_backoff_s: 5
   timeout_s: 600                 # a whole request, all attempts included
+  strategy: weighted             # weighted | least-busy | latency, among a model's deployments
+  breaker_failures: 5            # consecutive failures that open a deployment's circuit breaker
+  breaker_cooldown_s: 30         # then one probe request decides whether it closes again
 ```
 """
 
@@ -47,6 +50,15 @@ class RouterSettings:
     backoff_s: float = 0.05
     max_backoff_s: float = 5.0
     timeout_s: float = 600.0
+    strategy: str = "weighted"  # weighted | least-busy | latency
+    breaker_failures: int = 5  # consecutive failures that open a deployment's circuit
+    breaker_cooldown_s: float = 30.0  # open for this long, then one probe request
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("weighted", "least-busy", "latency"):
+            raise ValueError(f"strategy must be weighted, least-busy or latency, not {self.strategy!r}")
+        if self.retries < 0 or self.breaker_failures < 1:
+            raise ValueError("retries must be >= 0 and breaker_failures >= 1")
 
 
 @dataclass(frozen=True)
@@ -131,7 +143,7 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
     router_data = data.get("router") or {}
     try:
         router = RouterSettings(**router_data)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: router: {exc}") from None
     return GatewayConfig(deployments, fallbacks, router)
 

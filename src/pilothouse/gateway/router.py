@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pilothouse.gateway.config import GatewayConfig
+from pilothouse.gateway.health import DeploymentHealth
 from pilothouse.providers.base import Deployment, Provider, ProviderError
 from pilothouse.providers.registry import create_provider
 
@@ -55,6 +56,7 @@ class Router:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.settings = config.router
@@ -64,20 +66,32 @@ class Router:
         for d in config.deployments:
             self.deployments.setdefault(d.name, []).append(d)
         self.providers: dict[Deployment, Provider] = {d: create_provider(d) for d in config.deployments}
+        self.health: dict[Deployment, DeploymentHealth] = {
+            d: DeploymentHealth(self.settings.breaker_failures, self.settings.breaker_cooldown_s, clock)
+            for d in config.deployments
+        }
 
     def model_names(self) -> list[str]:
         """The names clients can ask for."""
         return sorted(self.deployments)
 
-    def _order(self, name: str) -> list[Deployment]:
-        """The model's deployments, weighted-random first, the rest after."""
-        pool = list(self.deployments[name])
-        ordered = []
-        while pool:
-            pick = self._rng.choices(pool, weights=[d.weight for d in pool])[0]
-            ordered.append(pick)
-            pool.remove(pick)
-        return ordered
+    def _pick(self, name: str, failed: set[Deployment]) -> Deployment | None:
+        """The deployment of ``name`` for the next attempt: among those whose circuit lets traffic
+        through (preferring ones that have not failed this request), by the routing strategy."""
+        available = [d for d in self.deployments[name] if self.health[d].available()]
+        pool = [d for d in available if d not in failed] or available
+        if not pool:
+            return None
+        strategy = self.settings.strategy
+        if strategy == "least-busy":
+            least = min(self.health[d].in_flight for d in pool)
+            pool = [d for d in pool if self.health[d].in_flight == least]
+        elif strategy == "latency":
+            unmeasured = [d for d in pool if self.health[d].latency_ewma_ms is None]
+            if not unmeasured:
+                return min(pool, key=lambda d: self.health[d].latency_ewma_ms or 0.0)
+            pool = unmeasured
+        return self._rng.choices(pool, weights=[d.weight for d in pool])[0]
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
         base = min(self.settings.max_backoff_s, self.settings.backoff_s * 2 ** (attempt - 1))
@@ -95,13 +109,19 @@ class Router:
             raise UnknownModel(model)
         last: ProviderError | None = None
         for name in [model, *self.config.fallbacks.get(model, [])]:
-            candidates = self._order(name)
-            for tries in range(self.settings.retries + 1):
-                deployment = candidates[tries % len(candidates)]
+            failed: set[Deployment] = set()
+            tries = 0
+            while tries <= self.settings.retries:
+                deployment = self._pick(name, failed)
+                if deployment is None:
+                    break  # every circuit of this model is open: on to the fallbacks
+                health = self.health[deployment]
+                health.start()
                 started = time.perf_counter()
                 try:
                     result = await call(deployment, self.providers[deployment])
                 except ProviderError as exc:
+                    health.failed(exc.message, counts=exc.retryable)
                     attempts.append(
                         Attempt(deployment.id, deployment.model, exc.status, _ms(started), exc.message)
                     )
@@ -110,12 +130,24 @@ class Router:
                         if exc.fallback:
                             break  # e.g. context window: only another model can help
                         raise
-                    if tries < self.settings.retries:
-                        await self._sleep(self._backoff(tries + 1, exc.retry_after_s))
+                    failed.add(deployment)
+                    tries += 1
+                    if tries <= self.settings.retries:
+                        await self._sleep(self._backoff(tries, exc.retry_after_s))
                     continue
+                except BaseException:
+                    health.failed("cancelled", counts=False)
+                    raise
+                health.succeeded(_ms(started))
                 attempts.append(Attempt(deployment.id, deployment.model, 200, _ms(started)))
                 return result, deployment
-        assert last is not None
+        if last is None:
+            raise ProviderError(
+                503,
+                f"No deployment of '{model}' is available: their circuit breakers are open.",
+                code="deployments_unavailable",
+                retry_after_s=self.settings.breaker_cooldown_s,
+            )
         raise last
 
     async def chat(
@@ -156,6 +188,19 @@ class Router:
             return await provider.embed(request)
 
         return await self.run(str(request["model"]), call, attempts)
+
+    def health_report(self) -> list[dict[str, Any]]:
+        """Every deployment with its circuit state and load figures."""
+        return [
+            {
+                "model": d.name,
+                "deployment": d.id,
+                "provider": d.provider,
+                "upstream_model": d.model,
+                **h.as_dict(),
+            }
+            for d, h in self.health.items()
+        ]
 
     async def close(self) -> None:
         """Close every provider's connections."""

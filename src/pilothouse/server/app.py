@@ -21,6 +21,7 @@ from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.ingest import IngestQueue
+from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.settings import Settings
 from pilothouse.server.state import AppState
 from pilothouse.store.sql import SqlStore
@@ -50,6 +51,47 @@ async def _server_error(_request: Request, exc: Exception) -> Response:
     return ApiError(500, "Internal server error; the server log has the details.").response()
 
 
+_CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+def _metrics(router: Router, ingest: IngestQueue) -> GatewayMetrics:
+    metrics = GatewayMetrics()
+    metrics.gauges = [
+        Gauge(
+            "pilothouse_deployment_circuit_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            ("model", "deployment"),
+            lambda: [
+                ((h["model"], h["deployment"]), _CIRCUIT_VALUES[h["state"]]) for h in router.health_report()
+            ],
+        ),
+        Gauge(
+            "pilothouse_deployment_in_flight",
+            "Requests in flight per deployment.",
+            ("model", "deployment"),
+            lambda: [((h["model"], h["deployment"]), float(h["in_flight"])) for h in router.health_report()],
+        ),
+        Gauge(
+            "pilothouse_ingest_pending_spans",
+            "Spans accepted, not yet stored.",
+            (),
+            lambda: [((), float(ingest.pending))],
+        ),
+        Gauge(
+            "pilothouse_ingest_spans",
+            "Spans by fate since start: accepted, rejected (429), written, failed.",
+            ("fate",),
+            lambda: [
+                (("accepted",), float(ingest.stats.accepted)),
+                (("rejected",), float(ingest.stats.rejected)),
+                (("written",), float(ingest.stats.written)),
+                (("failed",), float(ingest.stats.failed)),
+            ],
+        ),
+    ]
+    return metrics
+
+
 def create_app(
     settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
 ) -> Starlette:
@@ -67,6 +109,7 @@ def create_app(
             the_store, max_spans=settings.ingest_queue_spans, batch_spans=settings.ingest_batch_spans
         )
         app.state.pilothouse = AppState(
+            metrics=_metrics(router, ingest),
             settings=settings,
             store=the_store,
             ingest=ingest,

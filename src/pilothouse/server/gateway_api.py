@@ -40,6 +40,7 @@ def _state(request: Request) -> AppState:
 
 
 def _save(state: AppState, record: SpanRecord) -> None:
+    state.metrics.observe_call(record)
     if not state.ingest.offer([record]):
         log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
@@ -200,7 +201,21 @@ async def list_models(request: Request) -> Response:
     return FastJSONResponse({"object": "list", "data": data})
 
 
+async def deployments(request: Request) -> Response:
+    """``GET /api/deployments``: every deployment with its circuit state and load."""
+    state = _state(request)
+    await state.auth.authenticate(request, Scope.READ)
+    return FastJSONResponse({"data": state.router.health_report()})
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: Prometheus text exposition."""
+    return Response(_state(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
 routes = [
+    Route("/api/deployments", deployments, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pilothouse.gateway.router import Router
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
+from pilothouse.server.metrics import GatewayMetrics
 from pilothouse.server.settings import Settings
 from pilothouse.store.sql import SqlStore
 
@@ -20,3 +21,4 @@ class AppState:
     ingest: IngestQueue
     auth: KeyAuthenticator
     router: Router
+    metrics: GatewayMetrics
