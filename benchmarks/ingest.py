@@ -143,7 +143,7 @@ def main() -> None:
         f"{phoenix['cpu_ms_per_span'] / cpu_ms:7.0f}x {'<= 0.05':>10}"
     )
     print(
-        f"{'stored bytes/span':28} {per_span_bytes:12,.0f} {phoenix['bytes_per_span']:10,} "
+        f"{'stored bytes/span':28} {per_span_bytes:12,.0f} {phoenix['bytes_per_span']:10,.0f} "
         f"{phoenix['bytes_per_span'] / per_span_bytes:7.1f}x {'<= 1,500':>10}"
     )
     print(f"database: {url.split('@')[-1]}  cores: {os.cpu_count()}")
