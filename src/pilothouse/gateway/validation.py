@@ -95,3 +95,31 @@ def check_embeddings_request(body: Any) -> dict[str, Any]:
     if not (isinstance(value, str) or (isinstance(value, list) and value)):
         raise InvalidRequest(422, "'input' must be a string or a non-empty array.", "input")
     return cast(dict[str, Any], body)
+
+
+def check_messages_request(body: Any) -> dict[str, Any]:
+    """The body, if it is a valid Anthropic Messages request; raises :class:`InvalidRequest` otherwise."""
+    _check_model(body)
+    if body.get("max_tokens") is None:
+        raise InvalidRequest(400, "max_tokens: Field required", "max_tokens")
+    max_tokens = body["max_tokens"]
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidRequest(422, "max_tokens: must be a positive integer", "max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest(400, "messages: must be a non-empty list", "messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(
+                422, f"messages.{index}.role: must be 'user' or 'assistant'", f"messages.{index}.role"
+            )
+        if not isinstance(message.get("content"), str | list):
+            raise InvalidRequest(
+                422, f"messages.{index}.content: must be a string or a list of blocks", f"messages.{index}"
+            )
+    temperature = body.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 1
+    ):
+        raise InvalidRequest(422, "temperature: must be a number from 0 to 1", "temperature")
+    return cast(dict[str, Any], body)

@@ -13,6 +13,7 @@ ProviderFactory = Callable[[Deployment], Provider]
 # name -> (module, factory attribute, pip package for the install hint)
 _BUILTIN: dict[str, tuple[str, str, str | None]] = {
     "openai": ("pilothouse.providers.openai", "OpenAIProvider", None),
+    "anthropic": ("pilothouse.providers.anthropic", "AnthropicProvider", None),
     "sim": ("pilothouse.providers.sim", "SimProvider", None),
 }
 _registered: dict[str, ProviderFactory] = {}

@@ -1,6 +1,7 @@
-"""The OpenAI-compatible surface: ``POST /v1/chat/completions``, ``POST /v1/embeddings``,
-``GET /v1/models``. Every call that reaches a project is recorded as a generation through the ingest
-queue (never waiting for the database); errors use OpenAI's JSON shape."""
+"""The OpenAI-compatible surface (``POST /v1/chat/completions``, ``POST /v1/embeddings``,
+``GET /v1/models``) and the Anthropic one (``POST /v1/messages``), over any provider. Every call that
+reaches a project is recorded as a generation through the ingest queue (never waiting for the
+database); errors use the JSON shape of the surface's own API."""
 
 from __future__ import annotations
 
@@ -23,8 +24,18 @@ from pilothouse.gateway.recording import (
     usage_from_openai,
 )
 from pilothouse.gateway.router import UnknownModel
-from pilothouse.gateway.validation import InvalidRequest, check_chat_request, check_embeddings_request
-from pilothouse.providers.base import ProviderError
+from pilothouse.gateway.validation import (
+    InvalidRequest,
+    check_chat_request,
+    check_embeddings_request,
+    check_messages_request,
+)
+from pilothouse.providers.anthropic_format import (
+    MessagesStreamEncoder,
+    messages_to_openai_request,
+    openai_to_messages_response,
+)
+from pilothouse.providers.base import Deployment, ProviderError
 from pilothouse.server.auth import Principal
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
@@ -126,6 +137,71 @@ async def chat_completions(request: Request) -> Response:
     except (InvalidRequest, UnknownModel, ProviderError) as exc:
         raise _fail(state, call, exc) from None
 
+    return _relay(state, call, stream, deployment, OpenAIWire(client_wants_usage))
+
+
+class OpenAIWire:
+    """Chunks as OpenAI server-sent events."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        if not chunk.get("choices") and chunk.get("usage") and not self.include_usage:
+            return b""
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def end(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def error(self, exc: ProviderError, message: str) -> bytes:
+        payload = {"error": {"message": message, "type": exc.kind, "param": None, "code": exc.code}}
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class AnthropicWire:
+    """Chunks as Anthropic Messages stream events."""
+
+    def __init__(self, model: str) -> None:
+        self.encoder = MessagesStreamEncoder(model)
+
+    @staticmethod
+    def _events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+        return b"".join(
+            f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n" for name, data in events
+        )
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        return self._events(self.encoder.feed(chunk))
+
+    def end(self) -> bytes:
+        return self._events(self.encoder.finish())
+
+    def error(self, exc: ProviderError, message: str) -> bytes:
+        return self._events(
+            [
+                (
+                    "error",
+                    {
+                        "type": "error",
+                        "error": {"type": _ANTHROPIC_TYPES.get(exc.status, "api_error"), "message": message},
+                    },
+                )
+            ]
+        )
+
+
+def _relay(
+    state: AppState,
+    call: GatewayCall,
+    stream: AsyncIterator[dict[str, Any]],
+    deployment: Deployment,
+    wire: OpenAIWire | AnthropicWire,
+) -> StreamingResponse:
+    """Stream the upstream's chunks to the client in its wire format, and record the call when the
+    stream ends: completed, failed after the first chunk (an error event ends it), or cut by the
+    client (the upstream call is cancelled)."""
+
     async def events() -> AsyncIterator[bytes]:
         assembler = StreamAssembler()
         status, error = Status.OK, None
@@ -135,15 +211,14 @@ async def chat_completions(request: Request) -> Response:
                 choices = chunk.get("choices") or []
                 if choices and (choices[0].get("delta") or {}).get("content"):
                     call.first_token()
-                if not choices and chunk.get("usage") and not client_wants_usage:
-                    continue
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-            yield b"data: [DONE]\n\n"
+                data = wire.chunk(chunk)
+                if data:
+                    yield data
+            yield wire.end()
         except ProviderError as exc:
             # The client already has part of the answer: end the stream with an error event.
             status, error = Status.ERROR, f"stream failed after the first chunk: {exc.message}"
-            payload = {"error": {"message": error, "type": exc.kind, "param": None, "code": exc.code}}
-            yield b"data: " + orjson.dumps(payload) + b"\n\n"
+            yield wire.error(exc, error)
         except BaseException:
             status, error = Status.ERROR, "client disconnected; upstream call cancelled"
             raise
@@ -160,11 +235,70 @@ async def chat_completions(request: Request) -> Response:
                     output=output_text(final),
                     usage=usage_from_openai(final.get("usage")),
                     error=error,
-                    http_status=200,
                 ),
             )
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(call))
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def _anthropic_error(error: ApiError) -> Response:
+    body = {
+        "type": "error",
+        "error": {"type": _ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},
+    }
+    return FastJSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+async def messages(request: Request) -> Response:
+    """``POST /v1/messages``: the Anthropic Messages API over any provider (errors in Anthropic's shape)."""
+    try:
+        return await _messages(request)
+    except ApiError as exc:
+        return _anthropic_error(exc)
+
+
+async def _messages(request: Request) -> Response:
+    state, _principal, call, body = await _start(request, "chat")
+    try:
+        check_messages_request(body)
+        openai_request = messages_to_openai_request(body)
+        call.request = openai_request  # recorded in one shape, whichever surface was used
+        if isinstance(openai_request.get("user"), str) and call.user_id is None:
+            call.user_id = openai_request["user"]
+        if not body.get("stream"):
+            response, deployment = await state.router.chat(openai_request, call.attempts)
+            _save(
+                state,
+                call.record(
+                    status=Status.OK,
+                    served_model=response.get("model"),
+                    provider=deployment.provider,
+                    deployment=deployment.id,
+                    output=output_text(response),
+                    usage=usage_from_openai(response.get("usage")),
+                ),
+            )
+            return FastJSONResponse(
+                openai_to_messages_response(response, body["model"]), headers=_headers(call)
+            )
+        upstream_request = {**openai_request, "stream_options": {"include_usage": True}}
+        stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
+    except (InvalidRequest, UnknownModel, ProviderError) as exc:
+        raise _fail(state, call, exc) from None
+    return _relay(state, call, stream, deployment, AnthropicWire(body["model"]))
 
 
 async def embeddings(request: Request) -> Response:
@@ -219,4 +353,5 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/messages", messages, methods=["POST"]),
 ]

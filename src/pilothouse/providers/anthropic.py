@@ -1,0 +1,103 @@
+"""The ``anthropic`` provider: Anthropic's native Messages API over pooled HTTP, translated to and
+from the gateway's OpenAI format (streams and tool use included).
+
+Options: ``connect_timeout_s`` (default 5), ``first_token_timeout_s`` (default 60),
+``anthropic_version`` (default 2023-06-01), ``headers`` (extra request headers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from pilothouse.providers.anthropic_format import (
+    ChunkDecoder,
+    messages_to_openai_response,
+    openai_to_messages_request,
+)
+from pilothouse.providers.base import Deployment, ProviderError
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
+
+def _error(response: httpx.Response, body: bytes) -> ProviderError:
+    try:
+        data = orjson.loads(body)
+        message = str((data.get("error") or {}).get("message") or data)
+    except (orjson.JSONDecodeError, AttributeError):
+        message = body.decode(errors="replace")[:500] or "upstream error"
+    retry_after = response.headers.get("retry-after")
+    try:
+        retry = float(retry_after) if retry_after else None
+    except ValueError:
+        retry = None
+    status = 503 if response.status_code == 529 else response.status_code  # 529: Anthropic is overloaded
+    return ProviderError.from_status(status, message, retry)
+
+
+class AnthropicProvider:
+    """Talks Anthropic's Messages API with one pooled ``httpx.AsyncClient`` per deployment."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        options = deployment.options
+        self.model = deployment.model
+        headers = {
+            "content-type": "application/json",
+            "anthropic-version": str(options.get("anthropic_version", "2023-06-01")),
+            **dict(options.get("headers") or {}),
+        }
+        if deployment.api_key:
+            headers["x-api-key"] = deployment.api_key
+        self.client = httpx.AsyncClient(
+            base_url=(deployment.base_url or DEFAULT_BASE_URL).rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(
+                float(options.get("first_token_timeout_s", 60.0)),
+                connect=float(options.get("connect_timeout_s", 5.0)),
+            ),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        body = orjson.dumps({**openai_to_messages_request(request, self.model), "stream": False})
+        try:
+            response = await self.client.post("/v1/messages", content=body)
+        except httpx.TimeoutException as exc:
+            raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(502, f"upstream unreachable: {exc}", retryable=True) from exc
+        if response.status_code >= 400:
+            raise _error(response, response.content)
+        return messages_to_openai_response(orjson.loads(response.content))
+
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        body = orjson.dumps({**openai_to_messages_request(request, self.model), "stream": True})
+        decoder = ChunkDecoder()
+        try:
+            async with self.client.stream("POST", "/v1/messages", content=body) as response:
+                if response.status_code >= 400:
+                    raise _error(response, await response.aread())
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    event = orjson.loads(line[5:].strip())
+                    if event.get("type") == "error":
+                        message = (event.get("error") or {}).get("message", "stream error")
+                        raise ProviderError(502, str(message), retryable=True)
+                    for chunk in decoder.feed(event):
+                        yield chunk
+                    if event.get("type") == "message_stop":
+                        return
+        except httpx.TimeoutException as exc:
+            raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
+        except httpx.HTTPError as exc:
+            raise ProviderError(502, f"upstream stream failed: {exc}", retryable=True) from exc
+        raise ProviderError(502, "upstream stream ended before message_stop", retryable=True)
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise ProviderError(400, "Anthropic models do not serve embeddings.", kind="invalid_request_error")
+
+    async def close(self) -> None:
+        await self.client.aclose()
