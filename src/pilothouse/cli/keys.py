@@ -23,8 +23,23 @@ def keys() -> None:
     show_default=True,
     help="Comma-separated: gateway, ingest, read, admin.",
 )
+@click.option("--models", default=None, help="Comma-separated models the key may call (default: all).")
+@click.option(
+    "--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute (default: no limit)."
+)
+@click.option(
+    "--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute (default: no limit)."
+)
 @database_option
-def create(name: str, project: str, scopes: str, database_url: str | None) -> None:
+def create(
+    name: str,
+    project: str,
+    scopes: str,
+    models: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    database_url: str | None,
+) -> None:
     """Create a key; its secret is printed once, alone on the last line."""
     try:
         scope_set = parse_scopes(scopes)
@@ -32,8 +47,13 @@ def create(name: str, project: str, scopes: str, database_url: str | None) -> No
         raise CliError(str(exc), exit_code=2) from None
     if not name.strip():
         raise CliError("--name must not be empty", exit_code=2)
+    allowed = None
+    if models is not None:
+        allowed = frozenset(m.strip() for m in models.split(",") if m.strip())
+        if not allowed:
+            raise CliError("--models needs at least one model name", exit_code=2)
     store = open_store(database_url)
-    key, secret = store.create_api_key(project, name.strip(), scope_set)
+    key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
     store.close()
     click.echo(
         f"Created key {key.id} ({key.prefix}...) in project {project!r} with scopes "

@@ -34,6 +34,13 @@ class ApiKey:
     scopes: frozenset[Scope]
     created_ns: int
     revoked_ns: int | None = None
+    models: frozenset[str] | None = None  # the models this key may call; None: all of them
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute
+
+    def may_use(self, model: str) -> bool:
+        """True if the key's allow-list admits ``model``."""
+        return self.models is None or model in self.models
 
     @property
     def active(self) -> bool:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pilothouse.gateway.config import GatewayConfig, load_config
+from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
 from pilothouse.server import api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
@@ -100,6 +101,7 @@ def create_app(
     starts with the app and drains when it stops."""
     config = gateway_config if gateway_config is not None else load_config(settings.config)
     router = Router(config)  # providers are created now, so a bad config fails before serving
+    limiter = make_rate_limiter(settings.redis_url)
     own_store = store is None
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
 
@@ -115,6 +117,7 @@ def create_app(
             ingest=ingest,
             auth=KeyAuthenticator(the_store, settings.admin_key, settings.key_cache_seconds),
             router=router,
+            limiter=limiter,
         )
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
@@ -123,6 +126,7 @@ def create_app(
             yield
         finally:
             await router.close()
+            await limiter.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:

@@ -6,6 +6,7 @@ database); errors use the JSON shape of the surface's own API."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
-from pilothouse.domain.traces import SpanRecord, Status
+from pilothouse.domain.traces import SpanRecord, Status, Usage
 from pilothouse.gateway.recording import (
     GatewayCall,
     StreamAssembler,
@@ -86,9 +87,49 @@ async def _start(request: Request, operation: str) -> tuple[AppState, Principal,
     return state, principal, call, body
 
 
+async def _admit(state: AppState, principal: Principal, model: str) -> dict[str, str]:
+    """Check the key's model allow-list and rate limits (counting this request); the rate-limit
+    headers to send. Raises a 403 or 429 :class:`ApiError`."""
+    key = principal.key
+    if key is None:  # the admin secret has no limits
+        return {}
+    if not key.may_use(model):
+        raise ApiError(
+            403, f"This key may not call the model '{model}'.", code="model_not_allowed", param="model"
+        )
+    if key.rpm is None and key.tpm is None:
+        return {}
+    decision = await state.limiter.admit(key.id, key.rpm, key.tpm)
+    headers = {}
+    if key.rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(key.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - decision.requests))
+    if key.tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - decision.tokens))
+    if not decision.allowed:
+        limit = key.rpm if decision.exceeded == "requests" else key.tpm
+        headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
+        raise ApiError(
+            429,
+            f"Rate limit reached for this key: {limit} {decision.exceeded} per minute. "
+            f"Retry after {headers['Retry-After']} s.",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
+    return headers
+
+
+async def _count_tokens(state: AppState, principal: Principal, usage: Usage) -> None:
+    if principal.key is not None and principal.key.tpm is not None and usage.total:
+        await state.limiter.add_tokens(principal.key.id, usage.total)
+
+
 def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
     """The client-facing error for ``exc``, recorded on the trace."""
-    if isinstance(exc, InvalidRequest):
+    if isinstance(exc, ApiError):
+        error = exc
+    elif isinstance(exc, InvalidRequest):
         error = ApiError(exc.status, exc.message, code="invalid_request", param=exc.param)
     elif isinstance(exc, UnknownModel):
         error = ApiError(
@@ -110,11 +151,13 @@ def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
 
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions`` (stream and non-stream)."""
-    state, _principal, call, body = await _start(request, "chat")
+    state, principal, call, body = await _start(request, "chat")
     try:
         check_chat_request(body)
+        limit_headers = await _admit(state, principal, body["model"])
         if not body.get("stream"):
             response, deployment = await state.router.chat(body, call.attempts)
+            usage = usage_from_openai(response.get("usage"))
             _save(
                 state,
                 call.record(
@@ -123,10 +166,11 @@ async def chat_completions(request: Request) -> Response:
                     provider=deployment.provider,
                     deployment=deployment.id,
                     output=output_text(response),
-                    usage=usage_from_openai(response.get("usage")),
+                    usage=usage,
                 ),
             )
-            return FastJSONResponse(response, headers=_headers(call))
+            await _count_tokens(state, principal, usage)
+            return FastJSONResponse(response, headers={**_headers(call), **limit_headers})
         # Always ask the upstream for usage; pass the usage chunk on only if the client asked for it.
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_request = {
@@ -134,10 +178,10 @@ async def chat_completions(request: Request) -> Response:
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         }
         stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
-    except (InvalidRequest, UnknownModel, ProviderError) as exc:
+    except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
         raise _fail(state, call, exc) from None
 
-    return _relay(state, call, stream, deployment, OpenAIWire(client_wants_usage))
+    return _relay(state, principal, call, stream, deployment, OpenAIWire(client_wants_usage), limit_headers)
 
 
 class OpenAIWire:
@@ -193,10 +237,12 @@ class AnthropicWire:
 
 def _relay(
     state: AppState,
+    principal: Principal,
     call: GatewayCall,
     stream: AsyncIterator[dict[str, Any]],
     deployment: Deployment,
     wire: OpenAIWire | AnthropicWire,
+    headers: dict[str, str],
 ) -> StreamingResponse:
     """Stream the upstream's chunks to the client in its wire format, and record the call when the
     stream ends: completed, failed after the first chunk (an error event ends it), or cut by the
@@ -225,6 +271,8 @@ def _relay(
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
             final = assembler.response()
+            usage = usage_from_openai(final.get("usage"))
+            await _count_tokens(state, principal, usage)
             _save(
                 state,
                 call.record(
@@ -233,12 +281,12 @@ def _relay(
                     provider=deployment.provider,
                     deployment=deployment.id,
                     output=output_text(final),
-                    usage=usage_from_openai(final.get("usage")),
+                    usage=usage,
                     error=error,
                 ),
             )
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=_headers(call))
+    return StreamingResponse(events(), media_type="text/event-stream", headers={**_headers(call), **headers})
 
 
 _ANTHROPIC_TYPES = {
@@ -271,9 +319,10 @@ async def messages(request: Request) -> Response:
 
 
 async def _messages(request: Request) -> Response:
-    state, _principal, call, body = await _start(request, "chat")
+    state, principal, call, body = await _start(request, "chat")
     try:
         check_messages_request(body)
+        limit_headers = await _admit(state, principal, body["model"])
         openai_request = messages_to_openai_request(body)
         call.request = openai_request  # recorded in one shape, whichever surface was used
         if isinstance(openai_request.get("user"), str) and call.user_id is None:
@@ -296,18 +345,19 @@ async def _messages(request: Request) -> Response:
             )
         upstream_request = {**openai_request, "stream_options": {"include_usage": True}}
         stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
-    except (InvalidRequest, UnknownModel, ProviderError) as exc:
+    except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
         raise _fail(state, call, exc) from None
-    return _relay(state, call, stream, deployment, AnthropicWire(body["model"]))
+    return _relay(state, principal, call, stream, deployment, AnthropicWire(body["model"]), limit_headers)
 
 
 async def embeddings(request: Request) -> Response:
     """``POST /v1/embeddings``."""
-    state, _principal, call, body = await _start(request, "embeddings")
+    state, principal, call, body = await _start(request, "embeddings")
     try:
         check_embeddings_request(body)
+        limit_headers = await _admit(state, principal, body["model"])
         response, deployment = await state.router.embed(body, call.attempts)
-    except (InvalidRequest, UnknownModel, ProviderError) as exc:
+    except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
         raise _fail(state, call, exc) from None
     usage = response.get("usage") or {}
     _save(
@@ -321,7 +371,8 @@ async def embeddings(request: Request) -> Response:
             usage=usage_from_openai({"prompt_tokens": usage.get("prompt_tokens", 0)}),
         ),
     )
-    return FastJSONResponse(response, headers=_headers(call))
+    await _count_tokens(state, principal, usage_from_openai({"prompt_tokens": usage.get("prompt_tokens", 0)}))
+    return FastJSONResponse(response, headers={**_headers(call), **limit_headers})
 
 
 async def list_models(request: Request) -> Response:

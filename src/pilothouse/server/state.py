@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pilothouse.gateway.limits import RateLimiter
 from pilothouse.gateway.router import Router
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
@@ -21,4 +22,5 @@ class AppState:
     ingest: IngestQueue
     auth: KeyAuthenticator
     router: Router
+    limiter: RateLimiter
     metrics: GatewayMetrics

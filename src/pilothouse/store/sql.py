@@ -228,7 +228,16 @@ class SqlStore:
                 return Project(project_id, name or project_id)
             return Project(row.id, row.name)
 
-    def create_api_key(self, project_id: str, name: str, scopes: frozenset[Scope]) -> tuple[ApiKey, str]:
+    def create_api_key(
+        self,
+        project_id: str,
+        name: str,
+        scopes: frozenset[Scope],
+        *,
+        models: frozenset[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+    ) -> tuple[ApiKey, str]:
         """A new key for the project (created if missing) and its secret, which is never stored."""
         self.ensure_project(project_id)
         secret = new_secret()
@@ -239,6 +248,9 @@ class SqlStore:
             prefix=secret[:10],
             scopes=scopes,
             created_ns=time.time_ns(),
+            models=models,
+            rpm=rpm,
+            tpm=tpm,
         )
         with self.engine.begin() as conn:
             conn.execute(
@@ -250,6 +262,9 @@ class SqlStore:
                     secret_hash=hash_secret(secret),
                     scopes=",".join(sorted(s.value for s in scopes)),
                     created_ns=key.created_ns,
+                    models=",".join(sorted(models)) if models is not None else None,
+                    rpm=rpm,
+                    tpm=tpm,
                 )
             )
         return key, secret
@@ -515,4 +530,7 @@ def _api_key(row: Any) -> ApiKey:
         scopes=frozenset(Scope(s) for s in row["scopes"].split(",") if s),
         created_ns=row["created_ns"],
         revoked_ns=row["revoked_ns"],
+        models=frozenset(m for m in row["models"].split(",") if m) if row["models"] is not None else None,
+        rpm=row["rpm"],
+        tpm=row["tpm"],
     )

@@ -42,6 +42,9 @@ api_keys = Table(
     Column("scopes", String(200), nullable=False),
     Column("created_ns", BigInteger, nullable=False),
     Column("revoked_ns", BigInteger),
+    Column("models", Text),  # comma-separated allow-list; NULL: every model
+    Column("rpm", Integer),
+    Column("tpm", Integer),
 )
 
 traces = Table(
