@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from pilothouse.testing import SimulatedUpstream
+from pilothouse.testing import SimConfig, SimulatedUpstream
 from tests.gateway.conftest import start_gateway
 
 pytestmark = pytest.mark.slow
@@ -82,3 +83,46 @@ def test_stream_cut_midway(tmp_path: Path, upstream: SimulatedUpstream) -> None:
         assert generation["output"] == "".join(received)
     finally:
         gw.server.stop()
+
+
+def test_timeouts_are_retried_then_answered_504(tmp_path: Path, upstream: SimulatedUpstream) -> None:
+    slow = _deployment(upstream, "slow", {"x-sim-latency-ms": "2000"})
+    slow["options"]["first_token_timeout_s"] = 0.3  # type: ignore[index]
+    gw = start_gateway(tmp_path, upstream, [slow])
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
+        with pytest.raises(openai.InternalServerError) as info:
+            client.chat.completions.create(model="slow", messages=MESSAGES)  # type: ignore[arg-type]
+        assert info.value.status_code == 504
+        (trace,) = gw.traces(1)
+        attempts = trace["observations"][0]["attributes"]["gateway.attempts"]
+        assert [a["status"] for a in attempts] == [504, 504, 504]
+        assert all(250 <= a["latency_ms"] < 1500 for a in attempts)
+    finally:
+        gw.server.stop()
+
+
+def test_client_disconnect_cancels_the_upstream_stream(tmp_path: Path) -> None:
+    with SimulatedUpstream(SimConfig(tokens_per_s=20, output_tokens=400)) as slow_upstream:
+        gw = start_gateway(tmp_path, slow_upstream, [_deployment(slow_upstream, "long")])
+        try:
+            with httpx.stream(
+                "POST",
+                gw.base_url + "/chat/completions",
+                json={"model": "long", "messages": MESSAGES, "stream": True},
+                headers=gw.auth,
+            ) as response:
+                lines = response.iter_lines()
+                for _ in range(4):
+                    next(lines)
+            # the client left after ~4 of 400 tokens (20 s of streaming): the gateway must drop the upstream
+            deadline = time.monotonic() + 5
+            while slow_upstream.streams_aborted == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert slow_upstream.streams_aborted == 1 and slow_upstream.streams_completed == 0
+            (trace,) = gw.traces(1)
+            generation = trace["observations"][0]
+            assert generation["status"] == "error" and "client disconnected" in generation["status_message"]
+            assert generation["latency_ms"] < 5000
+        finally:
+            gw.server.stop()

@@ -108,6 +108,7 @@ class Router:
         if model not in self.deployments:
             raise UnknownModel(model)
         last: ProviderError | None = None
+        deadline = time.monotonic() + self.settings.timeout_s
         for name in [model, *self.config.fallbacks.get(model, [])]:
             failed: set[Deployment] = set()
             tries = 0
@@ -119,7 +120,21 @@ class Router:
                 health.start()
                 started = time.perf_counter()
                 try:
-                    result = await call(deployment, self.providers[deployment])
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise ProviderError(
+                            504, f"No answer within the {self.settings.timeout_s:g} s request timeout."
+                        )
+                    try:
+                        result = await asyncio.wait_for(
+                            call(deployment, self.providers[deployment]), remaining
+                        )
+                    except TimeoutError:
+                        raise ProviderError(
+                            504,
+                            f"No answer within the {self.settings.timeout_s:g} s request timeout.",
+                            code="timeout",
+                        ) from None
                 except ProviderError as exc:
                     health.failed(exc.message, counts=exc.retryable)
                     attempts.append(

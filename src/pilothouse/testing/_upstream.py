@@ -32,7 +32,8 @@ class SimulatedUpstream:
     """An OpenAI- and Anthropic-compatible model server on ``127.0.0.1`` (a thread of this process).
 
     ``with SimulatedUpstream() as up: OpenAI(base_url=up.base_url + "/v1", api_key="x")``.
-    ``requests`` lists the JSON bodies received, in order, and ``request_headers`` their headers.
+    ``requests`` lists the JSON bodies received, in order, and ``request_headers`` their headers;
+    ``streams_completed`` and ``streams_aborted`` count streamed answers by how they ended.
     """
 
     def __init__(self, config: SimConfig | None = None, port: int | None = None) -> None:
@@ -40,6 +41,8 @@ class SimulatedUpstream:
         self.port = port or free_port()
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.streams_completed = 0
+        self.streams_aborted = 0  # streams whose client went away (or that were cut on purpose)
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -135,7 +138,7 @@ class SimulatedUpstream:
                 system=request.get("system"),
             )
             if request.get("stream"):
-                await self._anthropic_stream(send, request, reply, drop_after)
+                await self._counted(self._anthropic_stream(send, request, reply, drop_after), receive)
             else:
                 await _json(send, 200, anthropic_message(request, reply))
             return
@@ -146,9 +149,33 @@ class SimulatedUpstream:
             tools=request.get("tools"),
         )
         if request.get("stream"):
-            await self._openai_stream(send, request, reply, drop_after)
+            await self._counted(self._openai_stream(send, request, reply, drop_after), receive)
         else:
             await _json(send, 200, openai_completion(request, reply))
+
+    async def _counted(self, stream: Any, receive: Receive) -> None:
+        """Run a streamed answer, stopping it when the client disconnects (as a real server would)."""
+        task = asyncio.ensure_future(stream)
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            task.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await task
+        except _Dropped:
+            self.streams_aborted += 1
+            raise  # uvicorn then closes the connection without a final chunk
+        except asyncio.CancelledError:
+            self.streams_aborted += 1
+            if not task.cancelled():
+                raise  # this handler itself is being cancelled
+            return  # the client went away
+        finally:
+            watcher.cancel()
+        self.streams_completed += 1
 
     async def _error(self, send: Send, status: int, anthropic: bool) -> None:
         headers = [(b"retry-after", str(self.config.retry_after_s).encode())] if status == 429 else []
