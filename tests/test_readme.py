@@ -61,3 +61,17 @@ def test_readme_tour_example_runs(tmp_path: Path) -> None:
         assert [s["name"] for s in detail["scores"]] == ["helpful"]
     finally:
         server.stop()
+
+
+def test_readme_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from pilothouse.gateway.config import parse_config
+
+    block = re.search(r"```yaml\n(# pilothouse.yaml.*?)```", README.read_text(), re.S)
+    assert block is not None
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
+    config = parse_config(yaml.safe_load(block.group(1)))
+    assert [d.name for d in config.deployments] == ["gpt-4o-mini", "gpt-4o-mini", "claude-haiku", "sim"]
+    assert config.fallbacks == {"gpt-4o-mini": ["claude-haiku"]}
