@@ -7,7 +7,7 @@ import sys
 import click
 
 from pilothouse import __version__
-from pilothouse.cli import db, keys, serve, traces
+from pilothouse.cli import db, keys, serve, serve_model, traces
 from pilothouse.cli.common import CliError
 
 
@@ -22,6 +22,7 @@ def cli() -> None:
 
 
 cli.add_command(serve.serve)
+cli.add_command(serve_model.serve_model)
 cli.add_command(keys.keys)
 cli.add_command(traces.traces)
 cli.add_command(db.db)
