@@ -5,6 +5,7 @@ response, usage, TTFT, latency, attempts, deployment, key and end user. An incom
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,20 @@ import orjson
 
 from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status, TraceAttributes, Usage
 from pilothouse.gateway.router import Attempt
+
+# Trace and span ids need to be unique, not secret: a seeded PRNG is much cheaper than a system call.
+_ids = random.Random(os.urandom(16))
+
+
+def new_trace_id() -> str:
+    """A random 128-bit trace id in hex."""
+    return f"{_ids.getrandbits(128):032x}"
+
+
+def new_span_id() -> str:
+    """A random 64-bit span id in hex."""
+    return f"{_ids.getrandbits(64):016x}"
+
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _PARAMETERS = (
@@ -38,7 +53,7 @@ def parse_traceparent(header: str | None) -> tuple[str, str | None]:
         match = _TRACEPARENT.match(header.strip().lower())
         if match and match.group(1) != "0" * 32 and match.group(2) != "0" * 16:
             return match.group(1), match.group(2)
-    return os.urandom(16).hex(), None
+    return new_trace_id(), None
 
 
 def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
@@ -66,7 +81,7 @@ class GatewayCall:
     user_id: str | None
     trace_id: str
     parent_id: str | None
-    span_id: str = field(default_factory=lambda: os.urandom(8).hex())
+    span_id: str = field(default_factory=new_span_id)
     start_ns: int = field(default_factory=time.time_ns)
     started: float = field(default_factory=time.perf_counter)
     attempts: list[Attempt] = field(default_factory=list)

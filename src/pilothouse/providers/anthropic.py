@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from pilothouse.providers.anthropic_format import (
@@ -18,11 +17,12 @@ from pilothouse.providers.anthropic_format import (
     openai_to_messages_request,
 )
 from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 
 
-def _error(response: httpx.Response, body: bytes) -> ProviderError:
+def _error(response: Response | StreamResponse, body: bytes) -> ProviderError:
     try:
         data = orjson.loads(body)
         message = str((data.get("error") or {}).get("message") or data)
@@ -33,12 +33,12 @@ def _error(response: httpx.Response, body: bytes) -> ProviderError:
         retry = float(retry_after) if retry_after else None
     except ValueError:
         retry = None
-    status = 503 if response.status_code == 529 else response.status_code  # 529: Anthropic is overloaded
+    status = 503 if response.status == 529 else response.status  # 529: Anthropic is overloaded
     return ProviderError.from_status(status, message, retry)
 
 
 class AnthropicProvider:
-    """Talks Anthropic's Messages API with one pooled ``httpx.AsyncClient`` per deployment."""
+    """Talks Anthropic's Messages API with one pooled :class:`HTTPClient` per deployment."""
 
     def __init__(self, deployment: Deployment) -> None:
         options = deployment.options
@@ -50,25 +50,24 @@ class AnthropicProvider:
         }
         if deployment.api_key:
             headers["x-api-key"] = deployment.api_key
-        self.client = httpx.AsyncClient(
-            base_url=(deployment.base_url or DEFAULT_BASE_URL).rstrip("/"),
+        self.client = HTTPClient(
+            (deployment.base_url or DEFAULT_BASE_URL).rstrip("/"),
             headers=headers,
-            timeout=httpx.Timeout(
-                float(options.get("first_token_timeout_s", 60.0)),
-                connect=float(options.get("connect_timeout_s", 5.0)),
-            ),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            connect_timeout=float(options.get("connect_timeout_s", 5.0)),
+            read_timeout=float(options.get("first_token_timeout_s", 60.0)),
+            max_connections=256,
+            max_idle=64,
         )
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         body = orjson.dumps({**openai_to_messages_request(request, self.model), "stream": False})
         try:
-            response = await self.client.post("/v1/messages", content=body)
-        except httpx.TimeoutException as exc:
+            response = await self.client.request("POST", "/v1/messages", body)
+        except HTTPTimeout as exc:
             raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise ProviderError(502, f"upstream unreachable: {exc}", retryable=True) from exc
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise _error(response, response.content)
         return messages_to_openai_response(orjson.loads(response.content))
 
@@ -76,8 +75,8 @@ class AnthropicProvider:
         body = orjson.dumps({**openai_to_messages_request(request, self.model), "stream": True})
         decoder = ChunkDecoder()
         try:
-            async with self.client.stream("POST", "/v1/messages", content=body) as response:
-                if response.status_code >= 400:
+            async with self.client.stream("POST", "/v1/messages", body) as response:
+                if response.status >= 400:
                     raise _error(response, await response.aread())
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
@@ -90,9 +89,9 @@ class AnthropicProvider:
                         yield chunk
                     if event.get("type") == "message_stop":
                         return
-        except httpx.TimeoutException as exc:
+        except HTTPTimeout as exc:
             raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise ProviderError(502, f"upstream stream failed: {exc}", retryable=True) from exc
         raise ProviderError(502, "upstream stream ended before message_stop", retryable=True)
 

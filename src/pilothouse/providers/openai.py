@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: Response | StreamResponse) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -36,7 +36,7 @@ def _error_message(body: bytes) -> str:
 
 
 class OpenAIProvider:
-    """Talks the OpenAI REST API with one pooled ``httpx.AsyncClient`` per deployment."""
+    """Talks the OpenAI REST API with one pooled :class:`HTTPClient` per deployment."""
 
     def __init__(self, deployment: Deployment) -> None:
         options = deployment.options
@@ -45,15 +45,13 @@ class OpenAIProvider:
         headers = {"Content-Type": "application/json", **dict(options.get("headers") or {})}
         if deployment.api_key:
             headers["Authorization"] = f"Bearer {deployment.api_key}"
-        timeout = httpx.Timeout(
-            float(options.get("first_token_timeout_s", 60.0)),
-            connect=float(options.get("connect_timeout_s", 5.0)),
-        )
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
+        self.client = HTTPClient(
+            self.base_url,
             headers=headers,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            connect_timeout=float(options.get("connect_timeout_s", 5.0)),
+            read_timeout=float(options.get("first_token_timeout_s", 60.0)),
+            max_connections=256,
+            max_idle=64,
         )
 
     def _body(self, request: dict[str, Any]) -> bytes:
@@ -61,14 +59,14 @@ class OpenAIProvider:
 
     async def _post(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            response = await self.client.post(path, content=self._body(request))
-        except httpx.TimeoutException as exc:
+            response = await self.client.request("POST", path, self._body(request))
+        except HTTPTimeout as exc:
             raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise ProviderError(502, f"upstream unreachable: {exc}", retryable=True) from exc
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise ProviderError.from_status(
-                response.status_code, _error_message(response.content), _retry_after(response)
+                response.status, _error_message(response.content), _retry_after(response)
             )
         data = orjson.loads(response.content)
         if not isinstance(data, dict):
@@ -83,10 +81,10 @@ class OpenAIProvider:
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         body = self._body({**request, "stream": True})
         try:
-            async with self.client.stream("POST", "/chat/completions", content=body) as response:
-                if response.status_code >= 400:
+            async with self.client.stream("POST", "/chat/completions", body) as response:
+                if response.status >= 400:
                     raise ProviderError.from_status(
-                        response.status_code, _error_message(await response.aread()), _retry_after(response)
+                        response.status, _error_message(await response.aread()), _retry_after(response)
                     )
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
@@ -98,9 +96,9 @@ class OpenAIProvider:
                     if isinstance(chunk, dict) and "error" in chunk:
                         raise ProviderError(502, _error_message(data.encode()), retryable=True)
                     yield chunk
-        except httpx.TimeoutException as exc:
+        except HTTPTimeout as exc:
             raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
-        except httpx.HTTPError as exc:
+        except HTTPError as exc:
             raise ProviderError(502, f"upstream stream failed: {exc}", retryable=True) from exc
         # A stream that ends without [DONE] was cut off.
         raise ProviderError(502, "upstream stream ended before [DONE]", retryable=True)

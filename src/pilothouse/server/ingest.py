@@ -63,11 +63,13 @@ class IngestQueue:
         *,
         max_spans: int = 200_000,
         batch_spans: int = 5_000,
+        linger_s: float = 0.02,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 2.0),
     ) -> None:
         self.store = store
         self.max_spans = max_spans
         self.batch_spans = batch_spans
+        self.linger_s = linger_s  # wait this long for a fuller batch: fewer, larger transactions
         self.retry_delays_s = tuple(retry_delays_s)
         self.stats = IngestStats()
         self._pending: deque[PendingExport] = deque()
@@ -126,6 +128,10 @@ class IngestQueue:
                     self._cond.wait()
                 if not self._pending and self._closing:
                     return
+                if not self._closing and self._pending_spans < self.batch_spans:
+                    # Under a trickle of small exports (the gateway records one span per call), wait a
+                    # moment for more: per-transaction costs are then shared by many spans.
+                    self._cond.wait(self.linger_s)
                 exports = [self._pending.popleft()]
                 taken = exports[0].count
                 while self._pending and taken + self._pending[0].count <= self.batch_spans:
