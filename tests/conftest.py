@@ -71,3 +71,9 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
     s = SqlStore.from_url(f"sqlite:///{tmp_path / 'test.db'}")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder of converted local models for the whole session (converting SmolLM2 takes ~20 s)."""
+    return tmp_path_factory.mktemp("models")

