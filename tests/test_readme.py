@@ -73,5 +73,11 @@ def test_readme_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
     config = parse_config(yaml.safe_load(block.group(1)))
-    assert [d.name for d in config.deployments] == ["gpt-4o-mini", "gpt-4o-mini", "claude-haiku", "smollm2", "sim"]
+    assert [d.name for d in config.deployments] == [
+        "gpt-4o-mini",
+        "gpt-4o-mini",
+        "claude-haiku",
+        "smollm2",
+        "sim",
+    ]
     assert config.fallbacks == {"gpt-4o-mini": ["claude-haiku"]}
