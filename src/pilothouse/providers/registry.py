@@ -15,7 +15,7 @@ _BUILTIN: dict[str, tuple[str, str, str | None]] = {
     "openai": ("pilothouse.providers.openai", "OpenAIProvider", None),
     "anthropic": ("pilothouse.providers.anthropic", "AnthropicProvider", None),
     "sim": ("pilothouse.providers.sim", "SimProvider", None),
-    "local": ("pilothouse.providers.local", "LocalProvider", "'pilothouse[local]'"),
+    "local": ("pilothouse.providers.local_embedding", "create_local_provider", "'pilothouse[local]'"),
 }
 _registered: dict[str, ProviderFactory] = {}
 
