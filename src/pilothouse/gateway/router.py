@@ -91,6 +91,8 @@ class Router:
             if not unmeasured:
                 return min(pool, key=lambda d: self.health[d].latency_ewma_ms or 0.0)
             pool = unmeasured
+        if len(pool) == 1:
+            return pool[0]
         return self._rng.choices(pool, weights=[d.weight for d in pool])[0]
 
     def _backoff(self, attempt: int, retry_after_s: float | None) -> float:
@@ -126,9 +128,9 @@ class Router:
                             504, f"No answer within the {self.settings.timeout_s:g} s request timeout."
                         )
                     try:
-                        result = await asyncio.wait_for(
-                            call(deployment, self.providers[deployment]), remaining
-                        )
+                        # asyncio.timeout, not wait_for: no extra task per request
+                        async with asyncio.timeout(remaining):
+                            result = await call(deployment, self.providers[deployment])
                     except TimeoutError:
                         raise ProviderError(
                             504,

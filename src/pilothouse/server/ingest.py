@@ -63,7 +63,7 @@ class IngestQueue:
         *,
         max_spans: int = 200_000,
         batch_spans: int = 5_000,
-        linger_s: float = 0.02,
+        linger_s: float = 0.1,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 2.0),
     ) -> None:
         self.store = store
