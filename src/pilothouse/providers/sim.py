@@ -15,6 +15,7 @@ from typing import Any
 from pilothouse.providers.base import Deployment, ProviderError
 from pilothouse.providers.simulation import (
     SimConfig,
+    SimReply,
     count_tokens,
     is_content_chunk,
     openai_chunk_payloads,
@@ -51,31 +52,28 @@ class SimProvider:
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
 
-    def _reply_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {**request, "model": self.model}
-
-    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _reply(self, request: dict[str, Any]) -> SimReply:
+        """Fail as configured, wait the latency, then the simulated answer."""
         self._maybe_fail()
         await self._wait_first_token()
-        reply = simulate(
+        return simulate(
             request.get("messages") or [],
             request.get("max_completion_tokens") or request.get("max_tokens"),
             self.config,
             tools=request.get("tools"),
         )
+
+    def _reply_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {**request, "model": self.model}
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        reply = await self._reply(request)
         if self.config.tokens_per_s > 0:
             await asyncio.sleep(len(reply.words) / self.config.tokens_per_s)
         return openai_completion(self._reply_request(request), reply)
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        self._maybe_fail()
-        await self._wait_first_token()
-        reply = simulate(
-            request.get("messages") or [],
-            request.get("max_completion_tokens") or request.get("max_tokens"),
-            self.config,
-            tools=request.get("tools"),
-        )
+        reply = await self._reply(request)
         base = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion.chunk",

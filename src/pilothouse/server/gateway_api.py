@@ -120,6 +120,30 @@ async def _admit(state: AppState, principal: Principal, model: str) -> dict[str,
     return headers
 
 
+async def _succeeded(
+    state: AppState,
+    principal: Principal,
+    call: GatewayCall,
+    deployment: Deployment,
+    response: dict[str, Any],
+    output: str | None,
+) -> None:
+    """Record a completed non-streamed call and count its tokens against the key's limits."""
+    usage = usage_from_openai(response.get("usage"))
+    _save(
+        state,
+        call.record(
+            status=Status.OK,
+            served_model=response.get("model"),
+            provider=deployment.provider,
+            deployment=deployment.id,
+            output=output,
+            usage=usage,
+        ),
+    )
+    await _count_tokens(state, principal, usage)
+
+
 async def _count_tokens(state: AppState, principal: Principal, usage: Usage) -> None:
     if principal.key is not None and principal.key.tpm is not None and usage.total:
         await state.limiter.add_tokens(principal.key.id, usage.total)
@@ -157,19 +181,7 @@ async def chat_completions(request: Request) -> Response:
         limit_headers = await _admit(state, principal, body["model"])
         if not body.get("stream"):
             response, deployment = await state.router.chat(body, call.attempts)
-            usage = usage_from_openai(response.get("usage"))
-            _save(
-                state,
-                call.record(
-                    status=Status.OK,
-                    served_model=response.get("model"),
-                    provider=deployment.provider,
-                    deployment=deployment.id,
-                    output=output_text(response),
-                    usage=usage,
-                ),
-            )
-            await _count_tokens(state, principal, usage)
+            await _succeeded(state, principal, call, deployment, response, output_text(response))
             return FastJSONResponse(response, headers={**_headers(call), **limit_headers})
         # Always ask the upstream for usage; pass the usage chunk on only if the client asked for it.
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -329,20 +341,9 @@ async def _messages(request: Request) -> Response:
             call.user_id = openai_request["user"]
         if not body.get("stream"):
             response, deployment = await state.router.chat(openai_request, call.attempts)
-            _save(
-                state,
-                call.record(
-                    status=Status.OK,
-                    served_model=response.get("model"),
-                    provider=deployment.provider,
-                    deployment=deployment.id,
-                    output=output_text(response),
-                    usage=usage_from_openai(response.get("usage")),
-                ),
-            )
-            return FastJSONResponse(
-                openai_to_messages_response(response, body["model"]), headers=_headers(call)
-            )
+            await _succeeded(state, principal, call, deployment, response, output_text(response))
+            message = openai_to_messages_response(response, body["model"])
+            return FastJSONResponse(message, headers={**_headers(call), **limit_headers})
         upstream_request = {**openai_request, "stream_options": {"include_usage": True}}
         stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
@@ -359,19 +360,9 @@ async def embeddings(request: Request) -> Response:
         response, deployment = await state.router.embed(body, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
         raise _fail(state, call, exc) from None
-    usage = response.get("usage") or {}
-    _save(
-        state,
-        call.record(
-            status=Status.OK,
-            served_model=response.get("model"),
-            provider=deployment.provider,
-            deployment=deployment.id,
-            output=f"{len(response.get('data') or [])} embeddings",
-            usage=usage_from_openai({"prompt_tokens": usage.get("prompt_tokens", 0)}),
-        ),
+    await _succeeded(
+        state, principal, call, deployment, response, f"{len(response.get('data') or [])} embeddings"
     )
-    await _count_tokens(state, principal, usage_from_openai({"prompt_tokens": usage.get("prompt_tokens", 0)}))
     return FastJSONResponse(response, headers={**_headers(call), **limit_headers})
 
 
