@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,61 @@ class Server(PilothouseServer):
     def cpu_seconds(self) -> float:
         """CPU time the server has used so far."""
         return cpu_seconds(self.pid)
+
+
+def build_bodies(spans: int, batch: int, seed: int = 7) -> list[bytes]:
+    """OTLP protobuf export bodies of ``batch`` OpenInference LLM spans each (starting an hour ago)."""
+    rng = random.Random(seed)
+    now = time.time_ns() - 3600 * 10**9
+    return [
+        export_body([openinference_span(rng, now + (b * batch + i) * 1_000_000) for i in range(batch)])
+        for b in range(spans // batch)
+    ]
+
+
+def installed_version(python: Path, distribution: str) -> str | None:
+    """Version of ``distribution`` in the virtualenv of ``python``, or None."""
+    if not python.exists():
+        return None
+    out = subprocess.run(
+        [str(python), "-c", f"from importlib.metadata import version; print(version({distribution!r}))"],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def ensure_venv(venv: Path, distribution: str, version: str, requirement: str, label: str) -> Path:
+    """The ``python`` of ``venv`` with ``distribution==version`` (installed from ``requirement`` if
+    missing); baselines run in venvs of their own so their pins never meet ours."""
+    python = venv / "bin" / "python"
+    if installed_version(python, distribution) == version:
+        print(f"{label}: reusing {venv} ({distribution} {version})", flush=True)
+        return python
+    started = time.perf_counter()
+    if not python.exists():
+        print(f"{label}: creating virtualenv {venv}", flush=True)
+        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    print(f"{label}: installing {requirement} from PyPI ...", flush=True)
+    out = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            requirement,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0 or installed_version(python, distribution) != version:
+        tail = "\n".join((out.stdout + out.stderr).splitlines()[-30:])
+        raise RuntimeError(f"installing {requirement} into {venv} failed:\n{tail}")
+    print(f"{label}: installed in {time.perf_counter() - started:.0f} s", flush=True)
+    return python
 
 
 def create_key(database_url: str) -> str:

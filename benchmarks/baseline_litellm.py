@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import ensure_venv
+
 from gateway import (
     GATEWAY_CPU,
     LOAD_CPU,
@@ -43,48 +43,10 @@ VENV = Path("/tmp/litellm-venv")
 MASTER_KEY = "sk-bench-master-key"
 
 
-def _installed_version(python: Path) -> str | None:
-    if not python.exists():
-        return None
-    out = subprocess.run(
-        [str(python), "-c", "from importlib.metadata import version; print(version('litellm'))"],
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def ensure_litellm(venv: Path = VENV) -> Path:
     """The ``litellm`` command of a virtualenv with litellm[proxy]==LITELLM_VERSION, installed if needed."""
-    python = venv / "bin" / "python"
-    command = venv / "bin" / "litellm"
-    if _installed_version(python) == LITELLM_VERSION and command.exists():
-        print(f"litellm: reusing {venv} (litellm {LITELLM_VERSION})", flush=True)
-        return command
-    started = time.perf_counter()
-    if not python.exists():
-        print(f"litellm: creating virtualenv {venv}", flush=True)
-        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-    print(f"litellm: installing litellm[proxy]=={LITELLM_VERSION} from PyPI ...", flush=True)
-    out = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--progress-bar",
-            "off",
-            f"litellm[proxy]=={LITELLM_VERSION}",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    if out.returncode != 0 or _installed_version(python) != LITELLM_VERSION or not command.exists():
-        tail = "\n".join((out.stdout + out.stderr).splitlines()[-30:])
-        raise RuntimeError(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} failed:\n{tail}")
-    print(f"litellm: installed in {time.perf_counter() - started:.0f} s", flush=True)
-    return command
+    ensure_venv(venv, "litellm", LITELLM_VERSION, f"litellm[proxy]=={LITELLM_VERSION}", "litellm")
+    return venv / "bin" / "litellm"
 
 
 def litellm_config(path: Path, upstream_url: str) -> None:

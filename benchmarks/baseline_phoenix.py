@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +27,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import export_body, openinference_span
+from _common import build_bodies, ensure_venv
+
+from pilothouse.testing import free_port
 
 PHOENIX_VERSION = "20.26.1"
 VENV = Path("/tmp/phoenix-venv")
@@ -40,67 +40,9 @@ COUNT_QUERY = "{ projects { edges { node { name recordCount } } } }"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _installed_version(python: Path) -> str | None:
-    if not python.exists():
-        return None
-    out = subprocess.run(
-        [str(python), "-c", "from importlib.metadata import version; print(version('arize-phoenix'))"],
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def ensure_phoenix(venv: Path = VENV) -> Path:
     """The ``python`` of a virtualenv with arize-phoenix==PHOENIX_VERSION, created and installed if needed."""
-    python = venv / "bin" / "python"
-    if _installed_version(python) == PHOENIX_VERSION:
-        print(f"phoenix: reusing {venv} (arize-phoenix {PHOENIX_VERSION})", flush=True)
-        return python
-    started = time.perf_counter()
-    if not python.exists():
-        print(f"phoenix: creating virtualenv {venv}", flush=True)
-        subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
-    print(f"phoenix: installing arize-phoenix=={PHOENIX_VERSION} from PyPI ...", flush=True)
-    proc = subprocess.Popen(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--progress-bar",
-            "off",
-            f"arize-phoenix=={PHOENIX_VERSION}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    tail: list[str] = []
-    collected = 0
-    for line in proc.stdout:
-        tail = [*tail[-30:], line.rstrip()]
-        if line.startswith("Collecting"):
-            collected += 1
-            if collected % 25 == 0:
-                print(f"phoenix:   {collected} packages collected ...", flush=True)
-        elif line.startswith("Installing collected packages:"):
-            print(f"phoenix:   installing {len(line.split(','))} packages ...", flush=True)
-        elif line.startswith("Successfully installed"):
-            print(f"phoenix:   installed {len(line.split()) - 2} packages", flush=True)
-    if proc.wait() != 0 or _installed_version(python) != PHOENIX_VERSION:
-        print("\n".join(tail), file=sys.stderr)
-        raise RuntimeError(f"installing arize-phoenix=={PHOENIX_VERSION} into {venv} failed")
-    print(f"phoenix: installed in {time.perf_counter() - started:.0f} s", flush=True)
-    return python
+    return ensure_venv(venv, "arize-phoenix", PHOENIX_VERSION, f"arize-phoenix=={PHOENIX_VERSION}", "phoenix")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -321,14 +263,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="ph-bench-phoenix-")
-    rng = random.Random(7)
-    now = time.time_ns() - 3600 * 10**9
-    bodies = [
-        export_body(
-            [openinference_span(rng, now + (b * args.batch + i) * 1_000_000) for i in range(args.batch)]
-        )
-        for b in range(args.spans // args.batch)
-    ]
+    bodies = build_bodies(args.spans, args.batch)
     total = len(bodies) * args.batch
     print(
         f"payload: {total} spans in {len(bodies)} requests, "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sqlite3
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Server, create_key, export_body, openinference_span
+from _common import Server, build_bodies, create_key
 from baseline_phoenix import measure_phoenix
 
 PHOENIX = {"spans_per_s": (86 + 102) / 2, "cpu_ms_per_span": (10 + 12) / 2, "bytes_per_span": 3010}
@@ -65,14 +64,7 @@ def main() -> None:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
     try:
         empty_bytes = stored_bytes(url)
-        rng = random.Random(7)
-        now = time.time_ns() - 3600 * 10**9
-        bodies = [
-            export_body(
-                [openinference_span(rng, now + (b * args.batch + i) * 1_000_000) for i in range(args.batch)]
-            )
-            for b in range(args.spans // args.batch)
-        ]
+        bodies = build_bodies(args.spans, args.batch)
         total = len(bodies) * args.batch
         print(
             f"payload: {total} spans in {len(bodies)} requests, "
