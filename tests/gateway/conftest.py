@@ -52,6 +52,7 @@ def start_gateway(
     models: list[dict[str, Any]],
     fallbacks: dict[str, list[str]] | None = None,
     env: dict[str, str] | None = None,
+    router: dict[str, Any] | None = None,
 ) -> Gateway:
     config = tmp_path / "pilothouse.yaml"
     config.write_text(
@@ -59,7 +60,7 @@ def start_gateway(
             {
                 "models": models,
                 "fallbacks": fallbacks or {},
-                "router": {"retries": 2, "backoff_s": 0.01, "max_backoff_s": 0.2},
+                "router": router or {"retries": 2, "backoff_s": 0.01, "max_backoff_s": 0.2},
             }
         )
     )

@@ -126,3 +126,32 @@ def test_client_disconnect_cancels_the_upstream_stream(tmp_path: Path) -> None:
             assert generation["latency_ms"] < 5000
         finally:
             gw.server.stop()
+
+
+def test_breaker_opens_moves_traffic_and_recovers(tmp_path: Path, upstream: SimulatedUpstream) -> None:
+    models = [_deployment(upstream, "blue"), _deployment(upstream, "green")]
+    for m in models:
+        m["name"] = "app"
+    config_router = {"retries": 2, "backoff_s": 0.01, "breaker_failures": 2, "breaker_cooldown_s": 1}
+    gw = start_gateway(tmp_path, upstream, models, router=config_router)
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
+        upstream.failing_models.add("blue")
+        served = [client.chat.completions.create(model="app", messages=MESSAGES).model for _ in range(12)]  # type: ignore[arg-type]
+        assert set(served) == {"green"}  # every call answered, by the healthy deployment
+        health = {
+            h["upstream_model"]: h
+            for h in httpx.get(gw.server.base_url + "/api/deployments", headers=gw.auth).json()["data"]
+        }
+        assert health["blue"]["state"] == "open" and health["blue"]["failures"] == 2, health
+        upstream.failing_models.discard("blue")
+        time.sleep(1.1)  # cool-down over: the next request to blue is the half-open probe
+        served = [client.chat.completions.create(model="app", messages=MESSAGES).model for _ in range(20)]  # type: ignore[arg-type]
+        assert "blue" in served
+        health = {
+            h["upstream_model"]: h
+            for h in httpx.get(gw.server.base_url + "/api/deployments", headers=gw.auth).json()["data"]
+        }
+        assert health["blue"]["state"] == "closed"
+    finally:
+        gw.server.stop()

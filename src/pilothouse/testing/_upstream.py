@@ -41,6 +41,7 @@ class SimulatedUpstream:
         self.port = port or free_port()
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
+        self.failing_models: set[str] = set()  # models that answer 500 while listed (fault drills)
         self.streams_completed = 0
         self.streams_aborted = 0  # streams whose client went away (or that were cut on purpose)
         self._server: Any = None
@@ -116,7 +117,7 @@ class SimulatedUpstream:
         self.requests.append(request)
         self.request_headers.append(headers)
         status = int(headers.get("x-sim-status", "0") or 0)
-        if request.get("model") == "fail-model":
+        if request.get("model") == "fail-model" or request.get("model") in self.failing_models:
             status = 500
         latency_ms = float(headers.get("x-sim-latency-ms", self.config.latency_ms))
         if status:
