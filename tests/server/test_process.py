@@ -72,6 +72,21 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stderr.startswith("Error: cannot open database")
     r = cli("db", "upgrade", "--database-url", url)
     assert r.returncode == 0
+    bad = tmp_path / "bad.yaml"
+    for text, message in [
+        ("models: [\n", "not valid YAML"),
+        ("models:\n  - name: x\n    provider: nope\n", "provider must be one of"),
+        (
+            "models:\n  - name: x\n    provider: openai\n    api_key: ${PH_TEST_UNSET}\n",
+            "PH_TEST_UNSET is not set",
+        ),
+    ]:
+        bad.write_text(text)
+        r = cli("serve", "--config", str(bad), "--database-url", url)
+        assert r.returncode in (1, 2) and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().count("\n") == 0, r.stderr
+    r = cli("serve-model", "--model", "/nonexistent/model")
+    assert r.returncode == 2 and "existing path" in r.stderr
 
 
 def test_sigterm_under_load_loses_no_accepted_span(tmp_path: Path) -> None:

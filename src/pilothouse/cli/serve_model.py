@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from pilothouse.cli.common import CliError
@@ -49,6 +51,10 @@ def serve_model(
     from pilothouse.providers.base import Deployment
     from pilothouse.server.model_server import create_model_app
 
+    if provider == "local" and model not in ("smollm2", "all-minilm-l6-v2") and not Path(model).exists():
+        raise CliError(
+            f"--model {model!r} is neither 'smollm2', 'all-minilm-l6-v2' nor an existing path", exit_code=2
+        )
     deployment = Deployment(
         name=name or model, provider=provider, model=model, base_url=base_url, options=_options(options)
     )

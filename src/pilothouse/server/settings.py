@@ -54,7 +54,11 @@ class Settings(BaseSettings):
         if config_file is not None:
             import yaml
 
-            data = yaml.safe_load(config_file.read_text()) or {}
+            try:
+                data = yaml.safe_load(config_file.read_text()) or {}
+            except yaml.YAMLError as exc:
+                reason = " ".join(str(exc).split())
+                raise ValueError(f"{config_file}: not valid YAML: {reason}") from None
             if not isinstance(data, dict):
                 raise ValueError(f"{config_file}: the config file must be a YAML mapping")
             file_values = dict(data.get("server") or {})
