@@ -122,11 +122,22 @@ def test_trace_is_merged_across_batches_children_first(store: SqlStore) -> None:
     assert llm.cost is not None and llm.cost.items == {"input": 0.001, "output": 0.002}
 
 
-def test_duplicate_spans_are_stored_once(store: SqlStore) -> None:
-    batch = [rec(tid(3), sid(1), name="root")]
-    store.write_spans(batch)
-    store.write_spans(batch)
+def test_duplicate_spans_are_stored_and_counted_once(store: SqlStore) -> None:
+    call = rec(
+        tid(3),
+        sid(1),
+        name="root",
+        kind=ObservationKind.GENERATION,
+        model="m",
+        usage=Usage(input=5, output=2),
+    )
+    store.write_spans([call, call])  # repeated within a batch
+    store.write_spans([call])  # and an exporter's retry of an export already stored
     assert store.count_spans("p1") == 1
+    detail = store.get_trace("p1", tid(3))
+    assert detail is not None and detail.trace.observation_count == 1 and detail.trace.usage.total == 7
+    (metrics,) = store.model_metrics("p1", T0 // 10**9 - 60, T0 // 10**9 + 60, 60)
+    assert metrics.count == 1 and metrics.input_tokens == 5
 
 
 def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:

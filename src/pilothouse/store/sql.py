@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Engine,
     Insert,
     Table,
@@ -187,15 +188,44 @@ class SqlStore:
 
     # -- ingest ----------------------------------------------------------------------------------
 
+    def _unseen(self, conn: Connection, records: Sequence[SpanRecord]) -> list[SpanRecord]:
+        """``records`` without spans already stored or repeated in the batch: an exporter that retries
+        an export the server had accepted must not add its counts to the summaries twice."""
+        seen: set[tuple[str, str, str]] = set()
+        by_project: dict[str, set[str]] = {}
+        for r in records:
+            by_project.setdefault(r.project_id, set()).add(r.observation.trace_id)
+        s = t.spans.c
+        for project_id, trace_ids in by_project.items():
+            ids = sorted(trace_ids)
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(s.trace_id, s.span_id).where(
+                        s.project_id == project_id, s.trace_id.in_(ids[start : start + 500])
+                    )
+                )
+                seen.update((project_id, trace_id, span_id) for trace_id, span_id in rows)
+        fresh = []
+        for r in records:
+            key = (r.project_id, r.observation.trace_id, r.observation.id)
+            if key not in seen:
+                seen.add(key)
+                fresh.append(r)
+        return fresh
+
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
-        """Store a batch of spans, their trace summaries and rollups in one transaction."""
+        """Store a batch of spans, their trace summaries and rollups in one transaction (spans already
+        stored are skipped, so a retried export is counted once)."""
         if not records:
             return
-        deltas = batch_deltas(records)
-        # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
-        trace_rows = [trace_row(d, self._compress) for _, d in sorted(deltas.traces.items())]
-        span_rows = [span_row(r, self._compress) for r in records]
         with self.engine.begin() as conn:
+            records = self._unseen(conn, records)
+            if not records:
+                return
+            deltas = batch_deltas(records)
+            # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
+            trace_rows = [trace_row(d, self._compress) for _, d in sorted(deltas.traces.items())]
+            span_rows = [span_row(r, self._compress) for r in records]
             conn.exec_driver_sql(self._span_insert, span_rows)
             conn.exec_driver_sql(self._trace_upsert, trace_rows)
             for granularity, rollup_upsert in self._rollup_upserts.items():
