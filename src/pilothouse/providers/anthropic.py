@@ -16,7 +16,7 @@ from pilothouse.providers.anthropic_format import (
     messages_to_openai_response,
     openai_to_messages_request,
 )
-from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.base import Deployment, ProviderError, upstream_json
 from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -69,7 +69,7 @@ class AnthropicProvider:
             raise ProviderError(502, f"upstream unreachable: {exc}", retryable=True) from exc
         if response.status >= 400:
             raise _error(response, response.content)
-        return messages_to_openai_response(orjson.loads(response.content))
+        return messages_to_openai_response(upstream_json(response.content))
 
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         body = orjson.dumps({**openai_to_messages_request(request, self.model), "stream": True})
@@ -81,7 +81,7 @@ class AnthropicProvider:
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue
-                    event = orjson.loads(line[5:].strip())
+                    event = upstream_json(line[5:].strip())
                     if event.get("type") == "error":
                         message = (event.get("error") or {}).get("message", "stream error")
                         raise ProviderError(502, str(message), retryable=True)

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: each entry is its own upstream
 class Deployment:
@@ -78,6 +80,18 @@ class ProviderError(Exception):
             return cls(400, message, kind="invalid_request_error", code=code, fallback=True)
         kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
         return cls(status, message, kind=kinds.get(status, "invalid_request_error"))
+
+
+def upstream_json(data: bytes | str) -> dict[str, Any]:
+    """A JSON object from an upstream; anything else is a retryable 502 (a broken upstream, not a bug
+    of ours)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProviderError(502, "upstream sent invalid JSON", retryable=True) from None
+    if not isinstance(value, dict):
+        raise ProviderError(502, "upstream answered with something other than a JSON object", retryable=True)
+    return value
 
 
 class Provider(Protocol):

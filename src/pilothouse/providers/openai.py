@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.base import Deployment, ProviderError, upstream_json
 from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -68,12 +68,7 @@ class OpenAIProvider:
             raise ProviderError.from_status(
                 response.status, _error_message(response.content), _retry_after(response)
             )
-        data = orjson.loads(response.content)
-        if not isinstance(data, dict):
-            raise ProviderError(
-                502, "upstream answered with something other than a JSON object", retryable=True
-            )
-        return data
+        return upstream_json(response.content)
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         return await self._post("/chat/completions", {**request, "stream": False})
@@ -92,7 +87,7 @@ class OpenAIProvider:
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    chunk = orjson.loads(data)
+                    chunk = upstream_json(data)
                     if isinstance(chunk, dict) and "error" in chunk:
                         raise ProviderError(502, _error_message(data.encode()), retryable=True)
                     yield chunk
