@@ -71,13 +71,24 @@ def list_keys(project: str | None, database_url: str | None) -> None:
     store = open_store(database_url)
     rows = store.list_api_keys(project)
     store.close()
-    click.echo(f"{'ID':32}  {'PREFIX':13}  {'PROJECT':12}  {'SCOPES':26}  {'CREATED':24}  NAME")
+    click.echo(
+        f"{'ID':32}  {'PREFIX':13}  {'PROJECT':12}  {'SCOPES':26}  {'CREATED':24}  {'LIMITS':24}  NAME"
+    )
     for k in rows:
         state = "" if k.active else " (revoked)"
         scopes = ",".join(sorted(k.scopes))
+        limits = ", ".join(
+            part
+            for part in (
+                f"rpm {k.rpm}" if k.rpm else "",
+                f"tpm {k.tpm}" if k.tpm else "",
+                f"models {','.join(sorted(k.models))}" if k.models is not None else "",
+            )
+            if part
+        )
         click.echo(
             f"{k.id:32}  {k.prefix + '...':13}  {k.project_id:12}  {scopes:26}  {iso(k.created_ns):24}  "
-            f"{k.name}{state}"
+            f"{limits or '-':24}  {k.name}{state}"
         )
 
 
