@@ -68,7 +68,7 @@ def test_readme_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None
 
     from pilothouse.gateway.config import parse_config
 
-    block = re.search(r"```yaml\n(# pilothouse.yaml.*?)```", README.read_text(), re.S)
+    block = re.search(r"```yaml\n(# my-models.yaml.*?)```", README.read_text(), re.S)
     assert block is not None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
