@@ -118,3 +118,23 @@ def test_anthropic_messages_and_stream(instrumented: InMemoryExporter, upstream:
     assert json.loads(plain.input or "")[0] == {"role": "system", "content": "be brief"}
     assert streamed.output == text and streamed.ttft_ns is not None
     assert streamed.usage.input_total == 6
+
+
+def test_anthropic_stream_helper(instrumented: InMemoryExporter, upstream: SimulatedUpstream) -> None:
+    client = anthropic.Anthropic(base_url=upstream.base_url, api_key="sk-ant-test", max_retries=0)
+    question = [{"role": "user", "content": "one two three four five six"}]
+    with client.messages.stream(model="claude-haiku", max_tokens=50, messages=question) as stream:  # type: ignore[arg-type]
+        text = "".join(stream.text_stream)
+    with client.messages.stream(model="claude-haiku", max_tokens=50, messages=question) as stream:  # type: ignore[arg-type]
+        next(iter(stream))  # left early: the call still ends, with what arrived
+
+    async def run() -> str:
+        aclient = anthropic.AsyncAnthropic(base_url=upstream.base_url, api_key="sk-ant-test", max_retries=0)
+        async with aclient.messages.stream(model="claude-haiku", max_tokens=50, messages=question) as s:  # type: ignore[arg-type]
+            return "".join([t async for t in s.text_stream])
+
+    assert asyncio.run(run()) == text
+    full, early, from_async = observations(instrumented)
+    assert full.output == text and full.usage.input_total == 6 and full.ttft_ns is not None
+    assert from_async.output == text
+    assert early.model == "claude-haiku" and early.end_ns >= early.start_ns

@@ -173,8 +173,84 @@ def _async_wrapper(original: Any) -> Any:
     return create
 
 
+class _TracedManager:
+    """``client.messages.stream(...)``: the SDK's stream manager, with its raw event stream traced and
+    the call ended when the ``with`` block exits (also when the stream was not read to the end)."""
+
+    def __init__(self, manager: Any, call: ModelCall, is_async: bool) -> None:
+        self._manager = manager
+        self._call = call
+        self._stream: TracedStream | TracedAsyncStream | None = None
+        attribute = f"_{type(manager).__name__}__api_request"
+        request = getattr(manager, attribute)
+        state = _StreamState(call)
+        if is_async:
+
+            async def traced_async() -> Any:
+                try:
+                    raw = await request
+                except BaseException as exc:
+                    call.fail(exc)
+                    raise
+                self._stream = TracedAsyncStream(raw, call, state.on_event, state.on_done)
+                return self._stream
+
+            setattr(manager, attribute, traced_async())
+        else:
+
+            def traced() -> Any:
+                try:
+                    raw = request()
+                except BaseException as exc:
+                    call.fail(exc)
+                    raise
+                self._stream = TracedStream(raw, call, state.on_event, state.on_done)
+                return self._stream
+
+            setattr(manager, attribute, traced)
+
+    def __enter__(self) -> Any:
+        return self._manager.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._manager.__exit__(*exc)
+        finally:
+            if self._stream is not None:
+                self._stream.finish()
+
+    async def __aenter__(self) -> Any:
+        return await self._manager.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            await self._manager.__aexit__(*exc)
+        finally:
+            if self._stream is not None:
+                self._stream.finish()
+
+
+def _stream_wrapper(is_async: bool) -> Any:
+    def make(original: Any) -> Any:
+        @functools.wraps(original)
+        def stream(self: Any, *args: Any, **kwargs: Any) -> Any:
+            call = ModelCall(
+                f"chat {kwargs.get('model', '')}".strip(), {**_request(kwargs), "gen_ai.is_streaming": True}
+            )
+            manager = original(self, *args, **call.with_trace_headers(kwargs))
+            if not hasattr(manager, f"_{type(manager).__name__}__api_request"):
+                call.end()  # an SDK version this wrapper does not know: leave it untraced
+                return manager
+            return _TracedManager(manager, call, is_async)
+
+        return stream
+
+    return make
+
+
 def instrument_anthropic() -> None:
-    """Trace every ``anthropic`` ``messages.create`` call (sync and async, ``stream=True`` included)."""
+    """Trace every ``anthropic`` ``messages.create`` call (sync and async, ``stream=True`` included)
+    and ``messages.stream(...)``."""
     try:
         from anthropic.resources import messages
     except ImportError:
@@ -183,6 +259,8 @@ def instrument_anthropic() -> None:
         ) from None
     patch(messages.Messages, "create", _wrapper, _patched)
     patch(messages.AsyncMessages, "create", _async_wrapper, _patched)
+    patch(messages.Messages, "stream", _stream_wrapper(is_async=False), _patched)
+    patch(messages.AsyncMessages, "stream", _stream_wrapper(is_async=True), _patched)
 
 
 def uninstrument_anthropic() -> None:

@@ -90,13 +90,13 @@ class TracedStream:
         except BaseException as exc:
             self._call.fail(exc)
             raise
-        self._finish()
+        self.finish()
 
     def __next__(self) -> Any:
         try:
             item = next(self._stream)
         except StopIteration:
-            self._finish()
+            self.finish()
             raise
         except BaseException as exc:
             self._call.fail(exc)
@@ -105,7 +105,8 @@ class TracedStream:
         self._on_item(item)
         return item
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """End the call with what was received (idempotent)."""
         if not self._call.ended:
             self._on_done()
             self._call.end()
@@ -115,7 +116,7 @@ class TracedStream:
         try:
             self._stream.close()
         finally:
-            self._finish()
+            self.finish()
 
     def __enter__(self) -> TracedStream:
         return self
@@ -147,13 +148,13 @@ class TracedAsyncStream:
         except BaseException as exc:
             self._call.fail(exc)
             raise
-        self._finish()
+        self.finish()
 
     async def __anext__(self) -> Any:
         try:
             item = await self._stream.__anext__()
         except StopAsyncIteration:
-            self._finish()
+            self.finish()
             raise
         except BaseException as exc:
             self._call.fail(exc)
@@ -162,7 +163,8 @@ class TracedAsyncStream:
         self._on_item(item)
         return item
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """End the call with what was received (idempotent)."""
         if not self._call.ended:
             self._on_done()
             self._call.end()
@@ -172,7 +174,7 @@ class TracedAsyncStream:
         try:
             await self._stream.close()
         finally:
-            self._finish()
+            self.finish()
 
     async def __aenter__(self) -> TracedAsyncStream:
         return self
