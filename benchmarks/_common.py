@@ -6,10 +6,12 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
@@ -169,6 +171,56 @@ def ensure_venv(venv: Path, distribution: str, version: str, requirement: str, l
         raise RuntimeError(f"installing {requirement} into {venv} failed:\n{tail}")
     print(f"{label}: installed in {time.perf_counter() - started:.0f} s", flush=True)
     return python
+
+
+def send_all(
+    base_url: str,
+    bodies: list[bytes],
+    senders: int,
+    headers: dict[str, str] | None = None,
+    retry_scale: float = 1.0,
+) -> int:
+    """POST every body to ``/v1/traces`` from ``senders`` threads, retrying 429/503 after
+    ``retry_scale`` x Retry-After (at most 5 s); the number of retries."""
+    queue = list(bodies)
+    lock = threading.Lock()
+    retries = 0
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        nonlocal retries
+        try:
+            with httpx.Client(
+                base_url=base_url,
+                headers={"Content-Type": "application/x-protobuf", **(headers or {})},
+                timeout=300,
+            ) as http:
+                while True:
+                    with lock:
+                        if not queue or errors:
+                            return
+                        body = queue.pop()
+                    while True:
+                        r = http.post("/v1/traces", content=body)
+                        if r.status_code == 200:
+                            break
+                        if r.status_code not in (429, 503):
+                            raise RuntimeError(f"export failed: {r.status_code} {r.text[:500]}")
+                        with lock:
+                            retries += 1
+                        time.sleep(min(float(r.headers.get("retry-after", "0.5")) * retry_scale, 5.0))
+        except BaseException as e:
+            with lock:
+                errors.append(e)
+
+    threads = [threading.Thread(target=sender) for _ in range(senders)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return retries
 
 
 def create_key(database_url: str) -> str:

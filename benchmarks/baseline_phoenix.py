@@ -20,14 +20,13 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import build_bodies, ensure_venv
+from _common import build_bodies, ensure_venv, send_all
 
 from pilothouse.testing import free_port
 
@@ -164,46 +163,6 @@ class PhoenixServer:
         self._log.close()
 
 
-def send_all(base_url: str, bodies: list[bytes], senders: int = SENDERS) -> int:
-    """POST every body from ``senders`` threads, retrying 429/503; the number of retries."""
-    queue = list(bodies)
-    lock = threading.Lock()
-    retries = 0
-    errors: list[BaseException] = []
-
-    def sender() -> None:
-        nonlocal retries
-        headers = {"Content-Type": "application/x-protobuf"}
-        try:
-            with httpx.Client(base_url=base_url, headers=headers, timeout=300) as http:
-                while True:
-                    with lock:
-                        if not queue or errors:
-                            return
-                        body = queue.pop()
-                    while True:
-                        r = http.post("/v1/traces", content=body)
-                        if r.status_code == 200:
-                            break
-                        if r.status_code not in (429, 503):
-                            raise RuntimeError(f"export failed: {r.status_code} {r.text[:500]}")
-                        with lock:
-                            retries += 1
-                        time.sleep(min(float(r.headers.get("retry-after", "0.5")), 5.0))
-        except BaseException as e:
-            with lock:
-                errors.append(e)
-
-    threads = [threading.Thread(target=sender) for _ in range(senders)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return retries
-
-
 def measure_phoenix(bodies: list[bytes], spans: int, workdir: str) -> dict[str, float]:
     """Phoenix's spans/s end to end, server CPU ms per span and stored bytes per span for ``bodies``
     (OTLP ExportTraceServiceRequest bytes holding ``spans`` spans in all), with its data in ``workdir``."""
@@ -225,7 +184,7 @@ def measure_phoenix(bodies: list[bytes], spans: int, workdir: str) -> dict[str, 
             target = before + spans
             cpu_before = server.cpu_seconds
             started = time.perf_counter()
-            retries = send_all(server.base_url, bodies)
+            retries = send_all(server.base_url, bodies, senders=SENDERS)
             sent = time.perf_counter() - started
             deadline = started + max(300.0, spans / 5)
             count = server.span_count(http)

@@ -16,14 +16,13 @@ import os
 import sqlite3
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Server, build_bodies, create_key
+from _common import Server, build_bodies, create_key, send_all
 from baseline_phoenix import measure_phoenix
 
 PHOENIX = {"spans_per_s": (86 + 102) / 2, "cpu_ms_per_span": (10 + 12) / 2, "bytes_per_span": 3010}
@@ -70,35 +69,11 @@ def main() -> None:
             f"payload: {total} spans in {len(bodies)} requests, "
             f"{sum(map(len, bodies)) / total:.0f} wire bytes/span"
         )
-        queue = list(bodies)
-        lock = threading.Lock()
-        retries = 0
-
-        def sender() -> None:
-            nonlocal retries
-            with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
-                while True:
-                    with lock:
-                        if not queue:
-                            return
-                        body = queue.pop()
-                    while True:
-                        r = http.post("/v1/traces", content=body)
-                        if r.status_code == 200:
-                            break
-                        if r.status_code != 429:
-                            raise RuntimeError(f"export failed: {r.status_code} {r.text}")
-                        with lock:
-                            retries += 1
-                        time.sleep(float(r.headers.get("retry-after", "1")) / 10)
-
         cpu_before = server.cpu_seconds
         started = time.perf_counter()
-        threads = [threading.Thread(target=sender) for _ in range(args.senders)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        retries = send_all(
+            server.base_url, bodies, args.senders, {"Authorization": f"Bearer {key}"}, retry_scale=0.1
+        )
         sent = time.perf_counter() - started
         # Queryable through the API: the dashboard endpoint counts every stored model call.
         with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
