@@ -27,7 +27,8 @@ def test_openai_client_through_the_gateway(gateway: Gateway) -> None:
         model="gpt-4o-mini", messages=MESSAGES, temperature=0.1
     )
     reply = raw.parse()
-    assert reply.choices[0].message.content and raw.headers["x-pilothouse-cost-usd"] == "unknown"
+    # gpt-4o-mini: 4 input x $0.15/M + 4 cached x $0.075/M + 12 output x $0.60/M + 2 reasoning x $0.60/M
+    assert reply.choices[0].message.content and raw.headers["x-pilothouse-cost-usd"] == "0.0000093000"
     trace_id = raw.headers["x-pilothouse-trace-id"]
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
     chunks = list(stream)
@@ -39,8 +40,10 @@ def test_openai_client_through_the_gateway(gateway: Gateway) -> None:
     )
     emb = client.embeddings.create(model="text-embedding-3-small", input=["a b", "c"])
     assert len(emb.data) == 2
-    sim = client.chat.completions.create(model="sim", messages=MESSAGES)
+    raw_sim = client.chat.completions.with_raw_response.create(model="sim", messages=MESSAGES)
+    sim = raw_sim.parse()
     assert sim.model == "sim-1" and sim.usage is not None and sim.usage.completion_tokens == 5
+    assert raw_sim.headers["x-pilothouse-cost-usd"] == "unknown"  # no price for sim-1: unknown, not 0
 
     async def async_stream() -> str:
         aclient = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0)
@@ -65,6 +68,8 @@ def test_openai_client_through_the_gateway(gateway: Gateway) -> None:
         "reasoning": 2,
         "total": 22,
     }
+    assert first["cost"]["total"] == pytest.approx(9.3e-6)
+    assert first["cost"]["price_version"] == "openai/gpt-4o-mini@2024-07-18"
     assert first["output"] == reply.choices[0].message.content
     assert first["model_parameters"]["temperature"] == 0.1
     assert first["attributes"]["gateway.attempts"][0]["status"] == 200

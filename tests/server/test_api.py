@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.server.conftest import Served
 from tests.spans import export_request, llm_attributes, new_span_id, new_trace_id, otlp_span
 
@@ -66,7 +68,8 @@ def test_trace_detail_has_tree_and_scores(served: Served) -> None:
     ]
     llm = body["observations"][2]
     assert llm["model"] == "gpt-4o" and llm["usage"]["input"] == 50 and llm["usage"]["output"] == 12
-    assert llm["cost"] is None  # no price known yet: unknown, never 0
+    # priced at ingest from the catalogue: gpt-4o $2.50 in / $10 out per 1M tokens
+    assert llm["cost"]["items"] == pytest.approx({"input": 50 * 2.5e-6, "output": 12 * 10e-6})
     r = served.client.post(
         "/api/scores",
         json={"trace_id": trace.hex(), "name": "helpful", "value": 4, "comment": "good"},

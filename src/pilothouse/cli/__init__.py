@@ -7,7 +7,7 @@ import sys
 import click
 
 from pilothouse import __version__
-from pilothouse.cli import db, keys, serve, serve_model, traces
+from pilothouse.cli import budgets, costs, db, keys, prices, serve, serve_model, traces
 from pilothouse.cli.common import CliError
 
 
@@ -26,6 +26,12 @@ cli.add_command(serve_model.serve_model)
 cli.add_command(keys.keys)
 cli.add_command(traces.traces)
 cli.add_command(db.db)
+cli.add_command(evals_cli.eval_group)
+cli.add_command(evals_cli.datasets)
+cli.add_command(gate_cli.gate)
+cli.add_command(prices.prices)
+cli.add_command(costs.costs)
+cli.add_command(budgets.budgets)
 
 
 def main() -> None:

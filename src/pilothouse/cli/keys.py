@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
+from pilothouse.costs.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.keys import DEFAULT_SCOPES, parse_scopes
 from pilothouse.domain.timeparse import iso
+from pilothouse.store.costs import CostStore
 
 
 @click.group()
@@ -30,6 +32,19 @@ def keys() -> None:
 @click.option(
     "--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute (default: no limit)."
 )
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="A hard spending limit for this key (see 'pilothouse budgets').",
+)
+@click.option(
+    "--budget-period",
+    type=click.Choice(["day", "week", "month", "total"]),
+    default="month",
+    show_default=True,
+    help="The period of --budget-usd.",
+)
 @database_option
 def create(
     name: str,
@@ -38,6 +53,8 @@ def create(
     models: str | None,
     rpm: int | None,
     tpm: int | None,
+    budget_usd: float | None,
+    budget_period: str,
     database_url: str | None,
 ) -> None:
     """Create a key; its secret is printed once, alone on the last line."""
@@ -54,6 +71,10 @@ def create(
             raise CliError("--models needs at least one model name", exit_code=2)
     store = open_store(database_url)
     key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
+    if budget_usd is not None:
+        CostStore(store).create_budget(
+            project, BudgetScope.KEY, key.id, BudgetPeriod(budget_period), budget_usd
+        )
     store.close()
     click.echo(
         f"Created key {key.id} ({key.prefix}...) in project {project!r} with scopes "

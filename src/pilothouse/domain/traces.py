@@ -83,6 +83,7 @@ class Cost:
 
     items: dict[str, float]
     price_version: str | None = None
+    saved: float = 0.0  # what caching saved against the full price (provider cache reads, gateway cache)
 
     @property
     def total(self) -> float:

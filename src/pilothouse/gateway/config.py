@@ -9,8 +9,17 @@ models:
     api_key: ${OPENAI_API_KEY}   # ${ENV} expands from the environment
     weight: 1                    # share of traffic among deployments of the same name
     options: {}                  # provider settings (timeouts, headers, simulation knobs)
+    price:                       # optional: overrides the catalogue (USD per 1M tokens) ...
+      input: 0.15
+      output: 0.60               # (also cache_read, cache_write, reasoning, max_output_tokens)
+    # price: {per_hour_usd: 1.2, tokens_per_s: 900}   # ... or a self-hosted GPU's hourly cost and
+    #                                                  # measured throughput (input_tokens_per_s too)
 fallbacks:
   gpt-4o-mini: [claude-haiku]
+cache:                           # exact response cache (off unless enabled)
+  enabled: true
+  ttl_s: 3600
+  max_entries: 100000            # in-process LRU; with PILOTHOUSE_REDIS_URL the cache lives in Redis
 router:
   retries: 2                     # further attempts after a retryable failure (429, 5xx, timeout)
   backoff_s: 0.05                # first backoff; doubles, with jitter, capped by max_backoff_s
@@ -27,11 +36,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pilothouse.costs.catalogue import PriceRow
+from pilothouse.gateway.cache import CacheSettings
 from pilothouse.providers.base import Deployment
 from pilothouse.providers.registry import provider_names
 
@@ -68,6 +80,8 @@ class GatewayConfig:
     deployments: list[Deployment] = field(default_factory=list)
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
     router: RouterSettings = field(default_factory=RouterSettings)
+    prices: list[PriceRow] = field(default_factory=list)  # custom prices of deployments
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
 
 def _expand(value: Any, where: str) -> Any:
@@ -93,7 +107,13 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
         return GatewayConfig()
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: must be a mapping with 'models'")
+    unknown_sections = sorted(set(data) - {"models", "fallbacks", "router", "cache"})
+    if unknown_sections:
+        raise ConfigError(
+            f"{source}: unknown section {unknown_sections[0]!r} (models, fallbacks, router, cache)"
+        )
     deployments = []
+    prices: list[PriceRow] = []
     known = provider_names()
     for index, entry in enumerate(data.get("models") or []):
         where = f"{source}: models[{index}]"
@@ -101,7 +121,7 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
             raise ConfigError(f"{where} must be a mapping")
         entry = _expand(entry, where)
         unknown = sorted(
-            set(entry) - {"name", "provider", "model", "base_url", "api_key", "weight", "options"}
+            set(entry) - {"name", "provider", "model", "base_url", "api_key", "weight", "options", "price"}
         )
         if unknown:
             raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
@@ -117,6 +137,8 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
         options = entry.get("options") or {}
         if not isinstance(options, dict):
             raise ConfigError(f"{where} ({name}): options must be a mapping")
+        if entry.get("price") is not None:
+            prices.append(parse_price(entry["price"], provider, str(entry.get("model") or name), name, where))
         deployments.append(
             Deployment(
                 name=name,
@@ -145,7 +167,64 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
         router = RouterSettings(**router_data)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: router: {exc}") from None
-    return GatewayConfig(deployments, fallbacks, router)
+    cache_data = data.get("cache") or {}
+    if not isinstance(cache_data, dict):
+        raise ConfigError(f"{source}: cache must be a mapping (enabled, ttl_s, max_entries)")
+    try:
+        cache = CacheSettings(**cache_data)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: cache: {exc}") from None
+    if cache.ttl_s <= 0 or cache.max_entries < 1:
+        raise ConfigError(f"{source}: cache: ttl_s must be > 0 and max_entries >= 1")
+    return GatewayConfig(deployments, fallbacks, router, prices, cache)
+
+
+_PRICE_KEYS = {"input", "output", "cache_read", "cache_write", "reasoning", "max_output_tokens"}
+_HOURLY_KEYS = {"per_hour_usd", "tokens_per_s", "input_tokens_per_s", "max_output_tokens"}
+
+
+def parse_price(data: Any, provider: str, model: str, name: str, where: str) -> PriceRow:
+    """A deployment's custom price: per-1M-token prices, or a self-hosted server's cost per hour and
+    measured throughput (price per token = hourly cost / tokens per hour)."""
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{where}: price must be a mapping (input/output per 1M tokens, or per_hour_usd)")
+    hourly = "per_hour_usd" in data
+    allowed = _HOURLY_KEYS if hourly else _PRICE_KEYS
+    for key, value in data.items():
+        if key not in allowed:
+            raise ConfigError(f"{where}: price: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{where}: price.{key} must be a number >= 0")
+    max_output = data.get("max_output_tokens")
+    if hourly:
+        if not data.get("tokens_per_s"):
+            raise ConfigError(f"{where}: price.per_hour_usd needs tokens_per_s (measured output throughput)")
+        output = data["per_hour_usd"] / (data["tokens_per_s"] * 3600) * 1e6
+        input_rate = data.get("input_tokens_per_s") or data["tokens_per_s"]
+        input_price = data["per_hour_usd"] / (input_rate * 3600) * 1e6
+        return PriceRow(
+            provider,
+            model,
+            date.min,
+            input_price,
+            output,
+            max_output_tokens=max_output,
+            source=f"config:{name}",
+        )
+    if "input" not in data or "output" not in data:
+        raise ConfigError(f"{where}: price needs input and output (USD per 1M tokens)")
+    return PriceRow(
+        provider,
+        model,
+        date.min,
+        float(data["input"]),
+        float(data["output"]),
+        cache_read=data.get("cache_read"),
+        cache_write=data.get("cache_write"),
+        reasoning=data.get("reasoning"),
+        max_output_tokens=max_output,
+        source=f"config:{name}",
+    )
 
 
 def load_config(path: Path | None) -> GatewayConfig:

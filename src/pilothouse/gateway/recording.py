@@ -13,7 +13,15 @@ from typing import Any
 
 import orjson
 
-from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status, TraceAttributes, Usage
+from pilothouse.domain.traces import (
+    Cost,
+    Observation,
+    ObservationKind,
+    SpanRecord,
+    Status,
+    TraceAttributes,
+    Usage,
+)
 from pilothouse.gateway.router import Attempt
 
 # Trace and span ids need to be unique, not secret: a seeded PRNG is much cheaper than a system call.
@@ -61,11 +69,14 @@ def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
     if not usage:
         return Usage()
     prompt = int(usage.get("prompt_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)  # Anthropic upstreams, translated
     return Usage(
-        input=max(0, prompt - cached),
+        input=max(0, prompt - cached - written),
         output=int(usage.get("completion_tokens") or 0),
         cache_read=cached,
+        cache_write=written,
         reasoning=int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
     )
 
@@ -86,6 +97,9 @@ class GatewayCall:
     started: float = field(default_factory=time.perf_counter)
     attempts: list[Attempt] = field(default_factory=list)
     first_token_at: float | None = None
+    tags: tuple[str, ...] = ()
+    cache: str | None = None  # "hit" or "miss" when the response cache is on
+    reservation: Any = None  # the budget hold (pilothouse.gateway.budgets.Reservation), if any
 
     def first_token(self) -> None:
         """Mark the time to first token (once)."""
@@ -101,6 +115,7 @@ class GatewayCall:
         deployment: str | None = None,
         output: str | None = None,
         usage: Usage | None = None,
+        cost: Cost | None = None,
         error: str | None = None,
         http_status: int = 200,
     ) -> SpanRecord:
@@ -115,6 +130,8 @@ class GatewayCall:
             attributes["gateway.deployment"] = deployment
         if self.key_id:
             attributes["gateway.key_id"] = self.key_id
+        if self.cache:
+            attributes["gateway.cache"] = self.cache
         if self.request.get("tools"):
             attributes["gen_ai.request.tools"] = self.request["tools"]
         observation = Observation(
@@ -135,9 +152,10 @@ class GatewayCall:
             model=served_model or (requested if isinstance(requested, str) else None),
             model_parameters={k: self.request[k] for k in _PARAMETERS if k in self.request},
             usage=usage or Usage(),
+            cost=cost,
             ttft_ns=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1e9),
         )
-        return SpanRecord(self.project_id, observation, TraceAttributes(user_id=self.user_id))
+        return SpanRecord(self.project_id, observation, TraceAttributes(user_id=self.user_id, tags=self.tags))
 
 
 def _input_text(request: dict[str, Any]) -> str | None:

@@ -149,12 +149,14 @@ def openai_to_messages_response(response: dict[str, Any], model: str) -> dict[st
 def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
     """Anthropic usage (input excludes cache reads) from OpenAI usage (prompt tokens include them)."""
     usage = usage or {}
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    details = usage.get("prompt_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    written = int(details.get("cache_write_tokens") or 0)
     return {
-        "input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached),
+        "input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached - written),
         "output_tokens": int(usage.get("completion_tokens") or 0),
         "cache_read_input_tokens": cached,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": written,
     }
 
 

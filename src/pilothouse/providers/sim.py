@@ -38,6 +38,7 @@ class SimProvider:
         self.config = SimConfig(**options)
         self.model = deployment.model
         self._random = random.Random(0)
+        self._in_flight = 0
 
     def _maybe_fail(self) -> None:
         roll = self._random.random()
@@ -55,7 +56,16 @@ class SimProvider:
     async def _reply(self, request: dict[str, Any]) -> SimReply:
         """Fail as configured, wait the latency, then the simulated answer."""
         self._maybe_fail()
-        await self._wait_first_token()
+        limit = self.config.max_concurrency
+        if limit is not None and self._in_flight >= limit:
+            raise ProviderError.from_status(
+                429, "simulated rate limit (too many requests in flight)", self.config.retry_after_s
+            )
+        self._in_flight += 1
+        try:
+            await self._wait_first_token()
+        finally:
+            self._in_flight -= 1
         return simulate(
             request.get("messages") or [],
             request.get("max_completion_tokens") or request.get("max_tokens"),

@@ -40,15 +40,23 @@ WORDS = (
 class SimConfig:
     """How the simulated model behaves. Per request, headers ``x-sim-status`` (answer with that HTTP
     error), ``x-sim-latency-ms`` and ``x-sim-drop-after`` override it; the model name ``fail-model``
-    always answers 500."""
+    always answers 500.
+
+    ``echo``: answer with the words of the last user message (capped by ``max_tokens``) instead of
+    hashed words, so that what a prompt says shows in the answer (evals: a prompt that drops a variable
+    scores worse). ``max_concurrency``: more requests than this in flight at once get 429 with
+    ``Retry-After: retry_after_s`` (a rate-limited upstream, for back-off tests)."""
 
     latency_ms: float = 0.0  # before the first byte
     tokens_per_s: float = 0.0  # 0: all at once
     output_tokens: int = 12  # answer length when max_tokens does not cap it
     cached_fraction: float = 0.0  # share of prompt tokens reported as cached
+    cache_write_fraction: float = 0.0  # share written to the cache (Anthropic's cache_creation tokens)
     reasoning_tokens: int = 0
     drop_after_tokens: int | None = None  # cut streams after this many tokens
     retry_after_s: float = 1.0
+    echo: bool = False
+    max_concurrency: int | None = None
 
 
 def count_tokens(text: str) -> int:
@@ -71,6 +79,14 @@ def prompt_text(messages: list[Any], system: Any = None) -> str:
     return " ".join(p for p in parts if p)
 
 
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the last user message of a chat request ("" when there is none)."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _message_text(message.get("content"))
+    return ""
+
+
 def answer_words(prompt: str, n: int) -> list[str]:
     """``n`` words chosen by a hash of the prompt: deterministic, different per prompt."""
     digest = hashlib.sha256(prompt.encode()).digest()
@@ -87,6 +103,7 @@ class SimReply:
     reasoning_tokens: int
     finish_reason: str
     tool_call: dict[str, Any] | None = None
+    cache_write_tokens: int = 0
 
     @property
     def completion_tokens(self) -> int:
@@ -100,6 +117,7 @@ def simulate(
     prompt = prompt_text(messages, system)
     prompt_tokens = count_tokens(prompt)
     cached = int(prompt_tokens * config.cached_fraction)
+    written = min(prompt_tokens - cached, int(prompt_tokens * config.cache_write_fraction))
     if tools:
         tool = tools[0]
         name = tool.get("function", {}).get("name") or tool.get("name") or "tool"
@@ -110,10 +128,18 @@ def simulate(
             config.reasoning_tokens,
             "tool_calls",
             {"name": name, "arguments": '{"query": "' + " ".join(prompt.split()[:3]) + '"}'},
+            written,
         )
+    if config.echo:
+        said = last_user_text(messages).split() or ["(nothing)"]
+        cap = len(said) if max_tokens is None else max(1, max_tokens)
+        finish = "length" if cap < len(said) else "stop"
+        return SimReply(said[:cap], prompt_tokens, cached, config.reasoning_tokens, finish, None, written)
     n = config.output_tokens if max_tokens is None else min(config.output_tokens, max(1, max_tokens))
     finish = "length" if max_tokens is not None and max_tokens < config.output_tokens else "stop"
-    return SimReply(answer_words(prompt, n), prompt_tokens, cached, config.reasoning_tokens, finish)
+    return SimReply(
+        answer_words(prompt, n), prompt_tokens, cached, config.reasoning_tokens, finish, None, written
+    )
 
 
 def openai_usage(reply: SimReply, n: int = 1) -> dict[str, Any]:
@@ -174,9 +200,9 @@ def anthropic_message(request: dict[str, Any], reply: SimReply) -> dict[str, Any
         "stop_reason": stop,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": reply.prompt_tokens - reply.cached_tokens,
+            "input_tokens": reply.prompt_tokens - reply.cached_tokens - reply.cache_write_tokens,
             "cache_read_input_tokens": reply.cached_tokens,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": reply.cache_write_tokens,
             "output_tokens": reply.completion_tokens,
         },
     }

@@ -15,10 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from pilothouse.costs.catalogue import PriceCatalogue
+from pilothouse.costs.pricing import Pricer
+from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
+from pilothouse.gateway.cache import make_response_cache
 from pilothouse.gateway.config import GatewayConfig, load_config
 from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
-from pilothouse.server import api, gateway_api
+from pilothouse.server import api, costs_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.errors import ApiError, FastJSONResponse
@@ -26,6 +30,7 @@ from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.settings import Settings
 from pilothouse.server.state import AppState
+from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
 
 log = logging.getLogger("pilothouse.server")
@@ -102,14 +107,20 @@ def create_app(
     starts with the app and drains when it stops."""
     config = gateway_config if gateway_config is not None else load_config(settings.config)
     router = Router(config)  # providers are created now, so a bad config fails before serving
+    pricer = Pricer(PriceCatalogue.packaged(config.prices))
     limiter = make_rate_limiter(settings.redis_url)
     own_store = store is None
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
+    budgets = BudgetGuard(CostStore(the_store), make_budget_ledger(settings.redis_url))
+    cache = make_response_cache(config.cache, settings.redis_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ingest = IngestQueue(
-            the_store, max_spans=settings.ingest_queue_spans, batch_spans=settings.ingest_batch_spans
+            the_store,
+            max_spans=settings.ingest_queue_spans,
+            batch_spans=settings.ingest_batch_spans,
+            pricer=pricer,
         )
         app.state.pilothouse = AppState(
             metrics=_metrics(router, ingest),
@@ -119,6 +130,9 @@ def create_app(
             auth=KeyAuthenticator(the_store, settings.admin_key, settings.key_cache_seconds),
             router=router,
             limiter=limiter,
+            pricer=pricer,
+            budgets=budgets,
+            cache=cache,
         )
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
@@ -128,6 +142,9 @@ def create_app(
         finally:
             await router.close()
             await limiter.close()
+            await budgets.close()
+            if cache is not None:
+                await cache.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:
@@ -137,6 +154,7 @@ def create_app(
         Route("/v1/traces", export_traces, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         *api.routes,
+        *costs_api.routes,
         *gateway_api.routes,
     ]
     app = Starlette(

@@ -10,13 +10,15 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from pilothouse.costs.pricing import estimate_prompt_tokens, max_output_tokens, worst_case_cost
 from pilothouse.domain.keys import Scope
-from pilothouse.domain.traces import SpanRecord, Status, Usage
+from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
+from pilothouse.gateway.budgets import BudgetExceeded
+from pilothouse.gateway.cache import CachedAnswer, cache_key, cache_policy, replay_chunks
 from pilothouse.gateway.recording import (
     GatewayCall,
     StreamAssembler,
@@ -32,7 +34,6 @@ from pilothouse.gateway.validation import (
     check_messages_request,
 )
 from pilothouse.providers.anthropic_format import (
-    MessagesStreamEncoder,
     messages_to_openai_request,
     openai_to_messages_response,
 )
@@ -41,9 +42,11 @@ from pilothouse.server.auth import Principal
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.state import AppState
+from pilothouse.server.wire import ANTHROPIC_TYPES, AnthropicWire, OpenAIWire
 
 log = logging.getLogger("pilothouse.gateway")
 USER_HEADER = "x-pilothouse-user"
+TAGS_HEADER = "x-pilothouse-tags"  # comma-separated; budgets and reports by tag use them
 
 
 def _state(request: Request) -> AppState:
@@ -57,9 +60,22 @@ def _save(state: AppState, record: SpanRecord) -> None:
         log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
 
-def _headers(call: GatewayCall) -> dict[str, str]:
-    # Cost is "unknown" until a price is known for the model (never reported as 0).
-    return {"x-pilothouse-trace-id": call.trace_id, "x-pilothouse-cost-usd": "unknown"}
+def _headers(call: GatewayCall, cost: Cost | str | None = "unknown") -> dict[str, str]:
+    """The trace id, the call's cost (USD, ``unknown`` when the model has no price (never 0), or
+    ``pending`` for a stream: its cost is on the trace when the stream ends) and the cache outcome."""
+    cost_text = cost if isinstance(cost, str) else "unknown" if cost is None else f"{cost.total:.10f}"
+    headers = {"x-pilothouse-trace-id": call.trace_id, "x-pilothouse-cost-usd": cost_text}
+    if call.cache:
+        headers["x-pilothouse-cache"] = call.cache
+    return headers
+
+
+def _cost(state: AppState, deployment: Deployment, served_model: str | None, usage: Usage) -> Cost | None:
+    # The deployment's upstream model id is the price key (custom prices are set on it), then the
+    # model the upstream says it served (a dated snapshot, say).
+    return state.pricer.cost(deployment.provider, deployment.model, usage) or state.pricer.cost(
+        deployment.provider, served_model, usage
+    )
 
 
 async def _start(request: Request, operation: str) -> tuple[AppState, Principal, GatewayCall, Any]:
@@ -72,6 +88,7 @@ async def _start(request: Request, operation: str) -> tuple[AppState, Principal,
         request={},
         key_id=principal.key.id if principal.key else None,
         user_id=request.headers.get(USER_HEADER),
+        tags=tuple(t.strip() for t in request.headers.get(TAGS_HEADER, "").split(",") if t.strip()),
         trace_id=trace_id,
         parent_id=parent_id,
     )
@@ -120,6 +137,97 @@ async def _admit(state: AppState, principal: Principal, model: str) -> dict[str,
     return headers
 
 
+async def _reserve(state: AppState, principal: Principal, call: GatewayCall, body: dict[str, Any]) -> None:
+    """Hold the request's worst-case cost against the budgets it counts against (429
+    ``budget_exceeded`` when a hard budget cannot take it)."""
+    budgets = await state.budgets.applicable(
+        principal.project_id, principal.key.id if principal.key else None, call.user_id, call.tags
+    )
+    if not budgets:
+        return
+    worst = _worst_case(state, body)
+    if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
+        return
+    try:
+        call.reservation = await state.budgets.reserve(budgets, worst)
+    except BudgetExceeded as exc:
+        error = ApiError(429, str(exc), code="budget_exceeded")
+        error.kind = "budget_exceeded"
+        raise error from None
+
+
+def _worst_case(state: AppState, body: dict[str, Any]) -> float | None:
+    """The most a request can cost on any deployment that may serve it (fallbacks included); None
+    when one of them has no price."""
+    model = body["model"]
+    prompt_tokens = estimate_prompt_tokens(body)
+    worst = 0.0
+    for name in [model, *state.router.config.fallbacks.get(model, [])]:
+        for deployment in state.router.deployments.get(name, []):
+            row = state.pricer.row_for(deployment.provider, deployment.model)
+            if row is None:
+                return None
+            worst = max(worst, worst_case_cost(row, prompt_tokens, max_output_tokens(body, row)))
+    return worst
+
+
+async def _settle(state: AppState, call: GatewayCall, cost: Cost | None) -> None:
+    if call.reservation is not None:
+        await state.budgets.settle(call.reservation, cost.total if cost else 0.0)
+
+
+async def _cache_lookup(
+    state: AppState, request: Request, call: GatewayCall, openai_request: dict[str, Any]
+) -> tuple[str | None, CachedAnswer | None]:
+    """(the key to store this request's answer under, or None; a cached answer, or None)."""
+    if state.cache is None or openai_request.get("n", 1) != 1:
+        return None, None
+    policy = cache_policy(request.headers)
+    key = cache_key(call.project_id, openai_request)
+    answer = await state.cache.get(key) if policy.read else None
+    call.cache = "hit" if answer is not None else "miss" if policy.read else "skip"
+    return (key if policy.write else None), answer
+
+
+async def _cache_store(
+    state: AppState, key: str | None, deployment: Deployment, response: dict[str, Any], cost: Cost | None
+) -> None:
+    if key is not None and state.cache is not None:
+        answer = CachedAnswer(response, deployment.provider, deployment.id, cost.total if cost else None)
+        await state.cache.set(key, answer)
+
+
+def _cache_hit(
+    state: AppState, call: GatewayCall, answer: CachedAnswer, stream_wire: OpenAIWire | AnthropicWire | None
+) -> tuple[Cost, AsyncIterator[bytes] | None]:
+    """Record a call answered from the cache (no tokens billed; the saving is the original cost) and,
+    for a stream, the replayed events."""
+    cost = Cost({"input": 0.0, "output": 0.0}, "cache", answer.cost_usd or 0.0)
+    call.first_token()
+    _save(
+        state,
+        call.record(
+            status=Status.OK,
+            served_model=answer.response.get("model"),
+            provider=answer.provider,
+            deployment=answer.deployment,
+            output=output_text(answer.response),
+            cost=cost,
+        ),
+    )
+    if stream_wire is None:
+        return cost, None
+    wire = stream_wire
+
+    async def events() -> AsyncIterator[bytes]:
+        for chunk in replay_chunks(answer.response):
+            if data := wire.chunk(chunk):
+                yield data
+        yield wire.end()
+
+    return cost, events()
+
+
 async def _succeeded(
     state: AppState,
     principal: Principal,
@@ -127,9 +235,10 @@ async def _succeeded(
     deployment: Deployment,
     response: dict[str, Any],
     output: str | None,
-) -> None:
-    """Record a completed non-streamed call and count its tokens against the key's limits."""
+) -> Cost | None:
+    """Record a completed non-streamed call and count its tokens against the key's limits; its cost."""
     usage = usage_from_openai(response.get("usage"))
+    cost = _cost(state, deployment, response.get("model"), usage)
     _save(
         state,
         call.record(
@@ -139,9 +248,12 @@ async def _succeeded(
             deployment=deployment.id,
             output=output,
             usage=usage,
+            cost=cost,
         ),
     )
     await _count_tokens(state, principal, usage)
+    await _settle(state, call, cost)
+    return cost
 
 
 async def _count_tokens(state: AppState, principal: Principal, usage: Usage) -> None:
@@ -149,8 +261,9 @@ async def _count_tokens(state: AppState, principal: Principal, usage: Usage) -> 
         await state.limiter.add_tokens(principal.key.id, usage.total)
 
 
-def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
-    """The client-facing error for ``exc``, recorded on the trace."""
+async def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
+    """The client-facing error for ``exc``, recorded on the trace (and its budget hold released)."""
+    await _settle(state, call, None)
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, InvalidRequest):
@@ -179,72 +292,34 @@ async def chat_completions(request: Request) -> Response:
     try:
         check_chat_request(body)
         limit_headers = await _admit(state, principal, body["model"])
+        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        key, answer = await _cache_lookup(state, request, call, body)
+        if answer is not None:
+            hit_cost, replay = _cache_hit(
+                state, call, answer, OpenAIWire(client_wants_usage) if body.get("stream") else None
+            )
+            headers = {**_headers(call, hit_cost), **limit_headers}
+            if replay is None:
+                return FastJSONResponse(answer.response, headers=headers)
+            return StreamingResponse(replay, media_type="text/event-stream", headers=headers)
+        await _reserve(state, principal, call, body)
         if not body.get("stream"):
             response, deployment = await state.router.chat(body, call.attempts)
-            await _succeeded(state, principal, call, deployment, response, output_text(response))
-            return FastJSONResponse(response, headers={**_headers(call), **limit_headers})
+            cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
+            await _cache_store(state, key, deployment, response, cost)
+            return FastJSONResponse(response, headers={**_headers(call, cost), **limit_headers})
         # Always ask the upstream for usage; pass the usage chunk on only if the client asked for it.
-        client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         upstream_request = {
             **body,
             "stream_options": {**(body.get("stream_options") or {}), "include_usage": True},
         }
         stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
-        raise _fail(state, call, exc) from None
+        raise await _fail(state, call, exc) from None
 
-    return _relay(state, principal, call, stream, deployment, OpenAIWire(client_wants_usage), limit_headers)
-
-
-class OpenAIWire:
-    """Chunks as OpenAI server-sent events."""
-
-    def __init__(self, include_usage: bool) -> None:
-        self.include_usage = include_usage
-
-    def chunk(self, chunk: dict[str, Any]) -> bytes:
-        if not chunk.get("choices") and chunk.get("usage") and not self.include_usage:
-            return b""
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
-
-    def end(self) -> bytes:
-        return b"data: [DONE]\n\n"
-
-    def error(self, exc: ProviderError, message: str) -> bytes:
-        payload = {"error": {"message": message, "type": exc.kind, "param": None, "code": exc.code}}
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-class AnthropicWire:
-    """Chunks as Anthropic Messages stream events."""
-
-    def __init__(self, model: str) -> None:
-        self.encoder = MessagesStreamEncoder(model)
-
-    @staticmethod
-    def _events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
-        return b"".join(
-            f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n" for name, data in events
-        )
-
-    def chunk(self, chunk: dict[str, Any]) -> bytes:
-        return self._events(self.encoder.feed(chunk))
-
-    def end(self) -> bytes:
-        return self._events(self.encoder.finish())
-
-    def error(self, exc: ProviderError, message: str) -> bytes:
-        return self._events(
-            [
-                (
-                    "error",
-                    {
-                        "type": "error",
-                        "error": {"type": _ANTHROPIC_TYPES.get(exc.status, "api_error"), "message": message},
-                    },
-                )
-            ]
-        )
+    return _relay(
+        state, principal, call, stream, deployment, OpenAIWire(client_wants_usage), limit_headers, key
+    )
 
 
 def _relay(
@@ -255,6 +330,7 @@ def _relay(
     deployment: Deployment,
     wire: OpenAIWire | AnthropicWire,
     headers: dict[str, str],
+    store_key: str | None = None,
 ) -> StreamingResponse:
     """Stream the upstream's chunks to the client in its wire format, and record the call when the
     stream ends: completed, failed after the first chunk (an error event ends it), or cut by the
@@ -284,7 +360,11 @@ def _relay(
             await stream.aclose()  # type: ignore[attr-defined]
             final = assembler.response()
             usage = usage_from_openai(final.get("usage"))
+            cost = _cost(state, deployment, final.get("model"), usage)
             await _count_tokens(state, principal, usage)
+            await _settle(state, call, cost)
+            if status is Status.OK:
+                await _cache_store(state, store_key, deployment, final, cost)
             _save(
                 state,
                 call.record(
@@ -294,30 +374,20 @@ def _relay(
                     deployment=deployment.id,
                     output=output_text(final),
                     usage=usage,
+                    cost=cost,
                     error=error,
                 ),
             )
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={**_headers(call), **headers})
-
-
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-    529: "overloaded_error",
-}
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={**_headers(call, "pending"), **headers}
+    )
 
 
 def _anthropic_error(error: ApiError) -> Response:
     body = {
         "type": "error",
-        "error": {"type": _ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},
+        "error": {"type": ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},
     }
     return FastJSONResponse(body, status_code=error.status, headers=error.headers)
 
@@ -339,16 +409,31 @@ async def _messages(request: Request) -> Response:
         call.request = openai_request  # recorded in one shape, whichever surface was used
         if isinstance(openai_request.get("user"), str) and call.user_id is None:
             call.user_id = openai_request["user"]
+        key, answer = await _cache_lookup(state, request, call, openai_request)
+        if answer is not None:
+            hit_cost, replay = _cache_hit(
+                state, call, answer, AnthropicWire(body["model"]) if body.get("stream") else None
+            )
+            headers = {**_headers(call, hit_cost), **limit_headers}
+            if replay is None:
+                return FastJSONResponse(
+                    openai_to_messages_response(answer.response, body["model"]), headers=headers
+                )
+            return StreamingResponse(replay, media_type="text/event-stream", headers=headers)
+        await _reserve(state, principal, call, openai_request)
         if not body.get("stream"):
             response, deployment = await state.router.chat(openai_request, call.attempts)
-            await _succeeded(state, principal, call, deployment, response, output_text(response))
+            cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
+            await _cache_store(state, key, deployment, response, cost)
             message = openai_to_messages_response(response, body["model"])
-            return FastJSONResponse(message, headers={**_headers(call), **limit_headers})
+            return FastJSONResponse(message, headers={**_headers(call, cost), **limit_headers})
         upstream_request = {**openai_request, "stream_options": {"include_usage": True}}
         stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
-        raise _fail(state, call, exc) from None
-    return _relay(state, principal, call, stream, deployment, AnthropicWire(body["model"]), limit_headers)
+        raise await _fail(state, call, exc) from None
+    return _relay(
+        state, principal, call, stream, deployment, AnthropicWire(body["model"]), limit_headers, key
+    )
 
 
 async def embeddings(request: Request) -> Response:
@@ -357,13 +442,14 @@ async def embeddings(request: Request) -> Response:
     try:
         check_embeddings_request(body)
         limit_headers = await _admit(state, principal, body["model"])
+        await _reserve(state, principal, call, body)
         response, deployment = await state.router.embed(body, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
-        raise _fail(state, call, exc) from None
-    await _succeeded(
+        raise await _fail(state, call, exc) from None
+    cost = await _succeeded(
         state, principal, call, deployment, response, f"{len(response.get('data') or [])} embeddings"
     )
-    return FastJSONResponse(response, headers={**_headers(call), **limit_headers})
+    return FastJSONResponse(response, headers={**_headers(call, cost), **limit_headers})
 
 
 async def list_models(request: Request) -> Response:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
@@ -65,8 +66,10 @@ class IngestQueue:
         batch_spans: int = 5_000,
         linger_s: float = 0.1,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 2.0),
+        pricer: Pricer | None = None,
     ) -> None:
         self.store = store
+        self.pricer = pricer  # prices model calls that arrive without a cost (SDK and OTLP spans)
         self.max_spans = max_spans
         self.batch_spans = batch_spans
         self.linger_s = linger_s  # wait this long for a fuller batch: fewer, larger transactions
@@ -142,7 +145,11 @@ class IngestQueue:
             batch: list[SpanRecord] = []
             for export in exports:
                 try:
-                    batch.extend(export.normalise())
+                    records = export.normalise()
+                    if self.pricer is not None:
+                        for record in records:
+                            self.pricer.price_observation(record.observation)
+                    batch.extend(records)
                 except Exception:
                     self.stats.failed += export.count
                     log.exception("an export of %d spans could not be normalised", export.count)

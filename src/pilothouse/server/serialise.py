@@ -88,7 +88,12 @@ def observation_json(o: Observation, depth: int = 0) -> dict[str, Any]:
         "usage": usage_json(o.usage),
         "cost": None
         if o.cost is None
-        else {"total": o.cost.total, "items": o.cost.items, "price_version": o.cost.price_version},
+        else {
+            "total": o.cost.total,
+            "items": o.cost.items,
+            "price_version": o.cost.price_version,
+            "saved": o.cost.saved,
+        },
         "ttft_ms": None if o.ttft_ns is None else round(o.ttft_ns / 1e6, 3),
         "prompt": None if o.prompt_name is None else {"name": o.prompt_name, "version": o.prompt_version},
         "attributes": o.attributes,

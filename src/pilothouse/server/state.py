@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pilothouse.costs.pricing import Pricer
+from pilothouse.gateway.budgets import BudgetGuard
+from pilothouse.gateway.cache import ResponseCache
 from pilothouse.gateway.limits import RateLimiter
 from pilothouse.gateway.router import Router
 from pilothouse.server.auth import KeyAuthenticator
@@ -24,3 +27,6 @@ class AppState:
     router: Router
     limiter: RateLimiter
     metrics: GatewayMetrics
+    pricer: Pricer
+    budgets: BudgetGuard
+    cache: ResponseCache | None = None

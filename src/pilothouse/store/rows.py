@@ -91,6 +91,8 @@ def span_row(record: SpanRecord, compress: bool) -> dict[str, Any]:
         "ttft_ns": o.ttft_ns,
         "prompt_name": o.prompt_name,
         "prompt_version": o.prompt_version,
+        "key_id": o.attributes.get("gateway.key_id"),
+        "saved_usd": o.cost.saved if o.cost else None,
     }
 
 
@@ -121,7 +123,9 @@ def observation_from_row(row: Mapping[Any, Any]) -> Observation:
             cache_write=row["cache_write_tokens"] or 0,
             reasoning=row["reasoning_tokens"] or 0,
         ),
-        cost=Cost(cost_items, row["price_version"]) if cost_items is not None else None,
+        cost=Cost(cost_items, row["price_version"], row["saved_usd"] or 0.0)
+        if cost_items is not None
+        else None,
         ttft_ns=row["ttft_ns"],
         prompt_name=row["prompt_name"],
         prompt_version=row["prompt_version"],
@@ -191,7 +195,7 @@ SPAN_COLUMNS = (
     "status_message", "input", "output", "attributes", "provider", "request_model", "model",
     "model_parameters", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost_usd", "cost_details", "price_version", "ttft_ns", "prompt_name",
-    "prompt_version",
+    "prompt_version", "key_id", "saved_usd",
 )  # fmt: skip
 TRACE_COLUMNS = (
     "project_id", "id", "name", "root_span_id", "user_id", "session_id", "tags", "metadata",

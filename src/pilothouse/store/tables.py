@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Float,
     Index,
@@ -109,7 +110,25 @@ spans = Table(
     Column("ttft_ns", BigInteger),
     Column("prompt_name", Text),
     Column("prompt_version", Text),
+    Column("key_id", String(32)),  # the virtual key of a gateway call
+    Column("saved_usd", Float),  # what caching (provider prompt cache, gateway cache) saved on this call
     UniqueConstraint("project_id", "trace_id", "span_id", name="uq_spans_trace_span"),
+)
+
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),  # project | key | user | tag
+    Column("scope_value", Text, nullable=False),  # "" for a project budget
+    Column("period", String(8), nullable=False),  # day | week | month | total
+    Column("limit_usd", Float, nullable=False),
+    Column("hard", Boolean, nullable=False),
+    Column("alert_thresholds", Text, nullable=False),  # comma-separated fractions
+    Column("webhook_url", Text),
+    Column("created_ns", BigInteger, nullable=False),
+    Index("ix_budgets_project", "project_id", "scope"),
 )
 
 scores = Table(

@@ -44,6 +44,9 @@ class SimulatedUpstream:
         self.failing_models: set[str] = set()  # models that answer 500 while listed (fault drills)
         self.streams_completed = 0
         self.streams_aborted = 0  # streams whose client went away (or that were cut on purpose)
+        self.in_flight = 0  # requests being answered now (SimConfig.max_concurrency caps it with 429s)
+        self.peak_in_flight = 0
+        self.rate_limited = 0  # requests answered 429 because of max_concurrency
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -123,6 +126,27 @@ class SimulatedUpstream:
         if status:
             await self._error(send, status, path == "/v1/messages")
             return
+        limit = self.config.max_concurrency
+        if limit is not None and self.in_flight >= limit:
+            self.rate_limited += 1
+            await self._error(send, 429, path == "/v1/messages")
+            return
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await self._answer(send, receive, request, headers, path, latency_ms)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(
+        self,
+        send: Send,
+        receive: Receive,
+        request: dict[str, Any],
+        headers: dict[str, str],
+        path: str,
+        latency_ms: float,
+    ) -> None:
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
         if path == "/v1/embeddings":

@@ -1,0 +1,135 @@
+"""``pilothouse costs``: spend reports and re-pricing after a price correction."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from pilothouse.cli.common import CliError, database_option, open_store
+from pilothouse.cli.prices import config_option, load_catalogue
+from pilothouse.costs.pricing import Pricer, price_usage
+from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
+from pilothouse.domain.timeparse import parse_time_ns
+from pilothouse.domain.traces import Cost
+from pilothouse.store.costs import CostStore, StoredCall
+
+
+def _since(text: str) -> int:
+    try:
+        return parse_time_ns(text, time.time_ns())
+    except ValueError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+
+
+@click.group()
+def costs() -> None:
+    """Spend reports and re-pricing."""
+
+
+@costs.command()
+@click.option("--by", type=click.Choice(REPORT_DIMENSIONS), default="model", show_default=True)
+@click.option("--since", default="7d", show_default=True, help="Start of the window (15m, 7d, ISO, Unix).")
+@click.option("--project", default=None, help="Only this project.")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV on stdout instead of a table.")
+@database_option
+def report(by: str, since: str, project: str | None, as_csv: bool, database_url: str | None) -> None:
+    """Spend, tokens, requests, cost per request, cache savings and monthly run-rate per group."""
+    now = time.time_ns()
+    since_ns = _since(since)
+    store = open_store(database_url)
+    rows = cost_report(
+        CostStore(store).iter_model_calls(since_ns, project_id=project), by, (now - since_ns) / 1e9
+    )
+    store.close()
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0].as_dict()) if rows else ["group"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row.as_dict())
+        return
+    click.echo(
+        f"{by.upper():36} {'REQUESTS':>9} {'SPEND $':>12} {'$/REQ':>10} {'SAVED $':>10} {'TOKENS IN':>11} "
+        f"{'OUT':>9} {'RUN-RATE $/30d':>15}"
+    )
+    for r in rows:
+        per = "-" if r.cost_per_request_usd is None else f"{r.cost_per_request_usd:.6f}"
+        unpriced = f" ({r.unpriced} unpriced)" if r.unpriced else ""
+        click.echo(
+            f"{r.group[:36]:36} {r.requests:>9} {r.spend_usd:>12.6f} {per:>10} {r.saved_usd:>10.6f} "
+            f"{r.input_tokens:>11} {r.output_tokens:>9} {r.monthly_run_rate_usd:>15.4f}{unpriced}"
+        )
+    total = sum(r.spend_usd for r in rows) if by != "tag" else None
+    if total is not None:
+        click.echo(f"total spend ${total:.6f} over {len(rows)} groups", err=True)
+
+
+def _new_cost(pricer: Pricer, call: StoredCall) -> Cost | None:
+    for model in (call.deployment_model, call.model, call.request_model):
+        row = pricer.row_for(call.provider, model, call.start_ns)
+        if row is not None:
+            return price_usage(call.usage, row)
+    return None
+
+
+def _same(a: Cost | None, b: Cost | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return abs(a.total - b.total) < 1e-12 and a.price_version == b.price_version
+
+
+@costs.command()
+@click.option("--since", required=True, help="Re-price calls of traces started since (7d, ISO, Unix).")
+@click.option("--until", default=None, help="... and before this time (default: now).")
+@click.option("--project", default=None, help="Only this project.")
+@click.option("--dry-run", is_flag=True, help="Show the differences without changing anything.")
+@config_option
+@database_option
+def recompute(
+    since: str,
+    until: str | None,
+    project: str | None,
+    dry_run: bool,
+    config_path: Path | None,
+    database_url: str | None,
+) -> None:
+    """Re-price stored model calls with today's catalogue (after a price correction) and show the diff.
+
+    Trace totals and the dashboard rollups move by the same differences."""
+    pricer = Pricer(load_catalogue(config_path))
+    since_ns, until_ns = _since(since), _since(until) if until else None
+    store = open_store(database_url)
+    costs_store = CostStore(store)
+    changes: list[tuple[StoredCall, Cost | None]] = []
+    by_model: dict[str, list[float]] = {}
+    checked = 0
+    for call in costs_store.iter_model_calls(since_ns, until_ns, project):
+        checked += 1
+        if call.usage.is_empty:
+            continue  # nothing to price: a failed call stays as it is
+        new = _new_cost(pricer, call)
+        if _same(call.cost, new):
+            continue
+        changes.append((call, new))
+        totals = by_model.setdefault(call.model or call.request_model or "(none)", [0, 0.0, 0.0])
+        totals[0] += 1
+        totals[1] += call.cost.total if call.cost else 0.0
+        totals[2] += new.total if new else 0.0
+        if not dry_run and len(changes) >= 500:
+            costs_store.set_costs(changes)
+            changes.clear()
+    if not dry_run:
+        costs_store.set_costs(changes)
+    store.close()
+    if not by_model:
+        click.echo(f"{checked} calls checked: every cost is current")
+        return
+    click.echo(f"{'MODEL':40} {'CALLS':>7} {'BEFORE $':>14} {'AFTER $':>14} {'DIFF $':>14}")
+    for model, (count, before, after) in sorted(by_model.items()):
+        click.echo(f"{model[:40]:40} {int(count):>7} {before:>14.6f} {after:>14.6f} {after - before:>+14.6f}")
+    changed = sum(int(v[0]) for v in by_model.values())
+    verb = "would change" if dry_run else "changed"
+    click.echo(f"{checked} calls checked, {changed} {verb}", err=True)

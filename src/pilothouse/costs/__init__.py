@@ -1,0 +1,1 @@
+"""Cost control: the price catalogue, cost calculation, budgets and reports."""

@@ -1,0 +1,137 @@
+"""Budgets: who they limit, over which period, and when they alert. Pure, no I/O.
+
+A budget limits the spend of a project, a virtual key, an end user or a tag over a day, a week
+(from Monday), a calendar month (UTC) or in total. A hard budget rejects requests that could overspend
+it; a soft one only alerts. Enforcement (reservations) lives in :mod:`pilothouse.gateway.budgets`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+
+class BudgetScope(enum.StrEnum):
+    """What a budget limits."""
+
+    PROJECT = "project"
+    KEY = "key"
+    USER = "user"
+    TAG = "tag"
+
+
+class BudgetPeriod(enum.StrEnum):
+    """The window a budget's spend is counted over (UTC)."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    TOTAL = "total"
+
+
+DEFAULT_ALERTS = (0.5, 0.8, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending limit in USD."""
+
+    id: str
+    project_id: str
+    scope: BudgetScope
+    scope_value: str  # the key id, user id or tag; "" for the project
+    period: BudgetPeriod
+    limit_usd: float
+    hard: bool = True
+    alert_thresholds: tuple[float, ...] = DEFAULT_ALERTS
+    webhook_url: str | None = None
+    created_ns: int = 0
+
+    @property
+    def label(self) -> str:
+        """Readable name, e.g. ``key k_12ab monthly $50.00``."""
+        who = (
+            self.scope.value
+            if self.scope is BudgetScope.PROJECT
+            else f"{self.scope.value} {self.scope_value}"
+        )
+        period = {"day": "daily", "week": "weekly", "month": "monthly", "total": "total"}[self.period.value]
+        return f"{who} {period} ${self.limit_usd:.2f}"
+
+
+def period_start(period: BudgetPeriod, now: datetime) -> datetime:
+    """Start of the period that contains ``now`` (UTC)."""
+    now = now.astimezone(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period is BudgetPeriod.DAY:
+        return day
+    if period is BudgetPeriod.WEEK:
+        return day - timedelta(days=day.weekday())
+    if period is BudgetPeriod.MONTH:
+        return day.replace(day=1)
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def period_end(period: BudgetPeriod, now: datetime) -> datetime | None:
+    """End of the period that contains ``now`` (None for a total budget)."""
+    start = period_start(period, now)
+    if period is BudgetPeriod.DAY:
+        return start + timedelta(days=1)
+    if period is BudgetPeriod.WEEK:
+        return start + timedelta(days=7)
+    if period is BudgetPeriod.MONTH:
+        return (start + timedelta(days=32)).replace(day=1)
+    return None
+
+
+def applicable_budgets(
+    budgets: Iterable[Budget], project_id: str, key_id: str | None, user_id: str | None, tags: Sequence[str]
+) -> list[Budget]:
+    """The budgets a request of this project, key, end user and tags counts against."""
+    out = []
+    for b in budgets:
+        if b.project_id != project_id:
+            continue
+        if (
+            b.scope is BudgetScope.PROJECT
+            or (b.scope is BudgetScope.KEY and b.scope_value == key_id)
+            or (b.scope is BudgetScope.USER and b.scope_value == user_id)
+            or (b.scope is BudgetScope.TAG and b.scope_value in tags)
+        ):
+            out.append(b)
+    return out
+
+
+def crossed_thresholds(budget: Budget, before_usd: float, after_usd: float) -> list[float]:
+    """Alert thresholds (fractions of the limit) that spend crossed going from ``before`` to ``after``."""
+    if budget.limit_usd <= 0:
+        return [t for t in budget.alert_thresholds if before_usd <= 0 < after_usd]
+    return [t for t in budget.alert_thresholds if before_usd < t * budget.limit_usd <= after_usd]
+
+
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    """``"50,80,100"`` (percent) or ``"0.5,0.8,1"`` (fractions) -> sorted fractions."""
+    values = []
+    for part in text.split(","):
+        part = part.strip().rstrip("%")
+        if not part:
+            continue
+        value = float(part)
+        values.append(value / 100 if value > 1.0 else value)
+    if any(v <= 0 for v in values):
+        raise ValueError("alert thresholds must be positive")
+    return tuple(sorted(set(values)))
+
+
+def forecast_period_spend(spent_usd: float, period: BudgetPeriod, now: datetime) -> float | None:
+    """Run-rate forecast of the spend at the period's end (None for a total budget)."""
+    end = period_end(period, now)
+    if end is None:
+        return None
+    start = period_start(period, now)
+    elapsed = (now - start).total_seconds()
+    if elapsed <= 0:
+        return spent_usd
+    return spent_usd * (end - start).total_seconds() / elapsed

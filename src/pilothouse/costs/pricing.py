@@ -1,0 +1,130 @@
+"""Cost arithmetic: usage x price row -> line items in USD. Pure, no I/O.
+
+Usage counts each token once (see :class:`pilothouse.domain.traces.Usage`): ``input`` excludes cache
+reads and writes, ``output`` includes ``reasoning``. Line items: ``input``, ``cache_read``,
+``cache_write``, ``output`` (visible output) and ``reasoning``; an item appears when it has tokens
+(``input`` and ``output`` always). Long-context prices apply to the whole call when its prompt is longer
+than the row's threshold, as OpenAI, Anthropic and Google bill them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pilothouse.costs.catalogue import PriceCatalogue, PriceRow
+from pilothouse.domain.traces import Cost, Observation, Status, Usage
+
+_PER_TOKEN = 1e-6  # catalogue prices are per 1M tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """USD per token of each kind, for one call (long-context tier already chosen)."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+    reasoning: float
+
+
+def rates_for(row: PriceRow, prompt_tokens: int) -> Rates:
+    """The per-token rates a call with ``prompt_tokens`` prompt tokens pays."""
+    long = row.long_context_threshold is not None and prompt_tokens > row.long_context_threshold
+    input_price = (row.input_long if long and row.input_long is not None else None) or row.input
+    output_price = (row.output_long if long and row.output_long is not None else None) or row.output
+    cache_read = row.cache_read_long if long and row.cache_read_long is not None else row.cache_read
+    cache_write = row.cache_write_long if long and row.cache_write_long is not None else row.cache_write
+    return Rates(
+        input=input_price * _PER_TOKEN,
+        output=output_price * _PER_TOKEN,
+        cache_read=(input_price if cache_read is None else cache_read) * _PER_TOKEN,
+        cache_write=(input_price if cache_write is None else cache_write) * _PER_TOKEN,
+        reasoning=(output_price if row.reasoning is None else row.reasoning) * _PER_TOKEN,
+    )
+
+
+def price_usage(usage: Usage, row: PriceRow) -> Cost:
+    """The cost of ``usage`` at ``row``'s prices, with the row's version."""
+    rates = rates_for(row, usage.input_total)
+    reasoning = min(usage.reasoning, usage.output)
+    items = {
+        "input": usage.input * rates.input,
+        "output": (usage.output - reasoning) * rates.output,
+    }
+    if usage.cache_read:
+        items["cache_read"] = usage.cache_read * rates.cache_read
+    if usage.cache_write:
+        items["cache_write"] = usage.cache_write * rates.cache_write
+    if reasoning:
+        items["reasoning"] = reasoning * rates.reasoning
+    saved = usage.cache_read * max(0.0, rates.input - rates.cache_read)
+    return Cost({k: round(v, 12) for k, v in items.items()}, row.version, round(saved, 12))
+
+
+def worst_case_cost(row: PriceRow, prompt_tokens: int, max_output_tokens: int) -> float:
+    """An upper bound of a call's cost: every prompt token at the uncached rate (or the cache-write
+    rate when that is dearer) and ``max_output_tokens`` at the dearer of the output and reasoning
+    rates."""
+    rates = rates_for(row, prompt_tokens)
+    return prompt_tokens * max(rates.input, rates.cache_write) + max_output_tokens * max(
+        rates.output, rates.reasoning
+    )
+
+
+def estimate_prompt_tokens(request: dict[str, Any]) -> int:
+    """An upper estimate of a chat or embeddings request's prompt tokens, without a tokenizer: half
+    the UTF-8 bytes of its messages (tokens average 3-4 bytes of English, about 3 of CJK) plus the
+    chat template's few tokens per message."""
+    payload = request.get("messages", request.get("input"))
+    if payload is None:
+        return 0
+    size = len(orjson.dumps(payload)) + len(orjson.dumps(request.get("tools") or []))
+    count = len(payload) if isinstance(payload, list) else 1
+    return size // 2 + 8 * count
+
+
+def max_output_tokens(request: dict[str, Any], row: PriceRow) -> int:
+    """The most output tokens a request can produce: its own cap, else the model's output limit (else
+    16,384), times the number of choices."""
+    cap = request.get("max_completion_tokens") or request.get("max_tokens")
+    if not isinstance(cap, int) or cap <= 0:
+        cap = row.max_output_tokens or 16_384
+    choices = request.get("n")
+    return cap * (choices if isinstance(choices, int) and choices > 0 else 1)
+
+
+class Pricer:
+    """Prices observations with a catalogue: the one place gateway calls, SDK spans and OTLP spans get
+    their cost, so all three agree."""
+
+    def __init__(self, catalogue: PriceCatalogue) -> None:
+        self.catalogue = catalogue
+
+    def row_for(self, provider: str | None, model: str | None, at_ns: int | None = None) -> PriceRow | None:
+        """The price row for a model at a time (ns since the epoch; default now)."""
+        at = datetime.fromtimestamp(at_ns / 1e9, UTC) if at_ns else None
+        return self.catalogue.lookup(provider, model, at)
+
+    def cost(
+        self, provider: str | None, model: str | None, usage: Usage, at_ns: int | None = None
+    ) -> Cost | None:
+        """The cost of a call, or None when the model has no price (never 0 for unknown)."""
+        row = self.row_for(provider, model, at_ns)
+        return None if row is None else price_usage(usage, row)
+
+    def price_observation(self, observation: Observation) -> None:
+        """Set the cost of a model call that has none yet (served model first, then requested)."""
+        if observation.cost is not None or not observation.kind.is_model_call:
+            return
+        if observation.usage.is_empty and observation.status is not Status.ERROR:
+            return  # no usage reported: the cost is unknown, not 0 (a failed call with no tokens is 0)
+        for model in (observation.model, observation.request_model):
+            row = self.row_for(observation.provider, model, observation.start_ns)
+            if row is not None:
+                observation.cost = price_usage(observation.usage, row)
+                return

@@ -1,0 +1,74 @@
+"""Server-sent event encoders of the two streaming surfaces: OpenAI chat completion chunks and
+Anthropic Messages stream events, fed with OpenAI-format chunks from any provider (or the cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from pilothouse.providers.anthropic_format import MessagesStreamEncoder
+from pilothouse.providers.base import ProviderError
+
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+class OpenAIWire:
+    """Chunks as OpenAI server-sent events."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        if not chunk.get("choices") and chunk.get("usage") and not self.include_usage:
+            return b""
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def end(self) -> bytes:
+        return b"data: [DONE]\n\n"
+
+    def error(self, exc: ProviderError, message: str) -> bytes:
+        payload = {"error": {"message": message, "type": exc.kind, "param": None, "code": exc.code}}
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class AnthropicWire:
+    """Chunks as Anthropic Messages stream events."""
+
+    def __init__(self, model: str) -> None:
+        self.encoder = MessagesStreamEncoder(model)
+
+    @staticmethod
+    def _events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+        return b"".join(
+            f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n" for name, data in events
+        )
+
+    def chunk(self, chunk: dict[str, Any]) -> bytes:
+        return self._events(self.encoder.feed(chunk))
+
+    def end(self) -> bytes:
+        return self._events(self.encoder.finish())
+
+    def error(self, exc: ProviderError, message: str) -> bytes:
+        return self._events(
+            [
+                (
+                    "error",
+                    {
+                        "type": "error",
+                        "error": {"type": ANTHROPIC_TYPES.get(exc.status, "api_error"), "message": message},
+                    },
+                )
+            ]
+        )

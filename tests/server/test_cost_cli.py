@@ -1,0 +1,108 @@
+"""``pilothouse prices`` and ``pilothouse costs recompute`` on a real database, as a user runs them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pilothouse.costs.catalogue import PriceCatalogue
+from pilothouse.costs.pricing import Pricer
+from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, TraceAttributes, Usage
+from pilothouse.gateway.config import load_config
+from pilothouse.store.sql import SqlStore
+from tests.server.process import cli
+
+
+def _config(tmp_path: Path, name: str, input_price: float, output_price: float) -> Path:
+    path = tmp_path / name
+    model = {
+        "name": "m",
+        "provider": "sim",
+        "model": "m1",
+        "price": {"input": input_price, "output": output_price},
+    }
+    path.write_text(yaml.safe_dump({"models": [model]}))
+    return path
+
+
+def _seed(url: str, config: Path) -> list[str]:
+    """Three calls of m1 (1,000 in / 500 out each), priced with ``config``, and one of gpt-4o."""
+    pricer = Pricer(PriceCatalogue.packaged(load_config(config).prices))
+    store = SqlStore.from_url(url)
+    now = time.time_ns()
+    records = []
+    for i, (provider, model) in enumerate([("sim", "m1")] * 3 + [("openai", "gpt-4o")]):
+        o = Observation(
+            f"{i + 1:032x}", f"{i + 1:016x}", "chat", now - 10**9, now,
+            kind=ObservationKind.GENERATION, provider=provider, model=model,
+            usage=Usage(input=1000, output=500),
+        )  # fmt: skip
+        pricer.price_observation(o)
+        records.append(SpanRecord("default", o, TraceAttributes(user_id="u")))
+    store.write_spans(records)
+    store.close()
+    return [r.observation.trace_id for r in records]
+
+
+def test_prices_list_show_and_check(tmp_path: Path) -> None:
+    listed = cli("prices", "list", "--provider", "anthropic")
+    assert listed.returncode == 0 and "claude-haiku-4-5" in listed.stdout
+    assert all(line.startswith(("PROVIDER", "anthropic")) for line in listed.stdout.splitlines())
+    shown = cli("prices", "show", "gpt-4o")
+    # the price change of 2024: both rows, the current one marked
+    assert "openai/gpt-4o@2024-05-13" in shown.stdout and "* openai/gpt-4o@2024-10-02" in shown.stdout
+    missing = cli("prices", "show", "no-such-model")
+    assert missing.returncode == 1 and missing.stderr.startswith("Error: no price for 'no-such-model'")
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    config = _config(tmp_path, "a.yaml", 1.0, 2.0)
+    _seed(url, config)
+    unpriced = cli("prices", "check", "--since", "1h", "--database-url", url)
+    assert unpriced.returncode == 1 and "m1" in unpriced.stdout and "gpt-4o" not in unpriced.stdout
+    priced = cli("prices", "check", "--since", "1h", "--config", str(config), "--database-url", url)
+    assert priced.returncode == 0 and "every traced model has a price (4 calls checked)" in priced.stdout
+    bad = cli("prices", "check", "--since", "yesterday-ish", "--database-url", url)
+    assert bad.returncode == 2 and bad.stderr.startswith("Error:")
+
+
+def test_recompute_reprices_calls_traces_and_rollups(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    old = _config(tmp_path, "old.yaml", 1.0, 2.0)  # $0.001 + $0.001 = $0.002 a call
+    new = _config(tmp_path, "new.yaml", 2.0, 4.0)  # corrected: $0.004 a call
+    trace_ids = _seed(url, old)
+
+    dry = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--dry-run", "--database-url", url)
+    assert dry.returncode == 0, dry.stderr
+    line = next(line for line in dry.stdout.splitlines() if line.startswith("m1"))
+    assert line.split()[1:] == ["3", "0.006000", "0.012000", "+0.006000"]
+    assert "4 calls checked, 3 would change" in dry.stderr
+
+    store = SqlStore.from_url(url)
+    detail = store.get_trace("default", trace_ids[0])
+    assert detail is not None and detail.trace.cost_usd == pytest.approx(0.002)  # dry run: unchanged
+
+    done = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--database-url", url)
+    assert done.returncode == 0 and "3 changed" in done.stderr
+    detail = store.get_trace("default", trace_ids[0])
+    assert detail is not None and detail.trace.cost_usd == pytest.approx(0.004)
+    (call,) = detail.observations
+    assert call.cost is not None and call.cost.price_version == "config:m/m1"
+    assert call.cost.items == pytest.approx({"input": 0.002, "output": 0.002})
+    now_s = time.time_ns() // 10**9
+    metrics = {m.model: m.cost_usd for m in store.model_metrics("default", now_s - 7200, now_s + 60, 3600)}
+    assert metrics["m1"] == pytest.approx(0.012)  # the dashboard rollups moved by the same difference
+    assert metrics["gpt-4o"] == pytest.approx(1000 * 2.5e-6 + 500 * 10e-6)
+    store.close()
+
+    again = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--database-url", url)
+    assert "every cost is current" in again.stdout
+    # without the config, m1 has no price: its cost becomes unknown (never 0)
+    unknown = cli("costs", "recompute", "--since", "1h", "--database-url", url)
+    assert unknown.returncode == 0 and "3 changed" in unknown.stderr
+    store = SqlStore.from_url(url)
+    detail = store.get_trace("default", trace_ids[1])
+    assert detail is not None and detail.observations[0].cost is None and detail.trace.cost_usd is None
+    store.close()
