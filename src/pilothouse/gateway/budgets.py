@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 
 from pilothouse.costs.budgets import Budget, applicable_budgets, crossed_thresholds, period_start
+from pilothouse.gateway.redis_client import connect_redis
 from pilothouse.store.costs import CostStore
 
 log = logging.getLogger("pilothouse.budgets")
@@ -163,9 +164,7 @@ class RedisBudgetLedger:
     """A ledger shared by every gateway process using the same Redis."""
 
     def __init__(self, url: str, prefix: str = "pilothouse:budget") -> None:
-        import redis.asyncio as redis
-
-        self._redis: Any = redis.from_url(url)
+        self._redis: Any = connect_redis(url)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._prefix = prefix

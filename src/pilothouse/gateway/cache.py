@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from pilothouse.gateway.redis_client import connect_redis
+
 _IGNORED = frozenset({"stream", "stream_options", "user"})
 
 
@@ -129,10 +131,8 @@ class RedisResponseCache:
     """Answers shared by every gateway process through Redis (expiring after the TTL)."""
 
     def __init__(self, url: str, settings: CacheSettings, prefix: str = "pilothouse:cache") -> None:
-        import redis.asyncio as redis
-
         self.settings = settings
-        self._redis: Any = redis.from_url(url)
+        self._redis: Any = connect_redis(url)
         self._prefix = prefix
 
     async def get(self, key: str) -> CachedAnswer | None:

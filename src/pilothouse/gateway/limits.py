@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pilothouse.gateway.redis_client import connect_redis
+
 WINDOW_S = 60
 
 
@@ -95,9 +97,7 @@ class RedisRateLimiter:
     def __init__(
         self, url: str, clock: Callable[[], float] = time.time, prefix: str = "pilothouse:rl"
     ) -> None:
-        import redis.asyncio as redis
-
-        self._redis: Any = redis.from_url(url)
+        self._redis: Any = connect_redis(url)
         self._admit_script = self._redis.register_script(_ADMIT)
         self._clock = clock
         self._prefix = prefix
