@@ -81,3 +81,20 @@ def test_readme_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None
         "sim",
     ]
     assert config.fallbacks == {"gpt-4o-mini": ["claude-haiku"]}
+
+
+def test_readme_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    from pilothouse.gateway.config import parse_config
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        config = parse_config(yaml.safe_load(block), "README")
+        assert config.deployments
+    priced = parse_config(yaml.safe_load(blocks[1]), "README")
+    (row,) = priced.prices
+    assert row.output == pytest.approx(1.20 / (900 * 3600) * 1e6) and priced.cache.enabled
