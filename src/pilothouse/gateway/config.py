@@ -20,6 +20,11 @@ cache:                           # exact response cache (off unless enabled)
   enabled: true
   ttl_s: 3600
   max_entries: 100000            # in-process LRU; with PILOTHOUSE_REDIS_URL the cache lives in Redis
+  semantic:                      # answers to questions that mean the same (off unless enabled)
+    enabled: true
+    threshold: 0.92              # cosine similarity of the questions (all-MiniLM-L6-v2, in-process)
+    verify_sample: 0.05          # share of hits re-checked against a fresh answer ...
+    precision_floor: 0.8         # ... the route switches itself off below this measured precision
 router:
   retries: 2                     # further attempts after a retryable failure (429, 5xx, timeout)
   backoff_s: 0.05                # first backoff; doubles, with jitter, capped by max_backoff_s
@@ -44,6 +49,7 @@ import yaml
 
 from pilothouse.costs.catalogue import PriceRow
 from pilothouse.gateway.cache import CacheSettings
+from pilothouse.gateway.semantic_cache import SemanticCacheSettings
 from pilothouse.providers.base import Deployment
 from pilothouse.providers.registry import provider_names
 
@@ -82,6 +88,7 @@ class GatewayConfig:
     router: RouterSettings = field(default_factory=RouterSettings)
     prices: list[PriceRow] = field(default_factory=list)  # custom prices of deployments
     cache: CacheSettings = field(default_factory=CacheSettings)
+    semantic_cache: SemanticCacheSettings = field(default_factory=SemanticCacheSettings)
 
 
 def _expand(value: Any, where: str) -> Any:
@@ -170,13 +177,15 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
     cache_data = data.get("cache") or {}
     if not isinstance(cache_data, dict):
         raise ConfigError(f"{source}: cache must be a mapping (enabled, ttl_s, max_entries)")
+    semantic_data = cache_data.get("semantic") or {}
     try:
-        cache = CacheSettings(**cache_data)
-    except TypeError as exc:
+        cache = CacheSettings(**{k: v for k, v in cache_data.items() if k != "semantic"})
+        semantic = SemanticCacheSettings(**semantic_data)
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: cache: {exc}") from None
     if cache.ttl_s <= 0 or cache.max_entries < 1:
         raise ConfigError(f"{source}: cache: ttl_s must be > 0 and max_entries >= 1")
-    return GatewayConfig(deployments, fallbacks, router, prices, cache)
+    return GatewayConfig(deployments, fallbacks, router, prices, cache, semantic)
 
 
 _PRICE_KEYS = {"input", "output", "cache_read", "cache_write", "reasoning", "max_output_tokens"}

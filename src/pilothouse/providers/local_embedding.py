@@ -64,7 +64,8 @@ class LocalEmbeddingProvider:
             self._tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
             self._model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
 
-    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def embed_texts(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """L2-normalised embeddings of ``texts`` and the tokens they took (blocking: call from a thread)."""
         import torch
 
         self._load()
@@ -94,7 +95,7 @@ class LocalEmbeddingProvider:
             raise ProviderError(
                 400, "encoding_format must be 'float' or 'base64'", kind="invalid_request_error"
             )
-        vectors, tokens = await asyncio.to_thread(self._embed, texts)
+        vectors, tokens = await asyncio.to_thread(self.embed_texts, texts)
         data: list[Any] = list(vectors)
         if encoding == "base64":  # little-endian float32, as OpenAI sends it (the openai client asks for it)
             data = [base64.b64encode(array("f", v).tobytes()).decode() for v in vectors]

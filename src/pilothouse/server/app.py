@@ -3,6 +3,7 @@ passed in (``create_app(settings, store)``)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -22,6 +23,7 @@ from pilothouse.gateway.cache import make_response_cache
 from pilothouse.gateway.config import GatewayConfig, load_config
 from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
+from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.server import api, costs_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
@@ -113,6 +115,11 @@ def create_app(
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     budgets = BudgetGuard(CostStore(the_store), make_budget_ledger(settings.redis_url))
     cache = make_response_cache(config.cache, settings.redis_url)
+    semantic = (
+        SemanticCache(config.semantic_cache, local_embedder(config.semantic_cache.model))
+        if config.semantic_cache.enabled
+        else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -133,7 +140,10 @@ def create_app(
             pricer=pricer,
             budgets=budgets,
             cache=cache,
+            semantic=semantic,
         )
+        if semantic is not None:
+            await asyncio.to_thread(semantic.warm_up)  # the embedding model loads before serving
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -145,6 +155,8 @@ def create_app(
             await budgets.close()
             if cache is not None:
                 await cache.close()
+            if semantic is not None and semantic.tasks:
+                await asyncio.wait(semantic.tasks, timeout=10)
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:

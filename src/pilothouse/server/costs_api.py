@@ -15,6 +15,7 @@ from pilothouse.costs.budgets import Budget, BudgetPeriod, BudgetScope, forecast
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.timeparse import parse_time_ns
+from pilothouse.gateway.cache import LocalResponseCache
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.state import AppState
@@ -138,7 +139,20 @@ async def delete_budget(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def cache_report(request: Request) -> Response:
+    """``GET /api/cache``: the caches' settings and, per model, the semantic cache's hits, misses,
+    re-checked hits and measured precision (and whether it switched itself off)."""
+    state = _state(request)
+    await state.auth.authenticate(request, Scope.READ)
+    exact: dict[str, Any] = {"enabled": state.cache is not None}
+    if isinstance(state.cache, LocalResponseCache):
+        exact["entries"] = len(state.cache)
+    semantic = {"enabled": False} if state.semantic is None else {"enabled": True, **state.semantic.report()}
+    return FastJSONResponse({"exact": exact, "semantic": semantic})
+
+
 routes = [
+    Route("/api/cache", cache_report, methods=["GET"]),
     Route("/api/costs", costs_report, methods=["GET"]),
     Route("/api/budgets", list_budgets, methods=["GET"]),
     Route("/api/budgets", create_budget, methods=["POST"]),

@@ -6,7 +6,6 @@ database); errors use the JSON shape of the surface's own API."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,11 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from pilothouse.costs.pricing import estimate_prompt_tokens, max_output_tokens, worst_case_cost
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
-from pilothouse.gateway.budgets import BudgetExceeded
-from pilothouse.gateway.cache import CachedAnswer, cache_key, cache_policy, replay_chunks
+from pilothouse.gateway.cache import CachedAnswer, replay_chunks
 from pilothouse.gateway.recording import (
     GatewayCall,
     StreamAssembler,
@@ -38,6 +35,8 @@ from pilothouse.providers.anthropic_format import (
     openai_to_messages_response,
 )
 from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.server import caching
+from pilothouse.server.admission import admit, reserve_budget, settle_budget
 from pilothouse.server.auth import Principal
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
@@ -104,99 +103,6 @@ async def _start(request: Request, operation: str) -> tuple[AppState, Principal,
     return state, principal, call, body
 
 
-async def _admit(state: AppState, principal: Principal, model: str) -> dict[str, str]:
-    """Check the key's model allow-list and rate limits (counting this request); the rate-limit
-    headers to send. Raises a 403 or 429 :class:`ApiError`."""
-    key = principal.key
-    if key is None:  # the admin secret has no limits
-        return {}
-    if not key.may_use(model):
-        raise ApiError(
-            403, f"This key may not call the model '{model}'.", code="model_not_allowed", param="model"
-        )
-    if key.rpm is None and key.tpm is None:
-        return {}
-    decision = await state.limiter.admit(key.id, key.rpm, key.tpm)
-    headers = {}
-    if key.rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(key.rpm)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - decision.requests))
-    if key.tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - decision.tokens))
-    if not decision.allowed:
-        limit = key.rpm if decision.exceeded == "requests" else key.tpm
-        headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
-        raise ApiError(
-            429,
-            f"Rate limit reached for this key: {limit} {decision.exceeded} per minute. "
-            f"Retry after {headers['Retry-After']} s.",
-            code="rate_limit_exceeded",
-            headers=headers,
-        )
-    return headers
-
-
-async def _reserve(state: AppState, principal: Principal, call: GatewayCall, body: dict[str, Any]) -> None:
-    """Hold the request's worst-case cost against the budgets it counts against (429
-    ``budget_exceeded`` when a hard budget cannot take it)."""
-    budgets = await state.budgets.applicable(
-        principal.project_id, principal.key.id if principal.key else None, call.user_id, call.tags
-    )
-    if not budgets:
-        return
-    worst = _worst_case(state, body)
-    if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
-        return
-    try:
-        call.reservation = await state.budgets.reserve(budgets, worst)
-    except BudgetExceeded as exc:
-        error = ApiError(429, str(exc), code="budget_exceeded")
-        error.kind = "budget_exceeded"
-        raise error from None
-
-
-def _worst_case(state: AppState, body: dict[str, Any]) -> float | None:
-    """The most a request can cost on any deployment that may serve it (fallbacks included); None
-    when one of them has no price."""
-    model = body["model"]
-    prompt_tokens = estimate_prompt_tokens(body)
-    worst = 0.0
-    for name in [model, *state.router.config.fallbacks.get(model, [])]:
-        for deployment in state.router.deployments.get(name, []):
-            row = state.pricer.row_for(deployment.provider, deployment.model)
-            if row is None:
-                return None
-            worst = max(worst, worst_case_cost(row, prompt_tokens, max_output_tokens(body, row)))
-    return worst
-
-
-async def _settle(state: AppState, call: GatewayCall, cost: Cost | None) -> None:
-    if call.reservation is not None:
-        await state.budgets.settle(call.reservation, cost.total if cost else 0.0)
-
-
-async def _cache_lookup(
-    state: AppState, request: Request, call: GatewayCall, openai_request: dict[str, Any]
-) -> tuple[str | None, CachedAnswer | None]:
-    """(the key to store this request's answer under, or None; a cached answer, or None)."""
-    if state.cache is None or openai_request.get("n", 1) != 1:
-        return None, None
-    policy = cache_policy(request.headers)
-    key = cache_key(call.project_id, openai_request)
-    answer = await state.cache.get(key) if policy.read else None
-    call.cache = "hit" if answer is not None else "miss" if policy.read else "skip"
-    return (key if policy.write else None), answer
-
-
-async def _cache_store(
-    state: AppState, key: str | None, deployment: Deployment, response: dict[str, Any], cost: Cost | None
-) -> None:
-    if key is not None and state.cache is not None:
-        answer = CachedAnswer(response, deployment.provider, deployment.id, cost.total if cost else None)
-        await state.cache.set(key, answer)
-
-
 def _cache_hit(
     state: AppState, call: GatewayCall, answer: CachedAnswer, stream_wire: OpenAIWire | AnthropicWire | None
 ) -> tuple[Cost, AsyncIterator[bytes] | None]:
@@ -252,7 +158,7 @@ async def _succeeded(
         ),
     )
     await _count_tokens(state, principal, usage)
-    await _settle(state, call, cost)
+    await settle_budget(state, call, cost)
     return cost
 
 
@@ -263,7 +169,7 @@ async def _count_tokens(state: AppState, principal: Principal, usage: Usage) -> 
 
 async def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
     """The client-facing error for ``exc``, recorded on the trace (and its budget hold released)."""
-    await _settle(state, call, None)
+    await settle_budget(state, call, None)
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, InvalidRequest):
@@ -291,10 +197,11 @@ async def chat_completions(request: Request) -> Response:
     state, principal, call, body = await _start(request, "chat")
     try:
         check_chat_request(body)
-        limit_headers = await _admit(state, principal, body["model"])
+        limit_headers = await admit(state, principal, body["model"])
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        key, answer = await _cache_lookup(state, request, call, body)
-        if answer is not None:
+        cached = await caching.lookup(state, request.headers, call, body)
+        if (answer := cached.answer) is not None:
+            caching.maybe_verify(state, cached, call, body, _save)
             hit_cost, replay = _cache_hit(
                 state, call, answer, OpenAIWire(client_wants_usage) if body.get("stream") else None
             )
@@ -302,11 +209,11 @@ async def chat_completions(request: Request) -> Response:
             if replay is None:
                 return FastJSONResponse(answer.response, headers=headers)
             return StreamingResponse(replay, media_type="text/event-stream", headers=headers)
-        await _reserve(state, principal, call, body)
+        await reserve_budget(state, principal, call, body)
         if not body.get("stream"):
             response, deployment = await state.router.chat(body, call.attempts)
             cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
-            await _cache_store(state, key, deployment, response, cost)
+            await caching.store(state, cached, deployment, response, cost)
             return FastJSONResponse(response, headers={**_headers(call, cost), **limit_headers})
         # Always ask the upstream for usage; pass the usage chunk on only if the client asked for it.
         upstream_request = {
@@ -318,7 +225,7 @@ async def chat_completions(request: Request) -> Response:
         raise await _fail(state, call, exc) from None
 
     return _relay(
-        state, principal, call, stream, deployment, OpenAIWire(client_wants_usage), limit_headers, key
+        state, principal, call, stream, deployment, OpenAIWire(client_wants_usage), limit_headers, cached
     )
 
 
@@ -330,7 +237,7 @@ def _relay(
     deployment: Deployment,
     wire: OpenAIWire | AnthropicWire,
     headers: dict[str, str],
-    store_key: str | None = None,
+    cached: caching.CacheOutcome | None = None,
 ) -> StreamingResponse:
     """Stream the upstream's chunks to the client in its wire format, and record the call when the
     stream ends: completed, failed after the first chunk (an error event ends it), or cut by the
@@ -362,9 +269,9 @@ def _relay(
             usage = usage_from_openai(final.get("usage"))
             cost = _cost(state, deployment, final.get("model"), usage)
             await _count_tokens(state, principal, usage)
-            await _settle(state, call, cost)
-            if status is Status.OK:
-                await _cache_store(state, store_key, deployment, final, cost)
+            await settle_budget(state, call, cost)
+            if status is Status.OK and cached is not None:
+                await caching.store(state, cached, deployment, final, cost)
             _save(
                 state,
                 call.record(
@@ -404,13 +311,14 @@ async def _messages(request: Request) -> Response:
     state, principal, call, body = await _start(request, "chat")
     try:
         check_messages_request(body)
-        limit_headers = await _admit(state, principal, body["model"])
+        limit_headers = await admit(state, principal, body["model"])
         openai_request = messages_to_openai_request(body)
         call.request = openai_request  # recorded in one shape, whichever surface was used
         if isinstance(openai_request.get("user"), str) and call.user_id is None:
             call.user_id = openai_request["user"]
-        key, answer = await _cache_lookup(state, request, call, openai_request)
-        if answer is not None:
+        cached = await caching.lookup(state, request.headers, call, openai_request)
+        if (answer := cached.answer) is not None:
+            caching.maybe_verify(state, cached, call, openai_request, _save)
             hit_cost, replay = _cache_hit(
                 state, call, answer, AnthropicWire(body["model"]) if body.get("stream") else None
             )
@@ -420,11 +328,11 @@ async def _messages(request: Request) -> Response:
                     openai_to_messages_response(answer.response, body["model"]), headers=headers
                 )
             return StreamingResponse(replay, media_type="text/event-stream", headers=headers)
-        await _reserve(state, principal, call, openai_request)
+        await reserve_budget(state, principal, call, openai_request)
         if not body.get("stream"):
             response, deployment = await state.router.chat(openai_request, call.attempts)
             cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
-            await _cache_store(state, key, deployment, response, cost)
+            await caching.store(state, cached, deployment, response, cost)
             message = openai_to_messages_response(response, body["model"])
             return FastJSONResponse(message, headers={**_headers(call, cost), **limit_headers})
         upstream_request = {**openai_request, "stream_options": {"include_usage": True}}
@@ -432,7 +340,7 @@ async def _messages(request: Request) -> Response:
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
         raise await _fail(state, call, exc) from None
     return _relay(
-        state, principal, call, stream, deployment, AnthropicWire(body["model"]), limit_headers, key
+        state, principal, call, stream, deployment, AnthropicWire(body["model"]), limit_headers, cached
     )
 
 
@@ -441,8 +349,8 @@ async def embeddings(request: Request) -> Response:
     state, principal, call, body = await _start(request, "embeddings")
     try:
         check_embeddings_request(body)
-        limit_headers = await _admit(state, principal, body["model"])
-        await _reserve(state, principal, call, body)
+        limit_headers = await admit(state, principal, body["model"])
+        await reserve_budget(state, principal, call, body)
         response, deployment = await state.router.embed(body, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
         raise await _fail(state, call, exc) from None

@@ -9,6 +9,7 @@ from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.cache import ResponseCache
 from pilothouse.gateway.limits import RateLimiter
 from pilothouse.gateway.router import Router
+from pilothouse.gateway.semantic_cache import SemanticCache
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
@@ -30,3 +31,4 @@ class AppState:
     pricer: Pricer
     budgets: BudgetGuard
     cache: ResponseCache | None = None
+    semantic: SemanticCache | None = None

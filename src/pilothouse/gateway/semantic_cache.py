@@ -1,0 +1,259 @@
+"""The gateway's semantic cache: a request whose question means the same as one answered before (cosine
+similarity of sentence embeddings above a threshold) gets that answer.
+
+Answers are only shared within a scope: the same project, model, system prompt and parameters, so a
+different instruction or temperature never reuses an answer. Multi-turn conversations are left out
+unless enabled (the same last question means something else in another conversation). A sample of
+hits is re-checked against a fresh answer from the model; the share of hits whose fresh answer agrees
+(embedding similarity of the two answers above ``answer_threshold``) is the route's measured
+precision, and a route whose precision falls below ``precision_floor`` is switched off.
+
+Embeddings come from a local model (all-MiniLM-L6-v2 by default), computed in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from pilothouse.gateway.cache import CachedAnswer
+
+log = logging.getLogger("pilothouse.cache")
+
+Embedder = Callable[[list[str]], Sequence[Sequence[float]]]
+_SCOPE_IGNORED = frozenset({"messages", "stream", "stream_options", "user"})
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticCacheSettings:
+    """``cache.semantic:`` in the gateway config."""
+
+    enabled: bool = False
+    threshold: float = 0.92  # cosine similarity of the questions for a hit
+    multi_turn: bool = False  # also cache conversations with earlier turns
+    ttl_s: float = 3600.0
+    max_entries: int = 10_000  # per scope; the oldest go first
+    verify_sample: float = 0.05  # share of hits re-checked against a fresh answer
+    answer_threshold: float = 0.80  # similarity of cached and fresh answers that counts as agreement
+    precision_floor: float = 0.80  # below this measured precision the route is switched off ...
+    min_verified: int = 20  # ... once this many hits were re-checked
+    model: str = "all-minilm-l6-v2"
+
+    def __post_init__(self) -> None:
+        for name in ("threshold", "verify_sample", "answer_threshold", "precision_floor"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.ttl_s <= 0 or self.max_entries < 1 or self.min_verified < 1:
+            raise ValueError("ttl_s must be > 0, max_entries and min_verified >= 1")
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def question_and_scope(
+    project_id: str, request: Mapping[str, Any], multi_turn: bool
+) -> tuple[str, str] | None:
+    """(the text to embed, the scope key) of a chat request, or None when it is not eligible (several
+    choices, tools, or a conversation with earlier turns unless ``multi_turn``)."""
+    messages = request.get("messages")
+    if not isinstance(messages, list) or request.get("n", 1) != 1 or request.get("tools"):
+        return None
+    system = [
+        _text(m.get("content"))
+        for m in messages
+        if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    ]
+    turns = [m for m in messages if isinstance(m, dict) and m.get("role") not in ("system", "developer")]
+    if not turns or turns[-1].get("role") != "user":
+        return None
+    if len(turns) > 1 and not multi_turn:
+        return None
+    question = "\n".join(_text(m.get("content")) for m in turns).strip()
+    if not question:
+        return None
+    params = {k: v for k, v in request.items() if k not in _SCOPE_IGNORED}
+    scope_source = orjson.dumps([project_id, system, params], option=orjson.OPT_SORT_KEYS)
+    return question, hashlib.sha256(scope_source).hexdigest()
+
+
+@dataclass
+class _Scope:
+    vectors: np.ndarray  # (n, dim) float32, rows L2-normalised
+    answers: list[CachedAnswer] = field(default_factory=list)
+    expiries: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RouteStats:
+    """Semantic cache figures of one model name."""
+
+    hits: int = 0
+    misses: int = 0
+    verified: int = 0
+    agreed: int = 0
+    enabled: bool = True
+
+    @property
+    def precision(self) -> float | None:
+        """Share of re-checked hits whose fresh answer agreed (None before any re-check)."""
+        return self.agreed / self.verified if self.verified else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures as JSON values."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "verified": self.verified,
+            "agreed": self.agreed,
+            "precision": self.precision,
+            "enabled": self.enabled,
+        }
+
+
+@dataclass(slots=True)
+class SemanticLookup:
+    """One request's pass through the semantic cache."""
+
+    route: str
+    scope: str
+    question: str
+    vector: np.ndarray
+    answer: CachedAnswer | None = None
+    similarity: float | None = None
+
+
+class SemanticCache:
+    """Embeddings and answers per scope, in process memory; precision measured per route."""
+
+    def __init__(
+        self,
+        settings: SemanticCacheSettings,
+        embed: Embedder,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._embed = embed
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._scopes: dict[str, _Scope] = {}
+        self.routes: dict[str, RouteStats] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # re-checks in flight
+
+    def _vectors(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self._embed(texts), dtype=np.float32)
+
+    def warm_up(self) -> None:
+        """Load the embedding model now (start-up) rather than on the first request."""
+        self._vectors(["warm up"])
+
+    async def lookup(self, project_id: str, request: Mapping[str, Any]) -> SemanticLookup | None:
+        """The closest cached answer above the threshold in the request's scope; None when the request
+        is not eligible or its route is switched off."""
+        route = str(request.get("model"))
+        stats = self.routes.setdefault(route, RouteStats())
+        if not stats.enabled:
+            return None
+        found = question_and_scope(project_id, request, self.settings.multi_turn)
+        if found is None:
+            return None
+        question, scope_key = found
+        vector = (await asyncio.to_thread(self._vectors, [question]))[0]
+        result = SemanticLookup(route, scope_key, question, vector)
+        scope = self._scopes.get(scope_key)
+        if scope is not None and scope.answers:
+            similarities = scope.vectors[: len(scope.answers)] @ vector
+            best = int(np.argmax(similarities))
+            result.similarity = float(similarities[best])
+            if result.similarity >= self.settings.threshold and scope.expiries[best] > self._clock():
+                result.answer = scope.answers[best]
+        if result.answer is None:
+            stats.misses += 1
+        else:
+            stats.hits += 1
+        return result
+
+    def add(self, lookup: SemanticLookup, answer: CachedAnswer) -> None:
+        """Remember the answer to a request that missed."""
+        scope = self._scopes.get(lookup.scope)
+        if scope is None:
+            scope = self._scopes[lookup.scope] = _Scope(np.empty((0, lookup.vector.shape[0]), np.float32))
+        now = self._clock()
+        live = [i for i, expiry in enumerate(scope.expiries) if expiry > now]
+        if len(live) >= self.settings.max_entries:
+            live = live[len(live) - self.settings.max_entries + 1 :]
+        if len(live) != len(scope.answers):
+            scope.vectors = scope.vectors[live]
+            scope.answers = [scope.answers[i] for i in live]
+            scope.expiries = [scope.expiries[i] for i in live]
+        scope.vectors = np.vstack([scope.vectors, lookup.vector[None, :]])
+        scope.answers.append(answer)
+        scope.expiries.append(now + self.settings.ttl_s)
+
+    def should_verify(self) -> bool:
+        """Whether this hit is one of the sample re-checked against a fresh answer."""
+        return self._rng.random() < self.settings.verify_sample
+
+    async def record_verification(self, route: str, cached_text: str, fresh_text: str) -> bool:
+        """Compare a hit's cached answer with a fresh one; switch the route off when its measured
+        precision falls below the floor. Whether they agreed."""
+        vectors = await asyncio.to_thread(self._vectors, [cached_text or " ", fresh_text or " "])
+        agreed = float(vectors[0] @ vectors[1]) >= self.settings.answer_threshold
+        stats = self.routes.setdefault(route, RouteStats())
+        stats.verified += 1
+        stats.agreed += agreed
+        precision = stats.precision
+        if (
+            stats.enabled
+            and stats.verified >= self.settings.min_verified
+            and precision is not None
+            and precision < self.settings.precision_floor
+        ):
+            stats.enabled = False
+            log.warning(
+                "semantic cache switched off for model %r: precision %.2f over %d re-checked hits is "
+                "below the floor %.2f",
+                route,
+                precision,
+                stats.verified,
+                self.settings.precision_floor,
+            )
+        return agreed
+
+    def report(self) -> dict[str, Any]:
+        """Settings and per-route figures."""
+        return {
+            "threshold": self.settings.threshold,
+            "precision_floor": self.settings.precision_floor,
+            "entries": sum(len(s.answers) for s in self._scopes.values()),
+            "routes": {route: stats.as_dict() for route, stats in sorted(self.routes.items())},
+        }
+
+
+def local_embedder(model: str) -> Embedder:
+    """Embeddings from the in-process sentence model ``model`` (see providers.local_embedding)."""
+    from pilothouse.providers.base import Deployment
+    from pilothouse.providers.local_embedding import LocalEmbeddingProvider
+
+    provider = LocalEmbeddingProvider(Deployment(name=model, provider="local", model=model))
+
+    def embed(texts: list[str]) -> Sequence[Sequence[float]]:
+        vectors, _tokens = provider.embed_texts(texts)
+        return vectors
+
+    return embed
