@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.cli.prices import config_option, load_catalogue
+from pilothouse.costs.cascade_report import CascadeItem
+from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer, price_usage
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
 from pilothouse.domain.timeparse import parse_time_ns
@@ -65,6 +69,52 @@ def report(by: str, since: str, project: str | None, as_csv: bool, database_url:
     total = sum(r.spend_usd for r in rows) if by != "tag" else None
     if total is not None:
         click.echo(f"total spend ${total:.6f} over {len(rows)} groups", err=True)
+
+
+async def _measure_cascade(
+    router: Any,
+    cascade: Any,
+    questions: list[tuple[str, str, Any]],
+    scorer_spec: dict[str, Any],
+    pricer: Pricer,
+    concurrency: int,
+) -> list[CascadeItem]:
+    from pilothouse.evals.scoring import Sample, build_scorer
+    from pilothouse.gateway.cascade import run_cascade
+    from pilothouse.gateway.recording import usage_from_openai
+
+    settings, verifier = cascade
+    scorer = build_scorer(scorer_spec)
+    gate = asyncio.Semaphore(concurrency)
+
+    def cost_of(response: dict[str, Any], deployment: Any) -> float | None:
+        cost = pricer.cost(deployment.provider, deployment.model, usage_from_openai(response.get("usage")))
+        return None if cost is None else cost.total
+
+    async def correct(item_id: str, question: str, expected: Any, response: dict[str, Any]) -> bool | None:
+        text = str(((response.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
+        result = await scorer.score(Sample(item_id, {"question": question}, output=text, expected=expected))
+        return result.passed
+
+    async def one(item_id: str, question: str, expected: Any) -> CascadeItem:
+        request = {"model": settings.name, "messages": [{"role": "user", "content": question}]}
+        async with gate:
+            steps = await run_cascade(router, settings, verifier, request, [])
+            strong, deployment = await router.chat({**request, "model": settings.models[-1]}, [])
+        costs = [cost_of(s.response, s.deployment) for s in steps]
+        return CascadeItem(
+            item_id,
+            len(steps),
+            None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
+            await correct(item_id, question, expected, steps[-1].response),
+            cost_of(strong, deployment),
+            await correct(item_id, question, expected, strong),
+        )
+
+    try:
+        return list(await asyncio.gather(*(one(*q) for q in questions)))
+    finally:
+        await router.close()
 
 
 def _new_cost(pricer: Pricer, call: StoredCall) -> Cost | None:
@@ -133,3 +183,69 @@ def recompute(
     changed = sum(int(v[0]) for v in by_model.values())
     verb = "would change" if dry_run else "changed"
     click.echo(f"{checked} calls checked, {changed} {verb}", err=True)
+
+
+@costs.command("cascade-report")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The gateway config with the cascade.",
+)
+@click.option("--cascade", "cascade_name", required=True, help="The cascade route to measure.")
+@click.option(
+    "--dataset",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="JSONL items with a question and its expected answer.",
+)
+@click.option("--question-field", default="question", show_default=True)
+@click.option("--answer-field", default="answer", show_default=True)
+@click.option(
+    "--scorer",
+    default='{"type": "contains", "value": "{{expected}}", "ignore_case": true}',
+    show_default=True,
+    help="The eval scorer (JSON) that says whether an answer is right.",
+)
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True)
+def cascade_report(
+    config_path: Path,
+    cascade_name: str,
+    dataset: Path,
+    question_field: str,
+    answer_field: str,
+    scorer: str,
+    concurrency: int,
+) -> None:
+    """Run a dataset through a cascade route and through its strongest model alone: the share kept on
+    the cheapest model, the cost saved and the quality retained."""
+    import json
+
+    from pilothouse.costs.cascade_report import summarise
+    from pilothouse.gateway.config import ConfigError, load_config
+    from pilothouse.gateway.router import Router
+    from pilothouse.server.app import build_cascades
+
+    try:
+        config = load_config(config_path)
+        router = Router(config)
+        cascades = build_cascades(config, router)
+    except ConfigError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    if cascade_name not in cascades:
+        raise CliError(f"{config_path} has no cascade {cascade_name!r}", exit_code=2)
+    try:
+        spec = json.loads(scorer)
+        items = [json.loads(line) for line in dataset.read_text().splitlines() if line.strip()]
+        questions = [
+            (str(i.get("id", n)), str(i[question_field]), i[answer_field]) for n, i in enumerate(items)
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"cannot read the dataset or the scorer: {exc}", exit_code=2) from None
+    pricer = Pricer(PriceCatalogue.packaged(config.prices))
+    report = asyncio.run(
+        _measure_cascade(router, cascades[cascade_name], questions, spec, pricer, concurrency)
+    )
+    for line in summarise(report).lines():
+        click.echo(line)

@@ -25,6 +25,10 @@ cache:                           # exact response cache (off unless enabled)
     threshold: 0.92              # cosine similarity of the questions (all-MiniLM-L6-v2, in-process)
     verify_sample: 0.05          # share of hits re-checked against a fresh answer ...
     precision_floor: 0.8         # ... the route switches itself off below this measured precision
+cascades:                        # cheap model first, escalate when a verifier rejects its answer
+  - name: smart
+    models: [gpt-4o-mini, claude-haiku]
+    verifier: {type: regex, value: "(?i)not sure", negate: true}   # any eval scorer (rubric + judge ...)
 router:
   retries: 2                     # further attempts after a retryable failure (429, 5xx, timeout)
   backoff_s: 0.05                # first backoff; doubles, with jitter, capped by max_backoff_s
@@ -49,6 +53,7 @@ import yaml
 
 from pilothouse.costs.catalogue import PriceRow
 from pilothouse.gateway.cache import CacheSettings
+from pilothouse.gateway.cascade import CascadeSettings, parse_cascades
 from pilothouse.gateway.semantic_cache import SemanticCacheSettings
 from pilothouse.providers.base import Deployment
 from pilothouse.providers.registry import provider_names
@@ -89,6 +94,7 @@ class GatewayConfig:
     prices: list[PriceRow] = field(default_factory=list)  # custom prices of deployments
     cache: CacheSettings = field(default_factory=CacheSettings)
     semantic_cache: SemanticCacheSettings = field(default_factory=SemanticCacheSettings)
+    cascades: list[CascadeSettings] = field(default_factory=list)
 
 
 def _expand(value: Any, where: str) -> Any:
@@ -114,10 +120,11 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
         return GatewayConfig()
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: must be a mapping with 'models'")
-    unknown_sections = sorted(set(data) - {"models", "fallbacks", "router", "cache"})
+    sections = {"models", "fallbacks", "router", "cache", "cascades"}
+    unknown_sections = sorted(set(data) - sections)
     if unknown_sections:
         raise ConfigError(
-            f"{source}: unknown section {unknown_sections[0]!r} (models, fallbacks, router, cache)"
+            f"{source}: unknown section {unknown_sections[0]!r} ({', '.join(sorted(sections))})"
         )
     deployments = []
     prices: list[PriceRow] = []
@@ -185,7 +192,11 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
         raise ConfigError(f"{source}: cache: {exc}") from None
     if cache.ttl_s <= 0 or cache.max_entries < 1:
         raise ConfigError(f"{source}: cache: ttl_s must be > 0 and max_entries >= 1")
-    return GatewayConfig(deployments, fallbacks, router, prices, cache, semantic)
+    try:
+        cascades = parse_cascades(data.get("cascades"), names, source)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return GatewayConfig(deployments, fallbacks, router, prices, cache, semantic, cascades)
 
 
 _PRICE_KEYS = {"input", "output", "cache_read", "cache_write", "reasoning", "max_output_tokens"}

@@ -99,6 +99,7 @@ class GatewayCall:
     first_token_at: float | None = None
     tags: tuple[str, ...] = ()
     cache: str | None = None  # "hit" or "miss" when the response cache is on
+    extra: dict[str, Any] = field(default_factory=dict)  # more span attributes (a cascade's steps, ...)
     reservation: Any = None  # the budget hold (pilothouse.gateway.budgets.Reservation), if any
 
     def first_token(self) -> None:
@@ -132,6 +133,7 @@ class GatewayCall:
             attributes["gateway.key_id"] = self.key_id
         if self.cache:
             attributes["gateway.cache"] = self.cache
+        attributes.update(self.extra)
         if self.request.get("tools"):
             attributes["gen_ai.request.tools"] = self.request["tools"]
         observation = Observation(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,7 +47,12 @@ class SimConfig:
     ``echo``: answer with the words of the last user message (capped by ``max_tokens``) instead of
     hashed words, so that what a prompt says shows in the answer (evals: a prompt that drops a variable
     scores worse). ``max_concurrency``: more requests than this in flight at once get 429 with
-    ``Retry-After: retry_after_s`` (a rate-limited upstream, for back-off tests)."""
+    ``Retry-After: retry_after_s`` (a rate-limited upstream, for back-off tests).
+
+    ``knowledge``: a JSONL file of ``{"question", "answer", "difficulty"}`` (difficulty 0..1); a
+    question found in the last user message is answered right when its difficulty is at most
+    ``skill``, otherwise with ``"I am not sure."`` (a weak model that knows the easy items: cascade
+    routing demos); a question it does not know gets ``"I do not know."``."""
 
     latency_ms: float = 0.0  # before the first byte
     tokens_per_s: float = 0.0  # 0: all at once
@@ -57,6 +64,8 @@ class SimConfig:
     retry_after_s: float = 1.0
     echo: bool = False
     max_concurrency: int | None = None
+    knowledge: str | None = None
+    skill: float = 1.0
 
 
 def count_tokens(text: str) -> int:
@@ -110,6 +119,29 @@ class SimReply:
         return len(self.words) + self.reasoning_tokens
 
 
+@functools.lru_cache(maxsize=8)
+def _knowledge(path: str) -> tuple[tuple[str, str, float], ...]:
+    items = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            item = orjson.loads(line)
+            items.append(
+                (str(item["question"]).strip().lower(), str(item["answer"]), float(item["difficulty"]))
+            )
+    return tuple(items)
+
+
+def knowledge_answer(path: str, question: str, skill: float) -> str:
+    """What a simulated model of ``skill`` answers to ``question`` from the knowledge file."""
+    asked = question.strip().lower()
+    # the longest known question the message contains ("number 12" is not "number 1")
+    found = max((k for k in _knowledge(path) if k[0] in asked), key=lambda k: len(k[0]), default=None)
+    if found is None:
+        return "I do not know."
+    _known, answer, difficulty = found
+    return answer if difficulty <= skill else "I am not sure."
+
+
 def simulate(
     messages: list[Any], max_tokens: int | None, config: SimConfig, *, tools: Any = None, system: Any = None
 ) -> SimReply:
@@ -130,6 +162,11 @@ def simulate(
             {"name": name, "arguments": '{"query": "' + " ".join(prompt.split()[:3]) + '"}'},
             written,
         )
+    if config.knowledge:
+        said = knowledge_answer(config.knowledge, last_user_text(messages), config.skill).split()
+        cap = len(said) if max_tokens is None else max(1, max_tokens)
+        finish = "length" if cap < len(said) else "stop"
+        return SimReply(said[:cap], prompt_tokens, cached, config.reasoning_tokens, finish, None, written)
     if config.echo:
         said = last_user_text(messages).split() or ["(nothing)"]
         cap = len(said) if max_tokens is None else max(1, max_tokens)

@@ -73,6 +73,14 @@ def worst_case_usd(state: AppState, body: dict[str, Any]) -> float | None:
     """The most a request can cost on any deployment that may serve it (fallbacks included); None
     when one of them has no price."""
     model = body["model"]
+    if (cascade := state.cascades.get(model)) is not None:  # a cascade may call every one of its models
+        total = 0.0
+        for step in cascade[0].models:
+            step_worst = worst_case_usd(state, {**body, "model": step})
+            if step_worst is None:
+                return None
+            total += step_worst
+        return total
     prompt_tokens = estimate_prompt_tokens(body)
     worst = 0.0
     for name in [model, *state.router.config.fallbacks.get(model, [])]:

@@ -20,7 +20,8 @@ from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
 from pilothouse.gateway.cache import make_response_cache
-from pilothouse.gateway.config import GatewayConfig, load_config
+from pilothouse.gateway.cascade import scorer_verifier
+from pilothouse.gateway.config import ConfigError, GatewayConfig, load_config
 from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
@@ -31,7 +32,7 @@ from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.settings import Settings
-from pilothouse.server.state import AppState
+from pilothouse.server.state import AppState, Cascade
 from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
 
@@ -101,6 +102,17 @@ def _metrics(router: Router, ingest: IngestQueue) -> GatewayMetrics:
     return metrics
 
 
+def build_cascades(config: GatewayConfig, router: Router) -> dict[str, Cascade]:
+    """Each cascade route with its verifier; a bad verifier spec is a config error at start-up."""
+    cascades: dict[str, Cascade] = {}
+    for cascade in config.cascades:
+        try:
+            cascades[cascade.name] = (cascade, scorer_verifier(cascade, router))
+        except ValueError as exc:
+            raise ConfigError(f"cascades ({cascade.name}): verifier: {exc}") from None
+    return cascades
+
+
 def create_app(
     settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
 ) -> Starlette:
@@ -115,6 +127,7 @@ def create_app(
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     budgets = BudgetGuard(CostStore(the_store), make_budget_ledger(settings.redis_url))
     cache = make_response_cache(config.cache, settings.redis_url)
+    cascades = build_cascades(config, router)
     semantic = (
         SemanticCache(config.semantic_cache, local_embedder(config.semantic_cache.model))
         if config.semantic_cache.enabled
@@ -141,6 +154,7 @@ def create_app(
             budgets=budgets,
             cache=cache,
             semantic=semantic,
+            cascades=cascades,
         )
         if semantic is not None:
             await asyncio.to_thread(semantic.warm_up)  # the embedding model loads before serving

@@ -16,6 +16,7 @@ from starlette.routing import Route
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
 from pilothouse.gateway.cache import CachedAnswer, replay_chunks
+from pilothouse.gateway.cascade import run_cascade
 from pilothouse.gateway.recording import (
     GatewayCall,
     StreamAssembler,
@@ -40,7 +41,7 @@ from pilothouse.server.admission import admit, reserve_budget, settle_budget
 from pilothouse.server.auth import Principal
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
-from pilothouse.server.state import AppState
+from pilothouse.server.state import AppState, Cascade
 from pilothouse.server.wire import ANTHROPIC_TYPES, AnthropicWire, OpenAIWire
 
 log = logging.getLogger("pilothouse.gateway")
@@ -134,6 +135,70 @@ def _cache_hit(
     return cost, events()
 
 
+async def _replay(response: dict[str, Any], wire: OpenAIWire | AnthropicWire) -> AsyncIterator[bytes]:
+    for chunk in replay_chunks(response):
+        if data := wire.chunk(chunk):
+            yield data
+    yield wire.end()
+
+
+async def _cascade(
+    state: AppState, principal: Principal, call: GatewayCall, cascade: Cascade, body: dict[str, Any]
+) -> tuple[dict[str, Any], Cost | None]:
+    """Serve a cascade route: each step is its own traced, priced generation (the answer's is the
+    request's span, the rejected ones its children); the cost is their sum."""
+    settings, verifier = cascade
+    steps = await run_cascade(state.router, settings, verifier, body, call.attempts)
+    total: Cost | None = Cost({})
+    summary = []
+    for position, step in enumerate(steps):
+        usage = usage_from_openai(step.response.get("usage"))
+        cost = _cost(state, step.deployment, step.response.get("model"), usage)
+        total = None if total is None or cost is None else Cost({"total": total.total + cost.total})
+        await _count_tokens(state, principal, usage)
+        verdict = step.verdict
+        summary.append(
+            {
+                "model": step.model,
+                "accepted": verdict is None or verdict.accepted,
+                "score": verdict.score if verdict else None,
+                "reason": verdict.reason if verdict else None,
+                "cost_usd": cost.total if cost else None,
+            }
+        )
+        last = position == len(steps) - 1
+        step_call = (
+            call
+            if last
+            else GatewayCall(
+                project_id=call.project_id,
+                operation="chat",
+                request={**body, "model": step.model},
+                key_id=call.key_id,
+                user_id=call.user_id,
+                trace_id=call.trace_id,
+                parent_id=call.span_id,
+                tags=call.tags,
+            )
+        )
+        if last:
+            call.extra["gateway.cascade"] = {"name": settings.name, "steps": summary, "escalations": position}
+        _save(
+            state,
+            step_call.record(
+                status=Status.OK,
+                served_model=step.response.get("model"),
+                provider=step.deployment.provider,
+                deployment=step.deployment.id,
+                output=output_text(step.response),
+                usage=usage,
+                cost=cost,
+            ),
+        )
+    await settle_budget(state, call, total)
+    return steps[-1].response, total
+
+
 async def _succeeded(
     state: AppState,
     principal: Principal,
@@ -210,6 +275,16 @@ async def chat_completions(request: Request) -> Response:
                 return FastJSONResponse(answer.response, headers=headers)
             return StreamingResponse(replay, media_type="text/event-stream", headers=headers)
         await reserve_budget(state, principal, call, body)
+        if (cascade := state.cascades.get(body["model"])) is not None:
+            response, cost = await _cascade(state, principal, call, cascade, body)
+            headers = {**_headers(call, cost), **limit_headers}
+            if not body.get("stream"):
+                return FastJSONResponse(response, headers=headers)
+            return StreamingResponse(
+                _replay(response, OpenAIWire(client_wants_usage)),
+                media_type="text/event-stream",
+                headers=headers,
+            )
         if not body.get("stream"):
             response, deployment = await state.router.chat(body, call.attempts)
             cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
@@ -329,6 +404,13 @@ async def _messages(request: Request) -> Response:
                 )
             return StreamingResponse(replay, media_type="text/event-stream", headers=headers)
         await reserve_budget(state, principal, call, openai_request)
+        if (cascade := state.cascades.get(body["model"])) is not None:
+            response, cost = await _cascade(state, principal, call, cascade, openai_request)
+            headers = {**_headers(call, cost), **limit_headers}
+            if not body.get("stream"):
+                return FastJSONResponse(openai_to_messages_response(response, body["model"]), headers=headers)
+            stream_events = _replay(response, AnthropicWire(body["model"]))
+            return StreamingResponse(stream_events, media_type="text/event-stream", headers=headers)
         if not body.get("stream"):
             response, deployment = await state.router.chat(openai_request, call.attempts)
             cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
@@ -366,7 +448,7 @@ async def list_models(request: Request) -> Response:
     await state.auth.authenticate(request, Scope.GATEWAY)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": "pilothouse"}
-        for name in state.router.model_names()
+        for name in [*state.router.model_names(), *state.cascades]
     ]
     return FastJSONResponse({"object": "list", "data": data})
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pilothouse.costs.pricing import Pricer
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.cache import ResponseCache
+from pilothouse.gateway.cascade import CascadeSettings, Verifier
 from pilothouse.gateway.limits import RateLimiter
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache
@@ -15,6 +16,8 @@ from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
 from pilothouse.server.settings import Settings
 from pilothouse.store.sql import SqlStore
+
+Cascade = tuple[CascadeSettings, Verifier]
 
 
 @dataclass(slots=True)
@@ -32,3 +35,4 @@ class AppState:
     budgets: BudgetGuard
     cache: ResponseCache | None = None
     semantic: SemanticCache | None = None
+    cascades: dict[str, Cascade] = field(default_factory=dict)

@@ -1,0 +1,176 @@
+"""Cascade routes: a model name served by trying cheaper models first and escalating to the next one
+when a verifier says the answer is not good enough.
+
+```yaml
+cascades:
+  - name: smart                  # the model name clients ask for
+    models: [cheap, strong]      # served model names, cheapest first
+    verifier:                    # any eval scorer (pilothouse.evals): regex, is-json, rubric (a judge) ...
+      type: regex
+      value: "(?i)not sure|do not know"
+      negate: true               # escalate when the answer hedges
+    judge: strong                # the model judge scorers (rubric, ...) ask, when the verifier needs one
+```
+
+The last model's answer is always accepted. Every step is a real call (traced and priced on its own),
+so the cost of a cascade is the sum of its steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pilothouse.providers.base import Deployment
+
+if TYPE_CHECKING:
+    from pilothouse.gateway.router import Attempt, Router
+
+
+@dataclass(frozen=True)
+class CascadeSettings:
+    """One ``cascades:`` entry of the gateway config."""
+
+    name: str
+    models: tuple[str, ...]
+    verifier: Mapping[str, Any] = field(default_factory=dict)
+    judge: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the verifier said about one answer."""
+
+    accepted: bool
+    score: float | None = None
+    reason: str | None = None
+
+
+Verifier = Callable[[dict[str, Any], dict[str, Any]], Awaitable[Verdict]]
+
+
+@dataclass(slots=True)
+class CascadeStep:
+    """One model tried by a cascade."""
+
+    model: str
+    response: dict[str, Any]
+    deployment: Deployment
+    verdict: Verdict | None  # None for the last model (accepted without asking)
+
+
+def _answer_text(response: Mapping[str, Any]) -> str:
+    choices = response.get("choices") or [{}]
+    return str((choices[0].get("message") or {}).get("content") or "")
+
+
+class RouterJudge:
+    """A judge model (pilothouse.evals.judges.JudgeModel) served by the gateway's own router."""
+
+    def __init__(self, router: Router, model: str) -> None:
+        self.router = router
+        self.model = model
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        logprobs: bool = False,
+        response_format: dict[str, Any] | None = None,
+    ) -> Any:
+        from pilothouse.evals.judges import JudgeReply
+
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        response, _deployment = await self.router.chat(request, [])
+        usage = response.get("usage") or {}
+        return JudgeReply(
+            text=_answer_text(response),
+            input_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
+        )
+
+
+def scorer_verifier(settings: CascadeSettings, router: Router) -> Verifier:
+    """A verifier from an eval scorer spec: an answer passes when the scorer passes it; an unmeasured
+    result (the judge failed) escalates."""
+    from pilothouse.evals.scoring import Sample, build_scorer
+
+    judge = RouterJudge(router, settings.judge) if settings.judge else None
+    scorer = build_scorer(dict(settings.verifier), judge)
+
+    async def verify(request: dict[str, Any], response: dict[str, Any]) -> Verdict:
+        messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
+        question = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        sample = Sample(
+            item_id="cascade",
+            input={"question": question},
+            messages=messages,
+            output=_answer_text(response),
+        )
+        result = await scorer.score(sample)
+        return Verdict(bool(result.passed), result.value, result.reason or result.error)
+
+    return verify
+
+
+async def run_cascade(
+    router: Router,
+    settings: CascadeSettings,
+    verifier: Verifier,
+    request: dict[str, Any],
+    attempts: list[Attempt],
+) -> list[CascadeStep]:
+    """Try the cascade's models in order until one's answer is accepted; every step taken."""
+    steps: list[CascadeStep] = []
+    for position, model in enumerate(settings.models):
+        step_request = {**request, "model": model, "stream": False}
+        step_request.pop("stream_options", None)
+        response, deployment = await router.chat(step_request, attempts)
+        last = position == len(settings.models) - 1
+        verdict = None if last else await verifier(request, response)
+        steps.append(CascadeStep(model, response, deployment, verdict))
+        if verdict is None or verdict.accepted:
+            break
+    return steps
+
+
+def parse_cascades(data: Any, served: set[str], source: str) -> list[CascadeSettings]:
+    """``cascades:`` of a config; ValueError names what is wrong."""
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise ValueError(f"{source}: cascades must be a list")
+    out = []
+    for index, entry in enumerate(data):
+        where = f"{source}: cascades[{index}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where} must be a mapping")
+        unknown = sorted(set(entry) - {"name", "models", "verifier", "judge"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key {unknown[0]!r}")
+        name, models = entry.get("name"), entry.get("models")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: 'name' is required")
+        if name in served:
+            raise ValueError(f"{where}: {name!r} is already a model name")
+        if not isinstance(models, list) or len(models) < 2 or not all(isinstance(m, str) for m in models):
+            raise ValueError(f"{where} ({name}): 'models' must list at least two model names")
+        for model in models:
+            if model not in served:
+                raise ValueError(f"{where} ({name}): no model entry serves {model!r}")
+        verifier = entry.get("verifier")
+        if not isinstance(verifier, dict) or "type" not in verifier:
+            raise ValueError(f"{where} ({name}): 'verifier' must be a scorer spec with a 'type'")
+        judge = entry.get("judge")
+        if judge is not None and judge not in served:
+            raise ValueError(f"{where} ({name}): no model entry serves the judge {judge!r}")
+        out.append(CascadeSettings(name, tuple(models), verifier, judge))
+    return out
