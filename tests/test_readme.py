@@ -95,6 +95,11 @@ def test_readme_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> No
     for block in blocks:
         config = parse_config(yaml.safe_load(block), "README")
         assert config.deployments
+        if config.cascades:  # its verifier is a real scorer spec
+            from pilothouse.gateway.router import Router
+            from pilothouse.server.app import build_cascades
+
+            assert set(build_cascades(config, Router(config))) == {c.name for c in config.cascades}
     priced = parse_config(yaml.safe_load(blocks[1]), "README")
     (row,) = priced.prices
     assert row.output == pytest.approx(1.20 / (900 * 3600) * 1e6) and priced.cache.enabled
