@@ -8,6 +8,8 @@ import click
 
 from pilothouse import __version__
 from pilothouse.cli import budgets, costs, db, keys, prices, serve, serve_model, traces
+from pilothouse.cli import evals as evals_cli
+from pilothouse.cli import gate as gate_cli
 from pilothouse.cli.common import CliError
 
 

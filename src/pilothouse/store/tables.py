@@ -182,3 +182,112 @@ rollup_minute = _rollup_table("rollup_minute")
 rollup_hour = _rollup_table("rollup_hour")
 
 ROLLUPS = ((60, rollup_minute), (3600, rollup_hour))
+
+
+# -- evals: datasets (each version a snapshot of its items), runs, results, scores, response cache ----
+
+eval_datasets = Table(
+    "eval_datasets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_eval_datasets_name"),
+)
+
+eval_dataset_versions = Table(
+    "eval_dataset_versions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("dataset_id", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # sha256 of the items: same items, same version
+    Column("source", Text),  # the file or the trace filters it came from
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("dataset_id", "version", name="uq_eval_dataset_versions"),
+)
+
+eval_items = Table(
+    "eval_items",
+    metadata,
+    Column("version_id", String(32), primary_key=True),
+    Column("position", Integer, primary_key=True),  # 1-based order in the version
+    Column("item_id", Text, nullable=False),
+    Column("input", Text),  # JSON object of template variables
+    Column("messages", Text),  # JSON list (a chat item)
+    Column("expected", Text),  # JSON
+    Column("metadata", Text),  # JSON object
+    Column("source_trace_id", String(32)),
+    UniqueConstraint("version_id", "item_id", name="uq_eval_items_id"),
+)
+
+eval_runs = Table(
+    "eval_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", Text),
+    Column("status", String(16), nullable=False),  # running | completed | interrupted | failed
+    Column("spec", Text, nullable=False),  # JSON, secrets redacted
+    Column("dataset", Text),
+    Column("dataset_version_id", String(32)),
+    Column("dataset_version", Integer),
+    Column("target", Text, nullable=False),
+    Column("epochs", Integer, nullable=False),
+    Column("items_total", Integer),
+    Column("scorers", Text, nullable=False),  # JSON list of scorer names
+    Column("summary", Text),  # JSON (pilothouse.evals.results.RunSummary)
+    Column("created_ns", BigInteger, nullable=False),
+    Column("finished_ns", BigInteger),
+    Index("ix_eval_runs_project", "project_id", "created_ns"),
+)
+
+eval_results = Table(
+    "eval_results",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("item_id", Text, primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("output", Text),
+    Column("error", Text),  # the target failed: every score of the row is unmeasured
+    Column("latency_ms", Float),
+    Column("input_tokens", Integer),  # the target call's
+    Column("output_tokens", Integer),
+    Column("cost_usd", Float),  # NULL: unknown
+    Column("judge_input_tokens", Integer),  # all judge calls of the row
+    Column("judge_output_tokens", Integer),
+    Column("judge_cost_usd", Float),
+    Column("trace_id", String(32)),
+    Column("cached", Boolean, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Index("ix_eval_results_order", "run_id", "position", "epoch"),
+)
+
+eval_scores = Table(
+    "eval_scores",
+    metadata,
+    Column("run_id", String(32), primary_key=True),
+    Column("scorer", Text, primary_key=True),
+    Column("item_id", Text, primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("value", Float),  # NULL: unmeasured
+    Column("passed", Boolean),
+    Column("error", Text),
+    Column("reason", Text),
+)
+
+eval_cache = Table(
+    "eval_cache",
+    metadata,
+    Column("key", String(64), primary_key=True),  # sha256 of target identity, request and epoch
+    Column("output", Text, nullable=False),
+    Column("input_tokens", Integer),
+    Column("output_tokens", Integer),
+    Column("cost_usd", Float),
+    Column("latency_ms", Float),
+    Column("created_ns", BigInteger, nullable=False),
+)

@@ -1,0 +1,649 @@
+"""``pilothouse eval`` (run specs, look at runs, compare two) and ``pilothouse datasets`` (import,
+export, list, curate from traces). Heavy modules are imported inside the commands, so that the CLI
+starts fast."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from pilothouse.cli.common import CliError, database_option, open_store
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from pilothouse.evals.datasets import DatasetItem
+    from pilothouse.evals.results import EvalRun, RunSummary
+    from pilothouse.store.evals import EvalStore
+
+
+def eval_store(database_url: str | None) -> EvalStore:
+    """The eval store of the configured database."""
+    from pilothouse.store.evals import EvalStore
+
+    return EvalStore(open_store(database_url))
+
+
+def find_run(store: EvalStore, reference: str) -> EvalRun:
+    """A run by id (or a unique prefix of at least 6 characters); usage error when there is none."""
+    run = store.find_run(reference.strip().lower())
+    if run is None:
+        raise CliError(f"no eval run {reference!r} (see 'pilothouse eval list')", exit_code=2)
+    return run
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console; 160 columns when not a terminal (files, pipes, CI logs)."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=160)
+    return console
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _money(value: float, unpriced: int) -> str:
+    if unpriced and not value:
+        return f"cost unknown ({unpriced} calls without a price)"
+    return f"${value:.4f}" + (f" + {unpriced} calls without a price" if unpriced else "")
+
+
+def _preview(text: str | None, width: int = 60) -> str:
+    if text is None:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def print_summary(console: Console, run: EvalRun, summary: RunSummary) -> None:
+    """The metrics table and the totals of a run."""
+    from rich.table import Table
+
+    table = Table(title=f"Run {run.id}" + (f" ({run.name})" if run.name else ""), title_justify="left")
+    for column in ("metric", "mean [95% CI]", "pass rate", "measured", "unmeasured", "weight"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for m in summary.metrics:
+        interval = f" [{_number(m.low)}, {_number(m.high)}]" if m.low is not None else ""
+        pass_rate = "n/a" if m.pass_rate is None else f"{100 * m.pass_rate:.1f}%"
+        table.add_row(
+            m.name,
+            _number(m.mean) + interval,
+            pass_rate,
+            str(m.measured),
+            str(m.unmeasured),
+            f"{m.weight:g}",
+        )
+    console.print(table)
+    dataset = f"{run.dataset}@{run.dataset_version}" if run.dataset_version else str(run.dataset)
+    console.print(f"dataset   {dataset}: {run.items_total} items x {run.epochs} repeats; target {run.target}")
+    console.print(
+        f"results   {summary.results} ({summary.errors} target errors, unmeasured; "
+        f"{summary.cached} from cache)"
+    )
+    if summary.weighted_score is not None and len(summary.metrics) > 1:
+        console.print(f"score     {summary.weighted_score:.3f} (weighted mean of the metrics)")
+    latency = "" if summary.latency_ms_mean is None else f"; mean latency {summary.latency_ms_mean:.3g} ms"
+    cached = f" ({summary.cached} answers from the cache cost nothing)" if summary.cached else ""
+    console.print(
+        f"target    {summary.input_tokens:,} in / {summary.output_tokens:,} out tokens, "
+        f"{_money(summary.cost_usd, summary.unpriced)}{cached}{latency}"
+    )
+    if summary.judge_input_tokens or summary.judge_output_tokens:
+        console.print(
+            f"judge     {summary.judge_input_tokens:,} in / {summary.judge_output_tokens:,} out tokens, "
+            f"{_money(summary.judge_cost_usd, summary.judge_unpriced)}"
+        )
+    console.print(f"status    {run.status.value}")
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Run evaluations and look at their results."""
+
+
+@eval_group.command("run")
+@click.argument("spec_file", type=click.Path(path_type=Path))
+@click.option("--resume", default=None, metavar="RUN", help="Continue an interrupted run.")
+@click.option("--name", default=None, help="Name the run (default: the spec's name).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Override the spec's repeats.")
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=None, help="Override the spec's concurrency."
+)
+@click.option("--no-cache", is_flag=True, help="Call the target even for requests answered before.")
+@click.option("--project", default=None, help="Project (default: the spec's, else 'default').")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@database_option
+def run_command(
+    spec_file: Path,
+    resume: str | None,
+    name: str | None,
+    repeats: int | None,
+    concurrency: int | None,
+    no_cache: bool,
+    project: str | None,
+    quiet: bool,
+    database_url: str | None,
+) -> None:
+    """Run SPEC_FILE and store the run; its id is printed alone on the last line.
+
+    Exit status 0, or 1/3 when the spec's 'assert' means are below target / cannot be told
+    (see 'pilothouse gate' for comparing two runs), 2 for a spec that cannot run, 130 when
+    interrupted (resume with --resume RUN)."""
+    import asyncio
+
+    from pilothouse.evals.calls import TargetConfigError
+    from pilothouse.evals.datasets import DatasetError
+    from pilothouse.evals.runner import RunError, run_eval
+    from pilothouse.evals.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(spec_file)
+    except (SpecError, DatasetError) as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    spec = spec.with_overrides(
+        name=name,
+        repeats=repeats,
+        concurrency=concurrency,
+        project=project,
+        cache=False if no_cache else None,
+    )
+    store = eval_store(database_url)
+    out, err = _console(), _console(stderr=True)
+    display = _ProgressDisplay(err, quiet)
+    started_run: list[EvalRun] = []
+
+    def started(run: EvalRun) -> None:
+        started_run.append(run)
+        display.start(run)
+
+    try:
+        run = asyncio.run(run_eval(spec, store, resume=resume, on_start=started, on_progress=display.update))
+    except KeyboardInterrupt:
+        display.stop()
+        if not started_run:
+            raise click.exceptions.Abort() from None
+        stored = store.count_results(started_run[0].id)
+        err.print(
+            f"Interrupted: {stored} results stored. Resume with: "
+            f"pilothouse eval run {spec_file} --resume {started_run[0].id}"
+        )
+        click.echo(started_run[0].id)
+        sys.exit(130)
+    except (RunError, DatasetError, TargetConfigError) as exc:
+        display.stop()
+        raise CliError(str(exc), exit_code=2) from None
+    finally:
+        display.stop()
+        store.store.close()
+    assert run.summary is not None
+    print_summary(out, run, run.summary)
+    exit_code = _check_assertions(out, spec.assertions, store, run)
+    click.echo(run.id)
+    if exit_code:
+        sys.exit(exit_code)
+
+
+class _ProgressDisplay:
+    """A rich progress bar on stderr, refreshed at most ten times a second."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.progress: Any = None
+        self.task: Any = None
+        self.last = 0.0
+
+    def start(self, run: EvalRun) -> None:
+        if self.quiet:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]eval[/bold] {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>8} rows/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[extra]}"),
+            console=self.console,
+            transient=False,
+        )
+        total = (run.items_total or 0) * run.epochs
+        self.task = self.progress.add_task(run.id[:8], total=total or None, rate="", extra="")
+        self.started = time.monotonic()
+        self.progress.start()
+
+    def update(self, progress: Any, _result: Any) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if now - self.last < 0.1 and progress.done < progress.total:
+            return
+        self.last = now
+        elapsed = max(1e-9, now - self.started)
+        extra = []
+        if progress.errors:
+            extra.append(f"{progress.errors} unmeasured")
+        if progress.cached:
+            extra.append(f"{progress.cached} cached")
+        if progress.rate_limited:
+            extra.append(f"{progress.rate_limited} x 429, limit {progress.limit}")
+        self.progress.update(
+            self.task, completed=progress.done, rate=f"{progress.done / elapsed:,.0f}", extra=", ".join(extra)
+        )
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _check_assertions(
+    console: Console, assertions: dict[str, float] | Any, store: EvalStore, run: EvalRun
+) -> int:
+    if not assertions:
+        return 0
+    from pilothouse.evals.assertions import check_minimum
+    from pilothouse.evals.gate import GateVerdict
+
+    worst = 0
+    for metric, minimum in assertions.items():
+        by_item, unmeasured = store.metric_values(run.id, metric)
+        result = check_minimum(metric, by_item, minimum, unmeasured=unmeasured)
+        console.print(
+            f"assert    {metric} >= {minimum:g}: {result.verdict.value.upper()}: {result.explanation}"
+        )
+        code = result.verdict.exit_code
+        if code == GateVerdict.REGRESSION.exit_code or (code and not worst):
+            worst = code
+    return worst
+
+
+@eval_group.command("list")
+@click.option("--project", default="default", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@database_option
+def list_command(project: str, limit: int, database_url: str | None) -> None:
+    """Newest runs first."""
+    from rich.table import Table
+
+    from pilothouse.domain.timeparse import iso
+
+    store = eval_store(database_url)
+    runs = store.list_runs(project, limit)
+    store.store.close()
+    table = Table()
+    for column in ("run", "started", "name", "dataset", "target", "status", "results", "metrics"):
+        table.add_column(column)
+    for run in runs:
+        summary = run.summary
+        metrics = ", ".join(f"{m.name} {_number(m.mean)}" for m in summary.metrics) if summary else ""
+        table.add_row(
+            run.id,
+            iso(run.created_ns)[:19],
+            run.name or "",
+            f"{run.dataset}@{run.dataset_version}",
+            _preview(run.target, 40),
+            run.status.value,
+            str(summary.results if summary else 0),
+            metrics,
+        )
+    _console().print(table)
+
+
+@eval_group.command("show")
+@click.argument("run_id")
+@click.option("--items", type=click.IntRange(min=0), default=10, show_default=True, help="Results to list.")
+@click.option("--json", "as_json", is_flag=True, help="The run and every result as JSON lines.")
+@database_option
+def show_command(run_id: str, items: int, as_json: bool, database_url: str | None) -> None:
+    """A run's summary and its first results."""
+    import dataclasses
+    import json
+
+    store = eval_store(database_url)
+    try:
+        run = find_run(store, run_id)
+        if as_json:
+            click.echo(json.dumps(_jsonable(dataclasses.asdict(run)), default=str))
+            for result in store.iter_results(run.id):
+                click.echo(json.dumps(dataclasses.asdict(result), default=str))
+            return
+        console = _console()
+        if run.summary is not None:
+            print_summary(console, run, run.summary)
+        if items:
+            from rich.table import Table
+
+            table = Table(title=f"first {items} results")
+            for column in ("item", "epoch", "output", "scores", "error"):
+                table.add_column(column)
+            for n, result in enumerate(store.iter_results(run.id, page=min(500, items))):
+                if n >= items:
+                    break
+                scores = ", ".join(
+                    f"{s.scorer}={'-' if s.value is None else f'{s.value:g}'}" for s in result.scores
+                )
+                table.add_row(
+                    result.item_id,
+                    str(result.epoch),
+                    _preview(result.output),
+                    scores,
+                    _preview(result.error, 40),
+                )
+            console.print(table)
+    finally:
+        store.store.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@eval_group.command("compare")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--metric", "metrics", multiple=True, help="Only these scorers (default: those of both runs).")
+@click.option("--limit", type=click.IntRange(min=1), default=30, show_default=True, help="Rows to show.")
+@click.option("--all", "show_all", is_flag=True, help="Show items that did not change too.")
+@database_option
+def compare_command(
+    run_a: str, run_b: str, metrics: tuple[str, ...], limit: int, show_all: bool, database_url: str | None
+) -> None:
+    """Per-item differences between two runs (B minus A), biggest losses first."""
+    from rich.table import Table
+
+    from pilothouse.evals.stats import item_means
+
+    store = eval_store(database_url)
+    try:
+        a, b = find_run(store, run_a), find_run(store, run_b)
+        names = _shared_metrics(a, b, metrics)
+        rows: list[tuple[float, str, str, float | None, float | None]] = []
+        counts: dict[str, list[int]] = {}
+        for name in names:
+            means_a = item_means(store.metric_values(a.id, name)[0])
+            means_b = item_means(store.metric_values(b.id, name)[0])
+            tally = counts.setdefault(name, [0, 0, 0, 0])
+            for item in sorted(means_a.keys() | means_b.keys()):
+                va, vb = means_a.get(item), means_b.get(item)
+                if va is None or vb is None:
+                    tally[3] += 1
+                    if show_all:
+                        rows.append((0.0, item, name, va, vb))
+                    continue
+                delta = vb - va
+                tally[0 if delta > 0 else 1 if delta < 0 else 2] += 1
+                if delta != 0 or show_all:
+                    rows.append((delta, item, name, va, vb))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        shown = rows[:limit]
+        ids = list({r[1] for r in shown})
+        outputs_a = _first_outputs(store, a.id, ids)
+        outputs_b = _first_outputs(store, b.id, ids)
+        inputs = store.get_items(a.dataset_version_id or "", ids) if a.dataset_version_id else {}
+        table = Table(title=f"{b.id[:8]} vs {a.id[:8]} (B - A)")
+        for column in ("item", "input", "metric", "A", "B", "delta", "A output", "B output"):
+            table.add_column(column, justify="right" if column in ("A", "B", "delta") else "left")
+        for delta, item, name, va, vb in shown:
+            style = "red" if delta < 0 else "green" if delta > 0 else ""
+            table.add_row(
+                item,
+                _preview(_input_text(inputs.get(item)), 40),
+                name,
+                _number(va),
+                _number(vb),
+                f"[{style}]{delta:+.3f}[/{style}]" if style else f"{delta:+.3f}",
+                _preview(outputs_a.get(item), 40),
+                _preview(outputs_b.get(item), 40),
+            )
+        console = _console()
+        console.print(table)
+        for name, (better, worse, same, unpaired) in counts.items():
+            console.print(
+                f"{name}: {better} items better, {worse} worse, {same} unchanged"
+                + (f", {unpaired} measured in only one run" if unpaired else "")
+            )
+        if len(rows) > limit:
+            console.print(f"({len(rows) - limit} more; --limit to see them)")
+        if a.dataset_version_id != b.dataset_version_id:
+            console.print("note: the runs used different dataset versions; items are paired by id")
+    finally:
+        store.store.close()
+
+
+def _shared_metrics(a: EvalRun, b: EvalRun, wanted: tuple[str, ...]) -> list[str]:
+    shared = [name for name in a.scorers if name in b.scorers]
+    for name in wanted:
+        if name not in shared:
+            raise CliError(
+                f"metric {name!r} is not in both runs (A: {', '.join(a.scorers) or 'none'}; "
+                f"B: {', '.join(b.scorers) or 'none'})",
+                exit_code=2,
+            )
+    if not shared:
+        raise CliError("the two runs have no scorer in common", exit_code=2)
+    return list(wanted) or shared
+
+
+def _first_outputs(store: EvalStore, run_id: str, ids: list[str]) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for result in store.get_results(run_id, ids):
+        out.setdefault(result.item_id, result.output if result.error is None else f"error: {result.error}")
+    return out
+
+
+def _input_text(item: DatasetItem | None) -> str:
+    if item is None:
+        return ""
+    if item.input:
+        return ", ".join(f"{k}={v}" for k, v in item.input.items())
+    return str(item.messages[-1].get("content", "")) if item.messages else ""
+
+
+# -- datasets ---------------------------------------------------------------------------------------
+
+
+@click.group()
+def datasets() -> None:
+    """Stored, versioned datasets: import and export files, curate from traces."""
+
+
+@datasets.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Dataset name (default: the file name without suffix).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "yaml"]), default=None)
+@click.option("--description", default=None)
+@click.option("--project", default="default", show_default=True)
+@database_option
+def import_command(
+    file: Path,
+    name: str | None,
+    fmt: str | None,
+    description: str | None,
+    project: str,
+    database_url: str | None,
+) -> None:
+    """Store FILE (JSONL, CSV or YAML) as the next version of a dataset."""
+    from pilothouse.evals.datasets import DatasetError, read_items
+
+    store = eval_store(database_url)
+    try:
+        version, created = store.import_items(
+            project, name or file.stem, read_items(file, fmt), source=str(file), description=description
+        )
+    except DatasetError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    finally:
+        store.store.close()
+    if created:
+        click.echo(f"dataset {version.name!r} version {version.version}: {version.item_count} items")
+    else:
+        click.echo(
+            f"dataset {version.name!r} unchanged: version {version.version} has the same "
+            f"{version.item_count} items"
+        )
+
+
+class _StoredItems:
+    """A dataset version's items, re-iterable (CSV export reads them twice)."""
+
+    def __init__(self, store: EvalStore, version_id: str) -> None:
+        self.store = store
+        self.version_id = version_id
+
+    def __iter__(self) -> Iterator[DatasetItem]:
+        return (item for _, item in self.store.iter_items(self.version_id))
+
+
+@datasets.command("export")
+@click.argument("name")
+@click.option(
+    "--version", "version_number", type=click.IntRange(min=1), default=None, help="Default: newest."
+)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "yaml"]), default=None)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Default: stdout.")
+@click.option("--project", default="default", show_default=True)
+@database_option
+def export_command(
+    name: str,
+    version_number: int | None,
+    fmt: str | None,
+    output: Path | None,
+    project: str,
+    database_url: str | None,
+) -> None:
+    """Write a stored dataset version as JSONL, CSV or YAML."""
+    from pilothouse.evals.datasets import DatasetError, format_of, write_items
+
+    store = eval_store(database_url)
+    try:
+        version = store.get_version(project, name, version_number)
+        if version is None:
+            raise CliError(f"no dataset {name!r} in project {project!r}", exit_code=2)
+        try:
+            kind = format_of(output, fmt) if output is not None else format_of(Path("x.jsonl"), fmt)
+            items = _StoredItems(store, version.id)
+            if output is None:
+                count = write_items(items, sys.stdout, kind)
+            else:
+                with output.open("w", encoding="utf-8", newline="") as handle:
+                    count = write_items(items, handle, kind)
+        except DatasetError as exc:
+            raise CliError(str(exc), exit_code=2) from None
+    finally:
+        store.store.close()
+    if output is not None:
+        click.echo(f"wrote {count} items of {version.label} to {output}")
+
+
+@datasets.command("list")
+@click.option("--project", default="default", show_default=True)
+@database_option
+def list_datasets_command(project: str, database_url: str | None) -> None:
+    """Datasets with their newest version."""
+    from pilothouse.domain.timeparse import iso
+
+    store = eval_store(database_url)
+    found = store.list_datasets(project)
+    store.store.close()
+    click.echo(f"{'NAME':30}  {'VERSION':>7}  {'ITEMS':>8}  {'CREATED':20}  SOURCE")
+    for d in found:
+        v = d.latest
+        click.echo(
+            f"{d.name[:30]:30}  {v.version:>7}  {v.item_count:>8}  "
+            f"{iso(v.created_ns)[:19]:20}  {v.source or ''}"
+        )
+
+
+@datasets.command("from-traces")
+@click.option("--name", required=True, help="The dataset to add a version to.")
+@click.option("--since", default=None, help="Traces after this: 1h, 7d, ISO 8601 or Unix seconds.")
+@click.option("--until", default=None, help="Traces before this.")
+@click.option("--model", default=None)
+@click.option("--trace-name", default=None, help="Only traces of this name.")
+@click.option("--tag", "tags", multiple=True, help="Only traces with this tag (repeatable).")
+@click.option("--status", type=click.Choice(["ok", "error"]), default=None)
+@click.option("--score", "scores", multiple=True, help="A score condition, e.g. 'correct>=1' (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many items.")
+@click.option("--project", default="default", show_default=True)
+@database_option
+def from_traces_command(
+    name: str,
+    since: str | None,
+    until: str | None,
+    model: str | None,
+    trace_name: str | None,
+    tags: tuple[str, ...],
+    status: str | None,
+    scores: tuple[str, ...],
+    limit: int | None,
+    project: str,
+    database_url: str | None,
+) -> None:
+    """A dataset version from stored traces: the input as the item, the output as expected."""
+    from pilothouse.domain.queries import InvalidQuery, TraceQuery
+    from pilothouse.domain.timeparse import parse_time_ns
+    from pilothouse.domain.traces import Status
+
+    now = time.time_ns()
+    try:
+        query = TraceQuery(
+            start_ns=parse_time_ns(since, now) if since else None,
+            end_ns=parse_time_ns(until, now) if until else None,
+            name=trace_name,
+            model=model,
+            tags=tags,
+            status=Status(status) if status else None,
+        )
+        filters = [_score_filter(text) for text in scores]
+    except (ValueError, InvalidQuery) as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    store = eval_store(database_url)
+    try:
+        items = store.iter_trace_items(project, query, filters, limit)
+        source = "traces " + " ".join(
+            f"{k}={v}"
+            for k, v in (("since", since), ("until", until), ("model", model), ("name", trace_name))
+            if v
+        )
+        version, created = store.import_items(project, name, items, source=source.strip())
+    finally:
+        store.store.close()
+    state = "" if created else " (unchanged)"
+    click.echo(
+        f"dataset {version.name!r} version {version.version}{state}: {version.item_count} items from traces"
+    )
+
+
+def _score_filter(text: str) -> Any:
+    import re
+
+    from pilothouse.store.evals import ScoreFilter
+
+    match = re.fullmatch(r"\s*([^<>=!\s]+)\s*(>=|<=|==|=|>|<)\s*(-?[\d.]+(?:[eE][-+]?\d+)?)\s*", text)
+    if match is None:
+        raise ValueError(f"--score {text!r}: write NAME>=VALUE (or <=, >, <, ==)")
+    op = "==" if match.group(2) == "=" else match.group(2)
+    return ScoreFilter(match.group(1), op, float(match.group(3)))

@@ -1,0 +1,1 @@
+"""Evaluation: datasets, scorers, the runner, statistics and the quality gate."""

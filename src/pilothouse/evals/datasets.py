@@ -1,0 +1,339 @@
+"""Datasets: items to evaluate, and their files (JSONL, CSV, YAML), read and written as streams.
+
+An item is ``{id, input, messages, expected, metadata, source_trace_id}``: ``input`` holds the
+template variables (``{"topic": "tides"}``), ``messages`` a whole chat (OpenAI shape) when the item is
+a conversation rather than variables. Files may write an item in two shapes::
+
+    {"id": "q1", "input": {"topic": "tides"}, "expected": "moon", "metadata": {"level": 2}}
+    {"topic": "tides", "expected": "moon"}          # flat: every other key is a variable
+
+``vars`` is accepted for ``input`` (promptfoo's name); an ``input`` that is a string becomes the
+variable ``input``, a list becomes ``messages``. Items without an ``id`` are numbered by position
+(``"1"``, ``"2"``, ...), so two runs of the same file pair up item by item.
+
+CSV: one column per variable, plus the reserved columns ``id``, ``expected``, ``metadata`` and
+``messages`` (JSON), ``source_trace_id``; cells are text (write JSONL or YAML for typed values).
+YAML: a list of items, or a mapping with ``items:``. JSONL and CSV are read lazily, line by line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import yaml
+
+__all__ = [
+    "FORMATS",
+    "DatasetError",
+    "DatasetFormat",
+    "DatasetItem",
+    "DatasetVersion",
+    "fingerprint_item",
+    "format_of",
+    "item_from_mapping",
+    "item_to_mapping",
+    "items_fingerprint",
+    "read_items",
+    "write_items",
+]
+
+DatasetFormat = Literal["jsonl", "csv", "yaml"]
+FORMATS: tuple[DatasetFormat, ...] = ("jsonl", "csv", "yaml")
+RESERVED = frozenset({"id", "input", "vars", "messages", "expected", "metadata", "source_trace_id"})
+_SUFFIXES: dict[str, DatasetFormat] = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".csv": "csv",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+}
+
+
+class DatasetError(ValueError):
+    """A dataset file or item that cannot be read; the message names the file and the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetItem:
+    """One thing to evaluate. ``input``: the template variables; ``messages``: a whole chat, when the
+    item is a conversation; ``source_trace_id``: the trace it was curated from."""
+
+    id: str
+    input: Mapping[str, Any] = field(default_factory=dict)
+    expected: Any = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    messages: tuple[Mapping[str, Any], ...] | None = None
+    source_trace_id: str | None = None
+
+    def variables(self) -> dict[str, Any]:
+        """What templates are rendered with: the input, ``expected``, ``metadata`` and ``messages``
+        (input keys win over the last three)."""
+        extra: dict[str, Any] = {"expected": self.expected, "metadata": dict(self.metadata)}
+        if self.messages is not None:
+            extra["messages"] = list(self.messages)
+        return {**extra, **self.input}
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetVersion:
+    """A stored dataset version: an immutable snapshot of items. Importing the same items again gives
+    the same version back (matched by ``fingerprint``)."""
+
+    id: str
+    dataset_id: str
+    name: str
+    version: int
+    item_count: int
+    fingerprint: str
+    source: str | None
+    created_ns: int
+
+    @property
+    def label(self) -> str:
+        """``name@version``."""
+        return f"{self.name}@{self.version}"
+
+
+def _checked_messages(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(value, list) or not all(isinstance(m, Mapping) and "role" in m for m in value):
+        raise DatasetError(f"{where}: 'messages' must be a list of {{role, content}} mappings")
+    return tuple(dict(m) for m in value)
+
+
+def item_from_mapping(data: Any, position: int, where: str = "item") -> DatasetItem:
+    """An item from one parsed record (either shape); ``position`` (1-based) numbers it when it has
+    no ``id``."""
+    if not isinstance(data, Mapping):
+        raise DatasetError(f"{where}: an item must be a mapping, not {type(data).__name__}")
+    item_id = data.get("id")
+    if item_id is None or item_id == "":
+        item_id = str(position)
+    elif not isinstance(item_id, str | int) or isinstance(item_id, bool):
+        raise DatasetError(f"{where}: 'id' must be a string or an integer")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise DatasetError(f"{where}: 'metadata' must be a mapping")
+    messages = None if data.get("messages") is None else _checked_messages(data["messages"], where)
+    if "input" in data and "vars" in data:
+        raise DatasetError(f"{where}: give 'input' or 'vars', not both")
+    structured = "input" in data or "vars" in data
+    raw = data.get("input", data.get("vars")) if structured else None
+    if structured:
+        if isinstance(raw, str):
+            variables: dict[str, Any] = {"input": raw}
+        elif isinstance(raw, list):
+            if messages is not None:
+                raise DatasetError(f"{where}: 'input' is a chat and 'messages' is given too")
+            messages, variables = _checked_messages(raw, where), {}
+        elif isinstance(raw, Mapping):
+            variables = dict(raw)
+        elif raw is None:
+            variables = {}
+        else:
+            raise DatasetError(f"{where}: 'input' must be a mapping of variables, a string or messages")
+        extra = sorted(set(data) - RESERVED)
+        if extra:
+            raise DatasetError(f"{where}: unknown key {extra[0]!r} next to 'input' (put it in 'input')")
+    else:
+        variables = {k: v for k, v in data.items() if k not in RESERVED}
+    source = data.get("source_trace_id")
+    return DatasetItem(
+        id=str(item_id),
+        input=variables,
+        expected=data.get("expected"),
+        metadata=dict(metadata),
+        messages=messages,
+        source_trace_id=str(source) if source else None,
+    )
+
+
+def item_to_mapping(item: DatasetItem) -> dict[str, Any]:
+    """The structured record of an item (what JSONL and YAML files hold); empty fields left out."""
+    record: dict[str, Any] = {"id": item.id, "input": dict(item.input)}
+    if item.messages is not None:
+        record["messages"] = [dict(m) for m in item.messages]
+    if item.expected is not None:
+        record["expected"] = item.expected
+    if item.metadata:
+        record["metadata"] = dict(item.metadata)
+    if item.source_trace_id:
+        record["source_trace_id"] = item.source_trace_id
+    return record
+
+
+def items_fingerprint(items: Iterable[DatasetItem]) -> str:
+    """A digest of items in order: the same items give the same digest, which is how an unchanged file
+    maps to the dataset version already stored."""
+    digest = hashlib.sha256()
+    for item in items:
+        fingerprint_item(digest, item)
+    return digest.hexdigest()
+
+
+def fingerprint_item(digest: hashlib._Hash, item: DatasetItem) -> None:
+    """Add one item to a running fingerprint (``hashlib.sha256()``)."""
+    digest.update(json.dumps(item_to_mapping(item), sort_keys=True, default=str).encode())
+    digest.update(b"\n")
+
+
+def format_of(path: Path, explicit: str | None = None) -> DatasetFormat:
+    """The file format: ``explicit``, else from the suffix."""
+    if explicit is not None:
+        if explicit not in FORMATS:
+            raise DatasetError(f"unknown dataset format {explicit!r} (known: {', '.join(FORMATS)})")
+        return explicit
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise DatasetError(f"{path}: cannot tell the format from the suffix (use .jsonl, .csv or .yaml)")
+    return found
+
+
+def read_items(path: Path, fmt: str | None = None) -> Iterator[DatasetItem]:
+    """The items of a dataset file, one at a time (YAML files are parsed whole)."""
+    kind = format_of(path, fmt)
+    try:
+        handle = path.open(encoding="utf-8", newline="" if kind == "csv" else None)
+    except OSError as exc:
+        raise DatasetError(f"cannot read the dataset {path}: {exc.strerror}") from None
+    with handle:
+        if kind == "jsonl":
+            yield from _read_jsonl(handle, path)
+        elif kind == "csv":
+            yield from _read_csv(handle, path)
+        else:
+            yield from _read_yaml(handle, path)
+
+
+def _read_jsonl(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
+    position = 0
+    for number, line in enumerate(handle, start=1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise DatasetError(f"{path}:{number}: not valid JSON: {exc}") from None
+        position += 1
+        yield item_from_mapping(data, position, f"{path}:{number}")
+
+
+def _read_csv(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
+    reader = csv.DictReader(handle)
+    for position, row in enumerate(reader, start=1):
+        where = f"{path}:{reader.line_num}"
+        if None in row:
+            raise DatasetError(f"{where}: more cells than columns")
+        record: dict[str, Any] = {k: v for k, v in row.items() if v is not None}
+        for column in ("metadata", "messages"):
+            cell = record.get(column)
+            if cell is None or cell == "":
+                record.pop(column, None)
+                continue
+            try:
+                record[column] = json.loads(cell)
+            except ValueError:
+                raise DatasetError(f"{where}: column '{column}' must hold JSON") from None
+        if record.get("expected") == "":
+            record.pop("expected")
+        yield item_from_mapping(record, position, where)
+
+
+def _read_yaml(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
+    try:
+        data = yaml.safe_load(handle)
+    except yaml.YAMLError as exc:
+        reason = " ".join(str(exc).split())
+        raise DatasetError(f"{path}: not valid YAML: {reason}") from None
+    if isinstance(data, Mapping) and "items" in data:
+        data = data["items"]
+    if data is None:
+        return
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: a YAML dataset is a list of items (or a mapping with 'items')")
+    for position, record in enumerate(data, start=1):
+        yield item_from_mapping(record, position, f"{path}: item {position}")
+
+
+def write_items(items: Iterable[DatasetItem], out: TextIO, fmt: DatasetFormat) -> int:
+    """Write items to a text stream in a format; returns how many. CSV needs two passes over the
+    items to know its columns, so ``items`` must be re-iterable (a list, or a store's reader) for it."""
+    count = 0
+    if fmt == "jsonl":
+        for item in items:
+            out.write(json.dumps(item_to_mapping(item), ensure_ascii=False, default=str) + "\n")
+            count += 1
+    elif fmt == "yaml":
+        for item in items:
+            chunk = yaml.safe_dump([_plain(item_to_mapping(item))], allow_unicode=True, sort_keys=False)
+            out.write(chunk)
+            count += 1
+        if count == 0:
+            out.write("[]\n")
+    elif fmt == "csv":
+        count = _write_csv(items, out)
+    else:
+        raise DatasetError(f"unknown dataset format {fmt!r}")
+    return count
+
+
+def _plain(value: Any) -> Any:
+    # YAML's safe dumper knows dicts and lists only (not mapping proxies or tuples).
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _write_csv(items: Iterable[DatasetItem], out: TextIO) -> int:
+    variables: dict[str, None] = {}
+    has = {"expected": False, "metadata": False, "messages": False, "source_trace_id": False}
+    for item in items:
+        variables.update(dict.fromkeys(item.input))
+        has["expected"] |= item.expected is not None
+        has["metadata"] |= bool(item.metadata)
+        has["messages"] |= item.messages is not None
+        has["source_trace_id"] |= bool(item.source_trace_id)
+    clashes = sorted(RESERVED & set(variables))
+    if clashes:
+        raise DatasetError(f"variable {clashes[0]!r} is a reserved CSV column; export JSONL or YAML")
+    columns = ["id", *variables, *(name for name, present in has.items() if present)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    count = 0
+    for item in items:
+        row = [item.id, *(_cell(item.input.get(name)) for name in variables)]
+        if has["expected"]:
+            row.append(_cell(item.expected))
+        if has["metadata"]:
+            row.append(json.dumps(dict(item.metadata), ensure_ascii=False) if item.metadata else "")
+        if has["messages"]:
+            messages = item.messages
+            row.append(
+                "" if messages is None else json.dumps([dict(m) for m in messages], ensure_ascii=False)
+            )
+        if has["source_trace_id"]:
+            row.append(item.source_trace_id or "")
+        writer.writerow(row)
+        count += 1
+        if buffer.tell() > 1 << 16:
+            out.write(buffer.getvalue())
+            buffer.seek(0)
+            buffer.truncate()
+    out.write(buffer.getvalue())
+    return count

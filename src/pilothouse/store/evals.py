@@ -1,0 +1,716 @@
+"""Eval storage over a :class:`SqlStore`'s database: datasets and their versions, runs, results and
+scores, the response cache; and curation of dataset items from stored traces.
+
+Reads stream in keyset pages, so memory stays flat in the size of a dataset or a run. On SQLite long
+texts (outputs, item inputs) are stored zstd-packed, as spans are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, bindparam, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from pilothouse.domain.queries import TraceQuery
+from pilothouse.domain.traces import SpanRecord
+from pilothouse.evals.datasets import DatasetError, DatasetItem, DatasetVersion, fingerprint_item
+from pilothouse.evals.results import (
+    CachedResponse,
+    EvalResult,
+    EvalRun,
+    RunStatus,
+    RunSummary,
+    ScoreRecord,
+)
+from pilothouse.store import tables as t
+from pilothouse.store.rows import pack, unpack
+from pilothouse.store.sql import SqlStore
+
+__all__ = ["DatasetSummary", "EvalStore", "ScoreFilter"]
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSummary:
+    """A dataset with its newest version."""
+
+    name: str
+    description: str | None
+    latest: DatasetVersion
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreFilter:
+    """Keep traces with a score ``name`` ``op`` ``value`` (op one of >=, <=, >, <, ==)."""
+
+    name: str
+    op: str
+    value: float
+
+    def __post_init__(self) -> None:
+        if self.op not in (">=", "<=", ">", "<", "=="):
+            raise ValueError(f"unknown comparison {self.op!r} (use >=, <=, >, < or ==)")
+
+
+class _Unchanged(Exception):
+    def __init__(self, version: DatasetVersion) -> None:
+        super().__init__(version.label)
+        self.version = version
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, default=str).decode()
+
+
+def _unjson(text: str | bytes | None) -> Any:
+    return None if text is None else orjson.loads(unpack(text) or "null")
+
+
+class EvalStore:
+    """Datasets, runs, results and the response cache in the store's database (implements
+    :class:`pilothouse.evals.results.RunStore`)."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.engine = store.engine
+        self._pack = store.dialect == "sqlite"
+        self._insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
+
+    def _text(self, text: str | None) -> str | bytes | None:
+        return pack(text) if self._pack else text
+
+    # -- datasets -----------------------------------------------------------------------------------
+
+    def import_items(
+        self,
+        project_id: str,
+        name: str,
+        items: Iterable[DatasetItem],
+        *,
+        source: str | None = None,
+        description: str | None = None,
+    ) -> tuple[DatasetVersion, bool]:
+        """Store items as the next version of the dataset ``name`` (created if missing), streamed in
+        batches in one transaction. When they are the same items as the newest version, nothing is
+        stored and that version comes back. Returns (version, created)."""
+        self.store.ensure_project(project_id)
+        try:
+            with self.engine.begin() as conn:
+                number = self._import(conn, project_id, name, items, source, description)
+        except _Unchanged as unchanged:
+            return unchanged.version, False
+        found = self.get_version(project_id, name, number)
+        assert found is not None
+        return found, True
+
+    def _import(
+        self,
+        conn: Connection,
+        project_id: str,
+        name: str,
+        items: Iterable[DatasetItem],
+        source: str | None,
+        description: str | None,
+    ) -> int:
+        dataset_id = self._dataset_id(conn, project_id, name, description)
+        latest = self._latest(conn, dataset_id, name)
+        version_id = uuid.uuid4().hex
+        number = (latest.version if latest else 0) + 1
+        conn.execute(
+            t.eval_dataset_versions.insert().values(
+                id=version_id,
+                dataset_id=dataset_id,
+                version=number,
+                item_count=0,
+                fingerprint="",
+                source=source,
+                created_ns=time.time_ns(),
+            )
+        )
+        digest = hashlib.sha256()
+        count = 0
+        batch: list[dict[str, Any]] = []
+        for item in items:
+            count += 1
+            fingerprint_item(digest, item)
+            batch.append(self._item_row(version_id, count, item))
+            if len(batch) >= _PAGE:
+                self._insert_items(conn, batch)
+                batch = []
+        self._insert_items(conn, batch)
+        fingerprint = digest.hexdigest()
+        if latest is not None and latest.fingerprint == fingerprint:
+            raise _Unchanged(latest)  # the transaction rolls the new version back
+        conn.execute(
+            t.eval_dataset_versions.update()
+            .where(t.eval_dataset_versions.c.id == version_id)
+            .values(item_count=count, fingerprint=fingerprint)
+        )
+        return number
+
+    def _insert_items(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            conn.execute(t.eval_items.insert(), rows)
+        except IntegrityError:
+            ids = [r["item_id"] for r in rows]
+            raise DatasetError(
+                "two items have the same id (ids must be unique in a dataset): "
+                + next((i for i in ids if ids.count(i) > 1), "one of " + ", ".join(ids[:3]))
+            ) from None
+
+    def _item_row(self, version_id: str, position: int, item: DatasetItem) -> dict[str, Any]:
+        return {
+            "version_id": version_id,
+            "position": position,
+            "item_id": item.id,
+            "input": self._text(_json(dict(item.input))),
+            "messages": self._text(_json([dict(m) for m in item.messages]) if item.messages else None),
+            "expected": self._text(_json(item.expected)),
+            "metadata": _json(dict(item.metadata)) if item.metadata else None,
+            "source_trace_id": item.source_trace_id,
+        }
+
+    def _dataset_id(self, conn: Connection, project_id: str, name: str, description: str | None) -> str:
+        d = t.eval_datasets
+        found = conn.execute(select(d.c.id).where(d.c.project_id == project_id, d.c.name == name)).first()
+        if found is not None:
+            return str(found.id)
+        dataset_id = uuid.uuid4().hex
+        conn.execute(
+            d.insert().values(
+                id=dataset_id,
+                project_id=project_id,
+                name=name,
+                description=description,
+                created_ns=time.time_ns(),
+            )
+        )
+        return dataset_id
+
+    def _latest(self, conn: Connection, dataset_id: str, name: str) -> DatasetVersion | None:
+        v = t.eval_dataset_versions
+        row = conn.execute(
+            select(v).where(v.c.dataset_id == dataset_id).order_by(v.c.version.desc()).limit(1)
+        ).first()
+        return None if row is None else _version(row._mapping, name)
+
+    def get_version(self, project_id: str, name: str, version: int | None = None) -> DatasetVersion | None:
+        """A dataset's version (the newest when ``version`` is None), or None."""
+        d, v = t.eval_datasets, t.eval_dataset_versions
+        query = (
+            select(v)
+            .join(d, d.c.id == v.c.dataset_id)
+            .where(d.c.project_id == project_id, d.c.name == name)
+            .order_by(v.c.version.desc())
+            .limit(1)
+        )
+        if version is not None:
+            query = query.where(v.c.version == version)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _version(row._mapping, name)
+
+    def get_version_by_id(self, version_id: str) -> DatasetVersion | None:
+        """A dataset version by its id."""
+        d, v = t.eval_datasets, t.eval_dataset_versions
+        query = select(v, d.c.name.label("dataset_name")).join(d, d.c.id == v.c.dataset_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query.where(v.c.id == version_id)).first()
+        return None if row is None else _version(row._mapping, row.dataset_name)
+
+    def list_datasets(self, project_id: str) -> list[DatasetSummary]:
+        """Every dataset of a project with its newest version, by name."""
+        d, v = t.eval_datasets, t.eval_dataset_versions
+        newest = (
+            select(v.c.dataset_id, func.max(v.c.version).label("version")).group_by(v.c.dataset_id).subquery()
+        )
+        query = (
+            select(v, d.c.name.label("dataset_name"), d.c.description)
+            .join(d, d.c.id == v.c.dataset_id)
+            .join(newest, and_(newest.c.dataset_id == v.c.dataset_id, newest.c.version == v.c.version))
+            .where(d.c.project_id == project_id)
+            .order_by(d.c.name)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            DatasetSummary(r.dataset_name, r.description, _version(r._mapping, r.dataset_name)) for r in rows
+        ]
+
+    def iter_items(self, version_id: str, *, page: int = _PAGE) -> Iterator[tuple[int, DatasetItem]]:
+        """(position, item) of a version in order, a page at a time."""
+        i = t.eval_items
+        query = (
+            select(i)
+            .where(i.c.version_id == version_id, i.c.position > bindparam("after"))
+            .order_by(i.c.position)
+            .limit(page)
+        )
+        after = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query, {"after": after}).all()
+            for row in rows:
+                yield row.position, _item(row._mapping)
+            if len(rows) < page:
+                return
+            after = rows[-1].position
+
+    # -- runs ---------------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        project_id: str,
+        *,
+        name: str | None,
+        spec: Mapping[str, Any],
+        dataset: str | None,
+        dataset_version_id: str | None,
+        dataset_version: int | None,
+        target: str,
+        epochs: int,
+        items_total: int | None,
+        scorers: Sequence[str],
+    ) -> EvalRun:
+        """Store a new run, status running."""
+        self.store.ensure_project(project_id)
+        run = EvalRun(
+            id=uuid.uuid4().hex,
+            project_id=project_id,
+            name=name,
+            status=RunStatus.RUNNING,
+            spec=dict(spec),
+            dataset=dataset,
+            dataset_version_id=dataset_version_id,
+            dataset_version=dataset_version,
+            target=target,
+            epochs=epochs,
+            items_total=items_total,
+            scorers=tuple(scorers),
+            created_ns=time.time_ns(),
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.eval_runs.insert().values(
+                    id=run.id,
+                    project_id=project_id,
+                    name=name,
+                    status=run.status.value,
+                    spec=orjson.dumps(run.spec, default=str).decode(),
+                    dataset=dataset,
+                    dataset_version_id=dataset_version_id,
+                    dataset_version=dataset_version,
+                    target=target,
+                    epochs=epochs,
+                    items_total=items_total,
+                    scorers=orjson.dumps(list(scorers)).decode(),
+                    created_ns=run.created_ns,
+                )
+            )
+        return run
+
+    def get_run(self, run_id: str) -> EvalRun | None:
+        """A run by id."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.eval_runs).where(t.eval_runs.c.id == run_id)).first()
+        return None if row is None else _run(row._mapping)
+
+    def find_run(self, reference: str, project_id: str | None = None) -> EvalRun | None:
+        """A run by id or by an unambiguous prefix of its id (at least 6 characters)."""
+        run = self.get_run(reference)
+        if run is not None or len(reference) < 6 or len(reference) >= 32:
+            return run
+        query = select(t.eval_runs).where(t.eval_runs.c.id.like(reference.lower() + "%")).limit(2)
+        if project_id is not None:
+            query = query.where(t.eval_runs.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return _run(rows[0]._mapping) if len(rows) == 1 else None
+
+    def list_runs(self, project_id: str, limit: int = 20) -> list[EvalRun]:
+        """Newest runs first."""
+        r = t.eval_runs
+        query = select(r).where(r.c.project_id == project_id).order_by(r.c.created_ns.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [_run(row._mapping) for row in conn.execute(query)]
+
+    def set_run_status(self, run_id: str, status: RunStatus, summary: RunSummary | None = None) -> None:
+        """Record where a run stands (and its summary)."""
+        values: dict[str, Any] = {"status": status.value}
+        values["finished_ns"] = None if status is RunStatus.RUNNING else time.time_ns()
+        if summary is not None:
+            values["summary"] = orjson.dumps(summary.as_dict()).decode()
+        with self.engine.begin() as conn:
+            conn.execute(t.eval_runs.update().where(t.eval_runs.c.id == run_id).values(**values))
+
+    # -- results ------------------------------------------------------------------------------------
+
+    def write_results(self, results: Sequence[EvalResult]) -> None:
+        """Store results and their scores in one transaction (ones already stored are skipped)."""
+        if not results:
+            return
+        result_rows = [
+            {
+                "run_id": r.run_id,
+                "item_id": r.item_id,
+                "epoch": r.epoch,
+                "position": r.position,
+                "output": self._text(r.output),
+                "error": r.error,
+                "latency_ms": r.latency_ms,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "cost_usd": r.cost_usd,
+                "judge_input_tokens": r.judge_input_tokens,
+                "judge_output_tokens": r.judge_output_tokens,
+                "judge_cost_usd": r.judge_cost_usd,
+                "trace_id": r.trace_id,
+                "cached": r.cached,
+                "created_ns": r.created_ns or time.time_ns(),
+            }
+            for r in results
+        ]
+        score_rows = [
+            {
+                "run_id": r.run_id,
+                "scorer": s.scorer,
+                "item_id": r.item_id,
+                "epoch": r.epoch,
+                "value": s.value,
+                "passed": s.passed,
+                "error": s.error,
+                "reason": s.reason[:2000] if s.reason else None,
+            }
+            for r in results
+            for s in r.scores
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(t.eval_results).on_conflict_do_nothing(), result_rows)
+            if score_rows:
+                conn.execute(self._insert(t.eval_scores).on_conflict_do_nothing(), score_rows)
+
+    def completed_keys(self, run_id: str) -> set[tuple[str, int]]:
+        """(item id, epoch) of every stored result of a run."""
+        r = t.eval_results
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(r.c.item_id, r.c.epoch).where(r.c.run_id == run_id))
+            return {(row.item_id, row.epoch) for row in rows}
+
+    def count_results(self, run_id: str) -> int:
+        """How many results a run has stored."""
+        r = t.eval_results
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(r.c.run_id == run_id)).scalar_one())
+
+    def iter_results(self, run_id: str, *, page: int = 500) -> Iterator[EvalResult]:
+        """A run's results with their scores, in item order then epoch, a page at a time."""
+        r, s = t.eval_results, t.eval_scores
+        query = (
+            select(r)
+            .where(
+                r.c.run_id == run_id,
+                tuple_(r.c.position, r.c.epoch) > tuple_(bindparam("p"), bindparam("e")),
+            )
+            .order_by(r.c.position, r.c.epoch)
+            .limit(page)
+        )
+        after = (0, -1)
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query, {"p": after[0], "e": after[1]}).all()
+                scores: dict[tuple[str, int], list[ScoreRecord]] = {}
+                if rows:
+                    ids = list({row.item_id for row in rows})
+                    score_rows = conn.execute(
+                        select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids)).order_by(s.c.scorer)
+                    )
+                    for sr in score_rows:
+                        scores.setdefault((sr.item_id, sr.epoch), []).append(
+                            ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
+                        )
+            for row in rows:
+                yield _result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ())))
+            if len(rows) < page:
+                return
+            after = (rows[-1].position, rows[-1].epoch)
+
+    def get_results(self, run_id: str, item_ids: Sequence[str]) -> list[EvalResult]:
+        """The results (every epoch) of some items of a run."""
+        r, s = t.eval_results, t.eval_scores
+        ids = list(item_ids)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(r).where(r.c.run_id == run_id, r.c.item_id.in_(ids)).order_by(r.c.position, r.c.epoch)
+            ).all()
+            scores: dict[tuple[str, int], list[ScoreRecord]] = {}
+            for sr in conn.execute(
+                select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids)).order_by(s.c.scorer)
+            ):
+                scores.setdefault((sr.item_id, sr.epoch), []).append(
+                    ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
+                )
+        return [_result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ()))) for row in rows]
+
+    def get_items(self, version_id: str, item_ids: Sequence[str]) -> dict[str, DatasetItem]:
+        """Some items of a dataset version, by id."""
+        i = t.eval_items
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(i).where(i.c.version_id == version_id, i.c.item_id.in_(list(item_ids)))
+            )
+            return {row.item_id: _item(row._mapping) for row in rows}
+
+    def scorer_names(self, run_id: str) -> list[str]:
+        """The scorers a run has values for (its spec's order when known)."""
+        run = self.get_run(run_id)
+        return list(run.scorers) if run else []
+
+    def metric_values(self, run_id: str, scorer: str) -> tuple[dict[str, list[float]], int]:
+        """One scorer's measured values of a run as ``{item_id: [value per epoch]}`` (epoch order),
+        and how many values were unmeasured (the shape :mod:`pilothouse.evals.gate` takes)."""
+        s = t.eval_scores
+        query = (
+            select(s.c.item_id, s.c.value)
+            .where(s.c.run_id == run_id, s.c.scorer == scorer)
+            .order_by(s.c.item_id, s.c.epoch)
+        )
+        by_item: dict[str, list[float]] = {}
+        unmeasured = 0
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).yield_per(5000):
+                if row.value is None:
+                    unmeasured += 1
+                else:
+                    by_item.setdefault(row.item_id, []).append(float(row.value))
+        return by_item, unmeasured
+
+    # -- response cache -----------------------------------------------------------------------------
+
+    def cache_get_many(self, keys: Sequence[str]) -> dict[str, CachedResponse]:
+        """The cached target answers of some keys (the keys without one are left out)."""
+        if not keys:
+            return {}
+        c = t.eval_cache
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(c).where(c.c.key.in_(list(set(keys))))).all()
+        return {
+            row.key: CachedResponse(
+                unpack(row.output) or "", row.input_tokens, row.output_tokens, row.cost_usd, row.latency_ms
+            )
+            for row in rows
+        }
+
+    def cache_put(self, entries: Sequence[tuple[str, CachedResponse]]) -> None:
+        """Keep target answers (a key already there keeps its answer)."""
+        if not entries:
+            return
+        now = time.time_ns()
+        rows = [
+            {
+                "key": key,
+                "output": self._text(e.output),
+                "input_tokens": e.input_tokens,
+                "output_tokens": e.output_tokens,
+                "cost_usd": e.cost_usd,
+                "latency_ms": e.latency_ms,
+                "created_ns": now,
+            }
+            for key, e in dict(entries).items()
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(self._insert(t.eval_cache).on_conflict_do_nothing(), rows)
+
+    def clear_cache(self) -> int:
+        """Forget every cached answer; returns how many there were."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(t.eval_cache.delete()).rowcount or 0)
+
+    def write_spans(self, records: Sequence[SpanRecord]) -> None:
+        """Store the spans of in-process target and judge calls (through the trace pipeline's writer)."""
+        self.store.write_spans(records)
+
+    # -- curation -----------------------------------------------------------------------------------
+
+    def iter_trace_items(
+        self,
+        project_id: str,
+        query: TraceQuery,
+        scores: Sequence[ScoreFilter] = (),
+        limit: int | None = None,
+    ) -> Iterator[DatasetItem]:
+        """Dataset items from stored traces matching the filters, newest first: the trace's input (a
+        chat becomes ``messages``, a JSON object the variables, other text the variable ``input``), its
+        output as ``expected``, its name, model, tags and scores as metadata; the trace id is the
+        item's id and source."""
+        sc, sp = t.scores, t.spans
+        produced = 0
+        page = TraceQuery(**{**_query_fields(query), "limit": 500})
+        while True:
+            found = self.store.list_traces(project_id, page)
+            traces = [summary.trace for summary in found.data]
+            ids = [trace.id for trace in traces]
+            with self.engine.connect() as conn:
+                roots = {
+                    r.trace_id: (unpack(r.input), unpack(r.output))
+                    for r in conn.execute(
+                        select(sp.c.trace_id, sp.c.input, sp.c.output).where(
+                            sp.c.project_id == project_id, sp.c.trace_id.in_(ids), sp.c.parent_id.is_(None)
+                        )
+                    )
+                }
+                trace_scores: dict[str, dict[str, float | str | None]] = {}
+                for row in conn.execute(
+                    select(sc.c.trace_id, sc.c.name, sc.c.value, sc.c.string_value).where(
+                        sc.c.project_id == project_id, sc.c.trace_id.in_(ids)
+                    )
+                ):
+                    value = row.value if row.value is not None else row.string_value
+                    trace_scores.setdefault(row.trace_id, {})[row.name] = value
+            for trace in traces:
+                own = trace_scores.get(trace.id, {})
+                if not all(_score_passes(own.get(f.name), f) for f in scores):
+                    continue
+                root_in, root_out = roots.get(trace.id, (None, None))
+                text_in = trace.input if trace.input is not None else root_in
+                text_out = trace.output if trace.output is not None else root_out
+                yield _trace_item(trace.id, text_in, text_out, trace.name, trace.model, trace.tags, own)
+                produced += 1
+                if limit is not None and produced >= limit:
+                    return
+            if found.next_cursor is None:
+                return
+            from pilothouse.domain.queries import decode_cursor
+
+            page = TraceQuery(**{**_query_fields(page), "cursor": decode_cursor(found.next_cursor)})
+
+
+def _query_fields(query: TraceQuery) -> dict[str, Any]:
+    return {name: getattr(query, name) for name in TraceQuery.__dataclass_fields__}
+
+
+def _score_passes(value: float | str | None, f: ScoreFilter) -> bool:
+    if not isinstance(value, int | float):
+        return False
+    ops = {
+        ">=": value >= f.value,
+        "<=": value <= f.value,
+        ">": value > f.value,
+        "<": value < f.value,
+        "==": value == f.value,
+    }
+    return ops[f.op]
+
+
+def _trace_item(
+    trace_id: str,
+    text_in: str | None,
+    text_out: str | None,
+    name: str | None,
+    model: str | None,
+    tags: Sequence[str],
+    scores: Mapping[str, Any],
+) -> DatasetItem:
+    variables: dict[str, Any] = {}
+    messages = None
+    parsed: Any = None
+    if text_in:
+        try:
+            parsed = orjson.loads(text_in)
+        except orjson.JSONDecodeError:
+            parsed = None
+    if isinstance(parsed, list) and all(isinstance(m, dict) and "role" in m for m in parsed) and parsed:
+        messages = tuple(parsed)
+    elif isinstance(parsed, dict):
+        variables = parsed
+    elif text_in is not None:
+        variables = {"input": text_in}
+    metadata: dict[str, Any] = {"trace_name": name, "model": model, "tags": list(tags)}
+    if scores:
+        metadata["scores"] = dict(scores)
+    return DatasetItem(
+        id=trace_id,
+        input=variables,
+        expected=text_out,
+        metadata={k: v for k, v in metadata.items() if v},
+        messages=messages,
+        source_trace_id=trace_id,
+    )
+
+
+def _version(row: Mapping[Any, Any], name: str) -> DatasetVersion:
+    return DatasetVersion(
+        id=row["id"],
+        dataset_id=row["dataset_id"],
+        name=name,
+        version=row["version"],
+        item_count=row["item_count"],
+        fingerprint=row["fingerprint"],
+        source=row["source"],
+        created_ns=row["created_ns"],
+    )
+
+
+def _item(row: Mapping[Any, Any]) -> DatasetItem:
+    messages = _unjson(row["messages"])
+    return DatasetItem(
+        id=row["item_id"],
+        input=_unjson(row["input"]) or {},
+        expected=_unjson(row["expected"]),
+        metadata=_unjson(row["metadata"]) or {},
+        messages=tuple(messages) if messages is not None else None,
+        source_trace_id=row["source_trace_id"],
+    )
+
+
+def _run(row: Mapping[Any, Any]) -> EvalRun:
+    summary = _unjson(row["summary"])
+    return EvalRun(
+        id=row["id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        status=RunStatus(row["status"]),
+        spec=_unjson(row["spec"]) or {},
+        dataset=row["dataset"],
+        dataset_version_id=row["dataset_version_id"],
+        dataset_version=row["dataset_version"],
+        target=row["target"],
+        epochs=row["epochs"],
+        items_total=row["items_total"],
+        scorers=tuple(_unjson(row["scorers"]) or ()),
+        created_ns=row["created_ns"],
+        finished_ns=row["finished_ns"],
+        summary=RunSummary.from_dict(summary) if summary else None,
+    )
+
+
+def _result(row: Mapping[Any, Any], scores: tuple[ScoreRecord, ...]) -> EvalResult:
+    return EvalResult(
+        run_id=row["run_id"],
+        item_id=row["item_id"],
+        epoch=row["epoch"],
+        position=row["position"],
+        output=unpack(row["output"]),
+        error=row["error"],
+        latency_ms=row["latency_ms"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        cost_usd=row["cost_usd"],
+        judge_input_tokens=row["judge_input_tokens"],
+        judge_output_tokens=row["judge_output_tokens"],
+        judge_cost_usd=row["judge_cost_usd"],
+        trace_id=row["trace_id"],
+        cached=bool(row["cached"]),
+        scores=scores,
+        created_ns=row["created_ns"],
+    )

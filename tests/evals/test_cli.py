@@ -1,0 +1,242 @@
+"""The CLI: eval run/list/show/compare, datasets import/export/list/from-traces, and the gate's exit
+codes (0 pass, 1 regression, 3 inconclusive, 2 usage error) and reports."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pilothouse.cli import main
+from pilothouse.domain.traces import (
+    Observation,
+    ObservationKind,
+    Score,
+    ScoreDataType,
+    SpanRecord,
+    TraceAttributes,
+)
+from pilothouse.evals.results import EvalResult, RunStatus, ScoreRecord
+from pilothouse.store.evals import EvalStore
+from pilothouse.store.sql import SqlStore
+from tests.evals.conftest import explain_spec, write_yaml
+
+
+class Cli:
+    def __init__(self, url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        self.url = url
+        self.capsys = capsys
+        self.monkeypatch = monkeypatch
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        self.monkeypatch.setattr(sys, "argv", ["pilothouse", *args, "--database-url", self.url])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    monkeypatch.chdir(tmp_path)
+    return Cli(f"sqlite:///{tmp_path / 'cli.db'}", capsys, monkeypatch)
+
+
+def stored_run(url: str, values: list[float | None], name: str = "contains") -> str:
+    """A completed run with one binary score per item (None: the target failed)."""
+    store = EvalStore(SqlStore.from_url(url))
+    version, _ = store.import_items("default", "fixed", [])
+    run = store.create_run(
+        "default",
+        name=None,
+        spec={},
+        dataset="fixed",
+        dataset_version_id=version.id,
+        dataset_version=1,
+        target="test",
+        epochs=1,
+        items_total=len(values),
+        scorers=[name],
+    )
+    store.write_results(
+        [
+            EvalResult(
+                run.id,
+                str(n),
+                0,
+                n + 1,
+                None if v is None else "out",
+                error="boom" if v is None else None,
+                scores=(ScoreRecord(name, v, None if v is None else v >= 1),),
+            )
+            for n, v in enumerate(values)
+        ]
+    )
+    store.set_run_status(run.id, RunStatus.COMPLETED)
+    store.store.close()
+    return run.id
+
+
+def test_eval_run_prints_a_summary_and_the_id_last(cli: Cli, tmp_path: Path) -> None:
+    spec = write_yaml(tmp_path / "spec.yaml", explain_spec(tmp_path, 6, repeats=2, concurrency=3))
+    code, out, err = cli("eval", "run", str(spec))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    run_id = lines[-1]
+    assert len(run_id) == 32 and run_id.isalnum()
+    assert "contains" in out and "100.0%" in out and "items@1: 6 items x 2 repeats" in out
+    assert "12/12" in err  # the progress bar
+    code, out, _ = cli("eval", "list")
+    assert code == 0 and run_id[:6] in out
+    code, out, _ = cli("eval", "show", run_id[:10], "--items", "3")
+    assert code == 0 and "Explain tides briefly." in out
+    code, out, _ = cli("eval", "show", run_id, "--json")
+    assert json.loads(out.splitlines()[0])["id"] == run_id and len(out.splitlines()) == 13
+
+
+def test_eval_run_with_assertions_exits_like_the_gate(cli: Cli, tmp_path: Path) -> None:
+    good = write_yaml(tmp_path / "good.yaml", explain_spec(tmp_path, 8, **{"assert": {"contains": 0.5}}))
+    code, out, _ = cli("eval", "run", "-q", str(good))
+    assert code == 0 and "PASS" in out
+    bad = explain_spec(tmp_path, 8, prompt="Explain it.", **{"assert": {"contains": 0.5}})
+    code, out, _ = cli("eval", "run", "-q", str(write_yaml(tmp_path / "bad.yaml", bad)))
+    assert code == 1 and "REGRESSION" in out and len(out.strip().splitlines()[-1]) == 32
+
+
+@pytest.mark.parametrize(
+    ("spec_text", "message"),
+    [
+        ("dataset: [unclosed\n", "not valid YAML"),
+        (
+            "dataset: missing.jsonl\ntarget: {callable: 'json:dumps'}\nscorers: [{type: is-json}]\n",
+            "dataset: the file 'missing.jsonl' does not exist",
+        ),
+        (
+            "dataset: [{a: 1}]\ntarget: {callable: 'json:dumps'}\nscorers: [{type: nope}]\n",
+            "unknown scorer type 'nope'",
+        ),
+        (
+            "dataset: nothing-stored\ntarget: {callable: 'json:dumps'}\nscorers: [{type: is-json}]\n",
+            "no dataset named 'nothing-stored'",
+        ),
+    ],
+)
+def test_bad_specs_are_one_line_usage_errors(cli: Cli, tmp_path: Path, spec_text: str, message: str) -> None:
+    (tmp_path / "spec.yaml").write_text(spec_text)
+    code, _, err = cli("eval", "run", "spec.yaml")
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_gate_exit_codes_and_reports(cli: Cli, tmp_path: Path) -> None:
+    base = stored_run(cli.url, [1.0] * 100)
+    worse = stored_run(cli.url, [1.0] * 70 + [0.0] * 30)
+    slightly = stored_run(cli.url, [1.0] * 98 + [0.0] * 2)
+    other = stored_run(cli.url, [1.0] * 100, name="exact")
+
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", base)
+    assert code == 0 and "PASS (exit 0)" in out
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", worse, "--report-dir", "reports")
+    assert code == 1 and "regression" in out and "reports/gate.md" in out
+    report = json.loads((tmp_path / "reports" / "gate.json").read_text())
+    assert report["verdict"] == "regression" and report["metrics"][0]["n_paired"] == 100
+    assert "<failure" in (tmp_path / "reports" / "gate.xml").read_text()
+    assert "Quality gate: REGRESSION" in (tmp_path / "reports" / "gate.md").read_text()
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", slightly)
+    assert code == 3 and "inconclusive" in out and "items would likely decide" in out
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", slightly, "--margin", "0.1")
+    assert code == 0
+
+    code, _, err = cli("gate", "--baseline", base, "--candidate", "0123456789abcdef")
+    assert code == 2 and "no eval run '0123456789abcdef'" in err
+    code, _, err = cli("gate", "--baseline", base, "--candidate", worse, "--metric", "rubric")
+    assert code == 2 and "metric 'rubric' is not in both runs" in err
+    code, _, err = cli("gate", "--baseline", base, "--candidate", other)
+    assert code == 2 and "no metric (scorer) in common" in err
+    code, _, err = cli("gate", "--baseline", base, "--candidate", worse, "--alpha", "0.7")
+    assert code == 2 and "--alpha" in err
+
+
+def test_gate_counts_unmeasured_apart(cli: Cli) -> None:
+    base = stored_run(cli.url, [1.0] * 50)
+    flaky = stored_run(cli.url, [1.0] * 45 + [None] * 5)  # 5 target errors: not failures
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", flaky)
+    assert code == 0 and "candidate 5" in out
+
+
+def test_eval_compare_shows_item_differences(cli: Cli) -> None:
+    base = stored_run(cli.url, [1.0] * 10)
+    worse = stored_run(cli.url, [1.0] * 7 + [0.0] * 3)
+    code, out, _ = cli("eval", "compare", base, worse)
+    assert code == 0
+    assert "0 items better, 3 worse, 7 unchanged" in out and "-1.000" in out
+
+
+def test_datasets_import_export_list(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "qa.csv").write_text("id,question,expected\nq1,Capital of France?,Paris\nq2,2+2?,4\n")
+    code, out, _ = cli("datasets", "import", "qa.csv")
+    assert code == 0 and "dataset 'qa' version 1: 2 items" in out
+    code, out, _ = cli("datasets", "import", "qa.csv")
+    assert "unchanged: version 1" in out
+    code, out, _ = cli("datasets", "export", "qa", "-o", "qa.yaml")
+    assert code == 0 and "wrote 2 items of qa@1" in out
+    code, out, _ = cli("datasets", "export", "qa", "--format", "jsonl")
+    assert [json.loads(line)["expected"] for line in out.splitlines()] == ["Paris", "4"]
+    code, out, _ = cli("datasets", "list")
+    assert "qa" in out and "qa.csv" in out
+    code, _, err = cli("datasets", "export", "nope")
+    assert code == 2 and "no dataset 'nope'" in err
+    code, _, err = cli("datasets", "import", "missing.jsonl")
+    assert code == 2 and "cannot read the dataset" in err
+
+
+def test_dataset_from_traces_with_filters(cli: Cli) -> None:
+    store = SqlStore.from_url(cli.url)
+    now = time.time_ns()
+    records = []
+    for n, (model, question) in enumerate([("gpt-4o", "Why is the sky blue?"), ("sim-1", "What is 2+2?")]):
+        trace_id = f"{n + 1:032x}"
+        observation = Observation(
+            trace_id=trace_id,
+            id=f"{n + 1:016x}",
+            name="chat",
+            start_ns=now - n,
+            end_ns=now,
+            kind=ObservationKind.GENERATION,
+            input=json.dumps([{"role": "user", "content": question}]),
+            output="an answer",
+            model=model,
+        )
+        records.append(SpanRecord("default", observation, TraceAttributes(name="qa", tags=("prod",))))
+    store.write_spans(records)
+    store.add_scores("default", [Score("s1", f"{1:032x}", "helpful", ScoreDataType.NUMERIC, 1.0)])
+    store.close()
+    code, out, err = cli(
+        "datasets",
+        "from-traces",
+        "--name",
+        "golden",
+        "--since",
+        "1h",
+        "--tag",
+        "prod",
+        "--score",
+        "helpful>=1",
+    )
+    assert code == 0, err
+    assert "1 items from traces" in out
+    code, out, _ = cli("datasets", "export", "golden")
+    [item] = [json.loads(line) for line in out.splitlines()]
+    assert item["messages"] == [{"role": "user", "content": "Why is the sky blue?"}]
+    assert item["expected"] == "an answer" and item["source_trace_id"] == f"{1:032x}"
+    assert item["metadata"]["scores"] == {"helpful": 1.0}
+    code, out, _ = cli("datasets", "from-traces", "--name", "sim-only", "--model", "sim-1")
+    assert "1 items" in out
+    code, _, err = cli("datasets", "from-traces", "--name", "x", "--score", "helpful")
+    assert code == 2 and "NAME>=VALUE" in err
