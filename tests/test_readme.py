@@ -103,3 +103,18 @@ def test_readme_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> No
     priced = parse_config(yaml.safe_load(blocks[1]), "README")
     (row,) = priced.prices
     assert row.output == pytest.approx(1.20 / (900 * 3600) * 1e6) and priced.cache.enabled
+
+
+def test_readme_eval_and_gate_commands_run(tmp_path: Path) -> None:
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
+    (block,) = [b for b in blocks if "pilothouse gate" in b]
+    (tmp_path / ".venv").symlink_to(README.parent / ".venv")
+    (tmp_path / "pilothouse.yaml").write_text((README.parent / "pilothouse.yaml").read_text())
+    env = {**os.environ, "PILOTHOUSE_HOME": str(tmp_path / "home")}
+    env.pop("PILOTHOUSE_DATABASE_URL", None)
+    run = subprocess.run(
+        ["bash", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "REGRESSION (exit 1)" in run.stdout, run.stdout + run.stderr
+    assert run.returncode == 0, run.stderr  # the last command, eval compare, succeeds
+    assert (tmp_path / "pilothouse-gate" / "gate.xml").is_file()

@@ -160,9 +160,15 @@ def items_needed(
     exactly at zero with a zero margin) or the spread cannot be estimated.
     """
     sd = comparison.sd_difference
-    if not (math.isfinite(sd) and sd > 0):
+    if not math.isfinite(sd):
         return None
     gain = comparison.delta if higher_is_better else -comparison.delta
+    if sd == 0:
+        # Every pair moved by the same amount: no spread to extrapolate, but if they all got worse an
+        # exact sign test decides as soon as 0.5 ** n < alpha.
+        if gain < 0:
+            return max(math.ceil(math.log(alpha) / math.log(0.5)), comparison.n_items + 1)
+        return None
     z = _normal_quantile(1 - alpha) + _normal_quantile(DECISION_POWER)
     gaps = [g for g in (gain + margin, -gain) if g > 0]
     if not gaps:

@@ -249,3 +249,11 @@ def test_the_example_in_docs_gate_md_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
     assert len(blocks) == 1
     exec(compile(blocks[0], "docs/gate.md", "exec"), {})
+
+
+def test_items_needed_when_every_item_got_worse_by_the_same() -> None:
+    # 3 items, all pass -> fail: no spread, yet an exact test decides at 5 items (0.5 ** 5 < 0.05)
+    base, cand = table(decreases=3, increases=0, both_pass=0, both_fail=0)
+    result = compare_metric(ACCURACY, base, cand, margin=0.02)
+    assert result.verdict is GateVerdict.INCONCLUSIVE and result.items_needed == 5
+    assert "5 paired items would likely decide" in result.explanation
