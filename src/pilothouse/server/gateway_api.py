@@ -122,20 +122,11 @@ def _cache_hit(
             cost=cost,
         ),
     )
-    if stream_wire is None:
-        return cost, None
-    wire = stream_wire
-
-    async def events() -> AsyncIterator[bytes]:
-        for chunk in replay_chunks(answer.response):
-            if data := wire.chunk(chunk):
-                yield data
-        yield wire.end()
-
-    return cost, events()
+    return cost, None if stream_wire is None else _replay(answer.response, stream_wire)
 
 
 async def _replay(response: dict[str, Any], wire: OpenAIWire | AnthropicWire) -> AsyncIterator[bytes]:
+    """A complete response (cached, or a cascade's) as the events of a stream."""
     for chunk in replay_chunks(response):
         if data := wire.chunk(chunk):
             yield data
@@ -154,7 +145,7 @@ async def _cascade(
     for position, step in enumerate(steps):
         usage = usage_from_openai(step.response.get("usage"))
         cost = _cost(state, step.deployment, step.response.get("model"), usage)
-        total = None if total is None or cost is None else Cost({"total": total.total + cost.total})
+        total = None if total is None or cost is None else Cost({"steps": total.total + cost.total})
         await _count_tokens(state, principal, usage)
         verdict = step.verdict
         summary.append(
