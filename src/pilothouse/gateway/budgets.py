@@ -251,19 +251,41 @@ class BudgetGuard:
         self.refresh_s = refresh_s
         self.reservation_ttl_s = reservation_ttl_s
         self._budgets: list[Budget] = []
-        self._loaded_at = float("-inf")
+        self._dirty = True  # load before the first request
         self._started: set[str] = set()  # ledger keys whose stored spend this process has loaded
         self._webhooks: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
 
     def invalidate(self) -> None:
-        """Reload the budgets on the next request (after one was created or deleted here)."""
-        self._loaded_at = float("-inf")
+        """Reload the budgets before the next request (after one was created or deleted here)."""
+        self._dirty = True
+
+    async def reload(self) -> None:
+        """Read the budgets and the stored spend of their current periods, so that requests never
+        wait for the database (a period that begins between reloads is read on its first request)."""
+        budgets = await asyncio.to_thread(self.costs.list_budgets)
+        now = datetime.now(UTC)
+        for budget in budgets:
+            await self._start(budget, _entry(budget, now), now)
+        self._budgets, self._dirty = budgets, False
+
+    def start(self) -> None:
+        """Reload every ``refresh_s`` in the background (budgets created by the CLI or another process)."""
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(self.refresh_s)
+                try:
+                    await self.reload()
+                except Exception:
+                    log.warning("reloading the budgets failed; keeping the ones loaded", exc_info=True)
+
+        self._refresher = asyncio.get_running_loop().create_task(refresh())
 
     async def _current(self) -> list[Budget]:
-        if time.monotonic() - self._loaded_at > self.refresh_s:
-            self._budgets = await asyncio.to_thread(self.costs.list_budgets)
-            self._loaded_at = time.monotonic()
+        if self._dirty:
+            await self.reload()
         return self._budgets
 
     async def applicable(
@@ -345,7 +367,9 @@ class BudgetGuard:
         return await self.ledger.usage(entry.key)
 
     async def close(self) -> None:
-        """Wait for alert webhooks in flight and release connections."""
+        """Stop reloading, wait for alert webhooks in flight and release connections."""
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         if self._webhooks is not None:

@@ -158,6 +158,8 @@ def create_app(
         )
         if semantic is not None:
             await asyncio.to_thread(semantic.warm_up)  # the embedding model loads before serving
+        await budgets.reload()  # budgets and their spend so far: requests never wait for them
+        budgets.start()
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -175,6 +177,7 @@ def create_app(
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:
                 the_store.close()
+
 
     routes = [
         Route("/v1/traces", export_traces, methods=["POST"]),
