@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -155,3 +156,32 @@ def test_breaker_opens_moves_traffic_and_recovers(tmp_path: Path, upstream: Simu
         assert health["blue"]["state"] == "closed"
     finally:
         gw.server.stop()
+
+
+def test_the_total_timeout_covers_the_whole_stream(tmp_path: Path) -> None:
+    # 400 tokens at 20 tokens/s take 20 s; the router's total timeout is 1 s
+    with SimulatedUpstream(SimConfig(tokens_per_s=20, output_tokens=400)) as slow_upstream:
+        gw = start_gateway(
+            tmp_path, slow_upstream, [_deployment(slow_upstream, "long")], router={"timeout_s": 1.0}
+        )
+        try:
+            started = time.monotonic()
+            with httpx.stream(
+                "POST",
+                gw.base_url + "/chat/completions",
+                json={"model": "long", "messages": MESSAGES, "stream": True},
+                headers=gw.auth,
+            ) as response:
+                events = [line for line in response.iter_lines() if line.startswith("data: ")]
+            assert 0.9 < time.monotonic() - started < 5
+            error = json.loads(events[-1].removeprefix("data: "))["error"]
+            assert error["code"] == "timeout" and "total timeout of 1 s" in error["message"]
+            (trace,) = gw.traces(1)
+            generation = trace["observations"][0]
+            assert generation["status"] == "error" and "total timeout" in generation["status_message"]
+            deadline = time.monotonic() + 5  # and the upstream stream was dropped
+            while slow_upstream.streams_aborted == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert slow_upstream.streams_aborted == 1
+        finally:
+            gw.server.stop()

@@ -92,7 +92,11 @@ def worst_case_usd(state: AppState, body: dict[str, Any]) -> float | None:
     return worst
 
 
-async def settle_budget(state: AppState, call: GatewayCall, cost: Cost | None) -> None:
-    """Release the call's budget hold, counting its actual cost (0 when unknown or failed)."""
+async def settle_budget(
+    state: AppState, call: GatewayCall, cost: Cost | None, *, unknown_is_worst_case: bool = False
+) -> None:
+    """Release the call's budget hold, counting its actual cost (0 for a call that failed before
+    spending; the worst case held when it spent an unknown amount)."""
     if call.reservation is not None:
-        await state.budgets.settle(call.reservation, cost.total if cost else 0.0)
+        spent = call.reservation.amount if unknown_is_worst_case else cost.total if cost else 0.0
+        await state.budgets.settle(call.reservation, spent)

@@ -5,7 +5,9 @@ database); errors use the JSON shape of the surface's own API."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -312,8 +314,17 @@ def _relay(
     async def events() -> AsyncIterator[bytes]:
         assembler = StreamAssembler()
         status, error = Status.OK, None
+        timeout_s = state.router.config.router.timeout_s
+        deadline = call.started + timeout_s  # the total timeout covers the whole stream
+        chunks = aiter(stream)
         try:
-            async for chunk in stream:
+            while True:
+                # no yield inside the timeout: it only ever interrupts the wait for the upstream
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
                 assembler.add(chunk)
                 choices = chunk.get("choices") or []
                 if choices and (choices[0].get("delta") or {}).get("content"):
@@ -326,6 +337,9 @@ def _relay(
             # The client already has part of the answer: end the stream with an error event.
             status, error = Status.ERROR, f"stream failed after the first chunk: {exc.message}"
             yield wire.error(exc, error)
+        except TimeoutError:
+            status, error = Status.ERROR, f"stream exceeded the total timeout of {timeout_s:g} s"
+            yield wire.error(ProviderError(504, error, kind="timeout", code="timeout"), error)
         except BaseException:
             status, error = Status.ERROR, "client disconnected; upstream call cancelled"
             raise
@@ -335,7 +349,8 @@ def _relay(
             usage = usage_from_openai(final.get("usage"))
             cost = _cost(state, deployment, final.get("model"), usage)
             await _count_tokens(state, principal, usage)
-            await settle_budget(state, call, cost)
+            # a stream cut before its usage arrived spent an unknown amount: keep its worst case
+            await settle_budget(state, call, cost, unknown_is_worst_case=usage.is_empty)
             if status is Status.OK and cached is not None:
                 await caching.store(state, cached, deployment, final, cost)
             _save(
