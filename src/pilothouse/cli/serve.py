@@ -47,6 +47,7 @@ def serve(
         key_hint = first_key
     click.echo(
         f"Pilothouse serving on {base}  (database: {settings.resolved_database_url})\n"
+        f"  Web UI:        {base}/  (log in with the key)\n"
         f"  Send traces:   export PILOTHOUSE_API_KEY={key_hint}\n"
         f"                 OTLP endpoint {base}/v1/traces, or pilothouse.init() in Python\n"
         f"  Read traces:   curl -H 'Authorization: Bearer {key_hint}' {base}/api/traces\n"

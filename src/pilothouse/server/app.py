@@ -178,6 +178,7 @@ def create_app(
             if own_store:
                 the_store.close()
 
+    from pilothouse.ui import ui_routes  # here, not at the top: the UI's modules import the server's
 
     routes = [
         Route("/v1/traces", export_traces, methods=["POST"]),
@@ -185,6 +186,7 @@ def create_app(
         *api.routes,
         *costs_api.routes,
         *gateway_api.routes,
+        *ui_routes(settings),  # the web UI at /
     ]
     app = Starlette(
         routes=routes,

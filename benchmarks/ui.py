@@ -1,0 +1,202 @@
+"""Web UI benchmark: the server time of every page over 1,000,000 stored spans.
+
+    python benchmarks/ui.py [--spans 1000000] [--keep PATH] [--database-url postgresql://...]
+
+Fills the store as benchmarks/query.py does (reuse its database with ``--keep``: the same file serves
+both), adds a dataset and two eval runs, starts ``pilothouse serve``, logs in through the login form
+and times each page from a client over loopback (the whole response, HTML included). Target: p95 <=
+200 ms per page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import BIN, Server
+from query import PROJECT, fill
+
+from pilothouse.evals.datasets import DatasetItem
+from pilothouse.evals.results import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
+from pilothouse.store.evals import EvalStore
+from pilothouse.store.sql import SqlStore
+
+TARGET_MS = 200.0
+SECRET = "benchmark-session-secret-0123456789abcdef"
+
+
+def seed_evals(store: SqlStore, items: int = 500) -> list[str]:
+    """A dataset and two runs of it (once per database); returns the run ids, newest first."""
+    evals = EvalStore(store)
+    runs = [r for r in evals.list_runs(PROJECT, 10) if r.name in ("bench-baseline", "bench-candidate")]
+    if len(runs) >= 2:
+        return [r.id for r in runs[:2]]
+    rng = random.Random(3)
+    data = [
+        DatasetItem(id=f"item-{i}", input={"question": f"question {i}"}, expected=f"answer {i}")
+        for i in range(items)
+    ]
+    version, _ = evals.import_items(PROJECT, "bench-questions", data, source="benchmarks/ui.py")
+    ids = []
+    for name, quality in (("bench-baseline", 0.85), ("bench-candidate", 0.83)):
+        run = evals.create_run(
+            PROJECT,
+            name=name,
+            spec={},
+            dataset=version.name,
+            dataset_version_id=version.id,
+            dataset_version=version.version,
+            target="model bench",
+            epochs=1,
+            items_total=items,
+            scorers=["exact_match", "similarity"],
+        )
+        results = []
+        for position, item in enumerate(data, 1):
+            ok = rng.random() < quality
+            results.append(
+                EvalResult(
+                    run_id=run.id,
+                    item_id=item.id,
+                    epoch=1,
+                    position=position,
+                    output=str(item.expected) if ok else "no idea",
+                    latency_ms=rng.uniform(100, 900),
+                    cost_usd=0.0001,
+                    scores=(
+                        ScoreRecord("exact_match", float(ok), ok),
+                        ScoreRecord("similarity", rng.random(), ok),
+                    ),
+                )
+            )
+        evals.write_results(results)
+        builder = SummaryBuilder({"exact_match": 1.0, "similarity": 1.0})
+        builder.add_all(results)
+        evals.set_run_status(run.id, RunStatus.COMPLETED, builder.summary())
+        ids.append(run.id)
+    return ids[::-1]
+
+
+def admin_key(url: str) -> str:
+    done = subprocess.run(
+        [str(BIN), "keys", "create", "--name", "ui-bench", "--scopes", "admin,read", "--database-url", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+def login(http: httpx.Client, key: str) -> None:
+    form = http.get("/login").text
+    token = re.search(r'name="login_token" value="([^"]+)"', form)
+    assert token, "no login form"
+    response = http.post("/login", data={"key": key, "login_token": token.group(1), "next": "/"})
+    assert response.status_code == 303, response.text[:300]
+
+
+def timed(http: httpx.Client, paths: list[str], repeats: int) -> list[float]:
+    """Milliseconds per request, cycling through ``paths`` (a warm-up request each first)."""
+    for path in paths:
+        http.get(path).raise_for_status()
+    times = []
+    for i in range(repeats):
+        path = paths[i % len(paths)]
+        started = time.perf_counter()
+        response = http.get(path)
+        times.append((time.perf_counter() - started) * 1000)
+        if response.status_code != 200:
+            raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
+    return times
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file (see --keep)")
+    parser.add_argument(
+        "--keep", default=None, help="SQLite file to reuse (filled once; benchmarks/query.py's)"
+    )
+    parser.add_argument("--repeats", type=int, default=40)
+    args = parser.parse_args()
+    if args.database_url:
+        url = args.database_url
+    else:
+        path = args.keep or os.path.join(tempfile.mkdtemp(prefix="ph-bench-ui-"), "query.db")
+        url = f"sqlite:///{path}"
+    store = SqlStore.from_url(url)
+    have = store.count_spans(PROJECT)
+    if have < args.spans:
+        print(f"filling {args.spans - have:,} spans into {url.split('@')[-1]} ...", flush=True)
+        fill(store, args.spans - have, time.time_ns())
+    if store.dialect == "postgresql":
+        with store.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+    runs = seed_evals(store)
+    total = store.count_spans(PROJECT)
+    key = admin_key(url)
+    server = Server(url, env={"PILOTHOUSE_SESSION_SECRET": SECRET})
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=60) as http:
+            login(http, key)
+            api = {"Authorization": f"Bearer {key}"}
+            newest = http.get("/api/traces", params={"limit": 40}, headers=api).json()["data"]
+            traces = [f"/traces/{t['id']}" for t in newest]
+            sessions = [f"/sessions/{t['session_id']}" for t in newest if t["session_id"]][:20]
+            cases: dict[str, list[str]] = {
+                "overview 24h (default)": ["/"],
+                "overview 1h": ["/?range=1h"],
+                "overview 7d": ["/?range=7d"],
+                "overview 30d": ["/?range=30d"],
+                "traces: newest": ["/traces"],
+                "traces: model + 7d": ["/traces?model=gpt-4o&from=7d"],
+                "traces: errors": ["/traces?status=error"],
+                "traces: one user": ["/traces?user_id=user-17"],
+                "traces: text search": ["/traces?q=question+123&from=24h"],
+                "trace detail": traces,
+                "sessions 7d": ["/sessions"],
+                "session detail": sessions,
+                "users 7d": ["/users"],
+                "users 30d": ["/users?range=30d"],
+                "models 1h": ["/models"],
+                "costs 7d": ["/costs"],
+                "costs 30d": ["/costs?range=30d"],
+                "keys and budgets": ["/keys"],
+                "datasets": ["/datasets"],
+                "dataset items": ["/datasets/bench-questions"],
+                "eval runs": ["/evals"],
+                "eval run": [f"/evals/{runs[0]}"],
+                "compare runs (500 items)": [f"/evals/compare?baseline={runs[1]}&candidate={runs[0]}"],
+            }
+            results = {label: timed(http, paths, args.repeats) for label, paths in cases.items()}
+    finally:
+        server.stop()
+        store.close()
+    print(f"\n{total:,} spans stored, database {url.split('@')[-1]}")
+    print(f"{'page (HTTP GET, whole response)':34} {'p50 ms':>8} {'p95 ms':>8} {'target':>8}")
+    failed = 0
+    for label, times in results.items():
+        over = p95(times) > TARGET_MS
+        failed += over
+        mark = "  OVER" if over else ""
+        print(f"{label:34} {statistics.median(times):8.1f} {p95(times):8.1f} {'<= 200':>8}{mark}")
+    print(f"\n{len(results) - failed} of {len(results)} pages within the 200 ms p95 target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,591 @@
+"""Read queries of the web UI that the query API has no route for, each bounded in the rows it touches
+(an index range with a limit), so that a page stays fast at millions of spans.
+
+Dashboards read the rollups; what the rollups do not hold (key, end user, prompt version, TTFT) is read
+from a sample of traces spread evenly over the range (:meth:`UiQueries.sample_calls`), never from a
+scan of the range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.dialects import sqlite
+
+from pilothouse.domain.keys import ApiKey
+from pilothouse.domain.queries import Page, encode_cursor
+from pilothouse.domain.sketch import BUCKETS
+from pilothouse.domain.traces import ObservationKind, Score, Trace
+from pilothouse.evals.datasets import DatasetItem
+from pilothouse.evals.results import EvalResult, ScoreRecord
+from pilothouse.store import tables as t
+from pilothouse.store.evals import _item, _result
+from pilothouse.store.rows import score_from_row, trace_from_row, unpack
+from pilothouse.store.sql import SqlStore, _api_key, _escape_like
+
+# compiled sampling statements per engine and number of strata
+_SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
+
+__all__ = ["Activity", "RankedTrace", "RollupRow", "SampledCall", "UiQueries"]
+
+_SUMS = (
+    "count",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "unpriced",
+    "latency_ms_sum",
+)
+
+
+@dataclass(slots=True)
+class RollupRow:
+    """Model calls of one (bucket, model, name), summed from the rollups."""
+
+    bucket_s: int
+    model: str
+    name: str
+    count: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: float
+    unpriced: int
+    latency_ms_sum: float
+    latency_hist: npt.NDArray[np.int64]  # counts per latency bucket (pilothouse.domain.sketch), BUCKETS long
+
+
+@dataclass(frozen=True, slots=True)
+class SampledCall:
+    """One model call of a sampled trace, with the trace facts breakdowns need."""
+
+    stratum: int  # index of the time range (stratum) the trace was sampled from
+    trace_id: str
+    start_ns: int
+    latency_ms: float
+    error: bool
+    model: str
+    key_id: str | None
+    user_id: str | None
+    tags: tuple[str, ...]
+    prompt: str | None  # "name@version" or "name"
+    ttft_ms: float | None
+    cost_usd: float | None
+    saved_usd: float
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankedTrace:
+    """A trace in a top-N list (costliest, slowest)."""
+
+    id: str
+    name: str | None
+    start_ns: int
+    latency_ms: float
+    cost_usd: float | None  # None: unknown (a model call without a price, and nothing priced)
+    total_tokens: int
+    errors: int
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Usage of one session or end user in a time range."""
+
+    id: str
+    traces: int
+    first_ns: int
+    last_ns: int
+    total_tokens: int
+    cost_usd: float
+    errors: int
+    user_ids: tuple[str, ...] = ()
+
+
+class UiQueries:
+    """Bounded reads for the web UI over a :class:`SqlStore`'s database."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.engine = store.engine
+        self._sample_cache = _SAMPLE_SQL.setdefault(id(store.engine), {})
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    def api_key(self, key_id: str) -> ApiKey | None:
+        """A key by id (revoked ones included), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.api_keys).where(t.api_keys.c.id == key_id)).first()
+        return _api_key(row._mapping) if row else None
+
+    # -- dashboards ---------------------------------------------------------------------------------
+
+    def rollup_rows(self, project_id: str, start_s: int, end_s: int, granularity_s: int) -> list[RollupRow]:
+        """Rollup sums per (bucket of ``granularity_s``, model, name) in [start, end), read from the minute
+        rollups when the granularity is not a whole number of hours."""
+        if granularity_s <= 0 or granularity_s % 60:
+            raise ValueError("granularity must be a positive multiple of 60 seconds")
+        rollup = t.rollup_hour if granularity_s % 3600 == 0 else t.rollup_minute
+        c = rollup.c
+        stmt = select(c.bucket, c.model, c.name, *(c[name] for name in _SUMS), c.latency_hist).where(
+            c.project_id == project_id, c.bucket >= start_s, c.bucket < end_s
+        )
+        # Sums and histograms are merged in numpy: a day of minute rows is ~20,000 histograms.
+        sums: dict[tuple[int, str, str], npt.NDArray[np.float64]] = {}
+        hists: dict[tuple[int, str, str], npt.NDArray[np.int64]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).fetchall()
+        for row in rows:
+            bucket = int(row[0]) - (int(row[0]) - start_s) % granularity_s
+            key = (bucket, row[1], row[2])
+            raw = row[-1]
+            hist = (
+                np.frombuffer(raw, dtype="<i8") if isinstance(raw, bytes) else np.asarray(raw or (), np.int64)
+            )
+            total = sums.get(key)
+            if total is None:
+                sums[key] = np.array(row[3:13], dtype=np.float64)
+                hists[key] = np.zeros(BUCKETS, np.int64)
+            else:
+                total += row[3:13]
+            hists[key][: len(hist)] += hist
+        merged = {}
+        for key, v in sums.items():
+            merged[key] = RollupRow(
+                bucket_s=key[0],
+                model=key[1],
+                name=key[2],
+                count=int(v[0]),
+                errors=int(v[1]),
+                input_tokens=int(v[2]),
+                output_tokens=int(v[3]),
+                cache_read_tokens=int(v[4]),
+                cache_write_tokens=int(v[5]),
+                reasoning_tokens=int(v[6]),
+                cost_usd=float(v[7]),
+                unpriced=int(v[8]),
+                latency_ms_sum=float(v[9]),
+                latency_hist=hists[key],
+            )
+        return sorted(merged.values(), key=lambda r: (r.bucket_s, r.model, r.name))
+
+    def _sample_sql(self, strata: int) -> tuple[str, dict[str, Any]]:
+        """The sampling statement for ``strata`` time ranges, compiled once per count (building a
+        union of a hundred selects in SQLAlchemy costs more than running it)."""
+        cached = self._sample_cache.get(strata)
+        if cached is not None:
+            return cached
+        c, s = t.traces.c, t.spans.c
+        project = bindparam("project_id", type_=String)
+        parts = [
+            select(c.id.label("id"), literal_column(str(i)).label("stratum"))
+            .where(c.project_id == project, c.start_ns >= bindparam(f"s{i}"), c.start_ns < bindparam(f"e{i}"))
+            .order_by(c.start_ns.desc())
+            .limit(bindparam(f"n{i}", type_=Integer))
+            .subquery()
+            .select()
+            for i in range(strata)
+        ]
+        sample = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
+        model_call = or_(
+            *(s.kind == literal_column(f"'{k.value}'") for k in ObservationKind if k.is_model_call),
+            s.input_tokens.is_not(None),
+        )
+        stmt = (
+            select(
+                sample.c.stratum,
+                s.trace_id,
+                s.start_ns,
+                s.end_ns,
+                s.status,
+                s.model,
+                s.request_model,
+                s.key_id,
+                s.prompt_name,
+                s.prompt_version,
+                s.ttft_ns,
+                s.cost_usd,
+                s.saved_usd,
+                s.input_tokens,
+                s.output_tokens,
+                s.cache_read_tokens,
+                c.user_id,
+                c.tags,
+            )
+            .select_from(
+                sample.join(t.spans, and_(s.project_id == project, s.trace_id == sample.c.id)).join(
+                    t.traces, and_(c.project_id == project, c.id == sample.c.id)
+                )
+            )
+            .where(model_call)
+        )
+        dialect = (
+            sqlite.dialect(paramstyle="named") if self.store.dialect == "sqlite" else self.engine.dialect
+        )
+        compiled = stmt.compile(dialect=dialect)
+        # binds without a name of ours (the OFFSET 0 the SQLite dialect adds) keep their compiled value
+        defaults = {k: v for k, v in compiled.params.items() if k.startswith("param_")}
+        self._sample_cache[strata] = (str(compiled), defaults)
+        return self._sample_cache[strata]
+
+    def sample_calls(self, project_id: str, strata: Sequence[tuple[int, int, int, int]]) -> list[SampledCall]:
+        """The model calls of the newest ``limit`` traces started in each time range of ``strata``
+        ((stratum, start_ns, end_ns, limit) each): a sample spread over a whole range, read through the
+        time index. Each call carries the ``stratum`` its trace was sampled from."""
+        if not strata:
+            return []
+        params: dict[str, Any] = {"project_id": project_id}
+        parts = -(-len(strata) // 16) * 16  # padded with empty ranges: few statements to compile and keep
+        for i, (_, start, end, limit) in enumerate([*strata, *[(0, 0, 0, 0)] * (parts - len(strata))]):
+            params[f"s{i}"], params[f"e{i}"], params[f"n{i}"] = start, end, limit
+        sql, defaults = self._sample_sql(parts)
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(sql, {**defaults, **params}).fetchall()
+        out = []
+        for (
+            stratum,
+            trace_id,
+            start_ns,
+            end_ns,
+            status,
+            model,
+            request_model,
+            key_id,
+            prompt_name,
+            prompt_version,
+            ttft_ns,
+            cost,
+            saved,
+            tin,
+            tout,
+            tcache,
+            user_id,
+            tags,
+        ) in rows:
+            prompt = f"{prompt_name}@{prompt_version}" if prompt_name and prompt_version else prompt_name
+            out.append(
+                SampledCall(
+                    stratum=strata[int(stratum)][0],
+                    trace_id=trace_id,
+                    start_ns=start_ns,
+                    latency_ms=max(0, end_ns - start_ns) / 1e6,
+                    error=status == "error",
+                    model=model or request_model or "",
+                    key_id=key_id,
+                    user_id=user_id,
+                    tags=tuple(orjson.loads(tags)) if tags else (),
+                    prompt=prompt,
+                    ttft_ms=None if ttft_ns is None else ttft_ns / 1e6,
+                    cost_usd=cost,
+                    saved_usd=saved or 0.0,
+                    input_tokens=tin or 0,
+                    output_tokens=tout or 0,
+                    cache_read_tokens=tcache or 0,
+                )
+            )
+        return out
+
+    def top_traces(
+        self, project_id: str, start_ns: int, end_ns: int, *, scan: int = 5000, limit: int = 10
+    ) -> tuple[list[RankedTrace], list[RankedTrace], bool]:
+        """The costliest and the slowest traces among the newest ``scan`` traces of [start, end), and
+        True when those are all the traces of the range."""
+        c = t.traces.c
+        in_range = (c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns)
+        newest = (
+            select(
+                c.id,
+                c.name,
+                c.start_ns,
+                c.end_ns,
+                c.cost_usd,
+                c.unpriced_count,
+                c.total_tokens,
+                c.error_count,
+                c.user_id,
+            )
+            .where(*in_range)
+            .order_by(c.start_ns.desc())
+            .limit(scan)
+            .subquery()
+        )
+        latency = newest.c.end_ns - newest.c.start_ns
+        beyond = select(c.id).where(*in_range).order_by(c.start_ns.desc()).offset(scan).limit(1)
+        with self.engine.connect() as conn:
+            costly = conn.execute(select(newest).order_by(newest.c.cost_usd.desc(), newest.c.id).limit(limit))
+            costly_rows = costly.fetchall()
+            slowest_rows = conn.execute(
+                select(newest).order_by(latency.desc(), newest.c.id).limit(limit)
+            ).fetchall()
+            complete = conn.execute(beyond).first() is None
+
+        def ranked(rows: Sequence[Any]) -> list[RankedTrace]:
+            return [
+                RankedTrace(
+                    r.id,
+                    r.name,
+                    r.start_ns,
+                    max(0, r.end_ns - r.start_ns) / 1e6,
+                    None if r.unpriced_count and not r.cost_usd else r.cost_usd,
+                    r.total_tokens,
+                    r.error_count,
+                    r.user_id,
+                )
+                for r in rows
+            ]
+
+        return ranked(costly_rows), ranked(slowest_rows), complete
+
+    # -- sessions and users -------------------------------------------------------------------------
+
+    def _activity_page(
+        self,
+        project_id: str,
+        column: str,
+        start_ns: int,
+        end_ns: int,
+        limit: int,
+        cursor: tuple[int, str] | None,
+    ) -> Page[Activity]:
+        # Two steps, both through an index: which ids were active last (the (project, id, start)
+        # index covers it), then the sums of only those ids.
+        c = t.traces.c
+        group = c[column]
+        last = func.max(c.start_ns)
+        in_range = [c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns]
+        ids_stmt: Select[Any] = (
+            select(group.label("id"), last.label("last"))
+            .where(*in_range, group.is_not(None))
+            .group_by(group)
+            .order_by(last.desc(), group.desc())
+            .limit(limit + 1)
+        )
+        if cursor is not None:
+            ids_stmt = ids_stmt.having(tuple_(last, group) < tuple_(*cursor))
+        with self.engine.connect() as conn:
+            ids = conn.execute(ids_stmt).fetchall()
+            more = len(ids) > limit
+            ids = ids[:limit]
+            sums: dict[str, Any] = {}
+            if ids:
+                sums_stmt = (
+                    select(
+                        group.label("id"),
+                        func.count().label("n"),
+                        func.min(c.start_ns).label("first"),
+                        func.sum(c.total_tokens).label("tokens"),
+                        func.sum(c.cost_usd).label("cost"),
+                        func.sum(c.error_count).label("errors"),
+                        func.min(c.user_id).label("user_min"),
+                        func.max(c.user_id).label("user_max"),
+                    )
+                    .where(*in_range, group.in_([r.id for r in ids]))
+                    .group_by(group)
+                )
+                sums = {r.id: r for r in conn.execute(sums_stmt)}
+        data = []
+        for r in ids:
+            agg = sums[r.id]
+            users = tuple(sorted({u for u in (agg.user_min, agg.user_max) if u}))
+            data.append(
+                Activity(
+                    id=r.id,
+                    traces=int(agg.n),
+                    first_ns=int(agg.first),
+                    last_ns=int(r.last),
+                    total_tokens=int(agg.tokens or 0),
+                    cost_usd=float(agg.cost or 0.0),
+                    errors=int(agg.errors or 0),
+                    user_ids=users if column == "session_id" else (),
+                )
+            )
+        next_cursor = encode_cursor(ids[-1].last, ids[-1].id) if more else None
+        return Page(data, next_cursor)
+
+    def active_sessions(
+        self,
+        project_id: str,
+        start_ns: int,
+        end_ns: int,
+        limit: int = 50,
+        cursor: tuple[int, str] | None = None,
+    ) -> Page[Activity]:
+        """Sessions with traces in [start, end), most recently active first, with their usage there."""
+        return self._activity_page(project_id, "session_id", start_ns, end_ns, limit, cursor)
+
+    def active_users(
+        self,
+        project_id: str,
+        start_ns: int,
+        end_ns: int,
+        limit: int = 50,
+        cursor: tuple[int, str] | None = None,
+    ) -> Page[Activity]:
+        """End users with traces in [start, end), most recently active first, with their usage there."""
+        return self._activity_page(project_id, "user_id", start_ns, end_ns, limit, cursor)
+
+    def session_traces(self, project_id: str, session_id: str, limit: int = 100) -> tuple[list[Trace], bool]:
+        """The newest ``limit`` traces of a session, oldest first, with their whole input and output
+        (the root span's when the trace has none); the flag is True when older ones were left out."""
+        c, s = t.traces.c, t.spans.c
+        stmt = (
+            select(t.traces)
+            .where(c.project_id == project_id, c.session_id == session_id)
+            # "+ 0": ordering by the bare column makes SQLite walk the time index instead of the session's
+            .order_by((c.start_ns + 0).desc(), c.id.desc())
+            .limit(limit + 1)
+        )
+        with self.engine.connect() as conn:
+            rows = [r._mapping for r in conn.execute(stmt)]
+            more = len(rows) > limit
+            rows = rows[:limit]
+            roots: dict[str, tuple[str | None, str | None]] = {}
+            if rows:
+                for r in conn.execute(
+                    select(s.trace_id, s.input, s.output).where(
+                        s.project_id == project_id,
+                        s.trace_id.in_([row["id"] for row in rows]),
+                        s.parent_id.is_(None),
+                    )
+                ):
+                    roots[r.trace_id] = (unpack(r.input), unpack(r.output))
+        traces = []
+        for row in reversed(rows):
+            trace = trace_from_row(row)
+            root_in, root_out = roots.get(trace.id, (None, None))
+            traces.append(
+                replace(
+                    trace,
+                    input=trace.input if trace.input is not None else root_in,
+                    output=trace.output if trace.output is not None else root_out,
+                )
+            )
+        return traces, more
+
+    # -- traces -------------------------------------------------------------------------------------
+
+    def scores_for_traces(self, project_id: str, trace_ids: Sequence[str]) -> dict[str, list[Score]]:
+        """The scores of some traces of this project, by trace id, oldest first."""
+        if not trace_ids:
+            return {}
+        sc = t.scores.c
+        stmt = (
+            select(t.scores)
+            .where(sc.project_id == project_id, sc.trace_id.in_(list(trace_ids)))
+            .order_by(sc.created_ns)
+        )
+        out: dict[str, list[Score]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                score = score_from_row(row._mapping)
+                out.setdefault(score.trace_id, []).append(score)
+        return out
+
+    def traces_containing(self, project_id: str, trace_ids: Sequence[str], text: str) -> set[str]:
+        """Those of ``trace_ids`` whose input or output (or a span's) contains ``text``, ignoring case:
+        a text search bounded to a page of candidate traces."""
+        if not trace_ids or not text:
+            return set()
+        c, s = t.traces.c, t.spans.c
+        ids = list(trace_ids)
+
+        def contains(column: ColumnElement[Any]) -> ColumnElement[bool]:
+            if self.store.dialect == "sqlite":
+                return func.ph_text(column).like(_escape_like(text), escape="\\")
+            return column.ilike(_escape_like(text), escape="\\")
+
+        with self.engine.connect() as conn:
+            found = {
+                r[0]
+                for r in conn.execute(
+                    select(c.id).where(
+                        c.project_id == project_id,
+                        c.id.in_(ids),
+                        or_(contains(c.input), contains(c.output)),
+                    )
+                )
+            }
+            rest = [i for i in ids if i not in found]
+            if rest:
+                found.update(
+                    r[0]
+                    for r in conn.execute(
+                        select(s.trace_id)
+                        .where(
+                            s.project_id == project_id,
+                            s.trace_id.in_(rest),
+                            or_(contains(s.input), contains(s.output)),
+                        )
+                        .distinct()
+                    )
+                )
+        return found
+
+    # -- evals --------------------------------------------------------------------------------------
+
+    def dataset_items(
+        self, version_id: str, after: int = 0, limit: int = 50
+    ) -> list[tuple[int, DatasetItem]]:
+        """(position, item) of a dataset version after position ``after``, at most ``limit``."""
+        i = t.eval_items.c
+        stmt = (
+            select(t.eval_items)
+            .where(i.version_id == version_id, i.position > after)
+            .order_by(i.position)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(row.position, _item(row._mapping)) for row in conn.execute(stmt)]
+
+    def run_results(self, run_id: str, after: tuple[int, int] = (0, -1), limit: int = 50) -> list[EvalResult]:
+        """Results of a run after (position, epoch) ``after``, in item order, with their scores."""
+        r, s = t.eval_results.c, t.eval_scores.c
+        stmt = (
+            select(t.eval_results)
+            .where(r.run_id == run_id, tuple_(r.position, r.epoch) > tuple_(*after))
+            .order_by(r.position, r.epoch)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).fetchall()
+            scores: dict[tuple[str, int], list[ScoreRecord]] = {}
+            if rows:
+                score_rows = conn.execute(
+                    select(t.eval_scores)
+                    .where(s.run_id == run_id, s.item_id.in_(list({row.item_id for row in rows})))
+                    .order_by(s.scorer)
+                )
+                for sr in score_rows:
+                    scores.setdefault((sr.item_id, sr.epoch), []).append(
+                        ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
+                    )
+        return [_result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ()))) for row in rows]

@@ -1,0 +1,170 @@
+"""Keys and budgets: create a key (its secret is shown once), revoke one, create and delete budgets,
+spend against each budget. Changing anything needs the admin scope."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from starlette.responses import RedirectResponse, Response
+
+from pilothouse.costs.budgets import BudgetPeriod, BudgetScope
+from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
+from pilothouse.store.costs import CostStore
+from pilothouse.ui.pages_overview import budget_rows
+from pilothouse.ui.web import PageContext, not_found
+
+MAX_NAME = 200
+
+
+async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Response:
+    keys = (
+        await page.run(page.state.store.list_api_keys, page.project_id)
+        if page.viewer.can(Scope.ADMIN)
+        else []
+    )
+    budgets = await page.run(CostStore(page.state.store).list_budgets, page.project_id)
+    key_names = {k.id: k.name for k in keys}
+    return page.render(
+        "keys.html",
+        status=status,
+        keys=keys,
+        key_names=key_names,
+        budget_rows=await budget_rows(page, budgets),
+        scopes=list(Scope),
+        default_scopes=set(DEFAULT_SCOPES),
+        budget_scopes=list(BudgetScope),
+        periods=list(BudgetPeriod),
+        is_admin=page.viewer.can(Scope.ADMIN),
+        **{"created": None, "secret": None, "key_error": None, "budget_error": None, "notice": None, **extra},
+    )
+
+
+async def keys(page: PageContext) -> Response:
+    """``/keys``: keys (admin only) and budgets with their spend."""
+    notice = {
+        "revoked": "Key revoked.",
+        "budget-deleted": "Budget deleted.",
+        "budget-created": "Budget created.",
+    }
+    return await _keys_page(page, notice=notice.get(page.params.get("done", "")))
+
+
+def _positive_int(text: str, name: str) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1")
+    return int(text)
+
+
+def _money(text: str, name: str) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of US dollars") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a number >= 0")
+    return value
+
+
+async def create_key(page: PageContext) -> Response:
+    """``POST /keys``: a new key of this project; the response shows its secret, once."""
+    page.require(Scope.ADMIN)
+    assert page.form is not None
+    try:
+        name = page.field("name")
+        if not name or len(name) > MAX_NAME:
+            raise ValueError(f"give the key a name (1 to {MAX_NAME} characters)")
+        chosen = [str(v) for v in page.form.getlist("scopes")]
+        unknown = [s for s in chosen if s not in {x.value for x in Scope}]
+        if unknown:
+            raise ValueError(f"unknown scope {unknown[0]!r}")
+        if not chosen:
+            raise ValueError("choose at least one scope")
+        scopes = frozenset(Scope(s) for s in chosen)
+        models_text = page.field("models")
+        models = frozenset(m.strip() for m in models_text.split(",") if m.strip()) if models_text else None
+        rpm = _positive_int(page.field("rpm"), "Requests per minute")
+        tpm = _positive_int(page.field("tpm"), "Tokens per minute")
+        budget = _money(page.field("budget_usd"), "The budget")
+        period = page.field("budget_period", "month") or "month"
+        if period not in {p.value for p in BudgetPeriod}:
+            raise ValueError("the budget period must be day, week, month or total")
+    except ValueError as exc:
+        return await _keys_page(page, status=400, key_error=f"Key not created: {exc}.")
+    key, secret = await page.run(
+        page.state.store.create_api_key, page.project_id, name, scopes, models=models, rpm=rpm, tpm=tpm
+    )
+    if budget is not None:
+        await page.run(
+            CostStore(page.state.store).create_budget,
+            page.project_id,
+            BudgetScope.KEY,
+            key.id,
+            BudgetPeriod(period),
+            budget,
+        )
+        page.state.budgets.invalidate()
+    return await _keys_page(page, status=201, created=key, secret=secret)
+
+
+async def revoke_key(page: PageContext) -> Response:
+    """``POST /keys/{id}/revoke``."""
+    page.require(Scope.ADMIN)
+    key_id = str(page.request.path_params["key_id"])
+    done = await page.run(page.state.store.revoke_api_key, key_id, page.project_id)
+    if not done:
+        raise not_found(f"active key {key_id!r}")
+    page.state.auth.forget()
+    page.ui.forget_keys()
+    return RedirectResponse("/keys?done=revoked", status_code=303)
+
+
+async def create_budget(page: PageContext) -> Response:
+    """``POST /budgets``: a spending limit on the project, a key, an end user or a tag."""
+    page.require(Scope.ADMIN)
+    try:
+        scope_text = page.field("scope", "project")
+        if scope_text not in {s.value for s in BudgetScope}:
+            raise ValueError("the scope must be project, key, user or tag")
+        scope = BudgetScope(scope_text)
+        period_text = page.field("period", "month")
+        if period_text not in {p.value for p in BudgetPeriod}:
+            raise ValueError("the period must be day, week, month or total")
+        value = page.field("scope_value")
+        if scope is not BudgetScope.PROJECT and not value:
+            raise ValueError(f"a {scope.value} budget needs the {scope.value} it limits")
+        limit = _money(page.field("limit_usd"), "The limit")
+        if limit is None:
+            raise ValueError("give the limit in US dollars")
+        if scope is BudgetScope.KEY:
+            keys = await page.run(page.state.store.list_api_keys, page.project_id)
+            if value not in {k.id for k in keys}:
+                raise ValueError(f"there is no key {value!r} in this project")
+    except ValueError as exc:
+        return await _keys_page(page, status=400, budget_error=f"Budget not created: {exc}.")
+    await page.run(
+        CostStore(page.state.store).create_budget,
+        page.project_id,
+        scope,
+        value,
+        BudgetPeriod(period_text),
+        limit,
+        hard=page.field("hard") == "on",
+    )
+    page.state.budgets.invalidate()
+    return RedirectResponse("/keys?done=budget-created#budgets", status_code=303)
+
+
+async def delete_budget(page: PageContext) -> Response:
+    """``POST /budgets/{id}/delete``."""
+    page.require(Scope.ADMIN)
+    budget_id = str(page.request.path_params["budget_id"])
+    deleted = await page.run(CostStore(page.state.store).delete_budget, budget_id, page.project_id)
+    if not deleted:
+        raise not_found(f"budget {budget_id!r}")
+    page.state.budgets.invalidate()
+    return RedirectResponse("/keys?done=budget-deleted#budgets", status_code=303)

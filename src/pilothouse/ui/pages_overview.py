@@ -1,0 +1,175 @@
+"""Overview pages: the dashboard, models and deployments, and costs. They read the rollups (exact)
+and a stratified sample of traces (for what the rollups do not hold), so their work does not grow
+with the number of stored traces."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from pilothouse.costs.budgets import Budget, BudgetPeriod, forecast_period_spend
+from pilothouse.store.costs import CostStore
+from pilothouse.store.ui_queries import RollupRow, UiQueries
+from pilothouse.ui import analytics as an
+from pilothouse.ui.web import PageContext, UiError
+
+MONTH_S = 30 * 86400
+
+
+def _window(page: PageContext, default: str) -> an.Window:
+    try:
+        return an.window(page.params.get("range"), default)
+    except an.InvalidRange as exc:
+        raise UiError(400, str(exc)) from None
+
+
+def _refresh(page: PageContext) -> int:
+    text = page.params.get("refresh", "0")
+    if text not in ("0", "30", "60", "300"):
+        raise UiError(400, "'refresh' must be 0, 30, 60 or 300 (seconds).")
+    return int(text)
+
+
+def chart_json(data: dict[str, Any]) -> str:
+    """Chart data for a ``<script type="application/json">`` block (no ``</script>`` can appear)."""
+    return orjson.dumps(data).decode().replace("<", "\\u003c")
+
+
+def _dashboard_data(queries: UiQueries, project_id: str, win: an.Window) -> dict[str, Any]:
+    rows = queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
+    calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
+    costly, slowest, top_complete = queries.top_traces(project_id, win.start_ns, win.end_ns, scan=an.TOP_SCAN)
+    sample = an.weigh_sample(calls, rows, win)
+    series = an.rollup_series(rows, win)
+    series["ttft"] = an.ttft_series(sample, win)
+    return {
+        "key_names": {k.id: k.name for k in queries.store.list_api_keys(project_id)},
+        "rows": rows,
+        "totals": an.rollup_totals(rows),
+        "sampled": an.sample_totals(sample),
+        "sample": sample,
+        "series": series,
+        "by_model": an.rollup_groups(rows, lambda r: r.model),
+        "by_name": an.rollup_groups(rows, lambda r: r.name),
+        "by_key": an.sample_groups(sample, an.key_of)[:20],  # ids; the template shows key names
+        "by_user": an.sample_groups(sample, an.user_of)[:20],
+        "by_prompt": an.sample_groups(sample, an.prompt_of)[:20],
+        "costly": costly,
+        "slowest": slowest,
+        "top_is_complete": top_complete,
+        "top_scan": an.TOP_SCAN,
+    }
+
+
+async def dashboard(page: PageContext) -> Response:
+    """``/``: requests, errors, tokens, cost, latency and TTFT over time, breakdowns, top traces."""
+    win = _window(page, "24h")
+    refresh = _refresh(page)
+    data = await page.run(_dashboard_data, page.queries, page.project_id, win)
+    s = data["series"]
+    charts = {
+        "requests": {"t": s["t"], "series": {"requests": s["requests"], "errors": s["errors"]}},
+        "tokens": {"t": s["t"], "series": {"input": s["input"], "output": s["output"]}},
+        "cost": {"t": s["t"], "series": {"cost (USD)": s["cost"]}},
+        "latency": {"t": s["t"], "series": {"p50 (ms)": s["p50"], "p95 (ms)": s["p95"]}},
+        "ttft": {"t": s["t"], "series": {"TTFT p50 (ms, sampled)": s["ttft"]}},
+    }
+    template = "dashboard_body.html" if page.request.headers.get("hx-request") == "true" else "dashboard.html"
+    return page.render(
+        template,
+        win=win,
+        ranges=list(an.RANGES),
+        refresh=refresh,
+        charts={k: chart_json(v) for k, v in charts.items()},
+        **data,
+    )
+
+
+def _model_health(rows: list[RollupRow]) -> list[tuple[str, an.Totals, float]]:
+    groups = an.rollup_groups(rows, lambda r: r.model)
+    total = sum(t.requests for _, t in groups) or 1
+    return [(name, tot, tot.requests / total) for name, tot in groups]
+
+
+async def models(page: PageContext) -> Response:
+    """``/models``: each deployment's circuit state and load (this process), each model's latency,
+    error rate and traffic share (rollups)."""
+    win = _window(page, "1h")
+    rows = await page.run(page.queries.rollup_rows, page.project_id, win.start_s, win.end_s, win.bucket_s)
+    deployments = page.state.router.health_report()
+    return page.render(
+        "models.html",
+        win=win,
+        ranges=list(an.RANGES),
+        deployments=deployments,
+        models=_model_health(rows),
+        settings=page.state.router.settings,
+    )
+
+
+def _costs_data(queries: UiQueries, project_id: str, win: an.Window) -> dict[str, Any]:
+    rows = queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
+    calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
+    sample = an.weigh_sample(calls, rows, win)
+    budgets = CostStore(queries.store).list_budgets(project_id)
+    return {
+        "totals": an.rollup_totals(rows),
+        "sampled": an.sample_totals(sample),
+        "sample": sample,
+        "by_model": sorted(an.rollup_groups(rows, lambda r: r.model), key=lambda kv: -kv[1].cost_usd),
+        "by_key": an.sample_groups(sample, an.key_of)[:20],  # ids; the template shows key names
+        "by_user": an.sample_groups(sample, an.user_of)[:20],
+        "by_tag": an.sample_groups(sample, an.tags_of)[:20],
+        "cost_series": an.cost_series_by_model(rows, win),
+        "budgets": budgets,
+        "key_names": {k.id: k.name for k in queries.store.list_api_keys(project_id)},
+    }
+
+
+async def budget_rows(page: PageContext, budgets: list[Budget]) -> list[dict[str, Any]]:
+    """Budgets with their spend, reservations and forecast now (as ``GET /api/budgets`` shows them)."""
+    now = datetime.now(UTC)
+    out = []
+    for b in budgets:
+        spent, reserved = await page.state.budgets.usage(b)
+        forecast = forecast_period_spend(spent, b.period, now)
+        out.append(
+            {
+                "budget": b,
+                "spent": spent,
+                "reserved": reserved,
+                "forecast": forecast,
+                "fraction": min(1.0, spent / b.limit_usd) if b.limit_usd > 0 else (1.0 if spent > 0 else 0.0),
+                "over": spent >= b.limit_usd if b.limit_usd > 0 else spent > 0,
+                "forecast_over": forecast is not None
+                and forecast > b.limit_usd
+                and b.period != BudgetPeriod.TOTAL,
+            }
+        )
+    return out
+
+
+async def costs(page: PageContext) -> Response:
+    """``/costs``: spend over time and by model (rollups), by key, user and tag and cache savings
+    (estimated from the sample), the monthly run-rate, budgets."""
+    win = _window(page, "7d")
+    data = await page.run(_costs_data, page.queries, page.project_id, win)
+    totals: an.Totals = data["totals"]
+    run_rate = totals.cost_usd * MONTH_S / win.seconds if win.seconds else 0.0
+    return page.render(
+        "costs.html",
+        win=win,
+        ranges=list(an.RANGES),
+        run_rate=run_rate,
+        spend_chart=chart_json(
+            {
+                "t": data["cost_series"]["t"],
+                "series": {k: v for k, v in data["cost_series"].items() if k != "t"},
+            }
+        ),
+        budget_rows=await budget_rows(page, data["budgets"]),
+        **data,
+    )

@@ -1,0 +1,315 @@
+"""Trace pages: the explorer (filters in the URL, keyset pages), a trace with its observation tree,
+waterfall and chat messages (add a score, add to a dataset), sessions as conversations, end users."""
+
+from __future__ import annotations
+
+import time
+from itertools import chain
+from typing import Any
+from urllib.parse import quote
+
+from starlette.datastructures import QueryParams
+from starlette.responses import RedirectResponse, Response
+
+from pilothouse.domain.queries import (
+    InvalidQuery,
+    TraceDetail,
+    TraceQuery,
+    TraceSummary,
+    decode_cursor,
+    encode_cursor,
+)
+from pilothouse.domain.scores import make_score
+from pilothouse.domain.traces import Observation
+from pilothouse.evals.datasets import DatasetError, DatasetItem
+from pilothouse.server.api import trace_query_from_params
+from pilothouse.server.errors import ApiError
+from pilothouse.server.serialise import tree_order
+from pilothouse.store.evals import EvalStore
+from pilothouse.ui import analytics as an
+from pilothouse.ui.web import PageContext, UiError, not_found
+
+PAGE_SIZE = 50
+USERS_PAGE_SIZE = 25  # each user's sums read their traces of the range: fewer rows keep 30 days fast
+SEARCH_BATCH = 200  # candidate traces checked per step of a text search
+SEARCH_SCAN = 2000  # most candidates one page of a text search checks
+SEARCH_BUDGET_S = 0.08
+MAX_OBSERVATIONS = 300  # observations rendered on one trace page
+
+
+def _filter_params(page: PageContext) -> list[tuple[str, str]]:
+    """The URL's filters without empty fields (a submitted form sends every field)."""
+    return [(k, v.strip()) for k, v in page.params.multi_items() if v.strip()]
+
+
+def _search(page: PageContext, query: TraceQuery, text: str) -> tuple[list[TraceSummary], str | None, int]:
+    """A text search bounded per request: candidates (the other filters, newest first) are checked in
+    batches until a page is full, SEARCH_SCAN were checked or the time budget is spent; the cursor
+    continues after the last candidate checked. Returns (matches, next cursor, candidates checked)."""
+    store, queries = page.state.store, page.queries
+    base = {f: getattr(query, f) for f in TraceQuery.__dataclass_fields__}
+    found: list[TraceSummary] = []
+    checked = 0
+    cursor = query.cursor
+    exhausted = False
+    started = time.monotonic()
+    while True:
+        candidates = TraceQuery(**{**base, "limit": SEARCH_BATCH, "cursor": cursor, "search": None})
+        batch = store.list_traces(page.project_id, candidates)
+        hits = queries.traces_containing(page.project_id, [s.trace.id for s in batch.data], text)
+        stopped_early = False
+        for index, summary in enumerate(batch.data):
+            checked += 1
+            cursor = (summary.trace.start_ns, summary.trace.id)
+            if summary.trace.id in hits:
+                found.append(summary)
+                if len(found) >= query.limit:
+                    stopped_early = index < len(batch.data) - 1
+                    break
+        if batch.next_cursor is None and not stopped_early:
+            exhausted = True
+            break
+        if (
+            len(found) >= query.limit
+            or checked >= SEARCH_SCAN
+            or time.monotonic() - started > SEARCH_BUDGET_S
+        ):
+            break
+    return found, None if exhausted or cursor is None else encode_cursor(*cursor), checked
+
+
+async def traces(page: PageContext) -> Response:
+    """``/traces``: the filtered, searchable trace list, one keyset page at a time."""
+    params = _filter_params(page)
+    text = next((v for k, v in params if k == "q"), "")
+    error = None
+    rows: list[TraceSummary] = []
+    next_cursor = None
+    checked = None
+    try:
+        query = trace_query_from_params(QueryParams([(k, v) for k, v in params if k != "q"]), time.time_ns())
+        if query.limit > 100:
+            raise ApiError(400, "Invalid query parameter 'limit': at most 100 rows per page here.")
+        if text:
+            rows, next_cursor, checked = await page.run(_search, page, query, text)
+        else:
+            result = await page.run(page.state.store.list_traces, page.project_id, query)
+            rows, next_cursor = result.data, result.next_cursor
+    except ApiError as exc:
+        error = exc.message
+    scores = await page.run(page.queries.scores_for_traces, page.project_id, [r.trace.id for r in rows])
+    filters = {k: v for k, v in params if k not in ("cursor", "tag")}
+    return page.render(
+        "traces.html",
+        status=400 if error else 200,
+        rows=rows,
+        scores=scores,
+        next_cursor=next_cursor,
+        error=error,
+        filters=filters,
+        tags=[v for k, v in params if k == "tag"],
+        paged="cursor" in dict(params),
+        checked=checked,
+    )
+
+
+def _attempts(o: Observation) -> list[dict[str, Any]]:
+    value = o.attributes.get("gateway.attempts")
+    return [a for a in value if isinstance(a, dict)] if isinstance(value, list) else []
+
+
+def _extra_attributes(o: Observation) -> dict[str, Any]:
+    hidden = {"gateway.attempts", "gen_ai.request.tools"}
+    return {k: v for k, v in o.attributes.items() if k not in hidden}
+
+
+def _waterfall(detail: TraceDetail) -> list[dict[str, Any]]:
+    ordered = tree_order(detail.observations)[:MAX_OBSERVATIONS]
+    start = min((o.start_ns for o, _ in ordered), default=detail.trace.start_ns)
+    end = max((o.end_ns for o, _ in ordered), default=detail.trace.end_ns)
+    span = max(1, end - start)
+    out = []
+    for o, depth in ordered:
+        left = 100 * (o.start_ns - start) / span
+        width = max(0.4, 100 * o.duration_ns / span)
+        out.append(
+            {
+                "o": o,
+                "depth": depth,
+                "left": round(min(left, 99.6), 2),
+                "width": round(min(width, 100 - min(left, 99.6)), 2),
+                "attempts": _attempts(o),
+                "attributes": _extra_attributes(o),
+                "tools": o.attributes.get("gen_ai.request.tools"),
+                "is_call": o.kind.is_model_call or not o.usage.is_empty,
+            }
+        )
+    return out
+
+
+async def _trace_page(page: PageContext, trace_id: str, status: int = 200, **extra: Any) -> Response:
+    detail = await page.run(page.state.store.get_trace, page.project_id, trace_id)
+    if detail is None:
+        raise not_found(f"trace {trace_id!r}")
+    datasets = await page.run(EvalStore(page.state.store).list_datasets, page.project_id)
+    return page.render(
+        "trace.html",
+        status=status,
+        trace=detail.trace,
+        observations=_waterfall(detail),
+        total_observations=len(detail.observations),
+        max_observations=MAX_OBSERVATIONS,
+        scores=detail.scores,
+        datasets=[d.name for d in datasets],
+        **{"score_error": None, "dataset_error": None, "dataset_done": None, **extra},
+    )
+
+
+def _trace_id(page: PageContext) -> str:
+    return str(page.request.path_params["trace_id"]).lower()
+
+
+async def trace(page: PageContext) -> Response:
+    """``/traces/{id}``: the observation tree and waterfall, each call as a chat, scores."""
+    return await _trace_page(page, _trace_id(page), dataset_done=page.params.get("added"))
+
+
+def _score_value(data_type: str, text: str) -> Any:
+    if data_type == "numeric":
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{text!r} is not a number") from None
+    if data_type == "boolean":
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "pass"):
+            return True
+        if lowered in ("false", "0", "no", "fail"):
+            return False
+        raise ValueError("a boolean score is true or false")
+    return text
+
+
+async def add_score(page: PageContext) -> Response:
+    """``POST /traces/{id}/scores``: a human score or comment on the trace or one observation."""
+    trace_id = _trace_id(page)
+    data_type = page.field("data_type", "numeric")
+    observation_id = page.field("observation_id") or None
+    try:
+        if data_type not in ("numeric", "boolean", "categorical"):
+            raise ValueError("the data type must be numeric, boolean or categorical")
+        score = make_score(
+            trace_id=trace_id,
+            name=page.field("name"),
+            value=_score_value(data_type, page.field("value")),
+            data_type=data_type,
+            observation_id=observation_id,
+            source="human",
+            comment=page.field("comment") or None,
+        )
+    except ValueError as exc:
+        exists = await page.run(page.state.store.observation_exists, page.project_id, trace_id, None)
+        if not exists:
+            raise not_found(f"trace {trace_id!r}") from None
+        return await _trace_page(page, trace_id, status=400, score_error=f"Score not added: {exc}.")
+    exists = await page.run(page.state.store.observation_exists, page.project_id, trace_id, observation_id)
+    if not exists:
+        raise not_found(
+            f"trace {trace_id!r}" if observation_id is None else f"observation {observation_id!r}"
+        )
+    await page.run(page.state.store.add_scores, page.project_id, [score])
+    return RedirectResponse(f"/traces/{trace_id}#scores", status_code=303)
+
+
+def _trace_item(store: EvalStore, project_id: str, trace_id: str, start_ns: int) -> DatasetItem | None:
+    # the curation path of `pilothouse datasets from-traces`, narrowed to this trace's start time
+    query = TraceQuery(start_ns=start_ns, end_ns=start_ns + 1, limit=500)
+    return next((i for i in store.iter_trace_items(project_id, query) if i.id == trace_id), None)
+
+
+def _append_item(store: EvalStore, project_id: str, name: str, item: DatasetItem) -> str:
+    latest = store.get_version(project_id, name)
+    if latest is not None and store.get_items(latest.id, [item.id]):
+        return f"This trace is already in {name} v{latest.version}."
+    existing = (i for _, i in store.iter_items(latest.id)) if latest is not None else iter(())
+    version, _ = store.import_items(project_id, name, chain(existing, [item]), source=f"ui: trace {item.id}")
+    return f"Added to {name} (now v{version.version}, {version.item_count} items)."
+
+
+async def add_to_dataset(page: PageContext) -> Response:
+    """``POST /traces/{id}/dataset``: the trace as an item of a dataset (a new version of it)."""
+    trace_id = _trace_id(page)
+    name = page.field("dataset")
+    detail = await page.run(page.state.store.get_trace, page.project_id, trace_id)
+    if detail is None:
+        raise not_found(f"trace {trace_id!r}")
+    if not name or len(name) > 200:
+        return await _trace_page(
+            page, trace_id, status=400, dataset_error="Give the dataset a name (up to 200 characters)."
+        )
+    evals = EvalStore(page.state.store)
+    item = await page.run(_trace_item, evals, page.project_id, trace_id, detail.trace.start_ns)
+    if item is None:
+        raise not_found(f"trace {trace_id!r}")
+    try:
+        message = await page.run(_append_item, evals, page.project_id, name, item)
+    except DatasetError as exc:
+        return await _trace_page(page, trace_id, status=400, dataset_error=f"Not added: {exc}.")
+    return RedirectResponse(f"/traces/{trace_id}?added={quote(message)}#dataset", status_code=303)
+
+
+def _cursor(page: PageContext) -> tuple[int, str] | None:
+    text = page.params.get("cursor")
+    if not text:
+        return None
+    try:
+        return decode_cursor(text)
+    except InvalidQuery as exc:
+        raise UiError(400, f"Invalid query parameter 'cursor': {exc}") from None
+
+
+def _window(page: PageContext, default: str) -> an.Window:
+    try:
+        return an.window(page.params.get("range"), default)
+    except an.InvalidRange as exc:
+        raise UiError(400, str(exc)) from None
+
+
+async def sessions(page: PageContext) -> Response:
+    """``/sessions``: sessions active in the range, most recent first."""
+    win = _window(page, "7d")
+    result = await page.run(
+        page.queries.active_sessions, page.project_id, win.start_ns, win.end_ns, PAGE_SIZE, _cursor(page)
+    )
+    return page.render(
+        "sessions.html", win=win, ranges=list(an.RANGES), rows=result.data, next_cursor=result.next_cursor
+    )
+
+
+async def session(page: PageContext) -> Response:
+    """``/sessions/{id}``: the session's traces as a conversation, oldest first."""
+    session_id = str(page.request.path_params["session_id"])
+    traces_, more = await page.run(page.queries.session_traces, page.project_id, session_id, 100)
+    if not traces_:
+        raise not_found(f"session {session_id!r}")
+    scores = await page.run(page.queries.scores_for_traces, page.project_id, [t.id for t in traces_])
+    return page.render(
+        "session.html",
+        session_id=session_id,
+        traces=traces_,
+        more=more,
+        scores=scores,
+        cost=sum(t.cost_usd or 0.0 for t in traces_),
+        tokens=sum(t.usage.total for t in traces_),
+    )
+
+
+async def users(page: PageContext) -> Response:
+    """``/users``: end users active in the range with their usage and cost there."""
+    win = _window(page, "7d")
+    result = await page.run(
+        page.queries.active_users, page.project_id, win.start_ns, win.end_ns, USERS_PAGE_SIZE, _cursor(page)
+    )
+    return page.render(
+        "users.html", win=win, ranges=list(an.RANGES), rows=result.data, next_cursor=result.next_cursor
+    )

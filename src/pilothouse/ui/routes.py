@@ -1,0 +1,54 @@
+"""The UI's routes: pages, form posts, login and the vendored static files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pilothouse.server.settings import Settings
+from pilothouse.ui import pages_admin, pages_evals, pages_overview, pages_traces
+from pilothouse.ui.login import login_endpoints
+from pilothouse.ui.session import SessionSigner, load_secret
+from pilothouse.ui.web import Handler, Ui
+
+STATIC = Path(__file__).parent / "static"
+
+PAGES: tuple[tuple[str, Handler, str], ...] = (
+    ("/", pages_overview.dashboard, "GET"),
+    ("/models", pages_overview.models, "GET"),
+    ("/costs", pages_overview.costs, "GET"),
+    ("/traces", pages_traces.traces, "GET"),
+    ("/traces/{trace_id}", pages_traces.trace, "GET"),
+    ("/traces/{trace_id}/scores", pages_traces.add_score, "POST"),
+    ("/traces/{trace_id}/dataset", pages_traces.add_to_dataset, "POST"),
+    ("/sessions", pages_traces.sessions, "GET"),
+    ("/sessions/{session_id:path}", pages_traces.session, "GET"),
+    ("/users", pages_traces.users, "GET"),
+    ("/keys", pages_admin.keys, "GET"),
+    ("/keys", pages_admin.create_key, "POST"),
+    ("/keys/{key_id}/revoke", pages_admin.revoke_key, "POST"),
+    ("/budgets", pages_admin.create_budget, "POST"),
+    ("/budgets/{budget_id}/delete", pages_admin.delete_budget, "POST"),
+    ("/datasets", pages_evals.datasets, "GET"),
+    ("/datasets/{name:path}", pages_evals.dataset, "GET"),
+    ("/evals", pages_evals.runs, "GET"),
+    ("/evals/compare", pages_evals.compare, "GET"),
+    ("/evals/{run_id}", pages_evals.run, "GET"),
+)
+
+
+def ui_routes(settings: Settings) -> list[BaseRoute]:
+    """Every route of the web UI; sessions are signed with ``$PILOTHOUSE_SESSION_SECRET`` or a secret
+    kept in the settings' home folder."""
+    ui = Ui(SessionSigner(load_secret(settings.home)))
+    login_form, login, logout = login_endpoints(ui)
+    routes: list[BaseRoute] = [
+        Route("/login", login_form, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ]
+    routes += [Route(path, ui.endpoint(handler), methods=[method]) for path, handler, method in PAGES]
+    return routes

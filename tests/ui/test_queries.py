@@ -1,0 +1,101 @@
+"""The UI's bounded store reads, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+
+from pilothouse.domain.traces import (
+    Cost,
+    Observation,
+    ObservationKind,
+    Score,
+    ScoreDataType,
+    SpanRecord,
+    Status,
+    TraceAttributes,
+    Usage,
+)
+from pilothouse.store.sql import SqlStore
+from pilothouse.store.ui_queries import UiQueries
+from pilothouse.ui import analytics as an
+
+NOW = time.time_ns()
+MINUTE = 60 * 10**9
+
+
+def _trace(i: int, project: str = "p", minutes_ago: int = 0) -> list[SpanRecord]:
+    start = NOW - minutes_ago * MINUTE - i * 10**6
+    trace_id = f"{i:032x}"
+    attrs = TraceAttributes(user_id=f"u{i % 3}", session_id=f"s{i % 2}", tags=("t",))
+    root = Observation(trace_id, f"{i:016x}", "agent", start, start + (i + 1) * 10**7, input=f"question {i}")
+    call = Observation(
+        trace_id,
+        f"{i + 1000:016x}",
+        "chat",
+        start + 1000,
+        start + (i + 1) * 10**7,
+        kind=ObservationKind.GENERATION,
+        parent_id=root.id,
+        status=Status.ERROR if i == 4 else Status.OK,
+        model="m1" if i % 2 else "m2",
+        usage=Usage(input=10 * i, output=i),
+        cost=Cost({"input": 0.001 * i}, "v1"),
+        ttft_ns=5 * 10**6,
+        prompt_name="greet",
+        prompt_version="2",
+        attributes={"gateway.key_id": "k1"},
+        output="the answer is umbrella" if i == 7 else "ok",
+    )
+    return [SpanRecord(project, root, attrs), SpanRecord(project, call, attrs)]
+
+
+def test_ui_queries(store: SqlStore) -> None:
+    for i in range(10):
+        store.write_spans(_trace(i, minutes_ago=i * 3))
+    store.write_spans(_trace(99, project="other"))
+    store.add_scores("p", [Score("sc1", f"{7:032x}", "helpful", ScoreDataType.NUMERIC, 1.0, created_ns=NOW)])
+    q = UiQueries(store)
+    win = an.window("1h")
+    rows = q.rollup_rows("p", win.start_s, win.end_s, win.bucket_s)
+    totals = an.rollup_totals(rows)
+    assert totals.requests == 10 and totals.errors == 1
+    assert totals.cost_usd == sum(0.001 * i for i in range(10))
+    assert {name for name, _ in an.rollup_groups(rows, lambda r: r.model)} == {"m1", "m2"}
+
+    calls = q.sample_calls("p", an.sample_plan(rows, win))
+    sample = an.weigh_sample(calls, rows, win)
+    assert sample.exact and len(calls) == 10
+    assert {c.key_id for c in calls} == {"k1"} and {c.prompt for c in calls} == {"greet@2"}
+    assert all(c.ttft_ms == 5.0 for c in calls)
+    by_user = dict(an.sample_groups(sample, an.user_of))
+    assert by_user["u0"].requests == 4
+
+    costly, slowest, complete = q.top_traces("p", win.start_ns, win.end_ns, limit=3)
+    assert complete and [t.id for t in costly] == [f"{i:032x}" for i in (9, 8, 7)]
+    assert slowest[0].latency_ms >= slowest[1].latency_ms
+    _, _, complete = q.top_traces("p", win.start_ns, win.end_ns, scan=5)
+    assert not complete
+
+    sessions = q.active_sessions("p", win.start_ns, win.end_ns, limit=1)
+    assert len(sessions.data) == 1 and sessions.next_cursor is not None
+    from pilothouse.domain.queries import decode_cursor
+
+    rest = q.active_sessions(
+        "p", win.start_ns, win.end_ns, limit=5, cursor=decode_cursor(sessions.next_cursor)
+    )
+    assert {s.id for s in sessions.data + rest.data} == {"s0", "s1"}
+    assert sum(s.traces for s in sessions.data + rest.data) == 10
+    users = q.active_users("p", win.start_ns, win.end_ns)
+    assert {u.id: u.traces for u in users.data} == {"u0": 4, "u1": 3, "u2": 3}
+
+    turns, more = q.session_traces("p", "s1", limit=3)
+    assert more and len(turns) == 3 and turns[0].start_ns < turns[-1].start_ns
+    assert turns[-1].input == "question 1"  # the root span's input when the trace has none
+    assert [t.id for t in q.session_traces("other", "s1")[0]] == [f"{99:032x}"]  # its own project only
+
+    ids = [f"{i:032x}" for i in range(10)]
+    assert [s.name for s in q.scores_for_traces("p", ids)[f"{7:032x}"]] == ["helpful"]
+    assert q.scores_for_traces("other", ids) == {}
+    assert q.traces_containing("p", ids, "UMBRELLA") == {f"{7:032x}"}
+    assert q.traces_containing("other", ids, "umbrella") == set()
+    assert q.api_key("nope") is None

@@ -1,0 +1,168 @@
+"""The UI's pure parts: signed sessions and CSRF tokens, chat rendering, dashboard arithmetic."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from pilothouse.domain.sketch import BUCKETS
+from pilothouse.store.ui_queries import RollupRow, SampledCall
+from pilothouse.ui import analytics as an
+from pilothouse.ui.format import chat_messages, duration_ms, last_turn, money, preview
+from pilothouse.ui.session import SECRET_ENV, SessionSigner, load_secret
+from pilothouse.ui.web import safe_next
+
+
+def test_sessions_are_signed_and_expire() -> None:
+    signer = SessionSigner(b"s" * 32, max_age_s=3600)
+    session = signer.new_session("key-1", "default")
+    cookie = signer.dumps(session)
+    assert signer.loads(cookie) == session
+    _, mac = cookie.split(".")
+    forged = orjson.dumps(
+        {"k": "admin", "p": "other", "s": session.session_id, "t": session.issued_s, "a": None}
+    )
+    import base64
+
+    forged_body = base64.urlsafe_b64encode(forged).decode().rstrip("=")
+    assert signer.loads(f"{forged_body}.{mac}") is None  # a changed payload fails the signature
+    assert signer.loads(cookie + "x") is None
+    assert signer.loads("not-a-cookie") is None and signer.loads(None) is None
+    assert SessionSigner(b"t" * 32).loads(cookie) is None  # another secret
+    assert signer.loads(cookie, now_s=time.time() + 3601) is None  # too old
+
+
+def test_csrf_tokens_belong_to_one_session() -> None:
+    signer = SessionSigner(b"s" * 32)
+    a, b = signer.new_session("k", "p"), signer.new_session("k", "p")
+    assert signer.check_csrf(a, signer.csrf_token(a))
+    assert not signer.check_csrf(a, signer.csrf_token(b))
+    assert not signer.check_csrf(a, None) and not signer.check_csrf(a, "")
+
+
+def test_the_secret_is_kept_in_home_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    first = load_secret(tmp_path / "home")
+    assert load_secret(tmp_path / "home") == first and len(first) >= 32
+    assert (tmp_path / "home" / "session-secret").stat().st_mode & 0o777 == 0o600
+    monkeypatch.setenv(SECRET_ENV, "from-the-environment-0123456789")
+    assert load_secret(tmp_path / "home") == b"from-the-environment-0123456789"
+
+
+def test_login_only_goes_back_to_local_pages() -> None:
+    assert safe_next("/traces?status=error") == "/traces?status=error"
+    for bad in ("https://evil.example", "//evil.example/x", "/\\evil", "", None):
+        assert safe_next(bad) == "/"
+
+
+def test_openai_and_anthropic_messages_read_as_a_chat() -> None:
+    openai = chat_messages(
+        orjson.dumps(
+            [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"}, {"type": "image_url"}]},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "c1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c1", "content": '{"temp": 3}'},
+            ]
+        ).decode()
+    )
+    assert openai is not None
+    assert [m.role for m in openai] == ["system", "user", "assistant", "tool"]
+    assert [p.kind for p in openai[1].parts] == ["text", "image"]
+    assert (
+        openai[2].tool_calls[0].name == "get_weather"
+        and '"city": "Oslo"' in openai[2].tool_calls[0].arguments
+    )
+    assert openai[3].parts[0].kind == "json" and openai[3].tool_call_id == "c1"
+    assert [m.role for m in last_turn(openai)] == ["tool"]
+    anthropic = chat_messages(
+        orjson.dumps(
+            {
+                "system": "Terse.",
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "t1", "name": "lookup", "input": {"q": 1}}],
+                    },
+                    {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "found"}],
+                    },
+                ],
+            }
+        ).decode()
+    )
+    assert anthropic is not None and [m.role for m in anthropic] == ["system", "assistant", "user"]
+    assert anthropic[1].tool_calls[0].name == "lookup"
+    assert anthropic[2].parts[0].kind == "tool_result" and anthropic[2].parts[0].text == "found"
+    assert chat_messages("plain answer") is None
+    assert chat_messages("plain answer", default_role="assistant")[0].role == "assistant"  # type: ignore[index]
+
+
+def test_list_previews_show_the_question() -> None:
+    cut_short = (
+        '[{"role":"system","content":"Be brief."},{"role":"user","content":"Explain \\"tides\\" in one li'
+    )
+    assert preview(cut_short) == 'Explain "tides" in one li'
+    assert preview("just text") == "just text"
+
+
+def test_numbers_read_well() -> None:
+    assert (
+        money(None) == "–"
+        and money(0) == "$0"
+        and money(1234.5) == "$1,234"
+        and money(0.000412) == "$0.000412"
+    )
+    assert duration_ms(850) == "850 ms" and duration_ms(1240) == "1.24 s"
+    assert duration_ms(900_000) == "15 min" and duration_ms(21_600_000) == "6 h"
+
+
+def test_windows_are_aligned_and_checked() -> None:
+    win = an.window("24h", now_s=1_000_000)
+    assert win.bucket_s == 900 and win.end_s % 900 == 0 and win.end_s > 1_000_000
+    assert len(win.buckets) == 96
+    with pytest.raises(an.InvalidRange):
+        an.window("2d")
+
+
+def _row(bucket: int, model: str, count: int, cost: float) -> RollupRow:
+    hist = np.zeros(BUCKETS, np.int64)
+    hist[40] = count
+    return RollupRow(
+        bucket, model, "chat", count, 0, 10 * count, count, 0, 0, 0, cost, 0, 100.0 * count, hist
+    )
+
+
+def _call(stratum: int, user: str, cost: float) -> SampledCall:
+    return SampledCall(stratum, "t", 0, 100.0, False, "m", None, user, (), None, None, cost, 0.0, 10, 1, 0)
+
+
+def test_sample_estimates_are_weighted_by_what_the_rollups_counted() -> None:
+    win = an.Window("1h", 0, 120, 60)
+    rows = [_row(0, "m", 100, 1.0), _row(60, "m", 10, 0.1)]
+    plan = an.sample_plan(rows, win)
+    assert [(i, n) for i, _, _, n in plan] == [(0, 455), (1, 46)]  # the busy bucket gets most of the sample
+    # 4 calls sampled of the first bucket's 100, all 10 of the second's
+    calls = [_call(0, "alice", 0.01)] * 3 + [_call(0, "bob", 0.01)] + [_call(1, "bob", 0.01)] * 10
+    sample = an.weigh_sample(calls, rows, win)
+    assert not sample.exact and sample.total == 110
+    groups = dict(an.sample_groups(sample, an.user_of))
+    assert groups["alice"].requests == pytest.approx(75)
+    assert groups["bob"].requests == pytest.approx(35)
+    assert sum(t.requests for t in groups.values()) == pytest.approx(110)
+    assert an.rollup_totals(rows).requests == 110
