@@ -10,6 +10,7 @@ from pilothouse import __version__
 from pilothouse.cli import budgets, costs, db, keys, prices, serve, serve_model, traces
 from pilothouse.cli import evals as evals_cli
 from pilothouse.cli import gate as gate_cli
+from pilothouse.cli import judge as judge_cli
 from pilothouse.cli.common import CliError
 
 
@@ -31,6 +32,7 @@ cli.add_command(db.db)
 cli.add_command(evals_cli.eval_group)
 cli.add_command(evals_cli.datasets)
 cli.add_command(gate_cli.gate)
+cli.add_command(judge_cli.judge)
 cli.add_command(prices.prices)
 cli.add_command(costs.costs)
 cli.add_command(budgets.budgets)

@@ -1,8 +1,13 @@
 """``pilothouse gate``: is the candidate run no worse than the baseline? A non-inferiority test per
 metric (:mod:`pilothouse.evals.gate`), reports in Markdown, JUnit XML and JSON.
 
+A metric graded by a judge (``rubric``, ``pairwise``, ``factuality``, ...) needs a calibration of that
+judge against human labels (``pilothouse judge calibrate``): without one the gate refuses (exit 2)
+unless ``--allow-uncalibrated``; with one, its kappa, TPR and TNR are printed next to the metric, and
+``--min-kappa`` refuses a weakly calibrated judge.
+
 Exit status: 0 pass, 1 regression, 3 inconclusive (the report says how many items would decide),
-2 usage error (unknown run, a metric not in both runs, a bad option).
+2 usage error (unknown run, a metric not in both runs, a bad option, an uncalibrated judge).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pilothouse.cli.common import CliError, database_option
 from pilothouse.cli.evals import eval_store, find_run
 
 if TYPE_CHECKING:
+    from pilothouse.evals.calibration import Calibration
     from pilothouse.evals.gate import MetricResult, MetricSpec, MetricValues
     from pilothouse.evals.results import EvalRun
     from pilothouse.store.evals import EvalStore
@@ -50,7 +56,61 @@ def _load(
     return spec, MetricValues(base_items, base_unmeasured), MetricValues(cand_items, cand_unmeasured)
 
 
-def _print(results: list[MetricResult], baseline: EvalRun, candidate: EvalRun) -> None:
+def _judge_calibrations(
+    store: EvalStore,
+    runs: tuple[EvalRun, EvalRun],
+    names: list[str],
+    allow_uncalibrated: bool,
+    min_kappa: float | None,
+) -> dict[str, Calibration | None]:
+    """The calibration of the judge of every judge-graded metric (the candidate's judge; the baseline's
+    too when the runs graded with different judges); a usage error for a missing or weak one."""
+    from pilothouse.evals.calibration import judged_metrics
+    from pilothouse.store.calibrations import CalibrationStore
+
+    calibrations = CalibrationStore(store.store)
+    baseline, candidate = runs
+    judged = [(candidate, judged_metrics(candidate.spec)), (baseline, judged_metrics(baseline.spec))]
+    found: dict[str, Calibration | None] = {}
+    for name in names:
+        uses = [(run, metrics[name]) for run, metrics in judged if name in metrics]
+        if len({m.fingerprint for _, m in uses}) > 1:
+            click.echo(f"warning: the runs graded {name!r} with different judges (or judge specs)", err=True)
+        for run, metric in uses:
+            calibration = calibrations.latest(run.project_id, metric.fingerprint)
+            if calibration is None and not allow_uncalibrated:
+                raise CliError(
+                    f"metric {name!r} is graded by a judge ({metric.scorer_type}, model "
+                    f"{metric.judge_model}) with no calibration: run 'pilothouse judge calibrate "
+                    f"SPEC.yaml --labels LABELS.jsonl --scorer {name}' (--project {run.project_id}), "
+                    "or pass --allow-uncalibrated",
+                    exit_code=2,
+                )
+            if calibration is not None and not calibration.metrics.measured and not allow_uncalibrated:
+                raise CliError(
+                    f"metric {name!r}: its judge's calibration {calibration.id} (v{calibration.version}) "
+                    f"could read none of the judge's {calibration.metrics.n} replies, so it shows nothing; "
+                    "fix the judge and calibrate again, or pass --allow-uncalibrated",
+                    exit_code=2,
+                )
+            kappa = calibration.metrics.kappa if calibration is not None else None
+            if calibration is not None and min_kappa is not None and (kappa is None or kappa < min_kappa):
+                shown = "undefined" if kappa is None else f"{kappa:.3f}"
+                raise CliError(
+                    f"metric {name!r}: its judge's calibration {calibration.id} (v{calibration.version}) has "
+                    f"kappa {shown}, below --min-kappa {min_kappa:g}",
+                    exit_code=2,
+                )
+            found.setdefault(name, calibration)
+    return found
+
+
+def _print(
+    results: list[MetricResult],
+    baseline: EvalRun,
+    candidate: EvalRun,
+    judges: dict[str, Calibration | None],
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -96,8 +156,12 @@ def _print(results: list[MetricResult], baseline: EvalRun, candidate: EvalRun) -
             str(r.n_paired),
         )
     console.print(table)
+    from pilothouse.evals.gate import judge_calibration_text
+
     for r in results:
         console.print(f"- {r.metric.name}: {r.explanation}")
+        if r.metric.name in judges:
+            console.print(f"  judge: {judge_calibration_text(judges[r.metric.name])}")
         if r.unmeasured_baseline or r.unmeasured_candidate:
             console.print(
                 f"  unmeasured values (left out): baseline {r.unmeasured_baseline}, "
@@ -123,6 +187,17 @@ def _print(results: list[MetricResult], baseline: EvalRun, candidate: EvalRun) -
 )
 @click.option("--alpha", type=float, default=0.05, show_default=True, help="One-sided significance level.")
 @click.option(
+    "--allow-uncalibrated",
+    is_flag=True,
+    help="Gate on judge-graded metrics whose judge has no calibration (the reports say so).",
+)
+@click.option(
+    "--min-kappa",
+    type=float,
+    default=None,
+    help="Refuse (exit 2) a judge-graded metric whose calibration's Cohen's kappa is below this.",
+)
+@click.option(
     "--report-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=DEFAULT_REPORT_DIR,
@@ -136,13 +211,16 @@ def gate(
     metrics: tuple[str, ...],
     margin: float | None,
     alpha: float,
+    allow_uncalibrated: bool,
+    min_kappa: float | None,
     report_dir: Path,
     database_url: str | None,
 ) -> None:
     """Non-inferiority test of CANDIDATE against BASELINE, per metric.
 
-    Exit status: 0 pass, 1 regression, 3 inconclusive (with the sample size that would decide),
-    2 usage error."""
+    A metric graded by a judge needs the judge's calibration ('pilothouse judge calibrate'), unless
+    --allow-uncalibrated. Exit status: 0 pass, 1 regression, 3 inconclusive (with the sample size
+    that would decide), 2 usage error."""
     from pilothouse.evals.gate import (
         compare_metric,
         overall_verdict,
@@ -155,10 +233,13 @@ def gate(
         raise CliError(f"--alpha must be between 0 and 0.5, not {alpha}", exit_code=2)
     if margin is not None and not margin >= 0:
         raise CliError(f"--margin must be a number >= 0, not {margin}", exit_code=2)
+    if min_kappa is not None and not -1 <= min_kappa <= 1:
+        raise CliError(f"--min-kappa must be between -1 and 1, not {min_kappa}", exit_code=2)
     store = eval_store(database_url)
     try:
         base_run, cand_run = find_run(store, baseline), find_run(store, candidate)
         names = _metric_names(base_run, cand_run, metrics)
+        judges = _judge_calibrations(store, (base_run, cand_run), names, allow_uncalibrated, min_kappa)
         results = []
         for name in names:
             spec, base_values, cand_values = _load(store, base_run, cand_run, name)
@@ -177,12 +258,12 @@ def gate(
             f"{cand_run.dataset}@{cand_run.dataset_version}); items are paired by id",
             err=True,
         )
-    _print(results, base_run, cand_run)
+    _print(results, base_run, cand_run, judges)
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
         for suffix, render in (("md", render_markdown), ("xml", render_junit), ("json", render_json)):
             (report_dir / f"gate.{suffix}").write_text(
-                render(results, base_run.id, cand_run.id), encoding="utf-8"
+                render(results, base_run.id, cand_run.id, judges), encoding="utf-8"
             )
     except OSError as exc:
         raise CliError(f"cannot write the reports to {report_dir}: {exc.strerror}") from None

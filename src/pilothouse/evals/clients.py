@@ -34,7 +34,7 @@ from pilothouse.evals.calls import (
     TargetError,
     current_call,
 )
-from pilothouse.evals.judges import JudgeReply
+from pilothouse.evals.judges import JudgeReply, judge_reply
 
 if TYPE_CHECKING:
     from pilothouse.costs.pricing import Pricer
@@ -423,27 +423,12 @@ class ClientJudge:
             reply = await self.client.chat(request, context)
         except TargetError as exc:
             raise RuntimeError(f"judge call failed: {exc.message}") from None
-        choices = reply.response.get("choices") or []
-        if not choices:
-            raise RuntimeError("the judge answered without a choice")
-        choice = choices[0]
-        message = choice.get("message") or {}
-        top: list[list[tuple[str, float]]] | None = None
-        content = (choice.get("logprobs") or {}).get("content")
-        if content:
-            top = [
-                [(c["token"], c["logprob"]) for c in position.get("top_logprobs") or []]
-                or [(position["token"], position["logprob"])]
-                for position in content[:20]
-            ]
         usage = reply.usage
-        return JudgeReply(
-            text=message.get("content") or "",
-            top_logprobs=top,
+        return judge_reply(
+            reply.response,
             input_tokens=usage.input_total if usage else None,
             output_tokens=usage.output if usage else None,
             cost_usd=reply.cost_usd,
-            refusal=message.get("refusal"),
         )
 
 

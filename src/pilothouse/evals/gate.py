@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pilothouse.evals.stats import (
     EXACT_MCNEMAR,
@@ -25,7 +25,13 @@ from pilothouse.evals.stats import (
     paired_difference,
 )
 
+if TYPE_CHECKING:
+    from pilothouse.evals.calibration import Calibration
+
 MetricKind = Literal["binary", "continuous"]
+# The judge metrics of a comparison: metric name -> its judge's calibration (None: uncalibrated,
+# gated anyway with --allow-uncalibrated). Metrics not graded by a judge are absent.
+JudgeCalibrations: TypeAlias = "Mapping[str, Calibration | None]"
 
 DEFAULT_ALPHA = 0.05
 DEFAULT_BINARY_MARGIN = 0.02  # two percentage points of pass rate
@@ -329,17 +335,44 @@ def _explain(
 # --- reports --------------------------------------------------------------------------------------------
 
 
-def render_markdown(results: Sequence[MetricResult], baseline_run: str, candidate_run: str) -> str:
-    """A Markdown report: overall verdict, one table row per metric, then each explanation."""
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def judge_calibration_text(calibration: Calibration | None) -> str:
+    """A judge's calibration in one line: kappa [CI], TPR, TNR, flip rate, version and n."""
+    if calibration is None:
+        return "uncalibrated"
+    m = calibration.metrics
+    kappa = "n/a" if m.kappa is None else f"{m.kappa:.2f}"
+    if m.kappa_low is not None and m.kappa_high is not None:
+        kappa += f" [{m.kappa_low:.2f}, {m.kappa_high:.2f}]"
+    flips = "" if m.flip_rate is None else f", flip rate {_rate(m.flip_rate)}"
+    return (
+        f"kappa {kappa}, TPR {_rate(m.tpr)}, TNR {_rate(m.tnr)}{flips} "
+        f"(calibration v{calibration.version}, n {m.n})"
+    )
+
+
+def render_markdown(
+    results: Sequence[MetricResult],
+    baseline_run: str,
+    candidate_run: str,
+    judges: JudgeCalibrations | None = None,
+) -> str:
+    """A Markdown report: overall verdict, one table row per metric (with its judge's calibration when
+    a judge grades it), then each explanation."""
     overall = overall_verdict(results)
+    judges = judges or {}
+    extra_head, extra_rule = (" Judge calibration |", "---|") if judges else ("", "")
     lines = [
         f"# Quality gate: {overall.value.upper()}",
         "",
         f"Baseline `{baseline_run}`, candidate `{candidate_run}` (exit code {overall.exit_code}).",
         "",
         "| Metric | Verdict | Baseline | Candidate | Delta | Delta CI | p (worse) | Margin | Paired "
-        "| Excluded | Unmeasured (base / cand) | Test |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Excluded | Unmeasured (base / cand) | Test |" + extra_head,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + extra_rule,
     ]
     for r in results:
         m = r.metric
@@ -358,9 +391,16 @@ def render_markdown(results: Sequence[MetricResult], baseline_run: str, candidat
             f"{r.unmeasured_baseline} / {r.unmeasured_candidate}",
             r.test,
         ]
+        if judges:
+            name = r.metric.name
+            cells.append(_markdown_text(judge_calibration_text(judges[name])) if name in judges else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Findings", ""]
-    lines += [f"- **{_markdown_text(r.metric.name)}**: {r.explanation}" for r in results]
+    for r in results:
+        line = f"- **{_markdown_text(r.metric.name)}**: {r.explanation}"
+        if r.metric.name in judges and judges[r.metric.name] is None:
+            line += " The judge that grades it is not calibrated against human labels (--allow-uncalibrated)."
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -377,7 +417,12 @@ def _estimate_text(metric: MetricSpec, e: Estimate | None) -> str:
     return f"{_value(metric, e.mean)} [{_value(metric, e.low)}, {_value(metric, e.high)}]"
 
 
-def render_junit(results: Sequence[MetricResult], baseline_run: str, candidate_run: str) -> str:
+def render_junit(
+    results: Sequence[MetricResult],
+    baseline_run: str,
+    candidate_run: str,
+    judges: JudgeCalibrations | None = None,
+) -> str:
     """JUnit XML: one testcase per metric; a regression fails, an inconclusive result is skipped."""
     failures = sum(r.verdict is GateVerdict.REGRESSION for r in results)
     skipped = sum(r.verdict is GateVerdict.INCONCLUSIVE for r in results)
@@ -395,20 +440,26 @@ def render_junit(results: Sequence[MetricResult], baseline_run: str, candidate_r
             ).text = r.explanation
         elif r.verdict is GateVerdict.INCONCLUSIVE:
             ET.SubElement(case, "skipped", {"message": r.explanation})
-        ET.SubElement(case, "system-out").text = json.dumps(_result_dict(r), indent=2)
+        ET.SubElement(case, "system-out").text = json.dumps(_result_dict(r, judges or {}), indent=2)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
 
 
-def render_json(results: Sequence[MetricResult], baseline_run: str, candidate_run: str) -> str:
-    """The whole finding as JSON (non-finite numbers as null)."""
+def render_json(
+    results: Sequence[MetricResult],
+    baseline_run: str,
+    candidate_run: str,
+    judges: JudgeCalibrations | None = None,
+) -> str:
+    """The whole finding as JSON (non-finite numbers as null). A judge metric has ``judge``:
+    ``{"calibrated": true, "calibration": {...}}`` or ``{"calibrated": false}``."""
     overall = overall_verdict(results)
     doc = {
         "verdict": overall.value,
         "exit_code": overall.exit_code,
         "baseline_run": baseline_run,
         "candidate_run": candidate_run,
-        "metrics": [_result_dict(r) for r in results],
+        "metrics": [_result_dict(r, judges or {}) for r in results],
     }
     return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
@@ -430,7 +481,7 @@ def _estimate_dict(e: Estimate | None) -> dict[str, Any] | None:
     }
 
 
-def _result_dict(r: MetricResult) -> dict[str, Any]:
+def _result_dict(r: MetricResult, judges: JudgeCalibrations) -> dict[str, Any]:
     c = r.comparison
     effect: Mapping[str, Any] = {}
     if c is not None:
@@ -464,4 +515,14 @@ def _result_dict(r: MetricResult) -> dict[str, Any]:
         "items_needed": r.items_needed,
         "effect": dict(effect),
         "explanation": r.explanation,
-    }
+    } | _judge_dict(r.metric.name, judges)
+
+
+def _judge_dict(name: str, judges: JudgeCalibrations) -> dict[str, Any]:
+    if name not in judges:
+        return {}
+    calibration = judges[name]
+    if calibration is None:
+        return {"judge": {"calibrated": False}}
+    summary = {k: _finite(v) if isinstance(v, float) else v for k, v in calibration.summary().items()}
+    return {"judge": {"calibrated": True, "calibration": summary}}

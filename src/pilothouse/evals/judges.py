@@ -14,6 +14,11 @@ factuality            value (reference, default expected), choice_scores {A: .4,
 pairwise              baseline (default metadata["baseline_output"]), criteria; win 1, tie .5       0.5
 faithfulness          context (default sample.context); supported claims / claims                   0.8
 ====================  ===========================================================================  =====
+
+Position bias: :meth:`JudgeScorer.swap_check` says whether a verdict changes when the answers the judge
+sees trade places (``pairwise`` asks both orders anyway; ``factuality`` swaps the output and the
+reference); the others judge one answer, so there is nothing to swap (``position_swap`` is None).
+Judge calibration (:mod:`pilothouse.evals.calibration`) reports the flip rate.
 """
 
 from __future__ import annotations
@@ -188,6 +193,38 @@ class JudgeReply:
     refusal: str | None = None  # an explicit refusal (OpenAI ``message.refusal``)
 
 
+def judge_reply(
+    response: Mapping[str, Any],
+    *,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    cost_usd: float | None = None,
+) -> JudgeReply:
+    """The :class:`JudgeReply` of an OpenAI chat completion (text, refusal, the first positions' top
+    log-probabilities); RuntimeError when it has no choice."""
+    choices = response.get("choices") or []
+    if not choices:
+        raise RuntimeError("the judge answered without a choice")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    top: list[list[tuple[str, float]]] | None = None
+    content = (choice.get("logprobs") or {}).get("content")
+    if content:
+        top = [
+            [(c["token"], c["logprob"]) for c in position.get("top_logprobs") or []]
+            or [(position["token"], position["logprob"])]
+            for position in content[:20]
+        ]
+    return JudgeReply(
+        text=message.get("content") or "",
+        top_logprobs=top,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cost_usd=cost_usd,
+        refusal=message.get("refusal"),
+    )
+
+
 class JudgeModel(Protocol):
     """The one call judge scorers make. ``response_format`` is an OpenAI JSON-schema response format; a
     judge that cannot honour it (or ``logprobs``) ignores it: the prompts ask for a parseable form anyway."""
@@ -339,7 +376,8 @@ def parse_reason(text: str) -> str | None:
 
 
 def parse_label(text: str, key: str, labels: Sequence[str]) -> str | None:
-    """A categorical answer (``Verdict: A``, ``{"choice": "C"}``, ``(C)`` or a bare label), upper-cased
+    """A categorical answer (``Verdict: A``, ``{"choice": "C"}``, ``(C)``, a reply that starts with
+    ``(C) ...``, or a bare label), upper-cased
     except ``tie``; None when it is not one of ``labels``."""
     wanted = {label.lower(): label for label in labels}
     value = _json_field(extract_json_object(text), key)
@@ -347,7 +385,8 @@ def parse_label(text: str, key: str, labels: Sequence[str]) -> str | None:
         return wanted[value.strip().strip("()[]").lower()]
     line = re.search(rf"^[\s*#>_-]*{key}[\s*_]*[:=][\s*]*[(\[]?(\w+)", text, re.IGNORECASE | re.MULTILINE)
     bare = re.fullmatch(r"\s*[(\[]?(\w+)[)\]]?\.?\s*", text)
-    for match in (line, bare):
+    lead = re.match(r"\s*[(\[](\w+)[)\]]", text)  # "(A) The submitted answer is ..."
+    for match in (line, bare, lead):
         if match and match.group(1).lower() in wanted:
             return wanted[match.group(1).lower()]
     return None
@@ -471,6 +510,8 @@ class JudgeScorer(BaseScorer):
 
     common_options: ClassVar[frozenset[str]] = frozenset({"timeout_s", "max_tokens"})
     default_max_tokens: ClassVar[int] = 400
+    model_graded: ClassVar[bool] = True  # what pilothouse.evals.scoring.is_model_graded asks
+    position_swap: ClassVar[str | None] = None  # how swap_check swaps, in words; None: nothing to swap
 
     def __init__(self, spec: ScorerSpec) -> None:
         super().__init__(spec)
@@ -521,6 +562,12 @@ class JudgeScorer(BaseScorer):
         except JudgeFailure as exc:
             return ScoreResult.unmeasured(str(exc), **usage.fields())
         return replace(result, **usage.fields())
+
+    async def swap_check(self, sample: Sample, result: ScoreResult) -> ScoreResult:
+        """Whether the verdict ``result`` on ``sample`` changes when the answers the judge sees trade
+        places: value 1.0 when it flips, 0.0 when it holds; unmeasured when that cannot be told (the
+        verdict or the swapped call failed, or the type has no ``position_swap``)."""
+        return ScoreResult.unmeasured(reason=f"{self.spec.type} judges one answer: nothing to swap")
 
     async def grade_on_scale(
         self, prompt: str, usage: _Usage, low: int, high: int, *, logprobs: bool
@@ -612,6 +659,7 @@ class Factuality(JudgeScorer):
     default_threshold = 0.4
     default_max_tokens = 300
     allowed_options = JudgeScorer.common_options | {"value", "choice_scores"}
+    position_swap = "output and reference swapped, one more judge call; choices A and B trade places"
 
     def __init__(self, spec: ScorerSpec) -> None:
         super().__init__(spec)
@@ -626,14 +674,16 @@ class Factuality(JudgeScorer):
             raise spec.error("option 'choice_scores' maps A-E to numbers from 0 to 1")
         self.choice_scores = {**FACTUALITY_SCORES, **{k: float(v) for k, v in overrides.items()}}
 
-    async def judge_sample(self, sample: Sample, usage: _Usage) -> ScoreResult:
+    def _reference(self, sample: Sample) -> str:
         raw = self.render_option(self.spec.options["value"], sample) if "value" in self.spec.options else None
         reference = sample.expected if raw is None else raw
         if reference is None or not to_text(reference).strip():
             raise ScoringError(f"scorer '{self.name}' needs a reference answer (expected or 'value')")
+        return to_text(reference)
+
+    async def _choose(self, sample: Sample, reference: str, output: str, usage: _Usage) -> tuple[str, str]:
         prompt = render(
-            FACTUALITY_PROMPT,
-            {"input": sample_prompt_text(sample), "reference": to_text(reference), "output": sample.output},
+            FACTUALITY_PROMPT, {"input": sample_prompt_text(sample), "reference": reference, "output": output}
         )
         choice_format = _json_format(
             "factuality", {"choice": {"type": "string", "enum": list("ABCDE")}, "reason": {"type": "string"}}
@@ -642,8 +692,31 @@ class Factuality(JudgeScorer):
         choice = parse_label(reply.text, "choice", list("ABCDE"))
         if choice is None:
             raise _unparseable(reply.text, "a choice A-E")
+        return choice, reply.text
+
+    async def judge_sample(self, sample: Sample, usage: _Usage) -> ScoreResult:
+        choice, text = await self._choose(sample, self._reference(sample), sample.output, usage)
+        return ScoreResult(self.choice_scores[choice], reason=parse_reason(text), details={"choice": choice})
+
+    async def swap_check(self, sample: Sample, result: ScoreResult) -> ScoreResult:
+        """Ask again with the output as the expert answer and the reference as the submission: a subset
+        (A) should come back a superset (B) and vice versa, C, D and E unchanged."""
+        choice = result.details.get("choice")
+        if choice not in FACTUALITY_SCORES:
+            return ScoreResult.unmeasured(reason="no choice to compare")
+        usage = _Usage()
+        try:
+            swapped, _ = await self._choose(sample, sample.output, self._reference(sample), usage)
+        except JudgeFailure as exc:
+            return ScoreResult.unmeasured(str(exc), **usage.fields())
+        except Exception as exc:  # a template or reference problem: unmeasured, like score()
+            return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}", **usage.fields())
+        back = {"A": "B", "B": "A"}.get(swapped, swapped)
         return ScoreResult(
-            self.choice_scores[choice], reason=parse_reason(reply.text), details={"choice": choice}
+            float(back != choice),
+            reason=f"choice {choice}; swapped {swapped} (reads as {back})",
+            details={"choices": [choice, swapped]},
+            **usage.fields(),
         )
 
 
@@ -655,6 +728,7 @@ class PairwiseComparison(JudgeScorer):
     default_threshold = 0.5
     default_max_tokens = 300
     allowed_options = JudgeScorer.common_options | {"baseline", "criteria"}
+    position_swap = "both orders of every pair, which the scorer asks anyway"
 
     def __init__(self, spec: ScorerSpec) -> None:
         super().__init__(spec)
@@ -705,6 +779,13 @@ class PairwiseComparison(JudgeScorer):
         return ScoreResult(
             value, reason=reason, details={"verdicts": [first, second], "consistent": consistent}
         )
+
+    async def swap_check(self, sample: Sample, result: ScoreResult) -> ScoreResult:
+        """A flip when the output's outcome (win, loss, tie) differs between the two orders."""
+        consistent = result.details.get("consistent")
+        if not isinstance(consistent, bool):
+            return ScoreResult.unmeasured(reason="no verdict in both orders")
+        return ScoreResult(float(not consistent), details={"verdicts": result.details.get("verdicts")})
 
 
 CLAIMS_FORMAT = _json_format("claims", {"claims": {"type": "array", "items": {"type": "string"}}})

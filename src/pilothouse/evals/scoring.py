@@ -46,6 +46,7 @@ __all__ = [
     "ScoringError",
     "available_scorers",
     "build_scorer",
+    "is_model_graded",
     "parse_scorer_spec",
     "register_scorer",
 ]
@@ -223,6 +224,13 @@ def available_scorers() -> list[str]:
     """The registered scorer type names, sorted."""
     _load_builtin_scorers()
     return sorted(_registry)
+
+
+def is_model_graded(type_name: str) -> bool:
+    """True when the scorer type grades with a judge model, as its factory says (``model_graded =
+    True``: every :class:`pilothouse.evals.judges.JudgeScorer`, and any plugin that sets it)."""
+    _load_builtin_scorers()
+    return bool(getattr(_registry.get(type_name), "model_graded", False))
 
 
 def parse_scorer_spec(

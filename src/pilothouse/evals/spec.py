@@ -45,7 +45,15 @@ from pilothouse.evals.datasets import FORMATS, DatasetError, DatasetItem, item_f
 from pilothouse.evals.scoring import Scorer, ScorerConfigError, build_scorer
 from pilothouse.evals.targets import Target, build_target
 
-__all__ = ["DatasetRef", "EvalSpec", "SpecError", "load_spec", "parse_spec"]
+__all__ = [
+    "DatasetRef",
+    "EvalSpec",
+    "SpecError",
+    "load_spec",
+    "parse_scorers",
+    "parse_spec",
+    "read_spec_file",
+]
 
 TOP_KEYS = (
     "name",
@@ -147,17 +155,38 @@ def _unknown_key(source: str, where: str, key: str, known: Sequence[str]) -> Spe
     return SpecError(f"{source}: {where}unknown key {key!r}{hint}")
 
 
-def load_spec(path: Path) -> EvalSpec:
-    """A spec from a YAML file."""
+def read_spec_file(path: Path) -> Any:
+    """A spec file's YAML, parsed but not checked."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"cannot read the spec {path}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    return parse_spec(data, base_dir=path.resolve().parent, source=str(path))
+
+
+def load_spec(path: Path) -> EvalSpec:
+    """A spec from a YAML file."""
+    return parse_spec(read_spec_file(path), base_dir=path.resolve().parent, source=str(path))
+
+
+def parse_scorers(data: Any, *, base_dir: Path, source: str = "spec") -> tuple[list[Scorer], list[Any]]:
+    """Only the ``judge`` and ``scorers`` of a spec, built as :func:`parse_spec` builds them (with the
+    judge clients to open and close); ``dataset`` and ``target`` may be absent and are not checked.
+    What judge calibration reads."""
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: a spec is a mapping with judge and scorers")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise _unknown_key(source, "", str(key), TOP_KEYS)
+    if data.get("scorers") is None:
+        raise SpecError(f"{source}: 'scorers' is required")
+    judge_options = data.get("judge")
+    if judge_options is not None and not isinstance(judge_options, Mapping):
+        raise SpecError(f"{source}: judge: must be a mapping (model, base_url, api_key, ...)")
+    return _scorers(data["scorers"], judge_options, base_dir, source)
 
 
 def parse_spec(data: Any, *, base_dir: Path, source: str = "spec") -> EvalSpec:

@@ -81,7 +81,7 @@ class RouterJudge:
         logprobs: bool = False,
         response_format: dict[str, Any] | None = None,
     ) -> Any:
-        from pilothouse.evals.judges import JudgeReply
+        from pilothouse.evals.judges import judge_reply
 
         request: dict[str, Any] = {
             "model": self.model,
@@ -89,12 +89,14 @@ class RouterJudge:
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        if logprobs:
+            request |= {"logprobs": True, "top_logprobs": 5}
+        if response_format is not None:
+            request["response_format"] = response_format
         response, _deployment = await self.router.chat(request, [])
         usage = response.get("usage") or {}
-        return JudgeReply(
-            text=_answer_text(response),
-            input_tokens=usage.get("prompt_tokens"),
-            output_tokens=usage.get("completion_tokens"),
+        return judge_reply(
+            response, input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")
         )
 
 

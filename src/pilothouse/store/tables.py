@@ -291,3 +291,25 @@ eval_cache = Table(
     Column("latency_ms", Float),
     Column("created_ns", BigInteger, nullable=False),
 )
+
+judge_calibrations = Table(
+    "judge_calibrations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),  # sha256 of the scorer spec and judge identity
+    Column("version", Integer, nullable=False),  # 1, 2, ... per project and fingerprint
+    Column("scorer_name", Text, nullable=False),
+    Column("scorer_type", String(64), nullable=False),
+    Column("judge_model", Text),
+    Column("identity", Text, nullable=False),  # JSON: what the fingerprint is a digest of
+    Column("metrics", Text, nullable=False),  # JSON (pilothouse.evals.calibration.CalibrationMetrics)
+    Column("n", Integer, nullable=False),  # labelled items
+    Column("judgements", Text),  # JSON list, one verdict per item (zstd-packed on SQLite when long)
+    Column("labels_sha256", String(64), nullable=False),
+    Column("labels_source", Text),  # the labels file, as given
+    Column("judge_endpoint", Text),  # where the judge calls went (the deployments behind an alias)
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "fingerprint", "version", name="uq_judge_calibrations_version"),
+    Index("ix_judge_calibrations_created", "project_id", "created_ns"),
+)

@@ -114,6 +114,13 @@ def test_extract_json_object_and_labels() -> None:
     assert parse_label('{"verdict": "TIE"}', "verdict", ["A", "B", "tie"]) == "tie"
     assert parse_label("(C)", "choice", list("ABCDE")) == "C"
     assert parse_label("Choice: (D) they disagree", "choice", list("ABCDE")) == "D"
+    assert (
+        parse_label("(A) The submitted answer is a subset of the expert answer", "choice", list("ABCDE"))
+        == "A"
+    )
+    assert (
+        parse_label("A submitted answer can't be judged", "choice", list("ABCDE")) is None
+    )  # no parentheses
     assert parse_label("Choice: F", "choice", list("ABCDE")) is None
     assert parse_label("Both are fine.", "verdict", ["A", "B", "tie"]) is None
 
