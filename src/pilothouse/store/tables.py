@@ -74,8 +74,8 @@ traces = Table(
     Column("cost_usd", Float, nullable=False),
     Column("unpriced_count", Integer, nullable=False),  # model calls whose cost is unknown
     Index("ix_traces_time", "project_id", "start_ns", "id"),
-    Index("ix_traces_session", "project_id", "session_id", "start_ns"),
-    Index("ix_traces_user", "project_id", "user_id", "start_ns"),
+    Index("ix_traces_session", "project_id", "session_id", "start_ns", "id"),
+    Index("ix_traces_user", "project_id", "user_id", "start_ns", "id"),
 )
 
 spans = Table(
