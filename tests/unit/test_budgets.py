@@ -38,7 +38,8 @@ def test_periods(period: BudgetPeriod, start: datetime, end: datetime | None) ->
 
 
 def test_december_rolls_into_the_next_year() -> None:
-    assert period_end(BudgetPeriod.MONTH, datetime(2026, 12, 31, 23, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
+    new_year = datetime(2027, 1, 1, tzinfo=UTC)
+    assert period_end(BudgetPeriod.MONTH, datetime(2026, 12, 31, 23, tzinfo=UTC)) == new_year
 
 
 def _budget(scope: BudgetScope, value: str = "", project: str = "p") -> Budget:
