@@ -7,6 +7,10 @@ templated prompt, same max_tokens, greedy, no streamer). Provider: ``chat_stream
 timed from the call to the last chunk, tokens from its usage chunk. The two alternate round by round so
 a noisy machine hurts both alike; the median of each is compared. Gateway target: streaming within 10%
 of the raw engine (ratio >= 0.90).
+
+Then batching: --concurrent requests (default 4, different prompts, greedy) sent at once to a provider
+with ``max_batch`` 1 (one after another) and with ``max_batch`` = --concurrent (one batch); the
+aggregate tokens/s of each and their ratio.
 """
 
 from __future__ import annotations
@@ -95,6 +99,39 @@ async def run(args: argparse.Namespace) -> None:
     )
 
 
+async def concurrent_tokens_per_s(provider: LocalProvider, count: int, max_tokens: int) -> float:
+    """Aggregate tokens/s of ``count`` different greedy requests sent at once."""
+    requests = [
+        {"messages": [{"role": "user", "content": f"{PROMPT} Part {i + 1}."}], "max_tokens": max_tokens}
+        for i in range(count)
+    ]
+    started = time.perf_counter()
+    replies = await asyncio.gather(*(provider.chat(r) for r in requests))
+    elapsed = time.perf_counter() - started
+    return sum(r["usage"]["completion_tokens"] for r in replies) / elapsed
+
+
+async def batching(args: argparse.Namespace) -> None:
+    options = {"cache_dir": str(args.cache_dir)} if args.cache_dir else {}
+    rates = {}
+    for batch in (1, args.concurrent):
+        provider = LocalProvider(
+            Deployment(
+                name="bench", provider="local", model=args.model, options={**options, "max_batch": batch}
+            )
+        )
+        await provider.load()
+        await concurrent_tokens_per_s(provider, args.concurrent, 4)  # warm the batch shapes
+        runs = [await concurrent_tokens_per_s(provider, args.concurrent, args.max_tokens) for _ in range(2)]
+        rates[batch] = statistics.median(runs)
+        print(
+            f"{args.concurrent} concurrent requests, max_batch {batch}: {rates[batch]:.1f} tok/s in all "
+            f"(largest batch {provider.largest_batch})"
+        )
+        await provider.close()
+    print(f"batching: {rates[args.concurrent] / rates[1]:.2f}x the aggregate tokens/s of one at a time")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -103,7 +140,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: $PILOTHOUSE_HOME/models")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--concurrent", type=int, default=4, help="requests sent at once (0: skip)")
+    args = parser.parse_args()
+    asyncio.run(run(args))
+    if args.concurrent > 1:
+        asyncio.run(batching(args))
 
 
 if __name__ == "__main__":

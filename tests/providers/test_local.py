@@ -245,6 +245,39 @@ async def test_concurrent_requests_queue_and_both_complete(provider: LocalProvid
 
 
 @needs_model
+async def test_queued_greedy_requests_are_batched_and_answer_as_alone(provider: LocalProvider) -> None:
+    questions = [
+        [{"role": "user", "content": "What is the capital of France?"}],
+        [{"role": "user", "content": "Name a colour of the sky in one word."}],
+        [{"role": "user", "content": "Write a short greeting to a friend who lives far away."}],
+    ]
+    alone = [await provider.chat({"messages": q, "max_tokens": 12}) for q in questions]
+    batches_before = provider.batches
+    # Queue behind a running request so that the next three wait together; one asks for fewer
+    # tokens and one streams, and a sampled request behind them runs on its own.
+    blocker = asyncio.ensure_future(provider.chat({"messages": LONG, "max_tokens": 8}))
+    await asyncio.sleep(0.05)
+    together = await asyncio.gather(
+        provider.chat({"messages": questions[0], "max_tokens": 12}),
+        provider.chat({"messages": questions[1], "max_tokens": 3}),
+        collect(provider.chat_stream({"messages": questions[2], "max_tokens": 12})),
+        provider.chat({"messages": questions[0], "max_tokens": 4, "temperature": 0.8, "seed": 1}),
+    )
+    await blocker
+    assert provider.largest_batch >= 3 and provider.batches - batches_before <= 4
+    first, short, streamed, sampled = together
+    assert first["choices"][0]["message"] == alone[0]["choices"][0]["message"]
+    assert short["usage"]["completion_tokens"] <= 3 and short["choices"][0]["finish_reason"] in (
+        "length",
+        "stop",
+    )
+    expected_short = alone[1]["choices"][0]["message"]["content"]
+    assert expected_short.startswith(short["choices"][0]["message"]["content"])
+    assert stream_text(streamed) == alone[2]["choices"][0]["message"]["content"]
+    assert sampled["usage"]["completion_tokens"] <= 4
+
+
+@needs_model
 async def test_a_prompt_past_the_context_window_is_a_fallback_error(provider: LocalProvider) -> None:
     with pytest.raises(ProviderError) as caught:
         await provider.chat({"messages": QUESTION, "max_tokens": 100_000})

@@ -9,9 +9,12 @@ Options: ``cache_dir`` (default ``$PILOTHOUSE_HOME/models``, PILOTHOUSE_HOME def
 ``./.pilothouse``), ``default_max_tokens`` (256), ``threads`` (torch threads, default: the usable CPU
 cores), ``warmup`` (run one token at load so the first request does not pay for it, default true).
 
-One generation runs at a time per model: every request is a job on the provider's single worker
-thread, so concurrent requests queue instead of splitting two cores between them (and concurrent
-first requests load the model once). Closing a stream stops its generation at the next token.
+Requests queue for the provider's single worker thread, so concurrent requests never split two cores
+between competing generations (and concurrent first requests load the model once). Requests waiting
+together are generated as one batch (``max_batch``, default 4; greedy requests only: sampled ones run
+alone so a ``seed`` keeps its meaning): on a CPU one batched step costs little more than one
+sequence's, so throughput grows with the batch (benchmarks/local_model.py measures it). Each row
+stops on its own (end of sequence, stop string, ``max_tokens``, or its client going away).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +98,22 @@ def _request_params(request: dict[str, Any]) -> _Params:
     )
 
 
+@dataclass(frozen=True)
+class _Job:
+    """A queued request: its parameters, where its events go, and its cancel flag."""
+
+    params: _Params
+    emit: Callable[[tuple[Any, ...]], None]
+    cancel: threading.Event
+
+
+def _text_emitter(emit: Callable[[tuple[Any, ...]], None]) -> Callable[[str], None]:
+    def text(delta: str) -> None:
+        emit(("text", delta))
+
+    return text
+
+
 class StopScanner:
     """Cuts streamed text at the first stop string, holding back any tail that could start one."""
 
@@ -140,13 +159,22 @@ class _Streamer:
         self.generated = 0
         self.saw_eos = self.saw_stop = self.prompt_seen = False
 
+    @property
+    def finished(self) -> bool:
+        """End of sequence or a stop string reached."""
+        return self.saw_eos or self.saw_stop
+
     def put(self, value: Any) -> None:
         if not self.prompt_seen:  # generate() first hands over the prompt
             self.prompt_seen = True
             return
+        self.put_tokens(value.reshape(-1).tolist())
+
+    def put_tokens(self, tokens: list[int]) -> None:
+        """New tokens of this sequence."""
         if self.saw_eos or self.saw_stop:  # transformers 5 checks stopping criteria before streaming
             return
-        for token in value.reshape(-1).tolist():
+        for token in tokens:
             self.generated += 1
             if token in self.eos_ids:
                 self.saw_eos = True
@@ -178,7 +206,7 @@ class LocalProvider:
 
     def __init__(self, deployment: Deployment) -> None:
         options = dict(deployment.options)
-        known = {"cache_dir", "default_max_tokens", "threads", "warmup"}
+        known = {"cache_dir", "default_max_tokens", "threads", "warmup", "max_batch"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown local option {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -189,10 +217,16 @@ class LocalProvider:
         self.default_max_tokens = int(options.get("default_max_tokens", 256))
         self.threads = int(options.get("threads") or len(os.sched_getaffinity(0)))
         self.warmup = bool(options.get("warmup", True))
+        self.max_batch = max(1, int(options.get("max_batch", 4)))
         self._loaded: LoadedModel | None = None
-        self._worker: ThreadPoolExecutor | None = None
-        self._worker_guard = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._pending: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
         self._active: set[threading.Event] = set()
+        self.batches = 0  # generate() calls, and the most requests one of them served
+        self.largest_batch = 0
 
     # -- loading (worker thread only) --------------------------------------------------------------
 
@@ -219,8 +253,10 @@ class LocalProvider:
         return None
 
     def _load_sync(self) -> LoadedModel:
-        if self._loaded is not None:
-            return self._loaded
+        with self._load_lock:
+            return self._loaded or self._load_locked()
+
+    def _load_locked(self) -> LoadedModel:
         started = time.perf_counter()
         gguf = self._gguf_source()
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -285,76 +321,153 @@ class LocalProvider:
             shutil.rmtree(scratch, ignore_errors=True)
 
     async def load(self) -> LoadedModel:
-        """Load the model now (in the worker thread) instead of on the first request."""
-        return await asyncio.wrap_future(self._executor().submit(self._load_sync))
+        """Load the model now instead of on the first request."""
+        return await asyncio.to_thread(self._load_sync)
 
-    def _executor(self) -> ThreadPoolExecutor:
-        with self._worker_guard:
-            if self._worker is None:
-                self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pilothouse-local")
-            return self._worker
+    # -- the worker thread: batches of queued requests -----------------------------------------------
 
-    # -- generation (worker thread) ----------------------------------------------------------------
+    def _submit(self, job: _Job) -> None:
+        with self._cond:
+            if self._closed:
+                job.emit(("closed",))
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="pilothouse-local", daemon=True)
+                self._thread.start()
+            self._pending.append(job)
+            self._cond.notify()
 
-    def _generate_sync(
-        self, params: _Params, emit: Callable[[tuple[Any, ...]], None], cancel: threading.Event
-    ) -> None:
-        if cancel.is_set():  # the client went away while queued
-            return
+    def _next_batch(self) -> list[_Job] | None:
+        """The oldest queued request and, when it is greedy, the greedy ones queued behind it."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            batch = [self._pending.popleft()]
+            if batch[0].params.temperature == 0:
+                later: list[_Job] = []
+                while self._pending and len(batch) < self.max_batch:
+                    job = self._pending.popleft()
+                    (batch if job.params.temperature == 0 else later).append(job)
+                self._pending.extendleft(reversed(later))
+            return batch
+
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            try:
+                self._generate_batch(batch)
+            finally:
+                for job in batch:  # after each job's own events: ends a wait on a job that never ran
+                    job.emit(("closed",))
+        with self._cond:
+            for job in self._pending:
+                job.emit(("closed",))
+            self._pending.clear()
+
+    def _prepare(self, loaded: LoadedModel, params: _Params) -> tuple[list[int], int]:
+        """The prompt's token ids and the tokens to generate (400 past the context window)."""
+        tokenizer, model = loaded.tokenizer, loaded.model
+        templated = tokenizer.apply_chat_template(
+            params.messages, tools=params.tools, add_generation_prompt=True, tokenize=False
+        )
+        ids: list[int] = tokenizer(templated, add_special_tokens=False)["input_ids"]
+        window = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
+        max_tokens = params.max_tokens or self.default_max_tokens
+        if len(ids) + max_tokens > window:
+            if params.max_tokens is not None or len(ids) >= window:
+                raise ProviderError.from_status(
+                    400,
+                    f"this model's maximum context length is {window} tokens; the messages have "
+                    f"{len(ids)} and max_tokens asks for {max_tokens}",
+                )
+            max_tokens = window - len(ids)
+        return ids, max_tokens
+
+    def _generate_batch(self, batch: list[_Job]) -> None:
+        rows: list[tuple[_Job, list[int], int, _Streamer]] = []
         try:
             loaded = self._load_sync()
             torch = importlib.import_module("torch")
             transformers = importlib.import_module("transformers")
             tokenizer, model = loaded.tokenizer, loaded.model
-            templated = tokenizer.apply_chat_template(
-                params.messages, tools=params.tools, add_generation_prompt=True, tokenize=False
-            )
-            inputs = tokenizer(templated, return_tensors="pt", add_special_tokens=False)
-            prompt_tokens = int(inputs["input_ids"].shape[1])
-            window = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
-            max_tokens = params.max_tokens or self.default_max_tokens
-            if prompt_tokens + max_tokens > window:
-                if params.max_tokens is not None or prompt_tokens >= window:
-                    raise ProviderError.from_status(
-                        400,
-                        f"this model's maximum context length is {window} tokens; the messages have "
-                        f"{prompt_tokens} and max_tokens asks for {max_tokens}",
-                    )
-                max_tokens = window - prompt_tokens
-            emit(("start", prompt_tokens))
             eos = model.generation_config.eos_token_id
             eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
-            streamer = _Streamer(tokenizer, eos_ids, params.stops, lambda text: emit(("text", text)))
+            for job in batch:
+                if job.cancel.is_set():  # the client went away while queued
+                    continue
+                try:
+                    ids, max_tokens = self._prepare(loaded, job.params)
+                except ProviderError as exc:
+                    job.emit(("error", exc))
+                    continue
+                job.emit(("start", len(ids)))
+                streamer = _Streamer(tokenizer, eos_ids, job.params.stops, _text_emitter(job.emit))
+                streamer.prompt_seen = True  # the batch streamer below skips the prompt for every row
+                rows.append((job, ids, max_tokens, streamer))
+            if not rows:
+                return
+            self.batches += 1
+            self.largest_batch = max(self.largest_batch, len(rows))
+            done = [False] * len(rows)
+
+            class Rows:  # a transformers streamer that hands each row its own tokens
+                prompt_seen = False
+
+                def put(self, value: Any) -> None:
+                    if not self.prompt_seen:
+                        self.prompt_seen = True
+                        return
+                    tokens = value.reshape(len(rows), -1).tolist()
+                    for index, (_, _, _, row_streamer) in enumerate(rows):
+                        if not done[index]:
+                            row_streamer.put_tokens(tokens[index])
+
+                def end(self) -> None:
+                    for _, _, _, row_streamer in rows:
+                        row_streamer.end()
 
             criteria: Any = transformers.StoppingCriteria
 
-            class StopFlag(criteria):  # type: ignore[misc]
+            class RowsDone(criteria):  # type: ignore[misc]
                 def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                    stop = cancel.is_set() or streamer.saw_stop
-                    return torch.full((input_ids.shape[0],), stop, dtype=torch.bool)
+                    for index, (job, _, limit, row_streamer) in enumerate(rows):
+                        done[index] = done[index] or (
+                            job.cancel.is_set() or row_streamer.finished or row_streamer.generated >= limit
+                        )
+                    return torch.tensor(done, dtype=torch.bool)
 
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            width = max(len(ids) for _, ids, _, _ in rows)  # left padding: every row ends where it goes on
+            input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids, _, _ in rows])
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids, _, _ in rows])
+            params = rows[0][0].params
             sampling: dict[str, Any] = {"do_sample": False}
-            if params.temperature > 0:
+            if params.temperature > 0:  # sampled requests run alone
                 sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
                 sampling["top_k"] = 0  # OpenAI semantics: no top-k cut
                 if params.seed is not None:
                     torch.manual_seed(params.seed)  # one generation at a time: the global RNG is ours
-            pad = tokenizer.pad_token_id
             with torch.inference_mode():
                 model.generate(
-                    **inputs,
-                    max_new_tokens=max_tokens,
-                    streamer=streamer,
-                    stopping_criteria=transformers.StoppingCriteriaList([StopFlag()]),
-                    pad_token_id=tokenizer.eos_token_id if pad is None else pad,
+                    input_ids=input_ids,
+                    attention_mask=attention,
+                    max_new_tokens=max(limit for _, _, limit, _ in rows),
+                    streamer=Rows(),
+                    stopping_criteria=transformers.StoppingCriteriaList([RowsDone()]),
+                    pad_token_id=pad,
                     **sampling,
                 )
-            finish = "stop" if streamer.saw_eos or streamer.saw_stop else "length"
-            emit(("end", finish, streamer.generated))
+            for job, _, _, row_streamer in rows:
+                finish = "stop" if row_streamer.finished else "length"
+                job.emit(("end", finish, row_streamer.generated))
         except ProviderError as exc:
-            emit(("error", exc))
+            for job in batch:
+                job.emit(("error", exc))
         except Exception as exc:
-            emit(("error", ProviderError(500, f"local generation failed: {type(exc).__name__}: {exc}")))
+            error = ProviderError(500, f"local generation failed: {type(exc).__name__}: {exc}")
+            for job in batch:
+                job.emit(("error", error))
 
     async def _events(self, request: dict[str, Any]) -> AsyncGenerator[tuple[Any, ...], None]:
         """The job's events on this event loop: start, text..., end (or error)."""
@@ -370,9 +483,7 @@ class LocalProvider:
                 cancel.set()
 
         self._active.add(cancel)
-        job = self._executor().submit(self._generate_sync, params, emit, cancel)
-        # After the job's own events (same thread, same order): ends a wait on a job that never ran.
-        job.add_done_callback(lambda _: emit(("closed",)))
+        self._submit(_Job(params, emit, cancel))
         try:
             while True:
                 event = await queue.get()
@@ -464,8 +575,7 @@ class LocalProvider:
     async def close(self) -> None:
         for cancel in list(self._active):
             cancel.set()
-        with self._worker_guard:
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.shutdown(wait=False, cancel_futures=True)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         self._loaded = None
