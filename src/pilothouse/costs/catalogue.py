@@ -232,8 +232,11 @@ class PriceCatalogue:
                 return tuple(found)
         return None
 
-    def lookup(self, provider: str | None, model: str | None, at: datetime | None = None) -> PriceRow | None:
-        """The row in effect at ``at`` (default now) for the model, or None when it has no price."""
+    def lookup(
+        self, provider: str | None, model: str | None, at: datetime | None = None, at_ns: int | None = None
+    ) -> PriceRow | None:
+        """The row in effect at ``at`` (or ``at_ns``, ns since the epoch; default now) for the model, or
+        None when it has no price."""
         if not model:
             return None
         cache_key = (provider, model)
@@ -245,6 +248,10 @@ class PriceCatalogue:
             found = self._cache[cache_key] = self._candidates(provider, model)
         if found is None or isinstance(found, PriceRow):
             return found
+        if len(found) == 1:  # one price in its history: no date to work out (the ingest hot path)
+            return found[0]
+        if at is None and at_ns:
+            at = datetime.fromtimestamp(at_ns / 1e9, UTC)
         day = (at or datetime.now(UTC)).date()
         current = None
         for row in found:  # sorted by effective date

@@ -10,7 +10,6 @@ than the row's threshold, as OpenAI, Anthropic and Google bill them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -107,8 +106,7 @@ class Pricer:
 
     def row_for(self, provider: str | None, model: str | None, at_ns: int | None = None) -> PriceRow | None:
         """The price row for a model at a time (ns since the epoch; default now)."""
-        at = datetime.fromtimestamp(at_ns / 1e9, UTC) if at_ns else None
-        return self.catalogue.lookup(provider, model, at)
+        return self.catalogue.lookup(provider, model, at_ns=at_ns)
 
     def cost(
         self, provider: str | None, model: str | None, usage: Usage, at_ns: int | None = None
