@@ -72,6 +72,7 @@ def serve(
             port=settings.port,
             log_level=settings.log_level,
             access_log=False,
+            proxy_headers=False,  # nothing reads the client address: one middleware less per request
             timeout_graceful_shutdown=30,
         )
     finally:
