@@ -95,9 +95,14 @@ def test_repeated_requests_come_from_the_cache(gw: CachedGateway) -> None:
 
     # hits cost $0 and their saving shows in the trace and in the cost report
     auth = {"Authorization": f"Bearer {gw.key}"}
-    detail = httpx.get(
-        f"{gw.server.base_url}/api/traces/{second.headers['x-pilothouse-trace-id']}", headers=auth
-    )
+    deadline = time.monotonic() + 10
+    while True:  # traces reach the store through the ingest queue
+        detail = httpx.get(
+            f"{gw.server.base_url}/api/traces/{second.headers['x-pilothouse-trace-id']}", headers=auth
+        )
+        if detail.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     call = detail.json()["observations"][0]
     assert call["attributes"]["gateway.cache"] == "hit"
     assert call["cost"]["total"] == 0 and call["cost"]["saved"] == pytest.approx(original_cost, abs=1e-9)

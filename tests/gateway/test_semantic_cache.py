@@ -96,8 +96,13 @@ def test_low_precision_switches_the_route_off(tmp_path: Path) -> None:
         assert _ask(client, "Tell me the capital of France.")[0] == "miss"  # the route is off now
         # each re-check call is traced (and priced) inside the trace of the hit it checked
         auth = {"Authorization": f"Bearer {key}"}
-        names = []
-        for row in httpx.get(f"{server.base_url}/api/traces", headers=auth).json()["data"]:
-            detail = httpx.get(f"{server.base_url}/api/traces/{row['id']}", headers=auth).json()
-            names.append(sorted(o["name"] for o in detail["observations"]))
+        deadline = time.monotonic() + 10
+        while True:  # traces reach the store through the ingest queue
+            names = []
+            for row in httpx.get(f"{server.base_url}/api/traces", headers=auth).json()["data"]:
+                detail = httpx.get(f"{server.base_url}/api/traces/{row['id']}", headers=auth).json()
+                names.append(sorted(o["name"] for o in detail["observations"]))
+            if names.count(["cache-verify sim", "chat sim"]) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert names.count(["cache-verify sim", "chat sim"]) == 2

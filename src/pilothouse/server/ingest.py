@@ -64,7 +64,7 @@ class IngestQueue:
         *,
         max_spans: int = 200_000,
         batch_spans: int = 5_000,
-        linger_s: float = 0.1,
+        linger_s: float = 0.25,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 2.0),
         pricer: Pricer | None = None,
     ) -> None:
@@ -101,7 +101,10 @@ class IngestQueue:
             self._pending.append(export)
             self._pending_spans += export.count
             self.stats.accepted += export.count
-            self._cond.notify()
+            # Wake the writer when it waits for work or a batch is full; not on every export while it
+            # lingers (a wake-up per gateway call would cost a thread switch each, and end the linger).
+            if len(self._pending) == 1 or self._pending_spans >= self.batch_spans:
+                self._cond.notify()
         return True
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -131,10 +134,14 @@ class IngestQueue:
                     self._cond.wait()
                 if not self._pending and self._closing:
                     return
-                if not self._closing and self._pending_spans < self.batch_spans:
-                    # Under a trickle of small exports (the gateway records one span per call), wait a
-                    # moment for more: per-transaction costs are then shared by many spans.
-                    self._cond.wait(self.linger_s)
+                # Under a trickle of small exports (the gateway records one span per call), wait a
+                # moment for more: per-transaction costs are then shared by many spans.
+                deadline = time.monotonic() + self.linger_s
+                while not self._closing and self._pending_spans < self.batch_spans:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 exports = [self._pending.popleft()]
                 taken = exports[0].count
                 while self._pending and taken + self._pending[0].count <= self.batch_spans:
