@@ -20,12 +20,14 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 from pilothouse.gateway.cache import CachedAnswer
+
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the gateway starts without numpy unless this cache is on
 
 log = logging.getLogger("pilothouse.cache")
 
@@ -156,6 +158,8 @@ class SemanticCache:
         self.tasks: set[asyncio.Task[None]] = set()  # re-checks in flight
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         return np.asarray(self._embed(texts), dtype=np.float32)
 
     def warm_up(self) -> None:
@@ -178,7 +182,7 @@ class SemanticCache:
         scope = self._scopes.get(scope_key)
         if scope is not None and scope.answers:
             similarities = scope.vectors[: len(scope.answers)] @ vector
-            best = int(np.argmax(similarities))
+            best = int(similarities.argmax())
             result.similarity = float(similarities[best])
             if result.similarity >= self.settings.threshold and scope.expiries[best] > self._clock():
                 result.answer = scope.answers[best]
@@ -190,6 +194,8 @@ class SemanticCache:
 
     def add(self, lookup: SemanticLookup, answer: CachedAnswer) -> None:
         """Remember the answer to a request that missed."""
+        import numpy as np
+
         scope = self._scopes.get(lookup.scope)
         if scope is None:
             scope = self._scopes[lookup.scope] = _Scope(np.empty((0, lookup.vector.shape[0]), np.float32))

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 from sqlalchemy import (
     ColumnElement,
@@ -41,6 +39,10 @@ from pilothouse.store import tables as t
 from pilothouse.store.evals import _item, _result
 from pilothouse.store.rows import score_from_row, trace_from_row, unpack
 from pilothouse.store.sql import SqlStore, _api_key, _escape_like
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 # compiled sampling statements per engine and number of strata
 _SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
@@ -160,6 +162,8 @@ class UiQueries:
             c.project_id == project_id, c.bucket >= start_s, c.bucket < end_s
         )
         # Sums and histograms are merged in numpy: a day of minute rows is ~20,000 histograms.
+        import numpy as np  # here: the server starts without numpy
+
         sums: dict[tuple[int, str, str], npt.NDArray[np.float64]] = {}
         hists: dict[tuple[int, str, str], npt.NDArray[np.int64]] = {}
         with self.engine.connect() as conn:

@@ -11,13 +11,14 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from pilothouse.domain.sketch import quantiles
 from pilothouse.store.ui_queries import RollupRow, SampledCall
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 # range -> (seconds, bucket seconds): about 60-170 points per chart
 RANGES: dict[str, tuple[int, int]] = {
