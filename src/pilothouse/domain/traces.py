@@ -84,11 +84,10 @@ class Cost:
     items: dict[str, float]
     price_version: str | None = None
     saved: float = 0.0  # what caching saved against the full price (provider cache reads, gateway cache)
+    total: float = field(init=False, compare=False)  # the sum of the line items (read per span at ingest)
 
-    @property
-    def total(self) -> float:
-        """Sum of the line items."""
-        return sum(self.items.values())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "total", sum(self.items.values()))
 
 
 @dataclass(slots=True)
