@@ -83,6 +83,21 @@ class TraceDetail:
 
 
 @dataclass(frozen=True, slots=True)
+class Activity:
+    """Usage of one session or end user in a time range."""
+
+    id: str
+    traces: int
+    first_ns: int
+    last_ns: int  # start of its newest trace
+    total_tokens: int
+    cost_usd: float
+    errors: int
+    user_ids: tuple[str, ...] = ()
+    end_ns: int = 0  # end of its last trace
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSummary:
     """A conversation: the traces that share a session id."""
 

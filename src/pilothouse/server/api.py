@@ -156,7 +156,7 @@ async def post_scores(request: Request) -> Response:
 
 
 async def list_sessions(request: Request) -> Response:
-    """``GET /api/sessions``: conversations, most recently active first."""
+    """``GET /api/sessions?from=30d``: conversations active in the window, most recently active first."""
     state = _state(request)
     principal = await state.auth.authenticate(request, Scope.READ)
     params = request.query_params
@@ -167,7 +167,13 @@ async def list_sessions(request: Request) -> Response:
         cursor = decode_cursor(params["cursor"]) if params.get("cursor") else None
     except InvalidQuery as exc:
         raise _param_error("cursor", str(exc)) from None
-    page = await run_in_threadpool(state.store.list_sessions, principal.project_id, int(limit_text), cursor)
+    now_ns = time.time_ns()
+    # sessions active in a window (default the last 30 days): a bounded read at any store size
+    start_ns = _time(params, "from", now_ns) or now_ns - 30 * 24 * 3600 * 10**9
+    end_ns = _time(params, "to", now_ns) or now_ns + 60 * 10**9
+    page = await run_in_threadpool(
+        state.store.list_sessions, principal.project_id, int(limit_text), cursor, start_ns, end_ns
+    )
     return FastJSONResponse({"data": [session_json(s) for s in page.data], "next": page.next_cursor})
 
 

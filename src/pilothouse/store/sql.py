@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    Select,
     Table,
     and_,
     bindparam,
@@ -28,6 +29,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.queries import (
+    Activity,
     ModelMetrics,
     Page,
     SessionSummary,
@@ -464,47 +466,95 @@ class SqlStore:
             return conn.execute(stmt).first() is not None
 
     def list_sessions(
-        self, project_id: str, limit: int = 50, cursor: tuple[int, str] | None = None
+        self,
+        project_id: str,
+        limit: int = 50,
+        cursor: tuple[int, str] | None = None,
+        start_ns: int = 0,
+        end_ns: int = 1 << 62,
     ) -> Page[SessionSummary]:
-        """Sessions, most recently active first."""
-        c = t.traces.c
-        last = func.max(c.start_ns)
-        stmt = (
-            select(
-                c.session_id,
-                func.count().label("n"),
-                func.min(c.start_ns).label("first"),
-                last.label("last"),
-                func.max(c.end_ns).label("end"),
-                func.sum(c.total_tokens).label("tokens"),
-                func.sum(c.cost_usd).label("cost"),
-                func.min(c.user_id).label("user_min"),
-                func.max(c.user_id).label("user_max"),
+        """Sessions with traces in [start, end), most recently active first."""
+        page = self.activity(project_id, "session_id", start_ns, end_ns, limit, cursor)
+        data = [
+            SessionSummary(
+                session_id=a.id,
+                trace_count=a.traces,
+                start_ns=a.first_ns,
+                end_ns=a.end_ns,
+                user_ids=a.user_ids,
+                total_tokens=a.total_tokens,
+                cost_usd=a.cost_usd,
             )
-            .where(c.project_id == project_id, c.session_id.is_not(None))
-            .group_by(c.session_id)
-            .order_by(last.desc(), c.session_id.desc())
+            for a in page.data
+        ]
+        return Page(data, page.next_cursor)
+
+    def activity(
+        self,
+        project_id: str,
+        column: str,
+        start_ns: int,
+        end_ns: int,
+        limit: int,
+        cursor: tuple[int, str] | None,
+    ) -> Page[Activity]:
+        """Sessions (``column`` session_id) or end users (user_id) with traces in [start, end), most
+        recently active first, with their usage there."""
+        # Two steps, both through an index: which ids were active last (the (project, id, start)
+        # index covers it), then the sums of only those ids.
+        c = t.traces.c
+        group = c[column]
+        last = func.max(c.start_ns)
+        in_range = [c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns]
+        ids_stmt: Select[Any] = (
+            select(group.label("id"), last.label("last"))
+            .where(*in_range, group.is_not(None))
+            .group_by(group)
+            .order_by(last.desc(), group.desc())
             .limit(limit + 1)
         )
         if cursor is not None:
-            stmt = stmt.having(tuple_(last, c.session_id) < tuple_(*cursor))
+            ids_stmt = ids_stmt.having(tuple_(last, group) < tuple_(*cursor))
         with self.engine.connect() as conn:
-            rows = list(conn.execute(stmt))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        data = [
-            SessionSummary(
-                session_id=r.session_id,
-                trace_count=r.n,
-                start_ns=r.first,
-                end_ns=r.end,
-                user_ids=tuple(sorted({u for u in (r.user_min, r.user_max) if u})),
-                total_tokens=int(r.tokens or 0),
-                cost_usd=float(r.cost or 0),
+            ids = conn.execute(ids_stmt).fetchall()
+            more = len(ids) > limit
+            ids = ids[:limit]
+            sums: dict[str, Any] = {}
+            if ids:
+                sums_stmt = (
+                    select(
+                        group.label("id"),
+                        func.count().label("n"),
+                        func.min(c.start_ns).label("first"),
+                        func.max(c.end_ns).label("end"),
+                        func.sum(c.total_tokens).label("tokens"),
+                        func.sum(c.cost_usd).label("cost"),
+                        func.sum(c.error_count).label("errors"),
+                        func.min(c.user_id).label("user_min"),
+                        func.max(c.user_id).label("user_max"),
+                    )
+                    .where(*in_range, group.in_([r.id for r in ids]))
+                    .group_by(group)
+                )
+                sums = {r.id: r for r in conn.execute(sums_stmt)}
+        data = []
+        for r in ids:
+            agg = sums[r.id]
+            users = tuple(sorted({u for u in (agg.user_min, agg.user_max) if u}))
+            data.append(
+                Activity(
+                    id=r.id,
+                    traces=int(agg.n),
+                    first_ns=int(agg.first),
+                    last_ns=int(r.last),
+                    total_tokens=int(agg.tokens or 0),
+                    cost_usd=float(agg.cost or 0.0),
+                    errors=int(agg.errors or 0),
+                    user_ids=users if column == "session_id" else (),
+                    end_ns=int(agg.end),
+                )
             )
-            for r in rows
-        ]
-        next_cursor = encode_cursor(rows[-1].last, rows[-1].session_id) if more else None
+        next_cursor = encode_cursor(ids[-1].last, ids[-1].id) if more else None
         return Page(data, next_cursor)
 
     def model_metrics(

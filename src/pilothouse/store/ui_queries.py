@@ -16,7 +16,6 @@ import orjson
 from sqlalchemy import (
     ColumnElement,
     Integer,
-    Select,
     String,
     and_,
     bindparam,
@@ -30,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 
 from pilothouse.domain.keys import ApiKey
-from pilothouse.domain.queries import Page, encode_cursor
+from pilothouse.domain.queries import Activity, Page
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.domain.traces import ObservationKind, Score, Trace
 from pilothouse.evals.datasets import DatasetItem
@@ -117,20 +116,6 @@ class RankedTrace:
     total_tokens: int
     errors: int
     user_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Activity:
-    """Usage of one session or end user in a time range."""
-
-    id: str
-    traces: int
-    first_ns: int
-    last_ns: int
-    total_tokens: int
-    cost_usd: float
-    errors: int
-    user_ids: tuple[str, ...] = ()
 
 
 class UiQueries:
@@ -371,70 +356,6 @@ class UiQueries:
 
     # -- sessions and users -------------------------------------------------------------------------
 
-    def _activity_page(
-        self,
-        project_id: str,
-        column: str,
-        start_ns: int,
-        end_ns: int,
-        limit: int,
-        cursor: tuple[int, str] | None,
-    ) -> Page[Activity]:
-        # Two steps, both through an index: which ids were active last (the (project, id, start)
-        # index covers it), then the sums of only those ids.
-        c = t.traces.c
-        group = c[column]
-        last = func.max(c.start_ns)
-        in_range = [c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns]
-        ids_stmt: Select[Any] = (
-            select(group.label("id"), last.label("last"))
-            .where(*in_range, group.is_not(None))
-            .group_by(group)
-            .order_by(last.desc(), group.desc())
-            .limit(limit + 1)
-        )
-        if cursor is not None:
-            ids_stmt = ids_stmt.having(tuple_(last, group) < tuple_(*cursor))
-        with self.engine.connect() as conn:
-            ids = conn.execute(ids_stmt).fetchall()
-            more = len(ids) > limit
-            ids = ids[:limit]
-            sums: dict[str, Any] = {}
-            if ids:
-                sums_stmt = (
-                    select(
-                        group.label("id"),
-                        func.count().label("n"),
-                        func.min(c.start_ns).label("first"),
-                        func.sum(c.total_tokens).label("tokens"),
-                        func.sum(c.cost_usd).label("cost"),
-                        func.sum(c.error_count).label("errors"),
-                        func.min(c.user_id).label("user_min"),
-                        func.max(c.user_id).label("user_max"),
-                    )
-                    .where(*in_range, group.in_([r.id for r in ids]))
-                    .group_by(group)
-                )
-                sums = {r.id: r for r in conn.execute(sums_stmt)}
-        data = []
-        for r in ids:
-            agg = sums[r.id]
-            users = tuple(sorted({u for u in (agg.user_min, agg.user_max) if u}))
-            data.append(
-                Activity(
-                    id=r.id,
-                    traces=int(agg.n),
-                    first_ns=int(agg.first),
-                    last_ns=int(r.last),
-                    total_tokens=int(agg.tokens or 0),
-                    cost_usd=float(agg.cost or 0.0),
-                    errors=int(agg.errors or 0),
-                    user_ids=users if column == "session_id" else (),
-                )
-            )
-        next_cursor = encode_cursor(ids[-1].last, ids[-1].id) if more else None
-        return Page(data, next_cursor)
-
     def active_sessions(
         self,
         project_id: str,
@@ -444,7 +365,7 @@ class UiQueries:
         cursor: tuple[int, str] | None = None,
     ) -> Page[Activity]:
         """Sessions with traces in [start, end), most recently active first, with their usage there."""
-        return self._activity_page(project_id, "session_id", start_ns, end_ns, limit, cursor)
+        return self.store.activity(project_id, "session_id", start_ns, end_ns, limit, cursor)
 
     def active_users(
         self,
@@ -455,7 +376,7 @@ class UiQueries:
         cursor: tuple[int, str] | None = None,
     ) -> Page[Activity]:
         """End users with traces in [start, end), most recently active first, with their usage there."""
-        return self._activity_page(project_id, "user_id", start_ns, end_ns, limit, cursor)
+        return self.store.activity(project_id, "user_id", start_ns, end_ns, limit, cursor)
 
     def session_traces(self, project_id: str, session_id: str, limit: int = 100) -> tuple[list[Trace], bool]:
         """The newest ``limit`` traces of a session, oldest first, with their whole input and output
