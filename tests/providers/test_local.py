@@ -278,6 +278,27 @@ async def test_queued_greedy_requests_are_batched_and_answer_as_alone(provider: 
 
 
 @needs_model
+async def test_tools_are_offered_through_the_prompt_and_answers_stay_well_formed(
+    provider: LocalProvider,
+) -> None:
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    plain = await provider.chat({"messages": QUESTION, "max_tokens": 4})
+    offered = await provider.chat({"messages": QUESTION, "max_tokens": 4, "tools": tools})
+    declined = await provider.chat(
+        {"messages": QUESTION, "max_tokens": 4, "tools": tools, "tool_choice": "none"}
+    )
+    # SmolLM2's template has no tools: they are described in a system message (more prompt tokens)
+    assert offered["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"] + 40
+    assert declined["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
+    choice = offered["choices"][0]
+    assert choice["finish_reason"] in ("stop", "length", "tool_calls")
+    assert choice["message"].get("tool_calls") or isinstance(choice["message"]["content"], str)
+    streamed = await collect(provider.chat_stream({"messages": QUESTION, "max_tokens": 4, "tools": tools}))
+    assert streamed[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]
+    assert stream_text(streamed) == (choice["message"]["content"] or "")
+
+
+@needs_model
 async def test_a_prompt_past_the_context_window_is_a_fallback_error(provider: LocalProvider) -> None:
     with pytest.raises(ProviderError) as caught:
         await provider.chat({"messages": QUESTION, "max_tokens": 100_000})

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.local_tools import parse_tool_calls, template_knows_tools, with_tool_instructions
 
 SMOLLM2 = "smollm2"
 INSTALL_HINT = "pip install torch==2.13.0 && pip install transformers accelerate gguf safetensors"
@@ -89,7 +90,7 @@ def _request_params(request: dict[str, Any]) -> _Params:
     seed, top_p = request.get("seed"), request.get("top_p")
     return _Params(
         messages=messages,
-        tools=request.get("tools") or None,
+        tools=(request.get("tools") or None) if request.get("tool_choice") != "none" else None,
         max_tokens=int(max_tokens) if max_tokens is not None else None,
         temperature=float(request.get("temperature") or 0.0),
         top_p=float(top_p) if top_p is not None else 1.0,
@@ -368,8 +369,11 @@ class LocalProvider:
     def _prepare(self, loaded: LoadedModel, params: _Params) -> tuple[list[int], int]:
         """The prompt's token ids and the tokens to generate (400 past the context window)."""
         tokenizer, model = loaded.tokenizer, loaded.model
+        messages, tools = params.messages, params.tools
+        if tools and not template_knows_tools(tokenizer.chat_template):
+            messages, tools = with_tool_instructions(messages, tools), None
         templated = tokenizer.apply_chat_template(
-            params.messages, tools=params.tools, add_generation_prompt=True, tokenize=False
+            messages, tools=tools, add_generation_prompt=True, tokenize=False
         )
         ids: list[int] = tokenizer(templated, add_special_tokens=False)["input_ids"]
         window = int(getattr(model.config, "max_position_embeddings", 0) or 1 << 30)
@@ -521,19 +525,17 @@ class LocalProvider:
                     finish, completion_tokens = event[1], event[2]
         finally:
             await events.aclose()
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(parts)}
+        if request.get("tools") and request.get("tool_choice") != "none":
+            message["content"], calls = parse_tool_calls(message["content"])
+            if calls:
+                message["tool_calls"], finish = calls, "tool_calls"
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(parts)},
-                    "finish_reason": finish,
-                    "logprobs": None,
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
             "usage": self._usage(prompt_tokens, completion_tokens),
         }
 
@@ -552,6 +554,8 @@ class LocalProvider:
             return {**base, "choices": [choice], **extra}
 
         prompt_tokens = 0
+        # With tools offered, the text is held back until the end: it may turn out to be tool calls.
+        held: list[str] | None = [] if request.get("tools") and request.get("tool_choice") != "none" else None
         events = self._events(request)
         try:
             async for event in events:
@@ -559,9 +563,21 @@ class LocalProvider:
                     prompt_tokens = event[1]
                     yield chunk({"role": "assistant", "content": ""})
                 elif event[0] == "text":
-                    yield chunk({"content": event[1]})
+                    if held is None:
+                        yield chunk({"content": event[1]})
+                    else:
+                        held.append(event[1])
                 else:
-                    yield chunk({}, event[1])
+                    finish = event[1]
+                    if held is not None:
+                        content, calls = parse_tool_calls("".join(held))
+                        if content:
+                            yield chunk({"content": content})
+                        if calls:
+                            indexed = [{"index": i, **call} for i, call in enumerate(calls)]
+                            yield chunk({"tool_calls": indexed})
+                            finish = "tool_calls"
+                    yield chunk({}, finish)
                     if include_usage:
                         yield {**base, "choices": [], "usage": self._usage(prompt_tokens, event[2])}
         finally:
