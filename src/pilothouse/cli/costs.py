@@ -88,7 +88,8 @@ async def _measure_cascade(
     gate = asyncio.Semaphore(concurrency)
 
     def cost_of(response: dict[str, Any], deployment: Any) -> float | None:
-        cost = pricer.cost(deployment.provider, deployment.model, usage_from_openai(response.get("usage")))
+        usage = usage_from_openai(response.get("usage"))
+        cost = pricer.call_cost(deployment.provider, deployment.model, response.get("model"), usage)
         return None if cost is None else cost.total
 
     async def correct(item_id: str, question: str, expected: Any, response: dict[str, Any]) -> bool | None:

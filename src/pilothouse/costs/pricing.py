@@ -115,6 +115,13 @@ class Pricer:
         row = self.row_for(provider, model, at_ns)
         return None if row is None else price_usage(usage, row)
 
+    def call_cost(
+        self, provider: str | None, upstream_model: str | None, served_model: str | None, usage: Usage
+    ) -> Cost | None:
+        """The cost of a gateway call: the deployment's upstream model id is the price key (custom
+        prices are set on it), then the model the upstream says it served (a dated snapshot, say)."""
+        return self.cost(provider, upstream_model, usage) or self.cost(provider, served_model, usage)
+
     def price_observation(self, observation: Observation) -> None:
         """Set the cost of a model call that has none yet (served model first, then requested)."""
         if observation.cost is not None or not observation.kind.is_model_call:

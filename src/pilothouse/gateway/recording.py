@@ -107,6 +107,31 @@ class GatewayCall:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
 
+    def record_answer(
+        self,
+        response: dict[str, Any],
+        provider: str | None,
+        deployment: str | None,
+        *,
+        usage: Usage | None = None,
+        cost: Cost | None = None,
+        output: str | None = None,
+        status: Status = Status.OK,
+        error: str | None = None,
+    ) -> SpanRecord:
+        """The generation for a call an upstream (or the cache) answered with ``response``; the output
+        defaults to the response's text."""
+        return self.record(
+            status=status,
+            served_model=response.get("model"),
+            provider=provider,
+            deployment=deployment,
+            output=output_text(response) if output is None else output,
+            usage=usage,
+            cost=cost,
+            error=error,
+        )
+
     def record(
         self,
         *,

@@ -111,24 +111,13 @@ def maybe_verify(
             save(state, check.record(status=Status.ERROR, error=exc.message, http_status=exc.status))
             return
         usage = usage_from_openai(response.get("usage"))
-        cost = state.pricer.cost(deployment.provider, deployment.model, usage)
+        cost = state.pricer.call_cost(deployment.provider, deployment.model, response.get("model"), usage)
         fresh_text = output_text(response) or ""
         agreed = await semantic.record_verification(
             lookup_.route, output_text(cached.response) or "", fresh_text
         )
         check.cache = "verified-agree" if agreed else "verified-disagree"
-        save(
-            state,
-            check.record(
-                status=Status.OK,
-                served_model=response.get("model"),
-                provider=deployment.provider,
-                deployment=deployment.id,
-                output=fresh_text,
-                usage=usage,
-                cost=cost,
-            ),
-        )
+        save(state, check.record_answer(response, deployment.provider, deployment.id, usage=usage, cost=cost))
 
     task = asyncio.get_running_loop().create_task(verify())
     semantic.tasks.add(task)

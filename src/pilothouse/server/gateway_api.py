@@ -73,11 +73,7 @@ def _headers(call: GatewayCall, cost: Cost | str | None = "unknown") -> dict[str
 
 
 def _cost(state: AppState, deployment: Deployment, served_model: str | None, usage: Usage) -> Cost | None:
-    # The deployment's upstream model id is the price key (custom prices are set on it), then the
-    # model the upstream says it served (a dated snapshot, say).
-    return state.pricer.cost(deployment.provider, deployment.model, usage) or state.pricer.cost(
-        deployment.provider, served_model, usage
-    )
+    return state.pricer.call_cost(deployment.provider, deployment.model, served_model, usage)
 
 
 async def _start(request: Request, operation: str) -> tuple[AppState, Principal, GatewayCall, Any]:
@@ -113,17 +109,7 @@ def _cache_hit(
     for a stream, the replayed events."""
     cost = Cost({"input": 0.0, "output": 0.0}, "cache", answer.cost_usd or 0.0)
     call.first_token()
-    _save(
-        state,
-        call.record(
-            status=Status.OK,
-            served_model=answer.response.get("model"),
-            provider=answer.provider,
-            deployment=answer.deployment,
-            output=output_text(answer.response),
-            cost=cost,
-        ),
-    )
+    _save(state, call.record_answer(answer.response, answer.provider, answer.deployment, cost=cost))
     return cost, None if stream_wire is None else _replay(answer.response, stream_wire)
 
 
@@ -176,18 +162,10 @@ async def _cascade(
         )
         if last:
             call.extra["gateway.cascade"] = {"name": settings.name, "steps": summary, "escalations": position}
-        _save(
-            state,
-            step_call.record(
-                status=Status.OK,
-                served_model=step.response.get("model"),
-                provider=step.deployment.provider,
-                deployment=step.deployment.id,
-                output=output_text(step.response),
-                usage=usage,
-                cost=cost,
-            ),
+        record = step_call.record_answer(
+            step.response, step.deployment.provider, step.deployment.id, usage=usage, cost=cost
         )
+        _save(state, record)
     await settle_budget(state, call, total)
     return steps[-1].response, total
 
@@ -203,18 +181,10 @@ async def _succeeded(
     """Record a completed non-streamed call and count its tokens against the key's limits; its cost."""
     usage = usage_from_openai(response.get("usage"))
     cost = _cost(state, deployment, response.get("model"), usage)
-    _save(
-        state,
-        call.record(
-            status=Status.OK,
-            served_model=response.get("model"),
-            provider=deployment.provider,
-            deployment=deployment.id,
-            output=output,
-            usage=usage,
-            cost=cost,
-        ),
+    record = call.record_answer(
+        response, deployment.provider, deployment.id, usage=usage, cost=cost, output=output
     )
+    _save(state, record)
     await _count_tokens(state, principal, usage)
     await settle_budget(state, call, cost)
     return cost
@@ -353,19 +323,10 @@ def _relay(
             await settle_budget(state, call, cost, unknown_is_worst_case=usage.is_empty)
             if status is Status.OK and cached is not None:
                 await caching.store(state, cached, deployment, final, cost)
-            _save(
-                state,
-                call.record(
-                    status=status,
-                    served_model=final.get("model"),
-                    provider=deployment.provider,
-                    deployment=deployment.id,
-                    output=output_text(final),
-                    usage=usage,
-                    cost=cost,
-                    error=error,
-                ),
+            record = call.record_answer(
+                final, deployment.provider, deployment.id, usage=usage, cost=cost, status=status, error=error
             )
+            _save(state, record)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers={**_headers(call, "pending"), **headers}
