@@ -8,10 +8,28 @@ import pytest
 
 from pilothouse.domain.keys import Scope, hash_secret, new_secret, parse_scopes
 from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor, encode_cursor
+from pilothouse.domain.rollups import (
+    ROLLUP_GRANULARITIES_S,
+    RollupDelta,
+    RollupKey,
+    TraceDelta,
+    _add_rollup,
+    _merge_trace,
+    batch_deltas,
+)
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.sketch import BUCKETS, latency_bucket, quantile
 from pilothouse.domain.timeparse import parse_duration_s, parse_time_ns
-from pilothouse.domain.traces import ScoreDataType, Usage
+from pilothouse.domain.traces import (
+    Cost,
+    Observation,
+    ObservationKind,
+    ScoreDataType,
+    SpanRecord,
+    Status,
+    TraceAttributes,
+    Usage,
+)
 
 
 def test_usage_counts_each_token_once() -> None:
@@ -77,3 +95,64 @@ def test_keys_and_scopes() -> None:
     assert parse_scopes("read, ingest") == {Scope.READ, Scope.INGEST}
     with pytest.raises(ValueError, match="unknown scope"):
         parse_scopes("read,write")
+
+
+def _records(seed: int) -> list[SpanRecord]:
+    """Spans of a few traces in random order: roots and children, named or not, with tags, costs,
+    errors and unpriced model calls, over two hours."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(300):
+        trace = f"{rng.randrange(40):032x}"
+        root = rng.random() < 0.3
+        kind = rng.choice([ObservationKind.GENERATION, ObservationKind.SPAN, ObservationKind.EMBEDDING])
+        start = 1_700_000_000 * 10**9 + rng.randrange(7200 * 10**9)
+        observation = Observation(
+            trace_id=trace,
+            id=f"{i:016x}",
+            name=rng.choice(["chat", "search", "embed"]),
+            start_ns=start,
+            end_ns=start + rng.randrange(10**10),
+            kind=kind,
+            parent_id=None if root else f"{rng.randrange(10**6):016x}",
+            status=rng.choice([Status.OK, Status.ERROR, Status.UNSET]),
+            model=rng.choice([None, "m1", "m2"]),
+            usage=Usage(rng.randrange(50), rng.randrange(50), rng.randrange(5), 0, 0),
+            cost=rng.choice([None, Cost({"input": rng.random() / 100})]),
+        )
+        facts = TraceAttributes(
+            name=rng.choice([None, None, "named"]),
+            user_id=rng.choice([None, "u1", "u2"]),
+            tags=tuple(rng.sample(["a", "b", "c"], rng.randrange(3))) * rng.randrange(1, 3),
+            metadata=rng.choice([{}, {"k": i}]),
+            input=rng.choice([None, f"in {i}"]),
+        )
+        out.append(SpanRecord("p", observation, facts))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_deltas_agree_with_span_by_span_merging(seed: int) -> None:
+    """The batch arithmetic (a trace's first span taken whole, hour rollups summed from minute ones)
+    equals merging every span into empty deltas one at a time at every granularity."""
+    records = _records(seed)
+    deltas = batch_deltas(records)
+    traces: dict[tuple[str, str], TraceDelta] = {}
+    rollups: dict[RollupKey, RollupDelta] = {}
+    for record in records:
+        o = record.observation
+        key = (record.project_id, o.trace_id)
+        if key not in traces:
+            traces[key] = TraceDelta(record.project_id, o.trace_id, o.start_ns, o.end_ns)
+        _merge_trace(traces[key], record)
+        if o.kind.is_model_call or not o.usage.is_empty:
+            for granularity in ROLLUP_GRANULARITIES_S:
+                _add_rollup(rollups, record, granularity)
+    assert deltas.traces == traces
+    assert deltas.rollups.keys() == rollups.keys()
+    for key, expected in rollups.items():
+        got = deltas.rollups[key]
+        assert got.cost_usd == pytest.approx(expected.cost_usd, rel=1e-12)
+        assert got.latency_ms_sum == pytest.approx(expected.latency_ms_sum, rel=1e-12)
+        got.cost_usd, got.latency_ms_sum = expected.cost_usd, expected.latency_ms_sum
+        assert got == expected

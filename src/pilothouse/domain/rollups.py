@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pilothouse.domain.sketch import BUCKETS, latency_bucket
+from pilothouse.domain.sketch import BUCKETS, add_counts, latency_bucket
 from pilothouse.domain.traces import SpanRecord, Status
 
 ROLLUP_GRANULARITIES_S = (60, 3600)
@@ -117,45 +117,110 @@ def _merge_trace(delta: TraceDelta, record: SpanRecord) -> None:
         delta.unpriced_count += 1
 
 
-def _add_rollup(deltas: BatchDeltas, record: SpanRecord) -> None:
+def _new_trace(record: SpanRecord) -> TraceDelta:
+    """The delta of a trace's first span in the batch (what :func:`_merge_trace` would make of it)."""
+    o, t = record.observation, record.trace
+    u, cost = o.usage, o.cost
+    if t.name:
+        name, final = t.name, True
+    else:
+        name, final = o.name, o.parent_id is None
+    return TraceDelta(
+        record.project_id,
+        o.trace_id,
+        o.start_ns,
+        o.end_ns,
+        name,
+        final,
+        o.id if o.parent_id is None else None,
+        t.user_id,
+        t.session_id,
+        list(dict.fromkeys(t.tags)),
+        dict(t.metadata),
+        t.environment,
+        t.release,
+        t.input,
+        t.output,
+        o.model or None,
+        1,
+        1 if o.status is Status.ERROR else 0,
+        u.input_total,
+        u.output,
+        u.total,
+        0.0 if cost is None else cost.total,
+        1 if cost is None and o.kind.is_model_call else 0,
+    )
+
+
+def _add_rollup(rollups: dict[RollupKey, RollupDelta], record: SpanRecord, granularity: int) -> None:
     o = record.observation
     seconds = o.start_ns // 1_000_000_000
     latency_ms = o.duration_ns / 1e6
-    lat_bucket = latency_bucket(latency_ms)
-    model = o.model or o.request_model or ""
     u = o.usage
-    for granularity in ROLLUP_GRANULARITIES_S:
-        bucket = seconds - seconds % granularity
-        key = (granularity, record.project_id, bucket, model, o.name)
-        r = deltas.rollups.get(key)
-        if r is None:
-            r = deltas.rollups[key] = RollupDelta()
-        r.count += 1
-        r.errors += o.status is Status.ERROR
-        r.input_tokens += u.input
-        r.output_tokens += u.output
-        r.cache_read_tokens += u.cache_read
-        r.cache_write_tokens += u.cache_write
-        r.reasoning_tokens += u.reasoning
-        if o.cost is not None:
-            r.cost_usd += o.cost.total
-        else:
-            r.unpriced += 1
-        r.latency_ms_sum += latency_ms
-        r.latency_counts[lat_bucket] += 1
+    key = (
+        granularity,
+        record.project_id,
+        seconds - seconds % granularity,
+        o.model or o.request_model or "",
+        o.name,
+    )
+    r = rollups.get(key)
+    if r is None:
+        r = rollups[key] = RollupDelta()
+    r.count += 1
+    r.errors += o.status is Status.ERROR
+    r.input_tokens += u.input
+    r.output_tokens += u.output
+    r.cache_read_tokens += u.cache_read
+    r.cache_write_tokens += u.cache_write
+    r.reasoning_tokens += u.reasoning
+    if o.cost is not None:
+        r.cost_usd += o.cost.total
+    else:
+        r.unpriced += 1
+    r.latency_ms_sum += latency_ms
+    r.latency_counts[latency_bucket(latency_ms)] += 1
+
+
+def _coarser(rollups: dict[RollupKey, RollupDelta], granularity: int) -> dict[RollupKey, RollupDelta]:
+    """The rollups of a coarser granularity, summed from finer ones (granularities divide each other)."""
+    out: dict[RollupKey, RollupDelta] = {}
+    for (_, project, bucket, model, name), r in rollups.items():
+        key = (granularity, project, bucket - bucket % granularity, model, name)
+        total = out.get(key)
+        if total is None:
+            total = out[key] = RollupDelta()
+        total.count += r.count
+        total.errors += r.errors
+        total.input_tokens += r.input_tokens
+        total.output_tokens += r.output_tokens
+        total.cache_read_tokens += r.cache_read_tokens
+        total.cache_write_tokens += r.cache_write_tokens
+        total.reasoning_tokens += r.reasoning_tokens
+        total.cost_usd += r.cost_usd
+        total.unpriced += r.unpriced
+        total.latency_ms_sum += r.latency_ms_sum
+        total.latency_counts = add_counts(total.latency_counts, r.latency_counts)
+    return out
 
 
 def batch_deltas(records: Iterable[SpanRecord]) -> BatchDeltas:
     """Trace summaries and rollups that ``records`` add (model calls only go into the rollups)."""
     deltas = BatchDeltas()
     traces = deltas.traces
+    finest, *coarser = ROLLUP_GRANULARITIES_S
+    rollups: dict[RollupKey, RollupDelta] = {}
     for record in records:
         o = record.observation
         key = (record.project_id, o.trace_id)
         delta = traces.get(key)
         if delta is None:
-            delta = traces[key] = TraceDelta(record.project_id, o.trace_id, o.start_ns, o.end_ns)
-        _merge_trace(delta, record)
+            traces[key] = _new_trace(record)
+        else:
+            _merge_trace(delta, record)
         if o.kind.is_model_call or not o.usage.is_empty:
-            _add_rollup(deltas, record)
+            _add_rollup(rollups, record, finest)
+    deltas.rollups.update(rollups)
+    for granularity in coarser:
+        deltas.rollups.update(_coarser(rollups, granularity))
     return deltas

@@ -25,7 +25,10 @@ class ObservationKind(StrEnum):
     @property
     def is_model_call(self) -> bool:
         """True for the kinds that call a model and carry usage and cost."""
-        return self in (ObservationKind.GENERATION, ObservationKind.EMBEDDING)
+        return self in _MODEL_CALL_KINDS
+
+
+_MODEL_CALL_KINDS = frozenset({ObservationKind.GENERATION, ObservationKind.EMBEDDING})
 
 
 class Status(StrEnum):

@@ -57,43 +57,46 @@ def loads(text: str | None, empty: Any) -> Any:
     return orjson.loads(text) if text else empty
 
 
-def span_row(record: SpanRecord, compress: bool) -> dict[str, Any]:
-    """The ``spans`` row of one received span (long texts packed when ``compress``)."""
+def span_row(record: SpanRecord, compress: bool) -> tuple[Any, ...]:
+    """The ``spans`` row of one received span, in :data:`SPAN_COLUMNS` order (long texts packed when
+    ``compress``)."""
     o = record.observation
     u = o.usage
+    cost = o.cost
     model_call = o.kind.is_model_call or not u.is_empty
-    return {
-        "project_id": record.project_id,
-        "trace_id": o.trace_id,
-        "span_id": o.id,
-        "parent_id": o.parent_id,
-        "kind": o.kind.value,
-        "name": o.name,
-        "start_ns": o.start_ns,
-        "end_ns": o.end_ns,
-        "status": o.status.value,
-        "status_message": o.status_message,
-        "input": pack(o.input) if compress else o.input,
-        "output": pack(o.output) if compress else o.output,
-        "attributes": pack(dumps(o.attributes)) if compress else dumps(o.attributes),
-        "provider": o.provider,
-        "request_model": o.request_model,
-        "model": o.model,
-        "model_parameters": dumps(o.model_parameters),
-        "input_tokens": u.input if model_call else None,
-        "output_tokens": u.output if model_call else None,
-        "cache_read_tokens": u.cache_read if model_call else None,
-        "cache_write_tokens": u.cache_write if model_call else None,
-        "reasoning_tokens": u.reasoning if model_call else None,
-        "cost_usd": o.cost.total if o.cost else None,
-        "cost_details": dumps(o.cost.items) if o.cost else None,
-        "price_version": o.cost.price_version if o.cost else None,
-        "ttft_ns": o.ttft_ns,
-        "prompt_name": o.prompt_name,
-        "prompt_version": o.prompt_version,
-        "key_id": o.attributes.get("gateway.key_id"),
-        "saved_usd": o.cost.saved if o.cost else None,
-    }
+    attributes = dumps(o.attributes)
+    return (
+        record.project_id,
+        o.trace_id,
+        o.id,
+        o.parent_id,
+        o.kind.value,
+        o.name,
+        o.start_ns,
+        o.end_ns,
+        o.status.value,
+        o.status_message,
+        pack(o.input) if compress else o.input,
+        pack(o.output) if compress else o.output,
+        pack(attributes) if compress else attributes,
+        o.provider,
+        o.request_model,
+        o.model,
+        dumps(o.model_parameters),
+        u.input if model_call else None,
+        u.output if model_call else None,
+        u.cache_read if model_call else None,
+        u.cache_write if model_call else None,
+        u.reasoning if model_call else None,
+        None if cost is None else cost.total,
+        None if cost is None else dumps(cost.items),
+        None if cost is None else cost.price_version,
+        o.ttft_ns,
+        o.prompt_name,
+        o.prompt_version,
+        o.attributes.get("gateway.key_id"),
+        None if cost is None else cost.saved,
+    )
 
 
 def observation_from_row(row: Mapping[Any, Any]) -> Observation:
@@ -204,32 +207,33 @@ TRACE_COLUMNS = (
 )  # fmt: skip
 
 
-def trace_row(d: TraceDelta, compress: bool) -> dict[str, Any]:
-    """The ``traces`` row a batch adds (merged into the stored one by the upsert)."""
-    return {
-        "project_id": d.project_id,
-        "id": d.trace_id,
-        "name": d.name,
-        "root_span_id": d.root_span_id,
-        "user_id": d.user_id,
-        "session_id": d.session_id,
-        "tags": dumps(d.tags),
-        "metadata": dumps(d.metadata),
-        "environment": d.environment,
-        "release": d.release,
-        "input": pack(d.input) if compress else d.input,
-        "output": pack(d.output) if compress else d.output,
-        "model": d.model,
-        "start_ns": d.start_ns,
-        "end_ns": d.end_ns,
-        "observation_count": d.observation_count,
-        "error_count": d.error_count,
-        "input_tokens": d.input_tokens,
-        "output_tokens": d.output_tokens,
-        "total_tokens": d.total_tokens,
-        "cost_usd": d.cost_usd,
-        "unpriced_count": d.unpriced_count,
-    }
+def trace_row(d: TraceDelta, compress: bool) -> tuple[Any, ...]:
+    """The ``traces`` row a batch adds (merged into the stored one by the upsert), in
+    :data:`TRACE_COLUMNS` order."""
+    return (
+        d.project_id,
+        d.trace_id,
+        d.name,
+        d.root_span_id,
+        d.user_id,
+        d.session_id,
+        dumps(d.tags),
+        dumps(d.metadata),
+        d.environment,
+        d.release,
+        pack(d.input) if compress else d.input,
+        pack(d.output) if compress else d.output,
+        d.model,
+        d.start_ns,
+        d.end_ns,
+        d.observation_count,
+        d.error_count,
+        d.input_tokens,
+        d.output_tokens,
+        d.total_tokens,
+        d.cost_usd,
+        d.unpriced_count,
+    )
 
 
 def pack_hist(counts: list[int], packed: bool) -> bytes | list[int]:
@@ -256,24 +260,31 @@ def hist_add_packed(a: bytes | None, b: bytes | None) -> bytes:
     return array("q", add_counts(unpack_hist(a), unpack_hist(b))).tobytes()
 
 
+ROLLUP_COLUMNS = (
+    "project_id", "bucket", "model", "name", "count", "errors", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "unpriced",
+    "latency_ms_sum", "latency_hist",
+)  # fmt: skip
+
+
 def rollup_row(
     project_id: str, bucket: int, model: str, name: str, r: RollupDelta, packed: bool
-) -> dict[str, Any]:
-    """A rollup row (summed into the stored one by the upsert)."""
-    return {
-        "project_id": project_id,
-        "bucket": bucket,
-        "model": model,
-        "name": name,
-        "count": r.count,
-        "errors": r.errors,
-        "input_tokens": r.input_tokens,
-        "output_tokens": r.output_tokens,
-        "cache_read_tokens": r.cache_read_tokens,
-        "cache_write_tokens": r.cache_write_tokens,
-        "reasoning_tokens": r.reasoning_tokens,
-        "cost_usd": r.cost_usd,
-        "unpriced": r.unpriced,
-        "latency_ms_sum": r.latency_ms_sum,
-        "latency_hist": pack_hist(r.latency_counts, packed),
-    }
+) -> tuple[Any, ...]:
+    """A rollup row (summed into the stored one by the upsert), in :data:`ROLLUP_COLUMNS` order."""
+    return (
+        project_id,
+        bucket,
+        model,
+        name,
+        r.count,
+        r.errors,
+        r.input_tokens,
+        r.output_tokens,
+        r.cache_read_tokens,
+        r.cache_write_tokens,
+        r.reasoning_tokens,
+        r.cost_usd,
+        r.unpriced,
+        r.latency_ms_sum,
+        pack_hist(r.latency_counts, packed),
+    )

@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
@@ -44,6 +44,7 @@ from pilothouse.domain.traces import Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
 from pilothouse.store.engine import make_engine, upgrade_schema
 from pilothouse.store.rows import (
+    ROLLUP_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
     observation_from_row,
@@ -78,13 +79,13 @@ def _escape_like(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _DriverStatement:
-    """A write statement compiled once to driver SQL; ``order`` turns row dicts into positional tuples
-    (SQLite) or is None (rows are passed as dicts)."""
+    """A write statement compiled once to positional driver SQL. Rows are tuples in the order of the
+    columns it was compiled for; ``order`` rearranges them when the SQL binds in another order."""
 
     sql: str
-    order: Callable[[dict[str, Any]], Any] | None
+    order: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None
 
-    def execute(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def execute(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """executemany over ``rows``."""
         order = self.order
         conn.exec_driver_sql(self.sql, rows if order is None else [order(r) for r in rows])
@@ -110,11 +111,17 @@ class SqlStore:
         )
         self._trace_upsert = self._compile(self._make_trace_upsert(), TRACE_COLUMNS)
         self._rollup_upserts = {
-            granularity: self._compile(
-                self._sum_upsert(rollup, _ROLLUP_SUMS), [c.name for c in rollup.columns]
-            )
+            granularity: self._compile(self._sum_upsert(rollup, _ROLLUP_SUMS), ROLLUP_COLUMNS)
             for granularity, rollup in t.ROLLUPS
         }
+        # Span ids already stored among a batch's traces: one statement per project and batch, the
+        # trace ids passed as one parameter (a JSON array on SQLite, an array on PostgreSQL).
+        self._seen_sql = (
+            "SELECT trace_id, span_id FROM spans WHERE project_id = ? "
+            "AND trace_id IN (SELECT value FROM json_each(?))"
+            if self._compress
+            else "SELECT trace_id, span_id FROM spans WHERE project_id = %s AND trace_id = ANY(%s)"
+        )
         self._rollup_selects = {g: self._compile_rollup_select(rollup) for g, rollup in t.ROLLUPS}
 
     def _compile_rollup_select(self, rollup: Table) -> str:
@@ -150,13 +157,19 @@ class SqlStore:
     # -- write statements ------------------------------------------------------------------------
 
     def _compile(self, stmt: Insert, columns: Sequence[str]) -> _DriverStatement:
-        if self.dialect != "sqlite":
-            sql = str(stmt.compile(dialect=self.engine.dialect, column_keys=list(columns)))
-            return _DriverStatement(sql, None)
-        # SQLite binds positional parameters about twice as fast as named ones (sqlite3 looks a named
-        # parameter up by a new string per row and column): rows become tuples in the statement's order.
-        compiled = stmt.compile(dialect=sqlite.dialect(paramstyle="qmark"), column_keys=list(columns))
-        return _DriverStatement(str(compiled), operator.itemgetter(*(compiled.positiontup or ())))
+        # Positional parameters and rows as tuples: executemany then skips SQLAlchemy's per-row
+        # parameter processing, and sqlite3 binds them about twice as fast as named ones.
+        if self.dialect == "sqlite":
+            dialect: Any = sqlite.dialect(paramstyle="qmark")
+        else:
+            dialect = cast(Any, type(self.engine.dialect))(paramstyle="format")  # psycopg: %s
+        compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
+        names = list(compiled.positiontup or ())
+        if sorted(names) != sorted(columns):
+            raise RuntimeError(f"statement binds {names}, rows hold {list(columns)}")
+        indexes = [columns.index(name) for name in names]
+        order = None if indexes == sorted(indexes) else operator.itemgetter(*indexes)
+        return _DriverStatement(str(compiled), order)
 
     def _make_trace_upsert(self) -> Insert:
         stmt = self._insert(t.traces)
@@ -213,23 +226,19 @@ class SqlStore:
     def _unseen(self, conn: Connection, records: Sequence[SpanRecord]) -> list[SpanRecord]:
         """``records`` without spans already stored or repeated in the batch: an exporter that retries
         an export the server had accepted must not add its counts to the summaries twice."""
-        seen: set[tuple[str, str, str]] = set()
         by_project: dict[str, set[str]] = {}
         for r in records:
             by_project.setdefault(r.project_id, set()).add(r.observation.trace_id)
-        s = t.spans.c
+        seen: set[tuple[str, str, str]] = set()
         for project_id, trace_ids in by_project.items():
-            ids = sorted(trace_ids)
-            for start in range(0, len(ids), 500):
-                rows = conn.execute(
-                    select(s.trace_id, s.span_id).where(
-                        s.project_id == project_id, s.trace_id.in_(ids[start : start + 500])
-                    )
-                )
-                seen.update((project_id, trace_id, span_id) for trace_id, span_id in rows)
+            ids: Any = orjson.dumps(list(trace_ids)).decode() if self._compress else list(trace_ids)
+            rows = conn.exec_driver_sql(self._seen_sql, (project_id, ids))
+            seen.update((project_id, trace_id, span_id) for trace_id, span_id in rows)
+        keys = [(r.project_id, r.observation.trace_id, r.observation.id) for r in records]
+        if not seen and len(set(keys)) == len(keys):
+            return list(records)  # the usual case: every span is new
         fresh = []
-        for r in records:
-            key = (r.project_id, r.observation.trace_id, r.observation.id)
+        for key, r in zip(keys, records, strict=True):
             if key not in seen:
                 seen.add(key)
                 fresh.append(r)
@@ -240,19 +249,20 @@ class SqlStore:
         stored are skipped, so a retried export is counted once)."""
         if not records:
             return
+        compress = self._compress
         with self.engine.begin() as conn:
             records = self._unseen(conn, records)
             if not records:
                 return
             deltas = batch_deltas(records)
+            self._span_insert.execute(conn, [span_row(r, compress) for r in records])
             # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
-            trace_rows = [trace_row(d, self._compress) for _, d in sorted(deltas.traces.items())]
-            span_rows = [span_row(r, self._compress) for r in records]
-            self._span_insert.execute(conn, span_rows)
-            self._trace_upsert.execute(conn, trace_rows)
+            self._trace_upsert.execute(
+                conn, [trace_row(d, compress) for _, d in sorted(deltas.traces.items())]
+            )
             for granularity, rollup_upsert in self._rollup_upserts.items():
                 rollup_rows = [
-                    rollup_row(p, b, m, n, r, self._compress)
+                    rollup_row(p, b, m, n, r, compress)
                     for (g, p, b, m, n), r in sorted(deltas.rollups.items())
                     if g == granularity
                 ]

@@ -179,6 +179,10 @@ _GROUPS = (
 
 
 def _int(value: Any) -> int:
+    if type(value) is int:
+        return value
+    if value is None:
+        return 0
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -280,18 +284,27 @@ def _strip_message(message: Any) -> Any:
     return message
 
 
+_SIMPLE_FIELDS = {"message.role": "role", "message.content": "content", "role": "role", "content": "content"}
+
+
 def _messages(flat: dict[str, Any] | None) -> list[Any]:
     if not flat:
         return []
     # The common OpenInference shape (N.message.role / N.message.content only) without the general
     # unflattening.
-    simple: dict[int, dict[str, Any]] = {}
+    simple: dict[str, dict[str, Any]] = {}
     for key, value in flat.items():
         index, _, rest = key.partition(".")
-        if rest not in ("message.role", "message.content", "role", "content") or not index.isdigit():
+        name = _SIMPLE_FIELDS.get(rest)
+        if name is None or not index.isdigit():
             return [_strip_message(m) for m in unflatten(flat) if m is not None]
-        simple.setdefault(int(index), {})[rest.rpartition(".")[2]] = value
-    return [simple[i] for i in sorted(simple)]
+        message = simple.get(index)
+        if message is None:
+            message = simple[index] = {}
+        message[name] = value
+    if len(simple) == 1:
+        return [*simple.values()]
+    return [simple[i] for i in sorted(simple, key=int)]
 
 
 def _output_text(messages: Any) -> str | None:
@@ -491,6 +504,25 @@ def _trace_attributes(
     )
 
 
+_SLOT, _DROP, _GROUP, _REST = 0, 1, 2, 3
+_ROUTES_MAX = 20_000  # attribute names remembered with their route (names of user attributes vary)
+_ROUTES: dict[str, tuple[int, str, int]] = {}
+
+
+def _route(key: str) -> tuple[int, str, int]:
+    """Where an attribute goes: (_SLOT, slot, rank), (_DROP, "", 0), (_GROUP, prefix, len(prefix)) or
+    (_REST, "", 0); remembered per name, as the same few names arrive on every span."""
+    hit = _ALIASES.get(key)
+    if hit is not None:
+        route = (_DROP, "", 0) if hit[0] == "drop" else (_SLOT, *hit)
+    else:
+        prefix = next((p for p in _GROUPS if key.startswith(p)), None)
+        route = (_REST, "", 0) if prefix is None else (_GROUP, prefix, len(prefix))
+    if len(_ROUTES) < _ROUTES_MAX:
+        _ROUTES[key] = route
+    return route
+
+
 def _sort_attributes(
     attrs: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
@@ -499,24 +531,26 @@ def _sort_attributes(
     ranks: dict[str, int] = {}
     groups: dict[str, dict[str, Any]] = {}
     rest: dict[str, Any] = {}
-    aliases = _ALIASES
+    routes = _ROUTES
     for key, value in attrs.items():
-        hit = aliases.get(key)
-        if hit is not None:
+        route = routes.get(key) or _route(key)
+        where = route[0]
+        if where == _SLOT:
             if value is None or value == "":
                 continue
-            slot, rank = hit
-            if slot not in ranks or rank < ranks[slot]:
-                slots[slot] = value
-                ranks[slot] = rank
-            continue
-        if key.startswith(_GROUPS):
-            for prefix in _GROUPS:
-                if key.startswith(prefix):
-                    groups.setdefault(prefix, {})[key[len(prefix) :]] = value
-                    break
-            continue
-        rest[key] = value
+            slot, rank = route[1], route[2]
+            if slot in slots and ranks[slot] <= rank:
+                continue  # two conventions name the field: the earlier name in _SLOT_NAMES wins
+            slots[slot] = value
+            ranks[slot] = rank
+        elif where == _REST:
+            rest[key] = value
+        elif where == _GROUP:
+            prefix = route[1]
+            group = groups.get(prefix)
+            if group is None:
+                group = groups[prefix] = {}
+            group[key[route[2] :]] = value
     return slots, groups, rest
 
 
