@@ -35,6 +35,7 @@ from gateway import (
     run_wrk,
     start_many,
     start_upstream,
+    wait_quiet,
 )
 from pilothouse.testing import free_port
 
@@ -113,6 +114,8 @@ def measure_litellm(upstream: Served, args: argparse.Namespace, workdir: Path) -
         if warm["ok"] == 0:
             raise RuntimeError(f"no 200 from litellm during warm-up; log tail:\n{server.log_tail()}")
         load = measured_load(server, target, body, MASTER_KEY, args, workdir)
+        settled = wait_quiet(server.pid)
+        print(f"litellm: quiet {settled:.1f} s after the load", flush=True)
         lat = latency_pairs(
             server.port,
             "/v1/chat/completions",

@@ -260,6 +260,20 @@ def measured_load(
     return load
 
 
+def wait_quiet(pid: int, timeout_s: float = 60.0, window_s: float = 0.5, share: float = 0.05) -> float:
+    """Wait until the server has finished the work the load left behind (for Pilothouse, storing the
+    traces of the load; for any gateway, its background tasks): until it uses under ``share`` of a
+    core over ``window_s``. The seconds waited. Latency at 1 connection is measured from there, so it
+    is the steady state at 1 connection, not the tail of the previous load."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        before = cpu_seconds(pid)
+        time.sleep(window_s)
+        if cpu_seconds(pid) - before < share * window_s:
+            break
+    return time.perf_counter() - started
+
+
 def latency_pairs(
     gateway_port: int,
     gateway_path: str,
@@ -464,6 +478,8 @@ def measure_pilothouse(
         warm = run_wrk(target, body, key, args.connections, 2, workdir)
         load = measured_load(server, target, body, key, args, workdir)
         client_ok += int(warm["ok"] + load["ok"])
+        settled = wait_quiet(server.pid)
+        print(f"pilothouse: quiet {settled:.1f} s after the load (its traces stored)", flush=True)
         lat = latency_pairs(
             server.port, "/v1/chat/completions", headers, upstream.port, args.latency_requests
         )
