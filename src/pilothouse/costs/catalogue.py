@@ -98,13 +98,16 @@ class PriceRow:
     source_url: str = ""
     aliases: tuple[str, ...] = ()
     source: str = "catalogue"  # "catalogue" or "config:<deployment name>"
+    # Identifies the row a cost was computed with, e.g. ``openai/gpt-4o-mini@2024-07-18`` (set once:
+    # every priced span reads it).
+    version: str = field(init=False, compare=False)
 
-    @property
-    def version(self) -> str:
-        """Identifies the row a cost was computed with, e.g. ``openai/gpt-4o-mini@2024-07-18``."""
+    def __post_init__(self) -> None:
         if self.source != "catalogue":
-            return f"{self.source}/{self.model}"
-        return f"{self.provider}/{self.model}@{self.effective_from.isoformat()}"
+            version = f"{self.source}/{self.model}"
+        else:
+            version = f"{self.provider}/{self.model}@{self.effective_from.isoformat()}"
+        object.__setattr__(self, "version", version)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON values."""

@@ -31,9 +31,24 @@ class Rates:
     reasoning: float
 
 
+# (id(row), long) -> (row, rates): rows are few and live as long as their catalogue; the row is kept so
+# that its id is not reused while the entry exists.
+_RATES: dict[tuple[int, bool], tuple[PriceRow, Rates]] = {}
+
+
 def rates_for(row: PriceRow, prompt_tokens: int) -> Rates:
     """The per-token rates a call with ``prompt_tokens`` prompt tokens pays."""
     long = row.long_context_threshold is not None and prompt_tokens > row.long_context_threshold
+    hit = _RATES.get((id(row), long))
+    if hit is not None and hit[0] is row:
+        return hit[1]
+    rates = _rates(row, long)
+    if len(_RATES) < 10_000:
+        _RATES[(id(row), long)] = (row, rates)
+    return rates
+
+
+def _rates(row: PriceRow, long: bool) -> Rates:
     input_price = (row.input_long if long and row.input_long is not None else None) or row.input
     output_price = (row.output_long if long and row.output_long is not None else None) or row.output
     cache_read = row.cache_read_long if long and row.cache_read_long is not None else row.cache_read
@@ -50,19 +65,23 @@ def rates_for(row: PriceRow, prompt_tokens: int) -> Rates:
 def price_usage(usage: Usage, row: PriceRow) -> Cost:
     """The cost of ``usage`` at ``row``'s prices, with the row's version."""
     rates = rates_for(row, usage.input_total)
-    reasoning = min(usage.reasoning, usage.output)
+    output, reasoning = usage.output, usage.reasoning
+    if reasoning > output:
+        reasoning = output
     items = {
-        "input": usage.input * rates.input,
-        "output": (usage.output - reasoning) * rates.output,
+        "input": round(usage.input * rates.input, 12),
+        "output": round((output - reasoning) * rates.output, 12),
     }
+    saved = 0.0
     if usage.cache_read:
-        items["cache_read"] = usage.cache_read * rates.cache_read
+        items["cache_read"] = round(usage.cache_read * rates.cache_read, 12)
+        if rates.input > rates.cache_read:
+            saved = round(usage.cache_read * (rates.input - rates.cache_read), 12)
     if usage.cache_write:
-        items["cache_write"] = usage.cache_write * rates.cache_write
+        items["cache_write"] = round(usage.cache_write * rates.cache_write, 12)
     if reasoning:
-        items["reasoning"] = reasoning * rates.reasoning
-    saved = usage.cache_read * max(0.0, rates.input - rates.cache_read)
-    return Cost({k: round(v, 12) for k, v in items.items()}, row.version, round(saved, 12))
+        items["reasoning"] = round(reasoning * rates.reasoning, 12)
+    return Cost(items, row.version, saved)
 
 
 def worst_case_cost(row: PriceRow, prompt_tokens: int, max_output_tokens: int) -> float:

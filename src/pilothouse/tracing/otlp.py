@@ -134,26 +134,23 @@ def iter_protobuf(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
                 parent = span.parent_span_id
+                status = span.status
+                events = span.events
                 yield RawSpan(
-                    trace_id=span.trace_id.hex(),
-                    span_id=span.span_id.hex(),
-                    parent_id=parent.hex() if parent else None,
-                    name=span.name,
-                    start_ns=span.start_time_unix_nano,
-                    end_ns=span.end_time_unix_nano,
-                    status_code=span.status.code,
-                    status_message=span.status.message,
-                    attributes=_attributes(span.attributes),
-                    resource=resource,
-                    scope=scope,
-                    events=[
-                        RawEvent(
-                            e.name,
-                            e.time_unix_nano,
-                            _attributes(e.attributes),
-                        )
-                        for e in span.events
-                    ],
+                    span.trace_id.hex(),
+                    span.span_id.hex(),
+                    parent.hex() if parent else None,
+                    span.name,
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano,
+                    status.code,
+                    status.message,
+                    _attributes(span.attributes),
+                    resource,
+                    scope,
+                    [RawEvent(e.name, e.time_unix_nano, _attributes(e.attributes)) for e in events]
+                    if events
+                    else [],
                 )
 
 
