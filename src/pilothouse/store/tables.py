@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import postgresql
 
@@ -74,8 +75,25 @@ traces = Table(
     Column("cost_usd", Float, nullable=False),
     Column("unpriced_count", Integer, nullable=False),  # model calls whose cost is unknown
     Index("ix_traces_time", "project_id", "start_ns", "id"),
-    Index("ix_traces_session", "project_id", "session_id", "start_ns", "id"),
-    Index("ix_traces_user", "project_id", "user_id", "start_ns", "id"),
+    # Only traces with a session (a user) are in these: every query through them names one.
+    Index(
+        "ix_traces_session",
+        "project_id",
+        "session_id",
+        "start_ns",
+        "id",
+        sqlite_where=text("session_id IS NOT NULL"),
+        postgresql_where=text("session_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_traces_user",
+        "project_id",
+        "user_id",
+        "start_ns",
+        "id",
+        sqlite_where=text("user_id IS NOT NULL"),
+        postgresql_where=text("user_id IS NOT NULL"),
+    ),
 )
 
 spans = Table(
