@@ -34,7 +34,7 @@ from pilothouse.evals.calls import (
     TargetError,
     current_call,
 )
-from pilothouse.evals.judges import JudgeReply, judge_reply
+from pilothouse.evals.judges import JudgeReply, judge_reply, judge_request
 
 if TYPE_CHECKING:
     from pilothouse.costs.pricing import Pricer
@@ -403,16 +403,14 @@ class ClientJudge:
         response_format: dict[str, Any] | None = None,
     ) -> JudgeReply:
         """One judge call, in the trace of the item being scored."""
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
-        if logprobs and self.logprobs:
-            request |= {"logprobs": True, "top_logprobs": 5}
-        if response_format is not None and self.structured:
-            request["response_format"] = response_format
+        request = judge_request(
+            self.model,
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            logprobs=logprobs and self.logprobs,
+            response_format=response_format if self.structured else None,
+        )
         outer = current_call.get()
         context = (
             replace(outer, role="judge")

@@ -193,6 +193,32 @@ class JudgeReply:
     refusal: str | None = None  # an explicit refusal (OpenAI ``message.refusal``)
 
 
+def judge_request(
+    model: str,
+    messages: list[dict[str, Any]],
+    *,
+    max_tokens: int,
+    temperature: float,
+    logprobs: bool,
+    response_format: dict[str, Any] | None,
+    top_logprobs: int = 5,
+    max_tokens_field: str = "max_tokens",
+) -> dict[str, Any]:
+    """The chat request of one judge call: logprobs and response_format only when asked for (callers
+    pass them only where the judge's endpoint supports them)."""
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        max_tokens_field: max_tokens,
+        "temperature": temperature,
+    }
+    if logprobs:
+        request |= {"logprobs": True, "top_logprobs": top_logprobs}
+    if response_format is not None:
+        request["response_format"] = response_format
+    return request
+
+
 def judge_reply(
     response: Mapping[str, Any],
     *,
@@ -282,16 +308,16 @@ class OpenAIJudge:
         response_format: dict[str, Any] | None = None,
     ) -> JudgeReply:
         """One chat completion through the client."""
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            self.max_tokens_field: max_tokens,
-            "temperature": temperature,
-        }
-        if logprobs and self.logprobs:
-            request |= {"logprobs": True, "top_logprobs": self.top_logprobs}
-        if response_format is not None and self.structured:
-            request["response_format"] = response_format
+        request = judge_request(
+            self.model,
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            logprobs=logprobs and self.logprobs,
+            response_format=response_format if self.structured else None,
+            top_logprobs=self.top_logprobs,
+            max_tokens_field=self.max_tokens_field,
+        )
         completion = await self.client.chat.completions.create(**request)
         if not completion.choices:
             raise RuntimeError("the judge answered without a choice")

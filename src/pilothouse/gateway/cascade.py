@@ -81,18 +81,16 @@ class RouterJudge:
         logprobs: bool = False,
         response_format: dict[str, Any] | None = None,
     ) -> Any:
-        from pilothouse.evals.judges import judge_reply
+        from pilothouse.evals.judges import judge_reply, judge_request
 
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
-        if logprobs:
-            request |= {"logprobs": True, "top_logprobs": 5}
-        if response_format is not None:
-            request["response_format"] = response_format
+        request = judge_request(
+            self.model,
+            messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            logprobs=logprobs,
+            response_format=response_format,
+        )
         response, _deployment = await self.router.chat(request, [])
         usage = response.get("usage") or {}
         return judge_reply(
