@@ -20,3 +20,18 @@ def test_upgrade_is_idempotent(store: SqlStore) -> None:
 
     upgrade_schema(store.engine)
     upgrade_schema(store.engine)
+
+
+def test_head_revision_is_alembics_head(store: SqlStore) -> None:
+    """Start-up skips Alembic when the database is at head_revision(): it must be Alembic's head."""
+    from importlib import resources
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from pilothouse.store.engine import current_revision, head_revision
+
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("pilothouse.store") / "migrations"))
+    assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+    assert current_revision(store.engine) == head_revision()

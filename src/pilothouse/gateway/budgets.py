@@ -15,13 +15,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pilothouse.costs.budgets import Budget, applicable_budgets, crossed_thresholds, period_start
 from pilothouse.gateway.redis_client import connect_redis
 from pilothouse.store.costs import CostStore
+
+if TYPE_CHECKING:  # httpx is imported with the first webhook: it pulls rich and pygments in at import
+    import httpx
 
 log = logging.getLogger("pilothouse.budgets")
 _EPSILON_USD = 1e-9  # sums of float prices: 20 x $0.05 must fit in $1.00
@@ -351,6 +352,8 @@ class BudgetGuard:
             task.add_done_callback(self._tasks.discard)
 
     async def _post(self, url: str, payload: dict[str, Any]) -> None:
+        import httpx
+
         if self._webhooks is None:
             self._webhooks = httpx.AsyncClient(timeout=10.0)
         try:

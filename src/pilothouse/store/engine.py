@@ -6,9 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 
 
@@ -51,8 +49,29 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
+def head_revision() -> str:
+    """The newest migration's revision id (each file in ``migrations/versions`` starts with its id)."""
+    versions = resources.files("pilothouse.store") / "migrations" / "versions"
+    return max(p.name.split("_", 1)[0] for p in versions.iterdir() if p.name[:4].isdigit())
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None for a new database)."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        value = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return None if value is None else str(value)
+
+
 def upgrade_schema(engine: Engine) -> None:
-    """Apply every pending Alembic migration (idempotent)."""
+    """Apply every pending Alembic migration (idempotent). A database already at the newest revision
+    is left alone without importing Alembic (a tenth of a second of every start)."""
+    if current_revision(engine) == head_revision():
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(resources.files("pilothouse.store") / "migrations"))
     with engine.begin() as connection:
