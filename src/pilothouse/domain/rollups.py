@@ -61,6 +61,20 @@ class RollupDelta:
     latency_ms_sum: float = 0.0
     latency_counts: list[int] = field(default_factory=lambda: [0] * BUCKETS)
 
+    def merge(self, other: RollupDelta) -> None:
+        """Add ``other``'s sums to these."""
+        self.count += other.count
+        self.errors += other.errors
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cache_read_tokens += other.cache_read_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.cost_usd += other.cost_usd
+        self.unpriced += other.unpriced
+        self.latency_ms_sum += other.latency_ms_sum
+        self.latency_counts = add_counts(self.latency_counts, other.latency_counts)
+
 
 RollupKey = tuple[int, str, int, str, str]  # granularity_s, project, bucket start (s), model, name
 
@@ -190,17 +204,7 @@ def _coarser(rollups: dict[RollupKey, RollupDelta], granularity: int) -> dict[Ro
         total = out.get(key)
         if total is None:
             total = out[key] = RollupDelta()
-        total.count += r.count
-        total.errors += r.errors
-        total.input_tokens += r.input_tokens
-        total.output_tokens += r.output_tokens
-        total.cache_read_tokens += r.cache_read_tokens
-        total.cache_write_tokens += r.cache_write_tokens
-        total.reasoning_tokens += r.reasoning_tokens
-        total.cost_usd += r.cost_usd
-        total.unpriced += r.unpriced
-        total.latency_ms_sum += r.latency_ms_sum
-        total.latency_counts = add_counts(total.latency_counts, r.latency_counts)
+        total.merge(r)
     return out
 
 
