@@ -97,6 +97,7 @@ class GatewayCall:
     started: float = field(default_factory=time.perf_counter)
     attempts: list[Attempt] = field(default_factory=list)
     first_token_at: float | None = None
+    ended: float | None = None  # set by finish(); a record made later keeps the call's own latency
     tags: tuple[str, ...] = ()
     cache: str | None = None  # "hit" or "miss" when the response cache is on
     extra: dict[str, Any] = field(default_factory=dict)  # more span attributes (a cascade's steps, ...)
@@ -106,6 +107,11 @@ class GatewayCall:
         """Mark the time to first token (once)."""
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
+
+    def finish(self) -> None:
+        """Mark the end of the call (once), for a record made after the response was sent."""
+        if self.ended is None:
+            self.ended = time.perf_counter()
 
     def record_answer(
         self,
@@ -146,7 +152,8 @@ class GatewayCall:
         http_status: int = 200,
     ) -> SpanRecord:
         """The generation for this call."""
-        elapsed_ns = int((time.perf_counter() - self.started) * 1e9)
+        ended = time.perf_counter() if self.ended is None else self.ended
+        elapsed_ns = int((ended - self.started) * 1e9)
         requested = self.request.get("model")
         attributes: dict[str, Any] = {
             "gateway.http_status": http_status,

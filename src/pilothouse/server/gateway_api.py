@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -22,7 +23,6 @@ from pilothouse.gateway.cascade import run_cascade
 from pilothouse.gateway.recording import (
     GatewayCall,
     StreamAssembler,
-    output_text,
     parse_traceparent,
     usage_from_openai,
 )
@@ -176,18 +176,28 @@ async def _succeeded(
     call: GatewayCall,
     deployment: Deployment,
     response: dict[str, Any],
-    output: str | None,
-) -> Cost | None:
-    """Record a completed non-streamed call and count its tokens against the key's limits; its cost."""
+    output: str | None = None,
+) -> tuple[Cost | None, BackgroundTask]:
+    """A completed non-streamed call: its tokens counted against the key's limits and its budget hold
+    settled; its cost, and the task that records it once the response is on its way (the client does
+    not wait for the trace record and the metrics; the call's latency ends now)."""
+    call.finish()
     usage = usage_from_openai(response.get("usage"))
     cost = _cost(state, deployment, response.get("model"), usage)
-    record = call.record_answer(
-        response, deployment.provider, deployment.id, usage=usage, cost=cost, output=output
-    )
-    _save(state, record)
     await _count_tokens(state, principal, usage)
     await settle_budget(state, call, cost)
-    return cost
+
+    async def record() -> None:  # async: Starlette runs it inline after the response, not in a thread
+        provider, deployment_id = deployment.provider, deployment.id
+        try:
+            _save(
+                state,
+                call.record_answer(response, provider, deployment_id, usage=usage, cost=cost, output=output),
+            )
+        except Exception:
+            log.exception("the trace of gateway call %s could not be recorded", call.trace_id)
+
+    return cost, BackgroundTask(record)
 
 
 async def _count_tokens(state: AppState, principal: Principal, usage: Usage) -> None:
@@ -250,9 +260,10 @@ async def chat_completions(request: Request) -> Response:
             )
         if not body.get("stream"):
             response, deployment = await state.router.chat(body, call.attempts)
-            cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
+            cost, record = await _succeeded(state, principal, call, deployment, response)
             await caching.store(state, cached, deployment, response, cost)
-            return FastJSONResponse(response, headers={**_headers(call, cost), **limit_headers})
+            headers = {**_headers(call, cost), **limit_headers}
+            return FastJSONResponse(response, headers=headers, background=record)
         # Always ask the upstream for usage; pass the usage chunk on only if the client asked for it.
         upstream_request = {
             **body,
@@ -380,10 +391,11 @@ async def _messages(request: Request) -> Response:
             return StreamingResponse(stream_events, media_type="text/event-stream", headers=headers)
         if not body.get("stream"):
             response, deployment = await state.router.chat(openai_request, call.attempts)
-            cost = await _succeeded(state, principal, call, deployment, response, output_text(response))
+            cost, record = await _succeeded(state, principal, call, deployment, response)
             await caching.store(state, cached, deployment, response, cost)
             message = openai_to_messages_response(response, body["model"])
-            return FastJSONResponse(message, headers={**_headers(call, cost), **limit_headers})
+            headers = {**_headers(call, cost), **limit_headers}
+            return FastJSONResponse(message, headers=headers, background=record)
         upstream_request = {**openai_request, "stream_options": {"include_usage": True}}
         stream, deployment = await state.router.chat_stream(upstream_request, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
@@ -403,10 +415,10 @@ async def embeddings(request: Request) -> Response:
         response, deployment = await state.router.embed(body, call.attempts)
     except (ApiError, InvalidRequest, UnknownModel, ProviderError) as exc:
         raise await _fail(state, call, exc) from None
-    cost = await _succeeded(
+    cost, record = await _succeeded(
         state, principal, call, deployment, response, f"{len(response.get('data') or [])} embeddings"
     )
-    return FastJSONResponse(response, headers={**_headers(call, cost), **limit_headers})
+    return FastJSONResponse(response, headers={**_headers(call, cost), **limit_headers}, background=record)
 
 
 async def list_models(request: Request) -> Response:
