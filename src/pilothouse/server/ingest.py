@@ -9,6 +9,7 @@ request path waits for the database. ``close()`` drains the queue: a SIGTERM los
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -149,21 +150,34 @@ class IngestQueue:
                     taken += exports[-1].count
                 self._pending_spans -= taken
                 self._in_flight = taken
-            batch: list[SpanRecord] = []
-            for export in exports:
-                try:
-                    records = export.normalise()
-                    if self.pricer is not None:
-                        for record in records:
-                            self.pricer.price_observation(record.observation)
-                    batch.extend(records)
-                except Exception:
-                    self.stats.failed += export.count
-                    log.exception("an export of %d spans could not be normalised", export.count)
-            self._write(batch)
+            # Every object the batch creates lives until the batch is stored: a collection meanwhile
+            # frees nothing and walks them all again. Paused for the batch (~10% of the writer's CPU);
+            # cycles made meanwhile, in any thread, are collected once it is back on.
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                self._store(exports)
+            finally:
+                if collecting:
+                    gc.enable()
             with self._cond:
                 self._in_flight = 0
                 self._cond.notify_all()
+
+    def _store(self, exports: list[PendingExport]) -> None:
+        """Normalise and price the exports and store them as one batch."""
+        batch: list[SpanRecord] = []
+        for export in exports:
+            try:
+                records = export.normalise()
+                if self.pricer is not None:
+                    for record in records:
+                        self.pricer.price_observation(record.observation)
+                batch.extend(records)
+            except Exception:
+                self.stats.failed += export.count
+                log.exception("an export of %d spans could not be normalised", export.count)
+        self._write(batch)
 
     def _write(self, batch: list[SpanRecord]) -> None:
         for delay in (*self.retry_delays_s, None):
