@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 from pathlib import Path
 
@@ -26,6 +27,27 @@ def test_protobuf_export_is_stored_and_queryable(served: Served) -> None:
     assert data[0]["id"] == span.trace_id.hex()
     assert data[0]["usage"] == {"input": 20, "output": 10, "total": 30}
     assert data[0]["input"] == "What is the capital of France?"
+
+
+def test_writer_turns_the_collector_back_on(served: Served) -> None:
+    """The writer pauses garbage collection for a batch only: afterwards it is on, and stays off in a
+    process that had turned it off."""
+    body = export_request([otlp_span("a", llm_attributes())]).SerializeToString()
+    assert gc.isenabled()
+    assert (
+        served.client.post("/v1/traces", content=body, headers={**PROTOBUF, **served.auth}).status_code == 200
+    )
+    served.drain()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        body = export_request([otlp_span("b", llm_attributes())]).SerializeToString()
+        served.client.post("/v1/traces", content=body, headers={**PROTOBUF, **served.auth})
+        served.drain()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    assert served.store.count_spans() == 2
 
 
 def test_json_and_gzip_exports(served: Served) -> None:
