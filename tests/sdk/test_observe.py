@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -91,3 +92,11 @@ def test_span_context_manager_with_usage_and_score_validation(exporter: InMemory
     assert (obs.usage.input, obs.usage.cache_read, obs.usage.output) == (6, 4, 3)
     with pytest.raises(ValueError):
         pilothouse.span("x", kind="nonsense").__enter__()
+
+
+def test_sdk_trace_ids_begin_with_the_time(exporter: InMemoryExporter) -> None:
+    before = time.time_ns() // 1_000_000
+    with pilothouse.span("timed"):
+        pass
+    (span,) = exporter.spans
+    assert before <= span.context.trace_id >> 80 <= time.time_ns() // 1_000_000

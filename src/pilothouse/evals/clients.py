@@ -35,6 +35,7 @@ from pilothouse.evals.calls import (
     current_call,
 )
 from pilothouse.evals.judges import JudgeReply, judge_reply, judge_request
+from pilothouse.tracing.ids import new_span_id, new_trace_id
 
 if TYPE_CHECKING:
     from pilothouse.costs.pricing import Pricer
@@ -53,13 +54,6 @@ __all__ = [
     "new_trace_id",
     "retry_after_seconds",
 ]
-
-
-def new_trace_id() -> str:
-    """A random trace id (32 hex digits)."""
-    from pilothouse.gateway.recording import new_trace_id as make
-
-    return make()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +104,6 @@ def _usage(response: Mapping[str, Any]) -> Usage | None:
 
     usage = response.get("usage")
     return usage_from_openai(usage) if isinstance(usage, dict) else None
-
-
-def new_span_id() -> str:
-    """A random span id (16 hex digits)."""
-    from pilothouse.gateway.recording import new_span_id as make
-
-    return make()
 
 
 def default_config_path() -> Path | None:

@@ -4,8 +4,6 @@ response, usage, TTFT, latency, attempts, deployment, key and end user. An incom
 
 from __future__ import annotations
 
-import os
-import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -23,20 +21,7 @@ from pilothouse.domain.traces import (
     Usage,
 )
 from pilothouse.gateway.router import Attempt
-
-# Trace and span ids need to be unique, not secret: a seeded PRNG is much cheaper than a system call.
-_ids = random.Random(os.urandom(16))
-
-
-def new_trace_id() -> str:
-    """A random 128-bit trace id in hex."""
-    return f"{_ids.getrandbits(128):032x}"
-
-
-def new_span_id() -> str:
-    """A random 64-bit span id in hex."""
-    return f"{_ids.getrandbits(64):016x}"
-
+from pilothouse.tracing.ids import new_span_id, new_trace_id
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _PARAMETERS = (
