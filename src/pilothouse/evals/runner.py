@@ -248,9 +248,16 @@ class _Run:
         if any(taken):
             self._write(*taken)
 
-    async def periodic_flush(self) -> None:
+    async def periodic_flush(self, stop: asyncio.Event) -> None:
+        """Flush every FLUSH_SECONDS until ``stop`` is set. Never cancelled: a flush cancelled while its
+        thread writes would release the lock during the write and lose the write's error (and with
+        it the results it took from the buffers)."""
         while True:
-            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await asyncio.wait_for(stop.wait(), FLUSH_SECONDS)
+                return
+            except TimeoutError:
+                pass
             if time.monotonic() - self.last_flush >= FLUSH_SECONDS:
                 await self.flush()
 
@@ -594,16 +601,16 @@ async def _execute(
                 result = await state.evaluate(unit)
                 await state.record(result)
 
-        flusher = asyncio.create_task(state.periodic_flush())
+        stop = asyncio.Event()
+        flusher = asyncio.create_task(state.periodic_flush(stop))
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(produce())
                 for _ in range(spec.concurrency):
                     group.create_task(work())
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            stop.set()
+            await flusher  # a flush under way finishes (or raises) before the last one
         await state.flush()
     finally:
         for thing in reversed(opened):
