@@ -193,6 +193,28 @@ def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
     assert row.input_preview == "question number 7"
 
 
+def test_model_filter_finds_a_model_any_span_of_the_trace_called(store: SqlStore) -> None:
+    # The trace row keeps its first model; the filter must also find the others (spans probed).
+    gen = ObservationKind.GENERATION
+    store.write_spans(
+        [
+            rec(tid(70), sid(1), name="agent"),
+            rec(tid(70), sid(2), parent=sid(1), kind=gen, model="router-model", start_s=0.1),
+            rec(tid(70), sid(3), parent=sid(1), kind=gen, model="answer-model", start_s=0.2),
+            rec(tid(71), sid(4), kind=gen, model="answer-model", start_s=1),
+            rec(tid(72), sid(5), kind=gen, model="other-model", start_s=2),
+        ]
+    )
+
+    def ids(model: str) -> list[str]:
+        return [s.trace.id for s in store.list_traces("p1", TraceQuery(model=model, limit=10)).data]
+
+    assert ids("answer-model") == [tid(71), tid(70)]
+    assert ids("router-model") == [tid(70)]
+    assert ids("other-model") == [tid(72)]
+    assert ids("no-such-model") == []
+
+
 def test_long_texts_round_trip_and_are_searchable(store: SqlStore) -> None:
     long_in = "prompt " * 300 + "needle-in-the-haystack"
     long_out = "é answer ✓ " * 200

@@ -21,6 +21,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    literal,
     or_,
     select,
     tuple_,
@@ -385,8 +386,12 @@ class SqlStore:
             conds.append(c.cost_usd >= query.min_cost_usd)
         s = t.spans.c
         if query.model is not None:
+            # A probe per candidate trace through the spans' (project, trace) index, as a scalar
+            # subquery: PostgreSQL turns an EXISTS under OR into a hashed subplan that first reads
+            # every span of the model (121 ms at 200,000 spans, growing with the table; this: 8 ms).
             in_trace = and_(s.project_id == c.project_id, s.trace_id == c.id, s.model == query.model)
-            conds.append(or_(c.model == query.model, select(s.pk).where(in_trace).exists()))
+            probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
+            conds.append(or_(c.model == query.model, probe.is_not(None)))
         if query.search:
             matching = select(s.trace_id).where(
                 s.project_id == project_id,
