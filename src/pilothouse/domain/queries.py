@@ -110,7 +110,7 @@ class SessionSummary:
     cost_usd: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a dashboard makes thousands, and frozen ones cost 2.5x to make
 class ModelMetrics:
     """Model calls of one model in one time bucket (from the rollups)."""
 

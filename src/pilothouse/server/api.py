@@ -18,6 +18,7 @@ from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Status
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
+from pilothouse.server.gc_pause import paused_gc
 from pilothouse.server.serialise import (
     model_metrics_list_json,
     score_json,
@@ -188,14 +189,15 @@ async def model_metrics(request: Request) -> Response:
     granularity = params.get("granularity", "hour")
     if granularity not in _GRANULARITY_S:
         raise _param_error("granularity", "must be minute, hour or day")
-    rows = await run_in_threadpool(
-        state.store.model_metrics,
-        principal.project_id,
-        start_ns // 10**9,
-        end_ns // 10**9,
-        _GRANULARITY_S[granularity],
-    )
-    return FastJSONResponse({"data": model_metrics_list_json(rows)})
+
+    def rows() -> list[dict[str, Any]]:
+        with paused_gc():  # thousands of rows: ~15% of the request on a 30-day chart
+            metrics = state.store.model_metrics(
+                principal.project_id, start_ns // 10**9, end_ns // 10**9, _GRANULARITY_S[granularity]
+            )
+            return model_metrics_list_json(metrics)
+
+    return FastJSONResponse({"data": await run_in_threadpool(rows)})
 
 
 routes = [

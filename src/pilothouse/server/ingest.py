@@ -9,7 +9,6 @@ request path waits for the database. ``close()`` drains the queue: a SIGTERM los
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
+from pilothouse.server.gc_pause import paused_gc
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
 from pilothouse.tracing.otlp import CheckedExport, iter_checked
@@ -148,16 +148,8 @@ class IngestQueue:
                     taken += exports[-1].count
                 self._pending_spans -= taken
                 self._in_flight = taken
-            # Every object the batch creates lives until the batch is stored: a collection meanwhile
-            # frees nothing and walks them all again. Paused for the batch (~6% of the CPU per span);
-            # cycles made meanwhile, in any thread, are collected once it is back on.
-            collecting = gc.isenabled()
-            gc.disable()
-            try:
+            with paused_gc():  # ~6% of the CPU per span
                 self._store(exports)
-            finally:
-                if collecting:
-                    gc.enable()
             with self._cond:
                 self._in_flight = 0
                 self._cond.notify_all()

@@ -248,9 +248,13 @@ def pack_hist(counts: list[int], packed: bool) -> bytes | list[int]:
 
 def unpack_hist(value: bytes | list[int] | None) -> list[int]:
     """Inverse of :func:`pack_hist`."""
+    if type(value) is bytes:  # SQLite's packed form, the common case first
+        counts = array("q")
+        counts.frombytes(value)
+        return counts.tolist()
     if value is None:
         return []
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, bytearray | memoryview):
         return array("q", bytes(value)).tolist()
     return value if isinstance(value, list) else list(value)
 

