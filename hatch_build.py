@@ -25,9 +25,13 @@ class NativeReaderHook(BuildHookInterface):  # type: ignore[type-arg]  # generic
             return
         source = Path(self.root) / SOURCE
         target = source.with_name("_otlp_native" + str(sysconfig.get_config_var("EXT_SUFFIX")))
-        compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+        # Compiled and linked in one step with the interpreter's own linker command (LDSHARED:
+        # "-shared" on Linux, "-bundle -undefined dynamic_lookup" on macOS).
+        linker = sysconfig.get_config_var("LDSHARED") or f"{os.environ.get('CC', 'cc')} -shared"
+        flags = sysconfig.get_config_var("CCSHARED") or "-fPIC"
         include = sysconfig.get_paths()["include"]
-        command = [*compiler, "-O2", "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(target)]
+        command = [*shlex.split(linker), *shlex.split(flags), "-O2", f"-I{include}", str(source)]
+        command += ["-o", str(target)]
         try:
             subprocess.run(command, check=True, capture_output=True, text=True)
         except (OSError, subprocess.CalledProcessError) as exc:
