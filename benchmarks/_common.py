@@ -118,12 +118,13 @@ class Server(PilothouseServer):
         return cpu_seconds(self.pid)
 
 
-def build_bodies(spans: int, batch: int, seed: int = 7) -> list[bytes]:
-    """OTLP protobuf export bodies of ``batch`` OpenInference LLM spans each (starting an hour ago)."""
+def build_bodies(spans: int, batch: int, seed: int = 7, ago_s: int = 3600) -> list[bytes]:
+    """OTLP protobuf export bodies of ``batch`` OpenInference LLM spans each, 1 ms apart, starting
+    ``ago_s`` seconds ago."""
     rng = random.Random(seed)
-    now = time.time_ns() - 3600 * 10**9
+    start = time.time_ns() - ago_s * 10**9
     return [
-        export_body([openinference_span(rng, now + (b * batch + i) * 1_000_000) for i in range(batch)])
+        export_body([openinference_span(rng, start + (b * batch + i) * 1_000_000) for i in range(batch)])
         for b in range(spans // batch)
     ]
 

@@ -1,12 +1,15 @@
 """Ingest benchmark: LLM spans over OTLP/HTTP protobuf, timed until all are queryable through the API.
 
     python benchmarks/ingest.py [--spans 20000] [--batch 500] [--database-url postgresql://...]
+                                [--prefill 400000]
 
 Prints spans/s end to end, server CPU per span and stored bytes per span, with the ratio against Arize
 Phoenix 20.26.1 measured in the same run on the first --baseline-spans spans of the same payload
 (benchmarks/baseline_phoenix.py; it installs Phoenix into /tmp/phoenix-venv on first use; Phoenix is
 slow, hence fewer spans). --baseline-spans 0 skips it and uses the issue's figures (86-102 spans/s,
 10-12 ms CPU/span, 3,010 B/span). Targets: >= 20,000 spans/s, <= 0.05 ms CPU/span, <= 1,500 B/span.
+--prefill N first stores N other spans through the same server (not timed), to see how ingest holds up
+as the store grows.
 """
 
 from __future__ import annotations
@@ -47,12 +50,37 @@ def stored_bytes(database_url: str) -> int:
         return int(row[0])
 
 
+def wait_stored(base_url: str, headers: dict[str, str], total: int) -> None:
+    """Until ``total`` model calls are queryable through the API (the dashboard endpoint counts every
+    stored one)."""
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
+        while True:
+            data = http.get("/api/metrics/models", params={"from": "1d", "granularity": "day"}).json()["data"]
+            if sum(row["count"] for row in data) >= total:
+                return
+            time.sleep(0.02)  # each poll costs server CPU too: keep them few
+
+
+def prefill(base_url: str, headers: dict[str, str], spans: int, batch: int) -> None:
+    """Store ``spans`` other spans first (older ones, in rounds of 20,000 to bound memory)."""
+    started, done = time.perf_counter(), 0
+    auth = {"Authorization": headers["Authorization"]}
+    while done < spans:
+        n = min(20_000, spans - done)
+        ago = 3 * 3600 + (spans - done) // 1000  # before the measured spans, in time order
+        send_all(base_url, build_bodies(n, batch, seed=1000 + done, ago_s=ago), 2, auth, retry_scale=0.1)
+        done += n
+    wait_stored(base_url, headers, spans)
+    print(f"prefilled {spans:,} spans in {time.perf_counter() - started:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--senders", type=int, default=2, help="concurrent HTTP senders")
     parser.add_argument("--database-url", default=None, help="default: a new SQLite file")
+    parser.add_argument("--prefill", type=int, default=0, help="spans stored first, not timed")
     parser.add_argument("--baseline-spans", type=int, default=2000, help="spans sent to Phoenix (0: skip)")
     args = parser.parse_args()
 
@@ -62,6 +90,8 @@ def main() -> None:
     server = Server(url)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
     try:
+        if args.prefill:
+            prefill(server.base_url, headers, args.prefill, args.batch)
         empty_bytes = stored_bytes(url)
         bodies = build_bodies(args.spans, args.batch)
         total = len(bodies) * args.batch
@@ -75,15 +105,7 @@ def main() -> None:
             server.base_url, bodies, args.senders, {"Authorization": f"Bearer {key}"}, retry_scale=0.1
         )
         sent = time.perf_counter() - started
-        # Queryable through the API: the dashboard endpoint counts every stored model call.
-        with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as http:
-            while True:
-                data = http.get("/api/metrics/models", params={"from": "2h", "granularity": "day"}).json()[
-                    "data"
-                ]
-                if sum(row["count"] for row in data) >= total:
-                    break
-                time.sleep(0.02)  # each poll costs server CPU too: keep them few
+        wait_stored(server.base_url, headers, args.prefill + total)
         elapsed = time.perf_counter() - started
         cpu = server.cpu_seconds - cpu_before
     finally:

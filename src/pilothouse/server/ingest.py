@@ -62,7 +62,7 @@ class IngestQueue:
         store: SqlStore,
         *,
         max_spans: int = 200_000,
-        batch_spans: int = 5_000,
+        batch_spans: int = 20_000,
         linger_s: float = 0.25,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 2.0),
         pricer: Pricer | None = None,
@@ -70,6 +70,9 @@ class IngestQueue:
         self.store = store
         self.pricer = pricer  # prices model calls that arrive without a cost (SDK and OTLP spans)
         self.max_spans = max_spans
+        # Under a backlog, bigger transactions write fewer index pages per span: random trace ids spread a
+        # batch's inserts over the whole trace-id indexes, and each commit rewrites every page it touched
+        # (with 400,000 spans stored, 20,000-span batches cost 86 us/span to write, 5,000-span ones 113).
         self.batch_spans = batch_spans
         self.linger_s = linger_s  # wait this long for a fuller batch: fewer, larger transactions
         self.retry_delays_s = tuple(retry_delays_s)
