@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -332,3 +333,34 @@ def test_many_spans_in_one_batch(store: SqlStore) -> None:
     assert time.perf_counter() - started < 30
     detail = store.get_trace("p1", trace)
     assert detail is not None and detail.trace.observation_count == n
+
+
+def test_chunks_of_one_write_merge_and_dedupe_across_chunks(store: SqlStore) -> None:
+    child = rec(
+        tid(9),
+        sid(2),
+        parent=sid(1),
+        kind=ObservationKind.GENERATION,
+        model="m",
+        usage=Usage(input=4, output=1),
+    )
+    root = rec(tid(9), sid(1), name="agent", ms=200)
+    others = [rec(tid(100 + i), sid(1)) for i in range(3)]
+    store.write_span_chunks(iter([[child, others[0]], [root, child, others[1]], [others[2]]]))
+    assert store.count_spans("p1") == 5  # the child repeated in a later chunk is stored once
+    detail = store.get_trace("p1", tid(9))
+    assert detail is not None
+    assert detail.trace.name == "agent" and detail.trace.observation_count == 2
+    assert detail.trace.usage.total == 5
+
+
+def test_a_failing_chunk_on_sqlite_stores_nothing_of_the_batch(sqlite_store: SqlStore) -> None:
+    def chunks() -> Iterator[list[SpanRecord]]:
+        yield [rec(tid(20), sid(1))]
+        raise RuntimeError("the second chunk could not be made")
+
+    with pytest.raises(RuntimeError):
+        sqlite_store.write_span_chunks(chunks())
+    assert sqlite_store.count_spans("p1") == 0  # one transaction: the first chunk is rolled back
+    sqlite_store.write_span_chunks(iter([[rec(tid(20), sid(1))]]))
+    assert sqlite_store.count_spans("p1") == 1

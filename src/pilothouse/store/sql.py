@@ -5,7 +5,7 @@ from __future__ import annotations
 import operator
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
@@ -248,27 +248,40 @@ class SqlStore:
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         """Store a batch of spans, their trace summaries and rollups in one transaction (spans already
         stored are skipped, so a retried export is counted once)."""
+        self.write_span_chunks((records,))
+
+    def write_span_chunks(self, chunks: Iterable[Sequence[SpanRecord]]) -> None:
+        """:meth:`write_spans` over chunks of records taken one at a time, so that a large batch need
+        not be held in memory at once. On SQLite they are all one transaction: each commit rewrites
+        (and later checkpoints) every page it touched, and random trace ids touch index pages all
+        over the store. On PostgreSQL each chunk commits by itself, which keeps each transaction's
+        row locks in one order; a retry skips the spans an earlier chunk stored."""
+        if self._compress:
+            with self.engine.begin() as conn:
+                for chunk in chunks:
+                    self._write_chunk(conn, chunk)
+        else:
+            for chunk in chunks:
+                with self.engine.begin() as conn:
+                    self._write_chunk(conn, chunk)
+
+    def _write_chunk(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
+        records = self._unseen(conn, records)
         if not records:
             return
         compress = self._compress
-        with self.engine.begin() as conn:
-            records = self._unseen(conn, records)
-            if not records:
-                return
-            deltas = batch_deltas(records)
-            self._span_insert.execute(conn, [span_row(r, compress) for r in records])
-            # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
-            self._trace_upsert.execute(
-                conn, [trace_row(d, compress) for _, d in sorted(deltas.traces.items())]
-            )
-            for granularity, rollup_upsert in self._rollup_upserts.items():
-                rollup_rows = [
-                    rollup_row(p, b, m, n, r, compress)
-                    for (g, p, b, m, n), r in sorted(deltas.rollups.items())
-                    if g == granularity
-                ]
-                if rollup_rows:
-                    rollup_upsert.execute(conn, rollup_rows)
+        deltas = batch_deltas(records)
+        self._span_insert.execute(conn, [span_row(r, compress) for r in records])
+        # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
+        self._trace_upsert.execute(conn, [trace_row(d, compress) for _, d in sorted(deltas.traces.items())])
+        for granularity, rollup_upsert in self._rollup_upserts.items():
+            rollup_rows = [
+                rollup_row(p, b, m, n, r, compress)
+                for (g, p, b, m, n), r in sorted(deltas.rollups.items())
+                if g == granularity
+            ]
+            if rollup_rows:
+                rollup_upsert.execute(conn, rollup_rows)
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
         """Store scores of this project's traces."""
