@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     ingest_queue_spans: int = Field(
         default=200_000, description="Spans held in memory before the collector answers 429."
     )
-    ingest_batch_spans: int = Field(default=20_000, description="Most spans written in one transaction.")
+    ingest_batch_spans: int = Field(
+        default=20_000,
+        description="Most spans in one write batch (one SQLite transaction; PostgreSQL commits every 5,000).",
+    )
     key_cache_seconds: float = Field(default=10.0, description="How long a checked API key is cached.")
     log_level: str = Field(default="info", description="Log level of the server.")
 
