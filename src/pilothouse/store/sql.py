@@ -248,7 +248,8 @@ class SqlStore:
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         """Store a batch of spans, their trace summaries and rollups in one transaction (spans already
         stored are skipped, so a retried export is counted once)."""
-        self.write_span_chunks((records,))
+        if records:
+            self.write_span_chunks((records,))
 
     def write_span_chunks(self, chunks: Iterable[Sequence[SpanRecord]]) -> None:
         """:meth:`write_spans` over chunks of records taken one at a time, so that a large batch need
