@@ -1,7 +1,7 @@
 """Ingest benchmark: LLM spans over OTLP/HTTP protobuf, timed until all are queryable through the API.
 
     python benchmarks/ingest.py [--spans 20000] [--batch 500] [--database-url postgresql://...]
-                                [--prefill 400000]
+                                [--prefill 400000] [--repeats 3]
 
 Prints spans/s end to end, server CPU per span and stored bytes per span, with the ratio against Arize
 Phoenix 20.26.1 measured in the same run on the first --baseline-spans spans of the same payload
@@ -9,7 +9,8 @@ Phoenix 20.26.1 measured in the same run on the first --baseline-spans spans of 
 slow, hence fewer spans). --baseline-spans 0 skips it and uses the issue's figures (86-102 spans/s,
 10-12 ms CPU/span, 3,010 B/span). Targets: >= 20,000 spans/s, <= 0.05 ms CPU/span, <= 1,500 B/span.
 --prefill N first stores N other spans through the same server (not timed), to see how ingest holds up
-as the store grows.
+as the store grows. The figures are the median of --repeats runs (3 by default, each on a new server
+and SQLite file; 1 with --database-url or --prefill).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -74,18 +76,10 @@ def prefill(base_url: str, headers: dict[str, str], spans: int, batch: int) -> N
     print(f"prefilled {spans:,} spans in {time.perf_counter() - started:.0f} s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spans", type=int, default=20_000)
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--senders", type=int, default=2, help="concurrent HTTP senders")
-    parser.add_argument("--database-url", default=None, help="default: a new SQLite file")
-    parser.add_argument("--prefill", type=int, default=0, help="spans stored first, not timed")
-    parser.add_argument("--baseline-spans", type=int, default=2000, help="spans sent to Phoenix (0: skip)")
-    args = parser.parse_args()
-
-    tmp = tempfile.mkdtemp(prefix="ph-bench-ingest-")
-    url = args.database_url or f"sqlite:///{tmp}/ingest.db"
+def measure(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, float]:
+    """One run on a new server (and, unless --database-url is given, a new SQLite file)."""
+    total = len(bodies) * args.batch
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='ph-bench-ingest-')}/ingest.db"
     key = create_key(url)
     server = Server(url)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
@@ -93,12 +87,6 @@ def main() -> None:
         if args.prefill:
             prefill(server.base_url, headers, args.prefill, args.batch)
         empty_bytes = stored_bytes(url)
-        bodies = build_bodies(args.spans, args.batch)
-        total = len(bodies) * args.batch
-        print(
-            f"payload: {total} spans in {len(bodies)} requests, "
-            f"{sum(map(len, bodies)) / total:.0f} wire bytes/span"
-        )
         cpu_before = server.cpu_seconds
         started = time.perf_counter()
         retries = send_all(
@@ -110,10 +98,49 @@ def main() -> None:
         cpu = server.cpu_seconds - cpu_before
     finally:
         server.stop()
-    per_span_bytes = (stored_bytes(url) - empty_bytes) / total
-    rate = total / elapsed
-    cpu_ms = cpu * 1000 / total
-    print(f"sent in {sent:.2f} s, all queryable after {elapsed:.2f} s ({retries} 429 retries)")
+    run = {
+        "rate": total / elapsed,
+        "cpu_ms": cpu * 1000 / total,
+        "bytes": (stored_bytes(url) - empty_bytes) / total,
+    }
+    print(
+        f"sent in {sent:.2f} s, all queryable after {elapsed:.2f} s ({retries} 429 retries): "
+        f"{run['rate']:,.0f} spans/s, {run['cpu_ms']:.4f} ms CPU/span, {run['bytes']:,.0f} B/span "
+        f"({url.split('@')[-1]})",
+        flush=True,
+    )
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=20_000)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--senders", type=int, default=2, help="concurrent HTTP senders")
+    parser.add_argument("--database-url", default=None, help="default: a new SQLite file")
+    parser.add_argument("--prefill", type=int, default=0, help="spans stored first, not timed")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs, median reported (default 3; 1 with --database-url or --prefill)",
+    )
+    parser.add_argument("--baseline-spans", type=int, default=2000, help="spans sent to Phoenix (0: skip)")
+    args = parser.parse_args()
+
+    repeats = args.repeats or (1 if args.database_url or args.prefill else 3)
+    bodies = build_bodies(args.spans, args.batch)
+    total = len(bodies) * args.batch
+    print(
+        f"payload: {total} spans in {len(bodies)} requests, "
+        f"{sum(map(len, bodies)) / total:.0f} wire bytes/span"
+    )
+    runs = [measure(args, bodies) for _ in range(repeats)]
+    rate = statistics.median(r["rate"] for r in runs)
+    cpu_ms = statistics.median(r["cpu_ms"] for r in runs)
+    per_span_bytes = statistics.median(r["bytes"] for r in runs)
+    if repeats > 1:
+        print(f"median of {repeats} runs, each on a new server and database")
     phoenix, source = PHOENIX, "issue figures"
     if args.baseline_spans:
         n_bodies = max(1, args.baseline_spans // args.batch)
@@ -135,7 +162,7 @@ def main() -> None:
         f"{'stored bytes/span':28} {per_span_bytes:12,.0f} {phoenix['bytes_per_span']:10,.0f} "
         f"{phoenix['bytes_per_span'] / per_span_bytes:7.1f}x {'<= 1,500':>10}"
     )
-    print(f"database: {url.split('@')[-1]}  cores: {os.cpu_count()}")
+    print(f"cores: {os.cpu_count()}")
 
 
 if __name__ == "__main__":
