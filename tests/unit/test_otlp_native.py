@@ -200,3 +200,32 @@ def test_mutated_bodies_never_read_differently() -> None:
         assert same(got, expected)
         taken += 1
     assert taken > 20 and refused > 20  # both sides exercised
+
+
+def test_sort_attributes_matches_the_normalisers_python_loop() -> None:
+    from pilothouse.tracing import conventions
+
+    def both(attrs: dict[str, object]) -> None:
+        expected = conventions._sort_attributes(dict(attrs))
+        for routes in ({}, conventions._ROUTES):  # routes made on the way, then remembered ones
+            got = native.sort_attributes(dict(attrs), routes, conventions._route)
+            assert repr(got) == repr(expected), attrs
+
+    spans = [s for path in PAYLOADS for s in upb(path.read_bytes()) or []]
+    assert len(spans) >= 20
+    for s in spans:
+        both(s.attributes)
+    # two conventions naming one slot, in both orders; values that fill no slot; every route kind
+    both({"llm.model_name": "a", "gen_ai.response.model": "b", "gen_ai.request.model": ""})
+    both({"gen_ai.response.model": "b", "llm.model_name": "a", "gen_ai.request.model": None})
+    both({"gen_ai.request.model": "", "llm.request.model": "m", "gen_ai.system": 0, "llm.system": False})
+    both({"llm.token_count.total": 5, "llm.input_messages.0.message.role": "user", "x": b"", "y": [1]})
+    both({"gen_ai.prompt.0.content": "hi", "gen_ai.prompt.0.role": "user", "": "empty key"})
+
+    def broken(key: str) -> tuple[int, str, int]:
+        raise RuntimeError(key)
+
+    with pytest.raises(RuntimeError, match="unknown"):
+        native.sort_attributes({"unknown": 1}, {}, broken)
+    with pytest.raises(TypeError):
+        native.sort_attributes({"k": 1}, {"k": (0, "slot")}, broken)

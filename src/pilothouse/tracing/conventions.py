@@ -29,6 +29,11 @@ from pilothouse.domain.traces import (
 )
 from pilothouse.tracing.otlp import RawSpan
 
+try:  # the routing loop of _sort_attributes in C (built at install; same results)
+    from pilothouse.tracing._otlp_native import sort_attributes as _sort_native
+except ImportError:  # pragma: no cover - no C compiler at install
+    _sort_native = None  # type: ignore[assignment]
+
 _K = ObservationKind
 _OPENINFERENCE_KINDS = {
     "LLM": _K.GENERATION,
@@ -504,7 +509,7 @@ def _trace_attributes(
     )
 
 
-_SLOT, _DROP, _GROUP, _REST = 0, 1, 2, 3
+_SLOT, _DROP, _GROUP, _REST = 0, 1, 2, 3  # the same numbers in _otlp_native.c (ROUTE_*)
 _ROUTES_MAX = 20_000  # attribute names remembered with their route (names of user attributes vary)
 _ROUTES: dict[str, tuple[int, str, int]] = {}
 
@@ -526,7 +531,8 @@ def _route(key: str) -> tuple[int, str, int]:
 def _sort_attributes(
     attrs: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
-    """One pass: (slots, flattened groups, attributes kept as they are)."""
+    """One pass: (slots, flattened groups, attributes kept as they are). The C reader's
+    ``sort_attributes`` does the same, faster; this is its reference and the fallback."""
     slots: dict[str, Any] = {}
     ranks: dict[str, int] = {}
     groups: dict[str, dict[str, Any]] = {}
@@ -556,7 +562,10 @@ def _sort_attributes(
 
 def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
     """Map one decoded span, whatever its convention, onto an observation and trace-level facts."""
-    slots, groups, attrs = _sort_attributes(raw.attributes)
+    if _sort_native is not None:
+        slots, groups, attrs = _sort_native(raw.attributes, _ROUTES, _route)
+    else:
+        slots, groups, attrs = _sort_attributes(raw.attributes)
     request_model = slots.get("request_model")
     model = slots.get("model") or request_model
     kind = _kind(slots, attrs, model is not None)
