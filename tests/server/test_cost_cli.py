@@ -38,7 +38,7 @@ def _seed(url: str, config: Path) -> list[str]:
         o = Observation(
             f"{i + 1:032x}", f"{i + 1:016x}", "chat", now - 10**9, now,
             kind=ObservationKind.GENERATION, provider=provider, model=model,
-            usage=Usage(input=1000, output=500),
+            usage=Usage(input=1000, output=500), ttft_ns=250_000_000,
         )  # fmt: skip
         pricer.price_observation(o)
         records.append(SpanRecord("default", o, TraceAttributes(user_id="u")))
@@ -97,12 +97,21 @@ def test_recompute_reprices_calls_traces_and_rollups(tmp_path: Path) -> None:
     assert metrics["gpt-4o"] == pytest.approx(1000 * 2.5e-6 + 500 * 10e-6)
     store.close()
 
+    shown = cli("traces", "show", trace_ids[0], "--database-url", url).stdout
+    assert "$0.004000" in shown.splitlines()[0]  # the trace's cost
+    assert "m1  in=1000 out=500  ttft=250.0 ms  $0.004000" in shown  # the call's
     again = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--database-url", url)
     assert "every cost is current" in again.stdout
-    # without the config, m1 has no price: its cost becomes unknown (never 0)
-    unknown = cli("costs", "recompute", "--since", "1h", "--database-url", url)
-    assert unknown.returncode == 0 and "3 changed" in unknown.stderr
+    # without the config m1 has no price now: its calls keep the cost they have (a forgotten --config
+    # must not throw known costs away), and the command says so
+    kept = cli("costs", "recompute", "--since", "1h", "--database-url", url)
+    assert kept.returncode == 0 and "4 calls checked: no cost changed" in kept.stdout
+    assert "3 calls kept their cost" in kept.stderr
     store = SqlStore.from_url(url)
     detail = store.get_trace("default", trace_ids[1])
-    assert detail is not None and detail.observations[0].cost is None and detail.trace.cost_usd is None
+    assert detail is not None and detail.trace.cost_usd == pytest.approx(0.004)
     store.close()
+    # the config named by $PILOTHOUSE_CONFIG counts as --config
+    with_env = {"PILOTHOUSE_CONFIG": str(old)}
+    env = cli("costs", "recompute", "--since", "1h", "--database-url", url, env=with_env)
+    assert env.returncode == 0 and "3 changed" in env.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -64,8 +65,22 @@ def test_otel_sdk_span_appears_in_api_with_tokens(tmp_path: Path) -> None:
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
+    # a command that reads, run away from the data, says so instead of reading a new empty database
+    r = cli("traces", "list", "--database-url", url)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"Error: no database at {tmp_path / 'cli.db'}")
+    assert not (tmp_path / "cli.db").exists()
+    assert cli("db", "upgrade", "--database-url", url).returncode == 0
     r = cli("traces", "show", "abc", "--database-url", url)
     assert r.returncode == 1 and r.stderr.strip() == "Error: no trace 'abc' in project 'default'"
+    # serve on a port another process listens on: one line, before any banner
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = cli("serve", "--port", port, "--database-url", url)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"Error: cannot start: 127.0.0.1:{port} is taken")
     r = cli("keys", "create", "--name", "x", "--scopes", "write", "--database-url", url)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown scope 'write'" in r.stderr
     r = cli("traces", "list", "--database-url", "mysql://nope")

@@ -80,12 +80,14 @@ def list_budgets(project: str | None, database_url: str | None) -> None:
     store = open_store(database_url)
     costs = CostStore(store)
     now = datetime.now(UTC)
-    click.echo(f"{'ID':32}  {'PROJECT':12}  {'BUDGET':40}  {'MODE':4}  {'SPENT $':>12}  USED")
-    for b in costs.list_budgets(project):
+    found = costs.list_budgets(project)
+    width = max([len("BUDGET"), *(len(b.label) for b in found)])  # labels hold whole key ids: no cut
+    click.echo(f"{'ID':32}  {'PROJECT':12}  {'BUDGET':{width}}  {'MODE':4}  {'SPENT $':>12}  USED")
+    for b in found:
         spent = costs.spend_since(b, int(period_start(b.period, now).timestamp() * 1e9))
         used = f"{spent / b.limit_usd:.0%}" if b.limit_usd else "-"
         mode = "hard" if b.hard else "soft"
-        click.echo(f"{b.id:32}  {b.project_id:12}  {b.label[:40]:40}  {mode:4}  {spent:>12.6f}  {used}")
+        click.echo(f"{b.id:32}  {b.project_id:12}  {b.label:{width}}  {mode:4}  {spent:>12.6f}  {used}")
     store.close()
 
 

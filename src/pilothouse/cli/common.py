@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from pilothouse.server.settings import Settings
@@ -32,9 +34,17 @@ def database_option(func: F) -> F:
     )(func)
 
 
-def open_store(database_url: str | None) -> SqlStore:
-    """The migrated store of the configured database; one-line error when it cannot be opened."""
+def open_store(database_url: str | None, *, create: bool = False) -> SqlStore:
+    """The migrated store of the configured database; one-line error when it cannot be opened. A
+    SQLite file that is not there is made only when ``create``: a command that reads, run from
+    another folder than the server's, must not answer from a new empty database."""
     url = Settings.load(database_url=database_url).resolved_database_url
+    path = make_url(url).database if url.startswith("sqlite") else None
+    if not create and path and path != ":memory:" and not Path(path).exists():
+        raise CliError(
+            f"no database at {Path(path).absolute()}: run this where `pilothouse serve` keeps its data "
+            "(./.pilothouse), or set PILOTHOUSE_HOME or --database-url"
+        )
     try:
         return SqlStore.from_url(url)
     except (SQLAlchemyError, ValueError, OSError) as exc:

@@ -149,19 +149,23 @@ def recompute(
 ) -> None:
     """Re-price stored model calls with today's catalogue (after a price correction) and show the diff.
 
-    Trace totals and the dashboard rollups move by the same differences."""
+    Trace totals and the dashboard rollups move by the same differences. A call whose model has no
+    price in the catalogue now (custom prices come from --config) keeps the cost it has."""
     pricer = Pricer(load_catalogue(config_path))
     since_ns, until_ns = _since(since), _since(until) if until else None
     store = open_store(database_url)
     costs_store = CostStore(store)
     changes: list[tuple[StoredCall, Cost | None]] = []
     by_model: dict[str, list[float]] = {}
-    checked = 0
+    checked = kept = 0
     for call in costs_store.iter_model_calls(since_ns, until_ns, project):
         checked += 1
         if call.usage.is_empty:
             continue  # nothing to price: a failed call stays as it is
         new = _new_cost(pricer, call)
+        if new is None and call.cost is not None:
+            kept += 1  # no price now (a config not passed?): never throw a known cost away
+            continue
         if _same(call.cost, new):
             continue
         changes.append((call, new))
@@ -175,8 +179,14 @@ def recompute(
     if not dry_run:
         costs_store.set_costs(changes)
     store.close()
+    if kept:
+        click.echo(
+            f"{kept} calls kept their cost: their model has no price in the catalogue now "
+            "(custom prices need --config or $PILOTHOUSE_CONFIG)",
+            err=True,
+        )
     if not by_model:
-        click.echo(f"{checked} calls checked: every cost is current")
+        click.echo(f"{checked} calls checked: " + ("no cost changed" if kept else "every cost is current"))
         return
     click.echo(f"{'MODEL':40} {'CALLS':>7} {'BEFORE $':>14} {'AFTER $':>14} {'DIFF $':>14}")
     for model, (count, before, after) in sorted(by_model.items()):

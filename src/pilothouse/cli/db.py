@@ -16,6 +16,6 @@ def db() -> None:
 @database_option
 def upgrade(database_url: str | None) -> None:
     """Apply pending schema migrations (serve does this at start-up too)."""
-    store = open_store(database_url)
+    store = open_store(database_url, create=True)
     click.echo(f"database is up to date ({store.engine.url.render_as_string(hide_password=True)})")
     store.close()

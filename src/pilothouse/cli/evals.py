@@ -26,7 +26,7 @@ def eval_store(database_url: str | None) -> EvalStore:
     """The eval store of the configured database."""
     from pilothouse.store.evals import EvalStore
 
-    return EvalStore(open_store(database_url))
+    return EvalStore(open_store(database_url, create=True))  # an eval run may be the first use
 
 
 def find_run(store: EvalStore, reference: str) -> EvalRun:

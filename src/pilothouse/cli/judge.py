@@ -216,7 +216,7 @@ def calibrate_command(
     judge_options = data.get("judge")
     identity = judge_identity(entry, judge_options)
     client = getattr(chosen, "judge", None)
-    store = CalibrationStore(open_store(database_url))
+    store = CalibrationStore(open_store(database_url, create=True))
     try:
         calibration = store.add(
             project,

@@ -69,7 +69,7 @@ def create(
         allowed = frozenset(m.strip() for m in models.split(",") if m.strip())
         if not allowed:
             raise CliError("--models needs at least one model name", exit_code=2)
-    store = open_store(database_url)
+    store = open_store(database_url, create=True)
     key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
     if budget_usd is not None:
         CostStore(store).create_budget(

@@ -18,7 +18,8 @@ config_option = click.option(
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A gateway config whose custom prices (models[].price) count too.",
+    envvar="PILOTHOUSE_CONFIG",
+    help="A gateway config whose custom prices (models[].price) count too (default: $PILOTHOUSE_CONFIG).",
 )
 
 

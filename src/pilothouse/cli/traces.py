@@ -100,13 +100,18 @@ def show(trace_id: str, project: str, as_json: bool, database_url: str | None) -
         click.echo(json.dumps(trace_detail_json(detail), indent=2))
         return
     t = detail.trace
-    click.echo(f"trace {t.id}  {t.name or ''}  {t.status.value}  {t.latency_ms:.1f} ms")
+    cost = "" if t.cost_usd is None else f"  ${t.cost_usd:.6f}"
+    click.echo(f"trace {t.id}  {t.name or ''}  {t.status.value}  {t.latency_ms:.1f} ms{cost}")
     if t.user_id or t.session_id:
         click.echo(f"user {t.user_id or '-'}  session {t.session_id or '-'}")
     for o, depth in tree_order(detail.observations):
         extra = ""
         if o.model:
             extra = f"  {o.model}  in={o.usage.input_total} out={o.usage.output}"
+            if o.ttft_ns is not None:
+                extra += f"  ttft={o.ttft_ns / 1e6:.1f} ms"
+            if o.cost is not None:
+                extra += f"  ${o.cost.total:.6f}"
         click.echo(
             f"{'  ' * depth}- [{o.kind.value}] {o.name}  {o.duration_ns / 1e6:.1f} ms  "
             f"{o.status.value}{extra}"
