@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,3 +51,22 @@ def open_store(database_url: str | None, *, create: bool = False) -> SqlStore:
     except (SQLAlchemyError, ValueError, OSError) as exc:
         reason = str(exc).splitlines()[0]
         raise CliError(f"cannot open database {url}: {reason}") from exc
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail in one line, before anything is printed or opened, when another process listens there."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise CliError(f"cannot start: cannot resolve host {host!r}: {reason}", exit_code=2) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise CliError(
+                f"cannot start: {host}:{port} is taken ({exc.strerror or exc}); stop the other server or "
+                "pass --port"
+            ) from None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
-from pilothouse.cli.common import CliError
+from pilothouse.cli.common import CliError, check_port
 
 
 @click.command()
@@ -33,7 +32,7 @@ def serve(
     from pilothouse.domain.keys import DEFAULT_SCOPES
     from pilothouse.store.sql import SqlStore
 
-    _check_port(settings.host, settings.port)
+    check_port(settings.host, settings.port)
     try:
         store = SqlStore.from_url(settings.resolved_database_url)
         first_key = None
@@ -79,22 +78,3 @@ def serve(
         )
     finally:
         store.close()
-
-
-def _check_port(host: str, port: int) -> None:
-    """Fail in one line, before anything is printed or opened, when another process listens there."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        reason = exc.strerror or exc
-        raise CliError(f"cannot start: cannot resolve host {host!r}: {reason}", exit_code=2) from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise CliError(
-                f"cannot start: {host}:{port} is taken ({exc.strerror or exc}); stop the other server or "
-                "pass --port"
-            ) from None

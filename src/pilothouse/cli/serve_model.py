@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pilothouse.cli.common import CliError
+from pilothouse.cli.common import CliError, check_port
 
 
 def _options(pairs: tuple[str, ...]) -> dict[str, object]:
@@ -55,6 +55,7 @@ def serve_model(
         raise CliError(
             f"--model {model!r} is neither 'smollm2', 'all-minilm-l6-v2' nor an existing path", exit_code=2
         )
+    check_port(host, port)
     deployment = Deployment(
         name=name or model, provider=provider, model=model, base_url=base_url, options=_options(options)
     )
