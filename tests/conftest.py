@@ -30,19 +30,31 @@ def pg_server() -> Iterator[str]:
     """URL of a fresh PostgreSQL database for this test session (dropped afterwards).
 
     Skips when PostgreSQL is not running, except in CI, where that is a failure."""
-    import psycopg
-
     problem = _pg_available()
     if problem is not None:
         if IN_CI:
             pytest.fail(f"PostgreSQL is required in CI and is not reachable: {problem}")
         pytest.skip(f"PostgreSQL not reachable: {problem}")
-    name = f"ph_test_{uuid.uuid4().hex[:10]}"
+    yield from _new_pg_database("ph_test")
+
+
+def _new_pg_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped when the generator is closed."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_pg_url(pg_server: str) -> Iterator[str]:
+    """The URL of a new PostgreSQL database with no tables (for migration tests); ``pg_server``
+    first checks that PostgreSQL runs."""
+    yield from _new_pg_database("ph_empty")
 
 
 def _clean(store: SqlStore) -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
+from pilothouse.domain.traces import SpanRecord, TraceAttributes
+from pilothouse.store.engine import make_engine
 from pilothouse.store.sql import SqlStore
 from pilothouse.store.tables import metadata
 
@@ -35,3 +42,88 @@ def test_head_revision_is_alembics_head(store: SqlStore) -> None:
     config.set_main_option("script_location", str(resources.files("pilothouse.store") / "migrations"))
     assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
     assert current_revision(store.engine) == head_revision()
+
+
+def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+    from importlib import resources
+
+    from alembic import command
+    from alembic.config import Config
+
+    from pilothouse.store.engine import make_engine
+
+    engine = make_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("pilothouse.store") / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        (command.downgrade if down else command.upgrade)(config, revision)
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new, empty database (no migration applied)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    yield request.getfixturevalue("empty_pg_url")
+
+
+def test_trace_keys_migration_keeps_every_span_with_its_trace(empty_url: str) -> None:
+    """0008 (spans refer to their trace by its integer key) carries stored traces and spans over,
+    and the same trace id in two projects stays two traces; its downgrade restores them."""
+    _migrate(empty_url, "0007")
+    trace_cols = (
+        "project_id, id, name, start_ns, end_ns, observation_count, error_count, input_tokens, "
+        "output_tokens, total_tokens, cost_usd, unpriced_count"
+    )
+    span_cols = "project_id, trace_id, span_id, parent_id, kind, name, start_ns, end_ns, status"
+    engine = make_engine(empty_url)
+    with engine.begin() as conn:
+        for project, name in (("p1", "mine"), ("p2", "theirs")):
+            conn.execute(
+                text(f"INSERT INTO traces ({trace_cols}) VALUES (:p, :t, :n, 1, 2, 2, 0, 0, 0, 0, 0, 0)"),
+                {"p": project, "t": "a" * 32, "n": name},
+            )
+            for span, parent in (("1" * 16, None), ("2" * 16, "1" * 16)):
+                conn.execute(
+                    text(
+                        f"INSERT INTO spans ({span_cols}) "
+                        "VALUES (:p, :t, :s, :parent, 'span', :n, 1, 2, 'ok')"
+                    ),
+                    {"p": project, "t": "a" * 32, "s": span, "parent": parent, "n": f"{name} {span[0]}"},
+                )
+    engine.dispose()
+
+    _migrate(empty_url, "head")
+    store = SqlStore.from_url(empty_url)
+    try:
+        for project, name in (("p1", "mine"), ("p2", "theirs")):
+            detail = store.get_trace(project, "a" * 32)
+            assert detail is not None and detail.trace.name == name
+            assert [(o.name, o.trace_id) for o in detail.observations] == [
+                (f"{name} 1", "a" * 32),
+                (f"{name} 2", "a" * 32),
+            ]
+        # a retried export of a migrated span is still recognised as stored
+        detail = store.get_trace("p1", "a" * 32)
+        assert detail is not None
+        store.write_spans([SpanRecord("p1", detail.observations[0], TraceAttributes())])
+        assert store.count_spans("p1") == 2
+    finally:
+        store.close()
+
+    _migrate(empty_url, "0007", down=True)
+    engine = make_engine(empty_url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT project_id, trace_id, name FROM spans ORDER BY project_id, name")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("p1", "a" * 32, "mine 1"),
+        ("p1", "a" * 32, "mine 2"),
+        ("p2", "a" * 32, "theirs 1"),
+        ("p2", "a" * 32, "theirs 2"),
+    ]

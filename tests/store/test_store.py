@@ -364,3 +364,19 @@ def test_a_failing_chunk_on_sqlite_stores_nothing_of_the_batch(sqlite_store: Sql
     assert sqlite_store.count_spans("p1") == 0  # one transaction: the first chunk is rolled back
     sqlite_store.write_span_chunks(iter([[rec(tid(20), sid(1))]]))
     assert sqlite_store.count_spans("p1") == 1
+
+
+def test_one_trace_id_in_two_projects_stays_two_traces(store: SqlStore) -> None:
+    store.write_spans(
+        [rec(tid(11), sid(1), name="a", input="in a"), rec(tid(11), sid(1), name="b", project="p2")]
+    )
+    store.write_spans([rec(tid(11), sid(2), parent=sid(1), name="a child")])  # a later batch, one project
+    mine, theirs = store.get_trace("p1", tid(11)), store.get_trace("p2", tid(11))
+    assert mine is not None and theirs is not None
+    assert [o.name for o in mine.observations] == ["a", "a child"]
+    assert [o.name for o in theirs.observations] == ["b"]
+    assert mine.trace.input == "in a" and mine.trace.observation_count == 2
+    assert store.observation_exists("p1", tid(11), sid(2)) and not store.observation_exists(
+        "p2", tid(11), sid(2)
+    )
+    assert store.count_spans() == 3

@@ -131,7 +131,7 @@ class CostStore:
             conds.append(tr.c.tags.contains(orjson.dumps(budget.scope_value).decode()))
         query = (
             select(func.coalesce(func.sum(s.c.cost_usd), 0.0))
-            .select_from(tr.join(s, and_(s.c.project_id == tr.c.project_id, s.c.trace_id == tr.c.id)))
+            .select_from(tr.join(s, s.c.trace_pk == tr.c.pk))
             .where(*conds)
         )
         with self.engine.connect() as conn:
@@ -152,7 +152,7 @@ class CostStore:
         columns = (
                 s.c.pk,
                 s.c.project_id,
-                s.c.trace_id,
+                tr.c.id.label("trace_id"),
                 s.c.span_id,
                 s.c.name,
                 s.c.start_ns,
@@ -176,7 +176,7 @@ class CostStore:
         )  # fmt: skip
         query = (
             select(*columns)
-            .select_from(tr.join(s, and_(s.c.project_id == tr.c.project_id, s.c.trace_id == tr.c.id)))
+            .select_from(tr.join(s, s.c.trace_pk == tr.c.pk))
             .where(*conds)
             .order_by(s.c.pk)
             .limit(batch)

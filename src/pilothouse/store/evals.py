@@ -553,7 +553,7 @@ class EvalStore:
         chat becomes ``messages``, a JSON object the variables, other text the variable ``input``), its
         output as ``expected``, its name, model, tags and scores as metadata; the trace id is the
         item's id and source."""
-        sc, sp = t.scores, t.spans
+        sc, sp, tr = t.scores, t.spans, t.traces
         produced = 0
         page = TraceQuery(**{**_query_fields(query), "limit": 500})
         while True:
@@ -562,11 +562,11 @@ class EvalStore:
             ids = [trace.id for trace in traces]
             with self.engine.connect() as conn:
                 roots = {
-                    r.trace_id: (unpack(r.input), unpack(r.output))
+                    r.id: (unpack(r.input), unpack(r.output))
                     for r in conn.execute(
-                        select(sp.c.trace_id, sp.c.input, sp.c.output).where(
-                            sp.c.project_id == project_id, sp.c.trace_id.in_(ids), sp.c.parent_id.is_(None)
-                        )
+                        select(tr.c.id, sp.c.input, sp.c.output)
+                        .join(sp, sp.c.trace_pk == tr.c.pk)
+                        .where(tr.c.project_id == project_id, tr.c.id.in_(ids), sp.c.parent_id.is_(None))
                     )
                 }
                 trace_scores: dict[str, dict[str, float | str | None]] = {}

@@ -57,9 +57,9 @@ def loads(text: str | None, empty: Any) -> Any:
     return orjson.loads(text) if text else empty
 
 
-def span_row(record: SpanRecord, compress: bool) -> tuple[Any, ...]:
-    """The ``spans`` row of one received span, in :data:`SPAN_COLUMNS` order (long texts packed when
-    ``compress``)."""
+def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ...]:
+    """The ``spans`` row of one received span of the trace keyed ``trace_pk``, in :data:`SPAN_COLUMNS`
+    order (long texts packed when ``compress``)."""
     o = record.observation
     u = o.usage
     cost = o.cost
@@ -67,7 +67,7 @@ def span_row(record: SpanRecord, compress: bool) -> tuple[Any, ...]:
     attributes = dumps(o.attributes)
     return (
         record.project_id,
-        o.trace_id,
+        trace_pk,
         o.id,
         o.parent_id,
         o.kind.value,
@@ -99,11 +99,11 @@ def span_row(record: SpanRecord, compress: bool) -> tuple[Any, ...]:
     )
 
 
-def observation_from_row(row: Mapping[Any, Any]) -> Observation:
-    """Inverse of :func:`span_row`."""
+def observation_from_row(row: Mapping[Any, Any], trace_id: str) -> Observation:
+    """Inverse of :func:`span_row`, for a span of the trace ``trace_id``."""
     cost_items = loads(row["cost_details"], None)
     return Observation(
-        trace_id=row["trace_id"],
+        trace_id=trace_id,
         id=row["span_id"],
         parent_id=row["parent_id"],
         kind=ObservationKind(row["kind"]),
@@ -194,7 +194,7 @@ def score_from_row(row: Mapping[Any, Any]) -> Score:
 
 
 SPAN_COLUMNS = (
-    "project_id", "trace_id", "span_id", "parent_id", "kind", "name", "start_ns", "end_ns", "status",
+    "project_id", "trace_pk", "span_id", "parent_id", "kind", "name", "start_ns", "end_ns", "status",
     "status_message", "input", "output", "attributes", "provider", "request_model", "model",
     "model_parameters", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost_usd", "cost_details", "price_version", "ttft_ns", "prompt_name",

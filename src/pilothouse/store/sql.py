@@ -105,9 +105,7 @@ class SqlStore:
         # The ingest statements are compiled once to driver SQL with named parameters: executemany
         # with plain dicts then skips SQLAlchemy's per-row parameter processing (the hot path).
         self._span_insert = self._compile(
-            self._insert(t.spans).on_conflict_do_nothing(
-                index_elements=["project_id", "trace_id", "span_id"]
-            ),
+            self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
             SPAN_COLUMNS,
         )
         self._trace_upsert = self._compile(self._make_trace_upsert(), TRACE_COLUMNS)
@@ -115,14 +113,17 @@ class SqlStore:
             granularity: self._compile(self._sum_upsert(rollup, _ROLLUP_SUMS), ROLLUP_COLUMNS)
             for granularity, rollup in t.ROLLUPS
         }
-        # Span ids already stored among a batch's traces: one statement per project and batch, the
+        # The keys of a batch's stored traces and their stored span ids (NULL for a trace without
+        # spans), then the keys of its new traces: one statement per project and batch each, the
         # trace ids passed as one parameter (a JSON array on SQLite, an array on PostgreSQL).
-        self._seen_sql = (
-            "SELECT trace_id, span_id FROM spans WHERE project_id = ? "
-            "AND trace_id IN (SELECT value FROM json_each(?))"
+        in_batch = (
+            "tr.project_id = ? AND tr.id IN (SELECT value FROM json_each(?))"
             if self._compress
-            else "SELECT trace_id, span_id FROM spans WHERE project_id = %s AND trace_id = ANY(%s)"
+            else "tr.project_id = %s AND tr.id = ANY(%s)"
         )
+        with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
+        self._seen_sql = f"SELECT tr.id, tr.pk, s.span_id FROM {with_spans} WHERE {in_batch}"
+        self._keys_sql = f"SELECT tr.id, tr.pk FROM traces tr WHERE {in_batch}"
         self._rollup_selects = {g: self._compile_rollup_select(rollup) for g, rollup in t.ROLLUPS}
 
     def _compile_rollup_select(self, rollup: Table) -> str:
@@ -224,17 +225,27 @@ class SqlStore:
 
     # -- ingest ----------------------------------------------------------------------------------
 
-    def _unseen(self, conn: Connection, records: Sequence[SpanRecord]) -> list[SpanRecord]:
+    def _trace_ids(self, trace_ids: Iterable[str]) -> Any:
+        """Trace ids as the one parameter of ``_seen_sql`` and ``_keys_sql``."""
+        return orjson.dumps(list(trace_ids)).decode() if self._compress else list(trace_ids)
+
+    def _unseen(
+        self, conn: Connection, records: Sequence[SpanRecord], trace_pks: dict[tuple[str, str], int]
+    ) -> list[SpanRecord]:
         """``records`` without spans already stored or repeated in the batch: an exporter that retries
-        an export the server had accepted must not add its counts to the summaries twice."""
+        an export the server had accepted must not add its counts to the summaries twice. Adds the
+        keys of the batch's stored traces to ``trace_pks``."""
         by_project: dict[str, set[str]] = {}
         for r in records:
             by_project.setdefault(r.project_id, set()).add(r.observation.trace_id)
         seen: set[tuple[str, str, str]] = set()
         for project_id, trace_ids in by_project.items():
-            ids: Any = orjson.dumps(list(trace_ids)).decode() if self._compress else list(trace_ids)
-            rows = conn.exec_driver_sql(self._seen_sql, (project_id, ids))
-            seen.update((project_id, trace_id, span_id) for trace_id, span_id in rows)
+            for trace_id, pk, span_id in conn.exec_driver_sql(
+                self._seen_sql, (project_id, self._trace_ids(trace_ids))
+            ):
+                trace_pks[project_id, trace_id] = pk
+                if span_id is not None:
+                    seen.add((project_id, trace_id, span_id))
         keys = [(r.project_id, r.observation.trace_id, r.observation.id) for r in records]
         if not seen and len(set(keys)) == len(keys):
             return list(records)  # the usual case: every span is new
@@ -244,6 +255,19 @@ class SqlStore:
                 seen.add(key)
                 fresh.append(r)
         return fresh
+
+    def _new_trace_pks(
+        self, conn: Connection, traces: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The keys of (project, trace id) pairs, read back after the traces were inserted."""
+        by_project: dict[str, list[str]] = {}
+        for project_id, trace_id in traces:
+            by_project.setdefault(project_id, []).append(trace_id)
+        return {
+            (project_id, trace_id): pk
+            for project_id, trace_ids in by_project.items()
+            for trace_id, pk in conn.exec_driver_sql(self._keys_sql, (project_id, self._trace_ids(trace_ids)))
+        }
 
     def write_spans(self, records: Sequence[SpanRecord]) -> None:
         """Store a batch of spans, their trace summaries and rollups in one transaction (spans already
@@ -267,14 +291,20 @@ class SqlStore:
                     self._write_chunk(conn, chunk)
 
     def _write_chunk(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
-        records = self._unseen(conn, records)
+        trace_pks: dict[tuple[str, str], int] = {}
+        records = self._unseen(conn, records, trace_pks)
         if not records:
             return
         compress = self._compress
         deltas = batch_deltas(records)
-        self._span_insert.execute(conn, [span_row(r, compress) for r in records])
-        # Sorted so that concurrent writers take row locks in the same order (no deadlocks on PG).
+        # Traces first: their spans refer to them by key. Sorted so that concurrent writers take row
+        # locks in the same order (no deadlocks on PostgreSQL).
         self._trace_upsert.execute(conn, [trace_row(d, compress) for _, d in sorted(deltas.traces.items())])
+        trace_pks.update(self._new_trace_pks(conn, deltas.traces.keys() - trace_pks.keys()))
+        self._span_insert.execute(
+            conn,
+            [span_row(r, trace_pks[r.project_id, r.observation.trace_id], compress) for r in records],
+        )
         for granularity, rollup_upsert in self._rollup_upserts.items():
             rollup_rows = [
                 rollup_row(p, b, m, n, r, compress)
@@ -400,20 +430,20 @@ class SqlStore:
             conds.append(c.cost_usd >= query.min_cost_usd)
         s = t.spans.c
         if query.model is not None:
-            # A probe per candidate trace through the spans' (project, trace) index, as a scalar
+            # A probe per candidate trace through the spans' (trace_pk, span_id) index, as a scalar
             # subquery: PostgreSQL turns an EXISTS under OR into a hashed subplan that first reads
             # every span of the model (121 ms at 200,000 spans, growing with the table; this: 8 ms).
-            in_trace = and_(s.project_id == c.project_id, s.trace_id == c.id, s.model == query.model)
+            in_trace = and_(s.trace_pk == c.pk, s.model == query.model)
             probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
             conds.append(or_(c.model == query.model, probe.is_not(None)))
         if query.search:
-            matching = select(s.trace_id).where(
+            matching = select(s.trace_pk).where(
                 s.project_id == project_id,
                 or_(self._contains(s.input, query.search), self._contains(s.output, query.search)),
             )
             conds.append(
                 or_(
-                    c.id.in_(matching),
+                    c.pk.in_(matching),
                     self._contains(c.input, query.search),
                     self._contains(c.output, query.search),
                 )
@@ -425,20 +455,11 @@ class SqlStore:
             rows = [r._mapping for r in conn.execute(stmt)]
             more = len(rows) > query.limit
             rows = rows[: query.limit]
-            roots = {}
-            if rows:
-                root_rows = conn.execute(
-                    select(s.trace_id, s.input, s.output).where(
-                        s.project_id == project_id,
-                        s.trace_id.in_([r["id"] for r in rows]),
-                        s.parent_id.is_(None),
-                    )
-                )
-                roots = {r.trace_id: (unpack(r.input), unpack(r.output)) for r in root_rows}
+            roots = root_texts(conn, [r["pk"] for r in rows])
         data = []
         for row in rows:
             trace = trace_from_row(row)
-            root_in, root_out = roots.get(trace.id, (None, None))
+            root_in, root_out = roots.get(row["pk"], (None, None))
             data.append(
                 TraceSummary(
                     trace,
@@ -458,11 +479,9 @@ class SqlStore:
             if row is None:
                 return None
             span_rows = conn.execute(
-                select(t.spans)
-                .where(t.spans.c.project_id == project_id, t.spans.c.trace_id == trace_id)
-                .order_by(t.spans.c.start_ns, t.spans.c.pk)
+                select(t.spans).where(t.spans.c.trace_pk == row.pk).order_by(t.spans.c.start_ns, t.spans.c.pk)
             )
-            observations = [observation_from_row(r._mapping) for r in span_rows]
+            observations = [observation_from_row(r._mapping, trace_id) for r in span_rows]
             score_rows = conn.execute(
                 select(t.scores)
                 .where(t.scores.c.project_id == project_id, t.scores.c.trace_id == trace_id)
@@ -487,10 +506,14 @@ class SqlStore:
                     t.traces.c.project_id == project_id, t.traces.c.id == trace_id
                 )
             else:
-                stmt = select(t.spans.c.pk).where(
-                    t.spans.c.project_id == project_id,
-                    t.spans.c.trace_id == trace_id,
-                    t.spans.c.span_id == observation_id,
+                stmt = (
+                    select(t.spans.c.pk)
+                    .join(t.traces, t.traces.c.pk == t.spans.c.trace_pk)
+                    .where(
+                        t.traces.c.project_id == project_id,
+                        t.traces.c.id == trace_id,
+                        t.spans.c.span_id == observation_id,
+                    )
                 )
             return conn.execute(stmt).first() is not None
 
@@ -652,6 +675,17 @@ class SqlStore:
             stmt = stmt.where(t.spans.c.project_id == project_id)
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
+
+
+def root_texts(conn: Connection, trace_pks: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
+    """The input and output of the root spans of some traces, by trace key."""
+    if not trace_pks:
+        return {}
+    s = t.spans.c
+    rows = conn.execute(
+        select(s.trace_pk, s.input, s.output).where(s.trace_pk.in_(trace_pks), s.parent_id.is_(None))
+    )
+    return {r.trace_pk: (unpack(r.input), unpack(r.output)) for r in rows}
 
 
 def _preview(text: str | None) -> str | None:

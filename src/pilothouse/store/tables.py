@@ -49,11 +49,18 @@ api_keys = Table(
     Column("tpm", Integer),
 )
 
+# A trace's integer key: the rowid on SQLite (INTEGER PRIMARY KEY), a bigint identity on PostgreSQL.
+TRACE_PK = BigInteger().with_variant(Integer, "sqlite")
+
 traces = Table(
     "traces",
     metadata,
-    Column("project_id", String(64), primary_key=True),
-    Column("id", String(32), primary_key=True),
+    # Spans refer to their trace by this key. New traces get ever larger keys, so a batch's span
+    # rows land at the end of the spans' (trace_pk, span_id) index instead of all over a
+    # (project, trace id) one: random OTLP trace ids made each batch rewrite nearly every page of it.
+    Column("pk", TRACE_PK, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False),
+    Column("id", String(32), nullable=False),
     Column("name", Text),
     Column("root_span_id", String(16)),
     Column("user_id", Text),
@@ -74,6 +81,7 @@ traces = Table(
     Column("total_tokens", BigInteger, nullable=False),
     Column("cost_usd", Float, nullable=False),
     Column("unpriced_count", Integer, nullable=False),  # model calls whose cost is unknown
+    UniqueConstraint("project_id", "id", name="uq_traces_id"),
     Index("ix_traces_time", "project_id", "start_ns", "id"),
     # Only traces with a session (a user) are in these: every query through them names one.
     Index(
@@ -101,7 +109,7 @@ spans = Table(
     metadata,
     Column("pk", Integer, primary_key=True, autoincrement=True),
     Column("project_id", String(64), nullable=False),
-    Column("trace_id", String(32), nullable=False),
+    Column("trace_pk", TRACE_PK, nullable=False),  # traces.pk of its trace
     Column("span_id", String(16), nullable=False),
     Column("parent_id", String(16)),
     Column("kind", String(16), nullable=False),
@@ -130,7 +138,7 @@ spans = Table(
     Column("prompt_version", Text),
     Column("key_id", String(32)),  # the virtual key of a gateway call
     Column("saved_usd", Float),  # what caching (provider prompt cache, gateway cache) saved on this call
-    UniqueConstraint("project_id", "trace_id", "span_id", name="uq_spans_trace_span"),
+    UniqueConstraint("trace_pk", "span_id", name="uq_spans_trace_span"),
 )
 
 budgets = Table(

@@ -17,7 +17,6 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     String,
-    and_,
     bindparam,
     func,
     literal_column,
@@ -36,8 +35,8 @@ from pilothouse.evals.datasets import DatasetItem
 from pilothouse.evals.results import EvalResult, ScoreRecord
 from pilothouse.store import tables as t
 from pilothouse.store.evals import _item, _result
-from pilothouse.store.rows import score_from_row, trace_from_row, unpack
-from pilothouse.store.sql import SqlStore, _api_key, _escape_like
+from pilothouse.store.rows import score_from_row, trace_from_row
+from pilothouse.store.sql import SqlStore, _api_key, _escape_like, root_texts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -196,7 +195,7 @@ class UiQueries:
         c, s = t.traces.c, t.spans.c
         project = bindparam("project_id", type_=String)
         parts = [
-            select(c.id.label("id"), literal_column(str(i)).label("stratum"))
+            select(c.pk.label("pk"), literal_column(str(i)).label("stratum"))
             .where(c.project_id == project, c.start_ns >= bindparam(f"s{i}"), c.start_ns < bindparam(f"e{i}"))
             .order_by(c.start_ns.desc())
             .limit(bindparam(f"n{i}", type_=Integer))
@@ -212,7 +211,7 @@ class UiQueries:
         stmt = (
             select(
                 sample.c.stratum,
-                s.trace_id,
+                c.id,
                 s.start_ns,
                 s.end_ns,
                 s.status,
@@ -230,11 +229,7 @@ class UiQueries:
                 c.user_id,
                 c.tags,
             )
-            .select_from(
-                sample.join(t.spans, and_(s.project_id == project, s.trace_id == sample.c.id)).join(
-                    t.traces, and_(c.project_id == project, c.id == sample.c.id)
-                )
-            )
+            .select_from(sample.join(t.spans, s.trace_pk == sample.c.pk).join(t.traces, c.pk == sample.c.pk))
             .where(model_call)
         )
         dialect = (
@@ -381,7 +376,7 @@ class UiQueries:
     def session_traces(self, project_id: str, session_id: str, limit: int = 100) -> tuple[list[Trace], bool]:
         """The newest ``limit`` traces of a session, oldest first, with their whole input and output
         (the root span's when the trace has none); the flag is True when older ones were left out."""
-        c, s = t.traces.c, t.spans.c
+        c = t.traces.c
         stmt = (
             select(t.traces)
             .where(c.project_id == project_id, c.session_id == session_id)
@@ -393,20 +388,11 @@ class UiQueries:
             rows = [r._mapping for r in conn.execute(stmt)]
             more = len(rows) > limit
             rows = rows[:limit]
-            roots: dict[str, tuple[str | None, str | None]] = {}
-            if rows:
-                for r in conn.execute(
-                    select(s.trace_id, s.input, s.output).where(
-                        s.project_id == project_id,
-                        s.trace_id.in_([row["id"] for row in rows]),
-                        s.parent_id.is_(None),
-                    )
-                ):
-                    roots[r.trace_id] = (unpack(r.input), unpack(r.output))
+            roots = root_texts(conn, [row["pk"] for row in rows])
         traces = []
         for row in reversed(rows):
             trace = trace_from_row(row)
-            root_in, root_out = roots.get(trace.id, (None, None))
+            root_in, root_out = roots.get(row["pk"], (None, None))
             traces.append(
                 replace(
                     trace,
@@ -464,10 +450,11 @@ class UiQueries:
                 found.update(
                     r[0]
                     for r in conn.execute(
-                        select(s.trace_id)
+                        select(c.id)
+                        .join(t.spans, s.trace_pk == c.pk)
                         .where(
-                            s.project_id == project_id,
-                            s.trace_id.in_(rest),
+                            c.project_id == project_id,
+                            c.id.in_(rest),
                             or_(contains(s.input), contains(s.output)),
                         )
                         .distinct()
