@@ -24,8 +24,8 @@ from pilothouse.domain.traces import (
     Usage,
 )
 
-# On SQLite, long text is stored zstd-compressed as a BLOB (PostgreSQL compresses it itself, see the
-# migration); text columns hold either str or bytes, and unpack() reads both.
+# On SQLite, long text is stored zstd-compressed as a BLOB; text columns hold either str or bytes, and
+# unpack() reads both. PostgreSQL keeps text (ILIKE searches it) and compresses rows over ~2 KB itself.
 PACK_MIN_CHARS = 512
 _compressor = zstandard.ZstdCompressor(level=1)
 _decompressor = zstandard.ZstdDecompressor()
