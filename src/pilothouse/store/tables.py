@@ -49,7 +49,7 @@ api_keys = Table(
     Column("tpm", Integer),
 )
 
-# A trace's integer key: the rowid on SQLite (INTEGER PRIMARY KEY), a bigint identity on PostgreSQL.
+# A trace's integer key: the rowid on SQLite (INTEGER PRIMARY KEY), a bigserial on PostgreSQL.
 TRACE_PK = BigInteger().with_variant(Integer, "sqlite")
 
 traces = Table(
