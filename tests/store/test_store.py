@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import zstandard
 
 from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
 from pilothouse.domain.queries import TraceQuery, decode_cursor
@@ -20,6 +21,7 @@ from pilothouse.domain.traces import (
     TraceAttributes,
     Usage,
 )
+from pilothouse.store.rows import PACK_MIN_CHARS, pack, unpack
 from pilothouse.store.sql import SqlStore
 
 T0 = 1_790_000_000 * 10**9  # a fixed start time (ns), 2026-09-21
@@ -217,9 +219,16 @@ def test_model_filter_finds_a_model_any_span_of_the_trace_called(store: SqlStore
 
 
 def test_long_texts_round_trip_and_are_searchable(store: SqlStore) -> None:
+    # Sizes either side of each packing threshold on SQLite (kept, lz4 block, zstd frame).
     long_in = "prompt " * 300 + "needle-in-the-haystack"
     long_out = "é answer ✓ " * 200
-    store.write_spans([rec(tid(50), sid(1), input=long_in, output=long_out)])
+    huge = "context " * 2000 + "second-needle"
+    store.write_spans(
+        [
+            rec(tid(50), sid(1), input=long_in, output=long_out),
+            rec(tid(51), sid(2), input="x" * (PACK_MIN_CHARS - 1), output=huge, start_s=1),
+        ]
+    )
     detail = store.get_trace("p1", tid(50))
     assert detail is not None
     assert detail.observations[0].input == long_in and detail.observations[0].output == long_out
@@ -227,6 +236,24 @@ def test_long_texts_round_trip_and_are_searchable(store: SqlStore) -> None:
     page = store.list_traces("p1", TraceQuery(search="needle-in-the"))
     assert [s.trace.id for s in page.data] == [tid(50)]
     assert page.data[0].output_preview is not None and page.data[0].output_preview.startswith("é answer ✓")
+    other = store.get_trace("p1", tid(51))
+    assert other is not None and other.observations[0].output == huge
+    assert other.observations[0].input == "x" * (PACK_MIN_CHARS - 1)
+    assert [s.trace.id for s in store.list_traces("p1", TraceQuery(search="SECOND-needle")).data] == [tid(51)]
+
+
+def test_texts_packed_by_earlier_versions_still_read(sqlite_store: SqlStore) -> None:
+    # Before lz4, SQLite stores held every long text as a zstd frame; unpack tells the two apart.
+    text = "an earlier answer " * 40
+    sqlite_store.write_spans([rec(tid(60), sid(1), output="placeholder")])
+    frame = zstandard.ZstdCompressor(level=1).compress(text.encode())
+    with sqlite_store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE spans SET output = ?", (frame,))
+    detail = sqlite_store.get_trace("p1", tid(60))
+    assert detail is not None and detail.observations[0].output == text
+    page = sqlite_store.list_traces("p1", TraceQuery(search="EARLIER answer"))
+    assert [s.trace.id for s in page.data] == [tid(60)]
+    assert unpack(pack(text)) == text and isinstance(pack(text), bytes) and pack(text) != frame
 
 
 def test_reads_are_scoped_to_the_project(store: SqlStore) -> None:
