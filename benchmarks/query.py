@@ -173,7 +173,7 @@ def main() -> None:
                 "traces: model + 7d": ("/api/traces", {"model": "gpt-4o", "from": "7d", "limit": "50"}),
                 "traces: errors": ("/api/traces", {"status": "error", "limit": "50"}),
                 "traces: one user": ("/api/traces", {"user_id": "user-17", "limit": "50"}),
-                "traces: text search": ("/api/traces", {"search": "about gpt-4o-mini", "limit": "50"}),
+                "traces: text search": ("/api/traces", {"q": "about gpt-4o-mini", "limit": "50"}),
                 "traces: name + min latency": (
                     "/api/traces",
                     {"name": "summarise", "min_latency_ms": "1000", "limit": "50"},

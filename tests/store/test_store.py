@@ -196,6 +196,23 @@ def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
     assert row.input_preview == "question number 7"
 
 
+def test_pages_of_traces_that_started_together_neither_repeat_nor_skip(store: SqlStore) -> None:
+    # Ties in start time are broken by the trace's key (the order it was first stored in).
+    store.write_spans([rec(tid(200 + i), sid(i), start_s=5) for i in range(5)])
+    store.write_spans([rec(tid(300), sid(9), start_s=1)])
+    seen, query = [], TraceQuery(limit=2)
+    while True:
+        page = store.list_traces("p1", query)
+        seen.extend(s.trace.id for s in page.data)
+        if page.next_cursor is None:
+            break
+        query = TraceQuery(limit=2, cursor=decode_cursor(page.next_cursor))
+    assert seen == [tid(204), tid(203), tid(202), tid(201), tid(200), tid(300)]
+    # a cursor naming a trace that is not stored goes on after its start time
+    gone = TraceQuery(limit=10, cursor=(T0 + 5 * 10**9, tid(999)))
+    assert [s.trace.id for s in store.list_traces("p1", gone).data] == [tid(300)]
+
+
 def test_model_filter_finds_a_model_any_span_of_the_trace_called(store: SqlStore) -> None:
     # The trace row keeps its first model; the filter must also find the others (spans probed).
     gen = ObservationKind.GENERATION

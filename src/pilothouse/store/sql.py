@@ -471,8 +471,15 @@ class SqlStore:
                 )
             )
         if query.cursor is not None:
-            conds.append(tuple_(c.start_ns, c.id) < tuple_(*query.cursor))
-        stmt = select(t.traces).where(*conds).order_by(c.start_ns.desc(), c.id.desc()).limit(query.limit + 1)
+            # Pages are ordered by (start, key); the cursor names the last trace by its id (a trace
+            # deleted meanwhile: the page goes on after its start time).
+            start_ns, trace_id = query.cursor
+            last = t.traces.alias("last")
+            last_pk = select(last.c.pk).where(last.c.project_id == project_id, last.c.id == trace_id)
+            conds.append(
+                tuple_(c.start_ns, c.pk) < tuple_(start_ns, func.coalesce(last_pk.scalar_subquery(), 0))
+            )
+        stmt = select(t.traces).where(*conds).order_by(c.start_ns.desc(), c.pk.desc()).limit(query.limit + 1)
         with self.engine.connect() as conn:
             rows = [r._mapping for r in conn.execute(stmt)]
             more = len(rows) > query.limit

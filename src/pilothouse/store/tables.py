@@ -82,14 +82,15 @@ traces = Table(
     Column("cost_usd", Float, nullable=False),
     Column("unpriced_count", Integer, nullable=False),  # model calls whose cost is unknown
     UniqueConstraint("project_id", "id", name="uq_traces_id"),
-    Index("ix_traces_time", "project_id", "start_ns", "id"),
+    # Ties in time are broken by the key (smaller entries than the 32-character id).
+    Index("ix_traces_time", "project_id", "start_ns", "pk"),
     # Only traces with a session (a user) are in these: every query through them names one.
     Index(
         "ix_traces_session",
         "project_id",
         "session_id",
         "start_ns",
-        "id",
+        "pk",
         sqlite_where=text("session_id IS NOT NULL"),
         postgresql_where=text("session_id IS NOT NULL"),
     ),
@@ -98,7 +99,7 @@ traces = Table(
         "project_id",
         "user_id",
         "start_ns",
-        "id",
+        "pk",
         sqlite_where=text("user_id IS NOT NULL"),
         postgresql_where=text("user_id IS NOT NULL"),
     ),

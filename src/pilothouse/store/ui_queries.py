@@ -381,7 +381,7 @@ class UiQueries:
             select(t.traces)
             .where(c.project_id == project_id, c.session_id == session_id)
             # "+ 0": ordering by the bare column makes SQLite walk the time index instead of the session's
-            .order_by((c.start_ns + 0).desc(), c.id.desc())
+            .order_by((c.start_ns + 0).desc(), c.pk.desc())
             .limit(limit + 1)
         )
         with self.engine.connect() as conn:
