@@ -143,6 +143,18 @@ def test_duplicate_spans_are_stored_and_counted_once(store: SqlStore) -> None:
     assert metrics.count == 1 and metrics.input_tokens == 5
 
 
+def all_pages(store: SqlStore, limit: int) -> list[str]:
+    """The ids of every trace of p1, newest first, read page by page through the cursors."""
+    seen: list[str] = []
+    query = TraceQuery(limit=limit)
+    while True:
+        page = store.list_traces("p1", query)
+        seen.extend(s.trace.id for s in page.data)
+        if page.next_cursor is None:
+            return seen
+        query = TraceQuery(limit=limit, cursor=decode_cursor(page.next_cursor))
+
+
 def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
     records = []
     for i in range(25):
@@ -166,15 +178,7 @@ def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
             )
         )
     store.write_spans(records)
-    seen = []
-    query = TraceQuery(limit=10)
-    while True:
-        page = store.list_traces("p1", query)
-        seen.extend(s.trace.id for s in page.data)
-        if page.next_cursor is None:
-            break
-        query = TraceQuery(limit=10, cursor=decode_cursor(page.next_cursor))
-    assert seen == [tid(100 + i) for i in reversed(range(25))]
+    assert all_pages(store, 10) == [tid(100 + i) for i in reversed(range(25))]
 
     def ids(**kw: object) -> set[int]:
         page = store.list_traces("p1", TraceQuery(limit=100, **kw))  # type: ignore[arg-type]
@@ -200,14 +204,7 @@ def test_pages_of_traces_that_started_together_neither_repeat_nor_skip(store: Sq
     # Ties in start time are broken by the trace's key (the order it was first stored in).
     store.write_spans([rec(tid(200 + i), sid(i), start_s=5) for i in range(5)])
     store.write_spans([rec(tid(300), sid(9), start_s=1)])
-    seen, query = [], TraceQuery(limit=2)
-    while True:
-        page = store.list_traces("p1", query)
-        seen.extend(s.trace.id for s in page.data)
-        if page.next_cursor is None:
-            break
-        query = TraceQuery(limit=2, cursor=decode_cursor(page.next_cursor))
-    assert seen == [tid(204), tid(203), tid(202), tid(201), tid(200), tid(300)]
+    assert all_pages(store, 2) == [tid(204), tid(203), tid(202), tid(201), tid(200), tid(300)]
     # a cursor naming a trace that is not stored goes on after its start time
     gone = TraceQuery(limit=10, cursor=(T0 + 5 * 10**9, tid(999)))
     assert [s.trace.id for s in store.list_traces("p1", gone).data] == [tid(300)]
