@@ -6,14 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zstandard
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from pilothouse.domain.traces import SpanRecord, TraceAttributes
+from pilothouse.domain.traces import Observation, SpanRecord, TraceAttributes
 from pilothouse.store.engine import make_engine
 from pilothouse.store.sql import SqlStore
 from pilothouse.store.tables import metadata
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 def test_migrations_match_the_tables(store: SqlStore) -> None:
@@ -127,3 +130,43 @@ def test_trace_keys_migration_keeps_every_span_with_its_trace(empty_url: str) ->
         ("p2", "a" * 32, "theirs 1"),
         ("p2", "a" * 32, "theirs 2"),
     ]
+
+
+def test_downgrade_from_0009_repacks_texts_for_the_code_before_it(tmp_path: Path) -> None:
+    """SQLite texts packed as lz4 (0009's version on) are re-packed as zstd frames on the way down,
+    the only packing the code before it reads; texts already zstd-packed stay as they are."""
+    url = f"sqlite:///{tmp_path / 'lz4.db'}"
+    mid, long = "a middle-sized answer " * 30, "a long context " * 400
+    store = SqlStore.from_url(url)
+    try:
+        store.write_spans(
+            [
+                SpanRecord(
+                    "p1",
+                    Observation(
+                        trace_id="b" * 32,
+                        id="1" * 16,
+                        name="op",
+                        start_ns=1,
+                        end_ns=2,
+                        input=mid,
+                        output=long,
+                    ),
+                    TraceAttributes(),
+                )
+            ]
+        )
+        with store.engine.connect() as conn:
+            before = conn.execute(text("SELECT input, output FROM spans")).one()
+    finally:
+        store.close()
+    assert before[0][:4] != ZSTD_MAGIC and before[1][:4] == ZSTD_MAGIC
+
+    _migrate(url, "0008", down=True)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        packed_in, packed_out = conn.execute(text("SELECT input, output FROM spans")).one()
+    engine.dispose()
+    assert packed_in[:4] == ZSTD_MAGIC
+    assert zstandard.ZstdDecompressor().decompress(packed_in).decode() == mid
+    assert packed_out == before[1]

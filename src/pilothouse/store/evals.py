@@ -2,7 +2,7 @@
 scores, the response cache; and curation of dataset items from stored traces.
 
 Reads stream in keyset pages, so memory stays flat in the size of a dataset or a run. On SQLite long
-texts (outputs, item inputs) are stored zstd-packed, as spans are.
+texts (outputs, item inputs) are stored packed (compressed), as spans are.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 import time
 import uuid
@@ -285,11 +286,16 @@ class SqlStore:
         over the store. On PostgreSQL each chunk commits by itself, which keeps each transaction's
         row locks in one order; a retry skips the spans an earlier chunk stored."""
         if self._compress:
+            # The first chunk is made (normalised, by the ingest queue) before the write lock is taken.
+            pending = iter(chunks)
+            first = next(pending, None)
+            if first is None:
+                return
             with self.engine.begin() as conn:
                 # The write lock first: what _write_chunk reads (stored spans, the largest trace key)
                 # then stays true until the commit.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-                for chunk in chunks:
+                for chunk in itertools.chain((first,), pending):
                     self._write_chunk(conn, chunk)
         else:
             for chunk in chunks:

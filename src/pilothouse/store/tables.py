@@ -332,7 +332,7 @@ judge_calibrations = Table(
     Column("identity", Text, nullable=False),  # JSON: what the fingerprint is a digest of
     Column("metrics", Text, nullable=False),  # JSON (pilothouse.evals.calibration.CalibrationMetrics)
     Column("n", Integer, nullable=False),  # labelled items
-    Column("judgements", Text),  # JSON list, one verdict per item (zstd-packed on SQLite when long)
+    Column("judgements", Text),  # JSON list, one verdict per item (packed on SQLite when long)
     Column("labels_sha256", String(64), nullable=False),
     Column("labels_source", Text),  # the labels file, as given
     Column("judge_endpoint", Text),  # where the judge calls went (the deployments behind an alias)

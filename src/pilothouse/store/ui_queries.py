@@ -323,7 +323,7 @@ class UiQueries:
             .subquery()
         )
         latency = newest.c.end_ns - newest.c.start_ns
-        beyond = select(c.id).where(*in_range).order_by(c.start_ns.desc()).offset(scan).limit(1)
+        beyond = select(c.pk).where(*in_range).order_by(c.start_ns.desc()).offset(scan).limit(1)
         with self.engine.connect() as conn:
             costly = conn.execute(select(newest).order_by(newest.c.cost_usd.desc(), newest.c.id).limit(limit))
             costly_rows = costly.fetchall()
