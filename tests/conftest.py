@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,5 +90,40 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One folder of converted local models for the whole session (converting SmolLM2 takes ~20 s)."""
+    """One folder of converted local models for the whole session (converting SmolLM2 takes ~20 s:
+    :func:`smollm2_first_load` does it once, whichever test asks first)."""
     return tmp_path_factory.mktemp("models")
+
+
+@dataclass(frozen=True)
+class FirstLoad:
+    """The load that converted SmolLM2's GGUF into the session's model cache, and its greedy answer
+    to :data:`FIRST_QUESTION` (12 tokens at most)."""
+
+    directory: Path
+    load_s: float
+    dequantised: bool
+    answer: dict[str, Any]
+
+
+FIRST_QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="session")
+def smollm2_first_load(model_cache: Path) -> FirstLoad:
+    """SmolLM2 converted into :func:`model_cache` (once per session), by the ``local`` provider."""
+    from pilothouse.providers.base import Deployment
+    from pilothouse.providers.local import LocalProvider
+
+    options = {"cache_dir": str(model_cache)}
+    provider = LocalProvider(Deployment(name="smol", provider="local", model="smollm2", options=options))
+
+    async def convert() -> FirstLoad:
+        try:
+            loaded = await provider.load()
+            reply = await provider.chat({"messages": FIRST_QUESTION, "max_tokens": 12})
+        finally:
+            await provider.close()
+        return FirstLoad(loaded.directory, loaded.load_s, loaded.dequantised, reply["choices"][0]["message"])
+
+    return asyncio.run(convert())

@@ -20,6 +20,7 @@ pytestmark = [
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 
 
+@pytest.mark.usefixtures("smollm2_first_load")  # converted once per session, into model_cache
 def test_smollm2_through_the_gateway(tmp_path: Path, upstream: SimulatedUpstream, model_cache: Path) -> None:
     models = [
         {

