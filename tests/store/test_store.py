@@ -270,6 +270,17 @@ def test_texts_packed_by_earlier_versions_still_read(sqlite_store: SqlStore) -> 
     assert unpack(pack(text)) == text and isinstance(pack(text), bytes) and pack(text) != frame
 
 
+def test_nulls_and_packed_texts_are_bound_as_null_and_blob(sqlite_store: SqlStore) -> None:
+    # The store registers sqlite3 adapters for None and bytes that return the value itself (faster
+    # binding): what lands in the file must stay NULL and BLOB.
+    sqlite_store.write_spans([rec(tid(61), sid(1), output="y" * PACK_MIN_CHARS)])
+    with sqlite_store.engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT typeof(parent_id), typeof(output) FROM spans").one()
+    assert tuple(row) == ("null", "blob")
+    detail = sqlite_store.get_trace("p1", tid(61))
+    assert detail is not None and detail.observations[0].output == "y" * PACK_MIN_CHARS
+
+
 def test_reads_are_scoped_to_the_project(store: SqlStore) -> None:
     store.write_spans([rec(tid(9), sid(1), project="other")])
     assert store.get_trace("p1", tid(9)) is None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -18,6 +20,20 @@ def normalise_url(url: str) -> str:
     elif parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
         raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql://")
     return parsed.render_as_string(hide_password=False)
+
+
+def _bind_without_lookups() -> None:
+    """Let sqlite3 bind None and bytes through an adapter that returns the value itself. The module binds
+    only int, float, str and bytearray directly: every other value first goes through a failed lookup
+    of its adapter and of two attributes (~0.2 us each, ~18 NULLs per stored span), which a registered
+    adapter replaces with one dict lookup and a C call (~0.06 us). What is bound stays the same. The
+    adapter table is the module's, shared by the process: one that is already registered is kept."""
+    adapters = sqlite3.adapters
+    if (type(None), sqlite3.PrepareProtocol) not in adapters:
+        # {}.get(None) is None, and a C call: no Python frame per value
+        sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))
+    if (bytes, sqlite3.PrepareProtocol) not in adapters:
+        sqlite3.register_adapter(bytes, bytes)
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -43,6 +59,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        _bind_without_lookups()
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
