@@ -66,7 +66,10 @@ def main() -> None:
             endpoint=server.base_url + "/v1/traces", headers={"Authorization": f"Bearer {key}"}
         )
         provider.add_span_processor(
-            BatchSpanProcessor(exporter, schedule_delay_millis=500, max_export_batch_size=512)
+            # the SDK's queue size too: with OTel's default (2,048) a burst of spans is dropped
+            BatchSpanProcessor(
+                exporter, max_queue_size=100_000, schedule_delay_millis=500, max_export_batch_size=512
+            )
         )
         tracer = provider.get_tracer("bench")
 
