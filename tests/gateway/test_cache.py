@@ -14,7 +14,7 @@ import openai
 import pytest
 import yaml
 
-from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream
+from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream, free_port
 from tests.server.process import cli
 
 pytestmark = pytest.mark.slow
@@ -120,5 +120,6 @@ def test_repeated_requests_come_from_the_cache(gw: CachedGateway) -> None:
 def test_cache_config_errors(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"models": [], "cache": {"enabled": True, "ttl": 5}}))
-    result = cli("serve", "--config", str(config), "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    result = cli("serve", "--config", str(config), "--database-url", url, "--port", str(free_port()))
     assert result.returncode != 0 and "cache" in result.stderr and "Traceback" not in result.stderr

@@ -125,9 +125,12 @@ def test_bad_input_gets_openai_errors_and_is_traced(gateway: Gateway) -> None:
     client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.key, max_retries=0)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=MESSAGES)  # type: ignore[arg-type]
+    assert r.headers["x-pilothouse-cost-usd"] == "0.0000000000"  # refused before any upstream
     traced = gateway.traces(7)
     statuses = sorted(t["observations"][0]["attributes"]["gateway.http_status"] for t in traced)
     assert statuses == [400, 400, 404, 404, 422, 422, 422]  # the key-less calls have no project to go to
+    # Nothing was spent on them: $0, not "unknown" (they would show as models without a price)
+    assert {(t["cost_usd"], t["observations"][0]["cost"]["total"]) for t in traced} == {(0.0, 0.0)}
 
 
 def test_body_over_limit_is_413(tmp_path: Path, upstream: SimulatedUpstream) -> None:

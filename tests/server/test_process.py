@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from pilothouse.domain.queries import TraceQuery
 from pilothouse.store.sql import SqlStore
+from pilothouse.testing import free_port
 from tests.server.process import ServerProcess, cli
 from tests.spans import export_request, llm_attributes, otlp_span
 
@@ -97,7 +98,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
         ),
     ]:
         bad.write_text(text)
-        r = cli("serve", "--config", str(bad), "--database-url", url)
+        r = cli("serve", "--config", str(bad), "--database-url", url, "--port", str(free_port()))
         assert r.returncode in (1, 2) and message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().count("\n") == 0, r.stderr
     r = cli("serve-model", "--model", "/nonexistent/model")

@@ -98,6 +98,12 @@ class GatewayCall:
         if self.ended is None:
             self.ended = time.perf_counter()
 
+    def refused_cost(self) -> Cost | None:
+        """$0 for a call the gateway turned away before asking any upstream (an invalid request, an
+        unknown model, a rate limit or a budget): nothing was spent, whatever the model's price. None
+        (unknown, never 0) once an upstream was asked and no cost is known."""
+        return None if self.attempts else Cost({"input": 0.0, "output": 0.0}, "refused")
+
     def record_answer(
         self,
         response: dict[str, Any],
@@ -136,7 +142,9 @@ class GatewayCall:
         error: str | None = None,
         http_status: int = 200,
     ) -> SpanRecord:
-        """The generation for this call."""
+        """The generation for this call (a refused call costs $0: :meth:`refused_cost`)."""
+        if cost is None and status is Status.ERROR:
+            cost = self.refused_cost()
         ended = time.perf_counter() if self.ended is None else self.ended
         elapsed_ns = int((ended - self.started) * 1e9)
         requested = self.request.get("model")

@@ -225,7 +225,7 @@ async def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
         error.kind = exc.kind
     else:
         raise exc
-    error.headers.update(_headers(call))
+    error.headers.update(_headers(call, call.refused_cost()))
     _save(state, call.record(status=Status.ERROR, error=error.message, http_status=error.status))
     return error
 
