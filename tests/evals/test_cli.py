@@ -194,6 +194,11 @@ def test_datasets_import_export_list(cli: Cli, tmp_path: Path) -> None:
     assert code == 2 and "no dataset 'nope'" in err
     code, _, err = cli("datasets", "import", "missing.jsonl")
     assert code == 2 and "cannot read the dataset" in err
+    (tmp_path / "blank.jsonl").write_text("\n")
+    code, _, err = cli("datasets", "import", "blank.jsonl")
+    assert code == 2 and "has no items" in err
+    code, out, _ = cli("datasets", "list")
+    assert "blank" not in out
 
 
 def test_dataset_from_traces_with_filters(cli: Cli) -> None:
@@ -240,3 +245,8 @@ def test_dataset_from_traces_with_filters(cli: Cli) -> None:
     assert "1 items" in out
     code, _, err = cli("datasets", "from-traces", "--name", "x", "--score", "helpful")
     assert code == 2 and "NAME>=VALUE" in err
+    # A filter that matches nothing (a typo) stores no empty version
+    code, _, err = cli("datasets", "from-traces", "--name", "typo", "--model", "sim-l")
+    assert code == 1 and "nothing stored" in err and err.count("\n") == 1
+    code, out, _ = cli("datasets", "list")
+    assert "typo" not in out

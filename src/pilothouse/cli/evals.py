@@ -4,6 +4,7 @@ starts fast."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Iterator
@@ -623,12 +624,17 @@ def from_traces_command(
     store = eval_store(database_url)
     try:
         items = store.iter_trace_items(project, query, filters, limit)
+        first = next(items, None)
+        if first is None:  # a typo in a filter must not store an empty version
+            raise CliError(f"no stored trace of project {project!r} matches these filters: nothing stored")
         source = "traces " + " ".join(
             f"{k}={v}"
             for k, v in (("since", since), ("until", until), ("model", model), ("name", trace_name))
             if v
         )
-        version, created = store.import_items(project, name, items, source=source.strip())
+        version, created = store.import_items(
+            project, name, itertools.chain((first,), items), source=source.strip()
+        )
     finally:
         store.store.close()
     state = "" if created else " (unchanged)"
