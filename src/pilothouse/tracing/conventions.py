@@ -457,26 +457,27 @@ def _io(
         genai_out = _json(slots.get("genai_out"))
         if isinstance(genai_out, list):
             out_messages = _openai_messages(genai_out)
-    raw_in = _json(slots.get("raw_in", slots.get("value_in")))
-    raw_out = _json(slots.get("raw_out", slots.get("value_out")))
-    # a whole request body as input (Langfuse sends {"tools": ..., "messages": [...]} for tool calls)
-    if (
-        not in_messages
-        and kind.is_model_call
-        and isinstance(raw_in, dict)
-        and isinstance(raw_in.get("messages"), list)
-    ):
-        in_messages = raw_in["messages"]
-    if in_messages and (kind.is_model_call or raw_in is None):
+    # The raw values (OpenInference's input.value is often the whole request body as JSON) are parsed
+    # only when the messages do not already give the text.
+    raw_in = slots.get("raw_in", slots.get("value_in"))
+    raw_out = slots.get("raw_out", slots.get("value_out"))
+    model_call = kind.is_model_call
+    in_parsed = False
+    if not in_messages and model_call:
+        raw_in, in_parsed = _json(raw_in), True
+        # a whole request body as input (Langfuse sends {"tools": ..., "messages": [...]} for tool calls)
+        if isinstance(raw_in, dict) and isinstance(raw_in.get("messages"), list):
+            in_messages = raw_in["messages"]
+    if in_messages and (model_call or raw_in is None):
         input_text = _text(in_messages)
     else:
-        input_text = _text(raw_in)
-    if out_messages and (kind.is_model_call or raw_out is None):
+        input_text = _text(raw_in if in_parsed else _json(raw_in))
+    if out_messages and (model_call or raw_out is None):
         output_text = _output_text(out_messages)
-    elif kind.is_model_call:
-        output_text = _output_text(raw_out)
+    elif model_call:
+        output_text = _output_text(_json(raw_out))
     else:
-        output_text = _text(raw_out)
+        output_text = _text(_json(raw_out))
     return input_text, output_text
 
 
