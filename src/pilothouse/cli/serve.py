@@ -13,7 +13,7 @@ from pilothouse.cli.common import CliError, check_port
 @click.command()
 @click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None)
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
-@click.option("--port", default=None, type=int, help="Port (default 4000).")
+@click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default 4000).")
 @click.option("--database-url", default=None, help="Default: SQLite in $PILOTHOUSE_HOME (./.pilothouse).")
 @click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
@@ -27,7 +27,12 @@ def serve(
 
     try:
         settings = Settings.load(config, host=host, port=port, database_url=database_url, log_level=log_level)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:  # a PILOTHOUSE_* variable or a setting of the config file
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise CliError(f"invalid settings: {field}: {first['msg']}{more}", exit_code=2) from None
+    except ValueError as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
     from pilothouse.domain.keys import DEFAULT_SCOPES
     from pilothouse.store.sql import SqlStore

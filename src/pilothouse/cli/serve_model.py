@@ -34,7 +34,7 @@ def _options(pairs: tuple[str, ...]) -> dict[str, object]:
 @click.option("--base-url", default=None, help="Upstream URL, for the openai and anthropic providers.")
 @click.option("--option", "options", multiple=True, help="Provider setting NAME=VALUE (repeatable).")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8001, show_default=True, type=int)
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535))
 def serve_model(
     model: str,
     provider: str,

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Redis for shared counters (optional).")
     admin_key: str | None = Field(default=None, description="A secret with every scope on every project.")
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
-    port: int = Field(default=4000, description="Port to listen on.")
+    port: int = Field(default=4000, ge=1, le=65535, description="Port to listen on.")
     config: Path | None = Field(default=None, description="YAML config file (models, fallbacks).")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, description="Largest request body accepted.")
     ingest_queue_spans: int = Field(
