@@ -77,8 +77,9 @@ def test_anthropic_client_on_messages(gw: Gateway) -> None:
         client.messages.create(model="gpt-4o-mini", max_tokens=5, messages=[])
     traces = gw.traces(5)
     ok = [t["observations"][0] for t in traces if t["observations"][0]["status"] == "ok"]
-    # 8 + 14 (with the system prompt), 6 + 14 (streamed, no system prompt), 2 + 2 (the tool call)
-    assert sorted(o["usage"]["total"] for o in ok) == [4, 20, 22]
+    # 8 + 14 (with the system prompt), 6 + 14 (streamed, no system prompt), 2 + 5 (the tool call:
+    # 2 reasoning tokens and 3 for its arguments)
+    assert sorted(o["usage"]["total"] for o in ok) == [7, 20, 22]
     assert json.loads(json.dumps(ok[-1]["input"]))[0] == {"role": "system", "content": "be brief"}
 
 

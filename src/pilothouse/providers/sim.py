@@ -71,6 +71,8 @@ class SimProvider:
             request.get("max_completion_tokens") or request.get("max_tokens"),
             self.config,
             tools=request.get("tools"),
+            tool_choice=request.get("tool_choice"),
+            response_format=request.get("response_format"),
         )
 
     def _reply_request(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -116,7 +117,8 @@ class SimReply:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.words) + self.reasoning_tokens
+        called = count_tokens(self.tool_call["arguments"]) if self.tool_call else 0
+        return len(self.words) + self.reasoning_tokens + called
 
 
 @functools.lru_cache(maxsize=8)
@@ -142,41 +144,125 @@ def knowledge_answer(path: str, question: str, skill: float) -> str:
     return answer if difficulty <= skill else "I am not sure."
 
 
+def _tool_name(tool: Any) -> str:
+    if not isinstance(tool, dict):
+        return "tool"
+    return str((tool.get("function") or {}).get("name") or tool.get("name") or "tool")
+
+
+def _answers_a_tool_call(messages: list[Any]) -> bool:
+    """True when the last message gives a tool's result (OpenAI role ``tool``, or an Anthropic user
+    message with a ``tool_result`` block): a model then usually answers in words."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict):
+        return False
+    content = last.get("content")
+    return last.get("role") == "tool" or (
+        isinstance(content, list)
+        and any(isinstance(part, dict) and part.get("type") == "tool_result" for part in content)
+    )
+
+
+def _tool_to_call(tools: Any, tool_choice: Any, messages: list[Any]) -> dict[str, Any] | None:
+    """The tool the model calls, or None to answer in words. ``tool_choice`` as OpenAI ("none",
+    "auto", "required", {"type": "function", "function": {"name"}}) or Anthropic ({"type": "none" |
+    "auto" | "any" | "tool", "name"}) says it; left to the model, it calls the first tool unless the
+    last message already gives a tool's result."""
+    if not tools or not isinstance(tools, list):
+        return None
+    choice = tool_choice.get("type") if isinstance(tool_choice, dict) else tool_choice
+    if choice == "none":
+        return None
+    named = None
+    if isinstance(tool_choice, dict):
+        named = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
+    if choice in (None, "auto") and _answers_a_tool_call(messages):
+        return None
+    chosen: dict[str, Any] = next((t for t in tools if named and _tool_name(t) == named), tools[0])
+    return chosen
+
+
+def schema_instance(schema: Any, text: str, depth: int = 0) -> Any:
+    """A value that fits a JSON schema (the common keywords): every declared property, enums and
+    consts as given, strings filled with ``text``. An object schema without properties gets
+    ``{"query": text}``."""
+    if not isinstance(schema, dict) or depth > 8:
+        return text
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        return schema_instance(options[0], text, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties")
+        if not isinstance(properties, dict) or not properties:
+            return {"query": text}
+        return {name: schema_instance(sub, text, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        return [schema_instance(schema.get("items"), text, depth + 1)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        value = max(1, int(low) + 1) if isinstance(low, int | float) else 1
+        return value if kind == "integer" else float(value)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
+
+
+def _json_answer(response_format: Any, words: list[str]) -> list[str] | None:
+    """The answer as JSON text split into words, when ``response_format`` asks for JSON (a
+    ``json_object``: ``{"answer": ...}``; a ``json_schema``: an instance of its schema)."""
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    text = " ".join(words)
+    if kind == "json_object":
+        value: Any = {"answer": text}
+    elif kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        value = schema_instance(schema, text)
+    else:
+        return None
+    return json.dumps(value).split(" ")
+
+
 def simulate(
-    messages: list[Any], max_tokens: int | None, config: SimConfig, *, tools: Any = None, system: Any = None
+    messages: list[Any],
+    max_tokens: int | None,
+    config: SimConfig,
+    *,
+    tools: Any = None,
+    system: Any = None,
+    tool_choice: Any = None,
+    response_format: Any = None,
 ) -> SimReply:
-    """The reply to a chat request: a tool call when tools are offered, else words."""
+    """The reply to a chat request: a tool call when a tool is to be called (see :func:`_tool_to_call`;
+    its arguments fit the tool's parameter schema), else words (JSON when ``response_format`` asks)."""
     prompt = prompt_text(messages, system)
     prompt_tokens = count_tokens(prompt)
     cached = int(prompt_tokens * config.cached_fraction)
     written = min(prompt_tokens - cached, int(prompt_tokens * config.cache_write_fraction))
-    if tools:
-        tool = tools[0]
-        name = tool.get("function", {}).get("name") or tool.get("name") or "tool"
-        return SimReply(
-            [],
-            prompt_tokens,
-            cached,
-            config.reasoning_tokens,
-            "tool_calls",
-            {"name": name, "arguments": '{"query": "' + " ".join(prompt.split()[:3]) + '"}'},
-            written,
-        )
+    tool = _tool_to_call(tools, tool_choice, messages)
+    if tool is not None:
+        schema = (tool.get("function") or {}).get("parameters") or tool.get("input_schema")
+        arguments = schema_instance(schema or {"type": "object"}, " ".join(prompt.split()[:3]))
+        call = {"name": _tool_name(tool), "arguments": json.dumps(arguments)}
+        return SimReply([], prompt_tokens, cached, config.reasoning_tokens, "tool_calls", call, written)
     if config.knowledge:
         said = knowledge_answer(config.knowledge, last_user_text(messages), config.skill).split()
-        cap = len(said) if max_tokens is None else max(1, max_tokens)
-        finish = "length" if cap < len(said) else "stop"
-        return SimReply(said[:cap], prompt_tokens, cached, config.reasoning_tokens, finish, None, written)
-    if config.echo:
+    elif config.echo:
         said = last_user_text(messages).split() or ["(nothing)"]
-        cap = len(said) if max_tokens is None else max(1, max_tokens)
-        finish = "length" if cap < len(said) else "stop"
-        return SimReply(said[:cap], prompt_tokens, cached, config.reasoning_tokens, finish, None, written)
-    n = config.output_tokens if max_tokens is None else min(config.output_tokens, max(1, max_tokens))
-    finish = "length" if max_tokens is not None and max_tokens < config.output_tokens else "stop"
-    return SimReply(
-        answer_words(prompt, n), prompt_tokens, cached, config.reasoning_tokens, finish, None, written
-    )
+    else:
+        said = answer_words(prompt, config.output_tokens)
+    said = _json_answer(response_format, said) or said
+    cap = len(said) if max_tokens is None else max(1, max_tokens)
+    finish = "length" if cap < len(said) else "stop"
+    return SimReply(said[:cap], prompt_tokens, cached, config.reasoning_tokens, finish, None, written)
 
 
 def openai_usage(reply: SimReply, n: int = 1) -> dict[str, Any]:

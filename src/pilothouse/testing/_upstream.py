@@ -161,6 +161,7 @@ class SimulatedUpstream:
                 self.config,
                 tools=request.get("tools"),
                 system=request.get("system"),
+                tool_choice=request.get("tool_choice"),
             )
             if request.get("stream"):
                 await self._counted(self._anthropic_stream(send, request, reply, drop_after), receive)
@@ -172,6 +173,8 @@ class SimulatedUpstream:
             request.get("max_completion_tokens") or request.get("max_tokens"),
             self.config,
             tools=request.get("tools"),
+            tool_choice=request.get("tool_choice"),
+            response_format=request.get("response_format"),
         )
         if request.get("stream"):
             await self._counted(self._openai_stream(send, request, reply, drop_after), receive)
