@@ -380,16 +380,18 @@ async def test_openai_judge_through_the_real_client_against_the_simulated_upstre
         judge = OpenAIJudge(client, "sim-judge", structured=True, cost_of=lambda i, o: (i + 2 * o) / 1e6)
         result = await grade({"type": "rubric", "criteria": "Is it accurate?"}, judge)
         await client.close()
-    # The simulated model answers hash-chosen words: no score in them.
-    assert result.value is None and result.passed is None
-    assert result.error is not None and "could not find a score" in result.error
+    # The simulated model answers the structured format with an instance of its schema:
+    # {"score": 1, "reason": "<12 hash-chosen words>"}, the bottom of the 1-5 scale.
+    assert (result.value, result.passed, result.error) == (0.0, False, None)
+    assert result.details["score"] == 1.0 and len((result.reason or "").split()) == 12
     request = upstream.requests[0]
     assert request["model"] == "sim-judge" and request["max_tokens"] == 400 and request["temperature"] == 0
     assert request["logprobs"] is True and request["top_logprobs"] == 5
     assert request["response_format"]["type"] == "json_schema"
     prompt_words = len(request["messages"][0]["content"].split())
-    assert (result.judge_input_tokens, result.judge_output_tokens) == (prompt_words, 12)
-    assert result.judge_cost_usd == pytest.approx((prompt_words + 24) / 1e6)
+    # output: the 12 words and 3 JSON pieces ('{"score":', '1,', '"reason":')
+    assert (result.judge_input_tokens, result.judge_output_tokens) == (prompt_words, 15)
+    assert result.judge_cost_usd == pytest.approx((prompt_words + 30) / 1e6)
 
 
 class _FakeCompletions:
