@@ -16,7 +16,6 @@ from pilothouse.server.body import read_body
 from pilothouse.server.errors import ApiError
 from pilothouse.server.ingest import PendingExport
 from pilothouse.server.state import AppState
-from pilothouse.tracing.conventions import normalise_span
 from pilothouse.tracing.otlp import OtlpDecodeError, check_protobuf, decode_json, decompress, is_json
 
 RETRY_AFTER_S = "1"
@@ -34,8 +33,9 @@ async def export_traces(request: Request) -> Response:
         if len(body) > 4 * limit:
             raise ApiError(413, "Decompressed body is too large.", code="body_too_large")
         if is_json(content_type):
-            records = [normalise_span(raw, principal.project_id) for raw in decode_json(body)]
-            export = PendingExport(principal.project_id, len(records), records=records)
+            # Decoded (and so checked) here; normalised by the writer, off the request path.
+            decoded = list(decode_json(body))
+            export = PendingExport(principal.project_id, len(decoded), decoded=decoded)
         else:
             # Checked here, so a bad body is refused whole; the spans are made by the writer.
             checked = check_protobuf(body)

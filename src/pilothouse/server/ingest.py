@@ -22,7 +22,7 @@ from pilothouse.domain.traces import SpanRecord
 from pilothouse.server.gc_pause import paused_gc
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
-from pilothouse.tracing.otlp import CheckedExport, iter_checked
+from pilothouse.tracing.otlp import CheckedExport, RawSpan, iter_checked
 
 log = logging.getLogger("pilothouse.ingest")
 CHUNK_SPANS = 5_000  # records normalised and written at a time within a batch's transaction
@@ -30,17 +30,21 @@ CHUNK_SPANS = 5_000  # records normalised and written at a time within a batch's
 
 @dataclass(slots=True)
 class PendingExport:
-    """One accepted export: records already normalised, or a checked protobuf export to normalise."""
+    """One accepted export: records already normalised, decoded spans (OTLP/JSON) or a checked
+    protobuf export, to normalise."""
 
     project_id: str
     count: int
     records: Sequence[SpanRecord] | None = None
     protobuf: CheckedExport | None = None
+    decoded: Sequence[RawSpan] | None = None
 
     def normalise(self) -> list[SpanRecord]:
-        """The export's records (normalising a protobuf export now)."""
+        """The export's records (normalising decoded spans or a protobuf export now)."""
         if self.records is not None:
             return list(self.records)
+        if self.decoded is not None:
+            return [normalise_span(raw, self.project_id) for raw in self.decoded]
         assert self.protobuf is not None
         return [normalise_span(raw, self.project_id) for raw in iter_checked(self.protobuf)]
 
