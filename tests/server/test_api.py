@@ -124,6 +124,11 @@ def test_bad_query_input_gets_clear_400s(served: Served) -> None:
         r = served.client.get(f"/api/traces?{query}", headers=served.auth)
         assert r.status_code == 400, query
         assert r.json()["error"]["param"] == param, query
+    # A time range that ends before it starts (on every endpoint that takes one)
+    for path in ("/api/traces", "/api/sessions", "/api/metrics/models"):
+        r = served.client.get(f"{path}?from=2d&to=3d", headers=served.auth)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "to", path
+        assert "not later than 'from'" in r.json()["error"]["message"]
     r = served.client.post("/api/scores", content=b"{oops", headers=served.auth)
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
     r = served.client.post(

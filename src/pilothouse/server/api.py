@@ -60,6 +60,14 @@ def _time(params: Any, name: str, now_ns: int) -> int | None:
         raise _param_error(name, str(exc)) from None
 
 
+def _window(params: Any, now_ns: int) -> tuple[int | None, int | None]:
+    """The ``from`` and ``to`` parameters (None where absent); 400 when ``to`` is not later."""
+    start, end = _time(params, "from", now_ns), _time(params, "to", now_ns)
+    if start is not None and end is not None and end <= start:
+        raise _param_error("to", f"{params['to']!r} is not later than 'from' ({params['from']!r})")
+    return start, end
+
+
 def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
     """A :class:`TraceQuery` from URL parameters; raises a 400 ApiError naming the bad parameter."""
     known = {
@@ -76,10 +84,11 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
     if not limit_text.isdigit():
         raise _param_error("limit", f"{limit_text!r} is not a whole number")
     cursor = params.get("cursor")
+    start_ns, end_ns = _window(params, now_ns)
     try:
         return TraceQuery(
-            start_ns=_time(params, "from", now_ns),
-            end_ns=_time(params, "to", now_ns),
+            start_ns=start_ns,
+            end_ns=end_ns,
             name=params.get("name"),
             user_id=params.get("user_id"),
             session_id=params.get("session_id"),
@@ -170,8 +179,9 @@ async def list_sessions(request: Request) -> Response:
         raise _param_error("cursor", str(exc)) from None
     now_ns = time.time_ns()
     # sessions active in a window (default the last 30 days): a bounded read at any store size
-    start_ns = _time(params, "from", now_ns) or now_ns - 30 * 24 * 3600 * 10**9
-    end_ns = _time(params, "to", now_ns) or now_ns + 60 * 10**9
+    start, end = _window(params, now_ns)
+    start_ns = now_ns - 30 * 24 * 3600 * 10**9 if start is None else start
+    end_ns = now_ns + 60 * 10**9 if end is None else end
     page = await run_in_threadpool(
         state.store.list_sessions, principal.project_id, int(limit_text), cursor, start_ns, end_ns
     )
@@ -184,8 +194,9 @@ async def model_metrics(request: Request) -> Response:
     principal = await state.auth.authenticate(request, Scope.READ)
     params = request.query_params
     now_ns = time.time_ns()
-    start_ns = _time(params, "from", now_ns) or now_ns - 24 * 3600 * 10**9
-    end_ns = _time(params, "to", now_ns) or now_ns + 60 * 10**9
+    start, end = _window(params, now_ns)
+    start_ns = now_ns - 24 * 3600 * 10**9 if start is None else start
+    end_ns = now_ns + 60 * 10**9 if end is None else end
     granularity = params.get("granularity", "hour")
     if granularity not in _GRANULARITY_S:
         raise _param_error("granularity", "must be minute, hour or day")
