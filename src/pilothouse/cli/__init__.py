@@ -19,8 +19,9 @@ from pilothouse.cli.common import CliError
 def cli() -> None:
     """Pilothouse: gateway, traces, costs and evals for LLM applications.
 
-    Start with 'pilothouse serve', create a key with 'pilothouse keys create --name dev',
-    then send OpenTelemetry traces to http://127.0.0.1:4000/v1/traces.
+    Start with 'pilothouse serve' (its first start prints an API key), then point an OpenAI client
+    at http://127.0.0.1:4000/v1 (an Anthropic client at http://127.0.0.1:4000) or send
+    OpenTelemetry traces to http://127.0.0.1:4000/v1/traces. More keys: 'pilothouse keys create'.
     """
 
 
