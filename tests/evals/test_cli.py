@@ -19,6 +19,7 @@ from pilothouse.domain.traces import (
     SpanRecord,
     TraceAttributes,
 )
+from pilothouse.evals.datasets import DatasetItem
 from pilothouse.evals.results import EvalResult, RunStatus, ScoreRecord
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
@@ -52,7 +53,7 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
 def stored_run(url: str, values: list[float | None], name: str = "contains") -> str:
     """A completed run with one binary score per item (None: the target failed)."""
     store = EvalStore(SqlStore.from_url(url))
-    version, _ = store.import_items("default", "fixed", [])
+    version, _ = store.import_items("default", "fixed", [DatasetItem(str(n)) for n in range(len(values))])
     run = store.create_run(
         "default",
         name=None,
@@ -196,7 +197,7 @@ def test_datasets_import_export_list(cli: Cli, tmp_path: Path) -> None:
     assert code == 2 and "cannot read the dataset" in err
     (tmp_path / "blank.jsonl").write_text("\n")
     code, _, err = cli("datasets", "import", "blank.jsonl")
-    assert code == 2 and "has no items" in err
+    assert code == 2 and "no items for the dataset 'blank'" in err
     code, out, _ = cli("datasets", "list")
     assert "blank" not in out
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import anthropic
 import openai
+import pydantic
 import pytest
 
 from pilothouse.providers.base import Deployment
@@ -94,6 +95,25 @@ def test_response_format_gets_json(client: openai.OpenAI) -> None:
         "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         == reply.choices[0].message.content
     )
+
+
+def test_json_schema_with_definitions_fits_a_pydantic_model(client: openai.OpenAI) -> None:
+    class Address(pydantic.BaseModel):
+        city: str
+        floor: int = pydantic.Field(ge=0, le=0)
+
+    class Person(pydantic.BaseModel):
+        name: str
+        home: Address
+        past: list[Address]
+
+    response_format = {
+        "type": "json_schema",
+        "json_schema": {"name": "p", "schema": Person.model_json_schema()},
+    }
+    reply = client.chat.completions.create(model="m", messages=ASK, response_format=response_format)  # type: ignore[arg-type]
+    person = Person.model_validate_json(reply.choices[0].message.content or "")
+    assert person.home.floor == 0 and len(person.past) == 1
 
 
 def test_anthropic_tool_loop() -> None:

@@ -128,7 +128,9 @@ def test_bad_query_input_gets_clear_400s(served: Served) -> None:
     for path in ("/api/traces", "/api/sessions", "/api/metrics/models"):
         r = served.client.get(f"{path}?from=2d&to=3d", headers=served.auth)
         assert r.status_code == 400 and r.json()["error"]["param"] == "to", path
-        assert "not later than 'from'" in r.json()["error"]["message"]
+        assert "the time range ends ('3d') before it starts ('2d')" in r.json()["error"]["message"]
+    r = served.client.get("/api/metrics/models?to=2d", headers=served.auth)  # before the default 24h
+    assert r.status_code == 400 and "before it starts (its default start)" in r.json()["error"]["message"]
     r = served.client.post("/api/scores", content=b"{oops", headers=served.auth)
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
     r = served.client.post(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import gzip
+import json
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
@@ -70,6 +72,26 @@ def test_json_and_gzip_exports(served: Served) -> None:
     assert names == {"json-span", "gzip-span"}
 
 
+def _json_export(attribute: dict[str, Any]) -> bytes:
+    """An OTLP/JSON export of one span with ``attribute``."""
+    span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "name": "s", "attributes": [attribute]}
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode()
+
+
+def test_an_attribute_of_an_unexpected_type_is_stored(served: Served) -> None:
+    # A valid export whose second span has a list where the operation's name belongs (it crashed
+    # the normaliser, and the whole export was lost)
+    odd = {"key": "gen_ai.operation.name", "value": {"arrayValue": {"values": [{"stringValue": "chat"}]}}}
+    body = json.loads(_json_export(odd))
+    spans = body["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    spans.insert(0, {**spans[0], "spanId": "ef" * 8, "name": "plain", "attributes": []})
+    r = served.client.post("/v1/traces", json=body, headers=served.auth)
+    assert r.status_code == 200, r.text
+    served.drain()
+    detail = served.client.get(f"/api/traces/{'ab' * 16}", headers=served.auth).json()
+    assert {o["name"] for o in detail["observations"]} == {"plain", "s"}
+
+
 def test_malformed_bodies_get_400_and_store_nothing(served: Served) -> None:
     good = otlp_span("good", llm_attributes())
     cases = [
@@ -81,6 +103,7 @@ def test_malformed_bodies_get_400_and_store_nothing(served: Served) -> None:
         ),
         (b"not gzip", {**PROTOBUF, "Content-Encoding": "gzip"}),
         (export_request([good]).SerializeToString(), {"Content-Type": "text/plain"}),
+        (_json_export({"key": "n", "value": {"intValue": str(2**64)}}), {"Content-Type": "application/json"}),
     ]
     for body, headers in cases:
         r = served.client.post("/v1/traces", content=body, headers={**headers, **served.auth})

@@ -10,8 +10,16 @@ import yaml
 
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
-from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, TraceAttributes, Usage
+from pilothouse.domain.traces import (
+    Observation,
+    ObservationKind,
+    SpanRecord,
+    Status,
+    TraceAttributes,
+    Usage,
+)
 from pilothouse.gateway.config import load_config
+from pilothouse.gateway.recording import GatewayCall
 from pilothouse.store.sql import SqlStore
 from tests.server.process import cli
 
@@ -60,6 +68,12 @@ def test_prices_list_show_and_check(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
     config = _config(tmp_path, "a.yaml", 1.0, 2.0)
     _seed(url, config)
+    # A gateway request refused before any upstream was asked (a typo in the model name) costs $0
+    # and names no model to price
+    refused = GatewayCall("default", "chat", {"model": "gpt-4o-mnii"}, None, None, f"{9:032x}", None)
+    store = SqlStore.from_url(url)
+    store.write_spans([refused.record(status=Status.ERROR, http_status=404)])
+    store.close()
     unpriced = cli("prices", "check", "--since", "1h", "--database-url", url)
     assert unpriced.returncode == 1 and "m1" in unpriced.stdout and "gpt-4o" not in unpriced.stdout
     priced = cli("prices", "check", "--since", "1h", "--config", str(config), "--database-url", url)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pilothouse.domain.traces import ObservationKind, Usage
-from pilothouse.server.ingest import CHUNK_SPANS, IngestQueue
+from pilothouse.server.ingest import CHUNK_SPANS, IngestQueue, PendingExport
 from pilothouse.store.sql import SqlStore
+from pilothouse.tracing.otlp import RawSpan
 from tests.store.test_store import rec, sid, tid
 
 
@@ -37,3 +38,17 @@ def test_a_batch_larger_than_a_chunk_is_stored_whole_and_merged(sqlite_store: Sq
     assert detail is not None
     assert detail.trace.name == "agent" and detail.trace.observation_count == 2
     assert detail.trace.usage.total == 5
+
+
+def test_a_span_the_normaliser_cannot_map_is_left_out_alone(sqlite_store: SqlStore) -> None:
+    good = RawSpan(tid(1), sid(1), None, "good", 1, 2, 0, "", {}, {}, "s")
+    broken = RawSpan(tid(1), sid(2), sid(1), "broken", 1, 2, 0, "", None, {}, "s")  # type: ignore[arg-type]
+    queue = IngestQueue(sqlite_store, linger_s=0.0)
+    try:
+        assert queue.offer(PendingExport("p1", 2, decoded=[good, broken]))
+        assert queue.wait_idle(10)
+    finally:
+        queue.close()
+    assert (queue.stats.written, queue.stats.failed) == (1, 1)
+    detail = sqlite_store.get_trace("p1", tid(1))
+    assert detail is not None and [o.name for o in detail.observations] == ["good"]

@@ -106,9 +106,10 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     # A port out of range is refused (it used to listen on the port modulo 65,536)
     r = cli("serve", "--port", "99999", "--database-url", url)
     assert r.returncode == 2 and "1<=x<=65535" in r.stderr
-    r = cli("serve", "--database-url", url, env={"PILOTHOUSE_PORT": "70000"})
-    assert r.returncode == 2 and "invalid settings: port: Input should be less than" in r.stderr
-    assert r.stderr.strip().count("\n") == 0, r.stderr
+    for command in (("serve",), ("keys", "list")):  # every command that reads the settings
+        r = cli(*command, "--database-url", url, env={"PILOTHOUSE_PORT": "70000"})
+        assert r.returncode == 2 and "invalid settings: port: Input should be less than" in r.stderr
+        assert r.stderr.strip().count("\n") == 0, r.stderr
 
 
 def test_sigterm_under_load_loses_no_accepted_span(tmp_path: Path) -> None:

@@ -39,7 +39,10 @@ def open_store(database_url: str | None, *, create: bool = False) -> SqlStore:
     """The migrated store of the configured database; one-line error when it cannot be opened. A
     SQLite file that is not there is made only when ``create``: a command that reads, run from
     another folder than the server's, must not answer from a new empty database."""
-    url = Settings.load(database_url=database_url).resolved_database_url
+    try:
+        url = Settings.load(database_url=database_url).resolved_database_url
+    except ValueError as exc:
+        raise CliError(f"invalid settings: {exc}", exit_code=2) from None
     path = make_url(url).database if url.startswith("sqlite") else None
     if not create and path and path != ":memory:" and not Path(path).exists():
         raise CliError(

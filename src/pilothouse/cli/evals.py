@@ -4,7 +4,6 @@ starts fast."""
 
 from __future__ import annotations
 
-import itertools
 import sys
 import time
 from collections.abc import Iterator
@@ -607,6 +606,7 @@ def from_traces_command(
     from pilothouse.domain.queries import InvalidQuery, TraceQuery
     from pilothouse.domain.timeparse import parse_time_ns
     from pilothouse.domain.traces import Status
+    from pilothouse.evals.datasets import DatasetError
 
     now = time.time_ns()
     try:
@@ -624,17 +624,16 @@ def from_traces_command(
     store = eval_store(database_url)
     try:
         items = store.iter_trace_items(project, query, filters, limit)
-        first = next(items, None)
-        if first is None:  # a typo in a filter must not store an empty version
-            raise CliError(f"no stored trace of project {project!r} matches these filters: nothing stored")
         source = "traces " + " ".join(
             f"{k}={v}"
             for k, v in (("since", since), ("until", until), ("model", model), ("name", trace_name))
             if v
         )
-        version, created = store.import_items(
-            project, name, itertools.chain((first,), items), source=source.strip()
-        )
+        version, created = store.import_items(project, name, items, source=source.strip())
+    except DatasetError:  # a typo in a filter must not store an empty version
+        raise CliError(
+            f"no stored trace of project {project!r} matches these filters: nothing stored"
+        ) from None
     finally:
         store.store.close()
     state = "" if created else " (unchanged)"

@@ -100,7 +100,10 @@ def show(model: str, provider: str | None, config_path: Path | None) -> None:
 @config_option
 @database_option
 def check(since: str, project: str | None, config_path: Path | None, database_url: str | None) -> None:
-    """Traced models with no price (their cost is recorded as unknown); exit 1 if there are any."""
+    """Traced models with no price (their cost is recorded as unknown); exit 1 if there are any.
+    Requests the gateway refused before asking any model (an unknown model name, say) are left out."""
+    from pilothouse.gateway.recording import REFUSED_PRICE_VERSION
+
     catalogue = load_catalogue(config_path)
     try:
         since_ns = parse_time_ns(since, time.time_ns())
@@ -110,6 +113,8 @@ def check(since: str, project: str | None, config_path: Path | None, database_ur
     missing: dict[tuple[str, str], int] = {}
     priced = 0
     for call in CostStore(store).iter_model_calls(since_ns, project_id=project):
+        if call.cost is not None and call.cost.price_version == REFUSED_PRICE_VERSION:
+            continue
         names = [m for m in (call.deployment_model, call.model, call.request_model) if m]
         if any(catalogue.lookup(call.provider, m) for m in names):
             priced += 1

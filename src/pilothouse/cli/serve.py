@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
 from pilothouse.cli.common import CliError, check_port
 
@@ -27,11 +26,6 @@ def serve(
 
     try:
         settings = Settings.load(config, host=host, port=port, database_url=database_url, log_level=log_level)
-    except ValidationError as exc:  # a PILOTHOUSE_* variable or a setting of the config file
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise CliError(f"invalid settings: {field}: {first['msg']}{more}", exit_code=2) from None
     except ValueError as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
     from pilothouse.domain.keys import DEFAULT_SCOPES

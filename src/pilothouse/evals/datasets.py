@@ -203,14 +203,13 @@ def read_items(path: Path, fmt: str | None = None) -> Iterator[DatasetItem]:
         handle = path.open(encoding="utf-8", newline="" if kind == "csv" else None)
     except OSError as exc:
         raise DatasetError(f"cannot read the dataset {path}: {exc.strerror}") from None
-    readers = {"jsonl": _read_jsonl, "csv": _read_csv}
-    count = 0
     with handle:
-        for item in readers.get(kind, _read_yaml)(handle, path):
-            count += 1
-            yield item
-    if not count:
-        raise DatasetError(f"the dataset {path} has no items")
+        if kind == "jsonl":
+            yield from _read_jsonl(handle, path)
+        elif kind == "csv":
+            yield from _read_csv(handle, path)
+        else:
+            yield from _read_yaml(handle, path)
 
 
 def _read_jsonl(handle: TextIO, path: Path) -> Iterator[DatasetItem]:

@@ -23,6 +23,7 @@ from pilothouse.domain.traces import (
 from pilothouse.gateway.router import Attempt
 from pilothouse.tracing.ids import new_span_id, new_trace_id
 
+REFUSED_PRICE_VERSION = "refused"  # the $0 cost of a call no upstream was asked to answer
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _PARAMETERS = (
     "temperature",
@@ -102,7 +103,7 @@ class GatewayCall:
         """$0 for a call the gateway turned away before asking any upstream (an invalid request, an
         unknown model, a rate limit or a budget): nothing was spent, whatever the model's price. None
         (unknown, never 0) once an upstream was asked and no cost is known."""
-        return None if self.attempts else Cost({"input": 0.0, "output": 0.0}, "refused")
+        return None if self.attempts else Cost({"input": 0.0, "output": 0.0}, REFUSED_PRICE_VERSION)
 
     def record_answer(
         self,

@@ -182,10 +182,25 @@ def _tool_to_call(tools: Any, tool_choice: Any, messages: list[Any]) -> dict[str
     return chosen
 
 
-def schema_instance(schema: Any, text: str, depth: int = 0) -> Any:
+def _resolve(schema: Any, root: Any) -> Any:
+    """``schema`` with a local ``$ref`` (``#/$defs/Name``, as pydantic writes them) followed."""
+    for _ in range(8):
+        ref = schema.get("$ref") if isinstance(schema, dict) else None
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            return schema
+        target = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        schema = target
+    return schema
+
+
+def schema_instance(schema: Any, text: str, depth: int = 0, root: Any = None) -> Any:
     """A value that fits a JSON schema (the common keywords): every declared property, enums and
-    consts as given, strings filled with ``text``. An object schema without properties gets
-    ``{"query": text}``."""
+    consts as given, numbers within their bounds, strings filled with ``text``, local ``$ref``
+    pointers followed. An object schema without properties gets ``{"query": text}``."""
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
     if not isinstance(schema, dict) or depth > 8:
         return text
     if schema.get("enum"):
@@ -194,7 +209,12 @@ def schema_instance(schema: Any, text: str, depth: int = 0) -> Any:
         return schema["const"]
     options = schema.get("anyOf") or schema.get("oneOf")
     if options:
-        return schema_instance(options[0], text, depth + 1)
+        return schema_instance(options[0], text, depth + 1, root)
+    if schema.get("allOf"):
+        parts = [schema_instance(part, text, depth + 1, root) for part in schema["allOf"]]
+        if all(isinstance(part, dict) for part in parts):
+            return {key: value for part in parts for key, value in part.items()}
+        return parts[0]
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), None)
@@ -202,12 +222,14 @@ def schema_instance(schema: Any, text: str, depth: int = 0) -> Any:
         properties = schema.get("properties")
         if not isinstance(properties, dict) or not properties:
             return {"query": text}
-        return {name: schema_instance(sub, text, depth + 1) for name, sub in properties.items()}
+        return {name: schema_instance(sub, text, depth + 1, root) for name, sub in properties.items()}
     if kind == "array":
-        return [schema_instance(schema.get("items"), text, depth + 1)]
+        return [schema_instance(schema.get("items"), text, depth + 1, root)]
     if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        low, high = schema.get("minimum", schema.get("exclusiveMinimum")), schema.get("maximum")
         value = max(1, int(low) + 1) if isinstance(low, int | float) else 1
+        if isinstance(high, int | float) and value > high:
+            value = int(high)
         return value if kind == "integer" else float(value)
     if kind == "boolean":
         return True

@@ -63,9 +63,26 @@ def _time(params: Any, name: str, now_ns: int) -> int | None:
 def _window(params: Any, now_ns: int) -> tuple[int | None, int | None]:
     """The ``from`` and ``to`` parameters (None where absent); 400 when ``to`` is not later."""
     start, end = _time(params, "from", now_ns), _time(params, "to", now_ns)
-    if start is not None and end is not None and end <= start:
-        raise _param_error("to", f"{params['to']!r} is not later than 'from' ({params['from']!r})")
+    if start is not None and end is not None:
+        _check_order(params, start, end)
     return start, end
+
+
+def _bounded_window(params: Any, now_ns: int, default_start: int, default_end: int) -> tuple[int, int]:
+    """The ``from`` and ``to`` parameters, with defaults; 400 when the range ends before it starts."""
+    start, end = _time(params, "from", now_ns), _time(params, "to", now_ns)
+    start = default_start if start is None else start
+    end = default_end if end is None else end
+    _check_order(params, start, end)
+    return start, end
+
+
+def _check_order(params: Any, start: int, end: int) -> None:
+    if end <= start:
+        begins = repr(params["from"]) if params.get("from") else "its default start"
+        ends = repr(params["to"]) if params.get("to") else "its default end"
+        name = "to" if params.get("to") else "from"
+        raise _param_error(name, f"the time range ends ({ends}) before it starts ({begins})")
 
 
 def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
@@ -179,9 +196,7 @@ async def list_sessions(request: Request) -> Response:
         raise _param_error("cursor", str(exc)) from None
     now_ns = time.time_ns()
     # sessions active in a window (default the last 30 days): a bounded read at any store size
-    start, end = _window(params, now_ns)
-    start_ns = now_ns - 30 * 24 * 3600 * 10**9 if start is None else start
-    end_ns = now_ns + 60 * 10**9 if end is None else end
+    start_ns, end_ns = _bounded_window(params, now_ns, now_ns - 30 * 24 * 3600 * 10**9, now_ns + 60 * 10**9)
     page = await run_in_threadpool(
         state.store.list_sessions, principal.project_id, int(limit_text), cursor, start_ns, end_ns
     )
@@ -194,9 +209,7 @@ async def model_metrics(request: Request) -> Response:
     principal = await state.auth.authenticate(request, Scope.READ)
     params = request.query_params
     now_ns = time.time_ns()
-    start, end = _window(params, now_ns)
-    start_ns = now_ns - 24 * 3600 * 10**9 if start is None else start
-    end_ns = now_ns + 60 * 10**9 if end is None else end
+    start_ns, end_ns = _bounded_window(params, now_ns, now_ns - 24 * 3600 * 10**9, now_ns + 60 * 10**9)
     granularity = params.get("granularity", "hour")
     if granularity not in _GRANULARITY_S:
         raise _param_error("granularity", "must be minute, hour or day")

@@ -34,7 +34,7 @@ async def export_traces(request: Request) -> Response:
             raise ApiError(413, "Decompressed body is too large.", code="body_too_large")
         if is_json(content_type):
             # Decoded (and so checked) here; normalised by the writer, off the request path.
-            decoded = list(decode_json(body))
+            decoded = decode_json(body)
             export = PendingExport(principal.project_id, len(decoded), decoded=decoded)
         else:
             # Checked here, so a bad body is refused whole; the spans are made by the writer.

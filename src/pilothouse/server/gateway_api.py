@@ -63,8 +63,9 @@ def _save(state: AppState, record: SpanRecord) -> None:
 
 
 def _headers(call: GatewayCall, cost: Cost | str | None = "unknown") -> dict[str, str]:
-    """The trace id, the call's cost (USD, ``unknown`` when the model has no price (never 0), or
-    ``pending`` for a stream: its cost is on the trace when the stream ends) and the cache outcome."""
+    """The trace id, the call's cost (USD; ``unknown`` when the model has no price, never 0, though a
+    request refused before any upstream was asked costs 0; ``pending`` for a stream: its cost is on the
+    trace when the stream ends) and the cache outcome."""
     cost_text = cost if isinstance(cost, str) else "unknown" if cost is None else f"{cost.total:.10f}"
     headers = {"x-pilothouse-trace-id": call.trace_id, "x-pilothouse-cost-usd": cost_text}
     if call.cache:
@@ -93,7 +94,9 @@ async def _start(request: Request, operation: str) -> tuple[AppState, Principal,
     try:
         body = await read_json(request, state.settings.max_body_bytes)
     except ApiError as exc:
-        _save(state, call.record(status=Status.ERROR, error=exc.message, http_status=exc.status))
+        cost = call.refused_cost()
+        exc.headers.update(_headers(call, cost))
+        _save(state, call.record(status=Status.ERROR, error=exc.message, http_status=exc.status, cost=cost))
         raise
     if isinstance(body, dict):
         call.request = body
@@ -225,8 +228,9 @@ async def _fail(state: AppState, call: GatewayCall, exc: Exception) -> ApiError:
         error.kind = exc.kind
     else:
         raise exc
-    error.headers.update(_headers(call, call.refused_cost()))
-    _save(state, call.record(status=Status.ERROR, error=error.message, http_status=error.status))
+    cost = call.refused_cost()
+    error.headers.update(_headers(call, cost))
+    _save(state, call.record(status=Status.ERROR, error=error.message, http_status=error.status, cost=cost))
     return error
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pilothouse.costs.pricing import Pricer
@@ -39,14 +39,26 @@ class PendingExport:
     protobuf: CheckedExport | None = None
     decoded: Sequence[RawSpan] | None = None
 
-    def normalise(self) -> list[SpanRecord]:
-        """The export's records (normalising decoded spans or a protobuf export now)."""
+    def normalise(self) -> tuple[list[SpanRecord], int]:
+        """The export's records (normalising decoded spans or a protobuf export now), and how many
+        spans the normaliser could not map: those are left out (the first one's error is logged),
+        the rest are kept."""
         if self.records is not None:
-            return list(self.records)
+            return list(self.records), 0
         if self.decoded is not None:
-            return [normalise_span(raw, self.project_id) for raw in self.decoded]
-        assert self.protobuf is not None
-        return [normalise_span(raw, self.project_id) for raw in iter_checked(self.protobuf)]
+            raws: Iterable[RawSpan] = self.decoded
+        else:
+            assert self.protobuf is not None
+            raws = iter_checked(self.protobuf)
+        records, failed = [], 0
+        for raw in raws:
+            try:
+                records.append(normalise_span(raw, self.project_id))
+            except Exception:
+                failed += 1
+                if failed == 1:
+                    log.exception("span %s of trace %s could not be normalised", raw.span_id, raw.trace_id)
+        return records, failed
 
 
 @dataclass(slots=True)
@@ -167,6 +179,7 @@ class IngestQueue:
         """Normalise, price and store the exports as one batch, :data:`CHUNK_SPANS` records at a time
         (a retry normalises them again rather than keeping every record of a large batch)."""
         unreadable: set[int] = set()  # exports that could not be normalised, counted and logged once
+        counted: set[int] = set()  # exports whose unmappable spans were counted (a retry maps again)
 
         def chunks() -> Iterator[list[SpanRecord]]:
             chunk: list[SpanRecord] = []
@@ -174,7 +187,7 @@ class IngestQueue:
                 if i in unreadable:
                     continue
                 try:
-                    records = export.normalise()
+                    records, failed = export.normalise()
                     if self.pricer is not None:
                         for record in records:
                             self.pricer.price_observation(record.observation)
@@ -183,6 +196,9 @@ class IngestQueue:
                     self.stats.failed += export.count
                     log.exception("an export of %d spans could not be normalised", export.count)
                     continue
+                if i not in counted:
+                    counted.add(i)
+                    self.stats.failed += failed
                 chunk.extend(records)
                 if len(chunk) >= CHUNK_SPANS:
                     yield chunk

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -66,11 +66,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"{config_file}: the config file must be a YAML mapping")
             file_values = dict(data.get("server") or {})
             file_values["config"] = config_file
-        env_only = cls()
-        merged = {**file_values}
-        for name in cls.model_fields:
-            env_value = getattr(env_only, name)
-            if name in env_only.model_fields_set:
-                merged[name] = env_value
-        merged.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(merged)
+        try:
+            env_only = cls()
+            merged = {**file_values}
+            for name in cls.model_fields:
+                env_value = getattr(env_only, name)
+                if name in env_only.model_fields_set:
+                    merged[name] = env_value
+            merged.update({k: v for k, v in overrides.items() if v is not None})
+            return cls.model_validate(merged)
+        except ValidationError as exc:  # a PILOTHOUSE_* variable, a config setting or an option
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ValueError(f"{field}: {first['msg']}{more}") from None

@@ -101,7 +101,7 @@ class EvalStore:
     ) -> tuple[DatasetVersion, bool]:
         """Store items as the next version of the dataset ``name`` (created if missing), streamed in
         batches in one transaction. When they are the same items as the newest version, nothing is
-        stored and that version comes back. Returns (version, created)."""
+        stored and that version comes back. Returns (version, created). No items: DatasetError."""
         self.store.ensure_project(project_id)
         try:
             with self.engine.begin() as conn:
@@ -146,6 +146,8 @@ class EvalStore:
             if len(batch) >= _PAGE:
                 self._insert_items(conn, batch)
                 batch = []
+        if not count:  # the transaction rolls the new version back
+            raise DatasetError(f"no items for the dataset {name!r}: nothing stored")
         self._insert_items(conn, batch)
         fingerprint = digest.hexdigest()
         if latest is not None and latest.fingerprint == fingerprint:

@@ -384,8 +384,9 @@ def _langfuse_usage(details: dict[str, Any]) -> Usage:
 
 
 def _kind(slots: dict[str, Any], attrs: dict[str, Any], has_model: bool) -> ObservationKind:
+    # Attribute values may be of any type (a list, say): only strings are looked up.
     explicit = slots.get("kind_pilothouse")
-    if explicit in _KIND_VALUES:
+    if isinstance(explicit, str) and explicit in _KIND_VALUES:
         return _KIND_VALUES[explicit]
     lf = slots.get("kind_langfuse")
     if lf is not None:
@@ -394,10 +395,10 @@ def _kind(slots: dict[str, Any], attrs: dict[str, Any], has_model: bool) -> Obse
     if oi is not None:
         return _OPENINFERENCE_KINDS.get(str(oi).upper(), _K.SPAN)
     op = attrs.get("gen_ai.operation.name")
-    if op in _GENAI_OPERATION_KINDS:
+    if isinstance(op, str) and op in _GENAI_OPERATION_KINDS:
         return _GENAI_OPERATION_KINDS[op]
     request_type = attrs.get("llm.request.type")
-    if request_type in _TRACELOOP_REQUEST_KINDS:
+    if isinstance(request_type, str) and request_type in _TRACELOOP_REQUEST_KINDS:
         return _TRACELOOP_REQUEST_KINDS[request_type]
     if attrs.get("traceloop.span.kind") == "tool":
         return _K.TOOL

@@ -214,7 +214,10 @@ def _json_any(value: dict[str, Any]) -> Any:
         if camel in value or snake in value:
             return _get(value, camel, snake)
     if "intValue" in value or "int_value" in value:
-        return int(_get(value, "intValue", "int_value"))
+        number = int(_get(value, "intValue", "int_value"))
+        if not -(2**63) <= number < 2**63:
+            raise OtlpDecodeError(f"intValue {number} is outside int64")
+        return number
     if "doubleValue" in value or "double_value" in value:
         return float(_get(value, "doubleValue", "double_value"))
     if "arrayValue" in value or "array_value" in value:
@@ -249,7 +252,7 @@ def _json_id(value: Any, size: int, what: str) -> str:
     return raw.hex()
 
 
-def decode_json(body: bytes) -> Iterator[RawSpan]:
+def decode_json(body: bytes) -> list[RawSpan]:
     """Spans of an OTLP/JSON ``ExportTraceServiceRequest``."""
     try:
         request = orjson.loads(body)
@@ -258,8 +261,8 @@ def decode_json(body: bytes) -> Iterator[RawSpan]:
     if not isinstance(request, dict):
         raise OtlpDecodeError("body must be a JSON object with resourceSpans")
     try:
-        return iter(list(_iter_json(request)))
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return list(_iter_json(request))
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
         if isinstance(exc, OtlpDecodeError):
             raise
         raise OtlpDecodeError(f"body is not an OTLP trace export: {exc!r}") from exc
