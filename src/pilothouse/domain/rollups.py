@@ -139,6 +139,7 @@ def _new_trace(record: SpanRecord) -> TraceDelta:
         name, final = t.name, True
     else:
         name, final = o.name, o.parent_id is None
+    input_tokens = u.input + u.cache_read + u.cache_write  # Usage.input_total, inlined (per span)
     return TraceDelta(
         record.project_id,
         o.trace_id,
@@ -149,8 +150,8 @@ def _new_trace(record: SpanRecord) -> TraceDelta:
         o.id if o.parent_id is None else None,
         t.user_id,
         t.session_id,
-        list(dict.fromkeys(t.tags)),
-        dict(t.metadata),
+        list(dict.fromkeys(t.tags)) if t.tags else [],
+        dict(t.metadata) if t.metadata else {},
         t.environment,
         t.release,
         t.input,
@@ -158,9 +159,9 @@ def _new_trace(record: SpanRecord) -> TraceDelta:
         o.model or None,
         1,
         1 if o.status is Status.ERROR else 0,
-        u.input_total,
+        input_tokens,
         u.output,
-        u.total,
+        input_tokens + u.output,
         0.0 if cost is None else cost.total,
         1 if cost is None and o.kind.is_model_call else 0,
     )

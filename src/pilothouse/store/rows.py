@@ -79,7 +79,8 @@ def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ..
     u = o.usage
     cost = o.cost
     model_call = o.kind.is_model_call or not u.is_empty
-    attributes = dumps(o.attributes)
+    attrs = o.attributes
+    attributes = dumps(attrs) if attrs else None
     return (
         record.project_id,
         trace_pk,
@@ -93,7 +94,7 @@ def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ..
         o.status_message,
         pack(o.input) if compress else o.input,
         pack(o.output) if compress else o.output,
-        pack(attributes) if compress else attributes,
+        pack(attributes) if compress and attributes is not None else attributes,
         o.provider,
         o.request_model,
         o.model,
@@ -109,7 +110,7 @@ def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ..
         o.ttft_ns,
         o.prompt_name,
         o.prompt_version,
-        o.attributes.get("gateway.key_id"),
+        attrs.get("gateway.key_id") if attrs else None,
         None if cost is None else cost.saved,
     )
 

@@ -309,9 +309,11 @@ class SqlStore:
             return
         compress = self._compress
         deltas = batch_deltas(records)
-        # Traces first: their spans refer to them by key. Sorted so that concurrent writers take row
-        # locks in the same order (no deadlocks on PostgreSQL).
-        traces = sorted(deltas.traces.items())
+        # Traces first: their spans refer to them by key. On PostgreSQL sorted, so that concurrent
+        # writers take row locks in the same order (no deadlocks). SQLite has one writer: new traces
+        # get their keys in the batch's order, so its span rows append to the (trace_pk, span_id)
+        # index instead of landing all over it (sorted by trace id: 2 us more per span).
+        traces = deltas.traces.items() if compress else sorted(deltas.traces.items())
         if compress:
             pk = conn.exec_driver_sql("SELECT coalesce(max(pk), 0) FROM traces").scalar_one()
             rows = []

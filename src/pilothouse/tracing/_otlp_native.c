@@ -16,6 +16,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* PyMemberDef's T_OBJECT_EX and READONLY */
 #include <stdint.h>
 #include <string.h>
 
@@ -49,17 +50,47 @@ static PyObject *b64_function = NULL;
 static PyObject *span_fields[12];  /* RawSpan's field names, interned */
 static PyObject *event_fields[3];  /* RawEvent's */
 
+/* Where a slots class keeps each field: the offsets of its plain, writable object slots, found once
+   per class (0 where a field is anything else, say a property a subclass added: then it is set
+   through setattr). */
+typedef struct {
+    PyObject *cls; /* the class the offsets are for (a strong reference) */
+    Py_ssize_t offsets[12];
+} Layout;
+static Layout span_layout, event_layout;
+
+static int find_layout(Layout *layout, PyObject *cls, PyObject **names, int n) {
+    if (layout->cls == cls) return 0;
+    for (int i = 0; i < n; i++) {
+        layout->offsets[i] = 0;
+        PyObject *d = PyObject_GetAttr(cls, names[i]);
+        if (d == NULL) return -1;
+        if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) layout->offsets[i] = m->offset;
+        }
+        Py_DECREF(d);
+    }
+    Py_XSETREF(layout->cls, Py_NewRef(cls));
+    return 0;
+}
+
 /* An instance of a slots dataclass made without running its __init__ (which only assigns the
-   fields, in order): allocated, then each field set through its slot descriptor. Steals values. */
-static PyObject *new_record(PyObject *cls, PyObject **names, PyObject **values, int n) {
+   fields, in order): allocated, then each field stored in its slot. Steals values. */
+static PyObject *new_record(PyObject *cls, Layout *layout, PyObject **names, PyObject **values, int n) {
     PyObject *obj = NULL;
     for (int i = 0; i < n; i++)
         if (values[i] == NULL) goto done;
+    if (find_layout(layout, cls, names, n) < 0) goto done;
     PyTypeObject *type = (PyTypeObject *)cls;
-    obj = type->tp_alloc(type, 0);
+    obj = type->tp_alloc(type, 0); /* slots start NULL */
     if (obj == NULL) goto done;
     for (int i = 0; i < n; i++) {
-        if (PyObject_SetAttr(obj, names[i], values[i]) < 0) {
+        Py_ssize_t offset = layout->offsets[i];
+        if (offset > 0) {
+            *(PyObject **)((char *)obj + offset) = values[i];
+            values[i] = NULL; /* stolen by the slot */
+        } else if (PyObject_SetAttr(obj, names[i], values[i]) < 0) {
             Py_CLEAR(obj);
             goto done;
         }
@@ -168,8 +199,36 @@ static int check_string(Ctx *c, const Field *f) {
     return 0;
 }
 
+/* Short ASCII strings (attribute names, roles, model and provider names, ids of users and sessions)
+   recur on every span of an export: they are made once and shared, from a small direct-mapped cache
+   (only touched with the GIL held). The same keys then also meet as the same objects in the
+   normaliser's dict lookups. */
+#define SHORT_MAX 48
+#define SHORT_SLOTS 1024
+static PyObject *short_strings[SHORT_SLOTS];
+
+static PyObject *short_ascii(const uint8_t *p, Py_ssize_t n) {
+    uint32_t h = 2166136261u, high = 0; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        high |= p[i];
+        h = (h ^ p[i]) * 16777619u;
+    }
+    if (high & 0x80) return PyUnicode_DecodeUTF8((const char *)p, n, "strict");
+    PyObject **slot = &short_strings[(h ^ (uint32_t)n) & (SHORT_SLOTS - 1)];
+    PyObject *held = *slot;
+    if (held != NULL && PyUnicode_GET_LENGTH(held) == n && memcmp(PyUnicode_1BYTE_DATA(held), p, n) == 0)
+        return Py_NewRef(held);
+    PyObject *s = PyUnicode_New(n, 127);
+    if (s == NULL) return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(s), p, n);
+    Py_XSETREF(*slot, Py_NewRef(s));
+    return s;
+}
+
 static PyObject *make_string(const Field *f) {
-    return PyUnicode_DecodeUTF8((const char *)f->sub.p, f->sub.end - f->sub.p, "strict");
+    Py_ssize_t n = f->sub.end - f->sub.p;
+    if (n <= SHORT_MAX) return short_ascii(f->sub.p, n);
+    return PyUnicode_DecodeUTF8((const char *)f->sub.p, n, "strict");
 }
 
 /* A string field: checked, and when out is given, *out replaced by its text (last one wins). */
@@ -391,7 +450,7 @@ static int event(Ctx *c, Buf b, PyObject *events) {
     if (c->build) {
         if (name == NULL && (name = PyUnicode_FromStringAndSize("", 0)) == NULL) goto error;
         PyObject *values[3] = {Py_NewRef(name), PyLong_FromUnsignedLongLong(time), Py_NewRef(attributes)};
-        PyObject *e = new_record(c->raw_event, event_fields, values, 3);
+        PyObject *e = new_record(c->raw_event, &event_layout, event_fields, values, 3);
         if (e == NULL) goto error;
         int appended = PyList_Append(events, e);
         Py_DECREF(e);
@@ -493,7 +552,7 @@ static int span(Ctx *c, Buf b, PyObject *resource, PyObject *scope) {
         args[9] = Py_NewRef(resource);
         args[10] = Py_NewRef(scope);
         args[11] = Py_NewRef(events);
-        PyObject *raw = new_record(c->raw_span, span_fields, args, 12);
+        PyObject *raw = new_record(c->raw_span, &span_layout, span_fields, args, 12);
         if (raw == NULL) goto error;
         int appended = PyList_Append(c->spans, raw);
         Py_DECREF(raw);

@@ -290,11 +290,17 @@ def _strip_message(message: Any) -> Any:
 
 
 _SIMPLE_FIELDS = {"message.role": "role", "message.content": "content", "role": "role", "content": "content"}
+_FIRST_FIELDS = {"0." + key: name for key, name in _SIMPLE_FIELDS.items()}
 
 
 def _messages(flat: dict[str, Any] | None) -> list[Any]:
     if not flat:
         return []
+    if len(flat) == 2:  # one message of role and content, the commonest of all
+        (k1, v1), (k2, v2) = flat.items()
+        f1, f2 = _FIRST_FIELDS.get(k1), _FIRST_FIELDS.get(k2)
+        if f1 is not None and f2 is not None and f1 != f2:
+            return [{f1: v1, f2: v2}]
     # The common OpenInference shape (N.message.role / N.message.content only) without the general
     # unflattening.
     simple: dict[str, dict[str, Any]] = {}
@@ -328,22 +334,25 @@ def _output_text(messages: Any) -> str | None:
 
 
 def _usage(slots: dict[str, Any]) -> Usage:
-    prompt, completion = slots.get("prompt_tokens"), slots.get("completion_tokens")
+    get = slots.get
+    prompt, completion = get("prompt_tokens"), get("completion_tokens")
     if prompt is None and completion is None:
-        details = _json(slots.get("usage_details"))
+        details = _json(get("usage_details"))
         if isinstance(details, dict) and details:
             return _langfuse_usage(details)
-    read, write = _int(slots.get("cache_read")), _int(slots.get("cache_write"))
-    total_input = _int(prompt)
+    read, write, reasoning = get("cache_read"), get("cache_write"), get("reasoning")
+    read = 0 if read is None else _int(read)
+    write = 0 if write is None else _int(write)
+    total_input = prompt if type(prompt) is int else _int(prompt)
     # Conventions that count cache tokens inside the input figure (OpenAI style, and the GenAI
     # convention's recommendation) are recognised by the input being at least the cached part.
     uncached = total_input - read - write if total_input >= read + write else total_input
     return Usage(
-        input=uncached,
-        output=_int(completion),
-        cache_read=read,
-        cache_write=write,
-        reasoning=_int(slots.get("reasoning")),
+        uncached,
+        completion if type(completion) is int else _int(completion),
+        read,
+        write,
+        0 if reasoning is None else _int(reasoning),
     )
 
 
@@ -385,13 +394,14 @@ def _langfuse_usage(details: dict[str, Any]) -> Usage:
 
 def _kind(slots: dict[str, Any], attrs: dict[str, Any], has_model: bool) -> ObservationKind:
     # Attribute values may be of any type (a list, say): only strings are looked up.
-    explicit = slots.get("kind_pilothouse")
+    get = slots.get
+    explicit = get("kind_pilothouse")
     if isinstance(explicit, str) and explicit in _KIND_VALUES:
         return _KIND_VALUES[explicit]
-    lf = slots.get("kind_langfuse")
+    lf = get("kind_langfuse")
     if lf is not None:
         return _LANGFUSE_KINDS.get(str(lf).lower(), _K.SPAN)
-    oi = slots.get("kind_openinference")
+    oi = get("kind_openinference")
     if oi is not None:
         return _OPENINFERENCE_KINDS.get(str(oi).upper(), _K.SPAN)
     op = attrs.get("gen_ai.operation.name")
@@ -405,15 +415,21 @@ def _kind(slots: dict[str, Any], attrs: dict[str, Any], has_model: bool) -> Obse
     return _K.GENERATION if has_model else _K.SPAN
 
 
+_PARAM_SLOTS = frozenset(slot for slot in _SLOT_NAMES if slot.startswith("param:"))
+
+
 def _parameters(slots: dict[str, Any]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for slot in ("params_oi", "params_lf"):
-        value = _json(slots.get(slot))
-        if isinstance(value, dict):
-            params.update(value)
-    for slot, value in slots.items():
-        if slot.startswith("param:"):
-            params.setdefault(slot[6:], value)
+        value = slots.get(slot)
+        if value is not None:
+            value = _json(value)
+            if isinstance(value, dict):
+                params.update(value)
+    if not _PARAM_SLOTS.isdisjoint(slots):
+        for slot, value in slots.items():
+            if slot.startswith("param:"):
+                params.setdefault(slot[6:], value)
     return params
 
 
@@ -431,8 +447,8 @@ def _ttft(slots: dict[str, Any], raw: RawSpan) -> int | None:
     ms = slots.get("ttft_ms")
     if isinstance(ms, int | float):
         return int(ms * 1e6)
-    start = _iso_to_ns(slots.get("completion_start"))
-    if start is not None:
+    start = slots.get("completion_start")
+    if start is not None and (start := _iso_to_ns(start)) is not None:
         return max(0, start - raw.start_ns)
     for event in raw.events:
         if event.name in ("First Token Stream Event", "gen_ai.content.first_token"):
@@ -482,28 +498,53 @@ def _io(
     return input_text, output_text
 
 
+# Slots and resource attributes that only _more_trace_attributes reads.
+_TRACE_SLOTS = frozenset(
+    {"tags", "metadata_oi", "metadata_lf", "metadata_ph", "environment", "release", "trace_name"}
+    | {"trace_input", "trace_output"}
+)
+_TRACE_RESOURCE = frozenset(("deployment.environment.name", "deployment.environment", "service.version"))
+
+
 def _trace_attributes(
     slots: dict[str, Any], groups: dict[str, dict[str, Any]], resource: dict[str, Any]
 ) -> TraceAttributes:
-    tags = _json(slots.get("tags"))
+    get = slots.get
+    user_id, session_id = get("user_id"), get("session_id")
     metadata: dict[str, Any] = {}
+    if groups:
+        for key, value in (groups.get("langfuse.trace.metadata.") or {}).items():
+            metadata[key] = _json(value)
+        metadata.update(groups.get("traceloop.association.properties.") or {})
+    if not _TRACE_SLOTS.isdisjoint(slots) or not _TRACE_RESOURCE.isdisjoint(resource):
+        return _more_trace_attributes(slots, resource, metadata, user_id, session_id)
+    # Most spans say at most who and in which session (the cheap path; the same result).
+    return TraceAttributes(
+        user_id=user_id if user_id is None or type(user_id) is str else _text(user_id),
+        session_id=session_id if session_id is None or type(session_id) is str else _text(session_id),
+        metadata=metadata,
+    )
+
+
+def _more_trace_attributes(
+    slots: dict[str, Any], resource: dict[str, Any], metadata: dict[str, Any], user_id: Any, session_id: Any
+) -> TraceAttributes:
+    tags = _json(slots.get("tags"))
+    slot_metadata: dict[str, Any] = {}
     for slot in ("metadata_oi", "metadata_lf", "metadata_ph"):
         value = _json(slots.get(slot))
         if isinstance(value, dict):
-            metadata.update(value)
-    for key, value in (groups.get("langfuse.trace.metadata.") or {}).items():
-        metadata[key] = _json(value)
-    metadata.update(groups.get("traceloop.association.properties.") or {})
+            slot_metadata.update(value)
     environment = slots.get("environment") or resource.get(
         "deployment.environment.name", resource.get("deployment.environment")
     )
     release = slots.get("release") or resource.get("service.version")
     return TraceAttributes(
         name=_text(slots.get("trace_name")),
-        user_id=_text(slots.get("user_id")),
-        session_id=_text(slots.get("session_id")),
+        user_id=_text(user_id),
+        session_id=_text(session_id),
         tags=tuple(str(t) for t in tags) if isinstance(tags, list) else (),
-        metadata=metadata,
+        metadata={**slot_metadata, **metadata} if slot_metadata else metadata,
         environment=_text(environment),
         release=_text(release),
         input=_text(slots.get("trace_input")),
@@ -568,20 +609,23 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         slots, groups, attrs = _sort_native(raw.attributes, _ROUTES, _route)
     else:
         slots, groups, attrs = _sort_attributes(raw.attributes)
-    request_model = slots.get("request_model")
-    model = slots.get("model") or request_model
+    get = slots.get
+    request_model = get("request_model")
+    model = get("model") or request_model
     kind = _kind(slots, attrs, model is not None)
     input_text, output_text = _io(slots, groups, kind)
     code = raw.status_code
     status = Status.ERROR if code == 2 else Status.OK if code == 1 else Status.UNSET
     status_message = raw.status_message or None
-    if slots.get("level") == "ERROR":
+    if get("level") == "ERROR":
         status = Status.ERROR
-        status_message = status_message or _text(slots.get("level_message"))
+        status_message = status_message or _text(get("level_message"))
     if status is Status.ERROR and not status_message:
         status_message = _text(attrs.get("error.type"))
-    for key, value in (groups.get("langfuse.observation.metadata.") or {}).items():
-        attrs["metadata." + key] = _json(value)
+    if groups:
+        for key, value in (groups.get("langfuse.observation.metadata.") or {}).items():
+            attrs["metadata." + key] = _json(value)
+    provider, prompt_name, prompt_version = get("provider"), get("prompt_name"), get("prompt_version")
     observation = Observation(
         trace_id=raw.trace_id,
         id=raw.span_id,
@@ -595,13 +639,13 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         input=input_text,
         output=output_text,
         attributes=attrs,
-        provider=_text(slots.get("provider")),
+        provider=provider if provider is None or type(provider) is str else _text(provider),
         request_model=_text(request_model),
-        model=_text(model),
+        model=model if type(model) is str else _text(model),
         model_parameters=_parameters(slots),
         usage=_usage(slots),
         ttft_ns=_ttft(slots, raw),
-        prompt_name=_text(slots.get("prompt_name")),
-        prompt_version=_text(slots.get("prompt_version")),
+        prompt_name=None if prompt_name is None else _text(prompt_name),
+        prompt_version=None if prompt_version is None else _text(prompt_version),
     )
     return SpanRecord(project_id, observation, _trace_attributes(slots, groups, raw.resource))
