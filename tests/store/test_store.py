@@ -432,3 +432,26 @@ def test_one_trace_id_in_two_projects_stays_two_traces(store: SqlStore) -> None:
         "p2", tid(11), sid(2)
     )
     assert store.count_spans() == 3
+
+
+@pytest.mark.parametrize("sorted_above", [10**9, 0])
+def test_each_span_refers_to_its_own_trace_in_either_write_order(
+    sqlite_store: SqlStore, monkeypatch: pytest.MonkeyPatch, sorted_above: int
+) -> None:
+    """New traces get their keys in the batch's order; a large store writes the trace rows in trace-id
+    order (here from the first trace on): either way every span lands in its own trace."""
+    import pilothouse.store.sql as sql
+
+    monkeypatch.setattr(sql, "_SORTED_UPSERT_TRACES", sorted_above)
+    sqlite_store.write_spans([rec(tid(500), sid(1), name="stored first")])
+    ids = [500, 7, 900, 3, 42]  # not in id order; 500 is stored already
+    batch = [rec(tid(n), sid(2), name=f"t{n} a", parent=sid(1) if n == 500 else None) for n in ids]
+    batch += [rec(tid(n), sid(3), parent=sid(2), name=f"t{n} b") for n in reversed(ids)]
+    sqlite_store.write_spans(batch)
+    for n in ids:
+        detail = sqlite_store.get_trace("p1", tid(n))
+        assert detail is not None
+        names = sorted(o.name for o in detail.observations)
+        expected = [f"t{n} a", f"t{n} b"] + (["stored first"] if n == 500 else [])
+        assert names == sorted(expected)
+        assert detail.trace.observation_count == len(expected)

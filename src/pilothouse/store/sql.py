@@ -75,6 +75,10 @@ _ROLLUP_SUMS = (
 )
 
 
+_SORTED_UPSERT_TRACES = 200_000  # see SqlStore._write_chunk
+_trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the unique index order
+
+
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
@@ -312,7 +316,10 @@ class SqlStore:
         # Traces first: their spans refer to them by key. On PostgreSQL sorted, so that concurrent
         # writers take row locks in the same order (no deadlocks). SQLite has one writer: new traces
         # get their keys in the batch's order, so its span rows append to the (trace_pk, span_id)
-        # index instead of landing all over it (sorted by trace id: 2 us more per span).
+        # index instead of landing all over it (keys in trace-id order: 2 us more per span). Once the
+        # store is large the trace rows are written in trace-id order all the same: the random
+        # trace-id index no longer fits the page cache, and walking it in order is cheaper (at 400,000
+        # traces, 37 instead of 46 us per span; below ~200,000 batch order is 1-3 us cheaper).
         traces = deltas.traces.items() if compress else sorted(deltas.traces.items())
         if compress:
             pk = conn.exec_driver_sql("SELECT coalesce(max(pk), 0) FROM traces").scalar_one()
@@ -323,6 +330,8 @@ class SqlStore:
                     pk += 1
                     known = trace_pks[key] = pk
                 rows.append((known, *trace_row(d, compress)))
+            if pk > _SORTED_UPSERT_TRACES:
+                rows.sort(key=_trace_id_of_row)  # the trace-id index, grown past the page cache, in order
             self._trace_upsert.execute(conn, rows)
         else:
             self._trace_upsert.execute(conn, [trace_row(d, compress) for _, d in traces])
