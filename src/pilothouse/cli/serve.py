@@ -32,6 +32,9 @@ def serve(
     from pilothouse.store.sql import SqlStore
 
     check_port(settings.host, settings.port)
+    from pilothouse.server.memory import tune_malloc
+
+    tune_malloc()  # large request bodies reuse heap memory instead of faulting in fresh pages
     try:
         store = SqlStore.from_url(settings.resolved_database_url)
         first_key = None
