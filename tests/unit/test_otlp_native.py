@@ -3,6 +3,7 @@ does (the collector hands everything else to upb)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -229,3 +230,36 @@ def test_sort_attributes_matches_the_normalisers_python_loop() -> None:
         native.sort_attributes({"unknown": 1}, {}, broken)
     with pytest.raises(TypeError):
         native.sort_attributes({"k": 1}, {"k": (0, "slot")}, broken)
+
+
+def test_short_strings_are_shared_and_read_right() -> None:
+    """Short ASCII strings come from a cache of shared copies; longer, non-ASCII and colliding ones
+    must still read exactly as upb reads them."""
+    names = ["a", "user", "x" * 48, "x" * 49, "héllo", "a\x00b", ""]
+    many = body(
+        span(1, attributes=[kv(n, AnyValue(string_value=n)) for n in [*names, *map(str, range(3000))]])
+    )
+    assert same(c_reader(many) or [], upb(many) or [])  # 3,000 names in 1,024 slots: collisions
+    data = body(span(2, attributes=[kv(n, AnyValue(string_value=n)) for n in names]))
+    first, again = c_reader(data), c_reader(data)
+    assert first is not None and again is not None
+    assert same(first, upb(data) or []) and same(again, first)
+    shared = [k for k in first[0].attributes if any(k is j for j in again[0].attributes)]
+    assert "user" in shared and "x" * 48 in shared and "x" * 49 not in shared and "héllo" not in shared
+
+
+def test_span_objects_of_other_classes_are_made_safely() -> None:
+    """The reader fills RawSpan's slots directly, from offsets it finds once per class: a class whose
+    fields cannot be found leaves that cache as it was, and slots borrowed from another class are
+    refused as setattr refuses them."""
+    data = body(span(1))
+    names = [f.name for f in dataclasses.fields(RawSpan)]
+    assert c_reader(data) is not None  # the offsets of RawSpan are cached
+    far_out = type("FarOut", (), {"__slots__": (*(f"pad{i}" for i in range(200)), "trace_id")})
+    with pytest.raises(AttributeError):
+        native.decode(data, far_out, RawEvent)  # no span_id: refused, RawSpan's offsets kept
+    assert repr(native.decode(data, RawSpan, RawEvent)) == repr(upb(data))
+    big = type("Big", (), {"__slots__": (*(f"pad{i}" for i in range(40)), *names)})
+    tiny = type("Tiny", (), {"__slots__": (), **{n: big.__dict__[n] for n in names}})
+    with pytest.raises(TypeError, match="doesn't apply"):
+        native.decode(data, tiny, RawEvent)

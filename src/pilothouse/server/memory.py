@@ -7,8 +7,8 @@ request side's CPU. Keeping such blocks in the heap (allocations up to 32 MB com
 256 MB of free heap top is kept) makes them reusable. On benchmarks/ingest.py's exports with the batch
 writer left out, 60,000 page faults became ~400 and the request side's CPU fell by ~40%; in the whole
 server, 44,000 page faults per 20,000 spans became 30,000 (most of the rest are each batch's Python
-objects). The cost: after a burst the process keeps up to 256 MB it freed. Nothing changes where the C
-library is not glibc.
+objects). The cost: after a burst the process may keep up to 256 MB it freed per heap (the main one and
+each thread's). Nothing changes where the C library is not glibc.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = all(mallopt(param, value) == 1 for param, value in _SETTINGS)
+    done = all([mallopt(param, value) == 1 for param, value in _SETTINGS])  # each one tried
     if not done:
         log.debug("mallopt refused the server's allocator settings")
     return done

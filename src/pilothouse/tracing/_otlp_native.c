@@ -51,27 +51,33 @@ static PyObject *span_fields[12];  /* RawSpan's field names, interned */
 static PyObject *event_fields[3];  /* RawEvent's */
 
 /* Where a slots class keeps each field: the offsets of its plain, writable object slots, found once
-   per class (0 where a field is anything else, say a property a subclass added: then it is set
-   through setattr). */
+   per class (0 where a field is anything else, say a property a subclass added, or a slot of another
+   class: then it is set through setattr, which checks). */
 typedef struct {
     PyObject *cls; /* the class the offsets are for (a strong reference) */
     Py_ssize_t offsets[12];
 } Layout;
 static Layout span_layout, event_layout;
 
-static int find_layout(Layout *layout, PyObject *cls, PyObject **names, int n) {
-    if (layout->cls == cls) return 0;
-    for (int i = 0; i < n; i++) {
-        layout->offsets[i] = 0;
-        PyObject *d = PyObject_GetAttr(cls, names[i]);
-        if (d == NULL) return -1;
-        if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-            if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) layout->offsets[i] = m->offset;
+/* Copies the offsets for cls into `offsets` (n <= 12), finding them first if the cache is for another
+   class; the cache changes only once every lookup has succeeded. */
+static int find_layout(Layout *layout, PyObject *cls, PyObject **names, int n, Py_ssize_t *offsets) {
+    if (layout->cls != cls) {
+        Py_ssize_t found[12] = {0};
+        for (int i = 0; i < n; i++) {
+            PyObject *d = PyObject_GetAttr(cls, names[i]);
+            if (d == NULL) return -1;
+            if (Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                PyType_IsSubtype((PyTypeObject *)cls, PyDescr_TYPE(d))) {
+                PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+                if (m->type == T_OBJECT_EX && !(m->flags & READONLY)) found[i] = m->offset;
+            }
+            Py_DECREF(d);
         }
-        Py_DECREF(d);
+        memcpy(layout->offsets, found, sizeof found);
+        Py_XSETREF(layout->cls, Py_NewRef(cls));
     }
-    Py_XSETREF(layout->cls, Py_NewRef(cls));
+    memcpy(offsets, layout->offsets, n * sizeof(Py_ssize_t));
     return 0;
 }
 
@@ -79,16 +85,16 @@ static int find_layout(Layout *layout, PyObject *cls, PyObject **names, int n) {
    fields, in order): allocated, then each field stored in its slot. Steals values. */
 static PyObject *new_record(PyObject *cls, Layout *layout, PyObject **names, PyObject **values, int n) {
     PyObject *obj = NULL;
+    Py_ssize_t offsets[12]; /* a copy: allocating may run other Python code, which may decode */
     for (int i = 0; i < n; i++)
         if (values[i] == NULL) goto done;
-    if (find_layout(layout, cls, names, n) < 0) goto done;
+    if (find_layout(layout, cls, names, n, offsets) < 0) goto done;
     PyTypeObject *type = (PyTypeObject *)cls;
     obj = type->tp_alloc(type, 0); /* slots start NULL */
     if (obj == NULL) goto done;
     for (int i = 0; i < n; i++) {
-        Py_ssize_t offset = layout->offsets[i];
-        if (offset > 0) {
-            *(PyObject **)((char *)obj + offset) = values[i];
+        if (offsets[i] > 0) {
+            *(PyObject **)((char *)obj + offsets[i]) = values[i];
             values[i] = NULL; /* stolen by the slot */
         } else if (PyObject_SetAttr(obj, names[i], values[i]) < 0) {
             Py_CLEAR(obj);
