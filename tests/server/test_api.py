@@ -154,3 +154,23 @@ def test_other_projects_ids_are_404(served: Served) -> None:
     assert r.status_code == 404
     other = {"Authorization": f"Bearer {served.other_key}"}
     assert served.client.get(f"/api/traces/{trace.hex()}", headers=other).status_code == 200
+
+
+def test_costs_read_without_float_noise(served: Served) -> None:
+    """Line items of $0.00002 + $0.00015 + $0.00001 sum to 0.00017999999999999998 in floats: the API
+    answers 0.00018 (sums of USD rounded to 1e-12, as each line item is)."""
+    trace = new_trace_id()
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.request.model": "claude-haiku-4-5",
+        "gen_ai.usage.input_tokens": 120,  # 100 of them read from the provider's cache
+        "gen_ai.usage.cache_read.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 30,
+    }
+    send(served, [otlp_span("chat", attributes, trace_id=trace)])
+    listed = served.client.get("/api/traces", headers=served.auth).json()["data"]
+    detail = served.client.get(f"/api/traces/{trace.hex()}", headers=served.auth).json()
+    [summary] = [t for t in listed if t["id"] == trace.hex()]
+    assert sum(detail["observations"][0]["cost"]["items"].values()) == 0.00017999999999999998
+    assert summary["cost_usd"] == detail["cost_usd"] == detail["observations"][0]["cost"]["total"] == 0.00018

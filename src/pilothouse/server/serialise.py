@@ -11,6 +11,12 @@ from pilothouse.domain.timeparse import iso
 from pilothouse.domain.traces import Observation, Score, Trace, Usage
 
 
+def usd(value: float | None) -> float | None:
+    """A sum of costs in USD as answered: rounded to 1e-12 (each line item is), so that float noise
+    such as 0.00017999999999999998 reads 0.00018."""
+    return None if value is None else round(value, 12)
+
+
 def _maybe_json(text: str | None) -> Any:
     if text is None or text[:1] not in ("{", "["):
         return text
@@ -56,7 +62,7 @@ def trace_json(trace: Trace) -> dict[str, Any]:
             "output": trace.usage.output,
             "total": trace.usage.total,
         },
-        "cost_usd": trace.cost_usd,
+        "cost_usd": usd(trace.cost_usd),
     }
 
 
@@ -89,7 +95,7 @@ def observation_json(o: Observation, depth: int = 0) -> dict[str, Any]:
         "cost": None
         if o.cost is None
         else {
-            "total": o.cost.total,
+            "total": usd(o.cost.total),
             "items": o.cost.items,
             "price_version": o.cost.price_version,
             "saved": o.cost.saved,
@@ -152,7 +158,7 @@ def session_json(s: SessionSummary) -> dict[str, Any]:
         "end_time": iso(s.end_ns),
         "user_ids": list(s.user_ids),
         "total_tokens": s.total_tokens,
-        "cost_usd": s.cost_usd,
+        "cost_usd": usd(s.cost_usd),
     }
 
 
@@ -171,7 +177,7 @@ def model_metrics_json(m: ModelMetrics, time_text: str | None = None) -> dict[st
             "reasoning": m.reasoning_tokens,
             "total": m.input_tokens + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens,
         },
-        "cost_usd": m.cost_usd,
+        "cost_usd": usd(m.cost_usd),
         "unpriced": m.unpriced,
         "latency_ms": {"avg": m.latency_ms_avg, "p50": m.latency_ms_p50, "p95": m.latency_ms_p95},
     }
