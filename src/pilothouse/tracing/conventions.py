@@ -499,10 +499,10 @@ def _io(
 
 
 # Slots and resource attributes that only _more_trace_attributes reads.
-_TRACE_SLOTS = frozenset(
-    {"tags", "metadata_oi", "metadata_lf", "metadata_ph", "environment", "release", "trace_name"}
-    | {"trace_input", "trace_output"}
-)
+_TRACE_SLOTS = frozenset((
+    "tags", "metadata_oi", "metadata_lf", "metadata_ph", "environment", "release", "trace_name",
+    "trace_input", "trace_output",
+))  # fmt: skip
 _TRACE_RESOURCE = frozenset(("deployment.environment.name", "deployment.environment", "service.version"))
 
 
