@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import BIN, Server
 from query import PROJECT, fill
 
-from pilothouse.evals.datasets import DatasetItem
-from pilothouse.evals.results import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
+from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 

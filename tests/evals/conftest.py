@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pilothouse.evals.datasets import DatasetItem
+from pilothouse.domain.datasets import DatasetItem
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import SimConfig, SimulatedUpstream

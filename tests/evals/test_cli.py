@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from pilothouse.cli import main
+from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord
 from pilothouse.domain.traces import (
     Observation,
     ObservationKind,
@@ -19,8 +21,6 @@ from pilothouse.domain.traces import (
     SpanRecord,
     TraceAttributes,
 )
-from pilothouse.evals.datasets import DatasetItem
-from pilothouse.evals.results import EvalResult, RunStatus, ScoreRecord
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from tests.evals.conftest import explain_spec, write_yaml

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pilothouse.evals.datasets import DatasetError, DatasetItem, read_items, write_items
+from pilothouse.domain.datasets import DatasetError, DatasetItem
+from pilothouse.evals.datasets import read_items, write_items
 from pilothouse.store.evals import EvalStore
 
 ITEMS = [

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pilothouse.evals.results import RunStatus
+from pilothouse.domain.evals import RunStatus
 from pilothouse.evals.runner import AdaptiveLimit, run_eval
 from pilothouse.evals.spec import EvalSpec, parse_spec
 from pilothouse.store.evals import EvalStore

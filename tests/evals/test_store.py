@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pilothouse.evals.datasets import DatasetItem
-from pilothouse.evals.results import CachedResponse, EvalResult, RunStatus, RunSummary, ScoreRecord
+from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.evals import CachedResponse, EvalResult, RunStatus, RunSummary, ScoreRecord
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 

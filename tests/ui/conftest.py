@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from pilothouse.evals.datasets import DatasetItem
-from pilothouse.evals.results import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
+from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import PilothouseServer

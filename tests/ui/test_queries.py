@@ -15,8 +15,8 @@ from pilothouse.domain.traces import (
     TraceAttributes,
     Usage,
 )
+from pilothouse.store.analytics import AnalyticsQueries
 from pilothouse.store.sql import SqlStore
-from pilothouse.store.ui_queries import UiQueries
 from pilothouse.ui import analytics as an
 
 NOW = time.time_ns()
@@ -54,7 +54,7 @@ def test_ui_queries(store: SqlStore) -> None:
         store.write_spans(_trace(i, minutes_ago=i * 3))
     store.write_spans(_trace(99, project="other"))
     store.add_scores("p", [Score("sc1", f"{7:032x}", "helpful", ScoreDataType.NUMERIC, 1.0, created_ns=NOW)])
-    q = UiQueries(store)
+    q = AnalyticsQueries(store)
     win = an.window("1h")
     rows = q.rollup_rows("p", win.start_s, win.end_s, win.bucket_s)
     totals = an.rollup_totals(rows)

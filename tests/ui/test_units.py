@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from pilothouse.domain.sketch import BUCKETS
-from pilothouse.store.ui_queries import RollupRow, SampledCall
+from pilothouse.store.analytics import RollupRow, SampledCall
 from pilothouse.ui import analytics as an
 from pilothouse.ui.format import chat_messages, duration_ms, last_turn, money, preview
 from pilothouse.ui.session import SECRET_ENV, SessionSigner, load_secret

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pilothouse.costs.budgets import (
+from pilothouse.domain.budgets import (
     Budget,
     BudgetPeriod,
     BudgetScope,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
-from pilothouse.costs.budgets import BudgetPeriod, BudgetScope, parse_thresholds, period_start
+from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, parse_thresholds, period_start
 from pilothouse.store.costs import CostStore
 
 PERIODS = [p.value for p in BudgetPeriod]

@@ -17,8 +17,8 @@ from pilothouse.cli.common import CliError, database_option, open_store
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from pilothouse.evals.datasets import DatasetItem
-    from pilothouse.evals.results import EvalRun, RunSummary
+    from pilothouse.domain.datasets import DatasetItem
+    from pilothouse.domain.evals import EvalRun, RunSummary
     from pilothouse.store.evals import EvalStore
 
 
@@ -140,8 +140,8 @@ def run_command(
     interrupted (resume with --resume RUN)."""
     import asyncio
 
+    from pilothouse.domain.datasets import DatasetError
     from pilothouse.evals.calls import TargetConfigError
-    from pilothouse.evals.datasets import DatasetError
     from pilothouse.evals.runner import RunError, run_eval
     from pilothouse.evals.spec import SpecError, load_spec
 
@@ -486,7 +486,8 @@ def import_command(
     database_url: str | None,
 ) -> None:
     """Store FILE (JSONL, CSV or YAML) as the next version of a dataset."""
-    from pilothouse.evals.datasets import DatasetError, read_items
+    from pilothouse.domain.datasets import DatasetError
+    from pilothouse.evals.datasets import read_items
 
     store = eval_store(database_url)
     try:
@@ -535,7 +536,8 @@ def export_command(
     database_url: str | None,
 ) -> None:
     """Write a stored dataset version as JSONL, CSV or YAML."""
-    from pilothouse.evals.datasets import DatasetError, format_of, write_items
+    from pilothouse.domain.datasets import DatasetError
+    from pilothouse.evals.datasets import format_of, write_items
 
     store = eval_store(database_url)
     try:
@@ -603,10 +605,10 @@ def from_traces_command(
     database_url: str | None,
 ) -> None:
     """A dataset version from stored traces: the input as the item, the output as expected."""
+    from pilothouse.domain.datasets import DatasetError
     from pilothouse.domain.queries import InvalidQuery, TraceQuery
     from pilothouse.domain.timeparse import parse_time_ns
     from pilothouse.domain.traces import Status
-    from pilothouse.evals.datasets import DatasetError
 
     now = time.time_ns()
     try:

@@ -22,9 +22,9 @@ from pilothouse.cli.common import CliError, database_option
 from pilothouse.cli.evals import eval_store, find_run
 
 if TYPE_CHECKING:
-    from pilothouse.evals.calibration import Calibration
+    from pilothouse.domain.calibrations import Calibration
+    from pilothouse.domain.evals import EvalRun
     from pilothouse.evals.gate import MetricResult, MetricSpec, MetricValues
-    from pilothouse.evals.results import EvalRun
     from pilothouse.store.evals import EvalStore
 
 DEFAULT_REPORT_DIR = "pilothouse-gate"

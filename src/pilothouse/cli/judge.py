@@ -13,7 +13,8 @@ import click
 from pilothouse.cli.common import CliError, database_option, open_store
 
 if TYPE_CHECKING:
-    from pilothouse.evals.calibration import Calibration, Judgement, LabelledItem
+    from pilothouse.domain.calibrations import Calibration, Judgement
+    from pilothouse.evals.calibration import LabelledItem
     from pilothouse.evals.scoring import Scorer
 
 
@@ -173,6 +174,7 @@ def calibrate_command(
     spec or labels file that cannot be used."""
     import asyncio
 
+    from pilothouse.domain.datasets import DatasetError
     from pilothouse.evals.calibration import (
         calibration_metrics,
         judge_fingerprint,
@@ -180,7 +182,7 @@ def calibrate_command(
         labelled_items,
     )
     from pilothouse.evals.clients import ClientJudge
-    from pilothouse.evals.datasets import DatasetError, read_items
+    from pilothouse.evals.datasets import read_items
     from pilothouse.evals.spec import SpecError, parse_scorers, read_spec_file
     from pilothouse.store.calibrations import CalibrationStore
 

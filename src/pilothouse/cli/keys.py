@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
-from pilothouse.costs.budgets import BudgetPeriod, BudgetScope
+from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.keys import DEFAULT_SCOPES, parse_scopes
 from pilothouse.domain.timeparse import iso
 from pilothouse.store.costs import CostStore

@@ -19,27 +19,21 @@ YAML: a list of items, or a mapping with ``items:``. JSONL and CSV are read lazi
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import yaml
 
+from pilothouse.domain.datasets import DatasetError, DatasetItem, item_to_mapping
+
 __all__ = [
     "FORMATS",
-    "DatasetError",
     "DatasetFormat",
-    "DatasetItem",
-    "DatasetVersion",
-    "fingerprint_item",
     "format_of",
     "item_from_mapping",
-    "item_to_mapping",
-    "items_fingerprint",
     "read_items",
     "write_items",
 ]
@@ -55,51 +49,6 @@ _SUFFIXES: dict[str, DatasetFormat] = {
     ".yaml": "yaml",
     ".yml": "yaml",
 }
-
-
-class DatasetError(ValueError):
-    """A dataset file or item that cannot be read; the message names the file and the line."""
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetItem:
-    """One thing to evaluate. ``input``: the template variables; ``messages``: a whole chat, when the
-    item is a conversation; ``source_trace_id``: the trace it was curated from."""
-
-    id: str
-    input: Mapping[str, Any] = field(default_factory=dict)
-    expected: Any = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    messages: tuple[Mapping[str, Any], ...] | None = None
-    source_trace_id: str | None = None
-
-    def variables(self) -> dict[str, Any]:
-        """What templates are rendered with: the input, ``expected``, ``metadata`` and ``messages``
-        (input keys win over the last three)."""
-        extra: dict[str, Any] = {"expected": self.expected, "metadata": dict(self.metadata)}
-        if self.messages is not None:
-            extra["messages"] = list(self.messages)
-        return {**extra, **self.input}
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetVersion:
-    """A stored dataset version: an immutable snapshot of items. Importing the same items again gives
-    the same version back (matched by ``fingerprint``)."""
-
-    id: str
-    dataset_id: str
-    name: str
-    version: int
-    item_count: int
-    fingerprint: str
-    source: str | None
-    created_ns: int
-
-    @property
-    def label(self) -> str:
-        """``name@version``."""
-        return f"{self.name}@{self.version}"
 
 
 def _checked_messages(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
@@ -153,35 +102,6 @@ def item_from_mapping(data: Any, position: int, where: str = "item") -> DatasetI
         messages=messages,
         source_trace_id=str(source) if source else None,
     )
-
-
-def item_to_mapping(item: DatasetItem) -> dict[str, Any]:
-    """The structured record of an item (what JSONL and YAML files hold); empty fields left out."""
-    record: dict[str, Any] = {"id": item.id, "input": dict(item.input)}
-    if item.messages is not None:
-        record["messages"] = [dict(m) for m in item.messages]
-    if item.expected is not None:
-        record["expected"] = item.expected
-    if item.metadata:
-        record["metadata"] = dict(item.metadata)
-    if item.source_trace_id:
-        record["source_trace_id"] = item.source_trace_id
-    return record
-
-
-def items_fingerprint(items: Iterable[DatasetItem]) -> str:
-    """A digest of items in order: the same items give the same digest, which is how an unchanged file
-    maps to the dataset version already stored."""
-    digest = hashlib.sha256()
-    for item in items:
-        fingerprint_item(digest, item)
-    return digest.hexdigest()
-
-
-def fingerprint_item(digest: hashlib._Hash, item: DatasetItem) -> None:
-    """Add one item to a running fingerprint (``hashlib.sha256()``)."""
-    digest.update(json.dumps(item_to_mapping(item), sort_keys=True, default=str).encode())
-    digest.update(b"\n")
 
 
 def format_of(path: Path, explicit: str | None = None) -> DatasetFormat:

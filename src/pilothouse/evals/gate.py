@@ -26,7 +26,7 @@ from pilothouse.evals.stats import (
 )
 
 if TYPE_CHECKING:
-    from pilothouse.evals.calibration import Calibration
+    from pilothouse.domain.calibrations import Calibration
 
 MetricKind = Literal["binary", "continuous"]
 # The judge metrics of a comparison: metric name -> its judge's calibration (None: uncalibrated,

@@ -33,9 +33,9 @@ from typing import Any
 
 import pytest
 
+from pilothouse.domain.evals import EvalRun, RunSummary
 from pilothouse.evals.assertions import AssertionResult, check_minimum
 from pilothouse.evals.gate import GateVerdict
-from pilothouse.evals.results import EvalRun, RunSummary
 from pilothouse.evals.scoring import Sample, ScoreResult, build_scorer
 from pilothouse.evals.spec import EvalSpec, SpecError, load_spec, parse_spec
 

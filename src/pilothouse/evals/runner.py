@@ -27,6 +27,16 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pilothouse.domain.datasets import DatasetItem, DatasetVersion
+from pilothouse.domain.evals import (
+    CachedResponse,
+    EvalResult,
+    EvalRun,
+    RunStatus,
+    RunStore,
+    ScoreRecord,
+    SummaryBuilder,
+)
 from pilothouse.domain.traces import (
     Observation,
     ObservationKind,
@@ -36,16 +46,7 @@ from pilothouse.domain.traces import (
 )
 from pilothouse.evals.calls import CallContext, TargetError, current_call
 from pilothouse.evals.clients import new_span_id, new_trace_id
-from pilothouse.evals.datasets import DatasetItem, DatasetVersion, read_items
-from pilothouse.evals.results import (
-    CachedResponse,
-    EvalResult,
-    EvalRun,
-    RunStatus,
-    RunStore,
-    ScoreRecord,
-    SummaryBuilder,
-)
+from pilothouse.evals.datasets import read_items
 from pilothouse.evals.scoring import Sample, ScoreResult
 from pilothouse.evals.spec import EvalSpec
 from pilothouse.evals.targets import Prepared, TargetReply

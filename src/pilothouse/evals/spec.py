@@ -40,8 +40,9 @@ from typing import Any
 
 import yaml
 
+from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.evals.calls import TargetConfigError
-from pilothouse.evals.datasets import FORMATS, DatasetError, DatasetItem, item_from_mapping
+from pilothouse.evals.datasets import FORMATS, item_from_mapping
 from pilothouse.evals.scoring import Scorer, ScorerConfigError, build_scorer
 from pilothouse.evals.targets import Target, build_target
 
@@ -385,7 +386,7 @@ def _redacted(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
     if isinstance(value, DatasetItem):
-        from pilothouse.evals.datasets import item_to_mapping
+        from pilothouse.domain.datasets import item_to_mapping
 
         return _redacted(item_to_mapping(value))
     if isinstance(value, str | int | float | bool) or value is None:

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from pilothouse.domain.datasets import DatasetItem
 from pilothouse.evals.calls import CallContext, Options, SpanSink, TargetConfigError, TargetError
 from pilothouse.evals.clients import chat_client, new_span_id, retry_after_seconds
-from pilothouse.evals.datasets import DatasetItem
 from pilothouse.evals.templating import render_messages, render_value
 
 __all__ = [

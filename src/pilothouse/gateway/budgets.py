@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pilothouse.costs.budgets import Budget, applicable_budgets, crossed_thresholds, period_start
+from pilothouse.domain.budgets import Budget, applicable_budgets, crossed_thresholds, period_start
 from pilothouse.gateway.redis_client import connect_redis
 from pilothouse.store.costs import CostStore
 

@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pilothouse.costs.budgets import Budget, BudgetPeriod, BudgetScope, forecast_period_spend
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
+from pilothouse.domain.budgets import Budget, BudgetPeriod, BudgetScope, forecast_period_spend
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.gateway.cache import LocalResponseCache

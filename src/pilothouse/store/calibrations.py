@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from pilothouse.evals.calibration import Calibration, CalibrationMetrics, Judgement
+from pilothouse.domain.calibrations import Calibration, CalibrationMetrics, Judgement
 from pilothouse.store import tables as t
 from pilothouse.store.rows import pack, unpack
 from pilothouse.store.sql import SqlStore

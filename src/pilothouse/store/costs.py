@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy import and_, bindparam, func, select
 
-from pilothouse.costs.budgets import Budget, BudgetPeriod, BudgetScope
+from pilothouse.domain.budgets import Budget, BudgetPeriod, BudgetScope
 from pilothouse.domain.traces import Cost, ObservationKind, Usage
 from pilothouse.store import tables as t
 from pilothouse.store.rows import dumps, loads, unpack

@@ -19,10 +19,8 @@ from sqlalchemy import Connection, and_, bindparam, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from pilothouse.domain.queries import TraceQuery
-from pilothouse.domain.traces import SpanRecord
-from pilothouse.evals.datasets import DatasetError, DatasetItem, DatasetVersion, fingerprint_item
-from pilothouse.evals.results import (
+from pilothouse.domain.datasets import DatasetError, DatasetItem, DatasetVersion, fingerprint_item
+from pilothouse.domain.evals import (
     CachedResponse,
     EvalResult,
     EvalRun,
@@ -30,6 +28,8 @@ from pilothouse.evals.results import (
     RunSummary,
     ScoreRecord,
 )
+from pilothouse.domain.queries import TraceQuery
+from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.rows import pack, unpack
 from pilothouse.store.sql import SqlStore
@@ -77,7 +77,7 @@ def _unjson(text: str | bytes | None) -> Any:
 
 class EvalStore:
     """Datasets, runs, results and the response cache in the store's database (implements
-    :class:`pilothouse.evals.results.RunStore`)."""
+    :class:`pilothouse.domain.evals.RunStore`)."""
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store

@@ -266,7 +266,7 @@ eval_runs = Table(
     Column("epochs", Integer, nullable=False),
     Column("items_total", Integer),
     Column("scorers", Text, nullable=False),  # JSON list of scorer names
-    Column("summary", Text),  # JSON (pilothouse.evals.results.RunSummary)
+    Column("summary", Text),  # JSON (pilothouse.domain.evals.RunSummary)
     Column("created_ns", BigInteger, nullable=False),
     Column("finished_ns", BigInteger),
     Index("ix_eval_runs_project", "project_id", "created_ns"),

@@ -1,7 +1,7 @@
 """Dashboard arithmetic: time windows, series and breakdowns from rollup rows (exact), and breakdowns
 from a stratified sample of traces (estimates, weighted by what the rollups counted in each stratum).
 
-Pure functions over the rows :mod:`pilothouse.store.ui_queries` returns.
+Pure functions over the rows :mod:`pilothouse.store.analytics` returns.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pilothouse.domain.sketch import quantiles
-from pilothouse.store.ui_queries import RollupRow, SampledCall
+from pilothouse.store.analytics import RollupRow, SampledCall
 
 if TYPE_CHECKING:
     import numpy as np

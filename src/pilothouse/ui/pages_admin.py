@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import RedirectResponse, Response
 
-from pilothouse.costs.budgets import BudgetPeriod, BudgetScope
+from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
 from pilothouse.store.costs import CostStore
 from pilothouse.ui.pages_overview import budget_rows

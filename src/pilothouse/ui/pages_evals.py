@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
+from pilothouse.domain.evals import EvalRun
 from pilothouse.evals.gate import (
     GateVerdict,
     MetricResult,
@@ -16,7 +17,6 @@ from pilothouse.evals.gate import (
     compare_metric,
     overall_verdict,
 )
-from pilothouse.evals.results import EvalRun
 from pilothouse.evals.stats import item_means
 from pilothouse.store.evals import EvalStore
 from pilothouse.ui.web import PageContext, UiError, not_found

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from pilothouse.costs.budgets import Budget, BudgetPeriod, forecast_period_spend
+from pilothouse.domain.budgets import Budget, BudgetPeriod, forecast_period_spend
+from pilothouse.store.analytics import RollupRow, AnalyticsQueries
 from pilothouse.store.costs import CostStore
-from pilothouse.store.ui_queries import RollupRow, UiQueries
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError
 
@@ -38,7 +38,7 @@ def chart_json(data: dict[str, Any]) -> str:
     return orjson.dumps(data).decode().replace("<", "\\u003c")
 
 
-def _dashboard_data(queries: UiQueries, project_id: str, win: an.Window) -> dict[str, Any]:
+def _dashboard_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> dict[str, Any]:
     rows = queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
     calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
     costly, slowest, top_complete = queries.top_traces(project_id, win.start_ns, win.end_ns, scan=an.TOP_SCAN)
@@ -110,7 +110,7 @@ async def models(page: PageContext) -> Response:
     )
 
 
-def _costs_data(queries: UiQueries, project_id: str, win: an.Window) -> dict[str, Any]:
+def _costs_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> dict[str, Any]:
     rows = queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
     calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
     sample = an.weigh_sample(calls, rows, win)

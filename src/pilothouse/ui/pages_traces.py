@@ -11,6 +11,7 @@ from urllib.parse import quote
 from starlette.datastructures import QueryParams
 from starlette.responses import RedirectResponse, Response
 
+from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.domain.queries import (
     InvalidQuery,
     TraceDetail,
@@ -21,7 +22,6 @@ from pilothouse.domain.queries import (
 )
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import Observation
-from pilothouse.evals.datasets import DatasetError, DatasetItem
 from pilothouse.server.api import trace_query_from_params
 from pilothouse.server.errors import ApiError
 from pilothouse.server.serialise import tree_order

@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret
 from pilothouse.server.errors import ApiError
 from pilothouse.server.state import AppState
-from pilothouse.store.ui_queries import UiQueries
+from pilothouse.store.analytics import AnalyticsQueries
 from pilothouse.ui import format as fmt
 from pilothouse.ui.session import ADMIN, SESSION_COOKIE, Session, SessionSigner, Viewer
 
@@ -117,9 +117,9 @@ class PageContext:
         return self.viewer.project_id
 
     @property
-    def queries(self) -> UiQueries:
+    def queries(self) -> AnalyticsQueries:
         """The UI's bounded store reads."""
-        return UiQueries(self.state.store)
+        return AnalyticsQueries(self.state.store)
 
     @property
     def params(self) -> QueryParams:
@@ -209,7 +209,7 @@ class Ui:
         cached = self._keys.get(key_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        key = await run_in_threadpool(UiQueries(state.store).api_key, key_id)
+        key = await run_in_threadpool(AnalyticsQueries(state.store).api_key, key_id)
         if len(self._keys) > 10_000:
             self._keys.clear()
         self._keys[key_id] = (now + ttl_s, key)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from pilothouse.domain.calibrations import Confusion, Judgement
+from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.evals.calibration import (
-    Confusion,
-    Judgement,
     LabelledItem,
     agreement,
     calibration_metrics,
@@ -28,7 +28,6 @@ from pilothouse.evals.calibration import (
     true_negative_rate,
     true_positive_rate,
 )
-from pilothouse.evals.datasets import DatasetError, DatasetItem
 from pilothouse.evals.judges import JudgeReply
 from pilothouse.evals.scoring import Sample, build_scorer, is_model_graded
 

@@ -1,8 +1,9 @@
-"""Read queries of the web UI that the query API has no route for, each bounded in the rows it touches
+"""Analytics reads: dashboards and cost breakdowns from the rollups, top traces, sessions, users, text
+search within traces, and pages of dataset items and run results. Each is bounded in the rows it touches
 (an index range with a limit), so that a page stays fast at millions of spans.
 
 Dashboards read the rollups; what the rollups do not hold (key, end user, prompt version, TTFT) is read
-from a sample of traces spread evenly over the range (:meth:`UiQueries.sample_calls`), never from a
+from a sample of traces spread evenly over the range (:meth:`AnalyticsQueries.sample_calls`), never from a
 scan of the range.
 """
 
@@ -27,12 +28,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 
+from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.evals import EvalResult, ScoreRecord
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.queries import Activity, Page
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.domain.traces import ObservationKind, Score, Trace
-from pilothouse.evals.datasets import DatasetItem
-from pilothouse.evals.results import EvalResult, ScoreRecord
 from pilothouse.store import tables as t
 from pilothouse.store.evals import _item, _result
 from pilothouse.store.rows import score_from_row, trace_from_row
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 # compiled sampling statements per engine and number of strata
 _SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
 
-__all__ = ["Activity", "RankedTrace", "RollupRow", "SampledCall", "UiQueries"]
+__all__ = ["Activity", "RankedTrace", "RollupRow", "SampledCall", "AnalyticsQueries"]
 
 _SUMS = (
     "count",
@@ -117,7 +118,7 @@ class RankedTrace:
     user_id: str | None
 
 
-class UiQueries:
+class AnalyticsQueries:
     """Bounded reads for the web UI over a :class:`SqlStore`'s database."""
 
     def __init__(self, store: SqlStore) -> None:
