@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -83,6 +84,18 @@ def test_readme_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None
     assert config.fallbacks == {"gpt-4o-mini": ["claude-haiku"]}
 
 
+def _served_cascades(config: Any) -> list[str]:
+    """The cascade routes a gateway serves from ``config`` (each verifier built: a real scorer spec)."""
+    from pilothouse.costs.catalogue import PriceCatalogue
+    from pilothouse.costs.pricing import Pricer
+    from pilothouse.evals.verifier import add_cascades
+    from pilothouse.gateway import Gateway, Router
+
+    gateway = Gateway(Router(config), Pricer(PriceCatalogue.packaged(config.prices)))
+    add_cascades(gateway, config.cascades)
+    return list(gateway.cascades)
+
+
 def test_readme_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
@@ -96,10 +109,7 @@ def test_readme_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> No
         config = parse_config(yaml.safe_load(block), "README")
         assert config.deployments
         if config.cascades:  # its verifier is a real scorer spec
-            from pilothouse.gateway.router import Router
-            from pilothouse.server.app import build_cascades
-
-            assert set(build_cascades(config, Router(config))) == {c.name for c in config.cascades}
+            assert set(_served_cascades(config)) == {c.name for c in config.cascades}
     priced = parse_config(yaml.safe_load(blocks[1]), "README")
     (row,) = priced.prices
     assert row.output == pytest.approx(1.20 / (900 * 3600) * 1e6) and priced.cache.enabled

@@ -19,7 +19,7 @@ from pilothouse.domain.traces import (
     Usage,
 )
 from pilothouse.gateway.config import load_config
-from pilothouse.gateway.recording import GatewayCall
+from pilothouse.gateway.recording import CallSpan
 from pilothouse.store.sql import SqlStore
 from tests.server.process import cli
 
@@ -70,7 +70,7 @@ def test_prices_list_show_and_check(tmp_path: Path) -> None:
     _seed(url, config)
     # A gateway request refused before any upstream was asked (a typo in the model name) costs $0
     # and names no model to price
-    refused = GatewayCall("default", "chat", {"model": "gpt-4o-mnii"}, None, None, f"{9:032x}", None)
+    refused = CallSpan("default", "chat", {"model": "gpt-4o-mnii"}, None, None, f"{9:032x}", None)
     store = SqlStore.from_url(url)
     store.write_spans([refused.record(status=Status.ERROR, http_status=404)])
     store.close()

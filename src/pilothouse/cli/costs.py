@@ -72,25 +72,28 @@ def report(by: str, since: str, project: str | None, as_csv: bool, database_url:
 
 
 async def _measure_cascade(
-    router: Any,
-    cascade: Any,
+    gateway: Any,
+    cascade_name: str,
+    strongest: str,
     questions: list[tuple[str, str, Any]],
     scorer_spec: dict[str, Any],
-    pricer: Pricer,
     concurrency: int,
 ) -> list[CascadeItem]:
     from pilothouse.evals.scoring import Sample, build_scorer
-    from pilothouse.gateway.cascade import run_cascade
-    from pilothouse.gateway.recording import usage_from_openai
+    from pilothouse.gateway import Caller
 
-    settings, verifier = cascade
     scorer = build_scorer(scorer_spec)
     gate = asyncio.Semaphore(concurrency)
+    caller = Caller("default")
 
-    def cost_of(response: dict[str, Any], deployment: Any) -> float | None:
-        usage = usage_from_openai(response.get("usage"))
-        cost = pricer.call_cost(deployment.provider, deployment.model, response.get("model"), usage)
-        return None if cost is None else cost.total
+    async def ask(model: str, question: str) -> tuple[dict[str, Any], float | None, int]:
+        request = {"model": model, "messages": [{"role": "user", "content": question}]}
+        call = gateway.start("chat", caller)
+        reply = await gateway.chat(call, request, caller)
+        if reply.after is not None:
+            await reply.after()
+        steps = call.extra.get("gateway.cascade", {}).get("escalations", 0) + 1
+        return reply.response, None if reply.cost is None else reply.cost.total, steps
 
     async def correct(item_id: str, question: str, expected: Any, response: dict[str, Any]) -> bool | None:
         text = str(((response.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
@@ -98,24 +101,22 @@ async def _measure_cascade(
         return result.passed
 
     async def one(item_id: str, question: str, expected: Any) -> CascadeItem:
-        request = {"model": settings.name, "messages": [{"role": "user", "content": question}]}
         async with gate:
-            steps = await run_cascade(router, settings, verifier, request, [])
-            strong, deployment = await router.chat({**request, "model": settings.models[-1]}, [])
-        costs = [cost_of(s.response, s.deployment) for s in steps]
+            answer, cost, steps = await ask(cascade_name, question)
+            strong, strong_cost, _ = await ask(strongest, question)
         return CascadeItem(
             item_id,
-            len(steps),
-            None if any(c is None for c in costs) else sum(c for c in costs if c is not None),
-            await correct(item_id, question, expected, steps[-1].response),
-            cost_of(strong, deployment),
+            steps,
+            cost,
+            await correct(item_id, question, expected, answer),
+            strong_cost,
             await correct(item_id, question, expected, strong),
         )
 
     try:
         return list(await asyncio.gather(*(one(*q) for q in questions)))
     finally:
-        await router.close()
+        await gateway.close()
 
 
 def _new_cost(pricer: Pricer, call: StoredCall) -> Cost | None:
@@ -234,17 +235,18 @@ def cascade_report(
     import json
 
     from pilothouse.costs.cascade_report import summarise
+    from pilothouse.evals.verifier import add_cascades
+    from pilothouse.gateway import Gateway
     from pilothouse.gateway.config import ConfigError, load_config
     from pilothouse.gateway.router import Router
-    from pilothouse.server.app import build_cascades
 
     try:
         config = load_config(config_path)
-        router = Router(config)
-        cascades = build_cascades(config, router)
-    except ConfigError as exc:
+        gateway = Gateway(Router(config), Pricer(PriceCatalogue.packaged(config.prices)))
+        add_cascades(gateway, config.cascades)
+    except (ConfigError, ValueError) as exc:
         raise CliError(str(exc), exit_code=2) from None
-    if cascade_name not in cascades:
+    if cascade_name not in gateway.cascades:
         raise CliError(f"{config_path} has no cascade {cascade_name!r}", exit_code=2)
     try:
         spec = json.loads(scorer)
@@ -254,9 +256,12 @@ def cascade_report(
         ]
     except (ValueError, KeyError, TypeError) as exc:
         raise CliError(f"cannot read the dataset or the scorer: {exc}", exit_code=2) from None
-    pricer = Pricer(PriceCatalogue.packaged(config.prices))
-    report = asyncio.run(
-        _measure_cascade(router, cascades[cascade_name], questions, spec, pricer, concurrency)
-    )
+    strongest = gateway.cascades[cascade_name][0].models[-1]
+    from pilothouse.gateway import GatewayError
+
+    try:
+        report = asyncio.run(_measure_cascade(gateway, cascade_name, strongest, questions, spec, concurrency))
+    except GatewayError as exc:
+        raise CliError(f"a model call failed: {exc.message}") from None
     for line in summarise(report).lines():
         click.echo(line)

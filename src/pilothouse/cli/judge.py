@@ -67,9 +67,9 @@ async def _judge_all(
     scorer: Scorer, items: list[LabelledItem], concurrency: int, swap: bool, quiet: bool
 ) -> list[Judgement]:
     from pilothouse.evals.calibration import judge_labelled
-    from pilothouse.evals.clients import ClientJudge, close_judge, start_judge
+    from pilothouse.evals.judges import Judge
 
-    client = getattr(scorer, "judge", None)
+    judge = getattr(scorer, "judge", None)
     done = 0
     step = max(1, len(items) // 10)
 
@@ -79,13 +79,13 @@ async def _judge_all(
         if not quiet and (done % step == 0 or done == len(items)):
             click.echo(f"judged {done}/{len(items)}", err=True)
 
-    if isinstance(client, ClientJudge):
-        await start_judge(client, None)
+    if isinstance(judge, Judge):
+        await judge.model.start()
     try:
         return await judge_labelled(scorer, items, concurrency=concurrency, swap=swap, on_judged=progress)
     finally:
-        if isinstance(client, ClientJudge):
-            await close_judge(client)
+        if isinstance(judge, Judge):
+            await judge.model.close()
 
 
 def _pct(x: float | None) -> str:
@@ -181,8 +181,8 @@ def calibrate_command(
         judge_identity,
         labelled_items,
     )
-    from pilothouse.evals.clients import ClientJudge
     from pilothouse.evals.datasets import read_items
+    from pilothouse.evals.judges import Judge
     from pilothouse.evals.spec import SpecError, parse_scorers, read_spec_file
     from pilothouse.store.calibrations import CalibrationStore
 
@@ -231,7 +231,7 @@ def calibrate_command(
             judgements=judgements,
             labels_sha256=hashlib.sha256(labels_bytes).hexdigest(),
             labels_source=str(labels_file),
-            judge_endpoint=client.client.endpoint() if isinstance(client, ClientJudge) else None,
+            judge_endpoint=client.model.endpoint() if isinstance(client, Judge) else None,
         )
     finally:
         store.store.close()

@@ -57,7 +57,7 @@ def serve(
         f"                 pilothouse traces list\n"
         f"  More keys:     pilothouse keys create --name NAME",
     )
-    names: list[str] = app.state.router_model_names
+    names = app.model_names
     if names:
         model = "smollm2" if "smollm2" in names else names[0]
         click.echo(

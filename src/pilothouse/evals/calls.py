@@ -1,16 +1,19 @@
-"""What every eval call shares: the context it runs in (run, item, epoch, trace), the errors it can
-raise, and the typed reader of a target's or judge's spec mapping (errors name ``section.key``)."""
+"""What every eval call shares: the context it runs in (the run, item, epoch and trace, as a
+:class:`pilothouse.domain.chat.CallContext`), the errors it can raise, and the typed reader of a
+target's or judge's spec mapping (errors name ``section.key``)."""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
-from pilothouse.domain.traces import SpanRecord
+from pilothouse.domain.chat import CallContext, ModelCallError, SpanSink
+from pilothouse.domain.traces import TraceAttributes
+from pilothouse.tracing.ids import new_trace_id
 
 __all__ = [
     "CallContext",
@@ -19,54 +22,39 @@ __all__ = [
     "TargetConfigError",
     "TargetError",
     "current_call",
+    "eval_context",
     "expand_env",
+    "with_role",
 ]
-
-SpanSink = Callable[[SpanRecord], None]
 
 
 class TargetConfigError(ValueError):
     """A target (or judge) spec that cannot be used; the message names the key."""
 
 
-class TargetError(Exception):
-    """A failed call. ``retryable``: another try may succeed (429, 5xx, timeouts, connection errors);
-    ``status`` is the HTTP status when there was one (429 makes the runner slow down)."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool = False,
-        status: int | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-        self.retry_after_s = retry_after_s
+# A target's call fails the way a model call does: one error type, under the name plugin targets raise.
+TargetError = ModelCallError
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
-    """Which run, item and epoch a call belongs to, and the trace it is recorded in."""
+def eval_context(run_id: str, item_id: str, epoch: int, project_id: str = "default") -> CallContext:
+    """The context of the target call of one item in one epoch: a new trace named ``eval``, tagged
+    ``eval``, whose spans carry ``eval.run_id``, ``eval.item_id``, ``eval.epoch`` and ``eval.role``."""
+    return CallContext(
+        trace_id=new_trace_id(),
+        project_id=project_id,
+        attributes={
+            "eval.run_id": run_id,
+            "eval.item_id": item_id,
+            "eval.epoch": epoch,
+            "eval.role": "target",
+        },
+        trace=TraceAttributes(name="eval", tags=("eval",), metadata={"eval.run_id": run_id}),
+    )
 
-    run_id: str
-    item_id: str
-    epoch: int
-    trace_id: str
-    role: str = "target"  # target | judge
-    project_id: str = "default"
 
-    def attributes(self) -> dict[str, Any]:
-        """The ``eval.*`` span attributes of a call."""
-        return {
-            "eval.run_id": self.run_id,
-            "eval.item_id": self.item_id,
-            "eval.epoch": self.epoch,
-            "eval.role": self.role,
-        }
+def with_role(context: CallContext, role: str, name: str | None = None) -> CallContext:
+    """The same item's context for a call in another role (``judge``), with its own span name."""
+    return replace(context, attributes={**context.attributes, "eval.role": role}, name=name)
 
 
 # The item being evaluated, for judge calls made from inside scorers (one asyncio task per item).
@@ -82,12 +70,12 @@ def expand_env(value: Any, where: str) -> Any:
     """``${NAME}`` in strings replaced from the environment (an unset name is an error naming ``where``)."""
     if isinstance(value, str):
 
-        def replace(match: re.Match[str]) -> str:
+        def substitute(match: re.Match[str]) -> str:
             if match.group(1) not in os.environ:
                 raise TargetConfigError(f"{where}: environment variable {match.group(1)} is not set")
             return os.environ[match.group(1)]
 
-        return _ENV.sub(replace, value)
+        return _ENV.sub(substitute, value)
     if isinstance(value, Mapping):
         return {k: expand_env(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):

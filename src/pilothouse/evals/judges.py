@@ -1,5 +1,5 @@
-"""Model-graded scorers over a narrow :class:`JudgeModel` interface, and :class:`OpenAIJudge`, the adapter
-for any OpenAI-compatible endpoint.
+"""Model-graded scorers over a narrow :class:`JudgeModel` interface, and :class:`Judge`, its one
+implementation: any chat model (:class:`pilothouse.domain.chat.ChatModel`) asked the scorers' way.
 
 A judge that fails (an error, a timeout, a refusal, a reply that cannot be parsed or a score out of
 range) gives an UNMEASURED result (value None, ``error`` set), never a silent 0. Judge token usage and
@@ -28,10 +28,12 @@ import json
 import math
 import re
 from abc import abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
+from pilothouse.domain.chat import CallContext, ChatModel, ModelCallError
+from pilothouse.evals.calls import current_call, with_role
 from pilothouse.evals.scorers import strip_code_fence
 from pilothouse.evals.scoring import (
     BaseScorer,
@@ -42,9 +44,7 @@ from pilothouse.evals.scoring import (
     register_scorer,
 )
 from pilothouse.evals.templating import render, to_text
-
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+from pilothouse.tracing.ids import new_trace_id
 
 __all__ = [
     "ANSWER_RELEVANCE_PROMPT",
@@ -53,9 +53,9 @@ __all__ = [
     "PAIRWISE_PROMPT",
     "RUBRIC_PROMPT",
     "VERIFY_CLAIMS_PROMPT",
+    "Judge",
     "JudgeModel",
     "JudgeReply",
-    "OpenAIJudge",
     "extract_json_object",
     "parse_score",
     "weighted_score",
@@ -268,34 +268,28 @@ class JudgeModel(Protocol):
         ...
 
 
-class OpenAIJudge:
-    """A :class:`JudgeModel` over an ``openai.AsyncOpenAI`` client (OpenAI, the Pilothouse gateway, or
-    any compatible server).
+class Judge:
+    """The judge scorers grade with: a chat model (:class:`pilothouse.domain.chat.ChatModel`, in-process
+    or over HTTP) asked the scorers' way. Judge calls are made in the trace of the item being scored
+    (role ``judge``), traced and priced like any call of that model.
 
     ``structured``: send the scorers' JSON-schema ``response_format`` (only for models that support
-    structured outputs). ``logprobs``: whether the endpoint may be asked for token logprobs.
-    ``cost_of(input_tokens, output_tokens)`` prices a call (None: cost unknown). ``max_tokens_field``:
-    ``max_completion_tokens`` for models that reject ``max_tokens``."""
+    structured outputs). ``logprobs``: whether the model may be asked for token logprobs.
+    ``max_tokens_field``: ``max_completion_tokens`` for models that reject ``max_tokens``."""
 
     def __init__(
         self,
-        client: AsyncOpenAI,
-        model: str,
+        model: ChatModel,
         *,
         structured: bool = False,
         logprobs: bool = True,
         top_logprobs: int = 5,
-        logprob_positions: int = 20,
-        cost_of: Callable[[int, int], float | None] | None = None,
         max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
     ) -> None:
-        self.client = client
         self.model = model
         self.structured = structured
         self.logprobs = logprobs
         self.top_logprobs = top_logprobs
-        self.logprob_positions = logprob_positions
-        self.cost_of = cost_of
         self.max_tokens_field = max_tokens_field
 
     async def complete(
@@ -307,9 +301,9 @@ class OpenAIJudge:
         logprobs: bool = False,
         response_format: dict[str, Any] | None = None,
     ) -> JudgeReply:
-        """One chat completion through the client."""
+        """One judge call, in the trace of the item being scored (a new trace outside a run)."""
         request = judge_request(
-            self.model,
+            self.model.model,
             messages,
             max_tokens=max_tokens,
             temperature=temperature,
@@ -318,30 +312,22 @@ class OpenAIJudge:
             top_logprobs=self.top_logprobs,
             max_tokens_field=self.max_tokens_field,
         )
-        completion = await self.client.chat.completions.create(**request)
-        if not completion.choices:
-            raise RuntimeError("the judge answered without a choice")
-        choice = completion.choices[0]
-        top: list[list[tuple[str, float]]] | None = None
-        if choice.logprobs is not None and choice.logprobs.content:
-            top = [
-                [(candidate.token, candidate.logprob) for candidate in position.top_logprobs]
-                or [(position.token, position.logprob)]
-                for position in choice.logprobs.content[: self.logprob_positions]
-            ]
-        usage = completion.usage
-        input_tokens = usage.prompt_tokens if usage is not None else None
-        output_tokens = usage.completion_tokens if usage is not None else None
-        cost = None
-        if self.cost_of is not None and input_tokens is not None and output_tokens is not None:
-            cost = self.cost_of(input_tokens, output_tokens)
-        return JudgeReply(
-            text=choice.message.content or "",
-            top_logprobs=top,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=cost,
-            refusal=getattr(choice.message, "refusal", None),
+        outer = current_call.get()
+        name = f"eval judge {self.model.model}"
+        if outer is not None:
+            context = with_role(outer, "judge", name)
+        else:
+            context = CallContext(new_trace_id(), name=name)
+        try:
+            reply = await self.model.chat(request, context)
+        except ModelCallError as exc:
+            raise RuntimeError(f"judge call failed: {exc.message}") from None
+        usage = reply.usage
+        return judge_reply(
+            reply.response,
+            input_tokens=usage.input_total if usage else None,
+            output_tokens=usage.output if usage else None,
+            cost_usd=reply.cost_usd,
         )
 
 

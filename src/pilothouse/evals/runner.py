@@ -37,20 +37,14 @@ from pilothouse.domain.evals import (
     ScoreRecord,
     SummaryBuilder,
 )
-from pilothouse.domain.traces import (
-    Observation,
-    ObservationKind,
-    SpanRecord,
-    Status,
-    TraceAttributes,
-)
-from pilothouse.evals.calls import CallContext, TargetError, current_call
-from pilothouse.evals.clients import new_span_id, new_trace_id
+from pilothouse.domain.traces import ObservationKind, SpanRecord, Status
+from pilothouse.evals.calls import CallContext, TargetError, current_call, eval_context
 from pilothouse.evals.datasets import read_items
 from pilothouse.evals.scoring import Sample, ScoreResult
 from pilothouse.evals.spec import EvalSpec
 from pilothouse.evals.targets import Prepared, TargetReply
 from pilothouse.evals.templating import TemplateError
+from pilothouse.gateway.recording import CallSpan
 
 __all__ = ["AdaptiveLimit", "EvalStoreLike", "Progress", "RunError", "cache_key", "run_eval"]
 
@@ -317,7 +311,7 @@ class _Run:
 
     async def evaluate(self, unit: _Unit) -> EvalResult:
         item = unit.item
-        context = CallContext(self.run.id, item.id, unit.epoch, new_trace_id(), "target", self.run.project_id)
+        context = eval_context(self.run.id, item.id, unit.epoch, self.run.project_id)
         token = current_call.set(context)
         try:
             return await self._evaluate(unit, context)
@@ -330,7 +324,6 @@ class _Run:
         prepared = unit.prepared
         if prepared is None:
             return self._unmeasured(base, unit.error or "no request")
-        started_ns = time.time_ns()
         if cached is not None:
             reply = TargetReply(
                 cached.output,
@@ -341,12 +334,15 @@ class _Run:
                 None,
             )
         else:
+            span = self._local_span(context, prepared)
             try:
                 reply = await self.call_target(prepared, context)
             except TargetError as exc:
-                self._trace_local(context, prepared, started_ns, None, exc.message)
+                if span is not None:
+                    self.span(span.record(status=Status.ERROR, error=exc.message))
                 return self._unmeasured(base, exc.message)
-            self._trace_local(context, prepared, started_ns, reply.output, None)
+            if span is not None:
+                self.span(span.record(status=Status.OK, output=reply.output))
             if unit.key is not None:
                 entry = CachedResponse(
                     reply.output, reply.input_tokens, reply.output_tokens, reply.cost_usd, reply.latency_ms
@@ -415,32 +411,24 @@ class _Run:
             created_ns=time.time_ns(),
         )
 
-    def _trace_local(
-        self,
-        context: CallContext,
-        prepared: Prepared,
-        start_ns: int,
-        output: str | None,
-        error: str | None,
-    ) -> None:
-        """A span for a callable or HTTP target call (model targets record their own)."""
+    def _local_span(self, context: CallContext, prepared: Prepared) -> CallSpan | None:
+        """The span of a callable or HTTP target call, started now (model targets record their own)."""
         if not self.trace_local:
-            return
-        observation = Observation(
+            return None
+        span = CallSpan(
+            project_id=self.run.project_id,
+            operation="eval target",
+            request=dict(prepared.request),
+            key_id=None,
+            user_id=None,
             trace_id=context.trace_id,
-            id=new_span_id(),
+            parent_id=None,
             name=f"eval target {self.spec.target.describe()}"[:200],
             kind=ObservationKind.SPAN,
-            start_ns=start_ns,
-            end_ns=time.time_ns(),
-            status=Status.ERROR if error else Status.OK,
-            status_message=error,
-            input=json.dumps(prepared.request, ensure_ascii=False, default=str),
-            output=output,
-            attributes=context.attributes(),
+            trace=context.trace,
         )
-        trace = TraceAttributes(name="eval", tags=("eval",), metadata={"eval.run_id": context.run_id})
-        self.span(SpanRecord(self.run.project_id, observation, trace))
+        span.extra.update(context.attributes)
+        return span
 
     async def record(self, result: EvalResult) -> None:
         self.buffers.results.append(result)
@@ -578,8 +566,8 @@ async def _execute(
         await spec.target.start(state.span)
         opened.append(spec.target)
         for judge in spec.judges:
-            await judge.client.start(state.span)
-            opened.append(judge.client)
+            await judge.model.start(state.span)
+            opened.append(judge.model)
         queue: asyncio.Queue[_Unit | None] = asyncio.Queue(max(PREPARE_BATCH, spec.concurrency * 2))
 
         async def feed(batch: list[tuple[int, DatasetItem, int]]) -> None:

@@ -12,10 +12,11 @@ http       url, method (POST), headers, body (a template: any JSON value), outpu
            the JSON answer: ``$.choices[0].message.content``; default the whole body)
 =========  ==================================================================================  =====
 
-Every call is traced. Through an HTTP endpoint a W3C ``traceparent`` header carries the trace id the
-runner chose (a Pilothouse gateway then records the call in that trace); in-process calls become
-generation spans the runner stores itself, with ``eval.run_id``, ``eval.item_id``, ``eval.epoch`` and
-``eval.role`` attributes. The same clients serve as judges (:func:`build_judge`), so judge calls are
+Every call is traced. A model target calls a chat model (:class:`pilothouse.domain.chat.ChatModel`):
+through an HTTP endpoint a W3C ``traceparent`` header carries the trace id the runner chose (a Pilothouse
+gateway then records the call in that trace); in-process calls become generation spans the runner
+stores itself, with ``eval.run_id``, ``eval.item_id``, ``eval.epoch`` and ``eval.role`` attributes. The
+same chat models serve as judges (:func:`pilothouse.evals.clients.build_judge`), so judge calls are
 traced and priced the same way, and accounted apart from the target's.
 """
 
@@ -28,14 +29,16 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.evals.calls import CallContext, Options, SpanSink, TargetConfigError, TargetError
-from pilothouse.evals.clients import chat_client, new_span_id, retry_after_seconds
+from pilothouse.evals.clients import chat_model
 from pilothouse.evals.templating import render_messages, render_value
+from pilothouse.gateway import retry_after_seconds
+from pilothouse.tracing.ids import new_span_id
 
 __all__ = [
     "CallContext",
@@ -222,7 +225,7 @@ class ModelTarget:
             if reserved in self.parameters:
                 raise opts.error(f"params.{reserved}", "is set by the target itself")
         timeout_s = opts.number("timeout_s", 600.0) or 600.0
-        self.client = chat_client(opts, model, base_dir, timeout_s)
+        self.client = chat_model(opts, model, base_dir, timeout_s)
 
     def describe(self) -> str:
         return f"model {self.model} @ {self.client.describe()}"
@@ -243,6 +246,7 @@ class ModelTarget:
         await self.client.start(spans)
 
     async def call(self, prepared: Prepared, context: CallContext) -> TargetReply:
+        context = replace(context, name=f"eval target {self.model}")
         reply = await self.client.chat(dict(prepared.request), context)
         usage = reply.usage
         return TargetReply(
@@ -440,7 +444,7 @@ class HttpTarget:
     async def call(self, prepared: Prepared, context: CallContext) -> TargetReply:
         import httpx
 
-        traceparent = f"00-{context.trace_id}-{new_span_id()}-01"
+        traceparent = context.traceparent(new_span_id())
         started = time.perf_counter()
         try:
             response = await self._client.request(

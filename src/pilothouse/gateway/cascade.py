@@ -13,7 +13,9 @@ cascades:
 ```
 
 The last model's answer is always accepted. Every step is a real call (traced and priced on its own),
-so the cost of a cascade is the sum of its steps.
+so the cost of a cascade is the sum of its steps. The verifier is built from an eval scorer by
+:func:`pilothouse.evals.cascade_verifier` (the server's app factory does it), so this module needs
+nothing of the evals.
 """
 
 from __future__ import annotations
@@ -58,67 +60,6 @@ class CascadeStep:
     response: dict[str, Any]
     deployment: Deployment
     verdict: Verdict | None  # None for the last model (accepted without asking)
-
-
-def _answer_text(response: Mapping[str, Any]) -> str:
-    choices = response.get("choices") or [{}]
-    return str((choices[0].get("message") or {}).get("content") or "")
-
-
-class RouterJudge:
-    """A judge model (pilothouse.evals.judges.JudgeModel) served by the gateway's own router."""
-
-    def __init__(self, router: Router, model: str) -> None:
-        self.router = router
-        self.model = model
-
-    async def complete(
-        self,
-        messages: list[dict[str, Any]],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        logprobs: bool = False,
-        response_format: dict[str, Any] | None = None,
-    ) -> Any:
-        from pilothouse.evals.judges import judge_reply, judge_request
-
-        request = judge_request(
-            self.model,
-            messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            logprobs=logprobs,
-            response_format=response_format,
-        )
-        response, _deployment = await self.router.chat(request, [])
-        usage = response.get("usage") or {}
-        return judge_reply(
-            response, input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens")
-        )
-
-
-def scorer_verifier(settings: CascadeSettings, router: Router) -> Verifier:
-    """A verifier from an eval scorer spec: an answer passes when the scorer passes it; an unmeasured
-    result (the judge failed) escalates."""
-    from pilothouse.evals.scoring import Sample, build_scorer
-
-    judge = RouterJudge(router, settings.judge) if settings.judge else None
-    scorer = build_scorer(dict(settings.verifier), judge)
-
-    async def verify(request: dict[str, Any], response: dict[str, Any]) -> Verdict:
-        messages = [m for m in request.get("messages") or [] if isinstance(m, dict)]
-        question = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-        sample = Sample(
-            item_id="cascade",
-            input={"question": question},
-            messages=messages,
-            output=_answer_text(response),
-        )
-        result = await scorer.score(sample)
-        return Verdict(bool(result.passed), result.value, result.reason or result.error)
-
-    return verify
 
 
 async def run_cascade(

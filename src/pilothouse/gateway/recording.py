@@ -1,12 +1,13 @@
-"""Every gateway call, success or error, becomes one generation in the trace pipeline: request,
-response, usage, TTFT, latency, attempts, deployment, key and end user. An incoming W3C
-``traceparent`` nests it under the caller's trace."""
+"""The one span builder of a model call, wherever it happens (the gateway's HTTP surfaces, in-process
+eval calls, judges, cascade steps): :class:`CallSpan` collects what is learned about the call and turns
+it into one generation (or embedding) record: request, response, usage, cost, TTFT, latency, attempts,
+deployment, key and end user. An incoming W3C ``traceparent`` nests it under the caller's trace."""
 
 from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -68,11 +69,11 @@ def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
 
 
 @dataclass
-class GatewayCall:
-    """What the gateway learned about one request, turned into a span record when it ends."""
+class CallSpan:
+    """What is learned about one call, turned into a span record when it ends."""
 
     project_id: str
-    operation: str  # chat | embeddings
+    operation: str  # chat | embeddings | cache-verify | the kind of a non-model call (eval target)
     request: dict[str, Any]
     key_id: str | None
     user_id: str | None
@@ -88,6 +89,9 @@ class GatewayCall:
     cache: str | None = None  # "hit" or "miss" when the response cache is on
     extra: dict[str, Any] = field(default_factory=dict)  # more span attributes (a cascade's steps, ...)
     reservation: Any = None  # the budget hold (pilothouse.gateway.budgets.Reservation), if any
+    name: str | None = None  # the span's name; default "<operation> <requested model>"
+    kind: ObservationKind | None = None  # default: generation (embedding for embeddings)
+    trace: TraceAttributes | None = None  # trace-level facts; default the end user and tags
 
     def first_token(self) -> None:
         """Mark the time to first token (once)."""
@@ -143,16 +147,20 @@ class GatewayCall:
         error: str | None = None,
         http_status: int = 200,
     ) -> SpanRecord:
-        """The generation for this call (a refused call costs $0: :meth:`refused_cost`)."""
-        if cost is None and status is Status.ERROR:
+        """The span of this call (a refused call costs $0: :meth:`refused_cost`)."""
+        kind = self.kind or (
+            ObservationKind.EMBEDDING if self.operation == "embeddings" else ObservationKind.GENERATION
+        )
+        model_call = kind.is_model_call
+        if cost is None and status is Status.ERROR and model_call:
             cost = self.refused_cost()
         ended = time.perf_counter() if self.ended is None else self.ended
         elapsed_ns = int((ended - self.started) * 1e9)
         requested = self.request.get("model")
-        attributes: dict[str, Any] = {
-            "gateway.http_status": http_status,
-            "gateway.attempts": [a.as_dict() for a in self.attempts],
-        }
+        attributes: dict[str, Any] = {}
+        if model_call:
+            attributes["gateway.http_status"] = http_status
+            attributes["gateway.attempts"] = [a.as_dict() for a in self.attempts]
         if deployment:
             attributes["gateway.deployment"] = deployment
         if self.key_id:
@@ -162,17 +170,23 @@ class GatewayCall:
         attributes.update(self.extra)
         if self.request.get("tools"):
             attributes["gen_ai.request.tools"] = self.request["tools"]
+        if self.name is not None:
+            name = self.name
+        else:
+            name = f"{self.operation} {requested}" if isinstance(requested, str) else self.operation
         observation = Observation(
             trace_id=self.trace_id,
             id=self.span_id,
             parent_id=self.parent_id,
-            name=f"{self.operation} {requested}" if isinstance(requested, str) else self.operation,
-            kind=ObservationKind.EMBEDDING if self.operation == "embeddings" else ObservationKind.GENERATION,
+            name=name,
+            kind=kind,
             start_ns=self.start_ns,
             end_ns=self.start_ns + elapsed_ns,
             status=status,
             status_message=error,
-            input=_input_text(self.request),
+            input=_input_text(self.request)
+            if model_call
+            else orjson.dumps(self.request, default=str).decode(),
             output=output,
             attributes=attributes,
             provider=provider,
@@ -183,7 +197,9 @@ class GatewayCall:
             cost=cost,
             ttft_ns=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1e9),
         )
-        return SpanRecord(self.project_id, observation, TraceAttributes(user_id=self.user_id, tags=self.tags))
+        # each record its own trace facts: the normaliser and the batch writer may change them
+        trace = replace(self.trace) if self.trace else TraceAttributes(user_id=self.user_id, tags=self.tags)
+        return SpanRecord(self.project_id, observation, trace)
 
 
 def _input_text(request: dict[str, Any]) -> str | None:

@@ -155,7 +155,6 @@ class SemanticCache:
         self._rng = rng or random.Random()
         self._scopes: dict[str, _Scope] = {}
         self.routes: dict[str, RouteStats] = {}
-        self.tasks: set[asyncio.Task[None]] = set()  # re-checks in flight
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         import numpy as np

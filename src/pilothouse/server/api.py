@@ -26,13 +26,13 @@ from pilothouse.server.serialise import (
     trace_detail_json,
     trace_summary_json,
 )
-from pilothouse.server.state import AppState
+from pilothouse.server.state import Services
 
 _GRANULARITY_S = {"minute": 60, "hour": 3600, "day": 86400}
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.pilothouse
+def _state(request: Request) -> Services:
+    state: Services = request.app.state.pilothouse
     return state
 
 

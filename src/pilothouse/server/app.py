@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,9 +20,11 @@ from starlette.types import Receive, Scope, Send
 
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
+from pilothouse.domain.traces import SpanRecord
+from pilothouse.evals.verifier import add_cascades
+from pilothouse.gateway import Caches, Gateway
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
 from pilothouse.gateway.cache import make_response_cache
-from pilothouse.gateway.cascade import scorer_verifier
 from pilothouse.gateway.config import ConfigError, GatewayConfig, load_config
 from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
@@ -33,7 +36,7 @@ from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.settings import Settings
-from pilothouse.server.state import AppState, Cascade
+from pilothouse.server.state import Services
 from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
 
@@ -42,7 +45,7 @@ log = logging.getLogger("pilothouse.server")
 
 async def health(request: Request) -> Response:
     """Liveness and the ingest queue's depth."""
-    state: AppState = request.app.state.pilothouse
+    state: Services = request.app.state.pilothouse
     return FastJSONResponse({"status": "ok", "ingest_pending": state.ingest.pending})
 
 
@@ -65,9 +68,8 @@ async def _server_error(_request: Request, exc: Exception) -> Response:
 _CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
-def _metrics(router: Router, ingest: IngestQueue) -> GatewayMetrics:
-    metrics = GatewayMetrics()
-    metrics.gauges = [
+def _gauges(router: Router, ingest: IngestQueue) -> list[Gauge]:
+    return [
         Gauge(
             "pilothouse_deployment_circuit_state",
             "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
@@ -100,40 +102,43 @@ def _metrics(router: Router, ingest: IngestQueue) -> GatewayMetrics:
             ],
         ),
     ]
-    return metrics
 
 
-def build_cascades(config: GatewayConfig, router: Router) -> dict[str, Cascade]:
-    """Each cascade route with its verifier; a bad verifier spec is a config error at start-up."""
-    cascades: dict[str, Cascade] = {}
-    for cascade in config.cascades:
-        try:
-            cascades[cascade.name] = (cascade, scorer_verifier(cascade, router))
-        except ValueError as exc:
-            raise ConfigError(f"cascades ({cascade.name}): verifier: {exc}") from None
-    return cascades
-
-
-def create_app(
-    settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
-) -> Starlette:
-    """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given,
-    and the gateway's models come from the settings' config file unless given; the ingest queue
-    starts with the app and drains when it stops."""
-    config = gateway_config if gateway_config is not None else load_config(settings.config)
+def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) -> tuple[Gateway, BudgetGuard]:
+    """The server's gateway: the config's models, prices, caches and cascade routes (a cascade's judge
+    is a model of this same gateway), rate limits and budgets (shared in Redis when configured). A bad
+    cascade verifier is a config error at start-up. Its recorder is set when the app starts."""
     router = Router(config)  # providers are created now, so a bad config fails before serving
-    pricer = Pricer(PriceCatalogue.packaged(config.prices))
-    limiter = make_rate_limiter(settings.redis_url)
-    own_store = store is None
-    the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
-    budgets = BudgetGuard(CostStore(the_store), make_budget_ledger(settings.redis_url))
-    cache = make_response_cache(config.cache, settings.redis_url)
-    cascades = build_cascades(config, router)
+    budgets = BudgetGuard(CostStore(store), make_budget_ledger(settings.redis_url))
     semantic = (
         SemanticCache(config.semantic_cache, local_embedder(config.semantic_cache.model))
         if config.semantic_cache.enabled
         else None
     )
+    gateway = Gateway(
+        router,
+        Pricer(PriceCatalogue.packaged(config.prices)),
+        limiter=make_rate_limiter(settings.redis_url),
+        budgets=budgets,
+        caches=Caches(make_response_cache(config.cache, settings.redis_url), semantic),
+    )
+    try:
+        add_cascades(gateway, config.cascades)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return gateway, budgets
+
+
+def create_app(
+    settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
+) -> FastPathApp:
+    """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given,
+    and the gateway's models come from the settings' config file unless given; the ingest queue
+    starts with the app and drains when it stops."""
+    config = gateway_config if gateway_config is not None else load_config(settings.config)
+    own_store = store is None
+    the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
+    gateway, budgets = build_gateway(settings, config, the_store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -141,24 +146,28 @@ def create_app(
             the_store,
             max_spans=settings.ingest_queue_spans,
             batch_spans=settings.ingest_batch_spans,
-            pricer=pricer,
+            pricer=gateway.pricer,
         )
-        app.state.pilothouse = AppState(
-            metrics=_metrics(router, ingest),
+        metrics = GatewayMetrics()
+        metrics.gauges = _gauges(gateway.router, ingest)
+
+        def record(span: SpanRecord) -> None:  # every gateway call, through the queue: never waits
+            metrics.observe_call(span)
+            if not ingest.offer([span]):
+                log.warning("ingest queue full: the trace of a gateway call was not recorded")
+
+        gateway.record = record
+        app.state.pilothouse = Services(
             settings=settings,
             store=the_store,
             ingest=ingest,
             auth=KeyAuthenticator(the_store, settings.admin_key, settings.key_cache_seconds),
-            router=router,
-            limiter=limiter,
-            pricer=pricer,
+            gateway=gateway,
             budgets=budgets,
-            cache=cache,
-            semantic=semantic,
-            cascades=cascades,
+            metrics=metrics,
         )
-        if semantic is not None:
-            await asyncio.to_thread(semantic.warm_up)  # the embedding model loads before serving
+        if gateway.caches.semantic is not None:
+            await asyncio.to_thread(gateway.caches.semantic.warm_up)  # the embedding model loads first
         await budgets.reload()  # budgets and their spend so far: requests never wait for them
         # anyio's event-loop backend and its worker threads start now, not inside the first request
         # that needs a thread (an API key's first lookup): importing them costs ~40 ms of CPU.
@@ -170,13 +179,7 @@ def create_app(
         try:
             yield
         finally:
-            await router.close()
-            await limiter.close()
-            await budgets.close()
-            if cache is not None:
-                await cache.close()
-            if semantic is not None and semantic.tasks:
-                await asyncio.wait(semantic.tasks, timeout=10)
+            await gateway.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:
@@ -201,26 +204,31 @@ def create_app(
             Exception: _server_error,
         },
     )
-    app.state.router_model_names = router.model_names()
-    return FastPathApp(app)
+    return FastPathApp(app, gateway.model_names())
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-class FastPathApp(Starlette):
+class FastPathApp:
     """The app, with the hottest endpoints (model calls and trace exports) dispatched directly, before
     Starlette's middleware stack and route matching: a few tens of microseconds per request that the
-    gateway's latency budget cannot spare. Everything else (and lifespan) goes to the wrapped app."""
+    gateway's latency budget cannot spare (``python benchmarks/gateway.py`` measures it). Everything
+    else, lifespan included, goes to the wrapped Starlette app, whose state the handlers read."""
 
-    def __init__(self, app: Starlette) -> None:
-        self.__dict__.update(app.__dict__)  # same state, router and lifespan as the wrapped app
-        self._wrapped = app
+    def __init__(self, app: Starlette, model_names: list[str]) -> None:
+        self.app = app
+        self.model_names = model_names  # what the gateway serves, for the start-up banner
         self._fast: dict[tuple[str, str], Endpoint] = {
             ("POST", "/v1/chat/completions"): gateway_api.chat_completions,
             ("POST", "/v1/messages"): gateway_api.messages,
             ("POST", "/v1/traces"): export_traces,
         }
+
+    @property
+    def state(self) -> State:
+        """The wrapped app's state (``state.pilothouse``: the :class:`Services`)."""
+        return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = (
@@ -229,9 +237,9 @@ class FastPathApp(Starlette):
             else None
         )
         if endpoint is None:
-            await self._wrapped(scope, receive, send)
+            await self.app(scope, receive, send)
             return
-        scope["app"] = self._wrapped
+        scope["app"] = self.app
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)

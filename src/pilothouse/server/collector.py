@@ -15,7 +15,7 @@ from pilothouse.domain.keys import Scope
 from pilothouse.server.body import read_body
 from pilothouse.server.errors import ApiError
 from pilothouse.server.ingest import PendingExport
-from pilothouse.server.state import AppState
+from pilothouse.server.state import Services
 from pilothouse.tracing.otlp import OtlpDecodeError, check_protobuf, decode_json, decompress, is_json
 
 RETRY_AFTER_S = "1"
@@ -23,7 +23,7 @@ RETRY_AFTER_S = "1"
 
 async def export_traces(request: Request) -> Response:
     """Receive one OTLP trace export."""
-    state: AppState = request.app.state.pilothouse
+    state: Services = request.app.state.pilothouse
     principal = await state.auth.authenticate(request, Scope.INGEST)
     limit = state.settings.max_body_bytes
     body = await read_body(request, limit)

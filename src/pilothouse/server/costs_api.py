@@ -18,12 +18,12 @@ from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.gateway.cache import LocalResponseCache
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
-from pilothouse.server.state import AppState
+from pilothouse.server.state import Services
 from pilothouse.store.costs import CostStore
 
 
-def _state(request: Request) -> AppState:
-    state: AppState = request.app.state.pilothouse
+def _state(request: Request) -> Services:
+    state: Services = request.app.state.pilothouse
     return state
 
 
@@ -47,7 +47,7 @@ async def costs_report(request: Request) -> Response:
     return FastJSONResponse({"by": by, "since_ns": since_ns, "data": await run_in_threadpool(build)})
 
 
-async def _budget_json(state: AppState, budget: Budget) -> dict[str, Any]:
+async def _budget_json(state: Services, budget: Budget) -> dict[str, Any]:
     spent, reserved = await state.budgets.usage(budget)
     return {
         "id": budget.id,
@@ -144,10 +144,13 @@ async def cache_report(request: Request) -> Response:
     re-checked hits and measured precision (and whether it switched itself off)."""
     state = _state(request)
     await state.auth.authenticate(request, Scope.READ)
-    exact: dict[str, Any] = {"enabled": state.cache is not None}
-    if isinstance(state.cache, LocalResponseCache):
-        exact["entries"] = len(state.cache)
-    semantic = {"enabled": False} if state.semantic is None else {"enabled": True, **state.semantic.report()}
+    caches = state.gateway.caches
+    exact: dict[str, Any] = {"enabled": caches.exact is not None}
+    if isinstance(caches.exact, LocalResponseCache):
+        exact["entries"] = len(caches.exact)
+    semantic = (
+        {"enabled": False} if caches.semantic is None else {"enabled": True, **caches.semantic.report()}
+    )
     return FastJSONResponse({"exact": exact, "semantic": semantic})
 
 

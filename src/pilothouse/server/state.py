@@ -1,38 +1,28 @@
-"""What the app holds for its lifetime, passed in by the app factory (no module globals)."""
+"""What the app holds for its lifetime, made by the app factory and passed to every handler through
+``request.app.state.pilothouse`` (no module globals)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pilothouse.costs.pricing import Pricer
+from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
-from pilothouse.gateway.cache import ResponseCache
-from pilothouse.gateway.cascade import CascadeSettings, Verifier
-from pilothouse.gateway.limits import RateLimiter
-from pilothouse.gateway.router import Router
-from pilothouse.gateway.semantic_cache import SemanticCache
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
 from pilothouse.server.settings import Settings
 from pilothouse.store.sql import SqlStore
 
-Cascade = tuple[CascadeSettings, Verifier]
-
 
 @dataclass(slots=True)
-class AppState:
-    """Settings, store, ingest queue, authenticator and model router of one running app."""
+class Services:
+    """The services of one running app: settings, the store and its ingest queue, key checks, the
+    gateway (with its router and caches), the budgets it enforces, and the metrics."""
 
     settings: Settings
     store: SqlStore
     ingest: IngestQueue
     auth: KeyAuthenticator
-    router: Router
-    limiter: RateLimiter
-    metrics: GatewayMetrics
-    pricer: Pricer
+    gateway: Gateway
     budgets: BudgetGuard
-    cache: ResponseCache | None = None
-    semantic: SemanticCache | None = None
-    cascades: dict[str, Cascade] = field(default_factory=dict)
+    metrics: GatewayMetrics

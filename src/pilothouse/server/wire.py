@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
+from pilothouse.gateway import GatewayError
 from pilothouse.providers.anthropic_format import MessagesStreamEncoder
-from pilothouse.providers.base import ProviderError
 
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -37,8 +37,8 @@ class OpenAIWire:
     def end(self) -> bytes:
         return b"data: [DONE]\n\n"
 
-    def error(self, exc: ProviderError, message: str) -> bytes:
-        payload = {"error": {"message": message, "type": exc.kind, "param": None, "code": exc.code}}
+    def error(self, exc: GatewayError) -> bytes:
+        payload = {"error": {"message": exc.message, "type": exc.kind, "param": None, "code": exc.code}}
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
@@ -60,15 +60,6 @@ class AnthropicWire:
     def end(self) -> bytes:
         return self._events(self.encoder.finish())
 
-    def error(self, exc: ProviderError, message: str) -> bytes:
-        return self._events(
-            [
-                (
-                    "error",
-                    {
-                        "type": "error",
-                        "error": {"type": ANTHROPIC_TYPES.get(exc.status, "api_error"), "message": message},
-                    },
-                )
-            ]
-        )
+    def error(self, exc: GatewayError) -> bytes:
+        kind = ANTHROPIC_TYPES.get(exc.status, "api_error")
+        return self._events([("error", {"type": "error", "error": {"type": kind, "message": exc.message}})])

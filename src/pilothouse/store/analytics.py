@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 # compiled sampling statements per engine and number of strata
 _SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
 
-__all__ = ["Activity", "RankedTrace", "RollupRow", "SampledCall", "AnalyticsQueries"]
+__all__ = ["Activity", "AnalyticsQueries", "RankedTrace", "RollupRow", "SampledCall"]
 
 _SUMS = (
     "count",

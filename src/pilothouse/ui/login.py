@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.keys import Scope, hash_secret
-from pilothouse.server.state import AppState
+from pilothouse.server.state import Services
 from pilothouse.ui.session import ADMIN, LOGIN_COOKIE, SESSION_COOKIE
 from pilothouse.ui.web import Ui, UiError, read_form, safe_next, same_token
 
@@ -48,13 +48,13 @@ def login_endpoints(ui: Ui) -> tuple[Endpoint, Endpoint, Endpoint]:
     """The GET /login, POST /login and POST /logout endpoints of ``ui``."""
 
     async def login_form(request: Request) -> Response:
-        state: AppState = request.app.state.pilothouse
+        state: Services = request.app.state.pilothouse
         if await ui.viewer(request, state) is not None:
             return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
         return _login_page(ui, request)
 
     async def login(request: Request) -> Response:
-        state: AppState = request.app.state.pilothouse
+        state: Services = request.app.state.pilothouse
         try:
             form = await read_form(request)
         except UiError as exc:
@@ -107,7 +107,7 @@ def login_endpoints(ui: Ui) -> tuple[Endpoint, Endpoint, Endpoint]:
         return response
 
     async def logout(request: Request) -> Response:
-        state: AppState = request.app.state.pilothouse
+        state: Services = request.app.state.pilothouse
         viewer = await ui.viewer(request, state)
         if viewer is not None:
             try:

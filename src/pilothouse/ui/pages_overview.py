@@ -11,7 +11,7 @@ import orjson
 from starlette.responses import Response
 
 from pilothouse.domain.budgets import Budget, BudgetPeriod, forecast_period_spend
-from pilothouse.store.analytics import RollupRow, AnalyticsQueries
+from pilothouse.store.analytics import AnalyticsQueries, RollupRow
 from pilothouse.store.costs import CostStore
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError
@@ -99,14 +99,14 @@ async def models(page: PageContext) -> Response:
     error rate and traffic share (rollups)."""
     win = _window(page, "1h")
     rows = await page.run(page.queries.rollup_rows, page.project_id, win.start_s, win.end_s, win.bucket_s)
-    deployments = page.state.router.health_report()
+    deployments = page.state.gateway.router.health_report()
     return page.render(
         "models.html",
         win=win,
         ranges=list(an.RANGES),
         deployments=deployments,
         models=_model_health(rows),
-        settings=page.state.router.settings,
+        settings=page.state.gateway.router.settings,
     )
 
 

@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret
 from pilothouse.server.errors import ApiError
-from pilothouse.server.state import AppState
+from pilothouse.server.state import Services
 from pilothouse.store.analytics import AnalyticsQueries
 from pilothouse.ui import format as fmt
 from pilothouse.ui.session import ADMIN, SESSION_COOKIE, Session, SessionSigner, Viewer
@@ -107,7 +107,7 @@ class PageContext:
 
     ui: Ui
     request: Request
-    state: AppState
+    state: Services
     viewer: Viewer
     form: FormData | None = None
 
@@ -187,7 +187,7 @@ class Ui:
 
     # -- sessions -----------------------------------------------------------------------------------
 
-    async def viewer(self, request: Request, state: AppState) -> Viewer | None:
+    async def viewer(self, request: Request, state: Services) -> Viewer | None:
         """Who the session cookie says is looking, if the session and its key are still good."""
         session = self.signer.loads(request.cookies.get(SESSION_COOKIE))
         if session is None:
@@ -204,7 +204,7 @@ class Ui:
             return None
         return Viewer(session, key.name, key.scopes, is_admin=False)
 
-    async def _key(self, state: AppState, key_id: str, ttl_s: float) -> ApiKey | None:
+    async def _key(self, state: Services, key_id: str, ttl_s: float) -> ApiKey | None:
         now = time.monotonic()
         cached = self._keys.get(key_id)
         if cached is not None and cached[0] > now:
@@ -229,7 +229,7 @@ class Ui:
         """A Starlette endpoint running ``handler`` for a logged-in viewer."""
 
         async def run(request: Request) -> Response:
-            state: AppState = request.app.state.pilothouse
+            state: Services = request.app.state.pilothouse
             viewer = await self.viewer(request, state)
             if viewer is None:
                 return login_redirect(request)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
+from pilothouse.domain.chat import CallContext, ChatReply, ChatStream
+from pilothouse.domain.traces import Usage
 from pilothouse.evals.judges import (
+    Judge,
     JudgeReply,
-    OpenAIJudge,
     extract_json_object,
     parse_label,
     parse_score,
@@ -369,17 +371,19 @@ async def test_faithfulness_unmeasured_cases() -> None:
     assert (result.value, result.passed) == (1.0, True)
 
 
-# -- the OpenAI adapter -------------------------------------------------------------------------------
+# -- the judge over a chat model ----------------------------------------------------------------------
 
 
-async def test_openai_judge_through_the_real_client_against_the_simulated_upstream() -> None:
-    from openai import AsyncOpenAI
+async def test_judge_over_http_against_the_simulated_upstream() -> None:
+    from pilothouse.gateway import HttpModel
 
     with SimulatedUpstream() as upstream:
-        client = AsyncOpenAI(base_url=upstream.base_url + "/v1", api_key="test-key", max_retries=0)
-        judge = OpenAIJudge(client, "sim-judge", structured=True, cost_of=lambda i, o: (i + 2 * o) / 1e6)
-        result = await grade({"type": "rubric", "criteria": "Is it accurate?"}, judge)
-        await client.close()
+        model = HttpModel(upstream.base_url + "/v1", "sim-judge", api_key="test-key")
+        judge = Judge(model, structured=True)
+        try:
+            result = await grade({"type": "rubric", "criteria": "Is it accurate?"}, judge)
+        finally:
+            await model.close()
     # The simulated model answers the structured format with an instance of its schema:
     # {"score": 1, "reason": "<12 hash-chosen words>"}, the bottom of the 1-5 scale.
     assert (result.value, result.passed, result.error) == (0.0, False, None)
@@ -391,22 +395,46 @@ async def test_openai_judge_through_the_real_client_against_the_simulated_upstre
     prompt_words = len(request["messages"][0]["content"].split())
     # output: the 12 words and 3 JSON pieces ('{"score":', '1,', '"reason":')
     assert (result.judge_input_tokens, result.judge_output_tokens) == (prompt_words, 15)
-    assert result.judge_cost_usd == pytest.approx((prompt_words + 30) / 1e6)
+    assert result.judge_cost_usd is None  # "sim-judge" has no price and no gateway said one: unknown, not 0
 
 
-class _FakeCompletions:
+class ScriptedModel:
+    """A chat model that answers every request with the same completion and keeps the requests."""
+
+    model = "judge"
+
     def __init__(self, payload: dict[str, Any]) -> None:
         self.payload = payload
         self.requests: list[dict[str, Any]] = []
 
-    async def create(self, **request: Any) -> Any:
-        from openai.types.chat import ChatCompletion
+    def describe(self) -> str:
+        return "scripted"
 
+    def endpoint(self) -> str:
+        return "scripted"
+
+    async def start(self, spans: Any = None) -> None:
+        return None
+
+    async def chat(self, request: dict[str, Any], context: CallContext) -> ChatReply:
         self.requests.append(request)
-        return ChatCompletion.model_validate(self.payload)
+        usage = self.payload["usage"]
+        return ChatReply(
+            self.payload,
+            Usage(usage["prompt_tokens"], usage["completion_tokens"]),
+            None,
+            1.0,
+            context.trace_id,
+        )
+
+    async def stream(self, request: dict[str, Any], context: CallContext) -> ChatStream:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
 
 
-async def test_openai_judge_maps_logprobs_and_leaves_out_what_the_endpoint_cannot_do() -> None:
+async def test_judge_maps_logprobs_and_leaves_out_what_the_model_cannot_do() -> None:
     def position(token: str, alternatives: dict[str, float]) -> dict[str, Any]:
         return {
             "token": token,
@@ -435,9 +463,8 @@ async def test_openai_judge_maps_logprobs_and_leaves_out_what_the_endpoint_canno
         ],
         "usage": {"prompt_tokens": 50, "completion_tokens": 3, "total_tokens": 53},
     }
-    completions = _FakeCompletions(payload)
-    client = cast(Any, type("Client", (), {"chat": type("Chat", (), {"completions": completions})()})())
-    judge = OpenAIJudge(client, "judge", structured=False)  # plain model: no response_format sent
+    model = ScriptedModel(payload)
+    judge = Judge(model, structured=False)  # plain model: no response_format sent
     reply = await judge.complete([{"role": "user", "content": "grade"}], max_tokens=5, logprobs=True)
     assert reply.text == "Score: 5" and (reply.input_tokens, reply.output_tokens, reply.cost_usd) == (
         50,
@@ -447,10 +474,10 @@ async def test_openai_judge_maps_logprobs_and_leaves_out_what_the_endpoint_canno
     assert reply.top_logprobs is not None
     assert [token for token, _ in reply.top_logprobs[2]] == [" 5", " 4"]
     assert [logprob for _, logprob in reply.top_logprobs[2]] == pytest.approx([math.log(0.5)] * 2)
-    assert "response_format" not in completions.requests[0]
+    assert "response_format" not in model.requests[0]
     result = await grade({"type": "rubric", "criteria": "c"}, judge)
     assert result.value == pytest.approx((4.5 - 1) / 4)
 
-    no_logprobs = OpenAIJudge(client, "judge", logprobs=False)
+    no_logprobs = Judge(model, logprobs=False)
     await no_logprobs.complete([{"role": "user", "content": "x"}], max_tokens=5, logprobs=True)
-    assert "logprobs" not in completions.requests[-1]
+    assert "logprobs" not in model.requests[-1]

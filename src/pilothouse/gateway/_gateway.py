@@ -1,0 +1,501 @@
+"""The gateway as a service: a model call goes admission -> cache -> budget hold -> route or cascade ->
+settle -> record, and comes back as a :class:`GatewayReply` (or a :class:`GatewayError`).
+
+The HTTP surfaces (``pilothouse.server``) only translate wire formats (OpenAI, Anthropic) to and from
+these objects; in-process callers (eval targets, judges, cascade verifiers) use the same pipeline
+through :class:`pilothouse.gateway.InProcessModel`. Every call that reaches a project becomes a span
+handed to ``record`` (the server's ingest queue; never waiting for the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_tokens, worst_case_cost
+from pilothouse.domain.chat import SpanSink
+from pilothouse.domain.keys import ApiKey
+from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
+from pilothouse.gateway._caching import CacheOutcome, Caches, replay
+from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
+from pilothouse.gateway.cache import CachePolicy
+from pilothouse.gateway.cascade import CascadeSettings, Verifier, run_cascade
+from pilothouse.gateway.limits import RateLimiter
+from pilothouse.gateway.recording import CallSpan, StreamAssembler, parse_traceparent, usage_from_openai
+from pilothouse.gateway.router import Router, UnknownModel
+from pilothouse.gateway.validation import InvalidRequest
+from pilothouse.providers.base import Deployment, ProviderError
+
+log = logging.getLogger("pilothouse.gateway")
+
+Cascade = tuple[CascadeSettings, Verifier]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a call is for: the project it is recorded and billed in, the key it came with (None: the
+    admin secret or an in-process caller, which have no limits), the end user and tags (budgets and
+    reports by user and tag use them), and what the caller allows the caches to do."""
+
+    project_id: str
+    key: ApiKey | None = None
+    user_id: str | None = None
+    tags: tuple[str, ...] = ()
+    cache_policy: CachePolicy = field(default_factory=CachePolicy)
+
+
+class GatewayError(Exception):
+    """What the client is told when a call fails: an HTTP status, a message, OpenAI's error ``kind``
+    (``type``) and ``code``, the parameter at fault and the headers to send (the trace id and cost,
+    ``Retry-After``, rate-limit counters). Each surface renders it in its own JSON shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.kind = kind or error_kind(status)
+        self.headers = headers or {}
+
+
+_KINDS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_kind(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    return _KINDS.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+@dataclass(slots=True)
+class GatewayReply:
+    """A call's answer: ``response`` (an OpenAI chat completion or embeddings response) or, for a
+    stream, ``chunks`` (OpenAI ``chat.completion.chunk`` dicts; iterating may raise
+    :class:`GatewayError` when the upstream fails after the first chunk). ``headers``: the trace id,
+    the cost (``pending`` for a stream), the cache outcome and the rate-limit counters. ``after``:
+    work to run once the answer is on its way (recording the span, off the caller's latency)."""
+
+    call: CallSpan
+    headers: dict[str, str]
+    response: dict[str, Any] | None = None
+    chunks: AsyncIterator[dict[str, Any]] | None = None
+    cost: Cost | None = None
+    after: Callable[[], Awaitable[None]] | None = None
+
+
+def _drop(_record: SpanRecord) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class Gateway:
+    """The model-call pipeline over a router and a price catalogue. Rate limits, budgets, caches and
+    cascades are optional: an in-process gateway for evals has none of them."""
+
+    router: Router
+    pricer: Pricer
+    record: SpanSink = _drop
+    limiter: RateLimiter | None = None
+    budgets: BudgetGuard | None = None
+    caches: Caches = field(default_factory=Caches)
+    cascades: dict[str, Cascade] = field(default_factory=dict)
+
+    def model_names(self) -> list[str]:
+        """The names clients can ask for: served models and cascade routes."""
+        return [*self.router.model_names(), *self.cascades]
+
+    # -- a call's life ----------------------------------------------------------------------------------
+
+    def start(
+        self,
+        operation: str,
+        caller: Caller,
+        *,
+        traceparent: str | None = None,
+        trace_id: str | None = None,
+        parent_id: str | None = None,
+    ) -> CallSpan:
+        """Begin a call (its latency counts from now): in the trace of ``traceparent`` (a W3C
+        header) or of ``trace_id``/``parent_id``, else in a new trace."""
+        if trace_id is None:
+            trace_id, parent_id = parse_traceparent(traceparent)
+        return CallSpan(
+            project_id=caller.project_id,
+            operation=operation,
+            request={},
+            key_id=caller.key.id if caller.key else None,
+            user_id=caller.user_id,
+            trace_id=trace_id,
+            parent_id=parent_id,
+            tags=caller.tags,
+        )
+
+    async def fail(self, call: CallSpan, exc: Exception) -> GatewayError:
+        """The client-facing error for ``exc`` (a refusal, an invalid request, an unknown model, an
+        upstream failure), recorded on the call's span, its budget hold released."""
+        await self._settle(call, None)
+        if isinstance(exc, GatewayError):
+            error = exc
+        elif isinstance(exc, InvalidRequest):
+            error = GatewayError(exc.status, exc.message, code="invalid_request", param=exc.param)
+        elif isinstance(exc, UnknownModel):
+            error = GatewayError(
+                404,
+                f"The model '{exc.args[0]}' does not exist or is not served here "
+                "(GET /v1/models lists them).",
+                code="model_not_found",
+                param="model",
+            )
+        elif isinstance(exc, ProviderError):
+            headers = {"Retry-After": f"{exc.retry_after_s:g}"} if exc.retry_after_s is not None else None
+            error = GatewayError(exc.status, exc.message, code=exc.code, kind=exc.kind, headers=headers)
+        else:
+            raise exc
+        cost = call.refused_cost()
+        error.headers.update(self._headers(call, cost))
+        self._save(call.record(status=Status.ERROR, error=error.message, http_status=error.status, cost=cost))
+        return error
+
+    async def chat(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
+        """A chat completion, streamed when ``request["stream"]``; ``request`` is a checked OpenAI
+        chat request. Raises :class:`GatewayError` (recorded)."""
+        call.request = request
+        try:
+            limit_headers = await self._admit(caller, request["model"])
+            cached = await self.caches.lookup(caller.cache_policy, call, request)
+            if (answer := cached.answer) is not None:
+                self.caches.maybe_verify(self.router, self.pricer, cached, call, request, self._save)
+                hit_cost = Cost({"input": 0.0, "output": 0.0}, "cache", answer.cost_usd or 0.0)
+                call.first_token()
+                self._save(
+                    call.record_answer(answer.response, answer.provider, answer.deployment, cost=hit_cost)
+                )
+                return self._reply(call, answer.response, hit_cost, limit_headers, request)
+            await self._reserve(caller, call, request)
+            if (cascade := self.cascades.get(request["model"])) is not None:
+                response, total = await self._cascade(caller, call, cascade, request)
+                return self._reply(call, response, total, limit_headers, request)
+            if not request.get("stream"):
+                response, deployment = await self.router.chat(request, call.attempts)
+                cost, after = await self._succeeded(caller, call, deployment, response)
+                await self.caches.store(cached, deployment, response, cost)
+                headers = {**self._headers(call, cost), **limit_headers}
+                return GatewayReply(call, headers, response=response, cost=cost, after=after)
+            # Always ask the upstream for usage; the surface passes the usage chunk on only if asked.
+            upstream_request = {
+                **request,
+                "stream_options": {**(request.get("stream_options") or {}), "include_usage": True},
+            }
+            stream, deployment = await self.router.chat_stream(upstream_request, call.attempts)
+        except (GatewayError, InvalidRequest, UnknownModel, ProviderError) as exc:
+            raise await self.fail(call, exc) from None
+        reply = GatewayReply(call, {**self._headers(call, "pending"), **limit_headers})
+        reply.chunks = self._relay(caller, call, stream, deployment, cached, reply)
+        return reply
+
+    async def embed(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
+        """Embeddings for a checked OpenAI embeddings request. Raises :class:`GatewayError`."""
+        call.request = request
+        try:
+            limit_headers = await self._admit(caller, request["model"])
+            await self._reserve(caller, call, request)
+            response, deployment = await self.router.embed(request, call.attempts)
+        except (GatewayError, InvalidRequest, UnknownModel, ProviderError) as exc:
+            raise await self.fail(call, exc) from None
+        count = len(response.get("data") or [])
+        cost, after = await self._succeeded(caller, call, deployment, response, f"{count} embeddings")
+        return GatewayReply(
+            call, {**self._headers(call, cost), **limit_headers}, response=response, cost=cost, after=after
+        )
+
+    def worst_case_usd(self, request: Mapping[str, Any]) -> float | None:
+        """The most a request can cost on any deployment that may serve it (fallbacks and every step
+        of a cascade included); None when one of them has no price."""
+        model = request["model"]
+        if (cascade := self.cascades.get(model)) is not None:
+            total = 0.0
+            for step in cascade[0].models:
+                step_worst = self.worst_case_usd({**request, "model": step})
+                if step_worst is None:
+                    return None
+                total += step_worst
+            return total
+        prompt_tokens = estimate_prompt_tokens(dict(request))
+        worst = 0.0
+        for name in [model, *self.router.config.fallbacks.get(model, [])]:
+            for deployment in self.router.deployments.get(name, []):
+                row = self.pricer.row_for(deployment.provider, deployment.model)
+                if row is None:
+                    return None
+                worst = max(worst, worst_case_cost(row, prompt_tokens, max_output_tokens(dict(request), row)))
+        return worst
+
+    async def close(self) -> None:
+        """Close the upstream connections and shared counters; wait for background cache checks."""
+        await self.router.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+        if self.budgets is not None:
+            await self.budgets.close()
+        await self.caches.close()
+
+    # -- the steps --------------------------------------------------------------------------------------
+
+    def _save(self, record: SpanRecord) -> None:
+        self.record(record)
+
+    @staticmethod
+    def _headers(call: CallSpan, cost: Cost | str | None = "unknown") -> dict[str, str]:
+        """The trace id, the call's cost (USD; ``unknown`` when the model has no price, never 0, though
+        a request refused before any upstream was asked costs 0; ``pending`` for a stream: its cost is
+        on the trace when the stream ends) and the cache outcome."""
+        cost_text = cost if isinstance(cost, str) else "unknown" if cost is None else f"{cost.total:.10f}"
+        headers = {"x-pilothouse-trace-id": call.trace_id, "x-pilothouse-cost-usd": cost_text}
+        if call.cache:
+            headers["x-pilothouse-cache"] = call.cache
+        return headers
+
+    def _reply(
+        self,
+        call: CallSpan,
+        response: dict[str, Any],
+        cost: Cost | None,
+        limit_headers: dict[str, str],
+        request: Mapping[str, Any],
+    ) -> GatewayReply:
+        """A complete answer (cached, or a cascade's), as asked: whole, or replayed as a stream."""
+        headers = {**self._headers(call, cost), **limit_headers}
+        if request.get("stream"):
+            return GatewayReply(call, headers, chunks=replay(response), cost=cost)
+        return GatewayReply(call, headers, response=response, cost=cost)
+
+    async def _admit(self, caller: Caller, model: str) -> dict[str, str]:
+        """Check the key's model allow-list and rate limits (counting this request); the rate-limit
+        headers to send. Raises a 403 or 429 :class:`GatewayError`."""
+        key = caller.key
+        if key is None:  # the admin secret and in-process callers have no limits
+            return {}
+        if not key.may_use(model):
+            raise GatewayError(
+                403, f"This key may not call the model '{model}'.", code="model_not_allowed", param="model"
+            )
+        if (key.rpm is None and key.tpm is None) or self.limiter is None:
+            return {}
+        decision = await self.limiter.admit(key.id, key.rpm, key.tpm)
+        headers = {}
+        if key.rpm is not None:
+            headers["x-ratelimit-limit-requests"] = str(key.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - decision.requests))
+        if key.tpm is not None:
+            headers["x-ratelimit-limit-tokens"] = str(key.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - decision.tokens))
+        if not decision.allowed:
+            limit = key.rpm if decision.exceeded == "requests" else key.tpm
+            headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))
+            raise GatewayError(
+                429,
+                f"Rate limit reached for this key: {limit} {decision.exceeded} per minute. "
+                f"Retry after {headers['Retry-After']} s.",
+                code="rate_limit_exceeded",
+                headers=headers,
+            )
+        return headers
+
+    async def _reserve(self, caller: Caller, call: CallSpan, request: Mapping[str, Any]) -> None:
+        """Hold the request's worst-case cost against the budgets it counts against (429
+        ``budget_exceeded`` when a hard budget cannot take it)."""
+        if self.budgets is None:
+            return
+        key_id = caller.key.id if caller.key else None
+        budgets = await self.budgets.applicable(caller.project_id, key_id, call.user_id, call.tags)
+        if not budgets:
+            return
+        worst = self.worst_case_usd(request)
+        if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
+            return
+        try:
+            call.reservation = await self.budgets.reserve(budgets, worst)
+        except BudgetExceeded as exc:
+            raise GatewayError(429, str(exc), code="budget_exceeded", kind="budget_exceeded") from None
+
+    async def _settle(
+        self, call: CallSpan, cost: Cost | None, *, unknown_is_worst_case: bool = False
+    ) -> None:
+        """Release the call's budget hold, counting its actual cost (0 for a call that failed before
+        spending; the worst case held when it spent an unknown amount)."""
+        if call.reservation is not None and self.budgets is not None:
+            spent = call.reservation.amount if unknown_is_worst_case else cost.total if cost else 0.0
+            await self.budgets.settle(call.reservation, spent)
+
+    def _cost(self, deployment: Deployment, served_model: str | None, usage: Usage) -> Cost | None:
+        return self.pricer.call_cost(deployment.provider, deployment.model, served_model, usage)
+
+    async def _count_tokens(self, caller: Caller, usage: Usage) -> None:
+        key = caller.key
+        if key is not None and key.tpm is not None and usage.total and self.limiter is not None:
+            await self.limiter.add_tokens(key.id, usage.total)
+
+    async def _succeeded(
+        self,
+        caller: Caller,
+        call: CallSpan,
+        deployment: Deployment,
+        response: dict[str, Any],
+        output: str | None = None,
+    ) -> tuple[Cost | None, Callable[[], Awaitable[None]]]:
+        """A completed non-streamed call: its tokens counted against the key's limits and its budget
+        hold settled; its cost, and the work that records it once the response is on its way (the
+        client does not wait for the trace record; the call's latency ends now)."""
+        call.finish()
+        usage = usage_from_openai(response.get("usage"))
+        cost = self._cost(deployment, response.get("model"), usage)
+        await self._count_tokens(caller, usage)
+        await self._settle(call, cost)
+
+        async def record() -> None:
+            try:
+                self._save(
+                    call.record_answer(
+                        response, deployment.provider, deployment.id, usage=usage, cost=cost, output=output
+                    )
+                )
+            except Exception:
+                log.exception("the trace of gateway call %s could not be recorded", call.trace_id)
+
+        return cost, record
+
+    async def _cascade(
+        self, caller: Caller, call: CallSpan, cascade: Cascade, request: dict[str, Any]
+    ) -> tuple[dict[str, Any], Cost | None]:
+        """Serve a cascade route: each step is its own traced, priced generation (the answer's is the
+        request's span, the rejected ones its children); the cost is their sum."""
+        settings, verifier = cascade
+        steps = await run_cascade(self.router, settings, verifier, request, call.attempts)
+        total: Cost | None = Cost({})
+        summary = []
+        for position, step in enumerate(steps):
+            usage = usage_from_openai(step.response.get("usage"))
+            cost = self._cost(step.deployment, step.response.get("model"), usage)
+            total = None if total is None or cost is None else Cost({"steps": total.total + cost.total})
+            await self._count_tokens(caller, usage)
+            verdict = step.verdict
+            summary.append(
+                {
+                    "model": step.model,
+                    "accepted": verdict is None or verdict.accepted,
+                    "score": verdict.score if verdict else None,
+                    "reason": verdict.reason if verdict else None,
+                    "cost_usd": cost.total if cost else None,
+                }
+            )
+            last = position == len(steps) - 1
+            step_call = (
+                call
+                if last
+                else CallSpan(
+                    project_id=call.project_id,
+                    operation="chat",
+                    request={**request, "model": step.model},
+                    key_id=call.key_id,
+                    user_id=call.user_id,
+                    trace_id=call.trace_id,
+                    parent_id=call.span_id,
+                    tags=call.tags,
+                )
+            )
+            if last:
+                call.extra["gateway.cascade"] = {
+                    "name": settings.name,
+                    "steps": summary,
+                    "escalations": position,
+                }
+            self._save(
+                step_call.record_answer(
+                    step.response, step.deployment.provider, step.deployment.id, usage=usage, cost=cost
+                )
+            )
+        await self._settle(call, total)
+        return steps[-1].response, total
+
+    async def _relay(
+        self,
+        caller: Caller,
+        call: CallSpan,
+        stream: AsyncIterator[dict[str, Any]],
+        deployment: Deployment,
+        cached: CacheOutcome,
+        reply: GatewayReply,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The upstream's chunks, passed on; the call is recorded (and ``reply.cost`` set) when the
+        stream ends: completed, failed after the first chunk (:class:`GatewayError` raised to the
+        consumer), or cut by the consumer (the upstream call is cancelled)."""
+        assembler = StreamAssembler()
+        status, error = Status.OK, None
+        timeout_s = self.router.settings.timeout_s
+        deadline = call.started + timeout_s  # the total timeout covers the whole stream
+        chunks = aiter(stream)
+        try:
+            while True:
+                # no yield inside the timeout: it only ever interrupts the wait for the upstream
+                async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                assembler.add(chunk)
+                choices = chunk.get("choices") or []
+                if choices and (choices[0].get("delta") or {}).get("content"):
+                    call.first_token()
+                yield chunk
+        except ProviderError as exc:
+            # The consumer already has part of the answer: the stream ends with an error.
+            status, error = Status.ERROR, f"stream failed after the first chunk: {exc.message}"
+            raise GatewayError(exc.status, error, code=exc.code, kind=exc.kind) from None
+        except TimeoutError:
+            status, error = Status.ERROR, f"stream exceeded the total timeout of {timeout_s:g} s"
+            raise GatewayError(504, error, code="timeout", kind="timeout") from None
+        except BaseException:
+            status, error = Status.ERROR, "client disconnected; upstream call cancelled"
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            final = assembler.response()
+            usage = usage_from_openai(final.get("usage"))
+            cost = reply.cost = self._cost(deployment, final.get("model"), usage)
+            await self._count_tokens(caller, usage)
+            # a stream cut before its usage arrived spent an unknown amount: keep its worst case
+            await self._settle(call, cost, unknown_is_worst_case=usage.is_empty)
+            if status is Status.OK:
+                await self.caches.store(cached, deployment, final, cost)
+            self._save(
+                call.record_answer(
+                    final,
+                    deployment.provider,
+                    deployment.id,
+                    usage=usage,
+                    cost=cost,
+                    status=status,
+                    error=error,
+                )
+            )
