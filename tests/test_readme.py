@@ -1,5 +1,6 @@
 """The README's tour works as written: its Python example, run against a real server, produces the
-trace, generation and score it promises."""
+trace, generation and score it promises. The examples of the pages in docs/ parse or run too, the
+commands they show exist with the options they show, and their links resolve."""
 
 from __future__ import annotations
 
@@ -17,14 +18,20 @@ import pytest
 from tests.server.process import ServerProcess, cli
 
 README = Path(__file__).parents[1] / "README.md"
+DOCS = README.parent / "docs"
 pytestmark = pytest.mark.slow
+
+
+def blocks(path: Path, language: str) -> list[str]:
+    """The fenced code blocks of one language in a Markdown file."""
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), re.S)
 
 
 def test_readme_starts_with_the_two_commands() -> None:
     first_block = re.search(r"```sh\n(.*?)```", README.read_text(), re.S)
     assert first_block is not None
     commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
-    assert commands == ["make run", "make test"]
+    assert commands == ["make run", "make test", "make test-fast"]
 
 
 def test_readme_tour_example_runs(tmp_path: Path) -> None:
@@ -64,12 +71,12 @@ def test_readme_tour_example_runs(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_readme_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_docs_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
     from pilothouse.gateway.config import parse_config
 
-    block = re.search(r"```yaml\n(# my-models.yaml.*?)```", README.read_text(), re.S)
+    block = re.search(r"```yaml\n(# my-models.yaml.*?)```", (DOCS / "config.md").read_text(), re.S)
     assert block is not None
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-x")
@@ -96,28 +103,28 @@ def _served_cascades(config: Any) -> list[str]:
     return list(gateway.cascades)
 
 
-def test_readme_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readme_and_docs_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
     from pilothouse.gateway.config import parse_config
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) >= 2
-    for block in blocks:
-        config = parse_config(yaml.safe_load(block), "README")
+    examples = blocks(README, "yaml") + blocks(DOCS / "config.md", "yaml")
+    assert len(examples) >= 5
+    for block in examples:
+        config = parse_config(yaml.safe_load(block), "docs")
         assert config.deployments
         if config.cascades:  # its verifier is a real scorer spec
             assert set(_served_cascades(config)) == {c.name for c in config.cascades}
-    priced = parse_config(yaml.safe_load(blocks[1]), "README")
+    (priced_block,) = [b for b in examples if "per_hour_usd" in b]
+    priced = parse_config(yaml.safe_load(priced_block), "docs")
     (row,) = priced.prices
     assert row.output == pytest.approx(1.20 / (900 * 3600) * 1e6) and priced.cache.enabled
 
 
 def test_readme_eval_and_gate_commands_run(tmp_path: Path) -> None:
-    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), re.S)
-    (block,) = [b for b in blocks if "pilothouse gate" in b]
+    (block,) = [b for b in blocks(README, "sh") if "pilothouse gate" in b]
     (tmp_path / ".venv").symlink_to(README.parent / ".venv")
     (tmp_path / "pilothouse.yaml").write_text((README.parent / "pilothouse.yaml").read_text())
     env = {**os.environ, "PILOTHOUSE_HOME": str(tmp_path / "home")}
@@ -128,3 +135,129 @@ def test_readme_eval_and_gate_commands_run(tmp_path: Path) -> None:
     assert "REGRESSION (exit 1)" in run.stdout, run.stdout + run.stderr
     assert run.returncode == 0, run.stderr  # the last command, eval compare, succeeds
     assert (tmp_path / "pilothouse-gate" / "gate.xml").is_file()
+
+
+def test_docs_settings_server_section_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pilothouse.server.settings import Settings
+
+    for name in ("PILOTHOUSE_PORT", "PILOTHOUSE_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (block,) = blocks(DOCS / "settings.md", "yaml")
+    config = tmp_path / "pilothouse.yaml"
+    config.write_text(block)
+    settings = Settings.load(config)
+    assert settings.port == 4001 and settings.database_url is not None
+    assert Settings.load(config, port=4002).port == 4002  # an argument beats the file
+
+
+def test_docs_eval_spec_and_items_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import yaml
+
+    from pilothouse.evals.datasets import item_from_mapping
+    from pilothouse.evals.spec import parse_spec
+
+    page = DOCS / "evals.md"
+    (items,) = blocks(page, "jsonl")
+    parsed = [item_from_mapping(json.loads(line), n) for n, line in enumerate(items.splitlines(), 1)]
+    assert [(dict(i.input), i.expected) for i in parsed] == [({"topic": "tides"}, "moon")] * 2
+    (tmp_path / "items.jsonl").write_text(items)
+    monkeypatch.setenv("PILOTHOUSE_API_KEY", "ph-test")
+    (block,) = blocks(page, "yaml")
+    spec = parse_spec(yaml.safe_load(block), base_dir=tmp_path, source="docs/evals.md")
+    assert [s.name for s in spec.scorers] == ["contains", "rubric"] and spec.assertions == {"contains": 0.9}
+
+
+def test_docs_gateway_example_runs(tmp_path: Path) -> None:
+    (code,) = blocks(DOCS / "gateway.md", "python")
+    config = tmp_path / "models.yaml"
+    config.write_text("models:\n  - {name: sim, provider: sim, model: sim-1}\n")
+    url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    key = cli("keys", "create", "--name", "docs", "--database-url", url).stdout.strip().splitlines()[-1]
+    server = ServerProcess(url, args=["--config", str(config)])
+    try:
+        script = tmp_path / "gateway_example.py"
+        script.write_text(code.replace("http://127.0.0.1:4000", server.base_url))
+        env = {**os.environ, "PILOTHOUSE_API_KEY": key}
+        run = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        answer, headers, claude_answer = run.stdout.strip().splitlines()
+        trace_id, cost = headers.split()
+        assert answer and claude_answer and len(trace_id) == 32 and cost == "unknown"
+    finally:
+        server.stop()
+
+
+def _pilothouse_commands(text: str) -> list[str]:
+    """Every `pilothouse ...` command written in shell blocks or inline code."""
+    text = text.replace("\\\n", " ")
+    shell = "\n".join(re.findall(r"```(?:sh|bash)\n(.*?)```", text, re.S))
+    found = [m for line in shell.splitlines() for m in re.findall(r"(?<![\w./-])pilothouse\s[^|)#\n]*", line)]
+    found += [m.replace("\\|", "|") for m in re.findall(r"`(pilothouse\s[^`]*)`", text)]
+    return found
+
+
+def test_docs_commands_exist() -> None:
+    import click
+
+    from pilothouse.cli import cli as root
+
+    pages = [README, *sorted(DOCS.glob("*.md"))]
+    checked = 0
+    for page in pages:
+        for command in _pilothouse_commands(page.read_text()):
+            words = command.split()[1:]
+            cmd: click.Command = root
+            for word in words:
+                if not isinstance(cmd, click.Group) or word.startswith("-"):
+                    break
+                names = word.split("|")
+                if not all(name in cmd.commands for name in names):
+                    break
+                if len(names) > 1:  # `pilothouse eval run|list`: each exists, no options follow
+                    cmd = cmd.commands[names[0]]
+                    break
+                cmd = cmd.commands[word]
+            options = {opt for param in cmd.params for opt in (*param.opts, *param.secondary_opts)}
+            options |= {"--help", "-h"}
+            used = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", command))
+            assert used <= options, f"{page.name}: `{command}` uses {sorted(used - options)}"
+            checked += 1
+    assert checked > 50
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", text, re.M):
+        slug, n = _slug(heading), 1
+        while slug in anchors:
+            slug, n = f"{_slug(heading)}-{n}", n + 1
+        anchors.add(slug)
+    return anchors
+
+
+def test_docs_links_resolve() -> None:
+    pages = [README, README.parent / "CHANGELOG.md", *sorted(DOCS.glob("*.md"))]
+    checked = 0
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            file_part, _, anchor = target.partition("#")
+            linked = (page.parent / file_part).resolve() if file_part else page
+            assert linked.exists(), f"{page.name}: {target} does not exist"
+            if anchor:
+                assert anchor in _anchors(linked), f"{page.name}: {target}: no such heading"
+            checked += 1
+    assert checked > 30
