@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import create_key
 
+from pilothouse.domain.money import Money
 from pilothouse.gateway.cache import (
     CachedAnswer,
     CacheSettings,
@@ -68,7 +69,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def lookups(cache: LocalResponseCache | RedisResponseCache, entries: int, count: int) -> list[float]:
-    answer = CachedAnswer(ANSWER, "sim", "sim/sim-1@default", 0.0001)
+    answer = CachedAnswer(ANSWER, "sim", "sim/sim-1@default", Money.from_usd("0.0001"))
     batch = 1000
     for start in range(0, entries, batch):
         await asyncio.gather(
@@ -128,7 +129,7 @@ def measure_semantic(entries: int, count: int = 200) -> None:
     rng = np.random.default_rng(0)
     filler = rng.standard_normal((entries, first.vector.shape[0])).astype(np.float32)
     filler /= np.linalg.norm(filler, axis=1, keepdims=True)
-    answer = CachedAnswer(ANSWER, "sim", "sim/sim-1@default", 0.0001)
+    answer = CachedAnswer(ANSWER, "sim", "sim/sim-1@default", Money.from_usd("0.0001"))
     cache.add(first, answer)
     scope = cache._scopes[first.scope]
     scope.vectors = filler

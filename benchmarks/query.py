@@ -26,6 +26,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import MODELS, Server, create_key
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
     Cost,
     Observation,
@@ -73,7 +74,7 @@ def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
                         status=Status.ERROR if error else Status.OK,
                         model=model,
                         usage=Usage(input=inp, output=out),
-                        cost=Cost({"input": inp * 1e-6, "output": out * 4e-6}, "bench"),
+                        cost=Cost({"input": Money(inp * 10**6), "output": Money(out * 4 * 10**6)}, "bench"),
                         input=f"question {rng.randrange(10**6)} about {model}",
                         output=f"answer {rng.randrange(10**6)}",
                     ),

@@ -29,6 +29,7 @@ from query import PROJECT, fill
 
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
+from pilothouse.domain.money import Money
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 
@@ -73,7 +74,7 @@ def seed_evals(store: SqlStore, items: int = 500) -> list[str]:
                     position=position,
                     output=str(item.expected) if ok else "no idea",
                     latency_ms=rng.uniform(100, 900),
-                    cost_usd=0.0001,
+                    cost_usd=Money.from_usd("0.0001"),
                     scores=(
                         ScoreRecord("exact_match", float(ok), ok),
                         ScoreRecord("similarity", rng.random(), ok),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import CachedResponse, EvalResult, RunStatus, RunSummary, ScoreRecord
+from pilothouse.domain.money import Money
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 
@@ -34,7 +35,7 @@ def test_runs_results_and_cache(store: SqlStore) -> None:
             n + 1,
             long_text if n == 0 else "out",
             error="boom" if (n, epoch) == (2, 1) else None,
-            cost_usd=0.001,
+            cost_usd=Money.from_usd("0.001"),
             created_ns=1,
             scores=(ScoreRecord("exact", None if (n, epoch) == (2, 1) else float(n % 2), n % 2 == 1),),
         )

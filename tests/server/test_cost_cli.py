@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
     Observation,
     ObservationKind,
@@ -82,6 +82,10 @@ def test_prices_list_show_and_check(tmp_path: Path) -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("Error:")
 
 
+def usd(text: str) -> Money:
+    return Money.from_usd(text)
+
+
 def test_recompute_reprices_calls_traces_and_rollups(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'r.db'}"
     old = _config(tmp_path, "old.yaml", 1.0, 2.0)  # $0.001 + $0.001 = $0.002 a call
@@ -91,29 +95,29 @@ def test_recompute_reprices_calls_traces_and_rollups(tmp_path: Path) -> None:
     dry = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--dry-run", "--database-url", url)
     assert dry.returncode == 0, dry.stderr
     line = next(line for line in dry.stdout.splitlines() if line.startswith("m1"))
-    assert line.split()[1:] == ["3", "0.006000", "0.012000", "+0.006000"]
+    assert line.split()[1:] == ["3", "$0.00600", "$0.0120", "+$0.00600"]
     assert "4 calls checked, 3 would change" in dry.stderr
 
     store = SqlStore.from_url(url)
     detail = store.get_trace("default", trace_ids[0])
-    assert detail is not None and detail.trace.cost_usd == pytest.approx(0.002)  # dry run: unchanged
+    assert detail is not None and detail.trace.cost_usd == usd("0.002")  # dry run: unchanged
 
     done = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--database-url", url)
     assert done.returncode == 0 and "3 changed" in done.stderr
     detail = store.get_trace("default", trace_ids[0])
-    assert detail is not None and detail.trace.cost_usd == pytest.approx(0.004)
+    assert detail is not None and detail.trace.cost_usd == usd("0.004")
     (call,) = detail.observations
     assert call.cost is not None and call.cost.price_version == "config:m/m1"
-    assert call.cost.items == pytest.approx({"input": 0.002, "output": 0.002})
+    assert call.cost.items == {"input": usd("0.002"), "output": usd("0.002")}
     now_s = time.time_ns() // 10**9
     metrics = {m.model: m.cost_usd for m in store.model_metrics("default", now_s - 7200, now_s + 60, 3600)}
-    assert metrics["m1"] == pytest.approx(0.012)  # the dashboard rollups moved by the same difference
-    assert metrics["gpt-4o"] == pytest.approx(1000 * 2.5e-6 + 500 * 10e-6)
+    assert metrics["m1"] == usd("0.012")  # the dashboard rollups moved by the same difference
+    assert metrics["gpt-4o"] == usd("0.0075")  # 1,000 x $2.50 / 1M + 500 x $10 / 1M
     store.close()
 
     shown = cli("traces", "show", trace_ids[0], "--database-url", url).stdout
-    assert "$0.004000" in shown.splitlines()[0]  # the trace's cost
-    assert "m1  in=1000 out=500  ttft=250.0 ms  $0.004000" in shown  # the call's
+    assert "$0.00400" in shown.splitlines()[0]  # the trace's cost
+    assert "m1  in=1000 out=500  ttft=250.0 ms  $0.00400" in shown  # the call's
     again = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--database-url", url)
     assert "every cost is current" in again.stdout
     # without the config m1 has no price now: its calls keep the cost they have (a forgotten --config
@@ -123,7 +127,7 @@ def test_recompute_reprices_calls_traces_and_rollups(tmp_path: Path) -> None:
     assert "3 calls kept their cost" in kept.stderr
     store = SqlStore.from_url(url)
     detail = store.get_trace("default", trace_ids[1])
-    assert detail is not None and detail.trace.cost_usd == pytest.approx(0.004)
+    assert detail is not None and detail.trace.cost_usd == usd("0.004")
     store.close()
     # the config named by $PILOTHOUSE_CONFIG counts as --config
     with_env = {"PILOTHOUSE_CONFIG": str(old)}

@@ -10,6 +10,7 @@ import pytest
 import zstandard
 
 from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
+from pilothouse.domain.money import Money
 from pilothouse.domain.queries import TraceQuery, decode_cursor
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import (
@@ -89,7 +90,7 @@ def test_trace_is_merged_across_batches_children_first(store: SqlStore) -> None:
                 usage=Usage(input=8, output=5, cache_read=2),
                 start_s=0.1,
                 ms=50,
-                cost=Cost({"input": 0.001, "output": 0.002}, "v1"),
+                cost=Cost({"input": Money.from_usd("0.001"), "output": Money.from_usd("0.002")}, "v1"),
                 user_id="u1",
             )
         ]
@@ -115,14 +116,17 @@ def test_trace_is_merged_across_batches_children_first(store: SqlStore) -> None:
     assert (t.user_id, t.session_id, t.tags) == ("u1", "s1", ("a",))
     assert t.observation_count == 2
     assert t.usage.input == 10 and t.usage.output == 5 and t.usage.total == 15
-    assert t.cost_usd == pytest.approx(0.003)
+    assert t.cost_usd == Money.from_usd("0.003")
     assert t.latency_ms == pytest.approx(300)
     assert t.model == "gpt-4o"
     assert (t.input, t.output) == ("question", "answer")  # from the root span
     assert [o.name for o in detail.observations] == ["agent", "llm"]
     llm = detail.observations[1]
     assert llm.usage == Usage(input=8, output=5, cache_read=2)
-    assert llm.cost is not None and llm.cost.items == {"input": 0.001, "output": 0.002}
+    assert llm.cost is not None and llm.cost.items == {
+        "input": Money.from_usd("0.001"),
+        "output": Money.from_usd("0.002"),
+    }
 
 
 def test_duplicate_spans_are_stored_and_counted_once(store: SqlStore) -> None:
@@ -174,7 +178,7 @@ def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
                 tags=("prod",) if i < 10 else ("dev",),
                 input=f"question number {i}",
                 output="the answer is 42" if i == 7 else "no idea",
-                cost=Cost({"total": i / 100}),
+                cost=Cost({"total": Money.from_usd("0.01") * i}),
             )
         )
     store.write_spans(records)
@@ -191,7 +195,7 @@ def test_list_traces_filters_and_keyset_pages(store: SqlStore) -> None:
     assert ids(tags=("prod",)) == set(range(10))
     assert ids(status=Status.ERROR) == {0, 5, 10, 15, 20}
     assert ids(min_latency_ms=200) == set(range(20, 25))
-    assert ids(min_cost_usd=0.2) == set(range(20, 25))
+    assert ids(min_cost_usd=Money.from_usd("0.2")) == set(range(20, 25))
     assert ids(search="answer is 42") == {7}
     assert ids(search="ANSWER IS 42") == {7}  # case-insensitive on both databases
     assert ids(search="100%") == set()  # LIKE wildcards are taken literally
@@ -330,7 +334,7 @@ def test_model_metrics_come_from_rollups(store: SqlStore) -> None:
             start_s=i * 30,  # 100 calls of gpt-4o over 50 minutes
             ms=float(i % 100 + 1),  # latencies 1..100 ms
             status=Status.ERROR if i == 0 else Status.OK,
-            cost=Cost({"input": 0.01}) if i < 150 else None,
+            cost=Cost({"input": Money.from_usd("0.01")}) if i < 150 else None,
         )
         for i in range(200)
     ]
@@ -344,12 +348,12 @@ def test_model_metrics_come_from_rollups(store: SqlStore) -> None:
     assert gpt.count == 100 and gpt.errors == 1
     assert gpt.input_tokens == 1000 and gpt.output_tokens == 500 and gpt.cache_read_tokens == 100
     assert gpt.reasoning_tokens == 200
-    assert gpt.cost_usd == pytest.approx(1.0)
+    assert gpt.cost_usd == Money.from_usd("1")  # 100 x $0.01, exactly
     assert gpt.latency_ms_avg == pytest.approx(50.5)
     assert gpt.latency_ms_p50 == pytest.approx(50, rel=0.08)
     assert gpt.latency_ms_p95 == pytest.approx(95, rel=0.08)
     claude = by_model["claude"]
-    assert claude.unpriced == 50 and claude.cost_usd == pytest.approx(0.5)
+    assert claude.unpriced == 50 and claude.cost_usd == Money.from_usd("0.5")
     minute_rows = store.model_metrics("p1", start_s, start_s + 120, 60)
     assert sum(r.count for r in minute_rows if r.model == "gpt-4o") == 4  # calls at 0, 30, 60, 90 s
 

@@ -18,6 +18,7 @@ import yaml
 
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
+from pilothouse.domain.money import Money
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import PilothouseServer
@@ -259,7 +260,7 @@ def _seed_evals(url: str) -> tuple[dict[str, str], str]:
                     latency_ms=120.0 + position,
                     input_tokens=20,
                     output_tokens=5,
-                    cost_usd=0.00002,
+                    cost_usd=Money.from_usd("0.00002"),
                     scores=(
                         ScoreRecord("exact_match", 0.0 if bad else 1.0, not bad),
                         ScoreRecord("similarity", 0.2 if bad else 0.9 + (position % 5) / 100, not bad),

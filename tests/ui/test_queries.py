@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
     Cost,
     Observation,
@@ -39,7 +40,7 @@ def _trace(i: int, project: str = "p", minutes_ago: int = 0) -> list[SpanRecord]
         status=Status.ERROR if i == 4 else Status.OK,
         model="m1" if i % 2 else "m2",
         usage=Usage(input=10 * i, output=i),
-        cost=Cost({"input": 0.001 * i}, "v1"),
+        cost=Cost({"input": Money.from_usd("0.001") * i}, "v1"),
         ttft_ns=5 * 10**6,
         prompt_name="greet",
         prompt_version="2",
@@ -59,7 +60,7 @@ def test_ui_queries(store: SqlStore) -> None:
     rows = q.rollup_rows("p", win.start_s, win.end_s, win.bucket_s)
     totals = an.rollup_totals(rows)
     assert totals.requests == 10 and totals.errors == 1
-    assert totals.cost_usd == sum(0.001 * i for i in range(10))
+    assert totals.cost_usd == Money.from_usd("0.045")  # 0.001 x (0 + 1 + ... + 9), exactly
     assert {name for name, _ in an.rollup_groups(rows, lambda r: r.model)} == {"m1", "m2"}
 
     calls = q.sample_calls("p", an.sample_plan(rows, win))

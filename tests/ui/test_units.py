@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.store.analytics import RollupRow, SampledCall
 from pilothouse.ui import analytics as an
@@ -124,9 +125,9 @@ def test_list_previews_show_the_question() -> None:
 def test_numbers_read_well() -> None:
     assert (
         money(None) == "–"
-        and money(0) == "$0"
-        and money(1234.5) == "$1,234"
-        and money(0.000412) == "$0.000412"
+        and money(Money.ZERO) == "$0.00"
+        and money(Money.from_usd("1234.5")) == "$1,234.50"
+        and money(Money.from_usd("0.000412")) == "$0.000412"
     )
     assert duration_ms(850) == "850 ms" and duration_ms(1240) == "1.24 s"
     assert duration_ms(900_000) == "15 min" and duration_ms(21_600_000) == "6 h"
@@ -140,7 +141,7 @@ def test_windows_are_aligned_and_checked() -> None:
         an.window("2d")
 
 
-def _row(bucket: int, model: str, count: int, cost: float) -> RollupRow:
+def _row(bucket: int, model: str, count: int, cost: Money) -> RollupRow:
     hist = np.zeros(BUCKETS, np.int64)
     hist[40] = count
     return RollupRow(
@@ -148,17 +149,19 @@ def _row(bucket: int, model: str, count: int, cost: float) -> RollupRow:
     )
 
 
-def _call(stratum: int, user: str, cost: float) -> SampledCall:
-    return SampledCall(stratum, "t", 0, 100.0, False, "m", None, user, (), None, None, cost, 0.0, 10, 1, 0)
+def _call(stratum: int, user: str, cost: Money) -> SampledCall:
+    none = Money.ZERO
+    return SampledCall(stratum, "t", 0, 100.0, False, "m", None, user, (), None, None, cost, none, 10, 1, 0)
 
 
 def test_sample_estimates_are_weighted_by_what_the_rollups_counted() -> None:
     win = an.Window("1h", 0, 120, 60)
-    rows = [_row(0, "m", 100, 1.0), _row(60, "m", 10, 0.1)]
+    rows = [_row(0, "m", 100, Money.from_usd("1")), _row(60, "m", 10, Money.from_usd("0.1"))]
     plan = an.sample_plan(rows, win)
     assert [(i, n) for i, _, _, n in plan] == [(0, 455), (1, 46)]  # the busy bucket gets most of the sample
     # 4 calls sampled of the first bucket's 100, all 10 of the second's
-    calls = [_call(0, "alice", 0.01)] * 3 + [_call(0, "bob", 0.01)] + [_call(1, "bob", 0.01)] * 10
+    cent = Money.from_usd("0.01")
+    calls = [_call(0, "alice", cent)] * 3 + [_call(0, "bob", cent)] + [_call(1, "bob", cent)] * 10
     sample = an.weigh_sample(calls, rows, win)
     assert not sample.exact and sample.total == 110
     groups = dict(an.sample_groups(sample, an.user_of))
@@ -166,3 +169,6 @@ def test_sample_estimates_are_weighted_by_what_the_rollups_counted() -> None:
     assert groups["bob"].requests == pytest.approx(35)
     assert sum(t.requests for t in groups.values()) == pytest.approx(110)
     assert an.rollup_totals(rows).requests == 110
+    # each of the first bucket's 4 sampled calls stands for 25: $0.25 each; the second's for 1
+    assert groups["alice"].cost_usd == Money.from_usd("0.75")
+    assert groups["bob"].cost_usd == Money.from_usd("0.35")

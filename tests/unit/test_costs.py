@@ -8,6 +8,7 @@ import pytest
 
 from pilothouse.costs.catalogue import COLUMNS, CatalogueError, PriceCatalogue, PriceRow, parse_rows
 from pilothouse.costs.pricing import Pricer, price_usage, worst_case_cost
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Observation, ObservationKind, Status, Usage
 
 HEADER = ",".join(COLUMNS)
@@ -20,6 +21,10 @@ openai,gpt-x,2025-06-01,1.00,4.00,0.25,,,0.5,,,,,,,,,128000,16384,https://exampl
 anthropic,claude-y,2025-03-01,3.00,15.00,0.30,3.75,,0.5,200000,6.00,22.50,0.60,7.50,,,,1000000,64000,https://example.com/a,
 google,gem-z,2025-02-01,0.10,0.40,0.025,,0.80,,,,,,,,,,1000000,65536,https://example.com/g,
 """
+
+
+def usd(text: str) -> Money:
+    return Money.from_usd(text)
 
 
 @pytest.fixture
@@ -66,15 +71,13 @@ def test_cost_line_items_by_hand(catalogue: PriceCatalogue) -> None:
     assert row is not None
     # 1,000 uncached input, 3,000 cached, 500 output of which 200 reasoning
     cost = price_usage(Usage(input=1000, cache_read=3000, output=500, reasoning=200), row)
-    assert cost.items == pytest.approx(
-        {
-            "input": 1000 * 1.0e-6,
-            "cache_read": 3000 * 0.25e-6,
-            "output": 300 * 4.0e-6,
-            "reasoning": 200 * 4.0e-6,
-        }
-    )
-    assert cost.total == pytest.approx(0.001 + 0.00075 + 0.0012 + 0.0008)
+    assert cost.items == {
+        "input": usd("0.001"),  # 1,000 x $1.00 / 1M
+        "cache_read": usd("0.00075"),  # 3,000 x $0.25 / 1M
+        "output": usd("0.0012"),  # 300 x $4.00 / 1M
+        "reasoning": usd("0.0008"),  # 200 x $4.00 / 1M
+    }
+    assert cost.total == usd("0.00375")  # exactly: 0.001 + 0.00075 + 0.0012 + 0.0008
     assert cost.price_version == "openai/gpt-x@2025-06-01"
 
 
@@ -82,14 +85,20 @@ def test_cache_writes_and_long_context_tier(catalogue: PriceCatalogue) -> None:
     row = catalogue.lookup("anthropic", "claude-y")
     assert row is not None
     short = price_usage(Usage(input=100_000, cache_write=50_000, cache_read=10_000, output=1000), row)
-    assert short.items == pytest.approx(
-        {"input": 0.3, "cache_write": 50_000 * 3.75e-6, "cache_read": 10_000 * 0.3e-6, "output": 0.015}
-    )
+    assert short.items == {
+        "input": usd("0.3"),
+        "cache_write": usd("0.1875"),  # 50,000 x $3.75 / 1M
+        "cache_read": usd("0.003"),  # 10,000 x $0.30 / 1M
+        "output": usd("0.015"),
+    }
     # 250k prompt tokens > 200k: every token of the call at the long-context prices
     long = price_usage(Usage(input=200_000, cache_write=40_000, cache_read=10_000, output=1000), row)
-    assert long.items == pytest.approx(
-        {"input": 1.2, "cache_write": 40_000 * 7.5e-6, "cache_read": 10_000 * 0.6e-6, "output": 0.0225}
-    )
+    assert long.items == {
+        "input": usd("1.2"),
+        "cache_write": usd("0.3"),  # 40,000 x $7.50 / 1M
+        "cache_read": usd("0.006"),  # 10,000 x $0.60 / 1M
+        "output": usd("0.0225"),
+    }
 
 
 def test_separate_reasoning_price_and_missing_cache_prices(catalogue: PriceCatalogue) -> None:
@@ -97,16 +106,19 @@ def test_separate_reasoning_price_and_missing_cache_prices(catalogue: PriceCatal
     assert row is not None
     cost = price_usage(Usage(input=1000, output=1000, reasoning=600, cache_write=100), row)
     # reasoning at its own rate; a cache write with no listed price pays the input rate
-    assert cost.items == pytest.approx(
-        {"input": 1e-4, "output": 400 * 0.4e-6, "reasoning": 600 * 0.8e-6, "cache_write": 100 * 0.1e-6}
-    )
+    assert cost.items == {
+        "input": usd("0.0001"),
+        "output": usd("0.00016"),  # 400 x $0.40 / 1M
+        "reasoning": usd("0.00048"),  # 600 x $0.80 / 1M
+        "cache_write": usd("0.00001"),  # 100 x $0.10 / 1M
+    }
 
 
 def test_worst_case_and_cache_saving(catalogue: PriceCatalogue) -> None:
     row = catalogue.lookup("openai", "gpt-x")
     assert row is not None
-    assert worst_case_cost(row, 1000, 500) == pytest.approx(1000 * 1e-6 + 500 * 4e-6)
-    assert price_usage(Usage(input=10, cache_read=4000), row).saved == pytest.approx(4000 * 0.75e-6)
+    assert worst_case_cost(row, 1000, 500) == usd("0.003")  # 1,000 x $1 / 1M + 500 x $4 / 1M
+    assert price_usage(Usage(input=10, cache_read=4000), row).saved == usd("0.003")  # 4,000 x $0.75 / 1M
 
 
 def test_custom_rows_win_and_are_versioned_by_their_source() -> None:
@@ -127,13 +139,24 @@ def test_price_observation_skips_unknown_usage_and_prices_failures_at_zero(catal
 
     ok = call(Status.OK, Usage(input=10, output=10))
     pricer.price_observation(ok)
-    assert ok.cost is not None and ok.cost.total == pytest.approx(10e-6 + 40e-6)
+    assert ok.cost is not None and ok.cost.total == usd("0.00005")
     no_usage = call(Status.OK, Usage())
     pricer.price_observation(no_usage)
     assert no_usage.cost is None  # unknown, not 0
     failed = call(Status.ERROR, Usage())
     pricer.price_observation(failed)
-    assert failed.cost is not None and failed.cost.total == 0
+    assert failed.cost is not None and failed.cost.total == Money.ZERO
+
+
+def test_rates_are_exact_decimals_and_finer_ones_round_once() -> None:
+    # $0.0375 per 1M tokens is 37,500 pico-dollars a token, not the float's 37,500.0000000000027
+    row = PriceRow("google", "flash", date.min, 0.0375, 0.15)
+    cost = price_usage(Usage(input=3, output=1), row)
+    assert cost.items == {"input": Money(112_500), "output": Money(150_000)}
+    # an hourly price's rate has no end: each line item rounds once, to the nearest pico-dollar
+    hourly = PriceRow("vllm", "m", date.min, 1 / 3, 1 / 3)
+    cost = price_usage(Usage(input=1, output=2), hourly)
+    assert cost.items == {"input": Money(333_333), "output": Money(666_667)}
 
 
 @pytest.mark.parametrize(

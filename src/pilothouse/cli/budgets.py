@@ -9,6 +9,7 @@ import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, parse_thresholds, period_start
+from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
 
 PERIODS = [p.value for p in BudgetPeriod]
@@ -60,7 +61,7 @@ def create(
         kind,
         scope_value.strip(),
         BudgetPeriod(period),
-        limit_usd,
+        Money.from_usd(limit_usd),
         hard=not soft,
         alert_thresholds=thresholds,
         webhook_url=webhook,
@@ -82,12 +83,13 @@ def list_budgets(project: str | None, database_url: str | None) -> None:
     now = datetime.now(UTC)
     found = costs.list_budgets(project)
     width = max([len("BUDGET"), *(len(b.label) for b in found)])  # labels hold whole key ids: no cut
-    click.echo(f"{'ID':32}  {'PROJECT':12}  {'BUDGET':{width}}  {'MODE':4}  {'SPENT $':>12}  USED")
+    click.echo(f"{'ID':32}  {'PROJECT':12}  {'BUDGET':{width}}  {'MODE':4}  {'SPENT':>14}  USED")
     for b in found:
         spent = costs.spend_since(b, int(period_start(b.period, now).timestamp() * 1e9))
-        used = f"{spent / b.limit_usd:.0%}" if b.limit_usd else "-"
+        used = f"{spent.ratio(b.limit_usd):.0%}" if b.limit_usd else "-"
         mode = "hard" if b.hard else "soft"
-        click.echo(f"{b.id:32}  {b.project_id:12}  {b.label:{width}}  {mode:4}  {spent:>12.6f}  {used}")
+        shown = spent.display()
+        click.echo(f"{b.id:32}  {b.project_id:12}  {b.label:{width}}  {mode:4}  {shown:>14}  {used}")
     store.close()
 
 

@@ -17,6 +17,7 @@ from pilothouse.costs.cascade_report import CascadeItem
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer, price_usage
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
+from pilothouse.domain.money import Money
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Cost
 from pilothouse.store.costs import CostStore, StoredCall
@@ -56,19 +57,20 @@ def report(by: str, since: str, project: str | None, as_csv: bool, database_url:
             writer.writerow(row.as_dict())
         return
     click.echo(
-        f"{by.upper():36} {'REQUESTS':>9} {'SPEND $':>12} {'$/REQ':>10} {'SAVED $':>10} {'TOKENS IN':>11} "
-        f"{'OUT':>9} {'RUN-RATE $/30d':>15}"
+        f"{by.upper():36} {'REQUESTS':>9} {'SPEND':>14} {'PER REQUEST':>12} {'SAVED':>12} {'TOKENS IN':>11} "
+        f"{'OUT':>9} {'RUN-RATE /30d':>15}"
     )
     for r in rows:
-        per = "-" if r.cost_per_request_usd is None else f"{r.cost_per_request_usd:.6f}"
+        per = "-" if r.cost_per_request_usd is None else r.cost_per_request_usd.display()
         unpriced = f" ({r.unpriced} unpriced)" if r.unpriced else ""
         click.echo(
-            f"{r.group[:36]:36} {r.requests:>9} {r.spend_usd:>12.6f} {per:>10} {r.saved_usd:>10.6f} "
-            f"{r.input_tokens:>11} {r.output_tokens:>9} {r.monthly_run_rate_usd:>15.4f}{unpriced}"
+            f"{r.group[:36]:36} {r.requests:>9} {r.spend_usd.display():>14} {per:>12} "
+            f"{r.saved_usd.display():>12} {r.input_tokens:>11} {r.output_tokens:>9} "
+            f"{r.monthly_run_rate_usd.display():>15}{unpriced}"
         )
-    total = sum(r.spend_usd for r in rows) if by != "tag" else None
-    if total is not None:
-        click.echo(f"total spend ${total:.6f} over {len(rows)} groups", err=True)
+    if by != "tag":  # a call with several tags counts in each: their sum is no total
+        total = Money.sum(r.spend_usd for r in rows)
+        click.echo(f"total spend {total.display()} over {len(rows)} groups", err=True)
 
 
 async def _measure_cascade(
@@ -86,7 +88,7 @@ async def _measure_cascade(
     gate = asyncio.Semaphore(concurrency)
     caller = Caller("default")
 
-    async def ask(model: str, question: str) -> tuple[dict[str, Any], float | None, int]:
+    async def ask(model: str, question: str) -> tuple[dict[str, Any], Money | None, int]:
         request = {"model": model, "messages": [{"role": "user", "content": question}]}
         call = gateway.start("chat", caller)
         reply = await gateway.chat(call, request, caller)
@@ -130,7 +132,7 @@ def _new_cost(pricer: Pricer, call: StoredCall) -> Cost | None:
 def _same(a: Cost | None, b: Cost | None) -> bool:
     if a is None or b is None:
         return a is b
-    return abs(a.total - b.total) < 1e-12 and a.price_version == b.price_version
+    return a.total == b.total and a.price_version == b.price_version
 
 
 @costs.command()
@@ -157,7 +159,7 @@ def recompute(
     store = open_store(database_url)
     costs_store = CostStore(store)
     changes: list[tuple[StoredCall, Cost | None]] = []
-    by_model: dict[str, list[float]] = {}
+    by_model: dict[str, tuple[int, Money, Money]] = {}  # calls, spend before, spend after
     checked = kept = 0
     for call in costs_store.iter_model_calls(since_ns, until_ns, project):
         checked += 1
@@ -170,10 +172,13 @@ def recompute(
         if _same(call.cost, new):
             continue
         changes.append((call, new))
-        totals = by_model.setdefault(call.model or call.request_model or "(none)", [0, 0.0, 0.0])
-        totals[0] += 1
-        totals[1] += call.cost.total if call.cost else 0.0
-        totals[2] += new.total if new else 0.0
+        model = call.model or call.request_model or "(none)"
+        count, before, after = by_model.get(model, (0, Money.ZERO, Money.ZERO))
+        by_model[model] = (
+            count + 1,
+            before + (call.cost.total if call.cost else Money.ZERO),
+            after + (new.total if new else Money.ZERO),
+        )
         if not dry_run and len(changes) >= 500:
             costs_store.set_costs(changes)
             changes.clear()
@@ -189,10 +194,12 @@ def recompute(
     if not by_model:
         click.echo(f"{checked} calls checked: " + ("no cost changed" if kept else "every cost is current"))
         return
-    click.echo(f"{'MODEL':40} {'CALLS':>7} {'BEFORE $':>14} {'AFTER $':>14} {'DIFF $':>14}")
+    click.echo(f"{'MODEL':40} {'CALLS':>7} {'BEFORE':>14} {'AFTER':>14} {'DIFF':>14}")
     for model, (count, before, after) in sorted(by_model.items()):
-        click.echo(f"{model[:40]:40} {int(count):>7} {before:>14.6f} {after:>14.6f} {after - before:>+14.6f}")
-    changed = sum(int(v[0]) for v in by_model.values())
+        diff = after - before
+        shown = ("+" if diff > Money.ZERO else "") + diff.display()
+        click.echo(f"{model[:40]:40} {count:>7} {before.display():>14} {after.display():>14} {shown:>14}")
+    changed = sum(v[0] for v in by_model.values())
     verb = "would change" if dry_run else "changed"
     click.echo(f"{checked} calls checked, {changed} {verb}", err=True)
 

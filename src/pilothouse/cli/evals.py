@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from pilothouse.domain.datasets import DatasetItem
     from pilothouse.domain.evals import EvalRun, RunSummary
+    from pilothouse.domain.money import Money
     from pilothouse.store.evals import EvalStore
 
 
@@ -51,10 +52,10 @@ def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _money(value: float, unpriced: int) -> str:
+def _money(value: Money, unpriced: int) -> str:
     if unpriced and not value:
         return f"cost unknown ({unpriced} calls without a price)"
-    return f"${value:.4f}" + (f" + {unpriced} calls without a price" if unpriced else "")
+    return value.display() + (f" + {unpriced} calls without a price" if unpriced else "")
 
 
 def _preview(text: str | None, width: int = 60) -> str:
@@ -316,15 +317,16 @@ def list_command(project: str, limit: int, database_url: str | None) -> None:
 def show_command(run_id: str, items: int, as_json: bool, database_url: str | None) -> None:
     """A run's summary and its first results."""
     import dataclasses
-    import json
+
+    from pilothouse.server.serialise import dumps
 
     store = eval_store(database_url)
     try:
         run = find_run(store, run_id)
         if as_json:
-            click.echo(json.dumps(_jsonable(dataclasses.asdict(run)), default=str))
+            click.echo(dumps(_jsonable(dataclasses.asdict(run))))
             for result in store.iter_results(run.id):
-                click.echo(json.dumps(dataclasses.asdict(result), default=str))
+                click.echo(dumps(dataclasses.asdict(result)))
             return
         console = _console()
         if run.summary is not None:

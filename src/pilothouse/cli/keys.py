@@ -7,6 +7,7 @@ import click
 from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.keys import DEFAULT_SCOPES, parse_scopes
+from pilothouse.domain.money import Money
 from pilothouse.domain.timeparse import iso
 from pilothouse.store.costs import CostStore
 
@@ -73,7 +74,7 @@ def create(
     key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
     if budget_usd is not None:
         CostStore(store).create_budget(
-            project, BudgetScope.KEY, key.id, BudgetPeriod(budget_period), budget_usd
+            project, BudgetScope.KEY, key.id, BudgetPeriod(budget_period), Money.from_usd(budget_usd)
         )
     store.close()
     click.echo(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import click
@@ -11,7 +10,7 @@ from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
 from pilothouse.domain.timeparse import iso, parse_time_ns
 from pilothouse.domain.traces import Status
-from pilothouse.server.serialise import trace_detail_json, trace_summary_json, tree_order
+from pilothouse.server.serialise import dumps, trace_detail_json, trace_summary_json, tree_order
 
 
 @click.group()
@@ -69,7 +68,7 @@ def list_traces(
     store.close()
     if as_json:
         for item in page.data:
-            click.echo(json.dumps(trace_summary_json(item)))
+            click.echo(dumps(trace_summary_json(item)))
     else:
         click.echo(
             f"{'TIME':24}  {'TRACE ID':32}  {'NAME':24}  {'MODEL':18}  {'TOKENS':>7}  {'MS':>8}  STATUS"
@@ -97,10 +96,10 @@ def show(trace_id: str, project: str, as_json: bool, database_url: str | None) -
     if detail is None:
         raise CliError(f"no trace {trace_id!r} in project {project!r}")
     if as_json:
-        click.echo(json.dumps(trace_detail_json(detail), indent=2))
+        click.echo(dumps(trace_detail_json(detail), indent=True))
         return
     t = detail.trace
-    cost = "" if t.cost_usd is None else f"  ${t.cost_usd:.6f}"
+    cost = "" if t.cost_usd is None else f"  {t.cost_usd.display()}"
     click.echo(f"trace {t.id}  {t.name or ''}  {t.status.value}  {t.latency_ms:.1f} ms{cost}")
     if t.user_id or t.session_id:
         click.echo(f"user {t.user_id or '-'}  session {t.session_id or '-'}")
@@ -111,7 +110,7 @@ def show(trace_id: str, project: str, as_json: bool, database_url: str | None) -
             if o.ttft_ns is not None:
                 extra += f"  ttft={o.ttft_ns / 1e6:.1f} ms"
             if o.cost is not None:
-                extra += f"  ${o.cost.total:.6f}"
+                extra += f"  {o.cost.total.display()}"
         click.echo(
             f"{'  ' * depth}- [{o.kind.value}] {o.name}  {o.duration_ns / 1e6:.1f} ms  "
             f"{o.status.value}{extra}"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pilothouse.domain.money import Money
+
 
 @dataclass(frozen=True, slots=True)
 class CascadeItem:
@@ -13,9 +15,9 @@ class CascadeItem:
 
     item_id: str
     steps: int  # models the cascade called (1: the cheapest answered)
-    cascade_cost_usd: float | None
+    cascade_cost_usd: Money | None
     cascade_correct: bool | None  # None: the scorer could not tell
-    strong_cost_usd: float | None
+    strong_cost_usd: Money | None
     strong_correct: bool | None
 
 
@@ -25,8 +27,8 @@ class CascadeReport:
 
     items: int
     kept_on_first: float  # share answered by the cheapest model
-    cascade_cost_usd: float | None
-    strong_cost_usd: float | None
+    cascade_cost_usd: Money | None
+    strong_cost_usd: Money | None
     cascade_quality: float | None
     strong_quality: float | None
 
@@ -35,7 +37,7 @@ class CascadeReport:
         """Share of the strong model's cost the cascade did not spend."""
         if self.cascade_cost_usd is None or not self.strong_cost_usd:
             return None
-        return 1.0 - self.cascade_cost_usd / self.strong_cost_usd
+        return 1.0 - self.cascade_cost_usd.ratio(self.strong_cost_usd)
 
     @property
     def quality_retained(self) -> float | None:
@@ -47,8 +49,8 @@ class CascadeReport:
     def lines(self) -> list[str]:
         """The report as text lines."""
 
-        def money(value: float | None) -> str:
-            return "unknown" if value is None else f"${value:.6f}"
+        def money(value: Money | None) -> str:
+            return "unknown" if value is None else value.display()
 
         def share(value: float | None) -> str:
             return "unknown" if value is None else f"{value:.1%}"
@@ -65,8 +67,8 @@ class CascadeReport:
         ]
 
 
-def _total(values: Sequence[float | None]) -> float | None:
-    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+def _total(values: Sequence[Money | None]) -> Money | None:
+    return None if any(v is None for v in values) else Money.sum(v for v in values if v is not None)
 
 
 def _rate(values: Sequence[bool | None]) -> float | None:

@@ -10,25 +10,37 @@ than the row's threshold, as OpenAI, Anthropic and Google bill them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from pilothouse.costs.catalogue import PriceCatalogue, PriceRow
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Cost, Observation, Status, Usage
 
-_PER_TOKEN = 1e-6  # catalogue prices are per 1M tokens
+_PICO_PER_TOKEN = 10**6  # a price per 1M tokens in USD is this many pico-dollars per token
 
 
 @dataclass(frozen=True, slots=True)
 class Rates:
-    """USD per token of each kind, for one call (long-context tier already chosen)."""
+    """What one token of each kind costs, for one call (long-context tier already chosen): pico-dollars
+    per token times ``scale``, as exact integers (``scale`` is 1 for any price with up to six decimals
+    per 1M tokens; a price with more decimals, or an hourly price's per-token rate, raises it to a
+    power of ten). Integers keep the cost of a call exact and cheap to compute on the ingest path."""
 
-    input: float
-    output: float
-    cache_read: float
-    cache_write: float
-    reasoning: float
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+    reasoning: int
+    scale: int = 1
+
+    def cost(self, tokens: int, rate: int) -> Money:
+        """``tokens`` at ``rate`` (one of these fields), rounded to the pico-dollar (Money's rule)."""
+        if self.scale == 1:
+            return Money(tokens * rate)
+        return Money.from_ratio(tokens * rate, self.scale)
 
 
 # (id(row), long) -> (row, rates): rows are few and live as long as their catalogue; the row is kept so
@@ -53,44 +65,58 @@ def _rates(row: PriceRow, long: bool) -> Rates:
     output_price = (row.output_long if long and row.output_long is not None else None) or row.output
     cache_read = row.cache_read_long if long and row.cache_read_long is not None else row.cache_read
     cache_write = row.cache_write_long if long and row.cache_write_long is not None else row.cache_write
-    return Rates(
-        input=input_price * _PER_TOKEN,
-        output=output_price * _PER_TOKEN,
-        cache_read=(input_price if cache_read is None else cache_read) * _PER_TOKEN,
-        cache_write=(input_price if cache_write is None else cache_write) * _PER_TOKEN,
-        reasoning=(output_price if row.reasoning is None else row.reasoning) * _PER_TOKEN,
-    )
+    # A price is the decimal it was written as (its shortest repr): 0.0375 per 1M tokens is 37,500
+    # pico-dollars per token exactly, not the float's 37,500.0000000000027.
+    prices = [
+        Decimal(repr(float(price))) * _PICO_PER_TOKEN
+        for price in (
+            input_price,
+            output_price,
+            input_price if cache_read is None else cache_read,
+            input_price if cache_write is None else cache_write,
+            output_price if row.reasoning is None else row.reasoning,
+        )
+    ]
+    scale = 10 ** max(_decimals(p) for p in prices)
+    input_rate, output_rate, cache_read, cache_write, reasoning = (int(p * scale) for p in prices)
+    return Rates(input_rate, output_rate, cache_read, cache_write, reasoning, scale)
+
+
+def _decimals(value: Decimal) -> int:
+    """How many decimals a finite decimal needs (0 for a whole number)."""
+    exponent = value.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)
+    return max(0, -exponent)
 
 
 def price_usage(usage: Usage, row: PriceRow) -> Cost:
-    """The cost of ``usage`` at ``row``'s prices, with the row's version."""
+    """The cost of ``usage`` at ``row``'s prices, with the row's version: each line item is its tokens
+    times its rate, rounded to the pico-dollar."""
     rates = rates_for(row, usage.input_total)
     output, reasoning = usage.output, usage.reasoning
     if reasoning > output:
         reasoning = output
-    items = {
-        "input": round(usage.input * rates.input, 12),
-        "output": round((output - reasoning) * rates.output, 12),
-    }
-    saved = 0.0
+    cost = rates.cost
+    items = {"input": cost(usage.input, rates.input), "output": cost(output - reasoning, rates.output)}
+    saved = Money.ZERO
     if usage.cache_read:
-        items["cache_read"] = round(usage.cache_read * rates.cache_read, 12)
+        items["cache_read"] = cost(usage.cache_read, rates.cache_read)
         if rates.input > rates.cache_read:
-            saved = round(usage.cache_read * (rates.input - rates.cache_read), 12)
+            saved = cost(usage.cache_read, rates.input - rates.cache_read)
     if usage.cache_write:
-        items["cache_write"] = round(usage.cache_write * rates.cache_write, 12)
+        items["cache_write"] = cost(usage.cache_write, rates.cache_write)
     if reasoning:
-        items["reasoning"] = round(reasoning * rates.reasoning, 12)
+        items["reasoning"] = cost(reasoning, rates.reasoning)
     return Cost(items, row.version, saved)
 
 
-def worst_case_cost(row: PriceRow, prompt_tokens: int, max_output_tokens: int) -> float:
+def worst_case_cost(row: PriceRow, prompt_tokens: int, max_output_tokens: int) -> Money:
     """An upper bound of a call's cost: every prompt token at the uncached rate (or the cache-write
     rate when that is dearer) and ``max_output_tokens`` at the dearer of the output and reasoning
     rates."""
     rates = rates_for(row, prompt_tokens)
-    return prompt_tokens * max(rates.input, rates.cache_write) + max_output_tokens * max(
-        rates.output, rates.reasoning
+    return rates.cost(prompt_tokens, max(rates.input, rates.cache_write)) + rates.cost(
+        max_output_tokens, max(rates.output, rates.reasoning)
     )
 
 

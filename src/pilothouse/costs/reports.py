@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Cost, Usage
 
 REPORT_DIMENSIONS = ("model", "key", "user", "tag", "prompt", "project")
@@ -43,21 +44,21 @@ class ReportRow:
     group: str
     requests: int = 0
     unpriced: int = 0  # calls with no known price: their spend is missing from spend_usd
-    spend_usd: float = 0.0
-    saved_usd: float = 0.0
+    spend_usd: Money = Money.ZERO
+    saved_usd: Money = Money.ZERO
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0
-    monthly_run_rate_usd: float = 0.0
+    monthly_run_rate_usd: Money = Money.ZERO
 
     @property
-    def cost_per_request_usd(self) -> float | None:
-        """Average spend of the priced calls."""
+    def cost_per_request_usd(self) -> Money | None:
+        """Average spend of the priced calls (rounded to the pico-dollar)."""
         priced = self.requests - self.unpriced
         return self.spend_usd / priced if priced else None
 
     def as_dict(self) -> dict[str, object]:
-        """The row as JSON values."""
+        """The row as JSON values (amounts as Money: JSON numbers by its machine rule)."""
         return {
             "group": self.group,
             "requests": self.requests,
@@ -108,5 +109,5 @@ def cost_report(calls: Iterable[ReportedCall], by: str, window_s: float) -> list
                 row.spend_usd += call.cost.total
                 row.saved_usd += call.cost.saved
     for row in rows.values():
-        row.monthly_run_rate_usd = row.spend_usd * _MONTH_S / window_s if window_s > 0 else 0.0
-    return sorted(rows.values(), key=lambda r: (-r.spend_usd, r.group))
+        row.monthly_run_rate_usd = row.spend_usd * (_MONTH_S / window_s) if window_s > 0 else Money.ZERO
+    return sorted(rows.values(), key=lambda r: (-r.spend_usd.pico, r.group))

@@ -1,5 +1,6 @@
-"""Pure domain types and math of Pilothouse: traces, observations, usage, cost, scores."""
+"""Pure domain types and math of Pilothouse: traces, observations, usage, cost, money, scores."""
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
     Cost,
     Observation,
@@ -17,6 +18,7 @@ from pilothouse.domain.traces import (
 
 __all__ = [
     "Cost",
+    "Money",
     "Observation",
     "ObservationKind",
     "Project",

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from pilothouse.domain.money import Money
+
 
 class BudgetScope(enum.StrEnum):
     """What a budget limits."""
@@ -36,14 +38,14 @@ DEFAULT_ALERTS = (0.5, 0.8, 1.0)
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """A spending limit in USD."""
+    """A spending limit."""
 
     id: str
     project_id: str
     scope: BudgetScope
     scope_value: str  # the key id, user id or tag; "" for the project
     period: BudgetPeriod
-    limit_usd: float
+    limit_usd: Money
     hard: bool = True
     alert_thresholds: tuple[float, ...] = DEFAULT_ALERTS
     webhook_url: str | None = None
@@ -58,7 +60,7 @@ class Budget:
             else f"{self.scope.value} {self.scope_value}"
         )
         period = {"day": "daily", "week": "weekly", "month": "monthly", "total": "total"}[self.period.value]
-        return f"{who} {period} ${self.limit_usd:.2f}"
+        return f"{who} {period} {self.limit_usd.display()}"
 
 
 def period_start(period: BudgetPeriod, now: datetime) -> datetime:
@@ -104,11 +106,13 @@ def applicable_budgets(
     return out
 
 
-def crossed_thresholds(budget: Budget, before_usd: float, after_usd: float) -> list[float]:
-    """Alert thresholds (fractions of the limit) that spend crossed going from ``before`` to ``after``."""
-    if budget.limit_usd <= 0:
-        return [t for t in budget.alert_thresholds if before_usd <= 0 < after_usd]
-    return [t for t in budget.alert_thresholds if before_usd < t * budget.limit_usd <= after_usd]
+def crossed_thresholds(budget: Budget, before: Money, after: Money) -> list[float]:
+    """Alert thresholds (fractions of the limit) that spend crossed going from ``before`` to ``after``
+    (spend at exactly a threshold has crossed it: ten calls of $0.10 reach 100% of $1.00)."""
+    limit = budget.limit_usd
+    if limit <= Money.ZERO:
+        return [t for t in budget.alert_thresholds if before <= Money.ZERO < after]
+    return [t for t in budget.alert_thresholds if before < limit * t <= after]
 
 
 def parse_thresholds(text: str) -> tuple[float, ...]:
@@ -125,7 +129,7 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
-def forecast_period_spend(spent_usd: float, period: BudgetPeriod, now: datetime) -> float | None:
+def forecast_period_spend(spent: Money, period: BudgetPeriod, now: datetime) -> Money | None:
     """Run-rate forecast of the spend at the period's end (None for a total budget)."""
     end = period_end(period, now)
     if end is None:
@@ -133,5 +137,5 @@ def forecast_period_spend(spent_usd: float, period: BudgetPeriod, now: datetime)
     start = period_start(period, now)
     elapsed = (now - start).total_seconds()
     if elapsed <= 0:
-        return spent_usd
-    return spent_usd * (end - start).total_seconds() / elapsed
+        return spent
+    return spent * ((end - start).total_seconds() / elapsed)

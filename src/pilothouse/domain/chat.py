@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import SpanRecord, TraceAttributes, Usage
 
 __all__ = [
@@ -50,7 +51,7 @@ class ChatReply:
 
     response: Mapping[str, Any]
     usage: Usage | None
-    cost_usd: float | None
+    cost_usd: Money | None
     latency_ms: float
     trace_id: str | None
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import SpanRecord
 
 __all__ = [
@@ -69,10 +70,10 @@ class EvalResult:
     latency_ms: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cost_usd: float | None = None
+    cost_usd: Money | None = None
     judge_input_tokens: int | None = None
     judge_output_tokens: int | None = None
-    judge_cost_usd: float | None = None
+    judge_cost_usd: Money | None = None
     trace_id: str | None = None
     cached: bool = False
     scores: tuple[ScoreRecord, ...] = ()
@@ -90,7 +91,7 @@ class CachedResponse:
     output: str
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cost_usd: float | None = None
+    cost_usd: Money | None = None
     latency_ms: float | None = None
 
 
@@ -127,11 +128,11 @@ class RunSummary:
     cached: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: Money = Money.ZERO
     unpriced: int = 0
     judge_input_tokens: int = 0
     judge_output_tokens: int = 0
-    judge_cost_usd: float = 0.0
+    judge_cost_usd: Money = Money.ZERO
     judge_unpriced: int = 0
     latency_ms_mean: float | None = None
     metrics: tuple[MetricSummary, ...] = ()
@@ -142,9 +143,11 @@ class RunSummary:
         return next((m for m in self.metrics if m.name == name), None)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (amounts as float USD, as the store keeps amounts)."""
         data = asdict(self)
         data["metrics"] = [asdict(m) for m in self.metrics]
+        for name in _SUMMARY_AMOUNTS:
+            data[name] = data[name].usd
         return data
 
     @classmethod
@@ -152,8 +155,14 @@ class RunSummary:
         """Inverse of :meth:`as_dict`."""
         values = dict(data)
         values["metrics"] = tuple(MetricSummary(**m) for m in values.get("metrics") or ())
+        for name in _SUMMARY_AMOUNTS:
+            if name in values:
+                values[name] = Money.from_usd(values[name])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+_SUMMARY_AMOUNTS = ("cost_usd", "judge_cost_usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +229,9 @@ class SummaryBuilder:
     _metrics: dict[str, _MetricAccumulator] = field(default_factory=dict)
     _latency_sum: float = 0.0
     _latency_n: int = 0
-    _totals: dict[str, float] = field(default_factory=dict)
+    _totals: dict[str, int] = field(default_factory=dict)
+    _cost: Money = Money.ZERO
+    _judge_cost: Money = Money.ZERO
 
     def __post_init__(self) -> None:
         self._metrics = {name: _MetricAccumulator(w) for name, w in self.weights.items()}
@@ -240,9 +251,9 @@ class SummaryBuilder:
             if result.cost_usd is None:
                 t["unpriced"] = t.get("unpriced", 0) + 1
             else:
-                t["cost_usd"] = t.get("cost_usd", 0.0) + result.cost_usd
+                self._cost += result.cost_usd
         if result.judge_cost_usd is not None:
-            t["judge_cost_usd"] = t.get("judge_cost_usd", 0.0) + result.judge_cost_usd
+            self._judge_cost += result.judge_cost_usd
         elif result.judge_input_tokens:
             t["judge_unpriced"] = t.get("judge_unpriced", 0) + 1
         if result.latency_ms is not None and not result.cached:
@@ -271,11 +282,11 @@ class SummaryBuilder:
             cached=int(t.get("cached", 0)),
             input_tokens=int(t.get("input_tokens", 0)),
             output_tokens=int(t.get("output_tokens", 0)),
-            cost_usd=float(t.get("cost_usd", 0.0)),
+            cost_usd=self._cost,
             unpriced=int(t.get("unpriced", 0)),
             judge_input_tokens=int(t.get("judge_input_tokens", 0)),
             judge_output_tokens=int(t.get("judge_output_tokens", 0)),
-            judge_cost_usd=float(t.get("judge_cost_usd", 0.0)),
+            judge_cost_usd=self._judge_cost,
             judge_unpriced=int(t.get("judge_unpriced", 0)),
             latency_ms_mean=self._latency_sum / self._latency_n if self._latency_n else None,
             metrics=metrics,

@@ -7,6 +7,7 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Observation, Score, Status, Trace
 
 T = TypeVar("T")
@@ -31,7 +32,7 @@ class TraceQuery:
     tags: tuple[str, ...] = ()
     status: Status | None = None
     min_latency_ms: float | None = None
-    min_cost_usd: float | None = None
+    min_cost_usd: Money | None = None
     search: str | None = None
     limit: int = 50
     cursor: tuple[int, str] | None = None  # (start_ns, trace id) of the last row of the previous page
@@ -91,7 +92,7 @@ class Activity:
     first_ns: int
     last_ns: int  # start of its newest trace
     total_tokens: int
-    cost_usd: float
+    cost_usd: Money
     errors: int
     user_ids: tuple[str, ...] = ()
     end_ns: int = 0  # end of its last trace
@@ -107,7 +108,7 @@ class SessionSummary:
     end_ns: int
     user_ids: tuple[str, ...]
     total_tokens: int
-    cost_usd: float
+    cost_usd: Money
 
 
 @dataclass(slots=True)  # not frozen: a dashboard makes thousands, and frozen ones cost 2.5x to make
@@ -123,7 +124,7 @@ class ModelMetrics:
     cache_read_tokens: int
     cache_write_tokens: int
     reasoning_tokens: int
-    cost_usd: float
+    cost_usd: Money
     unpriced: int
     latency_ms_avg: float
     latency_ms_p50: float | None

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import BUCKETS, add_counts, latency_bucket
 from pilothouse.domain.traces import SpanRecord, Status
 
@@ -41,7 +42,7 @@ class TraceDelta:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: Money = Money.ZERO
     unpriced_count: int = 0
 
 
@@ -56,7 +57,7 @@ class RollupDelta:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: Money = Money.ZERO
     unpriced: int = 0
     latency_ms_sum: float = 0.0
     latency_counts: list[int] = field(default_factory=lambda: [0] * BUCKETS)
@@ -162,7 +163,7 @@ def _new_trace(record: SpanRecord) -> TraceDelta:
         input_tokens,
         u.output,
         input_tokens + u.output,
-        0.0 if cost is None else cost.total,
+        Money.ZERO if cost is None else cost.total,
         1 if cost is None and o.kind.is_model_call else 0,
     )
 

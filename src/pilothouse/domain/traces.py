@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pilothouse.domain.money import Money
+
 
 class ObservationKind(StrEnum):
     """What an observation stands for. Generations and embeddings are model calls."""
@@ -81,16 +83,19 @@ class Usage:
 
 @dataclass(slots=True)  # not frozen, as Usage: made per priced span
 class Cost:
-    """Cost of one model call in USD: line items (input, cache_read, cache_write, output, reasoning, ...)
-    and their total, with the version of the price catalogue used (treated as a value: never changed)."""
+    """Cost of one model call: line items (input, cache_read, cache_write, output, reasoning, ...) and
+    their total, with the version of the price catalogue used (treated as a value: never changed)."""
 
-    items: dict[str, float]
+    items: dict[str, Money]
     price_version: str | None = None
-    saved: float = 0.0  # what caching saved against the full price (provider cache reads, gateway cache)
-    total: float = field(init=False, compare=False)  # the sum of the line items (read per span at ingest)
+    saved: Money = Money.ZERO  # what caching saved against the full price (provider or gateway cache)
+    total: Money = field(init=False, compare=False)  # the sum of the line items (read per span at ingest)
 
     def __post_init__(self) -> None:
-        self.total = sum(self.items.values())
+        total = 0
+        for item in self.items.values():
+            total += item.pico
+        self.total = Money(total)
 
 
 @dataclass(slots=True)
@@ -181,7 +186,7 @@ class Trace:
     observation_count: int = 0
     error_count: int = 0
     usage: Usage = field(default_factory=Usage)
-    cost_usd: float | None = None
+    cost_usd: Money | None = None
 
     @property
     def latency_ms(self) -> float:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, Protocol
 
 from pilothouse.domain.chat import CallContext, ChatModel, ModelCallError
+from pilothouse.domain.money import Money
 from pilothouse.evals.calls import current_call, with_role
 from pilothouse.evals.scorers import strip_code_fence
 from pilothouse.evals.scoring import (
@@ -189,7 +190,7 @@ class JudgeReply:
     top_logprobs: Sequence[Sequence[tuple[str, float]]] | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cost_usd: float | None = None
+    cost_usd: Money | None = None
     refusal: str | None = None  # an explicit refusal (OpenAI ``message.refusal``)
 
 
@@ -224,7 +225,7 @@ def judge_reply(
     *,
     input_tokens: int | None = None,
     output_tokens: int | None = None,
-    cost_usd: float | None = None,
+    cost_usd: Money | None = None,
 ) -> JudgeReply:
     """The :class:`JudgeReply` of an OpenAI chat completion (text, refusal, the first positions' top
     log-probabilities); RuntimeError when it has no choice."""
@@ -489,7 +490,7 @@ class _Usage:
     def __init__(self) -> None:
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
-        self.cost_usd: float | None = 0.0
+        self.cost_usd: Money | None = Money.ZERO
         self.calls = 0
 
     def add(self, reply: JudgeReply) -> None:

@@ -37,6 +37,7 @@ from pilothouse.domain.evals import (
     ScoreRecord,
     SummaryBuilder,
 )
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import ObservationKind, SpanRecord, Status
 from pilothouse.evals.calls import CallContext, TargetError, current_call, eval_context
 from pilothouse.evals.datasets import read_items
@@ -459,9 +460,9 @@ def _total(values: Any) -> int | None:
     return sum(present) if present else None
 
 
-def _total_cost(verdicts: list[ScoreResult]) -> float | None:
+def _total_cost(verdicts: list[ScoreResult]) -> Money | None:
     costs = [v.judge_cost_usd for v in verdicts if v.judge_cost_usd is not None]
-    return sum(costs) if costs else None
+    return Money.sum(costs) if costs else None
 
 
 async def _units(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -40,6 +39,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from pilothouse.domain.money import Money
 from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
@@ -528,11 +528,11 @@ class CostLimit(BaseScorer):
 
     def __init__(self, spec: ScorerSpec) -> None:
         super().__init__(spec)
-        self.max_usd = spec.number_option("max_usd", required=True, minimum=0)
+        self.max_usd = Money.from_usd(spec.number_option("max_usd", required=True, minimum=0))
 
     async def measure(self, sample: Sample) -> ScoreResult:
-        if sample.cost_usd is None or not math.isfinite(sample.cost_usd):
+        if sample.cost_usd is None:
             return ScoreResult.unmeasured(reason="cost unknown (no price for the model)")
         ok = sample.cost_usd <= self.max_usd
         sign = "<=" if ok else ">"
-        return ScoreResult(float(ok), reason=f"${sample.cost_usd:.6g} {sign} ${self.max_usd:g}")
+        return ScoreResult(float(ok), reason=f"{sample.cost_usd.display()} {sign} {self.max_usd.display()}")

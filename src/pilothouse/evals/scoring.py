@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+from pilothouse.domain.money import Money
 from pilothouse.evals.templating import TemplateError, has_placeholders, render_value
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class Sample:
     context: str | None = None  # retrieved context, for faithfulness
     metadata: Mapping[str, Any] = field(default_factory=dict)
     latency_ms: float | None = None
-    cost_usd: float | None = None  # None: unknown (no price), never "free"
+    cost_usd: Money | None = None  # None: unknown (no price), never "free"
 
     def variables(self) -> dict[str, Any]:
         """The variables option templates are rendered with: the item's input plus ``expected``."""
@@ -87,7 +88,7 @@ class ScoreResult:
     error: str | None = None
     judge_input_tokens: int | None = None
     judge_output_tokens: int | None = None
-    judge_cost_usd: float | None = None
+    judge_cost_usd: Money | None = None
     details: Mapping[str, Any] = field(default_factory=dict)  # JSON-able extras (claims, verdicts, ...)
 
     @property

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.money import Money
 from pilothouse.evals.calls import CallContext, Options, SpanSink, TargetConfigError, TargetError
 from pilothouse.evals.clients import chat_model
 from pilothouse.evals.templating import render_messages, render_value
@@ -70,7 +71,7 @@ class TargetReply:
     output: str
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cost_usd: float | None = None
+    cost_usd: Money | None = None
     latency_ms: float | None = None
     trace_id: str | None = None
 
@@ -288,11 +289,16 @@ def _reply_from_value(value: Any) -> TargetReply:
         return value
     if isinstance(value, Mapping) and "output" in value:
         cost = value.get("cost_usd")
+        if isinstance(cost, int | float | str) and not isinstance(cost, bool):
+            try:
+                cost = Money.from_usd(cost)
+            except ValueError:
+                cost = None
         return TargetReply(
             output=value["output"] if isinstance(value["output"], str) else json.dumps(value["output"]),
             input_tokens=value.get("input_tokens"),
             output_tokens=value.get("output_tokens"),
-            cost_usd=float(cost) if isinstance(cost, int | float) else None,
+            cost_usd=cost if isinstance(cost, Money) else None,
         )
     if isinstance(value, str):
         return TargetReply(value)

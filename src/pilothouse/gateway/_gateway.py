@@ -20,6 +20,7 @@ from typing import Any
 from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_tokens, worst_case_cost
 from pilothouse.domain.chat import SpanSink
 from pilothouse.domain.keys import ApiKey
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
 from pilothouse.gateway._caching import CacheOutcome, Caches, replay
 from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
@@ -186,7 +187,8 @@ class Gateway:
             cached = await self.caches.lookup(caller.cache_policy, call, request)
             if (answer := cached.answer) is not None:
                 self.caches.maybe_verify(self.router, self.pricer, cached, call, request, self._save)
-                hit_cost = Cost({"input": 0.0, "output": 0.0}, "cache", answer.cost_usd or 0.0)
+                free = {"input": Money.ZERO, "output": Money.ZERO}
+                hit_cost = Cost(free, "cache", answer.cost or Money.ZERO)
                 call.first_token()
                 self._save(
                     call.record_answer(answer.response, answer.provider, answer.deployment, cost=hit_cost)
@@ -229,20 +231,20 @@ class Gateway:
             call, {**self._headers(call, cost), **limit_headers}, response=response, cost=cost, after=after
         )
 
-    def worst_case_usd(self, request: Mapping[str, Any]) -> float | None:
+    def worst_case_cost(self, request: Mapping[str, Any]) -> Money | None:
         """The most a request can cost on any deployment that may serve it (fallbacks and every step
         of a cascade included); None when one of them has no price."""
         model = request["model"]
         if (cascade := self.cascades.get(model)) is not None:
-            total = 0.0
+            total = Money.ZERO
             for step in cascade[0].models:
-                step_worst = self.worst_case_usd({**request, "model": step})
+                step_worst = self.worst_case_cost({**request, "model": step})
                 if step_worst is None:
                     return None
                 total += step_worst
             return total
         prompt_tokens = estimate_prompt_tokens(dict(request))
-        worst = 0.0
+        worst = Money.ZERO
         for name in [model, *self.router.config.fallbacks.get(model, [])]:
             for deployment in self.router.deployments.get(name, []):
                 row = self.pricer.row_for(deployment.provider, deployment.model)
@@ -269,8 +271,8 @@ class Gateway:
     def _headers(call: CallSpan, cost: Cost | str | None = "unknown") -> dict[str, str]:
         """The trace id, the call's cost (USD; ``unknown`` when the model has no price, never 0, though
         a request refused before any upstream was asked costs 0; ``pending`` for a stream: its cost is
-        on the trace when the stream ends) and the cache outcome."""
-        cost_text = cost if isinstance(cost, str) else "unknown" if cost is None else f"{cost.total:.10f}"
+        on the trace when the stream ends) and the cache outcome. The cost is Money's exact text."""
+        cost_text = cost if isinstance(cost, str) else "unknown" if cost is None else str(cost.total)
         headers = {"x-pilothouse-trace-id": call.trace_id, "x-pilothouse-cost-usd": cost_text}
         if call.cache:
             headers["x-pilothouse-cache"] = call.cache
@@ -331,7 +333,7 @@ class Gateway:
         budgets = await self.budgets.applicable(caller.project_id, key_id, call.user_id, call.tags)
         if not budgets:
             return
-        worst = self.worst_case_usd(request)
+        worst = self.worst_case_cost(request)
         if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
             return
         try:
@@ -345,7 +347,7 @@ class Gateway:
         """Release the call's budget hold, counting its actual cost (0 for a call that failed before
         spending; the worst case held when it spent an unknown amount)."""
         if call.reservation is not None and self.budgets is not None:
-            spent = call.reservation.amount if unknown_is_worst_case else cost.total if cost else 0.0
+            spent = call.reservation.amount if unknown_is_worst_case else cost.total if cost else Money.ZERO
             await self.budgets.settle(call.reservation, spent)
 
     def _cost(self, deployment: Deployment, served_model: str | None, usage: Usage) -> Cost | None:
@@ -406,7 +408,7 @@ class Gateway:
                     "accepted": verdict is None or verdict.accepted,
                     "score": verdict.score if verdict else None,
                     "reason": verdict.reason if verdict else None,
-                    "cost_usd": cost.total if cost else None,
+                    "cost_usd": cost.total.usd if cost else None,  # a span attribute: plain JSON
                 }
             )
             last = position == len(steps) - 1

@@ -16,6 +16,7 @@ import orjson
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.chat import CallContext, ChatReply, ChatStream, ModelCallError, SpanSink
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Usage
 from pilothouse.gateway._gateway import Caller, Gateway, GatewayError
 from pilothouse.gateway.recording import CallSpan, StreamAssembler, usage_from_openai
@@ -150,9 +151,12 @@ def _error_message(body: bytes) -> str:
     return str(error)[:300]
 
 
-def _cost_header(value: str | None) -> float | None:
+def _cost_header(value: str | None) -> Money | None:
+    """A Pilothouse gateway's ``x-pilothouse-cost-usd``: Money's exact text, or ``unknown``/``pending``."""
+    if value is None or value in ("", "unknown", "pending"):
+        return None
     try:
-        return float(value) if value not in (None, "", "unknown", "pending") else None
+        return Money.from_usd(value)
     except ValueError:
         return None
 
@@ -222,7 +226,7 @@ class HttpModel:
 
     def _cost(
         self, headers: Mapping[str, str], request: Mapping[str, Any], usage: Usage | None
-    ) -> float | None:
+    ) -> Money | None:
         if "x-pilothouse-cost-usd" in headers:
             return _cost_header(headers.get("x-pilothouse-cost-usd"))
         if usage is None:

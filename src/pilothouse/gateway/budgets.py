@@ -3,7 +3,9 @@ against every hard budget it counts against (all or none); when it ends the actu
 the reservation released. Overspend is bounded by what is in flight, never by stale counters.
 
 In-process by default; with Redis, reservations and spend live in Redis and one Lua script checks and
-reserves atomically across gateway processes. Reservations of a process that died expire.
+reserves atomically across gateway processes. Reservations of a process that died expire. Amounts are
+:class:`~pilothouse.domain.money.Money` throughout, so a budget of $1.00 takes twenty $0.05 requests
+and not one pico-dollar more; Redis holds them as whole pico-dollars (see :data:`_RESERVE`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from pilothouse.domain.budgets import Budget, applicable_budgets, crossed_thresholds, period_start
+from pilothouse.domain.money import Money
 from pilothouse.gateway.redis_client import connect_redis
 from pilothouse.store.costs import CostStore
 
@@ -25,7 +30,6 @@ if TYPE_CHECKING:  # httpx is imported with the first webhook: it pulls rich and
     import httpx
 
 log = logging.getLogger("pilothouse.budgets")
-_EPSILON_USD = 1e-9  # sums of float prices: 20 x $0.05 must fit in $1.00
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,28 +37,28 @@ class LedgerEntry:
     """One budget in its current period: the ledger key and the hard limit (None: soft)."""
 
     key: str
-    limit_usd: float | None
+    limit: Money | None
 
 
 class BudgetLedger(Protocol):
     """Spend and open reservations per budget period."""
 
-    async def ensure(self, key: str, spent_usd: float) -> None:
-        """Start counting ``key`` at ``spent_usd`` unless it is already counted."""
+    async def ensure(self, key: str, spent: Money) -> None:
+        """Start counting ``key`` at ``spent`` unless it is already counted."""
         ...
 
-    async def reserve(self, entries: Sequence[LedgerEntry], amount: float, rid: str, ttl_s: float) -> int:
+    async def reserve(self, entries: Sequence[LedgerEntry], amount: Money, rid: str, ttl_s: float) -> int:
         """Reserve ``amount`` in every entry, or in none: the index of the first entry it would push
         over its limit, or -1 when reserved."""
         ...
 
     async def settle(
-        self, entries: Sequence[LedgerEntry], rid: str, actual: float
-    ) -> list[tuple[float, float]]:
+        self, entries: Sequence[LedgerEntry], rid: str, actual: Money
+    ) -> list[tuple[Money, Money]]:
         """Release the reservation and add the actual cost; spend (before, after) per entry."""
         ...
 
-    async def usage(self, key: str) -> tuple[float, float]:
+    async def usage(self, key: str) -> tuple[Money, Money]:
         """(spent, reserved) of one entry."""
         ...
 
@@ -69,8 +73,8 @@ class BudgetLedger(Protocol):
 
 @dataclass
 class _LocalEntry:
-    spent: float = 0.0
-    reservations: dict[str, float] = field(default_factory=dict)
+    spent: Money = Money.ZERO
+    reservations: dict[str, Money] = field(default_factory=dict)
     alerted: set[float] = field(default_factory=set)
 
 
@@ -80,22 +84,22 @@ class LocalBudgetLedger:
     def __init__(self) -> None:
         self._entries: dict[str, _LocalEntry] = {}
 
-    async def ensure(self, key: str, spent_usd: float) -> None:
-        self._entries.setdefault(key, _LocalEntry(spent_usd))
+    async def ensure(self, key: str, spent: Money) -> None:
+        self._entries.setdefault(key, _LocalEntry(spent))
 
-    async def reserve(self, entries: Sequence[LedgerEntry], amount: float, rid: str, ttl_s: float) -> int:
+    async def reserve(self, entries: Sequence[LedgerEntry], amount: Money, rid: str, ttl_s: float) -> int:
         states = [self._entries.setdefault(e.key, _LocalEntry()) for e in entries]
         for index, (entry, state) in enumerate(zip(entries, states, strict=True)):
-            held = state.spent + sum(state.reservations.values())
-            if entry.limit_usd is not None and held + amount > entry.limit_usd + _EPSILON_USD:
+            held = state.spent + Money.sum(state.reservations.values())
+            if entry.limit is not None and held + amount > entry.limit:
                 return index
         for state in states:
             state.reservations[rid] = amount
         return -1
 
     async def settle(
-        self, entries: Sequence[LedgerEntry], rid: str, actual: float
-    ) -> list[tuple[float, float]]:
+        self, entries: Sequence[LedgerEntry], rid: str, actual: Money
+    ) -> list[tuple[Money, Money]]:
         out = []
         for entry in entries:
             state = self._entries.setdefault(entry.key, _LocalEntry())
@@ -105,9 +109,9 @@ class LocalBudgetLedger:
             out.append((before, state.spent))
         return out
 
-    async def usage(self, key: str) -> tuple[float, float]:
+    async def usage(self, key: str) -> tuple[Money, Money]:
         state = self._entries.get(key) or _LocalEntry()
-        return state.spent, sum(state.reservations.values())
+        return state.spent, Money.sum(state.reservations.values())
 
     async def first_alert(self, key: str, threshold: float) -> bool:
         state = self._entries.setdefault(key, _LocalEntry())
@@ -120,10 +124,32 @@ class LocalBudgetLedger:
         return None
 
 
+# Amounts in Redis are whole pico-dollars as decimal text (Money.pico): the spend grows by HINCRBY
+# (exact in int64, to $9.2M). Lua's numbers are doubles, exact only to 2^53 pico-dollars ($9,007), so
+# the check adds amounts as (micro-dollars, pico-dollars under a micro-dollar): exact to $9 billion.
+_AMOUNTS = """
+local function split(text)
+  local negative = string.sub(text, 1, 1) == '-'
+  local digits = negative and string.sub(text, 2) or text
+  local high, low = 0, tonumber(digits)
+  if #digits > 6 then
+    high, low = tonumber(string.sub(digits, 1, -7)), tonumber(string.sub(digits, -6))
+  end
+  if negative then return -high, -low end
+  return high, low
+end
+local function normal(high, low)
+  return high + math.floor(low / 1000000), low % 1000000
+end
+"""
+
 # KEYS: per entry 3 keys (spend hash, reservation amounts hash, reservation expiries zset).
-# ARGV: amount, reservation id, now, expiry, then one limit per entry (-1: soft).
-_RESERVE = """
-local amount, rid, now, expiry = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+# ARGV: amount, reservation id, now, expiry, then one limit per entry ('-': soft).
+_RESERVE = (
+    _AMOUNTS
+    + """
+local rid, now, expiry = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local amount_high, amount_low = split(ARGV[1])
 local n = #KEYS / 3
 for i = 1, n do
   local spend, res, exp = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
@@ -132,11 +158,16 @@ for i = 1, n do
     redis.call('HDEL', res, id)
     redis.call('ZREM', exp, id)
   end
-  local limit = tonumber(ARGV[4 + i])
-  if limit >= 0 then
-    local held = tonumber(redis.call('HGET', spend, 'spent') or '0')
-    for _, v in ipairs(redis.call('HVALS', res)) do held = held + tonumber(v) end
-    if held + amount > limit + 1e-9 then return i - 1 end
+  if ARGV[4 + i] ~= '-' then
+    local high, low = split(redis.call('HGET', spend, 'spent') or '0')
+    high, low = high + amount_high, low + amount_low
+    for _, v in ipairs(redis.call('HVALS', res)) do
+      local h, l = split(v)
+      high, low = high + h, low + l
+    end
+    high, low = normal(high, low)
+    local limit_high, limit_low = normal(split(ARGV[4 + i]))
+    if high > limit_high or (high == limit_high and low > limit_low) then return i - 1 end
   end
 end
 for i = 1, n do
@@ -145,17 +176,19 @@ for i = 1, n do
 end
 return -1
 """
+)
 
-# KEYS as above; ARGV: reservation id, actual cost. Returns before/after spend per entry, as strings.
+# KEYS as above; ARGV: reservation id, actual cost. Returns before/after spend per entry, as text (the
+# integer HINCRBY returns would reach Lua as a double).
 _SETTLE = """
 local out = {}
 for i = 1, #KEYS / 3 do
   redis.call('HDEL', KEYS[3*i-1], ARGV[1])
   redis.call('ZREM', KEYS[3*i], ARGV[1])
   local before = redis.call('HGET', KEYS[3*i-2], 'spent') or '0'
-  local after = redis.call('HINCRBYFLOAT', KEYS[3*i-2], 'spent', ARGV[2])
+  redis.call('HINCRBY', KEYS[3*i-2], 'spent', ARGV[2])
   table.insert(out, before)
-  table.insert(out, after)
+  table.insert(out, redis.call('HGET', KEYS[3*i-2], 'spent'))
 end
 return out
 """
@@ -164,7 +197,9 @@ return out
 class RedisBudgetLedger:
     """A ledger shared by every gateway process using the same Redis."""
 
-    def __init__(self, url: str, prefix: str = "pilothouse:budget") -> None:
+    # "pico": the ledgers of releases that kept float USD in Redis are left alone (a new ledger starts
+    # from the stored spend).
+    def __init__(self, url: str, prefix: str = "pilothouse:budget:pico") -> None:
         self._redis: Any = connect_redis(url)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
@@ -177,30 +212,30 @@ class RedisBudgetLedger:
             keys += [base, f"{base}:res", f"{base}:exp"]
         return keys
 
-    async def ensure(self, key: str, spent_usd: float) -> None:
-        await self._redis.hsetnx(f"{self._prefix}:{{{key}}}", "spent", repr(spent_usd))
+    async def ensure(self, key: str, spent: Money) -> None:
+        await self._redis.hsetnx(f"{self._prefix}:{{{key}}}", "spent", spent.pico)
 
-    async def reserve(self, entries: Sequence[LedgerEntry], amount: float, rid: str, ttl_s: float) -> int:
+    async def reserve(self, entries: Sequence[LedgerEntry], amount: Money, rid: str, ttl_s: float) -> int:
         now = time.time()
-        limits = [-1.0 if e.limit_usd is None else e.limit_usd for e in entries]
+        limits = ["-" if e.limit is None else str(e.limit.pico) for e in entries]
         index = await self._reserve(
-            keys=self._keys(entries), args=[repr(amount), rid, now, now + ttl_s, *limits]
+            keys=self._keys(entries), args=[str(amount.pico), rid, now, now + ttl_s, *limits]
         )
         return int(index)
 
     async def settle(
-        self, entries: Sequence[LedgerEntry], rid: str, actual: float
-    ) -> list[tuple[float, float]]:
-        values = await self._settle(keys=self._keys(entries), args=[rid, repr(actual)])
-        floats = [float(v) for v in values]
-        return list(zip(floats[0::2], floats[1::2], strict=True))
+        self, entries: Sequence[LedgerEntry], rid: str, actual: Money
+    ) -> list[tuple[Money, Money]]:
+        values = await self._settle(keys=self._keys(entries), args=[rid, str(actual.pico)])
+        amounts = [Money(int(v)) for v in values]
+        return list(zip(amounts[0::2], amounts[1::2], strict=True))
 
-    async def usage(self, key: str) -> tuple[float, float]:
+    async def usage(self, key: str) -> tuple[Money, Money]:
         base = f"{self._prefix}:{{{key}}}"
         spent = await self._redis.hget(base, "spent")
         await self._redis.zremrangebyscore(f"{base}:exp", "-inf", time.time())
         amounts = await self._redis.hvals(f"{base}:res")
-        return float(spent or 0.0), sum(float(a) for a in amounts)
+        return Money(int(spent or 0)), Money(sum(int(a) for a in amounts))
 
     async def first_alert(self, key: str, threshold: float) -> bool:
         return bool(await self._redis.set(f"{self._prefix}:{{{key}}}:alert:{threshold:g}", "1", nx=True))
@@ -212,11 +247,11 @@ class RedisBudgetLedger:
 class BudgetExceeded(Exception):
     """A hard budget cannot take this request's worst-case cost."""
 
-    def __init__(self, budget: Budget, spent: float, reserved: float, worst_case: float) -> None:
+    def __init__(self, budget: Budget, spent: Money, reserved: Money, worst_case: Money) -> None:
         self.budget = budget
         super().__init__(
-            f"Budget exceeded: {budget.label} has ${spent:.4f} spent and ${reserved:.4f} reserved by "
-            f"requests in flight; this request could cost up to ${worst_case:.4f}."
+            f"Budget exceeded: {budget.label} has {spent.display()} spent and {reserved.display()} "
+            f"reserved by requests in flight; this request could cost up to {worst_case.display()}."
         )
 
 
@@ -227,7 +262,7 @@ class Reservation:
     id: str
     budgets: list[Budget]
     entries: list[LedgerEntry]
-    amount: float
+    amount: Money
     settled: bool = False
 
 
@@ -306,25 +341,25 @@ class BudgetGuard:
         await self.ledger.ensure(entry.key, spent)
         self._started.add(entry.key)
 
-    async def reserve(self, budgets: list[Budget], worst_case_usd: float) -> Reservation:
-        """Hold ``worst_case_usd`` against every budget; :class:`BudgetExceeded` when a hard one is full."""
+    async def reserve(self, budgets: list[Budget], worst_case: Money) -> Reservation:
+        """Hold ``worst_case`` against every budget; :class:`BudgetExceeded` when a hard one is full."""
         now = datetime.now(UTC)
         entries = [_entry(b, now) for b in budgets]
         for budget, entry in zip(budgets, entries, strict=True):
             await self._start(budget, entry, now)
         rid = uuid.uuid4().hex
-        index = await self.ledger.reserve(entries, worst_case_usd, rid, self.reservation_ttl_s)
+        index = await self.ledger.reserve(entries, worst_case, rid, self.reservation_ttl_s)
         if index >= 0:
             spent, reserved = await self.ledger.usage(entries[index].key)
-            raise BudgetExceeded(budgets[index], spent, reserved, worst_case_usd)
-        return Reservation(rid, budgets, entries, worst_case_usd)
+            raise BudgetExceeded(budgets[index], spent, reserved, worst_case)
+        return Reservation(rid, budgets, entries, worst_case)
 
-    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+    async def settle(self, reservation: Reservation, actual: Money) -> None:
         """Release the hold and count the actual cost (0 when the call failed or has no price)."""
         if reservation.settled:
             return
         reservation.settled = True
-        moves = await self.ledger.settle(reservation.entries, reservation.id, actual_usd)
+        moves = await self.ledger.settle(reservation.entries, reservation.id, actual)
         for budget, entry, (before, after) in zip(
             reservation.budgets, reservation.entries, moves, strict=True
         ):
@@ -332,8 +367,10 @@ class BudgetGuard:
                 if await self.ledger.first_alert(entry.key, threshold):
                     self._alert(budget, threshold, after)
 
-    def _alert(self, budget: Budget, threshold: float, spent: float) -> None:
-        log.warning("budget alert: %s reached %.0f%% ($%.4f spent)", budget.label, threshold * 100, spent)
+    def _alert(self, budget: Budget, threshold: float, spent: Money) -> None:
+        log.warning(
+            "budget alert: %s reached %.0f%% (%s spent)", budget.label, threshold * 100, spent.display()
+        )
         if budget.webhook_url:
             payload = {
                 "type": "budget.threshold",
@@ -342,8 +379,9 @@ class BudgetGuard:
                 "scope": budget.scope.value,
                 "scope_value": budget.scope_value,
                 "period": budget.period.value,
-                "limit_usd": budget.limit_usd,
-                "spent_usd": spent,
+                # amounts as JSON numbers with Money's exact text, as the API writes them
+                "limit_usd": orjson.Fragment(str(budget.limit_usd).encode()),
+                "spent_usd": orjson.Fragment(str(spent).encode()),
                 "threshold": threshold,
                 "hard": budget.hard,
             }
@@ -357,12 +395,14 @@ class BudgetGuard:
         if self._webhooks is None:
             self._webhooks = httpx.AsyncClient(timeout=10.0)
         try:
-            response = await self._webhooks.post(url, json=payload)
+            response = await self._webhooks.post(
+                url, content=orjson.dumps(payload), headers={"content-type": "application/json"}
+            )
             response.raise_for_status()
         except httpx.HTTPError as exc:
             log.warning("budget alert webhook %s failed: %s", url, exc)
 
-    async def usage(self, budget: Budget) -> tuple[float, float]:
+    async def usage(self, budget: Budget) -> tuple[Money, Money]:
         """(spent, reserved) of a budget in its current period."""
         now = datetime.now(UTC)
         entry = _entry(budget, now)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from pilothouse.domain.money import Money
 from pilothouse.gateway.redis_client import connect_redis
 
 _IGNORED = frozenset({"stream", "stream_options", "user"})
@@ -64,19 +65,19 @@ class CachedAnswer:
     response: dict[str, Any]
     provider: str | None
     deployment: str | None
-    cost_usd: float | None
+    cost: Money | None
 
     def dumps(self) -> bytes:
-        """The entry as bytes (for Redis)."""
-        return orjson.dumps(
-            {"r": self.response, "p": self.provider, "d": self.deployment, "c": self.cost_usd}
-        )
+        """The entry as bytes (for Redis; the cost as float USD, exact for any one call's cost)."""
+        cost = None if self.cost is None else self.cost.usd
+        return orjson.dumps({"r": self.response, "p": self.provider, "d": self.deployment, "c": cost})
 
     @classmethod
     def loads(cls, data: bytes) -> CachedAnswer:
         """Inverse of :meth:`dumps`."""
         raw = orjson.loads(data)
-        return cls(raw["r"], raw["p"], raw["d"], raw["c"])
+        cost = None if raw["c"] is None else Money.from_usd(raw["c"])
+        return cls(raw["r"], raw["p"], raw["d"], cost)
 
 
 class ResponseCache(Protocol):

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
     Cost,
     Observation,
@@ -107,7 +108,9 @@ class CallSpan:
         """$0 for a call the gateway turned away before asking any upstream (an invalid request, an
         unknown model, a rate limit or a budget): nothing was spent, whatever the model's price. None
         (unknown, never 0) once an upstream was asked and no cost is known."""
-        return None if self.attempts else Cost({"input": 0.0, "output": 0.0}, REFUSED_PRICE_VERSION)
+        if self.attempts:
+            return None
+        return Cost({"input": Money.ZERO, "output": Money.ZERO}, REFUSED_PRICE_VERSION)
 
     def record_answer(
         self,

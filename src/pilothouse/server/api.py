@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
+from pilothouse.domain.money import Money
 from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.timeparse import parse_time_ns
@@ -48,6 +49,16 @@ def _float(params: Any, name: str) -> float | None:
         return float(value)
     except ValueError:
         raise _param_error(name, f"{value!r} is not a number") from None
+
+
+def _money(params: Any, name: str) -> Money | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return Money.from_usd(value)
+    except ValueError:
+        raise _param_error(name, f"{value!r} is not an amount of USD") from None
 
 
 def _time(params: Any, name: str, now_ns: int) -> int | None:
@@ -113,7 +124,7 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
             tags=tuple(params.getlist("tag")),
             status=Status(status) if status else None,
             min_latency_ms=_float(params, "min_latency_ms"),
-            min_cost_usd=_float(params, "min_cost_usd"),
+            min_cost_usd=_money(params, "min_cost_usd"),
             search=params.get("q") or None,
             limit=int(limit_text),
             cursor=decode_cursor(cursor) if cursor else None,

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
 from pilothouse.domain.budgets import Budget, BudgetPeriod, BudgetScope, forecast_period_spend
 from pilothouse.domain.keys import Scope
+from pilothouse.domain.money import Money
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.gateway.cache import LocalResponseCache
 from pilothouse.server.body import read_json
@@ -97,7 +98,7 @@ async def create_budget(request: Request) -> Response:
     scope = _choice(body, "scope", BudgetScope, "project")
     period = _choice(body, "period", BudgetPeriod, "month")
     limit = body.get("limit_usd")
-    if not isinstance(limit, int | float) or isinstance(limit, bool) or limit < 0:
+    if not isinstance(limit, int | float) or isinstance(limit, bool) or not 0 <= limit < float("inf"):
         raise ApiError(400, "'limit_usd' must be a number >= 0.", param="limit_usd")
     value = body.get("scope_value", "")
     if scope is not BudgetScope.PROJECT and (not isinstance(value, str) or not value):
@@ -118,7 +119,7 @@ async def create_budget(request: Request) -> Response:
         scope,
         value,
         period,
-        float(limit),
+        Money.from_usd(limit),
         hard=bool(body.get("hard", True)),
         alert_thresholds=sorted(float(t) for t in thresholds),
         webhook_url=webhook,

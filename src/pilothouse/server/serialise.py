@@ -1,4 +1,8 @@
-"""JSON shapes of the query API (the same shapes the CLI prints with --json)."""
+"""JSON shapes of the query API (the same shapes the CLI prints with --json).
+
+Amounts stay :class:`~pilothouse.domain.money.Money` in these shapes; :func:`json_default` writes them
+as JSON numbers with Money's exact text (``0.00018``, never ``0.00017999999999999998`` or ``1.8e-05``).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,27 @@ from typing import Any
 
 import orjson
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.queries import ModelMetrics, SessionSummary, TraceDetail, TraceSummary
 from pilothouse.domain.timeparse import iso
 from pilothouse.domain.traces import Observation, Score, Trace, Usage
 
 
-def usd(value: float | None) -> float | None:
-    """A sum of costs in USD as answered: rounded to 1e-12 (each line item is), so that float noise
-    such as 0.00017999999999999998 reads 0.00018."""
-    return None if value is None else round(value, 12)
+def json_default(value: Any) -> Any:
+    """orjson's ``default`` for what it does not know: Money as a JSON number with its exact text."""
+    if isinstance(value, Money):
+        return orjson.Fragment(str(value).encode())
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def _json_or_text(value: Any) -> Any:
+    return orjson.Fragment(str(value).encode()) if isinstance(value, Money) else str(value)
+
+
+def dumps(value: Any, *, indent: bool = False) -> str:
+    """JSON text for the CLI's ``--json`` output: Money as exact numbers, other unknown values as text."""
+    option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if indent else 0)
+    return orjson.dumps(value, default=_json_or_text, option=option).decode()
 
 
 def _maybe_json(text: str | None) -> Any:
@@ -62,7 +78,7 @@ def trace_json(trace: Trace) -> dict[str, Any]:
             "output": trace.usage.output,
             "total": trace.usage.total,
         },
-        "cost_usd": usd(trace.cost_usd),
+        "cost_usd": trace.cost_usd,
     }
 
 
@@ -95,7 +111,7 @@ def observation_json(o: Observation, depth: int = 0) -> dict[str, Any]:
         "cost": None
         if o.cost is None
         else {
-            "total": usd(o.cost.total),
+            "total": o.cost.total,
             "items": o.cost.items,
             "price_version": o.cost.price_version,
             "saved": o.cost.saved,
@@ -158,7 +174,7 @@ def session_json(s: SessionSummary) -> dict[str, Any]:
         "end_time": iso(s.end_ns),
         "user_ids": list(s.user_ids),
         "total_tokens": s.total_tokens,
-        "cost_usd": usd(s.cost_usd),
+        "cost_usd": s.cost_usd,
     }
 
 
@@ -177,7 +193,7 @@ def model_metrics_json(m: ModelMetrics, time_text: str | None = None) -> dict[st
             "reasoning": m.reasoning_tokens,
             "total": m.input_tokens + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens,
         },
-        "cost_usd": usd(m.cost_usd),
+        "cost_usd": m.cost_usd,
         "unpriced": m.unpriced,
         "latency_ms": {"avg": m.latency_ms_avg, "p50": m.latency_ms_p50, "p95": m.latency_ms_p95},
     }

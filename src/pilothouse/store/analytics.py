@@ -31,6 +31,7 @@ from sqlalchemy.dialects import sqlite
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import EvalResult, ScoreRecord
 from pilothouse.domain.keys import ApiKey
+from pilothouse.domain.money import Money
 from pilothouse.domain.queries import Activity, Page
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.domain.traces import ObservationKind, Score, Trace
@@ -76,7 +77,7 @@ class RollupRow:
     cache_read_tokens: int
     cache_write_tokens: int
     reasoning_tokens: int
-    cost_usd: float
+    cost_usd: Money
     unpriced: int
     latency_ms_sum: float
     latency_hist: npt.NDArray[np.int64]  # counts per latency bucket (pilothouse.domain.sketch), BUCKETS long
@@ -97,8 +98,8 @@ class SampledCall:
     tags: tuple[str, ...]
     prompt: str | None  # "name@version" or "name"
     ttft_ms: float | None
-    cost_usd: float | None
-    saved_usd: float
+    cost_usd: Money | None
+    saved_usd: Money
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int
@@ -112,7 +113,7 @@ class RankedTrace:
     name: str | None
     start_ns: int
     latency_ms: float
-    cost_usd: float | None  # None: unknown (a model call without a price, and nothing priced)
+    cost_usd: Money | None  # None: unknown (a model call without a price, and nothing priced)
     total_tokens: int
     errors: int
     user_id: str | None
@@ -150,6 +151,7 @@ class AnalyticsQueries:
         import numpy as np  # here: the server starts without numpy
 
         sums: dict[tuple[int, str, str], npt.NDArray[np.float64]] = {}
+        costs: dict[tuple[int, str, str], int] = {}  # whole pico-dollars: summed exactly
         hists: dict[tuple[int, str, str], npt.NDArray[np.int64]] = {}
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).fetchall()
@@ -164,8 +166,10 @@ class AnalyticsQueries:
             if total is None:
                 sums[key] = np.array(row[3:13], dtype=np.float64)
                 hists[key] = np.zeros(BUCKETS, np.int64)
+                costs[key] = 0
             else:
                 total += row[3:13]
+            costs[key] += Money.from_usd(row[10]).pico
             hists[key][: len(hist)] += hist
         merged = {}
         for key, v in sums.items():
@@ -180,7 +184,7 @@ class AnalyticsQueries:
                 cache_read_tokens=int(v[4]),
                 cache_write_tokens=int(v[5]),
                 reasoning_tokens=int(v[6]),
-                cost_usd=float(v[7]),
+                cost_usd=Money(costs[key]),
                 unpriced=int(v[8]),
                 latency_ms_sum=float(v[9]),
                 latency_hist=hists[key],
@@ -290,8 +294,8 @@ class AnalyticsQueries:
                     tags=tuple(orjson.loads(tags)) if tags else (),
                     prompt=prompt,
                     ttft_ms=None if ttft_ns is None else ttft_ns / 1e6,
-                    cost_usd=cost,
-                    saved_usd=saved or 0.0,
+                    cost_usd=None if cost is None else Money.from_usd(cost),
+                    saved_usd=Money.ZERO if saved is None else Money.from_usd(saved),
                     input_tokens=tin or 0,
                     output_tokens=tout or 0,
                     cache_read_tokens=tcache or 0,
@@ -340,7 +344,7 @@ class AnalyticsQueries:
                     r.name,
                     r.start_ns,
                     max(0, r.end_ns - r.start_ns) / 1e6,
-                    None if r.unpriced_count and not r.cost_usd else r.cost_usd,
+                    None if r.unpriced_count and not r.cost_usd else Money.from_usd(r.cost_usd),
                     r.total_tokens,
                     r.error_count,
                     r.user_id,

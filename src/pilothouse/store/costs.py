@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import and_, bindparam, select
 
 from pilothouse.domain.budgets import Budget, BudgetPeriod, BudgetScope
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Cost, ObservationKind, Usage
 from pilothouse.store import tables as t
-from pilothouse.store.rows import dumps, loads, unpack
-from pilothouse.store.sql import SqlStore
+from pilothouse.store.rows import cost_details, cost_from_columns, loads, unpack
+from pilothouse.store.sql import SqlStore, usd_sum
 
 _MODEL_CALL_KINDS = (ObservationKind.GENERATION.value, ObservationKind.EMBEDDING.value)
 
@@ -61,7 +62,7 @@ class CostStore:
         scope: BudgetScope,
         scope_value: str,
         period: BudgetPeriod,
-        limit_usd: float,
+        limit_usd: Money,
         *,
         hard: bool = True,
         alert_thresholds: Sequence[float] = (0.5, 0.8, 1.0),
@@ -89,7 +90,7 @@ class CostStore:
                     scope=scope.value,
                     scope_value=budget.scope_value,
                     period=period.value,
-                    limit_usd=limit_usd,
+                    limit_usd=limit_usd.usd,
                     hard=hard,
                     alert_thresholds=",".join(f"{x:g}" for x in budget.alert_thresholds),
                     webhook_url=webhook_url,
@@ -114,8 +115,9 @@ class CostStore:
         with self.engine.begin() as conn:
             return conn.execute(t.budgets.delete().where(cond)).rowcount > 0
 
-    def spend_since(self, budget: Budget, since_ns: int) -> float:
-        """What the budget's scope has spent on priced model calls since ``since_ns``."""
+    def spend_since(self, budget: Budget, since_ns: int) -> Money:
+        """What the budget's scope has spent on priced model calls since ``since_ns``: exactly the sum
+        of their costs (each read as whole pico-dollars, which the database adds as integers)."""
         s, tr = t.spans, t.traces
         conds = [
             tr.c.project_id == budget.project_id,
@@ -129,13 +131,9 @@ class CostStore:
             conds.append(tr.c.user_id == budget.scope_value)
         elif budget.scope is BudgetScope.TAG:
             conds.append(tr.c.tags.contains(orjson.dumps(budget.scope_value).decode()))
-        query = (
-            select(func.coalesce(func.sum(s.c.cost_usd), 0.0))
-            .select_from(tr.join(s, s.c.trace_pk == tr.c.pk))
-            .where(*conds)
-        )
+        query = select(usd_sum(s.c.cost_usd)).select_from(tr.join(s, s.c.trace_pk == tr.c.pk)).where(*conds)
         with self.engine.connect() as conn:
-            return float(conn.execute(query).scalar_one())
+            return Money(int(conn.execute(query).scalar_one()))
 
     # -- model calls --------------------------------------------------------------------------------
 
@@ -203,13 +201,14 @@ class CostStore:
                     s.update()
                     .where(s.c.pk == call.pk)
                     .values(
-                        cost_usd=cost.total if cost else None,
-                        cost_details=dumps(cost.items) if cost else None,
+                        cost_usd=cost.total.usd if cost else None,
+                        cost_details=cost_details(cost) if cost else None,
                         price_version=cost.price_version if cost else None,
-                        saved_usd=cost.saved if cost else None,
+                        saved_usd=cost.saved.usd if cost else None,
                     )
                 )
-                delta = (cost.total if cost else 0.0) - (call.cost.total if call.cost else 0.0)
+                before = call.cost.total if call.cost else Money.ZERO
+                delta = ((cost.total if cost else Money.ZERO) - before).usd
                 unpriced = (cost is None) - (call.cost is None)
                 conn.execute(
                     tr.update()
@@ -237,7 +236,7 @@ def _budget(row: Any) -> Budget:
         scope=BudgetScope(row["scope"]),
         scope_value=row["scope_value"],
         period=BudgetPeriod(row["period"]),
-        limit_usd=row["limit_usd"],
+        limit_usd=Money.from_usd(row["limit_usd"]),
         hard=bool(row["hard"]),
         alert_thresholds=tuple(float(x) for x in row["alert_thresholds"].split(",") if x),
         webhook_url=row["webhook_url"],
@@ -246,7 +245,6 @@ def _budget(row: Any) -> Budget:
 
 
 def _stored_call(row: Any) -> StoredCall:
-    items = loads(row["cost_details"], None)
     attributes = loads(unpack(row["attributes"]), {}) if row["provider"] else {}
     deployment = attributes.get("gateway.deployment") if isinstance(attributes, dict) else None
     # gateway deployment ids read "provider/model@base_url"
@@ -272,7 +270,7 @@ def _stored_call(row: Any) -> StoredCall:
             cache_write=row["cache_write_tokens"] or 0,
             reasoning=row["reasoning_tokens"] or 0,
         ),
-        cost=Cost(items, row["price_version"], row["saved_usd"] or 0.0) if items is not None else None,
+        cost=cost_from_columns(row["cost_details"], row["price_version"], row["saved_usd"]),
         key_id=row["key_id"],
         user_id=row["user_id"],
         tags=tuple(loads(row["tags"], [])),

@@ -31,7 +31,7 @@ from pilothouse.domain.evals import (
 from pilothouse.domain.queries import TraceQuery
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
-from pilothouse.store.rows import pack, unpack
+from pilothouse.store.rows import money_or_none, pack, unpack
 from pilothouse.store.sql import SqlStore
 
 __all__ = ["DatasetSummary", "EvalStore", "ScoreFilter"]
@@ -373,10 +373,10 @@ class EvalStore:
                 "latency_ms": r.latency_ms,
                 "input_tokens": r.input_tokens,
                 "output_tokens": r.output_tokens,
-                "cost_usd": r.cost_usd,
+                "cost_usd": None if r.cost_usd is None else r.cost_usd.usd,
                 "judge_input_tokens": r.judge_input_tokens,
                 "judge_output_tokens": r.judge_output_tokens,
-                "judge_cost_usd": r.judge_cost_usd,
+                "judge_cost_usd": None if r.judge_cost_usd is None else r.judge_cost_usd.usd,
                 "trace_id": r.trace_id,
                 "cached": r.cached,
                 "created_ns": r.created_ns or time.time_ns(),
@@ -508,7 +508,11 @@ class EvalStore:
             rows = conn.execute(select(c).where(c.c.key.in_(list(set(keys))))).all()
         return {
             row.key: CachedResponse(
-                unpack(row.output) or "", row.input_tokens, row.output_tokens, row.cost_usd, row.latency_ms
+                unpack(row.output) or "",
+                row.input_tokens,
+                row.output_tokens,
+                money_or_none(row.cost_usd),
+                row.latency_ms,
             )
             for row in rows
         }
@@ -524,7 +528,7 @@ class EvalStore:
                 "output": self._text(e.output),
                 "input_tokens": e.input_tokens,
                 "output_tokens": e.output_tokens,
-                "cost_usd": e.cost_usd,
+                "cost_usd": None if e.cost_usd is None else e.cost_usd.usd,
                 "latency_ms": e.latency_ms,
                 "created_ns": now,
             }
@@ -707,10 +711,10 @@ def _result(row: Mapping[Any, Any], scores: tuple[ScoreRecord, ...]) -> EvalResu
         latency_ms=row["latency_ms"],
         input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"],
-        cost_usd=row["cost_usd"],
+        cost_usd=money_or_none(row["cost_usd"]),
         judge_input_tokens=row["judge_input_tokens"],
         judge_output_tokens=row["judge_output_tokens"],
-        judge_cost_usd=row["judge_cost_usd"],
+        judge_cost_usd=money_or_none(row["judge_cost_usd"]),
         trace_id=row["trace_id"],
         cached=bool(row["cached"]),
         scores=scores,

@@ -1,4 +1,24 @@
-"""Conversions between domain objects and table rows (both directions), kept apart from the queries."""
+"""Conversions between domain objects and table rows (both directions), kept apart from the queries.
+
+Money crosses the store's boundary here and in the few queries that sum it: amounts are stored in
+float64 USD columns (``cost_usd``, ``saved_usd``, ``limit_usd``, ...; line items as JSON numbers),
+written as :attr:`Money.usd <pilothouse.domain.money.Money.usd>` and read back with
+:meth:`Money.from_usd <pilothouse.domain.money.Money.from_usd>`, which rounds to the nearest
+pico-dollar (Money's one rounding rule). Why floats, and no migration to integer pico-dollar columns:
+
+- A float64 resolves any amount below $8,192 to better than a pico-dollar, so every amount stored as
+  it is (a call's cost and line items, what caching saved, a budget's limit, an eval result's cost)
+  reads back as exactly the Money that was written.
+- The sums the database adds up (a trace's total merged over batches, a rollup bucket, ``SUM`` over a
+  window) carry float64 rounding of about 1e-16 of the running total per addition, and the rounding to
+  the pico-dollar on the way out takes it away while it stays under half a pico-dollar (a trace's
+  total; a bucket under a dollar). A sum of thousands of calls in the hundreds of dollars can read a
+  few pico-dollars off: ten orders of magnitude under a cent, invisible in every format for people.
+  Today's API answered the same digits (it rounded sums to 12 decimals).
+- Integer columns would make those sums exact, but a BIGINT of pico-dollars overflows at $9.2M
+  (SQLite's ``SUM`` raises there), changing a SQLite column's type rebuilds the table (every stored span,
+  at start-up), and ingest writes the same 8 bytes per value either way.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +31,7 @@ import zstandard
 from lz4.block import compress as lz4_compress
 from lz4.block import decompress as lz4_decompress
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.rollups import RollupDelta, TraceDelta
 from pilothouse.domain.sketch import add_counts
 from pilothouse.domain.traces import (
@@ -72,6 +93,31 @@ def loads(text: str | None, empty: Any) -> Any:
     return orjson.loads(text) if text else empty
 
 
+def cost_details(cost: Cost) -> str | None:
+    """The ``cost_details`` column: the line items as JSON numbers (USD); NULL for none."""
+    if not cost.items:
+        return None
+    return orjson.dumps({name: amount.usd for name, amount in cost.items.items()}).decode()
+
+
+def cost_from_columns(details: str | None, price_version: str | None, saved_usd: float | None) -> Cost | None:
+    """Inverse of :func:`cost_details` with the ``price_version`` and ``saved_usd`` columns (None when
+    the call has no cost)."""
+    items = loads(details, None)
+    if items is None:
+        return None
+    return Cost(
+        {name: Money.from_usd(value) for name, value in items.items()},
+        price_version,
+        Money.ZERO if saved_usd is None else Money.from_usd(saved_usd),
+    )
+
+
+def money_or_none(usd: float | None) -> Money | None:
+    """A nullable USD column as Money."""
+    return None if usd is None else Money.from_usd(usd)
+
+
 def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ...]:
     """The ``spans`` row of one received span of the trace keyed ``trace_pk``, in :data:`SPAN_COLUMNS`
     order (long texts packed when ``compress``)."""
@@ -104,20 +150,19 @@ def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ..
         u.cache_read if model_call else None,
         u.cache_write if model_call else None,
         u.reasoning if model_call else None,
-        None if cost is None else cost.total,
-        None if cost is None else dumps(cost.items),
+        None if cost is None else cost.total.usd,
+        None if cost is None else cost_details(cost),
         None if cost is None else cost.price_version,
         o.ttft_ns,
         o.prompt_name,
         o.prompt_version,
         attrs.get("gateway.key_id") if attrs else None,
-        None if cost is None else cost.saved,
+        None if cost is None else cost.saved.usd,
     )
 
 
 def observation_from_row(row: Mapping[Any, Any], trace_id: str) -> Observation:
     """Inverse of :func:`span_row`, for a span of the trace ``trace_id``."""
-    cost_items = loads(row["cost_details"], None)
     return Observation(
         trace_id=trace_id,
         id=row["span_id"],
@@ -142,9 +187,7 @@ def observation_from_row(row: Mapping[Any, Any], trace_id: str) -> Observation:
             cache_write=row["cache_write_tokens"] or 0,
             reasoning=row["reasoning_tokens"] or 0,
         ),
-        cost=Cost(cost_items, row["price_version"], row["saved_usd"] or 0.0)
-        if cost_items is not None
-        else None,
+        cost=cost_from_columns(row["cost_details"], row["price_version"], row["saved_usd"]),
         ttft_ns=row["ttft_ns"],
         prompt_name=row["prompt_name"],
         prompt_version=row["prompt_version"],
@@ -172,7 +215,7 @@ def trace_from_row(row: Mapping[Any, Any]) -> Trace:
         observation_count=row["observation_count"],
         error_count=row["error_count"],
         usage=Usage(input=row["input_tokens"], output=row["output_tokens"]),
-        cost_usd=None if row["unpriced_count"] and not row["cost_usd"] else row["cost_usd"],
+        cost_usd=None if row["unpriced_count"] and not row["cost_usd"] else Money.from_usd(row["cost_usd"]),
     )
 
 
@@ -247,7 +290,7 @@ def trace_row(d: TraceDelta, compress: bool) -> tuple[Any, ...]:
         d.input_tokens,
         d.output_tokens,
         d.total_tokens,
-        d.cost_usd,
+        d.cost_usd.usd,
         d.unpriced_count,
     )
 
@@ -303,7 +346,7 @@ def rollup_row(
         r.cache_read_tokens,
         r.cache_write_tokens,
         r.reasoning_tokens,
-        r.cost_usd,
+        r.cost_usd.usd,
         r.unpriced,
         r.latency_ms_sum,
         pack_hist(r.latency_counts, packed),

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import orjson
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Engine,
@@ -27,9 +28,11 @@ from sqlalchemy import (
     select,
     tuple_,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
+from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
     Activity,
     ModelMetrics,
@@ -61,6 +64,7 @@ from pilothouse.store.rows import (
 )
 
 PREVIEW_CHARS = 300
+
 _ROLLUP_SUMS = (
     "count",
     "errors",
@@ -81,6 +85,12 @@ _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the u
 
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def usd_sum(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``SUM`` of a USD column in whole pico-dollars (Money's unit): each value is rounded to its
+    pico-dollars (exact: see :mod:`pilothouse.store.rows`) and the database adds integers, exactly."""
+    return func.coalesce(func.sum(sql_cast(func.round(column * 1e12), BigInteger)), 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,7 +473,7 @@ class SqlStore:
         if query.min_latency_ms is not None:
             conds.append(c.end_ns - c.start_ns >= int(query.min_latency_ms * 1e6))
         if query.min_cost_usd is not None:
-            conds.append(c.cost_usd >= query.min_cost_usd)
+            conds.append(c.cost_usd >= query.min_cost_usd.usd)
         s = t.spans.c
         if query.model is not None:
             # A probe per candidate trace through the spans' (trace_pk, span_id) index, as a scalar
@@ -627,7 +637,7 @@ class SqlStore:
                         func.min(c.start_ns).label("first"),
                         func.max(c.end_ns).label("end"),
                         func.sum(c.total_tokens).label("tokens"),
-                        func.sum(c.cost_usd).label("cost"),
+                        usd_sum(c.cost_usd).label("cost"),
                         func.sum(c.error_count).label("errors"),
                         func.min(c.user_id).label("user_min"),
                         func.max(c.user_id).label("user_max"),
@@ -647,7 +657,7 @@ class SqlStore:
                     first_ns=int(agg.first),
                     last_ns=int(r.last),
                     total_tokens=int(agg.tokens or 0),
-                    cost_usd=float(agg.cost or 0.0),
+                    cost_usd=Money(int(agg.cost or 0)),
                     errors=int(agg.errors or 0),
                     user_ids=users if column == "session_id" else (),
                     end_ns=int(agg.end),
@@ -684,11 +694,13 @@ class SqlStore:
             bucket = row[0]
             key = (bucket - bucket % granularity_s, row[1])
             seen = merged.get(key)
+            cost = Money.from_usd(row[9]).pico  # summed in whole pico-dollars: exactly
             if seen is None:
-                merged[key] = [*row[2:12], unpack_hist(row[12])]
+                merged[key] = [*row[2:9], cost, *row[10:12], unpack_hist(row[12])]
             else:
-                for i in range(10):
+                for i in (0, 1, 2, 3, 4, 5, 6, 8, 9):
                     seen[i] += row[i + 2]
+                seen[7] += cost
                 seen[10] = add_counts(seen[10], unpack_hist(row[12]))
         out = []
         for (b, model), values in sorted(merged.items()):
@@ -706,7 +718,7 @@ class SqlStore:
                     cread,
                     cwrite,
                     reasoning,
-                    float(cost),
+                    Money(cost),
                     unpriced,
                     lat_sum / n if n else 0.0,
                     p50,

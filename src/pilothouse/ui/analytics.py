@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import quantiles
 from pilothouse.store.analytics import RollupRow, SampledCall
 
@@ -89,9 +90,9 @@ class Totals:
     input_tokens: float = 0
     output_tokens: float = 0
     cache_read_tokens: float = 0
-    cost_usd: float = 0.0
+    cost_usd: Money = Money.ZERO
     unpriced: float = 0
-    saved_usd: float = 0.0
+    saved_usd: Money = Money.ZERO
     latency_hist: npt.NDArray[np.int64] | None = None
     ttft_ms: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
@@ -185,7 +186,7 @@ def rollup_series(rows: Iterable[RollupRow], win: Window) -> dict[str, list[Any]
         out["errors"].append(tot.errors if tot else 0)
         out["input"].append(tot.input_tokens + tot.cache_read_tokens if tot else 0)
         out["output"].append(tot.output_tokens if tot else 0)
-        out["cost"].append(round(tot.cost_usd, 8) if tot else 0)
+        out["cost"].append(tot.cost_usd if tot else Money.ZERO)
         out["p50"].append(tot.p50 if tot else None)
         out["p95"].append(tot.p95 if tot else None)
     return out
@@ -194,20 +195,20 @@ def rollup_series(rows: Iterable[RollupRow], win: Window) -> dict[str, list[Any]
 def cost_series_by_model(rows: Iterable[RollupRow], win: Window, top: int = 6) -> dict[str, list[Any]]:
     """Spend per bucket for the ``top`` costliest models (the rest summed as "other")."""
     rows = list(rows)
-    spend: dict[str, float] = {}
+    spend: dict[str, Money] = {}
     for r in rows:
-        spend[r.model or "(none)"] = spend.get(r.model or "(none)", 0.0) + r.cost_usd
-    leaders = [m for m, _ in sorted(spend.items(), key=lambda kv: -kv[1])[:top]]
+        spend[r.model or "(none)"] = spend.get(r.model or "(none)", Money.ZERO) + r.cost_usd
+    leaders = [m for m, _ in sorted(spend.items(), key=lambda kv: -kv[1].pico)[:top]]
     names = leaders + (["other"] if len(spend) > top else [])
     index = {b: i for i, b in enumerate(win.buckets)}
-    series = {name: [0.0] * len(index) for name in names}
+    series = {name: [Money.ZERO] * len(index) for name in names}
     for r in rows:
         i = index.get(r.bucket_s)
         if i is None:
             continue
         name = r.model or "(none)"
         series[name if name in leaders else "other"][i] += r.cost_usd
-    return {"t": win.buckets, **{k: [round(v, 8) for v in vs] for k, vs in series.items()}}
+    return {"t": win.buckets, **series}
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,7 @@ def sample_groups(sample: Sample, key: Callable[[SampledCall], Iterable[str]]) -
             tot.latencies_ms.append(c.latency_ms)
             if c.ttft_ms is not None:
                 tot.ttft_ms.append(c.ttft_ms)
-    return sorted(groups.items(), key=lambda kv: (-kv[1].cost_usd, -kv[1].requests, kv[0]))
+    return sorted(groups.items(), key=lambda kv: (-kv[1].cost_usd.pico, -kv[1].requests, kv[0]))
 
 
 def sample_totals(sample: Sample) -> Totals:

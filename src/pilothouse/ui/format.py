@@ -13,21 +13,14 @@ from typing import Any
 
 import orjson
 
+from pilothouse.domain.money import Money
+
 MAX_TEXT_CHARS = 20_000  # longer texts are cut on the page (the API has them whole)
 
 
-def money(value: float | None, unknown: str = "–") -> str:
-    """``$1,234.56``; small amounts keep three significant digits (``$0.000412``)."""
-    if value is None or not math.isfinite(value):
-        return unknown
-    if value == 0:
-        return "$0"
-    if abs(value) >= 100:
-        return f"${value:,.0f}"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    digits = max(2, 2 - math.floor(math.log10(abs(value))))
-    return f"${value:.{min(digits, 8)}f}"
+def money(value: Money | None, unknown: str = "–") -> str:
+    """Money's one format for people (:meth:`Money.display`): ``$1,234.56``, ``$0.000412``."""
+    return unknown if value is None else value.display()
 
 
 def duration_ms(value: float | None) -> str:

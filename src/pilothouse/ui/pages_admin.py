@@ -3,13 +3,13 @@ spend against each budget. Changing anything needs the admin scope."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
+from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
 from pilothouse.ui.pages_overview import budget_rows
 from pilothouse.ui.web import PageContext, not_found
@@ -58,14 +58,14 @@ def _positive_int(text: str, name: str) -> int | None:
     return int(text)
 
 
-def _money(text: str, name: str) -> float | None:
+def _money(text: str, name: str) -> Money | None:
     if not text:
         return None
     try:
-        value = float(text)
+        value = Money.from_usd(text)
     except ValueError:
         raise ValueError(f"{name} must be a number of US dollars") from None
-    if not math.isfinite(value) or value < 0:
+    if value < Money.ZERO:
         raise ValueError(f"{name} must be a number >= 0")
     return value
 

@@ -11,6 +11,8 @@ import orjson
 from starlette.responses import Response
 
 from pilothouse.domain.budgets import Budget, BudgetPeriod, forecast_period_spend
+from pilothouse.domain.money import Money
+from pilothouse.server.serialise import json_default
 from pilothouse.store.analytics import AnalyticsQueries, RollupRow
 from pilothouse.store.costs import CostStore
 from pilothouse.ui import analytics as an
@@ -35,7 +37,7 @@ def _refresh(page: PageContext) -> int:
 
 def chart_json(data: dict[str, Any]) -> str:
     """Chart data for a ``<script type="application/json">`` block (no ``</script>`` can appear)."""
-    return orjson.dumps(data).decode().replace("<", "\\u003c")
+    return orjson.dumps(data, default=json_default).decode().replace("<", "\\u003c")
 
 
 def _dashboard_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> dict[str, Any]:
@@ -119,7 +121,7 @@ def _costs_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> d
         "totals": an.rollup_totals(rows),
         "sampled": an.sample_totals(sample),
         "sample": sample,
-        "by_model": sorted(an.rollup_groups(rows, lambda r: r.model), key=lambda kv: -kv[1].cost_usd),
+        "by_model": sorted(an.rollup_groups(rows, lambda r: r.model), key=lambda kv: -kv[1].cost_usd.pico),
         "by_key": an.sample_groups(sample, an.key_of)[:20],  # ids; the template shows key names
         "by_user": an.sample_groups(sample, an.user_of)[:20],
         "by_tag": an.sample_groups(sample, an.tags_of)[:20],
@@ -142,8 +144,8 @@ async def budget_rows(page: PageContext, budgets: list[Budget]) -> list[dict[str
                 "spent": spent,
                 "reserved": reserved,
                 "forecast": forecast,
-                "fraction": min(1.0, spent / b.limit_usd) if b.limit_usd > 0 else (1.0 if spent > 0 else 0.0),
-                "over": spent >= b.limit_usd if b.limit_usd > 0 else spent > 0,
+                "fraction": min(1.0, spent.ratio(b.limit_usd)) if b.limit_usd else (1.0 if spent else 0.0),
+                "over": spent >= b.limit_usd if b.limit_usd else bool(spent),
                 "forecast_over": forecast is not None
                 and forecast > b.limit_usd
                 and b.period != BudgetPeriod.TOTAL,
@@ -158,7 +160,7 @@ async def costs(page: PageContext) -> Response:
     win = _window(page, "7d")
     data = await page.run(_costs_data, page.queries, page.project_id, win)
     totals: an.Totals = data["totals"]
-    run_rate = totals.cost_usd * MONTH_S / win.seconds if win.seconds else 0.0
+    run_rate = totals.cost_usd * (MONTH_S / win.seconds) if win.seconds else Money.ZERO
     return page.render(
         "costs.html",
         win=win,

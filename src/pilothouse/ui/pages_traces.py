@@ -12,6 +12,7 @@ from starlette.datastructures import QueryParams
 from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.datasets import DatasetError, DatasetItem
+from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
     InvalidQuery,
     TraceDetail,
@@ -299,7 +300,7 @@ async def session(page: PageContext) -> Response:
         traces=traces_,
         more=more,
         scores=scores,
-        cost=sum(t.cost_usd or 0.0 for t in traces_),
+        cost=Money.sum(t.cost_usd for t in traces_ if t.cost_usd is not None),
         tokens=sum(t.usage.total for t in traces_),
     )
 

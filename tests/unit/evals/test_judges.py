@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from pilothouse.domain.chat import CallContext, ChatReply, ChatStream
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Usage
 from pilothouse.evals.judges import (
     Judge,
@@ -63,7 +64,7 @@ class ScriptedJudge:
         if callable(answer):
             answer = answer(messages[-1]["content"])
         if isinstance(answer, str):
-            return JudgeReply(answer, input_tokens=100, output_tokens=10, cost_usd=0.001)
+            return JudgeReply(answer, input_tokens=100, output_tokens=10, cost_usd=Money.from_usd("0.001"))
         return answer
 
 
@@ -148,7 +149,11 @@ async def test_rubric_score_is_normalised_and_usage_recorded() -> None:
     result = await grade({"type": "rubric", "criteria": "Is the answer about {{topic}}?"}, judge)
     assert (result.value, result.passed, result.error) == (0.75, True, None)
     assert result.reason == "Correct and concise."
-    assert (result.judge_input_tokens, result.judge_output_tokens, result.judge_cost_usd) == (100, 10, 0.001)
+    assert (result.judge_input_tokens, result.judge_output_tokens, result.judge_cost_usd) == (
+        100,
+        10,
+        Money.from_usd("0.001"),
+    )
     call = judge.calls[0]
     assert call["logprobs"] is True and call["temperature"] == 0.0 and call["max_tokens"] == 400
     assert call["response_format"]["json_schema"]["schema"]["required"] == ["score", "reason"]
@@ -290,7 +295,7 @@ async def test_pairwise_judges_both_orders() -> None:
     first, second = judge.prompts
     assert first.index("7 is prime.") < first.index("Nine.")
     assert second.index("Nine.") < second.index("7 is prime.")
-    assert result.judge_input_tokens == 200 and result.judge_cost_usd == pytest.approx(0.002)
+    assert result.judge_input_tokens == 200 and result.judge_cost_usd == Money.from_usd("0.002")
 
     loses = await grade({"type": "pairwise"}, ScriptedJudge(prefers("Nine"), prefers("Nine")), WITH_BASELINE)
     assert (loses.value, loses.passed) == (0.0, False)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pilothouse.domain.money import Money
 from pilothouse.evals import scoring
 from pilothouse.evals.scorers import extract_numbers, rouge_f1
 from pilothouse.evals.scoring import (
@@ -343,9 +344,11 @@ async def test_latency_and_cost_limits_and_unknowns() -> None:
     assert unknown.reason == "latency was not measured"
 
     cost = {"type": "cost", "max_usd": 0.002}
-    assert (await score(cost, "x", cost_usd=0.0015)).passed is True
-    assert (await score(cost, "x", cost_usd=0.0)).passed is True  # a known zero (a local model) is free
-    assert (await score(cost, "x", cost_usd=0.01)).passed is False
+    under = await score(cost, "x", cost_usd=Money.from_usd("0.0015"))
+    assert (under.passed, under.reason) == (True, "$0.00150 <= $0.00200")
+    assert (await score(cost, "x", cost_usd=Money.ZERO)).passed is True  # a known zero (a local model)
+    assert (await score(cost, "x", cost_usd=Money.from_usd("0.002"))).passed is True  # exactly the limit
+    assert (await score(cost, "x", cost_usd=Money.from_usd("0.01"))).passed is False
     no_price = await score(cost, "x", cost_usd=None)
     assert (no_price.value, no_price.passed) == (None, None)
     assert "cost unknown" in (no_price.reason or "")

@@ -9,9 +9,21 @@
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
   }
 
+  // Money for people, the rule of Money.display (pilothouse/domain/money.py): $1 or more with two
+  // decimals and thousands separators, less with three significant digits, a minus before the "$"
+  // (a tie rounds as its float does: charts only).
+  function money(value) {
+    var size = Math.abs(value), sign = value < 0 ? "-" : "";
+    if (size > 0 && size < 1) {
+      var rounded = Number(size.toFixed(Math.min(12, 2 - Math.floor(Math.log10(size)))));
+      if (rounded < 1) return sign + "$" + size.toFixed(Math.min(12, 2 - Math.floor(Math.log10(rounded))));
+    }
+    return sign + "$" + size.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  }
+
   function format(value, unit) {
     if (value === null || value === undefined) return "–";
-    if (unit === "$") return "$" + (Math.abs(value) >= 1 || value === 0 ? value.toFixed(2) : value.toPrecision(2));
+    if (unit === "$") return money(value);
     if (unit === "ms") return value >= 1000 ? (value / 1000).toFixed(2) + " s" : Math.round(value) + " ms";
     return Math.abs(value) >= 1000 ? value.toLocaleString("en", { maximumFractionDigits: 0 }) : String(Math.round(value * 100) / 100);
   }
