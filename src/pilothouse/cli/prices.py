@@ -32,7 +32,8 @@ def load_catalogue(config_path: Path | None) -> PriceCatalogue:
     return PriceCatalogue.packaged(custom)
 
 
-def _money(value: float | None) -> str:
+def _rate(value: float | None) -> str:
+    """A price per 1M tokens as written (a rate, not an amount: Money's format is not for it)."""
     return "-" if value is None else f"{value:g}"
 
 
@@ -68,8 +69,8 @@ def list_prices(provider: str | None, search: str | None, show_all: bool, config
     for r in rows:
         since = "config" if r.source != "catalogue" else r.effective_from.isoformat()
         click.echo(
-            f"{r.provider:10} {r.model:44} {since:10} {_money(r.input):>8} {_money(r.cache_read):>8} "
-            f"{_money(r.cache_write):>8} {_money(r.output):>8}"
+            f"{r.provider:10} {r.model:44} {since:10} {_rate(r.input):>8} {_rate(r.cache_read):>8} "
+            f"{_rate(r.cache_write):>8} {_rate(r.output):>8}"
         )
     click.echo(f"{len(rows)} rows; catalogue version {catalogue.version}", err=True)
 

@@ -9,15 +9,17 @@ pico-dollar (Money's one rounding rule). Why floats, and no migration to integer
 - A float64 resolves any amount below $8,192 to better than a pico-dollar, so every amount stored as
   it is (a call's cost and line items, what caching saved, a budget's limit, an eval result's cost)
   reads back as exactly the Money that was written.
-- The sums the database adds up (a trace's total merged over batches, a rollup bucket, ``SUM`` over a
-  window) carry float64 rounding of about 1e-16 of the running total per addition, and the rounding to
-  the pico-dollar on the way out takes it away while it stays under half a pico-dollar (a trace's
-  total; a bucket under a dollar). A sum of thousands of calls in the hundreds of dollars can read a
-  few pico-dollars off: ten orders of magnitude under a cent, invisible in every format for people.
-  Today's API answered the same digits (it rounded sums to 12 decimals).
-- Integer columns would make those sums exact, but a BIGINT of pico-dollars overflows at $9.2M
-  (SQLite's ``SUM`` raises there), changing a SQLite column's type rebuilds the table (every stored span,
-  at start-up), and ingest writes the same 8 bytes per value either way.
+- Queries that sum stored costs (a budget's spend, a user's or a session's) add them as whole
+  pico-dollars (:func:`pilothouse.store.sql.usd_sum`), and rollup rows are added up as Money: exact.
+- The two running sums the database keeps (a trace's total merged over batches, a rollup bucket) add
+  float64 rounding of about 1e-16 of the total per merge, which the rounding to the pico-dollar on the
+  way out takes away while it stays under half a pico-dollar (a trace's total; a bucket under a
+  dollar). A bucket of thousands of calls in the hundreds of dollars can read a few pico-dollars off:
+  ten orders of magnitude under a cent, never in a format for people (the API rounded such sums to 12
+  decimals before Money too).
+- Integer columns would make those two exact, but a BIGINT of pico-dollars overflows at $9.2M (SQLite's
+  ``SUM`` raises there), changing a SQLite column's type rebuilds the table (every stored span, at
+  start-up), and ingest writes the same 8 bytes per value either way.
 """
 
 from __future__ import annotations
