@@ -1,7 +1,7 @@
 """Gateway benchmark: OpenAI-compatible chat completions through `pilothouse serve` on loopback.
 
     python benchmarks/gateway.py [--duration 10] [--connections 16] [--latency-requests 5000]
-                                 [--starts 3] [--baseline litellm|none] [--py-spy PATH]
+                                 [--starts 3] [--baseline litellm|none] [--py-spy PATH] [--priced]
 
 The simulated upstream (pilothouse.testing.SimulatedUpstream, 0 ms) runs as its own process pinned to
 CPU 1, the load generator (wrk with a Lua script; this script's own latency client) on CPU 1 too, and
@@ -391,14 +391,17 @@ def start_many(starter: Callable[[], Served], starts: int) -> tuple[Served, list
     return server, times
 
 
-def gateway_config(path: Path, upstream_url: str) -> None:
+def gateway_config(path: Path, upstream_url: str, priced: bool = False) -> None:
+    """The gateway's config; ``priced`` gives the model a price (each call priced, its cost in the
+    header and on its span)."""
+    price = "    price: {input: 0.15, output: 0.6}\n" if priced else ""
     path.write_text(
         "models:\n"
         f"  - name: {MODEL}\n"
         "    provider: openai\n"
         "    model: sim\n"
         f"    base_url: {upstream_url}/v1\n"
-        "    api_key: sk-upstream\n"
+        "    api_key: sk-upstream\n" + price
     )
 
 
@@ -500,7 +503,7 @@ def measure_pilothouse(
     url = f"sqlite:///{workdir}/gateway.db"
     key = create_key(url)
     config = workdir / "gateway.yaml"
-    gateway_config(config, upstream.base_url)
+    gateway_config(config, upstream.base_url, args.priced)
     headers = {"Authorization": f"Bearer {key}"}
 
     def starter() -> Served:
@@ -580,6 +583,7 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=3, help="process starts timed for the ready figure")
     parser.add_argument("--baseline", choices=("litellm", "none"), default="litellm")
     parser.add_argument("--py-spy", default=None, help="py-spy binary: profile the gateway under load")
+    parser.add_argument("--priced", action="store_true", help="give the model a price (each call priced)")
     args = parser.parse_args()
 
     if not wrk_available():
