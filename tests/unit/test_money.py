@@ -64,6 +64,11 @@ def test_from_usd_reads_decimal_text_exactly(text: str, pico: int) -> None:
     assert Money.from_usd(text).pico == pico
 
 
+def test_text_too_small_to_matter_reads_zero_at_once() -> None:
+    assert Money.from_usd("1e-999999999") == Money.ZERO and Money.from_usd("-4e-13") == Money.ZERO
+    assert Money.from_usd("1e30").pico == 10**42
+
+
 def test_ties_round_to_even_from_the_exact_value_of_a_float() -> None:
     # 2.5e-12 as a float is a little under 2.5 pico-dollars: 2, as its exact value says
     assert Fraction(2.5e-12) * PICO < Fraction(5, 2) and Money.from_usd(2.5e-12).pico == 2
@@ -73,7 +78,7 @@ def test_ties_round_to_even_from_the_exact_value_of_a_float() -> None:
     assert Money.from_ratio(2, 3).pico == 1 and Money.from_ratio(1, 3).pico == 0
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "1.2.3", "NaN", "inf", "$", "--1"])
+@pytest.mark.parametrize("bad", ["", "abc", "1.2.3", "NaN", "inf", "$", "--1", "1e999999999", "1e31"])
 def test_from_usd_refuses_what_is_not_an_amount(bad: str) -> None:
     with pytest.raises(ValueError):
         Money.from_usd(bad)

@@ -44,6 +44,7 @@ __all__ = ["Money"]
 PICO_PER_USD: Final = 10**12
 _FAST_ROUND_LIMIT = 2**50  # below it, a float product is within 1/8 of the exact one
 _INF = float("inf")
+_LARGEST_DIGIT = 30  # text over 10^31 USD is no amount (and 1e999999999 would be a huge integer)
 
 
 def _div_half_even(numerator: int, denominator: int) -> int:
@@ -89,7 +90,8 @@ class Money:
     def from_usd(cls, value: float | int | str | Decimal) -> Money:
         """An amount of USD given as a number or decimal text (``"0.00018"``, ``"-1e-6"``; a ``$`` and
         thousands separators are allowed), rounded to the nearest pico-dollar, ties to even. Raises
-        ``ValueError`` for text that is not a number and for NaN or infinity."""
+        ``ValueError`` for text that is not a number, for NaN or infinity, and for decimals of 10^31
+        or more."""
         if isinstance(value, float):
             if value != value or value in (_INF, -_INF):
                 raise ValueError(f"not an amount of money: {value!r}")
@@ -105,8 +107,10 @@ class Money:
                 value = Decimal(sign + text[len(sign) :].removeprefix("$").replace(",", ""))
             except InvalidOperation:
                 raise ValueError(f"not an amount of money: {value!r}") from None
-        if not value.is_finite():
+        if not value.is_finite() or value.adjusted() > _LARGEST_DIGIT:
             raise ValueError(f"not an amount of money: {value!r}")
+        if value.adjusted() < -13:  # under 1e-13: rounds to 0 (and 1e-999999999 costs no bignum)
+            return cls(0)
         return cls(round(Fraction(value) * PICO_PER_USD))
 
     @classmethod
