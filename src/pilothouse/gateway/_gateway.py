@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilothouse.config import CascadeSettings
 from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_tokens, worst_case_cost
 from pilothouse.domain.chat import SpanSink
 from pilothouse.domain.keys import ApiKey
@@ -24,7 +25,7 @@ from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
 from pilothouse.gateway._caching import CacheOutcome, Caches, replay
 from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
 from pilothouse.gateway.cache import CachePolicy
-from pilothouse.gateway.cascade import CascadeSettings, Verifier, run_cascade
+from pilothouse.gateway.cascade import Verifier, run_cascade
 from pilothouse.gateway.limits import RateLimiter
 from pilothouse.gateway.recording import CallSpan, StreamAssembler, parse_traceparent, usage_from_openai
 from pilothouse.gateway.router import Router, UnknownModel

@@ -65,7 +65,9 @@ class _Params:
 
 def pilothouse_home() -> Path:
     """``$PILOTHOUSE_HOME`` (default ``./.pilothouse``)."""
-    return Path(os.environ.get("PILOTHOUSE_HOME") or ".pilothouse")
+    from pilothouse.config import environment_settings
+
+    return environment_settings().home
 
 
 def _message_text(content: Any) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pilothouse.config import Settings
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
-from pilothouse.server.settings import Settings
 from pilothouse.store.sql import SqlStore
 
 
