@@ -29,7 +29,7 @@ from pilothouse.gateway.config import ConfigError, GatewayConfig, load_config
 from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, gateway_api
+from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.errors import ApiError, FastJSONResponse
@@ -192,6 +192,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         *api.routes,
         *costs_api.routes,
+        *evals_api.routes,
         *gateway_api.routes,
         *ui_routes(settings),  # the web UI at /
     ]
