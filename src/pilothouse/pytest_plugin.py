@@ -29,21 +29,30 @@ import asyncio
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pilothouse.domain.evals import EvalRun, RunSummary
-from pilothouse.evals import Comparison, ComparisonError, Evaluations
 from pilothouse.evals.assertions import AssertionResult, check_minimum
 from pilothouse.evals.gate import GateVerdict
 from pilothouse.evals.scoring import Sample, ScoreResult, build_scorer
 from pilothouse.evals.spec import EvalSpec, SpecError, load_spec, parse_spec
-from pilothouse.store.calibrations import CalibrationStore
+
+if TYPE_CHECKING:
+    from pilothouse.evals import Comparison, Evaluations
 
 __all__ = ["EvalHelper", "EvalReport"]
 
 SpecLike = EvalSpec | str | Path | Mapping[str, Any] | None
+
+
+def _evaluations(store: Any) -> Evaluations:
+    # imported on first use: every pytest session loads this plugin, few of them compare runs
+    from pilothouse.evals import Evaluations
+    from pilothouse.store.calibrations import CalibrationStore
+
+    return Evaluations(store, CalibrationStore(store.store))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -119,7 +128,7 @@ class EvalReport:
         """The gate's comparison of this run with the stored run ``baseline`` (an id or id prefix), at
         the plugin's alpha, without asserting: what ``pilothouse gate`` decides on the same runs.
         Raises :class:`~pilothouse.evals.ComparisonError` where the gate refuses (exit 2)."""
-        return Evaluations(self.store, CalibrationStore(self.store.store)).compare_runs(
+        return _evaluations(self.store).compare_runs(
             baseline,
             self.run,
             metrics=(metric,) if metric else (),
@@ -209,7 +218,7 @@ class EvalHelper:
         self, spec: EvalSpec | str | Path | Mapping[str, Any] | None = None, **keys: Any
     ) -> EvalReport:
         """Run an eval (in an async test)."""
-        run = await Evaluations(self.store, CalibrationStore(self.store.store)).run(self.spec(spec, **keys))
+        run = await _evaluations(self.store).run(self.spec(spec, **keys))
         alpha = float(self.config.getoption("--pilothouse-alpha"))
         return EvalReport(run, self.store, alpha, str(self.config.getoption("--pilothouse-inconclusive")))
 
@@ -270,6 +279,8 @@ class SpecItem(pytest.Item):
             helper.close()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        from pilothouse.evals import ComparisonError
+
         if isinstance(excinfo.value, AssertionError | SpecError | ComparisonError):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo))
