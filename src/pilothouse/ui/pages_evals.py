@@ -114,14 +114,15 @@ def _number_param(page: PageContext, name: str) -> float | None:
 
 
 async def compare(page: PageContext) -> Response:
-    """``/evals/compare?baseline=A&candidate=B[&margin=M&alpha=A&allow_uncalibrated=1&metric=N]``: the
-    gate's verdict per metric (the service's, as ``pilothouse gate`` gives it, refusals included) and
-    the items that changed, biggest losses first."""
+    """``/evals/compare?baseline=A&candidate=B`` (and ``margin``, ``alpha``, ``min_kappa``,
+    ``allow_uncalibrated``, ``metric``): the gate's verdict per metric (the service's, as
+    ``pilothouse gate`` gives it, refusals included) and the items that changed, biggest losses first."""
     base_ref, cand_ref = page.params.get("baseline", "").strip(), page.params.get("candidate", "").strip()
     if not base_ref or not cand_ref:
         raise UiError(400, "Choose a baseline and a candidate run to compare.")
     margin = _number_param(page, "margin")
     alpha = _number_param(page, "alpha")
+    min_kappa = _number_param(page, "min_kappa")
     allow_uncalibrated = page.params.get("allow_uncalibrated", "").strip().lower() in _TRUE
     metrics = [m for m in page.params.getlist("metric") if m.strip()]
     service = Evaluations.over(page.state.store)
@@ -137,6 +138,7 @@ async def compare(page: PageContext) -> Response:
             margin=margin,
             alpha=DEFAULT_ALPHA if alpha is None else alpha,
             allow_uncalibrated=allow_uncalibrated,
+            min_kappa=min_kappa,
             project_id=page.project_id,
             changed_limit=CHANGED_ROWS,
         )
@@ -152,6 +154,7 @@ async def compare(page: PageContext) -> Response:
         error=error,
         margin=page.params.get("margin", "").strip(),
         alpha=page.params.get("alpha", "").strip(),
+        min_kappa=page.params.get("min_kappa", "").strip(),
         allow_uncalibrated=allow_uncalibrated,
         metrics=metrics,
         judge_texts={name: judge_calibration_text(calibration) for name, calibration in judges.items()},
