@@ -8,7 +8,7 @@ from typing import Any
 
 from pilothouse.domain.calibrations import Calibration, CalibrationMetrics, Confusion
 from pilothouse.domain.datasets import DatasetItem
-from pilothouse.domain.evals import EvalResult, EvalRun, RunStatus, ScoreRecord
+from pilothouse.domain.evals import EvalResult, EvalRun, RunStatus, ScoreRecord, SummaryBuilder
 from pilothouse.evals.calibration import judged_metrics
 from pilothouse.store.calibrations import CalibrationStore
 from pilothouse.store.evals import EvalStore
@@ -40,6 +40,7 @@ def store_run(
     dataset: str = "fixed",
     epochs: int = 1,
     output: str = "out",
+    name: str | None = None,
 ) -> EvalRun:
     """A run with the given scores per metric, item by item (items ``i000``, ``i001``, ...; a value of
     None is unmeasured, and an item unmeasured on every metric is a target error)."""
@@ -48,7 +49,7 @@ def store_run(
     version, _ = evals.import_items(project, dataset, items)
     run = evals.create_run(
         project,
-        name=None,
+        name=name,
         spec=dict(spec or {}),
         dataset=dataset,
         dataset_version_id=version.id,
@@ -77,7 +78,9 @@ def store_run(
                 )
             )
     evals.write_results(results)
-    evals.set_run_status(run.id, status)
+    summary = SummaryBuilder(dict.fromkeys(scores, 1.0))
+    summary.add_all(results)
+    evals.set_run_status(run.id, status, summary.summary())
     found = evals.get_run(run.id)
     assert found is not None
     return found
