@@ -420,7 +420,7 @@ def compare_command(
             c.metric,
             _number(c.baseline),
             _number(c.candidate),
-            f"[{style}]{c.delta:+.3f}[/{style}]" if style else f"{c.delta:+.3f}",
+            (f"[{style}]{c.delta:+.3f}[/{style}]" if style else f"{c.delta:+.3f}") if c.paired else "n/a",
             _preview(c.baseline_output, 40),
             _preview(c.candidate_output, 40),
         )
@@ -440,7 +440,7 @@ def compare_command(
     console.print(
         f"gate: {comparison.verdict.value.upper()} ({verdicts})"
         + (f"; uncalibrated judge: {', '.join(uncalibrated)}" if uncalibrated else "")
-        + f"; pilothouse gate --baseline {a.id[:12]} --candidate {b.id[:12]} for the report"
+        + " (the report: 'pilothouse gate')"
     )
 
 
