@@ -52,6 +52,7 @@ def test_evals_exports_the_service() -> None:
         "Evaluations",
         "ItemTally",
         "comparison_document",
+        "run_document",
     ]
     for name in pilothouse.evals.__all__:
         assert getattr(pilothouse.evals, name) is not None

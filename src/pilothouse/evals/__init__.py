@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         ComparisonError,
         ItemTally,
         comparison_document,
+        run_document,
     )
     from pilothouse.evals._service import DEFAULT_CHANGED_LIMIT, Evaluations
 
@@ -29,6 +30,7 @@ __all__ = [
     "Evaluations",
     "ItemTally",
     "comparison_document",
+    "run_document",
 ]
 
 _HOME = {
@@ -39,6 +41,7 @@ _HOME = {
     "ComparisonError": "_comparison",
     "ItemTally": "_comparison",
     "comparison_document": "_comparison",
+    "run_document": "_comparison",
 }
 
 

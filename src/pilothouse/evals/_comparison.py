@@ -17,7 +17,7 @@ from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import EvalRun
 from pilothouse.evals.gate import GateVerdict, MetricResult, gate_document
 
-__all__ = ["ChangedItem", "Comparison", "ComparisonError", "ItemTally", "comparison_document"]
+__all__ = ["ChangedItem", "Comparison", "ComparisonError", "ItemTally", "comparison_document", "run_document"]
 
 _OPTION = re.compile("\x00([a-z_]+)\x00")
 
@@ -115,16 +115,26 @@ class Comparison:
         return tuple(name for name, calibration in self.judges.items() if calibration is None)
 
 
-def _run_dict(run: EvalRun) -> dict[str, Any]:
-    return {
+def run_document(run: EvalRun, *, spec: bool = False) -> dict[str, Any]:
+    """A stored run as JSON-ready data, with its summary (``spec``: and the spec it ran, secrets
+    redacted)."""
+    data: dict[str, Any] = {
         "id": run.id,
         "name": run.name,
         "status": run.status.value,
         "dataset": run.dataset,
         "dataset_version": run.dataset_version,
         "target": run.target,
+        "epochs": run.epochs,
+        "items_total": run.items_total,
+        "scorers": list(run.scorers),
         "created_ns": run.created_ns,
+        "finished_ns": run.finished_ns,
+        "summary": None if run.summary is None else run.summary.as_dict(),
     }
+    if spec:
+        data["spec"] = dict(run.spec)
+    return data
 
 
 def _changed_dict(c: ChangedItem) -> dict[str, Any]:
@@ -148,7 +158,7 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
     document = gate_document(c.results, c.baseline.id, c.candidate.id, c.judges)
     return document | {
         "alpha": c.alpha,
-        "runs": {"baseline": _run_dict(c.baseline), "candidate": _run_dict(c.candidate)},
+        "runs": {"baseline": run_document(c.baseline), "candidate": run_document(c.candidate)},
         "warnings": list(c.warnings),
         "tallies": {
             name: {"better": t.better, "worse": t.worse, "same": t.same, "unpaired": t.unpaired}

@@ -12,11 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pilothouse.domain.evals import EvalRun
 from pilothouse.domain.keys import Scope
-from pilothouse.evals import ComparisonError, Evaluations, comparison_document
+from pilothouse.evals import ComparisonError, Evaluations, comparison_document, run_document
 from pilothouse.evals.gate import DEFAULT_ALPHA
-from pilothouse.server.errors import ApiError, FastJSONResponse
+from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
 from pilothouse.server.state import AppState
 
 _COMPARE_PARAMS = frozenset(
@@ -30,10 +29,6 @@ def _service(request: Request) -> Evaluations:
     return Evaluations.over(state.store)
 
 
-def _param_error(name: str, message: str) -> ApiError:
-    return ApiError(400, f"Invalid query parameter '{name}': {message}", code="invalid_parameter", param=name)
-
-
 def _number(params: Any, name: str) -> float | None:
     text = params.get(name)
     if text is None or text == "":
@@ -41,9 +36,9 @@ def _number(params: Any, name: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise _param_error(name, f"{text!r} is not a number") from None
+        raise param_error(name, f"{text!r} is not a number") from None
     if not math.isfinite(value):
-        raise _param_error(name, f"{text!r} is not a finite number")
+        raise param_error(name, f"{text!r} is not a finite number")
     return value
 
 
@@ -52,29 +47,8 @@ def _whole(params: Any, name: str, default: int, maximum: int) -> int:
     if text is None or text == "":
         return default
     if not text.isdigit() or int(text) > maximum:
-        raise _param_error(name, f"must be a whole number from 0 to {maximum}")
+        raise param_error(name, f"must be a whole number from 0 to {maximum}")
     return int(text)
-
-
-def run_json(run: EvalRun, *, spec: bool = False) -> dict[str, Any]:
-    """A run as the API gives it (``spec``: with the spec it ran, secrets redacted)."""
-    data: dict[str, Any] = {
-        "id": run.id,
-        "name": run.name,
-        "status": run.status.value,
-        "dataset": run.dataset,
-        "dataset_version": run.dataset_version,
-        "target": run.target,
-        "epochs": run.epochs,
-        "items_total": run.items_total,
-        "scorers": list(run.scorers),
-        "created_ns": run.created_ns,
-        "finished_ns": run.finished_ns,
-        "summary": None if run.summary is None else run.summary.as_dict(),
-    }
-    if spec:
-        data["spec"] = dict(run.spec)
-    return data
 
 
 async def list_runs(request: Request) -> Response:
@@ -83,7 +57,7 @@ async def list_runs(request: Request) -> Response:
     principal = await state.auth.authenticate(request, Scope.READ)
     limit = _whole(request.query_params, "limit", 50, 500)
     runs = await run_in_threadpool(_service(request).evals.list_runs, principal.project_id, limit)
-    return FastJSONResponse({"data": [run_json(run) for run in runs]})
+    return FastJSONResponse({"data": [run_document(run) for run in runs]})
 
 
 async def get_run(request: Request) -> Response:
@@ -94,7 +68,7 @@ async def get_run(request: Request) -> Response:
     run = await run_in_threadpool(_service(request).find_run, reference, principal.project_id)
     if run is None:
         raise ApiError(404, f"No eval run {reference!r} in this project.", code="eval_run_not_found")
-    return FastJSONResponse(run_json(run, spec=True))
+    return FastJSONResponse(run_document(run, spec=True))
 
 
 async def compare(request: Request) -> Response:
@@ -107,13 +81,13 @@ async def compare(request: Request) -> Response:
     params = request.query_params
     unknown = sorted(set(params.keys()) - _COMPARE_PARAMS)
     if unknown:
-        raise _param_error(unknown[0], f"unknown parameter (known: {', '.join(sorted(_COMPARE_PARAMS))})")
+        raise param_error(unknown[0], f"unknown parameter (known: {', '.join(sorted(_COMPARE_PARAMS))})")
     for name in ("baseline", "candidate"):
         if not params.get(name, "").strip():
-            raise _param_error(name, "give the id (or an id prefix) of a run")
+            raise param_error(name, "give the id (or an id prefix) of a run")
     allow = params.get("allow_uncalibrated", "").strip().lower()
     if allow not in _BOOLEANS:
-        raise _param_error("allow_uncalibrated", "must be true or false")
+        raise param_error("allow_uncalibrated", "must be true or false")
     alpha = _number(params, "alpha")
     try:
         comparison = await run_in_threadpool(
