@@ -16,6 +16,10 @@ reported and left out, an inconclusive result fails with the number of items tha
         report.assert_mean("icontains", at_least=0.9)
         report.assert_no_regression(baseline="3fbfdbf1ce87")   # a stored run
 
+``assert_no_regression`` is ``pilothouse gate``: the same comparison (:class:`pilothouse.evals.Evaluations`)
+at the plugin's alpha, so a metric graded by a judge without a calibration is refused (a
+``ComparisonError``, the test neither passes nor fails) unless ``allow_uncalibrated=True``.
+
 Spec files named ``eval_*.yaml`` or ``*.eval.yaml`` are collected as tests: each runs its spec and
 checks its ``assert:`` means. Runs are stored (``--pilothouse-database-url``, else
 ``$PILOTHOUSE_DATABASE_URL``, else ``./.pilothouse/pilothouse.db``) so their response cache makes
