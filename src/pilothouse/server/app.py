@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
+from pilothouse.evals import Evaluations
 from pilothouse.evals.verifier import add_cascades
 from pilothouse.gateway import Caches, Gateway
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
@@ -165,6 +166,7 @@ def create_app(
             gateway=gateway,
             budgets=budgets,
             metrics=metrics,
+            evaluations=Evaluations.over(the_store),
         )
         if gateway.caches.semantic is not None:
             await asyncio.to_thread(gateway.caches.semantic.warm_up)  # the embedding model loads first

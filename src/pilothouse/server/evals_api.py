@@ -13,10 +13,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
-from pilothouse.evals import ComparisonError, Evaluations, comparison_document, run_document
+from pilothouse.evals import ComparisonError, comparison_document, run_document
 from pilothouse.evals.gate import DEFAULT_ALPHA
 from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
-from pilothouse.server.state import AppState
+from pilothouse.server.state import Services
 
 _COMPARE_PARAMS = frozenset(
     {"baseline", "candidate", "metric", "margin", "alpha", "allow_uncalibrated", "min_kappa", "changed_limit"}
@@ -24,9 +24,9 @@ _COMPARE_PARAMS = frozenset(
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
 
-def _service(request: Request) -> Evaluations:
-    state: AppState = request.app.state.pilothouse
-    return Evaluations.over(state.store)
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.pilothouse
+    return services
 
 
 def _number(params: Any, name: str) -> float | None:
@@ -53,19 +53,19 @@ def _whole(params: Any, name: str, default: int, maximum: int) -> int:
 
 async def list_runs(request: Request) -> Response:
     """``GET /api/evals/runs?limit=50``: the project's eval runs, newest first."""
-    state: AppState = request.app.state.pilothouse
-    principal = await state.auth.authenticate(request, Scope.READ)
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
     limit = _whole(request.query_params, "limit", 50, 500)
-    runs = await run_in_threadpool(_service(request).evals.list_runs, principal.project_id, limit)
+    runs = await run_in_threadpool(services.evaluations.evals.list_runs, principal.project_id, limit)
     return FastJSONResponse({"data": [run_document(run) for run in runs]})
 
 
 async def get_run(request: Request) -> Response:
     """``GET /api/evals/runs/{id}``: one run (by id or an id prefix of 6+ characters) with its summary."""
-    state: AppState = request.app.state.pilothouse
-    principal = await state.auth.authenticate(request, Scope.READ)
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
     reference = str(request.path_params["run_id"])
-    run = await run_in_threadpool(_service(request).find_run, reference, principal.project_id)
+    run = await run_in_threadpool(services.evaluations.find_run, reference, principal.project_id)
     if run is None:
         raise ApiError(404, f"No eval run {reference!r} in this project.", code="eval_run_not_found")
     return FastJSONResponse(run_document(run, spec=True))
@@ -76,8 +76,8 @@ async def compare(request: Request) -> Response:
     &min_kappa=&changed_limit=]``: the gate's verdict per metric and overall (``gate.json``'s shape),
     the judges' calibrations, the changed items with their tallies, and warnings. A refusal of the
     gate (``pilothouse gate`` exit 2) is a 400 naming the problem; an unknown run a 404."""
-    state: AppState = request.app.state.pilothouse
-    principal = await state.auth.authenticate(request, Scope.READ)
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
     params = request.query_params
     unknown = sorted(set(params.keys()) - _COMPARE_PARAMS)
     if unknown:
@@ -91,7 +91,7 @@ async def compare(request: Request) -> Response:
     alpha = _number(params, "alpha")
     try:
         comparison = await run_in_threadpool(
-            _service(request).compare_runs,
+            services.evaluations.compare_runs,
             params["baseline"],
             params["candidate"],
             metrics=params.getlist("metric"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from pilothouse.domain.evals import EvalRun
-from pilothouse.evals import ComparisonError, Evaluations
+from pilothouse.evals import ComparisonError
 from pilothouse.evals.gate import DEFAULT_ALPHA, GateVerdict, judge_calibration_text
 from pilothouse.store.evals import EvalStore
 from pilothouse.ui.web import PageContext, UiError, not_found
@@ -58,7 +58,7 @@ async def dataset(page: PageContext) -> Response:
 
 def _run(page: PageContext, run_id: str) -> EvalRun:
     # another project's run is not found here
-    run = Evaluations.over(page.state.store).find_run(run_id, page.project_id)
+    run = page.state.evaluations.find_run(run_id, page.project_id)
     if run is None:
         raise not_found(f"eval run {run_id!r}")
     return run
@@ -125,7 +125,7 @@ async def compare(page: PageContext) -> Response:
     min_kappa = _number_param(page, "min_kappa")
     allow_uncalibrated = page.params.get("allow_uncalibrated", "").strip().lower() in _TRUE
     metrics = [m for m in page.params.getlist("metric") if m.strip()]
-    service = Evaluations.over(page.state.store)
+    service = page.state.evaluations
     baseline = await page.run(_run, page, base_ref)
     candidate = await page.run(_run, page, cand_ref)
     comparison, error = None, None
