@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from pilothouse.domain.evals import EvalRun
 from pilothouse.evals import ComparisonError
-from pilothouse.evals.gate import DEFAULT_ALPHA, GateVerdict, judge_calibration_text
+from pilothouse.evals.gate import DEFAULT_ALPHA, judge_calibration_text
 from pilothouse.store.evals import EvalStore
 from pilothouse.ui.web import PageContext, UiError, not_found
 
@@ -158,5 +158,4 @@ async def compare(page: PageContext) -> Response:
         allow_uncalibrated=allow_uncalibrated,
         metrics=metrics,
         judge_texts={name: judge_calibration_text(calibration) for name, calibration in judges.items()},
-        verdicts=GateVerdict,
     )
