@@ -21,6 +21,7 @@ from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord, SummaryB
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import PilothouseServer
+from tests.evals.stored import JUDGED_SPEC, store_run
 from tests.server.process import cli
 from tests.spans import export_request, llm_attributes, new_span_id, new_trace_id, otlp_span
 
@@ -211,6 +212,11 @@ def _history(http: httpx.Client, key: str, now_ns: int, count: int = 160) -> Non
 def _seed_evals(url: str) -> tuple[dict[str, str], str]:
     store = SqlStore.from_url(url)
     evals = EvalStore(store)
+    runs: dict[str, str] = {}
+    # two runs graded by a judge nobody calibrated (older than the capitals runs the pages show first)
+    for name, quality in (("judged-baseline", [1.0] * 40), ("judged-candidate", [1.0] * 28 + [0.0] * 12)):
+        scores = {"contains": [1.0] * 40, "quality": quality}
+        runs[name] = store_run(evals, scores, spec=JUDGED_SPEC, dataset="explanations", name=name).id
     capitals = [
         ("France", "Paris"),
         ("Norway", "Oslo"),
@@ -231,7 +237,6 @@ def _seed_evals(url: str) -> tuple[dict[str, str], str]:
     version, _ = evals.import_items(
         "default", "capitals", items, source="tests/ui", description="Capital cities"
     )
-    runs: dict[str, str] = {}
     for name, wrong in (("baseline", {3, 7}), ("candidate", {3, 7, 11, 15, 19, 23, 27, 31})):
         run = evals.create_run(
             "default",

@@ -22,6 +22,7 @@ from pilothouse.config import Settings
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
+from pilothouse.evals import Evaluations
 from pilothouse.evals.verifier import add_cascades
 from pilothouse.gateway import Caches, Gateway
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
@@ -30,7 +31,7 @@ from pilothouse.gateway.config import ConfigError, GatewayConfig, load_gateway_c
 from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, gateway_api
+from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.errors import ApiError, FastJSONResponse
@@ -165,6 +166,7 @@ def create_app(
             gateway=gateway,
             budgets=budgets,
             metrics=metrics,
+            evaluations=Evaluations.over(the_store),
         )
         if gateway.caches.semantic is not None:
             await asyncio.to_thread(gateway.caches.semantic.warm_up)  # the embedding model loads first
@@ -192,6 +194,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         *api.routes,
         *costs_api.routes,
+        *evals_api.routes,
         *gateway_api.routes,
         *ui_routes(settings),  # the web UI at /
     ]

@@ -60,3 +60,8 @@ class ApiError(Exception):
             }
         }
         return FastJSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def param_error(name: str, message: str) -> ApiError:
+    """The 400 of a bad query parameter, naming it."""
+    return ApiError(400, f"Invalid query parameter '{name}': {message}", code="invalid_parameter", param=name)
