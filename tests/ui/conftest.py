@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +36,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# `make screenshots` refreshes the pictures in docs/; an ordinary run leaves the working tree alone.
+SCREENSHOTS = Path(
+    os.environ.get("PILOTHOUSE_SCREENSHOTS") or tempfile.gettempdir() + "/pilothouse-screenshots"
+)
 SESSION_SECRET = "ui-tests-session-secret-0123456789abcdef"
 ADMIN_SECRET = "ph-admin-secret-for-ui-tests-0123456789"
 ARGUMENTS = '{"city": "Paris", "unit": "C"}'
