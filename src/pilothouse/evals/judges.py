@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pilothouse.domain.chat import CallContext, ChatModel, ModelCallError
 from pilothouse.domain.ids import new_trace_id
 from pilothouse.evals.calls import current_call, with_role
-from pilothouse.evals.scorers import strip_code_fence
+from pilothouse.evals.deterministic_scorers import strip_code_fence
 from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
