@@ -75,17 +75,15 @@ class GatewayError(Exception):
 
 
 _KINDS = {
-    400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
-    413: "invalid_request_error",
     429: "rate_limit_error",
 }
 
 
 def error_kind(status: int) -> str:
-    """OpenAI's error ``type`` for an HTTP status."""
+    """OpenAI's error ``type`` for an HTTP status (every surface of ours uses it)."""
     return _KINDS.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 

@@ -7,27 +7,14 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse
 
+from pilothouse.gateway import error_kind
+
 
 class FastJSONResponse(JSONResponse):
     """JSON responses rendered by orjson (several times faster than the standard library)."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
-
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "server_error",
-    503: "server_error",
-}
 
 
 class ApiError(Exception):
@@ -47,7 +34,7 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
-        self.kind = _TYPES.get(status, "invalid_request_error")
+        self.kind = error_kind(status)
 
     def response(self) -> FastJSONResponse:
         """The JSON response for this error."""
