@@ -5,12 +5,11 @@ target's or judge's spec mapping (errors name ``section.key``)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
 from pilothouse import config
-from pilothouse.domain.chat import CallContext, ModelCallError, SpanSink
+from pilothouse.domain.chat import CallContext, ModelCallError, SpanSink, current_call
 from pilothouse.domain.ids import new_trace_id
 from pilothouse.domain.traces import TraceAttributes
 
@@ -54,10 +53,6 @@ def eval_context(run_id: str, item_id: str, epoch: int, project_id: str = "defau
 def with_role(context: CallContext, role: str, name: str | None = None) -> CallContext:
     """The same item's context for a call in another role (``judge``), with its own span name."""
     return replace(context, attributes={**context.attributes, "eval.role": role}, name=name)
-
-
-# The item being evaluated, for judge calls made from inside scorers (one asyncio task per item).
-current_call: ContextVar[CallContext | None] = ContextVar("pilothouse_eval_call", default=None)
 
 
 # -- option readers -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from pilothouse.config import CascadeSettings
 from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_tokens, worst_case_cost
-from pilothouse.domain.chat import SpanSink
+from pilothouse.domain.chat import CallContext, SpanSink, current_call
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
 from pilothouse.gateway._caching import CacheOutcome, Caches, replay
@@ -390,7 +390,13 @@ class Gateway:
         """Serve a cascade route: each step is its own traced, priced generation (the answer's is the
         request's span, the rejected ones its children); the cost is their sum."""
         settings, verifier = cascade
-        steps = await run_cascade(self.router, settings, verifier, request, call.attempts)
+        # a verifier's judge calls are recorded in this request's trace and project, under its span
+        served = CallContext(call.trace_id, call.project_id, parent_id=call.span_id)
+        token = current_call.set(served)
+        try:
+            steps = await run_cascade(self.router, settings, verifier, request, call.attempts)
+        finally:
+            current_call.reset(token)
         total: Cost | None = Cost({})
         summary = []
         for position, step in enumerate(steps):
