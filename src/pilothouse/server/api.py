@@ -211,7 +211,7 @@ async def model_metrics(request: Request) -> Response:
         raise param_error("granularity", "must be minute, hour or day")
 
     def rows() -> list[dict[str, Any]]:
-        with paused_gc():  # thousands of rows: ~15% of the request on a 30-day chart
+        with paused_gc():  # thousands of rows, all kept until the reply (python benchmarks/query.py)
             metrics = state.store.model_metrics(
                 principal.project_id, start_ns // 10**9, end_ns // 10**9, _GRANULARITY_S[granularity]
             )
