@@ -14,11 +14,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pilothouse"
 # plugin) sit on top; nothing below imports them.
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
-    "_speedups": set(),  # compiled accelerators: what they need is passed in
     "config": {"domain"},
     "store": {"domain"},
     "providers": {"domain", "config"},
     "costs": {"domain", "config"},
+    "_speedups": {"config"},  # compiled accelerators: what they need is passed in
     "tracing": {"domain", "config", "_speedups"},
     "gateway": {"domain", "config", "providers", "costs", "store"},
     "evals": {"domain", "config", "gateway", "providers", "costs", "store"},

@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyVa
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from pilothouse import _speedups
+from pilothouse.config import ConfigError, speedups_disabled
 from pilothouse.tracing import conventions, otlp
 from pilothouse.tracing.otlp import (
     OtlpDecodeError,
@@ -47,7 +48,7 @@ def _built(extension: str) -> Any:
     accelerator = getattr(_speedups, ACCELERATORS[extension])
     if accelerator is None:
         why = _speedups.unavailable.get(extension, "not loaded")
-        if IN_CI and _speedups.DISABLE_ENV not in why:  # turned off on purpose: a run of the references
+        if IN_CI and "PILOTHOUSE_NO_SPEEDUPS" not in why:  # turned off on purpose: a run of the references
             pytest.fail(f"{extension} was not built ({why}): make install compiles {extension}.c")
         pytest.skip(f"{extension} is not in use: {why}")
     return accelerator
@@ -71,7 +72,6 @@ def sorter() -> _speedups.AttributeSorter:
 def test_the_seam_exports() -> None:
     assert sorted(_speedups.__all__) == [
         "AttributeSorter",
-        "DISABLE_ENV",
         "OtlpReader",
         "otlp_reader",
         "sort_attributes",
@@ -98,6 +98,7 @@ def test_the_environment_switch_turns_every_accelerator_off() -> None:
     payload = next(p for p in PAYLOADS if p.parent.name == "openinference" and p.name == "chat.pb")
     child = f"""
 from pilothouse import _speedups
+from pilothouse.config import ConfigError, speedups_disabled
 from pilothouse.tracing import conventions, otlp
 assert _speedups.otlp_reader is None and _speedups.sort_attributes is None, _speedups.__dict__
 assert otlp._reader is None and conventions._sort_native is None
@@ -105,11 +106,22 @@ assert sorted(_speedups.unavailable) == {sorted(ACCELERATORS)!r}
 spans = list(otlp.decode_protobuf(open({str(payload)!r}, "rb").read()))
 print(len(spans), len([conventions.normalise_span(s, "p") for s in spans]))
 """
-    env = {**os.environ, _speedups.DISABLE_ENV: "1"}
+    env = {**os.environ, "PILOTHOUSE_NO_SPEEDUPS": "1"}
     out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     expected = len(list(iter_protobuf(parse_protobuf(payload.read_bytes())[0])))
     assert out.stdout.split() == [str(expected)] * 2
+
+
+def test_the_switch_is_read_by_the_config_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, disabled in (("1", True), ("0", False), ("true", True), ("", False)):
+        monkeypatch.setenv("PILOTHOUSE_NO_SPEEDUPS", value)
+        assert speedups_disabled() is disabled, value
+    monkeypatch.delenv("PILOTHOUSE_NO_SPEEDUPS")
+    assert speedups_disabled() is False
+    monkeypatch.setenv("PILOTHOUSE_NO_SPEEDUPS", "maybe")
+    with pytest.raises(ConfigError, match="PILOTHOUSE_NO_SPEEDUPS: expected 1 or 0"):
+        speedups_disabled()
 
 
 # -- the OTLP reader against upb --------------------------------------------------------------------

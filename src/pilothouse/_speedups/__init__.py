@@ -18,23 +18,23 @@ overhead is most of the cost. Measure an accelerator against its reference with
 Built by ``hatch_build.py`` when the package is installed (``pip install -e .`` or a wheel), one
 extension per ``*.c`` file here; without a C compiler the install goes on without them. Chosen once,
 at import: each name below is the loaded extension, or None, and its user then calls the reference.
-``unavailable`` says why one is None. ``PILOTHOUSE_NO_SPEEDUPS=1`` in the environment (read here and
-nowhere else, before any configuration is loaded) turns them all off, to measure or rule out the C.
+``unavailable`` says why one is None. ``PILOTHOUSE_NO_SPEEDUPS=1`` in the environment (read by the
+config package, :func:`pilothouse.config.speedups_disabled`) turns them all off, to measure or rule out
+the C.
 
-This package imports nothing else of Pilothouse: the classes and tables an accelerator needs are
-passed in by its user.
+This package imports only the config package: the classes and tables an accelerator needs are passed
+in by its user.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["DISABLE_ENV", "AttributeSorter", "OtlpReader", "otlp_reader", "sort_attributes", "unavailable"]
+from pilothouse.config import speedups_disabled
 
-DISABLE_ENV = "PILOTHOUSE_NO_SPEEDUPS"
+__all__ = ["AttributeSorter", "OtlpReader", "otlp_reader", "sort_attributes", "unavailable"]
 
 _Span = TypeVar("_Span")
 _Route = tuple[int, str, int]  # (where, name, n): see conventions._route
@@ -61,12 +61,13 @@ class AttributeSorter(Protocol):
 
 
 unavailable: dict[str, str] = {}  # extension -> why it is not in use
+_disabled = speedups_disabled()
 
 
 def _load(extension: str) -> Any:
     """The compiled module ``extension`` of this package, or None (with the reason in ``unavailable``)."""
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
-        unavailable[extension] = f"turned off by {DISABLE_ENV}"
+    if _disabled:
+        unavailable[extension] = "turned off by PILOTHOUSE_NO_SPEEDUPS"
         return None
     try:
         return importlib.import_module(f"{__name__}.{extension}")

@@ -15,6 +15,7 @@ from pilothouse.config._load import (
     load_settings,
     parse_config,
     read_config_file,
+    speedups_disabled,
 )
 from pilothouse.config._model import (
     CacheSettings,
@@ -49,4 +50,5 @@ __all__ = [
     "load_settings",
     "parse_config",
     "read_config_file",
+    "speedups_disabled",
 ]

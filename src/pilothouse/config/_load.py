@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pilothouse.config._model import EnvSettings, PilothouseConfig, Settings
+from pilothouse.config._model import EnvSettings, PilothouseConfig, Settings, SpeedupSettings
 
 __all__ = [
     "ConfigError",
@@ -26,6 +26,7 @@ __all__ = [
     "load_settings",
     "parse_config",
     "read_config_file",
+    "speedups_disabled",
 ]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -158,6 +159,16 @@ def environment_settings() -> Settings:
     runs outside ``serve`` (a local model's cache folder, an eval's default config file)."""
     values, _ = _environment_settings()
     return Settings.model_validate(values)
+
+
+def speedups_disabled() -> bool:
+    """``PILOTHOUSE_NO_SPEEDUPS=1``: run the pure-Python references instead of the compiled accelerators
+    (``pilothouse._speedups`` asks once, at import)."""
+    try:
+        return SpeedupSettings().disabled
+    except ValidationError as exc:
+        given = exc.errors()[0].get("input")
+        raise ConfigError(f"PILOTHOUSE_NO_SPEEDUPS: expected 1 or 0 (true or false), got {given!r}") from None
 
 
 def default_config_file() -> Path | None:

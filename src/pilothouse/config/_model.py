@@ -80,6 +80,15 @@ class EnvSettings(BaseSettings, Settings):
     model_config = SettingsConfigDict(env_prefix="PILOTHOUSE_", extra="ignore")
 
 
+class SpeedupSettings(BaseSettings):
+    """Whether the compiled accelerators of ``pilothouse._speedups`` run: read from the environment when
+    that package is first imported, before any config file is loaded."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    disabled: bool = Field(default=False, alias="PILOTHOUSE_NO_SPEEDUPS")
+
+
 class ClientSettings(BaseSettings):
     """What a client of a Pilothouse server reads from the environment: the SDK (``pilothouse.init``),
     eval targets and judges over HTTP, the CLI's remote commands."""
