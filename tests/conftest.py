@@ -101,7 +101,6 @@ class FirstLoad:
     to :data:`FIRST_QUESTION` (12 tokens at most)."""
 
     directory: Path
-    load_s: float
     dequantised: bool
     answer: dict[str, Any]
 
@@ -124,6 +123,6 @@ def smollm2_first_load(model_cache: Path) -> FirstLoad:
             reply = await provider.chat({"messages": FIRST_QUESTION, "max_tokens": 12})
         finally:
             await provider.close()
-        return FirstLoad(loaded.directory, loaded.load_s, loaded.dequantised, reply["choices"][0]["message"])
+        return FirstLoad(loaded.directory, loaded.dequantised, reply["choices"][0]["message"])
 
     return asyncio.run(convert())
