@@ -13,7 +13,6 @@ import pytest
 from pilothouse.testing import SimConfig, SimulatedUpstream
 from tests.gateway.conftest import start_gateway
 
-pytestmark = pytest.mark.slow
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
@@ -86,6 +85,7 @@ def test_stream_cut_midway(tmp_path: Path, upstream: SimulatedUpstream) -> None:
         gw.server.stop()
 
 
+@pytest.mark.slow  # three tries wait out the first-token timeout
 def test_timeouts_are_retried_then_answered_504(tmp_path: Path, upstream: SimulatedUpstream) -> None:
     slow = _deployment(upstream, "slow", {"x-sim-latency-ms": "2000"})
     slow["options"]["first_token_timeout_s"] = 0.3  # type: ignore[index]
@@ -129,6 +129,7 @@ def test_client_disconnect_cancels_the_upstream_stream(tmp_path: Path) -> None:
             gw.server.stop()
 
 
+@pytest.mark.slow  # waits out the breaker's cool-down
 def test_breaker_opens_moves_traffic_and_recovers(tmp_path: Path, upstream: SimulatedUpstream) -> None:
     models = [_deployment(upstream, "blue"), _deployment(upstream, "green")]
     for m in models:
@@ -158,6 +159,7 @@ def test_breaker_opens_moves_traffic_and_recovers(tmp_path: Path, upstream: Simu
         gw.server.stop()
 
 
+@pytest.mark.slow  # waits out the total timeout
 def test_the_total_timeout_covers_the_whole_stream(tmp_path: Path) -> None:
     # 400 tokens at 20 tokens/s take 20 s; the router's total timeout is 1 s
     with SimulatedUpstream(SimConfig(tokens_per_s=20, output_tokens=400)) as slow_upstream:

@@ -1,5 +1,6 @@
-"""One real ``pilothouse serve`` for the UI tests, seeded through the gateway, OTLP, the query API,
-the CLI and the eval store; and a headless Debian chromium driven by Playwright."""
+"""One Pilothouse server for the UI tests (the app of ``pilothouse serve``, served in this process on
+loopback), seeded through the gateway, OTLP, the query API, the CLI and the eval store; and a headless
+Debian chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -21,9 +22,8 @@ from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord, SummaryBuilder
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
-from pilothouse.testing import PilothouseServer
 from tests.evals.stored import JUDGED_SPEC, store_run
-from tests.server.process import cli
+from tests.server.inprocess import InProcessServer, cli_in_process
 from tests.spans import export_request, llm_attributes, new_span_id, new_trace_id, otlp_span
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +49,7 @@ ARGUMENTS = '{"city": "Paris", "unit": "C"}'
 class Seeded:
     """What the seeded server holds, for tests to look for."""
 
-    server: PilothouseServer
+    server: InProcessServer
     database_url: str
     admin_key: str  # a project key with the admin and read scopes
     read_key: str  # read only
@@ -68,7 +68,7 @@ class Seeded:
 
 
 def _key(url: str, name: str, scopes: str, project: str = "default") -> str:
-    done = cli(
+    done = cli_in_process(
         "keys", "create", "--name", name, "--scopes", scopes, "--project", project, "--database-url", url
     )
     assert done.returncode == 0, done.stderr
@@ -345,14 +345,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     read = _key(url, "ui-reader", "read")
     ingest = _key(url, "ci-ingest", "ingest,gateway")
     other = _key(url, "other-admin", "admin,read,gateway,ingest", project="other")
-    server = PilothouseServer(
+    server = InProcessServer(
         url,
-        args=["--config", str(config)],
-        env={
-            "PILOTHOUSE_HOME": str(home),
-            "PILOTHOUSE_SESSION_SECRET": SESSION_SECRET,
-            "PILOTHOUSE_ADMIN_KEY": ADMIN_SECRET,
-        },
+        home=home,
+        config=config,
+        env={"PILOTHOUSE_SESSION_SECRET": SESSION_SECRET, "PILOTHOUSE_ADMIN_KEY": ADMIN_SECRET},
     )
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as http:
