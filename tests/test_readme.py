@@ -19,7 +19,6 @@ from tests.server.process import ServerProcess, cli
 
 README = Path(__file__).parents[1] / "README.md"
 DOCS = README.parent / "docs"
-pytestmark = pytest.mark.slow
 
 
 def blocks(path: Path, language: str) -> list[str]:
@@ -34,6 +33,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert commands == ["make run", "make test", "make test-fast"]
 
 
+@pytest.mark.slow  # a server and the example as processes, as the reader runs them
 def test_readme_tour_example_runs(tmp_path: Path) -> None:
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
     assert code is not None
@@ -123,6 +123,7 @@ def test_readme_and_docs_config_examples_are_valid(monkeypatch: pytest.MonkeyPat
     assert row.output == pytest.approx(1.20 / (900 * 3600) * 1e6) and priced.cache.enabled
 
 
+@pytest.mark.slow  # the shell block as the reader runs it
 def test_readme_eval_and_gate_commands_run(tmp_path: Path) -> None:
     (block,) = [b for b in blocks(README, "sh") if "pilothouse gate" in b]
     (tmp_path / ".venv").symlink_to(README.parent / ".venv")
@@ -169,6 +170,7 @@ def test_docs_eval_spec_and_items_are_valid(tmp_path: Path, monkeypatch: pytest.
     assert [s.name for s in spec.scorers] == ["contains", "rubric"] and spec.assertions == {"contains": 0.9}
 
 
+@pytest.mark.slow  # a server and the example as processes, as the reader runs them
 def test_docs_gateway_example_runs(tmp_path: Path) -> None:
     (code,) = blocks(DOCS / "gateway.md", "python")
     config = tmp_path / "models.yaml"

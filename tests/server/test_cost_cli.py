@@ -23,6 +23,8 @@ from pilothouse.gateway.recording import CallSpan
 from pilothouse.store.sql import SqlStore
 from tests.server.process import cli
 
+pytestmark = pytest.mark.slow  # the commands as a user runs them
+
 
 def _config(tmp_path: Path, name: str, input_price: float, output_price: float) -> Path:
     path = tmp_path / name

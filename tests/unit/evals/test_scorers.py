@@ -298,6 +298,7 @@ if MISSING_EMBEDDING and IN_CI:
     raise RuntimeError(f"the local embedding stack is missing in CI: {', '.join(MISSING_EMBEDDING)}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(MISSING_EMBEDDING), reason=f"missing: {', '.join(MISSING_EMBEDDING)}")
 async def test_embedding_similarity_with_the_local_model_keeps_the_loop_running() -> None:
     from pilothouse.evals.deterministic_scorers import _local_embedder
