@@ -48,11 +48,15 @@ def cache_dir(model_cache: Path, smollm2_first_load: FirstLoad) -> Path:
 
 @pytest.fixture(scope="module")
 def provider(cache_dir: Path) -> Iterator[LocalProvider]:
-    """One loaded provider for the module (loaded from the converted cache)."""
+    """One loaded provider for the module (loaded from the converted cache). The loop that loaded it
+    stays open until the end: once the thread that loaded the model (its executor thread) has exited,
+    generating takes several times the CPU, and on a loaded machine several times as long."""
     p = local(cache_dir)
-    asyncio.run(p.load())
+    loader = asyncio.new_event_loop()
+    loader.run_until_complete(p.load())
     yield p
-    asyncio.run(p.close())
+    loader.run_until_complete(p.close())
+    loader.close()
 
 
 async def collect(stream: Any) -> list[dict[str, Any]]:
