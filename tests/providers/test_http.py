@@ -335,6 +335,7 @@ async def test_read_timeout_waiting_for_the_head() -> None:
         await client.aclose()
 
 
+@pytest.mark.slow  # waits out the trickle and the read timeout, twice
 async def test_read_timeout_counts_from_the_last_data() -> None:
     sent: list[int] = []  # bytes of body sent, per connection
 
