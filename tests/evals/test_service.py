@@ -17,12 +17,13 @@ from pilothouse.evals import ComparisonError, Evaluations, comparison_document
 from pilothouse.evals.gate import GateVerdict, gate_document, render_json
 from pilothouse.evals.spec import EvalSpec
 from pilothouse.store.sql import SqlStore
+from tests.conftest import sqlite_at_head
 from tests.evals.stored import JUDGED_SPEC, calibrate, judged_spec, store_run
 
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Evaluations]:
-    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'service.db'}")
+    store = SqlStore.from_url(sqlite_at_head(tmp_path / "service.db"))
     yield Evaluations.over(store)
     store.close()
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pilothouse.testing import SimConfig, SimulatedUpstream
+from tests.conftest import sqlite_at_head
 from tests.server.inprocess import InProcessServer
 
 
@@ -65,7 +66,7 @@ def start_gateway(
             }
         )
     )
-    server = InProcessServer(f"sqlite:///{tmp_path / 'gw.db'}", home=tmp_path, config=config, env=env)
+    server = InProcessServer(sqlite_at_head(tmp_path / "gw.db"), home=tmp_path, config=config, env=env)
     return Gateway(server, upstream, server.create_key("gw"))
 
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from pilothouse.testing import SimConfig, SimulatedUpstream, free_port
+from tests.conftest import sqlite_at_head
 from tests.server.inprocess import InProcessServer
 from tests.server.process import cli
 
@@ -43,7 +44,7 @@ def gw(tmp_path: Path) -> Iterator[CachedGateway]:
             "base_url": upstream.base_url + "/v1",
         }
         config.write_text(yaml.safe_dump({"models": [model], "cache": {"enabled": True, "ttl_s": 600}}))
-        with InProcessServer(f"sqlite:///{tmp_path / 'cache.db'}", home=tmp_path, config=config) as server:
+        with InProcessServer(sqlite_at_head(tmp_path / "cache.db"), home=tmp_path, config=config) as server:
             yield CachedGateway(server, upstream, server.create_key("c"))
 
 

@@ -15,6 +15,7 @@ import openai
 import pytest
 import yaml
 
+from tests.conftest import sqlite_at_head
 from tests.server.inprocess import InProcessServer
 from tests.server.process import cli
 
@@ -52,7 +53,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_cascade_through_the_gateway(tmp_path: Path, setup: tuple[Path, Path]) -> None:
     config, _knowledge = setup
-    with InProcessServer(f"sqlite:///{tmp_path / 'cascade.db'}", home=tmp_path, config=config) as server:
+    with InProcessServer(sqlite_at_head(tmp_path / "cascade.db"), home=tmp_path, config=config) as server:
         key = server.create_key("c")
         client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=key, max_retries=0)
         assert "smart" in {m.id for m in client.models.list()}
