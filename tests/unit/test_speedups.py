@@ -93,6 +93,7 @@ def test_their_users_take_them_from_the_seam() -> None:
     assert conventions._sort_native is _speedups.sort_attributes
 
 
+@pytest.mark.slow  # a child interpreter: the switch is read at import
 def test_the_environment_switch_turns_every_accelerator_off() -> None:
     """PILOTHOUSE_NO_SPEEDUPS=1: the references run (in a child process: the choice is made at import)."""
     payload = next(p for p in PAYLOADS if p.parent.name == "openinference" and p.name == "chat.pb")
