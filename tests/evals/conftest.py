@@ -14,6 +14,7 @@ from pilothouse.domain.datasets import DatasetItem
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import SimConfig, SimulatedUpstream
+from tests.conftest import sqlite_at_head
 
 TOPICS = ["tides", "gravity", "rainbows", "volcanoes", "photosynthesis", "magnets", "comets", "glaciers"]
 
@@ -21,7 +22,7 @@ TOPICS = ["tides", "gravity", "rainbows", "volcanoes", "photosynthesis", "magnet
 @pytest.fixture
 def eval_store(tmp_path: Path) -> Iterator[EvalStore]:
     """An eval store on a fresh SQLite file."""
-    store = EvalStore(SqlStore.from_url(f"sqlite:///{tmp_path / 'evals.db'}"))
+    store = EvalStore(SqlStore.from_url(sqlite_at_head(tmp_path / "evals.db")))
     yield store
     store.store.close()
 

@@ -177,6 +177,9 @@ def test_eval_compare_shows_item_differences(cli: Cli) -> None:
     code, out, _ = cli("eval", "compare", base, worse)
     assert code == 0
     assert "0 items better, 3 worse, 7 unchanged" in out and "-1.000" in out
+    assert "gate: INCONCLUSIVE (contains inconclusive)" in out  # exact McNemar p 0.125
+    code, _, err = cli("eval", "compare", base, worse, "--metric", "exact")
+    assert code == 2 and "metric 'exact' is not in both runs" in err
 
 
 def test_datasets_import_export_list(cli: Cli, tmp_path: Path) -> None:

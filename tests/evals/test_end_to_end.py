@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
@@ -16,6 +17,7 @@ from pilothouse.testing import PilothouseServer
 from tests.evals.conftest import topic_items, write_jsonl, write_yaml
 from tests.server.process import cli
 
+pytestmark = pytest.mark.slow  # the gateway and the CLI as the user runs them: processes
 ITEMS = 200
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import pilothouse.evals.pytest_plugin  # loaded before pytester snapshots sys.modules
 import pilothouse.evals.runner
+import pilothouse.pytest_plugin  # loaded before pytester snapshots sys.modules
 import pilothouse.store.evals  # noqa: F401
 from tests.evals.conftest import sim_config, topic_items, write_jsonl, write_yaml
 
@@ -19,8 +19,8 @@ pytest_plugins = ["pytester"]
 def plugin_args(pytester: pytest.Pytester, tmp_path: Path) -> list[str]:
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     args = ["-p", "no:cacheprovider", f"--pilothouse-database-url=sqlite:///{tmp_path / 'plugin.db'}"]
-    if not any(ep.value == "pilothouse.evals.pytest_plugin" for ep in entry_points(group="pytest11")):
-        args = ["-p", "pilothouse.evals.pytest_plugin", *args]  # before the entry point is installed
+    if not any(ep.value == "pilothouse.pytest_plugin" for ep in entry_points(group="pytest11")):
+        args = ["-p", "pilothouse.pytest_plugin", *args]  # before the entry point is installed
     return args
 
 

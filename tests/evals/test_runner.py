@@ -4,7 +4,6 @@ results, tracing, concurrency, 429 back-off, unmeasured errors, the response cac
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -73,13 +72,10 @@ def test_openai_compatible_endpoint_gets_a_traceparent(
 
 def test_concurrency_is_bounded(tmp_path: Path, eval_store: EvalStore) -> None:
     with SimulatedUpstream(SimConfig(echo=True, latency_ms=40)) as upstream:
-        started = time.perf_counter()
         spec = explain_spec(tmp_path, 30, target=http_target(upstream), concurrency=5)
         result = run(spec, eval_store, tmp_path)
-        elapsed = time.perf_counter() - started
     assert result.summary.errors == 0
-    assert 3 <= upstream.peak_in_flight <= 5
-    assert elapsed < 30 * 0.04  # calls overlapped
+    assert 3 <= upstream.peak_in_flight <= 5  # calls overlapped, never more than 5 at a time
 
 
 def test_rate_limits_slow_the_runner_down(tmp_path: Path, eval_store: EvalStore) -> None:

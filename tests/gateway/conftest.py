@@ -1,4 +1,5 @@
-"""A real gateway process (``pilothouse serve --config``) in front of a SimulatedUpstream."""
+"""The gateway (the app of ``pilothouse serve --config``, served in this process on loopback) in front
+of a SimulatedUpstream."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import httpx
 import pytest
 import yaml
 
-from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream
-from tests.server.process import cli
+from pilothouse.testing import SimConfig, SimulatedUpstream
+from tests.conftest import sqlite_at_head
+from tests.server.inprocess import InProcessServer
 
 
 @dataclass
 class Gateway:
-    server: PilothouseServer
+    server: InProcessServer
     upstream: SimulatedUpstream
     key: str
 
@@ -64,10 +66,8 @@ def start_gateway(
             }
         )
     )
-    url = f"sqlite:///{tmp_path / 'gw.db'}"
-    key = cli("keys", "create", "--name", "gw", "--database-url", url).stdout.strip().splitlines()[-1]
-    server = PilothouseServer(url, args=["--config", str(config)], env=env)
-    return Gateway(server, upstream, key)
+    server = InProcessServer(sqlite_at_head(tmp_path / "gw.db"), home=tmp_path, config=config, env=env)
+    return Gateway(server, upstream, server.create_key("gw"))
 
 
 @pytest.fixture(scope="module")

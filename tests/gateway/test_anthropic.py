@@ -14,7 +14,6 @@ import pytest
 from pilothouse.testing import SimulatedUpstream
 from tests.gateway.conftest import Gateway, start_gateway
 
-pytestmark = pytest.mark.slow
 TOOLS = [{"name": "lookup", "description": "look it up", "input_schema": {"type": "object"}}]
 
 

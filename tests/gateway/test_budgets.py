@@ -1,4 +1,4 @@
-"""Budgets enforced by reservation through real gateway processes: the race against two gateways
+"""Budgets enforced by reservation through real gateways: the race against two gateways
 sharing Redis, clean 429 budget_exceeded errors, alerts to a webhook, spend in the API and reports."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
-from pilothouse.testing import PilothouseServer
 from tests.gateway.test_limits import redis_url  # noqa: F401  (fixture)
+from tests.server.inprocess import InProcessServer
 from tests.server.process import cli
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def _config(tmp_path: Path) -> Path:
     return path
 
 
-async def _burst(servers: list[PilothouseServer], key: str, count: int) -> list[httpx.Response]:
+async def _burst(servers: list[InProcessServer], key: str, count: int) -> list[httpx.Response]:
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
         calls = [
             http.post(
@@ -77,8 +77,8 @@ def test_budget_race_two_gateways_sharing_redis(tmp_path: Path, redis_url: str) 
     env = {"PILOTHOUSE_REDIS_URL": redis_url}
     config = _config(tmp_path)
     with (
-        PilothouseServer(url, args=["--config", str(config)], env=env) as a,
-        PilothouseServer(url, args=["--config", str(config)], env=env) as b,
+        InProcessServer(url, home=tmp_path, config=config, env=env) as a,
+        InProcessServer(url, home=tmp_path, config=config, env=env) as b,
     ):
         responses = asyncio.run(_burst([a, b], key, 50))
         _check_rejections(responses)
@@ -126,7 +126,7 @@ def test_soft_budget_alerts_and_hard_user_budget(tmp_path: Path, webhook: _Webho
     key = cli("keys", "create", "--name", "team", "--database-url", url).stdout.strip().splitlines()[-1]
     cli("budgets", "create", "--limit-usd", "0.20", "--soft", "--alerts", "50,100", "--webhook", webhook.url,
         "--period", "day", "--database-url", url)  # fmt: skip
-    with PilothouseServer(url, args=["--config", str(_config(tmp_path))]) as server:
+    with InProcessServer(url, home=tmp_path, config=_config(tmp_path)) as server:
         auth = {"Authorization": f"Bearer {key}"}
         # a hard budget for one end user, created through the API by an admin-scoped caller
         admin = cli("keys", "create", "--name", "admin", "--scopes", "admin", "--database-url", url)

@@ -14,15 +14,16 @@ import openai
 import pytest
 import yaml
 
-from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream, free_port
+from pilothouse.testing import SimConfig, SimulatedUpstream, free_port
+from tests.conftest import sqlite_at_head
+from tests.server.inprocess import InProcessServer
 from tests.server.process import cli
 
-pytestmark = pytest.mark.slow
 MESSAGES = [{"role": "user", "content": "what is the capital of france"}]
 
 
 class CachedGateway:
-    def __init__(self, server: PilothouseServer, upstream: SimulatedUpstream, key: str) -> None:
+    def __init__(self, server: InProcessServer, upstream: SimulatedUpstream, key: str) -> None:
         self.server, self.upstream, self.key = server, upstream, key
         self.client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=key, max_retries=0)
 
@@ -43,10 +44,8 @@ def gw(tmp_path: Path) -> Iterator[CachedGateway]:
             "base_url": upstream.base_url + "/v1",
         }
         config.write_text(yaml.safe_dump({"models": [model], "cache": {"enabled": True, "ttl_s": 600}}))
-        url = f"sqlite:///{tmp_path / 'cache.db'}"
-        key = cli("keys", "create", "--name", "c", "--database-url", url).stdout.strip().splitlines()[-1]
-        with PilothouseServer(url, args=["--config", str(config)]) as server:
-            yield CachedGateway(server, upstream, key)
+        with InProcessServer(sqlite_at_head(tmp_path / "cache.db"), home=tmp_path, config=config) as server:
+            yield CachedGateway(server, upstream, server.create_key("c"))
 
 
 def test_repeated_requests_come_from_the_cache(gw: CachedGateway) -> None:
@@ -117,6 +116,7 @@ def test_repeated_requests_come_from_the_cache(gw: CachedGateway) -> None:
     assert row["saved_usd"] >= 2 * original_cost
 
 
+@pytest.mark.slow  # `pilothouse serve` refuses the config: the process and its stderr are the point
 def test_cache_config_errors(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({"models": [], "cache": {"enabled": True, "ttl": 5}}))

@@ -15,10 +15,10 @@ import openai
 import pytest
 import yaml
 
-from pilothouse.testing import PilothouseServer
+from tests.conftest import sqlite_at_head
+from tests.server.inprocess import InProcessServer
 from tests.server.process import cli
 
-pytestmark = pytest.mark.slow
 # 20 questions; half easy (difficulty 0.2), half hard (0.8)
 ITEMS = [
     {"id": f"q{i}", "question": f"what is the code word number {i}", "answer": f"word{i}x", "difficulty": d}
@@ -53,9 +53,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 
 def test_cascade_through_the_gateway(tmp_path: Path, setup: tuple[Path, Path]) -> None:
     config, _knowledge = setup
-    url = f"sqlite:///{tmp_path / 'cascade.db'}"
-    key = cli("keys", "create", "--name", "c", "--database-url", url).stdout.strip().splitlines()[-1]
-    with PilothouseServer(url, args=["--config", str(config)]) as server:
+    with InProcessServer(sqlite_at_head(tmp_path / "cascade.db"), home=tmp_path, config=config) as server:
+        key = server.create_key("c")
         client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=key, max_retries=0)
         assert "smart" in {m.id for m in client.models.list()}
 
@@ -97,6 +96,7 @@ def test_cascade_through_the_gateway(tmp_path: Path, setup: tuple[Path, Path]) -
         assert [(s["model"], s["accepted"]) for s in steps] == [("cheap", False), ("strong", True)]
 
 
+@pytest.mark.slow  # the CLI command
 def test_cascade_report_on_a_dataset(tmp_path: Path, setup: tuple[Path, Path]) -> None:
     config, knowledge = setup
     report = cli("costs", "cascade-report", "--config", str(config), "--cascade", "smart",

@@ -19,8 +19,6 @@ from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.testing import SimConfig, SimulatedUpstream
 from tests.gateway.conftest import Gateway, start_gateway
 
-pytestmark = pytest.mark.slow
-
 # 20 prompt words: the simulated upstream reports 5 cache reads and 5 cache writes (Anthropic format
 # only; OpenAI reports no writes), 12 answer words and 3 reasoning tokens.
 PROMPT = " ".join(f"w{i}" for i in range(20))

@@ -13,7 +13,6 @@ import pytest
 from pilothouse.testing import SimConfig, SimulatedUpstream
 from tests.gateway.conftest import start_gateway
 
-pytestmark = pytest.mark.slow
 MESSAGES = [{"role": "user", "content": "hello there"}]
 
 
@@ -86,6 +85,7 @@ def test_stream_cut_midway(tmp_path: Path, upstream: SimulatedUpstream) -> None:
         gw.server.stop()
 
 
+@pytest.mark.slow  # three tries wait out the first-token timeout
 def test_timeouts_are_retried_then_answered_504(tmp_path: Path, upstream: SimulatedUpstream) -> None:
     slow = _deployment(upstream, "slow", {"x-sim-latency-ms": "2000"})
     slow["options"]["first_token_timeout_s"] = 0.3  # type: ignore[index]
@@ -97,8 +97,9 @@ def test_timeouts_are_retried_then_answered_504(tmp_path: Path, upstream: Simula
         assert info.value.status_code == 504
         (trace,) = gw.traces(1)
         attempts = trace["observations"][0]["attributes"]["gateway.attempts"]
+        # each try gave up waiting for the first token (the upstream answers after 2 s: a 200 otherwise)
         assert [a["status"] for a in attempts] == [504, 504, 504]
-        assert all(250 <= a["latency_ms"] < 1500 for a in attempts)
+        assert all(a["error"] == "upstream timed out (ReadTimeout)" for a in attempts), attempts
     finally:
         gw.server.stop()
 
@@ -117,18 +118,18 @@ def test_client_disconnect_cancels_the_upstream_stream(tmp_path: Path) -> None:
                 for _ in range(4):
                     next(lines)
             # the client left after ~4 of 400 tokens (20 s of streaming): the gateway must drop the upstream
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 60  # a safety net: the upstream sees the disconnect long before
             while slow_upstream.streams_aborted == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert slow_upstream.streams_aborted == 1 and slow_upstream.streams_completed == 0
             (trace,) = gw.traces(1)
             generation = trace["observations"][0]
             assert generation["status"] == "error" and "client disconnected" in generation["status_message"]
-            assert generation["latency_ms"] < 5000
         finally:
             gw.server.stop()
 
 
+@pytest.mark.slow  # waits out the breaker's cool-down
 def test_breaker_opens_moves_traffic_and_recovers(tmp_path: Path, upstream: SimulatedUpstream) -> None:
     models = [_deployment(upstream, "blue"), _deployment(upstream, "green")]
     for m in models:
@@ -158,6 +159,7 @@ def test_breaker_opens_moves_traffic_and_recovers(tmp_path: Path, upstream: Simu
         gw.server.stop()
 
 
+@pytest.mark.slow  # waits out the total timeout
 def test_the_total_timeout_covers_the_whole_stream(tmp_path: Path) -> None:
     # 400 tokens at 20 tokens/s take 20 s; the router's total timeout is 1 s
     with SimulatedUpstream(SimConfig(tokens_per_s=20, output_tokens=400)) as slow_upstream:
@@ -165,21 +167,25 @@ def test_the_total_timeout_covers_the_whole_stream(tmp_path: Path) -> None:
             tmp_path, slow_upstream, [_deployment(slow_upstream, "long")], router={"timeout_s": 1.0}
         )
         try:
-            started = time.monotonic()
             with httpx.stream(
                 "POST",
                 gw.base_url + "/chat/completions",
                 json={"model": "long", "messages": MESSAGES, "stream": True},
                 headers=gw.auth,
             ) as response:
-                events = [line for line in response.iter_lines() if line.startswith("data: ")]
-            assert 0.9 < time.monotonic() - started < 5
-            error = json.loads(events[-1].removeprefix("data: "))["error"]
+                events = [
+                    json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")
+                ]
+            # the timeout ended the stream mid-way: after its first tokens, long before its 400th
+            *chunks, last = events
+            content = [c for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+            assert 0 < len(content) < 400
+            error = last["error"]
             assert error["code"] == "timeout" and "total timeout of 1 s" in error["message"]
             (trace,) = gw.traces(1)
             generation = trace["observations"][0]
             assert generation["status"] == "error" and "total timeout" in generation["status_message"]
-            deadline = time.monotonic() + 5  # and the upstream stream was dropped
+            deadline = time.monotonic() + 60  # a safety net: and the upstream stream was dropped
             while slow_upstream.streams_aborted == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert slow_upstream.streams_aborted == 1

@@ -12,7 +12,6 @@ import pytest
 from pilothouse.testing import SimulatedUpstream
 from tests.gateway.conftest import Gateway, start_gateway
 
-pytestmark = pytest.mark.slow
 MESSAGES = [
     {"role": "system", "content": "be brief"},
     {"role": "user", "content": "one two three four five six"},

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from pilothouse.gateway.limits import WINDOW_S, LocalRateLimiter, RedisRateLimiter
-from pilothouse.testing import PilothouseServer
 from tests.conftest import IN_CI
+from tests.server.inprocess import InProcessServer
 from tests.server.process import cli
 
 REDIS_URL = os.environ.get("PILOTHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -99,7 +99,7 @@ def test_allow_list_and_rpm_through_the_gateway(tmp_path: Path) -> None:
     out = cli("keys", "create", "--name", "limited", "--models", "sim", "--rpm", "3", "--database-url", url)
     assert out.returncode == 0, out.stderr
     key = out.stdout.strip().splitlines()[-1]
-    with PilothouseServer(url, args=["--config", str(_config(tmp_path))]) as server:
+    with InProcessServer(url, home=tmp_path, config=_config(tmp_path)) as server:
         auth = {"Authorization": f"Bearer {key}"}
         chat = server.base_url + "/v1/chat/completions"
         r = httpx.post(chat, json={"model": "other", "messages": MESSAGES}, headers=auth)
@@ -128,8 +128,8 @@ def test_two_gateways_share_exact_limits_in_redis(tmp_path: Path, redis_url: str
     config = _config(tmp_path)
     env = {"PILOTHOUSE_REDIS_URL": redis_url}
     with (
-        PilothouseServer(url, args=["--config", str(config)], env=env) as a,
-        PilothouseServer(url, args=["--config", str(config)], env=env) as b,
+        InProcessServer(url, home=tmp_path, config=config, env=env) as a,
+        InProcessServer(url, home=tmp_path, config=config, env=env) as b,
     ):
 
         async def burst() -> list[int]:
@@ -143,5 +143,5 @@ def test_two_gateways_share_exact_limits_in_redis(tmp_path: Path, redis_url: str
                 return [r.status_code for r in await asyncio.gather(*calls)]
 
         statuses = asyncio.run(burst())
-    # 30 concurrent requests over two processes: exactly 10 admitted (unless the minute turned mid-burst)
+    # 30 concurrent requests over two gateways: exactly 10 admitted (unless the minute turned mid-burst)
     assert statuses.count(200) in (10, 20) and statuses.count(429) == 30 - statuses.count(200)

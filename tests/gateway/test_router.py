@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from pilothouse.gateway.config import ConfigError, parse_config
+from pilothouse.gateway.config import ConfigError
+from pilothouse.gateway.config import gateway_config as parse_config
 from pilothouse.gateway.health import CircuitState
 from pilothouse.gateway.router import Attempt, Router
 from pilothouse.providers.base import ProviderError

@@ -13,21 +13,19 @@ import openai
 import pytest
 import yaml
 
-from pilothouse.testing import PilothouseServer
-from tests.server.process import cli
+from tests.server.inprocess import InProcessServer
 
 pytestmark = pytest.mark.slow
 
 
-def _serve(tmp_path: Path, options: dict[str, Any], semantic: dict[str, Any]) -> tuple[PilothouseServer, str]:
+def _serve(tmp_path: Path, options: dict[str, Any], semantic: dict[str, Any]) -> tuple[InProcessServer, str]:
     config = tmp_path / "semantic.yaml"
     model = {"name": "sim", "provider": "sim", "model": "sim-1", "options": options}
     config.write_text(
         yaml.safe_dump({"models": [model], "cache": {"semantic": {"enabled": True, **semantic}}})
     )
-    url = f"sqlite:///{tmp_path / 'semantic.db'}"
-    key = cli("keys", "create", "--name", "s", "--database-url", url).stdout.strip().splitlines()[-1]
-    return PilothouseServer(url, args=["--config", str(config)]), key
+    server = InProcessServer(f"sqlite:///{tmp_path / 'semantic.db'}", home=tmp_path, config=config)
+    return server, server.create_key("s")
 
 
 def _ask(client: openai.OpenAI, question: str, system: str | None = None) -> tuple[str, str]:
@@ -37,7 +35,7 @@ def _ask(client: openai.OpenAI, question: str, system: str | None = None) -> tup
     return raw.headers["x-pilothouse-cache"], raw.parse().choices[0].message.content or ""
 
 
-def _report(server: PilothouseServer, key: str, verified: int) -> dict[str, Any]:
+def _report(server: InProcessServer, key: str, verified: int) -> dict[str, Any]:
     deadline = time.monotonic() + 10
     while True:  # re-checks run in the background
         report: dict[str, Any] = httpx.get(

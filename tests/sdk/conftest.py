@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 import pilothouse
 from pilothouse.domain.traces import Observation
-from pilothouse.providers.simulation import SimConfig
+from pilothouse.providers.simulated_model import SimConfig
 from pilothouse.testing import InMemoryExporter, SimulatedUpstream
 from pilothouse.tracing.conventions import normalise_span
 from pilothouse.tracing.otlp import decode_protobuf

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from pilothouse.domain.keys import DEFAULT_SCOPES
 from pilothouse.server import Settings, create_app
 from pilothouse.store.sql import SqlStore
+from tests.conftest import sqlite_at_head
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Served:
 
 
 def serve(tmp_path: Path, **settings: object) -> Iterator[Served]:
-    store = SqlStore.from_url(f"sqlite:///{tmp_path / 'api.db'}")
+    store = SqlStore.from_url(sqlite_at_head(tmp_path / "api.db"))
     _, key = store.create_api_key("p1", "test", frozenset(DEFAULT_SCOPES))
     _, other = store.create_api_key("p2", "other", frozenset(DEFAULT_SCOPES))
     app = create_app(Settings(home=tmp_path, **settings), store=store)  # type: ignore[arg-type]

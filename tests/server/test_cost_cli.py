@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pilothouse.costs.catalogue import PriceCatalogue
@@ -18,10 +19,12 @@ from pilothouse.domain.traces import (
     TraceAttributes,
     Usage,
 )
-from pilothouse.gateway.config import load_config
+from pilothouse.gateway.config import load_gateway_config
 from pilothouse.gateway.recording import CallSpan
 from pilothouse.store.sql import SqlStore
 from tests.server.process import cli
+
+pytestmark = pytest.mark.slow  # the commands as a user runs them
 
 
 def _config(tmp_path: Path, name: str, input_price: float, output_price: float) -> Path:
@@ -38,7 +41,7 @@ def _config(tmp_path: Path, name: str, input_price: float, output_price: float) 
 
 def _seed(url: str, config: Path) -> list[str]:
     """Three calls of m1 (1,000 in / 500 out each), priced with ``config``, and one of gpt-4o."""
-    pricer = Pricer(PriceCatalogue.packaged(load_config(config).prices))
+    pricer = Pricer(PriceCatalogue.packaged(load_gateway_config(config).prices))
     store = SqlStore.from_url(url)
     now = time.time_ns()
     records = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pilothouse.domain.traces import ObservationKind, Usage
 from pilothouse.server.ingest import CHUNK_SPANS, IngestQueue, PendingExport
 from pilothouse.store.sql import SqlStore
@@ -9,6 +11,7 @@ from pilothouse.tracing.otlp import RawSpan
 from tests.store.test_store import rec, sid, tid
 
 
+@pytest.mark.slow  # waits out a linger of 1 s, so that the three exports make one batch
 def test_a_batch_larger_than_a_chunk_is_stored_whole_and_merged(sqlite_store: SqlStore) -> None:
     per_export = CHUNK_SPANS * 4 // 5
     exports = [[rec(tid(1_000_000 * e + i), sid(1)) for i in range(per_export)] for e in range(3)]

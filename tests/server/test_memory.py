@@ -32,6 +32,7 @@ def _faults(mode: str) -> tuple[str, int]:
     return tuned, int(faults)
 
 
+@pytest.mark.slow  # child processes
 @pytest.mark.skipif(not hasattr(os, "confstr") or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc only")
 def test_queued_bodies_reuse_the_heap_instead_of_faulting_in_fresh_pages() -> None:
     pages_per_round = 20 * 1_400_000 // os.sysconf("SC_PAGE_SIZE")

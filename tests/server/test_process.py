@@ -108,7 +108,7 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "1<=x<=65535" in r.stderr
     for command in (("serve",), ("keys", "list")):  # every command that reads the settings
         r = cli(*command, "--database-url", url, env={"PILOTHOUSE_PORT": "70000"})
-        assert r.returncode == 2 and "invalid settings: port: Input should be less than" in r.stderr
+        assert r.returncode == 2 and "invalid settings: PILOTHOUSE_PORT: Input should be less" in r.stderr
         assert r.stderr.strip().count("\n") == 0, r.stderr
 
 
@@ -157,3 +157,41 @@ def test_sigterm_under_load_loses_no_accepted_span(tmp_path: Path) -> None:
         assert {t.trace.id for t in page.data} <= set(accepted)
     finally:
         store.close()
+
+
+def test_serve_takes_its_settings_from_the_server_section_of_its_config(tmp_path: Path) -> None:
+    """``pilothouse serve --config FILE`` reads ``server:`` (it used to fail with "unknown section")."""
+    import os
+    import subprocess
+
+    from pilothouse.testing._server import PILOTHOUSE_BIN
+
+    port = free_port()
+    database = tmp_path / "from-the-file.db"
+    config = tmp_path / "pilothouse.yaml"
+    config.write_text(
+        f"server:\n  port: {port}\n  database_url: sqlite:///{database}\n  log_level: warning\n"
+        "models:\n  - name: sim\n    provider: sim\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PILOTHOUSE_")}
+    proc = subprocess.Popen(
+        [str(PILOTHOUSE_BIN), "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(600):  # the port and the database of the file: /health answers there
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not answer on the port of its config file")
+        assert database.is_file()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)

@@ -9,7 +9,7 @@ import pytest
 import zstandard
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import Engine, func, select, text
 
 from pilothouse.domain.traces import Observation, SpanRecord, TraceAttributes
 from pilothouse.store.engine import make_engine
@@ -25,11 +25,74 @@ def test_migrations_match_the_tables(store: SqlStore) -> None:
     assert diff == []
 
 
-def test_upgrade_is_idempotent(store: SqlStore) -> None:
-    from pilothouse.store.engine import upgrade_schema
+def _schema(engine: Engine) -> dict[str, object]:
+    """Every table's columns (name, type, nullable, default), primary key, indexes, unique constraints and
+    foreign keys, as the database reports them."""
+    from sqlalchemy import inspect
 
-    upgrade_schema(store.engine)
-    upgrade_schema(store.engine)
+    found = inspect(engine)
+    return {
+        table: (
+            [
+                (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                for c in found.get_columns(table)
+            ],
+            found.get_pk_constraint(table)["constrained_columns"],
+            sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"])) for i in found.get_indexes(table)
+            ),
+            sorted((u["name"] or "", tuple(u["column_names"])) for u in found.get_unique_constraints(table)),
+            sorted(
+                (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+                for f in found.get_foreign_keys(table)
+            ),
+        )
+        for table in sorted(found.get_table_names())
+    }
+
+
+def _rows(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in metadata.sorted_tables
+        }
+
+
+def test_upgrade_is_idempotent(empty_url: str) -> None:
+    """Upgrading a database already at head, by start-up's check and by Alembic itself, changes nothing:
+    the revision stays at head, the schema is the same, and stored rows stay."""
+    from pilothouse.domain.keys import DEFAULT_SCOPES
+    from pilothouse.store.engine import current_revision, head_revision, upgrade_schema
+
+    store = SqlStore.from_url(empty_url)  # a new database: every migration runs
+    try:
+        store.write_spans(
+            [
+                SpanRecord(
+                    "p1",
+                    Observation(trace_id="c" * 32, id="1" * 16, name="op", start_ns=1, end_ns=2),
+                    TraceAttributes(),
+                )
+            ]
+        )
+        _, secret = store.create_api_key("p1", "kept", frozenset(DEFAULT_SCOPES))
+        schema, rows = _schema(store.engine), _rows(store.engine)
+        assert current_revision(store.engine) == head_revision()
+        assert rows["spans"] == 1 and rows["api_keys"] == 1
+
+        upgrade_schema(store.engine)  # start-up's upgrade: at head, nothing to do
+        _migrate(empty_url, "head")  # Alembic's own upgrade to head, past start-up's check
+        upgrade_schema(store.engine)
+
+        assert current_revision(store.engine) == head_revision()
+        assert _schema(store.engine) == schema
+        assert _rows(store.engine) == rows
+        detail = store.get_trace("p1", "c" * 32)
+        assert detail is not None and [o.name for o in detail.observations] == ["op"]
+        assert store.find_api_key(secret) is not None
+    finally:
+        store.close()
 
 
 def test_head_revision_is_alembics_head(store: SqlStore) -> None:

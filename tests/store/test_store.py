@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -384,9 +383,7 @@ def test_many_spans_in_one_batch(store: SqlStore) -> None:
     records = [
         rec(trace, f"{i + 1:016x}", parent=None if i == 0 else sid(1), start_s=i / 1000) for i in range(n)
     ]
-    started = time.perf_counter()
     store.write_spans(records)
-    assert time.perf_counter() - started < 30
     detail = store.get_trace("p1", trace)
     assert detail is not None and detail.trace.observation_count == n
 

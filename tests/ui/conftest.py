@@ -1,11 +1,13 @@
-"""One real ``pilothouse serve`` for the UI tests, seeded through the gateway, OTLP, the query API,
-the CLI and the eval store; and a headless Debian chromium driven by Playwright."""
+"""One Pilothouse server for the UI tests (the app of ``pilothouse serve``, served in this process on
+loopback), seeded through the gateway, OTLP, the query API, the CLI and the eval store; and a headless
+Debian chromium driven by Playwright."""
 
 from __future__ import annotations
 
 import os
 import random
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +23,8 @@ from pilothouse.domain.evals import EvalResult, RunStatus, ScoreRecord, SummaryB
 from pilothouse.domain.money import Money
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
-from pilothouse.testing import PilothouseServer
-from tests.server.process import cli
+from tests.evals.stored import JUDGED_SPEC, store_run
+from tests.server.inprocess import InProcessServer, cli_in_process
 from tests.spans import export_request, llm_attributes, new_span_id, new_trace_id, otlp_span
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,7 +37,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# `make screenshots` refreshes the pictures in docs/; an ordinary run leaves the working tree alone.
+SCREENSHOTS = Path(
+    os.environ.get("PILOTHOUSE_SCREENSHOTS") or tempfile.gettempdir() + "/pilothouse-screenshots"
+)
 SESSION_SECRET = "ui-tests-session-secret-0123456789abcdef"
 ADMIN_SECRET = "ph-admin-secret-for-ui-tests-0123456789"
 ARGUMENTS = '{"city": "Paris", "unit": "C"}'
@@ -45,7 +50,7 @@ ARGUMENTS = '{"city": "Paris", "unit": "C"}'
 class Seeded:
     """What the seeded server holds, for tests to look for."""
 
-    server: PilothouseServer
+    server: InProcessServer
     database_url: str
     admin_key: str  # a project key with the admin and read scopes
     read_key: str  # read only
@@ -64,7 +69,7 @@ class Seeded:
 
 
 def _key(url: str, name: str, scopes: str, project: str = "default") -> str:
-    done = cli(
+    done = cli_in_process(
         "keys", "create", "--name", name, "--scopes", scopes, "--project", project, "--database-url", url
     )
     assert done.returncode == 0, done.stderr
@@ -212,6 +217,11 @@ def _history(http: httpx.Client, key: str, now_ns: int, count: int = 160) -> Non
 def _seed_evals(url: str) -> tuple[dict[str, str], str]:
     store = SqlStore.from_url(url)
     evals = EvalStore(store)
+    runs: dict[str, str] = {}
+    # two runs graded by a judge nobody calibrated (older than the capitals runs the pages show first)
+    for name, quality in (("judged-baseline", [1.0] * 40), ("judged-candidate", [1.0] * 28 + [0.0] * 12)):
+        scores = {"contains": [1.0] * 40, "quality": quality}
+        runs[name] = store_run(evals, scores, spec=JUDGED_SPEC, dataset="explanations", name=name).id
     capitals = [
         ("France", "Paris"),
         ("Norway", "Oslo"),
@@ -232,7 +242,6 @@ def _seed_evals(url: str) -> tuple[dict[str, str], str]:
     version, _ = evals.import_items(
         "default", "capitals", items, source="tests/ui", description="Capital cities"
     )
-    runs: dict[str, str] = {}
     for name, wrong in (("baseline", {3, 7}), ("candidate", {3, 7, 11, 15, 19, 23, 27, 31})):
         run = evals.create_run(
             "default",
@@ -337,14 +346,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     read = _key(url, "ui-reader", "read")
     ingest = _key(url, "ci-ingest", "ingest,gateway")
     other = _key(url, "other-admin", "admin,read,gateway,ingest", project="other")
-    server = PilothouseServer(
+    server = InProcessServer(
         url,
-        args=["--config", str(config)],
-        env={
-            "PILOTHOUSE_HOME": str(home),
-            "PILOTHOUSE_SESSION_SECRET": SESSION_SECRET,
-            "PILOTHOUSE_ADMIN_KEY": ADMIN_SECRET,
-        },
+        home=home,
+        config=config,
+        env={"PILOTHOUSE_SESSION_SECRET": SESSION_SECRET, "PILOTHOUSE_ADMIN_KEY": ADMIN_SECRET},
     )
     try:
         with httpx.Client(base_url=server.base_url, timeout=30) as http:

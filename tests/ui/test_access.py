@@ -166,9 +166,9 @@ def test_bad_score_form_says_what_is_wrong(seeded: Seeded, admin: httpx.Client) 
 
 
 def test_revoking_the_sessions_key_ends_the_session(seeded: Seeded) -> None:
-    from tests.server.process import cli
+    from tests.server.inprocess import cli_in_process
 
-    done = cli(
+    done = cli_in_process(
         "keys",
         "create",
         "--name",

@@ -198,6 +198,22 @@ def test_compare_two_eval_runs(page: Any, seeded: Seeded) -> None:
     shot(page, "compare")
 
 
+def test_the_compare_page_refuses_an_uncalibrated_judge_as_the_gate_does(page: Any, seeded: Seeded) -> None:
+    baseline, candidate = seeded.runs["judged-baseline"], seeded.runs["judged-candidate"]
+    page.goto(f"{seeded.base_url}/evals/compare?baseline={baseline}&candidate={candidate}")
+    refusal = page.inner_text("#gate-refusal")
+    assert "metric 'quality' is graded by a judge (rubric, model judge) with no calibration" in refusal
+    assert page.locator("#verdict-h").count() == 0
+    page.fill("#g-alpha", "0.1")
+    page.check("#g-uncalibrated")
+    page.click("form[aria-label='Gate settings'] button")
+    page.wait_for_url(re.compile(r"allow_uncalibrated=1"))
+    assert "REGRESSION" in page.inner_text("#verdict-h")
+    findings = page.inner_text(".findings")
+    assert "below alpha 0.1" in findings and "Judge: uncalibrated" in findings
+    assert page.is_checked("#g-uncalibrated") and page.input_value("#g-alpha") == "0.1"
+
+
 def test_dark_mode(browser: Any, seeded: Seeded) -> None:
     context = browser.new_context(viewport={"width": 1360, "height": 900}, color_scheme="dark")
     tab = context.new_page()

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from pilothouse.config import load_settings
 from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.store.analytics import RollupRow, SampledCall
@@ -51,7 +52,9 @@ def test_the_secret_is_kept_in_home_unless_set(tmp_path: Path, monkeypatch: pyte
     assert load_secret(tmp_path / "home") == first and len(first) >= 32
     assert (tmp_path / "home" / "session-secret").stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv(SECRET_ENV, "from-the-environment-0123456789")
-    assert load_secret(tmp_path / "home") == b"from-the-environment-0123456789"
+    configured = load_settings().session_secret
+    assert configured is not None and "0123456789" not in repr(configured)  # never printed
+    assert load_secret(tmp_path / "home", configured.get_secret_value()) == b"from-the-environment-0123456789"
 
 
 def test_login_only_goes_back_to_local_pages() -> None:

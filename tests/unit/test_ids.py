@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from pilothouse.tracing.ids import new_span_id, new_trace_id
+from pilothouse.domain.ids import new_span_id, new_trace_id
 
 
 def test_trace_ids_begin_with_the_time_and_sort_by_it() -> None:

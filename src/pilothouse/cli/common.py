@@ -11,7 +11,7 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from pilothouse.server.settings import Settings
+from pilothouse.config import ConfigError, load_settings
 from pilothouse.store.sql import SqlStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,8 +40,8 @@ def open_store(database_url: str | None, *, create: bool = False) -> SqlStore:
     SQLite file that is not there is made only when ``create``: a command that reads, run from
     another folder than the server's, must not answer from a new empty database."""
     try:
-        url = Settings.load(database_url=database_url).resolved_database_url
-    except ValueError as exc:
+        url = load_settings(database_url=database_url).resolved_database_url
+    except ConfigError as exc:
         raise CliError(f"invalid settings: {exc}", exit_code=2) from None
     path = make_url(url).database if url.startswith("sqlite") else None
     if not create and path and path != ":memory:" and not Path(path).exists():

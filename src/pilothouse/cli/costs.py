@@ -244,11 +244,11 @@ def cascade_report(
     from pilothouse.costs.cascade_report import summarise
     from pilothouse.evals.verifier import add_cascades
     from pilothouse.gateway import Gateway
-    from pilothouse.gateway.config import ConfigError, load_config
+    from pilothouse.gateway.config import ConfigError, load_gateway_config
     from pilothouse.gateway.router import Router
 
     try:
-        config = load_config(config_path)
+        config = load_gateway_config(config_path)
         gateway = Gateway(Router(config), Pricer(PriceCatalogue.packaged(config.prices)))
         add_cascades(gateway, config.cascades)
     except (ConfigError, ValueError) as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from pilothouse.domain.datasets import DatasetItem
     from pilothouse.domain.evals import EvalRun, RunSummary
     from pilothouse.domain.money import Money
+    from pilothouse.evals import Evaluations
     from pilothouse.store.evals import EvalStore
 
 
@@ -28,6 +30,18 @@ def eval_store(database_url: str | None) -> EvalStore:
     from pilothouse.store.evals import EvalStore
 
     return EvalStore(open_store(database_url, create=True))  # an eval run may be the first use
+
+
+@contextmanager
+def evaluations(database_url: str | None) -> Iterator[Evaluations]:
+    """The evaluations service over the configured database, closed on leaving."""
+    from pilothouse.evals import Evaluations
+
+    store = open_store(database_url, create=True)  # an eval run may be the first use
+    try:
+        yield Evaluations.over(store)
+    finally:
+        store.close()
 
 
 def find_run(store: EvalStore, reference: str) -> EvalRun:
@@ -142,9 +156,11 @@ def run_command(
     import asyncio
 
     from pilothouse.domain.datasets import DatasetError
+    from pilothouse.evals import Evaluations
     from pilothouse.evals.calls import TargetConfigError
-    from pilothouse.evals.runner import RunError, run_eval
+    from pilothouse.evals.runner import RunError
     from pilothouse.evals.spec import SpecError, load_spec
+    from pilothouse.store.calibrations import CalibrationStore
 
     try:
         spec = load_spec(spec_file)
@@ -167,7 +183,8 @@ def run_command(
         display.start(run)
 
     try:
-        run = asyncio.run(run_eval(spec, store, resume=resume, on_start=started, on_progress=display.update))
+        service = Evaluations(store, CalibrationStore(store.store))
+        run = asyncio.run(service.run(spec, resume=resume, on_start=started, on_progress=display.update))
     except KeyboardInterrupt:
         display.stop()
         if not started_run:
@@ -373,87 +390,60 @@ def _jsonable(value: Any) -> Any:
 def compare_command(
     run_a: str, run_b: str, metrics: tuple[str, ...], limit: int, show_all: bool, database_url: str | None
 ) -> None:
-    """Per-item differences between two runs (B minus A), biggest losses first."""
+    """Per-item differences between two runs (B minus A), biggest losses first, and the gate's
+    verdict on them ('pilothouse gate' for the full report)."""
     from rich.table import Table
 
-    from pilothouse.evals.stats import item_means
+    from pilothouse.cli.gate import usage_error
+    from pilothouse.evals import ComparisonError
 
-    store = eval_store(database_url)
-    try:
-        a, b = find_run(store, run_a), find_run(store, run_b)
-        names = _shared_metrics(a, b, metrics)
-        rows: list[tuple[float, str, str, float | None, float | None]] = []
-        counts: dict[str, list[int]] = {}
-        for name in names:
-            means_a = item_means(store.metric_values(a.id, name)[0])
-            means_b = item_means(store.metric_values(b.id, name)[0])
-            tally = counts.setdefault(name, [0, 0, 0, 0])
-            for item in sorted(means_a.keys() | means_b.keys()):
-                va, vb = means_a.get(item), means_b.get(item)
-                if va is None or vb is None:
-                    tally[3] += 1
-                    if show_all:
-                        rows.append((0.0, item, name, va, vb))
-                    continue
-                delta = vb - va
-                tally[0 if delta > 0 else 1 if delta < 0 else 2] += 1
-                if delta != 0 or show_all:
-                    rows.append((delta, item, name, va, vb))
-        rows.sort(key=lambda r: (r[0], r[1]))
-        shown = rows[:limit]
-        ids = list({r[1] for r in shown})
-        outputs_a = _first_outputs(store, a.id, ids)
-        outputs_b = _first_outputs(store, b.id, ids)
-        inputs = store.get_items(a.dataset_version_id or "", ids) if a.dataset_version_id else {}
-        table = Table(title=f"{b.id[:8]} vs {a.id[:8]} (B - A)")
-        for column in ("item", "input", "metric", "A", "B", "delta", "A output", "B output"):
-            table.add_column(column, justify="right" if column in ("A", "B", "delta") else "left")
-        for delta, item, name, va, vb in shown:
-            style = "red" if delta < 0 else "green" if delta > 0 else ""
-            table.add_row(
-                item,
-                _preview(_input_text(inputs.get(item)), 40),
-                name,
-                _number(va),
-                _number(vb),
-                f"[{style}]{delta:+.3f}[/{style}]" if style else f"{delta:+.3f}",
-                _preview(outputs_a.get(item), 40),
-                _preview(outputs_b.get(item), 40),
+    with evaluations(database_url) as service:
+        try:
+            # a look at the items, not a gate: an uncalibrated judge is named in the verdict line
+            comparison = service.compare_runs(
+                run_a,
+                run_b,
+                metrics=metrics,
+                allow_uncalibrated=True,
+                changed_limit=limit,
+                include_unchanged=show_all,
             )
-        console = _console()
-        console.print(table)
-        for name, (better, worse, same, unpaired) in counts.items():
-            console.print(
-                f"{name}: {better} items better, {worse} worse, {same} unchanged"
-                + (f", {unpaired} measured in only one run" if unpaired else "")
-            )
-        if len(rows) > limit:
-            console.print(f"({len(rows) - limit} more; --limit to see them)")
-        if a.dataset_version_id != b.dataset_version_id:
-            console.print("note: the runs used different dataset versions; items are paired by id")
-    finally:
-        store.store.close()
-
-
-def _shared_metrics(a: EvalRun, b: EvalRun, wanted: tuple[str, ...]) -> list[str]:
-    shared = [name for name in a.scorers if name in b.scorers]
-    for name in wanted:
-        if name not in shared:
-            raise CliError(
-                f"metric {name!r} is not in both runs (A: {', '.join(a.scorers) or 'none'}; "
-                f"B: {', '.join(b.scorers) or 'none'})",
-                exit_code=2,
-            )
-    if not shared:
-        raise CliError("the two runs have no scorer in common", exit_code=2)
-    return list(wanted) or shared
-
-
-def _first_outputs(store: EvalStore, run_id: str, ids: list[str]) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for result in store.get_results(run_id, ids):
-        out.setdefault(result.item_id, result.output if result.error is None else f"error: {result.error}")
-    return out
+        except ComparisonError as exc:
+            raise usage_error(exc) from None
+    a, b = comparison.baseline, comparison.candidate
+    table = Table(title=f"{b.id[:8]} vs {a.id[:8]} (B - A)")
+    for column in ("item", "input", "metric", "A", "B", "delta", "A output", "B output"):
+        table.add_column(column, justify="right" if column in ("A", "B", "delta") else "left")
+    for c in comparison.changed:
+        style = "red" if c.delta < 0 else "green" if c.delta > 0 else ""
+        table.add_row(
+            c.item_id,
+            _preview(_input_text(c.input), 40),
+            c.metric,
+            _number(c.baseline),
+            _number(c.candidate),
+            (f"[{style}]{c.delta:+.3f}[/{style}]" if style else f"{c.delta:+.3f}") if c.paired else "n/a",
+            _preview(c.baseline_output, 40),
+            _preview(c.candidate_output, 40),
+        )
+    console = _console()
+    console.print(table)
+    for name, tally in comparison.tallies.items():
+        console.print(
+            f"{name}: {tally.better} items better, {tally.worse} worse, {tally.same} unchanged"
+            + (f", {tally.unpaired} measured in only one run" if tally.unpaired else "")
+        )
+    if comparison.changed_total > limit:
+        console.print(f"({comparison.changed_total - limit} more; --limit to see them)")
+    for warning in comparison.warnings:
+        console.print(f"note: {warning}")
+    verdicts = ", ".join(f"{r.metric.name} {r.verdict.value}" for r in comparison.results)
+    uncalibrated = comparison.uncalibrated
+    console.print(
+        f"gate: {comparison.verdict.value.upper()} ({verdicts})"
+        + (f"; uncalibrated judge: {', '.join(uncalibrated)}" if uncalibrated else "")
+        + " (the report: 'pilothouse gate')"
+    )
 
 
 def _input_text(item: DatasetItem | None) -> str:
@@ -625,21 +615,18 @@ def from_traces_command(
         filters = [_score_filter(text) for text in scores]
     except (ValueError, InvalidQuery) as exc:
         raise CliError(str(exc), exit_code=2) from None
-    store = eval_store(database_url)
-    try:
-        items = store.iter_trace_items(project, query, filters, limit)
-        source = "traces " + " ".join(
-            f"{k}={v}"
-            for k, v in (("since", since), ("until", until), ("model", model), ("name", trace_name))
-            if v
-        )
-        version, created = store.import_items(project, name, items, source=source.strip())
-    except DatasetError:  # a typo in a filter must not store an empty version
-        raise CliError(
-            f"no stored trace of project {project!r} matches these filters: nothing stored"
-        ) from None
-    finally:
-        store.store.close()
+    source = "traces " + " ".join(
+        f"{k}={v}"
+        for k, v in (("since", since), ("until", until), ("model", model), ("name", trace_name))
+        if v
+    )
+    with evaluations(database_url) as service:
+        try:
+            version, created = service.curate_from_traces(
+                project, name, query, filters, limit=limit, source=source.strip()
+            )
+        except DatasetError as exc:
+            raise CliError(str(exc)) from None
     state = "" if created else " (unchanged)"
     click.echo(
         f"dataset {version.name!r} version {version.version}{state}: {version.item_count} items from traces"

@@ -19,103 +19,40 @@ from typing import TYPE_CHECKING
 import click
 
 from pilothouse.cli.common import CliError, database_option
-from pilothouse.cli.evals import eval_store, find_run
+from pilothouse.cli.evals import evaluations
 
 if TYPE_CHECKING:
-    from pilothouse.domain.calibrations import Calibration
-    from pilothouse.domain.evals import EvalRun
-    from pilothouse.evals.gate import MetricResult, MetricSpec, MetricValues
-    from pilothouse.store.evals import EvalStore
+    from pilothouse.evals import Comparison, ComparisonError
 
 DEFAULT_REPORT_DIR = "pilothouse-gate"
 
-
-def _metric_names(baseline: EvalRun, candidate: EvalRun, wanted: tuple[str, ...]) -> list[str]:
-    shared = [name for name in baseline.scorers if name in candidate.scorers]
-    for name in wanted:
-        if name not in shared:
-            raise CliError(
-                f"metric {name!r} is not in both runs (baseline: {', '.join(baseline.scorers) or 'none'}; "
-                f"candidate: {', '.join(candidate.scorers) or 'none'})",
-                exit_code=2,
-            )
-    if not shared:
-        raise CliError("the baseline and the candidate have no metric (scorer) in common", exit_code=2)
-    return list(dict.fromkeys(wanted)) or shared
+# How the command line spells the settings a comparison error names.
+OPTIONS = {
+    "alpha": "--alpha",
+    "margin": "--margin",
+    "min_kappa": "--min-kappa",
+    "allow_uncalibrated": "--allow-uncalibrated",
+    "metric": "--metric",
+    "changed_limit": "--limit",
+}
 
 
-def _load(
-    store: EvalStore, baseline: EvalRun, candidate: EvalRun, name: str
-) -> tuple[MetricSpec, MetricValues, MetricValues]:
-    from pilothouse.evals.gate import MetricSpec, MetricValues
-
-    runs = [store.metric_values(run.id, name) for run in (baseline, candidate)]
-    binary = all(v in (0.0, 1.0) for by_item, _ in runs for values in by_item.values() for v in values)
-    spec = MetricSpec(name, "binary" if binary else "continuous")
-    (base_items, base_unmeasured), (cand_items, cand_unmeasured) = runs
-    return spec, MetricValues(base_items, base_unmeasured), MetricValues(cand_items, cand_unmeasured)
+def usage_error(exc: ComparisonError) -> CliError:
+    """A comparison the service refused, as the CLI's usage error (exit 2)."""
+    message = exc.message(OPTIONS)
+    if exc.code == "eval_run_not_found":
+        message += " (see 'pilothouse eval list')"
+    return CliError(message, exit_code=2)
 
 
-def _judge_calibrations(
-    store: EvalStore,
-    runs: tuple[EvalRun, EvalRun],
-    names: list[str],
-    allow_uncalibrated: bool,
-    min_kappa: float | None,
-) -> dict[str, Calibration | None]:
-    """The calibration of the judge of every judge-graded metric (the candidate's judge; the baseline's
-    too when the runs graded with different judges); a usage error for a missing or weak one."""
-    from pilothouse.evals.calibration import judged_metrics
-    from pilothouse.store.calibrations import CalibrationStore
-
-    calibrations = CalibrationStore(store.store)
-    baseline, candidate = runs
-    judged = [(candidate, judged_metrics(candidate.spec)), (baseline, judged_metrics(baseline.spec))]
-    found: dict[str, Calibration | None] = {}
-    for name in names:
-        uses = [(run, metrics[name]) for run, metrics in judged if name in metrics]
-        if len({m.fingerprint for _, m in uses}) > 1:
-            click.echo(f"warning: the runs graded {name!r} with different judges (or judge specs)", err=True)
-        for run, metric in uses:
-            calibration = calibrations.latest(run.project_id, metric.fingerprint)
-            if calibration is None and not allow_uncalibrated:
-                raise CliError(
-                    f"metric {name!r} is graded by a judge ({metric.scorer_type}, model "
-                    f"{metric.judge_model}) with no calibration: run 'pilothouse judge calibrate "
-                    f"SPEC.yaml --labels LABELS.jsonl --scorer {name}' (--project {run.project_id}), "
-                    "or pass --allow-uncalibrated",
-                    exit_code=2,
-                )
-            if calibration is not None and not calibration.metrics.measured and not allow_uncalibrated:
-                raise CliError(
-                    f"metric {name!r}: its judge's calibration {calibration.id} (v{calibration.version}) "
-                    f"could read none of the judge's {calibration.metrics.n} replies, so it shows nothing; "
-                    "fix the judge and calibrate again, or pass --allow-uncalibrated",
-                    exit_code=2,
-                )
-            kappa = calibration.metrics.kappa if calibration is not None else None
-            if calibration is not None and min_kappa is not None and (kappa is None or kappa < min_kappa):
-                shown = "undefined" if kappa is None else f"{kappa:.3f}"
-                raise CliError(
-                    f"metric {name!r}: its judge's calibration {calibration.id} (v{calibration.version}) has "
-                    f"kappa {shown}, below --min-kappa {min_kappa:g}",
-                    exit_code=2,
-                )
-            found.setdefault(name, calibration)
-    return found
-
-
-def _print(
-    results: list[MetricResult],
-    baseline: EvalRun,
-    candidate: EvalRun,
-    judges: dict[str, Calibration | None],
-) -> None:
+def _print(comparison: Comparison) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pilothouse.evals.gate import GateVerdict, overall_verdict
+    from pilothouse.evals.gate import GateVerdict, judge_calibration_text
 
+    results, judges = comparison.results, comparison.judges
+    baseline, candidate = comparison.baseline, comparison.candidate
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=160)
@@ -156,8 +93,6 @@ def _print(
             str(r.n_paired),
         )
     console.print(table)
-    from pilothouse.evals.gate import judge_calibration_text
-
     for r in results:
         console.print(f"- {r.metric.name}: {r.explanation}")
         if r.metric.name in judges:
@@ -167,7 +102,7 @@ def _print(
                 f"  unmeasured values (left out): baseline {r.unmeasured_baseline}, "
                 f"candidate {r.unmeasured_candidate}"
             )
-    overall = overall_verdict(results)
+    overall = comparison.verdict
     colour = colours[overall]
     console.print(f"[bold {colour}]{overall.value.upper()}[/bold {colour}] (exit {overall.exit_code})")
 
@@ -221,51 +156,35 @@ def gate(
     A metric graded by a judge needs the judge's calibration ('pilothouse judge calibrate'), unless
     --allow-uncalibrated. Exit status: 0 pass, 1 regression, 3 inconclusive (with the sample size
     that would decide), 2 usage error."""
-    from pilothouse.evals.gate import (
-        compare_metric,
-        overall_verdict,
-        render_json,
-        render_junit,
-        render_markdown,
-    )
+    from pilothouse.evals import ComparisonError
+    from pilothouse.evals.gate import render_json, render_junit, render_markdown
 
-    if not 0 < alpha < 0.5:
-        raise CliError(f"--alpha must be between 0 and 0.5, not {alpha}", exit_code=2)
-    if margin is not None and not margin >= 0:
-        raise CliError(f"--margin must be a number >= 0, not {margin}", exit_code=2)
-    if min_kappa is not None and not -1 <= min_kappa <= 1:
-        raise CliError(f"--min-kappa must be between -1 and 1, not {min_kappa}", exit_code=2)
-    store = eval_store(database_url)
-    try:
-        base_run, cand_run = find_run(store, baseline), find_run(store, candidate)
-        names = _metric_names(base_run, cand_run, metrics)
-        judges = _judge_calibrations(store, (base_run, cand_run), names, allow_uncalibrated, min_kappa)
-        results = []
-        for name in names:
-            spec, base_values, cand_values = _load(store, base_run, cand_run, name)
-            try:
-                results.append(compare_metric(spec, base_values, cand_values, margin=margin, alpha=alpha))
-            except ValueError as exc:
-                raise CliError(f"{name}: {exc}", exit_code=2) from None
-    finally:
-        store.store.close()
-    for run in (base_run, cand_run):
-        if run.status.value != "completed":
-            click.echo(f"warning: run {run.id} is {run.status.value}, not completed", err=True)
-    if base_run.dataset_version_id != cand_run.dataset_version_id:
-        click.echo(
-            f"warning: the runs used different datasets ({base_run.dataset}@{base_run.dataset_version} and "
-            f"{cand_run.dataset}@{cand_run.dataset_version}); items are paired by id",
-            err=True,
-        )
-    _print(results, base_run, cand_run, judges)
+    with evaluations(database_url) as service:
+        try:
+            comparison = service.compare_runs(
+                baseline,
+                candidate,
+                metrics=metrics,
+                margin=margin,
+                alpha=alpha,
+                allow_uncalibrated=allow_uncalibrated,
+                min_kappa=min_kappa,
+                changed_limit=0,  # the gate's reports list no items
+            )
+        except ComparisonError as exc:
+            raise usage_error(exc) from None
+    for warning in comparison.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    _print(comparison)
+    results, judges = comparison.results, comparison.judges
+    base_id, cand_id = comparison.baseline.id, comparison.candidate.id
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
         for suffix, render in (("md", render_markdown), ("xml", render_junit), ("json", render_json)):
             (report_dir / f"gate.{suffix}").write_text(
-                render(results, base_run.id, cand_run.id, judges), encoding="utf-8"
+                render(results, base_id, cand_id, judges), encoding="utf-8"
             )
     except OSError as exc:
         raise CliError(f"cannot write the reports to {report_dir}: {exc.strerror}") from None
     click.echo(f"reports: {report_dir / 'gate.md'}, {report_dir / 'gate.xml'}, {report_dir / 'gate.json'}")
-    sys.exit(overall_verdict(results).exit_code)
+    sys.exit(comparison.verdict.exit_code)

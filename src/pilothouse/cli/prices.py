@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
+from pilothouse.config import ConfigError, load_config
 from pilothouse.costs.catalogue import PriceCatalogue, PriceRow
 from pilothouse.domain.timeparse import parse_time_ns
-from pilothouse.gateway.config import ConfigError, load_config
+from pilothouse.gateway.config import GatewayConfig
 from pilothouse.store.costs import CostStore
 
 config_option = click.option(
@@ -18,15 +19,14 @@ config_option = click.option(
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    envvar="PILOTHOUSE_CONFIG",
     help="A gateway config whose custom prices (models[].price) count too (default: $PILOTHOUSE_CONFIG).",
 )
 
 
 def load_catalogue(config_path: Path | None) -> PriceCatalogue:
-    """The packaged catalogue with the custom prices of ``config_path``."""
+    """The packaged catalogue with the custom prices of ``config_path`` (else of $PILOTHOUSE_CONFIG)."""
     try:
-        custom = load_config(config_path).prices if config_path else []
+        custom = GatewayConfig.from_config(load_config(config_path)).prices
     except ConfigError as exc:
         raise CliError(str(exc), exit_code=2) from None
     return PriceCatalogue.packaged(custom)

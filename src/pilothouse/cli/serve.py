@@ -21,13 +21,16 @@ def serve(
     """Serve the collector, query API and gateway on one port."""
     import uvicorn
 
+    from pilothouse.config import ConfigError, load_config
+    from pilothouse.gateway.config import GatewayConfig
     from pilothouse.server.app import create_app
-    from pilothouse.server.settings import Settings
 
     try:
-        settings = Settings.load(config, host=host, port=port, database_url=database_url, log_level=log_level)
-    except ValueError as exc:
+        loaded = load_config(config, host=host, port=port, database_url=database_url, log_level=log_level)
+        gateway_config = GatewayConfig.from_config(loaded)
+    except ConfigError as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
+    settings = loaded.server
     from pilothouse.domain.keys import DEFAULT_SCOPES
     from pilothouse.store.sql import SqlStore
 
@@ -40,7 +43,7 @@ def serve(
         first_key = None
         if not store.list_api_keys():
             _, first_key = store.create_api_key("default", "first key", frozenset(DEFAULT_SCOPES))
-        app = create_app(settings, store=store)
+        app = create_app(settings, store=store, gateway_config=gateway_config)
     except Exception as exc:
         raise CliError(f"cannot start: {str(exc).splitlines()[0]}") from exc
     base = f"http://{settings.host}:{settings.port}"

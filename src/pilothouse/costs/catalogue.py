@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 
+from pilothouse.config import PriceSpec
+
 # Per 1M tokens unless the name says otherwise; None = not offered / not applicable.
 PRICE_COLUMNS = (
     "input",
@@ -261,3 +263,35 @@ class PriceCatalogue:
             if row.effective_from <= day:
                 current = row
         return current or found[0]  # a call before the first known price: the launch price
+
+
+def custom_price_row(price: PriceSpec, provider: str, model: str, name: str) -> PriceRow:
+    """A deployment's price from the config (``models[].price``): per-1M-token prices, or a self-hosted
+    server's cost per hour and measured throughput (price per token = hourly cost / tokens per hour)."""
+    if price.per_hour_usd is not None:
+        assert price.tokens_per_s is not None  # the config model requires it with per_hour_usd
+        output = price.per_hour_usd / (price.tokens_per_s * 3600) * 1e6
+        input_rate = price.input_tokens_per_s or price.tokens_per_s
+        input_price = price.per_hour_usd / (input_rate * 3600) * 1e6
+        return PriceRow(
+            provider,
+            model,
+            date.min,
+            input_price,
+            output,
+            max_output_tokens=price.max_output_tokens,
+            source=f"config:{name}",
+        )
+    assert price.input is not None and price.output is not None  # required for per-token prices
+    return PriceRow(
+        provider,
+        model,
+        date.min,
+        float(price.input),
+        float(price.output),
+        cache_read=price.cache_read,
+        cache_write=price.cache_write,
+        reasoning=price.reasoning,
+        max_output_tokens=price.max_output_tokens,
+        source=f"config:{name}",
+    )

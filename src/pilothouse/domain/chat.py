@@ -10,6 +10,7 @@ retries, fallbacks, pricing, and a span for every call), and HTTP to any OpenAI-
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ __all__ = [
     "ChatStream",
     "ModelCallError",
     "SpanSink",
+    "current_call",
 ]
 
 SpanSink = Callable[[SpanRecord], None]  # where the spans of in-process calls go
@@ -43,6 +45,11 @@ class CallContext:
     def traceparent(self, span_id: str) -> str:
         """The W3C ``traceparent`` header that puts a call made elsewhere (over HTTP) in this trace."""
         return f"00-{self.trace_id}-{span_id}-01"
+
+
+# The call the current task serves or evaluates (an eval item, a cascade request): calls made on its
+# behalf deeper down (a judge's) are recorded in its trace and project.
+current_call: ContextVar[CallContext | None] = ContextVar("pilothouse_current_call", default=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,7 +111,7 @@ class SessionSummary:
     cost_usd: Money
 
 
-@dataclass(slots=True)  # not frozen: a dashboard makes thousands, and frozen ones cost 2.5x to make
+@dataclass(slots=True)  # not frozen: a dashboard makes thousands, and frozen ones are slower to make
 class ModelMetrics:
     """Model calls of one model in one time bucket (from the rollups)."""
 

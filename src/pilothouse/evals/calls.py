@@ -4,16 +4,14 @@ target's or judge's spec mapping (errors name ``section.key``)."""
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
-from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
-from pilothouse.domain.chat import CallContext, ModelCallError, SpanSink
+from pilothouse import config
+from pilothouse.domain.chat import CallContext, ModelCallError, SpanSink, current_call
+from pilothouse.domain.ids import new_trace_id
 from pilothouse.domain.traces import TraceAttributes
-from pilothouse.tracing.ids import new_trace_id
 
 __all__ = [
     "CallContext",
@@ -57,30 +55,16 @@ def with_role(context: CallContext, role: str, name: str | None = None) -> CallC
     return replace(context, attributes={**context.attributes, "eval.role": role}, name=name)
 
 
-# The item being evaluated, for judge calls made from inside scorers (one asyncio task per item).
-current_call: ContextVar[CallContext | None] = ContextVar("pilothouse_eval_call", default=None)
-
-
 # -- option readers -----------------------------------------------------------------------------------
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def expand_env(value: Any, where: str) -> Any:
-    """``${NAME}`` in strings replaced from the environment (an unset name is an error naming ``where``)."""
-    if isinstance(value, str):
-
-        def substitute(match: re.Match[str]) -> str:
-            if match.group(1) not in os.environ:
-                raise TargetConfigError(f"{where}: environment variable {match.group(1)} is not set")
-            return os.environ[match.group(1)]
-
-        return _ENV.sub(substitute, value)
-    if isinstance(value, Mapping):
-        return {k: expand_env(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, where) for v in value]
-    return value
+    """``${NAME}`` in strings replaced from the environment, as in the config file (an unset name is a
+    :class:`TargetConfigError` naming ``where``)."""
+    try:
+        return config.expand_env(value, where)
+    except config.ConfigError as exc:
+        raise TargetConfigError(str(exc)) from None
 
 
 class Options:

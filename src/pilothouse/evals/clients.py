@@ -11,26 +11,17 @@ calls carry a W3C ``traceparent`` so a Pilothouse gateway records them in the tr
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pilothouse.config import default_config_file
 from pilothouse.domain.chat import ChatModel
 from pilothouse.evals.calls import Options, TargetConfigError
 from pilothouse.evals.judges import Judge
 
-__all__ = ["build_judge", "chat_model", "default_config_path"]
-
-
-def default_config_path() -> Path | None:
-    """The gateway config of in-process model calls: $PILOTHOUSE_CONFIG, else ./pilothouse.yaml."""
-    env = os.environ.get("PILOTHOUSE_CONFIG")
-    if env:
-        return Path(env)
-    local = Path("pilothouse.yaml")
-    return local if local.is_file() else None
+__all__ = ["build_judge", "chat_model"]
 
 
 def _in_process(config_path: Path | None, model: str, section: str) -> ChatModel:
@@ -38,11 +29,11 @@ def _in_process(config_path: Path | None, model: str, section: str) -> ChatModel
     from pilothouse.costs.pricing import Pricer
     from pilothouse.evals.verifier import add_cascades
     from pilothouse.gateway import Gateway, InProcessModel
-    from pilothouse.gateway.config import ConfigError, load_config
+    from pilothouse.gateway.config import ConfigError, load_gateway_config
     from pilothouse.gateway.router import Router
 
     try:
-        config = load_config(config_path)
+        config = load_gateway_config(config_path)
     except (ConfigError, OSError) as exc:
         raise TargetConfigError(f"{section}.config: {exc}") from None
     names = sorted({*(d.name for d in config.deployments), *(c.name for c in config.cascades)})
@@ -71,9 +62,9 @@ def chat_model(opts: Options, model: str, base_dir: Path, timeout_s: float) -> C
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise opts.error("base_url", f"must be an http(s) URL, not {base_url!r}")
-        api_key = (
-            opts.text("api_key") or os.environ.get("PILOTHOUSE_API_KEY") or os.environ.get("OPENAI_API_KEY")
-        )
+        from pilothouse.config import ClientSettings
+
+        api_key = opts.text("api_key") or ClientSettings().key_for_models()
         return HttpModel(
             base_url,
             model,
@@ -86,7 +77,7 @@ def chat_model(opts: Options, model: str, base_dir: Path, timeout_s: float) -> C
     path = (
         (base_dir / config) if config and not Path(config).is_absolute() else Path(config) if config else None
     )
-    return _in_process(path or default_config_path(), model, opts.section)
+    return _in_process(path or default_config_file(), model, opts.section)
 
 
 _JUDGE_KEYS = {

@@ -1,7 +1,8 @@
 """The quality gate: a non-inferiority decision per metric, and the reports that explain it.
 
-Pure functions over per-item values (see :mod:`pilothouse.evals.stats`); loading runs, writing files
-and exit codes of usage errors (2) belong to the CLI. The method is explained for users in docs/gate.md.
+Pure functions over per-item values (see :mod:`pilothouse.evals.stats`); loading runs and checking
+their judges is the evaluations service's (:class:`pilothouse.evals.Evaluations`), writing files and
+exit codes of usage errors (2) the CLI's. The method is explained for users in docs/gate.md.
 """
 
 from __future__ import annotations
@@ -451,17 +452,27 @@ def render_json(
     candidate_run: str,
     judges: JudgeCalibrations | None = None,
 ) -> str:
-    """The whole finding as JSON (non-finite numbers as null). A judge metric has ``judge``:
-    ``{"calibrated": true, "calibration": {...}}`` or ``{"calibrated": false}``."""
+    """The whole finding as JSON (:func:`gate_document`)."""
+    doc = gate_document(results, baseline_run, candidate_run, judges)
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+def gate_document(
+    results: Sequence[MetricResult],
+    baseline_run: str,
+    candidate_run: str,
+    judges: JudgeCalibrations | None = None,
+) -> dict[str, Any]:
+    """The whole finding as JSON-ready data (non-finite numbers as None). A judge metric has
+    ``judge``: ``{"calibrated": true, "calibration": {...}}`` or ``{"calibrated": false}``."""
     overall = overall_verdict(results)
-    doc = {
+    return {
         "verdict": overall.value,
         "exit_code": overall.exit_code,
         "baseline_run": baseline_run,
         "candidate_run": candidate_run,
         "metrics": [_result_dict(r, judges or {}) for r in results],
     }
-    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
 
 
 def _finite(x: float | None) -> float | None:

@@ -33,9 +33,10 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal, Protocol
 
 from pilothouse.domain.chat import CallContext, ChatModel, ModelCallError
+from pilothouse.domain.ids import new_trace_id
 from pilothouse.domain.money import Money
 from pilothouse.evals.calls import current_call, with_role
-from pilothouse.evals.scorers import strip_code_fence
+from pilothouse.evals.deterministic_scorers import strip_code_fence
 from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
@@ -45,7 +46,6 @@ from pilothouse.evals.scoring import (
     register_scorer,
 )
 from pilothouse.evals.templating import render, to_text
-from pilothouse.tracing.ids import new_trace_id
 
 __all__ = [
     "ANSWER_RELEVANCE_PROMPT",

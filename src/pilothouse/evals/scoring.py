@@ -217,8 +217,7 @@ def register_scorer(type_name: str, *, replace: bool = False) -> Callable[[Facto
 
 def _load_builtin_scorers() -> None:
     # Imported here, not at the top: those modules register themselves through this one.
-    import pilothouse.evals.judges
-    import pilothouse.evals.scorers  # noqa: F401
+    pass
 
 
 def available_scorers() -> list[str]:

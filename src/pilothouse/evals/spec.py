@@ -12,7 +12,7 @@ target:                              # see pilothouse.evals.targets: model | cal
   messages:
     - {role: user, content: "Explain {{topic}} briefly."}
 judge: {model: gpt-4o-mini}          # the model judge scorers grade with (same keys as a model target)
-scorers:                             # see pilothouse.evals.scorers and judges
+scorers:                             # see pilothouse.evals.deterministic_scorers and judges
   - {type: contains, value: "{{topic}}", weight: 2}
   - {type: rubric, criteria: "Is it correct?", threshold: 0.6}
 repeats: 1                           # epochs: each item is run this many times

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.ids import new_span_id
 from pilothouse.domain.money import Money
 from pilothouse.evals.calls import CallContext, Options, SpanSink, TargetConfigError, TargetError
 from pilothouse.evals.clients import chat_model
 from pilothouse.evals.templating import render_messages, render_value
 from pilothouse.gateway import retry_after_seconds
-from pilothouse.tracing.ids import new_span_id
 
 __all__ = [
     "CallContext",

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pilothouse.config import CascadeSettings
 from pilothouse.evals.judges import Judge, JudgeModel
 from pilothouse.evals.scoring import Sample, build_scorer
 from pilothouse.gateway import Gateway, InProcessModel
-from pilothouse.gateway.cascade import CascadeSettings, Verdict, Verifier
+from pilothouse.gateway.cascade import Verdict, Verifier
 
 __all__ = ["add_cascades", "cascade_verifier"]
 

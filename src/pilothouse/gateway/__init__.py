@@ -7,7 +7,7 @@ the one chat-model interface (:class:`pilothouse.domain.chat.ChatModel`)."""
 from pilothouse.gateway._caching import Caches
 from pilothouse.gateway._gateway import Caller, Cascade, Gateway, GatewayError, GatewayReply, error_kind
 from pilothouse.gateway._models import HttpModel, InProcessModel, retry_after_seconds
-from pilothouse.gateway.config import ConfigError, GatewayConfig, load_config, parse_config
+from pilothouse.gateway.config import ConfigError, GatewayConfig, gateway_config, load_gateway_config
 from pilothouse.gateway.recording import CallSpan
 from pilothouse.gateway.router import Attempt, Router, UnknownModel
 
@@ -27,7 +27,7 @@ __all__ = [
     "Router",
     "UnknownModel",
     "error_kind",
-    "load_config",
-    "parse_config",
+    "gateway_config",
+    "load_gateway_config",
     "retry_after_seconds",
 ]

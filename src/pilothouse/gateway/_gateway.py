@@ -17,15 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pilothouse.config import CascadeSettings
 from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_tokens, worst_case_cost
-from pilothouse.domain.chat import SpanSink
+from pilothouse.domain.chat import CallContext, SpanSink, current_call
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
 from pilothouse.gateway._caching import CacheOutcome, Caches, replay
 from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
 from pilothouse.gateway.cache import CachePolicy
-from pilothouse.gateway.cascade import CascadeSettings, Verifier, run_cascade
+from pilothouse.gateway.cascade import Verifier, run_cascade
 from pilothouse.gateway.limits import RateLimiter
 from pilothouse.gateway.recording import CallSpan, StreamAssembler, parse_traceparent, usage_from_openai
 from pilothouse.gateway.router import Router, UnknownModel
@@ -75,17 +76,15 @@ class GatewayError(Exception):
 
 
 _KINDS = {
-    400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
-    413: "invalid_request_error",
     429: "rate_limit_error",
 }
 
 
 def error_kind(status: int) -> str:
-    """OpenAI's error ``type`` for an HTTP status."""
+    """OpenAI's error ``type`` for an HTTP status (every surface of ours uses it)."""
     return _KINDS.get(status, "server_error" if status >= 500 else "invalid_request_error")
 
 
@@ -393,7 +392,13 @@ class Gateway:
         """Serve a cascade route: each step is its own traced, priced generation (the answer's is the
         request's span, the rejected ones its children); the cost is their sum."""
         settings, verifier = cascade
-        steps = await run_cascade(self.router, settings, verifier, request, call.attempts)
+        # a verifier's judge calls are recorded in this request's trace and project, under its span
+        served = CallContext(call.trace_id, call.project_id, parent_id=call.span_id)
+        token = current_call.set(served)
+        try:
+            steps = await run_cascade(self.router, settings, verifier, request, call.attempts)
+        finally:
+            current_call.reset(token)
         total: Cost | None = Cost({})
         summary = []
         for position, step in enumerate(steps):

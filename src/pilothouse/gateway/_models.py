@@ -16,12 +16,12 @@ import orjson
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.chat import CallContext, ChatReply, ChatStream, ModelCallError, SpanSink
+from pilothouse.domain.ids import new_span_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Usage
 from pilothouse.gateway._gateway import Caller, Gateway, GatewayError
 from pilothouse.gateway.recording import CallSpan, StreamAssembler, usage_from_openai
 from pilothouse.providers.http import HTTPClient, HTTPError, Response, StreamResponse
-from pilothouse.tracing.ids import new_span_id
 
 __all__ = ["HttpModel", "InProcessModel", "retry_after_seconds"]
 

@@ -19,19 +19,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from pilothouse.config import CacheSettings
 from pilothouse.domain.money import Money
 from pilothouse.gateway.redis_client import connect_redis
 
 _IGNORED = frozenset({"stream", "stream_options", "user"})
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSettings:
-    """``cache:`` in the gateway config."""
-
-    enabled: bool = False
-    ttl_s: float = 3600.0
-    max_entries: int = 100_000  # in-process only; Redis evicts by its own policy
 
 
 @dataclass(frozen=True, slots=True)

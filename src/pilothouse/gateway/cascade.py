@@ -20,24 +20,15 @@ nothing of the evals.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pilothouse.config import CascadeSettings
 from pilothouse.providers.base import Deployment
 
 if TYPE_CHECKING:
     from pilothouse.gateway.router import Attempt, Router
-
-
-@dataclass(frozen=True)
-class CascadeSettings:
-    """One ``cascades:`` entry of the gateway config."""
-
-    name: str
-    models: tuple[str, ...]
-    verifier: Mapping[str, Any] = field(default_factory=dict)
-    judge: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,37 +72,3 @@ async def run_cascade(
         if verdict is None or verdict.accepted:
             break
     return steps
-
-
-def parse_cascades(data: Any, served: set[str], source: str) -> list[CascadeSettings]:
-    """``cascades:`` of a config; ValueError names what is wrong."""
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise ValueError(f"{source}: cascades must be a list")
-    out = []
-    for index, entry in enumerate(data):
-        where = f"{source}: cascades[{index}]"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where} must be a mapping")
-        unknown = sorted(set(entry) - {"name", "models", "verifier", "judge"})
-        if unknown:
-            raise ValueError(f"{where}: unknown key {unknown[0]!r}")
-        name, models = entry.get("name"), entry.get("models")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{where}: 'name' is required")
-        if name in served:
-            raise ValueError(f"{where}: {name!r} is already a model name")
-        if not isinstance(models, list) or len(models) < 2 or not all(isinstance(m, str) for m in models):
-            raise ValueError(f"{where} ({name}): 'models' must list at least two model names")
-        for model in models:
-            if model not in served:
-                raise ValueError(f"{where} ({name}): no model entry serves {model!r}")
-        verifier = entry.get("verifier")
-        if not isinstance(verifier, dict) or "type" not in verifier:
-            raise ValueError(f"{where} ({name}): 'verifier' must be a scorer spec with a 'type'")
-        judge = entry.get("judge")
-        if judge is not None and judge not in served:
-            raise ValueError(f"{where} ({name}): no model entry serves the judge {judge!r}")
-        out.append(CascadeSettings(name, tuple(models), verifier, judge))
-    return out

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from pilothouse.domain.ids import new_span_id, new_trace_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
     Cost,
@@ -23,7 +24,6 @@ from pilothouse.domain.traces import (
     Usage,
 )
 from pilothouse.gateway.router import Attempt
-from pilothouse.tracing.ids import new_span_id, new_trace_id
 
 REFUSED_PRICE_VERSION = "refused"  # the $0 cost of a call no upstream was asked to answer
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")

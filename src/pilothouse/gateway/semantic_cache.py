@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from pilothouse.config import SemanticCacheSettings
 from pilothouse.gateway.cache import CachedAnswer
 
 if TYPE_CHECKING:
@@ -33,29 +34,6 @@ log = logging.getLogger("pilothouse.cache")
 
 Embedder = Callable[[list[str]], Sequence[Sequence[float]]]
 _SCOPE_IGNORED = frozenset({"messages", "stream", "stream_options", "user"})
-
-
-@dataclass(frozen=True, slots=True)
-class SemanticCacheSettings:
-    """``cache.semantic:`` in the gateway config."""
-
-    enabled: bool = False
-    threshold: float = 0.92  # cosine similarity of the questions for a hit
-    multi_turn: bool = False  # also cache conversations with earlier turns
-    ttl_s: float = 3600.0
-    max_entries: int = 10_000  # per scope; the oldest go first
-    verify_sample: float = 0.05  # share of hits re-checked against a fresh answer
-    answer_threshold: float = 0.80  # similarity of cached and fresh answers that counts as agreement
-    precision_floor: float = 0.80  # below this measured precision the route is switched off ...
-    min_verified: int = 20  # ... once this many hits were re-checked
-    model: str = "all-minilm-l6-v2"
-
-    def __post_init__(self) -> None:
-        for name in ("threshold", "verify_sample", "answer_threshold", "precision_floor"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        if self.ttl_s <= 0 or self.max_entries < 1 or self.min_verified < 1:
-            raise ValueError("ttl_s must be > 0, max_entries and min_verified >= 1")
 
 
 def _text(content: Any) -> str:

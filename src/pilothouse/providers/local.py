@@ -65,7 +65,9 @@ class _Params:
 
 def pilothouse_home() -> Path:
     """``$PILOTHOUSE_HOME`` (default ``./.pilothouse``)."""
-    return Path(os.environ.get("PILOTHOUSE_HOME") or ".pilothouse")
+    from pilothouse.config import environment_settings
+
+    return environment_settings().home
 
 
 def _message_text(content: Any) -> str:
@@ -228,6 +230,7 @@ class LocalProvider:
         self._active: set[threading.Event] = set()
         self.batches = 0  # generate() calls, and the most requests one of them served
         self.largest_batch = 0
+        self.abandoned = 0  # requests whose caller went away before their answer was complete
 
     # -- loading (worker thread only) --------------------------------------------------------------
 
@@ -399,6 +402,7 @@ class LocalProvider:
             eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
             for job in batch:
                 if job.cancel.is_set():  # the client went away while queued
+                    self.abandoned += 1
                     continue
                 try:
                     ids, max_tokens = self._prepare(loaded, job.params)
@@ -462,8 +466,10 @@ class LocalProvider:
                     pad_token_id=pad,
                     **sampling,
                 )
-            for job, _, _, row_streamer in rows:
+            for job, _, limit, row_streamer in rows:
                 finish = "stop" if row_streamer.finished else "length"
+                if job.cancel.is_set() and finish == "length" and row_streamer.generated < limit:
+                    self.abandoned += 1  # generation stopped at the next token, not at its end
                 job.emit(("end", finish, row_streamer.generated))
         except ProviderError as exc:
             for job in batch:

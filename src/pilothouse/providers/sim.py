@@ -13,7 +13,7 @@ from dataclasses import fields
 from typing import Any
 
 from pilothouse.providers.base import Deployment, ProviderError
-from pilothouse.providers.simulation import (
+from pilothouse.providers.simulated_model import (
     SimConfig,
     SimReply,
     count_tokens,
@@ -25,7 +25,7 @@ from pilothouse.providers.simulation import (
 
 
 class SimProvider:
-    """Answers like a model would, from :func:`pilothouse.providers.simulation.simulate`."""
+    """Answers like a model would, from :func:`pilothouse.providers.simulated_model.simulate`."""
 
     def __init__(self, deployment: Deployment) -> None:
         known = {f.name for f in fields(SimConfig)}

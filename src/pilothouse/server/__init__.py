@@ -1,6 +1,6 @@
 """The HTTP server: app factory, collector, query API, ingest pipeline, settings."""
 
+from pilothouse.config import Settings
 from pilothouse.server.app import create_app
-from pilothouse.server.settings import Settings
 
 __all__ = ["Settings", "create_app"]

@@ -18,7 +18,7 @@ from pilothouse.domain.scores import make_score
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Status
 from pilothouse.server.body import read_json
-from pilothouse.server.errors import ApiError, FastJSONResponse
+from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
 from pilothouse.server.gc_pause import paused_gc
 from pilothouse.server.serialise import (
     model_metrics_list_json,
@@ -37,10 +37,6 @@ def _state(request: Request) -> Services:
     return state
 
 
-def _param_error(name: str, message: str) -> ApiError:
-    return ApiError(400, f"Invalid query parameter '{name}': {message}", code="invalid_parameter", param=name)
-
-
 def _float(params: Any, name: str) -> float | None:
     value = params.get(name)
     if value is None or value == "":
@@ -48,7 +44,7 @@ def _float(params: Any, name: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        raise _param_error(name, f"{value!r} is not a number") from None
+        raise param_error(name, f"{value!r} is not a number") from None
 
 
 def _money(params: Any, name: str) -> Money | None:
@@ -58,7 +54,7 @@ def _money(params: Any, name: str) -> Money | None:
     try:
         return Money.from_usd(value)
     except ValueError:
-        raise _param_error(name, f"{value!r} is not an amount of USD") from None
+        raise param_error(name, f"{value!r} is not an amount of USD") from None
 
 
 def _time(params: Any, name: str, now_ns: int) -> int | None:
@@ -68,7 +64,7 @@ def _time(params: Any, name: str, now_ns: int) -> int | None:
     try:
         return parse_time_ns(value, now_ns)
     except ValueError as exc:
-        raise _param_error(name, str(exc)) from None
+        raise param_error(name, str(exc)) from None
 
 
 def _window(params: Any, now_ns: int) -> tuple[int | None, int | None]:
@@ -93,7 +89,7 @@ def _check_order(params: Any, start: int, end: int) -> None:
         begins = repr(params["from"]) if params.get("from") else "its default start"
         ends = repr(params["to"]) if params.get("to") else "its default end"
         name = "to" if params.get("to") else "from"
-        raise _param_error(name, f"the time range ends ({ends}) before it starts ({begins})")
+        raise param_error(name, f"the time range ends ({ends}) before it starts ({begins})")
 
 
 def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
@@ -104,13 +100,13 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
     }  # fmt: skip
     unknown = sorted(set(params.keys()) - known)
     if unknown:
-        raise _param_error(unknown[0], f"unknown filter (known: {', '.join(sorted(known))})")
+        raise param_error(unknown[0], f"unknown filter (known: {', '.join(sorted(known))})")
     status = params.get("status")
     if status is not None and status not in ("ok", "error"):
-        raise _param_error("status", "must be 'ok' or 'error'")
+        raise param_error("status", "must be 'ok' or 'error'")
     limit_text = params.get("limit", "50")
     if not limit_text.isdigit():
-        raise _param_error("limit", f"{limit_text!r} is not a whole number")
+        raise param_error("limit", f"{limit_text!r} is not a whole number")
     cursor = params.get("cursor")
     start_ns, end_ns = _window(params, now_ns)
     try:
@@ -131,7 +127,7 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
         )
     except InvalidQuery as exc:
         name = "cursor" if "cursor" in str(exc) else "limit"
-        raise _param_error(name, str(exc)) from None
+        raise param_error(name, str(exc)) from None
 
 
 async def list_traces(request: Request) -> Response:
@@ -200,11 +196,11 @@ async def list_sessions(request: Request) -> Response:
     params = request.query_params
     limit_text = params.get("limit", "50")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
-        raise _param_error("limit", "must be a whole number from 1 to 500")
+        raise param_error("limit", "must be a whole number from 1 to 500")
     try:
         cursor = decode_cursor(params["cursor"]) if params.get("cursor") else None
     except InvalidQuery as exc:
-        raise _param_error("cursor", str(exc)) from None
+        raise param_error("cursor", str(exc)) from None
     now_ns = time.time_ns()
     # sessions active in a window (default the last 30 days): a bounded read at any store size
     start_ns, end_ns = _bounded_window(params, now_ns, now_ns - 30 * 24 * 3600 * 10**9, now_ns + 60 * 10**9)
@@ -223,10 +219,10 @@ async def model_metrics(request: Request) -> Response:
     start_ns, end_ns = _bounded_window(params, now_ns, now_ns - 24 * 3600 * 10**9, now_ns + 60 * 10**9)
     granularity = params.get("granularity", "hour")
     if granularity not in _GRANULARITY_S:
-        raise _param_error("granularity", "must be minute, hour or day")
+        raise param_error("granularity", "must be minute, hour or day")
 
     def rows() -> list[dict[str, Any]]:
-        with paused_gc():  # thousands of rows: ~15% of the request on a 30-day chart
+        with paused_gc():  # thousands of rows, all kept until the reply (python benchmarks/query.py)
             metrics = state.store.model_metrics(
                 principal.project_id, start_ns // 10**9, end_ns // 10**9, _GRANULARITY_S[granularity]
             )

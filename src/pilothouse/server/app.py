@@ -18,24 +18,25 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from pilothouse.config import Settings
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
+from pilothouse.evals import Evaluations
 from pilothouse.evals.verifier import add_cascades
 from pilothouse.gateway import Caches, Gateway
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
 from pilothouse.gateway.cache import make_response_cache
-from pilothouse.gateway.config import ConfigError, GatewayConfig, load_config
+from pilothouse.gateway.config import ConfigError, GatewayConfig, load_gateway_config
 from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, gateway_api
+from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics, Gauge
-from pilothouse.server.settings import Settings
 from pilothouse.server.state import Services
 from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
@@ -135,7 +136,7 @@ def create_app(
     """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given,
     and the gateway's models come from the settings' config file unless given; the ingest queue
     starts with the app and drains when it stops."""
-    config = gateway_config if gateway_config is not None else load_config(settings.config)
+    config = gateway_config if gateway_config is not None else load_gateway_config(settings.config)
     own_store = store is None
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     gateway, budgets = build_gateway(settings, config, the_store)
@@ -165,6 +166,7 @@ def create_app(
             gateway=gateway,
             budgets=budgets,
             metrics=metrics,
+            evaluations=Evaluations.over(the_store),
         )
         if gateway.caches.semantic is not None:
             await asyncio.to_thread(gateway.caches.semantic.warm_up)  # the embedding model loads first
@@ -192,6 +194,7 @@ def create_app(
         Route("/health", health, methods=["GET"]),
         *api.routes,
         *costs_api.routes,
+        *evals_api.routes,
         *gateway_api.routes,
         *ui_routes(settings),  # the web UI at /
     ]

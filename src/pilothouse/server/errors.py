@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse
 
+from pilothouse.gateway import error_kind
 from pilothouse.server.serialise import json_default
 
 
@@ -16,21 +17,6 @@ class FastJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, default=json_default)
-
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "server_error",
-    503: "server_error",
-}
 
 
 class ApiError(Exception):
@@ -50,7 +36,7 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
-        self.kind = _TYPES.get(status, "invalid_request_error")
+        self.kind = error_kind(status)
 
     def response(self) -> FastJSONResponse:
         """The JSON response for this error."""
@@ -63,3 +49,8 @@ class ApiError(Exception):
             }
         }
         return FastJSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def param_error(name: str, message: str) -> ApiError:
+    """The 400 of a bad query parameter, naming it."""
+    return ApiError(400, f"Invalid query parameter '{name}': {message}", code="invalid_parameter", param=name)

@@ -90,7 +90,7 @@ class IngestQueue:
         self.max_spans = max_spans
         # Under a backlog, bigger transactions write fewer index pages per span: random trace ids spread a
         # batch's inserts over the whole trace-id indexes, and each commit rewrites every page it touched
-        # (400,000 spans stored: 71 us/span to write in 20,000-span transactions, 101 in 5,000-span ones).
+        # (measure with `python benchmarks/ingest.py --prefill 400000` at two ingest_batch_spans settings).
         self.batch_spans = batch_spans
         self.linger_s = linger_s  # wait this long for a fuller batch: fewer, larger transactions
         self.retry_delays_s = tuple(retry_delays_s)
@@ -169,7 +169,7 @@ class IngestQueue:
                     taken += exports[-1].count
                 self._pending_spans -= taken
                 self._in_flight = taken
-            with paused_gc():  # ~6% of the CPU per span
+            with paused_gc():  # a batch's objects live until it is stored (python benchmarks/ingest.py)
                 self._store(exports)
             with self._cond:
                 self._in_flight = 0

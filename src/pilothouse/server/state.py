@@ -5,19 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pilothouse.config import Settings
+from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
-from pilothouse.server.settings import Settings
 from pilothouse.store.sql import SqlStore
 
 
 @dataclass(slots=True)
 class Services:
     """The services of one running app: settings, the store and its ingest queue, key checks, the
-    gateway (with its router and caches), the budgets it enforces, and the metrics."""
+    gateway (with its router and caches), the budgets it enforces, the metrics, and the evaluations
+    (eval runs compared with the quality gate)."""
 
     settings: Settings
     store: SqlStore
@@ -26,3 +28,4 @@ class Services:
     gateway: Gateway
     budgets: BudgetGuard
     metrics: GatewayMetrics
+    evaluations: Evaluations

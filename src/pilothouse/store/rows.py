@@ -51,11 +51,11 @@ from pilothouse.domain.traces import (
 
 # On SQLite, long text is stored compressed as a BLOB; text columns hold either str or bytes, and
 # unpack() reads both. PostgreSQL keeps text (ILIKE searches it) and compresses rows over ~2 KB itself.
-# Texts under LZ4_MAX_CHARS (most prompts and answers) are lz4 blocks: at ~750 bytes lz4 packs in 2.8 us
-# and unpacks in 1.1 where zstd takes 7.7 and 5.0 (a text search unpacks every text it reads), for
-# 40-80% more bytes (the benchmark's words: 38% at 512 characters, 52% at 750, 77% at 3,000). Longer
-# texts are zstd frames, where its better ratio adds up. A zstd frame starts
-# with its magic number; an lz4 block with its length (4 bytes, little-endian), never that number.
+# Texts under LZ4_MAX_CHARS (most prompts and answers) are lz4 blocks: at those sizes lz4 packs and
+# unpacks several times faster than zstd (and a text search unpacks every text it reads), for more
+# bytes. Longer texts are zstd frames, where its better ratio adds up. `python benchmarks/ingest.py`
+# measures the stored bytes and CPU per span, `python benchmarks/query.py` the searches. A zstd frame
+# starts with its magic number; an lz4 block with its length (4 bytes, little-endian), never that number.
 PACK_MIN_CHARS = 512
 LZ4_MAX_CHARS = 4096
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

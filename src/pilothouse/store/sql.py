@@ -326,11 +326,10 @@ class SqlStore:
         # Traces first: their spans refer to them by key. On PostgreSQL sorted, so that concurrent
         # writers take row locks in the same order (no deadlocks). SQLite has one writer: new traces
         # get their keys in the batch's order, so its span rows append to the (trace_pk, span_id)
-        # index instead of landing all over it (keys in trace-id order: 2 us more per span). Once the
-        # trace keys pass 200,000 (as many traces stored, but for deleted ones) the trace rows are
-        # written in trace-id order all the same: the random trace-id index no longer fits the page
-        # cache, and walking it in order is cheaper (at 400,000 traces, 38 instead of 46 us per span;
-        # below ~200,000 batch order is 1-3 us cheaper).
+        # index instead of landing all over it. Once the trace keys pass 200,000 (as many traces stored,
+        # but for deleted ones) the trace rows are written in trace-id order all the same: the random
+        # trace-id index no longer fits the page cache, and walking it in order is cheaper (compare
+        # `python benchmarks/ingest.py --prefill 400000` with a prefill under the threshold).
         traces = deltas.traces.items() if compress else sorted(deltas.traces.items())
         if compress:
             pk = conn.exec_driver_sql("SELECT coalesce(max(pk), 0) FROM traces").scalar_one()
@@ -678,8 +677,8 @@ class SqlStore:
         # Rows are read as they are (driver-level, no per-row SQLAlchemy processing) and merged here:
         # summing histograms in SQL is slower than this.
         # 30 days by hour is 720 rows per model and span name: they come straight from the driver,
-        # without SQLAlchemy's row objects, and PostgreSQL's in its binary format (2,880 rows with
-        # their histogram arrays: 30 ms instead of 41 in text).
+        # without SQLAlchemy's row objects, and PostgreSQL's in its binary format, cheaper to read
+        # than text for the histogram arrays (`python benchmarks/query.py --database-url postgresql://...`).
         params = {"project_id": project_id, "start": start_s, "end": end_s}
         with self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection

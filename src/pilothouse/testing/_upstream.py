@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from pilothouse.providers.simulation import (
+from pilothouse.providers.simulated_model import (
     SimConfig,
     SimReply,
     anthropic_message,

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from pilothouse import _speedups
 from pilothouse.domain.traces import (
     Observation,
     ObservationKind,
@@ -29,10 +30,7 @@ from pilothouse.domain.traces import (
 )
 from pilothouse.tracing.otlp import RawSpan
 
-try:  # the routing loop of _sort_attributes in C (built at install; same results)
-    from pilothouse.tracing._otlp_native import sort_attributes as _sort_native
-except ImportError:  # pragma: no cover - no C compiler at install
-    _sort_native = None  # type: ignore[assignment]
+_sort_native = _speedups.sort_attributes  # _sort_attributes in C, or None where it was not built
 
 _K = ObservationKind
 _OPENINFERENCE_KINDS = {
@@ -552,7 +550,7 @@ def _more_trace_attributes(
     )
 
 
-_SLOT, _DROP, _GROUP, _REST = 0, 1, 2, 3  # the same numbers in _otlp_native.c (ROUTE_*)
+_SLOT, _DROP, _GROUP, _REST = 0, 1, 2, 3  # the same numbers in _speedups/_attributes.c (ROUTE_*)
 _ROUTES_MAX = 20_000  # attribute names remembered with their route (names of user attributes vary)
 _ROUTES: dict[str, tuple[int, str, int]] = {}
 
@@ -574,8 +572,8 @@ def _route(key: str) -> tuple[int, str, int]:
 def _sort_attributes(
     attrs: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
-    """One pass: (slots, flattened groups, attributes kept as they are). The C reader's
-    ``sort_attributes`` does the same, faster; this is its reference and the fallback."""
+    """One pass: (slots, flattened groups, attributes kept as they are). ``_speedups.sort_attributes``
+    does the same in C; this is its reference and the fallback."""
     slots: dict[str, Any] = {}
     ranks: dict[str, int] = {}
     groups: dict[str, dict[str, Any]] = {}

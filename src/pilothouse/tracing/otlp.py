@@ -2,11 +2,12 @@
 
 Only decoding lives here; mapping the conventions onto the domain model is in ``conventions``.
 
-Protobuf bodies are read by a small C reader (``_otlp_native``, built at install when a C compiler
-is there) that checks a body and makes the spans without upb's message objects: ~2.5x less CPU for
-this step. Anything it does not take (malformed data, or a legal rarity such as a message field
-given twice, which protobuf merges) goes to upb, which decides and words the error; without the
-reader upb does it all, with the same results.
+Protobuf bodies are read by the C reader of ``pilothouse._speedups`` when it was built: it checks a
+body and makes the spans without upb's message objects, on a step every exported span goes through
+(measure it with ``python benchmarks/speedups.py``). Anything it does not take (malformed data, or a
+legal rarity such as a message field given twice, which protobuf merges) goes to upb, which decides
+and words the error. Its reference, and the fallback without it, is upb alone: :func:`parse_protobuf`
+then :func:`iter_protobuf`, with the same results.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-try:
-    from pilothouse.tracing import _otlp_native
-except ImportError:  # not compiled: upb reads every body
-    _otlp_native = None  # type: ignore[assignment]
+from pilothouse import _speedups
+
+_reader = _speedups.otlp_reader  # None: upb reads every body
 
 
 class OtlpDecodeError(ValueError):
@@ -136,9 +136,9 @@ class CheckedExport:
 def check_protobuf(body: bytes) -> CheckedExport:
     """Check a whole protobuf export; raises :class:`OtlpDecodeError` with the reason. Cheap: the
     spans are made later, by :func:`iter_checked` (off the request path)."""
-    if _otlp_native is not None:
+    if _reader is not None:
         try:
-            return CheckedExport(_otlp_native.count(body), body=body)
+            return CheckedExport(_reader.count(body), body=body)
         except ValueError:
             pass  # upb decides
     request, count = parse_protobuf(body)
@@ -148,11 +148,12 @@ def check_protobuf(body: bytes) -> CheckedExport:
 def iter_checked(export: CheckedExport) -> Iterator[RawSpan]:
     """Spans of a checked export."""
     if export.body is not None:
-        try:
-            spans: list[RawSpan] = _otlp_native.decode(export.body, RawSpan, RawEvent)
-            return iter(spans)
-        except ValueError:  # not expected for a body count() took; upb then reads it
-            return iter_protobuf(parse_protobuf(export.body)[0])
+        if _reader is not None:
+            try:
+                return iter(_reader.decode(export.body, RawSpan, RawEvent))
+            except ValueError:  # not expected for a body count() took; upb then reads it
+                pass
+        return iter_protobuf(parse_protobuf(export.body)[0])
     assert export.request is not None
     return iter_protobuf(export.request)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -25,8 +24,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
+from pilothouse.domain.ids import span_id_int, trace_id_int
 from pilothouse.domain.scores import make_score
-from pilothouse.tracing.ids import span_id_int, trace_id_int
 
 log = logging.getLogger("pilothouse.sdk")
 
@@ -35,7 +34,7 @@ TRACER_NAME = "pilothouse"
 
 
 class TimeOrderedIds(IdGenerator):
-    """OpenTelemetry ids whose trace ids begin with the time (see :mod:`pilothouse.tracing.ids`): the
+    """OpenTelemetry ids whose trace ids begin with the time (see :mod:`pilothouse.domain.ids`): the
     traces of an application sort by time in the store's indexes, which makes storing them cheaper."""
 
     def generate_span_id(self) -> int:
@@ -81,10 +80,13 @@ def init(
     :class:`pilothouse.testing.InMemoryExporter`), or ``tracer_provider`` to use your own.
     """
     global _client
-    base = (base_url or os.environ.get("PILOTHOUSE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-    key = api_key or os.environ.get("PILOTHOUSE_API_KEY")
+    from pilothouse.config import ClientSettings
+
+    env = ClientSettings()
+    base = (base_url or env.base_url).rstrip("/")
+    key = api_key or (env.api_key.get_secret_value() if env.api_key else None)
     owns = tracer_provider is None
-    attributes: dict[str, Any] = {"service.name": service_name or os.environ.get("OTEL_SERVICE_NAME", "app")}
+    attributes: dict[str, Any] = {"service.name": service_name or env.service_name}
     if environment:
         attributes["deployment.environment.name"] = environment
     if release:

@@ -3,21 +3,11 @@ per-item results, and two runs compared side by side with the quality gate's ver
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from starlette.responses import Response
 
 from pilothouse.domain.evals import EvalRun
-from pilothouse.evals.gate import (
-    GateVerdict,
-    MetricResult,
-    MetricSpec,
-    MetricValues,
-    compare_metric,
-    overall_verdict,
-)
-from pilothouse.evals.stats import item_means
+from pilothouse.evals import ComparisonError
+from pilothouse.evals.gate import DEFAULT_ALPHA, judge_calibration_text
 from pilothouse.store.evals import EvalStore
 from pilothouse.ui.web import PageContext, UiError, not_found
 
@@ -67,8 +57,9 @@ async def dataset(page: PageContext) -> Response:
 
 
 def _run(page: PageContext, run_id: str) -> EvalRun:
-    run = _evals(page).get_run(run_id.lower())
-    if run is None or run.project_id != page.project_id:  # another project's run is not found here
+    # another project's run is not found here
+    run = page.state.evaluations.find_run(run_id, page.project_id)
+    if run is None:
         raise not_found(f"eval run {run_id!r}")
     return run
 
@@ -101,115 +92,70 @@ async def run(page: PageContext) -> Response:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ChangedItem:
-    """An item whose mean score moved between the runs."""
-
-    item_id: str
-    metric: str
-    baseline: float | None
-    candidate: float | None
-
-    @property
-    def delta(self) -> float:
-        """Candidate minus baseline (0 when one side is missing)."""
-        if self.baseline is None or self.candidate is None:
-            return 0.0
-        return self.candidate - self.baseline
+# How this page names the settings a comparison error mentions (the fields of its form).
+SETTINGS = {
+    "alpha": "alpha",
+    "margin": "margin",
+    "min_kappa": "minimum kappa",
+    "allow_uncalibrated": "'Allow uncalibrated judges'",
+    "metric": "metric",
+}
+_TRUE = ("1", "true", "on", "yes")
 
 
-def _compare(store: EvalStore, baseline: EvalRun, candidate: EvalRun, margin: float | None) -> dict[str, Any]:
-    names = [n for n in baseline.scorers if n in candidate.scorers]
-    results: list[MetricResult] = []
-    changed: list[ChangedItem] = []
-    tallies: dict[str, tuple[int, int, int, int]] = {}
-    problems: list[str] = []
-    for name in names:
-        (base_items, base_unmeasured), (cand_items, cand_unmeasured) = (
-            store.metric_values(baseline.id, name),
-            store.metric_values(candidate.id, name),
-        )
-        values = [v for by in (base_items, cand_items) for vs in by.values() for v in vs]
-        spec = MetricSpec(name, "binary" if all(v in (0.0, 1.0) for v in values) else "continuous")
-        try:
-            results.append(
-                compare_metric(
-                    spec,
-                    MetricValues(base_items, base_unmeasured),
-                    MetricValues(cand_items, cand_unmeasured),
-                    margin=margin,
-                )
-            )
-        except ValueError as exc:
-            problems.append(f"{name}: {exc}")
-            continue
-        means_a, means_b = item_means(base_items), item_means(cand_items)
-        better = worse = same = unpaired = 0
-        for item in means_a.keys() | means_b.keys():
-            a, b = means_a.get(item), means_b.get(item)
-            if a is None or b is None:
-                unpaired += 1
-                changed.append(ChangedItem(item, name, a, b))
-            elif b > a:
-                better += 1
-                changed.append(ChangedItem(item, name, a, b))
-            elif b < a:
-                worse += 1
-                changed.append(ChangedItem(item, name, a, b))
-            else:
-                same += 1
-        tallies[name] = (better, worse, same, unpaired)
-    changed.sort(key=lambda c: (c.delta, c.item_id, c.metric))
-    shown = changed[:CHANGED_ROWS]
-    ids = list({c.item_id for c in shown})
-    outputs: dict[str, dict[str, str | None]] = {}
-    for run in (baseline, candidate):
-        seen: dict[str, str | None] = {}
-        for result in store.get_results(run.id, ids):
-            text = result.output if result.error is None else f"error: {result.error}"
-            seen.setdefault(result.item_id, text)
-        outputs[run.id] = seen
-    inputs = store.get_items(baseline.dataset_version_id, ids) if baseline.dataset_version_id and ids else {}
-    return {
-        "results": results,
-        "overall": overall_verdict(results) if results else None,
-        "changed": shown,
-        "changed_total": len(changed),
-        "tallies": tallies,
-        "outputs": outputs,
-        "inputs": inputs,
-        "problems": problems,
-        "shared": names,
-    }
+def _number_param(page: PageContext, name: str) -> float | None:
+    text = page.params.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise UiError(400, f"Invalid query parameter '{name}': {text!r} is not a number.") from None
 
 
 async def compare(page: PageContext) -> Response:
-    """``/evals/compare?baseline=A&candidate=B``: the gate's verdict per metric and the items that
-    changed, biggest losses first."""
+    """``/evals/compare?baseline=A&candidate=B`` (and ``margin``, ``alpha``, ``min_kappa``,
+    ``allow_uncalibrated``, ``metric``): the gate's verdict per metric (the service's, as
+    ``pilothouse gate`` gives it, refusals included) and the items that changed, biggest losses first."""
     base_ref, cand_ref = page.params.get("baseline", "").strip(), page.params.get("candidate", "").strip()
     if not base_ref or not cand_ref:
         raise UiError(400, "Choose a baseline and a candidate run to compare.")
-    margin_text = page.params.get("margin", "").strip()
-    margin = None
-    if margin_text:
-        try:
-            margin = float(margin_text)
-        except ValueError:
-            raise UiError(
-                400, f"Invalid query parameter 'margin': {margin_text!r} is not a number."
-            ) from None
-        if not 0 <= margin < float("inf"):
-            raise UiError(400, "Invalid query parameter 'margin': it must be a number >= 0.")
+    margin = _number_param(page, "margin")
+    alpha = _number_param(page, "alpha")
+    min_kappa = _number_param(page, "min_kappa")
+    allow_uncalibrated = page.params.get("allow_uncalibrated", "").strip().lower() in _TRUE
+    metrics = [m for m in page.params.getlist("metric") if m.strip()]
+    service = page.state.evaluations
     baseline = await page.run(_run, page, base_ref)
     candidate = await page.run(_run, page, cand_ref)
-    data = await page.run(_compare, _evals(page), baseline, candidate, margin)
-    if not data["shared"]:
-        raise UiError(400, "The two runs have no metric (scorer) in common, so there is nothing to compare.")
+    comparison, error = None, None
+    try:
+        comparison = await page.run(
+            service.compare_runs,
+            baseline,
+            candidate,
+            metrics=metrics,
+            margin=margin,
+            alpha=DEFAULT_ALPHA if alpha is None else alpha,
+            allow_uncalibrated=allow_uncalibrated,
+            min_kappa=min_kappa,
+            project_id=page.project_id,
+            changed_limit=CHANGED_ROWS,
+        )
+    except ComparisonError as exc:  # the gate refuses (exit 2): say why, offer the settings again
+        error = exc.message(SETTINGS)
+    judges = {} if comparison is None else comparison.judges
     return page.render(
         "compare.html",
+        status=200 if error is None else 400,
         baseline=baseline,
         candidate=candidate,
-        margin=margin_text,
-        verdicts=GateVerdict,
-        **data,
+        comparison=comparison,
+        error=error,
+        margin=page.params.get("margin", "").strip(),
+        alpha=page.params.get("alpha", "").strip(),
+        min_kappa=page.params.get("min_kappa", "").strip(),
+        allow_uncalibrated=allow_uncalibrated,
+        metrics=metrics,
+        judge_texts={name: judge_calibration_text(calibration) for name, calibration in judges.items()},
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pilothouse.server.settings import Settings
+from pilothouse.config import Settings
 from pilothouse.ui import pages_admin, pages_evals, pages_overview, pages_traces
 from pilothouse.ui.login import login_endpoints
 from pilothouse.ui.session import SessionSigner, load_secret
@@ -42,7 +42,8 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
 def ui_routes(settings: Settings) -> list[BaseRoute]:
     """Every route of the web UI; sessions are signed with ``$PILOTHOUSE_SESSION_SECRET`` or a secret
     kept in the settings' home folder."""
-    ui = Ui(SessionSigner(load_secret(settings.home)))
+    configured = settings.session_secret.get_secret_value() if settings.session_secret else None
+    ui = Ui(SessionSigner(load_secret(settings.home, configured)))
     login_form, login, logout = login_endpoints(ui)
     routes: list[BaseRoute] = [
         Route("/login", login_form, methods=["GET"]),

@@ -72,13 +72,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def load_secret(home: Path) -> bytes:
-    """The signing secret: ``$PILOTHOUSE_SESSION_SECRET``, else a random one kept in
+def load_secret(home: Path, configured: str | None = None) -> bytes:
+    """The signing secret: ``configured`` (``$PILOTHOUSE_SESSION_SECRET``), else a random one kept in
     ``<home>/session-secret`` (created on first use, mode 0600) so that sessions survive restarts;
     if that file cannot be written, a random secret for this process only."""
-    from_env = os.environ.get(SECRET_ENV)
-    if from_env:
-        return from_env.encode()
+    if configured:
+        return configured.encode()
     path = home / SECRET_FILE
     try:
         if path.exists():

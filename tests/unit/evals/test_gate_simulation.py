@@ -24,6 +24,7 @@ ACCURACY = MetricSpec("accuracy", "binary")
 JUDGE = MetricSpec("judge_score", "continuous")
 
 Array = npt.NDArray[np.float64]
+pytestmark = pytest.mark.slow  # thousands of gate decisions: seconds of CPU
 
 
 def runs(values: Array) -> MetricValues:

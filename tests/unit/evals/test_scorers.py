@@ -12,7 +12,7 @@ import pytest
 
 from pilothouse.domain.money import Money
 from pilothouse.evals import scoring
-from pilothouse.evals.scorers import extract_numbers, rouge_f1
+from pilothouse.evals.deterministic_scorers import extract_numbers, rouge_f1
 from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
@@ -299,9 +299,10 @@ if MISSING_EMBEDDING and IN_CI:
     raise RuntimeError(f"the local embedding stack is missing in CI: {', '.join(MISSING_EMBEDDING)}")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(bool(MISSING_EMBEDDING), reason=f"missing: {', '.join(MISSING_EMBEDDING)}")
 async def test_embedding_similarity_with_the_local_model_keeps_the_loop_running() -> None:
-    from pilothouse.evals.scorers import _local_embedder
+    from pilothouse.evals.deterministic_scorers import _local_embedder
 
     _local_embedder.cache_clear()  # measure a first load, the slow part
     scorer = build_scorer({"type": "embedding-similarity"})

@@ -16,6 +16,10 @@ reported and left out, an inconclusive result fails with the number of items tha
         report.assert_mean("icontains", at_least=0.9)
         report.assert_no_regression(baseline="3fbfdbf1ce87")   # a stored run
 
+``assert_no_regression`` is ``pilothouse gate``: the same comparison (:class:`pilothouse.evals.Evaluations`)
+at the plugin's alpha, so a metric graded by a judge without a calibration is refused (a
+``ComparisonError``, the test neither passes nor fails) unless ``allow_uncalibrated=True``.
+
 Spec files named ``eval_*.yaml`` or ``*.eval.yaml`` are collected as tests: each runs its spec and
 checks its ``assert:`` means. Runs are stored (``--pilothouse-database-url``, else
 ``$PILOTHOUSE_DATABASE_URL``, else ``./.pilothouse/pilothouse.db``) so their response cache makes
@@ -26,10 +30,9 @@ significance level; ``--pilothouse-inconclusive=skip`` skips, rather than fails,
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -39,9 +42,20 @@ from pilothouse.evals.gate import GateVerdict
 from pilothouse.evals.scoring import Sample, ScoreResult, build_scorer
 from pilothouse.evals.spec import EvalSpec, SpecError, load_spec, parse_spec
 
+if TYPE_CHECKING:
+    from pilothouse.evals import Comparison, Evaluations
+
 __all__ = ["EvalHelper", "EvalReport"]
 
 SpecLike = EvalSpec | str | Path | Mapping[str, Any] | None
+
+
+def _evaluations(store: Any) -> Evaluations:
+    # imported on first use: every pytest session loads this plugin, few of them compare runs
+    from pilothouse.evals import Evaluations
+    from pilothouse.store.calibrations import CalibrationStore
+
+    return Evaluations(store, CalibrationStore(store.store))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -105,26 +119,47 @@ class EvalReport:
         result = self.check_mean(metric, at_least)
         self._decide(result.verdict, f"{metric}: {result.explanation}")
 
+    def compare(
+        self,
+        baseline: str,
+        metric: str | None = None,
+        *,
+        margin: float | None = None,
+        allow_uncalibrated: bool = False,
+        min_kappa: float | None = None,
+    ) -> Comparison:
+        """The gate's comparison of this run with the stored run ``baseline`` (an id or id prefix), at
+        the plugin's alpha, without asserting: what ``pilothouse gate`` decides on the same runs.
+        Raises :class:`~pilothouse.evals.ComparisonError` where the gate refuses (exit 2)."""
+        return _evaluations(self.store).compare_runs(
+            baseline,
+            self.run,
+            metrics=(metric,) if metric else (),
+            margin=margin,
+            alpha=self.alpha,
+            allow_uncalibrated=allow_uncalibrated,
+            min_kappa=min_kappa,
+            changed_limit=0,
+        )
+
     def assert_no_regression(
-        self, baseline: str, metric: str | None = None, *, margin: float | None = None
+        self,
+        baseline: str,
+        metric: str | None = None,
+        *,
+        margin: float | None = None,
+        allow_uncalibrated: bool = False,
+        min_kappa: float | None = None,
     ) -> None:
         """Fail when this run is worse than the stored run ``baseline`` (the gate's non-inferiority
-        test, per metric; ``metric`` None: every scorer both runs have)."""
-        from pilothouse.evals.gate import MetricSpec, MetricValues, compare_metric, overall_verdict
-
-        base = self.store.find_run(baseline)
-        if base is None:
-            raise LookupError(f"no stored run {baseline!r} to compare with")
-        names = [metric] if metric else [m for m in self.run.scorers if m in base.scorers]
-        results = []
-        for name in names:
-            runs = [self.store.metric_values(r.id, name) for r in (base, self.run)]
-            binary = all(v in (0.0, 1.0) for by_item, _ in runs for vs in by_item.values() for v in vs)
-            spec = MetricSpec(name, "binary" if binary else "continuous")
-            values = [MetricValues(by_item, unmeasured) for by_item, unmeasured in runs]
-            results.append(compare_metric(spec, values[0], values[1], margin=margin, alpha=self.alpha))
-        verdict = overall_verdict(results)
-        self._decide(verdict, "; ".join(f"{r.metric.name}: {r.explanation}" for r in results))
+        test, per metric; ``metric`` None: every scorer both runs have). A metric graded by an
+        uncalibrated judge is refused as the gate refuses it, unless ``allow_uncalibrated``: the
+        :class:`~pilothouse.evals.ComparisonError` is a usage error of the test, neither pass nor fail."""
+        comparison = self.compare(
+            baseline, metric, margin=margin, allow_uncalibrated=allow_uncalibrated, min_kappa=min_kappa
+        )
+        results = comparison.results
+        self._decide(comparison.verdict, "; ".join(f"{r.metric.name}: {r.explanation}" for r in results))
 
     def assert_spec(self, assertions: Mapping[str, float]) -> None:
         """Every ``assert:`` mean of a spec (regressions reported before inconclusive ones)."""
@@ -157,13 +192,12 @@ class EvalHelper:
         return self._store
 
     def database_url(self) -> str:
-        """The option, else $PILOTHOUSE_DATABASE_URL, else SQLite in $PILOTHOUSE_HOME (./.pilothouse),
-        as the CLI resolves it."""
-        url = self.config.getoption("--pilothouse-database-url") or os.environ.get("PILOTHOUSE_DATABASE_URL")
-        if url:
-            return str(url)
-        home = Path(os.environ.get("PILOTHOUSE_HOME") or ".pilothouse")
-        return f"sqlite:///{(home / 'pilothouse.db').as_posix()}"
+        """The option, else the settings as the CLI resolves them ($PILOTHOUSE_DATABASE_URL, the
+        config file's ``server:`` section, else SQLite in $PILOTHOUSE_HOME, ./.pilothouse)."""
+        from pilothouse.config import load_settings
+
+        option = self.config.getoption("--pilothouse-database-url")
+        return load_settings(database_url=str(option) if option else None).resolved_database_url
 
     def close(self) -> None:
         """Close the store."""
@@ -186,9 +220,7 @@ class EvalHelper:
         self, spec: EvalSpec | str | Path | Mapping[str, Any] | None = None, **keys: Any
     ) -> EvalReport:
         """Run an eval (in an async test)."""
-        from pilothouse.evals.runner import run_eval
-
-        run = await run_eval(self.spec(spec, **keys), self.store)
+        run = await _evaluations(self.store).run(self.spec(spec, **keys))
         alpha = float(self.config.getoption("--pilothouse-alpha"))
         return EvalReport(run, self.store, alpha, str(self.config.getoption("--pilothouse-inconclusive")))
 
@@ -213,7 +245,7 @@ class EvalHelper:
 
 @pytest.fixture
 def pilothouse_eval(request: pytest.FixtureRequest) -> Iterator[EvalHelper]:
-    """Run evals and score outputs from a test (see :mod:`pilothouse.evals.pytest_plugin`)."""
+    """Run evals and score outputs from a test (see :mod:`pilothouse.pytest_plugin`)."""
     helper = EvalHelper(request.config, Path(str(request.path)).parent)
     yield helper
     helper.close()
@@ -249,7 +281,9 @@ class SpecItem(pytest.Item):
             helper.close()
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, AssertionError | SpecError):
+        from pilothouse.evals import ComparisonError
+
+        if isinstance(excinfo.value, AssertionError | SpecError | ComparisonError):
             return str(excinfo.value)
         return str(super().repr_failure(excinfo))
 

@@ -2,9 +2,9 @@
 
 A trace id begins with the time in milliseconds (48 bits) and ends with 80 random bits, like AWS
 X-Ray's: ids made later sort later, so a write batch appends to the trace indexes instead of touching
-one index page per trace (random ids cost the gateway's writer 30-55% more CPU per call at 50,000
-traces, and more as the tables grow). They stay unique, and random where samplers look (the low 64
-bits). Ids need to be unique, not secret: a seeded PRNG is much cheaper than a system call.
+one index page per trace (random ids make the writer's CPU per call grow with the tables;
+``python benchmarks/gateway.py`` shows it). They stay unique, and random where samplers look (the low
+64 bits). Ids need to be unique, not secret: a seeded PRNG is much cheaper than a system call.
 """
 
 from __future__ import annotations

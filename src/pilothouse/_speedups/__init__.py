@@ -1,0 +1,81 @@
+"""Compiled accelerators, behind one seam.
+
+Each accelerator is a C extension in this package that does what a pure-Python reference elsewhere
+does, with the same results and less CPU. The reference stays where its subject lives, is the
+fallback whenever the accelerator is missing, and is what the accelerator is tested against
+(``tests/unit/test_speedups.py`` runs both on the same inputs).
+
+- ``otlp_reader`` (``_otlp_reader.c``) reads OTLP/protobuf trace exports into spans. Reference:
+  ``tracing.otlp.parse_protobuf`` then ``iter_protobuf`` (upb's message objects, read by Python).
+  Chosen in ``tracing.otlp.check_protobuf`` and ``iter_checked``.
+- ``sort_attributes`` (``_attributes.c``) routes a span's attributes to the normaliser's slots and
+  groups. Reference: ``tracing.conventions._sort_attributes``. Chosen in ``normalise_span``.
+
+Why: both sit on the ingest path, once per span or once per attribute, where the interpreter's own
+overhead is most of the cost. Measure an accelerator against its reference with
+``python benchmarks/speedups.py``, and the whole ingest path with ``python benchmarks/ingest.py``.
+
+Built by ``hatch_build.py`` when the package is installed (``pip install -e .`` or a wheel), one
+extension per ``*.c`` file here; without a C compiler the install goes on without them. Chosen once,
+at import: each name below is the loaded extension, or None, and its user then calls the reference.
+``unavailable`` says why one is None. ``PILOTHOUSE_NO_SPEEDUPS=1`` in the environment (read by the
+config package, :func:`pilothouse.config.speedups_disabled`) turns them all off, to measure or rule out
+the C.
+
+This package imports only the config package: the classes and tables an accelerator needs are passed
+in by its user.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from pilothouse.config import speedups_disabled
+
+__all__ = ["AttributeSorter", "OtlpReader", "otlp_reader", "sort_attributes", "unavailable"]
+
+_Span = TypeVar("_Span")
+_Route = tuple[int, str, int]  # (where, name, n): see conventions._route
+
+
+class OtlpReader(Protocol):
+    """``_otlp_reader.c``: reads OTLP/protobuf trace exports as ``tracing.otlp``'s upb path does.
+    Both functions raise ValueError for a body they do not take (the caller then asks upb)."""
+
+    def count(self, body: bytes, /) -> int:
+        """Check a whole export; its number of spans."""
+
+    def decode(self, body: bytes, raw_span: type[_Span], raw_event: type[Any], /) -> list[_Span]:
+        """The export's spans, made as ``raw_span`` and ``raw_event`` instances (slots classes)."""
+
+
+class AttributeSorter(Protocol):
+    """``_attributes.c``: ``conventions._sort_attributes(attrs)``, given the route table and the
+    function that makes (and remembers) a missing route."""
+
+    def __call__(
+        self, attrs: dict[str, Any], routes: dict[str, _Route], route: Callable[[str], _Route], /
+    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]: ...
+
+
+unavailable: dict[str, str] = {}  # extension -> why it is not in use
+_disabled = speedups_disabled()
+
+
+def _load(extension: str) -> Any:
+    """The compiled module ``extension`` of this package, or None (with the reason in ``unavailable``)."""
+    if _disabled:
+        unavailable[extension] = "turned off by PILOTHOUSE_NO_SPEEDUPS"
+        return None
+    try:
+        return importlib.import_module(f"{__name__}.{extension}")
+    except ImportError as exc:  # not built: no C compiler at install
+        unavailable[extension] = str(exc)
+        return None
+
+
+otlp_reader: OtlpReader | None = _load("_otlp_reader")
+_attributes = _load("_attributes")
+sort_attributes: AttributeSorter | None = None if _attributes is None else _attributes.sort_attributes

@@ -1,0 +1,261 @@
+"""The config model: every section of the YAML file (``server``, ``models``, ``fallbacks``, ``router``,
+``cache``, ``cascades``) and the settings of the environment, as pydantic models. Values are checked
+here once; the packages that use them (gateway, costs, server) read typed, valid objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "CacheSettings",
+    "CascadeSettings",
+    "ClientSettings",
+    "ModelEntry",
+    "PilothouseConfig",
+    "PriceSpec",
+    "RouterSettings",
+    "SemanticCacheSettings",
+    "Settings",
+]
+
+
+class _Section(BaseModel):
+    """A section of the file: unknown keys are errors (a typo must not be ignored), values immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def default_home() -> Path:
+    """``./.pilothouse``: where the SQLite file, converted local models and the UI's secret live."""
+    return Path(".pilothouse")
+
+
+class Settings(_Section):
+    """How ``pilothouse serve`` runs: the ``server:`` section, ``PILOTHOUSE_<NAME>`` environment
+    variables and command-line options (an option beats the environment, which beats the file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+    home: Path = Field(default_factory=default_home, description="Folder for the SQLite file and models.")
+    database_url: str | None = Field(
+        default=None, description="sqlite:///path or postgresql://user@host/db; default SQLite in home."
+    )
+    redis_url: str | None = Field(default=None, description="Redis for shared counters (optional).")
+    admin_key: str | None = Field(default=None, description="A secret with every scope on every project.")
+    session_secret: SecretStr | None = Field(
+        default=None, description="Signs the web UI's session cookies (default: a file in home)."
+    )
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=4000, ge=1, le=65535, description="Port to listen on.")
+    config: Path | None = Field(default=None, description="YAML config file (models, fallbacks, ...).")
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="Largest request body accepted.")
+    ingest_queue_spans: int = Field(
+        default=200_000, ge=1, description="Spans held in memory before the collector answers 429."
+    )
+    ingest_batch_spans: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most spans in one write batch (one SQLite transaction; PostgreSQL commits every 5,000).",
+    )
+    key_cache_seconds: float = Field(default=10.0, ge=0, description="How long a checked API key is cached.")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        default="info", description="Log level of the server."
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``sqlite:///<home>/pilothouse.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'pilothouse.db').as_posix()}"
+
+
+class EnvSettings(BaseSettings, Settings):
+    """:class:`Settings` from ``PILOTHOUSE_*`` environment variables alone."""
+
+    model_config = SettingsConfigDict(env_prefix="PILOTHOUSE_", extra="ignore")
+
+
+class SpeedupSettings(BaseSettings):
+    """Whether the compiled accelerators of ``pilothouse._speedups`` run: read from the environment when
+    that package is first imported, before any config file is loaded."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, env_ignore_empty=True)
+
+    disabled: bool = Field(default=False, alias="PILOTHOUSE_NO_SPEEDUPS")
+
+
+class ClientSettings(BaseSettings):
+    """What a client of a Pilothouse server reads from the environment: the SDK (``pilothouse.init``),
+    eval targets and judges over HTTP, the CLI's remote commands."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    api_key: SecretStr | None = Field(default=None, alias="PILOTHOUSE_API_KEY")
+    base_url: str = Field(default="http://127.0.0.1:4000", alias="PILOTHOUSE_BASE_URL")
+    openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
+    service_name: str = Field(default="app", alias="OTEL_SERVICE_NAME")
+
+    def key_for_models(self) -> str | None:
+        """The key for an OpenAI-compatible endpoint: ``$PILOTHOUSE_API_KEY``, else ``$OPENAI_API_KEY``."""
+        secret = self.api_key or self.openai_api_key
+        return secret.get_secret_value() if secret else None
+
+
+def _non_negative(value: float | None) -> float | None:
+    if value is not None and value < 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+class PriceSpec(_Section):
+    """``models[].price``: USD per 1M tokens (``input``, ``output``, ...), or a self-hosted server's
+    cost per hour and measured throughput (``per_hour_usd``, ``tokens_per_s``, ``input_tokens_per_s``)."""
+
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+    reasoning: float | None = None
+    max_output_tokens: int | None = Field(default=None, ge=0)
+    per_hour_usd: float | None = None
+    tokens_per_s: float | None = Field(default=None, gt=0)
+    input_tokens_per_s: float | None = Field(default=None, gt=0)
+
+    _check = field_validator(
+        "input", "output", "cache_read", "cache_write", "reasoning", "per_hour_usd", mode="after"
+    )(_non_negative)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PriceSpec:
+        rates = ("input", "output", "cache_read", "cache_write", "reasoning")
+        per_token = [k for k in rates if getattr(self, k) is not None]
+        if self.per_hour_usd is not None:
+            if per_token:
+                raise ValueError(f"give per-token prices or per_hour_usd, not both ({per_token[0]})")
+            if self.tokens_per_s is None:
+                raise ValueError("per_hour_usd needs tokens_per_s (measured output throughput)")
+        elif self.input is None or self.output is None:
+            raise ValueError("needs input and output (USD per 1M tokens), or per_hour_usd and tokens_per_s")
+        return self
+
+    @property
+    def hourly(self) -> bool:
+        """A self-hosted price (per hour), not a per-token one."""
+        return self.per_hour_usd is not None
+
+
+class ModelEntry(_Section):
+    """``models[]``: one deployment of a model name (several entries of a name share its traffic)."""
+
+    name: str = Field(min_length=1, description="The name clients ask for.")
+    provider: str = Field(min_length=1, description="openai | anthropic | local | sim, or a plugin's.")
+    model: str | None = Field(default=None, description="The upstream model id (default: name).")
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    weight: float = Field(default=1.0, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+    price: PriceSpec | None = None
+
+    @property
+    def upstream_model(self) -> str:
+        """The upstream model id: also the price lookup key."""
+        return self.model or self.name
+
+
+class RouterSettings(_Section):
+    """``router:``: how the gateway retries and waits."""
+
+    retries: int = Field(default=2, ge=0)
+    backoff_s: float = Field(default=0.05, ge=0)
+    max_backoff_s: float = Field(default=5.0, ge=0)
+    timeout_s: float = Field(default=600.0, gt=0)
+    strategy: Literal["weighted", "least-busy", "latency"] = "weighted"
+    breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open a deployment's circuit
+    breaker_cooldown_s: float = Field(default=30.0, ge=0)  # open for this long, then one probe request
+
+
+class SemanticCacheSettings(_Section):
+    """``cache.semantic:``: answers to questions that mean the same."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.92, ge=0, le=1)  # cosine similarity of the questions for a hit
+    multi_turn: bool = False  # also cache conversations with earlier turns
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)  # per scope; the oldest go first
+    verify_sample: float = Field(default=0.05, ge=0, le=1)  # share of hits re-checked against a fresh answer
+    answer_threshold: float = Field(default=0.80, ge=0, le=1)  # cached vs fresh answers: agreement
+    precision_floor: float = Field(default=0.80, ge=0, le=1)  # below this measured precision the route is off
+    min_verified: int = Field(default=20, ge=1)  # ... once this many hits were re-checked
+    model: str = "all-minilm-l6-v2"
+
+
+class CacheSettings(_Section):
+    """``cache:``: the exact response cache (in-process LRU, or Redis when configured)."""
+
+    enabled: bool = False
+    ttl_s: float = Field(default=3600.0, gt=0)
+    max_entries: int = Field(default=100_000, ge=1)  # in-process only; Redis evicts by its own policy
+    semantic: SemanticCacheSettings = Field(default_factory=SemanticCacheSettings)
+
+
+class CascadeSettings(_Section):
+    """``cascades[]``: a model name served by trying cheaper models first."""
+
+    name: str = Field(min_length=1)
+    models: tuple[str, ...] = Field(min_length=2, description="Served model names, cheapest first.")
+    verifier: dict[str, Any] = Field(description="An eval scorer spec (with a type).")
+    judge: str | None = None
+
+    @field_validator("verifier")
+    @classmethod
+    def _scorer_spec(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "type" not in value:
+            raise ValueError("must be a scorer spec with a 'type'")
+        return value
+
+
+class PilothouseConfig(_Section):
+    """The whole config file."""
+
+    server: Settings = Field(default_factory=Settings)
+    models: tuple[ModelEntry, ...] = ()
+    fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    router: RouterSettings = Field(default_factory=RouterSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    cascades: tuple[CascadeSettings, ...] = ()
+    _source: str = PrivateAttr(default="config")  # the file it came from, for error messages
+
+    @property
+    def source(self) -> str:
+        """Where the config came from (its file), for error messages."""
+        return self._source
+
+    @field_validator("fallbacks", mode="before")
+    @classmethod
+    def _chains(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # a single fallback may be written without a list
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _names_exist(self) -> PilothouseConfig:
+        served = {m.name for m in self.models}
+        for model, chain in self.fallbacks.items():
+            for target in (model, *chain):
+                if target not in served:
+                    raise ValueError(f"fallbacks.{model} names {target!r}, which no model entry serves")
+        for index, cascade in enumerate(self.cascades):
+            where = f"cascades[{index}] ({cascade.name})"
+            if cascade.name in served:
+                raise ValueError(f"{where}: {cascade.name!r} is already a model name")
+            for model in cascade.models:
+                if model not in served:
+                    raise ValueError(f"{where}: no model entry serves {model!r}")
+            if cascade.judge is not None and cascade.judge not in served:
+                raise ValueError(f"{where}: no model entry serves the judge {cascade.judge!r}")
+        return self

@@ -1,0 +1,117 @@
+"""Eval runs under ``/api/evals``: list them, read one, and compare two with the quality gate (the
+evaluations service's verdict, exactly as ``pilothouse gate`` gives it). Reads need the ``read`` scope
+and see the caller's project only; another project's run answers 404."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pilothouse.domain.keys import Scope
+from pilothouse.evals import ComparisonError, comparison_document, run_document
+from pilothouse.evals.gate import DEFAULT_ALPHA
+from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
+from pilothouse.server.state import Services
+
+_COMPARE_PARAMS = frozenset(
+    {"baseline", "candidate", "metric", "margin", "alpha", "allow_uncalibrated", "min_kappa", "changed_limit"}
+)
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.pilothouse
+    return services
+
+
+def _number(params: Any, name: str) -> float | None:
+    text = params.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise param_error(name, f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise param_error(name, f"{text!r} is not a finite number")
+    return value
+
+
+def _whole(params: Any, name: str, default: int, maximum: int) -> int:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or int(text) > maximum:
+        raise param_error(name, f"must be a whole number from 0 to {maximum}")
+    return int(text)
+
+
+async def list_runs(request: Request) -> Response:
+    """``GET /api/evals/runs?limit=50``: the project's eval runs, newest first."""
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
+    limit = _whole(request.query_params, "limit", 50, 500)
+    runs = await run_in_threadpool(services.evaluations.evals.list_runs, principal.project_id, limit)
+    return FastJSONResponse({"data": [run_document(run) for run in runs]})
+
+
+async def get_run(request: Request) -> Response:
+    """``GET /api/evals/runs/{id}``: one run (by id or an id prefix of 6+ characters) with its summary."""
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
+    reference = str(request.path_params["run_id"])
+    run = await run_in_threadpool(services.evaluations.find_run, reference, principal.project_id)
+    if run is None:
+        raise ApiError(404, f"No eval run {reference!r} in this project.", code="eval_run_not_found")
+    return FastJSONResponse(run_document(run, spec=True))
+
+
+async def compare(request: Request) -> Response:
+    """``GET /api/evals/compare?baseline=A&candidate=B[&metric=M...&margin=&alpha=&allow_uncalibrated=
+    &min_kappa=&changed_limit=]``: the gate's verdict per metric and overall (``gate.json``'s shape),
+    the judges' calibrations, the changed items with their tallies, and warnings. A refusal of the
+    gate (``pilothouse gate`` exit 2) is a 400 naming the problem; an unknown run a 404."""
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
+    params = request.query_params
+    unknown = sorted(set(params.keys()) - _COMPARE_PARAMS)
+    if unknown:
+        raise param_error(unknown[0], f"unknown parameter (known: {', '.join(sorted(_COMPARE_PARAMS))})")
+    for name in ("baseline", "candidate"):
+        if not params.get(name, "").strip():
+            raise param_error(name, "give the id (or an id prefix) of a run")
+    allow = params.get("allow_uncalibrated", "").strip().lower()
+    if allow not in _BOOLEANS:
+        raise param_error("allow_uncalibrated", "must be true or false")
+    alpha = _number(params, "alpha")
+    try:
+        comparison = await run_in_threadpool(
+            services.evaluations.compare_runs,
+            params["baseline"],
+            params["candidate"],
+            metrics=params.getlist("metric"),
+            margin=_number(params, "margin"),
+            alpha=DEFAULT_ALPHA if alpha is None else alpha,
+            allow_uncalibrated=_BOOLEANS[allow],
+            min_kappa=_number(params, "min_kappa"),
+            project_id=principal.project_id,
+            changed_limit=_whole(params, "changed_limit", 50, 1000),
+        )
+    except ComparisonError as exc:
+        status = 404 if exc.code == "eval_run_not_found" else 400
+        message = exc.message()
+        message = message[:1].upper() + message[1:] + "."
+        raise ApiError(status, message, code=exc.code, param=exc.param) from None
+    return FastJSONResponse(comparison_document(comparison))
+
+
+routes = [
+    Route("/api/evals/runs", list_runs, methods=["GET"]),
+    Route("/api/evals/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/api/evals/compare", compare, methods=["GET"]),
+]
