@@ -9,6 +9,7 @@ import pytest
 
 from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer
+from pilothouse.domain.money import Money
 from pilothouse.domain.traces import SpanRecord, Status
 from pilothouse.evals.verifier import add_cascades
 from pilothouse.gateway import Caller, Gateway, GatewayError, Router, gateway_config
@@ -50,9 +51,9 @@ async def test_a_call_answers_with_its_cost_and_records_one_span(
     call = served.start("chat", caller)
     reply = await served.chat(call, _ask("cheap"), caller)
     assert reply.response is not None and reply.response["model"] == "cheap-1"
-    assert reply.cost is not None and reply.cost.total > 0
+    assert reply.cost is not None and reply.cost.total > Money.ZERO
     assert reply.headers["x-pilothouse-trace-id"] == call.trace_id
-    assert float(reply.headers["x-pilothouse-cost-usd"]) == pytest.approx(reply.cost.total)
+    assert reply.headers["x-pilothouse-cost-usd"] == str(reply.cost.total)  # Money's exact text
     assert not spans  # recorded once the answer is on its way
     assert reply.after is not None
     await reply.after()
@@ -75,10 +76,10 @@ async def test_a_refusal_is_a_gateway_error_recorded_at_no_cost(
         "model_not_found",
         "not_found_error",
     )
-    assert caught.value.headers["x-pilothouse-cost-usd"] == f"{0:.10f}"
+    assert caught.value.headers["x-pilothouse-cost-usd"] == "0"
     (span,) = spans
     assert span.observation.status is Status.ERROR and span.observation.cost is not None
-    assert span.observation.cost.total == 0
+    assert span.observation.cost.total == Money.ZERO
 
 
 async def test_a_stream_is_recorded_when_it_ends_with_its_cost(
