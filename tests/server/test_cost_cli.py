@@ -113,7 +113,9 @@ def test_recompute_reprices_calls_traces_and_rollups(tmp_path: Path) -> None:
     assert call.cost is not None and call.cost.price_version == "config:m/m1"
     assert call.cost.items == {"input": usd("0.002"), "output": usd("0.002")}
     now_s = time.time_ns() // 10**9
-    metrics = {m.model: m.cost_usd for m in store.model_metrics("default", now_s - 7200, now_s + 60, 3600)}
+    metrics = {
+        m.model: m.sums.cost_usd for m in store.model_metrics("default", now_s - 7200, now_s + 60, 3600)
+    }
     assert metrics["m1"] == usd("0.012")  # the dashboard rollups moved by the same difference
     assert metrics["gpt-4o"] == usd("0.0075")  # 1,000 x $2.50 / 1M + 500 x $10 / 1M
     store.close()

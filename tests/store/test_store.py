@@ -143,7 +143,7 @@ def test_duplicate_spans_are_stored_and_counted_once(store: SqlStore) -> None:
     detail = store.get_trace("p1", tid(3))
     assert detail is not None and detail.trace.observation_count == 1 and detail.trace.usage.total == 7
     (metrics,) = store.model_metrics("p1", T0 // 10**9 - 60, T0 // 10**9 + 60, 60)
-    assert metrics.count == 1 and metrics.input_tokens == 5
+    assert metrics.sums.count == 1 and metrics.sums.input_tokens == 5
 
 
 def all_pages(store: SqlStore, limit: int) -> list[str]:
@@ -343,18 +343,18 @@ def test_model_metrics_come_from_rollups(store: SqlStore) -> None:
     start_s = T0 // 10**9
     rows = store.model_metrics("p1", start_s - 3600, start_s + 86400, 86400)
     by_model = {r.model: r for r in rows}
-    gpt = by_model["gpt-4o"]
+    gpt = by_model["gpt-4o"].sums
     assert gpt.count == 100 and gpt.errors == 1
     assert gpt.input_tokens == 1000 and gpt.output_tokens == 500 and gpt.cache_read_tokens == 100
     assert gpt.reasoning_tokens == 200
     assert gpt.cost_usd == Money.from_usd("1")  # 100 x $0.01, exactly
     assert gpt.latency_ms_avg == pytest.approx(50.5)
-    assert gpt.latency_ms_p50 == pytest.approx(50, rel=0.08)
-    assert gpt.latency_ms_p95 == pytest.approx(95, rel=0.08)
-    claude = by_model["claude"]
+    assert by_model["gpt-4o"].latency_ms_p50 == pytest.approx(50, rel=0.08)
+    assert by_model["gpt-4o"].latency_ms_p95 == pytest.approx(95, rel=0.08)
+    claude = by_model["claude"].sums
     assert claude.unpriced == 50 and claude.cost_usd == Money.from_usd("0.5")
     minute_rows = store.model_metrics("p1", start_s, start_s + 120, 60)
-    assert sum(r.count for r in minute_rows if r.model == "gpt-4o") == 4  # calls at 0, 30, 60, 90 s
+    assert sum(r.sums.count for r in minute_rows if r.model == "gpt-4o") == 4  # calls at 0, 30, 60, 90 s
 
 
 def test_api_keys_are_hashed_and_revocable(store: SqlStore) -> None:

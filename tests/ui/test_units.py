@@ -11,6 +11,7 @@ import pytest
 
 from pilothouse.config import load_settings
 from pilothouse.domain.money import Money
+from pilothouse.domain.rollups import RollupSums
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.store.analytics import RollupRow, SampledCall
 from pilothouse.ui import analytics as an
@@ -147,9 +148,8 @@ def test_windows_are_aligned_and_checked() -> None:
 def _row(bucket: int, model: str, count: int, cost: Money) -> RollupRow:
     hist = np.zeros(BUCKETS, np.int64)
     hist[40] = count
-    return RollupRow(
-        bucket, model, "chat", count, 0, 10 * count, count, 0, 0, 0, cost, 0, 100.0 * count, hist
-    )
+    sums = RollupSums(count, 0, 10 * count, count, cost_usd=cost, latency_ms_sum=100.0 * count)
+    return RollupRow(bucket, model, "chat", sums, hist)
 
 
 def _call(stratum: int, user: str, cost: Money) -> SampledCall:

@@ -11,8 +11,8 @@ from pilothouse.domain.money import Money
 from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor, encode_cursor
 from pilothouse.domain.rollups import (
     ROLLUP_GRANULARITIES_S,
-    RollupDelta,
     RollupKey,
+    RollupSums,
     TraceDelta,
     _add_rollup,
     _merge_trace,
@@ -139,7 +139,7 @@ def test_batch_deltas_agree_with_span_by_span_merging(seed: int) -> None:
     records = _records(seed)
     deltas = batch_deltas(records)
     traces: dict[tuple[str, str], TraceDelta] = {}
-    rollups: dict[RollupKey, RollupDelta] = {}
+    rollups: dict[RollupKey, RollupSums] = {}
     for record in records:
         o = record.observation
         key = (record.project_id, o.trace_id)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from pilothouse.domain.money import Money
+from pilothouse.domain.rollups import RollupSums
 from pilothouse.domain.traces import Observation, Score, Status, Trace
 
 T = TypeVar("T")
@@ -113,19 +114,11 @@ class SessionSummary:
 
 @dataclass(slots=True)  # not frozen: a dashboard makes thousands, and frozen ones are slower to make
 class ModelMetrics:
-    """Model calls of one model in one time bucket (from the rollups)."""
+    """Model calls of one model in one time bucket (from the rollups): their sums and latency
+    percentiles."""
 
     bucket_start_s: int
     model: str
-    count: int
-    errors: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    cost_usd: Money
-    unpriced: int
-    latency_ms_avg: float
+    sums: RollupSums
     latency_ms_p50: float | None
     latency_ms_p95: float | None

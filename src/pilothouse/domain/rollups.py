@@ -6,8 +6,8 @@ bucket instead of one per span.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pilothouse.domain.money import Money
@@ -47,8 +47,10 @@ class TraceDelta:
 
 
 @dataclass(slots=True)
-class RollupDelta:
-    """Sums over the model calls of one (project, bucket, model, name)."""
+class RollupSums:
+    """Sums over model calls: one rollup bucket's (project, bucket, model, name), or several merged.
+    Its fields are THE list of the rollups' measures: the tables' columns, the rows written and read
+    and the dashboards' figures all come from :data:`ROLLUP_SUMS`, derived from them."""
 
     count: int = 0
     errors: int = 0
@@ -62,19 +64,49 @@ class RollupDelta:
     latency_ms_sum: float = 0.0
     latency_counts: list[int] = field(default_factory=lambda: [0] * BUCKETS)
 
-    def merge(self, other: RollupDelta) -> None:
+    def merge(self, other: RollupSums) -> None:
         """Add ``other``'s sums to these."""
-        self.count += other.count
-        self.errors += other.errors
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.cache_read_tokens += other.cache_read_tokens
-        self.cache_write_tokens += other.cache_write_tokens
-        self.reasoning_tokens += other.reasoning_tokens
-        self.cost_usd += other.cost_usd
-        self.unpriced += other.unpriced
-        self.latency_ms_sum += other.latency_ms_sum
+        for name in ROLLUP_SUMS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency_counts = add_counts(self.latency_counts, other.latency_counts)
+
+    def stored(self) -> tuple[Any, ...]:
+        """The sums as the store keeps them, in :data:`ROLLUP_SUMS` order (the cost in USD)."""
+        values = [getattr(self, name) for name in ROLLUP_SUMS]
+        values[COST_INDEX] = self.cost_usd.usd
+        return tuple(values)
+
+    @classmethod
+    def from_totals(cls, totals: Sequence[Any], latency_counts: list[int]) -> RollupSums:
+        """Sums from running totals of stored rows (:func:`add_stored`)."""
+        sums = cls(latency_counts=latency_counts)
+        for name, value in zip(ROLLUP_SUMS, totals, strict=True):
+            setattr(sums, name, value)
+        sums.cost_usd = Money(totals[COST_INDEX])
+        return sums
+
+    @property
+    def latency_ms_avg(self) -> float:
+        """Mean latency of the calls (0 without calls)."""
+        return self.latency_ms_sum / self.count if self.count else 0.0
+
+
+# The rollups' measures, in the order of the tables' columns and of every stored row.
+ROLLUP_SUMS: tuple[str, ...] = tuple(f.name for f in fields(RollupSums) if f.name != "latency_counts")
+COST_INDEX = ROLLUP_SUMS.index("cost_usd")
+
+
+def add_stored(totals: list[Any] | None, row: Sequence[Any]) -> list[Any]:
+    """Running totals of stored rows' sums (each in :data:`ROLLUP_SUMS` order, the cost in USD), the
+    cost added exactly in whole pico-dollars; a new list when ``totals`` is None."""
+    cost = Money.from_usd(row[COST_INDEX]).pico
+    if totals is None:
+        totals = list(row)
+        totals[COST_INDEX] = cost
+        return totals
+    for i, value in enumerate(row):
+        totals[i] += cost if i == COST_INDEX else value
+    return totals
 
 
 RollupKey = tuple[int, str, int, str, str]  # granularity_s, project, bucket start (s), model, name
@@ -85,7 +117,7 @@ class BatchDeltas:
     """Everything a batch adds beyond its span rows."""
 
     traces: dict[tuple[str, str], TraceDelta] = field(default_factory=dict)
-    rollups: dict[RollupKey, RollupDelta] = field(default_factory=dict)
+    rollups: dict[RollupKey, RollupSums] = field(default_factory=dict)
 
 
 def _merge_trace(delta: TraceDelta, record: SpanRecord) -> None:
@@ -168,7 +200,7 @@ def _new_trace(record: SpanRecord) -> TraceDelta:
     )
 
 
-def _add_rollup(rollups: dict[RollupKey, RollupDelta], record: SpanRecord, granularity: int) -> None:
+def _add_rollup(rollups: dict[RollupKey, RollupSums], record: SpanRecord, granularity: int) -> None:
     o = record.observation
     seconds = o.start_ns // 1_000_000_000
     latency_ms = o.duration_ns / 1e6
@@ -182,7 +214,7 @@ def _add_rollup(rollups: dict[RollupKey, RollupDelta], record: SpanRecord, granu
     )
     r = rollups.get(key)
     if r is None:
-        r = rollups[key] = RollupDelta()
+        r = rollups[key] = RollupSums()
     r.count += 1
     r.errors += o.status is Status.ERROR
     r.input_tokens += u.input
@@ -198,14 +230,14 @@ def _add_rollup(rollups: dict[RollupKey, RollupDelta], record: SpanRecord, granu
     r.latency_counts[latency_bucket(latency_ms)] += 1
 
 
-def _coarser(rollups: dict[RollupKey, RollupDelta], granularity: int) -> dict[RollupKey, RollupDelta]:
+def _coarser(rollups: dict[RollupKey, RollupSums], granularity: int) -> dict[RollupKey, RollupSums]:
     """The rollups of a coarser granularity, summed from finer ones (granularities divide each other)."""
-    out: dict[RollupKey, RollupDelta] = {}
+    out: dict[RollupKey, RollupSums] = {}
     for (_, project, bucket, model, name), r in rollups.items():
         key = (granularity, project, bucket - bucket % granularity, model, name)
         total = out.get(key)
         if total is None:
-            total = out[key] = RollupDelta()
+            total = out[key] = RollupSums()
         total.merge(r)
     return out
 
@@ -215,7 +247,7 @@ def batch_deltas(records: Iterable[SpanRecord]) -> BatchDeltas:
     deltas = BatchDeltas()
     traces = deltas.traces
     finest, *coarser = ROLLUP_GRANULARITIES_S
-    rollups: dict[RollupKey, RollupDelta] = {}
+    rollups: dict[RollupKey, RollupSums] = {}
     for record in records:
         o = record.observation
         key = (record.project_id, o.trace_id)

@@ -24,7 +24,7 @@ from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.evals import Evaluations
 from pilothouse.evals.verifier import add_cascades
-from pilothouse.gateway import Caches, Gateway
+from pilothouse.gateway import Caches, Gateway, GatewayError
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
 from pilothouse.gateway.cache import make_response_cache
 from pilothouse.gateway.config import ConfigError, GatewayConfig, load_gateway_config
@@ -34,7 +34,7 @@ from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
-from pilothouse.server.errors import ApiError, FastJSONResponse
+from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.state import Services
@@ -51,8 +51,8 @@ async def health(request: Request) -> Response:
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return exc.response()
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
 
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
@@ -202,7 +202,7 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
-            ApiError: _api_error,
+            GatewayError: _api_error,  # the gateway's errors and the surfaces' (ApiError)
             HTTPException: _http_error,
             Exception: _server_error,
         },
@@ -246,8 +246,8 @@ class FastPathApp:
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)
-        except ApiError as exc:
-            response = exc.response()
+        except GatewayError as exc:
+            response = error_response(exc)
         except Exception as exc:
             response = await _server_error(request, exc)
         await response(scope, receive, send)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse
 
-from pilothouse.gateway import error_kind
+from pilothouse.gateway import GatewayError
 from pilothouse.server.serialise import json_default
 
 
@@ -19,8 +19,16 @@ class FastJSONResponse(JSONResponse):
         return orjson.dumps(content, default=json_default)
 
 
-class ApiError(Exception):
-    """An error answered to the client: status, message and an optional machine-readable code."""
+def error_response(error: GatewayError) -> FastJSONResponse:
+    """An error in OpenAI's JSON shape, with its status and headers."""
+    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+    return FastJSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+class ApiError(GatewayError):
+    """An error answered to the client by a server surface (``/api``, the collector, the UI's JSON):
+    status, message, an optional machine-readable code and parameter; the gateway's errors are of the
+    same kind and rendered the same way."""
 
     def __init__(
         self,
@@ -30,25 +38,11 @@ class ApiError(Exception):
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.headers = headers or {}
-        self.kind = error_kind(status)
+        super().__init__(status, message, code=code, param=param, headers=headers)
 
     def response(self) -> FastJSONResponse:
         """The JSON response for this error."""
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-        return FastJSONResponse(body, status_code=self.status, headers=self.headers)
+        return error_response(self)
 
 
 def param_error(name: str, message: str) -> ApiError:

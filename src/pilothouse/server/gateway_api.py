@@ -40,14 +40,6 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _api_error(error: GatewayError) -> ApiError:
-    api_error = ApiError(
-        error.status, error.message, code=error.code, param=error.param, headers=error.headers
-    )
-    api_error.kind = error.kind
-    return api_error
-
-
 async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, CallSpan, Any]:
     """Authenticate, begin the call and read its body (a body that cannot be read is a recorded
     refusal)."""
@@ -66,8 +58,7 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
     try:
         body = await read_json(request, services.settings.max_body_bytes)
     except ApiError as exc:
-        refused = GatewayError(exc.status, exc.message, code=exc.code, kind=exc.kind)
-        raise _api_error(await gateway.fail(call, refused)) from None
+        raise await gateway.fail(call, exc) from None
     if isinstance(body, dict):
         call.request = body
         if isinstance(body.get("user"), str) and call.user_id is None:
@@ -79,7 +70,7 @@ async def _checked(gateway: Gateway, call: CallSpan, check: Callable[[Any], obje
     try:
         check(body)
     except InvalidRequest as exc:
-        raise _api_error(await gateway.fail(call, exc)) from None
+        raise await gateway.fail(call, exc) from None
 
 
 def _answer(reply: GatewayReply, wire: Wire) -> Response:
@@ -110,15 +101,12 @@ async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions`` (stream and non-stream)."""
     gateway, caller, call, body = await _start(request, "chat")
     await _checked(gateway, call, check_chat_request, body)
-    try:
-        reply = await gateway.chat(call, body, caller)
-    except GatewayError as exc:
-        raise _api_error(exc) from None
+    reply = await gateway.chat(call, body, caller)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return _answer(reply, OpenAIWire(include_usage))
 
 
-def _anthropic_error(error: ApiError) -> Response:
+def _anthropic_error(error: GatewayError) -> Response:
     body = {
         "type": "error",
         "error": {"type": ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},
@@ -130,7 +118,7 @@ async def messages(request: Request) -> Response:
     """``POST /v1/messages``: the Anthropic Messages API over any provider (errors in Anthropic's shape)."""
     try:
         return await _messages(request)
-    except ApiError as exc:
+    except GatewayError as exc:  # the gateway's, or a surface's (ApiError)
         return _anthropic_error(exc)
 
 
@@ -140,10 +128,7 @@ async def _messages(request: Request) -> Response:
     openai_request = messages_to_openai_request(body)  # recorded in one shape, whichever surface was used
     if isinstance(openai_request.get("user"), str) and call.user_id is None:
         call.user_id = openai_request["user"]
-    try:
-        reply = await gateway.chat(call, openai_request, caller)
-    except GatewayError as exc:
-        raise _api_error(exc) from None
+    reply = await gateway.chat(call, openai_request, caller)
     if reply.chunks is None:
         assert reply.response is not None
         message = openai_to_messages_response(reply.response, body["model"])
@@ -156,10 +141,7 @@ async def embeddings(request: Request) -> Response:
     """``POST /v1/embeddings``."""
     gateway, caller, call, body = await _start(request, "embeddings")
     await _checked(gateway, call, check_embeddings_request, body)
-    try:
-        reply = await gateway.embed(call, body, caller)
-    except GatewayError as exc:
-        raise _api_error(exc) from None
+    reply = await gateway.embed(call, body, caller)
     return _answer(reply, OpenAIWire(False))
 
 

@@ -180,22 +180,23 @@ def session_json(s: SessionSummary) -> dict[str, Any]:
 
 def model_metrics_json(m: ModelMetrics, time_text: str | None = None) -> dict[str, Any]:
     """A dashboard row: one model in one time bucket."""
+    s = m.sums
     return {
         "time": time_text or iso(m.bucket_start_s * 1_000_000_000),
         "model": m.model,
-        "count": m.count,
-        "errors": m.errors,
+        "count": s.count,
+        "errors": s.errors,
         "usage": {
-            "input": m.input_tokens,
-            "output": m.output_tokens,
-            "cache_read": m.cache_read_tokens,
-            "cache_write": m.cache_write_tokens,
-            "reasoning": m.reasoning_tokens,
-            "total": m.input_tokens + m.output_tokens + m.cache_read_tokens + m.cache_write_tokens,
+            "input": s.input_tokens,
+            "output": s.output_tokens,
+            "cache_read": s.cache_read_tokens,
+            "cache_write": s.cache_write_tokens,
+            "reasoning": s.reasoning_tokens,
+            "total": s.input_tokens + s.output_tokens + s.cache_read_tokens + s.cache_write_tokens,
         },
-        "cost_usd": m.cost_usd,
-        "unpriced": m.unpriced,
-        "latency_ms": {"avg": m.latency_ms_avg, "p50": m.latency_ms_p50, "p95": m.latency_ms_p95},
+        "cost_usd": s.cost_usd,
+        "unpriced": s.unpriced,
+        "latency_ms": {"avg": s.latency_ms_avg, "p50": m.latency_ms_p50, "p95": m.latency_ms_p95},
     }
 
 

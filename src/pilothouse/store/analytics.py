@@ -33,6 +33,7 @@ from pilothouse.domain.evals import EvalResult, ScoreRecord
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import Activity, Page
+from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.domain.traces import ObservationKind, Score, Trace
 from pilothouse.store import tables as t
@@ -49,37 +50,16 @@ _SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
 
 __all__ = ["Activity", "AnalyticsQueries", "RankedTrace", "RollupRow", "SampledCall"]
 
-_SUMS = (
-    "count",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "unpriced",
-    "latency_ms_sum",
-)
-
 
 @dataclass(slots=True)
 class RollupRow:
-    """Model calls of one (bucket, model, name), summed from the rollups."""
+    """Model calls of one (bucket, model, name), summed from the rollups; the latency histogram as an
+    array (dashboards add thousands of them)."""
 
     bucket_s: int
     model: str
     name: str
-    count: int
-    errors: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    cost_usd: Money
-    unpriced: int
-    latency_ms_sum: float
+    sums: RollupSums  # its latency_counts are left empty: latency_hist has them
     latency_hist: npt.NDArray[np.int64]  # counts per latency bucket (pilothouse.domain.sketch), BUCKETS long
 
 
@@ -144,52 +124,33 @@ class AnalyticsQueries:
             raise ValueError("granularity must be a positive multiple of 60 seconds")
         rollup = t.rollup_hour if granularity_s % 3600 == 0 else t.rollup_minute
         c = rollup.c
-        stmt = select(c.bucket, c.model, c.name, *(c[name] for name in _SUMS), c.latency_hist).where(
+        stmt = select(c.bucket, c.model, c.name, *(c[name] for name in ROLLUP_SUMS), c.latency_hist).where(
             c.project_id == project_id, c.bucket >= start_s, c.bucket < end_s
         )
         # Sums and histograms are merged in numpy: a day of minute rows is ~20,000 histograms.
         import numpy as np  # here: the server starts without numpy
 
-        sums: dict[tuple[int, str, str], npt.NDArray[np.float64]] = {}
-        costs: dict[tuple[int, str, str], int] = {}  # whole pico-dollars: summed exactly
+        totals: dict[tuple[int, str, str], list[Any]] = {}
         hists: dict[tuple[int, str, str], npt.NDArray[np.int64]] = {}
+        end = 3 + len(ROLLUP_SUMS)  # rows: bucket, model, name, the sums, the histogram
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).fetchall()
         for row in rows:
             bucket = int(row[0]) - (int(row[0]) - start_s) % granularity_s
             key = (bucket, row[1], row[2])
-            raw = row[-1]
+            raw = row[end]
             hist = (
                 np.frombuffer(raw, dtype="<i8") if isinstance(raw, bytes) else np.asarray(raw or (), np.int64)
             )
-            total = sums.get(key)
-            if total is None:
-                sums[key] = np.array(row[3:13], dtype=np.float64)
+            totals[key] = add_stored(totals.get(key), row[3:end])
+            if key not in hists:
                 hists[key] = np.zeros(BUCKETS, np.int64)
-                costs[key] = 0
-            else:
-                total += row[3:13]
-            costs[key] += Money.from_usd(row[10]).pico
             hists[key][: len(hist)] += hist
-        merged = {}
-        for key, v in sums.items():
-            merged[key] = RollupRow(
-                bucket_s=key[0],
-                model=key[1],
-                name=key[2],
-                count=int(v[0]),
-                errors=int(v[1]),
-                input_tokens=int(v[2]),
-                output_tokens=int(v[3]),
-                cache_read_tokens=int(v[4]),
-                cache_write_tokens=int(v[5]),
-                reasoning_tokens=int(v[6]),
-                cost_usd=Money(costs[key]),
-                unpriced=int(v[8]),
-                latency_ms_sum=float(v[9]),
-                latency_hist=hists[key],
-            )
-        return sorted(merged.values(), key=lambda r: (r.bucket_s, r.model, r.name))
+        merged = [
+            RollupRow(key[0], key[1], key[2], RollupSums.from_totals(values, []), hists[key])
+            for key, values in totals.items()
+        ]
+        return sorted(merged, key=lambda r: (r.bucket_s, r.model, r.name))
 
     def _sample_sql(self, strata: int) -> tuple[str, dict[str, Any]]:
         """The sampling statement for ``strata`` time ranges, compiled once per count (building a

@@ -34,7 +34,7 @@ from lz4.block import compress as lz4_compress
 from lz4.block import decompress as lz4_decompress
 
 from pilothouse.domain.money import Money
-from pilothouse.domain.rollups import RollupDelta, TraceDelta
+from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, TraceDelta
 from pilothouse.domain.sketch import add_counts
 from pilothouse.domain.traces import (
     Cost,
@@ -325,31 +325,11 @@ def hist_add_packed(a: bytes | None, b: bytes | None) -> bytes:
     return array("q", add_counts(unpack_hist(a), unpack_hist(b))).tobytes()
 
 
-ROLLUP_COLUMNS = (
-    "project_id", "bucket", "model", "name", "count", "errors", "input_tokens", "output_tokens",
-    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_usd", "unpriced",
-    "latency_ms_sum", "latency_hist",
-)  # fmt: skip
+ROLLUP_COLUMNS = ("project_id", "bucket", "model", "name", *ROLLUP_SUMS, "latency_hist")
 
 
 def rollup_row(
-    project_id: str, bucket: int, model: str, name: str, r: RollupDelta, packed: bool
+    project_id: str, bucket: int, model: str, name: str, r: RollupSums, packed: bool
 ) -> tuple[Any, ...]:
     """A rollup row (summed into the stored one by the upsert), in :data:`ROLLUP_COLUMNS` order."""
-    return (
-        project_id,
-        bucket,
-        model,
-        name,
-        r.count,
-        r.errors,
-        r.input_tokens,
-        r.output_tokens,
-        r.cache_read_tokens,
-        r.cache_write_tokens,
-        r.reasoning_tokens,
-        r.cost_usd.usd,
-        r.unpriced,
-        r.latency_ms_sum,
-        pack_hist(r.latency_counts, packed),
-    )
+    return (project_id, bucket, model, name, *r.stored(), pack_hist(r.latency_counts, packed))

@@ -43,7 +43,7 @@ from pilothouse.domain.queries import (
     TraceSummary,
     encode_cursor,
 )
-from pilothouse.domain.rollups import batch_deltas
+from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored, batch_deltas
 from pilothouse.domain.sketch import add_counts, quantiles
 from pilothouse.domain.traces import Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
@@ -64,19 +64,6 @@ from pilothouse.store.rows import (
 )
 
 PREVIEW_CHARS = 300
-
-_ROLLUP_SUMS = (
-    "count",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_usd",
-    "unpriced",
-    "latency_ms_sum",
-)
 
 
 _SORTED_UPSERT_TRACES = 200_000  # see SqlStore._write_chunk
@@ -128,7 +115,7 @@ class SqlStore:
         trace_columns = ("pk", *TRACE_COLUMNS) if self._compress else TRACE_COLUMNS
         self._trace_upsert = self._compile(self._make_trace_upsert(), trace_columns)
         self._rollup_upserts = {
-            granularity: self._compile(self._sum_upsert(rollup, _ROLLUP_SUMS), ROLLUP_COLUMNS)
+            granularity: self._compile(self._sum_upsert(rollup, ROLLUP_SUMS), ROLLUP_COLUMNS)
             for granularity, rollup in t.ROLLUPS
         }
         # The keys of a batch's stored traces and their stored span ids (NULL for a trace without
@@ -146,7 +133,7 @@ class SqlStore:
 
     def _compile_rollup_select(self, rollup: Table) -> str:
         stmt = select(
-            rollup.c.bucket, rollup.c.model, *(rollup.c[col] for col in _ROLLUP_SUMS), rollup.c.latency_hist
+            rollup.c.bucket, rollup.c.model, *(rollup.c[col] for col in ROLLUP_SUMS), rollup.c.latency_hist
         ).where(
             rollup.c.project_id == bindparam("project_id"),
             rollup.c.bucket >= bindparam("start"),
@@ -688,42 +675,21 @@ class SqlStore:
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
-        merged: dict[tuple[int, str], list[Any]] = {}
+        # rows: bucket, model, the sums (ROLLUP_SUMS order), the latency histogram
+        end = 2 + len(ROLLUP_SUMS)
+        totals: dict[tuple[int, str], list[Any]] = {}
+        hists: dict[tuple[int, str], list[int]] = {}
         for row in rows:
             bucket = row[0]
             key = (bucket - bucket % granularity_s, row[1])
-            seen = merged.get(key)
-            cost = Money.from_usd(row[9]).pico  # summed in whole pico-dollars: exactly
-            if seen is None:
-                merged[key] = [*row[2:9], cost, *row[10:12], unpack_hist(row[12])]
-            else:
-                for i in (0, 1, 2, 3, 4, 5, 6, 8, 9):
-                    seen[i] += row[i + 2]
-                seen[7] += cost
-                seen[10] = add_counts(seen[10], unpack_hist(row[12]))
+            totals[key] = add_stored(totals.get(key), row[2:end])
+            seen = hists.get(key)
+            hists[key] = unpack_hist(row[end]) if seen is None else add_counts(seen, unpack_hist(row[end]))
         out = []
-        for (b, model), values in sorted(merged.items()):
-            n, errors, tin, tout, cread, cwrite, reasoning, cost, unpriced, lat_sum, hist = values
-            p50, p95 = quantiles(hist, (0.5, 0.95))
-            # positional: this runs thousands of times per dashboard
-            out.append(
-                ModelMetrics(
-                    b,
-                    model,
-                    n,
-                    errors,
-                    tin,
-                    tout,
-                    cread,
-                    cwrite,
-                    reasoning,
-                    Money(cost),
-                    unpriced,
-                    lat_sum / n if n else 0.0,
-                    p50,
-                    p95,
-                )
-            )
+        for (b, model), values in sorted(totals.items()):
+            sums = RollupSums.from_totals(values, hists[(b, model)])
+            p50, p95 = quantiles(sums.latency_counts, (0.5, 0.95))
+            out.append(ModelMetrics(b, model, sums, p50, p95))
         return out
 
     def count_spans(self, project_id: str | None = None) -> int:

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
+from pilothouse.domain.rollups import ROLLUP_SUMS
+
 metadata = MetaData()
 
 projects = Table(
@@ -180,6 +182,9 @@ scores = Table(
 LATENCY_HIST = LargeBinary().with_variant(postgresql.ARRAY(BigInteger), "postgresql")
 
 
+_FLOAT_SUMS = frozenset({"cost_usd", "latency_ms_sum"})
+
+
 def _rollup_table(name: str) -> Table:
     return Table(
         name,
@@ -188,16 +193,8 @@ def _rollup_table(name: str) -> Table:
         Column("bucket", BigInteger, primary_key=True),
         Column("model", Text, primary_key=True),
         Column("name", Text, primary_key=True),
-        Column("count", BigInteger, nullable=False),
-        Column("errors", BigInteger, nullable=False),
-        Column("input_tokens", BigInteger, nullable=False),
-        Column("output_tokens", BigInteger, nullable=False),
-        Column("cache_read_tokens", BigInteger, nullable=False),
-        Column("cache_write_tokens", BigInteger, nullable=False),
-        Column("reasoning_tokens", BigInteger, nullable=False),
-        Column("cost_usd", Float, nullable=False),
-        Column("unpriced", BigInteger, nullable=False),
-        Column("latency_ms_sum", Float, nullable=False),
+        # the sums: counts and tokens are whole numbers; the cost (USD) and the latency sum are not
+        *(Column(sum_, Float if sum_ in _FLOAT_SUMS else BigInteger, nullable=False) for sum_ in ROLLUP_SUMS),
         # the latency sketch (pilothouse.domain.sketch): counts per bucket, merged by ph_hist_add()
         Column("latency_hist", LATENCY_HIST, nullable=False),
     )

@@ -142,13 +142,14 @@ def _quantile(values: Sequence[float], q: float) -> float | None:
 
 
 def _add_row(total: Totals, r: RollupRow) -> None:
-    total.requests += r.count
-    total.errors += r.errors
-    total.input_tokens += r.input_tokens + r.cache_write_tokens
-    total.output_tokens += r.output_tokens
-    total.cache_read_tokens += r.cache_read_tokens
-    total.cost_usd += r.cost_usd
-    total.unpriced += r.unpriced
+    s = r.sums
+    total.requests += s.count
+    total.errors += s.errors
+    total.input_tokens += s.input_tokens + s.cache_write_tokens
+    total.output_tokens += s.output_tokens
+    total.cache_read_tokens += s.cache_read_tokens
+    total.cost_usd += s.cost_usd
+    total.unpriced += s.unpriced
     if total.latency_hist is None:
         total.latency_hist = r.latency_hist.copy()
     else:
@@ -197,7 +198,7 @@ def cost_series_by_model(rows: Iterable[RollupRow], win: Window, top: int = 6) -
     rows = list(rows)
     spend: dict[str, Money] = {}
     for r in rows:
-        spend[r.model or "(none)"] = spend.get(r.model or "(none)", Money.ZERO) + r.cost_usd
+        spend[r.model or "(none)"] = spend.get(r.model or "(none)", Money.ZERO) + r.sums.cost_usd
     leaders = [m for m, _ in sorted(spend.items(), key=lambda kv: -kv[1].pico)[:top]]
     names = leaders + (["other"] if len(spend) > top else [])
     index = {b: i for i, b in enumerate(win.buckets)}
@@ -207,7 +208,7 @@ def cost_series_by_model(rows: Iterable[RollupRow], win: Window, top: int = 6) -
         if i is None:
             continue
         name = r.model or "(none)"
-        series[name if name in leaders else "other"][i] += r.cost_usd
+        series[name if name in leaders else "other"][i] += r.sums.cost_usd
     return {"t": win.buckets, **series}
 
 
@@ -234,7 +235,7 @@ def weigh_sample(calls: list[SampledCall], rows: Iterable[RollupRow], win: Windo
     for r in rows:
         i = index.get(r.bucket_s)
         if i is not None:
-            counted[i] = counted.get(i, 0) + r.count
+            counted[i] = counted.get(i, 0) + r.sums.count
     sampled: dict[int, int] = {}
     for c in calls:
         sampled[c.stratum] = sampled.get(c.stratum, 0) + 1
@@ -289,7 +290,7 @@ def sample_plan(rows: Iterable[RollupRow], win: Window) -> list[tuple[int, int, 
     for r in rows:
         i = index.get(r.bucket_s)
         if i is not None:
-            counted[i] = counted.get(i, 0) + r.count
+            counted[i] = counted.get(i, 0) + r.sums.count
     total = sum(counted.values())
     strata = win.strata()
     chosen = sorted(i for i, n in counted.items() if n > 0)
