@@ -56,7 +56,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0.dev0"  # 0.1.0 is cut in CHANGELOG.md; this is the next one in the making
 
 __all__ = [
     "ObservationSpan",
