@@ -49,6 +49,11 @@ class Caches:
     semantic: SemanticCache | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
+    @property
+    def enabled(self) -> bool:
+        """Either cache is on."""
+        return self.exact is not None or self.semantic is not None
+
     async def lookup(self, policy: CachePolicy, call: CallSpan, request: dict[str, Any]) -> CacheOutcome:
         """Look the request up in the exact cache, then in the semantic cache; ``call.cache`` says
         ``hit``, ``semantic-hit``, ``miss`` or ``skip``."""

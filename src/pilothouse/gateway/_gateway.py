@@ -38,7 +38,10 @@ log = logging.getLogger("pilothouse.gateway")
 Cascade = tuple[CascadeSettings, Verifier]
 
 
-@dataclass(frozen=True, slots=True)
+_ALLOW_CACHES = CachePolicy()
+
+
+@dataclass(slots=True)  # not frozen: one per request, and frozen ones are slower to make (never changed)
 class Caller:
     """Who a call is for: the project it is recorded and billed in, the key it came with (None: the
     admin secret or an in-process caller, which have no limits), the end user and tags (budgets and
@@ -48,7 +51,7 @@ class Caller:
     key: ApiKey | None = None
     user_id: str | None = None
     tags: tuple[str, ...] = ()
-    cache_policy: CachePolicy = field(default_factory=CachePolicy)
+    cache_policy: CachePolicy = _ALLOW_CACHES
 
 
 class GatewayError(Exception):

@@ -6,7 +6,7 @@ that reaches a project is recorded by the gateway."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -46,14 +46,15 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.GATEWAY)
     headers = request.headers
+    gateway = services.gateway
     caller = Caller(
         principal.project_id,
         principal.key,
         user_id=headers.get(USER_HEADER),
         tags=tuple(t.strip() for t in headers.get(TAGS_HEADER, "").split(",") if t.strip()),
-        cache_policy=cache_policy(headers),
     )
-    gateway = services.gateway
+    if gateway.caches.enabled:  # the request's cache directives matter only when a cache is on
+        caller.cache_policy = cache_policy(headers)
     call = gateway.start(operation, caller, traceparent=headers.get("traceparent"))
     try:
         body = await read_json(request, services.settings.max_body_bytes)
@@ -64,13 +65,6 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
         if isinstance(body.get("user"), str) and call.user_id is None:
             call.user_id = body["user"]
     return gateway, caller, call, body
-
-
-async def _checked(gateway: Gateway, call: CallSpan, check: Callable[[Any], object], body: Any) -> None:
-    try:
-        check(body)
-    except InvalidRequest as exc:
-        raise await gateway.fail(call, exc) from None
 
 
 def _answer(reply: GatewayReply, wire: Wire) -> Response:
@@ -100,7 +94,10 @@ async def _events(chunks: AsyncIterator[dict[str, Any]], wire: Wire) -> AsyncIte
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions`` (stream and non-stream)."""
     gateway, caller, call, body = await _start(request, "chat")
-    await _checked(gateway, call, check_chat_request, body)
+    try:
+        check_chat_request(body)
+    except InvalidRequest as exc:
+        raise await gateway.fail(call, exc) from None
     reply = await gateway.chat(call, body, caller)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return _answer(reply, OpenAIWire(include_usage))
@@ -124,7 +121,10 @@ async def messages(request: Request) -> Response:
 
 async def _messages(request: Request) -> Response:
     gateway, caller, call, body = await _start(request, "chat")
-    await _checked(gateway, call, check_messages_request, body)
+    try:
+        check_messages_request(body)
+    except InvalidRequest as exc:
+        raise await gateway.fail(call, exc) from None
     openai_request = messages_to_openai_request(body)  # recorded in one shape, whichever surface was used
     if isinstance(openai_request.get("user"), str) and call.user_id is None:
         call.user_id = openai_request["user"]
@@ -140,7 +140,10 @@ async def _messages(request: Request) -> Response:
 async def embeddings(request: Request) -> Response:
     """``POST /v1/embeddings``."""
     gateway, caller, call, body = await _start(request, "embeddings")
-    await _checked(gateway, call, check_embeddings_request, body)
+    try:
+        check_embeddings_request(body)
+    except InvalidRequest as exc:
+        raise await gateway.fail(call, exc) from None
     reply = await gateway.embed(call, body, caller)
     return _answer(reply, OpenAIWire(False))
 
