@@ -65,9 +65,7 @@ class _LazyCommands(MutableMapping[str, click.Command]):
         return len(self._homes.keys() | self._loaded.keys())
 
 
-@click.group(
-    commands=_LazyCommands(_COMMANDS), context_settings={"help_option_names": ["-h", "--help"]}
-)
+@click.group(commands=_LazyCommands(_COMMANDS), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pilothouse")
 def cli() -> None:
     """Pilothouse: gateway, traces, costs and evals for LLM applications.
