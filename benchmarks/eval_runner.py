@@ -6,7 +6,8 @@
 
 The main figure: `pilothouse eval run SPEC -q` as a real CLI process, timed from process start to exit
 (interpreter start, imports, opening the store, importing the dataset file, every call, scoring, the
-final writes, the printed summary, shutdown), for --rows items at --concurrency against an
+final writes, the printed summary, shutdown; with its bytecode compiled, as an installed package has
+it, whatever PYTHONDONTWRITEBYTECODE says), for --rows items at --concurrency against an
 OpenAI-compatible mock on loopback that echoes the prompt (so the `contains` scorer passes). Each run
 gets a fresh copy of an already migrated SQLite database (a store a user has run evals in before: no
 dataset, no cached answers); one more run on a new database shows what the first run ever adds (the
@@ -208,7 +209,9 @@ def cli_run(folder: Path, spec: Path, template: Path | None, src: Path | None = 
         old.unlink()
     if template is not None:
         shutil.copyfile(template, database)
-    env = dict(os.environ)
+    # As an installed package runs: its bytecode compiled once (pip does it at install; the warm-up
+    # run writes it here), not compiled again at every start as PYTHONDONTWRITEBYTECODE would have it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     if src is not None:
         env["PYTHONPATH"] = str(src)
     command = [str(BIN), "eval", "run", str(spec), "-q", "--database-url", f"sqlite:///{database}"]
@@ -492,7 +495,9 @@ def main() -> None:
                 warm = write_promptfoo_config(folder, mock.base_url, "small.csv")
                 promptfoo_run(promptfoo, folder, warm, args.concurrency, pf_home)  # creates its database
                 pf_config = write_promptfoo_config(folder, mock.base_url, "items.csv")
-            cli_run(folder, spec, template)  # warm the page cache and bytecode
+            cli_run(folder, spec, template)  # warm the page cache and write the bytecode
+            if args.baseline_src is not None:
+                cli_run(folder, spec, template, args.baseline_src)
             for n in range(args.runs):
                 ours.append(cli_run(folder, spec, template))
                 if args.baseline_src is not None:
