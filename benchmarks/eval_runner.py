@@ -24,7 +24,9 @@ The baseline, alternating with ours on the same mock: promptfoo (from the npm re
 once into ~/.cache/pilothouse-bench/promptfoo; Node.js 20+), with an equivalent config: the same
 prompt, provider `openai:chat` at the mock's base URL, a `contains` assertion, `-j CONCURRENCY`,
 `--no-cache`, no table and no progress bar, its telemetry, update check and sharing off, its database
-in a folder of this benchmark warmed up by one small run (as ours is migrated beforehand).
+in a folder of this benchmark warmed up by one small run (as ours is migrated beforehand), every
+request not for loopback sent to a proxy that refuses it. Offline, promptfoo waits 1 s at exit for its
+telemetry to flush ("telemetry.shutdown() timed out"), which its wall-clock includes.
 `--baseline-src PATH` also times the CLI of another checkout (e.g. a git worktree at the previous
 commit: its `src` folder put first on PYTHONPATH, run with this virtualenv), alternating.
 
@@ -273,14 +275,20 @@ def promptfoo_bin(version: str) -> Path:
 
 
 def promptfoo_env(home: Path) -> dict[str, str]:
-    """Nothing leaves the machine: no telemetry, update check or sharing; its own database folder."""
+    """Nothing leaves the machine: no telemetry, update check or sharing, and its own database folder.
+    promptfoo still posts one "telemetry disabled" event (to r.promptfoo.app): every request not for
+    loopback goes to a proxy that refuses it, so not even a DNS query leaves."""
     return {
         **os.environ,
         "PROMPTFOO_DISABLE_TELEMETRY": "1",
         "PROMPTFOO_DISABLE_UPDATE": "1",
         "PROMPTFOO_DISABLE_SHARING": "1",
+        "PROMPTFOO_DISABLE_REMOTE_GENERATION": "1",
         "PROMPTFOO_CACHE_ENABLED": "false",
         "PROMPTFOO_CONFIG_DIR": str(home),
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
         "NO_COLOR": "1",
     }
 
