@@ -4,6 +4,7 @@ codes (0 pass, 1 regression, 3 inconclusive, 2 usage error) and reports."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from pilothouse.domain.traces import (
 )
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
+from pilothouse.testing import SimulatedUpstream
 from tests.evals.conftest import explain_spec, write_yaml
 
 
@@ -100,6 +102,35 @@ def test_eval_run_prints_a_summary_and_the_id_last(cli: Cli, tmp_path: Path) -> 
     assert code == 0 and "Explain tides briefly." in out
     code, out, _ = cli("eval", "show", run_id, "--json")
     assert json.loads(out.splitlines()[0])["id"] == run_id and len(out.splitlines()) == 13
+
+
+@pytest.mark.slow  # a process of its own: what it imports is the point
+def test_eval_run_over_http_loads_only_what_it_runs(tmp_path: Path, echo_upstream: SimulatedUpstream) -> None:
+    """An eval over HTTP does not import the server, the gateway's pipeline, the comparison's statistics
+    or numpy: each would add to every start (benchmarks/eval_runner.py times it)."""
+    target = {
+        "model": "sim",
+        "base_url": echo_upstream.base_url + "/v1",
+        "api_key": "k",
+        "prompt": "{{topic}}",
+    }
+    spec = write_yaml(tmp_path / "spec.yaml", explain_spec(tmp_path, 4, target=target))
+    unwanted = ("numpy", "pilothouse.server", "pilothouse.gateway._gateway", "pilothouse.evals.gate")
+    script = (
+        "import sys\n"
+        "from pilothouse.cli import main\n"
+        f"sys.argv = ['pilothouse', 'eval', 'run', '-q', {str(spec)!r}, '--database-url', "
+        f"{'sqlite:///' + str(tmp_path / 'run.db')!r}]\n"
+        "main()\n"
+        f"print('loaded:', [m for m in {unwanted!r} if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines[-2]) == 32 and "100.0%" in done.stdout  # the run id, then the check below it
+    assert lines[-1] == "loaded: []"
 
 
 def test_eval_run_with_assertions_exits_like_the_gate(cli: Cli, tmp_path: Path) -> None:

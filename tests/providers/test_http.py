@@ -23,6 +23,7 @@ from pilothouse.providers.http import (
     HTTPClient,
     ReadTimeout,
     RemoteProtocolError,
+    Response,
 )
 from pilothouse.providers.openai import OpenAIProvider
 from pilothouse.testing import SimConfig, SimulatedUpstream, free_port
@@ -134,6 +135,36 @@ async def test_pool_reuses_one_connection_for_sequential_requests() -> None:
             assert "Content-Length" in response.headers
         assert server.connections == 1
         assert client._pool.open == 1 and len(client._pool.idle) == 1
+        await client.aclose()
+
+
+async def test_per_request_headers_follow_the_fixed_ones_or_replace_them() -> None:
+    async def echo_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(ok(head))
+            await writer.drain()
+
+    def sent(response: Response) -> list[str]:
+        return response.content.decode().split("\r\n")[1:-2]  # the header lines, in order
+
+    async with TinyServer(echo_head) as server:
+        client = HTTPClient(server.url, headers={"X-Fixed": "1", "Authorization": "Bearer a"})
+        fixed = ["Host: " + server.url.split("//")[1], "Accept: */*", "User-Agent: pilothouse", "X-Fixed: 1"]
+        added = await client.request("POST", "/x", b"", {"traceparent": "t", "X-Other": "o"})
+        assert sent(added) == [
+            *fixed,
+            "Authorization: Bearer a",
+            "Traceparent: t",
+            "X-Other: o",
+            "Content-Length: 0",
+        ]
+        replaced = await client.request("POST", "/x", b"", {"AUTHORIZATION": "Bearer b", "traceparent": "u"})
+        assert sent(replaced) == [*fixed, "Authorization: Bearer b", "Traceparent: u", "Content-Length: 0"]
+        twice = await client.request("POST", "/x", b"", {"X-Dup": "1", "x-dup": "2"})
+        assert sent(twice) == [*fixed, "Authorization: Bearer a", "X-Dup: 2", "Content-Length: 0"]
+        plain = await client.request("POST", "/x", b"")
+        assert sent(plain) == [*fixed, "Authorization: Bearer a", "Content-Length: 0"]
         await client.aclose()
 
 

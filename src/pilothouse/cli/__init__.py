@@ -2,19 +2,70 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 
 import click
 
 from pilothouse import __version__
-from pilothouse.cli import budgets, costs, db, keys, prices, serve, serve_model, traces
-from pilothouse.cli import evals as evals_cli
-from pilothouse.cli import gate as gate_cli
-from pilothouse.cli import judge as judge_cli
 from pilothouse.cli.common import CliError
 
+# Each command's module, imported when the command is looked up, so that a command loads only what it
+# uses (`pilothouse eval run` does not import the server, the cost reports or numpy).
+_COMMANDS = {
+    "serve": "serve:serve",
+    "serve-model": "serve_model:serve_model",
+    "keys": "keys:keys",
+    "traces": "traces:traces",
+    "db": "db:db",
+    "eval": "evals:eval_group",
+    "datasets": "evals:datasets",
+    "gate": "gate:gate",
+    "judge": "judge:judge",
+    "prices": "prices:prices",
+    "costs": "costs:costs",
+    "budgets": "budgets:budgets",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """The top-level commands by name; a command's module is imported the first time it is looked up."""
+
+    def __init__(self, homes: dict[str, str]) -> None:
+        self._homes = dict(homes)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = self._loaded.get(name)
+        if command is None:
+            module, _, attribute = self._homes[name].partition(":")
+            command = getattr(importlib.import_module(f"pilothouse.cli.{module}"), attribute)
+            assert isinstance(command, click.Command)
+            self._loaded[name] = command
+        return command
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        self._homes.pop(name, None)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._homes.pop(name, None)
+        self._loaded.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._homes or name in self._loaded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._homes, *(n for n in self._loaded if n not in self._homes)])
+
+    def __len__(self) -> int:
+        return len(self._homes.keys() | self._loaded.keys())
+
+
+@click.group(commands=_LazyCommands(_COMMANDS), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pilothouse")
 def cli() -> None:
     """Pilothouse: gateway, traces, costs and evals for LLM applications.
@@ -23,20 +74,6 @@ def cli() -> None:
     at http://127.0.0.1:4000/v1 (an Anthropic client at http://127.0.0.1:4000) or send
     OpenTelemetry traces to http://127.0.0.1:4000/v1/traces. More keys: 'pilothouse keys create'.
     """
-
-
-cli.add_command(serve.serve)
-cli.add_command(serve_model.serve_model)
-cli.add_command(keys.keys)
-cli.add_command(traces.traces)
-cli.add_command(db.db)
-cli.add_command(evals_cli.eval_group)
-cli.add_command(evals_cli.datasets)
-cli.add_command(gate_cli.gate)
-cli.add_command(judge_cli.judge)
-cli.add_command(prices.prices)
-cli.add_command(costs.costs)
-cli.add_command(budgets.budgets)
 
 
 def main() -> None:

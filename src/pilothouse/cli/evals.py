@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pilothouse.cli.common import CliError, database_option, open_store
+from pilothouse.cli.common import CliError, database_option, open_store, run_async, start_up
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -153,28 +153,27 @@ def run_command(
     Exit status 0, or 1/3 when the spec's 'assert' means are below target / cannot be told
     (see 'pilothouse gate' for comparing two runs), 2 for a spec that cannot run, 130 when
     interrupted (resume with --resume RUN)."""
-    import asyncio
+    with start_up():
+        from pilothouse.domain.datasets import DatasetError
+        from pilothouse.evals import Evaluations
+        from pilothouse.evals.calls import TargetConfigError
+        from pilothouse.evals.runner import RunError
+        from pilothouse.evals.spec import SpecError, load_spec
+        from pilothouse.store.calibrations import CalibrationStore
 
-    from pilothouse.domain.datasets import DatasetError
-    from pilothouse.evals import Evaluations
-    from pilothouse.evals.calls import TargetConfigError
-    from pilothouse.evals.runner import RunError
-    from pilothouse.evals.spec import SpecError, load_spec
-    from pilothouse.store.calibrations import CalibrationStore
-
-    try:
-        spec = load_spec(spec_file)
-    except (SpecError, DatasetError) as exc:
-        raise CliError(str(exc), exit_code=2) from None
-    spec = spec.with_overrides(
-        name=name,
-        repeats=repeats,
-        concurrency=concurrency,
-        project=project,
-        cache=False if no_cache else None,
-    )
-    store = eval_store(database_url)
-    out, err = _console(), _console(stderr=True)
+        try:
+            spec = load_spec(spec_file)
+        except (SpecError, DatasetError) as exc:
+            raise CliError(str(exc), exit_code=2) from None
+        spec = spec.with_overrides(
+            name=name,
+            repeats=repeats,
+            concurrency=concurrency,
+            project=project,
+            cache=False if no_cache else None,
+        )
+        store = eval_store(database_url)
+        out, err = _console(), _console(stderr=True)
     display = _ProgressDisplay(err, quiet)
     started_run: list[EvalRun] = []
 
@@ -184,7 +183,7 @@ def run_command(
 
     try:
         service = Evaluations(store, CalibrationStore(store.store))
-        run = asyncio.run(service.run(spec, resume=resume, on_start=started, on_progress=display.update))
+        run = run_async(service.run(spec, resume=resume, on_start=started, on_progress=display.update))
     except KeyboardInterrupt:
         display.stop()
         if not started_run:

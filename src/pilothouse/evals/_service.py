@@ -2,6 +2,10 @@
 checks), curate a dataset from traces. Each use case is written here once; ``pilothouse gate``,
 ``pilothouse eval compare``, ``GET /api/evals/compare``, the UI's compare page and the pytest plugin
 call :meth:`Evaluations.compare_runs` and only render what it returns, so they cannot disagree.
+
+The comparison's modules (the gate, its statistics, the judges' calibration) are imported by the
+functions that compare: ``pilothouse eval run`` imports this module and never compares, and should not
+pay for them at start-up.
 """
 
 from __future__ import annotations
@@ -11,26 +15,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pilothouse.domain.calibrations import Calibration
 from pilothouse.domain.datasets import DatasetError, DatasetVersion
 from pilothouse.domain.evals import EvalResult, EvalRun, RunStatus
 from pilothouse.domain.queries import TraceQuery
-from pilothouse.evals._comparison import ChangedItem, Comparison, ComparisonError, ItemTally, option
-from pilothouse.evals.calibration import judged_metrics
-from pilothouse.evals.gate import (
-    DEFAULT_ALPHA,
-    MetricResult,
-    MetricSpec,
-    MetricValues,
-    compare_metric,
-    overall_verdict,
-)
-from pilothouse.evals.stats import item_means
 from pilothouse.store.calibrations import CalibrationStore
 from pilothouse.store.evals import EvalStore, ScoreFilter
 from pilothouse.store.sql import SqlStore
 
 if TYPE_CHECKING:
+    from pilothouse.domain.calibrations import Calibration
+    from pilothouse.evals._comparison import ChangedItem, Comparison, ItemTally
+    from pilothouse.evals.gate import MetricResult, MetricSpec, MetricValues
     from pilothouse.evals.runner import Progress
     from pilothouse.evals.spec import EvalSpec
 
@@ -86,7 +81,7 @@ class Evaluations:
         *,
         metrics: Sequence[str] = (),
         margin: float | None = None,
-        alpha: float = DEFAULT_ALPHA,
+        alpha: float | None = None,
         allow_uncalibrated: bool = False,
         min_kappa: float | None = None,
         project_id: str | None = None,
@@ -94,8 +89,8 @@ class Evaluations:
         include_unchanged: bool = False,
     ) -> Comparison:
         """The quality gate on two runs: a non-inferiority test per metric (``metrics``, default every
-        metric both runs have) at ``alpha`` with ``margin`` (None: each metric's default), and the
-        items that changed, biggest losses first.
+        metric both runs have) at ``alpha`` (None: the gate's ``DEFAULT_ALPHA``, 0.05) with ``margin``
+        (None: each metric's default), and the items that changed, biggest losses first.
 
         A metric graded by a judge needs a calibration of the candidate's judge (and of the baseline's
         when the runs graded it with different judges) that could read some of its replies, unless
@@ -105,6 +100,10 @@ class Evaluations:
         changed items that come with outputs and inputs; ``include_unchanged`` lists unchanged items
         too. Raises :class:`ComparisonError` for every usage problem.
         """
+        from pilothouse.evals._comparison import Comparison, ComparisonError
+        from pilothouse.evals.gate import DEFAULT_ALPHA, compare_metric, overall_verdict
+
+        alpha = DEFAULT_ALPHA if alpha is None else alpha
         _check_settings(margin, alpha, min_kappa, changed_limit)
         base_run = self._resolve(baseline, "baseline", project_id)
         cand_run = self._resolve(candidate, "candidate", project_id)
@@ -146,6 +145,8 @@ class Evaluations:
         )
 
     def _resolve(self, reference: str | EvalRun, role: str, project_id: str | None) -> EvalRun:
+        from pilothouse.evals._comparison import ComparisonError
+
         if isinstance(reference, EvalRun):
             if project_id is None or reference.project_id == project_id:
                 return reference
@@ -159,6 +160,8 @@ class Evaluations:
     def _load(
         self, baseline: EvalRun, candidate: EvalRun, name: str
     ) -> tuple[MetricSpec, MetricValues, MetricValues]:
+        from pilothouse.evals.gate import MetricSpec, MetricValues
+
         runs = [self.evals.metric_values(run.id, name) for run in (baseline, candidate)]
         binary = all(v in (0.0, 1.0) for by_item, _ in runs for values in by_item.values() for v in values)
         spec = MetricSpec(name, "binary" if binary else "continuous")
@@ -177,6 +180,9 @@ class Evaluations:
         """The calibration of the judge of every judge-graded metric (the candidate's judge; the
         baseline's too when the runs graded with different judges); an error for a missing, unreadable
         or weak one."""
+        from pilothouse.evals._comparison import ComparisonError, option
+        from pilothouse.evals.calibration import judged_metrics
+
         judged = [(candidate, judged_metrics(candidate.spec)), (baseline, judged_metrics(baseline.spec))]
         found: dict[str, Calibration | None] = {}
         for name in names:
@@ -270,6 +276,8 @@ class Evaluations:
 def _check_settings(
     margin: float | None, alpha: float, min_kappa: float | None, changed_limit: int | None
 ) -> None:
+    from pilothouse.evals._comparison import ComparisonError, option
+
     if not 0 < alpha < 0.5:
         raise ComparisonError(
             f"{option('alpha')} must be between 0 and 0.5, not {alpha}",
@@ -297,6 +305,8 @@ def _check_settings(
 
 
 def _metric_names(baseline: EvalRun, candidate: EvalRun, wanted: Sequence[str]) -> list[str]:
+    from pilothouse.evals._comparison import ComparisonError
+
     shared = [name for name in baseline.scorers if name in candidate.scorers]
     for name in wanted:
         if name not in shared:
@@ -321,6 +331,9 @@ def _changed_items(
     changed: list[ChangedItem],
 ) -> ItemTally:
     """Append one metric's changed items (per-item means over epochs) and count how items moved."""
+    from pilothouse.evals._comparison import ChangedItem, ItemTally
+    from pilothouse.evals.stats import item_means
+
     means_a, means_b = item_means(baseline.by_item), item_means(candidate.by_item)
     better = worse = same = unpaired = 0
     for item in sorted(means_a.keys() | means_b.keys()):

@@ -48,8 +48,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from pilothouse.domain.calibrations import CalibrationMetrics, Confusion, Judgement
 from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.evals.scoring import COMMON_KEYS, Sample, Scorer, ScoreResult, is_model_graded
@@ -151,6 +149,8 @@ def kappa_interval(
 ) -> tuple[float, float] | None:
     """A percentile bootstrap interval for kappa, resampling items; None with fewer than 2 items or
     when kappa is undefined in most resamples."""
+    import numpy as np  # here, not at the top: the evaluations service imports this module for every run
+
     if len(pairs) < 2:
         return None
     human = np.array([h for h, _ in pairs], dtype=bool)

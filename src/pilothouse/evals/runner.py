@@ -50,7 +50,7 @@ from pilothouse.gateway.recording import CallSpan
 __all__ = ["AdaptiveLimit", "EvalStoreLike", "Progress", "RunError", "cache_key", "run_eval"]
 
 FLUSH_ROWS = 500
-PREPARE_BATCH = 100  # items rendered and looked up in the response cache at once
+PREPARE_BATCH = 500  # items rendered and looked up in the response cache at once (one query)
 FLUSH_SECONDS = 0.5
 MAX_BACKOFF_S = 30.0
 
@@ -321,10 +321,9 @@ class _Run:
 
     async def _evaluate(self, unit: _Unit, context: CallContext) -> EvalResult:
         item, epoch, position, cached = unit.item, unit.epoch, unit.position, unit.cached
-        base = EvalResult(self.run.id, item.id, epoch, position, None, trace_id=context.trace_id)
         prepared = unit.prepared
         if prepared is None:
-            return self._unmeasured(base, unit.error or "no request")
+            return self._unmeasured(unit, context, unit.error or "no request")
         if cached is not None:
             reply = TargetReply(
                 cached.output,
@@ -341,7 +340,7 @@ class _Run:
             except TargetError as exc:
                 if span is not None:
                     self.span(span.record(status=Status.ERROR, error=exc.message))
-                return self._unmeasured(base, exc.message)
+                return self._unmeasured(unit, context, exc.message)
             if span is not None:
                 self.span(span.record(status=Status.OK, output=reply.output))
             if unit.key is not None:
@@ -361,9 +360,14 @@ class _Run:
             cost_usd=reply.cost_usd,
         )
         verdicts = await self._score(sample)
-        judge_in = _total(v.judge_input_tokens for v in verdicts)
-        judge_out = _total(v.judge_output_tokens for v in verdicts)
-        judge_cost = _total_cost(verdicts)
+        if len(verdicts) == 1:  # the usual case, without the sums' generators
+            judge_in = verdicts[0].judge_input_tokens
+            judge_out = verdicts[0].judge_output_tokens
+            judge_cost = verdicts[0].judge_cost_usd
+        else:
+            judge_in = _total(v.judge_input_tokens for v in verdicts)
+            judge_out = _total(v.judge_output_tokens for v in verdicts)
+            judge_cost = _total_cost(verdicts)
         return EvalResult(
             run_id=self.run.id,
             item_id=item.id,
@@ -387,27 +391,21 @@ class _Run:
         )
 
     async def _score(self, sample: Sample) -> list[ScoreResult]:
-        async def one(scorer: Any) -> ScoreResult:
-            try:
-                result: ScoreResult = await scorer.score(sample)
-            except Exception as exc:  # a plugin scorer's bug: unmeasured, never the end of the run
-                return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}")
-            return result
+        scorers = self.spec.scorers
+        if len(scorers) == 1:
+            return [await _score_one(scorers[0], sample)]
+        return list(await asyncio.gather(*(_score_one(s, sample) for s in scorers)))
 
-        if len(self.spec.scorers) == 1:
-            return [await one(self.spec.scorers[0])]
-        return list(await asyncio.gather(*(one(s) for s in self.spec.scorers)))
-
-    def _unmeasured(self, base: EvalResult, error: str) -> EvalResult:
+    def _unmeasured(self, unit: _Unit, context: CallContext, error: str) -> EvalResult:
         scores = tuple(ScoreRecord(s.name, None, None, f"target failed: {error}") for s in self.spec.scorers)
         return EvalResult(
-            base.run_id,
-            base.item_id,
-            base.epoch,
-            base.position,
+            self.run.id,
+            unit.item.id,
+            unit.epoch,
+            unit.position,
             None,
             error=error,
-            trace_id=base.trace_id,
+            trace_id=context.trace_id,
             scores=scores,
             created_ns=time.time_ns(),
         )
@@ -443,6 +441,14 @@ class _Run:
             self.on_progress(p, result)
         if len(self.buffers.results) >= FLUSH_ROWS:
             await self.flush()
+
+
+async def _score_one(scorer: Any, sample: Sample) -> ScoreResult:
+    try:
+        result: ScoreResult = await scorer.score(sample)
+    except Exception as exc:  # a plugin scorer's bug: unmeasured, never the end of the run
+        return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}")
+    return result
 
 
 def _context_of(item: DatasetItem) -> str | None:

@@ -13,10 +13,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import numpy.typing as npt
+# numpy is imported inside the functions that compute with it: the evaluations service imports this
+# module, and `pilothouse eval run`, which never compares, should not pay numpy's import time.
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 ValuesByItem = Mapping[str, Sequence[float]]
 ComparisonMethod = Literal["auto", "exact", "sign-flip", "t", "bootstrap"]
@@ -111,6 +114,8 @@ def clustered_bootstrap(
     multiply the evidence. The interval is the percentile interval widened for small samples
     (Hesterberg's "expanded percentile"), which keeps close to its nominal coverage from about ten items.
     """
+    import numpy as np
+
     _check_confidence(confidence)
     means_by_item = item_means(values_by_item)
     if not means_by_item:
@@ -171,6 +176,8 @@ def paired_difference(
     ``"bootstrap"`` is a paired bootstrap over items (expanded percentile interval), offered for
     comparison: it is liberal below ~50 items when differences are skewed.
     """
+    import numpy as np
+
     _check_confidence(confidence)
     base = item_means(baseline_by_item)
     cand = item_means(candidate_by_item)
@@ -253,6 +260,8 @@ def _check_confidence(confidence: float) -> None:
 
 def _bootstrap_means(values: npt.NDArray[np.float64], resamples: int, seed: int) -> npt.NDArray[np.float64]:
     """Means of ``resamples`` resamples (with replacement) of ``values``, in memory-bounded chunks."""
+    import numpy as np
+
     if resamples < 1:
         raise ValueError("resamples must be at least 1")
     rng = np.random.default_rng(seed)
@@ -269,6 +278,8 @@ def _bootstrap_interval(
     values: npt.NDArray[np.float64], mean: float, confidence: float, resamples: int, seed: int
 ) -> tuple[float, float]:
     """Expanded percentile interval: percentiles at a level widened by sqrt(n/(n-1)) * t/z."""
+    import numpy as np
+
     n = len(values)
     if n < 2:
         return math.nan, math.nan
@@ -286,6 +297,8 @@ def _bootstrap_p_values(
     diffs: npt.NDArray[np.float64], delta: float, resamples: int, seed: int
 ) -> tuple[float, float]:
     """One-sided p-values for delta == 0 from the bootstrap distribution shifted to the null."""
+    import numpy as np
+
     boot = _bootstrap_means(diffs, resamples, seed) - delta
     p_decrease = (1 + int(np.count_nonzero(boot <= delta))) / (resamples + 1)
     p_increase = (1 + int(np.count_nonzero(boot >= delta))) / (resamples + 1)
@@ -313,6 +326,8 @@ def _sign_flip_exact(diffs: npt.NDArray[np.float64], confidence: float) -> tuple
     means on one side of delta0, and the interval's ends are order statistics of the 2**n - 1 subset
     means: test and interval agree by construction.
     """
+    import numpy as np
+
     n = len(diffs)
     if n > SIGN_FLIP_MAX_ITEMS + 5:
         raise ValueError(f"the exact sign-flip test enumerates 2**n flips; {n} items is too many")

@@ -29,7 +29,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -227,6 +227,7 @@ class ModelTarget:
                 raise opts.error(f"params.{reserved}", "is set by the target itself")
         timeout_s = opts.number("timeout_s", 600.0) or 600.0
         self.client = chat_model(opts, model, base_dir, timeout_s)
+        self.span_name = f"eval target {model}"
 
     def describe(self) -> str:
         return f"model {self.model} @ {self.client.describe()}"
@@ -247,7 +248,7 @@ class ModelTarget:
         await self.client.start(spans)
 
     async def call(self, prepared: Prepared, context: CallContext) -> TargetReply:
-        context = replace(context, name=f"eval target {self.model}")
+        context = context.named(self.span_name)
         reply = await self.client.chat(dict(prepared.request), context)
         usage = reply.usage
         return TargetReply(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -19,9 +19,11 @@ from pilothouse.domain.chat import CallContext, ChatReply, ChatStream, ModelCall
 from pilothouse.domain.ids import new_span_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import Usage
-from pilothouse.gateway._gateway import Caller, Gateway, GatewayError
 from pilothouse.gateway.recording import CallSpan, StreamAssembler, usage_from_openai
 from pilothouse.providers.http import HTTPClient, HTTPError, Response, StreamResponse
+
+if TYPE_CHECKING:  # the in-process adapter imports the gateway when it is used: the HTTP one needs none of it
+    from pilothouse.gateway._gateway import Caller, Gateway, GatewayError
 
 __all__ = ["HttpModel", "InProcessModel", "retry_after_seconds"]
 
@@ -70,6 +72,8 @@ class InProcessModel:
             self.gateway.record = spans
 
     def _begin(self, request: dict[str, Any], context: CallContext) -> tuple[Caller, CallSpan]:
+        from pilothouse.gateway._gateway import Caller
+
         caller = Caller(context.project_id)
         call = self.gateway.start("chat", caller, trace_id=context.trace_id, parent_id=context.parent_id)
         call.name, call.trace = context.name, context.trace
@@ -77,6 +81,8 @@ class InProcessModel:
         return caller, call
 
     async def chat(self, request: dict[str, Any], context: CallContext) -> ChatReply:
+        from pilothouse.gateway._gateway import GatewayError
+
         caller, call = self._begin(request, context)
         started = time.perf_counter()
         try:
@@ -92,6 +98,8 @@ class InProcessModel:
         return ChatReply(reply.response, usage, cost, latency_ms, call.trace_id)
 
     async def stream(self, request: dict[str, Any], context: CallContext) -> ChatStream:
+        from pilothouse.gateway._gateway import GatewayError
+
         caller, call = self._begin(request, context)
         started = time.perf_counter()
         try:

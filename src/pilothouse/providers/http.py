@@ -642,10 +642,16 @@ class HTTPClient:
     def _request_bytes(self, method: str, path: str, body: bytes, headers: Mapping[str, str] | None) -> bytes:
         head_tail = self._head_tail
         if headers:
-            merged = dict(self._static_headers)
-            for name, value in headers.items():
-                merged[name.lower()] = value
-            head_tail = "".join(f"{_title(k)}: {v}\r\n" for k, v in merged.items()).encode("latin-1")
+            static = self._static_headers
+            names = {name.lower() for name in headers}
+            if len(names) < len(headers) or not names.isdisjoint(static):  # a header replaces another
+                merged = dict(static)
+                for name, value in headers.items():
+                    merged[name.lower()] = value
+                head_tail = "".join(f"{_title(k)}: {v}\r\n" for k, v in merged.items()).encode("latin-1")
+            else:  # only new headers (a traceparent per call): after the fixed ones, as a merge puts them
+                extra = "".join(f"{_title(k)}: {v}\r\n" for k, v in headers.items()).encode("latin-1")
+                head_tail += extra
         start = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
         return b"%s%sContent-Length: %d\r\n\r\n%s" % (start, head_tail, len(body), body)
 

@@ -7,6 +7,7 @@ texts (outputs, item inputs) are stored packed (compressed), as spans are.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -16,7 +17,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, and_, bindparam, func, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from pilothouse.domain.datasets import DatasetError, DatasetItem, DatasetVersion, fingerprint_item
@@ -32,11 +32,42 @@ from pilothouse.domain.queries import TraceQuery
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.rows import money_or_none, pack, unpack
-from pilothouse.store.sql import SqlStore
+from pilothouse.store.sql import SqlStore, _DriverStatement
 
 __all__ = ["DatasetSummary", "EvalStore", "ScoreFilter"]
 
 _PAGE = 1000
+# The columns of the rows the bulk writes (items, results, scores, cached answers) build as tuples.
+_ITEM_COLUMNS = (
+    "version_id",
+    "position",
+    "item_id",
+    "input",
+    "messages",
+    "expected",
+    "metadata",
+    "source_trace_id",
+)
+_RESULT_COLUMNS = (
+    "run_id",
+    "item_id",
+    "epoch",
+    "position",
+    "output",
+    "error",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "judge_input_tokens",
+    "judge_output_tokens",
+    "judge_cost_usd",
+    "trace_id",
+    "cached",
+    "created_ns",
+)
+_SCORE_COLUMNS = ("run_id", "scorer", "item_id", "epoch", "value", "passed", "error", "reason")
+_CACHE_COLUMNS = ("key", "output", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "created_ns")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +114,30 @@ class EvalStore:
         self.store = store
         self.engine = store.engine
         self._pack = store.dialect == "sqlite"
-        self._insert = postgresql.insert if store.dialect == "postgresql" else sqlite.insert
 
     def _text(self, text: str | None) -> str | bytes | None:
         return pack(text) if self._pack else text
+
+    # The bulk writes, compiled once to driver SQL: executemany over tuples skips SQLAlchemy's per-row
+    # parameter processing (as the span writer does), which cost more than the rows themselves.
+
+    @functools.cached_property
+    def _item_insert(self) -> _DriverStatement:
+        return self.store._compile(t.eval_items.insert(), _ITEM_COLUMNS)
+
+    @functools.cached_property
+    def _result_insert(self) -> _DriverStatement:
+        return self.store._compile(
+            self.store._insert(t.eval_results).on_conflict_do_nothing(), _RESULT_COLUMNS
+        )
+
+    @functools.cached_property
+    def _score_insert(self) -> _DriverStatement:
+        return self.store._compile(self.store._insert(t.eval_scores).on_conflict_do_nothing(), _SCORE_COLUMNS)
+
+    @functools.cached_property
+    def _cache_insert(self) -> _DriverStatement:
+        return self.store._compile(self.store._insert(t.eval_cache).on_conflict_do_nothing(), _CACHE_COLUMNS)
 
     # -- datasets -----------------------------------------------------------------------------------
 
@@ -138,7 +189,7 @@ class EvalStore:
         )
         digest = hashlib.sha256()
         count = 0
-        batch: list[dict[str, Any]] = []
+        batch: list[tuple[Any, ...]] = []
         for item in items:
             count += 1
             fingerprint_item(digest, item)
@@ -159,29 +210,30 @@ class EvalStore:
         )
         return number
 
-    def _insert_items(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _insert_items(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
         try:
-            conn.execute(t.eval_items.insert(), rows)
+            self._item_insert.execute(conn, rows)
         except IntegrityError:
-            ids = [r["item_id"] for r in rows]
+            ids = [r[2] for r in rows]
             raise DatasetError(
                 "two items have the same id (ids must be unique in a dataset): "
                 + next((i for i in ids if ids.count(i) > 1), "one of " + ", ".join(ids[:3]))
             ) from None
 
-    def _item_row(self, version_id: str, position: int, item: DatasetItem) -> dict[str, Any]:
-        return {
-            "version_id": version_id,
-            "position": position,
-            "item_id": item.id,
-            "input": self._text(_json(dict(item.input))),
-            "messages": self._text(_json([dict(m) for m in item.messages]) if item.messages else None),
-            "expected": self._text(_json(item.expected)),
-            "metadata": _json(dict(item.metadata)) if item.metadata else None,
-            "source_trace_id": item.source_trace_id,
-        }
+    def _item_row(self, version_id: str, position: int, item: DatasetItem) -> tuple[Any, ...]:
+        """An ``eval_items`` row, in :data:`_ITEM_COLUMNS` order."""
+        return (
+            version_id,
+            position,
+            item.id,
+            self._text(_json(dict(item.input))),
+            self._text(_json([dict(m) for m in item.messages]) if item.messages else None),
+            self._text(_json(item.expected)),
+            _json(dict(item.metadata)) if item.metadata else None,
+            item.source_trace_id,
+        )
 
     def _dataset_id(self, conn: Connection, project_id: str, name: str, description: str | None) -> str:
         d = t.eval_datasets
@@ -362,45 +414,46 @@ class EvalStore:
         """Store results and their scores in one transaction (ones already stored are skipped)."""
         if not results:
             return
-        result_rows = [
-            {
-                "run_id": r.run_id,
-                "item_id": r.item_id,
-                "epoch": r.epoch,
-                "position": r.position,
-                "output": self._text(r.output),
-                "error": r.error,
-                "latency_ms": r.latency_ms,
-                "input_tokens": r.input_tokens,
-                "output_tokens": r.output_tokens,
-                "cost_usd": None if r.cost_usd is None else r.cost_usd.usd,
-                "judge_input_tokens": r.judge_input_tokens,
-                "judge_output_tokens": r.judge_output_tokens,
-                "judge_cost_usd": None if r.judge_cost_usd is None else r.judge_cost_usd.usd,
-                "trace_id": r.trace_id,
-                "cached": r.cached,
-                "created_ns": r.created_ns or time.time_ns(),
-            }
+        text, now = self._text, time.time_ns()
+        result_rows = [  # in _RESULT_COLUMNS order
+            (
+                r.run_id,
+                r.item_id,
+                r.epoch,
+                r.position,
+                text(r.output),
+                r.error,
+                r.latency_ms,
+                r.input_tokens,
+                r.output_tokens,
+                None if r.cost_usd is None else r.cost_usd.usd,
+                r.judge_input_tokens,
+                r.judge_output_tokens,
+                None if r.judge_cost_usd is None else r.judge_cost_usd.usd,
+                r.trace_id,
+                r.cached,
+                r.created_ns or now,
+            )
             for r in results
         ]
-        score_rows = [
-            {
-                "run_id": r.run_id,
-                "scorer": s.scorer,
-                "item_id": r.item_id,
-                "epoch": r.epoch,
-                "value": s.value,
-                "passed": s.passed,
-                "error": s.error,
-                "reason": s.reason[:2000] if s.reason else None,
-            }
+        score_rows = [  # in _SCORE_COLUMNS order
+            (
+                r.run_id,
+                s.scorer,
+                r.item_id,
+                r.epoch,
+                s.value,
+                s.passed,
+                s.error,
+                s.reason[:2000] if s.reason else None,
+            )
             for r in results
             for s in r.scores
         ]
         with self.engine.begin() as conn:
-            conn.execute(self._insert(t.eval_results).on_conflict_do_nothing(), result_rows)
+            self._result_insert.execute(conn, result_rows)
             if score_rows:
-                conn.execute(self._insert(t.eval_scores).on_conflict_do_nothing(), score_rows)
+                self._score_insert.execute(conn, score_rows)
 
     def completed_keys(self, run_id: str) -> set[tuple[str, int]]:
         """(item id, epoch) of every stored result of a run."""
@@ -522,20 +575,20 @@ class EvalStore:
         if not entries:
             return
         now = time.time_ns()
-        rows = [
-            {
-                "key": key,
-                "output": self._text(e.output),
-                "input_tokens": e.input_tokens,
-                "output_tokens": e.output_tokens,
-                "cost_usd": None if e.cost_usd is None else e.cost_usd.usd,
-                "latency_ms": e.latency_ms,
-                "created_ns": now,
-            }
+        rows = [  # in _CACHE_COLUMNS order
+            (
+                key,
+                self._text(e.output),
+                e.input_tokens,
+                e.output_tokens,
+                None if e.cost_usd is None else e.cost_usd.usd,
+                e.latency_ms,
+                now,
+            )
             for key, e in dict(entries).items()
         ]
         with self.engine.begin() as conn:
-            conn.execute(self._insert(t.eval_cache).on_conflict_do_nothing(), rows)
+            self._cache_insert.execute(conn, rows)
 
     def clear_cache(self) -> int:
         """Forget every cached answer; returns how many there were."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 import time
@@ -104,32 +105,55 @@ class SqlStore:
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self._least = func.least if self.dialect == "postgresql" else func.min
         self._greatest = func.greatest if self.dialect == "postgresql" else func.max
-        # The ingest statements are compiled once to driver SQL with named parameters: executemany
-        # with plain dicts then skips SQLAlchemy's per-row parameter processing (the hot path).
-        self._span_insert = self._compile(
+
+    # The ingest statements are compiled once, on first use (a command that only reads or runs evals
+    # never compiles them), to driver SQL: executemany then skips SQLAlchemy's per-row parameter
+    # processing (the hot path).
+
+    @functools.cached_property
+    def _span_insert(self) -> _DriverStatement:
+        return self._compile(
             self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
             SPAN_COLUMNS,
         )
+
+    @functools.cached_property
+    def _trace_upsert(self) -> _DriverStatement:
         # On SQLite the writer gives new traces their keys itself (the transaction holds the write lock
         # from its start, so the next keys are known): no reading them back after the insert.
         trace_columns = ("pk", *TRACE_COLUMNS) if self._compress else TRACE_COLUMNS
-        self._trace_upsert = self._compile(self._make_trace_upsert(), trace_columns)
-        self._rollup_upserts = {
+        return self._compile(self._make_trace_upsert(), trace_columns)
+
+    @functools.cached_property
+    def _rollup_upserts(self) -> dict[int, _DriverStatement]:
+        return {
             granularity: self._compile(self._sum_upsert(rollup, ROLLUP_SUMS), ROLLUP_COLUMNS)
             for granularity, rollup in t.ROLLUPS
         }
+
+    @functools.cached_property
+    def _in_batch(self) -> str:
         # The keys of a batch's stored traces and their stored span ids (NULL for a trace without
         # spans), then (PostgreSQL) the keys of its new traces: one statement per project and batch
         # each, the trace ids passed as one parameter (a JSON array on SQLite, an array on PostgreSQL).
-        in_batch = (
+        return (
             "tr.project_id = ? AND tr.id IN (SELECT value FROM json_each(?))"
             if self._compress
             else "tr.project_id = %s AND tr.id = ANY(%s)"
         )
+
+    @functools.cached_property
+    def _seen_sql(self) -> str:
         with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
-        self._seen_sql = f"SELECT tr.id, tr.pk, s.span_id FROM {with_spans} WHERE {in_batch}"
-        self._keys_sql = f"SELECT tr.id, tr.pk FROM traces tr WHERE {in_batch}"
-        self._rollup_selects = {g: self._compile_rollup_select(rollup) for g, rollup in t.ROLLUPS}
+        return f"SELECT tr.id, tr.pk, s.span_id FROM {with_spans} WHERE {self._in_batch}"
+
+    @functools.cached_property
+    def _keys_sql(self) -> str:
+        return f"SELECT tr.id, tr.pk FROM traces tr WHERE {self._in_batch}"
+
+    @functools.cached_property
+    def _rollup_selects(self) -> dict[int, str]:
+        return {g: self._compile_rollup_select(rollup) for g, rollup in t.ROLLUPS}
 
     def _compile_rollup_select(self, rollup: Table) -> str:
         stmt = select(
