@@ -145,6 +145,7 @@ def create_app(
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     gateway, budgets = build_gateway(settings, config, the_store)
     spool = Spool(settings.resolved_spool_dir) if settings.durable else None
+    the_store.durable_span_writes = settings.durable
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
