@@ -69,7 +69,7 @@ class SpoolStats:
 
 @dataclass(slots=True)
 class _Pending:
-    """What was appended and not yet written: (segment, buffers) in order."""
+    """What was appended and not yet written: (segment, record payload) in order."""
 
     parts: list[tuple[_Segment, bytes]] = field(default_factory=list)
 
@@ -106,26 +106,25 @@ class Spool:
         segment = _Segment(self._next_id, self.folder / f"{self._next_id:012d}.wal")
         self._next_id += 1
         self._segments[segment.id] = segment
-        self._pending.parts.append((segment, MAGIC))
         return segment
 
     # -- the request path ---------------------------------------------------------------------------
 
     def append(self, payload: bytes) -> int:
-        """Add one record (in memory until the next flush); its segment's id, for :meth:`done`."""
-        header = frame(payload)
+        """Add one record (in memory until the next flush; its CRC is computed there, off the event
+        loop); its segment's id, for :meth:`done`."""
+        size = _FRAME.size + len(payload)
         with self._lock:
             segment = self._active
-            if segment.size > len(MAGIC) and segment.size + len(header) + len(payload) > self.segment_bytes:
+            if segment.size > len(MAGIC) and segment.size + size > self.segment_bytes:
                 segment.closed = True
                 segment = self._active = self._open_segment()
-            segment.size += len(header) + len(payload)
+            segment.size += size
             segment.outstanding += 1
-            self._pending.parts.append((segment, header))
             self._pending.parts.append((segment, payload))
             self._appended += 1
             self.stats.records += 1
-            self.stats.bytes += len(header) + len(payload)
+            self.stats.bytes += size
             return segment.id
 
     async def flush(self) -> None:
@@ -183,21 +182,26 @@ class Spool:
         self._delete(finished)
 
     def _write(self, parts: list[tuple[_Segment, bytes]]) -> list[_Segment]:
-        """Write the buffers, in order, to their segment files; the segments written to."""
+        """Write the records, in order and framed, to their segment files (a new file begins with
+        :data:`MAGIC`); the segments written to."""
         touched: dict[_Segment, None] = {}  # in order, once each
         new_files = False
         i = 0
         while i < len(parts):
             segment = parts[i][0]
             j = i
-            while j < len(parts) and parts[j][0] is segment and j - i < _IOV_MAX:
+            while j < len(parts) and parts[j][0] is segment and j - i < _IOV_MAX // 2:
                 j += 1
+            buffers = []
             if segment.fd is None:
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
                 segment.fd = os.open(segment.path, flags, 0o600)
-                new_files = new_files or not segment.created
-                segment.created = True
-            buffers = [p[1] for p in parts[i:j]]
+                if not segment.created:
+                    new_files = segment.created = True
+                    buffers.append(MAGIC)
+            for _, payload in parts[i:j]:
+                buffers.append(frame(payload))  # zlib.crc32 lets other threads run on large payloads
+                buffers.append(payload)
             expected = sum(map(len, buffers))
             written = os.writev(segment.fd, buffers)
             if written != expected:  # short write: the rest, one buffer at a time
