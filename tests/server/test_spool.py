@@ -184,8 +184,9 @@ def test_start_up_replays_what_a_killed_process_acknowledged_once(tmp_path: Path
 
 
 def test_durable_mode_acknowledges_spans_and_gateway_calls_from_the_spool(tmp_path: Path) -> None:
-    """With the batch writer stopped, what a 200 acknowledged is on disk: kill -9 here would lose
-    nothing (the process drill is test_durable.py)."""
+    """What a 200 acknowledged (an export, a call, a whole stream) is fsynced on the spool when the
+    client reads the answer, whatever the batch writer has done by then: kill -9 at that moment
+    would lose nothing (the process drill is test_durable.py). A clean stop leaves no spool."""
     store = SqlStore.from_url(sqlite_at_head(tmp_path / "ack.db"))
     _, secret = store.create_api_key("p1", "test", frozenset(DEFAULT_SCOPES))
     config = tmp_path / "models.yaml"
