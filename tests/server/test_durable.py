@@ -23,7 +23,7 @@ from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
-from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream
+from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream, free_port
 from tests.server.process import cli
 from tests.spans import export_request, llm_attributes, otlp_span
 
@@ -183,5 +183,11 @@ def test_kill_9_under_load_loses_no_acknowledged_span_or_gateway_call(
             (listed,) = json.loads(budgets.text, parse_float=str)["data"]  # amounts as exact text
             assert listed["id"] == budget.id
             assert Money.from_usd(listed["spent_usd"]) == cost > Money.ZERO
+            # one process per spool: a second server on the same database refuses to start
+            second = cli(
+                "serve", "--database-url", database_url, "--durable", "--port", str(free_port()), env=env
+            )
+            assert second.returncode == 1 and "is in use by another server process" in second.stderr
+            assert second.stderr.strip().count("\n") == 0, second.stderr
         finally:
             restarted.stop()

@@ -130,6 +130,18 @@ def _gateway_span(key_id: str, cost_usd: str, trace_id: str | None = None) -> Sp
     return SpanRecord("p1", observation, TraceAttributes(user_id="u1", tags=("a", "b")))
 
 
+def test_each_database_has_its_own_spool_folder_named_without_credentials(tmp_path: Path) -> None:
+    def folder(url: str) -> Path:
+        return Settings(home=tmp_path, database_url=url).resolved_spool_dir  # type: ignore[call-arg]
+
+    pg = "postgresql://bob:HUNTER2@db:5432/traces"
+    assert folder(pg) == folder("postgresql://db:5432/traces")  # the password is not hashed in
+    assert folder(pg) != folder("postgresql://db:5432/other") != folder("sqlite:///x.db")
+    assert folder(pg).parent == tmp_path / "spool" and "HUNTER2" not in str(folder(pg))
+    given = Settings(home=tmp_path, spool_dir=tmp_path / "s")  # type: ignore[call-arg]
+    assert given.resolved_spool_dir == tmp_path / "s"
+
+
 def test_span_records_and_otlp_bodies_read_back_exactly() -> None:
     record = _gateway_span("k1", "0.000000000001")
     assert read_spans(span_records([record])) == [record]
