@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
@@ -25,6 +26,8 @@ from pilothouse.domain.traces import (
     Usage,
 )
 from pilothouse.server import Settings, create_app
+from pilothouse.server.durable import replay_spool
+from pilothouse.server.ingest import IngestQueue, PendingExport
 from pilothouse.server.spool import Spool, SpoolInUse, read_segment
 from pilothouse.server.spool_records import otlp_record, read_otlp, read_spans, span_records
 from pilothouse.store.costs import CostStore
@@ -230,4 +233,28 @@ def test_durable_mode_acknowledges_spans_and_gateway_calls_from_the_spool(tmp_pa
         services.ingest.wait_idle(10)
     assert store.count_spans("p1") == 6
     assert not _segments(tmp_path / "spool")  # a clean stop: everything committed, nothing to replay
+    store.close()
+
+
+def test_a_batch_the_database_refuses_stays_on_the_spool_for_the_next_start(tmp_path: Path) -> None:
+    store = SqlStore.from_url(sqlite_at_head(tmp_path / "refuse.db"))
+    spool = Spool(tmp_path / "spool")
+    queue = IngestQueue(store, linger_s=0, retry_delays_s=(0.0,), spool=spool)
+    record = _gateway_span("k1", "0.25")
+    with store.engine.begin() as conn:  # the database refuses every span write
+        conn.execute(sa.text("ALTER TABLE spans RENAME TO spans_away"))
+    assert queue.offer(PendingExport("p1", 1, records=[record], durable=span_records([record])))
+    assert queue.wait_idle(10) and queue.stats.failed == 1
+    queue.close()
+    spool.close()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE spans_away RENAME TO spans"))
+    assert store.count_spans() == 0
+    # the next start finds the record and stores it
+    reopened = Spool(tmp_path / "spool")
+    queue = IngestQueue(store, spool=reopened)
+    report = replay_spool(reopened, queue, 1 << 20)
+    assert report.spans == 1 and store.count_spans() == 1
+    queue.close()
+    reopened.close()
     store.close()

@@ -121,14 +121,14 @@ class IngestQueue:
 
     def offer(self, export: PendingExport | Sequence[SpanRecord], *, force: bool = False) -> bool:
         """Queue a whole export (or normalised records) and return True, or nothing and return False
-        when there is no room. ``force``: past the limit too (a gateway call the durable mode has
-        answered must be recorded); False only once the queue is closing."""
+        when there is no room. ``force``: up to twice the limit (the durable mode records a gateway
+        call it has answered even while OTLP exports get 429)."""
         if not isinstance(export, PendingExport):
             project = export[0].project_id if export else ""
             export = PendingExport(project, len(export), records=export)
         with self._cond:
-            full = not force and self._pending_spans + self._in_flight + export.count > self.max_spans
-            if self._closing or full:
+            limit = 2 * self.max_spans if force else self.max_spans
+            if self._closing or self._pending_spans + self._in_flight + export.count > limit:
                 self.stats.rejected += export.count
                 return False
             if self.spool is not None and export.durable is not None:
@@ -186,10 +186,14 @@ class IngestQueue:
                     taken += exports[-1].count
                 self._pending_spans -= taken
                 self._in_flight = taken
+            failed = self.stats.failed
             with paused_gc():  # a batch's objects live until it is stored (python benchmarks/ingest.py)
                 self._store(exports)
             if self.spool is not None:
-                self.spool.done(e.spool_segment for e in exports if e.spool_segment is not None)
+                if self.stats.failed == failed:
+                    self.spool.done(e.spool_segment for e in exports if e.spool_segment is not None)
+                else:  # the database refused some of it: the next start replays the batch (once each)
+                    log.warning("a batch with unstored spans stays on the spool for the next start")
             with self._cond:
                 self._in_flight = 0
                 self._cond.notify_all()
