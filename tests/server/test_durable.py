@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ class Acknowledged:
 
     spans: set[tuple[str, str]] = field(default_factory=set)  # (trace id, span id)
     calls: set[str] = field(default_factory=set)  # trace ids of gateway calls
+    kinds: Counter[tuple[str, bool]] = field(default_factory=Counter)  # calls by (path, streamed)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -59,22 +61,29 @@ def _export_spans(base_url: str, key: str, acked: Acknowledged, stop: threading.
 
 
 def _call_gateway(base_url: str, key: str, acked: Acknowledged, stop: threading.Event, stream: bool) -> None:
+    """Chat completions (streamed or not), every fourth one on the Anthropic surface."""
     body = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
     with httpx.Client(base_url=base_url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as http:
+        n = 0
         while not stop.is_set():
+            n += 1
+            path = "/v1/messages" if n % 4 == 0 else "/v1/chat/completions"
+            end = "message_stop" if path == "/v1/messages" else "data: [DONE]"
             try:
                 if not stream:
-                    r = http.post("/v1/chat/completions", json=body)
+                    r = http.post(path, json=body)
                     if r.status_code == 200:
                         with acked.lock:
                             acked.calls.add(r.headers["x-pilothouse-trace-id"])
+                            acked.kinds[path, False] += 1
                     continue
-                with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+                with http.stream("POST", path, json={**body, "stream": True}) as r:
                     text = "".join(r.iter_text())
                     # a stream is acknowledged by its end; one cut by the kill is not
-                    if r.status_code == 200 and text.rstrip().endswith("data: [DONE]"):
+                    if r.status_code == 200 and end in text.rstrip().rsplit("\n", 1)[-1]:
                         with acked.lock:
                             acked.calls.add(r.headers["x-pilothouse-trace-id"])
+                            acked.kinds[path, True] += 1
             except httpx.HTTPError:
                 return
 
@@ -160,6 +169,7 @@ def test_kill_9_under_load_loses_no_acknowledged_span_or_gateway_call(
                 client.join(30)
             server.stop()
         assert len(acked.spans) >= 3000 and len(acked.calls) >= 100
+        assert len(acked.kinds) == 4, acked.kinds  # both surfaces, streamed and not
 
         restarted = PilothouseServer(database_url, args=args, env=env)  # replays the spool at start-up
         try:

@@ -34,6 +34,8 @@ _FRAME = struct.Struct("<II")  # payload length, crc32 of (length bytes + payloa
 _LENGTH = struct.Struct("<I")
 MAX_RECORD_BYTES = 1 << 31  # a length field past this is a torn header, not a record
 _IOV_MAX = 512  # buffers per writev call (Linux allows 1024)
+# fdatasync where there is one (Linux): an appended file's size is flushed with its data
+_datasync = getattr(os, "fdatasync", os.fsync)
 
 
 class SpoolInUse(RuntimeError):
@@ -164,7 +166,7 @@ class Spool:
             touched = self._write(pending.parts)
             for segment in touched:
                 assert segment.fd is not None
-                os.fdatasync(segment.fd)
+                _datasync(segment.fd)
             self.stats.fsyncs += 1
         except OSError as exc:
             log.error("the spool could not be written (%s): no more requests are acknowledged", exc)
