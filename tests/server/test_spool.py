@@ -258,3 +258,34 @@ def test_a_batch_the_database_refuses_stays_on_the_spool_for_the_next_start(tmp_
     queue.close()
     reopened.close()
     store.close()
+
+
+def test_a_spool_that_cannot_be_written_answers_503_in_each_surfaces_shape(tmp_path: Path) -> None:
+    store = SqlStore.from_url(sqlite_at_head(tmp_path / "fail.db"))
+    _, secret = store.create_api_key("p1", "test", frozenset(DEFAULT_SCOPES))
+    config = tmp_path / "models.yaml"
+    config.write_text("models:\n  - name: sim\n    provider: sim\n")
+    settings = Settings(  # type: ignore[call-arg]
+        home=tmp_path, durable=True, spool_dir=tmp_path / "spool", config=config
+    )
+    app = create_app(settings, store=store)
+    (tmp_path / "spool" / f"{1:012d}.wal").mkdir()  # the first segment cannot be opened for writing
+    with TestClient(app) as client:
+        auth = {"Authorization": f"Bearer {secret}"}
+        spans = [otlp_span("step", llm_attributes(), duration_ms=5)]
+        r = client.post(
+            "/v1/traces",
+            content=export_request(spans).SerializeToString(),
+            headers={**auth, "Content-Type": "application/x-protobuf"},
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "spool_unavailable"
+        chat = {"model": "sim", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+        r = client.post("/v1/chat/completions", json=chat, headers=auth)  # fails closed from now on
+        assert r.status_code == 503 and r.json()["error"]["code"] == "spool_unavailable"
+        r = client.post("/v1/messages", json=chat, headers=auth)
+        assert r.status_code == 503 and r.json()["type"] == "error"
+        assert r.json()["error"]["type"] == "overloaded_error"  # Anthropic's type for a 503
+        r = client.post("/v1/chat/completions", json={**chat, "stream": True}, headers=auth)
+        assert r.status_code == 200 and "spool_unavailable" in r.text and "[DONE]" not in r.text
+        assert client.get("/health").status_code == 200  # the server itself keeps answering
+    store.close()

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -271,7 +271,8 @@ class FastPathApp:
             response = error_response(exc)
         except Exception as exc:
             response = await _server_error(request, exc)
-        if self.spool is not None and self.spool.unflushed:
+        # a stream waits for the spool before its last event instead (gateway_api._events)
+        if self.spool is not None and self.spool.unflushed and not isinstance(response, StreamingResponse):
             try:
                 await self.spool.flush()  # group commit: one fsync for every request waiting now
             except OSError:
