@@ -54,6 +54,7 @@ class _Segment:
     path: Path
     size: int = len(MAGIC)  # bytes appended so far, the file header included
     outstanding: int = 0  # records appended and not yet committed to the database
+    unwritten: int = 0  # records appended and not yet written to the file
     closed: bool = False  # takes no more records
     fd: int | None = None  # open in the flusher thread while records are written to it
     created: bool = False  # the file exists (its folder entry was fsynced)
@@ -123,6 +124,7 @@ class Spool:
                 segment = self._active = self._open_segment()
             segment.size += size
             segment.outstanding += 1
+            segment.unwritten += 1
             self._pending.parts.append((segment, payload))
             self._appended += 1
             self.stats.records += 1
@@ -175,8 +177,13 @@ class Spool:
             raise
         with self._lock:
             self._durable = max(self._durable, target)
-            finished = [s for s in self._segments.values() if s.closed and s.outstanding == 0]
-            closing = [s for s in self._segments.values() if s.closed and s.fd is not None]
+            for segment, _ in pending.parts:
+                segment.unwritten -= 1
+            # A record may be committed before it is written (the batch writer can be faster than
+            # the flusher): a segment goes once nothing of it is left to write either.
+            done = [s for s in self._segments.values() if s.closed and not s.unwritten]
+            finished = [s for s in done if not s.outstanding]
+            closing = [s for s in done if s.fd is not None]
         for segment in closing:  # a closed segment takes no more writes
             assert segment.fd is not None
             os.close(segment.fd)
