@@ -22,8 +22,18 @@ from pilothouse.cli.common import CliError, check_port, shown_url
 @click.option(
     "--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error", "critical"])
 )
+@click.option(
+    "--durable/--no-durable",
+    default=None,
+    help="Put every acknowledged span and gateway call on disk (fsync) before answering.",
+)
 def serve(
-    config: Path | None, host: str | None, port: int | None, database_url: str | None, log_level: str | None
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    log_level: str | None,
+    durable: bool | None,
 ) -> None:
     """Serve the collector, query API and gateway on one port."""
     import uvicorn
@@ -33,7 +43,9 @@ def serve(
     from pilothouse.server.app import create_app
 
     try:
-        loaded = load_config(config, host=host, port=port, database_url=database_url, log_level=log_level)
+        loaded = load_config(
+            config, host=host, port=port, database_url=database_url, log_level=log_level, durable=durable
+        )
         gateway_config = GatewayConfig.from_config(loaded)
     except ConfigError as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
@@ -58,8 +70,12 @@ def serve(
     if first_key:
         click.echo(f"Created your first API key (project 'default'); it is shown only now:\n  {first_key}\n")
         key_hint = first_key
+    durability = "in-memory ingest"
+    if settings.durable:
+        durability = f"durable: spool in {settings.resolved_spool_dir}"
+    database = shown_url(settings.resolved_database_url)
     click.echo(
-        f"Pilothouse serving on {base}  (database: {shown_url(settings.resolved_database_url)})\n"
+        f"Pilothouse serving on {base}  (database: {database}; {durability})\n"
         f"  Web UI:        {base}/  (log in with the key)\n"
         f"  Send traces:   export PILOTHOUSE_API_KEY={key_hint}\n"
         f"                 OTLP endpoint {base}/v1/traces, or pilothouse.init() in Python\n"

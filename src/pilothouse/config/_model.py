@@ -4,6 +4,8 @@ here once; the packages that use them (gateway, costs, server) read typed, valid
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +65,13 @@ class Settings(_Section):
         description="Most spans in one write batch (one SQLite transaction; PostgreSQL commits every 5,000).",
     )
     key_cache_seconds: float = Field(default=10.0, ge=0, description="How long a checked API key is cached.")
+    durable: bool = Field(
+        default=False,
+        description="Append each span and gateway call to a spool on disk (fsync) before answering 200.",
+    )
+    spool_dir: Path | None = Field(
+        default=None, description="The durable mode's spool folder; default <home>/spool/<database>."
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of the server."
     )
@@ -73,6 +82,16 @@ class Settings(_Section):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'pilothouse.db').as_posix()}"
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        """The durable mode's spool folder: ``spool_dir``, else one per database under
+        ``<home>/spool`` (named by a digest of its URL without credentials), so that a spool is only
+        ever replayed into the database it was written for."""
+        if self.spool_dir is not None:
+            return self.spool_dir
+        url = re.sub(r"//[^/@]*@", "//", self.resolved_database_url)
+        return self.home / "spool" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 class EnvSettings(BaseSettings, Settings):

@@ -12,14 +12,16 @@ from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
+from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
 
 
 @dataclass(slots=True)
 class Services:
     """The services of one running app: settings, the store and its ingest queue, key checks, the
-    gateway (with its router and caches), the budgets it enforces, the metrics, and the evaluations
-    (eval runs compared with the quality gate)."""
+    gateway (with its router and caches), the budgets it enforces, the metrics, the evaluations
+    (eval runs compared with the quality gate) and, in the durable mode, the spool that every
+    acknowledged span and gateway call is on before its answer is sent."""
 
     settings: Settings
     store: SqlStore
@@ -29,3 +31,4 @@ class Services:
     budgets: BudgetGuard
     metrics: GatewayMetrics
     evaluations: Evaluations
+    spool: Spool | None = None
