@@ -37,14 +37,20 @@ def _state(request: Request) -> Services:
     return state
 
 
+_LARGEST_FILTER = 1e12  # a latency (ms) or cost (USD) filter above this matches nothing stored
+
+
 def _float(params: Any, name: str) -> float | None:
     value = params.get(name)
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise param_error(name, f"{value!r} is not a number") from None
+        raise param_error(name, f"{value[:64]!r} is not a number") from None
+    if not 0 <= number <= _LARGEST_FILTER:  # NaN fails both comparisons
+        raise param_error(name, f"must be a number from 0 to {_LARGEST_FILTER:g}")
+    return number
 
 
 def _money(params: Any, name: str) -> Money | None:
@@ -52,9 +58,12 @@ def _money(params: Any, name: str) -> Money | None:
     if value is None or value == "":
         return None
     try:
-        return Money.from_usd(value)
+        amount = Money.from_usd(value)
     except ValueError:
-        raise param_error(name, f"{value!r} is not an amount of USD") from None
+        raise param_error(name, f"{value[:64]!r} is not an amount of USD") from None
+    if not Money(0) <= amount <= Money.from_usd(_LARGEST_FILTER):
+        raise param_error(name, f"must be an amount from 0 to {_LARGEST_FILTER:g} USD")
+    return amount
 
 
 def _time(params: Any, name: str, now_ns: int) -> int | None:
