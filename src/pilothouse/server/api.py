@@ -14,7 +14,7 @@ from starlette.routing import Route
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
-from pilothouse.domain.scores import make_score
+from pilothouse.domain.scores import DuplicateScoreId, make_score
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Status
 from pilothouse.server.body import read_json
@@ -193,7 +193,15 @@ async def post_scores(request: Request) -> Response:
             what = "observation" if score.observation_id else "trace"
             raise ApiError(404, f"Score #{index}: no such {what} in this project.", code=f"{what}_not_found")
         scores.append(score)
-    await run_in_threadpool(state.store.add_scores, principal.project_id, scores)
+    try:
+        await run_in_threadpool(state.store.add_scores, principal.project_id, scores)
+    except DuplicateScoreId as exc:
+        raise ApiError(
+            409,
+            f"This project already has a score with id {str(exc)!r}.",
+            code="duplicate_score_id",
+            param="id",
+        ) from None
     data = [score_json(s) for s in scores]
     return FastJSONResponse(data if isinstance(body, list) else data[0], status_code=201)
 

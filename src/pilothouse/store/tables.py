@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -163,7 +164,7 @@ budgets = Table(
 scores = Table(
     "scores",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column("id", String(32), nullable=False),  # unique per project (migration 0010)
     Column("project_id", String(64), nullable=False),
     Column("trace_id", String(32), nullable=False),
     Column("observation_id", String(16)),
@@ -174,6 +175,7 @@ scores = Table(
     Column("source", String(16), nullable=False),
     Column("comment", Text),
     Column("created_ns", BigInteger, nullable=False),
+    PrimaryKeyConstraint("project_id", "id", name="pk_scores_project_id_id"),
     Index("ix_scores_trace", "project_id", "trace_id"),
 )
 
