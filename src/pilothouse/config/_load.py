@@ -14,7 +14,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pilothouse.config._model import EnvSettings, PilothouseConfig, Settings, SpeedupSettings
+from pilothouse.config._model import (
+    SECRET_SETTINGS,
+    EnvSettings,
+    PilothouseConfig,
+    Settings,
+    SpeedupSettings,
+)
 
 __all__ = [
     "ConfigError",
@@ -72,7 +78,13 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel] | None, location:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    if kind not in ("missing",) and "input" in error and not isinstance(error["input"], dict | list):
+    secret = bool(location) and location[-1] in SECRET_SETTINGS
+    if (
+        kind not in ("missing",)
+        and "input" in error
+        and not isinstance(error["input"], dict | list)
+        and not secret
+    ):
         message += f" (got {error['input']!r})"
     return message
 

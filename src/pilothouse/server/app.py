@@ -37,7 +37,9 @@ from pilothouse.server.collector import export_traces
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics, Gauge
+from pilothouse.server.proxies import ProxyPolicy
 from pilothouse.server.state import Services
+from pilothouse.server.throttle import FailureThrottle
 from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
 
@@ -158,11 +160,20 @@ def create_app(
                 log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
         gateway.record = record
+        auth = KeyAuthenticator(
+            the_store,
+            settings.admin_key,
+            settings.key_cache_seconds,
+            throttle=FailureThrottle(
+                settings.auth_failures_burst, settings.auth_failures_per_minute, settings.redis_url
+            ),
+            proxies=ProxyPolicy(settings.trusted_proxies, settings.secure_cookies),
+        )
         app.state.pilothouse = Services(
             settings=settings,
             store=the_store,
             ingest=ingest,
-            auth=KeyAuthenticator(the_store, settings.admin_key, settings.key_cache_seconds),
+            auth=auth,
             gateway=gateway,
             budgets=budgets,
             metrics=metrics,
@@ -182,6 +193,7 @@ def create_app(
             yield
         finally:
             await gateway.close()
+            await auth.throttle.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:

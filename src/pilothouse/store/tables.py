@@ -339,3 +339,11 @@ judge_calibrations = Table(
     UniqueConstraint("project_id", "fingerprint", "version", name="uq_judge_calibrations_version"),
     Index("ix_judge_calibrations_created", "project_id", "created_ns"),
 )
+
+# Web UI sessions ended by logging out, until their cookie would have expired anyway (migration 0011).
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("expires_ns", BigInteger, nullable=False),
+)
