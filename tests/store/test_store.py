@@ -482,3 +482,23 @@ def test_sqlite_file_is_private_to_its_owner(tmp_path, caplog) -> None:  # type:
         assert "can be read by other users" in caplog.text
     finally:
         os.umask(old_umask)
+
+
+def test_the_default_database_made_readable_by_older_versions_is_tightened(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21 class 10: the default SQLite file in Pilothouse's home folder, created 0644 in a 0755
+    folder by an earlier version, is made 0600 in a 0700 folder when the server opens it."""
+    import stat
+
+    from starlette.testclient import TestClient
+
+    from pilothouse.server import Settings, create_app
+
+    home = tmp_path / ".pilothouse"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    SqlStore.from_url(f"sqlite:///{home / 'pilothouse.db'}").close()
+    os.chmod(home / "pilothouse.db", 0o644)
+    with TestClient(create_app(Settings(home=home))) as client:
+        assert client.get("/health").status_code == 200
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "pilothouse.db").stat().st_mode) == 0o600

@@ -41,6 +41,7 @@ from pilothouse.server.proxies import ProxyPolicy
 from pilothouse.server.state import Services
 from pilothouse.server.throttle import FailureThrottle
 from pilothouse.store.costs import CostStore
+from pilothouse.store.engine import tighten_private_file
 from pilothouse.store.sql import SqlStore
 
 log = logging.getLogger("pilothouse.server")
@@ -140,6 +141,8 @@ def create_app(
     starts with the app and drains when it stops."""
     config = gateway_config if gateway_config is not None else load_gateway_config(settings.config)
     own_store = store is None
+    if own_store and settings.database_url is None:  # the default SQLite file in our home folder
+        tighten_private_file(settings.home / "pilothouse.db")
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     gateway, budgets = build_gateway(settings, config, the_store)
 

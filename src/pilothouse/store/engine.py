@@ -84,6 +84,24 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
+def tighten_private_file(path: Path) -> None:
+    """Make the SQLite file at ``path`` (with its ``-wal`` and ``-shm`` files) 0600 and its folder 0700
+    if they are more open: for the default database in Pilothouse's own home folder, which earlier
+    versions created readable by every local user. Files of other owners are left alone."""
+    uid = os.getuid()
+    for target, mode in (
+        (path.parent, 0o700),
+        *((path.with_name(path.name + s), 0o600) for s in ("", "-wal", "-shm")),
+    ):
+        try:
+            info = target.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid == uid and stat.S_IMODE(info.st_mode) & ~mode:
+            os.chmod(target, stat.S_IMODE(info.st_mode) & mode)
+            log.info("made %s private to its owner (mode %o)", target, stat.S_IMODE(info.st_mode) & mode)
+
+
 def make_engine(url: str) -> Engine:
     """Engine for ``url``; SQLite files get WAL mode and are created private (:func:`create_private_file`)."""
     url = normalise_url(url)
