@@ -45,6 +45,7 @@ def bearer_secret(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+GOOD_KEY_MEMORY_S = 3600.0  # how long a key that worked still passes a throttled address
 KEY_PREFIX_CHARS = 10  # what an API key's stored prefix holds (and a guesser's key throttle is keyed by)
 
 
@@ -78,6 +79,9 @@ class KeyAuthenticator:
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self.throttle = throttle if throttle is not None else FailureThrottle()
         self.proxies = proxies if proxies is not None else ProxyPolicy()
+        # keys (digests) that authenticated lately: still let through from a throttled address, so
+        # that one client retrying a revoked key behind a shared proxy does not lock out the others
+        self._good: dict[str, float] = {}
 
     async def authenticate(self, request: Request, scope: Scope) -> Principal:
         """The caller of ``request`` if its key has ``scope``; raises 401/403 otherwise."""
@@ -91,10 +95,10 @@ class KeyAuthenticator:
             )
         address = self.proxies.client_ip(request)
         prefix = secret[:KEY_PREFIX_CHARS]
-        wait = self.throttle.retry_after_s(address, prefix)
-        if wait > 0:
-            raise too_many_failures(wait)
         digest = hash_secret(secret)
+        wait = self.throttle.retry_after_s(address, prefix)
+        if wait > 0 and self._good.get(digest, 0.0) < time.monotonic():
+            raise too_many_failures(wait)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             project = request.headers.get(PROJECT_HEADER) or DEFAULT_PROJECT
             return Principal(project, None, is_admin=True)
@@ -104,6 +108,10 @@ class KeyAuthenticator:
             raise ApiError(401, "Invalid API key (unknown or revoked).", code="invalid_api_key")
         if not key.allows(scope):
             raise ApiError(403, f"This key lacks the '{scope.value}' scope.", code="insufficient_scope")
+        if digest not in self._good:  # API keys only: 256 random bits, so no guesser's oracle
+            if len(self._good) > 10_000:
+                self._good.clear()
+            self._good[digest] = time.monotonic() + GOOD_KEY_MEMORY_S
         return Principal(key.project_id, key)
 
     async def _lookup(self, digest: str, secret: str) -> ApiKey | None:

@@ -2,11 +2,16 @@
 so that guessing API keys or UI logins goes at a few attempts a minute instead of hundreds a second.
 
 Only failures take tokens; a caller with an empty bucket is refused (429 with ``Retry-After``) before
-its key is even looked at, whether or not the key is good (otherwise the answer would tell a guesser
-when a guess was right). Checking a bucket is two dictionary reads in this process: a valid request
-never waits on anything else. With Redis configured, failures are also counted in shared one-minute
-windows, so that several server processes together allow no more than one process would; a failure to
-reach Redis falls back to this process's own count (logged)."""
+its key is looked up, whether or not the key is good (otherwise the answer would tell a guesser when a
+guess was right). One exception (``KeyAuthenticator``): an API key that authenticated in this process
+within the last hour still passes, so that one client retrying a revoked key behind a shared proxy
+does not lock every other client of that proxy out; a key is 256 random bits, so this tells a guesser
+nothing it could use (the admin key, which a person chooses, has no such exception). Checking a bucket
+is two dictionary reads in this process: a valid request never waits on anything else.
+
+With Redis configured, failures are also counted in shared one-minute windows, so that several server
+processes together allow about what one would; a failure to reach Redis falls back to this process's
+own count (logged)."""
 
 from __future__ import annotations
 
