@@ -6,15 +6,22 @@ from pathlib import Path
 
 import click
 
-from pilothouse.cli.common import CliError, check_port
+from pilothouse.cli.common import CliError, check_port, shown_url
 
 
 @click.command()
-@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="YAML config: models, fallbacks, router, cache, cascades, server (default: $PILOTHOUSE_CONFIG).",
+)
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default 4000).")
 @click.option("--database-url", default=None, help="Default: SQLite in $PILOTHOUSE_HOME (./.pilothouse).")
-@click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error", "critical"])
+)
 def serve(
     config: Path | None, host: str | None, port: int | None, database_url: str | None, log_level: str | None
 ) -> None:
@@ -52,7 +59,7 @@ def serve(
         click.echo(f"Created your first API key (project 'default'); it is shown only now:\n  {first_key}\n")
         key_hint = first_key
     click.echo(
-        f"Pilothouse serving on {base}  (database: {settings.resolved_database_url})\n"
+        f"Pilothouse serving on {base}  (database: {shown_url(settings.resolved_database_url)})\n"
         f"  Web UI:        {base}/  (log in with the key)\n"
         f"  Send traces:   export PILOTHOUSE_API_KEY={key_hint}\n"
         f"                 OTLP endpoint {base}/v1/traces, or pilothouse.init() in Python\n"
@@ -70,7 +77,7 @@ def serve(
             f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
         )
         if "smollm2" in names:
-            click.echo("                 (the first smollm2 request converts the model once: 25-60 s)")
+            click.echo("                 (the first smollm2 request converts the model once: about a minute)")
     try:
         uvicorn.run(
             app,

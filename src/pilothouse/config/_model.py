@@ -25,9 +25,10 @@ __all__ = [
 
 
 class _Section(BaseModel):
-    """A section of the file: unknown keys are errors (a typo must not be ignored), values immutable."""
+    """A section of the file: unknown keys are errors (a typo must not be ignored), values immutable,
+    numbers finite (``.nan`` or ``.inf`` in YAML would break every request that reads them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 MIN_ADMIN_KEY_CHARS = 16
@@ -43,7 +44,7 @@ class Settings(_Section):
     """How ``pilothouse serve`` runs: the ``server:`` section, ``PILOTHOUSE_<NAME>`` environment
     variables and command-line options (an option beats the environment, which beats the file)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
     home: Path = Field(default_factory=default_home, description="Folder for the SQLite file and models.")
     database_url: str | None = Field(
@@ -152,9 +153,12 @@ class ClientSettings(BaseSettings):
         return secret.get_secret_value() if secret else None
 
 
-def _non_negative(value: float | None) -> float | None:
-    if value is not None and value < 0:
-        raise ValueError("must be a number >= 0")
+MAX_PRICE_USD = 1_000_000.0  # per 1M tokens or per hour: beyond it a typo, not a price
+
+
+def _price(value: float | None) -> float | None:
+    if value is not None and not 0 <= value <= MAX_PRICE_USD:
+        raise ValueError(f"must be a number from 0 to {MAX_PRICE_USD:,.0f}")
     return value
 
 
@@ -169,12 +173,12 @@ class PriceSpec(_Section):
     reasoning: float | None = None
     max_output_tokens: int | None = Field(default=None, ge=0)
     per_hour_usd: float | None = None
-    tokens_per_s: float | None = Field(default=None, gt=0)
-    input_tokens_per_s: float | None = Field(default=None, gt=0)
+    tokens_per_s: float | None = Field(default=None, ge=1e-3, le=1e9)
+    input_tokens_per_s: float | None = Field(default=None, ge=1e-3, le=1e9)
 
     _check = field_validator(
         "input", "output", "cache_read", "cache_write", "reasoning", "per_hour_usd", mode="after"
-    )(_non_negative)
+    )(_price)
 
     @model_validator(mode="after")
     def _one_kind(self) -> PriceSpec:
@@ -203,7 +207,7 @@ class ModelEntry(_Section):
     model: str | None = Field(default=None, description="The upstream model id (default: name).")
     base_url: str | None = None
     api_key: SecretStr | None = None
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, le=1e6)
     options: dict[str, Any] = Field(default_factory=dict)
     price: PriceSpec | None = None
 

@@ -60,11 +60,34 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
         body = await read_json(request, services.settings.max_body_bytes)
     except ApiError as exc:
         raise await gateway.fail(call, exc) from None
+    if _nesting_exceeds(body, MAX_NESTING):
+        error = ApiError(400, f"Request body is nested more than {MAX_NESTING} levels deep.", code="too_deep")
+        raise await gateway.fail(call, error) from None
     if isinstance(body, dict):
         call.request = body
         if isinstance(body.get("user"), str) and call.user_id is None:
             call.user_id = body["user"]
     return gateway, caller, call, body
+
+
+MAX_NESTING = 128  # JSON Schemas of tools nest a few dozen levels; recording walks the request recursively
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and objects in ``value`` nest deeper than ``limit`` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def _answer(reply: GatewayReply, wire: Wire) -> Response:
