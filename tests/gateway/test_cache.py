@@ -116,6 +116,17 @@ def test_repeated_requests_come_from_the_cache(gw: CachedGateway) -> None:
     assert row["saved_usd"] >= 2 * original_cost
 
 
+def test_cache_entries_are_counted_per_project(gw: CachedGateway) -> None:
+    """Issue 21 class 13: ``/api/cache`` counts the caller's project's entries, not every project's."""
+    other = gw.server.create_key("o", project="other")
+    gw.chat(MESSAGES)
+    gw.chat([{"role": "user", "content": "a second question"}])
+    mine = httpx.get(gw.server.base_url + "/api/cache", headers={"Authorization": f"Bearer {gw.key}"})
+    theirs = httpx.get(gw.server.base_url + "/api/cache", headers={"Authorization": f"Bearer {other}"})
+    assert mine.json()["exact"] == {"enabled": True, "entries": 2}
+    assert theirs.json()["exact"] == {"enabled": True, "entries": 0}
+
+
 @pytest.mark.slow  # `pilothouse serve` refuses the config: the process and its stderr are the point
 def test_cache_config_errors(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"

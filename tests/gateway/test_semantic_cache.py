@@ -77,6 +77,11 @@ def test_paraphrases_hit_within_their_scope(tmp_path: Path) -> None:
             "hits": 1, "misses": 3, "verified": 1, "agreed": 1, "precision": 1.0, "enabled": True,
         }  # fmt: skip
         assert report["exact"] == {"enabled": False}
+        assert report["semantic"]["entries"] == 3  # the three misses
+        # another project sees none of it (issue 21 class 13)
+        other = server.create_key("o", project="other")
+        theirs = httpx.get(f"{server.base_url}/api/cache", headers={"Authorization": f"Bearer {other}"})
+        assert theirs.json()["semantic"]["entries"] == 0 and theirs.json()["semantic"]["routes"] == {}
 
 
 def test_low_precision_switches_the_route_off(tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ class InProcessServer:
                 port=self.port,
                 log_level="warning",
                 access_log=False,
+                proxy_headers=False,  # as `pilothouse serve`: server.trusted_proxies decides
                 timeout_graceful_shutdown=5,  # a stream a test left open does not hold the stop
             )
         )

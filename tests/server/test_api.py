@@ -174,3 +174,36 @@ def test_costs_read_without_float_noise(served: Served) -> None:
     [summary] = [t for t in listed if t["id"] == trace.hex()]
     assert sum(detail["observations"][0]["cost"]["items"].values()) == 0.00017999999999999998
     assert summary["cost_usd"] == detail["cost_usd"] == detail["observations"][0]["cost"]["total"] == 0.00018
+
+
+def test_score_ids_are_per_project_and_collisions_say_nothing_of_other_projects(served: Served) -> None:
+    """Issue 21 class 11: a score id another project already uses is this project's to use (no 500, no
+    hint that it exists); the project's own duplicate is a 409; odd ids are 400s."""
+    mine, theirs = new_trace_id(), new_trace_id()
+    send(served, [otlp_span("a", {}, trace_id=mine)])
+    send(served, [otlp_span("b", {}, trace_id=theirs)], key=served.other_key)
+    served.drain()
+    other = {"Authorization": f"Bearer {served.other_key}"}
+    score = {"id": "shared-id", "name": "ok", "value": 1}
+    first = served.client.post("/api/scores", json={**score, "trace_id": theirs.hex()}, headers=other)
+    assert first.status_code == 201, first.text
+    again = served.client.post("/api/scores", json={**score, "trace_id": mine.hex()}, headers=served.auth)
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] == "shared-id"
+    twice = served.client.post("/api/scores", json={**score, "trace_id": mine.hex()}, headers=served.auth)
+    assert twice.status_code == 409 and twice.json()["error"]["code"] == "duplicate_score_id"
+    batch = [{**score, "id": "dup", "trace_id": mine.hex()}] * 2
+    assert served.client.post("/api/scores", json=batch, headers=served.auth).status_code == 409
+    for odd in ("x" * 33, 5, ["a"], "", "bad id"):
+        answer = served.client.post(
+            "/api/scores", json={**score, "id": odd, "trace_id": mine.hex()}, headers=served.auth
+        )
+        assert answer.status_code in (400, 201), answer.text
+        assert answer.status_code == 400 or odd == ""  # "" asks for a new id, like no id
+    for field, odd in (("source", ["x"]), ("observation_id", 5), ("data_type", 5)):
+        answer = served.client.post(
+            "/api/scores", json={**score, "id": None, field: odd, "trace_id": mine.hex()}, headers=served.auth
+        )
+        assert answer.status_code == 400, (field, answer.text)
+    detail = served.client.get(f"/api/traces/{mine.hex()}", headers=served.auth).json()
+    assert [s["id"] for s in detail["scores"]].count("shared-id") == 1

@@ -456,3 +456,49 @@ def test_each_span_refers_to_its_own_trace_in_either_write_order(
         expected = [f"t{n} a", f"t{n} b"] + (["stored first"] if n == 500 else [])
         assert names == sorted(expected)
         assert detail.trace.observation_count == len(expected)
+
+
+def test_sqlite_file_is_private_to_its_owner(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21 class 10: every trace is in the SQLite file, so a file we create is 0600 (its -wal and
+    -shm files too) in a folder we create 0700, whatever the umask; an existing readable file is
+    kept as it is, with a warning."""
+    import stat
+
+    old_umask = os.umask(0o022)
+    try:
+        home = tmp_path / "home" / ".pilothouse"
+        store = SqlStore.from_url(f"sqlite:///{home / 'pilothouse.db'}")
+        store.write_spans([rec("a" * 32, "b" * 16)])
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in home.iterdir()}
+        store.close()
+        assert stat.S_IMODE(home.stat().st_mode) == 0o700
+        assert modes["pilothouse.db"] == 0o600
+        assert all(mode == 0o600 for name, mode in modes.items() if name.startswith("pilothouse.db"))
+
+        shared = tmp_path / "shared.db"
+        shared.touch(mode=0o644)
+        SqlStore.from_url(f"sqlite:///{shared}").close()
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o644
+        assert "can be read by other users" in caplog.text
+    finally:
+        os.umask(old_umask)
+
+
+def test_the_default_database_made_readable_by_older_versions_is_tightened(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 21 class 10: the default SQLite file in Pilothouse's home folder, created 0644 in a 0755
+    folder by an earlier version, is made 0600 in a 0700 folder when the server opens it."""
+    import stat
+
+    from starlette.testclient import TestClient
+
+    from pilothouse.server import Settings, create_app
+
+    home = tmp_path / ".pilothouse"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    SqlStore.from_url(f"sqlite:///{home / 'pilothouse.db'}").close()
+    os.chmod(home / "pilothouse.db", 0o644)
+    with TestClient(create_app(Settings(home=home))) as client:
+        assert client.get("/health").status_code == 200
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "pilothouse.db").stat().st_mode) == 0o600

@@ -18,6 +18,7 @@ from pilothouse.costs.catalogue import PriceCatalogue
 from pilothouse.costs.pricing import Pricer, price_usage
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
 from pilothouse.domain.money import Money
+from pilothouse.domain.spreadsheet import escape_formula
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Cost
 from pilothouse.store.costs import CostStore, StoredCall
@@ -54,7 +55,7 @@ def report(by: str, since: str, project: str | None, as_csv: bool, database_url:
         writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0].as_dict()) if rows else ["group"])
         writer.writeheader()
         for row in rows:
-            writer.writerow(row.as_dict())
+            writer.writerow({k: escape_formula(v) for k, v in row.as_dict().items()})
         return
     click.echo(
         f"{by.upper():36} {'REQUESTS':>9} {'SPEND':>14} {'PER REQUEST':>12} {'SAVED':>12} {'TOKENS IN':>11} "

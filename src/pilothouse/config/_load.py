@@ -14,7 +14,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pilothouse.config._model import EnvSettings, PilothouseConfig, Settings, SpeedupSettings
+from pilothouse.config._model import (
+    SECRET_SETTINGS,
+    EnvSettings,
+    PilothouseConfig,
+    Settings,
+    SpeedupSettings,
+)
 
 __all__ = [
     "ConfigError",
@@ -112,10 +118,12 @@ def _describe(
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
+    secret = bool(location) and location[-1] in SECRET_SETTINGS
     if (
         kind not in ("missing",)
         and "input" in error
         and not isinstance(error["input"], dict | list)
+        and not secret
         and location not in hidden
     ):
         message += f" (got {error['input']!r})"

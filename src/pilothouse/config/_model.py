@@ -5,6 +5,7 @@ here once; the packages that use them (gateway, costs, server) read typed, valid
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+MIN_ADMIN_KEY_CHARS = 16
+SECRET_SETTINGS = frozenset({"admin_key", "session_secret"})  # never echoed in an error message
+
+
 def default_home() -> Path:
     """``./.pilothouse``: where the SQLite file, converted local models and the UI's secret live."""
     return Path(".pilothouse")
@@ -48,7 +53,10 @@ class Settings(_Section):
         default=None, description="sqlite:///path or postgresql://user@host/db; default SQLite in home."
     )
     redis_url: str | None = Field(default=None, description="Redis for shared counters (optional).")
-    admin_key: str | None = Field(default=None, description="A secret with every scope on every project.")
+    admin_key: str | None = Field(
+        default=None,
+        description="A secret with every scope on every project (at least 16 characters).",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="Signs the web UI's session cookies (default: a file in home)."
     )
@@ -75,6 +83,44 @@ class Settings(_Section):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of the server."
     )
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="The Secure flag of the UI's cookies: auto = when the request came over HTTPS (or a "
+        "trusted proxy says X-Forwarded-Proto: https).",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto headers are believed.",
+    )
+    auth_failures_burst: int = Field(
+        default=20,
+        ge=1,
+        description="Failed logins or API keys a client IP (or key prefix) may make at once.",
+    )
+    auth_failures_per_minute: float = Field(
+        default=20.0, gt=0, description="How fast that allowance refills; past it: 429 with Retry-After."
+    )
+
+    @field_validator("admin_key", mode="after")
+    @classmethod
+    def _long_admin_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_ADMIN_KEY_CHARS:
+            raise ValueError(
+                f"must be at least {MIN_ADMIN_KEY_CHARS} characters (it opens every project): use a random "
+                "secret, e.g. the output of 'openssl rand -hex 24'"
+            )
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network (CIDR)") from None
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -49,11 +49,17 @@ def encode_cursor(start_ns: int, item_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    """Inverse of :func:`encode_cursor`; raises :class:`InvalidQuery` on anything else."""
+    """Inverse of :func:`encode_cursor`; raises :class:`InvalidQuery` on anything else (a time outside
+    a signed 64-bit integer, or an id with control characters, is no cursor this server gave out)."""
     try:
+        if len(cursor) > 512:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         start, item_id = raw.split(":", 1)
-        return int(start), item_id
+        position = int(start)
+        if not -(2**63) <= position < 2**63 or not item_id.isprintable():
+            raise ValueError("out of range")
+        return position, item_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidQuery("cursor is not one this server gave out") from exc
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from typing import Any
 
 from pilothouse.domain.traces import Score, ScoreDataType, ScoreSource
+
+_SCORE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
+
+
+class DuplicateScoreId(ValueError):
+    """A score id that this project already has (ids are per project: another project's are not
+    looked at, so a collision with one says nothing about it)."""
 
 
 def make_score(
@@ -30,7 +38,15 @@ def make_score(
         raise ValueError("trace_id is required")
     if not isinstance(name, str) or not name.strip():
         raise ValueError("name is required")
+    if score_id is not None and (not isinstance(score_id, str) or not _SCORE_ID.match(score_id)):
+        raise ValueError("id must be 1-32 letters, digits, '_', '.', ':' or '-'")
+    if observation_id is not None and not isinstance(observation_id, str):
+        raise ValueError("observation_id must be a string")
+    if not isinstance(data_type, str | None):
+        raise ValueError("data_type must be a string")
     try:
+        if not isinstance(source, str):
+            raise ValueError(source)
         src = ScoreSource(source)
     except ValueError:
         raise ValueError(f"source must be one of {', '.join(s.value for s in ScoreSource)}") from None

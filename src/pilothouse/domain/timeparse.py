@@ -7,6 +7,10 @@ from datetime import UTC, datetime
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Times a query may name: from the Unix epoch to 2200-01-01, so that nanoseconds (and sums of them)
+# stay well inside a signed 64-bit integer, which is what both databases store.
+EARLIEST_NS = 0
+LATEST_NS = 7_258_118_400 * 10**9
 
 
 def parse_duration_s(text: str) -> float:
@@ -18,23 +22,43 @@ def parse_duration_s(text: str) -> float:
 
 
 def parse_time_ns(text: str, now_ns: int) -> int:
-    """A point in time as nanoseconds: ISO 8601, Unix seconds, or a duration before ``now_ns``."""
+    """A point in time as nanoseconds: ISO 8601, Unix seconds, or a duration before ``now_ns``. Raises
+    ValueError for anything else, and for a time before 1970 or after 2199 (``inf``, ``1e300``,
+    ``0001-01-01``), which no stored trace can have."""
     text = text.strip()
-    if _DURATION.match(text.lower()):
-        return now_ns - int(parse_duration_s(text) * 1e9)
     try:
-        return int(float(text) * 1e9)
+        if _DURATION.match(text.lower()):
+            ns = now_ns - round(parse_duration_s(text) * 1e9)
+        else:
+            ns = _absolute_ns(text)
+    except OverflowError:
+        ns = LATEST_NS + 1
+    if not EARLIEST_NS <= ns <= LATEST_NS:
+        raise ValueError(f"{text[:64]!r} is out of range: a time must be between 1970 and 2199")
+    return ns
+
+
+def _absolute_ns(text: str) -> int:
+    try:
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if seconds != seconds:  # NaN
+            raise ValueError(f"{text!r} is not a time: use ISO 8601, Unix seconds or a duration like 24h")
+        return round(seconds * 1e9)  # OverflowError for infinities
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a time: use ISO 8601, Unix seconds or a duration like 24h"
+            f"{text[:64]!r} is not a time: use ISO 8601, Unix seconds or a duration like 24h"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1e9)
+    try:
+        return int(moment.timestamp() * 1e9)
+    except (OverflowError, ValueError, OSError):  # 0001-01-01 or 9999-12-31 at some offsets
+        raise OverflowError from None
 
 
 def iso(ns: int) -> str:

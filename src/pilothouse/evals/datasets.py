@@ -29,6 +29,7 @@ import yaml
 
 from pilothouse.config import load_yaml
 from pilothouse.domain.datasets import DatasetError, DatasetItem, item_to_mapping
+from pilothouse.domain.spreadsheet import escape_formula, unescape_formula
 
 __all__ = [
     "FORMATS",
@@ -154,7 +155,7 @@ def _read_csv(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
         where = f"{path}:{reader.line_num}"
         if None in row:
             raise DatasetError(f"{where}: more cells than columns")
-        record: dict[str, Any] = {k: v for k, v in row.items() if v is not None}
+        record: dict[str, Any] = {k: unescape_formula(v) for k, v in row.items() if v is not None}
         for column in ("metadata", "messages"):
             cell = record.get(column)
             if cell is None or cell == "":
@@ -252,7 +253,7 @@ def _write_csv(items: Iterable[DatasetItem], out: TextIO) -> int:
             )
         if has["source_trace_id"]:
             row.append(item.source_trace_id or "")
-        writer.writerow(row)
+        writer.writerow([escape_formula(cell) for cell in row])
         count += 1
         if buffer.tell() > 1 << 16:
             out.write(buffer.getvalue())

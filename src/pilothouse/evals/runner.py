@@ -159,10 +159,16 @@ class AdaptiveLimit:
             self._wake()
 
 
-def cache_key(identity: Mapping[str, Any], request: Mapping[str, Any], epoch: int) -> str:
-    """The response cache key of one call: the target, the rendered request and the epoch."""
+def cache_key(
+    identity: Mapping[str, Any], request: Mapping[str, Any], epoch: int, project_id: str = "default"
+) -> str:
+    """The response cache key of one call: the project, the target, the rendered request and the
+    epoch. The project is part of it so that one project's runs never read another's answers (nor
+    learn, from a fast cached run, what another project asked)."""
     document = json.dumps(
-        {"target": identity, "request": request, "epoch": epoch}, sort_keys=True, default=str
+        {"project": project_id, "target": identity, "request": request, "epoch": epoch},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(document.encode()).hexdigest()
 
@@ -303,7 +309,7 @@ class _Run:
                 unit.error = f"cannot build the request: {exc}"
             else:
                 if self.spec.cache:
-                    unit.key = cache_key(self.identity, unit.prepared.request, epoch)
+                    unit.key = cache_key(self.identity, unit.prepared.request, epoch, self.run.project_id)
             units.append(unit)
         found = self.store.cache_get_many([u.key for u in units if u.key is not None])
         for unit in units:

@@ -42,6 +42,7 @@ import yaml
 
 from pilothouse.config import load_yaml
 from pilothouse.domain.datasets import DatasetError, DatasetItem
+from pilothouse.domain.redaction import REDACTED, redact_headers, redact_url
 from pilothouse.evals.calls import TargetConfigError
 from pilothouse.evals.datasets import FORMATS, item_from_mapping
 from pilothouse.evals.scoring import Scorer, ScorerConfigError, build_scorer
@@ -74,6 +75,7 @@ TOP_KEYS = (
 )
 _DATASET_SUFFIXES = {".jsonl", ".ndjson", ".json", ".csv", ".yaml", ".yml"}
 _SECRET_KEYS = {"api_key"}
+_SECRET_MAPPINGS = {"headers"}  # every value may be a secret (an Authorization header)
 
 
 class SpecError(ValueError):
@@ -375,15 +377,20 @@ def _assertions(value: Any, names: Sequence[str], source: str) -> dict[str, floa
 
 def _redacted(value: Any) -> Any:
     """The spec as JSON-able data: secrets written literally are replaced (``${ENV}`` references are
-    kept), functions and objects named."""
+    kept): ``api_key`` values, every value of a ``headers`` mapping (``target.headers``, a judge's),
+    the password of any URL (``http://bob:<redacted>@host``); functions and objects named."""
     if isinstance(value, Mapping):
-        out = {}
+        out: dict[str, Any] = {}
         for key, item in value.items():
             if key in _SECRET_KEYS and isinstance(item, str) and not item.startswith("${"):
-                out[str(key)] = "<redacted>"
+                out[str(key)] = REDACTED
+            elif key in _SECRET_MAPPINGS and isinstance(item, Mapping):
+                out[str(key)] = redact_headers(item)
             else:
                 out[str(key)] = _redacted(item)
         return out
+    if isinstance(value, str):
+        return redact_url(value)
     if isinstance(value, list | tuple):
         return [_redacted(v) for v in value]
     if isinstance(value, DatasetItem):

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.ids import new_span_id
 from pilothouse.domain.money import Money
+from pilothouse.domain.redaction import redact_url
 from pilothouse.evals.calls import CallContext, Options, SpanSink, TargetConfigError, TargetError
 from pilothouse.evals.clients import chat_model
 from pilothouse.evals.templating import render_messages, render_value
@@ -430,7 +431,7 @@ class HttpTarget:
         del base_dir
 
     def describe(self) -> str:
-        return f"http {self.method} {self.url}"
+        return f"http {self.method} {redact_url(self.url)}"
 
     def identity(self) -> Mapping[str, Any]:
         return {"kind": "http", "url": self.url, "method": self.method, "output": self.output_text}

@@ -127,7 +127,7 @@ class Caches:
             cost = pricer.call_cost(deployment.provider, deployment.model, response.get("model"), usage)
             fresh_text = output_text(response) or ""
             agreed = await semantic.record_verification(
-                lookup.route, output_text(cached.response) or "", fresh_text
+                lookup.route, output_text(cached.response) or "", fresh_text, lookup.project_id
             )
             check.cache = "verified-agree" if agreed else "verified-disagree"
             save(check.record_answer(response, deployment.provider, deployment.id, usage=usage, cost=cost))

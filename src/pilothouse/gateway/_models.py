@@ -18,6 +18,7 @@ from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.chat import CallContext, ChatReply, ChatStream, ModelCallError, SpanSink
 from pilothouse.domain.ids import new_span_id
 from pilothouse.domain.money import Money
+from pilothouse.domain.redaction import redact_url
 from pilothouse.domain.traces import Usage
 from pilothouse.gateway.recording import CallSpan, StreamAssembler, usage_from_openai
 from pilothouse.providers.http import HTTPClient, HTTPError, Response, StreamResponse
@@ -195,10 +196,10 @@ class HttpModel:
         self._client: HTTPClient | None = None
 
     def describe(self) -> str:
-        return self.base_url
+        return redact_url(self.base_url)
 
     def endpoint(self) -> str:
-        return self.base_url
+        return redact_url(self.base_url)  # shown and stored: never the password of the URL
 
     async def start(self, spans: SpanSink | None = None) -> None:
         if self._client is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,7 +44,8 @@ def cache_policy(headers: Mapping[str, str]) -> CachePolicy:
 
 
 def cache_key(project_id: str, request: Mapping[str, Any]) -> str:
-    """The cache key of a chat request in a project."""
+    """The cache key of a chat request in a project: ``<project>:<digest>`` (entries are counted per
+    project by that prefix)."""
     normalised = {k: v for k, v in request.items() if k not in _IGNORED}
     digest = hashlib.sha256(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"{project_id}:{digest}"
@@ -95,9 +96,24 @@ class LocalResponseCache:
         self.settings = settings
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, CachedAnswer]] = OrderedDict()
+        self._per_project: Counter[str] = Counter()  # entries by project (a key starts with its project)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def entries_of(self, project_id: str) -> int:
+        """How many entries (expired ones not yet dropped included) belong to ``project_id``."""
+        return self._per_project[project_id]
+
+    def _drop(self, key: str) -> None:
+        del self._entries[key]
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        project = key.rpartition(":")[0]
+        self._per_project[project] -= 1
+        if self._per_project[project] <= 0:
+            del self._per_project[project]
 
     async def get(self, key: str) -> CachedAnswer | None:
         entry = self._entries.get(key)
@@ -105,16 +121,19 @@ class LocalResponseCache:
             return None
         expires, answer = entry
         if expires < self._clock():
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return answer
 
     async def set(self, key: str, answer: CachedAnswer) -> None:
+        if key not in self._entries:
+            self._per_project[key.rpartition(":")[0]] += 1
         self._entries[key] = (self._clock() + self.settings.ttl_s, answer)
         self._entries.move_to_end(key)
         while len(self._entries) > self.settings.max_entries:
-            self._entries.popitem(last=False)
+            evicted, _ = self._entries.popitem(last=False)
+            self._forget(evicted)
 
     async def close(self) -> None:
         return None

@@ -114,10 +114,14 @@ class SemanticLookup:
     vector: np.ndarray
     answer: CachedAnswer | None = None
     similarity: float | None = None
+    project_id: str = ""
 
 
 class SemanticCache:
-    """Embeddings and answers per scope, in process memory; precision measured per route."""
+    """Embeddings and answers per scope (a scope is one project's system prompt and parameters), in
+    process memory; precision measured per route. The figures a project reads (:meth:`report`) are
+    its own; whether a route is switched off is decided over every project's re-checked hits (it is a
+    property of the model and the threshold), so that one flag is the gateway's."""
 
     def __init__(
         self,
@@ -132,7 +136,9 @@ class SemanticCache:
         self._clock = clock
         self._rng = rng or random.Random()
         self._scopes: dict[str, _Scope] = {}
-        self.routes: dict[str, RouteStats] = {}
+        self._scope_projects: dict[str, str] = {}  # scope key -> its project
+        self.routes: dict[str, RouteStats] = {}  # every project's figures: what switches a route off
+        self.project_routes: dict[tuple[str, str], RouteStats] = {}  # (project, route) -> figures
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         import numpy as np
@@ -155,7 +161,7 @@ class SemanticCache:
             return None
         question, scope_key = found
         vector = (await asyncio.to_thread(self._vectors, [question]))[0]
-        result = SemanticLookup(route, scope_key, question, vector)
+        result = SemanticLookup(route, scope_key, question, vector, project_id=project_id)
         scope = self._scopes.get(scope_key)
         if scope is not None and scope.answers:
             similarities = scope.vectors[: len(scope.answers)] @ vector
@@ -163,10 +169,13 @@ class SemanticCache:
             result.similarity = float(similarities[best])
             if result.similarity >= self.settings.threshold and scope.expiries[best] > self._clock():
                 result.answer = scope.answers[best]
+        mine = self.project_routes.setdefault((project_id, route), RouteStats())
         if result.answer is None:
             stats.misses += 1
+            mine.misses += 1
         else:
             stats.hits += 1
+            mine.hits += 1
         return result
 
     def add(self, lookup: SemanticLookup, answer: CachedAnswer) -> None:
@@ -176,6 +185,7 @@ class SemanticCache:
         scope = self._scopes.get(lookup.scope)
         if scope is None:
             scope = self._scopes[lookup.scope] = _Scope(np.empty((0, lookup.vector.shape[0]), np.float32))
+            self._scope_projects[lookup.scope] = lookup.project_id
         now = self._clock()
         live = [i for i, expiry in enumerate(scope.expiries) if expiry > now]
         if len(live) >= self.settings.max_entries:
@@ -192,11 +202,16 @@ class SemanticCache:
         """Whether this hit is one of the sample re-checked against a fresh answer."""
         return self._rng.random() < self.settings.verify_sample
 
-    async def record_verification(self, route: str, cached_text: str, fresh_text: str) -> bool:
+    async def record_verification(
+        self, route: str, cached_text: str, fresh_text: str, project_id: str = ""
+    ) -> bool:
         """Compare a hit's cached answer with a fresh one; switch the route off when its measured
         precision falls below the floor. Whether they agreed."""
         vectors = await asyncio.to_thread(self._vectors, [cached_text or " ", fresh_text or " "])
         agreed = float(vectors[0] @ vectors[1]) >= self.settings.answer_threshold
+        mine = self.project_routes.setdefault((project_id, route), RouteStats())
+        mine.verified += 1
+        mine.agreed += agreed
         stats = self.routes.setdefault(route, RouteStats())
         stats.verified += 1
         stats.agreed += agreed
@@ -218,13 +233,23 @@ class SemanticCache:
             )
         return agreed
 
-    def report(self) -> dict[str, Any]:
-        """Settings and per-route figures."""
+    def report(self, project_id: str) -> dict[str, Any]:
+        """Settings and the per-route figures of one project (its entries, hits, misses, re-checks;
+        ``enabled`` is the route's, for every project)."""
+        routes = {}
+        for (project, route), stats in sorted(self.project_routes.items()):
+            if project == project_id:
+                shared = self.routes.get(route)
+                routes[route] = {**stats.as_dict(), "enabled": shared is None or shared.enabled}
         return {
             "threshold": self.settings.threshold,
             "precision_floor": self.settings.precision_floor,
-            "entries": sum(len(s.answers) for s in self._scopes.values()),
-            "routes": {route: stats.as_dict() for route, stats in sorted(self.routes.items())},
+            "entries": sum(
+                len(scope.answers)
+                for key, scope in self._scopes.items()
+                if self._scope_projects.get(key) == project_id
+            ),
+            "routes": routes,
         }
 
 

@@ -144,9 +144,93 @@ def check_messages_request(body: Any) -> dict[str, Any]:
             raise InvalidRequest(
                 422, f"messages.{index}.content: must be a string or a list of blocks", f"messages.{index}"
             )
+        if isinstance(message["content"], list):
+            _check_blocks(message["content"], f"messages.{index}.content")
     temperature = body.get("temperature")
     if temperature is not None and (
         isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 1
     ):
         raise InvalidRequest(422, "temperature: must be a number from 0 to 1", "temperature")
+    _check_messages_options(body)
     return cast(dict[str, Any], body)
+
+
+_BLOCK_TYPES = {"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"}
+_TOOL_CHOICES = {"auto", "any", "tool", "none"}
+
+
+def _check_blocks(blocks: list[Any], where: str, *, text_only: bool = False) -> None:
+    """Content blocks of an Anthropic message (or its ``system``): objects with a known ``type`` and
+    the fields the translation reads of the right types (400 otherwise, as Anthropic answers)."""
+    for index, block in enumerate(blocks):
+        at = f"{where}.{index}"
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise InvalidRequest(400, f"{at}: must be a content block object with a 'type'", at)
+        kind = block["type"]
+        if kind not in _BLOCK_TYPES or (text_only and kind != "text"):
+            allowed = "text" if text_only else ", ".join(sorted(_BLOCK_TYPES))
+            raise InvalidRequest(400, f"{at}.type: {kind[:64]!r} is not one of {allowed}", f"{at}.type")
+        if kind == "text" and not isinstance(block.get("text"), str):
+            raise InvalidRequest(400, f"{at}.text: must be a string", f"{at}.text")
+        if kind == "tool_use":
+            for name in ("id", "name"):
+                if not isinstance(block.get(name), str):
+                    raise InvalidRequest(400, f"{at}.{name}: must be a string", f"{at}.{name}")
+            if not isinstance(block.get("input", {}), dict):
+                raise InvalidRequest(400, f"{at}.input: must be an object", f"{at}.input")
+        if kind == "tool_result":
+            if not isinstance(block.get("tool_use_id"), str):
+                raise InvalidRequest(400, f"{at}.tool_use_id: must be a string", f"{at}.tool_use_id")
+            content = block.get("content", "")
+            if not isinstance(content, str | list):
+                raise InvalidRequest(400, f"{at}.content: must be a string or a list", f"{at}.content")
+            if isinstance(content, list):
+                _check_blocks(content, f"{at}.content")
+
+
+def _check_messages_options(body: dict[str, Any]) -> None:
+    """``system``, ``tools``, ``tool_choice``, ``metadata``, ``stop_sequences``, ``stream``, ``top_p``."""
+    system = body.get("system")
+    if system is not None:
+        if not isinstance(system, str | list):
+            raise InvalidRequest(400, "system: must be a string or a list of text blocks", "system")
+        if isinstance(system, list):
+            _check_blocks(system, "system", text_only=True)
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InvalidRequest(400, "tools: must be a list of tool objects", "tools")
+        for index, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+                raise InvalidRequest(400, f"tools.{index}: must be an object with a 'name'", f"tools.{index}")
+            schema = tool.get("input_schema")
+            if schema is not None and not isinstance(schema, dict):
+                raise InvalidRequest(400, f"tools.{index}.input_schema: must be an object", f"tools.{index}")
+            if not isinstance(tool.get("description", ""), str):
+                raise InvalidRequest(400, f"tools.{index}.description: must be a string", f"tools.{index}")
+    choice = body.get("tool_choice")
+    if choice is not None and (
+        not isinstance(choice, dict)
+        or choice.get("type") not in _TOOL_CHOICES
+        or (choice.get("type") == "tool" and not isinstance(choice.get("name"), str))
+    ):
+        raise InvalidRequest(
+            400,
+            "tool_choice: must be an object with type auto, any, none or tool (and a name)",
+            "tool_choice",
+        )
+    metadata = body.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not isinstance(metadata.get("user_id", ""), str | None)
+    ):
+        raise InvalidRequest(400, "metadata: must be an object (user_id a string)", "metadata")
+    stops = body.get("stop_sequences")
+    if stops is not None and (not isinstance(stops, list) or not all(isinstance(x, str) for x in stops)):
+        raise InvalidRequest(400, "stop_sequences: must be a list of strings", "stop_sequences")
+    if "stream" in body and not isinstance(body["stream"], bool):
+        raise InvalidRequest(400, "stream: must be true or false", "stream")
+    top_p = body.get("top_p")
+    if top_p is not None and (
+        isinstance(top_p, bool) or not isinstance(top_p, int | float) or not 0 <= top_p <= 1
+    ):
+        raise InvalidRequest(400, "top_p: must be a number from 0 to 1", "top_p")

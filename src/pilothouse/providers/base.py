@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from pilothouse.domain.redaction import redact_url
+
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: each entry is its own upstream
 class Deployment:
@@ -27,8 +29,9 @@ class Deployment:
 
     @property
     def id(self) -> str:
-        """A readable identity for logs, traces and metrics."""
-        return f"{self.provider}/{self.model}@{self.base_url or 'default'}"
+        """A readable identity for logs, traces and metrics (a password in the URL redacted)."""
+        where = redact_url(self.base_url) if self.base_url else "default"
+        return f"{self.provider}/{self.model}@{where}"
 
 
 class ProviderError(Exception):

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from pilothouse.domain.redaction import redact_url
+
 __all__ = [
     "ConnectError",
     "ConnectTimeout",
@@ -613,7 +615,7 @@ class HTTPClient:
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
+            raise ValueError(f"not an http(s) URL: {redact_url(base_url)!r}")
         tls = parts.scheme == "https"
         default_port = 443 if tls else 80
         port = parts.port or default_port

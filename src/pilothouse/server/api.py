@@ -14,7 +14,7 @@ from starlette.routing import Route
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
-from pilothouse.domain.scores import make_score
+from pilothouse.domain.scores import DuplicateScoreId, make_score
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Status
 from pilothouse.server.body import read_json
@@ -37,14 +37,20 @@ def _state(request: Request) -> Services:
     return state
 
 
+_LARGEST_FILTER = 1e12  # a latency (ms) or cost (USD) filter above this matches nothing stored
+
+
 def _float(params: Any, name: str) -> float | None:
     value = params.get(name)
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise param_error(name, f"{value!r} is not a number") from None
+        raise param_error(name, f"{value[:64]!r} is not a number") from None
+    if not 0 <= number <= _LARGEST_FILTER:  # NaN fails both comparisons
+        raise param_error(name, f"must be a number from 0 to {_LARGEST_FILTER:g}")
+    return number
 
 
 def _money(params: Any, name: str) -> Money | None:
@@ -52,9 +58,12 @@ def _money(params: Any, name: str) -> Money | None:
     if value is None or value == "":
         return None
     try:
-        return Money.from_usd(value)
+        amount = Money.from_usd(value)
     except ValueError:
-        raise param_error(name, f"{value!r} is not an amount of USD") from None
+        raise param_error(name, f"{value[:64]!r} is not an amount of USD") from None
+    if not Money(0) <= amount <= Money.from_usd(_LARGEST_FILTER):
+        raise param_error(name, f"must be an amount from 0 to {_LARGEST_FILTER:g} USD")
+    return amount
 
 
 def _time(params: Any, name: str, now_ns: int) -> int | None:
@@ -184,7 +193,15 @@ async def post_scores(request: Request) -> Response:
             what = "observation" if score.observation_id else "trace"
             raise ApiError(404, f"Score #{index}: no such {what} in this project.", code=f"{what}_not_found")
         scores.append(score)
-    await run_in_threadpool(state.store.add_scores, principal.project_id, scores)
+    try:
+        await run_in_threadpool(state.store.add_scores, principal.project_id, scores)
+    except DuplicateScoreId as exc:
+        raise ApiError(
+            409,
+            f"This project already has a score with id {str(exc)!r}.",
+            code="duplicate_score_id",
+            param="id",
+        ) from None
     data = [score_json(s) for s in scores]
     return FastJSONResponse(data if isinstance(body, list) else data[0], status_code=201)
 

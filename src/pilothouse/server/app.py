@@ -38,10 +38,13 @@ from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue, PendingExport
 from pilothouse.server.metrics import GatewayMetrics, Gauge
+from pilothouse.server.proxies import ProxyPolicy
 from pilothouse.server.spool import Spool
 from pilothouse.server.spool_records import span_records
 from pilothouse.server.state import Services
+from pilothouse.server.throttle import FailureThrottle
 from pilothouse.store.costs import CostStore
+from pilothouse.store.engine import tighten_private_file
 from pilothouse.store.sql import SqlStore
 
 log = logging.getLogger("pilothouse.server")
@@ -142,6 +145,8 @@ def create_app(
     taken now (another process holding it is an error), and replayed when the app starts."""
     config = gateway_config if gateway_config is not None else load_gateway_config(settings.config)
     own_store = store is None
+    if own_store and settings.database_url is None:  # the default SQLite file in our home folder
+        tighten_private_file(settings.home / "pilothouse.db")
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     gateway, budgets = build_gateway(settings, config, the_store)
     spool = Spool(settings.resolved_spool_dir) if settings.durable else None
@@ -170,11 +175,20 @@ def create_app(
                 log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
         gateway.record = record
+        auth = KeyAuthenticator(
+            the_store,
+            settings.admin_key,
+            settings.key_cache_seconds,
+            throttle=FailureThrottle(
+                settings.auth_failures_burst, settings.auth_failures_per_minute, settings.redis_url
+            ),
+            proxies=ProxyPolicy(settings.trusted_proxies, settings.secure_cookies),
+        )
         app.state.pilothouse = Services(
             settings=settings,
             store=the_store,
             ingest=ingest,
-            auth=KeyAuthenticator(the_store, settings.admin_key, settings.key_cache_seconds),
+            auth=auth,
             gateway=gateway,
             budgets=budgets,
             metrics=metrics,
@@ -199,6 +213,7 @@ def create_app(
             yield
         finally:
             await gateway.close()
+            await auth.throttle.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if spool is not None:

@@ -4,6 +4,7 @@ database to check its key."""
 from __future__ import annotations
 
 import hmac
+import math
 import time
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from starlette.requests import Request
 
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret
 from pilothouse.server.errors import ApiError
+from pilothouse.server.proxies import ProxyPolicy
+from pilothouse.server.throttle import FailureThrottle
 from pilothouse.store.sql import SqlStore
 
 DEFAULT_PROJECT = "default"
@@ -42,14 +45,43 @@ def bearer_secret(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-class KeyAuthenticator:
-    """Resolves secrets to principals; caches lookups (hits and misses) for ``ttl_s`` seconds."""
+GOOD_KEY_MEMORY_S = 3600.0  # how long a key that worked still passes a throttled address
+KEY_PREFIX_CHARS = 10  # what an API key's stored prefix holds (and a guesser's key throttle is keyed by)
 
-    def __init__(self, store: SqlStore, admin_key: str | None, ttl_s: float = 10.0) -> None:
+
+def too_many_failures(wait_s: float) -> ApiError:
+    """The 429 of a client whose failed authentications used up its allowance."""
+    seconds = max(1, math.ceil(wait_s))
+    return ApiError(
+        429,
+        f"Too many failed authentications from this client; retry in {seconds} s.",
+        code="too_many_auth_failures",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+class KeyAuthenticator:
+    """Resolves secrets to principals; caches lookups (hits and misses) for ``ttl_s`` seconds. Failed
+    keys are throttled per client address and key prefix (:class:`FailureThrottle`)."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        admin_key: str | None,
+        ttl_s: float = 10.0,
+        *,
+        throttle: FailureThrottle | None = None,
+        proxies: ProxyPolicy | None = None,
+    ) -> None:
         self.store = store
         self._admin_hash = hash_secret(admin_key) if admin_key else None
         self.ttl_s = ttl_s
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self.throttle = throttle if throttle is not None else FailureThrottle()
+        self.proxies = proxies if proxies is not None else ProxyPolicy()
+        # keys (digests) that authenticated lately: still let through from a throttled address, so
+        # that one client retrying a revoked key behind a shared proxy does not lock out the others
+        self._good: dict[str, float] = {}
 
     async def authenticate(self, request: Request, scope: Scope) -> Principal:
         """The caller of ``request`` if its key has ``scope``; raises 401/403 otherwise."""
@@ -61,15 +93,25 @@ class KeyAuthenticator:
                 "'pilothouse keys create').",
                 code="invalid_api_key",
             )
+        address = self.proxies.client_ip(request)
+        prefix = secret[:KEY_PREFIX_CHARS]
         digest = hash_secret(secret)
+        wait = self.throttle.retry_after_s(address, prefix)
+        if wait > 0 and self._good.get(digest, 0.0) < time.monotonic():
+            raise too_many_failures(wait)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
             project = request.headers.get(PROJECT_HEADER) or DEFAULT_PROJECT
             return Principal(project, None, is_admin=True)
         key = await self._lookup(digest, secret)
         if key is None or not key.active:
+            await self.throttle.failed(address, prefix)
             raise ApiError(401, "Invalid API key (unknown or revoked).", code="invalid_api_key")
         if not key.allows(scope):
             raise ApiError(403, f"This key lacks the '{scope.value}' scope.", code="insufficient_scope")
+        if digest not in self._good:  # API keys only: 256 random bits, so no guesser's oracle
+            if len(self._good) > 10_000:
+                self._good.clear()
+            self._good[digest] = time.monotonic() + GOOD_KEY_MEMORY_S
         return Principal(key.project_id, key)
 
     async def _lookup(self, digest: str, secret: str) -> ApiKey | None:

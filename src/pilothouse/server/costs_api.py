@@ -142,15 +142,18 @@ async def delete_budget(request: Request) -> Response:
 
 async def cache_report(request: Request) -> Response:
     """``GET /api/cache``: the caches' settings and, per model, the semantic cache's hits, misses,
-    re-checked hits and measured precision (and whether it switched itself off)."""
+    re-checked hits and measured precision (and whether it switched itself off). Counts are the
+    caller's project's own."""
     state = _state(request)
-    await state.auth.authenticate(request, Scope.READ)
+    principal = await state.auth.authenticate(request, Scope.READ)
     caches = state.gateway.caches
     exact: dict[str, Any] = {"enabled": caches.exact is not None}
     if isinstance(caches.exact, LocalResponseCache):
-        exact["entries"] = len(caches.exact)
+        exact["entries"] = caches.exact.entries_of(principal.project_id)
     semantic = (
-        {"enabled": False} if caches.semantic is None else {"enabled": True, **caches.semantic.report()}
+        {"enabled": False}
+        if caches.semantic is None
+        else {"enabled": True, **caches.semantic.report(principal.project_id)}
     )
     return FastJSONResponse({"exact": exact, "semantic": semantic})
 

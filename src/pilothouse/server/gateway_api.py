@@ -180,7 +180,11 @@ async def _messages(request: Request) -> Response:
         check_messages_request(body)
     except InvalidRequest as exc:
         raise await gateway.fail(call, exc) from None
-    openai_request = messages_to_openai_request(body)  # recorded in one shape, whichever surface was used
+    try:  # recorded in one shape, whichever surface was used
+        openai_request = messages_to_openai_request(body)
+    except (TypeError, AttributeError, ValueError) as exc:  # a shape the checks above did not foresee
+        invalid = InvalidRequest(400, f"The request could not be read as a Messages request ({exc}).")
+        raise await gateway.fail(call, invalid) from None
     if isinstance(openai_request.get("user"), str) and call.user_id is None:
         call.user_id = openai_request["user"]
     reply = await gateway.chat(call, openai_request, caller)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -10,6 +13,8 @@ from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+
+log = logging.getLogger("pilothouse.store")
 
 
 def normalise_url(url: str) -> str:
@@ -53,13 +58,57 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def create_private_file(path: Path) -> None:
+    """Make sure the SQLite file ``path`` exists and only its owner can read it: every trace is in it.
+    A folder we create is 0700 and a file we create 0600 (whatever the umask); SQLite gives its
+    ``-wal`` and ``-shm`` files the mode of the database file. An existing file is left as it is, with
+    a warning when other users can read it (a shared file may be meant to be shared)."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "the database file %s can be read by other users (mode %o); 'chmod 600 %s' keeps its "
+                "traces private",
+                path,
+                stat.S_IMODE(mode),
+                path,
+            )
+        return
+    os.fchmod(fd, 0o600)  # os.open's mode is masked by the umask too
+    os.close(fd)
+
+
+def tighten_private_file(path: Path) -> None:
+    """Make the SQLite file at ``path`` (with its ``-wal`` and ``-shm`` files) 0600 and its folder 0700
+    if they are more open: for the default database in Pilothouse's own home folder, which earlier
+    versions created readable by every local user. Files of other owners are left alone."""
+    uid = os.getuid()
+    for target, mode in (
+        (path.parent, 0o700),
+        *((path.with_name(path.name + s), 0o600) for s in ("", "-wal", "-shm")),
+    ):
+        try:
+            info = target.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_uid == uid and stat.S_IMODE(info.st_mode) & ~mode:
+            os.chmod(target, stat.S_IMODE(info.st_mode) & mode)
+            log.info("made %s private to its owner (mode %o)", target, stat.S_IMODE(info.st_mode) & mode)
+
+
 def make_engine(url: str) -> Engine:
-    """Engine for ``url``; SQLite files get WAL mode and their folder is created."""
+    """Engine for ``url``; SQLite files get WAL mode and are created private (:func:`create_private_file`)."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(parsed.database))
         _bind_without_lookups()
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)

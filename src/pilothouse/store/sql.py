@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.money import Money
@@ -45,6 +46,7 @@ from pilothouse.domain.queries import (
     encode_cursor,
 )
 from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored, batch_deltas
+from pilothouse.domain.scores import DuplicateScoreId
 from pilothouse.domain.sketch import add_counts, quantiles
 from pilothouse.domain.traces import Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
@@ -376,10 +378,24 @@ class SqlStore:
                 rollup_upsert.execute(conn, rollup_rows)
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
-        """Store scores of this project's traces."""
-        if scores:
+        """Store scores of this project's traces; raises :class:`DuplicateScoreId` when one's id is
+        already this project's (or twice in ``scores``), and stores none of them then."""
+        if not scores:
+            return
+        ids = [s.id for s in scores]
+        if len(set(ids)) < len(ids):
+            raise DuplicateScoreId(next(i for i in ids if ids.count(i) > 1))
+        try:
             with self.engine.begin() as conn:
                 conn.execute(t.scores.insert(), [score_row(project_id, s) for s in scores])
+        except IntegrityError:
+            with self.engine.connect() as conn:
+                taken = conn.execute(
+                    select(t.scores.c.id).where(t.scores.c.project_id == project_id, t.scores.c.id.in_(ids))
+                ).scalar()
+            if taken is None:
+                raise
+            raise DuplicateScoreId(taken) from None
 
     # -- projects and keys -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -163,7 +164,7 @@ budgets = Table(
 scores = Table(
     "scores",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column("id", String(32), nullable=False),  # unique per project (migration 0010)
     Column("project_id", String(64), nullable=False),
     Column("trace_id", String(32), nullable=False),
     Column("observation_id", String(16)),
@@ -174,6 +175,7 @@ scores = Table(
     Column("source", String(16), nullable=False),
     Column("comment", Text),
     Column("created_ns", BigInteger, nullable=False),
+    PrimaryKeyConstraint("project_id", "id", name="pk_scores_project_id_id"),
     Index("ix_scores_trace", "project_id", "trace_id"),
 )
 
@@ -336,4 +338,12 @@ judge_calibrations = Table(
     Column("created_ns", BigInteger, nullable=False),
     UniqueConstraint("project_id", "fingerprint", "version", name="uq_judge_calibrations_version"),
     Index("ix_judge_calibrations_created", "project_id", "created_ns"),
+)
+
+# Web UI sessions ended by logging out, until their cookie would have expired anyway (migration 0011).
+revoked_sessions = Table(
+    "revoked_sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("expires_ns", BigInteger, nullable=False),
 )

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.keys import Scope, hash_secret
+from pilothouse.server.auth import KEY_PREFIX_CHARS, too_many_failures
 from pilothouse.server.state import Services
 from pilothouse.ui.session import ADMIN, LOGIN_COOKIE, SESSION_COOKIE
 from pilothouse.ui.web import Ui, UiError, read_form, safe_next, same_token
@@ -39,7 +40,7 @@ def _login_page(
         max_age=3600,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=request.app.state.pilothouse.auth.proxies.secure_cookie(request),
     )
     return response
 
@@ -72,6 +73,13 @@ def login_endpoints(ui: Ui) -> tuple[Endpoint, Endpoint, Endpoint]:
         )
         if not secret:
             return _login_page(ui, request, 400, "Enter an API key.", target)
+        address, prefix = state.auth.proxies.client_ip(request), secret[:KEY_PREFIX_CHARS]
+        wait = state.auth.throttle.retry_after_s(address, prefix)
+        if wait > 0:
+            refusal = too_many_failures(wait)
+            response = _login_page(ui, request, 429, refusal.message, target)
+            response.headers.update(refusal.headers)
+            return response
         digest = hash_secret(secret)
         admin = state.settings.admin_key
         if admin and hmac.compare_digest(digest, hash_secret(admin)):
@@ -83,6 +91,7 @@ def login_endpoints(ui: Ui) -> tuple[Endpoint, Endpoint, Endpoint]:
         else:
             key = await run_in_threadpool(state.store.find_api_key, secret)
             if key is None or not key.active:
+                await state.auth.throttle.failed(address, prefix)
                 return _login_page(ui, request, 401, "That key is not valid (unknown or revoked).", target)
             if not (key.allows(Scope.READ) or key.allows(Scope.ADMIN)):
                 return _login_page(
@@ -100,7 +109,7 @@ def login_endpoints(ui: Ui) -> tuple[Endpoint, Endpoint, Endpoint]:
             max_age=ui.signer.max_age_s,
             httponly=True,
             samesite="lax",
-            secure=request.url.scheme == "https",
+            secure=state.auth.proxies.secure_cookie(request),
             path="/",
         )
         response.delete_cookie(LOGIN_COOKIE)
@@ -123,6 +132,7 @@ def login_endpoints(ui: Ui) -> tuple[Endpoint, Endpoint, Endpoint]:
                     "Reload the page and log out again (CSRF check failed).",
                     viewer,
                 )
+            await ui.end_session(state, viewer.session)  # a copy of the cookie is dead too
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

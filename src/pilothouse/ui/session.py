@@ -84,7 +84,9 @@ def load_secret(home: Path, configured: str | None = None) -> bytes:
             text = path.read_text().strip()
             if len(text) >= 32:
                 return text.encode()
-        home.mkdir(parents=True, exist_ok=True)
+        if not home.exists():
+            home.mkdir(parents=True, mode=0o700)  # the SQLite file lives here too: owner only
+            os.chmod(home, 0o700)
         text = secrets.token_urlsafe(48)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

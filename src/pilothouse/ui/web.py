@@ -27,6 +27,7 @@ from pilothouse.domain.keys import ApiKey, Scope, hash_secret
 from pilothouse.server.errors import ApiError
 from pilothouse.server.state import Services
 from pilothouse.store.analytics import AnalyticsQueries
+from pilothouse.store.sessions import SessionStore
 from pilothouse.ui import format as fmt
 from pilothouse.ui.session import ADMIN, SESSION_COOKIE, Session, SessionSigner, Viewer
 
@@ -155,6 +156,7 @@ class Ui:
     signer: SessionSigner
     env: jinja2.Environment = field(default_factory=_template_environment)
     _keys: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
+    _revoked: dict[str, tuple[float, bool]] = field(default_factory=dict)  # session id -> (until, ended)
 
     # -- rendering ----------------------------------------------------------------------------------
 
@@ -190,7 +192,7 @@ class Ui:
     async def viewer(self, request: Request, state: Services) -> Viewer | None:
         """Who the session cookie says is looking, if the session and its key are still good."""
         session = self.signer.loads(request.cookies.get(SESSION_COOKIE))
-        if session is None:
+        if session is None or await self._ended(state, session.session_id):
             return None
         if session.key_id == ADMIN:
             admin = state.settings.admin_key
@@ -214,6 +216,25 @@ class Ui:
             self._keys.clear()
         self._keys[key_id] = (now + ttl_s, key)
         return key
+
+    async def _ended(self, state: Services, session_id: str) -> bool:
+        """True if the session logged out: at once in this process, within the key cache time in
+        another (the answer is cached like a key's)."""
+        now = time.monotonic()
+        cached = self._revoked.get(session_id)
+        if cached is not None and (cached[1] or cached[0] > now):
+            return cached[1]
+        ended = await run_in_threadpool(SessionStore(state.store).is_revoked, session_id)
+        if len(self._revoked) > 10_000:
+            self._revoked = {k: v for k, v in self._revoked.items() if v[1]}
+        self._revoked[session_id] = (now + state.settings.key_cache_seconds, ended)
+        return ended
+
+    async def end_session(self, state: Services, session: Session) -> None:
+        """Log ``session`` out for good: its cookie, or a copy of it, opens nothing any more."""
+        expires_ns = (session.issued_s + self.signer.max_age_s + 60) * 10**9
+        self._revoked[session.session_id] = (float("inf"), True)
+        await run_in_threadpool(SessionStore(state.store).revoke, session.session_id, expires_ns)
 
     def forget_keys(self) -> None:
         """Drop cached keys (after a revocation here)."""
