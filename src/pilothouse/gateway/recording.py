@@ -22,6 +22,7 @@ from pilothouse.domain.traces import (
     Status,
     TraceAttributes,
     Usage,
+    token_count,
 )
 from pilothouse.gateway.router import Attempt
 
@@ -52,21 +53,36 @@ def parse_traceparent(header: str | None) -> tuple[str, str | None]:
     return new_trace_id(), None
 
 
-def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
-    """Usage of an OpenAI ``usage`` object, each token once (``prompt_tokens`` include cached ones)."""
+def usage_from_openai(usage: Any) -> Usage:
+    """Usage of an OpenAI ``usage`` object, each token once (``prompt_tokens`` include cached ones).
+    Counts are read with :func:`~pilothouse.domain.traces.token_count` (negative, fractional or absurd
+    ones corrected): see :func:`checked_usage_from_openai` to learn whether they were."""
+    return checked_usage_from_openai(usage)[0]
+
+
+def checked_usage_from_openai(usage: Any) -> tuple[Usage, bool]:
+    """:func:`usage_from_openai`, and whether a count was out of range or unreadable (and corrected)."""
     if not usage:
-        return Usage()
-    prompt = int(usage.get("prompt_tokens") or 0)
+        return Usage(), False
+    if not isinstance(usage, dict):
+        return Usage(), True
     details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0)
-    written = int(details.get("cache_write_tokens") or 0)  # Anthropic upstreams, translated
-    return Usage(
+    output_details = usage.get("completion_tokens_details") or {}
+    if not isinstance(details, dict) or not isinstance(output_details, dict):
+        return Usage(), True
+    prompt, bad_prompt = token_count(usage.get("prompt_tokens"))
+    cached, bad_cached = token_count(details.get("cached_tokens"))
+    written, bad_written = token_count(details.get("cache_write_tokens"))  # Anthropic upstreams, translated
+    output, bad_output = token_count(usage.get("completion_tokens"))
+    reasoning, bad_reasoning = token_count(output_details.get("reasoning_tokens"))
+    usage_ = Usage(
         input=max(0, prompt - cached - written),
-        output=int(usage.get("completion_tokens") or 0),
+        output=output,
         cache_read=cached,
         cache_write=written,
-        reasoning=int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
+        reasoning=reasoning,
     )
+    return usage_, bad_prompt or bad_cached or bad_written or bad_output or bad_reasoning
 
 
 @dataclass

@@ -80,10 +80,33 @@ def check_chat_request(body: Any) -> dict[str, Any]:
     tools = body.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         raise InvalidRequest(422, "'tools' must be an array of tool objects.", "tools")
+    _check_tool_choice(body.get("tool_choice"))
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest(422, "'stream_options' must be an object.", "stream_options")
     return cast(dict[str, Any], body)
+
+
+_TOOL_CHOICES = ("none", "auto", "required")
+
+
+def _check_tool_choice(choice: Any) -> None:
+    """``tool_choice``: absent, ``none``/``auto``/``required``, or an object with a ``type`` (a
+    ``function`` one names its function). Anything else is a 400, before any budget is held."""
+    if choice is None or choice in _TOOL_CHOICES:
+        return
+    if isinstance(choice, dict) and isinstance(choice.get("type"), str):
+        if choice["type"] != "function":
+            return
+        function = choice.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str) and function["name"]:
+            return
+    raise InvalidRequest(
+        400,
+        "'tool_choice' must be 'none', 'auto', 'required' or "
+        '{"type": "function", "function": {"name": "..."}}.',
+        "tool_choice",
+    )
 
 
 def check_embeddings_request(body: Any) -> dict[str, Any]:
