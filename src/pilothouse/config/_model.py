@@ -45,6 +45,18 @@ class Settings(_Section):
         default=None, description="sqlite:///path or postgresql://user@host/db; default SQLite in home."
     )
     redis_url: str | None = Field(default=None, description="Redis for shared counters (optional).")
+    limits_fail_open: bool = Field(
+        default=False,
+        description="While Redis is unavailable, serve calls without their rate limits (default: 503).",
+    )
+    budgets_fail_open: bool = Field(
+        default=False,
+        description="While Redis is unavailable, serve calls without a budget hold (default: 503).",
+    )
+    cache_fail_open: bool = Field(
+        default=True,
+        description="While Redis is unavailable, treat the response cache as a miss (false: 503).",
+    )
     admin_key: str | None = Field(default=None, description="A secret with every scope on every project.")
     session_secret: SecretStr | None = Field(
         default=None, description="Signs the web UI's session cookies (default: a file in home)."

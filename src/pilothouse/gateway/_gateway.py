@@ -35,6 +35,7 @@ from pilothouse.gateway.recording import (
     checked_usage_from_openai,
     parse_traceparent,
 )
+from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.gateway.router import Router, UnknownModel
 from pilothouse.gateway.validation import InvalidRequest
 from pilothouse.providers.base import Deployment, ProviderError
@@ -117,6 +118,29 @@ def _drop(_record: SpanRecord) -> None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class RedisFaults:
+    """What a call does while the Redis holding a feature's shared state is unavailable: fail closed
+    (503 ``redis_unavailable``: rate limits and budgets by default, which cannot be enforced without
+    it) or open (go on without the feature: the response cache by default, a miss). Counting a
+    finished call's tokens or caching its answer never fails a call that was answered."""
+
+    limits_fail_open: bool = False
+    budgets_fail_open: bool = False
+    cache_fail_open: bool = True
+
+
+def redis_unavailable(exc: RedisUnavailable) -> GatewayError:
+    """The 503 of a call that needs Redis while it is unavailable."""
+    return GatewayError(
+        503,
+        f"The {exc.feature} of this gateway are unavailable (Redis cannot be reached); retry shortly.",
+        code="redis_unavailable",
+        kind="service_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
 @dataclass(slots=True)
 class Gateway:
     """The model-call pipeline over a router and a price catalogue. Rate limits, budgets, caches and
@@ -129,6 +153,8 @@ class Gateway:
     budgets: BudgetGuard | None = None
     caches: Caches = field(default_factory=Caches)
     cascades: dict[str, Cascade] = field(default_factory=dict)
+    redis_faults: RedisFaults = field(default_factory=RedisFaults)
+    _warned_at: dict[str, float] = field(default_factory=dict, repr=False)
 
     def model_names(self) -> list[str]:
         """The names clients can ask for: served models and cascade routes."""
@@ -198,7 +224,7 @@ class Gateway:
         call.request = request
         try:
             limit_headers = await self._admit(caller, request["model"])
-            cached = await self.caches.lookup(caller.cache_policy, call, request)
+            cached = await self._lookup(caller, call, request)
             if (answer := cached.answer) is not None:
                 # the check's own call is not billed to a budget: recorded, not metered
                 self.caches.maybe_verify(self.router, self.pricer, cached, call, request, self.record)
@@ -217,7 +243,7 @@ class Gateway:
                 response, deployment = await self.router.chat(request, call.attempts)
                 check_chat_answer(response)
                 cost, after = await self._succeeded(caller, call, deployment, response)
-                await self.caches.store(cached, deployment, response, cost)
+                await self._store(cached, deployment, response, cost)
                 headers = {**self._headers(call, cost), **limit_headers}
                 return GatewayReply(call, headers, response=response, cost=cost, after=after)
             # Always ask the upstream for usage; the surface passes the usage chunk on only if asked.
@@ -286,6 +312,14 @@ class Gateway:
 
     # -- the steps --------------------------------------------------------------------------------------
 
+    def _warn(self, what: str, exc: RedisUnavailable) -> None:
+        """Log a Redis fault, at most once every 10 s per kind (a Redis that is down for a while
+        must not flood the log with one line per call)."""
+        now = time.monotonic()
+        if now - self._warned_at.get(what, -1e18) >= 10.0:
+            self._warned_at[what] = now
+            log.warning("%s; %s (this is logged at most every 10 s)", exc, what)
+
     def _save(self, record: SpanRecord) -> None:
         """Record a call of this gateway; metered (its cost counts toward budgets when the ledgers are
         seeded from the store) when this gateway enforces budgets."""
@@ -329,7 +363,13 @@ class Gateway:
             )
         if (key.rpm is None and key.tpm is None) or self.limiter is None:
             return {}
-        decision = await self.limiter.admit(key.id, key.rpm, key.tpm)
+        try:
+            decision = await self.limiter.admit(key.id, key.rpm, key.tpm)
+        except RedisUnavailable as exc:
+            if not self.redis_faults.limits_fail_open:
+                raise redis_unavailable(exc) from None
+            self._warn("calls go on without their rate limits (limits_fail_open)", exc)
+            return {}
         headers = {}
         if key.rpm is not None:
             headers["x-ratelimit-limit-requests"] = str(key.rpm)
@@ -355,16 +395,20 @@ class Gateway:
         if self.budgets is None:
             return
         key_id = caller.key.id if caller.key else None
-        budgets = await self.budgets.applicable(caller.project_id, key_id, call.user_id, call.tags)
-        if not budgets:
-            return
-        worst = self.worst_case_cost(request)
-        if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
-            return
         try:
+            budgets = await self.budgets.applicable(caller.project_id, key_id, call.user_id, call.tags)
+            if not budgets:
+                return
+            worst = self.worst_case_cost(request)
+            if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
+                return
             call.reservation = await self.budgets.reserve(budgets, worst)
         except BudgetExceeded as exc:
             raise GatewayError(429, str(exc), code="budget_exceeded", kind="budget_exceeded") from None
+        except RedisUnavailable as exc:
+            if not self.redis_faults.budgets_fail_open:
+                raise redis_unavailable(exc) from None
+            self._warn("calls go on without a budget hold (budgets_fail_open)", exc)
 
     async def _settle(
         self, call: CallSpan, cost: Cost | None, *, unknown_is_worst_case: bool = False
@@ -373,7 +417,30 @@ class Gateway:
         spending; the worst case held when it spent an unknown amount)."""
         if call.reservation is not None and self.budgets is not None:
             spent = call.reservation.amount if unknown_is_worst_case else cost.total if cost else Money.ZERO
-            await self.budgets.settle(call.reservation, max(spent, Money.ZERO))
+            try:
+                await self.budgets.settle(call.reservation, max(spent, Money.ZERO))
+            except RedisUnavailable as exc:  # the hold expires; the spend is seeded from the store later
+                self._warn("budget holds are not settled; they expire, the store has the spend", exc)
+
+    async def _lookup(self, caller: Caller, call: CallSpan, request: dict[str, Any]) -> CacheOutcome:
+        """The caches' answer for ``request``; a miss while Redis is unavailable (or a 503 when the
+        cache is configured to fail closed)."""
+        try:
+            return await self.caches.lookup(caller.cache_policy, call, request)
+        except RedisUnavailable as exc:
+            if not self.redis_faults.cache_fail_open:
+                raise redis_unavailable(exc) from None
+            self._warn("calls go on without the response cache (cache_fail_open)", exc)
+            call.cache = "unavailable"
+            return CacheOutcome()
+
+    async def _store(
+        self, cached: CacheOutcome, deployment: Deployment, response: dict[str, Any], cost: Cost | None
+    ) -> None:
+        try:
+            await self.caches.store(cached, deployment, response, cost)
+        except RedisUnavailable as exc:  # the call was answered: it is only not cached
+            self._warn("answers are not cached", exc)
 
     @staticmethod
     def _usage(call: CallSpan, reported: Any) -> Usage:
@@ -406,7 +473,10 @@ class Gateway:
     async def _count_tokens(self, caller: Caller, usage: Usage) -> None:
         key = caller.key
         if key is not None and key.tpm is not None and usage.total and self.limiter is not None:
-            await self.limiter.add_tokens(key.id, usage.total)
+            try:
+                await self.limiter.add_tokens(key.id, usage.total)
+            except RedisUnavailable as exc:  # the call was answered: its tokens go uncounted
+                self._warn("answered calls' tokens are not counted toward the limits", exc)
 
     async def _succeeded(
         self,
@@ -557,7 +627,7 @@ class Gateway:
             try:
                 await self._count_tokens(caller, usage)
                 if status is Status.OK:
-                    await self.caches.store(cached, deployment, final, cost)
+                    await self._store(cached, deployment, final, cost)
             except Exception:
                 log.warning("gateway stream %s: counting its tokens or caching it failed", call.trace_id)
             self._save(
