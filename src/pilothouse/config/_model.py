@@ -5,10 +5,10 @@ here once; the packages that use them (gateway, costs, server) read typed, valid
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "CacheSettings",
@@ -57,6 +57,19 @@ class Settings(_Section):
         default=True,
         description="While Redis is unavailable, treat the response cache as a miss (false: 503).",
     )
+    webhook_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Hosts, addresses or CIDR networks budget webhooks may reach though not public "
+        "(comma-separated in the environment); other private or loopback targets are refused.",
+    )
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     admin_key: str | None = Field(default=None, description="A secret with every scope on every project.")
     session_secret: SecretStr | None = Field(
         default=None, description="Signs the web UI's session cookies (default: a file in home)."

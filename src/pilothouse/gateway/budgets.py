@@ -23,7 +23,9 @@ import orjson
 
 from pilothouse.domain.budgets import Budget, applicable_budgets, crossed_thresholds, period_start
 from pilothouse.domain.money import Money
+from pilothouse.domain.webhooks import WebhookRefused, displayed_webhook_url
 from pilothouse.gateway.redis_client import RedisUnavailable, connect_redis, redis_errors
+from pilothouse.gateway.webhooks import post_webhook
 from pilothouse.store.costs import CostStore
 
 if TYPE_CHECKING:  # httpx is imported with the first webhook: it pulls rich and pygments in at import
@@ -329,8 +331,10 @@ class BudgetGuard:
         *,
         refresh_s: float = 10.0,
         reservation_ttl_s: float = 900.0,
+        webhook_allow: Sequence[str] = (),
     ) -> None:
         self.costs = costs
+        self.webhook_allow = tuple(webhook_allow)  # hosts and networks alerts may reach though not public
         self.ledger = ledger
         self.refresh_s = refresh_s
         self.reservation_ttl_s = reservation_ttl_s
@@ -463,15 +467,16 @@ class BudgetGuard:
     async def _post(self, url: str, payload: dict[str, Any]) -> None:
         import httpx
 
-        if self._webhooks is None:
-            self._webhooks = httpx.AsyncClient(timeout=10.0)
+        if self._webhooks is None:  # redirects are not followed: they could lead anywhere
+            self._webhooks = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+        shown = displayed_webhook_url(url, full=False)
         try:
-            response = await self._webhooks.post(
-                url, content=orjson.dumps(payload), headers={"content-type": "application/json"}
-            )
+            response = await post_webhook(self._webhooks, url, orjson.dumps(payload), self.webhook_allow)
             response.raise_for_status()
+        except WebhookRefused as exc:
+            log.warning("budget alert webhook %s refused: %s", shown, exc)
         except httpx.HTTPError as exc:
-            log.warning("budget alert webhook %s failed: %s", url, exc)
+            log.warning("budget alert webhook %s failed: %s", shown, type(exc).__name__)
 
     async def usage(self, budget: Budget) -> tuple[Money, Money]:
         """(spent, reserved) of a budget in its current period."""

@@ -125,7 +125,9 @@ def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) ->
     is a model of this same gateway), rate limits and budgets (shared in Redis when configured). A bad
     cascade verifier is a config error at start-up. Its recorder is set when the app starts."""
     router = Router(config)  # providers are created now, so a bad config fails before serving
-    budgets = BudgetGuard(CostStore(store), make_budget_ledger(settings.redis_url))
+    budgets = BudgetGuard(
+        CostStore(store), make_budget_ledger(settings.redis_url), webhook_allow=settings.webhook_allow
+    )
     semantic = (
         SemanticCache(config.semantic_cache, local_embedder(config.semantic_cache.model))
         if config.semantic_cache.enabled
