@@ -218,6 +218,19 @@ class Gateway:
         self._save(call.record(status=Status.ERROR, error=error.message, http_status=error.status, cost=cost))
         return error
 
+    async def _cancelled(self, call: CallSpan) -> None:
+        """A call cancelled midway (its client left): the hold settled at its worst case once an
+        upstream was asked (it may have spent), and the call traced."""
+        await self._settle(call, None, unknown_is_worst_case=bool(call.attempts))
+        self._save(
+            call.record(
+                status=Status.ERROR,
+                error="cancelled: the client disconnected before the answer",
+                http_status=499,
+                cost=call.refused_cost(),
+            )
+        )
+
     async def chat(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
         """A chat completion, streamed when ``request["stream"]``; ``request`` is a checked OpenAI
         chat request. Raises :class:`GatewayError` (recorded)."""
@@ -255,7 +268,7 @@ class Gateway:
         except Exception as exc:  # an unexpected one too: traced as a 500, its budget hold released
             raise await self.fail(call, exc) from None
         except BaseException:  # cancelled (the client left): release the hold, whatever happened
-            await self._settle(call, None, unknown_is_worst_case=bool(call.attempts))
+            await self._cancelled(call)
             raise
         reply = GatewayReply(call, {**self._headers(call, "pending"), **limit_headers})
         reply.chunks = self._relay(caller, call, stream, deployment, cached, reply)
@@ -273,7 +286,7 @@ class Gateway:
         except Exception as exc:  # an unexpected one too: traced as a 500, its budget hold released
             raise await self.fail(call, exc) from None
         except BaseException:  # cancelled (the client left): release the hold, whatever happened
-            await self._settle(call, None, unknown_is_worst_case=bool(call.attempts))
+            await self._cancelled(call)
             raise
         return GatewayReply(
             call, {**self._headers(call, cost), **limit_headers}, response=response, cost=cost, after=after
