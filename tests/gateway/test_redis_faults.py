@@ -6,10 +6,12 @@ spare port and stops it (the shared one on 6379 is never touched)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +22,12 @@ import yaml
 
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.money import Money
+from pilothouse.gateway.budgets import LedgerEntry, RedisBudgetLedger
 from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import free_port
 from tests.conftest import sqlite_at_head
+from tests.gateway.test_limits import redis_url  # noqa: F401  (fixture)
 from tests.server.inprocess import InProcessServer
 
 pytestmark = pytest.mark.slow
@@ -210,3 +214,26 @@ def test_start_with_redis_down_and_budgets_is_a_degraded_start(
         _assert_unavailable(_chat(server, key))
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert any("Redis" in r.getMessage() and "seeded" in r.getMessage() for r in caplog.records)
+
+
+def test_the_redis_ledger_is_seeded_never_lowered_and_never_counts_a_lost_entry_as_zero(
+    redis_url: str,  # noqa: F811
+) -> None:
+    async def run() -> None:
+        ledger = RedisBudgetLedger(redis_url, prefix=f"test:{uuid.uuid4().hex}")
+        entry = LedgerEntry("b:0", Money.from_usd("1"))
+        try:
+            # not counted yet (a new period, or a Redis that lost it): no reservation, no settlement
+            assert await ledger.reserve([entry], Money.from_usd("0.1"), "r1", 60) == -2
+            assert await ledger.settle([entry], "r1", Money.from_usd("0.1")) == [(Money.ZERO, Money.ZERO)]
+            assert await ledger.usage(entry.key) == (Money.ZERO, Money.ZERO)
+            await ledger.ensure(entry.key, Money.from_usd("0.5"))
+            await ledger.ensure(entry.key, Money.from_usd("0.2"))  # the database lags: never lowered
+            assert (await ledger.usage(entry.key))[0] == Money.from_usd("0.5")
+            await ledger.ensure(entry.key, Money.from_usd("0.7"))  # it has more: raised
+            assert await ledger.reserve([entry], Money.from_usd("0.3"), "r2", 60) == -1
+            assert await ledger.reserve([entry], Money.from_usd("0.01"), "r3", 60) == 0  # full
+        finally:
+            await ledger.close()
+
+    asyncio.run(run())

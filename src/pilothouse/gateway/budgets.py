@@ -341,6 +341,9 @@ class BudgetGuard:
         self._budgets: list[Budget] = []
         self._dirty = True  # load before the first request
         self._started: set[str] = set()  # ledger keys whose stored spend this process has loaded
+        # a Redis fault may have lost settlements: the next full reload raises every ledger to the
+        # database's spend (which has them once their traces are written)
+        self._reseed = False
         self._webhooks: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -357,12 +360,19 @@ class BudgetGuard:
         budgets = await asyncio.to_thread(self.costs.list_budgets)
         self._budgets, self._dirty = budgets, False
         now = datetime.now(UTC)
+        force, self._reseed = self._reseed, False
         try:
             for budget in budgets:
-                await self._start(budget, _entry(budget, now), now)
+                await self._start(budget, _entry(budget, now), now, force=force)
         except RedisUnavailable as exc:
-            self._started.clear()
+            self._fault()
             log.warning("%s; budget spend will be seeded from the database when it is back", exc)
+
+    def _fault(self) -> None:
+        """After a Redis fault: seed every ledger again before its next use, and once more at the next
+        reload (settlements lost in the fault reach the database with their traces)."""
+        self._started.clear()
+        self._reseed = True
 
     def start(self) -> None:
         """Reload every ``refresh_s`` in the background (budgets created by the CLI or another process)."""
@@ -416,7 +426,7 @@ class BudgetGuard:
                 await self._start(budgets[-2 - index], entries[-2 - index], now, force=True)
                 index = await self.ledger.reserve(entries, worst_case, rid, self.reservation_ttl_s)
         except RedisUnavailable:
-            self._started.clear()  # reseed every entry once Redis is back: settlements may be lost
+            self._fault()
             raise
         if index <= -2:
             raise RedisUnavailable("budgets", RuntimeError("the ledger lost its entries while seeding"))
@@ -433,7 +443,7 @@ class BudgetGuard:
         try:
             moves = await self.ledger.settle(reservation.entries, reservation.id, actual)
         except RedisUnavailable:
-            self._started.clear()  # this cost is in the database: the entries are raised to it later
+            self._fault()  # this cost is in the database: the entries are raised to it later
             raise
         for budget, entry, (before, after) in zip(
             reservation.budgets, reservation.entries, moves, strict=True
