@@ -15,6 +15,7 @@ import orjson
 from pilothouse.domain.ids import new_span_id, new_trace_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
+    MAX_CALL_TOKENS,
     Cost,
     Observation,
     ObservationKind,
@@ -64,25 +65,33 @@ def checked_usage_from_openai(usage: Any) -> tuple[Usage, bool]:
     """:func:`usage_from_openai`, and whether a count was out of range or unreadable (and corrected)."""
     if not usage:
         return Usage(), False
-    if not isinstance(usage, dict):
+    if type(usage) is not dict:
         return Usage(), True
-    details = usage.get("prompt_tokens_details") or {}
-    output_details = usage.get("completion_tokens_details") or {}
-    if not isinstance(details, dict) or not isinstance(output_details, dict):
+    details = usage.get("prompt_tokens_details") or _NO_DETAILS
+    output_details = usage.get("completion_tokens_details") or _NO_DETAILS
+    if type(details) is not dict or type(output_details) is not dict:
         return Usage(), True
-    prompt, bad_prompt = token_count(usage.get("prompt_tokens"))
-    cached, bad_cached = token_count(details.get("cached_tokens"))
-    written, bad_written = token_count(details.get("cache_write_tokens"))  # Anthropic upstreams, translated
-    output, bad_output = token_count(usage.get("completion_tokens"))
-    reasoning, bad_reasoning = token_count(output_details.get("reasoning_tokens"))
-    usage_ = Usage(
-        input=max(0, prompt - cached - written),
-        output=output,
-        cache_read=cached,
-        cache_write=written,
-        reasoning=reasoning,
+    raw: tuple[Any, ...] = (
+        usage.get("prompt_tokens") or 0,
+        details.get("cached_tokens") or 0,
+        details.get("cache_write_tokens") or 0,  # Anthropic upstreams, translated
+        usage.get("completion_tokens") or 0,
+        output_details.get("reasoning_tokens") or 0,
     )
-    return usage_, bad_prompt or bad_cached or bad_written or bad_output or bad_reasoning
+    corrected = False
+    for value in raw:  # the usual case: plain integers in range, read as they are
+        if type(value) is not int or not 0 <= value <= MAX_CALL_TOKENS:
+            corrected = True
+            break
+    if corrected:
+        checked = [token_count(value) for value in raw]
+        raw = tuple(value for value, _ in checked)
+        corrected = any(flag for _, flag in checked)
+    prompt, cached, written, output, reasoning = raw
+    return Usage(max(0, prompt - cached - written), output, cached, written, reasoning), corrected
+
+
+_NO_DETAILS: dict[str, Any] = {}
 
 
 @dataclass
