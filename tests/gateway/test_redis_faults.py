@@ -29,6 +29,7 @@ from pilothouse.testing import free_port
 from tests.conftest import sqlite_at_head
 from tests.gateway.test_limits import redis_url  # noqa: F401  (fixture)
 from tests.server.inprocess import InProcessServer
+from tests.ui.conftest import login
 
 pytestmark = pytest.mark.slow
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -161,6 +162,10 @@ def test_redis_down_is_503_and_a_redis_back_empty_is_seeded_from_the_database(
         assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "overloaded_error"
         budgets = httpx.get(f"{server.base_url}/api/budgets", headers={"Authorization": f"Bearer {key}"})
         assert budgets.status_code == 503 and budgets.json()["error"]["code"] == "redis_unavailable"
+        with httpx.Client(base_url=server.base_url) as browser:  # the costs page shows the stored spend
+            login(browser, key)
+            page = browser.get("/costs")
+            assert page.status_code == 200 and "$0.10" in page.text
 
         own_redis.start()  # back, and empty: the spend so far must come from the database
         _health(server, "ok")

@@ -495,6 +495,12 @@ class BudgetGuard:
         await self._start(budget, entry, now, force=True)  # what the database has, if Redis lost it
         return await self.ledger.usage(entry.key)
 
+    async def stored_spend(self, budget: Budget) -> Money:
+        """What the database has recorded as spent in the budget's current period (what a page shows
+        while the ledger's Redis is unavailable)."""
+        since_ns = int(period_start(budget.period, datetime.now(UTC)).timestamp() * 1e9)
+        return await asyncio.to_thread(self.costs.spend_since, budget, since_ns)
+
     async def close(self) -> None:
         """Stop reloading, wait for alert webhooks in flight and release connections."""
         if self._refresher is not None:
