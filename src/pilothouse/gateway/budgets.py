@@ -485,7 +485,9 @@ class BudgetGuard:
             response.raise_for_status()
         except WebhookRefused as exc:
             log.warning("budget alert webhook %s refused: %s", shown, exc)
-        except httpx.HTTPError as exc:
+        except httpx.HTTPStatusError as exc:
+            log.warning("budget alert webhook %s answered %d", shown, exc.response.status_code)
+        except httpx.HTTPError as exc:  # its message names the address: the class says enough
             log.warning("budget alert webhook %s failed: %s", shown, type(exc).__name__)
 
     async def usage(self, budget: Budget) -> tuple[Money, Money]:
