@@ -3,6 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
+PORT ?= 4000
 
 .PHONY: install run test test-fast lint bench clean screenshots
 
@@ -27,7 +28,7 @@ $(NATIVE): $(STAMP) $(wildcard src/pilothouse/_speedups/*.c) hatch_build.py
 install: $(STAMP) $(NATIVE)
 
 run: install
-	$(VENV)/bin/pilothouse serve --config pilothouse.yaml --host 127.0.0.1 --port 4000
+	$(VENV)/bin/pilothouse serve --config pilothouse.yaml --host 127.0.0.1 --port $(PORT)
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks hatch_build.py

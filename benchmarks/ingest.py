@@ -1,7 +1,7 @@
 """Ingest benchmark: LLM spans over OTLP/HTTP protobuf, timed until all are queryable through the API.
 
     python benchmarks/ingest.py [--spans 20000] [--batch 500] [--database-url postgresql://...]
-                                [--prefill 400000] [--repeats 3]
+                                [--prefill 400000] [--repeats 3] [--durable]
 
 Prints spans/s end to end, server CPU per span and stored bytes per span, with the ratio against Arize
 Phoenix 20.26.1 measured in the same run on the first --baseline-spans spans of the same payload
@@ -11,11 +11,16 @@ slow, hence fewer spans). --baseline-spans 0 skips it and uses the issue's figur
 --prefill N first stores N other spans through the same server (not timed), to see how ingest holds up
 as the store grows. The figures are the median of --repeats runs (3 by default, each on a new server
 and SQLite file; 1 with --database-url or --prefill).
+--durable measures the durable mode (`server.durable`: each export on the spool, fsynced, before its
+200) against the default in-memory mode in the same run, runs alternating, and prints the cost of
+durability (target: <= 20% fewer spans/s); the Phoenix baseline is skipped then.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import sqlite3
 import statistics
@@ -76,12 +81,18 @@ def prefill(base_url: str, headers: dict[str, str], spans: int, batch: int) -> N
     print(f"prefilled {spans:,} spans in {time.perf_counter() - started:.0f} s")
 
 
-def measure(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, float]:
-    """One run on a new server (and, unless --database-url is given, a new SQLite file)."""
+def measure(args: argparse.Namespace, bodies: list[bytes], durable: bool = False) -> dict[str, float]:
+    """One run on a new server (and, unless --database-url is given, a new SQLite file); ``durable``:
+    with the durable mode's spool (in a new folder)."""
     total = len(bodies) * args.batch
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='ph-bench-ingest-')}/ingest.db"
+    folder = tempfile.mkdtemp(prefix="ph-bench-ingest-")
+    url = args.database_url or f"sqlite:///{folder}/ingest.db"
     key = create_key(url)
-    server = Server(url)
+    config = Path(folder) / "sim.yaml"  # a gateway model for --durable's call latencies
+    config.write_text("models:\n  - name: sim\n    provider: sim\n")
+    env = {"PILOTHOUSE_HOME": folder, "PILOTHOUSE_DURABLE": "1" if durable else "0"}
+    server = Server(url, env={**env, "PILOTHOUSE_CONFIG": str(config)} if args.durable else env)
+    calls: list[float] = []
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
     try:
         if args.prefill:
@@ -96,9 +107,14 @@ def measure(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, float]:
         wait_stored(server.base_url, headers, args.prefill + total)
         elapsed = time.perf_counter() - started
         cpu = server.cpu_seconds - cpu_before
+        if args.durable:
+            calls = call_latencies(server.base_url, key, args.calls)
     finally:
         server.stop()
     run = {
+        "accept_rate": total / sent,
+        "call_p50_ms": statistics.median(calls) if calls else 0.0,
+        "call_p99_ms": statistics.quantiles(calls, n=100)[98] if calls else 0.0,
         "rate": total / elapsed,
         "cpu_ms": cpu * 1000 / total,
         "bytes": (stored_bytes(url) - empty_bytes) / total,
@@ -106,10 +122,32 @@ def measure(args: argparse.Namespace, bodies: list[bytes]) -> dict[str, float]:
     print(
         f"sent in {sent:.2f} s, all queryable after {elapsed:.2f} s ({retries} 429 retries): "
         f"{run['rate']:,.0f} spans/s, {run['cpu_ms']:.4f} ms CPU/span, {run['bytes']:,.0f} B/span "
-        f"({url.split('@')[-1]})",
+        f"({url.split('@')[-1]}{', durable' if durable else ''})"
+        + (f"; gateway call p50 {run['call_p50_ms']:.2f}, p99 {run['call_p99_ms']:.2f} ms" if calls else ""),
         flush=True,
     )
     return run
+
+
+def call_latencies(base_url: str, key: str, calls: int) -> list[float]:
+    """Milliseconds of ``calls`` non-streamed chat completions one after another (the simulated model,
+    0 ms): in the durable mode each answer waits for its record's fsync."""
+    body = json.dumps({"model": "sim", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    port = int(base_url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    out = []
+    try:
+        for _ in range(calls):
+            started = time.perf_counter()
+            conn.request("POST", "/v1/chat/completions", body, headers)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+            out.append((time.perf_counter() - started) * 1000)
+    finally:
+        conn.close()
+    return out
 
 
 def main() -> None:
@@ -126,6 +164,10 @@ def main() -> None:
         help="runs, median reported (default 3; 1 with --database-url or --prefill)",
     )
     parser.add_argument("--baseline-spans", type=int, default=2000, help="spans sent to Phoenix (0: skip)")
+    parser.add_argument(
+        "--durable", action="store_true", help="the durable mode against the in-memory one, same run"
+    )
+    parser.add_argument("--calls", type=int, default=500, help="--durable: gateway calls timed per run")
     args = parser.parse_args()
 
     repeats = args.repeats or (1 if args.database_url or args.prefill else 3)
@@ -135,6 +177,9 @@ def main() -> None:
         f"payload: {total} spans in {len(bodies)} requests, "
         f"{sum(map(len, bodies)) / total:.0f} wire bytes/span"
     )
+    if args.durable:
+        compare_durable(args, bodies, repeats)
+        return
     runs = [measure(args, bodies) for _ in range(repeats)]
     rate = statistics.median(r["rate"] for r in runs)
     cpu_ms = statistics.median(r["cpu_ms"] for r in runs)
@@ -162,6 +207,39 @@ def main() -> None:
         f"{'stored bytes/span':28} {per_span_bytes:12,.0f} {phoenix['bytes_per_span']:10,.0f} "
         f"{phoenix['bytes_per_span'] / per_span_bytes:7.1f}x {'<= 1,500':>10}"
     )
+    print(f"cores: {os.cpu_count()}")
+
+
+def compare_durable(args: argparse.Namespace, bodies: list[bytes], repeats: int) -> None:
+    """The durable mode against the default, runs alternating (the same machine state for both)."""
+    runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    for _ in range(repeats):
+        for durable in (False, True):
+            runs[durable].append(measure(args, bodies, durable))
+    median = {
+        durable: {m: statistics.median(r[m] for r in rs) for m in runs[False][0]}
+        for durable, rs in runs.items()
+    }
+    off, on = median[False], median[True]
+    pairs = sorted(b["rate"] / a["rate"] for a, b in zip(runs[False], runs[True], strict=True))
+    print(f"median of {repeats} runs per mode, alternating, each on a new server and database")
+    print(f"{'metric':28} {'in-memory':>12} {'durable':>12} {'cost':>8} {'target':>10}")
+    print(
+        f"{'spans/s end to end':28} {off['rate']:12,.0f} {on['rate']:12,.0f} "
+        f"{(1 - on['rate'] / off['rate']) * 100:7.1f}% {'<= 20%':>10}"
+    )
+    print(
+        f"{'server CPU ms/span':28} {off['cpu_ms']:12.4f} {on['cpu_ms']:12.4f} "
+        f"{(on['cpu_ms'] / off['cpu_ms'] - 1) * 100:7.1f}%"
+    )
+    print(
+        f"{'spans/s accepted (all 200s)':28} {off['accept_rate']:12,.0f} {on['accept_rate']:12,.0f} "
+        f"{(1 - on['accept_rate'] / off['accept_rate']) * 100:7.1f}%"
+    )
+    for name in ("call_p50_ms", "call_p99_ms"):
+        label = f"gateway call {name[5:8]} ms, 1 conn"
+        print(f"{label:28} {off[name]:12.2f} {on[name]:12.2f} {on[name] - off[name]:+7.2f}ms")
+    print("durable/in-memory spans/s, pair by pair: " + ", ".join(f"{r:.2f}" for r in pairs))
     print(f"cores: {os.cpu_count()}")
 
 

@@ -50,6 +50,7 @@ def test_runs_results_and_cache(store: SqlStore) -> None:
     assert by_item == {"0": [0.0, 0.0], "1": [1.0, 1.0], "2": [0.0]} and unmeasured == 1
     evals.set_run_status(run.id, RunStatus.COMPLETED, RunSummary(results=6))
     stored = evals.find_run(run.id[:8])
+    assert evals.find_run("%" * 8) is None and evals.find_run("_" * 8) is None  # a prefix, not a pattern
     assert (
         stored is not None
         and stored.status is RunStatus.COMPLETED

@@ -133,6 +133,32 @@ def test_bad_input_gets_openai_errors_and_is_traced(gateway: Gateway) -> None:
     assert {(t["cost_usd"], t["observations"][0]["cost"]["total"]) for t in traced} == {(0.0, 0.0)}
 
 
+def test_odd_shapes_and_deep_nesting_are_refused_in_the_openai_shape_and_traced(gateway: Gateway) -> None:
+    url = gateway.base_url + "/chat/completions"
+    deep: object = "x"
+    for _ in range(600):
+        deep = [deep]
+    bodies = [
+        {"model": "sim", "messages": [{"role": "assistant", "tool_calls": 5}]},
+        {"model": "sim", "messages": [{"role": "assistant", "tool_calls": [{"function": 5}]}]},
+        {"model": "sim", "messages": [{"role": "user", "content": 5}]},
+        {"model": "sim", "messages": [{"role": "user", "content": [5]}]},
+        {"model": "sim", "messages": [{"role": "user", "content": "hi"}], "tools": [{"parameters": deep}]},
+    ]
+    for body in bodies:
+        r = httpx.post(url, json=body, headers=gateway.auth)
+        assert r.status_code in (400, 422), (body, r.text)
+        assert r.json()["error"]["message"] and r.json()["error"]["type"]
+    traced = gateway.traces(len(bodies))
+    assert sorted(t["observations"][0]["attributes"]["gateway.http_status"] for t in traced) == [
+        400,
+        422,
+        422,
+        422,
+        422,
+    ]
+
+
 def test_body_over_limit_is_413(tmp_path: Path, upstream: SimulatedUpstream) -> None:
     gw = start_gateway(
         tmp_path,

@@ -106,6 +106,15 @@ def test_compare_answers_bad_requests_in_the_error_shape(served: Served) -> None
         ({"baseline": base.id, "candidate": base.id, "margin": "-1"}, 400, "invalid_parameter", "margin"),
         ({"baseline": base.id, "candidate": base.id, "metric": "nope"}, 400, "metric_not_shared", "metric"),
         ({"baseline": base.id, "candidate": base.id, "colour": "red"}, 400, "invalid_parameter", "colour"),
+        *(
+            (
+                {"baseline": base.id, "candidate": base.id, "changed_limit": v},
+                400,
+                "invalid_parameter",
+                "changed_limit",
+            )
+            for v in ("\u00b2", "9" * 26, "-1")
+        ),
         (
             {"baseline": base.id, "candidate": base.id, "allow_uncalibrated": "maybe"},
             400,
@@ -119,3 +128,6 @@ def test_compare_answers_bad_requests_in_the_error_shape(served: Served) -> None
         assert (error["code"], error["param"]) == (code, param), error
         assert error["type"] in ("invalid_request_error", "not_found_error") and error["message"]
     assert served.client.get("/api/evals/compare", params={"baseline": base.id}).status_code == 401
+    for limit in ("\u00b2", "9" * 5000):
+        response = served.client.get("/api/evals/runs", params={"limit": limit}, headers=served.auth)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "limit", response.text

@@ -71,9 +71,13 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert r.returncode == 1 and r.stderr.count("\n") == 1
     assert r.stderr.startswith(f"Error: no database at {tmp_path / 'cli.db'}")
     assert not (tmp_path / "cli.db").exists()
+    for command in (["gate", "--baseline", "a", "--candidate", "b"], ["eval", "compare", "a", "b"]):
+        r = cli(*command, "--database-url", url)
+        assert r.returncode == 1 and r.stderr.startswith("Error: no database at"), r.stderr
+    assert not (tmp_path / "cli.db").exists()
     assert cli("db", "upgrade", "--database-url", url).returncode == 0
     r = cli("traces", "show", "abc", "--database-url", url)
-    assert r.returncode == 1 and r.stderr.strip() == "Error: no trace 'abc' in project 'default'"
+    assert r.returncode == 2 and r.stderr.strip() == "Error: no trace 'abc' in project 'default'"
     # serve on a port another process listens on: one line, before any banner
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -84,8 +88,8 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert r.stderr.startswith(f"Error: cannot start: 127.0.0.1:{port} is taken")
     r = cli("keys", "create", "--name", "x", "--scopes", "write", "--database-url", url)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "unknown scope 'write'" in r.stderr
-    r = cli("traces", "list", "--database-url", "mysql://nope")
-    assert r.returncode == 1 and r.stderr.startswith("Error: cannot open database")
+    r = cli("traces", "list", "--database-url", "mysql://bob:HUNTER2@nope/db")
+    assert r.returncode == 2 and r.stderr.startswith("Error: cannot open database mysql://bob:***@nope/db")
     r = cli("db", "upgrade", "--database-url", url)
     assert r.returncode == 0
     bad = tmp_path / "bad.yaml"

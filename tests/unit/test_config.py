@@ -71,7 +71,30 @@ def test_the_environment_names_the_config_file(tmp_path: Path, monkeypatch: pyte
         ("- just a list\n", "must be a YAML mapping"),
         (
             "models:\n  - {name: x, provider: openai, api_key: '${PH_UNSET_VAR}'}\n",
-            "models[0].api_key: environment variable PH_UNSET_VAR is not set",
+            "pilothouse.yaml: models[0].api_key: environment variable PH_UNSET_VAR is not set",
+        ),
+        ("server:\n  port: 4001\n  port: 4002\n", "the key 'port' is given twice"),
+        ("server:\n  config: other.yaml\n", "pilothouse.yaml: server.config: unknown key"),
+        (
+            "models:\n  - {name: x, provider: sim, weight: .inf}\n",
+            "models[0].weight: Input should be a finite",
+        ),
+        (
+            "models:\n  - {name: x, provider: sim, price: {input: .nan, output: 1}}\n",
+            "models[0].price.input: Input should be a finite number",
+        ),
+        (
+            "models:\n  - {name: x, provider: sim, price: {input: 1e308, output: 1}}\n",
+            "models[0].price.input: must be a number from 0 to 1,000,000",
+        ),
+        ("a: " + "[" * 1500, "nested more than 64 levels deep"),
+        (
+            "a: &a [1,1,1,1,1,1,1,1,1,1]\n"
+            + "".join(
+                f"{x}: &{x} [{', '.join([f'*{p}'] * 10)}]\n"
+                for p, x in zip("abcdefgh", "bcdefghi", strict=True)
+            ),
+            "more than 100,000 values (are YAML aliases nested?)",
         ),
     ],
 )
@@ -80,6 +103,30 @@ def test_errors_name_the_file_the_key_and_what_was_expected(tmp_path: Path, text
         load_config(_file(tmp_path, text))
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert str(caught.value).startswith(str(tmp_path / "pilothouse.yaml"))
+
+
+def test_a_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "pilothouse.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ConfigError, match=r"pilothouse.yaml: not UTF-8 text"):
+        load_config(path)
+    path.write_bytes(b"# " + b"x" * (1024 * 1024 + 10))
+    with pytest.raises(ConfigError, match=r"pilothouse.yaml: larger than 1024 KiB"):
+        load_config(path)
+
+
+def test_a_value_from_the_environment_is_not_echoed_in_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PH_TEST_WEIGHT", "sk-LEAKME-123")
+    with pytest.raises(ConfigError) as caught:
+        load_config(_file(tmp_path, "models:\n  - {name: x, provider: sim, weight: '${PH_TEST_WEIGHT}'}\n"))
+    assert "models[0].weight" in str(caught.value) and "sk-LEAKME" not in str(caught.value)
+
+
+def test_an_option_replaces_a_bad_environment_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PILOTHOUSE_PORT", "70000")
+    assert load_settings(port=4005).port == 4005
 
 
 def test_errors_of_the_environment_and_of_options_name_them(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,3 +89,10 @@ def main() -> None:
     except CliError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except ValueError as exc:  # a ConfigError met before a command could catch it (e.g. at import)
+        from pilothouse.config import ConfigError
+
+        if not isinstance(exc, ConfigError):
+            raise
+        click.echo(f"Error: invalid settings: {exc}", err=True)
+        sys.exit(2)

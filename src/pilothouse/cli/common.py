@@ -61,8 +61,19 @@ def open_store(database_url: str | None, *, create: bool = False) -> SqlStore:
     try:
         return SqlStore.from_url(url)
     except (SQLAlchemyError, ValueError, OSError) as exc:
-        reason = str(exc).splitlines()[0]
-        raise CliError(f"cannot open database {url}: {reason}") from exc
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CliError(f"cannot open database {shown_url(url)}: {reason}", exit_code=2) from exc
+
+
+def shown_url(url: str) -> str:
+    """A database URL as it may be printed: its password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("://", 1)[0] + "://..." if "@" in url else url
 
 
 def check_port(host: str, port: int) -> None:

@@ -25,19 +25,20 @@ if TYPE_CHECKING:
     from pilothouse.store.evals import EvalStore
 
 
-def eval_store(database_url: str | None) -> EvalStore:
-    """The eval store of the configured database."""
+def eval_store(database_url: str | None, *, create: bool = False) -> EvalStore:
+    """The eval store of the configured database (made when ``create``: an eval run or an import may
+    be the first use; a command that only reads must not answer from a new empty database)."""
     from pilothouse.store.evals import EvalStore
 
-    return EvalStore(open_store(database_url, create=True))  # an eval run may be the first use
+    return EvalStore(open_store(database_url, create=create))
 
 
 @contextmanager
-def evaluations(database_url: str | None) -> Iterator[Evaluations]:
-    """The evaluations service over the configured database, closed on leaving."""
+def evaluations(database_url: str | None, *, create: bool = False) -> Iterator[Evaluations]:
+    """The evaluations service over the configured database (made when ``create``), closed on leaving."""
     from pilothouse.evals import Evaluations
 
-    store = open_store(database_url, create=True)  # an eval run may be the first use
+    store = open_store(database_url, create=create)
     try:
         yield Evaluations.over(store)
     finally:
@@ -172,7 +173,7 @@ def run_command(
             project=project,
             cache=False if no_cache else None,
         )
-        store = eval_store(database_url)
+        store = eval_store(database_url, create=True)
         out, err = _console(), _console(stderr=True)
     display = _ProgressDisplay(err, quiet)
     started_run: list[EvalRun] = []
@@ -203,6 +204,12 @@ def run_command(
         store.store.close()
     assert run.summary is not None
     print_summary(out, run, run.summary)
+    if run.summary.results and run.summary.errors == run.summary.results:
+        err.print(
+            f"[bold yellow]warning[/bold yellow]: every call to the target failed ({run.summary.errors} of "
+            f"{run.summary.results}), so nothing was measured; see the errors with "
+            f"'pilothouse eval show {run.id[:8]}'"
+        )
     exit_code = _check_assertions(out, spec.assertions, store, run)
     click.echo(run.id)
     if exit_code:
@@ -480,7 +487,7 @@ def import_command(
     from pilothouse.domain.datasets import DatasetError
     from pilothouse.evals.datasets import read_items
 
-    store = eval_store(database_url)
+    store = eval_store(database_url, create=True)
     try:
         version, created = store.import_items(
             project, name or file.stem, read_items(file, fmt), source=str(file), description=description

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
-from pilothouse.config import ConfigError, load_config
+from pilothouse.config import ConfigError, default_config_file, load_config
 from pilothouse.costs.catalogue import PriceCatalogue, PriceRow
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.gateway.config import GatewayConfig
@@ -19,14 +19,16 @@ config_option = click.option(
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="A gateway config whose custom prices (models[].price) count too (default: $PILOTHOUSE_CONFIG).",
+    help="A gateway config whose custom prices (models[].price) count too "
+    "(default: $PILOTHOUSE_CONFIG, else ./pilothouse.yaml when there is one).",
 )
 
 
 def load_catalogue(config_path: Path | None) -> PriceCatalogue:
-    """The packaged catalogue with the custom prices of ``config_path`` (else of $PILOTHOUSE_CONFIG)."""
+    """The packaged catalogue with the custom prices of ``config_path`` (else of $PILOTHOUSE_CONFIG, else
+    of ./pilothouse.yaml: the file ``make run`` serves)."""
     try:
-        custom = GatewayConfig.from_config(load_config(config_path)).prices
+        custom = GatewayConfig.from_config(load_config(config_path or default_config_file())).prices
     except ConfigError as exc:
         raise CliError(str(exc), exit_code=2) from None
     return PriceCatalogue.packaged(custom)

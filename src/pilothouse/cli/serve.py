@@ -6,17 +6,34 @@ from pathlib import Path
 
 import click
 
-from pilothouse.cli.common import CliError, check_port
+from pilothouse.cli.common import CliError, check_port, shown_url
 
 
 @click.command()
-@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="YAML config: models, fallbacks, router, cache, cascades, server (default: $PILOTHOUSE_CONFIG).",
+)
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", default=None, type=click.IntRange(1, 65535), help="Port (default 4000).")
 @click.option("--database-url", default=None, help="Default: SQLite in $PILOTHOUSE_HOME (./.pilothouse).")
-@click.option("--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level", default=None, type=click.Choice(["debug", "info", "warning", "error", "critical"])
+)
+@click.option(
+    "--durable/--no-durable",
+    default=None,
+    help="Put every acknowledged span and gateway call on disk (fsync) before answering.",
+)
 def serve(
-    config: Path | None, host: str | None, port: int | None, database_url: str | None, log_level: str | None
+    config: Path | None,
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    log_level: str | None,
+    durable: bool | None,
 ) -> None:
     """Serve the collector, query API and gateway on one port."""
     import uvicorn
@@ -26,7 +43,9 @@ def serve(
     from pilothouse.server.app import create_app
 
     try:
-        loaded = load_config(config, host=host, port=port, database_url=database_url, log_level=log_level)
+        loaded = load_config(
+            config, host=host, port=port, database_url=database_url, log_level=log_level, durable=durable
+        )
         gateway_config = GatewayConfig.from_config(loaded)
     except ConfigError as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
@@ -51,8 +70,12 @@ def serve(
     if first_key:
         click.echo(f"Created your first API key (project 'default'); it is shown only now:\n  {first_key}\n")
         key_hint = first_key
+    durability = "in-memory ingest"
+    if settings.durable:
+        durability = f"durable: spool in {settings.resolved_spool_dir}"
+    database = shown_url(settings.resolved_database_url)
     click.echo(
-        f"Pilothouse serving on {base}  (database: {settings.resolved_database_url})\n"
+        f"Pilothouse serving on {base}  (database: {database}; {durability})\n"
         f"  Web UI:        {base}/  (log in with the key)\n"
         f"  Send traces:   export PILOTHOUSE_API_KEY={key_hint}\n"
         f"                 OTLP endpoint {base}/v1/traces, or pilothouse.init() in Python\n"
@@ -70,7 +93,7 @@ def serve(
             f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''
         )
         if "smollm2" in names:
-            click.echo("                 (the first smollm2 request converts the model once: 25-60 s)")
+            click.echo("                 (the first smollm2 request converts the model once: about a minute)")
     try:
         uvicorn.run(
             app,

@@ -94,7 +94,7 @@ def show(trace_id: str, project: str, as_json: bool, database_url: str | None) -
     detail = store.get_trace(project, trace_id.lower())
     store.close()
     if detail is None:
-        raise CliError(f"no trace {trace_id!r} in project {project!r}")
+        raise CliError(f"no trace {trace_id!r} in project {project!r}", exit_code=2)
     if as_json:
         click.echo(dumps(trace_detail_json(detail), indent=True))
         return

@@ -24,6 +24,7 @@ __all__ = [
     "expand_env",
     "load_config",
     "load_settings",
+    "load_yaml",
     "parse_config",
     "read_config_file",
     "speedups_disabled",
@@ -37,24 +38,58 @@ class ConfigError(ValueError):
     the key path and what was expected."""
 
 
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a page of YAML, not a data file
+MAX_CONFIG_VALUES = 100_000  # values after YAML aliases are expanded (a "billion laughs" file stops here)
+MAX_CONFIG_DEPTH = 64
+
+
 def expand_env(value: Any, where: str, environ: Mapping[str, str] | None = None) -> Any:
     """``${NAME}`` in the strings of ``value`` (nested in mappings and lists) replaced from the
     environment; an unset name is a :class:`ConfigError` naming ``where`` and the key path."""
-    env = os.environ if environ is None else environ
-    if isinstance(value, str):
+    return _Expansion(where, os.environ if environ is None else environ).expand(value, ())
 
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                raise ConfigError(f"{where}: environment variable {name} is not set")
-            return env[name]
 
-        return _ENV.sub(substitute, value)
-    if isinstance(value, Mapping):
-        return {k: expand_env(v, f"{where}.{k}", env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [expand_env(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
-    return value
+class _Expansion:
+    """One expansion of ``${NAME}``: counts the values it visits (so a file of nested YAML aliases
+    cannot make it copy without end) and remembers where it substituted (those values came from the
+    environment: an error message must not echo them, they may be secrets)."""
+
+    def __init__(self, source: str, environ: Mapping[str, str]) -> None:
+        self.source = source
+        self.environ = environ
+        self.values = 0
+        self.substituted: set[tuple[int | str, ...]] = set()
+
+    def where(self, location: tuple[int | str, ...]) -> str:
+        return f"{self.source}: {_key_path(location)}" if location else self.source
+
+    def expand(self, value: Any, location: tuple[int | str, ...]) -> Any:
+        self.values += 1
+        if self.values > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{self.source}: more than {MAX_CONFIG_VALUES:,} values (are YAML aliases nested?)"
+            )
+        if len(location) > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{self.where(location)}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+        if isinstance(value, str):
+            if "${" not in value:
+                return value
+
+            def substitute(match: re.Match[str]) -> str:
+                name = match.group(1)
+                if name not in self.environ:
+                    raise ConfigError(f"{self.where(location)}: environment variable {name} is not set")
+                return self.environ[name]
+
+            expanded = _ENV.sub(substitute, value)
+            if expanded != value:
+                self.substituted.add(location)
+            return expanded
+        if isinstance(value, Mapping):
+            return {k: self.expand(v, (*location, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.expand(v, (*location, i)) for i, v in enumerate(value)]
+        return value
 
 
 def _key_path(location: tuple[int | str, ...]) -> str:
@@ -64,7 +99,12 @@ def _key_path(location: tuple[int | str, ...]) -> str:
     return path
 
 
-def _describe(error: Mapping[str, Any], model: type[BaseModel] | None, location: tuple[Any, ...]) -> str:
+def _describe(
+    error: Mapping[str, Any],
+    model: type[BaseModel] | None,
+    location: tuple[Any, ...],
+    hidden: set[tuple[int | str, ...]] | frozenset[tuple[int | str, ...]] = frozenset(),
+) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         known = _known_keys(model, location[:-1])
@@ -72,7 +112,12 @@ def _describe(error: Mapping[str, Any], model: type[BaseModel] | None, location:
     message = str(error["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    if kind not in ("missing",) and "input" in error and not isinstance(error["input"], dict | list):
+    if (
+        kind not in ("missing",)
+        and "input" in error
+        and not isinstance(error["input"], dict | list)
+        and location not in hidden
+    ):
         message += f" (got {error['input']!r})"
     return message
 
@@ -103,14 +148,20 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def config_error(exc: ValidationError, source: str, model: type[BaseModel] | None = None) -> ConfigError:
-    """One line for the first problem of a validation error (and how many more there are)."""
+def config_error(
+    exc: ValidationError,
+    source: str,
+    model: type[BaseModel] | None = None,
+    hidden: set[tuple[int | str, ...]] | frozenset[tuple[int | str, ...]] = frozenset(),
+) -> ConfigError:
+    """One line for the first problem of a validation error (and how many more there are); the value
+    is not echoed where its location is ``hidden`` (it came from the environment)."""
     first = exc.errors()[0]
     location = tuple(first["loc"])
     where = _key_path(location)
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     prefix = f"{source}: {where}" if where else source
-    return ConfigError(f"{prefix}: {_describe(first, model, location)}{more}")
+    return ConfigError(f"{prefix}: {_describe(first, model, location, hidden)}{more}")
 
 
 def parse_config(data: Any, source: str = "config") -> PilothouseConfig:
@@ -119,11 +170,18 @@ def parse_config(data: Any, source: str = "config") -> PilothouseConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config file must be a YAML mapping (with 'models', ...)")
-    data = expand_env(data, source)
+    server = data.get("server")
+    if isinstance(server, Mapping) and "config" in server:
+        raise ConfigError(
+            f"{source}: server.config: unknown key "
+            "(the config file is named by --config or PILOTHOUSE_CONFIG)"
+        )
+    expansion = _Expansion(source, os.environ)
+    data = expansion.expand(data, ())
     try:
         config = PilothouseConfig.model_validate(data)
     except ValidationError as exc:
-        raise config_error(exc, source, PilothouseConfig) from None
+        raise config_error(exc, source, PilothouseConfig, expansion.substituted) from None
     config._source = source
     return config
 
@@ -131,26 +189,95 @@ def parse_config(data: Any, source: str = "config") -> PilothouseConfig:
 def read_config_file(path: Path) -> PilothouseConfig:
     """The config of a YAML file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB: is this a config file?")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): is this a config file?") from None
+    try:
+        data = load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())
         raise ConfigError(f"{path}: not valid YAML: {reason}") from None
     return parse_config(data, str(path))
 
 
-def _environment_settings() -> tuple[dict[str, Any], set[str]]:
-    """The settings the ``PILOTHOUSE_*`` environment sets (and which ones it sets)."""
+def load_yaml(text: str, name: str, *, max_values: int = MAX_CONFIG_VALUES) -> Any:
+    """YAML the user wrote (a config, an eval spec, a dataset), read safely: PyYAML's safe loader, a
+    key given twice in one mapping refused, and no more than ``max_values`` values once aliases are
+    followed nor :data:`MAX_CONFIG_DEPTH` levels (a "billion laughs" file is refused before anything
+    walks it). Every problem is a :class:`yaml.YAMLError` whose message names ``name``."""
+    loader = _Loader(text)
+    loader.name = name
+    try:
+        data = loader.get_single_data()
+    except RecursionError:
+        raise yaml.YAMLError(f"{name}: nested more than {MAX_CONFIG_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
+    _check_size(data, name, max_values)
+    return data
+
+
+def _check_size(data: Any, name: str, max_values: int) -> None:
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    values = 0
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > max_values:
+            raise yaml.YAMLError(f"{name}: more than {max_values:,} values (are YAML aliases nested?)")
+        if depth > MAX_CONFIG_DEPTH:
+            raise yaml.YAMLError(f"{name}: nested more than {MAX_CONFIG_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (the second would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key {key!r} is given twice",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _environment_settings(
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], set[str]]:
+    """The settings the ``PILOTHOUSE_*`` environment sets (and which ones it sets). A variable with a
+    bad value is an error unless an option in ``overrides`` replaces it (the option wins anyway)."""
     try:
         from_env = EnvSettings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = "PILOTHOUSE_" + str(first["loc"][0]).upper() if first["loc"] else "PILOTHOUSE_*"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{name}: {_describe(first, Settings, tuple(first['loc']))}{more}") from None
+        fields = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        if overrides and fields and fields <= overrides.keys():
+            from_env = EnvSettings(**{name: overrides[name] for name in fields})
+        else:
+            first = exc.errors()[0]
+            name = "PILOTHOUSE_" + str(first["loc"][0]).upper() if first["loc"] else "PILOTHOUSE_*"
+            more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+            raise ConfigError(f"{name}: {_describe(first, Settings, tuple(first['loc']))}{more}") from None
     return {name: getattr(from_env, name) for name in from_env.model_fields_set}, from_env.model_fields_set
 
 
@@ -191,10 +318,10 @@ def load_config(config_file: Path | None = None, **options: Any) -> PilothouseCo
     """The whole config: the file (``config_file``, else ``$PILOTHOUSE_CONFIG``, else none) with its
     ``server:`` section merged with the environment and ``options`` (those not None). The one place
     Pilothouse reads its config file and ``PILOTHOUSE_*`` settings."""
-    env_values, _ = _environment_settings()
+    given = {k: v for k, v in options.items() if v is not None}
+    env_values, _ = _environment_settings(given)
     path = config_file if config_file is not None else env_values.get("config")
     config = read_config_file(Path(path)) if path is not None else PilothouseConfig()
-    given = {k: v for k, v in options.items() if v is not None}
     merged = {**config.server.model_dump(exclude_unset=True), **env_values, **given}
     if path is not None:
         merged["config"] = Path(path)

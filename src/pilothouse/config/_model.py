@@ -4,6 +4,8 @@ here once; the packages that use them (gateway, costs, server) read typed, valid
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,9 +26,10 @@ __all__ = [
 
 
 class _Section(BaseModel):
-    """A section of the file: unknown keys are errors (a typo must not be ignored), values immutable."""
+    """A section of the file: unknown keys are errors (a typo must not be ignored), values immutable,
+    numbers finite (``.nan`` or ``.inf`` in YAML would break every request that reads them)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def default_home() -> Path:
@@ -38,7 +41,7 @@ class Settings(_Section):
     """How ``pilothouse serve`` runs: the ``server:`` section, ``PILOTHOUSE_<NAME>`` environment
     variables and command-line options (an option beats the environment, which beats the file)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
     home: Path = Field(default_factory=default_home, description="Folder for the SQLite file and models.")
     database_url: str | None = Field(
@@ -87,6 +90,13 @@ class Settings(_Section):
         description="Most spans in one write batch (one SQLite transaction; PostgreSQL commits every 5,000).",
     )
     key_cache_seconds: float = Field(default=10.0, ge=0, description="How long a checked API key is cached.")
+    durable: bool = Field(
+        default=False,
+        description="Append each span and gateway call to a spool on disk (fsync) before answering 200.",
+    )
+    spool_dir: Path | None = Field(
+        default=None, description="The durable mode's spool folder; default <home>/spool/<database>."
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         default="info", description="Log level of the server."
     )
@@ -97,6 +107,16 @@ class Settings(_Section):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'pilothouse.db').as_posix()}"
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        """The durable mode's spool folder: ``spool_dir``, else one per database under
+        ``<home>/spool`` (named by a digest of its URL without credentials), so that a spool is only
+        ever replayed into the database it was written for."""
+        if self.spool_dir is not None:
+            return self.spool_dir
+        url = re.sub(r"//[^/@]*@", "//", self.resolved_database_url)
+        return self.home / "spool" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 class EnvSettings(BaseSettings, Settings):
@@ -131,9 +151,12 @@ class ClientSettings(BaseSettings):
         return secret.get_secret_value() if secret else None
 
 
-def _non_negative(value: float | None) -> float | None:
-    if value is not None and value < 0:
-        raise ValueError("must be a number >= 0")
+MAX_PRICE_USD = 1_000_000.0  # per 1M tokens or per hour: beyond it a typo, not a price
+
+
+def _price(value: float | None) -> float | None:
+    if value is not None and not 0 <= value <= MAX_PRICE_USD:
+        raise ValueError(f"must be a number from 0 to {MAX_PRICE_USD:,.0f}")
     return value
 
 
@@ -148,12 +171,12 @@ class PriceSpec(_Section):
     reasoning: float | None = None
     max_output_tokens: int | None = Field(default=None, ge=0)
     per_hour_usd: float | None = None
-    tokens_per_s: float | None = Field(default=None, gt=0)
-    input_tokens_per_s: float | None = Field(default=None, gt=0)
+    tokens_per_s: float | None = Field(default=None, ge=1e-3, le=1e9)
+    input_tokens_per_s: float | None = Field(default=None, ge=1e-3, le=1e9)
 
     _check = field_validator(
         "input", "output", "cache_read", "cache_write", "reasoning", "per_hour_usd", mode="after"
-    )(_non_negative)
+    )(_price)
 
     @model_validator(mode="after")
     def _one_kind(self) -> PriceSpec:
@@ -182,7 +205,7 @@ class ModelEntry(_Section):
     model: str | None = Field(default=None, description="The upstream model id (default: name).")
     base_url: str | None = None
     api_key: SecretStr | None = None
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, le=1e6)
     options: dict[str, Any] = Field(default_factory=dict)
     price: PriceSpec | None = None
 

@@ -27,6 +27,7 @@ from typing import Any, Literal, TextIO
 
 import yaml
 
+from pilothouse.config import load_yaml
 from pilothouse.domain.datasets import DatasetError, DatasetItem, item_to_mapping
 
 __all__ = [
@@ -49,6 +50,8 @@ _SUFFIXES: dict[str, DatasetFormat] = {
     ".yaml": "yaml",
     ".yml": "yaml",
 }
+
+MAX_DATASET_VALUES = 20_000_000  # values of a YAML dataset once aliases are followed
 
 
 def _checked_messages(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
@@ -168,7 +171,7 @@ def _read_csv(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
 
 def _read_yaml(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
     try:
-        data = yaml.safe_load(handle)
+        data = load_yaml(handle.read(), str(path), max_values=MAX_DATASET_VALUES)
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())
         raise DatasetError(f"{path}: not valid YAML: {reason}") from None

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from pilothouse.config import load_yaml
 from pilothouse.domain.money import Money
 from pilothouse.evals.scoring import (
     BaseScorer,
@@ -336,7 +337,7 @@ class JsonSchemaMatch(BaseScorer):
         except OSError as exc:
             raise spec.error(f"cannot read the schema file {str(path)!r}: {exc.strerror}") from None
         try:
-            return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+            return json.loads(text) if path.suffix == ".json" else load_yaml(text, str(path))
         except (ValueError, yaml.YAMLError) as exc:
             raise spec.error(f"the schema file {str(path)!r} is not valid JSON/YAML: {exc}") from None
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import yaml
 
+from pilothouse.config import load_yaml
 from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.evals.calls import TargetConfigError
 from pilothouse.evals.datasets import FORMATS, item_from_mapping
@@ -163,7 +164,7 @@ def read_spec_file(path: Path) -> Any:
     except OSError as exc:
         raise SpecError(f"cannot read the spec {path}: {exc.strerror}") from None
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, str(path))
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 

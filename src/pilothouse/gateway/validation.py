@@ -42,6 +42,32 @@ def _check_model(body: Any) -> None:
         raise InvalidRequest(422, "'model' must be a non-empty string.", "model")
 
 
+def _check_message(message: dict[str, Any], index: int) -> None:
+    """A message's content is text, null or an array of content parts; its tool calls, objects with a
+    ``function`` object (what every provider adapter may read)."""
+    content = message.get("content")
+    if not (
+        content is None
+        or isinstance(content, str)
+        or (isinstance(content, list) and all(isinstance(part, dict) for part in content))
+    ):
+        raise InvalidRequest(
+            422,
+            f"messages[{index}].content must be a string or an array of content parts.",
+            f"messages[{index}]",
+        )
+    calls = message.get("tool_calls")
+    if calls is not None and not (
+        isinstance(calls, list)
+        and all(isinstance(c, dict) and isinstance(c.get("function", {}), dict) for c in calls)
+    ):
+        raise InvalidRequest(
+            422,
+            f"messages[{index}].tool_calls must be an array of objects with a 'function' object.",
+            f"messages[{index}].tool_calls",
+        )
+
+
 def check_chat_request(body: Any) -> dict[str, Any]:
     """The body, if it is a valid chat completion request; raises :class:`InvalidRequest` otherwise."""
     _check_model(body)
@@ -57,6 +83,7 @@ def check_chat_request(body: Any) -> dict[str, Any]:
                 f"messages[{index}] must be an object with a role ({', '.join(sorted(_ROLES))}).",
                 f"messages[{index}].role",
             )
+        _check_message(message, index)
     for name, (low, high) in _NUMBERS.items():
         value = body.get(name)
         if value is not None and (

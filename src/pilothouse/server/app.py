@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -35,9 +35,12 @@ from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
+from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
-from pilothouse.server.ingest import IngestQueue
+from pilothouse.server.ingest import IngestQueue, PendingExport
 from pilothouse.server.metrics import GatewayMetrics, Gauge
+from pilothouse.server.spool import Spool
+from pilothouse.server.spool_records import span_records
 from pilothouse.server.state import Services
 from pilothouse.store.costs import CostStore
 from pilothouse.store.sql import SqlStore
@@ -157,11 +160,14 @@ def create_app(
 ) -> FastPathApp:
     """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given,
     and the gateway's models come from the settings' config file unless given; the ingest queue
-    starts with the app and drains when it stops."""
+    starts with the app and drains when it stops. With ``settings.durable`` the spool folder is
+    taken now (another process holding it is an error), and replayed when the app starts."""
     config = gateway_config if gateway_config is not None else load_gateway_config(settings.config)
     own_store = store is None
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     gateway, budgets = build_gateway(settings, config, the_store)
+    spool = Spool(settings.resolved_spool_dir) if settings.durable else None
+    the_store.durable_span_writes = settings.durable
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -170,13 +176,19 @@ def create_app(
             max_spans=settings.ingest_queue_spans,
             batch_spans=settings.ingest_batch_spans,
             pricer=gateway.pricer,
+            spool=spool,
         )
         metrics = GatewayMetrics()
         metrics.gauges = _gauges(gateway.router, ingest)
 
         def record(span: SpanRecord) -> None:  # every gateway call, through the queue: never waits
             metrics.observe_call(span)
-            if not ingest.offer([span]):
+            if spool is None:
+                accepted = ingest.offer([span])
+            else:  # on the spool before the answer is sent (the surface awaits the flush)
+                export = PendingExport(span.project_id, 1, records=[span], durable=span_records([span]))
+                accepted = ingest.offer(export, force=True)
+            if not accepted:
                 log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
         gateway.record = record
@@ -189,8 +201,13 @@ def create_app(
             budgets=budgets,
             metrics=metrics,
             evaluations=Evaluations.over(the_store),
+            spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
         )
+        if spool is not None and spool.leftover:
+            # what a killed process acknowledged, stored before any request and before the budgets
+            # read their spend
+            await asyncio.to_thread(replay_spool, spool, ingest, settings.max_body_bytes)
         if gateway.caches.semantic is not None:
             await asyncio.to_thread(gateway.caches.semantic.warm_up)  # the embedding model loads first
         await budgets.reload()  # budgets and their spend so far: requests never wait for them
@@ -209,6 +226,8 @@ def create_app(
                 await app.state.pilothouse.redis.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
+            if spool is not None:
+                spool.close()
             if own_store:
                 the_store.close()
 
@@ -233,7 +252,7 @@ def create_app(
             Exception: _server_error,
         },
     )
-    return FastPathApp(app, gateway.model_names())
+    return FastPathApp(app, gateway.model_names(), spool)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -245,13 +264,15 @@ class FastPathApp:
     gateway's latency budget cannot spare (``python benchmarks/gateway.py`` measures it). Everything
     else, lifespan included, goes to the wrapped Starlette app, whose state the handlers read."""
 
-    def __init__(self, app: Starlette, model_names: list[str]) -> None:
+    def __init__(self, app: Starlette, model_names: list[str], spool: Spool | None = None) -> None:
         self.app = app
         self.model_names = model_names  # what the gateway serves, for the start-up banner
+        self.spool = spool  # the durable mode: what a request recorded is on disk before its answer
         self._fast: dict[tuple[str, str], Endpoint] = {
             ("POST", "/v1/chat/completions"): gateway_api.chat_completions,
             ("POST", "/v1/messages"): gateway_api.messages,
             ("POST", "/v1/traces"): export_traces,
+            ("POST", "/v1/embeddings"): gateway_api.embeddings,
         }
 
     @property
@@ -276,4 +297,10 @@ class FastPathApp:
             response = error_response(exc)
         except Exception as exc:
             response = await _server_error(request, exc)
+        # a stream waits for the spool before its last event instead (gateway_api._events)
+        if self.spool is not None and self.spool.unflushed and not isinstance(response, StreamingResponse):
+            try:
+                await self.spool.flush()  # group commit: one fsync for every request waiting now
+            except OSError:
+                response = gateway_api.spool_error_response(scope["path"])
         await response(scope, receive, send)

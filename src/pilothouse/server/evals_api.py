@@ -46,7 +46,7 @@ def _whole(params: Any, name: str, default: int, maximum: int) -> int:
     text = params.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or int(text) > maximum:
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) > maximum:
         raise param_error(name, f"must be a whole number from 0 to {maximum}")
     return int(text)
 

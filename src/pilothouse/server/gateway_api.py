@@ -25,7 +25,7 @@ from pilothouse.gateway.validation import (
 )
 from pilothouse.providers.anthropic_format import messages_to_openai_request, openai_to_messages_response
 from pilothouse.server.body import read_json
-from pilothouse.server.errors import ApiError, FastJSONResponse
+from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
 from pilothouse.server.state import Services
 from pilothouse.server.wire import ANTHROPIC_TYPES, AnthropicWire, OpenAIWire
 
@@ -60,6 +60,9 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
         body = await read_json(request, services.settings.max_body_bytes)
     except ApiError as exc:
         raise await gateway.fail(call, exc) from None
+    if _nesting_exceeds(body, MAX_NESTING):
+        error = ApiError(400, f"Request body is nested more than {MAX_NESTING} levels deep.", code="too_deep")
+        raise await gateway.fail(call, error) from None
     if isinstance(body, dict):
         call.request = body
         if isinstance(body.get("user"), str) and call.user_id is None:
@@ -67,28 +70,80 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
     return gateway, caller, call, body
 
 
-def _answer(reply: GatewayReply, wire: Wire) -> Response:
+MAX_NESTING = 128  # JSON Schemas of tools nest a few dozen levels; recording walks the request recursively
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and objects in ``value`` nest deeper than ``limit`` (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+SPOOL_ERROR = GatewayError(
+    503,
+    "The server could not write to its durable spool; the call was not acknowledged. Retry later.",
+    code="spool_unavailable",
+)
+
+
+def spool_error_response(path: str) -> Response:
+    """503 in the surface's shape: the durable mode could not put a request's records on disk."""
+    return _anthropic_error(SPOOL_ERROR) if path == "/v1/messages" else error_response(SPOOL_ERROR)
+
+
+async def _recording(reply: GatewayReply, services: Services) -> BackgroundTask | None:
+    """Record the call after its answer is sent (a background task); in the durable mode before
+    it, so that the call is on the spool (flushed by the app) when the client reads its 200."""
+    if reply.after is None:
+        return None
+    if services.spool is None:
+        return BackgroundTask(reply.after)
+    await reply.after()
+    return None
+
+
+async def _answer(reply: GatewayReply, wire: Wire, services: Services) -> Response:
     if reply.chunks is None:
         assert reply.response is not None
-        background = BackgroundTask(reply.after) if reply.after is not None else None
+        background = await _recording(reply, services)
         return FastJSONResponse(reply.response, headers=reply.headers, background=background)
     return StreamingResponse(
-        _events(reply.chunks, wire), media_type="text/event-stream", headers=reply.headers
+        _events(reply.chunks, wire, services), media_type="text/event-stream", headers=reply.headers
     )
 
 
-async def _events(chunks: AsyncIterator[dict[str, Any]], wire: Wire) -> AsyncIterator[bytes]:
+async def _events(
+    chunks: AsyncIterator[dict[str, Any]], wire: Wire, services: Services
+) -> AsyncIterator[bytes]:
     """The gateway's chunks as the surface's server-sent events; a failure after the first chunk ends
-    the stream with an error event (the client already has part of the answer)."""
+    the stream with an error event (the client already has part of the answer). In the durable
+    mode the call's record is on disk before the last event (the end of the stream) is sent."""
     try:
         async for chunk in chunks:
             if data := wire.chunk(chunk):
                 yield data
-        yield wire.end()
+        end = wire.end()
     except GatewayError as exc:
-        yield wire.error(exc)
+        end = wire.error(exc)
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]  # a client that left cancels the upstream
+    if services.spool is not None:
+        try:
+            await services.spool.flush()
+        except OSError:
+            end = wire.error(SPOOL_ERROR)
+    yield end
 
 
 async def chat_completions(request: Request) -> Response:
@@ -100,7 +155,7 @@ async def chat_completions(request: Request) -> Response:
         raise await gateway.fail(call, exc) from None
     reply = await gateway.chat(call, body, caller)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return _answer(reply, OpenAIWire(include_usage))
+    return await _answer(reply, OpenAIWire(include_usage), _services(request))
 
 
 def _anthropic_error(error: GatewayError) -> Response:
@@ -132,9 +187,9 @@ async def _messages(request: Request) -> Response:
     if reply.chunks is None:
         assert reply.response is not None
         message = openai_to_messages_response(reply.response, body["model"])
-        background = BackgroundTask(reply.after) if reply.after is not None else None
+        background = await _recording(reply, _services(request))
         return FastJSONResponse(message, headers=reply.headers, background=background)
-    return _answer(reply, AnthropicWire(body["model"]))
+    return await _answer(reply, AnthropicWire(body["model"]), _services(request))
 
 
 async def embeddings(request: Request) -> Response:
@@ -145,7 +200,7 @@ async def embeddings(request: Request) -> Response:
     except InvalidRequest as exc:
         raise await gateway.fail(call, exc) from None
     reply = await gateway.embed(call, body, caller)
-    return _answer(reply, OpenAIWire(False))
+    return await _answer(reply, OpenAIWire(False), _services(request))
 
 
 async def list_models(request: Request) -> Response:

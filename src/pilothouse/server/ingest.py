@@ -6,6 +6,11 @@ spans, normalises them (protobuf attributes are read here, off the request path,
 two do not trade the GIL span by span) and stores the batch in one transaction (on PostgreSQL, one per
 chunk of records); nothing on the request path waits for the database. ``close()`` drains the
 queue: a SIGTERM loses nothing accepted.
+
+With a :class:`~pilothouse.server.spool.Spool` (the durable mode), each accepted export that carries its
+spool record (``PendingExport.durable``) is appended to the spool as it is queued, and its segment is
+told (``Spool.done``) once the batch holding it is committed: a kill -9 then loses nothing the spool
+acknowledged (the server replays the spool at start-up: ``pilothouse.server.durable``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.server.gc_pause import paused_gc
+from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
 from pilothouse.tracing.otlp import CheckedExport, RawSpan, iter_checked
@@ -31,13 +37,16 @@ CHUNK_SPANS = 5_000  # records normalised and written at a time within a batch's
 @dataclass(slots=True)
 class PendingExport:
     """One accepted export: records already normalised, decoded spans (OTLP/JSON) or a checked
-    protobuf export, to normalise."""
+    protobuf export, to normalise. ``durable``: its spool record, appended when it is queued (the
+    durable mode); ``spool_segment``: the segment that holds it."""
 
     project_id: str
     count: int
     records: Sequence[SpanRecord] | None = None
     protobuf: CheckedExport | None = None
     decoded: Sequence[RawSpan] | None = None
+    durable: bytes | None = None
+    spool_segment: int | None = None
 
     def normalise(self) -> tuple[list[SpanRecord], int]:
         """The export's records (normalising decoded spans or a protobuf export now), and how many
@@ -84,8 +93,10 @@ class IngestQueue:
         linger_s: float = 0.25,
         retry_delays_s: Sequence[float] = (0.1, 0.5, 2.0),
         pricer: Pricer | None = None,
+        spool: Spool | None = None,
     ) -> None:
         self.store = store
+        self.spool = spool  # the durable mode's write-ahead spool
         self.pricer = pricer  # prices model calls that arrive without a cost (SDK and OTLP spans)
         self.max_spans = max_spans
         # Under a backlog, bigger transactions write fewer index pages per span: random trace ids spread a
@@ -108,16 +119,22 @@ class IngestQueue:
         """Spans accepted but not yet stored."""
         return self._pending_spans + self._in_flight
 
-    def offer(self, export: PendingExport | Sequence[SpanRecord]) -> bool:
+    def offer(self, export: PendingExport | Sequence[SpanRecord], *, force: bool = False) -> bool:
         """Queue a whole export (or normalised records) and return True, or nothing and return False
-        when there is no room."""
+        when there is no room. ``force``: up to twice the limit (the durable mode records a gateway
+        call it has answered even while OTLP exports get 429)."""
         if not isinstance(export, PendingExport):
             project = export[0].project_id if export else ""
             export = PendingExport(project, len(export), records=export)
         with self._cond:
-            if self._closing or self._pending_spans + self._in_flight + export.count > self.max_spans:
+            limit = 2 * self.max_spans if force else self.max_spans
+            if self._closing or self._pending_spans + self._in_flight + export.count > limit:
                 self.stats.rejected += export.count
                 return False
+            if self.spool is not None and export.durable is not None:
+                # appended before the writer can see the export: its segment waits for its commit
+                export.spool_segment = self.spool.append(export.durable)
+                export.durable = None
             self._pending.append(export)
             self._pending_spans += export.count
             self.stats.accepted += export.count
@@ -169,11 +186,31 @@ class IngestQueue:
                     taken += exports[-1].count
                 self._pending_spans -= taken
                 self._in_flight = taken
+            failed = self.stats.failed
             with paused_gc():  # a batch's objects live until it is stored (python benchmarks/ingest.py)
                 self._store(exports)
+            if self.spool is not None:
+                if self.stats.failed == failed:
+                    self.spool.done(e.spool_segment for e in exports if e.spool_segment is not None)
+                else:  # the database refused some of it: the next start replays the batch (once each)
+                    log.warning("a batch with unstored spans stays on the spool for the next start")
             with self._cond:
                 self._in_flight = 0
                 self._cond.notify_all()
+
+    def store_now(self, exports: Sequence[PendingExport]) -> None:
+        """Normalise, price and store exports in the calling thread, in batches of ``batch_spans``
+        (the spool's replay at start-up, before the queue takes anything)."""
+        batch: list[PendingExport] = []
+        spans = 0
+        for export in exports:
+            if batch and spans + export.count > self.batch_spans:
+                self._store(batch)
+                batch, spans = [], 0
+            batch.append(export)
+            spans += export.count
+        if batch:
+            self._store(batch)
 
     def _store(self, exports: list[PendingExport]) -> None:
         """Normalise, price and store the exports as one batch, :data:`CHUNK_SPANS` records at a time

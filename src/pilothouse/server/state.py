@@ -13,14 +13,17 @@ from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
+from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
 
 
 @dataclass(slots=True)
 class Services:
     """The services of one running app: settings, the store and its ingest queue, key checks, the
-    gateway (with its router and caches), the budgets it enforces, the metrics, and the evaluations
-    (eval runs compared with the quality gate), and a probe of Redis when one is configured."""
+    gateway (with its router and caches), the budgets it enforces, the metrics, the evaluations
+    (eval runs compared with the quality gate), in the durable mode the spool that every
+    acknowledged span and gateway call is on before its answer is sent, and a probe of Redis when one
+    is configured."""
 
     settings: Settings
     store: SqlStore
@@ -30,4 +33,5 @@ class Services:
     budgets: BudgetGuard
     metrics: GatewayMetrics
     evaluations: Evaluations
+    spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health

@@ -114,7 +114,7 @@ class CalibrationStore:
             select(*columns).where(c.c.project_id == project_id).order_by(c.c.created_ns.desc()).limit(limit)
         )
         if fingerprint is not None:
-            query = query.where(c.c.fingerprint.like(fingerprint.lower() + "%"))
+            query = query.where(c.c.fingerprint.startswith(fingerprint.lower(), autoescape=True))
         with self.engine.connect() as conn:
             return [_calibration(row._mapping) for row in conn.execute(query)]
 

@@ -385,7 +385,11 @@ class EvalStore:
         run = self.get_run(reference)
         if run is not None or len(reference) < 6 or len(reference) >= 32:
             return run
-        query = select(t.eval_runs).where(t.eval_runs.c.id.like(reference.lower() + "%")).limit(2)
+        query = (
+            select(t.eval_runs)
+            .where(t.eval_runs.c.id.startswith(reference.lower(), autoescape=True))
+            .limit(2)
+        )
         if project_id is not None:
             query = query.where(t.eval_runs.c.project_id == project_id)
         with self.engine.connect() as conn:

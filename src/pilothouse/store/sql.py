@@ -105,6 +105,10 @@ class SqlStore:
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         self._least = func.least if self.dialect == "postgresql" else func.min
         self._greatest = func.greatest if self.dialect == "postgresql" else func.max
+        # Span writes fsync their commit on SQLite too (PostgreSQL's commits are durable by default):
+        # the durable mode deletes its spool once a write is committed, which must then survive a
+        # power loss. SQLite's WAL at synchronous=NORMAL survives a killed process, not a power loss.
+        self.durable_span_writes = False
 
     # The ingest statements are compiled once, on first use (a command that only reads or runs evals
     # never compiles them), to driver SQL: executemany then skips SQLAlchemy's per-row parameter
@@ -319,6 +323,7 @@ class SqlStore:
             with self.engine.begin() as conn:
                 # The write lock first: what _write_chunk reads (stored spans, the largest trace key)
                 # then stays true until the commit.
+                conn.exec_driver_sql(f"PRAGMA synchronous={'FULL' if self.durable_span_writes else 'NORMAL'}")
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 for chunk in itertools.chain((first,), pending):
                     self._write_chunk(conn, chunk)
