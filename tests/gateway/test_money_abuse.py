@@ -302,3 +302,36 @@ def test_an_odd_tool_choice_is_a_traced_400_before_any_hold(tmp_path: Path) -> N
         assert good.status_code == 200
         traces = _traces(server, key, len(odd) + 1)
         assert len(traces) == len(odd) + 1
+
+
+def test_an_unreadable_stream_chunk_ends_the_stream_and_releases_the_hold(
+    tmp_path: Path, scripted: ScriptedUpstream
+) -> None:
+    # a stream cut before its usage arrived counts its worst case (the upstream may have billed it),
+    # so the budget is roomier here; what matters is that no hold is left
+    url = sqlite_at_head(tmp_path / "chunks.db")
+    _with_budget(url, "1")
+    good = b'data: {"choices": [{"index": 0, "delta": {"content": "ok"}}], "model": "m-1"}\n\n'
+    bad = [b'data: {"choices": 5}\n\n', b"data: [1, 2]\n\n", b'data: {"choices": [{"delta": "x"}]}\n\n']
+    with InProcessServer(url, home=tmp_path, config=_config(tmp_path, scripted)) as server:
+        key = server.create_key()
+        for chunk in bad:
+            scripted.answer = lambda _r, chunk=chunk: (200, good + chunk + b"data: [DONE]\n\n")  # type: ignore[misc]
+            for path, body in (
+                ("/v1/chat/completions", {"stream": True, "messages": MESSAGES}),
+                ("/v1/messages", {"stream": True, "messages": MESSAGES}),
+            ):
+                response = httpx.post(
+                    f"{server.base_url}{path}",
+                    json={"model": "m", "max_tokens": 10, **body},
+                    headers={"Authorization": f"Bearer {key}"},
+                )
+                assert response.status_code == 200  # the stream began; it ends with an error event
+                last = response.text.strip().rsplit("\n\n", 1)[-1]  # the stream's last event: an error
+                assert "error" in last and "upstream" in last, last
+        assert _budget(server, key)["reserved_usd"] == 0
+        scripted.answer = lambda _r: (200, completion())
+        assert _chat(server, key).status_code == 200
+        traces = _traces(server, key, 2 * len(bad) + 1)
+        errors = [t for t in traces if t["observations"][0]["status"] == "error"]
+        assert len(errors) == 2 * len(bad)
