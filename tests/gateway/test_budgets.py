@@ -124,9 +124,10 @@ def webhook() -> Iterator[_Webhook]:
 def test_soft_budget_alerts_and_hard_user_budget(tmp_path: Path, webhook: _Webhook) -> None:
     url = f"sqlite:///{tmp_path / 'alerts.db'}"
     key = cli("keys", "create", "--name", "team", "--database-url", url).stdout.strip().splitlines()[-1]
+    internal = {"PILOTHOUSE_WEBHOOK_ALLOW": "127.0.0.1"}  # the receiver is on loopback: allowed by name
     cli("budgets", "create", "--limit-usd", "0.20", "--soft", "--alerts", "50,100", "--webhook", webhook.url,
-        "--period", "day", "--database-url", url)  # fmt: skip
-    with InProcessServer(url, home=tmp_path, config=_config(tmp_path)) as server:
+        "--period", "day", "--database-url", url, env=internal)  # fmt: skip
+    with InProcessServer(url, home=tmp_path, config=_config(tmp_path), env=internal) as server:
         auth = {"Authorization": f"Bearer {key}"}
         # a hard budget for one end user, created through the API by an admin-scoped caller
         admin = cli("keys", "create", "--name", "admin", "--scopes", "admin", "--database-url", url)

@@ -130,7 +130,8 @@ def _gateway_span(key_id: str, cost_usd: str, trace_id: str | None = None) -> Sp
         cost=Cost({"input": Money.from_usd(cost_usd), "output": Money.ZERO}, "test", Money.from_usd("0.5")),
         ttft_ns=1000,
     )
-    return SpanRecord("p1", observation, TraceAttributes(user_id="u1", tags=("a", "b")))
+    # as the gateway records it: metered (its cost counts toward budgets)
+    return SpanRecord("p1", observation, TraceAttributes(user_id="u1", tags=("a", "b")), metered=True)
 
 
 def test_each_database_has_its_own_spool_folder_named_without_credentials(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def _trace(i: int, project: str = "p", minutes_ago: int = 0) -> list[SpanRecord]
         attributes={"gateway.key_id": "k1"},
         output="the answer is umbrella" if i == 7 else "ok",
     )
-    return [SpanRecord(project, root, attrs), SpanRecord(project, call, attrs)]
+    # the call as the gateway records it: metered, so its key is stored
+    return [SpanRecord(project, root, attrs), SpanRecord(project, call, attrs, metered=True)]
 
 
 def test_ui_queries(store: SqlStore) -> None:

@@ -96,7 +96,9 @@ def test_ledger_reserves_all_or_nothing_and_settles(ledger: BudgetLedger) -> Non
         a, b = LedgerEntry("a", usd("1")), LedgerEntry("b", usd("0.3"))
         soft = LedgerEntry("s", None)
         await ledger.ensure("a", usd("0.5"))
-        await ledger.ensure("a", usd("99"))  # already counted: ignored
+        await ledger.ensure("a", usd("0.2"))  # the database lags behind: never lowered
+        for entry in (b, soft):
+            await ledger.ensure(entry.key, Money.ZERO)
         assert await ledger.reserve([a, soft], usd("0.4"), "r1", 60) == -1
         assert await ledger.usage("a") == (usd("0.5"), usd("0.4"))
         assert await ledger.reserve([a], usd("0.2"), "r2", 60) == 0  # 0.5 + 0.4 + 0.2 > 1.0
@@ -105,6 +107,8 @@ def test_ledger_reserves_all_or_nothing_and_settles(ledger: BudgetLedger) -> Non
         moves = await ledger.settle([a, soft], "r1", usd("0.1"))
         assert moves == [(usd("0.5"), usd("0.6")), (Money.ZERO, usd("0.1"))]
         assert await ledger.usage("a") == (usd("0.6"), Money.ZERO)
+        await ledger.ensure("a", usd("0.7"))  # the database has more (settlements lost): raised to it
+        assert await ledger.usage("a") == (usd("0.7"), Money.ZERO)
         assert await ledger.first_alert("a", 0.5) and not await ledger.first_alert("a", 0.5)
         await ledger.close()
 
@@ -117,6 +121,7 @@ def test_ledger_fills_a_budget_to_exactly_its_limit(ledger: BudgetLedger) -> Non
 
     async def run() -> None:
         small = LedgerEntry("small", usd("1.00"))
+        await ledger.ensure("small", Money.ZERO)
         for i in range(10):
             assert await ledger.reserve([small], usd("0.10"), f"r{i}", 60) == -1
         assert await ledger.reserve([small], Money(1), "over", 60) == 0

@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
+from pilothouse.config import ConfigError, load_settings
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, parse_thresholds, period_start
 from pilothouse.domain.money import Money
+from pilothouse.domain.webhooks import WebhookRefused
+from pilothouse.gateway.webhooks import resolve_webhook_sync
 from pilothouse.store.costs import CostStore
 
 PERIODS = [p.value for p in BudgetPeriod]
@@ -53,8 +56,13 @@ def create(
         thresholds = parse_thresholds(alerts)
     except ValueError as exc:
         raise CliError(f"--alerts: {exc}", exit_code=2) from None
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        raise CliError("--webhook must be an http(s) URL", exit_code=2)
+    if webhook is not None:
+        try:  # where alerts may go: public addresses, or those the webhook_allow setting names
+            resolve_webhook_sync(webhook, load_settings(database_url=database_url).webhook_allow)
+        except WebhookRefused as exc:
+            raise CliError(f"--webhook is refused: {exc}", exit_code=2) from None
+        except ConfigError as exc:
+            raise CliError(f"invalid settings: {exc}", exit_code=2) from None
     store = open_store(database_url)
     budget = CostStore(store).create_budget(
         project,

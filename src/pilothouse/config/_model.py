@@ -8,10 +8,10 @@ import hashlib
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "CacheSettings",
@@ -53,6 +53,31 @@ class Settings(_Section):
         default=None, description="sqlite:///path or postgresql://user@host/db; default SQLite in home."
     )
     redis_url: str | None = Field(default=None, description="Redis for shared counters (optional).")
+    limits_fail_open: bool = Field(
+        default=False,
+        description="While Redis is unavailable, serve calls without their rate limits (default: 503).",
+    )
+    budgets_fail_open: bool = Field(
+        default=False,
+        description="While Redis is unavailable, serve calls without a budget hold (default: 503).",
+    )
+    cache_fail_open: bool = Field(
+        default=True,
+        description="While Redis is unavailable, treat the response cache as a miss (false: 503).",
+    )
+    webhook_allow: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Hosts, addresses or CIDR networks budget webhooks may reach though not public "
+        "(comma-separated in the environment); other private or loopback targets are refused.",
+    )
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     admin_key: str | None = Field(
         default=None,
         description="A secret with every scope on every project (at least 16 characters).",

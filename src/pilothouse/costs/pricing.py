@@ -17,7 +17,7 @@ import orjson
 
 from pilothouse.costs.catalogue import PriceCatalogue, PriceRow
 from pilothouse.domain.money import Money
-from pilothouse.domain.traces import Cost, Observation, Status, Usage
+from pilothouse.domain.traces import Cost, Observation, Status, Usage, bounded_usage
 
 _PICO_PER_TOKEN = 10**6  # a price per 1M tokens in USD is this many pico-dollars per token
 
@@ -91,7 +91,10 @@ def _decimals(value: Decimal) -> int:
 
 def price_usage(usage: Usage, row: PriceRow) -> Cost:
     """The cost of ``usage`` at ``row``'s prices, with the row's version: each line item is its tokens
-    times its rate, rounded to the pico-dollar."""
+    times its rate, rounded to the pico-dollar. Never negative: a count below 0 (stored before counts
+    were bounded) prices as 0."""
+    if min(usage.input, usage.output, usage.cache_read, usage.cache_write, usage.reasoning) < 0:
+        usage = bounded_usage(usage)[0]
     rates = rates_for(row, usage.input_total)
     output, reasoning = usage.output, usage.reasoning
     if reasoning > output:

@@ -81,6 +81,50 @@ class Usage:
         return self.total == 0 and self.reasoning == 0
 
 
+MAX_CALL_TOKENS = 10_000_000
+"""The most tokens of one kind (input, output, cache reads, ...) one model call may report: above any
+model's context or output window. A larger count is clamped to it, and a negative or unreadable one
+counts 0, with a warning on the span: a client or upstream cannot record absurd or negative spend."""
+
+
+def token_count(value: Any) -> tuple[int, bool]:
+    """A reported token count as an integer in ``[0, MAX_CALL_TOKENS]``, and whether it had to be
+    corrected: ``None`` is 0; an integral float or a numeric string is read (OTLP and JSON encoders
+    write both); a negative, fractional, non-finite or unreadable count is 0 or clamped, and flagged."""
+    if type(value) is int and 0 <= value <= MAX_CALL_TOKENS:
+        return value, False
+    if value is None:
+        return 0, False
+    if isinstance(value, bool):
+        return 0, True
+    try:
+        number = value if isinstance(value, int) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0, True
+    if number != number:  # NaN
+        return 0, True
+    if number < 0:
+        return 0, True
+    if number > MAX_CALL_TOKENS:
+        return MAX_CALL_TOKENS, True
+    whole = int(number)
+    return whole, whole != number
+
+
+def bounded_usage(usage: Usage) -> tuple[Usage, bool]:
+    """``usage`` with every count in ``[0, MAX_CALL_TOKENS]`` (see :func:`token_count`), and whether
+    any count had to be corrected."""
+    fields = (usage.input, usage.output, usage.cache_read, usage.cache_write, usage.reasoning)
+    if all(type(v) is int and 0 <= v <= MAX_CALL_TOKENS for v in fields):
+        return usage, False
+    checked = [token_count(v) for v in fields]
+    return Usage(*(v for v, _ in checked)), any(flag for _, flag in checked)
+
+
+USAGE_CLAMPED = "pilothouse.usage.clamped"
+"""The span attribute saying its token counts were out of range (or unreadable) and were corrected."""
+
+
 @dataclass(slots=True)  # not frozen, as Usage: made per priced span
 class Cost:
     """Cost of one model call: line items (input, cache_read, cache_write, output, reasoning, ...) and
@@ -157,11 +201,14 @@ class TraceAttributes:
 @dataclass(slots=True)
 class SpanRecord:
     """What the collector hands to the store for one received span: the project it belongs to, the
-    observation and the trace-level facts it carried."""
+    observation and the trace-level facts it carried. ``metered``: a call this server's gateway made
+    and billed (its key and cost count toward budgets); spans received from clients never are, whatever
+    attributes they carry (docs/costs.md, "What counts toward a budget")."""
 
     project_id: str
     observation: Observation
     trace: TraceAttributes
+    metered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pilothouse.gateway._caching import Caches
-    from pilothouse.gateway._gateway import Caller, Cascade, Gateway, GatewayError, GatewayReply, error_kind
+    from pilothouse.gateway._gateway import (
+        Caller,
+        Cascade,
+        Gateway,
+        GatewayError,
+        GatewayReply,
+        RedisFaults,
+        error_kind,
+        redis_unavailable,
+    )
     from pilothouse.gateway._models import HttpModel, InProcessModel, retry_after_seconds
     from pilothouse.gateway.config import ConfigError, GatewayConfig, gateway_config, load_gateway_config
     from pilothouse.gateway.recording import CallSpan
@@ -34,11 +43,13 @@ __all__ = [
     "GatewayReply",
     "HttpModel",
     "InProcessModel",
+    "RedisFaults",
     "Router",
     "UnknownModel",
     "error_kind",
     "gateway_config",
     "load_gateway_config",
+    "redis_unavailable",
     "retry_after_seconds",
 ]
 
@@ -55,11 +66,13 @@ _HOME = {
     "GatewayReply": "_gateway",
     "HttpModel": "_models",
     "InProcessModel": "_models",
+    "RedisFaults": "_gateway",
     "Router": "router",
     "UnknownModel": "router",
     "error_kind": "_gateway",
     "gateway_config": "config",
     "load_gateway_config": "config",
+    "redis_unavailable": "_gateway",
     "retry_after_seconds": "_models",
 }
 

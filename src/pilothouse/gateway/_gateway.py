@@ -22,13 +22,20 @@ from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_
 from pilothouse.domain.chat import CallContext, SpanSink, current_call
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.money import Money
-from pilothouse.domain.traces import Cost, SpanRecord, Status, Usage
+from pilothouse.domain.traces import MAX_CALL_TOKENS, USAGE_CLAMPED, Cost, SpanRecord, Status, Usage
+from pilothouse.gateway._answers import check_chat_answer, check_chunk, check_embeddings_answer
 from pilothouse.gateway._caching import CacheOutcome, Caches, replay
 from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
 from pilothouse.gateway.cache import CachePolicy
 from pilothouse.gateway.cascade import Verifier, run_cascade
 from pilothouse.gateway.limits import RateLimiter
-from pilothouse.gateway.recording import CallSpan, StreamAssembler, parse_traceparent, usage_from_openai
+from pilothouse.gateway.recording import (
+    CallSpan,
+    StreamAssembler,
+    checked_usage_from_openai,
+    parse_traceparent,
+)
+from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.gateway.router import Router, UnknownModel
 from pilothouse.gateway.validation import InvalidRequest
 from pilothouse.providers.base import Deployment, ProviderError
@@ -111,6 +118,29 @@ def _drop(_record: SpanRecord) -> None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class RedisFaults:
+    """What a call does while the Redis holding a feature's shared state is unavailable: fail closed
+    (503 ``redis_unavailable``: rate limits and budgets by default, which cannot be enforced without
+    it) or open (go on without the feature: the response cache by default, a miss). Counting a
+    finished call's tokens or caching its answer never fails a call that was answered."""
+
+    limits_fail_open: bool = False
+    budgets_fail_open: bool = False
+    cache_fail_open: bool = True
+
+
+def redis_unavailable(exc: RedisUnavailable) -> GatewayError:
+    """The 503 of a call that needs Redis while it is unavailable."""
+    return GatewayError(
+        503,
+        f"The {exc.feature} of this gateway are unavailable (Redis cannot be reached); retry shortly.",
+        code="redis_unavailable",
+        kind="service_unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
 @dataclass(slots=True)
 class Gateway:
     """The model-call pipeline over a router and a price catalogue. Rate limits, budgets, caches and
@@ -123,6 +153,8 @@ class Gateway:
     budgets: BudgetGuard | None = None
     caches: Caches = field(default_factory=Caches)
     cascades: dict[str, Cascade] = field(default_factory=dict)
+    redis_faults: RedisFaults = field(default_factory=RedisFaults)
+    _warned_at: dict[str, float] = field(default_factory=dict, repr=False)
 
     def model_names(self) -> list[str]:
         """The names clients can ask for: served models and cascade routes."""
@@ -174,11 +206,30 @@ class Gateway:
             headers = {"Retry-After": f"{exc.retry_after_s:g}"} if exc.retry_after_s is not None else None
             error = GatewayError(exc.status, exc.message, code=exc.code, kind=exc.kind, headers=headers)
         else:
-            raise exc
+            log.error("gateway call %s failed unexpectedly", call.trace_id, exc_info=exc)
+            error = GatewayError(
+                500,
+                "The gateway failed to handle this call; the server log has the details "
+                f"(trace {call.trace_id}).",
+                code="internal_error",
+            )
         cost = call.refused_cost()
         error.headers.update(self._headers(call, cost))
         self._save(call.record(status=Status.ERROR, error=error.message, http_status=error.status, cost=cost))
         return error
+
+    async def _cancelled(self, call: CallSpan) -> None:
+        """A call cancelled midway (its client left): the hold settled at its worst case once an
+        upstream was asked (it may have spent), and the call traced."""
+        await self._settle(call, None, unknown_is_worst_case=bool(call.attempts))
+        self._save(
+            call.record(
+                status=Status.ERROR,
+                error="cancelled: the client disconnected before the answer",
+                http_status=499,
+                cost=call.refused_cost(),
+            )
+        )
 
     async def chat(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
         """A chat completion, streamed when ``request["stream"]``; ``request`` is a checked OpenAI
@@ -186,9 +237,10 @@ class Gateway:
         call.request = request
         try:
             limit_headers = await self._admit(caller, request["model"])
-            cached = await self.caches.lookup(caller.cache_policy, call, request)
+            cached = await self._lookup(caller, call, request)
             if (answer := cached.answer) is not None:
-                self.caches.maybe_verify(self.router, self.pricer, cached, call, request, self._save)
+                # the check's own call is not billed to a budget: recorded, not metered
+                self.caches.maybe_verify(self.router, self.pricer, cached, call, request, self.record)
                 free = {"input": Money.ZERO, "output": Money.ZERO}
                 hit_cost = Cost(free, "cache", answer.cost or Money.ZERO)
                 call.first_token()
@@ -202,8 +254,9 @@ class Gateway:
                 return self._reply(call, response, total, limit_headers, request)
             if not request.get("stream"):
                 response, deployment = await self.router.chat(request, call.attempts)
+                check_chat_answer(response)
                 cost, after = await self._succeeded(caller, call, deployment, response)
-                await self.caches.store(cached, deployment, response, cost)
+                await self._store(cached, deployment, response, cost)
                 headers = {**self._headers(call, cost), **limit_headers}
                 return GatewayReply(call, headers, response=response, cost=cost, after=after)
             # Always ask the upstream for usage; the surface passes the usage chunk on only if asked.
@@ -212,8 +265,11 @@ class Gateway:
                 "stream_options": {**(request.get("stream_options") or {}), "include_usage": True},
             }
             stream, deployment = await self.router.chat_stream(upstream_request, call.attempts)
-        except (GatewayError, InvalidRequest, UnknownModel, ProviderError) as exc:
+        except Exception as exc:  # an unexpected one too: traced as a 500, its budget hold released
             raise await self.fail(call, exc) from None
+        except BaseException:  # cancelled (the client left): release the hold, whatever happened
+            await self._cancelled(call)
+            raise
         reply = GatewayReply(call, {**self._headers(call, "pending"), **limit_headers})
         reply.chunks = self._relay(caller, call, stream, deployment, cached, reply)
         return reply
@@ -225,10 +281,13 @@ class Gateway:
             limit_headers = await self._admit(caller, request["model"])
             await self._reserve(caller, call, request)
             response, deployment = await self.router.embed(request, call.attempts)
-        except (GatewayError, InvalidRequest, UnknownModel, ProviderError) as exc:
+            count = len(check_embeddings_answer(response)["data"])
+            cost, after = await self._succeeded(caller, call, deployment, response, f"{count} embeddings")
+        except Exception as exc:  # an unexpected one too: traced as a 500, its budget hold released
             raise await self.fail(call, exc) from None
-        count = len(response.get("data") or [])
-        cost, after = await self._succeeded(caller, call, deployment, response, f"{count} embeddings")
+        except BaseException:  # cancelled (the client left): release the hold, whatever happened
+            await self._cancelled(call)
+            raise
         return GatewayReply(
             call, {**self._headers(call, cost), **limit_headers}, response=response, cost=cost, after=after
         )
@@ -266,7 +325,18 @@ class Gateway:
 
     # -- the steps --------------------------------------------------------------------------------------
 
+    def _warn(self, what: str, exc: RedisUnavailable) -> None:
+        """Log a Redis fault, at most once every 10 s per kind (a Redis that is down for a while
+        must not flood the log with one line per call)."""
+        now = time.monotonic()
+        if now - self._warned_at.get(what, -1e18) >= 10.0:
+            self._warned_at[what] = now
+            log.warning("%s; %s (this is logged at most every 10 s)", exc, what)
+
     def _save(self, record: SpanRecord) -> None:
+        """Record a call of this gateway; metered (its cost counts toward budgets when the ledgers are
+        seeded from the store) when this gateway enforces budgets."""
+        record.metered = self.budgets is not None
         self.record(record)
 
     @staticmethod
@@ -306,7 +376,13 @@ class Gateway:
             )
         if (key.rpm is None and key.tpm is None) or self.limiter is None:
             return {}
-        decision = await self.limiter.admit(key.id, key.rpm, key.tpm)
+        try:
+            decision = await self.limiter.admit(key.id, key.rpm, key.tpm)
+        except RedisUnavailable as exc:
+            if not self.redis_faults.limits_fail_open:
+                raise redis_unavailable(exc) from None
+            self._warn("calls go on without their rate limits (limits_fail_open)", exc)
+            return {}
         headers = {}
         if key.rpm is not None:
             headers["x-ratelimit-limit-requests"] = str(key.rpm)
@@ -332,16 +408,20 @@ class Gateway:
         if self.budgets is None:
             return
         key_id = caller.key.id if caller.key else None
-        budgets = await self.budgets.applicable(caller.project_id, key_id, call.user_id, call.tags)
-        if not budgets:
-            return
-        worst = self.worst_case_cost(request)
-        if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
-            return
         try:
+            budgets = await self.budgets.applicable(caller.project_id, key_id, call.user_id, call.tags)
+            if not budgets:
+                return
+            worst = self.worst_case_cost(request)
+            if worst is None:  # a model with no price: its spend cannot be counted, so it cannot be held
+                return
             call.reservation = await self.budgets.reserve(budgets, worst)
         except BudgetExceeded as exc:
             raise GatewayError(429, str(exc), code="budget_exceeded", kind="budget_exceeded") from None
+        except RedisUnavailable as exc:
+            if not self.redis_faults.budgets_fail_open:
+                raise redis_unavailable(exc) from None
+            self._warn("calls go on without a budget hold (budgets_fail_open)", exc)
 
     async def _settle(
         self, call: CallSpan, cost: Cost | None, *, unknown_is_worst_case: bool = False
@@ -350,7 +430,55 @@ class Gateway:
         spending; the worst case held when it spent an unknown amount)."""
         if call.reservation is not None and self.budgets is not None:
             spent = call.reservation.amount if unknown_is_worst_case else cost.total if cost else Money.ZERO
-            await self.budgets.settle(call.reservation, spent)
+            try:
+                await self.budgets.settle(call.reservation, max(spent, Money.ZERO))
+            except RedisUnavailable as exc:  # the hold expires; the spend is seeded from the store later
+                self._warn("budget holds are not settled; they expire, the store has the spend", exc)
+
+    async def _lookup(self, caller: Caller, call: CallSpan, request: dict[str, Any]) -> CacheOutcome:
+        """The caches' answer for ``request``; a miss while Redis is unavailable (or a 503 when the
+        cache is configured to fail closed)."""
+        try:
+            return await self.caches.lookup(caller.cache_policy, call, request)
+        except RedisUnavailable as exc:
+            if not self.redis_faults.cache_fail_open:
+                raise redis_unavailable(exc) from None
+            self._warn("calls go on without the response cache (cache_fail_open)", exc)
+            call.cache = "unavailable"
+            return CacheOutcome()
+
+    async def _store(
+        self, cached: CacheOutcome, deployment: Deployment, response: dict[str, Any], cost: Cost | None
+    ) -> None:
+        try:
+            await self.caches.store(cached, deployment, response, cost)
+        except RedisUnavailable as exc:  # the call was answered: it is only not cached
+            self._warn("answers are not cached", exc)
+
+    @staticmethod
+    def _usage(call: CallSpan, reported: Any) -> Usage:
+        """The usage an upstream reported, each count bounded (:data:`MAX_CALL_TOKENS`, and the output
+        by the request's own cap: an upstream cannot bill more output than was asked for); a count
+        that had to be corrected is logged and marked on the call's span."""
+        usage, clamped = checked_usage_from_openai(reported)
+        cap = call.request.get("max_completion_tokens") or call.request.get("max_tokens")
+        choices = call.request.get("n")
+        if isinstance(cap, int) and cap > 0:
+            cap *= choices if isinstance(choices, int) and choices > 0 else 1
+            if usage.output > cap:
+                reasoning = min(usage.reasoning, cap)
+                usage = Usage(usage.input, cap, usage.cache_read, usage.cache_write, reasoning)
+                clamped = True
+        if clamped:
+            call.extra[USAGE_CLAMPED] = True
+            log.warning(
+                "gateway call %s: the upstream reported token counts that are negative, fractional, "
+                "unreadable or above %d; they were corrected (%s)",
+                call.trace_id,
+                MAX_CALL_TOKENS,
+                str(reported)[:200],
+            )
+        return usage
 
     def _cost(self, deployment: Deployment, served_model: str | None, usage: Usage) -> Cost | None:
         return self.pricer.call_cost(deployment.provider, deployment.model, served_model, usage)
@@ -358,7 +486,10 @@ class Gateway:
     async def _count_tokens(self, caller: Caller, usage: Usage) -> None:
         key = caller.key
         if key is not None and key.tpm is not None and usage.total and self.limiter is not None:
-            await self.limiter.add_tokens(key.id, usage.total)
+            try:
+                await self.limiter.add_tokens(key.id, usage.total)
+            except RedisUnavailable as exc:  # the call was answered: its tokens go uncounted
+                self._warn("answered calls' tokens are not counted toward the limits", exc)
 
     async def _succeeded(
         self,
@@ -372,7 +503,7 @@ class Gateway:
         hold settled; its cost, and the work that records it once the response is on its way (the
         client does not wait for the trace record; the call's latency ends now)."""
         call.finish()
-        usage = usage_from_openai(response.get("usage"))
+        usage = self._usage(call, response.get("usage"))
         cost = self._cost(deployment, response.get("model"), usage)
         await self._count_tokens(caller, usage)
         await self._settle(call, cost)
@@ -405,7 +536,7 @@ class Gateway:
         total: Cost | None = Cost({})
         summary = []
         for position, step in enumerate(steps):
-            usage = usage_from_openai(step.response.get("usage"))
+            usage = self._usage(call, step.response.get("usage"))
             cost = self._cost(step.deployment, step.response.get("model"), usage)
             total = None if total is None or cost is None else Cost({"steps": total.total + cost.total})
             await self._count_tokens(caller, usage)
@@ -473,7 +604,7 @@ class Gateway:
                         chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
-                assembler.add(chunk)
+                assembler.add(check_chunk(chunk))
                 choices = chunk.get("choices") or []
                 if choices and (choices[0].get("delta") or {}).get("content"):
                     call.first_token()
@@ -485,19 +616,33 @@ class Gateway:
         except TimeoutError:
             status, error = Status.ERROR, f"stream exceeded the total timeout of {timeout_s:g} s"
             raise GatewayError(504, error, code="timeout", kind="timeout") from None
+        except Exception as exc:
+            log.error("gateway stream %s failed unexpectedly", call.trace_id, exc_info=exc)
+            status, error = Status.ERROR, "the gateway failed while relaying the stream"
+            raise GatewayError(500, f"{error} (trace {call.trace_id}).", code="internal_error") from None
         except BaseException:
             status, error = Status.ERROR, "client disconnected; upstream call cancelled"
             raise
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-            final = assembler.response()
-            usage = usage_from_openai(final.get("usage"))
-            cost = reply.cost = self._cost(deployment, final.get("model"), usage)
-            await self._count_tokens(caller, usage)
+            # every step below may fail (an unreadable chunk, Redis gone): the hold is released and the
+            # call recorded whatever happens
+            final: dict[str, Any] = {}
+            usage, cost = Usage(), None
+            try:
+                await stream.aclose()  # type: ignore[attr-defined]
+                final = assembler.response()
+                usage = self._usage(call, final.get("usage"))
+                cost = reply.cost = self._cost(deployment, final.get("model"), usage)
+            except Exception:
+                log.exception("gateway stream %s: its answer could not be assembled", call.trace_id)
             # a stream cut before its usage arrived spent an unknown amount: keep its worst case
             await self._settle(call, cost, unknown_is_worst_case=usage.is_empty)
-            if status is Status.OK:
-                await self.caches.store(cached, deployment, final, cost)
+            try:
+                await self._count_tokens(caller, usage)
+                if status is Status.OK:
+                    await self._store(cached, deployment, final, cost)
+            except Exception:
+                log.warning("gateway stream %s: counting its tokens or caching it failed", call.trace_id)
             self._save(
                 call.record_answer(
                     final,

@@ -23,7 +23,9 @@ import orjson
 
 from pilothouse.domain.budgets import Budget, applicable_budgets, crossed_thresholds, period_start
 from pilothouse.domain.money import Money
-from pilothouse.gateway.redis_client import connect_redis
+from pilothouse.domain.webhooks import WebhookRefused, displayed_webhook_url
+from pilothouse.gateway.redis_client import RedisUnavailable, connect_redis, redis_errors
+from pilothouse.gateway.webhooks import post_webhook
 from pilothouse.store.costs import CostStore
 
 if TYPE_CHECKING:  # httpx is imported with the first webhook: it pulls rich and pygments in at import
@@ -44,12 +46,15 @@ class BudgetLedger(Protocol):
     """Spend and open reservations per budget period."""
 
     async def ensure(self, key: str, spent: Money) -> None:
-        """Start counting ``key`` at ``spent`` unless it is already counted."""
+        """Count ``key`` from at least ``spent`` (the spend the database has recorded): start it there
+        when it is not counted (a new period, or a Redis that restarted empty), raise it when it
+        counts less (settlements lost while Redis was unreachable), never lower it."""
         ...
 
     async def reserve(self, entries: Sequence[LedgerEntry], amount: Money, rid: str, ttl_s: float) -> int:
         """Reserve ``amount`` in every entry, or in none: the index of the first entry it would push
-        over its limit, or -1 when reserved."""
+        over its limit, -1 when reserved, or ``-2 - i`` when entry ``i`` is not counted (its spend is
+        unknown: :meth:`ensure` it first)."""
         ...
 
     async def settle(
@@ -85,7 +90,9 @@ class LocalBudgetLedger:
         self._entries: dict[str, _LocalEntry] = {}
 
     async def ensure(self, key: str, spent: Money) -> None:
-        self._entries.setdefault(key, _LocalEntry(spent))
+        entry = self._entries.setdefault(key, _LocalEntry(spent))
+        if entry.spent < spent:
+            entry.spent = spent
 
     async def reserve(self, entries: Sequence[LedgerEntry], amount: Money, rid: str, ttl_s: float) -> int:
         states = [self._entries.setdefault(e.key, _LocalEntry()) for e in entries]
@@ -143,14 +150,34 @@ local function normal(high, low)
 end
 """
 
+# KEYS: the spend hash. ARGV: the spend the database has recorded. Raises the spend to it, never lower.
+_ENSURE = (
+    _AMOUNTS
+    + """
+local current = redis.call('HGET', KEYS[1], 'spent')
+if current then
+  local high, low = normal(split(current))
+  local new_high, new_low = normal(split(ARGV[1]))
+  if high > new_high or (high == new_high and low >= new_low) then return 0 end
+end
+redis.call('HSET', KEYS[1], 'spent', ARGV[1])
+return 1
+"""
+)
+
 # KEYS: per entry 3 keys (spend hash, reservation amounts hash, reservation expiries zset).
 # ARGV: amount, reservation id, now, expiry, then one limit per entry ('-': soft).
+# A spend hash that does not exist (a Redis that restarted empty, or evicted it) is not counted as 0:
+# the script answers -2 - index and the guard seeds it from the database first.
 _RESERVE = (
     _AMOUNTS
     + """
 local rid, now, expiry = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local amount_high, amount_low = split(ARGV[1])
 local n = #KEYS / 3
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[3*i-2]) == 0 then return -2 - (i - 1) end
+end
 for i = 1, n do
   local spend, res, exp = KEYS[3*i-2], KEYS[3*i-1], KEYS[3*i]
   local expired = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
@@ -179,16 +206,22 @@ return -1
 )
 
 # KEYS as above; ARGV: reservation id, actual cost. Returns before/after spend per entry, as text (the
-# integer HINCRBY returns would reach Lua as a double).
+# integer HINCRBY returns would reach Lua as a double). A spend that is no longer counted (Redis
+# restarted empty) is left for the next reservation to seed from the database, which has this cost.
 _SETTLE = """
 local out = {}
 for i = 1, #KEYS / 3 do
   redis.call('HDEL', KEYS[3*i-1], ARGV[1])
   redis.call('ZREM', KEYS[3*i], ARGV[1])
-  local before = redis.call('HGET', KEYS[3*i-2], 'spent') or '0'
-  redis.call('HINCRBY', KEYS[3*i-2], 'spent', ARGV[2])
-  table.insert(out, before)
-  table.insert(out, redis.call('HGET', KEYS[3*i-2], 'spent'))
+  local before = redis.call('HGET', KEYS[3*i-2], 'spent')
+  if before then
+    redis.call('HINCRBY', KEYS[3*i-2], 'spent', ARGV[2])
+    table.insert(out, before)
+    table.insert(out, redis.call('HGET', KEYS[3*i-2], 'spent'))
+  else
+    table.insert(out, '0')
+    table.insert(out, '0')
+  end
 end
 return out
 """
@@ -201,6 +234,7 @@ class RedisBudgetLedger:
     # from the stored spend).
     def __init__(self, url: str, prefix: str = "pilothouse:budget:pico") -> None:
         self._redis: Any = connect_redis(url)
+        self._ensure = self._redis.register_script(_ENSURE)
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)
         self._prefix = prefix
@@ -213,32 +247,48 @@ class RedisBudgetLedger:
         return keys
 
     async def ensure(self, key: str, spent: Money) -> None:
-        await self._redis.hsetnx(f"{self._prefix}:{{{key}}}", "spent", spent.pico)
+        try:
+            await self._ensure(keys=[f"{self._prefix}:{{{key}}}"], args=[str(spent.pico)])
+        except redis_errors() as exc:
+            raise RedisUnavailable("budgets", exc) from exc
 
     async def reserve(self, entries: Sequence[LedgerEntry], amount: Money, rid: str, ttl_s: float) -> int:
         now = time.time()
         limits = ["-" if e.limit is None else str(e.limit.pico) for e in entries]
-        index = await self._reserve(
-            keys=self._keys(entries), args=[str(amount.pico), rid, now, now + ttl_s, *limits]
-        )
+        try:
+            index = await self._reserve(
+                keys=self._keys(entries), args=[str(amount.pico), rid, now, now + ttl_s, *limits]
+            )
+        except redis_errors() as exc:
+            raise RedisUnavailable("budgets", exc) from exc
         return int(index)
 
     async def settle(
         self, entries: Sequence[LedgerEntry], rid: str, actual: Money
     ) -> list[tuple[Money, Money]]:
-        values = await self._settle(keys=self._keys(entries), args=[rid, str(actual.pico)])
+        try:
+            values = await self._settle(keys=self._keys(entries), args=[rid, str(actual.pico)])
+        except redis_errors() as exc:
+            raise RedisUnavailable("budgets", exc) from exc
         amounts = [Money(int(v)) for v in values]
         return list(zip(amounts[0::2], amounts[1::2], strict=True))
 
     async def usage(self, key: str) -> tuple[Money, Money]:
         base = f"{self._prefix}:{{{key}}}"
-        spent = await self._redis.hget(base, "spent")
-        await self._redis.zremrangebyscore(f"{base}:exp", "-inf", time.time())
-        amounts = await self._redis.hvals(f"{base}:res")
+        try:
+            spent = await self._redis.hget(base, "spent")
+            await self._redis.zremrangebyscore(f"{base}:exp", "-inf", time.time())
+            amounts = await self._redis.hvals(f"{base}:res")
+        except redis_errors() as exc:
+            raise RedisUnavailable("budgets", exc) from exc
         return Money(int(spent or 0)), Money(sum(int(a) for a in amounts))
 
     async def first_alert(self, key: str, threshold: float) -> bool:
-        return bool(await self._redis.set(f"{self._prefix}:{{{key}}}:alert:{threshold:g}", "1", nx=True))
+        try:
+            claimed = await self._redis.set(f"{self._prefix}:{{{key}}}:alert:{threshold:g}", "1", nx=True)
+        except redis_errors() as exc:
+            raise RedisUnavailable("budgets", exc) from exc
+        return bool(claimed)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -281,14 +331,19 @@ class BudgetGuard:
         *,
         refresh_s: float = 10.0,
         reservation_ttl_s: float = 900.0,
+        webhook_allow: Sequence[str] = (),
     ) -> None:
         self.costs = costs
+        self.webhook_allow = tuple(webhook_allow)  # hosts and networks alerts may reach though not public
         self.ledger = ledger
         self.refresh_s = refresh_s
         self.reservation_ttl_s = reservation_ttl_s
         self._budgets: list[Budget] = []
         self._dirty = True  # load before the first request
         self._started: set[str] = set()  # ledger keys whose stored spend this process has loaded
+        # a Redis fault may have lost settlements: the next full reload raises every ledger to the
+        # database's spend (which has them once their traces are written)
+        self._reseed = False
         self._webhooks: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
@@ -299,12 +354,25 @@ class BudgetGuard:
 
     async def reload(self) -> None:
         """Read the budgets and the stored spend of their current periods, so that requests never
-        wait for the database (a period that begins between reloads is read on its first request)."""
+        wait for the database (a period that begins between reloads is read on its first request).
+        While Redis is unavailable the budgets are still read; their spend is seeded when it is back
+        (one warning, not an error: the server starts degraded)."""
         budgets = await asyncio.to_thread(self.costs.list_budgets)
-        now = datetime.now(UTC)
-        for budget in budgets:
-            await self._start(budget, _entry(budget, now), now)
         self._budgets, self._dirty = budgets, False
+        now = datetime.now(UTC)
+        force, self._reseed = self._reseed, False
+        try:
+            for budget in budgets:
+                await self._start(budget, _entry(budget, now), now, force=force)
+        except RedisUnavailable as exc:
+            self._fault()
+            log.warning("%s; budget spend will be seeded from the database when it is back", exc)
+
+    def _fault(self) -> None:
+        """After a Redis fault: seed every ledger again before its next use, and once more at the next
+        reload (settlements lost in the fault reach the database with their traces)."""
+        self._started.clear()
+        self._reseed = True
 
     def start(self) -> None:
         """Reload every ``refresh_s`` in the background (budgets created by the CLI or another process)."""
@@ -333,8 +401,10 @@ class BudgetGuard:
             return []
         return applicable_budgets(budgets, project_id, key_id, user_id, tags)
 
-    async def _start(self, budget: Budget, entry: LedgerEntry, now: datetime) -> None:
-        if entry.key in self._started:
+    async def _start(self, budget: Budget, entry: LedgerEntry, now: datetime, *, force: bool = False) -> None:
+        """Seed the ledger entry with the spend the database has recorded (once per process and
+        period, unless ``force``)."""
+        if entry.key in self._started and not force:
             return
         since_ns = int(period_start(budget.period, now).timestamp() * 1e9)
         spent = await asyncio.to_thread(self.costs.spend_since, budget, since_ns)
@@ -345,10 +415,21 @@ class BudgetGuard:
         """Hold ``worst_case`` against every budget; :class:`BudgetExceeded` when a hard one is full."""
         now = datetime.now(UTC)
         entries = [_entry(b, now) for b in budgets]
-        for budget, entry in zip(budgets, entries, strict=True):
-            await self._start(budget, entry, now)
         rid = uuid.uuid4().hex
-        index = await self.ledger.reserve(entries, worst_case, rid, self.reservation_ttl_s)
+        try:
+            for budget, entry in zip(budgets, entries, strict=True):
+                await self._start(budget, entry, now)
+            index = await self.ledger.reserve(entries, worst_case, rid, self.reservation_ttl_s)
+            for _ in budgets:  # an entry Redis no longer has (it restarted empty): seed it, try again
+                if index > -2:
+                    break
+                await self._start(budgets[-2 - index], entries[-2 - index], now, force=True)
+                index = await self.ledger.reserve(entries, worst_case, rid, self.reservation_ttl_s)
+        except RedisUnavailable:
+            self._fault()
+            raise
+        if index <= -2:
+            raise RedisUnavailable("budgets", RuntimeError("the ledger lost its entries while seeding"))
         if index >= 0:
             spent, reserved = await self.ledger.usage(entries[index].key)
             raise BudgetExceeded(budgets[index], spent, reserved, worst_case)
@@ -359,7 +440,11 @@ class BudgetGuard:
         if reservation.settled:
             return
         reservation.settled = True
-        moves = await self.ledger.settle(reservation.entries, reservation.id, actual)
+        try:
+            moves = await self.ledger.settle(reservation.entries, reservation.id, actual)
+        except RedisUnavailable:
+            self._fault()  # this cost is in the database: the entries are raised to it later
+            raise
         for budget, entry, (before, after) in zip(
             reservation.budgets, reservation.entries, moves, strict=True
         ):
@@ -392,22 +477,31 @@ class BudgetGuard:
     async def _post(self, url: str, payload: dict[str, Any]) -> None:
         import httpx
 
-        if self._webhooks is None:
-            self._webhooks = httpx.AsyncClient(timeout=10.0)
+        if self._webhooks is None:  # redirects are not followed: they could lead anywhere
+            self._webhooks = httpx.AsyncClient(timeout=10.0, follow_redirects=False)
+        shown = displayed_webhook_url(url, full=False)
         try:
-            response = await self._webhooks.post(
-                url, content=orjson.dumps(payload), headers={"content-type": "application/json"}
-            )
+            response = await post_webhook(self._webhooks, url, orjson.dumps(payload), self.webhook_allow)
             response.raise_for_status()
-        except httpx.HTTPError as exc:
-            log.warning("budget alert webhook %s failed: %s", url, exc)
+        except WebhookRefused as exc:
+            log.warning("budget alert webhook %s refused: %s", shown, exc)
+        except httpx.HTTPStatusError as exc:
+            log.warning("budget alert webhook %s answered %d", shown, exc.response.status_code)
+        except httpx.HTTPError as exc:  # its message names the address: the class says enough
+            log.warning("budget alert webhook %s failed: %s", shown, type(exc).__name__)
 
     async def usage(self, budget: Budget) -> tuple[Money, Money]:
         """(spent, reserved) of a budget in its current period."""
         now = datetime.now(UTC)
         entry = _entry(budget, now)
-        await self._start(budget, entry, now)
+        await self._start(budget, entry, now, force=True)  # what the database has, if Redis lost it
         return await self.ledger.usage(entry.key)
+
+    async def stored_spend(self, budget: Budget) -> Money:
+        """What the database has recorded as spent in the budget's current period (what a page shows
+        while the ledger's Redis is unavailable)."""
+        since_ns = int(period_start(budget.period, datetime.now(UTC)).timestamp() * 1e9)
+        return await asyncio.to_thread(self.costs.spend_since, budget, since_ns)
 
     async def close(self) -> None:
         """Stop reloading, wait for alert webhooks in flight and release connections."""

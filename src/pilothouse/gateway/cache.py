@@ -21,7 +21,7 @@ import orjson
 
 from pilothouse.config import CacheSettings
 from pilothouse.domain.money import Money
-from pilothouse.gateway.redis_client import connect_redis
+from pilothouse.gateway.redis_client import RedisUnavailable, connect_redis, redis_errors
 
 _IGNORED = frozenset({"stream", "stream_options", "user"})
 
@@ -148,11 +148,17 @@ class RedisResponseCache:
         self._prefix = prefix
 
     async def get(self, key: str) -> CachedAnswer | None:
-        data = await self._redis.get(f"{self._prefix}:{key}")
+        try:
+            data = await self._redis.get(f"{self._prefix}:{key}")
+        except redis_errors() as exc:
+            raise RedisUnavailable("response cache", exc) from exc
         return None if data is None else CachedAnswer.loads(data)
 
     async def set(self, key: str, answer: CachedAnswer) -> None:
-        await self._redis.set(f"{self._prefix}:{key}", answer.dumps(), px=int(self.settings.ttl_s * 1000))
+        try:
+            await self._redis.set(f"{self._prefix}:{key}", answer.dumps(), px=int(self.settings.ttl_s * 1000))
+        except redis_errors() as exc:
+            raise RedisUnavailable("response cache", exc) from exc
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pilothouse.config import CascadeSettings
+from pilothouse.gateway._answers import check_chat_answer
 from pilothouse.providers.base import Deployment
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ async def run_cascade(
         step_request = {**request, "model": model, "stream": False}
         step_request.pop("stream_options", None)
         response, deployment = await router.chat(step_request, attempts)
+        check_chat_answer(response)  # an unreadable step answer is the upstream's 502, not our 500
         last = position == len(settings.models) - 1
         verdict = None if last else await verifier(request, response)
         steps.append(CascadeStep(model, response, deployment, verdict))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pilothouse.gateway.redis_client import connect_redis
+from pilothouse.gateway.redis_client import RedisUnavailable, connect_redis, redis_errors
 
 WINDOW_S = 60
 
@@ -110,18 +110,24 @@ class RedisRateLimiter:
 
     async def admit(self, key_id: str, rpm: int | None, tpm: int | None) -> LimitDecision:
         keys, left = self._keys(key_id)
-        allowed, reason, requests, tokens = await self._admit_script(
-            keys=keys, args=[-1 if rpm is None else rpm, -1 if tpm is None else tpm, WINDOW_S * 2]
-        )
+        try:
+            allowed, reason, requests, tokens = await self._admit_script(
+                keys=keys, args=[-1 if rpm is None else rpm, -1 if tpm is None else tpm, WINDOW_S * 2]
+            )
+        except redis_errors() as exc:
+            raise RedisUnavailable("rate limits", exc) from exc
         exceeded = {0: None, 1: "requests", 2: "tokens"}[int(reason)]
         return LimitDecision(bool(allowed), exceeded, 0.0 if allowed else left, int(requests), int(tokens))
 
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         keys, _ = self._keys(key_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incrby(keys[1], tokens)
-            pipe.expire(keys[1], WINDOW_S * 2)
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incrby(keys[1], tokens)
+                pipe.expire(keys[1], WINDOW_S * 2)
+                await pipe.execute()
+        except redis_errors() as exc:
+            raise RedisUnavailable("rate limits", exc) from exc
 
     async def close(self) -> None:
         await self._redis.aclose()

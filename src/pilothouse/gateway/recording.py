@@ -15,6 +15,7 @@ import orjson
 from pilothouse.domain.ids import new_span_id, new_trace_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
+    MAX_CALL_TOKENS,
     Cost,
     Observation,
     ObservationKind,
@@ -22,6 +23,7 @@ from pilothouse.domain.traces import (
     Status,
     TraceAttributes,
     Usage,
+    token_count,
 )
 from pilothouse.gateway.router import Attempt
 
@@ -52,21 +54,44 @@ def parse_traceparent(header: str | None) -> tuple[str, str | None]:
     return new_trace_id(), None
 
 
-def usage_from_openai(usage: dict[str, Any] | None) -> Usage:
-    """Usage of an OpenAI ``usage`` object, each token once (``prompt_tokens`` include cached ones)."""
+def usage_from_openai(usage: Any) -> Usage:
+    """Usage of an OpenAI ``usage`` object, each token once (``prompt_tokens`` include cached ones).
+    Counts are read with :func:`~pilothouse.domain.traces.token_count` (negative, fractional or absurd
+    ones corrected): see :func:`checked_usage_from_openai` to learn whether they were."""
+    return checked_usage_from_openai(usage)[0]
+
+
+def checked_usage_from_openai(usage: Any) -> tuple[Usage, bool]:
+    """:func:`usage_from_openai`, and whether a count was out of range or unreadable (and corrected)."""
     if not usage:
-        return Usage()
-    prompt = int(usage.get("prompt_tokens") or 0)
-    details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0)
-    written = int(details.get("cache_write_tokens") or 0)  # Anthropic upstreams, translated
-    return Usage(
-        input=max(0, prompt - cached - written),
-        output=int(usage.get("completion_tokens") or 0),
-        cache_read=cached,
-        cache_write=written,
-        reasoning=int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
+        return Usage(), False
+    if type(usage) is not dict:
+        return Usage(), True
+    details = usage.get("prompt_tokens_details") or _NO_DETAILS
+    output_details = usage.get("completion_tokens_details") or _NO_DETAILS
+    if type(details) is not dict or type(output_details) is not dict:
+        return Usage(), True
+    raw: tuple[Any, ...] = (
+        usage.get("prompt_tokens") or 0,
+        details.get("cached_tokens") or 0,
+        details.get("cache_write_tokens") or 0,  # Anthropic upstreams, translated
+        usage.get("completion_tokens") or 0,
+        output_details.get("reasoning_tokens") or 0,
     )
+    corrected = False
+    for value in raw:  # the usual case: plain integers in range, read as they are
+        if type(value) is not int or not 0 <= value <= MAX_CALL_TOKENS:
+            corrected = True
+            break
+    if corrected:
+        checked = [token_count(value) for value in raw]
+        raw = tuple(value for value, _ in checked)
+        corrected = any(flag for _, flag in checked)
+    prompt, cached, written, output, reasoning = raw
+    return Usage(max(0, prompt - cached - written), output, cached, written, reasoning), corrected
+
+
+_NO_DETAILS: dict[str, Any] = {}
 
 
 @dataclass

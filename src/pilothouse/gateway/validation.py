@@ -107,10 +107,33 @@ def check_chat_request(body: Any) -> dict[str, Any]:
     tools = body.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
         raise InvalidRequest(422, "'tools' must be an array of tool objects.", "tools")
+    _check_tool_choice(body.get("tool_choice"))
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest(422, "'stream_options' must be an object.", "stream_options")
     return cast(dict[str, Any], body)
+
+
+_TOOL_CHOICES = ("none", "auto", "required")
+
+
+def _check_tool_choice(choice: Any) -> None:
+    """``tool_choice``: absent, ``none``/``auto``/``required``, or an object with a ``type`` (a
+    ``function`` one names its function). Anything else is a 400, before any budget is held."""
+    if choice is None or choice in _TOOL_CHOICES:
+        return
+    if isinstance(choice, dict) and isinstance(choice.get("type"), str):
+        if choice["type"] != "function":
+            return
+        function = choice.get("function")
+        if isinstance(function, dict) and isinstance(function.get("name"), str) and function["name"]:
+            return
+    raise InvalidRequest(
+        400,
+        "'tool_choice' must be 'none', 'auto', 'required' or "
+        '{"type": "function", "function": {"name": "..."}}.',
+        "tool_choice",
+    )
 
 
 def check_embeddings_request(body: Any) -> dict[str, Any]:
@@ -156,7 +179,7 @@ def check_messages_request(body: Any) -> dict[str, Any]:
 
 
 _BLOCK_TYPES = {"text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking"}
-_TOOL_CHOICES = {"auto", "any", "tool", "none"}
+_ANTHROPIC_TOOL_CHOICES = {"auto", "any", "tool", "none"}
 
 
 def _check_blocks(blocks: list[Any], where: str, *, text_only: bool = False) -> None:
@@ -211,7 +234,7 @@ def _check_messages_options(body: dict[str, Any]) -> None:
     choice = body.get("tool_choice")
     if choice is not None and (
         not isinstance(choice, dict)
-        or choice.get("type") not in _TOOL_CHOICES
+        or choice.get("type") not in _ANTHROPIC_TOOL_CHOICES
         or (choice.get("type") == "tool" and not isinstance(choice.get("name"), str))
     ):
         raise InvalidRequest(

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from pilothouse.domain.traces import token_count
+
 _STOP_TO_ANTHROPIC = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -148,13 +150,14 @@ def openai_to_messages_response(response: dict[str, Any], model: str) -> dict[st
 
 def anthropic_usage(usage: dict[str, Any] | None) -> dict[str, int]:
     """Anthropic usage (input excludes cache reads) from OpenAI usage (prompt tokens include them)."""
-    usage = usage or {}
-    details = usage.get("prompt_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0)
-    written = int(details.get("cache_write_tokens") or 0)
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    cached = token_count(details.get("cached_tokens"))[0]
+    written = token_count(details.get("cache_write_tokens"))[0]
     return {
-        "input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached - written),
-        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "input_tokens": max(0, token_count(usage.get("prompt_tokens"))[0] - cached - written),
+        "output_tokens": token_count(usage.get("completion_tokens"))[0],
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": written,
     }

@@ -85,15 +85,20 @@ class ProviderError(Exception):
         return cls(status, message, kind=kinds.get(status, "invalid_request_error"))
 
 
+UNREADABLE = "upstream_unreadable"  # the error code of an upstream answer that cannot be read
+
+
 def upstream_json(data: bytes | str) -> dict[str, Any]:
     """A JSON object from an upstream; anything else is a retryable 502 (a broken upstream, not a bug
     of ours)."""
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise ProviderError(502, "upstream sent invalid JSON", retryable=True) from None
+        raise ProviderError(502, "upstream sent invalid JSON", code=UNREADABLE, retryable=True) from None
     if not isinstance(value, dict):
-        raise ProviderError(502, "upstream answered with something other than a JSON object", retryable=True)
+        raise ProviderError(
+            502, "upstream answered with something other than a JSON object", code=UNREADABLE, retryable=True
+        )
     return value
 
 

@@ -24,11 +24,12 @@ from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.evals import Evaluations
 from pilothouse.evals.verifier import add_cascades
-from pilothouse.gateway import Caches, Gateway, GatewayError
+from pilothouse.gateway import Caches, Gateway, GatewayError, RedisFaults, redis_unavailable
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
 from pilothouse.gateway.cache import make_response_cache
 from pilothouse.gateway.config import ConfigError, GatewayConfig, load_gateway_config
 from pilothouse.gateway.limits import make_rate_limiter
+from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.server import api, costs_api, evals_api, gateway_api
@@ -51,9 +52,18 @@ log = logging.getLogger("pilothouse.server")
 
 
 async def health(request: Request) -> Response:
-    """Liveness and the ingest queue's depth."""
+    """Liveness, the ingest queue's depth and Redis: ``status`` is ``degraded`` (with the ``reasons``)
+    while Redis is unreachable, still answered 200: the process is alive and serves what does not need
+    Redis; restarting it would not bring Redis back (docs/deployment.md, "Health")."""
     state: Services = request.app.state.pilothouse
-    return FastJSONResponse({"status": "ok", "ingest_pending": state.ingest.pending})
+    body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending}
+    if state.redis is not None:
+        error = await state.redis.error()
+        body["redis"] = "ok" if error is None else "unavailable"
+        if error is not None:
+            body["status"] = "degraded"
+            body["reasons"] = [error]
+    return FastJSONResponse(body)
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:
@@ -65,6 +75,11 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
     return ApiError(exc.status_code, message).response()
+
+
+async def _redis_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RedisUnavailable)
+    return error_response(redis_unavailable(exc))
 
 
 async def _server_error(_request: Request, exc: Exception) -> Response:
@@ -116,7 +131,9 @@ def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) ->
     is a model of this same gateway), rate limits and budgets (shared in Redis when configured). A bad
     cascade verifier is a config error at start-up. Its recorder is set when the app starts."""
     router = Router(config)  # providers are created now, so a bad config fails before serving
-    budgets = BudgetGuard(CostStore(store), make_budget_ledger(settings.redis_url))
+    budgets = BudgetGuard(
+        CostStore(store), make_budget_ledger(settings.redis_url), webhook_allow=settings.webhook_allow
+    )
     semantic = (
         SemanticCache(config.semantic_cache, local_embedder(config.semantic_cache.model))
         if config.semantic_cache.enabled
@@ -128,6 +145,11 @@ def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) ->
         limiter=make_rate_limiter(settings.redis_url),
         budgets=budgets,
         caches=Caches(make_response_cache(config.cache, settings.redis_url), semantic),
+        redis_faults=RedisFaults(
+            limits_fail_open=settings.limits_fail_open,
+            budgets_fail_open=settings.budgets_fail_open,
+            cache_fail_open=settings.cache_fail_open,
+        ),
     )
     try:
         add_cascades(gateway, config.cascades)
@@ -194,6 +216,7 @@ def create_app(
             metrics=metrics,
             evaluations=Evaluations.over(the_store),
             spool=spool,
+            redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -214,6 +237,8 @@ def create_app(
         finally:
             await gateway.close()
             await auth.throttle.close()
+            if app.state.pilothouse.redis is not None:
+                await app.state.pilothouse.redis.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if spool is not None:
@@ -237,6 +262,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={
             GatewayError: _api_error,  # the gateway's errors and the surfaces' (ApiError)
+            RedisUnavailable: _redis_error,  # /api reading budgets while Redis is down
             HTTPException: _http_error,
             Exception: _server_error,
         },

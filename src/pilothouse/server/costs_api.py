@@ -16,7 +16,9 @@ from pilothouse.domain.budgets import Budget, BudgetPeriod, BudgetScope, forecas
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.money import Money
 from pilothouse.domain.timeparse import parse_time_ns
+from pilothouse.domain.webhooks import WebhookRefused, displayed_webhook_url
 from pilothouse.gateway.cache import LocalResponseCache
+from pilothouse.gateway.webhooks import resolve_webhook
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse
 from pilothouse.server.state import Services
@@ -48,7 +50,9 @@ async def costs_report(request: Request) -> Response:
     return FastJSONResponse({"by": by, "since_ns": since_ns, "data": await run_in_threadpool(build)})
 
 
-async def _budget_json(state: Services, budget: Budget) -> dict[str, Any]:
+async def _budget_json(state: Services, budget: Budget, *, admin: bool) -> dict[str, Any]:
+    """A budget with its spend; its webhook URL never with credentials, and only its host unless the
+    caller is an admin (a receiver's secret token is in its path or query)."""
     spent, reserved = await state.budgets.usage(budget)
     return {
         "id": budget.id,
@@ -58,7 +62,7 @@ async def _budget_json(state: Services, budget: Budget) -> dict[str, Any]:
         "limit_usd": budget.limit_usd,
         "hard": budget.hard,
         "alert_thresholds": list(budget.alert_thresholds),
-        "webhook_url": budget.webhook_url,
+        "webhook_url": displayed_webhook_url(budget.webhook_url, full=admin),
         "spent_usd": spent,
         "reserved_usd": reserved,
         "forecast_usd": forecast_period_spend(spent, budget.period, datetime.now(UTC)),
@@ -70,7 +74,8 @@ async def list_budgets(request: Request) -> Response:
     state = _state(request)
     principal = await state.auth.authenticate(request, Scope.READ)
     budgets = await run_in_threadpool(CostStore(state.store).list_budgets, principal.project_id)
-    return FastJSONResponse({"data": [await _budget_json(state, b) for b in budgets]})
+    admin = principal.allows(Scope.ADMIN)
+    return FastJSONResponse({"data": [await _budget_json(state, b, admin=admin) for b in budgets]})
 
 
 def _choice(
@@ -109,10 +114,11 @@ async def create_budget(request: Request) -> Response:
             400, "'alert_thresholds' must be a list of positive fractions.", param="alert_thresholds"
         )
     webhook = body.get("webhook_url")
-    if webhook is not None and (
-        not isinstance(webhook, str) or not webhook.startswith(("http://", "https://"))
-    ):
-        raise ApiError(400, "'webhook_url' must be an http(s) URL.", param="webhook_url")
+    if webhook is not None:
+        try:  # where alerts may go: public addresses, or those the webhook_allow setting names
+            await resolve_webhook(webhook, state.settings.webhook_allow)
+        except WebhookRefused as exc:
+            raise ApiError(400, f"'webhook_url' is refused: {exc}.", param="webhook_url") from None
     budget = await run_in_threadpool(
         CostStore(state.store).create_budget,
         principal.project_id,
@@ -125,7 +131,7 @@ async def create_budget(request: Request) -> Response:
         webhook_url=webhook,
     )
     state.budgets.invalidate()
-    return FastJSONResponse(await _budget_json(state, budget), status_code=201)
+    return FastJSONResponse(await _budget_json(state, budget, admin=True), status_code=201)
 
 
 async def delete_budget(request: Request) -> Response:

@@ -92,6 +92,7 @@ def _encode(record: SpanRecord) -> dict[str, Any]:
             "saved": cost.saved.pico,
         },
         "t": record.trace,
+        "m": record.metered,
     }
 
 
@@ -107,4 +108,7 @@ def _decode(item: dict[str, Any]) -> SpanRecord:
         )
     trace = dict(item["t"])
     trace["tags"] = tuple(trace["tags"])
-    return SpanRecord(item["p"], Observation(**fields), TraceAttributes(**trace))
+    # metered: the gateway billed it (it counts toward budgets); records spooled before the flag was
+    # written are all the gateway's own calls
+    metered = bool(item.get("m", True))
+    return SpanRecord(item["p"], Observation(**fields), TraceAttributes(**trace), metered=metered)

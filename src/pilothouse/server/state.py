@@ -9,6 +9,7 @@ from pilothouse.config import Settings
 from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
+from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.metrics import GatewayMetrics
@@ -20,8 +21,9 @@ from pilothouse.store.sql import SqlStore
 class Services:
     """The services of one running app: settings, the store and its ingest queue, key checks, the
     gateway (with its router and caches), the budgets it enforces, the metrics, the evaluations
-    (eval runs compared with the quality gate) and, in the durable mode, the spool that every
-    acknowledged span and gateway call is on before its answer is sent."""
+    (eval runs compared with the quality gate), in the durable mode the spool that every
+    acknowledged span and gateway call is on before its answer is sent, and a probe of Redis when one
+    is configured."""
 
     settings: Settings
     store: SqlStore
@@ -32,3 +34,4 @@ class Services:
     metrics: GatewayMetrics
     evaluations: Evaluations
     spool: Spool | None = None
+    redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health

@@ -250,7 +250,7 @@ class AnalyticsQueries:
                     latency_ms=max(0, end_ns - start_ns) / 1e6,
                     error=status == "error",
                     model=model or request_model or "",
-                    key_id=key_id,
+                    key_id=key_id or None,  # "": metered with no key
                     user_id=user_id,
                     tags=tuple(orjson.loads(tags)) if tags else (),
                     prompt=prompt,

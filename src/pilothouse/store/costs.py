@@ -116,14 +116,17 @@ class CostStore:
             return conn.execute(t.budgets.delete().where(cond)).rowcount > 0
 
     def spend_since(self, budget: Budget, since_ns: int) -> Money:
-        """What the budget's scope has spent on priced model calls since ``since_ns``: exactly the sum
-        of their costs (each read as whole pico-dollars, which the database adds as integers)."""
+        """What the budget's scope has spent on priced model calls the gateway metered since
+        ``since_ns``: exactly the sum of their costs (each read as whole pico-dollars, which the
+        database adds as integers). Spans sent to the collector are reported but never counted here:
+        sending spans cannot block or unblock a budget."""
         s, tr = t.spans, t.traces
         conds = [
             tr.c.project_id == budget.project_id,
             tr.c.start_ns >= since_ns,
             s.c.start_ns >= since_ns,
             s.c.cost_usd.is_not(None),
+            s.c.key_id.is_not(None),  # calls the gateway metered; spans clients sent never count
         ]
         if budget.scope is BudgetScope.KEY:
             conds.append(s.c.key_id == budget.scope_value)
@@ -271,7 +274,7 @@ def _stored_call(row: Any) -> StoredCall:
             reasoning=row["reasoning_tokens"] or 0,
         ),
         cost=cost_from_columns(row["cost_details"], row["price_version"], row["saved_usd"]),
-        key_id=row["key_id"],
+        key_id=row["key_id"] or None,  # "": metered with no key
         user_id=row["user_id"],
         tags=tuple(loads(row["tags"], [])),
         prompt=prompt,

@@ -120,6 +120,17 @@ def money_or_none(usd: float | None) -> Money | None:
     return None if usd is None else Money.from_usd(usd)
 
 
+def metered_key(record: SpanRecord) -> str | None:
+    """The ``key_id`` column of a span: the virtual key of a call this server's gateway metered, ``""``
+    for one it metered with no key (the admin secret, an in-process caller), NULL for every span a
+    client sent (whatever ``gateway.key_id`` it claims): budgets are seeded from the metered spans only
+    (:meth:`pilothouse.store.costs.CostStore.spend_since`)."""
+    if not record.metered:
+        return None
+    attrs = record.observation.attributes
+    return str(attrs.get("gateway.key_id") or "") if attrs else ""
+
+
 def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ...]:
     """The ``spans`` row of one received span of the trace keyed ``trace_pk``, in :data:`SPAN_COLUMNS`
     order (long texts packed when ``compress``)."""
@@ -158,7 +169,7 @@ def span_row(record: SpanRecord, trace_pk: int, compress: bool) -> tuple[Any, ..
         o.ttft_ns,
         o.prompt_name,
         o.prompt_version,
-        attrs.get("gateway.key_id") if attrs else None,
+        metered_key(record),
         None if cost is None else cost.saved.usd,
     )
 

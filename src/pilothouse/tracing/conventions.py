@@ -21,12 +21,15 @@ import orjson
 
 from pilothouse import _speedups
 from pilothouse.domain.traces import (
+    USAGE_CLAMPED,
     Observation,
     ObservationKind,
     SpanRecord,
     Status,
     TraceAttributes,
     Usage,
+    bounded_usage,
+    token_count,
 )
 from pilothouse.tracing.otlp import RawSpan
 
@@ -188,7 +191,7 @@ def _int(value: Any) -> int:
         return 0
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         return 0
 
 
@@ -331,27 +334,24 @@ def _output_text(messages: Any) -> str | None:
     return _text(messages[0] if len(messages) == 1 else messages)
 
 
-def _usage(slots: dict[str, Any]) -> Usage:
+def _usage(slots: dict[str, Any]) -> tuple[Usage, bool]:
+    """The span's usage, each count bounded (:func:`token_count`), and whether one was corrected."""
     get = slots.get
     prompt, completion = get("prompt_tokens"), get("completion_tokens")
     if prompt is None and completion is None:
         details = _json(get("usage_details"))
         if isinstance(details, dict) and details:
-            return _langfuse_usage(details)
-    read, write, reasoning = get("cache_read"), get("cache_write"), get("reasoning")
-    read = 0 if read is None else _int(read)
-    write = 0 if write is None else _int(write)
-    total_input = prompt if type(prompt) is int else _int(prompt)
+            return bounded_usage(_langfuse_usage(details))
+    read, bad_read = token_count(get("cache_read"))
+    write, bad_write = token_count(get("cache_write"))
+    total_input, bad_input = token_count(prompt)
+    output, bad_output = token_count(completion)
+    reasoning, bad_reasoning = token_count(get("reasoning"))
     # Conventions that count cache tokens inside the input figure (OpenAI style, and the GenAI
     # convention's recommendation) are recognised by the input being at least the cached part.
     uncached = total_input - read - write if total_input >= read + write else total_input
-    return Usage(
-        uncached,
-        completion if type(completion) is int else _int(completion),
-        read,
-        write,
-        0 if reasoning is None else _int(reasoning),
-    )
+    usage = Usage(uncached, output, read, write, reasoning)
+    return usage, bad_read or bad_write or bad_input or bad_output or bad_reasoning
 
 
 def _langfuse_usage(details: dict[str, Any]) -> Usage:
@@ -624,6 +624,9 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         for key, value in (groups.get("langfuse.observation.metadata.") or {}).items():
             attrs["metadata." + key] = _json(value)
     provider, prompt_name, prompt_version = get("provider"), get("prompt_name"), get("prompt_version")
+    usage, clamped = _usage(slots)
+    if clamped:  # negative, fractional or absurd counts: corrected, and said so on the span
+        attrs[USAGE_CLAMPED] = True
     observation = Observation(
         trace_id=raw.trace_id,
         id=raw.span_id,
@@ -641,7 +644,7 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         request_model=_text(request_model),
         model=model if type(model) is str else _text(model),
         model_parameters=_parameters(slots),
-        usage=_usage(slots),
+        usage=usage,
         ttft_ns=_ttft(slots, raw),
         prompt_name=None if prompt_name is None else _text(prompt_name),
         prompt_version=None if prompt_version is None else _text(prompt_version),

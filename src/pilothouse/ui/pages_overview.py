@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from pilothouse.domain.budgets import Budget, BudgetPeriod, forecast_period_spend
 from pilothouse.domain.money import Money
+from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.server.serialise import json_default
 from pilothouse.store.analytics import AnalyticsQueries, RollupRow
 from pilothouse.store.costs import CostStore
@@ -136,7 +137,10 @@ async def budget_rows(page: PageContext, budgets: list[Budget]) -> list[dict[str
     now = datetime.now(UTC)
     out = []
     for b in budgets:
-        spent, reserved = await page.state.budgets.usage(b)
+        try:
+            spent, reserved = await page.state.budgets.usage(b)
+        except RedisUnavailable:  # the page still shows what the database has recorded
+            spent, reserved = await page.state.budgets.stored_spend(b), Money.ZERO
         forecast = forecast_period_spend(spent, b.period, now)
         out.append(
             {
