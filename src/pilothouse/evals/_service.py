@@ -415,7 +415,7 @@ def _margins(margin: MarginsLike) -> dict[str | None, Margin]:
         return parse_margins(margin)
     except ValueError as exc:
         raise ComparisonError(
-            f"{option('margin')}: {exc}", code="invalid_parameter", param="margin"
+            f"{option('margin')} {exc}", code="invalid_parameter", param="margin"
         ) from None
 
 

@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from pilothouse.domain.evals import EvalRun
 from pilothouse.evals import ComparisonError
-from pilothouse.evals.gate import DEFAULT_ALPHA, judge_calibration_text
+from pilothouse.evals.gate import DEFAULT_ALPHA, judge_calibration_text, parse_margin
 from pilothouse.store.evals import EvalStore
 from pilothouse.ui.web import PageContext, UiError, not_found
 
@@ -125,6 +125,11 @@ async def compare(page: PageContext) -> Response:
     if not base_ref or not cand_ref:
         raise UiError(400, "Choose a baseline and a candidate run to compare.")
     margins = [m for m in page.params.get("margin", "").replace(",", " ").split() if m]
+    for margin in margins:
+        try:
+            parse_margin(margin)
+        except ValueError as exc:
+            raise UiError(400, f"Invalid query parameter 'margin': {exc}.") from None
     lower = [m for m in page.params.get("lower_is_better", "").replace(",", " ").split() if m]
     group_by = page.params.get("group_by", "").strip() or None
     alpha = _number_param(page, "alpha")

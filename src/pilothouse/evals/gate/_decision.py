@@ -96,7 +96,7 @@ class Margin:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.value) and self.value >= 0):
-            raise ValueError(f"a margin must be a number >= 0, not {self.value}")
+            raise ValueError(f"must be a number >= 0, not {self.value}")
 
     def absolute(self, metric: MetricSpec, baseline_mean: float) -> float:
         """The margin on the metric's scale, given the baseline's mean."""

@@ -15,14 +15,14 @@ Margins = Mapping[str | None, Margin]
 
 
 def parse_margin(text: str) -> tuple[str | None, Margin]:
-    """One margin setting -> (metric or None for all, margin); ValueError says what is wrong."""
+    """One margin setting -> (metric or None for all, margin); the ValueError says what it must be."""
     raw = text.strip()
     metric: str | None = None
     for separator in ("=", ":"):
         if separator in raw:
             named, raw = (part.strip() for part in raw.rsplit(separator, 1))
             if not named:
-                raise ValueError(f"{text!r} names no metric before {separator!r}")
+                raise ValueError(f"must name a metric before {separator!r}, not {text!r}")
             metric = named
             break
     relative = raw.endswith("%")
@@ -31,10 +31,10 @@ def parse_margin(text: str) -> tuple[str | None, Margin]:
         value = float(number)
     except ValueError:
         raise ValueError(
-            f"{text!r} is not a margin (a number such as 0.02, a share such as 10%, or METRIC=0.02)"
+            f"must be a number such as 0.02, a share such as 10%, or METRIC=0.02, not {text!r}"
         ) from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{text!r}: a margin must be a number >= 0")
+        raise ValueError(f"must be a number >= 0, not {text!r}")
     return metric, Margin(value / 100 if relative else value, relative)
 
 
