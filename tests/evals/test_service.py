@@ -274,3 +274,66 @@ def test_curation_that_matches_no_trace_stores_nothing(service: Evaluations) -> 
     with pytest.raises(DatasetError, match="no stored trace of project 'default' matches"):
         service.curate_from_traces("default", "golden", TraceQuery(model="no-such-model"))
     assert service.evals.list_datasets("default") == []
+
+
+def test_a_metric_the_candidate_dropped_is_refused_unless_left_out(service: Evaluations) -> None:
+    base = store_run(service.evals, {"contains": [1.0] * 200, "safety": [1.0] * 190 + [0.0] * 10})
+    cand = store_run(service.evals, {"contains": [1.0] * 200, "new_check": [1.0] * 200})
+    dropped = _refusal(service, base.id, cand.id)
+    assert dropped.code == "metric_missing" and dropped.param == "metric"
+    assert "the candidate lacks the baseline's metric 'safety'" in str(dropped)
+    chosen = service.compare_runs(base.id, cand.id, metrics=["contains"])
+    assert chosen.metrics == ("contains",) and chosen.not_gated == ("new_check",)
+    assert comparison_document(chosen)["not_gated"] == ["new_check"]
+
+
+def test_latency_is_built_in_and_lower_is_better(service: Evaluations) -> None:
+    fast = [100.0 + k % 7 for k in range(200)]
+    base = store_run(service.evals, {"contains": [1.0] * 200}, latency_ms=fast)
+    slow = store_run(service.evals, {"contains": [1.0] * 200}, latency_ms=[v * 1.5 for v in fast])
+    assert service.compare_runs(base.id, slow.id).metrics == ("contains",)  # gated only when named
+    comparison = service.compare_runs(base.id, slow.id, metrics=["latency_ms"])
+    latency = comparison.results[0]
+    assert latency.metric.higher_is_better is False and latency.metric.kind == "continuous"
+    assert latency.verdict is GateVerdict.REGRESSION and latency.delta > 0
+    faster = service.compare_runs(slow.id, base.id, metrics=["latency_ms"], margin="latency_ms=10%")
+    assert faster.verdict is GateVerdict.PASS
+    assert faster.results[0].margin == pytest.approx(0.1 * 1.5 * sum(fast) / 200)  # 10% of the baseline
+    # any other metric can be declared lower-is-better
+    errors = store_run(service.evals, {"errors": [0.0] * 200})
+    more = store_run(service.evals, {"errors": [1.0] * 40 + [0.0] * 160})
+    named = service.compare_runs(errors.id, more.id, lower_is_better=["errors"])
+    assert named.results[0].metric.higher_is_better is False and named.verdict is GateVerdict.REGRESSION
+    assert service.compare_runs(errors.id, more.id).verdict is GateVerdict.PASS  # read as higher-better
+
+
+def test_group_by_reads_the_datasets_metadata(service: Evaluations) -> None:
+    docs = [{"doc": f"d{k // 10}"} for k in range(60)]
+    base = store_run(service.evals, {"contains": [1.0] * 60}, metadata=docs)
+    cand = store_run(service.evals, {"contains": [0.0] * 10 + [1.0] * 50}, metadata=docs)  # one document
+    assert (
+        service.compare_runs(base.id, cand.id).verdict is GateVerdict.REGRESSION
+    )  # ten "independent" losses
+    grouped = service.compare_runs(base.id, cand.id, group_by="doc")
+    assert grouped.verdict is GateVerdict.INCONCLUSIVE and grouped.results[0].n_groups == 6
+    assert grouped.group_by == "doc" and comparison_document(grouped)["group_by"] == "doc"
+    missing = _refusal(service, base.id, cand.id, group_by="author")
+    assert missing.code == "invalid_parameter" and missing.param == "group_by"
+    assert "group_by 'author': 60 item(s) have no such metadata key" in str(missing)
+
+
+def test_looks_are_counted_per_baseline_and_candidate_configuration(service: Evaluations) -> None:
+    base = store_run(service.evals, {"contains": [1.0] * 40})
+    spec = {"target": {"model": "candidate-a"}}
+    first = store_run(service.evals, {"contains": [1.0] * 35 + [0.0] * 5}, spec=spec, name="try 1")
+    again = store_run(service.evals, {"contains": [1.0] * 35 + [0.0] * 5}, spec=spec, name="try 2")
+    other = store_run(service.evals, {"contains": [1.0] * 35 + [0.0] * 5}, spec={"target": {"model": "b"}})
+    assert service.compare_runs(base.id, again.id).look == 1  # nothing recorded: this would be look 1
+    recorded = service.compare_runs(base.id, first.id, record_look=True)
+    assert (recorded.look, recorded.verdict) == (1, GateVerdict.REGRESSION)  # mid-p 1/64 < 0.045
+    assert service.compare_runs(base.id, first.id, record_look=True).look == 1  # idempotent
+    second = service.compare_runs(base.id, again.id, record_look=True)  # the same config, renamed
+    assert second.look == 2 and second.look_alpha == pytest.approx(0.0025)
+    assert second.verdict is GateVerdict.INCONCLUSIVE
+    assert service.compare_runs(base.id, other.id).look == 1  # another configuration: its own looks
+    assert service.compare_runs(base.id, first.id).look == 1  # re-gating the first run: still look 1

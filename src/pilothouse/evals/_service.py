@@ -414,9 +414,7 @@ def _margins(margin: MarginsLike) -> dict[str | None, Margin]:
     try:
         return parse_margins(margin)
     except ValueError as exc:
-        raise ComparisonError(
-            f"{option('margin')} {exc}", code="invalid_parameter", param="margin"
-        ) from None
+        raise ComparisonError(f"{option('margin')} {exc}", code="invalid_parameter", param="margin") from None
 
 
 def _metric_names(

@@ -475,4 +475,3 @@ def _with_explanation(result: MetricResult, text: str) -> MetricResult:
     from dataclasses import replace
 
     return replace(result, explanation=text)
-
