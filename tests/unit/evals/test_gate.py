@@ -205,7 +205,8 @@ def test_items_needed_is_planned_from_the_margin_and_the_discordance_for_the_nex
     result = compare_metric(ACCURACY, base, cand)
     assert result.verdict is GateVerdict.INCONCLUSIVE
     z = _normal_quantile(1 - look_alpha(0.05, 2)) + _normal_quantile(0.85)
-    expected = math.ceil(z * z * 0.1 / 0.02**2)  # discordance 10%, margin 2 points, true difference 0
+    discordance = clopper_pearson_upper(10, 100, 0.2)  # 10 of 100 discordant, at its 80% upper bound
+    expected = math.ceil(z * z * discordance / 0.02**2)  # margin 2 points, true difference 0
     assert result.items_needed == expected
     assert f"about {expected:,} paired items would likely decide at the next look" in result.explanation
     # the observed difference does not enter: a better-looking sample plans the same

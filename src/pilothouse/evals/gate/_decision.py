@@ -25,21 +25,28 @@ from typing import TYPE_CHECKING, Literal
 
 from pilothouse.evals.gate._inference import (
     CLOPPER_PEARSON,
+    HOEFFDING,
     MID_P_MCNEMAR,
     binary_noninferiority_p,
+    clopper_pearson_upper,
     holm,
     look_alpha,
     mid_p_mcnemar,
     sign_flip_p,
 )
 from pilothouse.evals.stats import (
+    SIGN_FLIP_MAX_ITEMS,
     Estimate,
     PairedComparison,
+    SignTestResult,
     ValuesByItem,
     _normal_quantile,
+    _sign_flip_exact,
+    _student_t_quantile,
+    _t_test,
+    _tango_interval,
     clustered_bootstrap,
-    item_means,
-    paired_difference,
+    mcnemar_exact,
 )
 
 if TYPE_CHECKING:
@@ -51,7 +58,12 @@ MetricKind = Literal["binary", "continuous"]
 DEFAULT_ALPHA = 0.05
 DEFAULT_BINARY_MARGIN = 0.02  # two percentage points of pass rate
 DEFAULT_RELATIVE_MARGIN = 0.02  # continuous metrics: 2% of the baseline's mean
-PLANNING_POWER = 0.85  # items_needed: the next look passes an unchanged candidate with this probability
+BOOTSTRAP_MAX_ITEMS = 2000  # per-run intervals: the clustered bootstrap up to here, a t interval above
+PLANNING_POWER = 0.85
+PLANNING_BOUND = 0.8  # ... for the discordance or spread at this one-sided upper confidence bound
+# The pass test of repeated or continuous data: the sign-flip test of the differences shifted by the
+# margin from this many changed items (or groups); Hoeffding's bound below (benchmarks/gate_simulations.py).
+SHIFTED_SIGN_FLIP_MIN = 20  # items_needed: the next look passes an unchanged candidate with this probability
 
 
 class GateVerdict(StrEnum):
@@ -282,6 +294,44 @@ def compare_metric(
     return decide([entry], alpha=alpha, look=look, resamples=resamples, seed=seed).results[0]
 
 
+@dataclass
+class _Run:
+    """One run's values of one metric, summarised in one pass: item means, whether every item's
+    epochs agree, and the range of the values."""
+
+    means: dict[str, float]
+    deterministic: bool
+    low: float
+    high: float
+
+
+def _summarise(metric: MetricSpec, by_item: ValuesByItem) -> _Run:
+    import itertools
+
+    import numpy as np
+
+    means: dict[str, float] = {}
+    deterministic = True
+    for item, values in by_item.items():
+        if not values:
+            continue
+        if len(values) == 1:
+            means[item] = values[0]
+            continue
+        means[item] = math.fsum(values) / len(values)
+        if deterministic and any(v != values[0] for v in values):
+            deterministic = False
+    flat = np.fromiter(itertools.chain.from_iterable(by_item.values()), dtype=np.float64)
+    bad = ~np.isfinite(flat)
+    if metric.kind == "binary":
+        bad |= (flat != 0.0) & (flat != 1.0)
+    if bad.any():
+        _check_values(metric, by_item)  # names the item
+    low = float(flat.min()) if len(flat) else math.nan
+    high = float(flat.max()) if len(flat) else math.nan
+    return _Run(means, deterministic, low, high)
+
+
 def _check_values(metric: MetricSpec, by_item: ValuesByItem) -> None:
     for item, values in by_item.items():
         for v in values:
@@ -289,15 +339,6 @@ def _check_values(metric: MetricSpec, by_item: ValuesByItem) -> None:
                 raise ValueError(f"{metric.name}: item {item!r} has a non-finite value {v}")
             if metric.kind == "binary" and v not in (0.0, 1.0):
                 raise ValueError(f"{metric.name} is binary but item {item!r} has the value {v}")
-
-
-def _deterministic(*runs: ValuesByItem) -> bool:
-    """Every item's epochs agree in every run (repeats add nothing: collapse to one epoch)."""
-    for by_item in runs:
-        for values in by_item.values():
-            if len(values) > 1 and any(v != values[0] for v in values):
-                return False
-    return True
 
 
 def _test(
@@ -308,13 +349,12 @@ def _test(
     metric, baseline, candidate = entry.metric, entry.baseline, entry.candidate
     if isinstance(entry.margin, float | int) and not (math.isfinite(entry.margin) and entry.margin >= 0):
         raise ValueError(f"margin must be a non-negative number, not {entry.margin}")
-    for run in (baseline, candidate):
-        _check_values(metric, run.by_item)
-    base_means, cand_means = item_means(baseline.by_item), item_means(candidate.by_item)
+    base_run, cand_run = _summarise(metric, baseline.by_item), _summarise(metric, candidate.by_item)
+    base_means, cand_means = base_run.means, cand_run.means
     base_est = cand_est = None
     if estimates:
-        base_est = clustered_bootstrap(baseline.by_item, 1 - alpha, resamples, seed) if base_means else None
-        cand_est = clustered_bootstrap(candidate.by_item, 1 - alpha, resamples, seed) if cand_means else None
+        base_est = _estimate(baseline.by_item, base_means, 1 - alpha, resamples, seed)
+        cand_est = _estimate(candidate.by_item, cand_means, 1 - alpha, resamples, seed)
     base_mean = math.fsum(base_means.values()) / len(base_means) if base_means else math.nan
     margin = entry.margin
     if margin is None:
@@ -325,35 +365,28 @@ def _test(
         margin_value = float(margin)
     t = _Tested(entry, margin_value, base_est, cand_est)
 
-    single = _deterministic(baseline.by_item, candidate.by_item)
-    b_runs: ValuesByItem = baseline.by_item
-    c_runs: ValuesByItem = candidate.by_item
-    if single:
-        b_runs = {k: v[:1] for k, v in baseline.by_item.items() if v}
-        c_runs = {k: v[:1] for k, v in candidate.by_item.items() if v}
+    # every item's epochs agree in both runs: repeats add nothing, the data are one epoch
+    single = base_run.deterministic and cand_run.deterministic
     paired = sorted(base_means.keys() & cand_means.keys())
     imputed = sorted(k for k in base_means.keys() - cand_means.keys() if k in candidate.unmeasured_items)
     t.n_imputed = len(imputed)
-    every = base_means.keys() | cand_means.keys()
-    t.n_excluded = len(every) - len(paired) - len(imputed)
+    t.n_excluded = len(base_means) + len(cand_means) - 2 * len(paired) - len(imputed)
     if not paired and not imputed:
         return t
     sign = 1.0 if metric.higher_is_better else -1.0
-    values = [v for run in (baseline, candidate) for vs in run.by_item.values() for v in vs]
     if metric.kind == "binary":
         worst, t.spread = (0.0 if metric.higher_is_better else 1.0), 1.0
     else:
-        worst = min(values) if metric.higher_is_better else max(values)
-        t.spread = max(values) - min(values)
+        lows = [x for x in (base_run.low, cand_run.low) if math.isfinite(x)]
+        highs = [x for x in (base_run.high, cand_run.high) if math.isfinite(x)]
+        worst = min(lows) if metric.higher_is_better else max(highs)
+        t.spread = max(highs) - min(lows)
     base_arr = np.array([base_means[k] for k in paired], dtype=np.float64)
-    gains = sign * (np.array([cand_means[k] for k in paired], dtype=np.float64) - base_arr)
+    cand_arr = np.array([cand_means[k] for k in paired], dtype=np.float64)
+    gains = sign * (cand_arr - base_arr)
     imputed_gains = sign * (worst - np.array([base_means[k] for k in imputed], dtype=np.float64))
     all_gains = np.concatenate([gains, imputed_gains])
     t.worst_delta = sign * float(all_gains.mean())
-    if paired:
-        t.comparison = paired_difference(
-            b_runs, c_runs, confidence=1 - 2 * level, resamples=resamples, seed=seed
-        )
     if not paired:  # the candidate measured none of the baseline's items: a broken candidate
         t.nothing_measured = True
         t.p_value, t.p_pass = 0.0, 1.0
@@ -374,12 +407,14 @@ def _test(
 
     if binary_single:
         decreases, increases = int(np.count_nonzero(gains < 0)), int(np.count_nonzero(gains > 0))
-        t.p_value = mid_p_mcnemar(decreases, increases)[0]
+        p_worse, p_better = mid_p_mcnemar(decreases, increases)
         t.regression_test = MID_P_MCNEMAR
     else:
-        t.p_value, _, t.regression_test = sign_flip_p(measured_units, seed=seed)
+        p_worse, p_better, t.regression_test = sign_flip_p(measured_units, seed=seed)
+    t.p_value = p_worse
 
-    if not np.any(units != 0.0):
+    changed = int(np.count_nonzero(units))
+    if changed == 0:
         t.all_zero = True
         q = margin_value / t.spread if t.spread > 0 else (math.inf if margin_value > 0 else 0.0)
         # the chance of no differing item among n if at least a share q of items differ
@@ -390,9 +425,98 @@ def _test(
         c = int(np.count_nonzero(all_gains > 0))
         t.discordance = (d + c) / len(all_gains)
         t.p_pass, t.pass_test = binary_noninferiority_p(d, c, len(all_gains), margin_value)
+    elif changed < SHIFTED_SIGN_FLIP_MIN:
+        # few items moved: the shifted differences are far from symmetric (an atom at +margin), so
+        # the sign-flip test would be liberal; Hoeffding's bound holds for any bounded differences
+        spread = 2 * max(t.spread, float(np.abs(units).max()))
+        excess = float(units.mean()) + margin_value
+        t.p_pass = 1.0 if excess <= 0 else min(1.0, math.exp(-2 * len(units) * excess**2 / spread**2))
+        t.pass_test = HOEFFDING
     else:
         _, t.p_pass, t.pass_test = sign_flip_p(units + margin_value, seed=seed)
+    t.comparison = _paired_comparison(
+        base_arr, cand_arr, t, level, binary_single, p_worse, p_better, sign, len(imputed)
+    )
     return t
+
+
+def _paired_comparison(
+    base: npt.NDArray[np.float64],
+    cand: npt.NDArray[np.float64],
+    t: _Tested,
+    level: float,
+    binary_single: bool,
+    p_worse: float,
+    p_better: float,
+    sign: float,
+    n_imputed: int,
+) -> PairedComparison:
+    """The measured pairs' difference with a (1 - 2 level) interval, for the reports: Tango's for
+    single-epoch pass/fail data, else the sign-flip interval up to 19 items and the t interval above."""
+    import numpy as np
+
+    diffs = cand - base
+    n = len(diffs)
+    delta = float(diffs.mean())
+    confidence = 1 - 2 * level
+    decreases, increases = int(np.count_nonzero(diffs < 0)), int(np.count_nonzero(diffs > 0))
+    all_zero = decreases == increases == 0
+    if all_zero:
+        low = high = sd = 0.0
+    elif binary_single:
+        low, high = _tango_interval(decreases, increases, n, _normal_quantile(0.5 + confidence / 2))
+        sd = math.sqrt(max(0.0, (decreases + increases) / n - delta * delta))
+    elif n <= SIGN_FLIP_MAX_ITEMS:
+        low, high, _, _ = _sign_flip_exact(diffs, confidence)
+        sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
+    else:
+        sd = float(np.std(diffs, ddof=1))
+        low, high, _, _ = _t_test(delta, sd, n, confidence)
+    p_decrease, p_increase = (p_worse, p_better) if sign > 0 else (p_better, p_worse)
+    return PairedComparison(
+        n_items=n,
+        n_excluded=t.n_excluded + n_imputed,
+        baseline_mean=float(base.mean()),
+        candidate_mean=float(cand.mean()),
+        delta=delta,
+        low=low,
+        high=high,
+        confidence=confidence,
+        p_decrease=p_decrease,
+        p_increase=p_increase,
+        method=t.regression_test,
+        sd_difference=sd,
+        cohens_dz=delta / sd if sd > 0 and math.isfinite(sd) else None,
+        discordant=(decreases, increases) if binary_single else None,
+        sign=sign_test_counts(decreases, increases, n),
+        all_differences_zero=all_zero,
+    )
+
+
+def sign_test_counts(decreases: int, increases: int, n: int) -> SignTestResult:
+    """The exact sign test from the counts of lower and higher paired items."""
+    exact = mcnemar_exact(decreases, increases)
+    return SignTestResult(
+        decreases, increases, n - decreases - increases, exact.p_two_sided, exact.p_decrease, exact.p_increase
+    )
+
+
+def _estimate(
+    by_item: ValuesByItem, means: Mapping[str, float], confidence: float, resamples: int, seed: int
+) -> Estimate | None:
+    """A run's mean over items with its interval: the clustered bootstrap, or above
+    :data:`BOOTSTRAP_MAX_ITEMS` items (where the two agree) the t interval on item means, for speed."""
+    import numpy as np
+
+    if not means:
+        return None
+    if len(means) <= BOOTSTRAP_MAX_ITEMS:
+        return clustered_bootstrap(by_item, confidence, resamples, seed)
+    values = np.fromiter(means.values(), dtype=np.float64, count=len(means))
+    n, mean = len(values), float(values.mean())
+    half = _student_t_quantile(0.5 + confidence / 2, n - 1) * float(values.std(ddof=1)) / math.sqrt(n)
+    n_values = sum(len(v) for v in by_item.values())
+    return Estimate(mean, mean - half, mean + half, confidence, n, n_values)
 
 
 def _group_means(
@@ -410,26 +534,36 @@ def _group_means(
 
 
 def items_needed(t: _Tested, next_alpha: float) -> int | None:
-    """Paired items (groups, when grouped) for the next look to decide with probability 0.85 if the
-    candidate is truly no different: planned from the margin and the observed discordance (pass/fail)
-    or spread of the differences, never from the observed difference. None with a margin of 0 (no
-    sample shows a pass) or without any spread to plan from."""
+    """Paired items (groups, when grouped) for the next look to pass a candidate that is truly no
+    different with probability 0.85: planned from the margin and an 80% upper bound of the observed
+    discordance (pass/fail) or spread of the differences, never from the observed difference. None
+    with a margin of 0 (no sample shows a pass) or without a spread to plan from."""
     m = t.margin
     if m <= 0 or t.units == 0:
         return None
     z = _normal_quantile(1 - next_alpha) + _normal_quantile(PLANNING_POWER)
-    if t.all_zero or (t.discordance is not None and t.discordance == 0):
+    if t.all_zero:
         q = m / t.spread if t.spread > 0 else 1.0
         if q >= 1:
             return t.units + 1
         needed = math.floor(math.log(next_alpha) / math.log(1 - q)) + 1
     elif t.discordance is not None:
-        needed = math.ceil(z * z * t.discordance / (m * m))
+        k = round(t.discordance * t.units)
+        q = clopper_pearson_upper(k, t.units, 1 - PLANNING_BOUND)
+        needed = math.ceil(z * z * q / (m * m))
     elif math.isfinite(t.sd) and t.sd > 0:
-        needed = math.ceil((z * t.sd / m) ** 2 + z * z / 2)
+        sd = t.sd * math.sqrt((t.units - 1) / _chi_square_quantile(1 - PLANNING_BOUND, t.units - 1))
+        needed = math.ceil((z * sd / m) ** 2 + z * z / 2)
     else:
         return None
     return max(needed, t.units + 1)
+
+
+def _chi_square_quantile(p: float, df: int) -> float:
+    """Wilson-Hilferty's approximation to the chi-square quantile (close enough to plan with)."""
+    z = _normal_quantile(p)
+    c = 2 / (9 * df)
+    return df * max(1 - c + z * math.sqrt(c), 1e-3) ** 3
 
 
 def _result(t: _Tested, p_adjusted: float, alpha: float, level: float, next_alpha: float) -> MetricResult:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from pilothouse.evals.stats import _normal_cdf, _student_t_cdf, _tango_restricted_mle
+from pilothouse.evals.stats import _normal_cdf, _regularized_beta, _student_t_cdf, _tango_restricted_mle
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,6 +35,7 @@ MID_P_MCNEMAR = "mid-p McNemar"
 EXACT_UNCONDITIONAL = "exact unconditional (Tango score)"
 TANGO_SCORE = "Tango score test"
 CLOPPER_PEARSON = "Clopper-Pearson bound (no difference)"
+HOEFFDING = "Hoeffding bound (few changed items)"
 
 
 def look_alpha(alpha: float, look: int) -> float:
@@ -71,8 +72,8 @@ def clopper_pearson_upper(successes: int, n: int, alpha: float) -> float:
     if successes >= n:
         return 1.0
 
-    def tail(p: float) -> float:  # P(X <= successes) at p
-        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(successes + 1))
+    def tail(p: float) -> float:  # P(X <= successes) at p = I_(1-p)(n - successes, successes + 1)
+        return _regularized_beta(1 - p, n - successes, successes + 1)
 
     lo, hi = successes / n, 1.0
     for _ in range(60):
@@ -215,6 +216,18 @@ def _tango_scores(
     return np.where(var > 0, score, np.where(num > 0, np.inf, np.where(num < 0, -np.inf, 0.0)))
 
 
+@lru_cache(maxsize=4)
+def _random_signs(seed: int) -> npt.NDArray[np.float64]:
+    """Rademacher signs, SIGN_FLIP_T_FROM x SIGN_FLIP_RESAMPLES, drawn once per seed: a Monte-Carlo
+    test on k values uses the first k rows (independent fair signs, so the test is as valid as with a
+    fresh draw, and the same data always gets the same p-value)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    signs = rng.integers(0, 2, size=(SIGN_FLIP_T_FROM, SIGN_FLIP_RESAMPLES), dtype=np.int8) * 2 - 1
+    return np.ascontiguousarray(signs, dtype=np.float64)
+
+
 def sign_flip_p(values: npt.NDArray[np.float64], *, seed: int = 0) -> tuple[float, float, str]:
     """One-sided p-values that the values' mean is below 0 and above 0 (symmetry about 0 under H0),
     and the test: exact enumeration of the sign flips of up to :data:`SIGN_FLIP_EXACT_MAX` non-zero
@@ -239,9 +252,7 @@ def sign_flip_p(values: npt.NDArray[np.float64], *, seed: int = 0) -> tuple[floa
             EXACT_SIGN_FLIP,
         )
     if k < SIGN_FLIP_T_FROM:
-        rng = np.random.default_rng(seed)
-        signs = rng.integers(0, 2, size=(SIGN_FLIP_RESAMPLES, k), dtype=np.int8) * 2 - 1
-        sums = signs @ nonzero
+        sums = nonzero @ _random_signs(seed)[:k]
         below = int(np.count_nonzero(sums <= observed + tol))
         above = int(np.count_nonzero(sums >= observed - tol))
         resamples = SIGN_FLIP_RESAMPLES + 1
