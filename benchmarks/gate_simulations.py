@@ -49,7 +49,10 @@ def mc_error(p: float, reps: int) -> float:
 def values(array: Array, ids: Sequence[str], unmeasured: Sequence[str] = ()) -> MetricValues:
     """An (items, epochs) array as one run's values; ``unmeasured`` items errored."""
     skip = set(unmeasured)
-    by_item = {k: row.tolist() for k, row in zip(ids, array, strict=True) if k not in skip}
+    rows = array.tolist()
+    by_item = dict(zip(ids, rows, strict=True))
+    for k in skip:
+        del by_item[k]
     return MetricValues(by_item, len(skip) * array.shape[1], frozenset(skip))
 
 
@@ -493,7 +496,6 @@ def grouped(reps: int, f: Findings) -> Table:
         "Grouped items (30 documents of 10 items) with a document effect and no overall change: P(regression)",
         ["data", "group effect", "items as independent", "--group-by document"],
     )
-    rng = np.random.default_rng(8)
     n, size = 300, 10
     docs = {k: f"doc{i // size}" for i, k in enumerate(ids_for(n))}
     for label, spread in (
@@ -543,13 +545,13 @@ def run(quick: bool, out: Callable[[str], None] = print) -> Findings:
     f = Findings()
     studies: list[tuple[str, int, Callable[[int, Findings], Table | list[Table]]]] = [
         ("false regressions, one metric", 1000, false_regressions_one_metric),
-        ("family-wise", 300, family_wise),
+        ("family-wise", 200, family_wise),
         ("false passes at the margin", 1000, false_passes_at_the_margin),
         ("erring candidates", 1000, erring_candidates),
         ("power", 2000, power),
         ("advice", 300, advice),
-        ("looks", 400, sequential_use),
-        ("grouped", 600, grouped),
+        ("looks", 600, sequential_use),
+        ("grouped", 1000, grouped),
     ]
     for name, reps, study in studies:
         reps = max(reps // scale, 20)
@@ -566,9 +568,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the replications (~1 minute)")
     args = parser.parse_args()
-    print(
-        f"<!-- benchmarks/gate_simulations.py{' --quick' if args.quick else ''}; look-1 alpha {look_alpha(ALPHA, 1):g} -->\n"
-    )
+    command = "benchmarks/gate_simulations.py" + (" --quick" if args.quick else "")
+    print(f"<!-- {command}; look-1 alpha {look_alpha(ALPHA, 1):g} -->\n")
     f = run(args.quick)
     print(
         f"Worst false regression rate {pct(f.worst_false_regression)}, worst false pass rate at the margin "

@@ -173,10 +173,14 @@ class Evaluations:
                 decision = decide(entries, alpha=alpha, look=recorded)
         changed: list[ChangedItem] = []
         tallies: dict[str, ItemTally] = {}
+        collect = changed if changed_limit != 0 else None  # the gate's reports list no items
         for spec, base_values, cand_values in loaded:
             tallies[spec.name] = _changed_items(
-                spec.name, base_values, cand_values, include_unchanged, changed
+                spec.name, base_values, cand_values, include_unchanged, collect
             )
+        changed_total = sum(
+            t.better + t.worse + t.unpaired + (t.same if include_unchanged else 0) for t in tallies.values()
+        )
         for run in (base_run, cand_run):
             if run.status is not RunStatus.COMPLETED:
                 warnings.append(f"run {run.id} is {run.status.value}, not completed")
@@ -194,7 +198,7 @@ class Evaluations:
             verdict=decision.verdict,
             judges=judges,
             changed=self._with_outputs(base_run, cand_run, shown),
-            changed_total=len(changed),
+            changed_total=changed_total,
             tallies=tallies,
             warnings=tuple(warnings),
             alpha=alpha,
@@ -502,25 +506,29 @@ def _changed_items(
     baseline: MetricValues,
     candidate: MetricValues,
     include_unchanged: bool,
-    changed: list[ChangedItem],
+    changed: list[ChangedItem] | None,
 ) -> ItemTally:
-    """Append one metric's changed items (per-item means over epochs) and count how items moved."""
+    """Count how one metric's items moved (per-item means over epochs) and, unless ``changed`` is
+    None, append the changed ones to it."""
     from pilothouse.evals._comparison import ChangedItem, ItemTally
     from pilothouse.evals.stats import item_means
 
     means_a, means_b = item_means(baseline.by_item), item_means(candidate.by_item)
-    better = worse = same = unpaired = 0
-    for item in sorted(means_a.keys() | means_b.keys()):
-        a, b = means_a.get(item), means_b.get(item)
-        if a is None or b is None:
-            unpaired += 1
-        elif b > a:
+    better = worse = same = 0
+    both = means_a.keys() & means_b.keys()
+    unpaired = len(means_a) + len(means_b) - 2 * len(both)
+    for item in both:
+        a, b = means_a[item], means_b[item]
+        if b > a:
             better += 1
         elif b < a:
             worse += 1
         else:
             same += 1
-            if not include_unchanged:
+    if changed is not None:
+        for item in sorted(means_a.keys() | means_b.keys()):
+            a, b = means_a.get(item), means_b.get(item)
+            if a is not None and b is not None and a == b and not include_unchanged:
                 continue
-        changed.append(ChangedItem(item, name, a, b))
+            changed.append(ChangedItem(item, name, a, b))
     return ItemTally(better, worse, same, unpaired)

@@ -719,18 +719,36 @@ class EvalStore:
 
 
 def _values(engine: Any, query: Any) -> tuple[dict[str, list[float]], int, frozenset[str]]:
+    """Rows of (item id, value[, error]) as :meth:`EvalStore.metric_values` returns them: a value of
+    None, or an error, is unmeasured."""
     by_item: dict[str, list[float]] = {}
     unmeasured = 0
     unmeasured_items: set[str] = set()
     with engine.connect() as conn:
-        for row in conn.execute(query).yield_per(5000):
-            error = getattr(row, "error", None)
-            if row.value is None or error is not None:
+        sql, params = _compiled(conn, query)
+        cursor = conn.connection.cursor()  # the driver's own rows: plain tuples, fetched in C
+        try:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        for row in rows:
+            item_id, value = row[0], row[1]
+            if value is None or (len(row) > 2 and row[2] is not None):
                 unmeasured += 1
-                unmeasured_items.add(row.item_id)
+                unmeasured_items.add(item_id)
             else:
-                by_item.setdefault(row.item_id, []).append(float(row.value))
+                by_item.setdefault(item_id, []).append(float(value))
     return by_item, unmeasured, frozenset(unmeasured_items)
+
+
+def _compiled(conn: Connection, query: Any) -> tuple[str, Any]:
+    """A Core select as the driver's SQL and parameters (reading many rows skips SQLAlchemy's rows)."""
+    compiled = query.compile(dialect=conn.dialect)
+    params = compiled.construct_params()
+    if compiled.positiontup is not None:
+        return str(compiled), tuple(params[name] for name in compiled.positiontup)
+    return str(compiled), params
 
 
 def _query_fields(query: TraceQuery) -> dict[str, Any]:

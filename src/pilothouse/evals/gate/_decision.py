@@ -261,9 +261,10 @@ def decide(
     estimates: bool = True,
 ) -> GateDecision:
     """The gate on every metric of a comparison at look ``look`` of the baseline/candidate pair
-    (spending :func:`look_alpha` of ``alpha``). Raises ValueError on invalid input. ``resamples`` and
-    ``estimates`` only concern the per-run intervals of the report, never the verdict; ``seed`` seeds
-    the Monte-Carlo sign-flip tests."""
+    (spending :func:`look_alpha` of ``alpha``). Raises ValueError on invalid input. ``resamples`` only
+    concerns the per-run intervals of the report, never the verdict; ``seed`` seeds
+    the Monte-Carlo sign-flip tests. ``estimates`` False leaves out the per-run intervals and the
+    delta's interval (the simulations do: they need the verdicts only)."""
     if not 0 < alpha < 0.5:
         raise ValueError(f"alpha must be between 0 and 0.5, not {alpha}")
     if not metrics:
@@ -435,7 +436,7 @@ def _test(
     else:
         _, t.p_pass, t.pass_test = sign_flip_p(units + margin_value, seed=seed)
     t.comparison = _paired_comparison(
-        base_arr, cand_arr, t, level, binary_single, p_worse, p_better, sign, len(imputed)
+        base_arr, cand_arr, t, level, binary_single, p_worse, p_better, sign, len(imputed), estimates
     )
     return t
 
@@ -450,9 +451,11 @@ def _paired_comparison(
     p_better: float,
     sign: float,
     n_imputed: int,
+    interval: bool,
 ) -> PairedComparison:
-    """The measured pairs' difference with a (1 - 2 level) interval, for the reports: Tango's for
-    single-epoch pass/fail data, else the sign-flip interval up to 19 items and the t interval above."""
+    """The measured pairs' difference with a (1 - 2 level) interval, for the reports (``interval``
+    False: none, nan): Tango's for single-epoch pass/fail data, else the sign-flip interval up to 19
+    items and the t interval above."""
     import numpy as np
 
     diffs = cand - base
@@ -464,8 +467,13 @@ def _paired_comparison(
     if all_zero:
         low = high = sd = 0.0
     elif binary_single:
-        low, high = _tango_interval(decreases, increases, n, _normal_quantile(0.5 + confidence / 2))
         sd = math.sqrt(max(0.0, (decreases + increases) / n - delta * delta))
+        low, high = math.nan, math.nan
+        if interval:
+            low, high = _tango_interval(decreases, increases, n, _normal_quantile(0.5 + confidence / 2))
+    elif not interval:
+        sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
+        low, high = math.nan, math.nan
     elif n <= SIGN_FLIP_MAX_ITEMS:
         low, high, _, _ = _sign_flip_exact(diffs, confidence)
         sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
