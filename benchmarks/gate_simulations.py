@@ -41,6 +41,11 @@ FAMILY_NS = (10, 30, 100, 300, 1000)
 AGREEMENTS = (0.70, 0.80, 0.90, 0.95, 0.99)
 
 
+def reps_note(reps: int, what: str = "comparisons per cell") -> str:
+    """How many replications, and the Monte-Carlo error at 5% that comes with them."""
+    return f"{reps} {what}; Monte-Carlo error about +-{100 * mc_error(0.05, reps):.1f} points at 5%."
+
+
 def mc_error(p: float, reps: int) -> float:
     """Two standard errors of a share estimated from ``reps`` replications."""
     return 2 * math.sqrt(max(p * (1 - p), 0.05 * 0.95 if p == 0 else 0.0) / reps)
@@ -204,7 +209,10 @@ class Findings:
 
     worst_false_regression: float = 0.0
     worst_false_pass: float = 0.0
-    erring_passes: int = 0
+    worst_exact_size: float = 0.0
+    false_regressions: list[int] = field(default_factory=lambda: [0, 0])  # pooled: (alarms, comparisons)
+    false_passes: list[int] = field(default_factory=lambda: [0, 0])
+    erring_passes: int = 0  # from 300 items on
     erring_runs: int = 0
     power: float = 0.0
     worst_advice_decisive: float = 1.0
@@ -230,9 +238,11 @@ def false_regressions_one_metric(reps: int, f: Findings) -> Table:
                 GateVerdict.REGRESSION,
             )
             f.worst_false_regression = max(f.worst_false_regression, rate)
+            f.false_regressions[0] += round(rate * reps)
+            f.false_regressions[1] += reps
             row.append(pct(rate))
         table.rows.append(row)
-    table.note = f"{reps} comparisons per cell; Monte-Carlo error about +-{100 * mc_error(0.05, reps):.1f} points at 5%."
+    table.note = reps_note(reps)
     return table
 
 
@@ -263,12 +273,11 @@ def family_wise(reps: int, f: Findings) -> Table:
                     GateVerdict.REGRESSION,
                 )
                 f.worst_false_regression = max(f.worst_false_regression, rate)
+                f.false_regressions[0] += round(rate * reps)
+                f.false_regressions[1] += reps
                 row.append(pct(rate))
             table.rows.append(row)
-    table.note = (
-        f"{reps} comparisons per cell; Monte-Carlo error about +-{100 * mc_error(0.05, reps):.1f} points at 5%. "
-        "Judge margins are 2% of the baseline mean."
-    )
+    table.note = reps_note(reps) + " Judge margins are 2% of the baseline mean."
     return table
 
 
@@ -299,6 +308,8 @@ def false_passes_at_the_margin(reps: int, f: Findings) -> list[Table]:
                 GateVerdict.PASS,
             )
             f.worst_false_pass = max(f.worst_false_pass, rate)
+            f.false_passes[0] += round(rate * reps)
+            f.false_passes[1] += reps
             row.append(pct(rate))
         binary.rows.append(row)
     binary.note = (
@@ -320,10 +331,63 @@ def false_passes_at_the_margin(reps: int, f: Findings) -> list[Table]:
                 GateVerdict.PASS,
             )
             f.worst_false_pass = max(f.worst_false_pass, rate)
+            f.false_passes[0] += round(rate * reps)
+            f.false_passes[1] += reps
             row.append(pct(rate))
         scores.rows.append(row)
     scores.note = "Agreement: share of items whose score did not move; a moved score moves one point."
     return [binary, scores]
+
+
+def exact_pass_sizes(reps: int, f: Findings) -> Table:
+    """The pass test of single-epoch pass/fail data, exactly: every table of n items weighed by its
+    probability when the candidate is exactly the margin (2 points) worse (no simulation error)."""
+    from math import lgamma
+
+    from pilothouse.evals.gate._inference import EXACT_UNCONDITIONAL_MAX, _tango_scores, _unconditional_table
+    from pilothouse.evals.stats import _normal_quantile
+
+    level = look_alpha(ALPHA, 1)
+    table = Table(
+        "Exact P(pass) at the margin (2 points), pass/fail, one epoch, look 1 (alpha 0.045): the gate's test "
+        "and Tango's score test alone",
+        ["items", "test", *[f"agr. {int(100 * a)}%" for a in (0.7, 0.8, 0.9, 0.95, 0.98)]],
+    )
+    for n in (5, 10, 20, 30, 50, 100, 200, 300, 400, 600, 1000):
+        b, c = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
+        ok = b + c <= n
+        bs, cs = b[ok], c[ok]
+        log_fact = np.array([lgamma(i + 1) for i in range(n + 1)])
+        log_coef = log_fact[n] - log_fact[bs] - log_fact[cs] - log_fact[n - bs - cs]
+        tango = _tango_scores(bs, cs, n, -MARGIN) > _normal_quantile(1 - level)
+        exact = (
+            _unconditional_table(n, MARGIN)[bs, cs] < level if n <= EXACT_UNCONDITIONAL_MAX else tango.copy()
+        )
+        exact[(bs == 0) & (cs == 0)] = (1 - MARGIN) ** n < level  # identical results: Clopper-Pearson
+        rows = {"the gate's": exact, "Tango alone": tango}
+        for label, passes in rows.items():
+            if label == "Tango alone" and n > EXACT_UNCONDITIONAL_MAX:
+                continue
+            row = [str(n), label if n <= EXACT_UNCONDITIONAL_MAX else "the gate's (Tango)"]
+            for agreement in (0.7, 0.8, 0.9, 0.95, 0.98):
+                p_dec, p_inc = (1 - agreement + MARGIN) / 2, (1 - agreement - MARGIN) / 2
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    log_p = (
+                        log_coef
+                        + np.where(bs > 0, bs * math.log(p_dec), 0.0)
+                        + np.where(cs > 0, cs * (math.log(p_inc) if p_inc > 0 else -np.inf), 0.0)
+                        + (n - bs - cs) * math.log(agreement)
+                    )
+                size = float(np.exp(log_p)[passes].sum())
+                if label == "the gate's":
+                    f.worst_exact_size = max(f.worst_exact_size, size)
+                row.append(f"{100 * size:.2f}%")
+            table.rows.append(row)
+    table.note = (
+        "Computed over every 2x2 table (no simulation error); the gate decides identical results by the "
+        "Clopper-Pearson rule. Up to 300 items it uses the exact unconditional test, above it Tango's."
+    )
+    return table
 
 
 def erring_candidates(reps: int, f: Findings) -> Table:
@@ -349,8 +413,9 @@ def erring_candidates(reps: int, f: Findings) -> Table:
             if len(lost) == n:
                 lost = lost[1:]
             passes += gate([(BINARY, base, cand)], margin=margin, unmeasured=lost).verdict is GateVerdict.PASS
-        f.erring_passes += passes
-        f.erring_runs += reps
+        if n >= 300:
+            f.erring_passes += passes
+            f.erring_runs += reps
         table.rows.append(
             [str(n), f"{100 * drop:g} pts", f"{100 * margin:g} pts", where, str(passes), str(reps)]
         )
@@ -381,7 +446,8 @@ def power(reps: int, f: Findings) -> Table:
 
 def advice(reps: int, f: Findings) -> Table:
     table = Table(
-        "Following the advice: an unchanged candidate, inconclusive at look 1, gated again on the advised items",
+        "Following the advice: an unchanged candidate, inconclusive at look 1, gated again on the advised "
+        "items",
         [
             "data",
             "items at look 1",
@@ -432,8 +498,9 @@ def advice(reps: int, f: Findings) -> Table:
             ]
         )
     table.note = (
-        "The advice plans the next look's alpha (0.0025) with power 0.85 for a true difference of 0, from the "
-        "margin and the observed discordance (pass/fail) or spread (judge scores); judge margins are 2% of the "
+        "The advice plans the next look's alpha (0.0025) with power 0.85 for a true difference of 0, from "
+        "the margin and the observed discordance (pass/fail) or spread (judge scores); judge margins are 2% "
+        "of the "
         f"baseline mean. {reps} first looks per row."
     )
     return table
@@ -493,7 +560,8 @@ def sequential_use(reps: int, f: Findings) -> Table:
 
 def grouped(reps: int, f: Findings) -> Table:
     table = Table(
-        "Grouped items (30 documents of 10 items) with a document effect and no overall change: P(regression)",
+        "Grouped items (30 documents of 10 items) with a document effect and no overall change: "
+        "P(regression)",
         ["data", "group effect", "items as independent", "--group-by document"],
     )
     n, size = 300, 10
@@ -532,9 +600,8 @@ def grouped(reps: int, f: Findings) -> Table:
         f.grouped_false_alarms = max(f.grouped_false_alarms, rates[1])
         table.rows.append([label, f"{spread:g}", pct(rates[0]), pct(rates[1])])
     table.note = (
-        "Pass/fail: each document's items lose (or gain) with a document-specific tilt, uniform in +-the group "
-        "effect, mean 0. Judge: a per-document shift, normal with that SD. "
-        f"{reps} comparisons per cell; Monte-Carlo error about +-{100 * mc_error(0.05, reps):.1f} points at 5%."
+        "Pass/fail: each document's items lose (or gain) with a document-specific tilt, uniform in +-the "
+        "group effect, mean 0. Judge: a per-document shift, normal with that SD. " + reps_note(reps)
     )
     return table
 
@@ -547,6 +614,7 @@ def run(quick: bool, out: Callable[[str], None] = print) -> Findings:
         ("false regressions, one metric", 1000, false_regressions_one_metric),
         ("family-wise", 200, family_wise),
         ("false passes at the margin", 1000, false_passes_at_the_margin),
+        ("exact sizes", 1, exact_pass_sizes),
         ("erring candidates", 1000, erring_candidates),
         ("power", 2000, power),
         ("advice", 300, advice),
@@ -573,7 +641,9 @@ def main() -> None:
     f = run(args.quick)
     print(
         f"Worst false regression rate {pct(f.worst_false_regression)}, worst false pass rate at the margin "
-        f"{pct(f.worst_false_pass)}, erring candidates passed {f.erring_passes} of {f.erring_runs}, power "
+        f"{pct(f.worst_false_pass)} (pooled {pct(f.false_regressions[0] / f.false_regressions[1])} and "
+        f"{pct(f.false_passes[0] / f.false_passes[1])}), erring candidates passed {f.erring_passes} of "
+        f"{f.erring_runs} (300 items and more), power "
         f"{pct(f.power)}, advice decisive at worst {pct(f.worst_advice_decisive)}, grouped false alarms "
         f"{pct(f.grouped_false_alarms)} (items as independent: up to {pct(f.ungrouped_false_alarms)})."
     )

@@ -164,7 +164,8 @@ def main() -> None:
 
         version = [str(binary), "--version"]
         start = median_s(lambda: subprocess.run(version, env=env, capture_output=True, check=True))
-        print(f"pilothouse gate on two stored runs ({args.items:,} items x {args.metrics} metrics): {median_s(cli):.3f} s")
+        size = f"{args.items:,} items x {args.metrics} metrics"
+        print(f"pilothouse gate on two stored runs ({size}): {median_s(cli):.3f} s")
         print(f"  of which starting the CLI ('pilothouse --version'): {start:.3f} s")
 
 
