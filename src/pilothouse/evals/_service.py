@@ -518,17 +518,16 @@ def _changed_items(
     both = means_a.keys() & means_b.keys()
     unpaired = len(means_a) + len(means_b) - 2 * len(both)
     for item in both:
-        a, b = means_a[item], means_b[item]
-        if b > a:
+        if means_b[item] > means_a[item]:
             better += 1
-        elif b < a:
+        elif means_b[item] < means_a[item]:
             worse += 1
         else:
             same += 1
     if changed is not None:
         for item in sorted(means_a.keys() | means_b.keys()):
-            a, b = means_a.get(item), means_b.get(item)
-            if a is not None and b is not None and a == b and not include_unchanged:
+            before, after = means_a.get(item), means_b.get(item)
+            if before is not None and before == after and not include_unchanged:
                 continue
-            changed.append(ChangedItem(item, name, a, b))
+            changed.append(ChangedItem(item, name, before, after))
     return ItemTally(better, worse, same, unpaired)
