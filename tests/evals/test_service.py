@@ -216,7 +216,8 @@ def test_changed_items_biggest_losses_first_with_outputs_and_inputs(service: Eva
     assert [c.item_id for c in two.changed] == ["i000", "i004"] and two.changed_total == 6
     every = service.compare_runs(base.id, cand.id, include_unchanged=True, changed_limit=None)
     assert every.changed_total == len(every.changed) == 12  # six items, two metrics
-    assert service.compare_runs(base.id, cand.id, changed_limit=0).changed == ()
+    none = service.compare_runs(base.id, cand.id, changed_limit=0)
+    assert none.changed == () and none.tallies == comparison.tallies and none.changed_total == 6
 
 
 def test_changed_items_compare_means_over_epochs(service: Evaluations) -> None:

@@ -126,7 +126,7 @@ class Evaluations:
         changed items that come with outputs and inputs; ``include_unchanged`` lists unchanged items
         too. Raises :class:`ComparisonError` for every usage problem.
         """
-        from pilothouse.evals._comparison import Comparison, ComparisonError
+        from pilothouse.evals._comparison import Comparison, ComparisonError, ItemTally
         from pilothouse.evals.gate import DEFAULT_ALPHA, MetricInput, decide
 
         alpha = DEFAULT_ALPHA if alpha is None else alpha
@@ -173,11 +173,16 @@ class Evaluations:
                 decision = decide(entries, alpha=alpha, look=recorded)
         changed: list[ChangedItem] = []
         tallies: dict[str, ItemTally] = {}
-        collect = changed if changed_limit != 0 else None  # the gate's reports list no items
-        for spec, base_values, cand_values in loaded:
-            tallies[spec.name] = _changed_items(
-                spec.name, base_values, cand_values, include_unchanged, collect
-            )
+        collect = changed_limit != 0  # the gate's reports list no items: the decision's counts will do
+        for (spec, base_values, cand_values), result in zip(loaded, decision.results, strict=True):
+            c = result.comparison
+            if collect or c is None:
+                tallies[spec.name] = _changed_items(
+                    spec.name, base_values, cand_values, include_unchanged, changed if collect else None
+                )
+            else:  # the same counts: the decision's measured pairs and the items left out
+                sign = c.sign
+                tallies[spec.name] = ItemTally(sign.n_increase, sign.n_decrease, sign.n_zero, c.n_excluded)
         changed_total = sum(
             t.better + t.worse + t.unpaired + (t.same if include_unchanged else 0) for t in tallies.values()
         )
