@@ -128,7 +128,10 @@ def _p(p: float) -> str:
 @click.option("--baseline", required=True, metavar="RUN", help="The run to compare against.")
 @click.option("--candidate", required=True, metavar="RUN", help="The run that must be no worse.")
 @click.option(
-    "--metric", "metrics", multiple=True, help="A scorer to gate on (repeatable; default: all shared)."
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="A metric to gate on (repeatable; default: every metric of the baseline).",
 )
 @click.option(
     "--margin",
@@ -136,8 +139,8 @@ def _p(p: float) -> str:
     multiple=True,
     metavar="[METRIC=]VALUE",
     help="Largest acceptable loss (repeatable): 0.02 for every metric on its scale (2 points of pass "
-    "rate), METRIC=0.01 for one metric, METRIC=10%% (or 10%%) relative: a share of the baseline's "
-    "failure rate (pass/fail) or mean (continuous). Default 2 points, or 2%% of the baseline mean.",
+    "rate), METRIC=0.01 for one metric, METRIC=10% (or 10%) relative: a share of the baseline's "
+    "failure rate (pass/fail) or mean (continuous). Default 2 points, or 2% of the baseline mean.",
 )
 @click.option(
     "--lower-is-better",
