@@ -390,6 +390,54 @@ def exact_pass_sizes(reps: int, f: Findings) -> Table:
     return table
 
 
+def exact_regression_sizes(reps: int, f: Findings) -> Table:
+    """The mid-p McNemar test's size exactly: over the number of discordant items (binomial in n) and
+    their split (binomial, 1/2) when nothing changed (no simulation error)."""
+    from pilothouse.evals.gate._inference import _binomial_half_tail, mid_p_mcnemar
+
+    level = look_alpha(ALPHA, 1)
+    table = Table(
+        "Exact P(regression) with no true change: mid-p McNemar, one metric, look 1 (alpha 0.045)",
+        ["items", *[f"agr. {int(100 * a)}%" for a in AGREEMENTS]],
+    )
+
+    def size_given(d: int) -> float:
+        # mid-p falls as the losses b rise: find the fewest losses that reject, then their tail
+        lo, hi = 0, d + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if mid_p_mcnemar(mid, d - mid)[0] < level:
+                hi = mid
+            else:
+                lo = mid + 1
+        return _binomial_half_tail(lo, d) if lo <= d else 0.0
+
+    by_discordant = [size_given(d) for d in range(1001)]
+    for n in (10, 30, 100, 300, 1000):
+        row = [str(n)]
+        for agreement in AGREEMENTS:
+            r = 1 - agreement
+            log_terms = [
+                math.lgamma(n + 1)
+                - math.lgamma(d + 1)
+                - math.lgamma(n - d + 1)
+                + d * math.log(r)
+                + (n - d) * math.log(agreement)
+                for d in range(n + 1)
+            ]
+            size = sum(math.exp(t) * by_discordant[d] for d, t in enumerate(log_terms))
+            f.worst_exact_size = max(f.worst_exact_size, size)
+            row.append(f"{100 * size:.2f}%")
+        table.rows.append(row)
+    worst = max(by_discordant[1:])
+    table.note = (
+        f"Given the number of discordant items alone the size can reach {100 * worst:.2f}% (at "
+        f"{by_discordant.index(worst)} discordant items); over the items' chance of being discordant it "
+        "stays below the look's alpha."
+    )
+    return table
+
+
 def erring_candidates(reps: int, f: Findings) -> Table:
     table = Table(
         "A candidate that errors exactly where it fails: P(pass) (look 1)",
@@ -615,6 +663,7 @@ def run(quick: bool, out: Callable[[str], None] = print) -> Findings:
         ("family-wise", 200, family_wise),
         ("false passes at the margin", 1000, false_passes_at_the_margin),
         ("exact sizes", 1, exact_pass_sizes),
+        ("exact regression sizes", 1, exact_regression_sizes),
         ("erring candidates", 1000, erring_candidates),
         ("power", 2000, power),
         ("advice", 300, advice),
