@@ -32,6 +32,7 @@ from pilothouse.evals.gate._inference import (
     holm,
     look_alpha,
     mid_p_mcnemar,
+    shifted_above_p,
     sign_flip_p,
 )
 from pilothouse.evals.stats import (
@@ -434,7 +435,7 @@ def _test(
         t.p_pass = 1.0 if excess <= 0 else min(1.0, math.exp(-2 * len(units) * excess**2 / spread**2))
         t.pass_test = HOEFFDING
     else:
-        _, t.p_pass, t.pass_test = sign_flip_p(units + margin_value, seed=seed)
+        t.p_pass, t.pass_test = shifted_above_p(units + margin_value, seed=seed)
     t.comparison = _paired_comparison(
         base_arr, cand_arr, t, level, binary_single, p_worse, p_better, sign, len(imputed), estimates
     )
