@@ -7,7 +7,7 @@ Assert on one scorer::
         assert result.passed, result.reason
 
 A whole eval as one test, decided with the gate's statistics (item-level intervals, unmeasured values
-reported and left out, an inconclusive result fails with the number of items that would decide)::
+reported, an inconclusive result fails with the number of items the next look needs)::
 
     def test_capitals(pilothouse_eval):
         report = pilothouse_eval.run(
@@ -30,7 +30,7 @@ significance level; ``--pilothouse-inconclusive=skip`` skips, rather than fails,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +89,7 @@ class EvalReport:
     def values(self, metric: str) -> dict[str, list[float]]:
         """``{item_id: [value per epoch]}`` of the measured values of a scorer."""
         self._known(metric)
-        by_item, _ = self.store.metric_values(self.run.id, metric)
+        by_item, _, _ = self.store.metric_values(self.run.id, metric)
         return dict(by_item)
 
     def mean(self, metric: str) -> float | None:
@@ -111,7 +111,7 @@ class EvalReport:
 
     def check_mean(self, metric: str, at_least: float) -> AssertionResult:
         """The verdict on "the mean of ``metric`` is at least ``at_least``", without asserting."""
-        by_item, unmeasured = self.store.metric_values(self.run.id, self._known(metric))
+        by_item, unmeasured, _ = self.store.metric_values(self.run.id, self._known(metric))
         return check_minimum(metric, by_item, at_least, unmeasured=unmeasured, alpha=self.alpha)
 
     def assert_mean(self, metric: str, at_least: float) -> None:
@@ -122,44 +122,70 @@ class EvalReport:
     def compare(
         self,
         baseline: str,
-        metric: str | None = None,
+        metric: str | Sequence[str] | None = None,
         *,
-        margin: float | None = None,
+        margin: float | str | None = None,
+        margins: Mapping[str, float | str] | None = None,
+        lower_is_better: Sequence[str] = (),
+        group_by: str | None = None,
         allow_uncalibrated: bool = False,
         min_kappa: float | None = None,
+        record_look: bool = False,
     ) -> Comparison:
         """The gate's comparison of this run with the stored run ``baseline`` (an id or id prefix), at
-        the plugin's alpha, without asserting: what ``pilothouse gate`` decides on the same runs.
-        Raises :class:`~pilothouse.evals.ComparisonError` where the gate refuses (exit 2)."""
+        the plugin's alpha, without asserting: what ``pilothouse gate`` decides on the same runs at its
+        next look (``record_look``: and record the look, as the gate does). ``margin`` is every
+        metric's, ``margins`` per metric (``{"accuracy": 0.01, "faithful": "10%"}``). Raises
+        :class:`~pilothouse.evals.ComparisonError` where the gate refuses (exit 2)."""
+        settings: list[float | str] = [] if margin is None else [margin]
+        settings += [f"{name}={value}" for name, value in (margins or {}).items()]
+        names = () if metric is None else (metric,) if isinstance(metric, str) else tuple(metric)
         return _evaluations(self.store).compare_runs(
             baseline,
             self.run,
-            metrics=(metric,) if metric else (),
-            margin=margin,
+            metrics=names,
+            margin=settings or None,
             alpha=self.alpha,
+            lower_is_better=lower_is_better,
+            group_by=group_by,
             allow_uncalibrated=allow_uncalibrated,
             min_kappa=min_kappa,
             changed_limit=0,
+            record_look=record_look,
         )
 
     def assert_no_regression(
         self,
         baseline: str,
-        metric: str | None = None,
+        metric: str | Sequence[str] | None = None,
         *,
-        margin: float | None = None,
+        margin: float | str | None = None,
+        margins: Mapping[str, float | str] | None = None,
+        lower_is_better: Sequence[str] = (),
+        group_by: str | None = None,
         allow_uncalibrated: bool = False,
         min_kappa: float | None = None,
     ) -> None:
         """Fail when this run is worse than the stored run ``baseline`` (the gate's non-inferiority
-        test, per metric; ``metric`` None: every scorer both runs have). A metric graded by an
-        uncalibrated judge is refused as the gate refuses it, unless ``allow_uncalibrated``: the
-        :class:`~pilothouse.evals.ComparisonError` is a usage error of the test, neither pass nor fail."""
+        test, per metric; ``metric`` None: every scorer of the baseline), recorded as a look of the pair
+        as ``pilothouse gate`` records it. A metric graded by an uncalibrated judge is refused as the
+        gate refuses it, unless ``allow_uncalibrated``: the :class:`~pilothouse.evals.ComparisonError`
+        is a usage error of the test, neither pass nor fail."""
         comparison = self.compare(
-            baseline, metric, margin=margin, allow_uncalibrated=allow_uncalibrated, min_kappa=min_kappa
+            baseline,
+            metric,
+            margin=margin,
+            margins=margins,
+            lower_is_better=lower_is_better,
+            group_by=group_by,
+            allow_uncalibrated=allow_uncalibrated,
+            min_kappa=min_kappa,
+            record_look=True,
         )
         results = comparison.results
-        self._decide(comparison.verdict, "; ".join(f"{r.metric.name}: {r.explanation}" for r in results))
+        findings = "; ".join(f"{r.metric.name}: {r.explanation}" for r in results)
+        look = f" (look {comparison.look}, alpha {comparison.look_alpha:.4g})"
+        self._decide(comparison.verdict, findings + look)
 
     def assert_spec(self, assertions: Mapping[str, float]) -> None:
         """Every ``assert:`` mean of a spec (regressions reported before inconclusive ones)."""

@@ -41,11 +41,18 @@ def store_run(
     epochs: int = 1,
     output: str = "out",
     name: str | None = None,
+    prefix: str = "i",
+    metadata: Sequence[Mapping[str, Any]] | None = None,
+    latency_ms: Sequence[float] | None = None,
 ) -> EvalRun:
-    """A run with the given scores per metric, item by item (items ``i000``, ``i001``, ...; a value of
-    None is unmeasured, and an item unmeasured on every metric is a target error)."""
+    """A run with the given scores per metric, item by item (items ``i000``, ``i001``, ...: ``prefix``
+    and the position; a value of None is unmeasured, and an item unmeasured on every metric is a
+    target error), with each item's ``metadata`` and each target call's ``latency_ms`` if given."""
     n = len(next(iter(scores.values())))
-    items = [DatasetItem(f"i{k:03d}", {"k": k}) for k in range(n)]
+    items = [
+        DatasetItem(f"{prefix}{k:03d}", {"k": k}, metadata=dict(metadata[k]) if metadata else {})
+        for k in range(n)
+    ]
     version, _ = evals.import_items(project, dataset, items)
     run = evals.create_run(
         project,
@@ -67,11 +74,12 @@ def store_run(
             results.append(
                 EvalResult(
                     run.id,
-                    f"i{k:03d}",
+                    f"{prefix}{k:03d}",
                     epoch,
                     k + 1,
                     None if failed else f"{output} {k}",
                     error="boom" if failed else None,
+                    latency_ms=None if failed or latency_ms is None else latency_ms[k],
                     scores=tuple(
                         ScoreRecord(name, v, None if v is None else v >= 1) for name, v in values.items()
                     ),

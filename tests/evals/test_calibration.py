@@ -83,7 +83,9 @@ def test_calibrate_then_gate(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
         code, out, err = cli("eval", "run", "-q", "spec.yaml")
         assert code == 0, err
         runs.append(out.strip().splitlines()[-1])
+    # identical answers on 12 items rule out a loss of half the scale, not of 2 points
     gate = ("gate", "--baseline", runs[0], "--candidate", runs[1], "--report-dir", "reports")
+    gate += ("--margin", "0.5")
 
     code, _, err = cli(*gate)
     assert code == 2 and len(err.strip().splitlines()) == 1

@@ -52,10 +52,12 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
     return Cli(f"sqlite:///{tmp_path / 'cli.db'}", capsys, monkeypatch)
 
 
-def stored_run(url: str, values: list[float | None], name: str = "contains") -> str:
-    """A completed run with one binary score per item (None: the target failed)."""
+def stored_run(url: str, values: list[float | None], name: str = "contains", prefix: str = "") -> str:
+    """A completed run with one binary score per item (None: the target failed); the items are
+    ``prefix`` and their position."""
     store = EvalStore(SqlStore.from_url(url))
-    version, _ = store.import_items("default", "fixed", [DatasetItem(str(n)) for n in range(len(values))])
+    items = [DatasetItem(f"{prefix}{n}") for n in range(len(values))]
+    version, _ = store.import_items("default", "fixed", items)
     run = store.create_run(
         "default",
         name=None,
@@ -72,7 +74,7 @@ def stored_run(url: str, values: list[float | None], name: str = "contains") -> 
         [
             EvalResult(
                 run.id,
-                str(n),
+                f"{prefix}{n}",
                 0,
                 n + 1,
                 None if v is None else "out",
@@ -172,18 +174,24 @@ def test_gate_exit_codes_and_reports(cli: Cli, tmp_path: Path) -> None:
     slightly = stored_run(cli.url, [1.0] * 98 + [0.0] * 2)
     other = stored_run(cli.url, [1.0] * 100, name="exact")
 
-    code, out, _ = cli("gate", "--baseline", base, "--candidate", base)
-    assert code == 0 and "PASS (exit 0)" in out
+    code, _, err = cli("gate", "--baseline", base, "--candidate", base)
+    assert code == 2 and "the baseline and the candidate are the same run" in err
     code, out, _ = cli("gate", "--baseline", base, "--candidate", worse, "--report-dir", "reports")
     assert code == 1 and "regression" in out and "reports/gate.md" in out
     report = json.loads((tmp_path / "reports" / "gate.json").read_text())
     assert report["verdict"] == "regression" and report["metrics"][0]["n_paired"] == 100
     assert "<failure" in (tmp_path / "reports" / "gate.xml").read_text()
     assert "Quality gate: REGRESSION" in (tmp_path / "reports" / "gate.md").read_text()
+    # the same configuration as `worse`: the pair's second look, at alpha 0.0025
     code, out, _ = cli("gate", "--baseline", base, "--candidate", slightly)
-    assert code == 3 and "inconclusive" in out and "items would likely decide" in out
-    code, out, _ = cli("gate", "--baseline", base, "--candidate", slightly, "--margin", "0.1")
-    assert code == 0
+    assert code == 3 and "inconclusive" in out and "items would likely decide at the next look" in out
+    assert "Look 2 of this baseline and candidate configuration" in out
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", slightly, "--margin", "0.15")
+    assert code == 0 and "set a margin" not in out
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", slightly, "--margin", "contains=10%")
+    assert code == 3  # 10% of the baseline's failure rate (0%): a margin of 0
+    assert "with a margin of 0 the gate can show a regression but never a pass" in out
+    assert "set a margin" not in out
 
     code, _, err = cli("gate", "--baseline", base, "--candidate", "0123456789abcdef")
     assert code == 2 and "no eval run '0123456789abcdef'" in err
@@ -195,11 +203,21 @@ def test_gate_exit_codes_and_reports(cli: Cli, tmp_path: Path) -> None:
     assert code == 2 and "--alpha" in err
 
 
-def test_gate_counts_unmeasured_apart(cli: Cli) -> None:
+def test_gate_counts_unmeasured_apart_and_never_lets_them_buy_a_pass(cli: Cli) -> None:
     base = stored_run(cli.url, [1.0] * 50)
-    flaky = stored_run(cli.url, [1.0] * 45 + [None] * 5)  # 5 target errors: not failures
-    code, out, _ = cli("gate", "--baseline", base, "--candidate", flaky)
-    assert code == 0 and "candidate 5" in out
+    flaky = stored_run(cli.url, [1.0] * 45 + [None] * 5)  # 5 target errors: not failures, not passes
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", flaky, "--margin", "0.05")
+    assert code == 3 and "candidate 5" in out
+    assert "could not score 5 items the baseline measured" in out  # at worst a 10-point loss
+    code, out, _ = cli("gate", "--baseline", base, "--candidate", flaky, "--margin", "0.3")
+    assert code == 0  # a 10-point worst case is well inside 30 points
+
+
+def test_gate_refuses_runs_with_no_item_in_common(cli: Cli) -> None:
+    base = stored_run(cli.url, [1.0] * 20)
+    elsewhere = stored_run(cli.url, [1.0] * 20, prefix="x")
+    code, _, err = cli("gate", "--baseline", base, "--candidate", elsewhere)
+    assert code == 2 and "cannot be compared: no item in common" in err
 
 
 def test_eval_compare_shows_item_differences(cli: Cli) -> None:
@@ -208,7 +226,7 @@ def test_eval_compare_shows_item_differences(cli: Cli) -> None:
     code, out, _ = cli("eval", "compare", base, worse)
     assert code == 0
     assert "0 items better, 3 worse, 7 unchanged" in out and "-1.000" in out
-    assert "gate: INCONCLUSIVE (contains inconclusive)" in out  # exact McNemar p 0.125
+    assert "gate: INCONCLUSIVE (contains inconclusive) at look 1" in out  # mid-p McNemar p 0.0625
     code, _, err = cli("eval", "compare", base, worse, "--metric", "exact")
     assert code == 2 and "metric 'exact' is not in both runs" in err
 

@@ -123,20 +123,31 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
     served = next(serving)
     evals = EvalStore(served.store)
     runs = {}
+    # each candidate of "base" is its own configuration (spec), so each is the first look of its pair
     for name, scores, spec in (
         ("base", {"contains": [1.0] * 100}, None),
-        ("worse", {"contains": [1.0] * 70 + [0.0] * 30}, None),
-        ("slightly", {"contains": [1.0] * 98 + [0.0] * 2}, None),
-        ("better", {"contains": [1.0] * 100}, None),
-        ("other-metric", {"exact": [1.0] * 100}, None),
+        ("worse", {"contains": [1.0] * 70 + [0.0] * 30}, {"variant": "worse"}),
+        ("slightly", {"contains": [1.0] * 98 + [0.0] * 2}, {"variant": "slightly"}),
+        ("better", {"contains": [1.0] * 100}, {"variant": "better"}),
+        ("other-metric", {"exact": [1.0] * 100}, {"variant": "other"}),
+        ("broken-49", {"contains": [1.0] + [None] * 99}, {"variant": "broken-49"}),
+        ("broken-all", {"contains": [None] * 100}, {"variant": "broken-all"}),
+        ("fewer-metrics", {"contains": [1.0] * 100}, {"variant": "fewer"}),
+        ("two-metrics", {"contains": [1.0] * 100, "exact": [1.0] * 100}, None),
         ("judged-base", {"contains": [1.0] * 100, "quality": [1.0] * 100}, JUDGED_SPEC),
         ("judged-cand", {"contains": [1.0] * 100, "quality": [1.0] * 70 + [0.0] * 30}, JUDGED_SPEC),
         ("calibrated-base", {"quality": [1.0] * 100}, judged_spec("judge-2")),
         ("calibrated-cand", {"quality": [1.0] * 98 + [0.0] * 2}, judged_spec("judge-2")),
     ):
         runs[name] = store_run(evals, scores, project="p1", spec=spec).id
-    for name, values in (("base-20", [1.0] * 20), ("three-worse", [1.0] * 17 + [0.0] * 3)):
-        runs[name] = store_run(evals, {"contains": values}, project="p1", dataset="twenty").id
+    for name, values, spec in (
+        ("base-20", [1.0] * 20, None),
+        ("three-worse", [1.0] * 17 + [0.0] * 3, {"variant": "three"}),
+        ("four-worse-1", [1.0] * 16 + [0.0] * 4, {"variant": "four"}),  # mid-p 0.031: look 1 regression
+        ("four-worse-2", [1.0] * 16 + [0.0] * 4, {"variant": "four"}),  # the same candidate re-run
+    ):
+        runs[name] = store_run(evals, {"contains": values}, project="p1", dataset="twenty", spec=spec).id
+    runs["elsewhere"] = store_run(evals, {"contains": [1.0] * 100}, project="p1", prefix="x").id
     calibrate(evals, judged_spec("judge-2"), "quality", project="p1", kappa=0.45)
     logged_in = login(served.client, served.key)  # the UI's session cookie, as a browser gets it
     assert [r.status_code for r in logged_in.history] == [303], logged_in.text
@@ -155,18 +166,26 @@ def gates(
 
 # (baseline, candidate, options, the verdict): each scenario is asked of all four entry points
 SCENARIOS: list[tuple[str, str, Options, str]] = [
-    ("base", "better", {}, "pass"),
+    ("base", "better", {}, "inconclusive"),  # identical on 100 items: too few to rule out 2 points
+    ("base", "better", {"margin": 0.05}, "pass"),  # ... but enough to rule out 5
     ("base", "slightly", {"margin": 0.1}, "pass"),
+    ("base", "slightly", {"margin": "contains=0.1"}, "pass"),
     ("base", "worse", {}, "regression"),
     ("base", "slightly", {}, "inconclusive"),
-    ("base-20", "three-worse", {}, "inconclusive"),  # exact McNemar p 0.125
-    ("base-20", "three-worse", {"alpha": 0.2}, "regression"),  # ... below this alpha
+    ("base", "broken-49", {"margin": 0.1}, "inconclusive"),  # 99 unmeasured items cannot buy a pass
+    ("base", "broken-all", {"margin": 0.1}, "regression"),  # nothing measured: a broken candidate
+    ("base", "base", {}, REFUSED),  # a run compared with itself
+    ("base", "elsewhere", {}, REFUSED),  # no item in common
+    ("two-metrics", "fewer-metrics", {}, REFUSED),  # the candidate dropped a metric of the baseline
+    ("two-metrics", "fewer-metrics", {"metric": "contains", "margin": 0.05}, "pass"),
+    ("base-20", "three-worse", {}, "inconclusive"),  # mid-p McNemar p 0.0625
+    ("base-20", "three-worse", {"alpha": 0.2}, "regression"),  # ... below this alpha's first look
     ("base", "worse", {"metric": "nope"}, REFUSED),
     ("base", "other-metric", {}, REFUSED),
     ("base", "worse", {"alpha": 0.7}, REFUSED),
     ("judged-base", "judged-cand", {}, REFUSED),  # the judge of 'quality' is not calibrated
     ("judged-base", "judged-cand", {"metric": "quality"}, REFUSED),
-    ("judged-base", "judged-cand", {"metric": "contains"}, "pass"),
+    ("judged-base", "judged-cand", {"metric": "contains", "margin": 0.05}, "pass"),
     ("judged-base", "judged-cand", {"allow_uncalibrated": True}, "regression"),
     ("calibrated-base", "calibrated-cand", {}, "inconclusive"),
     ("calibrated-base", "calibrated-cand", {"margin": 0.1, "min_kappa": 0.4}, "pass"),
@@ -187,6 +206,20 @@ def test_the_four_entry_points_agree(
     }
     answers = {name: ask(base, cand, options) for name, ask in asked.items()}
     assert answers == dict.fromkeys(asked, verdict)
+
+
+def test_a_second_look_spends_less_alpha_everywhere(gates: Gates) -> None:
+    """The same candidate configuration run again is the pair's second look: every entry point
+    decides at its alpha (0.0025), though only the gate and the plugin record a look."""
+    base, first, second = (gates.runs[k] for k in ("base-20", "four-worse-1", "four-worse-2"))
+    assert gates.by_api(base, second, {}) == "regression"  # no look recorded yet: this would be look 1
+    assert gates.by_cli(base, first, {}) == "regression"  # look 1 at alpha 0.045 (mid-p 0.031)
+    assert gates.by_cli(base, first, {}) == "regression"  # the same two runs: the same look
+    asked = (gates.by_api, gates.by_ui, gates.by_plugin, gates.by_cli)
+    assert [ask(base, second, {}) for ask in asked] == ["inconclusive"] * 4  # look 2
+    report = (gates.report_dir / "gate.md").read_text()
+    assert "Look 2 of this baseline and candidate configuration: it spends alpha 0.0025 of 0.05" in report
+    assert gates.by_cli(base, first, {}) == "regression"  # look 1 stays look 1
 
 
 def test_the_api_gives_the_gates_report(gates: Gates) -> None:

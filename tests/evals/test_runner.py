@@ -129,8 +129,8 @@ def test_errors_and_timeouts_are_unmeasured_not_failures(tmp_path: Path, eval_st
     failed = [r for r in eval_store.iter_results(result.id) if r.error]
     assert {r.item_id for r in failed} == {"2", "6"}
     assert all(s.value is None and "cannot explain" in (s.error or "") for r in failed for s in r.scores)
-    by_item, unmeasured = eval_store.metric_values(result.id, "contains")
-    assert len(by_item) == 6 and unmeasured == 2
+    by_item, unmeasured, unmeasured_items = eval_store.metric_values(result.id, "contains")
+    assert len(by_item) == 6 and unmeasured == 2 and unmeasured_items == {"2", "6"}
 
     spec = explain_spec(
         tmp_path, 8, target={"callable": f"{__name__}:slow_for_comets"}, timeout_s=0.2, retries=0

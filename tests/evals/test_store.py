@@ -46,8 +46,9 @@ def test_runs_results_and_cache(store: SqlStore) -> None:
     evals.write_results(results)  # the first four again: skipped
     assert evals.completed_keys(run.id) == {(str(n), e) for n in range(3) for e in range(2)}
     assert list(evals.iter_results(run.id, page=4)) == results
-    by_item, unmeasured = evals.metric_values(run.id, "exact")
+    by_item, unmeasured, unmeasured_items = evals.metric_values(run.id, "exact")
     assert by_item == {"0": [0.0, 0.0], "1": [1.0, 1.0], "2": [0.0]} and unmeasured == 1
+    assert unmeasured_items == {"2"}  # the items the unmeasured values belong to
     evals.set_run_status(run.id, RunStatus.COMPLETED, RunSummary(results=6))
     stored = evals.find_run(run.id[:8])
     assert evals.find_run("%" * 8) is None and evals.find_run("_" * 8) is None  # a prefix, not a pattern

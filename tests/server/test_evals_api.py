@@ -76,7 +76,11 @@ def test_compare_refuses_an_uncalibrated_judge_like_the_gate(served: Served) -> 
     )
     assert error["message"].endswith("or pass allow_uncalibrated.")
     code, answer = _compare(served, baseline=base.id, candidate=cand.id, allow_uncalibrated="true")
-    assert code == 200 and answer["verdict"] == "pass"
+    assert code == 200 and answer["verdict"] == "inconclusive"  # identical on 50 items: not enough for 2 pts
+    code, answer = _compare(
+        served, baseline=base.id, candidate=cand.id, allow_uncalibrated="true", margin=["contains:0.1", "0.1"]
+    )
+    assert code == 200 and answer["verdict"] == "pass" and answer["look"] == 1
     assert answer["metrics"][1]["judge"] == {"calibrated": False}
     calibration = calibrate(evals, JUDGED_SPEC, "quality", project="p1", kappa=0.3)
     code, answer = _compare(served, baseline=base.id, candidate=cand.id)
@@ -88,7 +92,7 @@ def test_compare_refuses_an_uncalibrated_judge_like_the_gate(served: Served) -> 
 def test_alpha_reaches_the_comparison(served: Served) -> None:
     evals = EvalStore(served.store)
     base = store_run(evals, {"contains": [1.0] * 20}, project="p1")
-    cand = store_run(evals, {"contains": [1.0] * 17 + [0.0] * 3}, project="p1")  # exact McNemar p 0.125
+    cand = store_run(evals, {"contains": [1.0] * 17 + [0.0] * 3}, project="p1")  # mid-p McNemar p 0.0625
     assert _compare(served, baseline=base.id, candidate=cand.id)[1]["verdict"] == "inconclusive"
     code, answer = _compare(served, baseline=base.id, candidate=cand.id, alpha="0.2")
     assert code == 200 and answer["verdict"] == "regression" and answer["metrics"][0]["alpha"] == 0.2
@@ -97,18 +101,32 @@ def test_alpha_reaches_the_comparison(served: Served) -> None:
 def test_compare_answers_bad_requests_in_the_error_shape(served: Served) -> None:
     evals = EvalStore(served.store)
     base = store_run(evals, {"contains": [1.0] * 5}, project="p1")
+    cand = store_run(evals, {"contains": [1.0] * 5}, project="p1")
     elsewhere = store_run(evals, {"contains": [1.0] * 5}, project="p2")
     for params, status, code, param in (
+        ({"baseline": base.id, "candidate": base.id}, 400, "same_run", "candidate"),
+        (
+            {"baseline": base.id, "candidate": cand.id, "margin": "contains:lots"},
+            400,
+            "invalid_parameter",
+            "margin",
+        ),
+        (
+            {"baseline": base.id, "candidate": cand.id, "group_by": "doc"},
+            400,
+            "invalid_parameter",
+            "group_by",
+        ),
         ({"baseline": base.id}, 400, "invalid_parameter", "candidate"),
         ({"baseline": base.id, "candidate": elsewhere.id}, 404, "eval_run_not_found", "candidate"),
-        ({"baseline": base.id, "candidate": base.id, "alpha": "0.7"}, 400, "invalid_parameter", "alpha"),
-        ({"baseline": base.id, "candidate": base.id, "alpha": "often"}, 400, "invalid_parameter", "alpha"),
-        ({"baseline": base.id, "candidate": base.id, "margin": "-1"}, 400, "invalid_parameter", "margin"),
-        ({"baseline": base.id, "candidate": base.id, "metric": "nope"}, 400, "metric_not_shared", "metric"),
-        ({"baseline": base.id, "candidate": base.id, "colour": "red"}, 400, "invalid_parameter", "colour"),
+        ({"baseline": base.id, "candidate": cand.id, "alpha": "0.7"}, 400, "invalid_parameter", "alpha"),
+        ({"baseline": base.id, "candidate": cand.id, "alpha": "often"}, 400, "invalid_parameter", "alpha"),
+        ({"baseline": base.id, "candidate": cand.id, "margin": "-1"}, 400, "invalid_parameter", "margin"),
+        ({"baseline": base.id, "candidate": cand.id, "metric": "nope"}, 400, "metric_not_shared", "metric"),
+        ({"baseline": base.id, "candidate": cand.id, "colour": "red"}, 400, "invalid_parameter", "colour"),
         *(
             (
-                {"baseline": base.id, "candidate": base.id, "changed_limit": v},
+                {"baseline": base.id, "candidate": cand.id, "changed_limit": v},
                 400,
                 "invalid_parameter",
                 "changed_limit",
@@ -116,7 +134,7 @@ def test_compare_answers_bad_requests_in_the_error_shape(served: Served) -> None
             for v in ("\u00b2", "9" * 26, "-1")
         ),
         (
-            {"baseline": base.id, "candidate": base.id, "allow_uncalibrated": "maybe"},
+            {"baseline": base.id, "candidate": cand.id, "allow_uncalibrated": "maybe"},
             400,
             "invalid_parameter",
             "allow_uncalibrated",

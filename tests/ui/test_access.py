@@ -129,7 +129,7 @@ def test_another_projects_ids_are_not_found(seeded: Seeded, admin: httpx.Client)
         ("/?refresh=1", "&#39;refresh&#39; must be"),
         ("/sessions?cursor=zzz", "cursor"),
         ("/evals/compare?baseline=&candidate=", "Choose a baseline and a candidate"),
-        ("/evals/compare?baseline=a&candidate=b&margin=lots", "is not a number"),
+        ("/evals/compare?baseline=a&candidate=b&margin=lots", "must be a number such as 0.02"),
         ("/datasets/capitals?after=-1", "is not a whole number"),
     ],
 )

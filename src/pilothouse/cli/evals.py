@@ -289,7 +289,7 @@ def _check_assertions(
 
     worst = 0
     for metric, minimum in assertions.items():
-        by_item, unmeasured = store.metric_values(run.id, metric)
+        by_item, unmeasured, _ = store.metric_values(run.id, metric)
         result = check_minimum(metric, by_item, minimum, unmeasured=unmeasured)
         console.print(
             f"assert    {metric} >= {minimum:g}: {result.verdict.value.upper()}: {result.explanation}"
@@ -389,15 +389,27 @@ def _jsonable(value: Any) -> Any:
 @eval_group.command("compare")
 @click.argument("run_a")
 @click.argument("run_b")
-@click.option("--metric", "metrics", multiple=True, help="Only these scorers (default: those of both runs).")
+@click.option("--metric", "metrics", multiple=True, help="Only these scorers (default: the baseline's).")
+@click.option("--margin", "margins", multiple=True, metavar="[METRIC=]VALUE", help="As 'pilothouse gate'.")
+@click.option("--lower-is-better", multiple=True, metavar="METRIC", help="As 'pilothouse gate'.")
+@click.option("--group-by", default=None, metavar="KEY", help="As 'pilothouse gate'.")
 @click.option("--limit", type=click.IntRange(min=1), default=30, show_default=True, help="Rows to show.")
 @click.option("--all", "show_all", is_flag=True, help="Show items that did not change too.")
 @database_option
 def compare_command(
-    run_a: str, run_b: str, metrics: tuple[str, ...], limit: int, show_all: bool, database_url: str | None
+    run_a: str,
+    run_b: str,
+    metrics: tuple[str, ...],
+    margins: tuple[str, ...],
+    lower_is_better: tuple[str, ...],
+    group_by: str | None,
+    limit: int,
+    show_all: bool,
+    database_url: str | None,
 ) -> None:
     """Per-item differences between two runs (B minus A), biggest losses first, and the gate's
-    verdict on them ('pilothouse gate' for the full report)."""
+    verdict on them at the look 'pilothouse gate' would make, without recording one ('pilothouse
+    gate' for the full report)."""
     from rich.table import Table
 
     from pilothouse.cli.gate import usage_error
@@ -410,6 +422,9 @@ def compare_command(
                 run_a,
                 run_b,
                 metrics=metrics,
+                margin=margins or None,
+                lower_is_better=lower_is_better,
+                group_by=group_by,
                 allow_uncalibrated=True,
                 changed_limit=limit,
                 include_unchanged=show_all,
@@ -448,7 +463,7 @@ def compare_command(
     console.print(
         f"gate: {comparison.verdict.value.upper()} ({verdicts})"
         + (f"; uncalibrated judge: {', '.join(uncalibrated)}" if uncalibrated else "")
-        + " (the report: 'pilothouse gate')"
+        + f" at look {comparison.look} (alpha {comparison.look_alpha:.4g}; the report: 'pilothouse gate')"
     )
 
 

@@ -6,8 +6,13 @@ judge against human labels (``pilothouse judge calibrate``): without one the gat
 unless ``--allow-uncalibrated``; with one, its kappa, TPR and TNR are printed next to the metric, and
 ``--min-kappa`` refuses a weakly calibrated judge.
 
-Exit status: 0 pass, 1 regression, 3 inconclusive (the report says how many items would decide),
-2 usage error (unknown run, a metric not in both runs, a bad option, an uncalibrated judge).
+Each gate is recorded as a look of the (baseline run, candidate configuration) pair and spends its share
+of alpha (0.9 alpha at the first look, then 0.1 alpha halved at each further look), so gating again
+after adding items or re-running the candidate cannot raise the error rates.
+
+Exit status: 0 pass, 1 regression, 3 inconclusive (the report says how many items the next look needs),
+2 usage error (unknown run, the same run twice, runs with no item in common, a metric of the baseline
+the candidate lacks, a bad option, an uncalibrated judge).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ OPTIONS = {
     "allow_uncalibrated": "--allow-uncalibrated",
     "metric": "--metric",
     "changed_limit": "--limit",
+    "lower_is_better": "--lower-is-better",
+    "group_by": "--group-by",
 }
 
 
@@ -49,7 +56,7 @@ def _print(comparison: Comparison) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pilothouse.evals.gate import GateVerdict, judge_calibration_text
+    from pilothouse.evals.gate import GateVerdict, judge_calibration_text, look_text
 
     results, judges = comparison.results, comparison.judges
     baseline, candidate = comparison.baseline, comparison.candidate
@@ -67,6 +74,8 @@ def _print(comparison: Comparison) -> None:
         "candidate",
         "delta [CI]",
         "p (worse)",
+        "p (Holm)",
+        "p (margin)",
         "margin",
         "paired",
     ):
@@ -88,7 +97,9 @@ def _print(comparison: Comparison) -> None:
             base + ("%" if unit else ""),
             cand + ("%" if unit else ""),
             delta,
-            "n/a" if r.comparison is None else f"{r.p_value:.4g}",
+            _p(r.p_value),
+            _p(r.p_adjusted),
+            _p(r.p_pass),
             f"{scale * r.margin:.3g}{unit}",
             str(r.n_paired),
         )
@@ -99,28 +110,59 @@ def _print(comparison: Comparison) -> None:
             console.print(f"  judge: {judge_calibration_text(judges[r.metric.name])}")
         if r.unmeasured_baseline or r.unmeasured_candidate:
             console.print(
-                f"  unmeasured values (left out): baseline {r.unmeasured_baseline}, "
-                f"candidate {r.unmeasured_candidate}"
+                f"  unmeasured values: baseline {r.unmeasured_baseline}, candidate {r.unmeasured_candidate}"
             )
+    if comparison.not_gated:
+        console.print(f"not gated (only the candidate has them): {', '.join(comparison.not_gated)}")
+    console.print(look_text(comparison.decision))
     overall = comparison.verdict
     colour = colours[overall]
     console.print(f"[bold {colour}]{overall.value.upper()}[/bold {colour}] (exit {overall.exit_code})")
+
+
+def _p(p: float) -> str:
+    return "n/a" if p != p else f"{p:.4g}"
 
 
 @click.command()
 @click.option("--baseline", required=True, metavar="RUN", help="The run to compare against.")
 @click.option("--candidate", required=True, metavar="RUN", help="The run that must be no worse.")
 @click.option(
-    "--metric", "metrics", multiple=True, help="A scorer to gate on (repeatable; default: all shared)."
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="A metric to gate on (repeatable; default: every metric of the baseline).",
 )
 @click.option(
     "--margin",
-    type=float,
-    default=None,
-    help="Largest acceptable loss, on the metric's scale (0.02 = 2 points of pass rate; "
-    "default 2 points, or 2%% of the baseline mean for continuous metrics).",
+    "margins",
+    multiple=True,
+    metavar="[METRIC=]VALUE",
+    help="Largest acceptable loss (repeatable): 0.02 for every metric on its scale (2 points of pass "
+    "rate), METRIC=0.01 for one metric, METRIC=10% (or 10%) relative: a share of the baseline's "
+    "failure rate (pass/fail) or mean (continuous). Default 2 points, or 2% of the baseline mean.",
 )
-@click.option("--alpha", type=float, default=0.05, show_default=True, help="One-sided significance level.")
+@click.option(
+    "--lower-is-better",
+    "lower_is_better",
+    multiple=True,
+    metavar="METRIC",
+    help="A metric where lower is better (repeatable); latency_ms and cost_usd (the target call's, "
+    "gated when named with --metric) are built in.",
+)
+@click.option(
+    "--group-by",
+    default=None,
+    metavar="KEY",
+    help="A dataset metadata key of related items (a document, a conversation): test per group.",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="One-sided significance level, spent over the looks of this baseline and candidate.",
+)
 @click.option(
     "--allow-uncalibrated",
     is_flag=True,
@@ -144,18 +186,23 @@ def gate(
     baseline: str,
     candidate: str,
     metrics: tuple[str, ...],
-    margin: float | None,
+    margins: tuple[str, ...],
+    lower_is_better: tuple[str, ...],
+    group_by: str | None,
     alpha: float,
     allow_uncalibrated: bool,
     min_kappa: float | None,
     report_dir: Path,
     database_url: str | None,
 ) -> None:
-    """Non-inferiority test of CANDIDATE against BASELINE, per metric.
+    """Non-inferiority test of CANDIDATE against BASELINE, per metric (every metric of the baseline,
+    or those named with --metric), family-wise over the metrics.
 
-    A metric graded by a judge needs the judge's calibration ('pilothouse judge calibrate'), unless
-    --allow-uncalibrated. Exit status: 0 pass, 1 regression, 3 inconclusive (with the sample size
-    that would decide), 2 usage error."""
+    Each gate is a look of the baseline and the candidate's configuration, recorded in the database:
+    the first spends 0.9 alpha, later ones (more items, a re-run) what is left. A metric graded by a
+    judge needs the judge's calibration ('pilothouse judge calibrate'), unless --allow-uncalibrated.
+    Exit status: 0 pass, 1 regression, 3 inconclusive (with the items the next look needs), 2 usage
+    error."""
     from pilothouse.evals import ComparisonError
     from pilothouse.evals.gate import render_json, render_junit, render_markdown
 
@@ -165,24 +212,27 @@ def gate(
                 baseline,
                 candidate,
                 metrics=metrics,
-                margin=margin,
+                margin=margins or None,
                 alpha=alpha,
+                lower_is_better=lower_is_better,
+                group_by=group_by,
                 allow_uncalibrated=allow_uncalibrated,
                 min_kappa=min_kappa,
                 changed_limit=0,  # the gate's reports list no items
+                record_look=True,
             )
         except ComparisonError as exc:
             raise usage_error(exc) from None
     for warning in comparison.warnings:
         click.echo(f"warning: {warning}", err=True)
     _print(comparison)
-    results, judges = comparison.results, comparison.judges
+    judges, not_gated = comparison.judges, comparison.not_gated
     base_id, cand_id = comparison.baseline.id, comparison.candidate.id
     try:
         report_dir.mkdir(parents=True, exist_ok=True)
         for suffix, render in (("md", render_markdown), ("xml", render_junit), ("json", render_json)):
             (report_dir / f"gate.{suffix}").write_text(
-                render(results, base_id, cand_id, judges), encoding="utf-8"
+                render(comparison.decision, base_id, cand_id, judges, not_gated), encoding="utf-8"
             )
     except OSError as exc:
         raise CliError(f"cannot write the reports to {report_dir}: {exc.strerror}") from None

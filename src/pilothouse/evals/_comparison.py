@@ -15,7 +15,7 @@ from typing import Any
 from pilothouse.domain.calibrations import Calibration
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import EvalRun
-from pilothouse.evals.gate import GateVerdict, MetricResult, gate_document
+from pilothouse.evals.gate import GateDecision, GateVerdict, MetricResult, gate_document
 
 __all__ = ["ChangedItem", "Comparison", "ComparisonError", "ItemTally", "comparison_document", "run_document"]
 
@@ -102,7 +102,20 @@ class Comparison:
     tallies: Mapping[str, ItemTally]
     warnings: tuple[str, ...]
     alpha: float
-    margin: float | None  # as asked (None: each metric's default; see MetricResult.margin)
+    margin: float | None  # one number for every metric as asked, else None (see MetricResult.margin)
+    decision: GateDecision  # the verdicts with the look and the alpha it spent
+    not_gated: tuple[str, ...] = ()  # the candidate's metrics that the baseline lacks
+    group_by: str | None = None  # the dataset metadata key whose groups were tested
+
+    @property
+    def look(self) -> int:
+        """Which look of the baseline and candidate configuration this is (1, 2, ...)."""
+        return self.decision.look
+
+    @property
+    def look_alpha(self) -> float:
+        """The alpha this look spends."""
+        return self.decision.look_alpha
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -155,9 +168,9 @@ def comparison_document(comparison: Comparison) -> dict[str, Any]:
     """The comparison as JSON-ready data: the gate's JSON report (``render_json``: verdict, exit code,
     metrics with their judges) plus the runs, the warnings and the changed items with their tallies."""
     c = comparison
-    document = gate_document(c.results, c.baseline.id, c.candidate.id, c.judges)
+    document = gate_document(c.decision, c.baseline.id, c.candidate.id, c.judges, c.not_gated)
     return document | {
-        "alpha": c.alpha,
+        "group_by": c.group_by,
         "runs": {"baseline": run_document(c.baseline), "candidate": run_document(c.candidate)},
         "warnings": list(c.warnings),
         "tallies": {

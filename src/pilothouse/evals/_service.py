@@ -10,10 +10,11 @@ pay for them at start-up.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pilothouse.domain.datasets import DatasetError, DatasetVersion
 from pilothouse.domain.evals import EvalResult, EvalRun, RunStatus
@@ -25,13 +26,27 @@ from pilothouse.store.sql import SqlStore
 if TYPE_CHECKING:
     from pilothouse.domain.calibrations import Calibration
     from pilothouse.evals._comparison import ChangedItem, Comparison, ItemTally
-    from pilothouse.evals.gate import MetricResult, MetricSpec, MetricValues
+    from pilothouse.evals.gate import Margin, MetricSpec, MetricValues
     from pilothouse.evals.runner import Progress
     from pilothouse.evals.spec import EvalSpec
 
-__all__ = ["DEFAULT_CHANGED_LIMIT", "Evaluations"]
+__all__ = ["BUILT_IN_METRICS", "DEFAULT_CHANGED_LIMIT", "Evaluations"]
 
 DEFAULT_CHANGED_LIMIT = 50  # changed items a comparison carries with their outputs and inputs
+# Metrics every run has, from its target calls (lower is better; gated only when named).
+BUILT_IN_METRICS = ("latency_ms", "cost_usd")
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # A margin as callers give it (see pilothouse.evals.gate.parse_margins).
+    MarginsLike: TypeAlias = float | str | Sequence[float | str] | Mapping[str, float | str | Margin] | None
+
+
+def option(name: str) -> str:
+    """A setting's name inside a ComparisonError message (see pilothouse.evals._comparison.option)."""
+    from pilothouse.evals._comparison import option as spelled
+
+    return spelled(name)
 
 
 class Evaluations:
@@ -80,17 +95,28 @@ class Evaluations:
         candidate: str | EvalRun,
         *,
         metrics: Sequence[str] = (),
-        margin: float | None = None,
+        margin: MarginsLike = None,
         alpha: float | None = None,
+        lower_is_better: Sequence[str] = (),
+        group_by: str | None = None,
         allow_uncalibrated: bool = False,
         min_kappa: float | None = None,
         project_id: str | None = None,
         changed_limit: int | None = DEFAULT_CHANGED_LIMIT,
         include_unchanged: bool = False,
+        record_look: bool = False,
     ) -> Comparison:
         """The quality gate on two runs: a non-inferiority test per metric (``metrics``, default every
-        metric both runs have) at ``alpha`` (None: the gate's ``DEFAULT_ALPHA``, 0.05) with ``margin``
-        (None: each metric's default), and the items that changed, biggest losses first.
+        metric of the baseline, each of which the candidate must have) at ``alpha`` (None: 0.05) spent
+        over the looks of this baseline and candidate configuration, with ``margin`` (a number for
+        every metric, ``"10%"``, ``"METRIC=0.01"``, several of those, or ``{metric: value}``; None:
+        each metric's default), and the items that changed, biggest losses first.
+
+        ``lower_is_better`` names metrics where lower is better (``latency_ms`` and ``cost_usd``, the
+        target call's latency and cost, are built in and gated when named in ``metrics``);
+        ``group_by`` a dataset metadata key whose items are related (tested at the group level).
+        ``record_look`` records this gate as a look of the pair (``pilothouse gate`` and the pytest
+        plugin do); without it the verdict is the one the gate would give at its next look.
 
         A metric graded by a judge needs a calibration of the candidate's judge (and of the baseline's
         when the runs graded it with different judges) that could read some of its replies, unless
@@ -100,26 +126,66 @@ class Evaluations:
         changed items that come with outputs and inputs; ``include_unchanged`` lists unchanged items
         too. Raises :class:`ComparisonError` for every usage problem.
         """
-        from pilothouse.evals._comparison import Comparison, ComparisonError
-        from pilothouse.evals.gate import DEFAULT_ALPHA, compare_metric, overall_verdict
+        from pilothouse.evals._comparison import Comparison, ComparisonError, ItemTally
+        from pilothouse.evals.gate import DEFAULT_ALPHA, MetricInput, decide
 
         alpha = DEFAULT_ALPHA if alpha is None else alpha
-        _check_settings(margin, alpha, min_kappa, changed_limit)
+        _check_settings(alpha, min_kappa, changed_limit)
+        margins = _margins(margin)
         base_run = self._resolve(baseline, "baseline", project_id)
         cand_run = self._resolve(candidate, "candidate", project_id)
-        names = _metric_names(base_run, cand_run, metrics)
+        if base_run.id == cand_run.id:
+            raise ComparisonError(
+                f"the baseline and the candidate are the same run ({base_run.id}): a run compared with "
+                "itself shows nothing; compare it with another run",
+                code="same_run",
+                param="candidate",
+            )
+        names, not_gated = _metric_names(base_run, cand_run, metrics)
+        lower = _lower_is_better(names, lower_is_better)
+        for name in margins:
+            if name is not None and name not in names:
+                raise ComparisonError(
+                    f"{option('margin')} names {name!r}, which is not gated (gated: {', '.join(names)})",
+                    code="invalid_parameter",
+                    param="margin",
+                )
         warnings: list[str] = []
         judges = self._judge_calibrations(base_run, cand_run, names, allow_uncalibrated, min_kappa, warnings)
-        results: list[MetricResult] = []
+        loaded = [self._load(base_run, cand_run, name, name in lower) for name in names]
+        _check_common_items(loaded)
+        groups = self._groups(base_run, cand_run, group_by, loaded) if group_by is not None else None
+        entries = [
+            MetricInput(spec, base_values, cand_values, margins.get(spec.name, margins.get(None)), groups)
+            for spec, base_values, cand_values in loaded
+        ]
+        pair_key = _pair_key(base_run, cand_run)
+        look = self.evals.gate_look(base_run.project_id, pair_key, cand_run.id)
+        try:
+            decision = decide(entries, alpha=alpha, look=look)
+        except ValueError as exc:
+            raise ComparisonError(str(exc), code="invalid_values") from None
+        if record_look:
+            recorded = self.evals.record_gate_look(
+                base_run.project_id, pair_key, base_run.id, cand_run.id, decision.verdict.value
+            )
+            if recorded != look:  # another gate of this pair took the look first
+                decision = decide(entries, alpha=alpha, look=recorded)
         changed: list[ChangedItem] = []
         tallies: dict[str, ItemTally] = {}
-        for name in names:
-            spec, base_values, cand_values = self._load(base_run, cand_run, name)
-            try:
-                results.append(compare_metric(spec, base_values, cand_values, margin=margin, alpha=alpha))
-            except ValueError as exc:
-                raise ComparisonError(f"{name}: {exc}", code="invalid_values") from None
-            tallies[name] = _changed_items(name, base_values, cand_values, include_unchanged, changed)
+        collect = changed_limit != 0  # the gate's reports list no items: the decision's counts will do
+        for (spec, base_values, cand_values), result in zip(loaded, decision.results, strict=True):
+            c = result.comparison
+            if collect or c is None:
+                tallies[spec.name] = _changed_items(
+                    spec.name, base_values, cand_values, include_unchanged, changed if collect else None
+                )
+            else:  # the same counts: the decision's measured pairs and the items left out
+                sign = c.sign
+                tallies[spec.name] = ItemTally(sign.n_increase, sign.n_decrease, sign.n_zero, c.n_excluded)
+        changed_total = sum(
+            t.better + t.worse + t.unpaired + (t.same if include_unchanged else 0) for t in tallies.values()
+        )
         for run in (base_run, cand_run):
             if run.status is not RunStatus.COMPLETED:
                 warnings.append(f"run {run.id} is {run.status.value}, not completed")
@@ -133,15 +199,18 @@ class Evaluations:
         return Comparison(
             baseline=base_run,
             candidate=cand_run,
-            results=tuple(results),
-            verdict=overall_verdict(results),
+            results=decision.results,
+            verdict=decision.verdict,
             judges=judges,
             changed=self._with_outputs(base_run, cand_run, shown),
-            changed_total=len(changed),
+            changed_total=changed_total,
             tallies=tallies,
             warnings=tuple(warnings),
             alpha=alpha,
-            margin=margin,
+            margin=margin if isinstance(margin, float | int) else None,
+            decision=decision,
+            not_gated=tuple(not_gated),
+            group_by=group_by,
         )
 
     def _resolve(self, reference: str | EvalRun, role: str, project_id: str | None) -> EvalRun:
@@ -158,15 +227,66 @@ class Evaluations:
         return run
 
     def _load(
-        self, baseline: EvalRun, candidate: EvalRun, name: str
+        self, baseline: EvalRun, candidate: EvalRun, name: str, lower_is_better: bool
     ) -> tuple[MetricSpec, MetricValues, MetricValues]:
         from pilothouse.evals.gate import MetricSpec, MetricValues
 
-        runs = [self.evals.metric_values(run.id, name) for run in (baseline, candidate)]
-        binary = all(v in (0.0, 1.0) for by_item, _ in runs for values in by_item.values() for v in values)
-        spec = MetricSpec(name, "binary" if binary else "continuous")
-        (base_items, base_unmeasured), (cand_items, cand_unmeasured) = runs
-        return spec, MetricValues(base_items, base_unmeasured), MetricValues(cand_items, cand_unmeasured)
+        if name in BUILT_IN_METRICS and name not in baseline.scorers:
+            runs = [self.evals.result_values(run.id, name) for run in (baseline, candidate)]
+        else:
+            runs = [self.evals.metric_values(run.id, name) for run in (baseline, candidate)]
+        binary = name not in BUILT_IN_METRICS and all(
+            v in (0.0, 1.0) for by_item, _, _ in runs for values in by_item.values() for v in values
+        )
+        spec = MetricSpec(name, "binary" if binary else "continuous", higher_is_better=not lower_is_better)
+        (base_items, base_n, base_ids), (cand_items, cand_n, cand_ids) = runs
+        return spec, MetricValues(base_items, base_n, base_ids), MetricValues(cand_items, cand_n, cand_ids)
+
+    def _groups(
+        self,
+        baseline: EvalRun,
+        candidate: EvalRun,
+        key: str,
+        loaded: Sequence[tuple[MetricSpec, MetricValues, MetricValues]],
+    ) -> dict[str, str]:
+        """Each compared item's group: the value of its dataset metadata ``key``."""
+        from pilothouse.evals._comparison import ComparisonError
+
+        if not key.strip():
+            raise ComparisonError(
+                f"{option('group_by')} needs a metadata key", code="invalid_parameter", param="group_by"
+            )
+        metadata: dict[str, Mapping[str, Any]] = {}
+        for run in (candidate, baseline):  # the baseline's items win
+            if run.dataset_version_id is None:
+                raise ComparisonError(
+                    f"{option('group_by')} reads the items' metadata from the run's stored dataset, and run "
+                    f"{run.id} has none",
+                    code="invalid_parameter",
+                    param="group_by",
+                )
+            metadata.update(self.evals.item_metadata(run.dataset_version_id))
+        groups: dict[str, str] = {}
+        missing: list[str] = []
+        for _, base_values, cand_values in loaded:
+            for item in (
+                base_values.by_item.keys() | cand_values.by_item.keys() | cand_values.unmeasured_items
+            ):
+                if item in groups:
+                    continue
+                value = metadata.get(item, {}).get(key)
+                if value is None:
+                    missing.append(item)
+                else:
+                    groups[item] = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+        if missing:
+            shown = ", ".join(repr(i) for i in sorted(missing)[:3])
+            raise ComparisonError(
+                f"{option('group_by')} {key!r}: {len(missing)} item(s) have no such metadata key ({shown})",
+                code="invalid_parameter",
+                param="group_by",
+            )
+        return groups
 
     def _judge_calibrations(
         self,
@@ -273,22 +393,14 @@ class Evaluations:
             ) from None
 
 
-def _check_settings(
-    margin: float | None, alpha: float, min_kappa: float | None, changed_limit: int | None
-) -> None:
-    from pilothouse.evals._comparison import ComparisonError, option
+def _check_settings(alpha: float, min_kappa: float | None, changed_limit: int | None) -> None:
+    from pilothouse.evals._comparison import ComparisonError
 
     if not 0 < alpha < 0.5:
         raise ComparisonError(
             f"{option('alpha')} must be between 0 and 0.5, not {alpha}",
             code="invalid_parameter",
             param="alpha",
-        )
-    if margin is not None and not (math.isfinite(margin) and margin >= 0):
-        raise ComparisonError(
-            f"{option('margin')} must be a number >= 0, not {margin}",
-            code="invalid_parameter",
-            param="margin",
         )
     if min_kappa is not None and not -1 <= min_kappa <= 1:
         raise ComparisonError(
@@ -304,23 +416,94 @@ def _check_settings(
         )
 
 
-def _metric_names(baseline: EvalRun, candidate: EvalRun, wanted: Sequence[str]) -> list[str]:
+def _margins(margin: MarginsLike) -> dict[str | None, Margin]:
+    from pilothouse.evals._comparison import ComparisonError
+    from pilothouse.evals.gate import parse_margins
+
+    try:
+        return parse_margins(margin)
+    except ValueError as exc:
+        raise ComparisonError(f"{option('margin')} {exc}", code="invalid_parameter", param="margin") from None
+
+
+def _metric_names(
+    baseline: EvalRun, candidate: EvalRun, wanted: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """The gated metrics and the candidate's metrics that are not gated (the baseline lacks them)."""
     from pilothouse.evals._comparison import ComparisonError
 
-    shared = [name for name in baseline.scorers if name in candidate.scorers]
+    not_gated = [name for name in candidate.scorers if name not in baseline.scorers]
     for name in wanted:
-        if name not in shared:
+        if name in BUILT_IN_METRICS:
+            continue
+        if name not in baseline.scorers or name not in candidate.scorers:
             raise ComparisonError(
                 f"metric {name!r} is not in both runs (baseline: {', '.join(baseline.scorers) or 'none'}; "
                 f"candidate: {', '.join(candidate.scorers) or 'none'})",
                 code="metric_not_shared",
                 param="metric",
             )
-    if not shared:
+    if wanted:
+        names = list(dict.fromkeys(wanted))
+        return names, [n for n in not_gated if n not in names]
+    if not baseline.scorers:
+        raise ComparisonError("the baseline has no metric (scorer) to gate on", code="no_shared_metric")
+    missing = [name for name in baseline.scorers if name not in candidate.scorers]
+    if len(missing) == len(baseline.scorers):
         raise ComparisonError(
-            "the baseline and the candidate have no metric (scorer) in common", code="no_shared_metric"
+            "the baseline and the candidate have no metric (scorer) in common "
+            f"(baseline: {', '.join(baseline.scorers)}; candidate: {', '.join(candidate.scorers) or 'none'})",
+            code="no_shared_metric",
         )
-    return list(dict.fromkeys(wanted)) or shared
+    if missing:
+        raise ComparisonError(
+            f"the candidate lacks the baseline's metric{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(repr(m) for m in missing)}: a check the candidate dropped cannot pass the gate; "
+            f"choose the metrics to gate with {option('metric')} to leave it out",
+            code="metric_missing",
+            param="metric",
+        )
+    return list(baseline.scorers), not_gated
+
+
+def _lower_is_better(names: Sequence[str], named: Sequence[str]) -> set[str]:
+    from pilothouse.evals._comparison import ComparisonError
+
+    for name in named:
+        if name not in names:
+            raise ComparisonError(
+                f"{option('lower_is_better')} names {name!r}, which is not gated (gated: {', '.join(names)})",
+                code="invalid_parameter",
+                param="lower_is_better",
+            )
+    return {n for n in names if n in BUILT_IN_METRICS} | set(named)
+
+
+def _check_common_items(loaded: Sequence[tuple[MetricSpec, MetricValues, MetricValues]]) -> None:
+    from pilothouse.evals._comparison import ComparisonError
+
+    base: set[str] = set()
+    cand: set[str] = set()
+    for _, b, c in loaded:
+        base |= b.by_item.keys() | b.unmeasured_items
+        cand |= c.by_item.keys() | c.unmeasured_items
+    if base and cand and not base & cand:
+        raise ComparisonError(
+            "the runs cannot be compared: no item in common (the gate pairs items by id; were they run "
+            "on different datasets?)",
+            code="no_common_items",
+        )
+
+
+def _pair_key(baseline: EvalRun, candidate: EvalRun) -> str:
+    """What the gate counts looks of: the baseline run and the candidate's configuration (its stored
+    spec without its name, and its target), so a re-run of the same candidate, or the same candidate
+    on more items, is another look at the same pair."""
+    spec = {k: v for k, v in candidate.spec.items() if k != "name"}
+    identity = json.dumps(
+        {"baseline": baseline.id, "spec": spec, "target": candidate.target}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(identity.encode()).hexdigest()
 
 
 def _changed_items(
@@ -328,25 +511,28 @@ def _changed_items(
     baseline: MetricValues,
     candidate: MetricValues,
     include_unchanged: bool,
-    changed: list[ChangedItem],
+    changed: list[ChangedItem] | None,
 ) -> ItemTally:
-    """Append one metric's changed items (per-item means over epochs) and count how items moved."""
+    """Count how one metric's items moved (per-item means over epochs) and, unless ``changed`` is
+    None, append the changed ones to it."""
     from pilothouse.evals._comparison import ChangedItem, ItemTally
     from pilothouse.evals.stats import item_means
 
     means_a, means_b = item_means(baseline.by_item), item_means(candidate.by_item)
-    better = worse = same = unpaired = 0
-    for item in sorted(means_a.keys() | means_b.keys()):
-        a, b = means_a.get(item), means_b.get(item)
-        if a is None or b is None:
-            unpaired += 1
-        elif b > a:
+    better = worse = same = 0
+    both = means_a.keys() & means_b.keys()
+    unpaired = len(means_a) + len(means_b) - 2 * len(both)
+    for item in both:
+        if means_b[item] > means_a[item]:
             better += 1
-        elif b < a:
+        elif means_b[item] < means_a[item]:
             worse += 1
         else:
             same += 1
-            if not include_unchanged:
+    if changed is not None:
+        for item in sorted(means_a.keys() | means_b.keys()):
+            before, after = means_a.get(item), means_b.get(item)
+            if before is not None and before == after and not include_unchanged:
                 continue
-        changed.append(ChangedItem(item, name, a, b))
+            changed.append(ChangedItem(item, name, before, after))
     return ItemTally(better, worse, same, unpaired)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pilothouse.evals.gate import DECISION_POWER, GateVerdict
+from pilothouse.evals.gate import GateVerdict
 from pilothouse.evals.stats import Estimate, ValuesByItem, _normal_quantile, clustered_bootstrap, item_means
 
 __all__ = ["AssertionResult", "check_minimum"]
+
+DECISION_POWER = 0.8  # items_needed: the sample that decides with this probability at the observed mean
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,18 @@ from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
 from pilothouse.server.state import Services
 
 _COMPARE_PARAMS = frozenset(
-    {"baseline", "candidate", "metric", "margin", "alpha", "allow_uncalibrated", "min_kappa", "changed_limit"}
+    {
+        "baseline",
+        "candidate",
+        "metric",
+        "margin",
+        "alpha",
+        "lower_is_better",
+        "group_by",
+        "allow_uncalibrated",
+        "min_kappa",
+        "changed_limit",
+    }
 )
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
 
@@ -72,10 +83,12 @@ async def get_run(request: Request) -> Response:
 
 
 async def compare(request: Request) -> Response:
-    """``GET /api/evals/compare?baseline=A&candidate=B[&metric=M...&margin=&alpha=&allow_uncalibrated=
-    &min_kappa=&changed_limit=]``: the gate's verdict per metric and overall (``gate.json``'s shape),
-    the judges' calibrations, the changed items with their tallies, and warnings. A refusal of the
-    gate (``pilothouse gate`` exit 2) is a 400 naming the problem; an unknown run a 404."""
+    """``GET /api/evals/compare?baseline=A&candidate=B[&metric=M...&margin=0.02&margin=M:10%...&alpha=
+    &lower_is_better=M...&group_by=KEY&allow_uncalibrated=&min_kappa=&changed_limit=]``: the gate's
+    verdict per metric and overall (``gate.json``'s shape) at the look ``pilothouse gate`` would make
+    (none is recorded), the judges' calibrations, the changed items with their tallies, and warnings.
+    A refusal of the gate (``pilothouse gate`` exit 2) is a 400 naming the problem; an unknown run a
+    404."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.READ)
     params = request.query_params
@@ -95,8 +108,10 @@ async def compare(request: Request) -> Response:
             params["baseline"],
             params["candidate"],
             metrics=params.getlist("metric"),
-            margin=_number(params, "margin"),
+            margin=[m for m in params.getlist("margin") if m.strip()] or None,
             alpha=DEFAULT_ALPHA if alpha is None else alpha,
+            lower_is_better=[m for m in params.getlist("lower_is_better") if m.strip()],
+            group_by=params.get("group_by", "").strip() or None,
             allow_uncalibrated=_BOOLEANS[allow],
             min_kappa=_number(params, "min_kappa"),
             project_id=principal.project_id,

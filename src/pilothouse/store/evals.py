@@ -535,24 +535,88 @@ class EvalStore:
         run = self.get_run(run_id)
         return list(run.scorers) if run else []
 
-    def metric_values(self, run_id: str, scorer: str) -> tuple[dict[str, list[float]], int]:
-        """One scorer's measured values of a run as ``{item_id: [value per epoch]}`` (epoch order),
-        and how many values were unmeasured (the shape :mod:`pilothouse.evals.gate` takes)."""
+    def metric_values(self, run_id: str, scorer: str) -> tuple[dict[str, list[float]], int, frozenset[str]]:
+        """One scorer's measured values of a run as ``{item_id: [value per epoch]}`` (epoch order), how
+        many values were unmeasured, and the items those belong to (the shape
+        :mod:`pilothouse.evals.gate` takes)."""
         s = t.eval_scores
         query = (
             select(s.c.item_id, s.c.value)
             .where(s.c.run_id == run_id, s.c.scorer == scorer)
             .order_by(s.c.item_id, s.c.epoch)
         )
-        by_item: dict[str, list[float]] = {}
-        unmeasured = 0
+        return _values(self.engine, query)
+
+    def result_values(self, run_id: str, column: str) -> tuple[dict[str, list[float]], int, frozenset[str]]:
+        """A target-call column of a run's results (``latency_ms`` or ``cost_usd``) in
+        :meth:`metric_values`' shape; a failed call or an unknown value is unmeasured."""
+        r = t.eval_results
+        if column not in ("latency_ms", "cost_usd"):
+            raise ValueError(f"no result column {column!r}")
+        value = r.c[column]
+        query = (
+            select(r.c.item_id, value.label("value"), r.c.error)
+            .where(r.c.run_id == run_id)
+            .order_by(r.c.item_id, r.c.epoch)
+        )
+        return _values(self.engine, query)
+
+    def item_metadata(self, version_id: str) -> dict[str, Mapping[str, Any]]:
+        """Every item's metadata (an empty mapping when it has none) of a dataset version, by item id."""
+        i = t.eval_items
+        query = select(i.c.item_id, i.c.metadata).where(i.c.version_id == version_id)
         with self.engine.connect() as conn:
-            for row in conn.execute(query).yield_per(5000):
-                if row.value is None:
-                    unmeasured += 1
-                else:
-                    by_item.setdefault(row.item_id, []).append(float(row.value))
-        return by_item, unmeasured
+            return {row.item_id: _unjson(row.metadata) or {} for row in conn.execute(query).yield_per(5000)}
+
+    # -- the gate's looks ---------------------------------------------------------------------------
+
+    def gate_look(self, project_id: str, pair_key: str, candidate_run_id: str) -> int:
+        """The look a gate of this candidate run at this pair would be: its recorded look, or one
+        more than the looks recorded so far."""
+        with self.engine.connect() as conn:
+            return self._look(conn, project_id, pair_key, candidate_run_id)
+
+    def _look(self, conn: Connection, project_id: str, pair_key: str, candidate_run_id: str) -> int:
+        g = t.gate_looks
+        where = and_(g.c.project_id == project_id, g.c.pair_key == pair_key)
+        found = conn.execute(select(g.c.look).where(where, g.c.candidate_run_id == candidate_run_id)).first()
+        if found is not None:
+            return int(found.look)
+        return int(conn.execute(select(func.count()).select_from(g).where(where)).scalar_one()) + 1
+
+    def record_gate_look(
+        self, project_id: str, pair_key: str, baseline_run_id: str, candidate_run_id: str, verdict: str
+    ) -> int:
+        """Record a gate of this candidate run at this pair (once: a second gate of the same two runs is
+        the same look) and return its look number."""
+        g = t.gate_looks
+        for _ in range(5):  # another process may take the same look number first: count again
+            try:
+                with self.engine.begin() as conn:
+                    look = self._look(conn, project_id, pair_key, candidate_run_id)
+                    exists = conn.execute(
+                        select(g.c.look).where(
+                            g.c.project_id == project_id,
+                            g.c.pair_key == pair_key,
+                            g.c.candidate_run_id == candidate_run_id,
+                        )
+                    ).first()
+                    if exists is None:
+                        conn.execute(
+                            g.insert().values(
+                                project_id=project_id,
+                                pair_key=pair_key,
+                                candidate_run_id=candidate_run_id,
+                                look=look,
+                                baseline_run_id=baseline_run_id,
+                                verdict=verdict,
+                                created_ns=time.time_ns(),
+                            )
+                        )
+                    return look
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not record the gate's look: the store kept changing")
 
     # -- response cache -----------------------------------------------------------------------------
 
@@ -656,6 +720,39 @@ class EvalStore:
             from pilothouse.domain.queries import decode_cursor
 
             page = TraceQuery(**{**_query_fields(page), "cursor": decode_cursor(found.next_cursor)})
+
+
+def _values(engine: Any, query: Any) -> tuple[dict[str, list[float]], int, frozenset[str]]:
+    """Rows of (item id, value[, error]) as :meth:`EvalStore.metric_values` returns them: a value of
+    None, or an error, is unmeasured."""
+    by_item: dict[str, list[float]] = {}
+    unmeasured = 0
+    unmeasured_items: set[str] = set()
+    with engine.connect() as conn:
+        sql, params = _compiled(conn, query)
+        cursor = conn.connection.cursor()  # the driver's own rows: plain tuples, fetched in C
+        try:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+        for row in rows:
+            item_id, value = row[0], row[1]
+            if value is None or (len(row) > 2 and row[2] is not None):
+                unmeasured += 1
+                unmeasured_items.add(item_id)
+            else:
+                by_item.setdefault(item_id, []).append(float(value))
+    return by_item, unmeasured, frozenset(unmeasured_items)
+
+
+def _compiled(conn: Connection, query: Any) -> tuple[str, Any]:
+    """A Core select as the driver's SQL and parameters (reading many rows skips SQLAlchemy's rows)."""
+    compiled = query.compile(dialect=conn.dialect)
+    params = compiled.construct_params()
+    if compiled.positiontup is not None:
+        return str(compiled), tuple(params[name] for name in compiled.positiontup)
+    return str(compiled), params
 
 
 def _query_fields(query: TraceQuery) -> dict[str, Any]:

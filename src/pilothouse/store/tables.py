@@ -318,6 +318,19 @@ eval_cache = Table(
     Column("created_ns", BigInteger, nullable=False),
 )
 
+gate_looks = Table(  # each look of the quality gate at a (baseline run, candidate configuration) pair
+    "gate_looks",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("pair_key", String(64), primary_key=True),  # sha256 of baseline run id + candidate config
+    Column("candidate_run_id", String(32), primary_key=True),
+    Column("look", Integer, nullable=False),  # 1, 2, ... in the order the looks were recorded
+    Column("baseline_run_id", String(32), nullable=False),
+    Column("verdict", String(16), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "pair_key", "look", name="uq_gate_looks_look"),
+)
+
 judge_calibrations = Table(
     "judge_calibrations",
     metadata,

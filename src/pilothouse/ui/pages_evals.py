@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from pilothouse.domain.evals import EvalRun
 from pilothouse.evals import ComparisonError
-from pilothouse.evals.gate import DEFAULT_ALPHA, judge_calibration_text
+from pilothouse.evals.gate import DEFAULT_ALPHA, judge_calibration_text, parse_margin
 from pilothouse.store.evals import EvalStore
 from pilothouse.ui.web import PageContext, UiError, not_found
 
@@ -99,6 +99,8 @@ SETTINGS = {
     "min_kappa": "minimum kappa",
     "allow_uncalibrated": "'Allow uncalibrated judges'",
     "metric": "metric",
+    "lower_is_better": "lower is better",
+    "group_by": "group by",
 }
 _TRUE = ("1", "true", "on", "yes")
 
@@ -114,13 +116,22 @@ def _number_param(page: PageContext, name: str) -> float | None:
 
 
 async def compare(page: PageContext) -> Response:
-    """``/evals/compare?baseline=A&candidate=B`` (and ``margin``, ``alpha``, ``min_kappa``,
-    ``allow_uncalibrated``, ``metric``): the gate's verdict per metric (the service's, as
-    ``pilothouse gate`` gives it, refusals included) and the items that changed, biggest losses first."""
+    """``/evals/compare?baseline=A&candidate=B`` (and ``margin`` (``0.02`` or ``metric=10%``, several
+    separated by spaces or commas), ``alpha``, ``lower_is_better``, ``group_by``, ``min_kappa``,
+    ``allow_uncalibrated``, ``metric``): the gate's verdict per metric (the service's, as ``pilothouse
+    gate`` gives it at its next look, refusals included) and the items that changed, biggest losses
+    first."""
     base_ref, cand_ref = page.params.get("baseline", "").strip(), page.params.get("candidate", "").strip()
     if not base_ref or not cand_ref:
         raise UiError(400, "Choose a baseline and a candidate run to compare.")
-    margin = _number_param(page, "margin")
+    margins = [m for m in page.params.get("margin", "").replace(",", " ").split() if m]
+    for margin in margins:
+        try:
+            parse_margin(margin)
+        except ValueError as exc:
+            raise UiError(400, f"Invalid query parameter 'margin': {exc}.") from None
+    lower = [m for m in page.params.get("lower_is_better", "").replace(",", " ").split() if m]
+    group_by = page.params.get("group_by", "").strip() or None
     alpha = _number_param(page, "alpha")
     min_kappa = _number_param(page, "min_kappa")
     allow_uncalibrated = page.params.get("allow_uncalibrated", "").strip().lower() in _TRUE
@@ -135,8 +146,10 @@ async def compare(page: PageContext) -> Response:
             baseline,
             candidate,
             metrics=metrics,
-            margin=margin,
+            margin=margins or None,
             alpha=DEFAULT_ALPHA if alpha is None else alpha,
+            lower_is_better=lower,
+            group_by=group_by,
             allow_uncalibrated=allow_uncalibrated,
             min_kappa=min_kappa,
             project_id=page.project_id,
@@ -153,6 +166,8 @@ async def compare(page: PageContext) -> Response:
         comparison=comparison,
         error=error,
         margin=page.params.get("margin", "").strip(),
+        lower_is_better=page.params.get("lower_is_better", "").strip(),
+        group_by=group_by or "",
         alpha=page.params.get("alpha", "").strip(),
         min_kappa=page.params.get("min_kappa", "").strip(),
         allow_uncalibrated=allow_uncalibrated,
