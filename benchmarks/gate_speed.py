@@ -4,8 +4,8 @@
 
 1. ``decide`` (pilothouse.evals.gate, with the report's per-run intervals, as the CLI calls it) on
    five pass/fail and five 1-5 judge metrics; baseline in the same run: the previous code's
-   ``compare_metric`` per metric (src/pilothouse/evals/gate.py of ``git show main``, loaded into a
-   temporary module over the same statistics module). Median of three rounds.
+   ``compare_metric`` per metric (src/pilothouse/evals/gate.py of commit d019b49, the last before
+   issue 20, loaded into a temporary module over the same statistics module). Median of three rounds.
 2. ``pilothouse gate`` end to end (a new process: start-up, loading the runs from SQLite, the
    decision, the reports) on two runs stored with those values; median of three. Target: under 2 s.
 """
@@ -41,16 +41,16 @@ def median_s(call: Callable[[], object], rounds: int = 3) -> float:
 
 
 def previous_gate() -> types.ModuleType | None:
-    """The gate module of ``main`` before issue 20, or None where git cannot show it."""
+    """The gate module of d019b49 (the last commit before issue 20), or None where git cannot show it."""
     try:
         source = subprocess.run(
-            ["git", "show", "main:src/pilothouse/evals/gate.py"], cwd=ROOT, capture_output=True, check=True
+            ["git", "show", "d019b49:src/pilothouse/evals/gate.py"], cwd=ROOT, capture_output=True, check=True
         ).stdout.decode()
     except (OSError, subprocess.CalledProcessError):
         return None
     module = types.ModuleType("previous_gate")
     sys.modules["previous_gate"] = module  # dataclasses look their module up
-    exec(compile(source, "main:src/pilothouse/evals/gate.py", "exec"), module.__dict__)
+    exec(compile(source, "d019b49:src/pilothouse/evals/gate.py", "exec"), module.__dict__)
     return module
 
 
@@ -137,7 +137,7 @@ def main() -> None:
     print(f"decide, {args.items:,} items x {args.metrics} metrics (with the report's intervals): {new:.3f} s")
     old = previous_gate()
     if old is None:
-        print("previous code: not available (no git, or no main branch)")
+        print("previous code: not available (no git, or no commit d019b49)")
     else:
         specs = [old.MetricSpec(name, kind) for name, kind, _, _ in data]
 
@@ -148,7 +148,7 @@ def main() -> None:
             ]
             old.overall_verdict(results)
 
-        print(f"previous code (main's compare_metric per metric, same data): {median_s(previous):.3f} s")
+        print(f"previous code (d019b49's compare_metric per metric, same data): {median_s(previous):.3f} s")
     if args.no_cli:
         return
     with tempfile.TemporaryDirectory() as tmp:
