@@ -670,8 +670,14 @@ def grouped(reps: int, f: Findings) -> Table:
     return table
 
 
-def run(quick: bool, out: Callable[[str], None] = print) -> Findings:
-    """Every study, printed as Markdown; returns the figures the targets are checked on."""
+def run(
+    quick: bool,
+    out: Callable[[str], None] = print,
+    only: str | None = None,
+    reps_override: int | None = None,
+) -> Findings:
+    """Every study (or ``only`` the one of that name), printed as Markdown; returns the figures the
+    targets are checked on. ``reps_override`` replaces the study's replications."""
     scale = 10 if quick else 1
     f = Findings()
     studies: list[tuple[str, int, Callable[[int, Findings], Table | list[Table]]]] = [
@@ -686,8 +692,12 @@ def run(quick: bool, out: Callable[[str], None] = print) -> Findings:
         ("looks", 600, sequential_use),
         ("grouped", 1000, grouped),
     ]
+    if only is not None and only not in {name for name, _, _ in studies}:
+        raise SystemExit(f"no study {only!r}; the studies: {', '.join(name for name, _, _ in studies)}")
     for name, reps, study in studies:
-        reps = max(reps // scale, 20)
+        if only is not None and name != only:
+            continue
+        reps = reps_override or max(reps // scale, 20)
         f.reps[name] = reps
         started = time.perf_counter()
         tables = study(reps, f)
@@ -700,10 +710,14 @@ def run(quick: bool, out: Callable[[str], None] = print) -> Findings:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the replications (~1 minute)")
+    parser.add_argument("--only", metavar="STUDY", help="run one study, e.g. 'family-wise'")
+    parser.add_argument("--reps", type=int, metavar="N", help="replications per cell instead of the study's")
     args = parser.parse_args()
     command = "benchmarks/gate_simulations.py" + (" --quick" if args.quick else "")
     print(f"<!-- {command}; look-1 alpha {look_alpha(ALPHA, 1):g} -->\n")
-    f = run(args.quick)
+    f = run(args.quick, only=args.only, reps_override=args.reps)
+    if args.only:
+        return
     print(
         f"Worst false regression rate {pct(f.worst_false_regression)}, worst false pass rate at the margin "
         f"{pct(f.worst_false_pass)} (pooled {pct(f.false_regressions[0] / f.false_regressions[1])} and "
