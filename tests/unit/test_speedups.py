@@ -136,13 +136,18 @@ def upb(body: bytes) -> list[RawSpan] | None:
         return None
 
 
-def c_reader(reader: _speedups.OtlpReader, body: bytes) -> list[RawSpan] | None:
+def c_reader(
+    reader: _speedups.OtlpReader, body: bytes, limits: otlp.DecodeLimits = otlp.DEFAULT_LIMITS
+) -> list[RawSpan] | None:
+    """The C reader's spans, its counts checked against upb's; None where it refuses."""
     try:
-        count = reader.count(body)
+        accepted, rejected, values, reason = reader.check(body)
     except ValueError:
         return None
-    spans = reader.decode(body, RawSpan, RawEvent)
-    assert len(spans) == count
+    spans = reader.decode(body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes)
+    assert len(spans) == accepted
+    counts = parse_protobuf(body)[1]
+    assert (accepted, rejected, values, reason) == (counts.accepted, counts.rejected, counts.values, counts.reason)
     return spans
 
 
@@ -299,7 +304,7 @@ def test_every_value_kind_and_span_field(reader: _speedups.OtlpReader) -> None:
         1,
         parent_span_id=b"\x07" * 8,
         trace_state="k=v",
-        start_time_unix_nano=2**64 - 1,
+        start_time_unix_nano=2**62,
         end_time_unix_nano=5,
         attributes=attrs,
         status=Status(code=Status.STATUS_CODE_ERROR, message="boom ✗"),
@@ -343,7 +348,7 @@ def test_what_it_refuses_goes_to_upb(reader: _speedups.OtlpReader) -> None:
     rs = b"\x12" + bytes([len(ss)]) + ss
     data = b"\x0a" + bytes([len(rs)]) + rs
     with pytest.raises(ValueError):
-        reader.count(data)
+        reader.check(data)
     checked = check_protobuf(data)
     assert checked.body is None and checked.count == 1
     [merged] = iter_checked(checked)
@@ -354,7 +359,7 @@ def test_what_it_refuses_goes_to_upb(reader: _speedups.OtlpReader) -> None:
     short_id = body(Span(trace_id=b"\x01" * 15, span_id=b"\x01" * 8))
     for data in (bad_utf8, short_id, b"\x0a\x05\x12", b"\xff" * 12):
         with pytest.raises(ValueError):
-            reader.count(data)
+            reader.check(data)
         with pytest.raises(OtlpDecodeError):
             list(decode_protobuf(data))
 
@@ -410,12 +415,12 @@ def test_span_objects_of_other_classes_are_made_safely(reader: _speedups.OtlpRea
     assert c_reader(reader, data) is not None  # the offsets of RawSpan are cached
     far_out = type("FarOut", (), {"__slots__": (*(f"pad{i}" for i in range(200)), "trace_id")})
     with pytest.raises(AttributeError):
-        reader.decode(data, far_out, RawEvent)  # no span_id: refused, RawSpan's offsets kept
-    assert repr(reader.decode(data, RawSpan, RawEvent)) == repr(upb(data))
+        reader.decode(data, far_out, RawEvent, 128, 1024)  # no span_id: refused, RawSpan's offsets kept
+    assert repr(reader.decode(data, RawSpan, RawEvent, 128, 1024)) == repr(upb(data))
     big = type("Big", (), {"__slots__": (*(f"pad{i}" for i in range(40)), *names)})
     tiny = type("Tiny", (), {"__slots__": (), **{n: big.__dict__[n] for n in names}})
     with pytest.raises(TypeError, match="doesn't apply"):
-        reader.decode(data, tiny, RawEvent)
+        reader.decode(data, tiny, RawEvent, 128, 1024)
 
 
 # -- sort_attributes against conventions._sort_attributes ------------------------------------------

@@ -139,6 +139,18 @@ class Observation:
         return self.parent_id is None
 
 
+MAX_MODEL_NAME_CHARS = 200  # a stored model (or provider) name is cut to this: clients choose them
+
+
+def cap_model_names(observation: Observation) -> None:
+    """Cut the observation's model and provider names to :data:`MAX_MODEL_NAME_CHARS` characters, so
+    that a client cannot store (and make every page and chart show) names of any length."""
+    for name in ("request_model", "model", "provider"):
+        value = getattr(observation, name)
+        if value is not None and len(value) > MAX_MODEL_NAME_CHARS:
+            setattr(observation, name, value[:MAX_MODEL_NAME_CHARS])
+
+
 @dataclass(slots=True)
 class TraceAttributes:
     """Trace-level facts that one observation carried (user, session, tags, ...); ``None`` = not said."""

@@ -146,10 +146,14 @@ def create_app(
         ingest = IngestQueue(
             the_store,
             max_spans=settings.ingest_queue_spans,
+            max_bytes=settings.ingest_queue_bytes,
             batch_spans=settings.ingest_batch_spans,
             pricer=gateway.pricer,
         )
-        metrics = GatewayMetrics()
+        # Labels name configured models and deployments only: a client cannot add series
+        metrics = GatewayMetrics(
+            gateway.model_names(), [h["deployment"] for h in gateway.router.health_report()]
+        )
         metrics.gauges = _gauges(gateway.router, ingest)
 
         def record(span: SpanRecord) -> None:  # every gateway call, through the queue: never waits

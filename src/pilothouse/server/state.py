@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from pilothouse.config import Settings
 from pilothouse.evals import Evaluations
@@ -29,3 +30,5 @@ class Services:
     budgets: BudgetGuard
     metrics: GatewayMetrics
     evaluations: Evaluations
+    # large OTLP bodies decompressed and checked at once, each in a thread (server/collector.py)
+    decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
