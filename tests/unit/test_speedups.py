@@ -147,7 +147,8 @@ def c_reader(
     spans = reader.decode(body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes)
     assert len(spans) == accepted
     counts = parse_protobuf(body)[1]
-    assert (accepted, rejected, values, reason) == (counts.accepted, counts.rejected, counts.values, counts.reason)
+    expected = (counts.accepted, counts.rejected, counts.values, counts.reason)
+    assert (accepted, rejected, values, reason) == expected
     return spans
 
 
@@ -388,6 +389,54 @@ def test_mutated_bodies_never_read_differently(reader: _speedups.OtlpReader) -> 
         assert same(got, expected)
         taken += 1
     assert taken > 20 and refused > 20  # both sides exercised
+
+
+def test_limits_and_rejections_read_the_same(reader: _speedups.OtlpReader) -> None:
+    """Attributes past the limit left out, long values cut on a character boundary (text) or a byte
+    (bytes), spans with times outside 1970-2200 rejected with the same reason: C and upb alike."""
+    limits = otlp.DecodeLimits(span_attributes=3, value_bytes=5)
+    nested = AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="ééééé"), AnyValue(int_value=1)]))
+    attrs = [
+        kv("a", AnyValue(string_value="abcdefgh")),
+        kv("b", AnyValue(string_value="aé€😀")),  # 1 + 2 + 3 + 4 bytes: cut to "aé"
+        kv("c", nested),
+        kv("a", AnyValue(string_value="again")),  # a key already kept: replaced, not left out
+        kv("d", AnyValue(bytes_value=b"\x00" * 9)),
+        kv("e", AnyValue(int_value=5)),
+    ]
+    event = Span.Event(name="e", time_unix_nano=2**63, attributes=attrs)
+    data = body(
+        span(1, attributes=attrs, start_time_unix_nano=1, end_time_unix_nano=2),
+        span(2, start_time_unix_nano=2**64 - 1),
+        span(3, events=[event]),
+        span(4, end_time_unix_nano=otlp.MAX_TIME_NS + 1),
+        span(5, start_time_unix_nano=otlp.MAX_TIME_NS),
+        resource=attrs,
+    )
+    expected = list(iter_protobuf(parse_protobuf(data)[0], limits))
+    got = c_reader(reader, data, limits)
+    assert got is not None and same(got, expected)
+    assert [s.name for s in got] == ["s1", "s5"]
+    first = got[0].attributes
+    assert first == {
+        "a": "again",
+        "b": "aé",
+        "c": ["éé", 1],
+        otlp.TRUNCATED_KEY: 3,
+        otlp.DROPPED_KEY: 2,
+    }
+    assert got[0].resource == first
+    counts = parse_protobuf(data)[1]
+    assert (counts.accepted, counts.rejected) == (2, 3)
+    assert (
+        counts.reason
+        == "span 0202020202020202: start_time_unix_nano 18446744073709551615 is outside 1970-2200"
+    )
+    assert counts.values == 3 * 8  # span 1's, span 3's event's and the resource's attributes: 8 values each
+    with pytest.raises(otlp.OtlpTooLarge):
+        check_protobuf(data, otlp.DecodeLimits(export_values=15))
+    with pytest.raises(otlp.OtlpTooLarge):
+        check_protobuf(data, otlp.DecodeLimits(export_spans=4))
 
 
 def test_short_strings_are_shared_and_read_right(reader: _speedups.OtlpReader) -> None:
