@@ -30,5 +30,6 @@ class Services:
     budgets: BudgetGuard
     metrics: GatewayMetrics
     evaluations: Evaluations
-    # large OTLP bodies decompressed and checked at once, each in a thread (server/collector.py)
-    decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
+    # that a decoded JSON tree (several times its body) is held once, not per concurrent request
+    decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

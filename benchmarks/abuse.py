@@ -1,0 +1,255 @@
+"""Abuse benchmark (issue 21, classes 1-4): peak RSS and /health latency while each attack runs.
+
+    python benchmarks/abuse.py [--seconds 5] [--senders 4] [--postgres] [--database-url URL]
+
+Starts ``pilothouse serve`` (SQLite in a temporary folder; --postgres: a new PostgreSQL database on
+127.0.0.1:5432), then runs, one after another, each for --seconds with --senders clients:
+
+- baseline: nothing but the /health probe;
+- gzip bomb: 256 KiB gzip bodies that expand to 256 MiB (refused at the 64 MiB decompressed cap);
+- amplification: gzip exports of 20 spans with 10,000 attributes each (200,000 values), protobuf and
+  OTLP/JSON in turn (kept: 128 attributes per span);
+- label cardinality: gateway calls naming a new 100 KB model each, and /metrics scraped meanwhile;
+- poison: 100-byte exports of a span that starts at 2^64-1 ns, while another tenant ingests valid spans.
+
+A probe asks for /health every 5 ms throughout. Prints, per attack, the server's peak RSS (VmHWM from
+/proc, reset before each attack through /proc/PID/clear_refs), /health p50 and p99, and what the
+attackers got (status counts). Targets: peak RSS <= 400 MiB and /health p99 <= 50 ms during every
+attack. Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gzip
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Server, build_bodies, create_key, export_body, kv
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGET_RSS_MIB, TARGET_P99_MS = 400, 50
+
+
+def rss_peak_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak(pid: int) -> None:
+    with open(f"/proc/{pid}/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+
+
+def gzip_bomb(decompressed: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    zeros = b"\0" * (1 << 20)
+    parts = [packer.compress(zeros) for _ in range(decompressed >> 20)]
+    return b"".join(parts) + packer.flush()
+
+
+def amplified(json_body: bool) -> bytes:
+    spans = []
+    for i in range(20):
+        span = Span(
+            trace_id=uuid.uuid4().bytes,
+            span_id=os.urandom(8),
+            name=f"amplified {i}",
+            start_time_unix_nano=time.time_ns(),
+            end_time_unix_nano=time.time_ns() + 1000,
+        )
+        span.attributes.extend(kv(f"a{j}", j) for j in range(10_000))
+        spans.append(span)
+    if not json_body:
+        return gzip.compress(export_body(spans))
+    doc = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": s.trace_id.hex(),
+                                "spanId": s.span_id.hex(),
+                                "name": s.name,
+                                "startTimeUnixNano": str(s.start_time_unix_nano),
+                                "endTimeUnixNano": str(s.end_time_unix_nano),
+                                "attributes": [
+                                    {"key": f"a{j}", "value": {"intValue": str(j)}} for j in range(10_000)
+                                ],
+                            }
+                            for s in spans
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
+    return gzip.compress(json.dumps(doc).encode())
+
+
+def poison() -> bytes:
+    span = Span(trace_id=uuid.uuid4().bytes, span_id=os.urandom(8), name="p", start_time_unix_nano=2**64 - 1)
+    return export_body([span])
+
+
+class Run:
+    """One attack: senders call ``attack(client)`` in a loop while the probe times /health."""
+
+    def __init__(self, base_url: str, seconds: float) -> None:
+        self.base_url, self.seconds = base_url, seconds
+
+    def __call__(
+        self, senders: list[Callable[[httpx.Client], int]]
+    ) -> tuple[list[float], collections.Counter[str]]:
+        stop = threading.Event()
+        statuses: collections.Counter[str] = collections.Counter()
+        lock = threading.Lock()
+        latencies: list[float] = []
+
+        def probe() -> None:
+            with httpx.Client(base_url=self.base_url, timeout=30) as http:
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    http.get("/health").raise_for_status()
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    time.sleep(0.005)
+
+        def send(attack: Callable[[httpx.Client], int]) -> None:
+            with httpx.Client(base_url=self.base_url, timeout=60) as http:
+                while not stop.is_set():
+                    try:
+                        status = str(attack(http))
+                    except httpx.HTTPError as exc:
+                        status = type(exc).__name__
+                    with lock:
+                        statuses[status] += 1
+
+        threads = [threading.Thread(target=probe)] + [
+            threading.Thread(target=send, args=(a,)) for a in senders
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(self.seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        return latencies, statuses
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--postgres", action="store_true", help="a new PostgreSQL database, not SQLite")
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="pilothouse-abuse-"))
+    url = args.database_url or f"sqlite:///{tmp / 'abuse.db'}"
+    if args.postgres and not args.database_url:
+        import psycopg
+
+        name = f"abuse_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    key = create_key(url)
+    other = create_key(url)
+    auth = {"Authorization": f"Bearer {key}"}
+    print("building payloads ...", flush=True)
+    bomb = gzip_bomb(256 << 20)
+    amplified_pb, amplified_json = amplified(False), amplified(True)
+    valid = build_bodies(20_000, 100, seed=5)
+    poisoned = poison()
+    sizes = f"{len(amplified_pb) >> 10} KiB (protobuf), {len(amplified_json) >> 10} KiB (JSON)"
+    print(f"gzip bomb {len(bomb) >> 10} KiB -> 256 MiB; amplification {sizes}; poison {len(poisoned)} bytes")
+    gz = {**auth, "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    gz_json = {**auth, "Content-Type": "application/json", "Content-Encoding": "gzip"}
+    pb = {**auth, "Content-Type": "application/x-protobuf"}
+    other_pb = {"Authorization": f"Bearer {other}", "Content-Type": "application/x-protobuf"}
+    counter = iter(range(10**9))
+
+    def send_bomb(http: httpx.Client) -> int:
+        return http.post("/v1/traces", content=bomb, headers=gz).status_code
+
+    def send_amplified(http: httpx.Client) -> int:
+        if next(counter) % 2:
+            return http.post("/v1/traces", content=amplified_json, headers=gz_json).status_code
+        return http.post("/v1/traces", content=amplified_pb, headers=gz).status_code
+
+    def send_model_name(http: httpx.Client) -> int:
+        name = f"{uuid.uuid4().hex}-" + "m" * 100_000
+        body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+        return http.post("/v1/chat/completions", json=body, headers=auth).status_code
+
+    def scrape(http: httpx.Client) -> int:
+        return http.get("/metrics").status_code
+
+    def send_poison(http: httpx.Client) -> int:
+        return http.post("/v1/traces", content=poisoned, headers=pb).status_code
+
+    def other_tenant(http: httpx.Client) -> int:
+        return http.post(
+            "/v1/traces", content=valid[next(counter) % len(valid)], headers=other_pb
+        ).status_code
+
+    attacks: list[tuple[str, list[Callable[[httpx.Client], int]]]] = [
+        ("baseline (no attack)", []),
+        ("gzip bomb", [send_bomb] * args.senders),
+        ("amplification", [send_amplified] * args.senders),
+        ("label cardinality", [send_model_name] * args.senders + [scrape]),
+        ("poison records", [send_poison] * args.senders + [other_tenant]),
+        ("baseline again", []),
+    ]
+    db = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+    rows = []
+    with Server(url) as server:
+        run = Run(server.base_url, args.seconds)
+        for name, senders in attacks:
+            reset_peak(server.pid)
+            latencies, statuses = run(senders)
+            rss = rss_peak_mib(server.pid)
+            p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+            ok = rss <= TARGET_RSS_MIB and p99 <= TARGET_P99_MS
+            rows.append((name, rss, p50, p99, len(latencies), dict(statuses), ok))
+            print(
+                f"{name:22} peak RSS {rss:6.0f} MiB  /health p50 {p50:5.1f} ms  p99 {p99:6.1f} ms "
+                f"({len(latencies)} probes)  attackers got {dict(sorted(statuses.items()))}  "
+                f"{'ok' if ok else 'OVER TARGET'}",
+                flush=True,
+            )
+        with httpx.Client(base_url=server.base_url) as http:
+            metrics = http.get("/metrics").text
+    print(
+        f"\n{db}; targets: peak RSS <= {TARGET_RSS_MIB} MiB, /health p99 <= {TARGET_P99_MS} ms; /metrics is {len(metrics):,} bytes after the label attack"
+    )
+    print("all within targets" if all(r[-1] for r in rows) else "SOME OVER TARGET")
+
+
+if __name__ == "__main__":
+    main()
