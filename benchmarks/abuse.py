@@ -245,9 +245,8 @@ def main() -> None:
             )
         with httpx.Client(base_url=server.base_url) as http:
             metrics = http.get("/metrics").text
-    print(
-        f"\n{db}; targets: peak RSS <= {TARGET_RSS_MIB} MiB, /health p99 <= {TARGET_P99_MS} ms; /metrics is {len(metrics):,} bytes after the label attack"
-    )
+    print(f"\n{db}; targets: peak RSS <= {TARGET_RSS_MIB} MiB, /health p99 <= {TARGET_P99_MS} ms")
+    print(f"/metrics is {len(metrics):,} bytes after the label attack")
     print("all within targets" if all(r[-1] for r in rows) else "SOME OVER TARGET")
 
 
