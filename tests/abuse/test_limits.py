@@ -280,3 +280,27 @@ def test_the_writer_never_falls_back_to_one_transaction_per_span(served: Served)
         queue.close()
     assert queue.stats.failed == 2 and queue.stats.written == 0
     assert commits == []  # on main the fallback committed the good span alone
+
+
+@pytest.mark.slow  # starts the JSON worker process
+def test_large_json_is_parsed_in_a_worker_process_with_the_same_result(tmp_path: Path) -> None:
+    """A JSON export past the worker threshold gets the same checks, limits and partial success as a
+    small one: the worker parses and checks it, the C reader (or upb) applies the limits."""
+    for served in serve(tmp_path, max_span_attributes=4, max_attribute_value_bytes=10, max_export_spans=1000):
+        spans = [
+            otlp_span(f"s{i}", {"input.value": "é" * 3000, **{f"k{j}": j for j in range(8)}})
+            for i in range(200)
+        ]
+        doc = json.loads(_json_body(spans))
+        doc["resourceSpans"][0]["scopeSpans"][0]["spans"][7]["startTimeUnixNano"] = 1e30
+        body = json.dumps(doc).encode()
+        assert len(body) > 1024 * 1024  # past JSON_PROCESS_BYTES
+        r = _post(served, gzip.compress(body), {**JSON, "Content-Encoding": "gzip"})
+        assert r.status_code == 200, r.text
+        assert r.json()["partialSuccess"]["rejectedSpans"] == "1"
+        stored = _stored(served)  # the first page
+        assert served.store.count_spans() == 199 and "s7" not in {o["name"] for o in stored}
+        attrs = stored[0]["attributes"]
+        assert attrs["pilothouse.dropped_attributes"] == 5 and attrs["pilothouse.truncated_values"] == 1
+        state = served.client.app.state.pilothouse  # type: ignore[attr-defined]
+        assert state.json_decoder._pool is not None  # the worker did it

@@ -186,6 +186,7 @@ def create_app(
             yield
         finally:
             await gateway.close()
+            app.state.pilothouse.json_decoder.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if own_store:

@@ -9,8 +9,10 @@ is full (of spans or of bytes).
 
 A small body (up to :data:`INLINE_BYTES` decompressed) is checked on the event loop: a thread hop
 would cost more than the work. A larger one is decompressed (as a stream, stopping at the cap) and
-checked in a thread, a few at a time (``Services.decode_slots``), so a large or hostile export never
-stalls the loop nor holds more than a few bodies' worth of memory at once.
+checked in a thread, one at a time (``Services.decode_slots``), so a large or hostile export never
+stalls the loop nor holds more than one body's worth of memory at once. The C reader checks protobuf
+without holding the GIL; JSON past :data:`JSON_PROCESS_BYTES` is parsed in a worker process
+(``server/json_decoder.py``), since parsing JSON holds the GIL throughout.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pilothouse.tracing.otlp import (
 
 RETRY_AFTER_S = "1"
 INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
+JSON_PROCESS_BYTES = 1024 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
@@ -76,9 +79,23 @@ def _checked(project_id: str, body: bytes, json: bool, limits: DecodeLimits) -> 
     )
 
 
-def _finish(project_id: str, decompression: Decompression, json: bool, limits: DecodeLimits) -> PendingExport:
+def _decompressed(decompression: Decompression) -> bytes:
     decompression.run(None)
-    return _checked(project_id, decompression.result(), json, limits)
+    return decompression.result()
+
+
+async def _checked_large(
+    state: Services, project_id: str, decompression: Decompression, json: bool, limits: DecodeLimits
+) -> PendingExport:
+    """A large body, decompressed and checked off the event loop."""
+    body = await asyncio.to_thread(_decompressed, decompression)
+    if not json or len(body) <= JSON_PROCESS_BYTES:
+        return await asyncio.to_thread(_checked, project_id, body, json, limits)
+    protobuf, rejected, reason = await state.json_decoder.to_protobuf(body, limits)
+    checked = await asyncio.to_thread(check_protobuf, protobuf, limits)
+    return PendingExport(
+        project_id, checked.count, protobuf=checked, size=len(body), rejected=rejected, reason=reason
+    )
 
 
 async def export_traces(request: Request) -> Response:
@@ -98,7 +115,7 @@ async def export_traces(request: Request) -> Response:
             export = _checked(principal.project_id, decompression.result(), json, limits)
         else:
             async with state.decode_slots:
-                export = await asyncio.to_thread(_finish, principal.project_id, decompression, json, limits)
+                export = await _checked_large(state, principal.project_id, decompression, json, limits)
     except OtlpTooLarge as exc:
         raise ApiError(413, str(exc), code="body_too_large") from exc
     except OtlpDecodeError as exc:

@@ -12,6 +12,7 @@ from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
+from pilothouse.server.json_decoder import JsonDecoder
 from pilothouse.server.metrics import GatewayMetrics
 from pilothouse.store.sql import SqlStore
 
@@ -33,3 +34,4 @@ class Services:
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    json_decoder: JsonDecoder = field(default_factory=JsonDecoder)  # large OTLP/JSON bodies

@@ -510,9 +510,11 @@ class _JsonReader:
         self.cut, dropped = 0, 0
         for kv in _list(items, "attributes"):
             key = _key(kv)
-            value = self.any(kv.get("value", {}))
+            cut = self.cut
+            value = self.any(kv.get("value", {}))  # checked and counted, kept or not
             if len(out) >= cap and key not in out:
                 dropped += 1
+                self.cut = cut  # a value left out is not one cut short
                 continue
             out[key] = value
         return mark(out, self.cut, dropped)
@@ -605,6 +607,78 @@ def _read_json(request: dict[str, Any], limits: DecodeLimits) -> DecodedJson:
                 counts.accepted += 1
                 spans.append(raw)
     return DecodedJson(spans, counts.rejected, counts.reason)
+
+
+UNLIMITED_ATTRIBUTES = 1 << 62  # for a transcoded export: the reader of the protobuf applies the limits
+
+
+def json_to_protobuf(body: bytes, limits: DecodeLimits) -> tuple[bytes, int, str | None]:
+    """An OTLP/JSON export checked as :func:`decode_json` checks it, then written as protobuf: its
+    accepted spans, with the spans rejected and the first one's reason. Attributes are left whole:
+    whoever reads the protobuf (:func:`iter_checked`) applies the attribute limits, as for any
+    protobuf export. Run by the collector in a process of its own for large bodies
+    (``server/json_decoder.py``): parsing a large JSON document holds the GIL throughout."""
+    whole = DecodeLimits(
+        UNLIMITED_ATTRIBUTES, UNLIMITED_ATTRIBUTES, limits.export_spans, limits.export_values
+    )
+    decoded = decode_json(body, whole)
+    request = ExportTraceServiceRequest()
+    groups: dict[tuple[int, str], Any] = {}
+    resources: dict[int, Any] = {}
+    for raw in decoded.spans:
+        key = (id(raw.resource), raw.scope)
+        scope_spans = groups.get(key)
+        if scope_spans is None:
+            resource_spans = resources.get(id(raw.resource))
+            if resource_spans is None:
+                resource_spans = resources[id(raw.resource)] = request.resource_spans.add()
+                _fill_attributes(resource_spans.resource.attributes, raw.resource)
+            scope_spans = groups[key] = resource_spans.scope_spans.add()
+            scope_spans.scope.name = raw.scope
+        span = scope_spans.spans.add()
+        span.trace_id = bytes.fromhex(raw.trace_id)
+        span.span_id = bytes.fromhex(raw.span_id)
+        if raw.parent_id:
+            span.parent_span_id = bytes.fromhex(raw.parent_id)
+        span.name = raw.name
+        span.start_time_unix_nano = raw.start_ns
+        span.end_time_unix_nano = raw.end_ns
+        span.status.code = raw.status_code  # type: ignore[assignment]  # an open enum
+        span.status.message = raw.status_message
+        _fill_attributes(span.attributes, raw.attributes)
+        for e in raw.events:
+            event = span.events.add()
+            event.name = e.name
+            event.time_unix_nano = e.time_ns
+            _fill_attributes(event.attributes, e.attributes)
+    return request.SerializeToString(), decoded.rejected, decoded.reason
+
+
+def _fill_attributes(target: Any, attributes: dict[str, Any]) -> None:
+    for key, value in attributes.items():
+        kv = target.add()
+        kv.key = key
+        _fill_value(kv.value, value)
+
+
+def _fill_value(target: AnyValue, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, list):
+        target.array_value.SetInParent()
+        for item in value:
+            _fill_value(target.array_value.values.add(), item)
+    elif isinstance(value, dict):
+        target.kvlist_value.SetInParent()
+        _fill_attributes(target.kvlist_value.values, value)
 
 
 def _json_time(value: Any, what: str) -> int:
