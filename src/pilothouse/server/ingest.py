@@ -26,7 +26,7 @@ from pilothouse.tracing.otlp import CheckedExport, RawSpan, iter_checked
 
 log = logging.getLogger("pilothouse.ingest")
 CHUNK_SPANS = 5_000  # records normalised and written at a time within a batch's transaction
-RECORD_BYTES = 2_048  # what a queued gateway span is counted as against the queue's byte budget
+RECORD_BYTES = 2_048  # a queued gateway span's fields and attributes, besides its texts
 
 
 @dataclass(slots=True)
@@ -63,6 +63,15 @@ class PendingExport:
                 if failed == 1:
                     log.exception("span %s of trace %s could not be normalised", raw.span_id, raw.trace_id)
         return records, failed
+
+
+def _records_size(records: Sequence[SpanRecord]) -> int:
+    """About the bytes that records hold: their texts, and :data:`RECORD_BYTES` each for the rest."""
+    size = RECORD_BYTES * len(records)
+    for record in records:
+        o = record.observation
+        size += len(o.input or "") + len(o.output or "") + len(o.request_model or "")
+    return size
 
 
 @dataclass(slots=True)
@@ -121,7 +130,7 @@ class IngestQueue:
         when there is no room."""
         if not isinstance(export, PendingExport):
             project = export[0].project_id if export else ""
-            export = PendingExport(project, len(export), records=export, size=RECORD_BYTES * len(export))
+            export = PendingExport(project, len(export), records=export, size=_records_size(export))
         with self._cond:
             if (
                 self._closing
