@@ -193,6 +193,7 @@ def test_metrics_label_only_configured_models_and_stored_names_are_capped(served
             headers=served.auth,
         )
         assert r.status_code == 404, r.text
+        assert len(r.content) < 1_000  # the name is quoted cut short (the message is stored too)
     otlp = otlp_span("client call", llm_attributes(model="y" * 50_000))
     assert _post(served, export_request([otlp]).SerializeToString(), PROTOBUF).status_code == 200
     metrics = served.client.get("/metrics").text
@@ -201,6 +202,7 @@ def test_metrics_label_only_configured_models_and_stored_names_are_capped(served
     stored = _stored(served)
     assert len(stored) == 6
     for o in stored:
+        assert len(o["status_message"] or "") < 1_000
         assert o["model"] is None or len(o["model"]) <= MAX_MODEL_NAME_CHARS
         assert o["request_model"] is None or len(o["request_model"]) <= MAX_MODEL_NAME_CHARS
     assert any(o["model"] == "y" * MAX_MODEL_NAME_CHARS for o in stored)

@@ -42,6 +42,7 @@ typedef struct {
     char reason[160];    /* the first rejected span's reason (tracing.otlp.time_problem's words) */
     int event_bad;       /* an event of the span being read has a time past MAX_TIME_NS */
     uint64_t event_time; /* the first such time */
+    Py_ssize_t work;            /* decode: attributes read since the GIL was last offered */
     Py_ssize_t max_attrs;       /* decode: attributes kept per span, event, resource */
     Py_ssize_t max_value_bytes; /* decode: a string or bytes value is cut past this */
     PyObject *spans;     /* list (decode) */
@@ -427,6 +428,19 @@ error:
     return -1;
 }
 
+/* Decoding holds the GIL (it makes objects); a large export would keep every other thread, the
+   server's event loop included, waiting until it ends. Every YIELD_EVERY attributes the GIL is let
+   go and taken back, which lets a waiting thread run first. Nothing this reader holds can change
+   meanwhile: the body is immutable and every object it made is its own. */
+#define YIELD_EVERY 4096
+
+static void offer_gil(Ctx *c) {
+    if (++c->work < YIELD_EVERY) return;
+    c->work = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Py_END_ALLOW_THREADS
+}
+
 /* One KeyValue into dict (checked only when dict is NULL). A new key past `cap` entries (cap < 0: no
    limit) is left out and counted in marks. */
 static int key_value(Ctx *c, Buf b, PyObject *dict, int depth, Py_ssize_t cap, Marks *marks) {
@@ -447,6 +461,7 @@ static int key_value(Ctx *c, Buf b, PyObject *dict, int depth, Py_ssize_t cap, M
     }
     if (r < 0) return -1;
     if (dict == NULL) return seen_value ? any_value(c, value_buf, NULL, depth, NULL) : 0;
+    offer_gil(c);
     PyObject *key = has_key ? make_string(&key_field) : PyUnicode_FromStringAndSize("", 0);
     if (key == NULL) return -1;
     if (cap >= 0 && PyDict_GET_SIZE(dict) >= cap) {
