@@ -138,11 +138,12 @@ class Decompression:
             while not self.done and (budget is None or produced < budget):
                 if self._decoder is None:
                     self._decoder = zlib.decompressobj(self._wbits)
-                step = (
-                    DECOMPRESS_CHUNK
-                    if self.limit is None
-                    else min(DECOMPRESS_CHUNK, self.limit - self._size + 1)
-                )
+                # up to a chunk, to one byte past the cap, to one byte past the budget of this call
+                step = DECOMPRESS_CHUNK
+                if self.limit is not None:
+                    step = min(step, self.limit - self._size + 1)
+                if budget is not None:
+                    step = min(step, budget - produced + 1)
                 chunk = self._decoder.decompress(self._pending, max(step, 1))
                 self._pending = self._decoder.unconsumed_tail
                 self._size += len(chunk)
