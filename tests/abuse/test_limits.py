@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sqlite3
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -175,13 +176,26 @@ def test_exports_past_the_per_request_limits_get_413(limited: Served) -> None:
 
 
 def test_the_queue_is_bounded_in_bytes(tmp_path: Path) -> None:
-    for served in serve(tmp_path, ingest_queue_bytes=4_000):
-        body = export_request([otlp_span("big", {"input.value": "x" * 8_000})]).SerializeToString()
-        r = _post(served, body, PROTOBUF)
-        assert r.status_code == 429 and r.headers["Retry-After"], r.text
-        assert r.json()["error"]["code"] == "ingest_backpressure"
-        small = export_request([otlp_span("small", {})]).SerializeToString()
-        assert _post(served, small, PROTOBUF).status_code == 200
+    """Exports wait in the queue while the store is busy; past the byte budget the collector answers
+    429 with Retry-After (an export that could never fit gets 413)."""
+    for served in serve(tmp_path, ingest_queue_bytes=10_000):
+        body = export_request([otlp_span("big", {"input.value": "x" * 6_000})]).SerializeToString()
+        assert 6_000 < len(body) < 10_000
+        with sqlite3.connect(tmp_path / "api.db", isolation_level=None) as held:
+            held.execute("BEGIN IMMEDIATE")  # the writer cannot store anything meanwhile
+            try:
+                assert _post(served, body, PROTOBUF).status_code == 200
+                r = _post(served, body, PROTOBUF)  # 2 x 6 KB > 10 KB, whether pending or being written
+                assert r.status_code == 429 and r.headers["Retry-After"], r.text
+                assert r.json()["error"]["code"] == "ingest_backpressure"
+            finally:
+                held.execute("ROLLBACK")
+        served.drain()
+        assert served.store.count_spans() == 1
+        assert _post(served, body, PROTOBUF).status_code == 200  # room again
+        huge = export_request([otlp_span("huge", {"input.value": "x" * 12_000})]).SerializeToString()
+        r = _post(served, huge, PROTOBUF)
+        assert r.status_code == 413 and "budget" in r.json()["error"]["message"], r.text
 
 
 # -- 3. label cardinality ----------------------------------------------------------------------------

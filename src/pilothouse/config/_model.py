@@ -61,7 +61,7 @@ class Settings(_Section):
         ge=1,
         description="Most spans in one write batch (one SQLite transaction; PostgreSQL commits every 5,000).",
     )
-    # Limits on what one request may make the server hold or do (docs/security.md, "Limits").
+    # Limits on what one request may make the server hold or do (docs/limits.md).
     max_decompressed_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1, description="Largest OTLP body once decompressed (413 past it)."
     )

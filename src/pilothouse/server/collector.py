@@ -122,6 +122,13 @@ async def export_traces(request: Request) -> Response:
         raise ApiError(400, str(exc), code="invalid_otlp") from exc
     if export.rejected and not export.count:
         raise ApiError(400, _rejected(export), code="invalid_otlp")
+    if export.size > state.ingest.max_bytes:  # it would never fit: retrying cannot help
+        raise ApiError(
+            413,
+            f"Export of {export.size} bytes (decompressed) is larger than the ingest queue's "
+            f"{state.ingest.max_bytes}-byte budget.",
+            code="body_too_large",
+        )
     if export.count and not state.ingest.offer(export):
         raise ApiError(
             429,

@@ -39,7 +39,7 @@ class PendingExport:
     records: Sequence[SpanRecord] | None = None
     protobuf: CheckedExport | None = None
     decoded: Sequence[RawSpan] | None = None
-    size: int = 0  # bytes it holds in the queue: its decompressed body (records: RECORD_BYTES each)
+    size: int = 0  # bytes it holds in the queue: its decompressed body (records: _records_size)
     rejected: int = 0  # spans of the body that were refused at decode (not queued)
     reason: str | None = None  # the first one's reason
 
@@ -185,14 +185,15 @@ class IngestQueue:
                         break
                     self._cond.wait(remaining)
                 exports = [self._pending.popleft()]
-                taken = exports[0].count
+                taken, size = exports[0].count, exports[0].size
                 while self._pending and taken + self._pending[0].count <= self.batch_spans:
                     exports.append(self._pending.popleft())
                     taken += exports[-1].count
+                    size += exports[-1].size
                 self._pending_spans -= taken
                 self._in_flight = taken
-                self._in_flight_bytes = sum(e.size for e in exports)
-                self._pending_bytes -= self._in_flight_bytes
+                self._pending_bytes -= size
+                self._in_flight_bytes = size
             with paused_gc():  # a batch's objects live until it is stored (python benchmarks/ingest.py)
                 self._store(exports)
             with self._cond:
