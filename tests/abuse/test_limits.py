@@ -201,7 +201,20 @@ def test_the_queue_is_bounded_in_bytes(tmp_path: Path) -> None:
 # -- 3. label cardinality ----------------------------------------------------------------------------
 
 
-def test_metrics_label_only_configured_models_and_stored_names_are_capped(served: Served) -> None:
+def test_metrics_label_only_configured_models_and_stored_names_are_capped(tmp_path: Path) -> None:
+    config = tmp_path / "pilothouse.yaml"
+    config.write_text("models:\n  - {name: sim, provider: sim, model: sim-1}\n")
+    for served in serve(tmp_path, config=config):
+        _label_attack(served)
+
+
+def _label_attack(served: Served) -> None:
+    r = served.client.post(
+        "/v1/chat/completions",
+        json={"model": "sim", "messages": [{"role": "user", "content": "hi"}]},
+        headers=served.auth,
+    )
+    assert r.status_code == 200, r.text
     names = [f"model-{i}-" + "x" * 10_000 for i in range(5)]
     for name in names:
         r = served.client.post(
@@ -214,10 +227,10 @@ def test_metrics_label_only_configured_models_and_stored_names_are_capped(served
     otlp = otlp_span("client call", llm_attributes(model="y" * 50_000))
     assert _post(served, export_request([otlp]).SerializeToString(), PROTOBUF).status_code == 200
     metrics = served.client.get("/metrics").text
-    assert 'model="unknown"' in metrics and "xxxxxxxx" not in metrics
+    assert 'model="unknown"' in metrics and 'model="sim"' in metrics and "xxxxxxxx" not in metrics
     assert len(metrics) < 20_000
     stored = _stored(served)
-    assert len(stored) == 6
+    assert len(stored) == 7
     for o in stored:
         assert len(o["status_message"] or "") < 1_000
         assert o["model"] is None or len(o["model"]) <= MAX_MODEL_NAME_CHARS
