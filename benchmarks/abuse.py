@@ -8,7 +8,7 @@ Starts ``pilothouse serve`` (SQLite in a temporary folder; --postgres: a new Pos
 - baseline: nothing but the /health probe;
 - gzip bomb: 256 KiB gzip bodies that expand to 256 MiB (refused at the 64 MiB decompressed cap);
 - amplification: gzip exports of 20 spans with 10,000 attributes each (200,000 values), protobuf and
-  OTLP/JSON in turn (kept: 128 attributes per span);
+  OTLP/JSON in turn, and OTLP/JSON of one such span (kept: 128 attributes per span);
 - label cardinality: gateway calls naming a new 100 KB model each, and /metrics scraped meanwhile;
 - poison: 100-byte exports of a span that starts at 2^64-1 ns, while another tenant ingests valid spans.
 
@@ -93,9 +93,9 @@ def gzip_bomb(decompressed: int) -> bytes:
     return b"".join(parts) + packer.flush()
 
 
-def amplified(json_body: bool) -> bytes:
+def amplified(json_body: bool, spans_n: int = 20) -> bytes:
     spans = []
-    for i in range(20):
+    for i in range(spans_n):
         span = Span(
             trace_id=uuid.uuid4().bytes,
             span_id=os.urandom(8),
@@ -212,6 +212,7 @@ def main() -> None:
     print("building payloads ...", flush=True)
     bomb = gzip_bomb(256 << 20)
     amplified_pb, amplified_json = amplified(False), amplified(True)
+    amplified_small_json = amplified(True, 1)  # ~0.5 MiB: the largest JSON decoded in a thread is 256 KiB
     valid = build_bodies(20_000, 100, seed=5)
     poisoned = poison()
     sizes = f"{len(amplified_pb) >> 10} KiB (protobuf), {len(amplified_json) >> 10} KiB (JSON)"
@@ -226,8 +227,11 @@ def main() -> None:
         return http.post("/v1/traces", content=bomb, headers=gz).status_code
 
     def send_amplified(http: httpx.Client) -> int:
-        if next(counter) % 2:
+        turn = next(counter) % 3
+        if turn == 1:
             return http.post("/v1/traces", content=amplified_json, headers=gz_json).status_code
+        if turn == 2:
+            return http.post("/v1/traces", content=amplified_small_json, headers=gz_json).status_code
         return http.post("/v1/traces", content=amplified_pb, headers=gz).status_code
 
     padding = b"m" * 100_000

@@ -41,7 +41,7 @@ from pilothouse.tracing.otlp import (
 
 RETRY_AFTER_S = "1"
 INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
-JSON_PROCESS_BYTES = 1024 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
+JSON_PROCESS_BYTES = 256 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
 
 
 def decode_limits(settings: Settings) -> DecodeLimits:
