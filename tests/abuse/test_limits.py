@@ -232,7 +232,7 @@ def _label_attack(served: Served) -> None:
     stored = _stored(served)
     assert len(stored) == 7
     for o in stored:
-        assert len(o["status_message"] or "") < 1_000
+        assert len(o["status_message"] or "") < 1_000 and len(o["name"]) <= 1_000
         assert o["model"] is None or len(o["model"]) <= MAX_MODEL_NAME_CHARS
         assert o["request_model"] is None or len(o["request_model"]) <= MAX_MODEL_NAME_CHARS
     assert any(o["model"] == "y" * MAX_MODEL_NAME_CHARS for o in stored)

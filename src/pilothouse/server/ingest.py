@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pilothouse.costs.pricing import Pricer
-from pilothouse.domain.traces import SpanRecord, cap_model_names
+from pilothouse.domain.traces import SpanRecord, cap_names
 from pilothouse.server.gc_pause import paused_gc
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
@@ -215,7 +215,7 @@ class IngestQueue:
                 try:
                     records, failed = export.normalise()
                     for record in records:
-                        cap_model_names(record.observation)
+                        cap_names(record.observation)
                         if self.pricer is not None:
                             self.pricer.price_observation(record.observation)
                 except Exception:
