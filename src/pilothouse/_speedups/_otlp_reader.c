@@ -433,6 +433,7 @@ error:
    go and taken back, which lets a waiting thread run first. Nothing this reader holds can change
    meanwhile: the body is immutable and every object it made is its own. */
 #define YIELD_EVERY 4096
+#define RELEASE_GIL_BYTES 65536 /* check() lets the GIL go for bodies this large (collector.INLINE_BYTES) */
 
 static void offer_gil(Ctx *c) {
     if (++c->work < YIELD_EVERY) return;
@@ -815,10 +816,12 @@ static PyObject *run(Ctx *c, PyObject *body) {
     if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) return NULL;
     Buf b = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
     int r;
-    if (c->build) {
+    if (c->build || view.len < RELEASE_GIL_BYTES) {
         r = request(c, b);
     } else {
-        /* Checking touches no Python object: other threads (the event loop) run meanwhile. */
+        /* Checking touches no Python object: other threads (the event loop) run meanwhile. Not for
+           a small body: letting the GIL go hands it to any busy thread, and taking it back can
+           wait a whole switch interval (5 ms), far longer than the check. */
         Py_BEGIN_ALLOW_THREADS
         r = request(c, b);
         Py_END_ALLOW_THREADS
