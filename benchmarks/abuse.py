@@ -288,6 +288,11 @@ def main() -> None:
             f"{'ok' if ok else 'OVER TARGET'}",
             flush=True,
         )
+    if args.postgres and not args.database_url:
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {url.rsplit('/', 1)[1]}")
     print(f"\n{db}; targets: peak RSS <= {TARGET_RSS_MIB} MiB, /health p99 <= {TARGET_P99_MS} ms")
     print(f"/metrics is {len(metrics):,} bytes after the label attack")
     print("all within targets" if all(r[-1] for r in rows) else "SOME OVER TARGET")
