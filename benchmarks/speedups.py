@@ -6,7 +6,7 @@ In process, on the ingest benchmark's payload (benchmarks/ingest.py: OpenInferen
 1 KB of text, --batch to an export): for each accelerator, microseconds per span with it and with its
 reference on the same inputs (the best of --repeats alternating rounds, the garbage collector paused
 as the batch writer pauses it), their ratio, and a check that both gave the same result. Rows:
-- check: ``_speedups.otlp_reader.count`` against ``tracing.otlp.parse_protobuf`` (upb), the step
+- check: ``_speedups.otlp_reader.check`` against ``tracing.otlp.parse_protobuf`` (upb), the step
   the collector runs on the request path;
 - decode: ``otlp_reader.decode`` against ``iter_protobuf`` over upb's parsed request (the batch
   writer's step), and check + decode, the two together, what an export costs either way;
@@ -31,7 +31,7 @@ from _common import build_bodies
 
 from pilothouse import _speedups
 from pilothouse.tracing import conventions
-from pilothouse.tracing.otlp import RawEvent, RawSpan, iter_protobuf, parse_protobuf
+from pilothouse.tracing.otlp import DEFAULT_LIMITS, RawEvent, RawSpan, iter_protobuf, parse_protobuf
 
 
 def compare(
@@ -75,14 +75,21 @@ def main() -> None:
     print(f"{n:,} spans in {len(bodies)} exports; microseconds per span, best of {args.repeats}")
     print(f"{'':<16} {'C':>10} {'reference':>10} {'ratio':>8}")
 
-    def c_check() -> list[int]:
-        return [reader.count(b) for b in bodies]
+    limits = DEFAULT_LIMITS
+
+    def c_check() -> list[Any]:
+        return [reader.check(b) for b in bodies]
 
     def c_decode() -> list[RawSpan]:
-        return [s for b in bodies for s in reader.decode(b, RawSpan, RawEvent)]
+        return [
+            s
+            for b in bodies
+            for s in reader.decode(b, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes)
+        ]
 
-    def upb_check() -> list[int]:
-        return [parse_protobuf(b)[1] for b in bodies]
+    def upb_check() -> list[Any]:
+        counts = [parse_protobuf(b)[1] for b in bodies]
+        return [(c.accepted, c.rejected, c.values, c.reason) for c in counts]
 
     requests = [parse_protobuf(b)[0] for b in bodies]
 

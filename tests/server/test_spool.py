@@ -254,7 +254,7 @@ def test_a_batch_the_database_refuses_stays_on_the_spool_for_the_next_start(tmp_
     # the next start finds the record and stores it
     reopened = Spool(tmp_path / "spool")
     queue = IngestQueue(store, spool=reopened)
-    report = replay_spool(reopened, queue, 1 << 20)
+    report = replay_spool(reopened, queue, Settings())
     assert report.spans == 1 and store.count_spans() == 1
     queue.close()
     reopened.close()

@@ -136,13 +136,19 @@ def upb(body: bytes) -> list[RawSpan] | None:
         return None
 
 
-def c_reader(reader: _speedups.OtlpReader, body: bytes) -> list[RawSpan] | None:
+def c_reader(
+    reader: _speedups.OtlpReader, body: bytes, limits: otlp.DecodeLimits = otlp.DEFAULT_LIMITS
+) -> list[RawSpan] | None:
+    """The C reader's spans, its counts checked against upb's; None where it refuses."""
     try:
-        count = reader.count(body)
+        accepted, rejected, values, reason = reader.check(body)
     except ValueError:
         return None
-    spans = reader.decode(body, RawSpan, RawEvent)
-    assert len(spans) == count
+    spans = reader.decode(body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes)
+    assert len(spans) == accepted
+    counts = parse_protobuf(body)[1]
+    expected = (counts.accepted, counts.rejected, counts.values, counts.reason)
+    assert (accepted, rejected, values, reason) == expected
     return spans
 
 
@@ -299,7 +305,7 @@ def test_every_value_kind_and_span_field(reader: _speedups.OtlpReader) -> None:
         1,
         parent_span_id=b"\x07" * 8,
         trace_state="k=v",
-        start_time_unix_nano=2**64 - 1,
+        start_time_unix_nano=2**62,
         end_time_unix_nano=5,
         attributes=attrs,
         status=Status(code=Status.STATUS_CODE_ERROR, message="boom ✗"),
@@ -343,7 +349,7 @@ def test_what_it_refuses_goes_to_upb(reader: _speedups.OtlpReader) -> None:
     rs = b"\x12" + bytes([len(ss)]) + ss
     data = b"\x0a" + bytes([len(rs)]) + rs
     with pytest.raises(ValueError):
-        reader.count(data)
+        reader.check(data)
     checked = check_protobuf(data)
     assert checked.body is None and checked.count == 1
     [merged] = iter_checked(checked)
@@ -354,7 +360,7 @@ def test_what_it_refuses_goes_to_upb(reader: _speedups.OtlpReader) -> None:
     short_id = body(Span(trace_id=b"\x01" * 15, span_id=b"\x01" * 8))
     for data in (bad_utf8, short_id, b"\x0a\x05\x12", b"\xff" * 12):
         with pytest.raises(ValueError):
-            reader.count(data)
+            reader.check(data)
         with pytest.raises(OtlpDecodeError):
             list(decode_protobuf(data))
 
@@ -385,6 +391,54 @@ def test_mutated_bodies_never_read_differently(reader: _speedups.OtlpReader) -> 
     assert taken > 20 and refused > 20  # both sides exercised
 
 
+def test_limits_and_rejections_read_the_same(reader: _speedups.OtlpReader) -> None:
+    """Attributes past the limit left out, long values cut on a character boundary (text) or a byte
+    (bytes), spans with times outside 1970-2200 rejected with the same reason: C and upb alike."""
+    limits = otlp.DecodeLimits(span_attributes=3, value_bytes=5)
+    nested = AnyValue(array_value=ArrayValue(values=[AnyValue(string_value="ééééé"), AnyValue(int_value=1)]))
+    attrs = [
+        kv("a", AnyValue(string_value="abcdefgh")),
+        kv("b", AnyValue(string_value="aé€😀")),  # 1 + 2 + 3 + 4 bytes: cut to "aé"
+        kv("c", nested),
+        kv("a", AnyValue(string_value="again")),  # a key already kept: replaced, not left out
+        kv("d", AnyValue(bytes_value=b"\x00" * 9)),
+        kv("e", AnyValue(int_value=5)),
+    ]
+    event = Span.Event(name="e", time_unix_nano=2**63, attributes=attrs)
+    data = body(
+        span(1, attributes=attrs, start_time_unix_nano=1, end_time_unix_nano=2),
+        span(2, start_time_unix_nano=2**64 - 1),
+        span(3, events=[event]),
+        span(4, end_time_unix_nano=otlp.MAX_TIME_NS + 1),
+        span(5, start_time_unix_nano=otlp.MAX_TIME_NS),
+        resource=attrs,
+    )
+    expected = list(iter_protobuf(parse_protobuf(data)[0], limits))
+    got = c_reader(reader, data, limits)
+    assert got is not None and same(got, expected)
+    assert [s.name for s in got] == ["s1", "s5"]
+    first = got[0].attributes
+    assert first == {
+        "a": "again",
+        "b": "aé",
+        "c": ["éé", 1],
+        otlp.TRUNCATED_KEY: 3,
+        otlp.DROPPED_KEY: 2,
+    }
+    assert got[0].resource == first
+    counts = parse_protobuf(data)[1]
+    assert (counts.accepted, counts.rejected) == (2, 3)
+    assert (
+        counts.reason
+        == "span 0202020202020202: start_time_unix_nano 18446744073709551615 is outside 1970-2200"
+    )
+    assert counts.values == 3 * 8  # span 1's, span 3's event's and the resource's attributes: 8 values each
+    with pytest.raises(otlp.OtlpTooLarge):
+        check_protobuf(data, otlp.DecodeLimits(export_values=15))
+    with pytest.raises(otlp.OtlpTooLarge):
+        check_protobuf(data, otlp.DecodeLimits(export_spans=4))
+
+
 def test_short_strings_are_shared_and_read_right(reader: _speedups.OtlpReader) -> None:
     """Short ASCII strings come from a cache of shared copies; longer, non-ASCII and colliding ones
     must still read exactly as upb reads them."""
@@ -410,12 +464,12 @@ def test_span_objects_of_other_classes_are_made_safely(reader: _speedups.OtlpRea
     assert c_reader(reader, data) is not None  # the offsets of RawSpan are cached
     far_out = type("FarOut", (), {"__slots__": (*(f"pad{i}" for i in range(200)), "trace_id")})
     with pytest.raises(AttributeError):
-        reader.decode(data, far_out, RawEvent)  # no span_id: refused, RawSpan's offsets kept
-    assert repr(reader.decode(data, RawSpan, RawEvent)) == repr(upb(data))
+        reader.decode(data, far_out, RawEvent, 128, 1024)  # no span_id: refused, RawSpan's offsets kept
+    assert repr(reader.decode(data, RawSpan, RawEvent, 128, 1024)) == repr(upb(data))
     big = type("Big", (), {"__slots__": (*(f"pad{i}" for i in range(40)), *names)})
     tiny = type("Tiny", (), {"__slots__": (), **{n: big.__dict__[n] for n in names}})
     with pytest.raises(TypeError, match="doesn't apply"):
-        reader.decode(data, tiny, RawEvent)
+        reader.decode(data, tiny, RawEvent, 128, 1024)
 
 
 # -- sort_attributes against conventions._sort_attributes ------------------------------------------

@@ -44,11 +44,21 @@ class OtlpReader(Protocol):
     """``_otlp_reader.c``: reads OTLP/protobuf trace exports as ``tracing.otlp``'s upb path does.
     Both functions raise ValueError for a body they do not take (the caller then asks upb)."""
 
-    def count(self, body: bytes, /) -> int:
-        """Check a whole export; its number of spans."""
+    def check(self, body: bytes, /) -> tuple[int, int, int, str | None]:
+        """Check a whole export (without holding the GIL): spans accepted, spans rejected (times
+        outside 1970-2200), attribute values, the first rejection's reason."""
 
-    def decode(self, body: bytes, raw_span: type[_Span], raw_event: type[Any], /) -> list[_Span]:
-        """The export's spans, made as ``raw_span`` and ``raw_event`` instances (slots classes)."""
+    def decode(
+        self,
+        body: bytes,
+        raw_span: type[_Span],
+        raw_event: type[Any],
+        max_attributes: int,
+        max_value_bytes: int,
+        /,
+    ) -> list[_Span]:
+        """The export's accepted spans, made as ``raw_span`` and ``raw_event`` instances (slots
+        classes), attributes within the limits (``tracing.otlp.DecodeLimits``)."""
 
 
 class AttributeSorter(Protocol):

@@ -30,10 +30,21 @@ typedef struct {
     const uint8_t *end;
 } Buf;
 
+/* 2200-01-01 in ns since 1970: a span time past it cannot be stored (tracing.otlp.MAX_TIME_NS) */
+#define MAX_TIME_NS 7258118400000000000ULL
+
 typedef struct {
-    int build;           /* 0: check only (count), 1: make objects (decode) */
+    int build;           /* 0: check only (check), 1: make objects (decode) */
     const char *error;   /* why the body is not taken */
-    Py_ssize_t count;
+    Py_ssize_t count;    /* spans accepted */
+    Py_ssize_t rejected; /* spans whose times cannot be stored */
+    Py_ssize_t values;   /* attribute values of spans, events and resources (nested ones too) */
+    char reason[160];    /* the first rejected span's reason (tracing.otlp.time_problem's words) */
+    int event_bad;       /* an event of the span being read has a time past MAX_TIME_NS */
+    uint64_t event_time; /* the first such time */
+    Py_ssize_t work;            /* decode: attributes read since the GIL was last offered */
+    Py_ssize_t max_attrs;       /* decode: attributes kept per span, event, resource */
+    Py_ssize_t max_value_bytes; /* decode: a string or bytes value is cut past this */
     PyObject *spans;     /* list (decode) */
     PyObject *raw_span;  /* RawSpan class */
     PyObject *raw_event; /* RawEvent class */
@@ -252,12 +263,50 @@ static int string_field(Ctx *c, const Field *f, PyObject **out) {
     return 0;
 }
 
-static int key_values(Ctx *c, Buf b, uint32_t number, PyObject *dict, int depth);
-static int any_value(Ctx *c, Buf b, PyObject **out, int depth);
+/* What decoding one attribute container (a span's, an event's, a resource's) left out or cut. */
+typedef struct {
+    Py_ssize_t dropped;
+    Py_ssize_t cut;
+} Marks;
+
+static int key_values(Ctx *c, Buf b, uint32_t number, PyObject *dict, int depth, Marks *marks);
+static int any_value(Ctx *c, Buf b, PyObject **out, int depth, Marks *marks);
+
+/* A string or bytes value's length within the limit: cut on a UTF-8 character boundary (text). */
+static Py_ssize_t value_length(Ctx *c, const Field *f, int text, Marks *marks) {
+    Py_ssize_t n = f->sub.end - f->sub.p;
+    if (c->max_value_bytes < 0 || n <= c->max_value_bytes) return n;
+    Py_ssize_t cut = c->max_value_bytes;
+    if (text)
+        while (cut > 0 && (f->sub.p[cut] & 0xC0) == 0x80) cut--;
+    if (marks != NULL) marks->cut++;
+    return cut;
+}
+
+/* The markers tracing.otlp.mark adds: values cut short, attributes left out. */
+static int mark(PyObject *dict, const Marks *marks) {
+    static PyObject *cut_key = NULL, *dropped_key = NULL;
+    if (cut_key == NULL && (cut_key = PyUnicode_InternFromString("pilothouse.truncated_values")) == NULL)
+        return -1;
+    if (dropped_key == NULL &&
+        (dropped_key = PyUnicode_InternFromString("pilothouse.dropped_attributes")) == NULL)
+        return -1;
+    const Py_ssize_t counts[2] = {marks->cut, marks->dropped};
+    PyObject *keys[2] = {cut_key, dropped_key};
+    for (int i = 0; i < 2; i++) {
+        if (!counts[i]) continue;
+        PyObject *n = PyLong_FromSsize_t(counts[i]);
+        if (n == NULL) return -1;
+        int set = PyDict_SetItem(dict, keys[i], n);
+        Py_DECREF(n);
+        if (set < 0) return -1;
+    }
+    return 0;
+}
 
 /* Functions that take an out pointer or a container make objects only when it is given (NULL:
    check only). */
-static int array_value(Ctx *c, Buf b, PyObject **out, int depth) {
+static int array_value(Ctx *c, Buf b, PyObject **out, int depth, Marks *marks) {
     int build = out != NULL;
     PyObject *list = NULL;
     if (build && (list = PyList_New(0)) == NULL) return -1;
@@ -266,7 +315,7 @@ static int array_value(Ctx *c, Buf b, PyObject **out, int depth) {
     while ((r = next_field(c, &b, &f)) > 0) {
         if (f.number == 1 && f.wt == WT_LEN) {
             PyObject *item = NULL;
-            if (any_value(c, f.sub, build ? &item : NULL, depth + 1) < 0) goto error;
+            if (any_value(c, f.sub, build ? &item : NULL, depth + 1, marks) < 0) goto error;
             if (build) {
                 int appended = PyList_Append(list, item);
                 Py_DECREF(item);
@@ -282,20 +331,34 @@ error:
     return -1;
 }
 
-static int any_value(Ctx *c, Buf b, PyObject **out, int depth) {
+static int any_value(Ctx *c, Buf b, PyObject **out, int depth, Marks *marks) {
     if (depth > MAX_DEPTH) return fail(c, "values nested too deep");
     int build = out != NULL;
     PyObject *value = NULL; /* NULL: nothing set (None) */
-    int seen_array = 0, seen_kvlist = 0;
+    int seen_array = 0, seen_kvlist = 0, members = 0;
+    c->values++;
     Field f;
     int r;
     while ((r = next_field(c, &b, &f)) > 0) {
         PyObject *v = NULL;
+        /* A oneof given more than once (protobuf keeps the last): upb decides, and counts the values */
+        if (f.number >= 1 && f.number <= 8 && members++) {
+            fail(c, "more than one member of AnyValue's oneof");
+            goto error;
+        }
         switch (f.number) {
         case 1: /* string_value */
             if (f.wt != WT_LEN) continue;
             if (check_string(c, &f) < 0) goto error;
-            if (build && (v = make_string(&f)) == NULL) goto error;
+            if (build) {
+                Py_ssize_t n = value_length(c, &f, 1, marks);
+                if (n == f.sub.end - f.sub.p) {
+                    v = make_string(&f);
+                } else {
+                    v = PyUnicode_DecodeUTF8((const char *)f.sub.p, n, "strict");
+                }
+                if (v == NULL) goto error;
+            }
             break;
         case 2: /* bool_value */
             if (f.wt != WT_VARINT) continue;
@@ -318,7 +381,7 @@ static int any_value(Ctx *c, Buf b, PyObject **out, int depth) {
                 fail(c, "array_value given twice");
                 goto error;
             }
-            if (array_value(c, f.sub, build ? &v : NULL, depth) < 0) goto error;
+            if (array_value(c, f.sub, build ? &v : NULL, depth, marks) < 0) goto error;
             break;
         case 6: /* kvlist_value */
             if (f.wt != WT_LEN) continue;
@@ -327,7 +390,7 @@ static int any_value(Ctx *c, Buf b, PyObject **out, int depth) {
                 goto error;
             }
             if (build && (v = PyDict_New()) == NULL) goto error;
-            if (key_values(c, f.sub, 1, v, depth + 1) < 0) {
+            if (key_values(c, f.sub, 1, v, depth + 1, marks) < 0) {
                 Py_XDECREF(v);
                 goto error;
             }
@@ -335,7 +398,7 @@ static int any_value(Ctx *c, Buf b, PyObject **out, int depth) {
         case 7: /* bytes_value: base64 text, as pilothouse.tracing.otlp.any_value gives it */
             if (f.wt != WT_LEN) continue;
             if (build) {
-                PyObject *raw = PyBytes_FromStringAndSize((const char *)f.sub.p, f.sub.end - f.sub.p);
+                PyObject *raw = PyBytes_FromStringAndSize((const char *)f.sub.p, value_length(c, &f, 0, marks));
                 if (raw == NULL) goto error;
                 PyObject *encoded = PyObject_CallOneArg(c->b64, raw);
                 Py_DECREF(raw);
@@ -365,46 +428,82 @@ error:
     return -1;
 }
 
-/* One KeyValue into dict (checked only when dict is NULL). */
-static int key_value(Ctx *c, Buf b, PyObject *dict, int depth) {
-    PyObject *key = NULL, *value = NULL;
-    int seen_value = 0;
-    Field f;
+/* Decoding holds the GIL (it makes objects); a large export would keep every other thread, the
+   server's event loop included, waiting until it ends. Every YIELD_EVERY attributes the GIL is let
+   go and taken back, which lets a waiting thread run first. Nothing this reader holds can change
+   meanwhile: the body is immutable and every object it made is its own. */
+#define YIELD_EVERY 4096
+#define RELEASE_GIL_BYTES 65536 /* check() lets the GIL go for bodies this large (collector.INLINE_BYTES) */
+
+static void offer_gil(Ctx *c) {
+    if (++c->work < YIELD_EVERY) return;
+    c->work = 0;
+    Py_BEGIN_ALLOW_THREADS
+    Py_END_ALLOW_THREADS
+}
+
+/* One KeyValue into dict (checked only when dict is NULL). A new key past `cap` entries (cap < 0: no
+   limit) is left out and counted in marks. */
+static int key_value(Ctx *c, Buf b, PyObject *dict, int depth, Py_ssize_t cap, Marks *marks) {
+    Field key_field = {0}, f;
+    int has_key = 0, seen_value = 0;
+    Buf value_buf = {NULL, NULL};
     int r;
     while ((r = next_field(c, &b, &f)) > 0) {
         if (f.number == 1) {
-            if (string_field(c, &f, dict ? &key : NULL) < 0) goto error;
+            if (f.wt != WT_LEN) continue; /* another wire type: unknown, skipped */
+            if (check_string(c, &f) < 0) return -1;
+            key_field = f; /* the last one wins */
+            has_key = 1;
         } else if (f.number == 2 && f.wt == WT_LEN) {
-            if (seen_value++) {
-                fail(c, "KeyValue.value given twice");
-                goto error;
-            }
-            if (any_value(c, f.sub, dict ? &value : NULL, depth) < 0) goto error;
+            if (seen_value++) return fail(c, "KeyValue.value given twice");
+            value_buf = f.sub;
         }
     }
-    if (r < 0) goto error;
-    if (dict != NULL) {
-        if (key == NULL && (key = PyUnicode_FromStringAndSize("", 0)) == NULL) goto error;
-        if (value == NULL) value = Py_NewRef(Py_None);
-        int set = PyDict_SetItem(dict, key, value);
-        Py_DECREF(key);
-        Py_DECREF(value);
-        return set;
+    if (r < 0) return -1;
+    if (dict == NULL) return seen_value ? any_value(c, value_buf, NULL, depth, NULL) : 0;
+    offer_gil(c);
+    PyObject *key = has_key ? make_string(&key_field) : PyUnicode_FromStringAndSize("", 0);
+    if (key == NULL) return -1;
+    if (cap >= 0 && PyDict_GET_SIZE(dict) >= cap) {
+        int present = PyDict_Contains(dict, key);
+        if (present <= 0) {
+            Py_DECREF(key);
+            if (present < 0) return -1;
+            if (marks != NULL) marks->dropped++;
+            return 0;
+        }
     }
-    return 0;
-error:
-    Py_XDECREF(key);
-    Py_XDECREF(value);
-    return -1;
+    PyObject *value = NULL;
+    if (seen_value) {
+        if (any_value(c, value_buf, &value, depth, marks) < 0) {
+            Py_DECREF(key);
+            return -1;
+        }
+    } else {
+        value = Py_NewRef(Py_None);
+    }
+    int set = PyDict_SetItem(dict, key, value);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return set;
 }
 
-/* Every field `number` of message b is a KeyValue: into dict (NULL: check only). */
-static int key_values(Ctx *c, Buf b, uint32_t number, PyObject *dict, int depth) {
+/* Every field `number` of message b is a KeyValue: into dict (NULL: check only), nested (no cap). */
+static int key_values(Ctx *c, Buf b, uint32_t number, PyObject *dict, int depth, Marks *marks) {
     Field f;
     int r;
     while ((r = next_field(c, &b, &f)) > 0)
-        if (f.number == number && f.wt == WT_LEN && key_value(c, f.sub, dict, depth) < 0)
+        if (f.number == number && f.wt == WT_LEN && key_value(c, f.sub, dict, depth, -1, marks) < 0)
             return -1;
+    return r;
+}
+
+/* A KeyValue not counted among the export's values: scopes' and links', checked, not kept. */
+static int uncounted_key_value(Ctx *c, Buf b) {
+    Py_ssize_t values = c->values;
+    int r = key_value(c, b, NULL, 0, -1, NULL);
+    c->values = values;
     return r;
 }
 
@@ -417,7 +516,7 @@ static int check_message(Ctx *c, Buf b, const uint32_t *string_numbers, int n_st
     while ((r = next_field(c, &b, &f)) > 0) {
         if (f.wt != WT_LEN) continue;
         if (f.number == attributes_number) {
-            if (key_value(c, f.sub, NULL, 0) < 0) return -1;
+            if (uncounted_key_value(c, f.sub) < 0) return -1;
             continue;
         }
         for (int i = 0; i < n_strings; i++)
@@ -443,6 +542,7 @@ static PyObject *hex_id(const Field *f) {
 static int event(Ctx *c, Buf b, PyObject *events) {
     PyObject *name = NULL, *attributes = NULL;
     uint64_t time = 0;
+    Marks marks = {0, 0};
     if (c->build && (attributes = PyDict_New()) == NULL) return -1;
     Field f;
     int r;
@@ -452,11 +552,16 @@ static int event(Ctx *c, Buf b, PyObject *events) {
         } else if (f.number == 2) {
             if (string_field(c, &f, c->build ? &name : NULL) < 0) goto error;
         } else if (f.number == 3 && f.wt == WT_LEN) {
-            if (key_value(c, f.sub, attributes, 0) < 0) goto error;
+            if (key_value(c, f.sub, attributes, 0, c->max_attrs, &marks) < 0) goto error;
         }
     }
     if (r < 0) goto error;
+    if (time > MAX_TIME_NS && !c->event_bad) {
+        c->event_bad = 1;
+        c->event_time = time;
+    }
     if (c->build) {
+        if (mark(attributes, &marks) < 0) goto error;
         if (name == NULL && (name = PyUnicode_FromStringAndSize("", 0)) == NULL) goto error;
         PyObject *values[3] = {Py_NewRef(name), PyLong_FromUnsignedLongLong(time), Py_NewRef(attributes)};
         PyObject *e = new_record(c->raw_event, &event_layout, event_fields, values, 3);
@@ -480,6 +585,8 @@ static int span(Ctx *c, Buf b, PyObject *resource, PyObject *scope) {
     uint64_t start = 0, end = 0;
     long long status_code = 0;
     int seen_status = 0;
+    Marks marks = {0, 0};
+    c->event_bad = 0;
     if (c->build && ((attributes = PyDict_New()) == NULL || (events = PyList_New(0)) == NULL))
         goto error;
     Field f;
@@ -508,7 +615,7 @@ static int span(Ctx *c, Buf b, PyObject *resource, PyObject *scope) {
             if (f.wt == WT_I64) end = f.value;
             break;
         case 9:
-            if (f.wt == WT_LEN && key_value(c, f.sub, attributes, 0) < 0) goto error;
+            if (f.wt == WT_LEN && key_value(c, f.sub, attributes, 0, c->max_attrs, &marks) < 0) goto error;
             break;
         case 11:
             if (f.wt == WT_LEN && event(c, f.sub, events) < 0) goto error;
@@ -546,8 +653,35 @@ static int span(Ctx *c, Buf b, PyObject *resource, PyObject *scope) {
         fail(c, "invalid trace_id, span_id or parent_span_id");
         goto error;
     }
+    const char *bad = NULL;
+    uint64_t bad_time = 0;
+    if (start > MAX_TIME_NS) {
+        bad = "start_time_unix_nano";
+        bad_time = start;
+    } else if (end > MAX_TIME_NS) {
+        bad = "end_time_unix_nano";
+        bad_time = end;
+    } else if (c->event_bad) {
+        bad = "event time_unix_nano";
+        bad_time = c->event_time;
+    }
+    if (bad != NULL) { /* rejected alone: the rest of the export is kept */
+        if (c->rejected++ == 0) {
+            static const char digits[] = "0123456789abcdef";
+            char hex[17];
+            for (int i = 0; i < 8; i++) {
+                hex[2 * i] = digits[span_id.sub.p[i] >> 4];
+                hex[2 * i + 1] = digits[span_id.sub.p[i] & 15];
+            }
+            hex[16] = 0;
+            snprintf(c->reason, sizeof c->reason, "span %s: %s %llu is outside 1970-2200", hex, bad,
+                     (unsigned long long)bad_time);
+        }
+        goto done;
+    }
     c->count++;
     if (c->build) {
+        if (mark(attributes, &marks) < 0) goto error;
         PyObject *args[12] = {NULL};
         args[0] = hex_id(&trace_id);
         args[1] = hex_id(&span_id);
@@ -567,6 +701,7 @@ static int span(Ctx *c, Buf b, PyObject *resource, PyObject *scope) {
         Py_DECREF(raw);
         if (appended < 0) goto error;
     }
+done:
     Py_XDECREF(name);
     Py_XDECREF(status_message);
     Py_XDECREF(attributes);
@@ -606,7 +741,7 @@ static int scope_spans(Ctx *c, Buf b, PyObject *resource) {
             } else if (f.number == 2) {
                 if (string_field(c, &f, NULL) < 0) goto error;
             } else if (f.number == 3 && f.wt == WT_LEN) {
-                if (key_value(c, f.sub, NULL, 0) < 0) goto error;
+                if (uncounted_key_value(c, f.sub) < 0) goto error;
             }
         }
         if (r < 0) goto error;
@@ -634,6 +769,7 @@ static int resource_spans(Ctx *c, Buf b) {
     Buf resource_buf;
     PyObject *resource = NULL;
     if (find_single(c, b, 1, &resource_buf, "resource given twice") < 0) return -1;
+    Marks marks = {0, 0};
     if (c->build && (resource = PyDict_New()) == NULL) return -1;
     if (resource_buf.p != NULL) {
         Field f;
@@ -641,13 +777,14 @@ static int resource_spans(Ctx *c, Buf b) {
         while ((r = next_field(c, &resource_buf, &f)) > 0) {
             if (f.wt != WT_LEN) continue;
             if (f.number == 1) {
-                if (key_value(c, f.sub, resource, 0) < 0) goto error;
+                if (key_value(c, f.sub, resource, 0, c->max_attrs, &marks) < 0) goto error;
             } else if (f.number == 3) {
                 if (check_message(c, f.sub, ENTITY_REF_STRINGS, 4, 0) < 0) goto error;
             }
         }
         if (r < 0) goto error;
     }
+    if (c->build && mark(resource, &marks) < 0) goto error;
     Field f;
     int r;
     while ((r = next_field(c, &b, &f)) > 0) {
@@ -678,7 +815,17 @@ static PyObject *run(Ctx *c, PyObject *body) {
     Py_buffer view;
     if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) return NULL;
     Buf b = {(const uint8_t *)view.buf, (const uint8_t *)view.buf + view.len};
-    int r = request(c, b);
+    int r;
+    if (c->build || view.len < RELEASE_GIL_BYTES) {
+        r = request(c, b);
+    } else {
+        /* Checking touches no Python object: other threads (the event loop) run meanwhile. Not for
+           a small body: letting the GIL go hands it to any busy thread, and taking it back can
+           wait a whole switch interval (5 ms), far longer than the check. */
+        Py_BEGIN_ALLOW_THREADS
+        r = request(c, b);
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&view);
     if (r < 0) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, c->error ? c->error : "malformed body");
@@ -687,22 +834,31 @@ static PyObject *run(Ctx *c, PyObject *body) {
     return Py_NewRef(Py_None);
 }
 
-static PyObject *count(PyObject *module, PyObject *body) {
+static PyObject *check(PyObject *module, PyObject *body) {
     (void)module;
     Ctx c = {0};
+    c.max_attrs = c.max_value_bytes = -1;
     PyObject *done = run(&c, body);
     if (done == NULL) return NULL;
     Py_DECREF(done);
-    return PyLong_FromSsize_t(c.count);
+    if (c.rejected) return Py_BuildValue("(nnns)", c.count, c.rejected, c.values, c.reason);
+    return Py_BuildValue("(nnnO)", c.count, c.rejected, c.values, Py_None);
 }
 
 static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 3 || !PyType_Check(args[1]) || !PyType_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "decode(body, RawSpan, RawEvent)");
+    if (nargs != 5 || !PyType_Check(args[1]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "decode(body, RawSpan, RawEvent, max_attributes, max_value_bytes)");
         return NULL;
     }
     Ctx c = {0};
+    c.max_attrs = PyLong_AsSsize_t(args[3]);
+    c.max_value_bytes = PyLong_AsSsize_t(args[4]);
+    if ((c.max_attrs == -1 || c.max_value_bytes == -1) && PyErr_Occurred()) return NULL;
+    if (c.max_attrs < 0 || c.max_value_bytes < 0) {
+        PyErr_SetString(PyExc_ValueError, "limits must be >= 0");
+        return NULL;
+    }
     c.build = 1;
     c.raw_span = args[1];
     c.raw_event = args[2];
@@ -718,9 +874,10 @@ static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t narg
 }
 
 static PyMethodDef methods[] = {
-    {"count", (PyCFunction)count, METH_O, "Check an OTLP/protobuf trace export; its number of spans."},
+    {"check", (PyCFunction)check, METH_O,
+     "Check an OTLP/protobuf trace export: (spans accepted, spans rejected, attribute values, reason)."},
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
-     "decode(body, RawSpan, RawEvent): the export's spans as RawSpan objects."},
+     "decode(body, RawSpan, RawEvent, max_attributes, max_value_bytes): the accepted spans."},
     {NULL, NULL, 0, NULL},
 };
 

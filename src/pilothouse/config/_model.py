@@ -97,6 +97,25 @@ class Settings(_Section):
         ge=1,
         description="Most spans in one write batch (one SQLite transaction; PostgreSQL commits every 5,000).",
     )
+    # Limits on what one request may make the server hold or do (docs/limits.md).
+    max_decompressed_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest OTLP body once decompressed (413 past it)."
+    )
+    ingest_queue_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1,
+        description="Bytes of accepted exports held in memory before the collector answers 429.",
+    )
+    max_span_attributes: int = Field(
+        default=128, ge=1, description="Attributes kept per span, event and resource; more are left out."
+    )
+    max_attribute_value_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="A longer attribute value is cut to this many bytes."
+    )
+    max_export_spans: int = Field(default=20_000, ge=1, description="Most spans in one OTLP export (413).")
+    max_export_values: int = Field(
+        default=500_000, ge=1, description="Most attribute values (nested ones too) in one OTLP export (413)."
+    )
     key_cache_seconds: float = Field(default=10.0, ge=0, description="How long a checked API key is cached.")
     durable: bool = Field(
         default=False,

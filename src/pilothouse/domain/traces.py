@@ -183,6 +183,22 @@ class Observation:
         return self.parent_id is None
 
 
+MAX_MODEL_NAME_CHARS = 200  # a stored model (or provider) name is cut to this: clients choose them
+MAX_SPAN_NAME_CHARS = 1_000  # and a stored span name to this (a gateway call's is "chat <model>")
+
+
+def cap_names(observation: Observation) -> None:
+    """Cut the observation's model and provider names to :data:`MAX_MODEL_NAME_CHARS` characters and
+    its name to :data:`MAX_SPAN_NAME_CHARS`, so that a client cannot store (and make every page, list
+    and chart show) names of any length."""
+    for name in ("request_model", "model", "provider"):
+        value = getattr(observation, name)
+        if value is not None and len(value) > MAX_MODEL_NAME_CHARS:
+            setattr(observation, name, value[:MAX_MODEL_NAME_CHARS])
+    if len(observation.name) > MAX_SPAN_NAME_CHARS:
+        observation.name = observation.name[:MAX_SPAN_NAME_CHARS]
+
+
 @dataclass(slots=True)
 class TraceAttributes:
     """Trace-level facts that one observation carried (user, session, tags, ...); ``None`` = not said."""

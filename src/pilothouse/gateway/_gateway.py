@@ -22,7 +22,15 @@ from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_
 from pilothouse.domain.chat import CallContext, SpanSink, current_call
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.money import Money
-from pilothouse.domain.traces import MAX_CALL_TOKENS, USAGE_CLAMPED, Cost, SpanRecord, Status, Usage
+from pilothouse.domain.traces import (
+    MAX_CALL_TOKENS,
+    MAX_MODEL_NAME_CHARS,
+    USAGE_CLAMPED,
+    Cost,
+    SpanRecord,
+    Status,
+    Usage,
+)
 from pilothouse.gateway._answers import check_chat_answer, check_chunk, check_embeddings_answer
 from pilothouse.gateway._caching import CacheOutcome, Caches, replay
 from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
@@ -197,7 +205,7 @@ class Gateway:
         elif isinstance(exc, UnknownModel):
             error = GatewayError(
                 404,
-                f"The model '{exc.args[0]}' does not exist or is not served here "
+                f"The model '{_shown(str(exc.args[0]))}' does not exist or is not served here "
                 "(GET /v1/models lists them).",
                 code="model_not_found",
                 param="model",
@@ -654,3 +662,9 @@ class Gateway:
                     error=error,
                 )
             )
+
+
+def _shown(name: str) -> str:
+    """A model name as an error message quotes it: cut past MAX_MODEL_NAME_CHARS (the message is
+    stored with the call's span, and a client chooses the name)."""
+    return name if len(name) <= MAX_MODEL_NAME_CHARS else name[:MAX_MODEL_NAME_CHARS] + "..."

@@ -179,11 +179,15 @@ def create_app(
         ingest = IngestQueue(
             the_store,
             max_spans=settings.ingest_queue_spans,
+            max_bytes=settings.ingest_queue_bytes,
             batch_spans=settings.ingest_batch_spans,
             pricer=gateway.pricer,
             spool=spool,
         )
-        metrics = GatewayMetrics()
+        # Labels name configured models and deployments only: a client cannot add series
+        metrics = GatewayMetrics(
+            gateway.model_names(), [h["deployment"] for h in gateway.router.health_report()]
+        )
         metrics.gauges = _gauges(gateway.router, ingest)
 
         def record(span: SpanRecord) -> None:  # every gateway call, through the queue: never waits
@@ -221,7 +225,7 @@ def create_app(
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
             # read their spend
-            await asyncio.to_thread(replay_spool, spool, ingest, settings.max_body_bytes)
+            await asyncio.to_thread(replay_spool, spool, ingest, settings)
         if gateway.caches.semantic is not None:
             await asyncio.to_thread(gateway.caches.semantic.warm_up)  # the embedding model loads first
         await budgets.reload()  # budgets and their spend so far: requests never wait for them
@@ -239,6 +243,7 @@ def create_app(
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:
                 await app.state.pilothouse.redis.close()
+            app.state.pilothouse.json_decoder.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
             if spool is not None:

@@ -1,38 +1,139 @@
 """The OTLP/HTTP collector: ``POST /v1/traces``.
 
 check (protobuf or JSON, gzip) -> bounded queue -> normalise and store (in the batch writer).
-Answers as the OTLP spec says: 200 with an empty ExportTraceServiceResponse, 400 for a body that
-cannot be decoded (nothing of it is stored), 413 past the size limit, 429 with Retry-After when the
-queue is full.
+Answers as the OTLP spec says: 200 with an ExportTraceServiceResponse (``partial_success`` with the
+number of spans rejected and the first one's reason when some were), 400 for a body that cannot be
+decoded or where every span was rejected (nothing of it is stored), 413 past a size limit (the body,
+decompressed, or the spans and attribute values of one export), 429 with Retry-After when the queue
+is full (of spans or of bytes).
+
+A small body (up to :data:`INLINE_BYTES` decompressed) is checked on the event loop: a thread hop
+would cost more than the work. A larger one is decompressed (as a stream, stopping at the cap) and
+checked in a thread, one at a time (``Services.decode_slots``), so a large or hostile export never
+stalls the loop nor holds more than one body's worth of memory at once. The C reader checks protobuf
+without holding the GIL; JSON past :data:`JSON_PROCESS_BYTES` is parsed in a worker process
+(``server/json_decoder.py``), since parsing JSON holds the GIL throughout.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pilothouse.config import Settings
 from pilothouse.domain.keys import Scope
 from pilothouse.server.body import read_body
 from pilothouse.server.errors import ApiError
 from pilothouse.server.ingest import PendingExport
 from pilothouse.server.spool_records import otlp_record
 from pilothouse.server.state import Services
-from pilothouse.tracing.otlp import OtlpDecodeError, check_protobuf, decode_json, decompress, is_json
+from pilothouse.tracing.otlp import (
+    DecodeLimits,
+    Decompression,
+    OtlpDecodeError,
+    OtlpTooLarge,
+    check_protobuf,
+    decode_json,
+    export_response,
+    is_json,
+)
 
 RETRY_AFTER_S = "1"
+INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
+JSON_PROCESS_BYTES = 256 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
+
+
+def decode_limits(settings: Settings) -> DecodeLimits:
+    """The per-export limits of the settings."""
+    return DecodeLimits(
+        span_attributes=settings.max_span_attributes,
+        value_bytes=settings.max_attribute_value_bytes,
+        export_spans=settings.max_export_spans,
+        export_values=settings.max_export_values,
+    )
+
+
+def _checked(project_id: str, body: bytes, json: bool, limits: DecodeLimits) -> PendingExport:
+    """The export of a decompressed body, checked (JSON: decoded), its spans not yet made."""
+    if json:
+        # Decoded (and so checked) here; normalised by the writer, off the request path.
+        decoded = decode_json(body, limits)
+        return PendingExport(
+            project_id,
+            len(decoded.spans),
+            decoded=decoded.spans,
+            size=len(body),
+            rejected=decoded.rejected,
+            reason=decoded.reason,
+        )
+    # Checked here, so a bad body is refused whole; the spans are made by the writer.
+    checked = check_protobuf(body, limits)
+    return PendingExport(
+        project_id,
+        checked.count,
+        protobuf=checked,
+        size=len(body),
+        rejected=checked.rejected,
+        reason=checked.reason,
+    )
+
+
+def _decompressed(decompression: Decompression) -> bytes:
+    decompression.run(None)
+    return decompression.result()
+
+
+async def _checked_large(
+    state: Services, project_id: str, decompression: Decompression, json: bool, limits: DecodeLimits
+) -> PendingExport:
+    """A large body, decompressed and checked off the event loop."""
+    body = await asyncio.to_thread(_decompressed, decompression)
+    if not json or len(body) <= JSON_PROCESS_BYTES:
+        return await asyncio.to_thread(_checked, project_id, body, json, limits)
+    protobuf, rejected, reason = await state.json_decoder.to_protobuf(body, limits)
+    checked = await asyncio.to_thread(check_protobuf, protobuf, limits)
+    return PendingExport(
+        project_id, checked.count, protobuf=checked, size=len(body), rejected=rejected, reason=reason
+    )
 
 
 async def export_traces(request: Request) -> Response:
     """Receive one OTLP trace export."""
     state: Services = request.app.state.pilothouse
     principal = await state.auth.authenticate(request, Scope.INGEST)
-    limit = state.settings.max_body_bytes
-    body = await read_body(request, limit)
+    settings = state.settings
+    body = await read_body(request, settings.max_body_bytes)
     content_type = request.headers.get("content-type")
-    encoding = request.headers.get("content-encoding")
-    export = decode_export(principal.project_id, body, content_type, encoding, limit)
+    try:
+        json = is_json(content_type)
+        limits = decode_limits(settings)
+        decompression = Decompression(
+            body, request.headers.get("content-encoding"), settings.max_decompressed_bytes
+        )
+        if decompression.run(INLINE_BYTES) and decompression.size <= INLINE_BYTES:
+            export = _checked(principal.project_id, decompression.result(), json, limits)
+        else:
+            async with state.decode_slots:
+                export = await _checked_large(state, principal.project_id, decompression, json, limits)
+    except OtlpTooLarge as exc:
+        raise ApiError(413, str(exc), code="body_too_large") from exc
+    except OtlpDecodeError as exc:
+        raise ApiError(400, str(exc), code="invalid_otlp") from exc
+    if export.rejected and not export.count:
+        raise ApiError(400, _rejected(export), code="invalid_otlp")
+    if export.size > state.ingest.max_bytes:  # it would never fit: retrying cannot help
+        raise ApiError(
+            413,
+            f"Export of {export.size} bytes (decompressed) is larger than the ingest queue's "
+            f"{state.ingest.max_bytes}-byte budget.",
+            code="body_too_large",
+        )
     if state.spool is not None:  # the durable mode: the body as received, for the spool
-        export.durable = otlp_record(principal.project_id, content_type, encoding, body)
+        export.durable = otlp_record(
+            principal.project_id, content_type, request.headers.get("content-encoding"), body
+        )
     if export.count and not state.ingest.offer(export):
         raise ApiError(
             429,
@@ -40,26 +141,29 @@ async def export_traces(request: Request) -> Response:
             code="ingest_backpressure",
             headers={"Retry-After": RETRY_AFTER_S},
         )
-    if (content_type or "").startswith("application/json"):
-        return Response(b"{}", media_type="application/json")
-    return Response(b"", media_type="application/x-protobuf")
+    message = _rejected(export) if export.rejected else ""
+    if json:
+        return Response(export_response(export.rejected, message, json=True), media_type="application/json")
+    return Response(
+        export_response(export.rejected, message, json=False), media_type="application/x-protobuf"
+    )
+
+
+def _rejected(export: PendingExport) -> str:
+    return f"{export.rejected} span(s) rejected; the first: {export.reason}"
 
 
 def decode_export(
-    project_id: str, body: bytes, content_type: str | None, encoding: str | None, limit: int
+    project_id: str, body: bytes, content_type: str | None, encoding: str | None, settings: Settings
 ) -> PendingExport:
-    """Check one export body (also what the spool's replay reads back): 400 when it does not
-    decode, 413 when it decompresses to more than 4 times ``limit``."""
+    """One export body checked in the calling thread, with the settings' limits: what the spool's
+    replay reads back at start-up. 400 when it does not decode, 413 past the limits."""
     try:
-        body = decompress(body, encoding)
-        if len(body) > 4 * limit:
-            raise ApiError(413, "Decompressed body is too large.", code="body_too_large")
-        if is_json(content_type):
-            # Decoded (and so checked) here; normalised by the writer, off the request path.
-            decoded = decode_json(body)
-            return PendingExport(project_id, len(decoded), decoded=decoded)
-        # Checked here, so a bad body is refused whole; the spans are made by the writer.
-        checked = check_protobuf(body)
-        return PendingExport(project_id, checked.count, protobuf=checked)
+        decompression = Decompression(body, encoding, settings.max_decompressed_bytes)
+        return _checked(
+            project_id, _decompressed(decompression), is_json(content_type), decode_limits(settings)
+        )
+    except OtlpTooLarge as exc:
+        raise ApiError(413, str(exc), code="body_too_large") from exc
     except OtlpDecodeError as exc:
         raise ApiError(400, str(exc), code="invalid_otlp") from exc

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from pilothouse.config import Settings
 from pilothouse.server.collector import decode_export
 from pilothouse.server.errors import ApiError
 from pilothouse.server.ingest import IngestQueue, PendingExport
@@ -35,7 +36,7 @@ class ReplayReport:
     unreadable: int = 0
 
 
-def replay_spool(spool: Spool, ingest: IngestQueue, max_body_bytes: int) -> ReplayReport:
+def replay_spool(spool: Spool, ingest: IngestQueue, settings: Settings) -> ReplayReport:
     """Store the records of the spool's leftover segments, then delete the segments."""
     report = ReplayReport()
     for path in spool.leftover:
@@ -48,7 +49,7 @@ def replay_spool(spool: Spool, ingest: IngestQueue, max_body_bytes: int) -> Repl
         for payload in records:
             report.records += 1
             try:
-                export = _export(payload, max_body_bytes)
+                export = _export(payload, settings)
             except (ApiError, UnreadableRecord, ValueError) as exc:
                 report.unreadable += 1
                 log.error("a record of spool segment %s cannot be replayed: %s", path.name, exc)
@@ -67,11 +68,11 @@ def replay_spool(spool: Spool, ingest: IngestQueue, max_body_bytes: int) -> Repl
     return report
 
 
-def _export(payload: bytes, max_body_bytes: int) -> PendingExport:
+def _export(payload: bytes, settings: Settings) -> PendingExport:
     kind = payload[:1]
     if kind == OTLP:
         project_id, content_type, encoding, body = read_otlp(payload)
-        return decode_export(project_id, body, content_type, encoding, max_body_bytes)
+        return decode_export(project_id, body, content_type, encoding, settings)
     if kind == SPANS:
         records = read_spans(payload)
         project = records[0].project_id if records else ""

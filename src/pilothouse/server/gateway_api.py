@@ -6,6 +6,7 @@ that reaches a project is recorded by the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -227,7 +228,9 @@ async def deployments(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text exposition."""
-    return Response(_services(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    # Rendered in a thread: however many series there are, the event loop keeps serving meanwhile.
+    text = await asyncio.to_thread(_services(request).metrics.render)
+    return Response(text, media_type="text/plain; version=0.0.4")
 
 
 routes = [

@@ -95,10 +95,17 @@ class Gauge:
                 yield f"{self.name}{_labels(self.labels, labels)} {value:g}"
 
 
-class GatewayMetrics:
-    """The gateway's series, per model and deployment."""
+UNKNOWN = "unknown"  # the label of a model or deployment the config does not name
 
-    def __init__(self) -> None:
+
+class GatewayMetrics:
+    """The gateway's series, per model and deployment. Label values come from the configured names
+    only (``unknown`` otherwise): each model name a client sends would otherwise be a new series on
+    the unauthenticated ``/metrics``, without bound."""
+
+    def __init__(self, models: Iterable[str] | None = None, deployments: Iterable[str] | None = None) -> None:
+        self.models = frozenset(models) if models is not None else None  # None: any (tests)
+        self.deployments = frozenset(deployments) if deployments is not None else None
         labels = ("model", "deployment")
         self.requests = Counter(
             "pilothouse_gateway_requests_total", "Gateway requests by outcome.", (*labels, "status")
@@ -123,9 +130,11 @@ class GatewayMetrics:
     def observe_call(self, record: SpanRecord) -> None:
         """Count one recorded gateway call."""
         o = record.observation
-        model = o.request_model or ""
-        deployment = str(o.attributes.get("gateway.deployment", ""))
+        model = self._model(o.request_model or "")
+        deployment = self._deployment(o.attributes.get("gateway.deployment", ""))
         status = str(o.attributes.get("gateway.http_status", ""))
+        if not (len(status) == 3 and status.isdigit()):
+            status = UNKNOWN if status else ""
         self.requests.inc(model, deployment, status)
         if o.status is Status.ERROR:
             self.errors.inc(model, deployment, status)
@@ -137,7 +146,21 @@ class GatewayMetrics:
         if o.usage.output:
             self.tokens.inc(model, deployment, "output", amount=o.usage.output)
         for attempt in o.attributes.get("gateway.attempts", []):
-            self.attempts.inc(model, str(attempt["deployment"]), str(attempt["status"]))
+            attempt_status = str(attempt["status"])
+            if len(attempt_status) > 16:
+                attempt_status = UNKNOWN
+            self.attempts.inc(model, self._deployment(attempt["deployment"]), attempt_status)
+
+    def _model(self, name: str) -> str:
+        if not name or self.models is None or name in self.models:
+            return name
+        return UNKNOWN
+
+    def _deployment(self, name: object) -> str:
+        text = str(name)
+        if not text or self.deployments is None or text in self.deployments:
+            return text
+        return UNKNOWN
 
     def all(self) -> list[Counter | Histogram | Gauge]:
         return [self.requests, self.errors, self.latency, self.ttft, self.tokens, self.attempts, *self.gauges]

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from pilothouse.config import Settings
 from pilothouse.evals import Evaluations
@@ -12,6 +13,7 @@ from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
+from pilothouse.server.json_decoder import JsonDecoder
 from pilothouse.server.metrics import GatewayMetrics
 from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
@@ -35,3 +37,7 @@ class Services:
     evaluations: Evaluations
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
+    # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
+    # that a decoded JSON tree (several times its body) is held once, not per concurrent request
+    decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    json_decoder: JsonDecoder = field(default_factory=JsonDecoder)  # large OTLP/JSON bodies

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import gzip
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +21,10 @@ from typing import Any
 
 import orjson
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from pilothouse import _speedups
@@ -82,23 +84,180 @@ def any_value(value: AnyValue) -> Any:
     return None
 
 
-def decompress(body: bytes, encoding: str | None) -> bytes:
-    """Undo ``Content-Encoding`` gzip/deflate; raises :class:`OtlpDecodeError` on a corrupt body."""
-    encoding = (encoding or "").strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise OtlpDecodeError(f"body is not valid {encoding}: {exc}") from exc
-    raise OtlpDecodeError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
+class OtlpTooLarge(OtlpDecodeError):
+    """The body is larger than a limit once decompressed or counted (413): the message says which."""
 
 
-def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, int]:
-    """Parse and check a protobuf ``ExportTraceServiceRequest``; returns it with its span count.
+DECOMPRESS_CHUNK = 1 << 20  # output produced per step: memory stays at the cap, never past it
+
+
+def decompress(body: bytes, encoding: str | None, limit: int | None = None) -> bytes:
+    """Undo ``Content-Encoding`` gzip/deflate as a stream, stopping past ``limit`` output bytes with
+    :class:`OtlpTooLarge` (a gzip bomb never grows past the cap); raises :class:`OtlpDecodeError` on
+    a corrupt body."""
+    decoder = Decompression(body, encoding, limit)
+    decoder.run(None)
+    return decoder.result()
+
+
+class Decompression:
+    """A body being decompressed: :meth:`run` produces up to a given number of bytes (the collector
+    decompresses small bodies inline and hands the rest of a large one to a thread), :meth:`result`
+    is the whole output. gzip members given one after another are read as one body, as
+    ``gzip.decompress`` reads them."""
+
+    def __init__(self, body: bytes, encoding: str | None, limit: int | None) -> None:
+        encoding = (encoding or "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "deflate"):
+            raise OtlpDecodeError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
+        self.encoding = encoding
+        self.limit = limit
+        self._wbits = 31 if encoding == "gzip" else zlib.MAX_WBITS  # deflate: the zlib format
+        self._pending = body
+        self._decoder: Any = None
+        self._out: list[bytes] = []
+        self._size = 0
+        self.done = encoding in ("", "identity")
+        if self.done:
+            if limit is not None and len(body) > limit:
+                raise self._too_large()
+            self._out.append(body)
+
+    def _too_large(self) -> OtlpTooLarge:
+        return OtlpTooLarge(f"Decompressed body is larger than the {self.limit}-byte limit.")
+
+    @property
+    def size(self) -> int:
+        """Bytes of output so far."""
+        return self._size if self.encoding not in ("", "identity") else len(self._out[0])
+
+    def run(self, budget: int | None) -> bool:
+        """Decompress up to about ``budget`` more bytes (None: to the end); True when done."""
+        produced = 0
+        try:
+            while not self.done and (budget is None or produced < budget):
+                if self._decoder is None:
+                    self._decoder = zlib.decompressobj(self._wbits)
+                # up to a chunk, to one byte past the cap, to one byte past the budget of this call
+                step = DECOMPRESS_CHUNK
+                if self.limit is not None:
+                    step = min(step, self.limit - self._size + 1)
+                if budget is not None:
+                    step = min(step, budget - produced + 1)
+                chunk = self._decoder.decompress(self._pending, max(step, 1))
+                self._pending = self._decoder.unconsumed_tail
+                self._size += len(chunk)
+                produced += len(chunk)
+                if self.limit is not None and self._size > self.limit:
+                    raise self._too_large()
+                self._out.append(chunk)
+                if self._decoder.eof:
+                    rest = self._decoder.unused_data
+                    self._decoder = None
+                    if self.encoding == "gzip" and rest.strip(b"\x00"):
+                        self._pending = rest  # another gzip member
+                    else:
+                        self.done = True
+                elif not chunk and not self._pending:
+                    raise OtlpDecodeError(f"body is not valid {self.encoding}: it ends too soon")
+        except zlib.error as exc:
+            raise OtlpDecodeError(f"body is not valid {self.encoding}: {exc}") from exc
+        return self.done
+
+    def result(self) -> bytes:
+        """The whole decompressed body (after :meth:`run` said done)."""
+        assert self.done
+        if len(self._out) == 1:
+            return self._out[0]
+        return b"".join(self._out)
+
+
+# -- limits and validation, the same for protobuf (C reader and upb) and JSON ------------------------
+
+MAX_TIME_NS = 7_258_118_400 * 10**9  # 2200-01-01: a time past it (or before 1970) cannot be stored
+TRUNCATED_KEY = "pilothouse.truncated_values"  # how many values of these attributes were cut short
+DROPPED_KEY = "pilothouse.dropped_attributes"  # how many attributes past the limit were left out
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """What one export may hold (settings ``max_span_attributes``, ``max_attribute_value_bytes``,
+    ``max_export_spans``, ``max_export_values``). Past the first two a span is kept and marked;
+    past the last two the whole export is refused (413)."""
+
+    span_attributes: int = 128  # per span, event and resource; more are left out (DROPPED_KEY)
+    value_bytes: int = 1 << 20  # UTF-8 bytes of a string (raw bytes of a bytes value); cut past it
+    export_spans: int = 20_000
+    export_values: int = 500_000  # attribute values, nested ones included, of spans, events, resources
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+@dataclass(slots=True)
+class SpanCounts:
+    """What checking an export found: spans taken and rejected (with the first one's reason), and
+    its attribute values (nested ones included)."""
+
+    accepted: int = 0
+    rejected: int = 0
+    values: int = 0
+    reason: str | None = None
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if self.reason is None:
+            self.reason = reason
+
+    def enforce(self, limits: DecodeLimits) -> None:
+        """Raise :class:`OtlpTooLarge` for an export past the per-export limits."""
+        spans = self.accepted + self.rejected
+        if spans > limits.export_spans:
+            raise OtlpTooLarge(f"Export has {spans} spans; the limit is {limits.export_spans} per request.")
+        if self.values > limits.export_values:
+            raise OtlpTooLarge(
+                f"Export has {self.values} attribute values; the limit is {limits.export_values} per request."
+            )
+
+
+def time_problem(
+    span_id: str, start_ns: int, end_ns: int, event_times: Iterator[int] | list[int]
+) -> str | None:
+    """Why a span's times cannot be stored (outside 1970-2200), or None."""
+    for what, value in (("start_time_unix_nano", start_ns), ("end_time_unix_nano", end_ns)):
+        if not 0 <= value <= MAX_TIME_NS:
+            return f"span {span_id}: {what} {value} is outside 1970-2200"
+    for value in event_times:
+        if not 0 <= value <= MAX_TIME_NS:
+            return f"span {span_id}: event time_unix_nano {value} is outside 1970-2200"
+    return None
+
+
+def truncated(text: str, limit: int) -> str | None:
+    """``text`` cut to at most ``limit`` UTF-8 bytes on a character boundary, or None if it fits."""
+    if len(text) <= limit // 4:  # a character is at most 4 bytes
+        return None
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return None
+    cut = limit
+    while cut > 0 and (raw[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return raw[:cut].decode("utf-8", "surrogatepass")
+
+
+def mark(out: dict[str, Any], cut: int, dropped: int) -> dict[str, Any]:
+    """Add the markers of values cut short and attributes left out (the C reader adds the same)."""
+    if cut:
+        out[TRUNCATED_KEY] = cut
+    if dropped:
+        out[DROPPED_KEY] = dropped
+    return out
+
+
+def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, SpanCounts]:
+    """Parse and check a protobuf ``ExportTraceServiceRequest``; returns it with its counts (spans
+    with times that cannot be stored are rejected, one by one).
 
     Cheap (the attributes are not read yet), so the collector can refuse a bad body before accepting
     it and leave the rest of the decoding to the batch writer (:func:`iter_protobuf`)."""
@@ -107,8 +266,9 @@ def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, int]:
         request.ParseFromString(body)
     except DecodeError as exc:
         raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
-    count = 0
+    counts = SpanCounts()
     for resource_spans in request.resource_spans:
+        counts.values += _count_values(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 if (
@@ -119,67 +279,152 @@ def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, int]:
                     raise OtlpDecodeError(
                         f"span {span.name!r} has an invalid trace_id, span_id or parent_span_id"
                     )
-                count += 1
-    return request, count
+                counts.values += _count_values(span.attributes)
+                for e in span.events:
+                    counts.values += _count_values(e.attributes)
+                problem = _span_time_problem(span)
+                if problem is None:
+                    counts.accepted += 1
+                else:
+                    counts.reject(problem)
+    return request, counts
+
+
+def _span_time_problem(span: Any) -> str | None:
+    return time_problem(
+        span.span_id.hex(),
+        span.start_time_unix_nano,
+        span.end_time_unix_nano,
+        [e.time_unix_nano for e in span.events],
+    )
+
+
+def _count_values(items: Any) -> int:
+    n = 0
+    for kv in items:
+        if kv.HasField("value"):
+            n += _value_count(kv.value)
+    return n
+
+
+def _value_count(value: AnyValue) -> int:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return 1 + sum(_value_count(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return 1 + _count_values(value.kvlist_value.values)
+    return 1
 
 
 @dataclass(slots=True)
 class CheckedExport:
-    """A protobuf export checked whole (:func:`check_protobuf`): its span count, and the body (taken
-    by the C reader) or the parsed request (upb) that :func:`iter_checked` reads the spans from."""
+    """A protobuf export checked whole (:func:`check_protobuf`): its span count (spans accepted),
+    what was rejected, and the body (taken by the C reader) or the parsed request (upb) that
+    :func:`iter_checked` reads the spans from."""
 
     count: int
     body: bytes | None = None
     request: ExportTraceServiceRequest | None = None
+    rejected: int = 0
+    reason: str | None = None
+    limits: DecodeLimits = DEFAULT_LIMITS
 
 
-def check_protobuf(body: bytes) -> CheckedExport:
-    """Check a whole protobuf export; raises :class:`OtlpDecodeError` with the reason. Cheap: the
-    spans are made later, by :func:`iter_checked` (off the request path)."""
+def check_protobuf(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> CheckedExport:
+    """Check a whole protobuf export; raises :class:`OtlpDecodeError` with the reason (and
+    :class:`OtlpTooLarge` past the per-export limits). Cheap: the spans are made later, by
+    :func:`iter_checked` (off the request path)."""
     if _reader is not None:
         try:
-            return CheckedExport(_reader.count(body), body=body)
+            accepted, rejected, values, reason = _reader.check(body)
         except ValueError:
             pass  # upb decides
-    request, count = parse_protobuf(body)
-    return CheckedExport(count, request=request)
+        else:
+            SpanCounts(accepted, rejected, values, reason).enforce(limits)
+            return CheckedExport(accepted, body=body, rejected=rejected, reason=reason, limits=limits)
+    request, counts = parse_protobuf(body)
+    counts.enforce(limits)
+    return CheckedExport(
+        counts.accepted, request=request, rejected=counts.rejected, reason=counts.reason, limits=limits
+    )
 
 
 def iter_checked(export: CheckedExport) -> Iterator[RawSpan]:
-    """Spans of a checked export."""
+    """The accepted spans of a checked export, within its limits."""
+    limits = export.limits
     if export.body is not None:
         if _reader is not None:
             try:
-                return iter(_reader.decode(export.body, RawSpan, RawEvent))
-            except ValueError:  # not expected for a body count() took; upb then reads it
+                spans = _reader.decode(
+                    export.body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes
+                )
+                return iter(spans)
+            except ValueError:  # not expected for a body check() took; upb then reads it
                 pass
-        return iter_protobuf(parse_protobuf(export.body)[0])
+        return iter_protobuf(parse_protobuf(export.body)[0], limits)
     assert export.request is not None
-    return iter_protobuf(export.request)
+    return iter_protobuf(export.request, limits)
 
 
-def decode_protobuf(body: bytes) -> Iterator[RawSpan]:
-    """Spans of a protobuf ``ExportTraceServiceRequest``."""
-    return iter_checked(check_protobuf(body))
+def decode_protobuf(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Iterator[RawSpan]:
+    """The accepted spans of a protobuf ``ExportTraceServiceRequest``."""
+    return iter_checked(check_protobuf(body, limits))
 
 
-def _attributes(items: Any) -> dict[str, Any]:
-    # Most values are non-empty strings: read those without asking which oneof is set.
-    out = {}
+def _limited_value(value: AnyValue, limit: int, cut: list[int]) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        text = value.string_value
+        short = truncated(text, limit)
+        if short is None:
+            return text
+        cut[0] += 1
+        return short
+    if kind == "bytes_value":
+        raw = value.bytes_value
+        if len(raw) > limit:
+            cut[0] += 1
+            raw = raw[:limit]
+        return base64.b64encode(raw).decode()
+    if kind == "array_value":
+        return [_limited_value(v, limit, cut) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _limited_value(kv.value, limit, cut) for kv in value.kvlist_value.values}
+    return any_value(value)
+
+
+def _attributes(items: Any, limits: DecodeLimits) -> dict[str, Any]:
+    # Most values are short, non-empty strings: read those without asking which oneof is set.
+    out: dict[str, Any] = {}
+    cap, limit = limits.span_attributes, limits.value_bytes
+    cut = [0]
+    dropped = 0
     for kv in items:
+        key = kv.key
+        if len(out) >= cap and key not in out:
+            dropped += 1
+            continue
         value = kv.value
         text = value.string_value
-        out[kv.key] = text if text else any_value(value)
-    return out
+        if text and len(text) <= limit // 4:
+            out[key] = text
+        else:
+            out[key] = _limited_value(value, limit, cut)
+    return mark(out, cut[0], dropped)
 
 
-def iter_protobuf(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
-    """Spans of a parsed (and checked, see :func:`parse_protobuf`) export request."""
+def iter_protobuf(
+    request: ExportTraceServiceRequest, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Iterator[RawSpan]:
+    """Spans of a parsed (and checked, see :func:`parse_protobuf`) export request, leaving out those
+    it rejected."""
     for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes)
+        resource = _attributes(resource_spans.resource.attributes, limits)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
+                if _span_time_problem(span) is not None:
+                    continue
                 parent = span.parent_span_id
                 status = span.status
                 events = span.events
@@ -192,10 +437,10 @@ def iter_protobuf(request: ExportTraceServiceRequest) -> Iterator[RawSpan]:
                     span.end_time_unix_nano,
                     status.code,
                     status.message,
-                    _attributes(span.attributes),
+                    _attributes(span.attributes, limits),
                     resource,
                     scope,
-                    [RawEvent(e.name, e.time_unix_nano, _attributes(e.attributes)) for e in events]
+                    [RawEvent(e.name, e.time_unix_nano, _attributes(e.attributes, limits)) for e in events]
                     if events
                     else [],
                 )
@@ -208,30 +453,84 @@ def _get(obj: dict[str, Any], camel: str, snake: str, default: Any = None) -> An
     return obj.get(camel, obj.get(snake, default))
 
 
-def _json_any(value: dict[str, Any]) -> Any:
-    if not isinstance(value, dict):
-        raise OtlpDecodeError("attribute value must be an AnyValue object")
-    for camel, snake in (("stringValue", "string_value"), ("boolValue", "bool_value")):
-        if camel in value or snake in value:
-            return _get(value, camel, snake)
-    if "intValue" in value or "int_value" in value:
-        number = int(_get(value, "intValue", "int_value"))
-        if not -(2**63) <= number < 2**63:
-            raise OtlpDecodeError(f"intValue {number} is outside int64")
-        return number
-    if "doubleValue" in value or "double_value" in value:
-        return float(_get(value, "doubleValue", "double_value"))
-    if "arrayValue" in value or "array_value" in value:
-        return [_json_any(v) for v in (_get(value, "arrayValue", "array_value") or {}).get("values", [])]
-    if "kvlistValue" in value or "kvlist_value" in value:
-        return _json_attributes((_get(value, "kvlistValue", "kvlist_value") or {}).get("values", []))
-    if "bytesValue" in value or "bytes_value" in value:
-        return _get(value, "bytesValue", "bytes_value")
-    return None
+class _JsonReader:
+    """Reads the attributes of one export within its limits, counting its values."""
+
+    def __init__(self, limits: DecodeLimits) -> None:
+        self.limits = limits
+        self.values = 0
+        self.cut = 0
+
+    def any(self, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise OtlpDecodeError("attribute value must be an AnyValue object")
+        self.values += 1
+        if self.values > self.limits.export_values:
+            raise OtlpTooLarge(
+                f"Export has more than {self.limits.export_values} attribute values per request."
+            )
+        for camel, snake in (("stringValue", "string_value"), ("bytesValue", "bytes_value")):
+            if camel in value or snake in value:
+                text = _get(value, camel, snake)
+                if not isinstance(text, str):
+                    raise OtlpDecodeError(f"{camel} must be a string")
+                short = truncated(text, self.limits.value_bytes)
+                if short is None:
+                    return text
+                self.cut += 1
+                return short
+        if "boolValue" in value or "bool_value" in value:
+            flag = _get(value, "boolValue", "bool_value")
+            if not isinstance(flag, bool):
+                raise OtlpDecodeError("boolValue must be true or false")
+            return flag
+        if "intValue" in value or "int_value" in value:
+            raw = _get(value, "intValue", "int_value")
+            if isinstance(raw, bool) or not isinstance(raw, int | str):
+                raise OtlpDecodeError("intValue must be an integer or a string of one")
+            number = int(raw)
+            if not -(2**63) <= number < 2**63:
+                raise OtlpDecodeError(f"intValue {number} is outside int64")
+            return number
+        if "doubleValue" in value or "double_value" in value:
+            raw = _get(value, "doubleValue", "double_value")
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise OtlpDecodeError("doubleValue must be a number")
+            return float(raw)
+        if "arrayValue" in value or "array_value" in value:
+            items = (_get(value, "arrayValue", "array_value") or {}).get("values", [])
+            return [self.any(v) for v in _list(items, "arrayValue.values")]
+        if "kvlistValue" in value or "kvlist_value" in value:
+            items = (_get(value, "kvlistValue", "kvlist_value") or {}).get("values", [])
+            return {_key(kv): self.any(kv.get("value", {})) for kv in _list(items, "kvlistValue.values")}
+        return None
+
+    def attributes(self, items: Any) -> dict[str, Any]:
+        cap = self.limits.span_attributes
+        out: dict[str, Any] = {}
+        self.cut, dropped = 0, 0
+        for kv in _list(items, "attributes"):
+            key = _key(kv)
+            cut = self.cut
+            value = self.any(kv.get("value", {}))  # checked and counted, kept or not
+            if len(out) >= cap and key not in out:
+                dropped += 1
+                self.cut = cut  # a value left out is not one cut short
+                continue
+            out[key] = value
+        return mark(out, self.cut, dropped)
 
 
-def _json_attributes(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {kv["key"]: _json_any(kv.get("value", {})) for kv in items}
+def _list(items: Any, what: str) -> list[Any]:
+    if not isinstance(items, list):
+        raise OtlpDecodeError(f"{what} must be a list")
+    return items
+
+
+def _key(kv: Any) -> str:
+    if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
+        raise OtlpDecodeError("an attribute must be an object with a string key")
+    return str(kv["key"])
 
 
 def _json_id(value: Any, size: int, what: str) -> str:
@@ -253,8 +552,19 @@ def _json_id(value: Any, size: int, what: str) -> str:
     return raw.hex()
 
 
-def decode_json(body: bytes) -> list[RawSpan]:
-    """Spans of an OTLP/JSON ``ExportTraceServiceRequest``."""
+@dataclass(slots=True)
+class DecodedJson:
+    """The accepted spans of an OTLP/JSON export, and what was rejected."""
+
+    spans: list[RawSpan]
+    rejected: int = 0
+    reason: str | None = None
+
+
+def decode_json(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> DecodedJson:
+    """Spans of an OTLP/JSON ``ExportTraceServiceRequest``. A span with a field of the wrong type or
+    a time outside 1970-2200 is rejected alone; ids that are not hex (or base64) of the right length
+    and a body that is not an export refuse the whole body (:class:`OtlpDecodeError`)."""
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -262,48 +572,193 @@ def decode_json(body: bytes) -> list[RawSpan]:
     if not isinstance(request, dict):
         raise OtlpDecodeError("body must be a JSON object with resourceSpans")
     try:
-        return list(_iter_json(request))
+        return _read_json(request, limits)
     except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
         if isinstance(exc, OtlpDecodeError):
             raise
         raise OtlpDecodeError(f"body is not an OTLP trace export: {exc!r}") from exc
 
 
-def _iter_json(request: dict[str, Any]) -> Iterator[RawSpan]:
-    for resource_spans in _get(request, "resourceSpans", "resource_spans", []):
-        resource = _json_attributes(resource_spans.get("resource", {}).get("attributes", []))
-        for scope_spans in _get(resource_spans, "scopeSpans", "scope_spans", []):
+def _read_json(request: dict[str, Any], limits: DecodeLimits) -> DecodedJson:
+    reader = _JsonReader(limits)
+    counts = SpanCounts()
+    spans: list[RawSpan] = []
+    for resource_spans in _list(_get(request, "resourceSpans", "resource_spans", []), "resourceSpans"):
+        resource = reader.attributes((resource_spans.get("resource") or {}).get("attributes", []))
+        for scope_spans in _list(_get(resource_spans, "scopeSpans", "scope_spans", []), "scopeSpans"):
             scope = (scope_spans.get("scope") or {}).get("name", "")
-            for span in scope_spans.get("spans", []):
+            if not isinstance(scope, str):
+                raise OtlpDecodeError("scope.name must be a string")
+            for span in _list(scope_spans.get("spans", []), "spans"):
+                if not isinstance(span, dict):
+                    raise OtlpDecodeError("a span must be an object")
+                span_id = _json_id(_get(span, "spanId", "span_id"), 8, "spanId")
+                trace_id = _json_id(_get(span, "traceId", "trace_id"), 16, "traceId")
                 parent = _get(span, "parentSpanId", "parent_span_id", "")
-                status = span.get("status") or {}
-                yield RawSpan(
-                    trace_id=_json_id(_get(span, "traceId", "trace_id"), 16, "traceId"),
-                    span_id=_json_id(_get(span, "spanId", "span_id"), 8, "spanId"),
-                    parent_id=_json_id(parent, 8, "parentSpanId") if parent else None,
-                    name=span.get("name", ""),
-                    start_ns=int(_get(span, "startTimeUnixNano", "start_time_unix_nano", 0)),
-                    end_ns=int(_get(span, "endTimeUnixNano", "end_time_unix_nano", 0)),
-                    status_code=_status_code(status.get("code", 0)),
-                    status_message=status.get("message", ""),
-                    attributes=_json_attributes(span.get("attributes", [])),
-                    resource=resource,
-                    scope=scope,
-                    events=[
-                        RawEvent(
-                            e.get("name", ""),
-                            int(_get(e, "timeUnixNano", "time_unix_nano", 0)),
-                            _json_attributes(e.get("attributes", [])),
-                        )
-                        for e in span.get("events", [])
-                    ],
-                )
+                parent_id = _json_id(parent, 8, "parentSpanId") if parent else None
+                if counts.accepted + counts.rejected >= limits.export_spans:
+                    raise OtlpTooLarge(f"Export has more than {limits.export_spans} spans per request.")
+                try:
+                    raw = _json_span(span, trace_id, span_id, parent_id, resource, scope, reader)
+                except OtlpTooLarge:
+                    raise
+                except OtlpDecodeError as exc:
+                    counts.reject(f"span {span_id}: {exc}")
+                    continue
+                counts.accepted += 1
+                spans.append(raw)
+    return DecodedJson(spans, counts.rejected, counts.reason)
+
+
+UNLIMITED_ATTRIBUTES = 1 << 62  # for a transcoded export: the reader of the protobuf applies the limits
+
+
+def json_to_protobuf(body: bytes, limits: DecodeLimits) -> tuple[bytes, int, str | None]:
+    """An OTLP/JSON export checked as :func:`decode_json` checks it, then written as protobuf: its
+    accepted spans, with the spans rejected and the first one's reason. Attributes are left whole:
+    whoever reads the protobuf (:func:`iter_checked`) applies the attribute limits, as for any
+    protobuf export. Run by the collector in a process of its own for large bodies
+    (``server/json_decoder.py``): parsing a large JSON document holds the GIL throughout."""
+    whole = DecodeLimits(
+        UNLIMITED_ATTRIBUTES, UNLIMITED_ATTRIBUTES, limits.export_spans, limits.export_values
+    )
+    decoded = decode_json(body, whole)
+    request = ExportTraceServiceRequest()
+    groups: dict[tuple[int, str], Any] = {}
+    resources: dict[int, Any] = {}
+    for raw in decoded.spans:
+        key = (id(raw.resource), raw.scope)
+        scope_spans = groups.get(key)
+        if scope_spans is None:
+            resource_spans = resources.get(id(raw.resource))
+            if resource_spans is None:
+                resource_spans = resources[id(raw.resource)] = request.resource_spans.add()
+                _fill_attributes(resource_spans.resource.attributes, raw.resource)
+            scope_spans = groups[key] = resource_spans.scope_spans.add()
+            scope_spans.scope.name = raw.scope
+        span = scope_spans.spans.add()
+        span.trace_id = bytes.fromhex(raw.trace_id)
+        span.span_id = bytes.fromhex(raw.span_id)
+        if raw.parent_id:
+            span.parent_span_id = bytes.fromhex(raw.parent_id)
+        span.name = raw.name
+        span.start_time_unix_nano = raw.start_ns
+        span.end_time_unix_nano = raw.end_ns
+        span.status.code = raw.status_code  # an open enum: any int32
+        span.status.message = raw.status_message
+        _fill_attributes(span.attributes, raw.attributes)
+        for e in raw.events:
+            event = span.events.add()
+            event.name = e.name
+            event.time_unix_nano = e.time_ns
+            _fill_attributes(event.attributes, e.attributes)
+    return request.SerializeToString(), decoded.rejected, decoded.reason
+
+
+def _fill_attributes(target: Any, attributes: dict[str, Any]) -> None:
+    for key, value in attributes.items():
+        kv = target.add()
+        kv.key = key
+        _fill_value(kv.value, value)
+
+
+def _fill_value(target: AnyValue, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, str):
+        target.string_value = value
+    elif isinstance(value, bool):
+        target.bool_value = value
+    elif isinstance(value, int):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, list):
+        target.array_value.SetInParent()
+        for item in value:
+            _fill_value(target.array_value.values.add(), item)
+    elif isinstance(value, dict):
+        target.kvlist_value.SetInParent()
+        _fill_attributes(target.kvlist_value.values, value)
+
+
+def _json_time(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str | float):
+        raise OtlpDecodeError(f"{what} must be an integer (or a string of one)")
+    try:
+        number = int(value)
+    except (ValueError, OverflowError) as exc:
+        raise OtlpDecodeError(f"{what} {value!r} is not an integer") from exc
+    if not 0 <= number <= MAX_TIME_NS:
+        raise OtlpDecodeError(f"{what} {number} is outside 1970-2200")
+    return number
+
+
+def _json_text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise OtlpDecodeError(f"{what} must be a string")
+    return value
+
+
+def _json_span(
+    span: dict[str, Any],
+    trace_id: str,
+    span_id: str,
+    parent_id: str | None,
+    resource: dict[str, Any],
+    scope: str,
+    reader: _JsonReader,
+) -> RawSpan:
+    status = span.get("status") or {}
+    if not isinstance(status, dict):
+        raise OtlpDecodeError("status must be an object")
+    events = []
+    for e in _list(span.get("events", []), "events"):
+        if not isinstance(e, dict):
+            raise OtlpDecodeError("an event must be an object")
+        events.append(
+            RawEvent(
+                _json_text(e.get("name", ""), "event name"),
+                _json_time(_get(e, "timeUnixNano", "time_unix_nano", 0), "event timeUnixNano"),
+                reader.attributes(e.get("attributes", [])),
+            )
+        )
+    return RawSpan(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_id=parent_id,
+        name=_json_text(span.get("name", ""), "name"),
+        start_ns=_json_time(_get(span, "startTimeUnixNano", "start_time_unix_nano", 0), "startTimeUnixNano"),
+        end_ns=_json_time(_get(span, "endTimeUnixNano", "end_time_unix_nano", 0), "endTimeUnixNano"),
+        status_code=_status_code(status.get("code", 0)),
+        status_message=_json_text(status.get("message", ""), "status.message"),
+        attributes=reader.attributes(span.get("attributes", [])),
+        resource=resource,
+        scope=scope,
+        events=events,
+    )
 
 
 def _status_code(code: Any) -> int:
     if isinstance(code, str):
         return {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}.get(code, 0)
-    return int(code)
+    if isinstance(code, bool) or not isinstance(code, int) or not -(2**31) <= code < 2**31:
+        raise OtlpDecodeError("status.code must be a status name or an int32")
+    return code
+
+
+def export_response(rejected: int, message: str, *, json: bool) -> bytes:
+    """An ``ExportTraceServiceResponse``: empty, or ``partial_success`` with the spans rejected."""
+    if json:
+        if not rejected:
+            return b"{}"
+        return orjson.dumps({"partialSuccess": {"rejectedSpans": str(rejected), "errorMessage": message}})
+    if not rejected:
+        return b""
+    response = ExportTraceServiceResponse()
+    response.partial_success.rejected_spans = rejected
+    response.partial_success.error_message = message
+    return response.SerializeToString()
 
 
 def is_json(content_type: str | None) -> bool:
