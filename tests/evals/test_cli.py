@@ -208,7 +208,7 @@ def test_gate_counts_unmeasured_apart_and_never_lets_them_buy_a_pass(cli: Cli) -
     flaky = stored_run(cli.url, [1.0] * 45 + [None] * 5)  # 5 target errors: not failures, not passes
     code, out, _ = cli("gate", "--baseline", base, "--candidate", flaky, "--margin", "0.05")
     assert code == 3 and "candidate 5" in out
-    assert "could not score 5 items the baseline measured" in out  # at worst a 10-point loss
+    assert "did not score 5 items the baseline measured" in out  # at worst a 10-point loss
     code, out, _ = cli("gate", "--baseline", base, "--candidate", flaky, "--margin", "0.3")
     assert code == 0  # a 10-point worst case is well inside 30 points
 

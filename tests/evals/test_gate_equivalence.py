@@ -129,6 +129,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
         ("worse", {"contains": [1.0] * 70 + [0.0] * 30}, {"variant": "worse"}),
         ("slightly", {"contains": [1.0] * 98 + [0.0] * 2}, {"variant": "slightly"}),
         ("better", {"contains": [1.0] * 100}, {"variant": "better"}),
+        # other settings on the same runs would be another look: a copy is asked with other settings
+        ("better-again", {"contains": [1.0] * 100}, {"variant": "better-again"}),
         ("other-metric", {"exact": [1.0] * 100}, {"variant": "other"}),
         ("broken-49", {"contains": [1.0] + [None] * 99}, {"variant": "broken-49"}),
         ("broken-all", {"contains": [None] * 100}, {"variant": "broken-all"}),
@@ -138,11 +140,13 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stored]:
         ("judged-cand", {"contains": [1.0] * 100, "quality": [1.0] * 70 + [0.0] * 30}, JUDGED_SPEC),
         ("calibrated-base", {"quality": [1.0] * 100}, judged_spec("judge-2")),
         ("calibrated-cand", {"quality": [1.0] * 98 + [0.0] * 2}, judged_spec("judge-2")),
+        ("calibrated-again", {"quality": [1.0] * 98 + [0.0] * 2}, {**judged_spec("judge-2"), "v": 2}),
     ):
         runs[name] = store_run(evals, scores, project="p1", spec=spec).id
     for name, values, spec in (
         ("base-20", [1.0] * 20, None),
         ("three-worse", [1.0] * 17 + [0.0] * 3, {"variant": "three"}),
+        ("three-again", [1.0] * 17 + [0.0] * 3, {"variant": "three-again"}),
         ("four-worse-1", [1.0] * 16 + [0.0] * 4, {"variant": "four"}),  # mid-p 0.031: look 1 regression
         ("four-worse-2", [1.0] * 16 + [0.0] * 4, {"variant": "four"}),  # the same candidate re-run
     ):
@@ -167,7 +171,7 @@ def gates(
 # (baseline, candidate, options, the verdict): each scenario is asked of all four entry points
 SCENARIOS: list[tuple[str, str, Options, str]] = [
     ("base", "better", {}, "inconclusive"),  # identical on 100 items: too few to rule out 2 points
-    ("base", "better", {"margin": 0.05}, "pass"),  # ... but enough to rule out 5
+    ("base", "better-again", {"margin": 0.05}, "pass"),  # ... but enough to rule out 5
     ("base", "slightly", {"margin": 0.1}, "pass"),
     ("base", "slightly", {"margin": "contains=0.1"}, "pass"),
     ("base", "worse", {}, "regression"),
@@ -179,7 +183,7 @@ SCENARIOS: list[tuple[str, str, Options, str]] = [
     ("two-metrics", "fewer-metrics", {}, REFUSED),  # the candidate dropped a metric of the baseline
     ("two-metrics", "fewer-metrics", {"metric": "contains", "margin": 0.05}, "pass"),
     ("base-20", "three-worse", {}, "inconclusive"),  # mid-p McNemar p 0.0625
-    ("base-20", "three-worse", {"alpha": 0.2}, "regression"),  # ... below this alpha's first look
+    ("base-20", "three-again", {"alpha": 0.2}, "regression"),  # ... below this alpha's first look
     ("base", "worse", {"metric": "nope"}, REFUSED),
     ("base", "other-metric", {}, REFUSED),
     ("base", "worse", {"alpha": 0.7}, REFUSED),
@@ -188,7 +192,7 @@ SCENARIOS: list[tuple[str, str, Options, str]] = [
     ("judged-base", "judged-cand", {"metric": "contains", "margin": 0.05}, "pass"),
     ("judged-base", "judged-cand", {"allow_uncalibrated": True}, "regression"),
     ("calibrated-base", "calibrated-cand", {}, "inconclusive"),
-    ("calibrated-base", "calibrated-cand", {"margin": 0.1, "min_kappa": 0.4}, "pass"),
+    ("calibrated-base", "calibrated-again", {"margin": 0.1, "min_kappa": 0.4}, "pass"),
     ("calibrated-base", "calibrated-cand", {"min_kappa": 0.5}, REFUSED),  # its kappa is 0.45
 ]
 

@@ -338,3 +338,6 @@ def test_looks_are_counted_per_baseline_and_candidate_configuration(service: Eva
     assert second.verdict is GateVerdict.INCONCLUSIVE
     assert service.compare_runs(base.id, other.id).look == 1  # another configuration: its own looks
     assert service.compare_runs(base.id, first.id).look == 1  # re-gating the first run: still look 1
+    # the same runs with other settings are another look: settings cannot be tried until one passes
+    shopping = service.compare_runs(base.id, first.id, alpha=0.2, record_look=True)
+    assert shopping.look == 3 and shopping.look_alpha == pytest.approx(0.2 * 0.1 * 2**-2)

@@ -26,7 +26,7 @@ from pilothouse.store.sql import SqlStore
 if TYPE_CHECKING:
     from pilothouse.domain.calibrations import Calibration
     from pilothouse.evals._comparison import ChangedItem, Comparison, ItemTally
-    from pilothouse.evals.gate import Margin, MetricSpec, MetricValues
+    from pilothouse.evals.gate import Margin, MetricInput, MetricSpec, MetricValues
     from pilothouse.evals.runner import Progress
     from pilothouse.evals.spec import EvalSpec
 
@@ -160,14 +160,15 @@ class Evaluations:
             for spec, base_values, cand_values in loaded
         ]
         pair_key = _pair_key(base_run, cand_run)
-        look = self.evals.gate_look(base_run.project_id, pair_key, cand_run.id)
+        settings_key = _settings_key(alpha, entries, group_by)
+        look = self.evals.gate_look(base_run.project_id, pair_key, cand_run.id, settings_key)
         try:
             decision = decide(entries, alpha=alpha, look=look)
         except ValueError as exc:
             raise ComparisonError(str(exc), code="invalid_values") from None
         if record_look:
             recorded = self.evals.record_gate_look(
-                base_run.project_id, pair_key, base_run.id, cand_run.id, decision.verdict.value
+                base_run.project_id, pair_key, base_run.id, cand_run.id, decision.verdict.value, settings_key
             )
             if recorded != look:  # another gate of this pair took the look first
                 decision = decide(entries, alpha=alpha, look=recorded)
@@ -499,11 +500,24 @@ def _pair_key(baseline: EvalRun, candidate: EvalRun) -> str:
     """What the gate counts looks of: the baseline run and the candidate's configuration (its stored
     spec without its name, and its target), so a re-run of the same candidate, or the same candidate
     on more items, is another look at the same pair."""
-    spec = {k: v for k, v in candidate.spec.items() if k != "name"}
+    spec = {k: v for k, v in candidate.spec.items() if k not in ("name", "description")}
     identity = json.dumps(
         {"baseline": baseline.id, "spec": spec, "target": candidate.target}, sort_keys=True, default=str
     )
     return hashlib.sha256(identity.encode()).hexdigest()
+
+
+def _settings_key(alpha: float, entries: Sequence[MetricInput], group_by: str | None) -> str:
+    """The gate's settings as a key: the same runs gated with another alpha, margin, direction, metric
+    set or grouping are another look (trying settings until one passes spends alpha too)."""
+    settings = {
+        "alpha": alpha,
+        "group_by": group_by,
+        "metrics": [
+            [e.metric.name, e.metric.kind, e.metric.higher_is_better, repr(e.margin)] for e in entries
+        ],
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def _changed_items(

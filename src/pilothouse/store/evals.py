@@ -570,35 +570,45 @@ class EvalStore:
 
     # -- the gate's looks ---------------------------------------------------------------------------
 
-    def gate_look(self, project_id: str, pair_key: str, candidate_run_id: str) -> int:
-        """The look a gate of this candidate run at this pair would be: its recorded look, or one
-        more than the looks recorded so far."""
+    def gate_look(self, project_id: str, pair_key: str, candidate_run_id: str, settings_key: str = "") -> int:
+        """The look a gate of this candidate run with these settings at this pair would be: its recorded
+        look, or one more than the looks recorded so far."""
         with self.engine.connect() as conn:
-            return self._look(conn, project_id, pair_key, candidate_run_id)
+            return self._look(conn, project_id, pair_key, candidate_run_id, settings_key)
 
-    def _look(self, conn: Connection, project_id: str, pair_key: str, candidate_run_id: str) -> int:
+    def _look(
+        self, conn: Connection, project_id: str, pair_key: str, candidate_run_id: str, settings_key: str
+    ) -> int:
         g = t.gate_looks
         where = and_(g.c.project_id == project_id, g.c.pair_key == pair_key)
-        found = conn.execute(select(g.c.look).where(where, g.c.candidate_run_id == candidate_run_id)).first()
+        this = and_(g.c.candidate_run_id == candidate_run_id, g.c.settings_key == settings_key)
+        found = conn.execute(select(g.c.look).where(where, this)).first()
         if found is not None:
             return int(found.look)
         return int(conn.execute(select(func.count()).select_from(g).where(where)).scalar_one()) + 1
 
     def record_gate_look(
-        self, project_id: str, pair_key: str, baseline_run_id: str, candidate_run_id: str, verdict: str
+        self,
+        project_id: str,
+        pair_key: str,
+        baseline_run_id: str,
+        candidate_run_id: str,
+        verdict: str,
+        settings_key: str = "",
     ) -> int:
-        """Record a gate of this candidate run at this pair (once: a second gate of the same two runs is
-        the same look) and return its look number."""
+        """Record a gate of this candidate run with these settings at this pair (once: a second gate of
+        the same two runs with the same settings is the same look) and return its look number."""
         g = t.gate_looks
         for _ in range(5):  # another process may take the same look number first: count again
             try:
                 with self.engine.begin() as conn:
-                    look = self._look(conn, project_id, pair_key, candidate_run_id)
+                    look = self._look(conn, project_id, pair_key, candidate_run_id, settings_key)
                     exists = conn.execute(
                         select(g.c.look).where(
                             g.c.project_id == project_id,
                             g.c.pair_key == pair_key,
                             g.c.candidate_run_id == candidate_run_id,
+                            g.c.settings_key == settings_key,
                         )
                     ).first()
                     if exists is None:
@@ -607,6 +617,7 @@ class EvalStore:
                                 project_id=project_id,
                                 pair_key=pair_key,
                                 candidate_run_id=candidate_run_id,
+                                settings_key=settings_key,
                                 look=look,
                                 baseline_run_id=baseline_run_id,
                                 verdict=verdict,

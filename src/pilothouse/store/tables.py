@@ -324,6 +324,9 @@ gate_looks = Table(  # each look of the quality gate at a (baseline run, candida
     Column("project_id", String(64), primary_key=True),
     Column("pair_key", String(64), primary_key=True),  # sha256 of baseline run id + candidate config
     Column("candidate_run_id", String(32), primary_key=True),
+    # sha256 prefix of the gate's settings (alpha, margins, metrics, directions, groups): gating the
+    # same runs with other settings is another look, so settings cannot be tried until one passes
+    Column("settings_key", String(32), primary_key=True),
     Column("look", Integer, nullable=False),  # 1, 2, ... in the order the looks were recorded
     Column("baseline_run_id", String(32), nullable=False),
     Column("verdict", String(16), nullable=False),

@@ -79,7 +79,7 @@ def test_a_candidate_that_errors_where_it_would_fail_does_not_pass() -> None:
     assert result.verdict is not GateVerdict.PASS
     assert result.n_imputed == 10 and result.worst_delta == pytest.approx(-0.10)
     assert result.delta == 0.0  # raw: the measured pairs agree
-    assert "could not score 10 items the baseline measured" in result.explanation
+    assert "did not score 10 items the baseline measured" in result.explanation
     # failing instead of erring gives the same pass test, so erring is never better than failing
     assert compare_metric(ACCURACY, base, cand, margin=0.05).p_pass == pytest.approx(result.p_pass)
 
@@ -105,6 +105,35 @@ def test_a_continuous_metric_counts_unscored_items_at_the_worst_value_seen() -> 
     assert result.worst_delta == pytest.approx(expected) and result.worst_delta < -0.1
     assert result.verdict is not GateVerdict.PASS
     assert compare_metric(JUDGE, base, cand, margin=0.1).verdict is GateVerdict.PASS
+
+
+def test_items_the_candidate_was_not_run_on_count_at_their_worst() -> None:
+    # a candidate run on the 210 of 300 items it passes (same ids): absent is no better than erring
+    base, cand = table(decreases=90, increases=0, both_pass=210, both_fail=0)
+    subset = MetricValues({k: v for k, v in cand.by_item.items() if v == [1.0]})
+    result = compare_metric(ACCURACY, base, subset)
+    assert result.verdict is not GateVerdict.PASS and result.n_imputed == 90
+    assert result.worst_delta == pytest.approx(-0.30)
+    # no number of items can make it pass while those stay unscored, and the advice says so
+    assert result.items_needed is None and "more items cannot make it pass" in result.explanation
+
+
+def test_a_candidate_far_below_the_margin_never_passes_on_skewed_differences() -> None:
+    # 240 of 300 items lose 0.1, one gains 1: Johnson's correction alone turned back on itself here
+    base = MetricValues({f"q{k}": [0.0 if k == 0 else 1.0] for k in range(300)})
+    cand = MetricValues({f"q{k}": [1.0 if k == 0 else 0.9 if k <= 240 else 1.0] for k in range(300)})
+    result = decide([MetricInput(JUDGE, base, cand, margin=0.02)]).results[0]
+    assert result.verdict is GateVerdict.REGRESSION and result.p_pass > 0.5
+
+
+def test_few_small_losses_among_many_items_pass_within_a_wide_margin() -> None:
+    scores = np.random.default_rng(1).integers(2, 6, 1000).astype(float)
+    base = continuous(scores)
+    for losses, test in ((16, "empirical Bernstein"), (20, "skewness-corrected t")):  # of 1,000 items
+        cand = continuous(np.where(np.arange(1000) < losses, scores - 1, scores))
+        result = decide([MetricInput(JUDGE, base, cand, margin=0.1)]).results[0]
+        assert result.verdict is GateVerdict.PASS, result.explanation
+        assert test in result.pass_test
 
 
 def test_unmeasured_in_the_baseline_only_is_excluded_not_imputed() -> None:

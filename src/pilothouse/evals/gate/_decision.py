@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pilothouse.evals.gate._inference import (
     CLOPPER_PEARSON,
-    HOEFFDING,
+    EMPIRICAL_BERNSTEIN,
     MID_P_MCNEMAR,
     binary_noninferiority_p,
     clopper_pearson_upper,
+    empirical_bernstein_p,
     holm,
     look_alpha,
     mid_p_mcnemar,
@@ -63,7 +64,8 @@ BOOTSTRAP_MAX_ITEMS = 2000  # per-run intervals: the clustered bootstrap up to h
 PLANNING_POWER = 0.85
 PLANNING_BOUND = 0.8  # ... for the discordance or spread at this one-sided upper confidence bound
 # The pass test of repeated or continuous data: the sign-flip test of the differences shifted by the
-# margin from this many changed items (or groups); Hoeffding's bound below (benchmarks/gate_simulations.py).
+# margin from this many changed items (or groups); the empirical Bernstein bound below
+# (benchmarks/gate_simulations.py).
 SHIFTED_SIGN_FLIP_MIN = 20  # items_needed: the next look passes an unchanged candidate with this probability
 
 
@@ -370,7 +372,10 @@ def _test(
     # every item's epochs agree in both runs: repeats add nothing, the data are one epoch
     single = base_run.deterministic and cand_run.deterministic
     paired = sorted(base_means.keys() & cand_means.keys())
-    imputed = sorted(k for k in base_means.keys() - cand_means.keys() if k in candidate.unmeasured_items)
+    # every item the baseline measured and the candidate did not (an error, or an item it was not run
+    # on: a candidate run on the items it passes must not pass) is scored at its worst for the pass test
+    # (unless the runs share no item at all: then there is nothing to compare, not a broken candidate)
+    imputed = sorted(base_means.keys() - cand_means.keys()) if paired or not cand_means else []
     t.n_imputed = len(imputed)
     t.n_excluded = len(base_means) + len(cand_means) - 2 * len(paired) - len(imputed)
     if not paired and not imputed:
@@ -429,11 +434,11 @@ def _test(
         t.p_pass, t.pass_test = binary_noninferiority_p(d, c, len(all_gains), margin_value)
     elif changed < SHIFTED_SIGN_FLIP_MIN:
         # few items moved: the shifted differences are far from symmetric (an atom at +margin), so
-        # the sign-flip test would be liberal; Hoeffding's bound holds for any bounded differences
+        # the sign-flip test would be liberal; the empirical Bernstein bound holds for any bounded
+        # differences, and its variance term lets few changes among many items pass
         spread = 2 * max(t.spread, float(np.abs(units).max()))
-        excess = float(units.mean()) + margin_value
-        t.p_pass = 1.0 if excess <= 0 else min(1.0, math.exp(-2 * len(units) * excess**2 / spread**2))
-        t.pass_test = HOEFFDING
+        t.p_pass = empirical_bernstein_p(units + margin_value, spread)
+        t.pass_test = EMPIRICAL_BERNSTEIN
     else:
         t.p_pass, t.pass_test = shifted_above_p(units + margin_value, seed=seed)
     t.comparison = _paired_comparison(
@@ -575,6 +580,15 @@ def _chi_square_quantile(p: float, df: int) -> float:
     return df * max(1 - c + z * math.sqrt(c), 1e-3) ** 3
 
 
+def _unscored_rule_out_a_pass(t: _Tested) -> bool:
+    """Whether the items the candidate left unscored, at their worst, already lose more than the
+    margin: then no number of items can make it pass; scoring those items can."""
+    if not t.n_imputed or not math.isfinite(t.worst_delta):
+        return False
+    sign = 1.0 if t.entry.metric.higher_is_better else -1.0
+    return sign * t.worst_delta <= -t.margin
+
+
 def _result(t: _Tested, p_adjusted: float, alpha: float, level: float, next_alpha: float) -> MetricResult:
     entry = t.entry
     if t.nothing_measured:
@@ -585,7 +599,9 @@ def _result(t: _Tested, p_adjusted: float, alpha: float, level: float, next_alph
         verdict = GateVerdict.REGRESSION
     else:
         verdict = GateVerdict.INCONCLUSIVE
-    needed = items_needed(t, next_alpha) if verdict is GateVerdict.INCONCLUSIVE else None
+    needed = None
+    if verdict is GateVerdict.INCONCLUSIVE and not _unscored_rule_out_a_pass(t):
+        needed = items_needed(t, next_alpha)
     result = MetricResult(
         metric=entry.metric,
         verdict=verdict,

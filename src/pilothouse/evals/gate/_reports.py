@@ -61,9 +61,9 @@ def explain(r: MetricResult) -> str:
     unscored = ""
     if r.n_imputed:
         unscored = (
-            f" The candidate could not score {r.n_imputed:,} item{'s' if r.n_imputed != 1 else ''} the "
-            f"baseline measured; the pass test counts them at the metric's worst value (delta "
-            f"{_diff(metric, r.worst_delta)} in that worst case)."
+            f" The candidate did not score {r.n_imputed:,} item{'s' if r.n_imputed != 1 else ''} the "
+            f"baseline measured (errors, or items it was not run on); the pass test counts them at the "
+            f"metric's worst value (delta {_diff(metric, r.worst_delta)} in that worst case)."
         )
     if c is None and r.n_imputed:
         return (
@@ -94,7 +94,13 @@ def explain(r: MetricResult) -> str:
             f"{p_worse}, below {at}): more than chance explains over {units}.{unscored}"
         )
     noun = "groups" if r.n_groups is not None else "paired items"
-    if r.items_needed is not None:
+    worst_gain = r.worst_delta if metric.higher_is_better else -r.worst_delta
+    if r.n_imputed and math.isfinite(worst_gain) and worst_gain <= -r.margin:
+        decide = (
+            f"more items cannot make it pass while {r.n_imputed:,} baseline items stay unscored: "
+            "fix the candidate's errors (or run it on the baseline's items) and gate again"
+        )
+    elif r.items_needed is not None:
         decide = f"about {r.items_needed:,} {noun} would likely decide at the next look"
     elif r.margin <= 0:
         decide = "with a margin of 0 the gate can show a regression but never a pass"

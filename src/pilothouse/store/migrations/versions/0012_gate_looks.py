@@ -22,6 +22,7 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(64), primary_key=True),
         sa.Column("pair_key", sa.String(64), primary_key=True),
         sa.Column("candidate_run_id", sa.String(32), primary_key=True),
+        sa.Column("settings_key", sa.String(32), primary_key=True),
         sa.Column("look", sa.Integer(), nullable=False),
         sa.Column("baseline_run_id", sa.String(32), nullable=False),
         sa.Column("verdict", sa.String(16), nullable=False),
