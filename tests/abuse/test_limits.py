@@ -92,6 +92,9 @@ def test_a_gzip_bomb_gets_413_without_decompressing_it_all(limited: Served) -> N
     )
     assert _post(limited, two, {**PROTOBUF, "Content-Encoding": "gzip"}).status_code == 200
     assert {o["name"] for o in _stored(limited)} == {"one", "two"}
+    # 200,000 empty members (4 MB): each member copied the rest of the body, on the event loop
+    r = _post(limited, gzip.compress(b"") * 200_000, {**PROTOBUF, "Content-Encoding": "gzip"})
+    assert r.status_code == 400 and "more than 16 gzip members" in r.json()["error"]["message"], r.text
 
 
 @pytest.mark.parametrize("kind", ["gzip bomb", "large JSON"])
@@ -172,6 +175,16 @@ def test_exports_past_the_per_request_limits_get_413(limited: Served) -> None:
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large", r.text
     json_values = _json_body([otlp_span(f"s{i}", {"list": list(range(100))}) for i in range(21)])
     assert _post(limited, json_values, JSON).status_code == 413
+    # events and links count as values: 5 million empty events were 107 KB gzipped and 1.2 GB of RSS
+    for field in ("events", "links"):
+        span = otlp_span("many", {})
+        for _ in range(5000):
+            getattr(span, field).add()
+        r = _post(limited, export_request([span]).SerializeToString(), PROTOBUF)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large", (field, r.text)
+        doc = json.loads(_json_body([otlp_span("many", {})]))
+        doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0][field] = [{}] * 5000
+        assert _post(limited, json.dumps(doc).encode(), JSON).status_code == 413, field
     assert limited.store.count_spans() == 0
 
 

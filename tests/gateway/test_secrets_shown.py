@@ -51,6 +51,14 @@ def test_deployment_url_password_is_redacted_wherever_it_is_shown(
         gw.server.stop()
 
 
+def test_query_string_values_are_redacted_with_the_password() -> None:
+    from pilothouse.domain.redaction import redact_url
+
+    shown = redact_url("openai/m@http://bob:HUNTER2@127.0.0.1:1/v1?api_key=SECRETQ&token=TOK2#x")
+    assert shown == "openai/m@http://bob:<redacted>@127.0.0.1:1/v1?api_key=<redacted>&token=<redacted>#x"
+    assert redact_url("http://host/v1") == "http://host/v1"
+
+
 def test_eval_target_headers_and_url_password_are_used_but_not_stored(
     tmp_path: Path, upstream: SimulatedUpstream
 ) -> None:

@@ -288,5 +288,8 @@ def test_a_spool_that_cannot_be_written_answers_503_in_each_surfaces_shape(tmp_p
         assert r.json()["error"]["type"] == "overloaded_error"  # Anthropic's type for a 503
         r = client.post("/v1/chat/completions", json={**chat, "stream": True}, headers=auth)
         assert r.status_code == 200 and "spool_unavailable" in r.text and "[DONE]" not in r.text
-        assert client.get("/health").status_code == 200  # the server itself keeps answering
+        health = client.get("/health")
+        assert health.status_code == 200  # the server itself keeps answering, and says what is wrong
+        assert health.json()["status"] == "degraded"
+        assert "durable spool unwritable" in health.json()["reasons"][0]
     store.close()

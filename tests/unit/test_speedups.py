@@ -432,7 +432,8 @@ def test_limits_and_rejections_read_the_same(reader: _speedups.OtlpReader) -> No
         counts.reason
         == "span 0202020202020202: start_time_unix_nano 18446744073709551615 is outside 1970-2200"
     )
-    assert counts.values == 3 * 8  # span 1's, span 3's event's and the resource's attributes: 8 values each
+    assert counts.values == 3 * 8 + 1  # span 1's, span 3's event's and the resource's attributes (8 values
+    # each) and span 3's event itself
     with pytest.raises(otlp.OtlpTooLarge):
         check_protobuf(data, otlp.DecodeLimits(export_values=15))
     with pytest.raises(otlp.OtlpTooLarge):

@@ -617,10 +617,12 @@ static int span(Ctx *c, Buf b, PyObject *resource, PyObject *scope) {
         case 9:
             if (f.wt == WT_LEN && key_value(c, f.sub, attributes, 0, c->max_attrs, &marks) < 0) goto error;
             break;
-        case 11:
+        case 11: /* each event counts as a value (as in pilothouse.tracing.otlp) */
+            c->values++;
             if (f.wt == WT_LEN && event(c, f.sub, events) < 0) goto error;
             break;
-        case 13: /* links: checked, not kept */
+        case 13: /* links: checked, not kept; each counts as a value */
+            c->values++;
             if (f.wt == WT_LEN && check_message(c, f.sub, LINK_STRINGS, 1, 4) < 0) goto error;
             break;
         case 15: { /* status */

@@ -12,18 +12,24 @@ REDACTED = "<redacted>"
 
 # scheme://userinfo@ : the userinfo is everything up to the last '@' before the path
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/?#\s]*)@")
+# the value of a query parameter of a URL (?api_key=..., &token=...): as likely a key as anything else
+_QUERY_VALUE = re.compile(r"(?P<key>[?&][^=&#\s]+)=(?P<value>[^&#\s]*)")
 
 
 def redact_url(url: str) -> str:
     """``url`` with the password of its userinfo replaced (the user name kept: it says which account);
     a userinfo without a password (``http://TOKEN@host``) may itself be the secret and is replaced
-    whole. Text that is not a URL with userinfo comes back unchanged."""
+    whole; so are the values of its query parameters (``?api_key=...``), names kept. Text that is
+    not such a URL comes back unchanged."""
 
     def replace(match: re.Match[str]) -> str:
         user, colon, _password = match.group("userinfo").partition(":")
         kept = f"{user}:{REDACTED}" if colon else REDACTED
         return f"{match.group('scheme')}{kept}@"
 
+    if "://" in url and "?" in url:
+        head, query = url.split("?", 1)
+        url = head + _QUERY_VALUE.sub(lambda m: f"{m.group('key')}={REDACTED}", "?" + query)
     if "@" not in url:
         return url
     return _USERINFO.sub(replace, url)

@@ -57,12 +57,17 @@ async def health(request: Request) -> Response:
     Redis; restarting it would not bring Redis back (docs/deployment.md, "Health")."""
     state: Services = request.app.state.pilothouse
     body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending}
+    reasons: list[str] = []
     if state.redis is not None:
         error = await state.redis.error()
         body["redis"] = "ok" if error is None else "unavailable"
         if error is not None:
-            body["status"] = "degraded"
-            body["reasons"] = [error]
+            reasons.append(error)
+    if state.spool is not None and (failure := state.spool.failure) is not None:
+        reasons.append(failure)  # every span and gateway call gets 503 until a restart
+    if reasons:
+        body["status"] = "degraded"
+        body["reasons"] = reasons
     return FastJSONResponse(body)
 
 

@@ -105,6 +105,11 @@ class Spool:
         self._flushing: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
         self._closed = False
 
+    @property
+    def failure(self) -> str | None:
+        """Why the spool refuses to acknowledge anything more (a failed write or fsync), or None."""
+        return None if self._failed is None else f"durable spool unwritable: {self._failed}"
+
     def _open_segment(self) -> _Segment:  # under self._lock (or in __init__)
         segment = _Segment(self._next_id, self.folder / f"{self._next_id:012d}.wal")
         self._next_id += 1
