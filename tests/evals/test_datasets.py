@@ -151,3 +151,5 @@ def test_csv_export_escapes_formulas_and_imports_them_back(tmp_path: Path) -> No
     back = list(read_items(path))
     assert [(b.input["topic"], b.expected) for b in back] == [(v, v) for v in FORMULAS]
     assert escape_formula("\rx") == "'\rx" and escape_formula(-1.5) == -1.5  # numbers are not text
+    for cell in (" =HYPERLINK(1)", "\n=1+1", "\u00a0=1", "\uff1d1+1"):  # what spreadsheets skip or read as =
+        assert escape_formula(cell) == "'" + cell
