@@ -38,6 +38,7 @@ INTERNAL = [
     "http://localhost:8080/hook",
     "http://[::1]/",
     "http://[::ffff:127.0.0.1]/",  # IPv4-mapped IPv6
+    "http://[::ffff:0:127.0.0.1]/",  # IPv4-translated (SIIT)
     "http://[::ffff:a9fe:a9fe]/",  # 169.254.169.254, mapped
     "http://[64:ff9b::a00:1]/",  # NAT64 of 10.0.0.1
     "http://[2002:c0a8:101::1]/",  # 6to4 of 192.168.1.1

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_SIIT = ipaddress.ip_network("::ffff:0:0:0/96")  # IPv4-translated (RFC 2765): ::ffff:0:a.b.c.d
 
 
 class WebhookRefused(ValueError):
@@ -71,7 +72,7 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64:
+    if address in _NAT64 or address in _SIIT:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     packed = address.packed
     if packed[:12] == bytes(12) and int(address) > 1:  # IPv4-compatible (deprecated) ::a.b.c.d
