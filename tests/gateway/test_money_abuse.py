@@ -200,7 +200,7 @@ def _otlp_json_with_usage(prompt: int, completion: int, **attributes: str) -> by
 
 
 def test_spans_a_client_sends_never_move_a_budget(
-    tmp_path: Path, scripted: ScriptedUpstream, empty_pg_url: str
+    tmp_path: Path, scripted: ScriptedUpstream, empty_pg_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Spans are recorded and reported (their token counts bounded) but budgets count only the calls
     the gateway metered: sending spans can neither block a budget (10^15 tokens) nor unblock one
@@ -224,6 +224,7 @@ def test_spans_a_client_sends_never_move_a_budget(
         assert all(0 <= count <= MAX_CALL_TOKENS for count in counts), usages
         assert all(o["attributes"][USAGE_CLAMPED] for t in traces for o in t["observations"])
         assert all(t["cost_usd"] is None or t["cost_usd"] >= 0 for t in traces)
+        assert any("token counts: clamped" in r.getMessage() for r in caplog.records)  # and logged
     # a restart seeds the ledgers from the database: still nothing spent
     with InProcessServer(empty_pg_url, home=tmp_path, config=config) as server:
         key = server.create_key()

@@ -14,6 +14,8 @@ and writes whether the convention counted them inside its input figure or not.
 
 from __future__ import annotations
 
+import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +34,10 @@ from pilothouse.domain.traces import (
     token_count,
 )
 from pilothouse.tracing.otlp import RawSpan
+
+log = logging.getLogger("pilothouse.ingest")
+_CLAMP_LOG_EVERY_S = 10.0  # a client sending bad counts in every span must not flood the log
+_clamp_logged = [0.0]
 
 _sort_native = _speedups.sort_attributes  # _sort_attributes in C, or None where it was not built
 
@@ -627,6 +633,7 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
     usage, clamped = _usage(slots)
     if clamped:  # negative, fractional or absurd counts: corrected, and said so on the span
         attrs[USAGE_CLAMPED] = True
+        _warn_clamped(raw.name)
     observation = Observation(
         trace_id=raw.trace_id,
         id=raw.span_id,
@@ -650,3 +657,16 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         prompt_version=None if prompt_version is None else _text(prompt_version),
     )
     return SpanRecord(project_id, observation, _trace_attributes(slots, groups, raw.resource))
+
+
+def _warn_clamped(span_name: str) -> None:
+    """Log that a span's token counts were corrected, at most once every 10 s."""
+    now = time.monotonic()
+    if now - _clamp_logged[0] >= _CLAMP_LOG_EVERY_S:
+        _clamp_logged[0] = now
+        log.warning(
+            "span %r had negative, fractional or absurd token counts: clamped to 0..10,000,000 "
+            "(pilothouse.usage.clamped; logged at most every %.0f s)",
+            span_name[:200],
+            _CLAMP_LOG_EVERY_S,
+        )
