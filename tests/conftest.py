@@ -30,6 +30,17 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # into the fast tier by accident.
 
 SLOW_FIXTURES = frozenset({"smollm2_first_load", "browser"})
+# The fault-and-abuse suite (issue 21): attacks on a live app, in `make test` and not in the fast tier
+ABUSE_SUITE = (
+    "tests/abuse/",
+    "tests/gateway/test_hostile_messages.py",
+    "tests/gateway/test_webhook_ssrf.py",
+    "tests/gateway/test_money_abuse.py",
+    "tests/gateway/test_redis_faults.py",
+    "tests/server/test_auth_throttle.py",
+    "tests/server/test_hostile_params.py",
+    "tests/ui/test_session_hardening.py",
+)
 _SPAWN_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.system", "os.exec", "os.spawn"})
 _running_fast: list[str] = []  # the node id of the test running now, when it is not marked slow
 
@@ -48,7 +59,9 @@ sys.addaudithook(_refuse_processes_in_fast_tests)
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.nodeid.startswith(
+            ABUSE_SUITE
+        ):
             item.add_marker(pytest.mark.slow)
 
 
