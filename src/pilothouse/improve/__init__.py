@@ -1,0 +1,2 @@
+"""The improvement loop: curation and exports, prompt optimisation, fine-tuning and distillation, gated
+promotion and canaries."""
