@@ -42,11 +42,13 @@ test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 # The fast tier, for every edit: the pure core and the app in this process, under a minute. Tests that
-# start a process, load a model or compute for seconds are marked slow (tests/conftest.py).
+# start a process, load a model or compute for seconds are marked slow (tests/conftest.py). They run in
+# TEST_WORKERS processes (pytest-xdist; each test is independent: its own files, PostgreSQL database, port).
+TEST_WORKERS ?= 2
 test-fast: install
 	$(VENV)/bin/ruff check src tests benchmarks hatch_build.py
 	$(VENV)/bin/ruff format --check src tests benchmarks hatch_build.py
-	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" --durations=5
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m "not slow" -n $(TEST_WORKERS) --durations=5
 
 # The web UI's pictures in docs/screenshots, taken by the browser tests.
 screenshots: install
