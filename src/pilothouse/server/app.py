@@ -34,7 +34,7 @@ from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
-from pilothouse.server.collector import export_traces
+from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_traces
 from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue, PendingExport
@@ -260,6 +260,7 @@ def create_app(
 
     routes = [
         Route("/v1/traces", export_traces, methods=["POST"]),
+        Route(LANGFUSE_OTLP_PATH, export_traces, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         *api.routes,
         *costs_api.routes,
@@ -297,6 +298,7 @@ class FastPathApp:
             ("POST", "/v1/chat/completions"): gateway_api.chat_completions,
             ("POST", "/v1/messages"): gateway_api.messages,
             ("POST", "/v1/traces"): export_traces,
+            ("POST", LANGFUSE_OTLP_PATH): export_traces,
             ("POST", "/v1/embeddings"): gateway_api.embeddings,
         }
 

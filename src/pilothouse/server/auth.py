@@ -3,6 +3,8 @@ database to check its key."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import math
 import time
@@ -35,14 +37,30 @@ class Principal:
 
 
 def bearer_secret(request: Request) -> str | None:
-    """The secret from ``Authorization: Bearer`` (or ``x-api-key``, as Anthropic clients send it)."""
+    """The secret from ``Authorization: Bearer`` (or ``x-api-key``, as Anthropic clients send it), or the
+    password of HTTP Basic auth, as the Langfuse SDK sends ``public_key:secret_key``: the secret is a
+    Pilothouse key and the user name (Langfuse's public key) is ignored."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
+        if scheme.lower() == "basic" and value.strip():
+            return _basic_password(value.strip())
         return None
     return request.headers.get("x-api-key") or None
+
+
+def _basic_password(credentials: str) -> str | None:
+    """The password of ``base64(user:password)``; None when it does not decode."""
+    if len(credentials) > 4096:
+        return None
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon and password else None
 
 
 GOOD_KEY_MEMORY_S = 3600.0  # how long a key that worked still passes a throttled address

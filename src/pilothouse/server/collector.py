@@ -1,4 +1,5 @@
-"""The OTLP/HTTP collector: ``POST /v1/traces``.
+"""The OTLP/HTTP collector: ``POST /v1/traces`` (and the same at :data:`LANGFUSE_OTLP_PATH`, where the
+Langfuse SDK exports, so that ``LANGFUSE_BASE_URL`` alone points it here).
 
 check (protobuf or JSON, gzip) -> bounded queue -> normalise and store (in the batch writer).
 Answers as the OTLP spec says: 200 with an ExportTraceServiceResponse (``partial_success`` with the
@@ -40,6 +41,7 @@ from pilothouse.tracing.otlp import (
     is_json,
 )
 
+LANGFUSE_OTLP_PATH = "/api/public/otel/v1/traces"  # the Langfuse SDK's OTLP endpoint (HTTP Basic auth)
 RETRY_AFTER_S = "1"
 INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
 JSON_PROCESS_BYTES = 256 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
