@@ -20,7 +20,7 @@ _COMMANDS = {
     "traces": "traces:traces",
     "db": "db:db",
     "eval": "evals:eval_group",
-    "datasets": "evals:datasets",
+    "datasets": "datasets:datasets",
     "gate": "gate:gate",
     "judge": "judge:judge",
     "prices": "prices:prices",

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from pilothouse.domain.curation import CurationPlan
 from pilothouse.domain.datasets import DatasetError, DatasetVersion
 from pilothouse.domain.evals import EvalResult, EvalRun, RunStatus
 from pilothouse.domain.queries import TraceQuery
@@ -26,6 +27,7 @@ from pilothouse.store.sql import SqlStore
 if TYPE_CHECKING:
     from pilothouse.domain.calibrations import Calibration
     from pilothouse.evals._comparison import ChangedItem, Comparison, ItemTally
+    from pilothouse.evals._curation import Curated, Embed, Scrub
     from pilothouse.evals.gate import Margin, MetricInput, MetricSpec, MetricValues
     from pilothouse.evals.runner import Progress
     from pilothouse.evals.spec import EvalSpec
@@ -385,13 +387,47 @@ class Evaluations:
         every score filter (newest first, at most ``limit``): each trace's input is an item, its output
         the expected answer. Returns (version, created); the same items as the newest version store
         nothing and give that version back. No matching trace: DatasetError, and nothing is stored."""
-        try:
-            items = self.evals.iter_trace_items(project_id, query, score_filters, limit)
-            return self.evals.import_items(project_id, name, items, source=source)
-        except DatasetError:  # a typo in a filter must not store an empty version
+        curated = self.curate(
+            project_id, name, query, score_filters, CurationPlan(dedup=False), limit=limit, source=source
+        )
+        return curated.versions[name]
+
+    def curate(
+        self,
+        project_id: str,
+        name: str,
+        query: TraceQuery,
+        score_filters: Sequence[ScoreFilter],
+        plan: CurationPlan,
+        *,
+        limit: int | None = None,
+        source: str = "traces",
+        embed: Embed | None = None,
+        scrub: Scrub | None = None,
+    ) -> Curated:
+        """Dataset versions from the stored traces that match ``query`` and every score filter (newest
+        first, at most ``limit`` traces), curated by ``plan``: de-duplicated, near-duplicates dropped
+        (with ``embed``), scrubbed (with ``scrub``, e.g. PII redaction) and split. Without splits the
+        dataset is ``name``; with them ``name-<split>`` each (a split left empty is not stored). Each
+        version is new only when its items changed. No matching trace: DatasetError, nothing stored."""
+        from pilothouse.evals._curation import Curated, curate_items
+
+        items = self.evals.iter_trace_items(project_id, query, score_filters, limit)
+        splits, report = curate_items(items, plan, embed=embed, scrub=scrub)
+        if report.matched == 0:  # a typo in a filter must not store an empty version
             raise DatasetError(
                 f"no stored trace of project {project_id!r} matches these filters: nothing stored"
-            ) from None
+            )
+        versions: dict[str, tuple[DatasetVersion, bool]] = {}
+        for split, members in splits.items():
+            if not members:
+                continue
+            stored_name = name if not plan.splits else f"{name}-{split}"
+            suffix = f" split {split}" if plan.splits else ""
+            versions[stored_name] = self.evals.import_items(
+                project_id, stored_name, members, source=f"{source}{suffix}"
+            )
+        return Curated(versions, report)
 
 
 def _check_settings(alpha: float, min_kappa: float | None, changed_limit: int | None) -> None:

@@ -29,7 +29,7 @@ from pilothouse.domain.evals import (
     ScoreRecord,
 )
 from pilothouse.domain.queries import TraceQuery
-from pilothouse.domain.traces import SpanRecord
+from pilothouse.domain.traces import SpanRecord, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.rows import money_or_none, pack, unpack
 from pilothouse.store.sql import SqlStore, _DriverStatement
@@ -722,7 +722,7 @@ class EvalStore:
                 root_in, root_out = roots.get(trace.id, (None, None))
                 text_in = trace.input if trace.input is not None else root_in
                 text_out = trace.output if trace.output is not None else root_out
-                yield _trace_item(trace.id, text_in, text_out, trace.name, trace.model, trace.tags, own)
+                yield _trace_item(trace, text_in, text_out, own)
                 produced += 1
                 if limit is not None and produced >= limit:
                     return
@@ -789,13 +789,7 @@ def _score_passes(value: float | str | None, f: ScoreFilter) -> bool:
 
 
 def _trace_item(
-    trace_id: str,
-    text_in: str | None,
-    text_out: str | None,
-    name: str | None,
-    model: str | None,
-    tags: Sequence[str],
-    scores: Mapping[str, Any],
+    trace: Trace, text_in: str | None, text_out: str | None, scores: Mapping[str, Any]
 ) -> DatasetItem:
     variables: dict[str, Any] = {}
     messages = None
@@ -811,16 +805,22 @@ def _trace_item(
         variables = parsed
     elif text_in is not None:
         variables = {"input": text_in}
-    metadata: dict[str, Any] = {"trace_name": name, "model": model, "tags": list(tags)}
+    metadata: dict[str, Any] = {
+        "trace_name": trace.name,
+        "model": trace.model,
+        "tags": list(trace.tags),
+        "user_id": trace.user_id,
+        "session_id": trace.session_id,
+    }
     if scores:
         metadata["scores"] = dict(scores)
     return DatasetItem(
-        id=trace_id,
+        id=trace.id,
         input=variables,
         expected=text_out,
         metadata={k: v for k, v in metadata.items() if v},
         messages=messages,
-        source_trace_id=trace_id,
+        source_trace_id=trace.id,
     )
 
 
