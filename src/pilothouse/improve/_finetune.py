@@ -376,8 +376,8 @@ def _resume(
             + [k for k in ("data", "base") if before.get(k) != identity[k]]
         )
         raise FinetuneError(
-            f"{output_dir} has a checkpoint of other settings or data ({', '.join(changed)} differ): continue "
-            "it with the same ones, or start over with --restart"
+            f"{output_dir} has a checkpoint of other settings or data ({', '.join(changed)} differ): "
+            "continue it with the same ones, or start over with --restart"
         )
     state = torch.load(output_dir / CHECKPOINT / "state.pt", weights_only=True)
     if method == "lora":
