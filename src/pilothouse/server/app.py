@@ -34,6 +34,7 @@ from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
+from pilothouse.server.body import BodyBudget
 from pilothouse.server.collector import export_traces
 from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
@@ -226,6 +227,7 @@ def create_app(
             evaluations=Evaluations.over(the_store),
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
+            body_budget=BodyBudget(settings.max_inflight_body_bytes),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets

@@ -58,7 +58,7 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
         caller.cache_policy = cache_policy(headers)
     call = gateway.start(operation, caller, traceparent=headers.get("traceparent"))
     try:
-        body = await read_json(request, services.settings.max_body_bytes)
+        body = await read_json(request, services.settings.max_body_bytes, services.body_budget)
     except ApiError as exc:
         raise await gateway.fail(call, exc) from None
     if _nesting_exceeds(body, MAX_NESTING):

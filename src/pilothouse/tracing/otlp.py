@@ -186,18 +186,20 @@ class Decompression:
 MAX_TIME_NS = 7_258_118_400 * 10**9  # 2200-01-01: a time past it (or before 1970) cannot be stored
 TRUNCATED_KEY = "pilothouse.truncated_values"  # how many values of these attributes were cut short
 DROPPED_KEY = "pilothouse.dropped_attributes"  # how many attributes past the limit were left out
+CLAMPED_END_KEY = "pilothouse.clamped_end_ns"  # a span that ended before its start: its original end
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
     """What one export may hold (settings ``max_span_attributes``, ``max_attribute_value_bytes``,
-    ``max_export_spans``, ``max_export_values``). Past the first two a span is kept and marked;
-    past the last two the whole export is refused (413)."""
+    ``max_export_spans``, ``max_export_values``, ``max_attribute_key_bytes``). Past the first two
+    and the last a span is kept and marked; past the export limits the whole export is refused (413)."""
 
     span_attributes: int = 128  # per span, event and resource; more are left out (DROPPED_KEY)
     value_bytes: int = 1 << 20  # UTF-8 bytes of a string (raw bytes of a bytes value); cut past it
     export_spans: int = 20_000
     export_values: int = 500_000  # attribute values, nested ones included, of spans, events, resources
+    key_bytes: int = 256  # UTF-8 bytes of an attribute key (nested kvlist keys too); longer: left out
 
 
 DEFAULT_LIMITS = DecodeLimits()
@@ -253,6 +255,20 @@ def truncated(text: str, limit: int) -> str | None:
     while cut > 0 and (raw[cut] & 0xC0) == 0x80:
         cut -= 1
     return raw[:cut].decode("utf-8", "surrogatepass")
+
+
+def key_too_long(key: str, limit: int) -> bool:
+    """Whether ``key`` has more than ``limit`` UTF-8 bytes (its attribute is then left out)."""
+    return len(key) > limit // 4 and len(key.encode("utf-8", "surrogatepass")) > limit
+
+
+def clamped_end(start_ns: int, end_ns: int, attributes: dict[str, Any]) -> int:
+    """The end of a span that may end before it starts: moved to its start, and the original end
+    kept in ``attributes`` (CLAMPED_END_KEY), as the C reader does."""
+    if end_ns >= start_ns:
+        return end_ns
+    attributes[CLAMPED_END_KEY] = end_ns
+    return start_ns
 
 
 def mark(out: dict[str, Any], cut: int, dropped: int) -> dict[str, Any]:
@@ -366,7 +382,12 @@ def iter_checked(export: CheckedExport) -> Iterator[RawSpan]:
         if _reader is not None:
             try:
                 spans = _reader.decode(
-                    export.body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes
+                    export.body,
+                    RawSpan,
+                    RawEvent,
+                    limits.span_attributes,
+                    limits.value_bytes,
+                    limits.key_bytes,
                 )
                 return iter(spans)
             except ValueError:  # not expected for a body check() took; upb then reads it
@@ -381,46 +402,53 @@ def decode_protobuf(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Itera
     return iter_checked(check_protobuf(body, limits))
 
 
-def _limited_value(value: AnyValue, limit: int, cut: list[int]) -> Any:
+def _limited_value(value: AnyValue, limits: DecodeLimits, marks: list[int]) -> Any:
+    """A value within the limits; ``marks``: [values cut, nested keys left out] so far."""
+    limit = limits.value_bytes
     kind = value.WhichOneof("value")
     if kind == "string_value":
         text = value.string_value
         short = truncated(text, limit)
         if short is None:
             return text
-        cut[0] += 1
+        marks[0] += 1
         return short
     if kind == "bytes_value":
         raw = value.bytes_value
         if len(raw) > limit:
-            cut[0] += 1
+            marks[0] += 1
             raw = raw[:limit]
         return base64.b64encode(raw).decode()
     if kind == "array_value":
-        return [_limited_value(v, limit, cut) for v in value.array_value.values]
+        return [_limited_value(v, limits, marks) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: _limited_value(kv.value, limit, cut) for kv in value.kvlist_value.values}
+        out = {}
+        for kv in value.kvlist_value.values:
+            if key_too_long(kv.key, limits.key_bytes):
+                marks[1] += 1
+                continue
+            out[kv.key] = _limited_value(kv.value, limits, marks)
+        return out
     return any_value(value)
 
 
 def _attributes(items: Any, limits: DecodeLimits) -> dict[str, Any]:
     # Most values are short, non-empty strings: read those without asking which oneof is set.
     out: dict[str, Any] = {}
-    cap, limit = limits.span_attributes, limits.value_bytes
-    cut = [0]
-    dropped = 0
+    cap, limit, key_limit = limits.span_attributes, limits.value_bytes, limits.key_bytes
+    marks = [0, 0]  # values cut, keys left out
     for kv in items:
         key = kv.key
-        if len(out) >= cap and key not in out:
-            dropped += 1
+        if key_too_long(key, key_limit) or (len(out) >= cap and key not in out):
+            marks[1] += 1
             continue
         value = kv.value
         text = value.string_value
         if text and len(text) <= limit // 4:
             out[key] = text
         else:
-            out[key] = _limited_value(value, limit, cut)
-    return mark(out, cut[0], dropped)
+            out[key] = _limited_value(value, limits, marks)
+    return mark(out, marks[0], marks[1])
 
 
 def iter_protobuf(
@@ -438,16 +466,18 @@ def iter_protobuf(
                 parent = span.parent_span_id
                 status = span.status
                 events = span.events
+                attributes = _attributes(span.attributes, limits)
+                start = span.start_time_unix_nano
                 yield RawSpan(
                     span.trace_id.hex(),
                     span.span_id.hex(),
                     parent.hex() if parent else None,
                     span.name,
-                    span.start_time_unix_nano,
-                    span.end_time_unix_nano,
+                    start,
+                    clamped_end(start, span.end_time_unix_nano, attributes),
                     status.code,
                     status.message,
-                    _attributes(span.attributes, limits),
+                    attributes,
                     resource,
                     scope,
                     [RawEvent(e.name, e.time_unix_nano, _attributes(e.attributes, limits)) for e in events]
@@ -466,10 +496,12 @@ def _get(obj: dict[str, Any], camel: str, snake: str, default: Any = None) -> An
 class _JsonReader:
     """Reads the attributes of one export within its limits, counting its values."""
 
-    def __init__(self, limits: DecodeLimits) -> None:
+    def __init__(self, limits: DecodeLimits, *, clamp: bool = True) -> None:
         self.limits = limits
+        self.clamp = clamp  # move the end of a span that ends before it starts (clamped_end)
         self.values = 0
         self.cut = 0
+        self.dropped = 0  # nested kvlist keys left out (too long) in the attribute being read
 
     def count(self, n: int) -> None:
         """Count ``n`` values that are not attributes (a span's events and links)."""
@@ -503,46 +535,78 @@ class _JsonReader:
                 raise OtlpDecodeError("boolValue must be true or false")
             return flag
         if "intValue" in value or "int_value" in value:
-            raw = _get(value, "intValue", "int_value")
-            if isinstance(raw, bool) or not isinstance(raw, int | str):
-                raise OtlpDecodeError("intValue must be an integer or a string of one")
-            number = int(raw)
-            if not -(2**63) <= number < 2**63:
-                raise OtlpDecodeError(f"intValue {number} is outside int64")
-            return number
+            return _json_int(_get(value, "intValue", "int_value"))
         if "doubleValue" in value or "double_value" in value:
-            raw = _get(value, "doubleValue", "double_value")
-            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-                raise OtlpDecodeError("doubleValue must be a number")
-            return float(raw)
+            return _json_double(_get(value, "doubleValue", "double_value"))
         if "arrayValue" in value or "array_value" in value:
-            items = (_get(value, "arrayValue", "array_value") or {}).get("values", [])
+            items = _object(_get(value, "arrayValue", "array_value"), "arrayValue").get("values", [])
             return [self.any(v) for v in _list(items, "arrayValue.values")]
         if "kvlistValue" in value or "kvlist_value" in value:
-            items = (_get(value, "kvlistValue", "kvlist_value") or {}).get("values", [])
-            return {_key(kv): self.any(kv.get("value", {})) for kv in _list(items, "kvlistValue.values")}
+            items = _object(_get(value, "kvlistValue", "kvlist_value"), "kvlistValue").get("values", [])
+            out: dict[str, Any] = {}
+            for kv in _list(items, "kvlistValue.values"):
+                key = _key(kv)
+                if key_too_long(key, self.limits.key_bytes):
+                    self.dropped += 1
+                    continue
+                out[key] = self.any(kv.get("value", {}))
+            return out
         return None
 
     def attributes(self, items: Any) -> dict[str, Any]:
-        cap = self.limits.span_attributes
+        cap, key_limit = self.limits.span_attributes, self.limits.key_bytes
         out: dict[str, Any] = {}
-        self.cut, dropped = 0, 0
+        self.cut, self.dropped, dropped = 0, 0, 0
         for kv in _list(items, "attributes"):
             key = _key(kv)
-            cut = self.cut
+            cut, nested = self.cut, self.dropped
             value = self.any(kv.get("value", {}))  # checked and counted, kept or not
-            if len(out) >= cap and key not in out:
+            if key_too_long(key, key_limit) or (len(out) >= cap and key not in out):
                 dropped += 1
-                self.cut = cut  # a value left out is not one cut short
+                self.cut, self.dropped = cut, nested  # a value left out is not one cut short
                 continue
             out[key] = value
-        return mark(out, self.cut, dropped)
+        return mark(out, self.cut, dropped + self.dropped)
 
 
 def _list(items: Any, what: str) -> list[Any]:
     if not isinstance(items, list):
         raise OtlpDecodeError(f"{what} must be a list")
     return items
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object (absent or null: an empty one); else a 400 naming ``what``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise OtlpDecodeError(f"{what} must be an object")
+    return value
+
+
+def _json_int(raw: Any) -> int:
+    """An ``intValue``: an integer, or a string of one, within int64."""
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise OtlpDecodeError("intValue must be an integer or a string of one")
+    if isinstance(raw, str):
+        text = raw.strip()
+        digits = text[1:] if text[:1] in ("-", "+") else text
+        if not digits.isascii() or not digits.isdigit() or len(digits) > 20:
+            raise OtlpDecodeError(f"intValue {raw[:40]!r} is not a whole number within int64")
+        raw = int(text)
+    if not -(2**63) <= raw < 2**63:
+        raise OtlpDecodeError(f"intValue {str(raw)[:40]} is outside int64")
+    return raw
+
+
+def _json_double(raw: Any) -> float:
+    """A ``doubleValue``: a number, or a string of one (``NaN``, ``Infinity`` and ``-Infinity`` too)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise OtlpDecodeError("doubleValue must be a number")
+    try:
+        return float(raw)
+    except (ValueError, OverflowError):
+        raise OtlpDecodeError(f"doubleValue {str(raw)[:40]!r} is not a number") from None
 
 
 def _key(kv: Any) -> str:
@@ -579,32 +643,42 @@ class DecodedJson:
     reason: str | None = None
 
 
-def decode_json(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> DecodedJson:
+def decode_json(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS, *, clamp: bool = True) -> DecodedJson:
     """Spans of an OTLP/JSON ``ExportTraceServiceRequest``. A span with a field of the wrong type or
     a time outside 1970-2200 is rejected alone; ids that are not hex (or base64) of the right length
-    and a body that is not an export refuse the whole body (:class:`OtlpDecodeError`)."""
+    and a body that is not an export refuse the whole body (:class:`OtlpDecodeError`, its message a
+    sentence naming the field). ``clamp``: a span that ends before it starts ends at its start
+    (:func:`clamped_end`); off where the spans are written back as protobuf for the C reader."""
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
+        raise OtlpDecodeError(f"body is not valid JSON (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(request, dict):
         raise OtlpDecodeError("body must be a JSON object with resourceSpans")
     try:
-        return _read_json(request, limits)
-    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        return _read_json(request, limits, clamp)
+    except RecursionError:
+        raise OtlpDecodeError("attribute values are nested too deep") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, OtlpDecodeError):
             raise
-        raise OtlpDecodeError(f"body is not an OTLP trace export: {exc!r}") from exc
+        # every field is checked above with a sentence of its own; this names no Python internals
+        raise OtlpDecodeError(
+            "body is not an OTLP trace export: a field has a value of the wrong type"
+        ) from exc
 
 
-def _read_json(request: dict[str, Any], limits: DecodeLimits) -> DecodedJson:
-    reader = _JsonReader(limits)
+def _read_json(request: dict[str, Any], limits: DecodeLimits, clamp: bool = True) -> DecodedJson:
+    reader = _JsonReader(limits, clamp=clamp)
     counts = SpanCounts()
     spans: list[RawSpan] = []
     for resource_spans in _list(_get(request, "resourceSpans", "resource_spans", []), "resourceSpans"):
-        resource = reader.attributes((resource_spans.get("resource") or {}).get("attributes", []))
+        resource_spans = _object(resource_spans, "an item of resourceSpans")
+        resource_object = _object(resource_spans.get("resource"), "resource")
+        resource = reader.attributes(resource_object.get("attributes", []))
         for scope_spans in _list(_get(resource_spans, "scopeSpans", "scope_spans", []), "scopeSpans"):
-            scope = (scope_spans.get("scope") or {}).get("name", "")
+            scope_spans = _object(scope_spans, "an item of scopeSpans")
+            scope = _object(scope_spans.get("scope"), "scope").get("name", "")
             if not isinstance(scope, str):
                 raise OtlpDecodeError("scope.name must be a string")
             for span in _list(scope_spans.get("spans", []), "spans"):
@@ -638,9 +712,13 @@ def json_to_protobuf(body: bytes, limits: DecodeLimits) -> tuple[bytes, int, str
     protobuf export. Run by the collector in a process of its own for large bodies
     (``server/json_decoder.py``): parsing a large JSON document holds the GIL throughout."""
     whole = DecodeLimits(
-        UNLIMITED_ATTRIBUTES, UNLIMITED_ATTRIBUTES, limits.export_spans, limits.export_values
+        UNLIMITED_ATTRIBUTES,
+        UNLIMITED_ATTRIBUTES,
+        limits.export_spans,
+        limits.export_values,
+        UNLIMITED_ATTRIBUTES,
     )
-    decoded = decode_json(body, whole)
+    decoded = decode_json(body, whole, clamp=False)
     request = ExportTraceServiceRequest()
     groups: dict[tuple[int, str], Any] = {}
     resources: dict[int, Any] = {}
@@ -705,8 +783,8 @@ def _json_time(value: Any, what: str) -> int:
         raise OtlpDecodeError(f"{what} must be an integer (or a string of one)")
     try:
         number = int(value)
-    except (ValueError, OverflowError) as exc:
-        raise OtlpDecodeError(f"{what} {value!r} is not an integer") from exc
+    except (ValueError, OverflowError):
+        raise OtlpDecodeError(f"{what} {str(value)[:40]!r} is not an integer") from None
     if not 0 <= number <= MAX_TIME_NS:
         raise OtlpDecodeError(f"{what} {number} is outside 1970-2200")
     return number
@@ -743,16 +821,22 @@ def _json_span(
                 reader.attributes(e.get("attributes", [])),
             )
         )
+    start = _json_time(_get(span, "startTimeUnixNano", "start_time_unix_nano", 0), "startTimeUnixNano")
+    end = _json_time(_get(span, "endTimeUnixNano", "end_time_unix_nano", 0), "endTimeUnixNano")
+    name = _json_text(span.get("name", ""), "name")
+    status_code = _status_code(status.get("code", 0))
+    status_message = _json_text(status.get("message", ""), "status.message")
+    attributes = reader.attributes(span.get("attributes", []))
     return RawSpan(
         trace_id=trace_id,
         span_id=span_id,
         parent_id=parent_id,
-        name=_json_text(span.get("name", ""), "name"),
-        start_ns=_json_time(_get(span, "startTimeUnixNano", "start_time_unix_nano", 0), "startTimeUnixNano"),
-        end_ns=_json_time(_get(span, "endTimeUnixNano", "end_time_unix_nano", 0), "endTimeUnixNano"),
-        status_code=_status_code(status.get("code", 0)),
-        status_message=_json_text(status.get("message", ""), "status.message"),
-        attributes=reader.attributes(span.get("attributes", [])),
+        name=name,
+        start_ns=start,
+        end_ns=clamped_end(start, end, attributes) if reader.clamp else end,
+        status_code=status_code,
+        status_message=status_message,
+        attributes=attributes,
         resource=resource,
         scope=scope,
         events=events,
