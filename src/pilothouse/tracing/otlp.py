@@ -625,8 +625,8 @@ def _json_id(value: Any, size: int, what: str) -> str:
             return text
         except ValueError:
             pass
-    try:  # some producers send base64 (the protobuf JSON mapping) instead of hex
-        raw = base64.b64decode(text, validate=True)
+    try:  # some producers send base64 (the protobuf JSON mapping) instead of hex: case matters there
+        raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != size:
