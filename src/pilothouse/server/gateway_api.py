@@ -7,6 +7,7 @@ that reaches a project is recorded by the gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -119,6 +120,11 @@ async def _answer(reply: GatewayReply, wire: Wire, services: Services) -> Respon
         assert reply.response is not None
         background = await _recording(reply, services)
         return FastJSONResponse(reply.response, headers=reply.headers, background=background)
+    if services.spool is not None:
+        # a stream's interrupted record (its worst-case cost) is on disk before its first byte
+        # (a failed flush: the spool refuses from now on, and the stream's end says so: _events)
+        with contextlib.suppress(OSError):
+            await services.spool.flush()
     return StreamingResponse(
         _events(reply.chunks, wire, services), media_type="text/event-stream", headers=reply.headers
     )
