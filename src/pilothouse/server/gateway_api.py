@@ -189,8 +189,11 @@ async def _messages(request: Request) -> Response:
         raise await gateway.fail(call, exc) from None
     try:  # recorded in one shape, whichever surface was used
         openai_request = messages_to_openai_request(body)
-    except (TypeError, AttributeError, ValueError) as exc:  # a shape the checks above did not foresee
-        invalid = InvalidRequest(400, f"The request could not be read as a Messages request ({exc}).")
+    except (TypeError, AttributeError, ValueError):  # a shape the checks above did not foresee
+        # our own words: Python's exception text names no field a client knows
+        invalid = InvalidRequest(
+            400, "The request could not be read as a Messages request: a field has an unexpected shape."
+        )
         raise await gateway.fail(call, invalid) from None
     if isinstance(openai_request.get("user"), str) and call.user_id is None:
         call.user_id = openai_request["user"]
