@@ -21,8 +21,8 @@ same database, so that one attack's heap does not count in the next one's figure
 /health every 5 ms throughout. Prints, per attack, the peak RSS of the server and of its JSON worker
 process when one ran (VmHWM from /proc, summed: an upper bound of what they held at once), /health
 p50 and p99, and what the attackers got (status counts). Targets: peak RSS <= 400 MiB and /health
-p99 <= 50 ms during every attack; then the large uploads' peak RSS against the baseline's, and the load average.
-Linux only (/proc).
+p99 <= 50 ms during every attack; then the large uploads' peak RSS against the baseline's, and the
+load average. Linux only (/proc).
 """
 
 from __future__ import annotations
