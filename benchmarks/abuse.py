@@ -1,6 +1,7 @@
 """Abuse benchmark (issue 21, classes 1-4): peak RSS and /health latency while each attack runs.
 
-    python benchmarks/abuse.py [--seconds 5] [--senders 4] [--postgres] [--database-url URL]
+    python benchmarks/abuse.py [--seconds 5] [--senders 4] [--uploaders 32] [--only TEXT] [--postgres]
+                               [--database-url URL]
 
 Starts ``pilothouse serve`` (SQLite in a temporary folder; --postgres: a new PostgreSQL database on
 127.0.0.1:5432), then runs, one after another, each for --seconds with --senders clients:
@@ -17,8 +18,9 @@ Starts ``pilothouse serve`` (SQLite in a temporary folder; --postgres: a new Pos
   the same with the budget turned off (a reference row, outside the targets: what it bounds).
 
 Each attack (and the baseline, measured in the same run) runs against a new server process on the
-same database, so that one attack's heap does not count in the next one's figures. A probe asks for
-/health every 5 ms throughout. Prints, per attack, the peak RSS of the server and of its JSON worker
+same database, so that one attack's heap does not count in the next one's figures. A probe, in a
+process of its own (the attackers' threads would slow its client), asks for /health every 5 ms
+throughout. Prints, per attack, the peak RSS of the server and of its JSON worker
 process when one ran (VmHWM from /proc, summed: an upper bound of what they held at once), /health
 p50 and p99, and what the attackers got (status counts). Targets: peak RSS <= 400 MiB and /health
 p99 <= 50 ms during every attack; then the large uploads' peak RSS against the baseline's, and the
@@ -31,6 +33,7 @@ import argparse
 import collections
 import gzip
 import json
+import multiprocessing
 import os
 import statistics
 import sys
@@ -41,6 +44,7 @@ import uuid
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -164,8 +168,24 @@ def poison() -> bytes:
     return export_body([span])
 
 
+def _probe(base_url: str, stop: Any, out: Any) -> None:
+    """Time /health every 5 ms until ``stop`` is set, then put the latencies (ms) on ``out``. Runs in
+    a process of its own: the attackers' threads must not slow the probe's own client down."""
+    latencies: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        http.get("/health").raise_for_status()  # connected: the attack may start
+        out.put("ready")
+        while not stop.is_set():
+            started = time.perf_counter()
+            http.get("/health").raise_for_status()
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.005)
+    out.put(latencies)
+
+
 class Run:
-    """One attack: senders call ``attack(client)`` in a loop while the probe times /health."""
+    """One attack: senders call ``attack(client)`` in a loop while the probe (another process)
+    times /health."""
 
     def __init__(self, base_url: str, seconds: float) -> None:
         self.base_url, self.seconds = base_url, seconds
@@ -176,15 +196,11 @@ class Run:
         stop = threading.Event()
         statuses: collections.Counter[str] = collections.Counter()
         lock = threading.Lock()
-        latencies: list[float] = []
-
-        def probe() -> None:
-            with httpx.Client(base_url=self.base_url, timeout=30) as http:
-                while not stop.is_set():
-                    started = time.perf_counter()
-                    http.get("/health").raise_for_status()
-                    latencies.append((time.perf_counter() - started) * 1000)
-                    time.sleep(0.005)
+        spawn = multiprocessing.get_context("spawn")
+        probe_stop, results = spawn.Event(), spawn.Queue()
+        prober = spawn.Process(target=_probe, args=(self.base_url, probe_stop, results))
+        prober.start()
+        assert results.get(timeout=60) == "ready"
 
         def send(attack: Callable[[httpx.Client], int]) -> None:
             with httpx.Client(base_url=self.base_url, timeout=60) as http:
@@ -196,13 +212,14 @@ class Run:
                     with lock:
                         statuses[status] += 1
 
-        threads = [threading.Thread(target=probe)] + [
-            threading.Thread(target=send, args=(a,)) for a in senders
-        ]
+        threads = [threading.Thread(target=send, args=(a,)) for a in senders]
         for t in threads:
             t.start()
         time.sleep(self.seconds)
         stop.set()
+        probe_stop.set()
+        latencies: list[float] = results.get(timeout=120)
+        prober.join()
         for t in threads:
             t.join()
         return latencies, statuses
@@ -220,6 +237,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--uploaders", type=int, default=32, help="clients of the large-uploads attack")
+    parser.add_argument(
+        "--only", default=None, help="run the attacks whose name has this text (and the baseline)"
+    )
     parser.add_argument("--postgres", action="store_true", help="a new PostgreSQL database, not SQLite")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
@@ -301,6 +321,8 @@ def main() -> None:
         (f"{uploads}, no budget", [send_large] * args.uploaders, no_budget),  # reference only
         ("baseline again", [], None),
     ]
+    if args.only:
+        attacks = [a for a in attacks if "baseline" in a[0] or args.only in a[0]]
     db = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
     rows = []
     metrics = ""

@@ -103,6 +103,7 @@ def test_concurrent_large_uploads_hold_at_most_the_budget(served: Served) -> Non
     for r in results:
         if r.status_code == 429:
             assert r.headers["Retry-After"] == "1"
+            assert r.headers["Connection"] == "close"  # the unread rest of the body is not received
             assert r.json()["error"]["code"] == "server_busy", r.text
     assert state.body_budget.held == 0  # every request gave its bytes back
     assert state.body_budget.refused == 5

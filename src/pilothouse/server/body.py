@@ -58,7 +58,9 @@ class BodyHold:
                 f"The server is holding its limit of request bodies in memory ({self.budget.limit} "
                 "bytes across requests); retry later.",
                 code="server_busy",
-                headers={"Retry-After": RETRY_AFTER_S},
+                # the rest of the body is never read: the connection closes after the answer, so
+                # the client stops sending bytes that the server would only receive and drop
+                headers={"Retry-After": RETRY_AFTER_S, "Connection": "close"},
             )
         self.bytes = total
 
