@@ -147,3 +147,15 @@ def test_a_gateway_body_that_is_not_json_gets_a_400_naming_where(served: Served)
     assert r.status_code == 400, r.text
     message = r.json()["error"]["message"]
     assert message.startswith("Request body is not valid JSON (line 2, column"), message
+
+
+def test_corrupt_gzip_and_protobuf_400s_do_not_quote_their_libraries(served: Served) -> None:
+    cases = [
+        (b"\x1f\x8b\x08\x00garbage", {**PROTOBUF, "Content-Encoding": "gzip"}, "gzip"),
+        (b"\xff\xfe\xfd not protobuf", PROTOBUF, "protobuf"),
+    ]
+    for body, headers, what in cases:
+        r = served.client.post("/v1/traces", content=body, headers={**headers, **served.auth})
+        assert r.status_code == 400, r.text
+        message = r.json()["error"]["message"]
+        assert what in message and "Error -3" not in message and "Error parsing" not in message, message

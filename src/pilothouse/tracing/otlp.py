@@ -169,8 +169,10 @@ class Decompression:
                         self.done = True
                 elif not chunk and not self._pending:
                     raise OtlpDecodeError(f"body is not valid {self.encoding}: it ends too soon")
-        except zlib.error as exc:
-            raise OtlpDecodeError(f"body is not valid {self.encoding}: {exc}") from exc
+        except zlib.error as exc:  # zlib's words ("Error -3 while decompressing") name nothing for a client
+            raise OtlpDecodeError(
+                f"body is not valid {self.encoding}: the compressed data is corrupt"
+            ) from exc
         return self.done
 
     def result(self) -> bytes:
@@ -289,8 +291,10 @@ def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, SpanCounts]:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
-    except DecodeError as exc:
-        raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
+    except DecodeError as exc:  # upb's words name its own internals, not a field a client knows
+        raise OtlpDecodeError(
+            "body is not an OTLP ExportTraceServiceRequest protobuf (the wire data does not parse)"
+        ) from exc
     counts = SpanCounts()
     for resource_spans in request.resource_spans:
         counts.values += _count_values(resource_spans.resource.attributes)
