@@ -597,10 +597,10 @@ def _json_int(raw: Any) -> int:
         digits = text[1:] if text[:1] in ("-", "+") else text
         if not digits.isascii() or not digits.isdigit() or len(digits) > 20:
             raise OtlpDecodeError(f"intValue {raw[:40]!r} is not a whole number within int64")
-        raw = int(text)
-    if not -(2**63) <= raw < 2**63:
-        raise OtlpDecodeError(f"intValue {str(raw)[:40]} is outside int64")
-    return raw
+    number = int(raw)
+    if not -(2**63) <= number < 2**63:
+        raise OtlpDecodeError(f"intValue {str(number)[:40]} is outside int64")
+    return number
 
 
 def _json_double(raw: Any) -> float:
