@@ -92,7 +92,7 @@ class Settings(_Section):
     max_inflight_body_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1,
-        description="Bytes of OTLP and gateway request bodies held at once, across requests (429 past it).",
+        description="Bytes of request bodies (OTLP, gateway, /api JSON) held at once (429 past it).",
     )
     ingest_queue_spans: int = Field(
         default=200_000, ge=1, description="Spans held in memory before the collector answers 429."

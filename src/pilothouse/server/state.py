@@ -42,5 +42,5 @@ class Services:
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     json_decoder: JsonDecoder = field(default_factory=JsonDecoder)  # large OTLP/JSON bodies
-    # the bytes of OTLP and gateway request bodies held at once, read or waiting to be decoded
+    # the bytes of request bodies (OTLP, gateway, /api JSON) held at once, read or being decoded
     body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 * 1024 * 1024))
