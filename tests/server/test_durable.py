@@ -211,7 +211,7 @@ def test_kill_9_under_load_loses_no_acknowledged_span_or_gateway_call(
 
 
 def test_kill_9_during_a_stream_records_the_call_as_interrupted_at_its_worst_case_cost(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     """A streamed call that kill -9 cuts is recorded at the next start, as interrupted, at its
     worst-case cost (its budget hold), which its budget counts; a stream that ended before the kill
@@ -226,7 +226,6 @@ def test_kill_9_during_a_stream_records_the_call_as_interrupted_at_its_worst_cas
             "api_key": "x",
         }
         config.write_text(yaml.safe_dump({"models": [model]}))
-        database_url = f"sqlite:///{tmp_path / 'stream.db'}"
         assert cli("db", "upgrade", "--database-url", database_url).returncode == 0
         created = cli("keys", "create", "--name", "stream", "--database-url", database_url)
         key = created.stdout.strip().splitlines()[-1]
