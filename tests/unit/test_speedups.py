@@ -24,7 +24,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from pilothouse import _speedups
 from pilothouse.config import ConfigError, speedups_disabled
-from pilothouse.tracing import conventions, otlp
+from pilothouse.tracing import conventions, otlp, otlp_json
 from pilothouse.tracing.otlp import (
     OtlpDecodeError,
     RawEvent,
@@ -354,8 +354,8 @@ def test_spans_ending_before_they_start_and_long_keys_read_the_same_everywhere(
     # OTLP/JSON: decoded in this process, and transcoded to protobuf (the worker) then read by C
     request = ExportTraceServiceRequest.FromString(data)
     as_json = json_format.MessageToJson(request).encode()
-    assert same(otlp.decode_json(as_json).spans, expected)
-    transcoded, rejected, _ = otlp.json_to_protobuf(as_json, otlp.DEFAULT_LIMITS)
+    assert same(otlp_json.decode_json(as_json).spans, expected)
+    transcoded, rejected, _ = otlp_json.json_to_protobuf(as_json, otlp.DEFAULT_LIMITS)
     assert rejected == 0 and same(c_reader(reader, transcoded) or [], expected)
     # through the seam, with the limit of the settings
     monkeypatch.setattr(otlp, "_reader", reader)

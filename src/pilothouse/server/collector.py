@@ -36,10 +36,10 @@ from pilothouse.tracing.otlp import (
     OtlpDecodeError,
     OtlpTooLarge,
     check_protobuf,
-    decode_json,
     export_response,
     is_json,
 )
+from pilothouse.tracing.otlp_json import decode_json
 
 INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
 JSON_PROCESS_BYTES = 256 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
