@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -207,3 +208,90 @@ def test_kill_9_under_load_loses_no_acknowledged_span_or_gateway_call(
             assert second.stderr.strip().count("\n") == 0, second.stderr
         finally:
             restarted.stop()
+
+
+def test_kill_9_during_a_stream_records_the_call_as_interrupted_at_its_worst_case_cost(
+    tmp_path: Path, database_url: str
+) -> None:
+    """A streamed call that kill -9 cuts is recorded at the next start, as interrupted, at its
+    worst-case cost (its budget hold), which its budget counts; a stream that ended before the kill
+    has its own record instead, once."""
+    with SimulatedUpstream(SimConfig(tokens_per_s=20)) as upstream:  # 200 tokens: a 10 s stream
+        config = tmp_path / "stream.yaml"
+        model = {
+            "name": "sim",
+            "provider": "openai",
+            "model": "gpt-4o-mini",  # priced by the catalogue
+            "base_url": upstream.base_url + "/v1",
+            "api_key": "x",
+        }
+        config.write_text(yaml.safe_dump({"models": [model]}))
+        assert cli("db", "upgrade", "--database-url", database_url).returncode == 0
+        created = cli("keys", "create", "--name", "stream", "--database-url", database_url)
+        key = created.stdout.strip().splitlines()[-1]
+        store = SqlStore.from_url(database_url)
+        CostStore(store).create_budget(
+            "default", BudgetScope.PROJECT, "", BudgetPeriod.TOTAL, Money.from_usd(1000)
+        )
+        store.close()
+        args = ["--config", str(config), "--durable"]
+        env = {"PILOTHOUSE_HOME": str(tmp_path / "home")}
+        headers = {"Authorization": f"Bearer {key}"}
+        body = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "stream": True}
+
+        server = PilothouseServer(database_url, args=args, env=env)
+        try:
+            with httpx.Client(base_url=server.base_url, timeout=30, headers=headers) as http:
+                finished = http.post("/v1/chat/completions", json={**body, "max_tokens": 3})
+                assert finished.status_code == 200 and "[DONE]" in finished.text, finished.text
+                with http.stream("POST", "/v1/chat/completions", json={**body, "max_tokens": 200}) as r:
+                    assert r.status_code == 200
+                    cut = r.headers["x-pilothouse-trace-id"]
+                    for line in r.iter_lines():
+                        if '"content"' in line:  # the stream is under way: kill the server now
+                            server.proc.kill()
+                            break
+            assert server.proc.wait(30) == -9
+        finally:
+            server.stop()
+
+        restarted = PilothouseServer(database_url, args=args, env=env)  # replays the spool
+        try:
+            rows = _calls(database_url)
+            assert sorted(rows) == sorted([finished.headers["x-pilothouse-trace-id"], cut])  # once each
+            done, interrupted = rows[finished.headers["x-pilothouse-trace-id"]], rows[cut]
+            assert done["status"] == "ok" and "gateway.interrupted" not in done["attributes"]
+            assert interrupted["status"] == "error"
+            assert interrupted["status_message"].startswith("interrupted: the server stopped")
+            assert interrupted["attributes"]["gateway.interrupted"] is True
+            # its worst case: at least 200 output tokens' price, more than the finished call cost
+            assert interrupted["cost"] > done["cost"] > Money.ZERO
+            budgets = httpx.get(restarted.base_url + "/api/budgets", headers=headers)
+            (listed,) = json.loads(budgets.text, parse_float=str)["data"]
+            assert Money.from_usd(listed["spent_usd"]) == interrupted["cost"] + done["cost"]
+        finally:
+            restarted.stop()
+
+
+def _calls(url: str) -> dict[str, dict[str, Any]]:
+    """The stored gateway calls by trace id: status, message, attributes and cost."""
+    store = SqlStore.from_url(url, migrate=False)
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT t.id, s.status, s.status_message, s.attributes, s.cost_usd FROM spans s "
+                    "JOIN traces t ON t.pk = s.trace_pk"
+                )
+            ).all()
+    finally:
+        store.close()
+    return {
+        r[0]: {
+            "status": r[1],
+            "status_message": r[2],
+            "attributes": orjson.loads(r[3]) if r[3] else {},
+            "cost": Money.from_usd(r[4]) if r[4] is not None else None,
+        }
+        for r in rows
+    }

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from pilothouse import _speedups
 from pilothouse.config import ConfigError, speedups_disabled
-from pilothouse.tracing import conventions, otlp
+from pilothouse.tracing import conventions, otlp, otlp_json
 from pilothouse.tracing.otlp import (
     OtlpDecodeError,
     RawEvent,
@@ -144,7 +145,9 @@ def c_reader(
         accepted, rejected, values, reason = reader.check(body)
     except ValueError:
         return None
-    spans = reader.decode(body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes)
+    spans = reader.decode(
+        body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes, limits.key_bytes
+    )
     assert len(spans) == accepted
     counts = parse_protobuf(body)[1]
     expected = (counts.accepted, counts.rejected, counts.values, counts.reason)
@@ -319,6 +322,46 @@ def test_every_value_kind_and_span_field(reader: _speedups.OtlpReader) -> None:
     got = c_reader(reader, data)
     assert got is not None and same(got, expected)
     assert got[0].resource is got[2].resource  # one dict per resource, as upb's reader gives
+
+
+def test_spans_ending_before_they_start_and_long_keys_read_the_same_everywhere(
+    reader: _speedups.OtlpReader, monkeypatch: Any
+) -> None:
+    """A span that ends before it starts ends at its start, marked with its original end; an
+    attribute whose key is past 256 UTF-8 bytes is left out and counted (nested kvlist keys too):
+    the C reader, upb, OTLP/JSON decoded here and OTLP/JSON through the worker's transcoding agree."""
+    long_key, fits = "k" * 257, "é" * 128  # 257 bytes; 256 bytes: kept
+    inner = KeyValueList(values=[kv(long_key, AnyValue(int_value=1)), kv("ok", AnyValue(int_value=2))])
+    attrs = [
+        kv(long_key, AnyValue(string_value="left out")),
+        kv(fits, AnyValue(string_value="kept")),
+        kv("nested", AnyValue(kvlist_value=inner)),
+    ]
+    event = Span.Event(name="e", time_unix_nano=1500, attributes=[kv(long_key, AnyValue(int_value=3))])
+    backwards = span(1, start_time_unix_nano=2000, end_time_unix_nano=1000, attributes=attrs, events=[event])
+    data = body(backwards, span(2, start_time_unix_nano=5, end_time_unix_nano=9), resource=attrs[:1])
+    expected = upb(data)
+    got = c_reader(reader, data)
+    assert expected is not None and got is not None and same(got, expected)
+    first, second = got
+    assert (first.start_ns, first.end_ns) == (2000, 2000)
+    assert first.attributes[otlp.CLAMPED_END_KEY] == 1000
+    assert first.attributes[otlp.DROPPED_KEY] == 2  # the long key, and the long key nested in "nested"
+    assert first.attributes[fits] == "kept" and first.attributes["nested"] == {"ok": 2}
+    assert first.events[0].attributes == {otlp.DROPPED_KEY: 1}
+    assert first.resource == {otlp.DROPPED_KEY: 1}
+    assert (second.end_ns, otlp.CLAMPED_END_KEY in second.attributes) == (9, False)
+    # OTLP/JSON: decoded in this process, and transcoded to protobuf (the worker) then read by C
+    request = ExportTraceServiceRequest.FromString(data)
+    as_json = json_format.MessageToJson(request).encode()
+    assert same(otlp_json.decode_json(as_json).spans, expected)
+    transcoded, rejected, _ = otlp_json.json_to_protobuf(as_json, otlp.DEFAULT_LIMITS)
+    assert rejected == 0 and same(c_reader(reader, transcoded) or [], expected)
+    # through the seam, with the limit of the settings
+    monkeypatch.setattr(otlp, "_reader", reader)
+    roomy = otlp.DecodeLimits(key_bytes=300)
+    [kept, _] = iter_checked(check_protobuf(data, roomy))
+    assert kept.attributes[long_key] == "left out" and otlp.DROPPED_KEY not in kept.attributes
 
 
 def test_field_order_does_not_matter(reader: _speedups.OtlpReader) -> None:

@@ -55,10 +55,13 @@ class OtlpReader(Protocol):
         raw_event: type[Any],
         max_attributes: int,
         max_value_bytes: int,
+        max_key_bytes: int = ...,
         /,
     ) -> list[_Span]:
         """The export's accepted spans, made as ``raw_span`` and ``raw_event`` instances (slots
-        classes), attributes within the limits (``tracing.otlp.DecodeLimits``)."""
+        classes), attributes within the limits (``tracing.otlp.DecodeLimits``; keys unlimited when
+        ``max_key_bytes`` is not given). A span that ends before it starts ends at its start, marked
+        ``pilothouse.clamped_end_ns``."""
 
 
 class AttributeSorter(Protocol):

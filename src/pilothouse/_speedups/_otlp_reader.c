@@ -45,6 +45,7 @@ typedef struct {
     Py_ssize_t work;            /* decode: attributes read since the GIL was last offered */
     Py_ssize_t max_attrs;       /* decode: attributes kept per span, event, resource */
     Py_ssize_t max_value_bytes; /* decode: a string or bytes value is cut past this */
+    Py_ssize_t max_key_bytes;   /* decode: an attribute with a longer key is left out (< 0: none) */
     PyObject *spans;     /* list (decode) */
     PyObject *raw_span;  /* RawSpan class */
     PyObject *raw_event; /* RawEvent class */
@@ -463,6 +464,10 @@ static int key_value(Ctx *c, Buf b, PyObject *dict, int depth, Py_ssize_t cap, M
     if (r < 0) return -1;
     if (dict == NULL) return seen_value ? any_value(c, value_buf, NULL, depth, NULL) : 0;
     offer_gil(c);
+    if (c->max_key_bytes >= 0 && has_key && key_field.sub.end - key_field.sub.p > c->max_key_bytes) {
+        if (marks != NULL) marks->dropped++; /* a key past the limit: left out, never kept cut */
+        return 0;
+    }
     PyObject *key = has_key ? make_string(&key_field) : PyUnicode_FromStringAndSize("", 0);
     if (key == NULL) return -1;
     if (cap >= 0 && PyDict_GET_SIZE(dict) >= cap) {
@@ -497,6 +502,19 @@ static int key_values(Ctx *c, Buf b, uint32_t number, PyObject *dict, int depth,
         if (f.number == number && f.wt == WT_LEN && key_value(c, f.sub, dict, depth, -1, marks) < 0)
             return -1;
     return r;
+}
+
+/* A span that ends before it starts is kept with its end moved to its start, and marked with its
+   original end (tracing.otlp.CLAMPED_END_KEY). */
+static int mark_clamped(PyObject *dict, uint64_t end) {
+    static PyObject *clamped_key = NULL;
+    if (clamped_key == NULL && (clamped_key = PyUnicode_InternFromString("pilothouse.clamped_end_ns")) == NULL)
+        return -1;
+    PyObject *n = PyLong_FromUnsignedLongLong(end);
+    if (n == NULL) return -1;
+    int set = PyDict_SetItem(dict, clamped_key, n);
+    Py_DECREF(n);
+    return set;
 }
 
 /* A KeyValue not counted among the export's values: scopes' and links', checked, not kept. */
@@ -684,6 +702,10 @@ static int span(Ctx *c, Buf b, PyObject *resource, PyObject *scope) {
     c->count++;
     if (c->build) {
         if (mark(attributes, &marks) < 0) goto error;
+        if (end < start) {
+            if (mark_clamped(attributes, end) < 0) goto error;
+            end = start;
+        }
         PyObject *args[12] = {NULL};
         args[0] = hex_id(&trace_id);
         args[1] = hex_id(&span_id);
@@ -839,7 +861,7 @@ static PyObject *run(Ctx *c, PyObject *body) {
 static PyObject *check(PyObject *module, PyObject *body) {
     (void)module;
     Ctx c = {0};
-    c.max_attrs = c.max_value_bytes = -1;
+    c.max_attrs = c.max_value_bytes = c.max_key_bytes = -1;
     PyObject *done = run(&c, body);
     if (done == NULL) return NULL;
     Py_DECREF(done);
@@ -849,18 +871,22 @@ static PyObject *check(PyObject *module, PyObject *body) {
 
 static PyObject *decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 5 || !PyType_Check(args[1]) || !PyType_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "decode(body, RawSpan, RawEvent, max_attributes, max_value_bytes)");
+    if ((nargs != 5 && nargs != 6) || !PyType_Check(args[1]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode(body, RawSpan, RawEvent, max_attributes, max_value_bytes[, max_key_bytes])");
         return NULL;
     }
     Ctx c = {0};
     c.max_attrs = PyLong_AsSsize_t(args[3]);
     c.max_value_bytes = PyLong_AsSsize_t(args[4]);
-    if ((c.max_attrs == -1 || c.max_value_bytes == -1) && PyErr_Occurred()) return NULL;
-    if (c.max_attrs < 0 || c.max_value_bytes < 0) {
+    c.max_key_bytes = nargs == 6 ? PyLong_AsSsize_t(args[5]) : 0; /* 5 arguments: keys unlimited */
+    if ((c.max_attrs == -1 || c.max_value_bytes == -1 || c.max_key_bytes == -1) && PyErr_Occurred())
+        return NULL;
+    if (c.max_attrs < 0 || c.max_value_bytes < 0 || c.max_key_bytes < 0) {
         PyErr_SetString(PyExc_ValueError, "limits must be >= 0");
         return NULL;
     }
+    if (nargs == 5) c.max_key_bytes = -1;
     c.build = 1;
     c.raw_span = args[1];
     c.raw_event = args[2];
@@ -879,7 +905,8 @@ static PyMethodDef methods[] = {
     {"check", (PyCFunction)check, METH_O,
      "Check an OTLP/protobuf trace export: (spans accepted, spans rejected, attribute values, reason)."},
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
-     "decode(body, RawSpan, RawEvent, max_attributes, max_value_bytes): the accepted spans."},
+     "decode(body, RawSpan, RawEvent, max_attributes, max_value_bytes[, max_key_bytes]): the accepted "
+     "spans."},
     {NULL, NULL, 0, NULL},
 };
 

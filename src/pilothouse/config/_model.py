@@ -89,6 +89,11 @@ class Settings(_Section):
     port: int = Field(default=4000, ge=1, le=65535, description="Port to listen on.")
     config: Path | None = Field(default=None, description="YAML config file (models, fallbacks, ...).")
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="Largest request body accepted.")
+    max_inflight_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Bytes of request bodies (OTLP, gateway, /api JSON) held at once (429 past it).",
+    )
     ingest_queue_spans: int = Field(
         default=200_000, ge=1, description="Spans held in memory before the collector answers 429."
     )
@@ -111,6 +116,9 @@ class Settings(_Section):
     )
     max_attribute_value_bytes: int = Field(
         default=1024 * 1024, ge=1, description="A longer attribute value is cut to this many bytes."
+    )
+    max_attribute_key_bytes: int = Field(
+        default=256, ge=1, description="An attribute with a longer key (UTF-8 bytes) is left out."
     )
     max_export_spans: int = Field(default=20_000, ge=1, description="Most spans in one OTLP export (413).")
     max_export_values: int = Field(

@@ -157,6 +157,9 @@ class Gateway:
     router: Router
     pricer: Pricer
     record: SpanSink = _drop
+    # where a stream's interrupted record goes before its first chunk (the durable mode's spool), so
+    # that a server killed mid-stream still records the call at its worst-case cost
+    interim: SpanSink | None = None
     limiter: RateLimiter | None = None
     budgets: BudgetGuard | None = None
     caches: Caches = field(default_factory=Caches)
@@ -280,7 +283,21 @@ class Gateway:
             raise
         reply = GatewayReply(call, {**self._headers(call, "pending"), **limit_headers})
         reply.chunks = self._relay(caller, call, stream, deployment, cached, reply)
+        self._record_interim(call, deployment)
         return reply
+
+    def _record_interim(self, call: CallSpan, deployment: Deployment) -> None:
+        """Hand a starting stream's interrupted record (worst-case cost) to ``interim``, if set."""
+        if self.interim is None:
+            return
+        try:
+            held = call.reservation
+            worst = held.amount if held is not None else self.worst_case_cost(call.request)
+            record = call.interrupted_record(deployment.provider, deployment.id, worst)
+            record.metered = self.budgets is not None
+            self.interim(record)
+        except Exception:  # the stream goes on; only a crash during it would go unrecorded
+            log.exception("gateway stream %s: its interrupted record could not be written", call.trace_id)
 
     async def embed(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
         """Embeddings for a checked OpenAI embeddings request. Raises :class:`GatewayError`."""

@@ -28,6 +28,11 @@ from pilothouse.domain.traces import (
 from pilothouse.gateway.router import Attempt
 
 REFUSED_PRICE_VERSION = "refused"  # the $0 cost of a call no upstream was asked to answer
+WORST_CASE_PRICE_VERSION = "worst-case"  # the cost of a stream the server stopped during: its hold
+INTERRUPTED = (
+    "interrupted: the server stopped before the stream ended; its worst-case cost (the budget hold) "
+    "is recorded"
+)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _PARAMETERS = (
     "temperature",
@@ -136,6 +141,18 @@ class CallSpan:
         if self.attempts:
             return None
         return Cost({"input": Money.ZERO, "output": Money.ZERO}, REFUSED_PRICE_VERSION)
+
+    def interrupted_record(self, provider: str, deployment: str, worst: Money | None) -> SpanRecord:
+        """The record of a stream that has just started, written as if the server stopped now: an
+        error saying it was interrupted, costing ``worst`` (its budget hold; None: unknown), and
+        ``gateway.interrupted``. The durable mode keeps it on the spool, where the call's own record
+        (the same span) supersedes it when the stream ends."""
+        cost = None if worst is None else Cost({"worst_case": worst}, WORST_CASE_PRICE_VERSION)
+        record = self.record(
+            status=Status.ERROR, provider=provider, deployment=deployment, cost=cost, error=INTERRUPTED
+        )
+        record.observation.attributes["gateway.interrupted"] = True
+        return record
 
     def record_answer(
         self,

@@ -163,7 +163,7 @@ async def post_scores(request: Request) -> Response:
     """``POST /api/scores``: one score object or a list of them, on traces of the caller's project."""
     state = _state(request)
     principal = await state.auth.authenticate(request, Scope.READ)
-    body = await read_json(request, state.settings.max_body_bytes)
+    body = await read_json(request, state.settings.max_body_bytes, state.body_budget)
     items = body if isinstance(body, list) else [body]
     scores = []
     for index, item in enumerate(items):

@@ -34,6 +34,7 @@ from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
+from pilothouse.server.body import BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_traces
 from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
@@ -41,7 +42,7 @@ from pilothouse.server.ingest import IngestQueue, PendingExport
 from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.proxies import ProxyPolicy
 from pilothouse.server.spool import Spool
-from pilothouse.server.spool_records import span_records
+from pilothouse.server.spool_records import interim_records, span_records
 from pilothouse.server.state import Services
 from pilothouse.server.throttle import FailureThrottle
 from pilothouse.store.costs import CostStore
@@ -163,6 +164,10 @@ def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) ->
     return gateway, budgets
 
 
+def _span_key(span: SpanRecord) -> tuple[str, str]:
+    return span.observation.trace_id, span.observation.id
+
+
 def create_app(
     settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
 ) -> FastPathApp:
@@ -195,17 +200,27 @@ def create_app(
         )
         metrics.gauges = _gauges(gateway.router, ingest)
 
+        # the durable mode: the spool segment of each started stream's interrupted record, by span
+        interim_segments: dict[tuple[str, str], int] = {}
+
         def record(span: SpanRecord) -> None:  # every gateway call, through the queue: never waits
             metrics.observe_call(span)
             if spool is None:
                 accepted = ingest.offer([span])
             else:  # on the spool before the answer is sent (the surface awaits the flush)
                 export = PendingExport(span.project_id, 1, records=[span], durable=span_records([span]))
+                # its interrupted record, if any, is done with once this record is committed
+                export.superseded_segment = interim_segments.pop(_span_key(span), None)
                 accepted = ingest.offer(export, force=True)
             if not accepted:
                 log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
+        def record_interim(span: SpanRecord) -> None:  # a stream that starts: on the spool only
+            assert spool is not None
+            interim_segments[_span_key(span)] = spool.append(interim_records([span]))
+
         gateway.record = record
+        gateway.interim = record_interim if spool is not None else None
         auth = KeyAuthenticator(
             the_store,
             settings.admin_key,
@@ -226,6 +241,7 @@ def create_app(
             evaluations=Evaluations.over(the_store),
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
+            body_budget=BodyBudget(settings.max_inflight_body_bytes),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets

@@ -6,7 +6,8 @@ Answers as the OTLP spec says: 200 with an ExportTraceServiceResponse (``partial
 number of spans rejected and the first one's reason when some were), 400 for a body that cannot be
 decoded or where every span was rejected (nothing of it is stored), 413 past a size limit (the body,
 decompressed, or the spans and attribute values of one export), 429 with Retry-After when the queue
-is full (of spans or of bytes).
+is full (of spans or of bytes), and 429 too, before reading the body, when the server already holds
+its budget of request bodies (``max_inflight_body_bytes``, :class:`pilothouse.server.body.BodyBudget`).
 
 A small body (up to :data:`INLINE_BYTES` decompressed) is checked on the event loop: a thread hop
 would cost more than the work. A larger one is decompressed (as a stream, stopping at the cap) and
@@ -25,7 +26,7 @@ from starlette.responses import Response
 
 from pilothouse.config import Settings
 from pilothouse.domain.keys import Scope
-from pilothouse.server.body import read_body
+from pilothouse.server.body import RETRY_AFTER_S, BodyHold, read_body
 from pilothouse.server.errors import ApiError
 from pilothouse.server.ingest import PendingExport
 from pilothouse.server.spool_records import otlp_record
@@ -36,13 +37,12 @@ from pilothouse.tracing.otlp import (
     OtlpDecodeError,
     OtlpTooLarge,
     check_protobuf,
-    decode_json,
     export_response,
     is_json,
 )
+from pilothouse.tracing.otlp_json import decode_json
 
 LANGFUSE_OTLP_PATH = "/api/public/otel/v1/traces"  # the Langfuse SDK's OTLP endpoint (HTTP Basic auth)
-RETRY_AFTER_S = "1"
 INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
 JSON_PROCESS_BYTES = 256 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
 
@@ -54,6 +54,7 @@ def decode_limits(settings: Settings) -> DecodeLimits:
         value_bytes=settings.max_attribute_value_bytes,
         export_spans=settings.max_export_spans,
         export_values=settings.max_export_values,
+        key_bytes=settings.max_attribute_key_bytes,
     )
 
 
@@ -106,7 +107,22 @@ async def export_traces(request: Request) -> Response:
     state: Services = request.app.state.pilothouse
     principal = await state.auth.authenticate(request, Scope.INGEST)
     settings = state.settings
-    body = await read_body(request, settings.max_body_bytes)
+    # the body's bytes are held in the server's body budget from before it is read until it is
+    # checked: however many clients upload at once, the bodies held stay within the budget
+    hold = BodyHold(state.body_budget)
+    try:
+        body = await read_body(request, settings.max_body_bytes, hold)
+        export, json = await _checked_export(request, state, principal.project_id, body)
+    finally:
+        hold.release()
+    return _accept(request, state, principal.project_id, body, export, json)
+
+
+async def _checked_export(
+    request: Request, state: Services, project_id: str, body: bytes
+) -> tuple[PendingExport, bool]:
+    """The export of a body, checked (on the event loop when small, else in a thread, one at a time)."""
+    settings = state.settings
     content_type = request.headers.get("content-type")
     try:
         json = is_json(content_type)
@@ -115,14 +131,21 @@ async def export_traces(request: Request) -> Response:
             body, request.headers.get("content-encoding"), settings.max_decompressed_bytes
         )
         if decompression.run(INLINE_BYTES) and decompression.size <= INLINE_BYTES:
-            export = _checked(principal.project_id, decompression.result(), json, limits)
+            export = _checked(project_id, decompression.result(), json, limits)
         else:
             async with state.decode_slots:
-                export = await _checked_large(state, principal.project_id, decompression, json, limits)
+                export = await _checked_large(state, project_id, decompression, json, limits)
     except OtlpTooLarge as exc:
         raise ApiError(413, str(exc), code="body_too_large") from exc
     except OtlpDecodeError as exc:
         raise ApiError(400, str(exc), code="invalid_otlp") from exc
+    return export, json
+
+
+def _accept(
+    request: Request, state: Services, project_id: str, body: bytes, export: PendingExport, json: bool
+) -> Response:
+    """Queue a checked export (on the spool first in the durable mode) and answer as OTLP says."""
     if export.rejected and not export.count:
         raise ApiError(400, _rejected(export), code="invalid_otlp")
     if export.size > state.ingest.max_bytes:  # it would never fit: retrying cannot help
@@ -134,7 +157,10 @@ async def export_traces(request: Request) -> Response:
         )
     if state.spool is not None:  # the durable mode: the body as received, for the spool
         export.durable = otlp_record(
-            principal.project_id, content_type, request.headers.get("content-encoding"), body
+            project_id,
+            request.headers.get("content-type"),
+            request.headers.get("content-encoding"),
+            body,
         )
     if export.count and not state.ingest.offer(export):
         raise ApiError(

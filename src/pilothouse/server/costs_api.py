@@ -94,7 +94,7 @@ async def create_budget(request: Request) -> Response:
     "alert_thresholds", "webhook_url"}``."""
     state = _state(request)
     principal = await state.auth.authenticate(request, Scope.ADMIN)
-    body = await read_json(request, state.settings.max_body_bytes)
+    body = await read_json(request, state.settings.max_body_bytes, state.body_budget)
     if not isinstance(body, dict):
         raise ApiError(400, "The body must be a JSON object.")
     allowed = {"scope", "scope_value", "period", "limit_usd", "hard", "alert_thresholds", "webhook_url"}

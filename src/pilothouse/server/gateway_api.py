@@ -7,6 +7,7 @@ that reaches a project is recorded by the gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,7 +59,7 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
         caller.cache_policy = cache_policy(headers)
     call = gateway.start(operation, caller, traceparent=headers.get("traceparent"))
     try:
-        body = await read_json(request, services.settings.max_body_bytes)
+        body = await read_json(request, services.settings.max_body_bytes, services.body_budget)
     except ApiError as exc:
         raise await gateway.fail(call, exc) from None
     if _nesting_exceeds(body, MAX_NESTING):
@@ -119,6 +120,11 @@ async def _answer(reply: GatewayReply, wire: Wire, services: Services) -> Respon
         assert reply.response is not None
         background = await _recording(reply, services)
         return FastJSONResponse(reply.response, headers=reply.headers, background=background)
+    if services.spool is not None:
+        # a stream's interrupted record (its worst-case cost) is on disk before its first byte
+        # (a failed flush: the spool refuses from now on, and the stream's end says so: _events)
+        with contextlib.suppress(OSError):
+            await services.spool.flush()
     return StreamingResponse(
         _events(reply.chunks, wire, services), media_type="text/event-stream", headers=reply.headers
     )
@@ -183,8 +189,11 @@ async def _messages(request: Request) -> Response:
         raise await gateway.fail(call, exc) from None
     try:  # recorded in one shape, whichever surface was used
         openai_request = messages_to_openai_request(body)
-    except (TypeError, AttributeError, ValueError) as exc:  # a shape the checks above did not foresee
-        invalid = InvalidRequest(400, f"The request could not be read as a Messages request ({exc}).")
+    except (TypeError, AttributeError, ValueError):  # a shape the checks above did not foresee
+        # our own words: Python's exception text names no field a client knows
+        invalid = InvalidRequest(
+            400, "The request could not be read as a Messages request: a field has an unexpected shape."
+        )
         raise await gateway.fail(call, invalid) from None
     if isinstance(openai_request.get("user"), str) and call.user_id is None:
         call.user_id = openai_request["user"]

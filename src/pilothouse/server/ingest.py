@@ -39,7 +39,8 @@ RECORD_BYTES = 2_048  # a queued gateway span's fields and attributes, besides i
 class PendingExport:
     """One accepted export: records already normalised, decoded spans (OTLP/JSON) or a checked
     protobuf export, to normalise. ``durable``: its spool record, appended when it is queued (the
-    durable mode); ``spool_segment``: the segment that holds it."""
+    durable mode); ``spool_segment``: the segment that holds it; ``superseded_segment``: the segment
+    of the interrupted record this gateway call's record replaces (done with at the same commit)."""
 
     project_id: str
     count: int
@@ -48,6 +49,7 @@ class PendingExport:
     decoded: Sequence[RawSpan] | None = None
     durable: bytes | None = None
     spool_segment: int | None = None
+    superseded_segment: int | None = None  # the segment of a stream's interrupted record it replaces
     size: int = 0  # bytes it holds in the queue: its decompressed body (records: _records_size)
     rejected: int = 0  # spans of the body that were refused at decode (not queued)
     reason: str | None = None  # the first one's reason
@@ -217,7 +219,12 @@ class IngestQueue:
                 self._store(exports)
             if self.spool is not None:
                 if self.stats.failed == failed:
-                    self.spool.done(e.spool_segment for e in exports if e.spool_segment is not None)
+                    self.spool.done(
+                        segment
+                        for e in exports
+                        for segment in (e.spool_segment, e.superseded_segment)
+                        if segment is not None
+                    )
                 else:  # the database refused some of it: the next start replays the batch (once each)
                     log.warning("a batch with unstored spans stays on the spool for the next start")
             with self._cond:

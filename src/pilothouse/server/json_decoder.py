@@ -2,7 +2,7 @@
 
 Parsing a JSON document holds the GIL from its first byte to its last: a few MiB of densely packed
 attributes keep every other thread, the event loop included, waiting for hundreds of milliseconds.
-A worker process parses such a body, checks it (``tracing.otlp.json_to_protobuf``) and hands back
+A worker process parses such a body, checks it (``tracing.otlp_json.json_to_protobuf``) and hands back
 protobuf, which the collector then checks with the C reader (without holding the GIL) and queues as
 any protobuf export. The worker is started on the first large body, replaced after
 :data:`TASKS_PER_WORKER` bodies (so that what one large document made it allocate is given back),
@@ -15,7 +15,8 @@ import asyncio
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-from pilothouse.tracing.otlp import DecodeLimits, json_to_protobuf
+from pilothouse.tracing.otlp import DecodeLimits
+from pilothouse.tracing.otlp_json import json_to_protobuf
 
 TASKS_PER_WORKER = 64
 

@@ -1,7 +1,8 @@
 """What the durable mode writes to the spool, and reads back at start-up: an OTLP export as it was
-received (``O``: the project, content type and encoding, then the body) or the span records of
-gateway calls (``S``: JSON). Amounts of money are whole pico-dollars, so a replayed cost is the
-recorded one exactly."""
+received (``O``: the project, content type and encoding, then the body), the span records of
+gateway calls (``S``: JSON), or the interrupted record of a stream that has started (``I``: JSON, as
+``S``), which an ``S`` record of the same span written later supersedes. Amounts of money are whole
+pico-dollars, so a replayed cost is the recorded one exactly."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pilothouse.domain.traces import (
 
 OTLP = b"O"
 SPANS = b"S"
+INTERIM = b"I"  # a streamed call's interrupted record, superseded by a later S record of its span
 _META = struct.Struct("<I")
 
 
@@ -49,8 +51,13 @@ def span_records(records: list[SpanRecord]) -> bytes:
     return SPANS + orjson.dumps([_encode(r) for r in records], default=str)
 
 
+def interim_records(records: list[SpanRecord]) -> bytes:
+    """The spool record of streamed calls' interrupted records (read back with :func:`read_spans`)."""
+    return INTERIM + orjson.dumps([_encode(r) for r in records], default=str)
+
+
 def read_spans(payload: bytes) -> list[SpanRecord]:
-    """The span records of an ``S`` record."""
+    """The span records of an ``S`` (or ``I``) record."""
     try:
         return [_decode(item) for item in orjson.loads(payload[1:])]
     except (KeyError, TypeError, ValueError) as exc:

@@ -12,6 +12,7 @@ from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.server.auth import KeyAuthenticator
+from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.json_decoder import JsonDecoder
 from pilothouse.server.metrics import GatewayMetrics
@@ -41,3 +42,5 @@ class Services:
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     json_decoder: JsonDecoder = field(default_factory=JsonDecoder)  # large OTLP/JSON bodies
+    # the bytes of request bodies (OTLP, gateway, /api JSON) held at once, read or being decoded
+    body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 * 1024 * 1024))

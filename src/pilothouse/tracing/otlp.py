@@ -1,6 +1,7 @@
 """OTLP/HTTP decoding: protobuf or JSON ``ExportTraceServiceRequest`` bodies into plain spans.
 
-Only decoding lives here; mapping the conventions onto the domain model is in ``conventions``.
+Only decoding lives here; mapping the conventions onto the domain model is in ``conventions``, and the
+OTLP/JSON mapping in ``otlp_json`` (with the limits, markers and checks defined here).
 
 Protobuf bodies are read by the C reader of ``pilothouse._speedups`` when it was built: it checks a
 body and makes the spans without upb's message objects, on a step every exported span goes through
@@ -13,7 +14,6 @@ then :func:`iter_protobuf`, with the same results.
 from __future__ import annotations
 
 import base64
-import binascii
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -169,8 +169,10 @@ class Decompression:
                         self.done = True
                 elif not chunk and not self._pending:
                     raise OtlpDecodeError(f"body is not valid {self.encoding}: it ends too soon")
-        except zlib.error as exc:
-            raise OtlpDecodeError(f"body is not valid {self.encoding}: {exc}") from exc
+        except zlib.error as exc:  # zlib's words ("Error -3 while decompressing") name nothing for a client
+            raise OtlpDecodeError(
+                f"body is not valid {self.encoding}: the compressed data is corrupt"
+            ) from exc
         return self.done
 
     def result(self) -> bytes:
@@ -186,18 +188,20 @@ class Decompression:
 MAX_TIME_NS = 7_258_118_400 * 10**9  # 2200-01-01: a time past it (or before 1970) cannot be stored
 TRUNCATED_KEY = "pilothouse.truncated_values"  # how many values of these attributes were cut short
 DROPPED_KEY = "pilothouse.dropped_attributes"  # how many attributes past the limit were left out
+CLAMPED_END_KEY = "pilothouse.clamped_end_ns"  # a span that ended before its start: its original end
 
 
 @dataclass(frozen=True, slots=True)
 class DecodeLimits:
     """What one export may hold (settings ``max_span_attributes``, ``max_attribute_value_bytes``,
-    ``max_export_spans``, ``max_export_values``). Past the first two a span is kept and marked;
-    past the last two the whole export is refused (413)."""
+    ``max_export_spans``, ``max_export_values``, ``max_attribute_key_bytes``). Past the first two
+    and the last a span is kept and marked; past the export limits the whole export is refused (413)."""
 
     span_attributes: int = 128  # per span, event and resource; more are left out (DROPPED_KEY)
     value_bytes: int = 1 << 20  # UTF-8 bytes of a string (raw bytes of a bytes value); cut past it
     export_spans: int = 20_000
     export_values: int = 500_000  # attribute values, nested ones included, of spans, events, resources
+    key_bytes: int = 256  # UTF-8 bytes of an attribute key (nested kvlist keys too); longer: left out
 
 
 DEFAULT_LIMITS = DecodeLimits()
@@ -255,6 +259,20 @@ def truncated(text: str, limit: int) -> str | None:
     return raw[:cut].decode("utf-8", "surrogatepass")
 
 
+def key_too_long(key: str, limit: int) -> bool:
+    """Whether ``key`` has more than ``limit`` UTF-8 bytes (its attribute is then left out)."""
+    return len(key) > limit // 4 and len(key.encode("utf-8", "surrogatepass")) > limit
+
+
+def clamped_end(start_ns: int, end_ns: int, attributes: dict[str, Any]) -> int:
+    """The end of a span that may end before it starts: moved to its start, and the original end
+    kept in ``attributes`` (CLAMPED_END_KEY), as the C reader does."""
+    if end_ns >= start_ns:
+        return end_ns
+    attributes[CLAMPED_END_KEY] = end_ns
+    return start_ns
+
+
 def mark(out: dict[str, Any], cut: int, dropped: int) -> dict[str, Any]:
     """Add the markers of values cut short and attributes left out (the C reader adds the same)."""
     if cut:
@@ -273,8 +291,10 @@ def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, SpanCounts]:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
-    except DecodeError as exc:
-        raise OtlpDecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
+    except DecodeError as exc:  # upb's words name its own internals, not a field a client knows
+        raise OtlpDecodeError(
+            "body is not an OTLP ExportTraceServiceRequest protobuf (the wire data does not parse)"
+        ) from exc
     counts = SpanCounts()
     for resource_spans in request.resource_spans:
         counts.values += _count_values(resource_spans.resource.attributes)
@@ -366,7 +386,12 @@ def iter_checked(export: CheckedExport) -> Iterator[RawSpan]:
         if _reader is not None:
             try:
                 spans = _reader.decode(
-                    export.body, RawSpan, RawEvent, limits.span_attributes, limits.value_bytes
+                    export.body,
+                    RawSpan,
+                    RawEvent,
+                    limits.span_attributes,
+                    limits.value_bytes,
+                    limits.key_bytes,
                 )
                 return iter(spans)
             except ValueError:  # not expected for a body check() took; upb then reads it
@@ -381,46 +406,53 @@ def decode_protobuf(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Itera
     return iter_checked(check_protobuf(body, limits))
 
 
-def _limited_value(value: AnyValue, limit: int, cut: list[int]) -> Any:
+def _limited_value(value: AnyValue, limits: DecodeLimits, marks: list[int]) -> Any:
+    """A value within the limits; ``marks``: [values cut, nested keys left out] so far."""
+    limit = limits.value_bytes
     kind = value.WhichOneof("value")
     if kind == "string_value":
         text = value.string_value
         short = truncated(text, limit)
         if short is None:
             return text
-        cut[0] += 1
+        marks[0] += 1
         return short
     if kind == "bytes_value":
         raw = value.bytes_value
         if len(raw) > limit:
-            cut[0] += 1
+            marks[0] += 1
             raw = raw[:limit]
         return base64.b64encode(raw).decode()
     if kind == "array_value":
-        return [_limited_value(v, limit, cut) for v in value.array_value.values]
+        return [_limited_value(v, limits, marks) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: _limited_value(kv.value, limit, cut) for kv in value.kvlist_value.values}
+        out = {}
+        for kv in value.kvlist_value.values:
+            if key_too_long(kv.key, limits.key_bytes):
+                marks[1] += 1
+                continue
+            out[kv.key] = _limited_value(kv.value, limits, marks)
+        return out
     return any_value(value)
 
 
 def _attributes(items: Any, limits: DecodeLimits) -> dict[str, Any]:
     # Most values are short, non-empty strings: read those without asking which oneof is set.
     out: dict[str, Any] = {}
-    cap, limit = limits.span_attributes, limits.value_bytes
-    cut = [0]
-    dropped = 0
+    cap, limit, key_limit = limits.span_attributes, limits.value_bytes, limits.key_bytes
+    marks = [0, 0]  # values cut, keys left out
     for kv in items:
         key = kv.key
-        if len(out) >= cap and key not in out:
-            dropped += 1
+        if key_too_long(key, key_limit) or (len(out) >= cap and key not in out):
+            marks[1] += 1
             continue
         value = kv.value
         text = value.string_value
         if text and len(text) <= limit // 4:
             out[key] = text
         else:
-            out[key] = _limited_value(value, limit, cut)
-    return mark(out, cut[0], dropped)
+            out[key] = _limited_value(value, limits, marks)
+    return mark(out, marks[0], marks[1])
 
 
 def iter_protobuf(
@@ -438,333 +470,24 @@ def iter_protobuf(
                 parent = span.parent_span_id
                 status = span.status
                 events = span.events
+                attributes = _attributes(span.attributes, limits)
+                start = span.start_time_unix_nano
                 yield RawSpan(
                     span.trace_id.hex(),
                     span.span_id.hex(),
                     parent.hex() if parent else None,
                     span.name,
-                    span.start_time_unix_nano,
-                    span.end_time_unix_nano,
+                    start,
+                    clamped_end(start, span.end_time_unix_nano, attributes),
                     status.code,
                     status.message,
-                    _attributes(span.attributes, limits),
+                    attributes,
                     resource,
                     scope,
                     [RawEvent(e.name, e.time_unix_nano, _attributes(e.attributes, limits)) for e in events]
                     if events
                     else [],
                 )
-
-
-# -- JSON (the OTLP/JSON mapping: hex ids, camelCase or snake_case keys, int64 as strings) ----------
-
-
-def _get(obj: dict[str, Any], camel: str, snake: str, default: Any = None) -> Any:
-    return obj.get(camel, obj.get(snake, default))
-
-
-class _JsonReader:
-    """Reads the attributes of one export within its limits, counting its values."""
-
-    def __init__(self, limits: DecodeLimits) -> None:
-        self.limits = limits
-        self.values = 0
-        self.cut = 0
-
-    def count(self, n: int) -> None:
-        """Count ``n`` values that are not attributes (a span's events and links)."""
-        self.values += n
-        if self.values > self.limits.export_values:
-            raise OtlpTooLarge(
-                f"Export has more than {self.limits.export_values} attribute values per request."
-            )
-
-    def any(self, value: Any) -> Any:
-        if not isinstance(value, dict):
-            raise OtlpDecodeError("attribute value must be an AnyValue object")
-        self.values += 1
-        if self.values > self.limits.export_values:
-            raise OtlpTooLarge(
-                f"Export has more than {self.limits.export_values} attribute values per request."
-            )
-        for camel, snake in (("stringValue", "string_value"), ("bytesValue", "bytes_value")):
-            if camel in value or snake in value:
-                text = _get(value, camel, snake)
-                if not isinstance(text, str):
-                    raise OtlpDecodeError(f"{camel} must be a string")
-                short = truncated(text, self.limits.value_bytes)
-                if short is None:
-                    return text
-                self.cut += 1
-                return short
-        if "boolValue" in value or "bool_value" in value:
-            flag = _get(value, "boolValue", "bool_value")
-            if not isinstance(flag, bool):
-                raise OtlpDecodeError("boolValue must be true or false")
-            return flag
-        if "intValue" in value or "int_value" in value:
-            raw = _get(value, "intValue", "int_value")
-            if isinstance(raw, bool) or not isinstance(raw, int | str):
-                raise OtlpDecodeError("intValue must be an integer or a string of one")
-            number = int(raw)
-            if not -(2**63) <= number < 2**63:
-                raise OtlpDecodeError(f"intValue {number} is outside int64")
-            return number
-        if "doubleValue" in value or "double_value" in value:
-            raw = _get(value, "doubleValue", "double_value")
-            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-                raise OtlpDecodeError("doubleValue must be a number")
-            return float(raw)
-        if "arrayValue" in value or "array_value" in value:
-            items = (_get(value, "arrayValue", "array_value") or {}).get("values", [])
-            return [self.any(v) for v in _list(items, "arrayValue.values")]
-        if "kvlistValue" in value or "kvlist_value" in value:
-            items = (_get(value, "kvlistValue", "kvlist_value") or {}).get("values", [])
-            return {_key(kv): self.any(kv.get("value", {})) for kv in _list(items, "kvlistValue.values")}
-        return None
-
-    def attributes(self, items: Any) -> dict[str, Any]:
-        cap = self.limits.span_attributes
-        out: dict[str, Any] = {}
-        self.cut, dropped = 0, 0
-        for kv in _list(items, "attributes"):
-            key = _key(kv)
-            cut = self.cut
-            value = self.any(kv.get("value", {}))  # checked and counted, kept or not
-            if len(out) >= cap and key not in out:
-                dropped += 1
-                self.cut = cut  # a value left out is not one cut short
-                continue
-            out[key] = value
-        return mark(out, self.cut, dropped)
-
-
-def _list(items: Any, what: str) -> list[Any]:
-    if not isinstance(items, list):
-        raise OtlpDecodeError(f"{what} must be a list")
-    return items
-
-
-def _key(kv: Any) -> str:
-    if not isinstance(kv, dict) or not isinstance(kv.get("key"), str):
-        raise OtlpDecodeError("an attribute must be an object with a string key")
-    return str(kv["key"])
-
-
-def _json_id(value: Any, size: int, what: str) -> str:
-    if not isinstance(value, str):
-        raise OtlpDecodeError(f"{what} must be a hex string")
-    text: str = value.lower()
-    if len(text) == size * 2:
-        try:
-            bytes.fromhex(text)
-            return text
-        except ValueError:
-            pass
-    try:  # some producers send base64 (the protobuf JSON mapping) instead of hex
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) != size:
-        raise OtlpDecodeError(f"{what} {text!r} is not {size} bytes of hex")
-    return raw.hex()
-
-
-@dataclass(slots=True)
-class DecodedJson:
-    """The accepted spans of an OTLP/JSON export, and what was rejected."""
-
-    spans: list[RawSpan]
-    rejected: int = 0
-    reason: str | None = None
-
-
-def decode_json(body: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> DecodedJson:
-    """Spans of an OTLP/JSON ``ExportTraceServiceRequest``. A span with a field of the wrong type or
-    a time outside 1970-2200 is rejected alone; ids that are not hex (or base64) of the right length
-    and a body that is not an export refuse the whole body (:class:`OtlpDecodeError`)."""
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise OtlpDecodeError(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(request, dict):
-        raise OtlpDecodeError("body must be a JSON object with resourceSpans")
-    try:
-        return _read_json(request, limits)
-    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, OtlpDecodeError):
-            raise
-        raise OtlpDecodeError(f"body is not an OTLP trace export: {exc!r}") from exc
-
-
-def _read_json(request: dict[str, Any], limits: DecodeLimits) -> DecodedJson:
-    reader = _JsonReader(limits)
-    counts = SpanCounts()
-    spans: list[RawSpan] = []
-    for resource_spans in _list(_get(request, "resourceSpans", "resource_spans", []), "resourceSpans"):
-        resource = reader.attributes((resource_spans.get("resource") or {}).get("attributes", []))
-        for scope_spans in _list(_get(resource_spans, "scopeSpans", "scope_spans", []), "scopeSpans"):
-            scope = (scope_spans.get("scope") or {}).get("name", "")
-            if not isinstance(scope, str):
-                raise OtlpDecodeError("scope.name must be a string")
-            for span in _list(scope_spans.get("spans", []), "spans"):
-                if not isinstance(span, dict):
-                    raise OtlpDecodeError("a span must be an object")
-                span_id = _json_id(_get(span, "spanId", "span_id"), 8, "spanId")
-                trace_id = _json_id(_get(span, "traceId", "trace_id"), 16, "traceId")
-                parent = _get(span, "parentSpanId", "parent_span_id", "")
-                parent_id = _json_id(parent, 8, "parentSpanId") if parent else None
-                if counts.accepted + counts.rejected >= limits.export_spans:
-                    raise OtlpTooLarge(f"Export has more than {limits.export_spans} spans per request.")
-                try:
-                    raw = _json_span(span, trace_id, span_id, parent_id, resource, scope, reader)
-                except OtlpTooLarge:
-                    raise
-                except OtlpDecodeError as exc:
-                    counts.reject(f"span {span_id}: {exc}")
-                    continue
-                counts.accepted += 1
-                spans.append(raw)
-    return DecodedJson(spans, counts.rejected, counts.reason)
-
-
-UNLIMITED_ATTRIBUTES = 1 << 62  # for a transcoded export: the reader of the protobuf applies the limits
-
-
-def json_to_protobuf(body: bytes, limits: DecodeLimits) -> tuple[bytes, int, str | None]:
-    """An OTLP/JSON export checked as :func:`decode_json` checks it, then written as protobuf: its
-    accepted spans, with the spans rejected and the first one's reason. Attributes are left whole:
-    whoever reads the protobuf (:func:`iter_checked`) applies the attribute limits, as for any
-    protobuf export. Run by the collector in a process of its own for large bodies
-    (``server/json_decoder.py``): parsing a large JSON document holds the GIL throughout."""
-    whole = DecodeLimits(
-        UNLIMITED_ATTRIBUTES, UNLIMITED_ATTRIBUTES, limits.export_spans, limits.export_values
-    )
-    decoded = decode_json(body, whole)
-    request = ExportTraceServiceRequest()
-    groups: dict[tuple[int, str], Any] = {}
-    resources: dict[int, Any] = {}
-    for raw in decoded.spans:
-        key = (id(raw.resource), raw.scope)
-        scope_spans = groups.get(key)
-        if scope_spans is None:
-            resource_spans = resources.get(id(raw.resource))
-            if resource_spans is None:
-                resource_spans = resources[id(raw.resource)] = request.resource_spans.add()
-                _fill_attributes(resource_spans.resource.attributes, raw.resource)
-            scope_spans = groups[key] = resource_spans.scope_spans.add()
-            scope_spans.scope.name = raw.scope
-        span = scope_spans.spans.add()
-        span.trace_id = bytes.fromhex(raw.trace_id)
-        span.span_id = bytes.fromhex(raw.span_id)
-        if raw.parent_id:
-            span.parent_span_id = bytes.fromhex(raw.parent_id)
-        span.name = raw.name
-        span.start_time_unix_nano = raw.start_ns
-        span.end_time_unix_nano = raw.end_ns
-        span.status.code = raw.status_code  # an open enum: any int32
-        span.status.message = raw.status_message
-        _fill_attributes(span.attributes, raw.attributes)
-        for e in raw.events:
-            event = span.events.add()
-            event.name = e.name
-            event.time_unix_nano = e.time_ns
-            _fill_attributes(event.attributes, e.attributes)
-    return request.SerializeToString(), decoded.rejected, decoded.reason
-
-
-def _fill_attributes(target: Any, attributes: dict[str, Any]) -> None:
-    for key, value in attributes.items():
-        kv = target.add()
-        kv.key = key
-        _fill_value(kv.value, value)
-
-
-def _fill_value(target: AnyValue, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, str):
-        target.string_value = value
-    elif isinstance(value, bool):
-        target.bool_value = value
-    elif isinstance(value, int):
-        target.int_value = value
-    elif isinstance(value, float):
-        target.double_value = value
-    elif isinstance(value, list):
-        target.array_value.SetInParent()
-        for item in value:
-            _fill_value(target.array_value.values.add(), item)
-    elif isinstance(value, dict):
-        target.kvlist_value.SetInParent()
-        _fill_attributes(target.kvlist_value.values, value)
-
-
-def _json_time(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | str | float):
-        raise OtlpDecodeError(f"{what} must be an integer (or a string of one)")
-    try:
-        number = int(value)
-    except (ValueError, OverflowError) as exc:
-        raise OtlpDecodeError(f"{what} {value!r} is not an integer") from exc
-    if not 0 <= number <= MAX_TIME_NS:
-        raise OtlpDecodeError(f"{what} {number} is outside 1970-2200")
-    return number
-
-
-def _json_text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise OtlpDecodeError(f"{what} must be a string")
-    return value
-
-
-def _json_span(
-    span: dict[str, Any],
-    trace_id: str,
-    span_id: str,
-    parent_id: str | None,
-    resource: dict[str, Any],
-    scope: str,
-    reader: _JsonReader,
-) -> RawSpan:
-    status = span.get("status") or {}
-    if not isinstance(status, dict):
-        raise OtlpDecodeError("status must be an object")
-    events = []
-    given = [span.get("events"), span.get("links")]
-    reader.count(sum(len(items) for items in given if isinstance(items, list)))
-    for e in _list(span.get("events", []), "events"):
-        if not isinstance(e, dict):
-            raise OtlpDecodeError("an event must be an object")
-        events.append(
-            RawEvent(
-                _json_text(e.get("name", ""), "event name"),
-                _json_time(_get(e, "timeUnixNano", "time_unix_nano", 0), "event timeUnixNano"),
-                reader.attributes(e.get("attributes", [])),
-            )
-        )
-    return RawSpan(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_id=parent_id,
-        name=_json_text(span.get("name", ""), "name"),
-        start_ns=_json_time(_get(span, "startTimeUnixNano", "start_time_unix_nano", 0), "startTimeUnixNano"),
-        end_ns=_json_time(_get(span, "endTimeUnixNano", "end_time_unix_nano", 0), "endTimeUnixNano"),
-        status_code=_status_code(status.get("code", 0)),
-        status_message=_json_text(status.get("message", ""), "status.message"),
-        attributes=reader.attributes(span.get("attributes", [])),
-        resource=resource,
-        scope=scope,
-        events=events,
-    )
-
-
-def _status_code(code: Any) -> int:
-    if isinstance(code, str):
-        return {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}.get(code, 0)
-    if isinstance(code, bool) or not isinstance(code, int) or not -(2**31) <= code < 2**31:
-        raise OtlpDecodeError("status.code must be a status name or an int32")
-    return code
 
 
 def export_response(rejected: int, message: str, *, json: bool) -> bytes:
