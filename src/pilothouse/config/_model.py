@@ -145,6 +145,23 @@ class Settings(_Section):
     auth_failures_per_minute: float = Field(
         default=20.0, gt=0, description="How fast that allowance refills; past it: 429 with Retry-After."
     )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call /v1 (CORS), e.g. https://app.example.com or *; none "
+        "by default.",
+    )
+    stored_responses: int = Field(
+        default=10_000,
+        ge=0,
+        description="Responses API answers kept for previous_response_id and GET /v1/responses/{id} "
+        "(in this process, oldest dropped first; 0 keeps none).",
+    )
+    stored_responses_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="The most bytes those stored responses may hold."
+    )
+    stored_responses_ttl_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long a stored response is kept."
+    )
 
     @field_validator("admin_key", mode="after")
     @classmethod

@@ -11,6 +11,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
+from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.json_decoder import JsonDecoder
@@ -41,3 +42,5 @@ class Services:
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
     json_decoder: JsonDecoder = field(default_factory=JsonDecoder)  # large OTLP/JSON bodies
+    # Responses API answers for previous_response_id (server/openai_surfaces.py)
+    responses: ResponseStore = field(default_factory=lambda: ResponseStore(10_000, 64 * 1024 * 1024, 86400.0))
