@@ -213,7 +213,9 @@ class Gateway:
             )
         elif isinstance(exc, ProviderError):
             headers = {"Retry-After": f"{exc.retry_after_s:g}"} if exc.retry_after_s is not None else None
-            status, message, code, kind = upstream_status(exc, call.attempts)
+            status, message, code, kind = upstream_status(
+                exc, str(call.request.get("model", "")), call.attempts
+            )
             error = GatewayError(status, message, code=code, kind=kind, headers=headers)
         else:
             log.error("gateway call %s failed unexpectedly", call.trace_id, exc_info=exc)

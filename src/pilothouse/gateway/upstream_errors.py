@@ -19,15 +19,17 @@ SHOULD_RETRY = "x-should-retry"
 NO_RETRY_CODES = frozenset({"budget_exceeded", "upstream_auth_failed", "model_not_allowed"})
 
 
-def upstream_status(exc: ProviderError, attempts: Sequence[_Attempt]) -> tuple[int, str, str | None, str]:
+def upstream_status(
+    exc: ProviderError, model: str, attempts: Sequence[_Attempt]
+) -> tuple[int, str, str | None, str]:
     """Status, message, code and kind for the client of an upstream failure: a 401 or 403 of an
-    upstream becomes a 502 naming the deployment (its credentials are the gateway's config)."""
+    upstream becomes a 502 naming the model and deployment (its credentials are the gateway's config)."""
     if exc.status in (401, 403):
         deployment = attempts[-1].deployment if attempts else "?"
         message = (
-            f"The upstream of deployment '{deployment}' refused the gateway's credentials "
-            f"({exc.status}): {exc.message} Your own key was accepted; the gateway's operator must fix "
-            "the deployment's api_key."
+            f"The upstream of model '{model[:200]}' (deployment {deployment}) refused the gateway's "
+            f"credentials ({exc.status}: {exc.message.rstrip('.')}). Your own key was accepted; the "
+            "gateway's operator must fix the deployment's api_key."
         )
         return 502, message, "upstream_auth_failed", "server_error"
     return exc.status, exc.message, exc.code, exc.kind
