@@ -16,8 +16,10 @@ COMPLETIONS_PARAMETERS = frozenset(
         "logprobs", "best_of",
     }
 )  # fmt: skip
-_PASSED = ("model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop")
-_PASSED += ("presence_penalty", "frequency_penalty", "logit_bias", "user", "seed")
+_PASSED = (
+    "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop",
+    "presence_penalty", "frequency_penalty", "logit_bias", "user", "seed",
+)  # fmt: skip
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this API
 
 

@@ -20,8 +20,10 @@ RESPONSES_PARAMETERS = frozenset(
 )  # fmt: skip
 """The top-level parameters of OpenAI's ``POST /v1/responses`` (any other is a 400)."""
 
-_PASSED = ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier", "safety_identifier")
-_PASSED += ("prompt_cache_key", "top_logprobs")
+_PASSED = (
+    "temperature", "top_p", "parallel_tool_calls", "user", "service_tier", "safety_identifier",
+    "prompt_cache_key", "top_logprobs",
+)  # fmt: skip
 _ROLES = {"user", "system", "developer", "assistant"}
 _MAX_ITEMS = 10_000
 

@@ -6,21 +6,16 @@ retried and failed over, so the SDK's own retries would multiply them)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
+from pilothouse.gateway.router import Attempt
 from pilothouse.providers.base import ProviderError
-
-
-class _Attempt(Protocol):
-    deployment: str
-
 
 SHOULD_RETRY = "x-should-retry"
 NO_RETRY_CODES = frozenset({"budget_exceeded", "upstream_auth_failed", "model_not_allowed"})
 
 
 def upstream_status(
-    exc: ProviderError, model: str, attempts: Sequence[_Attempt]
+    exc: ProviderError, model: str, attempts: Sequence[Attempt]
 ) -> tuple[int, str, str | None, str]:
     """Status, message, code and kind for the client of an upstream failure: a 401 or 403 of an
     upstream becomes a 502 naming the model and deployment (its credentials are the gateway's config)."""
