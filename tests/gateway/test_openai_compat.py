@@ -6,7 +6,9 @@ headers (request ids, x-should-retry, an upstream's 401)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +17,8 @@ import pytest
 
 from pilothouse.testing import SimulatedUpstream
 from tests.gateway.conftest import Gateway, start_gateway
+
+pytestmark = pytest.mark.slow  # the real client over loopback, a second or more each
 
 TOOL = {
     "type": "function",
@@ -46,8 +50,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: SimulatedUpstream) ->
             "base_url": upstream.base_url + "/v1",
             "options": {"headers": {"x-sim-status": "401"}},
         },
+        {"name": "up/*", "provider": "openai", "base_url": upstream.base_url + "/v1"},
     ]
-    gateway = start_gateway(tmp_path_factory.mktemp("compat"), upstream, models)
+    extra = {"aliases": {"gpt-4": "gpt-4o-mini", "fast": "up/gpt-4.1-nano"}}
+    gateway = start_gateway(tmp_path_factory.mktemp("compat"), upstream, models, extra=extra)
     yield gateway
     gateway.server.stop()
 
@@ -205,3 +211,73 @@ def test_errors_are_what_the_sdk_expects(gw: Gateway) -> None:
     with pytest.raises(openai.AuthenticationError) as denied:  # the client's own bad key still is a 401
         client(gw, "sk-wrong").models.list()
     assert denied.value.response.headers["x-request-id"].startswith("req_")
+
+
+def traced_model(gw: Gateway, trace_id: str) -> str:
+    """The model recorded on a gateway call's trace (once the ingest queue has stored it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = httpx.get(f"{gw.server.base_url}/api/traces/{trace_id}", headers=gw.auth)
+        if r.status_code == 200 or time.monotonic() > deadline:
+            return str(r.json()["observations"][0]["model"])
+        time.sleep(0.05)
+
+
+def test_aliases_and_wildcard_routes(gw: Gateway) -> None:
+    api = client(gw)
+    listed = [m.id for m in api.models.list()]
+    assert {"gpt-4", "fast", "up/*"} <= set(listed)
+    hi: Any = [{"role": "user", "content": "hi"}]
+    # a wildcard route calls the upstream model its * matched
+    raw = api.chat.completions.with_raw_response.create(model="up/gpt-4.1", messages=hi)
+    assert raw.parse().model == "gpt-4.1"
+    assert traced_model(gw, raw.headers["x-pilothouse-trace-id"]) == "gpt-4.1"
+    assert api.models.retrieve("up/o4-mini").id == "up/o4-mini"
+    raw = api.chat.completions.with_raw_response.create(model="gpt-4", messages=hi)
+    assert raw.parse().model == "gpt-4o-mini"
+    assert traced_model(gw, raw.headers["x-pilothouse-trace-id"]) == "gpt-4o-mini"
+    raw_response = api.responses.with_raw_response.create(model="fast", input="hi")
+    assert raw_response.parse().model == "fast"  # the Responses API answers with the name asked for
+    assert traced_model(gw, raw_response.headers["x-pilothouse-trace-id"]) == "gpt-4.1-nano"
+    with pytest.raises(openai.NotFoundError):
+        api.chat.completions.create(model="down/gpt-4.1", messages=hi)
+
+
+def test_rate_limit_reset_headers_and_cors(tmp_path: Path, upstream: SimulatedUpstream) -> None:
+    models = [{"name": "sim", "provider": "sim", "model": "sim-1"}]
+    origin = "https://app.example"
+    gw = start_gateway(tmp_path, upstream, models, env={"PILOTHOUSE_CORS_ORIGINS": json.dumps([origin])})
+    try:
+        limited = gw.server.create_key("limited", rpm=100, tpm=100_000)
+        raw = client(gw, limited).chat.completions.with_raw_response.create(
+            model="sim", messages=[{"role": "user", "content": "hi"}]
+        )
+        for kind in ("requests", "tokens"):
+            reset = raw.headers[f"x-ratelimit-reset-{kind}"]
+            assert reset.endswith("s") and 1 <= int(reset[:-1]) <= 60
+        url = gw.base_url + "/chat/completions"
+        preflight = httpx.options(
+            url,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
+        assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == origin
+        body = {"model": "sim", "messages": [{"role": "user", "content": "hi"}]}
+        answer = httpx.post(url, json=body, headers={**gw.auth, "Origin": origin})
+        assert answer.headers["access-control-allow-origin"] == origin
+        assert "x-request-id" in answer.headers["access-control-expose-headers"]
+        other = httpx.post(url, json=body, headers={**gw.auth, "Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        gw.server.stop()
+
+
+def test_cors_is_off_by_default(gw: Gateway) -> None:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    answer = httpx.post(
+        gw.base_url + "/chat/completions", json=body, headers={**gw.auth, "Origin": "https://a.example"}
+    )
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers

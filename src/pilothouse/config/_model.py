@@ -4,6 +4,7 @@ here once; the packages that use them (gateway, costs, server) read typed, valid
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import ipaddress
 import re
@@ -355,6 +356,7 @@ class PilothouseConfig(_Section):
     server: Settings = Field(default_factory=Settings)
     models: tuple[ModelEntry, ...] = ()
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)  # a name clients ask for -> a served name
     router: RouterSettings = Field(default_factory=RouterSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     cascades: tuple[CascadeSettings, ...] = ()
@@ -388,4 +390,10 @@ class PilothouseConfig(_Section):
                     raise ValueError(f"{where}: no model entry serves {model!r}")
             if cascade.judge is not None and cascade.judge not in served:
                 raise ValueError(f"{where}: no model entry serves the judge {cascade.judge!r}")
+        patterns = [name for name in served if "*" in name]
+        for alias, target in self.aliases.items():
+            if alias in served:
+                raise ValueError(f"aliases.{alias}: {alias!r} is already a model name")
+            if target not in served and not any(fnmatch.fnmatchcase(target, p) for p in patterns):
+                raise ValueError(f"aliases.{alias} names {target!r}, which no model entry serves")
         return self

@@ -320,6 +320,7 @@ class Gateway:
             return total
         prompt_tokens = estimate_prompt_tokens(dict(request))
         worst = Money.ZERO
+        model = self.router.resolve(model)  # an alias's or a wildcard route's deployments
         for name in [model, *self.router.config.fallbacks.get(model, [])]:
             for deployment in self.router.deployments.get(name, []):
                 row = self.pricer.row_for(deployment.provider, deployment.model)

@@ -214,7 +214,9 @@ async def retrieve_model(request: Request) -> Response:
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.GATEWAY)
     name = request.path_params["model_id"]
-    if name not in visible_models(services, principal.key):
+    key, router = principal.key, services.gateway.router
+    served = name in services.gateway.model_names() or router.resolve(name) in router.deployments
+    if not served or (key is not None and not key.may_use(name)):
         raise ApiError(
             404, f"The model '{name[:200]}' does not exist.", code="model_not_found", param="model"
         )
