@@ -281,3 +281,26 @@ def test_cors_is_off_by_default(gw: Gateway) -> None:
         gw.base_url + "/chat/completions", json=body, headers={**gw.auth, "Origin": "https://a.example"}
     )
     assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+
+
+def test_pydantic_ai_responses_model(gw: Gateway) -> None:
+    import pydantic_ai  # the test extra pins it
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    provider = OpenAIProvider(base_url=gw.base_url, api_key=gw.key)
+    agent = pydantic_ai.Agent(OpenAIResponsesModel("gpt-4o-mini", provider=provider))
+    calls: list[str] = []
+
+    @agent.tool_plain
+    def lookup(q: str) -> str:
+        """Look something up."""
+        calls.append(q)
+        return "three cats"
+
+    result = agent.run_sync("find cats")
+    assert calls and result.output  # a function call, its output sent back, then the answer
+    assert result.usage.input_tokens > 0
+
+    plain = pydantic_ai.Agent(OpenAIResponsesModel("claude-haiku", provider=provider), tools=[])
+    assert plain.run_sync("say hello").output
