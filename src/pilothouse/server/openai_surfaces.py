@@ -215,8 +215,11 @@ async def retrieve_model(request: Request) -> Response:
     principal = await services.auth.authenticate(request, Scope.GATEWAY)
     name = request.path_params["model_id"]
     key, router = principal.key, services.gateway.router
-    served = name in services.gateway.model_names() or router.resolve(name) in router.deployments
-    if not served or (key is not None and not key.may_use(name)):
+    # the key's allow-list first: a key does not make wildcard routes' deployments it may not call
+    allowed = key is None or key.may_use(name)
+    if not allowed or (
+        name not in services.gateway.model_names() and router.resolve(name) not in router.deployments
+    ):
         raise ApiError(
             404, f"The model '{name[:200]}' does not exist.", code="model_not_found", param="model"
         )
