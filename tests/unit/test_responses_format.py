@@ -124,18 +124,21 @@ def test_stream_events_from_text_then_a_tool_call() -> None:
 
 def test_stored_responses_are_per_project_and_bounded() -> None:
     now = [0.0]
-    store = ResponseStore(max_count=2, max_bytes=10_000, ttl_s=60, clock=lambda: now[0])
+    store = ResponseStore(max_count=3, max_bytes=10_000, ttl_s=60, clock=lambda: now[0])
 
     def stored(n: int, text: str = "x") -> StoredResponse:
         return StoredResponse({"id": f"resp_{n}", "output": text}, [{"role": "user", "content": text}])
 
-    assert store.put("p", stored(1)) and store.put("p", stored(2))
+    assert store.put("p", stored(1)) and store.put("q", stored(2))
     assert store.get("q", "resp_1") is None  # another project's
-    store.put("p", stored(3))  # the oldest goes first
-    assert store.get("p", "resp_1") is None and store.get("p", "resp_2") is not None and len(store) == 2
-    assert not store.put("p", stored(4, "x" * 20_000))  # larger than the whole store
+    for n in range(3, 9):  # q floods the store: it loses its own oldest, p keeps its one
+        store.put("q", stored(n))
+    assert store.get("p", "resp_1") is not None and store.get("q", "resp_2") is None and len(store) == 3
+    assert not store.put("p", stored(9, "x" * 20_000))  # larger than the whole store
     now[0] = 61.0
-    assert store.get("p", "resp_3") is None and len(store) == 0 and store.bytes == 0
+    assert store.get("p", "resp_1") is None
+    store.expire()
+    assert len(store) == 0 and store.bytes == 0
 
 
 def test_legacy_completions_refuse_what_a_chat_model_cannot_do() -> None:

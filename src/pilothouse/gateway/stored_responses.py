@@ -23,7 +23,9 @@ class StoredResponse:
 
 
 class ResponseStore:
-    """At most ``max_count`` responses and ``max_bytes`` bytes, each kept ``ttl_s`` seconds."""
+    """At most ``max_count`` responses and ``max_bytes`` bytes, each kept ``ttl_s`` seconds. Past a
+    bound, the project holding the most bytes loses its oldest first: a project that stores a flood
+    of responses evicts its own, not another project's."""
 
     def __init__(
         self, max_count: int, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic
@@ -32,50 +34,65 @@ class ResponseStore:
         self.max_bytes = max_bytes
         self.ttl_s = ttl_s
         self._clock = clock
-        self._items: OrderedDict[tuple[str, str], tuple[float, bytes]] = OrderedDict()
+        self._projects: dict[str, OrderedDict[str, tuple[float, bytes]]] = {}
+        self._project_bytes: dict[str, int] = {}
+        self._count = 0
         self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._count
 
     def put(self, project_id: str, stored: StoredResponse) -> bool:
         """Keep ``stored`` (False when it alone is larger than the whole store may hold)."""
         data = orjson.dumps({"response": stored.response, "messages": stored.messages})
         if self.max_count == 0 or len(data) > self.max_bytes:
             return False
-        key = (project_id, str(stored.response["id"]))
-        self._drop(key)
-        self._items[key] = (self._clock() + self.ttl_s, data)
+        response_id = str(stored.response["id"])
+        self._drop(project_id, response_id)
+        self._projects.setdefault(project_id, OrderedDict())[response_id] = (self._clock() + self.ttl_s, data)
+        self._project_bytes[project_id] = self._project_bytes.get(project_id, 0) + len(data)
+        self._count += 1
         self.bytes += len(data)
-        self._expire()
-        while len(self._items) > self.max_count or self.bytes > self.max_bytes:
-            self._drop(next(iter(self._items)))
+        self.expire()
+        while self._count > self.max_count or self.bytes > self.max_bytes:
+            largest = max(self._project_bytes, key=self._project_bytes.__getitem__)
+            self._drop(largest, next(iter(self._projects[largest])))
         return True
 
     def get(self, project_id: str, response_id: str) -> StoredResponse | None:
         """The stored response of this project, or None (unknown, expired, dropped or another's)."""
-        self._expire()
-        entry = self._items.get((project_id, response_id))
+        items = self._projects.get(project_id)
+        entry = items.get(response_id) if items is not None else None
         if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self._drop(project_id, response_id)
             return None
         value = orjson.loads(entry[1])
         return StoredResponse(value["response"], value["messages"])
 
     def delete(self, project_id: str, response_id: str) -> bool:
         """Forget a stored response; whether there was one."""
-        return self._drop((project_id, response_id))
+        return self._drop(project_id, response_id)
 
-    def _drop(self, key: tuple[str, str]) -> bool:
-        entry = self._items.pop(key, None)
+    def expire(self) -> None:
+        """Forget the responses past their age (each project's oldest first)."""
+        now = self._clock()
+        for project_id, items in list(self._projects.items()):
+            while items:
+                response_id, (expires, _) = next(iter(items.items()))
+                if expires > now:
+                    break
+                self._drop(project_id, response_id)
+
+    def _drop(self, project_id: str, response_id: str) -> bool:
+        items = self._projects.get(project_id)
+        entry = items.pop(response_id, None) if items is not None else None
         if entry is None:
             return False
+        self._count -= 1
         self.bytes -= len(entry[1])
+        self._project_bytes[project_id] -= len(entry[1])
+        if not items:
+            del self._projects[project_id], self._project_bytes[project_id]
         return True
-
-    def _expire(self) -> None:
-        now = self._clock()
-        while self._items:
-            key, (expires, _) = next(iter(self._items.items()))
-            if expires > now:
-                break
-            self._drop(key)
