@@ -304,3 +304,39 @@ def test_pydantic_ai_responses_model(gw: Gateway) -> None:
 
     plain = pydantic_ai.Agent(OpenAIResponsesModel("claude-haiku", provider=provider), tools=[])
     assert plain.run_sync("say hello").output
+
+
+ODD_RESPONSES_BODIES: list[Any] = [
+    [],
+    {"model": 5, "input": "x"},
+    {"model": "gpt-4o-mini", "input": [5]},
+    {"model": "gpt-4o-mini", "input": [{"role": "robot", "content": "x"}]},
+    {"model": "gpt-4o-mini", "input": [{"role": "user", "content": [{"type": "input_text", "text": 5}]}]},
+    {
+        "model": "gpt-4o-mini",
+        "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}],
+    },
+    {"model": "gpt-4o-mini", "input": [{"type": "item_reference", "id": "x"}]},
+    {"model": "gpt-4o-mini", "input": [{"type": "function_call", "name": 5}]},
+    {"model": "gpt-4o-mini", "input": [{"type": "function_call_output", "call_id": "c", "output": 5}]},
+    {"model": "gpt-4o-mini", "input": "x", "tools": [{"type": "function"}]},
+    {"model": "gpt-4o-mini", "input": "x", "tool_choice": {"type": "allowed_tools"}},
+    {"model": "gpt-4o-mini", "input": "x", "text": {"format": {"type": "json_schema"}}},
+    {"model": "gpt-4o-mini", "input": "x", "temperature": "hot"},
+    {"model": "gpt-4o-mini", "input": "x", "stream": "yes"},
+    {"model": "gpt-4o-mini", "input": "x", "previous_response_id": 5},
+    {"model": "gpt-4o-mini", "input": "x", "metadata": [1]},
+]
+
+
+def test_odd_responses_requests_are_400_in_openai_shape(gw: Gateway) -> None:
+    for body in ODD_RESPONSES_BODIES:
+        r = httpx.post(gw.base_url + "/responses", json=body, headers=gw.auth)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["message"], body
+    for body in (
+        {"model": "gpt-4o-mini", "prompt": {"a": 1}},
+        {"model": "gpt-4o-mini", "prompt": "x", "n": 0},
+    ):
+        r = httpx.post(gw.base_url + "/completions", json=body, headers=gw.auth)
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", (body, r.text)

@@ -92,6 +92,9 @@ async def create_response(request: Request) -> Response:
         chat = check_chat_request(chat_request(body, history))
     except InvalidRequest as exc:
         raise await gateway.fail(call, exc) from None
+    except (TypeError, AttributeError, ValueError) as exc:  # a shape the checks did not foresee
+        invalid = InvalidRequest(400, f"The request could not be read as a Responses request ({exc}).")
+        raise await gateway.fail(call, invalid) from None
     # what a next turn continues: this one's messages without its instructions (not carried over)
     conversation = chat["messages"][1:] if body.get("instructions") else list(chat["messages"])
     response_id, created = f"resp_{uuid.uuid4().hex}", int(time.time())
@@ -179,6 +182,9 @@ async def completions(request: Request) -> Response:
         chat = check_chat_request(completions_to_chat(body))
     except InvalidRequest as exc:
         raise await gateway.fail(call, exc) from None
+    except (TypeError, AttributeError, ValueError) as exc:  # a shape the checks did not foresee
+        invalid = InvalidRequest(400, f"The request could not be read as a completions request ({exc}).")
+        raise await gateway.fail(call, invalid) from None
     reply = await gateway.chat(call, chat, caller)
     services = _services(request)
     if reply.chunks is None:
