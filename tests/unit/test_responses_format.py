@@ -122,6 +122,27 @@ def test_stream_events_from_text_then_a_tool_call() -> None:
     assert final["usage"]["total_tokens"] == 3
 
 
+def test_streamed_reasoning_is_a_reasoning_item_before_the_message() -> None:
+    encoder = ResponsesStreamEncoder({"model": "m"}, "resp_1", 0)
+    events = encoder.start()
+    for delta in ({"reasoning_content": "think"}, {"reasoning_content": "ing"}, {"content": "answer"}):
+        events += encoder.feed({"choices": [{"delta": delta}]})
+    events += encoder.finish()
+    kinds = [kind for kind, _ in events]
+    assert kinds[2:9] == [
+        "response.output_item.added",
+        "response.reasoning_summary_part.added",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.delta",
+        "response.reasoning_summary_text.done",
+        "response.reasoning_summary_part.done",
+        "response.output_item.done",
+    ]
+    output = events[-1][1]["response"]["output"]
+    assert output[0]["summary"] == [{"type": "summary_text", "text": "thinking"}]
+    assert output[1]["content"][0]["text"] == "answer"
+
+
 def test_stored_responses_are_per_project_and_bounded() -> None:
     now = [0.0]
     store = ResponseStore(max_count=3, max_bytes=10_000, ttl_s=60, clock=lambda: now[0])

@@ -22,6 +22,7 @@ class ResponsesStreamEncoder:
         self._base = response_id.removeprefix("resp_")
         self._sequence = 0
         self._text: dict[str, Any] | None = None  # the open message item
+        self._reasoning: dict[str, Any] | None = None  # the open reasoning item
         self._calls: dict[int, dict[str, Any]] = {}  # open function call items by their chunk index
         self._finish_reason: Any = None
         self._usage: Any = None
@@ -55,8 +56,12 @@ class ResponsesStreamEncoder:
             self._finish_reason = choice["finish_reason"]
         delta = choice.get("delta") or {}
         events: list[Event] = []
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(thought, str) and thought:
+            events += self._reasoning_delta(thought)
         text = delta.get("content")
         if isinstance(text, str) and text:
+            events += self._close_reasoning()
             if self._text is None:
                 item = {
                     "type": "message",
@@ -93,13 +98,43 @@ class ResponsesStreamEncoder:
             events += self._call_delta(call)
         return events
 
+    def _reasoning_delta(self, thought: str) -> list[Event]:
+        """Reasoning text (``reasoning_content`` of OpenAI-compatible servers) as a reasoning item's
+        summary."""
+        events: list[Event] = []
+        if self._reasoning is None:
+            item = {"type": "reasoning", "id": f"rs_{self._base}", "summary": []}
+            index, added = self._add(item)
+            self._reasoning = {"item": item, "index": index, "text": []}
+            part = {"type": "summary_text", "text": ""}
+            common = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+            events += [added, self._event("response.reasoning_summary_part.added", **common, part=part)]
+        state = self._reasoning
+        state["text"].append(thought)
+        common = {"item_id": state["item"]["id"], "output_index": state["index"], "summary_index": 0}
+        return [*events, self._event("response.reasoning_summary_text.delta", **common, delta=thought)]
+
+    def _close_reasoning(self) -> list[Event]:
+        if self._reasoning is None:
+            return []
+        item, index = self._reasoning["item"], self._reasoning["index"]
+        part = {"type": "summary_text", "text": "".join(self._reasoning["text"])}
+        item["summary"] = [part]
+        self._reasoning = None
+        common = {"item_id": item["id"], "output_index": index, "summary_index": 0}
+        return [
+            self._event("response.reasoning_summary_text.done", **common, text=part["text"]),
+            self._event("response.reasoning_summary_part.done", **common, part=part),
+            self._event("response.output_item.done", output_index=index, item=dict(item)),
+        ]
+
     def _call_delta(self, call: dict[str, Any]) -> list[Event]:
         position = call.get("index", 0) if isinstance(call.get("index"), int) else 0
         function = call.get("function") or {}
         events: list[Event] = []
         state = self._calls.get(position)
         if state is None:
-            events += self._close_text()
+            events += self._close_reasoning() + self._close_text()
             number = len(self._calls)
             item = function_call(
                 f"fc_{self._base}_{number}",
@@ -160,7 +195,7 @@ class ResponsesStreamEncoder:
 
     def finish(self) -> list[Event]:
         """The events that close every open item and the response (``response.completed``)."""
-        events = self._close_text() + self._close_calls()
+        events = self._close_reasoning() + self._close_text() + self._close_calls()
         finish(self.response, self._finish_reason, self._usage)
         kind = "response.incomplete" if self.response["status"] == "incomplete" else "response.completed"
         return [*events, self._event(kind, response=self.response)]
