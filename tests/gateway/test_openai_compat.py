@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -340,3 +341,17 @@ def test_odd_responses_requests_are_400_in_openai_shape(gw: Gateway) -> None:
     ):
         r = httpx.post(gw.base_url + "/completions", json=body, headers=gw.auth)
         assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", (body, r.text)
+
+
+def test_anthropic_surface_has_its_request_id_and_retry_advice(gw: Gateway) -> None:
+    claude = anthropic.Anthropic(base_url=gw.server.base_url, api_key=gw.key, max_retries=0)
+    raw = claude.messages.with_raw_response.create(
+        model="gpt-4o-mini", max_tokens=20, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert raw.parse().content and raw.request_id == "req_" + raw.headers["x-pilothouse-trace-id"]
+    with pytest.raises(anthropic.InternalServerError) as failed:  # an upstream's 401 is not the client's
+        claude.messages.create(
+            model="misconfigured", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+        )
+    assert failed.value.status_code == 502 and failed.value.response.headers["x-should-retry"] == "false"
+    assert failed.value.request_id is not None
