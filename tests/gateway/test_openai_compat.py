@@ -151,6 +151,13 @@ def test_responses_function_tools(gw: Gateway) -> None:
         {"type": "function_call_output", "call_id": "c1", "output": "three cats"},
     ]
     assert api.responses.create(model="gpt-4o-mini", input=replay, store=False).output_text
+    # a stored response's input items, a page at a time (the SDK follows the pages)
+    stored = api.responses.create(model="gpt-4o-mini", input=replay)
+    page = api.responses.input_items.list(stored.id, limit=2, order="asc")
+    assert [item.type for item in page.data] == ["message", "function_call"] and page.has_more
+    assert [item.type for item in page] == ["message", "function_call", "function_call_output"]
+    newest = api.responses.input_items.list(second.id).data
+    assert [(item.type, item.call_id) for item in newest] == [("function_call_output", calls[0].call_id)]  # type: ignore[union-attr]
 
 
 def test_legacy_completions_and_models(gw: Gateway) -> None:

@@ -355,3 +355,21 @@ def chat_to_response(
 def output_messages(response: dict[str, Any]) -> list[dict[str, Any]]:
     """The chat messages of a Response's output (for the next turn of ``previous_response_id``)."""
     return input_messages([item for item in response.get("output") or [] if item.get("type") != "reasoning"])
+
+
+def input_items(value: Any, base: str) -> list[dict[str, Any]]:
+    """A checked request's ``input`` as the items ``GET /v1/responses/{id}/input_items`` lists: text
+    as a user message, message contents as parts, every item with an id."""
+    items = [{"role": "user", "content": value}] if isinstance(value, str) else list(value or [])
+    listed = []
+    for index, original in enumerate(items):
+        item: dict[str, Any] = dict(original)
+        kind = item.setdefault("type", "message")
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": part, "text": item["content"]}]
+        prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}.get(kind, "item")
+        item.setdefault("id", f"{prefix}_{base}_in{index}")
+        item.setdefault("status", "completed")
+        listed.append(item)
+    return listed

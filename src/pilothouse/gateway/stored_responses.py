@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -16,10 +16,12 @@ import orjson
 
 @dataclass(frozen=True, slots=True)
 class StoredResponse:
-    """A Response object and the conversation it ended (the chat messages a next turn continues)."""
+    """A Response object, the conversation it ended (the chat messages a next turn continues) and
+    the request's input items."""
 
     response: dict[str, Any]
     messages: list[dict[str, Any]]
+    input_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ResponseStore:
@@ -44,7 +46,9 @@ class ResponseStore:
 
     def put(self, project_id: str, stored: StoredResponse) -> bool:
         """Keep ``stored`` (False when it alone is larger than the whole store may hold)."""
-        data = orjson.dumps({"response": stored.response, "messages": stored.messages})
+        data = orjson.dumps(
+            {"response": stored.response, "messages": stored.messages, "input_items": stored.input_items}
+        )
         if self.max_count == 0 or len(data) > self.max_bytes:
             return False
         response_id = str(stored.response["id"])
@@ -69,7 +73,7 @@ class ResponseStore:
             self._drop(project_id, response_id)
             return None
         value = orjson.loads(entry[1])
-        return StoredResponse(value["response"], value["messages"])
+        return StoredResponse(value["response"], value["messages"], value["input_items"])
 
     def delete(self, project_id: str, response_id: str) -> bool:
         """Forget a stored response; whether there was one."""

@@ -22,12 +22,13 @@ from pilothouse.gateway.responses_format import (
     chat_request,
     chat_to_response,
     check_responses_request,
+    input_items,
     output_messages,
 )
 from pilothouse.gateway.responses_stream import Event, ResponsesStreamEncoder
 from pilothouse.gateway.stored_responses import ResponseStore, StoredResponse
 from pilothouse.gateway.validation import InvalidRequest, check_chat_request
-from pilothouse.server.errors import ApiError, FastJSONResponse
+from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
 from pilothouse.server.gateway_api import _events, _recording, _start
 from pilothouse.server.state import Services
 
@@ -103,7 +104,8 @@ async def create_response(request: Request) -> Response:
 
         def keep(response: dict[str, Any]) -> None:
             messages = conversation + output_messages(response)
-            store.put(caller.project_id, StoredResponse(response, messages))
+            items = input_items(body.get("input"), response_id.removeprefix("resp_"))
+            store.put(caller.project_id, StoredResponse(response, messages, items))
 
     reply = await gateway.chat(call, chat, caller)
     if reply.chunks is None:
@@ -145,6 +147,37 @@ async def get_response(request: Request) -> Response:
     if stored is None:
         raise _not_found(response_id)
     return FastJSONResponse(stored.response)
+
+
+async def list_input_items(request: Request) -> Response:
+    """``GET /v1/responses/{id}/input_items?limit=20&order=desc&after=ID``: a stored response's input
+    items, a page at a time."""
+    services, project_id, response_id = await _stored(request)
+    params = request.query_params
+    limit_text, order, after = params.get("limit", "20"), params.get("order", "desc"), params.get("after")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+        raise param_error("limit", "must be a whole number from 1 to 100")
+    if order not in ("asc", "desc"):
+        raise param_error("order", "must be 'asc' or 'desc'")
+    stored = _store(services).get(project_id, response_id)
+    if stored is None:
+        raise _not_found(response_id)
+    items = stored.input_items if order == "asc" else stored.input_items[::-1]
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise param_error("after", f"no input item {after[:64]!r} in this response")
+        items = items[ids.index(after) + 1 :]
+    page = items[: int(limit_text)]
+    return FastJSONResponse(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+            "has_more": len(items) > len(page),
+        }
+    )
 
 
 async def delete_response(request: Request) -> Response:
@@ -236,6 +269,7 @@ routes = [
     Route("/v1/responses", create_response, methods=["POST"]),
     Route("/v1/responses/{response_id}", get_response, methods=["GET"]),
     Route("/v1/responses/{response_id}", delete_response, methods=["DELETE"]),
+    Route("/v1/responses/{response_id}/input_items", list_input_items, methods=["GET"]),
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
