@@ -186,9 +186,9 @@ def test_docs_gateway_example_runs(tmp_path: Path) -> None:
             [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120
         )
         assert run.returncode == 0, run.stderr
-        answer, headers, claude_answer = run.stdout.strip().splitlines()
+        answer, headers, claude_answer, follow_up = run.stdout.strip().splitlines()
         trace_id, cost = headers.split()
-        assert answer and claude_answer and len(trace_id) == 32 and cost == "unknown"
+        assert answer and claude_answer and follow_up and len(trace_id) == 32 and cost == "unknown"
     finally:
         server.stop()
 

@@ -55,6 +55,7 @@ def start_gateway(
     fallbacks: dict[str, list[str]] | None = None,
     env: dict[str, str] | None = None,
     router: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Gateway:
     config = tmp_path / "pilothouse.yaml"
     config.write_text(
@@ -63,6 +64,7 @@ def start_gateway(
                 "models": models,
                 "fallbacks": fallbacks or {},
                 "router": router or {"retries": 2, "backoff_s": 0.01, "max_backoff_s": 0.2},
+                **(extra or {}),
             }
         )
     )

@@ -4,6 +4,7 @@ here once; the packages that use them (gateway, costs, server) read typed, valid
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import ipaddress
 import re
@@ -152,6 +153,23 @@ class Settings(_Section):
     )
     auth_failures_per_minute: float = Field(
         default=20.0, gt=0, description="How fast that allowance refills; past it: 429 with Retry-After."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call /v1 (CORS), e.g. https://app.example.com or *; none "
+        "by default.",
+    )
+    stored_responses: int = Field(
+        default=10_000,
+        ge=0,
+        description="Responses API answers kept for previous_response_id and GET /v1/responses/{id} "
+        "(in this process, oldest dropped first; 0 keeps none).",
+    )
+    stored_responses_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="The most bytes those stored responses may hold."
+    )
+    stored_responses_ttl_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long a stored response is kept."
     )
 
     @field_validator("admin_key", mode="after")
@@ -346,6 +364,7 @@ class PilothouseConfig(_Section):
     server: Settings = Field(default_factory=Settings)
     models: tuple[ModelEntry, ...] = ()
     fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)  # a name clients ask for -> a served name
     router: RouterSettings = Field(default_factory=RouterSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     cascades: tuple[CascadeSettings, ...] = ()
@@ -379,4 +398,10 @@ class PilothouseConfig(_Section):
                     raise ValueError(f"{where}: no model entry serves {model!r}")
             if cascade.judge is not None and cascade.judge not in served:
                 raise ValueError(f"{where}: no model entry serves the judge {cascade.judge!r}")
+        patterns = [name for name in served if "*" in name]
+        for alias, target in self.aliases.items():
+            if alias in served:
+                raise ValueError(f"aliases.{alias}: {alias!r} is already a model name")
+            if target not in served and not any(fnmatch.fnmatchcase(target, p) for p in patterns):
+                raise ValueError(f"aliases.{alias} names {target!r}, which no model entry serves")
         return self

@@ -45,6 +45,7 @@ from pilothouse.gateway.recording import (
 )
 from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.gateway.router import Router, UnknownModel
+from pilothouse.gateway.upstream_errors import SHOULD_RETRY, retry_cannot_help, upstream_status
 from pilothouse.gateway.validation import InvalidRequest
 from pilothouse.providers.base import Deployment, ProviderError
 
@@ -215,7 +216,10 @@ class Gateway:
             )
         elif isinstance(exc, ProviderError):
             headers = {"Retry-After": f"{exc.retry_after_s:g}"} if exc.retry_after_s is not None else None
-            error = GatewayError(exc.status, exc.message, code=exc.code, kind=exc.kind, headers=headers)
+            status, message, code, kind = upstream_status(
+                exc, str(call.request.get("model", "")), call.attempts
+            )
+            error = GatewayError(status, message, code=code, kind=kind, headers=headers)
         else:
             log.error("gateway call %s failed unexpectedly", call.trace_id, exc_info=exc)
             error = GatewayError(
@@ -226,6 +230,8 @@ class Gateway:
             )
         cost = call.refused_cost()
         error.headers.update(self._headers(call, cost))
+        if retry_cannot_help(error.status, error.code, len(call.attempts)):
+            error.headers[SHOULD_RETRY] = "false"
         self._save(call.record(status=Status.ERROR, error=error.message, http_status=error.status, cost=cost))
         return error
 
@@ -331,6 +337,7 @@ class Gateway:
             return total
         prompt_tokens = estimate_prompt_tokens(dict(request))
         worst = Money.ZERO
+        model = self.router.resolve(model)  # an alias's or a wildcard route's deployments
         for name in [model, *self.router.config.fallbacks.get(model, [])]:
             for deployment in self.router.deployments.get(name, []):
                 row = self.pricer.row_for(deployment.provider, deployment.model)
@@ -409,12 +416,15 @@ class Gateway:
             self._warn("calls go on without their rate limits (limits_fail_open)", exc)
             return {}
         headers = {}
+        reset = f"{max(1, math.ceil(decision.reset_s))}s"  # OpenAI's format; fixed one-minute windows
         if key.rpm is not None:
             headers["x-ratelimit-limit-requests"] = str(key.rpm)
             headers["x-ratelimit-remaining-requests"] = str(max(0, key.rpm - decision.requests))
+            headers["x-ratelimit-reset-requests"] = reset
         if key.tpm is not None:
             headers["x-ratelimit-limit-tokens"] = str(key.tpm)
             headers["x-ratelimit-remaining-tokens"] = str(max(0, key.tpm - decision.tokens))
+            headers["x-ratelimit-reset-tokens"] = reset
         if not decision.allowed:
             limit = key.rpm if decision.exceeded == "requests" else key.tpm
             headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after_s)))

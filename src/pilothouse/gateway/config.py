@@ -11,8 +11,12 @@ models:
     weight: 1                    # share of traffic among deployments of the same name
     options: {}                  # provider settings (timeouts, headers, simulation knobs)
     price: {input: 0.15, output: 0.60}   # optional: USD per 1M tokens, or per_hour_usd + tokens_per_s
+  - name: "openai/*"              # a wildcard route: openai/gpt-4.1 calls the upstream model gpt-4.1
+    provider: openai
 fallbacks:
   gpt-4o-mini: [claude-haiku]
+aliases:
+  gpt-4: gpt-4o-mini               # clients asking for gpt-4 are served by gpt-4o-mini
 cache: {enabled: true, ttl_s: 3600, semantic: {enabled: true, threshold: 0.92}}
 cascades:
   - name: smart
@@ -57,6 +61,7 @@ class GatewayConfig:
     prices: list[PriceRow] = field(default_factory=list)  # custom prices of deployments
     cache: CacheSettings = field(default_factory=CacheSettings)
     cascades: list[CascadeSettings] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # a name clients ask for -> a served name
 
     @property
     def semantic_cache(self) -> SemanticCacheSettings:
@@ -74,7 +79,8 @@ class GatewayConfig:
                     f"{config.source}: models[{index}].provider: provider must be one of {', '.join(known)} "
                     f"(got {entry.provider!r})"
                 )
-            model = entry.upstream_model
+            # a wildcard route without a model: the upstream model is the part the * matched
+            model = "*" if "*" in entry.name and entry.model is None else entry.upstream_model
             if entry.price is not None:
                 prices.append(custom_price_row(entry.price, entry.provider, model, entry.name))
             deployments.append(
@@ -95,6 +101,7 @@ class GatewayConfig:
             prices,
             config.cache,
             list(config.cascades),
+            dict(config.aliases),
         )
 
 

@@ -25,6 +25,7 @@ class LimitDecision:
     retry_after_s: float = 0.0
     requests: int = 0  # counted in this window (this request included when allowed)
     tokens: int = 0
+    reset_s: float = 0.0  # until the window's counts start over (``x-ratelimit-reset-*``)
 
 
 class RateLimiter(Protocol):
@@ -63,11 +64,11 @@ class LocalRateLimiter:
                 self._windows = {k: v for k, v in self._windows.items() if k[1] >= window}
             counts = self._windows.setdefault((key_id, window), [0, 0])
             if tpm is not None and counts[1] >= tpm:
-                return LimitDecision(False, "tokens", left, counts[0], counts[1])
+                return LimitDecision(False, "tokens", left, counts[0], counts[1], left)
             if rpm is not None and counts[0] >= rpm:
-                return LimitDecision(False, "requests", left, counts[0], counts[1])
+                return LimitDecision(False, "requests", left, counts[0], counts[1], left)
             counts[0] += 1
-            return LimitDecision(True, None, 0.0, counts[0], counts[1])
+            return LimitDecision(True, None, 0.0, counts[0], counts[1], left)
 
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         window, _ = self._window()
@@ -117,7 +118,9 @@ class RedisRateLimiter:
         except redis_errors() as exc:
             raise RedisUnavailable("rate limits", exc) from exc
         exceeded = {0: None, 1: "requests", 2: "tokens"}[int(reason)]
-        return LimitDecision(bool(allowed), exceeded, 0.0 if allowed else left, int(requests), int(tokens))
+        return LimitDecision(
+            bool(allowed), exceeded, 0.0 if allowed else left, int(requests), int(tokens), left
+        )
 
     async def add_tokens(self, key_id: str, tokens: int) -> None:
         keys, _ = self._keys(key_id)

@@ -4,18 +4,23 @@ Retry-After), fallback chains, and failover for streams before their first chunk
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import fnmatch
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pilothouse.domain.traces import MAX_MODEL_NAME_CHARS
 from pilothouse.gateway.config import GatewayConfig
 from pilothouse.gateway.health import DeploymentHealth
 from pilothouse.providers.base import Deployment, Provider, ProviderError
 from pilothouse.providers.registry import create_provider
 
 T = TypeVar("T")
+
+MAX_WILDCARD_MODELS = 256  # model names wildcard routes may serve in one process (each has deployments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +67,46 @@ class Router:
         self.settings = config.router
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._clock = clock
+        self.aliases = dict(config.aliases)
         self.deployments: dict[str, list[Deployment]] = {}
+        self._patterns = [d for d in config.deployments if "*" in d.name]  # wildcard routes
+        self._expanded = 0
+        self.providers: dict[Deployment, Provider] = {}
+        self.health: dict[Deployment, DeploymentHealth] = {}
         for d in config.deployments:
-            self.deployments.setdefault(d.name, []).append(d)
-        self.providers: dict[Deployment, Provider] = {d: create_provider(d) for d in config.deployments}
-        self.health: dict[Deployment, DeploymentHealth] = {
-            d: DeploymentHealth(self.settings.breaker_failures, self.settings.breaker_cooldown_s, clock)
-            for d in config.deployments
-        }
+            if "*" not in d.name:
+                self._add(d)
+
+    def _add(self, deployment: Deployment) -> None:
+        self.deployments.setdefault(deployment.name, []).append(deployment)
+        self.providers[deployment] = create_provider(deployment)
+        self.health[deployment] = DeploymentHealth(
+            self.settings.breaker_failures, self.settings.breaker_cooldown_s, self._clock
+        )
 
     def model_names(self) -> list[str]:
-        """The names clients can ask for."""
-        return sorted(self.deployments)
+        """The names clients can ask for: served models, wildcard routes and aliases."""
+        return sorted({*self.deployments, *(p.name for p in self._patterns), *self.aliases})
+
+    def resolve(self, name: str) -> str:
+        """The served name for ``name``: an alias's target, else ``name``; a name a wildcard route
+        serves gets its deployments on first use (at most :data:`MAX_WILDCARD_MODELS` names in all, so
+        that clients cannot make connections and circuit breakers without end)."""
+        name = self.aliases.get(name, name)
+        if name in self.deployments or not self._patterns or len(name) > MAX_MODEL_NAME_CHARS:
+            return name
+        route = next((p.name for p in self._patterns if fnmatch.fnmatchcase(name, p.name)), None)
+        if route is None or self._expanded >= MAX_WILDCARD_MODELS:
+            return name
+        prefix, _, suffix = route.partition("*")
+        part = name[len(prefix) : len(name) - len(suffix)]
+        for pattern in self._patterns:
+            if pattern.name == route:
+                upstream = pattern.model.replace("*", part)
+                self._add(dataclasses.replace(pattern, name=name, model=upstream))
+        self._expanded += 1
+        return name
 
     def _pick(self, name: str, failed: set[Deployment]) -> Deployment | None:
         """The deployment of ``name`` for the next attempt: among those whose circuit lets traffic
@@ -107,6 +140,7 @@ class Router:
     ) -> tuple[T, Deployment]:
         """Call deployments of ``model`` (then of its fallbacks) until one succeeds; every try is
         appended to ``attempts``. Raises :class:`UnknownModel` or the last :class:`ProviderError`."""
+        model = self.resolve(model)
         if model not in self.deployments:
             raise UnknownModel(model)
         last: ProviderError | None = None
@@ -216,7 +250,7 @@ class Router:
                 "upstream_model": d.model,
                 **h.as_dict(),
             }
-            for d, h in self.health.items()
+            for d, h in list(self.health.items())  # a copy: wildcard routes may add deployments meanwhile
         ]
 
     async def close(self) -> None:

@@ -1,5 +1,6 @@
 """Checking an OpenAI-style request before any upstream sees it: the same mistakes get the same
-answers OpenAI would give (400 for a missing field, 422 for a value of the wrong type or range)."""
+answers OpenAI would give (400 `invalid_request_error` for a missing field, a value of the wrong type or
+range, and a parameter the API does not have)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,30 @@ _INTEGERS: dict[str, tuple[int, int]] = {
 }
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
+CHAT_PARAMETERS = frozenset(
+    {
+        "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias",
+        "logprobs", "max_completion_tokens", "max_tokens", "metadata", "modalities", "n",
+        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
+        "prompt_cache_retention", "reasoning_effort", "response_format", "safety_identifier", "seed",
+        "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
+        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+        # sampling parameters of OpenAI-compatible servers (vLLM, llama.cpp), passed on to them
+        "top_k", "min_p", "repetition_penalty",
+    }
+)  # fmt: skip
+"""The top-level parameters of OpenAI's chat completions API (any other is a 400, as OpenAI answers)."""
+EMBEDDINGS_PARAMETERS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+"""The top-level parameters of OpenAI's embeddings API."""
+
+
+def check_known_parameters(body: dict[str, Any], known: frozenset[str]) -> None:
+    """A 400 naming the first parameter of ``body`` that is not in ``known`` (OpenAI's wording)."""
+    for name in body:
+        if name not in known:
+            shown = name if len(name) <= 64 else name[:64] + "..."
+            raise InvalidRequest(400, f"Unrecognized request argument supplied: {shown}", shown)
+
 
 def _check_model(body: Any) -> None:
     if not isinstance(body, dict):
@@ -39,7 +64,7 @@ def _check_model(body: Any) -> None:
     if model is None:
         raise InvalidRequest(400, "You must provide a model parameter.", "model")
     if not isinstance(model, str) or not model:
-        raise InvalidRequest(422, "'model' must be a non-empty string.", "model")
+        raise InvalidRequest(400, "'model' must be a non-empty string.", "model")
 
 
 def _check_message(message: dict[str, Any], index: int) -> None:
@@ -52,7 +77,7 @@ def _check_message(message: dict[str, Any], index: int) -> None:
         or (isinstance(content, list) and all(isinstance(part, dict) for part in content))
     ):
         raise InvalidRequest(
-            422,
+            400,
             f"messages[{index}].content must be a string or an array of content parts.",
             f"messages[{index}]",
         )
@@ -62,7 +87,7 @@ def _check_message(message: dict[str, Any], index: int) -> None:
         and all(isinstance(c, dict) and isinstance(c.get("function", {}), dict) for c in calls)
     ):
         raise InvalidRequest(
-            422,
+            400,
             f"messages[{index}].tool_calls must be an array of objects with a 'function' object.",
             f"messages[{index}].tool_calls",
         )
@@ -71,15 +96,16 @@ def _check_message(message: dict[str, Any], index: int) -> None:
 def check_chat_request(body: Any) -> dict[str, Any]:
     """The body, if it is a valid chat completion request; raises :class:`InvalidRequest` otherwise."""
     _check_model(body)
+    check_known_parameters(body, CHAT_PARAMETERS)
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest(400, "Missing required parameter: 'messages'.", "messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidRequest(422, "'messages' must be a non-empty array.", "messages")
+        raise InvalidRequest(400, "'messages' must be a non-empty array.", "messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in _ROLES:
             raise InvalidRequest(
-                422,
+                400,
                 f"messages[{index}] must be an object with a role ({', '.join(sorted(_ROLES))}).",
                 f"messages[{index}].role",
             )
@@ -89,28 +115,28 @@ def check_chat_request(body: Any) -> dict[str, Any]:
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high
         ):
-            raise InvalidRequest(422, f"'{name}' must be a number from {low} to {high}.", name)
+            raise InvalidRequest(400, f"'{name}' must be a number from {low} to {high}.", name)
     for name, (low, high) in _INTEGERS.items():
         value = body.get(name)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
         ):
-            raise InvalidRequest(422, f"'{name}' must be an integer from {low} to {high}.", name)
+            raise InvalidRequest(400, f"'{name}' must be an integer from {low} to {high}.", name)
     if "stream" in body and not isinstance(body["stream"], bool):
-        raise InvalidRequest(422, "'stream' must be true or false.", "stream")
+        raise InvalidRequest(400, "'stream' must be true or false.", "stream")
     stop = body.get("stop")
     if stop is not None and not (
         isinstance(stop, str)
         or (isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4)
     ):
-        raise InvalidRequest(422, "'stop' must be a string or an array of up to 4 strings.", "stop")
+        raise InvalidRequest(400, "'stop' must be a string or an array of up to 4 strings.", "stop")
     tools = body.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools)):
-        raise InvalidRequest(422, "'tools' must be an array of tool objects.", "tools")
+        raise InvalidRequest(400, "'tools' must be an array of tool objects.", "tools")
     _check_tool_choice(body.get("tool_choice"))
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
-        raise InvalidRequest(422, "'stream_options' must be an object.", "stream_options")
+        raise InvalidRequest(400, "'stream_options' must be an object.", "stream_options")
     return cast(dict[str, Any], body)
 
 
@@ -139,11 +165,12 @@ def _check_tool_choice(choice: Any) -> None:
 def check_embeddings_request(body: Any) -> dict[str, Any]:
     """The body, if it is a valid embeddings request; raises :class:`InvalidRequest` otherwise."""
     _check_model(body)
+    check_known_parameters(body, EMBEDDINGS_PARAMETERS)
     value = body.get("input")
     if value is None:
         raise InvalidRequest(400, "Missing required parameter: 'input'.", "input")
     if not (isinstance(value, str) or (isinstance(value, list) and value)):
-        raise InvalidRequest(422, "'input' must be a string or a non-empty array.", "input")
+        raise InvalidRequest(400, "'input' must be a string or a non-empty array.", "input")
     return cast(dict[str, Any], body)
 
 
@@ -154,18 +181,18 @@ def check_messages_request(body: Any) -> dict[str, Any]:
         raise InvalidRequest(400, "max_tokens: Field required", "max_tokens")
     max_tokens = body["max_tokens"]
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise InvalidRequest(422, "max_tokens: must be a positive integer", "max_tokens")
+        raise InvalidRequest(400, "max_tokens: must be a positive integer", "max_tokens")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest(400, "messages: must be a non-empty list", "messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
             raise InvalidRequest(
-                422, f"messages.{index}.role: must be 'user' or 'assistant'", f"messages.{index}.role"
+                400, f"messages.{index}.role: must be 'user' or 'assistant'", f"messages.{index}.role"
             )
         if not isinstance(message.get("content"), str | list):
             raise InvalidRequest(
-                422, f"messages.{index}.content: must be a string or a list of blocks", f"messages.{index}"
+                400, f"messages.{index}.content: must be a string or a list of blocks", f"messages.{index}"
             )
         if isinstance(message["content"], list):
             _check_blocks(message["content"], f"messages.{index}.content")
@@ -173,7 +200,7 @@ def check_messages_request(body: Any) -> dict[str, Any]:
     if temperature is not None and (
         isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 1
     ):
-        raise InvalidRequest(422, "temperature: must be a number from 0 to 1", "temperature")
+        raise InvalidRequest(400, "temperature: must be a number from 0 to 1", "temperature")
     _check_messages_options(body)
     return cast(dict[str, Any], body)
 

@@ -32,7 +32,8 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, evals_api, gateway_api
+from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.server import api, costs_api, evals_api, gateway_api, openai_surfaces
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_traces
@@ -41,6 +42,12 @@ from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue, PendingExport
 from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.proxies import ProxyPolicy
+from pilothouse.server.request_ids import (
+    add_request_id,
+    cors_middleware,
+    unprefixed_path,
+    with_request_id,
+)
 from pilothouse.server.spool import Spool
 from pilothouse.server.spool_records import interim_records, span_records
 from pilothouse.server.state import Services
@@ -242,6 +249,9 @@ def create_app(
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
             body_budget=BodyBudget(settings.max_inflight_body_bytes),
+            responses=ResponseStore(
+                settings.stored_responses, settings.stored_responses_bytes, settings.stored_responses_ttl_s
+            ),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -282,6 +292,7 @@ def create_app(
         *costs_api.routes,
         *evals_api.routes,
         *gateway_api.routes,
+        *openai_surfaces.routes,
         *ui_routes(settings),  # the web UI at /
     ]
     app = Starlette(
@@ -294,7 +305,7 @@ def create_app(
             Exception: _server_error,
         },
     )
-    return FastPathApp(app, gateway.model_names(), spool)
+    return FastPathApp(app, gateway.model_names(), spool, cors_origins=settings.cors_origins)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -304,9 +315,18 @@ class FastPathApp:
     """The app, with the hottest endpoints (model calls and trace exports) dispatched directly, before
     Starlette's middleware stack and route matching: a few tens of microseconds per request that the
     gateway's latency budget cannot spare (``python benchmarks/gateway.py`` measures it). Everything
-    else, lifespan included, goes to the wrapped Starlette app, whose state the handlers read."""
+    else, lifespan included, goes to the wrapped Starlette app, whose state the handlers read. Every
+    ``/v1`` answer carries a request id (``server/request_ids.py``); OpenAI's routes answer without
+    the ``/v1`` prefix too; with ``cors_origins`` browsers of those origins may call."""
 
-    def __init__(self, app: Starlette, model_names: list[str], spool: Spool | None = None) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        model_names: list[str],
+        spool: Spool | None = None,
+        *,
+        cors_origins: list[str] | None = None,
+    ) -> None:
         self.app = app
         self.model_names = model_names  # what the gateway serves, for the start-up banner
         self.spool = spool  # the durable mode: what a request recorded is on disk before its answer
@@ -316,7 +336,10 @@ class FastPathApp:
             ("POST", "/v1/traces"): export_traces,
             ("POST", LANGFUSE_OTLP_PATH): export_traces,
             ("POST", "/v1/embeddings"): gateway_api.embeddings,
+            ("POST", "/v1/responses"): openai_surfaces.create_response,
+            ("POST", "/v1/completions"): openai_surfaces.completions,
         }
+        self._cors = cors_middleware(self._dispatch, cors_origins) if cors_origins else None
 
     @property
     def state(self) -> State:
@@ -324,14 +347,26 @@ class FastPathApp:
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._cors is not None and scope["type"] == "http":
+            await self._cors(scope, receive, send)
+        else:
+            await self._dispatch(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = (
             self._fast.get((scope.get("method", ""), scope.get("path", "")))
             if scope["type"] == "http"
             else None
         )
         if endpoint is None:
-            await self.app(scope, receive, send)
-            return
+            if scope["type"] == "http" and (path := unprefixed_path(scope)) is not None:
+                scope["path"] = path
+                endpoint = self._fast.get((scope.get("method", ""), path))
+            if endpoint is None:
+                if scope["type"] == "http" and scope.get("path", "").startswith("/v1/"):
+                    send = with_request_id(send, scope["path"])
+                await self.app(scope, receive, send)
+                return
         scope["app"] = self.app
         request = Request(scope, receive, send)
         try:
@@ -346,4 +381,5 @@ class FastPathApp:
                 await self.spool.flush()  # group commit: one fsync for every request waiting now
             except OSError:
                 response = gateway_api.spool_error_response(scope["path"])
+        add_request_id(response, scope["path"])
         await response(scope, receive, send)

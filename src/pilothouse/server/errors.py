@@ -8,6 +8,7 @@ import orjson
 from starlette.responses import JSONResponse
 
 from pilothouse.gateway import GatewayError
+from pilothouse.gateway.upstream_errors import SHOULD_RETRY, retry_cannot_help
 from pilothouse.server.serialise import json_default
 
 
@@ -22,7 +23,15 @@ class FastJSONResponse(JSONResponse):
 def error_response(error: GatewayError) -> FastJSONResponse:
     """An error in OpenAI's JSON shape, with its status and headers."""
     body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
-    return FastJSONResponse(body, status_code=error.status, headers=error.headers)
+    return FastJSONResponse(body, status_code=error.status, headers=retry_headers(error))
+
+
+def retry_headers(error: GatewayError) -> dict[str, str]:
+    """The error's headers, with ``x-should-retry: false`` where a client's retry cannot help (the
+    official SDKs would otherwise retry a 5xx the gateway already retried, or a refused budget)."""
+    if SHOULD_RETRY not in error.headers and retry_cannot_help(error.status, error.code):
+        return {**error.headers, SHOULD_RETRY: "false"}
+    return error.headers
 
 
 class ApiError(GatewayError):

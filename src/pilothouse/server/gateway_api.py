@@ -27,7 +27,7 @@ from pilothouse.gateway.validation import (
 )
 from pilothouse.providers.anthropic_format import messages_to_openai_request, openai_to_messages_response
 from pilothouse.server.body import read_json
-from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
+from pilothouse.server.errors import ApiError, FastJSONResponse, error_response, retry_headers
 from pilothouse.server.state import Services
 from pilothouse.server.wire import ANTHROPIC_TYPES, AnthropicWire, OpenAIWire
 
@@ -126,7 +126,9 @@ async def _answer(reply: GatewayReply, wire: Wire, services: Services) -> Respon
         with contextlib.suppress(OSError):
             await services.spool.flush()
     return StreamingResponse(
-        _events(reply.chunks, wire, services), media_type="text/event-stream", headers=reply.headers
+        _events(reply.chunks, wire, services),
+        media_type="text/event-stream",
+        headers={**reply.headers, "cache-control": "no-cache"},
     )
 
 
@@ -170,7 +172,7 @@ def _anthropic_error(error: GatewayError) -> Response:
         "type": "error",
         "error": {"type": ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},
     }
-    return FastJSONResponse(body, status_code=error.status, headers=error.headers)
+    return FastJSONResponse(body, status_code=error.status, headers=retry_headers(error))
 
 
 async def messages(request: Request) -> Response:
@@ -217,17 +219,6 @@ async def embeddings(request: Request) -> Response:
     return await _answer(reply, OpenAIWire(False), _services(request))
 
 
-async def list_models(request: Request) -> Response:
-    """``GET /v1/models``: the model names this gateway serves."""
-    services = _services(request)
-    await services.auth.authenticate(request, Scope.GATEWAY)
-    data = [
-        {"id": name, "object": "model", "created": 0, "owned_by": "pilothouse"}
-        for name in services.gateway.model_names()
-    ]
-    return FastJSONResponse({"object": "list", "data": data})
-
-
 async def deployments(request: Request) -> Response:
     """``GET /api/deployments``: every deployment with its circuit state and load."""
     services = _services(request)
@@ -247,6 +238,5 @@ routes = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
-    Route("/v1/models", list_models, methods=["GET"]),
     Route("/v1/messages", messages, methods=["POST"]),
 ]

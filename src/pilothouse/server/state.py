@@ -11,6 +11,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
+from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
@@ -44,3 +45,5 @@ class Services:
     json_decoder: JsonDecoder = field(default_factory=JsonDecoder)  # large OTLP/JSON bodies
     # the bytes of request bodies (OTLP, gateway, /api JSON) held at once, read or being decoded
     body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 * 1024 * 1024))
+    # Responses API answers for previous_response_id (server/openai_surfaces.py)
+    responses: ResponseStore = field(default_factory=lambda: ResponseStore(10_000, 64 * 1024 * 1024, 86400.0))

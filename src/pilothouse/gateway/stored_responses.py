@@ -1,0 +1,102 @@
+"""Responses API answers kept for ``previous_response_id`` and ``GET /v1/responses/{id}``: in this
+process, per project (another project's id is not found), bounded in count and bytes (the oldest go
+first) and in age. Kept serialised, so the bound on bytes is exact and a stored answer cannot be
+changed through a reference to it."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """A Response object, the conversation it ended (the chat messages a next turn continues) and
+    the request's input items."""
+
+    response: dict[str, Any]
+    messages: list[dict[str, Any]]
+    input_items: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ResponseStore:
+    """At most ``max_count`` responses and ``max_bytes`` bytes, each kept ``ttl_s`` seconds. Past a
+    bound, the project holding the most bytes loses its oldest first: a project that stores a flood
+    of responses evicts its own, not another project's."""
+
+    def __init__(
+        self, max_count: int, max_bytes: int, ttl_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_count = max_count
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._projects: dict[str, OrderedDict[str, tuple[float, bytes]]] = {}
+        self._project_bytes: dict[str, int] = {}
+        self._count = 0
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, project_id: str, stored: StoredResponse) -> bool:
+        """Keep ``stored`` (False when it alone is larger than the whole store may hold)."""
+        data = orjson.dumps(
+            {"response": stored.response, "messages": stored.messages, "input_items": stored.input_items}
+        )
+        if self.max_count == 0 or len(data) > self.max_bytes:
+            return False
+        response_id = str(stored.response["id"])
+        self._drop(project_id, response_id)
+        self._projects.setdefault(project_id, OrderedDict())[response_id] = (self._clock() + self.ttl_s, data)
+        self._project_bytes[project_id] = self._project_bytes.get(project_id, 0) + len(data)
+        self._count += 1
+        self.bytes += len(data)
+        self.expire()
+        while self._count > self.max_count or self.bytes > self.max_bytes:
+            largest = max(self._project_bytes, key=self._project_bytes.__getitem__)
+            self._drop(largest, next(iter(self._projects[largest])))
+        return True
+
+    def get(self, project_id: str, response_id: str) -> StoredResponse | None:
+        """The stored response of this project, or None (unknown, expired, dropped or another's)."""
+        items = self._projects.get(project_id)
+        entry = items.get(response_id) if items is not None else None
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self._drop(project_id, response_id)
+            return None
+        value = orjson.loads(entry[1])
+        return StoredResponse(value["response"], value["messages"], value["input_items"])
+
+    def delete(self, project_id: str, response_id: str) -> bool:
+        """Forget a stored response; whether there was one."""
+        return self._drop(project_id, response_id)
+
+    def expire(self) -> None:
+        """Forget the responses past their age (each project's oldest first)."""
+        now = self._clock()
+        for project_id, items in list(self._projects.items()):
+            while items:
+                response_id, (expires, _) = next(iter(items.items()))
+                if expires > now:
+                    break
+                self._drop(project_id, response_id)
+
+    def _drop(self, project_id: str, response_id: str) -> bool:
+        items = self._projects.get(project_id)
+        entry = items.pop(response_id, None) if items is not None else None
+        if entry is None:
+            return False
+        self._count -= 1
+        self.bytes -= len(entry[1])
+        self._project_bytes[project_id] -= len(entry[1])
+        if not items:
+            del self._projects[project_id], self._project_bytes[project_id]
+        return True
