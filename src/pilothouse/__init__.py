@@ -8,6 +8,7 @@ The SDK surface (``import pilothouse``)::
     pilothouse.instrument_openai()              # trace every openai call
     pilothouse.score("correct", True)           # score the current trace
     pilothouse.flush()                          # export what is pending
+    pilothouse.get_prompt("name", fallback=...) # a prompt of the registry, cached in memory
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         span,
         update_current_trace,
     )
+    from pilothouse.prompts import get_prompt
     from pilothouse.tracing.sdk import flush, init, score, shutdown, trace_headers
 
 # Loaded on first use: the server and the CLI import this package without paying for the
@@ -44,6 +46,7 @@ _EXPORTS = {
     "score": "pilothouse.tracing.sdk",
     "shutdown": "pilothouse.tracing.sdk",
     "trace_headers": "pilothouse.tracing.sdk",
+    "get_prompt": "pilothouse.prompts",
 }
 
 
@@ -63,6 +66,7 @@ __all__ = [
     "__version__",
     "current_observation",
     "flush",
+    "get_prompt",
     "init",
     "instrument_anthropic",
     "instrument_openai",

@@ -32,7 +32,8 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, evals_api, gateway_api
+from pilothouse.prompts import ChangeWatcher, PromptRegistry
+from pilothouse.server import api, costs_api, evals_api, gateway_api, prompts_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.durable import replay_spool
@@ -176,6 +177,8 @@ def create_app(
         tighten_private_file(settings.home / "pilothouse.db")
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     gateway, budgets = build_gateway(settings, config, the_store)
+    prompts = PromptRegistry(the_store)
+    gateway.prompts = prompts
     spool = Spool(settings.resolved_spool_dir) if settings.durable else None
     the_store.durable_span_writes = settings.durable
 
@@ -206,6 +209,8 @@ def create_app(
                 log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
         gateway.record = record
+        watcher = ChangeWatcher(prompts, poll_seconds=settings.prompt_poll_seconds, redis_url=settings.redis_url)
+        await asyncio.to_thread(watcher.start)
         auth = KeyAuthenticator(
             the_store,
             settings.admin_key,
@@ -224,6 +229,7 @@ def create_app(
             budgets=budgets,
             metrics=metrics,
             evaluations=Evaluations.over(the_store),
+            prompts=prompts,
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
         )
@@ -244,6 +250,7 @@ def create_app(
         try:
             yield
         finally:
+            await asyncio.to_thread(watcher.stop)
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:
@@ -264,6 +271,7 @@ def create_app(
         *api.routes,
         *costs_api.routes,
         *evals_api.routes,
+        *prompts_api.routes,
         *gateway_api.routes,
         *ui_routes(settings),  # the web UI at /
     ]

@@ -11,6 +11,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
+from pilothouse.prompts import PromptRegistry
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.json_decoder import JsonDecoder
@@ -35,6 +36,7 @@ class Services:
     budgets: BudgetGuard
     metrics: GatewayMetrics
     evaluations: Evaluations
+    prompts: PromptRegistry  # the prompt registry (its cache kept current by a ChangeWatcher)
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so

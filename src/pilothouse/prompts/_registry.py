@@ -1,0 +1,183 @@
+"""The prompt registry service: every use case of prompts (list, read by label or version, create a
+version, move a label, diff, history, record a promotion's decision) written once, over the store.
+The HTTP API, the CLI, the UI and the gateway call it.
+
+Reads are cached in the process (a gateway resolves a prompt reference per request with one dict
+lookup). A change made through this process clears its entries at once; a change made by another
+process reaches this one through :class:`~pilothouse.prompts._watch.ChangeWatcher` (Redis pub/sub when
+configured, else a poll of the newest event's number), never by waiting out a time to live."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pilothouse.domain.prompts import (
+    PromptError,
+    PromptEvent,
+    PromptRef,
+    PromptSummary,
+    PromptVersion,
+    check_label,
+    check_name,
+    diff_versions,
+    prompt_from_document,
+)
+from pilothouse.store.prompts import PromptStore, UnknownVersion
+from pilothouse.store.sql import SqlStore
+
+__all__ = ["PromptNotFound", "PromptRegistry"]
+
+_CACHE_LIMIT = 10_000  # resolved references kept per process; past it the cache starts over
+
+CacheKey = tuple[str, str, str | None, int | None]
+
+
+class PromptNotFound(LookupError):
+    """No such prompt, label or version in the project."""
+
+
+class PromptRegistry:
+    """Prompts of every project over one database, with a per-process cache of resolved references."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.prompts = PromptStore(store)
+        self._cache: dict[CacheKey, PromptVersion | None] = {}
+        self._generation = 0  # bumped by every clearing: a read that started before it is not cached
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[str, str], None]] = []
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def cached(self, project_id: str, ref: PromptRef) -> PromptVersion | None | bool:
+        """The cached resolution of ``ref``: a version, None (known to be absent), or False (not
+        cached: call :meth:`resolve`). Never touches the database."""
+        return self._cache.get((project_id, ref.name, ref.label, ref.version), False)
+
+    def resolve(self, project_id: str, ref: PromptRef) -> PromptVersion:
+        """The version ``ref`` names (cached); :class:`PromptNotFound` when there is none."""
+        key = (project_id, ref.name, ref.label, ref.version)
+        found = self._cache.get(key, False)
+        if found is False:
+            generation = self._generation
+            found = self.prompts.get(project_id, ref.name, label=ref.label, version=ref.version)
+            with self._lock:
+                if generation == self._generation:
+                    if len(self._cache) >= _CACHE_LIMIT:
+                        self._cache.clear()
+                    self._cache[key] = found
+        if not isinstance(found, PromptVersion):
+            raise PromptNotFound(_missing(ref))
+        return found
+
+    def get(self, project_id: str, name: str, *, label: str | None = None, version: int | None = None) -> PromptVersion:
+        """A version by number or by label (``latest`` when neither is given), uncached (for people)."""
+        check_name(name)
+        if label is not None:
+            check_label(label, settable=False)
+        found = self.prompts.get(project_id, name, label=label or (None if version else "latest"), version=version)
+        if found is None:
+            raise PromptNotFound(_missing(PromptRef(name, label=label or "latest", version=version)))
+        return found
+
+    def list(self, project_id: str) -> list[PromptSummary]:
+        """The project's prompts, by name."""
+        return self.prompts.list_prompts(project_id)
+
+    def versions(self, project_id: str, name: str) -> list[PromptVersion]:
+        """A prompt's versions, newest first; :class:`PromptNotFound` for an unknown prompt."""
+        found = self.prompts.versions(project_id, check_name(name))
+        if not found:
+            raise PromptNotFound(f"no prompt named {name!r}")
+        return found
+
+    def diff(self, project_id: str, name: str, old: int, new: int) -> list[str]:
+        """The unified diff from version ``old`` to version ``new``."""
+        return diff_versions(self.get(project_id, name, version=old), self.get(project_id, name, version=new))
+
+    def history(self, project_id: str, name: str | None = None, limit: int = 100) -> list[PromptEvent]:
+        """Who changed what and when, newest first (of one prompt or of the whole project)."""
+        if name is not None:
+            check_name(name)
+        return self.prompts.history(project_id, name, max(1, min(limit, 1000)))
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def create(
+        self,
+        project_id: str,
+        name: str,
+        document: Mapping[str, Any],
+        *,
+        actor: str | None,
+        labels: tuple[str, ...] | list[str] = (),
+    ) -> PromptVersion:
+        """Store a new version from a JSON document (:func:`~pilothouse.domain.prompts.prompt_from_document`)
+        and point ``labels`` at it; :class:`PromptError` names what is wrong."""
+        checked_labels = tuple(dict.fromkeys(check_label(label) for label in labels))
+        if len(checked_labels) > 16:
+            raise PromptError("at most 16 labels at once")
+        prompt = prompt_from_document(name, document)
+        created = self.prompts.add_version(project_id, prompt, actor=actor, labels=checked_labels)
+        self.changed(project_id, name)
+        return created
+
+    def set_label(
+        self,
+        project_id: str,
+        name: str,
+        label: str,
+        version: int,
+        *,
+        actor: str | None,
+        action: str = "label",
+        detail: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """Point ``label`` at ``version`` (a rollback is this too) and return where it pointed before."""
+        check_name(name)
+        check_label(label)
+        try:
+            previous = self.prompts.set_label(
+                project_id, name, label, version, actor=actor, action=action, detail=detail
+            )
+        except UnknownVersion as exc:
+            raise PromptNotFound(str(exc)) from None
+        self.changed(project_id, name)
+        return previous
+
+    def record_refusal(
+        self, project_id: str, name: str, label: str, version: int, *, actor: str | None, detail: Mapping[str, Any]
+    ) -> None:
+        """Record a promotion that the gate refused (the label stays where it was)."""
+        self.prompts.add_event(project_id, name, "refuse", version=version, label=label, actor=actor, detail=detail)
+        self.changed(project_id, name)
+
+    # -- changes ------------------------------------------------------------------------------------
+
+    def on_change(self, listener: Callable[[str, str], None]) -> None:
+        """Call ``listener(project_id, name)`` after each change made in this process (the watcher
+        publishes them to other processes)."""
+        self._listeners.append(listener)
+
+    def changed(self, project_id: str, name: str, *, local: bool = True) -> None:
+        """Forget what is cached of ``name`` (a change made here, or heard from another process)."""
+        with self._lock:
+            self._generation += 1
+            for key in [k for k in self._cache if k[0] == project_id and k[1] == name]:
+                del self._cache[key]
+        if local:
+            for listener in self._listeners:
+                listener(project_id, name)
+
+    def forget_all(self) -> None:
+        """Forget every cached resolution (the watcher lost track of events)."""
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
+
+
+def _missing(ref: PromptRef) -> str:
+    if ref.version is not None:
+        return f"prompt {ref.name!r} has no version {ref.version}"
+    return f"prompt {ref.name!r} has no label {ref.label!r} (or no such prompt)"

@@ -1,0 +1,108 @@
+"""The prompt registry over the real databases (SQLite and PostgreSQL): immutable versions, labels,
+rollback, diff, the audit list, and the change feed other processes poll."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilothouse.domain.prompts import PromptError, PromptRef, parse_ref
+from pilothouse.prompts import PromptNotFound, PromptRegistry
+from pilothouse.store.sql import SqlStore
+
+CHAT = {
+    "prompt": [
+        {"role": "system", "content": "You answer in a {{tone}} tone."},
+        {"role": "user", "content": "{{question}}"},
+    ],
+    "model": "sim",
+    "parameters": {"temperature": 0.2, "max_tokens": 64},
+}
+
+
+def test_versions_labels_rollback_and_history(store: SqlStore) -> None:
+    registry = PromptRegistry(store)
+    first = registry.create("p1", "support", CHAT, actor="alice", labels=["production"])
+    second = registry.create(
+        "p1", "support", {**CHAT, "parameters": {"temperature": 0.7}, "message": "warmer"}, actor="bob"
+    )
+    assert (first.version, second.version) == (1, 2)
+    assert first.labels == ("latest", "production")
+    assert registry.resolve("p1", parse_ref("support@production")).version == 1
+    assert registry.resolve("p1", parse_ref("support@latest")).version == 2
+    assert registry.resolve("p1", parse_ref("support@2")).parameters == {"temperature": 0.7}
+
+    # promotion then rollback: both are label moves, each an event naming where the label was
+    assert registry.set_label("p1", "support", "production", 2, actor="carol") == 1
+    assert registry.resolve("p1", parse_ref("support@production")).version == 2
+    assert registry.set_label("p1", "support", "production", 1, actor="carol") == 2
+    assert registry.resolve("p1", parse_ref("support")).version == 1
+    events = registry.history("p1", "support")
+    assert [(e.action, e.version, e.label, e.previous, e.actor) for e in events] == [
+        ("label", 1, "production", 2, "carol"),
+        ("label", 2, "production", 1, "carol"),
+        ("create", 2, None, None, "bob"),
+        ("label", 1, "production", None, "alice"),
+        ("create", 1, None, None, "alice"),
+    ]
+    # a version never changes: version 1 still has what it was created with
+    assert registry.get("p1", "support", version=1).parameters == {"temperature": 0.2, "max_tokens": 64}
+    diff = registry.diff("p1", "support", 1, 2)
+    assert '-    "temperature": 0.2' in diff and '+    "temperature": 0.7' in diff
+    [summary] = registry.list("p1")
+    assert (summary.name, summary.latest, dict(summary.labels), summary.kind) == (
+        "support",
+        2,
+        {"production": 1},
+        "chat",
+    )
+
+
+def test_projects_do_not_see_each_other(store: SqlStore) -> None:
+    registry = PromptRegistry(store)
+    registry.create("p1", "shared-name", {"prompt": "one {{x}}"}, actor=None, labels=["production"])
+    with pytest.raises(PromptNotFound):
+        registry.resolve("p2", PromptRef("shared-name", label="production"))
+    assert registry.list("p2") == []
+    with pytest.raises(PromptNotFound):  # another project's version cannot be labelled either
+        registry.set_label("p2", "shared-name", "production", 1, actor=None)
+
+
+def test_the_cache_forgets_a_change_heard_from_elsewhere(store: SqlStore) -> None:
+    here, there = PromptRegistry(store), PromptRegistry(store)
+    here.create("p1", "greet", {"prompt": "Hi {{name}}"}, actor=None, labels=["production"])
+    here.create("p1", "greet", {"prompt": "Hello {{name}}"}, actor=None)
+    ref = parse_ref("greet@production")
+    assert here.resolve("p1", ref).version == 1
+    seq = here.prompts.last_seq()
+    there.set_label("p1", "greet", "production", 2, actor=None)
+    assert here.resolve("p1", ref).version == 1  # cached until it hears of the change
+    changes = here.prompts.changed_since(seq)
+    assert [(project, name) for _, project, name in changes] == [("p1", "greet")]
+    here.changed("p1", "greet", local=False)
+    assert here.resolve("p1", ref).version == 2
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"prompt": ""}, "non-empty string"),
+        ({"prompt": [{"role": "wizard", "content": "x"}]}, "role"),
+        ({"prompt": "x", "parameters": {"model": "gpt"}}, "'model'"),
+        ({"prompt": "x", "extra": 1}, "unknown field"),
+        ({"prompt": "x" * 300_000}, "at most"),
+    ],
+)
+def test_bad_versions_are_refused_with_a_reason(sqlite_store: SqlStore, document: dict, problem: str) -> None:
+    with pytest.raises(PromptError, match=problem):
+        PromptRegistry(sqlite_store).create("p1", "bad", document, actor=None)
+
+
+def test_names_and_labels_are_checked(sqlite_store: SqlStore) -> None:
+    registry = PromptRegistry(sqlite_store)
+    registry.create("p1", "ok", {"prompt": "x"}, actor=None)
+    for label in ("latest", "Prod", "12", "a b"):
+        with pytest.raises(PromptError):
+            registry.set_label("p1", "ok", label, 1, actor=None)
+    for name in ("../etc", "", "a/b", "x" * 200):
+        with pytest.raises(PromptError):
+            registry.create("p1", name, {"prompt": "x"}, actor=None)
