@@ -162,9 +162,14 @@ def run_command(
         from pilothouse.evals.spec import SpecError, load_spec
         from pilothouse.store.calibrations import CalibrationStore
 
+        from pilothouse.prompts import PromptRegistry
+
+        store = eval_store(database_url, create=True)
         try:
-            spec = load_spec(spec_file)
+            registry = PromptRegistry(store.store)  # target.prompt: name@label, in the project it runs in
+            spec = load_spec(spec_file, prompts=lambda own, ref: registry.resolve(project or own, ref))
         except (SpecError, DatasetError) as exc:
+            store.store.close()
             raise CliError(str(exc), exit_code=2) from None
         spec = spec.with_overrides(
             name=name,
@@ -173,7 +178,6 @@ def run_command(
             project=project,
             cache=False if no_cache else None,
         )
-        store = eval_store(database_url, create=True)
         out, err = _console(), _console(stderr=True)
     display = _ProgressDisplay(err, quiet)
     started_run: list[EvalRun] = []

@@ -228,8 +228,8 @@ class CallSpan:
             usage=usage or Usage(),
             cost=cost,
             ttft_ns=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1e9),
-            prompt_name=None if self.prompt is None else self.prompt[0],
-            prompt_version=None if self.prompt is None else str(self.prompt[1]),
+            prompt_name=attributes.get("pilothouse.prompt.name"),
+            prompt_version=attributes.get("pilothouse.prompt.version"),
         )
         # each record its own trace facts: the normaliser and the batch writer may change them
         trace = replace(self.trace) if self.trace else TraceAttributes(user_id=self.user_id, tags=self.tags)

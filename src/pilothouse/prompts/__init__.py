@@ -4,7 +4,7 @@ server process current, and the SDK's cached prompt client."""
 from pilothouse.domain.prompts import PromptError, PromptEvent, PromptRef, PromptSummary, PromptVersion, parse_ref
 from pilothouse.prompts._client import PromptClient, PromptUnavailable, configure_prompts, get_prompt
 from pilothouse.prompts._registry import PromptNotFound, PromptRegistry
-from pilothouse.prompts._watch import ChangeWatcher
+from pilothouse.prompts._watch import ChangeWatcher, publish_change
 
 __all__ = [
     "ChangeWatcher",
@@ -20,4 +20,5 @@ __all__ = [
     "configure_prompts",
     "get_prompt",
     "parse_ref",
+    "publish_change",
 ]

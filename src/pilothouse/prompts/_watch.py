@@ -16,7 +16,7 @@ from typing import Any
 
 from pilothouse.prompts._registry import PromptRegistry
 
-__all__ = ["CHANNEL", "ChangeWatcher"]
+__all__ = ["CHANNEL", "ChangeWatcher", "publish_change"]
 
 log = logging.getLogger("pilothouse.prompts")
 
@@ -124,3 +124,20 @@ class ChangeWatcher:
             self._seen_set.discard(self._seen[0])
         self._seen.append(seq)
         self._seen_set.add(seq)
+
+
+def publish_change(redis_url: str | None, project_id: str, name: str) -> None:
+    """Tell every server process listening on Redis that ``name`` changed (a change made outside a
+    server: the CLI). Without Redis, or when it is away, the servers' database poll carries it."""
+    if not redis_url:
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            client.publish(CHANNEL, f"{project_id}\n{name}")
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        log.warning("prompt changes: could not publish on Redis (%s); servers will see it by polling", exc)
