@@ -89,7 +89,8 @@ class ChangeWatcher:
             now = time.monotonic()
             if now >= next_poll:
                 self._poll()
-                next_poll = now + (_BACKSTOP_SECONDS if self._pubsub is not None else self.poll_seconds)
+                backstop = max(_BACKSTOP_SECONDS, self.poll_seconds)
+                next_poll = now + (backstop if self._pubsub is not None else self.poll_seconds)
             if self._pubsub is None:
                 self._stop.wait(max(0.0, next_poll - time.monotonic()))
                 continue
