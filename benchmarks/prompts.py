@@ -34,7 +34,10 @@ def seed(url: str, versions: int = 2) -> str:
         registry = PromptRegistry(store)
         for n in range(1, versions + 1):
             registry.create(
-                "default", "greet", {"prompt": f"V{n} {{{{who}}}}", "model": "echo"}, actor="bench",
+                "default",
+                "greet",
+                {"prompt": f"V{n} {{{{who}}}}", "model": "echo"},
+                actor="bench",
                 labels=["production"] if n == 1 else [],
             )
         _, key = store.create_api_key("default", "bench", frozenset({Scope.ADMIN, Scope.READ, Scope.GATEWAY}))
@@ -81,7 +84,9 @@ def gateway_reference(server: PilothouseServer, key: str, n: int = 300) -> None:
     for name, values in timings.items():
         values.sort()
         label = "gateway, prompt reference" if name == "reference" else "  baseline, inline messages"
-        print(f"{label:28s} p50 {values[len(values) // 2]:.2f} ms  p99 {values[int(len(values) * 0.99)]:.2f} ms")
+        print(
+            f"{label:28s} p50 {values[len(values) // 2]:.2f} ms  p99 {values[int(len(values) * 0.99)]:.2f} ms"
+        )
 
 
 def propagation(url: str, env: dict[str, str], moves: int, what: str) -> None:
@@ -94,24 +99,35 @@ def propagation(url: str, env: dict[str, str], moves: int, what: str) -> None:
     rng = random.Random(7)
     here: list[float] = []
     there: list[float] = []
-    with PilothouseServer(url, args=args, env=env) as one, PilothouseServer(url, args=args, env=env) as two:
-        with httpx.Client(headers=headers) as http:
-            for move in range(moves):
-                version = 2 if move % 2 == 0 else 1
-                expected = f"V{version} x"
-                http.post(f"{two.base_url}/v1/chat/completions", json=body)  # cached in the other process
-                time.sleep(rng.uniform(0, 0.6))  # no phase lock with the other process's poll
-                started = time.perf_counter()
-                http.post(f"{one.base_url}/api/prompts/greet/labels", json={"label": "production", "version": version})
-                for server, sink in ((one, here), (two, there)):
-                    while True:
-                        answer = http.post(f"{server.base_url}/v1/chat/completions", json=body).json()
-                        if answer["choices"][0]["message"]["content"] == expected:
-                            sink.append((time.perf_counter() - started) * 1000)
-                            break
-    for label, values in ((f"label move, other process ({what})", there), ("  baseline, the moving process", here)):
+    with (
+        PilothouseServer(url, args=args, env=env) as one,
+        PilothouseServer(url, args=args, env=env) as two,
+        httpx.Client(headers=headers) as http,
+    ):
+        for move in range(moves):
+            version = 2 if move % 2 == 0 else 1
+            expected = f"V{version} x"
+            http.post(f"{two.base_url}/v1/chat/completions", json=body)  # cached in the other process
+            time.sleep(rng.uniform(0, 0.6))  # no phase lock with the other process's poll
+            started = time.perf_counter()
+            http.post(
+                f"{one.base_url}/api/prompts/greet/labels",
+                json={"label": "production", "version": version},
+            )
+            for server, sink in ((one, here), (two, there)):
+                while True:
+                    answer = http.post(f"{server.base_url}/v1/chat/completions", json=body).json()
+                    if answer["choices"][0]["message"]["content"] == expected:
+                        sink.append((time.perf_counter() - started) * 1000)
+                        break
+    for label, values in (
+        (f"label move, other process ({what})", there),
+        ("  baseline, the moving process", here),
+    ):
         values.sort()
-        print(f"{label:44s} p50 {values[len(values) // 2]:7.1f} ms  max {values[-1]:7.1f} ms  (n={len(values)})")
+        print(
+            f"{label:44s} p50 {values[len(values) // 2]:7.1f} ms  max {values[-1]:7.1f} ms  (n={len(values)})"
+        )
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pilothouse.prompts import get_prompt
     from pilothouse.tracing.instrument_anthropic import instrument_anthropic, uninstrument_anthropic
     from pilothouse.tracing.instrument_openai import instrument_openai, uninstrument_openai
     from pilothouse.tracing.observe import (
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
         span,
         update_current_trace,
     )
-    from pilothouse.prompts import get_prompt
     from pilothouse.tracing.sdk import flush, init, score, shutdown, trace_headers
 
 # Loaded on first use: the server and the CLI import this package without paying for the

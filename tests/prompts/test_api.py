@@ -14,8 +14,20 @@ from pilothouse.domain.keys import Scope
 from tests.server.conftest import Served, serve
 
 MODELS = [
-    {"name": "echo", "provider": "sim", "model": "echo-1", "options": {"echo": True}, "price": {"input": 0, "output": 0}},
-    {"name": "other", "provider": "sim", "model": "other-1", "options": {"echo": True}, "price": {"input": 0, "output": 0}},
+    {
+        "name": "echo",
+        "provider": "sim",
+        "model": "echo-1",
+        "options": {"echo": True},
+        "price": {"input": 0, "output": 0},
+    },
+    {
+        "name": "other",
+        "provider": "sim",
+        "model": "other-1",
+        "options": {"echo": True},
+        "price": {"input": 0, "output": 0},
+    },
 ]
 
 
@@ -33,7 +45,11 @@ def _admin(app: Served) -> dict[str, str]:
 
 def test_create_read_label_diff_history(app: Served) -> None:
     admin = _admin(app)
-    body = {"prompt": [{"role": "user", "content": "Say {{word}}"}], "model": "echo", "labels": ["production"]}
+    body = {
+        "prompt": [{"role": "user", "content": "Say {{word}}"}],
+        "model": "echo",
+        "labels": ["production"],
+    }
     created = app.client.post("/api/prompts/greet/versions", json=body, headers=admin)
     assert created.status_code == 201, created.text
     assert created.json()["version"] == 1 and created.json()["variables"] == ["word"]
@@ -42,9 +58,13 @@ def test_create_read_label_diff_history(app: Served) -> None:
     # a read-only key reads but cannot change
     assert app.client.get("/api/prompts/greet", headers=app.auth).json()["version"] == 1
     assert app.client.get("/api/prompts/greet?label=latest", headers=app.auth).json()["version"] == 2
-    refused = app.client.post("/api/prompts/greet/labels", json={"label": "production", "version": 2}, headers=app.auth)
+    refused = app.client.post(
+        "/api/prompts/greet/labels", json={"label": "production", "version": 2}, headers=app.auth
+    )
     assert refused.status_code == 403
-    moved = app.client.post("/api/prompts/greet/labels", json={"label": "production", "version": 2}, headers=admin)
+    moved = app.client.post(
+        "/api/prompts/greet/labels", json={"label": "production", "version": 2}, headers=admin
+    )
     assert moved.json() == {"name": "greet", "label": "production", "version": 2, "previous_version": 1}
     diff = app.client.get("/api/prompts/greet/diff?from=1&to=2", headers=app.auth).json()["diff"]
     assert "-Say {{word}}" in diff and "+Please say {{word}}" in diff
@@ -53,10 +73,19 @@ def test_create_read_label_diff_history(app: Served) -> None:
     assert history[0]["actor"] == "key:editor"
     listed = app.client.get("/api/prompts", headers=app.auth).json()["data"]
     assert listed == [
-        {"name": "greet", "latest_version": 2, "labels": {"production": 2}, "updated_ns": listed[0]["updated_ns"], "type": "chat"}
+        {
+            "name": "greet",
+            "latest_version": 2,
+            "labels": {"production": 2},
+            "updated_ns": listed[0]["updated_ns"],
+            "type": "chat",
+        }
     ]
     # another project sees nothing
-    assert app.client.get("/api/prompts/greet", headers={"Authorization": f"Bearer {app.other_key}"}).status_code == 404
+    assert (
+        app.client.get("/api/prompts/greet", headers={"Authorization": f"Bearer {app.other_key}"}).status_code
+        == 404
+    )
 
 
 @pytest.mark.parametrize(
@@ -81,7 +110,10 @@ def test_bad_changes_are_clear_errors(app: Served, path: str, body: object, stat
 def test_gateway_renders_a_reference_and_traces_its_version(app: Served) -> None:
     admin = _admin(app)
     template = {
-        "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Repeat {{word}} please"}],
+        "prompt": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Repeat {{word}} please"},
+        ],
         "model": "echo",
         "parameters": {"max_tokens": 8},
         "labels": ["production"],
@@ -97,14 +129,20 @@ def test_gateway_renders_a_reference_and_traces_its_version(app: Served) -> None
     assert second.json()["choices"][0]["message"]["content"] == "and more"
     assert second.json()["model"] == "other-1"
     # a label move is seen by the very next request of this process
-    app.client.post("/api/prompts/greet/versions", json={**template, "prompt": "Now {{word}}", "labels": []}, headers=admin)
+    app.client.post(
+        "/api/prompts/greet/versions",
+        json={**template, "prompt": "Now {{word}}", "labels": []},
+        headers=admin,
+    )
     app.client.post("/api/prompts/greet/labels", json={"label": "production", "version": 2}, headers=admin)
     third = app.client.post("/v1/chat/completions", json=ref, headers=admin)
     assert third.json()["choices"][0]["message"]["content"] == "Now tides"
     app.drain()
     traces = app.client.get("/api/traces", headers=admin).json()["data"]
     observations = [
-        o for t in traces for o in app.client.get(f"/api/traces/{t['id']}", headers=admin).json()["observations"]
+        o
+        for t in traces
+        for o in app.client.get(f"/api/traces/{t['id']}", headers=admin).json()["observations"]
     ]
     assert sorted(o["prompt"]["version"] for o in observations) == ["1", "1", "2"]
     assert {o["prompt"]["name"] for o in observations} == {"greet"}
@@ -123,7 +161,11 @@ def test_gateway_renders_a_reference_and_traces_its_version(app: Served) -> None
 )
 def test_bad_references_answer_in_openai_shape(app: Served, prompt: object, status: int, words: str) -> None:
     admin = _admin(app)
-    app.client.post("/api/prompts/greet/versions", json={"prompt": "Say {{word}}", "model": "echo", "labels": ["production"]}, headers=admin)
+    app.client.post(
+        "/api/prompts/greet/versions",
+        json={"prompt": "Say {{word}}", "model": "echo", "labels": ["production"]},
+        headers=admin,
+    )
     response = app.client.post("/v1/chat/completions", json={"prompt": prompt}, headers=admin)
     assert response.status_code == status
     assert words in response.json()["error"]["message"]

@@ -26,9 +26,13 @@ def _seed(url: str) -> str:
     store = SqlStore.from_url(url)
     try:
         registry = PromptRegistry(store)
-        registry.create("default", "greet", {"prompt": "One {{who}}", "model": "echo"}, actor="t", labels=["production"])
+        registry.create(
+            "default", "greet", {"prompt": "One {{who}}", "model": "echo"}, actor="t", labels=["production"]
+        )
         registry.create("default", "greet", {"prompt": "Two {{who}}", "model": "echo"}, actor="t")
-        _, key = store.create_api_key("default", "editor", frozenset({Scope.ADMIN, Scope.READ, Scope.GATEWAY}))
+        _, key = store.create_api_key(
+            "default", "editor", frozenset({Scope.ADMIN, Scope.READ, Scope.GATEWAY})
+        )
     finally:
         store.close()
     return key
@@ -36,7 +40,9 @@ def _seed(url: str) -> str:
 
 def _answer(server: PilothouseServer, key: str) -> str:
     body = {"prompt": {"name": "greet", "variables": {"who": "there"}}}
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+    )
     assert response.status_code == 200, response.text
     return str(response.json()["choices"][0]["message"]["content"])
 

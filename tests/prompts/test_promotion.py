@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pilothouse.prompts import PromptRegistry
-from pilothouse.store.sql import SqlStore
 from pilothouse.cli import cli
 from pilothouse.cli.common import CliError
+from pilothouse.prompts import PromptRegistry
+from pilothouse.store.sql import SqlStore
 from tests.conftest import sqlite_at_head
 from tests.server.inprocess import cli_in_process
 
@@ -26,7 +26,9 @@ def setup(tmp_path: Path) -> tuple[str, Path, Path]:
     url = sqlite_at_head(tmp_path / "promote.db")
     config = tmp_path / "models.yaml"
     config.write_text(
-        yaml.safe_dump({"models": [{"name": "echo", "provider": "sim", "model": "echo-1", "options": {"echo": True}}]})
+        yaml.safe_dump(
+            {"models": [{"name": "echo", "provider": "sim", "model": "echo-1", "options": {"echo": True}}]}
+        )
     )
     dataset = tmp_path / "topics.jsonl"
     dataset.write_text("".join(json.dumps({"topic": t, "expected": t}) + "\n" for t in TOPICS))
@@ -37,9 +39,33 @@ def setup(tmp_path: Path) -> tuple[str, Path, Path]:
 def test_promotion_refuses_a_worse_version_and_passes_a_good_one(setup: tuple[str, Path, Path]) -> None:
     url, config, dataset = setup
     db = ["--database-url", url]
-    assert cli_in_process("prompts", "create", "explain", "--text", "Explain {{topic}} briefly.", "--model", "echo", "--label", "production", *db).returncode == 0
-    assert cli_in_process("prompts", "create", "explain", "--text", "Explain it briefly.", "--model", "echo", *db).returncode == 0
-    assert cli_in_process("prompts", "create", "explain", "--text", "Please explain {{topic}}.", "--model", "echo", *db).returncode == 0
+    assert (
+        cli_in_process(
+            "prompts",
+            "create",
+            "explain",
+            "--text",
+            "Explain {{topic}} briefly.",
+            "--model",
+            "echo",
+            "--label",
+            "production",
+            *db,
+        ).returncode
+        == 0
+    )
+    assert (
+        cli_in_process(
+            "prompts", "create", "explain", "--text", "Explain it briefly.", "--model", "echo", *db
+        ).returncode
+        == 0
+    )
+    assert (
+        cli_in_process(
+            "prompts", "create", "explain", "--text", "Please explain {{topic}}.", "--model", "echo", *db
+        ).returncode
+        == 0
+    )
     common = ["--to", "production", "--dataset", str(dataset), "--scorer", "contains", "--margin", "0.1"]
     common += ["--config", str(config), *db]
 
@@ -82,10 +108,23 @@ def _usage_error(*args: str) -> str:
 def test_promotion_usage_errors(setup: tuple[str, Path, Path]) -> None:
     url, _, dataset = setup
     db = ["--database-url", url]
-    cli_in_process("prompts", "create", "explain", "--text", "Explain {{topic}}.", "--model", "echo", "--label", "production", *db)
+    cli_in_process(
+        "prompts",
+        "create",
+        "explain",
+        "--text",
+        "Explain {{topic}}.",
+        "--model",
+        "echo",
+        "--label",
+        "production",
+        *db,
+    )
     scored = ["--dataset", str(dataset), "--scorer", "contains", *db]
     assert "no version 9" in _usage_error("prompts", "promote", "explain", "--version", "9", *scored)
-    assert "--scorer" in _usage_error("prompts", "promote", "explain", "--version", "1", "--dataset", str(dataset), *db)
+    assert "--scorer" in _usage_error(
+        "prompts", "promote", "explain", "--version", "1", "--dataset", str(dataset), *db
+    )
     assert "already points" in _usage_error("prompts", "promote", "explain", "--version", "1", *scored)
     assert "invalid label" in _usage_error("prompts", "label", "explain", "Bad Label", "1", *db)
     assert "no label 'production'" in _usage_error("prompts", "show", "nothing", "--label", "production", *db)

@@ -48,7 +48,7 @@ def test_versions_labels_rollback_and_history(store: SqlStore) -> None:
     assert registry.get("p1", "support", version=1).parameters == {"temperature": 0.2, "max_tokens": 64}
     diff = registry.diff("p1", "support", 1, 2)
     assert '-    "temperature": 0.2' in diff and '+    "temperature": 0.7' in diff
-    [summary] = registry.list("p1")
+    [summary] = registry.list_prompts("p1")
     assert (summary.name, summary.latest, dict(summary.labels), summary.kind) == (
         "support",
         2,
@@ -62,7 +62,7 @@ def test_projects_do_not_see_each_other(store: SqlStore) -> None:
     registry.create("p1", "shared-name", {"prompt": "one {{x}}"}, actor=None, labels=["production"])
     with pytest.raises(PromptNotFound):
         registry.resolve("p2", PromptRef("shared-name", label="production"))
-    assert registry.list("p2") == []
+    assert registry.list_prompts("p2") == []
     with pytest.raises(PromptNotFound):  # another project's version cannot be labelled either
         registry.set_label("p2", "shared-name", "production", 1, actor=None)
 

@@ -24,18 +24,33 @@ def test_prompt_pages(app: Served) -> None:
     client.follow_redirects = False
     assert login(client, admin_key).status_code == 303
     listing = client.get("/prompts")
-    assert listing.status_code == 200 and "No prompts yet" in listing.text and 'href="/prompts"' in listing.text
+    assert (
+        listing.status_code == 200 and "No prompts yet" in listing.text and 'href="/prompts"' in listing.text
+    )
     csrf = csrf_of(listing.text)
     bad = client.post("/prompts", data={"csrf": csrf, "name": "greet", "type": "chat", "prompt": "[not json"})
     assert bad.status_code == 400 and "not valid JSON" in bad.text
     created = client.post(
         "/prompts",
-        data={"csrf": csrf, "name": "greet", "type": "text", "prompt": "Hello {{who}}", "model": "sim", "labels": "production"},
+        data={
+            "csrf": csrf,
+            "name": "greet",
+            "type": "text",
+            "prompt": "Hello {{who}}",
+            "model": "sim",
+            "labels": "production",
+        },
     )
     assert created.status_code == 303 and created.headers["location"] == "/prompts/greet?done=created"
     edited = client.post(
         "/prompts/greet/versions",
-        data={"csrf": csrf, "type": "text", "prompt": "Hi there {{who}}", "parameters": '{"temperature": 0}', "message": "friendlier"},
+        data={
+            "csrf": csrf,
+            "type": "text",
+            "prompt": "Hi there {{who}}",
+            "parameters": '{"temperature": 0}',
+            "message": "friendlier",
+        },
     )
     assert edited.status_code == 303
     page = client.get("/prompts/greet")
@@ -54,5 +69,8 @@ def test_prompt_pages(app: Served) -> None:
     assert login(client, app.key).status_code == 303
     read_only = client.get("/prompts/greet")
     assert read_only.status_code == 200 and "Move a label" not in read_only.text
-    refused = client.post("/prompts/greet/labels", data={"csrf": csrf_of(client.get("/traces").text), "label": "production", "version": "1"})
+    refused = client.post(
+        "/prompts/greet/labels",
+        data={"csrf": csrf_of(client.get("/traces").text), "label": "production", "version": "1"},
+    )
     assert refused.status_code == 403

@@ -160,9 +160,8 @@ def run_command(
         from pilothouse.evals.calls import TargetConfigError
         from pilothouse.evals.runner import RunError
         from pilothouse.evals.spec import SpecError, load_spec
-        from pilothouse.store.calibrations import CalibrationStore
-
         from pilothouse.prompts import PromptRegistry
+        from pilothouse.store.calibrations import CalibrationStore
 
         store = eval_store(database_url, create=True)
         try:

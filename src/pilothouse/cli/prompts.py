@@ -4,6 +4,7 @@ promotion gated by an eval (``promote``, exit codes as ``pilothouse gate``)."""
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import sys
 from collections.abc import Iterator
@@ -57,10 +58,8 @@ def _published(database_url: str | None, project: str, name: str) -> None:
     from pilothouse.config import ConfigError, load_settings
     from pilothouse.prompts import publish_change
 
-    try:
+    with contextlib.suppress(ConfigError):  # settings the command itself read already
         publish_change(load_settings(database_url=database_url).redis_url, project, name)
-    except ConfigError:
-        pass
 
 
 @click.group("prompts")
@@ -74,7 +73,7 @@ def prompts() -> None:
 def list_command(project: str, database_url: str | None) -> None:
     """The project's prompts: newest version and labels."""
     with _registry(database_url) as (registry, _):
-        found = registry.list(project)
+        found = registry.list_prompts(project)
     if not found:
         click.echo(f"no prompts in project {project!r} (create one with 'pilothouse prompts create')")
         return
@@ -90,7 +89,9 @@ def list_command(project: str, database_url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @project_option
 @database_option
-def show(name: str, label: str | None, version: int | None, as_json: bool, project: str, database_url: str | None) -> None:
+def show(
+    name: str, label: str | None, version: int | None, as_json: bool, project: str, database_url: str | None
+) -> None:
     """One version of prompt NAME: template, model, parameters, labels."""
     import json
 
@@ -220,14 +221,17 @@ def history(name: str, limit: int, project: str, database_url: str | None) -> No
 
 @prompts.command("promote")
 @click.argument("name")
-@click.option("--version", "version", type=click.IntRange(min=1), required=True, help="The candidate version.")
+@click.option(
+    "--version", "version", type=click.IntRange(min=1), required=True, help="The candidate version."
+)
 @click.option("--to", "label", default="production", show_default=True, help="The label to move on pass.")
 @click.option("--dataset", default=None, help="The eval's dataset: a file or a stored dataset's name.")
 @click.option(
     "--scorer",
     "scorers",
     multiple=True,
-    help="A scorer: a type ('exact', 'contains') or a YAML mapping ('{type: regex, value: ...}'); repeatable.",
+    help="A scorer: a type ('exact', 'contains') or a YAML mapping ('{type: regex, value: ...}'); "
+    "repeatable.",
 )
 @click.option(
     "--spec",
@@ -316,7 +320,12 @@ def promote(
 
 
 def _promotion_spec(
-    spec_file: Path | None, dataset: str | None, scorers: tuple[str, ...], load_yaml: Any, read_spec: Any, spec_error: Any
+    spec_file: Path | None,
+    dataset: str | None,
+    scorers: tuple[str, ...],
+    load_yaml: Any,
+    read_spec: Any,
+    spec_error: Any,
 ) -> tuple[dict[str, Any], Path]:
     """The eval spec a promotion runs: --spec's, or one made of --dataset and --scorer."""
     if spec_file is not None:

@@ -121,7 +121,8 @@ class Settings(_Section):
         default=0.5,
         gt=0,
         le=60,
-        description="How often a server process asks the database whether a prompt label moved (without Redis).",
+        description="How often a server process asks the database whether a prompt label moved "
+        "(without Redis).",
     )
     durable: bool = Field(
         default=False,

@@ -146,12 +146,16 @@ class PromptVersion:
             content = message.get("content")
             texts = [content] if isinstance(content, str) else []
             if isinstance(content, list):
-                texts = [p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)]
+                texts = [
+                    p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+                ]
             for text in texts:
                 names.extend(template_variables(text))
         return list(dict.fromkeys(names))
 
-    def compile(self, variables: Mapping[str, Any] | None = None, /, **more: Any) -> str | list[dict[str, Any]]:
+    def compile(
+        self, variables: Mapping[str, Any] | None = None, /, **more: Any
+    ) -> str | list[dict[str, Any]]:
         """The template with its variables filled in: a string for a text prompt, messages for a chat one.
         A variable the template uses and that is not given is a :class:`~pilothouse.domain.templating.
         TemplateError` naming it."""
@@ -205,7 +209,9 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
     known |= {"created_ns", "variables"}
     unknown = sorted(str(k) for k in document if k not in known)
     if unknown:
-        raise PromptError(f"unknown field {unknown[0]!r} (fields: type, prompt, {', '.join(_CONFIG_KEYS)}, message)")
+        raise PromptError(
+            f"unknown field {unknown[0]!r} (fields: type, prompt, {', '.join(_CONFIG_KEYS)}, message)"
+        )
     template = document.get("prompt")
     kind = document.get("type") or ("text" if isinstance(template, str) else "chat")
     if kind not in ("text", "chat"):
@@ -241,7 +247,7 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
     return PromptVersion(
         name=check_name(name),
         version=version,
-        kind=kind,
+        kind="text" if kind == "text" else "chat",
         template=checked,
         model=model,
         parameters=dict(parameters),
@@ -251,7 +257,11 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
     )
 
 
-_OWN_FIELD = {"model": " (use 'model')", "tools": " (use 'tools')", "response_format": " (use 'response_format')"}
+_OWN_FIELD = {
+    "model": " (use 'model')",
+    "tools": " (use 'tools')",
+    "response_format": " (use 'response_format')",
+}
 
 
 def _chat_template(template: Any) -> tuple[Mapping[str, Any], ...]:

@@ -212,7 +212,9 @@ def parse_spec(
     if isinstance(data["target"], Mapping) and is_prompt_reference(data["target"].get("prompt")):
         project_of = data.get("project", "default")
         try:
-            resolved = resolve_prompt_target(data["target"], prompts, project_of if isinstance(project_of, str) else "")
+            resolved = resolve_prompt_target(
+                data["target"], prompts, project_of if isinstance(project_of, str) else ""
+            )
         except ValueError as exc:
             raise SpecError(f"{source}: {exc}") from None
         data = {**data, "target": resolved}

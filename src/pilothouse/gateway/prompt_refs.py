@@ -35,7 +35,9 @@ async def apply_prompt_reference(
         )
     unknown = sorted(str(k) for k in reference if k not in _FIELDS)
     if unknown:
-        raise PromptReferenceError(400, f"'prompt' has an unknown field {unknown[0]!r}.", f"prompt.{unknown[0]}")
+        raise PromptReferenceError(
+            400, f"'prompt' has an unknown field {unknown[0]!r}.", f"prompt.{unknown[0]}"
+        )
     variables = reference.get("variables") or {}
     if not isinstance(variables, Mapping):
         raise PromptReferenceError(400, "'prompt.variables' must be an object.", "prompt.variables")

@@ -90,9 +90,17 @@ async def promote_prompt(
         raise PromotionError(f"{label!r} already points at {name}@{version}")
     if current is None:  # nothing to compare against: the first version to hold the label
         result = PromotionResult(
-            name, label, version, None, GateVerdict.PASS, True, f"{label!r} pointed at no version: nothing to gate"
+            name,
+            label,
+            version,
+            None,
+            GateVerdict.PASS,
+            True,
+            f"{label!r} pointed at no version: nothing to gate",
         )
-        registry.set_label(project_id, name, label, version, actor=actor, action="promote", detail=result.document())
+        registry.set_label(
+            project_id, name, label, version, actor=actor, action="promote", detail=result.document()
+        )
         return result
     runs = []
     for which in (current.version, candidate.version):
@@ -102,7 +110,10 @@ async def promote_prompt(
         data = {**spec, "target": target, "project": project_id}
         data.setdefault("name", f"promote {name}@{which}")
         parsed = parse_spec(
-            data, base_dir=base_dir, source="promotion spec", prompts=lambda _p, ref: _exact(registry, project_id, ref)
+            data,
+            base_dir=base_dir,
+            source="promotion spec",
+            prompts=lambda _p, ref: _exact(registry, project_id, ref),
         )
         runs.append(await evaluations.run(parsed))
     comparison = evaluations.compare_runs(
@@ -121,7 +132,9 @@ async def promote_prompt(
     if verdict is GateVerdict.PASS and (now is None or now.version != current.version):
         moved_to = "nowhere" if now is None else f"version {now.version}"
         reason = f"{label!r} moved to {moved_to} while the evals ran; not promoted"
-        result = PromotionResult(name, label, version, current.version, GateVerdict.INCONCLUSIVE, False, reason, comparison)
+        result = PromotionResult(
+            name, label, version, current.version, GateVerdict.INCONCLUSIVE, False, reason, comparison
+        )
     elif verdict is GateVerdict.PASS:
         reason = "the gate passed: no metric is worse than its margin"
         result = PromotionResult(name, label, version, current.version, verdict, True, reason, comparison)
@@ -129,7 +142,9 @@ async def promote_prompt(
         reason = f"the gate's verdict is {verdict.value}; {label!r} stays at version {current.version}"
         result = PromotionResult(name, label, version, current.version, verdict, False, reason, comparison)
     if result.moved:
-        registry.set_label(project_id, name, label, version, actor=actor, action="promote", detail=result.document())
+        registry.set_label(
+            project_id, name, label, version, actor=actor, action="promote", detail=result.document()
+        )
     else:
         registry.record_refusal(project_id, name, label, version, actor=actor, detail=result.document())
     return result

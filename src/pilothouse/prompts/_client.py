@@ -97,7 +97,9 @@ class PromptClient:
         """Close the HTTP connections."""
         self._http.close()
 
-    def _refresh_later(self, key: tuple[str, str | None, int | None], entry: _Entry, ttl: float | None) -> None:
+    def _refresh_later(
+        self, key: tuple[str, str | None, int | None], entry: _Entry, ttl: float | None
+    ) -> None:
         with self._lock:
             if entry.refreshing:
                 return
@@ -109,7 +111,9 @@ class PromptClient:
         try:
             prompt = self._fetch(key)
         except PromptUnavailable as exc:  # keep serving the last version; try again a little later
-            log.warning("prompt %r: refresh failed (%s); serving version %d", key[0], exc, entry.prompt.version)
+            log.warning(
+                "prompt %r: refresh failed (%s); serving version %d", key[0], exc, entry.prompt.version
+            )
             entry.fresh_until = time.monotonic() + min(seconds, _RETRY_SECONDS)
             entry.refreshing = False
             return
@@ -147,7 +151,9 @@ def _with(prompt: PromptVersion, **changes: Any) -> PromptVersion:
 
 
 def _fallback_prompt(name: str, fallback: str | Sequence[Mapping[str, Any]]) -> PromptVersion:
-    document: dict[str, Any] = {"prompt": fallback if isinstance(fallback, str) else [dict(m) for m in fallback]}
+    document: dict[str, Any] = {
+        "prompt": fallback if isinstance(fallback, str) else [dict(m) for m in fallback]
+    }
     return _with(prompt_from_document(name, document, version=0), fallback=True)
 
 

@@ -50,7 +50,7 @@ class PromptRegistry:
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def cached(self, project_id: str, ref: PromptRef) -> PromptVersion | None | bool:
+    def cached(self, project_id: str, ref: PromptRef) -> PromptVersion | bool | None:
         """The cached resolution of ``ref``: a version, None (known to be absent), or False (not
         cached: call :meth:`resolve`). Never touches the database."""
         return self._cache.get((project_id, ref.name, ref.label, ref.version), False)
@@ -71,17 +71,21 @@ class PromptRegistry:
             raise PromptNotFound(_missing(ref))
         return found
 
-    def get(self, project_id: str, name: str, *, label: str | None = None, version: int | None = None) -> PromptVersion:
+    def get(
+        self, project_id: str, name: str, *, label: str | None = None, version: int | None = None
+    ) -> PromptVersion:
         """A version by number or by label (``latest`` when neither is given), uncached (for people)."""
         check_name(name)
         if label is not None:
             check_label(label, settable=False)
-        found = self.prompts.get(project_id, name, label=label or (None if version else "latest"), version=version)
+        found = self.prompts.get(
+            project_id, name, label=label or (None if version else "latest"), version=version
+        )
         if found is None:
             raise PromptNotFound(_missing(PromptRef(name, label=label or "latest", version=version)))
         return found
 
-    def list(self, project_id: str) -> list[PromptSummary]:
+    def list_prompts(self, project_id: str) -> list[PromptSummary]:
         """The project's prompts, by name."""
         return self.prompts.list_prompts(project_id)
 
@@ -147,10 +151,19 @@ class PromptRegistry:
         return previous
 
     def record_refusal(
-        self, project_id: str, name: str, label: str, version: int, *, actor: str | None, detail: Mapping[str, Any]
+        self,
+        project_id: str,
+        name: str,
+        label: str,
+        version: int,
+        *,
+        actor: str | None,
+        detail: Mapping[str, Any],
     ) -> None:
         """Record a promotion that the gate refused (the label stays where it was)."""
-        self.prompts.add_event(project_id, name, "refuse", version=version, label=label, actor=actor, detail=detail)
+        self.prompts.add_event(
+            project_id, name, "refuse", version=version, label=label, actor=actor, detail=detail
+        )
         self.changed(project_id, name)
 
     # -- changes ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ rows. Either way, what is heard clears the registry's cache entries of that prom
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -28,7 +29,9 @@ _BACKSTOP_SECONDS = 5.0  # the poll's interval while Redis pushes changes
 class ChangeWatcher:
     """A daemon thread that clears ``registry``'s cache when another process changes a prompt."""
 
-    def __init__(self, registry: PromptRegistry, *, poll_seconds: float = 0.5, redis_url: str | None = None) -> None:
+    def __init__(
+        self, registry: PromptRegistry, *, poll_seconds: float = 0.5, redis_url: str | None = None
+    ) -> None:
         self.registry = registry
         self.poll_seconds = poll_seconds
         self.redis_url = redis_url
@@ -59,16 +62,16 @@ class ChangeWatcher:
             self._thread.join(timeout=5)
         for closing in (self._pubsub, self._redis):
             if closing is not None:
-                try:
+                with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
                     closing.close()
-                except Exception:  # closing a broken connection: nothing left to do
-                    pass
 
     def _connect_redis(self) -> None:
         import redis
 
         try:
-            self._redis = redis.Redis.from_url(self.redis_url or "", socket_timeout=2, socket_connect_timeout=2)
+            self._redis = redis.Redis.from_url(
+                self.redis_url or "", socket_timeout=2, socket_connect_timeout=2
+            )
             self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             self._pubsub.subscribe(CHANNEL)
         except redis.RedisError as exc:

@@ -209,7 +209,9 @@ def create_app(
                 log.warning("ingest queue full: the trace of a gateway call was not recorded")
 
         gateway.record = record
-        watcher = ChangeWatcher(prompts, poll_seconds=settings.prompt_poll_seconds, redis_url=settings.redis_url)
+        watcher = ChangeWatcher(
+            prompts, poll_seconds=settings.prompt_poll_seconds, redis_url=settings.redis_url
+        )
         await asyncio.to_thread(watcher.start)
         auth = KeyAuthenticator(
             the_store,

@@ -57,7 +57,7 @@ async def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
 async def list_prompts(request: Request) -> Response:
     """``GET /api/prompts``: the project's prompts with their newest version and labels."""
     principal = await _services(request).auth.authenticate(request, Scope.READ)
-    found = await _guarded(_registry(request).list, principal.project_id)
+    found = await _guarded(_registry(request).list_prompts, principal.project_id)
     return FastJSONResponse({"data": [summary.document() for summary in found]})
 
 
@@ -66,7 +66,9 @@ async def get_prompt(request: Request) -> Response:
     principal = await _services(request).auth.authenticate(request, Scope.READ)
     params = request.query_params
     try:
-        ref = ref_from_fields(request.path_params["name"], params.get("label"), _version_param(params, "version"))
+        ref = ref_from_fields(
+            request.path_params["name"], params.get("label"), _version_param(params, "version")
+        )
     except PromptError as exc:
         raise ApiError(400, str(exc), code="invalid_prompt") from None
     found = await _guarded(
@@ -111,15 +113,24 @@ async def move_label(request: Request) -> Response:
     principal = await services.auth.authenticate(request, Scope.ADMIN)
     body = await read_json(request, 4096)
     if not isinstance(body, dict) or not isinstance(body.get("label"), str):
-        raise ApiError(400, "The body must be {\"label\": NAME, \"version\": N}.", code="invalid_prompt")
+        raise ApiError(400, 'The body must be {"label": NAME, "version": N}.', code="invalid_prompt")
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 10**9:
-        raise ApiError(400, "'version' must be a version number from 1.", code="invalid_prompt", param="version")
+        raise ApiError(
+            400, "'version' must be a version number from 1.", code="invalid_prompt", param="version"
+        )
     name = request.path_params["name"]
     previous = await _guarded(
-        services.prompts.set_label, principal.project_id, name, body["label"], version, actor=_actor(principal)
+        services.prompts.set_label,
+        principal.project_id,
+        name,
+        body["label"],
+        version,
+        actor=_actor(principal),
     )
-    return FastJSONResponse({"name": name, "label": body["label"], "version": version, "previous_version": previous})
+    return FastJSONResponse(
+        {"name": name, "label": body["label"], "version": version, "previous_version": previous}
+    )
 
 
 async def diff(request: Request) -> Response:
@@ -128,7 +139,9 @@ async def diff(request: Request) -> Response:
     old, new = _version_param(request.query_params, "from"), _version_param(request.query_params, "to")
     if old is None or new is None:
         raise param_error("from" if old is None else "to", "give both 'from' and 'to' version numbers")
-    lines = await _guarded(_registry(request).diff, principal.project_id, request.path_params["name"], old, new)
+    lines = await _guarded(
+        _registry(request).diff, principal.project_id, request.path_params["name"], old, new
+    )
     return FastJSONResponse({"from": old, "to": new, "diff": "\n".join(lines)})
 
 

@@ -63,7 +63,9 @@ class PromptStore:
             try:
                 with self.engine.begin() as conn:
                     newest = conn.execute(
-                        select(func.max(v.c.version)).where(v.c.project_id == project_id, v.c.name == prompt.name)
+                        select(func.max(v.c.version)).where(
+                            v.c.project_id == project_id, v.c.name == prompt.name
+                        )
                     ).scalar_one()
                     row["version"] = number = int(newest or 0) + 1
                     conn.execute(v.insert().values(**row))
@@ -95,11 +97,15 @@ class PromptStore:
         with self.engine.begin() as conn:
             v = t.prompt_versions
             stored = conn.execute(
-                select(v.c.version).where(v.c.project_id == project_id, v.c.name == name, v.c.version == version)
+                select(v.c.version).where(
+                    v.c.project_id == project_id, v.c.name == name, v.c.version == version
+                )
             ).first()
             if stored is None:
                 raise UnknownVersion(f"prompt {name!r} has no version {version}")
-            return self._move(conn, project_id, name, label, version, actor, action, detail or {}, time.time_ns())
+            return self._move(
+                conn, project_id, name, label, version, actor, action, detail or {}, time.time_ns()
+            )
 
     def add_event(
         self,
@@ -133,7 +139,9 @@ class PromptStore:
         previous = conn.execute(select(lb.c.version).where(*where)).scalar()
         values = {"version": version, "updated_by": actor, "updated_ns": now}
         statement = self._insert(lb).values(project_id=project_id, name=name, label=label, **values)
-        conn.execute(statement.on_conflict_do_update(index_elements=["project_id", "name", "label"], set_=values))
+        conn.execute(
+            statement.on_conflict_do_update(index_elements=["project_id", "name", "label"], set_=values)
+        )
         self._event(conn, project_id, name, action, version, label, previous, actor, detail, now)
         return None if previous is None else int(previous)
 
@@ -174,7 +182,9 @@ class PromptStore:
         with self.engine.connect() as conn:
             if version is None and label is not None and label != "latest":
                 version = conn.execute(
-                    select(lb.c.version).where(lb.c.project_id == project_id, lb.c.name == name, lb.c.label == label)
+                    select(lb.c.version).where(
+                        lb.c.project_id == project_id, lb.c.name == name, lb.c.label == label
+                    )
                 ).scalar()
                 if version is None:
                     return None
@@ -212,7 +222,10 @@ class PromptStore:
         )
         query = (
             select(newest.c.name, newest.c.latest, newest.c.updated, v.c.kind)
-            .join(v, and_(v.c.project_id == project_id, v.c.name == newest.c.name, v.c.version == newest.c.latest))
+            .join(
+                v,
+                and_(v.c.project_id == project_id, v.c.name == newest.c.name, v.c.version == newest.c.latest),
+            )
             .order_by(newest.c.name)
             .limit(limit)
         )

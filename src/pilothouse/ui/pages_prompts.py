@@ -34,7 +34,7 @@ def _version_param(text: str, what: str) -> int | None:
 
 async def prompts(page: PageContext) -> Response:
     """``/prompts``: the project's prompts with their newest version and labels."""
-    rows = await page.run(page.state.prompts.list, page.project_id)
+    rows = await page.run(page.state.prompts.list_prompts, page.project_id)
     return page.render("prompts.html", rows=rows, can_edit=page.viewer.can(Scope.ADMIN), error=None, draft={})
 
 
@@ -119,10 +119,15 @@ async def create_prompt(page: PageContext) -> Response:
     name = page.field("name")
     try:
         await page.run(
-            page.state.prompts.create, page.project_id, name, _document(page), actor=_actor(page), labels=_labels(page)
+            page.state.prompts.create,
+            page.project_id,
+            name,
+            _document(page),
+            actor=_actor(page),
+            labels=_labels(page),
         )
     except PromptError as exc:
-        rows = await page.run(page.state.prompts.list, page.project_id)
+        rows = await page.run(page.state.prompts.list_prompts, page.project_id)
         draft = {k: page.field(k) for k in ("name", "type", "prompt", "model", "parameters", "labels")}
         return page.render("prompts.html", status=400, rows=rows, can_edit=True, error=str(exc), draft=draft)
     return RedirectResponse(f"/prompts/{quote(name, safe='')}?done=created", status_code=303)
@@ -134,7 +139,12 @@ async def create_version(page: PageContext) -> Response:
     name = _name(page)
     try:
         await page.run(
-            page.state.prompts.create, page.project_id, name, _document(page), actor=_actor(page), labels=_labels(page)
+            page.state.prompts.create,
+            page.project_id,
+            name,
+            _document(page),
+            actor=_actor(page),
+            labels=_labels(page),
         )
     except PromptError as exc:
         return await _prompt_page(page, name, status=400, error=str(exc))
@@ -149,7 +159,14 @@ async def move_label(page: PageContext) -> Response:
     if version is None:
         raise UiError(400, "Choose a version.", "Bad request")
     try:
-        await page.run(page.state.prompts.set_label, page.project_id, name, page.field("label"), version, actor=_actor(page))
+        await page.run(
+            page.state.prompts.set_label,
+            page.project_id,
+            name,
+            page.field("label"),
+            version,
+            actor=_actor(page),
+        )
     except PromptNotFound as exc:
         raise not_found(str(exc)) from None
     except PromptError as exc:
