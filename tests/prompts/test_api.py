@@ -88,25 +88,39 @@ def test_create_read_label_diff_history(app: Served) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "status"),
-    [
-        ("/api/prompts/greet/versions", {"prompt": 42}, 400),
-        ("/api/prompts/greet/versions", ["not", "an", "object"], 400),
-        ("/api/prompts/-bad/versions", {"prompt": "x"}, 400),
-        ("/api/prompts/greet/labels", {"label": "production", "version": 99}, 404),
-        ("/api/prompts/greet/labels", {"label": "latest", "version": 1}, 400),
-        ("/api/prompts/greet/labels", {"label": "production", "version": "1"}, 400),
-    ],
-)
-def test_bad_changes_are_clear_errors(app: Served, path: str, body: object, status: int) -> None:
+BAD_CHANGES = [
+    ("/api/prompts/greet/versions", {"prompt": 42}, 400),
+    ("/api/prompts/greet/versions", ["not", "an", "object"], 400),
+    ("/api/prompts/-bad/versions", {"prompt": "x"}, 400),
+    ("/api/prompts/greet/labels", {"label": "production", "version": 99}, 404),
+    ("/api/prompts/greet/labels", {"label": "latest", "version": 1}, 400),
+    ("/api/prompts/greet/labels", {"label": "production", "version": "1"}, 400),
+]
+BAD_REFERENCES = [
+    ({"name": "nope"}, 404, "no label"),
+    ({"name": "greet", "version": 7}, 404, "no version 7"),
+    ({"name": "greet", "variables": {}}, 400, "'word' is not defined"),
+    ({"name": "greet", "label": "x", "version": 1}, 400, "not both"),
+    ({"name": "greet", "colour": "red"}, 400, "unknown field"),
+    ("greet", 400, "must be an object"),
+]
+
+
+def test_bad_changes_and_references_are_clear_errors(app: Served) -> None:
     admin = _admin(app)
-    app.client.post("/api/prompts/greet/versions", json={"prompt": "x"}, headers=admin)
-    response = app.client.post(path, json=body, headers=admin)
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["message"]
+    version = {"prompt": "Say {{word}}", "model": "echo", "labels": ["production"]}
+    app.client.post("/api/prompts/greet/versions", json=version, headers=admin)
+    for path, body, status in BAD_CHANGES:
+        response = app.client.post(path, json=body, headers=admin)
+        assert response.status_code == status, (path, body, response.text)
+        assert response.json()["error"]["message"]
+    for prompt, status, words in BAD_REFERENCES:  # in OpenAI's error shape
+        response = app.client.post("/v1/chat/completions", json={"prompt": prompt}, headers=admin)
+        assert response.status_code == status, (prompt, response.text)
+        assert words in response.json()["error"]["message"]
 
 
+@pytest.mark.slow  # three model calls and the ingest of their spans
 def test_gateway_renders_a_reference_and_traces_its_version(app: Served) -> None:
     admin = _admin(app)
     template = {
@@ -146,26 +160,3 @@ def test_gateway_renders_a_reference_and_traces_its_version(app: Served) -> None
     ]
     assert sorted(o["prompt"]["version"] for o in observations) == ["1", "1", "2"]
     assert {o["prompt"]["name"] for o in observations} == {"greet"}
-
-
-@pytest.mark.parametrize(
-    ("prompt", "status", "words"),
-    [
-        ({"name": "nope"}, 404, "no label"),
-        ({"name": "greet", "version": 7}, 404, "no version 7"),
-        ({"name": "greet", "variables": {}}, 400, "'word' is not defined"),
-        ({"name": "greet", "label": "x", "version": 1}, 400, "not both"),
-        ({"name": "greet", "colour": "red"}, 400, "unknown field"),
-        ("greet", 400, "must be an object"),
-    ],
-)
-def test_bad_references_answer_in_openai_shape(app: Served, prompt: object, status: int, words: str) -> None:
-    admin = _admin(app)
-    app.client.post(
-        "/api/prompts/greet/versions",
-        json={"prompt": "Say {{word}}", "model": "echo", "labels": ["production"]},
-        headers=admin,
-    )
-    response = app.client.post("/v1/chat/completions", json={"prompt": prompt}, headers=admin)
-    assert response.status_code == status
-    assert words in response.json()["error"]["message"]

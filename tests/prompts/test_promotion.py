@@ -105,6 +105,7 @@ def _usage_error(*args: str) -> str:
     return str(caught.value)
 
 
+@pytest.mark.slow  # a few commands, each opening the database
 def test_promotion_usage_errors(setup: tuple[str, Path, Path]) -> None:
     url, _, dataset = setup
     db = ["--database-url", url]

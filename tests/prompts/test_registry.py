@@ -57,8 +57,8 @@ def test_versions_labels_rollback_and_history(store: SqlStore) -> None:
     )
 
 
-def test_projects_do_not_see_each_other(store: SqlStore) -> None:
-    registry = PromptRegistry(store)
+def test_projects_do_not_see_each_other(sqlite_store: SqlStore) -> None:
+    registry = PromptRegistry(sqlite_store)
     registry.create("p1", "shared-name", {"prompt": "one {{x}}"}, actor=None, labels=["production"])
     with pytest.raises(PromptNotFound):
         registry.resolve("p2", PromptRef("shared-name", label="production"))
@@ -67,8 +67,8 @@ def test_projects_do_not_see_each_other(store: SqlStore) -> None:
         registry.set_label("p2", "shared-name", "production", 1, actor=None)
 
 
-def test_the_cache_forgets_a_change_heard_from_elsewhere(store: SqlStore) -> None:
-    here, there = PromptRegistry(store), PromptRegistry(store)
+def test_the_cache_forgets_a_change_heard_from_elsewhere(sqlite_store: SqlStore) -> None:
+    here, there = PromptRegistry(sqlite_store), PromptRegistry(sqlite_store)
     here.create("p1", "greet", {"prompt": "Hi {{name}}"}, actor=None, labels=["production"])
     here.create("p1", "greet", {"prompt": "Hello {{name}}"}, actor=None)
     ref = parse_ref("greet@production")
@@ -82,23 +82,20 @@ def test_the_cache_forgets_a_change_heard_from_elsewhere(store: SqlStore) -> Non
     assert here.resolve("p1", ref).version == 2
 
 
-@pytest.mark.parametrize(
-    ("document", "problem"),
-    [
-        ({"prompt": ""}, "non-empty string"),
-        ({"prompt": [{"role": "wizard", "content": "x"}]}, "role"),
-        ({"prompt": "x", "parameters": {"model": "gpt"}}, "'model'"),
-        ({"prompt": "x", "extra": 1}, "unknown field"),
-        ({"prompt": "x" * 300_000}, "at most"),
-    ],
-)
-def test_bad_versions_are_refused_with_a_reason(sqlite_store: SqlStore, document: dict, problem: str) -> None:
-    with pytest.raises(PromptError, match=problem):
-        PromptRegistry(sqlite_store).create("p1", "bad", document, actor=None)
+BAD_VERSIONS = [
+    ({"prompt": ""}, "non-empty string"),
+    ({"prompt": [{"role": "wizard", "content": "x"}]}, "role"),
+    ({"prompt": "x", "parameters": {"model": "gpt"}}, "'model'"),
+    ({"prompt": "x", "extra": 1}, "unknown field"),
+    ({"prompt": "x" * 300_000}, "at most"),
+]
 
 
-def test_names_and_labels_are_checked(sqlite_store: SqlStore) -> None:
+def test_bad_versions_names_and_labels_are_refused_with_a_reason(sqlite_store: SqlStore) -> None:
     registry = PromptRegistry(sqlite_store)
+    for document, problem in BAD_VERSIONS:
+        with pytest.raises(PromptError, match=problem):
+            registry.create("p1", "bad", document, actor=None)
     registry.create("p1", "ok", {"prompt": "x"}, actor=None)
     for label in ("latest", "Prod", "12", "a b"):
         with pytest.raises(PromptError):

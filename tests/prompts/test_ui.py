@@ -18,6 +18,7 @@ def app(tmp_path: Path) -> Iterator[Served]:
     yield from serve(tmp_path)
 
 
+@pytest.mark.slow  # two logins and a dozen pages
 def test_prompt_pages(app: Served) -> None:
     _, admin_key = app.store.create_api_key("p1", "editor", frozenset({Scope.ADMIN, Scope.READ}))
     client = app.client
