@@ -3,9 +3,12 @@ rollback, diff, the audit list, and the change feed other processes poll."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pilothouse.domain.prompts import PromptError, PromptRef, parse_ref
+from pilothouse.evals.spec import SpecError, parse_spec
 from pilothouse.prompts import PromptNotFound, PromptRegistry
 from pilothouse.store.sql import SqlStore
 
@@ -103,3 +106,42 @@ def test_bad_versions_names_and_labels_are_refused_with_a_reason(sqlite_store: S
     for name in ("../etc", "", "a/b", "x" * 200):
         with pytest.raises(PromptError):
             registry.create("p1", name, {"prompt": "x"}, actor=None)
+
+
+def test_eval_specs_take_a_registered_prompt(sqlite_store: SqlStore, tmp_path: Path) -> None:
+    registry = PromptRegistry(sqlite_store)
+    chat = {**CHAT, "model": "echo"}
+    registry.create("default", "support", chat, actor=None, labels=["production"])
+    config = tmp_path / "models.yaml"
+    config.write_text("models:\n  - {name: echo, provider: sim, model: echo-1, options: {echo: true}}\n")
+    data = {
+        "dataset": [{"tone": "calm", "question": "Why?"}],
+        "target": {"prompt": "support@production", "config": str(config), "max_tokens": 9},
+        "scorers": [{"type": "contains", "value": "Why"}],
+    }
+    spec = parse_spec(data, base_dir=tmp_path, prompts=registry.resolve)
+    item = spec.dataset.items[0] if spec.dataset.items else None
+    assert item is not None
+    prepared = spec.target.prepare(item)
+    assert prepared.request["messages"] == [
+        {"role": "system", "content": "You answer in a calm tone."},
+        {"role": "user", "content": "Why?"},
+    ]
+    # the version's parameters, under the target's own
+    assert (prepared.request["model"], prepared.request["temperature"], prepared.request["max_tokens"]) == (
+        "echo",
+        0.2,
+        9,
+    )
+    assert spec.target.identity()["prompt_version"] == "1"
+    with pytest.raises(SpecError, match="loaded without"):
+        parse_spec(data, base_dir=tmp_path)
+    with pytest.raises(SpecError, match="no label 'staging'"):
+        parse_spec(
+            {**data, "target": {"prompt": "support@staging"}}, base_dir=tmp_path, prompts=registry.resolve
+        )
+    # a plain template is still a template, not a reference
+    plain = {**data, "target": {"model": "echo", "config": str(config), "prompt": "Explain {{question}}"}}
+    assert parse_spec(plain, base_dir=tmp_path).target.prepare(item).request["messages"] == [
+        {"role": "user", "content": "Explain Why?"}
+    ]
