@@ -114,7 +114,16 @@ def test_bad_changes_and_references_are_clear_errors(app: Served) -> None:
         response = app.client.post(path, json=body, headers=admin)
         assert response.status_code == status, (path, body, response.text)
         assert response.json()["error"]["message"]
-    for prompt, status, words in BAD_REFERENCES:  # in OpenAI's error shape
+    # a variable used many times must not fill memory: refused before the template is filled in
+    many = "".join("{{word}}" for _ in range(2000))
+    app.client.post(
+        "/api/prompts/wide/versions",
+        json={"prompt": many, "model": "echo", "labels": ["production"]},
+        headers=admin,
+    )
+    huge = {"name": "wide", "variables": {"word": "x" * 100_000}}
+    cases = [*BAD_REFERENCES, (huge, 400, "at most 8,388,608")]
+    for prompt, status, words in cases:  # in OpenAI's error shape
         response = app.client.post("/v1/chat/completions", json={"prompt": prompt}, headers=admin)
         assert response.status_code == status, (prompt, response.text)
         assert words in response.json()["error"]["message"]

@@ -11,7 +11,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pilothouse.domain.templating import render, render_messages, template_variables
+from pilothouse.domain.templating import (
+    PLACEHOLDER,
+    TemplateError,
+    lookup_variable,
+    render,
+    render_messages,
+    template_variables,
+    to_text,
+)
 
 __all__ = [
     "LATEST",
@@ -33,6 +41,7 @@ PRODUCTION = "production"
 LATEST = "latest"  # automatic: the newest version; never set by hand
 MAX_TEMPLATE_BYTES = 256 * 1024  # a template, its messages and its configuration together
 MAX_MESSAGES = 256
+MAX_RENDERED_BYTES = 8 * 1024 * 1024  # a filled template: a variable used many times must not blow up memory
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _LABEL = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -153,13 +162,43 @@ class PromptVersion:
                 names.extend(template_variables(text))
         return list(dict.fromkeys(names))
 
+    def _texts(self) -> list[str]:
+        if isinstance(self.template, str):
+            return [self.template]
+        texts: list[str] = []
+        for message in self.template:
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+            elif isinstance(content, list):
+                texts.extend(
+                    p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)
+                )
+        return texts
+
+    def rendered_size(self, variables: Mapping[str, Any]) -> int:
+        """How many characters the filled template would have (without filling it in)."""
+        sizes: dict[str, int] = {}
+        total = 0
+        for text in self._texts():
+            total += len(text)
+            for match in PLACEHOLDER.finditer(text):
+                name = match.group(1)
+                if name not in sizes:
+                    sizes[name] = len(to_text(lookup_variable(name, variables)))
+                total += sizes[name] - len(match.group(0))
+        return total
+
     def compile(
         self, variables: Mapping[str, Any] | None = None, /, **more: Any
     ) -> str | list[dict[str, Any]]:
         """The template with its variables filled in: a string for a text prompt, messages for a chat one.
         A variable the template uses and that is not given is a :class:`~pilothouse.domain.templating.
-        TemplateError` naming it."""
+        TemplateError` naming it, as is a result over :data:`MAX_RENDERED_BYTES` characters."""
         values = {**(variables or {}), **more}
+        size = self.rendered_size(values)
+        if size > MAX_RENDERED_BYTES:
+            raise TemplateError.too_large(size, MAX_RENDERED_BYTES)
         if isinstance(self.template, str):
             return render(self.template, values)
         return render_messages(self.template, values)

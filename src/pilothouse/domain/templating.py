@@ -30,12 +30,20 @@ _MISSING = object()
 
 
 class TemplateError(ValueError):
-    """A template names a variable that the variables do not have."""
+    """A template names a variable that the variables do not have (or would be too large filled in)."""
 
     def __init__(self, variable: str, available: Sequence[str]) -> None:
         shown = ", ".join(sorted(available)) or "none"
         super().__init__(f"template variable '{variable}' is not defined (variables: {shown})")
         self.variable = variable
+
+    @classmethod
+    def too_large(cls, size: int, limit: int) -> TemplateError:
+        """The error of a template whose filled-in text would be ``size`` characters, over ``limit``."""
+        error = cls.__new__(cls)
+        ValueError.__init__(error, f"the filled-in template would be {size:,} characters; at most {limit:,}")
+        error.variable = ""
+        return error
 
 
 def to_text(value: Any) -> str:
