@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -407,17 +407,7 @@ def diff_versions(old: PromptVersion, new: PromptVersion, context: int = 3) -> l
     )
 
 
-def same_content(a: PromptVersion, b: PromptVersion) -> bool:
-    """Whether two versions have the same template and configuration (a create that changes nothing)."""
-    return _lines(a) == _lines(b) and a.kind == b.kind
-
-
 def labels_of(version: int, labels: Mapping[str, int], latest: int) -> tuple[str, ...]:
     """The labels pointing at ``version``, ``latest`` first when it is the newest."""
     named = sorted(label for label, at in labels.items() if at == version)
     return ((LATEST,) if version == latest else ()) + tuple(named)
-
-
-def events_names(events: Sequence[PromptEvent]) -> list[str]:
-    """The prompt names a list of events touched, each once, in order."""
-    return list(dict.fromkeys(e.name for e in events))

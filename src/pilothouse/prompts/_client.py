@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -145,8 +145,6 @@ class PromptClient:
 
 
 def _with(prompt: PromptVersion, **changes: Any) -> PromptVersion:
-    from dataclasses import replace
-
     return replace(prompt, **changes)
 
 
