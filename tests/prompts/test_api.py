@@ -169,3 +169,38 @@ def test_gateway_renders_a_reference_and_traces_its_version(app: Served) -> None
     ]
     assert sorted(o["prompt"]["version"] for o in observations) == ["1", "1", "2"]
     assert {o["prompt"]["name"] for o in observations} == {"greet"}
+
+
+@pytest.mark.slow  # two dozen model calls
+def test_a_canary_sends_a_share_of_users_to_another_version(app: Served) -> None:
+    admin = _admin(app)
+    for text in ("Old {{word}}", "New {{word}}"):
+        body = {"prompt": text, "model": "echo", "labels": ["production"] if text.startswith("Old") else []}
+        app.client.post("/api/prompts/greet/versions", json=body, headers=admin)
+    bad = app.client.post("/api/prompts/greet/canary", json={"version": 2, "share": 2}, headers=admin)
+    assert bad.status_code == 400 and "between 0 and 1" in bad.json()["error"]["message"]
+    started = app.client.post("/api/prompts/greet/canary", json={"version": 2, "share": 0.5}, headers=admin)
+    assert started.json() == {
+        "name": "greet",
+        "label": "production",
+        "version": 1,
+        "canary_version": 2,
+        "share": 0.5,
+    }
+    answers = {}
+    for n in range(24):
+        user = {"x-pilothouse-user": f"user-{n}"}
+        body = {"prompt": {"name": "greet", "variables": {"word": "hi"}}}
+        answer = app.client.post("/v1/chat/completions", json=body, headers={**admin, **user})
+        answers[n] = answer.json()["choices"][0]["message"]["content"]
+    assert set(answers.values()) == {"Old hi", "New hi"}  # both arms served
+    again = app.client.post(
+        "/v1/chat/completions",
+        json={"prompt": {"name": "greet", "variables": {"word": "hi"}}},
+        headers={**admin, "x-pilothouse-user": "user-3"},
+    )
+    assert again.json()["choices"][0]["message"]["content"] == answers[3]  # sticky
+    stopped = app.client.post("/api/prompts/greet/canary", json={"version": None}, headers=admin)
+    assert stopped.status_code == 200
+    history = app.client.get("/api/prompts/greet/history", headers=admin).json()["data"]
+    assert [(e["action"], e["version"]) for e in history[:2]] == [("canary", None), ("canary", 2)]

@@ -145,3 +145,31 @@ def test_eval_specs_take_a_registered_prompt(sqlite_store: SqlStore, tmp_path: P
     assert parse_spec(plain, base_dir=tmp_path).target.prepare(item).request["messages"] == [
         {"role": "user", "content": "Explain Why?"}
     ]
+
+
+def test_a_canary_splits_a_label_sticky_per_user_until_the_label_moves(sqlite_store: SqlStore) -> None:
+    registry = PromptRegistry(sqlite_store)
+    for text in ("one", "two", "three"):
+        registry.create(
+            "p1", "greet", {"prompt": text}, actor=None, labels=["production"] if text == "one" else []
+        )
+    ref = parse_ref("greet@production")
+    assert registry.set_canary("p1", "greet", "production", 2, 0.25, actor="ops") == 1
+    users = [f"user-{n}" for n in range(4000)]
+    arms = {user: registry.resolve("p1", ref, user).version for user in users}
+    share = sum(1 for v in arms.values() if v == 2) / len(users)
+    assert 0.22 < share < 0.28  # a hash of each user: the same split on every run
+    assert all(registry.resolve("p1", ref, user).version == arms[user] for user in users[:200])  # sticky
+    assert registry.resolve("p1", parse_ref("greet@1"), "user-1").version == 1  # a version is a version
+    with pytest.raises(PromptError, match="already points"):
+        registry.set_canary("p1", "greet", "production", 1, 0.5, actor=None)
+    with pytest.raises(PromptError, match="between 0 and 1"):
+        registry.set_canary("p1", "greet", "production", 3, 1.5, actor=None)
+    with pytest.raises(PromptNotFound, match="no label 'staging'"):
+        registry.set_canary("p1", "greet", "staging", 3, 0.5, actor=None)
+    # promoting (moving the label) ends the canary: everyone gets the label's version
+    registry.set_label("p1", "greet", "production", 3, actor="ops")
+    assert {registry.resolve("p1", ref, user).version for user in users[:500]} == {3}
+    assert registry.canary("p1", "greet", "production") is None
+    events = [(e.action, e.version, dict(e.detail)) for e in registry.history("p1", "greet", 2)]
+    assert events == [("label", 3, {}), ("canary", 2, {"share": 0.25})]

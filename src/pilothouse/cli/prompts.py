@@ -197,6 +197,40 @@ def label(name: str, label: str, version: int, project: str, database_url: str |
     click.echo(f"{name}: {label} -> version {version} (was {was})")
 
 
+@prompts.command("canary")
+@click.argument("name")
+@click.option("--version", "version", type=click.IntRange(min=1), default=None, help="The canary's version.")
+@click.option(
+    "--share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True
+)
+@click.option(
+    "--label", "label", default="production", show_default=True, help="The label whose traffic is split."
+)
+@click.option("--stop", is_flag=True, help="End the canary (the label keeps its version).")
+@project_option
+@database_option
+def canary(
+    name: str,
+    version: int | None,
+    share: float,
+    label: str,
+    stop: bool,
+    project: str,
+    database_url: str | None,
+) -> None:
+    """Send --share of LABEL's gateway traffic (sticky per end user) to --version, or --stop. Moving
+    the label ('label', 'promote') ends the canary. Spans record which version each call used."""
+    if stop == (version is not None):
+        raise CliError("give --version (and --share), or --stop", exit_code=2)
+    with _registry(database_url) as (registry, _), _usage_errors():
+        main = registry.set_canary(project, name, label, version, share, actor=_actor())
+    _published(database_url, project, name)
+    if version is None:
+        click.echo(f"{name}: canary on {label} stopped; all traffic gets version {main}")
+    else:
+        click.echo(f"{name}: {share:.0%} of {label} traffic -> version {version}, the rest -> version {main}")
+
+
 @prompts.command("history")
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(min=1, max=1000), default=50, show_default=True)
@@ -215,6 +249,11 @@ def history(name: str, limit: int, project: str, database_url: str | None) -> No
             "label": f"{event.label} -> {event.version} (was {event.previous or '-'})",
             "promote": f"promoted {event.version} to {event.label} (was {event.previous or '-'})",
             "refuse": f"refused promoting {event.version} to {event.label}: {event.detail.get('reason', '')}",
+            "canary": (
+                f"canary stopped on {event.label}"
+                if event.version is None
+                else f"canary on {event.label}: {event.detail.get('share')} of traffic to {event.version}"
+            ),
         }.get(event.action, event.action)
         click.echo(f"{when}  {event.actor or '-'}  {what}")
 

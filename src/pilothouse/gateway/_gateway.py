@@ -247,7 +247,10 @@ class Gateway:
         :mod:`pilothouse.gateway.prompt_refs`); the call's span records the prompt's name and version.
         Raises :class:`GatewayError` (recorded) for a reference that cannot be used."""
         try:
-            rendered, version = await apply_prompt_reference(self.prompts, call.project_id, request)
+            sticky = call.user_id if call.user_id is not None else request.get("user")
+            rendered, version = await apply_prompt_reference(
+                self.prompts, call.project_id, request, sticky if isinstance(sticky, str) else None
+            )
         except PromptReferenceError as exc:
             raise await self.fail(call, exc) from None
         call.prompt = (version.name, version.version)

@@ -25,9 +25,10 @@ class PromptReferenceError(InvalidRequest):
 
 
 async def apply_prompt_reference(
-    registry: PromptRegistry | None, project_id: str, request: Mapping[str, Any]
+    registry: PromptRegistry | None, project_id: str, request: Mapping[str, Any], sticky: str | None = None
 ) -> tuple[dict[str, Any], PromptVersion]:
-    """``request`` with its ``prompt`` reference rendered: (the new request, the version used)."""
+    """``request`` with its ``prompt`` reference rendered: (the new request, the version used). A
+    label running a canary picks its arm by ``sticky`` (the end user)."""
     reference = request.get("prompt")
     if not isinstance(reference, Mapping) or not isinstance(reference.get("name"), str):
         raise PromptReferenceError(
@@ -47,12 +48,13 @@ async def apply_prompt_reference(
         ref = ref_from_fields(reference["name"], reference.get("label"), reference.get("version"))
     except PromptError as exc:
         raise PromptReferenceError(400, f"Invalid prompt reference: {exc}.", "prompt") from None
-    version = registry.cached(project_id, ref)
-    if not isinstance(version, PromptVersion):
-        try:
-            version = await asyncio.to_thread(registry.resolve, project_id, ref)
-        except PromptNotFound as exc:
-            raise PromptReferenceError(404, f"{str(exc)[0].upper()}{str(exc)[1:]}.", "prompt") from None
+    try:
+        if registry.is_cached(project_id, ref):
+            version = registry.resolve(project_id, ref, sticky)
+        else:
+            version = await asyncio.to_thread(registry.resolve, project_id, ref, sticky)
+    except PromptNotFound as exc:
+        raise PromptReferenceError(404, f"{str(exc)[0].upper()}{str(exc)[1:]}.", "prompt") from None
     try:
         messages = version.messages(variables)
     except TemplateError as exc:

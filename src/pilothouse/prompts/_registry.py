@@ -9,6 +9,8 @@ configured, else a poll of the newest event's number), never by waiting out a ti
 
 from __future__ import annotations
 
+import hashlib
+import random
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,7 +29,7 @@ from pilothouse.domain.prompts import (
 from pilothouse.store.prompts import PromptStore, UnknownVersion
 from pilothouse.store.sql import SqlStore
 
-__all__ = ["PromptNotFound", "PromptRegistry"]
+__all__ = ["PromptNotFound", "PromptRegistry", "in_canary"]
 
 _CACHE_LIMIT = 10_000  # resolved references kept per process; past it the cache starts over
 
@@ -44,31 +46,57 @@ class PromptRegistry:
     def __init__(self, store: SqlStore) -> None:
         self.prompts = PromptStore(store)
         self._cache: dict[CacheKey, PromptVersion | None] = {}
+        self._canaries: dict[CacheKey, tuple[PromptVersion, float] | None] = {}
         self._generation = 0  # bumped by every clearing: a read that started before it is not cached
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str, str], None]] = []
 
     # -- reading ------------------------------------------------------------------------------------
 
-    def cached(self, project_id: str, ref: PromptRef) -> PromptVersion | bool | None:
-        """The cached resolution of ``ref``: a version, None (known to be absent), or False (not
-        cached: call :meth:`resolve`). Never touches the database."""
-        return self._cache.get((project_id, ref.name, ref.label, ref.version), False)
+    def is_cached(self, project_id: str, ref: PromptRef) -> bool:
+        """Whether :meth:`resolve` of ``ref`` would answer from memory (no database read)."""
+        key = (project_id, ref.name, ref.label, ref.version)
+        return key in self._cache and (ref.label is None or key in self._canaries)
 
-    def resolve(self, project_id: str, ref: PromptRef) -> PromptVersion:
-        """The version ``ref`` names (cached); :class:`PromptNotFound` when there is none."""
+    def resolve(self, project_id: str, ref: PromptRef, sticky: str | None = None) -> PromptVersion:
+        """The version ``ref`` names (cached); :class:`PromptNotFound` when there is none. When the
+        label runs a canary, its share of ``sticky`` keys (an end user: always the same answer for
+        the same key) get the canary's version instead; without a key the share is drawn at random."""
         key = (project_id, ref.name, ref.label, ref.version)
         found = self._cache.get(key, False)
         if found is False:
-            generation = self._generation
-            found = self.prompts.get(project_id, ref.name, label=ref.label, version=ref.version)
-            with self._lock:
-                if generation == self._generation:
-                    if len(self._cache) >= _CACHE_LIMIT:
-                        self._cache.clear()
-                    self._cache[key] = found
+            found = self._remember(
+                self._cache,
+                key,
+                lambda: self.prompts.get(project_id, ref.name, label=ref.label, version=ref.version),
+            )
         if not isinstance(found, PromptVersion):
             raise PromptNotFound(_missing(ref))
+        if ref.label is None:
+            return found
+        canary = self._canaries.get(key, False)
+        if canary is False:
+            label = ref.label
+            canary = self._remember(
+                self._canaries, key, lambda: self.prompts.canary(project_id, ref.name, label)
+            )
+        if isinstance(canary, tuple) and in_canary(ref.name, sticky, canary[1]):
+            return canary[0]
+        return found
+
+    def canary(self, project_id: str, name: str, label: str) -> tuple[PromptVersion, float] | None:
+        """The canary a label runs (its version and share of traffic), or None (uncached, for people)."""
+        return self.prompts.canary(project_id, check_name(name), check_label(label))
+
+    def _remember(self, cache: dict[CacheKey, Any], key: CacheKey, read: Callable[[], Any]) -> Any:
+        """``read()``, kept in ``cache`` unless a change was heard meanwhile."""
+        generation = self._generation
+        found = read()
+        with self._lock:
+            if generation == self._generation:
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                cache[key] = found
         return found
 
     def get(
@@ -150,6 +178,35 @@ class PromptRegistry:
         self.changed(project_id, name)
         return previous
 
+    def set_canary(
+        self,
+        project_id: str,
+        name: str,
+        label: str,
+        version: int | None,
+        share: float = 0.1,
+        *,
+        actor: str | None,
+    ) -> int:
+        """Send ``share`` (0 < share < 1) of ``label``'s traffic, sticky per end user, to ``version``;
+        ``version`` None stops the canary. Moving the label (promotion or rollback) ends it too.
+        Returns the version the label itself points at."""
+        check_name(name)
+        check_label(label)
+        if version is not None and not (isinstance(share, int | float) and 0 < share < 1):
+            raise PromptError("a canary's share is a number between 0 and 1 (0.1: a tenth of the traffic)")
+        current = self.prompts.get(project_id, name, label=label)
+        if version is not None and current is not None and current.version == version:
+            raise PromptError(
+                f"{label!r} already points at version {version}; a canary needs another version"
+            )
+        try:
+            main = self.prompts.set_canary(project_id, name, label, version, float(share), actor=actor)
+        except UnknownVersion as exc:
+            raise PromptNotFound(str(exc)) from None
+        self.changed(project_id, name)
+        return main
+
     def record_refusal(
         self,
         project_id: str,
@@ -177,8 +234,9 @@ class PromptRegistry:
         """Forget what is cached of ``name`` (a change made here, or heard from another process)."""
         with self._lock:
             self._generation += 1
-            for key in [k for k in self._cache if k[0] == project_id and k[1] == name]:
-                del self._cache[key]
+            for cache in (self._cache, self._canaries):
+                for key in [k for k in cache if k[0] == project_id and k[1] == name]:
+                    del cache[key]
         if local:
             for listener in self._listeners:
                 listener(project_id, name)
@@ -188,6 +246,18 @@ class PromptRegistry:
         with self._lock:
             self._generation += 1
             self._cache.clear()
+            self._canaries.clear()
+
+
+def in_canary(name: str, sticky: str | None, share: float) -> bool:
+    """Whether ``sticky`` (an end user, a session) falls in a canary's ``share``: a hash of the key
+    and the prompt's name, so a user stays in one arm and different prompts split users differently."""
+    if share <= 0:
+        return False
+    if sticky is None:
+        return random.random() < share
+    digest = hashlib.blake2b(f"{name}\x00{sticky}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < share * 2**64
 
 
 def _missing(ref: PromptRef) -> str:

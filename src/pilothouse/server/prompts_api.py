@@ -133,6 +133,38 @@ async def move_label(request: Request) -> Response:
     )
 
 
+async def set_canary(request: Request) -> Response:
+    """``POST /api/prompts/{name}/canary`` with ``{"label": "production", "version": 3, "share": 0.1}``
+    (``"version": null`` stops it): split the label's gateway traffic, sticky per end user."""
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.ADMIN)
+    body = await read_json(request, 4096)
+    if not isinstance(body, dict) or not isinstance(body.get("label", "production"), str):
+        raise ApiError(400, 'The body must be {"label", "version", "share"}.', code="invalid_prompt")
+    version, share = body.get("version"), body.get("share", 0.1)
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 10**9
+    ):
+        raise ApiError(
+            400, "'version' must be a version number from 1, or null.", code="invalid_prompt", param="version"
+        )
+    if isinstance(share, bool) or not isinstance(share, int | float):
+        raise ApiError(400, "'share' must be a number between 0 and 1.", code="invalid_prompt", param="share")
+    name, label = request.path_params["name"], body.get("label", "production")
+    main = await _guarded(
+        services.prompts.set_canary,
+        principal.project_id,
+        name,
+        label,
+        version,
+        float(share),
+        actor=_actor(principal),
+    )
+    return FastJSONResponse(
+        {"name": name, "label": label, "version": main, "canary_version": version, "share": share}
+    )
+
+
 async def diff(request: Request) -> Response:
     """``GET /api/prompts/{name}/diff?from=1&to=2``: the unified diff (template and configuration)."""
     principal = await _services(request).auth.authenticate(request, Scope.READ)
@@ -161,6 +193,7 @@ routes = [
     Route("/api/prompts/{name}/versions", list_versions, methods=["GET"]),
     Route("/api/prompts/{name}/versions", create_version, methods=["POST"]),
     Route("/api/prompts/{name}/labels", move_label, methods=["POST"]),
+    Route("/api/prompts/{name}/canary", set_canary, methods=["POST"]),
     Route("/api/prompts/{name}/diff", diff, methods=["GET"]),
     Route("/api/prompts/{name}/history", history, methods=["GET"]),
 ]

@@ -107,6 +107,48 @@ class PromptStore:
                 conn, project_id, name, label, version, actor, action, detail or {}, time.time_ns()
             )
 
+    def set_canary(
+        self, project_id: str, name: str, label: str, version: int | None, share: float, *, actor: str | None
+    ) -> int:
+        """Send ``share`` of ``label``'s traffic to ``version`` (None: stop the canary); returns the
+        version the label itself points at. :class:`UnknownVersion` when the label points nowhere or
+        the version is not stored."""
+        lb, v = t.prompt_labels, t.prompt_versions
+        where = (lb.c.project_id == project_id, lb.c.name == name, lb.c.label == label)
+        with self.engine.begin() as conn:
+            main = conn.execute(select(lb.c.version).where(*where)).scalar()
+            if main is None:
+                raise UnknownVersion(f"prompt {name!r} has no label {label!r} to run a canary on")
+            if version is not None:
+                stored = conn.execute(
+                    select(v.c.version).where(
+                        v.c.project_id == project_id, v.c.name == name, v.c.version == version
+                    )
+                ).first()
+                if stored is None:
+                    raise UnknownVersion(f"prompt {name!r} has no version {version}")
+            values = {"canary_version": version, "canary_share": None if version is None else share}
+            conn.execute(lb.update().where(*where).values(**values))
+            detail = {"share": share} if version is not None else {"stopped": True}
+            self._event(
+                conn, project_id, name, "canary", version, label, int(main), actor, detail, time.time_ns()
+            )
+        return int(main)
+
+    def canary(self, project_id: str, name: str, label: str) -> tuple[PromptVersion, float] | None:
+        """The canary of a label (its version and share), or None."""
+        lb = t.prompt_labels
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(lb.c.canary_version, lb.c.canary_share).where(
+                    lb.c.project_id == project_id, lb.c.name == name, lb.c.label == label
+                )
+            ).first()
+        if row is None or row.canary_version is None:
+            return None
+        found = self.get(project_id, name, version=int(row.canary_version))
+        return None if found is None else (found, float(row.canary_share or 0.0))
+
     def add_event(
         self,
         project_id: str,
@@ -137,7 +179,14 @@ class PromptStore:
         lb = t.prompt_labels
         where = (lb.c.project_id == project_id, lb.c.name == name, lb.c.label == label)
         previous = conn.execute(select(lb.c.version).where(*where)).scalar()
-        values = {"version": version, "updated_by": actor, "updated_ns": now}
+        # moving a label ends its canary: the canary was promoted, or rolled back
+        values = {
+            "version": version,
+            "updated_by": actor,
+            "updated_ns": now,
+            "canary_version": None,
+            "canary_share": None,
+        }
         statement = self._insert(lb).values(project_id=project_id, name=name, label=label, **values)
         conn.execute(
             statement.on_conflict_do_update(index_elements=["project_id", "name", "label"], set_=values)

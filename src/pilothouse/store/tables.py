@@ -390,6 +390,9 @@ prompt_labels = Table(
     Column("version", Integer, nullable=False),
     Column("updated_by", Text),
     Column("updated_ns", BigInteger, nullable=False),
+    # a canary: this share (0..1) of the label's traffic, sticky per end user, gets canary_version
+    Column("canary_version", Integer),
+    Column("canary_share", Float),
 )
 
 prompt_events = Table(

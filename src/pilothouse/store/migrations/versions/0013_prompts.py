@@ -1,4 +1,5 @@
-"""The prompt registry: immutable prompt versions, the labels that point at them, and the audit list
+"""The prompt registry: immutable prompt versions, the labels that point at them (each with an optional
+canary: a share of its traffic sent to another version), and the audit list
 of every change (whose ``seq`` other server processes watch to learn that a label moved).
 
 Revision ID: 0013
@@ -39,6 +40,8 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("updated_by", sa.Text()),
         sa.Column("updated_ns", sa.BigInteger(), nullable=False),
+        sa.Column("canary_version", sa.Integer()),
+        sa.Column("canary_share", sa.Float()),
     )
     op.create_table(
         "prompt_events",
