@@ -56,6 +56,8 @@ def test_prompt_pages(app: Served) -> None:
     assert edited.status_code == 303
     page = client.get("/prompts/greet")
     assert "Prompt greet" in page.text and "Hi there {{who}}" in page.text and "friendlier" in page.text
+    app.client.app.state.pilothouse.prompts.set_canary("p1", "greet", "production", 2, 0.2, actor=None)  # type: ignore[attr-defined]
+    assert "Canary: 20.0% of <strong>production</strong> traffic" in client.get("/prompts/greet").text
     moved = client.post("/prompts/greet/labels", data={"csrf": csrf, "label": "production", "version": "2"})
     assert moved.status_code == 303
     diff = client.get("/prompts/greet/diff?from=1&to=2")

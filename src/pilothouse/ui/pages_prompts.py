@@ -50,6 +50,11 @@ async def _prompt_page(page: PageContext, name: str, *, status: int = 200, **ext
         raise not_found(f"version {wanted} of prompt {name!r}")
     events = await page.run(registry.history, page.project_id, name, 50)
     labels = sorted({label for v in versions for label in v.labels if label != "latest"})
+    canaries = {}
+    for label in labels:
+        running = await page.run(registry.canary, page.project_id, name, label)
+        if running is not None:
+            canaries[label] = (running[0].version, running[1])
     return page.render(
         "prompt.html",
         status=status,
@@ -59,6 +64,7 @@ async def _prompt_page(page: PageContext, name: str, *, status: int = 200, **ext
         template_text=_template_text(shown),
         events=events,
         labels=labels,
+        canaries=canaries,
         can_edit=page.viewer.can(Scope.ADMIN),
         **{"diff": None, "diff_from": None, "diff_to": None, "error": None, "notice": None, **extra},
     )
