@@ -74,6 +74,8 @@ class PromptClient:
         :class:`PromptUnavailable` when there is nothing to serve."""
         key = (name, label if version is not None or label is not None else PRODUCTION, version)
         entry = self._cache.get(key)
+        if entry is None and label is not None and version is not None:
+            raise ValueError("give get_prompt a label or a version, not both")
         if entry is not None:
             if entry.fresh_until < time.monotonic() and not entry.refreshing:
                 self._refresh_later(key, entry, cache_seconds)

@@ -32,6 +32,7 @@ from pilothouse.store.sql import SqlStore
 __all__ = ["PromptNotFound", "PromptRegistry", "in_canary"]
 
 _CACHE_LIMIT = 10_000  # resolved references kept per process; past it the cache starts over
+_ABSENT_LIMIT = 1_000  # references to no prompt, kept apart
 
 CacheKey = tuple[str, str, str | None, int | None]
 
@@ -47,6 +48,7 @@ class PromptRegistry:
         self.prompts = PromptStore(store)
         self._cache: dict[CacheKey, PromptVersion | None] = {}
         self._canaries: dict[CacheKey, tuple[PromptVersion, float] | None] = {}
+        self._absent: dict[CacheKey, None] = {}  # references known to name nothing
         self._generation = 0  # bumped by every clearing: a read that started before it is not cached
         self._lock = threading.Lock()
         self._listeners: list[Callable[[str, str], None]] = []
@@ -56,7 +58,8 @@ class PromptRegistry:
     def is_cached(self, project_id: str, ref: PromptRef) -> bool:
         """Whether :meth:`resolve` of ``ref`` would answer from memory (no database read)."""
         key = (project_id, ref.name, ref.label, ref.version)
-        return key in self._cache and (ref.label is None or key in self._canaries)
+        known = key in self._cache or key in self._absent
+        return known and (ref.label is None or key in self._canaries or key in self._absent)
 
     def resolve(self, project_id: str, ref: PromptRef, sticky: str | None = None) -> PromptVersion:
         """The version ``ref`` names (cached); :class:`PromptNotFound` when there is none. When the
@@ -64,7 +67,7 @@ class PromptRegistry:
         the same key) get the canary's version instead; without a key the share is drawn at random."""
         key = (project_id, ref.name, ref.label, ref.version)
         found = self._cache.get(key, False)
-        if found is False:
+        if found is False and key not in self._absent:
             found = self._remember(
                 self._cache,
                 key,
@@ -94,7 +97,13 @@ class PromptRegistry:
         found = read()
         with self._lock:
             if generation == self._generation:
-                if len(cache) >= _CACHE_LIMIT:
+                # references to nothing are kept apart, fewer of them: a flood of made-up names must
+                # not push the prompts in use out of the cache
+                if found is None and cache is self._cache:
+                    cache, limit = self._absent, _ABSENT_LIMIT
+                else:
+                    limit = _CACHE_LIMIT
+                if len(cache) >= limit:
                     cache.clear()
                 cache[key] = found
         return found
@@ -234,7 +243,7 @@ class PromptRegistry:
         """Forget what is cached of ``name`` (a change made here, or heard from another process)."""
         with self._lock:
             self._generation += 1
-            for cache in (self._cache, self._canaries):
+            for cache in (self._cache, self._canaries, self._absent):
                 for key in [k for k in cache if k[0] == project_id and k[1] == name]:
                     del cache[key]
         if local:
@@ -247,6 +256,7 @@ class PromptRegistry:
             self._generation += 1
             self._cache.clear()
             self._canaries.clear()
+            self._absent.clear()
 
 
 def in_canary(name: str, sticky: str | None, share: float) -> bool:
