@@ -160,16 +160,23 @@ def run_command(
         from pilothouse.evals.calls import TargetConfigError
         from pilothouse.evals.runner import RunError
         from pilothouse.evals.spec import SpecError, load_spec
-        from pilothouse.prompts import PromptRegistry
+        from pilothouse.prompts import PromptRef, PromptRegistry, PromptVersion
         from pilothouse.store.calibrations import CalibrationStore
 
-        store = eval_store(database_url, create=True)
+        opened: list[EvalStore] = []  # the database, opened first by a target's `prompt: name@label`
+
+        def registered_prompt(own_project: str, ref: PromptRef) -> PromptVersion:
+            if not opened:
+                opened.append(eval_store(database_url, create=True))
+            return PromptRegistry(opened[0].store).resolve(project or own_project, ref)
+
         try:
-            registry = PromptRegistry(store.store)  # target.prompt: name@label, in the project it runs in
-            spec = load_spec(spec_file, prompts=lambda own, ref: registry.resolve(project or own, ref))
+            spec = load_spec(spec_file, prompts=registered_prompt)
         except (SpecError, DatasetError) as exc:
-            store.store.close()
+            for store in opened:
+                store.store.close()
             raise CliError(str(exc), exit_code=2) from None
+        store = opened[0] if opened else eval_store(database_url, create=True)
         spec = spec.with_overrides(
             name=name,
             repeats=repeats,
