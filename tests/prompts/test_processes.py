@@ -12,7 +12,15 @@ import pytest
 
 import pilothouse
 from pilothouse.domain.keys import Scope
-from pilothouse.prompts import PromptClient, PromptRegistry, PromptUnavailable, configure_prompts
+from pilothouse.prompts import (
+    ChangeWatcher,
+    PromptClient,
+    PromptRegistry,
+    PromptUnavailable,
+    configure_prompts,
+    parse_ref,
+    publish_change,
+)
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import PilothouseServer
 from tests.conftest import sqlite_at_head
@@ -109,3 +117,26 @@ def test_sdk_serves_the_last_version_and_the_fallback_with_the_server_killed(tmp
         configure_prompts(None)
         client.close()
         server.stop()
+
+
+def test_the_watcher_falls_back_to_polling_when_redis_is_away(tmp_path: Path) -> None:
+    url = sqlite_at_head(tmp_path / "watch.db")
+    _seed(url)
+    here, there = SqlStore.from_url(url), SqlStore.from_url(url)
+    listening, writing = PromptRegistry(here), PromptRegistry(there)
+    watcher = ChangeWatcher(listening, poll_seconds=0.05, redis_url="redis://127.0.0.1:1/0")  # nothing there
+    watcher.start()
+    try:
+        ref = parse_ref("greet@production")
+        assert listening.resolve("default", ref).version == 1
+        writing.set_label("default", "greet", "production", 2, actor="t")
+        publish_change("redis://127.0.0.1:1/0", "default", "greet")  # a CLI's publish: logged, not raised
+        deadline = time.monotonic() + 30
+        while listening.resolve("default", ref).version != 2:
+            assert time.monotonic() < deadline, "the watcher never heard of the change"
+            time.sleep(0.02)
+        assert watcher.heard >= 1
+    finally:
+        watcher.stop()
+        here.close()
+        there.close()

@@ -250,14 +250,6 @@ class PromptRegistry:
             for listener in self._listeners:
                 listener(project_id, name)
 
-    def forget_all(self) -> None:
-        """Forget every cached resolution (the watcher lost track of events)."""
-        with self._lock:
-            self._generation += 1
-            self._cache.clear()
-            self._canaries.clear()
-            self._absent.clear()
-
 
 def in_canary(name: str, sticky: str | None, share: float) -> bool:
     """Whether ``sticky`` (an end user, a session) falls in a canary's ``share``: a hash of the key
