@@ -19,6 +19,7 @@ def test_sdk_exports() -> None:
             "__version__",
             "current_observation",
             "flush",
+            "get_prompt",
             "init",
             "instrument_anthropic",
             "instrument_openai",

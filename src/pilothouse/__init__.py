@@ -8,6 +8,7 @@ The SDK surface (``import pilothouse``)::
     pilothouse.instrument_openai()              # trace every openai call
     pilothouse.score("correct", True)           # score the current trace
     pilothouse.flush()                          # export what is pending
+    pilothouse.get_prompt("name", fallback=...) # a prompt of the registry, cached in memory
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pilothouse.prompts import get_prompt
     from pilothouse.tracing.instrument_anthropic import instrument_anthropic, uninstrument_anthropic
     from pilothouse.tracing.instrument_openai import instrument_openai, uninstrument_openai
     from pilothouse.tracing.observe import (
@@ -44,6 +46,7 @@ _EXPORTS = {
     "score": "pilothouse.tracing.sdk",
     "shutdown": "pilothouse.tracing.sdk",
     "trace_headers": "pilothouse.tracing.sdk",
+    "get_prompt": "pilothouse.prompts",
 }
 
 
@@ -63,6 +66,7 @@ __all__ = [
     "__version__",
     "current_observation",
     "flush",
+    "get_prompt",
     "init",
     "instrument_anthropic",
     "instrument_openai",

@@ -27,6 +27,7 @@ _COMMANDS = {
     "costs": "costs:costs",
     "budgets": "budgets:budgets",
     "finetune": "finetune:finetune",
+    "prompts": "prompts:prompts",
 }
 
 

@@ -160,12 +160,23 @@ def run_command(
         from pilothouse.evals.calls import TargetConfigError
         from pilothouse.evals.runner import RunError
         from pilothouse.evals.spec import SpecError, load_spec
+        from pilothouse.prompts import PromptRef, PromptRegistry, PromptVersion
         from pilothouse.store.calibrations import CalibrationStore
 
+        opened: list[EvalStore] = []  # the database, opened first by a target's `prompt: name@label`
+
+        def registered_prompt(own_project: str, ref: PromptRef) -> PromptVersion:
+            if not opened:
+                opened.append(eval_store(database_url, create=True))
+            return PromptRegistry(opened[0].store).resolve(project or own_project, ref)
+
         try:
-            spec = load_spec(spec_file)
+            spec = load_spec(spec_file, prompts=registered_prompt)
         except (SpecError, DatasetError) as exc:
+            for store in opened:
+                store.store.close()
             raise CliError(str(exc), exit_code=2) from None
+        store = opened[0] if opened else eval_store(database_url, create=True)
         spec = spec.with_overrides(
             name=name,
             repeats=repeats,
@@ -173,7 +184,6 @@ def run_command(
             project=project,
             cache=False if no_cache else None,
         )
-        store = eval_store(database_url, create=True)
         out, err = _console(), _console(stderr=True)
     display = _ProgressDisplay(err, quiet)
     started_run: list[EvalRun] = []

@@ -126,6 +126,13 @@ class Settings(_Section):
         default=500_000, ge=1, description="Most attribute values (nested ones too) in one OTLP export (413)."
     )
     key_cache_seconds: float = Field(default=10.0, ge=0, description="How long a checked API key is cached.")
+    prompt_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often a server process asks the database whether a prompt label moved "
+        "(without Redis).",
+    )
     durable: bool = Field(
         default=False,
         description="Append each span and gateway call to a spool on disk (fsync) before answering 200.",
@@ -235,6 +242,7 @@ class ClientSettings(BaseSettings):
     base_url: str = Field(default="http://127.0.0.1:4000", alias="PILOTHOUSE_BASE_URL")
     openai_api_key: SecretStr | None = Field(default=None, alias="OPENAI_API_KEY")
     service_name: str = Field(default="app", alias="OTEL_SERVICE_NAME")
+    prompt_cache_seconds: float = Field(default=60.0, ge=0, alias="PILOTHOUSE_PROMPT_CACHE_SECONDS")
 
     def key_for_models(self) -> str | None:
         """The key for an OpenAI-compatible endpoint: ``$PILOTHOUSE_API_KEY``, else ``$OPENAI_API_KEY``."""

@@ -45,6 +45,7 @@ from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.domain.redaction import REDACTED, redact_headers, redact_url
 from pilothouse.evals.calls import TargetConfigError
 from pilothouse.evals.datasets import FORMATS, item_from_mapping
+from pilothouse.evals.prompt_targets import PromptResolver, is_prompt_reference, resolve_prompt_target
 from pilothouse.evals.scoring import Scorer, ScorerConfigError, build_scorer
 from pilothouse.evals.targets import Target, build_target
 
@@ -171,9 +172,9 @@ def read_spec_file(path: Path) -> Any:
         raise SpecError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
-def load_spec(path: Path) -> EvalSpec:
-    """A spec from a YAML file."""
-    return parse_spec(read_spec_file(path), base_dir=path.resolve().parent, source=str(path))
+def load_spec(path: Path, *, prompts: PromptResolver | None = None) -> EvalSpec:
+    """A spec from a YAML file (``prompts`` resolves a target's ``prompt: name@label``)."""
+    return parse_spec(read_spec_file(path), base_dir=path.resolve().parent, source=str(path), prompts=prompts)
 
 
 def parse_scorers(data: Any, *, base_dir: Path, source: str = "spec") -> tuple[list[Scorer], list[Any]]:
@@ -193,8 +194,12 @@ def parse_scorers(data: Any, *, base_dir: Path, source: str = "spec") -> tuple[l
     return _scorers(data["scorers"], judge_options, base_dir, source)
 
 
-def parse_spec(data: Any, *, base_dir: Path, source: str = "spec") -> EvalSpec:
-    """A spec from a parsed mapping; :class:`SpecError` names the key that is wrong."""
+def parse_spec(
+    data: Any, *, base_dir: Path, source: str = "spec", prompts: PromptResolver | None = None
+) -> EvalSpec:
+    """A spec from a parsed mapping; :class:`SpecError` names the key that is wrong. ``prompts``
+    resolves a target's ``prompt: name@label`` (a prompt of the registry: see
+    :mod:`pilothouse.evals.prompt_targets`)."""
     if not isinstance(data, Mapping):
         raise SpecError(f"{source}: a spec is a mapping with dataset, target and scorers")
     for key in data:
@@ -204,6 +209,15 @@ def parse_spec(data: Any, *, base_dir: Path, source: str = "spec") -> EvalSpec:
         if data.get(key) is None:
             raise SpecError(f"{source}: '{key}' is required")
     dataset = _dataset(data["dataset"], base_dir, source)
+    if isinstance(data["target"], Mapping) and is_prompt_reference(data["target"].get("prompt")):
+        project_of = data.get("project", "default")
+        try:
+            resolved = resolve_prompt_target(
+                data["target"], prompts, project_of if isinstance(project_of, str) else ""
+            )
+        except ValueError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+        data = {**data, "target": resolved}
     target = _target(data["target"], base_dir, source)
     judge_options = data.get("judge")
     if judge_options is not None and not isinstance(judge_options, Mapping):

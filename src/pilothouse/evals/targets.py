@@ -29,7 +29,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -199,6 +199,7 @@ _MODEL_KEYS = {
     "headers",
     "timeout_s",
     "cache",
+    "prompt_version",  # set by the spec parser for ``prompt: name@label``: the registry's version used
 }
 
 
@@ -229,12 +230,22 @@ class ModelTarget:
         timeout_s = opts.number("timeout_s", 600.0) or 600.0
         self.client = chat_model(opts, model, base_dir, timeout_s)
         self.span_name = f"eval target {model}"
+        used = opts.mapping("prompt_version")  # {name, version}: every call's span names it
+        self.prompt_attributes = (
+            {"pilothouse.prompt.name": str(used["name"]), "pilothouse.prompt.version": str(used["version"])}
+            if used
+            else {}
+        )
 
     def describe(self) -> str:
         return f"model {self.model} @ {self.client.describe()}"
 
     def identity(self) -> Mapping[str, Any]:
-        return {"kind": "model", "endpoint": self.client.endpoint()}
+        identity = {"kind": "model", "endpoint": self.client.endpoint()}
+        if self.prompt_attributes:
+            identity["prompt"] = self.prompt_attributes["pilothouse.prompt.name"]
+            identity["prompt_version"] = self.prompt_attributes["pilothouse.prompt.version"]
+        return identity
 
     def prepare(self, item: DatasetItem) -> Prepared:
         if self.messages is not None:
@@ -250,6 +261,8 @@ class ModelTarget:
 
     async def call(self, prepared: Prepared, context: CallContext) -> TargetReply:
         context = context.named(self.span_name)
+        if self.prompt_attributes:
+            context = replace(context, attributes={**context.attributes, **self.prompt_attributes})
         reply = await self.client.chat(dict(prepared.request), context)
         usage = reply.usage
         return TargetReply(

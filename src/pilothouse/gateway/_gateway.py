@@ -37,6 +37,7 @@ from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
 from pilothouse.gateway.cache import CachePolicy
 from pilothouse.gateway.cascade import Verifier, run_cascade
 from pilothouse.gateway.limits import RateLimiter
+from pilothouse.gateway.prompt_refs import PromptReferenceError, apply_prompt_reference
 from pilothouse.gateway.recording import (
     CallSpan,
     StreamAssembler,
@@ -47,6 +48,7 @@ from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.gateway.router import Router, UnknownModel
 from pilothouse.gateway.upstream_errors import SHOULD_RETRY, retry_cannot_help, upstream_status
 from pilothouse.gateway.validation import InvalidRequest
+from pilothouse.prompts import PromptRegistry
 from pilothouse.providers.base import Deployment, ProviderError
 
 log = logging.getLogger("pilothouse.gateway")
@@ -166,6 +168,7 @@ class Gateway:
     caches: Caches = field(default_factory=Caches)
     cascades: dict[str, Cascade] = field(default_factory=dict)
     redis_faults: RedisFaults = field(default_factory=RedisFaults)
+    prompts: PromptRegistry | None = None  # resolves a request's ``prompt`` reference
     _warned_at: dict[str, float] = field(default_factory=dict, repr=False)
 
     def model_names(self) -> list[str]:
@@ -247,6 +250,21 @@ class Gateway:
                 cost=call.refused_cost(),
             )
         )
+
+    async def apply_prompt(self, call: CallSpan, request: dict[str, Any]) -> dict[str, Any]:
+        """``request`` with its ``prompt`` reference rendered from the registry (see
+        :mod:`pilothouse.gateway.prompt_refs`); the call's span records the prompt's name and version.
+        Raises :class:`GatewayError` (recorded) for a reference that cannot be used."""
+        try:
+            sticky = call.user_id if call.user_id is not None else request.get("user")
+            rendered, version = await apply_prompt_reference(
+                self.prompts, call.project_id, request, sticky if isinstance(sticky, str) else None
+            )
+        except PromptReferenceError as exc:
+            raise await self.fail(call, exc) from None
+        call.prompt = (version.name, version.version)
+        call.request = rendered
+        return rendered
 
     async def chat(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
         """A chat completion, streamed when ``request["stream"]``; ``request`` is a checked OpenAI

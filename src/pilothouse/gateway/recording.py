@@ -123,6 +123,7 @@ class CallSpan:
     name: str | None = None  # the span's name; default "<operation> <requested model>"
     kind: ObservationKind | None = None  # default: generation (embedding for embeddings)
     trace: TraceAttributes | None = None  # trace-level facts; default the end user and tags
+    prompt: tuple[str, int] | None = None  # the registry's prompt (name, version) the request used
 
     def first_token(self) -> None:
         """Mark the time to first token (once)."""
@@ -215,6 +216,9 @@ class CallSpan:
         attributes.update(self.extra)
         if self.request.get("tools"):
             attributes["gen_ai.request.tools"] = self.request["tools"]
+        if self.prompt is not None:
+            attributes["pilothouse.prompt.name"] = self.prompt[0]
+            attributes["pilothouse.prompt.version"] = str(self.prompt[1])
         if self.name is not None:
             name = self.name
         else:
@@ -241,6 +245,8 @@ class CallSpan:
             usage=usage or Usage(),
             cost=cost,
             ttft_ns=None if self.first_token_at is None else int((self.first_token_at - self.started) * 1e9),
+            prompt_name=attributes.get("pilothouse.prompt.name"),
+            prompt_version=attributes.get("pilothouse.prompt.version"),
         )
         # each record its own trace facts: the normaliser and the batch writer may change them
         trace = replace(self.trace) if self.trace else TraceAttributes(user_id=self.user_id, tags=self.tags)

@@ -33,7 +33,8 @@ from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.gateway.stored_responses import ResponseStore
-from pilothouse.server import api, costs_api, evals_api, gateway_api, openai_surfaces
+from pilothouse.prompts import ChangeWatcher, PromptRegistry
+from pilothouse.server import api, costs_api, evals_api, gateway_api, openai_surfaces, prompts_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_traces
@@ -188,6 +189,8 @@ def create_app(
         tighten_private_file(settings.home / "pilothouse.db")
     the_store = store if store is not None else SqlStore.from_url(settings.resolved_database_url)
     gateway, budgets = build_gateway(settings, config, the_store)
+    prompts = PromptRegistry(the_store)
+    gateway.prompts = prompts
     spool = Spool(settings.resolved_spool_dir) if settings.durable else None
     the_store.durable_span_writes = settings.durable
 
@@ -228,6 +231,10 @@ def create_app(
 
         gateway.record = record
         gateway.interim = record_interim if spool is not None else None
+        watcher = ChangeWatcher(
+            prompts, poll_seconds=settings.prompt_poll_seconds, redis_url=settings.redis_url
+        )
+        await asyncio.to_thread(watcher.start)
         auth = KeyAuthenticator(
             the_store,
             settings.admin_key,
@@ -246,6 +253,7 @@ def create_app(
             budgets=budgets,
             metrics=metrics,
             evaluations=Evaluations.over(the_store),
+            prompts=prompts,
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
             body_budget=BodyBudget(settings.max_inflight_body_bytes),
@@ -270,6 +278,7 @@ def create_app(
         try:
             yield
         finally:
+            await asyncio.to_thread(watcher.stop)
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:
@@ -291,6 +300,7 @@ def create_app(
         *api.routes,
         *costs_api.routes,
         *evals_api.routes,
+        *prompts_api.routes,
         *gateway_api.routes,
         *openai_surfaces.routes,
         *ui_routes(settings),  # the web UI at /

@@ -158,6 +158,8 @@ async def _events(
 async def chat_completions(request: Request) -> Response:
     """``POST /v1/chat/completions`` (stream and non-stream)."""
     gateway, caller, call, body = await _start(request, "chat")
+    if isinstance(body, dict) and "prompt" in body:  # a reference to the prompt registry
+        body = await gateway.apply_prompt(call, body)
     try:
         check_chat_request(body)
     except InvalidRequest as exc:

@@ -12,6 +12,7 @@ from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.prompts import PromptRegistry
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
@@ -37,6 +38,7 @@ class Services:
     budgets: BudgetGuard
     metrics: GatewayMetrics
     evaluations: Evaluations
+    prompts: PromptRegistry  # the prompt registry (its cache kept current by a ChangeWatcher)
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so

@@ -363,3 +363,50 @@ revoked_sessions = Table(
     Column("session_id", String(64), primary_key=True),
     Column("expires_ns", BigInteger, nullable=False),
 )
+
+# The prompt registry (migration 0013). A version never changes once stored; a label points at one
+# version; every change is an event, numbered by ``seq`` in commit order, which is what gateway
+# processes poll (or hear on Redis) to learn that a label moved.
+prompt_versions = Table(
+    "prompt_versions",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),  # 1, 2, ... per project and name
+    Column("kind", String(8), nullable=False),  # text | chat
+    Column("template", Text, nullable=False),  # JSON: a string or a list of messages
+    Column("config", Text, nullable=False),  # JSON: model, parameters, tools, response_format
+    Column("message", Text),
+    Column("created_by", Text),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+prompt_labels = Table(
+    "prompt_labels",
+    metadata,
+    Column("project_id", String(64), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("label", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_by", Text),
+    Column("updated_ns", BigInteger, nullable=False),
+    # a canary: this share (0..1) of the label's traffic, sticky per end user, gets canary_version
+    Column("canary_version", Integer),
+    Column("canary_share", Float),
+)
+
+prompt_events = Table(
+    "prompt_events",
+    metadata,
+    Column("seq", TRACE_PK, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("action", String(16), nullable=False),  # create | label | promote | refuse
+    Column("version", Integer),
+    Column("label", String(64)),
+    Column("previous_version", Integer),
+    Column("actor", Text),
+    Column("detail", Text),  # JSON object (a promotion's verdict and runs)
+    Column("created_ns", BigInteger, nullable=False),
+    Index("ix_prompt_events_name", "project_id", "name", "seq"),
+)
