@@ -32,7 +32,7 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, evals_api, gateway_api
+from pilothouse.server import api, costs_api, evals_api, gateway_api, review_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.durable import replay_spool
@@ -264,6 +264,7 @@ def create_app(
         *api.routes,
         *costs_api.routes,
         *evals_api.routes,
+        *review_api.routes,
         *gateway_api.routes,
         *ui_routes(settings),  # the web UI at /
     ]

@@ -1,0 +1,45 @@
+"""Human review: score configs, annotation queues, the review screen's use cases, reviewers, corrected
+outputs sent to datasets, and agreement (Cohen's kappa) that feeds judge calibration."""
+
+from pilothouse.domain.review import (
+    ItemStatus,
+    Review,
+    ReviewError,
+    Reviewer,
+    ReviewItem,
+    ReviewQueue,
+    ReviewScore,
+    ScoreConfig,
+    ScoreKind,
+)
+from pilothouse.quality.review._agreement import (
+    Agreement,
+    ConfigAgreement,
+    cohens_kappa,
+    config_agreement,
+    weighted_kappa,
+)
+from pilothouse.quality.review._passwords import hash_password, verify_password
+from pilothouse.quality.review._service import ItemView, ReviewNotFound, ReviewService
+
+__all__ = [
+    "Agreement",
+    "ConfigAgreement",
+    "ItemStatus",
+    "ItemView",
+    "Review",
+    "ReviewError",
+    "ReviewItem",
+    "ReviewNotFound",
+    "ReviewQueue",
+    "ReviewScore",
+    "Reviewer",
+    "ScoreConfig",
+    "ScoreKind",
+    "ReviewService",
+    "cohens_kappa",
+    "config_agreement",
+    "hash_password",
+    "verify_password",
+    "weighted_kappa",
+]
