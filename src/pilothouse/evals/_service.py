@@ -393,7 +393,6 @@ class Evaluations:
                 f"no stored trace of project {project_id!r} matches these filters: nothing stored"
             ) from None
 
-
     def curate_corrections(
         self, project_id: str, name: str, corrected: Mapping[str, str], *, source: str = "review"
     ) -> tuple[DatasetVersion, bool]:
@@ -411,6 +410,7 @@ class Evaluations:
         if latest is not None:
             kept = [item for _, item in self.evals.iter_items(latest.id) if item.id not in fresh]
         return self.evals.import_items(project_id, name, [*kept, *fresh.values()], source=source)
+
 
 def _check_settings(alpha: float, min_kappa: float | None, changed_limit: int | None) -> None:
     from pilothouse.evals._comparison import ComparisonError

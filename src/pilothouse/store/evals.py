@@ -732,7 +732,6 @@ class EvalStore:
 
             page = TraceQuery(**{**_query_fields(page), "cursor": decode_cursor(found.next_cursor)})
 
-
     def trace_items(self, project_id: str, trace_ids: Sequence[str]) -> dict[str, DatasetItem]:
         """Dataset items (as :meth:`iter_trace_items` makes them) of the named traces of the project;
         ids that are no trace of it are left out."""
@@ -742,7 +741,16 @@ class EvalStore:
             chunk = list(trace_ids[start : start + 500])
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    select(tr.c.id, tr.c.input, tr.c.output, tr.c.name, tr.c.model, tr.c.tags, sp.c.input, sp.c.output)
+                    select(
+                        tr.c.id,
+                        tr.c.input,
+                        tr.c.output,
+                        tr.c.name,
+                        tr.c.model,
+                        tr.c.tags,
+                        sp.c.input,
+                        sp.c.output,
+                    )
                     .outerjoin(sp, (sp.c.trace_pk == tr.c.pk) & sp.c.parent_id.is_(None))
                     .where(tr.c.project_id == project_id, tr.c.id.in_(chunk))
                 )

@@ -7,18 +7,17 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, and_, case, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pilothouse.domain.review import (
     ItemStatus,
     Review,
     ReviewError,
-    Reviewer,
     ReviewItem,
     ReviewQueue,
     ReviewScore,
@@ -96,62 +95,6 @@ class ReviewStore:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.engine = store.engine
-
-    # -- reviewers ---------------------------------------------------------------------------------
-
-    def add_user(self, project_id: str, username: str, display_name: str, password_hash: str) -> Reviewer:
-        """A new reviewer; :class:`ReviewError` when the name is taken in the project."""
-        self.store.ensure_project(project_id)
-        user = Reviewer(_id(), project_id, username, display_name, time.time_ns())
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    t.review_users.insert().values(
-                        id=user.id,
-                        project_id=project_id,
-                        username=username,
-                        display_name=display_name,
-                        password_hash=password_hash,
-                        created_ns=user.created_ns,
-                    )
-                )
-        except IntegrityError:
-            raise ReviewError(f"there is already a user {username!r} in project {project_id!r}") from None
-        return user
-
-    def user_with_hash(self, project_id: str, username: str) -> tuple[Reviewer, str] | None:
-        """The reviewer of that name and their password hash, or None."""
-        u = t.review_users
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(u).where(u.c.project_id == project_id, u.c.username == username)
-            ).first()
-        return None if row is None else (_user(row), row.password_hash)
-
-    def get_user(self, user_id: str) -> Reviewer | None:
-        """A reviewer by id (disabled ones too: the caller checks)."""
-        u = t.review_users
-        with self.engine.connect() as conn:
-            row = conn.execute(select(u).where(u.c.id == user_id)).first()
-        return None if row is None else _user(row)
-
-    def list_users(self, project_id: str) -> list[Reviewer]:
-        """The project's reviewers by name."""
-        u = t.review_users
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(u).where(u.c.project_id == project_id).order_by(u.c.username))
-            return [_user(r) for r in rows]
-
-    def disable_user(self, project_id: str, username: str) -> bool:
-        """Stop a reviewer logging in; False when there is no such user."""
-        u = t.review_users
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(u)
-                .where(u.c.project_id == project_id, u.c.username == username)
-                .values(disabled_ns=time.time_ns())
-            )
-        return bool(done.rowcount)
 
     # -- score configs and queues --------------------------------------------------------------------
 
@@ -272,12 +215,13 @@ class ReviewStore:
             now += 1  # keeps the order they were given in
         if not rows:
             return 0
-        statement = self.store._insert(t.review_items).on_conflict_do_nothing(
-            index_elements=["queue_id", "trace_id"]
+        statement = (
+            self.store._insert(t.review_items)
+            .on_conflict_do_nothing(index_elements=["queue_id", "trace_id"])
+            .returning(t.review_items.c.id)
         )
         with self.engine.begin() as conn:
-            done = conn.execute(statement, rows)
-        return int(done.rowcount) if done.rowcount is not None and done.rowcount >= 0 else len(rows)
+            return len(conn.execute(statement, rows).all())
 
     def get_item(self, project_id: str, item_id: str) -> ReviewItem | None:
         """An item of the project, or None."""
@@ -306,11 +250,11 @@ class ReviewStore:
         until = now + queue.lease_seconds * 10**9
         free = or_(i.c.lease_owner.is_(None), i.c.lease_until_ns < now, i.c.lease_owner == reviewer)
         seen = exists().where(r.c.item_id == i.c.id, r.c.reviewer == reviewer)
-        mine = (i.c.lease_owner == reviewer) & (i.c.lease_until_ns >= now)
+        mine = case(((i.c.lease_owner == reviewer) & (i.c.lease_until_ns >= now), 0), else_=1)
         query = (
             select(i.c.id)
             .where(i.c.queue_id == queue.id, i.c.status == ItemStatus.PENDING.value, free, ~seen)
-            .order_by(mine.desc(), i.c.created_ns, i.c.id)
+            .order_by(mine, i.c.created_ns, i.c.id)
             .limit(_CLAIM_CANDIDATES)
         )
         with self.engine.begin() as conn:
@@ -516,18 +460,7 @@ class ReviewStore:
             return {row.trace_id: row.corrected_output for row in conn.execute(query)}
 
 
-def _user(row: Any) -> Reviewer:
-    return Reviewer(
-        id=row.id,
-        project_id=row.project_id,
-        username=row.username,
-        display_name=row.display_name,
-        created_ns=row.created_ns,
-        disabled=row.disabled_ns is not None,
-    )
-
-
-def _score(row: Mapping[str, Any] | Any) -> ReviewScore:
+def _score(row: Any) -> ReviewScore:
     return ReviewScore(
         item_id=row.item_id,
         trace_id=row.trace_id,

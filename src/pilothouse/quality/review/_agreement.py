@@ -102,7 +102,7 @@ def _agreement(a: str, b: str, pairs: Sequence[tuple[object, object]], span: flo
     if span is not None:
         kappa = weighted_kappa([(float(x), float(y)) for x, y in pairs], span)  # type: ignore[arg-type]
     else:
-        kappa = cohens_kappa([(x, y) for x, y in pairs])  # type: ignore[misc]
+        kappa = cohens_kappa([(x, y) for x, y in pairs])
     return Agreement(a, b, n, observed, kappa)
 
 

@@ -18,8 +18,8 @@ from pilothouse.domain.review import (
     MAX_CORRECTION_CHARS,
     MAX_REASON_CHARS,
     Review,
-    ReviewError,
     Reviewer,
+    ReviewError,
     ReviewItem,
     ReviewQueue,
     ReviewScore,
@@ -34,6 +34,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.quality.review._agreement import ConfigAgreement, config_agreement
 from pilothouse.quality.review._passwords import hash_password, verify_password
 from pilothouse.store.review import ReviewStore
+from pilothouse.store.reviewers import ReviewerStore
 from pilothouse.store.sql import SqlStore
 
 __all__ = ["ItemView", "ReviewNotFound", "ReviewService"]
@@ -85,6 +86,7 @@ class ReviewService:
     def __init__(self, store: SqlStore, evaluations: Evaluations | None = None) -> None:
         self.sql = store
         self.store = ReviewStore(store)
+        self.reviewers = ReviewerStore(store)
         self.evaluations = evaluations if evaluations is not None else Evaluations.over(store)
 
     # -- reviewers ----------------------------------------------------------------------------------
@@ -99,11 +101,11 @@ class ReviewService:
         except ValueError as exc:
             raise ReviewError(str(exc)) from None
         name = (display_name or username).strip()[:200] or username
-        return self.store.add_user(project_id, username, name, hashed)
+        return self.reviewers.add_user(project_id, username, name, hashed)
 
     def authenticate(self, project_id: str, username: str, password: str) -> Reviewer | None:
         """The reviewer if the password is theirs and they are not disabled; None otherwise."""
-        found = self.store.user_with_hash(project_id, username)
+        found = self.reviewers.user_with_hash(project_id, username)
         if found is None:
             verify_password(password, _decoy())  # the same work for an unknown name: no timing oracle
             return None
