@@ -296,7 +296,7 @@ class ReviewStore:
                 raise ReviewError("that item is no longer in the queue")
             holder, until = row.lease_owner, row.lease_until_ns
             if holder is not None and holder != review.reviewer and until is not None and until >= now:
-                raise ReviewError(f"{holder} is reviewing this item now; take the next one")
+                raise ReviewError(f"another reviewer ({holder}) holds this item now; take the next one")
             before = conn.execute(
                 select(r.c.skipped).where(r.c.item_id == item.id, r.c.reviewer == review.reviewer)
             ).first()
