@@ -28,7 +28,7 @@ def _service(store: SqlStore) -> tuple[ReviewService, list[str]]:
 def test_leases_keep_two_reviewers_off_one_item(store: SqlStore) -> None:
     service, traces = _service(store)
     service.create_queue("p1", "triage", ["correct", "tone"], lease_seconds=60)
-    assert service.add_traces("p1", "triage", traces[:3] + ["nope"], "picked by hand") == (3, ["nope"])
+    assert service.add_traces("p1", "triage", [*traces[:3], "nope"], "picked by hand") == (3, ["nope"])
     assert service.enqueue(
         traces[3], "triage", "detector unsure", project_id="p1", spans=[(0, 4)], source="detector"
     )
