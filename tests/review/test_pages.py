@@ -37,6 +37,7 @@ def _csrf(html: str) -> str:
     return found.group(1)
 
 
+@pytest.mark.slow  # scrypt: each password check is deliberately slow
 def test_a_reviewer_logs_in_and_reviews(served: Served) -> None:
     store, client = served.store, served.client
     service = ReviewService(store)

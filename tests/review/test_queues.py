@@ -13,6 +13,9 @@ from pilothouse.quality.review import ItemStatus, ReviewError, ReviewNotFound, R
 from pilothouse.store.sql import SqlStore
 from tests.review.stored import write_trace
 
+# PostgreSQL, and scrypt hashing (deliberately slow): more than the fast tier's 0.3 s a test
+pytestmark = pytest.mark.slow
+
 
 def _service(store: SqlStore) -> tuple[ReviewService, list[str]]:
     service = ReviewService(store)
