@@ -4,6 +4,8 @@ to a dataset, and calibration labels."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from pilothouse.domain.queries import TraceQuery
@@ -141,3 +143,19 @@ def test_reviewers_log_in_with_hashed_passwords(store: SqlStore) -> None:
     assert service.authenticate("p2", "alice", "correct horse battery") is None  # another project
     assert service.reviewers.disable_user("p1", "alice")
     assert service.authenticate("p1", "alice", "correct horse battery") is None
+
+
+def test_concurrent_claims_never_share_an_item(store: SqlStore) -> None:
+    service = ReviewService(store)
+    traces = [write_trace(store, "p1", f"q{i}", f"a{i}", at=i) for i in range(12)]
+    service.create_config("p1", "ok", "boolean")
+    queue = service.ensure_queue("p1", "busy", ["ok"])
+    assert service.ensure_queue("p1", "busy") == queue  # the queue that is there
+    service.add_traces("p1", "busy", traces)
+    reviewers = [f"r{i}" for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        claimed = list(pool.map(lambda who: service.next_item("p1", "busy", who), reviewers))
+    ids = [view.item.id for view in claimed if view is not None]
+    assert len(ids) == 8 and len(set(ids)) == 8  # eight reviewers, eight different items
+    owners = {item.id: item.lease_owner for item in service.store.list_items(queue)}
+    assert sorted(owners[i] for i in ids) == reviewers  # type: ignore[type-var]

@@ -87,7 +87,7 @@ def test_a_reviewer_reviews_with_the_keyboard(tab: Any, seeded: Seeded, queue: R
     tab.keyboard.press("n")  # save, and the next item (none left for rita)
     tab.wait_for_selector("#queue-empty")
     assert "Saved." in tab.inner_text("#review-done")
-    (review,) = [r for r in queue.store.reviews_of("default", _item_id(queue)) if not r.skipped]
+    (review,) = [r for r in queue.results.reviews_of("default", _item_id(queue)) if not r.skipped]
     assert review.reviewer == "rita" and review.corrected_output == "It rains in Paris: 14 °C."
     assert {(s.config_name, s.string_value) for s in review.scores} == {
         ("grounded", "false"),

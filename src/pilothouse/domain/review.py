@@ -18,6 +18,7 @@ MAX_CONFIGS_PER_QUEUE = 20
 MAX_REASON_CHARS = 500
 MAX_CORRECTION_CHARS = 100_000
 MAX_SPANS = 200
+MAX_REVIEWER_CHARS = 200  # a reviewer's recorded name ("key:" and a key's name are cut to this)
 
 
 class ReviewError(ValueError):
@@ -168,6 +169,8 @@ class ReviewQueue:
     def check(self) -> None:
         """Raise :class:`ReviewError` unless the queue is usable."""
         check_name(self.name, "a queue's name")
+        if len(self.description) > 2000:
+            raise ReviewError("a description is at most 2,000 characters")
         if len(self.config_names) > MAX_CONFIGS_PER_QUEUE:
             raise ReviewError(f"a queue has at most {MAX_CONFIGS_PER_QUEUE} score configs")
         if not 1 <= self.reviews_per_item <= 10:

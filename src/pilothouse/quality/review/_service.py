@@ -17,6 +17,7 @@ from pilothouse.domain.queries import TraceQuery, decode_cursor
 from pilothouse.domain.review import (
     MAX_CORRECTION_CHARS,
     MAX_REASON_CHARS,
+    MAX_REVIEWER_CHARS,
     Review,
     Reviewer,
     ReviewError,
@@ -34,6 +35,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.quality.review._agreement import ConfigAgreement, config_agreement
 from pilothouse.quality.review._passwords import hash_password, verify_password
 from pilothouse.store.review import ReviewStore
+from pilothouse.store.review_results import ReviewResults
 from pilothouse.store.reviewers import ReviewerStore
 from pilothouse.store.sql import SqlStore
 
@@ -87,6 +89,7 @@ class ReviewService:
         self.sql = store
         self.store = ReviewStore(store)
         self.reviewers = ReviewerStore(store)
+        self.results = ReviewResults(store)
         self.evaluations = evaluations if evaluations is not None else Evaluations.over(store)
 
     # -- reviewers ----------------------------------------------------------------------------------
@@ -185,6 +188,24 @@ class ReviewService:
         self.store.add_queue(queue)
         return queue
 
+    def ensure_queue(
+        self, project_id: str, name: str, configs: Sequence[str] = (), description: str = ""
+    ) -> ReviewQueue:
+        """The queue ``name``, created (with those score configs) when the project has none: for parts
+        that send traces to people without an admin having made their queue first."""
+        found = self.store.get_queue(project_id, name)
+        if found is not None:
+            return found
+        try:
+            return self.create_queue(project_id, name, configs, description=description)
+        except ReviewNotFound:
+            raise
+        except ReviewError:  # made by another process meanwhile
+            found = self.store.get_queue(project_id, name)
+            if found is None:
+                raise
+            return found
+
     def queues(self, project_id: str) -> list[tuple[ReviewQueue, dict[str, int]]]:
         """The project's queues with their item counts (pending, completed)."""
         return self.store.list_queues(project_id)
@@ -269,7 +290,7 @@ class ReviewService:
     def next_item(self, project_id: str, queue: str, reviewer: str) -> ItemView | None:
         """The next item for ``reviewer``, leased to them (see :meth:`ReviewStore.claim`), or None."""
         target = self.queue(project_id, queue)
-        item = self.store.claim(target, reviewer)
+        item = self.store.claim(target, _who(reviewer))
         return None if item is None else self._view(target, item)
 
     def item(self, project_id: str, item_id: str) -> ItemView:
@@ -300,7 +321,7 @@ class ReviewService:
             ][:20]
         configs = self.store.list_configs(queue.project_id, list(queue.config_names))
         ordered = sorted(configs, key=lambda c: queue.config_names.index(c.name))
-        reviews = self.store.reviews_of(queue.project_id, item.id)
+        reviews = self.results.reviews_of(queue.project_id, item.id)
         return ItemView(item, queue, tuple(ordered), text_in, tuple(context), text_out, tuple(reviews))
 
     def submit(
@@ -325,14 +346,23 @@ class ReviewService:
             if config.name not in answers or answers[config.name] in (None, ""):
                 raise ReviewError(f"{config.name}: give an answer")
             value, text = config.parse(answers[config.name])
-            scores.append(ReviewScore(view.item.id, view.item.trace_id, config.name, reviewer, value, text))
+            scores.append(
+                ReviewScore(view.item.id, view.item.trace_id, config.name, _who(reviewer), value, text)
+            )
         corrected = corrected_output if corrected_output and corrected_output.strip() else None
         if corrected is not None and len(corrected) > MAX_CORRECTION_CHARS:
             raise ReviewError(f"a corrected output is at most {MAX_CORRECTION_CHARS:,} characters")
         if comment is not None and len(comment) > 5000:
             raise ReviewError("a comment is at most 5,000 characters")
         review = Review(
-            view.item.id, view.item.trace_id, reviewer, False, corrected, comment or None, 0, tuple(scores)
+            view.item.id,
+            view.item.trace_id,
+            _who(reviewer),
+            False,
+            corrected,
+            comment or None,
+            0,
+            tuple(scores),
         )
         self.store.record_review(view.queue, view.item, review)
         return self.item(project_id, item_id)
@@ -341,12 +371,12 @@ class ReviewService:
         """``reviewer`` passes on the item: it is not offered to them again, and others still get it."""
         view = self.item(project_id, item_id)
         self.store.record_review(
-            view.queue, view.item, Review(view.item.id, view.item.trace_id, reviewer, True)
+            view.queue, view.item, Review(view.item.id, view.item.trace_id, _who(reviewer), True)
         )
 
     def release(self, project_id: str, item_id: str, reviewer: str) -> bool:
         """Give a held item back to the queue."""
-        return self.store.release(project_id, item_id, reviewer)
+        return self.store.release(project_id, item_id, _who(reviewer))
 
     # -- datasets and calibration -----------------------------------------------------------------------
 
@@ -356,7 +386,7 @@ class ReviewService:
         (version, created, corrected items)."""
         check_name(dataset, "a dataset name")
         target = self.queue(project_id, queue)
-        corrected = self.store.corrections(project_id, target)
+        corrected = self.results.corrections(project_id, target)
         if not corrected:
             raise ReviewError(f"no reviewer of queue {queue!r} has written a corrected output yet")
         try:
@@ -374,10 +404,10 @@ class ReviewService:
         if config.kind is ScoreKind.CATEGORICAL:
             raise ReviewError("calibration needs pass/fail labels: use a boolean or numeric score config")
         by_trace: dict[str, list[ReviewScore]] = {}
-        for score in self.store.human_scores(project_id, config.name):
+        for score in self.results.human_scores(project_id, config.name):
             by_trace.setdefault(score.trace_id, []).append(score)
         items = self.evaluations.evals.trace_items(project_id, list(by_trace))
-        corrected = self.store.corrections(project_id)
+        corrected = self.results.corrections(project_id)
         labels, ties = [], 0
         for trace_id, answers in by_trace.items():
             item = items.get(trace_id)
@@ -413,12 +443,12 @@ class ReviewService:
         config = self.config(project_id, config_name)
         human = [
             (s.trace_id, s.reviewer, config.rating(s.value, s.string_value))
-            for s in self.store.human_scores(project_id, config.name)
+            for s in self.results.human_scores(project_id, config.name)
         ]
         traces = sorted({trace for trace, _, _ in human})
         automated = [
             (trace, source, config.rating(value, text))
-            for trace, source, value, text in self.store.automated_scores(project_id, config.name, traces)
+            for trace, source, value, text in self.results.automated_scores(project_id, config.name, traces)
         ]
         span = None
         if config.kind is ScoreKind.NUMERIC and config.min_value is not None and config.max_value is not None:
@@ -429,6 +459,13 @@ class ReviewService:
             [r for r in automated if r[2] is not None],
             span,
         )
+
+
+def _who(reviewer: str) -> str:
+    """A reviewer's name as it is stored (cut to the column's size)."""
+    if not reviewer:
+        raise ReviewError("a review needs a reviewer")
+    return reviewer[:MAX_REVIEWER_CHARS]
 
 
 @functools.cache
