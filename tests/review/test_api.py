@@ -102,8 +102,13 @@ def test_review_over_the_api(served: Served) -> None:
     labels = http.get("/api/review/configs/correct/labels", headers=served.auth)
     rows = [orjson.loads(line) for line in labels.text.splitlines()]
     assert labels.headers["content-type"].startswith("application/x-ndjson")
-    assert rows == [{"id": traces[0], "input": "Capital of France? 0", "output": "Lyon is the capital.",
-                     "label": False, "expected": "Paris is the capital."}]  # fmt: skip
+    assert rows == [
+        {
+            "id": traces[0],
+            "input": {"input": "Capital of France? 0", "output": "Lyon is the capital.", "label": False},
+            "expected": "Paris is the capital.",
+        }
+    ]
     sent = http.post(
         "/api/review/queues/triage/dataset", json={"dataset": "fixes"}, headers=served.auth
     ).json()

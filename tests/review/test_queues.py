@@ -123,8 +123,8 @@ def test_agreement_datasets_and_calibration_labels(store: SqlStore) -> None:
 
     labels, ties = service.calibration_labels("p1", "correct")
     assert len(labels) + ties == 4 and ties == 1  # alice and bob split on one trace
-    assert {row["id"]: row["label"] for row in labels}[traces[0]] is False
-    assert all(set(row) >= {"id", "input", "output", "label"} for row in labels)
+    assert {row["id"]: row["input"]["label"] for row in labels}[traces[0]] is False
+    assert all(set(row["input"]) == {"input", "output", "label"} for row in labels)
     with pytest.raises(ReviewError, match="pass/fail"):
         service.calibration_labels("p1", "tone")
 

@@ -397,8 +397,9 @@ class ReviewService:
 
     def calibration_labels(self, project_id: str, config_name: str) -> tuple[list[dict[str, Any]], int]:
         """Reviewers' answers to a boolean or numeric config as a labels file for ``pilothouse judge
-        calibrate`` (one dict per trace: its variables, ``output``, ``expected`` when corrected, and
-        ``label``, the majority answer; a numeric label is the mean). Returns (labels, traces left out
+        calibrate`` (one dataset item per trace: ``input`` holds its variables, ``output`` and ``label``,
+        the majority answer, a numeric label the mean; ``expected`` is a corrected output, when one was
+        written; a chat trace keeps its ``messages``). Returns (labels, traces left out
         because reviewers tied)."""
         config = self.config(project_id, config_name)
         if config.kind is ScoreKind.CATEGORICAL:
@@ -421,16 +422,12 @@ class ReviewService:
                 label: Any = yes * 2 > len(answers)
             else:
                 label = sum(a.value or 0.0 for a in answers) / len(answers)
-            row: dict[str, Any] = {
-                "id": trace_id,
-                **item.variables(),
-                "output": item.expected,
-                "label": label,
-            }
-            row.pop("metadata", None)
-            row["expected"] = corrected.get(trace_id)
-            if row["expected"] is None:
-                row.pop("expected")
+            variables = {**item.input, "output": item.expected, "label": label}
+            row: dict[str, Any] = {"id": trace_id, "input": variables}
+            if item.messages is not None:
+                row["messages"] = list(item.messages)
+            if trace_id in corrected:
+                row["expected"] = corrected[trace_id]
             labels.append(row)
         return labels, ties
 
