@@ -19,8 +19,10 @@ from pilothouse.quality.review._agreement import (
     config_agreement,
     weighted_kappa,
 )
+from pilothouse.quality.review._labels import calibration_rows
 from pilothouse.quality.review._passwords import hash_password, verify_password
-from pilothouse.quality.review._service import ItemView, ReviewNotFound, ReviewService
+from pilothouse.quality.review._service import ReviewService
+from pilothouse.quality.review._view import ItemView, ReviewNotFound
 
 __all__ = [
     "Agreement",
@@ -37,6 +39,7 @@ __all__ = [
     "Reviewer",
     "ScoreConfig",
     "ScoreKind",
+    "calibration_rows",
     "cohens_kappa",
     "config_agreement",
     "hash_password",

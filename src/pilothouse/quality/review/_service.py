@@ -9,7 +9,6 @@ import functools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pilothouse.domain.datasets import DatasetError, DatasetVersion
@@ -33,7 +32,9 @@ from pilothouse.domain.review import (
 from pilothouse.domain.traces import ObservationKind
 from pilothouse.evals import Evaluations
 from pilothouse.quality.review._agreement import ConfigAgreement, config_agreement
+from pilothouse.quality.review._labels import calibration_rows
 from pilothouse.quality.review._passwords import hash_password, verify_password
+from pilothouse.quality.review._view import ItemView, ReviewNotFound
 from pilothouse.store.review import ReviewStore
 from pilothouse.store.review_results import ReviewResults
 from pilothouse.store.reviewers import ReviewerStore
@@ -45,41 +46,6 @@ DEFAULT_PROJECT = "default"
 MAX_TRACES_PER_FILL = 10_000
 MAX_TRACES_PER_CALL = 1_000
 SOURCES = frozenset({"filter", "manual", "online", "detector", "api"})
-
-
-class ReviewNotFound(ReviewError):
-    """A queue, score config or item that this project does not have."""
-
-
-@dataclass(frozen=True, slots=True)
-class ItemView:
-    """What the review screen shows: the item, its queue and score configs, the trace's input, its
-    context (retrieval and tool outputs), its response, and the reviews so far."""
-
-    item: ReviewItem
-    queue: ReviewQueue
-    configs: tuple[ScoreConfig, ...]
-    input: str | None
-    context: tuple[str, ...]
-    output: str | None
-    reviews: tuple[Review, ...]
-
-    def output_parts(self) -> list[tuple[str, bool]]:
-        """The response cut at the unsupported spans: (text, unsupported) pieces in order."""
-        text = self.output or ""
-        parts: list[tuple[str, bool]] = []
-        at = 0
-        for start, end in self.item.spans:
-            start, end = max(start, at), min(end, len(text))
-            if start >= end:
-                continue
-            if start > at:
-                parts.append((text[at:start], False))
-            parts.append((text[start:end], True))
-            at = end
-        if at < len(text):
-            parts.append((text[at:], False))
-        return parts
 
 
 class ReviewService:
@@ -409,27 +375,7 @@ class ReviewService:
             by_trace.setdefault(score.trace_id, []).append(score)
         items = self.evaluations.evals.trace_items(project_id, list(by_trace))
         corrected = self.results.corrections(project_id)
-        labels, ties = [], 0
-        for trace_id, answers in by_trace.items():
-            item = items.get(trace_id)
-            if item is None:
-                continue
-            if config.kind is ScoreKind.BOOLEAN:
-                yes = sum(1 for a in answers if a.string_value == "true")
-                if yes * 2 == len(answers):
-                    ties += 1
-                    continue
-                label: Any = yes * 2 > len(answers)
-            else:
-                label = sum(a.value or 0.0 for a in answers) / len(answers)
-            variables = {**item.input, "output": item.expected, "label": label}
-            row: dict[str, Any] = {"id": trace_id, "input": variables}
-            if item.messages is not None:
-                row["messages"] = list(item.messages)
-            if trace_id in corrected:
-                row["expected"] = corrected[trace_id]
-            labels.append(row)
-        return labels, ties
+        return calibration_rows(config.kind, by_trace, items, corrected)
 
     # -- agreement -------------------------------------------------------------------------------------
 
