@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, case, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pilothouse.domain.review import (
@@ -156,6 +156,13 @@ class ReviewStore:
             row = conn.execute(select(q).where(q.c.project_id == project_id, q.c.name == name)).first()
         return None if row is None else _queue(row)
 
+    def get_queue_by_id(self, project_id: str, queue_id: str) -> ReviewQueue | None:
+        """A queue of the project by id, or None."""
+        q = t.review_queues
+        with self.engine.connect() as conn:
+            row = conn.execute(select(q).where(q.c.project_id == project_id, q.c.id == queue_id)).first()
+        return None if row is None else _queue(row)
+
     def list_queues(self, project_id: str) -> list[tuple[ReviewQueue, dict[str, int]]]:
         """The project's queues by name, each with its item counts per status."""
         q, i = t.review_queues, t.review_items
@@ -247,17 +254,24 @@ class ReviewStore:
         i, r = t.review_items, t.reviews
         now = time.time_ns() if now_ns is None else now_ns
         until = now + queue.lease_seconds * 10**9
+        pending = (i.c.queue_id == queue.id) & (i.c.status == ItemStatus.PENDING.value)
         free = or_(i.c.lease_owner.is_(None), i.c.lease_until_ns < now, i.c.lease_owner == reviewer)
         seen = exists().where(r.c.item_id == i.c.id, r.c.reviewer == reviewer)
-        mine = case(((i.c.lease_owner == reviewer) & (i.c.lease_until_ns >= now), 0), else_=1)
-        query = (
-            select(i.c.id)
-            .where(i.c.queue_id == queue.id, i.c.status == ItemStatus.PENDING.value, free, ~seen)
-            .order_by(mine, i.c.created_ns, i.c.id)
-            .limit(_CLAIM_CANDIDATES)
-        )
-        with self.engine.begin() as conn:
-            candidates = list(conn.execute(query).scalars())
+        with self.engine.connect() as conn:
+            held = conn.execute(
+                select(i).where(pending, i.c.lease_owner == reviewer, i.c.lease_until_ns >= now).limit(1)
+            ).first()
+            if held is not None:
+                return _item(held)
+            # in the queue's index order, so a long queue is not sorted for every claim
+            candidates = list(
+                conn.execute(
+                    select(i.c.id)
+                    .where(pending, free, ~seen)
+                    .order_by(i.c.created_ns, i.c.id)
+                    .limit(_CLAIM_CANDIDATES)
+                ).scalars()
+            )
         for item_id in candidates:
             with self.engine.begin() as conn:
                 taken = conn.execute(
@@ -265,8 +279,9 @@ class ReviewStore:
                     .where(i.c.id == item_id, i.c.status == ItemStatus.PENDING.value, free)
                     .values(lease_owner=reviewer, lease_until_ns=until)
                 )
-            if taken.rowcount == 1:
-                return self.get_item(queue.project_id, item_id)
+                if taken.rowcount == 1:
+                    row = conn.execute(select(i).where(i.c.id == item_id)).first()
+                    return None if row is None else _item(row)
         return None
 
     def release(self, project_id: str, item_id: str, reviewer: str) -> bool:

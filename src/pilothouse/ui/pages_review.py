@@ -143,10 +143,11 @@ async def submit(page: PageContext) -> Response:
     service = _service(page)
     item_id = str(page.request.path_params["item_id"])
     try:
-        view = await page.run(service.item, page.project_id, item_id)
+        _, queue = await page.run(service.item_and_queue, page.project_id, item_id)
+        configs = await page.run(service.queue_configs, queue)
     except ReviewNotFound as exc:
         raise UiError(404, str(exc).capitalize() + ".") from None
-    back = f"/review/queues/{quote(view.queue.name, safe='')}"
+    back = f"/review/queues/{quote(queue.name, safe='')}"
     reviewer = page.viewer.reviewer_name
     action = page.field("action") or "submit"
     try:
@@ -155,8 +156,8 @@ async def submit(page: PageContext) -> Response:
             return _back(back, "Skipped.")
         if action == "release":
             await page.run(service.release, page.project_id, item_id, reviewer)
-            return _back("/review", f"Item given back to {view.queue.name}.")
-        answers = {c.name: page.field(f"score:{c.name}") for c in view.configs}
+            return _back("/review", f"Item given back to {queue.name}.")
+        answers = {c.name: page.field(f"score:{c.name}") for c in configs}
         await page.run(
             lambda: service.submit(
                 page.project_id,

@@ -261,13 +261,21 @@ class ReviewService:
 
     def item(self, project_id: str, item_id: str) -> ItemView:
         """One item as the review screen shows it (nothing is leased)."""
-        item = self.store.get_item(project_id, item_id) if isinstance(item_id, str) else None
-        if item is None:
-            raise ReviewNotFound("there is no such review item in this project")
-        queue = next((q for q, _ in self.store.list_queues(project_id) if q.id == item.queue_id), None)
-        if queue is None:
-            raise ReviewNotFound("there is no such review item in this project")
+        item, queue = self.item_and_queue(project_id, item_id)
         return self._view(queue, item)
+
+    def item_and_queue(self, project_id: str, item_id: str) -> tuple[ReviewItem, ReviewQueue]:
+        """An item of the project and its queue (no trace read); :class:`ReviewNotFound` otherwise."""
+        item = self.store.get_item(project_id, item_id) if isinstance(item_id, str) else None
+        queue = None if item is None else self.store.get_queue_by_id(project_id, item.queue_id)
+        if item is None or queue is None:
+            raise ReviewNotFound("there is no such review item in this project")
+        return item, queue
+
+    def queue_configs(self, queue: ReviewQueue) -> list[ScoreConfig]:
+        """The score configs of a queue, in its order."""
+        found = self.store.list_configs(queue.project_id, list(queue.config_names))
+        return sorted(found, key=lambda c: queue.config_names.index(c.name))
 
     def _view(self, queue: ReviewQueue, item: ReviewItem) -> ItemView:
         detail = self.sql.get_trace(queue.project_id, item.trace_id)
@@ -285,8 +293,7 @@ class ReviewService:
                 for o in detail.observations
                 if o.kind in (ObservationKind.RETRIEVAL, ObservationKind.TOOL) and o.output
             ][:20]
-        configs = self.store.list_configs(queue.project_id, list(queue.config_names))
-        ordered = sorted(configs, key=lambda c: queue.config_names.index(c.name))
+        ordered = self.queue_configs(queue)
         reviews = self.results.reviews_of(queue.project_id, item.id)
         return ItemView(item, queue, tuple(ordered), text_in, tuple(context), text_out, tuple(reviews))
 
@@ -303,26 +310,25 @@ class ReviewService:
         """Record ``reviewer``'s answers (config name -> value; every config of the queue needs one),
         an optional corrected output and comment. Their scores are also put on the trace as human
         scores naming them. Refused while another reviewer holds the item."""
-        view = self.item(project_id, item_id)
-        unknown = sorted(set(answers) - {c.name for c in view.configs})
+        item, queue = self.item_and_queue(project_id, item_id)
+        configs = self.queue_configs(queue)
+        unknown = sorted(set(answers) - {c.name for c in configs})
         if unknown:
-            raise ReviewError(f"{unknown[0]!r} is not a score config of queue {view.queue.name!r}")
+            raise ReviewError(f"{unknown[0]!r} is not a score config of queue {queue.name!r}")
         scores = []
-        for config in view.configs:
+        for config in configs:
             if config.name not in answers or answers[config.name] in (None, ""):
                 raise ReviewError(f"{config.name}: give an answer")
             value, text = config.parse(answers[config.name])
-            scores.append(
-                ReviewScore(view.item.id, view.item.trace_id, config.name, _who(reviewer), value, text)
-            )
+            scores.append(ReviewScore(item.id, item.trace_id, config.name, _who(reviewer), value, text))
         corrected = corrected_output if corrected_output and corrected_output.strip() else None
         if corrected is not None and len(corrected) > MAX_CORRECTION_CHARS:
             raise ReviewError(f"a corrected output is at most {MAX_CORRECTION_CHARS:,} characters")
         if comment is not None and len(comment) > 5000:
             raise ReviewError("a comment is at most 5,000 characters")
         review = Review(
-            view.item.id,
-            view.item.trace_id,
+            item.id,
+            item.trace_id,
             _who(reviewer),
             False,
             corrected,
@@ -330,15 +336,13 @@ class ReviewService:
             0,
             tuple(scores),
         )
-        self.store.record_review(view.queue, view.item, review)
+        self.store.record_review(queue, item, review)
         return self.item(project_id, item_id)
 
     def skip(self, project_id: str, item_id: str, reviewer: str) -> None:
         """``reviewer`` passes on the item: it is not offered to them again, and others still get it."""
-        view = self.item(project_id, item_id)
-        self.store.record_review(
-            view.queue, view.item, Review(view.item.id, view.item.trace_id, _who(reviewer), True)
-        )
+        item, queue = self.item_and_queue(project_id, item_id)
+        self.store.record_review(queue, item, Review(item.id, item.trace_id, _who(reviewer), True))
 
     def release(self, project_id: str, item_id: str, reviewer: str) -> bool:
         """Give a held item back to the queue."""
