@@ -46,6 +46,8 @@ def test_review_labels_calibrate_a_judge(cli: Cli, tmp_path: Path) -> None:  # n
     store = SqlStore.from_url(cli.url)  # the database the commands find
     assert cli("review", "configs", "create", "quality", "--kind", "boolean")[0] == 0
     assert cli("review", "queues", "create", "judged", "--config", "quality")[0] == 0
+    code, _, err = cli("review", "queues", "create", "other", "--config", "nope")
+    assert code == 2 and err.strip() == "Error: there is no score config 'nope' in this project"
     traces = {}
     for i, marker in enumerate(SCRIPT):
         traces[

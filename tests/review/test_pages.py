@@ -92,6 +92,8 @@ def test_a_reviewer_logs_in_and_reviews(served: Served) -> None:
         ("correct", "review by alice"),
         ("stars", "review by alice"),
     }
+    sent = client.post("/review/queues/triage/dataset", data={"csrf": _csrf(saved.text), "dataset": "fixes"})
+    assert "fixes: new version 1, 1 items (1 corrected)." in sent.text
     forbidden = client.post(
         "/review/configs", data={"csrf": _csrf(saved.text), "name": "x", "kind": "boolean"}
     )
