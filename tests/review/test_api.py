@@ -118,3 +118,42 @@ def test_review_over_the_api(served: Served) -> None:
     assert held["lease_owner"] == ("key:" + "n" * 200)[:200]
     listed = http.get("/api/review/queues", headers=served.auth).json()["data"]
     assert listed[0]["items"] == {"pending": 2, "completed": 1}
+
+
+def test_hostile_review_requests_get_clear_4xx(served: Served) -> None:
+    store, http = served.store, served.client
+    _, admin = store.create_api_key("p1", "lead", frozenset({*DEFAULT_SCOPES, Scope.ADMIN}))
+    http.post("/api/review/configs", json={"name": "ok", "kind": "boolean"}, headers=_auth(admin))
+    http.post("/api/review/queues", json={"name": "q", "configs": ["ok"]}, headers=_auth(admin))
+    trace = write_trace(store, "p1", "q", "a")
+    cases = [
+        ("/api/review/queues/q/items", {"trace_ids": ["x"] * 1001}, "at most 1000 strings"),
+        (
+            "/api/review/queues/q/items",
+            {"trace_ids": [trace], "unsupported_spans": [[5, 2]]},
+            "0 <= start < end",
+        ),
+        (
+            "/api/review/queues/q/items",
+            {"trace_ids": [trace], "unsupported_spans": "0-4"},
+            "[start, end] pairs",
+        ),
+        ("/api/review/queues/q/items", {"trace_ids": [trace], "reason": "x" * 501}, "at most 500 characters"),
+        ("/api/review/queues/q/items", {"trace_ids": [trace], "source": "me"}, "Source must be one of"),
+        ("/api/review/queues/q/fill", {"limit": 0}, "Limit is from 1 to 10000"),
+        ("/api/review/queues/q/fill", {"filters": {"from": "yesterday-ish"}}, "from"),
+        (
+            "/api/review/queues",
+            {"name": "q2", "configs": ["ok"], "lease_seconds": 1},
+            "A lease (lease_seconds) is from 10",
+        ),
+        ("/api/review/queues", {"name": "q3", "configs": ["ok"], "reviews_per_item": True}, "whole number"),
+        ("/api/review/queues/q/dataset", {"dataset": "d"}, "No reviewer of queue 'q' has written"),
+    ]
+    for path, body, message in cases:
+        answer = http.post(path, json=body, headers=_auth(admin))
+        assert answer.status_code == 400 and message in answer.json()["error"]["message"], (path, answer.text)
+    listed = http.post("/api/review/queues/q/items", json=[1, 2], headers=_auth(admin))
+    assert listed.status_code == 400 and "JSON object" in listed.json()["error"]["message"]
+    assert http.post("/api/review/queues/" + "q" * 5000 + "/next", headers=_auth(admin)).status_code == 404
+    assert http.get("/api/review/configs/nope/agreement", headers=_auth(admin)).status_code == 404

@@ -174,9 +174,9 @@ class ReviewQueue:
         if len(self.config_names) > MAX_CONFIGS_PER_QUEUE:
             raise ReviewError(f"a queue has at most {MAX_CONFIGS_PER_QUEUE} score configs")
         if not 1 <= self.reviews_per_item <= 10:
-            raise ReviewError("reviews_per_item is from 1 to 10")
+            raise ReviewError("the reviews per item (reviews_per_item) are from 1 to 10")
         if not 10 <= self.lease_seconds <= 86_400:
-            raise ReviewError("lease_seconds is from 10 to 86400")
+            raise ReviewError("a lease (lease_seconds) is from 10 to 86400 seconds")
 
 
 def check_spans(spans: Any) -> tuple[tuple[int, int], ...]:
