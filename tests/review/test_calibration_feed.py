@@ -5,11 +5,14 @@ with ``pilothouse review labels``, and ``pilothouse judge calibrate`` grading th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from pilothouse.quality.review import ReviewService
+from pilothouse.server import Settings, create_app
 from pilothouse.store.sql import SqlStore
 from tests.evals.conftest import write_jsonl, write_yaml
 from tests.evals.test_calibration import SCRIPT
@@ -73,3 +76,16 @@ def test_review_labels_calibrate_a_judge(cli: Cli, tmp_path: Path) -> None:  # n
     # as in tests/evals/test_calibration.py: 11 measured, agreeing on 7, kappa 16/60
     assert "agreement        63.6%  (7 of 11 measured items)" in out
     assert "Cohen's kappa    0.267" in out and "stored as version 1 of judge" in out
+    store = SqlStore.from_url(cli.url)
+    (calibration,) = ReviewService(store).judge_calibrations("default", "quality")
+    assert calibration.metrics.n == 12 and calibration.metrics.kappa == pytest.approx(16 / 60)
+    ReviewService(store).add_user("default", "rita", "rita-password-1")
+    with TestClient(create_app(Settings(home=tmp_path), store=store)) as client:
+        page = client.get("/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token is not None
+        fields = {"login_token": token.group(1), "username": "rita", "password": "rita-password-1"}
+        assert client.post("/login", data=fields, follow_redirects=False).status_code == 303
+        shown = client.get("/review/agreement").text
+    assert "Judge calibrations of scorers named quality" in shown and "kappa 0.267 [" in shown
+    store.close()

@@ -233,7 +233,12 @@ async def agreement(page: PageContext) -> Response:
     service = _service(page)
     configs = await page.run(service.configs, page.project_id)
     reports = [await page.run(service.agreement, page.project_id, c.name) for c in configs[:50]]
-    return page.render("review_agreement.html", reports=reports, rows=agreement_rows)
+    calibrations = {
+        c.name: await page.run(service.judge_calibrations, page.project_id, c.name) for c in configs[:50]
+    }
+    return page.render(
+        "review_agreement.html", reports=reports, rows=agreement_rows, calibrations=calibrations
+    )
 
 
 def agreement_rows(report: ConfigAgreement) -> list[tuple[str, Agreement]]:

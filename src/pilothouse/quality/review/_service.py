@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pilothouse.domain.calibrations import Calibration
 from pilothouse.domain.datasets import DatasetError, DatasetVersion
 from pilothouse.domain.queries import TraceQuery, decode_cursor
 from pilothouse.domain.review import (
@@ -380,6 +381,12 @@ class ReviewService:
         items = self.evaluations.evals.trace_items(project_id, list(by_trace))
         corrected = self.results.corrections(project_id)
         return calibration_rows(config.kind, by_trace, items, corrected)
+
+    def judge_calibrations(self, project_id: str, config_name: str) -> list[Calibration]:
+        """The stored calibrations (newest first) of judge scorers named like the config: what the gate
+        reads for those judges, made from labels such as :meth:`calibration_labels` gives."""
+        found = self.evaluations.calibrations.list_calibrations(project_id, 200)
+        return [c for c in found if c.scorer_name == config_name]
 
     # -- agreement -------------------------------------------------------------------------------------
 
