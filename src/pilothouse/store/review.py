@@ -156,6 +156,13 @@ class ReviewStore:
             row = conn.execute(select(q).where(q.c.project_id == project_id, q.c.name == name)).first()
         return None if row is None else _queue(row)
 
+    def queue_names(self, project_id: str, limit: int = 200) -> list[str]:
+        """The project's queue names, sorted (no counts: cheap enough for every trace-list page)."""
+        q = t.review_queues
+        with self.engine.connect() as conn:
+            query = select(q.c.name).where(q.c.project_id == project_id).order_by(q.c.name).limit(limit)
+            return list(conn.execute(query).scalars())
+
     def get_queue_by_id(self, project_id: str, queue_id: str) -> ReviewQueue | None:
         """A queue of the project by id, or None."""
         q = t.review_queues

@@ -112,9 +112,7 @@ async def traces(page: PageContext) -> Response:
         tags=[v for k, v in params if k == "tag"],
         paged="cursor" in dict(params),
         checked=checked,
-        review_queues=[
-            q.name for q, _ in await page.run(ReviewStore(page.state.store).list_queues, page.project_id)
-        ],
+        review_queues=await page.run(ReviewStore(page.state.store).queue_names, page.project_id),
         review_done=page.params.get("review_done"),
         review_error=page.params.get("review_error"),
     )
