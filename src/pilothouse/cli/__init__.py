@@ -28,6 +28,7 @@ _COMMANDS = {
     "budgets": "budgets:budgets",
     "finetune": "finetune:finetune",
     "prompts": "prompts:prompts",
+    "review": "review:review",
 }
 
 

@@ -429,6 +429,24 @@ class Evaluations:
             )
         return Curated(versions, report)
 
+    def curate_corrections(
+        self, project_id: str, name: str, corrected: Mapping[str, str], *, source: str = "review"
+    ) -> tuple[DatasetVersion, bool]:
+        """The next version of the dataset ``name``: its newest version's items (none when it is new)
+        plus, for each trace id of ``corrected``, the trace as :meth:`curate_from_traces` makes it with
+        the corrected output as its expected answer (replacing an item of the same trace). Returns
+        (version, created); ids that are no stored trace of the project are left out, and none at all
+        is a DatasetError."""
+        found = self.evals.trace_items(project_id, list(corrected))
+        if not found:
+            raise DatasetError(f"none of these traces is stored in project {project_id!r}: nothing stored")
+        fresh = {tid: replace(item, expected=corrected[tid]) for tid, item in found.items()}
+        latest = self.evals.get_version(project_id, name)
+        kept = []
+        if latest is not None:
+            kept = [item for _, item in self.evals.iter_items(latest.id) if item.id not in fresh]
+        return self.evals.import_items(project_id, name, [*kept, *fresh.values()], source=source)
+
 
 def _check_settings(alpha: float, min_kappa: float | None, changed_limit: int | None) -> None:
     from pilothouse.evals._comparison import ComparisonError

@@ -34,7 +34,7 @@ from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
-from pilothouse.server import api, costs_api, evals_api, gateway_api, openai_surfaces, prompts_api
+from pilothouse.server import api, costs_api, evals_api, gateway_api, openai_surfaces, prompts_api, review_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_traces
@@ -301,6 +301,7 @@ def create_app(
         *costs_api.routes,
         *evals_api.routes,
         *prompts_api.routes,
+        *review_api.routes,
         *gateway_api.routes,
         *openai_surfaces.routes,
         *ui_routes(settings),  # the web UI at /

@@ -732,6 +732,37 @@ class EvalStore:
 
             page = TraceQuery(**{**_query_fields(page), "cursor": decode_cursor(found.next_cursor)})
 
+    def trace_items(self, project_id: str, trace_ids: Sequence[str]) -> dict[str, DatasetItem]:
+        """Dataset items (as :meth:`iter_trace_items` makes them) of the named traces of the project;
+        ids that are no trace of it are left out."""
+        tr, sp = t.traces, t.spans
+        out: dict[str, DatasetItem] = {}
+        for start in range(0, len(trace_ids), 500):
+            chunk = list(trace_ids[start : start + 500])
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(
+                        tr.c.id,
+                        tr.c.input,
+                        tr.c.output,
+                        tr.c.name,
+                        tr.c.model,
+                        tr.c.tags,
+                        sp.c.input,
+                        sp.c.output,
+                    )
+                    .outerjoin(sp, (sp.c.trace_pk == tr.c.pk) & sp.c.parent_id.is_(None))
+                    .where(tr.c.project_id == project_id, tr.c.id.in_(chunk))
+                )
+                for row in rows:
+                    if row[0] in out:
+                        continue
+                    text_in = unpack(row[1]) if row[1] is not None else unpack(row[6])
+                    text_out = unpack(row[2]) if row[2] is not None else unpack(row[7])
+                    tags = orjson.loads(row[5]) if row[5] else []
+                    out[row[0]] = _trace_item(row[0], text_in, text_out, row[3], row[4], tags, {})
+        return out
+
 
 def _values(engine: Any, query: Any) -> tuple[dict[str, list[float]], int, frozenset[str]]:
     """Rows of (item id, value[, error]) as :meth:`EvalStore.metric_values` returns them: a value of

@@ -410,3 +410,93 @@ prompt_events = Table(
     Column("created_ns", BigInteger, nullable=False),
     Index("ix_prompt_events_name", "project_id", "name", "seq"),
 )
+
+# -- human review (migration 0016): reviewers, score configs, annotation queues, items, reviews ---------
+
+review_users = Table(  # people who log in to review, with a scrypt hash of their password
+    "review_users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("disabled_ns", BigInteger),
+    UniqueConstraint("project_id", "username", name="uq_review_users_name"),
+)
+
+score_configs = Table(
+    "score_configs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),  # numeric | categorical | boolean
+    Column("description", Text),
+    Column("min_value", Float),
+    Column("max_value", Float),
+    Column("categories", Text),  # JSON list of labels
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_score_configs_name"),
+)
+
+review_queues = Table(
+    "review_queues",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("description", Text),
+    Column("configs", Text, nullable=False),  # JSON list of score config names
+    Column("reviews_per_item", Integer, nullable=False),
+    Column("lease_seconds", Integer, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_review_queues_name"),
+)
+
+review_items = Table(
+    "review_items",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("queue_id", String(32), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("reason", Text),
+    Column("source", String(16), nullable=False),  # filter | manual | online | detector | api
+    Column("status", String(16), nullable=False),  # pending | completed
+    Column("spans", Text),  # JSON list of [start, end] character offsets into the response
+    Column("lease_owner", Text),  # the reviewer holding the item, until lease_until_ns
+    Column("lease_until_ns", BigInteger),
+    Column("reviews", Integer, nullable=False),  # reviews (not skips) so far
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("queue_id", "trace_id", name="uq_review_items_trace"),
+    Index("ix_review_items_queue", "queue_id", "status", "created_ns"),
+)
+
+reviews = Table(  # one reviewer's review (or skip) of one item
+    "reviews",
+    metadata,
+    Column("item_id", String(32), primary_key=True),
+    Column("reviewer", String(200), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("skipped", Boolean, nullable=False),
+    Column("corrected_output", Text),
+    Column("comment", Text),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+review_scores = Table(
+    "review_scores",
+    metadata,
+    Column("item_id", String(32), primary_key=True),
+    Column("reviewer", String(200), primary_key=True),
+    Column("config_name", String(100), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("value", Float),
+    Column("string_value", Text),
+    Column("created_ns", BigInteger, nullable=False),
+    Index("ix_review_scores_config", "project_id", "config_name"),
+)

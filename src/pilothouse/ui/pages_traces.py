@@ -27,6 +27,7 @@ from pilothouse.server.api import trace_query_from_params
 from pilothouse.server.errors import ApiError
 from pilothouse.server.serialise import tree_order
 from pilothouse.store.evals import EvalStore
+from pilothouse.store.review import ReviewStore
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError, not_found
 
@@ -40,7 +41,7 @@ MAX_OBSERVATIONS = 300  # observations rendered on one trace page
 
 def _filter_params(page: PageContext) -> list[tuple[str, str]]:
     """The URL's filters without empty fields (a submitted form sends every field)."""
-    return [(k, v.strip()) for k, v in page.params.multi_items() if v.strip()]
+    return [(k, v.strip()) for k, v in page.params.multi_items() if v.strip() and not k.startswith("review_")]
 
 
 def _search(page: PageContext, query: TraceQuery, text: str) -> tuple[list[TraceSummary], str | None, int]:
@@ -111,6 +112,9 @@ async def traces(page: PageContext) -> Response:
         tags=[v for k, v in params if k == "tag"],
         paged="cursor" in dict(params),
         checked=checked,
+        review_queues=await page.run(ReviewStore(page.state.store).queue_names, page.project_id),
+        review_done=page.params.get("review_done"),
+        review_error=page.params.get("review_error"),
     )
 
 

@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pilothouse.config import Settings
-from pilothouse.ui import pages_admin, pages_evals, pages_overview, pages_prompts, pages_traces
+from pilothouse.ui import pages_admin, pages_evals, pages_overview, pages_prompts, pages_review, pages_traces
 from pilothouse.ui.login import login_endpoints
 from pilothouse.ui.session import SessionSigner, load_secret
 from pilothouse.ui.web import Handler, Ui
@@ -42,6 +42,14 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/prompts/{name}/diff", pages_prompts.diff, "GET"),
     ("/prompts/{name}/versions", pages_prompts.create_version, "POST"),
     ("/prompts/{name}/labels", pages_prompts.move_label, "POST"),
+    ("/review", pages_review.home, "GET"),
+    ("/review/configs", pages_review.create_config, "POST"),
+    ("/review/queues", pages_review.create_queue, "POST"),
+    ("/review/queues/{name}", pages_review.review_next, "GET"),
+    ("/review/queues/{name}/dataset", pages_review.to_dataset, "POST"),
+    ("/review/items/{item_id}", pages_review.submit, "POST"),
+    ("/review/add", pages_review.add_traces, "POST"),
+    ("/review/agreement", pages_review.agreement, "GET"),
 )
 
 

@@ -31,6 +31,7 @@ SESSION_MAX_AGE_S = 12 * 3600
 SECRET_ENV = "PILOTHOUSE_SESSION_SECRET"
 SECRET_FILE = "session-secret"
 ADMIN = "admin"  # the key id recorded for a PILOTHOUSE_ADMIN_KEY login
+USER_PREFIX = "user:"  # a session of a reviewer who logged in with a password: "user:<their id>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,15 @@ class Viewer:
     key_name: str
     scopes: frozenset[Scope]
     is_admin: bool
+    reviewer: str | None = None  # the user name of a person who logged in with a password
+
+    @property
+    def reviewer_name(self) -> str:
+        """Who this viewer's reviews are recorded as: the person, else the key (``key:NAME``), or
+        ``admin`` (as the API records a key's reviews)."""
+        if self.reviewer is not None:
+            return self.reviewer
+        return "admin" if self.is_admin else f"key:{self.key_name}"
 
     @property
     def project_id(self) -> str:

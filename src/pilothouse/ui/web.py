@@ -24,12 +24,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret
+from pilothouse.domain.review import Reviewer
 from pilothouse.server.errors import ApiError
 from pilothouse.server.state import Services
 from pilothouse.store.analytics import AnalyticsQueries
+from pilothouse.store.reviewers import ReviewerStore
 from pilothouse.store.sessions import SessionStore
 from pilothouse.ui import format as fmt
-from pilothouse.ui.session import ADMIN, SESSION_COOKIE, Session, SessionSigner, Viewer
+from pilothouse.ui.session import ADMIN, SESSION_COOKIE, USER_PREFIX, Session, SessionSigner, Viewer
 
 log = logging.getLogger("pilothouse.ui")
 
@@ -59,6 +61,7 @@ NAV = (
     ("/datasets", "Datasets"),
     ("/evals", "Evals"),
     ("/prompts", "Prompts"),
+    ("/review", "Review"),
 )
 
 
@@ -158,6 +161,7 @@ class Ui:
     env: jinja2.Environment = field(default_factory=_template_environment)
     _keys: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
     _revoked: dict[str, tuple[float, bool]] = field(default_factory=dict)  # session id -> (until, ended)
+    _users: dict[str, tuple[float, Reviewer | None]] = field(default_factory=dict)  # reviewers by id
 
     # -- rendering ----------------------------------------------------------------------------------
 
@@ -200,12 +204,32 @@ class Ui:
             if not admin or session.admin_fingerprint != self.signer.admin_fingerprint(hash_secret(admin)):
                 return None
             return Viewer(session, "admin key", frozenset(Scope), is_admin=True)
+        if session.key_id.startswith(USER_PREFIX):
+            return await self._reviewer(state, session)
         key = await self._key(state, session.key_id, state.settings.key_cache_seconds)
         if key is None or not key.active or key.project_id != session.project_id:
             return None
         if not (key.allows(Scope.READ) or key.allows(Scope.ADMIN)):
             return None
         return Viewer(session, key.name, key.scopes, is_admin=False)
+
+    async def _reviewer(self, state: Services, session: Session) -> Viewer | None:
+        """The viewer of a reviewer's password session: the read scope, their name on every review;
+        a disabled user's sessions end within the key cache time."""
+        user_id = session.key_id.removeprefix(USER_PREFIX)
+        now = time.monotonic()
+        cached = self._users.get(user_id)
+        if cached is None or cached[0] <= now:
+            found = await run_in_threadpool(ReviewerStore(state.store).get_user, user_id)
+            if len(self._users) > 10_000:
+                self._users.clear()
+            cached = self._users[user_id] = (now + state.settings.key_cache_seconds, found)
+        user = cached[1]
+        if user is None or user.disabled or user.project_id != session.project_id:
+            return None
+        return Viewer(
+            session, user.display_name, frozenset({Scope.READ}), is_admin=False, reviewer=user.username
+        )
 
     async def _key(self, state: Services, key_id: str, ttl_s: float) -> ApiKey | None:
         now = time.monotonic()

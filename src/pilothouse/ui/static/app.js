@@ -137,3 +137,50 @@
     if (scheme.addEventListener) scheme.addEventListener("change", redrawAll);
   }
 })();
+
+// The review screen's keys: 1-9 answer the highlighted question (then the next is highlighted), j/k
+// move between questions, n saves and opens the next item, s skips. Typing in a text box is left alone.
+(function () {
+  "use strict";
+  var form = document.getElementById("review-form");
+  if (!form) return;
+  var groups = Array.prototype.slice.call(form.querySelectorAll("fieldset.score-config"));
+  var active = 0;
+
+  function highlight(index) {
+    if (!groups.length) return;
+    active = Math.max(0, Math.min(groups.length - 1, index));
+    groups.forEach(function (g, i) { g.classList.toggle("active", i === active); });
+  }
+
+  function press(button) {
+    var target = document.getElementById(button);
+    if (target) form.requestSubmit(target);
+  }
+
+  groups.forEach(function (g, i) { g.addEventListener("click", function () { highlight(i); }); });
+  highlight(0);
+  document.addEventListener("keydown", function (event) {
+    var typing = event.target.closest && event.target.closest("textarea, input[type=text], input[type=number], input:not([type]), select");
+    if (typing || event.ctrlKey || event.metaKey || event.altKey) return;
+    var key = event.key;
+    if (/^[1-9]$/.test(key) && groups.length) {
+      var option = groups[active].querySelector("input[data-key='" + key + "']");
+      if (option) {
+        option.checked = true;
+        event.preventDefault();
+        if (active < groups.length - 1) highlight(active + 1);
+      }
+    } else if (key === "j") {
+      highlight(active + 1);
+    } else if (key === "k") {
+      highlight(active - 1);
+    } else if (key === "n") {
+      event.preventDefault();
+      press("review-submit");
+    } else if (key === "s") {
+      event.preventDefault();
+      press("review-skip");
+    }
+  });
+})();
