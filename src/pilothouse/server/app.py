@@ -32,7 +32,8 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, evals_api, gateway_api
+from pilothouse.quality.monitors import MonitorWorker
+from pilothouse.server import api, costs_api, evals_api, gateway_api, monitors_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.durable import replay_spool
@@ -226,6 +227,13 @@ def create_app(
             evaluations=Evaluations.over(the_store),
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
+            monitors=(
+                MonitorWorker(
+                    the_store, interval_s=settings.monitor_interval_s, webhook_allow=settings.webhook_allow
+                )
+                if settings.monitor_interval_s > 0
+                else None
+            ),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -238,12 +246,16 @@ def create_app(
         # that needs a thread (an API key's first lookup): importing them costs ~40 ms of CPU.
         await run_in_threadpool(lambda: None)
         budgets.start()
+        if app.state.pilothouse.monitors is not None:
+            app.state.pilothouse.monitors.start()  # a pass every monitor_interval_s, off the request path
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
         try:
             yield
         finally:
+            if app.state.pilothouse.monitors is not None:
+                await app.state.pilothouse.monitors.close()
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:
@@ -264,6 +276,7 @@ def create_app(
         *api.routes,
         *costs_api.routes,
         *evals_api.routes,
+        *monitors_api.routes,
         *gateway_api.routes,
         *ui_routes(settings),  # the web UI at /
     ]
