@@ -20,7 +20,7 @@ DEFAULT_SHIFTS = {  # the change to detect: rate points for rates, standard devi
     MonitorMetric.ERROR_RATE: 0.05,
 }
 DEFAULT_SD_SHIFT = 1.0
-DEFAULT_ARL0 = {True: 6000.0, False: 10080.0}  # rates: samples; per-minute series: a week of minutes
+DEFAULT_ARL0 = {True: 8000.0, False: 10080.0}  # rates: samples; per-minute series: a week of minutes
 DEFAULT_BASELINE_S = 7 * 24 * 3600
 MAX_MONITORS_PER_PROJECT = 200
 _FIELDS = frozenset(
