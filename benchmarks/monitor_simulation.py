@@ -133,18 +133,20 @@ def run(reps: int, out: Callable[[str], None] = print) -> list[Row]:
         )
     out(
         f"Pass rate {P0:.0%}; CUSUM designed for a {-SHIFT:.1%} drop, h = {detector.h} units "
-        f"(1 unit = 1/{detector.scale:.1f} nat), exact in-control ARL {arl:,.0f} samples; {reps:,} streams per cell.\n"
+        f"(1 unit = 1/{detector.scale:.1f} nat), exact in-control ARL {arl:,.0f} samples; "
+        f"{reps:,} streams per cell.\n"
     )
     out(
-        "| method | samples per false alarm | 10-point drop: median / p90 delay | 5-point drop: median / p90 delay |"
+        "| method | samples per false alarm | 10-point drop: median / p90 delay "
+        "| 5-point drop: median / p90 delay |"
     )
     out("|---|---:|---:|---:|")
     for row in rows:
         out("| " + " | ".join(row.cells()) + " |")
     out(
-        "\nTargets (issue 24): 10-point drop median <= 100, p90 <= 200; 5-point drop median <= 350; at most one "
-        "false alarm per 5,000 samples. The issue's own Bernoulli CUSUM measurement: 98 / 202 and 336, one "
-        "per 6,600."
+        "\nTargets (issue 24): 10-point drop median <= 100, p90 <= 200; 5-point drop median <= 350; at most "
+        "one false alarm per 5,000 samples. The issue's own Bernoulli CUSUM measurement: 98 / 202 and 336, "
+        "one per 6,600."
     )
     load = os.getloadavg()
     out(
@@ -177,8 +179,9 @@ def gaussian_rows(reps: int, out: Callable[[str], None] = print) -> dict[str, fl
     seen = delay[delay > 0]
     figures = {"per_false_alarm": reps * length / max(1, alarms), "median": float(np.median(seen))}
     out(
-        f"\nContinuous series (standardised CUSUM, k = {k}, h = {h:.2f} for {arl0:,.0f} minutes by Siegmund's "
-        f"approximation, {reps:,} normal streams): one false alarm per {figures['per_false_alarm']:,.0f} "
+        f"\nContinuous series (standardised CUSUM, k = {k}, h = {h:.2f} for {arl0:,.0f} minutes by "
+        f"Siegmund's approximation, {reps:,} normal streams): one false alarm per "
+        f"{figures['per_false_alarm']:,.0f} "
         f"minutes; a 1-sd rise seen in a median of {figures['median']:.0f} minutes (p90 "
         f"{np.percentile(seen, 90):.0f})."
     )

@@ -97,7 +97,7 @@ def bernoulli_arl(p: float, p0: float, p1: float, h: int, scale: float) -> float
     for weight, chance in ((one, p), (zero, 1 - p)):
         target = np.maximum(0, index + weight)
         inside = target <= h
-        np.subtract.at(system, (index[inside], target[inside]), chance)
+        system[index[inside], target[inside]] -= chance  # one target per row and weight
     return float(_solve_banded(system, max(0, -min(one, zero)), max(0, one, zero))[0])
 
 
