@@ -186,3 +186,27 @@ def test_the_app_runs_the_monitors_job(tmp_path: Path) -> None:
         worker = client.app.state.pilothouse.monitors  # type: ignore[attr-defined]
         assert isinstance(worker, MonitorWorker) and worker.interval_s == 30
     store.close()
+
+
+@pytest.mark.slow  # the commands as a user runs them, each a process
+def test_the_cli_manages_monitors(tmp_path: Path) -> None:
+    from tests.server.process import cli as cli_in_process
+
+    url = sqlite_at_head(tmp_path / "cli.db")
+    db = ("--database-url", url)
+    bad = cli_in_process("monitors", "create", "--name", "x", "--metric", "score_mean", *db)
+    assert bad.returncode == 2 and "score_name" in bad.stderr
+    made = cli_in_process(
+        "monitors", "create", "--name", "errors", "--metric", "error_rate", "--model", "gpt-4o", *db
+    )
+    assert made.returncode == 0, made.stderr
+    monitor_id = made.stdout.strip().splitlines()[-1]
+    listed = cli_in_process("monitors", "list", *db)
+    assert monitor_id in listed.stdout and "error_rate" in listed.stdout
+    silenced = cli_in_process("monitors", "silence", monitor_id, "--until", "30m", *db)
+    assert silenced.returncode == 0 and "silenced until" in silenced.stdout
+    assert cli_in_process("monitors", "silence", monitor_id, "--until", "soon", *db).returncode == 2
+    missing = cli_in_process("monitors", "ack", "nope", *db)
+    assert missing.returncode == 1 and "No alert 'nope'" in missing.stderr
+    assert cli_in_process("monitors", "delete", monitor_id, *db).returncode == 0
+    assert cli_in_process("monitors", "delete", monitor_id, *db).returncode == 1
