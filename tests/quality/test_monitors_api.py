@@ -23,6 +23,7 @@ from pilothouse.quality.monitors import MonitorWorker
 from pilothouse.server import Settings, create_app
 from pilothouse.store.sql import SqlStore
 from tests.conftest import sqlite_at_head
+from tests.ui.conftest import csrf_of, login
 
 
 class Receiver:
@@ -172,6 +173,21 @@ def test_a_drop_alerts_a_webhook_once_then_ack_and_silence(app: App) -> None:
     asyncio.run(scenario())
     history = app.call("GET", "/api/monitors/alerts", "read").json()["data"]
     assert history[-1]["status"] == "acknowledged" and all(a["silenced"] for a in history[:-1])
+
+    # the UI's page: the alert history, and an admin lifts the silence through its form
+    assert login(app.client, app.keys["admin"]).status_code == 200  # redirected to the overview
+    page = app.client.get("/monitors")
+    assert (
+        page.status_code == 200 and "pass rate of correct fell" in page.text and "acknowledged" in page.text
+    )
+    lifted = app.client.post(
+        f"/monitors/{monitor_id}/silence", data={"csrf": csrf_of(page.text), "until": "off"}
+    )
+    assert lifted.status_code == 200 and "Silence lifted." in lifted.text
+    refused = app.client.post(
+        f"/monitors/{monitor_id}/silence", data={"csrf": csrf_of(page.text), "until": "x"}
+    )
+    assert refused.status_code == 400 and "Not silenced" in refused.text
     assert app.call("GET", "/api/monitors/alerts", "other").json() == {"data": []}
     assert app.call("DELETE", f"/api/monitors/{monitor_id}", "other").status_code == 404
     assert app.call("DELETE", f"/api/monitors/{monitor_id}").status_code == 204

@@ -11,7 +11,18 @@ import pytest
 from pilothouse.ui.session import SESSION_COOKIE
 from tests.ui.conftest import ADMIN_SECRET, Seeded, csrf_of, login
 
-PAGES = ["/", "/traces", "/sessions", "/users", "/models", "/costs", "/keys", "/datasets", "/evals"]
+PAGES = [
+    "/",
+    "/traces",
+    "/sessions",
+    "/users",
+    "/models",
+    "/costs",
+    "/keys",
+    "/datasets",
+    "/evals",
+    "/monitors",
+]
 
 
 @pytest.fixture(scope="module")
