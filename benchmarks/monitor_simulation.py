@@ -60,17 +60,15 @@ class Row:
         for drop in DROPS:
             d = self.delays[drop]
             seen = d[d >= 0]
-            missed = 1 - len(seen) / len(d)
+            missed = len(d) - len(seen)
             out.append(
                 f"{np.median(seen):.0f} / {np.percentile(seen, 90):.0f}"
-                + (f" ({missed:.1%} missed)" if missed else "")
+                + (f" ({missed} of {len(d):,} unseen after 2,500)" if missed else "")
             )
         return out
 
 
-def _measure(
-    method: str, run: Run, rng: np.random.Generator, reps: int, p0_of: Callable[[int], float] = lambda _: P0
-) -> Row:
+def _measure(method: str, run: Run, rng: np.random.Generator, reps: int) -> Row:
     quiet_length = 20_000
     quiet = rng.random((reps, quiet_length)) < P0
     _, false_alarms = run(quiet, np.full(reps, quiet_length, dtype=np.int64))
