@@ -83,7 +83,9 @@ def test_monitors_state_alerts_and_acknowledgement(store: SqlStore) -> None:
     assert repo.list_alerts("p2") == []
     assert repo.acknowledge("p2", loud.id, "intruder", T0) is None
     acked = repo.acknowledge("p1", loud.id, "key ops", T0 + 5)
-    assert acked is not None and acked.status is AlertStatus.ACKNOWLEDGED and acked.acknowledged_by == "key ops"
+    assert (
+        acked is not None and acked.status is AlertStatus.ACKNOWLEDGED and acked.acknowledged_by == "key ops"
+    )
     again = repo.acknowledge("p1", loud.id, "someone else", T0 + 9)
     assert again is not None and again.acknowledged_by == "key ops" and again.acknowledged_ns == T0 + 5
     assert not repo.has_open_alert(mine.id)
@@ -109,7 +111,9 @@ def test_one_holder_of_the_lease_at_a_time(store: SqlStore) -> None:
     assert repo.take_lease("monitors", "a", T0 + 32 * 10**9 + ttl, ttl)  # released: free at once
 
 
-def _call(trace: str, start_ns: int, *, model: str, name: str, error: bool = False, prompt: str = "v1") -> SpanRecord:
+def _call(
+    trace: str, start_ns: int, *, model: str, name: str, error: bool = False, prompt: str = "v1"
+) -> SpanRecord:
     return SpanRecord(
         "p1",
         Observation(
@@ -152,7 +156,10 @@ def test_series_read_with_filters_and_cursor(store: SqlStore) -> None:
         "s2",
         "s3",
     ]
-    assert [s.id for s in repo.scores_after("p1", "correct", everything, (0, ""), T0 + 15, 10)] == ["s1", "s2"]
+    assert [s.id for s in repo.scores_after("p1", "correct", everything, (0, ""), T0 + 15, 10)] == [
+        "s1",
+        "s2",
+    ]
     by_model = repo.scores_after("p1", "correct", MonitorFilters(model="gpt-4o"), (0, ""), T0 + 100, 10)
     assert [s.id for s in by_model] == ["s1", "s2"]
     by_route = repo.scores_after("p1", "correct", MonitorFilters(route="search"), (0, ""), T0 + 100, 10)
