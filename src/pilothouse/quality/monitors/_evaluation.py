@@ -90,8 +90,12 @@ def baseline_from_minutes(
 def _rate_state(monitor: Monitor, events: int, trials: int, now_ns: int) -> MonitorState:
     shift = -monitor.shift if monitor.metric.watches_drop else monitor.shift
     detector = design_bernoulli(events / trials, shift, monitor.arl0)
+    old = monitor.state
+    # a statistic carried over a new baseline keeps its size in nats, not in units of the old scale
+    statistic = old.statistic * detector.scale / old.scale if old.scale else 0.0
     return replace(
-        monitor.state,
+        old,
+        statistic=statistic,
         baseline=events / trials,
         baseline_sd=None,
         baseline_n=trials,

@@ -97,10 +97,10 @@ def monitor_from_request(project_id: str, body: Mapping[str, Any], webhook_allow
             "prompt_name" if filters.prompt_name else "prompt_version",
         )
     if metric.is_rate:
-        shift = _number(body, "shift", DEFAULT_SHIFTS[metric], 0.005, 0.9)
+        shift = _number(body, "shift", DEFAULT_SHIFTS[metric], 0.01, 0.9)
     else:
         shift = _number(body, "shift", DEFAULT_SD_SHIFT, 0.1, 10.0)
-    arl0 = _number(body, "arl0", DEFAULT_ARL0[metric.is_rate], 100.0, 1e7)
+    arl0 = _number(body, "arl0", DEFAULT_ARL0[metric.is_rate], 100.0, 1e6)
     baseline_s = int(_number(body, "baseline_s", DEFAULT_BASELINE_S, 3600, 90 * 24 * 3600))
     webhook = _text(body, "webhook_url", limit=2048)
     if webhook is not None:

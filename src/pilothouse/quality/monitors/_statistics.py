@@ -125,7 +125,7 @@ def _solve_banded(system: NDArray[np.float64], lower: int, upper: int) -> NDArra
     return x
 
 
-_MAX_STATES = 6000
+_MAX_STATES = 3000
 
 
 def design_bernoulli(p0: float, shift: float, arl0: float) -> BernoulliCusum:
@@ -139,6 +139,17 @@ def design_bernoulli(p0: float, shift: float, arl0: float) -> BernoulliCusum:
     if abs(p1 - p0) < 1e-3:
         raise ValueError("the shift to detect is too small for this baseline rate")
     scale = _scale_for(p0, p1)
+    while True:  # a coarser scale (fewer states) when the threshold would need too many
+        h = _smallest_threshold(p0, p1, scale, arl0)
+        if h is not None:
+            return BernoulliCusum(p0, p1, h, scale)
+        scale /= 2
+        if 0 in _unit_weights(p0, p1, scale):
+            raise ValueError("no threshold reaches that run length for this shift; detect a larger one")
+
+
+def _smallest_threshold(p0: float, p1: float, scale: float, arl0: float) -> int | None:
+    """The smallest ``h`` whose in-control ARL reaches ``arl0`` (None: not within the states allowed)."""
     arl: dict[int, float] = {}
 
     def arl_of(h: int) -> float:
@@ -150,9 +161,9 @@ def design_bernoulli(p0: float, shift: float, arl0: float) -> BernoulliCusum:
     while arl_of(high) < arl0:
         low, high = high, high * 2
         if high > _MAX_STATES:
-            raise ValueError("no threshold reaches that run length for these rates")
-    # the smallest h with ARL0 >= arl0: the log of the ARL grows about linearly with h, so interpolate
-    # it (a few solves), halving the bracket instead whenever interpolation gains less than half of it
+            return None
+    # the log of the ARL grows about linearly with h, so interpolate it (a few solves), halving the
+    # bracket instead whenever interpolation gains less than half of it
     halve = False
     while high - low > 1:
         if halve or arl_of(low) <= 0:
@@ -164,7 +175,7 @@ def design_bernoulli(p0: float, shift: float, arl0: float) -> BernoulliCusum:
         width = high - low
         low, high = (mid, high) if arl_of(mid) < arl0 else (low, mid)
         halve = high - low > width / 2 and not halve
-    return BernoulliCusum(p0, p1, high, scale)
+    return high
 
 
 @dataclass(frozen=True, slots=True)

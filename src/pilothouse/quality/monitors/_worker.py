@@ -86,6 +86,11 @@ class MonitorWorker:
             return None
         fired: list[Fired] = []
         for monitor in self.repository.list_monitors():
+            # renewed before each monitor: a pass that outlives the lease stops instead of racing the
+            # process that took it over
+            if not self.repository.take_lease(LEASE_NAME, self.holder, max(now_ns, self.clock()), ttl_ns):
+                log.warning("the monitors lease passed to another process during a pass; it goes on there")
+                break
             try:
                 fired.extend(self._evaluate_one(monitor, now_ns))
             except Exception:  # one broken monitor must not stop the others
