@@ -55,9 +55,15 @@ def _text(body: Mapping[str, Any], name: str, *, required: bool = False, limit: 
     value = body.get(name)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+    if not isinstance(value, str) or not value.strip() or len(value) > limit or "\x00" in value:
         raise MonitorError(f"'{name}' must be a non-empty string of at most {limit} characters.", name)
     return value.strip()
+
+
+def _is_id(text: str) -> bool:
+    """True for what a monitor or alert id can be (32 hex digits): anything else is not found without
+    asking the database (which may refuse a NUL character outright)."""
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
 def _number(body: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -169,21 +175,21 @@ class Monitors:
 
     def get(self, project_id: str, monitor_id: str) -> Monitor:
         """One monitor; :class:`MonitorError` (404) when the project has none of that id."""
-        monitor = self.repository.get_monitor(project_id, monitor_id)
+        monitor = self.repository.get_monitor(project_id, monitor_id) if _is_id(monitor_id) else None
         if monitor is None:
             raise MonitorError(f"No monitor {monitor_id!r} in this project.", status=404)
         return monitor
 
     def delete(self, project_id: str, monitor_id: str) -> None:
         """Delete a monitor and its alerts; :class:`MonitorError` (404) when there is none."""
-        if not self.repository.delete_monitor(project_id, monitor_id):
+        if not _is_id(monitor_id) or not self.repository.delete_monitor(project_id, monitor_id):
             raise MonitorError(f"No monitor {monitor_id!r} in this project.", status=404)
 
     def silence(self, project_id: str, monitor_id: str, until: str | None) -> Monitor:
         """Keep a monitor's alerts quiet (stored, not sent) ``until`` a time (ISO 8601 or Unix seconds)
         or for a duration (``2h``, ``3d``); None (or ``off``) lifts the silence."""
         until_ns = silence_end_ns(until, time.time_ns())
-        if not self.repository.silence(project_id, monitor_id, until_ns):
+        if not _is_id(monitor_id) or not self.repository.silence(project_id, monitor_id, until_ns):
             raise MonitorError(f"No monitor {monitor_id!r} in this project.", status=404)
         return self.get(project_id, monitor_id)
 
@@ -195,12 +201,19 @@ class Monitors:
         status: AlertStatus | None = None,
         limit: int = 100,
     ) -> list[MonitorAlert]:
-        """The project's alerts, newest first."""
+        """The project's alerts, newest first (none for a monitor id that cannot be one)."""
+        if monitor_id is not None and not _is_id(monitor_id):
+            return []
         return self.repository.list_alerts(project_id, monitor_id=monitor_id, status=status, limit=limit)
 
     def acknowledge(self, project_id: str, alert_id: str, by: str) -> MonitorAlert:
         """Acknowledge an alert (the monitor may alert again on its next alarm)."""
-        alert = self.repository.acknowledge(project_id, alert_id, by, time.time_ns())
+        by = by.replace("\x00", "").strip()[:200] or "unknown"
+        alert = (
+            self.repository.acknowledge(project_id, alert_id, by, time.time_ns())
+            if _is_id(alert_id)
+            else None
+        )
         if alert is None:
             raise MonitorError(f"No alert {alert_id!r} in this project.", status=404)
         return alert
