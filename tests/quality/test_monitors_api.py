@@ -180,6 +180,7 @@ def test_a_drop_alerts_a_webhook_once_then_ack_and_silence(app: App) -> None:
     assert (
         page.status_code == 200 and "pass rate of correct fell" in page.text and "acknowledged" in page.text
     )
+    assert "No process is evaluating the monitors" in page.text  # the worker gave its lease up; none runs
     lifted = app.client.post(
         f"/monitors/{monitor_id}/silence", data={"csrf": csrf_of(page.text), "until": "off"}
     )

@@ -107,7 +107,9 @@ def test_one_holder_of_the_lease_at_a_time(store: SqlStore) -> None:
     assert not repo.take_lease("monitors", "b", T0 + ttl, ttl)
     assert repo.take_lease("monitors", "b", T0 + 30 * 10**9 + ttl, ttl)  # expired: b takes over
     assert not repo.take_lease("monitors", "a", T0 + 31 * 10**9 + ttl, ttl)
+    assert repo.lease("monitors") == ("b", T0 + 30 * 10**9 + 2 * ttl)
     repo.release_lease("monitors", "b")
+    assert repo.lease("monitors") is None
     assert repo.take_lease("monitors", "a", T0 + 32 * 10**9 + ttl, ttl)  # released: free at once
 
 

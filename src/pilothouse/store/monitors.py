@@ -262,6 +262,13 @@ class MonitorStore:
             return False  # another holder has it (or took it first just now)
         return True
 
+    def lease(self, name: str) -> tuple[str, int] | None:
+        """Who holds the job ``name`` and until when (None: nobody has taken it yet)."""
+        lease = t.worker_leases.c
+        with self.engine.connect() as conn:
+            row = conn.execute(select(lease.holder, lease.expires_ns).where(lease.name == name)).first()
+        return None if row is None else (row.holder, row.expires_ns)
+
     def release_lease(self, name: str, holder: str) -> None:
         """Give the job up (at shutdown), so that another process need not wait for the lease to expire."""
         lease = t.worker_leases.c

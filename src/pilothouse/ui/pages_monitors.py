@@ -4,6 +4,7 @@ alerts newest first, and (admin scope) acknowledge an alert or silence a monitor
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.responses import RedirectResponse, Response
@@ -11,6 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from pilothouse.domain.keys import Scope
 from pilothouse.quality.monitors import MonitorError, Monitors
 from pilothouse.quality.monitors._service import vars_of
+from pilothouse.quality.monitors._worker import LEASE_NAME
 from pilothouse.ui.web import PageContext, UiError
 
 NOTICES = {"acked": "Alert acknowledged.", "silenced": "Monitor silenced.", "unsilenced": "Silence lifted."}
@@ -25,6 +27,14 @@ async def _page(page: PageContext, status: int = 200, **extra: Any) -> Response:
     found = await page.run(service.all, page.project_id)
     alerts = await page.run(lambda: service.alerts(page.project_id, limit=200))
     names = {m.id: m.name for m in found}
+    lease = await page.run(service.repository.lease, LEASE_NAME)
+    now_ns = time.time_ns()
+    job = {
+        "holder": lease[0] if lease else None,
+        "live": lease is not None and lease[1] > now_ns,
+        "expires_ns": lease[1] if lease else None,
+        "here": page.state.monitors is not None,
+    }
     rows = [
         {
             "monitor": m,
@@ -39,6 +49,7 @@ async def _page(page: PageContext, status: int = 200, **extra: Any) -> Response:
         rows=rows,
         alerts=alerts,
         names=names,
+        job=job,
         is_admin=page.viewer.can(Scope.ADMIN),
         **{"notice": None, "error": None, **extra},
     )
