@@ -1,18 +1,17 @@
-"""Monitors over the rollups of model calls, through the worker and the real store: the error rate and
+"""Monitors over the rollups of model calls, through the worker and the real store (SQLite and
+PostgreSQL): the error rate and
 latency p95 take their baseline from the trailing minutes, then a spike of errors (or of latency)
 alerts, and a steady series does not."""
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
 
 from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status, TraceAttributes
 from pilothouse.quality.monitors import Monitors, MonitorWorker
 from pilothouse.store.sql import SqlStore
-from tests.conftest import sqlite_at_head
 
 pytestmark = pytest.mark.slow  # an hour of calls written and read back: a second or two
 
@@ -43,8 +42,7 @@ def _calls(
     ]
 
 
-def test_error_rate_and_latency_monitors_over_rollups(tmp_path: Path) -> None:
-    store = SqlStore.from_url(sqlite_at_head(tmp_path / "rollups.db"))
+def test_error_rate_and_latency_monitors_over_rollups(store: SqlStore) -> None:
     service = Monitors(store)
     errors = service.create("p1", {"name": "errors", "metric": "error_rate", "model": "gpt-4o", "shift": 0.1})
     latency = service.create("p1", {"name": "slow", "metric": "latency_p95", "route": "chat"})
@@ -70,4 +68,3 @@ def test_error_rate_and_latency_monitors_over_rollups(tmp_path: Path) -> None:
     assert by_monitor[latency.id].observed > 500 and "model" not in by_monitor[latency.id].message
     assert steady.id not in by_monitor
     assert worker.evaluate(now[0]) == []  # the minutes read are not read again
-    store.close()

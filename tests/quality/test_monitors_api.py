@@ -227,3 +227,47 @@ def test_the_cli_manages_monitors(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "No alert 'nope'" in missing.stderr
     assert cli_in_process("monitors", "delete", monitor_id, *db).returncode == 0
     assert cli_in_process("monitors", "delete", monitor_id, *db).returncode == 1
+
+
+class _Failing(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(500)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.mark.slow  # three passes and hundreds of scores: about a second
+def test_a_refused_or_failed_webhook_is_recorded(app: App) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    body = {"name": "watch", "metric": "score_pass_rate", "score_name": "correct", "webhook_url": url}
+    assert app.call("POST", "/api/monitors", json=body).status_code == 201
+    now = [time.time_ns()]
+    _scores(app.store, now[0] - 3600 * 10**9, [i % 10 != 0 for i in range(500)], "base")
+    allowing = MonitorWorker(app.store, webhook_allow=("127.0.0.1",), clock=lambda: now[0])
+    # the same process after a restart with webhook_allow emptied: loopback is refused at the send
+    refusing = MonitorWorker(app.store, clock=lambda: now[0], holder=allowing.holder)
+
+    async def passes() -> list[str]:
+        await allowing.run_once()  # the baseline
+        deliveries = []
+        for worker, prefix in ((refusing, "down"), (allowing, "again")):
+            now[0] += 60 * 10**9
+            _scores(app.store, now[0] - 50 * 10**9, [False] * 200, prefix)
+            (fired,) = await worker.run_once()
+            (alert,) = app.call("GET", "/api/monitors/alerts?status=open").json()["data"]
+            assert alert["id"] == fired.alert.id
+            deliveries.append(alert["delivery"])
+            assert app.call("POST", f"/api/monitors/alerts/{alert['id']}/ack").status_code == 200
+        await allowing.close()
+        await refusing.close()
+        return deliveries
+
+    refused, failed = asyncio.run(passes())
+    assert refused.startswith("refused: 127.0.0.1 resolves to 127.0.0.1, which is not a public address")
+    assert failed == "answered 500"
+    server.shutdown()
