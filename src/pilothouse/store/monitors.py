@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -379,9 +379,3 @@ class MonitorStore:
                         add_counts(seen.latency_counts, hist) if hist else seen.latency_counts,
                     )
         return [m for m in merged.values() if m.count > 0]
-
-    def count_alerts(self, project_id: str) -> int:
-        """How many alerts the project has (open or not)."""
-        a = t.monitor_alerts.c
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).where(a.project_id == project_id)).scalar_one())
