@@ -117,7 +117,8 @@ class MonitorWorker:
         scores = monitor.metric.reads_scores
         read_until_ns = now_ns - SCORE_SETTLE_NS
         read_until_s = (now_ns // 10**9 - MINUTE_LAG_S) // 60 * 60
-        if needs_baseline(monitor, now_ns, alert_open):
+        # no new baseline while silenced either: a fault that began in a silence must not become normal
+        if needs_baseline(monitor, now_ns, alert_open or monitor.silenced(now_ns)):
             first = monitor.state.baseline is None
             state = self._baseline(monitor, now_ns, read_until_ns if scores else read_until_s * 10**9)
             if state is None:
