@@ -4,8 +4,8 @@ time is passed in); :mod:`._worker` reads the samples and stores what comes out.
 
 One run of the detector: the baseline is computed when a monitor starts (from the ``baseline_s``
 before it) and again every :data:`REBASELINE_NS` while no alert is open (nor a silence on), so a
-baseline follows slow seasonal drift but never learns a fault it is alerting on. The statistic carries over a rebaseline.
-After an alarm the statistic starts again from zero."""
+baseline follows slow seasonal drift but never learns a fault it is alerting on. The statistic
+carries over a new baseline. After an alarm the statistic starts again from zero."""
 
 from __future__ import annotations
 
