@@ -60,6 +60,7 @@ bench: install
 	$(PY) benchmarks/sdk_overhead.py
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/local_model.py
+	$(PY) benchmarks/monitor_simulation.py
 
 clean:
 	rm -rf $(VENV) .pilothouse .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ PAGES = [
     "/datasets",
     "/evals",
     "/prompts",
+    "/monitors",
 ]
 
 

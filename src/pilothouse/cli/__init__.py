@@ -29,6 +29,7 @@ _COMMANDS = {
     "finetune": "finetune:finetune",
     "prompts": "prompts:prompts",
     "review": "review:review",
+    "monitors": "monitors:monitors",
 }
 
 

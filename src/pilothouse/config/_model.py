@@ -68,8 +68,8 @@ class Settings(_Section):
     )
     webhook_allow: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
-        description="Hosts, addresses or CIDR networks budget webhooks may reach though not public "
-        "(comma-separated in the environment); other private or loopback targets are refused.",
+        description="Hosts, addresses or CIDR networks budget and monitor webhooks may reach though not "
+        "public (comma-separated in the environment); other private or loopback targets are refused.",
     )
 
     @field_validator("webhook_allow", mode="before")
@@ -177,6 +177,12 @@ class Settings(_Section):
     )
     stored_responses_ttl_s: float = Field(
         default=24 * 3600.0, gt=0, description="How long a stored response is kept."
+    )
+    monitor_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often the monitors are evaluated (one process at a time holds the job); 0 turns "
+        "the evaluation off in this process.",
     )
 
     @field_validator("admin_key", mode="after")

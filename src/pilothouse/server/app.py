@@ -34,7 +34,17 @@ from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
-from pilothouse.server import api, costs_api, evals_api, gateway_api, openai_surfaces, prompts_api, review_api
+from pilothouse.quality.monitors import MonitorWorker
+from pilothouse.server import (
+    api,
+    costs_api,
+    evals_api,
+    gateway_api,
+    monitors_api,
+    openai_surfaces,
+    prompts_api,
+    review_api,
+)
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_traces
@@ -260,6 +270,13 @@ def create_app(
             responses=ResponseStore(
                 settings.stored_responses, settings.stored_responses_bytes, settings.stored_responses_ttl_s
             ),
+            monitors=(
+                MonitorWorker(
+                    the_store, interval_s=settings.monitor_interval_s, webhook_allow=settings.webhook_allow
+                )
+                if settings.monitor_interval_s > 0
+                else None
+            ),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -272,6 +289,8 @@ def create_app(
         # that needs a thread (an API key's first lookup): importing them costs ~40 ms of CPU.
         await run_in_threadpool(lambda: None)
         budgets.start()
+        if app.state.pilothouse.monitors is not None:
+            app.state.pilothouse.monitors.start()  # a pass every monitor_interval_s, off the request path
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -279,6 +298,8 @@ def create_app(
             yield
         finally:
             await asyncio.to_thread(watcher.stop)
+            if app.state.pilothouse.monitors is not None:
+                await app.state.pilothouse.monitors.close()
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:
@@ -302,6 +323,7 @@ def create_app(
         *evals_api.routes,
         *prompts_api.routes,
         *review_api.routes,
+        *monitors_api.routes,
         *gateway_api.routes,
         *openai_surfaces.routes,
         *ui_routes(settings),  # the web UI at /

@@ -13,6 +13,7 @@ from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.prompts import PromptRegistry
+from pilothouse.quality.monitors import MonitorWorker
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
@@ -41,6 +42,7 @@ class Services:
     prompts: PromptRegistry  # the prompt registry (its cache kept current by a ChangeWatcher)
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
+    monitors: MonitorWorker | None = None  # the monitors' background job (None: monitor_interval_s 0)
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

@@ -500,3 +500,63 @@ review_scores = Table(
     Column("created_ns", BigInteger, nullable=False),
     Index("ix_review_scores_config", "project_id", "config_name"),
 )
+
+# -- monitors and alerts (migration 0015) ---------------------------------------------------------------
+
+# Monitors read scores by name in time order, from a cursor (migration 0015)
+Index("ix_scores_created", scores.c.project_id, scores.c.name, scores.c.created_ns)
+
+monitors = Table(
+    "monitors",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("metric", String(32), nullable=False),
+    Column("score_name", Text),
+    Column("threshold", Float),
+    Column("model", Text),
+    Column("route", Text),
+    Column("prompt_name", Text),
+    Column("prompt_version", Text),
+    Column("shift", Float, nullable=False),
+    Column("arl0", Float, nullable=False),
+    Column("baseline_s", BigInteger, nullable=False),
+    Column("webhook_url", Text),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("silenced_until_ns", BigInteger),
+    Column("state", Text, nullable=False),  # JSON (pilothouse.domain.monitors.MonitorState)
+    Index("ix_monitors_project", "project_id", "created_ns"),
+)
+
+monitor_alerts = Table(
+    "monitor_alerts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("monitor_id", String(32), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("fired_ns", BigInteger, nullable=False),
+    Column("metric", String(32), nullable=False),
+    Column("observed", Float, nullable=False),
+    Column("baseline", Float, nullable=False),
+    Column("samples", Integer, nullable=False),
+    Column("statistic", Float, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("silenced", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),  # open | acknowledged
+    Column("acknowledged_ns", BigInteger),
+    Column("acknowledged_by", Text),
+    Column("delivery", Text),
+    Index("ix_monitor_alerts_project", "project_id", "fired_ns"),
+    Index("ix_monitor_alerts_monitor", "monitor_id", "status"),
+)
+
+# Background work that one process at a time does (evaluating the monitors): a row per job, held by a
+# process until it expires; another process takes it over only after that.
+worker_leases = Table(
+    "worker_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+)

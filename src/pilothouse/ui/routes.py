@@ -8,7 +8,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pilothouse.config import Settings
-from pilothouse.ui import pages_admin, pages_evals, pages_overview, pages_prompts, pages_review, pages_traces
+from pilothouse.ui import (
+    pages_admin,
+    pages_evals,
+    pages_monitors,
+    pages_overview,
+    pages_prompts,
+    pages_review,
+    pages_traces,
+)
 from pilothouse.ui.login import login_endpoints
 from pilothouse.ui.session import SessionSigner, load_secret
 from pilothouse.ui.web import Handler, Ui
@@ -50,6 +58,9 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/review/items/{item_id}", pages_review.submit, "POST"),
     ("/review/add", pages_review.add_traces, "POST"),
     ("/review/agreement", pages_review.agreement, "GET"),
+    ("/monitors", pages_monitors.monitors, "GET"),
+    ("/monitors/alerts/{alert_id}/ack", pages_monitors.acknowledge, "POST"),
+    ("/monitors/{monitor_id}/silence", pages_monitors.silence, "POST"),
 )
 
 

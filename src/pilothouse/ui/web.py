@@ -62,6 +62,7 @@ NAV = (
     ("/evals", "Evals"),
     ("/prompts", "Prompts"),
     ("/review", "Review"),
+    ("/monitors", "Monitors"),
 )
 
 
