@@ -1,5 +1,5 @@
 """The config model: every section of the YAML file (``server``, ``models``, ``fallbacks``, ``router``,
-``cache``, ``cascades``) and the settings of the environment, as pydantic models. Values are checked
+``cache``, ``cascades``, ``guardrails``) and the settings of the environment, as pydantic models. Values are checked
 here once; the packages that use them (gateway, costs, server) read typed, valid objects."""
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pilothouse.config._guardrails import GuardrailRule, check_guardrails
 
 __all__ = [
     "CacheSettings",
@@ -341,6 +343,7 @@ class PilothouseConfig(_Section):
     router: RouterSettings = Field(default_factory=RouterSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     cascades: tuple[CascadeSettings, ...] = ()
+    guardrails: tuple[GuardrailRule, ...] = ()
     _source: str = PrivateAttr(default="config")  # the file it came from, for error messages
 
     @property
@@ -371,4 +374,5 @@ class PilothouseConfig(_Section):
                     raise ValueError(f"{where}: no model entry serves {model!r}")
             if cascade.judge is not None and cascade.judge not in served:
                 raise ValueError(f"{where}: no model entry serves the judge {cascade.judge!r}")
+        check_guardrails(self.guardrails, served | {c.name for c in self.cascades})
         return self

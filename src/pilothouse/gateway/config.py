@@ -34,6 +34,7 @@ from pilothouse.config import (
     CacheSettings,
     CascadeSettings,
     ConfigError,
+    GuardrailRule,
     PilothouseConfig,
     RouterSettings,
     SemanticCacheSettings,
@@ -57,6 +58,8 @@ class GatewayConfig:
     prices: list[PriceRow] = field(default_factory=list)  # custom prices of deployments
     cache: CacheSettings = field(default_factory=CacheSettings)
     cascades: list[CascadeSettings] = field(default_factory=list)
+    guardrails: tuple[GuardrailRule, ...] = ()  # built into guards by the server (pilothouse.quality)
+    source: str = "config"  # the file, for the errors of what is built later (the guards)
 
     @property
     def semantic_cache(self) -> SemanticCacheSettings:
@@ -95,6 +98,8 @@ class GatewayConfig:
             prices,
             config.cache,
             list(config.cascades),
+            config.guardrails,
+            config.source,
         )
 
 

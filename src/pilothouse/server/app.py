@@ -32,6 +32,7 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
+from pilothouse.quality.guardrails import build_guardrails
 from pilothouse.server import api, costs_api, evals_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
@@ -132,9 +133,9 @@ def _gauges(router: Router, ingest: IngestQueue) -> list[Gauge]:
 
 
 def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) -> tuple[Gateway, BudgetGuard]:
-    """The server's gateway: the config's models, prices, caches and cascade routes (a cascade's judge
-    is a model of this same gateway), rate limits and budgets (shared in Redis when configured). A bad
-    cascade verifier is a config error at start-up. Its recorder is set when the app starts."""
+    """The server's gateway: the config's models, prices, caches, cascade routes (a cascade's judge
+    is a model of this same gateway) and guardrails, rate limits and budgets (shared in Redis when
+    configured). A bad cascade verifier or guard setting is a config error at start-up. Its recorder is set when the app starts."""
     router = Router(config)  # providers are created now, so a bad config fails before serving
     budgets = BudgetGuard(
         CostStore(store), make_budget_ledger(settings.redis_url), webhook_allow=settings.webhook_allow
@@ -155,6 +156,7 @@ def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) ->
             budgets_fail_open=settings.budgets_fail_open,
             cache_fail_open=settings.cache_fail_open,
         ),
+        guardrails=build_guardrails(config.guardrails, config.source),
     )
     try:
         add_cascades(gateway, config.cascades)
