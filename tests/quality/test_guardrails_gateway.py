@@ -5,10 +5,9 @@ Anthropic surfaces, streamed and not, each outcome on the call's trace."""
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -45,8 +44,13 @@ CONFIG = {
         {
             "models": ["json-out"],
             "output": [
-                {"type": "json_schema", "schema": {"type": "object", "required": ["answer"]},
-                 "action": "fallback", "fallback": "json-fallback", "name": "json-answer"}
+                {
+                    "type": "json_schema",
+                    "schema": {"type": "object", "required": ["answer"]},
+                    "action": "fallback",
+                    "fallback": "json-fallback",
+                    "name": "json-answer",
+                }
             ],
         },
     ],
@@ -99,7 +103,9 @@ def observations(server: tuple[InProcessServer, str], trace_id: str, count: int 
     running, key = server
     deadline = time.monotonic() + 10
     while True:
-        reply = httpx.get(f"{running.base_url}/api/traces/{trace_id}", headers={"Authorization": f"Bearer {key}"})
+        reply = httpx.get(
+            f"{running.base_url}/api/traces/{trace_id}", headers={"Authorization": f"Bearer {key}"}
+        )
         found = reply.json().get("observations", []) if reply.status_code == 200 else []
         if len(found) >= count or time.monotonic() > deadline:
             return list(found)
@@ -158,7 +164,10 @@ def test_output_redaction_whole_and_streamed(server: tuple[InProcessServer, str]
     streamed = chat(server, "redact-out", text, stream=True)
     assert streamed.status_code == 200 and streamed_text(streamed) == "reach me at [EMAIL] or [PHONE] today"
     recorded = span(server, streamed.headers["x-pilothouse-trace-id"])
-    assert EMAIL not in json.dumps(recorded["output"]) and recorded["attributes"]["gateway.guardrails"][0]["found"] == 2
+    assert (
+        EMAIL not in json.dumps(recorded["output"])
+        and recorded["attributes"]["gateway.guardrails"][0]["found"] == 2
+    )
     anthropic = messages(server, "redact-out", text, stream=True)
     assert streamed_text(anthropic) == "reach me at [EMAIL] or [PHONE] today"
 
@@ -177,7 +186,9 @@ def test_output_block_holds_a_stream_and_answers_400(server: tuple[InProcessServ
     assert fine.status_code == 200 and streamed_text(fine) == "nothing to see"
 
 
-def test_flag_puts_a_score_on_the_trace_and_lets_the_answer_through(server: tuple[InProcessServer, str]) -> None:
+def test_flag_puts_a_score_on_the_trace_and_lets_the_answer_through(
+    server: tuple[InProcessServer, str],
+) -> None:
     context = {"role": "system", "content": "The Moon is 384,400 km from Earth."}
     grounded = [context, {"role": "user", "content": "The Moon is 384400 km from Earth."}]
     made_up = [context, {"role": "user", "content": "The Moon is 500000 km from Mars."}]

@@ -1,6 +1,7 @@
 """The config model: every section of the YAML file (``server``, ``models``, ``fallbacks``, ``router``,
-``cache``, ``cascades``, ``guardrails``) and the settings of the environment, as pydantic models. Values are checked
-here once; the packages that use them (gateway, costs, server) read typed, valid objects."""
+``cache``, ``cascades``, ``guardrails``) and the settings of the environment, as pydantic models.
+Values are checked here once; the packages that use them (gateway, costs, server) read typed, valid
+objects."""
 
 from __future__ import annotations
 

@@ -308,7 +308,9 @@ class Gateway:
 
     # -- guardrails (gateway/guarding.py runs the guards; here their actions meet the call) ---------------
 
-    async def _guard_input(self, call: CallSpan, route: RouteGuards, request: dict[str, Any]) -> dict[str, Any]:
+    async def _guard_input(
+        self, call: CallSpan, route: RouteGuards, request: dict[str, Any]
+    ) -> dict[str, Any]:
         """The request after the route's input guards (redacted, or for a fallback model); the trace
         keeps the request with what they found redacted. Raises a 400 when one blocks it."""
         outcome = await check_input(route, request)
@@ -402,7 +404,9 @@ class Gateway:
             extra={"gateway.guardrail_refused": True},
         )
         self._save(
-            step.record_answer(response, deployment.provider, deployment.id, usage=usage, cost=cost, output=traced)
+            step.record_answer(
+                response, deployment.provider, deployment.id, usage=usage, cost=cost, output=traced
+            )
         )
         return cost
 

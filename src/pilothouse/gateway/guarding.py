@@ -26,6 +26,7 @@ from pilothouse.domain.guards import (
 GUARDRAILS_ATTRIBUTE = "gateway.guardrails"
 BLOCKED_CODE = "guardrail_blocked"
 MAX_RUN_HELD = 8192  # a stream's text without whitespace is held back at most this long
+RELEASE_CHARS = 128  # a stream's text goes out in pieces of at least this much (one search per piece)
 
 
 class GuardBlocked(Exception):
@@ -119,13 +120,18 @@ async def check_input(route: RouteGuards, request: dict[str, Any]) -> InputOutco
             results.extend(checked)
             if all(r.passed for r in checked):
                 continue
+            redacted = [redact_findings(t, r.findings) for t, r in zip(texts, checked, strict=True)]
             if use.locate is not None:  # what it found never reaches the trace
-                shown = text_of(traced[index].get("content"))
-                traced[index] = _with_content(traced[index], _redacted(use, shown))
+                if traced[index] is message:
+                    traced[index] = _with_content(message, redacted)
+                else:
+                    shown = text_of(traced[index].get("content"))
+                    traced[index] = _with_content(traced[index], _redacted(use, shown))
             if use.action is GuardAction.REDACT:
-                redacted = [redact_findings(t, r.findings) for t, r in zip(texts, checked, strict=True)]
                 messages[index] = _with_content(message, redacted)
                 sent["messages"] = messages
+                if traced[index] is not message:  # the trace's copy is the text sent, as redacted
+                    traced[index] = messages[index]
             elif use.action is GuardAction.BLOCK and blocked_at is None:
                 blocked_at = index
         outcome = _outcome(use, results)
@@ -207,8 +213,9 @@ async def check_answer(
 class StreamRedactor:
     """Redacts a stream's text chunk by chunk: each choice's text is held back ``window`` characters
     (and never cut inside a run without whitespace, nor inside a match), so a match split across
-    chunks is still found; what is released is redacted. The rest goes out with the choice's
-    finish chunk (or :meth:`flush`)."""
+    chunks is still found; what is released is redacted, in pieces of at least
+    :data:`RELEASE_CHARS` (the search runs once per piece, not once per chunk). The rest goes out
+    with the choice's finish chunk (or :meth:`flush`)."""
 
     def __init__(self, uses: tuple[GuardUse, ...]) -> None:
         self.uses = uses
@@ -222,6 +229,8 @@ class StreamRedactor:
 
     def _release(self, text: str, final: bool) -> tuple[str, str]:
         """(the redacted text that can go out now, the text held back)."""
+        if not final and len(text) < self.window + RELEASE_CHARS:
+            return "", text  # not enough to release yet: no search
         found = self._locate(text)
         cut = len(text) if final else max(0, len(text) - self.window)
         if not final and 0 < cut < len(text) and not text[cut - 1].isspace() and not text[cut].isspace():
@@ -278,7 +287,9 @@ class StreamRedactor:
                 "action": "redact",
                 "passed": self.found[use.name] == 0,
                 "score": None,
-                "reason": f"{self.found[use.name]} found, redacted in the stream" if self.found[use.name] else None,
+                "reason": f"{self.found[use.name]} found, redacted in the stream"
+                if self.found[use.name]
+                else None,
                 "found": self.found[use.name],
             }
             for use in self.uses

@@ -135,7 +135,8 @@ def _gauges(router: Router, ingest: IngestQueue) -> list[Gauge]:
 def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) -> tuple[Gateway, BudgetGuard]:
     """The server's gateway: the config's models, prices, caches, cascade routes (a cascade's judge
     is a model of this same gateway) and guardrails, rate limits and budgets (shared in Redis when
-    configured). A bad cascade verifier or guard setting is a config error at start-up. Its recorder is set when the app starts."""
+    configured). A bad cascade verifier or guard setting is a config error at start-up. Its recorder
+    is set when the app starts."""
     router = Router(config)  # providers are created now, so a bad config fails before serving
     budgets = BudgetGuard(
         CostStore(store), make_budget_ledger(settings.redis_url), webhook_allow=settings.webhook_allow

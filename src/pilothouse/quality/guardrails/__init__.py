@@ -19,9 +19,9 @@ from pilothouse.quality.guardrails._registry import (
 __all__ = [
     "ENTITIES",
     "BuiltGuard",
+    "Grounding",
     "GuardConfigError",
     "GuardOptions",
-    "Grounding",
     "build_guardrails",
     "find_entities",
     "guard_types",

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # ships without type information
 import orjson
 
 from pilothouse.domain.guards import Finding, GuardContext, GuardResult
@@ -52,9 +52,15 @@ def _compile(options: GuardOptions, key: str, source: str, ignore_case: bool) ->
         raise GuardConfigError(key, f"not a regular expression ({exc})") from None
 
 
-def _matches(pattern: re.Pattern[str], label: str) -> Any:
+def _matches(patterns: list[re.Pattern[str]], label: str) -> Any:
     def locate(text: str) -> list[Finding]:
-        return [Finding(m.start(), m.end(), label) for m in pattern.finditer(text) if m.end() > m.start()]
+        found = [
+            Finding(m.start(), m.end(), label)
+            for p in patterns
+            for m in p.finditer(text)
+            if m.end() > m.start()
+        ]
+        return sorted(found, key=lambda f: (f.start, -f.end))
 
     return locate
 
@@ -66,9 +72,7 @@ def regex(options: GuardOptions) -> BuiltGuard:
     ignore_case = bool(options.get("ignore_case", False))
     label = str(options.get("label", "REDACTED"))
     window = int(options.number("window", 64, 1, 4096))
-    compiled = _compile(options, "patterns", "|".join(f"(?:{p})" for p in patterns), ignore_case)
-    for position, source in enumerate(patterns):
-        _compile(options, f"patterns[{position}]", source, ignore_case)
+    compiled = [_compile(options, f"patterns[{i}]", source, ignore_case) for i, source in enumerate(patterns)]
     return _span_guard(_matches(compiled, label), "matched a forbidden pattern", window)
 
 
@@ -80,7 +84,7 @@ def blocklist(options: GuardOptions) -> BuiltGuard:
     alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
     pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
     window = max(len(w) for w in words) + 1
-    return _span_guard(_matches(pattern, label), "a blocked word or phrase", window)
+    return _span_guard(_matches([pattern], label), "a blocked word or phrase", window)
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.DOTALL)
@@ -117,15 +121,27 @@ def json_schema(options: GuardOptions) -> BuiltGuard:
 
 # Phrases of known prompt-injection and jailbreak attempts, with how much each says (summed, capped at 1).
 _INJECTION: Sequence[tuple[float, str]] = (
-    (0.9, r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,40}\b(?:previous|prior|above|earlier|all|any|"
-     r"your|the|system)\b.{0,30}\b(?:instructions?|prompts?|rules|directions|guidelines|context)\b"),
-    (0.8, r"\b(?:reveal|show|print|repeat|leak|output|tell me)\b.{0,30}\b(?:system prompt|hidden prompt|"
-     r"(?:your|the) (?:initial |original )?instructions)\b"),
+    (
+        0.9,
+        r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,40}\b(?:previous|prior|above|earlier|all|any|"
+        r"your|the|system)\b.{0,30}\b(?:instructions?|prompts?|rules|directions|guidelines|context)\b",
+    ),
+    (
+        0.8,
+        r"\b(?:reveal|show|print|repeat|leak|output|tell me)\b.{0,30}\b(?:system prompt|hidden prompt|"
+        r"(?:your|the) (?:initial |original )?instructions)\b",
+    ),
     (0.7, r"\byou are (?:now )?(?:DAN|in (?:developer|god|jailbreak) mode|no longer bound)\b"),
     (0.7, r"\b(?:do anything now|jailbreak|jail-break|developer mode enabled)\b"),
-    (0.6, r"\b(?:pretend|act|behave|roleplay)\b.{0,30}\b(?:no|without)\b.{0,20}\b(?:restrictions|filters|"
-     r"limits|rules|guidelines|censorship)\b"),
-    (0.6, r"(?:<\|im_start\|>|<\|system\|>|\[/?INST\]|<<SYS>>|^\s*#{2,}\s*(?:system|instruction)s?\s*:?\s*$)"),
+    (
+        0.6,
+        r"\b(?:pretend|act|behave|roleplay)\b.{0,30}\b(?:no|without)\b.{0,20}\b(?:restrictions|filters|"
+        r"limits|rules|guidelines|censorship)\b",
+    ),
+    (
+        0.6,
+        r"(?:<\|im_start\|>|<\|system\|>|\[/?INST\]|<<SYS>>|^\s*#{2,}\s*(?:system|instruction)s?\s*:?\s*$)",
+    ),
     (0.5, r"\bnew (?:system )?instructions?\s*:"),
     (0.4, r"\b(?:from now on|starting now),? you (?:will|must|are)\b"),
 )
@@ -154,7 +170,9 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
         risk = min(1.0, risk)
         if risk < threshold:
             return GuardResult(True, 1.0 - risk)
-        return GuardResult(False, 1.0 - risk, f"looks like a prompt injection (risk {risk:.2f})", tuple(found))
+        return GuardResult(
+            False, 1.0 - risk, f"looks like a prompt injection (risk {risk:.2f})", tuple(found)
+        )
 
     return BuiltGuard(check, locate, 200)
 
@@ -163,6 +181,8 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
 def scorer(options: GuardOptions) -> BuiltGuard:
     """Any eval scorer (``scorer: {type: ..., ...}``; model-graded ones are refused: a guard has no
     judge) passes or fails the text, as the scorer passes or fails an eval output."""
+    import pilothouse.evals.deterministic_scorers
+    import pilothouse.evals.judges  # noqa: F401  (the built-in scorers register on import)
     from pilothouse.evals.scoring import Sample, ScorerConfigError, build_scorer, is_model_graded
 
     spec = options.get("scorer")
@@ -177,7 +197,7 @@ def scorer(options: GuardOptions) -> BuiltGuard:
 
     async def check(text: str, context: GuardContext) -> GuardResult:
         messages = [m for m in context.request.get("messages") or [] if isinstance(m, dict)]
-        sample = Sample(item_id="guard", input={}, messages=messages, output=text)
+        sample = Sample(item_id="guard", messages=messages, output=text, context=context.context)
         result = await built.score(sample)
         passed = bool(result.passed)
         return GuardResult(passed, result.value, None if passed else f"scorer {spec['type']} failed")

@@ -58,24 +58,28 @@ _PHONES = (
 )
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,34}(?![A-Za-z0-9])")
-_SECRETS = re.compile(
-    "|".join(
-        (
-            r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,200}",  # OpenAI, Anthropic
-            r"\bph-[A-Za-z0-9_-]{40,60}",  # Pilothouse keys
-            r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",  # AWS access key ids
-            r"\bgh[pousr]_[A-Za-z0-9]{36,255}",  # GitHub tokens
-            r"\bgithub_pat_[A-Za-z0-9_]{22,255}",
-            r"\bxox[abprs]-[A-Za-z0-9-]{10,200}",  # Slack
-            r"\bAIza[0-9A-Za-z_-]{35}",  # Google API keys
-            r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,200}",  # Stripe
-            r"\beyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}",  # JWTs
-            r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----",
-            # key = value where the name says it is a secret: the value is what is found
-            r"(?i:(?<=api_key)|(?<=api-key)|(?<=apikey)|(?<=secret)|(?<=token)|(?<=password)|(?<=passwd))"
-            r"[\"']?\s{0,3}[:=]\s{0,3}[\"']?[^\s\"',;]{8,200}",
-        )
+# Known key shapes, each with a literal its text must contain (a cheap test that skips the pattern)
+_KEY_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (literal, re.compile(pattern))
+    for literal, pattern in (
+        ("sk-", r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,200}"),  # OpenAI, Anthropic
+        ("ph-", r"\bph-[A-Za-z0-9_-]{40,60}"),  # Pilothouse keys
+        ("AKIA", r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
+        ("ASIA", r"\bASIA[0-9A-Z]{16}\b"),
+        ("_", r"\bgh[pousr]_[A-Za-z0-9]{36,255}"),  # GitHub tokens
+        ("github_pat_", r"\bgithub_pat_[A-Za-z0-9_]{22,255}"),
+        ("xox", r"\bxox[abprs]-[A-Za-z0-9-]{10,200}"),  # Slack
+        ("AIza", r"\bAIza[0-9A-Za-z_-]{35}"),  # Google API keys
+        ("k_", r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,200}"),  # Stripe
+        ("eyJ", r"\beyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}"),  # JWTs
+        ("-----BEGIN", r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----"),
     )
+)
+# name = value where the name says it is a secret: the value (group 1) is what is found
+_SECRET_NAMES = ("api_key", "api-key", "apikey", "secret", "token", "password", "passwd")
+_ASSIGNED = re.compile(
+    r"(?:api[_-]?key|secret|token|passw(?:or)?d)[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{8,200})",
+    re.IGNORECASE,
 )
 
 
@@ -89,11 +93,19 @@ def _digit_count(text: str) -> int:
     return sum(char.isdigit() for char in text)
 
 
+# where a phone number may be: a run of digits and separators (one fast scan), then each precise
+# pattern within the run (lookbehinds see the text before it; the character after it is included
+# so that the lookaheads see it too)
+_PHONE_RUN = re.compile(r"[+(]?\d[\d ().-]{7,40}")
+
+
 def _phones(text: str) -> Iterable[Finding]:
-    for pattern in _PHONES:
-        for match in pattern.finditer(text):
-            if 8 <= _digit_count(match.group()) <= 15:
-                yield Finding(match.start(), match.end(), "PHONE")
+    for run in _PHONE_RUN.finditer(text):
+        end = min(len(text), run.end() + 1)
+        for pattern in _PHONES:
+            for match in pattern.finditer(text, run.start(), end):
+                if 8 <= _digit_count(match.group()) <= 15:
+                    yield Finding(match.start(), match.end(), "PHONE")
 
 
 def _cards(text: str) -> Iterable[Finding]:
@@ -118,12 +130,14 @@ def _ibans(text: str) -> Iterable[Finding]:
 
 
 def _secrets(text: str) -> Iterable[Finding]:
-    for match in _SECRETS.finditer(text):
-        start = match.start()
-        if match.group()[:1] in "\"':= \t":  # an assignment: the value alone is the secret
-            value = re.search(r"[^\s\"':=]", match.group())
-            start += value.start() if value else 0
-        yield Finding(start, match.end(), "SECRET")
+    for literal, pattern in _KEY_SHAPES:
+        if literal in text:
+            for match in pattern.finditer(text):
+                yield Finding(match.start(), match.end(), "SECRET")
+    lowered = text.lower()
+    if any(name in lowered for name in _SECRET_NAMES):
+        for match in _ASSIGNED.finditer(text):
+            yield Finding(match.start(1), match.end(1), "SECRET")
 
 
 ENTITIES: dict[str, Callable[[str], Iterable[Finding]]] = {

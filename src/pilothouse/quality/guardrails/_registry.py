@@ -137,17 +137,22 @@ def _use(spec: GuardSpec, stage: GuardStage, where: str) -> GuardUse:
     _load_builtin_guards()
     factory = _REGISTRY.get(spec.type)
     if factory is None:
-        raise ConfigError(f"{where}.type: unknown guard type {spec.type!r} (known: {', '.join(guard_types())})")
+        raise ConfigError(
+            f"{where}.type: unknown guard type {spec.type!r} (known: {', '.join(guard_types())})"
+        )
     options = GuardOptions(spec.options, stage.value)
     try:
         built = factory(options)
         options.finish()
     except GuardConfigError as exc:
-        raise ConfigError(f"{where}.{exc.key}: {exc.message}" if exc.key else f"{where}: {exc.message}") from None
+        raise ConfigError(
+            f"{where}.{exc.key}: {exc.message}" if exc.key else f"{where}: {exc.message}"
+        ) from None
     action = GuardAction(spec.action)
     if action is GuardAction.REDACT and built.locate is None:
         raise ConfigError(
-            f"{where}.action: a {spec.type} guard cannot redact (it finds no spans): use block, flag or fallback"
+            f"{where}.action: a {spec.type} guard cannot redact (it finds no spans): "
+            "use block, flag or fallback"
         )
     extra: dict[str, Any] = {}
     if built.context_roles is not None:
