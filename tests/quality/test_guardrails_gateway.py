@@ -17,6 +17,8 @@ import yaml
 from tests.conftest import sqlite_at_head
 from tests.server.inprocess import InProcessServer
 
+pytestmark = pytest.mark.slow  # each test waits for its trace to be stored (about half a second)
+
 ECHO = {"provider": "sim", "options": {"echo": True}}
 CONFIG = {
     "models": [

@@ -69,14 +69,22 @@ class GuardrailRule(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-def check_guardrails(rules: tuple[GuardrailRule, ...], routes: set[str]) -> None:
-    """Each rule names served routes (or ``*``), each route is in one rule, and every fallback is a
-    served route; ValueError naming the key otherwise."""
+def check_guardrails(rules: tuple[GuardrailRule, ...], models: set[str], cascades: set[str]) -> None:
+    """Each rule names served routes (or ``*``), each route is in one rule, every fallback is a
+    served model, and no output guard is put on a cascade route by name (a cascade's answer is
+    checked by its verifier; a ``*`` rule's output guards skip cascades); ValueError naming the key
+    otherwise."""
     seen: dict[str, int] = {}
+    routes = models | cascades
     for index, rule in enumerate(rules):
         for model in rule.models:
             if model != "*" and model not in routes:
                 raise ValueError(f"guardrails[{index}].models: no model entry or cascade serves {model!r}")
+            if model in cascades and rule.output:
+                raise ValueError(
+                    f"guardrails[{index}].output: {model!r} is a cascade route, whose answers its "
+                    "verifier checks: output guards run on model routes only"
+                )
             if model in seen:
                 raise ValueError(
                     f"guardrails[{index}].models: {model!r} already has guardrails[{seen[model]}] "
@@ -85,7 +93,7 @@ def check_guardrails(rules: tuple[GuardrailRule, ...], routes: set[str]) -> None
             seen[model] = index
         for stage in ("input", "output"):
             for position, spec in enumerate(getattr(rule, stage)):
-                if spec.fallback is not None and spec.fallback not in routes:
+                if spec.fallback is not None and spec.fallback not in models:
                     raise ValueError(
                         f"guardrails[{index}].{stage}[{position}].fallback: no model entry serves "
                         f"{spec.fallback!r}"

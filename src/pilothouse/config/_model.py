@@ -375,5 +375,5 @@ class PilothouseConfig(_Section):
                     raise ValueError(f"{where}: no model entry serves {model!r}")
             if cascade.judge is not None and cascade.judge not in served:
                 raise ValueError(f"{where}: no model entry serves the judge {cascade.judge!r}")
-        check_guardrails(self.guardrails, served | {c.name for c in self.cascades})
+        check_guardrails(self.guardrails, served, {c.name for c in self.cascades})
         return self

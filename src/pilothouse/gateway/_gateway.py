@@ -1,5 +1,6 @@
-"""The gateway as a service: a model call goes admission -> cache -> budget hold -> route or cascade ->
-settle -> record, and comes back as a :class:`GatewayReply` (or a :class:`GatewayError`).
+"""The gateway as a service: a model call goes admission -> input guards -> cache -> budget hold ->
+route or cascade -> output guards -> settle -> record, and comes back as a :class:`GatewayReply` (or a
+:class:`GatewayError`). The guards are the route's (``guardrails``; :mod:`pilothouse.gateway.guarding`).
 
 The HTTP surfaces (``pilothouse.server``) only translate wire formats (OpenAI, Anthropic) to and from
 these objects; in-process callers (eval targets, judges, cascade verifiers) use the same pipeline

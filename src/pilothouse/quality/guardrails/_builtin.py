@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -19,12 +20,21 @@ from pilothouse.quality.guardrails._registry import BuiltGuard, GuardConfigError
 MAX_PATTERN_CHARS = 1_000
 
 
+THREAD_CHARS = 64 * 1024  # a longer text is searched in a worker thread: the event loop keeps serving
+
+
+async def search(locate: Any, text: str) -> Any:
+    """``locate(text)``, in a worker thread when the text is long (the interpreter switches threads
+    every few milliseconds, so other requests are served meanwhile)."""
+    return await asyncio.to_thread(locate, text) if len(text) > THREAD_CHARS else locate(text)
+
+
 def _span_guard(locate: Any, what: str, window: int = 64) -> BuiltGuard:
     """A guard that fails when ``locate`` finds anything; the reason names the labels found (never
     the text)."""
 
     async def check(text: str, _context: GuardContext) -> GuardResult:
-        found = locate(text)
+        found = await search(locate, text)
         if not found:
             return GuardResult(True, 1.0)
         labels = sorted({f.label for f in found})
@@ -160,13 +170,17 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
     def locate(text: str) -> list[Finding]:
         return [Finding(m.start(), m.end(), "INJECTION") for _, p in rules for m in p.finditer(text)]
 
-    async def check(text: str, _context: GuardContext) -> GuardResult:
+    def assess(text: str) -> tuple[float, list[Finding]]:
         risk = 0.0
         found: list[Finding] = []
         for weight, pattern in rules:
             if match := pattern.search(text):
                 risk += weight
                 found.append(Finding(match.start(), match.end(), "INJECTION"))
+        return risk, found
+
+    async def check(text: str, _context: GuardContext) -> GuardResult:
+        risk, found = await search(assess, text)
         risk = min(1.0, risk)
         if risk < threshold:
             return GuardResult(True, 1.0 - risk)
