@@ -34,6 +34,11 @@ class GuardSpec(BaseModel):
     action: Literal["block", "redact", "flag", "fallback"] = "block"
     name: str | None = Field(default=None, min_length=1, max_length=64)
     fallback: str | None = Field(default=None, description="The model of the fallback action.")
+    roles: tuple[Literal["system", "developer", "user", "assistant", "tool"], ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="Input guards: the roles of the messages checked (default all).",
+    )
 
     @property
     def label(self) -> str:
@@ -42,7 +47,7 @@ class GuardSpec(BaseModel):
 
     @property
     def options(self) -> dict[str, Any]:
-        """The guard's own settings (the keys besides type, action, name and fallback)."""
+        """The guard's own settings (the keys besides type, action, name, fallback and roles)."""
         return dict(self.model_extra or {})
 
     @model_validator(mode="after")
@@ -91,6 +96,11 @@ def check_guardrails(rules: tuple[GuardrailRule, ...], models: set[str], cascade
                     "(one rule per route: put its guards together)"
                 )
             seen[model] = index
+        for position, spec in enumerate(rule.output):
+            if spec.roles is not None:
+                raise ValueError(
+                    f"guardrails[{index}].output[{position}].roles: only input guards pick roles"
+                )
         for stage in ("input", "output"):
             for position, spec in enumerate(getattr(rule, stage)):
                 if spec.fallback is not None and spec.fallback not in models:

@@ -71,7 +71,8 @@ Locate = Callable[[str], Sequence[Finding]]
 class GuardUse:
     """A guard as configured on a route. ``locate`` is set for guards that find spans (so they can
     redact, and redact a stream chunk by chunk holding back ``window`` characters); ``fallback`` is
-    the model of the fallback action; ``context_roles`` the message roles whose text is the context."""
+    the model of the fallback action; ``context_roles`` the message roles whose text is the context;
+    ``roles`` the roles of the messages an input guard checks (None: every message)."""
 
     name: str
     kind: str
@@ -82,6 +83,7 @@ class GuardUse:
     window: int = 64
     fallback: str | None = None
     context_roles: frozenset[str] = frozenset({"system", "developer", "tool"})
+    roles: frozenset[str] | None = None  # an input guard checks the messages of these roles (None: all)
 
     @property
     def per_chunk(self) -> bool:

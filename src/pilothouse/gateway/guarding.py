@@ -111,7 +111,9 @@ async def check_input(route: RouteGuards, request: dict[str, Any]) -> InputOutco
         results: list[GuardResult] = []
         blocked_at: int | None = None
         for index, message in enumerate(messages):
-            if not isinstance(message, dict):
+            if not isinstance(message, dict) or (
+                use.roles is not None and message.get("role") not in use.roles
+            ):
                 continue
             texts = text_of(message.get("content"))
             if not texts:

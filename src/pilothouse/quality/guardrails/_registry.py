@@ -166,6 +166,7 @@ def _use(spec: GuardSpec, stage: GuardStage, where: str) -> GuardUse:
         locate=built.locate,
         window=built.window,
         fallback=spec.fallback,
+        roles=frozenset(spec.roles) if spec.roles is not None else None,
         **extra,
     )
 
