@@ -298,3 +298,39 @@ def test_input_guards_check_the_roles_they_are_given_and_flagged_secrets_stay_ou
         check_input(route, {"model": "m", "messages": [{"role": "user", "content": parts}]})
     )
     assert blocked.blocked is not None and blocked.blocked.param == "messages[0]"
+
+
+def test_the_docs_examples_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from pilothouse.quality.guardrails import guard_types
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    page = (Path(__file__).parents[2] / "docs" / "guardrails.md").read_text()
+    (config_block,) = re.findall(r"```yaml\n(.*?)```", page, re.S)
+    config = parse_config(yaml.safe_load(config_block), "docs/guardrails.md")
+    guardrails = build_guardrails(config.guardrails, config.source)
+    assert guardrails is not None and [u.kind for u in guardrails.routes["gpt-4o-mini"].input] == [
+        "prompt_injection",
+        "pii",
+        "pii",
+    ]
+    (code,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    if "shouting" not in guard_types():
+        exec(compile(code, "docs/guardrails.md", "exec"), {})
+    (guard,) = output_guards({"type": "shouting", "action": "flag"})
+    assert not check(guard, "WHY ARE YOU SHOUTING").passed and check(guard, "calm").passed
+
+
+def test_more_text_than_the_route_guards_is_refused_unread() -> None:
+    route = route_of({"input": [{"type": "pii", "action": "redact"}], "max_input_chars": 100})
+    request = {"model": "m", "messages": [{"role": "user", "content": "x" * 60 + " a@b.example"}] * 2}
+    outcome = asyncio.run(check_input(route, request))
+    assert outcome.blocked is not None and (outcome.blocked.status, outcome.blocked.code) == (
+        413,
+        "guardrail_input_too_large",
+    )
+    assert outcome.traced["messages"] == [] and "144 characters" in outcome.blocked.message

@@ -67,6 +67,12 @@ class GuardrailRule(BaseModel):
     models: tuple[str, ...] = Field(default=("*",), min_length=1, description='Route names, or "*".')
     input: tuple[GuardSpec, ...] = ()
     output: tuple[GuardSpec, ...] = ()
+    max_input_chars: int = Field(
+        default=1_000_000,
+        ge=1,
+        le=100_000_000,
+        description="A request whose messages hold more text is refused (413) on a route with input guards.",
+    )
 
     @field_validator("models", mode="before")
     @classmethod

@@ -105,6 +105,7 @@ class RouteGuards:
 
     input: tuple[GuardUse, ...] = ()
     output: tuple[GuardUse, ...] = ()
+    max_input_chars: int = 1_000_000  # more text in a request's messages is refused (guarding costs CPU)
 
     @property
     def holds_stream(self) -> bool:

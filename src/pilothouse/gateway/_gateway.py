@@ -318,7 +318,8 @@ class Gateway:
         call.request = outcome.traced
         _note(call, outcome.outcomes)
         if outcome.blocked is not None:
-            raise GatewayError(400, outcome.blocked.message, code=BLOCKED_CODE, param=outcome.blocked.param)
+            blocked = outcome.blocked
+            raise GatewayError(blocked.status, blocked.message, code=blocked.code, param=blocked.param)
         return outcome.request
 
     async def _answer(

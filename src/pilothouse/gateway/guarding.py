@@ -30,12 +30,17 @@ RELEASE_CHARS = 128  # a stream's text goes out in pieces of at least this much 
 
 
 class GuardBlocked(Exception):
-    """A guard blocked the call: the surface answers 400 ``guardrail_blocked`` with this message."""
+    """A guard blocked the call: the surface answers ``status`` (400 ``guardrail_blocked``; 413
+    ``guardrail_input_too_large`` for more text than the route's guards take) with this message."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, param: str | None = None, status: int = 400, code: str = BLOCKED_CODE
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.status = status
+        self.code = code
 
 
 def text_of(content: Any) -> list[str]:
@@ -106,6 +111,16 @@ async def check_input(route: RouteGuards, request: dict[str, Any]) -> InputOutco
     traced: list[Any] = list(messages)
     sent = dict(request)
     outcomes: list[dict[str, Any]] = []
+    size = sum(len(t) for m in messages if isinstance(m, dict) for t in text_of(m.get("content")))
+    if size > route.max_input_chars:
+        refusal = GuardBlocked(
+            f"The messages hold {size:,} characters of text; this route's guardrails check at most "
+            f"{route.max_input_chars:,}.",
+            "messages",
+            413,
+            "guardrail_input_too_large",
+        )
+        return InputOutcome(sent, {**request, "messages": []}, outcomes, refusal)
     for use in route.input:
         context = GuardContext(sent, request_context(sent, use.context_roles))
         results: list[GuardResult] = []

@@ -1,7 +1,9 @@
 """Finding personal data and secrets in text: emails, phone numbers, payment card numbers (with the
 Luhn check), IBANs (with the ISO 13616 mod-97 check) and API keys or other secrets (known key shapes,
 ``password=...`` assignments, private key blocks). Each finder returns :class:`Finding` spans; the
-patterns bound every repetition, so no input makes them backtrack for long."""
+patterns bound every repetition, so no input makes them backtrack for long, and each starts with a
+character class (its boundary check a lookbehind after it), so the regex engine skips quickly to the
+places where one can start."""
 
 from __future__ import annotations
 
@@ -13,17 +15,15 @@ from pilothouse.domain.guards import Finding
 __all__ = ["ENTITIES", "find_entities", "iban_valid", "luhn_valid"]
 
 
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a digit doubled, its two digits added
+
+
 def luhn_valid(digits: str) -> bool:
     """The Luhn (mod 10) check of a string of digits, as every payment card number passes it."""
-    if not digits.isdigit() or not digits.isascii():
+    if not digits.isascii() or not digits.isdigit():
         return False
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = ord(char) - 48
-        if position % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
+    values = [ord(char) - 48 for char in reversed(digits)]
+    return (sum(values[0::2]) + sum([_DOUBLED[v] for v in values[1::2]])) % 10 == 0
 
 
 def iban_valid(iban: str) -> bool:
@@ -42,10 +42,9 @@ def iban_valid(iban: str) -> bool:
     return remainder == 1
 
 
-_EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}"
-    r"[A-Za-z]{2,24}(?![\w-])"
-)
+# an email is found from its '@': the local part before it, the domain after it
+_LOCAL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._%+-")
+_DOMAIN = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}(?![\w-])")
 _PHONES = (
     # international: +CC and the number, whole (E.164) or in groups after separators (each group
     # starts after a separator, so there is one way to read it: no backtracking blow-up)
@@ -56,8 +55,26 @@ _PHONES = (
     # European national with a leading 0: 020 7946 0958, 06-12345678, 030 1234567
     re.compile(r"(?<![\w+])0\d{1,4}[ .-]\d{3,4}[ .-]?\d{3,4}(?![\w-])"),
 )
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?: ?[A-Za-z0-9]){11,34}(?![A-Za-z0-9])")
+_CARD = re.compile(r"\d(?<![\d-].)(?:[ -]?\d){12,18}(?![\d-])")
+# IBAN lengths by country (the SWIFT IBAN registry): a candidate is checked at its country's length only
+IBAN_LENGTHS = {
+    country: int(length)
+    for country, length in (
+        item.split(":")
+        for item in (
+            "AD:24 AE:23 AL:28 AT:20 AZ:28 BA:20 BE:16 BG:22 BH:22 BI:27 BR:29 BY:28 CH:21 CR:22 CY:28 CZ:24 "
+            "DE:22 DJ:27 DK:18 DO:28 EE:20 EG:29 ES:24 FI:18 FK:18 FO:18 FR:27 GB:22 GE:22 GI:23 GL:18 GR:27 "
+            "GT:28 HN:28 HR:21 HU:28 IE:22 IL:23 IQ:23 IS:26 IT:27 JO:30 KW:30 KZ:20 LB:28 LC:32 LI:21 LT:20 "
+            "LU:20 LV:21 LY:25 MC:27 MD:24 ME:22 MK:19 MN:20 MR:27 MT:31 MU:30 NI:28 NL:18 NO:15 OM:23 PK:24 "
+            "PL:28 PS:29 PT:25 QA:29 RO:24 RS:22 RU:33 SA:24 SC:31 SD:18 SE:24 SI:19 SK:24 SM:27 SO:23 ST:25 "
+            "SV:28 TL:23 TN:24 TR:26 UA:29 VA:22 VG:24 XK:20 YE:30"
+        ).split()
+    )
+}
+# from its check digits (digits are rare in text: the engine skips to them), the country before them
+_IBAN = re.compile(
+    r"\d\d(?<=[A-Za-z]{2}\d\d)(?<![A-Za-z0-9][A-Za-z]{2}\d\d)(?: ?[A-Za-z0-9]){11,34}(?![A-Za-z0-9])"
+)
 # Known key shapes, each with a literal its text must contain (a cheap test that skips the pattern)
 _KEY_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (literal, re.compile(pattern))
@@ -76,7 +93,7 @@ _KEY_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     )
 )
 # name = value where the name says it is a secret: the value (group 1) is what is found
-_SECRET_NAMES = ("api_key", "api-key", "apikey", "secret", "token", "password", "passwd")
+_SECRET_NAMES = ("api", "secret", "token", "passw")
 _ASSIGNED = re.compile(
     r"(?:api[_-]?key|secret|token|passw(?:or)?d)[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{8,200})",
     re.IGNORECASE,
@@ -84,9 +101,16 @@ _ASSIGNED = re.compile(
 
 
 def _emails(text: str) -> Iterable[Finding]:
-    if "@" not in text:
-        return ()
-    return (Finding(m.start(), m.end(), "EMAIL") for m in _EMAIL.finditer(text))
+    at = text.find("@")
+    while at > 0:
+        start = at  # the local part: back from the '@', at most 64 characters (a linear walk)
+        while start > 0 and at - start <= 64 and text[start - 1] in _LOCAL_CHARS:
+            start -= 1
+        if 0 < at - start <= 64 and not (start > 0 and text[start - 1].isalnum()):
+            domain = _DOMAIN.match(text, at + 1)
+            if domain is not None:
+                yield Finding(start, domain.end(), "EMAIL")
+        at = text.find("@", at + 1)
 
 
 def _digit_count(text: str) -> int:
@@ -111,21 +135,29 @@ def _phones(text: str) -> Iterable[Finding]:
 def _cards(text: str) -> Iterable[Finding]:
     for match in _CARD.finditer(text):
         candidate = match.group()
+        ends = [i + 1 for i, char in enumerate(candidate) if char.isdigit()]  # the end of each digit
+        digits = "".join(char for char in candidate if char.isdigit())
         # the run may go on past the number ("4111 1111 1111 1111 12/25"): the longest valid prefix
-        for end in range(len(candidate), 12, -1):
-            digits = candidate[:end].replace(" ", "").replace("-", "")
-            if candidate[end - 1].isdigit() and 13 <= len(digits) <= 19 and luhn_valid(digits):
-                yield Finding(match.start(), match.start() + end, "CARD")
+        for count in range(min(19, len(digits)), 12, -1):
+            if luhn_valid(digits[:count]):
+                yield Finding(match.start(), match.start() + ends[count - 1], "CARD")
                 break
 
 
 def _ibans(text: str) -> Iterable[Finding]:
     for match in _IBAN.finditer(text):
-        candidate = match.group()
-        # the pattern may run into the next word ("... 3000 BANK"): the longest valid prefix wins
-        for end in range(len(candidate), 14, -1):
-            if candidate[end - 1] != " " and iban_valid(candidate[:end]):
-                yield Finding(match.start(), match.start() + end, "IBAN")
+        start = match.start() - 2
+        length = IBAN_LENGTHS.get(text[start : start + 2].upper())
+        if length is None:  # not a country with IBANs
+            continue
+        # the pattern may run into the next word ("... 3000 BANK"): the country's length decides
+        candidate = text[start : match.end()]
+        seen = 0
+        for end, char in enumerate(candidate, 1):
+            seen += char != " "
+            if seen == length:
+                if iban_valid(candidate[:end]) and (end == len(candidate) or candidate[end] == " "):
+                    yield Finding(start, start + end, "IBAN")
                 break
 
 
@@ -135,9 +167,19 @@ def _secrets(text: str) -> Iterable[Finding]:
             for match in pattern.finditer(text):
                 yield Finding(match.start(), match.end(), "SECRET")
     lowered = text.lower()
-    if any(name in lowered for name in _SECRET_NAMES):
-        for match in _ASSIGNED.finditer(text):
-            yield Finding(match.start(1), match.end(1), "SECRET")
+    places = sorted(at for name in _SECRET_NAMES for at in _occurrences(lowered, name))
+    covered = -1
+    for at in places:  # each name's places, then the pattern there (no scan of every position)
+        if at >= covered and (assigned := _ASSIGNED.match(text, at)) is not None:
+            covered = assigned.end()
+            yield Finding(assigned.start(1), assigned.end(1), "SECRET")
+
+
+def _occurrences(text: str, word: str) -> Iterable[int]:
+    at = text.find(word)
+    while at >= 0:
+        yield at
+        at = text.find(word, at + 1)
 
 
 ENTITIES: dict[str, Callable[[str], Iterable[Finding]]] = {

@@ -185,7 +185,7 @@ def build_guardrails(rules: tuple[GuardrailRule, ...], source: str = "config") -
                     for position, spec in enumerate(specs)
                 )
             )
-        guards = RouteGuards(input=stages[0], output=stages[1])
+        guards = RouteGuards(input=stages[0], output=stages[1], max_input_chars=rule.max_input_chars)
         for model in rule.models:
             routes[model] = guards
     return Guardrails(routes) if routes else None
