@@ -282,7 +282,11 @@ class Gateway:
                 response, total = await self._cascade(caller, call, cascade, request)
                 return self._reply(call, response, total, limit_headers, request)
             if not request.get("stream") or (route is not None and route.holds_stream):
-                whole = {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
+                whole = (
+                    {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
+                    if request.get("stream")
+                    else request
+                )
                 response, deployment, cost, total, after = await self._answer(caller, call, whole, route)
                 await self._store(cached, deployment, response, cost)
                 headers = {**self._headers(call, total), **limit_headers}
@@ -343,11 +347,14 @@ class Gateway:
             check_chat_answer(response)
             earlier = outcome.outcomes
             response, outcome = await check_answer(route.output, request, response)
-            if outcome is not None:
+            if outcome is None:  # the fallback answered without text: nothing more to check
+                _note(call, earlier)
+            else:
                 outcome.outcomes = earlier + outcome.outcomes
                 if outcome.fallback is not None:  # the fallback's answer fails too: refused
                     outcome.blocked = GuardBlocked(
-                        f"The answer of the fallback model '{outcome.fallback}' failed the guardrails too."
+                        f"The answer was blocked: the fallback model '{request['model']}' failed the "
+                        "guardrails too."
                     )
         traced = outcome.traced if outcome is not None and len(response.get("choices") or ()) == 1 else None
         if outcome is not None:

@@ -129,31 +129,40 @@ def json_schema(options: GuardOptions) -> BuiltGuard:
     return BuiltGuard(check)
 
 
-# Phrases of known prompt-injection and jailbreak attempts, with how much each says (summed, capped at 1).
-_INJECTION: Sequence[tuple[float, str]] = (
+# Phrases of known prompt-injection and jailbreak attempts: (weight, words one of which the text must
+# hold for the pattern to be tried, pattern); the weights of those found are summed, capped at 1.
+_INJECTION: Sequence[tuple[float, tuple[str, ...], str]] = (
     (
         0.9,
+        ("ignore", "disregard", "forget", "override", "bypass"),
         r"\b(?:ignore|disregard|forget|override|bypass)\b.{0,40}\b(?:previous|prior|above|earlier|all|any|"
         r"your|the|system)\b.{0,30}\b(?:instructions?|prompts?|rules|directions|guidelines|context)\b",
     ),
     (
         0.8,
+        ("reveal", "show", "print", "repeat", "leak", "output", "tell me"),
         r"\b(?:reveal|show|print|repeat|leak|output|tell me)\b.{0,30}\b(?:system prompt|hidden prompt|"
         r"(?:your|the) (?:initial |original )?instructions)\b",
     ),
-    (0.7, r"\byou are (?:now )?(?:DAN|in (?:developer|god|jailbreak) mode|no longer bound)\b"),
-    (0.7, r"\b(?:do anything now|jailbreak|jail-break|developer mode enabled)\b"),
+    (0.7, ("you are",), r"\byou are (?:now )?(?:DAN|in (?:developer|god|jailbreak) mode|no longer bound)\b"),
+    (
+        0.7,
+        ("anything now", "jailbreak", "jail-break", "developer mode"),
+        r"\b(?:do anything now|jailbreak|jail-break|developer mode enabled)\b",
+    ),
     (
         0.6,
+        ("pretend", "act", "behave", "roleplay"),
         r"\b(?:pretend|act|behave|roleplay)\b.{0,30}\b(?:no|without)\b.{0,20}\b(?:restrictions|filters|"
         r"limits|rules|guidelines|censorship)\b",
     ),
     (
         0.6,
+        ("<|", "[inst", "[/inst", "<<sys", "##"),
         r"(?:<\|im_start\|>|<\|system\|>|\[/?INST\]|<<SYS>>|^\s*#{2,}\s*(?:system|instruction)s?\s*:?\s*$)",
     ),
-    (0.5, r"\bnew (?:system )?instructions?\s*:"),
-    (0.4, r"\b(?:from now on|starting now),? you (?:will|must|are)\b"),
+    (0.5, ("instruction",), r"\bnew (?:system )?instructions?\s*:"),
+    (0.4, ("from now on", "starting now"), r"\b(?:from now on|starting now),? you (?:will|must|are)\b"),
 )
 
 
@@ -163,17 +172,23 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
     the risk (their sum, at most 1) reaches ``threshold``. The score is 1 - risk."""
     threshold = options.number("threshold", 0.5)
     extra = options.strings("patterns", [], limit=100)
-    rules = [(weight, re.compile(p, re.IGNORECASE | re.MULTILINE)) for weight, p in _INJECTION]
+    rules = [(w, words, re.compile(p, re.IGNORECASE | re.MULTILINE)) for w, words, p in _INJECTION]
     for position, source in enumerate(extra):
-        rules.append((1.0, _compile(options, f"patterns[{position}]", source, True)))
+        rules.append((1.0, ("",), _compile(options, f"patterns[{position}]", source, True)))
+
+    def applicable(text: str) -> list[tuple[float, re.Pattern[str]]]:
+        lowered = text.lower()
+        return [(weight, p) for weight, words, p in rules if any(word in lowered for word in words)]
 
     def locate(text: str) -> list[Finding]:
-        return [Finding(m.start(), m.end(), "INJECTION") for _, p in rules for m in p.finditer(text)]
+        return [
+            Finding(m.start(), m.end(), "INJECTION") for _, p in applicable(text) for m in p.finditer(text)
+        ]
 
     def assess(text: str) -> tuple[float, list[Finding]]:
         risk = 0.0
         found: list[Finding] = []
-        for weight, pattern in rules:
+        for weight, pattern in applicable(text):
             if match := pattern.search(text):
                 risk += weight
                 found.append(Finding(match.start(), match.end(), "INJECTION"))
