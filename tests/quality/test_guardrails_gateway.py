@@ -8,12 +8,14 @@ import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from pilothouse.config import ConfigError
 from tests.conftest import sqlite_at_head
 from tests.server.inprocess import InProcessServer
 
@@ -202,6 +204,10 @@ def test_flag_puts_a_score_on_the_trace_and_lets_the_answer_through(
         (flagged,) = span(server, bad.headers["x-pilothouse-trace-id"])["attributes"]["gateway.guardrails"]
         assert ok["passed"] is True and ok["score"] == 1.0
         assert flagged["passed"] is False and flagged["action"] == "flag" and flagged["score"] < 1.0
+    anthropic = messages(server, "flag-out", "The Moon is 500000 km from Mars.", system=context["content"])
+    assert anthropic.status_code == 200 and "500000" in anthropic.json()["content"][0]["text"]
+    (flagged,) = span(server, anthropic.headers["x-pilothouse-trace-id"])["attributes"]["gateway.guardrails"]
+    assert flagged["passed"] is False and flagged["score"] < 1.0
 
 
 def test_output_fallback_asks_the_fallback_model_and_pays_both(server: tuple[InProcessServer, str]) -> None:
@@ -221,3 +227,17 @@ def test_output_fallback_asks_the_fallback_model_and_pays_both(server: tuple[InP
         if not stream:  # both answers are paid: the call's cost is their sum
             paid = sum(Decimal(str(o["cost"]["total"])) for o in spans)
             assert Decimal(reply.headers["x-pilothouse-cost-usd"]) == paid > 0
+    anthropic = messages(server, "json-out", wanted)
+    assert anthropic.status_code == 200 and json.loads(anthropic.json()["content"][0]["text"]) == {
+        "answer": 42
+    }
+
+
+def test_a_bad_guard_setting_stops_the_server_from_starting(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    bad = {**CONFIG, "guardrails": [{"models": "redact-in", "input": [{"type": "pii", "entities": ["dna"]}]}]}
+    config.write_text(yaml.safe_dump(bad))
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: guardrails\[0\].input\[0\].entities: 'dna' is not one of"
+    ):
+        InProcessServer(sqlite_at_head(tmp_path / "bad.db"), home=tmp_path, config=config)
