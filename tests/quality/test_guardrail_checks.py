@@ -334,3 +334,18 @@ def test_more_text_than_the_route_guards_is_refused_unread() -> None:
         "guardrail_input_too_large",
     )
     assert outcome.traced["messages"] == [] and "144 characters" in outcome.blocked.message
+
+
+def test_the_trace_keeps_every_redaction_whichever_guard_made_it() -> None:
+    route = route_of(
+        {
+            "input": [
+                {"type": "pii", "entities": ["email"], "action": "flag"},
+                {"type": "pii", "entities": ["card"], "action": "redact"},
+            ]
+        }
+    )
+    text = "mail a.b@example.com card 4111 1111 1111 1111"
+    outcome = asyncio.run(check_input(route, {"model": "m", "messages": [{"role": "user", "content": text}]}))
+    assert outcome.request["messages"][0]["content"] == "mail a.b@example.com card [CARD]"
+    assert outcome.traced["messages"][0]["content"] == "mail [EMAIL] card [CARD]"

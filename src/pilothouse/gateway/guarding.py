@@ -138,8 +138,9 @@ async def check_input(route: RouteGuards, request: dict[str, Any]) -> InputOutco
             if all(r.passed for r in checked):
                 continue
             redacted = [redact_findings(t, r.findings) for t, r in zip(texts, checked, strict=True)]
+            same = traced[index] is message  # the trace keeps the text sent (so far)
             if use.locate is not None:  # what it found never reaches the trace
-                if traced[index] is message:
+                if same:
                     traced[index] = _with_content(message, redacted)
                 else:
                     shown = text_of(traced[index].get("content"))
@@ -147,7 +148,7 @@ async def check_input(route: RouteGuards, request: dict[str, Any]) -> InputOutco
             if use.action is GuardAction.REDACT:
                 messages[index] = _with_content(message, redacted)
                 sent["messages"] = messages
-                if traced[index] is not message:  # the trace's copy is the text sent, as redacted
+                if same:  # still the same text: the next guard's search serves both
                     traced[index] = messages[index]
             elif use.action is GuardAction.BLOCK and blocked_at is None:
                 blocked_at = index
