@@ -197,8 +197,9 @@ async def time_calls(count: int, stream_count: int) -> None:
             p50, p95 = statistics.median(wall[name]), percentile(wall[name], 0.95)
             cpu50, cpu95 = statistics.median(cpu[name]), percentile(cpu[name], 0.95)
             print(
-                f"{name:<28} {'stream' if stream else 'whole':<7} {p50:>8.1f} {p95:>8.1f} {p50 - base50:>+10.1f} "
-                f"{p95 - base95:>+10.1f} {cpu50:>8.1f} {cpu95:>8.1f} {cpu50 - base_cpu:>+14.1f}"
+                f"{name:<28} {'stream' if stream else 'whole':<7} {p50:>8.1f} {p95:>8.1f} "
+                f"{p50 - base50:>+10.1f} {p95 - base95:>+10.1f} {cpu50:>8.1f} {cpu95:>8.1f} "
+                f"{cpu50 - base_cpu:>+14.1f}"
             )
 
 
