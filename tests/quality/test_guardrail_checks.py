@@ -14,7 +14,7 @@ import pytest
 
 from pilothouse.config import ConfigError, parse_config
 from pilothouse.domain.guards import Finding, GuardContext, GuardResult, GuardUse, redact_findings
-from pilothouse.gateway.guarding import StreamRedactor, check_input
+from pilothouse.gateway.guarding import StreamRedactor, check_input, request_context
 from pilothouse.quality.guardrails import (
     BuiltGuard,
     GuardOptions,
@@ -148,8 +148,7 @@ def test_a_stream_is_redacted_the_same_however_it_is_chunked() -> None:
 
 
 def check(use: GuardUse, text: str, **request: Any) -> GuardResult:
-    context = "\n".join(m["content"] for m in request.get("messages", []) if m["role"] == "system") or None
-    return asyncio.run(use.check(text, GuardContext(request, context)))
+    return asyncio.run(use.check(text, GuardContext(request, request_context(request, use.context_roles))))
 
 
 def test_prompt_injection_heuristics() -> None:
@@ -349,3 +348,39 @@ def test_the_trace_keeps_every_redaction_whichever_guard_made_it() -> None:
     outcome = asyncio.run(check_input(route, {"model": "m", "messages": [{"role": "user", "content": text}]}))
     assert outcome.request["messages"][0]["content"] == "mail a.b@example.com card [CARD]"
     assert outcome.traced["messages"][0]["content"] == "mail [EMAIL] card [CARD]"
+
+
+def test_groundedness_takes_any_detector_and_reads_its_verdict() -> None:
+    from dataclasses import dataclass as frozen_value
+
+    from pilothouse.quality.guardrails import register_detector
+
+    @frozen_value
+    class Span:
+        start: int
+        end: int
+
+    @frozen_value
+    class Verdict:  # the shape of pilothouse.quality.hallucination's verdict
+        score: float
+        label: str
+        spans: tuple[Span, ...]
+
+    calls: list[tuple[str, str]] = []
+
+    def detect(response: str, context: str) -> Verdict:
+        calls.append((response, context))
+        supported = "Paris" in context
+        return Verdict(
+            0.3 if not supported else 0.9, "supported" if supported else "unsupported", (Span(0, 5),)
+        )
+
+    register_detector("test-model", lambda: detect)
+    (by_label,) = output_guards({"type": "groundedness", "detector": "test-model", "action": "flag"})
+    grounded = [{"role": "tool", "content": "Paris is the capital of France."}]
+    assert check(by_label, "Paris.", messages=grounded).passed
+    refused = check(by_label, "Lyon.", messages=[{"role": "system", "content": "Lyon is a city."}])
+    assert not refused.passed and refused.score == 0.3 and refused.findings == (Finding(0, 5, "UNSUPPORTED"),)
+    (strict,) = output_guards({"type": "groundedness", "detector": "test-model", "threshold": 0.95})
+    assert not check(strict, "Paris.", messages=grounded).passed  # its threshold over the label
+    assert calls[0] == ("Paris.", "Paris is the capital of France.")

@@ -25,6 +25,8 @@ from pilothouse.quality.guardrails._registry import BuiltGuard, GuardConfigError
 
 __all__ = ["Grounding", "lexical_detector", "register_detector"]
 
+SUPPORTED, UNSUPPORTED = "supported", "unsupported"
+
 
 @dataclass(frozen=True, slots=True)
 class Grounding:
@@ -77,7 +79,7 @@ def lexical_detector(response: str, context: str) -> Grounding:
         if name.lower() not in lowered:
             missing.append((match.end() - len(name), match.end()))
     score = 1.0 if checked == 0 else (checked - len(missing)) / checked
-    return Grounding(score, "unsupported" if missing else "supported", tuple(sorted(missing)))
+    return Grounding(score, UNSUPPORTED if missing else SUPPORTED, tuple(sorted(missing)))
 
 
 Detector = Callable[[str, str], Any]
@@ -116,15 +118,19 @@ def _grounding(verdict: Any) -> Grounding:
 
 @register_guard("groundedness")
 def groundedness(options: GuardOptions) -> BuiltGuard:
-    """Fails when the detector scores the answer below ``threshold`` against the request's context;
-    an answer with no context to check against passes unless ``require_context``."""
+    """Fails when the detector scores the answer below ``threshold`` against the request's context
+    (without a threshold, a detector other than ``lexical`` decides by its own label); an answer with
+    no context to check against passes unless ``require_context``."""
     if options.stage != "output":
         raise GuardConfigError(None, "groundedness checks an answer: put it under output")
     name = options.get("detector", "lexical")
     if name not in _DETECTORS:
         raise GuardConfigError("detector", f"must be one of {', '.join(sorted(_DETECTORS))} (got {name!r})")
     detector = _DETECTORS[name]()
-    threshold = options.number("threshold", 1.0 if name == "lexical" else 0.5)
+    # lexical: every number and name supported. Another detector: its own label (its threshold,
+    # calibrated by its makers) unless a threshold is given
+    given = options.get("threshold") is not None or name == "lexical"
+    threshold = options.number("threshold", 1.0) if given else None
     require_context = bool(options.get("require_context", False))
     roles = options.strings("context_roles", ["system", "developer", "tool"])
     in_thread = name != "lexical"  # a model-based detector takes a second: off the event loop
@@ -139,7 +145,13 @@ def groundedness(options: GuardOptions) -> BuiltGuard:
         else:
             raw = detector(text, context.context)
         verdict = _grounding(raw)
-        if verdict.score >= threshold:
+        if threshold is not None:
+            supported = verdict.score >= threshold
+        elif verdict.label in (SUPPORTED, UNSUPPORTED):
+            supported = verdict.label == SUPPORTED
+        else:
+            supported = verdict.score >= 0.5
+        if supported:
             return GuardResult(True, verdict.score)
         findings = tuple(Finding(start, end, "UNSUPPORTED") for start, end in verdict.spans)
         reason = f"the answer is not supported by its context (score {verdict.score:.2f}"
