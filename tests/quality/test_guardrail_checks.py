@@ -384,3 +384,18 @@ def test_groundedness_takes_any_detector_and_reads_its_verdict() -> None:
     (strict,) = output_guards({"type": "groundedness", "detector": "test-model", "threshold": 0.95})
     assert not check(strict, "Paris.", messages=grounded).passed  # its threshold over the label
     assert calls[0] == ("Paris.", "Paris is the capital of France.")
+
+
+def test_a_guard_that_breaks_fails_closed() -> None:
+    @register_guard("test-broken", replace=True)
+    def broken(options: GuardOptions) -> BuiltGuard:
+        async def check(text: str, _context: GuardContext) -> GuardResult:
+            raise RuntimeError("detector crashed")
+
+        return BuiltGuard(check)
+
+    route = route_of({"input": [{"type": "test-broken", "action": "block"}]})
+    outcome = asyncio.run(check_input(route, {"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+    assert (
+        outcome.blocked is not None and "could not check the text (RuntimeError)" in outcome.blocked.message
+    )

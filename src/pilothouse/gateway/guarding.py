@@ -9,6 +9,7 @@ trace, whatever its action (the trace keeps the redacted text)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from pilothouse.domain.guards import (
     RouteGuards,
     redact_findings,
 )
+
+log = logging.getLogger("pilothouse.gateway")
 
 GUARDRAILS_ATTRIBUTE = "gateway.guardrails"
 BLOCKED_CODE = "guardrail_blocked"
@@ -61,6 +64,16 @@ def request_context(request: dict[str, Any], roles: frozenset[str]) -> str | Non
         for piece in text_of(message.get("content"))
     ]
     return "\n".join(pieces) if pieces else None
+
+
+async def run_check(use: GuardUse, text: str, context: GuardContext) -> GuardResult:
+    """One check; a guard that fails to run (a plugin's bug, a detector that broke) counts as failed,
+    so its action still applies (a blocking guard fails closed), and the error is logged."""
+    try:
+        return await use.check(text, context)
+    except Exception as exc:
+        log.exception("the guardrail %r failed to check a text", use.name)
+        return GuardResult(False, None, f"the guard could not check the text ({type(exc).__name__})")
 
 
 def _outcome(use: GuardUse, results: list[GuardResult], **more: Any) -> dict[str, Any]:
@@ -133,7 +146,7 @@ async def check_input(route: RouteGuards, request: dict[str, Any]) -> InputOutco
             texts = text_of(message.get("content"))
             if not texts:
                 continue
-            checked = [await use.check(text, context) for text in texts]
+            checked = [await run_check(use, text, context) for text in texts]
             results.extend(checked)
             if all(r.passed for r in checked):
                 continue
@@ -188,7 +201,9 @@ async def check_output(uses: Iterable[GuardUse], request: dict[str, Any], text: 
     traced = text
     outcomes: list[dict[str, Any]] = []
     for use in uses:
-        result = await use.check(text, GuardContext(request, request_context(request, use.context_roles)))
+        result = await run_check(
+            use, text, GuardContext(request, request_context(request, use.context_roles))
+        )
         outcomes.append(_outcome(use, [result]))
         if result.passed:
             continue
