@@ -43,6 +43,7 @@ GUARDS: dict[str, dict[str, Any]] = {
     "pii phone": {"type": "pii", "entities": ["phone"], "action": "redact"},
     "pii card (Luhn)": {"type": "pii", "entities": ["card"], "action": "redact"},
     "pii iban (mod 97)": {"type": "pii", "entities": ["iban"], "action": "redact"},
+    "pii ssn": {"type": "pii", "entities": ["ssn"], "action": "redact"},
     "pii secret": {"type": "pii", "entities": ["secret"], "action": "redact"},
     "regex (3 patterns)": {
         "type": "regex",

@@ -88,12 +88,15 @@ def test_iban_mod97_agrees_with_the_standard_on_random_ibans() -> None:
         ("pay GB82 WEST 1234 5698 7654 32 by Friday", ["IBAN"]),
         ("OPENAI_API_KEY=sk-proj-0123456789abcdefghijKLMNOP and AKIAIOSFODNN7EXAMPLE", ["SECRET", "SECRET"]),
         ('{"password": "correct-horse-battery"}', ["SECRET"]),
+        ("SSN 078-05-1120; not 666-12-3456, 123-00-4567 or 123-45-0000", ["SSN"]),
         # not personal data: a date, an order number, a card number that fails Luhn, a bad IBAN
         ("on 2024-01-15 order 1234567 card 4111 1111 1111 1112 iban GB83 WEST 1234 5698 7654 32", []),
     ],
 )
 def test_pii_finders(text: str, labels: list[str]) -> None:
-    assert [f.label for f in find_entities(text, ["email", "phone", "card", "iban", "secret"])] == labels
+    assert [
+        f.label for f in find_entities(text, ["email", "phone", "card", "iban", "ssn", "secret"])
+    ] == labels
 
 
 def test_redaction_merges_overlapping_findings() -> None:

@@ -1,6 +1,6 @@
 """Finding personal data and secrets in text: emails, phone numbers, payment card numbers (with the
-Luhn check), IBANs (with the ISO 13616 mod-97 check) and API keys or other secrets (known key shapes,
-``password=...`` assignments, private key blocks). Each finder returns :class:`Finding` spans; the
+Luhn check), IBANs (with the ISO 13616 mod-97 check), US social security numbers, and API keys or
+other secrets (known key shapes, ``password=...`` assignments, private key blocks). Each finder returns :class:`Finding` spans; the
 patterns bound every repetition, so no input makes them backtrack for long, and each starts with a
 character class (its boundary check a lookbehind after it), so the regex engine skips quickly to the
 places where one can start."""
@@ -161,6 +161,17 @@ def _ibans(text: str) -> Iterable[Finding]:
                 break
 
 
+# US social security numbers as written (123-45-6789): no area 000, 666 or 9xx, no group 00, no serial 0000
+_SSN = re.compile(r"\d(?<![\w-].)\d\d-\d\d-\d{4}(?![\w-])")
+
+
+def _ssns(text: str) -> Iterable[Finding]:
+    for match in _SSN.finditer(text):
+        area, group, serial = match.group().split("-")
+        if area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000":
+            yield Finding(match.start(), match.end(), "SSN")
+
+
 def _secrets(text: str) -> Iterable[Finding]:
     for literal, pattern in _KEY_SHAPES:
         if literal in text:
@@ -187,6 +198,7 @@ ENTITIES: dict[str, Callable[[str], Iterable[Finding]]] = {
     "phone": _phones,
     "card": _cards,
     "iban": _ibans,
+    "ssn": _ssns,
     "secret": _secrets,
 }
 
