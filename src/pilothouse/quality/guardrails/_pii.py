@@ -1,9 +1,9 @@
 """Finding personal data and secrets in text: emails, phone numbers, payment card numbers (with the
 Luhn check), IBANs (with the ISO 13616 mod-97 check), US social security numbers, and API keys or
-other secrets (known key shapes, ``password=...`` assignments, private key blocks). Each finder returns :class:`Finding` spans; the
-patterns bound every repetition, so no input makes them backtrack for long, and each starts with a
-character class (its boundary check a lookbehind after it), so the regex engine skips quickly to the
-places where one can start."""
+other secrets (known key shapes, ``password=...`` assignments, private key blocks). Each finder
+returns :class:`Finding` spans. The patterns bound every repetition, so no input makes them backtrack
+for long, and each starts with a character class (its boundary check a lookbehind after it), so the
+regex engine skips quickly to the places where one can start."""
 
 from __future__ import annotations
 
