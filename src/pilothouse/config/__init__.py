@@ -5,6 +5,7 @@ the config file or Pilothouse's environment variables; everything else is handed
 values. Errors are :class:`ConfigError`: one line naming the file or variable, the key path and what
 was expected."""
 
+from pilothouse.config._guardrails import GuardrailRule, GuardSpec
 from pilothouse.config._load import (
     ConfigError,
     config_error,
@@ -36,6 +37,8 @@ __all__ = [
     "CascadeSettings",
     "ClientSettings",
     "ConfigError",
+    "GuardSpec",
+    "GuardrailRule",
     "ModelEntry",
     "PilothouseConfig",
     "PriceSpec",

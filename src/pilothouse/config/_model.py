@@ -1,6 +1,7 @@
 """The config model: every section of the YAML file (``server``, ``models``, ``fallbacks``, ``router``,
-``cache``, ``cascades``) and the settings of the environment, as pydantic models. Values are checked
-here once; the packages that use them (gateway, costs, server) read typed, valid objects."""
+``cache``, ``cascades``, ``guardrails``) and the settings of the environment, as pydantic models.
+Values are checked here once; the packages that use them (gateway, costs, server) read typed, valid
+objects."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pilothouse.config._guardrails import GuardrailRule, check_guardrails
 
 __all__ = [
     "CacheSettings",
@@ -382,6 +385,7 @@ class PilothouseConfig(_Section):
     router: RouterSettings = Field(default_factory=RouterSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     cascades: tuple[CascadeSettings, ...] = ()
+    guardrails: tuple[GuardrailRule, ...] = ()
     _source: str = PrivateAttr(default="config")  # the file it came from, for error messages
 
     @property
@@ -418,4 +422,5 @@ class PilothouseConfig(_Section):
                 raise ValueError(f"aliases.{alias}: {alias!r} is already a model name")
             if target not in served and not any(fnmatch.fnmatchcase(target, p) for p in patterns):
                 raise ValueError(f"aliases.{alias} names {target!r}, which no model entry serves")
+        check_guardrails(self.guardrails, served, {c.name for c in self.cascades})
         return self

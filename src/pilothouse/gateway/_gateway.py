@@ -1,5 +1,6 @@
-"""The gateway as a service: a model call goes admission -> cache -> budget hold -> route or cascade ->
-settle -> record, and comes back as a :class:`GatewayReply` (or a :class:`GatewayError`).
+"""The gateway as a service: a model call goes admission -> input guards -> cache -> budget hold ->
+route or cascade -> output guards -> settle -> record, and comes back as a :class:`GatewayReply` (or a
+:class:`GatewayError`). The guards are the route's (``guardrails``; :mod:`pilothouse.gateway.guarding`).
 
 The HTTP surfaces (``pilothouse.server``) only translate wire formats (OpenAI, Anthropic) to and from
 these objects; in-process callers (eval targets, judges, cascade verifiers) use the same pipeline
@@ -20,6 +21,7 @@ from typing import Any
 from pilothouse.config import CascadeSettings
 from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_tokens, worst_case_cost
 from pilothouse.domain.chat import CallContext, SpanSink, current_call
+from pilothouse.domain.guards import Guardrails, RouteGuards
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
@@ -36,12 +38,22 @@ from pilothouse.gateway._caching import CacheOutcome, Caches, replay
 from pilothouse.gateway.budgets import BudgetExceeded, BudgetGuard
 from pilothouse.gateway.cache import CachePolicy
 from pilothouse.gateway.cascade import Verifier, run_cascade
+from pilothouse.gateway.guarding import (
+    BLOCKED_CODE,
+    GUARDRAILS_ATTRIBUTE,
+    GuardBlocked,
+    StreamRedactor,
+    check_answer,
+    check_input,
+    check_output,
+)
 from pilothouse.gateway.limits import RateLimiter
 from pilothouse.gateway.prompt_refs import PromptReferenceError, apply_prompt_reference
 from pilothouse.gateway.recording import (
     CallSpan,
     StreamAssembler,
     checked_usage_from_openai,
+    output_text,
     parse_traceparent,
 )
 from pilothouse.gateway.redis_client import RedisUnavailable
@@ -94,6 +106,11 @@ class GatewayError(Exception):
         self.param = param
         self.kind = kind or error_kind(status)
         self.headers = headers or {}
+
+
+class AnswerRefused(GatewayError):
+    """A refusal of an answer an upstream gave (an output guard blocked it): the call is already
+    recorded and settled, at the answer's cost."""
 
 
 _KINDS = {
@@ -169,6 +186,7 @@ class Gateway:
     cascades: dict[str, Cascade] = field(default_factory=dict)
     redis_faults: RedisFaults = field(default_factory=RedisFaults)
     prompts: PromptRegistry | None = None  # resolves a request's ``prompt`` reference
+    guardrails: Guardrails | None = None  # input and output guards per route (pilothouse.quality)
     _warned_at: dict[str, float] = field(default_factory=dict, repr=False)
 
     def model_names(self) -> list[str]:
@@ -272,6 +290,9 @@ class Gateway:
         call.request = request
         try:
             limit_headers = await self._admit(caller, request["model"])
+            route = self.guardrails.for_model(request["model"]) if self.guardrails is not None else None
+            if route is not None and route.input:
+                request = await self._guard_input(call, route, request)
             cached = await self._lookup(caller, call, request)
             if (answer := cached.answer) is not None:
                 # the check's own call is not billed to a budget: recorded, not metered
@@ -287,26 +308,34 @@ class Gateway:
             if (cascade := self.cascades.get(request["model"])) is not None:
                 response, total = await self._cascade(caller, call, cascade, request)
                 return self._reply(call, response, total, limit_headers, request)
-            if not request.get("stream"):
-                response, deployment = await self.router.chat(request, call.attempts)
-                check_chat_answer(response)
-                cost, after = await self._succeeded(caller, call, deployment, response)
+            if not request.get("stream") or (route is not None and route.holds_stream):
+                whole = (
+                    {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
+                    if request.get("stream")
+                    else request
+                )
+                response, deployment, cost, total, after = await self._answer(caller, call, whole, route)
                 await self._store(cached, deployment, response, cost)
-                headers = {**self._headers(call, cost), **limit_headers}
-                return GatewayReply(call, headers, response=response, cost=cost, after=after)
+                headers = {**self._headers(call, total), **limit_headers}
+                if request.get("stream"):  # held for its output guards: now replayed as a stream
+                    await after()
+                    return GatewayReply(call, headers, chunks=replay(response), cost=total)
+                return GatewayReply(call, headers, response=response, cost=total, after=after)
             # Always ask the upstream for usage; the surface passes the usage chunk on only if asked.
             upstream_request = {
                 **request,
                 "stream_options": {**(request.get("stream_options") or {}), "include_usage": True},
             }
             stream, deployment = await self.router.chat_stream(upstream_request, call.attempts)
+        except AnswerRefused:  # recorded and settled already
+            raise
         except Exception as exc:  # an unexpected one too: traced as a 500, its budget hold released
             raise await self.fail(call, exc) from None
         except BaseException:  # cancelled (the client left): release the hold, whatever happened
             await self._cancelled(call)
             raise
         reply = GatewayReply(call, {**self._headers(call, "pending"), **limit_headers})
-        reply.chunks = self._relay(caller, call, stream, deployment, cached, reply)
+        reply.chunks = self._relay(caller, call, stream, deployment, cached, reply, route)
         self._record_interim(call, deployment)
         return reply
 
@@ -322,6 +351,114 @@ class Gateway:
             self.interim(record)
         except Exception:  # the stream goes on; only a crash during it would go unrecorded
             log.exception("gateway stream %s: its interrupted record could not be written", call.trace_id)
+
+    # -- guardrails (gateway/guarding.py runs the guards; here their actions meet the call) ---------------
+
+    async def _guard_input(
+        self, call: CallSpan, route: RouteGuards, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The request after the route's input guards (redacted, or for a fallback model); the trace
+        keeps the request with what they found redacted. Raises a 400 when one blocks it."""
+        outcome = await check_input(route, request)
+        call.request = outcome.traced
+        _note(call, outcome.outcomes)
+        if outcome.blocked is not None:
+            blocked = outcome.blocked
+            raise GatewayError(blocked.status, blocked.message, code=blocked.code, param=blocked.param)
+        return outcome.request
+
+    async def _answer(
+        self, caller: Caller, call: CallSpan, request: dict[str, Any], route: RouteGuards | None
+    ) -> tuple[dict[str, Any], Deployment, Cost | None, Cost | None, Callable[[], Awaitable[None]]]:
+        """A whole answer that passed the route's output guards: (response, deployment, its cost,
+        the call's total cost with answers the guards turned down, the recording to run). An answer
+        an output guard falls back from is recorded as a child span, and the fallback model asked;
+        one it blocks is recorded and paid, and refused (:class:`AnswerRefused`, a 400)."""
+        response, deployment = await self.router.chat(request, call.attempts)
+        check_chat_answer(response)
+        if route is None or not route.output:
+            cost, after = await self._succeeded(caller, call, deployment, response)
+            return response, deployment, cost, cost, after
+        response, outcome = await check_answer(route.output, request, response)
+        spent: Cost | None = Cost({})  # the answers turned down (None: of unknown cost)
+        if outcome is not None and outcome.fallback is not None:
+            spent = await self._turned_down(caller, call, request, response, deployment, outcome.traced)
+            request = {**request, "model": outcome.fallback}
+            response, deployment = await self.router.chat(request, call.attempts)
+            check_chat_answer(response)
+            earlier = outcome.outcomes
+            response, outcome = await check_answer(route.output, request, response)
+            if outcome is None:  # the fallback answered without text: nothing more to check
+                _note(call, earlier)
+            else:
+                outcome.outcomes = earlier + outcome.outcomes
+                if outcome.fallback is not None:  # the fallback's answer fails too: refused
+                    outcome.blocked = GuardBlocked(
+                        f"The answer was blocked: the fallback model '{request['model']}' failed the "
+                        "guardrails too."
+                    )
+        traced = outcome.traced if outcome is not None and len(response.get("choices") or ()) == 1 else None
+        if outcome is not None:
+            _note(call, outcome.outcomes)
+        if outcome is not None and outcome.blocked is not None:
+            call.finish()
+            usage = self._usage(call, response.get("usage"))
+            cost = self._cost(deployment, response.get("model"), usage)
+            total = _plus(cost, spent)
+            await self._count_tokens(caller, usage)
+            await self._settle(call, total)
+            error = AnswerRefused(400, outcome.blocked.message, code=BLOCKED_CODE)
+            error.headers.update(self._headers(call, total))
+            self._save(
+                call.record(
+                    status=Status.ERROR,
+                    served_model=response.get("model"),
+                    provider=deployment.provider,
+                    deployment=deployment.id,
+                    output=traced,
+                    usage=usage,
+                    cost=cost,
+                    error=outcome.blocked.message,
+                    http_status=400,
+                )
+            )
+            raise error
+        cost, after = await self._succeeded(caller, call, deployment, response, traced, also_spent=spent)
+        return response, deployment, cost, _plus(cost, spent), after
+
+    async def _turned_down(
+        self,
+        caller: Caller,
+        call: CallSpan,
+        request: dict[str, Any],
+        response: dict[str, Any],
+        deployment: Deployment,
+        traced: str,
+    ) -> Cost | None:
+        """Record an answer an output guard fell back from: a child span of the call, priced, its
+        tokens counted; its cost (settled with the call's)."""
+        usage = self._usage(call, response.get("usage"))
+        cost = self._cost(deployment, response.get("model"), usage)
+        await self._count_tokens(caller, usage)
+        step = CallSpan(
+            project_id=call.project_id,
+            operation="chat",
+            request=call.request,
+            key_id=call.key_id,
+            user_id=call.user_id,
+            trace_id=call.trace_id,
+            parent_id=call.span_id,
+            tags=call.tags,
+            started=call.started,
+            start_ns=call.start_ns,
+            extra={"gateway.guardrail_refused": True},
+        )
+        self._save(
+            step.record_answer(
+                response, deployment.provider, deployment.id, usage=usage, cost=cost, output=traced
+            )
+        )
+        return cost
 
     async def embed(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
         """Embeddings for a checked OpenAI embeddings request. Raises :class:`GatewayError`."""
@@ -551,15 +688,18 @@ class Gateway:
         deployment: Deployment,
         response: dict[str, Any],
         output: str | None = None,
+        *,
+        also_spent: Cost | None = None,
     ) -> tuple[Cost | None, Callable[[], Awaitable[None]]]:
         """A completed non-streamed call: its tokens counted against the key's limits and its budget
-        hold settled; its cost, and the work that records it once the response is on its way (the
-        client does not wait for the trace record; the call's latency ends now)."""
+        hold settled (with ``also_spent``: answers turned down on the way); its cost, and the work that
+        records it once the response is on its way (the client does not wait for the trace record;
+        the call's latency ends now)."""
         call.finish()
         usage = self._usage(call, response.get("usage"))
         cost = self._cost(deployment, response.get("model"), usage)
         await self._count_tokens(caller, usage)
-        await self._settle(call, cost)
+        await self._settle(call, cost if also_spent is None else _plus(cost, also_spent))
 
         async def record() -> None:
             try:
@@ -640,11 +780,18 @@ class Gateway:
         deployment: Deployment,
         cached: CacheOutcome,
         reply: GatewayReply,
+        route: RouteGuards | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """The upstream's chunks, passed on; the call is recorded (and ``reply.cost`` set) when the
         stream ends: completed, failed after the first chunk (:class:`GatewayError` raised to the
-        consumer), or cut by the consumer (the upstream call is cancelled)."""
+        consumer), or cut by the consumer (the upstream call is cancelled). The route's redacting
+        output guards redact the text chunk by chunk; its flagging ones check the whole text at the
+        end (guards that block or fall back never get here: such a route's streams are held)."""
         assembler = StreamAssembler()
+        redacting = tuple(use for use in route.output if use.per_chunk) if route is not None else ()
+        flagging = tuple(use for use in route.output if not use.per_chunk) if route is not None else ()
+        redactor = StreamRedactor(redacting) if redacting else None
+        shown: str | None = None
         status, error = Status.OK, None
         timeout_s = self.router.settings.timeout_s
         deadline = call.started + timeout_s  # the total timeout covers the whole stream
@@ -657,11 +804,24 @@ class Gateway:
                         chunk = await anext(chunks)
                     except StopAsyncIteration:
                         break
-                assembler.add(check_chunk(chunk))
+                chunk = check_chunk(chunk)
+                if redactor is not None:
+                    chunk = redactor.chunk(chunk)
+                assembler.add(chunk)
                 choices = chunk.get("choices") or []
                 if choices and (choices[0].get("delta") or {}).get("content"):
                     call.first_token()
                 yield chunk
+            if redactor is not None and (last := redactor.flush()) is not None:
+                assembler.add(last)
+                yield last
+            if redactor is not None:
+                _note(call, redactor.outcomes())
+            if flagging:
+                text = output_text(assembler.response()) or ""
+                checked = await check_output(flagging, call.request, text)
+                _note(call, checked.outcomes)
+                shown = checked.traced if checked.traced != text else None
         except ProviderError as exc:
             # The consumer already has part of the answer: the stream ends with an error.
             status, error = Status.ERROR, f"stream failed after the first chunk: {exc.message}"
@@ -703,10 +863,26 @@ class Gateway:
                     deployment.id,
                     usage=usage,
                     cost=cost,
+                    output=shown,
                     status=status,
                     error=error,
                 )
             )
+
+
+def _note(call: CallSpan, outcomes: list[dict[str, Any]]) -> None:
+    """Guard outcomes onto the call's span (``gateway.guardrails``)."""
+    if outcomes:
+        call.extra.setdefault(GUARDRAILS_ATTRIBUTE, []).extend(outcomes)
+
+
+def _plus(cost: Cost | None, more: Cost | None) -> Cost | None:
+    """The sum of two costs: None (unknown) when either is; ``cost`` itself when ``more`` is nothing."""
+    if cost is None or more is None:
+        return None
+    if not more.items:
+        return cost
+    return Cost({"answers": cost.total + more.total}, cost.price_version)
 
 
 def _shown(name: str) -> str:

@@ -38,6 +38,7 @@ from pilothouse.config import (
     CacheSettings,
     CascadeSettings,
     ConfigError,
+    GuardrailRule,
     PilothouseConfig,
     RouterSettings,
     SemanticCacheSettings,
@@ -62,6 +63,8 @@ class GatewayConfig:
     cache: CacheSettings = field(default_factory=CacheSettings)
     cascades: list[CascadeSettings] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)  # a name clients ask for -> a served name
+    guardrails: tuple[GuardrailRule, ...] = ()  # built into guards by the server (pilothouse.quality)
+    source: str = "config"  # the file, for the errors of what is built later (the guards)
 
     @property
     def semantic_cache(self) -> SemanticCacheSettings:
@@ -102,6 +105,8 @@ class GatewayConfig:
             config.cache,
             list(config.cascades),
             dict(config.aliases),
+            config.guardrails,
+            config.source,
         )
 
 

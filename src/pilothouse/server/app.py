@@ -34,6 +34,7 @@ from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
+from pilothouse.quality.guardrails import build_guardrails
 from pilothouse.quality.monitors import MonitorWorker
 from pilothouse.server import (
     api,
@@ -151,9 +152,10 @@ def _gauges(router: Router, ingest: IngestQueue) -> list[Gauge]:
 
 
 def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) -> tuple[Gateway, BudgetGuard]:
-    """The server's gateway: the config's models, prices, caches and cascade routes (a cascade's judge
-    is a model of this same gateway), rate limits and budgets (shared in Redis when configured). A bad
-    cascade verifier is a config error at start-up. Its recorder is set when the app starts."""
+    """The server's gateway: the config's models, prices, caches, cascade routes (a cascade's judge
+    is a model of this same gateway) and guardrails, rate limits and budgets (shared in Redis when
+    configured). A bad cascade verifier or guard setting is a config error at start-up. Its recorder
+    is set when the app starts."""
     router = Router(config)  # providers are created now, so a bad config fails before serving
     budgets = BudgetGuard(
         CostStore(store), make_budget_ledger(settings.redis_url), webhook_allow=settings.webhook_allow
@@ -174,6 +176,7 @@ def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) ->
             budgets_fail_open=settings.budgets_fail_open,
             cache_fail_open=settings.cache_fail_open,
         ),
+        guardrails=build_guardrails(config.guardrails, config.source),
     )
     try:
         add_cascades(gateway, config.cascades)

@@ -125,6 +125,11 @@ class GatewayMetrics:
         self.attempts = Counter(
             "pilothouse_gateway_attempts_total", "Upstream attempts by status.", (*labels, "status")
         )
+        self.guardrails = Counter(
+            "pilothouse_gateway_guardrail_checks_total",
+            "Guardrail outcomes per call: passed or failed, by guard (a configured name), stage and action.",
+            ("model", "guard", "stage", "action", "outcome"),
+        )
         self.gauges: list[Gauge] = []
 
     def observe_call(self, record: SpanRecord) -> None:
@@ -150,6 +155,14 @@ class GatewayMetrics:
             if len(attempt_status) > 16:
                 attempt_status = UNKNOWN
             self.attempts.inc(model, self._deployment(attempt["deployment"]), attempt_status)
+        for outcome in o.attributes.get("gateway.guardrails", []):  # names from the config: bounded
+            self.guardrails.inc(
+                model,
+                str(outcome["guard"]),
+                str(outcome["stage"]),
+                str(outcome["action"]),
+                "passed" if outcome["passed"] else "failed",
+            )
 
     def _model(self, name: str) -> str:
         if not name or self.models is None or name in self.models:
@@ -163,7 +176,16 @@ class GatewayMetrics:
         return UNKNOWN
 
     def all(self) -> list[Counter | Histogram | Gauge]:
-        return [self.requests, self.errors, self.latency, self.ttft, self.tokens, self.attempts, *self.gauges]
+        return [
+            self.requests,
+            self.errors,
+            self.latency,
+            self.ttft,
+            self.tokens,
+            self.attempts,
+            self.guardrails,
+            *self.gauges,
+        ]
 
     def render(self) -> str:
         """The whole exposition."""

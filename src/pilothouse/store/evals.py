@@ -29,7 +29,7 @@ from pilothouse.domain.evals import (
     ScoreRecord,
 )
 from pilothouse.domain.queries import TraceQuery
-from pilothouse.domain.traces import SpanRecord, Trace
+from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.rows import money_or_none, pack, unpack
 from pilothouse.store.sql import SqlStore, _DriverStatement
@@ -722,7 +722,17 @@ class EvalStore:
                 root_in, root_out = roots.get(trace.id, (None, None))
                 text_in = trace.input if trace.input is not None else root_in
                 text_out = trace.output if trace.output is not None else root_out
-                yield _trace_item(trace, text_in, text_out, own)
+                yield _trace_item(
+                    trace.id,
+                    text_in,
+                    text_out,
+                    name=trace.name,
+                    model=trace.model,
+                    tags=trace.tags,
+                    scores=own,
+                    user_id=trace.user_id,
+                    session_id=trace.session_id,
+                )
                 produced += 1
                 if limit is not None and produced >= limit:
                     return
@@ -750,6 +760,8 @@ class EvalStore:
                         tr.c.tags,
                         sp.c.input,
                         sp.c.output,
+                        tr.c.user_id,
+                        tr.c.session_id,
                     )
                     .outerjoin(sp, (sp.c.trace_pk == tr.c.pk) & sp.c.parent_id.is_(None))
                     .where(tr.c.project_id == project_id, tr.c.id.in_(chunk))
@@ -760,7 +772,17 @@ class EvalStore:
                     text_in = unpack(row[1]) if row[1] is not None else unpack(row[6])
                     text_out = unpack(row[2]) if row[2] is not None else unpack(row[7])
                     tags = orjson.loads(row[5]) if row[5] else []
-                    out[row[0]] = _trace_item(row[0], text_in, text_out, row[3], row[4], tags, {})
+                    out[row[0]] = _trace_item(
+                        row[0],
+                        text_in,
+                        text_out,
+                        name=row[3],
+                        model=row[4],
+                        tags=tags,
+                        scores={},
+                        user_id=row[8],
+                        session_id=row[9],
+                    )
         return out
 
 
@@ -820,7 +842,16 @@ def _score_passes(value: float | str | None, f: ScoreFilter) -> bool:
 
 
 def _trace_item(
-    trace: Trace, text_in: str | None, text_out: str | None, scores: Mapping[str, Any]
+    trace_id: str,
+    text_in: str | None,
+    text_out: str | None,
+    *,
+    name: str | None,
+    model: str | None,
+    tags: Sequence[str],
+    scores: Mapping[str, Any],
+    user_id: str | None = None,
+    session_id: str | None = None,
 ) -> DatasetItem:
     variables: dict[str, Any] = {}
     messages = None
@@ -837,21 +868,21 @@ def _trace_item(
     elif text_in is not None:
         variables = {"input": text_in}
     metadata: dict[str, Any] = {
-        "trace_name": trace.name,
-        "model": trace.model,
-        "tags": list(trace.tags),
-        "user_id": trace.user_id,
-        "session_id": trace.session_id,
+        "trace_name": name,
+        "model": model,
+        "tags": list(tags),
+        "user_id": user_id,
+        "session_id": session_id,
     }
     if scores:
         metadata["scores"] = dict(scores)
     return DatasetItem(
-        id=trace.id,
+        id=trace_id,
         input=variables,
         expected=text_out,
         metadata={k: v for k, v in metadata.items() if v},
         messages=messages,
-        source_trace_id=trace.id,
+        source_trace_id=trace_id,
     )
 
 
