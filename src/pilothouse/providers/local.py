@@ -299,9 +299,10 @@ class LocalProvider:
 
     def _load_locked(self) -> LoadedModel:
         started = time.perf_counter()
+        gguf = self._gguf_source()  # a missing model is a clear error before torch is imported
         transformers, torch = _heavy_modules()
         torch.set_num_threads(self.threads)
-        directory, dequantised = self._prepare_directory(transformers, torch)
+        directory, dequantised = self._prepare_directory(transformers, torch, gguf)
         tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
         model = transformers.AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch.float32, local_files_only=True
@@ -322,12 +323,14 @@ class LocalProvider:
     def base_directory(self) -> Path:
         """The Hugging Face folder of the base model (a GGUF converted into the cache first, once),
         without loading it: what fine-tuning starts from (blocking)."""
+        gguf = self._gguf_source()
         transformers, torch = _heavy_modules()
         with self._load_lock:
-            return self._prepare_directory(transformers, torch)[0]
+            return self._prepare_directory(transformers, torch, gguf)[0]
 
-    def _prepare_directory(self, transformers: Any, torch: Any) -> tuple[Path, bool]:
-        gguf = self._gguf_source()
+    def _prepare_directory(
+        self, transformers: Any, torch: Any, gguf: tuple[Path, str] | None
+    ) -> tuple[Path, bool]:
         directory = Path(self.source).expanduser()
         if gguf is None:
             return directory, False
