@@ -1,0 +1,484 @@
+"""The online evaluators' repository: their rules (every version kept), the live traces a poll looks
+at, and the persisted work queue that workers claim under a lease.
+
+A work item is one (evaluator version, trace): the unique constraint makes enqueueing idempotent, so
+any number of pollers (one per server process) may offer the same trace. A claim takes due items, or
+items whose lease has expired (a crashed worker's), in one transaction: ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL, ``BEGIN IMMEDIATE`` (one writer) on SQLite, so no item is held by two live leases.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pilothouse.store import tables as t
+from pilothouse.store.rows import loads
+from pilothouse.store.sql import SqlStore
+
+__all__ = ["DuplicateEvaluator", "EvaluatorRow", "LiveTrace", "OnlineStore", "WorkItem"]
+
+PENDING, RUNNING, SCORED, UNMEASURED = "pending", "running", "scored", "unmeasured"
+FINAL_STATES = (SCORED, UNMEASURED)
+
+
+class DuplicateEvaluator(ValueError):
+    """An evaluator name this project already has."""
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorRow:
+    """One evaluator at its current version; ``definition`` is its JSON rules as stored."""
+
+    id: str
+    project_id: str
+    name: str
+    version: int
+    definition: dict[str, Any]
+    enabled: bool
+    cursor_pk: int
+    created_ns: int
+    updated_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class LiveTrace:
+    """What the rules look at in a stored trace (its texts are read later, by the worker)."""
+
+    pk: int
+    project_id: str
+    id: str
+    name: str | None
+    model: str | None
+    tags: tuple[str, ...]
+    metadata: dict[str, Any]
+    start_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One persisted (evaluator version, trace) to score, and how far it got."""
+
+    pk: int
+    project_id: str
+    evaluator_id: str
+    version: int
+    trace_id: str
+    state: str
+    attempts: int
+    due_ns: int
+    lease_owner: str | None = None
+    lease_until_ns: int | None = None
+    reason: str | None = None
+    score_id: str | None = None
+    value: float | None = None
+    cost_usd: float | None = None
+    created_ns: int = 0
+    finished_ns: int | None = None
+
+
+def _evaluator(row: Any) -> EvaluatorRow:
+    return EvaluatorRow(
+        id=row.id,
+        project_id=row.project_id,
+        name=row.name,
+        version=row.version,
+        definition=orjson.loads(row.definition),
+        enabled=bool(row.enabled),
+        cursor_pk=row.cursor_pk,
+        created_ns=row.created_ns,
+        updated_ns=row.updated_ns,
+    )
+
+
+def _item(row: Any) -> WorkItem:
+    m = row._mapping
+    return WorkItem(**{name: m[name] for name in WorkItem.__slots__})
+
+
+class OnlineStore:
+    """Repository of online evaluators and their work queue, over the SQL store's engine."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.engine = store.engine
+        self._sqlite = store.dialect == "sqlite"
+
+    # -- evaluators --------------------------------------------------------------------------------
+
+    def max_trace_pk(self) -> int:
+        """The largest trace key stored (0 for none): where a new evaluator's live poll starts."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(t.traces.c.pk), 0))).scalar_one())
+
+    def create_evaluator(
+        self, project_id: str, name: str, definition: dict[str, Any], *, enabled: bool, cursor_pk: int
+    ) -> EvaluatorRow:
+        """A new evaluator at version 1; :class:`DuplicateEvaluator` when the name is taken."""
+        now = time.time_ns()
+        evaluator_id = uuid.uuid4().hex
+        text = orjson.dumps(definition).decode()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    t.online_evaluators.insert().values(
+                        id=evaluator_id,
+                        project_id=project_id,
+                        name=name,
+                        version=1,
+                        definition=text,
+                        enabled=enabled,
+                        cursor_pk=cursor_pk,
+                        created_ns=now,
+                        updated_ns=now,
+                    )
+                )
+                conn.execute(
+                    t.online_evaluator_versions.insert().values(
+                        evaluator_id=evaluator_id, version=1, definition=text, created_ns=now
+                    )
+                )
+        except IntegrityError:
+            raise DuplicateEvaluator(name) from None
+        found = self.get_evaluator(project_id, name)
+        assert found is not None
+        return found
+
+    def update_evaluator(
+        self, project_id: str, name: str, definition: dict[str, Any] | None, enabled: bool | None
+    ) -> EvaluatorRow | None:
+        """Change an evaluator: a changed definition is a new version (its traces are scored again
+        from now on); ``enabled`` alone is not. None when there is no such evaluator."""
+        now = time.time_ns()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(t.online_evaluators)
+                .where(t.online_evaluators.c.project_id == project_id, t.online_evaluators.c.name == name)
+                .with_for_update()
+            ).first()
+            if row is None:
+                return None
+            values: dict[str, Any] = {"updated_ns": now}
+            if enabled is not None:
+                values["enabled"] = enabled
+            if definition is not None and definition != orjson.loads(row.definition):
+                text = orjson.dumps(definition).decode()
+                values.update(version=row.version + 1, definition=text)
+                conn.execute(
+                    t.online_evaluator_versions.insert().values(
+                        evaluator_id=row.id, version=row.version + 1, definition=text, created_ns=now
+                    )
+                )
+            conn.execute(
+                t.online_evaluators.update().where(t.online_evaluators.c.id == row.id).values(**values)
+            )
+        return self.get_evaluator(project_id, name)
+
+    def delete_evaluator(self, project_id: str, name: str) -> bool:
+        """Delete an evaluator and its unfinished work (its scores and finished items stay)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(t.online_evaluators.c.id).where(
+                    t.online_evaluators.c.project_id == project_id, t.online_evaluators.c.name == name
+                )
+            ).first()
+            if row is None:
+                return False
+            conn.execute(t.online_evaluators.delete().where(t.online_evaluators.c.id == row.id))
+            i = t.online_items.c
+            conn.execute(
+                t.online_items.delete().where(i.evaluator_id == row.id, i.state.in_((PENDING, RUNNING)))
+            )
+        return True
+
+    def get_evaluator(self, project_id: str, name: str) -> EvaluatorRow | None:
+        """One evaluator of this project by name, or None."""
+        c = t.online_evaluators.c
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.online_evaluators).where(c.project_id == project_id, c.name == name)
+            ).first()
+        return None if row is None else _evaluator(row)
+
+    def list_evaluators(
+        self, project_id: str | None = None, *, enabled_only: bool = False
+    ) -> list[EvaluatorRow]:
+        """The evaluators of a project (every project's when None), by name."""
+        c = t.online_evaluators.c
+        stmt = select(t.online_evaluators).order_by(c.project_id, c.name)
+        if project_id is not None:
+            stmt = stmt.where(c.project_id == project_id)
+        if enabled_only:
+            stmt = stmt.where(c.enabled.is_(True))
+        with self.engine.connect() as conn:
+            return [_evaluator(r) for r in conn.execute(stmt)]
+
+    def definition_at(self, evaluator_id: str, version: int) -> dict[str, Any] | None:
+        """The definition an evaluator had at a version, or None."""
+        v = t.online_evaluator_versions.c
+        with self.engine.connect() as conn:
+            text = conn.execute(
+                select(v.definition).where(v.evaluator_id == evaluator_id, v.version == version)
+            ).scalar()
+        return None if text is None else dict(orjson.loads(text))
+
+    def advance_cursor(self, evaluator_ids: Iterable[str], cursor_pk: int) -> None:
+        """Move the live poll's cursor of these evaluators forward (never back)."""
+        ids = list(evaluator_ids)
+        if not ids:
+            return
+        c = t.online_evaluators.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.online_evaluators)
+                .where(c.id.in_(ids), c.cursor_pk < cursor_pk)
+                .values(cursor_pk=cursor_pk)
+            )
+
+    # -- the traces rules look at ------------------------------------------------------------------
+
+    _LIVE_COLUMNS = ("pk", "project_id", "id", "name", "model", "tags", "metadata", "start_ns")
+
+    def _live(self, conn: Connection, conds: Sequence[Any], limit: int) -> list[LiveTrace]:
+        c = t.traces.c
+        stmt = select(*(c[n] for n in self._LIVE_COLUMNS)).where(*conds).order_by(c.pk).limit(limit)
+        return [
+            LiveTrace(
+                r.pk,
+                r.project_id,
+                r.id,
+                r.name,
+                r.model,
+                tuple(loads(r.tags, [])),
+                loads(r.metadata, {}),
+                r.start_ns,
+            )
+            for r in conn.execute(stmt)
+        ]
+
+    def live_traces(self, after_pk: int, up_to_pk: int, limit: int) -> list[LiveTrace]:
+        """Traces with keys in (after_pk, up_to_pk], in key order, at most ``limit``."""
+        c = t.traces.c
+        with self.engine.connect() as conn:
+            return self._live(conn, [c.pk > after_pk, c.pk <= up_to_pk], limit)
+
+    def traces_started(
+        self, project_id: str, start_ns: int, end_ns: int, after_pk: int, limit: int
+    ) -> list[LiveTrace]:
+        """This project's traces that started in [start_ns, end_ns), in key order after ``after_pk``
+        (a backfill's pages)."""
+        c = t.traces.c
+        conds = [c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns, c.pk > after_pk]
+        with self.engine.connect() as conn:
+            return self._live(conn, conds, limit)
+
+    def span_facts(self, trace_pks: Sequence[int]) -> dict[int, tuple[set[str], set[str]]]:
+        """Each trace's span names and models (for the rules that filter on them)."""
+        facts: dict[int, tuple[set[str], set[str]]] = {pk: (set(), set()) for pk in trace_pks}
+        if not trace_pks:
+            return facts
+        s = t.spans.c
+        with self.engine.connect() as conn:
+            for row in conn.execute(
+                select(s.trace_pk, s.name, s.model).where(s.trace_pk.in_(list(trace_pks)))
+            ):
+                names, models = facts[row.trace_pk]
+                names.add(row.name)
+                if row.model:
+                    models.add(row.model)
+        return facts
+
+    def score_facts(
+        self, project_id: str, trace_ids: Sequence[str]
+    ) -> dict[str, list[tuple[str, float | None, str | None]]]:
+        """Each trace's scores as (name, value, string value)."""
+        found: dict[str, list[tuple[str, float | None, str | None]]] = {i: [] for i in trace_ids}
+        if not trace_ids:
+            return found
+        c = t.scores.c
+        stmt = select(c.trace_id, c.name, c.value, c.string_value).where(
+            c.project_id == project_id, c.trace_id.in_(list(trace_ids))
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                found[row.trace_id].append((row.name, row.value, row.string_value))
+        return found
+
+    # -- the work queue ----------------------------------------------------------------------------
+
+    def enqueue(self, items: Sequence[tuple[str, str, int, str]], due_ns: int) -> int:
+        """Add (project, evaluator id, version, trace id) items not queued yet; how many were new."""
+        if not items:
+            return 0
+        now = time.time_ns()
+        rows = [
+            {
+                "project_id": p,
+                "evaluator_id": e,
+                "version": v,
+                "trace_id": tr,
+                "state": PENDING,
+                "due_ns": due_ns,
+                "attempts": 0,
+                "created_ns": now,
+            }
+            for p, e, v, tr in dict.fromkeys(items)
+        ]
+        stmt = (
+            self.store._insert(t.online_items)
+            .on_conflict_do_nothing(index_elements=["evaluator_id", "version", "trace_id"])
+            .returning(t.online_items.c.pk)
+        )
+        with self.engine.begin() as conn:
+            return len(conn.execute(stmt, rows).all())
+
+    def claim(self, owner: str, limit: int, now_ns: int, lease_ns: int) -> list[WorkItem]:
+        """Lease up to ``limit`` due items (pending, or running under an expired lease) to ``owner``."""
+        i = t.online_items.c
+        ready = or_(
+            and_(i.state == PENDING, i.due_ns <= now_ns),
+            and_(i.state == RUNNING, i.lease_until_ns < now_ns),
+        )
+        with self.engine.begin() as conn:
+            if self._sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            pks = list(
+                conn.execute(
+                    select(i.pk)
+                    .where(ready)
+                    .order_by(i.due_ns)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            if not pks:
+                return []
+            rows = conn.execute(
+                update(t.online_items)
+                .where(i.pk.in_(pks), ready)
+                .values(
+                    state=RUNNING,
+                    lease_owner=owner,
+                    lease_until_ns=now_ns + lease_ns,
+                    attempts=i.attempts + 1,
+                )
+                .returning(*t.online_items.c)
+            ).all()
+        return sorted((_item(r) for r in rows), key=lambda item: item.due_ns)
+
+    def finish(
+        self,
+        item: WorkItem,
+        owner: str,
+        state: str,
+        *,
+        reason: str | None = None,
+        score_id: str | None = None,
+        value: float | None = None,
+        cost_usd: float | None = None,
+    ) -> bool:
+        """Mark a leased item final (scored or unmeasured); False when its lease was lost meanwhile."""
+        i = t.online_items.c
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.online_items)
+                .where(i.pk == item.pk, i.state == RUNNING, i.lease_owner == owner)
+                .values(
+                    state=state,
+                    reason=reason,
+                    score_id=score_id,
+                    value=value,
+                    cost_usd=cost_usd,
+                    finished_ns=time.time_ns(),
+                    lease_until_ns=None,
+                )
+            )
+        return bool(result.rowcount)
+
+    def retry_later(
+        self, item: WorkItem, owner: str, reason: str, due_ns: int, cost_usd: float | None
+    ) -> bool:
+        """Give a leased item back, due again at ``due_ns`` (an attempt failed)."""
+        i = t.online_items.c
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(t.online_items)
+                .where(i.pk == item.pk, i.state == RUNNING, i.lease_owner == owner)
+                .values(
+                    state=PENDING,
+                    reason=reason,
+                    due_ns=due_ns,
+                    lease_owner=None,
+                    lease_until_ns=None,
+                    cost_usd=func.coalesce(i.cost_usd, 0.0) + (cost_usd or 0.0),
+                )
+            )
+        return bool(result.rowcount)
+
+    def cost_since(self, evaluator_id: str, since_ns: int) -> float:
+        """What an evaluator's judge calls cost on items finished (or retried) since ``since_ns``."""
+        i = t.online_items.c
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(i.cost_usd), 0.0)).where(
+                    i.evaluator_id == evaluator_id,
+                    or_(i.finished_ns >= since_ns, and_(i.finished_ns.is_(None), i.created_ns >= since_ns)),
+                )
+            ).scalar_one()
+        return float(total)
+
+    def counts(self, project_id: str) -> dict[tuple[str, int], dict[str, int]]:
+        """Items per (evaluator id, version) and state, in this project."""
+        i = t.online_items.c
+        stmt = (
+            select(i.evaluator_id, i.version, i.state, func.count())
+            .where(i.project_id == project_id)
+            .group_by(i.evaluator_id, i.version, i.state)
+        )
+        found: dict[tuple[str, int], dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for evaluator_id, version, state, count in conn.execute(stmt):
+                found.setdefault((evaluator_id, version), {})[state] = int(count)
+        return found
+
+    def items_for_trace(self, project_id: str, trace_id: str) -> list[WorkItem]:
+        """The work items of one trace (every evaluator and version)."""
+        i = t.online_items.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.online_items)
+                .where(i.project_id == project_id, i.trace_id == trace_id)
+                .order_by(i.pk)
+            )
+            return [_item(r) for r in rows]
+
+    def items(self, evaluator_id: str, *, limit: int = 100) -> list[WorkItem]:
+        """An evaluator's latest items, newest first."""
+        i = t.online_items.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.online_items)
+                .where(i.evaluator_id == evaluator_id)
+                .order_by(i.pk.desc())
+                .limit(limit)
+            )
+            return [_item(r) for r in rows]
+
+    def backlog(self, now_ns: int) -> tuple[int, int | None]:
+        """Items due now and not final (pending, or running under an expired lease), and the oldest
+        one's due time: what the watchdog looks at."""
+        i = t.online_items.c
+        ready = or_(
+            and_(i.state == PENDING, i.due_ns <= now_ns),
+            and_(i.state == RUNNING, i.lease_until_ns < now_ns),
+        )
+        with self.engine.connect() as conn:
+            count, oldest = conn.execute(select(func.count(), func.min(i.due_ns)).where(ready)).one()
+        return int(count), None if oldest is None else int(oldest)
