@@ -27,6 +27,8 @@ from pilothouse.store.sql import SqlStore
 from tests.conftest import _clean
 from tests.quality.online_traces import store_trace
 
+pytestmark = pytest.mark.slow  # real databases and many cycles: over 0.3 s each on PostgreSQL
+
 FAST = WorkerOptions(poll_s=0.01, settle_s=0.0, lease_s=30.0, max_attempts=3, concurrency=8, retry_base_s=0.0)
 CONTAINS_PARIS = {"scorer": {"type": "contains", "value": "Paris"}, "sampling": 1.0}
 

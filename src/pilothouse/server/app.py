@@ -24,7 +24,7 @@ from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.evals import Evaluations
 from pilothouse.evals.verifier import add_cascades
-from pilothouse.gateway import Caches, Gateway, GatewayError, RedisFaults, redis_unavailable
+from pilothouse.gateway import Caches, Gateway, GatewayError, InProcessModel, RedisFaults, redis_unavailable
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
 from pilothouse.gateway.cache import make_response_cache
 from pilothouse.gateway.config import ConfigError, GatewayConfig, load_gateway_config
@@ -32,7 +32,8 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.server import api, costs_api, evals_api, gateway_api
+from pilothouse.quality.online import OnlineEvaluators, OnlineWorker, WorkerOptions
+from pilothouse.server import api, costs_api, evals_api, evaluators_api, gateway_api
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.collector import export_traces
 from pilothouse.server.durable import replay_spool
@@ -65,6 +66,10 @@ async def health(request: Request) -> Response:
             reasons.append(error)
     if state.spool is not None and (failure := state.spool.failure) is not None:
         reasons.append(failure)  # every span and gateway call gets 503 until a restart
+    if state.online_worker is not None:  # the watchdog: a stalled worker is visible here
+        watchdog = state.online_worker.health()
+        body["online_evals"] = watchdog
+        reasons.extend(watchdog["reasons"])
     if reasons:
         body["status"] = "degraded"
         body["reasons"] = reasons
@@ -163,6 +168,32 @@ def build_gateway(settings: Settings, config: GatewayConfig, store: SqlStore) ->
     return gateway, budgets
 
 
+def _online_worker(settings: Settings, online: OnlineEvaluators, gateway: Gateway) -> OnlineWorker | None:
+    """The online evaluators' worker of this process, started (None when ``online_evals`` is off). Its
+    judges are models of this server's gateway: routed, traced, priced and budgeted like any call."""
+    if not settings.online_evals:
+        return None
+    served = frozenset(gateway.model_names())
+
+    def judge_model(name: str) -> InProcessModel | None:
+        return InProcessModel(gateway, name, description=f"the gateway's {name}") if name in served else None
+
+    worker = OnlineWorker(
+        online,
+        judge_model,
+        WorkerOptions(
+            poll_s=settings.online_evals_poll_s,
+            settle_s=settings.online_evals_settle_s,
+            lease_s=settings.online_evals_lease_s,
+            max_attempts=settings.online_evals_max_attempts,
+            concurrency=settings.online_evals_concurrency,
+            stall_s=settings.online_evals_stall_s,
+        ),
+    )
+    worker.start()
+    return worker
+
+
 def create_app(
     settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
 ) -> FastPathApp:
@@ -226,6 +257,7 @@ def create_app(
             evaluations=Evaluations.over(the_store),
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
+            online=OnlineEvaluators(the_store, gateway.model_names()),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -238,12 +270,16 @@ def create_app(
         # that needs a thread (an API key's first lookup): importing them costs ~40 ms of CPU.
         await run_in_threadpool(lambda: None)
         budgets.start()
+        worker = _online_worker(settings, app.state.pilothouse.online, gateway)
+        app.state.pilothouse.online_worker = worker
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
         try:
             yield
         finally:
+            if worker is not None:
+                await worker.stop()  # before the gateway its judges call closes
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:
@@ -264,6 +300,7 @@ def create_app(
         *api.routes,
         *costs_api.routes,
         *evals_api.routes,
+        *evaluators_api.routes,
         *gateway_api.routes,
         *ui_routes(settings),  # the web UI at /
     ]

@@ -11,6 +11,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
+from pilothouse.quality.online import OnlineEvaluators, OnlineWorker
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.json_decoder import JsonDecoder
@@ -37,6 +38,8 @@ class Services:
     evaluations: Evaluations
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
+    online: OnlineEvaluators | None = None  # the online evaluators (docs/online-evals.md)
+    online_worker: OnlineWorker | None = None  # their worker in this process (server.online_evals)
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

@@ -181,10 +181,13 @@ class OnlineWorker:
         up_to = self._settled.up_to(now, max_pk, int(o.settle_s * NS))
         if up_to:
             await asyncio.to_thread(self.service.poll, up_to, now)
-        items = await asyncio.to_thread(online.claim, self.owner, o.concurrency, now, int(o.lease_s * NS))
+        # a read first: a claim takes SQLite's write lock, which an idle worker should not do every second
+        self.stats.backlog, self.stats.oldest_due_ns = await asyncio.to_thread(online.backlog, now)
+        items = []
+        if self.stats.backlog:
+            items = await asyncio.to_thread(online.claim, self.owner, o.concurrency, now, int(o.lease_s * NS))
         if items:
             await asyncio.gather(*(self._handle(item) for item in items))
-        self.stats.backlog, self.stats.oldest_due_ns = await asyncio.to_thread(online.backlog, self.clock())
         self.stats.cycles += 1
         self.stats.last_progress_ns = self.clock()
         self.stats.last_error = None
