@@ -18,7 +18,6 @@ from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
     ScoreResult,
-    ScorerSpec,
     ScoringError,
     register_scorer,
 )

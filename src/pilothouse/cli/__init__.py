@@ -26,6 +26,7 @@ _COMMANDS = {
     "prices": "prices:prices",
     "costs": "costs:costs",
     "budgets": "budgets:budgets",
+    "evaluators": "evaluators:evaluators",
 }
 
 

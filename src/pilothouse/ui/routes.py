@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pilothouse.config import Settings
-from pilothouse.ui import pages_admin, pages_evals, pages_overview, pages_traces
+from pilothouse.ui import pages_admin, pages_evals, pages_online, pages_overview, pages_traces
 from pilothouse.ui.login import login_endpoints
 from pilothouse.ui.session import SessionSigner, load_secret
 from pilothouse.ui.web import Handler, Ui
@@ -36,6 +36,7 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/evals", pages_evals.runs, "GET"),
     ("/evals/compare", pages_evals.compare, "GET"),
     ("/evals/{run_id}", pages_evals.run, "GET"),
+    ("/evaluators", pages_online.evaluators, "GET"),
 )
 
 

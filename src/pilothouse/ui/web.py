@@ -58,6 +58,7 @@ NAV = (
     ("/keys", "Keys & budgets"),
     ("/datasets", "Datasets"),
     ("/evals", "Evals"),
+    ("/evaluators", "Online evals"),
 )
 
 
