@@ -22,6 +22,7 @@ from pilothouse.evals.scoring import (
     register_scorer,
 )
 from pilothouse.quality.online import OnlineEvaluators, OnlineWorker, WorkerOptions
+from pilothouse.store.online import Outcome
 from pilothouse.store.sql import SqlStore
 from tests.conftest import _clean
 from tests.quality.online_traces import store_trace
@@ -131,7 +132,7 @@ def test_persisted_work_resumes_after_a_restart_and_an_expired_lease(store: SqlS
     assert all(len(online_scores(store, t)) == 1 for t in traces)
     assert restarted.stats.scored == 6
     # the dead worker's late answer changes nothing: its lease is gone
-    assert not service.online.finish(held[0], "first", "unmeasured", reason="late")
+    assert service.online.complete("first", [Outcome(held[0], "unmeasured", reason="late")]) == 0
 
 
 def test_two_workers_share_the_work_without_double_scoring(pg_server: str) -> None:
@@ -213,3 +214,16 @@ def test_a_judge_scores_in_its_own_priced_trace_under_a_daily_cap(store: SqlStor
     (capped,) = service.online.items_for_trace("default", second)
     assert (capped.state, capped.reason) == ("unmeasured", "daily cost cap")
     assert online_scores(store, second) == []
+
+
+def test_the_watchdog_reports_a_silent_worker(sqlite_store: SqlStore) -> None:
+    now = [time.time_ns()]
+    worker = OnlineWorker(
+        OnlineEvaluators(sqlite_store), no_judges, WorkerOptions(settle_s=0, stall_s=60), clock=lambda: now[0]
+    )
+    asyncio.run(worker.run_once())
+    assert worker.health()["stalled"] is False and worker.health()["reasons"] == []
+    now[0] += 61 * 10**9  # a minute on without a cycle: a hung database call, a blocked loop
+    health = worker.health()
+    assert health["stalled"] is True
+    assert health["reasons"] == ["the online evaluators' worker made no progress for 61s"]

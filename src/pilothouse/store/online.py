@@ -19,11 +19,12 @@ import orjson
 from sqlalchemy import Connection, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from pilothouse.domain.traces import Score
 from pilothouse.store import tables as t
-from pilothouse.store.rows import loads
+from pilothouse.store.rows import loads, score_row
 from pilothouse.store.sql import SqlStore
 
-__all__ = ["DuplicateEvaluator", "EvaluatorRow", "LiveTrace", "OnlineStore", "WorkItem"]
+__all__ = ["DuplicateEvaluator", "EvaluatorRow", "LiveTrace", "OnlineStore", "Outcome", "WorkItem"]
 
 PENDING, RUNNING, SCORED, UNMEASURED = "pending", "running", "scored", "unmeasured"
 FINAL_STATES = (SCORED, UNMEASURED)
@@ -46,6 +47,19 @@ class EvaluatorRow:
     cursor_pk: int
     created_ns: int
     updated_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a worker made of a leased item: final (``state`` scored, with its ``score``, or
+    unmeasured with a ``reason``), or another attempt due at ``retry_due_ns``."""
+
+    item: WorkItem
+    state: str
+    reason: str | None = None
+    score: Score | None = None
+    cost_usd: float | None = None
+    retry_due_ns: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +283,27 @@ class OnlineStore:
         with self.engine.connect() as conn:
             return self._live(conn, [c.pk > after_pk, c.pk <= up_to_pk], limit)
 
+    def live_trace_keys(self, after_pk: int, up_to_pk: int, limit: int) -> list[tuple[int, str, str]]:
+        """(key, project, trace id) of traces with keys in (after_pk, up_to_pk], in key order: a poll
+        samples these before it reads any trace's details."""
+        c = t.traces.c
+        stmt = (
+            select(c.pk, c.project_id, c.id)
+            .where(c.pk > after_pk, c.pk <= up_to_pk)
+            .order_by(c.pk)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r.pk, r.project_id, r.id) for r in conn.execute(stmt)]
+
+    def traces_by_key(self, trace_pks: Sequence[int]) -> list[LiveTrace]:
+        """The rules' view of these traces, in key order."""
+        if not trace_pks:
+            return []
+        c = t.traces.c
+        with self.engine.connect() as conn:
+            return self._live(conn, [c.pk.in_(list(trace_pks))], len(trace_pks))
+
     def traces_started(
         self, project_id: str, start_ns: int, end_ns: int, after_pk: int, limit: int
     ) -> list[LiveTrace]:
@@ -373,54 +408,47 @@ class OnlineStore:
             ).all()
         return sorted((_item(r) for r in rows), key=lambda item: item.due_ns)
 
-    def finish(
-        self,
-        item: WorkItem,
-        owner: str,
-        state: str,
-        *,
-        reason: str | None = None,
-        score_id: str | None = None,
-        value: float | None = None,
-        cost_usd: float | None = None,
-    ) -> bool:
-        """Mark a leased item final (scored or unmeasured); False when its lease was lost meanwhile."""
+    def complete(self, owner: str, outcomes: Sequence[Outcome]) -> int:
+        """Write a batch of outcomes in one transaction: each final item's score (when it has one:
+        inserted unless a score of that id exists, so a score is stored once whoever writes it) and
+        its state, or its next attempt's due time. Items whose lease ``owner`` lost meanwhile are left
+        alone (their scores still count: the same id). How many items were updated."""
+        if not outcomes:
+            return 0
         i = t.online_items.c
+        now = time.time_ns()
+        scores = [score_row(o.item.project_id, o.score) for o in outcomes if o.score is not None]
+        updated = 0
         with self.engine.begin() as conn:
-            result = conn.execute(
-                update(t.online_items)
-                .where(i.pk == item.pk, i.state == RUNNING, i.lease_owner == owner)
-                .values(
-                    state=state,
-                    reason=reason,
-                    score_id=score_id,
-                    value=value,
-                    cost_usd=cost_usd,
-                    finished_ns=time.time_ns(),
-                    lease_until_ns=None,
-                )
-            )
-        return bool(result.rowcount)
-
-    def retry_later(
-        self, item: WorkItem, owner: str, reason: str, due_ns: int, cost_usd: float | None
-    ) -> bool:
-        """Give a leased item back, due again at ``due_ns`` (an attempt failed)."""
-        i = t.online_items.c
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                update(t.online_items)
-                .where(i.pk == item.pk, i.state == RUNNING, i.lease_owner == owner)
-                .values(
-                    state=PENDING,
-                    reason=reason,
-                    due_ns=due_ns,
-                    lease_owner=None,
-                    lease_until_ns=None,
-                    cost_usd=func.coalesce(i.cost_usd, 0.0) + (cost_usd or 0.0),
-                )
-            )
-        return bool(result.rowcount)
+            if self._sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            if scores:
+                conn.execute(self.store._insert(t.scores).on_conflict_do_nothing(), scores)
+            for o in outcomes:
+                mine = and_(i.pk == o.item.pk, i.state == RUNNING, i.lease_owner == owner)
+                if o.retry_due_ns is not None:
+                    values: dict[str, Any] = {
+                        "state": PENDING,
+                        "due_ns": o.retry_due_ns,
+                        "lease_owner": None,
+                        "lease_until_ns": None,
+                        "reason": o.reason,
+                        "cost_usd": func.coalesce(i.cost_usd, 0.0) + (o.cost_usd or 0.0),
+                    }
+                else:
+                    values = {
+                        "state": o.state,
+                        "reason": o.reason,
+                        "score_id": None if o.score is None else o.score.id,
+                        "value": None if o.score is None else o.score.value,
+                        "cost_usd": func.coalesce(i.cost_usd, 0.0) + (o.cost_usd or 0.0)
+                        if o.cost_usd is not None
+                        else i.cost_usd,
+                        "finished_ns": now,
+                        "lease_until_ns": None,
+                    }
+                updated += conn.execute(update(t.online_items).where(mine).values(**values)).rowcount
+        return updated
 
     def cost_since(self, evaluator_id: str, since_ns: int) -> float:
         """What an evaluator's judge calls cost on items finished (or retried) since ``since_ns``."""

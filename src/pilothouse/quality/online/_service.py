@@ -231,9 +231,12 @@ class OnlineEvaluators:
             if not behind:
                 break
             low = min(ev.row.cursor_pk for ev in behind)
-            page = self.online.live_traces(low, up_to_pk, POLL_PAGE)
-            high = page[-1].pk if len(page) == POLL_PAGE else up_to_pk
-            queued += self.online.enqueue(self._select(behind, page, live=True), due_ns)
+            page = self.online.live_trace_keys(low, up_to_pk, POLL_PAGE)
+            high = page[-1][0] if len(page) == POLL_PAGE else up_to_pk
+            # the sample first, from the ids alone: only sampled traces' details are read
+            rate = max(ev.definition.sampling for ev in behind)
+            traces = self.online.traces_by_key([pk for pk, _project, tid in page if sampled(tid, rate)])
+            queued += self.online.enqueue(self._select(behind, traces, live=True), due_ns)
             self.online.advance_cursor([ev.row.id for ev in behind], high)
             for ev in behind:
                 ev.row = _advanced(ev.row, high)

@@ -32,7 +32,6 @@ import orjson
 
 from pilothouse.domain.chat import CallContext, ChatModel, current_call
 from pilothouse.domain.ids import new_trace_id
-from pilothouse.domain.scores import DuplicateScoreId
 from pilothouse.domain.traces import Score, ScoreDataType, ScoreSource, TraceAttributes
 from pilothouse.evals.judges import Judge
 from pilothouse.evals.scoring import Sample, Scorer, ScoreResult, build_scorer, is_model_graded
@@ -43,7 +42,7 @@ from pilothouse.quality.online._rules import (
     parse_definition,
 )
 from pilothouse.quality.online._service import OnlineEvaluators, utc_day_start_ns
-from pilothouse.store.online import SCORED, UNMEASURED, WorkItem
+from pilothouse.store.online import PENDING, SCORED, UNMEASURED, Outcome, WorkItem
 
 __all__ = ["OnlineWorker", "WorkerOptions", "online_score_id"]
 
@@ -67,6 +66,7 @@ class WorkerOptions:
     lease_s: float = 120.0
     max_attempts: int = 3
     concurrency: int = 4
+    batch: int = 32  # items claimed (and their results written) at once
     stall_s: float = 300.0
     retry_base_s: float = 2.0  # an attempt that failed is due again after 2 s, 4 s, 8 s, ...
 
@@ -185,9 +185,20 @@ class OnlineWorker:
         self.stats.backlog, self.stats.oldest_due_ns = await asyncio.to_thread(online.backlog, now)
         items = []
         if self.stats.backlog:
-            items = await asyncio.to_thread(online.claim, self.owner, o.concurrency, now, int(o.lease_s * NS))
+            items = await asyncio.to_thread(online.claim, self.owner, o.batch, now, int(o.lease_s * NS))
         if items:
-            await asyncio.gather(*(self._handle(item) for item in items))
+            slots = asyncio.Semaphore(o.concurrency)
+            outcomes = await asyncio.gather(*(self._handle(item, slots) for item in items))
+            # one transaction for the whole batch: few writes, so that ingest's writer rarely waits
+            updated = await asyncio.to_thread(online.complete, self.owner, outcomes)
+            self.stats.lost_leases += len(outcomes) - updated
+            for outcome in outcomes:
+                if outcome.retry_due_ns is not None:
+                    self.stats.retried += 1
+                elif outcome.state == SCORED:
+                    self.stats.scored += 1
+                else:
+                    self.stats.unmeasured += 1
         self.stats.cycles += 1
         self.stats.last_progress_ns = self.clock()
         self.stats.last_error = None
@@ -249,24 +260,33 @@ class OnlineWorker:
         self._prepared[key] = prepared
         return prepared
 
-    async def _handle(self, item: WorkItem) -> None:
-        online = self.service.online
+    async def _handle(self, item: WorkItem, slots: asyncio.Semaphore) -> Outcome:
+        async with slots:
+            try:
+                return await self._outcome(item)
+            except Exception as exc:  # the database failed under this item: try it again later
+                return self._failed(item, f"{type(exc).__name__}: {exc}", None)
+
+    def _failed(self, item: WorkItem, error: str, cost: float | None) -> Outcome:
+        """Another attempt later (backing off), or unmeasured with the error once attempts run out."""
+        if item.attempts < self.options.max_attempts:
+            due = self.clock() + int(self.options.retry_base_s * 2 ** (item.attempts - 1) * NS)
+            return Outcome(item, PENDING, reason=error, cost_usd=cost, retry_due_ns=due)
+        return Outcome(item, UNMEASURED, reason=error, cost_usd=cost)
+
+    async def _outcome(self, item: WorkItem) -> Outcome:
         prepared = await asyncio.to_thread(self._prepare, item)
         if isinstance(prepared, str):
-            await self._finish(item, UNMEASURED, reason=prepared)
-            return
+            return Outcome(item, UNMEASURED, reason=prepared)
         cap = prepared.definition.daily_cost_cap_usd
         if cap is not None and prepared.graded:
-            spent = await asyncio.to_thread(
-                online.cost_since, item.evaluator_id, utc_day_start_ns(self.clock())
-            )
+            since = utc_day_start_ns(self.clock())
+            spent = await asyncio.to_thread(self.service.online.cost_since, item.evaluator_id, since)
             if spent >= cap:
-                await self._finish(item, UNMEASURED, reason="daily cost cap")
-                return
+                return Outcome(item, UNMEASURED, reason="daily cost cap")
         detail = await asyncio.to_thread(self.service.store.get_trace, item.project_id, item.trace_id)
         if detail is None:
-            await self._finish(item, UNMEASURED, reason="the trace is not stored")
-            return
+            return Outcome(item, UNMEASURED, reason="the trace is not stored")
         trace = detail.trace
         sample = Sample(
             item_id=trace.id,
@@ -280,15 +300,21 @@ class OnlineWorker:
         result = await self._score(prepared, item, sample)
         cost = None if result.judge_cost_usd is None else result.judge_cost_usd.usd
         if result.value is not None:
-            await self._store_score(item, prepared, result, cost)
-        elif result.error is not None and item.attempts < self.options.max_attempts:
-            due = self.clock() + int(self.options.retry_base_s * 2 ** (item.attempts - 1) * NS)
-            if await asyncio.to_thread(online.retry_later, item, self.owner, result.error, due, cost):
-                self.stats.retried += 1
-        else:
-            await self._finish(
-                item, UNMEASURED, reason=result.error or result.reason or "unmeasured", cost_usd=cost
+            comment = f"{prepared.name} v{item.version}" + (f": {result.reason}" if result.reason else "")
+            score = Score(
+                id=online_score_id(item.evaluator_id, item.version, item.trace_id),
+                trace_id=item.trace_id,
+                name=prepared.name,
+                data_type=ScoreDataType.NUMERIC,
+                value=result.value,
+                source=ScoreSource.ONLINE,
+                comment=comment[:2000],
+                created_ns=self.clock(),
             )
+            return Outcome(item, SCORED, score=score, cost_usd=cost)
+        if result.error is not None:
+            return self._failed(item, result.error, cost)
+        return Outcome(item, UNMEASURED, reason=result.reason or "unmeasured", cost_usd=cost)
 
     async def _score(self, prepared: _Prepared, item: WorkItem, sample: Sample) -> ScoreResult:
         try:
@@ -313,35 +339,6 @@ class OnlineWorker:
                 current_call.reset(token)
         except Exception as exc:  # the scorers report failures as results; this is a bug in one
             return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}")
-
-    async def _store_score(
-        self, item: WorkItem, prepared: _Prepared, result: ScoreResult, cost: float | None
-    ) -> None:
-        score_id = online_score_id(item.evaluator_id, item.version, item.trace_id)
-        comment = f"{prepared.name} v{item.version}" + (f": {result.reason}" if result.reason else "")
-        score = Score(
-            id=score_id,
-            trace_id=item.trace_id,
-            name=prepared.name,
-            data_type=ScoreDataType.NUMERIC,
-            value=result.value,
-            source=ScoreSource.ONLINE,
-            comment=comment[:2000],
-            created_ns=self.clock(),
-        )
-        # a worker whose lease expired may have stored it first: one score all the same
-        with contextlib.suppress(DuplicateScoreId):
-            await asyncio.to_thread(self.service.store.add_scores, item.project_id, [score])
-        await self._finish(item, SCORED, score_id=score_id, value=result.value, cost_usd=cost)
-
-    async def _finish(self, item: WorkItem, state: str, **fields: Any) -> None:
-        done = await asyncio.to_thread(self.service.online.finish, item, self.owner, state, **fields)
-        if not done:
-            self.stats.lost_leases += 1
-        elif state == SCORED:
-            self.stats.scored += 1
-        else:
-            self.stats.unmeasured += 1
 
 
 def _context(source: str, trace_input: str | None, metadata: dict[str, Any]) -> str | None:
