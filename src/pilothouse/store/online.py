@@ -12,17 +12,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from pilothouse.domain.traces import Score
+from pilothouse.domain.traces import Score, Trace
 from pilothouse.store import tables as t
-from pilothouse.store.rows import loads, score_row
-from pilothouse.store.sql import SqlStore
+from pilothouse.store.rows import loads, score_row, trace_from_row
+from pilothouse.store.sql import SqlStore, root_texts
 
 __all__ = ["DuplicateEvaluator", "EvaluatorRow", "LiveTrace", "OnlineStore", "Outcome", "WorkItem"]
 
@@ -303,6 +303,31 @@ class OnlineStore:
         c = t.traces.c
         with self.engine.connect() as conn:
             return self._live(conn, [c.pk.in_(list(trace_pks))], len(trace_pks))
+
+    def traces_for(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Trace]:
+        """The stored traces of (project, trace id) pairs, their input and output taken from the root
+        span where the trace has none (as the trace page shows them): two queries for a whole batch."""
+        if not keys:
+            return {}
+        c = t.traces.c
+        found: dict[tuple[str, str], Trace] = {}
+        with self.engine.connect() as conn:
+            rows = [
+                r._mapping
+                for r in conn.execute(select(t.traces).where(tuple_(c.project_id, c.id).in_(list(set(keys)))))
+            ]
+            roots = root_texts(conn, [r["pk"] for r in rows])
+        for row in rows:
+            trace = trace_from_row(row)
+            root_in, root_out = roots.get(row["pk"], (None, None))
+            if trace.input is None or trace.output is None:
+                trace = replace(
+                    trace,
+                    input=trace.input if trace.input is not None else root_in,
+                    output=trace.output if trace.output is not None else root_out,
+                )
+            found[trace.project_id, trace.id] = trace
+        return found
 
     def traces_started(
         self, project_id: str, start_ns: int, end_ns: int, after_pk: int, limit: int

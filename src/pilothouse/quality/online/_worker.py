@@ -32,7 +32,7 @@ import orjson
 
 from pilothouse.domain.chat import CallContext, ChatModel, current_call
 from pilothouse.domain.ids import new_trace_id
-from pilothouse.domain.traces import Score, ScoreDataType, ScoreSource, TraceAttributes
+from pilothouse.domain.traces import Score, ScoreDataType, ScoreSource, Trace, TraceAttributes
 from pilothouse.evals.judges import Judge
 from pilothouse.evals.scoring import Sample, Scorer, ScoreResult, build_scorer, is_model_graded
 from pilothouse.quality.online._rules import (
@@ -130,6 +130,7 @@ class OnlineWorker:
         self.stats = WorkerStats()
         self._settled = _Settled()
         self._prepared: dict[tuple[str, int], _Prepared | str] = {}
+        self._spent: dict[str, float] = {}  # judge cost of the batch in hand, per evaluator
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -187,8 +188,8 @@ class OnlineWorker:
         if self.stats.backlog:
             items = await asyncio.to_thread(online.claim, self.owner, o.batch, now, int(o.lease_s * NS))
         if items:
-            slots = asyncio.Semaphore(o.concurrency)
-            outcomes = await asyncio.gather(*(self._handle(item, slots) for item in items))
+            self._spent.clear()
+            outcomes = await self._score_batch(items)
             # one transaction for the whole batch: few writes, so that ingest's writer rarely waits
             updated = await asyncio.to_thread(online.complete, self.owner, outcomes)
             self.stats.lost_leases += len(outcomes) - updated
@@ -260,12 +261,45 @@ class OnlineWorker:
         self._prepared[key] = prepared
         return prepared
 
-    async def _handle(self, item: WorkItem, slots: asyncio.Semaphore) -> Outcome:
-        async with slots:
-            try:
-                return await self._outcome(item)
-            except Exception as exc:  # the database failed under this item: try it again later
-                return self._failed(item, f"{type(exc).__name__}: {exc}", None)
+    def _load(self, items: list[WorkItem]) -> tuple[list[_Prepared | str], dict[tuple[str, str], Trace]]:
+        """Each item's scorer, and the batch's traces (in one thread: a few queries for the batch)."""
+        prepared = [self._prepare(item) for item in items]
+        wanted = [
+            (i.project_id, i.trace_id) for i, p in zip(items, prepared, strict=True) if not isinstance(p, str)
+        ]
+        return prepared, self.service.online.traces_for(wanted)
+
+    async def _score_batch(self, items: list[WorkItem]) -> list[Outcome]:
+        """Score a claimed batch: local scorers together in one thread (a loop of their own, so a
+        CPU-bound detector never holds the server's), judges on the server's loop, ``concurrency`` at
+        a time. A failure of the batch's reads makes every item try again later."""
+        try:
+            prepared, traces = await asyncio.to_thread(self._load, items)
+        except Exception as exc:
+            return [self._failed(item, f"{type(exc).__name__}: {exc}", None) for item in items]
+        outcomes: dict[int, Outcome] = {}
+        local: list[tuple[WorkItem, _Prepared, Sample]] = []
+        graded: list[tuple[WorkItem, _Prepared, Sample]] = []
+        for item, ready in zip(items, prepared, strict=True):
+            trace = traces.get((item.project_id, item.trace_id))
+            if isinstance(ready, str):
+                outcomes[item.pk] = Outcome(item, UNMEASURED, reason=ready)
+            elif trace is None:
+                outcomes[item.pk] = Outcome(item, UNMEASURED, reason="the trace is not stored")
+            else:
+                (graded if ready.graded else local).append((item, ready, _sample(trace, ready.definition)))
+        if local:
+            results = await asyncio.to_thread(asyncio.run, _score_all([(p.scorer, s) for _, p, s in local]))
+            for (item, ready, _), result in zip(local, results, strict=True):
+                outcomes[item.pk] = self._outcome(item, ready, result)
+        if graded:
+            slots = asyncio.Semaphore(self.options.concurrency)
+            judged = await asyncio.gather(
+                *(self._judge(item, ready, sample, slots) for item, ready, sample in graded)
+            )
+            for (item, _, _), outcome in zip(graded, judged, strict=True):
+                outcomes[item.pk] = outcome
+        return [outcomes[item.pk] for item in items]
 
     def _failed(self, item: WorkItem, error: str, cost: float | None) -> Outcome:
         """Another attempt later (backing off), or unmeasured with the error once attempts run out."""
@@ -274,30 +308,22 @@ class OnlineWorker:
             return Outcome(item, PENDING, reason=error, cost_usd=cost, retry_due_ns=due)
         return Outcome(item, UNMEASURED, reason=error, cost_usd=cost)
 
-    async def _outcome(self, item: WorkItem) -> Outcome:
-        prepared = await asyncio.to_thread(self._prepare, item)
-        if isinstance(prepared, str):
-            return Outcome(item, UNMEASURED, reason=prepared)
-        cap = prepared.definition.daily_cost_cap_usd
-        if cap is not None and prepared.graded:
-            since = utc_day_start_ns(self.clock())
-            spent = await asyncio.to_thread(self.service.online.cost_since, item.evaluator_id, since)
-            if spent >= cap:
-                return Outcome(item, UNMEASURED, reason="daily cost cap")
-        detail = await asyncio.to_thread(self.service.store.get_trace, item.project_id, item.trace_id)
-        if detail is None:
-            return Outcome(item, UNMEASURED, reason="the trace is not stored")
-        trace = detail.trace
-        sample = Sample(
-            item_id=trace.id,
-            input={"input": trace.input or "", "question": trace.input or ""},
-            output=trace.output or "",
-            context=_context(prepared.definition.context, trace.input, trace.metadata),
-            metadata=trace.metadata,
-            latency_ms=trace.latency_ms,
-            cost_usd=trace.cost_usd,
-        )
-        result = await self._score(prepared, item, sample)
+    async def _judge(
+        self, item: WorkItem, prepared: _Prepared, sample: Sample, slots: asyncio.Semaphore
+    ) -> Outcome:
+        async with slots:
+            cap = prepared.definition.daily_cost_cap_usd
+            if cap is not None:
+                since = utc_day_start_ns(self.clock())
+                spent = await asyncio.to_thread(self.service.online.cost_since, item.evaluator_id, since)
+                if spent + self._spent.get(item.evaluator_id, 0.0) >= cap:
+                    return Outcome(item, UNMEASURED, reason="daily cost cap")
+            outcome = self._outcome(item, prepared, await self._score(prepared, item, sample))
+            if outcome.cost_usd:  # spent in this batch, not yet written: counts toward the cap now
+                self._spent[item.evaluator_id] = self._spent.get(item.evaluator_id, 0.0) + outcome.cost_usd
+            return outcome
+
+    def _outcome(self, item: WorkItem, prepared: _Prepared, result: ScoreResult) -> Outcome:
         cost = None if result.judge_cost_usd is None else result.judge_cost_usd.usd
         if result.value is not None:
             comment = f"{prepared.name} v{item.version}" + (f": {result.reason}" if result.reason else "")
@@ -317,28 +343,52 @@ class OnlineWorker:
         return Outcome(item, UNMEASURED, reason=result.reason or "unmeasured", cost_usd=cost)
 
     async def _score(self, prepared: _Prepared, item: WorkItem, sample: Sample) -> ScoreResult:
+        """A judge scorer's verdict, its calls in a trace of their own (``online-eval NAME``)."""
+        attributes = TraceAttributes(
+            name=f"{JUDGE_TRACE_PREFIX}{prepared.name}",
+            tags=("online-eval",),
+            metadata={
+                "evaluator": prepared.name,
+                "evaluator_version": item.version,
+                "scored_trace": item.trace_id,
+            },
+        )
+        context = CallContext(
+            new_trace_id(), project_id=item.project_id, name=attributes.name, trace=attributes
+        )
+        token = current_call.set(context)
         try:
-            if not prepared.graded:  # in a thread with a loop of its own: CPU-bound scorers too
-                return await asyncio.to_thread(asyncio.run, prepared.scorer.score(sample))
-            attributes = TraceAttributes(
-                name=f"{JUDGE_TRACE_PREFIX}{prepared.name}",
-                tags=("online-eval",),
-                metadata={
-                    "evaluator": prepared.name,
-                    "evaluator_version": item.version,
-                    "scored_trace": item.trace_id,
-                },
-            )
-            context = CallContext(
-                new_trace_id(), project_id=item.project_id, name=attributes.name, trace=attributes
-            )
-            token = current_call.set(context)
-            try:
-                return await prepared.scorer.score(sample)
-            finally:
-                current_call.reset(token)
+            return await prepared.scorer.score(sample)
         except Exception as exc:  # the scorers report failures as results; this is a bug in one
             return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}")
+        finally:
+            current_call.reset(token)
+
+
+async def _score_all(work: list[tuple[Scorer, Sample]]) -> list[ScoreResult]:
+    """Local scorers' verdicts on a batch (run in a thread, on a loop of its own)."""
+
+    async def one(scorer: Scorer, sample: Sample) -> ScoreResult:
+        try:
+            return await scorer.score(sample)
+        except Exception as exc:  # the scorers report failures as results; this is a bug in one
+            return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}")
+
+    return list(await asyncio.gather(*(one(scorer, sample) for scorer, sample in work)))
+
+
+def _sample(trace: Trace, definition: EvaluatorDefinition) -> Sample:
+    """What a scorer sees of a trace: its input and output, the context the definition names, its
+    metadata, latency and cost."""
+    return Sample(
+        item_id=trace.id,
+        input={"input": trace.input or "", "question": trace.input or ""},
+        output=trace.output or "",
+        context=_context(definition.context, trace.input, trace.metadata),
+        metadata=trace.metadata,
+        latency_ms=trace.latency_ms,
+        cost_usd=trace.cost_usd,
+    )
 
 
 def _context(source: str, trace_input: str | None, metadata: dict[str, Any]) -> str | None:
