@@ -51,7 +51,9 @@ def reliability(url: str, sampling: float, timeout_s: float) -> dict[str, int]:
         for states in online.online.counts("default").values():
             for state, n in states.items():
                 counts[state] = counts.get(state, 0) + n
-        if counts and not counts.get("pending") and not counts.get("running"):
+        (evaluator,) = online.online.list_evaluators("default")
+        polled = evaluator.cursor_pk >= online.online.max_trace_pk()  # every stored trace looked at
+        if polled and not counts.get("pending") and not counts.get("running"):
             break
         time.sleep(0.5)
     (status,) = online.statuses("default")
