@@ -106,6 +106,17 @@ def test_an_edit_is_a_new_version_that_scores_again(store: SqlStore) -> None:
     assert [(c.split(":")[0], v) for c, v in scores] == [("polite v1", 1.0), ("polite v2", 0.0)]
 
 
+def test_a_paused_evaluator_resumes_from_now(store: SqlStore) -> None:
+    service = OnlineEvaluators(store)
+    service.create("default", "paris", CONTAINS_PARIS, enabled=False)
+    while_paused = store_trace(store)
+    resumed = service.update("default", "paris", None, enabled=True)
+    assert resumed is not None and resumed.version == 1
+    after = store_trace(store)
+    asyncio.run(drain(OnlineWorker(service, no_judges, FAST)))
+    assert online_scores(store, while_paused) == [] and len(online_scores(store, after)) == 1
+
+
 def test_failures_are_retried_then_unmeasured_with_the_reason(store: SqlStore) -> None:
     service = OnlineEvaluators(store)
     service.create("default", "flaky", {"scorer": {"type": "test-always-fails"}})

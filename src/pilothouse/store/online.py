@@ -182,6 +182,10 @@ class OnlineStore:
             values: dict[str, Any] = {"updated_ns": now}
             if enabled is not None:
                 values["enabled"] = enabled
+                if enabled and not row.enabled:  # resumed: from now on (a backfill covers the pause)
+                    values["cursor_pk"] = conn.execute(
+                        select(func.coalesce(func.max(t.traces.c.pk), 0))
+                    ).scalar_one()
             if definition is not None and definition != orjson.loads(row.definition):
                 text = orjson.dumps(definition).decode()
                 values.update(version=row.version + 1, definition=text)

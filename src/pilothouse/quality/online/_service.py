@@ -27,6 +27,7 @@ __all__ = ["BackfillResult", "EvaluatorStatus", "OnlineEvaluators"]
 POLL_PAGE = 2_000  # traces read per query of a poll or backfill
 BACKFILL_MAX_TRACES = 1_000_000  # traces one backfill looks at, at most
 BACKFILL_MAX_ITEMS = 100_000  # items one backfill may queue
+MAX_EVALUATORS = 100  # per project: each one is matched against every new trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,8 @@ class OnlineEvaluators:
         :class:`RuleError` for a bad definition, :class:`DuplicateEvaluator` for a taken name."""
         name = check_name(name)
         _definition, stored = self.check(document)
+        if len(self.online.list_evaluators(project_id)) >= MAX_EVALUATORS:
+            raise RuleError(f"a project may have at most {MAX_EVALUATORS} evaluators; delete one first")
         cursor = self.online.max_trace_pk()
         return self.online.create_evaluator(project_id, name, stored, enabled=enabled, cursor_pk=cursor)
 
