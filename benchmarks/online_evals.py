@@ -90,15 +90,20 @@ def run(
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
     total = len(bodies) * args.batch
     try:
+        cpu_start = server.cpu_seconds
         started = time.perf_counter()
         send_all(server.base_url, bodies, args.senders, {"Authorization": f"Bearer {key}"}, retry_scale=0.1)
         wait_stored(server.base_url, headers, total)
         rate = total / (time.perf_counter() - started)
-        counts = {} if sampling is None else reliability(url, sampling, args.drain_timeout_s)
+        cpu_ingest = server.cpu_seconds - cpu_start
+        counts: dict[str, int] = {} if sampling is None else reliability(url, sampling, args.drain_timeout_s)
+        cpu_all = server.cpu_seconds - cpu_start
     finally:
         server.stop()
     label = "baseline (no worker)" if sampling is None else f"worker on, {sampling:.0%} sampled"
-    print(f"{label:28} {rate:>9,.0f} spans/s" + (f"  {counts}" if counts else ""), flush=True)
+    cpu = f"server CPU {cpu_ingest * 1e6 / total:5.1f} us/span until queryable, {cpu_all:5.2f} s in all"
+    print(f"{label:28} {rate:>7,.0f} spans/s, {cpu}" + (f"\n    {counts}" if counts else ""), flush=True)
+    counts["cpu_us_per_span"] = round(cpu_ingest * 1e6 / total)
     return rate, counts
 
 
@@ -115,16 +120,20 @@ def main() -> None:
     args = parser.parse_args()
     bodies = build_bodies(args.spans, args.batch)
     print(f"{args.spans:,} spans (one trace each) in bodies of {args.batch}; {load()}", flush=True)
-    base, worker, counts = [], [], []
+    base, worker, counts, base_cpu = [], [], [], []
     for _ in range(args.repeats):  # alternating, so that a noisy neighbour hurts both alike
-        base.append(run(args, bodies, None)[0])
+        rate, found = run(args, bodies, None)
+        base.append(rate)
+        base_cpu.append(found["cpu_us_per_span"])
         rate, found = run(args, bodies, args.sampling)
         worker.append(rate)
         counts.append(found)
     kept = statistics.median(worker) / statistics.median(base)
     print(
         f"ingest with the worker at {args.sampling:.0%} sampling: {statistics.median(worker):,.0f} spans/s, "
-        f"baseline {statistics.median(base):,.0f} spans/s: {kept:.1%} kept (target >= 95%)"
+        f"baseline {statistics.median(base):,.0f} spans/s: {kept:.1%} kept (target >= 95%); server CPU "
+        f"until queryable {statistics.median(c['cpu_us_per_span'] for c in counts):.0f} us/span, baseline "
+        f"{statistics.median(base_cpu):.0f} us/span"
     )
     sampled_total = sum(c["sampled"] for c in counts)
     items = sum(c["items"] for c in counts)
