@@ -161,7 +161,7 @@ class Settings(_Section):
         description="How long a new trace is left to gather its spans before online rules look at it.",
     )
     online_evals_lease_s: float = Field(
-        default=120.0,
+        default=300.0,
         ge=1,
         le=86_400,
         description="How long a claimed online item is held before another worker may take it.",

@@ -9,6 +9,7 @@ PostgreSQL, ``BEGIN IMMEDIATE`` (one writer) on SQLite, so no item is held by tw
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Float, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pilothouse.domain.traces import Score, Trace
@@ -115,6 +116,12 @@ def _evaluator(row: Any) -> EvaluatorRow:
 def _item(row: Any) -> WorkItem:
     m = row._mapping
     return WorkItem(**{name: m[name] for name in WorkItem.__slots__})
+
+
+def _add_cost(column: Any) -> Any:
+    """The item's cost plus this attempt's (either may be NULL: unknown, never 0)."""
+    added = bindparam("b_cost", type_=Float)
+    return func.coalesce(column + added, column, added)
 
 
 class OnlineStore:
@@ -315,10 +322,17 @@ class OnlineStore:
             return {}
         c = t.traces.c
         found: dict[tuple[str, str], Trace] = {}
+        by_project: dict[str, set[str]] = {}
+        for project_id, trace_id in keys:
+            by_project.setdefault(project_id, set()).add(trace_id)
         with self.engine.connect() as conn:
+            # per project, through the (project_id, id) index (a row-value IN scans the table on SQLite)
             rows = [
                 r._mapping
-                for r in conn.execute(select(t.traces).where(tuple_(c.project_id, c.id).in_(list(set(keys)))))
+                for project_id, ids in by_project.items()
+                for r in conn.execute(
+                    select(t.traces).where(c.project_id == project_id, c.id.in_(sorted(ids)))
+                )
             ]
             roots = root_texts(conn, [r["pk"] for r in rows])
         for row in rows:
@@ -444,40 +458,82 @@ class OnlineStore:
         alone (their scores still count: the same id). How many items were updated."""
         if not outcomes:
             return 0
-        i = t.online_items.c
         now = time.time_ns()
         scores = [score_row(o.item.project_id, o.score) for o in outcomes if o.score is not None]
+        retries = [
+            {
+                "b_pk": o.item.pk,
+                "b_owner": owner,
+                "b_due": o.retry_due_ns,
+                "b_reason": o.reason,
+                "b_cost": o.cost_usd,
+            }
+            for o in outcomes
+            if o.retry_due_ns is not None
+        ]
+        finals = [
+            {
+                "b_pk": o.item.pk,
+                "b_owner": owner,
+                "b_state": o.state,
+                "b_reason": o.reason,
+                "b_score": None if o.score is None else o.score.id,
+                "b_value": None if o.score is None else o.score.value,
+                "b_cost": o.cost_usd,
+                "b_now": now,
+            }
+            for o in outcomes
+            if o.retry_due_ns is None
+        ]
         updated = 0
         with self.engine.begin() as conn:
             if self._sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             if scores:
                 conn.execute(self.store._insert(t.scores).on_conflict_do_nothing(), scores)
-            for o in outcomes:
-                mine = and_(i.pk == o.item.pk, i.state == RUNNING, i.lease_owner == owner)
-                if o.retry_due_ns is not None:
-                    values: dict[str, Any] = {
-                        "state": PENDING,
-                        "due_ns": o.retry_due_ns,
-                        "lease_owner": None,
-                        "lease_until_ns": None,
-                        "reason": o.reason,
-                        "cost_usd": func.coalesce(i.cost_usd, 0.0) + (o.cost_usd or 0.0),
-                    }
-                else:
-                    values = {
-                        "state": o.state,
-                        "reason": o.reason,
-                        "score_id": None if o.score is None else o.score.id,
-                        "value": None if o.score is None else o.score.value,
-                        "cost_usd": func.coalesce(i.cost_usd, 0.0) + (o.cost_usd or 0.0)
-                        if o.cost_usd is not None
-                        else i.cost_usd,
-                        "finished_ns": now,
-                        "lease_until_ns": None,
-                    }
-                updated += conn.execute(update(t.online_items).where(mine).values(**values)).rowcount
+            for statement, rows in ((self._retry_update, retries), (self._final_update, finals)):
+                if rows:
+                    count = conn.execute(statement, rows).rowcount
+                    # a driver that cannot count an executemany's rows: counted as all updated
+                    updated += count if count >= 0 and (len(rows) == 1 or self._multi_rowcount) else len(rows)
         return updated
+
+    @functools.cached_property
+    def _multi_rowcount(self) -> bool:
+        return bool(self.engine.dialect.supports_sane_multi_rowcount)
+
+    @functools.cached_property
+    def _retry_update(self) -> Any:
+        i = t.online_items.c
+        return (
+            update(t.online_items)
+            .where(i.pk == bindparam("b_pk"), i.state == RUNNING, i.lease_owner == bindparam("b_owner"))
+            .values(
+                state=PENDING,
+                due_ns=bindparam("b_due"),
+                lease_owner=None,
+                lease_until_ns=None,
+                reason=bindparam("b_reason"),
+                cost_usd=_add_cost(i.cost_usd),
+            )
+        )
+
+    @functools.cached_property
+    def _final_update(self) -> Any:
+        i = t.online_items.c
+        return (
+            update(t.online_items)
+            .where(i.pk == bindparam("b_pk"), i.state == RUNNING, i.lease_owner == bindparam("b_owner"))
+            .values(
+                state=bindparam("b_state"),
+                reason=bindparam("b_reason"),
+                score_id=bindparam("b_score"),
+                value=bindparam("b_value"),
+                cost_usd=_add_cost(i.cost_usd),
+                finished_ns=bindparam("b_now"),
+                lease_until_ns=None,
+            )
+        )
 
     def cost_since(self, evaluator_id: str, since_ns: int) -> float:
         """What an evaluator's judge calls cost on items finished (or retried) since ``since_ns``."""

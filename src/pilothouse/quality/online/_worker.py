@@ -63,10 +63,10 @@ class WorkerOptions:
 
     poll_s: float = 1.0
     settle_s: float = 2.0
-    lease_s: float = 120.0
+    lease_s: float = 300.0
     max_attempts: int = 3
     concurrency: int = 4
-    batch: int = 32  # items claimed (and their results written) at once
+    batch: int = 100  # items claimed (and their results written) at once; judges: ``concurrency``
     stall_s: float = 300.0
     retry_base_s: float = 2.0  # an attempt that failed is due again after 2 s, 4 s, 8 s, ...
 
@@ -131,6 +131,9 @@ class OnlineWorker:
         self._settled = _Settled()
         self._prepared: dict[tuple[str, int], _Prepared | str] = {}
         self._polled_ns = 0
+        # Items claimed at once: a batch of local scorers is done in milliseconds; one with judges in a
+        # judge call's time only if it holds no more than are judged at once (its lease must outlast it).
+        self._claim = self.options.batch
         self._spent: dict[str, float] = {}  # judge cost of the batch in hand, per evaluator
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -190,7 +193,7 @@ class OnlineWorker:
         self.stats.backlog, self.stats.oldest_due_ns = await asyncio.to_thread(online.backlog, now)
         items = []
         if self.stats.backlog:
-            items = await asyncio.to_thread(online.claim, self.owner, o.batch, now, int(o.lease_s * NS))
+            items = await asyncio.to_thread(online.claim, self.owner, self._claim, now, int(o.lease_s * NS))
         if items:
             self._spent.clear()
             outcomes = await self._score_batch(items)
@@ -209,7 +212,7 @@ class OnlineWorker:
         self.stats.last_error = None
         # Again at once only after a full batch: a trickle of items waits for the next poll and goes in
         # one batch, instead of a cycle (and a write transaction beside ingest's) per item or two.
-        return len(items) >= o.batch
+        return len(items) >= self._claim
 
     def health(self) -> dict[str, Any]:
         """The watchdog's view for ``/health``: progress, backlog, and whether the worker is stalled
@@ -298,6 +301,7 @@ class OnlineWorker:
             results = await asyncio.to_thread(asyncio.run, _score_all([(p.scorer, s) for _, p, s in local]))
             for (item, ready, _), result in zip(local, results, strict=True):
                 outcomes[item.pk] = self._outcome(item, ready, result)
+        self._claim = self.options.concurrency if graded else self.options.batch
         if graded:
             slots = asyncio.Semaphore(self.options.concurrency)
             judged = await asyncio.gather(
