@@ -62,6 +62,8 @@ def test_filters_match_what_the_trace_has() -> None:
         ({"scorer": SCORER, "daily_cost_cap_usd": -1}, "'daily_cost_cap_usd' must be between 0"),
         ({"scorer": SCORER, "context": "somewhere"}, "'context' must be"),
         ({"scorer": SCORER, "owner": "me"}, "unknown field 'owner'"),
+        ({"scorer": {"type": "json-schema", "schema": "/etc/passwd"}}, "may not name a file on the server"),
+        ({"scorer": {"type": "hallucination", "model": "../weights"}}, "may not name a file on the server"),
     ],
 )
 def test_bad_definitions_name_the_field(document: object, message: str) -> None:

@@ -217,6 +217,23 @@ def _filters(value: Any) -> TraceFilters:
     )
 
 
+_FILE_OPTIONS = frozenset({"schema", "model", "path", "file", "weights", "model_path", "knowledge"})
+
+
+def _refuse_server_files(scorer: Mapping[str, Any]) -> None:
+    """Rules come from any project's admin over the API: a scorer option may not name a file on the
+    server (a JSON schema by path, model weights by folder), which would let a tenant probe or read
+    the server's files. Inline values and model names are fine."""
+    for key, value in scorer.items():
+        if key == "type" or not isinstance(value, str):
+            continue
+        if (key == "schema" and scorer.get("type") == "json-schema") or (
+            key in _FILE_OPTIONS
+            and (value.startswith(("/", "~", ".")) or "\\" in value or value.count("/") > 1)
+        ):
+            raise RuleError(f"'scorer.{key}' may not name a file on the server; give the value inline")
+
+
 def check_name(name: Any) -> str:
     """An evaluator's name (also the name of its scores): 1-100 letters, digits, '_', '.', ':', '-'."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -236,6 +253,7 @@ def parse_definition(document: Any) -> EvaluatorDefinition:
         raise RuleError(
             "'scorer' must be a scorer spec with a 'type' (any eval scorer: contains, rubric, ...)"
         )
+    _refuse_server_files(scorer)
     judge = document.get("judge")
     if judge is not None and (not isinstance(judge, str) or not 0 < len(judge) <= 200):
         raise RuleError("'judge' must be the name of a model this server serves")
