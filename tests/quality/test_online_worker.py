@@ -29,7 +29,7 @@ from tests.quality.online_traces import store_trace
 
 pytestmark = pytest.mark.slow  # real databases and many cycles: over 0.3 s each on PostgreSQL
 
-FAST = WorkerOptions(poll_s=0.01, settle_s=0.0, lease_s=30.0, max_attempts=3, concurrency=8, retry_base_s=0.0)
+FAST = WorkerOptions(poll_s=0.0, settle_s=0.0, lease_s=30.0, max_attempts=3, concurrency=8, retry_base_s=0.0)
 CONTAINS_PARIS = {"scorer": {"type": "contains", "value": "Paris"}, "sampling": 1.0}
 
 
@@ -157,7 +157,7 @@ def test_two_workers_share_the_work_without_double_scoring(pg_server: str) -> No
             OnlineWorker(
                 OnlineEvaluators(s),
                 no_judges,
-                WorkerOptions(poll_s=0.01, settle_s=0, concurrency=4),
+                WorkerOptions(poll_s=0.0, settle_s=0, concurrency=4, batch=10),
                 owner=f"w{n}",
             )
             for n, s in enumerate(stores)
@@ -206,7 +206,7 @@ def test_a_judge_scores_in_its_own_priced_trace_under_a_daily_cap(store: SqlStor
     rubric = {"type": "rubric", "criteria": "Is the answer correct?", "logprobs": False}
     service.create("default", "correct", {"scorer": rubric, "judge": "judge", "daily_cost_cap_usd": 0.0001})
     first = store_trace(store, output="zebra-42 is the answer")
-    options = WorkerOptions(poll_s=0.01, settle_s=0, concurrency=1, retry_base_s=0.0)
+    options = WorkerOptions(poll_s=0.0, settle_s=0, concurrency=1, retry_base_s=0.0)
 
     def judges(name: str) -> ChatModel | None:
         return InProcessModel(gateway, name, description="the server's gateway") if name == "judge" else None
