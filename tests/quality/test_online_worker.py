@@ -219,6 +219,7 @@ def test_a_judge_scores_in_its_own_priced_trace_under_a_daily_cap(store: SqlStor
     assert item.cost_usd is not None and item.cost_usd > 0.0001  # priced, and past the cap
     judge_traces = [t for t in service.online.live_traces(0, 10**12, 100) if t.name == "online-eval correct"]
     assert len(judge_traces) == 1 and judge_traces[0].metadata["scored_trace"] == first
+    assert score.comment.startswith(f"correct v1 (judge trace {judge_traces[0].id})")  # the link to it
 
     second = store_trace(store, output="zebra-42 again")
     asyncio.run(drain(worker))

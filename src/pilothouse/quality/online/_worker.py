@@ -328,15 +328,23 @@ class OnlineWorker:
                 spent = await asyncio.to_thread(self.service.online.cost_since, item.evaluator_id, since)
                 if spent + self._spent.get(item.evaluator_id, 0.0) >= cap:
                     return Outcome(item, UNMEASURED, reason="daily cost cap")
-            outcome = self._outcome(item, prepared, await self._score(prepared, item, sample))
+            judge_trace = new_trace_id()
+            result = await self._score(prepared, item, sample, judge_trace)
+            outcome = self._outcome(item, prepared, result, judge_trace)
             if outcome.cost_usd:  # spent in this batch, not yet written: counts toward the cap now
                 self._spent[item.evaluator_id] = self._spent.get(item.evaluator_id, 0.0) + outcome.cost_usd
             return outcome
 
-    def _outcome(self, item: WorkItem, prepared: _Prepared, result: ScoreResult) -> Outcome:
+    def _outcome(
+        self, item: WorkItem, prepared: _Prepared, result: ScoreResult, judge_trace: str | None = None
+    ) -> Outcome:
+        """The item's outcome from its scorer's result; a judge's trace is named in the comment."""
         cost = None if result.judge_cost_usd is None else result.judge_cost_usd.usd
         if result.value is not None:
-            comment = f"{prepared.name} v{item.version}" + (f": {result.reason}" if result.reason else "")
+            comment = f"{prepared.name} v{item.version}" + (
+                f" (judge trace {judge_trace})" if judge_trace else ""
+            )
+            comment += f": {result.reason}" if result.reason else ""
             score = Score(
                 id=online_score_id(item.evaluator_id, item.version, item.trace_id),
                 trace_id=item.trace_id,
@@ -352,7 +360,7 @@ class OnlineWorker:
             return self._failed(item, result.error, cost)
         return Outcome(item, UNMEASURED, reason=result.reason or "unmeasured", cost_usd=cost)
 
-    async def _score(self, prepared: _Prepared, item: WorkItem, sample: Sample) -> ScoreResult:
+    async def _score(self, prepared: _Prepared, item: WorkItem, sample: Sample, trace_id: str) -> ScoreResult:
         """A judge scorer's verdict, its calls in a trace of their own (``online-eval NAME``)."""
         attributes = TraceAttributes(
             name=f"{JUDGE_TRACE_PREFIX}{prepared.name}",
@@ -363,9 +371,7 @@ class OnlineWorker:
                 "scored_trace": item.trace_id,
             },
         )
-        context = CallContext(
-            new_trace_id(), project_id=item.project_id, name=attributes.name, trace=attributes
-        )
+        context = CallContext(trace_id, project_id=item.project_id, name=attributes.name, trace=attributes)
         token = current_call.set(context)
         try:
             return await prepared.scorer.score(sample)
