@@ -66,7 +66,7 @@ class WorkerOptions:
     lease_s: float = 300.0
     max_attempts: int = 3
     concurrency: int = 4
-    batch: int = 100  # items claimed (and their results written) at once; judges: ``concurrency``
+    batch: int = 250  # items claimed (and results written) at once; fewer for slow scorers and judges
     stall_s: float = 300.0
     retry_base_s: float = 2.0  # an attempt that failed is due again after 2 s, 4 s, 8 s, ...
 
@@ -134,6 +134,7 @@ class OnlineWorker:
         # Items claimed at once: a batch of local scorers is done in milliseconds; one with judges in a
         # judge call's time only if it holds no more than are judged at once (its lease must outlast it).
         self._claim = self.options.batch
+        self._item_s = 0.0  # seconds a local scorer takes per item (a running average)
         self._spent: dict[str, float] = {}  # judge cost of the batch in hand, per evaluator
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -298,10 +299,12 @@ class OnlineWorker:
             else:
                 (graded if ready.graded else local).append((item, ready, _sample(trace, ready.definition)))
         if local:
+            started = time.perf_counter()
             results = await asyncio.to_thread(asyncio.run, _score_all([(p.scorer, s) for _, p, s in local]))
+            self._item_s = (self._item_s + (time.perf_counter() - started) / len(local)) / 2
             for (item, ready, _), result in zip(local, results, strict=True):
                 outcomes[item.pk] = self._outcome(item, ready, result)
-        self._claim = self.options.concurrency if graded else self.options.batch
+        self._claim = self.options.concurrency if graded else self._local_claim()
         if graded:
             slots = asyncio.Semaphore(self.options.concurrency)
             judged = await asyncio.gather(
@@ -310,6 +313,12 @@ class OnlineWorker:
             for (item, _, _), outcome in zip(graded, judged, strict=True):
                 outcomes[item.pk] = outcome
         return [outcomes[item.pk] for item in items]
+
+    def _local_claim(self) -> int:
+        """Items to claim for local scorers: ``batch``, or fewer when scoring is slow (a detector at a
+        second per item), so that a batch takes at most a quarter of its lease."""
+        o = self.options
+        return max(1, min(o.batch, int(o.lease_s / 4 / max(self._item_s, 1e-6))))
 
     def _failed(self, item: WorkItem, error: str, cost: float | None) -> Outcome:
         """Another attempt later (backing off), or unmeasured with the error once attempts run out."""
