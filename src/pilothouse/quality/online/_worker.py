@@ -201,6 +201,11 @@ class OnlineWorker:
             # one transaction for the whole batch: few writes, so that ingest's writer rarely waits
             updated = await asyncio.to_thread(online.complete, self.owner, outcomes)
             self.stats.lost_leases += len(outcomes) - updated
+            # what is still due, as far as this worker knows, until the next cycle reads it again
+            finished = sum(1 for outcome in outcomes if outcome.retry_due_ns is None)
+            self.stats.backlog = max(0, self.stats.backlog - finished)
+            if not self.stats.backlog:
+                self.stats.oldest_due_ns = None
             for outcome in outcomes:
                 if outcome.retry_due_ns is not None:
                     self.stats.retried += 1
