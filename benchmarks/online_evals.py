@@ -4,8 +4,9 @@
 
 Each run is a new ``pilothouse serve`` over a new SQLite file, sent the same OTLP protobuf LLM spans
 (one trace each) by two senders, timed until every span is queryable (as benchmarks/ingest.py does).
-Runs alternate (each first in every other pair) between the baseline (``online_evals: false``, no worker) and the worker on with one
-evaluator sampling ``--sampling`` of the traces with a local scorer (``contains``). Target: ingest keeps
+Runs alternate (each first in every other pair) between the baseline (``online_evals: false``, no
+worker) and the worker on with one evaluator sampling ``--sampling`` of the traces with a local scorer
+(``contains``). Target: ingest keeps
 >= 95% of the baseline's spans/s (medians of --repeats runs each).
 
 Reliability, counted (not timed) in each worker run once its queue is empty: every sampled trace must
