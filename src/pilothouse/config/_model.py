@@ -187,6 +187,41 @@ class Settings(_Section):
         description="How often the monitors are evaluated (one process at a time holds the job); 0 turns "
         "the evaluation off in this process.",
     )
+    online_evals: bool = Field(
+        default=True, description="Run the online evaluators' background worker in this process."
+    )
+    online_evals_poll_s: float = Field(
+        default=1.0,
+        ge=0.01,
+        le=3600,
+        description="How often the online worker looks for new traces and due work.",
+    )
+    online_evals_settle_s: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="How long a new trace is left to gather its spans before online rules look at it.",
+    )
+    online_evals_lease_s: float = Field(
+        default=300.0,
+        ge=1,
+        le=86_400,
+        description="How long a claimed online item is held before another worker may take it.",
+    )
+    online_evals_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="Attempts at an online item before it is unmeasured with the last error.",
+    )
+    online_evals_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Online items one worker scores at once."
+    )
+    online_evals_stall_s: float = Field(
+        default=300.0,
+        ge=1,
+        description="Due online work older than this (or a silent worker) is a stall in /health.",
+    )
 
     @field_validator("admin_key", mode="after")
     @classmethod

@@ -24,7 +24,7 @@ from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.evals import Evaluations
 from pilothouse.evals.verifier import add_cascades
-from pilothouse.gateway import Caches, Gateway, GatewayError, RedisFaults, redis_unavailable
+from pilothouse.gateway import Caches, Gateway, GatewayError, InProcessModel, RedisFaults, redis_unavailable
 from pilothouse.gateway.budgets import BudgetGuard, make_budget_ledger
 from pilothouse.gateway.cache import make_response_cache
 from pilothouse.gateway.config import ConfigError, GatewayConfig, load_gateway_config
@@ -36,10 +36,12 @@ from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
 from pilothouse.quality.guardrails import build_guardrails
 from pilothouse.quality.monitors import MonitorWorker
+from pilothouse.quality.online import OnlineEvaluators, OnlineWorker, WorkerOptions
 from pilothouse.server import (
     api,
     costs_api,
     evals_api,
+    evaluators_api,
     gateway_api,
     monitors_api,
     openai_surfaces,
@@ -85,6 +87,10 @@ async def health(request: Request) -> Response:
             reasons.append(error)
     if state.spool is not None and (failure := state.spool.failure) is not None:
         reasons.append(failure)  # every span and gateway call gets 503 until a restart
+    if state.online_worker is not None:  # the watchdog: a stalled worker is visible here
+        watchdog = state.online_worker.health()
+        body["online_evals"] = watchdog
+        reasons.extend(watchdog["reasons"])
     if reasons:
         body["status"] = "degraded"
         body["reasons"] = reasons
@@ -189,6 +195,32 @@ def _span_key(span: SpanRecord) -> tuple[str, str]:
     return span.observation.trace_id, span.observation.id
 
 
+def _online_worker(settings: Settings, online: OnlineEvaluators, gateway: Gateway) -> OnlineWorker | None:
+    """The online evaluators' worker of this process, started (None when ``online_evals`` is off). Its
+    judges are models of this server's gateway: routed, traced, priced and budgeted like any call."""
+    if not settings.online_evals:
+        return None
+    served = frozenset(gateway.model_names())
+
+    def judge_model(name: str) -> InProcessModel | None:
+        return InProcessModel(gateway, name, description=f"the gateway's {name}") if name in served else None
+
+    worker = OnlineWorker(
+        online,
+        judge_model,
+        WorkerOptions(
+            poll_s=settings.online_evals_poll_s,
+            settle_s=settings.online_evals_settle_s,
+            lease_s=settings.online_evals_lease_s,
+            max_attempts=settings.online_evals_max_attempts,
+            concurrency=settings.online_evals_concurrency,
+            stall_s=settings.online_evals_stall_s,
+        ),
+    )
+    worker.start()
+    return worker
+
+
 def create_app(
     settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
 ) -> FastPathApp:
@@ -280,6 +312,7 @@ def create_app(
                 if settings.monitor_interval_s > 0
                 else None
             ),
+            online=OnlineEvaluators(the_store, gateway.model_names()),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -294,6 +327,8 @@ def create_app(
         budgets.start()
         if app.state.pilothouse.monitors is not None:
             app.state.pilothouse.monitors.start()  # a pass every monitor_interval_s, off the request path
+        worker = _online_worker(settings, app.state.pilothouse.online, gateway)
+        app.state.pilothouse.online_worker = worker
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -303,6 +338,8 @@ def create_app(
             await asyncio.to_thread(watcher.stop)
             if app.state.pilothouse.monitors is not None:
                 await app.state.pilothouse.monitors.close()
+            if worker is not None:
+                await worker.stop()  # before the gateway its judges call closes
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:
@@ -327,6 +364,7 @@ def create_app(
         *prompts_api.routes,
         *review_api.routes,
         *monitors_api.routes,
+        *evaluators_api.routes,
         *gateway_api.routes,
         *openai_surfaces.routes,
         *ui_routes(settings),  # the web UI at /

@@ -14,6 +14,7 @@ from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.gateway.stored_responses import ResponseStore
 from pilothouse.prompts import PromptRegistry
 from pilothouse.quality.monitors import MonitorWorker
+from pilothouse.quality.online import OnlineEvaluators, OnlineWorker
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
@@ -43,6 +44,8 @@ class Services:
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
     monitors: MonitorWorker | None = None  # the monitors' background job (None: monitor_interval_s 0)
+    online: OnlineEvaluators | None = None  # the online evaluators (docs/online-evals.md)
+    online_worker: OnlineWorker | None = None  # their worker in this process (server.online_evals)
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

@@ -560,3 +560,54 @@ worker_leases = Table(
     Column("holder", String(64), nullable=False),
     Column("expires_ns", BigInteger, nullable=False),
 )
+
+# -- online evaluators (migration 0014): rules that score live traces in a background worker --------
+
+online_evaluators = Table(  # the current version of each evaluator
+    "online_evaluators",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),  # 1, 2, ...: a new one on every edit
+    Column("definition", Text, nullable=False),  # JSON: filters, sampling, scorer, judge, cost cap
+    Column("enabled", Boolean, nullable=False),
+    Column("cursor_pk", BigInteger, nullable=False),  # the last trace key the live poll has looked at
+    Column("created_ns", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_online_evaluators_name"),
+)
+
+online_evaluator_versions = Table(  # every version ever saved: a score names the version it came from
+    "online_evaluator_versions",
+    metadata,
+    Column("evaluator_id", String(32), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("definition", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+online_items = Table(  # the persisted work: one (evaluator version, trace) each, claimed under a lease
+    "online_items",
+    metadata,
+    Column("pk", TRACE_PK, primary_key=True, autoincrement=True),
+    Column("project_id", String(64), nullable=False),
+    Column("evaluator_id", String(32), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("trace_id", String(32), nullable=False),
+    Column("state", String(12), nullable=False),  # pending | running | scored | unmeasured
+    Column("due_ns", BigInteger, nullable=False),  # not claimed before (retries back off)
+    Column("lease_owner", String(64)),
+    Column("lease_until_ns", BigInteger),
+    Column("attempts", Integer, nullable=False),
+    Column("reason", Text),  # why it is unmeasured, or the last attempt's error
+    Column("score_id", String(32)),
+    Column("value", Float),
+    Column("cost_usd", Float),  # what its judge calls cost
+    Column("created_ns", BigInteger, nullable=False),
+    Column("finished_ns", BigInteger),
+    UniqueConstraint("evaluator_id", "version", "trace_id", name="uq_online_items_trace"),
+    Index("ix_online_items_due", "state", "due_ns"),
+    Index("ix_online_items_finished", "evaluator_id", "finished_ns"),
+    Index("ix_online_items_trace", "project_id", "trace_id"),
+)

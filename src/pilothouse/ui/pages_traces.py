@@ -157,6 +157,8 @@ async def _trace_page(page: PageContext, trace_id: str, status: int = 200, **ext
     if detail is None:
         raise not_found(f"trace {trace_id!r}")
     datasets = await page.run(EvalStore(page.state.store).list_datasets, page.project_id)
+    online = page.state.online
+    online_items = [] if online is None else await page.run(online.trace_results, page.project_id, trace_id)
     return page.render(
         "trace.html",
         status=status,
@@ -165,6 +167,7 @@ async def _trace_page(page: PageContext, trace_id: str, status: int = 200, **ext
         total_observations=len(detail.observations),
         max_observations=MAX_OBSERVATIONS,
         scores=detail.scores,
+        online_items=online_items,
         datasets=[d.name for d in datasets],
         **{"score_error": None, "dataset_error": None, "dataset_done": None, **extra},
     )

@@ -12,6 +12,7 @@ from pilothouse.ui import (
     pages_admin,
     pages_evals,
     pages_monitors,
+    pages_online,
     pages_overview,
     pages_prompts,
     pages_review,
@@ -61,6 +62,7 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/monitors", pages_monitors.monitors, "GET"),
     ("/monitors/alerts/{alert_id}/ack", pages_monitors.acknowledge, "POST"),
     ("/monitors/{monitor_id}/silence", pages_monitors.silence, "POST"),
+    ("/evaluators", pages_online.evaluators, "GET"),
 )
 
 

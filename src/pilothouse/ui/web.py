@@ -63,6 +63,7 @@ NAV = (
     ("/prompts", "Prompts"),
     ("/review", "Review"),
     ("/monitors", "Monitors"),
+    ("/evaluators", "Online evals"),
 )
 
 
