@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
-from pilothouse.domain.prompts import PromptError, ref_from_fields
+from pilothouse.domain.prompts import PromptError, check_label, ref_from_fields
 from pilothouse.prompts import PromptNotFound, PromptRegistry
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
@@ -65,10 +65,14 @@ async def get_prompt(request: Request) -> Response:
     """``GET /api/prompts/{name}?label=production`` or ``?version=3`` (default: ``production``)."""
     principal = await _services(request).auth.authenticate(request, Scope.READ)
     params = request.query_params
+    label = params.get("label")
+    if label is not None:
+        try:
+            check_label(label, settable=False)
+        except PromptError as exc:
+            raise ApiError(400, str(exc), code="invalid_prompt", param="label") from None
     try:
-        ref = ref_from_fields(
-            request.path_params["name"], params.get("label"), _version_param(params, "version")
-        )
+        ref = ref_from_fields(request.path_params["name"], label, _version_param(params, "version"))
     except PromptError as exc:
         raise ApiError(400, str(exc), code="invalid_prompt") from None
     found = await _guarded(
