@@ -231,6 +231,60 @@ def canary(
         click.echo(f"{name}: {share:.0%} of {label} traffic -> version {version}, the rest -> version {main}")
 
 
+@prompts.command("canary-status")
+@click.argument("name")
+@click.option("--label", "label", default="production", show_default=True, help="The label running it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@project_option
+@database_option
+def canary_status_command(name: str, label: str, as_json: bool, project: str, database_url: str | None) -> None:
+    """Where LABEL's canary stands: its arms' scored traces and means, the sequential test's bounds
+    and verdict now (canary_score, canary_margin, canary_alpha, canary_min_samples of the settings),
+    and the canary controller's past decisions (promoted or rolled back, with their figures)."""
+    import orjson
+
+    from pilothouse.config import ConfigError, load_settings
+    from pilothouse.improve.canary import CanarySettings, canary_status
+
+    try:
+        settings = CanarySettings.of(load_settings(database_url=database_url))
+    except ConfigError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    with _registry(database_url) as (registry, store), _usage_errors():
+        status = canary_status(store, registry, settings, project, name, label)
+    if as_json:
+        click.echo(orjson.dumps(status.document(), option=orjson.OPT_INDENT_2).decode())
+        return
+    for line in _canary_lines(status.document()):
+        click.echo(line)
+
+
+def _canary_lines(doc: dict[str, Any]) -> Iterator[str]:
+    if not doc["running"]:
+        yield f"{doc['name']}: no canary runs on {doc['label']}"
+    else:
+        yield (
+            f"{doc['name']}: {doc['share']:.0%} of {doc['label']} traffic -> version {doc['canary_version']}, "
+            f"the rest -> version {doc['version']}"
+        )
+        test = doc["test"]
+        if test is None:
+            yield "  no score decides it (set canary_score): it runs until a person ends it"
+        else:
+            yield (
+                f"  {doc['score']}: control n={test['control']['n']} mean={test['control']['mean']}, "
+                f"canary n={test['canary']['n']} mean={test['canary']['mean']}"
+            )
+            yield f"  {test['verdict']}: {test['reason']} (margin {doc['margin']}, alpha {doc['alpha']})"
+    for event in doc["decisions"]:
+        detail = event["detail"]
+        what = "promoted" if event["action"] == "canary-promote" else "rolled back"
+        yield (
+            f"  decision: version {event['version']} {what} (control {event['previous_version']}): "
+            f"{detail.get('reason', '')}"
+        )
+
+
 @prompts.command("history")
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(min=1, max=1000), default=50, show_default=True)
@@ -249,6 +303,8 @@ def history(name: str, limit: int, project: str, database_url: str | None) -> No
             "label": f"{event.label} -> {event.version} (was {event.previous or '-'})",
             "promote": f"promoted {event.version} to {event.label} (was {event.previous or '-'})",
             "refuse": f"refused promoting {event.version} to {event.label}: {event.detail.get('reason', '')}",
+            "canary-promote": f"canary {event.version} promoted to {event.label}: {event.detail.get('reason')}",
+            "canary-rollback": f"canary {event.version} rolled back on {event.label}: {event.detail.get('reason')}",
             "canary": (
                 f"canary stopped on {event.label}"
                 if event.version is None

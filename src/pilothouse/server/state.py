@@ -12,6 +12,7 @@ from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.improve.canary import CanaryController
 from pilothouse.prompts import PromptRegistry
 from pilothouse.quality.monitors import MonitorWorker
 from pilothouse.server.auth import KeyAuthenticator
@@ -43,6 +44,7 @@ class Services:
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
     monitors: MonitorWorker | None = None  # the monitors' background job (None: monitor_interval_s 0)
+    canaries: CanaryController | None = None  # the canaries' background job (None: canary_interval_s 0)
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
