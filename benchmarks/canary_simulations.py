@@ -133,10 +133,8 @@ def main() -> None:
             binary=binary,
         )  # fmt: skip
         decided = out.rollback_ns if control > canary else out.promotion_ns
-        if control == canary:
-            decided = out.promotion_ns
-        print(f"| {name} | {out.rollbacks / reps:.1%} | {out.promotions / reps:.1%} | "
-              f"{out.undecided / reps:.1%} | {_quantile(decided, 0.5)} | {_quantile(decided, 0.9)} |")  # fmt: skip
+        shares = f"{out.rollbacks / reps:.1%} | {out.promotions / reps:.1%} | {out.undecided / reps:.1%}"
+        print(f"| {name} | {shares} | {_quantile(decided, 0.5)} | {_quantile(decided, 0.9)} |")
         if control > canary:
             regression = out
     assert regression is not None

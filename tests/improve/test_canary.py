@@ -54,7 +54,9 @@ def _traffic(store: SqlStore, version: int, passes: list[bool], *, score: str = 
                 TraceAttributes(name="chat"),
             )
         )
-        scores.append(make_score(trace_id=trace, name=score, value=passed, source="online", created_ns=start + i))
+        scores.append(
+            make_score(trace_id=trace, name=score, value=passed, source="online", created_ns=start + i)
+        )
     store.write_spans(spans)
     store.add_scores("p1", scores)
 
@@ -75,14 +77,23 @@ def test_a_regressing_canary_is_rolled_back_and_recorded(store: SqlStore) -> Non
     decided = controller.evaluate(time.time_ns())
     assert decided is not None and len(decided) == 1
     canary, result = decided[0]
+    assert (canary.name, canary.version, canary.canary_version) == ("answer", 1, 2)
     assert result.verdict is GateVerdict.REGRESSION and result.upper < 0
     assert (result.control.n, result.canary.n) == (300, 300)
     assert registry.canary("p1", "answer", "production") is None  # ended: every user gets version 1
     assert registry.get("p1", "answer", label="production").version == 1
     event = registry.history("p1", "answer")[0]
-    assert (event.action, event.version, event.previous, event.actor) == ("canary-rollback", 2, 1, CANARY_ACTOR)
+    assert (event.action, event.version, event.previous, event.actor) == (
+        "canary-rollback",
+        2,
+        1,
+        CANARY_ACTOR,
+    )
     assert event.detail["verdict"] == "regression" and event.detail["score"] == "correct"
-    assert event.detail["canary"]["n"] == 300 and event.detail["canary"]["mean"] < event.detail["control"]["mean"]
+    assert (
+        event.detail["canary"]["n"] == 300
+        and event.detail["canary"]["mean"] < event.detail["control"]["mean"]
+    )
     status = canary_status(store, registry, SETTINGS, "p1", "answer", "production")
     assert status.canary is None and [e.action for e in status.decisions] == ["canary-rollback"]
     assert controller.evaluate(time.time_ns()) == []  # nothing runs any more

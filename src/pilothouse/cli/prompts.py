@@ -237,7 +237,9 @@ def canary(
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @project_option
 @database_option
-def canary_status_command(name: str, label: str, as_json: bool, project: str, database_url: str | None) -> None:
+def canary_status_command(
+    name: str, label: str, as_json: bool, project: str, database_url: str | None
+) -> None:
     """Where LABEL's canary stands: its arms' scored traces and means, the sequential test's bounds
     and verdict now (canary_score, canary_margin, canary_alpha, canary_min_samples of the settings),
     and the canary controller's past decisions (promoted or rolled back, with their figures)."""
@@ -264,8 +266,8 @@ def _canary_lines(doc: dict[str, Any]) -> Iterator[str]:
         yield f"{doc['name']}: no canary runs on {doc['label']}"
     else:
         yield (
-            f"{doc['name']}: {doc['share']:.0%} of {doc['label']} traffic -> version {doc['canary_version']}, "
-            f"the rest -> version {doc['version']}"
+            f"{doc['name']}: {doc['share']:.0%} of {doc['label']} traffic -> version "
+            f"{doc['canary_version']}, the rest -> version {doc['version']}"
         )
         test = doc["test"]
         if test is None:
@@ -298,13 +300,14 @@ def history(name: str, limit: int, project: str, database_url: str | None) -> No
         events = registry.history(project, name, limit)
     for event in events:
         when = dt.datetime.fromtimestamp(event.created_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        reason = event.detail.get("reason", "")
         what = {
             "create": f"created version {event.version}",
             "label": f"{event.label} -> {event.version} (was {event.previous or '-'})",
             "promote": f"promoted {event.version} to {event.label} (was {event.previous or '-'})",
             "refuse": f"refused promoting {event.version} to {event.label}: {event.detail.get('reason', '')}",
-            "canary-promote": f"canary {event.version} promoted to {event.label}: {event.detail.get('reason')}",
-            "canary-rollback": f"canary {event.version} rolled back on {event.label}: {event.detail.get('reason')}",
+            "canary-promote": f"canary {event.version} promoted to {event.label}: {reason}",
+            "canary-rollback": f"canary {event.version} rolled back on {event.label}: {reason}",
             "canary": (
                 f"canary stopped on {event.label}"
                 if event.version is None

@@ -120,7 +120,12 @@ def check_canary(store: CanaryStore, canary: RunningCanary, settings: CanarySett
 
 
 def canary_status(
-    store: SqlStore, registry: PromptRegistry, settings: CanarySettings, project_id: str, name: str, label: str
+    store: SqlStore,
+    registry: PromptRegistry,
+    settings: CanarySettings,
+    project_id: str,
+    name: str,
+    label: str,
 ) -> CanaryStatus:
     """The status of ``label``'s canary of prompt ``name``; :class:`PromptNotFound` for an unknown
     prompt."""

@@ -55,9 +55,11 @@ async def _prompt_page(page: PageContext, name: str, *, status: int = 200, **ext
     canaries = {}
     settings = CanarySettings.of(page.state.settings)
     for label in labels:  # where each running canary's sequential test stands now
-        status = await page.run(canary_status, page.state.store, registry, settings, page.project_id, name, label)
-        if status.canary is not None:
-            canaries[label] = status.document()
+        standing = await page.run(
+            canary_status, page.state.store, registry, settings, page.project_id, name, label
+        )
+        if standing.canary is not None:
+            canaries[label] = standing.document()
     return page.render(
         "prompt.html",
         status=status,

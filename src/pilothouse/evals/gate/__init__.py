@@ -29,14 +29,6 @@ from pilothouse.evals.gate._decision import (
 )
 from pilothouse.evals.gate._inference import holm, look_alpha
 from pilothouse.evals.gate._margins import parse_margin, parse_margins
-from pilothouse.evals.gate._sequential import (
-    DEFAULT_MIXTURE_EFFECT,
-    ArmSummary,
-    SequentialResult,
-    fixed_horizon_n,
-    mixture_boundary,
-    sequential_compare,
-)
 from pilothouse.evals.gate._reports import (
     JudgeCalibrations,
     explain,
@@ -47,11 +39,19 @@ from pilothouse.evals.gate._reports import (
     render_junit,
     render_markdown,
 )
+from pilothouse.evals.gate._sequential import (
+    DEFAULT_MIXTURE_EFFECT,
+    ArmSummary,
+    SequentialResult,
+    fixed_horizon_n,
+    mixture_boundary,
+    sequential_compare,
+)
 
 __all__ = [
     "DEFAULT_ALPHA",
-    "DEFAULT_MIXTURE_EFFECT",
     "DEFAULT_BINARY_MARGIN",
+    "DEFAULT_MIXTURE_EFFECT",
     "DEFAULT_RELATIVE_MARGIN",
     "PLANNING_POWER",
     "ArmSummary",
