@@ -29,7 +29,7 @@ def _registry(store: SqlStore, canary_version: int) -> PromptRegistry:
     return registry
 
 
-def _traffic(store: SqlStore, version: int, passes: list[bool], *, score: str = "correct") -> None:
+def scored_traffic(store: SqlStore, version: int, passes: list[bool], *, score: str = "correct") -> None:
     """One traced gateway call per item (recording the prompt's version), each scored pass/fail."""
     start = time.time_ns() + 10**9  # after the canary began
     spans, scores = [], []
@@ -61,17 +61,17 @@ def _traffic(store: SqlStore, version: int, passes: list[bool], *, score: str = 
     store.add_scores("p1", scores)
 
 
-def _draws(seed: int, rate: float, n: int) -> list[bool]:
+def draws(seed: int, rate: float, n: int) -> list[bool]:
     rng = random.Random(seed)
     return [rng.random() < rate for _ in range(n)]
 
 
 def test_a_regressing_canary_is_rolled_back_and_recorded(store: SqlStore) -> None:
     registry = _registry(store, canary_version=2)
-    _traffic(store, 1, _draws(1, 0.9, 300))
-    _traffic(store, 2, _draws(2, 0.6, 300))
-    _traffic(store, 3, _draws(3, 0.0, 300))  # another version's traces are no arm of this canary
-    _traffic(store, 2, _draws(4, 1.0, 300), score="politeness")  # another score decides nothing
+    scored_traffic(store, 1, draws(1, 0.9, 300))
+    scored_traffic(store, 2, draws(2, 0.6, 300))
+    scored_traffic(store, 3, draws(3, 0.0, 300))  # another version's traces are no arm of this canary
+    scored_traffic(store, 2, draws(4, 1.0, 300), score="politeness")  # another score decides nothing
 
     controller = CanaryController(store, registry, SETTINGS, holder="a")
     decided = controller.evaluate(time.time_ns())
@@ -101,8 +101,8 @@ def test_a_regressing_canary_is_rolled_back_and_recorded(store: SqlStore) -> Non
 
 def test_a_good_canary_is_promoted(store: SqlStore) -> None:
     registry = _registry(store, canary_version=3)
-    _traffic(store, 1, _draws(5, 0.85, 400))
-    _traffic(store, 3, _draws(6, 0.97, 400))
+    scored_traffic(store, 1, draws(5, 0.85, 400))
+    scored_traffic(store, 3, draws(6, 0.97, 400))
     decided = CanaryController(store, registry, SETTINGS, holder="a").evaluate(time.time_ns())
     assert decided is not None and [r.verdict for _, r in decided] == [GateVerdict.PASS]
     assert decided[0][1].lower > -SETTINGS.margin
@@ -115,12 +115,12 @@ def test_a_good_canary_is_promoted(store: SqlStore) -> None:
 
 def test_an_aa_canary_keeps_running_until_there_is_evidence(store: SqlStore) -> None:
     registry = _registry(store, canary_version=2)
-    _traffic(store, 1, _draws(7, 0.9, 40))
-    _traffic(store, 2, _draws(8, 0.9, 40))
+    scored_traffic(store, 1, draws(7, 0.9, 40))
+    scored_traffic(store, 2, draws(8, 0.9, 40))
     controller = CanaryController(store, registry, SETTINGS, holder="a")
     assert controller.evaluate(time.time_ns()) == []  # fewer than min_samples traces per arm
-    _traffic(store, 1, _draws(9, 0.9, 100))
-    _traffic(store, 2, _draws(10, 0.9, 100))
+    scored_traffic(store, 1, draws(9, 0.9, 100))
+    scored_traffic(store, 2, draws(10, 0.9, 100))
     assert controller.evaluate(time.time_ns()) == []  # enough traces, not enough evidence either way
     status = canary_status(store, registry, SETTINGS, "p1", "answer", "production")
     assert status.canary is not None and status.canary.canary_version == 2
@@ -143,8 +143,8 @@ def test_a_label_moved_by_a_person_is_left_alone(store: SqlStore) -> None:
 
 def test_without_a_score_name_nothing_is_decided(store: SqlStore) -> None:
     registry = _registry(store, canary_version=2)
-    _traffic(store, 1, _draws(11, 0.9, 60))
-    _traffic(store, 2, _draws(12, 0.0, 60))
+    scored_traffic(store, 1, draws(11, 0.9, 60))
+    scored_traffic(store, 2, draws(12, 0.0, 60))
     assert CanaryController(store, registry, CanarySettings(), holder="a").evaluate(time.time_ns()) == []
     status = canary_status(store, registry, CanarySettings(), "p1", "answer", "production")
     assert status.canary is not None and status.result is None
