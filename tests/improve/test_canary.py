@@ -9,6 +9,8 @@ import random
 import time
 import uuid
 
+import pytest
+
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status, TraceAttributes, Usage
 from pilothouse.evals.gate import GateVerdict
@@ -16,6 +18,8 @@ from pilothouse.improve.canary import CANARY_ACTOR, CanaryController, CanarySett
 from pilothouse.prompts import PromptRegistry
 from pilothouse.store.canaries import CanaryStore
 from pilothouse.store.sql import SqlStore
+
+pytestmark = pytest.mark.slow  # hundreds of traced calls written to two databases per test
 
 SETTINGS = CanarySettings(score_name="correct", margin=0.02, alpha=0.05, min_samples=50)
 
@@ -68,10 +72,10 @@ def draws(seed: int, rate: float, n: int) -> list[bool]:
 
 def test_a_regressing_canary_is_rolled_back_and_recorded(store: SqlStore) -> None:
     registry = _registry(store, canary_version=2)
-    scored_traffic(store, 1, draws(1, 0.9, 300))
-    scored_traffic(store, 2, draws(2, 0.6, 300))
-    scored_traffic(store, 3, draws(3, 0.0, 300))  # another version's traces are no arm of this canary
-    scored_traffic(store, 2, draws(4, 1.0, 300), score="politeness")  # another score decides nothing
+    scored_traffic(store, 1, draws(1, 0.9, 150))
+    scored_traffic(store, 2, draws(2, 0.5, 150))
+    scored_traffic(store, 3, draws(3, 0.0, 60))  # another version's traces are no arm of this canary
+    scored_traffic(store, 2, draws(4, 1.0, 60), score="politeness")  # another score decides nothing
 
     controller = CanaryController(store, registry, SETTINGS, holder="a")
     decided = controller.evaluate(time.time_ns())
@@ -79,7 +83,7 @@ def test_a_regressing_canary_is_rolled_back_and_recorded(store: SqlStore) -> Non
     canary, result = decided[0]
     assert (canary.name, canary.version, canary.canary_version) == ("answer", 1, 2)
     assert result.verdict is GateVerdict.REGRESSION and result.upper < 0
-    assert (result.control.n, result.canary.n) == (300, 300)
+    assert (result.control.n, result.canary.n) == (150, 150)
     assert registry.canary("p1", "answer", "production") is None  # ended: every user gets version 1
     assert registry.get("p1", "answer", label="production").version == 1
     event = registry.history("p1", "answer")[0]
@@ -91,7 +95,7 @@ def test_a_regressing_canary_is_rolled_back_and_recorded(store: SqlStore) -> Non
     )
     assert event.detail["verdict"] == "regression" and event.detail["score"] == "correct"
     assert (
-        event.detail["canary"]["n"] == 300
+        event.detail["canary"]["n"] == 150
         and event.detail["canary"]["mean"] < event.detail["control"]["mean"]
     )
     status = canary_status(store, registry, SETTINGS, "p1", "answer", "production")
@@ -101,8 +105,8 @@ def test_a_regressing_canary_is_rolled_back_and_recorded(store: SqlStore) -> Non
 
 def test_a_good_canary_is_promoted(store: SqlStore) -> None:
     registry = _registry(store, canary_version=3)
-    scored_traffic(store, 1, draws(5, 0.85, 400))
-    scored_traffic(store, 3, draws(6, 0.97, 400))
+    scored_traffic(store, 1, draws(5, 0.8, 150))
+    scored_traffic(store, 3, draws(6, 1.0, 150))
     decided = CanaryController(store, registry, SETTINGS, holder="a").evaluate(time.time_ns())
     assert decided is not None and [r.verdict for _, r in decided] == [GateVerdict.PASS]
     assert decided[0][1].lower > -SETTINGS.margin
