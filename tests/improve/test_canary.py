@@ -5,6 +5,7 @@ person moved meanwhile is left alone; one process at a time holds the job."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -17,6 +18,7 @@ from pilothouse.evals.gate import GateVerdict
 from pilothouse.improve.canary import CANARY_ACTOR, CanaryController, CanarySettings, canary_status
 from pilothouse.prompts import PromptRegistry
 from pilothouse.store.canaries import CanaryStore
+from pilothouse.store.monitors import MonitorStore
 from pilothouse.store.sql import SqlStore
 
 pytestmark = pytest.mark.slow  # hundreds of traced calls written to two databases per test
@@ -152,3 +154,27 @@ def test_without_a_score_name_nothing_is_decided(store: SqlStore) -> None:
     assert CanaryController(store, registry, CanarySettings(), holder="a").evaluate(time.time_ns()) == []
     status = canary_status(store, registry, CanarySettings(), "p1", "answer", "production")
     assert status.canary is not None and status.result is None
+
+
+def test_the_job_decides_in_the_background_and_gives_its_lease_up(store: SqlStore) -> None:
+    registry = _registry(store, canary_version=2)
+    heard: list[tuple[str, str]] = []
+    registry.on_change(lambda project, name: heard.append((project, name)))  # what the watcher publishes
+    scored_traffic(store, 1, draws(13, 0.9, 120))
+    scored_traffic(store, 2, draws(14, 0.3, 120))
+
+    async def scenario() -> int:
+        controller = CanaryController(store, registry, SETTINGS, interval_s=0.01, holder="a")
+        controller.start()
+        for _ in range(1000):  # until the first pass has decided
+            if controller.passes:
+                break
+            await asyncio.sleep(0.01)
+        await controller.close()
+        return controller.passes
+
+    assert asyncio.run(scenario()) >= 1
+    assert registry.canary("p1", "answer", "production") is None
+    assert registry.history("p1", "answer")[0].action == "canary-rollback"
+    assert heard == [("p1", "answer")]  # every gateway process is told the label's traffic changed
+    assert MonitorStore(store).lease("canaries") is None  # given up at close: another process may start

@@ -47,6 +47,12 @@ def test_status_decision_page_and_cli(app: Served, tmp_path: Path) -> None:
     assert body["test"]["verdict"] == "regression" and body["test"]["canary"]["n"] == 200
     assert body["decisions"] == []
 
+    _, reader = app.store.create_api_key("p1", "reader", frozenset({Scope.READ}))
+    assert login(app.client, reader).status_code in (200, 303)
+    page = app.client.get("/prompts/answer")
+    assert page.status_code == 200 and "Sequential test on <code>correct</code>" in page.text
+    assert "canary n=200" in page.text and ">regression</span>" in page.text
+
     controller = app.client.app.state.pilothouse.canaries  # type: ignore[attr-defined]
     decided = controller.evaluate(time.time_ns())
     assert [(c.canary_version, r.verdict.value) for c, r in decided] == [(2, "regression")]
@@ -61,10 +67,10 @@ def test_status_decision_page_and_cli(app: Served, tmp_path: Path) -> None:
     other = {"Authorization": f"Bearer {app.other_key}"}
     assert app.client.get("/api/prompts/answer/canary", headers=other).status_code == 404
 
-    _, reader = app.store.create_api_key("p1", "reader", frozenset({Scope.READ}))
-    assert login(app.client, reader).status_code in (200, 303)
     page = app.client.get("/prompts/answer")
-    assert page.status_code == 200 and "canary rolled back" in page.text and "n=200" in page.text
+    assert (
+        page.status_code == 200 and "canary rolled back" in page.text and "Sequential test" not in page.text
+    )
 
     url = app.store.engine.url.render_as_string(hide_password=False)
     runner = CliRunner()
