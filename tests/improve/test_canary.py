@@ -16,7 +16,7 @@ from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status, TraceAttributes, Usage
 from pilothouse.evals.gate import GateVerdict
 from pilothouse.improve.canary import CANARY_ACTOR, CanaryController, CanarySettings, canary_status
-from pilothouse.prompts import PromptRegistry
+from pilothouse.prompts import PromptError, PromptRegistry
 from pilothouse.store.canaries import CanaryStore
 from pilothouse.store.monitors import MonitorStore
 from pilothouse.store.sql import SqlStore
@@ -178,3 +178,19 @@ def test_the_job_decides_in_the_background_and_gives_its_lease_up(store: SqlStor
     assert registry.history("p1", "answer")[0].action == "canary-rollback"
     assert heard == [("p1", "answer")]  # every gateway process is told the label's traffic changed
     assert MonitorStore(store).lease("canaries") is None  # given up at close: another process may start
+
+
+def test_a_canary_started_with_its_own_score_and_margin_is_decided_by_them(store: SqlStore) -> None:
+    registry = _registry(store, canary_version=2)
+    registry.set_canary("p1", "answer", "production", 3, 0.2, actor="ops", score="polite", margin=0.25)
+    scored_traffic(store, 1, draws(15, 0.9, 80), score="polite")
+    scored_traffic(store, 3, draws(16, 0.8, 80), score="polite")  # worse, within the wide margin
+    scored_traffic(store, 3, draws(17, 0.0, 80))  # the server's score would roll it back
+    [running] = CanaryStore(store).running()
+    assert (running.canary_version, running.share, running.score, running.margin) == (3, 0.2, "polite", 0.25)
+    decided = CanaryController(store, registry, SETTINGS, holder="a").evaluate(time.time_ns())
+    assert decided is not None and [r.verdict for _, r in decided] == [GateVerdict.PASS]
+    event = registry.history("p1", "answer")[0]
+    assert (event.action, event.detail["score"], event.detail["margin"]) == ("canary-promote", "polite", 0.25)
+    with pytest.raises(PromptError, match="margin"):
+        registry.set_canary("p1", "answer", "production", 2, 0.2, actor="ops", margin=float("nan"))

@@ -47,6 +47,11 @@ def test_status_decision_page_and_cli(app: Served, tmp_path: Path) -> None:
     assert body["test"]["verdict"] == "regression" and body["test"]["canary"]["n"] == 200
     assert body["decisions"] == []
 
+    _, admin = app.store.create_api_key("p1", "ops", frozenset({Scope.ADMIN, Scope.READ}))
+    ops = {"Authorization": f"Bearer {admin}"}
+    for bad_field in ({"score": 5}, {"score": ""}, {"margin": -1}, {"margin": True}):
+        refused = app.client.post("/api/prompts/answer/canary", json={"version": 2, **bad_field}, headers=ops)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_prompt", bad_field
     _, reader = app.store.create_api_key("p1", "reader", frozenset({Scope.READ}))
     assert login(app.client, reader).status_code in (200, 303)
     page = app.client.get("/prompts/answer")

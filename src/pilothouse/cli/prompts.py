@@ -207,6 +207,17 @@ def label(name: str, label: str, version: int, project: str, database_url: str |
     "--label", "label", default="production", show_default=True, help="The label whose traffic is split."
 )
 @click.option("--stop", is_flag=True, help="End the canary (the label keeps its version).")
+@click.option(
+    "--score",
+    default=None,
+    help="The score name that decides this canary (default: the canary_score setting).",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=0, max=1e9),
+    default=None,
+    help="Its non-inferiority margin, in the score's units (default: the canary_margin setting).",
+)
 @project_option
 @database_option
 def canary(
@@ -215,15 +226,20 @@ def canary(
     share: float,
     label: str,
     stop: bool,
+    score: str | None,
+    margin: float | None,
     project: str,
     database_url: str | None,
 ) -> None:
     """Send --share of LABEL's gateway traffic (sticky per end user) to --version, or --stop. Moving
-    the label ('label', 'promote') ends the canary. Spans record which version each call used."""
+    the label ('label', 'promote') ends the canary. Spans record which version each call used. With a
+    score (--score, or the canary_score setting) the server promotes or rolls it back on evidence."""
     if stop == (version is not None):
         raise CliError("give --version (and --share), or --stop", exit_code=2)
     with _registry(database_url) as (registry, _), _usage_errors():
-        main = registry.set_canary(project, name, label, version, share, actor=_actor())
+        main = registry.set_canary(
+            project, name, label, version, share, actor=_actor(), score=score, margin=margin
+        )
     _published(database_url, project, name)
     if version is None:
         click.echo(f"{name}: canary on {label} stopped; all traffic gets version {main}")

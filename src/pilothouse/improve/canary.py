@@ -19,7 +19,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pilothouse.domain.prompts import PromptEvent, check_label, check_name
@@ -55,6 +55,14 @@ class CanarySettings:
     margin: float = 0.02
     alpha: float = 0.05
     min_samples: int = 100
+
+    def for_canary(self, canary: RunningCanary) -> CanarySettings:
+        """These settings with the score name and margin ``canary`` was started with, if any."""
+        return replace(
+            self,
+            score_name=canary.score or self.score_name,
+            margin=self.margin if canary.margin is None else canary.margin,
+        )
 
     @classmethod
     def of(cls, settings: Any) -> CanarySettings:
@@ -137,8 +145,10 @@ def canary_status(
     canaries = CanaryStore(store)
     running = next((c for c in canaries.running(project_id, name) if c.label == label), None)
     result = None
-    if running is not None and settings.score_name is not None:
-        result = check_canary(canaries, running, settings)
+    if running is not None:
+        settings = settings.for_canary(running)
+        if settings.score_name is not None:
+            result = check_canary(canaries, running, settings)
     decisions = [e for e in history if e.action in DECISIONS and e.label == label][:_DECISIONS_SHOWN]
     return CanaryStatus(name, label, running, result, settings, decisions)
 
@@ -169,8 +179,6 @@ class CanaryController:
     def evaluate(self, now_ns: int) -> list[tuple[RunningCanary, SequentialResult]] | None:
         """One pass: the canaries decided (promoted or rolled back) in it; None when another process
         holds the lease. Canaries still inconclusive keep running."""
-        if self.settings.score_name is None:
-            return []
         ttl_ns = int(max(60.0, 3 * self.interval_s) * 1e9)
         if not self.leases.take_lease(LEASE_NAME, self.holder, now_ns, ttl_ns):
             return None
@@ -179,18 +187,21 @@ class CanaryController:
             if not self.leases.take_lease(LEASE_NAME, self.holder, max(now_ns, self.clock()), ttl_ns):
                 log.warning("the canaries lease passed to another process during a pass; it goes on there")
                 break
+            settings = self.settings.for_canary(canary)
+            if settings.score_name is None:
+                continue  # nothing decides it: it runs until a person ends it
             try:
-                result = check_canary(self.canaries, canary, self.settings)
-                if result.verdict is not GateVerdict.INCONCLUSIVE and self._decide(canary, result):
+                result = check_canary(self.canaries, canary, settings)
+                if result.verdict is not GateVerdict.INCONCLUSIVE and self._decide(canary, result, settings):
                     decided.append((canary, result))
             except Exception:  # one broken canary must not stop the others
                 log.exception("checking the canary of %s:%s failed", canary.name, canary.label)
         self.passes += 1
         return decided
 
-    def _decide(self, canary: RunningCanary, result: SequentialResult) -> bool:
+    def _decide(self, canary: RunningCanary, result: SequentialResult, settings: CanarySettings) -> bool:
         promote = result.verdict is GateVerdict.PASS
-        detail = {"score": self.settings.score_name, **result.document()}
+        detail = {"score": settings.score_name, **result.document()}
         if not self.canaries.end(canary, promote=promote, actor=CANARY_ACTOR, detail=detail):
             return False  # the label changed under us: a person's change stands
         self.registry.changed(canary.project_id, canary.name)  # every gateway process hears it

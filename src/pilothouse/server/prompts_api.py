@@ -137,7 +137,8 @@ async def move_label(request: Request) -> Response:
 
 async def set_canary(request: Request) -> Response:
     """``POST /api/prompts/{name}/canary`` with ``{"label": "production", "version": 3, "share": 0.1}``
-    (``"version": null`` stops it): split the label's gateway traffic, sticky per end user."""
+    (``"version": null`` stops it): split the label's gateway traffic, sticky per end user. Optional
+    ``score`` and ``margin`` decide this canary instead of the server's settings."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.ADMIN)
     body = await read_json(request, 4096)
@@ -161,6 +162,8 @@ async def set_canary(request: Request) -> Response:
         version,
         float(share),
         actor=_actor(principal),
+        score=body.get("score"),
+        margin=body.get("margin"),
     )
     return FastJSONResponse(
         {"name": name, "label": label, "version": main, "canary_version": version, "share": share}

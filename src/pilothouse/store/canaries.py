@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import func, select
 
 from pilothouse.store import tables as t
@@ -21,7 +22,8 @@ __all__ = ["ArmSums", "CanaryStore", "RunningCanary"]
 @dataclass(frozen=True, slots=True)
 class RunningCanary:
     """A label that splits its traffic: ``version`` (the control) and ``canary_version`` at ``share``,
-    since ``started_ns`` (when the canary was last set)."""
+    since ``started_ns`` (when the canary was last set), with the score name and margin it was started
+    with (None: the server's settings decide)."""
 
     project_id: str
     name: str
@@ -30,6 +32,8 @@ class RunningCanary:
     canary_version: int
     share: float
     started_ns: int
+    score: str | None = None  # what decides this canary, when it was started with its own
+    margin: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,32 +53,49 @@ class CanaryStore:
         self.engine = store.engine
 
     def running(self, project_id: str | None = None, name: str | None = None) -> list[RunningCanary]:
-        """The running canaries (of one project or prompt, or all), by project, name and label."""
+        """The running canaries (of one project or prompt, or all), by project, name and label, each
+        with what its start event says decides it."""
         lb, e = t.prompt_labels.c, t.prompt_events.c
-        started = (
-            select(func.max(e.created_ns))
-            .where(
-                e.project_id == lb.project_id,
-                e.name == lb.name,
-                e.label == lb.label,
-                e.action == "canary",
-                e.version == lb.canary_version,
-            )
-            .scalar_subquery()
-        )
         query = select(
-            lb.project_id, lb.name, lb.label, lb.version, lb.canary_version, lb.canary_share, started
+            lb.project_id, lb.name, lb.label, lb.version, lb.canary_version, lb.canary_share
         ).where(lb.canary_version.is_not(None))
         if project_id is not None:
             query = query.where(lb.project_id == project_id)
         if name is not None:
             query = query.where(lb.name == name)
+        found: list[RunningCanary] = []
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(lb.project_id, lb.name, lb.label)).all()
-        return [
-            RunningCanary(p, n, lbl, int(v), int(c), float(s or 0.0), int(at or 0))
-            for p, n, lbl, v, c, s, at in rows
-        ]
+            for p, n, label, version, canary, share in conn.execute(
+                query.order_by(lb.project_id, lb.name, lb.label)
+            ):
+                start = conn.execute(
+                    select(e.created_ns, e.detail)
+                    .where(
+                        e.project_id == p,
+                        e.name == n,
+                        e.label == label,
+                        e.action == "canary",
+                        e.version == canary,
+                    )
+                    .order_by(e.seq.desc())
+                    .limit(1)
+                ).first()
+                detail = orjson.loads(start.detail) if start is not None and start.detail else {}
+                score, margin = detail.get("score"), detail.get("margin")
+                found.append(
+                    RunningCanary(
+                        p,
+                        n,
+                        label,
+                        int(version),
+                        int(canary),
+                        float(share or 0.0),
+                        0 if start is None else int(start.created_ns),
+                        score if isinstance(score, str) else None,
+                        float(margin) if isinstance(margin, int | float) else None,
+                    )
+                )
+        return found
 
     def arm_sums(
         self, project_id: str, name: str, versions: tuple[int, ...], score_name: str, since_ns: int
