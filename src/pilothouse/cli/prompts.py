@@ -1,6 +1,7 @@
 """``pilothouse prompts``: the prompt registry on the configured database (server running or not):
 list, show, create a version, diff two versions, move a label (rollback too), the audit list, and a
-promotion gated by an eval (``promote``, exit codes as ``pilothouse gate``)."""
+promotion gated by an eval (``promote``, exit codes as ``pilothouse gate``). The canary commands are
+in :mod:`pilothouse.cli.prompts_canary`."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _published(database_url: str | None, project: str, name: str) -> None:
 
 @click.group("prompts")
 def prompts() -> None:
-    """The prompt registry: versions, labels, diffs, history and gated promotion."""
+    """The prompt registry: versions, labels, diffs, history, gated promotion and canaries."""
 
 
 @prompts.command("list")
@@ -197,40 +198,6 @@ def label(name: str, label: str, version: int, project: str, database_url: str |
     click.echo(f"{name}: {label} -> version {version} (was {was})")
 
 
-@prompts.command("canary")
-@click.argument("name")
-@click.option("--version", "version", type=click.IntRange(min=1), default=None, help="The canary's version.")
-@click.option(
-    "--share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True
-)
-@click.option(
-    "--label", "label", default="production", show_default=True, help="The label whose traffic is split."
-)
-@click.option("--stop", is_flag=True, help="End the canary (the label keeps its version).")
-@project_option
-@database_option
-def canary(
-    name: str,
-    version: int | None,
-    share: float,
-    label: str,
-    stop: bool,
-    project: str,
-    database_url: str | None,
-) -> None:
-    """Send --share of LABEL's gateway traffic (sticky per end user) to --version, or --stop. Moving
-    the label ('label', 'promote') ends the canary. Spans record which version each call used."""
-    if stop == (version is not None):
-        raise CliError("give --version (and --share), or --stop", exit_code=2)
-    with _registry(database_url) as (registry, _), _usage_errors():
-        main = registry.set_canary(project, name, label, version, share, actor=_actor())
-    _published(database_url, project, name)
-    if version is None:
-        click.echo(f"{name}: canary on {label} stopped; all traffic gets version {main}")
-    else:
-        click.echo(f"{name}: {share:.0%} of {label} traffic -> version {version}, the rest -> version {main}")
-
-
 @prompts.command("history")
 @click.argument("name")
 @click.option("--limit", type=click.IntRange(min=1, max=1000), default=50, show_default=True)
@@ -244,11 +211,14 @@ def history(name: str, limit: int, project: str, database_url: str | None) -> No
         events = registry.history(project, name, limit)
     for event in events:
         when = dt.datetime.fromtimestamp(event.created_ns / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        reason = event.detail.get("reason", "")
         what = {
             "create": f"created version {event.version}",
             "label": f"{event.label} -> {event.version} (was {event.previous or '-'})",
             "promote": f"promoted {event.version} to {event.label} (was {event.previous or '-'})",
             "refuse": f"refused promoting {event.version} to {event.label}: {event.detail.get('reason', '')}",
+            "canary-promote": f"canary {event.version} promoted to {event.label}: {reason}",
+            "canary-rollback": f"canary {event.version} rolled back on {event.label}: {reason}",
             "canary": (
                 f"canary stopped on {event.label}"
                 if event.version is None
@@ -389,3 +359,7 @@ def _promotion_spec(
             raise CliError(" ".join(str(exc).split()), exit_code=2) from None
         parsed.append({"type": value} if isinstance(value, str) else value)
     return {"dataset": dataset, "target": {}, "scorers": parsed}, Path.cwd()
+
+
+# the canary commands live apart (registered on the group above when this module loads)
+from pilothouse.cli import prompts_canary  # noqa: E402, F401

@@ -222,6 +222,39 @@ class Settings(_Section):
         ge=1,
         description="Due online work older than this (or a silent worker) is a stall in /health.",
     )
+    canary_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often running prompt canaries are checked and, on evidence, promoted or rolled "
+        "back (one process at a time holds the job); 0 turns the checks off in this process.",
+    )
+    canary_score: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The score name (on traces, higher is better: a pass rate or a mean) that decides "
+        "canaries; unset, canaries run until a person ends them.",
+    )
+    canary_margin: float = Field(
+        default=0.02,
+        ge=0,
+        le=1e9,
+        description="Non-inferiority margin of a canary, in the score's units (0.02: two points of pass "
+        "rate): a canary no worse than this is promoted.",
+    )
+    canary_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Error rate of the canary's always-valid test (a good canary rolled back, a worse "
+        "one promoted), however often it is checked.",
+    )
+    canary_min_samples: int = Field(
+        default=100,
+        ge=2,
+        le=10**9,
+        description="Scored traces each arm needs before a canary can be decided.",
+    )
 
     @field_validator("admin_key", mode="after")
     @classmethod

@@ -342,7 +342,9 @@ class PromptSummary:
 class PromptEvent:
     """One entry of a prompt's audit list: who did what and when. ``action`` is ``create`` (a new
     version), ``label`` (a label moved: ``previous`` is where it pointed), ``promote`` (a gated
-    promotion that passed and moved the label) or ``refuse`` (one that did not)."""
+    promotion that passed and moved the label), ``refuse`` (one that did not), ``canary`` (a canary
+    started or stopped), ``canary-promote`` or ``canary-rollback`` (the canary controller's decisions,
+    with the sequential test's figures in ``detail``)."""
 
     name: str
     action: str

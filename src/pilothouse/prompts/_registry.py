@@ -196,12 +196,24 @@ class PromptRegistry:
         share: float = 0.1,
         *,
         actor: str | None,
+        score: str | None = None,
+        margin: float | None = None,
     ) -> int:
         """Send ``share`` (0 < share < 1) of ``label``'s traffic, sticky per end user, to ``version``;
         ``version`` None stops the canary. Moving the label (promotion or rollback) ends it too.
-        Returns the version the label itself points at."""
+        ``score`` and ``margin`` decide this canary instead of the server's ``canary_score`` and
+        ``canary_margin``. Returns the version the label itself points at."""
         check_name(name)
         check_label(label)
+        decide: dict[str, Any] = {}
+        if score is not None:
+            if not isinstance(score, str) or not 0 < len(score) <= 200:
+                raise PromptError("a canary's score is a score name of 1 to 200 characters")
+            decide["score"] = score
+        if margin is not None:
+            if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= 1e9:
+                raise PromptError("a canary's margin is a number >= 0, in the score's units")
+            decide["margin"] = float(margin)
         if version is not None and not (isinstance(share, int | float) and 0 < share < 1):
             raise PromptError("a canary's share is a number between 0 and 1 (0.1: a tenth of the traffic)")
         current = self.prompts.get(project_id, name, label=label)
@@ -210,7 +222,9 @@ class PromptRegistry:
                 f"{label!r} already points at version {version}; a canary needs another version"
             )
         try:
-            main = self.prompts.set_canary(project_id, name, label, version, float(share), actor=actor)
+            main = self.prompts.set_canary(
+                project_id, name, label, version, float(share), actor=actor, decide=decide
+            )
         except UnknownVersion as exc:
             raise PromptNotFound(str(exc)) from None
         self.changed(project_id, name)

@@ -33,6 +33,7 @@ from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.improve.canary import CanaryController, CanarySettings
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
 from pilothouse.quality.guardrails import build_guardrails
 from pilothouse.quality.monitors import MonitorWorker
@@ -313,6 +314,13 @@ def create_app(
                 else None
             ),
             online=OnlineEvaluators(the_store, gateway.model_names()),
+            canaries=(
+                CanaryController(
+                    the_store, prompts, CanarySettings.of(settings), interval_s=settings.canary_interval_s
+                )
+                if settings.canary_interval_s > 0
+                else None
+            ),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -329,6 +337,8 @@ def create_app(
             app.state.pilothouse.monitors.start()  # a pass every monitor_interval_s, off the request path
         worker = _online_worker(settings, app.state.pilothouse.online, gateway)
         app.state.pilothouse.online_worker = worker
+        if app.state.pilothouse.canaries is not None:
+            app.state.pilothouse.canaries.start()  # a check of the running canaries every canary_interval_s
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -340,6 +350,8 @@ def create_app(
                 await app.state.pilothouse.monitors.close()
             if worker is not None:
                 await worker.stop()  # before the gateway its judges call closes
+            if app.state.pilothouse.canaries is not None:
+                await app.state.pilothouse.canaries.close()
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:

@@ -1,5 +1,6 @@
 """The prompt registry under ``/api/prompts``: list, read a version (by label or number), list versions,
-create a version, move a label, diff two versions, the audit list. Reads need the ``read`` scope,
+create a version, move a label, run a canary and read where it stands, diff two versions, the audit
+list. Reads need the ``read`` scope,
 changes the ``admin`` scope; every route sees the caller's project only. It translates and renders:
 the use cases are :class:`pilothouse.prompts.PromptRegistry`'s."""
 
@@ -14,6 +15,7 @@ from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.prompts import PromptError, check_label, ref_from_fields
+from pilothouse.improve.canary import CanarySettings, canary_status
 from pilothouse.prompts import PromptNotFound, PromptRegistry
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
@@ -139,7 +141,8 @@ async def move_label(request: Request) -> Response:
 
 async def set_canary(request: Request) -> Response:
     """``POST /api/prompts/{name}/canary`` with ``{"label": "production", "version": 3, "share": 0.1}``
-    (``"version": null`` stops it): split the label's gateway traffic, sticky per end user."""
+    (``"version": null`` stops it): split the label's gateway traffic, sticky per end user. Optional
+    ``score`` and ``margin`` decide this canary instead of the server's settings."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.ADMIN)
     body = await read_json(request, 4096)
@@ -163,10 +166,30 @@ async def set_canary(request: Request) -> Response:
         version,
         float(share),
         actor=_actor(principal),
+        score=body.get("score"),
+        margin=body.get("margin"),
     )
     return FastJSONResponse(
         {"name": name, "label": label, "version": main, "canary_version": version, "share": share}
     )
+
+
+async def get_canary(request: Request) -> Response:
+    """``GET /api/prompts/{name}/canary?label=production``: the label's running canary with the
+    sequential test's figures now, and the canary controller's past decisions."""
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
+    label = request.query_params.get("label") or "production"
+    status = await _guarded(
+        canary_status,
+        services.store,
+        services.prompts,
+        CanarySettings.of(services.settings),
+        principal.project_id,
+        request.path_params["name"],
+        label,
+    )
+    return FastJSONResponse(status.document())
 
 
 async def diff(request: Request) -> Response:
@@ -198,6 +221,7 @@ routes = [
     Route("/api/prompts/{name}/versions", create_version, methods=["POST"]),
     Route("/api/prompts/{name}/labels", move_label, methods=["POST"]),
     Route("/api/prompts/{name}/canary", set_canary, methods=["POST"]),
+    Route("/api/prompts/{name}/canary", get_canary, methods=["GET"]),
     Route("/api/prompts/{name}/diff", diff, methods=["GET"]),
     Route("/api/prompts/{name}/history", history, methods=["GET"]),
 ]

@@ -12,6 +12,7 @@ from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
 from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.improve.canary import CanaryController
 from pilothouse.prompts import PromptRegistry
 from pilothouse.quality.monitors import MonitorWorker
 from pilothouse.quality.online import OnlineEvaluators, OnlineWorker
@@ -46,6 +47,7 @@ class Services:
     monitors: MonitorWorker | None = None  # the monitors' background job (None: monitor_interval_s 0)
     online: OnlineEvaluators | None = None  # the online evaluators (docs/online-evals.md)
     online_worker: OnlineWorker | None = None  # their worker in this process (server.online_evals)
+    canaries: CanaryController | None = None  # the canaries' background job (None: canary_interval_s 0)
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))

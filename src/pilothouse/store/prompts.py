@@ -108,7 +108,15 @@ class PromptStore:
             )
 
     def set_canary(
-        self, project_id: str, name: str, label: str, version: int | None, share: float, *, actor: str | None
+        self,
+        project_id: str,
+        name: str,
+        label: str,
+        version: int | None,
+        share: float,
+        *,
+        actor: str | None,
+        decide: Mapping[str, Any] | None = None,
     ) -> int:
         """Send ``share`` of ``label``'s traffic to ``version`` (None: stop the canary); returns the
         version the label itself points at. :class:`UnknownVersion` when the label points nowhere or
@@ -129,7 +137,8 @@ class PromptStore:
                     raise UnknownVersion(f"prompt {name!r} has no version {version}")
             values = {"canary_version": version, "canary_share": None if version is None else share}
             conn.execute(lb.update().where(*where).values(**values))
-            detail = {"share": share} if version is not None else {"stopped": True}
+            # what decides this canary (a score name, a margin) rides on its start event
+            detail = {"share": share, **(decide or {})} if version is not None else {"stopped": True}
             self._event(
                 conn, project_id, name, "canary", version, label, int(main), actor, detail, time.time_ns()
             )

@@ -1,5 +1,6 @@
 """The prompt registry's pages: the list, one prompt (a version, its versions and labels, the history),
-the diff of two versions, editing as a new version and moving a label. Reads need a logged-in key;
+the diff of two versions, editing as a new version and moving a label, and where each running canary's
+sequential test stands (:func:`pilothouse.improve.canary.canary_status`). Reads need a logged-in key;
 changes need the admin scope. Every use case is :class:`pilothouse.prompts.PromptRegistry`'s."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.prompts import PromptError, PromptVersion
+from pilothouse.improve.canary import CanarySettings, canary_status
 from pilothouse.prompts import PromptNotFound
 from pilothouse.ui.web import PageContext, UiError, not_found
 
@@ -51,10 +53,13 @@ async def _prompt_page(page: PageContext, name: str, *, status: int = 200, **ext
     events = await page.run(registry.history, page.project_id, name, 50)
     labels = sorted({label for v in versions for label in v.labels if label != "latest"})
     canaries = {}
-    for label in labels:
-        running = await page.run(registry.canary, page.project_id, name, label)
-        if running is not None:
-            canaries[label] = (running[0].version, running[1])
+    settings = CanarySettings.of(page.state.settings)
+    for label in labels:  # where each running canary's sequential test stands now
+        standing = await page.run(
+            canary_status, page.state.store, registry, settings, page.project_id, name, label
+        )
+        if standing.canary is not None:
+            canaries[label] = standing.document()
     return page.render(
         "prompt.html",
         status=status,

@@ -453,6 +453,6 @@ def test_markdown_report() -> None:
 def test_the_examples_in_docs_gate_md_run() -> None:
     doc = (Path(__file__).parents[3] / "docs" / "gate.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.DOTALL)
-    assert len(blocks) == 2  # on stored runs (the evaluations service), on values
+    assert len(blocks) == 3  # on stored runs (the evaluations service), on values, sequential (canaries)
     for block in blocks:
         exec(compile(block, "docs/gate.md", "exec"), {})

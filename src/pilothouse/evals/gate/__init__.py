@@ -3,7 +3,8 @@ planning of the items a next look needs, and the reports that explain it.
 
 Loading runs, counting looks and checking judges is the evaluations service's
 (:class:`pilothouse.evals.Evaluations`); writing files and the exit code of usage errors (2) the CLI's.
-The method is explained for users in docs/gate.md.
+The sequential form (:func:`sequential_compare`, a canary against its control on live traffic) is
+the same decision made always-valid. The method is explained for users in docs/gate.md.
 """
 
 from __future__ import annotations
@@ -38,12 +39,22 @@ from pilothouse.evals.gate._reports import (
     render_junit,
     render_markdown,
 )
+from pilothouse.evals.gate._sequential import (
+    DEFAULT_MIXTURE_EFFECT,
+    ArmSummary,
+    SequentialResult,
+    fixed_horizon_n,
+    mixture_boundary,
+    sequential_compare,
+)
 
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_BINARY_MARGIN",
+    "DEFAULT_MIXTURE_EFFECT",
     "DEFAULT_RELATIVE_MARGIN",
     "PLANNING_POWER",
+    "ArmSummary",
     "GateDecision",
     "GateVerdict",
     "JudgeCalibrations",
@@ -53,19 +64,23 @@ __all__ = [
     "MetricResult",
     "MetricSpec",
     "MetricValues",
+    "SequentialResult",
     "compare_metric",
     "decide",
     "default_margin",
     "explain",
+    "fixed_horizon_n",
     "gate_document",
     "holm",
     "judge_calibration_text",
     "look_alpha",
     "look_text",
+    "mixture_boundary",
     "overall_verdict",
     "parse_margin",
     "parse_margins",
     "render_json",
     "render_junit",
     "render_markdown",
+    "sequential_compare",
 ]
