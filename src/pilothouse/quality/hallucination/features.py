@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pilothouse.domain.faithfulness import UnsupportedSpan
 
@@ -132,7 +133,6 @@ FEATURES = (
     "min_sentence_pmi",
     "min_window_logprob",
     "low_token_share",
-    "yes_no_logit",
     "novel_numbers",
     "novel_names",
     "novel_words",
@@ -237,7 +237,7 @@ class LogisticModel:
         z = max(-40.0, min(40.0, z))
         return 1.0 / (1.0 + math.exp(-z))
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """The model as JSON-ready data."""
         return {
             "features": list(self.features),
@@ -249,22 +249,19 @@ class LogisticModel:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> LogisticModel:
+    def from_dict(cls, data: Mapping[str, Any]) -> LogisticModel:
         """Read a model written by :meth:`to_dict`; a malformed one is a clear ``ValueError``."""
         try:
-            features = tuple(str(f) for f in data["features"])  # type: ignore[attr-defined]
-            numbers = {k: tuple(float(v) for v in data[k]) for k in ("means", "scales", "weights")}  # type: ignore[attr-defined]
+            features = tuple(str(f) for f in data["features"])
+            means, scales, weights = (
+                tuple(float(v) for v in data[k]) for k in ("means", "scales", "weights")
+            )
             model = cls(
-                features,
-                numbers["means"],
-                numbers["scales"],
-                numbers["weights"],
-                float(data["bias"]),
-                float(data.get("threshold", 0.5)),
-            )  # type: ignore[arg-type]
+                features, means, scales, weights, float(data["bias"]), float(data.get("threshold", 0.5))
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed detector coefficients: {exc}") from exc
-        if not len(features) == len(model.means) == len(model.scales) == len(model.weights):
+        if not len(features) == len(means) == len(scales) == len(weights):
             raise ValueError("malformed detector coefficients: lists of different lengths")
         return model
 

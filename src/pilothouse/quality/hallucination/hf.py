@@ -11,6 +11,7 @@ which runs that code: only for folders you trust."""
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
 from typing import Any
@@ -77,21 +78,22 @@ class HuggingFaceDetector:
         with self._lock:
             if self._model is not None:
                 return
-            import torch
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
+            torch = importlib.import_module("torch")  # by name: heavy, and Any to mypy
+            transformers = importlib.import_module("transformers")
             if self.threads:
                 torch.set_num_threads(self.threads)
             options = {"local_files_only": True, "trust_remote_code": self.trust_remote_code}
-            self._tokenizer = AutoTokenizer.from_pretrained(self.folder, **options)
-            model = AutoModelForSequenceClassification.from_pretrained(self.folder, **options).eval()
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.folder, **options)
+            model = transformers.AutoModelForSequenceClassification.from_pretrained(
+                self.folder, **options
+            ).eval()
             self._index = supported_index(dict(model.config.id2label), self.supported_label)
             self._model = model
 
     def sentence_scores(self, response: str, context: str) -> list[tuple[int, int, float]]:
         """(start, end, P(supported)) for each sentence of the response."""
         self.load()
-        import torch
+        torch = importlib.import_module("torch")
 
         parts = sentences(response) or []
         if not parts:

