@@ -41,6 +41,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from pilothouse.quality.hallucination.cascade import JUDGE_PROMPT, bands_around, decide  # noqa: E402
 from pilothouse.quality.hallucination.detector import Detector, shipped_coefficients  # noqa: E402
 from pilothouse.quality.hallucination.train import compute_features, load_summedits, stratified  # noqa: E402
 
@@ -125,6 +126,14 @@ def ba_at(threshold: float) -> Any:
     return lambda s, y: balanced_accuracy((s >= threshold).astype(int), y)
 
 
+CASCADE: list[tuple[str, float, int]] = []  # (set, local score, judge prompt tokens) for the cascade table
+
+
+def judge_tokens(context: str, response: str) -> int:
+    """The judge prompt's size in tokens, estimated at 4 characters a token."""
+    return (len(JUDGE_PROMPT) + len(context) + len(response)) // 4
+
+
 def fmt(result: tuple[float, float, float]) -> str:
     """``62.1 [58.3, 65.9]`` in percent."""
     return f"{100 * result[0]:5.1f} [{100 * result[1]:5.1f}, {100 * result[2]:5.1f}]"
@@ -140,6 +149,9 @@ def run_summedits(detector: Detector, args: argparse.Namespace, cache: Path) -> 
     feats = featurise(detector, rows, cache / "summedits-test.jsonl")
     ok = np.array([int(r["label"]) for r in rows])
     ours = np.array([detector.model.score(feats[r["id"]]) for r in rows])
+    CASCADE.extend(
+        ("SummEdits", float(v), judge_tokens(r["doc"], r["summary"])) for v, r in zip(ours, rows, strict=True)
+    )
     raw = np.array([feats[r["id"]]["mean_logprob"] for r in rows])
     thr = detector.threshold
     print(
@@ -170,6 +182,10 @@ def run_bump(detector: Detector, args: argparse.Namespace, cache: Path) -> None:
         rows[p["ref_id"]] = {"id": p["ref_id"], "doc": p["article"], "summary": p["reference_summary"]}
         rows[p["edit_id"]] = {"id": p["edit_id"], "doc": p["article"], "summary": p["edited_summary"]}
     feats = featurise(detector, list(rows.values()), cache / "bump.jsonl")
+    CASCADE.extend(
+        ("BUMP", detector.model.score(feats[k]), judge_tokens(r["doc"], r["summary"]))
+        for k, r in rows.items()
+    )
     thr = detector.threshold
 
     def pairwise(ref: np.ndarray, edit: np.ndarray) -> float:
@@ -215,6 +231,10 @@ def run_faithbench(detector: Detector, args: argparse.Namespace, cache: Path) ->
     feats = featurise(detector, samples, cache / "faithbench.jsonl")
     ok = np.array([1 - s["hallucinated"] for s in samples])
     ours = np.array([detector.model.score(feats[s["id"]]) for s in samples])
+    CASCADE.extend(
+        ("FaithBench", float(v), judge_tokens(s["doc"], s["summary"]))
+        for v, s in zip(ours, samples, strict=True)
+    )
     print(
         f"\nFaithBench: {len(samples)} of 750 samples{' (seeded stratified sample)' if args.limit else ''};"
         f" {int((1 - ok).sum())} hallucinated (worst label Unwanted)"
@@ -234,12 +254,44 @@ def run_faithbench(detector: Detector, args: argparse.Namespace, cache: Path) ->
     print("  target: >= 56.2 (the best shipped detector, GPT-4o)")
 
 
+def run_cascade(detector: Detector, args: argparse.Namespace) -> None:
+    from pilothouse.costs.catalogue import PriceCatalogue
+
+    row = PriceCatalogue.packaged().lookup(None, args.judge_model)
+    if row is None or not CASCADE:
+        print(f"\nCascade: no price for {args.judge_model!r} or no items scored; skipped")
+        return
+    low, high = bands_around(detector.threshold, args.band)
+
+    def usd(tokens: int) -> float:
+        return (tokens * row.input + 30 * row.output) / 1e6  # ~30 output tokens per JSON verdict
+
+    print(
+        f"\nCascade: escalate when the local confidence < {args.band} (scores in ({low:.3f}, {high:.3f}));"
+        f" judge {args.judge_model} at its catalogue price, prompt tokens estimated at 4 characters a token"
+    )
+    print(
+        f"  {'set':12} {'items':>6} {'escalated %':>12} {'judge alone $/1k':>17}"
+        f" {'cascade $/1k':>13} {'ratio':>6}"
+    )
+    for name in dict.fromkeys(n for n, _, _ in CASCADE):
+        items = [(v, t) for n, v, t in CASCADE if n == name]
+        up = [t for v, t in items if decide(v, low, high) == "escalate"]
+        alone = 1000 * sum(usd(t) for _, t in items) / len(items)
+        cascade = 1000 * sum(usd(t) for t in up) / len(items)
+        print(
+            f"  {name:12} {len(items):6} {100 * len(up) / len(items):12.1f} {alone:17.4f} {cascade:13.4f}"
+            f" {cascade / alone if alone else 0:6.2f}"
+        )
+    print("  (the cascade's accuracy needs a judge's verdicts on the same items: not measured here)")
+
+
 def run_latency(detector: Detector, args: argparse.Namespace) -> None:
     import torch
 
     pairs = load_bump(args.data)
     random.Random(args.seed).shuffle(pairs)
-    model, tokenizer = detector.evidence._load()
+    model, tokenizer = detector.evidence.model_and_tokenizer()
     times, base = [], []
     for p in pairs[: args.latency]:
         context = tokenizer.decode(tokenizer.encode(p["article"], add_special_tokens=False)[:1000])
@@ -279,6 +331,10 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=20, help="cold-cache latency checks (0: none)")
     parser.add_argument("--cache", type=Path, default=REPO / ".pilothouse" / "hallucination")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--band", type=float, default=0.5, help="cascade: escalate below this confidence")
+    parser.add_argument(
+        "--judge-model", default="gpt-4o-mini", help="cascade: the judge priced from the catalogue"
+    )
     args = parser.parse_args()
     if not (args.data / "summedits").is_dir():
         print(
@@ -298,6 +354,7 @@ def main() -> None:
         if name not in runners:
             raise SystemExit(f"unknown set {name!r} (known: {', '.join(runners)})")
         runners[name](detector, args, args.cache)
+    run_cascade(detector, args)
     if args.latency:
         run_latency(detector, args)
     print(

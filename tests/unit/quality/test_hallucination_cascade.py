@@ -12,7 +12,13 @@ from pilothouse.domain.chat import CallContext, ChatReply, ChatStream, ModelCall
 from pilothouse.domain.faithfulness import UnsupportedSpan, Verdict
 from pilothouse.domain.money import Money
 from pilothouse.evals.scoring import Sample, available_scorers, build_scorer
-from pilothouse.quality.hallucination.cascade import ESCALATE, Cascade, decide, parse_judge_answer
+from pilothouse.quality.hallucination.cascade import (
+    ESCALATE,
+    Cascade,
+    bands_around,
+    decide,
+    parse_judge_answer,
+)
 
 PRICE = Money.from_usd("0.002")
 
@@ -66,6 +72,8 @@ def test_decide_bands() -> None:
         "supported",
     ]
     assert decide(0.5, 0.5, 0.5) == "supported"  # low == high: never escalates
+    assert bands_around(0.4, 0.5) == pytest.approx((0.2, 0.7))
+    assert bands_around(0.4, 0.0) == (0.4, 0.4)
 
 
 def test_confident_local_verdicts_skip_the_judge_and_the_middle_escalates() -> None:

@@ -38,6 +38,14 @@ def decide(score: float, low: float, high: float) -> str:
     return ESCALATE
 
 
+def bands_around(threshold: float, confidence: float) -> tuple[float, float]:
+    """(low, high) that escalate exactly the verdicts whose confidence (distance from ``threshold``,
+    scaled to its side) is below ``confidence``: 0 escalates nothing, 1 everything strictly inside."""
+    if not 0.0 <= confidence <= 1.0 or not 0.0 < threshold < 1.0:
+        raise ValueError("need 0 < threshold < 1 and 0 <= confidence <= 1")
+    return threshold * (1.0 - confidence), threshold + (1.0 - threshold) * confidence
+
+
 def parse_judge_answer(text: str, response: str) -> tuple[bool, tuple[UnsupportedSpan, ...]]:
     """The judge's JSON answer -> (supported, spans located in ``response``). Tolerates a code fence
     or prose around the JSON; an answer without a JSON object falls back to a leading yes/no word,

@@ -90,6 +90,11 @@ class LanguageModelEvidence:
         with self._lock:
             self._load()
 
+    def model_and_tokenizer(self) -> tuple[Any, Any]:
+        """The loaded transformers model and tokenizer (loading them if needed)."""
+        with self._lock:
+            return self._load()
+
     def forget_context(self) -> None:
         """Drop the cached context (the next check pays for its context pass again)."""
         with self._lock:
