@@ -109,7 +109,7 @@ class LanguageModelEvidence:
         text = tokenizer.decode(ids[: self.max_context_tokens]) if truncated else context
         prompt = tokenizer.encode(CONTEXT_PROMPT.format(context=text), add_special_tokens=False)
         with torch.inference_mode():
-            out = model(torch.tensor([prompt]), use_cache=True)
+            out = model(torch.tensor([prompt]), use_cache=True, logits_to_keep=1)  # the last one only
         cache = out.cache if self._cache_kw == "cache" else out.past_key_values
         self._cached = (context, cache, len(prompt), out.logits[0, -1], truncated)
         return cache, len(prompt), out.logits[0, -1], truncated
