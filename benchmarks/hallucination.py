@@ -48,8 +48,8 @@ from pilothouse.quality.hallucination.train import compute_features, load_summed
 Row = dict[str, Any]
 
 
-def _id(*parts: str) -> str:
-    return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()[:16]
+def _id(*parts: object) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
 def load_bump(data: Path) -> list[Row]:

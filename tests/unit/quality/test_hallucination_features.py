@@ -16,7 +16,7 @@ from pilothouse.quality.hallucination.features import (
     sentences,
     token_features,
 )
-from pilothouse.quality.hallucination.train import balanced_accuracy, fit_logistic
+from pilothouse.quality.hallucination.train import balanced_accuracy, fit_logistic, fit_pairwise
 
 
 def test_sentences_keep_offsets_and_join_short_fragments() -> None:
@@ -96,3 +96,21 @@ def test_verdict_checks_its_values() -> None:
     with pytest.raises(ValueError):
         Verdict(0.5, "maybe")
     assert Verdict(0.2, "unsupported").to_dict()["label"] == "unsupported"
+
+
+def test_pairwise_fit_learns_within_seed_differences_not_between_seed_levels() -> None:
+    # Two seeds: within each, the consistent summary has the higher "support"; across seeds the levels
+    # differ (seed b is higher everywhere), which a pointwise fit would confuse with support.
+    rows, features = [], {}
+    for seed, level in (("a", 0.0), ("b", 5.0)):
+        for i in range(6):
+            for label, bump in ((1, 1.0), (0, 0.0)):
+                row_id = f"{seed}{i}{label}"
+                rows.append({"id": row_id, "doc": seed, "original_summary": seed, "label": label})
+                features[row_id] = {"support": level + bump + 0.1 * i, "level": level}
+    model = fit_pairwise(rows, features, ["support", "level"])
+    assert model.weights[0] > 0
+    scores = [model.score(features[r["id"]]) for r in rows]
+    assert 0.0 < model.threshold < 1.0 and len(set(scores)) > 1
+    with pytest.raises(ValueError, match="pair"):
+        fit_pairwise([r for r in rows if r["label"] == 1], features, ["support"])
