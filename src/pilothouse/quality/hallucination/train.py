@@ -5,9 +5,12 @@ coefficients the package ships::
 
 Only the ``evaluation`` split is read: ``test`` (and BUMP, FaithBench) stay held out for
 ``benchmarks/hallucination.py``. Features are computed with the bundled SmolLM2 (rows grouped by
-document so one context pass serves all its summaries) and cached as JSON lines, so a second run only
-refits. The fit is deterministic: standardised features, L2-regularised logistic regression by Newton's
-method, and the threshold that maximises balanced accuracy on the same rows."""
+document so one context pass serves all its summaries) and
+cached as JSON lines, so a second run only refits. The fit is deterministic (``--limit`` samples with a
+seed): by default pairwise, a conditional logistic regression over (consistent, inconsistent) edits of
+the same seed summary, then one scale and bias over all rows; ``--method pointwise`` fits a plain
+L2-regularised logistic regression over the rows. The threshold maximises balanced accuracy on the
+same rows."""
 
 from __future__ import annotations
 
