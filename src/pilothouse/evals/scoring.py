@@ -207,7 +207,8 @@ def register_scorer(type_name: str, *, replace: bool = False) -> Callable[[Facto
         raise ValueError("a scorer type name must be a non-empty string")
 
     def decorate(factory: FactoryT) -> FactoryT:
-        if type_name in _registry and not replace and _registry[type_name] is not factory:
+        taken = _registry.get(type_name)
+        if taken is not None and not replace and taken is not factory and not isinstance(taken, _LazyFactory):
             raise ValueError(f"scorer type '{type_name}' is already registered")
         _registry[type_name] = factory
         return factory
@@ -215,9 +216,49 @@ def register_scorer(type_name: str, *, replace: bool = False) -> Callable[[Facto
     return decorate
 
 
+ENTRY_POINT_GROUP = "pilothouse.scorers"  # plugins (and quality's ``hallucination``) register here
+_plugins_loaded = False
+
+
 def _load_builtin_scorers() -> None:
     # Imported here, not at the top: those modules register themselves through this one.
-    pass
+    _load_plugin_scorers()
+
+
+def _load_plugin_scorers() -> None:
+    """Register the scorers of installed packages, once: each entry point of the group
+    ``pilothouse.scorers`` names a factory (``name = "package.module:Factory"``), registered under the
+    entry point's name unless that name is taken. Loaded lazily, so a plugin package (and our own
+    ``pilothouse.quality``, which evals may not import) is only imported when scorers are looked up."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name not in _registry:
+            _registry[entry.name] = _LazyFactory(entry)
+
+
+class _LazyFactory:
+    """An entry point's factory, imported on first use (listing scorers imports nothing)."""
+
+    def __init__(self, entry: Any) -> None:
+        self.entry = entry
+        self._factory: ScorerFactory | None = None
+
+    @property
+    def model_graded(self) -> bool:
+        return bool(getattr(self.load(), "model_graded", False))
+
+    def load(self) -> ScorerFactory:
+        if self._factory is None:
+            self._factory = self.entry.load()
+        return self._factory
+
+    def __call__(self, spec: ScorerSpec) -> Scorer:
+        return self.load()(spec)
 
 
 def available_scorers() -> list[str]:

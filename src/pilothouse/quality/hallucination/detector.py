@@ -1,0 +1,112 @@
+"""The local detector: language-model evidence + lexical novelty -> features -> a logistic regression
+(coefficients fitted on SummEdits' evaluation split by ``python -m pilothouse.quality.hallucination.train``
+and shipped as ``coefficients.json``) -> a :class:`~pilothouse.domain.faithfulness.Verdict` with the
+unsupported spans."""
+
+from __future__ import annotations
+
+import json
+import threading
+from importlib import resources
+from pathlib import Path
+
+from pilothouse.domain.faithfulness import SUPPORTED, UNSUPPORTED, Verdict
+from pilothouse.quality.hallucination.features import (
+    LogisticModel,
+    confidence,
+    low_support_spans,
+    merge_spans,
+    novelty,
+    token_features,
+)
+from pilothouse.quality.hallucination.lm import Evidence, LanguageModelEvidence
+
+MAX_RESPONSE_CHARS = 20_000
+MAX_CONTEXT_CHARS = 200_000
+
+
+def shipped_coefficients() -> LogisticModel:
+    """The coefficients shipped in the package (``coefficients.json``)."""
+    text = resources.files(__package__).joinpath("coefficients.json").read_text(encoding="utf-8")
+    return LogisticModel.from_dict(json.loads(text))
+
+
+def features_for(response: str, context: str, evidence: Evidence) -> dict[str, float]:
+    """Every feature of one (response, context) pair, from the model's evidence and the texts."""
+    values = token_features(evidence.tokens, response)
+    lexical = novelty(response, context)
+    values.update(
+        yes_no_logit=evidence.yes_no_logit,
+        novel_numbers=lexical.numbers,
+        novel_names=lexical.names,
+        novel_words=lexical.words,
+    )
+    return values
+
+
+class Detector:
+    """Judges whether responses are supported by their contexts, on the CPU, with local weights only.
+
+    ``coefficients`` defaults to the shipped ones; ``threshold`` overrides their decision threshold."""
+
+    def __init__(
+        self,
+        evidence: LanguageModelEvidence | None = None,
+        *,
+        coefficients: LogisticModel | Path | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        self.evidence = evidence or LanguageModelEvidence()
+        if isinstance(coefficients, Path):
+            coefficients = LogisticModel.from_dict(json.loads(coefficients.read_text(encoding="utf-8")))
+        self.model = coefficients or shipped_coefficients()
+        self.threshold = self.model.threshold if threshold is None else threshold
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie strictly between 0 and 1, not {self.threshold}")
+
+    def features(self, response: str, context: str) -> tuple[dict[str, float], Evidence]:
+        """The features (and the raw evidence) of one pair."""
+        _check_sizes(response, context)
+        evidence = self.evidence.evidence(response, context)
+        return features_for(response, context, evidence), evidence
+
+    def detect(self, response: str, context: str) -> Verdict:
+        """The verdict on ``response`` against ``context``."""
+        if not response.strip():
+            return Verdict(1.0, SUPPORTED, (), "local", 1.0, {}, "empty response: nothing to support")
+        values, evidence = self.features(response, context)
+        score = self.model.score(values)
+        label = SUPPORTED if score >= self.threshold else UNSUPPORTED
+        spans = merge_spans(
+            [*novelty(response, context).spans, *low_support_spans(evidence.tokens, response)], response
+        )
+        reason = f"{len(spans)} unsupported span(s)" if spans else "no unsupported span found"
+        if evidence.truncated:
+            reason += "; the context or response was truncated to the model's window"
+        return Verdict(score, label, spans, "local", confidence(score, self.threshold), values, reason)
+
+
+def _check_sizes(response: str, context: str) -> None:
+    if len(response) > MAX_RESPONSE_CHARS:
+        raise ValueError(f"response too long: {len(response)} characters (at most {MAX_RESPONSE_CHARS})")
+    if len(context) > MAX_CONTEXT_CHARS:
+        raise ValueError(f"context too long: {len(context)} characters (at most {MAX_CONTEXT_CHARS})")
+
+
+_default: Detector | None = None
+_default_lock = threading.Lock()
+
+
+def default_detector() -> Detector:
+    """The process-wide detector (bundled SmolLM2, shipped coefficients), created on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Detector()
+        return _default
+
+
+def detect(response: str, context: str) -> Verdict:
+    """Judge whether ``response`` is supported by ``context`` with the local detector (blocking: call it
+    from a worker thread in async code, e.g. ``await asyncio.to_thread(detect, response, context)``)."""
+    return default_detector().detect(response, context)

@@ -1,0 +1,90 @@
+"""The detectors with real models (slow): the bundled SmolLM2 detector on a changed number, and the
+bring-your-own-weights loader on tiny sequence-classification models this test builds and saves
+(random init, tiny configs: nothing downloaded)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from pilothouse.evals.scoring import Sample, build_scorer
+from pilothouse.quality.hallucination.hf import HuggingFaceDetector, supported_index
+
+pytestmark = pytest.mark.slow
+
+CONTEXT = (
+    "The museum opened in 1921 in Lyon. It holds 4,000 paintings, most of them donated by the Berthier "
+    "family. Entry is free on Sundays."
+)
+FAITHFUL = "The museum opened in 1921 in Lyon and holds 4,000 paintings."
+EDITED = "The museum opened in 1987 in Lyon and holds 4,000 paintings."
+
+
+def tiny_model(folder: Path, labels: dict[int, str]) -> Path:
+    """A random 2-layer BERT classifier and a 40-word WordPiece tokenizer, saved to ``folder``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(0)
+    words = sorted({w.strip(".,").lower() for w in f"{CONTEXT} {FAITHFUL} {EDITED}".split()})
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+    BertForSequenceClassification(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_supported_index_reads_label_names() -> None:
+    assert supported_index({0: "entailment", 1: "neutral", 2: "contradiction"}) == 0
+    assert supported_index({0: "inconsistent", 1: "consistent"}) == 1
+    assert supported_index({0: "LABEL_0", 1: "LABEL_1"}) == 1
+    assert supported_index({0: "score"}) is None
+    assert supported_index({0: "a", 1: "b", 2: "c"}, "b") == 1
+    with pytest.raises(ValueError, match="supported_label"):
+        supported_index({0: "a", 1: "b", 2: "c"})
+
+
+def test_a_saved_nli_folder_scores_each_sentence(tmp_path: Path) -> None:
+    folder = tiny_model(tmp_path / "nli", {0: "entailment", 1: "neutral", 2: "contradiction"})
+    detector = HuggingFaceDetector(folder, threshold=0.4)
+    response = f"{FAITHFUL} Entry is free on Sundays."
+    scored = detector.sentence_scores(response, CONTEXT)
+    assert [response[a:b] for a, b, _ in scored] == [FAITHFUL, "Entry is free on Sundays."]
+    assert all(0.0 <= s <= 1.0 for _, _, s in scored)
+    verdict = detector.detect(response, CONTEXT)
+    assert verdict.source == "hf:nli" and verdict.score == min(s for _, _, s in scored)
+    assert [(s.start, s.end) for s in verdict.spans] == [(a, b) for a, b, s in scored if s < 0.4]
+    assert verdict.label == ("supported" if verdict.score >= 0.4 else "unsupported")
+
+
+def test_a_single_output_model_through_the_scorer(tmp_path: Path) -> None:
+    folder = tiny_model(tmp_path / "hhem-like", {0: "consistency"})
+    scorer = build_scorer({"type": "hallucination", "model": str(folder), "context": "{{ doc }}"})
+    result = asyncio.run(scorer.score(Sample(item_id="1", input={"doc": CONTEXT}, output=EDITED)))
+    assert result.value is not None and 0.0 <= result.value <= 1.0
+    assert result.details["source"] == "hf:hhem-like"
+
+
+def test_the_bundled_detector_flags_a_changed_year() -> None:
+    from pilothouse.quality.hallucination import detect
+
+    faithful, edited = detect(FAITHFUL, CONTEXT), detect(EDITED, CONTEXT)
+    assert edited.score < faithful.score
+    assert "1987" in [s.text for s in edited.spans]
+    assert all(EDITED[s.start : s.end] == s.text for s in edited.spans)
+    assert set(faithful.features) == set(edited.features) and faithful.source == "local"
