@@ -389,3 +389,8 @@ def _promotion_spec(
             raise CliError(" ".join(str(exc).split()), exit_code=2) from None
         parsed.append({"type": value} if isinstance(value, str) else value)
     return {"dataset": dataset, "target": {}, "scorers": parsed}, Path.cwd()
+
+
+from pilothouse.cli.prompts_optimise import optimise  # noqa: E402  (its module: this one is long enough)
+
+prompts.add_command(optimise)
