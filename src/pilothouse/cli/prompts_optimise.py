@@ -88,6 +88,7 @@ def optimise(
         raise CliError(str(exc), exit_code=2) from None
     path = state_file(home, project, name)
     cap = _budget(budget)
+    state: OptimiseState | None = None
     with _registry(database_url) as (registry, store), _usage_errors():
         try:
             if resume:
@@ -140,7 +141,9 @@ def optimise(
             optimiser.check()
             state = run_async(optimiser.run())
         except (OptimiseError, SpecError, DatasetError, TargetConfigError, RunError) as exc:
-            raise CliError(f"{exc} (state: {path})" if path.exists() else str(exc), exit_code=2) from None
+            if state is not None and state.prepared and path.exists():  # an interrupted run: the state is kept
+                raise CliError(f"{exc}; continue with --resume ({path})", exit_code=2) from None
+            raise CliError(str(exc), exit_code=2) from None
     _report(state, path)
 
 
