@@ -114,7 +114,11 @@ def test_the_optimiser_finds_a_better_prompt_and_the_gate_passes_it_on_test(
         store.close()
     state = json.loads(next((task[1] / "home" / "optimise").glob("*.json")).read_text())
     assert state["status"] == "finished" and state["stored_version"] == 2
-    assert state["proposer_calls"] >= 2 and float(state["spent_usd"]) > 0
+    assert (
+        state["proposer_calls"] >= 2
+        and float(state["eval_spent_usd"]) > 0
+        and float(state["proposer_spent_usd"]) > 0
+    )
 
     gate = cli_in_process(
         "prompts", "promote", "sentiment", "--version", "2", "--dataset", "sentiment-test",

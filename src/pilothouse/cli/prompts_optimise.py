@@ -141,7 +141,9 @@ def optimise(
             optimiser.check()
             state = run_async(optimiser.run())
         except (OptimiseError, SpecError, DatasetError, TargetConfigError, RunError) as exc:
-            if state is not None and state.prepared and path.exists():  # an interrupted run: the state is kept
+            if (
+                state is not None and state.prepared and path.exists()
+            ):  # an interrupted run: the state is kept
                 raise CliError(f"{exc}; continue with --resume ({path})", exit_code=2) from None
             raise CliError(str(exc), exit_code=2) from None
     _report(state, path)
@@ -157,7 +159,7 @@ def _report(state: Any, path: Path) -> None:
     click.echo(
         f"{state.trials_done} trials, {len(state.candidates)} candidates, "
         f"{state.proposer_calls} proposer calls, {len(state.eval_runs)} eval runs, "
-        f"spent ${state.spent.usd:.6f}{unpriced}"
+        f"spent {state.spent.display()}{unpriced}"
     )
     if best is not None:
         click.echo(f"validation: starting prompt {baseline:.3f}, best {best.full_score:.3f}")

@@ -130,7 +130,8 @@ class OptimiseState:
     failures: list[Failure] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     trials_done: int = 0
-    spent_usd: str = "0"
+    eval_spent_usd: str = "0"  # decimal strings (Money is not a float)
+    proposer_spent_usd: str = "0"
     unpriced_calls: int = 0  # calls whose cost is unknown (a model without a price)
     proposer_calls: int = 0
     eval_runs: list[str] = field(default_factory=list)
@@ -144,21 +145,35 @@ class OptimiseState:
 
     @property
     def spent(self) -> Money:
-        """What the run's calls cost so far."""
-        return Money.from_usd(self.spent_usd)
+        """What the run's calls cost so far (evaluations and proposals)."""
+        return Money.from_usd(self.eval_spent_usd) + Money.from_usd(self.proposer_spent_usd)
 
-    def add_cost(self, cost: Money | None, calls: int = 1) -> None:
-        """Count a call's (or an eval run's) cost; None is unknown, counted apart, never as free."""
+    def add_eval_cost(self, cost: Money, items: int, unpriced: int) -> None:
+        """Count an evaluation of ``items`` items: what it cost, and its calls of unknown cost."""
+        self.eval_spent_usd = str(Money.from_usd(self.eval_spent_usd) + cost)
+        self.items_evaluated += items
+        self.unpriced_calls += unpriced
+
+    def add_proposer_cost(self, cost: Money | None) -> None:
+        """Count a proposer call; None is an unknown cost, counted apart, never as free."""
+        self.proposer_calls += 1
         if cost is None:
-            self.unpriced_calls += calls
+            self.unpriced_calls += 1
         else:
-            self.spent_usd = str((self.spent + cost).usd)
+            self.proposer_spent_usd = str(Money.from_usd(self.proposer_spent_usd) + cost)
 
-    def cost_per_item(self) -> Money:
-        """The average cost of evaluating one item so far (what the next evaluation is priced at)."""
-        if not self.items_evaluated:
-            return Money.ZERO
-        return self.spent / self.items_evaluated
+    def cost_of(self, items: int, proposals: int = 0) -> Money:
+        """What evaluating ``items`` items and making ``proposals`` proposer calls will likely cost,
+        at the averages so far (nothing known yet: zero)."""
+        per_item = (
+            Money.from_usd(self.eval_spent_usd) / self.items_evaluated if self.items_evaluated else Money.ZERO
+        )
+        per_call = (
+            Money.from_usd(self.proposer_spent_usd) / self.proposer_calls
+            if self.proposer_calls
+            else Money.ZERO
+        )
+        return per_item * items + per_call * proposals
 
     def over_budget(self, upcoming: Money = Money.ZERO) -> bool:
         """Whether spending ``upcoming`` more would pass the cap."""
@@ -193,6 +208,12 @@ class OptimiseState:
     def unconfirmed_leaders(self, count: int) -> list[Candidate]:
         """Up to ``count`` of the best candidates by minibatch mean that have no full evaluation."""
         return [c for c in self.ranked() if c.full_score is None and c.minibatch_scores][:count]
+
+    def unpaired_instruction(self) -> int | None:
+        """An instruction proposed but never scored (the run stopped right after the proposal):
+        the next proposing trial uses it instead of paying for another."""
+        paired = {c.instruction for c in self.candidates}
+        return next((i for i in range(len(self.instructions)) if i not in paired), None)
 
     def next_pairing(self, trial: int) -> tuple[str, int]:
         """What trial ``trial`` tries: ``("propose", demos)`` asks the proposer for a new instruction
@@ -231,7 +252,8 @@ class OptimiseState:
             state.candidates = [Candidate(**c) for c in data["candidates"]]
             for key in ("trials_done", "unpriced_calls", "proposer_calls", "items_evaluated"):
                 setattr(state, key, int(data[key]))
-            state.spent_usd = str(data["spent_usd"])
+            state.eval_spent_usd = str(data["eval_spent_usd"])
+            state.proposer_spent_usd = str(data["proposer_spent_usd"])
             state.eval_runs = [str(r) for r in data["eval_runs"]]
             state.prepared = bool(data["prepared"])
             state.status = str(data["status"])
@@ -351,7 +373,8 @@ _TAGGED = re.compile(r"<instruction>(.*?)(?:</instruction>|$)", re.DOTALL | re.I
 
 def parse_proposal(text: str) -> str | None:
     """The instruction in a proposer's reply (between the tags when they are there, else the whole
-    reply), stripped and cut to a sane length; None when it is empty."""
+    reply), stripped and cut to a sane length, its placeholders made plain text; None when empty."""
     match = _TAGGED.search(text)
     found = (match.group(1) if match else text).strip().strip('"').strip()
-    return found[:MAX_INSTRUCTION_CHARS] or None
+    # a proposed instruction is text, never a template: "{{expected}}" must not leak the answer
+    return _literal(found[:MAX_INSTRUCTION_CHARS]) or None

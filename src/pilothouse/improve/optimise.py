@@ -162,6 +162,8 @@ class Optimiser:
         if state.status == "finished":
             return state
         state.status, state.stopped_because = "running", None
+        if state.prepared:
+            self.progress(f"resuming after trial {state.trials_done} of {state.settings.trials}")
         await self.proposer.start(self._write_span)
         try:
             if not state.prepared:
@@ -180,7 +182,7 @@ class Optimiser:
         state.status = "budget"
         state.stopped_because = (
             f"the budget ${state.settings.budget_usd} would be passed by {what} "
-            f"(spent ${state.spent.usd:.6f}, next about ${upcoming.usd:.6f})"
+            f"(spent {state.spent.display()}, next about {upcoming.display()})"
         )
         self.progress(f"stopping: {state.stopped_because}")
         _save(state, self.path)
@@ -194,15 +196,15 @@ class Optimiser:
         state.demo_sets = [[]]
         if self._stop_for_budget(Money.ZERO, "the starting prompt's evaluation"):
             return
-        scores, run_id = await self._evaluate(baseline, self.validation, "validation")
+        scores, _outputs, run_id = await self._evaluate(baseline, self.validation, "validation")
         baseline.full_score, baseline.full_run = _mean(scores), run_id
         baseline.minibatch_scores.update(scores)
         self.progress(
             f"starting prompt (version {self.version.version}): validation {baseline.full_score:.3f}"
         )
         train = self.train[:TRAIN_ITEMS]
-        if train and not self._stop_for_budget(state.cost_per_item() * len(train), "the train evaluation"):
-            train_scores, outputs = await self._evaluate_with_outputs(baseline, train)
+        if train and not self._stop_for_budget(state.cost_of(len(train)), "the train evaluation"):
+            train_scores, outputs, _run = await self._evaluate(baseline, train, "train")
             self._learn_from_train(train, train_scores, outputs)
         state.demo_sets = demo_sets(
             len(state.demo_pool), state.settings.few_shot, DEMO_SETS, state.settings.seed
@@ -241,11 +243,15 @@ class Optimiser:
     async def _trial(self, trial: int) -> None:
         state, settings = self.state, self.state.settings
         batch_ids = minibatch([i.id for i in self.validation], settings.minibatch_size, trial, settings.seed)
-        if self._stop_for_budget(state.cost_per_item() * len(batch_ids), f"trial {trial}"):
-            return
         kind, demos = state.next_pairing(trial)
+        pending = state.unpaired_instruction() if kind == "propose" else None
+        calls = 1 if kind == "propose" and pending is None else 0
+        if self._stop_for_budget(state.cost_of(len(batch_ids), calls), f"trial {trial}"):
+            return
         instruction = state.ranked()[0].instruction  # a pairing trial tries the leader's instruction
-        if kind == "propose":
+        if pending is not None:
+            instruction = pending
+        elif kind == "propose":
             proposed = await self._propose()
             if proposed in state.instructions:
                 instruction = state.instructions.index(proposed)
@@ -256,7 +262,7 @@ class Optimiser:
         wanted = set(batch_ids) - set(candidate.minibatch_scores)
         items = [i for i in self.validation if i.id in wanted]
         if items:
-            scores, _run = await self._evaluate(candidate, items, f"trial {trial}")
+            scores, _outputs, _run = await self._evaluate(candidate, items, f"trial {trial}")
             candidate.minibatch_scores.update(scores)
         state.trials_done = trial
         _save(state, self.path)
@@ -265,7 +271,7 @@ class Optimiser:
             f"trial {trial}/{settings.trials}: candidate {candidate.id} "
             f"({len(state.demo_sets[demos])} demos) "
             f"minibatch {candidate.minibatch_mean or 0:.3f}; best {leader.estimate:.3f}; "
-            f"spent ${state.spent.usd:.6f}"
+            f"spent {state.spent.display()}"
         )
         if trial % settings.full_every == 0:
             await self._confirm(state.unconfirmed_leaders(1))
@@ -274,10 +280,10 @@ class Optimiser:
         """Full validation evaluations (each saved as it ends)."""
         state = self.state
         for candidate in candidates:
-            upcoming = state.cost_per_item() * len(self.validation)
+            upcoming = state.cost_of(len(self.validation))
             if self._stop_for_budget(upcoming, f"the full evaluation of candidate {candidate.id}"):
                 return
-            scores, run_id = await self._evaluate(candidate, self.validation, "validation")
+            scores, _outputs, run_id = await self._evaluate(candidate, self.validation, "validation")
             candidate.full_score, candidate.full_run = _mean(scores), run_id
             candidate.minibatch_scores.update(scores)
             _save(state, self.path)
@@ -351,8 +357,7 @@ class Optimiser:
         except ModelCallError as exc:
             _save(state, self.path)
             raise OptimiseError(f"the proposer {self.proposer.model!r} failed: {exc.message}") from None
-        state.proposer_calls += 1
-        state.add_cost(reply.cost_usd)
+        state.add_proposer_cost(reply.cost_usd)
         _save(state, self.path)
         return parse_proposal(reply.text)
 
@@ -389,17 +394,18 @@ class Optimiser:
         }
         return parse_spec(data, base_dir=self.base_dir, source="optimiser")
 
-    async def _evaluate_with_outputs(
-        self, candidate: Candidate, items: Sequence[DatasetItem], tag: str = "train"
-    ) -> tuple[dict[str, float], dict[str, str]]:
+    async def _evaluate(
+        self, candidate: Candidate, items: Sequence[DatasetItem], tag: str
+    ) -> tuple[dict[str, float], dict[str, str], str]:
+        """Run the candidate on ``items`` through the evaluations service: the score of each item
+        (the mean of its scorers; a failed call scores 0), the outputs, and the run's id."""
         run = await self.evaluations.run(self._candidate_spec(candidate, items, tag))
         state = self.state
         state.eval_runs.append(run.id)
-        state.items_evaluated += len(items)
-        if run.summary is not None:
-            summary = run.summary
-            state.add_cost(summary.cost_usd + summary.judge_cost_usd, 0)
-            state.unpriced_calls += summary.unpriced + summary.judge_unpriced
+        summary = run.summary
+        if summary is not None:
+            cost = summary.cost_usd + summary.judge_cost_usd
+            state.add_eval_cost(cost, len(items), summary.unpriced + summary.judge_unpriced)
         scores: dict[str, float] = {}
         outputs: dict[str, str] = {}
         for result in self.evaluations.evals.iter_results(run.id):
@@ -408,14 +414,7 @@ class Optimiser:
             outputs[result.item_id] = result.output or ""
         for item in items:
             scores.setdefault(item.id, 0.0)
-        self._last_run = run.id
-        return scores, outputs
-
-    async def _evaluate(
-        self, candidate: Candidate, items: Sequence[DatasetItem], tag: str
-    ) -> tuple[dict[str, float], str]:
-        scores, _outputs = await self._evaluate_with_outputs(candidate, items, tag)
-        return scores, self._last_run
+        return scores, outputs, run.id
 
 
 def _mean(scores: Mapping[str, float]) -> float:
