@@ -141,13 +141,17 @@ def test_the_optimiser_finds_a_better_prompt_and_the_gate_passes_it_on_test(
 
 def test_the_budget_stops_a_run_which_resumes_with_more(task: tuple[list[str], Path, Path]) -> None:
     common, _tmp, _fail = task
-    stopped = cli_in_process(*OPTIMISE, "--trials", "3", "--budget-usd", "0.05", *common)
+    stopped = cli_in_process(*OPTIMISE, "--trials", "3", "--few-shot", "2", "--budget-usd", "0.05", *common)
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
     assert "STOPPED: the budget $0.05 would be passed" in stopped.stdout
     assert "0 trials" in stopped.stdout
     resumed = cli_in_process("prompts", "optimise", "sentiment", "--resume", "--budget-usd", "100", *common)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "3 trials" in resumed.stdout and "stored sentiment@2" in resumed.stdout
+    # few-shot sets from the train split's answers (the starting prompt got none right), tried in trial 2
+    state = json.loads(next((task[1] / "home" / "optimise").glob("*.json")).read_text())
+    assert len(state["demo_sets"]) > 1 and all(len(d["assistant"].split()) == 1 for d in state["demo_pool"])
+    assert any(c["demos"] > 0 and c["trial"] == 2 and c["minibatch_scores"] for c in state["candidates"])
 
 
 def test_a_run_resumes_after_an_interruption(

@@ -189,21 +189,26 @@ class Optimiser:
         return True
 
     async def _prepare(self) -> None:
-        """Score the starting prompt on all of validation, and on train for failures and demos."""
+        """Score the starting prompt on all of validation, then on train for failures and demos;
+        each step is skipped when done already (a budget stop between them resumes at the second)."""
         state = self.state
-        state.instructions = [self.instruction]
+        state.instructions = state.instructions or [self.instruction]
         baseline = state.add_candidate(0, 0, 0)
-        state.demo_sets = [[]]
-        if self._stop_for_budget(Money.ZERO, "the starting prompt's evaluation"):
-            return
-        scores, _outputs, run_id = await self._evaluate(baseline, self.validation, "validation")
-        baseline.full_score, baseline.full_run = _mean(scores), run_id
-        baseline.minibatch_scores.update(scores)
-        self.progress(
-            f"starting prompt (version {self.version.version}): validation {baseline.full_score:.3f}"
-        )
+        state.demo_sets = state.demo_sets or [[]]
+        if baseline.full_score is None:
+            if self._stop_for_budget(Money.ZERO, "the starting prompt's evaluation"):
+                return
+            scores, _outputs, run_id = await self._evaluate(baseline, self.validation, "validation")
+            baseline.full_score, baseline.full_run = _mean(scores), run_id
+            baseline.minibatch_scores.update(scores)
+            _save(state, self.path)
+            self.progress(
+                f"starting prompt (version {self.version.version}): validation {baseline.full_score:.3f}"
+            )
         train = self.train[:TRAIN_ITEMS]
-        if train and not self._stop_for_budget(state.cost_of(len(train)), "the train evaluation"):
+        if train:
+            if self._stop_for_budget(state.cost_of(len(train)), "the train evaluation"):
+                return
             train_scores, outputs, _run = await self._evaluate(baseline, train, "train")
             self._learn_from_train(train, train_scores, outputs)
         state.demo_sets = demo_sets(
@@ -305,7 +310,7 @@ class Optimiser:
                 f"stored {stored.name}@{stored.version} as {state.settings.label!r}: validation "
                 f"{baseline.full_score:.3f} -> {best.full_score:.3f}"
             )
-        elif best.id == baseline.id:
+        elif best.id == baseline.id and state.status == "running":
             self.progress("no candidate beat the starting prompt on validation; nothing stored")
         if state.status == "running":
             state.status = "finished"
