@@ -110,6 +110,9 @@ def test_the_optimiser_finds_a_better_prompt_and_the_gate_passes_it_on_test(
         # every call traced and priced: the proposer's calls are traces of their own, tagged
         proposals = store.list_traces("default", TraceQuery(tags=("optimise",))).data
         assert len(proposals) >= 2 and all(t.trace.cost_usd and t.trace.cost_usd.usd > 0 for t in proposals)
+        # full evaluations are runs on the validation split itself; minibatches, versions of one dataset
+        names = {d.name for d in EvalStore(store).list_datasets("default")}
+        assert names == {"sentiment-train", "sentiment-validation", "sentiment-test", "sentiment-optimise"}
     finally:
         store.close()
     state = json.loads(next((task[1] / "home" / "optimise").glob("*.json")).read_text())

@@ -370,7 +370,7 @@ class Optimiser:
         """Build the starting prompt's eval spec on one item (a bad scorer or target fails here,
         before any call)."""
         messages = candidate_messages(self.instruction, [], self.rest)
-        self._spec(messages, self.validation[:1], "check")
+        self._spec(messages, self.validation, "check")
 
     def _candidate_spec(self, candidate: Candidate, items: Sequence[DatasetItem], tag: str) -> Any:
         state = self.state
@@ -382,7 +382,21 @@ class Optimiser:
         return self._spec(messages, items, f"candidate {candidate.id} {tag}")
 
     def _spec(self, messages: list[dict[str, Any]], items: Sequence[DatasetItem], tag: str) -> Any:
+        """The eval spec of ``messages`` on ``items``: a whole split by its name (the run is linked
+        to it, as the gate's runs are), a sample as a version of one dataset ``NAME-optimise``
+        (the same sample is the same version; not a dataset per run)."""
         settings = self.state.settings
+        ids = [i.id for i in items]
+        dataset = ""
+        for split, loaded in ((settings.validation, self.validation), (settings.train, self.train)):
+            if len(loaded) < MAX_ITEMS and ids == [i.id for i in loaded]:
+                dataset = split
+                break
+        if not dataset:
+            sample, _ = self.evaluations.evals.import_items(
+                settings.project, f"{settings.name}-optimise", items, source="optimiser sample"
+            )
+            dataset = f"{sample.name}@{sample.version}"
         params = dict(self.version.parameters)
         if self.version.tools is not None:
             params["tools"] = [dict(t) for t in self.version.tools]
@@ -393,7 +407,7 @@ class Optimiser:
         data = {
             "name": f"optimise {settings.name} {tag}",
             "project": settings.project,
-            "dataset": {"items": [_item_mapping(i) for i in items]},
+            "dataset": dataset,
             "target": target,
             "scorers": list(settings.scorers),
         }
