@@ -122,6 +122,12 @@ def test_the_optimiser_finds_a_better_prompt_and_the_gate_passes_it_on_test(
         and float(state["eval_spent_usd"]) > 0
         and float(state["proposer_spent_usd"]) > 0
     )
+    store = SqlStore.from_url(url)
+    try:
+        full = [EvalStore(store).get_run(c["full_run"]) for c in state["candidates"] if c["full_run"]]
+    finally:
+        store.close()
+    assert len(full) >= 2 and {r.dataset for r in full if r is not None} == {"sentiment-validation"}
 
     gate = cli_in_process(
         "prompts", "promote", "sentiment", "--version", "2", "--dataset", "sentiment-test",
