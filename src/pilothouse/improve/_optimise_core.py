@@ -140,6 +140,7 @@ class OptimiseState:
     status: str = "running"
     stopped_because: str | None = None
     stored_version: int | None = None
+    stored_candidate: int | None = None  # the candidate stored as stored_version
 
     # -- money ----------------------------------------------------------------------------------------
 
@@ -259,6 +260,7 @@ class OptimiseState:
             state.status = str(data["status"])
             state.stopped_because = data.get("stopped_because")
             state.stored_version = data.get("stored_version")
+            state.stored_candidate = data.get("stored_candidate")
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"a damaged optimisation state file ({exc})") from None
         return state

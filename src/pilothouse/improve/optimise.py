@@ -302,10 +302,10 @@ class Optimiser:
             _save(state, self.path)
             return
         best, baseline = state.best(), state.baseline
-        if state.stored_version is None and best.id != baseline.id:
+        if best.id not in (baseline.id, state.stored_candidate):  # a budget-stopped run may find better
             assert best.full_score is not None and baseline.full_score is not None
             stored = self._store(best)
-            state.stored_version = stored.version
+            state.stored_version, state.stored_candidate = stored.version, best.id
             self.progress(
                 f"stored {stored.name}@{stored.version} as {state.settings.label!r}: validation "
                 f"{baseline.full_score:.3f} -> {best.full_score:.3f}"
