@@ -11,9 +11,6 @@ saves the state after every step so that a run can be resumed.
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +37,7 @@ from pilothouse.improve._optimise_core import (
     parse_proposal,
     split_template,
 )
+from pilothouse.improve._optimise_files import OptimiseError, load_state, save_state, state_file
 from pilothouse.prompts import PromptNotFound, PromptRegistry
 
 __all__ = ["OptimiseError", "Optimiser", "load_state", "state_file"]
@@ -47,47 +45,6 @@ __all__ = ["OptimiseError", "Optimiser", "load_state", "state_file"]
 TRAIN_ITEMS = 100  # train items the starting prompt is run on (for failures and demonstrations)
 DEMO_SETS = 4  # few-shot sets sampled besides the empty one
 MAX_ITEMS = 5000  # items read from a split at most
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class OptimiseError(ValueError):
-    """An optimisation that cannot start or go on (an unknown prompt or dataset, nothing to resume)."""
-
-
-def state_file(home: Path, project: str, name: str) -> Path:
-    """Where the state of the optimisation of ``project``'s prompt ``name`` is kept."""
-    return home / "optimise" / f"{_SAFE.sub('_', project)}--{_SAFE.sub('_', name)}.json"
-
-
-def load_state(path: Path) -> OptimiseState:
-    """The state saved at ``path``; :class:`OptimiseError` when there is none or it is damaged."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise OptimiseError(f"no optimisation to resume ({path} does not exist)") from None
-    except (OSError, ValueError) as exc:
-        raise OptimiseError(f"cannot read {path}: {exc}") from None
-    try:
-        return OptimiseState.from_document(data)
-    except ValueError as exc:
-        raise OptimiseError(f"{path}: {exc}") from None
-
-
-def _save(state: OptimiseState, path: Path) -> None:
-    """Write the state atomically (an interrupted write leaves the previous state whole)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(state.document(), indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, path)
-
-
-def _item_mapping(item: DatasetItem) -> dict[str, Any]:
-    data: dict[str, Any] = {"id": item.id, "input": dict(item.input), "metadata": dict(item.metadata)}
-    if item.expected is not None:
-        data["expected"] = item.expected
-    if item.messages is not None:
-        data["messages"] = [dict(m) for m in item.messages]
-    return data
 
 
 class Optimiser:
@@ -185,7 +142,7 @@ class Optimiser:
             f"(spent {state.spent.display()}, next about {upcoming.display()})"
         )
         self.progress(f"stopping: {state.stopped_because}")
-        _save(state, self.path)
+        save_state(state, self.path)
         return True
 
     async def _prepare(self) -> None:
@@ -201,7 +158,7 @@ class Optimiser:
             scores, _outputs, run_id = await self._evaluate(baseline, self.validation, "validation")
             baseline.full_score, baseline.full_run = _mean(scores), run_id
             baseline.minibatch_scores.update(scores)
-            _save(state, self.path)
+            save_state(state, self.path)
             self.progress(
                 f"starting prompt (version {self.version.version}): validation {baseline.full_score:.3f}"
             )
@@ -215,7 +172,7 @@ class Optimiser:
             len(state.demo_pool), state.settings.few_shot, DEMO_SETS, state.settings.seed
         )
         state.prepared = True
-        _save(state, self.path)
+        save_state(state, self.path)
 
     def _user_text(self, item: DatasetItem) -> str | None:
         users = [m for m in self.rest if m.get("role") == "user" and isinstance(m.get("content"), str)]
@@ -270,7 +227,7 @@ class Optimiser:
             scores, _outputs, _run = await self._evaluate(candidate, items, f"trial {trial}")
             candidate.minibatch_scores.update(scores)
         state.trials_done = trial
-        _save(state, self.path)
+        save_state(state, self.path)
         leader = state.ranked()[0]
         self.progress(
             f"trial {trial}/{settings.trials}: candidate {candidate.id} "
@@ -291,7 +248,7 @@ class Optimiser:
             scores, _outputs, run_id = await self._evaluate(candidate, self.validation, "validation")
             candidate.full_score, candidate.full_run = _mean(scores), run_id
             candidate.minibatch_scores.update(scores)
-            _save(state, self.path)
+            save_state(state, self.path)
             self.progress(f"candidate {candidate.id}: full validation {candidate.full_score:.3f}")
 
     async def _finish(self) -> None:
@@ -299,7 +256,7 @@ class Optimiser:
         if state.status == "running":
             await self._confirm(state.unconfirmed_leaders(state.settings.finalists))
         if not state.candidates or state.baseline.full_score is None:
-            _save(state, self.path)
+            save_state(state, self.path)
             return
         best, baseline = state.best(), state.baseline
         if best.id not in (baseline.id, state.stored_candidate):  # a budget-stopped run may find better
@@ -314,7 +271,7 @@ class Optimiser:
             self.progress("no candidate beat the starting prompt on validation; nothing stored")
         if state.status == "running":
             state.status = "finished"
-        _save(state, self.path)
+        save_state(state, self.path)
 
     def _store(self, best: Candidate) -> PromptVersion:
         state, settings = self.state, self.state.settings
@@ -360,10 +317,10 @@ class Optimiser:
         try:
             reply = await self.proposer.chat(request, context)
         except ModelCallError as exc:
-            _save(state, self.path)
+            save_state(state, self.path)
             raise OptimiseError(f"the proposer {self.proposer.model!r} failed: {exc.message}") from None
         state.add_proposer_cost(reply.cost_usd)
-        _save(state, self.path)
+        save_state(state, self.path)
         return parse_proposal(reply.text)
 
     def check(self) -> None:
