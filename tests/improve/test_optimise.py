@@ -115,7 +115,9 @@ def test_the_optimiser_finds_a_better_prompt_and_the_gate_passes_it_on_test(
         assert names == {"sentiment-train", "sentiment-validation", "sentiment-test", "sentiment-optimise"}
     finally:
         store.close()
-    state = json.loads(next((task[1] / "home" / "optimise").glob("*.json")).read_text())
+    saved = next((task[1] / "home" / "optimise").glob("*.json"))
+    assert saved.stat().st_mode & 0o077 == 0  # it quotes train items: the owner's alone
+    state = json.loads(saved.read_text())
     assert state["status"] == "finished" and state["stored_version"] == 2
     assert (
         state["proposer_calls"] >= 2

@@ -39,8 +39,12 @@ def load_state(path: Path) -> OptimiseState:
 
 
 def save_state(state: OptimiseState, path: Path) -> None:
-    """Write the state atomically (an interrupted write leaves the previous state whole)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the state atomically (an interrupted write leaves the previous state whole), readable
+    by its owner only: it quotes train items, which may be production data."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(state.document(), indent=1, ensure_ascii=False), encoding="utf-8")
+    data = json.dumps(state.document(), indent=1, ensure_ascii=False).encode("utf-8")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
     os.replace(partial, path)
