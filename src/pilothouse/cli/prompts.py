@@ -363,3 +363,6 @@ def _promotion_spec(
 
 # the canary commands live apart (registered on the group above when this module loads)
 from pilothouse.cli import prompts_canary  # noqa: E402, F401
+from pilothouse.cli.prompts_optimise import optimise  # noqa: E402  (its module: this one is long enough)
+
+prompts.add_command(optimise)
