@@ -322,6 +322,15 @@ def _print_curated(name: str, curated: Curated, plan: CurationPlan) -> None:
         steps.append(f"{report.scrubbed} items scrubbed")
     if plan.dedup or plan.near_duplicate is not None or plan.splits:
         click.echo("curated: " + ", ".join(steps))
+    if plan.group_by is not None and report.ungrouped:
+        click.echo(
+            f"note: {report.ungrouped} items have no {plan.group_by!r} (each is a group of its own)", err=True
+        )
+    for split in plan.splits:
+        if f"{name}-{split.name}" not in curated.versions:
+            click.echo(
+                f"split {split.name!r}: no items, nothing stored (too few items for its share)", err=True
+            )
     for stored, (version, created) in curated.versions.items():
         state = "" if created else " (unchanged)"
         groups = ""

@@ -75,6 +75,7 @@ class CurationReport:
     splits: Mapping[str, int] = field(default_factory=dict)
     groups: Mapping[str, int] = field(default_factory=dict)
     shared_groups: int = 0  # groups found in two splits (always 0: the splits are built so)
+    ungrouped: int = 0  # items without the group_by key (each a group of its own)
 
 
 def parse_splits(text: str) -> tuple[Split, ...]:

@@ -13,6 +13,7 @@ from pilothouse.domain.curation import (
     CurationPlan,
     CurationReport,
     assign_splits,
+    group_of,
     input_text,
     merge_duplicates,
     scrub_item,
@@ -96,5 +97,8 @@ def curate_items(
         splits={name: len(members) for name, members in splits.items()},
         groups=groups,
         shared_groups=0,
+        ungrouped=sum(group_of(item, plan.group_by).startswith("item=") for item in merged)
+        if plan.group_by is not None
+        else 0,
     )
     return splits, report

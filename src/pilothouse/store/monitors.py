@@ -191,13 +191,13 @@ class MonitorStore:
                 .values(delivery=delivery[:500])
             )
 
-    def has_open_alert(self, monitor_id: str) -> bool:
-        """True while one of the monitor's alerts (not one raised while it was silenced) is
-        unacknowledged."""
+    def has_open_alert(self, monitor_id: str, *, silenced: bool = False) -> bool:
+        """True while one of the monitor's alerts is unacknowledged: one raised while it was not
+        silenced, or (``silenced``) one raised while it was."""
         a = t.monitor_alerts.c
         query = (
             select(a.id)
-            .where(a.monitor_id == monitor_id, a.status == AlertStatus.OPEN.value, a.silenced.is_(False))
+            .where(a.monitor_id == monitor_id, a.status == AlertStatus.OPEN.value, a.silenced.is_(silenced))
             .limit(1)
         )
         with self.engine.connect() as conn:

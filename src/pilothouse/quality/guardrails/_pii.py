@@ -94,8 +94,11 @@ _KEY_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 # name = value where the name says it is a secret: the value (group 1) is what is found
 _SECRET_NAMES = ("api", "secret", "token", "passw")
+# (a password's value from 4 characters: short ones are the weakest and most worth hiding; a key's or
+# token's from 8, so that "token: none" or "secret: yes" are left alone)
 _ASSIGNED = re.compile(
-    r"(?:api[_-]?key|secret|token|passw(?:or)?d)[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{8,200})",
+    r"(?:(?:api[_-]?key|secret|token)[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{8,200})"
+    r"|passw(?:or)?d[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{4,200}))",
     re.IGNORECASE,
 )
 
@@ -183,7 +186,8 @@ def _secrets(text: str) -> Iterable[Finding]:
     for at in places:  # each name's places, then the pattern there (no scan of every position)
         if at >= covered and (assigned := _ASSIGNED.match(text, at)) is not None:
             covered = assigned.end()
-            yield Finding(assigned.start(1), assigned.end(1), "SECRET")
+            group = 1 if assigned.group(1) is not None else 2
+            yield Finding(assigned.start(group), assigned.end(group), "SECRET")
 
 
 def _occurrences(text: str, word: str) -> Iterable[int]:

@@ -151,12 +151,15 @@ class MonitorWorker:
         self.repository.save_state(monitor.id, state)
         fired: list[Fired] = []
         silenced = monitor.silenced(now_ns)
+        # one open alert per monitor, until acknowledged; while silenced, one open silenced alert (a
+        # silence keeps a fault's record without an alert per alarm of the CUSUM restarting)
+        open_now = self.repository.has_open_alert(monitor.id, silenced=True) if silenced else alert_open
         for alarm in alarms:
-            if alert_open and not silenced:
-                continue  # one open alert per monitor: it stays until acknowledged
+            if open_now:
+                continue
             alert = self._store_alert(monitor, alarm, silenced)
             fired.append(Fired(monitor, alert))
-            alert_open = alert_open or not silenced
+            open_now = True
         return fired
 
     def _store_alert(self, monitor: Monitor, alarm: Alarm, silenced: bool) -> MonitorAlert:
