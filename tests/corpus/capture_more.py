@@ -1,0 +1,344 @@
+"""More of the corpus (see capture.py): the Anthropic Messages API and agent frameworks.
+
+A simulated Anthropic upstream (``POST /v1/messages``, stream and not) sits next to the simulated
+OpenAI one, and these instrumentations drive it (each in its own venv, pinned in
+``requirements-<venv>.txt``):
+
+- ``anthropic-sdk``: the Anthropic SDK's own OpenTelemetry spans (``anthropic/_tracing.py``)
+- ``openinference-anthropic``: OpenInference's AnthropicInstrumentor
+- ``anthropic-dual``: both at once on the same calls (one call, two instrumentations)
+- ``pydantic-ai``: pydantic-ai's own OTel instrumentation (an Agent over the OpenAI upstream)
+- ``logfire``: Logfire's ``instrument_openai``, exported as OTLP to the receiver
+- ``openlit`` / ``openlit-anthropic``: OpenLIT over the openai / anthropic client
+
+Only stdlib is imported at module level: capture.py imports this module in every venv.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Anthropic usage as the API reports it: input_tokens EXCLUDES the cache reads and writes.
+ANTHROPIC_USAGE = {
+    "input_tokens": 20,
+    "cache_read_input_tokens": 8,
+    "cache_creation_input_tokens": 4,
+    "output_tokens": 12,
+}
+ANTHROPIC_MODEL = "claude-sonnet-4-5"
+ANTHROPIC_RESPONSE_MODEL = "claude-sonnet-4-5-20250929"
+TOOL_INPUT = {"city": "Paris", "unit": "celsius"}
+
+EXTRA_INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
+    "anthropic-sdk": (
+        "anthropic",
+        "anthropic",
+        "Anthropic Python SDK's own OpenTelemetry instrumentation (anthropic/_tracing.py), parent = plain OTel span",
+    ),
+    "openinference-anthropic": (
+        "anthropic",
+        "openinference-instrumentation-anthropic",
+        "Arize OpenInference AnthropicInstrumentor, parent = plain OTel span",
+    ),
+    "anthropic-dual": (
+        "anthropic",
+        "anthropic",
+        "the Anthropic SDK's own spans AND OpenInference's AnthropicInstrumentor on the same calls "
+        "(one model call described by two spans), parent = plain OTel span",
+    ),
+    "pydantic-ai": (
+        "pydantic-ai",
+        "pydantic-ai-slim",
+        "pydantic-ai Agent (OpenAIChatModel over the simulated OpenAI upstream) with its own OTel "
+        "instrumentation (InstrumentationSettings, include_content), parent = plain OTel span",
+    ),
+    "logfire": (
+        "logfire",
+        "logfire",
+        "Logfire SDK, logfire.instrument_openai(client), send_to_logfire=False, exported with OTLP "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT) to the receiver, parent = logfire.span",
+    ),
+    "openlit": (
+        "openlit",
+        "openlit",
+        "OpenLIT (openlit.init(otlp_endpoint=receiver)) over the openai client, parent = plain OTel span",
+    ),
+    "openlit-anthropic": (
+        "openlit",
+        "openlit",
+        "OpenLIT (openlit.init(otlp_endpoint=receiver)) over the anthropic client, parent = plain OTel span",
+    ),
+}
+ANTHROPIC_CLIENT = {"anthropic-sdk", "openinference-anthropic", "anthropic-dual", "openlit-anthropic"}
+
+
+# --------------------------------------------------------------------------------------------
+# Simulated Anthropic upstream (called from capture.UpstreamHandler for /v1/messages)
+# --------------------------------------------------------------------------------------------
+def anthropic_messages(handler: Any, req: dict) -> None:
+    """Answer one ``POST /v1/messages`` like the Anthropic API does."""
+    if req.get("model") == "fail-model":
+        return _send_json(
+            handler,
+            500,
+            {"type": "error", "error": {"type": "api_error", "message": "Internal server error (simulated)"}},
+        )
+    messages = req.get("messages") or [{}]
+    last = messages[-1]
+    content = last.get("content")
+    got_tool_result = isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content
+    )
+    if req.get("tools") and not got_tool_result:
+        blocks = [{"type": "tool_use", "id": "toolu_corpus_weather_1", "name": "get_weather", "input": TOOL_INPUT}]
+        stop = "tool_use"
+    elif got_tool_result:
+        blocks = [{"type": "text", "text": "It is 18 degrees Celsius and sunny in Paris."}]
+        stop = "end_turn"
+    else:
+        blocks = [{"type": "text", "text": "Hello from the simulated upstream!"}]
+        stop = "end_turn"
+    message = {
+        "id": "msg_corpus_0001" if not req.get("stream") else "msg_corpus_stream_0001",
+        "type": "message",
+        "role": "assistant",
+        "model": ANTHROPIC_RESPONSE_MODEL,
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": dict(ANTHROPIC_USAGE, service_tier="standard"),
+    }
+    if not req.get("stream"):
+        return _send_json(handler, 200, message)
+    events: list[tuple[str, dict]] = [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": dict(
+                    message,
+                    content=[],
+                    stop_reason=None,
+                    usage=dict(ANTHROPIC_USAGE, output_tokens=1, service_tier="standard"),
+                ),
+            },
+        )
+    ]
+    for i, block in enumerate(blocks):
+        if block["type"] == "text":
+            events.append(
+                ("content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
+            )
+            words = block["text"].split(" ")
+            for j, w in enumerate(words):
+                delta = {"type": "text_delta", "text": w if j == 0 else " " + w}
+                events.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+        else:
+            start = dict(block, input={})
+            events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}))
+            delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": dict(ANTHROPIC_USAGE),
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/event-stream; charset=utf-8")
+    handler.send_header("Cache-Control", "no-cache")
+    handler.send_header("request-id", "req_corpus_stream_0001")
+    handler.end_headers()
+    for name, data in events:
+        handler.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        handler.wfile.flush()
+
+
+def _send_json(handler: Any, status: int, obj: dict) -> None:
+    body = json.dumps(obj).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("request-id", "req_corpus_0001")
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios with the anthropic client (chat / chat_stream / chat_tools / error)
+# --------------------------------------------------------------------------------------------
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Get the current weather for a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "required": ["city"],
+    },
+}
+
+
+def a_chat(client: Any) -> str:
+    r = client.messages.create(
+        model=ANTHROPIC_MODEL,
+        system="You are a terse assistant.",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=64,
+        metadata={"user_id": "user-corpus-1"},
+    )
+    return r.content[0].text
+
+
+def a_chat_stream(client: Any) -> str:
+    parts = []
+    with client.messages.stream(
+        model=ANTHROPIC_MODEL, max_tokens=64, messages=[{"role": "user", "content": "Say hello, streaming."}]
+    ) as stream:
+        for text in stream.text_stream:
+            parts.append(text)
+    return "".join(parts)
+
+
+def a_chat_tools(client: Any) -> str:
+    messages: list[dict] = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r1 = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=64, messages=messages, tools=[WEATHER_TOOL])
+    call = next(b for b in r1.content if b.type == "tool_use")
+    messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in r1.content]})
+    messages.append(
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": '{"temperature": 18, "sky": "sunny"}'}],
+        }
+    )
+    r2 = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=64, messages=messages, tools=[WEATHER_TOOL])
+    return r2.content[0].text
+
+
+def a_error(client: Any) -> str:
+    import anthropic
+
+    try:
+        client.messages.create(
+            model="fail-model", max_tokens=16, messages=[{"role": "user", "content": "This will fail."}]
+        )
+    except anthropic.APIStatusError as e:
+        return f"caught {type(e).__name__} {e.status_code}"
+    raise AssertionError("fail-model did not fail")
+
+
+ANTHROPIC_SCENARIOS = {"chat": a_chat, "chat_stream": a_chat_stream, "chat_tools": a_chat_tools, "error": a_error}
+
+
+def _anthropic_client(upstream: str, **kw: Any) -> Any:
+    import anthropic
+
+    base = upstream.removesuffix("/v1")
+    return anthropic.Anthropic(base_url=base, api_key="sk-ant-corpus-dummy", max_retries=0, **kw)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-instrumentation setup: returns (make_client, wrap_parent, flush, shutdown, scenarios)
+# --------------------------------------------------------------------------------------------
+def _plain_parent(tp: Any):
+    tracer = tp.get_tracer("pilothouse.corpus")
+
+    def wrap_parent(name, fn):
+        def run():
+            with tracer.start_as_current_span(f"scenario {name}"):
+                return fn()
+
+        return run
+
+    return wrap_parent
+
+
+def _provider(recv: Any, service: str) -> Any:
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    tp = TracerProvider(resource=Resource.create({"service.name": service}))
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=recv.url + "/v1/traces")))
+    trace.set_tracer_provider(tp)
+    return tp
+
+
+def setup_anthropic(inst: str, recv: Any, upstream: str):
+    tp = _provider(recv, "corpus-" + inst)
+    if inst in ("openinference-anthropic", "anthropic-dual"):
+        from openinference.instrumentation.anthropic import AnthropicInstrumentor
+
+        AnthropicInstrumentor().instrument(tracer_provider=tp)
+    # The SDK's own spans: on by default when OpenTelemetry is installed; the option (not the
+    # ANTHROPIC_OPEN_TELEMETRY* env) turns them on with content, or off for OpenInference alone.
+    own = inst in ("anthropic-sdk", "anthropic-dual")
+    option = {"tracer_provider": tp, "traces": {"enabled": own, "content_mode": "content"}}
+    return (
+        (lambda: _anthropic_client(upstream, open_telemetry=option)),
+        _plain_parent(tp),
+        tp.force_flush,
+        tp.shutdown,
+        ANTHROPIC_SCENARIOS,
+    )
+
+
+def setup_logfire(recv: Any, upstream: str):
+    import logfire
+    import openai
+
+    # OTEL_EXPORTER_OTLP_ENDPOINT (set by isolate_env) makes Logfire export OTLP to the receiver.
+    logfire.configure(send_to_logfire=False, console=False, service_name="corpus-logfire", metrics=False)
+
+    def make_client():
+        client = openai.OpenAI(base_url=upstream, api_key="sk-corpus-dummy", max_retries=0)
+        logfire.instrument_openai(client)
+        return client
+
+    def wrap_parent(name, fn):
+        def run():
+            with logfire.span("scenario {name}", name=name, _tags=["corpus"]):
+                return fn()
+
+        return run
+
+    return make_client, wrap_parent, logfire.force_flush, logfire.shutdown, None
+
+
+def setup_openlit(inst: str, recv: Any, upstream: str):
+    import openlit
+    from opentelemetry import trace
+
+    openlit.init(
+        otlp_endpoint=recv.url,
+        application_name="corpus-" + inst,
+        environment="corpus",
+        disable_metrics=True,
+        collect_gpu_stats=False,
+    )
+    tp = trace.get_tracer_provider()
+    if inst == "openlit-anthropic":
+        return (lambda: _anthropic_client(upstream)), _plain_parent(tp), tp.force_flush, tp.shutdown, ANTHROPIC_SCENARIOS
+    import openai
+
+    make = lambda: openai.OpenAI(base_url=upstream, api_key="sk-corpus-dummy", max_retries=0)  # noqa: E731
+    return make, _plain_parent(tp), tp.force_flush, tp.shutdown, None
+
+
+def setup(inst: str, recv: Any, upstream: str):
+    """(make_client, wrap_parent, flush, shutdown, scenarios); scenarios None = capture.py's OpenAI ones."""
+    if inst in ("anthropic-sdk", "openinference-anthropic", "anthropic-dual"):
+        return setup_anthropic(inst, recv, upstream)
+    if inst == "pydantic-ai":
+        return setup_pydantic_ai(recv, upstream)
+    if inst == "logfire":
+        return setup_logfire(recv, upstream)
+    return setup_openlit(inst, recv, upstream)
