@@ -342,3 +342,47 @@ def setup(inst: str, recv: Any, upstream: str):
     if inst == "logfire":
         return setup_logfire(recv, upstream)
     return setup_openlit(inst, recv, upstream)
+
+
+def setup_pydantic_ai(recv: Any, upstream: str):
+    import openai
+    from pydantic_ai import Agent
+    from pydantic_ai.exceptions import ModelHTTPError
+    from pydantic_ai.models.instrumented import InstrumentationSettings
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    tp = _provider(recv, "corpus-pydantic-ai")
+    Agent.instrument_all(InstrumentationSettings(tracer_provider=tp, include_content=True))
+
+    def model(name: str = "gpt-4o-mini") -> Any:
+        client = openai.AsyncOpenAI(base_url=upstream, api_key="sk-corpus-dummy", max_retries=0)
+        return OpenAIChatModel(name, provider=OpenAIProvider(openai_client=client))
+
+    def get_weather(city: str, unit: str = "celsius") -> dict:
+        """Get the current weather for a city."""
+        return {"temperature": 18, "sky": "sunny"}
+
+    def chat(_: Any) -> str:
+        agent = Agent(model(), system_prompt="You are a terse assistant.")
+        return agent.run_sync("Say hello.", model_settings={"temperature": 0.2, "max_tokens": 64}).output
+
+    def chat_stream(_: Any) -> str:
+        agent = Agent(model())
+        result = agent.run_stream_sync("Say hello, streaming.")
+        return "".join(result.stream_text(delta=True))
+
+    def chat_tools(_: Any) -> str:
+        agent = Agent(model(), tools=[get_weather])
+        return agent.run_sync("What is the weather in Paris?").output
+
+    def error(_: Any) -> str:
+        agent = Agent(model("fail-model"))
+        try:
+            agent.run_sync("This will fail.")
+        except ModelHTTPError as e:
+            return f"caught {type(e).__name__} {e.status_code}"
+        raise AssertionError("fail-model did not fail")
+
+    scenarios = {"chat": chat, "chat_stream": chat_stream, "chat_tools": chat_tools, "error": error}
+    return (lambda: None), _plain_parent(tp), tp.force_flush, tp.shutdown, scenarios
