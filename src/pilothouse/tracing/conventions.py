@@ -74,7 +74,7 @@ _KIND_VALUES = {k.value: k for k in ObservationKind}
 # slot -> attribute names, most specific first. A slot whose name starts with "param:" is a model
 # parameter; "drop" slots are consumed and not kept.
 _SLOT_NAMES: dict[str, tuple[str, ...]] = {
-    "request_model": ("gen_ai.request.model", "llm.request.model"),
+    "request_model": ("gen_ai.request.model", "llm.request.model", "llm.request.model_name"),
     "model": (
         "langfuse.observation.model.name",
         "gen_ai.response.model",
@@ -106,26 +106,37 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.cache_creation_input_tokens",
         "llm.token_count.prompt_details.cache_write",
         "llm.usage.cache_creation_input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
     ),
     "reasoning": (
         "gen_ai.usage.reasoning.output_tokens",
         "gen_ai.usage.reasoning_tokens",
         "llm.token_count.completion_details.reasoning",
         "llm.usage.reasoning_tokens",
+        "gen_ai.usage.details.reasoning_tokens",
     ),
+    "total_tokens": ("llm.token_count.total", "llm.usage.total_tokens", "gen_ai.usage.total_tokens"),
     "drop": (
-        "llm.token_count.total",
-        "llm.usage.total_tokens",
-        "gen_ai.usage.total_tokens",
         "input.mime_type",
         "output.mime_type",
     ),
     "usage_details": ("langfuse.observation.usage_details",),
+    "usage_raw": ("gen_ai.usage.raw",),
     "kind_pilothouse": ("pilothouse.observation.kind",),
     "kind_langfuse": ("langfuse.observation.type",),
     "kind_openinference": ("openinference.span.kind",),
-    "raw_in": ("pilothouse.input", "langfuse.observation.input", "traceloop.entity.input"),
-    "raw_out": ("pilothouse.output", "langfuse.observation.output", "traceloop.entity.output"),
+    "raw_in": (
+        "pilothouse.input",
+        "langfuse.observation.input",
+        "traceloop.entity.input",
+        "gen_ai.tool.call.arguments",
+    ),
+    "raw_out": (
+        "pilothouse.output",
+        "langfuse.observation.output",
+        "traceloop.entity.output",
+        "gen_ai.tool.call.result",
+    ),
     "value_in": ("input.value",),
     "value_out": ("output.value",),
     "genai_in": ("gen_ai.input.messages",),
@@ -144,8 +155,10 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
     "param:n": ("gen_ai.request.choice.count",),
     "param:response_format": ("gen_ai.openai.request.response_format",),
     "param:encoding_formats": ("gen_ai.request.encoding_formats",),
-    "param:stream": ("llm.is_streaming", "gen_ai.is_streaming"),
-    "ttft_ms": ("pilothouse.ttft_ms",),
+    "param:stream": ("llm.is_streaming", "gen_ai.is_streaming", "gen_ai.request.stream"),
+    "ttft_ms": ("pilothouse.ttft_ms", "ai.response.msToFirstChunk"),
+    "ttft_s": ("gen_ai.response.time_to_first_chunk", "gen_ai.client.operation.time_to_first_chunk"),
+    "ttft_server_s": ("gen_ai.server.time_to_first_token",),
     "completion_start": ("langfuse.observation.completion_start_time",),
     "level": ("langfuse.observation.level",),
     "level_message": ("langfuse.observation.status_message",),
@@ -165,7 +178,14 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
     "trace_name": ("langfuse.trace.name", "pilothouse.trace.name"),
     "trace_input": ("langfuse.trace.input", "pilothouse.trace.input"),
     "trace_output": ("langfuse.trace.output", "pilothouse.trace.output"),
-    "user_id": ("langfuse.user.id", "user.id", "enduser.id", "traceloop.association.properties.user_id"),
+    "user_id": (
+        "langfuse.user.id",
+        "user.id",
+        "enduser.id",
+        "traceloop.association.properties.user_id",
+        "gen_ai.user",
+        "gen_ai.request.user",
+    ),
     "session_id": (
         "langfuse.session.id",
         "session.id",
@@ -285,7 +305,8 @@ def _openai_messages(messages: list[Any]) -> list[Any]:
 
 
 def _strip_message(message: Any) -> Any:
-    """OpenInference wraps each message in ``{"message": {...}}`` and tool calls in ``tool_call``."""
+    """OpenInference wraps each message in ``{"message": {...}}`` and tool calls in ``tool_call``,
+    and may send the content as parts (``contents.N.message_content.text``) instead of text."""
     if isinstance(message, dict) and len(message) == 1 and "message" in message:
         message = message["message"]
     if isinstance(message, dict) and isinstance(message.get("tool_calls"), list):
@@ -293,6 +314,19 @@ def _strip_message(message: Any) -> Any:
         message["tool_calls"] = [
             tc.get("tool_call", tc) if isinstance(tc, dict) else tc for tc in message["tool_calls"]
         ]
+    if isinstance(message, dict) and isinstance(message.get("contents"), list):
+        message = dict(message)
+        contents = message.pop("contents")
+        if message.get("content") is None:
+            texts = [
+                str(part["message_content"].get("text", ""))
+                for part in contents
+                if isinstance(part, dict)
+                and isinstance(part.get("message_content"), dict)
+                and part["message_content"].get("type") == "text"
+            ]
+            if texts or not message.get("tool_calls"):
+                message["content"] = "".join(texts) if texts else _text(contents)
     return message
 
 
@@ -345,19 +379,43 @@ def _usage(slots: dict[str, Any]) -> tuple[Usage, bool]:
     get = slots.get
     prompt, completion = get("prompt_tokens"), get("completion_tokens")
     if prompt is None and completion is None:
-        details = _json(get("usage_details"))
-        if isinstance(details, dict) and details:
-            return bounded_usage(_langfuse_usage(details))
+        for slot in ("usage_details", "usage_raw"):
+            details = _json(get(slot))
+            if isinstance(details, dict) and details:
+                return bounded_usage(_langfuse_usage(details))
     read, bad_read = token_count(get("cache_read"))
     write, bad_write = token_count(get("cache_write"))
     total_input, bad_input = token_count(prompt)
     output, bad_output = token_count(completion)
     reasoning, bad_reasoning = token_count(get("reasoning"))
-    # Conventions that count cache tokens inside the input figure (OpenAI style, and the GenAI
-    # convention's recommendation) are recognised by the input being at least the cached part.
-    uncached = total_input - read - write if total_input >= read + write else total_input
+    uncached = _uncached_input(slots, total_input, output, read, write)
     usage = Usage(uncached, output, read, write, reasoning)
     return usage, bad_read or bad_write or bad_input or bad_output or bad_reasoning
+
+
+def _uncached_input(slots: dict[str, Any], total_input: int, output: int, read: int, write: int) -> int:
+    """The input tokens that were not cache reads or writes. Most conventions (OpenAI's usage, the
+    GenAI convention, OpenInference) count the cached tokens inside the input figure; Anthropic's API
+    does not, and instrumentations that copy its raw ``input_tokens`` (OpenLIT) send that. A total,
+    when sent, says which; else the convention of the span's source does."""
+    cached = read + write
+    if not cached:
+        return total_input
+    total = slots.get("total_tokens")
+    if total is not None:
+        total = _int(total)
+        if total == total_input + output + cached:
+            return total_input
+        if total == total_input + output:
+            return max(0, total_input - cached)
+    if _raw_anthropic_input(slots) or total_input < cached:
+        return total_input
+    return total_input - cached
+
+
+def _raw_anthropic_input(slots: dict[str, Any]) -> bool:
+    """Whether the span's input count is Anthropic's raw ``input_tokens`` (cache excluded)."""
+    return False
 
 
 def _langfuse_usage(details: dict[str, Any]) -> Usage:
@@ -447,16 +505,40 @@ def _iso_to_ns(value: Any) -> int | None:
         return None
 
 
+_FIRST_CHUNK_EVENTS = frozenset(
+    ("First Token Stream Event", "gen_ai.content.first_token", "gen_ai.content.completion.chunk")
+)
+
+
+def _seconds_ns(value: Any) -> int | None:
+    """A duration in seconds (a number, or its text) in nanoseconds; None when it is not one."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and 0 <= value < 10_000_000:
+        return int(value * 1e9)
+    return None
+
+
 def _ttft(slots: dict[str, Any], raw: RawSpan) -> int | None:
+    """Time to the first token: from whichever convention sends it (a duration in ms or s, a
+    timestamp, or the first chunk's event). OpenLIT's server TTFT counts for streams only: it sends
+    the whole duration for a call that did not stream."""
     ms = slots.get("ttft_ms")
-    if isinstance(ms, int | float):
-        return int(ms * 1e6)
+    if isinstance(ms, int | float | str) and (ns := _seconds_ns(ms)) is not None:
+        return ns // 1000
+    for slot in ("ttft_s", "ttft_server_s"):
+        value = slots.get(slot)
+        if value is not None and (slot == "ttft_s" or slots.get("param:stream") is True):
+            if (ns := _seconds_ns(value)) is not None:
+                return ns
     start = slots.get("completion_start")
     if start is not None and (start := _iso_to_ns(start)) is not None:
         return max(0, start - raw.start_ns)
-    for event in raw.events:
-        if event.name in ("First Token Stream Event", "gen_ai.content.first_token"):
-            return max(0, event.time_ns - raw.start_ns)
+    first = min((e.time_ns for e in raw.events if e.name in _FIRST_CHUNK_EVENTS), default=None)
+    return None if first is None else max(0, first - raw.start_ns)
     return None
 
 
