@@ -17,6 +17,7 @@ Only stdlib is imported at module level: capture.py imports this module in every
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 # Anthropic usage as the API reports it: input_tokens EXCLUDES the cache reads and writes.
@@ -314,10 +315,17 @@ def setup_logfire(recv: Any, upstream: str):
 
 
 def setup_openlit(inst: str, recv: Any, upstream: str):
+    import os
+    import tempfile
+
     import openlit
     from opentelemetry import trace
 
+    os.environ["OTEL_TRACES_EXPORTER"] = "otlp"  # isolate_env's "none" would turn OpenLIT's export off
+    prices = Path(tempfile.mkdtemp()) / "pricing.json"  # a local file: no fetch of the price list
+    prices.write_text('{"chat": {}, "embeddings": {}, "images": {}, "audio": {}}')
     openlit.init(
+        pricing_json=str(prices),
         otlp_endpoint=recv.url,
         application_name="corpus-" + inst,
         environment="corpus",
