@@ -58,7 +58,7 @@ EXTRA_INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
         "logfire",
         "logfire",
         "Logfire SDK, logfire.instrument_openai(client), send_to_logfire=False, exported with OTLP "
-        "(OTEL_EXPORTER_OTLP_ENDPOINT) to the receiver, parent = logfire.span",
+        "(additional_span_processors: BatchSpanProcessor(OTLPSpanExporter)) to the receiver, parent = logfire.span",
     ),
     "openlit": (
         "openlit",
@@ -296,8 +296,17 @@ def setup_logfire(recv: Any, upstream: str):
     import logfire
     import openai
 
-    # OTEL_EXPORTER_OTLP_ENDPOINT (set by isolate_env) makes Logfire export OTLP to the receiver.
-    logfire.configure(send_to_logfire=False, console=False, service_name="corpus-logfire", metrics=False)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    exporter = OTLPSpanExporter(endpoint=recv.url + "/v1/traces")
+    logfire.configure(
+        send_to_logfire=False,
+        console=False,
+        service_name="corpus-logfire",
+        metrics=False,
+        additional_span_processors=[BatchSpanProcessor(exporter)],
+    )
 
     def make_client():
         client = openai.OpenAI(base_url=upstream, api_key="sk-corpus-dummy", max_retries=0)
