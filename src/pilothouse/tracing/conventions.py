@@ -34,6 +34,7 @@ from pilothouse.domain.traces import (
     token_count,
 )
 from pilothouse.tracing.otlp import RawSpan
+from pilothouse.tracing.vendor_rules import input_excludes_cache, logfire_span
 
 log = logging.getLogger("pilothouse.ingest")
 _CLAMP_LOG_EVERY_S = 10.0  # a client sending bad counts in every span must not flood the log
@@ -169,7 +170,7 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "traceloop.prompt.version",
         "llm.prompt_template.version",
     ),
-    "tags": ("langfuse.trace.tags", "tag.tags", "pilothouse.trace.tags"),
+    "tags": ("langfuse.trace.tags", "tag.tags", "pilothouse.trace.tags", "logfire.tags"),
     "metadata_oi": ("metadata",),
     "metadata_lf": ("langfuse.trace.metadata",),
     "metadata_ph": ("pilothouse.trace.metadata",),
@@ -374,13 +375,14 @@ def _output_text(messages: Any) -> str | None:
     return _text(messages[0] if len(messages) == 1 else messages)
 
 
-def _usage(slots: dict[str, Any]) -> tuple[Usage, bool]:
+def _usage(slots: dict[str, Any], scope: str) -> tuple[Usage, bool]:
     """The span's usage, each count bounded (:func:`token_count`), and whether one was corrected."""
     get = slots.get
     prompt, completion = get("prompt_tokens"), get("completion_tokens")
+    raw_usage = get("usage_raw")
     if prompt is None and completion is None:
-        for slot in ("usage_details", "usage_raw"):
-            details = _json(get(slot))
+        for details in (get("usage_details"), raw_usage):
+            details = _json(details)
             if isinstance(details, dict) and details:
                 return bounded_usage(_langfuse_usage(details))
     read, bad_read = token_count(get("cache_read"))
@@ -388,34 +390,18 @@ def _usage(slots: dict[str, Any]) -> tuple[Usage, bool]:
     total_input, bad_input = token_count(prompt)
     output, bad_output = token_count(completion)
     reasoning, bad_reasoning = token_count(get("reasoning"))
-    uncached = _uncached_input(slots, total_input, output, read, write)
-    usage = Usage(uncached, output, read, write, reasoning)
-    return usage, bad_read or bad_write or bad_input or bad_output or bad_reasoning
-
-
-def _uncached_input(slots: dict[str, Any], total_input: int, output: int, read: int, write: int) -> int:
-    """The input tokens that were not cache reads or writes. Most conventions (OpenAI's usage, the
-    GenAI convention, OpenInference) count the cached tokens inside the input figure; Anthropic's API
-    does not, and instrumentations that copy its raw ``input_tokens`` (OpenLIT) send that. A total,
-    when sent, says which; else the convention of the span's source does."""
+    if raw_usage is not None and not reasoning:  # Logfire: the details only in gen_ai.usage.raw
+        details = _json(raw_usage)
+        if isinstance(details, dict):
+            reasoning = min(output, _langfuse_usage(details).reasoning)
     cached = read + write
-    if not cached:
-        return total_input
-    total = slots.get("total_tokens")
-    if total is not None:
-        total = _int(total)
-        if total == total_input + output + cached:
-            return total_input
-        if total == total_input + output:
-            return max(0, total_input - cached)
-    if _raw_anthropic_input(slots) or total_input < cached:
-        return total_input
-    return total_input - cached
-
-
-def _raw_anthropic_input(slots: dict[str, Any]) -> bool:
-    """Whether the span's input count is Anthropic's raw ``input_tokens`` (cache excluded)."""
-    return False
+    total = get("total_tokens")
+    if cached and not input_excludes_cache(
+        scope, get("provider"), None if total is None else _int(total), total_input, output, cached
+    ):
+        total_input -= cached
+    usage = Usage(total_input, output, read, write, reasoning)
+    return usage, bad_read or bad_write or bad_input or bad_output or bad_reasoning
 
 
 def _langfuse_usage(details: dict[str, Any]) -> Usage:
@@ -553,7 +539,8 @@ def _io(
         genai_in = _json(slots.get("genai_in"))
         if isinstance(genai_in, list):
             system = _json(slots.get("system"))
-            if isinstance(system, list):
+            has_system = any(isinstance(m, dict) and m.get("role") == "system" for m in genai_in)
+            if isinstance(system, list) and not has_system:  # OpenLIT sends it in both
                 genai_in = [{"role": "system", "parts": system}, *genai_in]
             in_messages = _openai_messages(genai_in)
     if not out_messages:
@@ -712,16 +699,20 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         for key, value in (groups.get("langfuse.observation.metadata.") or {}).items():
             attrs["metadata." + key] = _json(value)
     provider, prompt_name, prompt_version = get("provider"), get("prompt_name"), get("prompt_version")
-    usage, clamped = _usage(slots)
+    usage, clamped = _usage(slots, raw.scope)
     if clamped:  # negative, fractional or absurd counts: corrected, and said so on the span
         attrs[USAGE_CLAMPED] = True
         _warn_clamped(raw.name)
+    name, start_ns = raw.name, raw.start_ns
+    if "logfire.msg" in attrs:
+        has_answer = bool(output_text) or not usage.is_empty or status is Status.ERROR
+        name, kind, start_ns = logfire_span(name, attrs, kind, start_ns, raw.end_ns, has_answer)
     observation = Observation(
         trace_id=raw.trace_id,
         id=raw.span_id,
         parent_id=raw.parent_id,
-        name=raw.name,
-        start_ns=raw.start_ns,
+        name=name,
+        start_ns=start_ns,
         end_ns=raw.end_ns,
         kind=kind,
         status=status,
