@@ -92,7 +92,9 @@ def anthropic_messages(handler: Any, req: dict) -> None:
         isinstance(b, dict) and b.get("type") == "tool_result" for b in content
     )
     if req.get("tools") and not got_tool_result:
-        blocks = [{"type": "tool_use", "id": "toolu_corpus_weather_1", "name": "get_weather", "input": TOOL_INPUT}]
+        blocks = [
+            {"type": "tool_use", "id": "toolu_corpus_weather_1", "name": "get_weather", "input": TOOL_INPUT}
+        ]
         stop = "tool_use"
     elif got_tool_result:
         blocks = [{"type": "text", "text": "It is 18 degrees Celsius and sunny in Paris."}]
@@ -129,17 +131,30 @@ def anthropic_messages(handler: Any, req: dict) -> None:
     for i, block in enumerate(blocks):
         if block["type"] == "text":
             events.append(
-                ("content_block_start", {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}})
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": i,
+                        "content_block": {"type": "text", "text": ""},
+                    },
+                )
             )
             words = block["text"].split(" ")
             for j, w in enumerate(words):
                 delta = {"type": "text_delta", "text": w if j == 0 else " " + w}
-                events.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+                events.append(
+                    ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta})
+                )
         else:
             start = dict(block, input={})
-            events.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": start}))
+            events.append(
+                ("content_block_start", {"type": "content_block_start", "index": i, "content_block": start})
+            )
             delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta}))
+            events.append(
+                ("content_block_delta", {"type": "content_block_delta", "index": i, "delta": delta})
+            )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
     events.append(
         (
@@ -180,7 +195,10 @@ WEATHER_TOOL = {
     "description": "Get the current weather for a city",
     "input_schema": {
         "type": "object",
-        "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+        "properties": {
+            "city": {"type": "string"},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
         "required": ["city"],
     },
 }
@@ -215,7 +233,13 @@ def a_chat_tools(client: Any) -> str:
     messages.append(
         {
             "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": '{"temperature": 18, "sky": "sunny"}'}],
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": call.id,
+                    "content": '{"temperature": 18, "sky": "sunny"}',
+                }
+            ],
         }
     )
     r2 = client.messages.create(model=ANTHROPIC_MODEL, max_tokens=64, messages=messages, tools=[WEATHER_TOOL])
@@ -234,7 +258,12 @@ def a_error(client: Any) -> str:
     raise AssertionError("fail-model did not fail")
 
 
-ANTHROPIC_SCENARIOS = {"chat": a_chat, "chat_stream": a_chat_stream, "chat_tools": a_chat_tools, "error": a_error}
+ANTHROPIC_SCENARIOS = {
+    "chat": a_chat,
+    "chat_stream": a_chat_stream,
+    "chat_tools": a_chat_tools,
+    "error": a_error,
+}
 
 
 def _anthropic_client(upstream: str, **kw: Any) -> Any:
@@ -343,7 +372,13 @@ def setup_openlit(inst: str, recv: Any, upstream: str):
     )
     tp = trace.get_tracer_provider()
     if inst == "openlit-anthropic":
-        return (lambda: _anthropic_client(upstream)), _plain_parent(tp), tp.force_flush, tp.shutdown, ANTHROPIC_SCENARIOS
+        return (
+            (lambda: _anthropic_client(upstream)),
+            _plain_parent(tp),
+            tp.force_flush,
+            tp.shutdown,
+            ANTHROPIC_SCENARIOS,
+        )
     import openai
 
     make = lambda: openai.OpenAI(base_url=upstream, api_key="sk-corpus-dummy", max_retries=0)  # noqa: E731

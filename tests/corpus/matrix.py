@@ -5,15 +5,17 @@ Each cell is measured on the corpus (``payloads/``): the normaliser runs on the 
 and the cell is OK when the field came out right (the value the simulated upstream sent), or n.a.
 with the reason from :data:`NOT_AVAILABLE` when the instrumentation does not send it. A cell that
 is neither is a FAIL. ``tests/unit/test_corpus_matrix.py`` asserts that no cell fails, that every n.a.
-is still true (the field is still missing) and that docs/compatibility.md is this script's output::
+is still true (the field is still missing) and that docs/compatibility.md has this script's
+output between its markers::
 
-    .venv/bin/python tests/corpus/matrix.py > docs/compatibility.md
+    .venv/bin/python tests/corpus/matrix.py --write    # rewrites that section of docs/compatibility.md
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status
@@ -39,6 +41,9 @@ INSTRUMENTATIONS: dict[str, tuple[str, dict]] = {
     "openinference-anthropic": ("OpenInference Anthropic 3.1.0", ANTHROPIC),
     "anthropic-dual": ("Anthropic SDK + OpenInference Anthropic on the same calls", ANTHROPIC),
     "pydantic-ai": ("pydantic-ai 2.78.0 own OTel", OPENAI),
+    "logfire": ("Logfire 5.4.0 instrument_openai", OPENAI),
+    "openlit": ("OpenLIT 1.45.0 (openai)", OPENAI),
+    "openlit-anthropic": ("OpenLIT 1.45.0 (anthropic)", ANTHROPIC),
 }
 FIELDS = (
     "model",
@@ -52,6 +57,8 @@ FIELDS = (
     "TTFT (stream)",
     "errors",
     "counted once",
+    "session",
+    "tags",
 )
 _NO_CONTENT = "sends no message content in this setting (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true is not valid for util-genai)"
 _NO_CACHE = "does not send cached-token counts"
@@ -63,13 +70,32 @@ NOT_AVAILABLE: dict[tuple[str, str], str] = {
     ("otel-genai", "input messages"): _NO_CONTENT,
     ("otel-genai", "output"): _NO_CONTENT,
     ("otel-genai", "tool calls"): _NO_CONTENT,
-    ("otel-genai-v1", "input messages"): "message content goes to OTel log events (/v1/logs), not to the span",
+    (
+        "otel-genai-v1",
+        "input messages",
+    ): "message content goes to OTel log events (/v1/logs), not to the span",
     ("otel-genai-v1", "output"): "message content goes to OTel log events (/v1/logs), not to the span",
     ("otel-genai-v1", "tool calls"): "message content goes to OTel log events (/v1/logs), not to the span",
     **{(i, "cache read"): _NO_CACHE for i in ("otel-genai", "otel-genai-latest", "otel-genai-v1")},
     **{(i, "reasoning tokens"): _NO_REASONING for i in ("otel-genai", "otel-genai-latest", "otel-genai-v1")},
-    **{(i, "TTFT (stream)"): _NO_TTFT for i in ("otel-genai", "otel-genai-latest", "otel-genai-v1", "traceloop")},
+    **{(i, "TTFT (stream)"): _NO_TTFT for i in ("otel-genai", "otel-genai-latest", "otel-genai-v1")},
     ("openinference-anthropic", "TTFT (stream)"): _NO_TTFT,
+    ("logfire", "TTFT (stream)"): _NO_TTFT,
+    ("openlit", "reasoning tokens"): _NO_REASONING,
+    (
+        "openlit-anthropic",
+        "errors",
+    ): "its error span has no GenAI attribute (no model, no operation): an ERROR span, not a generation",
+    **{
+        (i, "session"): "the scenarios set no session and the package adds none"
+        for i in INSTRUMENTATIONS
+        if i != "pydantic-ai"
+    },
+    **{
+        (i, "tags"): "the scenarios set no tags and the package adds none"
+        for i in INSTRUMENTATIONS
+        if i != "logfire"
+    },
     **{
         (i, "cache write"): _NO_WRITE_OPENAI
         for i, (_, upstream) in INSTRUMENTATIONS.items()
@@ -83,6 +109,7 @@ NOT_AVAILABLE: dict[tuple[str, str], str] = {
 }
 
 
+@cache
 def load(instrumentation: str, scenario: str) -> list[SpanRecord]:
     """The records of one scenario as the collector makes them (one export request at a time)."""
     records: list[SpanRecord] = []
@@ -148,7 +175,13 @@ def _once(inst: str, up: dict) -> bool:
     return True
 
 
+def _trace(inst: str) -> list[SpanRecord]:
+    return load(inst, "chat")
+
+
 CHECKS: dict[str, Callable[[str, dict], bool]] = {
+    "session": lambda inst, up: any(r.trace.session_id for r in _trace(inst)),
+    "tags": lambda inst, up: any(r.trace.tags for r in _trace(inst)),
     "model": lambda inst, up: _chat(inst).model == up["model"],
     "input messages": _messages,
     "output": lambda inst, up: _chat(inst).output == ANSWER,
@@ -156,39 +189,51 @@ CHECKS: dict[str, Callable[[str, dict], bool]] = {
     "input/output tokens": _tokens,
     "cache read": lambda inst, up: _chat(inst).usage.cache_read == up["read"],
     "cache write": lambda inst, up: up["write"] > 0 and _chat(inst).usage.cache_write == up["write"],
-    "reasoning tokens": lambda inst, up: up["reasoning"] > 0 and _chat(inst).usage.reasoning == up["reasoning"],
+    "reasoning tokens": lambda inst, up: (
+        up["reasoning"] > 0 and _chat(inst).usage.reasoning == up["reasoning"]
+    ),
     "TTFT (stream)": _ttft,
     "errors": _errors,
     "counted once": _once,
 }
 
 
-def cell(inst: str, field: str) -> str:
-    """``OK``, ``n.a. (reason)`` or ``FAIL`` (an expected field that came out wrong or missing)."""
+def cell(inst: str, field: str, notes: list[str] | None = None) -> str:
+    """``OK``, ``n.a. [n]`` (the reason is note n) or ``FAIL`` (a field that came out wrong or
+    missing, or one listed as n.a. that works)."""
     ok = check(inst, field)
     reason = NOT_AVAILABLE.get((inst, field))
     if ok:
         return "OK" if reason is None else "FAIL (works, but listed as n.a.)"
-    return f"n.a. ({reason})" if reason else "FAIL"
+    if reason is None:
+        return "FAIL"
+    if notes is None:
+        return f"n.a. ({reason})"
+    if reason not in notes:
+        notes.append(reason)
+    return f"n.a. [{notes.index(reason) + 1}]"
 
 
 def render() -> str:
     """docs/compatibility.md's instrumentation matrix."""
     lines = [
-        "# Compatibility: instrumentations x fields",
+        "## Instrumentations x fields (OTLP collector)",
         "",
         "Generated by `tests/corpus/matrix.py` from the OTLP corpus in `tests/corpus/payloads/` (real",
         "instrumentation packages, pinned, run against simulated upstreams by `tests/corpus/capture.py`).",
         "Each cell is what the collector's normaliser makes of those real export requests: **OK** when the",
         "field came out as the upstream sent it, **n.a.** when the instrumentation does not send it (the",
         "reason says why). `tests/unit/test_corpus_matrix.py` checks every cell and that this page is current.",
-        "Do not edit by hand: `.venv/bin/python tests/corpus/matrix.py > docs/compatibility.md`.",
+        "Do not edit by hand: `.venv/bin/python tests/corpus/matrix.py --write`.",
         "",
         "| instrumentation | " + " | ".join(FIELDS) + " |",
         "|---|" + "---|" * len(FIELDS),
     ]
+    notes: list[str] = []
     for inst, (name, _) in INSTRUMENTATIONS.items():
-        lines.append(f"| {name} (`{inst}`) | " + " | ".join(cell(inst, f) for f in FIELDS) + " |")
+        lines.append(f"| {name} (`{inst}`) | " + " | ".join(cell(inst, f, notes) for f in FIELDS) + " |")
+    lines += ["", "Why a cell is n.a.:", ""]
+    lines += [f"{i}. {note}" for i, note in enumerate(notes, 1)]
     lines += ["", "Fields:", ""]
     lines += [f"- **{f}**: {FIELD_DOCS[f]}" for f in FIELDS]
     return "\n".join(lines) + "\n"
@@ -206,8 +251,37 @@ FIELD_DOCS = {
     "TTFT (stream)": "time to first token of a streamed call, within the span",
     "errors": "the failed call is an ERROR generation with a message",
     "counted once": "each scenario's calls sum to the upstream usage once per HTTP call (two spans of one call count once)",
+    "session": "the trace's session (pydantic-ai: `gen_ai.conversation.id`)",
+    "tags": "the trace's tags (Logfire: `logfire.tags`)",
 }
 
 
+DOC = PAYLOADS.parents[2] / "docs" / "compatibility.md"
+BEGIN = "<!-- instrumentation matrix: generated by tests/corpus/matrix.py, do not edit -->"
+END = "<!-- end of instrumentation matrix -->"
+
+
+def section(text: str) -> str:
+    """The generated section of the page's text ('' when it has none)."""
+    if BEGIN not in text or END not in text:
+        return ""
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip("\n") + "\n"
+
+
+def write() -> None:
+    """Put :func:`render` between the markers of docs/compatibility.md (at its end if it has none)."""
+    text = DOC.read_text() if DOC.exists() else "# Compatibility\n"
+    block = f"{BEGIN}\n{render()}{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    if sys.argv[1:] == ["--write"]:
+        write()
+    else:
+        sys.stdout.write(render())

@@ -517,9 +517,9 @@ def _ttft(slots: dict[str, Any], raw: RawSpan) -> int | None:
         return ns // 1000
     for slot in ("ttft_s", "ttft_server_s"):
         value = slots.get(slot)
-        if value is not None and (slot == "ttft_s" or slots.get("param:stream") is True):
-            if (ns := _seconds_ns(value)) is not None:
-                return ns
+        streamed = slot == "ttft_s" or slots.get("param:stream") is True
+        if value is not None and streamed and (ns := _seconds_ns(value)) is not None:
+            return ns
     start = slots.get("completion_start")
     if start is not None and (start := _iso_to_ns(start)) is not None:
         return max(0, start - raw.start_ns)

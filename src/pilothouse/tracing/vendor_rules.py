@@ -23,7 +23,9 @@ RAW_INPUT_SCOPES: dict[str, frozenset[str]] = {
 }
 
 
-def input_excludes_cache(scope: str, provider: Any, total: int | None, input_: int, output: int, cached: int) -> bool:
+def input_excludes_cache(
+    scope: str, provider: Any, total: int | None, input_: int, output: int, cached: int
+) -> bool:
     """Whether a span's input token count leaves out the ``cached`` (read + written) tokens.
 
     A total, when sent, decides (``input + output`` or ``input + output + cached``); else the
