@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.server.conftest import Served
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 CORPUS = Path(__file__).parents[1] / "corpus" / "payloads" / "otel-genai-v1"
 
 
+@pytest.mark.slow  # two exports through the writer and the store: about 0.4 s
 def test_genai_log_events_become_events_of_their_span(served: Served) -> None:
     headers = {**PROTOBUF, **served.auth}
     traces = served.client.post("/v1/traces", content=(CORPUS / "chat.pb").read_bytes(), headers=headers)
