@@ -805,6 +805,8 @@ def run_one(inst: str) -> None:
             continue
         by_key.setdefault((r["label"], r["signal"]), []).append(r)
 
+    if inst in capture_more.NODE_INSTRUMENTATIONS:
+        version = capture_more.node_version  # noqa: F811 (npm packages, read from node_modules)
     packages = {
         d: version(d)
         for d in (

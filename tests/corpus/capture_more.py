@@ -60,6 +60,12 @@ EXTRA_INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
         "Logfire SDK, logfire.instrument_openai(client), send_to_logfire=False, exported with OTLP "
         "(additional_span_processors: BatchSpanProcessor(OTLPSpanExporter)) to the receiver, parent = logfire.span",
     ),
+    "vercel-ai": (
+        "node",
+        "ai",
+        "Vercel AI SDK (npm ai, @ai-sdk/openai, openai.chat model) with experimental_telemetry (its own OTel spans, "
+        "metadata userId/sessionId/tags), Node.js, BatchSpanProcessor + OTLPTraceExporter (protobuf), parent = span",
+    ),
     "openlit": (
         "openlit",
         "openlit",
@@ -385,6 +391,49 @@ def setup_openlit(inst: str, recv: Any, upstream: str):
     return make, _plain_parent(tp), tp.force_flush, tp.shutdown, None
 
 
+NODE_INSTRUMENTATIONS = {"vercel-ai"}
+
+
+def node_version(package: str) -> str:
+    """The installed version of an npm package (the OTel/protobuf names map to their JS packages)."""
+    import os
+
+    node_dir = Path(os.environ.get("CORPUS_NODE_DIR", "/tmp/corpus-node/vercel"))
+    name = {
+        "opentelemetry-sdk": "@opentelemetry/sdk-trace-base",
+        "opentelemetry-api": "@opentelemetry/api",
+        "opentelemetry-exporter-otlp-proto-http": "@opentelemetry/exporter-trace-otlp-proto",
+        "openai": "@ai-sdk/openai",
+        "protobuf": "protobufjs",
+    }.get(package, package)
+    meta = node_dir / "node_modules" / name / "package.json"
+    return json.loads(meta.read_text())["version"] if meta.exists() else "-"
+
+
+def setup_vercel(recv: Any, upstream: str):
+    """Each scenario is one ``node capture_vercel.mjs <scenario>`` (deps: npm ci in NODE_DIR)."""
+    import os
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    node_dir = Path(os.environ.get("CORPUS_NODE_DIR", "/tmp/corpus-node/vercel"))
+    env = dict(os.environ, CORPUS_RECEIVER=recv.url, CORPUS_UPSTREAM=upstream, NODE_PATH=str(node_dir / "node_modules"))
+    script = node_dir / "capture_vercel.mjs"  # ESM resolves packages next to the script
+    script.write_text((here / "capture_vercel.mjs").read_text())
+
+    def run(name: str):
+        def scenario(_: Any) -> str:
+            done = subprocess.run(["node", str(script), name], env=env, capture_output=True, text=True, timeout=120)
+            if done.returncode:
+                raise RuntimeError(done.stderr[-2000:])
+            return done.stderr.strip().splitlines()[-1]
+
+        return scenario
+
+    scenarios = {name: run(name) for name in ("chat", "chat_stream", "chat_tools", "error")}
+    return (lambda: None), (lambda name, fn: fn), (lambda: None), (lambda: None), scenarios
+
+
 def setup(inst: str, recv: Any, upstream: str):
     """(make_client, wrap_parent, flush, shutdown, scenarios); scenarios None = capture.py's OpenAI ones."""
     if inst in ("anthropic-sdk", "openinference-anthropic", "anthropic-dual"):
@@ -393,6 +442,8 @@ def setup(inst: str, recv: Any, upstream: str):
         return setup_pydantic_ai(recv, upstream)
     if inst == "logfire":
         return setup_logfire(recv, upstream)
+    if inst == "vercel-ai":
+        return setup_vercel(recv, upstream)
     return setup_openlit(inst, recv, upstream)
 
 
