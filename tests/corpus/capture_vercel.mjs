@@ -2,7 +2,8 @@
 // Usage: node capture_vercel.mjs <scenario>, with CORPUS_RECEIVER (OTLP base URL) and CORPUS_UPSTREAM
 // (the simulated OpenAI upstream, .../v1) in the environment. One scenario per process: it runs inside
 // a parent span, then the provider is flushed and shut down (one OTLP/HTTP protobuf request).
-import { trace } from "@opentelemetry/api";
+import { context } from "@opentelemetry/api";
+import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { resourceFromAttributes } from "@opentelemetry/resources";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
@@ -11,6 +12,7 @@ import { generateText, streamText, stepCountIs, tool } from "ai";
 import { z } from "zod";
 
 const scenario = process.argv[2];
+context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable()); // parent/child across awaits
 const provider = new BasicTracerProvider({
   resource: resourceFromAttributes({ "service.name": "corpus-vercel-ai" }),
   spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: process.env.CORPUS_RECEIVER + "/v1/traces" }))],
