@@ -44,6 +44,7 @@ INSTRUMENTATIONS: dict[str, tuple[str, dict]] = {
     "logfire": ("Logfire 5.4.0 instrument_openai", OPENAI),
     "openlit": ("OpenLIT 1.45.0 (openai)", OPENAI),
     "openlit-anthropic": ("OpenLIT 1.45.0 (anthropic)", ANTHROPIC),
+    "vercel-ai": ("Vercel AI SDK 6.0.333 (Node, experimental_telemetry)", OPENAI),
 }
 FIELDS = (
     "model",
@@ -57,6 +58,7 @@ FIELDS = (
     "TTFT (stream)",
     "errors",
     "counted once",
+    "user",
     "session",
     "tags",
 )
@@ -87,14 +89,19 @@ NOT_AVAILABLE: dict[tuple[str, str], str] = {
         "errors",
     ): "its error span has no GenAI attribute (no model, no operation): an ERROR span, not a generation",
     **{
+        (i, "user"): "the scenarios set no end user (the Anthropic ones send metadata.user_id, which no package records)"
+        for i in INSTRUMENTATIONS
+        if i != "vercel-ai"
+    },
+    **{
         (i, "session"): "the scenarios set no session and the package adds none"
         for i in INSTRUMENTATIONS
-        if i != "pydantic-ai"
+        if i not in ("pydantic-ai", "vercel-ai")
     },
     **{
         (i, "tags"): "the scenarios set no tags and the package adds none"
         for i in INSTRUMENTATIONS
-        if i != "logfire"
+        if i not in ("logfire", "vercel-ai")
     },
     **{
         (i, "cache write"): _NO_WRITE_OPENAI
@@ -180,6 +187,7 @@ def _trace(inst: str) -> list[SpanRecord]:
 
 
 CHECKS: dict[str, Callable[[str, dict], bool]] = {
+    "user": lambda inst, up: any(r.trace.user_id for r in _trace(inst)),
     "session": lambda inst, up: any(r.trace.session_id for r in _trace(inst)),
     "tags": lambda inst, up: any(r.trace.tags for r in _trace(inst)),
     "model": lambda inst, up: _chat(inst).model == up["model"],
@@ -251,8 +259,9 @@ FIELD_DOCS = {
     "TTFT (stream)": "time to first token of a streamed call, within the span",
     "errors": "the failed call is an ERROR generation with a message",
     "counted once": "each scenario's calls sum to the upstream usage once per HTTP call (two spans of one call count once)",
-    "session": "the trace's session (pydantic-ai: `gen_ai.conversation.id`)",
-    "tags": "the trace's tags (Logfire: `logfire.tags`)",
+    "user": "the trace's user (Vercel: `ai.telemetry.metadata.userId`)",
+    "session": "the trace's session (pydantic-ai: `gen_ai.conversation.id`; Vercel: `...metadata.sessionId`)",
+    "tags": "the trace's tags (Logfire: `logfire.tags`; Vercel: `ai.telemetry.metadata.tags`)",
 }
 
 

@@ -22,6 +22,7 @@ matrix = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(matrix)
 
 ANTHROPIC = Usage(input=20, output=12, cache_read=8, cache_write=4)  # the upstream's raw usage
+TOOL_ANSWER = "It is 18 degrees Celsius and sunny in Paris."
 OPENAI = Usage(input=12, output=12, cache_read=8, reasoning=5)  # prompt 20 of which 8 cached
 
 
@@ -131,3 +132,20 @@ def test_failed_calls_are_errors() -> None:
     for instrumentation in ("anthropic-sdk", "openinference-anthropic", "pydantic-ai", "logfire", "openlit"):
         failed = [o for o in matrix.calls(matrix.load(instrumentation, "error")) if o.status is Status.ERROR]
         assert failed and all(o.status_message for o in failed), instrumentation
+
+
+def test_vercel_ai_sdk_calls_tools_identity_and_ttft() -> None:
+    records = matrix.load("vercel-ai", "chat_tools")
+    first, second = matrix.counted(records)  # the doGenerate spans; ai.generateText sums them, not counted
+    assert first.usage == second.usage == OPENAI
+    outer = next(r.observation for r in records if r.observation.name == "ai.generateText")
+    assert outer.kind is ObservationKind.SPAN and outer.usage.is_empty
+    assert outer.output == TOOL_ANSWER and "get_weather" in (first.output or "")  # ai.response.toolCalls
+    (tool,) = [r.observation for r in records if r.observation.kind is ObservationKind.TOOL]
+    assert tool.input == raw_attribute("vercel-ai", "chat_tools", "ai.toolCall.args")
+    assert tool.output == raw_attribute("vercel-ai", "chat_tools", "ai.toolCall.result")
+    trace = {(r.trace.user_id, r.trace.session_id, r.trace.tags) for r in records if r.trace.user_id}
+    assert trace == {("user-corpus-1", "session-corpus-1", ("corpus", "vercel"))}
+    ms = raw_attribute("vercel-ai", "chat_stream", "ai.response.msToFirstChunk")
+    (stream,) = matrix.counted(matrix.load("vercel-ai", "chat_stream"))
+    assert isinstance(ms, float) and stream.ttft_ns == int(ms * 1e9) // 1000

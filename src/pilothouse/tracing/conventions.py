@@ -34,7 +34,7 @@ from pilothouse.domain.traces import (
     token_count,
 )
 from pilothouse.tracing.otlp import RawSpan
-from pilothouse.tracing.vendor_rules import input_excludes_cache, logfire_span
+from pilothouse.tracing.vendor_rules import input_excludes_cache, is_vercel_aggregate, logfire_span
 
 log = logging.getLogger("pilothouse.ingest")
 _CLAMP_LOG_EVERY_S = 10.0  # a client sending bad counts in every span must not flood the log
@@ -89,18 +89,23 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.prompt_tokens",
         "llm.token_count.prompt",
         "llm.usage.prompt_tokens",
+        "ai.usage.inputTokens",
+        "ai.usage.promptTokens",
     ),
     "completion_tokens": (
         "gen_ai.usage.output_tokens",
         "gen_ai.usage.completion_tokens",
         "llm.token_count.completion",
         "llm.usage.completion_tokens",
+        "ai.usage.outputTokens",
+        "ai.usage.completionTokens",
     ),
     "cache_read": (
         "gen_ai.usage.cache_read.input_tokens",
         "gen_ai.usage.cache_read_input_tokens",
         "llm.token_count.prompt_details.cache_read",
         "llm.usage.cache_read_input_tokens",
+        "ai.usage.cachedInputTokens",
     ),
     "cache_write": (
         "gen_ai.usage.cache_creation.input_tokens",
@@ -115,8 +120,14 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "llm.token_count.completion_details.reasoning",
         "llm.usage.reasoning_tokens",
         "gen_ai.usage.details.reasoning_tokens",
+        "ai.usage.reasoningTokens",
     ),
-    "total_tokens": ("llm.token_count.total", "llm.usage.total_tokens", "gen_ai.usage.total_tokens"),
+    "total_tokens": (
+        "llm.token_count.total",
+        "llm.usage.total_tokens",
+        "gen_ai.usage.total_tokens",
+        "ai.usage.totalTokens",
+    ),
     "drop": (
         "input.mime_type",
         "output.mime_type",
@@ -131,12 +142,19 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "langfuse.observation.input",
         "traceloop.entity.input",
         "gen_ai.tool.call.arguments",
+        "ai.toolCall.args",
+        "ai.prompt.messages",
+        "ai.prompt",
     ),
     "raw_out": (
         "pilothouse.output",
         "langfuse.observation.output",
         "traceloop.entity.output",
         "gen_ai.tool.call.result",
+        "ai.toolCall.result",
+        "ai.response.text",
+        "ai.response.toolCalls",
+        "ai.response.object",
     ),
     "value_in": ("input.value",),
     "value_out": ("output.value",),
@@ -170,7 +188,13 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "traceloop.prompt.version",
         "llm.prompt_template.version",
     ),
-    "tags": ("langfuse.trace.tags", "tag.tags", "pilothouse.trace.tags", "logfire.tags"),
+    "tags": (
+        "langfuse.trace.tags",
+        "tag.tags",
+        "pilothouse.trace.tags",
+        "logfire.tags",
+        "ai.telemetry.metadata.tags",
+    ),
     "metadata_oi": ("metadata",),
     "metadata_lf": ("langfuse.trace.metadata",),
     "metadata_ph": ("pilothouse.trace.metadata",),
@@ -186,12 +210,14 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "traceloop.association.properties.user_id",
         "gen_ai.user",
         "gen_ai.request.user",
+        "ai.telemetry.metadata.userId",
     ),
     "session_id": (
         "langfuse.session.id",
         "session.id",
         "gen_ai.conversation.id",
         "traceloop.association.properties.session_id",
+        "ai.telemetry.metadata.sessionId",
     ),
 }
 _ALIASES: dict[str, tuple[str, int]] = {
@@ -458,7 +484,7 @@ def _kind(slots: dict[str, Any], attrs: dict[str, Any], has_model: bool) -> Obse
     request_type = attrs.get("llm.request.type")
     if isinstance(request_type, str) and request_type in _TRACELOOP_REQUEST_KINDS:
         return _TRACELOOP_REQUEST_KINDS[request_type]
-    if attrs.get("traceloop.span.kind") == "tool":
+    if attrs.get("traceloop.span.kind") == "tool" or attrs.get("ai.operationId") == "ai.toolCall":
         return _K.TOOL
     return _K.GENERATION if has_model else _K.SPAN
 
@@ -492,7 +518,12 @@ def _iso_to_ns(value: Any) -> int | None:
 
 
 _FIRST_CHUNK_EVENTS = frozenset(
-    ("First Token Stream Event", "gen_ai.content.first_token", "gen_ai.content.completion.chunk")
+    (
+        "First Token Stream Event",
+        "gen_ai.content.first_token",
+        "gen_ai.content.completion.chunk",
+        "ai.stream.firstChunk",
+    )
 )
 
 
@@ -704,6 +735,8 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         attrs[USAGE_CLAMPED] = True
         _warn_clamped(raw.name)
     name, start_ns = raw.name, raw.start_ns
+    if not usage.is_empty and is_vercel_aggregate(attrs):  # the call's usage is on its doGenerate child
+        usage = Usage()
     if "logfire.msg" in attrs:
         has_answer = bool(output_text) or not usage.is_empty or status is Status.ERROR
         name, kind, start_ns = logfire_span(name, attrs, kind, start_ns, raw.end_ns, has_answer)

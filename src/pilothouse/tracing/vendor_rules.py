@@ -9,6 +9,9 @@
   usage) and a zero-length ``log`` span at the stream's end with the answer, the usage and the
   stream's ``duration``. The log span becomes the generation (spanning the stream), the request span
   a plain span, so the call is one generation.
+- Vercel AI SDK: ``ai.generateText`` (``streamText``, ...) wraps one ``ai.generateText.doGenerate``
+  span per model call; both carry ``ai.usage.*``. The outer one sums its steps, so only the
+  ``do*`` spans count.
 """
 
 from __future__ import annotations
@@ -62,3 +65,14 @@ def logfire_span(
     if span_type == "span" and not has_answer:  # a stream's request span: the log span is the call
         return name, ObservationKind.SPAN, start_ns
     return name, kind, start_ns
+
+
+_VERCEL_CALLS = (".doGenerate", ".doStream", ".doEmbed")
+
+
+def is_vercel_aggregate(attrs: dict[str, Any]) -> bool:
+    """Whether a span is a Vercel AI SDK operation whose usage sums its model calls' (not one call)."""
+    operation = attrs.get("ai.operationId")
+    return (
+        isinstance(operation, str) and operation.startswith("ai.") and not operation.endswith(_VERCEL_CALLS)
+    )
