@@ -1059,6 +1059,9 @@ def run_all(only: list[str] | None) -> int:
     for inst, (venv_name, _, _) in INSTRUMENTATIONS.items():
         if only and inst not in only:
             continue
+        if inst in capture_more.NODE_INSTRUMENTATIONS:  # npm packages; any venv with the OTel proto runs it
+            capture_more.ensure_node()
+            venv_name = "anthropic"
         py = ensure_venv(venv_name)
         print(f"== {inst} ({py})", file=sys.stderr)
         rc = subprocess.run([str(py), str(Path(__file__).resolve()), "--run", inst], timeout=600).returncode

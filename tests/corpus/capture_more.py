@@ -394,6 +394,22 @@ def setup_openlit(inst: str, recv: Any, upstream: str):
 NODE_INSTRUMENTATIONS = {"vercel-ai"}
 
 
+def ensure_node() -> None:
+    """``npm ci`` the pinned Vercel AI SDK packages into CORPUS_NODE_DIR unless they are there."""
+    import os
+    import shutil
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    node_dir = Path(os.environ.get("CORPUS_NODE_DIR", "/tmp/corpus-node/vercel"))
+    if (node_dir / "node_modules" / "ai").exists():
+        return
+    node_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(here / "package-vercel.json", node_dir / "package.json")
+    shutil.copy(here / "package-lock-vercel.json", node_dir / "package-lock.json")
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=node_dir, check=True)
+
+
 def node_version(package: str) -> str:
     """The installed version of an npm package (the OTel/protobuf names map to their JS packages)."""
     import os

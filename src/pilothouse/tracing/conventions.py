@@ -735,7 +735,7 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         attrs[USAGE_CLAMPED] = True
         _warn_clamped(raw.name)
     name, start_ns = raw.name, raw.start_ns
-    if not usage.is_empty and is_vercel_aggregate(attrs):  # the call's usage is on its doGenerate child
+    if "ai.operationId" in attrs and is_vercel_aggregate(attrs):  # the usage is on its doGenerate child
         usage = Usage()
     if "logfire.msg" in attrs:
         has_answer = bool(output_text) or not usage.is_empty or status is Status.ERROR
