@@ -60,6 +60,12 @@ EXTRA_INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
         "Logfire SDK, logfire.instrument_openai(client), send_to_logfire=False, exported with OTLP "
         "(additional_span_processors: BatchSpanProcessor(OTLPSpanExporter)) to the receiver, parent = logfire.span",
     ),
+    "openinference-langchain": (
+        "langchain",
+        "openinference-instrumentation-langchain",
+        "Arize OpenInference LangChainInstrumentor over langchain-openai ChatOpenAI / OpenAIEmbeddings "
+        "(tools with bind_tools), parent = plain OTel span",
+    ),
     "vercel-ai": (
         "node",
         "ai",
@@ -450,6 +456,60 @@ def setup_vercel(recv: Any, upstream: str):
     return (lambda: None), (lambda name, fn: fn), (lambda: None), (lambda: None), scenarios
 
 
+def setup_langchain(recv: Any, upstream: str):
+    """The same five scenarios as capture.py's, written with LangChain's ChatOpenAI."""
+    from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+    from openinference.instrumentation.langchain import LangChainInstrumentor
+
+    tp = _provider(recv, "corpus-openinference-langchain")
+    LangChainInstrumentor().instrument(tracer_provider=tp)
+
+    def chat_model(model: str = "gpt-4o-mini", **kw: Any) -> Any:
+        return ChatOpenAI(model=model, base_url=upstream, api_key="sk-corpus-dummy", max_retries=0, **kw)
+
+    @tool
+    def get_weather(city: str, unit: str = "celsius") -> str:
+        """Get the current weather for a city."""
+        return '{"temperature": 18, "sky": "sunny"}'
+
+    def chat(_: Any) -> str:
+        llm = chat_model(temperature=0.2, max_tokens=64)
+        return llm.invoke([SystemMessage("You are a terse assistant."), HumanMessage("Say hello.")]).content
+
+    def chat_stream(_: Any) -> str:
+        llm = chat_model(stream_usage=True)
+        return "".join(str(c.content) for c in llm.stream([HumanMessage("Say hello, streaming.")]))
+
+    def chat_tools(_: Any) -> str:
+        llm = chat_model().bind_tools([get_weather])
+        messages: list[Any] = [HumanMessage("What is the weather in Paris?")]
+        first = llm.invoke(messages)
+        call = first.tool_calls[0]
+        messages += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
+        return llm.invoke(messages).content
+
+    def embeddings(_: Any) -> int:
+        emb = OpenAIEmbeddings(
+            model="text-embedding-3-small", base_url=upstream, api_key="sk-corpus-dummy", max_retries=0,
+            check_embedding_ctx_length=False,  # else tiktoken downloads its encoding
+        )
+        return len(emb.embed_documents(["hello world", "pilothouse corpus"]))
+
+    def error(_: Any) -> str:
+        import openai
+
+        try:
+            chat_model("fail-model").invoke([HumanMessage("This will fail.")])
+        except openai.APIStatusError as e:
+            return f"caught {type(e).__name__} {e.status_code}"
+        raise AssertionError("fail-model did not fail")
+
+    scenarios = {"chat": chat, "chat_stream": chat_stream, "chat_tools": chat_tools, "embeddings": embeddings, "error": error}
+    return (lambda: None), _plain_parent(tp), tp.force_flush, tp.shutdown, scenarios
+
+
 def setup(inst: str, recv: Any, upstream: str):
     """(make_client, wrap_parent, flush, shutdown, scenarios); scenarios None = capture.py's OpenAI ones."""
     if inst in ("anthropic-sdk", "openinference-anthropic", "anthropic-dual"):
@@ -460,6 +520,8 @@ def setup(inst: str, recv: Any, upstream: str):
         return setup_logfire(recv, upstream)
     if inst == "vercel-ai":
         return setup_vercel(recv, upstream)
+    if inst == "openinference-langchain":
+        return setup_langchain(recv, upstream)
     return setup_openlit(inst, recv, upstream)
 
 
