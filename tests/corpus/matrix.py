@@ -35,6 +35,7 @@ INSTRUMENTATIONS: dict[str, tuple[str, dict]] = {
     "otel-genai-latest": ("OpenTelemetry openai-v2 2.4b0 (latest experimental, span_and_event)", OPENAI),
     "otel-genai-v1": ("OpenTelemetry openai-v2 2.1b0 (v1.30 conventions, content in logs)", OPENAI),
     "openinference": ("OpenInference OpenAI 0.1.66", OPENAI),
+    "openinference-langchain": ("OpenInference LangChain 0.1.80 (langchain-openai 1.8.1)", OPENAI),
     "traceloop": ("OpenLLMetry / Traceloop 0.62.4", OPENAI),
     "langfuse": ("Langfuse SDK 5.0.4", OPENAI),
     "anthropic-sdk": ("Anthropic SDK 2.17.0 own telemetry", ANTHROPIC),
@@ -82,6 +83,7 @@ NOT_AVAILABLE: dict[tuple[str, str], str] = {
     **{(i, "reasoning tokens"): _NO_REASONING for i in ("otel-genai", "otel-genai-latest", "otel-genai-v1")},
     **{(i, "TTFT (stream)"): _NO_TTFT for i in ("otel-genai", "otel-genai-latest", "otel-genai-v1")},
     ("openinference-anthropic", "TTFT (stream)"): _NO_TTFT,
+    ("openinference-langchain", "TTFT (stream)"): _NO_TTFT,
     ("logfire", "TTFT (stream)"): _NO_TTFT,
     ("openlit", "reasoning tokens"): _NO_REASONING,
     (
