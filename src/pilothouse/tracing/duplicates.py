@@ -27,14 +27,15 @@ def count_calls_once(records: Sequence[SpanRecord]) -> int:
     calls = [r.observation for r in records if r.observation.kind.is_model_call]
     if len(calls) < 2:
         return 0
-    by_id = {(o.trace_id, o.id): o for o in calls}
+    # read before any is emptied: a chain of three spans of one call counts once, at its top
+    by_id = {(o.trace_id, o.id): o for o in calls if not o.usage.is_empty}
     marked = 0
     seen: dict[tuple[str, ...], list[Observation]] = {}
     for o in calls:
         if o.usage.is_empty:
             continue
         parent = by_id.get((o.trace_id, o.parent_id or ""))
-        if parent is not None and not parent.usage.is_empty:
+        if parent is not None:
             marked += _mark(o, parent)
             continue
         twin = None
