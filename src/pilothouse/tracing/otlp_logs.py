@@ -4,7 +4,7 @@ Instrumentations in the GenAI ``event_only`` mode (and older openai-v2 releases)
 content as OTel log records (``gen_ai.user.message``, ``gen_ai.choice``,
 ``gen_ai.client.inference.operation.details``, ...) carrying the trace and span id of the model
 call. Each such record becomes an ``event`` observation, a child of that span, whose input (or
-output, for ``gen_ai.choice`` and the assistant's messages) is the record's body; the normaliser
+output, for ``gen_ai.choice``) is the record's body; the normaliser
 reads the ``gen_ai.input.messages`` / ``gen_ai.output.messages`` attributes of the details event as
 it reads them on spans. Other log records (no span, or not a ``gen_ai.*`` event) are not kept.
 """
@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from pilothouse.tracing.otlp import DecodeLimits, OtlpDecodeError, OtlpTooLarge, RawSpan, any_value
 
-_OUTPUT_EVENTS = frozenset({"gen_ai.choice", "gen_ai.assistant.message"})
+_OUTPUT_EVENTS = frozenset({"gen_ai.choice"})  # an assistant message is part of the request
 
 
 def decode_logs(body: bytes, limits: DecodeLimits) -> tuple[list[RawSpan], int]:
