@@ -425,7 +425,7 @@ def _usage(slots: dict[str, Any], scope: str) -> tuple[Usage, bool]:
     if cached and not input_excludes_cache(
         scope, get("provider"), None if total is None else _int(total), total_input, output, cached
     ):
-        total_input -= cached
+        total_input = max(0, total_input - cached)  # a total that contradicts the counts: no negative
     usage = Usage(total_input, output, read, write, reasoning)
     return usage, bad_read or bad_write or bad_input or bad_output or bad_reasoning
 
