@@ -34,6 +34,8 @@ import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import capture_more  # the Anthropic upstream and the instrumentations added later (stdlib only)
+
 HERE = Path(__file__).resolve().parent
 PAYLOADS = HERE / "payloads"
 MANIFEST = PAYLOADS / "manifest.json"
@@ -80,6 +82,8 @@ INSTRUMENTATIONS: dict[str, tuple[str, str, str]] = {
         "exported to /api/public/otel/v1/traces, gzip",
     ),
 }
+
+INSTRUMENTATIONS.update(capture_more.EXTRA_INSTRUMENTATIONS)
 
 SCENARIOS: dict[str, str] = {
     "chat": "chat.completions.create, non-stream, system+user message, temperature/max_tokens set",
@@ -131,6 +135,8 @@ class UpstreamHandler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         req = json.loads(self.rfile.read(n) or b"{}")
         model = req.get("model", "")
+        if self.path.split("?")[0].rstrip("/").endswith("/v1/messages"):
+            return capture_more.anthropic_messages(self, req)
         if model == "fail-model":
             return self._json(
                 500,
@@ -768,12 +774,16 @@ def run_one(inst: str) -> None:
         make_client, wrap_parent, flush, shutdown = setup_traceloop(recv, upstream)
     elif inst == "langfuse":
         make_client, wrap_parent, flush, shutdown = setup_langfuse(recv, upstream)
+    elif inst in capture_more.EXTRA_INSTRUMENTATIONS:
+        make_client, wrap_parent, flush, shutdown, scenarios = capture_more.setup(inst, recv, upstream)
     else:
         raise SystemExit(f"unknown instrumentation {inst}")
+    if inst not in capture_more.EXTRA_INSTRUMENTATIONS or scenarios is None:
+        scenarios = SCENARIO_FUNCS
 
     client = make_client()
     flush()
-    for scen, fn in SCENARIO_FUNCS.items():
+    for scen, fn in scenarios.items():
         recv.label = scen
         result = wrap_parent(scen, lambda fn=fn: fn(client))()
         flush()
@@ -795,11 +805,13 @@ def run_one(inst: str) -> None:
             continue
         by_key.setdefault((r["label"], r["signal"]), []).append(r)
 
+    if inst in capture_more.NODE_INSTRUMENTATIONS:
+        version = capture_more.node_version  # noqa: F811 (npm packages, read from node_modules)
     packages = {
         d: version(d)
         for d in (
             dist,
-            "openai",
+            "openai" if inst not in capture_more.ANTHROPIC_CLIENT else "anthropic",
             "opentelemetry-sdk",
             "opentelemetry-api",
             "opentelemetry-exporter-otlp-proto-http",
@@ -841,6 +853,7 @@ def run_one(inst: str) -> None:
     manifest["simulated_upstream"] = {
         "chat_usage": CHAT_USAGE,
         "embeddings_usage": EMBED_USAGE,
+        "anthropic_usage": capture_more.ANTHROPIC_USAGE,
         "scenarios": SCENARIOS,
     }
     MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -957,7 +970,8 @@ def write_summary() -> None:
         out += [
             f"### `{e['file']}`",
             "",
-            f"- package: {e['package']} {e['package_version']} (openai {e['packages'].get('openai')}, "
+            f"- package: {e['package']} {e['package_version']} (openai {e['packages'].get('openai', '-')}, "
+            f"anthropic {e['packages'].get('anthropic', '-')}, "
             f"opentelemetry-sdk {e['packages'].get('opentelemetry-sdk')})",
             f"- scenario: {e['scenario']}: {e['description']}",
             f"- POST {e['request_path']}, Content-Type `{e['content_type']}`, wire Content-Encoding "
@@ -1045,6 +1059,9 @@ def run_all(only: list[str] | None) -> int:
     for inst, (venv_name, _, _) in INSTRUMENTATIONS.items():
         if only and inst not in only:
             continue
+        if inst in capture_more.NODE_INSTRUMENTATIONS:  # npm packages; any venv with the OTel proto runs it
+            capture_more.ensure_node()
+            venv_name = "anthropic"
         py = ensure_venv(venv_name)
         print(f"== {inst} ({py})", file=sys.stderr)
         rc = subprocess.run([str(py), str(Path(__file__).resolve()), "--run", inst], timeout=600).returncode

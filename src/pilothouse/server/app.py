@@ -51,7 +51,7 @@ from pilothouse.server import (
 )
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import BodyBudget
-from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_traces
+from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_logs, export_metrics, export_traces
 from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue, PendingExport
@@ -369,6 +369,8 @@ def create_app(
     routes = [
         Route("/v1/traces", export_traces, methods=["POST"]),
         Route(LANGFUSE_OTLP_PATH, export_traces, methods=["POST"]),
+        Route("/v1/logs", export_logs, methods=["POST"]),
+        Route("/v1/metrics", export_metrics, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         *api.routes,
         *costs_api.routes,

@@ -41,6 +41,7 @@ from pilothouse.tracing.otlp import (
     is_json,
 )
 from pilothouse.tracing.otlp_json import decode_json
+from pilothouse.tracing.otlp_logs import decode_logs
 
 LANGFUSE_OTLP_PATH = "/api/public/otel/v1/traces"  # the Langfuse SDK's OTLP endpoint (HTTP Basic auth)
 INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
@@ -195,3 +196,55 @@ def decode_export(
         raise ApiError(413, str(exc), code="body_too_large") from exc
     except OtlpDecodeError as exc:
         raise ApiError(400, str(exc), code="invalid_otlp") from exc
+
+
+async def export_logs(request: Request) -> Response:
+    """Receive one OTLP log export (protobuf): its GenAI events are stored as events of their span
+    (:mod:`pilothouse.tracing.otlp_logs`); other log records are accepted and not kept."""
+    state: Services = request.app.state.pilothouse
+    principal = await state.auth.authenticate(request, Scope.INGEST)
+    settings = state.settings
+    hold = BodyHold(state.body_budget)
+    try:
+        body = await read_body(request, settings.max_body_bytes, hold)
+        try:
+            if is_json(request.headers.get("content-type")):
+                raise OtlpDecodeError("OTLP/JSON logs are not supported: send application/x-protobuf")
+            decompression = Decompression(
+                body, request.headers.get("content-encoding"), settings.max_decompressed_bytes
+            )
+            async with state.decode_slots:
+                plain = await asyncio.to_thread(_decompressed, decompression)
+                spans, _ = await asyncio.to_thread(decode_logs, plain, decode_limits(settings))
+        except OtlpTooLarge as exc:
+            raise ApiError(413, str(exc), code="body_too_large") from exc
+        except OtlpDecodeError as exc:
+            raise ApiError(400, str(exc), code="invalid_otlp") from exc
+    finally:
+        hold.release()
+    export = PendingExport(principal.project_id, len(spans), decoded=spans, size=len(plain))
+    if export.count and not state.ingest.offer(export):
+        raise ApiError(
+            429,
+            "Ingest queue is full; retry later.",
+            code="ingest_backpressure",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    return Response(b"", media_type="application/x-protobuf")  # an empty ExportLogsServiceResponse
+
+
+async def export_metrics(request: Request) -> Response:
+    """``POST /v1/metrics``: accepted (authenticated, size-checked) and not kept, so that an exporter
+    configured with one OTLP endpoint for every signal does not log errors. Pilothouse computes its
+    figures from the spans."""
+    state: Services = request.app.state.pilothouse
+    await state.auth.authenticate(request, Scope.INGEST)
+    hold = BodyHold(state.body_budget)
+    try:
+        await read_body(request, state.settings.max_body_bytes, hold)
+    finally:
+        hold.release()
+    json = "json" in (request.headers.get("content-type") or "")
+    return Response(
+        b"{}" if json else b"", media_type="application/json" if json else "application/x-protobuf"
+    )

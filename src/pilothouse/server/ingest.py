@@ -28,6 +28,7 @@ from pilothouse.server.gc_pause import paused_gc
 from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
+from pilothouse.tracing.duplicates import count_calls_once
 from pilothouse.tracing.otlp import CheckedExport, RawSpan, iter_checked
 
 log = logging.getLogger("pilothouse.ingest")
@@ -73,6 +74,7 @@ class PendingExport:
                 failed += 1
                 if failed == 1:
                     log.exception("span %s of trace %s could not be normalised", raw.span_id, raw.trace_id)
+        count_calls_once(records)  # one model call traced by two instrumentations counts once
         return records, failed
 
 

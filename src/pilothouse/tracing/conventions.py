@@ -34,6 +34,7 @@ from pilothouse.domain.traces import (
     token_count,
 )
 from pilothouse.tracing.otlp import RawSpan
+from pilothouse.tracing.vendor_rules import input_excludes_cache, is_vercel_aggregate, logfire_span
 
 log = logging.getLogger("pilothouse.ingest")
 _CLAMP_LOG_EVERY_S = 10.0  # a client sending bad counts in every span must not flood the log
@@ -74,7 +75,7 @@ _KIND_VALUES = {k.value: k for k in ObservationKind}
 # slot -> attribute names, most specific first. A slot whose name starts with "param:" is a model
 # parameter; "drop" slots are consumed and not kept.
 _SLOT_NAMES: dict[str, tuple[str, ...]] = {
-    "request_model": ("gen_ai.request.model", "llm.request.model"),
+    "request_model": ("gen_ai.request.model", "llm.request.model", "llm.request.model_name"),
     "model": (
         "langfuse.observation.model.name",
         "gen_ai.response.model",
@@ -88,44 +89,73 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "gen_ai.usage.prompt_tokens",
         "llm.token_count.prompt",
         "llm.usage.prompt_tokens",
+        "ai.usage.inputTokens",
+        "ai.usage.promptTokens",
     ),
     "completion_tokens": (
         "gen_ai.usage.output_tokens",
         "gen_ai.usage.completion_tokens",
         "llm.token_count.completion",
         "llm.usage.completion_tokens",
+        "ai.usage.outputTokens",
+        "ai.usage.completionTokens",
     ),
     "cache_read": (
         "gen_ai.usage.cache_read.input_tokens",
         "gen_ai.usage.cache_read_input_tokens",
         "llm.token_count.prompt_details.cache_read",
         "llm.usage.cache_read_input_tokens",
+        "ai.usage.cachedInputTokens",
     ),
     "cache_write": (
         "gen_ai.usage.cache_creation.input_tokens",
         "gen_ai.usage.cache_creation_input_tokens",
         "llm.token_count.prompt_details.cache_write",
         "llm.usage.cache_creation_input_tokens",
+        "gen_ai.usage.cache_write.input_tokens",
     ),
     "reasoning": (
         "gen_ai.usage.reasoning.output_tokens",
         "gen_ai.usage.reasoning_tokens",
         "llm.token_count.completion_details.reasoning",
         "llm.usage.reasoning_tokens",
+        "gen_ai.usage.details.reasoning_tokens",
+        "ai.usage.reasoningTokens",
     ),
-    "drop": (
+    "total_tokens": (
         "llm.token_count.total",
         "llm.usage.total_tokens",
         "gen_ai.usage.total_tokens",
+        "ai.usage.totalTokens",
+    ),
+    "drop": (
         "input.mime_type",
         "output.mime_type",
     ),
     "usage_details": ("langfuse.observation.usage_details",),
+    "usage_raw": ("gen_ai.usage.raw",),
     "kind_pilothouse": ("pilothouse.observation.kind",),
     "kind_langfuse": ("langfuse.observation.type",),
     "kind_openinference": ("openinference.span.kind",),
-    "raw_in": ("pilothouse.input", "langfuse.observation.input", "traceloop.entity.input"),
-    "raw_out": ("pilothouse.output", "langfuse.observation.output", "traceloop.entity.output"),
+    "raw_in": (
+        "pilothouse.input",
+        "langfuse.observation.input",
+        "traceloop.entity.input",
+        "gen_ai.tool.call.arguments",
+        "ai.toolCall.args",
+        "ai.prompt.messages",
+        "ai.prompt",
+    ),
+    "raw_out": (
+        "pilothouse.output",
+        "langfuse.observation.output",
+        "traceloop.entity.output",
+        "gen_ai.tool.call.result",
+        "ai.toolCall.result",
+        "ai.response.text",
+        "ai.response.toolCalls",
+        "ai.response.object",
+    ),
     "value_in": ("input.value",),
     "value_out": ("output.value",),
     "genai_in": ("gen_ai.input.messages",),
@@ -144,8 +174,10 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
     "param:n": ("gen_ai.request.choice.count",),
     "param:response_format": ("gen_ai.openai.request.response_format",),
     "param:encoding_formats": ("gen_ai.request.encoding_formats",),
-    "param:stream": ("llm.is_streaming", "gen_ai.is_streaming"),
-    "ttft_ms": ("pilothouse.ttft_ms",),
+    "param:stream": ("llm.is_streaming", "gen_ai.is_streaming", "gen_ai.request.stream"),
+    "ttft_ms": ("pilothouse.ttft_ms", "ai.response.msToFirstChunk"),
+    "ttft_s": ("gen_ai.response.time_to_first_chunk", "gen_ai.client.operation.time_to_first_chunk"),
+    "ttft_server_s": ("gen_ai.server.time_to_first_token",),
     "completion_start": ("langfuse.observation.completion_start_time",),
     "level": ("langfuse.observation.level",),
     "level_message": ("langfuse.observation.status_message",),
@@ -156,7 +188,13 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
         "traceloop.prompt.version",
         "llm.prompt_template.version",
     ),
-    "tags": ("langfuse.trace.tags", "tag.tags", "pilothouse.trace.tags"),
+    "tags": (
+        "langfuse.trace.tags",
+        "tag.tags",
+        "pilothouse.trace.tags",
+        "logfire.tags",
+        "ai.telemetry.metadata.tags",
+    ),
     "metadata_oi": ("metadata",),
     "metadata_lf": ("langfuse.trace.metadata",),
     "metadata_ph": ("pilothouse.trace.metadata",),
@@ -165,12 +203,21 @@ _SLOT_NAMES: dict[str, tuple[str, ...]] = {
     "trace_name": ("langfuse.trace.name", "pilothouse.trace.name"),
     "trace_input": ("langfuse.trace.input", "pilothouse.trace.input"),
     "trace_output": ("langfuse.trace.output", "pilothouse.trace.output"),
-    "user_id": ("langfuse.user.id", "user.id", "enduser.id", "traceloop.association.properties.user_id"),
+    "user_id": (
+        "langfuse.user.id",
+        "user.id",
+        "enduser.id",
+        "traceloop.association.properties.user_id",
+        "gen_ai.user",
+        "gen_ai.request.user",
+        "ai.telemetry.metadata.userId",
+    ),
     "session_id": (
         "langfuse.session.id",
         "session.id",
         "gen_ai.conversation.id",
         "traceloop.association.properties.session_id",
+        "ai.telemetry.metadata.sessionId",
     ),
 }
 _ALIASES: dict[str, tuple[str, int]] = {
@@ -285,7 +332,8 @@ def _openai_messages(messages: list[Any]) -> list[Any]:
 
 
 def _strip_message(message: Any) -> Any:
-    """OpenInference wraps each message in ``{"message": {...}}`` and tool calls in ``tool_call``."""
+    """OpenInference wraps each message in ``{"message": {...}}`` and tool calls in ``tool_call``,
+    and may send the content as parts (``contents.N.message_content.text``) instead of text."""
     if isinstance(message, dict) and len(message) == 1 and "message" in message:
         message = message["message"]
     if isinstance(message, dict) and isinstance(message.get("tool_calls"), list):
@@ -293,6 +341,19 @@ def _strip_message(message: Any) -> Any:
         message["tool_calls"] = [
             tc.get("tool_call", tc) if isinstance(tc, dict) else tc for tc in message["tool_calls"]
         ]
+    if isinstance(message, dict) and isinstance(message.get("contents"), list):
+        message = dict(message)
+        contents = message.pop("contents")
+        if message.get("content") is None:
+            texts = [
+                str(part["message_content"].get("text", ""))
+                for part in contents
+                if isinstance(part, dict)
+                and isinstance(part.get("message_content"), dict)
+                and part["message_content"].get("type") == "text"
+            ]
+            if texts or not message.get("tool_calls"):
+                message["content"] = "".join(texts) if texts else _text(contents)
     return message
 
 
@@ -340,23 +401,32 @@ def _output_text(messages: Any) -> str | None:
     return _text(messages[0] if len(messages) == 1 else messages)
 
 
-def _usage(slots: dict[str, Any]) -> tuple[Usage, bool]:
+def _usage(slots: dict[str, Any], scope: str) -> tuple[Usage, bool]:
     """The span's usage, each count bounded (:func:`token_count`), and whether one was corrected."""
     get = slots.get
     prompt, completion = get("prompt_tokens"), get("completion_tokens")
+    raw_usage = get("usage_raw")
     if prompt is None and completion is None:
-        details = _json(get("usage_details"))
-        if isinstance(details, dict) and details:
-            return bounded_usage(_langfuse_usage(details))
+        for details in (get("usage_details"), raw_usage):
+            details = _json(details)
+            if isinstance(details, dict) and details:
+                return bounded_usage(_langfuse_usage(details))
     read, bad_read = token_count(get("cache_read"))
     write, bad_write = token_count(get("cache_write"))
     total_input, bad_input = token_count(prompt)
     output, bad_output = token_count(completion)
     reasoning, bad_reasoning = token_count(get("reasoning"))
-    # Conventions that count cache tokens inside the input figure (OpenAI style, and the GenAI
-    # convention's recommendation) are recognised by the input being at least the cached part.
-    uncached = total_input - read - write if total_input >= read + write else total_input
-    usage = Usage(uncached, output, read, write, reasoning)
+    if raw_usage is not None and not reasoning:  # Logfire: the details only in gen_ai.usage.raw
+        details = _json(raw_usage)
+        if isinstance(details, dict):
+            reasoning = min(output, _langfuse_usage(details).reasoning)
+    cached = read + write
+    total = get("total_tokens")
+    if cached and not input_excludes_cache(
+        scope, get("provider"), None if total is None else _int(total), total_input, output, cached
+    ):
+        total_input = max(0, total_input - cached)  # a total that contradicts the counts: no negative
+    usage = Usage(total_input, output, read, write, reasoning)
     return usage, bad_read or bad_write or bad_input or bad_output or bad_reasoning
 
 
@@ -414,7 +484,7 @@ def _kind(slots: dict[str, Any], attrs: dict[str, Any], has_model: bool) -> Obse
     request_type = attrs.get("llm.request.type")
     if isinstance(request_type, str) and request_type in _TRACELOOP_REQUEST_KINDS:
         return _TRACELOOP_REQUEST_KINDS[request_type]
-    if attrs.get("traceloop.span.kind") == "tool":
+    if attrs.get("traceloop.span.kind") == "tool" or attrs.get("ai.operationId") == "ai.toolCall":
         return _K.TOOL
     return _K.GENERATION if has_model else _K.SPAN
 
@@ -447,16 +517,45 @@ def _iso_to_ns(value: Any) -> int | None:
         return None
 
 
+_FIRST_CHUNK_EVENTS = frozenset(
+    (
+        "First Token Stream Event",
+        "gen_ai.content.first_token",
+        "gen_ai.content.completion.chunk",
+        "ai.stream.firstChunk",
+    )
+)
+
+
+def _seconds_ns(value: Any) -> int | None:
+    """A duration in seconds (a number, or its text) in nanoseconds; None when it is not one."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float) and 0 <= value < 10_000_000:
+        return int(value * 1e9)
+    return None
+
+
 def _ttft(slots: dict[str, Any], raw: RawSpan) -> int | None:
+    """Time to the first token: from whichever convention sends it (a duration in ms or s, a
+    timestamp, or the first chunk's event). OpenLIT's server TTFT counts for streams only: it sends
+    the whole duration for a call that did not stream."""
     ms = slots.get("ttft_ms")
-    if isinstance(ms, int | float):
-        return int(ms * 1e6)
+    if isinstance(ms, int | float | str) and (ns := _seconds_ns(ms)) is not None:
+        return ns // 1000
+    for slot in ("ttft_s", "ttft_server_s"):
+        value = slots.get(slot)
+        streamed = slot == "ttft_s" or slots.get("param:stream") is True
+        if value is not None and streamed and (ns := _seconds_ns(value)) is not None:
+            return ns
     start = slots.get("completion_start")
     if start is not None and (start := _iso_to_ns(start)) is not None:
         return max(0, start - raw.start_ns)
-    for event in raw.events:
-        if event.name in ("First Token Stream Event", "gen_ai.content.first_token"):
-            return max(0, event.time_ns - raw.start_ns)
+    first = min((e.time_ns for e in raw.events if e.name in _FIRST_CHUNK_EVENTS), default=None)
+    return None if first is None else max(0, first - raw.start_ns)
     return None
 
 
@@ -471,7 +570,8 @@ def _io(
         genai_in = _json(slots.get("genai_in"))
         if isinstance(genai_in, list):
             system = _json(slots.get("system"))
-            if isinstance(system, list):
+            has_system = any(isinstance(m, dict) and m.get("role") == "system" for m in genai_in)
+            if isinstance(system, list) and not has_system:  # OpenLIT sends it in both
                 genai_in = [{"role": "system", "parts": system}, *genai_in]
             in_messages = _openai_messages(genai_in)
     if not out_messages:
@@ -630,16 +730,22 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         for key, value in (groups.get("langfuse.observation.metadata.") or {}).items():
             attrs["metadata." + key] = _json(value)
     provider, prompt_name, prompt_version = get("provider"), get("prompt_name"), get("prompt_version")
-    usage, clamped = _usage(slots)
+    usage, clamped = _usage(slots, raw.scope)
     if clamped:  # negative, fractional or absurd counts: corrected, and said so on the span
         attrs[USAGE_CLAMPED] = True
         _warn_clamped(raw.name)
+    name, start_ns = raw.name, raw.start_ns
+    if "ai.operationId" in attrs and is_vercel_aggregate(attrs):  # the usage is on its doGenerate child
+        usage = Usage()
+    if "logfire.msg" in attrs:
+        has_answer = bool(output_text) or not usage.is_empty or status is Status.ERROR
+        name, kind, start_ns = logfire_span(name, attrs, kind, start_ns, raw.end_ns, has_answer)
     observation = Observation(
         trace_id=raw.trace_id,
         id=raw.span_id,
         parent_id=raw.parent_id,
-        name=raw.name,
-        start_ns=raw.start_ns,
+        name=name,
+        start_ns=start_ns,
         end_ns=raw.end_ns,
         kind=kind,
         status=status,
