@@ -4,6 +4,7 @@ shows where people look, with the worker's watchdog."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def test_the_page_lists_evaluators_and_the_trace_shows_their_results(viewer: Ser
     trace = store_trace(viewer.store, project="p1")
     worker = OnlineWorker(online, lambda _name: None, WorkerOptions(settle_s=0))
     for _ in range(5):
-        asyncio.run(worker.run_once())
+        # in a thread of its own: the browser tests' Playwright keeps an event loop running in this one
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, worker.run_once()).result()
 
     page = viewer.client.get("/evaluators")
     assert page.status_code == 200
