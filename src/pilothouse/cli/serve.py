@@ -27,6 +27,13 @@ from pilothouse.cli.common import CliError, check_port, shown_url
     default=None,
     help="Put every acknowledged span and gateway call on disk (fsync) before answering.",
 )
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 256),
+    help="Processes sharing the port (default: 1 on SQLite, the only value it allows; the number of "
+    "CPU cores on PostgreSQL). Share rate limits and caches between them with $PILOTHOUSE_REDIS_URL.",
+)
 def serve(
     config: Path | None,
     host: str | None,
@@ -34,6 +41,7 @@ def serve(
     database_url: str | None,
     log_level: str | None,
     durable: bool | None,
+    workers: int | None,
 ) -> None:
     """Serve the collector, query API and gateway on one port."""
     import uvicorn
@@ -42,14 +50,24 @@ def serve(
     from pilothouse.gateway.config import GatewayConfig
     from pilothouse.server.app import create_app
 
+    from pilothouse.server.workers import WorkersError, check_workers, encode_options, run_workers
+
+    options = {
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "log_level": log_level,
+        "durable": durable,
+        "workers": workers,
+    }
     try:
-        loaded = load_config(
-            config, host=host, port=port, database_url=database_url, log_level=log_level, durable=durable
-        )
+        loaded = load_config(config, **options)
         gateway_config = GatewayConfig.from_config(loaded)
-    except ConfigError as exc:
+        settings = loaded.server
+        processes = settings.resolved_workers
+        check_workers(settings, processes)
+    except (ConfigError, WorkersError) as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
-    settings = loaded.server
     from pilothouse.domain.keys import DEFAULT_SCOPES
     from pilothouse.store.sql import SqlStore
 
@@ -62,7 +80,12 @@ def serve(
         first_key = None
         if not store.list_api_keys():
             _, first_key = store.create_api_key("default", "first key", frozenset(DEFAULT_SCOPES))
-        app = create_app(settings, store=store, gateway_config=gateway_config)
+        if processes > 1:  # the session secret exists before the workers race to create it
+            from pilothouse.ui.session import load_secret
+
+            secret = settings.session_secret
+            load_secret(settings.home, secret.get_secret_value() if secret else None)
+        app = create_app(settings, store=store, gateway_config=gateway_config)  # a bad config fails here
     except Exception as exc:
         raise CliError(f"cannot start: {str(exc).splitlines()[0]}") from exc
     base = f"http://{settings.host}:{settings.port}"
@@ -74,6 +97,8 @@ def serve(
     if settings.durable:
         durability = f"durable: spool in {settings.resolved_spool_dir}"
     database = shown_url(settings.resolved_database_url)
+    if processes > 1:
+        durability += f"; {processes} worker processes"
     click.echo(
         f"Pilothouse serving on {base}  (database: {database}; {durability})\n"
         f"  Web UI:        {base}/  (log in with the key)\n"
@@ -94,6 +119,10 @@ def serve(
         )
         if "smollm2" in names:
             click.echo("                 (the first smollm2 request converts the model once: about a minute)")
+    if processes > 1:
+        store.close()  # each worker opens its own
+        run_workers(settings, processes, encode_options(config, options))
+        return
     try:
         uvicorn.run(
             app,

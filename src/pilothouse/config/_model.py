@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -181,6 +182,13 @@ class Settings(_Section):
     stored_responses_ttl_s: float = Field(
         default=24 * 3600.0, gt=0, description="How long a stored response is kept."
     )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Server processes sharing the port; default 1 on SQLite (the only value it allows), "
+        "the number of CPU cores on PostgreSQL.",
+    )
     monitor_interval_s: float = Field(
         default=60.0,
         ge=0,
@@ -214,6 +222,15 @@ class Settings(_Section):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'pilothouse.db').as_posix()}"
+
+    @property
+    def resolved_workers(self) -> int:
+        """``workers``, else 1 on SQLite and the number of CPU cores on any other database."""
+        if self.workers is not None:
+            return self.workers
+        if self.resolved_database_url.startswith("sqlite"):
+            return 1
+        return max(1, os.cpu_count() or 1)
 
     @property
     def resolved_spool_dir(self) -> Path:

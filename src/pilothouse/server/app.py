@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -76,7 +77,10 @@ async def health(request: Request) -> Response:
     while Redis is unreachable, still answered 200: the process is alive and serves what does not need
     Redis; restarting it would not bring Redis back (docs/deployment.md, "Health")."""
     state: Services = request.app.state.pilothouse
-    body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending}
+    # the process id tells which of several worker processes answered (docs/deploy.md)
+    body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending, "pid": os.getpid()}
+    if state.monitors is not None:  # passes this process ran: one process holds the job's lease
+        body["jobs"] = {"monitors": state.monitors.passes}
     reasons: list[str] = []
     if state.redis is not None:
         error = await state.redis.error()
