@@ -97,4 +97,7 @@ def test_workers_and_a_second_server_share_limits_and_run_jobs_once(
         assert len(running) == 1, passes  # one lease holder among the three processes
         assert passes[running[0]] >= 3
 
-    assert pair.proc.returncode == 0 and single.proc.returncode == 0
+    assert pair.proc.returncode == 0  # SIGTERM to the parent stops its workers, and then the parent
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -49,7 +49,6 @@ def serve(
     from pilothouse.config import ConfigError, load_config
     from pilothouse.gateway.config import GatewayConfig
     from pilothouse.server.app import create_app
-
     from pilothouse.server.workers import WorkersError, check_workers, encode_options, run_workers
 
     options = {

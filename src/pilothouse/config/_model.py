@@ -182,6 +182,11 @@ class Settings(_Section):
     stored_responses_ttl_s: float = Field(
         default=24 * 3600.0, gt=0, description="How long a stored response is kept."
     )
+    ingest_copy: bool = Field(
+        default=True,
+        description="PostgreSQL: write span rows by binary COPY through a staging table (false: one "
+        "INSERT per row, the slower path kept for comparison).",
+    )
     workers: int | None = Field(
         default=None,
         ge=1,

@@ -210,6 +210,7 @@ def create_app(
     gateway.prompts = prompts
     spool = Spool(settings.resolved_spool_dir) if settings.durable else None
     the_store.durable_span_writes = settings.durable
+    the_store.copy_spans = settings.ingest_copy
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

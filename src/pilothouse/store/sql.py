@@ -51,6 +51,7 @@ from pilothouse.domain.sketch import add_counts, quantiles
 from pilothouse.domain.traces import Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
 from pilothouse.store.engine import make_engine, upgrade_schema
+from pilothouse.store.pg_copy import SpanCopier
 from pilothouse.store.rows import (
     ROLLUP_COLUMNS,
     SPAN_COLUMNS,
@@ -111,6 +112,9 @@ class SqlStore:
         # the durable mode deletes its spool once a write is committed, which must then survive a
         # power loss. SQLite's WAL at synchronous=NORMAL survives a killed process, not a power loss.
         self.durable_span_writes = False
+        # PostgreSQL: span rows by binary COPY through a staging table (False: one INSERT per row, kept
+        # for comparison: `python benchmarks/ingest.py --database-url postgresql://... --compare-copy`)
+        self.copy_spans = True
 
     # The ingest statements are compiled once, on first use (a command that only reads or runs evals
     # never compiles them), to driver SQL: executemany then skips SQLAlchemy's per-row parameter
@@ -122,6 +126,10 @@ class SqlStore:
             self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
             SPAN_COLUMNS,
         )
+
+    @functools.cached_property
+    def _span_copier(self) -> SpanCopier:
+        return SpanCopier(SPAN_COLUMNS)
 
     @functools.cached_property
     def _trace_upsert(self) -> _DriverStatement:
@@ -364,10 +372,11 @@ class SqlStore:
         else:
             self._trace_upsert.execute(conn, [trace_row(d, compress) for _, d in traces])
             trace_pks.update(self._new_trace_pks(conn, deltas.traces.keys() - trace_pks.keys()))
-        self._span_insert.execute(
-            conn,
-            [span_row(r, trace_pks[r.project_id, r.observation.trace_id], compress) for r in records],
-        )
+        span_rows = (span_row(r, trace_pks[r.project_id, r.observation.trace_id], compress) for r in records)
+        if not compress and self.copy_spans:
+            self._span_copier.write(conn, span_rows)
+        else:
+            self._span_insert.execute(conn, list(span_rows))
         for granularity, rollup_upsert in self._rollup_upserts.items():
             rollup_rows = [
                 rollup_row(p, b, m, n, r, compress)
