@@ -1,6 +1,6 @@
 """``pilothouse serve --workers N``: several processes on one port, sharing PostgreSQL and Redis, and a
 second server on another port beside them. Requests spread over the workers, one rate limit holds
-across all of them, and the monitors' job runs in one process only."""
+across all of them, and the background jobs (monitors, retention) each run in one process only."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def test_workers_and_a_second_server_share_limits_and_run_jobs_once(
         "PILOTHOUSE_REDIS_URL": redis_url,
         "PILOTHOUSE_HOME": str(tmp_path),
         "PILOTHOUSE_MONITOR_INTERVAL_S": "0.2",
+        "PILOTHOUSE_RETENTION_INTERVAL_S": "0.2",
     }
     args = ("--config", str(config))
     with (
@@ -92,10 +93,12 @@ def test_workers_and_a_second_server_share_limits_and_run_jobs_once(
         time.sleep(1.5)  # several monitor intervals
         processes = {**_health_by_pid(pair.base_url, 2), **_health_by_pid(single.base_url, 1)}
         assert len(processes) == 3
-        passes = {pid: body["jobs"]["monitors"] for pid, body in processes.items()}  # type: ignore[index]
-        running = [pid for pid, count in passes.items() if count]
-        assert len(running) == 1, passes  # one lease holder among the three processes
-        assert passes[running[0]] >= 3
+        for job in ("monitors", "retention"):
+            passes = {pid: body["jobs"][job] for pid, body in processes.items()}  # type: ignore[index]
+            running = [pid for pid, count in passes.items() if count]
+            assert len(running) == 1, (job, passes)  # one lease holder among the three processes
+            assert passes[running[0]] >= 3
+        assert all(int(body["disk_bytes"]) > 0 for body in processes.values())  # type: ignore[call-overload]
 
     assert pair.proc.returncode == 0  # SIGTERM to the parent stops its workers, and then the parent
     for pid in workers:

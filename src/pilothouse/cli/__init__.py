@@ -30,6 +30,7 @@ _COMMANDS = {
     "prompts": "prompts:prompts",
     "review": "review:review",
     "monitors": "monitors:monitors",
+    "projects": "projects:projects",
 }
 
 

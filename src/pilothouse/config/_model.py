@@ -187,6 +187,12 @@ class Settings(_Section):
         description="PostgreSQL: write span rows by binary COPY through a staging table (false: one "
         "INSERT per row, the slower path kept for comparison).",
     )
+    retention_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often each project's retention_days is applied (one process at a time holds "
+        "the job); 0 turns it off in this process.",
+    )
     workers: int | None = Field(
         default=None,
         ge=1,

@@ -61,6 +61,7 @@ from pilothouse.server.request_ids import (
     unprefixed_path,
     with_request_id,
 )
+from pilothouse.server.retention import RetentionWorker
 from pilothouse.server.spool import Spool
 from pilothouse.server.spool_records import interim_records, span_records
 from pilothouse.server.state import Services
@@ -79,9 +80,18 @@ async def health(request: Request) -> Response:
     state: Services = request.app.state.pilothouse
     # the process id tells which of several worker processes answered (docs/deploy.md)
     body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending, "pid": os.getpid()}
-    if state.monitors is not None:  # passes this process ran: one process holds the job's lease
-        body["jobs"] = {"monitors": state.monitors.passes}
     reasons: list[str] = []
+    jobs: dict[str, int] = {}  # passes this process ran of each background job: one process holds each
+    if state.monitors is not None:
+        jobs["monitors"] = state.monitors.passes
+    if state.retention is not None:
+        jobs["retention"] = state.retention.passes
+        try:
+            body["disk_bytes"] = await run_in_threadpool(state.retention.disk_bytes)
+        except Exception as exc:  # the database is unreachable: say so, still 200 (the process lives)
+            reasons.append(f"database size unknown: {type(exc).__name__}")
+    if jobs:
+        body["jobs"] = jobs
     if state.redis is not None:
         error = await state.redis.error()
         body["redis"] = "ok" if error is None else "unavailable"
@@ -285,6 +295,11 @@ def create_app(
                 if settings.monitor_interval_s > 0
                 else None
             ),
+            retention=(
+                RetentionWorker(the_store, interval_s=settings.retention_interval_s)
+                if settings.retention_interval_s > 0
+                else None
+            ),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets
@@ -299,6 +314,8 @@ def create_app(
         budgets.start()
         if app.state.pilothouse.monitors is not None:
             app.state.pilothouse.monitors.start()  # a pass every monitor_interval_s, off the request path
+        if app.state.pilothouse.retention is not None:
+            app.state.pilothouse.retention.start()
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -308,6 +325,8 @@ def create_app(
             await asyncio.to_thread(watcher.stop)
             if app.state.pilothouse.monitors is not None:
                 await app.state.pilothouse.monitors.close()
+            if app.state.pilothouse.retention is not None:
+                await app.state.pilothouse.retention.close()
             await gateway.close()
             await auth.throttle.close()
             if app.state.pilothouse.redis is not None:

@@ -19,6 +19,7 @@ from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.json_decoder import JsonDecoder
 from pilothouse.server.metrics import GatewayMetrics
+from pilothouse.server.retention import RetentionWorker
 from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
 
@@ -43,6 +44,7 @@ class Services:
     spool: Spool | None = None
     redis: RedisProbe | None = None  # the Redis of shared limits, budgets and cache, for /health
     monitors: MonitorWorker | None = None  # the monitors' background job (None: monitor_interval_s 0)
+    retention: RetentionWorker | None = None  # the retention job (None: retention_interval_s 0)
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
