@@ -1,4 +1,5 @@
-"""PostgreSQL's binary COPY span write stores exactly what the row-by-row INSERT stored."""
+"""PostgreSQL's binary COPY writes (spans, trace summaries, rollups) store exactly what the row-by-row
+INSERT statements stored."""
 
 from __future__ import annotations
 
@@ -41,8 +42,12 @@ def _batch() -> list:  # type: ignore[type-arg]
 
 
 def _stored(store: SqlStore) -> list[object]:
+    """The traces with their spans, and the rollups the dashboards read."""
     details = [store.get_trace("p1", tid(n)) for n in (1, 2)]
-    return [(d.trace, sorted(d.observations, key=lambda o: o.id)) for d in details if d is not None]
+    metrics = store.model_metrics("p1", T0 // 10**9 - 60, T0 // 10**9 + 60, 60)
+    return [(d.trace, sorted(d.observations, key=lambda o: o.id)) for d in details if d is not None] + [
+        metrics
+    ]
 
 
 def test_copy_and_insert_paths_store_the_same(pg_store: SqlStore) -> None:
@@ -54,7 +59,7 @@ def test_copy_and_insert_paths_store_the_same(pg_store: SqlStore) -> None:
     pg_store.write_spans(_batch())
     pg_store.write_spans(_batch()[1:])  # a retried export: skipped, counted once
     by_copy = _stored(pg_store)
-    assert len(by_copy) == 2 and by_copy == by_insert
+    assert len(by_copy) == 3 and by_copy == by_insert
     assert pg_store.count_spans("p1") == 3
     (metrics,) = pg_store.model_metrics("p1", T0 // 10**9 - 60, T0 // 10**9 + 60, 60)
     assert metrics.sums.input_tokens == 12
