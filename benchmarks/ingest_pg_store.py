@@ -30,7 +30,9 @@ from pilothouse.tracing.otlp import decode_protobuf
 
 def records(spans: int) -> list[SpanRecord]:
     """The benchmark's spans as the collector hands them to the store."""
-    return [normalise_span(raw, "default") for body in build_bodies(spans, 500) for raw in decode_protobuf(body)]
+    return [
+        normalise_span(raw, "default") for body in build_bodies(spans, 500) for raw in decode_protobuf(body)
+    ]
 
 
 def timed_write(admin_url: str, batch: list[SpanRecord], size: int, copy: bool) -> float:
@@ -63,7 +65,9 @@ def main() -> None:
             rates[copy].append(len(batch) / timed_write(args.database_url, batch, args.batch, copy))
     load_after = os.getloadavg()
     before, after = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"{len(batch)} spans in writes of {args.batch}, median of {args.repeats} runs per path, alternating")
+    print(
+        f"{len(batch)} spans in writes of {args.batch}, median of {args.repeats} runs per path, alternating"
+    )
     print(f"{'path':28} {'spans/s':>10}")
     print(f"{'INSERT per row (before)':28} {before:10,.0f}")
     print(f"{'binary COPY (after)':28} {after:10,.0f}")

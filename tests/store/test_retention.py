@@ -20,7 +20,9 @@ def _day(days_ago: float) -> float:
 
 def test_retention_deletes_old_traces_of_that_project_only(store: SqlStore) -> None:
     spans = [
-        rec(tid(n), sid(1), start_s=_day(35), kind=ObservationKind.GENERATION, model="m", usage=Usage(input=1))
+        rec(
+            tid(n), sid(1), start_s=_day(35), kind=ObservationKind.GENERATION, model="m", usage=Usage(input=1)
+        )
         for n in range(1, 4)
     ]
     spans += [rec(tid(n), sid(2), parent=sid(1), start_s=_day(35)) for n in range(1, 4)]
