@@ -49,7 +49,12 @@ def serve(
     from pilothouse.config import ConfigError, load_config
     from pilothouse.gateway.config import GatewayConfig
     from pilothouse.server.app import create_app
-    from pilothouse.server.workers import WorkersError, check_workers, encode_options, run_workers
+    from pilothouse.server.workers import (
+        WorkersError,
+        check_workers,
+        encode_options,
+        run_workers,
+    )
 
     options = {
         "host": host,
@@ -79,12 +84,9 @@ def serve(
         first_key = None
         if not store.list_api_keys():
             _, first_key = store.create_api_key("default", "first key", frozenset(DEFAULT_SCOPES))
-        if processes > 1:  # the session secret exists before the workers race to create it
-            from pilothouse.ui.session import load_secret
-
-            secret = settings.session_secret
-            load_secret(settings.home, secret.get_secret_value() if secret else None)
-        app = create_app(settings, store=store, gateway_config=gateway_config)  # a bad config fails here
+        # A bad config fails here, before any worker starts; building the app also makes the UI's
+        # session secret file, which the workers then all read (instead of racing to make their own).
+        app = create_app(settings, store=store, gateway_config=gateway_config)
     except Exception as exc:
         raise CliError(f"cannot start: {str(exc).splitlines()[0]}") from exc
     base = f"http://{settings.host}:{settings.port}"
