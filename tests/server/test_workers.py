@@ -1,6 +1,7 @@
 """``pilothouse serve --workers N``: several processes on one port, sharing PostgreSQL and Redis, and a
-second server on another port beside them. Requests spread over the workers, one rate limit holds
-across all of them, and the background jobs (monitors, retention) each run in one process only."""
+second server on another port beside them. Requests spread over the workers, one rate limit and one
+budget hold across all of them, and the background jobs (monitors, retention) each run in one process
+only."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ from tests.server.process import ServerProcess, cli
 
 REDIS_URL = os.environ.get("PILOTHOUSE_TEST_REDIS", "redis://127.0.0.1:6379/0")
 MESSAGES = [{"role": "user", "content": "hi"}]
+# $1,000 per 1M output tokens and 50 tokens a call: every call costs its worst case, $0.05
+PRICEY = {
+    "name": "pricey",
+    "provider": "sim",
+    "model": "pricey-1",
+    "options": {"output_tokens": 50, "latency_ms": 300},
+    "price": {"input": 0, "output": 1000},
+}
 
 pytestmark = pytest.mark.slow
 
@@ -55,8 +64,16 @@ def test_workers_and_a_second_server_share_limits_and_run_jobs_once(
         .stdout.strip()
         .splitlines()[-1]
     )
+    budgeted = (
+        cli("keys", "create", "--name", "spender", "--budget-usd", "1.00", "--budget-period", "total",
+            "--database-url", pg_server)
+        .stdout.strip()
+        .splitlines()[-1]
+    )  # fmt: skip
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"models": [{"name": "sim", "provider": "sim", "model": "sim"}]}))
+    config.write_text(
+        yaml.safe_dump({"models": [{"name": "sim", "provider": "sim", "model": "sim"}, PRICEY]})
+    )
     env = {
         "PILOTHOUSE_REDIS_URL": redis_url,
         "PILOTHOUSE_HOME": str(tmp_path),
@@ -72,20 +89,24 @@ def test_workers_and_a_second_server_share_limits_and_run_jobs_once(
         assert len(workers) == 2, "the kernel handed every connection to one worker"
         assert pair.pid not in workers  # the parent supervises; the workers answer
 
-        async def burst() -> list[int]:
-            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+        async def burst(secret: str, model: str, count: int) -> list[int]:
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {secret}"}, timeout=30) as http:
                 calls = [
                     http.post(
                         f"{server.base_url}/v1/chat/completions",
-                        json={"model": "sim", "messages": MESSAGES},
+                        json={"model": model, "messages": MESSAGES, "max_tokens": 50},
                         headers={"Connection": "close"},  # new connections: spread over the workers
                     )
-                    for server in (pair, single) * 18
+                    for server in (pair, single) * (count // 2)
                 ]
                 return [r.status_code for r in await asyncio.gather(*calls)]
 
+        # a $1.00 budget, each call holding its $0.05 worst case while in flight: exactly 20 of 30
+        spent = asyncio.run(burst(budgeted, "pricey", 30))
+        assert spent.count(200) == 20 and spent.count(429) == 10, spent
+
         _start_of_a_minute()
-        statuses = asyncio.run(burst())
+        statuses = asyncio.run(burst(key, "sim", 36))
         # 36 requests over three processes: exactly 12 admitted
         assert statuses.count(200) == 12, statuses
         assert statuses.count(429) == 36 - statuses.count(200)
