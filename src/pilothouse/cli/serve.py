@@ -31,8 +31,9 @@ from pilothouse.cli.common import CliError, check_port, shown_url
     "--workers",
     default=None,
     type=click.IntRange(1, 256),
-    help="Processes sharing the port (default: 1 on SQLite, the only value it allows; the number of "
-    "CPU cores on PostgreSQL). Share rate limits and caches between them with $PILOTHOUSE_REDIS_URL.",
+    help="Processes sharing the port (default: 1 on SQLite and with --durable, the only value they "
+    "allow; else the number of CPU cores). Share rate limits, budgets and the cache between them with "
+    "$PILOTHOUSE_REDIS_URL.",
 )
 def serve(
     config: Path | None,
