@@ -31,9 +31,9 @@ from pilothouse.cli.common import CliError, check_port, shown_url
     "--workers",
     default=None,
     type=click.IntRange(1, 256),
-    help="Processes sharing the port (default: 1 on SQLite and with --durable, the only value they "
-    "allow; else the number of CPU cores). Share rate limits, budgets and the cache between them with "
-    "$PILOTHOUSE_REDIS_URL.",
+    help="Processes sharing the port. More than 1 needs PostgreSQL and Redis ($PILOTHOUSE_REDIS_URL, "
+    "where they share rate limits, budgets and the cache) and not --durable; default: the number of "
+    "CPU cores where that holds, else 1.",
 )
 def serve(
     config: Path | None,

@@ -197,8 +197,8 @@ class Settings(_Section):
         default=None,
         ge=1,
         le=256,
-        description="Server processes sharing the port; default 1 on SQLite and with durable (the only "
-        "value they allow), the number of CPU cores on PostgreSQL.",
+        description="Server processes sharing the port; more than 1 needs PostgreSQL and Redis and not "
+        "durable; default the number of CPU cores where that holds, else 1.",
     )
     monitor_interval_s: float = Field(
         default=60.0,
@@ -236,11 +236,12 @@ class Settings(_Section):
 
     @property
     def resolved_workers(self) -> int:
-        """``workers``, else 1 on SQLite or in the durable mode (one process holds the spool) and the
-        number of CPU cores on any other database."""
+        """``workers``, else 1 on SQLite, in the durable mode (one process holds the spool) or without
+        Redis (where the processes would count rate limits and budget holds each on their own), and
+        the number of CPU cores on PostgreSQL with Redis."""
         if self.workers is not None:
             return self.workers
-        if self.durable or self.resolved_database_url.startswith("sqlite"):
+        if self.durable or not self.redis_url or self.resolved_database_url.startswith("sqlite"):
             return 1
         return max(1, os.cpu_count() or 1)
 

@@ -37,6 +37,11 @@ def check_workers(settings: Settings, workers: int) -> None:
             "--workers above 1 needs PostgreSQL (--database-url postgresql://...): SQLite has one writer, "
             "and several processes writing it would wait on its lock"
         )
+    if not settings.redis_url:
+        raise WorkersError(
+            "--workers above 1 needs Redis ($PILOTHOUSE_REDIS_URL): rate limits and budget holds are "
+            "shared there, and each process would otherwise allow the whole limit"
+        )
     if settings.durable:
         raise WorkersError(
             "--durable keeps one spool folder, which one process holds: use --workers 1 with --durable"
