@@ -1,11 +1,12 @@
 """``pilothouse serve --workers N``: several processes on one port, sharing PostgreSQL and Redis, and a
 second server on another port beside them. Requests spread over the workers, one rate limit and one
-budget hold across all of them, and the background jobs (monitors, retention) each run in one process
-only."""
+budget hold across all of them, Responses API answers stored by one are continued by another, and the
+background jobs (monitors, retention) each run in one process only."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -70,6 +71,9 @@ def test_workers_and_a_second_server_share_limits_and_run_jobs_once(
         .stdout.strip()
         .splitlines()[-1]
     )  # fmt: skip
+    talker = (
+        cli("keys", "create", "--name", "talker", "--database-url", pg_server).stdout.strip().splitlines()[-1]
+    )
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump({"models": [{"name": "sim", "provider": "sim", "model": "sim"}, PRICEY]})
@@ -104,6 +108,27 @@ def test_workers_and_a_second_server_share_limits_and_run_jobs_once(
         # a $1.00 budget, each call holding its $0.05 worst case while in flight: exactly 20 of 30
         spent = asyncio.run(burst(budgeted, "pricey", 30))
         assert spent.count(200) == 20 and spent.count(429) == 10, spent
+
+        # a Responses API answer stored by one process is continued, read and deleted through others
+        talk = {"Authorization": f"Bearer {talker}"}
+        first = httpx.post(
+            f"{pair.base_url}/v1/responses", json={"model": "sim", "input": "hi"}, headers=talk
+        )
+        assert first.status_code == 200, first.text
+        first_id = first.json()["id"]
+        with httpx.stream(
+            "POST",
+            f"{single.base_url}/v1/responses",
+            json={"model": "sim", "input": "more", "previous_response_id": first_id, "stream": True},
+            headers=talk,
+        ) as streamed:
+            events = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+        second_id = json.loads(events[-1][6:])["response"]["id"]
+        follow = {"model": "sim", "input": "again", "previous_response_id": second_id}
+        assert httpx.post(f"{pair.base_url}/v1/responses", json=follow, headers=talk).status_code == 200
+        assert httpx.get(f"{single.base_url}/v1/responses/{first_id}", headers=talk).json()["id"] == first_id
+        assert httpx.delete(f"{pair.base_url}/v1/responses/{first_id}", headers=talk).status_code == 200
+        assert httpx.get(f"{single.base_url}/v1/responses/{first_id}", headers=talk).status_code == 404
 
         _start_of_a_minute()
         statuses = asyncio.run(burst(key, "sim", 36))

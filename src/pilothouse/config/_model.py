@@ -174,7 +174,8 @@ class Settings(_Section):
         default=10_000,
         ge=0,
         description="Responses API answers kept for previous_response_id and GET /v1/responses/{id} "
-        "(in this process, oldest dropped first; 0 keeps none).",
+        "(in this process, oldest dropped first; 0 keeps none). With redis_url they are kept in Redis "
+        "instead, shared by every process, each for stored_responses_ttl_s.",
     )
     stored_responses_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0, description="The most bytes those stored responses may hold."

@@ -33,7 +33,7 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.gateway.stored_responses import RedisResponseStore, ResponseStore
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
 from pilothouse.quality.guardrails import build_guardrails
 from pilothouse.quality.monitors import MonitorWorker
@@ -285,8 +285,16 @@ def create_app(
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
             body_budget=BodyBudget(settings.max_inflight_body_bytes),
-            responses=ResponseStore(
-                settings.stored_responses, settings.stored_responses_bytes, settings.stored_responses_ttl_s
+            responses=(
+                RedisResponseStore(
+                    settings.redis_url, settings.stored_responses_bytes, settings.stored_responses_ttl_s
+                )
+                if settings.redis_url and settings.stored_responses
+                else ResponseStore(
+                    settings.stored_responses,
+                    settings.stored_responses_bytes,
+                    settings.stored_responses_ttl_s,
+                )
             ),
             monitors=(
                 MonitorWorker(
@@ -329,6 +337,7 @@ def create_app(
                 await app.state.pilothouse.retention.close()
             await gateway.close()
             await auth.throttle.close()
+            await app.state.pilothouse.responses.close()
             if app.state.pilothouse.redis is not None:
                 await app.state.pilothouse.redis.close()
             app.state.pilothouse.json_decoder.close()

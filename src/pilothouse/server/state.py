@@ -11,7 +11,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
-from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.gateway.stored_responses import ResponseStore, StoredResponses
 from pilothouse.prompts import PromptRegistry
 from pilothouse.quality.monitors import MonitorWorker
 from pilothouse.server.auth import KeyAuthenticator
@@ -52,4 +52,6 @@ class Services:
     # the bytes of request bodies (OTLP, gateway, /api JSON) held at once, read or being decoded
     body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 * 1024 * 1024))
     # Responses API answers for previous_response_id (server/openai_surfaces.py)
-    responses: ResponseStore = field(default_factory=lambda: ResponseStore(10_000, 64 * 1024 * 1024, 86400.0))
+    responses: StoredResponses = field(
+        default_factory=lambda: ResponseStore(10_000, 64 * 1024 * 1024, 86400.0)
+    )
