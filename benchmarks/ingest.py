@@ -11,6 +11,8 @@ slow, hence fewer spans). --baseline-spans 0 skips it and uses the issue's figur
 --prefill N first stores N other spans through the same server (not timed), to see how ingest holds up
 as the store grows. The figures are the median of --repeats runs (3 by default, each on a new server
 and SQLite file; 1 with --database-url or --prefill).
+--workers N runs N server processes on PostgreSQL; --compare-copy (benchmarks/ingest_pg.py) measures
+the SQLite default, PostgreSQL's row-by-row INSERT and its binary COPY path in the same run.
 --durable measures the durable mode (`server.durable`: each export on the spool, fsynced, before its
 200) against the default in-memory mode in the same run, runs alternating, and prints the cost of
 durability (target: <= 20% fewer spans/s); the Phoenix baseline is skipped then.
@@ -34,6 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Server, build_bodies, create_key, send_all
 from baseline_phoenix import measure_phoenix
+from ingest_pg import compare_copy, tree_cpu_seconds
 
 PHOENIX = {"spans_per_s": (86 + 102) / 2, "cpu_ms_per_span": (10 + 12) / 2, "bytes_per_span": 3010}
 
@@ -81,16 +84,23 @@ def prefill(base_url: str, headers: dict[str, str], spans: int, batch: int) -> N
     print(f"prefilled {spans:,} spans in {time.perf_counter() - started:.0f} s")
 
 
-def measure(args: argparse.Namespace, bodies: list[bytes], durable: bool = False) -> dict[str, float]:
+def measure(
+    args: argparse.Namespace,
+    bodies: list[bytes],
+    durable: bool = False,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, float]:
     """One run on a new server (and, unless --database-url is given, a new SQLite file); ``durable``:
-    with the durable mode's spool (in a new folder)."""
+    with the durable mode's spool (in a new folder); ``extra_env``: more server settings."""
     total = len(bodies) * args.batch
     folder = tempfile.mkdtemp(prefix="ph-bench-ingest-")
     url = args.database_url or f"sqlite:///{folder}/ingest.db"
     key = create_key(url)
     config = Path(folder) / "sim.yaml"  # a gateway model for --durable's call latencies
     config.write_text("models:\n  - name: sim\n    provider: sim\n")
-    env = {"PILOTHOUSE_HOME": folder, "PILOTHOUSE_DURABLE": "1" if durable else "0"}
+    env = {"PILOTHOUSE_HOME": folder, "PILOTHOUSE_DURABLE": "1" if durable else "0", **(extra_env or {})}
+    if args.workers and not url.startswith("sqlite"):
+        env["PILOTHOUSE_WORKERS"] = str(args.workers)
     server = Server(url, env={**env, "PILOTHOUSE_CONFIG": str(config)} if args.durable else env)
     calls: list[float] = []
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/x-protobuf"}
@@ -98,7 +108,7 @@ def measure(args: argparse.Namespace, bodies: list[bytes], durable: bool = False
         if args.prefill:
             prefill(server.base_url, headers, args.prefill, args.batch)
         empty_bytes = stored_bytes(url)
-        cpu_before = server.cpu_seconds
+        cpu_before = tree_cpu_seconds(server.pid)
         started = time.perf_counter()
         retries = send_all(
             server.base_url, bodies, args.senders, {"Authorization": f"Bearer {key}"}, retry_scale=0.1
@@ -106,7 +116,7 @@ def measure(args: argparse.Namespace, bodies: list[bytes], durable: bool = False
         sent = time.perf_counter() - started
         wait_stored(server.base_url, headers, args.prefill + total)
         elapsed = time.perf_counter() - started
-        cpu = server.cpu_seconds - cpu_before
+        cpu = tree_cpu_seconds(server.pid) - cpu_before
         if args.durable:
             calls = call_latencies(server.base_url, key, args.calls)
     finally:
@@ -168,6 +178,15 @@ def main() -> None:
         "--durable", action="store_true", help="the durable mode against the in-memory one, same run"
     )
     parser.add_argument("--calls", type=int, default=500, help="--durable: gateway calls timed per run")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="server processes on PostgreSQL (SQLite runs one)"
+    )
+    parser.add_argument(
+        "--compare-copy",
+        action="store_true",
+        help="with a postgresql:// --database-url (an admin URL: a database is created per run): the "
+        "SQLite default, PostgreSQL row by row and PostgreSQL by COPY, same run",
+    )
     args = parser.parse_args()
 
     repeats = args.repeats or (1 if args.database_url or args.prefill else 3)
@@ -179,6 +198,9 @@ def main() -> None:
     )
     if args.durable:
         compare_durable(args, bodies, repeats)
+        return
+    if args.compare_copy:
+        compare_copy(args, bodies, args.repeats or 1, measure)
         return
     runs = [measure(args, bodies) for _ in range(repeats)]
     rate = statistics.median(r["rate"] for r in runs)

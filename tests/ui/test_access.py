@@ -84,6 +84,7 @@ def test_session_cookie_names_the_key_not_its_secret(seeded: Seeded) -> None:
         assert seeded.read_key not in cookie and seeded.read_key[3:20] not in cookie
         page = client.get("/keys")
         assert page.status_code == 200 and "admin" in page.text and "ui-admin" not in page.text  # no key list
+        assert "The database takes" not in page.text  # nor the storage figures
         assert page.headers["cache-control"] == "no-store"
         assert "default-src 'self'" in page.headers["content-security-policy"]
         # a read key may not change keys
@@ -196,6 +197,7 @@ def test_revoking_the_sessions_key_ends_the_session(seeded: Seeded) -> None:
         assert login(client, secret).status_code == 303
         keys_page = client.get("/keys")
         assert keys_page.status_code == 200
+        assert "The database takes" in keys_page.text and "are kept for ever" in keys_page.text  # storage
         revoked = client.post(f"/keys/{key_id}/revoke", data={"csrf": csrf_of(keys_page.text)})
         assert revoked.status_code == 303
         after = client.get("/traces")

@@ -31,6 +31,7 @@ _COMMANDS = {
     "review": "review:review",
     "monitors": "monitors:monitors",
     "evaluators": "evaluators:evaluators",
+    "projects": "projects:projects",
 }
 
 

@@ -335,8 +335,8 @@ def _print_curated(name: str, curated: Curated, plan: CurationPlan) -> None:
         state = "" if created else " (unchanged)"
         groups = ""
         if plan.splits:
-            split = stored.removeprefix(f"{name}-")
-            groups = f" in {report.groups.get(split, 0)} groups"
+            split_name = stored.removeprefix(f"{name}-")
+            groups = f" in {report.groups.get(split_name, 0)} groups"
         click.echo(
             f"dataset {version.name!r} version {version.version}{state}: "
             f"{version.item_count} items from traces{groups}"

@@ -27,6 +27,14 @@ from pilothouse.cli.common import CliError, check_port, shown_url
     default=None,
     help="Put every acknowledged span and gateway call on disk (fsync) before answering.",
 )
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 256),
+    help="Processes sharing the port. More than 1 needs PostgreSQL and Redis ($PILOTHOUSE_REDIS_URL, "
+    "where they share rate limits, budgets and the cache) and not --durable; default: the number of "
+    "CPU cores where that holds, else 1.",
+)
 def serve(
     config: Path | None,
     host: str | None,
@@ -34,6 +42,7 @@ def serve(
     database_url: str | None,
     log_level: str | None,
     durable: bool | None,
+    workers: int | None,
 ) -> None:
     """Serve the collector, query API and gateway on one port."""
     import uvicorn
@@ -41,15 +50,29 @@ def serve(
     from pilothouse.config import ConfigError, load_config
     from pilothouse.gateway.config import GatewayConfig
     from pilothouse.server.app import create_app
+    from pilothouse.server.workers import (
+        WorkersError,
+        check_workers,
+        encode_options,
+        run_workers,
+    )
 
+    options = {
+        "host": host,
+        "port": port,
+        "database_url": database_url,
+        "log_level": log_level,
+        "durable": durable,
+        "workers": workers,
+    }
     try:
-        loaded = load_config(
-            config, host=host, port=port, database_url=database_url, log_level=log_level, durable=durable
-        )
+        loaded = load_config(config, **options)
         gateway_config = GatewayConfig.from_config(loaded)
-    except ConfigError as exc:
+        settings = loaded.server
+        processes = settings.resolved_workers
+        check_workers(settings, processes)
+    except (ConfigError, WorkersError) as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
-    settings = loaded.server
     from pilothouse.domain.keys import DEFAULT_SCOPES
     from pilothouse.store.sql import SqlStore
 
@@ -62,6 +85,8 @@ def serve(
         first_key = None
         if not store.list_api_keys():
             _, first_key = store.create_api_key("default", "first key", frozenset(DEFAULT_SCOPES))
+        # A bad config fails here, before any worker starts; building the app also makes the UI's
+        # session secret file, which the workers then all read (instead of racing to make their own).
         app = create_app(settings, store=store, gateway_config=gateway_config)
     except Exception as exc:
         raise CliError(f"cannot start: {str(exc).splitlines()[0]}") from exc
@@ -74,6 +99,8 @@ def serve(
     if settings.durable:
         durability = f"durable: spool in {settings.resolved_spool_dir}"
     database = shown_url(settings.resolved_database_url)
+    if processes > 1:
+        durability += f"; {processes} worker processes"
     click.echo(
         f"Pilothouse serving on {base}  (database: {database}; {durability})\n"
         f"  Web UI:        {base}/  (log in with the key)\n"
@@ -94,6 +121,10 @@ def serve(
         )
         if "smollm2" in names:
             click.echo("                 (the first smollm2 request converts the model once: about a minute)")
+    if processes > 1:
+        store.close()  # each worker opens its own
+        run_workers(settings, processes, encode_options(config, options))
+        return
     try:
         uvicorn.run(
             app,

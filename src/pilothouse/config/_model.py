@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -173,13 +174,32 @@ class Settings(_Section):
         default=10_000,
         ge=0,
         description="Responses API answers kept for previous_response_id and GET /v1/responses/{id} "
-        "(in this process, oldest dropped first; 0 keeps none).",
+        "(in this process, oldest dropped first; 0 keeps none). With redis_url they are kept in Redis "
+        "instead, shared by every process, each for stored_responses_ttl_s.",
     )
     stored_responses_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0, description="The most bytes those stored responses may hold."
     )
     stored_responses_ttl_s: float = Field(
         default=24 * 3600.0, gt=0, description="How long a stored response is kept."
+    )
+    ingest_copy: bool = Field(
+        default=True,
+        description="PostgreSQL: write span rows by binary COPY through a staging table (false: one "
+        "INSERT per row, the slower path kept for comparison).",
+    )
+    retention_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How often each project's retention_days is applied (one process at a time holds "
+        "the job); 0 turns it off in this process.",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Server processes sharing the port; more than 1 needs PostgreSQL and Redis and not "
+        "durable; default the number of CPU cores where that holds, else 1.",
     )
     monitor_interval_s: float = Field(
         default=60.0,
@@ -282,6 +302,17 @@ class Settings(_Section):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'pilothouse.db').as_posix()}"
+
+    @property
+    def resolved_workers(self) -> int:
+        """``workers``, else 1 on SQLite, in the durable mode (one process holds the spool) or without
+        Redis (where the processes would count rate limits and budget holds each on their own), and
+        the number of CPU cores on PostgreSQL with Redis."""
+        if self.workers is not None:
+            return self.workers
+        if self.durable or not self.redis_url or self.resolved_database_url.startswith("sqlite"):
+            return 1
+        return max(1, os.cpu_count() or 1)
 
     @property
     def resolved_spool_dir(self) -> Path:

@@ -1,7 +1,8 @@
-"""Responses API answers kept for ``previous_response_id`` and ``GET /v1/responses/{id}``: in this
-process, per project (another project's id is not found), bounded in count and bytes (the oldest go
-first) and in age. Kept serialised, so the bound on bytes is exact and a stored answer cannot be
-changed through a reference to it."""
+"""Responses API answers kept for ``previous_response_id`` and ``GET /v1/responses/{id}``: in Redis
+when configured (shared by every process and server), else in this process, per project (another
+project's id is not found), bounded in count and bytes (the oldest go first) and in age. Kept
+serialised, so the bound on bytes is exact and a stored answer cannot be changed through a reference
+to it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
+
+from pilothouse.gateway.redis_client import RedisUnavailable, connect_redis, redis_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +49,7 @@ class ResponseStore:
 
     def put(self, project_id: str, stored: StoredResponse) -> bool:
         """Keep ``stored`` (False when it alone is larger than the whole store may hold)."""
-        data = orjson.dumps(
-            {"response": stored.response, "messages": stored.messages, "input_items": stored.input_items}
-        )
+        data = _encode(stored)
         if self.max_count == 0 or len(data) > self.max_bytes:
             return False
         response_id = str(stored.response["id"])
@@ -72,12 +73,26 @@ class ResponseStore:
         if entry[0] <= self._clock():
             self._drop(project_id, response_id)
             return None
-        value = orjson.loads(entry[1])
-        return StoredResponse(value["response"], value["messages"], value["input_items"])
+        return _decode(entry[1])
 
     def delete(self, project_id: str, response_id: str) -> bool:
         """Forget a stored response; whether there was one."""
         return self._drop(project_id, response_id)
+
+    async def aput(self, project_id: str, stored: StoredResponse) -> bool:
+        """:meth:`put`, for callers of either store."""
+        return self.put(project_id, stored)
+
+    async def aget(self, project_id: str, response_id: str) -> StoredResponse | None:
+        """:meth:`get`, for callers of either store."""
+        return self.get(project_id, response_id)
+
+    async def adelete(self, project_id: str, response_id: str) -> bool:
+        """:meth:`delete`, for callers of either store."""
+        return self.delete(project_id, response_id)
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     def expire(self) -> None:
         """Forget the responses past their age (each project's oldest first)."""
@@ -100,3 +115,81 @@ class ResponseStore:
         if not items:
             del self._projects[project_id], self._project_bytes[project_id]
         return True
+
+
+class StoredResponses(Protocol):
+    """Where Responses API answers are kept: this process (:class:`ResponseStore`) or Redis
+    (:class:`RedisResponseStore`, shared by every process and server)."""
+
+    async def aput(self, project_id: str, stored: StoredResponse) -> bool:
+        """Keep ``stored``; False when it is too large to keep."""
+        ...
+
+    async def aget(self, project_id: str, response_id: str) -> StoredResponse | None:
+        """This project's stored response, or None."""
+        ...
+
+    async def adelete(self, project_id: str, response_id: str) -> bool:
+        """Forget a stored response; whether there was one."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _encode(stored: StoredResponse) -> bytes:
+    return orjson.dumps(
+        {"response": stored.response, "messages": stored.messages, "input_items": stored.input_items}
+    )
+
+
+def _decode(data: bytes) -> StoredResponse:
+    value = orjson.loads(data)
+    return StoredResponse(value["response"], value["messages"], value["input_items"])
+
+
+class RedisResponseStore:
+    """Stored responses in Redis, each under its project and id for ``ttl_s`` seconds (at most
+    ``max_bytes`` each): a follow-up turn may land on any process. Redis's own memory limit and
+    eviction policy bound the total; a Redis fault is :class:`RedisUnavailable` (a 503)."""
+
+    def __init__(self, url: str, max_bytes: int, ttl_s: float, prefix: str = "pilothouse:responses:") -> None:
+        self._redis: Any = connect_redis(url)
+        self.max_bytes = max_bytes
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.prefix = prefix
+
+    def _key(self, project_id: str, response_id: str) -> bytes:
+        # the project's length first: no project id and response id pair can spell another's key
+        return f"{self.prefix}{len(project_id)}:{project_id}:{response_id}".encode()
+
+    async def aput(self, project_id: str, stored: StoredResponse) -> bool:
+        """Keep ``stored`` (False when it alone is larger than ``max_bytes``)."""
+        data = _encode(stored)
+        if len(data) > self.max_bytes:
+            return False
+        try:
+            await self._redis.set(self._key(project_id, str(stored.response["id"])), data, px=self.ttl_ms)
+        except redis_errors() as exc:
+            raise RedisUnavailable("stored responses", exc) from None
+        return True
+
+    async def aget(self, project_id: str, response_id: str) -> StoredResponse | None:
+        """The stored response of this project, or None (unknown, expired or another's)."""
+        try:
+            data = await self._redis.get(self._key(project_id, response_id))
+        except redis_errors() as exc:
+            raise RedisUnavailable("stored responses", exc) from None
+        return None if data is None else _decode(data)
+
+    async def adelete(self, project_id: str, response_id: str) -> bool:
+        """Forget a stored response; whether there was one."""
+        try:
+            return bool(await self._redis.delete(self._key(project_id, response_id)))
+        except redis_errors() as exc:
+            raise RedisUnavailable("stored responses", exc) from None
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self._redis.aclose()

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -32,7 +33,7 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
-from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.gateway.stored_responses import RedisResponseStore, ResponseStore
 from pilothouse.improve.canary import CanaryController, CanarySettings
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
 from pilothouse.quality.guardrails import build_guardrails
@@ -63,6 +64,7 @@ from pilothouse.server.request_ids import (
     unprefixed_path,
     with_request_id,
 )
+from pilothouse.server.retention import RetentionWorker
 from pilothouse.server.spool import Spool
 from pilothouse.server.spool_records import interim_records, span_records
 from pilothouse.server.state import Services
@@ -79,8 +81,20 @@ async def health(request: Request) -> Response:
     while Redis is unreachable, still answered 200: the process is alive and serves what does not need
     Redis; restarting it would not bring Redis back (docs/deployment.md, "Health")."""
     state: Services = request.app.state.pilothouse
-    body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending}
+    # the process id tells which of several worker processes answered (docs/deploy.md)
+    body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending, "pid": os.getpid()}
     reasons: list[str] = []
+    jobs: dict[str, int] = {}  # passes this process ran of each background job: one process holds each
+    if state.monitors is not None:
+        jobs["monitors"] = state.monitors.passes
+    if state.retention is not None:
+        jobs["retention"] = state.retention.passes
+        try:
+            body["disk_bytes"] = await run_in_threadpool(state.retention.disk_bytes)
+        except Exception as exc:  # the database is unreachable: say so, still 200 (the process lives)
+            reasons.append(f"database size unknown: {type(exc).__name__}")
+    if jobs:
+        body["jobs"] = jobs
     if state.redis is not None:
         error = await state.redis.error()
         body["redis"] = "ok" if error is None else "unavailable"
@@ -239,6 +253,7 @@ def create_app(
     gateway.prompts = prompts
     spool = Spool(settings.resolved_spool_dir) if settings.durable else None
     the_store.durable_span_writes = settings.durable
+    the_store.copy_spans = settings.ingest_copy
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -303,8 +318,16 @@ def create_app(
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
             body_budget=BodyBudget(settings.max_inflight_body_bytes),
-            responses=ResponseStore(
-                settings.stored_responses, settings.stored_responses_bytes, settings.stored_responses_ttl_s
+            responses=(
+                RedisResponseStore(
+                    settings.redis_url, settings.stored_responses_bytes, settings.stored_responses_ttl_s
+                )
+                if settings.redis_url and settings.stored_responses
+                else ResponseStore(
+                    settings.stored_responses,
+                    settings.stored_responses_bytes,
+                    settings.stored_responses_ttl_s,
+                )
             ),
             monitors=(
                 MonitorWorker(
@@ -319,6 +342,11 @@ def create_app(
                     the_store, prompts, CanarySettings.of(settings), interval_s=settings.canary_interval_s
                 )
                 if settings.canary_interval_s > 0
+                else None
+            ),
+            retention=(
+                RetentionWorker(the_store, interval_s=settings.retention_interval_s)
+                if settings.retention_interval_s > 0
                 else None
             ),
         )
@@ -339,6 +367,8 @@ def create_app(
         app.state.pilothouse.online_worker = worker
         if app.state.pilothouse.canaries is not None:
             app.state.pilothouse.canaries.start()  # a check of the running canaries every canary_interval_s
+        if app.state.pilothouse.retention is not None:
+            app.state.pilothouse.retention.start()
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -352,8 +382,11 @@ def create_app(
                 await worker.stop()  # before the gateway its judges call closes
             if app.state.pilothouse.canaries is not None:
                 await app.state.pilothouse.canaries.close()
+            if app.state.pilothouse.retention is not None:
+                await app.state.pilothouse.retention.close()
             await gateway.close()
             await auth.throttle.close()
+            await app.state.pilothouse.responses.close()
             if app.state.pilothouse.redis is not None:
                 await app.state.pilothouse.redis.close()
             app.state.pilothouse.json_decoder.close()

@@ -6,8 +6,11 @@ Anthropic surface, they only translate (``gateway/responses_format.py``,
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -26,11 +29,13 @@ from pilothouse.gateway.responses_format import (
     output_messages,
 )
 from pilothouse.gateway.responses_stream import Event, ResponsesStreamEncoder
-from pilothouse.gateway.stored_responses import ResponseStore, StoredResponse
+from pilothouse.gateway.stored_responses import StoredResponse, StoredResponses
 from pilothouse.gateway.validation import InvalidRequest, check_chat_request
 from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
 from pilothouse.server.gateway_api import _events, _recording, _start
 from pilothouse.server.state import Services
+
+log = logging.getLogger("pilothouse.gateway")
 
 STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -40,12 +45,21 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _store(services: Services) -> ResponseStore:
+def _store(services: Services) -> StoredResponses:
     return services.responses
 
 
 def _sse(events: list[Event]) -> bytes:
     return b"".join(f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n" for name, data in events)
+
+
+_PENDING: set[asyncio.Future[bool]] = set()  # responses being stored after their stream ended
+
+
+def _kept(task: asyncio.Future[bool]) -> None:
+    _PENDING.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("storing a streamed response failed: %s", task.exception())
 
 
 class ResponsesWire:
@@ -67,8 +81,10 @@ class ResponsesWire:
 
     def end(self) -> bytes:
         events = self._opening() + self.encoder.finish()
-        if self._keep is not None:
-            self._keep(self.encoder.response)
+        if self._keep is not None:  # stored in the background: Redis is written within the event loop's
+            task = asyncio.ensure_future(self._keep(self.encoder.response))  # next turns, before a
+            _PENDING.add(task)  # client can read the last event and ask for the next turn
+            task.add_done_callback(_kept)
         return _sse(events)
 
     def error(self, exc: GatewayError) -> bytes:
@@ -84,7 +100,7 @@ async def create_response(request: Request) -> Response:
         check_responses_request(body)
         history: list[dict[str, Any]] = []
         if (previous_id := body.get("previous_response_id")) is not None:
-            previous = store.get(caller.project_id, previous_id)
+            previous = await store.aget(caller.project_id, previous_id)
             if previous is None:
                 raise InvalidRequest(
                     400, f"Previous response with id '{previous_id[:64]}' not found.", "previous_response_id"
@@ -102,17 +118,17 @@ async def create_response(request: Request) -> Response:
     keep = None
     if body.get("store", True):
 
-        def keep(response: dict[str, Any]) -> None:
+        def keep(response: dict[str, Any]) -> Awaitable[bool]:
             messages = conversation + output_messages(response)
             items = input_items(body.get("input"), response_id.removeprefix("resp_"))
-            store.put(caller.project_id, StoredResponse(response, messages, items))
+            return store.aput(caller.project_id, StoredResponse(response, messages, items))
 
     reply = await gateway.chat(call, chat, caller)
     if reply.chunks is None:
         assert reply.response is not None
         response = chat_to_response(reply.response, body, response_id, created)
         if keep is not None:
-            keep(response)
+            await keep(response)
         background = await _recording(reply, services)
         return FastJSONResponse(response, headers=reply.headers, background=background)
     wire = ResponsesWire(ResponsesStreamEncoder(body, response_id, created), keep)
@@ -143,7 +159,7 @@ def _not_found(response_id: str) -> ApiError:
 async def get_response(request: Request) -> Response:
     """``GET /v1/responses/{id}``: a stored response of the caller's project."""
     services, project_id, response_id = await _stored(request)
-    stored = _store(services).get(project_id, response_id)
+    stored = await _store(services).aget(project_id, response_id)
     if stored is None:
         raise _not_found(response_id)
     return FastJSONResponse(stored.response)
@@ -159,7 +175,7 @@ async def list_input_items(request: Request) -> Response:
         raise param_error("limit", "must be a whole number from 1 to 100")
     if order not in ("asc", "desc"):
         raise param_error("order", "must be 'asc' or 'desc'")
-    stored = _store(services).get(project_id, response_id)
+    stored = await _store(services).aget(project_id, response_id)
     if stored is None:
         raise _not_found(response_id)
     items = stored.input_items if order == "asc" else stored.input_items[::-1]
@@ -183,7 +199,7 @@ async def list_input_items(request: Request) -> Response:
 async def delete_response(request: Request) -> Response:
     """``DELETE /v1/responses/{id}``."""
     services, project_id, response_id = await _stored(request)
-    if not _store(services).delete(project_id, response_id):
+    if not await _store(services).adelete(project_id, response_id):
         raise _not_found(response_id)
     return FastJSONResponse({"id": response_id, "object": "response", "deleted": True})
 

@@ -11,7 +11,7 @@ from pilothouse.evals import Evaluations
 from pilothouse.gateway import Gateway
 from pilothouse.gateway.budgets import BudgetGuard
 from pilothouse.gateway.redis_client import RedisProbe
-from pilothouse.gateway.stored_responses import ResponseStore
+from pilothouse.gateway.stored_responses import ResponseStore, StoredResponses
 from pilothouse.improve.canary import CanaryController
 from pilothouse.prompts import PromptRegistry
 from pilothouse.quality.monitors import MonitorWorker
@@ -21,6 +21,7 @@ from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.json_decoder import JsonDecoder
 from pilothouse.server.metrics import GatewayMetrics
+from pilothouse.server.retention import RetentionWorker
 from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
 
@@ -48,6 +49,7 @@ class Services:
     online: OnlineEvaluators | None = None  # the online evaluators (docs/online-evals.md)
     online_worker: OnlineWorker | None = None  # their worker in this process (server.online_evals)
     canaries: CanaryController | None = None  # the canaries' background job (None: canary_interval_s 0)
+    retention: RetentionWorker | None = None  # the retention job (None: retention_interval_s 0)
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
@@ -55,4 +57,6 @@ class Services:
     # the bytes of request bodies (OTLP, gateway, /api JSON) held at once, read or being decoded
     body_budget: BodyBudget = field(default_factory=lambda: BodyBudget(64 * 1024 * 1024))
     # Responses API answers for previous_response_id (server/openai_surfaces.py)
-    responses: ResponseStore = field(default_factory=lambda: ResponseStore(10_000, 64 * 1024 * 1024, 86400.0))
+    responses: StoredResponses = field(
+        default_factory=lambda: ResponseStore(10_000, 64 * 1024 * 1024, 86400.0)
+    )

@@ -34,6 +34,7 @@ projects = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_ns", BigInteger, nullable=False),
+    Column("retention_days", Integer),  # traces older than this are deleted (NULL: kept for ever)
 )
 
 api_keys = Table(

@@ -25,6 +25,11 @@ async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Resp
     )
     budgets = await page.run(CostStore(page.state.store).list_budgets, page.project_id)
     key_names = {k.id: k.name for k in keys}
+    retention = page.state.retention
+    storage = None
+    if page.viewer.can(Scope.ADMIN) and retention is not None:  # what the database takes, and keeps
+        kept = await page.run(retention.retention.retention)
+        storage = {"mib": await page.run(retention.disk_bytes) / 2**20, "days": kept.get(page.project_id)}
     return page.render(
         "keys.html",
         status=status,
@@ -36,6 +41,7 @@ async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Resp
         budget_scopes=list(BudgetScope),
         periods=list(BudgetPeriod),
         is_admin=page.viewer.can(Scope.ADMIN),
+        storage=storage,
         **{"created": None, "secret": None, "key_error": None, "budget_error": None, "notice": None, **extra},
     )
 

@@ -1,0 +1,92 @@
+"""Gateway throughput with one and with N worker processes, in one run:
+
+    python benchmarks/gateway_workers.py [--workers 2] [--rounds 3] [--duration 8] [--connections 16]
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--redis redis://127.0.0.1:6379/0]
+
+`pilothouse serve` on PostgreSQL and Redis (a new database per run, created on the server of
+--database-url), the in-process `sim` model (0 ms), every call traced; wrk (one thread, on CPU 1)
+POSTs small non-stream chat completions at --connections for --duration seconds. `--workers 1` and
+`--workers N` alternate for --rounds rounds. Prints req/s per setting, the ratio round by round and
+the load average. Target of issue 26: N=2 at >= 1.8x one worker. On a machine whose cores other work
+uses (and where wrk itself takes a core) the ratio shows that machine, not the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Server, create_key
+from ingest_pg import _drop_database, _new_database
+
+from gateway import chat_body, run_wrk, wrk_available
+
+
+def one_run(args: argparse.Namespace, workers: int) -> float:
+    """req/s of one server with ``workers`` processes, on a new database."""
+    url = _new_database(args.database_url)
+    folder = Path(tempfile.mkdtemp(prefix="ph-bench-workers-"))
+    config = folder / "sim.yaml"
+    config.write_text("models:\n  - name: sim\n    provider: sim\n")
+    env = {
+        "PILOTHOUSE_HOME": str(folder),
+        "PILOTHOUSE_CONFIG": str(config),
+        "PILOTHOUSE_REDIS_URL": args.redis,
+        "PILOTHOUSE_WORKERS": str(workers),
+    }
+    try:
+        key = create_key(url)
+        server = Server(url, env=env)
+        try:
+            body = chat_body("sim")
+            run_wrk(server.base_url + "/v1/chat/completions", body, key, args.connections, 2, folder)  # warm
+            load = run_wrk(
+                server.base_url + "/v1/chat/completions", body, key, args.connections, args.duration, folder
+            )
+        finally:
+            server.stop()
+    finally:
+        _drop_database(args.database_url, url)
+    print(
+        f"--workers {workers}: {load['rps']:,.0f} req/s ({int(load['ok'])} 200s, {int(load['bad'])} others; "
+        f"wrk p50 {load['p50_us'] / 1000:.2f} ms, p99 {load['p99_us'] / 1000:.2f} ms)",
+        flush=True,
+    )
+    return float(load["rps"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    args = parser.parse_args()
+    if not wrk_available():
+        sys.exit("wrk is not installed (apt-get install -y wrk)")
+    load_before = os.getloadavg()
+    rates: dict[int, list[float]] = {1: [], args.workers: []}
+    for _ in range(args.rounds):
+        for workers in rates:
+            rates[workers].append(one_run(args, workers))
+    load_after = os.getloadavg()
+    one, many = statistics.median(rates[1]), statistics.median(rates[args.workers])
+    pairs = ", ".join(f"{b / a:.2f}" for a, b in zip(rates[1], rates[args.workers], strict=True))
+    print(f"median of {args.rounds} rounds, alternating, {args.connections} connections")
+    print(f"--workers 1: {one:,.0f} req/s; --workers {args.workers}: {many:,.0f} req/s")
+    print(f"ratio {many / one:.2f}x (round by round: {pairs}); target >= 1.8x at --workers 2")
+    print(
+        f"cores: {os.cpu_count()}; load average before {', '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after {', '.join(f'{x:.2f}' for x in load_after)} (a machine shared with other work)"
+    )
+
+
+if __name__ == "__main__":
+    main()

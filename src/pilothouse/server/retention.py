@@ -1,0 +1,84 @@
+"""The retention job: every ``interval_s`` the one process holding the ``retention`` lease (a row of
+``worker_leases``, as the monitors' job takes) deletes each project's traces older than its
+``retention_days``. Off the request path: the deletes run in a thread, in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+
+from pilothouse.store.monitors import MonitorStore
+from pilothouse.store.retention import RetentionStore
+from pilothouse.store.sql import SqlStore
+
+log = logging.getLogger("pilothouse.retention")
+
+LEASE_NAME = "retention"
+DISK_CACHE_S = 30.0  # /health reads the database's size at most this often
+
+
+class RetentionWorker:
+    """Applies the projects' retention, in whichever process holds the lease."""
+
+    def __init__(
+        self, store: SqlStore, *, interval_s: float = 3600.0, clock: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.retention = RetentionStore(store)
+        self.leases = MonitorStore(store)
+        self.interval_s = interval_s
+        self.clock = clock
+        self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.passes = 0  # passes this process ran (holding the lease)
+        self.deleted = 0  # traces this process deleted
+        self._task: asyncio.Task[None] | None = None
+        self._disk: tuple[float, int] | None = None
+
+    def run_once(self) -> dict[str, int] | None:
+        """One pass (blocking): traces deleted per project, or None when another process holds the job."""
+        now_ns = self.clock()
+        ttl_ns = int(max(600.0, 3 * self.interval_s) * 1e9)
+        if not self.leases.take_lease(LEASE_NAME, self.holder, now_ns, ttl_ns):
+            return None
+        done = self.retention.expire(now_ns)
+        self.passes += 1
+        self.deleted += sum(done.values())
+        for project_id, count in done.items():
+            log.info("retention: deleted %d traces of project %s", count, project_id)
+        return done
+
+    def disk_bytes(self) -> int:
+        """The database's size on disk, read at most every :data:`DISK_CACHE_S` seconds (blocking)."""
+        now = time.monotonic()
+        if self._disk is None or now - self._disk[0] > DISK_CACHE_S:
+            self._disk = (now, self.retention.disk_bytes())
+        return self._disk[1]
+
+    def start(self) -> None:
+        """A pass now and then every ``interval_s``, in the background, until :meth:`close`."""
+
+        async def loop() -> None:
+            while True:
+                try:
+                    await asyncio.to_thread(self.run_once)
+                except Exception:
+                    log.warning("a retention pass failed; the next one tries again", exc_info=True)
+                await asyncio.sleep(self.interval_s)
+
+        self._task = asyncio.get_running_loop().create_task(loop())
+
+    async def close(self) -> None:
+        """Stop and give the lease up (another process takes the job at its next pass)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await asyncio.to_thread(self.leases.release_lease, LEASE_NAME, self.holder)
+        except Exception:
+            log.warning("releasing the retention lease failed; it expires by itself", exc_info=True)

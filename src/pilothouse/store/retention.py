@@ -1,0 +1,83 @@
+"""Retention per project and the store's size on disk.
+
+A project with ``retention_days`` loses its traces that started before now minus that many days: their
+spans, scores and the trace rows, in batches of traces, each batch its own transaction (a writer never
+waits long for the lock on SQLite, and PostgreSQL's row locks stay few). The rollups stay, so the
+dashboards' long ranges still show the totals of what was deleted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import delete, func, select, text, update
+
+from pilothouse.store import tables as t
+from pilothouse.store.sql import SqlStore
+
+DAY_NS = 86_400 * 10**9
+MAX_RETENTION_DAYS = 36_500
+
+
+class RetentionStore:
+    """Reads and applies the projects' retention."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.engine = store.engine
+
+    def set_retention_days(self, project_id: str, days: int | None) -> None:
+        """Keep ``project_id``'s traces ``days`` days (None: for ever); the project is created if
+        missing. Raises ValueError for a count outside 1..36,500."""
+        if days is not None and not 1 <= days <= MAX_RETENTION_DAYS:
+            raise ValueError(f"retention must be 1 to {MAX_RETENTION_DAYS:,} days, not {days}")
+        self.store.ensure_project(project_id)
+        with self.engine.begin() as conn:
+            conn.execute(update(t.projects).where(t.projects.c.id == project_id).values(retention_days=days))
+
+    def retention(self) -> dict[str, int]:
+        """Each project with a retention: its days."""
+        p = t.projects.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(p.id, p.retention_days).where(p.retention_days.is_not(None)))
+            return {row.id: int(row.retention_days) for row in rows}
+
+    def expire_project(self, project_id: str, before_ns: int, batch_traces: int = 1000) -> int:
+        """Delete ``project_id``'s traces that started before ``before_ns`` (with their spans and
+        scores), ``batch_traces`` at a time; the number of traces deleted."""
+        tr, sp, sc = t.traces.c, t.spans.c, t.scores.c
+        deleted = 0
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(tr.pk, tr.id)
+                    .where(tr.project_id == project_id, tr.start_ns < before_ns)
+                    .limit(batch_traces)
+                ).all()
+                if not rows:
+                    return deleted
+                pks, ids = [r.pk for r in rows], [r.id for r in rows]
+                conn.execute(delete(t.spans).where(sp.trace_pk.in_(pks)))
+                conn.execute(delete(t.scores).where(sc.project_id == project_id, sc.trace_id.in_(ids)))
+                conn.execute(delete(t.traces).where(tr.pk.in_(pks)))
+            deleted += len(rows)
+
+    def expire(self, now_ns: int, batch_traces: int = 1000) -> dict[str, int]:
+        """Apply every project's retention at ``now_ns``: traces deleted per project (those with some)."""
+        done: dict[str, int] = {}
+        for project_id, days in self.retention().items():
+            count = self.expire_project(project_id, now_ns - days * DAY_NS, batch_traces)
+            if count:
+                done[project_id] = count
+        return done
+
+    def disk_bytes(self) -> int:
+        """What the database takes on disk: the SQLite file with its WAL, or PostgreSQL's database."""
+        if self.store.dialect == "sqlite":
+            database = self.engine.url.database
+            if not database or database == ":memory:":
+                return 0
+            return sum(os.stat(path).st_size for path in (database, database + "-wal") if Path(path).exists())
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.pg_database_size(text("current_database()")))).scalar_one())

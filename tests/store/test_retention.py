@@ -1,0 +1,57 @@
+"""Retention per project on SQLite and PostgreSQL: old traces go in batches with their spans and scores;
+other projects, newer traces and the rollups stay."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilothouse.domain.scores import make_score
+from pilothouse.domain.traces import ObservationKind, Usage
+from pilothouse.store.retention import DAY_NS, RetentionStore
+from pilothouse.store.sql import SqlStore
+from tests.store.test_store import T0, rec, sid, tid
+
+NOW = T0 + 40 * DAY_NS
+
+
+def _day(days_ago: float) -> float:
+    return (NOW - T0) / 1e9 - days_ago * 86_400  # a rec() start_s that many days before NOW
+
+
+def test_retention_deletes_old_traces_of_that_project_only(store: SqlStore) -> None:
+    spans = [
+        rec(
+            tid(n), sid(1), start_s=_day(35), kind=ObservationKind.GENERATION, model="m", usage=Usage(input=1)
+        )
+        for n in range(1, 4)
+    ]
+    spans += [rec(tid(n), sid(2), parent=sid(1), start_s=_day(35)) for n in range(1, 4)]
+    spans.append(rec(tid(9), sid(1), start_s=_day(5)))  # recent
+    spans.append(rec(tid(1), sid(1), start_s=_day(35), project="p2"))  # another project, same trace id
+    store.write_spans(spans)
+    store.add_scores("p1", [make_score(trace_id=tid(1), name="ok", value=True)])
+    store.add_scores("p1", [make_score(trace_id=tid(9), name="ok", value=True)])
+    kept = RetentionStore(store)
+    kept.set_retention_days("p1", 30)
+    assert kept.retention() == {"p1": 30}
+
+    assert kept.expire(NOW, batch_traces=2) == {"p1": 3}  # two batches
+    assert store.count_spans("p1") == 1 and store.count_spans("p2") == 1
+    assert store.get_trace("p1", tid(1)) is None and store.get_trace("p2", tid(1)) is not None
+    recent = store.get_trace("p1", tid(9))
+    assert recent is not None and [s.name for s in recent.scores] == ["ok"]
+    # the dashboards' rollups keep what was deleted
+    (metrics,) = store.model_metrics("p1", T0 // 10**9 - 60, NOW // 10**9, 86_400 * 60)
+    assert metrics.sums.count == 3
+    assert kept.expire(NOW) == {}  # nothing left to delete
+    assert kept.disk_bytes() > 0
+
+
+def test_retention_bounds(store: SqlStore) -> None:
+    kept = RetentionStore(store)
+    for days in (0, -1, 36_501):
+        with pytest.raises(ValueError, match="retention must be 1 to 36,500 days"):
+            kept.set_retention_days("p1", days)
+    kept.set_retention_days("p1", 7)
+    kept.set_retention_days("p1", None)
+    assert kept.retention() == {}
