@@ -72,11 +72,9 @@ def test_ui_queries(store: SqlStore) -> None:
     by_user = dict(an.sample_groups(sample, an.user_of))
     assert by_user["u0"].requests == 4
 
-    costly, slowest, complete = q.top_traces("p", win.start_ns, win.end_ns, limit=3)
-    assert complete and [t.id for t in costly] == [f"{i:032x}" for i in (9, 8, 7)]
-    assert slowest[0].latency_ms >= slowest[1].latency_ms
-    _, _, complete = q.top_traces("p", win.start_ns, win.end_ns, scan=5)
-    assert not complete
+    costly, slowest = q.top_traces("p", win.start_ns, win.end_ns, limit=3)
+    assert [t.id for t in costly] == [f"{i:032x}" for i in (9, 8, 7)]
+    assert [t.id for t in slowest] == [f"{i:032x}" for i in (9, 8, 7)]  # latency grows with i
 
     sessions = q.active_sessions("p", win.start_ns, win.end_ns, limit=1)
     assert len(sessions.data) == 1 and sessions.next_cursor is not None

@@ -2,9 +2,10 @@
 search within traces, and pages of dataset items and run results. Each is bounded in the rows it touches
 (an index range with a limit), so that a page stays fast at millions of spans.
 
-Dashboards read the rollups; what the rollups do not hold (key, end user, prompt version, TTFT) is read
-from a sample of traces spread evenly over the range (:meth:`AnalyticsQueries.sample_calls`), never from a
-scan of the range.
+Dashboards read the rollups (by model and name here, by end user, key, prompt version and tag in
+:mod:`pilothouse.store.breakdowns`); what the rollups do not hold (TTFT, cache savings) is read from a
+sample of traces spread evenly over the range (:meth:`AnalyticsQueries.sample_calls`), never from a scan
+of the range.
 """
 
 from __future__ import annotations
@@ -265,38 +266,31 @@ class AnalyticsQueries:
         return out
 
     def top_traces(
-        self, project_id: str, start_ns: int, end_ns: int, *, scan: int = 5000, limit: int = 10
-    ) -> tuple[list[RankedTrace], list[RankedTrace], bool]:
-        """The costliest and the slowest traces among the newest ``scan`` traces of [start, end), and
-        True when those are all the traces of the range."""
+        self, project_id: str, start_ns: int, end_ns: int, *, limit: int = 10
+    ) -> tuple[list[RankedTrace], list[RankedTrace]]:
+        """The costliest and the slowest traces of [start, end), over every trace of the range (one
+        pass each over the range of the time index, keeping the top ``limit``)."""
         c = t.traces.c
         in_range = (c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns)
-        newest = (
-            select(
-                c.id,
-                c.name,
-                c.start_ns,
-                c.end_ns,
-                c.cost_usd,
-                c.unpriced_count,
-                c.total_tokens,
-                c.error_count,
-                c.user_id,
-            )
-            .where(*in_range)
-            .order_by(c.start_ns.desc())
-            .limit(scan)
-            .subquery()
+        columns = (
+            c.id,
+            c.name,
+            c.start_ns,
+            c.end_ns,
+            c.cost_usd,
+            c.unpriced_count,
+            c.total_tokens,
+            c.error_count,
+            c.user_id,
         )
-        latency = newest.c.end_ns - newest.c.start_ns
-        beyond = select(c.pk).where(*in_range).order_by(c.start_ns.desc()).offset(scan).limit(1)
+        latency = c.end_ns - c.start_ns
         with self.engine.connect() as conn:
-            costly = conn.execute(select(newest).order_by(newest.c.cost_usd.desc(), newest.c.id).limit(limit))
-            costly_rows = costly.fetchall()
-            slowest_rows = conn.execute(
-                select(newest).order_by(latency.desc(), newest.c.id).limit(limit)
+            costly_rows = conn.execute(
+                select(*columns).where(*in_range).order_by(c.cost_usd.desc(), c.id).limit(limit)
             ).fetchall()
-            complete = conn.execute(beyond).first() is None
+            slowest_rows = conn.execute(
+                select(*columns).where(*in_range).order_by(latency.desc(), c.id).limit(limit)
+            ).fetchall()
 
         def ranked(rows: Sequence[Any]) -> list[RankedTrace]:
             return [
@@ -313,7 +307,7 @@ class AnalyticsQueries:
                 for r in rows
             ]
 
-        return ranked(costly_rows), ranked(slowest_rows), complete
+        return ranked(costly_rows), ranked(slowest_rows)
 
     # -- sessions and users -------------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ from pilothouse.domain.traces import Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
 from pilothouse.store.engine import make_engine, upgrade_schema
 from pilothouse.store.rows import (
+    DIM_ROLLUP_COLUMNS,
     ROLLUP_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
@@ -75,6 +76,14 @@ _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the u
 
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _tag_list(tags: Any) -> list[str]:
+    """A stored ``tags`` column (JSON text, or a list) as a list."""
+    if not tags:
+        return []
+    value = orjson.loads(tags) if isinstance(tags, str | bytes) else tags
+    return [str(tag) for tag in value] if isinstance(value, list) else []
 
 
 def usd_sum(column: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -138,6 +147,13 @@ class SqlStore:
         }
 
     @functools.cached_property
+    def _dim_rollup_upserts(self) -> dict[int, _DriverStatement]:
+        return {
+            granularity: self._compile(self._sum_upsert(rollup, ROLLUP_SUMS), DIM_ROLLUP_COLUMNS)
+            for granularity, rollup in t.DIM_ROLLUPS
+        }
+
+    @functools.cached_property
     def _in_batch(self) -> str:
         # The keys of a batch's stored traces and their stored span ids (NULL for a trace without
         # spans), then (PostgreSQL) the keys of its new traces: one statement per project and batch
@@ -151,7 +167,7 @@ class SqlStore:
     @functools.cached_property
     def _seen_sql(self) -> str:
         with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
-        return f"SELECT tr.id, tr.pk, s.span_id FROM {with_spans} WHERE {self._in_batch}"
+        return f"SELECT tr.id, tr.pk, s.span_id, tr.user_id, tr.tags FROM {with_spans} WHERE {self._in_batch}"
 
     @functools.cached_property
     def _keys_sql(self) -> str:
@@ -265,19 +281,25 @@ class SqlStore:
         return orjson.dumps(list(trace_ids)).decode() if self._compress else list(trace_ids)
 
     def _unseen(
-        self, conn: Connection, records: Sequence[SpanRecord], trace_pks: dict[tuple[str, str], int]
+        self,
+        conn: Connection,
+        records: Sequence[SpanRecord],
+        trace_pks: dict[tuple[str, str], int],
+        stored: dict[tuple[str, str], tuple[str | None, list[str]]],
     ) -> list[SpanRecord]:
         """``records`` without spans already stored or repeated in the batch: an exporter that retries
         an export the server had accepted must not add its counts to the summaries twice. Adds the
-        keys of the batch's stored traces to ``trace_pks``."""
+        keys of the batch's stored traces to ``trace_pks``, and their user id and tags to ``stored``."""
         by_project: dict[str, set[str]] = {}
         for r in records:
             by_project.setdefault(r.project_id, set()).add(r.observation.trace_id)
         seen: set[tuple[str, str, str]] = set()
         for project_id, trace_ids in by_project.items():
-            for trace_id, pk, span_id in conn.exec_driver_sql(
+            for trace_id, pk, span_id, user_id, tags in conn.exec_driver_sql(
                 self._seen_sql, (project_id, self._trace_ids(trace_ids))
             ):
+                if (project_id, trace_id) not in trace_pks and (user_id or tags):
+                    stored[project_id, trace_id] = (user_id, _tag_list(tags))
                 trace_pks[project_id, trace_id] = pk
                 if span_id is not None:
                     seen.add((project_id, trace_id, span_id))
@@ -336,11 +358,12 @@ class SqlStore:
 
     def _write_chunk(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
         trace_pks: dict[tuple[str, str], int] = {}
-        records = self._unseen(conn, records, trace_pks)
+        stored: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+        records = self._unseen(conn, records, trace_pks, stored)
         if not records:
             return
         compress = self._compress
-        deltas = batch_deltas(records)
+        deltas = batch_deltas(records, stored)
         # Traces first: their spans refer to them by key. On PostgreSQL sorted, so that concurrent
         # writers take row locks in the same order (no deadlocks). SQLite has one writer: new traces
         # get their keys in the batch's order, so its span rows append to the (trace_pk, span_id)
@@ -376,6 +399,14 @@ class SqlStore:
             ]
             if rollup_rows:
                 rollup_upsert.execute(conn, rollup_rows)
+        for granularity, dim_upsert in self._dim_rollup_upserts.items():
+            dim_rows = [
+                rollup_row(p, b, d, v, r, compress)
+                for (g, p, b, d, v), r in sorted(deltas.dim_rollups.items())
+                if g == granularity
+            ]
+            if dim_rows:
+                dim_upsert.execute(conn, dim_rows)
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
         """Store scores of this project's traces; raises :class:`DuplicateScoreId` when one's id is
@@ -510,7 +541,8 @@ class SqlStore:
             # A probe per candidate trace through the spans' (trace_pk, span_id) index, as a scalar
             # subquery: PostgreSQL turns an EXISTS under OR into a hashed subplan that first reads
             # every span of the model (121 ms at 200,000 spans, growing with the table; this: 8 ms).
-            in_trace = and_(s.trace_pk == c.pk, s.model == query.model)
+            # A call matches by the name it was asked for as well as by the one that served it.
+            in_trace = and_(s.trace_pk == c.pk, or_(s.model == query.model, s.request_model == query.model))
             probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
             conds.append(or_(c.model == query.model, probe.is_not(None)))
         if query.search:
