@@ -85,7 +85,9 @@ def test_refusals_are_counted_apart_from_model_errors(tab: Any, seeded: Seeded) 
     headers = {"Authorization": f"Bearer {seeded.other_key}", "x-pilothouse-user": "erin"}
     body = {"messages": [{"role": "user", "content": "hi"}]}
     with httpx.Client(base_url=seeded.base_url, timeout=30) as http:
-        assert http.post("/v1/chat/completions", json={**body, "model": "gpt-4o-mini"}, headers=headers).is_success
+        assert http.post(
+            "/v1/chat/completions", json={**body, "model": "gpt-4o-mini"}, headers=headers
+        ).is_success
         refused = http.post("/v1/chat/completions", json={**body, "model": "no-such-model"}, headers=headers)
         assert refused.status_code == 404
         deadline = time.monotonic() + 20

@@ -267,7 +267,7 @@ def call_key(record: SpanRecord) -> str:
 
 
 def call_prompt(o: Any) -> str:
-    """"name@version" (or "name") of the prompt a call used, "" for none."""
+    """ "name@version" (or "name") of the prompt a call used, "" for none."""
     if not o.prompt_name:
         return ""
     return f"{o.prompt_name}@{o.prompt_version}" if o.prompt_version else str(o.prompt_name)

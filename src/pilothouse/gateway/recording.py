@@ -15,8 +15,8 @@ import orjson
 from pilothouse.domain.ids import new_span_id, new_trace_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
-    REFUSED_PRICE_VERSION,
     MAX_CALL_TOKENS,
+    REFUSED_PRICE_VERSION,
     Cost,
     Observation,
     ObservationKind,

@@ -115,9 +115,9 @@ def dimension_groups(
                     hists[value] += _hist(raw)
     groups = []
     for value, row in top:
-        sums = RollupSums()
+        group_sums = RollupSums()
         for name, v in zip(ROLLUP_SUMS, row, strict=True):
-            setattr(sums, name, v)
-        sums.cost_usd = Money(int(row[cost_at]))
-        groups.append(DimensionGroup(value, sums, hists[value]))
+            setattr(group_sums, name, v)
+        group_sums.cost_usd = Money(int(row[cost_at]))
+        groups.append(DimensionGroup(value, group_sums, hists[value]))
     return groups, len(totals)

@@ -241,9 +241,7 @@ class CostStore:
                                 rollup.c.dimension == dimension,
                                 rollup.c.value == value,
                             )
-                            .values(
-                                cost_usd=rollup.c.cost_usd + delta, unpriced=rollup.c.unpriced + unpriced
-                            )
+                            .values(cost_usd=rollup.c.cost_usd + delta, unpriced=rollup.c.unpriced + unpriced)
                         )
 
 
