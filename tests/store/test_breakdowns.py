@@ -8,7 +8,9 @@ import random
 import pytest
 
 from pilothouse.domain.money import Money
+from pilothouse.domain.queries import TraceQuery
 from pilothouse.domain.traces import (
+    REFUSED_PRICE_VERSION,
     Cost,
     Observation,
     ObservationKind,
@@ -123,3 +125,57 @@ def test_breakdown_order_limit_and_bad_arguments(store: SqlStore) -> None:
             dimension_groups(
                 store, "p", str(args["dimension"]), int(args["start_s"]), end_s, order=str(args["order"])
             )
+
+
+def test_refusals_are_counted_apart_from_errors(store: SqlStore) -> None:
+    """A call the gateway turned away (its cost priced "refused") counts as refused, not as an error,
+    in the model rollups and the dimension rollups; a failed upstream call stays an error."""
+    start_s = BASE_S + 120
+    records = []
+    for i, (model, refused) in enumerate([("asked", True), ("m", False), ("m", False)]):
+        o = Observation(
+            f"{i + 500:032x}",
+            f"{i + 500:016x}",
+            f"chat {model}",
+            start_s * 10**9,
+            start_s * 10**9 + 10**6,
+            kind=ObservationKind.GENERATION,
+            status=Status.ERROR if refused or i == 1 else Status.OK,
+            request_model=model,
+            model=None if refused else "m-1",
+            cost=Cost({"input": Money.ZERO}, REFUSED_PRICE_VERSION if refused else "v1"),
+        )
+        records.append(SpanRecord("p", o, TraceAttributes(user_id="u")))
+    store.write_spans(records)
+    rows = store.model_metrics("p", start_s - 120, start_s + 60, 60)
+    by_model = {m.model: m.sums for m in rows}
+    assert (by_model["asked"].count, by_model["asked"].errors, by_model["asked"].refused) == (1, 0, 1)
+    assert (by_model["m-1"].count, by_model["m-1"].errors, by_model["m-1"].refused) == (2, 1, 0)
+    (user,), _ = dimension_groups(store, "p", "user", BASE_S, BASE_S + HOUR_S)
+    assert (user.value, user.sums.count, user.sums.errors, user.sums.refused) == ("u", 3, 1, 1)
+
+
+def test_the_model_filter_matches_the_requested_and_the_served_name(store: SqlStore) -> None:
+    """A trace matches a model filter on the name its calls asked for, on the name that served them,
+    and on any of its models."""
+    start = BASE_S * 10**9
+    root = Observation("a" * 32, "a" * 16, "agent", start, start + 10**9)
+    calls = [
+        Observation(
+            "a" * 32,
+            f"{i:016x}",
+            "chat",
+            start + i,
+            start + 10**6,
+            kind=ObservationKind.GENERATION,
+            parent_id=root.id,
+            request_model=asked,
+            model=served,
+        )
+        for i, (asked, served) in enumerate([("sim", "sim-1"), ("judge", "judge-2")], start=1)
+    ]
+    store.write_spans([SpanRecord("p", o, TraceAttributes()) for o in (root, *calls)])
+    for name in ("sim", "sim-1", "judge", "judge-2"):
+        found = store.list_traces("p", TraceQuery(model=name)).data
+        assert [s.trace.id for s in found] == ["a" * 32], name
+    assert store.list_traces("p", TraceQuery(model="other")).data == []
