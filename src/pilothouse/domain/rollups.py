@@ -6,15 +6,17 @@ bucket instead of one per span.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import BUCKETS, add_counts, latency_bucket
-from pilothouse.domain.traces import REFUSED_PRICE_VERSION, SpanRecord, Status
+from pilothouse.domain.traces import REFUSED_PRICE_VERSION, Cost, SpanRecord, Status, Usage
 
 ROLLUP_GRANULARITIES_S = (60, 3600)
+# The price version of the $0 a call traced twice counts for in its second span (the first counts it).
+DUPLICATE_PRICE_VERSION = "counted-by-another-span"
 
 
 @dataclass(slots=True)
@@ -290,13 +292,23 @@ def _dimension_values(
     return pairs
 
 
+def _uncounted(record: SpanRecord) -> SpanRecord:
+    """The record of a call counted by another span (:mod:`pilothouse.domain.duplicates`): no usage
+    and a $0 cost, so that the trace totals leave it out."""
+    o = replace(record.observation, usage=Usage(), cost=Cost({}, DUPLICATE_PRICE_VERSION))
+    return replace(record, observation=o)
+
+
 def batch_deltas(
     records: Iterable[SpanRecord],
     stored: Mapping[tuple[str, str], tuple[str | None, Sequence[str]]] | None = None,
+    duplicates: Set[tuple[str, str, str]] = frozenset(),
 ) -> BatchDeltas:
     """Trace summaries and rollups that ``records`` add (model calls only go into the rollups).
     ``stored`` holds the user id and tags already stored with the batch's traces, by (project, trace
-    id): a model call whose trace named its user in an earlier batch counts under that user."""
+    id): a model call whose trace named its user in an earlier batch counts under that user.
+    ``duplicates`` names (project, trace id, span id) the calls counted by another span: their tokens
+    and cost count neither in the trace totals nor in the rollups."""
     deltas = BatchDeltas()
     traces = deltas.traces
     finest, *coarser = ROLLUP_GRANULARITIES_S
@@ -305,6 +317,14 @@ def batch_deltas(
     for record in records:
         o = record.observation
         key = (record.project_id, o.trace_id)
+        if duplicates and (record.project_id, o.trace_id, o.id) in duplicates:
+            record = _uncounted(record)
+            delta = traces.get(key)
+            if delta is None:
+                traces[key] = _new_trace(record)
+            else:
+                _merge_trace(delta, record)
+            continue
         delta = traces.get(key)
         if delta is None:
             traces[key] = _new_trace(record)

@@ -33,6 +33,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from pilothouse.domain.duplicates import StoredCall, duplicate_calls
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
@@ -48,7 +49,7 @@ from pilothouse.domain.queries import (
 from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored, batch_deltas
 from pilothouse.domain.scores import DuplicateScoreId
 from pilothouse.domain.sketch import add_counts, quantiles
-from pilothouse.domain.traces import Project, Score, SpanRecord, Status
+from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
 from pilothouse.store.engine import make_engine, upgrade_schema
 from pilothouse.store.rows import (
@@ -76,6 +77,9 @@ _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the u
 
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+_MODEL_CALL_KIND_VALUES = frozenset(k.value for k in ObservationKind if k.is_model_call)
 
 
 def _tag_list(tags: Any) -> list[str]:
@@ -167,7 +171,10 @@ class SqlStore:
     @functools.cached_property
     def _seen_sql(self) -> str:
         with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
-        return f"SELECT tr.id, tr.pk, s.span_id, tr.user_id, tr.tags FROM {with_spans} WHERE {self._in_batch}"
+        columns = (
+            "tr.id, tr.pk, s.span_id, tr.user_id, tr.tags, s.parent_id, s.key_id, s.kind, s.input_tokens"
+        )
+        return f"SELECT {columns} FROM {with_spans} WHERE {self._in_batch}"
 
     @functools.cached_property
     def _keys_sql(self) -> str:
@@ -286,16 +293,18 @@ class SqlStore:
         records: Sequence[SpanRecord],
         trace_pks: dict[tuple[str, str], int],
         stored: dict[tuple[str, str], tuple[str | None, list[str]]],
+        calls: list[StoredCall],
     ) -> list[SpanRecord]:
         """``records`` without spans already stored or repeated in the batch: an exporter that retries
         an export the server had accepted must not add its counts to the summaries twice. Adds the
-        keys of the batch's stored traces to ``trace_pks``, and their user id and tags to ``stored``."""
+        keys of the batch's stored traces to ``trace_pks``, their user id and tags to ``stored``, and their
+        stored model calls to ``calls``."""
         by_project: dict[str, set[str]] = {}
         for r in records:
             by_project.setdefault(r.project_id, set()).add(r.observation.trace_id)
         seen: set[tuple[str, str, str]] = set()
         for project_id, trace_ids in by_project.items():
-            for trace_id, pk, span_id, user_id, tags in conn.exec_driver_sql(
+            for trace_id, pk, span_id, user_id, tags, parent_id, key_id, kind, tokens in conn.exec_driver_sql(
                 self._seen_sql, (project_id, self._trace_ids(trace_ids))
             ):
                 if (project_id, trace_id) not in trace_pks and (user_id or tags):
@@ -303,6 +312,8 @@ class SqlStore:
                 trace_pks[project_id, trace_id] = pk
                 if span_id is not None:
                     seen.add((project_id, trace_id, span_id))
+                    if tokens is not None or kind in _MODEL_CALL_KIND_VALUES:
+                        calls.append(StoredCall(project_id, trace_id, span_id, parent_id, key_id is not None))
         keys = [(r.project_id, r.observation.trace_id, r.observation.id) for r in records]
         if not seen and len(set(keys)) == len(keys):
             return list(records)  # the usual case: every span is new
@@ -359,11 +370,12 @@ class SqlStore:
     def _write_chunk(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
         trace_pks: dict[tuple[str, str], int] = {}
         stored: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
-        records = self._unseen(conn, records, trace_pks, stored)
+        calls: list[StoredCall] = []
+        records = self._unseen(conn, records, trace_pks, stored, calls)
         if not records:
             return
         compress = self._compress
-        deltas = batch_deltas(records, stored)
+        deltas = batch_deltas(records, stored, duplicate_calls(records, calls))
         # Traces first: their spans refer to them by key. On PostgreSQL sorted, so that concurrent
         # writers take row locks in the same order (no deadlocks). SQLite has one writer: new traces
         # get their keys in the batch's order, so its span rows append to the (trace_pk, span_id)
