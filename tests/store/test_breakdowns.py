@@ -86,6 +86,7 @@ def _seed(store: SqlStore) -> list[dict[str, object]]:
     return expected
 
 
+@pytest.mark.slow  # 120 traces written in 180 batches, twice per database
 @pytest.mark.parametrize("offset_min", [0, 15, 50])
 def test_breakdowns_equal_the_stored_calls(store: SqlStore, offset_min: int) -> None:
     expected = _seed(store)
@@ -108,6 +109,7 @@ def test_breakdowns_equal_the_stored_calls(store: SqlStore, offset_min: int) -> 
             assert g.latency_hist is not None and int(g.latency_hist.sum()) == g.sums.count
 
 
+@pytest.mark.slow
 def test_breakdown_order_limit_and_bad_arguments(store: SqlStore) -> None:
     _seed(store)
     end_s = BASE_S + 3 * HOUR_S

@@ -39,7 +39,7 @@ from pilothouse.domain.sketch import BUCKETS
 from pilothouse.domain.traces import ObservationKind, Score, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.evals import _item, _result
-from pilothouse.store.rows import score_from_row, trace_from_row
+from pilothouse.store.rows import score_from_row, trace_from_row, unpack
 from pilothouse.store.sql import SqlStore, _api_key, _escape_like, root_texts
 
 if TYPE_CHECKING:
@@ -98,6 +98,27 @@ class RankedTrace:
     total_tokens: int
     errors: int
     user_id: str | None
+
+
+def _call_texts(conn: Any, trace_pks: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
+    """The first model call's input and the last one's output of some traces, by trace key."""
+    if not trace_pks:
+        return {}
+    s = t.spans.c
+    rows = conn.execute(
+        select(s.trace_pk, s.input, s.output)
+        .where(s.trace_pk.in_(list(trace_pks)), s.input_tokens.is_not(None))
+        .order_by(s.trace_pk, s.start_ns)
+    )
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for pk, raw_in, raw_out in rows:
+        first_in, last_out = out.get(pk, (None, None))
+        text_in, text_out = unpack(raw_in), unpack(raw_out)
+        out[pk] = (
+            first_in if first_in is not None else text_in,
+            text_out if text_out is not None else last_out,
+        )
+    return out
 
 
 class AnalyticsQueries:
@@ -349,10 +370,22 @@ class AnalyticsQueries:
             more = len(rows) > limit
             rows = rows[:limit]
             roots = root_texts(conn, [row["pk"] for row in rows])
+            # an app's root span often carries no text: the first model call's input and the last
+            # one's output are the turn then
+            bare = [
+                row["pk"]
+                for row in rows
+                if (row["input"] is None and roots.get(row["pk"], (None, None))[0] is None)
+                or (row["output"] is None and roots.get(row["pk"], (None, None))[1] is None)
+            ]
+            calls = _call_texts(conn, bare)
         traces = []
         for row in reversed(rows):
             trace = trace_from_row(row)
             root_in, root_out = roots.get(row["pk"], (None, None))
+            call_in, call_out = calls.get(row["pk"], (None, None))
+            root_in = root_in if root_in is not None else call_in
+            root_out = root_out if root_out is not None else call_out
             traces.append(
                 replace(
                     trace,
