@@ -102,6 +102,12 @@ def test_refusals_are_counted_apart_from_model_errors(tab: Any, seeded: Seeded) 
     by_model = _table(tab, "By model")
     assert "+1 refused" in by_model["no-such-model"][1]
     assert "erin" in _table(tab, "By end user")
+    # at 1440 px no breakdown's columns are clipped (item 8)
+    clipped = tab.evaluate(
+        "[...document.querySelectorAll('.breakdown .table-wrap')]"
+        ".filter(w => w.scrollWidth > w.clientWidth + 1).length"
+    )
+    assert clipped == 0
     shot(tab, "dashboard-refusals")
 
 

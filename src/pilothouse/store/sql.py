@@ -535,6 +535,8 @@ class SqlStore:
             (c.name, query.name),
             (c.user_id, query.user_id),
             (c.session_id, query.session_id),
+            (c.environment, query.environment),
+            (c.release, query.release),
         ):
             if value is not None:
                 conds.append(column == value)
@@ -548,6 +550,10 @@ class SqlStore:
             conds.append(c.end_ns - c.start_ns >= int(query.min_latency_ms * 1e6))
         if query.min_cost_usd is not None:
             conds.append(c.cost_usd >= query.min_cost_usd.usd)
+        if query.max_latency_ms is not None:
+            conds.append(c.end_ns - c.start_ns <= int(query.max_latency_ms * 1e6))
+        if query.max_cost_usd is not None:
+            conds.append(c.cost_usd <= query.max_cost_usd.usd)
         s = t.spans.c
         if query.model is not None:
             # A probe per candidate trace through the spans' (trace_pk, span_id) index, as a scalar
