@@ -48,14 +48,14 @@ def _call(i: int, start_s: int, trace_id: str, parent: str, *, key: str | None) 
     return SpanRecord("p", call, TraceAttributes(), metered=key is not None)
 
 
-def _seed(store: SqlStore) -> list[dict[str, object]]:
+def _seed(store: SqlStore, spread_s: int = 3 * HOUR_S) -> list[dict[str, object]]:
     """Traces spread over three hours, each a root (with user and tags) and a model call; half the
     calls come in a later batch than their root. Returns what each call should count under."""
     rng = random.Random(7)
     expected = []
     later = []
     for i in range(120):
-        start_s = BASE_S + rng.randrange(3 * HOUR_S)
+        start_s = BASE_S + rng.randrange(spread_s)
         trace_id = f"{i:032x}"
         user = f"u{i % 4}" if i % 9 else None
         tags = tuple(f"t{j}" for j in range(i % 3))
@@ -87,11 +87,12 @@ def _seed(store: SqlStore) -> list[dict[str, object]]:
 
 
 @pytest.mark.slow  # 120 traces written in 180 batches, twice per database
-@pytest.mark.parametrize("offset_min", [0, 15, 50])
-def test_breakdowns_equal_the_stored_calls(store: SqlStore, offset_min: int) -> None:
-    expected = _seed(store)
+@pytest.mark.parametrize(("offset_min", "hours"), [(0, 3), (15, 3), (50, 3), (15, 72)])
+def test_breakdowns_equal_the_stored_calls(store: SqlStore, offset_min: int, hours: int) -> None:
+    """Over hours (minute and hour rollups) and over days (day rollups in the middle)."""
+    expected = _seed(store, hours * HOUR_S)
     start_s = BASE_S + offset_min * 60  # not a whole hour: the edges come from the minute rollups
-    end_s = BASE_S + 3 * HOUR_S - offset_min * 60
+    end_s = BASE_S + hours * HOUR_S - offset_min * 60
     in_range = [e for e in expected if start_s <= int(e["start_s"]) < end_s]  # type: ignore[call-overload]
     assert in_range
     for dimension in ("user", "key", "prompt", "tag"):

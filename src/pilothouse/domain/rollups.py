@@ -15,6 +15,8 @@ from pilothouse.domain.sketch import BUCKETS, add_counts, latency_bucket
 from pilothouse.domain.traces import REFUSED_PRICE_VERSION, Cost, SpanRecord, Status, Usage
 
 ROLLUP_GRANULARITIES_S = (60, 3600)
+# The dimension rollups have days too: a month of hours by end user is too many rows for a page.
+DIM_GRANULARITIES_S = (60, 3600, 86400)
 # The price version of the $0 a call traced twice counts for in its second span (the first counts it).
 DUPLICATE_PRICE_VERSION = "counted-by-another-span"
 
@@ -342,5 +344,6 @@ def batch_deltas(
     deltas.dim_rollups.update(dims)
     for granularity in coarser:
         deltas.rollups.update(_coarser(rollups, granularity))
+    for granularity in DIM_GRANULARITIES_S[1:]:
         deltas.dim_rollups.update(_coarser(dims, granularity))
     return deltas

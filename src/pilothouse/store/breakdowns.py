@@ -1,6 +1,6 @@
 """Exact breakdowns of model calls by end user, virtual key, prompt version or tag, read from the
-dimension rollups (``rollup_dim_hour`` for the whole hours of a range, ``rollup_dim_minute`` for its
-edges): the figures ``/api/costs`` would give, in a page's time."""
+dimension rollups (``rollup_dim_day`` for the whole days of a range, ``rollup_dim_hour`` for the whole
+hours left, ``rollup_dim_minute`` for the rest): the figures ``/api/costs`` would give, in a page's time."""
 
 from __future__ import annotations
 
@@ -34,17 +34,21 @@ class DimensionGroup:
 
 
 def _parts(start_s: int, end_s: int) -> list[tuple[Table, int, int]]:
-    """The rollup table and [start, end) to read for each part of a minute-aligned range: whole hours
-    from the hour rollups, the rest from the minute rollups."""
-    first_hour = -(-start_s // 3600) * 3600
-    last_hour = end_s // 3600 * 3600
-    if first_hour >= last_hour:
-        return [(t.rollup_dim_minute, start_s, end_s)]
-    parts = [(t.rollup_dim_hour, first_hour, last_hour)]
-    if start_s < first_hour:
-        parts.append((t.rollup_dim_minute, start_s, first_hour))
-    if last_hour < end_s:
-        parts.append((t.rollup_dim_minute, last_hour, end_s))
+    """The rollup table and [start, end) to read for each part of a minute-aligned range: whole days
+    from the day rollups, whole hours left from the hour rollups, the rest from the minute rollups."""
+    parts: list[tuple[Table, int, int]] = []
+    pending = [(start_s, end_s)]
+    for granularity, table in reversed(t.DIM_ROLLUPS):
+        left = []
+        for lo, hi in pending:
+            first = -(-lo // granularity) * granularity
+            last = hi // granularity * granularity
+            if first < last:
+                parts.append((table, first, last))
+                left.extend(r for r in ((lo, first), (last, hi)) if r[0] < r[1])
+            else:
+                left.append((lo, hi))
+        pending = left
     return parts
 
 

@@ -242,8 +242,9 @@ def _dim_rollup_table(name: str) -> Table:
 # (pilothouse.domain.rollups.DIMENSIONS) without reading spans.
 rollup_dim_minute = _dim_rollup_table("rollup_dim_minute")
 rollup_dim_hour = _dim_rollup_table("rollup_dim_hour")
+rollup_dim_day = _dim_rollup_table("rollup_dim_day")  # UTC days
 
-DIM_ROLLUPS = ((60, rollup_dim_minute), (3600, rollup_dim_hour))
+DIM_ROLLUPS = ((60, rollup_dim_minute), (3600, rollup_dim_hour), (86400, rollup_dim_day))
 
 
 # -- evals: datasets (each version a snapshot of its items), runs, results, scores, response cache ----

@@ -1,5 +1,5 @@
 """Rollups of model calls by dimension (end user, virtual key, prompt version, tag), per minute and per
-hour: exact breakdowns on the Overview and Costs pages without a sample. And a ``refused`` sum in every
+hour and per day: exact breakdowns on the Overview and Costs pages without a sample. And a ``refused`` sum in every
 rollup: calls the gateway turned away (unknown model, limits, budgets), no longer counted as errors.
 
 Calls stored before this revision are not in the dimension rollups, and their refusals stay counted
@@ -57,9 +57,11 @@ def upgrade() -> None:
         op.add_column(table, sa.Column("refused", _BIG, nullable=False, server_default=sa.text("0")))
     _dim_rollup("rollup_dim_minute")
     _dim_rollup("rollup_dim_hour")
+    _dim_rollup("rollup_dim_day")
 
 
 def downgrade() -> None:
+    op.drop_table("rollup_dim_day")
     op.drop_table("rollup_dim_hour")
     op.drop_table("rollup_dim_minute")
     for table in ("rollup_hour", "rollup_minute"):
