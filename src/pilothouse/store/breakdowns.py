@@ -39,7 +39,7 @@ def _parts(start_s: int, end_s: int) -> list[tuple[Table, int, int]]:
     parts: list[tuple[Table, int, int]] = []
     pending = [(start_s, end_s)]
     for granularity, table in reversed(t.DIM_ROLLUPS):
-        left = []
+        left: list[tuple[int, int]] = []
         for lo, hi in pending:
             first = -(-lo // granularity) * granularity
             last = hi // granularity * granularity

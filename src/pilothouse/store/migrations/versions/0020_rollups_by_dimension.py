@@ -1,6 +1,7 @@
-"""Rollups of model calls by dimension (end user, virtual key, prompt version, tag), per minute and per
-hour and per day: exact breakdowns on the Overview and Costs pages without a sample. And a ``refused`` sum in every
-rollup: calls the gateway turned away (unknown model, limits, budgets), no longer counted as errors.
+"""Rollups of model calls by dimension (end user, virtual key, prompt version, tag), per minute, per
+hour and per day: exact breakdowns on the Overview and Costs pages without a sample. And a ``refused``
+sum in every rollup: calls the gateway turned away (unknown model, limits, budgets), no longer counted
+as errors.
 
 Calls stored before this revision are not in the dimension rollups, and their refusals stay counted
 as errors.
