@@ -219,6 +219,11 @@ def _rollup_table(name: str) -> Table:
 
 # Model calls (generations, embeddings) summed per minute and per hour at ingest time, so that
 # dashboards read thousands of rows rather than millions of spans.
+# "Top traces" over a long range walk these, costliest (slowest) first, instead of sorting the range
+# (pilothouse.store.analytics.AnalyticsQueries.top_traces).
+Index("ix_traces_cost", traces.c.project_id, traces.c.cost_usd, traces.c.start_ns)
+Index("ix_traces_latency", traces.c.project_id, (traces.c.end_ns - traces.c.start_ns), traces.c.start_ns)
+
 rollup_minute = _rollup_table("rollup_minute")
 rollup_hour = _rollup_table("rollup_hour")
 

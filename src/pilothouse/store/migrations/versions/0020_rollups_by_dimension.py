@@ -1,7 +1,7 @@
 """Rollups of model calls by dimension (end user, virtual key, prompt version, tag), per minute, per
 hour and per day: exact breakdowns on the Overview and Costs pages without a sample. And a ``refused``
 sum in every rollup: calls the gateway turned away (unknown model, limits, budgets), no longer counted
-as errors.
+as errors. And two indexes for "top traces" over a whole range (by cost, by latency).
 
 Calls stored before this revision are not in the dimension rollups, and their refusals stay counted
 as errors.
@@ -59,9 +59,13 @@ def upgrade() -> None:
     _dim_rollup("rollup_dim_minute")
     _dim_rollup("rollup_dim_hour")
     _dim_rollup("rollup_dim_day")
+    op.create_index("ix_traces_cost", "traces", ["project_id", "cost_usd", "start_ns"])
+    op.create_index("ix_traces_latency", "traces", ["project_id", sa.text("(end_ns - start_ns)"), "start_ns"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_traces_latency", "traces")
+    op.drop_index("ix_traces_cost", "traces")
     op.drop_table("rollup_dim_day")
     op.drop_table("rollup_dim_hour")
     op.drop_table("rollup_dim_minute")
