@@ -87,9 +87,10 @@ def _seed(store: SqlStore, spread_s: int = 3 * HOUR_S) -> list[dict[str, object]
 
 
 @pytest.mark.slow  # 120 traces written in 180 batches, twice per database
-@pytest.mark.parametrize(("offset_min", "hours"), [(0, 3), (15, 3), (50, 3), (15, 72)])
+@pytest.mark.parametrize(("offset_min", "hours"), [(0, 3), (15, 3), (50, 3), (0, 72)])
 def test_breakdowns_equal_the_stored_calls(store: SqlStore, offset_min: int, hours: int) -> None:
-    """Over hours (minute and hour rollups) and over days (day rollups in the middle)."""
+    """Over hours (minute and hour rollups) and over days (day rollups in the middle; minute rows
+    older than two days are pruned, so that range is whole hours)."""
     expected = _seed(store, hours * HOUR_S)
     start_s = BASE_S + offset_min * 60  # not a whole hour: the edges come from the minute rollups
     end_s = BASE_S + hours * HOUR_S - offset_min * 60
@@ -182,3 +183,22 @@ def test_the_model_filter_matches_the_requested_and_the_served_name(store: SqlSt
         found = store.list_traces("p", TraceQuery(model=name)).data
         assert [s.trace.id for s in found] == ["a" * 32], name
     assert store.list_traces("p", TraceQuery(model="other")).data == []
+
+
+def test_old_minute_rows_are_pruned_and_hours_stay(store: SqlStore) -> None:
+    """The minute rows of the dimension rollups are kept two days back from the newest minute written;
+    the hour and day rows stay, so that whole hours of any age are still exact."""
+    from sqlalchemy import func, select
+
+    from pilothouse.store import tables as t
+
+    old_s, new_s = BASE_S + 60, BASE_S + 3 * 86400 + 60
+    for i, start_s in enumerate((old_s, new_s)):
+        store.write_spans([_call(i, start_s, f"{i + 900:032x}", "1" * 16, key=None)])
+    with store.engine.connect() as conn:
+        minutes = conn.execute(select(t.rollup_dim_minute.c.bucket).distinct()).scalars().all()
+        hours = conn.execute(select(func.count()).select_from(t.rollup_dim_hour)).scalar_one()
+    assert minutes == [new_s]  # the old call's minute rows are gone
+    assert hours == 2 * 4  # user, key, prompt and tag for each call
+    (old,), _ = dimension_groups(store, "p", "user", BASE_S, BASE_S + 3600)
+    assert old.sums.count == 1

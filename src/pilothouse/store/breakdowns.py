@@ -73,7 +73,8 @@ def dimension_groups(
 ) -> tuple[list[DimensionGroup], int]:
     """The ``limit`` values of ``dimension`` with the most requests (or the highest cost) among model
     calls in [start, end) (whole minutes), exact, with their latency histograms; and how many values
-    the range has in all."""
+    the range has in all. Minute rows are kept for two days (``DIM_MINUTES_KEPT_S``): an older range
+    is exact when it starts and ends on whole hours."""
     if dimension not in DIMENSIONS:
         raise ValueError(f"dimension must be one of {', '.join(DIMENSIONS)}")
     if order not in _ORDERS:

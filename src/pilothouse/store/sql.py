@@ -79,6 +79,10 @@ def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+# The dimension rollups' minute rows are kept this long (older ones are pruned as new ones are written):
+# the pages read minutes only at the ends of their 1-hour and 24-hour ranges.
+DIM_MINUTES_KEPT_S = 2 * 86400
+
 _MODEL_CALL_KIND_VALUES = frozenset(k.value for k in ObservationKind if k.is_model_call)
 
 
@@ -124,6 +128,7 @@ class SqlStore:
         # the durable mode deletes its spool once a write is committed, which must then survive a
         # power loss. SQLite's WAL at synchronous=NORMAL survives a killed process, not a power loss.
         self.durable_span_writes = False
+        self._dim_minutes_pruned_before = 0  # see _prune_dim_minutes
 
     # The ingest statements are compiled once, on first use (a command that only reads or runs evals
     # never compiles them), to driver SQL: executemany then skips SQLAlchemy's per-row parameter
@@ -419,6 +424,19 @@ class SqlStore:
             ]
             if dim_rows:
                 dim_upsert.execute(conn, dim_rows)
+        self._prune_dim_minutes(conn, deltas.dim_rollups)
+
+    def _prune_dim_minutes(self, conn: Connection, written: dict[Any, RollupSums]) -> None:
+        """Delete the minute rows of the dimension rollups older than :data:`DIM_MINUTES_KEPT_S` before
+        the newest minute written: only the ends of the pages' short ranges (1 hour, 24 hours, their
+        buckets a minute and a quarter of an hour) read them, and they are most of those rollups' rows.
+        Done at most once an hour per process."""
+        newest = max((key[2] for key in written if key[0] == 60), default=0)
+        cutoff = newest // 3600 * 3600 - DIM_MINUTES_KEPT_S
+        if cutoff <= self._dim_minutes_pruned_before:
+            return
+        conn.execute(t.rollup_dim_minute.delete().where(t.rollup_dim_minute.c.bucket < cutoff))
+        self._dim_minutes_pruned_before = cutoff
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
         """Store scores of this project's traces; raises :class:`DuplicateScoreId` when one's id is
