@@ -4,6 +4,7 @@ on the real PostgreSQL: what they count equals what the stored calls add up to."
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -23,7 +24,8 @@ from pilothouse.store.breakdowns import dimension_groups
 from pilothouse.store.sql import SqlStore
 
 HOUR_S = 3600
-BASE_S = 1_700_000_000 // HOUR_S * HOUR_S  # a whole hour
+# a whole hour six hours ago: minute rollups are kept for the last two days only
+BASE_S = int(time.time()) // HOUR_S * HOUR_S - 6 * HOUR_S
 
 
 def _call(i: int, start_s: int, trace_id: str, parent: str, *, key: str | None) -> SpanRecord:
@@ -192,7 +194,8 @@ def test_old_minute_rows_are_pruned_and_hours_stay(store: SqlStore) -> None:
 
     from pilothouse.store import tables as t
 
-    old_s, new_s = BASE_S + 60, BASE_S + 3 * 86400 + 60
+    now_hour = int(time.time()) // 3600 * 3600
+    old_s, new_s = now_hour - 3 * 86400 + 60, now_hour - 3540  # three days ago; within the hour
     for i, start_s in enumerate((old_s, new_s)):
         store.write_spans([_call(i, start_s, f"{i + 900:032x}", "1" * 16, key=None)])
     with store.engine.connect() as conn:
@@ -200,5 +203,6 @@ def test_old_minute_rows_are_pruned_and_hours_stay(store: SqlStore) -> None:
         hours = conn.execute(select(func.count()).select_from(t.rollup_dim_hour)).scalar_one()
     assert minutes == [new_s]  # the old call's minute rows are gone
     assert hours == 2 * 4  # user, key, prompt and tag for each call
-    (old,), _ = dimension_groups(store, "p", "user", BASE_S, BASE_S + 3600)
+    old_hour = old_s // 3600 * 3600
+    (old,), _ = dimension_groups(store, "p", "user", old_hour, old_hour + 3600)
     assert old.sums.count == 1

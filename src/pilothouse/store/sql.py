@@ -416,27 +416,26 @@ class SqlStore:
             ]
             if rollup_rows:
                 rollup_upsert.execute(conn, rollup_rows)
+        # Minute rows only for the last DIM_MINUTES_KEPT_S (a backfill of old spans writes none).
+        kept_from = int(time.time()) // 3600 * 3600 - DIM_MINUTES_KEPT_S
         for granularity, dim_upsert in self._dim_rollup_upserts.items():
             dim_rows = [
                 rollup_row(p, b, d, v, r, compress)
                 for (g, p, b, d, v), r in sorted(deltas.dim_rollups.items())
-                if g == granularity
+                if g == granularity and (g != 60 or b >= kept_from)
             ]
             if dim_rows:
                 dim_upsert.execute(conn, dim_rows)
-        self._prune_dim_minutes(conn, deltas.dim_rollups)
+        if kept_from > self._dim_minutes_pruned_before:
+            self._prune_dim_minutes(conn, kept_from)
 
-    def _prune_dim_minutes(self, conn: Connection, written: dict[Any, RollupSums]) -> None:
-        """Delete the minute rows of the dimension rollups older than :data:`DIM_MINUTES_KEPT_S` before
-        the newest minute written: only the ends of the pages' short ranges (1 hour, 24 hours, their
-        buckets a minute and a quarter of an hour) read them, and they are most of those rollups' rows.
-        Done at most once an hour per process."""
-        newest = max((key[2] for key in written if key[0] == 60), default=0)
-        cutoff = newest // 3600 * 3600 - DIM_MINUTES_KEPT_S
-        if cutoff <= self._dim_minutes_pruned_before:
-            return
-        conn.execute(t.rollup_dim_minute.delete().where(t.rollup_dim_minute.c.bucket < cutoff))
-        self._dim_minutes_pruned_before = cutoff
+    def _prune_dim_minutes(self, conn: Connection, kept_from: int) -> None:
+        """Delete the minute rows of the dimension rollups before ``kept_from`` (:data:`DIM_MINUTES_KEPT_S`
+        ago, in whole hours): only the ends of the pages' short ranges (1 hour, 24 hours, their buckets a
+        minute and a quarter of an hour) read them, and they are most of those rollups' rows. Done at
+        most once an hour per process."""
+        conn.execute(t.rollup_dim_minute.delete().where(t.rollup_dim_minute.c.bucket < kept_from))
+        self._dim_minutes_pruned_before = kept_from
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
         """Store scores of this project's traces; raises :class:`DuplicateScoreId` when one's id is
