@@ -339,11 +339,12 @@ def batch_deltas(
     for record in calls:  # after the loop: a trace's user and tags may come from a later span
         key = (record.project_id, record.observation.trace_id)
         for dimension, value in _dimension_values(record, traces[key], (stored or {}).get(key)):
-            _add_rollup(dims, record, finest, dimension, value)
+            # every granularity added to directly: calls rarely share a (user, minute), and merging
+            # sparse finer rows into coarser ones (a histogram each) costs more than adding the call
+            for granularity in DIM_GRANULARITIES_S:
+                _add_rollup(dims, record, granularity, dimension, value)
     deltas.rollups.update(rollups)
     deltas.dim_rollups.update(dims)
     for granularity in coarser:
         deltas.rollups.update(_coarser(rollups, granularity))
-    for granularity in DIM_GRANULARITIES_S[1:]:
-        deltas.dim_rollups.update(_coarser(dims, granularity))
     return deltas

@@ -418,14 +418,13 @@ class SqlStore:
                 rollup_upsert.execute(conn, rollup_rows)
         # Minute rows only for the last DIM_MINUTES_KEPT_S (a backfill of old spans writes none).
         kept_from = int(time.time()) // 3600 * 3600 - DIM_MINUTES_KEPT_S
+        by_granularity: dict[int, list[tuple[Any, ...]]] = {g: [] for g in self._dim_rollup_upserts}
+        for (g, p, b, d, v), r in sorted(deltas.dim_rollups.items(), key=operator.itemgetter(0)):
+            if g != 60 or b >= kept_from:
+                by_granularity[g].append(rollup_row(p, b, d, v, r, compress))
         for granularity, dim_upsert in self._dim_rollup_upserts.items():
-            dim_rows = [
-                rollup_row(p, b, d, v, r, compress)
-                for (g, p, b, d, v), r in sorted(deltas.dim_rollups.items())
-                if g == granularity and (g != 60 or b >= kept_from)
-            ]
-            if dim_rows:
-                dim_upsert.execute(conn, dim_rows)
+            if by_granularity[granularity]:
+                dim_upsert.execute(conn, by_granularity[granularity])
         if kept_from > self._dim_minutes_pruned_before:
             self._prune_dim_minutes(conn, kept_from)
 
