@@ -419,9 +419,11 @@ class SqlStore:
         # Minute rows only for the last DIM_MINUTES_KEPT_S (a backfill of old spans writes none).
         kept_from = int(time.time()) // 3600 * 3600 - DIM_MINUTES_KEPT_S
         by_granularity: dict[int, list[tuple[Any, ...]]] = {g: [] for g in self._dim_rollup_upserts}
-        for (g, p, b, d, v), r in sorted(deltas.dim_rollups.items(), key=operator.itemgetter(0)):
+        for (g, project, b, dimension, value), r in sorted(
+            deltas.dim_rollups.items(), key=operator.itemgetter(0)
+        ):
             if g != 60 or b >= kept_from:
-                by_granularity[g].append(rollup_row(p, b, d, v, r, compress))
+                by_granularity[g].append(rollup_row(project, b, dimension, value, r, compress))
         for granularity, dim_upsert in self._dim_rollup_upserts.items():
             if by_granularity[granularity]:
                 dim_upsert.execute(conn, by_granularity[granularity])
