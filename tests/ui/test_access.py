@@ -173,9 +173,13 @@ def test_bad_score_form_says_what_is_wrong(seeded: Seeded, admin: httpx.Client) 
     csrf = csrf_of(admin.get("/traces").text)
     response = admin.post(
         f"/traces/{seeded.tool_trace}/scores",
-        data={"csrf": csrf, "name": "helpful", "data_type": "numeric", "value": "very"},
+        data={"csrf": csrf, "name": "helpful", "data_type": "numeric", "value": "very", "comment": "meh"},
     )
     assert response.status_code == 400 and "Score not added: &#39;very&#39; is not a number." in response.text
+    # the form keeps what was typed (issue 23, item 10)
+    for typed in ('id="s-name" name="name"', 'value="helpful"', 'value="very"', 'value="meh"'):
+        assert typed in response.text
+    assert '<option value="numeric" selected>' in response.text
 
 
 def test_revoking_the_sessions_key_ends_the_session(seeded: Seeded) -> None:

@@ -72,11 +72,20 @@ def test_ui_queries(store: SqlStore) -> None:
     by_user = dict(an.sample_groups(sample, an.user_of))
     assert by_user["u0"].requests == 4
 
-    costly, slowest, complete = q.top_traces("p", win.start_ns, win.end_ns, limit=3)
-    assert complete and [t.id for t in costly] == [f"{i:032x}" for i in (9, 8, 7)]
-    assert slowest[0].latency_ms >= slowest[1].latency_ms
-    _, _, complete = q.top_traces("p", win.start_ns, win.end_ns, scan=5)
-    assert not complete
+    costly, slowest = q.top_traces("p", win.start_ns, win.end_ns, limit=3)
+    assert [t.id for t in costly] == [f"{i:032x}" for i in (9, 8, 7)]
+    assert [t.id for t in slowest] == [f"{i:032x}" for i in (9, 8, 7)]  # latency grows with i
+    # a range of more traces than are sorted walks the cost and latency indexes: the same answer
+    walked = q.top_traces("p", win.start_ns, win.end_ns, limit=3, sort_up_to=2)
+    assert ([t.id for t in walked[0]], [t.id for t in walked[1]]) == (
+        [t.id for t in costly],
+        [t.id for t in slowest],
+    )
+    # and only the range's traces: trace 9 started 27 minutes ago, 8 at 24, 7 at 21 ...
+    cut = NOW - 25 * MINUTE
+    recent = q.top_traces("p", cut, win.end_ns, limit=3, sort_up_to=2)
+    assert [t.id for t in recent[0]] == [f"{i:032x}" for i in (8, 7, 6)]
+    assert [t.id for t in recent[1]] == [f"{i:032x}" for i in (8, 7, 6)]
 
     sessions = q.active_sessions("p", win.start_ns, win.end_ns, limit=1)
     assert len(sessions.data) == 1 and sessions.next_cursor is not None

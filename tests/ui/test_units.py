@@ -93,7 +93,8 @@ def test_openai_and_anthropic_messages_read_as_a_chat() -> None:
         and '"city": "Oslo"' in openai[2].tool_calls[0].arguments
     )
     assert openai[3].parts[0].kind == "json" and openai[3].tool_call_id == "c1"
-    assert [m.role for m in last_turn(openai)] == ["tool"]
+    # a turn of tool results only: led by the user's question (issue 23, item 5)
+    assert [m.role for m in last_turn(openai)] == ["user", "tool"]
     anthropic = chat_messages(
         orjson.dumps(
             {

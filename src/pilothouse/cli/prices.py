@@ -105,7 +105,7 @@ def show(model: str, provider: str | None, config_path: Path | None) -> None:
 def check(since: str, project: str | None, config_path: Path | None, database_url: str | None) -> None:
     """Traced models with no price (their cost is recorded as unknown); exit 1 if there are any.
     Requests the gateway refused before asking any model (an unknown model name, say) are left out."""
-    from pilothouse.gateway.recording import REFUSED_PRICE_VERSION
+    from pilothouse.domain.traces import REFUSED_PRICE_VERSION
 
     catalogue = load_catalogue(config_path)
     try:

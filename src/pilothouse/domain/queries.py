@@ -34,6 +34,10 @@ class TraceQuery:
     status: Status | None = None
     min_latency_ms: float | None = None
     min_cost_usd: Money | None = None
+    max_latency_ms: float | None = None
+    max_cost_usd: Money | None = None
+    environment: str | None = None
+    release: str | None = None
     search: str | None = None
     limit: int = 50
     cursor: tuple[int, str] | None = None  # (start_ns, trace id) of the last row of the previous page

@@ -6,15 +6,19 @@ bucket instead of one per span.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import BUCKETS, add_counts, latency_bucket
-from pilothouse.domain.traces import SpanRecord, Status
+from pilothouse.domain.traces import REFUSED_PRICE_VERSION, Cost, SpanRecord, Status, Usage
 
 ROLLUP_GRANULARITIES_S = (60, 3600)
+# The dimension rollups have days too: a month of hours by end user is too many rows for a page.
+DIM_GRANULARITIES_S = (60, 3600, 86400)
+# The price version of the $0 a call traced twice counts for in its second span (the first counts it).
+DUPLICATE_PRICE_VERSION = "counted-by-another-span"
 
 
 @dataclass(slots=True)
@@ -62,6 +66,7 @@ class RollupSums:
     cost_usd: Money = Money.ZERO
     unpriced: int = 0
     latency_ms_sum: float = 0.0
+    refused: int = 0  # calls the gateway turned away before any upstream (not in ``errors``)
     latency_counts: list[int] = field(default_factory=lambda: [0] * BUCKETS)
 
     def merge(self, other: RollupSums) -> None:
@@ -110,6 +115,14 @@ def add_stored(totals: list[Any] | None, row: Sequence[Any]) -> list[Any]:
 
 
 RollupKey = tuple[int, str, int, str, str]  # granularity_s, project, bucket start (s), model, name
+# granularity_s, project, bucket start (s), dimension (one of DIMENSIONS), value ("" for none)
+DimKey = tuple[int, str, int, str, str]
+
+# The dimensions model calls are also summed by (exact breakdowns by end user, virtual key, prompt
+# version and tag). A call counts once per dimension, and once per tag of its trace under "tag".
+DIMENSIONS = ("user", "key", "prompt", "tag")
+MAX_DIM_VALUE_CHARS = 200  # a stored dimension value is cut to this: clients choose user ids and tags
+MAX_TAGS_ROLLED_UP = 20  # a call counts under at most this many of its trace's tags
 
 
 @dataclass(slots=True)
@@ -118,6 +131,7 @@ class BatchDeltas:
 
     traces: dict[tuple[str, str], TraceDelta] = field(default_factory=dict)
     rollups: dict[RollupKey, RollupSums] = field(default_factory=dict)
+    dim_rollups: dict[DimKey, RollupSums] = field(default_factory=dict)
 
 
 def _merge_trace(delta: TraceDelta, record: SpanRecord) -> None:
@@ -200,7 +214,9 @@ def _new_trace(record: SpanRecord) -> TraceDelta:
     )
 
 
-def _add_rollup(rollups: dict[RollupKey, RollupSums], record: SpanRecord, granularity: int) -> None:
+def _add_rollup(rollups: dict[Any, RollupSums], record: SpanRecord, granularity: int, *last: str) -> None:
+    """Add a model call to the bucket keyed (granularity, project, bucket, ``last``...); ``last`` is
+    (model, name) when not given."""
     o = record.observation
     seconds = o.start_ns // 1_000_000_000
     latency_ms = o.duration_ns / 1e6
@@ -209,14 +225,17 @@ def _add_rollup(rollups: dict[RollupKey, RollupSums], record: SpanRecord, granul
         granularity,
         record.project_id,
         seconds - seconds % granularity,
-        o.model or o.request_model or "",
-        o.name,
+        *(last or (o.model or o.request_model or "", o.name)),
     )
     r = rollups.get(key)
     if r is None:
         r = rollups[key] = RollupSums()
     r.count += 1
-    r.errors += o.status is Status.ERROR
+    if o.status is Status.ERROR:
+        if o.cost is not None and o.cost.price_version == REFUSED_PRICE_VERSION:
+            r.refused += 1
+        else:
+            r.errors += 1
     r.input_tokens += u.input
     r.output_tokens += u.output
     r.cache_read_tokens += u.cache_read
@@ -230,11 +249,11 @@ def _add_rollup(rollups: dict[RollupKey, RollupSums], record: SpanRecord, granul
     r.latency_counts[latency_bucket(latency_ms)] += 1
 
 
-def _coarser(rollups: dict[RollupKey, RollupSums], granularity: int) -> dict[RollupKey, RollupSums]:
+def _coarser(rollups: dict[Any, RollupSums], granularity: int) -> dict[Any, RollupSums]:
     """The rollups of a coarser granularity, summed from finer ones (granularities divide each other)."""
-    out: dict[RollupKey, RollupSums] = {}
-    for (_, project, bucket, model, name), r in rollups.items():
-        key = (granularity, project, bucket - bucket % granularity, model, name)
+    out: dict[Any, RollupSums] = {}
+    for (_, project, bucket, a, b), r in rollups.items():
+        key = (granularity, project, bucket - bucket % granularity, a, b)
         total = out.get(key)
         if total is None:
             total = out[key] = RollupSums()
@@ -242,15 +261,72 @@ def _coarser(rollups: dict[RollupKey, RollupSums], granularity: int) -> dict[Rol
     return out
 
 
-def batch_deltas(records: Iterable[SpanRecord]) -> BatchDeltas:
-    """Trace summaries and rollups that ``records`` add (model calls only go into the rollups)."""
+def call_key(record: SpanRecord) -> str:
+    """The virtual key a call was metered with by this server's gateway ("" for none, and for every
+    span a client sent, whatever key it claims)."""
+    if not record.metered:
+        return ""
+    attrs = record.observation.attributes
+    return str(attrs.get("gateway.key_id") or "") if attrs else ""
+
+
+def call_prompt(o: Any) -> str:
+    """ "name@version" (or "name") of the prompt a call used, "" for none."""
+    if not o.prompt_name:
+        return ""
+    return f"{o.prompt_name}@{o.prompt_version}" if o.prompt_version else str(o.prompt_name)
+
+
+def _dimension_values(
+    record: SpanRecord, delta: TraceDelta, stored: tuple[str | None, Sequence[str]] | None
+) -> list[tuple[str, str]]:
+    """(dimension, value) pairs a model call counts under; the user and tags are its trace's (this
+    batch's or, failing that, those stored with the trace by an earlier batch)."""
+    user = record.trace.user_id or delta.user_id or (stored[0] if stored else None) or ""
+    tags = delta.tags or (list(stored[1]) if stored else [])
+    pairs = [
+        ("user", user[:MAX_DIM_VALUE_CHARS]),
+        ("key", call_key(record)),
+        ("prompt", call_prompt(record.observation)[:MAX_DIM_VALUE_CHARS]),
+    ]
+    unique_tags = list(dict.fromkeys(tag[:MAX_DIM_VALUE_CHARS] for tag in tags))[:MAX_TAGS_ROLLED_UP]
+    pairs.extend(("tag", tag) for tag in unique_tags or [""])
+    return pairs
+
+
+def _uncounted(record: SpanRecord) -> SpanRecord:
+    """The record of a call counted by another span (:mod:`pilothouse.domain.duplicates`): no usage
+    and a $0 cost, so that the trace totals leave it out."""
+    o = replace(record.observation, usage=Usage(), cost=Cost({}, DUPLICATE_PRICE_VERSION))
+    return replace(record, observation=o)
+
+
+def batch_deltas(
+    records: Iterable[SpanRecord],
+    stored: Mapping[tuple[str, str], tuple[str | None, Sequence[str]]] | None = None,
+    duplicates: Set[tuple[str, str, str]] = frozenset(),
+) -> BatchDeltas:
+    """Trace summaries and rollups that ``records`` add (model calls only go into the rollups).
+    ``stored`` holds the user id and tags already stored with the batch's traces, by (project, trace
+    id): a model call whose trace named its user in an earlier batch counts under that user.
+    ``duplicates`` names (project, trace id, span id) the calls counted by another span: their tokens
+    and cost count neither in the trace totals nor in the rollups."""
     deltas = BatchDeltas()
     traces = deltas.traces
     finest, *coarser = ROLLUP_GRANULARITIES_S
     rollups: dict[RollupKey, RollupSums] = {}
+    calls: list[SpanRecord] = []
     for record in records:
         o = record.observation
         key = (record.project_id, o.trace_id)
+        if duplicates and (record.project_id, o.trace_id, o.id) in duplicates:
+            record = _uncounted(record)
+            delta = traces.get(key)
+            if delta is None:
+                traces[key] = _new_trace(record)
+            else:
+                _merge_trace(delta, record)
+            continue
         delta = traces.get(key)
         if delta is None:
             traces[key] = _new_trace(record)
@@ -258,7 +334,17 @@ def batch_deltas(records: Iterable[SpanRecord]) -> BatchDeltas:
             _merge_trace(delta, record)
         if o.kind.is_model_call or not o.usage.is_empty:
             _add_rollup(rollups, record, finest)
+            calls.append(record)
+    dims: dict[DimKey, RollupSums] = {}
+    for record in calls:  # after the loop: a trace's user and tags may come from a later span
+        key = (record.project_id, record.observation.trace_id)
+        for dimension, value in _dimension_values(record, traces[key], (stored or {}).get(key)):
+            # every granularity added to directly: calls rarely share a (user, minute), and merging
+            # sparse finer rows into coarser ones (a histogram each) costs more than adding the call
+            for granularity in DIM_GRANULARITIES_S:
+                _add_rollup(dims, record, granularity, dimension, value)
     deltas.rollups.update(rollups)
+    deltas.dim_rollups.update(dims)
     for granularity in coarser:
         deltas.rollups.update(_coarser(rollups, granularity))
     return deltas

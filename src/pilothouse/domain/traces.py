@@ -183,6 +183,10 @@ class Observation:
         return self.parent_id is None
 
 
+# The price version of the $0 cost of a call the gateway turned away before asking any upstream (an
+# unknown model, a rate limit, a budget, an invalid request): a refusal, not a model error.
+REFUSED_PRICE_VERSION = "refused"
+
 MAX_MODEL_NAME_CHARS = 200  # a stored model (or provider) name is cut to this: clients choose them
 MAX_SPAN_NAME_CHARS = 1_000  # and a stored span name to this (a gateway call's is "chat <model>")
 

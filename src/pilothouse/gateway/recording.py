@@ -16,6 +16,7 @@ from pilothouse.domain.ids import new_span_id, new_trace_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
     MAX_CALL_TOKENS,
+    REFUSED_PRICE_VERSION,
     Cost,
     Observation,
     ObservationKind,
@@ -27,7 +28,6 @@ from pilothouse.domain.traces import (
 )
 from pilothouse.gateway.router import Attempt
 
-REFUSED_PRICE_VERSION = "refused"  # the $0 cost of a call no upstream was asked to answer
 WORST_CASE_PRICE_VERSION = "worst-case"  # the cost of a stream the server stopped during: its hold
 INTERRUPTED = (
     "interrupted: the server stopped before the stream ended; its worst-case cost (the budget hold) "

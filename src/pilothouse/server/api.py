@@ -105,7 +105,8 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
     """A :class:`TraceQuery` from URL parameters; raises a 400 ApiError naming the bad parameter."""
     known = {
         "from", "to", "name", "user_id", "session_id", "model", "tag", "status",
-        "min_latency_ms", "min_cost_usd", "q", "limit", "cursor",
+        "min_latency_ms", "min_cost_usd", "max_latency_ms", "max_cost_usd", "environment", "release",
+        "q", "limit", "cursor",
     }  # fmt: skip
     unknown = sorted(set(params.keys()) - known)
     if unknown:
@@ -130,6 +131,10 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
             status=Status(status) if status else None,
             min_latency_ms=_float(params, "min_latency_ms"),
             min_cost_usd=_money(params, "min_cost_usd"),
+            max_latency_ms=_float(params, "max_latency_ms"),
+            max_cost_usd=_money(params, "max_cost_usd"),
+            environment=params.get("environment"),
+            release=params.get("release"),
             search=params.get("q") or None,
             limit=int(limit_text),
             cursor=decode_cursor(cursor) if cursor else None,

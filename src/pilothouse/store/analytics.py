@@ -2,9 +2,10 @@
 search within traces, and pages of dataset items and run results. Each is bounded in the rows it touches
 (an index range with a limit), so that a page stays fast at millions of spans.
 
-Dashboards read the rollups; what the rollups do not hold (key, end user, prompt version, TTFT) is read
-from a sample of traces spread evenly over the range (:meth:`AnalyticsQueries.sample_calls`), never from a
-scan of the range.
+Dashboards read the rollups (by model and name here, by end user, key, prompt version and tag in
+:mod:`pilothouse.store.breakdowns`); what the rollups do not hold (TTFT, cache savings) is read from a
+sample of traces spread evenly over the range (:meth:`AnalyticsQueries.sample_calls`), never from a scan
+of the range.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pilothouse.domain.sketch import BUCKETS
 from pilothouse.domain.traces import ObservationKind, Score, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.evals import _item, _result
-from pilothouse.store.rows import score_from_row, trace_from_row
+from pilothouse.store.rows import score_from_row, trace_from_row, unpack
 from pilothouse.store.sql import SqlStore, _api_key, _escape_like, root_texts
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
 
 # compiled sampling statements per engine and number of strata
 _SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
+
+# "Top traces" sorts a range of up to this many traces; a larger one walks the cost and latency indexes
+TOP_SORT_TRACES = 20_000
 
 __all__ = ["Activity", "AnalyticsQueries", "RankedTrace", "RollupRow", "SampledCall"]
 
@@ -97,6 +101,27 @@ class RankedTrace:
     total_tokens: int
     errors: int
     user_id: str | None
+
+
+def _call_texts(conn: Any, trace_pks: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
+    """The first model call's input and the last one's output of some traces, by trace key."""
+    if not trace_pks:
+        return {}
+    s = t.spans.c
+    rows = conn.execute(
+        select(s.trace_pk, s.input, s.output)
+        .where(s.trace_pk.in_(list(trace_pks)), s.input_tokens.is_not(None))
+        .order_by(s.trace_pk, s.start_ns)
+    )
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for pk, raw_in, raw_out in rows:
+        first_in, last_out = out.get(pk, (None, None))
+        text_in, text_out = unpack(raw_in), unpack(raw_out)
+        out[pk] = (
+            first_in if first_in is not None else text_in,
+            text_out if text_out is not None else last_out,
+        )
+    return out
 
 
 class AnalyticsQueries:
@@ -265,38 +290,51 @@ class AnalyticsQueries:
         return out
 
     def top_traces(
-        self, project_id: str, start_ns: int, end_ns: int, *, scan: int = 5000, limit: int = 10
-    ) -> tuple[list[RankedTrace], list[RankedTrace], bool]:
-        """The costliest and the slowest traces among the newest ``scan`` traces of [start, end), and
-        True when those are all the traces of the range."""
+        self,
+        project_id: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        limit: int = 10,
+        sort_up_to: int = TOP_SORT_TRACES,
+    ) -> tuple[list[RankedTrace], list[RankedTrace]]:
+        """The costliest and the slowest traces of [start, end), over every trace of the range. A range
+        of up to ``sort_up_to`` traces is read and sorted; a larger one walks the cost (latency)
+        index from the top, skipping traces outside the range, and stops at ``limit``."""
         c = t.traces.c
         in_range = (c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns)
-        newest = (
-            select(
-                c.id,
-                c.name,
-                c.start_ns,
-                c.end_ns,
-                c.cost_usd,
-                c.unpriced_count,
-                c.total_tokens,
-                c.error_count,
-                c.user_id,
-            )
-            .where(*in_range)
-            .order_by(c.start_ns.desc())
-            .limit(scan)
-            .subquery()
+        columns = (
+            c.id,
+            c.name,
+            c.start_ns,
+            c.end_ns,
+            c.cost_usd,
+            c.unpriced_count,
+            c.total_tokens,
+            c.error_count,
+            c.user_id,
         )
-        latency = newest.c.end_ns - newest.c.start_ns
-        beyond = select(c.pk).where(*in_range).order_by(c.start_ns.desc()).offset(scan).limit(1)
+        latency = c.end_ns - c.start_ns
         with self.engine.connect() as conn:
-            costly = conn.execute(select(newest).order_by(newest.c.cost_usd.desc(), newest.c.id).limit(limit))
-            costly_rows = costly.fetchall()
-            slowest_rows = conn.execute(
-                select(newest).order_by(latency.desc(), newest.c.id).limit(limit)
-            ).fetchall()
-            complete = conn.execute(beyond).first() is None
+            counted = select(literal_column("1")).where(*in_range).limit(sort_up_to + 1).subquery()
+            many = conn.execute(select(func.count()).select_from(counted)).scalar_one() > sort_up_to
+            if many:
+                # "+ 0": the range is then a filter, not the index to read (SQLite); the walk reads
+                # about limit x (traces of the project / traces of the range) index entries
+                walk = (c.project_id == project_id, c.start_ns + 0 >= start_ns, c.start_ns + 0 < end_ns)
+                costly_rows = conn.execute(
+                    select(*columns).where(*walk).order_by(c.cost_usd.desc()).limit(limit)
+                ).fetchall()
+                slowest_rows = conn.execute(
+                    select(*columns).where(*walk).order_by(latency.desc()).limit(limit)
+                ).fetchall()
+            else:
+                costly_rows = conn.execute(
+                    select(*columns).where(*in_range).order_by(c.cost_usd.desc(), c.id).limit(limit)
+                ).fetchall()
+                slowest_rows = conn.execute(
+                    select(*columns).where(*in_range).order_by(latency.desc(), c.id).limit(limit)
+                ).fetchall()
 
         def ranked(rows: Sequence[Any]) -> list[RankedTrace]:
             return [
@@ -313,7 +351,7 @@ class AnalyticsQueries:
                 for r in rows
             ]
 
-        return ranked(costly_rows), ranked(slowest_rows), complete
+        return ranked(costly_rows), ranked(slowest_rows)
 
     # -- sessions and users -------------------------------------------------------------------------
 
@@ -355,10 +393,22 @@ class AnalyticsQueries:
             more = len(rows) > limit
             rows = rows[:limit]
             roots = root_texts(conn, [row["pk"] for row in rows])
+            # an app's root span often carries no text: the first model call's input and the last
+            # one's output are the turn then
+            bare = [
+                row["pk"]
+                for row in rows
+                if (row["input"] is None and roots.get(row["pk"], (None, None))[0] is None)
+                or (row["output"] is None and roots.get(row["pk"], (None, None))[1] is None)
+            ]
+            calls = _call_texts(conn, bare)
         traces = []
         for row in reversed(rows):
             trace = trace_from_row(row)
             root_in, root_out = roots.get(row["pk"], (None, None))
+            call_in, call_out = calls.get(row["pk"], (None, None))
+            root_in = root_in if root_in is not None else call_in
+            root_out = root_out if root_out is not None else call_out
             traces.append(
                 replace(
                     trace,

@@ -17,6 +17,7 @@ from sqlalchemy import and_, bindparam, select
 
 from pilothouse.domain.budgets import Budget, BudgetPeriod, BudgetScope
 from pilothouse.domain.money import Money
+from pilothouse.domain.rollups import MAX_DIM_VALUE_CHARS, MAX_TAGS_ROLLED_UP
 from pilothouse.domain.traces import Cost, ObservationKind, Usage
 from pilothouse.store import tables as t
 from pilothouse.store.rows import cost_details, cost_from_columns, loads, unpack
@@ -230,6 +231,18 @@ class CostStore:
                         )
                         .values(cost_usd=rollup.c.cost_usd + delta, unpriced=rollup.c.unpriced + unpriced)
                     )
+                for granularity, rollup in t.DIM_ROLLUPS:
+                    for dimension, value in _dimension_values(call):
+                        conn.execute(
+                            rollup.update()
+                            .where(
+                                rollup.c.project_id == call.project_id,
+                                rollup.c.bucket == seconds - seconds % granularity,
+                                rollup.c.dimension == dimension,
+                                rollup.c.value == value,
+                            )
+                            .values(cost_usd=rollup.c.cost_usd + delta, unpriced=rollup.c.unpriced + unpriced)
+                        )
 
 
 def _budget(row: Any) -> Budget:
@@ -245,6 +258,18 @@ def _budget(row: Any) -> Budget:
         webhook_url=row["webhook_url"],
         created_ns=row["created_ns"],
     )
+
+
+def _dimension_values(call: StoredCall) -> list[tuple[str, str]]:
+    """The (dimension, value) rollup rows a stored call was counted in (as
+    :func:`pilothouse.domain.rollups.batch_deltas` counts them)."""
+    tags = list(dict.fromkeys(tag[:MAX_DIM_VALUE_CHARS] for tag in call.tags))[:MAX_TAGS_ROLLED_UP]
+    return [
+        ("user", (call.user_id or "")[:MAX_DIM_VALUE_CHARS]),
+        ("key", call.key_id or ""),
+        ("prompt", (call.prompt or "")[:MAX_DIM_VALUE_CHARS]),
+        *(("tag", tag) for tag in tags or [""]),
+    ]
 
 
 def _stored_call(row: Any) -> StoredCall:

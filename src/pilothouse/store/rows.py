@@ -337,6 +337,7 @@ def hist_add_packed(a: bytes | None, b: bytes | None) -> bytes:
 
 
 ROLLUP_COLUMNS = ("project_id", "bucket", "model", "name", *ROLLUP_SUMS, "latency_hist")
+DIM_ROLLUP_COLUMNS = ("project_id", "bucket", "dimension", "value", *ROLLUP_SUMS, "latency_hist")
 
 
 def rollup_row(

@@ -33,6 +33,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from pilothouse.domain.duplicates import StoredCall, duplicate_calls
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
@@ -48,11 +49,12 @@ from pilothouse.domain.queries import (
 from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored, batch_deltas
 from pilothouse.domain.scores import DuplicateScoreId
 from pilothouse.domain.sketch import add_counts, quantiles
-from pilothouse.domain.traces import Project, Score, SpanRecord, Status
+from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord, Status
 from pilothouse.store import tables as t
 from pilothouse.store.engine import make_engine, upgrade_schema
 from pilothouse.store.pg_copy import StagedWrite
 from pilothouse.store.rows import (
+    DIM_ROLLUP_COLUMNS,
     ROLLUP_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
@@ -76,6 +78,21 @@ _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the u
 
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+# The dimension rollups' minute rows are kept this long (older ones are pruned as new ones are written):
+# the pages read minutes only at the ends of their 1-hour and 24-hour ranges.
+DIM_MINUTES_KEPT_S = 2 * 86400
+
+_MODEL_CALL_KIND_VALUES = frozenset(k.value for k in ObservationKind if k.is_model_call)
+
+
+def _tag_list(tags: Any) -> list[str]:
+    """A stored ``tags`` column (JSON text, or a list) as a list."""
+    if not tags:
+        return []
+    value = orjson.loads(tags) if isinstance(tags, str | bytes) else tags
+    return [str(tag) for tag in value] if isinstance(value, list) else []
 
 
 def usd_sum(column: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -115,6 +132,7 @@ class SqlStore:
         # PostgreSQL: span, trace and rollup rows by binary COPY through staging tables and set-based
         # upserts (False: one INSERT per row, kept for comparison: benchmarks/ingest_pg_store.py)
         self.copy_spans = True
+        self._dim_minutes_pruned_before = 0  # see _prune_dim_minutes
 
     # The ingest statements are compiled once, on first use (a command that only reads or runs evals
     # never compiles them), to driver SQL: executemany then skips SQLAlchemy's per-row parameter
@@ -174,6 +192,13 @@ class SqlStore:
         }
 
     @functools.cached_property
+    def _dim_rollup_upserts(self) -> dict[int, _DriverStatement]:
+        return {
+            granularity: self._compile(self._sum_upsert(rollup, ROLLUP_SUMS), DIM_ROLLUP_COLUMNS)
+            for granularity, rollup in t.DIM_ROLLUPS
+        }
+
+    @functools.cached_property
     def _in_batch(self) -> str:
         # The keys of a batch's stored traces and their stored span ids (NULL for a trace without
         # spans), then (PostgreSQL) the keys of its new traces: one statement per project and batch
@@ -187,7 +212,10 @@ class SqlStore:
     @functools.cached_property
     def _seen_sql(self) -> str:
         with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
-        return f"SELECT tr.id, tr.pk, s.span_id FROM {with_spans} WHERE {self._in_batch}"
+        columns = (
+            "tr.id, tr.pk, s.span_id, tr.user_id, tr.tags, s.parent_id, s.key_id, s.kind, s.input_tokens"
+        )
+        return f"SELECT {columns} FROM {with_spans} WHERE {self._in_batch}"
 
     @functools.cached_property
     def _keys_sql(self) -> str:
@@ -303,22 +331,32 @@ class SqlStore:
         return orjson.dumps(list(trace_ids)).decode() if self._compress else list(trace_ids)
 
     def _unseen(
-        self, conn: Connection, records: Sequence[SpanRecord], trace_pks: dict[tuple[str, str], int]
+        self,
+        conn: Connection,
+        records: Sequence[SpanRecord],
+        trace_pks: dict[tuple[str, str], int],
+        stored: dict[tuple[str, str], tuple[str | None, list[str]]],
+        calls: list[StoredCall],
     ) -> list[SpanRecord]:
         """``records`` without spans already stored or repeated in the batch: an exporter that retries
         an export the server had accepted must not add its counts to the summaries twice. Adds the
-        keys of the batch's stored traces to ``trace_pks``."""
+        keys of the batch's stored traces to ``trace_pks``, their user id and tags to ``stored``, and their
+        stored model calls to ``calls``."""
         by_project: dict[str, set[str]] = {}
         for r in records:
             by_project.setdefault(r.project_id, set()).add(r.observation.trace_id)
         seen: set[tuple[str, str, str]] = set()
         for project_id, trace_ids in by_project.items():
-            for trace_id, pk, span_id in conn.exec_driver_sql(
+            for trace_id, pk, span_id, user_id, tags, parent_id, key_id, kind, tokens in conn.exec_driver_sql(
                 self._seen_sql, (project_id, self._trace_ids(trace_ids))
             ):
+                if (project_id, trace_id) not in trace_pks and (user_id or tags):
+                    stored[project_id, trace_id] = (user_id, _tag_list(tags))
                 trace_pks[project_id, trace_id] = pk
                 if span_id is not None:
                     seen.add((project_id, trace_id, span_id))
+                    if tokens is not None or kind in _MODEL_CALL_KIND_VALUES:
+                        calls.append(StoredCall(project_id, trace_id, span_id, parent_id, key_id is not None))
         keys = [(r.project_id, r.observation.trace_id, r.observation.id) for r in records]
         if not seen and len(set(keys)) == len(keys):
             return list(records)  # the usual case: every span is new
@@ -374,11 +412,13 @@ class SqlStore:
 
     def _write_chunk(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
         trace_pks: dict[tuple[str, str], int] = {}
-        records = self._unseen(conn, records, trace_pks)
+        stored: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+        calls: list[StoredCall] = []
+        records = self._unseen(conn, records, trace_pks, stored, calls)
         if not records:
             return
         compress = self._compress
-        deltas = batch_deltas(records)
+        deltas = batch_deltas(records, stored, duplicate_calls(records, calls))
         # Traces first: their spans refer to them by key. On PostgreSQL sorted, so that concurrent
         # writers take row locks in the same order (no deadlocks). SQLite has one writer: new traces
         # get their keys in the batch's order, so its span rows append to the (trace_pk, span_id)
@@ -420,6 +460,27 @@ class SqlStore:
                 self._rollup_copiers[granularity].write(conn, rollup_rows)
             elif rollup_rows:
                 rollup_upsert.execute(conn, rollup_rows)
+        # Minute rows only for the last DIM_MINUTES_KEPT_S (a backfill of old spans writes none).
+        kept_from = int(time.time()) // 3600 * 3600 - DIM_MINUTES_KEPT_S
+        by_granularity: dict[int, list[tuple[Any, ...]]] = {g: [] for g in self._dim_rollup_upserts}
+        for (g, project, b, dimension, value), r in sorted(
+            deltas.dim_rollups.items(), key=operator.itemgetter(0)
+        ):
+            if g != 60 or b >= kept_from:
+                by_granularity[g].append(rollup_row(project, b, dimension, value, r, compress))
+        for granularity, dim_upsert in self._dim_rollup_upserts.items():
+            if by_granularity[granularity]:
+                dim_upsert.execute(conn, by_granularity[granularity])
+        if kept_from > self._dim_minutes_pruned_before:
+            self._prune_dim_minutes(conn, kept_from)
+
+    def _prune_dim_minutes(self, conn: Connection, kept_from: int) -> None:
+        """Delete the minute rows of the dimension rollups before ``kept_from`` (:data:`DIM_MINUTES_KEPT_S`
+        ago, in whole hours): only the ends of the pages' short ranges (1 hour, 24 hours, their buckets a
+        minute and a quarter of an hour) read them, and they are most of those rollups' rows. Done at
+        most once an hour per process."""
+        conn.execute(t.rollup_dim_minute.delete().where(t.rollup_dim_minute.c.bucket < kept_from))
+        self._dim_minutes_pruned_before = kept_from
 
     def add_scores(self, project_id: str, scores: Sequence[Score]) -> None:
         """Store scores of this project's traces; raises :class:`DuplicateScoreId` when one's id is
@@ -536,6 +597,8 @@ class SqlStore:
             (c.name, query.name),
             (c.user_id, query.user_id),
             (c.session_id, query.session_id),
+            (c.environment, query.environment),
+            (c.release, query.release),
         ):
             if value is not None:
                 conds.append(column == value)
@@ -549,12 +612,17 @@ class SqlStore:
             conds.append(c.end_ns - c.start_ns >= int(query.min_latency_ms * 1e6))
         if query.min_cost_usd is not None:
             conds.append(c.cost_usd >= query.min_cost_usd.usd)
+        if query.max_latency_ms is not None:
+            conds.append(c.end_ns - c.start_ns <= int(query.max_latency_ms * 1e6))
+        if query.max_cost_usd is not None:
+            conds.append(c.cost_usd <= query.max_cost_usd.usd)
         s = t.spans.c
         if query.model is not None:
             # A probe per candidate trace through the spans' (trace_pk, span_id) index, as a scalar
             # subquery: PostgreSQL turns an EXISTS under OR into a hashed subplan that first reads
             # every span of the model (121 ms at 200,000 spans, growing with the table; this: 8 ms).
-            in_trace = and_(s.trace_pk == c.pk, s.model == query.model)
+            # A call matches by the name it was asked for as well as by the one that served it.
+            in_trace = and_(s.trace_pk == c.pk, or_(s.model == query.model, s.request_model == query.model))
             probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
             conds.append(or_(c.model == query.model, probe.is_not(None)))
         if query.search:

@@ -6,6 +6,8 @@ The migrations in ``migrations/versions`` create exactly these tables; a test ch
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -188,6 +190,20 @@ LATENCY_HIST = LargeBinary().with_variant(postgresql.ARRAY(BigInteger), "postgre
 _FLOAT_SUMS = frozenset({"cost_usd", "latency_ms_sum"})
 
 
+def _sum_columns() -> list[Column[Any]]:
+    # the sums: counts and tokens are whole numbers; the cost (USD) and the latency sum are not.
+    # "refused" came later (migration 0020): rows stored before it count 0 refusals.
+    return [
+        Column(
+            sum_,
+            Float if sum_ in _FLOAT_SUMS else BigInteger,
+            nullable=False,
+            server_default=text("0") if sum_ == "refused" else None,
+        )
+        for sum_ in ROLLUP_SUMS
+    ]
+
+
 def _rollup_table(name: str) -> Table:
     return Table(
         name,
@@ -196,8 +212,7 @@ def _rollup_table(name: str) -> Table:
         Column("bucket", BigInteger, primary_key=True),
         Column("model", Text, primary_key=True),
         Column("name", Text, primary_key=True),
-        # the sums: counts and tokens are whole numbers; the cost (USD) and the latency sum are not
-        *(Column(sum_, Float if sum_ in _FLOAT_SUMS else BigInteger, nullable=False) for sum_ in ROLLUP_SUMS),
+        *_sum_columns(),
         # the latency sketch (pilothouse.domain.sketch): counts per bucket, merged by ph_hist_add()
         Column("latency_hist", LATENCY_HIST, nullable=False),
     )
@@ -205,10 +220,37 @@ def _rollup_table(name: str) -> Table:
 
 # Model calls (generations, embeddings) summed per minute and per hour at ingest time, so that
 # dashboards read thousands of rows rather than millions of spans.
+# "Top traces" over a long range walk these, costliest (slowest) first, instead of sorting the range
+# (pilothouse.store.analytics.AnalyticsQueries.top_traces).
+Index("ix_traces_cost", traces.c.project_id, traces.c.cost_usd, traces.c.start_ns)
+Index("ix_traces_latency", traces.c.project_id, (traces.c.end_ns - traces.c.start_ns), traces.c.start_ns)
+
 rollup_minute = _rollup_table("rollup_minute")
 rollup_hour = _rollup_table("rollup_hour")
 
 ROLLUPS = ((60, rollup_minute), (3600, rollup_hour))
+
+
+def _dim_rollup_table(name: str) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("project_id", String(64), primary_key=True),
+        Column("bucket", BigInteger, primary_key=True),
+        Column("dimension", String(16), primary_key=True),  # user, key, prompt, tag
+        Column("value", Text, primary_key=True),  # "" for none (no user, no key, untagged)
+        *_sum_columns(),
+        Column("latency_hist", LATENCY_HIST, nullable=False),
+    )
+
+
+# The same sums per (dimension, value): exact breakdowns by end user, key, prompt version and tag
+# (pilothouse.domain.rollups.DIMENSIONS) without reading spans.
+rollup_dim_minute = _dim_rollup_table("rollup_dim_minute")
+rollup_dim_hour = _dim_rollup_table("rollup_dim_hour")
+rollup_dim_day = _dim_rollup_table("rollup_dim_day")  # UTC days
+
+DIM_ROLLUPS = ((60, rollup_dim_minute), (3600, rollup_dim_hour), (86400, rollup_dim_day))
 
 
 # -- evals: datasets (each version a snapshot of its items), runs, results, scores, response cache ----

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import quantiles
 from pilothouse.store.analytics import RollupRow, SampledCall
+from pilothouse.store.breakdowns import DimensionGroup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,7 +30,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "30d": (30 * 86400, 21600),
 }
 SAMPLE_TRACES = 500  # traces read for the sampled breakdowns, shared out over the range's buckets
-TOP_SCAN = 3000  # newest traces of the range searched for the costliest and slowest
+NONE_LABELS = {"user": "(no user)", "key": "(no key)", "prompt": "(no prompt)", "tag": "(untagged)"}
 
 
 class InvalidRange(ValueError):
@@ -86,7 +87,8 @@ class Totals:
     """Sums over model calls, with their latency histogram."""
 
     requests: float = 0
-    errors: float = 0
+    errors: float = 0  # model errors (refusals apart)
+    refused: float = 0  # calls the gateway turned away (unknown model, limits, budgets)
     input_tokens: float = 0
     output_tokens: float = 0
     cache_read_tokens: float = 0
@@ -104,8 +106,9 @@ class Totals:
 
     @property
     def error_rate(self) -> float | None:
-        """Errors over requests."""
-        return self.errors / self.requests if self.requests else None
+        """Model errors over the requests an upstream was asked (refusals left out of both)."""
+        asked = self.requests - self.refused
+        return self.errors / asked if asked > 0 else None
 
     def latency(self, q: float) -> float | None:
         """A latency quantile: from the histogram (rollups) or the sampled values."""
@@ -145,6 +148,7 @@ def _add_row(total: Totals, r: RollupRow) -> None:
     s = r.sums
     total.requests += s.count
     total.errors += s.errors
+    total.refused += s.refused
     total.input_tokens += s.input_tokens + s.cache_write_tokens
     total.output_tokens += s.output_tokens
     total.cache_read_tokens += s.cache_read_tokens
@@ -170,6 +174,31 @@ def rollup_groups(rows: Iterable[RollupRow], key: Callable[[RollupRow], str]) ->
     for r in rows:
         _add_row(groups.setdefault(key(r) or "(none)", Totals()), r)
     return sorted(groups.items(), key=lambda kv: (-kv[1].requests, kv[0]))
+
+
+def dimension_totals(dimension: str, groups: Iterable[DimensionGroup]) -> list[tuple[str, Totals]]:
+    """Exact totals per value of a dimension (from the dimension rollups), in the order given; the
+    value "" (no user, no key, untagged) named as in :data:`NONE_LABELS`."""
+    out = []
+    for g in groups:
+        s = g.sums
+        out.append(
+            (
+                g.value or NONE_LABELS[dimension],
+                Totals(
+                    requests=s.count,
+                    errors=s.errors,
+                    refused=s.refused,
+                    input_tokens=s.input_tokens + s.cache_write_tokens,
+                    output_tokens=s.output_tokens,
+                    cache_read_tokens=s.cache_read_tokens,
+                    cost_usd=s.cost_usd,
+                    unpriced=s.unpriced,
+                    latency_hist=g.latency_hist,
+                ),
+            )
+        )
+    return out
 
 
 def rollup_series(rows: Iterable[RollupRow], win: Window) -> dict[str, list[Any]]:

@@ -239,6 +239,22 @@ def _message(data: Any) -> ChatMessage | None:
     )
 
 
+def _request_messages(data: dict[str, Any]) -> Any:
+    """The messages of a Responses API request (``input``: text or items, ``instructions``) or a
+    legacy completions request (``prompt``); ``data`` itself when it is neither."""
+    if isinstance(data.get("input"), str):
+        messages: list[Any] = [{"role": "user", "content": data["input"]}]
+    elif isinstance(data.get("input"), list):
+        messages = [m for m in data["input"] if isinstance(m, dict) and isinstance(m.get("role"), str)]
+    elif isinstance(data.get("prompt"), str):
+        messages = [{"role": "user", "content": data["prompt"]}]
+    else:
+        return data
+    if isinstance(data.get("instructions"), str):
+        messages.insert(0, {"role": "system", "content": data["instructions"]})
+    return messages or data
+
+
 def chat_messages(text: str | None, *, default_role: str | None = None) -> list[ChatMessage] | None:
     """The messages of a model call's input or output: a JSON list of messages, one message object,
     a request body with ``messages`` (and ``system``), or, with ``default_role``, plain text as one
@@ -252,6 +268,8 @@ def chat_messages(text: str | None, *, default_role: str | None = None) -> list[
         if isinstance(system, str | list):
             messages.insert(0, {"role": "system", "content": system})
         data = messages
+    elif isinstance(data, dict) and "role" not in data:
+        data = _request_messages(data)
     if isinstance(data, dict):
         data = [data]
     if isinstance(data, list) and data:
@@ -265,10 +283,16 @@ def chat_messages(text: str | None, *, default_role: str | None = None) -> list[
 
 
 def last_turn(messages: list[ChatMessage] | None) -> list[ChatMessage]:
-    """The messages after the last assistant message: what is new in a turn of a conversation."""
+    """The messages after the last assistant message: what is new in a turn of a conversation, led by
+    the user's last message when the new ones are only tool results."""
     if not messages:
         return []
     for index in range(len(messages) - 1, -1, -1):
         if messages[index].role == "assistant":
-            return messages[index + 1 :]
+            new = messages[index + 1 :]
+            if any(m.role == "user" for m in new):
+                return new
+            # a turn of tool results only (an agent's loop): the user's last message, then them
+            asked = [m for m in messages[:index] if m.role == "user"]
+            return asked[-1:] + new
     return [m for m in messages if m.role != "system"] or messages

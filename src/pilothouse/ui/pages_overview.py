@@ -1,6 +1,7 @@
-"""Overview pages: the dashboard, models and deployments, and costs. They read the rollups (exact)
-and a stratified sample of traces (for what the rollups do not hold), so their work does not grow
-with the number of stored traces."""
+"""Overview pages: the dashboard, models and deployments, and costs. They read the rollups (exact: by
+model and name, and by end user, key, prompt version and tag) and a stratified sample of traces (only for
+TTFT and cache savings, which the rollups do not hold), so their work does not grow with the number of
+stored traces."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pilothouse.domain.money import Money
 from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.server.serialise import json_default
 from pilothouse.store.analytics import AnalyticsQueries, RollupRow
+from pilothouse.store.breakdowns import dimension_groups
 from pilothouse.store.costs import CostStore
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError
@@ -41,10 +43,18 @@ def chart_json(data: dict[str, Any]) -> str:
     return orjson.dumps(data, default=json_default).decode().replace("<", "\\u003c")
 
 
+def _exact(
+    queries: AnalyticsQueries, project_id: str, win: an.Window, dimension: str, order: str = "requests"
+) -> list[tuple[str, an.Totals]]:
+    """The top 20 values of a dimension over the window, exact (the dimension rollups)."""
+    groups, _ = dimension_groups(queries.store, project_id, dimension, win.start_s, win.end_s, order=order)
+    return an.dimension_totals(dimension, groups)
+
+
 def _dashboard_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> dict[str, Any]:
     rows = queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
     calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
-    costly, slowest, top_complete = queries.top_traces(project_id, win.start_ns, win.end_ns, scan=an.TOP_SCAN)
+    costly, slowest = queries.top_traces(project_id, win.start_ns, win.end_ns)
     sample = an.weigh_sample(calls, rows, win)
     series = an.rollup_series(rows, win)
     series["ttft"] = an.ttft_series(sample, win)
@@ -57,13 +67,11 @@ def _dashboard_data(queries: AnalyticsQueries, project_id: str, win: an.Window) 
         "series": series,
         "by_model": an.rollup_groups(rows, lambda r: r.model),
         "by_name": an.rollup_groups(rows, lambda r: r.name),
-        "by_key": an.sample_groups(sample, an.key_of)[:20],  # ids; the template shows key names
-        "by_user": an.sample_groups(sample, an.user_of)[:20],
-        "by_prompt": an.sample_groups(sample, an.prompt_of)[:20],
+        "by_key": _exact(queries, project_id, win, "key"),  # ids; the template shows key names
+        "by_user": _exact(queries, project_id, win, "user"),
+        "by_prompt": _exact(queries, project_id, win, "prompt"),
         "costly": costly,
         "slowest": slowest,
-        "top_is_complete": top_complete,
-        "top_scan": an.TOP_SCAN,
     }
 
 
@@ -123,9 +131,9 @@ def _costs_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> d
         "sampled": an.sample_totals(sample),
         "sample": sample,
         "by_model": sorted(an.rollup_groups(rows, lambda r: r.model), key=lambda kv: -kv[1].cost_usd.pico),
-        "by_key": an.sample_groups(sample, an.key_of)[:20],  # ids; the template shows key names
-        "by_user": an.sample_groups(sample, an.user_of)[:20],
-        "by_tag": an.sample_groups(sample, an.tags_of)[:20],
+        "by_key": _exact(queries, project_id, win, "key", "cost"),  # ids; the template shows key names
+        "by_user": _exact(queries, project_id, win, "user", "cost"),
+        "by_tag": _exact(queries, project_id, win, "tag", "cost"),
         "cost_series": an.cost_series_by_model(rows, win),
         "budgets": budgets,
         "key_names": {k.id: k.name for k in queries.store.list_api_keys(project_id)},
@@ -159,7 +167,7 @@ async def budget_rows(page: PageContext, budgets: list[Budget]) -> list[dict[str
 
 
 async def costs(page: PageContext) -> Response:
-    """``/costs``: spend over time and by model (rollups), by key, user and tag and cache savings
+    """``/costs``: spend over time and by model, key, user and tag (rollups, exact), cache savings
     (estimated from the sample), the monthly run-rate, budgets."""
     win = _window(page, "7d")
     data = await page.run(_costs_data, page.queries, page.project_id, win)

@@ -169,7 +169,7 @@ async def _trace_page(page: PageContext, trace_id: str, status: int = 200, **ext
         scores=detail.scores,
         online_items=online_items,
         datasets=[d.name for d in datasets],
-        **{"score_error": None, "dataset_error": None, "dataset_done": None, **extra},
+        **{"score_error": None, "score_form": {}, "dataset_error": None, "dataset_done": None, **extra},
     )
 
 
@@ -219,7 +219,10 @@ async def add_score(page: PageContext) -> Response:
         exists = await page.run(page.state.store.observation_exists, page.project_id, trace_id, None)
         if not exists:
             raise not_found(f"trace {trace_id!r}") from None
-        return await _trace_page(page, trace_id, status=400, score_error=f"Score not added: {exc}.")
+        typed = {k: page.field(k) for k in ("name", "data_type", "value", "observation_id", "comment")}
+        return await _trace_page(
+            page, trace_id, status=400, score_error=f"Score not added: {exc}.", score_form=typed
+        )
     exists = await page.run(page.state.store.observation_exists, page.project_id, trace_id, observation_id)
     if not exists:
         raise not_found(

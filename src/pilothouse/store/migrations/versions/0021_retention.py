@@ -1,7 +1,7 @@
 """Retention per project: ``projects.retention_days`` (NULL keeps traces for ever).
 
 Revision ID: 0021
-Revises: 0016
+Revises: 0020
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021"
-down_revision = "0016"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
