@@ -46,6 +46,17 @@ def _version_param(params: Any, name: str) -> int | None:
     return int(text)
 
 
+def _label_param(params: Any) -> str | None:
+    """The ``label`` query parameter, checked (a 400 naming it when it cannot be a label)."""
+    label = params.get("label")
+    if label is not None:
+        try:
+            check_label(label, settable=False)
+        except PromptError as exc:
+            raise ApiError(400, str(exc), code="invalid_prompt", param="label") from None
+    return label
+
+
 async def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
     """Run a registry call in a thread; its usage errors become 400/404 in the API's JSON shape."""
     try:
@@ -67,12 +78,7 @@ async def get_prompt(request: Request) -> Response:
     """``GET /api/prompts/{name}?label=production`` or ``?version=3`` (default: ``production``)."""
     principal = await _services(request).auth.authenticate(request, Scope.READ)
     params = request.query_params
-    label = params.get("label")
-    if label is not None:
-        try:
-            check_label(label, settable=False)
-        except PromptError as exc:
-            raise ApiError(400, str(exc), code="invalid_prompt", param="label") from None
+    label = _label_param(params)
     try:
         ref = ref_from_fields(request.path_params["name"], label, _version_param(params, "version"))
     except PromptError as exc:
@@ -179,7 +185,7 @@ async def get_canary(request: Request) -> Response:
     sequential test's figures now, and the canary controller's past decisions."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.READ)
-    label = request.query_params.get("label") or "production"
+    label = _label_param(request.query_params) or "production"
     status = await _guarded(
         canary_status,
         services.store,
