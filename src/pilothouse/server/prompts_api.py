@@ -48,7 +48,7 @@ def _version_param(params: Any, name: str) -> int | None:
 
 def _label_param(params: Any) -> str | None:
     """The ``label`` query parameter, checked (a 400 naming it when it cannot be a label)."""
-    label = params.get("label")
+    label: str | None = params.get("label")
     if label is not None:
         try:
             check_label(label, settable=False)
