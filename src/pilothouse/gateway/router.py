@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pilothouse.domain.traces import MAX_MODEL_NAME_CHARS
 from pilothouse.gateway.config import GatewayConfig
 from pilothouse.gateway.health import DeploymentHealth
+from pilothouse.providers.anthropic_native import NATIVE, without_native
 from pilothouse.providers.base import Deployment, Provider, ProviderError
 from pilothouse.providers.registry import create_provider
 
@@ -207,7 +208,7 @@ class Router:
         """A non-streamed completion."""
 
         async def call(_d: Deployment, provider: Provider) -> dict[str, Any]:
-            return await provider.chat(request)
+            return await provider.chat(_for(provider, request))
 
         return await self.run(str(request["model"]), call, attempts)
 
@@ -218,7 +219,7 @@ class Router:
         failure ends the stream (the client already has part of an answer)."""
 
         async def call(_d: Deployment, provider: Provider) -> AsyncIterator[dict[str, Any]]:
-            stream = provider.chat_stream(request)
+            stream = provider.chat_stream(_for(provider, request))
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -257,6 +258,14 @@ class Router:
         """Close every provider's connections."""
         for provider in self.providers.values():
             await provider.close()
+
+
+def _for(provider: Provider, request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` as ``provider`` takes it: a native Anthropic body only for a provider that speaks it
+    (the others get the translated request it rides along with)."""
+    if NATIVE in request and getattr(provider, "native", None) != "anthropic":
+        return without_native(request)
+    return request
 
 
 async def _prepend(
