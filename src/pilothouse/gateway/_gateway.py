@@ -495,7 +495,7 @@ class Gateway:
             )
         native = request.get(NATIVE)
 
-        async def count(_d: Deployment, provider: Any) -> dict[str, Any]:
+        async def count(_d: Deployment, provider: Any, _sent: dict[str, Any]) -> dict[str, Any]:
             counter = getattr(provider, "count_tokens", None)
             if counter is None or native is None:
                 return {"input_tokens": estimate_prompt_tokens(without_native(request))}
@@ -503,7 +503,7 @@ class Gateway:
             return result
 
         try:
-            result, _ = await self.router.run(model, count, [])
+            result, _ = await self.router.run(request, "count_tokens", count, [])
         except UnknownModel:
             raise GatewayError(
                 404, f"The model '{_shown(model)}' is not served here.", code="model_not_found", param="model"

@@ -141,6 +141,8 @@ def messages_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
             request["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
         elif kind in ("auto", "none"):
             request["tool_choice"] = kind
+        if choice.get("disable_parallel_tool_use") is True and body.get("tools"):
+            request["parallel_tool_calls"] = False
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         request["user"] = user
@@ -390,6 +392,8 @@ def openai_to_messages_request(request: dict[str, Any], model: str) -> dict[str,
         out["tool_choice"] = {"type": choice}
     elif isinstance(choice, dict):
         out["tool_choice"] = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    if request.get("parallel_tool_calls") is False and request.get("tools"):
+        out["tool_choice"] = {**out.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
     if request.get("user"):
         out["metadata"] = {"user_id": request["user"]}
     return out
