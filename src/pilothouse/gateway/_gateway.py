@@ -62,7 +62,7 @@ from pilothouse.gateway.upstream_errors import SHOULD_RETRY, retry_cannot_help, 
 from pilothouse.gateway.validation import InvalidRequest
 from pilothouse.prompts import PromptRegistry
 from pilothouse.providers.anthropic_native import NATIVE, without_native
-from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.base import Deployment, ProviderError, outgoing_traceparent
 
 log = logging.getLogger("pilothouse.gateway")
 
@@ -289,6 +289,7 @@ class Gateway:
         """A chat completion, streamed when ``request["stream"]``; ``request`` is a checked OpenAI
         chat request. Raises :class:`GatewayError` (recorded)."""
         call.request = request
+        outgoing_traceparent.set(f"00-{call.trace_id}-{call.span_id}-01")  # the upstream joins the trace
         try:
             limit_headers = await self._admit(caller, request["model"])
             route = self.guardrails.for_model(request["model"]) if self.guardrails is not None else None
@@ -466,6 +467,7 @@ class Gateway:
     async def embed(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
         """Embeddings for a checked OpenAI embeddings request. Raises :class:`GatewayError`."""
         call.request = request
+        outgoing_traceparent.set(f"00-{call.trace_id}-{call.span_id}-01")
         try:
             limit_headers = await self._admit(caller, request["model"])
             await self._reserve(caller, call, request)

@@ -17,7 +17,7 @@ from pilothouse.providers.anthropic_format import (
     openai_to_messages_request,
 )
 from pilothouse.providers.anthropic_native import NATIVE, tag_chunks, upstream_body
-from pilothouse.providers.base import Deployment, ProviderError, upstream_json
+from pilothouse.providers.base import Deployment, ProviderError, request_headers, upstream_json
 from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -70,8 +70,12 @@ class AnthropicProvider:
     def _body(self, request: dict[str, Any], stream: bool) -> tuple[bytes, dict[str, str] | None]:
         native = request.get(NATIVE)
         if native is not None:
-            return orjson.dumps(upstream_body(native, self.model, stream)), native.get("headers") or None
-        return orjson.dumps({**openai_to_messages_request(request, self.model), "stream": stream}), None
+            return orjson.dumps(upstream_body(native, self.model, stream)), request_headers(
+                native.get("headers")
+            )
+        return orjson.dumps(
+            {**openai_to_messages_request(request, self.model), "stream": stream}
+        ), request_headers()
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         body, headers = self._body(request, False)

@@ -28,13 +28,11 @@ from pilothouse.gateway.validation import (
 from pilothouse.providers.anthropic import OVERLOADED
 from pilothouse.providers.anthropic_format import messages_to_openai_request, openai_to_messages_response
 from pilothouse.providers.anthropic_native import NATIVE, native_request
+from pilothouse.server.attribution import USER_HEADER, attribution, without_tags
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response, retry_headers
 from pilothouse.server.state import Services
 from pilothouse.server.wire import ANTHROPIC_TYPES, AnthropicWire, OpenAIWire
-
-USER_HEADER = "x-pilothouse-user"
-TAGS_HEADER = "x-pilothouse-tags"  # comma-separated; budgets and reports by tag use them
 
 Wire = OpenAIWire | AnthropicWire
 
@@ -51,12 +49,7 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
     principal = await services.auth.authenticate(request, Scope.GATEWAY)
     headers = request.headers
     gateway = services.gateway
-    caller = Caller(
-        principal.project_id,
-        principal.key,
-        user_id=headers.get(USER_HEADER),
-        tags=tuple(t.strip() for t in headers.get(TAGS_HEADER, "").split(",") if t.strip()),
-    )
+    caller = Caller(principal.project_id, principal.key, user_id=headers.get(USER_HEADER))
     if gateway.caches.enabled:  # the request's cache directives matter only when a cache is on
         caller.cache_policy = cache_policy(headers)
     call = gateway.start(operation, caller, traceparent=headers.get("traceparent"))
@@ -67,7 +60,11 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
     if _nesting_exceeds(body, MAX_NESTING):
         error = ApiError(400, f"Request body is nested more than {MAX_NESTING} levels deep.", code="too_deep")
         raise await gateway.fail(call, error) from None
+    said = attribution(headers, body)
+    caller.tags = call.tags = said.tags
+    call.session_id, call.metadata = said.session_id, said.metadata
     if isinstance(body, dict):
+        body = without_tags(body)
         call.request = body
         if isinstance(body.get("user"), str) and call.user_id is None:
             call.user_id = body["user"]
@@ -198,6 +195,9 @@ def _translated(body: dict[str, Any], request: Request) -> dict[str, Any]:
         raise InvalidRequest(
             400, "The request could not be read as a Messages request: a field has an unexpected shape."
         ) from None
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and set(metadata) - {"user_id"}:  # Anthropic takes only user_id there
+        body = {**body, "metadata": {k: v for k, v in metadata.items() if k == "user_id"}}
     openai_request[NATIVE] = native_request(body, request.headers)
     return openai_request
 
