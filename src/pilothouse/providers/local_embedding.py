@@ -88,8 +88,8 @@ class LocalEmbeddingProvider:
 
     async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
         value = request.get("input")
-        if is_token_input(value):  # LangChain's default: cl100k_base token ids, decoded offline or a 400
-            value = decode_token_inputs(value, self.token_vocabulary)
+        if isinstance(value, list) and is_token_input(value):  # LangChain's default: cl100k_base ids
+            value = decode_token_inputs(value, self.token_vocabulary)  # decoded offline, or a 400
         texts = [value] if isinstance(value, str) else list(value or [])
         if not texts or len(texts) > MAX_INPUTS or not all(isinstance(t, str) for t in texts):
             raise ProviderError(
