@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -64,3 +65,20 @@ def test_tags_metadata_session_and_traceparent(gw: Gateway, upstream: SimulatedU
     assert generation["parent_id"] == CLIENT_SPAN
     # the upstream is a child of the gateway's span, in the client's trace
     assert headers["traceparent"] == f"00-{trace_id}-{generation['id']}-01"
+
+
+def test_anthropic_metadata_tags_are_recorded_and_only_user_id_goes_to_anthropic(
+    gw: Gateway, upstream: SimulatedUpstream
+) -> None:
+    client = anthropic.Anthropic(base_url=gw.server.base_url, api_key=gw.key, max_retries=0)
+    trace_id = TRACE_ID[:-4] + "0003"
+    client.messages.create(
+        model="claude",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "hello"}],
+        metadata={"user_id": "u-9", "tags": ["agents"], "team": "search"},  # type: ignore[typeddict-unknown-key]
+        extra_headers={"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"},
+    )
+    assert upstream.requests[-1]["metadata"] == {"user_id": "u-9"}
+    trace = _trace(gw, trace_id)
+    assert trace["tags"] == ["agents"] and trace["metadata"]["team"] == "search" and trace["user_id"] == "u-9"
