@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from pilothouse.domain.traces import token_count
+from pilothouse.providers.anthropic_blocks import anthropic_blocks, openai_content, openai_parts
 
 _STOP_TO_ANTHROPIC = {
     "stop": "end_turn",
@@ -50,47 +51,20 @@ def _json_value(text: Any) -> Any:
 # -- Anthropic request -> OpenAI request (the gateway's /v1/messages over any provider) ------------
 
 
-def _openai_parts(blocks: list[Any]) -> list[dict[str, Any]]:
-    """OpenAI content parts for Anthropic text and image blocks, each kept apart."""
-    parts: list[dict[str, Any]] = []
-    for block in blocks:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text":
-            parts.append({"type": "text", "text": block.get("text", "")})
-        elif block.get("type") == "image":
-            source = block.get("source") or {}
-            if source.get("type") == "base64":
-                url = f"data:{source.get('media_type')};base64,{source.get('data')}"
-            else:
-                url = str(source.get("url"))
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-    return parts
-
-
-def _openai_content(parts: Any) -> Any:
-    """One text part as a plain string (what every OpenAI-style upstream takes), else the parts."""
-    if isinstance(parts, str) or not parts:
-        return parts or None
-    if len(parts) == 1 and parts[0]["type"] == "text":
-        return parts[0]["text"]
-    return parts
-
-
 def messages_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat request equivalent to an Anthropic Messages request."""
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        system_parts = _openai_parts(system) if isinstance(system, list) else system
-        messages.append({"role": "system", "content": _openai_content(system_parts)})
+        system_parts = openai_parts(system) if isinstance(system, list) else system
+        messages.append({"role": "system", "content": openai_content(system_parts)})
     for message in body.get("messages") or []:
         role, content = message.get("role"), message.get("content")
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
             continue
         blocks = content if isinstance(content, list) else []
-        parts = _openai_parts(blocks)
+        parts = openai_parts(blocks)
         tool_uses = [b for b in blocks if b.get("type") == "tool_use"]
         for result in (b for b in blocks if b.get("type") == "tool_result"):
             messages.append(
@@ -101,7 +75,7 @@ def messages_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
                 }
             )
         if parts or tool_uses:
-            out: dict[str, Any] = {"role": role, "content": _openai_content(parts)}
+            out: dict[str, Any] = {"role": role, "content": openai_content(parts)}
             if tool_uses:
                 out["tool_calls"] = [
                     {
@@ -308,35 +282,14 @@ class MessagesStreamEncoder:
 # -- OpenAI request -> Anthropic request (the anthropic provider) ---------------------------------
 
 
-def _anthropic_blocks(content: Any) -> list[dict[str, Any]]:
-    """Anthropic text and image blocks for OpenAI content (a string or parts, each kept apart)."""
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    blocks: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else []:
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text" and part.get("text"):
-            blocks.append({"type": "text", "text": part["text"]})
-        elif part.get("type") == "image_url":
-            url = str((part.get("image_url") or {}).get("url") or "")
-            head, _, data = url.partition(";base64,")
-            if url.startswith("data:") and data:
-                source = {"type": "base64", "media_type": head[5:], "data": data}
-            else:
-                source = {"type": "url", "url": url}
-            blocks.append({"type": "image", "source": source})
-    return blocks
-
-
 def openai_to_messages_request(request: dict[str, Any], model: str) -> dict[str, Any]:
     """An Anthropic Messages request equivalent to an OpenAI chat request."""
     system: list[str] = []
     messages: list[dict[str, Any]] = []
     for message in request.get("messages") or []:
         role, content = message.get("role"), message.get("content")
-        if role in ("system", "developer"):
-            system.append(_text_of(content))
+        if role in ("system", "developer"):  # each text part its own line
+            system.extend(b["text"] for b in anthropic_blocks(content) if b["type"] == "text")
         elif role == "tool":
             block = {
                 "type": "tool_result",
@@ -348,7 +301,7 @@ def openai_to_messages_request(request: dict[str, Any], model: str) -> dict[str,
             else:
                 messages.append({"role": "user", "content": [block]})
         else:
-            blocks: list[dict[str, Any]] = _anthropic_blocks(content)
+            blocks: list[dict[str, Any]] = anthropic_blocks(content)
             text = _text_of(content)
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
