@@ -6,6 +6,7 @@ events are Anthropic's own, 529 stays overloaded, count_tokens and the Anthropic
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -182,3 +183,36 @@ def test_count_tokens_and_the_anthropic_model_list(gw: Gateway, echo: SimulatedU
     assert raw["has_more"] is False and raw["first_id"] == raw["data"][0]["id"]
     openai_shape = httpx.get(f"{gw.base_url}/models", headers=gw.auth).json()
     assert openai_shape["object"] == "list" and openai_shape["data"][0]["object"] == "model"
+
+
+def test_a_cached_native_answer_is_replayed_with_its_thinking(
+    tmp_path: Path, echo: SimulatedUpstream
+) -> None:
+    models = [
+        {"name": "claude", "provider": "anthropic", "model": "claude-sonnet-4", "base_url": echo.base_url}
+    ]
+    gateway = start_gateway(tmp_path, echo, models, extra={"cache": {"enabled": True, "ttl_s": 600}})
+    try:
+        client = _client(gateway)
+        request: dict[str, Any] = {
+            "model": "claude",
+            "max_tokens": 32,
+            "thinking": {"type": "enabled", "budget_tokens": 1024},
+            "messages": [{"role": "user", "content": "cache me please"}],
+        }
+        first = client.messages.with_raw_response.create(**request)
+        asked = len(echo.requests)
+        with client.messages.stream(**request) as stream:
+            final = stream.get_final_message()
+            assert stream.response.headers["x-pilothouse-cache"] == "hit"
+        assert len(echo.requests) == asked  # answered from the cache
+        assert final.model_dump()["content"] == first.parse().model_dump()["content"]
+        assert [block.type for block in final.content] == ["thinking", "text"]
+        # a native stream's own answer is not cached (only its translation was assembled)
+        streamed = {**request, "messages": [{"role": "user", "content": "streamed first"}]}
+        for _ in range(2):
+            with client.messages.stream(**streamed) as stream:
+                stream.get_final_message()
+                assert stream.response.headers["x-pilothouse-cache"] == "miss"
+    finally:
+        gateway.server.stop()

@@ -889,7 +889,10 @@ class Gateway:
             await self._settle(call, cost, unknown_is_worst_case=usage.is_empty)
             try:
                 await self._count_tokens(caller, usage)
-                if status is Status.OK:
+                # a native Anthropic stream's answer is not cached: only its translation was assembled
+                if status is Status.OK and not (
+                    NATIVE in call.request and deployment.provider == "anthropic"
+                ):
                     await self._store(cached, deployment, final, cost)
             except Exception:
                 log.warning("gateway stream %s: counting its tokens or caching it failed", call.trace_id)

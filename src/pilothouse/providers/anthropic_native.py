@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 NATIVE = "_anthropic_native"  # never a field of OpenAI's or Anthropic's API
 FORWARDED_HEADERS = ("anthropic-beta",)  # client headers an Anthropic upstream must see too
 MAX_HEADER_CHARS = 1000
@@ -42,3 +44,37 @@ def tag_chunks(
     if not chunks:
         return [{**template, "choices": [], NATIVE: event}]
     return [{**chunk, NATIVE: event if i == 0 else None} for i, chunk in enumerate(chunks)]
+
+
+def message_events(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream events of a whole Anthropic ``message`` (a cached answer replayed as a stream):
+    every block, thinking and its signature included, as Anthropic streams it."""
+    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {**start, "usage": {**usage, "output_tokens": 0}}}
+    ]
+    for index, block in enumerate(message.get("content") or []):
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            opened, deltas = {**block, "text": ""}, [{"type": "text_delta", "text": block.get("text", "")}]
+        elif kind == "thinking":
+            opened = {**block, "thinking": "", "signature": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": block.get("thinking", "")},
+                {"type": "signature_delta", "signature": block.get("signature", "")},
+            ]
+        elif kind == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            opened, deltas = {**block, "input": {}}, [{"type": "input_json_delta", "partial_json": arguments}]
+        else:  # redacted thinking, server tools' blocks: whole in their start event
+            opened, deltas = block, []
+        events.append({"type": "content_block_start", "index": index, "content_block": opened})
+        events += [{"type": "content_block_delta", "index": index, "delta": d} for d in deltas]
+        events.append({"type": "content_block_stop", "index": index})
+    delta = {"stop_reason": message.get("stop_reason"), "stop_sequence": message.get("stop_sequence")}
+    events.append(
+        {"type": "message_delta", "delta": delta, "usage": {"output_tokens": usage.get("output_tokens", 0)}}
+    )
+    events.append({"type": "message_stop"})
+    return events
