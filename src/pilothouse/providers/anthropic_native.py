@@ -49,7 +49,8 @@ def tag_chunks(
 def message_events(message: dict[str, Any]) -> list[dict[str, Any]]:
     """The stream events of a whole Anthropic ``message`` (a cached answer replayed as a stream):
     every block, thinking and its signature included, as Anthropic streams it."""
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else {}
+    reported = message.get("usage")
+    usage: dict[str, Any] = reported if isinstance(reported, dict) else {}
     start = {**message, "content": [], "stop_reason": None, "stop_sequence": None}
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {**start, "usage": {**usage, "output_tokens": 0}}}
