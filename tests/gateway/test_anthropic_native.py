@@ -216,3 +216,19 @@ def test_a_cached_native_answer_is_replayed_with_its_thinking(
                 assert stream.response.headers["x-pilothouse-cache"] == "miss"
     finally:
         gateway.server.stop()
+
+
+def test_hostile_bodies_get_anthropic_errors_not_500s(gw: Gateway) -> None:
+    url = f"{gw.base_url}/messages/count_tokens"
+    for body in (b"[1, 2]", b"not json", b'{"model": "claude", "messages": "x"}', b'{"model": 5}'):
+        answer = httpx.post(url, content=body, headers={**gw.auth, "content-type": "application/json"})
+        assert answer.status_code == 400 and answer.json()["type"] == "error", body
+    assert httpx.post(url, json={"model": "claude", "messages": []}).status_code == 401  # no key
+    noisy = {
+        "model": "claude",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}],
+        "metadata": {"tags": [f"t{i}" * 100 for i in range(500)], **{f"k{i}": "v" * 500 for i in range(500)}},
+    }
+    headers = {**gw.auth, "x-pilothouse-session-id": "s" * 10_000, "anthropic-beta": "b" * 10_000}
+    assert httpx.post(f"{gw.base_url}/messages", json=noisy, headers=headers).status_code == 200
