@@ -15,6 +15,7 @@ from pilothouse.gateway.cache import CachedAnswer, CachePolicy, ResponseCache, c
 from pilothouse.gateway.recording import CallSpan, output_text, usage_from_openai
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, SemanticLookup
+from pilothouse.providers.anthropic_native import NATIVE, message_events
 from pilothouse.providers.base import Deployment, ProviderError
 
 log = logging.getLogger("pilothouse.cache")
@@ -36,7 +37,18 @@ class CacheOutcome:
 
 
 async def replay(response: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """A complete answer (cached, or a cascade's) as the chunks of a stream."""
+    """A complete answer (cached, or a cascade's) as the chunks of a stream; an Anthropic deployment's
+    own answer as its own stream events (thinking blocks and all)."""
+    native = response.get(NATIVE)
+    if isinstance(native, dict):
+        for event in message_events(native):
+            yield {
+                "object": "chat.completion.chunk",
+                "model": response.get("model"),
+                "choices": [],
+                NATIVE: event,
+            }
+        return
     for chunk in replay_chunks(response):
         yield chunk
 

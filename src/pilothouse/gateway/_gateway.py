@@ -61,7 +61,8 @@ from pilothouse.gateway.router import Router, UnknownModel
 from pilothouse.gateway.upstream_errors import SHOULD_RETRY, retry_cannot_help, upstream_status
 from pilothouse.gateway.validation import InvalidRequest
 from pilothouse.prompts import PromptRegistry
-from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.anthropic_native import NATIVE, without_native
+from pilothouse.providers.base import Deployment, ProviderError, outgoing_traceparent
 
 log = logging.getLogger("pilothouse.gateway")
 
@@ -288,9 +289,12 @@ class Gateway:
         """A chat completion, streamed when ``request["stream"]``; ``request`` is a checked OpenAI
         chat request. Raises :class:`GatewayError` (recorded)."""
         call.request = request
+        outgoing_traceparent.set(f"00-{call.trace_id}-{call.span_id}-01")  # the upstream joins the trace
         try:
             limit_headers = await self._admit(caller, request["model"])
             route = self.guardrails.for_model(request["model"]) if self.guardrails is not None else None
+            if route is not None:  # guards check and redact the translated request and answer only
+                request = without_native(request)
             if route is not None and route.input:
                 request = await self._guard_input(call, route, request)
             cached = await self._lookup(caller, call, request)
@@ -463,6 +467,7 @@ class Gateway:
     async def embed(self, call: CallSpan, request: dict[str, Any], caller: Caller) -> GatewayReply:
         """Embeddings for a checked OpenAI embeddings request. Raises :class:`GatewayError`."""
         call.request = request
+        outgoing_traceparent.set(f"00-{call.trace_id}-{call.span_id}-01")
         try:
             limit_headers = await self._admit(caller, request["model"])
             await self._reserve(caller, call, request)
@@ -477,6 +482,38 @@ class Gateway:
         return GatewayReply(
             call, {**self._headers(call, cost), **limit_headers}, response=response, cost=cost, after=after
         )
+
+    async def count_tokens(self, caller: Caller, request: dict[str, Any]) -> dict[str, Any]:
+        """``{"input_tokens": n}`` for a chat request: an Anthropic deployment's own count of the
+        native Messages body riding along (:mod:`pilothouse.providers.anthropic_native`), else the
+        gateway's estimate. Not a model call: neither recorded nor billed. Raises :class:`GatewayError`."""
+        model = str(request["model"])
+        if caller.key is not None and not caller.key.may_use(model):
+            raise GatewayError(
+                403,
+                f"This key may not call the model '{_shown(model)}'.",
+                code="model_not_allowed",
+                param="model",
+            )
+        native = request.get(NATIVE)
+
+        async def count(_d: Deployment, provider: Any, _sent: dict[str, Any]) -> dict[str, Any]:
+            counter = getattr(provider, "count_tokens", None)
+            if counter is None or native is None:
+                return {"input_tokens": estimate_prompt_tokens(without_native(request))}
+            result: dict[str, Any] = await counter(native["body"], native.get("headers") or {})
+            return result
+
+        try:
+            result, _ = await self.router.run(request, "count_tokens", count, [])
+        except UnknownModel:
+            raise GatewayError(
+                404, f"The model '{_shown(model)}' is not served here.", code="model_not_found", param="model"
+            ) from None
+        except ProviderError as exc:
+            status, message, code, kind = upstream_status(exc, model, [])
+            raise GatewayError(status, message, code=code, kind=kind) from None
+        return result
 
     def worst_case_cost(self, request: Mapping[str, Any]) -> Money | None:
         """The most a request can cost on any deployment that may serve it (fallbacks and every step
@@ -852,7 +889,10 @@ class Gateway:
             await self._settle(call, cost, unknown_is_worst_case=usage.is_empty)
             try:
                 await self._count_tokens(caller, usage)
-                if status is Status.OK:
+                # a native Anthropic stream's answer is not cached: only its translation was assembled
+                if status is Status.OK and not (
+                    NATIVE in call.request and deployment.provider == "anthropic"
+                ):
                     await self._store(cached, deployment, final, cost)
             except Exception:
                 log.warning("gateway stream %s: counting its tokens or caching it failed", call.trace_id)

@@ -22,6 +22,7 @@ import orjson
 from pilothouse.config import CacheSettings
 from pilothouse.domain.money import Money
 from pilothouse.gateway.redis_client import RedisUnavailable, connect_redis, redis_errors
+from pilothouse.providers.anthropic_native import NATIVE
 
 _IGNORED = frozenset({"stream", "stream_options", "user"})
 
@@ -47,6 +48,9 @@ def cache_key(project_id: str, request: Mapping[str, Any]) -> str:
     """The cache key of a chat request in a project: ``<project>:<digest>`` (entries are counted per
     project by that prefix)."""
     normalised = {k: v for k, v in request.items() if k not in _IGNORED}
+    native = normalised.get(NATIVE)
+    if isinstance(native, dict) and isinstance(native.get("body"), dict):  # stream or not: one answer
+        normalised[NATIVE] = {**native, "body": {k: v for k, v in native["body"].items() if k != "stream"}}
     digest = hashlib.sha256(orjson.dumps(normalised, option=orjson.OPT_SORT_KEYS)).hexdigest()
     return f"{project_id}:{digest}"
 

@@ -124,6 +124,8 @@ class CallSpan:
     kind: ObservationKind | None = None  # default: generation (embedding for embeddings)
     trace: TraceAttributes | None = None  # trace-level facts; default the end user and tags
     prompt: tuple[str, int] | None = None  # the registry's prompt (name, version) the request used
+    session_id: str | None = None  # the client's session (x-pilothouse-session-id)
+    metadata: dict[str, str] = field(default_factory=dict)  # the request's metadata key/values
 
     def first_token(self) -> None:
         """Mark the time to first token (once)."""
@@ -249,7 +251,13 @@ class CallSpan:
             prompt_version=attributes.get("pilothouse.prompt.version"),
         )
         # each record its own trace facts: the normaliser and the batch writer may change them
-        trace = replace(self.trace) if self.trace else TraceAttributes(user_id=self.user_id, tags=self.tags)
+        trace = (
+            replace(self.trace)
+            if self.trace
+            else TraceAttributes(
+                user_id=self.user_id, session_id=self.session_id, tags=self.tags, metadata=dict(self.metadata)
+            )
+        )
         return SpanRecord(self.project_id, observation, trace)
 
 

@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 from pilothouse.domain.traces import MAX_MODEL_NAME_CHARS
 from pilothouse.gateway.config import GatewayConfig
 from pilothouse.gateway.health import DeploymentHealth
+from pilothouse.providers.anthropic_native import NATIVE, without_native
 from pilothouse.providers.base import Deployment, Provider, ProviderError
+from pilothouse.providers.capabilities import DROP_PARAMS, unhonoured, without
 from pilothouse.providers.registry import create_provider
 
 T = TypeVar("T")
@@ -32,16 +34,20 @@ class Attempt:
     status: int
     latency_ms: float
     error: str | None = None
+    dropped: tuple[str, ...] = ()  # parameters the deployment could not honour, dropped as asked
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
+        out: dict[str, Any] = {
             "deployment": self.deployment,
             "model": self.model,
             "status": self.status,
             "latency_ms": round(self.latency_ms, 3),
             "error": self.error,
         }
+        if self.dropped:
+            out["dropped_params"] = list(self.dropped)
+        return out
 
 
 class RoutingError(ProviderError):
@@ -136,11 +142,16 @@ class Router:
         return float(delay)
 
     async def run(
-        self, model: str, call: Callable[[Deployment, Provider], Awaitable[T]], attempts: list[Attempt]
+        self,
+        request: dict[str, Any],
+        operation: str,
+        call: Callable[[Deployment, Provider, dict[str, Any]], Awaitable[T]],
+        attempts: list[Attempt],
     ) -> tuple[T, Deployment]:
-        """Call deployments of ``model`` (then of its fallbacks) until one succeeds; every try is
-        appended to ``attempts``. Raises :class:`UnknownModel` or the last :class:`ProviderError`."""
-        model = self.resolve(model)
+        """Call deployments of ``request``'s model (then of its fallbacks) until one succeeds, each
+        with ``request`` as it takes it (:func:`adapt`); every try is appended to ``attempts``.
+        Raises :class:`UnknownModel` or the last :class:`ProviderError`."""
+        model = self.resolve(str(request["model"]))
         if model not in self.deployments:
             raise UnknownModel(model)
         last: ProviderError | None = None
@@ -155,7 +166,10 @@ class Router:
                 health = self.health[deployment]
                 health.start()
                 started = time.perf_counter()
+                dropped: tuple[str, ...] = ()
                 try:
+                    provider = self.providers[deployment]
+                    sent, dropped = adapt(operation, deployment, provider, request)
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise ProviderError(
@@ -164,7 +178,7 @@ class Router:
                     try:
                         # asyncio.timeout, not wait_for: no extra task per request
                         async with asyncio.timeout(remaining):
-                            result = await call(deployment, self.providers[deployment])
+                            result = await call(deployment, provider, sent)
                     except TimeoutError:
                         raise ProviderError(
                             504,
@@ -190,7 +204,7 @@ class Router:
                     health.failed("cancelled", counts=False)
                     raise
                 health.succeeded(_ms(started))
-                attempts.append(Attempt(deployment.id, deployment.model, 200, _ms(started)))
+                attempts.append(Attempt(deployment.id, deployment.model, 200, _ms(started), dropped=dropped))
                 return result, deployment
         if last is None:
             raise ProviderError(
@@ -206,10 +220,10 @@ class Router:
     ) -> tuple[dict[str, Any], Deployment]:
         """A non-streamed completion."""
 
-        async def call(_d: Deployment, provider: Provider) -> dict[str, Any]:
-            return await provider.chat(request)
+        async def call(_d: Deployment, provider: Provider, sent: dict[str, Any]) -> dict[str, Any]:
+            return await provider.chat(sent)
 
-        return await self.run(str(request["model"]), call, attempts)
+        return await self.run(request, "chat", call, attempts)
 
     async def chat_stream(
         self, request: dict[str, Any], attempts: list[Attempt]
@@ -217,8 +231,10 @@ class Router:
         """A streamed completion. Attempts fail over until the first chunk has arrived; after that, a
         failure ends the stream (the client already has part of an answer)."""
 
-        async def call(_d: Deployment, provider: Provider) -> AsyncIterator[dict[str, Any]]:
-            stream = provider.chat_stream(request)
+        async def call(
+            _d: Deployment, provider: Provider, sent: dict[str, Any]
+        ) -> AsyncIterator[dict[str, Any]]:
+            stream = provider.chat_stream(sent)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -228,17 +244,17 @@ class Router:
                 raise
             return _prepend(first, stream)
 
-        return await self.run(str(request["model"]), call, attempts)
+        return await self.run(request, "chat", call, attempts)
 
     async def embed(
         self, request: dict[str, Any], attempts: list[Attempt]
     ) -> tuple[dict[str, Any], Deployment]:
         """Embeddings."""
 
-        async def call(_d: Deployment, provider: Provider) -> dict[str, Any]:
-            return await provider.embed(request)
+        async def call(_d: Deployment, provider: Provider, sent: dict[str, Any]) -> dict[str, Any]:
+            return await provider.embed(sent)
 
-        return await self.run(str(request["model"]), call, attempts)
+        return await self.run(request, "embeddings", call, attempts)
 
     def health_report(self) -> list[dict[str, Any]]:
         """Every deployment with its circuit state and load figures."""
@@ -257,6 +273,28 @@ class Router:
         """Close every provider's connections."""
         for provider in self.providers.values():
             await provider.close()
+
+
+def adapt(
+    operation: str, deployment: Deployment, provider: Provider, request: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``request`` as ``deployment`` takes it, and the parameters dropped from it: a native Anthropic
+    body only for a provider that speaks it; a parameter the provider cannot honour refused (a 400
+    naming it) unless the request or the deployment allows dropping it."""
+    if NATIVE in request and getattr(provider, "native", None) != "anthropic":
+        request = without_native(request)
+    names = unhonoured(operation, deployment.provider, request)
+    if names and request.get(DROP_PARAMS) is not True and deployment.options.get(DROP_PARAMS) is not True:
+        raise ProviderError(
+            400,
+            f"The parameter '{names[0]}' cannot be honoured by model '{deployment.name}' "
+            f'({deployment.provider} deployment); remove it, or send "{DROP_PARAMS}": true to drop it.',
+            kind="invalid_request_error",
+            code="unsupported_parameter",
+        )
+    if names or DROP_PARAMS in request:
+        request = without(request, names)
+    return request, tuple(names)
 
 
 async def _prepend(

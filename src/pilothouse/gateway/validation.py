@@ -42,10 +42,12 @@ CHAT_PARAMETERS = frozenset(
         "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
         # sampling parameters of OpenAI-compatible servers (vLLM, llama.cpp), passed on to them
         "top_k", "min_p", "repetition_penalty",
+        # the gateway's own: drop what the chosen deployment cannot honour (else a 400 names it)
+        "drop_params",
     }
 )  # fmt: skip
 """The top-level parameters of OpenAI's chat completions API (any other is a 400, as OpenAI answers)."""
-EMBEDDINGS_PARAMETERS = frozenset({"model", "input", "encoding_format", "dimensions", "user"})
+EMBEDDINGS_PARAMETERS = frozenset({"model", "input", "encoding_format", "dimensions", "user", "drop_params"})
 """The top-level parameters of OpenAI's embeddings API."""
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from pilothouse.domain.traces import token_count
+from pilothouse.providers.anthropic_blocks import anthropic_blocks, openai_content, openai_parts
 
 _STOP_TO_ANTHROPIC = {
     "stop": "end_turn",
@@ -55,14 +56,15 @@ def messages_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        messages.append({"role": "system", "content": _text_of(system)})
+        system_parts = openai_parts(system) if isinstance(system, list) else system
+        messages.append({"role": "system", "content": openai_content(system_parts)})
     for message in body.get("messages") or []:
         role, content = message.get("role"), message.get("content")
         if isinstance(content, str):
             messages.append({"role": role, "content": content})
             continue
         blocks = content if isinstance(content, list) else []
-        texts = [b.get("text", "") for b in blocks if b.get("type") == "text"]
+        parts = openai_parts(blocks)
         tool_uses = [b for b in blocks if b.get("type") == "tool_use"]
         for result in (b for b in blocks if b.get("type") == "tool_result"):
             messages.append(
@@ -72,8 +74,8 @@ def messages_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
                     "content": _text_of(result.get("content")),
                 }
             )
-        if texts or tool_uses:
-            out: dict[str, Any] = {"role": role, "content": "".join(texts) if texts else None}
+        if parts or tool_uses:
+            out: dict[str, Any] = {"role": role, "content": openai_content(parts)}
             if tool_uses:
                 out["tool_calls"] = [
                     {
@@ -113,6 +115,8 @@ def messages_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
             request["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
         elif kind in ("auto", "none"):
             request["tool_choice"] = kind
+        if choice.get("disable_parallel_tool_use") is True and body.get("tools"):
+            request["parallel_tool_calls"] = False
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         request["user"] = user
@@ -284,8 +288,8 @@ def openai_to_messages_request(request: dict[str, Any], model: str) -> dict[str,
     messages: list[dict[str, Any]] = []
     for message in request.get("messages") or []:
         role, content = message.get("role"), message.get("content")
-        if role in ("system", "developer"):
-            system.append(_text_of(content))
+        if role in ("system", "developer"):  # each text part its own line
+            system.extend(b["text"] for b in anthropic_blocks(content) if b["type"] == "text")
         elif role == "tool":
             block = {
                 "type": "tool_result",
@@ -297,10 +301,8 @@ def openai_to_messages_request(request: dict[str, Any], model: str) -> dict[str,
             else:
                 messages.append({"role": "user", "content": [block]})
         else:
-            blocks: list[dict[str, Any]] = []
+            blocks: list[dict[str, Any]] = anthropic_blocks(content)
             text = _text_of(content)
-            if text:
-                blocks.append({"type": "text", "text": text})
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
                 blocks.append(
@@ -343,6 +345,8 @@ def openai_to_messages_request(request: dict[str, Any], model: str) -> dict[str,
         out["tool_choice"] = {"type": choice}
     elif isinstance(choice, dict):
         out["tool_choice"] = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    if request.get("parallel_tool_calls") is False and request.get("tools"):
+        out["tool_choice"] = {**out.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
     if request.get("user"):
         out["metadata"] = {"user_id": request["user"]}
     return out
@@ -402,6 +406,10 @@ class ChunkDecoder:
         self.model: str | None = None
         self.usage: dict[str, Any] = {}
         self.tool_index: dict[int, int] = {}
+
+    def empty_chunk(self) -> dict[str, Any]:
+        """A chunk with no choices (a carrier for an event that has no OpenAI view)."""
+        return {**self._chunk({}), "choices": []}
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {

@@ -6,7 +6,8 @@ provider for another API (Anthropic) translates both ways.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -83,6 +84,19 @@ class ProviderError(Exception):
             return cls(400, message, kind="invalid_request_error", code=code, fallback=True)
         kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
         return cls(status, message, kind=kinds.get(status, "invalid_request_error"))
+
+
+outgoing_traceparent: ContextVar[str | None] = ContextVar("pilothouse_outgoing_traceparent", default=None)
+"""The W3C ``traceparent`` of the gateway call being served (set by the gateway): sent upstream, so
+that a chained gateway or an instrumented model server records its span in the same trace."""
+
+
+def request_headers(extra: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """One upstream request's own headers: ``extra`` and the call's ``traceparent`` (None: none)."""
+    parent = outgoing_traceparent.get()
+    if parent is None:
+        return dict(extra) if extra else None
+    return {**(extra or {}), "traceparent": parent}
 
 
 UNREADABLE = "upstream_unreadable"  # the error code of an upstream answer that cannot be read

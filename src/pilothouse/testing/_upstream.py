@@ -20,6 +20,7 @@ from pilothouse.providers.simulated_model import (
     is_content_chunk,
     openai_chunk_payloads,
     openai_completion,
+    prompt_text,
     simulate,
 )
 from pilothouse.testing._server import free_port
@@ -109,7 +110,12 @@ class SimulatedUpstream:
                 send, 200, {"object": "list", "data": [{"id": "sim", "object": "model", "owned_by": "sim"}]}
             )
             return
-        if method != "POST" or path not in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"):
+        if method != "POST" or path not in (
+            "/v1/chat/completions",
+            "/v1/embeddings",
+            "/v1/messages",
+            "/v1/messages/count_tokens",
+        ):
             await _json(send, 404, _openai_error("not found", "not_found_error"))
             return
         try:
@@ -124,7 +130,7 @@ class SimulatedUpstream:
             status = 500
         latency_ms = float(headers.get("x-sim-latency-ms", self.config.latency_ms))
         if status:
-            await self._error(send, status, path == "/v1/messages")
+            await self._error(send, status, path.startswith("/v1/messages"))
             return
         limit = self.config.max_concurrency
         if limit is not None and self.in_flight >= limit:
@@ -149,6 +155,10 @@ class SimulatedUpstream:
     ) -> None:
         if latency_ms:
             await asyncio.sleep(latency_ms / 1000)
+        if path == "/v1/messages/count_tokens":
+            prompt = prompt_text(request.get("messages") or [], request.get("system"))
+            await _json(send, 200, {"input_tokens": count_tokens(prompt)})
+            return
         if path == "/v1/embeddings":
             await self._embeddings(send, request)
             return
@@ -207,7 +217,8 @@ class SimulatedUpstream:
 
     async def _error(self, send: Send, status: int, anthropic: bool) -> None:
         headers = [(b"retry-after", str(self.config.retry_after_s).encode())] if status == 429 else []
-        kind = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error"}.get(
+        kinds = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error"}
+        kind = {**kinds, 529: "overloaded_error"}.get(
             status, "server_error" if not anthropic else "api_error"
         )
         body = (
@@ -293,45 +304,41 @@ class SimulatedUpstream:
             **message,
             "content": [],
             "stop_reason": None,
+            "stop_sequence": None,
             "usage": {**message["usage"], "output_tokens": 1},
         }
         await event("message_start", {"message": start})
-        if reply.tool_call:
-            await event(
-                "content_block_start",
-                {
-                    "index": 0,
-                    "content_block": {
-                        "type": "tool_use",
-                        "id": "toolu_sim",
-                        "name": reply.tool_call["name"],
-                        "input": {},
-                    },
-                },
-            )
-            await event(
-                "content_block_delta",
-                {
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": reply.tool_call["arguments"]},
-                },
-            )
-        else:
-            await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            for pos, word in enumerate(reply.words):
-                if drop_after is not None and pos >= drop_after:
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    raise _Dropped
-                await self._pace()
-                text = word if pos == 0 else " " + word
-                await event(
-                    "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}}
-                )
-        await event("content_block_stop", {"index": 0})
+        for index, block in enumerate(message["content"]):
+            kind = block["type"]
+            empty: dict[str, Any] = {**block, "input": {}} if kind == "tool_use" else {**block, kind: ""}
+            if kind == "thinking":
+                empty["signature"] = ""
+            await event("content_block_start", {"index": index, "content_block": empty})
+            if kind == "thinking":
+                for delta in (
+                    {"type": "thinking_delta", "thinking": block["thinking"]},
+                    {"type": "signature_delta", "signature": block["signature"]},
+                ):
+                    await event("content_block_delta", {"index": index, "delta": delta})
+            elif kind == "tool_use":
+                arguments = reply.tool_call["arguments"] if reply.tool_call else "{}"
+                delta = {"type": "input_json_delta", "partial_json": arguments}
+                await event("content_block_delta", {"index": index, "delta": delta})
+            else:
+                for pos, word in enumerate(block["text"].split(" ") if block["text"] else []):
+                    if drop_after is not None and pos >= drop_after:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        raise _Dropped
+                    await self._pace()
+                    text = word if pos == 0 else " " + word
+                    await event(
+                        "content_block_delta", {"index": index, "delta": {"type": "text_delta", "text": text}}
+                    )
+            await event("content_block_stop", {"index": index})
         await event(
             "message_delta",
             {
-                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
                 "usage": {"output_tokens": message["usage"]["output_tokens"]},
             },
         )

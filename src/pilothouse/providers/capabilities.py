@@ -1,0 +1,97 @@
+"""What each provider cannot honour: request parameters it would otherwise ignore without a word (a
+200 with something missing is the worst kind of failure). The router refuses such a request with a
+400 naming the parameter, unless the deployment (option ``drop_params: true``) or the request
+(``"drop_params": true``) opts into dropping it; the trace then records what was dropped.
+
+A registry per provider and operation: ``{provider: {parameter: test}}``, the test telling whether
+the request uses the parameter in a way the provider cannot honour."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Test = Callable[[Mapping[str, Any]], bool]
+
+DROP_PARAMS = "drop_params"  # the request's and the deployment option's name (LiteLLM's)
+IMAGES = "messages[].content (image_url parts)"  # how the refusal names images sent to a text model
+
+
+def _used(name: str) -> Test:
+    return lambda request: request.get(name) not in (None, False, 0, {}, [])
+
+
+def _n(request: Mapping[str, Any]) -> bool:
+    n = request.get("n")
+    return isinstance(n, int) and n > 1
+
+
+def _structured(request: Mapping[str, Any]) -> bool:
+    fmt = request.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") not in (None, "text")
+
+
+def _images(request: Mapping[str, Any]) -> bool:
+    for message in request.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and part.get("type") == "image_url" for part in content
+        ):
+            return True
+    return False
+
+
+def _serial_tools(request: Mapping[str, Any]) -> bool:
+    return request.get("parallel_tool_calls") is False and bool(request.get("tools"))
+
+
+_ANTHROPIC: dict[str, Test] = {  # parallel_tool_calls=false is honoured (disable_parallel_tool_use)
+    "n": _n,
+    "logprobs": _used("logprobs"),
+    "top_logprobs": _used("top_logprobs"),
+    "response_format": _structured,
+    "frequency_penalty": _used("frequency_penalty"),
+    "presence_penalty": _used("presence_penalty"),
+    "logit_bias": _used("logit_bias"),
+    "seed": lambda request: request.get("seed") is not None,
+}
+_LOCAL: dict[str, Test] = {  # n > 1 the local provider refuses itself
+    "logprobs": _used("logprobs"),
+    "top_logprobs": _used("top_logprobs"),
+    "response_format": _structured,
+    "parallel_tool_calls": _serial_tools,
+    "frequency_penalty": _used("frequency_penalty"),
+    "presence_penalty": _used("presence_penalty"),
+    "logit_bias": _used("logit_bias"),
+    IMAGES: _images,
+}
+
+UNHONOURED: dict[str, dict[str, dict[str, Test]]] = {
+    "chat": {"anthropic": _ANTHROPIC, "local": _LOCAL},
+    "embeddings": {"local": {"dimensions": lambda request: request.get("dimensions") is not None}},
+}
+"""operation -> provider -> parameter -> whether the request uses it in a way the provider cannot honour."""
+
+
+def unhonoured(operation: str, provider: str, request: Mapping[str, Any]) -> list[str]:
+    """The parameters of ``request`` that ``provider`` cannot honour, in the registry's order."""
+    tests = UNHONOURED.get(operation, {}).get(provider, {})
+    return [name for name, test in tests.items() if test(request)]
+
+
+def without(request: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """``request`` without ``drop_params`` and the parameters ``names`` (images: the image parts)."""
+    out = {k: v for k, v in request.items() if k not in names and k != DROP_PARAMS}
+    if IMAGES in names:
+        out["messages"] = [_text_only(m) for m in request.get("messages") or []]
+    return out
+
+
+def _text_only(message: Any) -> Any:
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return message
+    return {
+        **message,
+        "content": [p for p in content if not (isinstance(p, dict) and p.get("type") == "image_url")],
+    }
