@@ -23,6 +23,7 @@ from sqlalchemy import event
 
 from pilothouse.domain.traces import Observation, SpanRecord, TraceAttributes
 from pilothouse.server.ingest import IngestQueue
+from pilothouse.store.sql import SqlStore
 from tests.server.conftest import Served, serve
 from tests.spans import export_request, llm_attributes, otlp_span
 
@@ -303,7 +304,8 @@ def test_poison_json_spans_are_rejected_alone(served: Served, poison: dict[str, 
 def test_the_writer_never_falls_back_to_one_transaction_per_span(served: Served) -> None:
     """A batch that cannot be written is retried whole, then counted as failed: never split into a
     transaction per span (which let one tenant's bad export slow everyone's ingest tenfold)."""
-    store = served.store
+    # a store of its own over the same database: the app's background jobs commit on the app's engine
+    store = SqlStore.from_url(served.store.engine.url.render_as_string(hide_password=False))
     commits: list[int] = []
     event.listen(store.engine, "commit", lambda _conn: commits.append(1))  # real commits, counted
     queue = IngestQueue(store, retry_delays_s=(0.0,), linger_s=0.0)
@@ -323,6 +325,7 @@ def test_the_writer_never_falls_back_to_one_transaction_per_span(served: Served)
         assert queue.wait_idle(10)
     finally:
         queue.close()
+        store.close()
     assert queue.stats.failed == 2 and queue.stats.written == 0
     assert commits == []  # on main the fallback committed the good span alone
 
