@@ -12,7 +12,6 @@ background job (one process at a time: the ``worker_leases`` row the monitors us
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ from pilothouse.domain.prompts import PromptEvent, check_label, check_name
 from pilothouse.evals.gate import ArmSummary, GateVerdict, SequentialResult, sequential_compare
 from pilothouse.prompts import PromptNotFound, PromptRegistry
 from pilothouse.store.canaries import ArmSums, CanaryStore, RunningCanary
+from pilothouse.store.leased_jobs import LeasedLoop
 from pilothouse.store.monitors import MonitorStore
 from pilothouse.store.sql import SqlStore
 
@@ -174,7 +174,12 @@ class CanaryController:
         self.clock = clock
         self.holder = holder or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.passes = 0
-        self._task: asyncio.Task[None] | None = None
+        self._loop = LeasedLoop(
+            "canaries",
+            self.run_once,
+            lambda: self.leases.release_lease(LEASE_NAME, self.holder),
+            self.interval_s,
+        )
 
     def evaluate(self, now_ns: int) -> list[tuple[RunningCanary, SequentialResult]] | None:
         """One pass: the canaries decided (promoted or rolled back) in it; None when another process
@@ -221,24 +226,8 @@ class CanaryController:
 
     def start(self) -> None:
         """Run a pass every ``interval_s`` in the background until :meth:`close`."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(self.interval_s)
-                try:
-                    await self.run_once()
-                except Exception:
-                    log.warning("a canaries pass failed; the next one tries again", exc_info=True)
-
-        self._task = asyncio.get_running_loop().create_task(loop())
+        self._loop.start()
 
     async def close(self) -> None:
         """Stop and give the lease up (another process takes over at once)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        try:
-            await asyncio.to_thread(self.leases.release_lease, LEASE_NAME, self.holder)
-        except Exception:
-            log.warning("releasing the canaries lease failed; it expires by itself", exc_info=True)
+        await self._loop.close()

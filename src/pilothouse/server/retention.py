@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -13,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from pilothouse.store.leased_jobs import LeasedLoop
 from pilothouse.store.monitors import MonitorStore
 from pilothouse.store.retention import RetentionStore
 from pilothouse.store.sql import SqlStore
@@ -36,7 +36,13 @@ class RetentionWorker:
         self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.passes = 0  # passes this process ran (holding the lease)
         self.deleted = 0  # traces this process deleted
-        self._task: asyncio.Task[None] | None = None
+        self._loop = LeasedLoop(
+            "retention",
+            lambda: asyncio.to_thread(self.run_once),
+            lambda: self.leases.release_lease(LEASE_NAME, self.holder),
+            interval_s,
+            first_at_start=True,
+        )
         self._disk: tuple[float, int] | None = None
 
     def run_once(self) -> dict[str, int] | None:
@@ -61,24 +67,8 @@ class RetentionWorker:
 
     def start(self) -> None:
         """A pass now and then every ``interval_s``, in the background, until :meth:`close`."""
-
-        async def loop() -> None:
-            while True:
-                try:
-                    await asyncio.to_thread(self.run_once)
-                except Exception:
-                    log.warning("a retention pass failed; the next one tries again", exc_info=True)
-                await asyncio.sleep(self.interval_s)
-
-        self._task = asyncio.get_running_loop().create_task(loop())
+        self._loop.start()
 
     async def close(self) -> None:
         """Stop and give the lease up (another process takes the job at its next pass)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        try:
-            await asyncio.to_thread(self.leases.release_lease, LEASE_NAME, self.holder)
-        except Exception:
-            log.warning("releasing the retention lease failed; it expires by itself", exc_info=True)
+        await self._loop.close()

@@ -7,7 +7,6 @@ run in a thread, the sends in the event loop after them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -32,6 +31,7 @@ from pilothouse.quality.monitors._evaluation import (
     needs_baseline,
 )
 from pilothouse.quality.monitors._service import vars_of
+from pilothouse.store.leased_jobs import LeasedLoop
 from pilothouse.store.monitors import MonitorStore
 from pilothouse.store.sql import SqlStore
 
@@ -74,8 +74,13 @@ class MonitorWorker:
         self.holder = holder or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.passes = 0  # passes this process ran (holding the lease)
         self.last_pass_ns: int | None = None
-        self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
+        self._loop = LeasedLoop(
+            "monitors",
+            self.run_once,
+            lambda: self.repository.release_lease(LEASE_NAME, self.holder),
+            interval_s,
+        )
 
     # -- one pass (in a thread) ---------------------------------------------------------------------
 
@@ -221,27 +226,11 @@ class MonitorWorker:
 
     def start(self) -> None:
         """Run a pass every ``interval_s`` in the background until :meth:`close`."""
-
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(self.interval_s)
-                try:
-                    await self.run_once()
-                except Exception:
-                    log.warning("a monitors pass failed; the next one tries again", exc_info=True)
-
-        self._task = asyncio.get_running_loop().create_task(loop())
+        self._loop.start()
 
     async def close(self) -> None:
         """Stop, give the lease up (another process takes over at once) and release connections."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        try:
-            await asyncio.to_thread(self.repository.release_lease, LEASE_NAME, self.holder)
-        except Exception:
-            log.warning("releasing the monitors lease failed; it expires by itself", exc_info=True)
+        await self._loop.close()
         if self._client is not None:
             await self._client.aclose()
 
