@@ -245,6 +245,10 @@ def test_cli_curates_splits_and_exports_training_files(cli: Cli, tmp_path: Path)
         assert pair["rejected"][0]["content"].endswith("take 0")
     code, out, _ = cli("datasets", "export", "qa-test", "--format", "openai")
     assert code == 0 and all("messages" in json.loads(line) for line in out.splitlines())
+    # no preference pairs: an error, not an empty file
+    cli("datasets", "from-traces", "--name", "plain", "--dedup")
+    code, _, err = cli("datasets", "export", "plain", "--format", "dpo", "-o", "none.jsonl")
+    assert code == 1 and "no item of plain@1 makes a dpo record" in err and "--prefer-score" in err
     # the same curation again stores nothing new
     code, out, _ = cli(
         "datasets", "from-traces", "--name", "qa", "--dedup", "--prefer-score", "quality",

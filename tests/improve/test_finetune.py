@@ -197,8 +197,20 @@ def test_cli_trains_lists_continues_and_exports(
         return code, out.out, out.err
 
     train = ["finetune", "run", "--dataset", "colours", "--name", "colours", "--base", str(tiny_base)]
+    # a run stopped after its first step (as Ctrl-C stops one), which the command then continues
+    stopped = train_adapter(
+        EvalStore(SqlStore.from_url(url)),
+        "default",
+        "colours",
+        "colours",
+        base=str(tiny_base),
+        settings=FinetuneSettings(max_steps=6),
+        should_stop=lambda: True,
+    )
+    assert stopped.card == {"stopped_at": 1, "steps": 6}
     code, out, err = cli(*train, "--max-steps", "6", "--database-url", url)
     assert code == 0, err
+    assert "continued the checkpoint of step 1" in out
     assert "trained colours@1 on colours@1: 6 examples, 6 steps" in out
     assert "options: {adapter: colours}" in out
     code, out, err = cli(*train, "--max-steps", "6", "--database-url", url)

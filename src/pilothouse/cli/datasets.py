@@ -128,6 +128,9 @@ def export_command(
     if skipped:
         reason = "no rejected answer" if fmt == "dpo" else "no expected answer"
         click.echo(f"skipped {skipped} items of {version.label} ({reason})", err=True)
+    if count == 0 and fmt in ("openai", "hf-chat", "dpo"):
+        hint = " (curate with --dedup --prefer-score SCORE)" if fmt == "dpo" else ""
+        raise CliError(f"no item of {version.label} makes a {fmt} record{hint}")
     if output is not None:
         click.echo(f"wrote {count} items of {version.label} to {output}")
 

@@ -130,6 +130,8 @@ def run_command(
         )
         raise SystemExit(130)
     card = result.card
+    if card.get("resumed_from"):
+        click.echo(f"continued the checkpoint of step {card['resumed_from']}")
     click.echo(
         f"trained {card['name']}@{card['version']} on {card['dataset']}: {card['examples']} examples, "
         f"{card['steps']} steps, final loss {card['final_loss']}, {card['tokens_per_s']} tokens/s "
