@@ -225,8 +225,12 @@ def test_the_cli_manages_monitors(tmp_path: Path) -> None:
     monitor_id = made.stdout.strip().splitlines()[-1]
     listed = cli_in_process("monitors", "list", *db)
     assert monitor_id in listed.stdout and "error_rate" in listed.stdout
-    silenced = cli_in_process("monitors", "silence", monitor_id, "--until", "30m", *db)
-    assert silenced.returncode == 0 and "silenced until" in silenced.stdout
+    silenced = cli_in_process("monitors", "silence", "errors", "--until", "30m", *db)  # by name
+    assert silenced.returncode == 0 and "'errors' silenced until" in silenced.stdout
+    assert cli_in_process("monitors", "alerts", "--monitor", "errors", *db).returncode == 0
+    assert cli_in_process("monitors", "create", "--name", "errors", "--metric", "error_rate", *db).returncode == 0
+    twice = cli_in_process("monitors", "silence", "errors", "--until", "30m", *db)
+    assert twice.returncode == 2 and "2 monitors are called 'errors'" in twice.stderr
     assert cli_in_process("monitors", "silence", monitor_id, "--until", "soon", *db).returncode == 2
     missing = cli_in_process("monitors", "ack", "nope", *db)
     assert missing.returncode == 1 and "No alert 'nope'" in missing.stderr

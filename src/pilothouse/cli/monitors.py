@@ -89,14 +89,14 @@ def list_monitors(project: str, database_url: str | None) -> None:
 
 
 @monitors.command()
-@click.argument("monitor_id")
+@click.argument("monitor_id", metavar="MONITOR")
 @click.option("--project", default="default", show_default=True)
 @database_option
 def delete(monitor_id: str, project: str, database_url: str | None) -> None:
-    """Delete a monitor and its alerts."""
+    """Delete a monitor (its id or its name) and its alerts."""
     service = _service(database_url)
     try:
-        service.delete(project, monitor_id)
+        service.delete(project, service.resolve(project, monitor_id))
     except MonitorError as exc:
         raise _failed(exc) from None
     finally:
@@ -106,7 +106,7 @@ def delete(monitor_id: str, project: str, database_url: str | None) -> None:
 
 @monitors.command()
 @click.option("--project", default="default", show_default=True)
-@click.option("--monitor", "monitor_id", default=None, help="Only this monitor's alerts.")
+@click.option("--monitor", "monitor_id", default=None, help="Only this monitor's alerts (id or name).")
 @click.option("--open", "only_open", is_flag=True, help="Only alerts not yet acknowledged.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @database_option
@@ -115,10 +115,16 @@ def alerts(
 ) -> None:
     """The project's alerts, newest first."""
     service = _service(database_url)
-    found = service.alerts(
-        project, monitor_id=monitor_id, status=AlertStatus.OPEN if only_open else None, limit=limit
-    )
-    service.repository.store.close()
+    try:
+        if monitor_id is not None:
+            monitor_id = service.resolve(project, monitor_id)
+        found = service.alerts(
+            project, monitor_id=monitor_id, status=AlertStatus.OPEN if only_open else None, limit=limit
+        )
+    except MonitorError as exc:
+        raise _failed(exc) from None
+    finally:
+        service.repository.store.close()
     click.echo(f"{'ID':32}  {'FIRED (UTC)':19}  {'STATUS':12}  MESSAGE")
     for a in found:
         status = "silenced" if a.silenced else a.status.value
@@ -126,23 +132,23 @@ def alerts(
 
 
 @monitors.command()
-@click.argument("monitor_id")
+@click.argument("monitor_id", metavar="MONITOR")
 @click.option("--until", required=True, help="A duration (2h, 3d), a time (ISO 8601), or 'off'.")
 @click.option("--project", default="default", show_default=True)
 @database_option
 def silence(monitor_id: str, until: str, project: str, database_url: str | None) -> None:
-    """Keep a monitor's alerts quiet (stored, not sent) until a time; --until off lifts it."""
+    """Keep a monitor's alerts (by id or name) quiet, stored not sent, until a time; --until off lifts it."""
     service = _service(database_url)
     try:
-        monitor = service.silence(project, monitor_id, until)
+        monitor = service.silence(project, service.resolve(project, monitor_id), until)
     except MonitorError as exc:
         raise _failed(exc) from None
     finally:
         service.repository.store.close()
     if monitor.silenced_until_ns is None:
-        click.echo(f"Monitor {monitor_id} is no longer silenced")
+        click.echo(f"Monitor {monitor.name!r} is no longer silenced")
     else:
-        click.echo(f"Monitor {monitor_id} silenced until {_when(monitor.silenced_until_ns)} UTC")
+        click.echo(f"Monitor {monitor.name!r} silenced until {_when(monitor.silenced_until_ns)} UTC")
 
 
 @monitors.command()

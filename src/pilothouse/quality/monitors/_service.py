@@ -180,6 +180,21 @@ class Monitors:
             raise MonitorError(f"No monitor {monitor_id!r} in this project.", status=404)
         return monitor
 
+    def resolve(self, project_id: str, id_or_name: str) -> str:
+        """The id of the monitor ``id_or_name`` names (its id, or its name when one monitor has it), for
+        the CLI, where people type names; :class:`MonitorError` (404) when none, 400 when several share
+        the name."""
+        if _is_id(id_or_name) and self.repository.get_monitor(project_id, id_or_name) is not None:
+            return id_or_name
+        named = [m.id for m in self.repository.list_monitors(project_id) if m.name == id_or_name]
+        if not named:
+            raise MonitorError(f"No monitor {id_or_name!r} in this project.", status=404)
+        if len(named) > 1:
+            raise MonitorError(
+                f"{len(named)} monitors are called {id_or_name!r}: give one's id (pilothouse monitors list)."
+            )
+        return named[0]
+
     def delete(self, project_id: str, monitor_id: str) -> None:
         """Delete a monitor and its alerts; :class:`MonitorError` (404) when there is none."""
         if not _is_id(monitor_id) or not self.repository.delete_monitor(project_id, monitor_id):
