@@ -16,6 +16,7 @@ def store_trace(
     project: str = "default",
     name: str = "chat",
     model: str = "gpt-4o-mini",
+    request_model: str | None = None,
     output: str = "Paris is the capital of France.",
     tags: tuple[str, ...] = (),
     metadata: dict[str, Any] | None = None,
@@ -43,7 +44,7 @@ def store_trace(
         kind=ObservationKind.GENERATION,
         parent_id=root.id,
         model=model,
-        request_model=model,
+        request_model=request_model or model,
     )
     attributes = TraceAttributes(name=name, tags=tags, metadata=metadata or {})
     store.write_spans(

@@ -60,6 +60,17 @@ def online_scores(store: SqlStore, trace_id: str, project: str = "default") -> l
     return [s for s in detail.scores if s.source is ScoreSource.ONLINE]
 
 
+def test_a_model_filter_finds_calls_by_the_name_asked_for_or_served(store: SqlStore) -> None:
+    service = OnlineEvaluators(store)
+    service.create("default", "asked", {**CONTAINS_PARIS, "filters": {"model": ["echo"]}})
+    service.create("default", "served", {**CONTAINS_PARIS, "filters": {"model": ["echo-1"]}})
+    aliased = store_trace(store, model="echo-1", request_model="echo")  # the gateway's alias
+    other = store_trace(store, model="gpt-4o-mini")
+    asyncio.run(drain(OnlineWorker(service, no_judges, FAST)))
+    assert sorted(s.name for s in online_scores(store, aliased)) == ["asked", "served"]
+    assert online_scores(store, other) == []
+
+
 def test_rules_pick_live_traces_and_each_is_scored_once(store: SqlStore) -> None:
     service = OnlineEvaluators(store)
     old = store_trace(store, tags=("prod",))  # stored before the evaluator: only a backfill takes it

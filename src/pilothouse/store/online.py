@@ -331,19 +331,22 @@ class OnlineStore(WorkQueue):
             return self._live(conn, conds, limit)
 
     def span_facts(self, trace_pks: Sequence[int]) -> dict[int, tuple[set[str], set[str]]]:
-        """Each trace's span names and models (for the rules that filter on them)."""
+        """Each trace's span names and models, requested and served (for the rules that filter on them:
+        a filter on ``echo`` finds the calls a client asked for as ``echo`` and the gateway served as
+        ``echo-1``)."""
         facts: dict[int, tuple[set[str], set[str]]] = {pk: (set(), set()) for pk in trace_pks}
         if not trace_pks:
             return facts
         s = t.spans.c
         with self.engine.connect() as conn:
             for row in conn.execute(
-                select(s.trace_pk, s.name, s.model).where(s.trace_pk.in_(list(trace_pks)))
+                select(s.trace_pk, s.name, s.model, s.request_model).where(
+                    s.trace_pk.in_(list(trace_pks))
+                )
             ):
                 names, models = facts[row.trace_pk]
                 names.add(row.name)
-                if row.model:
-                    models.add(row.model)
+                models.update(m for m in (row.model, row.request_model) if m)
         return facts
 
     def score_facts(
