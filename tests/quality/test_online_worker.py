@@ -185,7 +185,10 @@ def test_two_workers_share_the_work_without_double_scoring(pg_server: str) -> No
 
 def judge_config(tmp_path: Path) -> Path:
     knowledge = tmp_path / "verdicts.jsonl"
-    knowledge.write_text('{"question": "zebra-42", "answer": "Score: 4", "difficulty": 0}\n')
+    knowledge.write_text(
+        '{"question": "zebra-42", "answer": "Score: 4", "difficulty": 0}\n'
+        '{"question": "okapi-7", "answer": "Hard to say, really.", "difficulty": 0}\n'
+    )
     path = tmp_path / "models.yaml"
     sim = {"knowledge": str(knowledge)}
     price = {"input": 1000.0, "output": 1000.0}  # USD per 1M tokens: a judge call costs cents
@@ -237,6 +240,31 @@ def test_a_judge_scores_in_its_own_priced_trace_under_a_daily_cap(store: SqlStor
     (capped,) = service.online.items_for_trace("default", second)
     assert (capped.state, capped.reason) == ("unmeasured", "daily cost cap")
     assert online_scores(store, second) == []
+
+
+def test_an_unreadable_verdict_is_not_paid_for_twice(store: SqlStore, tmp_path: Path) -> None:
+    from pilothouse.config import load_config
+    from pilothouse.costs.catalogue import PriceCatalogue
+    from pilothouse.costs.pricing import Pricer
+    from pilothouse.gateway import Gateway, InProcessModel
+    from pilothouse.gateway.config import GatewayConfig
+    from pilothouse.gateway.router import Router
+
+    config = GatewayConfig.from_config(load_config(judge_config(tmp_path), home=tmp_path))
+    gateway = Gateway(Router(config), Pricer(PriceCatalogue.packaged(config.prices)))
+    gateway.record = lambda span: store.write_spans([span])
+    service = OnlineEvaluators(store, served_models=["judge"])
+    rubric = {"type": "rubric", "criteria": "Is the answer correct?", "logprobs": False}
+    service.create("default", "correct", {"scorer": rubric, "judge": "judge"})
+    unreadable = store_trace(store, output="okapi-7 is the answer")  # the judge answers with no score
+    options = WorkerOptions(poll_s=0.0, settle_s=0, concurrency=1, retry_base_s=0.0, max_attempts=3)
+    judges = {"judge": InProcessModel(gateway, "judge", description="the server's gateway")}
+    asyncio.run(drain(OnlineWorker(service, judges.get, options)))
+    (item,) = service.online.items_for_trace("default", unreadable)
+    assert item.state == "unmeasured" and (item.reason or "").startswith("could not find a score")
+    # asked once: at temperature 0, asking again gives the same answer at the same price
+    judge_traces = [t for t in service.online.live_traces(0, 10**12, 100) if t.name == "online-eval correct"]
+    assert len(judge_traces) == 1
 
 
 def test_the_watchdog_reports_a_silent_worker(sqlite_store: SqlStore) -> None:

@@ -481,7 +481,13 @@ SCORE_FORMAT = _json_format("score", {"score": {"type": "integer"}, "reason": {"
 
 
 class JudgeFailure(Exception):
-    """The judge could not give a verdict; the message becomes the unmeasured result's error."""
+    """The judge could not give a verdict; the message becomes the unmeasured result's error.
+    ``retryable`` False when asking again cannot help (a refusal or an unreadable answer at temperature
+    0 comes back the same): the result's details say so, and the online worker does not pay again."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class _Usage:
@@ -513,8 +519,10 @@ class _Usage:
 
 def _unparseable(text: str, what: str) -> JudgeFailure:
     if _REFUSAL.search(text):
-        return JudgeFailure(f"the judge refused: {text.strip()[:200]!r}")
-    return JudgeFailure(f"could not find {what} in the judge's reply: {text.strip()[:200]!r}")
+        return JudgeFailure(f"the judge refused: {text.strip()[:200]!r}", retryable=False)
+    return JudgeFailure(
+        f"could not find {what} in the judge's reply: {text.strip()[:200]!r}", retryable=False
+    )
 
 
 class JudgeScorer(BaseScorer):
@@ -561,7 +569,7 @@ class JudgeScorer(BaseScorer):
             raise JudgeFailure(f"the judge call failed: {type(exc).__name__}: {exc}") from None
         usage.add(reply)
         if reply.refusal:
-            raise JudgeFailure(f"the judge refused: {reply.refusal[:200]!r}")
+            raise JudgeFailure(f"the judge refused: {reply.refusal[:200]!r}", retryable=False)
         return reply
 
     @abstractmethod
@@ -573,7 +581,8 @@ class JudgeScorer(BaseScorer):
         try:
             result = await self.judge_sample(sample, usage)
         except JudgeFailure as exc:
-            return ScoreResult.unmeasured(str(exc), **usage.fields())
+            final = {} if exc.retryable else {"details": {"retryable": False}}
+            return ScoreResult.unmeasured(str(exc), **usage.fields(), **final)
         return replace(result, **usage.fields())
 
     async def swap_check(self, sample: Sample, result: ScoreResult) -> ScoreResult:
@@ -591,7 +600,7 @@ class JudgeScorer(BaseScorer):
         if score is None:
             raise _unparseable(reply.text, "a score")
         if not low <= score <= high:
-            raise JudgeFailure(f"the judge's score {score:g} is outside {low}-{high}")
+            raise JudgeFailure(f"the judge's score {score:g} is outside {low}-{high}", retryable=False)
         weighted = weighted_score(reply.top_logprobs, low, high) if reply.top_logprobs else None
         if weighted is not None and weighted[0] != score:
             weighted = None  # the logprobs are about some other number than the score given
@@ -721,7 +730,8 @@ class Factuality(JudgeScorer):
         try:
             swapped, _ = await self._choose(sample, sample.output, self._reference(sample), usage)
         except JudgeFailure as exc:
-            return ScoreResult.unmeasured(str(exc), **usage.fields())
+            final = {} if exc.retryable else {"details": {"retryable": False}}
+            return ScoreResult.unmeasured(str(exc), **usage.fields(), **final)
         except Exception as exc:  # a template or reference problem: unmeasured, like score()
             return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}", **usage.fields())
         back = {"A": "B", "B": "A"}.get(swapped, swapped)
@@ -868,7 +878,9 @@ class Faithfulness(JudgeScorer):
             raise _unparseable(reply.text, "a JSON list of verdicts")
         supported = [_as_supported(v.get("supported")) if isinstance(v, Mapping) else None for v in verdicts]
         if len(supported) != len(claims) or any(s is None for s in supported):
-            raise JudgeFailure(f"the judge gave {len(verdicts)} usable verdicts for {len(claims)} claims")
+            raise JudgeFailure(
+                f"the judge gave {len(verdicts)} usable verdicts for {len(claims)} claims", retryable=False
+            )
         unsupported = [claim for claim, ok in zip(claims, supported, strict=True) if not ok]
         return ScoreResult(
             sum(1 for ok in supported if ok) / len(claims),

@@ -370,8 +370,10 @@ class OnlineWorker:
                 created_ns=self.clock(),
             )
             return Outcome(item, SCORED, score=score, cost_usd=cost)
-        if result.error is not None:
+        if result.error is not None and result.details.get("retryable", True):
             return self._failed(item, result.error, cost)
+        if result.error is not None:  # a refusal or an unreadable verdict: asking again costs, same answer
+            return Outcome(item, UNMEASURED, reason=result.error, cost_usd=cost)
         return Outcome(item, UNMEASURED, reason=result.reason or "unmeasured", cost_usd=cost)
 
     async def _score(self, prepared: _Prepared, item: WorkItem, sample: Sample, trace_id: str) -> ScoreResult:
