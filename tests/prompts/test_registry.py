@@ -39,7 +39,8 @@ def test_versions_labels_rollback_and_history(store: SqlStore) -> None:
     assert registry.resolve("p1", parse_ref("support@production")).version == 2
     assert registry.set_label("p1", "support", "production", 1, actor="carol") == 2
     assert registry.resolve("p1", parse_ref("support")).version == 1
-    events = registry.history("p1", "support")
+    assert registry.set_label("p1", "support", "production", 1, actor="dave") == 1  # already there
+    events = registry.history("p1", "support")  # ... so nothing moved and nothing is recorded
     assert [(e.action, e.version, e.label, e.previous, e.actor) for e in events] == [
         ("label", 1, "production", 2, "carol"),
         ("label", 2, "production", 1, "carol"),

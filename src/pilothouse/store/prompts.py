@@ -187,7 +187,10 @@ class PromptStore:
     ) -> int | None:
         lb = t.prompt_labels
         where = (lb.c.project_id == project_id, lb.c.name == name, lb.c.label == label)
-        previous = conn.execute(select(lb.c.version).where(*where)).scalar()
+        row = conn.execute(select(lb.c.version, lb.c.canary_version).where(*where)).first()
+        previous = None if row is None else row.version
+        if action == "label" and row is not None and row.version == version and row.canary_version is None:
+            return int(previous)  # already there: nothing moved, nothing to record
         # moving a label ends its canary: the canary was promoted, or rolled back
         values = {
             "version": version,
