@@ -181,6 +181,7 @@ def test_output_block_holds_a_stream_and_answers_400(server: tuple[InProcessServ
     for reply in (chat(server, "block-out", said), chat(server, "block-out", said, stream=True)):
         assert reply.status_code == 400 and reply.json()["error"]["code"] == "guardrail_blocked"
         assert said not in reply.text
+        assert reply.json()["error"]["message"].endswith("a blocked word or phrase (1 found).")
     recorded = span(server, reply.headers["x-pilothouse-trace-id"])
     # the upstream answered and was paid: usage on the span, the answer withheld from the client
     assert recorded["status"] == "error" and recorded["usage"]["output"] > 0

@@ -29,16 +29,16 @@ async def search(locate: Any, text: str) -> Any:
     return await asyncio.to_thread(locate, text) if len(text) > THREAD_CHARS else locate(text)
 
 
-def _span_guard(locate: Any, what: str, window: int = 64) -> BuiltGuard:
+def _span_guard(locate: Any, what: str, window: int = 64, *, name_labels: bool = True) -> BuiltGuard:
     """A guard that fails when ``locate`` finds anything; the reason names the labels found (never
-    the text)."""
+    the text) when ``name_labels`` (a default redaction label such as ``BLOCKED`` says nothing)."""
 
     async def check(text: str, _context: GuardContext) -> GuardResult:
         found = await search(locate, text)
         if not found:
             return GuardResult(True, 1.0)
-        labels = sorted({f.label for f in found})
-        return GuardResult(False, 0.0, f"{what}: {', '.join(labels)} ({len(found)} found)", tuple(found))
+        labels = f": {', '.join(sorted({f.label for f in found}))}" if name_labels else ""
+        return GuardResult(False, 0.0, f"{what}{labels} ({len(found)} found)", tuple(found))
 
     return BuiltGuard(check, locate, window)
 
@@ -83,7 +83,8 @@ def regex(options: GuardOptions) -> BuiltGuard:
     label = str(options.get("label", "REDACTED"))
     window = int(options.number("window", 64, 1, 4096))
     compiled = [_compile(options, f"patterns[{i}]", source, ignore_case) for i, source in enumerate(patterns)]
-    return _span_guard(_matches(compiled, label), "matched a forbidden pattern", window)
+    named = options.get("label") is not None
+    return _span_guard(_matches(compiled, label), "matched a forbidden pattern", window, name_labels=named)
 
 
 @register_guard("blocklist")
@@ -94,7 +95,8 @@ def blocklist(options: GuardOptions) -> BuiltGuard:
     alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
     pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
     window = max(len(w) for w in words) + 1
-    return _span_guard(_matches([pattern], label), "a blocked word or phrase", window)
+    named = options.get("label") is not None
+    return _span_guard(_matches([pattern], label), "a blocked word or phrase", window, name_labels=named)
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.DOTALL)
