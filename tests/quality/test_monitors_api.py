@@ -217,7 +217,7 @@ def test_the_cli_manages_monitors(tmp_path: Path) -> None:
     url = sqlite_at_head(tmp_path / "cli.db")
     db = ("--database-url", url)
     bad = cli_in_process("monitors", "create", "--name", "x", "--metric", "score_mean", *db)
-    assert bad.returncode == 2 and "score_name" in bad.stderr
+    assert bad.returncode == 2 and "monitor needs --score" in bad.stderr  # the flag, not the API's field
     made = cli_in_process(
         "monitors", "create", "--name", "errors", "--metric", "error_rate", "--model", "gpt-4o", *db
     )

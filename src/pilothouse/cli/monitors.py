@@ -23,8 +23,22 @@ def _service(database_url: str | None) -> Monitors:
     return Monitors(open_store(database_url), allow)
 
 
+# the API's field names as the CLI's flags, so an error names what the user typed
+_FLAGS = {
+    "score_name": "--score",
+    "webhook_url": "--webhook",
+    "baseline_s": "--baseline",
+    "prompt_name": "--prompt-name",
+    "prompt_version": "--prompt-version",
+}
+
+
 def _failed(exc: MonitorError) -> CliError:
-    return CliError(str(exc), exit_code=2 if exc.status == 400 else 1)
+    message = str(exc)
+    if exc.param is not None:
+        flag = _FLAGS.get(exc.param, "--" + exc.param.replace("_", "-"))
+        message = message.replace(f"'{exc.param}'", flag)
+    return CliError(message, exit_code=2 if exc.status == 400 else 1)
 
 
 def _when(ns: int | None) -> str:
