@@ -525,6 +525,11 @@ def _unparseable(text: str, what: str) -> JudgeFailure:
     )
 
 
+def _judge_failed(exc: JudgeFailure, usage: _Usage) -> ScoreResult:
+    details = {} if exc.retryable else {"retryable": False}
+    return ScoreResult.unmeasured(str(exc), details=details, **usage.fields())
+
+
 class JudgeScorer(BaseScorer):
     """Base of the model-graded scorers: judge calls with a timeout, usage totals, failures as
     unmeasured results."""
@@ -581,8 +586,7 @@ class JudgeScorer(BaseScorer):
         try:
             result = await self.judge_sample(sample, usage)
         except JudgeFailure as exc:
-            final = {} if exc.retryable else {"details": {"retryable": False}}
-            return ScoreResult.unmeasured(str(exc), **usage.fields(), **final)
+            return _judge_failed(exc, usage)
         return replace(result, **usage.fields())
 
     async def swap_check(self, sample: Sample, result: ScoreResult) -> ScoreResult:
@@ -730,8 +734,7 @@ class Factuality(JudgeScorer):
         try:
             swapped, _ = await self._choose(sample, sample.output, self._reference(sample), usage)
         except JudgeFailure as exc:
-            final = {} if exc.retryable else {"details": {"retryable": False}}
-            return ScoreResult.unmeasured(str(exc), **usage.fields(), **final)
+            return _judge_failed(exc, usage)
         except Exception as exc:  # a template or reference problem: unmeasured, like score()
             return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}", **usage.fields())
         back = {"A": "B", "B": "A"}.get(swapped, swapped)

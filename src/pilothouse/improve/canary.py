@@ -25,8 +25,7 @@ from pilothouse.domain.prompts import PromptEvent, check_label, check_name
 from pilothouse.evals.gate import ArmSummary, GateVerdict, SequentialResult, sequential_compare
 from pilothouse.prompts import PromptNotFound, PromptRegistry
 from pilothouse.store.canaries import ArmSums, CanaryStore, RunningCanary
-from pilothouse.store.leased_jobs import LeasedLoop
-from pilothouse.store.monitors import MonitorStore
+from pilothouse.store.leased_jobs import LeasedLoop, Leases
 from pilothouse.store.sql import SqlStore
 
 __all__ = [
@@ -167,7 +166,7 @@ class CanaryController:
         holder: str | None = None,
     ) -> None:
         self.canaries = CanaryStore(store)
-        self.leases = MonitorStore(store)  # the worker_leases table's methods
+        self.leases = Leases(store)
         self.registry = registry
         self.settings = settings
         self.interval_s = interval_s

@@ -12,8 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from pilothouse.store.leased_jobs import LeasedLoop
-from pilothouse.store.monitors import MonitorStore
+from pilothouse.store.leased_jobs import LeasedLoop, Leases
 from pilothouse.store.retention import RetentionStore
 from pilothouse.store.sql import SqlStore
 
@@ -30,7 +29,7 @@ class RetentionWorker:
         self, store: SqlStore, *, interval_s: float = 3600.0, clock: Callable[[], int] = time.time_ns
     ) -> None:
         self.retention = RetentionStore(store)
-        self.leases = MonitorStore(store)
+        self.leases = Leases(store)
         self.interval_s = interval_s
         self.clock = clock
         self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, delete, exists, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
 from pilothouse.domain.monitors import (
@@ -22,8 +21,8 @@ from pilothouse.domain.monitors import (
 )
 from pilothouse.domain.sketch import add_counts
 from pilothouse.store import tables as t
+from pilothouse.store.leased_jobs import Leases
 from pilothouse.store.rows import unpack_hist
-from pilothouse.store.sql import SqlStore
 
 MAX_ALERTS_LISTED = 1000
 
@@ -94,12 +93,8 @@ def _alert(row: Any) -> MonitorAlert:
     )
 
 
-class MonitorStore:
-    """Monitor queries over a :class:`SqlStore`'s database."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self.store = store
-        self.engine = store.engine
+class MonitorStore(Leases):
+    """Monitor queries over a :class:`SqlStore`'s database (and the job leases its worker holds)."""
 
     # -- monitors -------------------------------------------------------------------------------------
 
@@ -238,42 +233,6 @@ class MonitorStore:
                 select(t.monitor_alerts).where(a.project_id == project_id, a.id == alert_id)
             ).first()
         return None if row is None else _alert(row)
-
-    # -- the lease --------------------------------------------------------------------------------------
-
-    def take_lease(self, name: str, holder: str, now_ns: int, ttl_ns: int) -> bool:
-        """Hold the job ``name`` until ``now_ns + ttl_ns``: True when this holder has it (it was free,
-        expired or already this holder's), False while another holder's lease runs."""
-        lease = t.worker_leases.c
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                update(t.worker_leases)
-                .where(lease.name == name, (lease.holder == holder) | (lease.expires_ns <= now_ns))
-                .values(holder=holder, expires_ns=now_ns + ttl_ns)
-            ).rowcount
-        if taken:
-            return True
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(
-                    insert(t.worker_leases).values(name=name, holder=holder, expires_ns=now_ns + ttl_ns)
-                )
-        except IntegrityError:
-            return False  # another holder has it (or took it first just now)
-        return True
-
-    def lease(self, name: str) -> tuple[str, int] | None:
-        """Who holds the job ``name`` and until when (None: nobody has taken it yet)."""
-        lease = t.worker_leases.c
-        with self.engine.connect() as conn:
-            row = conn.execute(select(lease.holder, lease.expires_ns).where(lease.name == name)).first()
-        return None if row is None else (row.holder, row.expires_ns)
-
-    def release_lease(self, name: str, holder: str) -> None:
-        """Give the job up (at shutdown), so that another process need not wait for the lease to expire."""
-        lease = t.worker_leases.c
-        with self.engine.begin() as conn:
-            conn.execute(delete(t.worker_leases).where(lease.name == name, lease.holder == holder))
 
     # -- the series -----------------------------------------------------------------------------------
 

@@ -340,9 +340,7 @@ class OnlineStore(WorkQueue):
         s = t.spans.c
         with self.engine.connect() as conn:
             for row in conn.execute(
-                select(s.trace_pk, s.name, s.model, s.request_model).where(
-                    s.trace_pk.in_(list(trace_pks))
-                )
+                select(s.trace_pk, s.name, s.model, s.request_model).where(s.trace_pk.in_(list(trace_pks)))
             ):
                 names, models = facts[row.trace_pk]
                 names.add(row.name)

@@ -190,7 +190,7 @@ class PromptStore:
         row = conn.execute(select(lb.c.version, lb.c.canary_version).where(*where)).first()
         previous = None if row is None else row.version
         if action == "label" and row is not None and row.version == version and row.canary_version is None:
-            return int(previous)  # already there: nothing moved, nothing to record
+            return int(row.version)  # already there: nothing moved, nothing to record
         # moving a label ends its canary: the canary was promoted, or rolled back
         values = {
             "version": version,
