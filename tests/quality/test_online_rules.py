@@ -62,6 +62,12 @@ def test_filters_match_what_the_trace_has() -> None:
         ({"scorer": SCORER, "daily_cost_cap_usd": -1}, "'daily_cost_cap_usd' must be between 0"),
         ({"scorer": SCORER, "context": "somewhere"}, "'context' must be"),
         ({"scorer": SCORER, "owner": "me"}, "unknown field 'owner'"),
+        ({"scorer": SCORER, "review": {"queue": "a b"}}, "'review.queue' must be a queue's name"),
+        ({"scorer": SCORER, "review": {"queue": "q", "when": "often"}}, "'review.when' must be one of"),
+        ({"scorer": SCORER, "review": {"queue": "q", "when": "disagrees"}}, "'review.with'"),
+        ({"scorer": SCORER, "review": {"queue": "q", "with": "other"}}, "'review.with'"),
+        ({"scorer": SCORER, "review": {"queue": "q", "band": 0.1}}, "'review.band' goes with"),
+        ({"scorer": SCORER, "review": {"queue": "q", "when": "uncertain", "band": 2}}, "'review.band'"),
         ({"scorer": {"type": "json-schema", "schema": "/etc/passwd"}}, "may not name a file on the server"),
         ({"scorer": {"type": "hallucination", "model": "../weights"}}, "may not name a file on the server"),
     ],
@@ -75,3 +81,20 @@ def test_the_stored_form_is_canonical() -> None:
     a = parse_definition({"scorer": SCORER, "filters": {"tags": ["b", "a"], "model": "m"}})
     b = parse_definition({"filters": {"model": ["m"], "tags": ["a", "b"]}, "scorer": SCORER, "sampling": 1})
     assert a.document() == b.document()  # saving the same rules again is not a new version
+
+
+def test_review_rules_say_which_scored_traces_people_see() -> None:
+    failed = parse_definition({"scorer": SCORER, "review": {"queue": "triage"}}).review
+    assert failed is not None and failed.document() == {"queue": "triage", "when": "failed"}
+    assert failed.wants(0.0, False, 0.5, None) == "failed (0.00)"
+    assert failed.wants(1.0, True, 0.5, None) is None
+    unsure = parse_definition(
+        {"scorer": SCORER, "review": {"queue": "triage", "when": "uncertain", "band": 0.2}}
+    ).review
+    assert unsure is not None and unsure.wants(0.62, True, 0.5, None) is not None
+    assert unsure.wants(0.75, True, 0.5, None) is None
+    other = {"queue": "triage", "when": "disagrees", "with": "judge"}
+    disagrees = parse_definition({"scorer": SCORER, "review": other}).review
+    assert disagrees is not None and disagrees.document() == other
+    assert disagrees.wants(1.0, True, 0.5, 0.0) == "disagrees with judge (1.00 vs 0.00)"
+    assert disagrees.wants(1.0, True, 0.5, 0.9) is None and disagrees.wants(1.0, True, 0.5, None) is None

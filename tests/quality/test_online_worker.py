@@ -41,6 +41,16 @@ class AlwaysFails(BaseScorer):
         raise ScoringError("the dependency is down")
 
 
+@register_scorer("test-unsure", replace=True)
+class Unsure(BaseScorer):
+    """A user plugin detector that is never sure, and points at the answer's first word."""
+
+    default_threshold = 0.5
+
+    async def measure(self, sample: Sample) -> ScoreResult:
+        return ScoreResult(0.55, details={"spans": [{"start": 0, "end": 5, "text": sample.output[:5]}]})
+
+
 def no_judges(_name: str) -> ChatModel | None:
     return None
 
@@ -69,6 +79,41 @@ def test_a_model_filter_finds_calls_by_the_name_asked_for_or_served(store: SqlSt
     asyncio.run(drain(OnlineWorker(service, no_judges, FAST)))
     assert sorted(s.name for s in online_scores(store, aliased)) == ["asked", "served"]
     assert online_scores(store, other) == []
+
+
+def test_review_rules_send_failed_uncertain_and_disputed_traces_to_people(store: SqlStore) -> None:
+    from pilothouse.quality.review import ReviewService
+
+    service = OnlineEvaluators(store)
+    service.create("default", "paris", CONTAINS_PARIS)
+    lyon = {"type": "contains", "value": "Lyon"}
+    failed = {"queue": "failures"}
+    disputed = {"queue": "disputes", "when": "disagrees", "with": "paris"}
+    service.create("default", "lyon", {"scorer": lyon, "review": failed})
+    service.create("default", "lyon-vs-paris", {"scorer": lyon, "review": disputed})
+    unsure = {"queue": "unsure", "when": "uncertain", "band": 0.1}
+    service.create("default", "unsure", {"scorer": {"type": "test-unsure"}, "review": unsure})
+    paris = store_trace(store, output="Paris is the capital.")
+    both = store_trace(store, output="Paris, not Lyon.")
+    worker = OnlineWorker(service, no_judges, FAST)
+    asyncio.run(drain(worker))
+
+    review = ReviewService(store)
+    queued = {
+        queue.name: sorted(
+            (i.trace_id, i.reason, i.source, tuple(i.spans))
+            for i in review.store.list_items(queue)
+        )
+        for queue, _counts in review.queues("default")
+    }
+    assert queued["failures"] == [(paris, "failed (0.00)", "online", ())]
+    assert queued["disputes"] == [(paris, "disagrees with paris (0.00 vs 1.00)", "online", ())]
+    assert sorted(queued["unsure"]) == sorted(
+        [(t, "uncertain (0.55, threshold 0.50)", "online", ((0, 5),)) for t in (paris, both)]
+    )
+    assert worker.stats.sent_to_review == 4
+    asyncio.run(drain(worker))  # nothing is sent twice
+    assert worker.stats.sent_to_review == 4
 
 
 def test_rules_pick_live_traces_and_each_is_scored_once(store: SqlStore) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pilothouse.quality.online._rules import (
     JUDGE_TRACE_PREFIX,
     EvaluatorDefinition,
+    ReviewRule,
     RuleError,
     ScoreFilter,
     TraceFilters,
@@ -26,6 +27,7 @@ __all__ = [
     "EvaluatorStatus",
     "OnlineEvaluators",
     "OnlineWorker",
+    "ReviewRule",
     "RuleError",
     "ScoreFilter",
     "TraceFilters",

@@ -10,7 +10,12 @@ A definition is a JSON object (the API's body, the CLI's file, the stored row)::
      "scorer": {"type": "rubric", "rubric": "Is the answer polite?"},
      "judge": "gpt-4o-mini",
      "daily_cost_cap_usd": 2.0,
-     "context": "metadata.context"}
+     "context": "metadata.context",
+     "review": {"queue": "triage", "when": "uncertain", "band": 0.1}}
+
+``review`` sends some scored traces to a human review queue: those the scorer ``failed``, those it was
+``uncertain`` about (the value within ``band`` of the scorer's threshold: a detector's low-confidence
+verdicts), or those where it ``disagrees`` with another evaluator's score on the same trace (``with``).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 __all__ = [
     "JUDGE_TRACE_PREFIX",
     "EvaluatorDefinition",
+    "ReviewRule",
     "RuleError",
     "ScoreFilter",
     "TraceFilters",
@@ -37,7 +43,8 @@ JUDGE_TRACE_PREFIX = "online-eval "
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,100}$")
 _MAX_VALUES = 50  # values per filter list, keys of the metadata filter
 _MAX_TEXT = 500  # characters of one filter value
-_KEYS = frozenset({"filters", "sampling", "scorer", "judge", "daily_cost_cap_usd", "context"})
+_KEYS = frozenset({"filters", "sampling", "scorer", "judge", "daily_cost_cap_usd", "context", "review"})
+_REVIEW_WHEN = ("failed", "uncertain", "disagrees")
 _FILTER_KEYS = frozenset({"model", "name", "span_name", "tags", "metadata", "score"})
 _CONTEXT_SOURCES = ("metadata.", "input", "none")
 
@@ -66,6 +73,36 @@ class ScoreFilter:
             if (self.min is None or value >= self.min) and (self.max is None or value <= self.max):
                 return True
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRule:
+    """Which scored traces go to the review queue ``queue`` (see the module's docstring)."""
+
+    queue: str
+    when: str = "failed"
+    band: float = 0.1
+    with_: str | None = None
+
+    def wants(self, value: float, passed: bool | None, threshold: float, other: float | None) -> str | None:
+        """Why a trace scored ``value`` goes to review (None: it does not). ``other``: the value of the
+        ``with`` evaluator's score on the trace, when it has one."""
+        if self.when == "failed":
+            return f"failed ({value:.2f})" if passed is False else None
+        if self.when == "uncertain":
+            near = abs(value - threshold) <= self.band
+            return f"uncertain ({value:.2f}, threshold {threshold:.2f})" if near else None
+        if other is None or passed is None or (other >= 0.5) == passed:
+            return None
+        return f"disagrees with {self.with_} ({value:.2f} vs {other:.2f})"
+
+    def document(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"queue": self.queue, "when": self.when}
+        if self.when == "uncertain":
+            found["band"] = self.band
+        if self.with_ is not None:
+            found["with"] = self.with_
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +146,7 @@ class EvaluatorDefinition:
     judge: str | None = None
     daily_cost_cap_usd: float | None = None
     context: str = "metadata.context"
+    review: ReviewRule | None = None
 
     def document(self) -> dict[str, Any]:
         """The canonical JSON form (what is stored, and compared to tell an edit from a no-op)."""
@@ -138,6 +176,8 @@ class EvaluatorDefinition:
         if self.daily_cost_cap_usd is not None:
             document["daily_cost_cap_usd"] = self.daily_cost_cap_usd
         document["context"] = self.context
+        if self.review is not None:
+            document["review"] = self.review.document()
         return document
 
 
@@ -234,6 +274,28 @@ def _refuse_server_files(scorer: Mapping[str, Any]) -> None:
             raise RuleError(f"'scorer.{key}' may not name a file on the server; give the value inline")
 
 
+def _review(value: Any) -> ReviewRule | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - {"queue", "when", "band", "with"}:
+        raise RuleError("'review' must be an object with 'queue' and optional 'when', 'band' and 'with'")
+    queue = value.get("queue")
+    if not isinstance(queue, str) or not _NAME.match(queue):
+        raise RuleError("'review.queue' must be a queue's name (1-100 letters, digits, '_', '.', ':', '-')")
+    when = value.get("when", "failed")
+    if when not in _REVIEW_WHEN:
+        raise RuleError(f"'review.when' must be one of {', '.join(_REVIEW_WHEN)}")
+    other = value.get("with")
+    if (when == "disagrees") != (other is not None):
+        raise RuleError("'review.with' (another evaluator's name) goes with when: disagrees, and only there")
+    if other is not None and (not isinstance(other, str) or not _NAME.match(other)):
+        raise RuleError("'review.with' must be an evaluator's name")
+    if "band" in value and when != "uncertain":
+        raise RuleError("'review.band' goes with when: uncertain")
+    band = _number(value.get("band", 0.1), "review.band", minimum=0.0, maximum=0.5)
+    return ReviewRule(queue, when, band, other)
+
+
 def check_name(name: Any) -> str:
     """An evaluator's name (also the name of its scores): 1-100 letters, digits, '_', '.', ':', '-'."""
     if not isinstance(name, str) or not _NAME.match(name):
@@ -268,4 +330,5 @@ def parse_definition(document: Any) -> EvaluatorDefinition:
         judge=judge,
         daily_cost_cap_usd=None if cap is None else _number(cap, "daily_cost_cap_usd", minimum=0.0),
         context=context,
+        review=_review(document.get("review")),
     )

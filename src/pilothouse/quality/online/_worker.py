@@ -38,10 +38,12 @@ from pilothouse.evals.scoring import Sample, Scorer, ScoreResult, build_scorer, 
 from pilothouse.quality.online._rules import (
     JUDGE_TRACE_PREFIX,
     EvaluatorDefinition,
+    ReviewRule,
     RuleError,
     parse_definition,
 )
 from pilothouse.quality.online._service import OnlineEvaluators, utc_day_start_ns
+from pilothouse.quality.review import ReviewError, ReviewService
 from pilothouse.store.online import PENDING, SCORED, UNMEASURED, Outcome, WorkItem
 
 __all__ = ["OnlineWorker", "WorkerOptions", "online_score_id"]
@@ -84,6 +86,21 @@ class WorkerStats:
     backlog: int = 0
     oldest_due_ns: int | None = None
     last_error: str | None = None
+    sent_to_review: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _ReviewCandidate:
+    """A scored trace its evaluator's ``review`` rule may send to people (decided after the write)."""
+
+    project_id: str
+    trace_id: str
+    rule: ReviewRule
+    value: float
+    passed: bool | None
+    threshold: float
+    spans: tuple[tuple[int, int], ...]
+    source: str
 
 
 @dataclass(slots=True)
@@ -136,6 +153,8 @@ class OnlineWorker:
         self._claim = self.options.batch
         self._item_s = 0.0  # seconds a local scorer takes per item (a running average)
         self._spent: dict[str, float] = {}  # judge cost of the batch in hand, per evaluator
+        self._to_review: list[_ReviewCandidate] = []  # of the batch in hand
+        self._review: ReviewService | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -197,10 +216,13 @@ class OnlineWorker:
             items = await asyncio.to_thread(online.claim, self.owner, self._claim, now, int(o.lease_s * NS))
         if items:
             self._spent.clear()
+            self._to_review.clear()
             outcomes = await self._score_batch(items)
             # one transaction for the whole batch: few writes, so that ingest's writer rarely waits
             updated = await asyncio.to_thread(online.complete, self.owner, outcomes)
             self.stats.lost_leases += len(outcomes) - updated
+            if self._to_review:  # after the scores are written: a 'disagrees' rule reads them
+                self.stats.sent_to_review += await asyncio.to_thread(self._send_to_review, self._to_review)
             # what is still due, as far as this worker knows, until the next cycle reads it again
             finished = sum(1 for outcome in outcomes if outcome.retry_due_ns is None)
             self.stats.backlog = max(0, self.stats.backlog - finished)
@@ -369,12 +391,53 @@ class OnlineWorker:
                 comment=comment[:2000],
                 created_ns=self.clock(),
             )
+            rule = prepared.definition.review
+            if rule is not None:
+                spans = tuple(
+                    (d["start"], d["end"])
+                    for d in result.details.get("spans") or ()
+                    if isinstance(d, dict) and all(isinstance(d.get(k), int) for k in ("start", "end"))
+                )
+                self._to_review.append(
+                    _ReviewCandidate(
+                        item.project_id,
+                        item.trace_id,
+                        rule,
+                        result.value,
+                        result.passed,
+                        _threshold(prepared.scorer),
+                        spans,
+                        "detector" if prepared.definition.scorer.get("type") == "hallucination" else "online",
+                    )
+                )
             return Outcome(item, SCORED, score=score, cost_usd=cost)
         if result.error is not None and result.details.get("retryable", True):
             return self._failed(item, result.error, cost)
         if result.error is not None:  # a refusal or an unreadable verdict: asking again costs, same answer
             return Outcome(item, UNMEASURED, reason=result.error, cost_usd=cost)
         return Outcome(item, UNMEASURED, reason=result.reason or "unmeasured", cost_usd=cost)
+
+    def _send_to_review(self, candidates: list[_ReviewCandidate]) -> int:
+        """Put the candidates their rules want in review queues (made when missing); how many went."""
+        if self._review is None:
+            self._review = ReviewService(self.service.store)
+        sent = 0
+        for c in candidates:
+            other = None
+            if c.rule.with_ is not None:
+                facts = self.service.online.score_facts(c.project_id, [c.trace_id])[c.trace_id]
+                other = next((v for n, v, _ in facts if n == c.rule.with_ and v is not None), None)
+            reason = c.rule.wants(c.value, c.passed, c.threshold, other)
+            if reason is None:
+                continue
+            try:
+                self._review.ensure_queue(c.project_id, c.rule.queue)
+                sent += self._review.enqueue(
+                    c.trace_id, c.rule.queue, reason, project_id=c.project_id, spans=c.spans, source=c.source
+                )
+            except ReviewError as exc:  # a span the review screen cannot take, a trace deleted since
+                log.warning("online evaluators: could not send trace %s to review: %s", c.trace_id, exc)
+        return sent
 
     async def _score(self, prepared: _Prepared, item: WorkItem, sample: Sample, trace_id: str) -> ScoreResult:
         """A judge scorer's verdict, its calls in a trace of their own (``online-eval NAME``)."""
@@ -395,6 +458,12 @@ class OnlineWorker:
             return ScoreResult.unmeasured(f"{type(exc).__name__}: {exc}")
         finally:
             current_call.reset(token)
+
+
+def _threshold(scorer: Scorer) -> float:
+    """The value at which the scorer passes an answer (0.5 when it does not say)."""
+    found = getattr(scorer, "threshold", None)
+    return float(found) if isinstance(found, int | float) else 0.5
 
 
 async def _score_all(work: list[tuple[Scorer, Sample]]) -> list[ScoreResult]:
