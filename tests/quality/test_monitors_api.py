@@ -207,7 +207,26 @@ def test_the_app_runs_the_monitors_job(tmp_path: Path) -> None:
     with TestClient(create_app(Settings(home=tmp_path, monitor_interval_s=30), store=store)) as client:
         worker = client.app.state.pilothouse.monitors  # type: ignore[attr-defined]
         assert isinstance(worker, MonitorWorker) and worker.interval_s == 30
+        assert client.get("/health").json()["monitors"]["stalled"] is False
     store.close()
+
+
+def test_the_watchdog_sees_a_monitors_job_no_process_runs(sqlite_store: SqlStore) -> None:
+    now = [time.time_ns()]
+    worker = MonitorWorker(sqlite_store, interval_s=60, clock=lambda: now[0])
+    assert worker.evaluate(now[0]) == []  # a pass: this process holds the lease for 3 minutes
+    assert worker.health() | {"last_pass_s": None} == {
+        "passes": 1,
+        "last_pass_s": None,
+        "held_by": "this process",
+        "stalled": False,
+        "reasons": [],
+    }
+    other = MonitorWorker(sqlite_store, interval_s=60, clock=lambda: now[0])
+    assert other.health()["held_by"] == "another process" and not other.health()["stalled"]
+    now[0] += 240 * 10**9  # four minutes without a pass anywhere: the pass hung, or its process died
+    assert other.health()["reasons"] == ["no process has evaluated the monitors for 240s"]
+    assert other.evaluate(now[0]) == [] and other.health()["stalled"] is False  # taken over
 
 
 @pytest.mark.slow  # the commands as a user runs them, each a process

@@ -102,6 +102,13 @@ async def health(request: Request) -> Response:
             reasons.append(error)
     if state.spool is not None and (failure := state.spool.failure) is not None:
         reasons.append(failure)  # every span and gateway call gets 503 until a restart
+    if state.monitors is not None:  # its watchdog: a job no process runs is visible here
+        try:
+            monitors = await run_in_threadpool(state.monitors.health)
+            body["monitors"] = monitors
+            reasons.extend(monitors["reasons"])
+        except Exception as exc:
+            reasons.append(f"the monitors' job state is unknown: {type(exc).__name__}")
     if state.online_worker is not None:  # the watchdog: a stalled worker is visible here
         watchdog = state.online_worker.health()
         body["online_evals"] = watchdog

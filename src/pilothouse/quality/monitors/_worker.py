@@ -74,6 +74,7 @@ class MonitorWorker:
         self.holder = holder or f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.passes = 0  # passes this process ran (holding the lease)
         self.last_pass_ns: int | None = None
+        self.started_ns: int | None = None
         self._client: httpx.AsyncClient | None = None
         self._loop = LeasedLoop(
             "monitors",
@@ -86,7 +87,7 @@ class MonitorWorker:
 
     def evaluate(self, now_ns: int) -> list[Fired] | None:
         """One pass over every monitor at ``now_ns``; None when another process holds the lease."""
-        ttl_ns = int(max(60.0, 3 * self.interval_s) * 1e9)
+        ttl_ns = self.lease_ttl_ns()
         if not self.repository.take_lease(LEASE_NAME, self.holder, now_ns, ttl_ns):
             return None
         fired: list[Fired] = []
@@ -226,7 +227,33 @@ class MonitorWorker:
 
     def start(self) -> None:
         """Run a pass every ``interval_s`` in the background until :meth:`close`."""
+        self.started_ns = self.clock()
         self._loop.start()
+
+    def lease_ttl_ns(self) -> int:
+        """How long a pass's lease lasts: three intervals (at least a minute)."""
+        return int(max(60.0, 3 * self.interval_s) * 1e9)
+
+    def health(self) -> dict[str, Any]:
+        """The watchdog's view for ``/health`` (a database read: call it in a thread). Whichever process
+        holds the lease renews it at every pass, so a lease that ran out means no process has evaluated
+        the monitors for three intervals: a stall (a hung pass, a dead holder nobody replaced)."""
+        now = self.clock()
+        lease = self.repository.lease(LEASE_NAME)
+        reasons = []
+        if lease is not None and lease[1] < now:
+            late = (now - lease[1] + self.lease_ttl_ns()) / 1e9
+            reasons.append(f"no process has evaluated the monitors for {late:.0f}s")
+        elif lease is None and self.started_ns is not None and now - self.started_ns > self.lease_ttl_ns():
+            reasons.append("no process has taken the monitors' job")
+        holder = None if lease is None else ("this process" if lease[0] == self.holder else "another process")
+        return {
+            "passes": self.passes,
+            "last_pass_s": None if self.last_pass_ns is None else round((now - self.last_pass_ns) / 1e9, 3),
+            "held_by": holder,
+            "stalled": bool(reasons),
+            "reasons": reasons,
+        }
 
     async def close(self) -> None:
         """Stop, give the lease up (another process takes over at once) and release connections."""
