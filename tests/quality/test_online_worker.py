@@ -101,8 +101,7 @@ def test_review_rules_send_failed_uncertain_and_disputed_traces_to_people(store:
     review = ReviewService(store)
     queued = {
         queue.name: sorted(
-            (i.trace_id, i.reason, i.source, tuple(i.spans))
-            for i in review.store.list_items(queue)
+            (i.trace_id, i.reason, i.source, tuple(i.spans)) for i in review.store.list_items(queue)
         )
         for queue, _counts in review.queues("default")
     }
