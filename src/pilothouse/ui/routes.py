@@ -30,6 +30,7 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/costs", pages_overview.costs, "GET"),
     ("/traces", pages_traces.traces, "GET"),
     ("/traces/{trace_id}", pages_traces.trace, "GET"),
+    ("/traces/{trace_id}/spans/{span_id}", pages_traces.span, "GET"),
     ("/traces/{trace_id}/scores", pages_traces.add_score, "POST"),
     ("/traces/{trace_id}/dataset", pages_traces.add_to_dataset, "POST"),
     ("/sessions", pages_traces.sessions, "GET"),
