@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pilothouse.domain.traces import ObservationKind, Status, Trace
+from pilothouse.domain.traces import Status, Trace
 from pilothouse.store.trace_view import OutlineSpan, TraceOutline
 from pilothouse.ui.markdown import render_markdown
 from pilothouse.ui.pages_traces import outline_json
@@ -60,18 +60,7 @@ def test_no_payload_becomes_a_tag(payload: str) -> None:
 
 def test_the_outline_cannot_close_its_script_element() -> None:
     trace = Trace(id="t" * 32, project_id="p", name="x", start_ns=0, end_ns=10, status=Status.OK)
-    span = OutlineSpan(
-        "a" * 16,
-        None,
-        ObservationKind.SPAN,
-        "</script><script>alert(1)</script>",
-        0,
-        10,
-        Status.OK,
-        None,
-        0,
-        None,
-    )
+    span = OutlineSpan("a" * 16, None, "span", "</script><script>alert(1)</script>", 0, 10, "ok", None, 0)
     text = outline_json(TraceOutline(trace, [span], [], None, None))
     assert "<" not in text and "\\u003c/script>" in text
 

@@ -226,7 +226,9 @@ def test_a_trace_of_10000_spans_renders_expands_searches_and_selects(
     assert NEEDLE in tab.inner_text("#span-detail h2")
     assert f"?span={traces.needle_span}" in tab.url
     assert tab.get_attribute(f"#row-{traces.needle_span}", "aria-selected") == "true"
-    assert tab.evaluate("document.getElementById('s-obs-span').value") == traces.needle_span  # a score goes on the selected span
+    assert (
+        tab.evaluate("document.getElementById('s-obs-span').value") == traces.needle_span
+    )  # a score goes on the selected span
     shot(tab, "trace-view", full_page=False)
     tab.fill("#tree-search", "")
     expect(tab.locator("#tree-status")).to_have_text("")

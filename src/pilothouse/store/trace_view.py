@@ -8,10 +8,11 @@ the megabytes of prompts and answers its spans hold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple, cast
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 
-from pilothouse.domain.traces import Observation, ObservationKind, Score, Status, Trace
+from pilothouse.domain.traces import Observation, Score, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.rows import observation_from_row, score_from_row, trace_from_row
 from pilothouse.store.sql import SqlStore
@@ -19,20 +20,19 @@ from pilothouse.store.sql import SqlStore
 __all__ = ["OutlineSpan", "TraceOutline", "TraceViewQueries"]
 
 
-@dataclass(frozen=True, slots=True)
-class OutlineSpan:
-    """A span as the tree shows it: no input, output or attributes."""
+class OutlineSpan(NamedTuple):
+    """A span as the tree shows it: no input, output or attributes. The outline holds database rows
+    with these fields in this order (read them by position or unpacking: a trace has thousands)."""
 
     id: str
     parent_id: str | None
-    kind: ObservationKind
+    kind: str  # an ObservationKind's value
     name: str
     start_ns: int
     end_ns: int
-    status: Status
-    model: str | None
-    tokens: int
-    cost_usd: float | None
+    status: str  # a Status's value
+    model: str | None  # the model that answered, else the one asked for
+    tokens: int  # input + output
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +70,8 @@ class TraceViewQueries:
                     s.start_ns,
                     s.end_ns,
                     s.status,
-                    s.model,
-                    s.request_model,
-                    s.input_tokens,
-                    s.output_tokens,
-                    s.cost_usd,
+                    func.coalesce(s.model, s.request_model),
+                    func.coalesce(s.input_tokens, 0) + func.coalesce(s.output_tokens, 0),
                 )
                 .where(s.trace_pk == row.pk)
                 .order_by(s.start_ns, s.pk)
@@ -98,21 +95,7 @@ class TraceViewQueries:
                 .order_by(c.start_ns, c.pk)
                 .limit(1)
             ).scalar()
-        spans = [
-            OutlineSpan(
-                id=r.span_id,
-                parent_id=r.parent_id,
-                kind=ObservationKind(r.kind),
-                name=r.name,
-                start_ns=r.start_ns,
-                end_ns=r.end_ns,
-                status=Status(r.status),
-                model=r.model or r.request_model,
-                tokens=(r.input_tokens or 0) + (r.output_tokens or 0),
-                cost_usd=r.cost_usd,
-            )
-            for r in span_rows
-        ]
+        spans = cast(list[OutlineSpan], span_rows)  # rows unpack as OutlineSpan's fields, in its order
         return TraceOutline(trace_from_row(row._mapping), spans, scores, older, newer, row.root_span_id)
 
     def observation(self, project_id: str, trace_id: str, span_id: str) -> Observation | None:

@@ -127,44 +127,41 @@ def _extra_attributes(o: Observation) -> dict[str, Any]:
     return {k: v for k, v in o.attributes.items() if k not in hidden}
 
 
-def _us(ns: int) -> int:
-    return max(0, ns // 1000)
-
-
 def outline_json(outline: TraceOutline) -> str:
     """The tree's data, compact: tables of names, kinds and models, then one row per span in start
-    order: ``[id, parent index (-1: a root), name, kind, start us, duration us, failed, model, tokens,
-    cost]`` (indexes into the tables). Safe inside ``<script type="application/json">``."""
+    order: ``[id, parent index (-1: a root), name, kind, start us, duration us, failed, model, tokens]``
+    (name, kind and model as indexes into the tables). Safe inside ``<script type="application/json">``."""
     spans = outline.spans
-    index = {s.id: i for i, s in enumerate(spans)}
-    start = min((s.start_ns for s in spans), default=outline.trace.start_ns)
-    end = max((s.end_ns for s in spans), default=outline.trace.end_ns)
+    index = {s[0]: i for i, s in enumerate(spans)}
+    start = min((s[4] for s in spans), default=outline.trace.start_ns)
+    end = max((s[5] for s in spans), default=outline.trace.end_ns)
     names: dict[str, int] = {}
     kinds: dict[str, int] = {}
-    models: dict[str, int] = {}
+    models: dict[str | None, int] = {None: -1}
     rows = []
-    for s in spans:
-        parent = index.get(s.parent_id, -1) if s.parent_id else -1
+    for span_id, parent_id, kind, name, begin, finish, status, model, tokens in spans:
+        model_at = models.get(model)
+        if model_at is None:
+            model_at = models[model] = len(models) - 1
         rows.append(
-            [
-                s.id,
-                parent,
-                names.setdefault(s.name, len(names)),
-                kinds.setdefault(s.kind.value, len(kinds)),
-                _us(s.start_ns - start),
-                _us(s.end_ns - s.start_ns),
-                1 if s.status.value == "error" else 0,
-                -1 if not s.model else models.setdefault(s.model, len(models)),
-                s.tokens,
-                None if s.cost_usd is None else Money.from_usd(s.cost_usd).display(),
-            ]
+            (
+                span_id,
+                index.get(parent_id, -1) if parent_id else -1,
+                names.setdefault(name, len(names)),
+                kinds.setdefault(kind, len(kinds)),
+                max(0, begin - start) // 1000,
+                max(0, finish - begin) // 1000,
+                1 if status == "error" else 0,
+                model_at,
+                tokens,
+            )
         )
     data = {
         "trace": outline.trace.id,
-        "total_us": _us(max(1, end - start)),
+        "total_us": max(1, (end - start) // 1000),
         "names": list(names),
         "kinds": list(kinds),
-        "models": list(models),
+        "models": [m for m in models if m is not None],
         "spans": rows,
     }
     # "<" escaped: no text of a span can close the script element
@@ -173,13 +170,13 @@ def outline_json(outline: TraceOutline) -> str:
 
 def _selected(outline: TraceOutline, wanted: str | None) -> str | None:
     """The span to show first: the one the URL names, else the first root."""
-    ids = {s.id for s in outline.spans}
+    ids = {s[0] for s in outline.spans}
     if wanted and wanted in ids:
         return wanted
     root = outline.root_span_id
     if root is not None and root in ids:
         return root
-    return next((s.id for s in outline.spans if s.parent_id not in ids), None)
+    return next((s[0] for s in outline.spans if s[1] not in ids), None)
 
 
 def span_context(o: Observation, trace_start_ns: int, scores: list[Any]) -> dict[str, Any]:
