@@ -202,6 +202,7 @@ class Ui:
             viewer=viewer,
             csrf=csrf,
             path=request.url.path,
+            server_url=str(request.base_url).rstrip("/"),
             query=lambda **changes: _query(request, changes),
             **context,
         )
@@ -211,7 +212,9 @@ class Ui:
         self, request: Request, status: int, title: str, message: str, viewer: Viewer | None
     ) -> Response:
         """An error as a page (the message is the whole story; no stack trace)."""
-        return self.render(request, "error.html", status=status, viewer=viewer, title=title, message=message)
+        return self.render(
+            request, "error.html", status=status, viewer=viewer, title=title, message=message, code=status
+        )
 
     # -- sessions -----------------------------------------------------------------------------------
 
