@@ -389,6 +389,10 @@
     fetch("/traces/" + data.trace + "/spans/" + id, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
       .then(function (response) {
         if (response.redirected && /\/login/.test(response.url)) { location.href = response.url; return null; }
+        if (!response.ok) {
+          if (ticket === loading) detail.textContent = "This span could not be loaded (HTTP " + response.status + "); reload the page.";
+          return null;
+        }
         return response.text();
       })
       .then(function (html) {
