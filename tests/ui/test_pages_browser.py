@@ -70,10 +70,12 @@ def test_times_are_local_with_utc_on_hover(tab: Any, seeded: Seeded) -> None:
 CLIPPED = """[...document.querySelectorAll('.table-wrap')]
   .filter(w => w.scrollWidth > w.clientWidth + 1)
   .map(w => (w.closest('section, main').querySelector('h1, h2, h3') || {}).textContent)"""
+# what sticks out of the page at the right (for the message of a failure)
 WIDE = """[...document.querySelectorAll('body *')]
   .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
     && e.parentElement.getBoundingClientRect().right <= document.documentElement.clientWidth + 1)
-  .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id + ' in ' + e.parentElement.className + ' ' + getComputedStyle(e.parentElement).overflowX + ' ' + Math.round(e.getBoundingClientRect().right))"""
+  .slice(0, 5)
+  .map(e => e.tagName + '.' + e.className + ' in ' + e.parentElement.className)"""
 PAGES = ["/", "/traces", "/sessions", "/users", "/models", "/costs", "/keys", "/datasets", "/evals"]
 
 
