@@ -1,11 +1,17 @@
 """Web UI benchmark: the server time of every page over 1,000,000 stored spans.
 
     python benchmarks/ui.py [--spans 1000000] [--keep PATH] [--database-url postgresql://...]
+    python benchmarks/ui.py --trace-view [--repeats 40]
 
 Fills the store as benchmarks/query.py does (reuse its database with ``--keep``: the same file serves
 both), adds a dataset and two eval runs, starts ``pilothouse serve``, logs in through the login form
 and times each page from a client over loopback (the whole response, HTML included). Target: p95 <=
 200 ms per page.
+
+``--trace-view`` measures the trace view alone, on a fresh SQLite file: an agent trace of 10,000 spans
+(1 KiB of prompt and answer each) against one of 100 spans (the baseline), both sent through OTLP: the
+page's time and size (the tree's outline is in the page; no span's text is), a span's detail (fetched
+when it is selected), and, for scale, the size of the whole trace as ``GET /api/traces/{id}`` gives it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import BIN, Server
+from _common import BIN, Server, export_body, openinference_span
 from query import PROJECT, fill
 
 from pilothouse.domain.datasets import DatasetItem
@@ -126,6 +132,93 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[-1]
 
 
+def agent_trace(rng: random.Random, spans: int, start_ns: int) -> tuple[str, list[bytes], str]:
+    """An agent trace of ``spans`` spans (a root, iterations of 100 steps, LLM calls with 1 KiB of
+    text): its id, OTLP bodies of at most 2,000 spans and the id of a deep span."""
+    trace_id = rng.randbytes(16)
+    made = []
+    root = openinference_span(rng, start_ns)
+    root.trace_id, root.name = trace_id, "agent"
+    made.append(root)
+    iteration = root
+    for i in range(1, spans):
+        span = openinference_span(rng, start_ns + i * 1_000_000)
+        span.trace_id = trace_id
+        if i % 101 == 1:
+            span.name, span.parent_span_id = f"iteration-{i // 101}", root.span_id
+            iteration = span
+        else:
+            span.name, span.parent_span_id = f"step-{i}", iteration.span_id
+        made.append(span)
+    bodies = [export_body(made[at : at + 2000]) for at in range(0, len(made), 2000)]
+    return trace_id.hex(), bodies, made[-1].span_id.hex()
+
+
+def trace_view(repeats: int) -> None:
+    """The trace view at 100 and 10,000 spans (see the module's docstring)."""
+    url = f"sqlite:///{os.path.join(tempfile.mkdtemp(prefix='ph-bench-trace-view-'), 'ui.db')}"
+    done = subprocess.run(
+        [
+            str(BIN),
+            "keys",
+            "create",
+            "--name",
+            "bench",
+            "--scopes",
+            "admin,read,ingest",
+            "--database-url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    key = done.stdout.strip().splitlines()[-1]
+    api = {"Authorization": f"Bearer {key}"}
+    rng = random.Random(5)
+    server = Server(url, env={"PILOTHOUSE_SESSION_SECRET": SECRET})
+    rows = []
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=120) as http:
+            traces = {}
+            for size in (100, 10_000):
+                trace_id, bodies, deep = agent_trace(rng, size, time.time_ns() - 3_600 * 10**9)
+                for body in bodies:
+                    headers = {**api, "Content-Type": "application/x-protobuf"}
+                    http.post("/v1/traces", content=body, headers=headers).raise_for_status()
+                traces[size] = (trace_id, deep)
+            for size, (trace_id, _) in traces.items():
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:
+                    got = http.get(f"/api/traces/{trace_id}", headers=api)
+                    if got.status_code == 200 and len(got.json()["observations"]) >= size:
+                        break
+                    time.sleep(0.2)
+                else:
+                    raise RuntimeError(f"the {size}-span trace was not stored")
+            login(http, key)
+            for size, (trace_id, deep) in traces.items():
+                page = f"/traces/{trace_id}"
+                detail = f"/traces/{trace_id}/spans/{deep}"
+                sizes = {
+                    "page": len(http.get(page).content),
+                    "span detail": len(http.get(detail).content),
+                    "api (whole trace)": len(http.get(f"/api/traces/{trace_id}", headers=api).content),
+                }
+                for label, path in (("page", page), ("span detail", detail)):
+                    times = timed(http, [path], repeats)
+                    rows.append((size, label, statistics.median(times), p95(times), sizes[label]))
+                rows.append((size, "api (whole trace)", None, None, sizes["api (whole trace)"]))
+    finally:
+        server.stop()
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    print(f"\ntrace view (load average {' '.join(load)}; the 100-span trace is the baseline)")
+    print(f"{'spans':>7} {'request':20} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>12}")
+    for size, label, p50, p95_, size_bytes in rows:
+        timing = f"{p50:8.1f} {p95_:8.1f}" if p50 is not None else f"{'–':>8} {'–':>8}"
+        print(f"{size:>7,} {label:20} {timing} {size_bytes:>12,}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
@@ -134,7 +227,11 @@ def main() -> None:
         "--keep", default=None, help="SQLite file to reuse (filled once; benchmarks/query.py's)"
     )
     parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--trace-view", action="store_true", help="time the trace view at 10,000 spans")
     args = parser.parse_args()
+    if args.trace_view:
+        trace_view(args.repeats)
+        return
     if args.database_url:
         url = args.database_url
     else:

@@ -106,15 +106,18 @@ def test_open_a_trace_see_its_tree_and_messages_and_score_it(page: Any, seeded: 
     page.goto(seeded.base_url + "/traces?name=travel-agent")
     page.click("table.traces tbody tr:first-child th a")
     page.wait_for_url(re.compile(r"/traces/[0-9a-f]{32}"))
-    tree = page.locator("ol.waterfall li")
+    page.wait_for_selector("#span-tree[data-ready]")
+    tree = page.locator("#span-tree .tree-row")
     assert tree.count() == 4
-    assert [tree.nth(i).locator(".wf-name").inner_text().split(maxsplit=1)[1] for i in range(4)] == [
+    assert [tree.nth(i).locator(".tree-name").inner_text() for i in range(4)] == [
         "travel-agent",
         "plan",
         "get_weather",
         "answer",
     ]
-    plan = page.locator("section.obs:has(h3:has-text('plan'))")
+    page.click("#span-tree .tree-row:has(.tree-name:text-is('plan'))")
+    page.wait_for_selector("#span-detail h2:has-text('plan')")
+    plan = page.locator("#span-detail")
     assert "get_weather" in plan.locator(".tool-call").inner_text()
     assert '"city": "Paris"' in plan.locator(".tool-call pre").inner_text()
     assert "You are a travel assistant" in plan.locator(".msg.role-system").inner_text()
@@ -166,6 +169,11 @@ def test_create_a_key_see_its_secret_once_and_revoke_it(page: Any, seeded: Seede
     assert "ingest, read" in row.inner_text() and "60 req/min" in row.inner_text()
     assert "$25" in page.inner_text("#budgets")
     shot(page, "keys")
+    assert "/keys?created=" in page.url  # the POST redirected: a reload creates nothing
+    page.reload()
+    assert page.locator("#new-secret").count() == 0 and secret not in page.content()
+    assert "shown once" in page.inner_text("[role=status]")
+    assert page.locator("tr:has(th:has-text('ci-bot'))").count() == 1
     page.goto(seeded.base_url + "/keys")
     assert page.locator("#new-secret").count() == 0 and secret not in page.content()
     row = page.locator("tr:has(th:has-text('ci-bot'))")

@@ -73,7 +73,7 @@ def serve(
         check_workers(settings, processes)
     except (ConfigError, WorkersError) as exc:
         raise CliError(f"invalid settings: {str(exc).splitlines()[0]}", exit_code=2) from None
-    from pilothouse.domain.keys import DEFAULT_SCOPES
+    from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
     from pilothouse.store.sql import SqlStore
 
     check_port(settings.host, settings.port)
@@ -84,7 +84,9 @@ def serve(
         store = SqlStore.from_url(settings.resolved_database_url)
         first_key = None
         if not store.list_api_keys():
-            _, first_key = store.create_api_key("default", "first key", frozenset(DEFAULT_SCOPES))
+            # the owner's key: it also opens the UI's Keys page (the admin scope)
+            scopes = frozenset(DEFAULT_SCOPES) | {Scope.ADMIN}
+            _, first_key = store.create_api_key("default", "first key", scopes)
         # A bad config fails here, before any worker starts; building the app also makes the UI's
         # session secret file, which the workers then all read (instead of racing to make their own).
         app = create_app(settings, store=store, gateway_config=gateway_config)
@@ -93,7 +95,10 @@ def serve(
     base = f"http://{settings.host}:{settings.port}"
     key_hint = "<key>"
     if first_key:
-        click.echo(f"Created your first API key (project 'default'); it is shown only now:\n  {first_key}\n")
+        click.echo(
+            "Created your first API key (project 'default'; scopes admin, gateway, ingest, read); "
+            f"it is shown only now:\n  {first_key}\n"
+        )
         key_hint = first_key
     durability = "in-memory ingest"
     if settings.durable:
@@ -103,7 +108,7 @@ def serve(
         durability += f"; {processes} worker processes"
     click.echo(
         f"Pilothouse serving on {base}  (database: {database}; {durability})\n"
-        f"  Web UI:        {base}/  (log in with the key)\n"
+        f"  Web UI:        {base}/  (log in with the key; Keys & budgets makes more)\n"
         f"  Send traces:   export PILOTHOUSE_API_KEY={key_hint}\n"
         f"                 OTLP endpoint {base}/v1/traces, or pilothouse.init() in Python\n"
         f"  Read traces:   curl -H 'Authorization: Bearer {key_hint}' {base}/api/traces\n"

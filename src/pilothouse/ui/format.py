@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from markupsafe import Markup
 
 from pilothouse.domain.money import Money
 
@@ -78,6 +79,15 @@ def iso(ns: int | None) -> str:
     if ns is None:
         return ""
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def at(ns: int | None) -> Markup:
+    """A time for people: ``<time>`` in UTC, which the page's script shows in the browser's time zone
+    (the UTC time stays on hover)."""
+    if ns is None:
+        return Markup("–")
+    utc = when(ns)
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(iso(ns), utc, utc)
 
 
 def short_id(value: str | None, size: int = 8) -> str:

@@ -11,6 +11,7 @@ from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
+from pilothouse.store.key_usage import keys_last_used
 from pilothouse.ui.pages_overview import budget_rows
 from pilothouse.ui.web import PageContext, not_found
 
@@ -25,6 +26,7 @@ async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Resp
     )
     budgets = await page.run(CostStore(page.state.store).list_budgets, page.project_id)
     key_names = {k.id: k.name for k in keys}
+    last_used = await page.run(keys_last_used, page.state.store, page.project_id, [k.id for k in keys])
     retention = page.state.retention
     storage = None
     if page.viewer.can(Scope.ADMIN) and retention is not None:  # what the database takes, and keeps
@@ -35,6 +37,9 @@ async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Resp
         status=status,
         keys=keys,
         key_names=key_names,
+        last_used={k: v * 1_000_000_000 for k, v in last_used.items()},
+        revoked_keys={k.id for k in keys if not k.active},
+        active_keys=[k for k in keys if k.active],
         budget_rows=await budget_rows(page, budgets),
         scopes=list(Scope),
         default_scopes=set(DEFAULT_SCOPES),
@@ -42,7 +47,16 @@ async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Resp
         periods=list(BudgetPeriod),
         is_admin=page.viewer.can(Scope.ADMIN),
         storage=storage,
-        **{"created": None, "secret": None, "key_error": None, "budget_error": None, "notice": None, **extra},
+        **{
+            "created": None,
+            "secret": None,
+            "key_error": None,
+            "budget_error": None,
+            "notice": None,
+            "key_form": {},
+            "budget_form": {},
+            **extra,
+        },
     )
 
 
@@ -53,7 +67,19 @@ async def keys(page: PageContext) -> Response:
         "budget-deleted": "Budget deleted.",
         "budget-created": "Budget created.",
     }
-    return await _keys_page(page, notice=notice.get(page.params.get("done", "")))
+    created = secret = None
+    wanted = page.params.get("created")
+    if wanted:
+        kept = page.ui.take_flash(page.viewer.session)
+        if isinstance(kept, tuple) and kept[0].id == wanted:
+            created, secret = kept
+        else:
+            notice["shown"] = (
+                "That key's secret was shown once, when it was created, and is not stored: if it was "
+                "not copied, revoke the key and create another."
+            )
+    done = "shown" if wanted and secret is None else page.params.get("done", "")
+    return await _keys_page(page, notice=notice.get(done), created=created, secret=secret)
 
 
 def _positive_int(text: str, name: str) -> int | None:
@@ -100,7 +126,9 @@ async def create_key(page: PageContext) -> Response:
         if period not in {p.value for p in BudgetPeriod}:
             raise ValueError("the budget period must be day, week, month or total")
     except ValueError as exc:
-        return await _keys_page(page, status=400, key_error=f"Key not created: {exc}.")
+        typed = {k: page.field(k) for k in ("name", "models", "rpm", "tpm", "budget_usd", "budget_period")}
+        typed["scopes"] = ",".join(str(v) for v in page.form.getlist("scopes"))
+        return await _keys_page(page, status=400, key_error=f"Key not created: {exc}.", key_form=typed)
     key, secret = await page.run(
         page.state.store.create_api_key, page.project_id, name, scopes, models=models, rpm=rpm, tpm=tpm
     )
@@ -114,7 +142,8 @@ async def create_key(page: PageContext) -> Response:
             budget,
         )
         page.state.budgets.invalidate()
-    return await _keys_page(page, status=201, created=key, secret=secret)
+    page.ui.flash(page.viewer.session, (key, secret))
+    return RedirectResponse(f"/keys?created={key.id}", status_code=303)
 
 
 async def revoke_key(page: PageContext) -> Response:
@@ -140,7 +169,9 @@ async def create_budget(page: PageContext) -> Response:
         period_text = page.field("period", "month")
         if period_text not in {p.value for p in BudgetPeriod}:
             raise ValueError("the period must be day, week, month or total")
-        value = page.field("scope_value")
+        value = page.field("key_id") if scope is BudgetScope.KEY else page.field("scope_value")
+        if scope is BudgetScope.KEY and not value:
+            value = page.field("scope_value")  # a key id typed in
         if scope is not BudgetScope.PROJECT and not value:
             raise ValueError(f"a {scope.value} budget needs the {scope.value} it limits")
         limit = _money(page.field("limit_usd"), "The limit")
@@ -150,8 +181,13 @@ async def create_budget(page: PageContext) -> Response:
             keys = await page.run(page.state.store.list_api_keys, page.project_id)
             if value not in {k.id for k in keys}:
                 raise ValueError(f"there is no key {value!r} in this project")
+            if value not in {k.id for k in keys if k.active}:
+                raise ValueError("that key is revoked: a budget on it would never apply")
     except ValueError as exc:
-        return await _keys_page(page, status=400, budget_error=f"Budget not created: {exc}.")
+        typed = {k: page.field(k) for k in ("scope", "scope_value", "key_id", "period", "limit_usd")}
+        return await _keys_page(
+            page, status=400, budget_error=f"Budget not created: {exc}.", budget_form=typed
+        )
     await page.run(
         CostStore(page.state.store).create_budget,
         page.project_id,

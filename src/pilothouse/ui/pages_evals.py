@@ -3,8 +3,14 @@ per-item results, and two runs compared side by side with the quality gate's ver
 
 from __future__ import annotations
 
-from starlette.responses import Response
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
 
+import orjson
+from starlette.responses import RedirectResponse, Response
+
+from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.domain.evals import EvalRun
 from pilothouse.evals import ComparisonError
 from pilothouse.evals.gate import DEFAULT_ALPHA, judge_calibration_text, parse_margin
@@ -46,6 +52,8 @@ async def dataset(page: PageContext) -> Response:
     items = await page.run(page.queries.dataset_items, version.id, after, PAGE_SIZE + 1)
     more = len(items) > PAGE_SIZE
     items = items[:PAGE_SIZE]
+    latest = await page.run(_evals(page).get_version, page.project_id, name, None)
+    recent = await page.run(_evals(page).list_runs, page.project_id, RUNS_SCANNED)
     return page.render(
         "dataset.html",
         name=name,
@@ -53,7 +61,124 @@ async def dataset(page: PageContext) -> Response:
         items=items,
         next_after=items[-1][0] if more and items else None,
         after=after,
+        editable=latest is not None and latest.id == version.id,
+        runs=[r for r in recent if r.dataset == name],
+        done=page.params.get("done"),
+        error=page.params.get("error"),
     )
+
+
+RUNS_SCANNED = 200  # the newest runs searched for those of a dataset
+
+
+def _rewrite(
+    store: EvalStore, project_id: str, name: str, item_id: str, replacement: DatasetItem | None
+) -> str:
+    """A new version of the dataset with one item replaced (or left out when ``replacement`` is None);
+    returns what the page says. Versions are immutable: the older ones and their runs stay as they are."""
+    latest = store.get_version(project_id, name)
+    if latest is None or not store.get_items(latest.id, [item_id]):
+        raise UiError(404, f"There is no item {item_id!r} in the newest version of dataset {name!r}.")
+
+    def items() -> Iterator[DatasetItem]:
+        for _, item in store.iter_items(latest.id):
+            if item.id != item_id:
+                yield item
+            elif replacement is not None:
+                yield replacement
+
+    what = "edited" if replacement is not None else "deleted"
+    version, _ = store.import_items(project_id, name, items(), source=f"ui: item {item_id} {what}")
+    return f"Item {item_id} {what}: {name} is now v{version.version} ({version.item_count} items)."
+
+
+def _json_field(text: str, label: str, *, obj: bool) -> Any:
+    if not text:
+        return {} if obj else None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        if obj:
+            raise ValueError(f'{label} must be a JSON object, like {{"question": "..."}}') from None
+        return text  # an expected answer may be plain text
+    if obj and not isinstance(value, dict):
+        raise ValueError(f'{label} must be a JSON object, like {{"question": "..."}}')
+    return value
+
+
+def _item_params(page: PageContext) -> tuple[str, str]:
+    return str(page.request.path_params["name"]), str(page.request.path_params["item_id"])
+
+
+def _dataset_url(name: str, **params: str) -> str:
+    query = "&".join(f"{k}={quote(v)}" for k, v in params.items())
+    return f"/datasets/{quote(name, safe='')}" + (f"?{query}" if query else "")
+
+
+async def item_form(page: PageContext) -> Response:
+    """``/datasets/{name}/items/{id}``: edit an item of the newest version."""
+    name, item_id = _item_params(page)
+    evals = _evals(page)
+    latest = await page.run(evals.get_version, page.project_id, name, None)
+    found = {} if latest is None else await page.run(evals.get_items, latest.id, [item_id])
+    if item_id not in found:
+        raise not_found(f"item {item_id!r} in dataset {name!r}")
+    item = found[item_id]
+    form = {
+        "input": orjson.dumps(dict(item.input), option=orjson.OPT_INDENT_2).decode(),
+        "expected": ""
+        if item.expected is None
+        else item.expected
+        if isinstance(item.expected, str)
+        else orjson.dumps(item.expected, option=orjson.OPT_INDENT_2).decode(),
+        "metadata": orjson.dumps(dict(item.metadata), option=orjson.OPT_INDENT_2).decode()
+        if item.metadata
+        else "",
+    }
+    return page.render("dataset_item.html", name=name, item=item, version=latest, form=form, error=None)
+
+
+async def edit_item(page: PageContext) -> Response:
+    """``POST /datasets/{name}/items/{id}``: the item changed, as a new version of the dataset."""
+    name, item_id = _item_params(page)
+    evals = _evals(page)
+    latest = await page.run(evals.get_version, page.project_id, name, None)
+    found = {} if latest is None else await page.run(evals.get_items, latest.id, [item_id])
+    if item_id not in found:
+        raise not_found(f"item {item_id!r} in dataset {name!r}")
+    typed = {k: page.field(k) for k in ("input", "expected", "metadata")}
+    try:
+        old = found[item_id]
+        item = DatasetItem(
+            id=item_id,
+            input=_json_field(typed["input"], "The input", obj=True),
+            expected=_json_field(typed["expected"], "The expected answer", obj=False),
+            metadata=_json_field(typed["metadata"], "The metadata", obj=True),
+            messages=old.messages,
+            source_trace_id=old.source_trace_id,
+        )
+        message = await page.run(_rewrite, evals, page.project_id, name, item_id, item)
+    except (ValueError, DatasetError) as exc:
+        return page.render(
+            "dataset_item.html",
+            status=400,
+            name=name,
+            item=found[item_id],
+            version=latest,
+            form=typed,
+            error=f"Item not saved: {exc}.",
+        )
+    return RedirectResponse(_dataset_url(name, done=message), status_code=303)
+
+
+async def delete_item(page: PageContext) -> Response:
+    """``POST /datasets/{name}/items/{id}/delete``: a new version of the dataset without the item."""
+    name, item_id = _item_params(page)
+    try:
+        message = await page.run(_rewrite, _evals(page), page.project_id, name, item_id, None)
+    except DatasetError as exc:
+        return RedirectResponse(_dataset_url(name, error=f"Item not deleted: {exc}."), status_code=303)
+    return RedirectResponse(_dataset_url(name, done=message), status_code=303)
 
 
 def _run(page: PageContext, run_id: str) -> EvalRun:

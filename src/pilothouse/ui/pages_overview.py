@@ -89,8 +89,10 @@ async def dashboard(page: PageContext) -> Response:
         "ttft": {"t": s["t"], "series": {"TTFT p50 (ms, sampled)": s["ttft"]}},
     }
     template = "dashboard_body.html" if page.request.headers.get("hx-request") == "true" else "dashboard.html"
+    names = page.state.gateway.model_names()
     return page.render(
         template,
+        example_model="sim" if "sim" in names or not names else names[0],
         win=win,
         ranges=list(an.RANGES),
         refresh=refresh,

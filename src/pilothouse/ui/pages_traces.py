@@ -8,6 +8,7 @@ from itertools import chain
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from starlette.datastructures import QueryParams
 from starlette.responses import RedirectResponse, Response
 
@@ -15,7 +16,6 @@ from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
     InvalidQuery,
-    TraceDetail,
     TraceQuery,
     TraceSummary,
     decode_cursor,
@@ -25,9 +25,9 @@ from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import Observation
 from pilothouse.server.api import trace_query_from_params
 from pilothouse.server.errors import ApiError
-from pilothouse.server.serialise import tree_order
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.review import ReviewStore
+from pilothouse.store.trace_view import TraceOutline, TraceViewQueries
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError, not_found
 
@@ -36,7 +36,6 @@ USERS_PAGE_SIZE = 25  # each user's sums read their traces of the range: fewer r
 SEARCH_BATCH = 200  # candidate traces checked per step of a text search
 SEARCH_SCAN = 2000  # most candidates one page of a text search checks
 SEARCH_BUDGET_S = 0.08
-MAX_OBSERVATIONS = 300  # observations rendered on one trace page
 
 
 def _filter_params(page: PageContext) -> list[tuple[str, str]]:
@@ -128,45 +127,96 @@ def _extra_attributes(o: Observation) -> dict[str, Any]:
     return {k: v for k, v in o.attributes.items() if k not in hidden}
 
 
-def _waterfall(detail: TraceDetail) -> list[dict[str, Any]]:
-    ordered = tree_order(detail.observations)[:MAX_OBSERVATIONS]
-    start = min((o.start_ns for o, _ in ordered), default=detail.trace.start_ns)
-    end = max((o.end_ns for o, _ in ordered), default=detail.trace.end_ns)
-    span = max(1, end - start)
-    out = []
-    for o, depth in ordered:
-        left = 100 * (o.start_ns - start) / span
-        width = max(0.4, 100 * o.duration_ns / span)
-        out.append(
-            {
-                "o": o,
-                "depth": depth,
-                "left": round(min(left, 99.6), 2),
-                "width": round(min(width, 100 - min(left, 99.6)), 2),
-                "attempts": _attempts(o),
-                "attributes": _extra_attributes(o),
-                "tools": o.attributes.get("gen_ai.request.tools"),
-                "is_call": o.kind.is_model_call or not o.usage.is_empty,
-            }
+def outline_json(outline: TraceOutline) -> str:
+    """The tree's data, compact: tables of names, kinds and models, then one row per span in start
+    order: ``[id, parent index (-1: a root), name, kind, start us, duration us, failed, model, tokens]``
+    (name, kind and model as indexes into the tables). Safe inside ``<script type="application/json">``."""
+    spans = outline.spans
+    index = {s[0]: i for i, s in enumerate(spans)}
+    start = min((s[4] for s in spans), default=outline.trace.start_ns)
+    end = max((s[5] for s in spans), default=outline.trace.end_ns)
+    names: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    models: dict[str | None, int] = {None: -1}
+    rows = []
+    for span_id, parent_id, kind, name, begin, finish, status, model, tokens in spans:
+        model_at = models.get(model)
+        if model_at is None:
+            model_at = models[model] = len(models) - 1
+        rows.append(
+            (
+                span_id,
+                index.get(parent_id, -1) if parent_id else -1,
+                names.setdefault(name, len(names)),
+                kinds.setdefault(kind, len(kinds)),
+                max(0, begin - start) // 1000,
+                max(0, finish - begin) // 1000,
+                1 if status == "error" else 0,
+                model_at,
+                tokens,
+            )
         )
-    return out
+    data = {
+        "trace": outline.trace.id,
+        "total_us": max(1, (end - start) // 1000),
+        "names": list(names),
+        "kinds": list(kinds),
+        "models": [m for m in models if m is not None],
+        "spans": rows,
+    }
+    # "<" escaped: no text of a span can close the script element
+    return orjson.dumps(data).decode().replace("<", "\\u003c")
+
+
+def _selected(outline: TraceOutline, wanted: str | None) -> str | None:
+    """The span to show first: the one the URL names, else the first root."""
+    ids = {s[0] for s in outline.spans}
+    if wanted and wanted in ids:
+        return wanted
+    root = outline.root_span_id
+    if root is not None and root in ids:
+        return root
+    return next((s[0] for s in outline.spans if s[1] not in ids), None)
+
+
+def span_context(o: Observation, trace_start_ns: int, scores: list[Any]) -> dict[str, Any]:
+    """What the span detail template needs of one span."""
+    return {
+        "o": o,
+        "offset_ms": (o.start_ns - trace_start_ns) / 1e6,
+        "attempts": _attempts(o),
+        "attributes": _extra_attributes(o),
+        "tools": o.attributes.get("gen_ai.request.tools"),
+        "is_call": o.kind.is_model_call or not o.usage.is_empty,
+        "span_scores": [s for s in scores if s.observation_id == o.id],
+    }
 
 
 async def _trace_page(page: PageContext, trace_id: str, status: int = 200, **extra: Any) -> Response:
-    detail = await page.run(page.state.store.get_trace, page.project_id, trace_id)
-    if detail is None:
+    view = TraceViewQueries(page.state.store)
+    outline = await page.run(view.outline, page.project_id, trace_id)
+    if outline is None:
         raise not_found(f"trace {trace_id!r}")
+    wanted = extra.get("score_form", {}).get("observation_id") or page.params.get("span")
+    selected_id = _selected(outline, wanted)
+    selected = None
+    if selected_id is not None:
+        found = await page.run(view.observation, page.project_id, trace_id, selected_id)
+        if found is not None:
+            selected = span_context(found, outline.trace.start_ns, outline.scores)
     datasets = await page.run(EvalStore(page.state.store).list_datasets, page.project_id)
     online = page.state.online
     online_items = [] if online is None else await page.run(online.trace_results, page.project_id, trace_id)
     return page.render(
         "trace.html",
         status=status,
-        trace=detail.trace,
-        observations=_waterfall(detail),
-        total_observations=len(detail.observations),
-        max_observations=MAX_OBSERVATIONS,
-        scores=detail.scores,
+        trace=outline.trace,
+        outline=outline_json(outline),
+        span_count=len(outline.spans),
+        selected=selected,
+        older=outline.older,
+        newer=outline.newer,
+        scores=outline.scores,
         online_items=online_items,
         datasets=[d.name for d in datasets],
         **{"score_error": None, "score_form": {}, "dataset_error": None, "dataset_done": None, **extra},
@@ -178,8 +228,21 @@ def _trace_id(page: PageContext) -> str:
 
 
 async def trace(page: PageContext) -> Response:
-    """``/traces/{id}``: the observation tree and waterfall, each call as a chat, scores."""
+    """``/traces/{id}``: the span tree beside the selected span (``?span=ID``, else the root)."""
     return await _trace_page(page, _trace_id(page), dataset_done=page.params.get("added"))
+
+
+async def span(page: PageContext) -> Response:
+    """``/traces/{id}/spans/{span_id}``: one span's detail, the fragment the tree loads on selection."""
+    trace_id = _trace_id(page)
+    span_id = str(page.request.path_params["span_id"]).lower()
+    view = TraceViewQueries(page.state.store)
+    found = await page.run(view.observation, page.project_id, trace_id, span_id)
+    if found is None:
+        raise not_found(f"span {span_id!r} of trace {trace_id!r}")
+    detail = await page.run(view.trace_start_and_scores, page.project_id, trace_id)
+    start_ns, scores = detail
+    return page.render("_span.html", trace_id=trace_id, selected=span_context(found, start_ns, scores))
 
 
 def _score_value(data_type: str, text: str) -> Any:
@@ -229,7 +292,8 @@ async def add_score(page: PageContext) -> Response:
             f"trace {trace_id!r}" if observation_id is None else f"observation {observation_id!r}"
         )
     await page.run(page.state.store.add_scores, page.project_id, [score])
-    return RedirectResponse(f"/traces/{trace_id}#scores", status_code=303)
+    on = f"?span={quote(observation_id)}" if observation_id else ""
+    return RedirectResponse(f"/traces/{trace_id}{on}#scores", status_code=303)
 
 
 def _trace_item(store: EvalStore, project_id: str, trace_id: str, start_ns: int) -> DatasetItem | None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -20,7 +24,7 @@ from pilothouse.ui import (
 )
 from pilothouse.ui.login import login_endpoints
 from pilothouse.ui.session import SessionSigner, load_secret
-from pilothouse.ui.web import Handler, Ui
+from pilothouse.ui.web import Handler, PageContext, Ui, UiError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -30,6 +34,7 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/costs", pages_overview.costs, "GET"),
     ("/traces", pages_traces.traces, "GET"),
     ("/traces/{trace_id}", pages_traces.trace, "GET"),
+    ("/traces/{trace_id}/spans/{span_id}", pages_traces.span, "GET"),
     ("/traces/{trace_id}/scores", pages_traces.add_score, "POST"),
     ("/traces/{trace_id}/dataset", pages_traces.add_to_dataset, "POST"),
     ("/sessions", pages_traces.sessions, "GET"),
@@ -41,6 +46,9 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/budgets", pages_admin.create_budget, "POST"),
     ("/budgets/{budget_id}/delete", pages_admin.delete_budget, "POST"),
     ("/datasets", pages_evals.datasets, "GET"),
+    ("/datasets/{name:path}/items/{item_id}/delete", pages_evals.delete_item, "POST"),
+    ("/datasets/{name:path}/items/{item_id}", pages_evals.item_form, "GET"),
+    ("/datasets/{name:path}/items/{item_id}", pages_evals.edit_item, "POST"),
     ("/datasets/{name:path}", pages_evals.dataset, "GET"),
     ("/evals", pages_evals.runs, "GET"),
     ("/evals/compare", pages_evals.compare, "GET"),
@@ -79,4 +87,30 @@ def ui_routes(settings: Settings) -> list[BaseRoute]:
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     routes += [Route(path, ui.endpoint(handler), methods=[method]) for path, handler, method in PAGES]
+    routes.append(Route("/{path:path}", _unknown_page(ui), methods=["GET"]))  # last: a styled 404
     return routes
+
+
+# Paths the UI never answers: an unknown one there gets the API's JSON 404, not a page.
+MACHINE_PREFIXES = ("/api/", "/v1/", "/static/", "/metrics", "/health", "/api", "/v1")
+
+
+def _unknown_page(ui: Ui) -> Callable[[Request], Awaitable[Response]]:
+    """A page for a URL that names no page (after login): the styled 404 with where to go."""
+
+    async def unknown(page: PageContext) -> Response:
+        raise UiError(
+            404,
+            f"There is no page at {page.request.url.path}. The links on the left lead to every page; "
+            "a trace, dataset or run is found from its list.",
+            "Page not found",
+        )
+
+    endpoint = ui.endpoint(unknown)
+
+    async def run(request: Request) -> Response:
+        if request.url.path.startswith(MACHINE_PREFIXES):
+            raise HTTPException(404)
+        return await endpoint(request)
+
+    return run

@@ -31,6 +31,7 @@ from pilothouse.store.analytics import AnalyticsQueries
 from pilothouse.store.reviewers import ReviewerStore
 from pilothouse.store.sessions import SessionStore
 from pilothouse.ui import format as fmt
+from pilothouse.ui.markdown import render_markdown
 from pilothouse.ui.session import ADMIN, SESSION_COOKIE, USER_PREFIX, Session, SessionSigner, Viewer
 
 log = logging.getLogger("pilothouse.ui")
@@ -97,11 +98,13 @@ def _template_environment() -> jinja2.Environment:
         compact=fmt.compact,
         pct=fmt.percent,
         when=fmt.when,
+        at=fmt.at,
         iso=fmt.iso,
         short=fmt.short_id,
         cut=fmt.cut,
         preview=fmt.preview,
         pretty=fmt.pretty,
+        markdown=render_markdown,
         urlq=lambda value: quote(str(value), safe=""),
     )
     env.globals.update(nav=NAV, chat_messages=fmt.chat_messages, last_turn=fmt.last_turn)
@@ -164,6 +167,22 @@ class Ui:
     _keys: dict[str, tuple[float, ApiKey | None]] = field(default_factory=dict)
     _revoked: dict[str, tuple[float, bool]] = field(default_factory=dict)  # session id -> (until, ended)
     _users: dict[str, tuple[float, Reviewer | None]] = field(default_factory=dict)  # reviewers by id
+    _flashes: dict[str, tuple[float, Any]] = field(default_factory=dict)  # session id -> (until, value)
+
+    # -- one-time results of a POST, shown by the page it redirects to --------------------------------
+
+    def flash(self, session: Session, value: Any, ttl_s: float = 120.0) -> None:
+        """Keep ``value`` for the next :meth:`take_flash` of this session (in this process, briefly):
+        a form's POST redirects (a reload never posts again) and the page it lands on shows it once."""
+        now = time.monotonic()
+        if len(self._flashes) > 1000:
+            self._flashes = {k: v for k, v in self._flashes.items() if v[0] > now}
+        self._flashes[session.session_id] = (now + ttl_s, value)
+
+    def take_flash(self, session: Session) -> Any:
+        """The value kept for this session, once; None when there is none (or it expired)."""
+        kept = self._flashes.pop(session.session_id, None)
+        return kept[1] if kept is not None and kept[0] > time.monotonic() else None
 
     # -- rendering ----------------------------------------------------------------------------------
 
@@ -183,6 +202,7 @@ class Ui:
             viewer=viewer,
             csrf=csrf,
             path=request.url.path,
+            server_url=str(request.base_url).rstrip("/"),
             query=lambda **changes: _query(request, changes),
             **context,
         )
@@ -192,7 +212,9 @@ class Ui:
         self, request: Request, status: int, title: str, message: str, viewer: Viewer | None
     ) -> Response:
         """An error as a page (the message is the whole story; no stack trace)."""
-        return self.render(request, "error.html", status=status, viewer=viewer, title=title, message=message)
+        return self.render(
+            request, "error.html", status=status, viewer=viewer, title=title, message=message, code=status
+        )
 
     # -- sessions -----------------------------------------------------------------------------------
 
