@@ -14,8 +14,11 @@ Starts ``pilothouse serve`` (SQLite in a temporary folder; --postgres: a new Pos
 - label cardinality: gateway calls naming a new 100 KB model each, and /metrics scraped meanwhile;
 - poison: 100-byte exports of a span that starts at 2^64-1 ns, while another tenant ingests valid spans;
 - large uploads: --uploaders (32) clients each sending 16 MiB protobuf exports (one span, a 16 MiB
-  bytes attribute) at once, with the server's body budget (``max_inflight_body_bytes``, 64 MiB), then
-  the same with the budget turned off (a reference row, outside the targets: what it bounds).
+  bytes attribute) at once, with the server's body budget (``max_inflight_body_bytes``, 64 MiB; a
+  request waits in line for room up to ``body_wait_seconds``, and large bodies are read at
+  ``large_body_bytes_per_second``), then two reference rows outside the targets: the budget as it
+  was before (refused at once, no pace: ``body_wait_seconds=0``, ``large_body_bytes_per_second=0``)
+  and the budget turned off (what it bounds).
 
 Each attack (and the baseline, measured in the same run) runs against a new server process on the
 same database, so that one attack's heap does not count in the next one's figures. A probe, in a
@@ -310,6 +313,8 @@ def main() -> None:
         ).status_code
 
     no_budget = {"PILOTHOUSE_MAX_INFLIGHT_BODY_BYTES": str(1 << 40)}
+    # what the budget did before requests waited in line and large bodies were paced
+    refused_unpaced = {"PILOTHOUSE_BODY_WAIT_SECONDS": "0", "PILOTHOUSE_LARGE_BODY_BYTES_PER_SECOND": "0"}
     uploads = f"{args.uploaders} x 16 MiB uploads"
     attacks: list[tuple[str, list[Callable[[httpx.Client], int]], dict[str, str] | None]] = [
         ("baseline (no attack)", [], None),
@@ -318,6 +323,7 @@ def main() -> None:
         ("label cardinality", [send_model_name] * args.senders + [scrape], None),
         ("poison records", [send_poison] * args.senders + [other_tenant], None),
         (uploads, [send_large] * args.uploaders, None),
+        (f"{uploads}, refused at once, unpaced", [send_large] * args.uploaders, refused_unpaced),  # reference
         (f"{uploads}, no budget", [send_large] * args.uploaders, no_budget),  # reference only
         ("baseline again", [], None),
     ]

@@ -30,8 +30,9 @@ class Served:
         assert self.client.app.state.pilothouse.ingest.wait_idle(10)  # type: ignore[attr-defined]
 
 
-def serve(tmp_path: Path, **settings: object) -> Iterator[Served]:
-    store = SqlStore.from_url(sqlite_at_head(tmp_path / "api.db"))
+def serve(tmp_path: Path, database_url: str | None = None, **settings: object) -> Iterator[Served]:
+    """The app over a new SQLite file, or over ``database_url`` (a migrated, empty database)."""
+    store = SqlStore.from_url(database_url or sqlite_at_head(tmp_path / "api.db"))
     _, key = store.create_api_key("p1", "test", frozenset(DEFAULT_SCOPES))
     _, other = store.create_api_key("p2", "other", frozenset(DEFAULT_SCOPES))
     app = create_app(Settings(home=tmp_path, **settings), store=store)  # type: ignore[arg-type]

@@ -21,9 +21,8 @@ PAYLOADS = Path(__file__).parents[1] / "corpus" / "payloads"
 
 
 def test_details_event_carries_the_messages_of_its_call() -> None:
-    spans, skipped = decode_logs(
-        (PAYLOADS / "otel-genai-latest" / "chat.logs.pb").read_bytes(), DEFAULT_LIMITS
-    )
+    decoded = decode_logs((PAYLOADS / "otel-genai-latest" / "chat.logs.pb").read_bytes(), DEFAULT_LIMITS)
+    spans, skipped = decoded.spans, decoded.skipped
     (call,) = [
         r
         for r in decode_protobuf((PAYLOADS / "otel-genai-latest" / "chat.pb").read_bytes())
@@ -38,7 +37,9 @@ def test_details_event_carries_the_messages_of_its_call() -> None:
 
 
 def test_v1_events_input_history_and_choice() -> None:
-    spans, _ = decode_logs((PAYLOADS / "otel-genai-v1" / "chat_tools.logs.pb").read_bytes(), DEFAULT_LIMITS)
+    spans = decode_logs(
+        (PAYLOADS / "otel-genai-v1" / "chat_tools.logs.pb").read_bytes(), DEFAULT_LIMITS
+    ).spans
     events = [normalise_span(s, "p").observation for s in spans]
     assert [e.name for e in events].count("gen_ai.choice") == 2
     assert all((e.output is None) == (e.name != "gen_ai.choice") for e in events)  # history is input

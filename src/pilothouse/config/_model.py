@@ -99,6 +99,18 @@ class Settings(_Section):
         ge=1,
         description="Bytes of request bodies (OTLP, gateway, /api JSON) held at once (429 past it).",
     )
+    body_wait_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="How long a request waits, its body unread, for room in max_inflight_body_bytes "
+        "before its 429 (0: refused at once).",
+    )
+    large_body_bytes_per_second: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Bytes a second that bodies of 1 MiB or more are read at, all together (0: no pace).",
+    )
     ingest_queue_spans: int = Field(
         default=200_000, ge=1, description="Spans held in memory before the collector answers 429."
     )

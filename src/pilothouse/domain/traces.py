@@ -203,6 +203,40 @@ def cap_names(observation: Observation) -> None:
         observation.name = observation.name[:MAX_SPAN_NAME_CHARS]
 
 
+_OBSERVATION_TEXTS = (
+    "name",
+    "parent_id",
+    "status_message",
+    "input",
+    "output",
+    "provider",
+    "request_model",
+    "model",
+    "prompt_name",
+    "prompt_version",
+)
+_TRACE_TEXTS = ("name", "user_id", "session_id", "environment", "release", "input", "output")
+NUL, NUL_REPLACEMENT = "\x00", "\ufffd"
+
+
+def replace_nul_characters(record: SpanRecord) -> None:
+    """Put U+FFFD in place of every NUL character (U+0000) in the record's texts (JSON ones keep
+    theirs, escaped). PostgreSQL's text columns cannot hold a NUL: one in a span name, a user id or
+    a gateway request's refusal message failed the whole batch it was written in, other tenants'
+    spans included; SQLite kept it. Now both keep the same text."""
+    observation, trace = record.observation, record.trace
+    for name in _OBSERVATION_TEXTS:
+        value = getattr(observation, name)
+        if value is not None and NUL in value:
+            setattr(observation, name, value.replace(NUL, NUL_REPLACEMENT))
+    for name in _TRACE_TEXTS:
+        value = getattr(trace, name)
+        if value is not None and NUL in value:
+            setattr(trace, name, value.replace(NUL, NUL_REPLACEMENT))
+    if any(NUL in tag for tag in trace.tags):
+        trace.tags = tuple(tag.replace(NUL, NUL_REPLACEMENT) for tag in trace.tags)
+
+
 @dataclass(slots=True)
 class TraceAttributes:
     """Trace-level facts that one observation carried (user, session, tags, ...); ``None`` = not said."""

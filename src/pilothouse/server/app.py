@@ -51,7 +51,7 @@ from pilothouse.server import (
     review_api,
 )
 from pilothouse.server.auth import KeyAuthenticator
-from pilothouse.server.body import BodyBudget
+from pilothouse.server.body import MAX_BODY_WAITING, BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_logs, export_metrics, export_traces
 from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
@@ -324,7 +324,12 @@ def create_app(
             prompts=prompts,
             spool=spool,
             redis=RedisProbe(settings.redis_url) if settings.redis_url else None,
-            body_budget=BodyBudget(settings.max_inflight_body_bytes),
+            body_budget=BodyBudget(
+                settings.max_inflight_body_bytes,
+                settings.body_wait_seconds,
+                MAX_BODY_WAITING,
+                settings.large_body_bytes_per_second,
+            ),
             responses=(
                 RedisResponseStore(
                     settings.redis_url, settings.stored_responses_bytes, settings.stored_responses_ttl_s

@@ -55,9 +55,9 @@ def _basic_password(credentials: str) -> str | None:
     """The password of ``base64(user:password)``; None when it does not decode."""
     if len(credentials) > 4096:
         return None
-    try:
+    try:  # a header of non-ASCII bytes (read as latin-1) is a ValueError of b64decode's own
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):
         return None
     _, colon, password = decoded.partition(":")
     return password if colon and password else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -215,13 +216,27 @@ async def export_logs(request: Request) -> Response:
             )
             async with state.decode_slots:
                 plain = await asyncio.to_thread(_decompressed, decompression)
-                spans, _ = await asyncio.to_thread(decode_logs, plain, decode_limits(settings))
+                decoded = await asyncio.to_thread(decode_logs, plain, decode_limits(settings))
         except OtlpTooLarge as exc:
             raise ApiError(413, str(exc), code="body_too_large") from exc
         except OtlpDecodeError as exc:
             raise ApiError(400, str(exc), code="invalid_otlp") from exc
     finally:
         hold.release()
+    spans = decoded.spans
+    if decoded.rejected and not spans:  # every GenAI record rejected: nothing of it is kept
+        raise ApiError(
+            400,
+            f"{decoded.rejected} log record(s) rejected; the first: {decoded.reason}",
+            code="invalid_otlp",
+        )
+    if len(plain) > state.ingest.max_bytes:  # it would never fit: retrying cannot help
+        raise ApiError(
+            413,
+            f"Export of {len(plain)} bytes (decompressed) is larger than the ingest queue's "
+            f"{state.ingest.max_bytes}-byte budget.",
+            code="body_too_large",
+        )
     export = PendingExport(principal.project_id, len(spans), decoded=spans, size=len(plain))
     if export.count and not state.ingest.offer(export):
         raise ApiError(
@@ -230,7 +245,11 @@ async def export_logs(request: Request) -> Response:
             code="ingest_backpressure",
             headers={"Retry-After": RETRY_AFTER_S},
         )
-    return Response(b"", media_type="application/x-protobuf")  # an empty ExportLogsServiceResponse
+    answer = ExportLogsServiceResponse()  # empty, or partial_success naming the records rejected
+    if decoded.rejected:
+        answer.partial_success.rejected_log_records = decoded.rejected
+        answer.partial_success.error_message = f"the first rejected: {decoded.reason}"
+    return Response(answer.SerializeToString(), media_type="application/x-protobuf")
 
 
 async def export_metrics(request: Request) -> Response:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pilothouse.costs.pricing import Pricer
-from pilothouse.domain.traces import SpanRecord, cap_names
+from pilothouse.domain.traces import SpanRecord, cap_names, replace_nul_characters
 from pilothouse.server.gc_pause import paused_gc
 from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
@@ -263,6 +263,7 @@ class IngestQueue:
                     records, failed = export.normalise()
                     for record in records:
                         cap_names(record.observation)
+                        replace_nul_characters(record)
                         if self.pricer is not None:
                             self.pricer.price_observation(record.observation)
                 except Exception:

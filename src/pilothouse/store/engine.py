@@ -113,7 +113,29 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    event.listen(engine, "connect", _text_without_nul)
+    return engine
+
+
+def _text_without_nul(dbapi_connection: Any, _record: Any) -> None:
+    """Bind text parameters with U+FFFD in place of a NUL character (U+0000), which PostgreSQL's text
+    columns cannot hold: a score comment, a review, a filter value or any other text a client sent
+    with one was a 500 (SQLite keeps it). Only parameters bound as text are rewritten: the spans'
+    binary COPY (the ingest path, where a Python call per value would cost) keeps the C dumper, and
+    the batch writer replaces NULs in span records itself (``domain.traces.replace_nul_characters``)."""
+    from psycopg.types.string import StrDumper, StrDumperUnknown
+
+    class _TextDumper(StrDumper):
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    class _UnknownDumper(StrDumperUnknown):
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    dbapi_connection.adapters.register_dumper(str, _TextDumper)
+    dbapi_connection.adapters.register_dumper(str, _UnknownDumper)  # last: what a plain %s uses
 
 
 def head_revision() -> str:

@@ -297,7 +297,7 @@ def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, SpanCounts]:
         ) from exc
     counts = SpanCounts()
     for resource_spans in request.resource_spans:
-        counts.values += _count_values(resource_spans.resource.attributes)
+        counts.values += count_values(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 if (
@@ -309,9 +309,9 @@ def parse_protobuf(body: bytes) -> tuple[ExportTraceServiceRequest, SpanCounts]:
                         f"span {span.name!r} has an invalid trace_id, span_id or parent_span_id"
                     )
                 # each event and link counts as a value too: 5 million empty events were 107 KB gzipped
-                counts.values += _count_values(span.attributes) + len(span.events) + len(span.links)
+                counts.values += count_values(span.attributes) + len(span.events) + len(span.links)
                 for e in span.events:
-                    counts.values += _count_values(e.attributes)
+                    counts.values += count_values(e.attributes)
                 problem = _span_time_problem(span)
                 if problem is None:
                     counts.accepted += 1
@@ -329,20 +329,20 @@ def _span_time_problem(span: Any) -> str | None:
     )
 
 
-def _count_values(items: Any) -> int:
+def count_values(items: Any) -> int:
     n = 0
     for kv in items:
         if kv.HasField("value"):
-            n += _value_count(kv.value)
+            n += value_count(kv.value)
     return n
 
 
-def _value_count(value: AnyValue) -> int:
+def value_count(value: AnyValue) -> int:
     kind = value.WhichOneof("value")
     if kind == "array_value":
-        return 1 + sum(_value_count(v) for v in value.array_value.values)
+        return 1 + sum(value_count(v) for v in value.array_value.values)
     if kind == "kvlist_value":
-        return 1 + _count_values(value.kvlist_value.values)
+        return 1 + count_values(value.kvlist_value.values)
     return 1
 
 
@@ -436,7 +436,15 @@ def _limited_value(value: AnyValue, limits: DecodeLimits, marks: list[int]) -> A
     return any_value(value)
 
 
-def _attributes(items: Any, limits: DecodeLimits) -> dict[str, Any]:
+def limited_value(value: AnyValue, limits: DecodeLimits) -> Any:
+    """The Python value of ``value`` with its strings and bytes cut to ``limits.value_bytes`` and
+    its nested keys past ``limits.key_bytes`` left out, at any depth (a log record's body)."""
+    return _limited_value(value, limits, [0, 0])
+
+
+def limited_attributes(items: Any, limits: DecodeLimits) -> dict[str, Any]:
+    """Attributes within the limits (per span, event, resource or log record), marked where values
+    were cut or attributes left out."""
     # Most values are short, non-empty strings: read those without asking which oneof is set.
     out: dict[str, Any] = {}
     cap, limit, key_limit = limits.span_attributes, limits.value_bytes, limits.key_bytes
@@ -461,7 +469,7 @@ def iter_protobuf(
     """Spans of a parsed (and checked, see :func:`parse_protobuf`) export request, leaving out those
     it rejected."""
     for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes, limits)
+        resource = limited_attributes(resource_spans.resource.attributes, limits)
         for scope_spans in resource_spans.scope_spans:
             scope = scope_spans.scope.name
             for span in scope_spans.spans:
@@ -470,7 +478,7 @@ def iter_protobuf(
                 parent = span.parent_span_id
                 status = span.status
                 events = span.events
-                attributes = _attributes(span.attributes, limits)
+                attributes = limited_attributes(span.attributes, limits)
                 start = span.start_time_unix_nano
                 yield RawSpan(
                     span.trace_id.hex(),
@@ -484,7 +492,10 @@ def iter_protobuf(
                     attributes,
                     resource,
                     scope,
-                    [RawEvent(e.name, e.time_unix_nano, _attributes(e.attributes, limits)) for e in events]
+                    [
+                        RawEvent(e.name, e.time_unix_nano, limited_attributes(e.attributes, limits))
+                        for e in events
+                    ]
                     if events
                     else [],
                 )
