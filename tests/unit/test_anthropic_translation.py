@@ -84,5 +84,7 @@ def test_what_a_translated_request_cannot_keep_is_named_as_the_client_sent_it() 
     assert unhonoured_native({"messages": []}, "openai", []) == []
     assert "reasoning_effort" not in without(request, names)
     # json_object has no Anthropic counterpart (json_schema does: output_config.format)
-    assert unhonoured("chat", "anthropic", {"response_format": {"type": "json_object"}}) == ["response_format"]
+    assert unhonoured("chat", "anthropic", {"response_format": {"type": "json_object"}}) == [
+        "response_format"
+    ]
     assert unhonoured("chat", "anthropic", {"response_format": {"type": "json_schema"}}) == []
