@@ -29,8 +29,10 @@ FEATURES: dict[str, str] = {
     "passed through natively and `gpt-4o-mini` translated)",
     "stream": "streamed answer: text (and usage where the client reports it)",
     "tools": "a forced tool call comes back with its name and schema-shaped arguments",
-    "json": "structured output / JSON mode parsed into the client's object (every method the client "
-    "offers: LangChain json_schema, function_calling and json_mode; instructor JSON_SCHEMA and TOOLS_STRICT)",
+    "json": "structured output parsed into the client's object (LangChain json_schema and "
+    "function_calling, its json_mode a JSON object; instructor JSON_SCHEMA and TOOLS_STRICT; Anthropic "
+    "clients output_config.format on both deployments). Prompt-only JSON modes (instructor JSON, MD_JSON) "
+    "are not checked: the simulated upstream does not read the schema in the prompt",
     "embeddings": "two vectors (LangChain sends token-id arrays)",
     "errors": "400 (temperature 5; Anthropic: max_tokens -1), 401 (unknown key) and 429 (a key with one "
     "request a minute) raised as the client's own exception for that status",
