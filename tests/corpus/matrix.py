@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pilothouse.domain.traces import Observation, ObservationKind, SpanRecord, Status
 from pilothouse.tracing.conventions import normalise_span
-from pilothouse.tracing.duplicates import count_calls_once
+from pilothouse.domain.duplicates import count_calls_once
 from pilothouse.tracing.otlp import decode_protobuf
 
 PAYLOADS = Path(__file__).resolve().parent / "payloads"

@@ -94,3 +94,31 @@ def test_unrelated_calls_of_a_trace_all_count(store: SqlStore) -> None:
     store.write_spans([SpanRecord("p", other, TraceAttributes()), gateway])
     detail = store.get_trace("p", TRACE)
     assert detail is not None and detail.trace.usage.total == 120 + 2 + 120
+
+
+@pytest.mark.parametrize("order", ["one export", "outer first", "inner first"])
+def test_two_instrumentations_exported_apart_count_once(store: SqlStore, order: str) -> None:
+    """Two instrumentations of one client call (a wrapper's model-call span and, as its child, the
+    SDK's own), neither the gateway's, count once whether they arrive in one export or in two."""
+    root, outer, inner = _spans()
+    inner = SpanRecord("p", inner.observation, inner.trace)  # the SDK's span: not the gateway's
+    inner.observation.attributes.clear()
+    if order == "one export":  # within one export the ingest's pass empties the inner span's usage
+        from pilothouse.domain.duplicates import count_calls_once
+
+        assert count_calls_once([root, outer, inner]) == 1
+    batches = {
+        "one export": [[root, outer, inner]],
+        "outer first": [[root, outer], [inner]],
+        "inner first": [[inner], [root, outer]],
+    }[order]
+    for batch in batches:
+        store.write_spans(batch)
+    detail = store.get_trace("p", TRACE)
+    assert detail is not None and len(detail.observations) == 3
+    assert detail.trace.usage.total == 120
+    assert detail.trace.cost_usd == Money.from_usd("0.001")
+    rollups = list(store.model_metrics("p", BASE_S, BASE_S + 3600, 3600))
+    assert sum(m.sums.input_tokens for m in rollups) == 100
+    if order != "one export":  # (within one export the emptied span stays a call of 0 tokens)
+        assert sum(m.sums.count for m in rollups) == 1

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pilothouse.domain.duplicates import COUNTED_IN
 from pilothouse.domain.rollups import batch_deltas
 from pilothouse.domain.traces import ObservationKind, Status, Usage
-from pilothouse.tracing.duplicates import COUNTED_IN
 from pilothouse.tracing.otlp import decode_protobuf
 
 _spec = importlib.util.spec_from_file_location(

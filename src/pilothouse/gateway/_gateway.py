@@ -70,6 +70,7 @@ Cascade = tuple[CascadeSettings, Verifier]
 
 
 _ALLOW_CACHES = CachePolicy()
+UPSTREAM_REQUEST_ID = "x-pilothouse-upstream-request-id"  # the upstream's own request id, passed on
 
 
 @dataclass(slots=True)  # not frozen: one per request, and frozen ones are slower to make (never changed)
@@ -572,6 +573,8 @@ class Gateway:
         headers = {"x-pilothouse-trace-id": call.trace_id, "x-pilothouse-cost-usd": cost_text}
         if call.cache:
             headers["x-pilothouse-cache"] = call.cache
+        if call.attempts and (upstream_id := call.attempts[-1].upstream_request_id):
+            headers[UPSTREAM_REQUEST_ID] = upstream_id
         return headers
 
     def _reply(

@@ -14,11 +14,12 @@ COMPLETIONS_PARAMETERS = frozenset(
         "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop",
         "presence_penalty", "frequency_penalty", "logit_bias", "user", "seed", "echo", "suffix",
         "logprobs", "best_of",
+        "drop_params",  # the gateway's own, as on chat completions (providers/capabilities.py)
     }
 )  # fmt: skip
 _PASSED = (
     "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop",
-    "presence_penalty", "frequency_penalty", "logit_bias", "user", "seed",
+    "presence_penalty", "frequency_penalty", "logit_bias", "user", "seed", "drop_params",
 )  # fmt: skip
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this API
 

@@ -16,13 +16,14 @@ RESPONSES_PARAMETERS = frozenset(
         "metadata", "user", "store", "stream", "stream_options", "previous_response_id", "include",
         "truncation", "service_tier", "safety_identifier", "prompt_cache_key", "prompt_cache_retention",
         "background", "conversation", "prompt",
+        "drop_params",  # the gateway's own, as on chat completions (providers/capabilities.py)
     }
 )  # fmt: skip
 """The top-level parameters of OpenAI's ``POST /v1/responses`` (any other is a 400)."""
 
 _PASSED = (
     "temperature", "top_p", "parallel_tool_calls", "user", "service_tier", "safety_identifier",
-    "prompt_cache_key", "top_logprobs",
+    "prompt_cache_key", "top_logprobs", "drop_params",
 )  # fmt: skip
 _ROLES = {"user", "system", "developer", "assistant"}
 _MAX_ITEMS = 10_000

@@ -16,8 +16,8 @@ from pilothouse.domain.traces import MAX_MODEL_NAME_CHARS
 from pilothouse.gateway.config import GatewayConfig
 from pilothouse.gateway.health import DeploymentHealth
 from pilothouse.providers.anthropic_native import NATIVE, without_native
-from pilothouse.providers.base import Deployment, Provider, ProviderError
-from pilothouse.providers.capabilities import DROP_PARAMS, unhonoured, without
+from pilothouse.providers.base import Deployment, Provider, ProviderError, upstream_request_id
+from pilothouse.providers.capabilities import DROP_PARAMS, unhonoured, unhonoured_native, without
 from pilothouse.providers.registry import create_provider
 
 T = TypeVar("T")
@@ -35,6 +35,7 @@ class Attempt:
     latency_ms: float
     error: str | None = None
     dropped: tuple[str, ...] = ()  # parameters the deployment could not honour, dropped as asked
+    upstream_request_id: str | None = None  # the upstream's x-request-id / request-id, when it sent one
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -47,6 +48,8 @@ class Attempt:
         }
         if self.dropped:
             out["dropped_params"] = list(self.dropped)
+        if self.upstream_request_id:
+            out["upstream_request_id"] = self.upstream_request_id
         return out
 
 
@@ -167,6 +170,7 @@ class Router:
                 health.start()
                 started = time.perf_counter()
                 dropped: tuple[str, ...] = ()
+                upstream_request_id.set(None)
                 try:
                     provider = self.providers[deployment]
                     sent, dropped = adapt(operation, deployment, provider, request)
@@ -188,7 +192,14 @@ class Router:
                 except ProviderError as exc:
                     health.failed(exc.message, counts=exc.retryable)
                     attempts.append(
-                        Attempt(deployment.id, deployment.model, exc.status, _ms(started), exc.message)
+                        Attempt(
+                            deployment.id,
+                            deployment.model,
+                            exc.status,
+                            _ms(started),
+                            exc.message,
+                            upstream_request_id=upstream_request_id.get(),
+                        )
                     )
                     last = exc
                     if not exc.retryable:
@@ -204,7 +215,16 @@ class Router:
                     health.failed("cancelled", counts=False)
                     raise
                 health.succeeded(_ms(started))
-                attempts.append(Attempt(deployment.id, deployment.model, 200, _ms(started), dropped=dropped))
+                attempts.append(
+                    Attempt(
+                        deployment.id,
+                        deployment.model,
+                        200,
+                        _ms(started),
+                        dropped=dropped,
+                        upstream_request_id=upstream_request_id.get(),
+                    )
+                )
                 return result, deployment
         if last is None:
             raise ProviderError(
@@ -281,20 +301,24 @@ def adapt(
     """``request`` as ``deployment`` takes it, and the parameters dropped from it: a native Anthropic
     body only for a provider that speaks it; a parameter the provider cannot honour refused (a 400
     naming it) unless the request or the deployment allows dropping it."""
-    if NATIVE in request and getattr(provider, "native", None) != "anthropic":
+    native = request.get(NATIVE) if getattr(provider, "native", None) != "anthropic" else None
+    if native is not None:
         request = without_native(request)
     names = unhonoured(operation, deployment.provider, request)
-    if names and request.get(DROP_PARAMS) is not True and deployment.options.get(DROP_PARAMS) is not True:
+    shown = names
+    if native is not None and isinstance(native.get("body"), dict):  # /v1/messages, translated
+        shown = unhonoured_native(native["body"], deployment.provider, names)
+    if shown and request.get(DROP_PARAMS) is not True and deployment.options.get(DROP_PARAMS) is not True:
         raise ProviderError(
             400,
-            f"The parameter '{names[0]}' cannot be honoured by model '{deployment.name}' "
+            f"The parameter '{shown[0]}' cannot be honoured by model '{deployment.name}' "
             f'({deployment.provider} deployment); remove it, or send "{DROP_PARAMS}": true to drop it.',
             kind="invalid_request_error",
             code="unsupported_parameter",
         )
     if names or DROP_PARAMS in request:
         request = without(request, names)
-    return request, tuple(names)
+    return request, tuple(shown)
 
 
 async def _prepend(

@@ -17,7 +17,13 @@ from pilothouse.providers.anthropic_format import (
     openai_to_messages_request,
 )
 from pilothouse.providers.anthropic_native import NATIVE, tag_chunks, upstream_body
-from pilothouse.providers.base import Deployment, ProviderError, request_headers, upstream_json
+from pilothouse.providers.base import (
+    Deployment,
+    ProviderError,
+    note_upstream_request_id,
+    request_headers,
+    upstream_json,
+)
 from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -85,6 +91,7 @@ class AnthropicProvider:
             raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
         except HTTPError as exc:
             raise ProviderError(502, f"upstream unreachable: {exc}", retryable=True) from exc
+        note_upstream_request_id(response.headers)
         if response.status >= 400:
             raise _error(response, response.content)
         message = upstream_json(response.content)
@@ -114,6 +121,7 @@ class AnthropicProvider:
         decoder = ChunkDecoder()
         try:
             async with self.client.stream("POST", "/v1/messages", body, headers) as response:
+                note_upstream_request_id(response.headers)
                 if response.status >= 400:
                     raise _error(response, await response.aread())
                 async for line in response.aiter_lines():

@@ -120,7 +120,33 @@ def messages_to_openai_request(body: dict[str, Any]) -> dict[str, Any]:
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         request["user"] = user
+    if body.get("top_k") is not None:  # OpenAI-compatible servers (vLLM, llama.cpp) and the local model
+        request["top_k"] = body["top_k"]
+    effort = reasoning_effort(body.get("thinking"))
+    if effort is not None:
+        request["reasoning_effort"] = effort
+    fmt = (
+        (body.get("output_config") or {}).get("format")
+        if isinstance(body.get("output_config"), dict)
+        else None
+    )
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":  # structured outputs
+        schema = {"name": "output", "schema": fmt.get("schema") or {}, "strict": True}
+        request["response_format"] = {"type": "json_schema", "json_schema": schema}
+    if body.get("drop_params") is True:  # the gateway's own (providers/capabilities.py)
+        request["drop_params"] = True
     return request
+
+
+def reasoning_effort(thinking: Any) -> str | None:
+    """OpenAI's ``reasoning_effort`` for Anthropic's ``thinking``: by the budget (LiteLLM's scale the
+    other way: low 1024, medium 2048, high 4096 tokens); ``adaptive`` is medium; None when off."""
+    if not isinstance(thinking, dict) or thinking.get("type") not in ("enabled", "adaptive"):
+        return None
+    budget = thinking.get("budget_tokens")
+    if thinking.get("type") == "adaptive" or not isinstance(budget, int) or isinstance(budget, bool):
+        return "medium"
+    return "low" if budget < 2048 else "medium" if budget < 4096 else "high"
 
 
 def openai_to_messages_response(response: dict[str, Any], model: str) -> dict[str, Any]:
@@ -349,7 +375,21 @@ def openai_to_messages_request(request: dict[str, Any], model: str) -> dict[str,
         out["tool_choice"] = {**out.get("tool_choice", {"type": "auto"}), "disable_parallel_tool_use": True}
     if request.get("user"):
         out["metadata"] = {"user_id": request["user"]}
+    if request.get("top_k") is not None:
+        out["top_k"] = request["top_k"]
+    fmt = request.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":  # Anthropic's structured outputs
+        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+        out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    budget = _THINKING_BUDGET.get(str(request.get("reasoning_effort")))
+    if budget is not None:  # thinking needs max_tokens above its budget
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        out["max_tokens"] = max(int(out["max_tokens"]), budget + 1024)
     return out
+
+
+_THINKING_BUDGET = {"minimal": 1024, "low": 1024, "medium": 2048, "high": 4096, "xhigh": 8192}
+"""Anthropic's thinking budget for OpenAI's ``reasoning_effort`` (LiteLLM's scale; ``none``: no thinking)."""
 
 
 def openai_usage_from_anthropic(usage: dict[str, Any]) -> dict[str, Any]:

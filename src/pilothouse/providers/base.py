@@ -99,6 +99,23 @@ def request_headers(extra: Mapping[str, str] | None = None) -> dict[str, str] | 
     return {**(extra or {}), "traceparent": parent}
 
 
+upstream_request_id: ContextVar[str | None] = ContextVar("pilothouse_upstream_request_id", default=None)
+"""The request id the upstream gave its answer (OpenAI's ``x-request-id``, Anthropic's ``request-id``),
+set by the provider when the answer's headers arrive; the router records it on the attempt."""
+
+UPSTREAM_REQUEST_ID_HEADERS = ("x-request-id", "request-id")
+
+
+def note_upstream_request_id(headers: Any) -> None:
+    """Remember the upstream's request id from ``headers`` (a case-insensitive mapping), if it sent one
+    (at most 200 characters: an id, never a payload)."""
+    for name in UPSTREAM_REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            upstream_request_id.set(str(value)[:200])
+            return
+
+
 UNREADABLE = "upstream_unreadable"  # the error code of an upstream answer that cannot be read
 
 

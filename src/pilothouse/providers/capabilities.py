@@ -45,11 +45,16 @@ def _serial_tools(request: Mapping[str, Any]) -> bool:
     return request.get("parallel_tool_calls") is False and bool(request.get("tools"))
 
 
+def _json_object(request: Mapping[str, Any]) -> bool:
+    fmt = request.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") == "json_object"
+
+
 _ANTHROPIC: dict[str, Test] = {  # parallel_tool_calls=false is honoured (disable_parallel_tool_use)
     "n": _n,
     "logprobs": _used("logprobs"),
     "top_logprobs": _used("top_logprobs"),
-    "response_format": _structured,
+    "response_format": _json_object,  # json_schema becomes output_config.format (structured outputs)
     "frequency_penalty": _used("frequency_penalty"),
     "presence_penalty": _used("presence_penalty"),
     "logit_bias": _used("logit_bias"),
@@ -57,6 +62,7 @@ _ANTHROPIC: dict[str, Test] = {  # parallel_tool_calls=false is honoured (disabl
 }
 _LOCAL: dict[str, Test] = {  # n > 1 the local provider refuses itself
     "logprobs": _used("logprobs"),
+    "reasoning_effort": _used("reasoning_effort"),  # SmolLM2 does not reason
     "top_logprobs": _used("top_logprobs"),
     "response_format": _structured,
     "parallel_tool_calls": _serial_tools,
@@ -77,6 +83,32 @@ def unhonoured(operation: str, provider: str, request: Mapping[str, Any]) -> lis
     """The parameters of ``request`` that ``provider`` cannot honour, in the registry's order."""
     tests = UNHONOURED.get(operation, {}).get(provider, {})
     return [name for name, test in tests.items() if test(request)]
+
+
+_TRANSLATING = ("openai", "local")  # providers that get an Anthropic request translated to OpenAI's shape
+_ANTHROPIC_NAME = {"reasoning_effort": "thinking", "top_k": "top_k"}  # translation -> what the client sent
+
+
+def unhonoured_native(body: Mapping[str, Any], provider: str, names: list[str]) -> list[str]:
+    """How a refusal names what an Anthropic Messages ``body`` asked for, translated for ``provider``:
+    ``names`` (:func:`unhonoured` of the translation) by the client's own parameter (``thinking`` for
+    the ``reasoning_effort`` it became), then what the OpenAI shape has no place for
+    (``cache_control``: prompt caching, which OpenAI-style servers do by themselves or not at all)."""
+    shown = [_ANTHROPIC_NAME[n] if _ANTHROPIC_NAME.get(n) in body else n for n in names]
+    if provider in _TRANSLATING and _has_cache_control(body):
+        shown.append("cache_control")
+    return shown
+
+
+def _has_cache_control(body: Mapping[str, Any]) -> bool:
+    """Whether any system block, message content block or tool of ``body`` carries ``cache_control``."""
+    system = body.get("system")
+    places: list[Any] = [*(system if isinstance(system, list) else []), *(body.get("tools") or [])]
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            places += content
+    return any(isinstance(p, dict) and p.get("cache_control") is not None for p in places)
 
 
 def without(request: Mapping[str, Any], names: list[str]) -> dict[str, Any]:

@@ -94,6 +94,7 @@ class _Params:
     max_tokens: int | None  # None: the deployment default, clamped to the context window
     temperature: float
     top_p: float
+    top_k: int  # 0: no top-k cut (OpenAI's semantics)
     stops: tuple[str, ...]
     seed: int | None
 
@@ -109,6 +110,14 @@ def _message_text(content: Any) -> str:
     if content is None or isinstance(content, str):
         return content or ""
     return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+
+
+def _top_k(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProviderError(400, "top_k must be a non-negative integer", kind="invalid_request_error")
+    return value
 
 
 def _request_params(request: dict[str, Any]) -> _Params:
@@ -131,6 +140,7 @@ def _request_params(request: dict[str, Any]) -> _Params:
         max_tokens=int(max_tokens) if max_tokens is not None else None,
         temperature=float(request.get("temperature") or 0.0),
         top_p=float(top_p) if top_p is not None else 1.0,
+        top_k=_top_k(request.get("top_k")),
         stops=stops,
         seed=int(seed) if seed is not None else None,
     )
@@ -497,7 +507,7 @@ class LocalProvider:
             sampling: dict[str, Any] = {"do_sample": False}
             if params.temperature > 0:  # sampled requests run alone
                 sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-                sampling["top_k"] = 0  # OpenAI semantics: no top-k cut
+                sampling["top_k"] = params.top_k  # 0 (OpenAI's semantics): no top-k cut
                 if params.seed is not None:
                     torch.manual_seed(params.seed)  # one generation at a time: the global RNG is ours
             with torch.inference_mode():

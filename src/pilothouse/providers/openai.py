@@ -11,7 +11,13 @@ from typing import Any
 
 import orjson
 
-from pilothouse.providers.base import Deployment, ProviderError, request_headers, upstream_json
+from pilothouse.providers.base import (
+    Deployment,
+    ProviderError,
+    note_upstream_request_id,
+    request_headers,
+    upstream_json,
+)
 from pilothouse.providers.http import HTTPClient, HTTPError, HTTPTimeout, Response, StreamResponse
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -64,6 +70,7 @@ class OpenAIProvider:
             raise ProviderError(504, f"upstream timed out ({type(exc).__name__})", retryable=True) from exc
         except HTTPError as exc:
             raise ProviderError(502, f"upstream unreachable: {exc}", retryable=True) from exc
+        note_upstream_request_id(response.headers)
         if response.status >= 400:
             raise ProviderError.from_status(
                 response.status, _error_message(response.content), _retry_after(response)
@@ -77,6 +84,7 @@ class OpenAIProvider:
         body = self._body({**request, "stream": True})
         try:
             async with self.client.stream("POST", "/chat/completions", body, request_headers()) as response:
+                note_upstream_request_id(response.headers)
                 if response.status >= 400:
                     raise ProviderError.from_status(
                         response.status, _error_message(await response.aread()), _retry_after(response)

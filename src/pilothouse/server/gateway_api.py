@@ -195,6 +195,8 @@ def _translated(body: dict[str, Any], request: Request) -> dict[str, Any]:
         raise InvalidRequest(
             400, "The request could not be read as a Messages request: a field has an unexpected shape."
         ) from None
+    if "drop_params" in body:  # the gateway's own: an Anthropic upstream would refuse it
+        body = {k: v for k, v in body.items() if k != "drop_params"}
     metadata = body.get("metadata")
     if isinstance(metadata, dict) and set(metadata) - {"user_id"}:  # Anthropic takes only user_id there
         body = {**body, "metadata": {k: v for k, v in metadata.items() if k == "user_id"}}

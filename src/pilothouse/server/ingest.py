@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pilothouse.costs.pricing import Pricer
+from pilothouse.domain.duplicates import count_calls_once
 from pilothouse.domain.traces import SpanRecord, cap_names, replace_nul_characters
 from pilothouse.server.gc_pause import paused_gc
 from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
 from pilothouse.tracing.conventions import normalise_span
-from pilothouse.tracing.duplicates import count_calls_once
 from pilothouse.tracing.otlp import CheckedExport, RawSpan, iter_checked
 
 log = logging.getLogger("pilothouse.ingest")

@@ -19,6 +19,7 @@ EXPOSED_HEADERS = [
     TRACE_HEADER,
     "x-pilothouse-cost-usd",
     "x-pilothouse-cache",
+    "x-pilothouse-upstream-request-id",
     "x-ratelimit-limit-requests",
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",

@@ -356,7 +356,17 @@ class SqlStore:
                 if span_id is not None:
                     seen.add((project_id, trace_id, span_id))
                     if tokens is not None or kind in _MODEL_CALL_KIND_VALUES:
-                        calls.append(StoredCall(project_id, trace_id, span_id, parent_id, key_id is not None))
+                        calls.append(
+                            StoredCall(
+                                project_id,
+                                trace_id,
+                                span_id,
+                                parent_id,
+                                key_id is not None,
+                                model_call=kind in _MODEL_CALL_KIND_VALUES,
+                                counted=tokens is not None,
+                            )
+                        )
         keys = [(r.project_id, r.observation.trace_id, r.observation.id) for r in records]
         if not seen and len(set(keys)) == len(keys):
             return list(records)  # the usual case: every span is new

@@ -8,6 +8,7 @@ import hashlib
 import threading
 import time
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -125,6 +126,9 @@ class SimulatedUpstream:
             return
         self.requests.append(request)
         self.request_headers.append(headers)
+        # the upstream's own request id, as OpenAI (x-request-id) and Anthropic (request-id) send one
+        name = b"request-id" if path.startswith("/v1/messages") else b"x-request-id"
+        _request_id.set((name, f"req_sim_{len(self.requests)}".encode()))
         status = int(headers.get("x-sim-status", "0") or 0)
         if request.get("model") == "fail-model" or request.get("model") in self.failing_models:
             status = 500
@@ -172,6 +176,7 @@ class SimulatedUpstream:
                 tools=request.get("tools"),
                 system=request.get("system"),
                 tool_choice=request.get("tool_choice"),
+                response_format=_output_format(request),
             )
             if request.get("stream"):
                 await self._counted(self._anthropic_stream(send, request, reply, drop_after), receive)
@@ -350,8 +355,25 @@ class _Dropped(Exception):
     """Raised to cut a stream mid-way (uvicorn then closes the connection without a final chunk)."""
 
 
+_request_id: ContextVar[tuple[bytes, bytes] | None] = ContextVar("sim_request_id", default=None)
+
+
 def _openai_error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def _output_format(request: dict[str, Any]) -> dict[str, Any] | None:
+    """An Anthropic request's structured-output format (``output_config.format``) as OpenAI's."""
+    config = request.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    return {"type": "json_schema", "json_schema": {"schema": fmt.get("schema")}}
+
+
+def _id_header() -> list[tuple[bytes, bytes]]:
+    value = _request_id.get()
+    return [value] if value is not None else []
 
 
 async def _start_sse(send: Send) -> None:
@@ -359,7 +381,11 @@ async def _start_sse(send: Send) -> None:
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+            "headers": [
+                (b"content-type", b"text/event-stream"),
+                (b"cache-control", b"no-cache"),
+                *_id_header(),
+            ],
         }
     )
 
@@ -374,6 +400,7 @@ async def _json(send: Send, status: int, body: Any, headers: list[tuple[bytes, b
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(data)).encode()),
                 *(headers or []),
+                *_id_header(),
             ],
         }
     )
