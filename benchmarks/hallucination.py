@@ -293,11 +293,12 @@ def run_faithbench(detector: Detector, args: argparse.Namespace, cache: Path) ->
 
 def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float, float]:
     """(low, high) around the threshold holding ``--escalate`` of SummEdits' evaluation rows (the
-    split the detector was fitted on; its evidence cache is the training command's)."""
+    split the detector was fitted on: the rows in the training command's evidence cache)."""
     cache = args.evidence_cache
-    rows = load_summedits(args.data, "evaluation")
     if not cache.is_file():
-        print(f"  (no evaluation-split evidence at {cache}: computing it)", file=sys.stderr)
+        raise SystemExit(f"no evaluation-split evidence at {cache}: run the training command first")
+    done = {json.loads(line)["id"] for line in cache.read_text(encoding="utf-8").splitlines() if line}
+    rows = [r for r in load_summedits(args.data, "evaluation") if r["id"] in done]
     feats = featurise(detector, rows, cache)
     scores = np.array([detector.model.score(feats[r["id"]]) for r in rows])
     thr = detector.threshold

@@ -6,7 +6,8 @@ logistic regression chosen and fitted on SummEdits' evaluation split), on the CP
 installed packages ship; the unsupported spans are the sentences scoring under the threshold.
 :class:`Cascade` sends the uncertain middle to an LLM judge; :class:`HuggingFaceDetector` uses a local
 sequence-classification model folder instead. The eval scorer ``hallucination`` lives in
-:mod:`pilothouse.quality.hallucination.scorer`. See docs/hallucination.md. Heavy modules (torch, transformers) load on first use."""
+:mod:`pilothouse.quality.hallucination.scorer`. See docs/hallucination.md. Heavy modules (torch,
+transformers) load on first use."""
 
 from __future__ import annotations
 

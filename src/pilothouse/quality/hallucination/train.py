@@ -218,6 +218,23 @@ CANDIDATES: dict[str, tuple[str, ...]] = {
 METHODS = ("pointwise", "pairwise")
 
 
+SIGNS: dict[str, int] = {
+    # the direction each feature may push P(supported), fixed before any fit: more likely given the
+    # context, or more raised by it, never means less supported; novelty never means more supported
+    "mean_logprob": 1,
+    "mean_pmi": 1,
+    "p10_logprob": 1,
+    "p10_pmi": 1,
+    "min_sentence_logprob": 1,
+    "min_sentence_pmi": 1,
+    "low_token_share": -1,
+    "novel_numbers": -1,
+    "novel_names": -1,
+    "novel_words": -1,
+    "log_tokens": 0,  # free
+}
+
+
 def fit(
     method: str,
     rows: Sequence[dict[str, Any]],
@@ -225,14 +242,59 @@ def fit(
     names: Sequence[str],
     *,
     l2: float = 1.0,
+    constrained: bool = True,
 ) -> LogisticModel:
-    """Fit one candidate (``pointwise`` or ``pairwise``) on ``rows``."""
+    """Fit one candidate (``pointwise`` or ``pairwise``) on ``rows``. ``constrained``: a feature whose
+    weight comes out against its direction in :data:`SIGNS` is dropped (the worst first) and the rest
+    refitted, until every weight agrees; none left is a ``ValueError``."""
+    names = list(names)
+    while True:
+        model = _fit_once(method, rows, features, names, l2=l2)
+        if not constrained:
+            return model
+        against = [
+            (w * SIGNS.get(n, 0), n)
+            for n, w in zip(names, model.weights, strict=True)
+            if w * SIGNS.get(n, 0) < 0
+        ]
+        if not against:
+            return model
+        names.remove(min(against)[1])
+        if not names:
+            raise ValueError("no feature keeps the direction it must have")
+
+
+def _fit_once(
+    method: str,
+    rows: Sequence[dict[str, Any]],
+    features: dict[str, dict[str, float]],
+    names: Sequence[str],
+    *,
+    l2: float = 1.0,
+) -> LogisticModel:
     if method == "pairwise":
         return fit_pairwise(rows, features, names, l2=l2)
     if method != "pointwise":
         raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
     x = [[features[r["id"]][n] for n in names] for r in rows]
     return fit_logistic(x, [int(r["label"]) for r in rows], names, l2=l2)
+
+
+def fixed_direction(
+    rows: Sequence[dict[str, Any]], features: dict[str, dict[str, float]], name: str
+) -> LogisticModel:
+    """No fitted weight: the standardised feature itself, pushed through the logistic in its
+    :data:`SIGNS` direction (the BARTScore-style design: more likely given the context = more
+    supported); only the mean, the scale and the threshold (best balanced accuracy) come from ``rows``."""
+    import numpy as np
+
+    values = np.array([features[r["id"]][name] for r in rows], dtype=float)
+    mean, scale = float(values.mean()), float(values.std() or 1.0)
+    model = LogisticModel((name,), (mean,), (scale,), (float(SIGNS.get(name, 1) or 1),), 0.0)
+    scores = [model.score(features[r["id"]]) for r in rows]
+    labels = [int(r["label"]) for r in rows]
+    best = max(sorted(set(scores)), key=lambda t: balanced_accuracy(scores, labels, t))
+    return LogisticModel(model.features, model.means, model.scales, model.weights, 0.0, round(best, 6))
 
 
 def cross_validate(
@@ -243,6 +305,7 @@ def cross_validate(
     *,
     folds: int = 5,
     l2: float = 1.0,
+    constrained: bool = True,
 ) -> float:
     """Mean held-fold balanced accuracy over ``folds`` folds grouped by document (a document's rows
     never sit on both sides), each fold scored at the threshold fitted on the other folds."""
@@ -253,7 +316,7 @@ def cross_validate(
         train = [r for r in rows if fold_of[r["doc"]] != k]
         held = [r for r in rows if fold_of[r["doc"]] == k]
         try:
-            model = fit(method, train, features, names, l2=l2)
+            model = fit(method, train, features, names, l2=l2, constrained=constrained)
         except ValueError:
             continue
         value = balanced_accuracy(
@@ -264,19 +327,29 @@ def cross_validate(
     return sum(results) / len(results) if results else math.nan
 
 
+LEXICAL = frozenset({"novel_numbers", "novel_names", "novel_words"})
+
+
 def select(
-    rows: Sequence[dict[str, Any]], features: dict[str, dict[str, float]], *, l2: float = 1.0
+    rows: Sequence[dict[str, Any]],
+    features: dict[str, dict[str, float]],
+    *,
+    l2: float = 1.0,
+    require_model: bool = True,
+    constrained: bool = True,
 ) -> tuple[str, str, list[tuple[str, str, float]]]:
     """The (candidate, method) with the best grouped cross-validated balanced accuracy (ties: fewer
-    features, then the order above), and the whole table."""
+    features, then the order above), and the whole table. ``require_model``: only candidates that use
+    the language model's evidence may win (the detector is built on it; lexical novelty alone is a
+    word-overlap heuristic that any paraphrase defeats)."""
     table = [
-        (name, method, cross_validate(method, rows, features, names, l2=l2))
+        (name, method, cross_validate(method, rows, features, names, l2=l2, constrained=constrained))
         for name, names in CANDIDATES.items()
         for method in METHODS
     ]
     order = {name: i for i, name in enumerate(CANDIDATES)}
     best = max(
-        (t for t in table if t[2] == t[2]),
+        (t for t in table if t[2] == t[2] and not (require_model and set(CANDIDATES[t[0]]) <= LEXICAL)),
         key=lambda t: (round(t[2], 4), -len(CANDIDATES[t[0]]), -order[t[0]]),
     )
     return best[0], best[1], table
@@ -313,6 +386,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="pointwise",
         help="the fit for a named --candidate (default: %(default)s; 'select' tries both)",
     )
+    parser.add_argument(
+        "--allow-lexical-only",
+        action="store_true",
+        help="let 'select' pick a candidate without the language model's evidence",
+    )
+    parser.add_argument(
+        "--fixed",
+        metavar="FEATURE",
+        choices=FEATURES,
+        default=None,
+        help="ship one feature in its fixed direction (no weight fitted; threshold from the split)",
+    )
+    parser.add_argument(
+        "--unconstrained",
+        action="store_true",
+        help="let weights take either sign (default: each feature keeps its direction, see SIGNS)",
+    )
     parser.add_argument("--l2", type=float, default=1.0, help="L2 penalty (default: %(default)s)")
     parser.add_argument(
         "--limit", type=int, default=None, help="fit on a seeded sample of N rows, stratified by label"
@@ -336,23 +426,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return evidence[0].evidence(response, context).tokens
 
     features = compute_features(rows, args.evidence_cache, tokens_of)
-    if args.candidate == "select":
-        candidate, method, table = select(rows, features, l2=args.l2)
+    if args.fixed:
+        model = fixed_direction(rows, features, args.fixed)
+        candidate, method = args.fixed, "fixed-direction"
+    elif args.candidate == "select":
+        candidate, method, table = select(
+            rows,
+            features,
+            l2=args.l2,
+            require_model=not args.allow_lexical_only,
+            constrained=not args.unconstrained,
+        )
         print("grouped 5-fold cross-validation on the evaluation split (balanced accuracy):")
         for name, how, value in table:
             print(f"  {name:18} {how:10} {100 * value:5.1f}")
     else:
         candidate, method = args.candidate, args.method
-    names = CANDIDATES[candidate]
-    model = fit(method, rows, features, names, l2=args.l2)
+    if not args.fixed:
+        model = fit(
+            method, rows, features, CANDIDATES[candidate], l2=args.l2, constrained=not args.unconstrained
+        )
     scores = [model.score(features[r["id"]]) for r in rows]
     y = [int(r["label"]) for r in rows]
     document = {
         **model.to_dict(),
         "trained_on": f"SummEdits evaluation split, {len(rows)} rows; candidate {candidate!r},"
-        f" {method} fit" + (f" (seeded stratified sample, seed {args.seed})" if args.limit else ""),
+        f" {method} fit{'' if args.unconstrained else ', sign-constrained'}"
+        + (f" (seeded stratified sample, seed {args.seed})" if args.limit else ""),
         "selected_by": "grouped 5-fold cross-validation on the same split"
-        if args.candidate == "select"
+        if args.candidate == "select" and not args.fixed
         else "named on the command line",
         "training_balanced_accuracy": round(balanced_accuracy(scores, y, model.threshold), 4),
     }
