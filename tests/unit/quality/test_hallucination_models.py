@@ -5,6 +5,7 @@ saves (tiny configs: nothing downloaded)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -23,16 +24,16 @@ EDITED = "The museum opened in 1987 in Lyon and holds 4,000 paintings."
 
 
 def tiny_model(folder: Path, labels: dict[int, str]) -> Path:
-    """A random 2-layer BERT classifier and a 40-word WordPiece tokenizer, saved to ``folder``."""
+    """A random 2-layer BERT classifier and a WordPiece tokenizer of the test's words, in ``folder``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     torch.manual_seed(0)
-    words = sorted({w.strip(".,").lower() for w in f"{CONTEXT} {FAITHFUL} {EDITED}".split()})
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", f"{CONTEXT} {FAITHFUL} {EDITED} mondays".lower())))
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    assert "[UNK]" not in tokenizer.tokenize(CONTEXT)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=16,
@@ -119,8 +120,9 @@ def test_the_bundled_detector_scores_labels_and_flags_the_changed_sentence() -> 
     verdict = detect(response, CONTEXT)
     assert verdict.label == "unsupported"
     assert verdict.spans and all(response[s.start : s.end] == s.text for s in verdict.spans)
-    assert EDITED in [s.text for s in verdict.spans]  # the sentence with the changed year
-    assert "Entry is free on Sundays." not in [s.text for s in verdict.spans]
+    flagged = {s.text: s.score for s in verdict.spans}
+    assert EDITED in flagged  # the sentence with the changed year
+    assert flagged[EDITED] > flagged.get("Entry is free on Sundays.", 0.0)  # and it is the worse one
     unrelated = detect("The stadium was sold to a bank in Madrid for 90 million euros.", CONTEXT)
     assert unrelated.label == "unsupported" and unrelated.score < faithful.score
     empty = detect("   ", CONTEXT)
