@@ -423,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if not evidence:
             evidence.append(LanguageModelEvidence(threads=args.threads))
-        return evidence[0].evidence(response, context).tokens
+        model: LanguageModelEvidence = evidence[0]
+        return model.evidence(response, context).tokens
 
     features = compute_features(rows, args.evidence_cache, tokens_of)
     if args.fixed:
