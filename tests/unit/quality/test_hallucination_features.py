@@ -7,16 +7,23 @@ import pytest
 
 from pilothouse.domain.faithfulness import UnsupportedSpan, Verdict
 from pilothouse.quality.hallucination.features import (
+    FEATURES,
     LogisticModel,
     TokenEvidence,
     confidence,
-    low_support_spans,
     merge_spans,
     novelty,
     sentences,
     token_features,
 )
-from pilothouse.quality.hallucination.train import balanced_accuracy, fit_logistic, fit_pairwise
+from pilothouse.quality.hallucination.train import (
+    CANDIDATES,
+    balanced_accuracy,
+    cross_validate,
+    fit_logistic,
+    fit_pairwise,
+    select,
+)
 
 
 def test_sentences_keep_offsets_and_join_short_fragments() -> None:
@@ -51,16 +58,20 @@ def _tokens(text: str, logprobs: list[float], priors: list[float]) -> list[Token
     return tokens
 
 
-def test_low_support_spans_group_unraised_unlikely_tokens_into_words() -> None:
-    text = "The deal closed at 40 million dollars in Paris yesterday"
-    lps = [-1.0, -2.0, -1.5, -0.5, -9.0, -7.0, -1.0, -0.5, -6.5, -1.0]
-    priors = [-1.0, -3.0, -2.0, -1.0, -9.5, -7.5, -1.5, -1.0, -9.0, -1.0]  # Paris: the context raised it
-    spans = low_support_spans(_tokens(text, lps, priors), text)
-    assert [s.text for s in spans] == ["40 million"]
-    assert spans[0].reason == "low support from the context"
+def test_token_features_normalise_by_the_prior_and_find_the_worst_sentence() -> None:
+    text = "The deal closed at 40 million dollars. It was in Paris yesterday"
+    lps = [-1.0, -2.0, -1.5, -0.5, -9.0, -7.0, -1.0, -0.5, -1.0, -1.0, -6.5, -1.0]
+    priors = [-1.0, -3.0, -2.0, -1.0, -9.5, -7.5, -1.5, -1.0, -1.0, -1.0, -9.0, -1.0]  # Paris: raised
     features = token_features(_tokens(text, lps, priors), text)
-    assert features["low_token_share"] == pytest.approx(0.2)
-    assert features["min_window_logprob"] < features["mean_logprob"]
+    assert features["mean_logprob"] == pytest.approx(sum(lps) / len(lps))
+    assert features["mean_pmi"] == pytest.approx(
+        sum(a - b for a, b in zip(lps, priors, strict=True)) / len(lps)
+    )
+    assert features["p10_logprob"] == -7.0  # the second lowest of 12 (10th percentile), not the minimum
+    assert features["min_sentence_logprob"] == pytest.approx(sum(lps[:7]) / 7)  # the first sentence
+    assert features["low_token_share"] == pytest.approx(2 / 12)  # 40 and million; Paris was raised
+    assert set(features) | {"novel_numbers", "novel_names", "novel_words"} == set(FEATURES)
+    assert token_features([], "")["mean_pmi"] == 0.0
 
 
 def test_merge_spans_joins_overlaps_and_keeps_the_worst_score() -> None:
@@ -114,3 +125,34 @@ def test_pairwise_fit_learns_within_seed_differences_not_between_seed_levels() -
     assert 0.0 < model.threshold < 1.0 and len(set(scores)) > 1
     with pytest.raises(ValueError, match="pair"):
         fit_pairwise([r for r in rows if r["label"] == 1], features, ["support"])
+
+
+def _summedits_like(seed_count: int = 12) -> tuple[list[dict[str, object]], dict[str, dict[str, float]]]:
+    """Rows in SummEdits' shape: per document one seed, a consistent and an inconsistent edit of it;
+    "mean_pmi" carries the label (higher when consistent), "log_tokens" is noise."""
+    import random
+
+    rng = random.Random(3)
+    rows: list[dict[str, object]] = []
+    features: dict[str, dict[str, float]] = {}
+    for doc in range(seed_count):
+        level = rng.uniform(-0.5, 0.5)
+        for i, label in enumerate((1, 0, 1, 0)):
+            row_id = f"d{doc}-{i}"
+            rows.append(
+                {"id": row_id, "doc": f"doc {doc}", "original_summary": f"seed {doc}", "label": label}
+            )
+            values = {name: rng.gauss(0, 1) for name in FEATURES}
+            values["mean_pmi"] = level + 1.5 * label + rng.gauss(0, 0.3)
+            features[row_id] = values
+    return rows, features
+
+
+def test_grouped_cross_validation_and_selection_prefer_the_informative_feature() -> None:
+    rows, features = _summedits_like()
+    informative = cross_validate("pairwise", rows, features, CANDIDATES["pmi"])
+    noise = cross_validate("pointwise", rows, features, CANDIDATES["lexical"])
+    assert informative > 0.8 and noise < informative
+    candidate, _, table = select(rows, features)
+    assert "mean_pmi" in CANDIDATES[candidate]
+    assert len(table) == 2 * len(CANDIDATES) and all(m in ("pointwise", "pairwise") for _, m, _ in table)

@@ -1,10 +1,11 @@
-"""The detectors with real models (slow): the bundled SmolLM2 detector on a changed number, and the
-bring-your-own-weights loader on tiny sequence-classification models this test builds and saves
-(random init, tiny configs: nothing downloaded)."""
+"""The detectors with real models (slow): the bundled SmolLM2 detector on hand-written examples, and the
+bring-your-own-weights loader on tiny sequence-classification models this test builds, trains and
+saves (tiny configs: nothing downloaded)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -23,16 +24,16 @@ EDITED = "The museum opened in 1987 in Lyon and holds 4,000 paintings."
 
 
 def tiny_model(folder: Path, labels: dict[int, str]) -> Path:
-    """A random 2-layer BERT classifier and a 40-word WordPiece tokenizer, saved to ``folder``."""
+    """A random 2-layer BERT classifier and a WordPiece tokenizer of the test's words, in ``folder``."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
     torch.manual_seed(0)
-    words = sorted({w.strip(".,").lower() for w in f"{CONTEXT} {FAITHFUL} {EDITED}".split()})
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", f"{CONTEXT} {FAITHFUL} {EDITED} mondays".lower())))
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *words]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    assert "[UNK]" not in tokenizer.tokenize(CONTEXT)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=16,
@@ -47,6 +48,34 @@ def tiny_model(folder: Path, labels: dict[int, str]) -> Path:
     BertForSequenceClassification(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def test_a_trained_and_saved_classifier_decides_through_the_loader(tmp_path: Path) -> None:
+    """Train a tiny NLI-style classifier on (context, sentence) -> consistent / inconsistent, save it,
+    and load it back through HuggingFaceDetector: the saved weights, not a random init, decide."""
+    import torch
+    from transformers import BertForSequenceClassification, BertTokenizerFast
+
+    folder = tiny_model(tmp_path / "trained", {0: "inconsistent", 1: "consistent"})
+    tokenizer = BertTokenizerFast.from_pretrained(folder)
+    model = BertForSequenceClassification.from_pretrained(folder)
+    pairs = [(FAITHFUL, 1), (EDITED, 0), ("Entry is free on Sundays.", 1), ("Entry is free on Mondays.", 0)]
+    batch = tokenizer([CONTEXT] * len(pairs), [t for t, _ in pairs], padding=True, return_tensors="pt")
+    labels = torch.tensor([y for _, y in pairs])
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(80):
+        optimiser.zero_grad()
+        model(**batch, labels=labels).loss.backward()
+        optimiser.step()
+    model.eval().save_pretrained(folder)
+
+    detector = HuggingFaceDetector(folder)
+    good = detector.detect(f"{FAITHFUL} Entry is free on Sundays.", CONTEXT)
+    bad = detector.detect(f"{FAITHFUL} Entry is free on Mondays.", CONTEXT)
+    assert good.label == "supported" and good.spans == ()
+    assert bad.label == "unsupported"
+    assert [s.text for s in bad.spans] == ["Entry is free on Mondays."]
 
 
 def test_supported_index_reads_label_names() -> None:
@@ -80,11 +109,22 @@ def test_a_single_output_model_through_the_scorer(tmp_path: Path) -> None:
     assert result.details["source"] == "hf:hhem-like"
 
 
-def test_the_bundled_detector_flags_a_changed_year() -> None:
+def test_the_bundled_detector_scores_labels_and_flags_the_changed_sentence() -> None:
     from pilothouse.quality.hallucination import detect
 
     faithful, edited = detect(FAITHFUL, CONTEXT), detect(EDITED, CONTEXT)
     assert edited.score < faithful.score
-    assert "1987" in [s.text for s in edited.spans]
-    assert all(EDITED[s.start : s.end] == s.text for s in edited.spans)
-    assert set(faithful.features) == set(edited.features) and faithful.source == "local"
+    assert faithful.source == "local" and set(faithful.features) == set(edited.features)
+    assert "min_sentence_score" in faithful.features
+    response = f"Entry is free on Sundays. {EDITED}"
+    verdict = detect(response, CONTEXT)
+    assert verdict.label == "unsupported"
+    assert verdict.spans and all(response[s.start : s.end] == s.text for s in verdict.spans)
+    flagged = {s.text for s in verdict.spans}
+    assert EDITED in flagged  # the sentence with the changed year, as a whole sentence
+    # Not asserted: that it is the worst one. Mean log-likelihood per sentence rates the short first
+    # sentence here lower than the long, mostly copied edited one (docs/hallucination.md).
+    unrelated = detect("The stadium was sold to a bank in Madrid for 90 million euros.", CONTEXT)
+    assert unrelated.label == "unsupported" and unrelated.score < faithful.score
+    empty = detect("   ", CONTEXT)
+    assert empty.label == "supported" and empty.spans == ()

@@ -1,23 +1,27 @@
-"""The local detector: language-model evidence + lexical novelty -> features -> a logistic regression
-(coefficients fitted on SummEdits' evaluation split by ``python -m pilothouse.quality.hallucination.train``
-and shipped as ``coefficients.json``) -> a :class:`~pilothouse.domain.faithfulness.Verdict` with the
-unsupported spans."""
+"""The local detector: SmolLM2 evidence (log p(response | context) and its PMI against the response
+alone) + lexical novelty -> features -> a logistic regression (feature set, fit and threshold chosen
+on SummEdits' evaluation split only by ``python -m pilothouse.quality.hallucination.train`` and
+shipped as ``coefficients.json``) -> a :class:`~pilothouse.domain.faithfulness.Verdict`. The same
+model scores each sentence from its own tokens: the unsupported spans are the sentences under the
+threshold."""
 
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from pilothouse.domain.faithfulness import SUPPORTED, UNSUPPORTED, Verdict
+from pilothouse.domain.faithfulness import SUPPORTED, UNSUPPORTED, UnsupportedSpan, Verdict
 from pilothouse.quality.hallucination.features import (
     LogisticModel,
+    TokenEvidence,
     confidence,
-    low_support_spans,
-    merge_spans,
     novelty,
+    sentences,
     token_features,
+    tokens_in,
 )
 from pilothouse.quality.hallucination.lm import Evidence, LanguageModelEvidence
 
@@ -31,17 +35,29 @@ def shipped_coefficients() -> LogisticModel:
     return LogisticModel.from_dict(json.loads(text))
 
 
-def features_for(response: str, context: str, evidence: Evidence) -> dict[str, float]:
-    """Every feature of one (response, context) pair, from the model's evidence and the texts."""
-    values = token_features(evidence.tokens, response)
+def features_for(response: str, context: str, tokens: Sequence[TokenEvidence]) -> dict[str, float]:
+    """Every feature of one (response, context) pair, from the model's per-token evidence and the texts."""
+    values = token_features(tokens, response)
     lexical = novelty(response, context)
-    values.update(
-        yes_no_logit=evidence.yes_no_logit,
-        novel_numbers=lexical.numbers,
-        novel_names=lexical.names,
-        novel_words=lexical.words,
-    )
+    values.update(novel_numbers=lexical.numbers, novel_names=lexical.names, novel_words=lexical.words)
     return values
+
+
+def sentence_scores(
+    model: LogisticModel, response: str, context: str, tokens: Sequence[TokenEvidence]
+) -> list[tuple[int, int, float]]:
+    """(start, end, P(supported)) of each sentence, from the sentence's own tokens (offsets shifted
+    to the sentence) and its own lexical novelty: no extra model pass."""
+    scored: list[tuple[int, int, float]] = []
+    for sentence in sentences(response):
+        inside = [
+            TokenEvidence(max(0, t.start - sentence.start), t.end - sentence.start, t.logprob, t.prior)
+            for t in tokens_in(tokens, sentence.start, sentence.end)
+        ]
+        if inside:
+            values = features_for(sentence.text, context, inside)
+            scored.append((sentence.start, sentence.end, model.score(values)))
+    return scored
 
 
 class Detector:
@@ -68,7 +84,7 @@ class Detector:
         """The features (and the raw evidence) of one pair."""
         _check_sizes(response, context)
         evidence = self.evidence.evidence(response, context)
-        return features_for(response, context, evidence), evidence
+        return features_for(response, context, evidence.tokens), evidence
 
     def detect(self, response: str, context: str) -> Verdict:
         """The verdict on ``response`` against ``context``."""
@@ -77,10 +93,21 @@ class Detector:
         values, evidence = self.features(response, context)
         score = self.model.score(values)
         label = SUPPORTED if score >= self.threshold else UNSUPPORTED
-        spans = merge_spans(
-            [*novelty(response, context).spans, *low_support_spans(evidence.tokens, response)], response
-        )
-        reason = f"{len(spans)} unsupported span(s)" if spans else "no unsupported span found"
+        scored = sentence_scores(self.model, response, context, evidence.tokens)
+        spans: tuple[UnsupportedSpan, ...] = ()
+        if label == UNSUPPORTED and scored:
+            # the sentences under the threshold; when none is (the whole scores lower than its parts),
+            # the least supported one
+            below = [s for s in scored if s[2] < self.threshold] or [min(scored, key=lambda s: s[2])]
+            spans = tuple(
+                UnsupportedSpan(
+                    a, b, response[a:b], f"sentence support {v:.2f} < {self.threshold:.2f}", 1 - v
+                )
+                for a, b, v in below
+            )
+        if scored:
+            values["min_sentence_score"] = min(v for _, _, v in scored)
+        reason = f"{len(spans)} unsupported sentence(s)" if spans else "every sentence supported"
         if evidence.truncated:
             reason += "; the context or response was truncated to the model's window"
         return Verdict(score, label, spans, "local", confidence(score, self.threshold), values, reason)

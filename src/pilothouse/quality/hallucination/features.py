@@ -120,18 +120,21 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def _windows(values: Sequence[float], width: int) -> list[float]:
-    if len(values) <= width:
-        return [_mean(values)] if values else []
-    return [_mean(values[i : i + width]) for i in range(len(values) - width + 1)]
+def _low(values: Sequence[float], share: float = 0.1) -> float:
+    """The ``share`` percentile (lower end) of ``values``: the worst tokens, not the single worst."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[int(share * (len(ordered) - 1))]
 
 
 FEATURES = (
     "mean_logprob",
     "mean_pmi",
+    "p10_logprob",
+    "p10_pmi",
     "min_sentence_logprob",
     "min_sentence_pmi",
-    "min_window_logprob",
     "low_token_share",
     "novel_numbers",
     "novel_names",
@@ -143,14 +146,15 @@ FEATURES = (
 def token_features(
     tokens: Sequence[TokenEvidence], response: str, *, low_logprob: float = -6.0
 ) -> dict[str, float]:
-    """Aggregate per-token evidence: means, per-sentence minima (one bad sentence is enough), the
-    worst 4-token window, and the share of tokens that are both unlikely and not raised by the context."""
+    """Aggregate per-token evidence: means (the BARTScore-style likelihood and its context-normalised
+    PMI), the 10th percentile of both (a few bad tokens are enough), per-sentence minima (one bad
+    sentence is enough), and the share of tokens that are both unlikely and not raised by the context."""
     logprobs = [t.logprob for t in tokens]
     pmis = [t.pmi for t in tokens]
     per_sentence_lp: list[float] = []
     per_sentence_pmi: list[float] = []
     for sentence in sentences(response):
-        inside = [t for t in tokens if t.start < sentence.end and t.end > sentence.start]
+        inside = tokens_in(tokens, sentence.start, sentence.end)
         if inside:
             per_sentence_lp.append(_mean([t.logprob for t in inside]))
             per_sentence_pmi.append(_mean([t.pmi for t in inside]))
@@ -158,44 +162,18 @@ def token_features(
     return {
         "mean_logprob": _mean(logprobs),
         "mean_pmi": _mean(pmis),
+        "p10_logprob": _low(logprobs),
+        "p10_pmi": _low(pmis),
         "min_sentence_logprob": min(per_sentence_lp, default=0.0),
         "min_sentence_pmi": min(per_sentence_pmi, default=0.0),
-        "min_window_logprob": min(_windows(logprobs, 4), default=0.0),
         "low_token_share": len(low) / len(tokens) if tokens else 0.0,
         "log_tokens": math.log1p(len(tokens)),
     }
 
 
-def low_support_spans(
-    tokens: Sequence[TokenEvidence], response: str, *, low_logprob: float = -6.0, max_gap: int = 1
-) -> list[UnsupportedSpan]:
-    """Runs of tokens the model finds unlikely given the context and that the context did not raise
-    (log p < ``low_logprob`` and PMI < 1), merged across gaps of up to ``max_gap`` tokens, widened to
-    whole words. A single low subword inside a word flags the word."""
-    flagged = [i for i, t in enumerate(tokens) if t.logprob < low_logprob and t.pmi < 1.0]
-    runs: list[list[int]] = []
-    for index in flagged:
-        if runs and index - runs[-1][-1] <= max_gap + 1:
-            runs[-1].append(index)
-        else:
-            runs.append([index])
-    spans: list[UnsupportedSpan] = []
-    for run in runs:
-        start, end = tokens[run[0]].start, tokens[run[-1]].end
-        while start > 0 and response[start - 1].isalnum():
-            start -= 1
-        while end < len(response) and response[end].isalnum():
-            end += 1
-        while start < end and response[start].isspace():
-            start += 1
-        if end <= start:
-            continue
-        worst = min(tokens[i].logprob for i in run)
-        severity = min(1.0, max(0.0, (low_logprob - worst) / 6.0 + 0.5))
-        spans.append(
-            UnsupportedSpan(start, end, response[start:end], "low support from the context", severity)
-        )
-    return spans
+def tokens_in(tokens: Sequence[TokenEvidence], start: int, end: int) -> list[TokenEvidence]:
+    """The tokens that overlap ``[start, end)``."""
+    return [t for t in tokens if t.start < end and t.end > start]
 
 
 def merge_spans(spans: Sequence[UnsupportedSpan], response: str) -> tuple[UnsupportedSpan, ...]:

