@@ -38,12 +38,16 @@ from pilothouse.store.sql import SqlStore
 NO_MATCH_MS, FIRST_PAGE_MS = 300.0, 200.0
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def _p(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def old_scan(store: SqlStore, search: str, limit: int = 50) -> list[str]:
+def old_scan(store: SqlStore, search: str, since: int | None, limit: int = 50) -> list[str]:
     """The search before the index: a LIKE probe of each candidate trace's texts, newest first."""
     c, s = t.traces.c, t.spans.c
     in_trace = and_(
@@ -55,7 +59,7 @@ def old_scan(store: SqlStore, search: str, limit: int = 50) -> list[str]:
     )
     stmt = (
         select(c.id)
-        .where(c.project_id == PROJECT, cond)
+        .where(c.project_id == PROJECT, c.start_ns >= (since or 0), cond)
         .order_by(c.start_ns.desc(), c.pk.desc())
         .limit(limit + 1)
     )
@@ -98,8 +102,10 @@ def ingest_cost(url_of: Any, spans: int, rounds: int) -> None:
                     conn.execute(text("ALTER TABLE traces ENABLE TRIGGER traces_search"))
             store.close()
     without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"ingest (batch writer, {spans:,} spans, median of {rounds}): without the index {without:,.0f} spans/s, "
-          f"with it {with_:,.0f} spans/s ({100 * (without - with_) / without:+.1f}% slower)")  # fmt: skip
+    slower = 100 * (without - with_) / without
+    print(f"ingest (batch writer, {spans:,} spans, median of {rounds}):")
+    print(f"  without the index {without:,.0f} spans/s,")
+    print(f"  with it {with_:,.0f} spans/s ({slower:+.1f}% slower); load average {loadavg()}")
 
 
 def main() -> None:
@@ -112,7 +118,7 @@ def main() -> None:
     parser.add_argument("--ingest-spans", type=int, default=100_000, help="0: skip the ingest comparison")
     parser.add_argument("--ingest-rounds", type=int, default=2)
     args = parser.parse_args()
-    print(f"load average before: {open('/proc/loadavg').read().split()[:3]}")
+    print(f"load average before: {loadavg()}")
     folder = Path(tempfile.mkdtemp(prefix="ph-search-"))
     if args.ingest_spans:
         if args.database_url:
@@ -121,11 +127,8 @@ def main() -> None:
             def pg_url(_: str) -> str:
                 store = SqlStore.from_url(args.database_url)
                 with store.engine.begin() as conn:
-                    conn.execute(
-                        text(
-                            "TRUNCATE spans, traces, rollup_minute, rollup_hour, rollup_dim_minute, rollup_dim_hour, rollup_dim_day"
-                        )
-                    )
+                    rollups = "rollup_minute, rollup_hour, rollup_dim_minute, rollup_dim_hour, rollup_dim_day"
+                    conn.execute(text(f"TRUNCATE spans, traces, {rollups}"))
                 store.close()
                 return str(args.database_url)
 
@@ -139,7 +142,7 @@ def main() -> None:
         print(f"filling {args.spans - stored:,} spans ...")
         fill(store, args.spans - stored, time.time_ns())
     spans = store.count_spans(PROJECT)
-    print(f"{store.dialect}: {spans:,} spans stored; load average {open('/proc/loadavg').read().split()[:3]}")
+    print(f"{store.dialect}: {spans:,} spans stored; load average {loadavg()}")
     now = time.time_ns()
     cases = [
         ("word that occurs nowhere", "xylophone", NO_MATCH_MS),
@@ -148,22 +151,20 @@ def main() -> None:
         ("prefix, first page", "answ*", FIRST_PAGE_MS),
         ("two words, last 7 days", "question gpt", FIRST_PAGE_MS),
     ]
-    print(
-        f"{'case':38} {'index p50':>10} {'p95':>8} {'target':>7} {'rows':>5} | {'old scan p50':>12} {'p95':>8}"
-    )
+    head = f"{'case':38} {'index p50':>10} {'p95':>8} {'target':>7} {'rows':>5}"
+    print(f"{head} | {'old scan p50':>12} {'p95':>8}")
     for label, word, target in cases:
-        query = TraceQuery(
-            search=word, limit=50, start_ns=now - 7 * 86400 * 10**9 if "7 days" in label else None
-        )
-        times, page = timed(lambda: store.list_traces(PROJECT, query), args.repeats)
-        old_word = word.rstrip("*")
-        base, old = timed(lambda: old_scan(store, old_word), args.baseline_repeats)
+        since = now - 7 * 86400 * 10**9 if "7 days" in label else None
+        query = TraceQuery(search=word, limit=50, start_ns=since)
+        times, page = timed(lambda q=query: store.list_traces(PROJECT, q), args.repeats)
+        plain = word.rstrip("*")
+        base, old = timed(lambda w=plain, s=since: old_scan(store, w, s), args.baseline_repeats)
         verdict = "ok" if _p(times, 0.95) <= target else "MISSED"
-        print(
-            f"{label:38} {statistics.median(times):8.1f}ms {_p(times, 0.95):6.1f}ms {target:5.0f}ms {len(page.data):5} | "
-            f"{statistics.median(base):10.1f}ms {_p(base, 0.95):6.1f}ms  {verdict} (old scan rows {min(len(old), 50)})"
-        )  # fmt: skip
-    print(f"load average after: {open('/proc/loadavg').read().split()[:3]}")
+        new = f"{statistics.median(times):8.1f}ms {_p(times, 0.95):6.1f}ms {target:5.0f}ms"
+        new += f" {len(page.data):5}"
+        scan = f"{statistics.median(base):10.1f}ms {_p(base, 0.95):6.1f}ms"
+        print(f"{label:38} {new} | {scan}  {verdict} (old scan rows {min(len(old), 50)})")
+    print(f"load average after: {loadavg()}")
     store.close()
     if not args.keep and not args.database_url:
         for name in os.listdir(folder):

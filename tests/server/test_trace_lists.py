@@ -75,7 +75,9 @@ def test_filters_search_and_sort(both: Served) -> None:
     ],
 )
 def test_bad_filters_are_400s(both: Served, query: str, param: str) -> None:
-    for path in ("/api/traces", "/api/traces/export"):
+    for path in ("/api/traces", "/api/traces/export")[
+        : 1 if param == "cursor" else 2
+    ]:  # exports ignore cursors
         status, body = _get(both, f"{path}?{query}")
         assert status == 400, (path, query, body)
         assert body["error"]["param"] == param, body  # type: ignore[index]

@@ -29,7 +29,7 @@ from pilothouse.quality.review import ReviewError, ReviewService
 from pilothouse.server.api import trace_query_from_params
 from pilothouse.server.body import read_json
 from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
-from pilothouse.server.serialise import trace_summary_json
+from pilothouse.server.serialise import json_default, trace_summary_json
 from pilothouse.server.state import Services
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.review import ReviewStore
@@ -102,7 +102,7 @@ def csv_rows(rows: Sequence[TraceSummary]) -> str:
 
 
 def jsonl_rows(rows: Sequence[TraceSummary]) -> bytes:
-    return b"".join(orjson.dumps(trace_summary_json(r)) + b"\n" for r in rows)
+    return b"".join(orjson.dumps(trace_summary_json(r), default=json_default) + b"\n" for r in rows)
 
 
 async def export_stream(
@@ -184,7 +184,7 @@ def bulk(
             )
         except ReviewError as exc:
             raise BulkError(str(exc)) from None
-        return BulkResult(added, f"{added} trace{'s' if added != 1 else ''} added to the queue {queue}")
+        return BulkResult(added, f"{added} trace{'s' if added != 1 else ''} added to {queue}")
     raise BulkError("action must be one of dataset, score, review")
 
 
@@ -196,7 +196,7 @@ def _to_dataset(store: SqlStore, project_id: str, name: str, ids: Sequence[str])
     latest = evals.get_version(project_id, name)
     present: set[str] = set()
     if latest is not None:
-        present = {i.id for i in evals.get_items(latest.id, list(items))}
+        present = set(evals.get_items(latest.id, list(items)))
     new = [items[i] for i in ids if i in items and i not in present]
     if not new:
         return BulkResult(0, f"every trace is in {name} already")

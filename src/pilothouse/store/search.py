@@ -136,6 +136,8 @@ def search_condition(conn: Connection, dialect: str, search: str) -> ColumnEleme
                 .columns(column("trace_pk", Integer))
             )
             return t.traces.c.pk.in_(holders)
+        # a probe per candidate trace: its spans (the (trace_pk, span_id) index), each looked up in
+        # the index by key (rowid = ? AND MATCH)
         return text(
             "EXISTS (SELECT 1 FROM spans s JOIN span_search ON span_search.rowid = s.pk "
             "WHERE s.trace_pk = traces.pk AND span_search MATCH :ph_fts)"
@@ -159,6 +161,6 @@ def search_condition(conn: Connection, dialect: str, search: str) -> ColumnEleme
         return t.traces.c.pk.in_(holders)
     # a probe per trace through the (trace_pk, span_id) index, as for the model filter (store/sql.py)
     return text(
-        "(traces.search @@ to_tsquery('simple', :ph_ts) OR (SELECT 1 FROM spans s WHERE s.trace_pk = traces.pk "
-        "AND s.search @@ to_tsquery('simple', :ph_ts) LIMIT 1) IS NOT NULL)"
+        "(traces.search @@ to_tsquery('simple', :ph_ts) OR (SELECT 1 FROM spans s "
+        "WHERE s.trace_pk = traces.pk AND s.search @@ to_tsquery('simple', :ph_ts) LIMIT 1) IS NOT NULL)"
     ).bindparams(ph_ts=q)  # type: ignore[return-value]

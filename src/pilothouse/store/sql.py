@@ -665,8 +665,8 @@ class SqlStore:
             probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
             conds.append(or_(c.model == query.model, probe.is_not(None)))
         if query.key_id is not None:
-            probe = select(literal(1)).where(s.trace_pk == c.pk, s.key_id == query.key_id).limit(1)
-            conds.append(probe.scalar_subquery().is_not(None))
+            through_key = select(literal(1)).where(s.trace_pk == c.pk, s.key_id == query.key_id).limit(1)
+            conds.append(through_key.scalar_subquery().is_not(None))
         if query.score_name is not None:
             sc = t.scores.c
             score_conds = [sc.project_id == project_id, sc.trace_id == c.id, sc.name == query.score_name]
@@ -675,8 +675,9 @@ class SqlStore:
             if query.max_score is not None:
                 score_conds.append(sc.value <= query.max_score)
             conds.append(select(literal(1)).where(*score_conds).exists())
-        key = self._sort_key(query.sort)
-        order = (key, c.start_ns, c.pk) if query.sort != "time" else (c.start_ns, c.pk)
+        order: tuple[ColumnElement[Any], ...] = (c.start_ns, c.pk)
+        if query.sort != "time":
+            order = (self._sort_key(query.sort), *order)
         if query.cursor is not None:
             # Pages are ordered by (sort value, start, key); the cursor names the last trace by its id
             # (a trace deleted meanwhile: the page goes on after its value and start time).
@@ -713,8 +714,8 @@ class SqlStore:
             if query.sort == "time":
                 next_cursor = encode_cursor(last_row["start_ns"], last_row["id"])
             else:
-                value = _SORT_VALUES[query.sort](last_row)
-                next_cursor = encode_sort_cursor(value, last_row["start_ns"], last_row["id"])
+                sorted_by = _SORT_VALUES[query.sort](last_row)
+                next_cursor = encode_sort_cursor(sorted_by, last_row["start_ns"], last_row["id"])
         return Page(data, next_cursor)
 
     def _sort_key(self, sort: str) -> ColumnElement[Any]:

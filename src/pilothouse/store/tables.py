@@ -669,14 +669,16 @@ saved_views = Table(
 )
 
 # Full-text search (migration 0022) lives outside these tables: SQLite's FTS5 table ``span_search`` (and
-# the shadow tables FTS5 keeps), PostgreSQL's ``spans.search`` and ``traces.search`` columns with their triggers and GIN indexes.
+# the shadow tables FTS5 keeps, and span_search_top), PostgreSQL's ``spans.search`` and ``traces.search``
+# columns with their triggers and GIN indexes.
 # store/search.py reads them with SQL of its own; the migration test leaves them out of its comparison.
 SEARCH_OBJECTS = frozenset(
     {
         "span_search",
         "span_search_data",
         "span_search_idx",
-        "span_search_config", "span_search_top",
+        "span_search_config",
+        "span_search_top",
         "search",
         "ix_spans_search",
         "ix_traces_search",

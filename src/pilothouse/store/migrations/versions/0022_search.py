@@ -1,8 +1,9 @@
 """Full-text search over spans (issue 23, item 6) and saved views of the trace list (item 7).
 
 SQLite: ``span_search``, a contentless FTS5 table keyed by the span's key, which the batch writer fills.
-PostgreSQL: ``spans.search`` and ``traces.search`` (tsvector), filled by triggers, with GIN indexes.
-Stored spans (and traces) are indexed here, 5,000 at a time (``pilothouse.store.search`` says what is indexed).
+PostgreSQL: ``spans.search`` and ``traces.search`` (tsvector), filled by triggers, with GIN
+indexes. Stored spans (and traces) are indexed here, 5,000 at a time (``pilothouse.store.search``
+says what is indexed).
 
 Revision ID: 0022
 Revises: 0021
