@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Integer, column, text
+from sqlalchemy import ColumnElement, Connection, Integer, column, false, text
 
 from pilothouse.domain.queries import InvalidQuery
 from pilothouse.domain.traces import SpanRecord
@@ -116,9 +116,11 @@ def pg_query(words: Sequence[str], prefix: bool) -> str:
     return " & ".join(terms)
 
 
-def search_condition(conn: Connection, dialect: str, search: str) -> ColumnElement[bool]:
+def search_condition(conn: Connection, dialect: str, search: str) -> tuple[ColumnElement[bool], bool]:
     """The WHERE condition on ``traces`` (unaliased) for traces with a span that holds every word of
-    ``search``; reads the index once to choose the plan (see the module's doc)."""
+    ``search``, and whether it names the traces by key (SQLite, few matches: the caller then keeps
+    SQLite from walking the time index for the order); reads the index once to choose the plan (see
+    the module's doc)."""
     words, prefix = query_words(search)
     if dialect == "sqlite":
         q = fts5_query(words, prefix)
@@ -127,21 +129,21 @@ def search_condition(conn: Connection, dialect: str, search: str) -> ColumnEleme
             (q, FEW_MATCHES),
         ).scalar_one()
         if found < FEW_MATCHES:
-            holders = (
-                text(
-                    "SELECT s.trace_pk FROM span_search JOIN spans s ON s.pk = span_search.rowid "
-                    "WHERE span_search MATCH :ph_fts"
-                )
-                .bindparams(ph_fts=q)
-                .columns(column("trace_pk", Integer))
-            )
-            return t.traces.c.pk.in_(holders)
+            # the keys as a list, not a subquery: SQLite then reads those traces by key and sorts
+            # them, instead of walking the whole range in order and asking the subquery about each
+            holders = conn.exec_driver_sql(
+                "SELECT DISTINCT s.trace_pk FROM span_search JOIN spans s ON s.pk = span_search.rowid "
+                "WHERE span_search MATCH ?",
+                (q,),
+            ).scalars()
+            keys = list(holders)
+            return (t.traces.c.pk.in_(keys) if keys else false()), True
         # a probe per candidate trace: its spans (the (trace_pk, span_id) index), each looked up in
         # the index by key (rowid = ? AND MATCH)
         return text(
             "EXISTS (SELECT 1 FROM spans s JOIN span_search ON span_search.rowid = s.pk "
             "WHERE s.trace_pk = traces.pk AND span_search MATCH :ph_fts)"
-        ).bindparams(ph_fts=q)  # type: ignore[return-value]
+        ).bindparams(ph_fts=q), False  # type: ignore[return-value]
     q = pg_query(words, prefix)
     found = conn.exec_driver_sql(
         "SELECT (SELECT count(*) FROM (SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s) "
@@ -158,9 +160,9 @@ def search_condition(conn: Connection, dialect: str, search: str) -> ColumnEleme
             .bindparams(ph_ts=q)
             .columns(column("trace_pk", Integer))
         )
-        return t.traces.c.pk.in_(holders)
+        return t.traces.c.pk.in_(holders), False
     # a probe per trace through the (trace_pk, span_id) index, as for the model filter (store/sql.py)
     return text(
         "(traces.search @@ to_tsquery('simple', :ph_ts) OR (SELECT 1 FROM spans s "
         "WHERE s.trace_pk = traces.pk AND s.search @@ to_tsquery('simple', :ph_ts) LIMIT 1) IS NOT NULL)"
-    ).bindparams(ph_ts=q)  # type: ignore[return-value]
+    ).bindparams(ph_ts=q), False  # type: ignore[return-value]

@@ -691,7 +691,10 @@ class SqlStore:
         ordering = [col.desc() if query.descending else col.asc() for col in order]
         with self.engine.connect() as conn:
             if query.search:
-                conds.append(search_condition(conn, self.dialect, query.search))
+                condition, by_key = search_condition(conn, self.dialect, query.search)
+                conds.append(condition)
+                if by_key:  # read the few traces by key and sort them (``+ 0``: not by the time index)
+                    ordering = [(col + 0).desc() if query.descending else (col + 0).asc() for col in order]
             stmt = select(t.traces).where(*conds).order_by(*ordering).limit(query.limit + 1)
             rows = [r._mapping for r in conn.execute(stmt)]
             more = len(rows) > query.limit
