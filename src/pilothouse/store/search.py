@@ -152,7 +152,7 @@ def search_condition(conn: Connection, dialect: str, search: str) -> tuple[Colum
         (q, FEW_MATCHES, q, FEW_MATCHES),
     ).scalar_one()
     if found < FEW_MATCHES:
-        holders = (
+        pg_holders = (
             text(
                 "SELECT trace_pk FROM spans WHERE search @@ to_tsquery('simple', :ph_ts) "
                 "UNION SELECT pk FROM traces WHERE search @@ to_tsquery('simple', :ph_ts)"
@@ -160,7 +160,7 @@ def search_condition(conn: Connection, dialect: str, search: str) -> tuple[Colum
             .bindparams(ph_ts=q)
             .columns(column("trace_pk", Integer))
         )
-        return t.traces.c.pk.in_(holders), False
+        return t.traces.c.pk.in_(pg_holders), False
     # a probe per trace through the (trace_pk, span_id) index, as for the model filter (store/sql.py)
     return text(
         "(traces.search @@ to_tsquery('simple', :ph_ts) OR (SELECT 1 FROM spans s "
