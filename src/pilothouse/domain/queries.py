@@ -40,11 +40,53 @@ class TraceQuery:
     release: str | None = None
     search: str | None = None
     limit: int = 50
-    cursor: tuple[int, str] | None = None  # (start_ns, trace id) of the last row of the previous page
+    # (start_ns, trace id) of the last row of the previous page; sorted by another column, that
+    # column's value comes first: (value, start_ns, trace id)
+    cursor: tuple[int, str] | tuple[float, int, str] | None = None
+    key_id: str | None = None  # a gateway call of the trace went through this virtual key
+    metadata: tuple[tuple[str, str], ...] = ()  # (key, value): the trace's metadata has each
+    score_name: str | None = None  # a score of this name (numeric or boolean: in the value range)
+    min_score: float | None = None
+    max_score: float | None = None
+    sort: str = "time"  # one of SORT_KEYS
+    descending: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_PAGE_SIZE:
             raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        if self.sort not in SORT_KEYS:
+            raise InvalidQuery(f"sort must be one of {', '.join(SORT_KEYS)}")
+        if (self.min_score is not None or self.max_score is not None) and self.score_name is None:
+            raise InvalidQuery("a score range needs the score's name (score)")
+        if len(self.metadata) > MAX_METADATA_FILTERS or len(self.tags) > MAX_TAG_FILTERS:
+            raise InvalidQuery(f"at most {MAX_METADATA_FILTERS} metadata filters and {MAX_TAG_FILTERS} tags")
+
+
+SORT_KEYS = ("time", "latency", "cost", "tokens")
+MAX_METADATA_FILTERS = 10
+MAX_TAG_FILTERS = 20
+
+
+def encode_sort_cursor(value: float, start_ns: int, item_id: str) -> str:
+    """Opaque cursor text for a row of a list sorted by another column than time."""
+    return base64.urlsafe_b64encode(f"{value!r}:{start_ns}:{item_id}".encode()).decode().rstrip("=")
+
+
+def decode_sort_cursor(cursor: str) -> tuple[float, int, str]:
+    """Inverse of :func:`encode_sort_cursor`; raises :class:`InvalidQuery` on anything else."""
+    try:
+        if len(cursor) > 512:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        value_text, start, item_id = raw.split(":", 2)
+        value, position = float(value_text), int(start)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("not finite")
+        if not -(2**63) <= position < 2**63 or not item_id.isprintable():
+            raise ValueError("out of range")
+        return value, position, item_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidQuery("cursor is not one this server gave out") from exc
 
 
 def encode_cursor(start_ns: int, item_id: str) -> str:
@@ -132,3 +174,13 @@ class ModelMetrics:
     sums: RollupSums
     latency_ms_p50: float | None
     latency_ms_p95: float | None
+
+
+def next_page(query: TraceQuery, cursor: str) -> TraceQuery:
+    """``query`` for the page after the one whose next cursor is ``cursor`` (read for its sort)."""
+    position: tuple[int, str] | tuple[float, int, str] = (
+        decode_cursor(cursor) if query.sort == "time" else decode_sort_cursor(cursor)
+    )
+    return TraceQuery(
+        **{**{f: getattr(query, f) for f in TraceQuery.__dataclass_fields__}, "cursor": position}
+    )

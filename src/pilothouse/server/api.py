@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.money import Money
-from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
+from pilothouse.domain.queries import SORT_KEYS, InvalidQuery, TraceQuery, decode_cursor, decode_sort_cursor
 from pilothouse.domain.scores import DuplicateScoreId, make_score
 from pilothouse.domain.timeparse import parse_time_ns
 from pilothouse.domain.traces import Status
@@ -28,6 +28,7 @@ from pilothouse.server.serialise import (
     trace_summary_json,
 )
 from pilothouse.server.state import Services
+from pilothouse.store.search import query_words
 
 _GRANULARITY_S = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -101,25 +102,77 @@ def _check_order(params: Any, start: int, end: int) -> None:
         raise param_error(name, f"the time range ends ({ends}) before it starts ({begins})")
 
 
-def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
-    """A :class:`TraceQuery` from URL parameters; raises a 400 ApiError naming the bad parameter."""
-    known = {
+TRACE_FILTERS = frozenset(
+    {
         "from", "to", "name", "user_id", "session_id", "model", "tag", "status",
         "min_latency_ms", "min_cost_usd", "max_latency_ms", "max_cost_usd", "environment", "release",
-        "q", "limit", "cursor",
-    }  # fmt: skip
-    unknown = sorted(set(params.keys()) - known)
+        "q", "limit", "cursor", "key_id", "metadata", "score", "min_score", "max_score", "sort", "order",
+    }
+)  # fmt: skip
+MAX_FILTER_CHARS = 1000  # of one filter's value
+MAX_FILTER_VALUES = 40  # filters in one query, repeated ones (tag, metadata) counted each time
+
+
+def _score_bound(params: Any, name: str) -> float | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise param_error(name, f"{value[:64]!r} is not a number") from None
+    if not -_LARGEST_FILTER <= number <= _LARGEST_FILTER:  # NaN fails both comparisons
+        raise param_error(name, f"must be a number from {-_LARGEST_FILTER:g} to {_LARGEST_FILTER:g}")
+    return number
+
+
+def _metadata_filters(params: Any) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for text in params.getlist("metadata"):
+        key, sep, value = text.partition(":")
+        if not sep or not key:
+            raise param_error("metadata", f"{text[:64]!r} is not KEY:VALUE")
+        if not key.isprintable() or '"' in key or "\\" in key:
+            raise param_error("metadata", f"the key {key[:64]!r} has a quote, backslash or control character")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
+    """A :class:`TraceQuery` from URL parameters; raises a 400 ApiError naming the bad parameter."""
+    unknown = sorted(set(params.keys()) - TRACE_FILTERS)
     if unknown:
-        raise param_error(unknown[0], f"unknown filter (known: {', '.join(sorted(known))})")
+        raise param_error(unknown[0][:64], f"unknown filter (known: {', '.join(sorted(TRACE_FILTERS))})")
+    items = list(params.multi_items())
+    if len(items) > MAX_FILTER_VALUES:
+        raise param_error(items[-1][0], f"at most {MAX_FILTER_VALUES} filters in one query")
+    for name, value in items:
+        if len(value) > MAX_FILTER_CHARS:
+            raise param_error(name, f"a filter's value is at most {MAX_FILTER_CHARS} characters")
     status = params.get("status")
     if status is not None and status not in ("ok", "error"):
         raise param_error("status", "must be 'ok' or 'error'")
     limit_text = params.get("limit", "50")
     if not limit_text.isdigit():
         raise param_error("limit", f"{limit_text!r} is not a whole number")
+    sort = params.get("sort") or "time"
+    if sort not in SORT_KEYS:
+        raise param_error("sort", f"{sort[:64]!r} is no sort key (known: {', '.join(SORT_KEYS)})")
+    order = params.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise param_error("order", "must be 'asc' or 'desc'")
     cursor = params.get("cursor")
     start_ns, end_ns = _window(params, now_ns)
+    search = params.get("q") or None
     try:
+        if search is not None:
+            query_words(search)
+    except InvalidQuery as exc:
+        raise param_error("q", str(exc)) from None
+    try:
+        position: Any = None
+        if cursor:
+            position = decode_cursor(cursor) if sort == "time" else decode_sort_cursor(cursor)
         return TraceQuery(
             start_ns=start_ns,
             end_ns=end_ns,
@@ -135,13 +188,24 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
             max_cost_usd=_money(params, "max_cost_usd"),
             environment=params.get("environment"),
             release=params.get("release"),
-            search=params.get("q") or None,
+            search=search,
             limit=int(limit_text),
-            cursor=decode_cursor(cursor) if cursor else None,
+            cursor=position,
+            key_id=params.get("key_id") or None,
+            metadata=_metadata_filters(params),
+            score_name=params.get("score") or None,
+            min_score=_score_bound(params, "min_score"),
+            max_score=_score_bound(params, "max_score"),
+            sort=sort,
+            descending=order == "desc",
         )
     except InvalidQuery as exc:
-        name = "cursor" if "cursor" in str(exc) else "limit"
-        raise param_error(name, str(exc)) from None
+        message = str(exc)
+        name = next(
+            (n for n in ("cursor", "limit", "score", "metadata", "tag") if n in message),
+            "limit",
+        )
+        raise param_error(name, message) from None
 
 
 async def list_traces(request: Request) -> Response:

@@ -49,6 +49,7 @@ from pilothouse.server import (
     openai_surfaces,
     prompts_api,
     review_api,
+    trace_lists,
 )
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import MAX_BODY_WAITING, BodyBudget
@@ -417,6 +418,7 @@ def create_app(
         Route("/v1/logs", export_logs, methods=["POST"]),
         Route("/v1/metrics", export_metrics, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
+        *trace_lists.routes,  # before api's /api/traces/{trace_id}
         *api.routes,
         *costs_api.routes,
         *evals_api.routes,

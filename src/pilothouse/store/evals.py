@@ -738,9 +738,9 @@ class EvalStore:
                     return
             if found.next_cursor is None:
                 return
-            from pilothouse.domain.queries import decode_cursor
+            from pilothouse.domain.queries import next_page
 
-            page = TraceQuery(**{**_query_fields(page), "cursor": decode_cursor(found.next_cursor)})
+            page = next_page(page, found.next_cursor)
 
     def trace_items(self, project_id: str, trace_ids: Sequence[str]) -> dict[str, DatasetItem]:
         """Dataset items (as :meth:`iter_trace_items` makes them) of the named traces of the project;

@@ -20,6 +20,13 @@ DAY_NS = 86_400 * 10**9
 MAX_RETENTION_DAYS = 36_500
 
 
+# SQLite: the largest span key given so far, kept before spans are deleted (migration 0022)
+_NOTE_TOP_SPAN_KEY = (
+    "INSERT OR REPLACE INTO span_search_top (id, top) VALUES (1, max("
+    "coalesce((SELECT top FROM span_search_top), 0), coalesce((SELECT max(pk) FROM spans), 0)))"
+)
+
+
 class RetentionStore:
     """Reads and applies the projects' retention."""
 
@@ -58,6 +65,8 @@ class RetentionStore:
                 if not rows:
                     return deleted
                 pks, ids = [r.pk for r in rows], [r.id for r in rows]
+                if self.store.dialect == "sqlite":  # see SqlStore._write_chunk: keys are not reused
+                    conn.exec_driver_sql(_NOTE_TOP_SPAN_KEY)
                 conn.execute(delete(t.spans).where(sp.trace_pk.in_(pks)))
                 conn.execute(delete(t.scores).where(sc.project_id == project_id, sc.trace_id.in_(ids)))
                 conn.execute(delete(t.traces).where(tr.pk.in_(pks)))

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Insert,
     Select,
     Table,
+    Text,
     and_,
     bindparam,
     case,
@@ -38,6 +39,7 @@ from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
     Activity,
+    InvalidQuery,
     ModelMetrics,
     Page,
     SessionSummary,
@@ -45,6 +47,7 @@ from pilothouse.domain.queries import (
     TraceQuery,
     TraceSummary,
     encode_cursor,
+    encode_sort_cursor,
 )
 from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored, batch_deltas
 from pilothouse.domain.scores import DuplicateScoreId
@@ -68,12 +71,24 @@ from pilothouse.store.rows import (
     unpack,
     unpack_hist,
 )
+from pilothouse.store.search import search_condition, search_document
 
 PREVIEW_CHARS = 300
 
 
+_NEXT_SPAN_KEY = (
+    "SELECT max(coalesce((SELECT max(pk) FROM spans), 0), coalesce((SELECT top FROM span_search_top), 0))"
+)
+_INDEX_SPANS = "INSERT INTO span_search(rowid, body) VALUES (?, ?)"
 _SORTED_UPSERT_TRACES = 200_000  # see SqlStore._write_chunk
 _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the unique index order
+
+
+_SORT_VALUES: dict[str, Callable[[Any], float]] = {
+    "latency": lambda row: row["end_ns"] - row["start_ns"],
+    "cost": lambda row: row["cost_usd"],
+    "tokens": lambda row: row["total_tokens"],
+}
 
 
 def _escape_like(text: str) -> str:
@@ -133,6 +148,9 @@ class SqlStore:
         # upserts (False: one INSERT per row, kept for comparison: benchmarks/ingest_pg_store.py)
         self.copy_spans = True
         self._dim_minutes_pruned_before = 0  # see _prune_dim_minutes
+        # SQLite: the batch writer adds each span to the full-text index (False: not, kept for the
+        # ingest comparison of benchmarks/search.py; PostgreSQL's index is kept by a trigger)
+        self.index_search = True
 
     # The ingest statements are compiled once, on first use (a command that only reads or runs evals
     # never compiles them), to driver SQL: executemany then skips SQLAlchemy's per-row parameter
@@ -143,6 +161,14 @@ class SqlStore:
         return self._compile(
             self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
             SPAN_COLUMNS,
+        )
+
+    @functools.cached_property
+    def _span_insert_keyed(self) -> _DriverStatement:
+        # SQLite: the writer gives new spans their keys, which the full-text index's rows refer to
+        return self._compile(
+            self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
+            ("pk", *SPAN_COLUMNS),
         )
 
     @functools.cached_property
@@ -456,7 +482,18 @@ class SqlStore:
             self._trace_upsert.execute(conn, [trace_row(d, compress) for _, d in traces])
             trace_pks.update(self._new_trace_pks(conn, deltas.traces.keys() - trace_pks.keys()))
         span_rows = (span_row(r, trace_pks[r.project_id, r.observation.trace_id], compress) for r in records)
-        if not compress and self.copy_spans:
+        if compress:
+            # Keys past any the search index has seen: deleting spans (retention) notes the largest key
+            # in span_search_top first, so a deleted span's key is never given again and its index row
+            # (which only a 'delete' with its text could remove) matches nothing.
+            top = conn.exec_driver_sql(_NEXT_SPAN_KEY).scalar_one()
+            keys = range(top + 1, top + 1 + len(records))
+            self._span_insert_keyed.execute(conn, [(k, *row) for k, row in zip(keys, span_rows, strict=True)])
+            if self.index_search:
+                conn.exec_driver_sql(
+                    _INDEX_SPANS, [(k, search_document(r)) for k, r in zip(keys, records, strict=True)]
+                )
+        elif self.copy_spans:
             self._span_copier.write(conn, span_rows)
         else:
             self._span_insert.execute(conn, list(span_rows))
@@ -596,7 +633,7 @@ class SqlStore:
     # -- queries -----------------------------------------------------------------------------------
 
     def list_traces(self, project_id: str, query: TraceQuery) -> Page[TraceSummary]:
-        """Traces newest first, filtered, one keyset page at a time."""
+        """Traces newest first (or sorted by ``query.sort``), filtered, one keyset page at a time."""
         c = t.traces.c
         conds: list[ColumnElement[bool]] = [c.project_id == project_id]
         if query.start_ns is not None:
@@ -614,6 +651,8 @@ class SqlStore:
                 conds.append(column == value)
         for tag in query.tags:
             conds.append(c.tags.like(_escape_like(orjson.dumps(tag).decode()), escape="\\"))
+        for key, value in query.metadata:
+            conds.append(self._metadata_value(c.metadata, key) == value)
         if query.status is Status.ERROR:
             conds.append(c.error_count > 0)
         elif query.status is not None:
@@ -635,33 +674,38 @@ class SqlStore:
             in_trace = and_(s.trace_pk == c.pk, or_(s.model == query.model, s.request_model == query.model))
             probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
             conds.append(or_(c.model == query.model, probe.is_not(None)))
-        if query.search:
-            # A probe per candidate trace, newest first, as for the model: a page of a common word is
-            # found in the newest traces without unpacking every stored text first (an IN over all
-            # matching spans read them all: 0.74 s at 100,000 spans for a word on every page).
-            in_trace = and_(
-                s.trace_pk == c.pk,
-                or_(self._contains(s.input, query.search), self._contains(s.output, query.search)),
-            )
-            probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
-            conds.append(
-                or_(
-                    self._contains(c.input, query.search),
-                    self._contains(c.output, query.search),
-                    probe.is_not(None),
-                )
-            )
+        if query.key_id is not None:
+            through_key = select(literal(1)).where(s.trace_pk == c.pk, s.key_id == query.key_id).limit(1)
+            conds.append(through_key.scalar_subquery().is_not(None))
+        if query.score_name is not None:
+            sc = t.scores.c
+            score_conds = [sc.project_id == project_id, sc.trace_id == c.id, sc.name == query.score_name]
+            if query.min_score is not None:
+                score_conds.append(sc.value >= query.min_score)
+            if query.max_score is not None:
+                score_conds.append(sc.value <= query.max_score)
+            conds.append(select(literal(1)).where(*score_conds).exists())
+        order: tuple[ColumnElement[Any], ...] = (c.start_ns, c.pk)
+        if query.sort != "time":
+            order = (self._sort_key(query.sort), *order)
         if query.cursor is not None:
-            # Pages are ordered by (start, key); the cursor names the last trace by its id (a trace
-            # deleted meanwhile: the page goes on after its start time).
-            start_ns, trace_id = query.cursor
+            # Pages are ordered by (sort value, start, key); the cursor names the last trace by its id
+            # (a trace deleted meanwhile: the page goes on after its value and start time).
+            *position, trace_id = query.cursor
             last = t.traces.alias("last")
             last_pk = select(last.c.pk).where(last.c.project_id == project_id, last.c.id == trace_id)
-            conds.append(
-                tuple_(c.start_ns, c.pk) < tuple_(start_ns, func.coalesce(last_pk.scalar_subquery(), 0))
-            )
-        stmt = select(t.traces).where(*conds).order_by(c.start_ns.desc(), c.pk.desc()).limit(query.limit + 1)
+            if len(position) != len(order) - 1:
+                raise InvalidQuery("cursor is not one of a list sorted this way")
+            bound = tuple_(*position, func.coalesce(last_pk.scalar_subquery(), 0))
+            conds.append(tuple_(*order) < bound if query.descending else tuple_(*order) > bound)
+        ordering = [col.desc() if query.descending else col.asc() for col in order]
         with self.engine.connect() as conn:
+            if query.search:
+                condition, by_key = search_condition(conn, self.dialect, query.search)
+                conds.append(condition)
+                if by_key:  # read the few traces by key and sort them (``+ 0``: not by the time index)
+                    ordering = [(col + 0).desc() if query.descending else (col + 0).asc() for col in order]
+            stmt = select(t.traces).where(*conds).order_by(*ordering).limit(query.limit + 1)
             rows = [r._mapping for r in conn.execute(stmt)]
             more = len(rows) > query.limit
             rows = rows[: query.limit]
@@ -677,8 +721,29 @@ class SqlStore:
                     _preview(trace.output if trace.output is not None else root_out),
                 )
             )
-        next_cursor = encode_cursor(rows[-1]["start_ns"], rows[-1]["id"]) if more else None
+        next_cursor = None
+        if more:
+            last_row = rows[-1]
+            if query.sort == "time":
+                next_cursor = encode_cursor(last_row["start_ns"], last_row["id"])
+            else:
+                sorted_by = _SORT_VALUES[query.sort](last_row)
+                next_cursor = encode_sort_cursor(sorted_by, last_row["start_ns"], last_row["id"])
         return Page(data, next_cursor)
+
+    def _sort_key(self, sort: str) -> ColumnElement[Any]:
+        c = t.traces.c
+        if sort == "latency":
+            return c.end_ns - c.start_ns  # the expression of the index ix_traces_latency
+        if sort == "cost":
+            return c.cost_usd
+        return c.total_tokens if sort == "tokens" else c.start_ns
+
+    def _metadata_value(self, column: ColumnElement[Any], key: str) -> ColumnElement[Any]:
+        """The text of one key of a JSON metadata column (NULL when missing)."""
+        if self._compress:
+            return sql_cast(func.json_extract(column, f'$."{key}"'), Text)
+        return sql_cast(column, postgresql.JSONB).op("->>")(key)
 
     def get_trace(self, project_id: str, trace_id: str) -> TraceDetail | None:
         """One trace of this project with its observations and scores, or None."""

@@ -654,3 +654,33 @@ online_items = Table(  # the persisted work: one (evaluator version, trace) each
     Index("ix_online_items_finished", "evaluator_id", "finished_ns"),
     Index("ix_online_items_trace", "project_id", "trace_id"),
 )
+
+# -- saved views of the trace list (migration 0022) --------------------------------------------------------
+
+saved_views = Table(
+    "saved_views",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("query", Text, nullable=False),  # the list's URL query string
+    Column("created_ns", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "name", name="uq_saved_views_name"),
+)
+
+# Full-text search (migration 0022) lives outside these tables: SQLite's FTS5 table ``span_search`` (and
+# the shadow tables FTS5 keeps, and span_search_top), PostgreSQL's ``spans.search`` and ``traces.search``
+# columns with their triggers and GIN indexes.
+# store/search.py reads them with SQL of its own; the migration test leaves them out of its comparison.
+SEARCH_OBJECTS = frozenset(
+    {
+        "span_search",
+        "span_search_data",
+        "span_search_idx",
+        "span_search_config",
+        "span_search_top",
+        "search",
+        "ix_spans_search",
+        "ix_traces_search",
+    }
+)

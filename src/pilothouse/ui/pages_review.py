@@ -20,11 +20,11 @@ from pilothouse.quality.review import (
     ScoreConfig,
     ScoreKind,
 )
-from pilothouse.server.api import trace_query_from_params
+from pilothouse.server.api import TRACE_FILTERS, trace_query_from_params
 from pilothouse.server.errors import ApiError
 from pilothouse.ui.web import PageContext, UiError
 
-_FILTERS = ("q", "name", "user_id", "session_id", "model", "tag", "status", "from", "to", "min_latency_ms")
+_FILTERS = TRACE_FILTERS - {"cursor", "limit"}
 
 
 def _service(page: PageContext) -> ReviewService:
@@ -188,10 +188,8 @@ async def add_traces(page: PageContext) -> Response:
                 (k, v) for k, v in (form.multi_items() if form is not None else []) if k in _FILTERS and v
             ]
             query = trace_query_from_params(
-                QueryParams([(k, v) for k, v in pairs if k != "q"]), time.time_ns()
+                QueryParams([(k, v) for k, v in pairs if k != "cursor"]), time.time_ns()
             )
-            if any(k == "q" for k, _ in pairs):
-                raise ReviewError("text search cannot fill a queue; use the other filters")
             added = await page.run(
                 lambda: service.fill_from_filter(
                     page.project_id, queue, query, limit=500, reason="trace list filter"

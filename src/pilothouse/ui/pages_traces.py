@@ -19,23 +19,28 @@ from pilothouse.domain.queries import (
     TraceQuery,
     TraceSummary,
     decode_cursor,
-    encode_cursor,
 )
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import Observation
 from pilothouse.server.api import trace_query_from_params
 from pilothouse.server.errors import ApiError
+from pilothouse.server.trace_lists import (
+    BulkError,
+    bulk,
+    export_query,
+    export_response,
+    trace_ids_of,
+    view_query,
+)
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.review import ReviewStore
 from pilothouse.store.trace_view import TraceOutline, TraceViewQueries
+from pilothouse.store.views import ViewError, ViewStore
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError, not_found
 
 PAGE_SIZE = 50
 USERS_PAGE_SIZE = 25  # each user's sums read their traces of the range: fewer rows keep 30 days fast
-SEARCH_BATCH = 200  # candidate traces checked per step of a text search
-SEARCH_SCAN = 2000  # most candidates one page of a text search checks
-SEARCH_BUDGET_S = 0.08
 
 
 def _filter_params(page: PageContext) -> list[tuple[str, str]]:
@@ -43,63 +48,25 @@ def _filter_params(page: PageContext) -> list[tuple[str, str]]:
     return [(k, v.strip()) for k, v in page.params.multi_items() if v.strip() and not k.startswith("review_")]
 
 
-def _search(page: PageContext, query: TraceQuery, text: str) -> tuple[list[TraceSummary], str | None, int]:
-    """A text search bounded per request: candidates (the other filters, newest first) are checked in
-    batches until a page is full, SEARCH_SCAN were checked or the time budget is spent; the cursor
-    continues after the last candidate checked. Returns (matches, next cursor, candidates checked)."""
-    store, queries = page.state.store, page.queries
-    base = {f: getattr(query, f) for f in TraceQuery.__dataclass_fields__}
-    found: list[TraceSummary] = []
-    checked = 0
-    cursor = query.cursor
-    exhausted = False
-    started = time.monotonic()
-    while True:
-        candidates = TraceQuery(**{**base, "limit": SEARCH_BATCH, "cursor": cursor, "search": None})
-        batch = store.list_traces(page.project_id, candidates)
-        hits = queries.traces_containing(page.project_id, [s.trace.id for s in batch.data], text)
-        stopped_early = False
-        for index, summary in enumerate(batch.data):
-            checked += 1
-            cursor = (summary.trace.start_ns, summary.trace.id)
-            if summary.trace.id in hits:
-                found.append(summary)
-                if len(found) >= query.limit:
-                    stopped_early = index < len(batch.data) - 1
-                    break
-        if batch.next_cursor is None and not stopped_early:
-            exhausted = True
-            break
-        if (
-            len(found) >= query.limit
-            or checked >= SEARCH_SCAN
-            or time.monotonic() - started > SEARCH_BUDGET_S
-        ):
-            break
-    return found, None if exhausted or cursor is None else encode_cursor(*cursor), checked
-
-
 async def traces(page: PageContext) -> Response:
-    """``/traces``: the filtered, searchable trace list, one keyset page at a time."""
+    """``/traces``: the filtered, searchable, sortable trace list, one keyset page at a time, with the
+    project's saved views, export links and bulk actions on ticked traces."""
     params = _filter_params(page)
-    text = next((v for k, v in params if k == "q"), "")
     error = None
     rows: list[TraceSummary] = []
     next_cursor = None
-    checked = None
     try:
-        query = trace_query_from_params(QueryParams([(k, v) for k, v in params if k != "q"]), time.time_ns())
+        query = trace_query_from_params(QueryParams(params), time.time_ns())
         if query.limit > 100:
             raise ApiError(400, "Invalid query parameter 'limit': at most 100 rows per page here.")
-        if text:
-            rows, next_cursor, checked = await page.run(_search, page, query, text)
-        else:
-            result = await page.run(page.state.store.list_traces, page.project_id, query)
-            rows, next_cursor = result.data, result.next_cursor
+        result = await page.run(page.state.store.list_traces, page.project_id, query)
+        rows, next_cursor = result.data, result.next_cursor
     except ApiError as exc:
         error = exc.message
     scores = await page.run(page.queries.scores_for_traces, page.project_id, [r.trace.id for r in rows])
-    filters = {k: v for k, v in params if k not in ("cursor", "tag")}
+    repeated = ("cursor", "tag", "metadata")
+    filters = {k: v for k, v in params if k not in repeated}
+    view_params = [(k, v) for k, v in params if k != "cursor"]
     return page.render(
         "traces.html",
         status=400 if error else 200,
@@ -109,12 +76,88 @@ async def traces(page: PageContext) -> Response:
         error=error,
         filters=filters,
         tags=[v for k, v in params if k == "tag"],
+        metadata=[v for k, v in params if k == "metadata"],
         paged="cursor" in dict(params),
-        checked=checked,
+        sort=filters.get("sort", "time"),
+        order=filters.get("order", "desc"),
+        view_query=str(QueryParams(view_params)),
+        views=await page.run(ViewStore(page.state.store).list, page.project_id),
         review_queues=await page.run(ReviewStore(page.state.store).queue_names, page.project_id),
         review_done=page.params.get("review_done"),
         review_error=page.params.get("review_error"),
     )
+
+
+def _back_to_list(page: PageContext) -> str:
+    back = page.field("back") or "/traces"
+    return back if back.startswith("/traces") and not back.startswith("//") else "/traces"
+
+
+def _redirect(back: str, key: str, message: str) -> Response:
+    sep = "&" if "?" in back else "?"
+    return RedirectResponse(f"{back}{sep}{key}={quote(message[:300])}", status_code=303)
+
+
+async def export(page: PageContext) -> Response:
+    """``/traces/export?format=csv|jsonl&<filters>``: the filtered list as a file, streamed."""
+    params = QueryParams([(k, v) for k, v in _filter_params(page)])
+    try:
+        query, fmt, max_rows = export_query(params, time.time_ns())
+    except ApiError as exc:
+        raise UiError(400, exc.message) from None
+    return export_response(page.state.store, page.project_id, query, fmt, max_rows)
+
+
+async def bulk_action(page: PageContext) -> Response:
+    """``POST /traces/bulk``: the ticked traces to a dataset, a score on each, or to a review queue."""
+    back = _back_to_list(page)
+    form = page.form
+    ids = [v for v in form.getlist("trace") if isinstance(v, str)] if form is not None else []
+    action = page.field("action")
+    options: dict[str, Any] = {"dataset": page.field("dataset"), "queue": page.field("queue")}
+    try:
+        if not ids:
+            raise BulkError("tick the traces first")
+        if action == "score":
+            data_type = page.field("score_type", "numeric")
+            if data_type not in ("numeric", "boolean", "categorical"):
+                raise BulkError("the data type must be numeric, boolean or categorical")
+            try:
+                value = _score_value(data_type, page.field("score_value"))
+            except ValueError as exc:
+                raise BulkError(f"score: {exc}") from None
+            options = {"name": page.field("score_name"), "value": value, "data_type": data_type}
+        elif action == "review":
+            options["reason"] = "picked from the trace list"
+        result = await page.run(bulk, page.state, page.project_id, action, trace_ids_of(ids), options)
+    except BulkError as exc:
+        return _redirect(back, "review_error", str(exc))
+    return _redirect(back, "review_done", result.message)
+
+
+async def save_view(page: PageContext) -> Response:
+    """``POST /traces/views``: the list's current filters saved under a name."""
+    query = page.field("query")
+    try:
+        checked = view_query(query)
+        view = await page.run(ViewStore(page.state.store).save, page.project_id, page.field("name"), checked)
+    except ApiError as exc:
+        return _redirect("/traces", "review_error", f"View not saved: {exc.message}")
+    except ViewError as exc:
+        return _redirect(
+            f"/traces?{query}" if query else "/traces", "review_error", f"View not saved: {exc}."
+        )
+    target = f"/traces?{view.query}" if view.query else "/traces"
+    return _redirect(target, "review_done", f"Saved the view {view.name}.")
+
+
+async def delete_view(page: PageContext) -> Response:
+    """``POST /traces/views/delete``: forget a saved view."""
+    name = page.field("name")
+    deleted = await page.run(ViewStore(page.state.store).delete, page.project_id, name)
+    if not deleted:
+        raise not_found(f"view {name!r}")
+    return _redirect("/traces", "review_done", f"Deleted the view {name}.")
 
 
 def _attempts(o: Observation) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pilothouse.domain.calibrations import Calibration
 from pilothouse.domain.datasets import DatasetError, DatasetVersion
-from pilothouse.domain.queries import TraceQuery, decode_cursor
+from pilothouse.domain.queries import TraceQuery, next_page
 from pilothouse.domain.review import (
     MAX_CORRECTION_CHARS,
     MAX_REASON_CHARS,
@@ -246,8 +246,7 @@ class ReviewService:
             ids.extend(summary.trace.id for summary in found.data)
             if found.next_cursor is None:
                 break
-            fields = {f: getattr(page, f) for f in TraceQuery.__dataclass_fields__}
-            page = TraceQuery(**{**fields, "cursor": decode_cursor(found.next_cursor)})
+            page = next_page(page, found.next_cursor)
         return self.store.add_items(
             target, [(tid, reason or "trace filter", "filter", ()) for tid in ids[:limit]]
         )

@@ -1,0 +1,111 @@
+"""Full-text search over spans (issue 23, item 6) and saved views of the trace list (item 7).
+
+SQLite: ``span_search``, a contentless FTS5 table keyed by the span's key, which the batch writer fills.
+PostgreSQL: ``spans.search`` and ``traces.search`` (tsvector), filled by triggers, with GIN
+indexes. Stored spans (and traces) are indexed here, 5,000 at a time (``pilothouse.store.search``
+says what is indexed).
+
+Revision ID: 0022
+Revises: 0021
+"""
+
+from __future__ import annotations
+
+import orjson
+import sqlalchemy as sa
+from alembic import op
+
+from pilothouse.store.rows import unpack
+from pilothouse.store.search import PG_SPAN_DOCUMENT, PG_TRACE_DOCUMENT, document
+
+revision = "0022"
+down_revision = "0021"
+branch_labels = None
+depends_on = None
+
+BATCH = 5_000
+
+
+def _backfill_sqlite(conn: sa.Connection) -> None:
+    """Every stored span's document; the first span of each trace also carries the trace's fields."""
+    after = 0
+    while True:
+        rows = conn.exec_driver_sql(
+            "SELECT s.pk, s.name, s.input, s.output, s.status_message, s.attributes, "
+            "s.pk = (SELECT min(f.pk) FROM spans f WHERE f.trace_pk = s.trace_pk), "
+            "tr.name, tr.input, tr.output, tr.tags, tr.metadata "
+            "FROM spans s JOIN traces tr ON tr.pk = s.trace_pk WHERE s.pk > ? ORDER BY s.pk LIMIT ?",
+            (after, BATCH),
+        ).all()
+        if not rows:
+            return
+        docs = []
+        for pk, name, input_, output, message, attributes, first, *trace in rows:
+            attrs = unpack(attributes)
+            values: list[object] = [orjson.loads(attrs) if attrs else None]
+            texts = [unpack(input_), unpack(output), message]
+            if first:
+                t_name, t_input, t_output, tags, metadata = trace
+                texts += [t_name, unpack(t_input), unpack(t_output)]
+                values += [orjson.loads(tags) if tags else None, orjson.loads(metadata) if metadata else None]
+            docs.append((pk, document(name, texts, values)))
+        conn.exec_driver_sql("INSERT INTO span_search(rowid, body) VALUES (?, ?)", docs)
+        after = rows[-1][0]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "saved_views",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("project_id", sa.String(64), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("query", sa.Text(), nullable=False),
+        sa.Column("created_ns", sa.BigInteger(), nullable=False),
+        sa.UniqueConstraint("project_id", "name", name="uq_saved_views_name"),
+    )
+    conn = op.get_bind()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(
+            "CREATE VIRTUAL TABLE span_search USING fts5(body, content='', detail=none, columnsize=0, "
+            "tokenize='unicode61 remove_diacritics 2')"
+        )
+        # the largest span key given, noted before spans are deleted (store/retention.py)
+        conn.exec_driver_sql(
+            "CREATE TABLE span_search_top (id INTEGER PRIMARY KEY CHECK (id = 1), top INTEGER NOT NULL)"
+        )
+        _backfill_sqlite(conn)
+        return
+    for table, doc, events in (
+        ("spans", PG_SPAN_DOCUMENT, "INSERT"),
+        ("traces", PG_TRACE_DOCUMENT, "INSERT OR UPDATE"),
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN search tsvector")
+        conn.exec_driver_sql(
+            f"CREATE FUNCTION ph_{table}_search() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"NEW.search := {doc.format(p='NEW.')}; RETURN NEW; END $$"
+        )
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {table}_search BEFORE {events} ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION ph_{table}_search()"
+        )
+        top = conn.exec_driver_sql(f"SELECT coalesce(max(pk), 0) FROM {table}").scalar_one()
+        for start in range(0, top, BATCH):
+            conn.exec_driver_sql(
+                f"UPDATE {table} SET search = {doc.format(p='')} WHERE pk > %s AND pk <= %s",
+                (start, start + BATCH),
+            )
+        conn.exec_driver_sql(f"CREATE INDEX ix_{table}_search ON {table} USING gin (search)")
+
+
+def downgrade() -> None:
+    conn = op.get_bind()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("DROP TABLE span_search")
+        conn.exec_driver_sql("DROP TABLE span_search_top")
+    else:
+        for table in ("spans", "traces"):
+            conn.exec_driver_sql(f"DROP TRIGGER {table}_search ON {table}")
+            conn.exec_driver_sql(f"DROP FUNCTION ph_{table}_search()")
+            conn.exec_driver_sql(f"DROP INDEX ix_{table}_search")
+            conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN search")
+    op.drop_table("saved_views")

@@ -1,0 +1,168 @@
+"""Full-text search over stored spans: span names, inputs, outputs, status messages and attribute values
+(metadata included), through a real index on each database (migration 0022).
+
+- SQLite: ``span_search``, a contentless FTS5 table (``detail=none``: words, no positions) whose rowid is
+  the span's key. The batch writer adds a span's document (:func:`search_document`) as it stores the span;
+  the texts themselves stay where they are (packed in ``spans``).
+- PostgreSQL: ``spans.search``, a ``tsvector`` ('simple' configuration: lower case, no stemming, no stop
+  words) that a ``BEFORE INSERT`` trigger fills from the same fields, with a GIN index; and
+  ``traces.search`` for a trace's own fields (name, input, output, tags, metadata), kept by a
+  ``BEFORE INSERT OR UPDATE`` trigger (a trace's row is merged as its spans arrive).
+
+Both split text the same way: a word is a run of letters and digits (``sim-1`` is ``sim`` and ``1``;
+``foo_bar`` is ``foo`` and ``bar``). A query is the words of the search text, all of which must occur in
+one span; a trailing ``*`` makes the last word a prefix. Searches are not capped: a word is looked up in
+the index. :func:`search_condition` picks how: when few spans hold the words, the traces that hold them are
+read from the index and filtered and ordered as any page; when many do (a common word), the page walks
+the traces in order and asks the index about each one's spans, which fills a page after a few traces.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Integer, column, false, text
+
+from pilothouse.domain.queries import InvalidQuery
+from pilothouse.domain.traces import SpanRecord
+from pilothouse.store import tables as t
+
+MAX_DOCUMENT_CHARS = 200_000  # of a span's text that is indexed (PostgreSQL's tsvector holds < 1 MB)
+MAX_QUERY_WORDS = 16
+MAX_WORD_CHARS = 100
+# A query whose words occur in fewer spans than this reads its traces from the index; more: see above.
+FEW_MATCHES = 5_000
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _pg_document(fields: str) -> str:
+    return (
+        "to_tsvector('simple'::regconfig, left(regexp_replace("
+        + " || ' ' || ".join(f"coalesce({{p}}{f}, '')" for f in fields.split())
+        + f", '[^[:alnum:]]+', ' ', 'g'), {MAX_DOCUMENT_CHARS}))"
+    )
+
+
+# PostgreSQL: the triggers' texts, as SQL over the row (p="NEW.") or the table's columns (p="").
+# A trace's own fields (set by any of its spans: name, input, output, metadata, tags) have their own.
+PG_SPAN_DOCUMENT = _pg_document("name input output status_message attributes")
+PG_TRACE_DOCUMENT = _pg_document("name input output metadata tags")
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string and number in a JSON-like value (the values of a metadata object, not its keys)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int | float):
+        yield str(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def search_document(record: SpanRecord) -> str:
+    """The text of a span that the SQLite index holds: name, input, output, status message and the
+    values of its attributes, and the trace's fields that the span carried (name, input, output, tags,
+    metadata values), at most :data:`MAX_DOCUMENT_CHARS` characters."""
+    o, tr = record.observation, record.trace
+    texts = (o.input, o.output, o.status_message, tr.name, tr.input, tr.output, *tr.tags)
+    return document(o.name, texts, (o.attributes, tr.metadata) if tr.metadata else o.attributes)
+
+
+def document(name: str | None, texts: Sequence[str | None], attributes: Any) -> str:
+    """:func:`search_document` from a span's fields (the migration's backfill reads them from rows)."""
+    parts = [name or ""]
+    parts.extend(part for part in texts if part)
+    if attributes:
+        parts.extend(_strings(attributes))
+    return " ".join(parts)[:MAX_DOCUMENT_CHARS]
+
+
+def query_words(search: str) -> tuple[list[str], bool]:
+    """The words of a search text (lower case) and whether the last is a prefix (a trailing ``*``).
+    Raises :class:`InvalidQuery` for a text without a word, or one with too many or too long words."""
+    words = [w.lower() for w in _WORD.findall(search)]
+    if not words:
+        raise InvalidQuery("search text needs a word (letters or digits)")
+    if len(words) > MAX_QUERY_WORDS:
+        raise InvalidQuery(f"search text has more than {MAX_QUERY_WORDS} words")
+    if any(len(w) > MAX_WORD_CHARS for w in words):
+        raise InvalidQuery(f"a search word is longer than {MAX_WORD_CHARS} characters")
+    return words, search.rstrip().endswith("*")
+
+
+def fts5_query(words: Sequence[str], prefix: bool) -> str:
+    """An FTS5 MATCH expression: every word (quoted, so never an operator), the last a prefix if asked."""
+    quoted = [f'"{w}"' for w in words]
+    if prefix:
+        quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+def pg_query(words: Sequence[str], prefix: bool) -> str:
+    """A ``to_tsquery('simple', ...)`` text: every word, the last a prefix if asked (words are letters and
+    digits only, so nothing in them is tsquery syntax)."""
+    terms = list(words)
+    if prefix:
+        terms[-1] += ":*"
+    return " & ".join(terms)
+
+
+def search_condition(conn: Connection, dialect: str, search: str) -> tuple[ColumnElement[bool], bool]:
+    """The WHERE condition on ``traces`` (unaliased) for traces with a span that holds every word of
+    ``search``, and whether it names the traces by key (SQLite, few matches: the caller then keeps
+    SQLite from walking the time index for the order); reads the index once to choose the plan (see
+    the module's doc)."""
+    words, prefix = query_words(search)
+    if dialect == "sqlite":
+        q = fts5_query(words, prefix)
+        found = conn.exec_driver_sql(
+            "SELECT count(*) FROM (SELECT 1 FROM span_search WHERE span_search MATCH ? LIMIT ?)",
+            (q, FEW_MATCHES),
+        ).scalar_one()
+        if found < FEW_MATCHES:
+            # the keys as a list, not a subquery: SQLite then reads those traces by key and sorts
+            # them, instead of walking the whole range in order and asking the subquery about each
+            holders = conn.exec_driver_sql(
+                "SELECT DISTINCT s.trace_pk FROM span_search JOIN spans s ON s.pk = span_search.rowid "
+                "WHERE span_search MATCH ?",
+                (q,),
+            ).scalars()
+            keys = list(holders)
+            return (t.traces.c.pk.in_(keys) if keys else false()), True
+        # a probe per candidate trace: its spans (the (trace_pk, span_id) index), each looked up in
+        # the index by key (rowid = ? AND MATCH)
+        return text(
+            "EXISTS (SELECT 1 FROM spans s JOIN span_search ON span_search.rowid = s.pk "
+            "WHERE s.trace_pk = traces.pk AND span_search MATCH :ph_fts)"
+        ).bindparams(ph_fts=q), False  # type: ignore[return-value]
+    q = pg_query(words, prefix)
+    found = conn.exec_driver_sql(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s) "
+        "LIMIT %s) x) + (SELECT count(*) FROM (SELECT 1 FROM traces WHERE search @@ to_tsquery('simple', %s) "
+        "LIMIT %s) y)",
+        (q, FEW_MATCHES, q, FEW_MATCHES),
+    ).scalar_one()
+    if found < FEW_MATCHES:
+        pg_holders = (
+            text(
+                "SELECT trace_pk FROM spans WHERE search @@ to_tsquery('simple', :ph_ts) "
+                "UNION SELECT pk FROM traces WHERE search @@ to_tsquery('simple', :ph_ts)"
+            )
+            .bindparams(ph_ts=q)
+            .columns(column("trace_pk", Integer))
+        )
+        return t.traces.c.pk.in_(pg_holders), False
+    # a probe per trace through the (trace_pk, span_id) index, as for the model filter (store/sql.py)
+    return text(
+        "(traces.search @@ to_tsquery('simple', :ph_ts) OR (SELECT 1 FROM spans s "
+        "WHERE s.trace_pk = traces.pk AND s.search @@ to_tsquery('simple', :ph_ts) LIMIT 1) IS NOT NULL)"
+    ).bindparams(ph_ts=q), False  # type: ignore[return-value]

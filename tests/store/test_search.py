@@ -1,0 +1,188 @@
+"""Issue 23 items 6 and 7: full-text search through the index (FTS5 on SQLite, tsvector + GIN on
+PostgreSQL) over span names, inputs, outputs, attribute and metadata values; both of its plans (few
+matches: read from the index; many: a probe per trace) give the same pages; the new filters (key,
+metadata, score range, several tags) and the sortable columns page correctly, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+
+from pilothouse.domain.money import Money
+from pilothouse.domain.queries import TraceQuery, next_page
+from pilothouse.domain.scores import make_score
+from pilothouse.domain.traces import (
+    Cost,
+    Observation,
+    ObservationKind,
+    SpanRecord,
+    Status,
+    TraceAttributes,
+    Usage,
+)
+from pilothouse.store import search
+from pilothouse.store.sql import SqlStore
+
+START = 1_700_000_000 * 10**9
+
+
+def _trace(
+    index: int,
+    *,
+    name: str = "chat",
+    input_: str | None = None,
+    output: str | None = None,
+    attributes: dict[str, object] | None = None,
+    trace: TraceAttributes | None = None,
+    latency_ms: int = 100,
+    cost: str = "0",
+    tokens: int = 0,
+    error: bool = False,
+    key_id: str | None = None,
+    project: str = "p",
+) -> list[SpanRecord]:
+    trace_id = f"{index + 1:032x}"
+    root = Observation(
+        trace_id,
+        f"{index + 1:016x}",
+        name,
+        START + index * 1000,
+        START + index * 1000 + latency_ms * 10**6,
+        input=input_,
+        output=output,
+        attributes=attributes or {},
+    )
+    child = Observation(
+        trace_id,
+        f"{index + 1:08x}{'c' * 8}",
+        "llm",
+        START + index * 1000,
+        START + index * 1000 + 10**6,
+        parent_id=root.id,
+        kind=ObservationKind.GENERATION,
+        usage=Usage(input=tokens, output=0),
+        cost=Cost({"input": Money.from_usd(cost)}, "v1"),
+        status=Status.ERROR if error else Status.OK,
+        model="sim",
+        attributes={"gateway.key_id": key_id} if key_id else {},
+    )
+    return [
+        SpanRecord(project, root, trace or TraceAttributes()),
+        SpanRecord(project, child, TraceAttributes(), metered=key_id is not None),
+    ]
+
+
+def _ids(store: SqlStore, query: TraceQuery, project: str = "p") -> list[str]:
+    """Every page of the query, in order."""
+    found: list[str] = []
+    page: TraceQuery | None = query
+    while page is not None:
+        result = store.list_traces(project, page)
+        found.extend(s.trace.id for s in result.data)
+        page = next_page(page, result.next_cursor) if result.next_cursor else None
+    return found
+
+
+def tid(index: int) -> str:
+    return f"{index + 1:032x}"
+
+
+def test_search_finds_words_in_every_field(store: SqlStore) -> None:
+    records = [
+        *_trace(0, name="alpha-route", input_="The quick brown fox", output="a lazy dog"),
+        *_trace(1, attributes={"note": {"animal": "zebra"}}, output="brown bread"),
+        *_trace(2, trace=TraceAttributes(metadata={"team": "heron"}, tags=("walrus",), input="Übermut")),
+        *_trace(3, output="nothing to see"),
+    ]
+    records.append(SpanRecord("other", records[0].observation, TraceAttributes()))  # another project
+    store.write_spans(records)
+    cases = {
+        "alpha": [tid(0)],
+        "route": [tid(0)],
+        "QUICK": [tid(0)],
+        "quick dog": [tid(0)],  # every word, in one span
+        "qui*": [tid(0)],
+        "brown": [tid(1), tid(0)],  # newest first
+        "zebra": [tid(1)],  # an attribute's value
+        "heron": [tid(2)],  # trace metadata
+        "walrus": [tid(2)],  # a tag
+        "übermut": [tid(2)],
+        "nowhere": [],
+        "quick zebra": [],  # not in one span
+    }
+    for text, expected in cases.items():
+        assert _ids(store, TraceQuery(search=text)) == expected, text
+    assert _ids(store, TraceQuery(search="quick"), project="other") == [tid(0)]
+
+
+def test_both_plans_give_the_same_pages(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = []
+    for i in range(40):
+        words = "common" + (" rare" if i % 7 == 0 else "")
+        records += _trace(i, input_=words, error=i % 3 == 0, latency_ms=100 + (i * 37) % 400)
+    store.write_spans(records)
+    queries = [
+        TraceQuery(search="common", limit=6),
+        TraceQuery(search="rare", limit=2),
+        TraceQuery(search="common", status=Status.ERROR, limit=4),
+        TraceQuery(search="common", sort="latency", limit=5),
+        TraceQuery(search="comm*", sort="latency", descending=False, limit=7),
+    ]
+    few = [_ids(store, q) for q in queries]
+    monkeypatch.setattr(search, "FEW_MATCHES", 3)  # every query now takes the probe plan
+    many = [_ids(store, q) for q in queries]
+    assert few == many
+    assert len(few[0]) == 40 and few[1] == [tid(i) for i in range(35, -1, -7)]
+    assert few[2] == [tid(i) for i in range(39, -1, -1) if i % 3 == 0]
+
+
+def test_filters_key_metadata_score_and_tags(store: SqlStore) -> None:
+    records = []
+    for i in range(12):
+        meta = {"team": "search" if i % 2 else "ingest", "tier": str(i % 3)}
+        tags = ("a", "b") if i % 4 == 0 else ("a",)
+        records += _trace(i, trace=TraceAttributes(metadata=meta, tags=tags), key_id=f"key{i % 3}")
+    store.write_spans(records)
+    store.add_scores(
+        "p",
+        [make_score(trace_id=tid(i), name="quality", value=i / 10, data_type="numeric") for i in range(12)]
+        + [make_score(trace_id=tid(0), name="other", value=0.5, data_type="numeric")],
+    )
+    every = range(11, -1, -1)
+    cases = [
+        (TraceQuery(metadata=(("team", "search"),)), [i for i in every if i % 2]),
+        (
+            TraceQuery(metadata=(("team", "search"), ("tier", "0"))),
+            [i for i in every if i % 2 and i % 3 == 0],
+        ),
+        (TraceQuery(metadata=(("missing", "x"),)), []),
+        (TraceQuery(tags=("a", "b")), [i for i in every if i % 4 == 0]),
+        (TraceQuery(key_id="key1"), [i for i in every if i % 3 == 1]),
+        (TraceQuery(score_name="quality", min_score=0.3, max_score=0.6), [6, 5, 4, 3]),
+        (TraceQuery(score_name="other"), [0]),
+        (TraceQuery(score_name="quality", min_score=0.5, key_id="key2"), [11, 8, 5]),
+    ]
+    for query, expected in cases:
+        assert _ids(store, query) == [tid(i) for i in expected], query
+
+
+def test_sorted_pages_keep_every_trace_once(store: SqlStore) -> None:
+    records = []
+    for i in range(23):
+        # ties on purpose: the pages must neither skip nor repeat traces of the same value
+        records += _trace(i, latency_ms=100 + (i % 4) * 50, cost=f"0.00{i % 5}", tokens=(i % 6) * 10)
+    store.write_spans(records)
+    full = {s.trace.id: s.trace for s in store.list_traces("p", TraceQuery(limit=100)).data}
+    value = {
+        "latency": lambda tr: tr.end_ns - tr.start_ns,
+        "cost": lambda tr: tr.cost_usd,
+        "tokens": lambda tr: tr.usage.total,
+        "time": lambda tr: 0,
+    }
+    for sort in ("time", "latency", "cost", "tokens"):
+        for descending in (True, False):
+            found = _ids(store, TraceQuery(sort=sort, descending=descending, limit=4))
+            assert sorted(found) == sorted(full), (sort, descending)
+            expected = sorted(
+                full, key=lambda i: (value[sort](full[i]), full[i].start_ns), reverse=descending
+            )
+            assert found == expected, (sort, descending)
