@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Connection,
+    LargeBinary,
     Engine,
     Insert,
     Select,
@@ -27,6 +28,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy import cast as sql_cast
@@ -65,6 +67,7 @@ from pilothouse.store.rows import (
     span_row,
     trace_from_row,
     trace_row,
+    ZSTD_MAGIC,
     unpack,
     unpack_hist,
 )
@@ -78,6 +81,26 @@ _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the u
 
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def bytea_may_contain(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+    """On PostgreSQL, whether a span text (``bytea``: UTF-8, or packed by
+    :func:`pilothouse.store.rows.pack_bytes`) may contain the ILIKE ``pattern``: its UTF-8 matches, or
+    it is packed (a zstd frame, or an lz4 block, whose third and fourth bytes are NUL). CASE keeps
+    ``convert_from`` away from packed bytes, which are not UTF-8."""
+    matches = func.convert_from(column, "UTF8").ilike(pattern, escape="\\")
+    return case(
+        (func.octet_length(column) < 4, matches),
+        (func.substr(column, 1, 4) == literal(ZSTD_MAGIC, LargeBinary), true()),
+        (and_(func.get_byte(column, 2) == 0, func.get_byte(column, 3) == 0), true()),
+        else_=matches,
+    )
+
+
+def span_text_matches(needle: str, *values: str | bytes | None) -> bool:
+    """Whether any of ``values`` (stored texts, packed or not) contains ``needle``, ignoring case."""
+    folded = needle.lower()
+    return any(text is not None and folded in text.lower() for text in map(unpack, values))
 
 
 # The dimension rollups' minute rows are kept this long (older ones are pruned as new ones are written):
@@ -139,9 +162,15 @@ class SqlStore:
     # processing (the hot path).
 
     @functools.cached_property
+    def _span_key(self) -> list[str]:
+        # the spans' unique key: with the partition key on PostgreSQL, where spans are partitioned by
+        # start (pilothouse.store.partitions); a retried export repeats a span's start
+        return ["trace_pk", "span_id"] if self._compress else ["trace_pk", "span_id", "start_ns"]
+
+    @functools.cached_property
     def _span_insert(self) -> _DriverStatement:
         return self._compile(
-            self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
+            self._insert(t.spans).on_conflict_do_nothing(index_elements=self._span_key),
             SPAN_COLUMNS,
         )
 
@@ -150,7 +179,7 @@ class SqlStore:
         return StagedWrite(
             t.spans,
             SPAN_COLUMNS,
-            lambda stmt: stmt.on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
+            lambda stmt: stmt.on_conflict_do_nothing(index_elements=self._span_key),
         )
 
     @functools.cached_property
@@ -249,10 +278,15 @@ class SqlStore:
         self.engine.dispose()
 
     def _contains(self, column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
-        """Case-insensitive substring match on a text column (packed texts unpacked on SQLite)."""
+        """Case-insensitive substring match on a text column (packed texts unpacked on SQLite). On
+        PostgreSQL a span text (``bytea``) matches when its UTF-8 does or when it is packed: the
+        database cannot unpack it, so such a match is a candidate that :func:`span_text_matches`
+        settles in Python."""
         pattern = _escape_like(text)
         if self._compress:
             return func.ph_text(column).like(pattern, escape="\\")
+        if column.table is t.spans:
+            return bytea_may_contain(column, pattern)
         return column.ilike(pattern, escape="\\")
 
     # -- write statements ------------------------------------------------------------------------
@@ -650,9 +684,12 @@ class SqlStore:
             conds.append(
                 tuple_(c.start_ns, c.pk) < tuple_(start_ns, func.coalesce(last_pk.scalar_subquery(), 0))
             )
-        stmt = select(t.traces).where(*conds).order_by(c.start_ns.desc(), c.pk.desc()).limit(query.limit + 1)
         with self.engine.connect() as conn:
-            rows = [r._mapping for r in conn.execute(stmt)]
+            if query.search and not self._compress:
+                rows = self._searched_traces(conn, conds, query.limit + 1, query.search)
+            else:
+                stmt = select(t.traces).where(*conds).order_by(c.start_ns.desc(), c.pk.desc())
+                rows = [r._mapping for r in conn.execute(stmt.limit(query.limit + 1))]
             more = len(rows) > query.limit
             rows = rows[: query.limit]
             roots = root_texts(conn, [r["pk"] for r in rows])
@@ -669,6 +706,35 @@ class SqlStore:
             )
         next_cursor = encode_cursor(rows[-1]["start_ns"], rows[-1]["id"]) if more else None
         return Page(data, next_cursor)
+
+    def _searched_traces(
+        self, conn: Connection, conds: list[ColumnElement[bool]], limit: int, needle: str
+    ) -> list[Any]:
+        """PostgreSQL: the first ``limit`` trace rows, newest first, of those matching ``conds`` (whose
+        span-text matches are candidates: see :meth:`_contains`) whose texts contain ``needle``:
+        candidates are read a page at a time and their packed texts unpacked here."""
+        c, s = t.traces.c, t.spans.c
+        fetch = max(2 * limit, 100)
+        found: list[Any] = []
+        after: tuple[int, int] | None = None
+        while len(found) < limit:
+            page_conds = conds if after is None else [*conds, tuple_(c.start_ns, c.pk) < tuple_(*after)]
+            stmt = select(t.traces).where(*page_conds).order_by(c.start_ns.desc(), c.pk.desc()).limit(fetch)
+            page = [r._mapping for r in conn.execute(stmt)]
+            unsure = [r["pk"] for r in page if not span_text_matches(needle, r["input"], r["output"])]
+            hits: set[int] = set()
+            if unsure:
+                for pk, text_in, text_out in conn.execute(
+                    select(s.trace_pk, s.input, s.output).where(s.trace_pk.in_(unsure))
+                ):
+                    if pk not in hits and span_text_matches(needle, text_in, text_out):
+                        hits.add(pk)
+            unsure_set = set(unsure)
+            found.extend(r for r in page if r["pk"] not in unsure_set or r["pk"] in hits)
+            if len(page) < fetch:
+                break
+            after = (page[-1]["start_ns"], page[-1]["pk"])
+        return found[:limit]
 
     def get_trace(self, project_id: str, trace_id: str) -> TraceDetail | None:
         """One trace of this project with its observations and scores, or None."""
