@@ -55,7 +55,9 @@ def is_partitioned(conn: Connection) -> bool:
     """Whether ``spans`` is a partitioned table here (PostgreSQL at migration 0027 or later)."""
     if conn.dialect.name != "postgresql":
         return False
-    kind = conn.exec_driver_sql("SELECT relkind FROM pg_class WHERE oid = to_regclass('public.spans')").scalar()
+    kind = conn.exec_driver_sql(
+        "SELECT relkind FROM pg_class WHERE oid = to_regclass('public.spans')"
+    ).scalar()
     return kind == "p"
 
 
@@ -104,7 +106,9 @@ def create_day(conn: Connection, start_ns: int) -> str | None:
         f"ALTER TABLE {SCHEMA}.{name} ADD CONSTRAINT {name}_range "
         f"CHECK (start_ns IS NOT NULL AND start_ns >= {low} AND start_ns < {high})"
     )
-    conn.exec_driver_sql(f"ALTER TABLE public.spans ATTACH PARTITION {SCHEMA}.{name} FOR VALUES FROM ({low}) TO ({high})")
+    conn.exec_driver_sql(
+        f"ALTER TABLE public.spans ATTACH PARTITION {SCHEMA}.{name} FOR VALUES FROM ({low}) TO ({high})"
+    )
     conn.exec_driver_sql(f"ALTER TABLE {SCHEMA}.{name} DROP CONSTRAINT {name}_range")
     return name
 

@@ -44,7 +44,10 @@ def upgrade() -> None:
     first_day = today
     if latest is not None:
         first_day = max(today, day_start(int(latest)) + DAY_NS)
-        run(f"CREATE TABLE {SCHEMA}.spans_history PARTITION OF spans FOR VALUES FROM (MINVALUE) TO ({first_day})")
+        run(
+            f"CREATE TABLE {SCHEMA}.spans_history PARTITION OF spans "
+            f"FOR VALUES FROM (MINVALUE) TO ({first_day})"
+        )
     for day in range(first_day, today + (DAYS_AHEAD + 1) * DAY_NS, DAY_NS):
         create_day(bind, day)
     run("INSERT INTO spans SELECT * FROM spans_unpartitioned")
