@@ -240,7 +240,11 @@ class SqlStore:
 
     @functools.cached_property
     def _seen_sql(self) -> str:
-        with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
+        # A trace starts no later than any of its spans (its start is the least seen): on PostgreSQL,
+        # where spans are partitioned by start, the bound spares the probes of the days before it.
+        with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk" + (
+            "" if self._compress else " AND s.start_ns >= tr.start_ns"
+        )
         columns = (
             "tr.id, tr.pk, s.span_id, tr.user_id, tr.tags, s.parent_id, s.key_id, s.kind, s.input_tokens"
         )
@@ -745,7 +749,10 @@ class SqlStore:
             if row is None:
                 return None
             span_rows = conn.execute(
-                select(t.spans).where(t.spans.c.trace_pk == row.pk).order_by(t.spans.c.start_ns, t.spans.c.pk)
+                select(t.spans)
+                # no span starts before its trace (the bound prunes PostgreSQL's older partitions)
+                .where(t.spans.c.trace_pk == row.pk, t.spans.c.start_ns >= row.start_ns)
+                .order_by(t.spans.c.start_ns, t.spans.c.pk)
             )
             observations = [observation_from_row(r._mapping, trace_id) for r in span_rows]
             score_rows = conn.execute(
