@@ -65,6 +65,9 @@ LZ4_MAX_CHARS = 4096
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _compressor = zstandard.ZstdCompressor(level=1)
 _decompressor = zstandard.ZstdDecompressor()
+_pg_compressor = zstandard.ZstdCompressor(
+    level=3
+)  # pack_bytes: 0.37 of a 700-character prompt (level 1: 0.40)
 
 
 def pack(text: str | None) -> str | bytes | None:
@@ -88,7 +91,7 @@ def pack_bytes(text: str | None) -> bytes | None:
         return None
     if len(text) < PG_PACK_MIN_CHARS and "\x00" not in text:
         return text.encode()
-    return _compressor.compress(text.encode())
+    return _pg_compressor.compress(text.encode())
 
 
 def is_packed(value: bytes) -> bool:

@@ -16,11 +16,33 @@ from __future__ import annotations
 import time
 
 from alembic import op
+from sqlalchemy import Connection
 
 revision = "0027"
 down_revision = "0025"
 branch_labels = None
 depends_on = None
+
+
+def _columns_by_width(bind: Connection, table: str) -> list[str]:
+    """The column definitions of ``table`` (name, type, NOT NULL, default), the 8-byte ones first, then
+    the 4-byte ones, then the variable-length ones (each group in the table's order): the fixed-width
+    columns then need no alignment padding between variable-length ones (~10 bytes a span row). The
+    span key ``pk`` becomes a bigint."""
+    rows = bind.exec_driver_sql(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attlen, "
+        "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
+        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        f"WHERE a.attrelid = '{table}'::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    ).all()
+    columns = []
+    for name, kind, not_null, length, default in rows:
+        if name == "pk":
+            kind, length = "bigint", 8
+        width = 0 if length == 8 else 1 if length == 4 else 2
+        definition = f"{name} {kind}{' NOT NULL' if not_null else ''}"
+        columns.append((width, definition + (f" DEFAULT {default}" if default else "")))
+    return [definition for _, definition in sorted(columns, key=lambda c: c[0])]
 
 
 def upgrade() -> None:
@@ -33,8 +55,8 @@ def upgrade() -> None:
     run("ALTER TABLE spans RENAME TO spans_unpartitioned")
     run("ALTER TABLE spans_unpartitioned RENAME CONSTRAINT uq_spans_trace_span TO uq_spans_unpartitioned")
     run(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-    run("CREATE TABLE spans (LIKE spans_unpartitioned INCLUDING DEFAULTS) PARTITION BY RANGE (start_ns)")
-    run("ALTER TABLE spans ALTER COLUMN pk TYPE bigint")
+    columns = _columns_by_width(bind, "spans_unpartitioned")
+    run(f"CREATE TABLE spans ({', '.join(columns)}) PARTITION BY RANGE (start_ns)")
     sequence = run("SELECT pg_get_serial_sequence('spans_unpartitioned', 'pk')").scalar_one()
     run(f"ALTER SEQUENCE {sequence} AS bigint OWNED BY spans.pk")
     run("ALTER TABLE spans ADD CONSTRAINT uq_spans_trace_span UNIQUE (trace_pk, span_id, start_ns)")
@@ -50,7 +72,8 @@ def upgrade() -> None:
         )
     for day in range(first_day, today + (DAYS_AHEAD + 1) * DAY_NS, DAY_NS):
         create_day(bind, day)
-    run("INSERT INTO spans SELECT * FROM spans_unpartitioned")
+    names = ", ".join(c.split(" ", 1)[0] for c in columns)
+    run(f"INSERT INTO spans ({names}) SELECT {names} FROM spans_unpartitioned")
     run("DROP TABLE spans_unpartitioned")
 
 
