@@ -55,7 +55,8 @@ def stored_bytes(database_url: str) -> int:
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
             "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname IN ('public', 'ph_partitions') AND c.relkind = 'r'"  # spans' partitions too
         ).fetchone()
         return int(row[0])
 

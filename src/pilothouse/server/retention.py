@@ -1,6 +1,8 @@
 """The retention job: every ``interval_s`` the one process holding the ``retention`` lease (a row of
 ``worker_leases``, as the monitors' job takes) deletes each project's traces older than its
-``retention_days``. Off the request path: the deletes run in a thread, in batches."""
+``retention_days``, and on PostgreSQL creates the span partitions of the days ahead and drops whole
+partitions past retention (:mod:`pilothouse.store.partitions`). Off the request path: the deletes run
+in a thread, in batches."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import uuid
 from collections.abc import Callable
 
 from pilothouse.store.leased_jobs import LeasedLoop, Leases
+from pilothouse.store.partitions import ensure_ahead
 from pilothouse.store.retention import RetentionStore
 from pilothouse.store.sql import SqlStore
 
@@ -50,7 +53,11 @@ class RetentionWorker:
         ttl_ns = int(max(600.0, 3 * self.interval_s) * 1e9)
         if not self.leases.take_lease(LEASE_NAME, self.holder, now_ns, ttl_ns):
             return None
+        for name in ensure_ahead(self.retention.engine, now_ns):
+            log.info("retention: created the span partition %s", name)
         done = self.retention.expire(now_ns)
+        for name in self.retention.dropped_partitions:
+            log.info("retention: dropped the span partition %s (all of it past retention)", name)
         self.passes += 1
         self.deleted += sum(done.values())
         for project_id, count in done.items():

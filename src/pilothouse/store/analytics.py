@@ -40,7 +40,7 @@ from pilothouse.domain.traces import ObservationKind, Score, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.evals import _item, _result
 from pilothouse.store.rows import score_from_row, trace_from_row, unpack
-from pilothouse.store.sql import SqlStore, _api_key, _escape_like, root_texts
+from pilothouse.store.sql import SqlStore, _api_key, _escape_like, root_texts, span_text_matches
 
 if TYPE_CHECKING:
     import numpy as np
@@ -462,7 +462,18 @@ class AnalyticsQueries:
                 )
             }
             rest = [i for i in ids if i not in found]
-            if rest:
+            if rest and self.store.dialect == "postgresql":
+                # span texts are bytea there, packed ones unpacked here (SqlStore._contains)
+                found.update(
+                    trace_id
+                    for trace_id, text_in, text_out in conn.execute(
+                        select(c.id, s.input, s.output)
+                        .join(t.spans, s.trace_pk == c.pk)
+                        .where(c.project_id == project_id, c.id.in_(rest))
+                    )
+                    if span_text_matches(text, text_in, text_out)
+                )
+            elif rest:
                 found.update(
                     r[0]
                     for r in conn.execute(

@@ -6,13 +6,14 @@ statement instead of planning and executing one ``INSERT`` per row."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, Table, select
+from sqlalchemy import Column, Connection, MetaData, Table, Text, literal_column, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Insert
 
+TEXT_OID = 25  # PostgreSQL's text type
 UpsertFactory = Callable[[Any], Insert]  # adds the ON CONFLICT clause to PostgreSQL's INSERT ... SELECT
 
 
@@ -29,20 +30,37 @@ class StagedWrite:
         *,
         order_by: Sequence[str] = (),
         returning: Sequence[str] = (),
+        computed: Mapping[str, str] | None = None,
     ) -> None:
         self.target = target
         self.columns = tuple(columns)
+        # computed columns: each row ends with one text per entry, staged as ``NAME_source`` and turned
+        # into the column by the SQL expression (``{}`` is the staged text)
+        self.computed = dict(computed or {})
+        sources = [f"{name}_source" for name in self.computed]
         stage_name = f"ph_stage_{target.name}"
-        stage = Table(stage_name, MetaData(), *(Column(c, target.c[c].type) for c in self.columns))
+        stage = Table(
+            stage_name,
+            MetaData(),
+            *(Column(c, target.c[c].type) for c in self.columns),
+            *(Column(source, Text) for source in sources),
+        )
         names = ", ".join(self.columns)
+        extra = "".join(f", NULL::text AS {source}" for source in sources)
         self._create = (
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage_name} ON COMMIT DELETE ROWS AS "
-            f"SELECT {names} FROM {target.name} WITH NO DATA"
+            f"SELECT {names}{extra} FROM {target.name} WITH NO DATA"
         )
-        self._copy = f"COPY {stage_name} ({names}) FROM STDIN (FORMAT BINARY)"
-        rows = select(*stage.c).order_by(*(stage.c[c] for c in order_by))
+        self._copy = f"COPY {stage_name} ({', '.join([*self.columns, *sources])}) FROM STDIN (FORMAT BINARY)"
+        rows = select(
+            *(stage.c[c] for c in self.columns),
+            *(
+                literal_column(expression.format(f"{stage_name}.{source}"))
+                for expression, source in zip(self.computed.values(), sources, strict=True)
+            ),
+        ).order_by(*(stage.c[c] for c in order_by))
         base: Any = postgresql.insert(target)
-        stmt = upsert(base.from_select(list(self.columns), rows))
+        stmt = upsert(base.from_select([*self.columns, *self.computed], rows))
         if returning:
             stmt = stmt.returning(*(target.c[c] for c in returning))
         self._move = str(stmt.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
@@ -56,7 +74,7 @@ class StagedWrite:
                 (self.target.name,),
             )
             oids = dict(cursor.fetchall())
-            self._types = [oids[name] for name in self.columns]
+            self._types = [oids[name] for name in self.columns] + [TEXT_OID] * len(self.computed)
         return self._types
 
     def write(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

@@ -5,7 +5,8 @@
   the span's key. The batch writer adds a span's document (:func:`search_document`) as it stores the span;
   the texts themselves stay where they are (packed in ``spans``).
 - PostgreSQL: ``spans.search``, a ``tsvector`` ('simple' configuration: lower case, no stemming, no stop
-  words) that a ``BEFORE INSERT`` trigger fills from the same fields, with a GIN index; and
+  words) that the batch writer computes from the same document (:func:`pg_span_text`: the texts are
+  packed in the database, which cannot unpack them), with a GIN index; and
   ``traces.search`` for a trace's own fields (name, input, output, tags, metadata), kept by a
   ``BEFORE INSERT OR UPDATE`` trigger (a trace's row is merged as its spans arrive).
 
@@ -23,7 +24,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Integer, column, false, text
+from sqlalchemy import Column, ColumnElement, Connection, Integer, MetaData, Table, column, false, text
+from sqlalchemy.dialects import postgresql
 
 from pilothouse.domain.queries import InvalidQuery
 from pilothouse.domain.traces import SpanRecord
@@ -46,10 +48,19 @@ def _pg_document(fields: str) -> str:
     )
 
 
-# PostgreSQL: the triggers' texts, as SQL over the row (p="NEW.") or the table's columns (p="").
-# A trace's own fields (set by any of its spans: name, input, output, metadata, tags) have their own.
+# PostgreSQL: the documents as SQL over the row (p="NEW.": the traces' trigger) or the table's columns
+# (p="": the migration's backfill of stored rows). A trace's own fields (set by any of its spans: name,
+# input, output, metadata, tags) have their own.
 PG_SPAN_DOCUMENT = _pg_document("name input output status_message attributes")
 PG_TRACE_DOCUMENT = _pg_document("name input output metadata tags")
+
+
+# PostgreSQL: what the batch writer stores in ``spans.search`` from a span's text (pg_span_text)
+PG_SPAN_VECTOR = "to_tsvector('simple'::regconfig, {})"
+# ``spans`` with its search column, which the table definitions leave out (the column is PostgreSQL's)
+SPANS_WITH_SEARCH = Table(
+    "spans", MetaData(), *(Column(c.name, c.type) for c in t.spans.c), Column("search", postgresql.TSVECTOR)
+)
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -75,6 +86,12 @@ def search_document(record: SpanRecord) -> str:
     o, tr = record.observation, record.trace
     texts = (o.input, o.output, o.status_message, tr.name, tr.input, tr.output, *tr.tags)
     return document(o.name, texts, (o.attributes, tr.metadata) if tr.metadata else o.attributes)
+
+
+def pg_span_text(record: SpanRecord) -> str:
+    """The words of :func:`search_document`, space-separated: what PostgreSQL's vector of the span is
+    made of (its words split as :func:`query_words` splits a search)."""
+    return " ".join(_WORD.findall(search_document(record)))
 
 
 def document(name: str | None, texts: Sequence[str | None], attributes: Any) -> str:

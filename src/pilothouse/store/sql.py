@@ -18,6 +18,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
+    LargeBinary,
     Select,
     Table,
     Text,
@@ -26,8 +27,10 @@ from sqlalchemy import (
     case,
     func,
     literal,
+    literal_column,
     or_,
     select,
+    true,
     tuple_,
 )
 from sqlalchemy import cast as sql_cast
@@ -61,6 +64,7 @@ from pilothouse.store.rows import (
     ROLLUP_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
+    ZSTD_MAGIC,
     observation_from_row,
     rollup_row,
     score_from_row,
@@ -71,7 +75,13 @@ from pilothouse.store.rows import (
     unpack,
     unpack_hist,
 )
-from pilothouse.store.search import search_condition, search_document
+from pilothouse.store.search import (
+    PG_SPAN_VECTOR,
+    SPANS_WITH_SEARCH,
+    pg_span_text,
+    search_condition,
+    search_document,
+)
 
 PREVIEW_CHARS = 300
 
@@ -93,6 +103,26 @@ _SORT_VALUES: dict[str, Callable[[Any], float]] = {
 
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def bytea_may_contain(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+    """On PostgreSQL, whether a span text (``bytea``: UTF-8, or packed by
+    :func:`pilothouse.store.rows.pack_bytes`) may contain the ILIKE ``pattern``: its UTF-8 matches, or
+    it is packed (a zstd frame, or an lz4 block, whose third and fourth bytes are NUL). CASE keeps
+    ``convert_from`` away from packed bytes, which are not UTF-8."""
+    matches = func.convert_from(column, "UTF8").ilike(pattern, escape="\\")
+    return case(
+        (func.octet_length(column) < 4, matches),
+        (func.substr(column, 1, 4) == literal(ZSTD_MAGIC, LargeBinary), true()),
+        (and_(func.get_byte(column, 2) == 0, func.get_byte(column, 3) == 0), true()),
+        else_=matches,
+    )
+
+
+def span_text_matches(needle: str, *values: str | bytes | None) -> bool:
+    """Whether any of ``values`` (stored texts, packed or not) contains ``needle``, ignoring case."""
+    folded = needle.lower()
+    return any(text is not None and folded in text.lower() for text in map(unpack, values))
 
 
 # The dimension rollups' minute rows are kept this long (older ones are pruned as new ones are written):
@@ -157,10 +187,20 @@ class SqlStore:
     # processing (the hot path).
 
     @functools.cached_property
+    def _span_key(self) -> list[str]:
+        # the spans' unique key: with the partition key on PostgreSQL, where spans are partitioned by
+        # start (pilothouse.store.partitions); a retried export repeats a span's start
+        return ["trace_pk", "span_id"] if self._compress else ["trace_pk", "span_id", "start_ns"]
+
+    @functools.cached_property
     def _span_insert(self) -> _DriverStatement:
+        # PostgreSQL without COPY (ingest_copy: false): the writer gives each span its search vector
+        vector = func.to_tsvector(literal_column("'simple'::regconfig"), bindparam("search_source"))
         return self._compile(
-            self._insert(t.spans).on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
-            SPAN_COLUMNS,
+            self._insert(SPANS_WITH_SEARCH)
+            .values(search=vector)
+            .on_conflict_do_nothing(index_elements=self._span_key),
+            (*SPAN_COLUMNS, "search_source"),
         )
 
     @functools.cached_property
@@ -174,9 +214,10 @@ class SqlStore:
     @functools.cached_property
     def _span_copier(self) -> StagedWrite:
         return StagedWrite(
-            t.spans,
+            SPANS_WITH_SEARCH,
             SPAN_COLUMNS,
-            lambda stmt: stmt.on_conflict_do_nothing(index_elements=["trace_pk", "span_id"]),
+            lambda stmt: stmt.on_conflict_do_nothing(index_elements=self._span_key),
+            computed={"search": PG_SPAN_VECTOR},
         )
 
     @functools.cached_property
@@ -237,7 +278,11 @@ class SqlStore:
 
     @functools.cached_property
     def _seen_sql(self) -> str:
-        with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
+        # A trace starts no later than any of its spans (its start is the least seen): on PostgreSQL,
+        # where spans are partitioned by start, the bound spares the probes of the days before it.
+        with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk" + (
+            "" if self._compress else " AND s.start_ns >= tr.start_ns"
+        )
         columns = (
             "tr.id, tr.pk, s.span_id, tr.user_id, tr.tags, s.parent_id, s.key_id, s.kind, s.input_tokens"
         )
@@ -275,10 +320,15 @@ class SqlStore:
         self.engine.dispose()
 
     def _contains(self, column: ColumnElement[Any], text: str) -> ColumnElement[bool]:
-        """Case-insensitive substring match on a text column (packed texts unpacked on SQLite)."""
+        """Case-insensitive substring match on a text column (packed texts unpacked on SQLite). On
+        PostgreSQL a span text (``bytea``) matches when its UTF-8 does or when it is packed: the
+        database cannot unpack it, so such a match is a candidate that :func:`span_text_matches`
+        settles in Python."""
         pattern = _escape_like(text)
         if self._compress:
             return func.ph_text(column).like(pattern, escape="\\")
+        if column.table is t.spans:
+            return bytea_may_contain(column, pattern)
         return column.ilike(pattern, escape="\\")
 
     # -- write statements ------------------------------------------------------------------------
@@ -493,10 +543,12 @@ class SqlStore:
                 conn.exec_driver_sql(
                     _INDEX_SPANS, [(k, search_document(r)) for k, r in zip(keys, records, strict=True)]
                 )
-        elif self.copy_spans:
-            self._span_copier.write(conn, span_rows)
+        elif self.copy_spans:  # each row with its text for the search vector
+            searched = zip(span_rows, records, strict=True)
+            self._span_copier.write(conn, ((*row, pg_span_text(r)) for row, r in searched))
         else:
-            self._span_insert.execute(conn, list(span_rows))
+            searched = zip(span_rows, records, strict=True)
+            self._span_insert.execute(conn, [(*row, pg_span_text(r)) for row, r in searched])
         for granularity, rollup_upsert in self._rollup_upserts.items():
             rollup_rows = [
                 rollup_row(p, b, m, n, r, compress)
@@ -754,7 +806,10 @@ class SqlStore:
             if row is None:
                 return None
             span_rows = conn.execute(
-                select(t.spans).where(t.spans.c.trace_pk == row.pk).order_by(t.spans.c.start_ns, t.spans.c.pk)
+                select(t.spans)
+                # no span starts before its trace (the bound prunes PostgreSQL's older partitions)
+                .where(t.spans.c.trace_pk == row.pk, t.spans.c.start_ns >= row.start_ns)
+                .order_by(t.spans.c.start_ns, t.spans.c.pk)
             )
             observations = [observation_from_row(r._mapping, trace_id) for r in span_rows]
             score_rows = conn.execute(

@@ -111,10 +111,16 @@ traces = Table(
     ),
 )
 
+# Span texts: TEXT on SQLite (holding str or packed bytes), BYTEA on PostgreSQL (UTF-8 or packed bytes):
+# see pilothouse.store.rows.pack_bytes.
+SPAN_TEXT = Text().with_variant(LargeBinary(), "postgresql")
+
 spans = Table(
     "spans",
     metadata,
-    Column("pk", Integer, primary_key=True, autoincrement=True),
+    # On PostgreSQL a bigint with no index: spans are partitioned there (migration 0027), and their
+    # unique key is (trace_pk, span_id, start_ns); test_migrations_match_the_tables allows for both.
+    Column("pk", TRACE_PK, primary_key=True, autoincrement=True),
     Column("project_id", String(64), nullable=False),
     Column("trace_pk", TRACE_PK, nullable=False),  # traces.pk of its trace
     Column("span_id", String(16), nullable=False),
@@ -125,9 +131,9 @@ spans = Table(
     Column("end_ns", BigInteger, nullable=False),
     Column("status", String(8), nullable=False),
     Column("status_message", Text),
-    Column("input", Text),
-    Column("output", Text),
-    Column("attributes", Text),  # JSON object: what no column holds
+    Column("input", SPAN_TEXT),
+    Column("output", SPAN_TEXT),
+    Column("attributes", SPAN_TEXT),  # JSON object: what no column holds
     Column("provider", Text),
     Column("request_model", Text),
     Column("model", Text),

@@ -1,9 +1,10 @@
 """Full-text search over spans (issue 23, item 6) and saved views of the trace list (item 7).
 
 SQLite: ``span_search``, a contentless FTS5 table keyed by the span's key, which the batch writer fills.
-PostgreSQL: ``spans.search`` and ``traces.search`` (tsvector), filled by triggers, with GIN
-indexes. Stored spans (and traces) are indexed here, 5,000 at a time (``pilothouse.store.search``
-says what is indexed).
+PostgreSQL: ``spans.search`` and ``traces.search`` (tsvector) with GIN indexes; the batch writer
+gives a span its vector (its texts are packed in the database from 0025 on), a trigger a trace's.
+Stored spans (and traces) are indexed here, 5,000 at a time (``pilothouse.store.search`` says what is
+indexed).
 
 Revision ID: 0022
 Revises: 0021
@@ -75,19 +76,17 @@ def upgrade() -> None:
         )
         _backfill_sqlite(conn)
         return
-    for table, doc, events in (
-        ("spans", PG_SPAN_DOCUMENT, "INSERT"),
-        ("traces", PG_TRACE_DOCUMENT, "INSERT OR UPDATE"),
-    ):
+    for table, doc in (("spans", PG_SPAN_DOCUMENT), ("traces", PG_TRACE_DOCUMENT)):
         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN search tsvector")
-        conn.exec_driver_sql(
-            f"CREATE FUNCTION ph_{table}_search() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"NEW.search := {doc.format(p='NEW.')}; RETURN NEW; END $$"
-        )
-        conn.exec_driver_sql(
-            f"CREATE TRIGGER {table}_search BEFORE {events} ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION ph_{table}_search()"
-        )
+        if table == "traces":  # a span's vector comes from the writer (its texts are packed: 0025)
+            conn.exec_driver_sql(
+                f"CREATE FUNCTION ph_{table}_search() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"NEW.search := {doc.format(p='NEW.')}; RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {table}_search BEFORE INSERT OR UPDATE ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION ph_{table}_search()"
+            )
         top = conn.exec_driver_sql(f"SELECT coalesce(max(pk), 0) FROM {table}").scalar_one()
         for start in range(0, top, BATCH):
             conn.exec_driver_sql(
@@ -103,9 +102,9 @@ def downgrade() -> None:
         conn.exec_driver_sql("DROP TABLE span_search")
         conn.exec_driver_sql("DROP TABLE span_search_top")
     else:
+        conn.exec_driver_sql("DROP TRIGGER traces_search ON traces")
+        conn.exec_driver_sql("DROP FUNCTION ph_traces_search()")
         for table in ("spans", "traces"):
-            conn.exec_driver_sql(f"DROP TRIGGER {table}_search ON {table}")
-            conn.exec_driver_sql(f"DROP FUNCTION ph_{table}_search()")
             conn.exec_driver_sql(f"DROP INDEX ix_{table}_search")
             conn.exec_driver_sql(f"ALTER TABLE {table} DROP COLUMN search")
     op.drop_table("saved_views")
