@@ -50,7 +50,7 @@ def test_long_texts_round_trip_and_are_searched(store: SqlStore) -> None:
     store.write_spans(
         [
             rec(tid(1), sid(1), input=LONG_IN, output=LONG_OUT),
-            rec(tid(2), sid(1), input="a short prompt about aardvarks", output="ok"),
+            rec(tid(2), sid(1), input="a short prompt about an aardvark", output="ok"),
             rec(tid(3), sid(1), input="x" * 3000, output="nothing to see"),
         ]
     )
@@ -67,6 +67,8 @@ def test_long_texts_round_trip_and_are_searched(store: SqlStore) -> None:
     found = store.list_traces("p1", TraceQuery(search="ünïcödé"))
     assert [s.trace.id for s in found.data] == [tid(1)]
     assert store.list_traces("p1", TraceQuery(search="zebra")).data == []
+    # words, not substrings (the full-text index): "aardvarks" is another word
+    assert store.list_traces("p1", TraceQuery(search="aardvarks")).data == []
     # a page of one, then the next: the search's pages stay in order
     first = store.list_traces("p1", TraceQuery(search="aardvark", limit=1))
     assert len(first.data) == 1 and first.next_cursor is not None
