@@ -24,6 +24,7 @@ import yaml
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
+from pilothouse.store.rows import unpack
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream, free_port
 from tests.server.process import cli
@@ -42,6 +43,11 @@ class Acknowledged:
     calls: set[str] = field(default_factory=set)  # trace ids of gateway calls
     kinds: Counter[tuple[str, bool]] = field(default_factory=Counter)  # calls by (path, streamed)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _text(stored: str | bytes | memoryview | None) -> str | None:
+    """A span text as stored (PostgreSQL: bytea, packed when long; SQLite: text or packed bytes)."""
+    return unpack(bytes(stored) if isinstance(stored, memoryview) else stored)
 
 
 def _export_spans(base_url: str, key: str, acked: Acknowledged, stop: threading.Event) -> None:
@@ -104,7 +110,7 @@ def _stored(url: str) -> tuple[list[tuple[str, str]], set[str], Money]:
     finally:
         store.close()
     spans = [(r[0], r[1]) for r in rows]
-    calls = {r[0] for r in rows if r[2] and "gateway.key_id" in orjson.loads(r[2])}
+    calls = {r[0] for r in rows if r[2] and "gateway.key_id" in orjson.loads(_text(r[2]) or "{}")}
     return (
         spans,
         calls,
@@ -290,7 +296,7 @@ def _calls(url: str) -> dict[str, dict[str, Any]]:
         r[0]: {
             "status": r[1],
             "status_message": r[2],
-            "attributes": orjson.loads(r[3]) if r[3] else {},
+            "attributes": orjson.loads(_text(r[3]) or "{}") if r[3] else {},
             "cost": Money.from_usd(r[4]) if r[4] is not None else None,
         }
         for r in rows
