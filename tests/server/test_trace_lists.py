@@ -171,6 +171,8 @@ def test_bulk_actions_on_own_traces_only(both: Served) -> None:
             "/api/traces/bulk", content=_json(body), headers={**auth, "content-type": "application/json"}
         )
         assert refused.status_code == 400, (body, refused.text)
+    unknown = both.client.post("/api/traces/bulk", json={"action": "explode"}, headers=auth)
+    assert unknown.json()["error"]["message"] == "'action' must be one of dataset, score, review."
 
 
 def _json(body: dict[str, object]) -> bytes:

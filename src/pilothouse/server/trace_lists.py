@@ -154,7 +154,7 @@ class BulkResult:
 def trace_ids_of(value: Any) -> list[str]:
     """The distinct trace ids of a request (a list of 1 to MAX_BULK_TRACES strings)."""
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise BulkError("trace_ids must be a list of trace ids")
+        raise BulkError("'trace_ids' must be a non-empty list of trace ids")
     ids = list(dict.fromkeys(v.strip().lower() for v in value))
     if len(ids) > MAX_BULK_TRACES:
         raise BulkError(f"at most {MAX_BULK_TRACES} traces at once")
@@ -171,7 +171,10 @@ def bulk(
     stored = ReviewStore(state.store).existing_traces(project_id, list(ids))
     missing = [i for i in ids if i not in stored]
     if missing:
-        raise BulkError(f"{len(missing)} of the traces are not in this project (first: {missing[0][:64]!r})")
+        raise BulkError(
+            f"{len(missing)} of the {len(ids)} traces {'is' if len(missing) == 1 else 'are'} not in this "
+            f"project (first: {missing[0][:64]!r})"
+        )
     if action == "dataset":
         return _to_dataset(state.store, project_id, str(options.get("dataset") or ""), ids)
     if action == "score":
@@ -247,6 +250,8 @@ async def bulk_action(request: Request) -> Response:
         raise ApiError(400, "The body must be a JSON object.", code="invalid_body")
     action = body.get("action")
     try:
+        if action not in ("dataset", "score", "review"):
+            raise BulkError("'action' must be one of dataset, score, review")
         ids = trace_ids_of(body.get("trace_ids"))
         options = body.get("score") if action == "score" else body
         if not isinstance(options, dict):
