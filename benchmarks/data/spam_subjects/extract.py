@@ -51,7 +51,9 @@ def main(root: str) -> None:
             with open(path, "rb") as f:
                 subject = subject_of(f.read().decode("latin-1"))
             if subject:
-                rows.append({"source": f"{group}/{path.rsplit('/', 1)[1][:5]}", "subject": subject, "label": label})
+                rows.append(
+                    {"source": f"{group}/{path.rsplit('/', 1)[1][:5]}", "subject": subject, "label": label}
+                )
     labels: dict[str, set[str]] = {}
     for row in rows:
         labels.setdefault(row["subject"].lower(), set()).add(row["label"])
