@@ -243,14 +243,6 @@ async def send_all(
                 answer = r.json()["choices"][0]["message"]["content"] or ""
                 trace_id = r.headers["x-pilothouse-trace-id"]
                 right = answer.strip().lower().startswith(item["label"])
-                if score:
-                    s = await client.post(
-                        "/api/scores",
-                        json={"trace_id": trace_id, "name": "correct", "value": 1.0 if right else 0.0},
-                        headers={"Authorization": f"Bearer {key}"},
-                    )
-                    if s.status_code != 201:
-                        raise SystemExit(f"POST /api/scores answered {s.status_code}: {s.text}")
                 results.append(
                     {
                         "id": item["id"],
@@ -262,7 +254,27 @@ async def send_all(
                 )
 
         await asyncio.gather(*(one(item) for item in items))
+        if score:
+            scores = [
+                {"trace_id": r["trace"], "name": "correct", "value": 1.0 if r["right"] else 0.0}
+                for r in results
+            ]
+            for start in range(0, len(scores), 200):
+                await _post_scores(client, key, scores[start : start + 200])
     return results
+
+
+async def _post_scores(client: httpx.AsyncClient, key: str, scores: list[dict[str, Any]]) -> None:
+    """Score traces; a trace the server has not stored yet (its spans are written in batches) is a 404
+    for a moment, so that is retried."""
+    for _attempt in range(30):
+        r = await client.post("/api/scores", json=scores, headers={"Authorization": f"Bearer {key}"})
+        if r.status_code == 201:
+            return
+        if r.status_code != 404:
+            break
+        await asyncio.sleep(1)
+    raise SystemExit(f"POST /api/scores answered {r.status_code}: {r.text}")
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -530,7 +542,8 @@ def evaluate_and_gate(demo: Demo, base_url: str, key: str) -> None:
         # the optimised prompt against the starting one on these runs too, for the interval of the
         # difference (the decision was the promotion's; this is the same test on the gateway's runs)
         code, out = demo.cli(
-            "gate", "--baseline", runs["smollm2-start"]["run"], "--candidate", runs["smollm2-optimised"]["run"],
+            "gate", "--baseline", runs["smollm2-start"]["run"],
+            "--candidate", runs["smollm2-optimised"]["run"],
             "--report-dir", "optimised-gate", ok=(0, 1, 3),
         )  # fmt: skip
         f["optimised_gate_exit"] = code
@@ -623,56 +636,88 @@ def render_table(demo: Demo, size_name: str) -> str:
     f = demo.facts
     runs = f.get("runs", {})
     teacher = runs.get("teacher", {})
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [
-        f"Size `{size_name}`: {f['items']} production requests; measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Size `{size_name}`, {when}: {f['items']} production requests to the teacher, curated into "
+        f"{_splits(f.get('curation', ''))}; torch threads: {f.get('threads')}.",
         "",
-        "| on the held-out test split | agreement with the teacher (95% CI) | items | cost / request | vs teacher | p50 | p95 | load average |",
+        "| on the held-out test split | agreement with the teacher (95% CI) | items "
+        "| cost / request | teacher / this | p50 | p95 | load average after |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, label in (
-        ("teacher", f"teacher ({TEACHER_MODEL} price, simulated)"),
-        ("smollm2-start", "SmolLM2-135M, starting prompt"),
-        ("smollm2-optimised", "SmolLM2-135M, optimised prompt"),
-        ("smollm2-distilled", "SmolLM2-135M + LoRA (distilled)"),
-    ):
+    names = {
+        "teacher": f"teacher (simulated, priced as {TEACHER_MODEL})",
+        "smollm2-start": "SmolLM2-135M, starting prompt",
+        "smollm2-optimised": "SmolLM2-135M, optimised prompt",
+        "smollm2-distilled": "SmolLM2-135M + LoRA (distilled)",
+    }
+    for name, label in names.items():
         r = runs.get(name)
         if not r:
             continue
-        ratio = (
-            f"{teacher['cost_per_request'] / r['cost_per_request']:.1f}x lower"
-            if name != "teacher" and r["cost_per_request"] > 0
-            else "-"
-        )
+        ratio = "-"
+        if name != "teacher" and r["cost_per_request"] > 0:
+            ratio = f"{teacher['cost_per_request'] / r['cost_per_request']:.1f}x"
         lines.append(
-            f"| {label} | {pct(r['agreement'])} ({pct(r['ci'][0])}-{pct(r['ci'][1])}) | {r['measured']} "
-            f"| {money(r['cost_per_request'])} | {ratio} | {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms | {r['load']} |"
+            f"| {label} | {pct(r['agreement'])} ({pct(r['ci'][0])} to {pct(r['ci'][1])}) | {r['measured']} "
+            f"| {money(r['cost_per_request'])} | {ratio} | {r['p50_ms']:.0f} ms | {r['p95_ms']:.0f} ms "
+            f"| {r['load']} |"
         )
     card = f.get("model_card", {})
-    lines += [
-        "",
-        "| step | result |",
-        "|---|---|",
-        f"| optimiser (`prompts optimise`, exit {f.get('optimise_exit')}) | {_one_line(f.get('optimise_out', ''))} |",
-    ]
-    if "promote_exit" in f:
-        verdict = {0: "pass (label moved)", 1: "regression (refused)", 3: "inconclusive (refused)"}
-        lines.append(
-            f"| promote optimised vs starting prompt, gate on test (`prompts promote`) | "
-            f"{verdict.get(f['promote_exit'], f['promote_exit'])}: {_gate_line(f.get('promote_gate', {}))} |"
-        )
     verdicts = {0: "pass", 1: "regression", 3: "inconclusive"}
-    lines += [
-        f"| gate distilled vs teacher, non-inferiority margin {MARGIN:.2f} (`gate`) | "
-        f"{verdicts.get(f.get('gate_exit', -1), f.get('gate_exit'))}: {_gate_line(f.get('distil_gate', {}))} |",
-        f"| training (`finetune run`, LoRA r=8 q/v) | {card.get('steps', '?')} steps, "
-        f"{card.get('examples', card.get('train_examples', '?'))} examples, {f.get('train_wall_s', 0) / 60:.1f} min wall, "
-        f"{_num(card.get('tokens_per_s'))} tokens/s, final loss {_num(card.get('final_loss'))}; "
-        f"load {f.get('train_load_before')} before, {f.get('train_load_after')} after |",
-        f"| canary (50/50 on `spam-filter@production`, score `correct`, margin {MARGIN:.2f}) | "
-        f"{f.get('canary_decision')} after {f.get('canary_requests')} requests "
-        f"({f.get('canary_s', 0) / 60:.1f} min); production now: {_one_line(f.get('production_after', ''))} |",
-    ]
+    lines += ["", "| step | result |", "|---|---|"]
+    lines.append(
+        f"| `prompts optimise` (exit {f.get('optimise_exit')}) | {_one_line(f.get('optimise_out', ''))} |"
+    )
+    if "promote_exit" in f:
+        lines.append(
+            f"| `prompts promote` optimised vs starting prompt on the test split (gate, default margin) "
+            f"| {verdicts.get(f['promote_exit'], f['promote_exit'])}: {_one_line(f.get('promote_out', ''))} |"
+        )
+    if "optimised_gate" in f:
+        lines.append(
+            f"| the same comparison on the gateway's test runs above (`gate`) | "
+            f"{_gate_line(f['optimised_gate'])} |"
+        )
+    lines.append(
+        f"| `gate` distilled vs teacher, non-inferiority at a margin of {MARGIN:.2f} "
+        "(declared before the run) "
+        f"| {_gate_line(f.get('distil_gate', {}))} |"
+    )
+    rate = card.get("settings", {}).get("learning_rate", "?")
+    lines.append(
+        f"| `finetune run` (LoRA r=8 on q/v, learning rate {rate}) "
+        f"| {card.get('steps', '?')} steps on {card.get('examples', '?')} train examples "
+        f"({card.get('trained_tokens_this_run', '?')} tokens) in "
+        f"{_num(card.get('seconds_this_run', 0) / 60)} min "
+        f"of training ({f.get('train_wall_s', 0) / 60:.1f} min with loading), "
+        f"{_num(card.get('tokens_per_s'))} tokens/s, final loss {_num(card.get('final_loss'))}; load average "
+        f"{_load(card.get('load_average_before'))} before, {_load(card.get('load_average_after'))} after; "
+        "the optimiser ran beside it |"
+    )
+    lines.append(
+        f"| canary: {int(100 * demo.size.canary_share)}% of `spam-filter@production` "
+        "to the distilled version, "
+        f"score `correct`, margin {MARGIN:.2f} | {f.get('canary_decision')} after {f.get('canary_requests')} "
+        f"requests ({f.get('canary_s', 0) / 60:.1f} min): {_one_line(_decision(f.get('history', '')))} |"
+    )
     return "\n".join(lines) + "\n"
+
+
+def _splits(curation: str) -> str:
+    found = re.findall(r"dataset '([^']+)' version \d+: (\d+) items", curation)
+    return ", ".join(f"{n} {name.rsplit('-', 1)[-1]}" for name, n in found) or "?"
+
+
+def _load(values: Any) -> str:
+    return " ".join(str(v) for v in values) if isinstance(values, list) else "?"
+
+
+def _decision(history: str) -> str:
+    for line in history.splitlines():
+        if "canary-promote" in line or "canary-rollback" in line:
+            return line
+    return "no decision in the history"
 
 
 def _num(x: Any) -> str:
@@ -680,21 +725,25 @@ def _num(x: Any) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())[:300].replace("|", "/")
+    return " ".join(str(text).split())[:400].replace("|", "/")
 
 
 def _gate_line(report: dict[str, Any]) -> str:
-    metrics = report.get("metrics") or []
-    parts = []
-    for m in metrics if isinstance(metrics, list) else []:
-        if not isinstance(m, dict):
-            continue
-        parts.append(
-            f"{m.get('metric', m.get('name'))}: delta {_num(m.get('delta'))} "
-            f"(CI {_num(m.get('ci_low', m.get('lower')))} to {_num(m.get('ci_high', m.get('upper')))}), "
-            f"n={m.get('n', m.get('pairs', '?'))}"
-        )
-    return "; ".join(parts) or _one_line(json.dumps(report)[:200])
+    if not report:
+        return "no report"
+    parts = [f"verdict **{report.get('verdict')}**"]
+    for m in report.get("metrics") or []:
+        if isinstance(m, dict) and m.get("metric") == "correct":
+            parts.append(
+                f"difference {_pp(m.get('delta'))} points (CI {_pp(m.get('delta_low'))} to "
+                f"{_pp(m.get('delta_high'))}), margin {_pp(m.get('margin'))}, "
+                f"{m.get('n_paired')} paired items"
+            )
+    return ", ".join(parts)
+
+
+def _pp(x: Any) -> str:
+    return f"{100 * x:+.1f}" if isinstance(x, int | float) else "?"
 
 
 if __name__ == "__main__":

