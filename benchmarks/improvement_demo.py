@@ -367,11 +367,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="Continue the run in --workdir: steps whose results are in its facts.json are skipped.",
     )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="Only print (and with --write-docs, write) the table of the run in --workdir, as far as it got.",
+    )
     parser.add_argument("--write-docs", action="store_true", help="Put the table into docs/improvement.md.")
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     workdir: Path = args.workdir.resolve()
     facts: dict[str, Any] = {}
+    if args.table_only:
+        facts = json.loads((workdir / "facts.json").read_text())
+        with (workdir / "demo.log").open("a") as log:
+            table = render_table(Demo(workdir, size, log, facts=facts), args.size)
+        return _publish(table, workdir, args.write_docs)
     if args.resume and (workdir / "facts.json").is_file():
         facts = json.loads((workdir / "facts.json").read_text())
     else:
@@ -384,9 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         busy = float(Path("/proc/loadavg").read_text().split()[0]) > 3
         demo = Demo(workdir, size, log, threads=args.threads or (1 if busy else 2), facts=facts)
         table = run(demo, args.size)
+    return _publish(table, workdir, args.write_docs)
+
+
+def _publish(table: str, workdir: Path, write_docs: bool) -> int:
     print(table)
     (workdir / "table.md").write_text(table)
-    if args.write_docs:
+    if write_docs:
         text = DOC.read_text()
         start, end = "<!-- demo-table -->", "<!-- /demo-table -->"
         before, rest = text.split(start, 1)
@@ -666,6 +680,12 @@ def render_table(demo: Demo, size_name: str) -> str:
     card = f.get("model_card", {})
     verdicts = {0: "pass", 1: "regression", 3: "inconclusive"}
     lines += ["", "| step | result |", "|---|---|"]
+    if "traffic_s" in f:
+        lines.append(
+            f"| production traffic to the teacher through the gateway (16 at a time) | {f['items']} requests in "
+            f"{f['traffic_s']:.0f} s, p95 {f.get('traffic_p95_ms', float('nan')):.0f} ms, "
+            f"{f.get('traffic_right')} answered with the gold label |"
+        )
     lines.append(
         f"| `prompts optimise` (exit {f.get('optimise_exit')}) | {_one_line(f.get('optimise_out', ''))} |"
     )
