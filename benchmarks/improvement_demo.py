@@ -682,7 +682,8 @@ def render_table(demo: Demo, size_name: str) -> str:
     lines += ["", "| step | result |", "|---|---|"]
     if "traffic_s" in f:
         lines.append(
-            f"| production traffic to the teacher through the gateway (16 at a time) | {f['items']} requests in "
+            f"| production traffic to the teacher through the gateway (16 at a time) "
+            f"| {f['items']} requests in "
             f"{f['traffic_s']:.0f} s, p95 {f.get('traffic_p95_ms', float('nan')):.0f} ms, "
             f"{f.get('traffic_right')} answered with the gold label |"
         )
