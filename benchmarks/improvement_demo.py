@@ -749,7 +749,7 @@ def render_table(demo: Demo, size_name: str) -> str:
         f"| {card.get('steps', '?')} steps on {card.get('examples', '?')} train examples "
         f"({card.get('trained_tokens_this_run', '?')} tokens) in "
         f"{_num(card.get('seconds_this_run', 0) / 60)} min "
-        f"of training ({f.get('train_wall_s', 0) / 60:.1f} min with loading), "
+        "of training, "
         f"{_num(card.get('tokens_per_s'))} tokens/s, final loss {_num(card.get('final_loss'))}; load average "
         f"{_load(card.get('load_average_before'))} before, {_load(card.get('load_average_after'))} after; "
         "the optimiser ran beside it |"
