@@ -670,9 +670,9 @@ def train_ids(demo: Demo) -> set[str]:
 
 def canary_decision(demo: Demo) -> str:
     _c, out = demo.cli("prompts", "history", "spam-filter")
-    for word in ("canary-promote", "canary-rollback"):
-        if word in out:
-            return word
+    for line in out.splitlines():
+        if "canary-controller" in line:
+            return "canary-rollback" if "rolled back" in line else "canary-promote"
     return "running"
 
 
@@ -774,7 +774,7 @@ def _load(values: Any) -> str:
 
 def _decision(history: str) -> str:
     for line in history.splitlines():
-        if "canary-promote" in line or "canary-rollback" in line:
+        if "canary-controller" in line:
             return line
     return "no decision in the history"
 

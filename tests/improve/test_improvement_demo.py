@@ -54,4 +54,4 @@ def test_the_demonstration_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     assert facts["canary_decision"] in ("canary-promote", "canary-rollback", "running")
     assert facts["canary_requests"] > 0
     table = (workdir / "table.md").read_text()
-    assert "SmolLM2-135M + LoRA (distilled)" in table and "gate distilled vs teacher" in table
+    assert "SmolLM2-135M + LoRA (distilled)" in table and "distilled vs teacher" in table
