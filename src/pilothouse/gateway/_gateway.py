@@ -283,6 +283,8 @@ class Gateway:
         except PromptReferenceError as exc:
             raise await self.fail(call, exc) from None
         call.prompt = (version.name, version.version)
+        variables = request["prompt"].get("variables") if isinstance(request.get("prompt"), dict) else None
+        call.prompt_variables = dict(variables) if isinstance(variables, dict) and variables else None
         call.request = rendered
         return rendered
 

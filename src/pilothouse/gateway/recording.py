@@ -124,6 +124,7 @@ class CallSpan:
     kind: ObservationKind | None = None  # default: generation (embedding for embeddings)
     trace: TraceAttributes | None = None  # trace-level facts; default the end user and tags
     prompt: tuple[str, int] | None = None  # the registry's prompt (name, version) the request used
+    prompt_variables: dict[str, Any] | None = None  # the variables it was rendered with (curation reads them)
     session_id: str | None = None  # the client's session (x-pilothouse-session-id)
     metadata: dict[str, str] = field(default_factory=dict)  # the request's metadata key/values
 
@@ -221,6 +222,8 @@ class CallSpan:
         if self.prompt is not None:
             attributes["pilothouse.prompt.name"] = self.prompt[0]
             attributes["pilothouse.prompt.version"] = str(self.prompt[1])
+            if self.prompt_variables:
+                attributes["pilothouse.prompt.variables"] = self.prompt_variables
         if self.name is not None:
             name = self.name
         else:

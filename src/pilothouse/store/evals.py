@@ -700,9 +700,9 @@ class EvalStore:
             ids = [trace.id for trace in traces]
             with self.engine.connect() as conn:
                 roots = {
-                    r.id: (unpack(r.input), unpack(r.output))
+                    r.id: (unpack(r.input), unpack(r.output), _prompt_variables(r.attributes))
                     for r in conn.execute(
-                        select(tr.c.id, sp.c.input, sp.c.output)
+                        select(tr.c.id, sp.c.input, sp.c.output, sp.c.attributes)
                         .join(sp, sp.c.trace_pk == tr.c.pk)
                         .where(tr.c.project_id == project_id, tr.c.id.in_(ids), sp.c.parent_id.is_(None))
                     )
@@ -719,7 +719,7 @@ class EvalStore:
                 own = trace_scores.get(trace.id, {})
                 if not all(_score_passes(own.get(f.name), f) for f in scores):
                     continue
-                root_in, root_out = roots.get(trace.id, (None, None))
+                root_in, root_out, variables = roots.get(trace.id, (None, None, None))
                 text_in = trace.input if trace.input is not None else root_in
                 text_out = trace.output if trace.output is not None else root_out
                 yield _trace_item(
@@ -732,6 +732,7 @@ class EvalStore:
                     scores=own,
                     user_id=trace.user_id,
                     session_id=trace.session_id,
+                    prompt_variables=variables,
                 )
                 produced += 1
                 if limit is not None and produced >= limit:
@@ -762,6 +763,7 @@ class EvalStore:
                         sp.c.output,
                         tr.c.user_id,
                         tr.c.session_id,
+                        sp.c.attributes,
                     )
                     .outerjoin(sp, (sp.c.trace_pk == tr.c.pk) & sp.c.parent_id.is_(None))
                     .where(tr.c.project_id == project_id, tr.c.id.in_(chunk))
@@ -782,6 +784,7 @@ class EvalStore:
                         scores={},
                         user_id=row[8],
                         session_id=row[9],
+                        prompt_variables=_prompt_variables(row[10]),
                     )
         return out
 
@@ -841,6 +844,18 @@ def _score_passes(value: float | str | None, f: ScoreFilter) -> bool:
     return ops[f.op]
 
 
+def _prompt_variables(attributes: str | bytes | None) -> dict[str, Any] | None:
+    """The prompt variables a gateway call recorded in its span's attributes, if any."""
+    if attributes is None:
+        return None
+    try:
+        parsed = orjson.loads(unpack(attributes) or "null")
+    except orjson.JSONDecodeError:
+        return None
+    found = parsed.get("pilothouse.prompt.variables") if isinstance(parsed, dict) else None
+    return found if isinstance(found, dict) and found else None
+
+
 def _trace_item(
     trace_id: str,
     text_in: str | None,
@@ -852,6 +867,7 @@ def _trace_item(
     scores: Mapping[str, Any],
     user_id: str | None = None,
     session_id: str | None = None,
+    prompt_variables: dict[str, Any] | None = None,
 ) -> DatasetItem:
     variables: dict[str, Any] = {}
     messages = None
@@ -867,6 +883,10 @@ def _trace_item(
         variables = parsed
     elif text_in is not None:
         variables = {"input": text_in}
+    if prompt_variables and messages is not None:
+        # a gateway call made from a registry prompt: the chat it sent, and the variables that filled
+        # the prompt (so the item can be replayed through another version of the prompt)
+        variables = dict(prompt_variables)
     metadata: dict[str, Any] = {
         "trace_name": name,
         "model": model,
