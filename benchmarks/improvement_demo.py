@@ -324,7 +324,13 @@ def run_summary(demo: Demo, run_id: str) -> dict[str, Any]:
 
 
 def eval_spec(demo: Demo, name: str, prompt: str, model: str | None, base_url: str, key: str) -> Path:
-    target: dict[str, Any] = {"prompt": prompt, "base_url": base_url + "/v1", "api_key": key, "max_tokens": 3}
+    demo.env["PILOTHOUSE_DEMO_KEY"] = key  # the spec names it: no key is written into a file
+    target: dict[str, Any] = {
+        "prompt": prompt,
+        "base_url": base_url + "/v1",
+        "api_key": "${PILOTHOUSE_DEMO_KEY}",
+        "max_tokens": 3,
+    }
     if model:
         target["model"] = model
     spec = {
