@@ -59,6 +59,18 @@ def test_filters_search_and_sort(both: Served) -> None:
     assert status == 200 and body["data"] == []  # type: ignore[index]
 
 
+def test_a_cursor_is_refused_by_another_sort(both: Served) -> None:
+    """A latency cursor read as a cost (or as a time) silently skipped or repeated rows: now a 400."""
+    status, body = _get(both, "/api/traces?sort=latency&limit=2")
+    assert status == 200 and body["next"], body  # type: ignore[index]
+    cursor = body["next"]  # type: ignore[index]
+    for sort in ("cost", "tokens", "time"):
+        status, error = _get(both, f"/api/traces?sort={sort}&limit=2&cursor={cursor}")
+        assert status == 400 and error["error"]["param"] == "cursor", (sort, error)  # type: ignore[index]
+    status, body = _get(both, f"/api/traces?sort=latency&limit=2&cursor={cursor}")
+    assert status == 200 and len(body["data"]) == 2  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     "query, param",
     [
