@@ -146,7 +146,11 @@ def test_bulk_actions_on_own_traces_only(both: Served) -> None:
         json={"action": "dataset", "trace_ids": [tid(0), *ids], "dataset": "otters"},
         headers=auth,
     )
-    assert again.json()["done"] == 1
+    assert again.json() == {
+        "action": "dataset",
+        "done": 1,
+        "message": "1 trace added to otters (now v2, 3 items)",
+    }
     scored = both.client.post(
         "/api/traces/bulk",
         json={
@@ -163,6 +167,14 @@ def test_bulk_actions_on_own_traces_only(both: Served) -> None:
         "/api/traces/bulk", json={"action": "review", "trace_ids": ids, "queue": "look"}, headers=auth
     )
     assert queued.status_code == 200 and queued.json()["done"] == 2
+    twice = both.client.post(
+        "/api/traces/bulk", json={"action": "review", "trace_ids": ids, "queue": "look"}, headers=auth
+    )
+    assert twice.json()["done"] == 0 and twice.json()["message"] == "every trace is in look already"
+    empty = both.client.post(
+        "/api/traces/bulk", json={"action": "review", "trace_ids": [], "queue": "look"}, headers=auth
+    )
+    assert empty.json()["error"]["message"] == "Give trace_ids: a list of 1 to 1,000 trace ids."
     # another project's key: the traces are not there, and nothing changes
     for body in (
         {"action": "score", "trace_ids": ids, "score": {"name": "bad", "value": 0}},
