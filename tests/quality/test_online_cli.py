@@ -62,3 +62,12 @@ def test_the_evaluators_commands(tmp_path: Path) -> None:
     missing = cli_in_process("evaluators", "show", "paris", *db)
     assert missing.returncode == 1 and "no evaluator named 'paris'" in missing.stderr
     store.close()
+
+
+def test_traces_list_refuses_a_search_without_a_word_in_one_line(tmp_path: Path) -> None:
+    url = sqlite_at_head(tmp_path / "cli.db")
+    for text in ("*", " ".join(["w"] * 17)):
+        refused = cli_in_process("traces", "list", "-q", text, "--database-url", url)
+        assert refused.returncode == 2 and refused.stderr.startswith("Error: search text"), refused
+    found = cli_in_process("traces", "list", "-q", "paris*", "--database-url", url)
+    assert found.returncode == 0, found

@@ -59,6 +59,18 @@ def test_filters_search_and_sort(both: Served) -> None:
     assert status == 200 and body["data"] == []  # type: ignore[index]
 
 
+def test_a_cursor_is_refused_by_another_sort(both: Served) -> None:
+    """A latency cursor read as a cost (or as a time) silently skipped or repeated rows: now a 400."""
+    status, body = _get(both, "/api/traces?sort=latency&limit=2")
+    assert status == 200 and body["next"], body  # type: ignore[index]
+    cursor = body["next"]  # type: ignore[index]
+    for sort in ("cost", "tokens", "time"):
+        status, error = _get(both, f"/api/traces?sort={sort}&limit=2&cursor={cursor}")
+        assert status == 400 and error["error"]["param"] == "cursor", (sort, error)  # type: ignore[index]
+    status, body = _get(both, f"/api/traces?sort=latency&limit=2&cursor={cursor}")
+    assert status == 200 and len(body["data"]) == 2  # type: ignore[index]
+
+
 @pytest.mark.parametrize(
     "query, param",
     [
@@ -134,7 +146,11 @@ def test_bulk_actions_on_own_traces_only(both: Served) -> None:
         json={"action": "dataset", "trace_ids": [tid(0), *ids], "dataset": "otters"},
         headers=auth,
     )
-    assert again.json()["done"] == 1
+    assert again.json() == {
+        "action": "dataset",
+        "done": 1,
+        "message": "1 trace added to otters (now v2, 3 items)",
+    }
     scored = both.client.post(
         "/api/traces/bulk",
         json={
@@ -151,6 +167,14 @@ def test_bulk_actions_on_own_traces_only(both: Served) -> None:
         "/api/traces/bulk", json={"action": "review", "trace_ids": ids, "queue": "look"}, headers=auth
     )
     assert queued.status_code == 200 and queued.json()["done"] == 2
+    twice = both.client.post(
+        "/api/traces/bulk", json={"action": "review", "trace_ids": ids, "queue": "look"}, headers=auth
+    )
+    assert twice.json()["done"] == 0 and twice.json()["message"] == "every trace is in look already"
+    empty = both.client.post(
+        "/api/traces/bulk", json={"action": "review", "trace_ids": [], "queue": "look"}, headers=auth
+    )
+    assert empty.json()["error"]["message"] == "Give trace_ids: a list of 1 to 1,000 trace ids."
     # another project's key: the traces are not there, and nothing changes
     for body in (
         {"action": "score", "trace_ids": ids, "score": {"name": "bad", "value": 0}},

@@ -182,6 +182,9 @@ def test_keys_last_used_budget_key_picker_and_revoked_keys_budgets(tab: Any, see
     tab.goto(seeded.base_url + "/keys")
     admin_row = tab.locator("tr:has(th:has-text('ui-admin'))")
     assert "(gateway)" in admin_row.inner_text()  # its gateway calls: last used
+    # known to the minute (a rollup bucket): shown without seconds, never as an exact time
+    last_used = admin_row.locator("td:has-text('(gateway)') time").inner_text()
+    assert re.search(r"\d\d:\d\d", last_used) and not re.search(r"\d\d:\d\d:\d\d", last_used), last_used
     assert "no gateway call" in tab.locator("tr:has(th:has-text('ui-reader'))").inner_text()
     # a key made here, a budget on it chosen by name, then the key revoked
     tab.fill("#k-name", "picker-bot")
@@ -215,11 +218,15 @@ def test_dataset_items_are_edited_and_deleted_with_metadata_and_runs_shown(tab: 
         DatasetItem(id="a", input={"q": "one"}, expected="1", metadata={"topic": "count"}),
         DatasetItem(id="b", input={"q": "two"}, expected="2"),
         DatasetItem(id="c", input={"q": "three"}, expected="3"),
+        DatasetItem(id="d", messages=({"role": "user", "content": "four?"},), expected="4"),
     ]
     EvalStore(store).import_items("default", "editable", items, source="tests/ui")
     store.close()
     tab.goto(seeded.base_url + "/datasets/editable")
     assert '"topic": "count"' in tab.locator("tr:has(code:text-is('a'))").inner_text()
+    assert re.search(
+        r"\b1 message\b", tab.locator("tr:has(code:text-is('d'))").inner_text()
+    )  # not "1 messages"
     tab.click("tr:has(code:text-is('b')) >> text=Edit")
     tab.fill("#i-input", "not json")
     tab.click("form[aria-label='Edit the item'] button[type=submit]")
@@ -228,12 +235,12 @@ def test_dataset_items_are_edited_and_deleted_with_metadata_and_runs_shown(tab: 
     tab.fill("#i-input", '{"q": "two, edited"}')
     tab.fill("#i-metadata", '{"reviewed": true}')
     tab.click("form[aria-label='Edit the item'] button[type=submit]")
-    tab.wait_for_selector("text=Item b edited: editable is now v2 (3 items).")
+    tab.wait_for_selector("text=Item b edited: editable is now v2 (4 items).")
     assert "two, edited" in tab.locator("tr:has(code:text-is('b'))").inner_text()
     row = tab.locator("tr:has(code:text-is('c'))")
     row.locator("summary").click()
     row.locator("button.danger").click()
-    tab.wait_for_selector("text=Item c deleted: editable is now v3 (2 items).")
+    tab.wait_for_selector("text=Item c deleted: editable is now v3 (3 items).")
     assert tab.locator("tr:has(code:text-is('c'))").count() == 0
     tab.goto(seeded.base_url + "/datasets/editable?version=1")  # older versions stay
     assert tab.locator("tr:has(code:text-is('c'))").count() == 1

@@ -15,7 +15,7 @@ from pilothouse.domain.rollups import RollupSums
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.store.analytics import RollupRow, SampledCall
 from pilothouse.ui import analytics as an
-from pilothouse.ui.format import chat_messages, duration_ms, last_turn, money, preview
+from pilothouse.ui.format import at, chat_messages, duration_ms, last_turn, money, preview
 from pilothouse.ui.session import SECRET_ENV, SessionSigner, load_secret
 from pilothouse.ui.web import safe_next
 
@@ -176,3 +176,11 @@ def test_sample_estimates_are_weighted_by_what_the_rollups_counted() -> None:
     # each of the first bucket's 4 sampled calls stands for 25: $0.25 each; the second's for 1
     assert groups["alice"].cost_usd == Money.from_usd("0.75")
     assert groups["bob"].cost_usd == Money.from_usd("0.35")
+
+
+def test_a_time_known_to_the_minute_shows_no_seconds() -> None:
+    # a key's "last used" is a rollup minute's start: 08:02:00 read as exact came before the key's creation
+    ns = 1_796_630_520 * 1_000_000_000  # 2026-12-07 08:02:00 UTC
+    assert ">2026-12-07 08:02:00 UTC</time>" in str(at(ns))
+    minute = str(at(ns, minute=True))
+    assert ">2026-12-07 08:02 UTC</time>" in minute and 'datetime="2026-12-07T08:02:00Z"' in minute

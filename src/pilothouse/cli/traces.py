@@ -11,6 +11,7 @@ from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
 from pilothouse.domain.timeparse import iso, parse_time_ns
 from pilothouse.domain.traces import Status
 from pilothouse.server.serialise import dumps, trace_detail_json, trace_summary_json, tree_order
+from pilothouse.store.search import query_words
 
 
 @click.group()
@@ -27,7 +28,13 @@ def traces() -> None:
 @click.option("--model", default=None)
 @click.option("--tag", "tags", multiple=True)
 @click.option("--status", type=click.Choice(["ok", "error"]), default=None)
-@click.option("--search", "-q", default=None, help="Text to find in inputs or outputs.")
+@click.option(
+    "--search",
+    "-q",
+    default=None,
+    help="Full-text search: traces with a span holding every word (names, inputs, outputs, metadata "
+    "values); 'word*' for a prefix.",
+)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500))
 @click.option("--cursor", default=None, help="The 'next' cursor printed by the previous page.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
@@ -61,6 +68,8 @@ def list_traces(
             limit=limit,
             cursor=decode_cursor(cursor) if cursor else None,
         )
+        if search is not None:
+            query_words(search)  # a search with no word, or too many: one line and exit 2, no traceback
     except (ValueError, InvalidQuery) as exc:
         raise CliError(str(exc), exit_code=2) from None
     store = open_store(database_url)

@@ -67,24 +67,31 @@ MAX_METADATA_FILTERS = 10
 MAX_TAG_FILTERS = 20
 
 
-def encode_sort_cursor(value: float, start_ns: int, item_id: str) -> str:
-    """Opaque cursor text for a row of a list sorted by another column than time."""
-    return base64.urlsafe_b64encode(f"{value!r}:{start_ns}:{item_id}".encode()).decode().rstrip("=")
+def encode_sort_cursor(sort: str, value: float, start_ns: int, item_id: str) -> str:
+    """Opaque cursor text for a row of a list sorted by another column than time. It names its sort,
+    so that a cursor of one sort is refused by another (a latency read as a cost, or as a time, would
+    silently skip or repeat rows)."""
+    return base64.urlsafe_b64encode(f"{sort}:{value!r}:{start_ns}:{item_id}".encode()).decode().rstrip("=")
 
 
-def decode_sort_cursor(cursor: str) -> tuple[float, int, str]:
-    """Inverse of :func:`encode_sort_cursor`; raises :class:`InvalidQuery` on anything else."""
+def decode_sort_cursor(cursor: str, sort: str) -> tuple[float, int, str]:
+    """Inverse of :func:`encode_sort_cursor` for a list sorted by ``sort``; raises
+    :class:`InvalidQuery` on anything else (a cursor of another sort included)."""
     try:
         if len(cursor) > 512:
             raise ValueError("too long")
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        value_text, start, item_id = raw.split(":", 2)
+        sort_text, value_text, start, item_id = raw.split(":", 3)
+        if sort_text != sort:
+            raise InvalidQuery(f"cursor is of a list sorted by {sort_text or 'time'}, not by {sort}")
         value, position = float(value_text), int(start)
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("not finite")
         if not -(2**63) <= position < 2**63 or not item_id.isprintable():
             raise ValueError("out of range")
         return value, position, item_id
+    except InvalidQuery:
+        raise
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidQuery("cursor is not one this server gave out") from exc
 
@@ -179,7 +186,7 @@ class ModelMetrics:
 def next_page(query: TraceQuery, cursor: str) -> TraceQuery:
     """``query`` for the page after the one whose next cursor is ``cursor`` (read for its sort)."""
     position: tuple[int, str] | tuple[float, int, str] = (
-        decode_cursor(cursor) if query.sort == "time" else decode_sort_cursor(cursor)
+        decode_cursor(cursor) if query.sort == "time" else decode_sort_cursor(cursor, query.sort)
     )
     return TraceQuery(
         **{**{f: getattr(query, f) for f in TraceQuery.__dataclass_fields__}, "cursor": position}

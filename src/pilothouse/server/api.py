@@ -172,7 +172,7 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
     try:
         position: Any = None
         if cursor:
-            position = decode_cursor(cursor) if sort == "time" else decode_sort_cursor(cursor)
+            position = decode_cursor(cursor) if sort == "time" else decode_sort_cursor(cursor, sort)
         return TraceQuery(
             start_ns=start_ns,
             end_ns=end_ns,

@@ -154,7 +154,7 @@ class BulkResult:
 def trace_ids_of(value: Any) -> list[str]:
     """The distinct trace ids of a request (a list of 1 to MAX_BULK_TRACES strings)."""
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise BulkError("'trace_ids' must be a non-empty list of trace ids")
+        raise BulkError(f"give trace_ids: a list of 1 to {MAX_BULK_TRACES:,} trace ids")
     ids = list(dict.fromkeys(v.strip().lower() for v in value))
     if len(ids) > MAX_BULK_TRACES:
         raise BulkError(f"at most {MAX_BULK_TRACES} traces at once")
@@ -187,7 +187,9 @@ def bulk(
             )
         except ReviewError as exc:
             raise BulkError(str(exc)) from None
-        return BulkResult(added, f"{added} trace{'s' if added != 1 else ''} added to {queue}")
+        return BulkResult(
+            added, f"{_traces(added)} added to {queue}" if added else f"every trace is in {queue} already"
+        )
     raise BulkError("action must be one of dataset, score, review")
 
 
@@ -211,7 +213,9 @@ def _to_dataset(store: SqlStore, project_id: str, name: str, ids: Sequence[str])
     except DatasetError as exc:
         raise BulkError(str(exc)) from None
     return BulkResult(
-        len(new), f"{len(new)} traces added to {name} (now v{version.version}, {version.item_count} items)"
+        len(new),
+        f"{_traces(len(new))} added to {name} (now v{version.version}, "
+        f"{version.item_count} item{'s' if version.item_count != 1 else ''})",
     )
 
 
@@ -236,7 +240,12 @@ def _score(store: SqlStore, project_id: str, ids: Sequence[str], options: dict[s
     except ValueError as exc:
         raise BulkError(f"score: {exc}") from None
     store.add_scores(project_id, scores)
-    return BulkResult(len(scores), f"score {name} added to {len(scores)} traces")
+    return BulkResult(len(scores), f"score {name} added to {_traces(len(scores))}")
+
+
+def _traces(count: int) -> str:
+    """``1 trace``, ``2 traces``."""
+    return f"{count:,} trace{'s' if count != 1 else ''}"
 
 
 async def bulk_action(request: Request) -> Response:

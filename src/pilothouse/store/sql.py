@@ -780,7 +780,7 @@ class SqlStore:
                 next_cursor = encode_cursor(last_row["start_ns"], last_row["id"])
             else:
                 sorted_by = _SORT_VALUES[query.sort](last_row)
-                next_cursor = encode_sort_cursor(sorted_by, last_row["start_ns"], last_row["id"])
+                next_cursor = encode_sort_cursor(query.sort, sorted_by, last_row["start_ns"], last_row["id"])
         return Page(data, next_cursor)
 
     def _sort_key(self, sort: str) -> ColumnElement[Any]:

@@ -67,11 +67,13 @@ def percent(value: float | None, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
-def when(ns: int | None) -> str:
-    """``2025-03-01 14:05:09 UTC``."""
+def when(ns: int | None, *, minute: bool = False) -> str:
+    """``2025-03-01 14:05:09 UTC`` (``2025-03-01 14:05 UTC`` with ``minute``)."""
     if ns is None:
         return "–"
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime(
+        "%Y-%m-%d %H:%M UTC" if minute else "%Y-%m-%d %H:%M:%S UTC"
+    )
 
 
 def iso(ns: int | None) -> str:
@@ -81,12 +83,13 @@ def iso(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def at(ns: int | None) -> Markup:
+def at(ns: int | None, minute: bool = False) -> Markup:
     """A time for people: ``<time>`` in UTC, which the page's script shows in the browser's time zone
-    (the UTC time stays on hover)."""
+    (the UTC time stays on hover). ``minute`` for a time known to the minute only (a rollup bucket's
+    start): no seconds are shown, so it never reads as an exact time."""
     if ns is None:
         return Markup("–")
-    utc = when(ns)
+    utc = when(ns, minute=minute)
     return Markup('<time datetime="{}" title="{}">{}</time>').format(iso(ns), utc, utc)
 
 
