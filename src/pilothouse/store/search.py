@@ -24,12 +24,29 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Integer, MetaData, Table, column, false, text
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    and_,
+    case,
+    column,
+    false,
+    func,
+    literal,
+    text,
+    true,
+)
 from sqlalchemy.dialects import postgresql
 
 from pilothouse.domain.queries import InvalidQuery
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
+from pilothouse.store.rows import ZSTD_MAGIC, unpack
 
 MAX_DOCUMENT_CHARS = 200_000  # of a span's text that is indexed (PostgreSQL's tsvector holds < 1 MB)
 MAX_QUERY_WORDS = 16
@@ -61,6 +78,26 @@ PG_SPAN_VECTOR = "to_tsvector('simple'::regconfig, {})"
 SPANS_WITH_SEARCH = Table(
     "spans", MetaData(), *(Column(c.name, c.type) for c in t.spans.c), Column("search", postgresql.TSVECTOR)
 )
+
+
+def bytea_may_contain(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+    """On PostgreSQL, whether a span text (``bytea``: UTF-8, or packed by
+    :func:`pilothouse.store.rows.pack_bytes`) may contain the ILIKE ``pattern``: its UTF-8 matches, or
+    it is packed (a zstd frame, or an lz4 block, whose third and fourth bytes are NUL). CASE keeps
+    ``convert_from`` away from packed bytes, which are not UTF-8."""
+    matches = func.convert_from(column, "UTF8").ilike(pattern, escape="\\")
+    return case(
+        (func.octet_length(column) < 4, matches),
+        (func.substr(column, 1, 4) == literal(ZSTD_MAGIC, LargeBinary), true()),
+        (and_(func.get_byte(column, 2) == 0, func.get_byte(column, 3) == 0), true()),
+        else_=matches,
+    )
+
+
+def span_text_matches(needle: str, *values: str | bytes | None) -> bool:
+    """Whether any of ``values`` (stored texts, packed or not) contains ``needle``, ignoring case."""
+    folded = needle.lower()
+    return any(text is not None and folded in text.lower() for text in map(unpack, values))
 
 
 def _strings(value: Any) -> Iterator[str]:

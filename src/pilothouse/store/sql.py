@@ -18,7 +18,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
-    LargeBinary,
     Select,
     Table,
     Text,
@@ -30,7 +29,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    true,
     tuple_,
 )
 from sqlalchemy import cast as sql_cast
@@ -64,7 +62,6 @@ from pilothouse.store.rows import (
     ROLLUP_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
-    ZSTD_MAGIC,
     observation_from_row,
     rollup_row,
     score_from_row,
@@ -78,6 +75,7 @@ from pilothouse.store.rows import (
 from pilothouse.store.search import (
     PG_SPAN_VECTOR,
     SPANS_WITH_SEARCH,
+    bytea_may_contain,
     pg_span_text,
     search_condition,
     search_document,
@@ -103,26 +101,6 @@ _SORT_VALUES: dict[str, Callable[[Any], float]] = {
 
 def _escape_like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def bytea_may_contain(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
-    """On PostgreSQL, whether a span text (``bytea``: UTF-8, or packed by
-    :func:`pilothouse.store.rows.pack_bytes`) may contain the ILIKE ``pattern``: its UTF-8 matches, or
-    it is packed (a zstd frame, or an lz4 block, whose third and fourth bytes are NUL). CASE keeps
-    ``convert_from`` away from packed bytes, which are not UTF-8."""
-    matches = func.convert_from(column, "UTF8").ilike(pattern, escape="\\")
-    return case(
-        (func.octet_length(column) < 4, matches),
-        (func.substr(column, 1, 4) == literal(ZSTD_MAGIC, LargeBinary), true()),
-        (and_(func.get_byte(column, 2) == 0, func.get_byte(column, 3) == 0), true()),
-        else_=matches,
-    )
-
-
-def span_text_matches(needle: str, *values: str | bytes | None) -> bool:
-    """Whether any of ``values`` (stored texts, packed or not) contains ``needle``, ignoring case."""
-    folded = needle.lower()
-    return any(text is not None and folded in text.lower() for text in map(unpack, values))
 
 
 # The dimension rollups' minute rows are kept this long (older ones are pruned as new ones are written):
