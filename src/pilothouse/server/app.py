@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -72,9 +73,17 @@ from pilothouse.server.state import Services
 from pilothouse.server.throttle import FailureThrottle
 from pilothouse.store.costs import CostStore
 from pilothouse.store.engine import tighten_private_file
+from pilothouse.store.refreshed import Refreshed
 from pilothouse.store.sql import SqlStore
 
+T = TypeVar("T")
 log = logging.getLogger("pilothouse.server")
+
+
+async def _kept(value: Refreshed[T]) -> T:
+    """A value /health reports, from memory while it is fresh (no thread hop: under load each hop waits
+    for the GIL behind the ingest writer), else read in a thread."""
+    return value.get() if not value.stale else await run_in_threadpool(value.get)
 
 
 async def health(request: Request) -> Response:
@@ -91,7 +100,8 @@ async def health(request: Request) -> Response:
     if state.retention is not None:
         jobs["retention"] = state.retention.passes
         try:
-            body["disk_bytes"] = await run_in_threadpool(state.retention.disk_bytes)
+            disk_bytes: int = await _kept(state.retention.disk_bytes)
+            body["disk_bytes"] = disk_bytes
         except Exception as exc:  # the database is unreachable: say so, still 200 (the process lives)
             reasons.append(f"database size unknown: {type(exc).__name__}")
     if jobs:
@@ -105,7 +115,7 @@ async def health(request: Request) -> Response:
         reasons.append(failure)  # every span and gateway call gets 503 until a restart
     if state.monitors is not None:  # its watchdog: a job no process runs is visible here
         try:
-            monitors = await run_in_threadpool(state.monitors.health)
+            monitors = state.monitors.health_of(await _kept(state.monitors.lease))
             body["monitors"] = monitors
             reasons.extend(monitors["reasons"])
         except Exception as exc:

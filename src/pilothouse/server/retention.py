@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from pilothouse.store.leased_jobs import LeasedLoop, Leases
 from pilothouse.store.partitions import ensure_ahead
+from pilothouse.store.refreshed import Refreshed
 from pilothouse.store.retention import RetentionStore
 from pilothouse.store.sql import SqlStore
 
@@ -45,7 +46,8 @@ class RetentionWorker:
             interval_s,
             first_at_start=True,
         )
-        self._disk: tuple[float, int] | None = None
+        # the database's size on disk, for /health
+        self.disk_bytes: Refreshed[int] = Refreshed(self.retention.disk_bytes, DISK_CACHE_S)
 
     def run_once(self) -> dict[str, int] | None:
         """One pass (blocking): traces deleted per project, or None when another process holds the job."""
@@ -63,13 +65,6 @@ class RetentionWorker:
         for project_id, count in done.items():
             log.info("retention: deleted %d traces of project %s", count, project_id)
         return done
-
-    def disk_bytes(self) -> int:
-        """The database's size on disk, read at most every :data:`DISK_CACHE_S` seconds (blocking)."""
-        now = time.monotonic()
-        if self._disk is None or now - self._disk[0] > DISK_CACHE_S:
-            self._disk = (now, self.retention.disk_bytes())
-        return self._disk[1]
 
     def start(self) -> None:
         """A pass now and then every ``interval_s``, in the background, until :meth:`close`."""

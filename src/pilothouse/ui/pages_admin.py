@@ -31,7 +31,7 @@ async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Resp
     storage = None
     if page.viewer.can(Scope.ADMIN) and retention is not None:  # what the database takes, and keeps
         kept = await page.run(retention.retention.retention)
-        storage = {"mib": await page.run(retention.disk_bytes) / 2**20, "days": kept.get(page.project_id)}
+        storage = {"mib": await page.run(retention.disk_bytes.get) / 2**20, "days": kept.get(page.project_id)}
     return page.render(
         "keys.html",
         status=status,

@@ -33,6 +33,7 @@ from pilothouse.quality.monitors._evaluation import (
 from pilothouse.quality.monitors._service import vars_of
 from pilothouse.store.leased_jobs import LeasedLoop
 from pilothouse.store.monitors import MonitorStore
+from pilothouse.store.refreshed import Refreshed
 from pilothouse.store.sql import SqlStore
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pilothouse.monitors")
 
+LEASE_READ_S = 1.0  # /health reads the lease at most this often
 LEASE_NAME = "monitors"
 SCORE_SETTLE_NS = 5 * 10**9  # scores newer than this may still be committing elsewhere: read next pass
 MINUTE_LAG_S = 120  # a minute's rollup is read once the ingest queue has written it
@@ -75,6 +77,10 @@ class MonitorWorker:
         self.passes = 0  # passes this process ran (holding the lease)
         self.last_pass_ns: int | None = None
         self.started_ns: int | None = None
+        # who holds the job and until when, read at most every second for /health
+        self.lease: Refreshed[tuple[str, int] | None] = Refreshed(
+            lambda: self.repository.lease(LEASE_NAME), LEASE_READ_S
+        )
         self._client: httpx.AsyncClient | None = None
         self._loop = LeasedLoop(
             "monitors",
@@ -235,11 +241,15 @@ class MonitorWorker:
         return int(max(60.0, 3 * self.interval_s) * 1e9)
 
     def health(self) -> dict[str, Any]:
-        """The watchdog's view for ``/health`` (a database read: call it in a thread). Whichever process
-        holds the lease renews it at every pass, so a lease that ran out means no process has evaluated
-        the monitors for three intervals: a stall (a hung pass, a dead holder nobody replaced)."""
+        """The watchdog's view, from the lease as it is now (a database read: call it in a thread)."""
+        return self.health_of(self.repository.lease(LEASE_NAME))
+
+    def health_of(self, lease: tuple[str, int] | None) -> dict[str, Any]:
+        """The watchdog's view for ``/health``, given the job's lease (:attr:`lease` keeps it a second
+        for /health). Whichever process holds the lease renews it at every pass, so a lease that ran out
+        means no process has evaluated the monitors for three intervals: a stall (a hung pass, a dead
+        holder nobody replaced)."""
         now = self.clock()
-        lease = self.repository.lease(LEASE_NAME)
         reasons = []
         if lease is not None and lease[1] < now:
             late = (now - lease[1] + self.lease_ttl_ns()) / 1e9
