@@ -15,6 +15,10 @@ together are generated as one batch (``max_batch``, default 4; greedy requests o
 alone so a ``seed`` keeps its meaning): on a CPU one batched step costs little more than one
 sequence's, so throughput grows with the batch (benchmarks/local_model.py measures it). Each row
 stops on its own (end of sequence, stop string, ``max_tokens``, or its client going away).
+
+What no upstream does for it, the provider does itself: ``response_format`` (JSON mode) by constrained
+decoding (``local_json``: a row's logits masked to what continues valid JSON), and ``n`` (1 to 8) by
+one generation per choice, queued together (greedy choices share a batch).
 """
 
 from __future__ import annotations
