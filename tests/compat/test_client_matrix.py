@@ -20,6 +20,7 @@ import pytest
 
 from pilothouse.testing import SimConfig, SimulatedUpstream
 from tests.compat.clients import matrix
+from tests.conftest import FirstLoad
 from tests.gateway.conftest import Gateway, start_gateway
 
 pytestmark = pytest.mark.slow  # installs (once) and runs ten client packages in their own processes
@@ -77,7 +78,9 @@ def _node_env() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str]]:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, smollm2_first_load: FirstLoad
+) -> Iterator[tuple[Gateway, str]]:
     with SimulatedUpstream(SimConfig(cached_fraction=0.5, reasoning_tokens=2)) as upstream:
         openai = {"provider": "openai", "base_url": upstream.base_url + "/v1", "api_key": "sk-upstream"}
         models = [
@@ -89,6 +92,13 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway,
                 "model": "claude-sonnet-4-5",
                 "base_url": upstream.base_url,
                 "api_key": "sk-ant-upstream",
+            },
+            # the local-json and local-n cells: the real model, in-process (converted once per session)
+            {
+                "name": "smollm2",
+                "provider": "local",
+                "model": "smollm2",
+                "options": {"cache_dir": str(model_cache)},
             },
         ]
         gw = start_gateway(tmp_path_factory.mktemp("matrix"), upstream, models, router={"retries": 0})

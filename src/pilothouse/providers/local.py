@@ -15,6 +15,10 @@ together are generated as one batch (``max_batch``, default 4; greedy requests o
 alone so a ``seed`` keeps its meaning): on a CPU one batched step costs little more than one
 sequence's, so throughput grows with the batch (benchmarks/local_model.py measures it). Each row
 stops on its own (end of sequence, stop string, ``max_tokens``, or its client going away).
+
+What no upstream does for it, the provider does itself: ``response_format`` (JSON mode) by constrained
+decoding (``local_json``: a row's logits masked to what continues valid JSON), and ``n`` (1 to 8) by
+one generation per choice, queued together (greedy choices share a batch).
 """
 
 from __future__ import annotations
@@ -28,12 +32,13 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.local_json import ConstrainedRows, json_tokenizer, response_grammar
 from pilothouse.providers.local_tools import parse_tool_calls, template_knows_tools, with_tool_instructions
 
 SMOLLM2 = "smollm2"
@@ -97,6 +102,7 @@ class _Params:
     top_k: int  # 0: no top-k cut (OpenAI's semantics)
     stops: tuple[str, ...]
     seed: int | None
+    grammar: str | None = None  # JSON mode: the grammar the answer must follow (local_json)
 
 
 def pilothouse_home() -> Path:
@@ -120,11 +126,25 @@ def _top_k(value: Any) -> int:
     return value
 
 
-def _request_params(request: dict[str, Any]) -> _Params:
-    if int(request.get("n") or 1) != 1:
+MAX_CHOICES = 8  # n: each choice is one more generation on the provider's one worker
+
+
+def choices_asked(request: dict[str, Any]) -> int:
+    """``n``: how many choices to generate (each one a generation of its own), 1 to :data:`MAX_CHOICES`."""
+    n = request.get("n")
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
         raise ProviderError(
-            400, "the local provider generates one choice (n=1)", kind="invalid_request_error"
+            400,
+            f"n must be an integer from 1 to {MAX_CHOICES} on the local model (each choice is a "
+            f"generation of its own), not {n!r}",
+            kind="invalid_request_error",
         )
+    return n
+
+
+def _request_params(request: dict[str, Any]) -> _Params:
     max_tokens = request.get("max_completion_tokens") or request.get("max_tokens")
     if max_tokens is not None and int(max_tokens) < 1:
         raise ProviderError(400, "max_tokens must be at least 1", kind="invalid_request_error")
@@ -134,15 +154,26 @@ def _request_params(request: dict[str, Any]) -> _Params:
     if not messages:
         raise ProviderError(400, "messages must not be empty", kind="invalid_request_error")
     seed, top_p = request.get("seed"), request.get("top_p")
+    tools = (request.get("tools") or None) if request.get("tool_choice") != "none" else None
+    grammar = response_grammar(request)
+    if grammar is not None and tools:
+        raise ProviderError(
+            400,
+            "response_format (JSON mode) and tools together are not supported by the local model: "
+            "its tool calls are text that a JSON constraint would forbid; send one of them",
+            kind="invalid_request_error",
+            code="unsupported_parameter",
+        )
     return _Params(
         messages=messages,
-        tools=(request.get("tools") or None) if request.get("tool_choice") != "none" else None,
+        tools=tools,
         max_tokens=int(max_tokens) if max_tokens is not None else None,
         temperature=float(request.get("temperature") or 0.0),
         top_p=float(top_p) if top_p is not None else 1.0,
         top_k=_top_k(request.get("top_k")),
         stops=stops,
         seed=int(seed) if seed is not None else None,
+        grammar=grammar,
     )
 
 
@@ -269,6 +300,7 @@ class LocalProvider:
         adapter = options.get("adapter")
         self.adapter = str(adapter) if adapter else None  # a fine-tuned adapter merged in at load
         self._loaded: LoadedModel | None = None
+        self._json_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first JSON request
         self._load_lock = threading.Lock()
         self._pending: deque[_Job] = deque()
         self._cond = threading.Condition()
@@ -499,6 +531,12 @@ class LocalProvider:
                         )
                     return torch.tensor(done, dtype=torch.bool)
 
+            constraints: list[Any] = []
+            grammars = [job.params.grammar for job, _, _, _ in rows]
+            if any(grammar is not None for grammar in grammars):
+                if self._json_tokenizer is None:
+                    self._json_tokenizer = json_tokenizer(tokenizer, eos_ids)
+                constraints.append(ConstrainedRows(self._json_tokenizer, grammars, eos_ids))
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             width = max(len(ids) for _, ids, _, _ in rows)  # left padding: every row ends where it goes on
             input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids, _, _ in rows])
@@ -517,6 +555,7 @@ class LocalProvider:
                     max_new_tokens=max(limit for _, _, limit, _ in rows),
                     streamer=Rows(),
                     stopping_criteria=transformers.StoppingCriteriaList([RowsDone()]),
+                    logits_processor=transformers.LogitsProcessorList(constraints),
                     pad_token_id=pad,
                     **sampling,
                 )
@@ -533,9 +572,8 @@ class LocalProvider:
             for job in batch:
                 job.emit(("error", error))
 
-    async def _events(self, request: dict[str, Any]) -> AsyncGenerator[tuple[Any, ...], None]:
+    async def _events(self, params: _Params) -> AsyncGenerator[tuple[Any, ...], None]:
         """The job's events on this event loop: start, text..., end (or error)."""
-        params = _request_params(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         cancel = threading.Event()
@@ -571,10 +609,20 @@ class LocalProvider:
             "total_tokens": prompt_tokens + completion_tokens,
         }
 
-    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _choices(request: dict[str, Any]) -> list[_Params]:
+        """One generation per choice (``n``); a ``seed`` gives choice i the seed ``seed + i``, so
+        sampled choices differ and a repeated request repeats them all."""
+        n, params = choices_asked(request), _request_params(request)
+        if n == 1 or params.seed is None:
+            return [params] * n
+        return [replace(params, seed=params.seed + i) for i in range(n)]
+
+    async def _answer(self, params: _Params, tools: bool) -> tuple[dict[str, Any], str, int, int]:
+        """One choice: its message, finish reason, prompt and completion tokens."""
         parts: list[str] = []
         prompt_tokens, finish, completion_tokens = 0, "stop", 0
-        events = self._events(request)
+        events = self._events(params)
         try:
             async for event in events:
                 if event[0] == "start":
@@ -586,45 +634,50 @@ class LocalProvider:
         finally:
             await events.aclose()
         message: dict[str, Any] = {"role": "assistant", "content": "".join(parts)}
-        if request.get("tools") and request.get("tool_choice") != "none":
+        if tools:
             message["content"], calls = parse_tool_calls(message["content"])
             if calls:
                 message["tool_calls"], finish = calls, "tool_calls"
+        return message, finish, prompt_tokens, completion_tokens
+
+    async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        tools = bool(request.get("tools")) and request.get("tool_choice") != "none"
+        answers = await _all([self._answer(params, tools) for params in self._choices(request)])
+        choices = [
+            {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+            for i, (message, finish, _, _) in enumerate(answers)
+        ]
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": self._usage(prompt_tokens, completion_tokens),
+            "choices": choices,
+            # as OpenAI counts n choices: the prompt once, every choice's completion
+            "usage": self._usage(answers[0][2], sum(answer[3] for answer in answers)),
         }
 
-    async def chat_stream(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-        base = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": self.model,
-        }
-        extra: dict[str, Any] = {"usage": None} if include_usage else {}
+    async def _choice_stream(
+        self, params: _Params, index: int, tools: bool
+    ) -> AsyncGenerator[tuple[dict[str, Any] | None, int, int], None]:
+        """One choice's deltas as ``(choice, prompt_tokens, completion_tokens)``: each streamed choice
+        (its ``delta`` and ``finish_reason``), then ``(None, prompt, completion)`` at its end."""
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-            return {**base, "choices": [choice], **extra}
+        def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
 
         prompt_tokens = 0
         # With tools offered, the text is held back until the end: it may turn out to be tool calls.
-        held: list[str] | None = [] if request.get("tools") and request.get("tool_choice") != "none" else None
-        events = self._events(request)
+        held: list[str] | None = [] if tools else None
+        events = self._events(params)
         try:
             async for event in events:
                 if event[0] == "start":  # errors (context window, load) come before the first chunk
                     prompt_tokens = event[1]
-                    yield chunk({"role": "assistant", "content": ""})
+                    yield choice({"role": "assistant", "content": ""}), 0, 0
                 elif event[0] == "text":
                     if held is None:
-                        yield chunk({"content": event[1]})
+                        yield choice({"content": event[1]}), 0, 0
                     else:
                         held.append(event[1])
                 else:
@@ -632,16 +685,40 @@ class LocalProvider:
                     if held is not None:
                         content, calls = parse_tool_calls("".join(held))
                         if content:
-                            yield chunk({"content": content})
+                            yield choice({"content": content}), 0, 0
                         if calls:
                             indexed = [{"index": i, **call} for i, call in enumerate(calls)]
-                            yield chunk({"tool_calls": indexed})
+                            yield choice({"tool_calls": indexed}), 0, 0
                             finish = "tool_calls"
-                    yield chunk({}, finish)
-                    if include_usage:
-                        yield {**base, "choices": [], "usage": self._usage(prompt_tokens, event[2])}
+                    yield choice({}, finish), 0, 0
+                    yield None, prompt_tokens, event[2]
         finally:
             await events.aclose()
+
+    async def chat_stream(self, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        tools = bool(request.get("tools")) and request.get("tool_choice") != "none"
+        base = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+        }
+        extra: dict[str, Any] = {"usage": None} if include_usage else {}
+        streams = [self._choice_stream(p, i, tools) for i, p in enumerate(self._choices(request))]
+        prompt_tokens = completion_tokens = 0
+        # n > 1: the choices' chunks interleave as they are generated, each naming its index (OpenAI's shape)
+        merged = streams[0] if len(streams) == 1 else _merged(streams)
+        try:
+            async for choice, prompt, completion in merged:
+                if choice is not None:
+                    yield {**base, "choices": [choice], **extra}
+                else:
+                    prompt_tokens, completion_tokens = prompt, completion_tokens + completion
+            if include_usage:
+                yield {**base, "choices": [], "usage": self._usage(prompt_tokens, completion_tokens)}
+        finally:
+            await merged.aclose()
 
     async def embed(self, request: dict[str, Any]) -> dict[str, Any]:
         raise ProviderError(
@@ -655,3 +732,46 @@ class LocalProvider:
             self._closed = True
             self._cond.notify_all()
         self._loaded = None
+        self._json_tokenizer = None
+
+
+async def _all(answers: list[Awaitable[Any]]) -> list[Any]:
+    """Every choice's answer, in order; the first failure cancels the others (their generations stop)."""
+    tasks = [asyncio.ensure_future(answer) for answer in answers]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _merged(streams: list[AsyncGenerator[Any, None]]) -> AsyncGenerator[Any, None]:
+    """The items of every stream as each comes (the choices of n > 1 generate side by side); the first
+    failure ends them all, and so does the consumer going away."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+
+    async def pump(stream: AsyncGenerator[Any, None]) -> None:
+        try:
+            async for item in stream:
+                await queue.put((True, item))
+            await queue.put((False, None))
+        except Exception as exc:
+            await queue.put((False, exc))
+
+    tasks = [asyncio.ensure_future(pump(stream)) for stream in streams]
+    try:
+        running = len(tasks)
+        while running:
+            more, item = await queue.get()
+            if more:
+                yield item
+                continue
+            running -= 1
+            if item is not None:
+                raise item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()

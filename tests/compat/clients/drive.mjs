@@ -10,6 +10,8 @@ import { createAnthropic } from "@ai-sdk/anthropic";
 import { z } from "zod";
 
 const GPT = "gpt-4o-mini", CLAUDE = "claude-sonnet-4-5", EMBED = "text-embedding-3-small";
+const LOCAL = "smollm2"; // the real local model (SmolLM2-135M-Instruct), in the gateway's process
+const CITY_ASK = "Name the capital of France, as JSON.";
 globalThis.AI_SDK_LOG_WARNINGS = false;
 const HELLO = "Say hello to the compatibility suite.";
 const WEATHER = { type: "object", properties: { city: { type: "string" } }, required: ["city"] };
@@ -93,6 +95,17 @@ function openaiNode() {
       check(kinds.includes("response.completed"), "response.completed event");
     },
     messages: async () => { throw new NA("the openai client has no Messages API"); },
+    "local-json": async () => {
+      const r = await c.chat.completions.create({
+        model: LOCAL, messages: [{ role: "user", content: CITY_ASK }], max_tokens: 48,
+        response_format: { type: "json_schema", json_schema: { name: "city", schema: WEATHER, strict: true } },
+      });
+      check(typeof JSON.parse(r.choices[0].message.content).city === "string", "JSON with city");
+    },
+    "local-n": async () => {
+      const r = await c.chat.completions.create({ model: LOCAL, messages: hello, n: 2, max_tokens: 8 });
+      check(r.choices.map((x) => x.index).join() === "0,1" && r.usage.completion_tokens > 0, "n=2");
+    },
   };
 }
 
@@ -167,6 +180,14 @@ function vercelAi() {
       for await (const t of s.textStream) text += t;
       check(text, "stream translated to an OpenAI deployment");
     },
+    "local-json": async () => {
+      const r = await generateObject({
+        model: openai.chat(LOCAL), schema: z.object({ city: z.string() }), prompt: CITY_ASK,
+        maxOutputTokens: 48, maxRetries: 0,
+      });
+      check(typeof r.object.city === "string", "object with city");
+    },
+    "local-n": async () => { throw new NA("the AI SDK asks for one answer per call (no n)"); },
   };
 }
 

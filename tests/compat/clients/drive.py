@@ -23,9 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-FEATURES = ["chat", "stream", "tools", "json", "embeddings", "errors", "responses", "messages"]
+FEATURES = [
+    "chat", "stream", "tools", "json", "embeddings", "errors", "responses", "messages",
+    "local-json", "local-n",
+]  # fmt: skip
 GPT, CLAUDE, EMBED = "gpt-4o-mini", "claude-sonnet-4-5", "text-embedding-3-small"
+LOCAL = "smollm2"  # the real local model (SmolLM2-135M-Instruct), in the gateway's process
 HELLO = "Say hello to the compatibility suite."
+CITY_ASK = "Name the capital of France, as JSON."
 WEATHER_SCHEMA = {
     "type": "object",
     "properties": {"city": {"type": "string"}},
@@ -137,6 +142,16 @@ def openai_python(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
     def messages() -> None:
         raise NA("the openai client has no Messages API")
 
+    def local_json() -> None:
+        ask = [{"role": "user", "content": CITY_ASK}]
+        r = client.chat.completions.parse(model=LOCAL, messages=ask, response_format=City, max_tokens=48)
+        check(isinstance(r.choices[0].message.parsed, City), "parsed City")
+
+    def local_n() -> None:
+        hello = [{"role": "user", "content": HELLO}]
+        r = client.chat.completions.create(model=LOCAL, messages=hello, n=2, max_tokens=8)
+        check([c.index for c in r.choices] == [0, 1] and r.usage and r.usage.completion_tokens > 0, "n=2")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -146,6 +161,8 @@ def openai_python(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
@@ -220,6 +237,14 @@ def anthropic_python(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         models = client.models.list()
         check(any(m.id == CLAUDE for m in models), "model list in Anthropic's shape")
 
+    def local_json() -> None:  # output_config.format, translated to response_format
+        ask = [{"role": "user", "content": CITY_ASK}]
+        r = client.messages.parse(model=LOCAL, max_tokens=48, messages=ask, output_format=City)
+        check(isinstance(r.parsed_output, City), "parsed City")
+
+    def local_n() -> None:
+        raise NA("Anthropic's Messages API has no n (one answer per request)")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -229,6 +254,8 @@ def anthropic_python(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
@@ -303,6 +330,22 @@ def langchain_openai(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
     def messages() -> None:
         raise NA("langchain-openai speaks OpenAI's API (langchain-anthropic: next row)")
 
+    def local_json() -> None:
+        chat = ChatOpenAI(
+            model=LOCAL, base_url=a.gateway + "/v1", api_key=a.key, max_retries=0, max_tokens=48
+        )
+        out = chat.with_structured_output(City, method="json_schema").invoke(CITY_ASK)
+        check(isinstance(out, City), "json_schema: City")
+
+    def local_n() -> None:
+        from langchain_core.messages import HumanMessage
+
+        chat = ChatOpenAI(
+            model=LOCAL, base_url=a.gateway + "/v1", api_key=a.key, max_retries=0, max_tokens=8, n=2
+        )
+        generations = chat.generate([[HumanMessage(HELLO)]]).generations[0]
+        check(len(generations) == 2 and all(g.text for g in generations), "two generations")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -312,6 +355,8 @@ def langchain_openai(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
@@ -378,6 +423,14 @@ def langchain_anthropic(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         )
         check(r.content, "/v1/messages translated to an OpenAI deployment")
 
+    def local_json() -> None:  # output_config.format, translated to response_format
+        chat = ChatAnthropic(model=LOCAL, base_url=a.gateway, api_key=a.key, max_retries=0, max_tokens=48)
+        out = chat.with_structured_output(City, method="json_schema").invoke(CITY_ASK)
+        check(isinstance(out, City), "json_schema: City")
+
+    def local_n() -> None:
+        raise NA("Anthropic's Messages API has no n (one answer per request)")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -387,6 +440,8 @@ def langchain_anthropic(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
@@ -450,6 +505,15 @@ def llama_index(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
     def messages() -> None:
         raise NA("llama-index-llms-openai speaks OpenAI's API")
 
+    def local_json() -> None:
+        raise NA(
+            "llama-index-llms-openai's OpenAI takes OpenAI model names only (it refuses 'smollm2' itself); "
+            "a deployment named like an OpenAI model would do"
+        )
+
+    def local_n() -> None:
+        raise NA("llama-index reads one choice per call (no n)")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -459,6 +523,8 @@ def llama_index(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
@@ -524,6 +590,21 @@ def litellm_sdk(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         )
         check(r.choices[0].message.content, "Anthropic route (/v1/messages)")
 
+    def local_json() -> None:
+        fmt = {
+            "type": "json_schema",
+            "json_schema": {"name": "city", "schema": WEATHER_SCHEMA, "strict": True},
+        }
+        ask = [{"role": "user", "content": CITY_ASK}]
+        r = litellm.completion(
+            model="openai/" + LOCAL, messages=ask, response_format=fmt, max_tokens=48, **base
+        )
+        check(isinstance(json.loads(r.choices[0].message.content)["city"], str), "JSON with city")
+
+    def local_n() -> None:
+        r = litellm.completion(model="openai/" + LOCAL, messages=hello, n=2, max_tokens=8, **base)
+        check(len(r.choices) == 2 and all(c.message.content for c in r.choices), "two choices")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -533,6 +614,8 @@ def litellm_sdk(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
@@ -599,6 +682,16 @@ def instructor_sdk(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         )
         check(out.city, "City over /v1/messages")
 
+    def local_json() -> None:
+        ask_city = [{"role": "user", "content": CITY_ASK}]
+        out = client(instructor.Mode.JSON_SCHEMA).create(
+            model=LOCAL, messages=ask_city, response_model=City, max_tokens=48, max_retries=0
+        )
+        check(isinstance(out, City), "JSON_SCHEMA: City")
+
+    def local_n() -> None:
+        raise NA("instructor validates one answer per call (no n)")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -608,6 +701,8 @@ def instructor_sdk(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
@@ -700,6 +795,16 @@ def pydantic_ai(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         r = Agent(AnthropicModel(CLAUDE, provider=AnthropicProvider(anthropic_client=raw))).run_sync(HELLO)
         check(r.output, "AnthropicModel over /v1/messages")
 
+    def local_json() -> None:
+        from pydantic_ai import NativeOutput
+
+        agent = Agent(OpenAIChatModel(LOCAL, provider=provider()), output_type=NativeOutput(City))
+        r = agent.run_sync(CITY_ASK, model_settings={"max_tokens": 48})
+        check(isinstance(r.output, City), "NativeOutput: City")
+
+    def local_n() -> None:
+        raise NA("pydantic-ai asks for one choice per model request (no n)")
+
     return {
         "chat": chat,
         "stream": stream,
@@ -709,6 +814,8 @@ def pydantic_ai(a: argparse.Namespace) -> dict[str, Callable[[], None]]:
         "errors": errors,
         "responses": responses,
         "messages": messages,
+        "local-json": local_json,
+        "local-n": local_n,
     }
 
 
