@@ -333,8 +333,14 @@ class Settings(_Section):
         ever replayed into the database it was written for."""
         if self.spool_dir is not None:
             return self.spool_dir
+        return self.home / "spool" / self.store_id
+
+    @property
+    def store_id(self) -> str:
+        """A digest of the database URL without credentials: it names what servers of one store share
+        in Redis beyond the limits (circuit breakers), and the durable mode's spool folder."""
         url = re.sub(r"//[^/@]*@", "//", self.resolved_database_url)
-        return self.home / "spool" / hashlib.sha256(url.encode()).hexdigest()[:16]
+        return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 class EnvSettings(BaseSettings, Settings):

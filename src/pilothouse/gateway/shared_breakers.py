@@ -1,9 +1,10 @@
-"""Circuit breakers shared by every process of a server (and every server) that shares a Redis.
+"""Circuit breakers shared by every process of a server, and every server, of one database and Redis.
 
 Each process counts its own consecutive failures of a deployment, as before; the first process whose
 breaker opens tells the others through Redis pub/sub, and they open theirs for the rest of the
 cool-down. A probe that succeeds after the cool-down closes the breaker everywhere the same way. So a
-dead upstream costs about ``breaker_failures`` failed calls in all, not that many per process.
+dead upstream costs about ``breaker_failures`` failed calls in all, not that many per process (at
+most N x (``breaker_failures`` - 1) + 1 when N processes fail calls at the same moment).
 
 Nothing on the request path waits for Redis: the router reads its own copy of each breaker, a change
 is queued for this module's thread to publish, and what other processes publish is applied on the
@@ -30,16 +31,20 @@ from pilothouse.gateway.router import Router
 from pilothouse.providers.base import Deployment
 
 log = logging.getLogger("pilothouse.gateway.breakers")
-CHANNEL = "pilothouse:breakers"  # each message: {"d": deployment id, "s": state, "t": opened at, "o": origin}
-OPEN_KEY = "pilothouse:breakers:open"  # hash: deployment id -> the time (epoch seconds) it opened
+# Named by the store (Settings.store_id): the servers of one database share their breakers; other
+# servers on the same Redis keep theirs.
+CHANNEL = "pilothouse:breakers:{scope}"  # messages {"d": deployment id, "s": state, "t": at, "o": origin}
+OPEN_KEY = "pilothouse:breakers:{scope}:open"  # hash: deployment id -> the time (epoch seconds) it opened
 
 
 class SharedBreakers:
     """Publishes this process's breaker changes and applies other processes' (``start``/``stop``)."""
 
-    def __init__(self, router: Router, redis_url: str, *, poll_s: float = 0.05) -> None:
+    def __init__(self, router: Router, redis_url: str, scope: str = "", *, poll_s: float = 0.05) -> None:
         self.router = router
         self.redis_url = redis_url
+        self.channel = CHANNEL.format(scope=scope)
+        self.open_key = OPEN_KEY.format(scope=scope)
         self.poll_s = poll_s  # how often the thread looks for changes to publish, at most
         self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.applied = 0  # changes of other processes applied here
@@ -75,7 +80,7 @@ class SharedBreakers:
                 if pubsub is None:
                     client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
                     pubsub = client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(CHANNEL)
+                    pubsub.subscribe(self.channel)
                     self._load_open(client)
                 while self._outbox:
                     self._publish(client, *self._outbox[0])
@@ -94,17 +99,17 @@ class SharedBreakers:
         message = json.dumps({"d": deployment_id, "s": state, "t": at, "o": self.origin})
         pipe = client.pipeline(transaction=False)
         if state == CircuitState.OPEN.value:
-            pipe.hset(OPEN_KEY, deployment_id, str(at))
+            pipe.hset(self.open_key, deployment_id, str(at))
         else:
-            pipe.hdel(OPEN_KEY, deployment_id)
-        pipe.publish(CHANNEL, message)
+            pipe.hdel(self.open_key, deployment_id)
+        pipe.publish(self.channel, message)
         pipe.execute()
 
     def _load_open(self, client: Any) -> None:
         """The breakers other processes opened before this one listened (still cooling down)."""
         cooldown = self.router.settings.breaker_cooldown_s
         now = time.time()
-        for raw_id, raw_at in client.hgetall(OPEN_KEY).items():
+        for raw_id, raw_at in client.hgetall(self.open_key).items():
             at = float(raw_at)
             if now - at < cooldown:
                 self._apply_soon(raw_id.decode(), CircuitState.OPEN.value, at)
@@ -114,7 +119,7 @@ class SharedBreakers:
             message = json.loads(data)
             deployment_id, state, at, origin = message["d"], message["s"], float(message["t"]), message["o"]
         except (ValueError, KeyError, TypeError):
-            log.warning("shared circuit breakers: a message that is not ours on %s", CHANNEL)
+            log.warning("shared circuit breakers: a message that is not ours on %s", self.channel)
             return
         if origin != self.origin:
             self._apply_soon(str(deployment_id), str(state), at)

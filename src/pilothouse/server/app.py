@@ -320,7 +320,8 @@ def create_app(
 
         gateway.record = record
         gateway.interim = record_interim if spool is not None else None
-        breakers = SharedBreakers(gateway.router, settings.redis_url) if settings.redis_url else None
+        redis_url = settings.redis_url
+        breakers = SharedBreakers(gateway.router, redis_url, settings.store_id) if redis_url else None
         if breakers is not None:
             breakers.start(asyncio.get_running_loop())
         watcher = ChangeWatcher(
