@@ -210,8 +210,9 @@ class Settings(_Section):
         default=None,
         ge=1,
         le=256,
-        description="Server processes sharing the port; more than 1 needs PostgreSQL and Redis and not "
-        "durable; default the number of CPU cores where that holds, else 1.",
+        description="Server processes sharing the port; more than 1 needs Redis and not durable (on "
+        "SQLite one more process writes the spans); default the number of CPU cores on PostgreSQL with "
+        "Redis, else 1.",
     )
     monitor_interval_s: float = Field(
         default=60.0,
