@@ -115,7 +115,11 @@ class SpanWriterServer:
             except Exception:  # a client without the key (AuthenticationError), a broken handshake
                 log.warning("a connection to the span writer was refused", exc_info=True)
                 continue
-            conn.send(("hello", os.getpid()))
+            try:
+                conn.send(("hello", os.getpid()))
+            except OSError:
+                conn.close()
+                continue
             threading.Thread(target=self._read, args=(conn,), name="span-writer-read", daemon=True).start()
 
     def _read(self, conn: Connection) -> None:
@@ -146,15 +150,32 @@ class SpanWriterServer:
                 spans += len(item[2])
             try:
                 self.store.write_span_chunks(records for _, _, records in group)
-            except Exception as exc:
-                log.exception("a group of %d spans could not be stored", spans)
-                answers: list[tuple[Any, ...]] = [("failed", seq, str(exc)[:500]) for _, seq, _ in group]
+            except Exception:
+                if len(group) == 1:
+                    log.exception("a chunk of %d spans could not be stored", spans)
+                    answers = [self._failed(group[0][1])]
+                else:  # one chunk must not fail the others' (another worker's, another tenant's)
+                    answers = [self._alone(seq, records) for _, seq, records in group]
             else:
                 self.written += spans
                 answers = [("ok", seq) for _, seq, _ in group]
             for (conn, _, _), answer in zip(group, answers, strict=True):
                 with contextlib.suppress(OSError):  # that worker is gone: its next connection sends it again
                     conn.send(answer)
+
+    def _alone(self, seq: int, records: list[SpanRecord]) -> tuple[Any, ...]:
+        """Store one chunk in a transaction of its own: its answer."""
+        try:
+            self.store.write_span_chunks((records,))
+        except Exception:
+            log.exception("a chunk of %d spans could not be stored", len(records))
+            return self._failed(seq)
+        self.written += len(records)
+        return ("ok", seq)
+
+    @staticmethod
+    def _failed(seq: int) -> tuple[Any, ...]:
+        return ("failed", seq, "the database refused it (the span writer's log has the error)")
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Stop accepting, store what is queued, stop."""
