@@ -75,6 +75,7 @@ class SharedBreakers:
 
         client: Any = None
         pubsub: Any = None
+        failing = False  # said once when Redis goes away, once when it is back
         while not self._stop.is_set():
             try:
                 if pubsub is None:
@@ -82,6 +83,9 @@ class SharedBreakers:
                     pubsub = client.pubsub(ignore_subscribe_messages=True)
                     pubsub.subscribe(self.channel)
                     self._load_open(client)
+                    if failing:
+                        log.warning("shared circuit breakers: Redis is back")
+                        failing = False
                 while self._outbox:
                     self._publish(client, *self._outbox[0])
                     self._outbox.popleft()
@@ -89,7 +93,12 @@ class SharedBreakers:
                 if message is not None and message.get("type") == "message":
                     self._received(message["data"])
             except (redis.RedisError, OSError) as exc:
-                log.warning("shared circuit breakers: Redis is unavailable (%s); retrying", exc)
+                if not failing:
+                    log.warning(
+                        "shared circuit breakers: Redis is unavailable (%s); per process until it is back",
+                        exc,
+                    )
+                    failing = True
                 _close(pubsub, client)
                 client = pubsub = None
                 self._stop.wait(1.0)

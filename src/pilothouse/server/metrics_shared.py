@@ -121,11 +121,15 @@ class SharedMetrics:
     def _run(self) -> None:
         import redis
 
+        failing = False  # said once when Redis goes away
         while not self._stop.wait(self.publish_s):
             try:
                 self._publish()
+                failing = False
             except (redis.RedisError, OSError) as exc:
-                log.warning("could not publish this process's metrics to Redis: %s", exc)
+                if not failing:
+                    log.warning("could not publish this process's metrics to Redis: %s", exc)
+                    failing = True
 
     def render(self) -> str:
         """The whole server's exposition (in a thread: it reads Redis)."""
