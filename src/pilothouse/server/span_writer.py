@@ -23,6 +23,7 @@ database directly, waiting on SQLite's busy timeout when the writer holds the lo
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -82,10 +83,16 @@ class WriterAddress:
 class SpanWriterServer:
     """Accepts workers' connections and stores their chunks, one transaction for all that wait."""
 
-    def __init__(self, store: Any, address: WriterAddress, batch_spans: int = 20_000) -> None:
+    def __init__(
+        self, store: Any, address: WriterAddress, batch_spans: int = 20_000, *, collect: bool = False
+    ) -> None:
         self.store = store
         self.address = address
         self.batch_spans = batch_spans
+        # the writer process runs without automatic collections (the chunks' objects all live until
+        # their group is stored: a collection meanwhile frees nothing and walks them all), and
+        # collects once after each group
+        self.collect = collect
         self.written = 0
         self._queue: queue.Queue[tuple[Connection, int, list[SpanRecord]] | None] = queue.Queue(QUEUED_CHUNKS)
         with contextlib.suppress(FileNotFoundError):
@@ -162,6 +169,9 @@ class SpanWriterServer:
             for (conn, _, _), answer in zip(group, answers, strict=True):
                 with contextlib.suppress(OSError):  # that worker is gone: its next connection sends it again
                     conn.send(answer)
+            del group, first
+            if self.collect:
+                gc.collect()
 
     def _alone(self, seq: int, records: list[SpanRecord]) -> tuple[Any, ...]:
         """Store one chunk in a transaction of its own: its answer."""
@@ -200,7 +210,9 @@ def run_writer(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     store = SqlStore.from_url(database_url, migrate=False)  # the parent migrated it
-    server = SpanWriterServer(store, address, batch_spans)
+    gc.freeze()  # what start-up made lives as long as the process: never walked again
+    gc.disable()
+    server = SpanWriterServer(store, address, batch_spans, collect=True)
     try:
         parent.recv()  # "stop", or EOFError when the parent is gone
     except (EOFError, OSError):
