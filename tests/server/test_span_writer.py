@@ -61,3 +61,11 @@ def test_exports_get_503_while_the_writer_is_away_and_what_was_accepted_is_store
         listed = http.get("/api/traces?limit=100", headers={"Authorization": f"Bearer {key}"}).json()
         assert len(listed["data"]) == 8
     store.close()
+
+
+def test_a_home_folder_too_deep_for_a_socket_path_gets_a_private_temporary_one(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    address = WriterAddress.make(deep)
+    assert len(address.path.encode()) <= 100 and not address.path.startswith(str(deep))
+    assert (Path(address.path).parent.stat().st_mode & 0o777) == 0o700  # the owner's only
+    assert WriterAddress.make(tmp_path).path.startswith(str(tmp_path))

@@ -44,6 +44,7 @@ from pilothouse.domain.traces import SpanRecord
 log = logging.getLogger("pilothouse.span_writer")
 MAX_SOCKET_PATH = 100  # a Unix socket's path is limited to 108 bytes
 IN_FLIGHT_CHUNKS = 4  # chunks a worker sends before it waits for their answers
+TEMP_PREFIX = "pilothouse-writer-"
 QUEUED_CHUNKS = 8  # chunks the writer holds, of all workers; past that the workers' sends block
 
 
@@ -64,7 +65,7 @@ class WriterAddress:
         for a socket) and a new random key."""
         path = str(home / f"span-writer-{os.getpid()}.sock")
         if len(path.encode()) > MAX_SOCKET_PATH:
-            path = os.path.join(tempfile.mkdtemp(prefix="pilothouse-"), "span-writer.sock")
+            path = os.path.join(tempfile.mkdtemp(prefix=TEMP_PREFIX), "span-writer.sock")
         return cls(path, secrets.token_bytes(32))
 
     def as_json(self) -> dict[str, str]:
@@ -289,6 +290,10 @@ class WriterSupervisor:
             if self._process.is_alive():
                 self._process.kill()
                 self._process.join()
+        folder = os.path.dirname(self.address.path)
+        if os.path.basename(folder).startswith(TEMP_PREFIX) and folder.startswith(tempfile.gettempdir()):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # the private folder of a socket path too long for the home folder
 
 
 # -- the workers' side -------------------------------------------------------------------------------
