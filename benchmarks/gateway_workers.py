@@ -4,11 +4,13 @@
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--redis redis://127.0.0.1:6379/0]
 
 `pilothouse serve` on PostgreSQL and Redis (a new database per run, created on the server of
---database-url), the in-process `sim` model (0 ms), every call traced; wrk (one thread, on CPU 1)
-POSTs small non-stream chat completions at --connections for --duration seconds. `--workers 1` and
-`--workers N` alternate for --rounds rounds. Prints req/s per setting, the ratio round by round and
-the load average. Target of issue 26: N=2 at >= 1.8x one worker. On a machine whose cores other work
-uses (and where wrk itself takes a core) the ratio shows that machine, not the gateway.
+--database-url; `--database-url sqlite`: a new SQLite file per run, where the workers hand their
+spans to the one span writer process), the in-process `sim` model (0 ms), every call traced; wrk
+(one thread, on CPU 1) POSTs small non-stream chat completions at --connections for --duration
+seconds. `--workers 1` and `--workers N` alternate for --rounds rounds. Prints req/s per setting,
+the ratio round by round and the load average. Target of issue 26: N=2 at >= 1.8x one worker. On a
+machine whose cores other work uses (and where wrk itself takes a core) the ratio shows that
+machine, not the gateway.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from gateway import chat_body, run_wrk, wrk_available
 
 def one_run(args: argparse.Namespace, workers: int) -> float:
     """req/s of one server with ``workers`` processes, on a new database."""
-    url = _new_database(args.database_url)
+    sqlite = args.database_url.startswith("sqlite")
     folder = Path(tempfile.mkdtemp(prefix="ph-bench-workers-"))
+    url = f"sqlite:///{folder}/gateway.db" if sqlite else _new_database(args.database_url)
     config = folder / "sim.yaml"
     config.write_text("models:\n  - name: sim\n    provider: sim\n")
     env = {
@@ -51,7 +54,8 @@ def one_run(args: argparse.Namespace, workers: int) -> float:
         finally:
             server.stop()
     finally:
-        _drop_database(args.database_url, url)
+        if not sqlite:
+            _drop_database(args.database_url, url)
     print(
         f"--workers {workers}: {load['rps']:,.0f} req/s ({int(load['ok'])} 200s, {int(load['bad'])} others; "
         f"wrk p50 {load['p50_us'] / 1000:.2f} ms, p99 {load['p99_us'] / 1000:.2f} ms)",

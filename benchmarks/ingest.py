@@ -13,6 +13,8 @@ as the store grows. The figures are the median of --repeats runs (3 by default, 
 and SQLite file; 1 with --database-url or --prefill).
 --workers N runs N server processes on PostgreSQL; --compare-copy (benchmarks/ingest_pg.py) measures
 the SQLite default, PostgreSQL's row-by-row INSERT and its binary COPY path in the same run.
+--compare-workers measures SQLite with one process against --workers N (default 2: N workers handing
+their spans to the one span writer process; Redis from $PILOTHOUSE_REDIS_URL, else local), alternating.
 --durable measures the durable mode (`server.durable`: each export on the spool, fsynced, before its
 200) against the default in-memory mode in the same run, runs alternating, and prints the cost of
 durability (target: <= 20% fewer spans/s); the Phoenix baseline is skipped then.
@@ -188,6 +190,11 @@ def main() -> None:
         help="with a postgresql:// --database-url (an admin URL: a database is created per run): the "
         "SQLite default, PostgreSQL row by row and PostgreSQL by COPY, same run",
     )
+    parser.add_argument(
+        "--compare-workers",
+        action="store_true",
+        help="SQLite: one process against --workers N (default 2) and the span writer, runs alternating",
+    )
     args = parser.parse_args()
 
     repeats = args.repeats or (1 if args.database_url or args.prefill else 3)
@@ -202,6 +209,9 @@ def main() -> None:
         return
     if args.compare_copy:
         compare_copy(args, bodies, args.repeats or 1, measure)
+        return
+    if args.compare_workers:
+        compare_workers(args, bodies, repeats)
         return
     runs = [measure(args, bodies) for _ in range(repeats)]
     rate = statistics.median(r["rate"] for r in runs)
@@ -264,6 +274,40 @@ def compare_durable(args: argparse.Namespace, bodies: list[bytes], repeats: int)
         print(f"{label:28} {off[name]:12.2f} {on[name]:12.2f} {on[name] - off[name]:+7.2f}ms")
     print("durable/in-memory spans/s, pair by pair: " + ", ".join(f"{r:.2f}" for r in pairs))
     print(f"cores: {os.cpu_count()}")
+
+
+def compare_workers(args: argparse.Namespace, bodies: list[bytes], repeats: int) -> None:
+    """SQLite with one process against ``--workers N`` (its workers hand their spans to the one span
+    writer process): ``repeats`` runs each, alternating, each on a new server and file."""
+    workers = args.workers or 2
+    redis_url = os.environ.get("PILOTHOUSE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    modes = {
+        "sqlite, 1 process": {"PILOTHOUSE_WORKERS": "1"},
+        f"sqlite, {workers} workers + writer": {
+            "PILOTHOUSE_WORKERS": str(workers),
+            "PILOTHOUSE_REDIS_URL": redis_url,
+        },
+    }
+    one_process = argparse.Namespace(**{**vars(args), "database_url": None, "workers": None})
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
+    load_before = os.getloadavg()
+    for _ in range(repeats):
+        for mode, env in modes.items():
+            runs[mode].append(measure(one_process, bodies, extra_env=env))
+    load_after = os.getloadavg()
+    print(f"median of {repeats} runs per mode, alternating, each on a new server and SQLite file")
+    print(f"{'mode':28} {'spans/s':>10} {'CPU ms/span':>12} {'B/span':>8}  runs (spans/s)")
+    for mode, rs in runs.items():
+        rate = statistics.median(r["rate"] for r in rs)
+        cpu = statistics.median(r["cpu_ms"] for r in rs)
+        size = statistics.median(r["bytes"] for r in rs)
+        each = ", ".join(f"{r['rate']:,.0f}" for r in rs)
+        print(f"{mode:28} {rate:10,.0f} {cpu:12.4f} {size:8,.0f}  {each}")
+    print(
+        f"cores: {os.cpu_count()}; load average before {', '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after {', '.join(f'{x:.2f}' for x in load_after)} (a machine shared with other work: upper "
+        "bounds of the cost, compare only within this run)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ PG = ["--database-url", "postgresql://nobody@127.0.0.1:1/none"]  # never reached
 @pytest.mark.parametrize(
     ("args", "redis", "message"),
     [
-        (["--workers", "2"], True, "--workers above 1 needs PostgreSQL"),
+        (["--workers", "2"], False, "--workers above 1 needs Redis"),  # SQLite
         (["--workers", "2", *PG], False, "--workers above 1 needs Redis"),
         (["--workers", "3", "--durable", *PG], True, "--durable keeps one spool folder"),
         (["--workers", "0"], False, "Invalid value for '--workers'"),

@@ -31,9 +31,9 @@ from pilothouse.cli.common import CliError, check_port, shown_url
     "--workers",
     default=None,
     type=click.IntRange(1, 256),
-    help="Processes sharing the port. More than 1 needs PostgreSQL and Redis ($PILOTHOUSE_REDIS_URL, "
-    "where they share rate limits, budgets and the cache) and not --durable; default: the number of "
-    "CPU cores where that holds, else 1.",
+    help="Processes sharing the port. More than 1 needs Redis ($PILOTHOUSE_REDIS_URL, where they share "
+    "rate limits, budgets, the cache and circuit breakers) and not --durable; on SQLite one more process "
+    "writes every span. Default: the number of CPU cores on PostgreSQL with Redis, else 1.",
 )
 def serve(
     config: Path | None,
@@ -50,12 +50,7 @@ def serve(
     from pilothouse.config import ConfigError, load_config
     from pilothouse.gateway.config import GatewayConfig
     from pilothouse.server.app import create_app
-    from pilothouse.server.workers import (
-        WorkersError,
-        check_workers,
-        encode_options,
-        run_workers,
-    )
+    from pilothouse.server.workers import WorkersError, check_workers, run_workers
 
     options = {
         "host": host,
@@ -128,7 +123,7 @@ def serve(
             click.echo("                 (the first smollm2 request converts the model once: about a minute)")
     if processes > 1:
         store.close()  # each worker opens its own
-        run_workers(settings, processes, encode_options(config, options))
+        run_workers(settings, processes, config, options)
         return
     try:
         uvicorn.run(

@@ -210,8 +210,9 @@ class Settings(_Section):
         default=None,
         ge=1,
         le=256,
-        description="Server processes sharing the port; more than 1 needs PostgreSQL and Redis and not "
-        "durable; default the number of CPU cores where that holds, else 1.",
+        description="Server processes sharing the port; more than 1 needs Redis and not durable (on "
+        "SQLite one more process writes the spans); default the number of CPU cores on PostgreSQL with "
+        "Redis, else 1.",
     )
     monitor_interval_s: float = Field(
         default=60.0,
@@ -333,8 +334,14 @@ class Settings(_Section):
         ever replayed into the database it was written for."""
         if self.spool_dir is not None:
             return self.spool_dir
+        return self.home / "spool" / self.store_id
+
+    @property
+    def store_id(self) -> str:
+        """A digest of the database URL without credentials: it names what servers of one store share
+        in Redis beyond the limits (circuit breakers), and the durable mode's spool folder."""
         url = re.sub(r"//[^/@]*@", "//", self.resolved_database_url)
-        return self.home / "spool" / hashlib.sha256(url.encode()).hexdigest()[:16]
+        return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 class EnvSettings(BaseSettings, Settings):

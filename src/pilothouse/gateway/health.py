@@ -35,6 +35,9 @@ class DeploymentHealth:
     failures: int = 0
     latency_ewma_ms: float | None = None
     last_error: str | None = None
+    # told when this process's own calls open or close the breaker (shared with other processes
+    # through Redis: pilothouse.gateway.shared_breakers); not told of what other processes decided
+    on_change: Callable[[CircuitState], None] | None = field(default=None, repr=False)
     _alpha: float = field(default=0.2, repr=False)
 
     def current_state(self) -> CircuitState:
@@ -62,8 +65,11 @@ class DeploymentHealth:
         """The request succeeded: close the breaker."""
         self.in_flight -= 1
         self.consecutive_failures = 0
+        was = self.state
         self.state = CircuitState.CLOSED
         self.probing = False
+        if was is not CircuitState.CLOSED and self.on_change is not None:
+            self.on_change(CircuitState.CLOSED)
         self.latency_ewma_ms = (
             latency_ms
             if self.latency_ewma_ms is None
@@ -86,6 +92,21 @@ class DeploymentHealth:
             self.state = CircuitState.OPEN
             self.opened_at = self.clock()
             self.probing = False
+            if self.on_change is not None:
+                self.on_change(CircuitState.OPEN)
+
+    def opened_elsewhere(self, age_s: float) -> None:
+        """Another process opened this breaker ``age_s`` seconds ago: open here too, for the rest of
+        its cool-down (then one probe, as if it had opened here)."""
+        self.state = CircuitState.OPEN
+        self.opened_at = self.clock() - max(0.0, age_s)
+        self.probing = False
+
+    def closed_elsewhere(self) -> None:
+        """Another process's probe succeeded: close here too."""
+        self.state = CircuitState.CLOSED
+        self.consecutive_failures = 0
+        self.probing = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view for the API."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fnmatch
+import functools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 from pilothouse.domain.traces import MAX_MODEL_NAME_CHARS
 from pilothouse.gateway.config import GatewayConfig
-from pilothouse.gateway.health import DeploymentHealth
+from pilothouse.gateway.health import CircuitState, DeploymentHealth
 from pilothouse.providers.anthropic_native import NATIVE, without_native
 from pilothouse.providers.base import Deployment, Provider, ProviderError, upstream_request_id
 from pilothouse.providers.capabilities import DROP_PARAMS, unhonoured, unhonoured_native, without
@@ -83,6 +84,8 @@ class Router:
         self._expanded = 0
         self.providers: dict[Deployment, Provider] = {}
         self.health: dict[Deployment, DeploymentHealth] = {}
+        # told when a breaker of this process opens or closes (SharedBreakers tells the other processes)
+        self.on_breaker: Callable[[Deployment, CircuitState], None] | None = None
         for d in config.deployments:
             if "*" not in d.name:
                 self._add(d)
@@ -91,8 +94,15 @@ class Router:
         self.deployments.setdefault(deployment.name, []).append(deployment)
         self.providers[deployment] = create_provider(deployment)
         self.health[deployment] = DeploymentHealth(
-            self.settings.breaker_failures, self.settings.breaker_cooldown_s, self._clock
+            self.settings.breaker_failures,
+            self.settings.breaker_cooldown_s,
+            self._clock,
+            on_change=functools.partial(self._breaker_changed, deployment),
         )
+
+    def _breaker_changed(self, deployment: Deployment, state: CircuitState) -> None:
+        if self.on_breaker is not None:
+            self.on_breaker(deployment, state)
 
     def model_names(self) -> list[str]:
         """The names clients can ask for: served models, wildcard routes and aliases."""

@@ -34,6 +34,7 @@ from pilothouse.gateway.limits import make_rate_limiter
 from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
+from pilothouse.gateway.shared_breakers import SharedBreakers
 from pilothouse.gateway.stored_responses import RedisResponseStore, ResponseStore
 from pilothouse.improve.canary import CanaryController, CanarySettings
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
@@ -57,8 +58,9 @@ from pilothouse.server.body import MAX_BODY_WAITING, BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_logs, export_metrics, export_traces
 from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
-from pilothouse.server.ingest import IngestQueue, PendingExport
+from pilothouse.server.ingest import IngestQueue, PendingExport, SpanSink
 from pilothouse.server.metrics import GatewayMetrics, Gauge
+from pilothouse.server.metrics_shared import SharedMetrics
 from pilothouse.server.proxies import ProxyPolicy
 from pilothouse.server.request_ids import (
     add_request_id,
@@ -92,7 +94,12 @@ async def health(request: Request) -> Response:
     Redis; restarting it would not bring Redis back (docs/deployment.md, "Health")."""
     state: Services = request.app.state.pilothouse
     # the process id tells which of several worker processes answered (docs/deploy.md)
-    body: dict[str, object] = {"status": "ok", "ingest_pending": state.ingest.pending, "pid": os.getpid()}
+    body: dict[str, object] = {
+        "status": "ok",
+        "ingest_pending": state.ingest.pending,
+        "ingest_accepted": state.ingest.stats.accepted,  # since this process started
+        "pid": os.getpid(),
+    }
     reasons: list[str] = []
     jobs: dict[str, int] = {}  # passes this process ran of each background job: one process holds each
     if state.monitors is not None:
@@ -111,6 +118,10 @@ async def health(request: Request) -> Response:
         body["redis"] = "ok" if error is None else "unavailable"
         if error is not None:
             reasons.append(error)
+    if state.ingest.sink is not None:  # SQLite with workers: the one process that writes the spans
+        body["span_writer"] = {"pid": state.ingest.sink.pid, "status": state.ingest.sink.down or "ok"}
+    if (writer_down := state.ingest.unavailable) is not None:
+        reasons.append(writer_down)  # OTLP exports get 503 until the parent's new writer answers
     if state.spool is not None and (failure := state.spool.failure) is not None:
         reasons.append(failure)  # every span and gateway call gets 503 until a restart
     if state.monitors is not None:  # its watchdog: a job no process runs is visible here
@@ -255,12 +266,20 @@ def _online_worker(settings: Settings, online: OnlineEvaluators, gateway: Gatewa
 
 
 def create_app(
-    settings: Settings, store: SqlStore | None = None, gateway_config: GatewayConfig | None = None
+    settings: Settings,
+    store: SqlStore | None = None,
+    gateway_config: GatewayConfig | None = None,
+    *,
+    span_sink: SpanSink | None = None,
+    instance: str = "",
 ) -> FastPathApp:
     """The Pilothouse ASGI app. The store is opened (and migrated) from the settings if not given,
     and the gateway's models come from the settings' config file unless given; the ingest queue
-    starts with the app and drains when it stops. With ``settings.durable`` the spool folder is
-    taken now (another process holding it is an error), and replayed when the app starts."""
+    starts with the app and drains when it stops (into ``span_sink`` when given: the SQLite span
+    writer of ``serve --workers N``, which the app closes after). With Redis the circuit breakers are
+    shared with every process using it, and ``instance`` (one server's workers) sums ``/metrics``
+    over its processes. With ``settings.durable`` the spool folder is taken now (another process
+    holding it is an error), and replayed when the app starts."""
     config = gateway_config if gateway_config is not None else load_gateway_config(settings.config)
     own_store = store is None
     if own_store and settings.database_url is None:  # the default SQLite file in our home folder
@@ -282,6 +301,7 @@ def create_app(
             batch_spans=settings.ingest_batch_spans,
             pricer=gateway.pricer,
             spool=spool,
+            sink=span_sink,
         )
         # Labels name configured models and deployments only: a client cannot add series
         metrics = GatewayMetrics(
@@ -310,6 +330,10 @@ def create_app(
 
         gateway.record = record
         gateway.interim = record_interim if spool is not None else None
+        redis_url = settings.redis_url
+        breakers = SharedBreakers(gateway.router, redis_url, settings.store_id) if redis_url else None
+        if breakers is not None:
+            breakers.start(asyncio.get_running_loop())
         watcher = ChangeWatcher(
             prompts, poll_seconds=settings.prompt_poll_seconds, redis_url=settings.redis_url
         )
@@ -331,6 +355,11 @@ def create_app(
             gateway=gateway,
             budgets=budgets,
             metrics=metrics,
+            shared_metrics=(
+                SharedMetrics(metrics, settings.redis_url, instance)
+                if settings.redis_url and instance
+                else None
+            ),
             evaluations=Evaluations.over(the_store),
             prompts=prompts,
             spool=spool,
@@ -392,6 +421,8 @@ def create_app(
             app.state.pilothouse.canaries.start()  # a check of the running canaries every canary_interval_s
         if app.state.pilothouse.retention is not None:
             app.state.pilothouse.retention.start()
+        if app.state.pilothouse.shared_metrics is not None:
+            app.state.pilothouse.shared_metrics.start()
         # Objects alive after start-up (modules, tables, compiled SQL) are never garbage; moving them out
         # of the collector's view keeps full collections, and so response-time spikes, short.
         gc.freeze()
@@ -407,6 +438,8 @@ def create_app(
                 await app.state.pilothouse.canaries.close()
             if app.state.pilothouse.retention is not None:
                 await app.state.pilothouse.retention.close()
+            if breakers is not None:
+                await asyncio.to_thread(breakers.stop)
             await gateway.close()
             await auth.throttle.close()
             await app.state.pilothouse.responses.close()
@@ -415,6 +448,10 @@ def create_app(
             app.state.pilothouse.json_decoder.close()
             ingest.close()
             log.info("ingest drained: %d spans written", ingest.stats.written)
+            if span_sink is not None:
+                span_sink.close()
+            if app.state.pilothouse.shared_metrics is not None:
+                await asyncio.to_thread(app.state.pilothouse.shared_metrics.stop)  # its final counts
             if spool is not None:
                 spool.close()
             if own_store:

@@ -6,8 +6,10 @@ Answers as the OTLP spec says: 200 with an ExportTraceServiceResponse (``partial
 number of spans rejected and the first one's reason when some were), 400 for a body that cannot be
 decoded or where every span was rejected (nothing of it is stored), 413 past a size limit (the body,
 decompressed, or the spans and attribute values of one export), 429 with Retry-After when the queue
-is full (of spans or of bytes), and 429 too, before reading the body, when the server already holds
-its budget of request bodies (``max_inflight_body_bytes``, :class:`pilothouse.server.body.BodyBudget`).
+is full (of spans or of bytes), 503 with Retry-After while the span writer process is restarting
+(SQLite with ``--workers``: :mod:`pilothouse.server.span_writer`), and 429 too, before reading the
+body, when the server already holds its budget of request bodies (``max_inflight_body_bytes``,
+:class:`pilothouse.server.body.BodyBudget`).
 
 A small body (up to :data:`INLINE_BYTES` decompressed) is checked on the event loop: a thread hop
 would cost more than the work. A larger one is decompressed (as a stream, stopping at the cap) and
@@ -164,19 +166,31 @@ def _accept(
             request.headers.get("content-encoding"),
             body,
         )
-    if export.count and not state.ingest.offer(export):
-        raise ApiError(
-            429,
-            "Ingest queue is full; retry later.",
-            code="ingest_backpressure",
-            headers={"Retry-After": RETRY_AFTER_S},
-        )
+    _queue(state, export)
     message = _rejected(export) if export.rejected else ""
     if json:
         return Response(export_response(export.rejected, message, json=True), media_type="application/json")
     return Response(
         export_response(export.rejected, message, json=False), media_type="application/x-protobuf"
     )
+
+
+def _queue(state: Services, export: PendingExport) -> None:
+    """Hand the export to the ingest queue: 503 while the span writer process is restarting (SQLite
+    with workers: nothing is queued, the client retries), 429 when the queue is full."""
+    if not export.count:
+        return
+    if (down := state.ingest.unavailable) is not None:
+        raise ApiError(
+            503, f"{down}; retry later.", code="writer_unavailable", headers={"Retry-After": RETRY_AFTER_S}
+        )
+    if not state.ingest.offer(export):
+        raise ApiError(
+            429,
+            "Ingest queue is full; retry later.",
+            code="ingest_backpressure",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
 
 
 def _rejected(export: PendingExport) -> str:
@@ -238,13 +252,7 @@ async def export_logs(request: Request) -> Response:
             code="body_too_large",
         )
     export = PendingExport(principal.project_id, len(spans), decoded=spans, size=len(plain))
-    if export.count and not state.ingest.offer(export):
-        raise ApiError(
-            429,
-            "Ingest queue is full; retry later.",
-            code="ingest_backpressure",
-            headers={"Retry-After": RETRY_AFTER_S},
-        )
+    _queue(state, export)
     answer = ExportLogsServiceResponse()  # empty, or partial_success naming the records rejected
     if decoded.rejected:
         answer.partial_success.rejected_log_records = decoded.rejected

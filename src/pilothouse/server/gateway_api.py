@@ -261,7 +261,10 @@ async def deployments(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """``GET /metrics``: Prometheus text exposition."""
     # Rendered in a thread: however many series there are, the event loop keeps serving meanwhile.
-    text = await asyncio.to_thread(_services(request).metrics.render)
+    services = _services(request)
+    # with workers, every process's series summed (server/metrics_shared.py): one Redis read
+    render = services.shared_metrics.render if services.shared_metrics else services.metrics.render
+    text = await asyncio.to_thread(render)
     return Response(text, media_type="text/plain; version=0.0.4")
 
 

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from pilothouse.costs.pricing import Pricer
 from pilothouse.domain.duplicates import count_calls_once
@@ -87,6 +88,25 @@ def _records_size(records: Sequence[SpanRecord]) -> int:
     return size
 
 
+class SpanSink(Protocol):
+    """Where the batch writer stores its batches instead of the store: the SQLite span writer process
+    of ``serve --workers N`` (:class:`pilothouse.server.span_writer.WriterClient`)."""
+
+    @property
+    def down(self) -> str | None:
+        """Why it cannot take spans now (None: it can)."""
+
+    @property
+    def pid(self) -> int | None:
+        """The process that stores the spans, once known."""
+
+    def write_span_chunks(self, chunks: Iterable[Sequence[SpanRecord]]) -> None:
+        """Store the chunks; return once they are committed."""
+
+    def close(self) -> None:
+        """Let go of it (after the queue drained)."""
+
+
 @dataclass(slots=True)
 class IngestStats:
     """Counters since start-up."""
@@ -112,8 +132,10 @@ class IngestQueue:
         retry_delays_s: Sequence[float] = (0.1, 0.5, 2.0),
         pricer: Pricer | None = None,
         spool: Spool | None = None,
+        sink: SpanSink | None = None,
     ) -> None:
         self.store = store
+        self.sink = sink  # another process stores the batches (SQLite with workers); else the store
         self.spool = spool  # the durable mode's write-ahead spool
         self.pricer = pricer  # prices model calls that arrive without a cost (SDK and OTLP spans)
         self.max_spans = max_spans
@@ -139,6 +161,11 @@ class IngestQueue:
     def pending(self) -> int:
         """Spans accepted but not yet stored."""
         return self._pending_spans + self._in_flight
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why spans cannot be stored now (the span writer process is restarting), or None."""
+        return self.sink.down if self.sink is not None else None
 
     def offer(self, export: PendingExport | Sequence[SpanRecord], *, force: bool = False) -> bool:
         """Queue a whole export (or normalised records) and return True, or nothing and return False
@@ -294,7 +321,7 @@ class IngestQueue:
                     yield chunk
 
             try:
-                self.store.write_span_chunks(counted())
+                (self.sink or self.store).write_span_chunks(counted())
             except Exception:
                 if delay is None:
                     break

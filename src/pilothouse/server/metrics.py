@@ -31,6 +31,11 @@ class Counter:
         with self._lock:
             self.values[labels] = self.values.get(labels, 0.0) + amount
 
+    def copy_values(self) -> dict[tuple[str, ...], float]:
+        """The counts now (another thread may be counting)."""
+        with self._lock:
+            return dict(self.values)
+
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} counter"
@@ -62,6 +67,11 @@ class Histogram:
                     row[i] += 1
             row[-2] += 1
             row[-1] += value
+
+    def copy_values(self) -> dict[tuple[str, ...], list[float]]:
+        """The bucket counts, count and sum now (another thread may be observing)."""
+        with self._lock:
+            return {labels: list(row) for labels, row in self.values.items()}
 
     def render(self) -> Iterable[str]:
         yield f"# HELP {self.name} {self.help}"

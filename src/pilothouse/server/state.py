@@ -21,6 +21,7 @@ from pilothouse.server.body import BodyBudget
 from pilothouse.server.ingest import IngestQueue
 from pilothouse.server.json_decoder import JsonDecoder
 from pilothouse.server.metrics import GatewayMetrics
+from pilothouse.server.metrics_shared import SharedMetrics
 from pilothouse.server.retention import RetentionWorker
 from pilothouse.server.spool import Spool
 from pilothouse.store.sql import SqlStore
@@ -50,6 +51,8 @@ class Services:
     online_worker: OnlineWorker | None = None  # their worker in this process (server.online_evals)
     canaries: CanaryController | None = None  # the canaries' background job (None: canary_interval_s 0)
     retention: RetentionWorker | None = None  # the retention job (None: retention_interval_s 0)
+    # /metrics summed over the processes of `serve --workers N` (through Redis), else None
+    shared_metrics: SharedMetrics | None = None
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so
     # that a decoded JSON tree (several times its body) is held once, not per concurrent request
     decode_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
