@@ -26,7 +26,6 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    literal_column,
     or_,
     select,
     tuple_,
@@ -73,10 +72,10 @@ from pilothouse.store.rows import (
     unpack_hist,
 )
 from pilothouse.store.search import (
-    PG_SPAN_VECTOR,
     SPANS_WITH_SEARCH,
     bytea_may_contain,
-    pg_span_text,
+    pg_span_vector,
+    pg_span_vector_text,
     search_condition,
     search_document,
 )
@@ -173,7 +172,7 @@ class SqlStore:
     @functools.cached_property
     def _span_insert(self) -> _DriverStatement:
         # PostgreSQL without COPY (ingest_copy: false): the writer gives each span its search vector
-        vector = func.to_tsvector(literal_column("'simple'::regconfig"), bindparam("search_source"))
+        vector = sql_cast(bindparam("search_source"), postgresql.TSVECTOR)
         return self._compile(
             self._insert(SPANS_WITH_SEARCH)
             .values(search=vector)
@@ -193,9 +192,9 @@ class SqlStore:
     def _span_copier(self) -> StagedWrite:
         return StagedWrite(
             SPANS_WITH_SEARCH,
-            SPAN_COLUMNS,
+            (*SPAN_COLUMNS, "search"),
             lambda stmt: stmt.on_conflict_do_nothing(index_elements=self._span_key),
-            computed={"search": PG_SPAN_VECTOR},
+            raw=("search",),
         )
 
     @functools.cached_property
@@ -521,12 +520,12 @@ class SqlStore:
                 conn.exec_driver_sql(
                     _INDEX_SPANS, [(k, search_document(r)) for k, r in zip(keys, records, strict=True)]
                 )
-        elif self.copy_spans:  # each row with its text for the search vector
+        elif self.copy_spans:  # each row with its search vector
             searched = zip(span_rows, records, strict=True)
-            self._span_copier.write(conn, ((*row, pg_span_text(r)) for row, r in searched))
+            self._span_copier.write(conn, ((*row, pg_span_vector(r)) for row, r in searched))
         else:
             searched = zip(span_rows, records, strict=True)
-            self._span_insert.execute(conn, [(*row, pg_span_text(r)) for row, r in searched])
+            self._span_insert.execute(conn, [(*row, pg_span_vector_text(r)) for row, r in searched])
         for granularity, rollup_upsert in self._rollup_upserts.items():
             rollup_rows = [
                 rollup_row(p, b, m, n, r, compress)
