@@ -222,6 +222,19 @@ class SqlStore:
         }
 
     @functools.cached_property
+    def _dim_rollup_copiers(self) -> dict[int, StagedWrite]:
+        keys = ("project_id", "bucket", "dimension", "value")
+        return {
+            granularity: StagedWrite(
+                rollup,
+                DIM_ROLLUP_COLUMNS,
+                functools.partial(self._sum_upsert, rollup, ROLLUP_SUMS),
+                order_by=keys,
+            )
+            for granularity, rollup in t.DIM_ROLLUPS
+        }
+
+    @functools.cached_property
     def _trace_upsert(self) -> _DriverStatement:
         # On SQLite the writer gives new traces their keys itself (the transaction holds the write lock
         # from its start, so the next keys are known): no reading them back after the insert.
@@ -545,7 +558,9 @@ class SqlStore:
             if g != 60 or b >= kept_from:
                 by_granularity[g].append(rollup_row(project, b, dimension, value, r, compress))
         for granularity, dim_upsert in self._dim_rollup_upserts.items():
-            if by_granularity[granularity]:
+            if by_granularity[granularity] and not compress and self.copy_spans:
+                self._dim_rollup_copiers[granularity].write(conn, by_granularity[granularity])
+            elif by_granularity[granularity]:
                 dim_upsert.execute(conn, by_granularity[granularity])
         if kept_from > self._dim_minutes_pruned_before:
             self._prune_dim_minutes(conn, kept_from)
