@@ -78,6 +78,8 @@ PG_TRACE_DOCUMENT = _pg_document("name input output metadata tags")
 
 # PostgreSQL keeps no lexeme over 2,047 bytes (to_tsvector leaves such a word out)
 MAX_LEXEME_BYTES = 2047
+_LEXEME_END = b"\0\0\0"  # a lexeme's NUL and its 16-bit number of positions (0) in tsvector's binary form
+_NO_LEXEMES = struct.pack("!i", 0)
 # ASCII text to its words' bytes: letters lower-cased, every other byte a space (then bytes.split())
 _ASCII_WORDS = bytes(
     c + 32 if 65 <= c <= 90 else c if 97 <= c <= 122 or 48 <= c <= 57 else 32 for c in range(256)
@@ -135,21 +137,27 @@ def search_document(record: SpanRecord) -> str:
 
 def span_lexemes(record: SpanRecord) -> list[bytes]:
     """The distinct words of :func:`search_document` (split as :func:`query_words` splits a search), in
-    lower case, as UTF-8, in PostgreSQL's order of lexemes (bytewise): what ``strip(to_tsvector('simple',
-    words))`` holds. ASCII documents (most) take a translation table instead of the regular expression."""
+    lower case, as UTF-8, in no order: what ``strip(to_tsvector('simple', words))`` holds (PostgreSQL
+    sorts them as it reads a vector). ASCII documents (most) take a translation table instead of the
+    regular expression."""
     doc = search_document(record)
     if doc.isascii():
         words = set(doc.encode().translate(_ASCII_WORDS).split())
+        if len(doc) <= MAX_LEXEME_BYTES:  # no word can be too long
+            return list(words)
     else:
         words = {w.lower().encode() for w in set(_WORD.findall(doc))}
-    return sorted(w for w in words if len(w) <= MAX_LEXEME_BYTES)
+    return [w for w in words if len(w) <= MAX_LEXEME_BYTES]
 
 
 def pg_span_vector(record: SpanRecord) -> bytes:
-    """The span's ``tsvector`` in PostgreSQL's binary form (``tsvectorrecv``): the number of lexemes,
-    then each lexeme NUL-terminated with no positions; for the writer's binary ``COPY``."""
+    """The span's ``tsvector`` in PostgreSQL's binary form (``tsvectorrecv``, which sorts the lexemes):
+    the number of lexemes, then each lexeme NUL-terminated and followed by its number of positions, a
+    16-bit 0; for the writer's binary ``COPY``."""
     lexemes = span_lexemes(record)
-    return struct.pack("!i", len(lexemes)) + b"".join([w + b"\0\0\0" for w in lexemes])
+    if not lexemes:
+        return _NO_LEXEMES
+    return struct.pack("!i", len(lexemes)) + _LEXEME_END.join(lexemes) + _LEXEME_END
 
 
 def pg_span_vector_text(record: SpanRecord) -> str:
