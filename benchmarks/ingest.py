@@ -11,8 +11,10 @@ slow, hence fewer spans). --baseline-spans 0 skips it and uses the issue's figur
 --prefill N first stores N other spans through the same server (not timed), to see how ingest holds up
 as the store grows. The figures are the median of --repeats runs (3 by default, each on a new server
 and SQLite file; 1 with --database-url or --prefill).
---workers N runs N server processes on PostgreSQL; --compare-copy (benchmarks/ingest_pg.py) measures
-the SQLite default, PostgreSQL's row-by-row INSERT and its binary COPY path in the same run.
+--workers N runs N server processes on PostgreSQL (with Redis: PILOTHOUSE_REDIS_URL); --compare-copy
+(benchmarks/ingest_pg.py) measures the SQLite default, PostgreSQL's row-by-row INSERT and its binary COPY
+path in the same run, with PostgreSQL's own CPU per span; --baseline-src DIR (another checkout's src, e.g.
+main's) puts that code's COPY path in the INSERT path's place.
 --compare-workers measures SQLite with one process against --workers N (default 2: N workers handing
 their spans to the one span writer process; Redis from $PILOTHOUSE_REDIS_URL, else local), alternating.
 --durable measures the durable mode (`server.durable`: each export on the spool, fsynced, before its
@@ -38,7 +40,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Server, build_bodies, create_key, send_all
 from baseline_phoenix import measure_phoenix
-from ingest_pg import compare_copy, tree_cpu_seconds
+from ingest_pg import compare_copy, postgres_cpu_seconds, tree_cpu_seconds
 
 PHOENIX = {"spans_per_s": (86 + 102) / 2, "cpu_ms_per_span": (10 + 12) / 2, "bytes_per_span": 3010}
 
@@ -111,6 +113,8 @@ def measure(
         if args.prefill:
             prefill(server.base_url, headers, args.prefill, args.batch)
         empty_bytes = stored_bytes(url)
+        admin_url = getattr(args, "admin_url", None)  # PostgreSQL's CPU: --compare-copy's runs
+        pg_before = postgres_cpu_seconds(admin_url, url) if admin_url else 0.0
         cpu_before = tree_cpu_seconds(server.pid)
         started = time.perf_counter()
         retries = send_all(
@@ -120,6 +124,7 @@ def measure(
         wait_stored(server.base_url, headers, args.prefill + total)
         elapsed = time.perf_counter() - started
         cpu = tree_cpu_seconds(server.pid) - cpu_before
+        pg_cpu = postgres_cpu_seconds(admin_url, url) - pg_before if admin_url else 0.0
         if args.durable:
             calls = call_latencies(server.base_url, key, args.calls)
     finally:
@@ -130,6 +135,7 @@ def measure(
         "call_p99_ms": statistics.quantiles(calls, n=100)[98] if calls else 0.0,
         "rate": total / elapsed,
         "cpu_ms": cpu * 1000 / total,
+        "pg_cpu_ms": pg_cpu * 1000 / total,
         "bytes": (stored_bytes(url) - empty_bytes) / total,
     }
     print(
@@ -185,6 +191,11 @@ def main() -> None:
         "--workers", type=int, default=None, help="server processes on PostgreSQL (SQLite runs one)"
     )
     parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="--compare-copy: another checkout's src (e.g. main's) whose COPY path replaces the INSERT path",
+    )
+    parser.add_argument(
         "--compare-copy",
         action="store_true",
         help="with a postgresql:// --database-url (an admin URL: a database is created per run): the "
@@ -196,6 +207,10 @@ def main() -> None:
         help="SQLite: one process against --workers N (default 2) and the span writer, runs alternating",
     )
     args = parser.parse_args()
+    if (args.workers or 1) > 1 and not args.compare_workers and not os.environ.get("PILOTHOUSE_REDIS_URL"):
+        parser.error(
+            "--workers above 1 needs Redis: set PILOTHOUSE_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"
+        )
 
     repeats = args.repeats or (1 if args.database_url or args.prefill else 3)
     bodies = build_bodies(args.spans, args.batch)

@@ -6,21 +6,37 @@ statement instead of planning and executing one ``INSERT`` per row."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Connection, MetaData, Table, Text, literal_column, select
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+from sqlalchemy import Column, Connection, MetaData, Table, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Insert
 
-TEXT_OID = 25  # PostgreSQL's text type
 UpsertFactory = Callable[[Any], Insert]  # adds the ON CONFLICT clause to PostgreSQL's INSERT ... SELECT
+
+
+def _passthrough_dumper(type_oid: int) -> type[Dumper]:
+    """A binary dumper for values that are already in PostgreSQL's binary form of ``type_oid``."""
+
+    class Passthrough(Dumper):
+        oid = type_oid
+        format = Format.BINARY
+
+        def dump(self, obj: Any) -> bytes:
+            return bytes(obj)
+
+    return Passthrough
 
 
 class StagedWrite:
     """Writes rows (tuples in ``columns`` order) into ``target`` through a staging table. ``upsert``
     adds the conflict clause; ``order_by`` names the columns the rows go in by (lock order);
-    ``returning`` names columns the write returns for every row it inserted or updated."""
+    ``returning`` names columns the write returns for every row it inserted or updated; ``raw`` names
+    columns whose values the rows hold already in PostgreSQL's binary form (bytes), of a type psycopg
+    has no binary dumper for (``tsvector``)."""
 
     def __init__(
         self,
@@ -30,41 +46,27 @@ class StagedWrite:
         *,
         order_by: Sequence[str] = (),
         returning: Sequence[str] = (),
-        computed: Mapping[str, str] | None = None,
+        raw: Collection[str] = (),
     ) -> None:
         self.target = target
         self.columns = tuple(columns)
-        # computed columns: each row ends with one text per entry, staged as ``NAME_source`` and turned
-        # into the column by the SQL expression (``{}`` is the staged text)
-        self.computed = dict(computed or {})
-        sources = [f"{name}_source" for name in self.computed]
+        self.raw = frozenset(raw)
         stage_name = f"ph_stage_{target.name}"
-        stage = Table(
-            stage_name,
-            MetaData(),
-            *(Column(c, target.c[c].type) for c in self.columns),
-            *(Column(source, Text) for source in sources),
-        )
+        stage = Table(stage_name, MetaData(), *(Column(c, target.c[c].type) for c in self.columns))
         names = ", ".join(self.columns)
-        extra = "".join(f", NULL::text AS {source}" for source in sources)
         self._create = (
             f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage_name} ON COMMIT DELETE ROWS AS "
-            f"SELECT {names}{extra} FROM {target.name} WITH NO DATA"
+            f"SELECT {names} FROM {target.name} WITH NO DATA"
         )
-        self._copy = f"COPY {stage_name} ({', '.join([*self.columns, *sources])}) FROM STDIN (FORMAT BINARY)"
-        rows = select(
-            *(stage.c[c] for c in self.columns),
-            *(
-                literal_column(expression.format(f"{stage_name}.{source}"))
-                for expression, source in zip(self.computed.values(), sources, strict=True)
-            ),
-        ).order_by(*(stage.c[c] for c in order_by))
+        self._copy = f"COPY {stage_name} ({names}) FROM STDIN (FORMAT BINARY)"
+        rows = select(*(stage.c[c] for c in self.columns)).order_by(*(stage.c[c] for c in order_by))
         base: Any = postgresql.insert(target)
-        stmt = upsert(base.from_select([*self.columns, *self.computed], rows))
+        stmt = upsert(base.from_select(list(self.columns), rows))
         if returning:
             stmt = stmt.returning(*(target.c[c] for c in returning))
         self._move = str(stmt.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
         self._types: list[int] | None = None  # the columns' type oids, which binary COPY needs
+        self._dumpers: list[type[Dumper]] = []  # for the raw columns
 
     def _column_types(self, cursor: Any) -> list[int]:
         if self._types is None:
@@ -74,7 +76,8 @@ class StagedWrite:
                 (self.target.name,),
             )
             oids = dict(cursor.fetchall())
-            self._types = [oids[name] for name in self.columns] + [TEXT_OID] * len(self.computed)
+            self._types = [oids[name] for name in self.columns]
+            self._dumpers = [_passthrough_dumper(oids[name]) for name in self.raw]
         return self._types
 
     def write(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -87,6 +90,8 @@ class StagedWrite:
             # it takes it along, hence IF NOT EXISTS each time: one round trip per batch)
             cursor.execute(self._create)
             types = self._column_types(cursor)
+            for dumper in self._dumpers:  # by type only: COPY looks them up by the columns' types
+                cursor.adapters.register_dumper(None, dumper)
             with cursor.copy(self._copy) as copy:
                 copy.set_types(types)
                 for row in rows:

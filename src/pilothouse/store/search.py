@@ -4,9 +4,12 @@
 - SQLite: ``span_search``, a contentless FTS5 table (``detail=none``: words, no positions) whose rowid is
   the span's key. The batch writer adds a span's document (:func:`search_document`) as it stores the span;
   the texts themselves stay where they are (packed in ``spans``).
-- PostgreSQL: ``spans.search``, a ``tsvector`` ('simple' configuration: lower case, no stemming, no stop
-  words) that the batch writer computes from the same document (:func:`pg_span_text`: the texts are
-  packed in the database, which cannot unpack them), with a GIN index; and
+- PostgreSQL: ``spans.search``, a ``tsvector`` of the document's distinct words in lower case, without
+  positions (the searches are all-of-these-words, which positions do not serve), that the batch writer
+  computes itself (:func:`pg_span_vector`: the texts are packed in the database, which cannot unpack
+  them; and PostgreSQL's text parser costs ~10x the rest of a span's insert), with a GIN index: the
+  lexemes 'simple' ``to_tsvector`` makes of the same words (lower case, no stemming, no stop words),
+  which ``to_tsquery('simple', ...)`` finds; and
   ``traces.search`` for a trace's own fields (name, input, output, tags, metadata), kept by a
   ``BEFORE INSERT OR UPDATE`` trigger (a trace's row is merged as its spans arrive).
 
@@ -21,6 +24,7 @@ the traces in order and asks the index about each one's spans, which fills a pag
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -72,8 +76,14 @@ PG_SPAN_DOCUMENT = _pg_document("name input output status_message attributes")
 PG_TRACE_DOCUMENT = _pg_document("name input output metadata tags")
 
 
-# PostgreSQL: what the batch writer stores in ``spans.search`` from a span's text (pg_span_text)
-PG_SPAN_VECTOR = "to_tsvector('simple'::regconfig, {})"
+# PostgreSQL keeps no lexeme over 2,047 bytes (to_tsvector leaves such a word out)
+MAX_LEXEME_BYTES = 2047
+_LEXEME_END = b"\0\0\0"  # a lexeme's NUL and its 16-bit number of positions (0) in tsvector's binary form
+_NO_LEXEMES = struct.pack("!i", 0)
+# ASCII text to its words' bytes: letters lower-cased, every other byte a space (then bytes.split())
+_ASCII_WORDS = bytes(
+    c + 32 if 65 <= c <= 90 else c if 97 <= c <= 122 or 48 <= c <= 57 else 32 for c in range(256)
+)
 # ``spans`` with its search column, which the table definitions leave out (the column is PostgreSQL's)
 SPANS_WITH_SEARCH = Table(
     "spans", MetaData(), *(Column(c.name, c.type) for c in t.spans.c), Column("search", postgresql.TSVECTOR)
@@ -125,10 +135,35 @@ def search_document(record: SpanRecord) -> str:
     return document(o.name, texts, (o.attributes, tr.metadata) if tr.metadata else o.attributes)
 
 
-def pg_span_text(record: SpanRecord) -> str:
-    """The words of :func:`search_document`, space-separated: what PostgreSQL's vector of the span is
-    made of (its words split as :func:`query_words` splits a search)."""
-    return " ".join(_WORD.findall(search_document(record)))
+def span_lexemes(record: SpanRecord) -> list[bytes]:
+    """The distinct words of :func:`search_document` (split as :func:`query_words` splits a search), in
+    lower case, as UTF-8, in no order: what ``strip(to_tsvector('simple', words))`` holds (PostgreSQL
+    sorts them as it reads a vector). ASCII documents (most) take a translation table instead of the
+    regular expression."""
+    doc = search_document(record)
+    if doc.isascii():
+        words = set(doc.encode().translate(_ASCII_WORDS).split())
+        if len(doc) <= MAX_LEXEME_BYTES:  # no word can be too long
+            return list(words)
+    else:
+        words = {w.lower().encode() for w in set(_WORD.findall(doc))}
+    return [w for w in words if len(w) <= MAX_LEXEME_BYTES]
+
+
+def pg_span_vector(record: SpanRecord) -> bytes:
+    """The span's ``tsvector`` in PostgreSQL's binary form (``tsvectorrecv``, which sorts the lexemes):
+    the number of lexemes, then each lexeme NUL-terminated and followed by its number of positions, a
+    16-bit 0; for the writer's binary ``COPY``."""
+    lexemes = span_lexemes(record)
+    if not lexemes:
+        return _NO_LEXEMES
+    return struct.pack("!i", len(lexemes)) + _LEXEME_END.join(lexemes) + _LEXEME_END
+
+
+def pg_span_vector_text(record: SpanRecord) -> str:
+    """The same vector as ``tsvector`` text (``'word' 'other'``; words hold no quote), for the
+    row-by-row ``INSERT`` path."""
+    return " ".join([f"'{w.decode()}'" for w in span_lexemes(record)])
 
 
 def document(name: str | None, texts: Sequence[str | None], attributes: Any) -> str:

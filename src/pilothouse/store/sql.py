@@ -26,7 +26,6 @@ from sqlalchemy import (
     case,
     func,
     literal,
-    literal_column,
     or_,
     select,
     tuple_,
@@ -73,10 +72,10 @@ from pilothouse.store.rows import (
     unpack_hist,
 )
 from pilothouse.store.search import (
-    PG_SPAN_VECTOR,
     SPANS_WITH_SEARCH,
     bytea_may_contain,
-    pg_span_text,
+    pg_span_vector,
+    pg_span_vector_text,
     search_condition,
     search_document,
 )
@@ -90,6 +89,7 @@ _NEXT_SPAN_KEY = (
 _INDEX_SPANS = "INSERT INTO span_search(rowid, body) VALUES (?, ?)"
 _SORTED_UPSERT_TRACES = 200_000  # see SqlStore._write_chunk
 _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the unique index order
+_ROLLUP_KINDS = ((t.ROLLUPS, ROLLUP_COLUMNS), (t.DIM_ROLLUPS, DIM_ROLLUP_COLUMNS))  # each keyed by 4 columns
 
 
 _SORT_VALUES: dict[str, Callable[[Any], float]] = {
@@ -173,7 +173,7 @@ class SqlStore:
     @functools.cached_property
     def _span_insert(self) -> _DriverStatement:
         # PostgreSQL without COPY (ingest_copy: false): the writer gives each span its search vector
-        vector = func.to_tsvector(literal_column("'simple'::regconfig"), bindparam("search_source"))
+        vector = sql_cast(bindparam("search_source"), postgresql.TSVECTOR)
         return self._compile(
             self._insert(SPANS_WITH_SEARCH)
             .values(search=vector)
@@ -193,9 +193,9 @@ class SqlStore:
     def _span_copier(self) -> StagedWrite:
         return StagedWrite(
             SPANS_WITH_SEARCH,
-            SPAN_COLUMNS,
+            (*SPAN_COLUMNS, "search"),
             lambda stmt: stmt.on_conflict_do_nothing(index_elements=self._span_key),
-            computed={"search": PG_SPAN_VECTOR},
+            raw=("search",),
         )
 
     @functools.cached_property
@@ -210,16 +210,17 @@ class SqlStore:
         )
 
     @functools.cached_property
-    def _rollup_copiers(self) -> dict[int, StagedWrite]:
-        keys = ("project_id", "bucket", "model", "name")
+    def _rollup_copiers(self) -> dict[Table, StagedWrite]:
+        # PostgreSQL: each rollup's rows (by model and by dimension), summed into stored rows in key order
         return {
-            granularity: StagedWrite(
+            rollup: StagedWrite(
                 rollup,
-                ROLLUP_COLUMNS,
+                columns,
                 functools.partial(self._sum_upsert, rollup, ROLLUP_SUMS),
-                order_by=keys,
+                order_by=columns[:4],
             )
-            for granularity, rollup in t.ROLLUPS
+            for rollups, columns in _ROLLUP_KINDS
+            for _, rollup in rollups
         }
 
     @functools.cached_property
@@ -230,18 +231,18 @@ class SqlStore:
         return self._compile(self._make_trace_upsert(), trace_columns)
 
     @functools.cached_property
-    def _rollup_upserts(self) -> dict[int, _DriverStatement]:
+    def _rollup_upserts(self) -> dict[Table, _DriverStatement]:
         return {
-            granularity: self._compile(self._sum_upsert(rollup, ROLLUP_SUMS), ROLLUP_COLUMNS)
-            for granularity, rollup in t.ROLLUPS
+            rollup: self._compile(self._sum_upsert(rollup, ROLLUP_SUMS), columns)
+            for rollups, columns in _ROLLUP_KINDS
+            for _, rollup in rollups
         }
 
-    @functools.cached_property
-    def _dim_rollup_upserts(self) -> dict[int, _DriverStatement]:
-        return {
-            granularity: self._compile(self._sum_upsert(rollup, ROLLUP_SUMS), DIM_ROLLUP_COLUMNS)
-            for granularity, rollup in t.DIM_ROLLUPS
-        }
+    def _write_rollup(self, conn: Connection, rollup: Table, rows: list[tuple[Any, ...]]) -> None:
+        if rows and not self._compress and self.copy_spans:
+            self._rollup_copiers[rollup].write(conn, rows)
+        elif rows:
+            self._rollup_upserts[rollup].execute(conn, rows)
 
     @functools.cached_property
     def _in_batch(self) -> str:
@@ -521,33 +522,29 @@ class SqlStore:
                 conn.exec_driver_sql(
                     _INDEX_SPANS, [(k, search_document(r)) for k, r in zip(keys, records, strict=True)]
                 )
-        elif self.copy_spans:  # each row with its text for the search vector
+        elif self.copy_spans:  # each row with its search vector
             searched = zip(span_rows, records, strict=True)
-            self._span_copier.write(conn, ((*row, pg_span_text(r)) for row, r in searched))
+            self._span_copier.write(conn, ((*row, pg_span_vector(r)) for row, r in searched))
         else:
             searched = zip(span_rows, records, strict=True)
-            self._span_insert.execute(conn, [(*row, pg_span_text(r)) for row, r in searched])
-        for granularity, rollup_upsert in self._rollup_upserts.items():
+            self._span_insert.execute(conn, [(*row, pg_span_vector_text(r)) for row, r in searched])
+        for granularity, rollup in t.ROLLUPS:
             rollup_rows = [
                 rollup_row(p, b, m, n, r, compress)
                 for (g, p, b, m, n), r in sorted(deltas.rollups.items())
                 if g == granularity
             ]
-            if rollup_rows and not compress and self.copy_spans:
-                self._rollup_copiers[granularity].write(conn, rollup_rows)
-            elif rollup_rows:
-                rollup_upsert.execute(conn, rollup_rows)
+            self._write_rollup(conn, rollup, rollup_rows)
         # Minute rows only for the last DIM_MINUTES_KEPT_S (a backfill of old spans writes none).
         kept_from = int(time.time()) // 3600 * 3600 - DIM_MINUTES_KEPT_S
-        by_granularity: dict[int, list[tuple[Any, ...]]] = {g: [] for g in self._dim_rollup_upserts}
+        by_granularity: dict[int, list[tuple[Any, ...]]] = {g: [] for g, _ in t.DIM_ROLLUPS}
         for (g, project, b, dimension, value), r in sorted(
             deltas.dim_rollups.items(), key=operator.itemgetter(0)
         ):
             if g != 60 or b >= kept_from:
                 by_granularity[g].append(rollup_row(project, b, dimension, value, r, compress))
-        for granularity, dim_upsert in self._dim_rollup_upserts.items():
-            if by_granularity[granularity]:
-                dim_upsert.execute(conn, by_granularity[granularity])
+        for granularity, rollup in t.DIM_ROLLUPS:
+            self._write_rollup(conn, rollup, by_granularity[granularity])
         if kept_from > self._dim_minutes_pruned_before:
             self._prune_dim_minutes(conn, kept_from)
 
