@@ -37,17 +37,19 @@ from enum import Enum
 from math import isqrt
 from typing import Any
 
+import orjson
 from sqlalchemy import (
+    BigInteger,
     Column,
     ColumnElement,
     Connection,
-    Integer,
     LargeBinary,
     MetaData,
     Table,
     and_,
+    any_,
+    bindparam,
     case,
-    column,
     false,
     func,
     literal,
@@ -70,8 +72,11 @@ MAX_WORD_CHARS = 100
 # (~150 us to ~500 us: FTS5 seeks it in each segment of the index). SQLite, 1,000,000 spans, loaded
 # dev VM (benchmarks/search.py); the choice is not sensitive to a factor of two in any of them.
 SQLITE_COSTS: Mapping[str, int] = {"list": 1, "key": 40, "walk": 16, "probe": 600}
-# PostgreSQL (no list: a probe only checks the vector of a span the walk has read), in microseconds
-PG_COSTS: Mapping[str, int] = {"key": 4, "walk": 20, "probe": 1}
+# PostgreSQL, in microseconds (1,000,000 spans, loaded dev VM): a matching span's trace key read from
+# the index and the trace read by key; a candidate span walked (its trace in order, the span by the
+# (trace_pk, span_id) index in each partition, its vector checked: no separate probe cost). No list:
+# it would cost what reading by key costs.
+PG_COSTS: Mapping[str, int] = {"key": 15, "walk": 60, "probe": 0}
 # A search of more index words than this (a prefix stands for the words it begins) is not probed.
 PROBE_TERMS = 8
 
@@ -346,29 +351,40 @@ def _pg_condition(
     conn: Connection, words: list[str], prefix: bool, page: int
 ) -> tuple[ColumnElement[bool], bool]:
     q = pg_query(words, prefix)
-    spans = conn.exec_driver_sql("SELECT (reltuples)::bigint FROM pg_class WHERE relname = 'spans'").scalar()
-    if not spans or spans < 0:  # never analysed (partitioned: the sum of its partitions')
-        spans = conn.exec_driver_sql(
-            "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint FROM pg_inherits i "
-            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'spans'::regclass"
+    # An estimate of the matching spans from the statistics of the vectors' most common words: a common
+    # word is probed without counting, since GIN counts by reading every match (~90 ms for a word on
+    # half of a million spans, more for a prefix). The planner's estimate of a prefix is a fixed guess.
+    spans = _pg_span_count(conn)
+    if prefix and len(words) == 1:
+        estimate = _pg_prefix_estimate(conn, words[0])
+    elif prefix:
+        estimate = 0  # counted
+    else:
+        plan_json = conn.exec_driver_sql(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s)", (q,)
         ).scalar_one()
+        explained = orjson.loads(plan_json) if isinstance(plan_json, str | bytes) else plan_json
+        estimate = int(explained[0]["Plan"]["Plan Rows"])
     bound = count_bound(spans, len(words), page, PG_COSTS)
-    found = conn.exec_driver_sql(
-        "SELECT (SELECT count(*) FROM (SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s) "
-        "LIMIT %s) x) + (SELECT count(*) FROM (SELECT 1 FROM traces WHERE search @@ to_tsquery('simple', %s) "
-        "LIMIT %s) y)",
-        (q, bound, q, bound),
-    ).scalar_one()
+    found = bound
+    if estimate < bound:
+        found = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s) "
+            "LIMIT %s) x) + (SELECT count(*) FROM (SELECT 1 FROM traces "
+            "WHERE search @@ to_tsquery('simple', %s) LIMIT %s) y)",
+            (q, bound, q, bound),
+        ).scalar_one()
     if choose_plan(found, spans, len(words), page, PG_COSTS) is Plan.KEYS:
-        pg_holders = (
-            text(
-                "SELECT trace_pk FROM spans WHERE search @@ to_tsquery('simple', :ph_ts) "
-                "UNION SELECT pk FROM traces WHERE search @@ to_tsquery('simple', :ph_ts)"
-            )
-            .bindparams(ph_ts=q)
-            .columns(column("trace_pk", Integer))
-        )
-        return t.traces.c.pk.in_(pg_holders), False
+        # the keys as an array: the planner then reads those traces by key (a subquery's estimate is
+        # a guess, and a guess of thousands makes it hash-join every trace of the project)
+        keys = conn.exec_driver_sql(
+            "SELECT trace_pk FROM spans WHERE search @@ to_tsquery('simple', %s) "
+            "UNION SELECT pk FROM traces WHERE search @@ to_tsquery('simple', %s)",
+            (q, q),
+        ).scalars()
+        return t.traces.c.pk == any_(
+            bindparam("ph_keys", list(keys), type_=postgresql.ARRAY(BigInteger))
+        ), False
     # a probe per trace through the (trace_pk, span_id) index, as for the model filter (store/sql.py);
     # no span starts before its trace, which prunes the older partitions of the spans
     return text(
@@ -376,3 +392,29 @@ def _pg_condition(
         "WHERE s.trace_pk = traces.pk AND s.start_ns >= traces.start_ns "
         "AND s.search @@ to_tsquery('simple', :ph_ts) LIMIT 1) IS NOT NULL)"
     ).bindparams(ph_ts=q), False  # type: ignore[return-value]
+
+
+def _pg_prefix_estimate(conn: Connection, prefix: str) -> int:
+    """About how many spans hold a word that starts with ``prefix``, from the most common words of
+    each partition's vectors (0 when none of them has it: the prefix is then counted)."""
+    estimate = conn.exec_driver_sql(
+        "SELECT coalesce(sum(c.reltuples * m.f), 0)::bigint FROM pg_stats s "
+        "JOIN pg_namespace n ON n.nspname = s.schemaname "
+        "JOIN pg_class c ON c.relname = s.tablename AND c.relnamespace = n.oid, "
+        "unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(e, f) "
+        "WHERE s.attname = 'search' AND starts_with(m.e, %s) "
+        "AND c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'spans'::regclass)",
+        (prefix,),
+    ).scalar_one()
+    return int(estimate)
+
+
+def _pg_span_count(conn: Connection) -> int:
+    """About how many spans are stored: the statistics' count (a partitioned table's is the sum of its
+    partitions'; none before the first analysis)."""
+    count = conn.exec_driver_sql(
+        "SELECT coalesce((SELECT sum(greatest(c.reltuples, 0)) FROM pg_inherits i JOIN pg_class c "
+        "ON c.oid = i.inhrelid WHERE i.inhparent = 'spans'::regclass), "
+        "(SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'spans'::regclass))::bigint"
+    ).scalar_one()
+    return int(count)
