@@ -1,41 +1,58 @@
-"""Full-text search benchmark (issue 23, item 6): the trace list's text search over N stored spans
-through the index, against the scan it replaced, and what the index costs at ingest.
+"""Full-text search benchmark (issue 23, item 6): the trace list's text search over N stored spans,
+this code against a baseline commit (main) in the same run, and what the index costs at ingest.
 
     python benchmarks/search.py [--spans 1000000] [--database-url postgresql://...] [--keep PATH]
-                                [--repeats 30] [--ingest-spans 100000]
+                                [--repeats 20] [--baseline-ref main] [--baseline-repeats 5]
+                                [--rounds 2] [--ingest-spans 100000] [--ingest-database-url URL]
 
-1. Ingest: the same spans written through the batch writer (``SqlStore.write_spans``, 5,000 a batch)
-   into two new stores, with the search index and without it (SQLite: ``index_search = False``;
-   PostgreSQL: the trigger disabled), alternating, in this run: spans/s and the index's share.
+1. Ingest (``--ingest-spans``, 0 to skip): the same spans written through the batch writer
+   (``SqlStore.write_spans``, 5,000 a batch) with the search index and without it (SQLite:
+   ``index_search = False``; PostgreSQL: no span text for the vector, the traces' trigger disabled and
+   both GIN indexes dropped), alternating, on emptied stores, in this run: spans/s and the index's share.
 2. Search: fills the store as benchmarks/query.py does (reuses ``--keep``), then times
-   ``store.list_traces`` (the code of ``GET /api/traces?q=`` and the ``/traces`` page) for a word that
-   occurs nowhere, a word on every trace (first page), a word in ~1 trace of 10,000 and a prefix, p50 and
-   p95. Targets: no match <= 300 ms p95; a word that occurs, first page <= 200 ms p95. Baseline, same run:
-   the case-insensitive scan the search was before (LIKE over every text of every candidate trace,
-   newest first, until a page is full), fewer repeats (it takes seconds per query at 1M spans).
+   ``store.list_traces`` (the code of ``GET /api/traces?q=`` and the ``/traces`` page), first page of 50,
+   for each case below, p50 and p95. This code and the baseline (``git archive`` of ``--baseline-ref``'s
+   ``src``) run in child processes over the same database, in alternating rounds. Targets: a word that
+   occurs nowhere <= 300 ms p95; a word that occurs, first page <= 200 ms p95.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, literal, or_, select, text
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from query import PROJECT, fill
-
-from pilothouse.domain.queries import TraceQuery
-from pilothouse.store import tables as t
-from pilothouse.store.sql import SqlStore
 
 NO_MATCH_MS, FIRST_PAGE_MS = 300.0, 200.0
+ROOT = Path(__file__).resolve().parent.parent
+DAY_NS = 86_400 * 10**9
+
+# (label, search text, target, only the last 7 days); the fill's words: "question N about MODEL"
+# and "answer N" (LLM spans), "user asks N" and "done" (roots), N a number below 10^6
+CASES: list[tuple[str, str, float, bool]] = [
+    ("word that occurs nowhere", "xylophone", NO_MATCH_MS, False),
+    ("prefix of no word", "xylo*", NO_MATCH_MS, False),
+    ("word on every LLM span", "question", FIRST_PAGE_MS, False),
+    ("word on 1 LLM span in 4", "mini", FIRST_PAGE_MS, False),
+    ("rare word (a number)", "123456", FIRST_PAGE_MS, False),
+    ("two words, last 7 days", "question gpt", FIRST_PAGE_MS, False),
+    ("prefix of 1 common word", "answ*", FIRST_PAGE_MS, False),
+    ("prefix of ~1,100 rare words", "123*", FIRST_PAGE_MS, False),
+    ("prefix of ~11,000 words", "12*", FIRST_PAGE_MS, False),
+    ("prefix of ~110,000 words", "1*", FIRST_PAGE_MS, False),
+]
 
 
 def loadavg() -> str:
@@ -47,38 +64,77 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def old_scan(store: SqlStore, search: str, since: int | None, limit: int = 50) -> list[str]:
-    """The search before the index: a LIKE probe of each candidate trace's texts, newest first."""
-    c, s = t.traces.c, t.spans.c
-    in_trace = and_(
-        s.trace_pk == c.pk, or_(store._contains(s.input, search), store._contains(s.output, search))
-    )
-    probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
-    cond: ColumnElement[bool] = or_(
-        store._contains(c.input, search), store._contains(c.output, search), probe.is_not(None)
-    )
-    stmt = (
-        select(c.id)
-        .where(c.project_id == PROJECT, c.start_ns >= (since or 0), cond)
-        .order_by(c.start_ns.desc(), c.pk.desc())
-        .limit(limit + 1)
-    )
-    with store.engine.connect() as conn:
-        return [r[0] for r in conn.execute(stmt)]
+def child(url: str, repeats: int, now_ns: int) -> None:
+    """Time every case with the code on ``sys.path`` (this process's PYTHONPATH); prints JSON."""
+    from query import PROJECT
+
+    from pilothouse.domain.queries import TraceQuery
+    from pilothouse.store.sql import SqlStore
+
+    store = SqlStore.from_url(url)
+    out: dict[str, Any] = {}
+    for label, word, _, last_week in CASES:
+        query = TraceQuery(search=word, limit=50, start_ns=now_ns - 7 * DAY_NS if last_week else None)
+        rows = len(store.list_traces(PROJECT, query).data)  # warm-up
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            store.list_traces(PROJECT, query)
+            times.append((time.perf_counter() - started) * 1000)
+        out[label] = {"times": times, "rows": rows}
+    store.close()
+    print(json.dumps(out))
 
 
-def timed(fn: Any, repeats: int) -> tuple[list[float], Any]:
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - started) * 1000)
-    return times, result
+def baseline_src(ref: str, folder: Path) -> Path:
+    """``src`` of ``ref`` (a git commit or branch of this repository), extracted into ``folder``."""
+    archive = subprocess.run(["git", "archive", ref, "src"], cwd=ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder / "src"
+
+
+def run_child(src: Path, url: str, repeats: int, now_ns: int) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--database-url",
+            url,
+            "--repeats",
+            str(repeats),
+            "--now",
+            str(now_ns),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def pg_search_index(store: Any, on: bool) -> None:
+    """PostgreSQL: the search index on (the traces' trigger, both GIN indexes) or off."""
+    with store.engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE traces {'ENABLE' if on else 'DISABLE'} TRIGGER traces_search"))
+        for table in ("spans", "traces"):
+            if on:
+                conn.execute(
+                    text(f"CREATE INDEX IF NOT EXISTS ix_{table}_search ON {table} USING gin (search)")
+                )
+            else:
+                conn.execute(text(f"DROP INDEX IF EXISTS ix_{table}_search"))
 
 
 def ingest_cost(url_of: Any, spans: int, rounds: int) -> None:
-    """Spans/s of the batch writer with and without the index, alternating, each on a new store."""
+    """Spans/s of the batch writer with and without the index, alternating, each on an emptied store."""
     from query import fill as fill_store
+
+    from pilothouse.store.sql import SqlStore
 
     rates: dict[bool, list[float]] = {True: [], False: []}
     for round_ in range(rounds):
@@ -86,20 +142,12 @@ def ingest_cost(url_of: Any, spans: int, rounds: int) -> None:
             store = SqlStore.from_url(url_of(f"ingest-{round_}-{indexed}"))
             store.index_search = indexed
             if store.dialect == "postgresql":
-                with store.engine.begin() as conn:
-                    conn.execute(
-                        text(f"ALTER TABLE spans {'ENABLE' if indexed else 'DISABLE'} TRIGGER spans_search")
-                    )
-                    conn.execute(
-                        text(f"ALTER TABLE traces {'ENABLE' if indexed else 'DISABLE'} TRIGGER traces_search")
-                    )
+                pg_search_index(store, indexed)
             started = time.perf_counter()
             fill_store(store, spans, time.time_ns())
             rates[indexed].append(spans / (time.perf_counter() - started))
             if store.dialect == "postgresql":
-                with store.engine.begin() as conn:
-                    conn.execute(text("ALTER TABLE spans ENABLE TRIGGER spans_search"))
-                    conn.execute(text("ALTER TABLE traces ENABLE TRIGGER traces_search"))
+                pg_search_index(store, True)
             store.close()
     without, with_ = statistics.median(rates[False]), statistics.median(rates[True])
     slower = 100 * (without - with_) / without
@@ -113,63 +161,88 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file (see --keep)")
     parser.add_argument("--keep", default=None, help="SQLite file to fill once and reuse")
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--baseline-repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--baseline-ref", default="main", help="git ref whose src/ is the baseline")
+    parser.add_argument("--baseline-repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of each code")
     parser.add_argument("--ingest-spans", type=int, default=100_000, help="0: skip the ingest comparison")
     parser.add_argument("--ingest-rounds", type=int, default=2)
+    parser.add_argument(
+        "--ingest-database-url", default=None, help="PostgreSQL: an expendable database for the ingest rounds"
+    )
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--now", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(args.database_url, args.repeats, args.now)
+        return
+    from query import PROJECT, fill
+
+    from pilothouse.store.sql import SqlStore
+
     print(f"load average before: {loadavg()}")
     folder = Path(tempfile.mkdtemp(prefix="ph-search-"))
-    if args.ingest_spans:
-        if args.database_url:
-            print("ingest comparison: PostgreSQL (the store's tables are emptied between rounds)")
+    if args.ingest_spans and args.database_url and not args.ingest_database_url:
+        print("ingest comparison skipped: give --ingest-database-url, a PostgreSQL database to empty")
+    elif args.ingest_spans and args.ingest_database_url:
+        print("ingest comparison: PostgreSQL (its tables are emptied between rounds)")
 
-            def pg_url(_: str) -> str:
-                store = SqlStore.from_url(args.database_url)
-                with store.engine.begin() as conn:
-                    rollups = "rollup_minute, rollup_hour, rollup_dim_minute, rollup_dim_hour, rollup_dim_day"
-                    conn.execute(text(f"TRUNCATE spans, traces, {rollups}"))
-                store.close()
-                return str(args.database_url)
+        def pg_url(_: str) -> str:
+            store = SqlStore.from_url(args.ingest_database_url)
+            with store.engine.begin() as conn:
+                rollups = "rollup_minute, rollup_hour, rollup_dim_minute, rollup_dim_hour, rollup_dim_day"
+                conn.execute(text(f"TRUNCATE spans, traces, {rollups}"))
+            store.close()
+            return str(args.ingest_database_url)
 
-            ingest_cost(pg_url, args.ingest_spans, args.ingest_rounds)
-        else:
-            ingest_cost(lambda name: f"sqlite:///{folder / name}.db", args.ingest_spans, args.ingest_rounds)
+        ingest_cost(pg_url, args.ingest_spans, args.ingest_rounds)
+    elif args.ingest_spans:
+        ingest_cost(lambda name: f"sqlite:///{folder / name}.db", args.ingest_spans, args.ingest_rounds)
     url = args.database_url or f"sqlite:///{args.keep or folder / 'search.db'}"
     store = SqlStore.from_url(url)
     stored = store.count_spans(PROJECT)
     if stored < args.spans:
-        print(f"filling {args.spans - stored:,} spans ...")
+        print(f"filling {args.spans - stored:,} spans ...", flush=True)
         fill(store, args.spans - stored, time.time_ns())
+    if store.dialect == "postgresql":
+        with store.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     spans = store.count_spans(PROJECT)
-    print(f"{store.dialect}: {spans:,} spans stored; load average {loadavg()}")
-    now = time.time_ns()
-    cases = [
-        ("word that occurs nowhere", "xylophone", NO_MATCH_MS),
-        ("word on every trace, first page", "question", FIRST_PAGE_MS),
-        ("rare word (a number), first page", "123456", FIRST_PAGE_MS),
-        ("prefix, first page", "answ*", FIRST_PAGE_MS),
-        ("two words, last 7 days", "question gpt", FIRST_PAGE_MS),
-    ]
-    head = f"{'case':38} {'index p50':>10} {'p95':>8} {'target':>7} {'rows':>5}"
-    print(f"{head} | {'old scan p50':>12} {'p95':>8}")
-    for label, word, target in cases:
-        since = now - 7 * 86400 * 10**9 if "7 days" in label else None
-        query = TraceQuery(search=word, limit=50, start_ns=since)
-        times, page = timed(lambda q=query: store.list_traces(PROJECT, q), args.repeats)
-        plain = word.rstrip("*")
-        base, old = timed(lambda w=plain, s=since: old_scan(store, w, s), args.baseline_repeats)
-        verdict = "ok" if _p(times, 0.95) <= target else "MISSED"
-        new = f"{statistics.median(times):8.1f}ms {_p(times, 0.95):6.1f}ms {target:5.0f}ms"
-        new += f" {len(page.data):5}"
-        scan = f"{statistics.median(base):10.1f}ms {_p(base, 0.95):6.1f}ms"
-        print(f"{label:38} {new} | {scan}  {verdict} (old scan rows {min(len(old), 50)})")
-    print(f"load average after: {loadavg()}")
     store.close()
+    base_src = baseline_src(args.baseline_ref, folder / "baseline")
+    print(f"{url.split(':')[0]}: {spans:,} spans; baseline {args.baseline_ref}; load average {loadavg()}")
+    now = time.time_ns()
+    times: dict[str, dict[str, list[float]]] = {"this": {}, "base": {}}
+    rows: dict[str, dict[str, int]] = {"this": {}, "base": {}}
+    loads = [loadavg()]
+    for round_ in range(args.rounds):
+        order = ("this", "base") if round_ % 2 == 0 else ("base", "this")
+        for which in order:
+            src = ROOT / "src" if which == "this" else base_src
+            repeats = args.repeats if which == "this" else args.baseline_repeats
+            found = run_child(src, url, repeats, now)
+            for label, result in found.items():
+                times[which].setdefault(label, []).extend(result["times"])
+                rows[which][label] = result["rows"]
+            loads.append(loadavg())
+    head = (
+        f"{'case (first page of 50)':30} {'search':14} {'p50 ms':>8} {'p95 ms':>8} {'target':>7} {'rows':>5}"
+    )
+    print(f"{head} | {'baseline p50':>12} {'p95':>8} {'rows':>5}")
+    for label, word, target, _ in CASES:
+        new, old = times["this"][label], times["base"][label]
+        verdict = "ok" if _p(new, 0.95) <= target else "MISSED"
+        print(
+            f"{label:30} {word:14} {statistics.median(new):8.1f} {_p(new, 0.95):8.1f} {target:7.0f} "
+            f"{rows['this'][label]:5} | {statistics.median(old):12.1f} {_p(old, 0.95):8.1f} "
+            f"{rows['base'][label]:5}  {verdict}"
+        )
+    print(f"load average during the rounds: {', '.join(loads)}")
     if not args.keep and not args.database_url:
         for name in os.listdir(folder):
-            os.unlink(folder / name)
-        os.rmdir(folder)
+            path = folder / name
+            if path.is_file():
+                path.unlink()
 
 
 if __name__ == "__main__":

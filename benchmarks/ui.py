@@ -11,7 +11,9 @@ and times each page from a client over loopback (the whole response, HTML includ
 ``--trace-view`` measures the trace view alone, on a fresh SQLite file: an agent trace of 10,000 spans
 (1 KiB of prompt and answer each) against one of 100 spans (the baseline), both sent through OTLP: the
 page's time and size (the tree's outline is in the page; no span's text is), a span's detail (fetched
-when it is selected), and, for scale, the size of the whole trace as ``GET /api/traces/{id}`` gives it.
+when it is selected), for scale the size of the whole trace as ``GET /api/traces/{id}`` gives it, and
+(when /usr/bin/chromium is there) the time until the page is usable in headless Chromium: from the
+navigation's start to the tree drawn.
 """
 
 from __future__ import annotations
@@ -154,6 +156,35 @@ def agent_trace(rng: random.Random, spans: int, start_ns: int) -> tuple[str, lis
     return trace_id.hex(), bodies, made[-1].span_id.hex()
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def usable_in_browser(base_url: str, key: str, path: str, repeats: int) -> list[float]:
+    """Milliseconds from the start of each navigation to ``path`` until the trace view's script has
+    drawn the tree (its ``trace-tree-ready`` mark) in headless Chromium: the server's time, the
+    transfer, parsing the page and its outline, and building the tree. A warm-up load first."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{base_url}/login")
+        page.fill("#key", key)
+        page.press("#key", "Enter")
+        page.wait_for_url(f"{base_url}/")
+        times = []
+        for attempt in range(repeats + 1):
+            page.goto(f"{base_url}{path}")
+            page.wait_for_selector("#span-tree[data-ready]")
+            ready = page.evaluate("performance.getEntriesByName('trace-tree-ready')[0].startTime")
+            if attempt:
+                times.append(float(ready))
+        browser.close()
+    return times
+
+
 def trace_view(repeats: int) -> None:
     """The trace view at 100 and 10,000 spans (see the module's docstring)."""
     url = f"sqlite:///{os.path.join(tempfile.mkdtemp(prefix='ph-bench-trace-view-'), 'ui.db')}"
@@ -209,6 +240,10 @@ def trace_view(repeats: int) -> None:
                     times = timed(http, [path], repeats)
                     rows.append((size, label, statistics.median(times), p95(times), sizes[label]))
                 rows.append((size, "api (whole trace)", None, None, sizes["api (whole trace)"]))
+            if CHROMIUM.exists():
+                for size, (trace_id, _) in traces.items():
+                    times = usable_in_browser(server.base_url, key, f"/traces/{trace_id}", repeats)
+                    rows.append((size, "usable in Chromium", statistics.median(times), p95(times), None))
     finally:
         server.stop()
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
@@ -216,7 +251,8 @@ def trace_view(repeats: int) -> None:
     print(f"{'spans':>7} {'request':20} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>12}")
     for size, label, p50, p95_, size_bytes in rows:
         timing = f"{p50:8.1f} {p95_:8.1f}" if p50 is not None else f"{'–':>8} {'–':>8}"
-        print(f"{size:>7,} {label:20} {timing} {size_bytes:>12,}")
+        print(f"{size:>7,} {label:20} {timing} {'' if size_bytes is None else f'{size_bytes:,}':>12}")
+    print("(usable in Chromium: from the navigation's start to the tree drawn and its script done, headless)")
 
 
 def main() -> None:

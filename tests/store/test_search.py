@@ -21,6 +21,7 @@ from pilothouse.domain.traces import (
 )
 from pilothouse.store import search
 from pilothouse.store.sql import SqlStore
+from pilothouse.store.trace_list import trace_list_statement
 
 START = 1_700_000_000 * 10**9
 
@@ -114,25 +115,72 @@ def test_search_finds_words_in_every_field(store: SqlStore) -> None:
     assert _ids(store, TraceQuery(search="quick"), project="other") == [tid(0)]
 
 
-def test_both_plans_give_the_same_pages(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("plan", list(search.Plan))
+def test_every_plan_gives_the_same_pages(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch, plan: search.Plan
+) -> None:
     records = []
     for i in range(40):
-        words = "common" + (" rare" if i % 7 == 0 else "")
+        words = "common" + (" rare" if i % 7 == 0 else "") + (" commons" if i % 5 == 0 else "")
         records += _trace(i, input_=words, error=i % 3 == 0, latency_ms=100 + (i * 37) % 400)
+    records += _trace(40, input_=" ".join(f"comm{n}" for n in range(search.PROBE_TERMS)))
     store.write_spans(records)
     queries = [
         TraceQuery(search="common", limit=6),
         TraceQuery(search="rare", limit=2),
         TraceQuery(search="common", status=Status.ERROR, limit=4),
         TraceQuery(search="common", sort="latency", limit=5),
-        TraceQuery(search="comm*", sort="latency", descending=False, limit=7),
+        TraceQuery(search="comm*", sort="latency", descending=False, limit=7),  # > PROBE_TERMS words
+        TraceQuery(search="commo*", limit=9),  # two words: expanded
+        TraceQuery(search="rare commo*", limit=3),
+        TraceQuery(search="common", start_ns=START + 10 * 1000, end_ns=START + 30 * 1000, limit=4),
     ]
-    few = [_ids(store, q) for q in queries]
-    monkeypatch.setattr(search, "FEW_MATCHES", 3)  # every query now takes the probe plan
-    many = [_ids(store, q) for q in queries]
-    assert few == many
-    assert len(few[0]) == 40 and few[1] == [tid(i) for i in range(35, -1, -7)]
-    assert few[2] == [tid(i) for i in range(39, -1, -1) if i % 3 == 0]
+    chosen = [_ids(store, q) for q in queries]
+    monkeypatch.setattr(search, "choose_plan", lambda *_: plan)
+    assert [_ids(store, q) for q in queries] == chosen
+    assert len(chosen[0]) == 40 and chosen[1] == [tid(i) for i in range(35, -1, -7)]
+    assert chosen[2] == [tid(i) for i in range(39, -1, -1) if i % 3 == 0]
+    assert chosen[5] == [tid(i) for i in range(39, -1, -1)]
+    assert chosen[6] == [tid(i) for i in range(35, -1, -7)]
+    assert chosen[7] == [tid(i) for i in range(29, 9, -1)]
+
+
+def test_a_prefix_stands_for_its_words(sqlite_store: SqlStore) -> None:
+    """SQLite: a prefix of few words is looked up as those words (FTS5 would merge their lists on
+    every probe), one of many words as a prefix (never probed), and one of no word matches nothing
+    without a look-up of the spans."""
+    words = ["answer", "answered", "answers", "zebra"] + [f"many{n}" for n in range(search.PROBE_TERMS + 1)]
+    sqlite_store.write_spans(_trace(0, input_=" ".join(words)))
+    with sqlite_store.engine.connect() as conn:
+        assert search.prefix_words(conn, "answ", 10) == ["answer", "answered", "answers"]
+        assert search.prefix_words(conn, "answ", 2) == ["answer", "answered"]
+        assert search.prefix_words(conn, "answers", 10) == ["answers"]
+        assert search.prefix_words(conn, "xylo", 10) == []
+        expression = search.fts5_expression(conn, ["zebra", "answ"], prefix=True)
+        assert expression == ('"zebra" AND ("answer" OR "answered" OR "answers")', 4)
+        assert search.fts5_expression(conn, ["many"], prefix=True) == ('"many"*', None)
+        assert search.fts5_expression(conn, ["xylo"], prefix=True) == (None, 0)
+        assert search.fts5_expression(conn, ["über"], prefix=True) == ('"über"*', None)  # FTS5 folds it
+        assert search.fts5_expression(conn, ["two", "words"], prefix=False) == ('"two" "words"', 2)
+    assert _ids(sqlite_store, TraceQuery(search="many*")) == [tid(0)]
+    assert _ids(sqlite_store, TraceQuery(search="xylo*")) == []
+
+
+def test_the_cheapest_plan_is_chosen() -> None:
+    """At a million spans and a page of 50: a rare word is read by key, a common one probed, one in
+    between listed; a prefix of many words is never probed; past count_bound the choice stays."""
+    million, page = 1_000_000, 50
+    assert search.choose_plan(0, million, 1, page) is search.Plan.KEYS
+    assert search.choose_plan(2_000, million, 1, page) is search.Plan.KEYS
+    assert search.choose_plan(20_000, million, 1, page) is search.Plan.LIST
+    assert search.choose_plan(500_000, million, 1, page) is search.Plan.PROBE
+    assert search.choose_plan(500_000, million, None, page) is search.Plan.LIST
+    assert search.choose_plan(100_000, million, 1, page) is search.Plan.LIST
+    assert search.choose_plan(100_000, million, 16, page) is search.Plan.LIST  # 16 words: a dear probe
+    for terms in (None, 1, 4):
+        bound = search.count_bound(million, terms, page)
+        at = search.choose_plan(bound, million, terms, page)
+        assert all(search.choose_plan(n, million, terms, page) is at for n in (bound * 2, bound * 10))
 
 
 def test_filters_key_metadata_score_and_tags(store: SqlStore) -> None:
@@ -186,3 +234,18 @@ def test_sorted_pages_keep_every_trace_once(store: SqlStore) -> None:
                 full, key=lambda i: (value[sort](full[i]), full[i].start_ns), reverse=descending
             )
             assert found == expected, (sort, descending)
+
+
+def test_few_matches_are_read_by_key_within_a_time_range(sqlite_store: SqlStore) -> None:
+    """SQLite: the traces of a rare word are read by key even when the list has a time range (the
+    project's time index holds the key too, and walking it whole took seconds at a million spans)."""
+    sqlite_store.write_spans([r for i in range(30) for r in _trace(i, input_="rare" if i % 10 == 3 else "x")])
+    query = TraceQuery(search="rare", start_ns=START, end_ns=START + 10**9)
+    with sqlite_store.engine.connect() as conn:
+        condition, by_key = search.search_condition(conn, "sqlite", "rare")
+        assert by_key
+        stmt = trace_list_statement("p", query, True, condition, by_key)
+        compiled = stmt.compile(conn.engine, compile_kwargs={"literal_binds": True})
+        plan = " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+    assert "INTEGER PRIMARY KEY" in plan and "ix_traces_time" not in plan, plan
+    assert _ids(sqlite_store, query) == [tid(23), tid(13), tid(3)]

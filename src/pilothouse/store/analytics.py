@@ -41,7 +41,8 @@ from pilothouse.store import tables as t
 from pilothouse.store.evals import _item, _result
 from pilothouse.store.rows import score_from_row, trace_from_row, unpack
 from pilothouse.store.search import span_text_matches
-from pilothouse.store.sql import SqlStore, _api_key, _escape_like, root_texts
+from pilothouse.store.sql import SqlStore, _api_key, root_texts
+from pilothouse.store.trace_list import escape_like as _escape_like
 
 if TYPE_CHECKING:
     import numpy as np

@@ -16,9 +16,20 @@
 Both split text the same way: a word is a run of letters and digits (``sim-1`` is ``sim`` and ``1``;
 ``foo_bar`` is ``foo`` and ``bar``). A query is the words of the search text, all of which must occur in
 one span; a trailing ``*`` makes the last word a prefix. Searches are not capped: a word is looked up in
-the index. :func:`search_condition` picks how: when few spans hold the words, the traces that hold them are
-read from the index and filtered and ordered as any page; when many do (a common word), the page walks
-the traces in order and asks the index about each one's spans, which fills a page after a few traces.
+the index. Pages come newest first (or in the chosen sort), so a page is never "the best matches": it
+is the first traces in order that hold the words. :func:`search_condition` counts the matching spans
+(up to a bound) and picks the cheapest way to find them (:class:`Plan`, :func:`plan_costs`):
+
+- few: the traces that hold them are read from the index by key, then filtered and sorted as any
+  page (a word that occurs nowhere costs one index look-up);
+- many (a common word): the page walks the filtered traces in order and asks the index about each one's
+  spans, which fills a page after a few traces, but costs an index look-up per span and per word;
+- in between, and for a prefix of many words: the matching spans' keys are read from the index once
+  (a temporary list) and the page walks the traces in order, asking the list.
+
+SQLite's FTS5 answers a prefix by merging the lists of every word that has it, on each look-up; so a
+prefix is first expanded into its words (``fts5vocab``, one seek per word), and a prefix of more than
+:data:`PROBE_TERMS` words is never probed span by span.
 """
 
 from __future__ import annotations
@@ -26,19 +37,23 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
+from enum import Enum
+from math import isqrt
 from typing import Any
 
+import orjson
 from sqlalchemy import (
+    BigInteger,
     Column,
     ColumnElement,
     Connection,
-    Integer,
     LargeBinary,
     MetaData,
     Table,
     and_,
+    any_,
+    bindparam,
     case,
-    column,
     false,
     func,
     literal,
@@ -55,8 +70,21 @@ from pilothouse.store.rows import ZSTD_MAGIC, unpack
 MAX_DOCUMENT_CHARS = 200_000  # of a span's text that is indexed (PostgreSQL's tsvector holds < 1 MB)
 MAX_QUERY_WORDS = 16
 MAX_WORD_CHARS = 100
-# A query whose words occur in fewer spans than this reads its traces from the index; more: see above.
-FEW_MATCHES = 5_000
+# What the plans' steps cost, relative to reading one matching span's key into the list (~0.5 us):
+# reading a matching span and its trace by key (random reads: ~20 us), walking a candidate trace's
+# span (its trace in order and its spans' keys: ~8 us), and looking one index term up for one span
+# (~150 us to ~500 us: FTS5 seeks it in each segment of the index). SQLite, 1,000,000 spans, loaded
+# dev VM (benchmarks/search.py); the choice is not sensitive to a factor of two in any of them.
+SQLITE_COSTS: Mapping[str, int] = {"list": 1, "key": 40, "walk": 16, "probe": 600}
+# SQLite: how many of the newest spans tell how common a word is, when it is past reading by key
+SAMPLE_SPANS = 20_000
+# PostgreSQL, in microseconds (1,000,000 spans, loaded dev VM): a matching span's trace key read from
+# the index and the trace read by key; a candidate span walked (its trace in order, the span by the
+# (trace_pk, span_id) index in each partition, its vector checked: no separate probe cost). No list:
+# it would cost what reading by key costs.
+PG_COSTS: Mapping[str, int] = {"key": 15, "walk": 60, "probe": 0}
+# A search of more index words than this (a prefix stands for the words it begins) is not probed.
+PROBE_TERMS = 8
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -79,7 +107,7 @@ PG_TRACE_DOCUMENT = _pg_document("name input output metadata tags")
 # PostgreSQL keeps no lexeme over 2,047 bytes (to_tsvector leaves such a word out)
 MAX_LEXEME_BYTES = 2047
 _LEXEME_END = b"\0\0\0"  # a lexeme's NUL and its 16-bit number of positions (0) in tsvector's binary form
-_NO_LEXEMES = struct.pack("!i", 0)
+NO_LEXEMES = struct.pack("!i", 0)
 # ASCII text to its words' bytes: letters lower-cased, every other byte a space (then bytes.split())
 _ASCII_WORDS = bytes(
     c + 32 if 65 <= c <= 90 else c if 97 <= c <= 122 or 48 <= c <= 57 else 32 for c in range(256)
@@ -156,7 +184,7 @@ def pg_span_vector(record: SpanRecord) -> bytes:
     16-bit 0; for the writer's binary ``COPY``."""
     lexemes = span_lexemes(record)
     if not lexemes:
-        return _NO_LEXEMES
+        return NO_LEXEMES
     return struct.pack("!i", len(lexemes)) + _LEXEME_END.join(lexemes) + _LEXEME_END
 
 
@@ -205,53 +233,234 @@ def pg_query(words: Sequence[str], prefix: bool) -> str:
     return " & ".join(terms)
 
 
-def search_condition(conn: Connection, dialect: str, search: str) -> tuple[ColumnElement[bool], bool]:
+# -- choosing a plan ---------------------------------------------------------------------------------
+
+
+class Plan(Enum):
+    """How a search reads the index (see the module's doc)."""
+
+    KEYS = "keys"  # few spans match: their traces, read by key, then filtered and sorted as any page
+    LIST = "list"  # the matching spans' keys, read once; the page walks the traces in order and asks it
+    PROBE = "probe"  # the page walks the traces in order and asks the index about each one's spans
+
+
+def plan_costs(
+    matches: int, spans: int, probe_terms: int | None, page: int, costs: Mapping[str, int] = SQLITE_COSTS
+) -> dict[Plan, int]:
+    """What each plan would cost (units of ``costs``: :data:`SQLITE_COSTS`, :data:`PG_COSTS`) for
+    ``matches`` matching spans out of about ``spans``, for a page of ``page`` rows; ``probe_terms``: the
+    index terms a probe looks up (None: the search is not to be probed, a prefix of many words). A page
+    walks about ``page * spans / matches`` spans before it is full. A database without a "list" cost
+    has no such plan."""
+    walked = page * spans // max(1, matches)
+    found = {Plan.KEYS: costs["key"] * matches}
+    if "list" in costs:
+        found[Plan.LIST] = costs["list"] * matches + costs["walk"] * walked
+    if probe_terms is not None:
+        found[Plan.PROBE] = (costs["walk"] + costs["probe"] * probe_terms) * walked
+    return found
+
+
+def choose_plan(
+    matches: int, spans: int, probe_terms: int | None, page: int, costs: Mapping[str, int] = SQLITE_COSTS
+) -> Plan:
+    """The cheapest plan (see :func:`plan_costs`; ``matches`` counted up to :func:`count_bound`)."""
+    found = plan_costs(matches, spans, probe_terms, page, costs)
+    return min(found, key=found.__getitem__)
+
+
+def count_bound(
+    spans: int, probe_terms: int | None, page: int, costs: Mapping[str, int] = SQLITE_COSTS
+) -> int:
+    """How far to count matching spans: past this many, the choice of plan no longer changes. Each
+    plan's cost is ``a * matches + b * page * spans / matches``; two plans cross where
+    ``matches = sqrt((b1 - b2) * page * spans / (a2 - a1))``: the bound is the last crossing."""
+    reach = page * max(1, spans)
+    lines = [(costs["key"], 0)]  # (a, b) of each plan
+    if "list" in costs:
+        lines.append((costs["list"], costs["walk"]))
+    if probe_terms is not None:
+        lines.append((0, costs["walk"] + costs["probe"] * probe_terms))
+    crossings = [
+        isqrt((b2 - b1) * reach // (a1 - a2)) for a1, b1 in lines for a2, b2 in lines if a1 > a2 and b2 > b1
+    ]
+    return max(crossings, default=0) + 1
+
+
+def search_condition(
+    conn: Connection, dialect: str, search: str, page: int = 50
+) -> tuple[ColumnElement[bool], bool]:
     """The WHERE condition on ``traces`` (unaliased) for traces with a span that holds every word of
     ``search``, and whether it names the traces by key (SQLite, few matches: the caller then keeps
-    SQLite from walking the time index for the order); reads the index once to choose the plan (see
-    the module's doc)."""
+    SQLite from walking the time index for the order); reads the index to choose the plan (see the
+    module's doc). ``page``: the rows the caller wants (the cost of walking depends on it)."""
     words, prefix = query_words(search)
     if dialect == "sqlite":
-        q = fts5_query(words, prefix)
-        found = conn.exec_driver_sql(
-            "SELECT count(*) FROM (SELECT 1 FROM span_search WHERE span_search MATCH ? LIMIT ?)",
-            (q, FEW_MATCHES),
-        ).scalar_one()
-        if found < FEW_MATCHES:
-            # the keys as a list, not a subquery: SQLite then reads those traces by key and sorts
-            # them, instead of walking the whole range in order and asking the subquery about each
-            holders = conn.exec_driver_sql(
-                "SELECT DISTINCT s.trace_pk FROM span_search JOIN spans s ON s.pk = span_search.rowid "
-                "WHERE span_search MATCH ?",
-                (q,),
-            ).scalars()
-            keys = list(holders)
-            return (t.traces.c.pk.in_(keys) if keys else false()), True
-        # a probe per candidate trace: its spans (the (trace_pk, span_id) index), each looked up in
-        # the index by key (rowid = ? AND MATCH)
-        return text(
-            "EXISTS (SELECT 1 FROM spans s JOIN span_search ON span_search.rowid = s.pk "
-            "WHERE s.trace_pk = traces.pk AND span_search MATCH :ph_fts)"
-        ).bindparams(ph_fts=q), False  # type: ignore[return-value]
-    q = pg_query(words, prefix)
+        return _sqlite_condition(conn, words, prefix, page)
+    return _pg_condition(conn, words, prefix, page)
+
+
+# -- SQLite --------------------------------------------------------------------------------------------
+
+# the index's words, one row per (word, span), read in word order: the words that start with a prefix
+# are found by seeking past each one (a look-up each, not a read of every span that holds it)
+_VOCABULARY = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.span_search_words USING fts5vocab(main, span_search, instance)"
+)
+_NEXT_WORD = "SELECT term FROM temp.span_search_words WHERE term >= ? AND term < ? LIMIT 1"
+_ASCII_WORD = re.compile(r"[a-z0-9]+")
+
+
+def prefix_words(conn: Connection, prefix: str, most: int) -> list[str]:
+    """SQLite: up to ``most`` words of the index that start with ``prefix`` (an ASCII word, which the
+    index's tokenizer keeps as it is), in order."""
+    conn.exec_driver_sql(_VOCABULARY)
+    found: list[str] = []
+    low, high = prefix, prefix + "\U0010ffff"
+    while len(found) < most:
+        word = conn.exec_driver_sql(_NEXT_WORD, (low, high)).scalar()
+        if word is None:
+            break
+        found.append(word)
+        low = word + "\x01"  # the next word after it (no word holds a control character)
+    return found
+
+
+def fts5_expression(conn: Connection, words: list[str], prefix: bool) -> tuple[str | None, int | None]:
+    """The MATCH expression and the number of index terms a probe of it looks up (None: not to be
+    probed). A prefix becomes the words it stands for when there are few (FTS5 would merge every
+    matching word's list of spans on each probe); (None, 0) when no word has the prefix."""
+    if not prefix or not _ASCII_WORD.fullmatch(words[-1]):
+        # a prefix with other letters is left to FTS5, whose tokenizer folds accents
+        return fts5_query(words, prefix), None if prefix else len(words)
+    expanded = prefix_words(conn, words[-1], PROBE_TERMS + 1)
+    if not expanded:
+        return None, 0
+    if len(words) - 1 + len(expanded) > PROBE_TERMS:
+        return fts5_query(words, prefix), None
+    alternatives = " OR ".join(f'"{w}"' for w in expanded)
+    return " AND ".join([*(f'"{w}"' for w in words[:-1]), f"({alternatives})"]), len(words) - 1 + len(
+        expanded
+    )
+
+
+def _sqlite_condition(
+    conn: Connection, words: list[str], prefix: bool, page: int
+) -> tuple[ColumnElement[bool], bool]:
+    q, terms = fts5_expression(conn, words, prefix)
+    if q is None:
+        return false(), False
+    spans = conn.exec_driver_sql("SELECT coalesce(max(pk), 0) FROM spans").scalar_one()
+    # counted exactly up to where reading by key stops being the cheapest (cheap: it stops there)
     found = conn.exec_driver_sql(
-        "SELECT (SELECT count(*) FROM (SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s) "
-        "LIMIT %s) x) + (SELECT count(*) FROM (SELECT 1 FROM traces WHERE search @@ to_tsquery('simple', %s) "
-        "LIMIT %s) y)",
-        (q, FEW_MATCHES, q, FEW_MATCHES),
+        "SELECT count(*) FROM (SELECT 1 FROM span_search WHERE span_search MATCH ? LIMIT ?)",
+        (q, count_bound(spans, None, page)),
     ).scalar_one()
-    if found < FEW_MATCHES:
-        pg_holders = (
-            text(
-                "SELECT trace_pk FROM spans WHERE search @@ to_tsquery('simple', :ph_ts) "
-                "UNION SELECT pk FROM traces WHERE search @@ to_tsquery('simple', :ph_ts)"
-            )
-            .bindparams(ph_ts=q)
-            .columns(column("trace_pk", Integer))
-        )
-        return t.traces.c.pk.in_(pg_holders), False
-    # a probe per trace through the (trace_pk, span_id) index, as for the model filter (store/sql.py)
+    if terms is not None and found >= count_bound(spans, None, page):
+        # past it, list or probe: the newest SAMPLE_SPANS spans (where a page of the newest traces
+        # walks) say how common the words are, instead of counting up to ~170,000 of them
+        sampled = conn.exec_driver_sql(
+            "SELECT count(*) FROM span_search WHERE span_search MATCH ? AND rowid > ?",
+            (q, spans - SAMPLE_SPANS),
+        ).scalar_one()
+        found = max(found, sampled * spans // SAMPLE_SPANS)
+    plan = choose_plan(found, spans, terms, page)
+    if plan is Plan.KEYS:
+        # the keys as a list, not a subquery: SQLite then reads those traces by key and sorts
+        # them, instead of walking the whole range in order and asking the subquery about each
+        holders = conn.exec_driver_sql(
+            "SELECT DISTINCT s.trace_pk FROM span_search JOIN spans s ON s.pk = span_search.rowid "
+            "WHERE span_search MATCH ?",
+            (q,),
+        ).scalars()
+        keys = list(holders)
+        return (t.traces.c.pk.in_(keys) if keys else false()), True
+    if plan is Plan.LIST:
+        # the list is read once (SQLite keeps it as a temporary index: "LIST SUBQUERY"); each candidate
+        # trace's span keys come from the (trace_pk, span_id) index ("+": not a look-up by span key)
+        return text(
+            "EXISTS (SELECT 1 FROM spans s WHERE s.trace_pk = traces.pk AND +s.pk IN "
+            "(SELECT rowid FROM span_search WHERE span_search MATCH :ph_fts))"
+        ).bindparams(ph_fts=q), False  # type: ignore[return-value]
+    # a probe per candidate trace: its spans (the (trace_pk, span_id) index), each looked up in
+    # the index by key (rowid = ? AND MATCH)
+    return text(
+        "EXISTS (SELECT 1 FROM spans s JOIN span_search ON span_search.rowid = s.pk "
+        "WHERE s.trace_pk = traces.pk AND span_search MATCH :ph_fts)"
+    ).bindparams(ph_fts=q), False  # type: ignore[return-value]
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------------
+
+
+def _pg_condition(
+    conn: Connection, words: list[str], prefix: bool, page: int
+) -> tuple[ColumnElement[bool], bool]:
+    q = pg_query(words, prefix)
+    # An estimate of the matching spans from the statistics of the vectors' most common words: a common
+    # word is probed without counting, since GIN counts by reading every match (~90 ms for a word on
+    # half of a million spans, more for a prefix). The planner's estimate of a prefix is a fixed guess.
+    spans = _pg_span_count(conn)
+    if prefix and len(words) == 1:
+        estimate = _pg_prefix_estimate(conn, words[0])
+    elif prefix:
+        estimate = 0  # counted
+    else:
+        plan_json = conn.exec_driver_sql(
+            "EXPLAIN (FORMAT JSON) SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s)", (q,)
+        ).scalar_one()
+        explained = orjson.loads(plan_json) if isinstance(plan_json, str | bytes) else plan_json
+        estimate = int(explained[0]["Plan"]["Plan Rows"])
+    bound = count_bound(spans, len(words), page, PG_COSTS)
+    found = bound
+    if estimate < bound:
+        found = conn.exec_driver_sql(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM spans WHERE search @@ to_tsquery('simple', %s) "
+            "LIMIT %s) x) + (SELECT count(*) FROM (SELECT 1 FROM traces "
+            "WHERE search @@ to_tsquery('simple', %s) LIMIT %s) y)",
+            (q, bound, q, bound),
+        ).scalar_one()
+    if choose_plan(found, spans, len(words), page, PG_COSTS) is Plan.KEYS:
+        # the keys as an array: the planner then reads those traces by key (a subquery's estimate is
+        # a guess, and a guess of thousands makes it hash-join every trace of the project)
+        keys = conn.exec_driver_sql(
+            "SELECT trace_pk FROM spans WHERE search @@ to_tsquery('simple', %s) "
+            "UNION SELECT pk FROM traces WHERE search @@ to_tsquery('simple', %s)",
+            (q, q),
+        ).scalars()
+        return t.traces.c.pk == any_(
+            bindparam("ph_keys", list(keys), type_=postgresql.ARRAY(BigInteger))
+        ), False
+    # a probe per trace through the (trace_pk, span_id) index, as for the model filter (store/sql.py);
+    # no span starts before its trace, which prunes the older partitions of the spans
     return text(
         "(traces.search @@ to_tsquery('simple', :ph_ts) OR (SELECT 1 FROM spans s "
-        "WHERE s.trace_pk = traces.pk AND s.search @@ to_tsquery('simple', :ph_ts) LIMIT 1) IS NOT NULL)"
+        "WHERE s.trace_pk = traces.pk AND s.start_ns >= traces.start_ns "
+        "AND s.search @@ to_tsquery('simple', :ph_ts) LIMIT 1) IS NOT NULL)"
     ).bindparams(ph_ts=q), False  # type: ignore[return-value]
+
+
+def _pg_prefix_estimate(conn: Connection, prefix: str) -> int:
+    """About how many spans hold a word that starts with ``prefix``, from the most common words of
+    each partition's vectors (0 when none of them has it: the prefix is then counted)."""
+    estimate = conn.exec_driver_sql(
+        "SELECT coalesce(sum(c.reltuples * m.f), 0)::bigint FROM pg_stats s "
+        "JOIN pg_namespace n ON n.nspname = s.schemaname "
+        "JOIN pg_class c ON c.relname = s.tablename AND c.relnamespace = n.oid, "
+        "unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS m(e, f) "
+        "WHERE s.attname = 'search' AND starts_with(m.e, %s) "
+        "AND c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'spans'::regclass)",
+        (prefix,),
+    ).scalar_one()
+    return int(estimate)
+
+
+def _pg_span_count(conn: Connection) -> int:
+    """About how many spans are stored: the statistics' count (a partitioned table's is the sum of its
+    partitions'; none before the first analysis)."""
+    count = conn.exec_driver_sql(
+        "SELECT coalesce((SELECT sum(greatest(c.reltuples, 0)) FROM pg_inherits i JOIN pg_class c "
+        "ON c.oid = i.inhrelid WHERE i.inhparent = 'spans'::regclass), "
+        "(SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'spans'::regclass))::bigint"
+    ).scalar_one()
+    return int(count)

@@ -20,13 +20,10 @@ from sqlalchemy import (
     Insert,
     Select,
     Table,
-    Text,
     and_,
     bindparam,
     case,
     func,
-    literal,
-    or_,
     select,
     tuple_,
 )
@@ -39,7 +36,6 @@ from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
     Activity,
-    InvalidQuery,
     ModelMetrics,
     Page,
     SessionSummary,
@@ -52,7 +48,7 @@ from pilothouse.domain.queries import (
 from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored, batch_deltas
 from pilothouse.domain.scores import DuplicateScoreId
 from pilothouse.domain.sketch import add_counts, quantiles
-from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord, Status
+from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.engine import make_engine, upgrade_schema
 from pilothouse.store.pg_copy import StagedWrite
@@ -72,6 +68,7 @@ from pilothouse.store.rows import (
     unpack_hist,
 )
 from pilothouse.store.search import (
+    NO_LEXEMES,
     SPANS_WITH_SEARCH,
     bytea_may_contain,
     pg_span_vector,
@@ -79,6 +76,7 @@ from pilothouse.store.search import (
     search_condition,
     search_document,
 )
+from pilothouse.store.trace_list import SORT_VALUES, escape_like, trace_list_statement
 
 PREVIEW_CHARS = 300
 
@@ -90,17 +88,6 @@ _INDEX_SPANS = "INSERT INTO span_search(rowid, body) VALUES (?, ?)"
 _SORTED_UPSERT_TRACES = 200_000  # see SqlStore._write_chunk
 _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the unique index order
 _ROLLUP_KINDS = ((t.ROLLUPS, ROLLUP_COLUMNS), (t.DIM_ROLLUPS, DIM_ROLLUP_COLUMNS))  # each keyed by 4 columns
-
-
-_SORT_VALUES: dict[str, Callable[[Any], float]] = {
-    "latency": lambda row: row["end_ns"] - row["start_ns"],
-    "cost": lambda row: row["cost_usd"],
-    "tokens": lambda row: row["total_tokens"],
-}
-
-
-def _escape_like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 # The dimension rollups' minute rows are kept this long (older ones are pruned as new ones are written):
@@ -156,8 +143,8 @@ class SqlStore:
         # upserts (False: one INSERT per row, kept for comparison: benchmarks/ingest_pg_store.py)
         self.copy_spans = True
         self._dim_minutes_pruned_before = 0  # see _prune_dim_minutes
-        # SQLite: the batch writer adds each span to the full-text index (False: not, kept for the
-        # ingest comparison of benchmarks/search.py; PostgreSQL's index is kept by a trigger)
+        # The batch writer adds each span to the full-text index (SQLite) or gives it its search text
+        # (PostgreSQL); False: not, kept for the ingest comparison of benchmarks/search.py
         self.index_search = True
 
     # The ingest statements are compiled once, on first use (a command that only reads or runs evals
@@ -303,7 +290,7 @@ class SqlStore:
         PostgreSQL a span text (``bytea``) matches when its UTF-8 does or when it is packed: the
         database cannot unpack it, so such a match is a candidate that :func:`span_text_matches`
         settles in Python."""
-        pattern = _escape_like(text)
+        pattern = escape_like(text)
         if self._compress:
             return func.ph_text(column).like(pattern, escape="\\")
         if column.table is t.spans:
@@ -522,12 +509,14 @@ class SqlStore:
                 conn.exec_driver_sql(
                     _INDEX_SPANS, [(k, search_document(r)) for k, r in zip(keys, records, strict=True)]
                 )
-        elif self.copy_spans:  # each row with its search vector
-            searched = zip(span_rows, records, strict=True)
-            self._span_copier.write(conn, ((*row, pg_span_vector(r)) for row, r in searched))
-        else:
-            searched = zip(span_rows, records, strict=True)
-            self._span_insert.execute(conn, [(*row, pg_span_vector_text(r)) for row, r in searched])
+        else:  # each row with its search vector (none: the search benchmark's store without the index)
+            indexed, pairs = self.index_search, zip(span_rows, records, strict=True)
+            if self.copy_spans:
+                vectors = ((*row, pg_span_vector(r) if indexed else NO_LEXEMES) for row, r in pairs)
+                self._span_copier.write(conn, vectors)
+            else:
+                texts = [(*row, pg_span_vector_text(r) if indexed else "") for row, r in pairs]
+                self._span_insert.execute(conn, texts)
         for granularity, rollup in t.ROLLUPS:
             rollup_rows = [
                 rollup_row(p, b, m, n, r, compress)
@@ -661,78 +650,11 @@ class SqlStore:
 
     def list_traces(self, project_id: str, query: TraceQuery) -> Page[TraceSummary]:
         """Traces newest first (or sorted by ``query.sort``), filtered, one keyset page at a time."""
-        c = t.traces.c
-        conds: list[ColumnElement[bool]] = [c.project_id == project_id]
-        if query.start_ns is not None:
-            conds.append(c.start_ns >= query.start_ns)
-        if query.end_ns is not None:
-            conds.append(c.start_ns < query.end_ns)
-        for column, value in (
-            (c.name, query.name),
-            (c.user_id, query.user_id),
-            (c.session_id, query.session_id),
-            (c.environment, query.environment),
-            (c.release, query.release),
-        ):
-            if value is not None:
-                conds.append(column == value)
-        for tag in query.tags:
-            conds.append(c.tags.like(_escape_like(orjson.dumps(tag).decode()), escape="\\"))
-        for key, value in query.metadata:
-            conds.append(self._metadata_value(c.metadata, key) == value)
-        if query.status is Status.ERROR:
-            conds.append(c.error_count > 0)
-        elif query.status is not None:
-            conds.append(c.error_count == 0)
-        if query.min_latency_ms is not None:
-            conds.append(c.end_ns - c.start_ns >= int(query.min_latency_ms * 1e6))
-        if query.min_cost_usd is not None:
-            conds.append(c.cost_usd >= query.min_cost_usd.usd)
-        if query.max_latency_ms is not None:
-            conds.append(c.end_ns - c.start_ns <= int(query.max_latency_ms * 1e6))
-        if query.max_cost_usd is not None:
-            conds.append(c.cost_usd <= query.max_cost_usd.usd)
-        s = t.spans.c
-        if query.model is not None:
-            # A probe per candidate trace through the spans' (trace_pk, span_id) index, as a scalar
-            # subquery: PostgreSQL turns an EXISTS under OR into a hashed subplan that first reads
-            # every span of the model (121 ms at 200,000 spans, growing with the table; this: 8 ms).
-            # A call matches by the name it was asked for as well as by the one that served it.
-            in_trace = and_(s.trace_pk == c.pk, or_(s.model == query.model, s.request_model == query.model))
-            probe = select(literal(1)).where(in_trace).limit(1).scalar_subquery()
-            conds.append(or_(c.model == query.model, probe.is_not(None)))
-        if query.key_id is not None:
-            through_key = select(literal(1)).where(s.trace_pk == c.pk, s.key_id == query.key_id).limit(1)
-            conds.append(through_key.scalar_subquery().is_not(None))
-        if query.score_name is not None:
-            sc = t.scores.c
-            score_conds = [sc.project_id == project_id, sc.trace_id == c.id, sc.name == query.score_name]
-            if query.min_score is not None:
-                score_conds.append(sc.value >= query.min_score)
-            if query.max_score is not None:
-                score_conds.append(sc.value <= query.max_score)
-            conds.append(select(literal(1)).where(*score_conds).exists())
-        order: tuple[ColumnElement[Any], ...] = (c.start_ns, c.pk)
-        if query.sort != "time":
-            order = (self._sort_key(query.sort), *order)
-        if query.cursor is not None:
-            # Pages are ordered by (sort value, start, key); the cursor names the last trace by its id
-            # (a trace deleted meanwhile: the page goes on after its value and start time).
-            *position, trace_id = query.cursor
-            last = t.traces.alias("last")
-            last_pk = select(last.c.pk).where(last.c.project_id == project_id, last.c.id == trace_id)
-            if len(position) != len(order) - 1:
-                raise InvalidQuery("cursor is not one of a list sorted this way")
-            bound = tuple_(*position, func.coalesce(last_pk.scalar_subquery(), 0))
-            conds.append(tuple_(*order) < bound if query.descending else tuple_(*order) > bound)
-        ordering = [col.desc() if query.descending else col.asc() for col in order]
         with self.engine.connect() as conn:
+            search, by_key = None, False
             if query.search:
-                condition, by_key = search_condition(conn, self.dialect, query.search)
-                conds.append(condition)
-                if by_key:  # read the few traces by key and sort them (``+ 0``: not by the time index)
-                    ordering = [(col + 0).desc() if query.descending else (col + 0).asc() for col in order]
-            stmt = select(t.traces).where(*conds).order_by(*ordering).limit(query.limit + 1)
+                search, by_key = search_condition(conn, self.dialect, query.search, query.limit)
+            stmt = trace_list_statement(project_id, query, self._compress, search, by_key)
             rows = [r._mapping for r in conn.execute(stmt)]
             more = len(rows) > query.limit
             rows = rows[: query.limit]
@@ -754,23 +676,9 @@ class SqlStore:
             if query.sort == "time":
                 next_cursor = encode_cursor(last_row["start_ns"], last_row["id"])
             else:
-                sorted_by = _SORT_VALUES[query.sort](last_row)
+                sorted_by = SORT_VALUES[query.sort](last_row)
                 next_cursor = encode_sort_cursor(query.sort, sorted_by, last_row["start_ns"], last_row["id"])
         return Page(data, next_cursor)
-
-    def _sort_key(self, sort: str) -> ColumnElement[Any]:
-        c = t.traces.c
-        if sort == "latency":
-            return c.end_ns - c.start_ns  # the expression of the index ix_traces_latency
-        if sort == "cost":
-            return c.cost_usd
-        return c.total_tokens if sort == "tokens" else c.start_ns
-
-    def _metadata_value(self, column: ColumnElement[Any], key: str) -> ColumnElement[Any]:
-        """The text of one key of a JSON metadata column (NULL when missing)."""
-        if self._compress:
-            return sql_cast(func.json_extract(column, f'$."{key}"'), Text)
-        return sql_cast(column, postgresql.JSONB).op("->>")(key)
 
     def get_trace(self, project_id: str, trace_id: str) -> TraceDetail | None:
         """One trace of this project with its observations and scores, or None."""
