@@ -4,6 +4,9 @@ the writer listens."""
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 from pathlib import Path
 
@@ -69,3 +72,29 @@ def test_a_home_folder_too_deep_for_a_socket_path_gets_a_private_temporary_one(t
     assert len(address.path.encode()) <= 100 and not address.path.startswith(str(deep))
     assert (Path(address.path).parent.stat().st_mode & 0o777) == 0o700  # the owner's only
     assert WriterAddress.make(tmp_path).path.startswith(str(tmp_path))
+
+
+def test_a_connection_that_never_proves_the_key_does_not_keep_the_workers_out(tmp_path: Path) -> None:
+    """Listener.accept() with a key runs the handshake on the accepting thread: one local process that
+    connects and stays silent (or sends garbage) would block every worker's (re)connection forever."""
+    url = sqlite_at_head(tmp_path / "writer.db")
+    store = SqlStore.from_url(url)
+    address = WriterAddress.make(tmp_path)
+    writer = SpanWriterServer(store, address)
+    silent, garbage = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
+    sink = WriterClient(address, retry_s=0.02)
+    try:
+        silent.connect(address.path)  # and never answers the challenge
+        garbage.connect(address.path)
+        garbage.sendall(b"\xff" * 64)
+        sent = threading.Thread(target=sink.write_span_chunks, args=([[]],), daemon=True)
+        sent.start()
+        sent.join(30)
+        assert not sent.is_alive(), "the worker could not reach the writer"
+        assert sink.pid == os.getpid()
+    finally:
+        sink.close()
+        silent.close()
+        garbage.close()
+        writer.close()
+        store.close()

@@ -30,12 +30,13 @@ import os
 import queue
 import secrets
 import signal
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ MAX_SOCKET_PATH = 100  # a Unix socket's path is limited to 108 bytes
 IN_FLIGHT_CHUNKS = 4  # chunks a worker sends before it waits for their answers
 TEMP_PREFIX = "pilothouse-writer-"
 QUEUED_CHUNKS = 8  # chunks the writer holds, of all workers; past that the workers' sends block
+HANDSHAKE_S = 5.0  # a connection that has not proved the key by then is cut
 
 
 class SpanWriteRefused(RuntimeError):
@@ -100,7 +102,9 @@ class SpanWriterServer:
             os.unlink(address.path)  # a socket left by a writer that was killed
         old_umask = os.umask(0o177)  # the socket file is the owner's only
         try:
-            self._listener = Listener(address.path, "AF_UNIX", authkey=address.authkey)
+            # no authkey here: Listener.accept() would run the handshake on the accepting thread, so
+            # one connection that never answers would keep every worker out (see _handshake)
+            self._listener = Listener(address.path, "AF_UNIX")
         finally:
             os.umask(old_umask)
         self._closing = False
@@ -120,15 +124,29 @@ class SpanWriterServer:
                     return
                 log.warning("a connection to the span writer failed", exc_info=True)
                 continue
-            except Exception:  # a client without the key (AuthenticationError), a broken handshake
-                log.warning("a connection to the span writer was refused", exc_info=True)
-                continue
-            try:
-                conn.send(("hello", os.getpid()))
-            except OSError:
-                conn.close()
-                continue
-            threading.Thread(target=self._read, args=(conn,), name="span-writer-read", daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn,), name="span-writer-read", daemon=True).start()
+
+    def _serve(self, conn: Connection) -> None:
+        """One connection, on its own thread: the key's handshake (cut after :data:`HANDSHAKE_S`), then
+        its chunks until it closes."""
+        if self._handshake(conn):
+            self._read(conn)
+
+    def _handshake(self, conn: Connection) -> bool:
+        cut = threading.Timer(HANDSHAKE_S, _shut, args=(conn,))
+        cut.daemon = True
+        cut.start()
+        try:
+            deliver_challenge(conn, self.address.authkey)
+            answer_challenge(conn, self.address.authkey)
+            conn.send(("hello", os.getpid()))
+        except Exception:  # no key (AuthenticationError), garbage, silence past the deadline
+            log.warning("a connection to the span writer was refused", exc_info=True)
+            conn.close()
+            return False
+        finally:
+            cut.cancel()
+        return True
 
     def _read(self, conn: Connection) -> None:
         try:
@@ -138,6 +156,9 @@ class SpanWriterServer:
                     self._queue.put((conn, seq, records))  # blocks when full: backpressure
         except (EOFError, OSError):
             pass  # the worker closed its end (or died): its unanswered chunks it sends again
+        except Exception:  # not a message of ours (it held the key): that connection only is dropped
+            log.warning("a span writer connection sent what is not a chunk; it is closed", exc_info=True)
+            conn.close()
 
     def _write(self) -> None:
         while True:
@@ -294,6 +315,13 @@ class WriterSupervisor:
         if os.path.basename(folder).startswith(TEMP_PREFIX) and folder.startswith(tempfile.gettempdir()):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # the private folder of a socket path too long for the home folder
+
+
+def _shut(conn: Connection) -> None:
+    """Ends a blocked read on ``conn`` from another thread (shutting the socket down, not closing the
+    descriptor its reader still uses)."""
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 # -- the workers' side -------------------------------------------------------------------------------
