@@ -117,6 +117,67 @@ async def test_json_mode_with_tools_is_a_400_before_any_generation(tmp_path: Pat
     assert info.value.status == 400 and "response_format" in info.value.message
 
 
+def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+
+
+def _ref_chain(length: int) -> dict[str, Any]:
+    defs = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(length)}
+    return {"$ref": "#/$defs/d0", "$defs": {**defs, f"d{length}": {"type": "string"}}}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        _ref_chain(3000),  # 100 KB: llguidance's compiler overflowed the native stack (segfault)
+        {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(10_000)}},  # seconds
+        {"enum": [f"value {i}" for i in range(30_000)]},
+    ],
+    ids=["ref-chain", "10k-properties", "30k-enum"],
+)
+def test_a_schema_too_deep_or_too_large_is_a_400_before_it_is_compiled(schema: dict[str, Any]) -> None:
+    with pytest.raises(ProviderError) as info:
+        response_grammar(_json_schema(schema))
+    assert info.value.status == 400 and info.value.code == "schema_too_large"
+
+
+def test_recursive_schemas_and_reference_cycles_stay_usable() -> None:
+    tree = {
+        "$ref": "#/$defs/n",
+        "$defs": {
+            "n": {
+                "type": "object",
+                "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/n"}, "maxItems": 2}},
+            }
+        },
+    }
+    assert response_grammar(_json_schema(tree))
+    assert response_grammar(_json_schema(_ref_chain(40)))
+
+
+async def test_the_grammar_is_compiled_off_the_event_loop(tmp_path: Path) -> None:
+    """Compiling a large schema takes a CPU's milliseconds to seconds: other requests go on meanwhile."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    schema = {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(2000)}}
+    tools = [{"type": "function", "function": {"name": "look", "parameters": {"type": "object"}}}]
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    try:
+        before = ticks
+        with pytest.raises(ProviderError):  # refused once compiled: response_format with tools
+            await local(tmp_path).chat({"messages": ASK, "tools": tools, **_json_schema(schema)})
+        assert ticks > before  # the loop ran while the grammar compiled
+    finally:
+        ticking.cancel()
+
+
 # -- on the model ---------------------------------------------------------------------------------
 
 

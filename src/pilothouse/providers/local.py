@@ -610,10 +610,15 @@ class LocalProvider:
         }
 
     @staticmethod
-    def _choices(request: dict[str, Any]) -> list[_Params]:
+    async def _choices(request: dict[str, Any]) -> list[_Params]:
         """One generation per choice (``n``); a ``seed`` gives choice i the seed ``seed + i``, so
-        sampled choices differ and a repeated request repeats them all."""
-        n, params = choices_asked(request), _request_params(request)
+        sampled choices differ and a repeated request repeats them all. A ``response_format``'s
+        grammar is compiled off the event loop (a large schema takes a CPU's milliseconds to seconds)."""
+        n = choices_asked(request)
+        if request.get("response_format") is None:
+            params = _request_params(request)
+        else:
+            params = await asyncio.to_thread(_request_params, request)
         if n == 1 or params.seed is None:
             return [params] * n
         return [replace(params, seed=params.seed + i) for i in range(n)]
@@ -642,7 +647,7 @@ class LocalProvider:
 
     async def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         tools = bool(request.get("tools")) and request.get("tool_choice") != "none"
-        answers = await _all([self._answer(params, tools) for params in self._choices(request)])
+        answers = await _all([self._answer(params, tools) for params in await self._choices(request)])
         choices = [
             {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
             for i, (message, finish, _, _) in enumerate(answers)
@@ -705,7 +710,7 @@ class LocalProvider:
             "model": self.model,
         }
         extra: dict[str, Any] = {"usage": None} if include_usage else {}
-        streams = [self._choice_stream(p, i, tools) for i, p in enumerate(self._choices(request))]
+        streams = [self._choice_stream(p, i, tools) for i, p in enumerate(await self._choices(request))]
         prompt_tokens = completion_tokens = 0
         # n > 1: the choices' chunks interleave as they are generated, each naming its index (OpenAI's shape)
         merged = streams[0] if len(streams) == 1 else _merged(streams)

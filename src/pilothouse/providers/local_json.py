@@ -20,6 +20,12 @@ from pilothouse.providers.base import ProviderError
 INSTALL_HINT = "pip install llguidance"
 _COMPACT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
+# What a schema may weigh before llguidance sees it. Its compiler recurses on the native stack: a chain
+# of a few thousand "$ref"s (100 KB of JSON) overflows it and kills the whole server process, and its
+# time grows with the schema (10,000 properties: seconds of CPU, once to check and once per choice).
+# OpenAI's structured outputs allow 5,000 properties and 10 levels of nesting; these leave room above.
+MAX_SCHEMA_DEPTH = 128  # objects and arrays nested, counting each "$ref" followed as one level more
+MAX_SCHEMA_VALUES = 20_000  # every value in the schema (objects, arrays, strings, numbers ...)
 
 
 def _bad(message: str, code: str | None = None) -> ProviderError:
@@ -59,12 +65,78 @@ def response_schema(request: dict[str, Any]) -> dict[str, Any] | None:
     return schema
 
 
+def _pointer(root: dict[str, Any], ref: str) -> Any:
+    """The subschema a local ``$ref`` (``#/$defs/name``) points to; None for any other reference."""
+    if ref == "#":
+        return root
+    if not ref.startswith("#/"):
+        return None
+    node: Any = root
+    for part in ref[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def check_schema_size(schema: dict[str, Any]) -> None:
+    """A 400 for a schema deeper than :data:`MAX_SCHEMA_DEPTH` (nesting, with every local ``$ref``
+    followed: a reference cycle, a recursive schema, counts once) or with more than
+    :data:`MAX_SCHEMA_VALUES` values. Iterative: the schema itself may be nested ~1,000 deep."""
+    values = 0
+    depth: dict[int, int] = {}  # id(container) -> the deepest chain below it, once known
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(schema, False)]
+    while stack:
+        node, leaving = stack.pop()
+        if leaving:
+            on_path.discard(id(node))
+            children = _children(schema, node)
+            below = max((depth.get(id(c), 0) for c in children), default=0)
+            depth[id(node)] = below + 1
+            if below + 1 > MAX_SCHEMA_DEPTH:
+                raise _bad(
+                    f"response_format.json_schema.schema is nested deeper than {MAX_SCHEMA_DEPTH} "
+                    "levels (objects and arrays, with each $ref followed)",
+                    "schema_too_large",
+                )
+            continue
+        if id(node) in depth or id(node) in on_path:  # seen, or a cycle: recursion is allowed
+            continue
+        values += 1 + (len(node) if isinstance(node, (dict, list)) else 0)
+        if values > MAX_SCHEMA_VALUES:
+            raise _bad(
+                f"response_format.json_schema.schema has more than {MAX_SCHEMA_VALUES} values: make "
+                "it smaller for the local model",
+                "schema_too_large",
+            )
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(schema, node) if id(c) not in on_path)
+
+
+def _children(root: dict[str, Any], node: Any) -> list[Any]:
+    """The containers directly in ``node``, and the target of its ``$ref``."""
+    items = node.values() if isinstance(node, dict) else node
+    children = [c for c in items if isinstance(c, (dict, list))]
+    if isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        target = _pointer(root, node["$ref"])
+        if isinstance(target, (dict, list)):
+            children.append(target)
+    return children
+
+
 def response_grammar(request: dict[str, Any]) -> str | None:
     """The llguidance grammar that enforces ``request``'s ``response_format`` (None: free text); a 400
     naming what the schema asks for that cannot be enforced."""
     schema = response_schema(request)
     if schema is None:
         return None
+    check_schema_size(schema)
     matcher = _llguidance().LLMatcher
     try:
         grammar: str = matcher.grammar_from_json_schema(schema, overrides=_COMPACT)
