@@ -19,6 +19,7 @@ from starlette.routing import Route
 from pilothouse.domain.keys import Scope
 from pilothouse.gateway import Caller, CallSpan, Gateway, GatewayError, GatewayReply
 from pilothouse.gateway.cache import cache_policy
+from pilothouse.gateway.client_names import MESSAGES_FORMAT, renamed
 from pilothouse.gateway.validation import (
     InvalidRequest,
     check_chat_request,
@@ -169,6 +170,7 @@ async def chat_completions(request: Request) -> Response:
 
 
 def _anthropic_error(error: GatewayError) -> Response:
+    error = renamed(error, MESSAGES_FORMAT)  # the client sent output_config.format, not response_format
     body = {
         "type": "error",
         "error": {"type": ANTHROPIC_TYPES.get(error.status, "api_error"), "message": error.message},

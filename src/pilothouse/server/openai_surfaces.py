@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
 from pilothouse.gateway import GatewayError, GatewayReply
+from pilothouse.gateway.client_names import RESPONSES_FORMAT, renamed
 from pilothouse.gateway.completions_format import chat_to_completion, chunk_to_completion, completions_to_chat
 from pilothouse.gateway.responses_format import (
     chat_request,
@@ -88,11 +89,23 @@ class ResponsesWire:
         return _sse(events)
 
     def error(self, exc: GatewayError) -> bytes:
+        exc = renamed(exc, RESPONSES_FORMAT)
         return _sse(self._opening() + self.encoder.fail(exc.code, exc.message))
 
 
 async def create_response(request: Request) -> Response:
-    """``POST /v1/responses``: the Responses API over any provider (OpenAI's errors)."""
+    """``POST /v1/responses``: the Responses API over any provider (OpenAI's errors, naming the
+    client's ``text.format`` where the chat request it became has ``response_format``)."""
+    try:
+        return await _create_response(request)
+    except GatewayError as exc:
+        told = renamed(exc, RESPONSES_FORMAT)
+        if told is exc:
+            raise
+        raise told from None
+
+
+async def _create_response(request: Request) -> Response:
     gateway, caller, call, body = await _start(request, "chat")
     services = _services(request)
     store = _store(services)

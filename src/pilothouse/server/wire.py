@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from pilothouse.gateway import GatewayError
+from pilothouse.gateway.client_names import MESSAGES_FORMAT, renamed
 from pilothouse.providers.anthropic_format import MessagesStreamEncoder
 from pilothouse.providers.anthropic_native import NATIVE
 
@@ -67,5 +68,6 @@ class AnthropicWire:
         return b"" if self.native else self._events(self.encoder.finish())
 
     def error(self, exc: GatewayError) -> bytes:
+        exc = renamed(exc, MESSAGES_FORMAT)
         kind = ANTHROPIC_TYPES.get(exc.status, "api_error")
         return self._events([("error", {"type": "error", "error": {"type": kind, "message": exc.message}})])
