@@ -141,6 +141,15 @@ def test_bad_query_input_gets_clear_400s(served: Served) -> None:
     assert r.status_code == 400 and "numeric" in r.json()["error"]["message"]
     r = served.client.get("/api/nothing-here", headers=served.auth)
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    # a POST to no endpoint is a 404 too (it matched only the UI's GET-only catch-all page: was a 405),
+    # and an Anthropic client given .../v1 as its base_url is told why
+    for path in ("/api/nothing-here", "/v1/no-such-endpoint", "/nowhere"):
+        r = served.client.post(path, json={}, headers=served.auth)
+        assert r.status_code == 404 and r.json()["error"]["message"] == "Not found.", path
+    r = served.client.post("/v1/v1/messages", json={}, headers=served.auth)
+    assert r.status_code == 404 and "an Anthropic client's is the server's address" in r.text
+    r = served.client.post("/api/traces", json={}, headers=served.auth)  # a known path, another method
+    assert r.status_code == 405 and r.json()["error"]["message"] == "Method not allowed."
 
 
 def test_other_projects_ids_are_404(served: Served) -> None:

@@ -114,7 +114,8 @@ def serve(
     if names:
         model = "smollm2" if "smollm2" in names else names[0]
         click.echo(
-            f"  Models:        {', '.join(names)} (OpenAI API: {base}/v1, Anthropic: {base}/v1/messages)\n"
+            f"  Models:        {', '.join(names)}\n"
+            f"                 (base_url: OpenAI clients {base}/v1, Anthropic clients {base})\n"
             f"  Try one:       curl {base}/v1/chat/completions -H 'Authorization: Bearer {key_hint}' "
             f"-H 'Content-Type: application/json' "
             f'-d \'{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}\''

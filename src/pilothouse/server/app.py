@@ -57,7 +57,7 @@ from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import MAX_BODY_WAITING, BodyBudget
 from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_logs, export_metrics, export_traces
 from pilothouse.server.durable import replay_spool
-from pilothouse.server.errors import ApiError, FastJSONResponse, error_response
+from pilothouse.server.errors import UNKNOWN_PATH_ROUTE, ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue, PendingExport, SpanSink
 from pilothouse.server.metrics import GatewayMetrics, Gauge
 from pilothouse.server.metrics_shared import SharedMetrics
@@ -146,10 +146,23 @@ async def _api_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+# a client whose base URL already ends in /v1 where the SDK adds /v1 itself (Anthropic's), or twice
+DOUBLED_V1 = (
+    " The path has /v1 twice: an OpenAI client's base_url ends in /v1, an Anthropic client's is the"
+    " server's address alone."
+)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    message = {404: "Not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
-    return ApiError(exc.status_code, message).response()
+    status = exc.status_code
+    route = request.scope.get("route")
+    if status == 405 and getattr(route, "path", None) == UNKNOWN_PATH_ROUTE:
+        status = 404  # only the UI's catch-all page matched the path: there is no such endpoint
+    message = {404: "Not found.", 405: "Method not allowed."}.get(status, str(exc.detail))
+    if status == 404 and request.url.path.startswith("/v1/v1/"):
+        message += DOUBLED_V1
+    return ApiError(status, message).response()
 
 
 async def _redis_error(_request: Request, exc: Exception) -> Response:

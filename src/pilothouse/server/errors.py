@@ -11,6 +11,11 @@ from pilothouse.gateway import GatewayError
 from pilothouse.gateway.upstream_errors import SHOULD_RETRY, retry_cannot_help
 from pilothouse.server.serialise import json_default
 
+# The web UI's last route (GET only: a styled 404 page). A request in another method that reaches no
+# other route matches only its path, which Starlette answers with a 405; it names no endpoint, so it is
+# a 404 (``server/app.py``), and a client with a wrong base URL is told so.
+UNKNOWN_PATH_ROUTE = "/{path:path}"
+
 
 class FastJSONResponse(JSONResponse):
     """JSON responses rendered by orjson (several times faster than the standard library); Money as

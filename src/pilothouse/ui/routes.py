@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pilothouse.config import Settings
+from pilothouse.server.errors import UNKNOWN_PATH_ROUTE
 from pilothouse.ui import (
     pages_admin,
     pages_evals,
@@ -91,7 +92,7 @@ def ui_routes(settings: Settings) -> list[BaseRoute]:
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ]
     routes += [Route(path, ui.endpoint(handler), methods=[method]) for path, handler, method in PAGES]
-    routes.append(Route("/{path:path}", _unknown_page(ui), methods=["GET"]))  # last: a styled 404
+    routes.append(Route(UNKNOWN_PATH_ROUTE, _unknown_page(ui), methods=["GET"]))  # last: a styled 404
     return routes
 
 
