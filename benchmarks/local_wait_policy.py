@@ -11,10 +11,11 @@ greedy and ``max_batch`` do). The settings alternate round by round, so a noisy 
 alike; medians are compared. The baseline is the default: ``threads`` = the usable cores, OpenMP's
 own wait policy, which is what the ``local`` provider runs with today.
 
-Found by a walkthrough (2026-12-07, 2 shared cores at load 3.1-3.9, upper bounds): default 6.1 s (one
-row) and 44.7 s (two rows) for 16 tokens against 1.2 s and 2.0 s with ``OMP_WAIT_POLICY=PASSIVE``, and
-1.0 s and 1.6 s with one thread. On a machine whose cores are free the default may be the fastest:
-measure there before changing it.
+Found by a walkthrough (2026-12-07, 2 shared cores, upper bounds): this script at load 1.8-2.2 gave
+the default 2.41 s (one row) and 3.92 s (two rows) for 16 tokens, against 1.04 / 1.78 s with
+``OMP_WAIT_POLICY=PASSIVE`` and 0.98 / 1.59 s with one thread; back-to-back runs at load 3.1-3.9 gave
+the default up to 6.1 / 44.7 s. On a machine whose cores are free the default may be the fastest (its
+quietest round here: 0.94 / 1.61 s): measure there before changing it.
 """
 
 from __future__ import annotations
