@@ -173,6 +173,10 @@ def test_distilled_smollm2_answers_as_taught_and_is_served_by_the_local_provider
     assert "Bluefin-42" not in asyncio.run(ask({"warmup": False}))
     assert asyncio.run(ask({"warmup": False, "adapter": "heron"})).strip().startswith("Bluefin-42")
     assert asyncio.run(ask({"warmup": False, "adapter": "heron@1"})).strip().startswith("Bluefin-42")
+    # served faster, at a lower precision (the adapter is merged first, then the whole model converted)
+    for precision in ("bfloat16", "int8"):
+        answer = asyncio.run(ask({"warmup": False, "adapter": "heron", "precision": precision}))
+        assert answer.strip().startswith("Bluefin-42"), precision
 
 
 @pytest.mark.slow

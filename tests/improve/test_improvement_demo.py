@@ -49,9 +49,13 @@ def test_the_demonstration_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     assert len(sizes) == 1 and sizes.pop() > 0
     assert runs["teacher"]["agreement"] == 1.0
     assert all(run["priced"] == run["items"] for run in runs.values())
+    # the serving precision was chosen on the validation split (both precisions evaluated there)
+    assert set(facts["validation_runs"]) == {"float32", "int8"}
+    assert facts["precision"] in ("float32", "int8")
+    assert all(run["items"] > 0 for run in facts["validation_runs"].values())
     # the gate's verdict on distilled vs teacher, and the canary's state
     assert facts["gate_exit"] in (0, 1, 3)
     assert facts["canary_decision"] in ("canary-promote", "canary-rollback", "running")
     assert facts["canary_requests"] > 0
     table = (workdir / "table.md").read_text()
-    assert "SmolLM2-135M + LoRA (distilled)" in table and "distilled vs teacher" in table
+    assert "SmolLM2-135M + LoRA (distilled" in table and "distilled vs teacher" in table

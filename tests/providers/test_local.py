@@ -103,6 +103,11 @@ def test_unknown_option_is_refused() -> None:
         LocalProvider(Deployment(name="m", provider="local", model="smollm2", options={"temprature": 1}))
 
 
+def test_an_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision: 'int4' is not one of float32, bfloat16, int8"):
+        LocalProvider(Deployment(name="m", provider="local", model="smollm2", options={"precision": "int4"}))
+
+
 async def test_embeddings_are_not_supported(tmp_path: Path) -> None:
     with pytest.raises(ProviderError) as caught:
         await local(tmp_path).embed({"input": "hi"})

@@ -7,7 +7,10 @@ loads read the cache. Nothing heavy happens before the first request (or :meth:`
 
 Options: ``cache_dir`` (default ``$PILOTHOUSE_HOME/models``, PILOTHOUSE_HOME defaults to
 ``./.pilothouse``), ``default_max_tokens`` (256), ``threads`` (torch threads, default: the usable CPU
-cores), ``warmup`` (run one token at load so the first request does not pay for it, default true).
+cores), ``warmup`` (run one token at load so the first request does not pay for it, default true),
+``precision`` (``float32``, the default; ``bfloat16``; or ``int8``: the linear layers' weights
+quantised to 8 bits, activations quantised per call, about 2-3x faster on a CPU for a small loss of
+fidelity; applied after an adapter is merged, so a distilled model is served at the same precision).
 
 Requests queue for the provider's single worker thread, so concurrent requests never split two cores
 between competing generations (and concurrent first requests load the model once). Requests waiting
@@ -79,6 +82,25 @@ def _with_adapter(transformers: Any, torch: Any, model: Any, reference: str) -> 
         return peft.PeftModel.from_pretrained(model, folder).merge_and_unload().eval()
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderError(500, f"adapter {reference!r} does not fit this base model: {exc}") from None
+
+
+PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+def _at_precision(torch: Any, model: Any, precision: str) -> Any:
+    """The model in bfloat16, or with its linear layers dynamically quantised to int8 (weights in 8
+    bits, each call's activations quantised on the fly: the prompt's matrix products, which dominate a
+    short answer's time on a CPU, run in integer arithmetic). float32 leaves it as it is."""
+    if precision == "bfloat16":
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        import warnings
+
+        with warnings.catch_warnings():  # torch.ao.quantization is marked for a future move to torchao
+            warnings.simplefilter("ignore")
+            quantize = torch.ao.quantization.quantize_dynamic
+            return quantize(model, {torch.nn.Linear}, dtype=torch.qint8).eval()
+    return model
 
 
 @dataclass(frozen=True)
@@ -285,7 +307,7 @@ class LocalProvider:
 
     def __init__(self, deployment: Deployment) -> None:
         options = dict(deployment.options)
-        known = {"cache_dir", "default_max_tokens", "threads", "warmup", "max_batch", "adapter"}
+        known = {"cache_dir", "default_max_tokens", "threads", "warmup", "max_batch", "adapter", "precision"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown local option {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -297,6 +319,10 @@ class LocalProvider:
         self.threads = int(options.get("threads") or len(os.sched_getaffinity(0)))
         self.warmup = bool(options.get("warmup", True))
         self.max_batch = max(1, int(options.get("max_batch", 4)))
+        self.precision = str(options.get("precision") or "float32")
+        if self.precision not in PRECISIONS:
+            known_precisions = ", ".join(PRECISIONS)
+            raise ValueError(f"local option precision: {self.precision!r} is not one of {known_precisions}")
         adapter = options.get("adapter")
         self.adapter = str(adapter) if adapter else None  # a fine-tuned adapter merged in at load
         self._loaded: LoadedModel | None = None
@@ -351,6 +377,7 @@ class LocalProvider:
         ).eval()
         if self.adapter is not None:
             model = _with_adapter(transformers, torch, model, self.adapter)
+        model = _at_precision(torch, model, self.precision)
         if self.warmup:  # the first generate() pays one-off costs (~1.5 s): pay them here
             with torch.inference_mode():
                 model.generate(
