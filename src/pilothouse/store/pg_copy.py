@@ -7,19 +7,23 @@ statement instead of planning and executing one ``INSERT`` per row."""
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 from sqlalchemy import Column, Connection, MetaData, Table, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.dml import Insert
+
+if TYPE_CHECKING:
+    from psycopg.adapt import Dumper
 
 UpsertFactory = Callable[[Any], Insert]  # adds the ON CONFLICT clause to PostgreSQL's INSERT ... SELECT
 
 
 def _passthrough_dumper(type_oid: int) -> type[Dumper]:
-    """A binary dumper for values that are already in PostgreSQL's binary form of ``type_oid``."""
+    """A binary dumper for values that are already in PostgreSQL's binary form of ``type_oid``
+    (psycopg imported here: a server on SQLite never loads it)."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
 
     class Passthrough(Dumper):
         oid = type_oid
