@@ -5,7 +5,10 @@ metadata, score range, several tags) and the sortable columns page correctly, on
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
+from sqlalchemy import event
 
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import TraceQuery, next_page
@@ -249,3 +252,21 @@ def test_few_matches_are_read_by_key_within_a_time_range(sqlite_store: SqlStore)
         plan = " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
     assert "INTEGER PRIMARY KEY" in plan and "ix_traces_time" not in plan, plan
     assert _ids(sqlite_store, query) == [tid(23), tid(13), tid(3)]
+
+
+def test_more_keys_than_sqlite_binds_fall_back_to_the_list(
+    sqlite_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite refuses a statement with more bound parameters than its limit (32,766 in many builds):
+    # the by-key plan binds one per matching trace, so past the limit it reads the list instead
+    sqlite_store.write_spans([r for i in range(60) for r in _trace(i, input_="word")])
+    expected = [tid(i) for i in range(59, -1, -1)]  # every page of 10
+    assert _ids(sqlite_store, TraceQuery(search="word", limit=10)) == expected
+
+    def low_limit(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)
+
+    event.listen(sqlite_store.engine, "connect", low_limit)
+    sqlite_store.engine.dispose()  # new connections, with the low limit
+    monkeypatch.setattr(search, "choose_plan", lambda *_: search.Plan.KEYS)
+    assert _ids(sqlite_store, TraceQuery(search="word", limit=10)) == expected

@@ -35,6 +35,7 @@ prefix is first expanded into its words (``fts5vocab``, one seek per word), and 
 from __future__ import annotations
 
 import re
+import sqlite3
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from enum import Enum
@@ -344,6 +345,14 @@ def fts5_expression(conn: Connection, words: list[str], prefix: bool) -> tuple[s
     )
 
 
+def _bound_keys_allowed(conn: Connection) -> int:
+    """How many trace keys the by-key plan may bind on this SQLite connection: its limit of bound
+    parameters (32,766 in many builds, 250,000 in others) less room for the rest of the list's query."""
+    driver = conn.connection.driver_connection
+    limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if driver is not None else 32_766
+    return int(limit) - 100
+
+
 def _sqlite_condition(
     conn: Connection, words: list[str], prefix: bool, page: int
 ) -> tuple[ColumnElement[bool], bool]:
@@ -374,7 +383,9 @@ def _sqlite_condition(
             (q,),
         ).scalars()
         keys = list(holders)
-        return (t.traces.c.pk.in_(keys) if keys else false()), True
+        if len(keys) <= _bound_keys_allowed(conn):
+            return (t.traces.c.pk.in_(keys) if keys else false()), True
+        plan = Plan.LIST  # one bound parameter per key would pass SQLite's limit: a 500 otherwise
     if plan is Plan.LIST:
         # the list is read once (SQLite keeps it as a temporary index: "LIST SUBQUERY"); each candidate
         # trace's span keys come from the (trace_pk, span_id) index ("+": not a look-up by span key)
