@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from pilothouse.server.metrics import GatewayMetrics, Gauge
-from pilothouse.server.metrics_shared import render_merged, snapshot
+from pilothouse.server.metrics_shared import SharedMetrics, render_merged, snapshot
 
 
 def _process(calls: int, circuit: float, pending: float) -> GatewayMetrics:
@@ -37,3 +37,12 @@ def test_counters_and_histograms_add_up_gauges_of_live_processes_only_and_the_wo
     )
     assert 'pilothouse_deployment_circuit_state{model="m",deployment="d"} 2' in text  # open in one
     assert "pilothouse_ingest_pending_spans 12" in text  # the dead process holds no queue
+
+
+def test_a_process_reusing_a_dead_ones_pid_does_not_overwrite_its_counters() -> None:
+    # each process's counters are one field of the server's hash; a restarted worker often gets the pid
+    # of a dead one (containers): were the field the pid, the dead one's counts would vanish from the sum
+    metrics = GatewayMetrics()
+    first = SharedMetrics(metrics, "redis://127.0.0.1:6379/0", "test")
+    again = SharedMetrics(metrics, "redis://127.0.0.1:6379/0", "test")
+    assert first.field != again.field

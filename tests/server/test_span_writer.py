@@ -98,3 +98,38 @@ def test_a_connection_that_never_proves_the_key_does_not_keep_the_workers_out(tm
         garbage.close()
         writer.close()
         store.close()
+
+
+def test_another_servers_writer_on_the_path_is_a_writer_down_not_a_crash(tmp_path: Path) -> None:
+    """Two servers must never share a socket name (a container's server is often pid 1 each time), and a
+    writer that refuses this worker's key is reported as down, the chunks kept for the right one."""
+    first, second = WriterAddress.make(tmp_path), WriterAddress.make(tmp_path)
+    assert first.path != second.path  # same process, same pid: the names still differ
+    url = sqlite_at_head(tmp_path / "writer.db")
+    store = SqlStore.from_url(url)
+    stranger = WriterAddress(first.path, os.urandom(32))  # another server's writer on our path
+    writer = SpanWriterServer(store, stranger)
+    sink = WriterClient(first, retry_s=0.02)
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            sink.write_span_chunks([[]])
+        except ConnectionError:
+            pass  # closed by the test
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        for _ in range(500):
+            if sink.down is not None or errors:
+                break
+            time.sleep(0.01)
+        assert errors == [] and sink.down is not None
+    finally:
+        sink.close()
+        thread.join(10)
+        writer.close()
+        store.close()

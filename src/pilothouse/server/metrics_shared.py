@@ -19,6 +19,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import Any
@@ -96,7 +97,7 @@ class SharedMetrics:
         self.key = KEY.format(instance=instance)
         self.publish_s = publish_s
         self.stale_s = max(10.0, 5 * publish_s)
-        self.field = str(os.getpid())
+        self.field = f"{os.getpid()}-{secrets.token_hex(4)}"  # a restarted worker may reuse a dead one's pid
         self._client: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pilothouse-shared-metrics", daemon=True)

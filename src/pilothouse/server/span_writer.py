@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener, answer_challenge, deliver_challenge
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,9 @@ class WriterAddress:
     @classmethod
     def make(cls, home: Path) -> WriterAddress:
         """A new socket path in ``home`` (in a private temporary folder when that path would be too long
-        for a socket) and a new random key."""
-        path = str(home / f"span-writer-{os.getpid()}.sock")
+        for a socket) and a new random key. The name carries the pid and a random part: pids repeat (a
+        container's server is often pid 1), and another server's socket must never be taken for ours."""
+        path = str(home / f"span-writer-{os.getpid()}-{secrets.token_hex(4)}.sock")
         if len(path.encode()) > MAX_SOCKET_PATH:
             path = os.path.join(tempfile.mkdtemp(prefix=TEMP_PREFIX), "span-writer.sock")
         return cls(path, secrets.token_bytes(32))
@@ -394,7 +396,7 @@ class WriterClient:
                 hello = conn.recv()
                 for seq, records in unacked.items():  # the next writer gets what the last did not answer
                     conn.send(("write", seq, records))
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, AuthenticationError) as exc:  # a key refused: another server's socket
                 if conn is not None:
                     conn.close()
                 self.down = f"the span writer process is not answering (the server restarts it): {exc}"
