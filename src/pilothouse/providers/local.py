@@ -775,6 +775,8 @@ async def _all(answers: list[Awaitable[Any]]) -> list[Any]:
     finally:
         for task in tasks:
             task.cancel()
+        # waited for, so that a second failing choice is not logged as "never retrieved"
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _merged(streams: list[AsyncGenerator[Any, None]]) -> AsyncGenerator[Any, None]:

@@ -169,13 +169,14 @@ class SpanWriterServer:
                 return
             group = [first]
             spans = len(first[2])
+            stop = False  # the stop marker came within the group: stop after writing it
             while spans < self.batch_spans:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is None:
-                    self._queue.put(None)  # after this group
+                if item is None:  # not put back: a reader blocked on the full queue could take its place
+                    stop = True
                     break
                 group.append(item)
                 spans += len(item[2])
@@ -196,6 +197,8 @@ class SpanWriterServer:
             del group, first
             if self.collect:
                 gc.collect()
+            if stop:
+                return
 
     def _alone(self, seq: int, records: list[SpanRecord]) -> tuple[Any, ...]:
         """Store one chunk in a transaction of its own: its answer."""
@@ -414,6 +417,11 @@ class WriterClient:
             self._conn = None
 
     def close(self) -> None:
-        """Stop waiting for a writer; close the connection."""
+        """Stop waiting for a writer and end the connection: shut down, not closed, since the batch
+        thread may still be using it (after a drain that timed out); that thread's :meth:`_drop`
+        closes it, so its descriptor number is never reused under it."""
         self._closed.set()
-        self._drop()
+        conn = self._conn
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                _shut(conn)
