@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from pilothouse.domain.money import Money
-from pilothouse.domain.queries import TraceQuery, next_page
+from pilothouse.domain.queries import InvalidQuery, TraceQuery, next_page
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import (
     Cost,
@@ -270,3 +270,11 @@ def test_more_keys_than_sqlite_binds_fall_back_to_the_list(
     sqlite_store.engine.dispose()  # new connections, with the low limit
     monkeypatch.setattr(search, "choose_plan", lambda *_: search.Plan.KEYS)
     assert _ids(sqlite_store, TraceQuery(search="word", limit=10)) == expected
+
+
+def test_a_star_before_the_end_is_refused_not_ignored() -> None:
+    assert search.query_words("say hel*") == (["say", "hel"], True)
+    assert search.query_words("say hel** ") == (["say", "hel"], True)
+    for text in ("hel* say", "a*b", "* hello"):
+        with pytest.raises(InvalidQuery, match="only the last word can be a prefix"):
+            search.query_words(text)

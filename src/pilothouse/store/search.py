@@ -214,6 +214,8 @@ def query_words(search: str) -> tuple[list[str], bool]:
         raise InvalidQuery(f"search text has more than {MAX_QUERY_WORDS} words")
     if any(len(w) > MAX_WORD_CHARS for w in words):
         raise InvalidQuery(f"a search word is longer than {MAX_WORD_CHARS} characters")
+    if "*" in search.rstrip().rstrip("*"):  # it would be ignored: say so rather than match whole words
+        raise InvalidQuery("only the last word can be a prefix: put the * at the end of the search text")
     return words, search.rstrip().endswith("*")
 
 
