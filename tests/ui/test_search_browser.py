@@ -96,7 +96,7 @@ def test_search_filter_save_export_and_bulk(tab: Any, seeded: Seeded, tmp_path: 
     tab.click("#bulk-score-add")
     tab.wait_for_selector("#review-done")
     assert "score on-topic added to 1 trace" in tab.inner_text("#review-done")
-    assert tab.locator("table.traces .badge, table.traces .score", has_text="on-topic").count() >= 0
+    assert "on-topic" in tab.inner_text("table.traces")  # the list shows the new score
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     tab.screenshot(path=str(SCREENSHOTS / "trace-search.png"), full_page=True)
 
