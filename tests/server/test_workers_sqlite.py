@@ -54,6 +54,17 @@ def _send(base_url: str, key: str, body: bytes) -> list[int]:
     return statuses
 
 
+def _writer_pid(base_url: str, tries: int = 400) -> int:
+    """The span writer's pid as a worker reports it: null until that worker's batch thread has sent
+    it spans (a 200 means queued), so ask again, each time on a new connection (either worker)."""
+    for _ in range(tries):
+        body = httpx.get(base_url + "/health", headers={"Connection": "close"}, timeout=5).json()
+        if (pid := body["span_writer"]["pid"]) is not None:
+            return int(pid)
+        time.sleep(0.02)
+    raise AssertionError("no worker reported the span writer's pid")
+
+
 def test_two_workers_on_sqlite_store_every_span_once_across_a_writer_restart(
     tmp_path: Path,
     redis_url: str,  # noqa: F811 - the fixture
@@ -71,8 +82,7 @@ def test_two_workers_on_sqlite_store_every_span_once_across_a_writer_restart(
         assert len(workers) == 2
         with ThreadPoolExecutor(8) as pool:  # concurrent exports over new connections: both workers
             first = list(pool.map(lambda body: _send(server.base_url, key, body), bodies[: EXPORTS // 2]))
-            writer = next(iter(_health_by_pid(server.base_url, 1).values()))["span_writer"]
-            writer_pid = int(writer["pid"])  # type: ignore[index]
+            writer_pid = _writer_pid(server.base_url)
             assert writer_pid not in workers and writer_pid != server.pid
             os.kill(writer_pid, signal.SIGKILL)  # chunks it had not answered are sent to the next one
             second = list(pool.map(lambda body: _send(server.base_url, key, body), bodies[EXPORTS // 2 :]))
@@ -85,8 +95,9 @@ def test_two_workers_on_sqlite_store_every_span_once_across_a_writer_restart(
         processes = _health_by_pid(server.base_url, 2)
         accepted = {pid: int(body["ingest_accepted"]) for pid, body in processes.items()}  # type: ignore[call-overload]
         assert len(accepted) == 2 and all(accepted.values()), accepted  # both workers took exports
-        restarted = {int(body["span_writer"]["pid"]) for body in processes.values()}  # type: ignore[index]
-        assert writer_pid not in restarted  # every worker now writes through the writer the parent started
+        reported = [body["span_writer"]["pid"] for body in processes.values()]  # type: ignore[index]
+        restarted = {int(pid) for pid in reported if pid is not None}
+        assert restarted and writer_pid not in restarted  # the workers write through the parent's new writer
     assert server.proc.returncode == 0
     for pid in (*workers, *restarted):
         with pytest.raises(ProcessLookupError):
