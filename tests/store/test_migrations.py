@@ -296,3 +296,67 @@ def test_search_migration_indexes_stored_spans(empty_url: str) -> None:
         store.close()
     _migrate(empty_url, "0021", down=True)
     _migrate(empty_url, "head")
+
+
+def _index_sql(url: str) -> str:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'span_search'")).scalar_one()
+    engine.dispose()
+    return str(sql)
+
+
+def test_prefix_index_migration_finds_what_the_search_found_before(tmp_path: Path) -> None:
+    """0028 (SQLite) makes the full-text index again with prefix lists of 1 and 2 characters and indexes
+    the stored spans anew: every search, prefixes above all, finds the same traces as before it; spans
+    written after it are found; its downgrade makes the index without them, finding the same again."""
+    url = f"sqlite:///{tmp_path / 'prefix.db'}"
+    _migrate(url, "0027")
+    words = ["apple", "apricot", "avocado", "banana", "blueberry", "ébène", "a1", "12", "123", "1234"]
+    records = []
+    for i in range(60):
+        text_ = " ".join(words[j % len(words)] for j in range(i % 7, i % 7 + 1 + i % 4))
+        observation = Observation(f"{i:032x}", f"{i + 1:016x}", f"step{i % 3}", i, i + 1, input=text_)
+        meta = {"team": "osprey"} if i % 11 == 0 else {}
+        records.append(SpanRecord("p", observation, TraceAttributes(name=f"job{i % 5}", metadata=meta)))
+    queries = ["a*", "ap*", "apr*", "b*", "é*", "eb*", "1*", "12*", "123*", "s*", "st*", "apple b*"]
+    queries += ["j*", "o*", "osprey", "x*", "banana", "1234"]
+
+    def found(store: SqlStore) -> dict[str, list[str]]:
+        return {
+            q: [s.trace.id for s in store.list_traces("p", TraceQuery(search=q, limit=100)).data]
+            for q in queries
+        }
+
+    old = SqlStore.from_url(url, migrate=False)
+    try:
+        old.write_spans(records)
+        before = found(old)
+    finally:
+        old.close()
+    assert "prefix" not in _index_sql(url)
+    assert len(before["a*"]) > 30 and before["x*"] == [] and before["o*"] == before["osprey"] != []
+
+    _migrate(url, "head")
+    assert "prefix='1 2'" in _index_sql(url)
+    store = SqlStore.from_url(url)
+    try:
+        assert found(store) == before
+        new = Observation("f" * 32, "f" * 16, "late", 100, 101, output="apiary zz")
+        store.write_spans([SpanRecord("p", new, TraceAttributes())])
+        assert [s.trace.id for s in store.list_traces("p", TraceQuery(search="zz*")).data] == ["f" * 32]
+        assert store.list_traces("p", TraceQuery(search="ap*", limit=100)).data[0].trace.id == "f" * 32
+    finally:
+        store.close()
+
+    _migrate(url, "0027", down=True)
+    assert "prefix" not in _index_sql(url)
+    old = SqlStore.from_url(url, migrate=False)
+    try:
+        after = found(old)
+        assert after["a*"] == ["f" * 32, *before["a*"]]
+        assert {q: ids for q, ids in after.items() if q != "a*" and not q.startswith("ap")} == {
+            q: ids for q, ids in before.items() if q != "a*" and not q.startswith("ap")
+        }
+    finally:
+        old.close()

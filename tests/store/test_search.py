@@ -137,6 +137,8 @@ def test_every_plan_gives_the_same_pages(
         TraceQuery(search="commo*", limit=9),  # two words: expanded
         TraceQuery(search="rare commo*", limit=3),
         TraceQuery(search="common", start_ns=START + 10 * 1000, end_ns=START + 30 * 1000, limit=4),
+        TraceQuery(search="c*", limit=5),  # 1 and 2 characters: the index's own prefix lists (0028)
+        TraceQuery(search="rare co*", sort="latency", limit=3),
     ]
     chosen = [_ids(store, q) for q in queries]
     monkeypatch.setattr(search, "choose_plan", lambda *_: plan)
@@ -146,6 +148,8 @@ def test_every_plan_gives_the_same_pages(
     assert chosen[5] == [tid(i) for i in range(39, -1, -1)]
     assert chosen[6] == [tid(i) for i in range(35, -1, -7)]
     assert chosen[7] == [tid(i) for i in range(29, 9, -1)]
+    assert chosen[8] == [tid(i) for i in range(40, -1, -1)]  # "chat", "common", "comm0", ...
+    assert sorted(chosen[9]) == sorted(chosen[1])
 
 
 def test_a_prefix_stands_for_its_words(sqlite_store: SqlStore) -> None:
@@ -165,6 +169,10 @@ def test_a_prefix_stands_for_its_words(sqlite_store: SqlStore) -> None:
         assert search.fts5_expression(conn, ["xylo"], prefix=True) == (None, 0)
         assert search.fts5_expression(conn, ["über"], prefix=True) == ('"über"*', None)  # FTS5 folds it
         assert search.fts5_expression(conn, ["two", "words"], prefix=False) == ('"two" "words"', 2)
+        # 1 or 2 characters: one term of the index's prefix lists (migration 0028), never expanded
+        assert search.fts5_expression(conn, ["a"], prefix=True) == ('"a"*', 1)
+        assert search.fts5_expression(conn, ["zebra", "an"], prefix=True) == ('"zebra" "an"*', 2)
+    assert _ids(sqlite_store, TraceQuery(search="ze*")) == [tid(0)]
     assert _ids(sqlite_store, TraceQuery(search="many*")) == [tid(0)]
     assert _ids(sqlite_store, TraceQuery(search="xylo*")) == []
 

@@ -29,7 +29,8 @@ is the first traces in order that hold the words. :func:`search_condition` count
 
 SQLite's FTS5 answers a prefix by merging the lists of every word that has it, on each look-up; so a
 prefix is first expanded into its words (``fts5vocab``, one seek per word), and a prefix of more than
-:data:`PROBE_TERMS` words is never probed span by span.
+:data:`PROBE_TERMS` words is never probed span by span. A prefix of 1 or 2 characters (which may begin
+~100,000 words) has lists of its own in the index (:data:`PREFIX_CHARS`, migration 0028): it is one term.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.rows import ZSTD_MAGIC, unpack
 
+BACKFILL_BATCH = 5_000  # stored spans indexed per statement by a migration
+
 MAX_DOCUMENT_CHARS = 200_000  # of a span's text that is indexed (PostgreSQL's tsvector holds < 1 MB)
 MAX_QUERY_WORDS = 16
 MAX_WORD_CHARS = 100
@@ -86,6 +89,9 @@ SAMPLE_SPANS = 20_000
 PG_COSTS: Mapping[str, int] = {"key": 15, "walk": 60, "probe": 0}
 # A search of more index words than this (a prefix stands for the words it begins) is not probed.
 PROBE_TERMS = 8
+# SQLite: the prefix lengths (in characters) the index keeps lists of its own for (FTS5 ``prefix='1 2'``,
+# migration 0028): a prefix this short is one index term, however many words it begins
+PREFIX_CHARS = frozenset({1, 2})
 
 _WORD = re.compile(r"[^\W_]+")
 
@@ -202,6 +208,36 @@ def document(name: str | None, texts: Sequence[str | None], attributes: Any) -> 
     if attributes:
         parts.extend(_strings(attributes))
     return " ".join(parts)[:MAX_DOCUMENT_CHARS]
+
+
+def sqlite_backfill(conn: Connection) -> int:
+    """SQLite: index every stored span into ``span_search`` (migrations 0022 and 0028), in key order,
+    :data:`BACKFILL_BATCH` at a time; returns how many. The first span of each trace also carries the
+    trace's fields (name, input, output, tags, metadata values), which the batch writer adds to the
+    spans that carried them."""
+    after, indexed = 0, 0
+    while True:
+        rows = conn.exec_driver_sql(
+            "SELECT s.pk, s.name, s.input, s.output, s.status_message, s.attributes, "
+            "s.pk = (SELECT min(f.pk) FROM spans f WHERE f.trace_pk = s.trace_pk), "
+            "tr.name, tr.input, tr.output, tr.tags, tr.metadata "
+            "FROM spans s JOIN traces tr ON tr.pk = s.trace_pk WHERE s.pk > ? ORDER BY s.pk LIMIT ?",
+            (after, BACKFILL_BATCH),
+        ).all()
+        if not rows:
+            return indexed
+        docs = []
+        for pk, name, input_, output, message, attributes, first, *trace in rows:
+            attrs = unpack(attributes)
+            values: list[object] = [orjson.loads(attrs) if attrs else None]
+            texts = [unpack(input_), unpack(output), message]
+            if first:
+                t_name, t_input, t_output, tags, metadata = trace
+                texts += [t_name, unpack(t_input), unpack(t_output)]
+                values += [orjson.loads(tags) if tags else None, orjson.loads(metadata) if metadata else None]
+            docs.append((pk, document(name, texts, values)))
+        conn.exec_driver_sql("INSERT INTO span_search(rowid, body) VALUES (?, ?)", docs)
+        after, indexed = rows[-1][0], indexed + len(rows)
 
 
 def query_words(search: str) -> tuple[list[str], bool]:
@@ -333,6 +369,9 @@ def fts5_expression(conn: Connection, words: list[str], prefix: bool) -> tuple[s
     """The MATCH expression and the number of index terms a probe of it looks up (None: not to be
     probed). A prefix becomes the words it stands for when there are few (FTS5 would merge every
     matching word's list of spans on each probe); (None, 0) when no word has the prefix."""
+    if prefix and len(words[-1]) in PREFIX_CHARS:
+        # the index keeps a list of its own for each prefix this short (migration 0028): one term
+        return fts5_query(words, prefix), len(words)
     if not prefix or not _ASCII_WORD.fullmatch(words[-1]):
         # a prefix with other letters is left to FTS5, whose tokenizer folds accents
         return fts5_query(words, prefix), None if prefix else len(words)

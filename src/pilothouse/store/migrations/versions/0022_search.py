@@ -12,46 +12,16 @@ Revises: 0021
 
 from __future__ import annotations
 
-import orjson
 import sqlalchemy as sa
 from alembic import op
 
-from pilothouse.store.rows import unpack
-from pilothouse.store.search import PG_SPAN_DOCUMENT, PG_TRACE_DOCUMENT, document
+from pilothouse.store.search import BACKFILL_BATCH as BATCH
+from pilothouse.store.search import PG_SPAN_DOCUMENT, PG_TRACE_DOCUMENT, sqlite_backfill
 
 revision = "0022"
 down_revision = "0021"
 branch_labels = None
 depends_on = None
-
-BATCH = 5_000
-
-
-def _backfill_sqlite(conn: sa.Connection) -> None:
-    """Every stored span's document; the first span of each trace also carries the trace's fields."""
-    after = 0
-    while True:
-        rows = conn.exec_driver_sql(
-            "SELECT s.pk, s.name, s.input, s.output, s.status_message, s.attributes, "
-            "s.pk = (SELECT min(f.pk) FROM spans f WHERE f.trace_pk = s.trace_pk), "
-            "tr.name, tr.input, tr.output, tr.tags, tr.metadata "
-            "FROM spans s JOIN traces tr ON tr.pk = s.trace_pk WHERE s.pk > ? ORDER BY s.pk LIMIT ?",
-            (after, BATCH),
-        ).all()
-        if not rows:
-            return
-        docs = []
-        for pk, name, input_, output, message, attributes, first, *trace in rows:
-            attrs = unpack(attributes)
-            values: list[object] = [orjson.loads(attrs) if attrs else None]
-            texts = [unpack(input_), unpack(output), message]
-            if first:
-                t_name, t_input, t_output, tags, metadata = trace
-                texts += [t_name, unpack(t_input), unpack(t_output)]
-                values += [orjson.loads(tags) if tags else None, orjson.loads(metadata) if metadata else None]
-            docs.append((pk, document(name, texts, values)))
-        conn.exec_driver_sql("INSERT INTO span_search(rowid, body) VALUES (?, ?)", docs)
-        after = rows[-1][0]
 
 
 def upgrade() -> None:
@@ -74,7 +44,7 @@ def upgrade() -> None:
         conn.exec_driver_sql(
             "CREATE TABLE span_search_top (id INTEGER PRIMARY KEY CHECK (id = 1), top INTEGER NOT NULL)"
         )
-        _backfill_sqlite(conn)
+        sqlite_backfill(conn)
         return
     for table, doc in (("spans", PG_SPAN_DOCUMENT), ("traces", PG_TRACE_DOCUMENT)):
         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN search tsvector")
