@@ -43,7 +43,12 @@ PROJECT = "default"
 
 
 def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
+    """``n_spans`` spans over the 30 days before ``now_ns``: traces of a root and one or two LLM calls, 500
+    end users; half of the LLM calls were metered by the gateway under one of 20 virtual keys and name one
+    of 5 prompts (3 versions each), so the key and prompt breakdowns have rows (drawn from a second
+    random stream: the rest is what earlier fills made)."""
     rng = random.Random(11)
+    extra = random.Random(12)
     batch: list[SpanRecord] = []
     written = 0
     started = time.perf_counter()
@@ -60,6 +65,10 @@ def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
             model = rng.choice(MODELS)
             error = rng.random() < 0.02
             inp, out = rng.randrange(50, 2000), rng.randrange(10, 500)
+            metered = extra.random() < 0.5
+            key = f"key-{extra.randrange(20):02d}" if metered else None
+            prompt = f"prompt-{extra.randrange(5)}" if metered else None
+            version = str(extra.randrange(1, 4)) if metered else None
             batch.append(
                 SpanRecord(
                     PROJECT,
@@ -77,8 +86,12 @@ def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
                         cost=Cost({"input": Money(inp * 10**6), "output": Money(out * 4 * 10**6)}, "bench"),
                         input=f"question {rng.randrange(10**6)} about {model}",
                         output=f"answer {rng.randrange(10**6)}",
+                        attributes={"gateway.key_id": key} if key else {},
+                        prompt_name=prompt,
+                        prompt_version=version,
                     ),
                     attrs,
+                    metered=metered,
                 )
             )
             total_ms += ms

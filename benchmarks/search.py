@@ -130,6 +130,45 @@ def pg_search_index(store: Any, on: bool) -> None:
                 conn.execute(text(f"DROP INDEX IF EXISTS ix_{table}_search"))
 
 
+def ingest_child(url: str, spans: int, indexed: bool) -> None:
+    """Fill a new SQLite store with the code on ``sys.path``; prints its spans/s as JSON."""
+    from query import fill as fill_store
+
+    from pilothouse.store.sql import SqlStore
+
+    store = SqlStore.from_url(url)
+    store.index_search = indexed
+    started = time.perf_counter()
+    fill_store(store, spans, time.time_ns())
+    rate = spans / (time.perf_counter() - started)
+    store.close()
+    print(json.dumps({"rate": rate}))
+
+
+def sqlite_ingest_against_baseline(folder: Path, base_src: Path, ref: str, spans: int, rounds: int) -> None:
+    """SQLite: the batch writer's spans/s with this code's index, without any index, and with the
+    baseline's (``--baseline-ref``) index, each in a child process on a new file, in alternating order."""
+    configs = [("this", True), ("this", False), ("base", True)]
+    rates: dict[tuple[str, bool], list[float]] = {c: [] for c in configs}
+    for round_ in range(rounds):
+        for which, indexed in configs if round_ % 2 == 0 else configs[::-1]:
+            path = folder / f"ingest-{which}-{indexed}-{round_}.db"
+            env = {**os.environ, "PYTHONPATH": str(ROOT / "src" if which == "this" else base_src)}
+            command = [sys.executable, __file__, "--ingest-child", "--database-url", f"sqlite:///{path}"]
+            command += ["--ingest-spans", str(spans), *([] if indexed else ["--no-index"])]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            rates[(which, indexed)].append(json.loads(done.stdout.strip().splitlines()[-1])["rate"])
+            for leftover in folder.glob(f"{path.name}*"):
+                leftover.unlink()
+    print(f"ingest, SQLite batch writer, {spans:,} spans a run, {rounds} alternating rounds (spans/s):")
+    base = statistics.median(rates[("base", True)])
+    for (which, indexed), found in rates.items():
+        label = f"{'this code' if which == 'this' else ref}, {'with' if indexed else 'without'} the index"
+        runs, median = ", ".join(f"{r:,.0f}" for r in found), statistics.median(found)
+        print(f"  {label:32} median {median:8,.0f} ({runs}); {median / base:.3f}x {ref}")
+    print(f"  load average {loadavg()}")
+
+
 def ingest_cost(url_of: Any, spans: int, rounds: int) -> None:
     """Spans/s of the batch writer with and without the index, alternating, each on an emptied store."""
     from query import fill as fill_store
@@ -170,11 +209,20 @@ def main() -> None:
     parser.add_argument(
         "--ingest-database-url", default=None, help="PostgreSQL: an expendable database for the ingest rounds"
     )
+    parser.add_argument("--baseline-keep", default=None, help="SQLite: the baseline's copy of the database")
+    parser.add_argument(
+        "--ingest-baseline", action="store_true", help="SQLite: compare the ingest cost with --baseline-ref's"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ingest-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-index", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--now", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.database_url, args.repeats, args.now)
+        return
+    if args.ingest_child:
+        ingest_child(args.database_url, args.ingest_spans, not args.no_index)
         return
     from query import PROJECT, fill
 
@@ -196,6 +244,14 @@ def main() -> None:
             return str(args.ingest_database_url)
 
         ingest_cost(pg_url, args.ingest_spans, args.ingest_rounds)
+    elif args.ingest_spans and args.ingest_baseline:
+        sqlite_ingest_against_baseline(
+            folder,
+            baseline_src(args.baseline_ref, folder / "baseline"),
+            args.baseline_ref,
+            args.ingest_spans,
+            args.ingest_rounds,
+        )
     elif args.ingest_spans:
         ingest_cost(lambda name: f"sqlite:///{folder / name}.db", args.ingest_spans, args.ingest_rounds)
     url = args.database_url or f"sqlite:///{args.keep or folder / 'search.db'}"
@@ -209,7 +265,10 @@ def main() -> None:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     spans = store.count_spans(PROJECT)
     store.close()
-    base_src = baseline_src(args.baseline_ref, folder / "baseline")
+    base_src = folder / "baseline" / "src"
+    if not base_src.exists():
+        base_src = baseline_src(args.baseline_ref, folder / "baseline")
+    base_url = f"sqlite:///{args.baseline_keep}" if args.baseline_keep else url
     print(f"{url.split(':')[0]}: {spans:,} spans; baseline {args.baseline_ref}; load average {loadavg()}")
     now = time.time_ns()
     times: dict[str, dict[str, list[float]]] = {"this": {}, "base": {}}
@@ -220,7 +279,7 @@ def main() -> None:
         for which in order:
             src = ROOT / "src" if which == "this" else base_src
             repeats = args.repeats if which == "this" else args.baseline_repeats
-            found = run_child(src, url, repeats, now)
+            found = run_child(src, url if which == "this" else base_url, repeats, now)
             for label, result in found.items():
                 times[which].setdefault(label, []).extend(result["times"])
                 rows[which][label] = result["rows"]

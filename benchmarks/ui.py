@@ -291,8 +291,14 @@ def main() -> None:
             api = {"Authorization": f"Bearer {key}"}
             newest = http.get("/api/traces", params={"limit": 40}, headers=api).json()["data"]
             traces = [f"/traces/{t['id']}" for t in newest]
+            spans = []
+            for t in newest[:20]:
+                detail = http.get(f"/api/traces/{t['id']}", headers=api).json()
+                spans.append(f"/traces/{t['id']}/spans/{detail['observations'][-1]['id']}")
             sessions = [f"/sessions/{t['session_id']}" for t in newest if t["session_id"]][:20]
             cases: dict[str, list[str]] = {
+                # Overview: KPIs, series, and the exact breakdowns by model, name, key, user and prompt
+                # version (the dimension rollups), whole-range top traces
                 "overview 24h (default)": ["/"],
                 "overview 1h": ["/?range=1h"],
                 "overview 7d": ["/?range=7d"],
@@ -301,13 +307,33 @@ def main() -> None:
                 "traces: model + 7d": ["/traces?model=gpt-4o&from=7d"],
                 "traces: errors": ["/traces?status=error"],
                 "traces: one user": ["/traces?user_id=user-17"],
-                "traces: text search": ["/traces?q=question+123&from=24h"],
+                "traces: one key": ["/traces?key_id=key-07"],
+                "traces: tag + model": ["/traces?tag=prod&model=claude-3-5-haiku"],
+                "traces: latency 2-5 s": ["/traces?min_latency_ms=2000&max_latency_ms=5000"],
+                "traces: cost >= $0.003": ["/traces?min_cost_usd=0.003"],
+                "traces: score (none stored)": ["/traces?score=quality&min_score=0.5"],
+                "traces: environment (none)": ["/traces?environment=staging"],
+                "traces: by latency": ["/traces?sort=latency"],
+                "traces: by cost, 7d": ["/traces?sort=cost&from=7d"],
+                "traces: next page": [],  # filled below from the first page's cursor
+                "search: word nowhere": ["/traces?q=xylophone"],
+                "search: word on every call": ["/traces?q=question"],
+                "search: 1 call in 4 (mini)": ["/traces?q=mini"],
+                "search: rare word": ["/traces?q=123456"],
+                "search: two words, 24h": ["/traces?q=question+123&from=24h"],
+                "search: prefix answ*": ["/traces?q=answ*"],
+                "search: prefix 12*": ["/traces?q=12*"],
+                "search: prefix 1*": ["/traces?q=1*"],
+                "search: word + errors": ["/traces?q=question&status=error"],
+                "export: one user, CSV": ["/traces/export?user_id=user-17&format=csv"],
                 "trace detail": traces,
+                "span detail": spans,
                 "sessions 7d": ["/sessions"],
                 "session detail": sessions,
                 "users 7d": ["/users"],
                 "users 30d": ["/users?range=30d"],
                 "models 1h": ["/models"],
+                # Costs: by model, key, user and tag (exact), cache savings, forecast
                 "costs 7d": ["/costs"],
                 "costs 30d": ["/costs?range=30d"],
                 "keys and budgets": ["/keys"],
@@ -316,7 +342,17 @@ def main() -> None:
                 "eval runs": ["/evals"],
                 "eval run": [f"/evals/{runs[0]}"],
                 "compare runs (500 items)": [f"/evals/compare?baseline={runs[1]}&candidate={runs[0]}"],
+                "prompts": ["/prompts"],
+                "review": ["/review"],
+                "review agreement": ["/review/agreement"],
+                "monitors": ["/monitors"],
+                "online evaluators": ["/evaluators"],
             }
+            first = http.get("/traces").text
+            older = re.search(r'<a href="([^"]+)" rel="next">', first)
+            assert older, "no next-page link on /traces"
+            link = older.group(1).replace("&amp;", "&")
+            cases["traces: next page"] = [link if link.startswith("/") else f"/traces{link}"]
             results = {label: timed(http, paths, args.repeats) for label, paths in cases.items()}
     finally:
         server.stop()
