@@ -22,9 +22,9 @@ from pilothouse.domain.traces import (
     TraceAttributes,
     Usage,
 )
-from pilothouse.store import search
+from pilothouse.store import search, trace_list
 from pilothouse.store.sql import SqlStore
-from pilothouse.store.trace_list import trace_list_statement
+from pilothouse.store.trace_list import trace_list_statement, walk_sort_index
 
 START = 1_700_000_000 * 10**9
 
@@ -245,6 +245,46 @@ def test_sorted_pages_keep_every_trace_once(store: SqlStore) -> None:
                 full, key=lambda i: (value[sort](full[i]), full[i].start_ns), reverse=descending
             )
             assert found == expected, (sort, descending)
+
+
+def test_a_sorted_range_walks_the_sort_index_with_the_same_pages(
+    sqlite_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: a list sorted by cost, latency or tokens over a time range of many traces walks the
+    sort's index (the range's start checked on it) instead of reading the range and sorting it; the
+    pages are the same either way, cursors included; a filter on an environment no trace has, and the
+    sort by tokens, have indexes of their own (migration 0028)."""
+    records = []
+    for i in range(30):
+        records += _trace(i, latency_ms=100 + (i % 4) * 50, cost=f"0.00{i % 5}", tokens=(i % 6) * 10)
+    sqlite_store.write_spans(records)
+    queries = [
+        TraceQuery(sort=sort, descending=descending, start_ns=START + 5_000, end_ns=START + 25_000, limit=4)
+        for sort in ("cost", "latency", "tokens")
+        for descending in (True, False)
+    ]
+    queries.append(TraceQuery(sort="cost", start_ns=START + 12_000, limit=3))
+    by_time = [_ids(sqlite_store, q) for q in queries]
+    assert all(len(found) == 20 for found in by_time[:-1]) and len(by_time[-1]) == 18
+    with sqlite_store.engine.connect() as conn:
+        assert not walk_sort_index(conn, "p", queries[0])
+        monkeypatch.setattr(trace_list, "RANGE_SORT_TRACES", 20)
+        assert walk_sort_index(conn, "p", queries[0]) and not walk_sort_index(conn, "p", queries[-1])
+        monkeypatch.setattr(trace_list, "RANGE_SORT_TRACES", 1)
+        assert walk_sort_index(conn, "p", queries[0])
+        assert not walk_sort_index(conn, "p", TraceQuery(sort="time", start_ns=START))
+        assert not walk_sort_index(conn, "p", TraceQuery(sort="cost"))
+        for query, index in ((queries[0], "ix_traces_cost"), (queries[4], "ix_traces_tokens")):
+            stmt = trace_list_statement("p", query, True, sort_walk=True)
+            compiled = stmt.compile(conn.engine, compile_kwargs={"literal_binds": True})
+            plan = " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+            assert index in plan and "TEMP B-TREE" not in plan, plan
+        for column in ("environment", "release"):
+            stmt = trace_list_statement("p", TraceQuery(**{column: "staging"}), True)
+            compiled = stmt.compile(conn.engine, compile_kwargs={"literal_binds": True})
+            plan = " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+            assert f"ix_traces_{column}" in plan, plan
+    assert [_ids(sqlite_store, q) for q in queries] == by_time
 
 
 def test_few_matches_are_read_by_key_within_a_time_range(sqlite_store: SqlStore) -> None:

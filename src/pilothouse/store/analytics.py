@@ -51,8 +51,11 @@ if TYPE_CHECKING:
 # compiled sampling statements per engine and number of strata
 _SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
 
-# "Top traces" sorts a range of up to this many traces; a larger one walks the cost and latency indexes
-TOP_SORT_TRACES = 20_000
+# "Top traces" sorts a range of up to this many traces; a larger one walks the cost and latency indexes.
+# A walk reads ~10 x (the project's traces / the range's) index entries and no row it skips; a sort reads
+# every row of the range: at 1,000,000 spans (SQLite) the 24 hours' ~22,000 traces took 64-110 ms sorted
+# and 0.6 ms walked, and a walk for 1 hour (~900 traces) 6 ms.
+TOP_SORT_TRACES = 2_000
 
 __all__ = ["Activity", "AnalyticsQueries", "RankedTrace", "RollupRow", "SampledCall"]
 

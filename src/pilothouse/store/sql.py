@@ -76,7 +76,7 @@ from pilothouse.store.search import (
     search_condition,
     search_document,
 )
-from pilothouse.store.trace_list import SORT_VALUES, escape_like, trace_list_statement
+from pilothouse.store.trace_list import SORT_VALUES, escape_like, trace_list_statement, walk_sort_index
 
 PREVIEW_CHARS = 300
 
@@ -654,7 +654,8 @@ class SqlStore:
             search, by_key = None, False
             if query.search:
                 search, by_key = search_condition(conn, self.dialect, query.search, query.limit)
-            stmt = trace_list_statement(project_id, query, self._compress, search, by_key)
+            walk = self._compress and not by_key and walk_sort_index(conn, project_id, query)
+            stmt = trace_list_statement(project_id, query, self._compress, search, by_key, walk)
             rows = [r._mapping for r in conn.execute(stmt)]
             more = len(rows) > query.limit
             rows = rows[: query.limit]

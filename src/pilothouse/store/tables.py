@@ -109,6 +109,20 @@ traces = Table(
         sqlite_where=text("user_id IS NOT NULL"),
         postgresql_where=text("user_id IS NOT NULL"),
     ),
+    # The trace list's environment and release filters (migration 0028); traces without one (most
+    # clients send neither) are in neither index.
+    *(
+        Index(
+            f"ix_traces_{column}",
+            "project_id",
+            column,
+            "start_ns",
+            "pk",
+            sqlite_where=text(f"{column} IS NOT NULL"),
+            postgresql_where=text(f"{column} IS NOT NULL"),
+        )
+        for column in ("environment", "release")
+    ),
 )
 
 # Span texts: TEXT on SQLite (holding str or packed bytes), BYTEA on PostgreSQL (UTF-8 or packed bytes):
@@ -230,6 +244,8 @@ def _rollup_table(name: str) -> Table:
 # (pilothouse.store.analytics.AnalyticsQueries.top_traces).
 Index("ix_traces_cost", traces.c.project_id, traces.c.cost_usd, traces.c.start_ns)
 Index("ix_traces_latency", traces.c.project_id, (traces.c.end_ns - traces.c.start_ns), traces.c.start_ns)
+# The trace list sorted by tokens (migration 0028), as by cost and latency above.
+Index("ix_traces_tokens", traces.c.project_id, traces.c.total_tokens, traces.c.start_ns)
 
 rollup_minute = _rollup_table("rollup_minute")
 rollup_hour = _rollup_table("rollup_hour")
