@@ -4,16 +4,20 @@ this code against a baseline commit (main) in the same run, and what the index c
     python benchmarks/search.py [--spans 1000000] [--database-url postgresql://...] [--keep PATH]
                                 [--repeats 20] [--baseline-ref main] [--baseline-repeats 5]
                                 [--rounds 2] [--ingest-spans 100000] [--ingest-database-url URL]
+                                [--baseline-keep PATH] [--ingest-baseline]
 
 1. Ingest (``--ingest-spans``, 0 to skip): the same spans written through the batch writer
    (``SqlStore.write_spans``, 5,000 a batch) with the search index and without it (SQLite:
    ``index_search = False``; PostgreSQL: no span text for the vector, the traces' trigger disabled and
    both GIN indexes dropped), alternating, on emptied stores, in this run: spans/s and the index's share.
+   SQLite with ``--ingest-baseline``: this code with its index, without any index, and the baseline's
+   code (``--baseline-ref``) with its index, each in a child process on a new file, alternating.
 2. Search: fills the store as benchmarks/query.py does (reuses ``--keep``), then times
    ``store.list_traces`` (the code of ``GET /api/traces?q=`` and the ``/traces`` page), first page of 50,
    for each case below, p50 and p95. This code and the baseline (``git archive`` of ``--baseline-ref``'s
    ``src``) run in child processes over the same database, in alternating rounds. Targets: a word that
-   occurs nowhere <= 300 ms p95; a word that occurs, first page <= 200 ms p95.
+   occurs nowhere <= 300 ms p95; a word that occurs, first page <= 200 ms p95. ``--baseline-keep``: a
+   SQLite copy for the baseline, when this code's migrations took the database past the baseline's.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@
 
 Fills the store as benchmarks/query.py does (reuse its database with ``--keep``: the same file serves
 both), adds a dataset and two eval runs, starts ``pilothouse serve``, logs in through the login form
-and times each page from a client over loopback (the whole response, HTML included). Target: p95 <=
-200 ms per page.
+and times each page from a client over loopback (the whole response, HTML included): Overview and Costs
+(with their exact breakdowns by key, user, prompt and tag), the trace list with each kind of filter and
+sort and its next page, full-text searches (a word that occurs nowhere, common and rare words, prefixes),
+the export, a trace and a span, sessions, users, models, keys, datasets, eval runs and their comparison,
+prompts, review, monitors and online evaluators. Target: p95 <= 200 ms per page.
 
 ``--trace-view`` measures the trace view alone, on a fresh SQLite file: an agent trace of 10,000 spans
 (1 KiB of prompt and answer each) against one of 100 spans (the baseline), both sent through OTLP: the
@@ -315,6 +318,9 @@ def main() -> None:
                 "traces: environment (none)": ["/traces?environment=staging"],
                 "traces: by latency": ["/traces?sort=latency"],
                 "traces: by cost, 7d": ["/traces?sort=cost&from=7d"],
+                "traces: by tokens": ["/traces?sort=tokens"],
+                "traces: by latency, 24h": ["/traces?sort=latency&order=asc&from=24h"],
+                "traces: release (none)": ["/traces?release=v9&environment=production"],
                 "traces: next page": [],  # filled below from the first page's cursor
                 "search: word nowhere": ["/traces?q=xylophone"],
                 "search: word on every call": ["/traces?q=question"],
