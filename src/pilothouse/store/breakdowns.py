@@ -122,7 +122,8 @@ def dimension_groups(
     for value, row in top:
         group_sums = RollupSums()
         for name, v in zip(ROLLUP_SUMS, row, strict=True):
-            setattr(group_sums, name, v)
+            # PostgreSQL's sum of a bigint is a numeric (a Decimal here), which the pages cannot format
+            setattr(group_sums, name, float(v) if name == "latency_ms_sum" else int(v))
         group_sums.cost_usd = Money(int(row[cost_at]))
         groups.append(DimensionGroup(value, group_sums, hists[value]))
     return groups, len(totals)
