@@ -189,8 +189,9 @@ def _quantize_in_place(torch: Any, model: Any, directory: Path) -> None:
     dropped, and at the end the float parameters left (embeddings, norms) are copied off it and its
     pages dropped for good. Dropping is safe: a page touched again is read back from the file."""
     names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
-    with warnings.catch_warnings():  # torch marks its quantised tensors deprecated (2.13)
+    with warnings.catch_warnings():  # torch marks torch.ao and its quantised tensors deprecated
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         for first in range(0, len(names), 8):
             torch.ao.quantization.quantize_dynamic(
                 model, set(names[first : first + 8]), dtype=torch.qint8, inplace=True
