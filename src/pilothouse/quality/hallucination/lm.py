@@ -203,20 +203,31 @@ def _quantize_in_place(torch: Any, model: Any, directory: Path) -> None:
         for buffer in model.buffers():
             buffer.data = buffer.data.clone()
     _release_freed_memory()
-    _drop_mapped_pages(directory)
+    _drop_mapped_pages(directory, written_too=True)  # no tensor points into it any more
 
 
-def _drop_mapped_pages(directory: Path) -> None:
+def _drop_mapped_pages(directory: Path, *, written_too: bool = False) -> None:
     """madvise(MADV_DONTNEED) on the process's mappings of files in ``directory`` (Linux; elsewhere
-    nothing): their pages leave the resident set and are read back from the file if touched again."""
+    nothing): their pages leave the resident set and are read back from the file if touched again.
+    A mapping with pages written since it was mapped (``Anonymous`` in smaps: dropping them would undo
+    the writes) is left alone unless ``written_too`` (when nothing uses the mapping any more)."""
     prefix = str(directory.resolve()) + "/"
     with contextlib.suppress(OSError, AttributeError, ValueError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        for line in Path("/proc/self/maps").read_text().splitlines():
+        regions: list[tuple[int, int, int]] = []  # start, end, anonymous kB
+        for line in Path("/proc/self/smaps").read_text().splitlines():
             fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[5].startswith(prefix):
-                start, end = (int(v, 16) for v in fields[0].split("-"))
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header
+                if len(fields) == 6 and fields[5].startswith(prefix):
+                    start, end = (int(v, 16) for v in fields[0].split("-"))
+                    regions.append((start, end, 0))
+                else:
+                    regions.append((0, 0, 0))
+            elif fields and fields[0] == "Anonymous:" and regions and regions[-1][1]:
+                regions[-1] = (regions[-1][0], regions[-1][1], int(fields[1]))
+        for start, end, anonymous in regions:
+            if end and (written_too or anonymous == 0):
                 libc.madvise(start, end - start, 4)  # MADV_DONTNEED
 
 
