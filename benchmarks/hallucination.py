@@ -2,6 +2,7 @@
 
     python benchmarks/hallucination.py [--data ../shared/data/hallucination] [--limit N] [--seed 7]
                                        [--sets summedits,bump,faithbench] [--latency 30]
+                                       [--context-budgets none,128] [--no-cascade]
 
 Data: ``--data`` (default ``../shared/data/hallucination`` relative to the repository; see its
 SOURCES.md). The feature set, fit and threshold were chosen on SummEdits' ``evaluation`` split only
@@ -19,8 +20,13 @@ Every figure has a bootstrap 95% interval (1,000 resamples of items, or of pairs
 log-likelihood (the BARTScore-style baseline, no training) and mean PMI are scored in the same run.
 ``--limit N`` takes a seeded sample of N items per set, stratified by label (BUMP: by task), and says so.
 Latency: ``--latency`` checks in a fresh process (cold context cache, contexts cut to 1,000 tokens),
-with the int8 detector and with the float32 one (the baseline), each with its CPU seconds and peak RSS.
-Per-token evidence is cached per item under ``.pilothouse/hallucination/`` so a rerun only rescores.
+with the int8 detector per context budget (and the float32 one with ``--latency-float32``), each with
+its CPU seconds and peak RSS.
+``--context-budgets none,128`` scores every set (and times the latency) once per context budget,
+side by side: ``none`` reads the context whole (cut to 1,000 tokens), a number selects the passages
+that bear on the response to that many tokens (docs/hallucination.md).
+Per-token evidence is cached per item (and budget) under ``.pilothouse/hallucination/`` so a rerun
+only rescores.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 from pilothouse.quality.hallucination.cascade import JUDGE_PROMPT, decide  # noqa: E402
 from pilothouse.quality.hallucination.detector import Detector, shipped_coefficients  # noqa: E402
+from pilothouse.quality.hallucination.features import LogisticModel  # noqa: E402
+from pilothouse.quality.hallucination.lm import DEFAULT_CONTEXT_BUDGET  # noqa: E402
 from pilothouse.quality.hallucination.train import (  # noqa: E402
     compute_features,
     load_summedits,
@@ -167,7 +175,10 @@ def sampled(args: argparse.Namespace) -> str:
 
 
 def featurise(detector: Detector, rows: Sequence[Row], cache: Path) -> dict[str, dict[str, float]]:
-    """Features of every row (per-token evidence cached by id)."""
+    """Features of every row (per-token evidence cached by id, in a file per context budget)."""
+    budget = detector.evidence.context_budget
+    if budget is not None:
+        cache = cache.with_name(cache.name.replace(".tokens.", f".ctx-{budget}.tokens."))
     return compute_features(rows, cache, lambda s, d: detector.evidence.evidence(s, d).tokens)
 
 
@@ -295,11 +306,14 @@ def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float
     """(low, high) around the threshold holding ``--escalate`` of SummEdits' evaluation rows (the
     split the detector was fitted on: the rows in the training command's evidence cache)."""
     cache = args.evidence_cache
+    budget = detector.evidence.context_budget
+    if budget is not None:  # the training command's cache for this budget (featurise names it so)
+        cache = cache.with_name(cache.name.replace(".tokens.", f".ctx-{budget}.tokens."))
     if not cache.is_file():
         raise SystemExit(f"no evaluation-split evidence at {cache}: run the training command first")
     done = {json.loads(line)["id"] for line in cache.read_text(encoding="utf-8").splitlines() if line}
     rows = [r for r in load_summedits(args.data, "evaluation") if r["id"] in done]
-    feats = featurise(detector, rows, cache)
+    feats = featurise(detector, rows, args.evidence_cache)
     scores = np.array([detector.model.score(feats[r["id"]]) for r in rows])
     thr = detector.threshold
     # the escalated items are the ones nearest the threshold in confidence (distance scaled per side)
@@ -366,7 +380,10 @@ def latency_child(args: argparse.Namespace) -> None:
     """In a fresh process: ``--latency`` cold-cache checks; prints one JSON line."""
     from pilothouse.quality.hallucination.lm import LanguageModelEvidence
 
-    detector = Detector(LanguageModelEvidence(threads=args.threads or 2, quantize=not args.float32))
+    budget = None if args.child_budget == "none" else int(args.child_budget)
+    detector = Detector(
+        LanguageModelEvidence(threads=args.threads or 2, quantize=not args.float32, context_budget=budget)
+    )
     pairs = load_bump(args.data)
     random.Random(args.seed).shuffle(pairs)
     started_cpu = time.process_time()
@@ -414,9 +431,13 @@ def run_latency(args: argparse.Namespace) -> None:
         f" <= 1,000 tokens, load average now {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     print(
-        f"  {'detector':26} {'p50 s':>6} {'p95 s':>6} {'CPU s/check':>12} {'peak RSS MiB':>13} {'threads':>8}"
+        f"  {'detector':42} {'p50 s':>6} {'p95 s':>6} {'CPU s/check':>12} {'peak RSS MiB':>13}"
+        f" {'RSS after MiB':>14} {'threads':>8}"
     )
-    for label, extra in (("int8 (shipped default)", []), ("float32 (baseline)", ["--float32"])):
+    configs = [(f"int8, {describe(b)}", ["--child-budget", b]) for b in args.budgets]
+    if args.latency_float32:
+        configs.append(("float32, whole context", ["--float32", "--child-budget", "none"]))
+    for label, extra in configs:
         command = [
             sys.executable,
             __file__,
@@ -434,19 +455,26 @@ def run_latency(args: argparse.Namespace) -> None:
         out = subprocess.run(command, capture_output=True, text=True, check=False)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode or not lines:
-            print(f"  {label:26} failed: {out.stderr.strip()[-300:]}")
+            print(f"  {label:42} failed: {out.stderr.strip()[-300:]}")
             continue
         result = json.loads(lines[-1])
         times = result["times"]
         p95 = statistics.quantiles(times, n=20)[-1] if len(times) > 1 else times[0]
         print(
-            f"  {label:26} {statistics.median(times):6.2f} {p95:6.2f} {statistics.mean(result['cpu']):12.2f}"
+            f"  {label:42} {statistics.median(times):6.2f} {p95:6.2f} {statistics.mean(result['cpu']):12.2f}"
             f" {result['rss_mib']:13.0f} {result['rss_now_mib']:14.0f} {result['threads']:8}"
         )
     print(
         f"  load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())};"
         " target p95 <= 1.5 s, RSS <= 1 GB"
     )
+
+
+def describe(budget: str) -> str:
+    """A context budget in words."""
+    if budget == "none":
+        return "whole context (cut to 1,000 tokens)"
+    return f"selected passages, {budget}-token budget"
 
 
 def main() -> None:
@@ -483,7 +511,28 @@ def main() -> None:
         help="compute and cache the per-token evidence of the chosen sets; score and print nothing",
     )
     parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-cascade",
+        dest="cascade",
+        action="store_false",
+        help="skip the cascade table (it needs the training command's evidence cache)",
+    )
     parser.add_argument("--float32", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-budget", default="none", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--context-budgets",
+        default=f"none,{DEFAULT_CONTEXT_BUDGET}" if DEFAULT_CONTEXT_BUDGET else "none",
+        help="context selection budgets to measure side by side, 'none' = the context read whole"
+        " (cut to 1,000 tokens): the baseline (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--coefficients",
+        default="",
+        help="BUDGET=PATH,...: score a budget with other coefficients than the shipped ones",
+    )
+    parser.add_argument(
+        "--latency-float32", action="store_true", help="also time the float32 detector (whole context)"
+    )
     args = parser.parse_args()
     if not (args.data / "summedits").is_dir():
         print(
@@ -497,19 +546,37 @@ def main() -> None:
         return
     from pilothouse.quality.hallucination.lm import LanguageModelEvidence
 
+    args.budgets = [b.strip() for b in args.context_budgets.split(",") if b.strip()]
+    for budget in args.budgets:
+        if budget != "none" and not (budget.isdigit() and int(budget) > 0):
+            raise SystemExit(f"--context-budgets: {budget!r} is neither 'none' nor a positive integer")
     detector = Detector(LanguageModelEvidence(threads=args.threads))
     coefficients = shipped_coefficients()
     print(f"coefficients: {coefficients.features} threshold {detector.threshold:.3f}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; cpus {os.cpu_count()}")
     wall, cpu = time.perf_counter(), time.process_time()
     runners = {"summedits": run_summedits, "bump": run_bump, "faithbench": run_faithbench}
-    for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-        if name not in runners:
-            raise SystemExit(f"unknown set {name!r} (known: {', '.join(runners)})")
-        runners[name](detector, args, args.cache)
+    shipped = detector.model
+    chosen = dict(part.split("=", 1) for part in args.coefficients.split(",") if "=" in part)
+    for budget in args.budgets:
+        detector.model = shipped
+        if budget in chosen:  # coefficients fitted for this budget (their threshold differs)
+            detector.model = LogisticModel.from_dict(json.loads(Path(chosen[budget]).read_text()))
+            print(f"coefficients for {budget}: {chosen[budget]} threshold {detector.model.threshold:.3f}")
+        detector.threshold = detector.model.threshold
+        detector.evidence.context_budget = None if budget == "none" else int(budget)
+        detector.evidence.forget_context()
+        CASCADE.clear()
+        FAITHBENCH.clear()
+        print(f"\n=== context: {describe(budget)}")
+        for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
+            if name not in runners:
+                raise SystemExit(f"unknown set {name!r} (known: {', '.join(runners)})")
+            runners[name](detector, args, args.cache)
+        if not args.evidence_only and args.cascade:
+            run_cascade(detector, args)
     if args.evidence_only:
         return
-    run_cascade(detector, args)
     print(
         f"\nscoring: wall {time.perf_counter() - wall:.0f} s, CPU {time.process_time() - cpu:.0f} s, "
         f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "

@@ -128,3 +128,36 @@ def test_the_bundled_detector_scores_labels_and_flags_the_changed_sentence() -> 
     assert unrelated.label == "unsupported" and unrelated.score < faithful.score
     empty = detect("   ", CONTEXT)
     assert empty.label == "supported" and empty.spans == ()
+
+
+def test_the_bundled_model_reads_only_the_relevant_passages_of_a_long_context() -> None:
+    """Context selection through the real tokenizer: a long context is reduced to its lead and the
+    sentences the response draws on (to the budget); a short one is read whole."""
+    from pilothouse.quality.hallucination.lm import LanguageModelEvidence
+    from pilothouse.quality.hallucination.selection import select_context
+
+    evidence = LanguageModelEvidence(context_budget=60)
+    _, tokenizer = evidence.model_and_tokenizer()
+    filler = " ".join(
+        f"In {year}, the town's choir gave a concert in the old market hall." for year in range(1950, 1975)
+    )
+    context = f"{CONTEXT} {filler} The Berthier family lived in Grenoble until 1960."
+    response = "The museum's paintings were donated by the Berthier family, who lived in Grenoble."
+    chosen = select_context(
+        context, response, 60, lambda t: len(tokenizer.encode(t, add_special_tokens=False))
+    )
+    kept = [context[p.start : p.end] for p in (chosen.pieces[i] for i in chosen.kept)]
+    assert kept[0] == "The museum opened in 1921 in Lyon."  # the lead
+    assert "The Berthier family lived in Grenoble until 1960." in kept
+    assert any(k.startswith("It holds 4,000 paintings, most of them donated by the Berthier") for k in kept)
+    assert sum("choir" in k for k in kept) <= 1  # the filler stays out (at most one fills the budget)
+    assert len(tokenizer.encode(chosen.text, add_special_tokens=False)) <= 60
+    long = evidence.evidence(response, context)
+    assert long.selected and not long.truncated
+    short = evidence.evidence(FAITHFUL, CONTEXT)  # under the budget: read whole, nothing selected
+    assert not short.selected and short.context_tokens == len(
+        tokenizer.encode(
+            "Document:\n" + CONTEXT + "\n\nA summary that states only facts from the document above:\n",
+            add_special_tokens=False,
+        )
+    )

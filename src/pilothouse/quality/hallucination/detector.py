@@ -108,6 +108,8 @@ class Detector:
         if scored:
             values["min_sentence_score"] = min(v for _, _, v in scored)
         reason = f"{len(spans)} unsupported sentence(s)" if spans else "every sentence supported"
+        if evidence.selected:
+            reason += "; the model read the passages of the context that bear on the response"
         if evidence.truncated:
             reason += "; the context or response was truncated to the model's window"
         return Verdict(score, label, spans, "local", confidence(score, self.threshold), values, reason)

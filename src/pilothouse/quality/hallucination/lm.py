@@ -21,16 +21,19 @@ import inspect
 import threading
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pilothouse.providers.base import Deployment
 from pilothouse.providers.local import SMOLLM2, LocalProvider
 from pilothouse.quality.hallucination.features import TokenEvidence
+from pilothouse.quality.hallucination.selection import select_context
 
 CONTEXT_PROMPT = "Document:\n{context}\n\nA summary that states only facts from the document above:\n"
 PRIOR_PROMPT = "A summary of a document:\n"
 DEFAULT_MAX_CONTEXT_TOKENS = 1000
 DEFAULT_MAX_RESPONSE_TOKENS = 512
+DEFAULT_CONTEXT_BUDGET: int | None = None
 
 
 @dataclass(frozen=True)
@@ -40,13 +43,17 @@ class Evidence:
     tokens: tuple[TokenEvidence, ...]
     context_tokens: int  # the prompt + context length in tokens after truncation
     truncated: bool  # the context (or response) was cut to fit
+    selected: bool = False  # the model read the context's passages that bear on the response only
 
 
 class LanguageModelEvidence:
     """Per-token evidence from a causal language model (default: the bundled SmolLM2-135M).
 
     ``model`` is ``smollm2`` or a Hugging Face causal-LM folder; ``threads`` the torch threads;
-    ``quantize`` int8 dynamic quantisation of the linear layers (CPU)."""
+    ``quantize`` int8 dynamic quantisation of the linear layers (CPU); ``context_budget`` (tokens):
+    a longer context is first reduced to its passages that bear on the response
+    (:mod:`~pilothouse.quality.hallucination.selection`), ``None`` reads it whole (up to
+    ``max_context_tokens``)."""
 
     def __init__(
         self,
@@ -57,9 +64,13 @@ class LanguageModelEvidence:
         max_response_tokens: int = DEFAULT_MAX_RESPONSE_TOKENS,
         cache_dir: str | None = None,
         quantize: bool = True,
+        context_budget: int | None = DEFAULT_CONTEXT_BUDGET,
     ) -> None:
         if max_context_tokens < 1 or max_response_tokens < 1:
             raise ValueError("max_context_tokens and max_response_tokens must be at least 1")
+        if context_budget is not None and context_budget < 1:
+            raise ValueError(f"context_budget must be at least 1 token (or None), not {context_budget}")
+        self.context_budget = context_budget
         options: dict[str, Any] = {"warmup": False}
         if threads:
             options["threads"] = threads
@@ -83,13 +94,8 @@ class LanguageModelEvidence:
             loaded = self._provider._load_sync()  # the provider's loader: GGUF -> cached safetensors
             torch = importlib.import_module("torch")  # by name: heavy, and Any to mypy
             model, self._tokenizer = loaded.model, loaded.tokenizer
-            if self.quantize:  # in place: the float weights of the linear layers are freed
-                with warnings.catch_warnings():  # torch marks its quantised tensors deprecated (2.13)
-                    warnings.simplefilter("ignore", UserWarning)
-                    torch.ao.quantization.quantize_dynamic(
-                        model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
-                    )
-                _release_freed_memory()
+            if self.quantize:
+                _quantize_in_place(torch, model, Path(loaded.directory))
             # transformers >= 5.3 calls the key/value cache ``cache``; earlier ones ``past_key_values``
             self._cache_kw = (
                 "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -138,6 +144,15 @@ class LanguageModelEvidence:
             truncated = len(encoded["input_ids"]) > len(ids)
             if not ids:
                 return Evidence((), 0, truncated)
+            selected = False
+            if self.context_budget is not None:
+                chosen = select_context(
+                    context,
+                    response,
+                    self.context_budget,
+                    lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+                )
+                context, selected = chosen.text, not chosen.whole
             cache, length, last_logits, cut = self._context_cache(model, tokenizer, context)
             try:
                 with torch.inference_mode():
@@ -155,13 +170,65 @@ class LanguageModelEvidence:
                 TokenEvidence(int(start), int(end), float(lp), float(pr))
                 for (start, end), lp, pr in zip(offsets, logprobs, priors, strict=True)
             )
-            return Evidence(tokens, length, truncated or cut)
+            return Evidence(tokens, length, truncated or cut, selected)
 
 
 def _token_logprobs(torch: Any, logits: Any, ids: list[int]) -> list[float]:
     """log p(ids[i]) under ``logits[i]``, in float32."""
     logprobs = torch.log_softmax(logits.float(), -1)
     return [float(v) for v in logprobs[torch.arange(len(ids)), torch.tensor(ids)].tolist()]
+
+
+def _quantize_in_place(torch: Any, model: Any, directory: Path) -> None:
+    """int8 dynamic quantisation of the linear layers, a few at a time, keeping the resident set small.
+
+    The loader maps the safetensors file into memory (a private file mapping it never unmaps): every
+    float weight it holds becomes resident when read, and stays resident after its layer is replaced,
+    since the mapping, not a tensor, owns those pages (with int8 this kept the whole 513 MiB float
+    model resident next to its int8 copy). So after each group of layers the mapping's pages are
+    dropped, and at the end the float parameters left (embeddings, norms) are copied off it and its
+    pages dropped for good. Dropping is safe: a page touched again is read back from the file."""
+    names = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
+    with warnings.catch_warnings():  # torch marks torch.ao and its quantised tensors deprecated
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for first in range(0, len(names), 8):
+            torch.ao.quantization.quantize_dynamic(
+                model, set(names[first : first + 8]), dtype=torch.qint8, inplace=True
+            )
+            _drop_mapped_pages(directory)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.data = parameter.data.clone()
+        for buffer in model.buffers():
+            buffer.data = buffer.data.clone()
+    _release_freed_memory()
+    _drop_mapped_pages(directory, written_too=True)  # no tensor points into it any more
+
+
+def _drop_mapped_pages(directory: Path, *, written_too: bool = False) -> None:
+    """madvise(MADV_DONTNEED) on the process's mappings of files in ``directory`` (Linux; elsewhere
+    nothing): their pages leave the resident set and are read back from the file if touched again.
+    A mapping with pages written since it was mapped (``Anonymous`` in smaps: dropping them would undo
+    the writes) is left alone unless ``written_too`` (when nothing uses the mapping any more)."""
+    prefix = str(directory.resolve()) + "/"
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        regions: list[tuple[int, int, int]] = []  # start, end, anonymous kB
+        for line in Path("/proc/self/smaps").read_text().splitlines():
+            fields = line.split(maxsplit=5)
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header
+                if len(fields) == 6 and fields[5].startswith(prefix):
+                    start, end = (int(v, 16) for v in fields[0].split("-"))
+                    regions.append((start, end, 0))
+                else:
+                    regions.append((0, 0, 0))
+            elif fields and fields[0] == "Anonymous:" and regions and regions[-1][1]:
+                regions[-1] = (regions[-1][0], regions[-1][1], int(fields[1]))
+        for start, end, anonymous in regions:
+            if end and (written_too or anonymous == 0):
+                libc.madvise(start, end - start, 4)  # MADV_DONTNEED
 
 
 def _release_freed_memory() -> None:

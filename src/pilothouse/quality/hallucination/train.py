@@ -368,8 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--evidence-cache",
         type=Path,
-        default=Path(".pilothouse/hallucination/summedits-evaluation.tokens.jsonl"),
-        help="JSON-lines cache of SmolLM2's per-token evidence (default: %(default)s)",
+        default=None,
+        help="JSON-lines cache of SmolLM2's per-token evidence (default: .pilothouse/hallucination/"
+        "summedits-evaluation[.ctx-BUDGET].tokens.jsonl)",
     )
     parser.add_argument(
         "--out", type=Path, default=COEFFICIENTS, help="where to write (default: the package's file)"
@@ -409,7 +410,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=7, help="the sample's seed (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    parser.add_argument(
+        "--context-budget",
+        default=None,
+        help="context selection budget in tokens, or 'none' (the context read whole); default: the"
+        " detector's default",
+    )
     args = parser.parse_args(argv)
+    from pilothouse.quality.hallucination.lm import DEFAULT_CONTEXT_BUDGET
+
+    if args.context_budget is None:
+        budget = DEFAULT_CONTEXT_BUDGET
+    elif args.context_budget == "none":
+        budget = None
+    elif args.context_budget.isdigit() and int(args.context_budget) > 0:
+        budget = int(args.context_budget)
+    else:
+        parser.error(f"--context-budget: {args.context_budget!r} is neither 'none' nor a positive integer")
+    if args.evidence_cache is None:
+        suffix = f".ctx-{budget}" if budget is not None else ""
+        args.evidence_cache = Path(f".pilothouse/hallucination/summedits-evaluation{suffix}.tokens.jsonl")
     try:
         rows = stratified(load_summedits(args.data, "evaluation"), "label", args.limit, args.seed)
     except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
@@ -422,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pilothouse.quality.hallucination.lm import LanguageModelEvidence
 
         if not evidence:
-            evidence.append(LanguageModelEvidence(threads=args.threads))
+            evidence.append(LanguageModelEvidence(threads=args.threads, context_budget=budget))
         model: LanguageModelEvidence = evidence[0]
         return model.evidence(response, context).tokens
 
@@ -451,7 +471,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     y = [int(r["label"]) for r in rows]
     document = {
         **model.to_dict(),
-        "trained_on": f"SummEdits evaluation split, {len(rows)} rows; candidate {candidate!r},"
+        "trained_on": f"SummEdits evaluation split, {len(rows)} rows; context "
+        + (f"selected to {budget} tokens" if budget is not None else "read whole (cut to 1,000 tokens)")
+        + f"; candidate {candidate!r},"
         f" {method} fit{'' if args.unconstrained else ', sign-constrained'}"
         + (f" (seeded stratified sample, seed {args.seed})" if args.limit else ""),
         "selected_by": "grouped 5-fold cross-validation on the same split"
