@@ -1,6 +1,6 @@
 """Web UI benchmark: the server time of every page over 1,000,000 stored spans.
 
-    python benchmarks/ui.py [--spans 1000000] [--keep PATH] [--database-url postgresql://...]
+    python benchmarks/ui.py [--spans 1000000] [--keep PATH] [--database-url postgresql://...] [--pages REGEX]
     python benchmarks/ui.py --trace-view [--repeats 40]
 
 Fills the store as benchmarks/query.py does (reuse its database with ``--keep``: the same file serves
@@ -267,6 +267,9 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--trace-view", action="store_true", help="time the trace view at 10,000 spans")
+    parser.add_argument(
+        "--pages", default=None, help="time only the pages whose label matches this regular expression"
+    )
     args = parser.parse_args()
     if args.trace_view:
         trace_view(args.repeats)
@@ -359,6 +362,8 @@ def main() -> None:
             assert older, "no next-page link on /traces"
             link = older.group(1).replace("&amp;", "&")
             cases["traces: next page"] = [link if link.startswith("/") else f"/traces{link}"]
+            if args.pages:
+                cases = {label: paths for label, paths in cases.items() if re.search(args.pages, label)}
             results = {label: timed(http, paths, args.repeats) for label, paths in cases.items()}
     finally:
         server.stop()

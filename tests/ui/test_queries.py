@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
@@ -110,3 +111,31 @@ def test_ui_queries(store: SqlStore) -> None:
     assert q.traces_containing("p", ids, "UMBRELLA") == {f"{7:032x}"}
     assert q.traces_containing("other", ids, "umbrella") == set()
     assert q.api_key("nope") is None
+
+
+def test_rollup_rows_merge_minutes_into_buckets_exactly(store: SqlStore) -> None:
+    # calls spread over 40 minutes, read per minute and per 15 minutes: the same sums and histograms
+    for i in range(20):
+        store.write_spans(_trace(i, minutes_ago=2 * i))
+    q = AnalyticsQueries(store)
+    win = an.window("1h")
+    minutes = q.rollup_rows("p", win.start_s, win.end_s, 60)
+    quarters = q.rollup_rows("p", win.start_s, win.end_s, 900)
+    assert len(quarters) < len(minutes)
+    expected: dict[tuple[int, str, str], list[Any]] = {}
+    for r in minutes:
+        key = (r.bucket_s - (r.bucket_s - win.start_s) % 900, r.model, r.name)
+        seen = expected.setdefault(key, [0, Money.ZERO, 0, r.latency_hist * 0])
+        seen[0] += r.sums.count
+        seen[1] += r.sums.cost_usd
+        seen[2] += r.sums.input_tokens
+        seen[3] = seen[3] + r.latency_hist
+    assert {(r.bucket_s, r.model, r.name) for r in quarters} == set(expected)
+    for r in quarters:
+        count, cost, tokens, hist = expected[(r.bucket_s, r.model, r.name)]
+        assert (r.sums.count, r.sums.cost_usd, r.sums.input_tokens) == (count, cost, tokens)
+        assert (r.latency_hist == hist).all() and int(r.latency_hist.sum()) == r.sums.count
+    assert sum(r.sums.count for r in quarters) == 20
+    assert sum((r.sums.cost_usd for r in quarters), Money.ZERO) == Money.from_usd("0.19")  # 0.001 x 190
+    # a range before the first call: no rows
+    assert q.rollup_rows("p", win.start_s - 3600, win.start_s, 900) == []

@@ -5,6 +5,8 @@ stored traces."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,35 +53,98 @@ def _exact(
     return an.dimension_totals(dimension, groups)
 
 
-def _dashboard_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> dict[str, Any]:
-    rows = queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
+def _rows_and_sample(
+    queries: AnalyticsQueries, project_id: str, win: an.Window
+) -> tuple[list[RollupRow], an.Sample]:
+    """The model rollups of the window and the trace sample their counts plan, one after the other."""
+    rows = queries.rollup_sums(project_id, win.start_s, win.end_s, win.bucket_s)
     calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
-    costly, slowest = queries.top_traces(project_id, win.start_ns, win.end_ns)
-    sample = an.weigh_sample(calls, rows, win)
-    series = an.rollup_series(rows, win)
-    series["ttft"] = an.ttft_series(sample, win)
-    return {
-        "key_names": {k.id: k.name for k in queries.store.list_api_keys(project_id)},
-        "rows": rows,
-        "totals": an.rollup_totals(rows),
-        "sampled": an.sample_totals(sample),
-        "sample": sample,
-        "series": series,
-        "by_model": an.rollup_groups(rows, lambda r: r.model),
-        "by_name": an.rollup_groups(rows, lambda r: r.name),
-        "by_key": _exact(queries, project_id, win, "key"),  # ids; the template shows key names
-        "by_user": _exact(queries, project_id, win, "user"),
-        "by_prompt": _exact(queries, project_id, win, "prompt"),
-        "costly": costly,
-        "slowest": slowest,
-    }
+    queries.add_rollup_histograms(rows, project_id, win.start_s, win.end_s, win.bucket_s)
+    return rows, an.weigh_sample(calls, rows, win)
+
+
+async def _rows_and_sample_at_once(page: PageContext, win: an.Window) -> tuple[list[RollupRow], an.Sample]:
+    """:func:`_rows_and_sample` with the sample and the latency histograms read at once, each on its
+    own connection, once the sums have planned the sample."""
+    queries, project_id = page.queries, page.project_id
+    rows = await page.run(queries.rollup_sums, project_id, win.start_s, win.end_s, win.bucket_s)
+    calls, _ = await asyncio.gather(
+        page.run(queries.sample_calls, project_id, an.sample_plan(rows, win)),
+        page.run(queries.add_rollup_histograms, rows, project_id, win.start_s, win.end_s, win.bucket_s),
+    )
+    return rows, an.weigh_sample(calls, rows, win)
+
+
+Read = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+async def _read_all(page: PageContext, win: an.Window, reads: list[Read]) -> list[Any]:
+    """The rollups with their sample, then the results of ``reads`` (independent of each other). On
+    PostgreSQL each runs in its own worker thread on its own pooled connection, so the page waits for
+    the slowest rather than for their sum. On SQLite they run one after the other in one thread: its
+    reads hold the GIL while they make rows, and threads contending for it were slower than one
+    (benchmarks/ui.py, docs/performance.md)."""
+    if page.state.store.dialect == "postgresql":
+        return list(
+            await asyncio.gather(
+                _rows_and_sample_at_once(page, win), *(page.run(fn, *args) for fn, args in reads)
+            )
+        )
+
+    def one_by_one() -> list[Any]:
+        return [_rows_and_sample(page.queries, page.project_id, win), *(fn(*args) for fn, args in reads)]
+
+    results: list[Any] = await page.run(one_by_one)
+    return results
+
+
+def _key_names(queries: AnalyticsQueries, project_id: str) -> dict[str, str]:
+    return {k.id: k.name for k in queries.store.list_api_keys(project_id)}
+
+
+async def _dashboard_data(page: PageContext, win: an.Window) -> dict[str, Any]:
+    # independent reads (_read_all), then the arithmetic on their rows, off the event loop too
+    queries, project_id = page.queries, page.project_id
+    (rows, sample), (costly, slowest), key_names, by_key, by_user, by_prompt = await _read_all(
+        page,
+        win,
+        [
+            (queries.top_traces, (project_id, win.start_ns, win.end_ns)),
+            (_key_names, (queries, project_id)),
+            (_exact, (queries, project_id, win, "key")),
+            (_exact, (queries, project_id, win, "user")),
+            (_exact, (queries, project_id, win, "prompt")),
+        ],
+    )
+
+    def summarise() -> dict[str, Any]:
+        series = an.rollup_series(rows, win)
+        series["ttft"] = an.ttft_series(sample, win)
+        return {
+            "key_names": key_names,
+            "rows": rows,
+            "totals": an.rollup_totals(rows),
+            "sampled": an.sample_totals(sample),
+            "sample": sample,
+            "series": series,
+            "by_model": an.rollup_groups(rows, lambda r: r.model),
+            "by_name": an.rollup_groups(rows, lambda r: r.name),
+            "by_key": by_key,  # ids; the template shows key names
+            "by_user": by_user,
+            "by_prompt": by_prompt,
+            "costly": costly,
+            "slowest": slowest,
+        }
+
+    data: dict[str, Any] = await page.run(summarise)
+    return data
 
 
 async def dashboard(page: PageContext) -> Response:
     """``/``: requests, errors, tokens, cost, latency and TTFT over time, breakdowns, top traces."""
     win = _window(page, "24h")
     refresh = _refresh(page)
-    data = await page.run(_dashboard_data, page.queries, page.project_id, win)
+    data = await _dashboard_data(page, win)
     s = data["series"]
     charts = {
         "requests": {"t": s["t"], "series": {"requests": s["requests"], "errors": s["errors"]}},
@@ -123,23 +188,39 @@ async def models(page: PageContext) -> Response:
     )
 
 
-def _costs_data(queries: AnalyticsQueries, project_id: str, win: an.Window) -> dict[str, Any]:
-    rows = queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
-    calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
-    sample = an.weigh_sample(calls, rows, win)
-    budgets = CostStore(queries.store).list_budgets(project_id)
-    return {
-        "totals": an.rollup_totals(rows),
-        "sampled": an.sample_totals(sample),
-        "sample": sample,
-        "by_model": sorted(an.rollup_groups(rows, lambda r: r.model), key=lambda kv: -kv[1].cost_usd.pico),
-        "by_key": _exact(queries, project_id, win, "key", "cost"),  # ids; the template shows key names
-        "by_user": _exact(queries, project_id, win, "user", "cost"),
-        "by_tag": _exact(queries, project_id, win, "tag", "cost"),
-        "cost_series": an.cost_series_by_model(rows, win),
-        "budgets": budgets,
-        "key_names": {k.id: k.name for k in queries.store.list_api_keys(project_id)},
-    }
+async def _costs_data(page: PageContext, win: an.Window) -> dict[str, Any]:
+    # independent reads, as for the dashboard (_read_all)
+    queries, project_id = page.queries, page.project_id
+    (rows, sample), budgets, key_names, by_key, by_user, by_tag = await _read_all(
+        page,
+        win,
+        [
+            (CostStore(queries.store).list_budgets, (project_id,)),
+            (_key_names, (queries, project_id)),
+            (_exact, (queries, project_id, win, "key", "cost")),
+            (_exact, (queries, project_id, win, "user", "cost")),
+            (_exact, (queries, project_id, win, "tag", "cost")),
+        ],
+    )
+
+    def summarise() -> dict[str, Any]:
+        return {
+            "totals": an.rollup_totals(rows),
+            "sampled": an.sample_totals(sample),
+            "sample": sample,
+            "by_model": sorted(
+                an.rollup_groups(rows, lambda r: r.model), key=lambda kv: -kv[1].cost_usd.pico
+            ),
+            "by_key": by_key,  # ids; the template shows key names
+            "by_user": by_user,
+            "by_tag": by_tag,
+            "cost_series": an.cost_series_by_model(rows, win),
+            "budgets": budgets,
+            "key_names": key_names,
+        }
+
+    data: dict[str, Any] = await page.run(summarise)
+    return data
 
 
 async def budget_rows(page: PageContext, budgets: list[Budget]) -> list[dict[str, Any]]:
@@ -172,7 +253,7 @@ async def costs(page: PageContext) -> Response:
     """``/costs``: spend over time and by model, key, user and tag (rollups, exact), cache savings
     (estimated from the sample), the monthly run-rate, budgets."""
     win = _window(page, "7d")
-    data = await page.run(_costs_data, page.queries, page.project_id, win)
+    data = await _costs_data(page, win)
     totals: an.Totals = data["totals"]
     run_rate = totals.cost_usd * (MONTH_S / win.seconds) if win.seconds else Money.ZERO
     return page.render(
