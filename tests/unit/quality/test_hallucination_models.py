@@ -161,3 +161,29 @@ def test_the_bundled_model_reads_only_the_relevant_passages_of_a_long_context() 
             add_special_tokens=False,
         )
     )
+
+
+def test_the_int8_detector_keeps_the_float_models_log_probabilities() -> None:
+    """int8 quantisation must not turn the evidence into noise: each response's mean log-probability
+    stays near the float32 model's, and so does the gap between the faithful answer and its edited twin
+    (quantising the down projections and the output head too: mean shift 0.27 nats, gap 0.30 for
+    float32's 0.48; as shipped: 0.12, 0.45). The layers left in float32 are the ones named."""
+    import statistics
+
+    import torch
+
+    from pilothouse.quality.hallucination.lm import FLOAT_LAYERS, LanguageModelEvidence
+
+    int8, float32 = LanguageModelEvidence(), LanguageModelEvidence(quantize=False)
+    model, _ = int8.model_and_tokenizer()
+    linear = [(n, type(m)) for n, m in model.named_modules() if type(m).__name__ == "Linear"]
+    assert any("quantized" in t.__module__ for _, t in linear)
+    assert all(n.endswith(FLOAT_LAYERS) for n, t in linear if t is torch.nn.Linear)
+    responses = (FAITHFUL, EDITED, "The stadium was sold to a bank in Madrid for 90 million euros.")
+
+    def means(evidence: LanguageModelEvidence) -> list[float]:
+        return [statistics.fmean(t.logprob for t in evidence.evidence(r, CONTEXT).tokens) for r in responses]
+
+    q, f = means(int8), means(float32)
+    assert statistics.fmean(abs(a - b) for a, b in zip(q, f, strict=True)) < 0.2
+    assert q[0] - q[1] > 0.8 * (f[0] - f[1]) > 0
