@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pilothouse.providers.base import Deployment
-from pilothouse.providers.local import SMOLLM2, LocalProvider
+from pilothouse.providers.local import INT8_FLOAT_LAYERS, SMOLLM2, LocalProvider, int8_layer_names
 from pilothouse.quality.hallucination.features import TokenEvidence
 from pilothouse.quality.hallucination.selection import select_context
 
@@ -180,13 +180,11 @@ def _token_logprobs(torch: Any, logits: Any, ids: list[int]) -> list[float]:
     return [float(v) for v in logprobs[torch.arange(len(ids)), torch.tensor(ids)].tolist()]
 
 
-# Linear layers kept in float32 by the int8 detector. The MLP's down projection reads activations with
-# outliers (the known weak spot of int8 activations in LLMs); the output head makes the log-probabilities:
-# quantising every linear layer moved a response's mean log p by 0.70 nats on average (the spread of the
-# scores across responses is 0.75; Pearson 0.947 against float32), these two kept in float32 by 0.076
-# (Pearson 0.997), on 30 SummEdits evaluation rows (no labels read). The detector's evidence must be the
-# model's, not the quantisation's noise. docs/hallucination.md#latency-and-memory
-FLOAT_LAYERS = ("down_proj", "lm_head")
+# Linear layers kept in float32 by the int8 detector (as by the local provider's int8): quantising them
+# too moved a response's mean log p by 0.70 nats on average (the spread of the scores across responses is
+# 0.75; Pearson 0.947 against float32), these two kept in float32 by 0.076 (Pearson 0.997), on 30
+# SummEdits evaluation rows (no labels read). The evidence must be the model's, not the quantisation's.
+FLOAT_LAYERS = INT8_FLOAT_LAYERS
 
 
 def _quantize_in_place(torch: Any, model: Any, directory: Path) -> None:
@@ -199,11 +197,7 @@ def _quantize_in_place(torch: Any, model: Any, directory: Path) -> None:
     model resident next to its int8 copy). So after each group of layers the mapping's pages are
     dropped, and at the end the float parameters left (embeddings, norms) are copied off it and its
     pages dropped for good. Dropping is safe: a page touched again is read back from the file."""
-    names = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not name.endswith(FLOAT_LAYERS)
-    ]
+    names = sorted(int8_layer_names(torch, model))
     with warnings.catch_warnings():  # torch marks torch.ao and its quantised tensors deprecated
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
