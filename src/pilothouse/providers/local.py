@@ -10,8 +10,8 @@ Options: ``cache_dir`` (default ``$PILOTHOUSE_HOME/models``, PILOTHOUSE_HOME def
 cores), ``warmup`` (run one token at load so the first request does not pay for it, default true),
 ``precision`` (``float32``, the default; ``bfloat16``; or ``int8``: the linear layers' weights,
 but the MLP's down projections and the output head, quantised to 8 bits, activations quantised per
-call, about 2-3x faster on a CPU for a small loss of fidelity; applied after an adapter is merged,
-so a distilled model is served at the same precision).
+call, faster on a CPU (about 1.3x on a short classification) for a small loss of fidelity; applied
+after an adapter is merged, so a distilled model is served at the same precision).
 
 Requests queue for the provider's single worker thread, so concurrent requests never split two cores
 between competing generations (and concurrent first requests load the model once). Requests waiting
