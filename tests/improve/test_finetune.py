@@ -38,6 +38,10 @@ def test_settings_and_names_are_checked(tmp_path: Path) -> None:
         FinetuneSettings(batch_size=0),
         FinetuneSettings(target_modules=()),
         FinetuneSettings(max_steps=0),
+        FinetuneSettings(lora_r=100_000_000),  # an attacker's pass: 230 GB of adapter, then a traceback
+        FinetuneSettings(lora_alpha=10**23),
+        FinetuneSettings(seed=10**23),  # overflowed torch.manual_seed after the model had loaded
+        FinetuneSettings(seed=-1),
     ):
         with pytest.raises(FinetuneError):
             bad.check()
@@ -138,6 +142,10 @@ def test_lora_learns_and_a_continued_run_ends_where_an_uninterrupted_one_does(
     finetune(tiny_base, examples, settings, tmp_path / "other", should_stop=lambda: True)
     with pytest.raises(FinetuneError, match="other settings or data"):
         finetune(tiny_base, examples, FinetuneSettings(max_steps=24, batch_size=2), tmp_path / "other")
+    # a module name the model does not have is refused, even beside one it has (peft trained the other)
+    odd = FinetuneSettings(max_steps=1, target_modules=("q_proj", "../../x"))
+    with pytest.raises(FinetuneError, match=r"no module named '\.\./\.\./x'"):
+        finetune(tiny_base, examples, odd, tmp_path / "odd")
 
 
 @pytest.mark.slow
@@ -230,6 +238,9 @@ def test_cli_trains_lists_continues_and_exports(
     ).exists()
     code, _, err = cli("finetune", "export", "colours", "-o", str(tmp_path / "merged"))
     assert code == 2 and "not empty" in err
+    (tmp_path / "a-file").write_text("x")  # an output under a file: one line, exit 2, no traceback
+    code, _, err = cli("finetune", "export", "colours", "-o", str(tmp_path / "a-file" / "x"))
+    assert code == 2 and "cannot write" in err and "Traceback" not in err
     for args, message in [
         (["--lora-r", "0"], "lora_r"),
         (["--device", "cuda:7"], "cuda"),

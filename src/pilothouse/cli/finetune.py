@@ -176,4 +176,6 @@ def export_command(adapter: str, output: Path, merged: bool) -> None:
         written = export_adapter(adapter, output, merged=merged)
     except FinetuneError as exc:
         raise CliError(str(exc), exit_code=2) from None
+    except OSError as exc:  # an output path that is a file, or under one, or not writable
+        raise CliError(f"cannot write {output}: {exc.strerror or exc}", exit_code=2) from None
     click.echo(f"wrote {adapter} to {written}" + (" (merged into its base)" if merged else ""))

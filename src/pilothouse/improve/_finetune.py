@@ -64,8 +64,9 @@ class FinetuneSettings:
     def check(self) -> None:
         """FinetuneError on a value out of range."""
         problems = [
-            (self.lora_r < 1, "lora_r must be at least 1"),
-            (self.lora_alpha < 1, "lora_alpha must be at least 1"),
+            (not 1 <= self.lora_r <= 1024, "lora_r must be in [1, 1024]"),
+            (not 1 <= self.lora_alpha <= 65536, "lora_alpha must be in [1, 65536]"),
+            (not 0 <= self.seed < 2**63, "seed must be in [0, 2**63)"),
             (not 0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
             (not self.target_modules, "target_modules must name at least one module"),
             (not 0 < self.learning_rate < 1, "learning_rate must be in (0, 1)"),
@@ -204,6 +205,11 @@ def finetune(
             lora_dropout=settings.lora_dropout,
             target_modules=list(settings.target_modules),
         )
+        names = [f".{name}" for name, _ in model.named_modules()]
+        unknown = [m for m in settings.target_modules if not any(n.endswith(f".{m}") for n in names)]
+        if unknown:  # peft matches names by suffix and would train the others silently
+            listed = ", ".join(map(repr, unknown))
+            raise FinetuneError(f"target_modules: no module named {listed} in the model")
         try:
             model = peft.get_peft_model(model, config)
         except ValueError as exc:
