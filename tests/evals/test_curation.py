@@ -106,6 +106,20 @@ def test_splits_never_share_a_group_and_keep_each_strata_share() -> None:
     assert [i.id for i in other["test"]] != [i.id for i in splits["test"]]
 
 
+def test_strata_too_small_to_spread_are_pooled_and_an_empty_split_is_refused() -> None:
+    # free-text answers: every session its own stratum, which alone could only ever fill "train"
+    items = [item(n, f"q{n}", f"answer {n // 2}", session_id=f"s{n // 2}") for n in range(24)]
+    plan = CurationPlan(splits=parse_splits("50/50"), group_by="session", stratify_by="expected")
+    splits, groups = assign_splits(items, plan)
+    assert groups == {"train": 6, "test": 6} and {k: len(v) for k, v in splits.items()} == {
+        "train": 12,
+        "test": 12,
+    }
+    few = CurationPlan(splits=parse_splits("80/10/10"), group_by="session", stratify_by="expected")
+    with pytest.raises(DatasetError, match="split 'validation' would get no item: 2 groups"):
+        assign_splits(items[:4], few)
+
+
 def _fields(plan: CurationPlan) -> dict[str, object]:
     return {name: getattr(plan, name) for name in plan.__dataclass_fields__}
 
@@ -271,6 +285,10 @@ def test_splits_group_by_user_in_the_store(cli: Cli) -> None:  # noqa: F811
     assert "u-train" in out and "u-test" in out and "groups" in out
     counts = Counter(re.findall(r"in (\d+) groups", out))
     assert sum(int(k) * v for k, v in counts.items()) == 5  # five users, each in one split
+    code, out, err = cli("datasets", "from-traces", "--name", "v", "--split", "70/30", "--group-by", "user", "--limit", "1")
+    assert code == 1 and "would get no item: 1 groups (by user)" in err and err.count("\n") == 1, err
+    code, out, err = cli("datasets", "list")
+    assert "v-" not in out  # nothing stored
 
 
 @pytest.mark.slow

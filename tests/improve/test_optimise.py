@@ -206,3 +206,14 @@ def test_bad_inputs_are_one_line_errors(task: tuple[list[str], Path, Path]) -> N
         *base[:3], "--scorer", "exact", "--proposer", "nobody", *both, *common
     )
     assert "no label" in _usage_error(*base, *both, "--from-label", "staging")
+    store = SqlStore.from_url(common[1])
+    try:  # items curated from traces hold a chat, not the prompt's {{text}}
+        chat = [{"role": "user", "content": "the film was good"}]
+        EvalStore(store).import_items(
+            "default", "chats", [DatasetItem(id=f"c{n}", input={}, messages=chat) for n in range(3)]
+        )
+    finally:
+        store.close()
+    assert "uses {{text}}, which 3 of the 3 items of dataset 'chats' lack" in _usage_error(
+        *base, "--train", "chats", "--validation", "sentiment-validation"
+    )

@@ -108,6 +108,39 @@ def test_an_unknown_precision_is_refused() -> None:
         LocalProvider(Deployment(name="m", provider="local", model="smollm2", options={"precision": "int4"}))
 
 
+@pytest.mark.parametrize("precision", [0, False, "", "INT8"])
+def test_a_precision_that_is_no_name_is_refused_not_read_as_float32(precision: object) -> None:
+    with pytest.raises(ValueError, match="precision: .* is not one of float32, bfloat16, int8"):
+        LocalProvider(Deployment(name="m", provider="local", model="smollm2", options={"precision": precision}))
+
+
+def test_an_adapter_that_names_nothing_servable_is_refused_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused when the server starts (as a bad precision is), not a 500 on every request."""
+    monkeypatch.setenv("PILOTHOUSE_HOME", str(tmp_path / "home"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    peft = tmp_path / "peft"
+    peft.mkdir()
+    (peft / "adapter_config.json").write_text("[1, 2]")
+    cases = {
+        "nosuch": "is neither a trained adapter",
+        "z@7": "is neither a trained adapter",
+        "../../etc": "is neither a trained adapter",
+        str(broken): "is not readable JSON",
+        str(peft): "has no 'peft_type'",
+        0: "is not an adapter name",
+        "": "is not an adapter name",
+    }
+    for adapter, message in cases.items():
+        options = {"adapter": adapter}
+        with pytest.raises(ValueError, match=message) as caught:
+            LocalProvider(Deployment(name="m", provider="local", model="smollm2", options=options))
+        assert "\n" not in str(caught.value)
+
+
 async def test_embeddings_are_not_supported(tmp_path: Path) -> None:
     with pytest.raises(ProviderError) as caught:
         await local(tmp_path).embed({"input": "hi"})

@@ -242,7 +242,9 @@ def assign_splits(
     Whole groups go to one split, so no session (or user) is in two; within each stratum (the
     majority stratum of a group's items), groups are taken in a seeded pseudo-random order and each
     goes to the split furthest below its share of that stratum, so the shares hold per stratum and
-    the same plan on the same items gives the same splits."""
+    the same plan on the same items gives the same splits. Strata of fewer groups than there are
+    splits (free-text answers are each a stratum) are pooled into one, which keeps the shares
+    overall. A split that would get no item is a DatasetError: too few groups for the shares."""
     splits = plan.splits or (Split("all", 1.0),)
     groups: dict[str, list[DatasetItem]] = {}
     for item in items:
@@ -252,6 +254,9 @@ def assign_splits(
         strata = [_stratum(member, plan.stratify_by) for member in members]
         majority = max(sorted(set(strata)), key=strata.count)
         by_stratum.setdefault(majority, []).append(key)
+    small = [stratum for stratum, keys in by_stratum.items() if len(keys) < len(splits)]
+    if len(small) > 1:
+        by_stratum["\x00small strata"] = [key for stratum in small for key in by_stratum.pop(stratum)]
     out: dict[str, list[DatasetItem]] = {split.name: [] for split in splits}
     group_counts = dict.fromkeys(out, 0)
     for stratum in sorted(by_stratum):
@@ -268,4 +273,11 @@ def assign_splits(
             out[name].extend(groups[key])
             placed[name] += size
             group_counts[name] += 1
+    empty = [name for name, members in out.items() if not members]
+    if groups and empty:
+        unit = f"groups (by {plan.group_by})" if plan.group_by else "items"
+        raise DatasetError(
+            f"split {empty[0]!r} would get no item: {len(groups)} {unit} are too few for "
+            f"{len(splits)} splits at these shares; nothing stored"
+        )
     return out, group_counts

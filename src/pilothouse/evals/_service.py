@@ -408,8 +408,9 @@ class Evaluations:
         """Dataset versions from the stored traces that match ``query`` and every score filter (newest
         first, at most ``limit`` traces), curated by ``plan``: de-duplicated, near-duplicates dropped
         (with ``embed``), scrubbed (with ``scrub``, e.g. PII redaction) and split. Without splits the
-        dataset is ``name``; with them ``name-<split>`` each (a split left empty is not stored). Each
-        version is new only when its items changed. No matching trace: DatasetError, nothing stored."""
+        dataset is ``name``; with them ``name-<split>`` each. Each version is new only when its items
+        changed. No matching trace, or too few groups to give every split an item: DatasetError,
+        nothing stored."""
         from pilothouse.evals._curation import Curated, curate_items
 
         items = self.evals.iter_trace_items(project_id, query, score_filters, limit)
@@ -420,8 +421,6 @@ class Evaluations:
             )
         versions: dict[str, tuple[DatasetVersion, bool]] = {}
         for split, members in splits.items():
-            if not members:
-                continue
             stored_name = name if not plan.splits else f"{name}-{split}"
             suffix = f" split {split}" if plan.splits else ""
             versions[stored_name] = self.evals.import_items(

@@ -20,7 +20,7 @@ from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.ids import new_trace_id
 from pilothouse.domain.money import Money
 from pilothouse.domain.prompts import PromptVersion, check_label
-from pilothouse.domain.templating import render, to_text
+from pilothouse.domain.templating import TemplateError, lookup_variable, render, to_text
 from pilothouse.domain.traces import SpanRecord, TraceAttributes
 from pilothouse.evals import Evaluations
 from pilothouse.evals.spec import parse_spec
@@ -81,6 +81,21 @@ class Optimiser:
         self.validation = self._items(settings.validation)
         if not self.validation:
             raise OptimiseError(f"the validation dataset {settings.validation!r} has no items")
+        for dataset, items in ((settings.train, self.train), (settings.validation, self.validation)):
+            self._check_variables(dataset, items)
+
+    def _check_variables(self, dataset: str, items: Sequence[DatasetItem]) -> None:
+        """Every item must give every variable the prompt uses (before anything is called)."""
+        for name in self.version.variables:
+            missing = [item for item in items if not _has(name, item.variables())]
+            if missing:
+                given = ", ".join(sorted(missing[0].input)) or "none"
+                raise OptimiseError(
+                    f"prompt {self.version.name!r} v{self.version.version} uses {{{{{name}}}}}, which "
+                    f"{len(missing)} of the {len(items)} items of dataset {dataset!r} lack (item "
+                    f"{missing[0].id!r} has input variables: {given}); use a dataset whose items "
+                    "hold the prompt's variables"
+                )
 
     @classmethod
     def check_settings(cls, settings: OptimiseSettings) -> None:
@@ -395,3 +410,11 @@ class Optimiser:
 
 def _mean(scores: Mapping[str, float]) -> float:
     return sum(scores.values()) / len(scores) if scores else 0.0
+
+
+def _has(name: str, variables: Mapping[str, Any]) -> bool:
+    try:
+        lookup_variable(name, variables)
+    except TemplateError:
+        return False
+    return True

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import importlib.util
 import os
 import shutil
@@ -68,13 +69,14 @@ def _heavy_modules() -> tuple[Any, Any]:
 def _with_adapter(transformers: Any, torch: Any, model: Any, reference: str) -> Any:
     """The model with a fine-tuned adapter merged into its weights (or, for a fully fine-tuned model,
     that model instead): generation then costs what the base model's does."""
-    from pilothouse.providers.local_adapters import resolve
-
-    folder = resolve(reference)
+    folder = Path(reference)
     if not (folder / "adapter_config.json").is_file():
-        return transformers.AutoModelForCausalLM.from_pretrained(
-            folder, dtype=torch.float32, local_files_only=True
-        ).eval()
+        try:
+            return transformers.AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch.float32, local_files_only=True
+            ).eval()
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ProviderError(500, f"the model in {str(folder)!r} could not be loaded: {exc}") from None
     try:
         peft = importlib.import_module("peft")
     except ImportError:
@@ -83,6 +85,29 @@ def _with_adapter(transformers: Any, torch: Any, model: Any, reference: str) -> 
         return peft.PeftModel.from_pretrained(model, folder).merge_and_unload().eval()
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderError(500, f"adapter {reference!r} does not fit this base model: {exc}") from None
+
+
+def check_adapter(reference: Any) -> Path:
+    """The weights folder that the ``adapter`` option names; ValueError (one line) when it names no
+    trained adapter or folder, or when the folder's config is not a JSON object of its kind."""
+    from pilothouse.providers.local_adapters import resolve
+
+    if not isinstance(reference, str) or not reference.strip():
+        raise ValueError(f"local option adapter: {reference!r} is not an adapter name, NAME@N or folder")
+    try:
+        folder = resolve(reference)
+    except ProviderError as exc:
+        raise ValueError(f"local option {exc.message}") from None
+    peft = (folder / "adapter_config.json").is_file()
+    config = folder / ("adapter_config.json" if peft else "config.json")
+    try:
+        document = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"local option adapter {reference!r}: {config} is not readable JSON ({exc})") from None
+    key = "peft_type" if peft else "model_type"
+    if not isinstance(document, dict) or not isinstance(document.get(key), str):
+        raise ValueError(f"local option adapter {reference!r}: {config} has no {key!r}")
+    return folder
 
 
 PRECISIONS = ("float32", "bfloat16", "int8")
@@ -337,12 +362,13 @@ class LocalProvider:
         self.threads = int(options.get("threads") or len(os.sched_getaffinity(0)))
         self.warmup = bool(options.get("warmup", True))
         self.max_batch = max(1, int(options.get("max_batch", 4)))
-        self.precision = str(options.get("precision") or "float32")
+        self.precision = options.get("precision", "float32")
         if self.precision not in PRECISIONS:
             known_precisions = ", ".join(PRECISIONS)
             raise ValueError(f"local option precision: {self.precision!r} is not one of {known_precisions}")
         adapter = options.get("adapter")
-        self.adapter = str(adapter) if adapter else None  # a fine-tuned adapter merged in at load
+        # a fine-tuned adapter merged in at load: checked now, so a typo stops the server at start
+        self.adapter = None if adapter is None else str(check_adapter(adapter))
         self._loaded: LoadedModel | None = None
         self._json_tokenizer: Any = None  # llguidance's view of the tokenizer, built on first JSON request
         self._load_lock = threading.Lock()
