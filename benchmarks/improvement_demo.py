@@ -395,7 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument(
+        "--size",
+        choices=sorted(SIZES),
+        default=None,
+        help="full (the default for a new run) or tiny; --continue and --table-only take the workdir's",
+    )
     parser.add_argument("--workdir", type=Path, default=ROOT / ".pilothouse" / "improvement-demo")
     parser.add_argument(
         "--threads",
@@ -424,17 +429,23 @@ def main(argv: list[str] | None = None) -> int:
         " chooses the fine-tuning's settings on (export spam-train and spam-validation, never spam-test).",
     )
     args = parser.parse_args(argv)
-    size = SIZES[args.size]
     workdir: Path = args.workdir.resolve()
     facts: dict[str, Any] = {}
+    if (args.table_only or args.resume) and (workdir / "facts.json").is_file():
+        facts = json.loads((workdir / "facts.json").read_text())
+    elif args.table_only:
+        parser.error(f"--table-only: no run in {workdir} (no facts.json)")
+    recorded = facts.get("size") or next((n for n, s in SIZES.items() if s.items == facts.get("items")), None)
+    if args.size and recorded and args.size != recorded:
+        parser.error(f"--size {args.size}: the run in {workdir} is of size {recorded}")
+    size_name = args.size or recorded or "full"
+    size = SIZES[size_name]
+    facts["size"] = size_name
     if args.table_only:
-        facts = json.loads((workdir / "facts.json").read_text())
         with (workdir / "demo.log").open("a") as log:
-            table = render_table(Demo(workdir, size, log, facts=facts), args.size)
+            table = render_table(Demo(workdir, size, log, facts=facts), size_name)
         return _publish(table, workdir, args.write_docs)
-    if args.resume and (workdir / "facts.json").is_file():
-        facts = json.loads((workdir / "facts.json").read_text())
-    else:
+    if not facts.get("items"):
         if workdir.exists():
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True)
@@ -443,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     with (workdir / "demo.log").open("a") as log:
         busy = float(Path("/proc/loadavg").read_text().split()[0]) > 3
         demo = Demo(workdir, size, log, threads=args.threads or (1 if busy else 2), facts=facts)
-        table = run(demo, args.size, curate_only=args.curate_only)
+        table = run(demo, size_name, curate_only=args.curate_only)
     if args.curate_only:
         print(demo.facts["curation"])
         return 0

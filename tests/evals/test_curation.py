@@ -285,10 +285,15 @@ def test_splits_group_by_user_in_the_store(cli: Cli) -> None:  # noqa: F811
     assert "u-train" in out and "u-test" in out and "groups" in out
     counts = Counter(re.findall(r"in (\d+) groups", out))
     assert sum(int(k) * v for k, v in counts.items()) == 5  # five users, each in one split
-    code, out, err = cli("datasets", "from-traces", "--name", "v", "--split", "70/30", "--group-by", "user", "--limit", "1")
+    code, out, err = cli(
+        "datasets", "from-traces", "--name", "v", "--split", "70/30", "--group-by", "user", "--limit", "1"
+    )
     assert code == 1 and "would get no item: 1 groups (by user)" in err and err.count("\n") == 1, err
     code, out, err = cli("datasets", "list")
     assert "v-" not in out  # nothing stored
+    for bad in ("../../x", "x" * 300, "a b", "-x"):
+        code, out, err = cli("datasets", "from-traces", "--name", bad)
+        assert code == 1 and "invalid dataset name" in err and err.count("\n") == 1, (bad, err)
 
 
 @pytest.mark.slow

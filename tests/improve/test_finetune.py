@@ -42,6 +42,8 @@ def test_settings_and_names_are_checked(tmp_path: Path) -> None:
         FinetuneSettings(lora_alpha=10**23),
         FinetuneSettings(seed=10**23),  # overflowed torch.manual_seed after the model had loaded
         FinetuneSettings(seed=-1),
+        FinetuneSettings(device="gpu"),  # was found only after the model had loaded
+        FinetuneSettings(device="cuda:x"),
     ):
         with pytest.raises(FinetuneError):
             bad.check()
@@ -50,6 +52,10 @@ def test_settings_and_names_are_checked(tmp_path: Path) -> None:
         train_adapter(evals, "default", "colours", "../escape", home=tmp_path)
     with pytest.raises(ValueError, match="no dataset 'colours'"):
         train_adapter(evals, "default", "colours", "colours", home=tmp_path)
+    with pytest.raises(FinetuneError, match="use auto, cpu, cuda or cuda:N"):  # before the dataset is read
+        train_adapter(
+            evals, "default", "colours", "colours", home=tmp_path, settings=FinetuneSettings(device="tpu")
+        )
 
 
 @pytest.fixture(scope="module")

@@ -59,3 +59,10 @@ def test_the_demonstration_runs_end_to_end_at_tiny_size(tmp_path: Path) -> None:
     assert facts["canary_requests"] > 0
     table = (workdir / "table.md").read_text()
     assert "SmolLM2-135M + LoRA (distilled" in table and "distilled vs teacher" in table
+    assert facts["size"] == "tiny"
+    # --table-only takes the run's size from the workdir, and refuses another
+    assert demo.main(["--table-only", "--workdir", str(workdir)]) == 0  # type: ignore[attr-defined]
+    assert "Size `tiny`" in (workdir / "table.md").read_text()
+    with pytest.raises(SystemExit) as refused:
+        demo.main(["--table-only", "--size", "full", "--workdir", str(workdir)])  # type: ignore[attr-defined]
+    assert refused.value.code == 2

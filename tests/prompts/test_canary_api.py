@@ -91,3 +91,12 @@ def test_status_decision_page_and_cli(app: Served, tmp_path: Path) -> None:
     missing = runner.invoke(cli, ["prompts", "canary-status", "nothing", "--database-url", url])
     assert isinstance(missing.exception, CliError) and missing.exception.exit_code == 2
     assert "no prompt named 'nothing'" in str(missing.exception)
+    for args in (
+        ["canary-status", "answer", "--project", "p1", "--label", "nope"],
+        ["canary", "answer", "--project", "p1", "--label", "nope", "--version", "2"],
+        ["canary", "nothing", "--project", "p1", "--version", "2"],
+    ):
+        refused = runner.invoke(cli, ["prompts", *args, "--database-url", url])
+        assert isinstance(refused.exception, CliError) and refused.exception.exit_code == 2, args
+        expected = "no prompt named 'nothing'" if "nothing" in args else "has no label 'nope'"
+        assert expected in str(refused.exception), (args, str(refused.exception))

@@ -14,6 +14,7 @@ import yaml
 from pilothouse.cli import cli
 from pilothouse.cli.common import CliError
 from pilothouse.prompts import PromptRegistry
+from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from tests.conftest import sqlite_at_head
 from tests.server.inprocess import cli_in_process
@@ -128,4 +129,16 @@ def test_promotion_usage_errors(setup: tuple[str, Path, Path]) -> None:
     )
     assert "already points" in _usage_error("prompts", "promote", "explain", "--version", "1", *scored)
     assert "invalid label" in _usage_error("prompts", "label", "explain", "Bad Label", "1", *db)
-    assert "no label 'production'" in _usage_error("prompts", "show", "nothing", "--label", "production", *db)
+    assert "no prompt named 'nothing'" in _usage_error(
+        "prompts", "show", "nothing", "--label", "production", *db
+    )
+    cli_in_process(
+        "prompts", "create", "explain", "--text", "Explain {{topic}} well.", "--model", "echo", *db
+    )
+    refused = _usage_error("prompts", "promote", "explain", "--version", "2", "--metric", "nosuch", *scored)
+    assert "--metric 'nosuch' is not a metric of this eval (metrics: contains, latency_ms" in refused
+    store = SqlStore.from_url(url)
+    try:  # refused before either eval ran
+        assert EvalStore(store).list_runs("default") == []
+    finally:
+        store.close()

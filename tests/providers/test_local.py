@@ -110,8 +110,10 @@ def test_an_unknown_precision_is_refused() -> None:
 
 @pytest.mark.parametrize("precision", [0, False, "", "INT8"])
 def test_a_precision_that_is_no_name_is_refused_not_read_as_float32(precision: object) -> None:
-    with pytest.raises(ValueError, match="precision: .* is not one of float32, bfloat16, int8"):
-        LocalProvider(Deployment(name="m", provider="local", model="smollm2", options={"precision": precision}))
+    with pytest.raises(ValueError, match=r"precision: .* is not one of float32, bfloat16, int8"):
+        LocalProvider(
+            Deployment(name="m", provider="local", model="smollm2", options={"precision": precision})
+        )
 
 
 def test_an_adapter_that_names_nothing_servable_is_refused_at_construction(

@@ -329,11 +329,6 @@ def _print_curated(name: str, curated: Curated, plan: CurationPlan) -> None:
         click.echo(
             f"note: {report.ungrouped} items have no {plan.group_by!r} (each is a group of its own)", err=True
         )
-    for split in plan.splits:
-        if f"{name}-{split.name}" not in curated.versions:
-            click.echo(
-                f"split {split.name!r}: no items, nothing stored (too few items for its share)", err=True
-            )
     for stored, (version, created) in curated.versions.items():
         state = "" if created else " (unchanged)"
         groups = ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ __all__ = [
     "DatasetError",
     "DatasetItem",
     "DatasetVersion",
+    "check_dataset_name",
     "fingerprint_item",
     "item_to_mapping",
     "items_fingerprint",
@@ -22,6 +24,20 @@ __all__ = [
 
 class DatasetError(ValueError):
     """A dataset file or item that cannot be read; the message names the file and the line."""
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def check_dataset_name(name: Any) -> str:
+    """``name`` if a new dataset may be called so: 1-128 letters, digits, '.', '_', ':' or '-',
+    starting with a letter or digit (it appears in URLs, file names and ``NAME@VERSION``)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise DatasetError(
+            f"invalid dataset name {str(name)[:80]!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)

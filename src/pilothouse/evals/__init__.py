@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pilothouse.evals._service import DEFAULT_CHANGED_LIMIT, Evaluations
 
 __all__ = [
+    "BUILT_IN_METRICS",
     "DEFAULT_CHANGED_LIMIT",
     "ChangedItem",
     "Comparison",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _HOME = {
+    "BUILT_IN_METRICS": "_service",
     "DEFAULT_CHANGED_LIMIT": "_service",
     "Evaluations": "_service",
     "ChangedItem": "_comparison",

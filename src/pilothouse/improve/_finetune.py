@@ -13,6 +13,7 @@ import importlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -75,6 +76,10 @@ class FinetuneSettings:
             (not 1 <= self.batch_size <= 1024, "batch_size must be in [1, 1024]"),
             (not 16 <= self.max_length <= 32768, "max_length must be in [16, 32768]"),
             (self.checkpoint_every < 1, "checkpoint_every must be at least 1"),
+            (
+                not re.fullmatch(r"auto|cpu|cuda(:[0-9]{1,3})?", self.device),
+                f"device {self.device!r}: use auto, cpu, cuda or cuda:N",
+            ),
         ]
         for failed, message in problems:
             if failed:
@@ -190,7 +195,7 @@ def finetune(
     torch = importlib.import_module("torch")
     transformers = importlib.import_module("transformers")
     transformers.utils.logging.disable_progress_bar()
-    device = _device(torch, settings.device)
+    device = torch_device(torch, settings.device)
     torch.manual_seed(settings.seed)
     tokenizer = transformers.AutoTokenizer.from_pretrained(base_directory, local_files_only=True)
     model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -286,7 +291,8 @@ def _peft() -> Any:
         raise FinetuneError("LoRA needs the peft package: pip install 'pilothouse[local]'") from None
 
 
-def _device(torch: Any, wanted: str) -> Any:
+def torch_device(torch: Any, wanted: str) -> Any:
+    """The torch device ``wanted`` names (auto: CUDA when there is one); FinetuneError if none."""
     if wanted == "auto":
         wanted = "cuda" if torch.cuda.is_available() else "cpu"
     if wanted.startswith("cuda") and not torch.cuda.is_available():

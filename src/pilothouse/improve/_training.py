@@ -17,6 +17,7 @@ from pilothouse.improve._finetune import (
     Progress,
     build_examples,
     finetune,
+    torch_device,
 )
 from pilothouse.providers import local_adapters
 from pilothouse.providers.base import Deployment, ProviderError
@@ -41,6 +42,7 @@ def train_adapter(
     answers of the dataset version ``dataset`` (``name`` or ``name@N``) as the adapter ``name``: the
     newest unfinished version of it is continued (unless ``restart``), else a new version is made."""
     settings = settings or FinetuneSettings()
+    settings.check()  # every setting, the device's name too, before the model and the data are read
     try:
         local_adapters.check_name(name)
     except ValueError as exc:
@@ -49,6 +51,7 @@ def train_adapter(
     version = evals.get_version(project_id, dataset_name, int(number) if number.isdigit() else None)
     if version is None or (number and not number.isdigit()):
         raise DatasetError(f"no dataset {dataset!r} in project {project_id!r}")
+    torch_device(importlib.import_module("torch"), settings.device)  # a GPU asked for is there
     provider = LocalProvider(Deployment(name=base, provider="local", model=base, options={"warmup": False}))
     try:
         base_directory = provider.base_directory()

@@ -141,6 +141,7 @@ def canary_status(
     history = registry.history(project_id, name, limit=1000)
     if not history:
         raise PromptNotFound(f"no prompt named {name!r}")
+    registry.get(project_id, name, label=label)  # PromptNotFound: the prompt has no such label
     canaries = CanaryStore(store)
     running = next((c for c in canaries.running(project_id, name) if c.label == label), None)
     result = None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pilothouse.domain.prompts import PromptRef, check_label
-from pilothouse.evals import Comparison, Evaluations
+from pilothouse.evals import BUILT_IN_METRICS, Comparison, Evaluations
 from pilothouse.evals.gate import GateVerdict
 from pilothouse.evals.spec import parse_spec
 from pilothouse.prompts import PromptNotFound, PromptRegistry
@@ -102,20 +102,27 @@ async def promote_prompt(
             project_id, name, label, version, actor=actor, action="promote", detail=result.document()
         )
         return result
-    runs = []
+    specs = []
     for which in (current.version, candidate.version):
         target = dict(spec.get("target") or {})
         target.pop("messages", None)
         target["prompt"] = {"name": name, "version": which}
         data = {**spec, "target": target, "project": project_id}
         data.setdefault("name", f"promote {name}@{which}")
-        parsed = parse_spec(
-            data,
-            base_dir=base_dir,
-            source="promotion spec",
-            prompts=lambda _p, ref: _exact(registry, project_id, ref),
+        specs.append(
+            parse_spec(
+                data,
+                base_dir=base_dir,
+                source="promotion spec",
+                prompts=lambda _p, ref: _exact(registry, project_id, ref),
+            )
         )
-        runs.append(await evaluations.run(parsed))
+    scored = [scorer.name for scorer in specs[0].scorers]
+    for metric in metrics:  # before any call: a typo must not cost two eval runs
+        if metric not in scored and metric not in BUILT_IN_METRICS:
+            known = ", ".join([*scored, *BUILT_IN_METRICS])
+            raise PromotionError(f"--metric {metric!r} is not a metric of this eval (metrics: {known})")
+    runs = [await evaluations.run(parsed) for parsed in specs]
     comparison = evaluations.compare_runs(
         runs[0],
         runs[1],

@@ -119,6 +119,8 @@ class PromptRegistry:
             project_id, name, label=label or (None if version else "latest"), version=version
         )
         if found is None:
+            if not self.prompts.versions(project_id, name, limit=1):
+                raise PromptNotFound(f"no prompt named {name!r}")
             raise PromptNotFound(_missing(PromptRef(name, label=label or "latest", version=version)))
         return found
 
@@ -216,8 +218,8 @@ class PromptRegistry:
             decide["margin"] = float(margin)
         if version is not None and not (isinstance(share, int | float) and 0 < share < 1):
             raise PromptError("a canary's share is a number between 0 and 1 (0.1: a tenth of the traffic)")
-        current = self.prompts.get(project_id, name, label=label)
-        if version is not None and current is not None and current.version == version:
+        current = self.get(project_id, name, label=label)  # PromptNotFound: no such prompt or label
+        if version is not None and current.version == version:
             raise PromptError(
                 f"{label!r} already points at version {version}; a canary needs another version"
             )

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import importlib.util
+import json
 import os
 import shutil
 import threading
@@ -103,7 +103,9 @@ def check_adapter(reference: Any) -> Path:
     try:
         document = json.loads(config.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"local option adapter {reference!r}: {config} is not readable JSON ({exc})") from None
+        raise ValueError(
+            f"local option adapter {reference!r}: {config} is not readable JSON ({exc})"
+        ) from None
     key = "peft_type" if peft else "model_type"
     if not isinstance(document, dict) or not isinstance(document.get(key), str):
         raise ValueError(f"local option adapter {reference!r}: {config} has no {key!r}")

@@ -19,7 +19,13 @@ import orjson
 from sqlalchemy import Connection, and_, bindparam, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
-from pilothouse.domain.datasets import DatasetError, DatasetItem, DatasetVersion, fingerprint_item
+from pilothouse.domain.datasets import (
+    DatasetError,
+    DatasetItem,
+    DatasetVersion,
+    check_dataset_name,
+    fingerprint_item,
+)
 from pilothouse.domain.evals import (
     CachedResponse,
     EvalResult,
@@ -240,6 +246,7 @@ class EvalStore:
         found = conn.execute(select(d.c.id).where(d.c.project_id == project_id, d.c.name == name)).first()
         if found is not None:
             return str(found.id)
+        check_dataset_name(name)  # only new ones: a dataset stored before the rule stays readable
         dataset_id = uuid.uuid4().hex
         conn.execute(
             d.insert().values(
