@@ -46,6 +46,7 @@ def test_sdk_exports() -> None:
 
 def test_evals_exports_the_service() -> None:
     assert sorted(pilothouse.evals.__all__) == [
+        "BUILT_IN_METRICS",
         "ChangedItem",
         "Comparison",
         "ComparisonError",
