@@ -83,3 +83,21 @@ def test_bad_settings_are_refused(kwargs: dict[str, float], message: str) -> Non
     arm = ArmSummary.of([1.0, 0.0] * 100)
     with pytest.raises(ValueError, match=message):
         sequential_compare(arm, arm, **{"margin": 0.02, **kwargs})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("outlier", [1e160, 1e308, -1e308, math.inf, math.nan])
+def test_a_score_too_large_to_square_decides_nothing(outlier: float) -> None:
+    """An attacker's pass: one canary score of 1e160 overflowed the sum of squares, the variance came
+    out 0 and the canary, worse on every other trace, was promoted."""
+    control = ArmSummary.of([1.0] * 200)
+    canary = ArmSummary.of([0.0] * 199 + [outlier])
+    result = sequential_compare(control, canary, margin=0.05, min_samples=5)
+    assert result.verdict is GateVerdict.INCONCLUSIVE and "not finite" in result.reason
+    assert result.lower == -math.inf and result.upper == math.inf
+
+
+def test_a_large_finite_score_widens_the_bounds_instead() -> None:
+    control = ArmSummary.of([1.0] * 200)
+    canary = ArmSummary.of([0.0] * 199 + [1e150])
+    result = sequential_compare(control, canary, margin=0.05, min_samples=5)
+    assert result.verdict is GateVerdict.INCONCLUSIVE and result.lower < -0.05 < 0 < result.upper

@@ -155,6 +155,13 @@ def sequential_compare(
         raise ValueError("the mixture's effect is a finite number > 0")
     delta = canary.mean - control.mean
     fewest = min(control.n, canary.n)
+    sums = (control.total, control.total_squares, canary.total, canary.total_squares)
+    if not all(math.isfinite(value) for value in sums):  # a score too large to square: no variance
+        return SequentialResult(
+            GateVerdict.INCONCLUSIVE, control, canary, delta, -math.inf, math.inf, margin, alpha,
+            "the scores' sums or squares are not finite numbers (a score too large or not a number): "
+            "nothing can be decided from them",
+        )  # fmt: skip
     if fewest < max(2, min_samples):
         return SequentialResult(
             GateVerdict.INCONCLUSIVE, control, canary, delta, -math.inf, math.inf, margin, alpha,
@@ -162,6 +169,11 @@ def sequential_compare(
         )  # fmt: skip
     variance = control.variance / control.n + canary.variance / canary.n
     pooled = (control.n * control.variance + canary.n * canary.variance) / (control.n + canary.n)
+    if not (math.isfinite(variance) and math.isfinite(pooled) and math.isfinite(delta)):
+        return SequentialResult(
+            GateVerdict.INCONCLUSIVE, control, canary, delta, -math.inf, math.inf, margin, alpha,
+            "the scores' spread is not a finite number (scores too large): nothing can be decided",
+        )  # fmt: skip
     if variance <= 0:  # every value equal in both arms: no spread, the difference is what it is
         lower = upper = delta
     else:
