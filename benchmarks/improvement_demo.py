@@ -432,7 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir: Path = args.workdir.resolve()
     facts: dict[str, Any] = {}
     if (args.table_only or args.resume) and (workdir / "facts.json").is_file():
-        facts = json.loads((workdir / "facts.json").read_text())
+        try:
+            facts = json.loads((workdir / "facts.json").read_text())
+        except ValueError as exc:
+            parser.error(f"{workdir / 'facts.json'} is not a run's facts ({exc}): start a new run")
+        if not isinstance(facts, dict):
+            parser.error(f"{workdir / 'facts.json'} is not a run's facts: start a new run")
     elif args.table_only:
         parser.error(f"--table-only: no run in {workdir} (no facts.json)")
     recorded = facts.get("size") or next((n for n, s in SIZES.items() if s.items == facts.get("items")), None)

@@ -51,6 +51,8 @@ def test_parse_splits() -> None:
         ("a=0.5,a=0.5", "appears twice"),
         ("x/y", "not a number"),
         ("1/2/3/4", "2 or 3 shares"),
+        ("100", "2 or 3 shares"),
+        ("all=1", "between 2 and 5 parts"),
         ("train=nan,test=1", "above 0"),
         ("tr ain=0.5,test=0.5", "not a split name"),
     ]:
@@ -120,6 +122,18 @@ def test_strata_too_small_to_spread_are_pooled_and_an_empty_split_is_refused() -
         assign_splits(items[:4], few)
 
 
+def test_strata_that_round_alike_do_not_all_shrink_the_same_split() -> None:
+    """An attacker's pass: 70/15/15 of two strata of 30 gave 42/10/8 (each stratum's tie between
+    validation and test went to validation), and 50/25/25 of 12 sessions 30/20/10 items."""
+    items = [item(n, f"q{n}", "pos" if n % 2 else "neg") for n in range(60)]
+    splits, _ = assign_splits(items, CurationPlan(splits=parse_splits("70/15/15"), stratify_by="expected"))
+    assert {k: len(v) for k, v in splits.items()} == {"train": 42, "validation": 9, "test": 9}
+    sessions = [item(n, f"q{n}", "pos" if n % 4 < 2 else "neg", session_id=f"s{n // 5}") for n in range(60)]
+    plan = CurationPlan(splits=parse_splits("50/25/25"), group_by="session", stratify_by="expected")
+    splits, groups = assign_splits(sessions, plan)
+    assert groups == {"train": 6, "validation": 3, "test": 3}
+
+
 def _fields(plan: CurationPlan) -> dict[str, object]:
     return {name: getattr(plan, name) for name in plan.__dataclass_fields__}
 
@@ -150,6 +164,32 @@ def test_near_duplicates_by_embedding() -> None:
         drop_near_duplicates(items, _bag_of_words, 1.5)
     with pytest.raises(DatasetError, match="embedding model"):
         curate_items(items, CurationPlan(near_duplicate=0.9))
+
+
+def test_near_duplicates_compare_the_variables_not_the_shared_template() -> None:
+    """An attacker's pass: items curated from a prompt's traces hold the rendered chat, whose shared
+    template made 59 of 60 different reviews "near-duplicates" of the first."""
+    template = "You label movie reviews as positive or negative. Answer with one word, nothing else. Review: "
+    reviews = ["a lovely warm film", "poor acting and a dull plot", "lovely but dull", "a warm plot"]
+    items = [
+        DatasetItem(f"t{n}", input={"text": r}, messages=({"role": "user", "content": template + r},))
+        for n, r in enumerate(reviews)
+    ]
+    kept, dropped = drop_near_duplicates(items, _bag_of_words, 0.9)
+    assert dropped == 0 and len(kept) == 4
+    chats = [
+        DatasetItem(i.id, messages=({"role": "system", "content": template * 5}, *i.messages)) for i in items
+    ]
+    kept, dropped = drop_near_duplicates(chats, _bag_of_words, 0.95)  # the user's turns, not the system's
+    assert dropped == 0
+
+
+def test_a_preference_score_no_trace_has_is_refused() -> None:
+    items = [item(n, "same question", f"answer {n}", scores={"good": n}) for n in range(3)]
+    _splits, report = curate_items(items, CurationPlan(preference_score="good"))
+    assert report.preference_pairs == 1
+    with pytest.raises(DatasetError, match="no matching trace has a score named 'goood'"):
+        curate_items(items, CurationPlan(preference_score="goood"))
 
 
 def test_scrubbing_reaches_every_string() -> None:
@@ -291,9 +331,26 @@ def test_splits_group_by_user_in_the_store(cli: Cli) -> None:  # noqa: F811
     assert code == 1 and "would get no item: 1 groups (by user)" in err and err.count("\n") == 1, err
     code, out, err = cli("datasets", "list")
     assert "v-" not in out  # nothing stored
-    for bad in ("../../x", "x" * 300, "a b", "-x"):
-        code, out, err = cli("datasets", "from-traces", "--name", bad)
-        assert code == 1 and "invalid dataset name" in err and err.count("\n") == 1, (bad, err)
+    for bad, split, message in [
+        ("../../x", "70/30", "invalid dataset name"),
+        ("a b", "70/30", "invalid dataset name"),
+        ("-x", "70/30", "invalid dataset name"),
+        ("x" * 300, "70/30", "306 characters: at most 128"),
+        ("x" * 125, "80/10/10", "-train' at its end) is 131 characters"),  # the name it would store
+    ]:
+        code, out, err = cli("datasets", "from-traces", "--name", bad, "--split", split)
+        assert code == 2 and message in err and err.count("\n") == 1, (bad, err)
+    for args, message in [
+        (["--split", "70/30", "--group-by", ""], "need a key"),
+        (["--split", "70/30", "--stratify-by", ""], "need a key"),
+        (["--lower-is-better"], "give both"),
+    ]:
+        code, out, err = cli("datasets", "from-traces", "--name", "w", *args)
+        assert code == 2 and message in err and err.count("\n") == 1, (args, err)
+    code, out, err = cli(
+        "datasets", "from-traces", "--name", "w", "--split", "70/30", "--stratify-by", "nokey"
+    )
+    assert code == 0 and "items have no 'nokey' in their metadata" in err, err
 
 
 @pytest.mark.slow

@@ -224,7 +224,7 @@ def from_traces_command(
 
     Curation: --dedup (one item per input), --near-duplicates, --prefer-score (preference pairs),
     --split with --group-by and --stratify-by (stored as NAME-train, NAME-validation, NAME-test)."""
-    from pilothouse.domain.datasets import DatasetError
+    from pilothouse.domain.datasets import DatasetError, check_dataset_name
     from pilothouse.domain.queries import InvalidQuery, TraceQuery
     from pilothouse.domain.timeparse import parse_time_ns
     from pilothouse.domain.traces import Status
@@ -250,6 +250,11 @@ def from_traces_command(
     plan = _plan(
         dedup, near_duplicates, prefer_score, lower_is_better, split_text, group_by, stratify_by, seed
     )
+    try:  # every name it would store, before any trace is read
+        for stored in [f"{name}-{split.name}" for split in plan.splits] or [name]:
+            check_dataset_name(stored)
+    except DatasetError as exc:
+        raise CliError(f"--name: {exc}", exit_code=2) from None
     embed = _embedder(embedding_model) if near_duplicates is not None else None
     with evaluations(database_url) as service:
         try:
@@ -276,8 +281,14 @@ def _plan(
 
     if prefer_score is not None and not dedup:
         raise CliError("--prefer-score needs --dedup (it picks among the answers to one input)", exit_code=2)
-    if (group_by or stratify_by) and not split_text:
+    if (group_by is not None or stratify_by is not None) and not split_text:
         raise CliError("--group-by and --stratify-by need --split", exit_code=2)
+    if group_by == "" or stratify_by == "":
+        raise CliError(
+            "--group-by and --stratify-by need a key (session, user, expected or a metadata key)", exit_code=2
+        )
+    if lower_is_better and prefer_score is None:
+        raise CliError("--lower-is-better applies to --prefer-score: give both", exit_code=2)
     try:
         splits = parse_splits(split_text) if split_text else ()
     except DatasetError as exc:
@@ -325,9 +336,22 @@ def _print_curated(name: str, curated: Curated, plan: CurationPlan) -> None:
         steps.append(f"{report.scrubbed} items scrubbed")
     if plan.dedup or plan.near_duplicate is not None or plan.splits:
         click.echo("curated: " + ", ".join(steps))
+    before = report.matched - report.exact_duplicates
+    if plan.near_duplicate is not None and report.near_duplicates * 2 > before:
+        click.echo(
+            f"note: {report.near_duplicates} of {before} inputs were dropped as near-duplicates; "
+            f"if they differ, raise --near-duplicates above {plan.near_duplicate:g}",
+            err=True,
+        )
     if plan.group_by is not None and report.ungrouped:
         click.echo(
             f"note: {report.ungrouped} items have no {plan.group_by!r} (each is a group of its own)", err=True
+        )
+    if report.unstratified:
+        click.echo(
+            f"note: {report.unstratified} items have no {plan.stratify_by!r} in their metadata "
+            "(stratified as one value)",
+            err=True,
         )
     for stored, (version, created) in curated.versions.items():
         state = "" if created else " (unchanged)"

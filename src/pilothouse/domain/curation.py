@@ -76,23 +76,24 @@ class CurationReport:
     groups: Mapping[str, int] = field(default_factory=dict)
     shared_groups: int = 0  # groups found in two splits (always 0: the splits are built so)
     ungrouped: int = 0  # items without the group_by key (each a group of its own)
+    unstratified: int = 0  # items without the stratify_by metadata key
 
 
 def parse_splits(text: str) -> tuple[Split, ...]:
-    """``80/10/10`` (train/validation/test), ``train=0.8,test=0.2`` or ``70/30``: shares that add up
-    to 1 (or 100). DatasetError otherwise."""
+    """``80/10/10`` (train/validation/test), ``70/30`` (train/test) or named parts,
+    ``train=0.8,holdout=0.2``: 2 to 5 shares that add up to 1 (or 100). DatasetError otherwise."""
     text = text.strip()
     if "=" in text:
         pairs = [part.partition("=") for part in text.split(",")]
         named = [(name.strip(), value.strip()) for name, _, value in pairs]
     else:
         values = [v.strip() for v in text.split("/")]
-        names = {1: ["all"], 2: ["train", "test"], 3: ["train", "validation", "test"]}.get(len(values))
+        names = {2: ["train", "test"], 3: ["train", "validation", "test"]}.get(len(values))
         if names is None:
             raise DatasetError(f"split {text!r}: give 2 or 3 shares (80/20, 80/10/10) or name them")
         named = list(zip(names, values, strict=True))
-    if not 1 <= len(named) <= MAX_SPLITS:
-        raise DatasetError(f"split {text!r}: between 1 and {MAX_SPLITS} parts")
+    if not 2 <= len(named) <= MAX_SPLITS:
+        raise DatasetError(f"split {text!r}: between 2 and {MAX_SPLITS} parts")
     shares: list[float] = []
     for name, value in named:
         if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 32:
@@ -121,6 +122,24 @@ def input_text(item: DatasetItem) -> str:
         value = dict(item.input)
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return " ".join(text.split())
+
+
+def embedding_text(item: DatasetItem) -> str:
+    """What near-duplicate removal compares: the variables' values when the item has them (the text
+    a template shares across items would otherwise make every rendered input look alike), else the
+    user's turns of the chat, else :func:`input_text`."""
+    if item.input:
+        return "\n".join(f"{key}: {_plain(item.input[key])}" for key in sorted(item.input))
+    turns = [_plain(m.get("content")) for m in item.messages or () if m.get("role") == "user"]
+    return "\n".join(turns) if any(turns) else input_text(item)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # content parts: their text
+        return " ".join(p["text"] for p in value if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _score(item: DatasetItem, name: str) -> float | None:
@@ -241,10 +260,10 @@ def assign_splits(
 
     Whole groups go to one split, so no session (or user) is in two; within each stratum (the
     majority stratum of a group's items), groups are taken in a seeded pseudo-random order and each
-    goes to the split furthest below its share of that stratum, so the shares hold per stratum and
-    the same plan on the same items gives the same splits. Strata of fewer groups than there are
-    splits (free-text answers are each a stratum) are pooled into one, which keeps the shares
-    overall. A split that would get no item is a DatasetError: too few groups for the shares."""
+    goes to the split furthest below its share of that stratum (ties: of all items), so the shares
+    hold per stratum and overall, and the same plan on the same items gives the same splits. Strata
+    of fewer groups than there are splits (free-text answers are each a stratum) are pooled into
+    one. A split that would get no item is a DatasetError: too few groups for the shares."""
     splits = plan.splits or (Split("all", 1.0),)
     groups: dict[str, list[DatasetItem]] = {}
     for item in items:
@@ -259,19 +278,27 @@ def assign_splits(
         by_stratum["\x00small strata"] = [key for stratum in small for key in by_stratum.pop(stratum)]
     out: dict[str, list[DatasetItem]] = {split.name: [] for split in splits}
     group_counts = dict.fromkeys(out, 0)
+    everything = sum(len(members) for members in groups.values())
+    overall = dict.fromkeys(out, 0)
     for stratum in sorted(by_stratum):
         keys = sorted(by_stratum[stratum], key=lambda k: _rank(plan.seed, k))
         total = sum(len(groups[k]) for k in keys)
         placed = dict.fromkeys(out, 0)
         for key in keys:
-            # the split with the largest shortfall against its share once this group is placed
+            # the split with the largest shortfall against its share once this group is placed: in
+            # this stratum, then (ties) overall, so strata that round alike do not all favour one split
             size = len(groups[key])
             name = max(
                 splits,
-                key=lambda s: (s.share * total - placed[s.name] - size / 2, s.share),
+                key=lambda s: (
+                    round(s.share * total - placed[s.name] - size / 2, 9),
+                    round(s.share * everything - overall[s.name] - size / 2, 9),
+                    s.share,
+                ),
             ).name
             out[name].extend(groups[key])
             placed[name] += size
+            overall[name] += size
             group_counts[name] += 1
     empty = [name for name, members in out.items() if not members]
     if groups and empty:

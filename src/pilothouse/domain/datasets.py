@@ -32,6 +32,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 def check_dataset_name(name: Any) -> str:
     """``name`` if a new dataset may be called so: 1-128 letters, digits, '.', '_', ':' or '-',
     starting with a letter or digit (it appears in URLs, file names and ``NAME@VERSION``)."""
+    if isinstance(name, str) and len(name) > 128:
+        raise DatasetError(
+            f"dataset name {name[:40]!r}... ({name[-16:]!r} at its end) is {len(name)} characters: "
+            "at most 128"
+        )
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise DatasetError(
             f"invalid dataset name {str(name)[:80]!r}: use 1-128 letters, digits, '.', '_', ':' or '-', "

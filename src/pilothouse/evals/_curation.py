@@ -4,7 +4,7 @@ local all-MiniLM-L6-v2 model)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,8 +13,8 @@ from pilothouse.domain.curation import (
     CurationPlan,
     CurationReport,
     assign_splits,
+    embedding_text,
     group_of,
-    input_text,
     merge_duplicates,
     scrub_item,
 )
@@ -43,7 +43,7 @@ def drop_near_duplicates(
         raise DatasetError(f"near-duplicate threshold must be in (0, 1], not {threshold}")
     if not items:
         return [], 0
-    texts = [input_text(item) for item in items]
+    texts = [embedding_text(item) for item in items]
     vectors = np.vstack(
         [
             np.asarray(embed(texts[i : i + EMBED_BATCH]), dtype=np.float32)
@@ -72,6 +72,11 @@ def curate_items(
     """The items of each split after de-duplication, near-duplicates, scrubbing and splitting, with
     the report of what each step did."""
     found = list(items)
+    name = plan.preference_score
+    if name is not None and found and not any(_has_score(item, name) for item in found):
+        raise DatasetError(
+            f"no matching trace has a score named {name!r} to prefer answers by: nothing stored"
+        )
     merged, exact, corrected, pairs = merge_duplicates(found, plan)
     near = 0
     if plan.near_duplicate is not None:
@@ -100,5 +105,13 @@ def curate_items(
         ungrouped=sum(group_of(item, plan.group_by).startswith("item=") for item in merged)
         if plan.group_by is not None
         else 0,
+        unstratified=sum(plan.stratify_by not in item.metadata for item in merged)
+        if plan.stratify_by not in (None, "expected")
+        else 0,
     )
     return splits, report
+
+
+def _has_score(item: DatasetItem, name: str) -> bool:
+    scores = item.metadata.get("scores")
+    return isinstance(scores, Mapping) and scores.get(name) is not None
