@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, LargeBinary, Table, func, select, union_all
 
 from pilothouse.domain.money import Money
-from pilothouse.domain.rollups import DIMENSIONS, ROLLUP_SUMS, RollupSums
+from pilothouse.domain.rollups import DIMENSIONS, MONEY_SUMS, ROLLUP_SUMS, RollupSums
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.store import tables as t
 from pilothouse.store.sql import SqlStore, usd_sum
@@ -87,7 +87,7 @@ def dimension_groups(
     summed = []
     for table, lo, hi in parts:
         c = table.c
-        sums = [usd_sum(c[n]) if n == "cost_usd" else func.sum(c[n]) for n in ROLLUP_SUMS]
+        sums = [usd_sum(c[n]) if n in MONEY_SUMS else func.sum(c[n]) for n in ROLLUP_SUMS]
         summed.append(
             select(c.value.label("value"), *(s.label(n) for s, n in zip(sums, ROLLUP_SUMS, strict=True)))
             .where(c.project_id == project_id, c.dimension == dimension, c.bucket >= lo, c.bucket < hi)
@@ -132,7 +132,8 @@ def dimension_groups(
         for name, v in zip(ROLLUP_SUMS, row, strict=True):
             # PostgreSQL's sum of a bigint is a numeric (a Decimal here), which the pages cannot format
             setattr(group_sums, name, float(v or 0) if name == "latency_ms_sum" else int(v or 0))
-        group_sums.cost_usd = Money(int(row[cost_at] or 0))
+        for name in MONEY_SUMS:
+            setattr(group_sums, name, Money(getattr(group_sums, name)))
         groups.append(DimensionGroup(value, group_sums, hists[i]))
     return groups, len(totals)
 

@@ -57,6 +57,7 @@ from pilothouse.store.rows import (
     ROLLUP_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
+    dim_rollup_row,
     observation_from_row,
     rollup_row,
     score_from_row,
@@ -363,6 +364,9 @@ class SqlStore:
         keys = [c.name for c in table.primary_key.columns]
         sums: dict[str, Any] = {c: table.c[c] + stmt.excluded[c] for c in columns}
         sums["latency_hist"] = func.ph_hist_add(table.c.latency_hist, stmt.excluded.latency_hist)
+        if "ttft_hist" in table.c:  # NULL when no call of the row was streamed: nothing to add
+            ttft, new = table.c.ttft_hist, stmt.excluded.ttft_hist
+            sums["ttft_hist"] = case((new.is_(None), ttft), else_=func.ph_hist_add(ttft, new))
         upsert: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=sums)
         return upsert
 
@@ -531,7 +535,7 @@ class SqlStore:
             deltas.dim_rollups.items(), key=operator.itemgetter(0)
         ):
             if g != 60 or b >= kept_from:
-                by_granularity[g].append(rollup_row(project, b, dimension, value, r, compress))
+                by_granularity[g].append(dim_rollup_row(project, b, dimension, value, r, compress))
         for granularity, rollup in t.DIM_ROLLUPS:
             self._write_rollup(conn, rollup, by_granularity[granularity])
         if kept_from > self._dim_minutes_pruned_before:

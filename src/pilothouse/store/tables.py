@@ -207,18 +207,19 @@ scores = Table(
 LATENCY_HIST = LargeBinary().with_variant(postgresql.ARRAY(BigInteger), "postgresql")
 
 
-_FLOAT_SUMS = frozenset({"cost_usd", "latency_ms_sum"})
+_FLOAT_SUMS = frozenset({"cost_usd", "latency_ms_sum", "saved_usd"})
+# sums added by later migrations: rows stored before them count 0
+_LATER_SUMS = frozenset({"refused", "saved_usd"})  # 0020, 0029
 
 
 def _sum_columns() -> list[Column[Any]]:
-    # the sums: counts and tokens are whole numbers; the cost (USD) and the latency sum are not.
-    # "refused" came later (migration 0020): rows stored before it count 0 refusals.
+    # the sums: counts and tokens are whole numbers; the amounts (USD) and the latency sum are not.
     return [
         Column(
             sum_,
             Float if sum_ in _FLOAT_SUMS else BigInteger,
             nullable=False,
-            server_default=text("0") if sum_ == "refused" else None,
+            server_default=text("0") if sum_ in _LATER_SUMS else None,
         )
         for sum_ in ROLLUP_SUMS
     ]
@@ -235,6 +236,8 @@ def _rollup_table(name: str) -> Table:
         *_sum_columns(),
         # the latency sketch (pilothouse.domain.sketch): counts per bucket, merged by ph_hist_add()
         Column("latency_hist", LATENCY_HIST, nullable=False),
+        # the same sketch of the streamed calls' time to first token (migration 0029); NULL: none
+        Column("ttft_hist", LATENCY_HIST),
     )
 
 
