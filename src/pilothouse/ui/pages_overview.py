@@ -17,7 +17,7 @@ from pilothouse.domain.money import Money
 from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.server.serialise import json_default
 from pilothouse.store.analytics import AnalyticsQueries, RollupRow
-from pilothouse.store.breakdowns import dimension_groups
+from pilothouse.store.breakdowns import dimension_breakdowns
 from pilothouse.store.costs import CostStore
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError
@@ -45,11 +45,16 @@ def chart_json(data: dict[str, Any]) -> str:
 
 
 def _exact(
-    queries: AnalyticsQueries, project_id: str, win: an.Window, dimension: str, order: str = "requests"
-) -> list[tuple[str, an.Totals]]:
-    """The top 20 values of a dimension over the window, exact (the dimension rollups)."""
-    groups, _ = dimension_groups(queries.store, project_id, dimension, win.start_s, win.end_s, order=order)
-    return an.dimension_totals(dimension, groups)
+    queries: AnalyticsQueries,
+    project_id: str,
+    win: an.Window,
+    dimensions: tuple[str, ...],
+    order: str = "requests",
+) -> list[list[tuple[str, an.Totals]]]:
+    """The top 20 values of each dimension over the window, exact (the dimension rollups, read once
+    for all of them), in the order of ``dimensions``."""
+    found = dimension_breakdowns(queries.store, project_id, dimensions, win.start_s, win.end_s, order=order)
+    return [an.dimension_totals(dimension, found[dimension][0]) for dimension in dimensions]
 
 
 def _rows(queries: AnalyticsQueries, project_id: str, win: an.Window) -> list[RollupRow]:
@@ -97,15 +102,13 @@ def _key_names(queries: AnalyticsQueries, project_id: str) -> dict[str, str]:
 async def _dashboard_data(page: PageContext, win: an.Window) -> dict[str, Any]:
     # independent reads (_read_all), then the arithmetic on their rows, off the event loop too
     queries, project_id = page.queries, page.project_id
-    rows, (costly, slowest), key_names, by_key, by_user, by_prompt = await _read_all(
+    rows, (costly, slowest), key_names, (by_key, by_user, by_prompt) = await _read_all(
         page,
         win,
         [
             (queries.top_traces, (project_id, win.start_ns, win.end_ns)),
             (_key_names, (queries, project_id)),
-            (_exact, (queries, project_id, win, "key")),
-            (_exact, (queries, project_id, win, "user")),
-            (_exact, (queries, project_id, win, "prompt")),
+            (_exact, (queries, project_id, win, ("key", "user", "prompt"))),
         ],
     )
 
@@ -179,15 +182,13 @@ async def models(page: PageContext) -> Response:
 async def _costs_data(page: PageContext, win: an.Window) -> dict[str, Any]:
     # independent reads, as for the dashboard (_read_all)
     queries, project_id = page.queries, page.project_id
-    rows, budgets, key_names, by_key, by_user, by_tag = await _read_all(
+    rows, budgets, key_names, (by_key, by_user, by_tag) = await _read_all(
         page,
         win,
         [
             (CostStore(queries.store).list_budgets, (project_id,)),
             (_key_names, (queries, project_id)),
-            (_exact, (queries, project_id, win, "key", "cost")),
-            (_exact, (queries, project_id, win, "user", "cost")),
-            (_exact, (queries, project_id, win, "tag", "cost")),
+            (_exact, (queries, project_id, win, ("key", "user", "tag"), "cost")),
         ],
     )
 
