@@ -76,7 +76,13 @@ from pilothouse.store.search import (
     search_condition,
     search_document,
 )
-from pilothouse.store.trace_list import SORT_VALUES, escape_like, trace_list_statement, walk_sort_index
+from pilothouse.store.trace_list import (
+    SORT_VALUES,
+    escape_like,
+    scored_traces,
+    trace_list_statement,
+    walk_sort_index,
+)
 
 PREVIEW_CHARS = 300
 
@@ -657,6 +663,8 @@ class SqlStore:
             search, by_key = None, False
             if query.search:
                 search, by_key = search_condition(conn, self.dialect, query.search, query.limit)
+            elif (scored := scored_traces(conn, project_id, query)) is not None:
+                search, by_key = scored, True  # the few traces with the score, by key, as a search's
             walk = self._compress and not by_key and walk_sort_index(conn, project_id, query)
             stmt = trace_list_statement(project_id, query, self._compress, search, by_key, walk)
             rows = [r._mapping for r in conn.execute(stmt)]
