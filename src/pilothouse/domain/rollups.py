@@ -70,7 +70,7 @@ class RollupSums:
     saved_usd: Money = Money.ZERO  # what caching saved against the full price (migration 0029)
     latency_counts: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     # The time to first token of the streamed calls, as a sketch like the latency's: the model rollups
-    # only (empty in the dimension rollups; migration 0029). Its total is the number of streamed calls.
+    # only (migration 0029); empty without a streamed call. Its total is the number of streamed calls.
     ttft_counts: list[int] = field(default_factory=list)
 
     def merge(self, other: RollupSums) -> None:
@@ -263,11 +263,10 @@ def _add_rollup(rollups: dict[Any, RollupSums], record: SpanRecord, granularity:
         r.unpriced += 1
     r.latency_ms_sum += latency_ms
     r.latency_counts[latency_bucket(latency_ms)] += 1
-    if not last:  # the model rollups keep the TTFT sketch; the dimension rollups do not
+    if not last and o.ttft_ns is not None:  # the model rollups keep the TTFT sketch, the others not
         if not r.ttft_counts:
             r.ttft_counts = [0] * BUCKETS
-        if o.ttft_ns is not None:
-            r.ttft_counts[latency_bucket(o.ttft_ns / 1e6)] += 1
+        r.ttft_counts[latency_bucket(o.ttft_ns / 1e6)] += 1
 
 
 def _coarser(rollups: dict[Any, RollupSums], granularity: int) -> dict[Any, RollupSums]:
@@ -389,7 +388,7 @@ def _sums_one_by_one(
         counts[m[_BUCKET]] += 1
         if m[_TTFT_BUCKET] >= 0:
             ttft[m[_TTFT_BUCKET]] += 1
-    return _to_sums(totals, latency, counts, ttft if with_ttft else None)
+    return _to_sums(totals, latency, counts, ttft if with_ttft and any(ttft) else None)
 
 
 class _Measures:
@@ -435,18 +434,16 @@ class _Measures:
         np.add.at(totals, code, self.ints[index])
         latency = np.bincount(code, weights=self.latency[index], minlength=n).tolist()
         counts = np.bincount(code * BUCKETS + self.bucket[index], minlength=n * BUCKETS).reshape(n, BUCKETS)
-        ttft: list[list[int]] | list[None] = [None] * n
-        if with_ttft:
-            if self.any_ttft:
-                bucket = self.ttft_bucket[index]
-                streamed = bucket >= 0
-                ttft = (
-                    np.bincount(code[streamed] * BUCKETS + bucket[streamed], minlength=n * BUCKETS)
-                    .reshape(n, BUCKETS)
-                    .tolist()
-                )
-            else:
-                ttft = [[0] * BUCKETS for _ in range(n)]
+        ttft: list[list[int] | None] = [None] * n
+        if with_ttft and self.any_ttft:  # the sketches of the buckets with a streamed call only
+            bucket = self.ttft_bucket[index]
+            streamed = bucket >= 0
+            held, at = np.unique(code[streamed], return_inverse=True)
+            hists = np.bincount(at * BUCKETS + bucket[streamed], minlength=len(held) * BUCKETS)
+            for held_code, hist in zip(
+                held.tolist(), hists.reshape(len(held), BUCKETS).tolist(), strict=True
+            ):
+                ttft[held_code] = hist
         out = {}
         for key, row, latency_sum, hist, ttft_hist in zip(
             keys, totals.tolist(), latency, counts.tolist(), ttft, strict=True

@@ -374,7 +374,7 @@ def rollup_row(
 ) -> tuple[Any, ...]:
     """A rollup row by model (summed into the stored one by the upsert), in :data:`ROLLUP_COLUMNS`
     order; the TTFT sketch None when no call of the row was streamed."""
-    ttft = pack_hist(r.ttft_counts, packed) if any(r.ttft_counts) else None
+    ttft = pack_hist(r.ttft_counts, packed) if r.ttft_counts else None
     return (project_id, bucket, model, name, *r.stored(), pack_hist(r.latency_counts, packed), ttft)
 
 
