@@ -146,9 +146,9 @@ def dimension_breakdowns(
         without_parallel_workers(conn)
         if summed:
             both = union_all(*summed).subquery() if len(summed) > 1 else summed[0].subquery()
-            stmt = select(
-                both.c.dimension, both.c.value, *(func.sum(both.c[n]) for n in measures)
-            ).group_by(both.c.dimension, both.c.value)
+            stmt = select(both.c.dimension, both.c.value, *(func.sum(both.c[n]) for n in measures)).group_by(
+                both.c.dimension, both.c.value
+            )
             for dimension, value, *row in conn.execute(stmt):
                 totals[dimension][value] = row
         for dimension, rows in totals.items():
