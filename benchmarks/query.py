@@ -46,9 +46,11 @@ def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
     """``n_spans`` spans over the 30 days before ``now_ns``: traces of a root and one or two LLM calls, 500
     end users; half of the LLM calls were metered by the gateway under one of 20 virtual keys and name one
     of 5 prompts (3 versions each), so the key and prompt breakdowns have rows (drawn from a second
-    random stream: the rest is what earlier fills made)."""
+    random stream: the rest is what earlier fills made); a third of the calls were streamed (a time to
+    first token) and a fifth saved on a cache (drawn from a third stream)."""
     rng = random.Random(11)
     extra = random.Random(12)
+    streams = random.Random(13)
     batch: list[SpanRecord] = []
     written = 0
     started = time.perf_counter()
@@ -69,6 +71,8 @@ def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
             key = f"key-{extra.randrange(20):02d}" if metered else None
             prompt = f"prompt-{extra.randrange(5)}" if metered else None
             version = str(extra.randrange(1, 4)) if metered else None
+            ttft_ns = int(ms * streams.uniform(0.1, 0.5) * 1e6) if streams.random() < 1 / 3 else None
+            saved = Money(inp * 5 * 10**5) if streams.random() < 0.2 else Money.ZERO
             batch.append(
                 SpanRecord(
                     PROJECT,
@@ -83,7 +87,10 @@ def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
                         status=Status.ERROR if error else Status.OK,
                         model=model,
                         usage=Usage(input=inp, output=out),
-                        cost=Cost({"input": Money(inp * 10**6), "output": Money(out * 4 * 10**6)}, "bench"),
+                        cost=Cost(
+                            {"input": Money(inp * 10**6), "output": Money(out * 4 * 10**6)}, "bench", saved
+                        ),
+                        ttft_ns=ttft_ns,
                         input=f"question {rng.randrange(10**6)} about {model}",
                         output=f"answer {rng.randrange(10**6)}",
                         attributes={"gateway.key_id": key} if key else {},

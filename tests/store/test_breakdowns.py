@@ -20,7 +20,7 @@ from pilothouse.domain.traces import (
     TraceAttributes,
     Usage,
 )
-from pilothouse.store.breakdowns import dimension_groups
+from pilothouse.store.breakdowns import dimension_breakdowns, dimension_groups
 from pilothouse.store.sql import SqlStore
 
 HOUR_S = 3600
@@ -128,6 +128,14 @@ def test_breakdown_order_limit_and_bad_arguments(store: SqlStore) -> None:
     by_cost, _ = dimension_groups(store, "p", "user", BASE_S, end_s, order="cost", limit=100)
     assert [g.sums.cost_usd for g in by_cost] == sorted((g.sums.cost_usd for g in by_cost), reverse=True)
     assert dimension_groups(store, "other", "user", BASE_S, end_s) == ([], 0)  # tenants stay apart
+    # several dimensions read at once (as the pages read them): each as it is alone
+    together = dimension_breakdowns(store, "p", ("key", "user", "tag"), BASE_S, end_s, order="cost", limit=3)
+    for dimension in ("key", "user", "tag"):
+        alone = dimension_groups(store, "p", dimension, BASE_S, end_s, order="cost", limit=3)
+        assert together[dimension][1] == alone[1]
+        assert [(g.value, g.sums, g.latency_hist.tolist()) for g in together[dimension][0]] == [
+            (g.value, g.sums, g.latency_hist.tolist()) for g in alone[0]
+        ]
     for bad in ({"dimension": "model"}, {"order": "name"}, {"start_s": BASE_S + 1}):
         args = {"dimension": "user", "start_s": BASE_S, "order": "requests", **bad}
         with pytest.raises(ValueError):

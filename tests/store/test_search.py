@@ -194,7 +194,7 @@ def test_the_cheapest_plan_is_chosen() -> None:
         assert all(search.choose_plan(n, million, terms, page) is at for n in (bound * 2, bound * 10))
 
 
-def test_filters_key_metadata_score_and_tags(store: SqlStore) -> None:
+def test_filters_key_metadata_score_and_tags(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
     records = []
     for i in range(12):
         meta = {"team": "search" if i % 2 else "ingest", "tier": str(i % 3)}
@@ -219,7 +219,13 @@ def test_filters_key_metadata_score_and_tags(store: SqlStore) -> None:
         (TraceQuery(score_name="quality", min_score=0.3, max_score=0.6), [6, 5, 4, 3]),
         (TraceQuery(score_name="other"), [0]),
         (TraceQuery(score_name="quality", min_score=0.5, key_id="key2"), [11, 8, 5]),
+        (TraceQuery(score_name="nobody-scores-this"), []),
+        (TraceQuery(score_name="quality", min_score=0.3, sort="cost", limit=2), list(range(11, 2, -1))),
     ]
+    for query, expected in cases:
+        assert _ids(store, query) == [tid(i) for i in expected], query
+    # a score on more traces than are read by key: each trace is probed for it, with the same pages
+    monkeypatch.setattr(trace_list, "SCORED_BY_KEY", 2)
     for query, expected in cases:
         assert _ids(store, query) == [tid(i) for i in expected], query
 

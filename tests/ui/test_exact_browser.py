@@ -116,3 +116,51 @@ def test_the_model_filter_finds_calls_by_the_name_asked_for(tab: Any, seeded: Se
     _log_in(tab, seeded, seeded.admin_key, "/traces?model=claude-haiku")
     tab.wait_for_selector("table tbody tr")
     assert tab.locator("table tbody tr").count() >= 6  # the six seeded calls that asked for it
+
+
+def _stored_calls(seeded: Seeded) -> tuple[list[float], Money, int]:
+    """Straight from the stored spans of the seeded project's model calls: their times to first token
+    (ms), the sum of what caching saved, and how many calls there are."""
+    from sqlalchemy import select
+
+    from pilothouse.store import tables as t
+    from pilothouse.store.sql import SqlStore
+
+    store = SqlStore.from_url(seeded.database_url, migrate=False)
+    s, tr = t.spans.c, t.traces.c
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                select(s.ttft_ns, s.saved_usd)
+                .select_from(t.spans.join(t.traces, tr.pk == s.trace_pk))
+                .where(tr.project_id == "default", s.input_tokens.is_not(None))
+            ).fetchall()
+    finally:
+        store.close()
+    ttfts = [ttft / 1e6 for ttft, _ in rows if ttft is not None]
+    saved = sum((Money.from_usd(v) for _, v in rows if v is not None), Money.ZERO)
+    return ttfts, saved, len(rows)
+
+
+def test_ttft_and_cache_savings_are_every_stored_call(tab: Any, seeded: Seeded) -> None:
+    """Not an estimate from a sample: the TTFT median is the sketch's over every streamed call, the
+    cache savings the exact sum over every call (all within the 7-day range)."""
+    from pilothouse.domain.sketch import BUCKETS, latency_bucket, quantile
+    from pilothouse.ui.format import duration_ms
+
+    before = _stored_calls(seeded)
+    _log_in(tab, seeded, seeded.admin_key, "/?range=7d")
+    ttft_kpi = tab.inner_text(".kpi:has-text('TTFT p50')")
+    tab.goto(seeded.base_url + "/costs?range=7d")
+    savings_kpi = tab.inner_text(".kpi:has-text('Cache savings')")
+    ttfts, saved, _ = _stored_calls(seeded)
+    assert (ttfts, saved) == before[:2]  # nothing stored meanwhile
+    assert len(ttfts) >= 4 and saved > Money.ZERO  # the seeded streamed calls; the cached model's savings
+    counts = [0] * BUCKETS
+    for ms in ttfts:
+        counts[latency_bucket(ms)] += 1
+    value, sub = (line.strip() for line in ttft_kpi.splitlines()[1:3])
+    assert value == str(duration_ms(quantile(counts, 0.5)))
+    assert sub == f"{len(ttfts)} streamed calls"
+    assert savings_kpi.splitlines()[1].strip() == money(saved)
+    assert "sampl" not in tab.inner_text("main") and "estimated" not in tab.inner_text("main")

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from pilothouse.domain.money import Money
+from pilothouse.domain.sketch import BUCKETS, latency_bucket, quantile
 from pilothouse.domain.traces import (
     Cost,
     Observation,
@@ -41,8 +42,8 @@ def _trace(i: int, project: str = "p", minutes_ago: int = 0) -> list[SpanRecord]
         status=Status.ERROR if i == 4 else Status.OK,
         model="m1" if i % 2 else "m2",
         usage=Usage(input=10 * i, output=i),
-        cost=Cost({"input": Money.from_usd("0.001") * i}, "v1"),
-        ttft_ns=5 * 10**6,
+        cost=Cost({"input": Money.from_usd("0.001") * i}, "v1", saved=Money.from_usd("0.0003") * i),
+        ttft_ns=(5 + i) * 10**6 if i % 3 else None,  # a third of the calls not streamed
         prompt_name="greet",
         prompt_version="2",
         attributes={"gateway.key_id": "k1"},
@@ -65,13 +66,14 @@ def test_ui_queries(store: SqlStore) -> None:
     assert totals.cost_usd == Money.from_usd("0.045")  # 0.001 x (0 + 1 + ... + 9), exactly
     assert {name for name, _ in an.rollup_groups(rows, lambda r: r.model)} == {"m1", "m2"}
 
-    calls = q.sample_calls("p", an.sample_plan(rows, win))
-    sample = an.weigh_sample(calls, rows, win)
-    assert sample.exact and len(calls) == 10
-    assert {c.key_id for c in calls} == {"k1"} and {c.prompt for c in calls} == {"greet@2"}
-    assert all(c.ttft_ms == 5.0 for c in calls)
-    by_user = dict(an.sample_groups(sample, an.user_of))
-    assert by_user["u0"].requests == 4
+    # TTFT and cache savings from the rollups too: 6 streamed calls (5 + i ms for i not a multiple of 3)
+    assert totals.saved_usd == Money.from_usd("0.0135")  # 0.0003 x 45, exactly
+    assert totals.streamed == 6
+    counts = [0] * BUCKETS
+    for ms in (5 + i for i in range(10) if i % 3):
+        counts[latency_bucket(float(ms))] += 1
+    assert totals.ttft_p50 == quantile(counts, 0.5)
+    assert abs(totals.ttft_p50 - 9.5) / 9.5 < 0.08  # the true median, within the sketch's bucket width
 
     costly, slowest = q.top_traces("p", win.start_ns, win.end_ns, limit=3)
     assert [t.id for t in costly] == [f"{i:032x}" for i in (9, 8, 7)]

@@ -12,8 +12,8 @@ import pytest
 from pilothouse.config import load_settings
 from pilothouse.domain.money import Money
 from pilothouse.domain.rollups import RollupSums
-from pilothouse.domain.sketch import BUCKETS
-from pilothouse.store.analytics import RollupRow, SampledCall
+from pilothouse.domain.sketch import BUCKETS, bucket_value, latency_bucket
+from pilothouse.store.analytics import RollupRow
 from pilothouse.ui import analytics as an
 from pilothouse.ui.format import at, chat_messages, duration_ms, last_turn, money, preview
 from pilothouse.ui.session import SECRET_ENV, SessionSigner, load_secret
@@ -146,36 +146,30 @@ def test_windows_are_aligned_and_checked() -> None:
         an.window("2d")
 
 
-def _row(bucket: int, model: str, count: int, cost: Money) -> RollupRow:
+def _row(bucket: int, model: str, count: int, cost: Money, streamed: int = 0) -> RollupRow:
     hist = np.zeros(BUCKETS, np.int64)
     hist[40] = count
+    ttft = np.zeros(BUCKETS, np.int64)
+    ttft[latency_bucket(250.0)] = streamed
     sums = RollupSums(count, 0, 10 * count, count, cost_usd=cost, latency_ms_sum=100.0 * count)
-    return RollupRow(bucket, model, "chat", sums, hist)
+    sums.saved_usd = Money(cost.pico // 2)
+    return RollupRow(bucket, model, "chat", sums, hist, ttft)
 
 
-def _call(stratum: int, user: str, cost: Money) -> SampledCall:
-    none = Money.ZERO
-    return SampledCall(stratum, "t", 0, 100.0, False, "m", None, user, (), None, None, cost, none, 10, 1, 0)
-
-
-def test_sample_estimates_are_weighted_by_what_the_rollups_counted() -> None:
-    win = an.Window("1h", 0, 120, 60)
-    rows = [_row(0, "m", 100, Money.from_usd("1")), _row(60, "m", 10, Money.from_usd("0.1"))]
-    plan = an.sample_plan(rows, win)
-    assert [(i, n) for i, _, _, n in plan] == [(0, 455), (1, 46)]  # the busy bucket gets most of the sample
-    # 4 calls sampled of the first bucket's 100, all 10 of the second's
-    cent = Money.from_usd("0.01")
-    calls = [_call(0, "alice", cent)] * 3 + [_call(0, "bob", cent)] + [_call(1, "bob", cent)] * 10
-    sample = an.weigh_sample(calls, rows, win)
-    assert not sample.exact and sample.total == 110
-    groups = dict(an.sample_groups(sample, an.user_of))
-    assert groups["alice"].requests == pytest.approx(75)
-    assert groups["bob"].requests == pytest.approx(35)
-    assert sum(t.requests for t in groups.values()) == pytest.approx(110)
-    assert an.rollup_totals(rows).requests == 110
-    # each of the first bucket's 4 sampled calls stands for 25: $0.25 each; the second's for 1
-    assert groups["alice"].cost_usd == Money.from_usd("0.75")
-    assert groups["bob"].cost_usd == Money.from_usd("0.35")
+def test_ttft_and_cache_savings_are_summed_from_the_rollups() -> None:
+    win = an.Window("1h", 0, 180, 60)
+    rows = [
+        _row(0, "m", 100, Money.from_usd("1"), streamed=30),
+        _row(60, "m", 10, Money.from_usd("0.1")),
+        _row(60, "n", 5, Money.from_usd("0.02"), streamed=5),
+    ]
+    totals = an.rollup_totals(rows)
+    assert totals.requests == 115 and totals.streamed == 35
+    assert totals.saved_usd == Money.from_usd("0.56")  # half of each row's cost, added exactly
+    assert totals.ttft_p50 == bucket_value(latency_bucket(250.0))
+    series = an.rollup_series(rows, win)
+    assert series["ttft"] == [bucket_value(latency_bucket(250.0))] * 2 + [None]  # none streamed: none
+    assert an.rollup_totals([rows[1]]).ttft_p50 is None
 
 
 def test_a_time_known_to_the_minute_shows_no_seconds() -> None:

@@ -40,7 +40,11 @@ def _calls(seed: int, n: int = 400) -> list[SpanRecord]:
         cost = rng.choice(
             [
                 None,
-                Cost({"input": Money.from_usd(rng.random() / 100)}, "v1"),
+                Cost(
+                    {"input": Money.from_usd(rng.random() / 100)},
+                    "v1",
+                    saved=Money.from_usd(rng.random() / 1000),
+                ),
                 Cost({}, REFUSED_PRICE_VERSION),
             ]
         )
@@ -61,6 +65,7 @@ def _calls(seed: int, n: int = 400) -> list[SpanRecord]:
             prompt_name=rng.choice([None, "greet"]),
             prompt_version=rng.choice([None, 3]),
             attributes={"gateway.key_id": rng.choice(["k1", "k2"])},
+            ttft_ns=rng.choice([None, rng.randrange(5 * 10**9)]),
         )
         facts = TraceAttributes(
             user_id=rng.choice([None, "u1", "u2", "u3"]),
@@ -103,6 +108,16 @@ def test_batch_rollups_equal_adding_calls_one_at_a_time(seed: int) -> None:
     finest = {key: sums for key, sums in deltas.rollups.items() if key[0] == ROLLUP_GRANULARITIES_S[0]}
     assert finest == rollups
     assert {key[0] for key in deltas.rollups} == set(ROLLUP_GRANULARITIES_S)
+    # the TTFT sketch and the savings: every streamed call once per granularity, every saving exactly
+    counted = [
+        r for r in records if (r.project_id, r.observation.trace_id, r.observation.id) not in duplicates
+    ]
+    calls = [r for r in counted if r.observation.kind.is_model_call or not r.observation.usage.is_empty]
+    hours = [s for key, s in deltas.rollups.items() if key[0] == 3600]
+    assert sum(sum(s.ttft_counts) for s in hours) == sum(r.observation.ttft_ns is not None for r in calls) > 0
+    saved = sum((r.observation.cost.saved for r in calls if r.observation.cost), Money.ZERO)
+    assert sum((s.saved_usd for s in hours), Money.ZERO) == saved != Money.ZERO
+    assert all(not s.ttft_counts for s in deltas.dim_rollups.values())  # the model rollups' only
 
 
 def test_sums_past_int64_are_exact() -> None:

@@ -67,27 +67,37 @@ class RollupSums:
     unpriced: int = 0
     latency_ms_sum: float = 0.0
     refused: int = 0  # calls the gateway turned away before any upstream (not in ``errors``)
+    saved_usd: Money = Money.ZERO  # what caching saved against the full price (migration 0029)
     latency_counts: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+    # The time to first token of the streamed calls, as a sketch like the latency's: the model rollups
+    # only (migration 0029); empty without a streamed call. Its total is the number of streamed calls.
+    ttft_counts: list[int] = field(default_factory=list)
 
     def merge(self, other: RollupSums) -> None:
         """Add ``other``'s sums to these."""
         for name in ROLLUP_SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency_counts = add_counts(self.latency_counts, other.latency_counts)
+        if other.ttft_counts:
+            self.ttft_counts = add_counts(self.ttft_counts, other.ttft_counts)
 
     def stored(self) -> tuple[Any, ...]:
-        """The sums as the store keeps them, in :data:`ROLLUP_SUMS` order (the cost in USD)."""
+        """The sums as the store keeps them, in :data:`ROLLUP_SUMS` order (amounts in USD)."""
         values = [getattr(self, name) for name in ROLLUP_SUMS]
-        values[COST_INDEX] = self.cost_usd.usd
+        for i in MONEY_INDEXES:
+            values[i] = values[i].usd
         return tuple(values)
 
     @classmethod
-    def from_totals(cls, totals: Sequence[Any], latency_counts: list[int]) -> RollupSums:
+    def from_totals(
+        cls, totals: Sequence[Any], latency_counts: list[int], ttft_counts: list[int] | None = None
+    ) -> RollupSums:
         """Sums from running totals of stored rows (:func:`add_stored`)."""
-        sums = cls(latency_counts=latency_counts)
+        sums = cls(latency_counts=latency_counts, ttft_counts=ttft_counts or [])
         for name, value in zip(ROLLUP_SUMS, totals, strict=True):
             setattr(sums, name, value)
-        sums.cost_usd = Money(totals[COST_INDEX])
+        for i in MONEY_INDEXES:
+            setattr(sums, ROLLUP_SUMS[i], Money(totals[i]))
         return sums
 
     @property
@@ -97,20 +107,25 @@ class RollupSums:
 
 
 # The rollups' measures, in the order of the tables' columns and of every stored row.
-ROLLUP_SUMS: tuple[str, ...] = tuple(f.name for f in fields(RollupSums) if f.name != "latency_counts")
+ROLLUP_SUMS: tuple[str, ...] = tuple(
+    f.name for f in fields(RollupSums) if f.name not in ("latency_counts", "ttft_counts")
+)
 COST_INDEX = ROLLUP_SUMS.index("cost_usd")
+# The sums that are amounts of money: USD float columns, added in whole pico-dollars (Money).
+MONEY_SUMS = ("cost_usd", "saved_usd")
+MONEY_INDEXES = tuple(ROLLUP_SUMS.index(name) for name in MONEY_SUMS)
 
 
 def add_stored(totals: list[Any] | None, row: Sequence[Any]) -> list[Any]:
-    """Running totals of stored rows' sums (each in :data:`ROLLUP_SUMS` order, the cost in USD), the
-    cost added exactly in whole pico-dollars; a new list when ``totals`` is None."""
-    cost = Money.from_usd(row[COST_INDEX]).pico
+    """Running totals of stored rows' sums (each in :data:`ROLLUP_SUMS` order, amounts in USD), the
+    amounts added exactly in whole pico-dollars; a new list when ``totals`` is None."""
+    row = list(row)
+    for i in MONEY_INDEXES:
+        row[i] = Money.from_usd(row[i] or 0).pico
     if totals is None:
-        totals = list(row)
-        totals[COST_INDEX] = cost
-        return totals
+        return row
     for i, value in enumerate(row):
-        totals[i] += cost if i == COST_INDEX else value
+        totals[i] += value
     return totals
 
 
@@ -243,10 +258,15 @@ def _add_rollup(rollups: dict[Any, RollupSums], record: SpanRecord, granularity:
     r.reasoning_tokens += u.reasoning
     if o.cost is not None:
         r.cost_usd += o.cost.total
+        r.saved_usd += o.cost.saved
     else:
         r.unpriced += 1
     r.latency_ms_sum += latency_ms
     r.latency_counts[latency_bucket(latency_ms)] += 1
+    if not last and o.ttft_ns is not None:  # the model rollups keep the TTFT sketch, the others not
+        if not r.ttft_counts:
+            r.ttft_counts = [0] * BUCKETS
+        r.ttft_counts[latency_bucket(o.ttft_ns / 1e6)] += 1
 
 
 def _coarser(rollups: dict[Any, RollupSums], granularity: int) -> dict[Any, RollupSums]:
@@ -302,17 +322,19 @@ def _uncounted(record: SpanRecord) -> SpanRecord:
 
 
 # A call's measures (_call_measures): the integer sums in ROLLUP_SUMS order but for the latency, which
-# is the float at _LATENCY, then the latency's histogram bucket at _BUCKET.
+# is the float at _LATENCY, then the latency's histogram bucket at _BUCKET and the TTFT's at _TTFT_BUCKET
+# (-1 for a call without one).
 _LATENCY = ROLLUP_SUMS.index("latency_ms_sum")
 _BUCKET = len(ROLLUP_SUMS)
+_TTFT_BUCKET = _BUCKET + 1
 _INT_SUMS = [i for i in range(len(ROLLUP_SUMS)) if i != _LATENCY]
 _INT64_MAX = 2**63 - 1
 
 
 def _call_measures(record: SpanRecord) -> tuple[Any, ...]:
     """What one model call adds to each rollup bucket it counts in (:func:`_add_rollup` of one call,
-    computed once for all of them): :data:`ROLLUP_SUMS` in order, the cost in pico-dollars, then the
-    latency's histogram bucket."""
+    computed once for all of them): :data:`ROLLUP_SUMS` in order, amounts in pico-dollars, then the
+    latency's histogram bucket and the TTFT's (-1: none)."""
     o = record.observation
     u, cost = o.usage, o.cost
     latency_ms = max(0, o.end_ns - o.start_ns) / 1e6  # Observation.duration_ns, inlined (per call)
@@ -334,29 +356,39 @@ def _call_measures(record: SpanRecord) -> tuple[Any, ...]:
         1 if cost is None else 0,
         latency_ms,
         refused,
+        0 if cost is None else cost.saved.pico,
         latency_bucket(latency_ms),
+        -1 if o.ttft_ns is None else latency_bucket(o.ttft_ns / 1e6),
     )
 
 
-def _to_sums(row: Sequence[Any], latency_ms_sum: float, counts: list[int]) -> RollupSums:
-    sums = RollupSums(*row, latency_counts=counts)  # type: ignore[misc]
+def _to_sums(
+    row: Sequence[Any], latency_ms_sum: float, counts: list[int], ttft_counts: list[int] | None = None
+) -> RollupSums:
+    sums = RollupSums(*row, latency_counts=counts, ttft_counts=ttft_counts or [])  # type: ignore[misc]
     sums.latency_ms_sum = latency_ms_sum
-    sums.cost_usd = Money(row[COST_INDEX])
+    for i in MONEY_INDEXES:
+        setattr(sums, ROLLUP_SUMS[i], Money(row[i]))
     return sums
 
 
-def _sums_one_by_one(measures: Sequence[tuple[Any, ...]], calls: Sequence[int]) -> RollupSums:
+def _sums_one_by_one(
+    measures: Sequence[tuple[Any, ...]], calls: Sequence[int], with_ttft: bool
+) -> RollupSums:
     """The sums of ``measures[i]`` for ``i`` in ``calls``, added in that order (exact integers)."""
     totals = [0] * len(ROLLUP_SUMS)
     latency = 0.0
     counts = [0] * BUCKETS
+    ttft = [0] * BUCKETS
     for i in calls:
         m = measures[i]
         for j in _INT_SUMS:
             totals[j] += m[j]
         latency += m[_LATENCY]
         counts[m[_BUCKET]] += 1
-    return _to_sums(totals, latency, counts)
+        if m[_TTFT_BUCKET] >= 0:
+            ttft[m[_TTFT_BUCKET]] += 1
+    return _to_sums(totals, latency, counts, ttft if with_ttft and any(ttft) else None)
 
 
 class _Measures:
@@ -376,21 +408,24 @@ class _Measures:
         self.python_ints = peak * len(measures) > _INT64_MAX
         self.latency = np.array([m[_LATENCY] for m in measures], dtype=np.float64)
         self.bucket = np.array([m[_BUCKET] for m in measures], dtype=np.intp)
+        self.ttft_bucket = np.array([m[_TTFT_BUCKET] for m in measures], dtype=np.intp)
+        self.any_ttft = bool((self.ttft_bucket >= 0).any())
 
     def bucket_sums(
-        self, keys: Mapping[Any, int], calls: Sequence[int], codes: Sequence[int]
+        self, keys: Mapping[Any, int], calls: Sequence[int], codes: Sequence[int], with_ttft: bool = False
     ) -> dict[Any, RollupSums]:
         """The sums of every bucket in ``keys`` (each to its code): call ``calls[k]`` counts in the
         bucket of code ``codes[k]``, the calls of each bucket in the order they come. Exactly what
         :func:`_add_rollup` one call at a time makes: integers as int64 (or Python's), the latencies by
-        ``bincount``, which adds each bucket's in order from 0.0 as Python does."""
+        ``bincount``, which adds each bucket's in order from 0.0 as Python does. ``with_ttft``: the
+        buckets' TTFT sketches too (the model rollups')."""
         if not keys:
             return {}
         if self.python_ints:
             members: dict[int, list[int]] = {}
             for call, code in zip(calls, codes, strict=True):
                 members.setdefault(code, []).append(call)
-            return {key: _sums_one_by_one(self.rows, members[code]) for key, code in keys.items()}
+            return {key: _sums_one_by_one(self.rows, members[code], with_ttft) for key, code in keys.items()}
         np = self.np
         index = np.asarray(calls, dtype=np.intp)
         code = np.asarray(codes, dtype=np.intp)
@@ -399,10 +434,22 @@ class _Measures:
         np.add.at(totals, code, self.ints[index])
         latency = np.bincount(code, weights=self.latency[index], minlength=n).tolist()
         counts = np.bincount(code * BUCKETS + self.bucket[index], minlength=n * BUCKETS).reshape(n, BUCKETS)
+        ttft: list[list[int] | None] = [None] * n
+        if with_ttft and self.any_ttft:  # the sketches of the buckets with a streamed call only
+            bucket = self.ttft_bucket[index]
+            streamed = bucket >= 0
+            held, at = np.unique(code[streamed], return_inverse=True)
+            hists = np.bincount(at * BUCKETS + bucket[streamed], minlength=len(held) * BUCKETS)
+            for held_code, hist in zip(
+                held.tolist(), hists.reshape(len(held), BUCKETS).tolist(), strict=True
+            ):
+                ttft[held_code] = hist
         out = {}
-        for key, row, latency_sum, hist in zip(keys, totals.tolist(), latency, counts.tolist(), strict=True):
+        for key, row, latency_sum, hist, ttft_hist in zip(
+            keys, totals.tolist(), latency, counts.tolist(), ttft, strict=True
+        ):
             row.insert(_LATENCY, 0.0)
-            out[key] = _to_sums(row, latency_sum, hist)
+            out[key] = _to_sums(row, latency_sum, hist, ttft_hist)
         return out
 
 
@@ -469,7 +516,7 @@ def batch_deltas(
                 dim_keys.setdefault((dim_finest, project, bucket, dimension, value), len(dim_keys))
             )
     sums = _Measures(measures)
-    rollups = sums.bucket_sums(model_keys, range(len(calls)), model_codes)
+    rollups = sums.bucket_sums(model_keys, range(len(calls)), model_codes, with_ttft=True)
     deltas.rollups.update(rollups)
     deltas.dim_rollups.update(sums.bucket_sums(dim_keys, dim_calls, dim_codes))
     for granularity in DIM_GRANULARITIES_S[1:]:

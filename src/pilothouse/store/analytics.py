@@ -2,10 +2,9 @@
 search within traces, and pages of dataset items and run results. Each is bounded in the rows it touches
 (an index range with a limit), so that a page stays fast at millions of spans.
 
-Dashboards read the rollups (by model and name here, by end user, key, prompt version and tag in
-:mod:`pilothouse.store.breakdowns`); what the rollups do not hold (TTFT, cache savings) is read from a
-sample of traces spread evenly over the range (:meth:`AnalyticsQueries.sample_calls`), never from a scan
-of the range.
+Dashboards read the rollups only (by model and name here, by end user, key, prompt version and tag in
+:mod:`pilothouse.store.breakdowns`): every figure, TTFT and cache savings included, is exact at any
+number of stored spans, and never a scan of the range.
 """
 
 from __future__ import annotations
@@ -14,30 +13,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from sqlalchemy import (
     ColumnElement,
-    Integer,
     LargeBinary,
-    String,
-    bindparam,
     func,
     literal_column,
     or_,
     select,
     tuple_,
-    union_all,
 )
-from sqlalchemy.dialects import sqlite
 
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import EvalResult, ScoreRecord
 from pilothouse.domain.keys import ApiKey
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import Activity, Page
-from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums
+from pilothouse.domain.rollups import MONEY_SUMS, ROLLUP_SUMS, RollupSums
 from pilothouse.domain.sketch import BUCKETS
-from pilothouse.domain.traces import ObservationKind, Score, Trace
+from pilothouse.domain.traces import Score, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.breakdowns import add_histograms, without_parallel_workers
 from pilothouse.store.evals import _item, _result
@@ -50,50 +43,26 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-# compiled sampling statements per engine and number of strata
-_SAMPLE_SQL: dict[int, dict[int, tuple[str, dict[str, Any]]]] = {}
-
 # "Top traces" sorts a range of up to this many traces; a larger one walks the cost and latency indexes.
 # A walk reads ~10 x (the project's traces / the range's) index entries and no row it skips; a sort reads
 # every row of the range: at 1,000,000 spans (SQLite) the 24 hours' ~22,000 traces took 64-110 ms sorted
 # and 0.6 ms walked, and a walk for 1 hour (~900 traces) 6 ms.
 TOP_SORT_TRACES = 2_000
 
-__all__ = ["Activity", "AnalyticsQueries", "RankedTrace", "RollupRow", "SampledCall"]
+__all__ = ["Activity", "AnalyticsQueries", "RankedTrace", "RollupRow"]
 
 
 @dataclass(slots=True)
 class RollupRow:
-    """Model calls of one (bucket, model, name), summed from the rollups; the latency histogram as an
-    array (dashboards add thousands of them)."""
+    """Model calls of one (bucket, model, name), summed from the rollups; the latency and TTFT
+    histograms as arrays (dashboards add thousands of them)."""
 
     bucket_s: int
     model: str
     name: str
-    sums: RollupSums  # its latency_counts are left empty: latency_hist has them
+    sums: RollupSums  # its latency_counts and ttft_counts are left empty: the arrays have them
     latency_hist: npt.NDArray[np.int64]  # counts per latency bucket (pilothouse.domain.sketch), BUCKETS long
-
-
-@dataclass(frozen=True, slots=True)
-class SampledCall:
-    """One model call of a sampled trace, with the trace facts breakdowns need."""
-
-    stratum: int  # index of the time range (stratum) the trace was sampled from
-    trace_id: str
-    start_ns: int
-    latency_ms: float
-    error: bool
-    model: str
-    key_id: str | None
-    user_id: str | None
-    tags: tuple[str, ...]
-    prompt: str | None  # "name@version" or "name"
-    ttft_ms: float | None
-    cost_usd: Money | None
-    saved_usd: Money
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
+    ttft_hist: npt.NDArray[np.int64]  # the streamed calls' time to first token, the same buckets
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +106,6 @@ class AnalyticsQueries:
     def __init__(self, store: SqlStore) -> None:
         self.store = store
         self.engine = store.engine
-        self._sample_cache = _SAMPLE_SQL.setdefault(id(store.engine), {})
 
     # -- keys ---------------------------------------------------------------------------------------
 
@@ -151,7 +119,8 @@ class AnalyticsQueries:
 
     def rollup_rows(self, project_id: str, start_s: int, end_s: int, granularity_s: int) -> list[RollupRow]:
         """Rollup sums per (bucket of ``granularity_s``, model, name) in [start, end), read from the minute
-        rollups when the granularity is not a whole number of hours, with their latency histograms."""
+        rollups when the granularity is not a whole number of hours, with their latency and TTFT
+        histograms."""
         rows = self.rollup_sums(project_id, start_s, end_s, granularity_s)
         self.add_rollup_histograms(rows, project_id, start_s, end_s, granularity_s)
         return rows
@@ -166,161 +135,73 @@ class AnalyticsQueries:
         return c, in_range, (c.bucket - (c.bucket - start_s) % granularity_s).label("b")
 
     def rollup_sums(self, project_id: str, start_s: int, end_s: int, granularity_s: int) -> list[RollupRow]:
-        """:meth:`rollup_rows` with empty latency histograms (:meth:`add_rollup_histograms` adds them):
-        the database adds the sums per output bucket (the cost in whole pico-dollars, exactly:
-        ``usd_sum``), so a day of minute rows (~5,000) comes back as a few hundred rows."""
+        """:meth:`rollup_rows` with empty histograms (:meth:`add_rollup_histograms` adds them): the
+        database adds the sums per output bucket (amounts in whole pico-dollars, exactly: ``usd_sum``),
+        so a day of minute rows (~5,000) comes back as a few hundred rows."""
         c, in_range, bucket = self._rollup_range(project_id, start_s, end_s, granularity_s)
-        sums = [usd_sum(c[n]) if n == "cost_usd" else func.sum(c[n]) for n in ROLLUP_SUMS]
+        sums = [usd_sum(c[n]) if n in MONEY_SUMS else func.sum(c[n]) for n in ROLLUP_SUMS]
         stmt = select(bucket, c.model, c.name, *sums).where(*in_range).group_by(bucket, c.model, c.name)
         import numpy as np  # here: the server starts without numpy
 
         with self.engine.connect() as conn:
             without_parallel_workers(conn)
             summed = conn.execute(stmt).fetchall()
-        cost_at = ROLLUP_SUMS.index("cost_usd")
         merged: list[RollupRow] = []
         for b, model, name, *values in summed:
             group = RollupSums()
             for field_name, v in zip(ROLLUP_SUMS, values, strict=True):
                 # PostgreSQL's sum of a bigint is a numeric (a Decimal here)
                 setattr(group, field_name, float(v or 0) if field_name == "latency_ms_sum" else int(v or 0))
-            group.cost_usd = Money(int(values[cost_at] or 0))
-            merged.append(RollupRow(int(b), model, name, group, np.zeros(BUCKETS, np.int64)))
+            for field_name in MONEY_SUMS:
+                setattr(group, field_name, Money(getattr(group, field_name)))
+            empty = np.zeros(BUCKETS, np.int64)
+            merged.append(RollupRow(int(b), model, name, group, empty, empty.copy()))
         return sorted(merged, key=lambda r: (r.bucket_s, r.model, r.name))
 
     def add_rollup_histograms(
         self, rows: list[RollupRow], project_id: str, start_s: int, end_s: int, granularity_s: int
     ) -> None:
-        """Adds the latency histograms of the same range to ``rows`` (:meth:`rollup_sums`'s), in place:
-        all at once in numpy. PostgreSQL sends each array in its binary form (``array_send``), which
-        parses ~10x faster than the text form of 50 numbers."""
+        """Adds the latency and TTFT histograms of the same range to ``rows`` (:meth:`rollup_sums`'s),
+        in place (:meth:`rollup_histograms`, then :meth:`merge_rollup_histograms`)."""
+        self.merge_rollup_histograms(rows, self.rollup_histograms(project_id, start_s, end_s, granularity_s))
+
+    def rollup_histograms(self, project_id: str, start_s: int, end_s: int, granularity_s: int) -> list[Any]:
+        """The stored rows' latency and TTFT histograms of a range as they come (bucket, model, name,
+        latency, TTFT), for :meth:`merge_rollup_histograms`: independent of :meth:`rollup_sums`, so
+        that both can be read at once. PostgreSQL sends each array in its binary form
+        (``array_send``), which parses ~10x faster than the text form of 50 numbers."""
         c, in_range, bucket = self._rollup_range(project_id, start_s, end_s, granularity_s)
         pg = self.store.dialect == "postgresql"
-        hist_column = func.array_send(c.latency_hist, type_=LargeBinary) if pg else c.latency_hist
+
+        def sent(column: Any) -> Any:
+            return func.array_send(column, type_=LargeBinary) if pg else column
+
         with self.engine.connect() as conn:
             without_parallel_workers(conn)
-            hist_rows = conn.execute(select(bucket, c.model, c.name, hist_column).where(*in_range)).fetchall()
+            return list(
+                conn.execute(
+                    select(bucket, c.model, c.name, sent(c.latency_hist), sent(c.ttft_hist)).where(*in_range)
+                ).fetchall()
+            )
+
+    def merge_rollup_histograms(self, rows: list[RollupRow], hist_rows: Sequence[Any]) -> None:
+        """Adds :meth:`rollup_histograms`' rows into ``rows`` (:meth:`rollup_sums`'s, same range), in
+        place, all at once in numpy."""
+        pg = self.store.dialect == "postgresql"
         index = {(r.bucket_s, r.model, r.name): i for i, r in enumerate(rows)}
-        # a row written after the sums were read has no group: it is left out, as if read a moment earlier
+        # a row written after the sums were read has no group: it is left out, as if read a moment
+        # earlier (and one written between the two reads counts in the sums without its histogram)
         known = [
-            (index[key], raw) for b, model, name, raw in hist_rows if (key := (int(b), model, name)) in index
+            (index[key], latency, ttft)
+            for b, model, name, latency, ttft in hist_rows
+            if (key := (int(b), model, name)) in index
         ]
-        hists = add_histograms([i for i, _ in known], [raw for _, raw in known], len(rows), pg)
+        hists = add_histograms([i for i, _, _ in known], [raw for _, raw, _ in known], len(rows), pg)
+        streamed = [(i, raw) for i, _, raw in known if raw]  # NULL: no streamed call in the row
+        ttfts = add_histograms([i for i, _ in streamed], [raw for _, raw in streamed], len(rows), pg)
         for i, row in enumerate(rows):
             row.latency_hist = row.latency_hist + hists[i]
-
-    def _sample_sql(self, strata: int) -> tuple[str, dict[str, Any]]:
-        """The sampling statement for ``strata`` time ranges, compiled once per count (building a
-        union of a hundred selects in SQLAlchemy costs more than running it)."""
-        cached = self._sample_cache.get(strata)
-        if cached is not None:
-            return cached
-        c, s = t.traces.c, t.spans.c
-        project = bindparam("project_id", type_=String)
-        parts = [
-            select(c.pk.label("pk"), literal_column(str(i)).label("stratum"))
-            .where(c.project_id == project, c.start_ns >= bindparam(f"s{i}"), c.start_ns < bindparam(f"e{i}"))
-            .order_by(c.start_ns.desc())
-            .limit(bindparam(f"n{i}", type_=Integer))
-            .subquery()
-            .select()
-            for i in range(strata)
-        ]
-        sample = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery()
-        model_call = or_(
-            *(s.kind == literal_column(f"'{k.value}'") for k in ObservationKind if k.is_model_call),
-            s.input_tokens.is_not(None),
-        )
-        stmt = (
-            select(
-                sample.c.stratum,
-                c.id,
-                s.start_ns,
-                s.end_ns,
-                s.status,
-                s.model,
-                s.request_model,
-                s.key_id,
-                s.prompt_name,
-                s.prompt_version,
-                s.ttft_ns,
-                s.cost_usd,
-                s.saved_usd,
-                s.input_tokens,
-                s.output_tokens,
-                s.cache_read_tokens,
-                c.user_id,
-                c.tags,
-            )
-            .select_from(sample.join(t.spans, s.trace_pk == sample.c.pk).join(t.traces, c.pk == sample.c.pk))
-            .where(model_call)
-        )
-        dialect = (
-            sqlite.dialect(paramstyle="named") if self.store.dialect == "sqlite" else self.engine.dialect
-        )
-        compiled = stmt.compile(dialect=dialect)
-        # binds without a name of ours (the OFFSET 0 the SQLite dialect adds) keep their compiled value
-        defaults = {k: v for k, v in compiled.params.items() if k.startswith("param_")}
-        self._sample_cache[strata] = (str(compiled), defaults)
-        return self._sample_cache[strata]
-
-    def sample_calls(self, project_id: str, strata: Sequence[tuple[int, int, int, int]]) -> list[SampledCall]:
-        """The model calls of the newest ``limit`` traces started in each time range of ``strata``
-        ((stratum, start_ns, end_ns, limit) each): a sample spread over a whole range, read through the
-        time index. Each call carries the ``stratum`` its trace was sampled from."""
-        if not strata:
-            return []
-        params: dict[str, Any] = {"project_id": project_id}
-        parts = -(-len(strata) // 16) * 16  # padded with empty ranges: few statements to compile and keep
-        for i, (_, start, end, limit) in enumerate([*strata, *[(0, 0, 0, 0)] * (parts - len(strata))]):
-            params[f"s{i}"], params[f"e{i}"], params[f"n{i}"] = start, end, limit
-        sql, defaults = self._sample_sql(parts)
-        with self.engine.connect() as conn:
-            without_parallel_workers(conn)
-            rows = conn.exec_driver_sql(sql, {**defaults, **params}).fetchall()
-        out = []
-        for (
-            stratum,
-            trace_id,
-            start_ns,
-            end_ns,
-            status,
-            model,
-            request_model,
-            key_id,
-            prompt_name,
-            prompt_version,
-            ttft_ns,
-            cost,
-            saved,
-            tin,
-            tout,
-            tcache,
-            user_id,
-            tags,
-        ) in rows:
-            prompt = f"{prompt_name}@{prompt_version}" if prompt_name and prompt_version else prompt_name
-            out.append(
-                SampledCall(
-                    stratum=strata[int(stratum)][0],
-                    trace_id=trace_id,
-                    start_ns=start_ns,
-                    latency_ms=max(0, end_ns - start_ns) / 1e6,
-                    error=status == "error",
-                    model=model or request_model or "",
-                    key_id=key_id or None,  # "": metered with no key
-                    user_id=user_id,
-                    tags=tuple(orjson.loads(tags)) if tags else (),
-                    prompt=prompt,
-                    ttft_ms=None if ttft_ns is None else ttft_ns / 1e6,
-                    cost_usd=None if cost is None else Money.from_usd(cost),
-                    saved_usd=Money.ZERO if saved is None else Money.from_usd(saved),
-                    input_tokens=tin or 0,
-                    output_tokens=tout or 0,
-                    cache_read_tokens=tcache or 0,
-                )
-            )
-        return out
+            row.ttft_hist = row.ttft_hist + ttfts[i]
 
     def top_traces(
         self,

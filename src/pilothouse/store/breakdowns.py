@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, LargeBinary, Table, func, select, union_all
+from sqlalchemy import Connection, LargeBinary, Table, and_, func, or_, select, union_all
 
 from pilothouse.domain.money import Money
-from pilothouse.domain.rollups import DIMENSIONS, ROLLUP_SUMS, RollupSums
+from pilothouse.domain.rollups import DIMENSIONS, MONEY_SUMS, RollupSums
 from pilothouse.domain.sketch import BUCKETS
 from pilothouse.store import tables as t
 from pilothouse.store.sql import SqlStore, usd_sum
@@ -20,14 +20,34 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-__all__ = ["DimensionGroup", "add_histograms", "dimension_groups", "without_parallel_workers"]
+__all__ = [
+    "DimensionGroup",
+    "add_histograms",
+    "dimension_breakdowns",
+    "dimension_groups",
+    "without_parallel_workers",
+]
 
 _ORDERS = ("requests", "cost")
+# The sums a breakdown adds (what the pages show of a group): each one more costs a sixth of the read
+# on SQLite. The group's other sums (reasoning tokens, the latency sum, savings) stay 0.
+_SHOWN = (
+    "count",
+    "errors",
+    "refused",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cost_usd",
+    "unpriced",
+)
 
 
 @dataclass(slots=True)
 class DimensionGroup:
-    """The model calls of one value of a dimension ("" for none) over a range, summed exactly."""
+    """The model calls of one value of a dimension ("" for none) over a range, summed exactly (the
+    sums a page shows: :data:`_SHOWN`)."""
 
     value: str
     sums: RollupSums  # its latency_counts are left empty: latency_hist has them
@@ -75,66 +95,102 @@ def dimension_groups(
     calls in [start, end) (whole minutes), exact, with their latency histograms; and how many values
     the range has in all. Minute rows are kept for two days (``DIM_MINUTES_KEPT_S``): an older range
     is exact when it starts and ends on whole hours."""
-    if dimension not in DIMENSIONS:
-        raise ValueError(f"dimension must be one of {', '.join(DIMENSIONS)}")
+    return dimension_breakdowns(store, project_id, (dimension,), start_s, end_s, limit=limit, order=order)[
+        dimension
+    ]
+
+
+def dimension_breakdowns(
+    store: SqlStore,
+    project_id: str,
+    dimensions: Sequence[str],
+    start_s: int,
+    end_s: int,
+    *,
+    limit: int = 20,
+    order: str = "requests",
+) -> dict[str, tuple[list[DimensionGroup], int]]:
+    """:func:`dimension_groups` of several dimensions at once: the rollups' rows of a range hold every
+    dimension side by side, so one read of the range sums them all (a page's three breakdowns each
+    read the others' rows too, and left them)."""
+    for dimension in dimensions:
+        if dimension not in DIMENSIONS:
+            raise ValueError(f"dimension must be one of {', '.join(DIMENSIONS)}")
     if order not in _ORDERS:
         raise ValueError(f"order must be one of {', '.join(_ORDERS)}")
     if start_s % 60 or end_s % 60:
         raise ValueError("a breakdown's range is whole minutes")
     parts = _parts(start_s, end_s)
-    # One statement each for the sums and the histograms: the database adds the parts' sums (the cost
+    wanted = list(dict.fromkeys(dimensions))
+    measures = _SHOWN
+    # One statement each for the sums and the histograms: the database adds the parts' sums (amounts
     # in whole pico-dollars, exactly) rather than this process adding Decimals, in one round trip.
     summed = []
     for table, lo, hi in parts:
         c = table.c
-        sums = [usd_sum(c[n]) if n == "cost_usd" else func.sum(c[n]) for n in ROLLUP_SUMS]
+        sums = [usd_sum(c[n]) if n in MONEY_SUMS else func.sum(c[n]) for n in measures]
         summed.append(
-            select(c.value.label("value"), *(s.label(n) for s, n in zip(sums, ROLLUP_SUMS, strict=True)))
-            .where(c.project_id == project_id, c.dimension == dimension, c.bucket >= lo, c.bucket < hi)
-            .group_by(c.value)
+            select(
+                c.dimension.label("dimension"),
+                c.value.label("value"),
+                *(s.label(n) for s, n in zip(sums, measures, strict=True)),
+            )
+            .where(c.project_id == project_id, c.dimension.in_(wanted), c.bucket >= lo, c.bucket < hi)
+            .group_by(c.dimension, c.value)
         )
-    totals: dict[str, list[Any]] = {}
+    totals: dict[str, dict[str, list[Any]]] = {d: {} for d in wanted}
     pg = store.dialect == "postgresql"
+    cost_at = measures.index("cost_usd")
+    top: dict[str, list[tuple[str, list[Any]]]] = {}
     with store.engine.connect() as conn:
         without_parallel_workers(conn)
         if summed:
             both = union_all(*summed).subquery() if len(summed) > 1 else summed[0].subquery()
-            stmt = select(both.c.value, *(func.sum(both.c[n]) for n in ROLLUP_SUMS)).group_by(both.c.value)
-            totals = {value: list(row) for value, *row in conn.execute(stmt)}
-        cost_at = ROLLUP_SUMS.index("cost_usd")
-        if order == "cost":
-            ranked = sorted(totals.items(), key=lambda kv: (-kv[1][cost_at], -kv[1][0], kv[0]))
-        else:
-            ranked = sorted(totals.items(), key=lambda kv: (-kv[1][0], -kv[1][cost_at], kv[0]))
-        top = ranked[:limit]
+            stmt = select(both.c.dimension, both.c.value, *(func.sum(both.c[n]) for n in measures)).group_by(
+                both.c.dimension, both.c.value
+            )
+            for dimension, value, *row in conn.execute(stmt):
+                totals[dimension][value] = row
+        for dimension, rows in totals.items():
+            if order == "cost":
+                ranked = sorted(rows.items(), key=lambda kv: (-kv[1][cost_at], -kv[1][0], kv[0]))
+            else:
+                ranked = sorted(rows.items(), key=lambda kv: (-kv[1][0], -kv[1][cost_at], kv[0]))
+            top[dimension] = ranked[:limit]
         hist_rows: Sequence[Any] = []
-        if top:
-            values = [value for value, _ in top]
+        chosen = [(d, [value for value, _ in groups]) for d, groups in top.items() if groups]
+        if chosen:
             selects = []
             for table, lo, hi in parts:
                 c = table.c
                 hist = func.array_send(c.latency_hist, type_=LargeBinary) if pg else c.latency_hist
                 selects.append(
-                    select(c.value.label("value"), hist.label("hist")).where(
+                    select(c.dimension.label("dimension"), c.value.label("value"), hist.label("hist")).where(
                         c.project_id == project_id,
-                        c.dimension == dimension,
                         c.bucket >= lo,
                         c.bucket < hi,
-                        c.value.in_(values),
+                        or_(*(and_(c.dimension == d, c.value.in_(values)) for d, values in chosen)),
                     )
                 )
             hist_rows = conn.execute(union_all(*selects) if len(selects) > 1 else selects[0]).fetchall()
-    at = {value: i for i, (value, _) in enumerate(top)}
-    hists = add_histograms([at[value] for value, _ in hist_rows], [raw for _, raw in hist_rows], len(top), pg)
-    groups = []
-    for i, (value, row) in enumerate(top):
-        group_sums = RollupSums()
-        for name, v in zip(ROLLUP_SUMS, row, strict=True):
-            # PostgreSQL's sum of a bigint is a numeric (a Decimal here), which the pages cannot format
-            setattr(group_sums, name, float(v or 0) if name == "latency_ms_sum" else int(v or 0))
-        group_sums.cost_usd = Money(int(row[cost_at] or 0))
-        groups.append(DimensionGroup(value, group_sums, hists[i]))
-    return groups, len(totals)
+    at = {
+        (d, value): i for i, (d, value) in enumerate((d, v) for d, groups in top.items() for v, _ in groups)
+    }
+    hists = add_histograms(
+        [at[d, value] for d, value, _ in hist_rows], [raw for _, _, raw in hist_rows], len(at), pg
+    )
+    out = {}
+    for dimension, groups in top.items():
+        found = []
+        for value, row in groups:
+            group_sums = RollupSums()
+            for name, v in zip(measures, row, strict=True):
+                # PostgreSQL's sum of a bigint is a numeric (a Decimal here), which pages cannot format
+                setattr(group_sums, name, int(v or 0))
+            group_sums.cost_usd = Money(group_sums.cost_usd)  # type: ignore[arg-type]  # pico-dollars here
+            found.append(DimensionGroup(value, group_sums, hists[at[dimension, value]]))
+        out[dimension] = (found, len(totals[dimension]))
+    return out
 
 
 def add_histograms(

@@ -213,6 +213,8 @@ class CostStore:
                 )
                 before = call.cost.total if call.cost else Money.ZERO
                 delta = ((cost.total if cost else Money.ZERO) - before).usd
+                saved_before = call.cost.saved if call.cost else Money.ZERO
+                saved = ((cost.saved if cost else Money.ZERO) - saved_before).usd
                 unpriced = (cost is None) - (call.cost is None)
                 conn.execute(
                     tr.update()
@@ -229,7 +231,11 @@ class CostStore:
                             rollup.c.model == (call.model or call.request_model or ""),
                             rollup.c.name == call.name,
                         )
-                        .values(cost_usd=rollup.c.cost_usd + delta, unpriced=rollup.c.unpriced + unpriced)
+                        .values(
+                            cost_usd=rollup.c.cost_usd + delta,
+                            unpriced=rollup.c.unpriced + unpriced,
+                            saved_usd=rollup.c.saved_usd + saved,
+                        )
                     )
                 for granularity, rollup in t.DIM_ROLLUPS:
                     for dimension, value in _dimension_values(call):
@@ -241,7 +247,11 @@ class CostStore:
                                 rollup.c.dimension == dimension,
                                 rollup.c.value == value,
                             )
-                            .values(cost_usd=rollup.c.cost_usd + delta, unpriced=rollup.c.unpriced + unpriced)
+                            .values(
+                                cost_usd=rollup.c.cost_usd + delta,
+                                unpriced=rollup.c.unpriced + unpriced,
+                                saved_usd=rollup.c.saved_usd + saved,
+                            )
                         )
 
 

@@ -365,12 +365,21 @@ def hist_add_packed(a: bytes | None, b: bytes | None) -> bytes:
     return array("q", add_counts(unpack_hist(a), unpack_hist(b))).tobytes()
 
 
-ROLLUP_COLUMNS = ("project_id", "bucket", "model", "name", *ROLLUP_SUMS, "latency_hist")
+ROLLUP_COLUMNS = ("project_id", "bucket", "model", "name", *ROLLUP_SUMS, "latency_hist", "ttft_hist")
 DIM_ROLLUP_COLUMNS = ("project_id", "bucket", "dimension", "value", *ROLLUP_SUMS, "latency_hist")
 
 
 def rollup_row(
     project_id: str, bucket: int, model: str, name: str, r: RollupSums, packed: bool
 ) -> tuple[Any, ...]:
-    """A rollup row (summed into the stored one by the upsert), in :data:`ROLLUP_COLUMNS` order."""
-    return (project_id, bucket, model, name, *r.stored(), pack_hist(r.latency_counts, packed))
+    """A rollup row by model (summed into the stored one by the upsert), in :data:`ROLLUP_COLUMNS`
+    order; the TTFT sketch None when no call of the row was streamed."""
+    ttft = pack_hist(r.ttft_counts, packed) if r.ttft_counts else None
+    return (project_id, bucket, model, name, *r.stored(), pack_hist(r.latency_counts, packed), ttft)
+
+
+def dim_rollup_row(
+    project_id: str, bucket: int, dimension: str, value: str, r: RollupSums, packed: bool
+) -> tuple[Any, ...]:
+    """A rollup row by dimension, in :data:`DIM_ROLLUP_COLUMNS` order."""
+    return (project_id, bucket, dimension, value, *r.stored(), pack_hist(r.latency_counts, packed))

@@ -18,14 +18,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Insert,
-    Select,
     Table,
     and_,
     bindparam,
     case,
     func,
     select,
-    tuple_,
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
@@ -50,6 +48,7 @@ from pilothouse.domain.scores import DuplicateScoreId
 from pilothouse.domain.sketch import add_counts, quantiles
 from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord
 from pilothouse.store import tables as t
+from pilothouse.store.activity import newest_ids
 from pilothouse.store.engine import make_engine, upgrade_schema
 from pilothouse.store.pg_copy import StagedWrite
 from pilothouse.store.rows import (
@@ -57,6 +56,7 @@ from pilothouse.store.rows import (
     ROLLUP_COLUMNS,
     SPAN_COLUMNS,
     TRACE_COLUMNS,
+    dim_rollup_row,
     observation_from_row,
     rollup_row,
     score_from_row,
@@ -76,7 +76,13 @@ from pilothouse.store.search import (
     search_condition,
     search_document,
 )
-from pilothouse.store.trace_list import SORT_VALUES, escape_like, trace_list_statement, walk_sort_index
+from pilothouse.store.trace_list import (
+    SORT_VALUES,
+    escape_like,
+    scored_traces,
+    trace_list_statement,
+    walk_sort_index,
+)
 
 PREVIEW_CHARS = 300
 
@@ -363,6 +369,9 @@ class SqlStore:
         keys = [c.name for c in table.primary_key.columns]
         sums: dict[str, Any] = {c: table.c[c] + stmt.excluded[c] for c in columns}
         sums["latency_hist"] = func.ph_hist_add(table.c.latency_hist, stmt.excluded.latency_hist)
+        if "ttft_hist" in table.c:  # NULL when no call of the row was streamed: nothing to add
+            ttft, new = table.c.ttft_hist, stmt.excluded.ttft_hist
+            sums["ttft_hist"] = case((new.is_(None), ttft), else_=func.ph_hist_add(ttft, new))
         upsert: Insert = stmt.on_conflict_do_update(index_elements=keys, set_=sums)
         return upsert
 
@@ -531,7 +540,7 @@ class SqlStore:
             deltas.dim_rollups.items(), key=operator.itemgetter(0)
         ):
             if g != 60 or b >= kept_from:
-                by_granularity[g].append(rollup_row(project, b, dimension, value, r, compress))
+                by_granularity[g].append(dim_rollup_row(project, b, dimension, value, r, compress))
         for granularity, rollup in t.DIM_ROLLUPS:
             self._write_rollup(conn, rollup, by_granularity[granularity])
         if kept_from > self._dim_minutes_pruned_before:
@@ -654,6 +663,8 @@ class SqlStore:
             search, by_key = None, False
             if query.search:
                 search, by_key = search_condition(conn, self.dialect, query.search, query.limit)
+            elif (scored := scored_traces(conn, project_id, query)) is not None:
+                search, by_key = scored, True  # the few traces with the score, by key, as a search's
             walk = self._compress and not by_key and walk_sort_index(conn, project_id, query)
             stmt = trace_list_statement(project_id, query, self._compress, search, by_key, walk)
             rows = [r._mapping for r in conn.execute(stmt)]
@@ -766,23 +777,13 @@ class SqlStore:
     ) -> Page[Activity]:
         """Sessions (``column`` session_id) or end users (user_id) with traces in [start, end), most
         recently active first, with their usage there."""
-        # Two steps, both through an index: which ids were active last (the (project, id, start)
-        # index covers it), then the sums of only those ids.
+        # Two steps, both through an index: which ids were active last (pilothouse.store.activity),
+        # then the sums of only those ids.
         c = t.traces.c
         group = c[column]
-        last = func.max(c.start_ns)
         in_range = [c.project_id == project_id, c.start_ns >= start_ns, c.start_ns < end_ns]
-        ids_stmt: Select[Any] = (
-            select(group.label("id"), last.label("last"))
-            .where(*in_range, group.is_not(None))
-            .group_by(group)
-            .order_by(last.desc(), group.desc())
-            .limit(limit + 1)
-        )
-        if cursor is not None:
-            ids_stmt = ids_stmt.having(tuple_(last, group) < tuple_(*cursor))
         with self.engine.connect() as conn:
-            ids = conn.execute(ids_stmt).fetchall()
+            ids = newest_ids(conn, project_id, column, start_ns, end_ns, limit + 1, cursor)
             more = len(ids) > limit
             ids = ids[:limit]
             sums: dict[str, Any] = {}
@@ -799,20 +800,20 @@ class SqlStore:
                         func.min(c.user_id).label("user_min"),
                         func.max(c.user_id).label("user_max"),
                     )
-                    .where(*in_range, group.in_([r.id for r in ids]))
+                    .where(*in_range, group.in_([i for i, _ in ids]))
                     .group_by(group)
                 )
                 sums = {r.id: r for r in conn.execute(sums_stmt)}
         data = []
-        for r in ids:
-            agg = sums[r.id]
+        for id_, last_ns in ids:
+            agg = sums[id_]
             users = tuple(sorted({u for u in (agg.user_min, agg.user_max) if u}))
             data.append(
                 Activity(
-                    id=r.id,
+                    id=id_,
                     traces=int(agg.n),
                     first_ns=int(agg.first),
-                    last_ns=int(r.last),
+                    last_ns=last_ns,
                     total_tokens=int(agg.tokens or 0),
                     cost_usd=Money(int(agg.cost or 0)),
                     errors=int(agg.errors or 0),
@@ -820,7 +821,7 @@ class SqlStore:
                     end_ns=int(agg.end),
                 )
             )
-        next_cursor = encode_cursor(ids[-1].last, ids[-1].id) if more else None
+        next_cursor = encode_cursor(ids[-1][1], ids[-1][0]) if more else None
         return Page(data, next_cursor)
 
     def model_metrics(

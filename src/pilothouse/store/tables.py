@@ -58,6 +58,9 @@ api_keys = Table(
 # A trace's integer key: the rowid on SQLite (INTEGER PRIMARY KEY), a bigserial on PostgreSQL.
 TRACE_PK = BigInteger().with_variant(Integer, "sqlite")
 
+# The columns the Users page sums over a user's traces (pilothouse.store.sql.SqlStore.activity).
+USER_SUMS = ("end_ns", "total_tokens", "cost_usd", "error_count")
+
 traces = Table(
     "traces",
     metadata,
@@ -100,12 +103,15 @@ traces = Table(
         sqlite_where=text("session_id IS NOT NULL"),
         postgresql_where=text("session_id IS NOT NULL"),
     ),
+    # It holds what the Users page sums per user as well (migration 0029): a month of a busy user's
+    # traces is summed from the index, not read row by row from the table.
     Index(
         "ix_traces_user",
         "project_id",
         "user_id",
         "start_ns",
         "pk",
+        *USER_SUMS,
         sqlite_where=text("user_id IS NOT NULL"),
         postgresql_where=text("user_id IS NOT NULL"),
     ),
@@ -207,18 +213,19 @@ scores = Table(
 LATENCY_HIST = LargeBinary().with_variant(postgresql.ARRAY(BigInteger), "postgresql")
 
 
-_FLOAT_SUMS = frozenset({"cost_usd", "latency_ms_sum"})
+_FLOAT_SUMS = frozenset({"cost_usd", "latency_ms_sum", "saved_usd"})
+# sums added by later migrations: rows stored before them count 0
+_LATER_SUMS = frozenset({"refused", "saved_usd"})  # 0020, 0029
 
 
 def _sum_columns() -> list[Column[Any]]:
-    # the sums: counts and tokens are whole numbers; the cost (USD) and the latency sum are not.
-    # "refused" came later (migration 0020): rows stored before it count 0 refusals.
+    # the sums: counts and tokens are whole numbers; the amounts (USD) and the latency sum are not.
     return [
         Column(
             sum_,
             Float if sum_ in _FLOAT_SUMS else BigInteger,
             nullable=False,
-            server_default=text("0") if sum_ == "refused" else None,
+            server_default=text("0") if sum_ in _LATER_SUMS else None,
         )
         for sum_ in ROLLUP_SUMS
     ]
@@ -235,6 +242,8 @@ def _rollup_table(name: str) -> Table:
         *_sum_columns(),
         # the latency sketch (pilothouse.domain.sketch): counts per bucket, merged by ph_hist_add()
         Column("latency_hist", LATENCY_HIST, nullable=False),
+        # the same sketch of the streamed calls' time to first token (migration 0029); NULL: none
+        Column("ttft_hist", LATENCY_HIST),
     )
 
 

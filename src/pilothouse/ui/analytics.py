@@ -1,21 +1,19 @@
-"""Dashboard arithmetic: time windows, series and breakdowns from rollup rows (exact), and breakdowns
-from a stratified sample of traces (estimates, weighted by what the rollups counted in each stratum).
+"""Dashboard arithmetic: time windows, series and breakdowns from rollup rows (exact: every figure,
+TTFT and cache savings included, sums what ingest stored, whatever the number of traces).
 
 Pure functions over the rows :mod:`pilothouse.store.analytics` returns.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pilothouse.domain.money import Money
 from pilothouse.domain.sketch import quantiles
-from pilothouse.store.analytics import RollupRow, SampledCall
+from pilothouse.store.analytics import RollupRow
 from pilothouse.store.breakdowns import DimensionGroup
 
 if TYPE_CHECKING:
@@ -29,7 +27,6 @@ RANGES: dict[str, tuple[int, int]] = {
     "7d": (7 * 86400, 3600),
     "30d": (30 * 86400, 21600),
 }
-SAMPLE_TRACES = 500  # traces read for the sampled breakdowns, shared out over the range's buckets
 NONE_LABELS = {"user": "(no user)", "key": "(no key)", "prompt": "(no prompt)", "tag": "(untagged)"}
 
 
@@ -84,20 +81,20 @@ def window(label: str | None, default: str = "24h", now_s: float | None = None) 
 
 @dataclass(slots=True)
 class Totals:
-    """Sums over model calls, with their latency histogram."""
+    """Sums over model calls, with their latency histogram (and their TTFT histogram: the model
+    rollups have one, the dimension rollups do not)."""
 
-    requests: float = 0
-    errors: float = 0  # model errors (refusals apart)
-    refused: float = 0  # calls the gateway turned away (unknown model, limits, budgets)
-    input_tokens: float = 0
-    output_tokens: float = 0
-    cache_read_tokens: float = 0
+    requests: int = 0
+    errors: int = 0  # model errors (refusals apart)
+    refused: int = 0  # calls the gateway turned away (unknown model, limits, budgets)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
     cost_usd: Money = Money.ZERO
-    unpriced: float = 0
-    saved_usd: Money = Money.ZERO
+    unpriced: int = 0
+    saved_usd: Money = Money.ZERO  # what caching saved against the full price
     latency_hist: npt.NDArray[np.int64] | None = None
-    ttft_ms: list[float] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
+    ttft_hist: npt.NDArray[np.int64] | None = None
 
     @property
     def tokens(self) -> float:
@@ -111,10 +108,10 @@ class Totals:
         return self.errors / asked if asked > 0 else None
 
     def latency(self, q: float) -> float | None:
-        """A latency quantile: from the histogram (rollups) or the sampled values."""
+        """A latency quantile, from the histogram (None without calls)."""
         if self.latency_hist is not None:
             return quantiles(self.latency_hist.tolist(), (q,))[0]
-        return _quantile(self.latencies_ms, q)
+        return None
 
     @property
     def p50(self) -> float | None:
@@ -127,21 +124,17 @@ class Totals:
         return self.latency(0.95)
 
     @property
+    def streamed(self) -> int:
+        """How many of the calls were streamed (have a time to first token)."""
+        return int(self.ttft_hist.sum()) if self.ttft_hist is not None else 0
+
+    @property
     def ttft_p50(self) -> float | None:
-        """Median time to first token of the (sampled) streamed calls."""
-        return _quantile(self.ttft_ms, 0.5)
-
-
-def _quantile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    ordered = sorted(values)
-    pos = q * (len(ordered) - 1)
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+        """Median time to first token of the streamed calls (ms; None without any), from the
+        histogram: within the sketch's bucket width (pilothouse.domain.sketch) of the true median."""
+        if self.ttft_hist is None:
+            return None
+        return quantiles(self.ttft_hist.tolist(), (0.5,))[0]
 
 
 def _add_row(total: Totals, r: RollupRow) -> None:
@@ -154,10 +147,13 @@ def _add_row(total: Totals, r: RollupRow) -> None:
     total.cache_read_tokens += s.cache_read_tokens
     total.cost_usd += s.cost_usd
     total.unpriced += s.unpriced
+    total.saved_usd += s.saved_usd
     if total.latency_hist is None:
         total.latency_hist = r.latency_hist.copy()
+        total.ttft_hist = r.ttft_hist.copy()
     else:
         total.latency_hist += r.latency_hist
+        total.ttft_hist += r.ttft_hist  # type: ignore[operator]  # set with latency_hist
 
 
 def rollup_totals(rows: Iterable[RollupRow]) -> Totals:
@@ -194,6 +190,7 @@ def dimension_totals(dimension: str, groups: Iterable[DimensionGroup]) -> list[t
                     cache_read_tokens=s.cache_read_tokens,
                     cost_usd=s.cost_usd,
                     unpriced=s.unpriced,
+                    saved_usd=s.saved_usd,
                     latency_hist=g.latency_hist,
                 ),
             )
@@ -202,12 +199,13 @@ def dimension_totals(dimension: str, groups: Iterable[DimensionGroup]) -> list[t
 
 
 def rollup_series(rows: Iterable[RollupRow], win: Window) -> dict[str, list[Any]]:
-    """Per bucket: time, requests, errors, tokens in/out, cost, latency p50/p95 (None where empty)."""
+    """Per bucket: time, requests, errors, tokens in/out, cost, latency p50/p95 and TTFT p50 (None
+    where empty)."""
     per_bucket: dict[int, Totals] = {}
     for r in rows:
         _add_row(per_bucket.setdefault(r.bucket_s, Totals()), r)
     out: dict[str, list[Any]] = {
-        k: [] for k in ("t", "requests", "errors", "input", "output", "cost", "p50", "p95")
+        k: [] for k in ("t", "requests", "errors", "input", "output", "cost", "p50", "p95", "ttft")
     }
     for b in win.buckets:
         tot = per_bucket.get(b)
@@ -219,6 +217,7 @@ def rollup_series(rows: Iterable[RollupRow], win: Window) -> dict[str, list[Any]
         out["cost"].append(tot.cost_usd if tot else Money.ZERO)
         out["p50"].append(tot.p50 if tot else None)
         out["p95"].append(tot.p95 if tot else None)
+        out["ttft"].append(tot.ttft_p50 if tot else None)
     return out
 
 
@@ -239,108 +238,3 @@ def cost_series_by_model(rows: Iterable[RollupRow], win: Window, top: int = 6) -
         name = r.model or "(none)"
         series[name if name in leaders else "other"][i] += r.sums.cost_usd
     return {"t": win.buckets, **series}
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """Sampled model calls with the weight of each stratum (what the rollups counted there over what
-    was sampled), so that sums over the sample estimate sums over the range."""
-
-    calls: list[SampledCall]
-    weights: dict[int, float]
-    sampled: int
-    total: int
-
-    @property
-    def exact(self) -> bool:
-        """True when every call of the range is in the sample."""
-        return self.sampled >= self.total
-
-
-def weigh_sample(calls: list[SampledCall], rows: Iterable[RollupRow], win: Window) -> Sample:
-    """The sample with its per-stratum weights (strata are the window's buckets)."""
-    counted: dict[int, int] = {}
-    index = {b: i for i, b in enumerate(win.buckets)}
-    for r in rows:
-        i = index.get(r.bucket_s)
-        if i is not None:
-            counted[i] = counted.get(i, 0) + r.sums.count
-    sampled: dict[int, int] = {}
-    for c in calls:
-        sampled[c.stratum] = sampled.get(c.stratum, 0) + 1
-    weights = {i: max(1.0, counted.get(i, 0) / n) for i, n in sampled.items()}
-    return Sample(calls, weights, len(calls), sum(counted.values()))
-
-
-def sample_groups(sample: Sample, key: Callable[[SampledCall], Iterable[str]]) -> list[tuple[str, Totals]]:
-    """Estimated totals per group (a call in several groups, such as tags, counts in each)."""
-    groups: dict[str, Totals] = {}
-    for c in sample.calls:
-        w = sample.weights.get(c.stratum, 1.0)
-        for name in key(c):
-            tot = groups.setdefault(name, Totals())
-            tot.requests += w
-            tot.errors += w * c.error
-            tot.input_tokens += w * c.input_tokens
-            tot.output_tokens += w * c.output_tokens
-            tot.cache_read_tokens += w * c.cache_read_tokens
-            if c.cost_usd is None:
-                tot.unpriced += w
-            else:
-                tot.cost_usd += w * c.cost_usd
-            tot.saved_usd += w * c.saved_usd
-            tot.latencies_ms.append(c.latency_ms)
-            if c.ttft_ms is not None:
-                tot.ttft_ms.append(c.ttft_ms)
-    return sorted(groups.items(), key=lambda kv: (-kv[1].cost_usd.pico, -kv[1].requests, kv[0]))
-
-
-def sample_totals(sample: Sample) -> Totals:
-    """Estimated totals over the range (cache savings and TTFT are only in the sample)."""
-    groups = sample_groups(sample, lambda _c: ("all",))
-    return groups[0][1] if groups else Totals()
-
-
-def ttft_series(sample: Sample, win: Window) -> list[float | None]:
-    """Median TTFT of the sampled streamed calls per bucket (None where there are none)."""
-    per: dict[int, list[float]] = {}
-    for c in sample.calls:
-        if c.ttft_ms is not None:
-            per.setdefault(c.stratum, []).append(c.ttft_ms)
-    return [statistics.median(per[i]) if i in per else None for i in range(len(win.buckets))]
-
-
-def sample_plan(rows: Iterable[RollupRow], win: Window) -> list[tuple[int, int, int, int]]:
-    """Which buckets to sample and how many traces from each: :data:`SAMPLE_TRACES` shared in
-    proportion to the model calls the rollups counted per bucket (empty buckets are skipped, a bucket
-    with fewer calls than its share is read whole): (bucket index, start_ns, end_ns, traces) each."""
-    index = {b: i for i, b in enumerate(win.buckets)}
-    counted: dict[int, int] = {}
-    for r in rows:
-        i = index.get(r.bucket_s)
-        if i is not None:
-            counted[i] = counted.get(i, 0) + r.sums.count
-    total = sum(counted.values())
-    strata = win.strata()
-    chosen = sorted(i for i, n in counted.items() if n > 0)
-    return [(i, *strata[i], max(1, math.ceil(SAMPLE_TRACES * counted[i] / total))) for i in chosen]
-
-
-def key_of(call: SampledCall) -> tuple[str]:
-    """Group of a call by virtual key."""
-    return (call.key_id or "(no key)",)
-
-
-def user_of(call: SampledCall) -> tuple[str]:
-    """Group of a call by end user."""
-    return (call.user_id or "(no user)",)
-
-
-def prompt_of(call: SampledCall) -> tuple[str]:
-    """Group of a call by prompt and version."""
-    return (call.prompt or "(no prompt)",)
-
-
-def tags_of(call: SampledCall) -> tuple[str, ...]:
-    """Groups of a call by tag."""
-    return call.tags or ("(untagged)",)

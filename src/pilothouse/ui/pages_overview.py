@@ -1,7 +1,6 @@
-"""Overview pages: the dashboard, models and deployments, and costs. They read the rollups (exact: by
-model and name, and by end user, key, prompt version and tag) and a stratified sample of traces (only for
-TTFT and cache savings, which the rollups do not hold), so their work does not grow with the number of
-stored traces."""
+"""Overview pages: the dashboard, models and deployments, and costs. They read the rollups only (exact:
+by model and name, with TTFT and cache savings, and by end user, key, prompt version and tag), so their
+work does not grow with the number of stored traces."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from pilothouse.domain.money import Money
 from pilothouse.gateway.redis_client import RedisUnavailable
 from pilothouse.server.serialise import json_default
 from pilothouse.store.analytics import AnalyticsQueries, RollupRow
-from pilothouse.store.breakdowns import dimension_groups
+from pilothouse.store.breakdowns import dimension_breakdowns
 from pilothouse.store.costs import CostStore
 from pilothouse.ui import analytics as an
 from pilothouse.ui.web import PageContext, UiError
@@ -46,53 +45,51 @@ def chart_json(data: dict[str, Any]) -> str:
 
 
 def _exact(
-    queries: AnalyticsQueries, project_id: str, win: an.Window, dimension: str, order: str = "requests"
-) -> list[tuple[str, an.Totals]]:
-    """The top 20 values of a dimension over the window, exact (the dimension rollups)."""
-    groups, _ = dimension_groups(queries.store, project_id, dimension, win.start_s, win.end_s, order=order)
-    return an.dimension_totals(dimension, groups)
+    queries: AnalyticsQueries,
+    project_id: str,
+    win: an.Window,
+    dimensions: tuple[str, ...],
+    order: str = "requests",
+) -> list[list[tuple[str, an.Totals]]]:
+    """The top 20 values of each dimension over the window, exact (the dimension rollups, read once
+    for all of them), in the order of ``dimensions``."""
+    found = dimension_breakdowns(queries.store, project_id, dimensions, win.start_s, win.end_s, order=order)
+    return [an.dimension_totals(dimension, found[dimension][0]) for dimension in dimensions]
 
 
-def _rows_and_sample(
-    queries: AnalyticsQueries, project_id: str, win: an.Window
-) -> tuple[list[RollupRow], an.Sample]:
-    """The model rollups of the window and the trace sample their counts plan, one after the other."""
-    rows = queries.rollup_sums(project_id, win.start_s, win.end_s, win.bucket_s)
-    calls = queries.sample_calls(project_id, an.sample_plan(rows, win))
-    queries.add_rollup_histograms(rows, project_id, win.start_s, win.end_s, win.bucket_s)
-    return rows, an.weigh_sample(calls, rows, win)
+def _rows(queries: AnalyticsQueries, project_id: str, win: an.Window) -> list[RollupRow]:
+    """The model rollups of the window: their sums, then their histograms."""
+    return queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
 
 
-async def _rows_and_sample_at_once(page: PageContext, win: an.Window) -> tuple[list[RollupRow], an.Sample]:
-    """:func:`_rows_and_sample` with the sample and the latency histograms read at once, each on its
-    own connection, once the sums have planned the sample."""
+async def _rows_at_once(page: PageContext, win: an.Window) -> list[RollupRow]:
+    """:func:`_rows` with the sums and the histograms read at once, each on its own connection, and
+    the histograms added into the rows once both are back."""
     queries, project_id = page.queries, page.project_id
-    rows = await page.run(queries.rollup_sums, project_id, win.start_s, win.end_s, win.bucket_s)
-    calls, _ = await asyncio.gather(
-        page.run(queries.sample_calls, project_id, an.sample_plan(rows, win)),
-        page.run(queries.add_rollup_histograms, rows, project_id, win.start_s, win.end_s, win.bucket_s),
+    args = (project_id, win.start_s, win.end_s, win.bucket_s)
+    rows, hist_rows = await asyncio.gather(
+        page.run(queries.rollup_sums, *args), page.run(queries.rollup_histograms, *args)
     )
-    return rows, an.weigh_sample(calls, rows, win)
+    await page.run(queries.merge_rollup_histograms, rows, hist_rows)
+    return list(rows)
 
 
 Read = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 async def _read_all(page: PageContext, win: an.Window, reads: list[Read]) -> list[Any]:
-    """The rollups with their sample, then the results of ``reads`` (independent of each other). On
+    """The model rollups, then the results of ``reads`` (independent of each other). On
     PostgreSQL each runs in its own worker thread on its own pooled connection, so the page waits for
     the slowest rather than for their sum. On SQLite they run one after the other in one thread: its
     reads hold the GIL while they make rows, and threads contending for it were slower than one
     (benchmarks/ui.py, docs/performance.md)."""
     if page.state.store.dialect == "postgresql":
         return list(
-            await asyncio.gather(
-                _rows_and_sample_at_once(page, win), *(page.run(fn, *args) for fn, args in reads)
-            )
+            await asyncio.gather(_rows_at_once(page, win), *(page.run(fn, *args) for fn, args in reads))
         )
 
     def one_by_one() -> list[Any]:
-        return [_rows_and_sample(page.queries, page.project_id, win), *(fn(*args) for fn, args in reads)]
+        return [_rows(page.queries, page.project_id, win), *(fn(*args) for fn, args in reads)]
 
     results: list[Any] = await page.run(one_by_one)
     return results
@@ -105,28 +102,22 @@ def _key_names(queries: AnalyticsQueries, project_id: str) -> dict[str, str]:
 async def _dashboard_data(page: PageContext, win: an.Window) -> dict[str, Any]:
     # independent reads (_read_all), then the arithmetic on their rows, off the event loop too
     queries, project_id = page.queries, page.project_id
-    (rows, sample), (costly, slowest), key_names, by_key, by_user, by_prompt = await _read_all(
+    rows, (costly, slowest), key_names, (by_key, by_user, by_prompt) = await _read_all(
         page,
         win,
         [
             (queries.top_traces, (project_id, win.start_ns, win.end_ns)),
             (_key_names, (queries, project_id)),
-            (_exact, (queries, project_id, win, "key")),
-            (_exact, (queries, project_id, win, "user")),
-            (_exact, (queries, project_id, win, "prompt")),
+            (_exact, (queries, project_id, win, ("key", "user", "prompt"))),
         ],
     )
 
     def summarise() -> dict[str, Any]:
-        series = an.rollup_series(rows, win)
-        series["ttft"] = an.ttft_series(sample, win)
         return {
             "key_names": key_names,
             "rows": rows,
             "totals": an.rollup_totals(rows),
-            "sampled": an.sample_totals(sample),
-            "sample": sample,
-            "series": series,
+            "series": an.rollup_series(rows, win),
             "by_model": an.rollup_groups(rows, lambda r: r.model),
             "by_name": an.rollup_groups(rows, lambda r: r.name),
             "by_key": by_key,  # ids; the template shows key names
@@ -151,7 +142,7 @@ async def dashboard(page: PageContext) -> Response:
         "tokens": {"t": s["t"], "series": {"input": s["input"], "output": s["output"]}},
         "cost": {"t": s["t"], "series": {"cost (USD)": s["cost"]}},
         "latency": {"t": s["t"], "series": {"p50 (ms)": s["p50"], "p95 (ms)": s["p95"]}},
-        "ttft": {"t": s["t"], "series": {"TTFT p50 (ms, sampled)": s["ttft"]}},
+        "ttft": {"t": s["t"], "series": {"TTFT p50 (ms)": s["ttft"]}},
     }
     template = "dashboard_body.html" if page.request.headers.get("hx-request") == "true" else "dashboard.html"
     names = page.state.gateway.model_names()
@@ -191,23 +182,19 @@ async def models(page: PageContext) -> Response:
 async def _costs_data(page: PageContext, win: an.Window) -> dict[str, Any]:
     # independent reads, as for the dashboard (_read_all)
     queries, project_id = page.queries, page.project_id
-    (rows, sample), budgets, key_names, by_key, by_user, by_tag = await _read_all(
+    rows, budgets, key_names, (by_key, by_user, by_tag) = await _read_all(
         page,
         win,
         [
             (CostStore(queries.store).list_budgets, (project_id,)),
             (_key_names, (queries, project_id)),
-            (_exact, (queries, project_id, win, "key", "cost")),
-            (_exact, (queries, project_id, win, "user", "cost")),
-            (_exact, (queries, project_id, win, "tag", "cost")),
+            (_exact, (queries, project_id, win, ("key", "user", "tag"), "cost")),
         ],
     )
 
     def summarise() -> dict[str, Any]:
         return {
             "totals": an.rollup_totals(rows),
-            "sampled": an.sample_totals(sample),
-            "sample": sample,
             "by_model": sorted(
                 an.rollup_groups(rows, lambda r: r.model), key=lambda kv: -kv[1].cost_usd.pico
             ),
@@ -250,8 +237,8 @@ async def budget_rows(page: PageContext, budgets: list[Budget]) -> list[dict[str
 
 
 async def costs(page: PageContext) -> Response:
-    """``/costs``: spend over time and by model, key, user and tag (rollups, exact), cache savings
-    (estimated from the sample), the monthly run-rate, budgets."""
+    """``/costs``: spend over time and by model, key, user and tag, cache savings (rollups, exact), the
+    monthly run-rate, budgets."""
     win = _window(page, "7d")
     data = await _costs_data(page, win)
     totals: an.Totals = data["totals"]
