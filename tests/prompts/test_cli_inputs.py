@@ -1,0 +1,37 @@
+"""Bad input to the prompts commands: one line on stderr and exit 2, nothing written, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pilothouse.cli import cli
+from pilothouse.cli.common import CliError
+from tests.conftest import sqlite_at_head
+from tests.server.inprocess import cli_in_process
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> list[str]:
+    return ["--database-url", sqlite_at_head(tmp_path / "prompts.db")]
+
+
+def _usage_error(*args: str) -> str:
+    """The one-line message of a command that fails with a usage error (exit 2)."""
+    with pytest.raises(CliError) as caught:
+        cli.main(list(args), standalone_mode=False)
+    assert caught.value.exit_code == 2
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_files_are_refused_past_their_limit_without_being_read_whole(db: list[str]) -> None:
+    # /dev/zero's stat size is 0: the whole "file" (20 GB) was read before this error
+    refused = _usage_error("prompts", "create", "zeros", "--file", "/dev/zero", *db)
+    assert refused == "/dev/zero: larger than 512 KiB: is this a prompt version?"
+    cli_in_process(
+        "prompts", "create", "explain", "--text", "Explain {{topic}}.", "--label", "production", *db
+    )
+    refused = _usage_error("prompts", "promote", "explain", "--version", "1", "--spec", "/dev/zero", *db)
+    assert refused == "/dev/zero: larger than 1024 KiB: is this an eval spec?"
