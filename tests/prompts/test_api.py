@@ -67,7 +67,13 @@ def test_create_read_label_diff_history(app: Served) -> None:
     moved = app.client.post(
         "/api/prompts/greet/labels", json={"label": "production", "version": 2}, headers=admin
     )
-    assert moved.json() == {"name": "greet", "label": "production", "version": 2, "previous_version": 1}
+    assert moved.json() == {
+        "name": "greet",
+        "label": "production",
+        "version": 2,
+        "previous_version": 1,
+        "changed": True,
+    }
     diff = app.client.get("/api/prompts/greet/diff?from=1&to=2", headers=app.auth).json()["diff"]
     assert "-Say {{word}}" in diff and "+Please say {{word}}" in diff
     history = app.client.get("/api/prompts/greet/history", headers=app.auth).json()["data"]
@@ -228,6 +234,15 @@ def test_a_canary_sends_a_share_of_users_to_another_version(app: Served) -> None
         headers={**admin, "x-pilothouse-user": "user-3"},
     )
     assert again.json()["choices"][0]["message"]["content"] == answers[3]  # sticky
+    # pointing the label where it points already changes nothing: no history entry, the canary goes on
+    same = app.client.post(
+        "/api/prompts/greet/labels", json={"label": "production", "version": 1}, headers=admin
+    )
+    assert same.json()["changed"] is False and same.json()["previous_version"] == 1
+    canary = app.client.get("/api/prompts/greet/canary", headers=admin).json()
+    assert canary["canary_version"] == 2, canary
+    history = app.client.get("/api/prompts/greet/history", headers=admin).json()["data"]
+    assert [(e["action"], e["version"]) for e in history[:1]] == [("canary", 2)]
     stopped = app.client.post("/api/prompts/greet/canary", json={"version": None}, headers=admin)
     assert stopped.status_code == 200
     history = app.client.get("/api/prompts/greet/history", headers=admin).json()["data"]

@@ -35,3 +35,33 @@ def test_files_are_refused_past_their_limit_without_being_read_whole(db: list[st
     )
     refused = _usage_error("prompts", "promote", "explain", "--version", "1", "--spec", "/dev/zero", *db)
     assert refused == "/dev/zero: larger than 1024 KiB: is this an eval spec?"
+
+
+def test_a_label_moved_where_it_points_changes_nothing(db: list[str]) -> None:
+    for text in ("Old {{topic}}.", "New {{topic}}."):
+        cli_in_process("prompts", "create", "explain", "--text", text, "--label", "production", *db)
+    cli_in_process("prompts", "label", "explain", "production", "1", *db)
+    started = cli_in_process("prompts", "canary", "explain", "--version", "2", *db)
+    assert started.returncode == 0, started.stderr
+    before = cli_in_process("prompts", "history", "explain", *db).stdout
+    same = cli_in_process("prompts", "label", "explain", "production", "1", *db)
+    assert same.returncode == 0
+    assert same.stdout.strip() == "explain: production already points at version 1; nothing changed"
+    assert cli_in_process("prompts", "history", "explain", *db).stdout == before  # no entry
+    status = cli_in_process("prompts", "canary-status", "explain", "--json", *db)
+    assert '"canary_version": 2' in status.stdout, status.stdout  # the canary goes on
+
+
+def test_promote_refuses_a_label_that_does_not_exist(db: list[str]) -> None:
+    cli_in_process(
+        "prompts", "create", "explain", "--text", "Explain {{topic}}.", "--label", "production", *db
+    )
+    cli_in_process("prompts", "create", "explain", "--text", "Explain {{topic}} well.", *db)
+    refused = _usage_error(
+        "prompts", "promote", "explain", "--version", "2", "--to", "prodution", "--dataset", "x.jsonl",
+        "--scorer", "contains", *db,
+    )  # fmt: skip
+    assert "no label 'prodution'" in refused
+    assert "pilothouse prompts label explain prodution 2" in refused
+    history = cli_in_process("prompts", "history", "explain", *db).stdout
+    assert "prodution" not in history

@@ -199,6 +199,9 @@ def label(name: str, label: str, version: int, project: str, database_url: str |
     new version within a second. To gate the move on an eval, use 'pilothouse prompts promote'."""
     with _registry(database_url) as (registry, _), _usage_errors():
         previous = registry.set_label(project, name, label, version, actor=_actor())
+    if previous == version:
+        click.echo(f"{name}: {label} already points at version {version}; nothing changed")
+        return
     _published(database_url, project, name)
     was = "nowhere" if previous is None else f"version {previous}"
     click.echo(f"{name}: {label} -> version {version} (was {was})")

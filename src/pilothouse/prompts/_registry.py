@@ -177,7 +177,9 @@ class PromptRegistry:
         action: str = "label",
         detail: Mapping[str, Any] | None = None,
     ) -> int | None:
-        """Point ``label`` at ``version`` (a rollback is this too) and return where it pointed before."""
+        """Point ``label`` at ``version`` (a rollback is this too) and return where it pointed before.
+        A label that already points at ``version`` is left as it is (no history entry; its canary goes
+        on): the return value equals ``version`` then."""
         check_name(name)
         check_label(label)
         try:
@@ -186,7 +188,8 @@ class PromptRegistry:
             )
         except UnknownVersion as exc:
             raise PromptNotFound(str(exc)) from None
-        self.changed(project_id, name)
+        if previous != version:
+            self.changed(project_id, name)
         return previous
 
     def set_canary(

@@ -120,7 +120,8 @@ async def create_version(request: Request) -> Response:
 
 async def move_label(request: Request) -> Response:
     """``POST /api/prompts/{name}/labels`` with ``{"label": "production", "version": 3}``: point the
-    label at the version (a rollback is this too); answers where it pointed before."""
+    label at the version (a rollback is this too); answers where it pointed before, and ``changed``:
+    false when it already pointed there (nothing is recorded then and a running canary goes on)."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.ADMIN)
     body = await read_json(request, 4096)
@@ -141,7 +142,13 @@ async def move_label(request: Request) -> Response:
         actor=_actor(principal),
     )
     return FastJSONResponse(
-        {"name": name, "label": body["label"], "version": version, "previous_version": previous}
+        {
+            "name": name,
+            "label": body["label"],
+            "version": version,
+            "previous_version": previous,
+            "changed": previous != version,
+        }
     )
 
 
