@@ -65,3 +65,27 @@ def test_promote_refuses_a_label_that_does_not_exist(db: list[str]) -> None:
     assert "pilothouse prompts label explain prodution 2" in refused
     history = cli_in_process("prompts", "history", "explain", *db).stdout
     assert "prodution" not in history
+
+
+def test_parameters_are_checked_when_stored_and_canary_mistakes_refused(
+    db: list[str], tmp_path: Path
+) -> None:
+    version = tmp_path / "v.yaml"
+    for parameters, words in [
+        ("{temperature: .nan}", "'temperature' holds a number that is not finite"),  # was stored as null
+        ("{max_tokens: -5}", "'max_tokens' must be an integer from 1"),
+        ("{bogus_param: 1}", "Unrecognized request argument supplied: bogus_param"),
+    ]:
+        version.write_text(f"prompt: 'Explain {{{{topic}}}}.'\nparameters: {parameters}\n")
+        assert words in _usage_error("prompts", "create", "explain", "--file", str(version), *db)
+    for text in ("Old {{topic}}.", "New {{topic}}."):
+        cli_in_process("prompts", "create", "explain", "--text", text, "--label", "production", *db)
+    cli_in_process("prompts", "label", "explain", "production", "1", *db)
+    before = cli_in_process("prompts", "history", "explain", *db).stdout
+    assert "no canary is running" in _usage_error("prompts", "canary", "explain", "--stop", *db)
+    tiny = cli_in_process("prompts", "canary", "explain", "--version", "2", "--share", "1e-300", *db)
+    assert tiny.returncode == 2 and "0.001" in tiny.stderr
+    assert cli_in_process("prompts", "history", "explain", *db).stdout == before  # nothing written
+    small = cli_in_process("prompts", "canary", "explain", "--version", "2", "--share", "0.001", *db)
+    assert small.returncode == 0 and "0.1% of production traffic -> version 2" in small.stdout
+    assert "no prompt named 'nosuch'" in _usage_error("prompts", "history", "nosuch", *db)

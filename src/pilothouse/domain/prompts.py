@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pilothouse.domain.chat_parameters import parameter_problem
 from pilothouse.domain.templating import (
     PLACEHOLDER,
     TemplateError,
@@ -20,6 +21,7 @@ from pilothouse.domain.templating import (
     template_variables,
     to_text,
 )
+from pilothouse.domain.traces import NUL, NUL_REPLACEMENT, has_control_characters
 
 __all__ = [
     "LATEST",
@@ -268,18 +270,30 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
     for reserved in ("model", "messages", "tools", "response_format", "stream", "prompt"):
         if reserved in parameters:
             raise PromptError(f"'parameters' cannot set {reserved!r}" + _OWN_FIELD.get(reserved, ""))
+    for key, value in parameters.items():  # the gateway's own rules: refused now, not on every request
+        problem = parameter_problem(key, value)
+        if problem is not None:
+            raise PromptError(f"'parameters': {problem}")
     model = document.get("model")
-    if model is not None and (not isinstance(model, str) or not model or len(model) > 200):
-        raise PromptError("'model' must be a model name")
+    if model is not None and (
+        not isinstance(model, str) or not model or len(model) > 200 or has_control_characters(model)
+    ):
+        raise PromptError("'model' must be a model name (no control characters)")
     tools = document.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools)):
         raise PromptError("'tools' must be a list of tool objects")
     response_format = document.get("response_format")
     if response_format is not None and not isinstance(response_format, Mapping):
         raise PromptError("'response_format' must be an object")
+    for key in ("tools", "response_format"):
+        problem = parameter_problem(key, document.get(key))
+        if problem is not None:
+            raise PromptError(problem)
     message = document.get("message")
     if message is not None and (not isinstance(message, str) or len(message) > 2000):
         raise PromptError("'message' must be a string of at most 2000 characters")
+    if message is not None:
+        message = message.replace(NUL, NUL_REPLACEMENT)  # PostgreSQL's text cannot hold a NUL
     size = len(json.dumps({k: document.get(k) for k in ("prompt", *_CONFIG_KEYS)}, default=str))
     if size > MAX_TEMPLATE_BYTES:
         raise PromptError(f"the prompt is {size} bytes; at most {MAX_TEMPLATE_BYTES} are stored")

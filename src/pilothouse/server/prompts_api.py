@@ -220,9 +220,11 @@ async def diff(request: Request) -> Response:
 async def history(request: Request) -> Response:
     """``GET /api/prompts/{name}/history?limit=100``: who changed what and when, newest first."""
     principal = await _services(request).auth.authenticate(request, Scope.READ)
-    limit = _version_param(request.query_params, "limit") or 100
+    text = request.query_params.get("limit") or "100"
+    if not (text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= 1000):
+        raise param_error("limit", "must be a whole number from 1 to 1000")
     events = await _guarded(
-        _registry(request).history, principal.project_id, request.path_params["name"], min(limit, 1000)
+        _registry(request).history, principal.project_id, request.path_params["name"], int(text)
     )
     return FastJSONResponse({"data": [event.document() for event in events]})
 
