@@ -34,6 +34,7 @@ __all__ = [
     "PromptVersion",
     "check_label",
     "check_name",
+    "check_request_fields",
     "diff_versions",
     "parse_ref",
     "prompt_from_document",
@@ -270,25 +271,15 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
     for reserved in ("model", "messages", "tools", "response_format", "stream", "prompt"):
         if reserved in parameters:
             raise PromptError(f"'parameters' cannot set {reserved!r}" + _OWN_FIELD.get(reserved, ""))
-    for key, value in parameters.items():  # the gateway's own rules: refused now, not on every request
-        problem = parameter_problem(key, value)
-        if problem is not None:
-            raise PromptError(f"'parameters': {problem}")
     model = document.get("model")
-    if model is not None and (
-        not isinstance(model, str) or not model or len(model) > 200 or has_control_characters(model)
-    ):
-        raise PromptError("'model' must be a model name (no control characters)")
+    if model is not None and (not isinstance(model, str) or not model or len(model) > 200):
+        raise PromptError("'model' must be a model name")
     tools = document.get("tools")
     if tools is not None and (not isinstance(tools, list) or not all(isinstance(t, Mapping) for t in tools)):
         raise PromptError("'tools' must be a list of tool objects")
     response_format = document.get("response_format")
     if response_format is not None and not isinstance(response_format, Mapping):
         raise PromptError("'response_format' must be an object")
-    for key in ("tools", "response_format"):
-        problem = parameter_problem(key, document.get(key))
-        if problem is not None:
-            raise PromptError(problem)
     message = document.get("message")
     if message is not None and (not isinstance(message, str) or len(message) > 2000):
         raise PromptError("'message' must be a string of at most 2000 characters")
@@ -308,6 +299,24 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
         response_format=None if response_format is None else dict(response_format),
         message=message,
     )
+
+
+def check_request_fields(version: PromptVersion) -> None:
+    """Refuse a version that every gateway call would refuse: its ``parameters`` (and ``tools``,
+    ``response_format``) checked by the gateway's own rules for a chat request (a known name, in
+    range, no number that is not finite). Done when a version is stored, not when one is read, so a
+    reader never loses a version stored before a rule existed. A ``model`` with a control character
+    (ESC, NUL) is refused too."""
+    if version.model is not None and has_control_characters(version.model):
+        raise PromptError("'model' must be a model name (no control characters)")
+    for key, value in version.parameters.items():
+        problem = parameter_problem(key, value)
+        if problem is not None:
+            raise PromptError(f"'parameters': {problem}")
+    for key, value in (("tools", version.tools), ("response_format", version.response_format)):
+        problem = parameter_problem(key, value)
+        if problem is not None:
+            raise PromptError(problem)
 
 
 _OWN_FIELD = {

@@ -23,6 +23,7 @@ from pilothouse.domain.prompts import (
     PromptVersion,
     check_label,
     check_name,
+    check_request_fields,
     diff_versions,
     prompt_from_document,
 )
@@ -169,6 +170,7 @@ class PromptRegistry:
         if len(checked_labels) > 16:
             raise PromptError("at most 16 labels at once")
         prompt = prompt_from_document(name, document)
+        check_request_fields(prompt)  # on storing only: a version stored before a rule stays readable
         created = self.prompts.add_version(project_id, prompt, actor=actor, labels=checked_labels)
         self.changed(project_id, name)
         return created
