@@ -303,3 +303,27 @@ def test_dataset_from_traces_with_filters(cli: Cli) -> None:
     assert code == 1 and "nothing stored" in err and err.count("\n") == 1
     code, out, _ = cli("datasets", "list")
     assert "typo" not in out
+
+
+def test_dataset_files_are_read_within_bounds_and_export_errors_are_one_line(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pilothouse.evals.datasets as dataset_files
+
+    # /dev/zero has no newline and a stat size of 0: it was read whole (20 GB) before any error
+    monkeypatch.setattr(dataset_files, "MAX_LINE_CHARS", 4096)
+    monkeypatch.setattr(dataset_files, "MAX_YAML_DATASET_BYTES", 4096)
+    for fmt, message in [
+        ("jsonl", "a line longer than"),
+        ("csv", "a line longer than"),
+        ("yaml", "larger than"),
+    ]:
+        code, _, err = cli("datasets", "import", "/dev/zero", "--format", fmt, "--name", "zeros")
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "qa.jsonl").write_text('{"question": "2+2?", "expected": "4"}\n')
+    assert cli("datasets", "import", "qa.jsonl")[0] == 0
+    for target in ("/proc/nope", str(tmp_path / "missing" / "qa.jsonl")):
+        code, _, err = cli("datasets", "export", "qa", "--format", "openai", "-o", target)
+        assert code == 2 and err.startswith("Error: cannot write") and "Traceback" not in err
+    code, _, err = cli("datasets", "export", "qa", "--version", "99")
+    assert code == 2 and "no version 99 of dataset 'qa'" in err

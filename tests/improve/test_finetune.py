@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,7 @@ def test_lora_learns_and_a_continued_run_ends_where_an_uninterrupted_one_does(
     assert (whole.weights_dir / "adapter_config.json").is_file()
     card = json.loads((tmp_path / "whole" / "model.json").read_text())
     assert card["steps"] == 24 and card["resumed_from"] == 0 and card["final_loss"] == round(seen[-1], 5)
+    assert not (tmp_path / "whole" / "checkpoint").exists()  # a finished run keeps no checkpoint
     # interrupted after step 7 (a checkpoint is written on stopping), then continued
     steps: list[int] = []
     stopped = finetune(
@@ -134,6 +136,7 @@ def test_lora_learns_and_a_continued_run_ends_where_an_uninterrupted_one_does(
         should_stop=lambda: len(steps) == 7,
     )
     assert stopped.card == {"stopped_at": 7, "steps": 24}
+    assert (tmp_path / "parts" / "checkpoint" / "state.pt").is_file()  # kept while unfinished
     resumed: list[int] = []
     finetune(tiny_base, examples, settings, tmp_path / "parts", progress=lambda p: resumed.append(p.step))
     assert resumed[0] == 8 and resumed[-1] == 24
@@ -226,8 +229,12 @@ def test_cli_trains_lists_continues_and_exports(
         should_stop=lambda: True,
     )
     assert stopped.card == {"stopped_at": 1, "steps": 6}
-    code, out, err = cli(*train, "--max-steps", "6", "--database-url", url)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = cli(*train, "--max-steps", "6", "--database-url", url)
     assert code == 0, err
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]  # it reached the CLI's output
+    assert not (tmp_path / "home" / "adapters" / "colours" / "v1" / "checkpoint").exists()
     assert "continued the checkpoint of step 1" in out
     assert "trained colours@1 on colours@1: 6 examples, 6 steps" in out
     assert "options: {adapter: colours}" in out

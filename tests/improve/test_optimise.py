@@ -156,7 +156,12 @@ def test_the_budget_stops_a_run_which_resumes_with_more(task: tuple[list[str], P
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
     assert "STOPPED: the budget $0.05 would be passed" in stopped.stdout
     assert "0 trials" in stopped.stdout
-    resumed = cli_in_process("prompts", "optimise", "sentiment", "--resume", "--budget-usd", "100", *common)
+    resume = ["prompts", "optimise", "sentiment", "--resume", "--budget-usd", "100", *common]
+    # an option that differs from the saved run is refused, not silently ignored
+    for changed in (["--trials", "5"], ["--scorer", "contains"], ["--few-shot", "0"], ["--proposer", "task"]):
+        refused = _usage_error(*resume, *changed)
+        assert refused.startswith(f"{changed[0]} differs from the run being resumed"), refused
+    resumed = cli_in_process(*resume, "--trials", "3", "--scorer", "exact")  # the same: allowed
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "3 trials" in resumed.stdout and "stored sentiment@2" in resumed.stdout
     # few-shot sets from the train split's answers (the starting prompt got none right), tried in trial 2
@@ -199,6 +204,10 @@ def test_bad_inputs_are_one_line_errors(task: tuple[list[str], Path, Path]) -> N
     assert "no dataset 'nope'" in _usage_error(*base, "--train", "sentiment-train", "--validation", "nope")
     assert "unknown scorer" in _usage_error(*base[:3], "--scorer", "exactish", *both, *common).lower()
     assert "--train and --validation" in _usage_error(*base)
+    same = ["--train", "sentiment-train", "--validation", "sentiment-train"]
+    assert "are the same dataset" in _usage_error(*base, *same)
+    no_scorer = _usage_error(*base[:3], "--proposer", "proposer", *both, *common)
+    assert no_scorer.startswith("give at least one --scorer") and "--spec" not in no_scorer
     assert "no optimisation to resume" in _usage_error("prompts", "optimise", "other", "--resume", *common)
     assert "not 'production'" in _usage_error(*base, *both, "--label", "production")
     assert "--budget-usd" in _usage_error(*base, *both, "--budget-usd", "-1")

@@ -67,7 +67,13 @@ def test_create_read_label_diff_history(app: Served) -> None:
     moved = app.client.post(
         "/api/prompts/greet/labels", json={"label": "production", "version": 2}, headers=admin
     )
-    assert moved.json() == {"name": "greet", "label": "production", "version": 2, "previous_version": 1}
+    assert moved.json() == {
+        "name": "greet",
+        "label": "production",
+        "version": 2,
+        "previous_version": 1,
+        "changed": True,
+    }
     diff = app.client.get("/api/prompts/greet/diff?from=1&to=2", headers=app.auth).json()["diff"]
     assert "-Say {{word}}" in diff and "+Please say {{word}}" in diff
     history = app.client.get("/api/prompts/greet/history", headers=app.auth).json()["data"]
@@ -228,7 +234,54 @@ def test_a_canary_sends_a_share_of_users_to_another_version(app: Served) -> None
         headers={**admin, "x-pilothouse-user": "user-3"},
     )
     assert again.json()["choices"][0]["message"]["content"] == answers[3]  # sticky
+    # pointing the label where it points already changes nothing: no history entry, the canary goes on
+    same = app.client.post(
+        "/api/prompts/greet/labels", json={"label": "production", "version": 1}, headers=admin
+    )
+    assert same.json()["changed"] is False and same.json()["previous_version"] == 1
+    canary = app.client.get("/api/prompts/greet/canary", headers=admin).json()
+    assert canary["canary_version"] == 2, canary
+    history = app.client.get("/api/prompts/greet/history", headers=admin).json()["data"]
+    assert [(e["action"], e["version"]) for e in history[:1]] == [("canary", 2)]
     stopped = app.client.post("/api/prompts/greet/canary", json={"version": None}, headers=admin)
     assert stopped.status_code == 200
     history = app.client.get("/api/prompts/greet/history", headers=admin).json()["data"]
     assert [(e["action"], e["version"]) for e in history[:2]] == [("canary", None), ("canary", 2)]
+
+
+BAD_VERSIONS = [
+    ({"parameters": {"max_tokens": -5}}, "'max_tokens' must be an integer from 1"),
+    ({"parameters": {"temperature": "hot"}}, "'temperature' must be a number from 0 to 2"),
+    ({"parameters": {"bogus_param": 1}}, "Unrecognized request argument supplied: bogus_param"),
+    ({"model": "echo\x00"}, "no control characters"),
+]
+
+
+def test_versions_are_checked_by_the_gateway_rules_when_stored(app: Served) -> None:
+    admin = _admin(app)
+    for extra, words in BAD_VERSIONS:
+        body = {"prompt": "Say {{word}}", **extra}
+        response = app.client.post("/api/prompts/greet/versions", json=body, headers=admin)
+        assert response.status_code == 400, (extra, response.text)
+        assert words in response.json()["error"]["message"], response.text
+    assert app.client.get("/api/prompts/greet/versions", headers=admin).status_code == 404  # none stored
+    body = {"prompt": "Say {{word}}", "model": "echo", "message": "fix\x00", "labels": ["production"]}
+    created = app.client.post("/api/prompts/greet/versions", json=body, headers=admin)
+    assert created.status_code == 201 and created.json()["message"] == "fix\ufffd", created.text
+    # a canary: a share too small to decide, and stopping one that does not run, are refused
+    app.client.post("/api/prompts/greet/versions", json={**body, "labels": []}, headers=admin)
+    tiny = app.client.post("/api/prompts/greet/canary", json={"version": 2, "share": 1e-300}, headers=admin)
+    assert tiny.status_code == 400 and "at least 0.001" in tiny.json()["error"]["message"]
+    stop = app.client.post("/api/prompts/greet/canary", json={"version": None}, headers=admin)
+    assert stop.status_code == 400 and "no canary is running" in stop.json()["error"]["message"]
+    history = app.client.get("/api/prompts/greet/history", headers=admin).json()["data"]
+    assert [e["action"] for e in history] == ["create", "label", "create"]
+    # history: an unknown prompt is a 404 (as /versions), a bad limit names its range
+    assert app.client.get("/api/prompts/nosuch/history", headers=admin).status_code == 404
+    bad = app.client.get("/api/prompts/greet/history?limit=-1", headers=admin)
+    assert bad.status_code == 400 and "from 1 to 1000" in bad.json()["error"]["message"]
+    # score names with control characters are refused (an ESC rewrites a terminal that shows it)
+    for name in ("bad\x1b[2J", "nul\x00"):
+        score = {"trace_id": "a" * 32, "name": name, "value": 1}
+        refused = app.client.post("/api/scores", json=score, headers=app.auth)
+        assert refused.status_code == 400 and "control characters" in refused.json()["error"]["message"]

@@ -174,3 +174,20 @@ def test_a_canary_splits_a_label_sticky_per_user_until_the_label_moves(sqlite_st
     assert registry.canary("p1", "greet", "production") is None
     events = [(e.action, e.version, dict(e.detail)) for e in registry.history("p1", "greet", 2)]
     assert events == [("label", 3, {}), ("canary", 2, {"share": 0.25})]
+
+
+def test_parameters_are_checked_on_storing_not_on_reading(store: SqlStore) -> None:
+    from pilothouse.domain.prompts import check_request_fields, prompt_from_document
+
+    registry = PromptRegistry(store)
+    odd = {**CHAT, "parameters": {"max_tokens": 64, "bogus_param": 1}}
+    with pytest.raises(PromptError, match="Unrecognized request argument supplied: bogus_param"):
+        registry.create("p1", "support", odd, actor="alice")
+    with pytest.raises(PromptError, match="not finite"):
+        registry.create("p1", "support", {**CHAT, "parameters": {"temperature": float("nan")}}, actor="a")
+    assert registry.history("p1") == []  # nothing stored
+    # a version read back (the SDK reads the server's answer) is not refused by a newer rule
+    version = prompt_from_document("support", odd, version=3)
+    assert version.parameters["bogus_param"] == 1
+    with pytest.raises(PromptError):
+        check_request_fields(version)

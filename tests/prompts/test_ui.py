@@ -58,6 +58,11 @@ def test_prompt_pages(app: Served) -> None:
     assert "Prompt greet" in page.text and "Hi there {{who}}" in page.text and "friendlier" in page.text
     app.client.app.state.pilothouse.prompts.set_canary("p1", "greet", "production", 2, 0.2, actor=None)  # type: ignore[attr-defined]
     assert "Canary: 20.0% of <strong>production</strong> traffic" in client.get("/prompts/greet").text
+    # moving the label where it points changes nothing, says so, and the canary goes on
+    same = client.post("/prompts/greet/labels", data={"csrf": csrf, "label": "production", "version": "1"})
+    assert same.status_code == 303 and same.headers["location"] == "/prompts/greet?done=unchanged"
+    page = client.get("/prompts/greet?done=unchanged").text
+    assert "already points at that version: nothing changed" in page and "Canary: 20.0%" in page
     moved = client.post("/prompts/greet/labels", data={"csrf": csrf, "label": "production", "version": "2"})
     assert moved.status_code == 303
     diff = client.get("/prompts/greet/diff?from=1&to=2")

@@ -108,6 +108,8 @@ def export_command(
     store = eval_store(database_url)
     try:
         version = store.get_version(project, name, version_number)
+        if version is None and version_number is not None and store.get_version(project, name) is not None:
+            raise CliError(f"no version {version_number} of dataset {name!r}", exit_code=2)
         if version is None:
             raise CliError(f"no dataset {name!r} in project {project!r}", exit_code=2)
         items = _StoredItems(store, version.id)
@@ -140,7 +142,11 @@ def _output(path: Path | None) -> Iterator[Any]:
     if path is None:
         yield sys.stdout
         return
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    try:
+        handle = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}", exit_code=2) from None
+    with handle:
         yield handle
 
 

@@ -17,6 +17,9 @@ import click
 
 from pilothouse.cli.common import CliError, database_option, open_store, run_async
 
+# a prompt version's file: its template (bounded by the registry) with room for YAML's comments
+MAX_PROMPT_FILE_BYTES = 512 * 1024
+
 if TYPE_CHECKING:
     from pilothouse.prompts import PromptRegistry
     from pilothouse.store.sql import SqlStore
@@ -144,16 +147,19 @@ def create(
     """Store a new version of prompt NAME (versions are never changed; the number is printed last)."""
     import yaml
 
-    from pilothouse.config import load_yaml
+    from pilothouse.config import FileTooLarge, load_yaml, read_small_text
 
     if (file is None) == (text is None):
         raise CliError("give --file or --text", exit_code=2)
     document: Any = {"prompt": text}
     if file is not None:
         try:
-            document = load_yaml(file.read_text(encoding="utf-8"), str(file))
+            text = read_small_text(file, MAX_PROMPT_FILE_BYTES, "a prompt version")
+            document = load_yaml(text, str(file))
         except OSError as exc:
             raise CliError(f"cannot read {file}: {exc.strerror}", exit_code=2) from None
+        except FileTooLarge as exc:
+            raise CliError(str(exc), exit_code=2) from None
         except yaml.YAMLError as exc:
             raise CliError(" ".join(str(exc).split()), exit_code=2) from None
         if not isinstance(document, dict):
@@ -193,6 +199,9 @@ def label(name: str, label: str, version: int, project: str, database_url: str |
     new version within a second. To gate the move on an eval, use 'pilothouse prompts promote'."""
     with _registry(database_url) as (registry, _), _usage_errors():
         previous = registry.set_label(project, name, label, version, actor=_actor())
+    if previous == version:
+        click.echo(f"{name}: {label} already points at version {version}; nothing changed")
+        return
     _published(database_url, project, name)
     was = "nowhere" if previous is None else f"version {previous}"
     click.echo(f"{name}: {label} -> version {version} (was {was})")

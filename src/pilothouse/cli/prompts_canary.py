@@ -17,7 +17,11 @@ from pilothouse.cli.prompts import _actor, _published, _registry, _usage_errors,
 @click.argument("name")
 @click.option("--version", "version", type=click.IntRange(min=1), default=None, help="The canary's version.")
 @click.option(
-    "--share", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True
+    "--share",
+    type=click.FloatRange(0.001, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="The canary's share of the label's traffic, from 0.001 to below 1.",
 )
 @click.option(
     "--label", "label", default="production", show_default=True, help="The label whose traffic is split."
@@ -60,7 +64,9 @@ def canary(
     if version is None:
         click.echo(f"{name}: canary on {label} stopped; all traffic gets version {main}")
     else:
-        click.echo(f"{name}: {share:.0%} of {label} traffic -> version {version}, the rest -> version {main}")
+        click.echo(
+            f"{name}: {share * 100:g}% of {label} traffic -> version {version}, the rest -> version {main}"
+        )
 
 
 @prompts.command("canary-status")

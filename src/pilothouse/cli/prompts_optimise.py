@@ -93,6 +93,12 @@ def optimise(
         try:
             if resume:
                 state = load_state(path)
+                given = {
+                    "from_label": from_label, "train": train, "validation": validation,
+                    "scorers": scorers, "proposer": proposer, "trials": trials, "few_shot": few_shot,
+                    "minibatch": minibatch, "label": label, "seed": seed,
+                }  # fmt: skip
+                _check_unchanged(state.settings, given, load_yaml)
                 if cap is not None:  # raising the cap is how a budget-stopped run goes on
                     from dataclasses import replace
 
@@ -101,6 +107,17 @@ def optimise(
                 if train is None or validation is None:
                     raise CliError(
                         "give --train and --validation (stored datasets), or --resume", exit_code=2
+                    )
+                if train == validation:
+                    raise CliError(
+                        "--train and --validation are the same dataset: candidates would be scored on "
+                        "the examples they were written from; give two splits",
+                        exit_code=2,
+                    )
+                if not scorers:
+                    raise CliError(
+                        "give at least one --scorer (what candidates are scored by on --validation)",
+                        exit_code=2,
                     )
                 spec, _ = _promotion_spec(None, validation, scorers, load_yaml, read_spec_file, SpecError)
                 start = registry.get(project, name, label=from_label)
@@ -147,6 +164,39 @@ def optimise(
                 raise CliError(f"{exc}; continue with --resume ({path})", exit_code=2) from None
             raise CliError(str(exc), exit_code=2) from None
     _report(state, path)
+
+
+# each option --resume compares with the saved run, and the saved setting it names
+_RESUMED = {
+    "from_label": "from_label", "train": "train", "validation": "validation", "scorers": "scorers",
+    "proposer": "proposer", "trials": "trials", "few_shot": "few_shot", "minibatch": "minibatch_size",
+    "label": "label", "seed": "seed",
+}  # fmt: skip
+
+
+def _check_unchanged(settings: Any, given: dict[str, Any], load_yaml: Any) -> None:
+    """--resume continues a run as it was started: an option given on the command line that differs
+    from the saved run is refused rather than silently ignored (--budget-usd may change: raising it is
+    how a budget-stopped run goes on)."""
+    from click.core import ParameterSource
+
+    from pilothouse.cli.prompts import _promotion_spec
+
+    context = click.get_current_context()
+    for option, setting in _RESUMED.items():
+        if context.get_parameter_source(option) is not ParameterSource.COMMANDLINE:
+            continue
+        value, saved = given[option], getattr(settings, setting)
+        if option == "scorers":
+            value = tuple(_promotion_spec(None, "-", value, load_yaml, None, None)[0]["scorers"])
+            saved = tuple(saved)
+        if value != saved:
+            flag = "--" + option.replace("_", "-").removesuffix("s" if option == "scorers" else "")
+            raise CliError(
+                f"{flag} differs from the run being resumed ({saved!r}): --resume continues a run as it "
+                "was started (only --budget-usd may change); start a new run without --resume",
+                exit_code=2,
+            )
 
 
 def _report(state: Any, path: Path) -> None:

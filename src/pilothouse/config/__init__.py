@@ -8,6 +8,7 @@ was expected."""
 from pilothouse.config._guardrails import GuardrailRule, GuardSpec
 from pilothouse.config._load import (
     ConfigError,
+    FileTooLarge,
     config_error,
     default_config_file,
     environment_settings,
@@ -17,6 +18,7 @@ from pilothouse.config._load import (
     load_yaml,
     parse_config,
     read_config_file,
+    read_small_text,
     speedups_disabled,
 )
 from pilothouse.config._model import (
@@ -37,6 +39,7 @@ __all__ = [
     "CascadeSettings",
     "ClientSettings",
     "ConfigError",
+    "FileTooLarge",
     "GuardSpec",
     "GuardrailRule",
     "ModelEntry",
@@ -55,5 +58,6 @@ __all__ = [
     "load_yaml",
     "parse_config",
     "read_config_file",
+    "read_small_text",
     "speedups_disabled",
 ]

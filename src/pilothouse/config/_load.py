@@ -194,19 +194,33 @@ def parse_config(data: Any, source: str = "config") -> PilothouseConfig:
     return config
 
 
+class FileTooLarge(ValueError):
+    """A file past the size its reader takes (or not UTF-8 text); the message says which and why."""
+
+
+def read_small_text(path: Path, limit: int, what: str) -> str:
+    """The UTF-8 text of a file of at most ``limit`` bytes. It reads at most ``limit + 1`` bytes, so a
+    device (``/dev/zero``, whose size stat gives as 0) or a huge file is refused without being read.
+    Raises :class:`OSError` when the file cannot be read and :class:`FileTooLarge` past the limit."""
+    with path.open("rb") as file:
+        raw = file.read(limit + 1)
+    if len(raw) > limit:
+        size = f"{limit // (1024 * 1024)} MiB" if limit > 1024 * 1024 else f"{limit // 1024} KiB"
+        raise FileTooLarge(f"{path}: larger than {size}: is this {what}?")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FileTooLarge(f"{path}: not UTF-8 text (byte {exc.start}): is this {what}?") from None
+
+
 def read_config_file(path: Path) -> PilothouseConfig:
     """The config of a YAML file."""
     try:
-        with path.open("rb") as file:
-            raw = file.read(MAX_CONFIG_BYTES + 1)
+        text = read_small_text(path, MAX_CONFIG_BYTES, "a config file")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB: is this a config file?")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): is this a config file?") from None
+    except FileTooLarge as exc:
+        raise ConfigError(str(exc)) from None
     try:
         data = load_yaml(text, str(path))
     except yaml.YAMLError as exc:

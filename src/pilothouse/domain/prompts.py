@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pilothouse.domain.chat_parameters import parameter_problem
 from pilothouse.domain.templating import (
     PLACEHOLDER,
     TemplateError,
@@ -20,6 +21,7 @@ from pilothouse.domain.templating import (
     template_variables,
     to_text,
 )
+from pilothouse.domain.traces import NUL, NUL_REPLACEMENT, has_control_characters
 
 __all__ = [
     "LATEST",
@@ -32,6 +34,7 @@ __all__ = [
     "PromptVersion",
     "check_label",
     "check_name",
+    "check_request_fields",
     "diff_versions",
     "parse_ref",
     "prompt_from_document",
@@ -280,6 +283,8 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
     message = document.get("message")
     if message is not None and (not isinstance(message, str) or len(message) > 2000):
         raise PromptError("'message' must be a string of at most 2000 characters")
+    if message is not None:
+        message = message.replace(NUL, NUL_REPLACEMENT)  # PostgreSQL's text cannot hold a NUL
     size = len(json.dumps({k: document.get(k) for k in ("prompt", *_CONFIG_KEYS)}, default=str))
     if size > MAX_TEMPLATE_BYTES:
         raise PromptError(f"the prompt is {size} bytes; at most {MAX_TEMPLATE_BYTES} are stored")
@@ -294,6 +299,24 @@ def prompt_from_document(name: str, document: Mapping[str, Any], *, version: int
         response_format=None if response_format is None else dict(response_format),
         message=message,
     )
+
+
+def check_request_fields(version: PromptVersion) -> None:
+    """Refuse a version that every gateway call would refuse: its ``parameters`` (and ``tools``,
+    ``response_format``) checked by the gateway's own rules for a chat request (a known name, in
+    range, no number that is not finite). Done when a version is stored, not when one is read, so a
+    reader never loses a version stored before a rule existed. A ``model`` with a control character
+    (ESC, NUL) is refused too."""
+    if version.model is not None and has_control_characters(version.model):
+        raise PromptError("'model' must be a model name (no control characters)")
+    for key, value in version.parameters.items():
+        problem = parameter_problem(key, value)
+        if problem is not None:
+            raise PromptError(f"'parameters': {problem}")
+    for key, value in (("tools", version.tools), ("response_format", version.response_format)):
+        problem = parameter_problem(key, value)
+        if problem is not None:
+            raise PromptError(problem)
 
 
 _OWN_FIELD = {

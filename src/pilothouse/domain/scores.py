@@ -8,7 +8,14 @@ import time
 import uuid
 from typing import Any
 
-from pilothouse.domain.traces import Score, ScoreDataType, ScoreSource
+from pilothouse.domain.traces import (
+    NUL,
+    NUL_REPLACEMENT,
+    Score,
+    ScoreDataType,
+    ScoreSource,
+    has_control_characters,
+)
 
 _SCORE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
 
@@ -38,6 +45,8 @@ def make_score(
         raise ValueError("trace_id is required")
     if not isinstance(name, str) or not name.strip():
         raise ValueError("name is required")
+    if has_control_characters(name):
+        raise ValueError("name must not hold control characters (ESC, NUL, ...)")
     if score_id is not None and (not isinstance(score_id, str) or not _SCORE_ID.match(score_id)):
         raise ValueError("id must be 1-32 letters, digits, '_', '.', ':' or '-'")
     if observation_id is not None and not isinstance(observation_id, str):
@@ -76,9 +85,11 @@ def make_score(
     else:
         if not isinstance(value, str) or not value:
             raise ValueError("a categorical score needs a non-empty string as value")
-        text = value
+        text = value.replace(NUL, NUL_REPLACEMENT)  # PostgreSQL's text cannot hold a NUL
     if comment is not None and not isinstance(comment, str):
         raise ValueError("comment must be a string")
+    if comment is not None:
+        comment = comment.replace(NUL, NUL_REPLACEMENT)
     return Score(
         id=score_id or uuid.uuid4().hex,
         trace_id=trace_id,

@@ -219,6 +219,12 @@ _TRACE_TEXTS = ("name", "user_id", "session_id", "environment", "release", "inpu
 NUL, NUL_REPLACEMENT = "\x00", "\ufffd"
 
 
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (C0, DEL or C1: NUL, ESC, a newline, ...): none
+    belongs in a name, where an ESC rewrites a terminal and a NUL fails PostgreSQL's text columns."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text)
+
+
 def replace_nul_characters(record: SpanRecord) -> None:
     """Put U+FFFD in place of every NUL character (U+0000) in the record's texts (JSON ones keep
     theirs, escaped). PostgreSQL's text columns cannot hold a NUL: one in a span name, a user id or

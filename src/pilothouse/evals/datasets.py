@@ -53,6 +53,8 @@ _SUFFIXES: dict[str, DatasetFormat] = {
 }
 
 MAX_DATASET_VALUES = 20_000_000  # values of a YAML dataset once aliases are followed
+MAX_YAML_DATASET_BYTES = 64 * 1024 * 1024  # a YAML dataset is parsed whole; larger ones belong in JSONL
+MAX_LINE_CHARS = 64 * 1024 * 1024  # a JSONL item or CSV line; a file of no newlines stops here
 
 
 def _checked_messages(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
@@ -138,7 +140,7 @@ def read_items(path: Path, fmt: str | None = None) -> Iterator[DatasetItem]:
 
 def _read_jsonl(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
     position = 0
-    for number, line in enumerate(handle, start=1):
+    for number, line in enumerate(_bounded_lines(handle, path), start=1):
         if not line.strip():
             continue
         try:
@@ -150,7 +152,7 @@ def _read_jsonl(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
 
 
 def _read_csv(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
-    reader = csv.DictReader(handle)
+    reader = csv.DictReader(_bounded_lines(handle, path))
     for position, row in enumerate(reader, start=1):
         where = f"{path}:{reader.line_num}"
         if None in row:
@@ -170,9 +172,24 @@ def _read_csv(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
         yield item_from_mapping(record, position, where)
 
 
+def _bounded_lines(handle: TextIO, path: Path) -> Iterator[str]:
+    """The lines of a file, each read at most :data:`MAX_LINE_CHARS` at a time, so a file without
+    newlines (``/dev/zero``) is refused instead of read whole into memory."""
+    number = 0
+    while line := handle.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise DatasetError(f"{path}:{number}: a line longer than {MAX_LINE_CHARS // (1024 * 1024)} MiB")
+        yield line
+
+
 def _read_yaml(handle: TextIO, path: Path) -> Iterator[DatasetItem]:
+    text = handle.read(MAX_YAML_DATASET_BYTES + 1)
+    if len(text) > MAX_YAML_DATASET_BYTES:
+        limit = MAX_YAML_DATASET_BYTES // (1024 * 1024)
+        raise DatasetError(f"{path}: a YAML dataset larger than {limit} MiB (write it as JSONL)")
     try:
-        data = load_yaml(handle.read(), str(path), max_values=MAX_DATASET_VALUES)
+        data = load_yaml(text, str(path), max_values=MAX_DATASET_VALUES)
     except yaml.YAMLError as exc:
         reason = " ".join(str(exc).split())
         raise DatasetError(f"{path}: not valid YAML: {reason}") from None

@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from pilothouse.config import load_yaml
+from pilothouse.config import FileTooLarge, load_yaml, read_small_text
 from pilothouse.domain.datasets import DatasetError, DatasetItem
 from pilothouse.domain.redaction import REDACTED, redact_headers, redact_url
 from pilothouse.evals.calls import TargetConfigError
@@ -59,6 +59,7 @@ __all__ = [
     "read_spec_file",
 ]
 
+MAX_SPEC_BYTES = 1024 * 1024  # a spec is a page of YAML; its dataset is a file of its own
 TOP_KEYS = (
     "name",
     "description",
@@ -163,9 +164,11 @@ def _unknown_key(source: str, where: str, key: str, known: Sequence[str]) -> Spe
 def read_spec_file(path: Path) -> Any:
     """A spec file's YAML, parsed but not checked."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_text(path, MAX_SPEC_BYTES, "an eval spec")
     except OSError as exc:
         raise SpecError(f"cannot read the spec {path}: {exc.strerror}") from None
+    except FileTooLarge as exc:
+        raise SpecError(str(exc)) from None
     try:
         return load_yaml(text, str(path))
     except yaml.YAMLError as exc:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from pilothouse.domain.chat_parameters import CHAT_PARAMETERS, INTEGER_RANGES, NUMBER_RANGES, number_problem
+
 
 class InvalidRequest(ValueError):
     """A request the gateway refuses; ``param`` names the offending field."""
@@ -17,36 +19,8 @@ class InvalidRequest(ValueError):
         self.param = param
 
 
-_NUMBERS: dict[str, tuple[float, float]] = {
-    "temperature": (0, 2),
-    "top_p": (0, 1),
-    "frequency_penalty": (-2, 2),
-    "presence_penalty": (-2, 2),
-}
-_INTEGERS: dict[str, tuple[int, int]] = {
-    "max_tokens": (1, 10_000_000),
-    "max_completion_tokens": (1, 10_000_000),
-    "n": (1, 128),
-    "seed": (-(2**63), 2**63 - 1),
-    "top_logprobs": (0, 20),
-}
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
-CHAT_PARAMETERS = frozenset(
-    {
-        "model", "messages", "audio", "frequency_penalty", "function_call", "functions", "logit_bias",
-        "logprobs", "max_completion_tokens", "max_tokens", "metadata", "modalities", "n",
-        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key",
-        "prompt_cache_retention", "reasoning_effort", "response_format", "safety_identifier", "seed",
-        "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
-        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
-        # sampling parameters of OpenAI-compatible servers (vLLM, llama.cpp), passed on to them
-        "top_k", "min_p", "repetition_penalty",
-        # the gateway's own: drop what the chosen deployment cannot honour (else a 400 names it)
-        "drop_params",
-    }
-)  # fmt: skip
-"""The top-level parameters of OpenAI's chat completions API (any other is a 400, as OpenAI answers)."""
 EMBEDDINGS_PARAMETERS = frozenset({"model", "input", "encoding_format", "dimensions", "user", "drop_params"})
 """The top-level parameters of OpenAI's embeddings API."""
 
@@ -112,18 +86,10 @@ def check_chat_request(body: Any) -> dict[str, Any]:
                 f"messages[{index}].role",
             )
         _check_message(message, index)
-    for name, (low, high) in _NUMBERS.items():
-        value = body.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high
-        ):
-            raise InvalidRequest(400, f"'{name}' must be a number from {low} to {high}.", name)
-    for name, (low, high) in _INTEGERS.items():
-        value = body.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
-        ):
-            raise InvalidRequest(400, f"'{name}' must be an integer from {low} to {high}.", name)
+    for name in (*NUMBER_RANGES, *INTEGER_RANGES):
+        problem = number_problem(name, body.get(name))
+        if problem is not None:
+            raise InvalidRequest(400, problem, name)
     if "stream" in body and not isinstance(body["stream"], bool):
         raise InvalidRequest(400, "'stream' must be true or false.", "stream")
     stop = body.get("stop")

@@ -16,7 +16,9 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -216,7 +218,8 @@ def finetune(
             listed = ", ".join(map(repr, unknown))
             raise FinetuneError(f"target_modules: no module named {listed} in the model")
         try:
-            model = peft.get_peft_model(model, config)
+            with quiet_deprecations():
+                model = peft.get_peft_model(model, config)
         except ValueError as exc:
             raise FinetuneError(f"target_modules: {exc}") from None
     model.to(device)
@@ -281,7 +284,20 @@ def finetune(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (output_dir / MODEL_CARD).write_text(json.dumps(final, indent=2))
+    # finished (the card says so, and a finished folder is never continued): the checkpoint, as large
+    # as the adapter again and the optimizer's state besides, has no use left
+    shutil.rmtree(output_dir / CHECKPOINT, ignore_errors=True)
     return FinetuneResult(output_dir, weights, final)
+
+
+@contextmanager
+def quiet_deprecations() -> Iterator[None]:
+    """Silence FutureWarnings while peft wraps a transformers model: peft reads the deprecated
+    ``is_gradient_checkpointing`` (transformers 5), and the warning reached the CLI's output, where
+    a user can do nothing about it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 def _peft() -> Any:

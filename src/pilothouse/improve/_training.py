@@ -17,6 +17,7 @@ from pilothouse.improve._finetune import (
     Progress,
     build_examples,
     finetune,
+    quiet_deprecations,
     torch_device,
 )
 from pilothouse.providers import local_adapters
@@ -97,7 +98,8 @@ def export_adapter(reference: str, target: Path, *, merged: bool = False, home: 
     model = transformers.AutoModelForCausalLM.from_pretrained(
         base, dtype=torch.float32, local_files_only=True
     )
-    model = peft.PeftModel.from_pretrained(model, source).merge_and_unload()
+    with quiet_deprecations():
+        model = peft.PeftModel.from_pretrained(model, source).merge_and_unload()
     model.save_pretrained(target)
     transformers.AutoTokenizer.from_pretrained(source, local_files_only=True).save_pretrained(target)
     return target

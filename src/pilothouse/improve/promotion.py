@@ -88,20 +88,11 @@ async def promote_prompt(
     current = registry.prompts.get(project_id, name, label=label)
     if current is not None and current.version == version:
         raise PromotionError(f"{label!r} already points at {name}@{version}")
-    if current is None:  # nothing to compare against: the first version to hold the label
-        result = PromotionResult(
-            name,
-            label,
-            version,
-            None,
-            GateVerdict.PASS,
-            True,
-            f"{label!r} pointed at no version: nothing to gate",
+    if current is None:  # nothing to compare against: a typo ('prodution') must not pass silently
+        raise PromotionError(
+            f"prompt {name!r} has no label {label!r}: a promotion moves a label that exists; use "
+            f"'pilothouse prompts label {name} {label} {version}' to give a label its first version"
         )
-        registry.set_label(
-            project_id, name, label, version, actor=actor, action="promote", detail=result.document()
-        )
-        return result
     specs = []
     for which in (current.version, candidate.version):
         target = dict(spec.get("target") or {})

@@ -23,6 +23,7 @@ from pilothouse.domain.prompts import (
     PromptVersion,
     check_label,
     check_name,
+    check_request_fields,
     diff_versions,
     prompt_from_document,
 )
@@ -35,6 +36,9 @@ _CACHE_LIMIT = 10_000  # resolved references kept per process; past it the cache
 _ABSENT_LIMIT = 1_000  # references to no prompt, kept apart
 
 CacheKey = tuple[str, str, str | None, int | None]
+
+
+MIN_CANARY_SHARE = 0.001  # a smaller share would never gather the evidence to decide
 
 
 class PromptNotFound(LookupError):
@@ -140,10 +144,14 @@ class PromptRegistry:
         return diff_versions(self.get(project_id, name, version=old), self.get(project_id, name, version=new))
 
     def history(self, project_id: str, name: str | None = None, limit: int = 100) -> list[PromptEvent]:
-        """Who changed what and when, newest first (of one prompt or of the whole project)."""
+        """Who changed what and when, newest first (of one prompt or of the whole project);
+        :class:`PromptNotFound` for an unknown prompt (a stored one has its 'create' entry at least)."""
         if name is not None:
             check_name(name)
-        return self.prompts.history(project_id, name, max(1, min(limit, 1000)))
+        events = self.prompts.history(project_id, name, max(1, min(limit, 1000)))
+        if name is not None and not events:
+            raise PromptNotFound(f"no prompt named {name!r}")
+        return events
 
     # -- writing ------------------------------------------------------------------------------------
 
@@ -162,6 +170,7 @@ class PromptRegistry:
         if len(checked_labels) > 16:
             raise PromptError("at most 16 labels at once")
         prompt = prompt_from_document(name, document)
+        check_request_fields(prompt)  # on storing only: a version stored before a rule stays readable
         created = self.prompts.add_version(project_id, prompt, actor=actor, labels=checked_labels)
         self.changed(project_id, name)
         return created
@@ -177,7 +186,9 @@ class PromptRegistry:
         action: str = "label",
         detail: Mapping[str, Any] | None = None,
     ) -> int | None:
-        """Point ``label`` at ``version`` (a rollback is this too) and return where it pointed before."""
+        """Point ``label`` at ``version`` (a rollback is this too) and return where it pointed before.
+        A label that already points at ``version`` is left as it is (no history entry; its canary goes
+        on): the return value equals ``version`` then."""
         check_name(name)
         check_label(label)
         try:
@@ -186,7 +197,8 @@ class PromptRegistry:
             )
         except UnknownVersion as exc:
             raise PromptNotFound(str(exc)) from None
-        self.changed(project_id, name)
+        if previous != version:
+            self.changed(project_id, name)
         return previous
 
     def set_canary(
@@ -216,9 +228,14 @@ class PromptRegistry:
             if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= 1e9:
                 raise PromptError("a canary's margin is a number >= 0, in the score's units")
             decide["margin"] = float(margin)
-        if version is not None and not (isinstance(share, int | float) and 0 < share < 1):
-            raise PromptError("a canary's share is a number between 0 and 1 (0.1: a tenth of the traffic)")
+        if version is not None and not (isinstance(share, int | float) and MIN_CANARY_SHARE <= share < 1):
+            raise PromptError(
+                f"a canary's share is a number between 0 and 1, at least {MIN_CANARY_SHARE} "
+                "(0.1: a tenth of the traffic)"
+            )
         current = self.get(project_id, name, label=label)  # PromptNotFound: no such prompt or label
+        if version is None and self.prompts.canary(project_id, name, label) is None:
+            raise PromptError(f"no canary is running on {name!r} {label!r}: nothing to stop")
         if version is not None and current.version == version:
             raise PromptError(
                 f"{label!r} already points at version {version}; a canary needs another version"

@@ -120,7 +120,8 @@ async def create_version(request: Request) -> Response:
 
 async def move_label(request: Request) -> Response:
     """``POST /api/prompts/{name}/labels`` with ``{"label": "production", "version": 3}``: point the
-    label at the version (a rollback is this too); answers where it pointed before."""
+    label at the version (a rollback is this too); answers where it pointed before, and ``changed``:
+    false when it already pointed there (nothing is recorded then and a running canary goes on)."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.ADMIN)
     body = await read_json(request, 4096)
@@ -141,7 +142,13 @@ async def move_label(request: Request) -> Response:
         actor=_actor(principal),
     )
     return FastJSONResponse(
-        {"name": name, "label": body["label"], "version": version, "previous_version": previous}
+        {
+            "name": name,
+            "label": body["label"],
+            "version": version,
+            "previous_version": previous,
+            "changed": previous != version,
+        }
     )
 
 
@@ -213,9 +220,11 @@ async def diff(request: Request) -> Response:
 async def history(request: Request) -> Response:
     """``GET /api/prompts/{name}/history?limit=100``: who changed what and when, newest first."""
     principal = await _services(request).auth.authenticate(request, Scope.READ)
-    limit = _version_param(request.query_params, "limit") or 100
+    text = request.query_params.get("limit") or "100"
+    if not (text.isascii() and text.isdigit() and len(text) <= 4 and 1 <= int(text) <= 1000):
+        raise param_error("limit", "must be a whole number from 1 to 1000")
     events = await _guarded(
-        _registry(request).history, principal.project_id, request.path_params["name"], min(limit, 1000)
+        _registry(request).history, principal.project_id, request.path_params["name"], int(text)
     )
     return FastJSONResponse({"data": [event.document() for event in events]})
 

@@ -189,8 +189,10 @@ class PromptStore:
         where = (lb.c.project_id == project_id, lb.c.name == name, lb.c.label == label)
         row = conn.execute(select(lb.c.version, lb.c.canary_version).where(*where)).first()
         previous = None if row is None else row.version
-        if action == "label" and row is not None and row.version == version and row.canary_version is None:
-            return int(row.version)  # already there: nothing moved, nothing to record
+        if action == "label" and row is not None and row.version == version:
+            # already there: nothing moved, nothing to record, and a running canary goes on (only a
+            # move ends it; 'prompts canary --stop' stops it)
+            return int(row.version)
         # moving a label ends its canary: the canary was promoted, or rolled back
         values = {
             "version": version,

@@ -77,7 +77,11 @@ async def _prompt_page(page: PageContext, name: str, *, status: int = 200, **ext
 
 async def prompt(page: PageContext) -> Response:
     """``/prompts/{name}?version=N``: one version (default the newest), the versions, the history."""
-    notice = {"created": "New version stored.", "labelled": "Label moved."}.get(page.params.get("done", ""))
+    notice = {
+        "created": "New version stored.",
+        "labelled": "Label moved.",
+        "unchanged": "The label already points at that version: nothing changed.",
+    }.get(page.params.get("done", ""))
     return await _prompt_page(page, _name(page), notice=notice)
 
 
@@ -170,7 +174,7 @@ async def move_label(page: PageContext) -> Response:
     if version is None:
         raise UiError(400, "Choose a version.", "Bad request")
     try:
-        await page.run(
+        previous = await page.run(
             page.state.prompts.set_label,
             page.project_id,
             name,
@@ -182,7 +186,8 @@ async def move_label(page: PageContext) -> Response:
         raise not_found(str(exc)) from None
     except PromptError as exc:
         return await _prompt_page(page, name, status=400, error=str(exc))
-    return RedirectResponse(f"/prompts/{quote(name, safe='')}?done=labelled", status_code=303)
+    done = "unchanged" if previous == version else "labelled"
+    return RedirectResponse(f"/prompts/{quote(name, safe='')}?done={done}", status_code=303)
 
 
 def _template_text(version: PromptVersion) -> str:
