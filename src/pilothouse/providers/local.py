@@ -81,8 +81,12 @@ def _with_adapter(transformers: Any, torch: Any, model: Any, reference: str) -> 
         peft = importlib.import_module("peft")
     except ImportError:
         raise ProviderError(500, "serving an adapter needs the peft package: pip install peft") from None
+    import warnings
+
     try:
-        return peft.PeftModel.from_pretrained(model, folder).merge_and_unload().eval()
+        with warnings.catch_warnings():  # peft reads a transformers attribute marked deprecated
+            warnings.simplefilter("ignore", FutureWarning)
+            return peft.PeftModel.from_pretrained(model, folder).merge_and_unload().eval()
     except (ValueError, RuntimeError, OSError) as exc:
         raise ProviderError(500, f"adapter {reference!r} does not fit this base model: {exc}") from None
 
