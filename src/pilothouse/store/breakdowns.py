@@ -265,6 +265,17 @@ def add_histograms(
         packed = [bytes(raw or b"") for raw in raws]
         values = np.frombuffer(b"".join(packed), dtype="<i8").astype(np.int64)
         lengths = np.fromiter((len(p) // 8 for p in packed), np.int64, len(packed))
+    width = int(lengths[0])
+    if width and (lengths == width).all():
+        # the usual case, every histogram as long: rows sorted by group and each group's run added
+        # at once (np.add.at per element took ~2x as long for 5,000 rows)
+        groups_at = np.asarray(groups, np.int64)
+        order = np.argsort(groups_at, kind="stable")
+        sorted_groups = groups_at[order]
+        firsts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+        matrix = values.reshape(len(lengths), width)[order]
+        out[sorted_groups[firsts], :width] = np.add.reduceat(matrix, firsts, axis=0)
+        return out
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
     columns = np.arange(len(values)) - starts
     rows = np.repeat(np.asarray(groups, np.int64), lengths)
