@@ -182,11 +182,11 @@ def dimension_breakdowns(
         kept: dict[tuple[int, str, str], npt.NDArray[np.int64]] = {}
         missing: dict[int, dict[str, list[str]]] = {}
         for part, d, value, fingerprint in wanted_parts:
-            found = cache.get(key(part, d, value), fingerprint)
-            if found is None:
+            hit = cache.get(key(part, d, value), fingerprint)
+            if hit is None:
                 missing.setdefault(part, {}).setdefault(d, []).append(value)
             else:
-                kept[part, d, value] = found[0]
+                kept[part, d, value] = hit[0]
         hist_rows: Sequence[Any] = []
         if missing:
             selects = []
