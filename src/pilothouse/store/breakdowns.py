@@ -4,6 +4,7 @@ hours left, ``rollup_dim_minute`` for the rest): the figures ``/api/costs`` woul
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,18 @@ def _parts(start_s: int, end_s: int) -> list[tuple[Table, int, int]]:
     return parts
 
 
+def _settled_apart(parts: list[tuple[Table, int, int]], now_s: int) -> list[tuple[Table, int, int]]:
+    """``parts`` with each one cut where the rows that still change begin: its table's bucket of now
+    (a quarter of an hour for the minute rows). The part before the cut changes only with late spans,
+    so its histograms stay kept (pilothouse.store.rollup_cache) while new calls come in."""
+    out = []
+    for table, lo, hi in parts:
+        step = max(900, next(g for g, rollup in t.DIM_ROLLUPS if rollup is table))
+        cut = now_s // step * step
+        out.extend([(table, lo, cut), (table, cut, hi)] if lo < cut < hi else [(table, lo, hi)])
+    return out
+
+
 def without_parallel_workers(conn: Connection) -> None:
     """No parallel workers for the rest of this transaction on PostgreSQL (nothing elsewhere). A
     page's reads of the rollups touch thousands of rows; starting workers for them cost more than it
@@ -120,7 +133,7 @@ def dimension_breakdowns(
         raise ValueError(f"order must be one of {', '.join(_ORDERS)}")
     if start_s % 60 or end_s % 60:
         raise ValueError("a breakdown's range is whole minutes")
-    parts = _parts(start_s, end_s)
+    parts = _settled_apart(_parts(start_s, end_s), int(time.time()))
     wanted = list(dict.fromkeys(dimensions))
     measures = _SHOWN
     # One statement each for the sums and the histograms: the database adds the parts' sums (amounts
