@@ -217,3 +217,51 @@ def test_old_minute_rows_are_pruned_and_hours_stay(store: SqlStore) -> None:
     old_hour = old_s // 3600 * 3600
     (old,), _ = dimension_groups(store, "p", "user", old_hour, old_hour + 3600)
     assert old.sums.count == 1
+
+
+def test_histograms_kept_between_reads_are_read_again_after_a_late_call(store: SqlStore) -> None:
+    """The top values' histograms are kept in process per part of the range with the sums they were
+    read with (pilothouse.store.rollup_cache); a late call written by another process changes its
+    part's sums, and that part is read again: the figures equal those of a read without the cache."""
+    for i in range(30):
+        trace_id = f"{i:032x}"
+        root = Observation(
+            trace_id, f"{i:016x}", "agent", (BASE_S + 60 * i) * 10**9, (BASE_S + 60 * i + 1) * 10**9
+        )
+        store.write_spans(
+            [
+                SpanRecord("p", root, TraceAttributes(user_id=f"u{i % 3}")),
+                _call(i, BASE_S + 60 * i, trace_id, root.id, key="k1"),
+            ]
+        )
+    start_s, end_s = BASE_S - 30 * 60, BASE_S + 2 * HOUR_S  # minute and hour parts
+
+    def read() -> dict[str, list[tuple[str, int, list[int]]]]:
+        found = dimension_breakdowns(store, "p", ("user", "key"), start_s, end_s)
+        return {
+            d: [(g.value, g.sums.count, g.latency_hist.tolist()) for g in groups]  # type: ignore[union-attr]
+            for d, (groups, _) in found.items()
+        }
+
+    first = read()
+    assert len(store.histogram_cache) > 0
+    assert read() == first
+    other = SqlStore.from_url(store.engine.url.render_as_string(hide_password=False))
+    try:
+        trace_id = f"{99:032x}"
+        root = Observation(trace_id, f"{99:016x}", "agent", (BASE_S + 5) * 10**9, (BASE_S + 6) * 10**9)
+        other.write_spans(
+            [
+                SpanRecord("p", root, TraceAttributes(user_id="u0")),
+                _call(99, BASE_S + 5, trace_id, root.id, key="k1"),
+            ]
+        )
+    finally:
+        other.close()
+    after = read()
+    store.histogram_cache.clear()
+    assert after == read()
+    assert (
+        dict((v, n) for v, n, _ in after["user"])["u0"] == 1 + dict((v, n) for v, n, _ in first["user"])["u0"]
+    )
+    assert sum(after["key"][0][2]) == 31

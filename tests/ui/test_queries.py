@@ -141,3 +141,61 @@ def test_rollup_rows_merge_minutes_into_buckets_exactly(store: SqlStore) -> None
     assert sum((r.sums.cost_usd for r in quarters), Money.ZERO) == Money.from_usd("0.19")  # 0.001 x 190
     # a range before the first call: no rows
     assert q.rollup_rows("p", win.start_s - 3600, win.start_s, 900) == []
+
+
+def _same_rows(a: list[Any], b: list[Any]) -> bool:
+    return len(a) == len(b) and all(
+        (x.bucket_s, x.model, x.name, x.sums) == (y.bucket_s, y.model, y.name, y.sums)
+        and (x.latency_hist == y.latency_hist).all()
+        and (x.ttft_hist == y.ttft_hist).all()
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_rollup_histograms_kept_between_reads_and_read_again_when_late_spans_change_a_bucket(
+    store: SqlStore,
+) -> None:
+    for i in range(12):
+        store.write_spans(_trace(i, minutes_ago=3 * i))
+    q = AnalyticsQueries(store)
+    win = an.window("1h")
+    args = ("p", win.start_s, win.end_s, 900)
+    first = q.rollup_rows(*args)
+    assert len(store.histogram_cache) == len(first) > 0
+    assert _same_rows(q.rollup_rows(*args), first)
+    # a late call into a past bucket, written by another process (its own store): that bucket's sums
+    # change, so its histograms are read again; the figures are those of a store without a cache
+    other = SqlStore.from_url(str(store.engine.url.render_as_string(hide_password=False)))
+    try:
+        other.write_spans(_trace(40, minutes_ago=31))
+    finally:
+        other.close()
+    after = q.rollup_rows(*args)
+    store.histogram_cache.clear()
+    fresh = q.rollup_rows(*args)
+    assert _same_rows(after, fresh)
+    assert sum(r.sums.count for r in after) == 13
+    assert sum(int(r.latency_hist.sum()) for r in after) == 13
+    late = latency_bucket((41 * 10**7 - 1000) / 1e6)  # the late call's latency
+    assert sum(int(r.latency_hist[late]) for r in after) == 1 + sum(int(r.latency_hist[late]) for r in first)
+    # the cached arrays cannot be changed in place by a reader
+    assert not after[0].latency_hist.flags.writeable
+
+
+def test_rollup_histogram_cache_stores_only_histograms_that_match_their_sums() -> None:
+    import numpy as np
+
+    from pilothouse.store.rollup_cache import RollupHistogramCache
+
+    cache = RollupHistogramCache(max_entries=2)
+    hist = np.zeros(BUCKETS, np.int64)
+    hist[3] = 2
+    key = ("p", "rollup_minute", 0, 60, "m", "chat")
+    # a call written between the sums and the histogram read: 3 calls in the histogram, 2 in the sums
+    assert not cache.put(key, (2,), 3, hist, hist)
+    assert cache.get(key, (2,)) is None
+    assert cache.put(key, (2,), 2, hist, hist)
+    assert cache.get(key, (2,)) is not None and cache.get(key, (3,)) is None
+    for n in range(2):
+        cache.put(("p", "rollup_minute", 60 * (n + 1), 60 * (n + 2), "m", "chat"), (2,), 2, hist, hist)
+    assert len(cache) == 2 and cache.get(key, (2,)) is None  # the oldest went first

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     ColumnElement,
     LargeBinary,
+    and_,
     func,
     literal_column,
     or_,
@@ -162,15 +163,58 @@ class AnalyticsQueries:
         self, rows: list[RollupRow], project_id: str, start_s: int, end_s: int, granularity_s: int
     ) -> None:
         """Adds the latency and TTFT histograms of the same range to ``rows`` (:meth:`rollup_sums`'s),
-        in place (:meth:`rollup_histograms`, then :meth:`merge_rollup_histograms`)."""
-        self.merge_rollup_histograms(rows, self.rollup_histograms(project_id, start_s, end_s, granularity_s))
+        in place: those of a row whose sums are as when its histograms were last read come from the
+        store's :class:`~pilothouse.store.rollup_cache.RollupHistogramCache`; the others' are read
+        (:meth:`rollup_histograms` over their buckets only, then :meth:`merge_rollup_histograms`) and
+        kept there. On a 24-hour Overview that reads the newest minutes instead of ~5,000 rows."""
+        cache = self.store.histogram_cache
+        c, _, _ = self._rollup_range(project_id, start_s, end_s, granularity_s)
+        table = c.bucket.table.name
 
-    def rollup_histograms(self, project_id: str, start_s: int, end_s: int, granularity_s: int) -> list[Any]:
+        def key(r: RollupRow) -> Any:
+            return (project_id, table, r.bucket_s, min(r.bucket_s + granularity_s, end_s), r.model, r.name)
+
+        def fingerprint(r: RollupRow) -> tuple[Any, ...]:
+            return tuple(getattr(r.sums, n) for n in ROLLUP_SUMS)
+
+        missing = []
+        for r in rows:
+            found = cache.get(key(r), fingerprint(r))
+            if found is None:
+                missing.append(r)
+            else:
+                r.latency_hist, r.ttft_hist = found
+        if not missing:
+            return
+        spans = sorted({(r.bucket_s, min(r.bucket_s + granularity_s, end_s)) for r in missing})
+        merged: list[tuple[int, int]] = []
+        if len(spans) > 50:  # scattered: one range over them all
+            spans = [(spans[0][0], spans[-1][1])]
+        for lo, hi in spans:  # adjacent buckets as one range
+            if merged and merged[-1][1] == lo:
+                merged[-1] = (merged[-1][0], hi)
+            else:
+                merged.append((lo, hi))
+        hist_rows = self.rollup_histograms(project_id, start_s, end_s, granularity_s, merged)
+        self.merge_rollup_histograms(missing, hist_rows)
+        for r in missing:
+            cache.put(key(r), fingerprint(r), r.sums.count, r.latency_hist, r.ttft_hist)
+
+    def rollup_histograms(
+        self,
+        project_id: str,
+        start_s: int,
+        end_s: int,
+        granularity_s: int,
+        buckets: Sequence[tuple[int, int]] | None = None,
+    ) -> list[Any]:
         """The stored rows' latency and TTFT histograms of a range as they come (bucket, model, name,
-        latency, TTFT), for :meth:`merge_rollup_histograms`: independent of :meth:`rollup_sums`, so
-        that both can be read at once. PostgreSQL sends each array in its binary form
+        latency, TTFT), for :meth:`merge_rollup_histograms`; ``buckets``: only those in these
+        [start, end) parts of the range. PostgreSQL sends each array in its binary form
         (``array_send``), which parses ~10x faster than the text form of 50 numbers."""
         c, in_range, bucket = self._rollup_range(project_id, start_s, end_s, granularity_s)
+        if buckets is not None:
+            in_range = (*in_range, or_(*(and_(c.bucket >= lo, c.bucket < hi) for lo, hi in buckets)))
         pg = self.store.dialect == "postgresql"
 
         def sent(column: Any) -> Any:

@@ -51,6 +51,7 @@ from pilothouse.store import tables as t
 from pilothouse.store.activity import newest_ids
 from pilothouse.store.engine import make_engine, upgrade_schema
 from pilothouse.store.pg_copy import StagedWrite
+from pilothouse.store.rollup_cache import RollupHistogramCache
 from pilothouse.store.rows import (
     DIM_ROLLUP_COLUMNS,
     ROLLUP_COLUMNS,
@@ -152,6 +153,8 @@ class SqlStore:
         # The batch writer adds each span to the full-text index (SQLite) or gives it its search text
         # (PostgreSQL); False: not, kept for the ingest comparison of benchmarks/search.py
         self.index_search = True
+        # the model rollups' histograms a page read, checked against their sums on each read
+        self.histogram_cache = RollupHistogramCache()
 
     # The ingest statements are compiled once, on first use (a command that only reads or runs evals
     # never compiles them), to driver SQL: executemany then skips SQLAlchemy's per-row parameter

@@ -58,20 +58,9 @@ def _exact(
 
 
 def _rows(queries: AnalyticsQueries, project_id: str, win: an.Window) -> list[RollupRow]:
-    """The model rollups of the window: their sums, then their histograms."""
+    """The model rollups of the window: their sums, then the histograms of the rows whose sums
+    changed since they were last read (the others' are kept in process: AnalyticsQueries.rollup_rows)."""
     return queries.rollup_rows(project_id, win.start_s, win.end_s, win.bucket_s)
-
-
-async def _rows_at_once(page: PageContext, win: an.Window) -> list[RollupRow]:
-    """:func:`_rows` with the sums and the histograms read at once, each on its own connection, and
-    the histograms added into the rows once both are back."""
-    queries, project_id = page.queries, page.project_id
-    args = (project_id, win.start_s, win.end_s, win.bucket_s)
-    rows, hist_rows = await asyncio.gather(
-        page.run(queries.rollup_sums, *args), page.run(queries.rollup_histograms, *args)
-    )
-    await page.run(queries.merge_rollup_histograms, rows, hist_rows)
-    return list(rows)
 
 
 Read = tuple[Callable[..., Any], tuple[Any, ...]]
@@ -85,7 +74,10 @@ async def _read_all(page: PageContext, win: an.Window, reads: list[Read]) -> lis
     (benchmarks/ui.py, docs/performance.md)."""
     if page.state.store.dialect == "postgresql":
         return list(
-            await asyncio.gather(_rows_at_once(page, win), *(page.run(fn, *args) for fn, args in reads))
+            await asyncio.gather(
+                page.run(_rows, page.queries, page.project_id, win),
+                *(page.run(fn, *args) for fn, args in reads),
+            )
         )
 
     def one_by_one() -> list[Any]:
