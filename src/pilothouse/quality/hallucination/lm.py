@@ -23,10 +23,12 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pilothouse.providers.base import Deployment
 from pilothouse.providers.local import INT8_FLOAT_LAYERS, SMOLLM2, LocalProvider, int8_layer_names
+from pilothouse.quality.hallucination.adapter import SHIPPED_ADAPTER
+from pilothouse.quality.hallucination.adapter import apply as apply_adapter
 from pilothouse.quality.hallucination.features import TokenEvidence
 from pilothouse.quality.hallucination.selection import select_context
 
@@ -35,6 +37,12 @@ PRIOR_PROMPT = "A summary of a document:\n"
 DEFAULT_MAX_CONTEXT_TOKENS = 1000
 DEFAULT_MAX_RESPONSE_TOKENS = 512
 DEFAULT_CONTEXT_BUDGET: int | None = None
+USE_SHIPPED_ADAPTER = False  # the detector's default model: SmolLM2 as shipped (docs/hallucination.md)
+
+
+def default_adapter() -> Path | None:
+    """The adapter the detector puts on its model by default: the shipped one when it is in use."""
+    return SHIPPED_ADAPTER if USE_SHIPPED_ADAPTER and SHIPPED_ADAPTER.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,9 @@ class LanguageModelEvidence:
     ``quantize`` int8 dynamic quantisation of the linear layers (CPU); ``context_budget`` (tokens):
     a longer context is first reduced to its passages that bear on the response
     (:mod:`~pilothouse.quality.hallucination.selection`), ``None`` reads it whole (up to
-    ``max_context_tokens``)."""
+    ``max_context_tokens``); ``adapter``: a LoRA adapter file
+    (:mod:`~pilothouse.quality.hallucination.adapter`) put on the model before int8, ``"default"``
+    the :func:`default_adapter`, ``None`` none."""
 
     def __init__(
         self,
@@ -66,6 +76,7 @@ class LanguageModelEvidence:
         cache_dir: str | None = None,
         quantize: bool = True,
         context_budget: int | None = DEFAULT_CONTEXT_BUDGET,
+        adapter: Path | Literal["default"] | None = "default",
     ) -> None:
         if max_context_tokens < 1 or max_response_tokens < 1:
             raise ValueError("max_context_tokens and max_response_tokens must be at least 1")
@@ -83,6 +94,9 @@ class LanguageModelEvidence:
         self.max_context_tokens = max_context_tokens
         self.max_response_tokens = max_response_tokens
         self.quantize = quantize
+        self.adapter: Path | None = (
+            default_adapter() if adapter == "default" else None if adapter is None else Path(adapter)
+        )
         self._lock = threading.Lock()
         self._cached: tuple[str, Any, int, Any, bool] | None = None  # context, kv cache, length, logits, cut
         self._torch: Any = None
@@ -95,6 +109,8 @@ class LanguageModelEvidence:
             loaded = self._provider._load_sync()  # the provider's loader: GGUF -> cached safetensors
             torch = importlib.import_module("torch")  # by name: heavy, and Any to mypy
             model, self._tokenizer = loaded.model, loaded.tokenizer
+            if self.adapter is not None:  # beside the layers it adapts, which int8 then quantises
+                apply_adapter(torch, model, self.adapter)
             if self.quantize:
                 _quantize_in_place(torch, model, Path(loaded.directory))
             # transformers >= 5.3 calls the key/value cache ``cache``; earlier ones ``past_key_values``
