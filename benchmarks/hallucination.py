@@ -25,8 +25,11 @@ its CPU seconds and peak RSS.
 ``--context-budgets none,128`` scores every set (and times the latency) once per context budget,
 side by side: ``none`` reads the context whole (cut to 1,000 tokens), a number selects the passages
 that bear on the response to that many tokens (docs/hallucination.md).
-Per-token evidence is cached per item (and budget) under ``.pilothouse/hallucination/`` so a rerun
-only rescores.
+``--adapters none,PATH`` scores SmolLM2 as shipped and with a LoRA adapter (trained by
+``python -m pilothouse.quality.hallucination.contrastive``) side by side on the same items;
+``--coefficients none=PATH`` / ``--adapter-coefficients PATH`` give each its own coefficients.
+Per-token evidence is cached per item (and budget, and adapter) under ``.pilothouse/hallucination/``
+so a rerun only rescores.
 """
 
 from __future__ import annotations
@@ -291,11 +294,12 @@ def run_faithbench(detector: Detector, args: argparse.Namespace, cache: Path) ->
         f"\nFaithBench: {len(samples)} of 750 samples{sampled(args)};"
         f" {int((1 - ok).sum())} hallucinated (worst label Unwanted)"
     )
-    print(f"  {'detector':40} {'balanced acc % [95% CI]':>26}")
+    print(f"  {'detector':40} {'balanced acc % [95% CI]':>26} {'AUROC % [95% CI]':>26}")
     thr = detector.threshold
     print(
         f"  {'local detector (shipped coefficients)':40} "
         f"{fmt(bootstrap(ba_at(thr), [ours, ok], args.seed)):>26}"
+        f" {fmt(bootstrap(auroc, [ours, ok], args.seed)):>26}"
     )
     for name in sorted({k for s in samples for k in s["baselines"]}):
         values = [s["baselines"].get(name) for s in samples]
@@ -313,6 +317,9 @@ def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float
     budget = detector.evidence.context_budget
     if budget is not None:  # the training command's cache for this budget (featurise names it so)
         cache = cache.with_name(cache.name.replace(".tokens.", f".ctx-{budget}.tokens."))
+    if detector.evidence.adapter is not None:
+        tag = f".adapter-{adapter_id(detector.evidence.adapter)}"
+        cache = cache.with_name(cache.name.replace(".tokens.", f"{tag}.tokens."))
     if not cache.is_file():
         raise SystemExit(f"no evaluation-split evidence at {cache}: run the training command first")
     done = {json.loads(line)["id"] for line in cache.read_text(encoding="utf-8").splitlines() if line}

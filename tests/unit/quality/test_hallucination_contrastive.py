@@ -194,3 +194,14 @@ def test_the_training_command_refuses_bad_input_in_one_line(tmp_path: Path) -> N
     (tmp_path / "summedits" / "summedits_x.json").write_text("[]")
     done = run("--data", str(tmp_path), "--steps", "0")
     assert done.returncode == 2 and done.stderr.strip().startswith("bad setting:")
+
+
+@pytest.mark.slow
+def test_no_adapter_is_shipped_or_put_on_a_model_by_default(tmp_path: Path) -> None:
+    """The trained adapter did not help on the held-out sets (docs/hallucination.md): the default
+    model is SmolLM2 as shipped; an adapter is opt-in."""
+    from pilothouse.quality.hallucination.lm import LanguageModelEvidence, default_adapter
+
+    assert default_adapter() is None and not lora.SHIPPED_ADAPTER.exists()
+    assert LanguageModelEvidence().adapter is None
+    assert LanguageModelEvidence(adapter=tmp_path / "a.safetensors").adapter == tmp_path / "a.safetensors"

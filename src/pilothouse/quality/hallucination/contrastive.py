@@ -163,6 +163,7 @@ def train(
     *,
     threads: int | None = None,
     log: Any = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit a LoRA adapter on ``pairs`` and write it to ``out``; what happened (steps, losses, time)."""
     from pilothouse.quality.hallucination.lm import CONTEXT_PROMPT
@@ -209,21 +210,30 @@ def train(
                 flush=True,
             )
         if settings.checkpoint_every and step % settings.checkpoint_every == 0:
-            lora.save(out.with_name(f"{out.stem}.step{step}{out.suffix}"), wrapped, {"steps": step})
+            checkpoint = describe(settings, step, cursor, elapsed, metadata)
+            lora.save(out.with_name(f"{out.stem}.step{step}{out.suffix}"), wrapped, checkpoint)
         if settings.max_minutes is not None and elapsed > 60 * settings.max_minutes:
             break
     model.eval()
-    info = {
+    info = describe(settings, step, cursor, time.perf_counter() - started, metadata)
+    lora.save(out, wrapped, info)
+    return info
+
+
+def describe(
+    settings: Settings, step: int, pairs_seen: int, seconds: float, metadata: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the adapter file says about how it was trained."""
+    return {
         "base": "smollm2",
         "targets": list(lora.DEFAULT_TARGETS),
         "steps": step,
-        "pairs_seen": cursor,
-        "settings": {k: v for k, v in settings.__dict__.items()},
+        "pairs_seen": pairs_seen,
+        "settings": dict(settings.__dict__),
         "trained_on": "SummEdits evaluation split (labelled pairs + synthetic edits)",
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(seconds, 1),
+        **(metadata or {}),
     }
-    lora.save(out, wrapped, info)
-    return info
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
@@ -323,7 +333,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = args.out
     try:
-        info = train(pairs, settings, out, threads=args.threads, log=sys.stdout)
+        info = train(
+            pairs,
+            settings,
+            out,
+            threads=args.threads,
+            log=sys.stdout,
+            metadata={
+                "documents": len({r["doc"] for r in train_rows}),
+                "rows": len(train_rows),
+                "held_out_documents": len({r["doc"] for r in held}),
+            },
+        )
     except (OSError, lora.AdapterError) as exc:
         print(f"cannot train or write the adapter: {exc}", file=sys.stderr)
         return 2

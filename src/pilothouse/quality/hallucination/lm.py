@@ -10,7 +10,8 @@ short pass over the response after a context-free prompt. Contexts are cut to ``
 ``local`` provider loads them (nothing is downloaded); ``quantize=True`` (the default) turns the
 linear layers, but the MLP's down projections and the output head, into int8 dynamic-quantised ones
 on the CPU, which speeds the pass and keeps the log-probabilities the float model's (see
-docs/hallucination.md for the measured effect)."""
+docs/hallucination.md for the measured effect). ``adapter=PATH`` puts a LoRA adapter (trained by
+:mod:`~pilothouse.quality.hallucination.contrastive`) beside the query and value projections."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ PRIOR_PROMPT = "A summary of a document:\n"
 DEFAULT_MAX_CONTEXT_TOKENS = 1000
 DEFAULT_MAX_RESPONSE_TOKENS = 512
 DEFAULT_CONTEXT_BUDGET: int | None = None
-USE_SHIPPED_ADAPTER = False  # the detector's default model: SmolLM2 as shipped (docs/hallucination.md)
+# Whether the detector's default model carries an adapter shipped in the package (adapter.safetensors).
+# No: the one trained with python -m pilothouse.quality.hallucination.contrastive ranked better on held-out
+# documents of SummEdits' evaluation split but worse on BUMP (docs/hallucination.md), so none is shipped.
+USE_SHIPPED_ADAPTER = False
 
 
 def default_adapter() -> Path | None:
@@ -64,7 +68,7 @@ class LanguageModelEvidence:
     (:mod:`~pilothouse.quality.hallucination.selection`), ``None`` reads it whole (up to
     ``max_context_tokens``); ``adapter``: a LoRA adapter file
     (:mod:`~pilothouse.quality.hallucination.adapter`) put on the model before int8, ``"default"``
-    the :func:`default_adapter`, ``None`` none."""
+    the :func:`default_adapter` (for the bundled SmolLM2 only), ``None`` none."""
 
     def __init__(
         self,
@@ -95,7 +99,11 @@ class LanguageModelEvidence:
         self.max_response_tokens = max_response_tokens
         self.quantize = quantize
         self.adapter: Path | None = (
-            default_adapter() if adapter == "default" else None if adapter is None else Path(adapter)
+            (default_adapter() if model == SMOLLM2 else None)  # it was trained for SmolLM2
+            if adapter == "default"
+            else None
+            if adapter is None
+            else Path(adapter)
         )
         self._lock = threading.Lock()
         self._cached: tuple[str, Any, int, Any, bool] | None = None  # context, kv cache, length, logits, cut
