@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ DOC_B = (
     "Reyes, said demand was strong in Asia. The company will open two new factories in Ohio next year "
     "and expects profits to increase."
 )
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {
         "id": "a1",
         "doc": DOC_A,
@@ -94,7 +95,7 @@ def test_ranking_measures() -> None:
     assert pairwise(ROWS, [0.9, 0.1, 0.2, 0.3]) == 0.5
 
 
-def tiny_llama() -> object:
+def tiny_llama() -> Any:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
