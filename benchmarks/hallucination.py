@@ -25,8 +25,11 @@ its CPU seconds and peak RSS.
 ``--context-budgets none,128`` scores every set (and times the latency) once per context budget,
 side by side: ``none`` reads the context whole (cut to 1,000 tokens), a number selects the passages
 that bear on the response to that many tokens (docs/hallucination.md).
-Per-token evidence is cached per item (and budget) under ``.pilothouse/hallucination/`` so a rerun
-only rescores.
+``--adapters none,PATH`` scores SmolLM2 as shipped and with a LoRA adapter (trained by
+``python -m pilothouse.quality.hallucination.contrastive``) side by side on the same items;
+``--coefficients none=PATH`` / ``--adapter-coefficients PATH`` give each its own coefficients.
+Per-token evidence is cached per item (and budget, and adapter) under ``.pilothouse/hallucination/``
+so a rerun only rescores.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ sys.path.insert(0, str(REPO / "src"))
 from pilothouse.quality.hallucination.cascade import JUDGE_PROMPT, decide  # noqa: E402
 from pilothouse.quality.hallucination.detector import Detector, shipped_coefficients  # noqa: E402
 from pilothouse.quality.hallucination.features import LogisticModel  # noqa: E402
-from pilothouse.quality.hallucination.lm import DEFAULT_CONTEXT_BUDGET  # noqa: E402
+from pilothouse.quality.hallucination.lm import DEFAULT_CONTEXT_BUDGET, default_adapter  # noqa: E402
 from pilothouse.quality.hallucination.train import (  # noqa: E402
+    adapter_id,
     compute_features,
     load_summedits,
     stratified,
@@ -179,6 +183,9 @@ def featurise(detector: Detector, rows: Sequence[Row], cache: Path) -> dict[str,
     budget = detector.evidence.context_budget
     if budget is not None:
         cache = cache.with_name(cache.name.replace(".tokens.", f".ctx-{budget}.tokens."))
+    if detector.evidence.adapter is not None:
+        tag = f".adapter-{adapter_id(detector.evidence.adapter)}"
+        cache = cache.with_name(cache.name.replace(".tokens.", f"{tag}.tokens."))
     return compute_features(rows, cache, lambda s, d: detector.evidence.evidence(s, d).tokens)
 
 
@@ -287,11 +294,12 @@ def run_faithbench(detector: Detector, args: argparse.Namespace, cache: Path) ->
         f"\nFaithBench: {len(samples)} of 750 samples{sampled(args)};"
         f" {int((1 - ok).sum())} hallucinated (worst label Unwanted)"
     )
-    print(f"  {'detector':40} {'balanced acc % [95% CI]':>26}")
+    print(f"  {'detector':40} {'balanced acc % [95% CI]':>26} {'AUROC % [95% CI]':>26}")
     thr = detector.threshold
     print(
         f"  {'local detector (shipped coefficients)':40} "
         f"{fmt(bootstrap(ba_at(thr), [ours, ok], args.seed)):>26}"
+        f" {fmt(bootstrap(auroc, [ours, ok], args.seed)):>26}"
     )
     for name in sorted({k for s in samples for k in s["baselines"]}):
         values = [s["baselines"].get(name) for s in samples]
@@ -309,6 +317,9 @@ def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float
     budget = detector.evidence.context_budget
     if budget is not None:  # the training command's cache for this budget (featurise names it so)
         cache = cache.with_name(cache.name.replace(".tokens.", f".ctx-{budget}.tokens."))
+    if detector.evidence.adapter is not None:
+        tag = f".adapter-{adapter_id(detector.evidence.adapter)}"
+        cache = cache.with_name(cache.name.replace(".tokens.", f"{tag}.tokens."))
     if not cache.is_file():
         raise SystemExit(f"no evaluation-split evidence at {cache}: run the training command first")
     done = {json.loads(line)["id"] for line in cache.read_text(encoding="utf-8").splitlines() if line}
@@ -382,7 +393,12 @@ def latency_child(args: argparse.Namespace) -> None:
 
     budget = None if args.child_budget == "none" else int(args.child_budget)
     detector = Detector(
-        LanguageModelEvidence(threads=args.threads or 2, quantize=not args.float32, context_budget=budget)
+        LanguageModelEvidence(
+            threads=args.threads or 2,
+            quantize=not args.float32,
+            context_budget=budget,
+            adapter=None if args.child_adapter == "none" else Path(args.child_adapter),
+        )
     )
     pairs = load_bump(args.data)
     random.Random(args.seed).shuffle(pairs)
@@ -434,7 +450,11 @@ def run_latency(args: argparse.Namespace) -> None:
         f"  {'detector':42} {'p50 s':>6} {'p95 s':>6} {'CPU s/check':>12} {'peak RSS MiB':>13}"
         f" {'RSS after MiB':>14} {'threads':>8}"
     )
-    configs = [(f"int8, {describe(b)}", ["--child-budget", b]) for b in args.budgets]
+    adapter = args.adapter_list[0]
+    configs = [
+        (f"int8, {describe(b)}{model_name(adapter)}", ["--child-budget", b, "--child-adapter", adapter])
+        for b in args.budgets
+    ]
     if args.latency_float32:
         configs.append(("float32, whole context", ["--float32", "--child-budget", "none"]))
     for label, extra in configs:
@@ -468,6 +488,11 @@ def run_latency(args: argparse.Namespace) -> None:
         f"  load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())};"
         " target p95 <= 1.5 s, RSS <= 1 GB"
     )
+
+
+def model_name(adapter: str) -> str:
+    """A model in words (empty for SmolLM2 as shipped)."""
+    return "" if adapter == "none" else f", adapter {Path(adapter).name}"
 
 
 def describe(budget: str) -> str:
@@ -519,6 +544,19 @@ def main() -> None:
     )
     parser.add_argument("--float32", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-budget", default="none", help=argparse.SUPPRESS)
+    parser.add_argument("--child-adapter", default="none", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--adapters",
+        default=str(default_adapter() or "none"),
+        help="models to score side by side: 'none' (SmolLM2 as shipped) or a LoRA adapter file"
+        " (python -m pilothouse.quality.hallucination.contrastive), comma-separated; the latency is"
+        " timed with the first (default: the detector's default, %(default)s)",
+    )
+    parser.add_argument(
+        "--adapter-coefficients",
+        default="",
+        help="PATH: score the models with an adapter with these coefficients (their scale and threshold)",
+    )
     parser.add_argument(
         "--context-budgets",
         default=f"none,{DEFAULT_CONTEXT_BUDGET}" if DEFAULT_CONTEXT_BUDGET else "none",
@@ -550,31 +588,44 @@ def main() -> None:
     for budget in args.budgets:
         if budget != "none" and not (budget.isdigit() and int(budget) > 0):
             raise SystemExit(f"--context-budgets: {budget!r} is neither 'none' nor a positive integer")
-    detector = Detector(LanguageModelEvidence(threads=args.threads))
+    args.adapter_list = [a.strip() for a in args.adapters.split(",") if a.strip()] or ["none"]
+    for adapter in args.adapter_list:
+        if adapter != "none" and not Path(adapter).is_file():
+            raise SystemExit(f"--adapters: no adapter file at {adapter}")
     coefficients = shipped_coefficients()
-    print(f"coefficients: {coefficients.features} threshold {detector.threshold:.3f}")
+    print(f"coefficients: {coefficients.features} threshold {coefficients.threshold:.3f}")
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; cpus {os.cpu_count()}")
     wall, cpu = time.perf_counter(), time.process_time()
     runners = {"summedits": run_summedits, "bump": run_bump, "faithbench": run_faithbench}
-    shipped = detector.model
     chosen = dict(part.split("=", 1) for part in args.coefficients.split(",") if "=" in part)
-    for budget in args.budgets:
-        detector.model = shipped
-        if budget in chosen:  # coefficients fitted for this budget (their threshold differs)
-            detector.model = LogisticModel.from_dict(json.loads(Path(chosen[budget]).read_text()))
-            print(f"coefficients for {budget}: {chosen[budget]} threshold {detector.model.threshold:.3f}")
-        detector.threshold = detector.model.threshold
-        detector.evidence.context_budget = None if budget == "none" else int(budget)
-        detector.evidence.forget_context()
-        CASCADE.clear()
-        FAITHBENCH.clear()
-        print(f"\n=== context: {describe(budget)}")
-        for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
-            if name not in runners:
-                raise SystemExit(f"unknown set {name!r} (known: {', '.join(runners)})")
-            runners[name](detector, args, args.cache)
-        if not args.evidence_only and args.cascade:
-            run_cascade(detector, args)
+    for adapter in args.adapter_list:
+        detector = Detector(
+            LanguageModelEvidence(threads=args.threads, adapter=None if adapter == "none" else Path(adapter))
+        )
+        shipped = detector.model
+        if adapter != "none" and args.adapter_coefficients:
+            shipped = LogisticModel.from_dict(json.loads(Path(args.adapter_coefficients).read_text()))
+        for budget in args.budgets:
+            detector.model = shipped
+            if budget in chosen and adapter == "none":  # coefficients fitted for this budget
+                detector.model = LogisticModel.from_dict(json.loads(Path(chosen[budget]).read_text()))
+                print(f"coefficients for {budget}: {chosen[budget]} threshold {detector.model.threshold:.3f}")
+            detector.threshold = detector.model.threshold
+            detector.evidence.context_budget = None if budget == "none" else int(budget)
+            detector.evidence.forget_context()
+            CASCADE.clear()
+            FAITHBENCH.clear()
+            print(
+                f"\n=== context: {describe(budget)}; model: SmolLM2"
+                + (f" + adapter {adapter}" if adapter != "none" else " as shipped (no adapter)")
+                + f"; threshold {detector.threshold:.3f}"
+            )
+            for name in [s.strip() for s in args.sets.split(",") if s.strip()]:
+                if name not in runners:
+                    raise SystemExit(f"unknown set {name!r} (known: {', '.join(runners)})")
+                runners[name](detector, args, args.cache)
+            if not args.evidence_only and args.cascade:
+                run_cascade(detector, args)
     if args.evidence_only:
         return
     print(

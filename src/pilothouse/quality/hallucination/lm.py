@@ -10,7 +10,8 @@ short pass over the response after a context-free prompt. Contexts are cut to ``
 ``local`` provider loads them (nothing is downloaded); ``quantize=True`` (the default) turns the
 linear layers, but the MLP's down projections and the output head, into int8 dynamic-quantised ones
 on the CPU, which speeds the pass and keeps the log-probabilities the float model's (see
-docs/hallucination.md for the measured effect)."""
+docs/hallucination.md for the measured effect). ``adapter=PATH`` puts a LoRA adapter (trained by
+:mod:`~pilothouse.quality.hallucination.contrastive`) beside the query and value projections."""
 
 from __future__ import annotations
 
@@ -23,10 +24,12 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pilothouse.providers.base import Deployment
 from pilothouse.providers.local import INT8_FLOAT_LAYERS, SMOLLM2, LocalProvider, int8_layer_names
+from pilothouse.quality.hallucination.adapter import SHIPPED_ADAPTER
+from pilothouse.quality.hallucination.adapter import apply as apply_adapter
 from pilothouse.quality.hallucination.features import TokenEvidence
 from pilothouse.quality.hallucination.selection import select_context
 
@@ -35,6 +38,15 @@ PRIOR_PROMPT = "A summary of a document:\n"
 DEFAULT_MAX_CONTEXT_TOKENS = 1000
 DEFAULT_MAX_RESPONSE_TOKENS = 512
 DEFAULT_CONTEXT_BUDGET: int | None = None
+# Whether the detector's default model carries an adapter shipped in the package (adapter.safetensors).
+# No: the one trained with python -m pilothouse.quality.hallucination.contrastive ranked better on held-out
+# documents of SummEdits' evaluation split but worse on BUMP (docs/hallucination.md), so none is shipped.
+USE_SHIPPED_ADAPTER = False
+
+
+def default_adapter() -> Path | None:
+    """The adapter the detector puts on its model by default: the shipped one when it is in use."""
+    return SHIPPED_ADAPTER if USE_SHIPPED_ADAPTER and SHIPPED_ADAPTER.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,9 @@ class LanguageModelEvidence:
     ``quantize`` int8 dynamic quantisation of the linear layers (CPU); ``context_budget`` (tokens):
     a longer context is first reduced to its passages that bear on the response
     (:mod:`~pilothouse.quality.hallucination.selection`), ``None`` reads it whole (up to
-    ``max_context_tokens``)."""
+    ``max_context_tokens``); ``adapter``: a LoRA adapter file
+    (:mod:`~pilothouse.quality.hallucination.adapter`) put on the model before int8, ``"default"``
+    the :func:`default_adapter` (for the bundled SmolLM2 only), ``None`` none."""
 
     def __init__(
         self,
@@ -66,6 +80,7 @@ class LanguageModelEvidence:
         cache_dir: str | None = None,
         quantize: bool = True,
         context_budget: int | None = DEFAULT_CONTEXT_BUDGET,
+        adapter: Path | Literal["default"] | None = "default",
     ) -> None:
         if max_context_tokens < 1 or max_response_tokens < 1:
             raise ValueError("max_context_tokens and max_response_tokens must be at least 1")
@@ -83,6 +98,13 @@ class LanguageModelEvidence:
         self.max_context_tokens = max_context_tokens
         self.max_response_tokens = max_response_tokens
         self.quantize = quantize
+        self.adapter: Path | None = (
+            (default_adapter() if model == SMOLLM2 else None)  # it was trained for SmolLM2
+            if adapter == "default"
+            else None
+            if adapter is None
+            else Path(adapter)
+        )
         self._lock = threading.Lock()
         self._cached: tuple[str, Any, int, Any, bool] | None = None  # context, kv cache, length, logits, cut
         self._torch: Any = None
@@ -95,6 +117,8 @@ class LanguageModelEvidence:
             loaded = self._provider._load_sync()  # the provider's loader: GGUF -> cached safetensors
             torch = importlib.import_module("torch")  # by name: heavy, and Any to mypy
             model, self._tokenizer = loaded.model, loaded.tokenizer
+            if self.adapter is not None:  # beside the layers it adapts, which int8 then quantises
+                apply_adapter(torch, model, self.adapter)
             if self.quantize:
                 _quantize_in_place(torch, model, Path(loaded.directory))
             # transformers >= 5.3 calls the key/value cache ``cache``; earlier ones ``past_key_values``

@@ -31,6 +31,13 @@ DEFAULT_DATA = Path("../shared/data/hallucination")
 COEFFICIENTS = Path(__file__).with_name("coefficients.json")
 
 
+def adapter_id(path: Path) -> str:
+    """A short content hash of an adapter file (names its evidence caches)."""
+    import hashlib
+
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:10]
+
+
 def load_summedits(data: Path, split: str) -> list[dict[str, Any]]:
     """SummEdits rows of one split (``evaluation`` or ``test``), in file order, label 1 = consistent."""
     folder = data / "summedits"
@@ -416,8 +423,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="context selection budget in tokens, or 'none' (the context read whole); default: the"
         " detector's default",
     )
+    parser.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a LoRA adapter file for the model (default: the detector's default; 'none': no adapter)",
+    )
     args = parser.parse_args(argv)
-    from pilothouse.quality.hallucination.lm import DEFAULT_CONTEXT_BUDGET
+    from pilothouse.quality.hallucination.lm import DEFAULT_CONTEXT_BUDGET, default_adapter
+
+    adapter = (
+        default_adapter() if args.adapter is None else None if str(args.adapter) == "none" else args.adapter
+    )
+    if adapter is not None and not adapter.is_file():
+        parser.error(f"--adapter: no file at {adapter}")
 
     if args.context_budget is None:
         budget = DEFAULT_CONTEXT_BUDGET
@@ -429,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--context-budget: {args.context_budget!r} is neither 'none' nor a positive integer")
     if args.evidence_cache is None:
         suffix = f".ctx-{budget}" if budget is not None else ""
+        suffix += f".adapter-{adapter_id(adapter)}" if adapter is not None else ""
         args.evidence_cache = Path(f".pilothouse/hallucination/summedits-evaluation{suffix}.tokens.jsonl")
     try:
         rows = stratified(load_summedits(args.data, "evaluation"), "label", args.limit, args.seed)
@@ -442,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pilothouse.quality.hallucination.lm import LanguageModelEvidence
 
         if not evidence:
-            evidence.append(LanguageModelEvidence(threads=args.threads, context_budget=budget))
+            evidence.append(
+                LanguageModelEvidence(threads=args.threads, context_budget=budget, adapter=adapter)
+            )
         model: LanguageModelEvidence = evidence[0]
         return model.evidence(response, context).tokens
 
@@ -473,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **model.to_dict(),
         "trained_on": f"SummEdits evaluation split, {len(rows)} rows; context "
         + (f"selected to {budget} tokens" if budget is not None else "read whole (cut to 1,000 tokens)")
+        + (f"; adapter {adapter.name} ({adapter_id(adapter)})" if adapter is not None else "")
         + f"; candidate {candidate!r},"
         f" {method} fit{'' if args.unconstrained else ', sign-constrained'}"
         + (f" (seeded stratified sample, seed {args.seed})" if args.limit else ""),
