@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from pilothouse.providers.base import Deployment, ProviderError
+from pilothouse.providers.local_int8 import quantize_int8
 from pilothouse.providers.local_json import ConstrainedRows, json_tokenizer, response_grammar
 from pilothouse.providers.local_tools import parse_tool_calls, template_knows_tools, with_tool_instructions
 
@@ -118,37 +119,18 @@ def check_adapter(reference: Any) -> Path:
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 
-# Linear layers that int8 leaves in float32. The MLP's down projection reads activations with outliers
-# (the known weak spot of int8 activations in LLMs) and the output head makes the next token's
-# probabilities: quantising every linear layer moved SmolLM2's mean log p of a text by 0.70 nats (as
-# much as texts differ from each other) and took a distilled spam classifier from 97.9% to 17.0% on its
-# validation split; with these two in float32, 0.076 nats (docs/hallucination.md, docs/improvement.md).
-INT8_FLOAT_LAYERS = ("down_proj", "lm_head")
 
-
-def int8_layer_names(torch: Any, model: Any) -> set[str]:
-    """The names of the linear layers int8 quantises: all but :data:`INT8_FLOAT_LAYERS`."""
-    return {
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and not name.endswith(INT8_FLOAT_LAYERS)
-    }
-
-
-def _at_precision(torch: Any, model: Any, precision: str) -> Any:
-    """The model in bfloat16, or with its linear layers (but :data:`INT8_FLOAT_LAYERS`) dynamically
-    quantised to int8 (weights in 8
-    bits, each call's activations quantised on the fly: the prompt's matrix products, which dominate a
-    short answer's time on a CPU, run in integer arithmetic). float32 leaves it as it is."""
+def _at_precision(torch: Any, model: Any, precision: str, weights: Path) -> Any:
+    """The model in bfloat16, or with its linear layers (but ``local_int8.INT8_FLOAT_LAYERS``) dynamically
+    quantised to int8 (weights in 8 bits, each call's activations quantised on the fly: the prompt's
+    matrix products, which dominate a short answer's time on a CPU, run in integer arithmetic), in
+    place and a few layers at a time (``weights``: the folder whose file the loader mapped, whose pages
+    are dropped as they are replaced). float32 leaves it as it is."""
     if precision == "bfloat16":
         return model.to(torch.bfloat16)
     if precision == "int8":
-        import warnings
-
-        with warnings.catch_warnings():  # torch.ao.quantization is marked for a future move to torchao
-            warnings.simplefilter("ignore")
-            quantize = torch.ao.quantization.quantize_dynamic
-            return quantize(model, int8_layer_names(torch, model), dtype=torch.qint8).eval()
+        quantize_int8(torch, model, weights)
+        return model.eval()
     return model
 
 
@@ -425,9 +407,12 @@ class LocalProvider:
         model = transformers.AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch.float32, local_files_only=True
         ).eval()
+        weights = directory
         if self.adapter is not None:
             model = _with_adapter(transformers, torch, model, self.adapter)
-        model = _at_precision(torch, model, self.precision)
+            if not (Path(self.adapter) / "adapter_config.json").is_file():  # a fully fine-tuned model
+                weights = Path(self.adapter)
+        model = _at_precision(torch, model, self.precision, weights)
         if self.warmup:  # the first generate() pays one-off costs (~1.5 s): pay them here
             with torch.inference_mode():
                 model.generate(

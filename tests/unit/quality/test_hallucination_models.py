@@ -172,13 +172,14 @@ def test_the_int8_detector_keeps_the_float_models_log_probabilities() -> None:
 
     import torch
 
-    from pilothouse.quality.hallucination.lm import FLOAT_LAYERS, LanguageModelEvidence
+    from pilothouse.providers.local_int8 import INT8_FLOAT_LAYERS
+    from pilothouse.quality.hallucination.lm import LanguageModelEvidence
 
     int8, float32 = LanguageModelEvidence(), LanguageModelEvidence(quantize=False)
     model, _ = int8.model_and_tokenizer()
     linear = [(n, type(m)) for n, m in model.named_modules() if type(m).__name__ == "Linear"]
     assert any("quantized" in t.__module__ for _, t in linear)
-    assert all(n.endswith(FLOAT_LAYERS) for n, t in linear if t is torch.nn.Linear)
+    assert all(n.endswith(INT8_FLOAT_LAYERS) for n, t in linear if t is torch.nn.Linear)
     responses = (FAITHFUL, EDITED, "The stadium was sold to a bank in Madrid for 90 million euros.")
 
     def means(evidence: LanguageModelEvidence) -> list[float]:

@@ -15,19 +15,16 @@ docs/hallucination.md for the measured effect). ``adapter=PATH`` puts a LoRA ada
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import importlib
 import inspect
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pilothouse.providers.base import Deployment
-from pilothouse.providers.local import INT8_FLOAT_LAYERS, SMOLLM2, LocalProvider, int8_layer_names
+from pilothouse.providers.local import SMOLLM2, LocalProvider
+from pilothouse.providers.local_int8 import quantize_int8
 from pilothouse.quality.hallucination.adapter import SHIPPED_ADAPTER
 from pilothouse.quality.hallucination.adapter import apply as apply_adapter
 from pilothouse.quality.hallucination.features import TokenEvidence
@@ -120,7 +117,7 @@ class LanguageModelEvidence:
             if self.adapter is not None:  # beside the layers it adapts, which int8 then quantises
                 apply_adapter(torch, model, self.adapter)
             if self.quantize:
-                _quantize_in_place(torch, model, Path(loaded.directory))
+                quantize_int8(torch, model, Path(loaded.directory))
             # transformers >= 5.3 calls the key/value cache ``cache``; earlier ones ``past_key_values``
             self._cache_kw = (
                 "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -202,70 +199,3 @@ def _token_logprobs(torch: Any, logits: Any, ids: list[int]) -> list[float]:
     """log p(ids[i]) under ``logits[i]``, in float32."""
     logprobs = torch.log_softmax(logits.float(), -1)
     return [float(v) for v in logprobs[torch.arange(len(ids)), torch.tensor(ids)].tolist()]
-
-
-# Linear layers kept in float32 by the int8 detector (as by the local provider's int8): quantising them
-# too moved a response's mean log p by 0.70 nats on average (the spread of the scores across responses is
-# 0.75; Pearson 0.947 against float32), these two kept in float32 by 0.076 (Pearson 0.997), on 30
-# SummEdits evaluation rows (no labels read). The evidence must be the model's, not the quantisation's.
-FLOAT_LAYERS = INT8_FLOAT_LAYERS
-
-
-def _quantize_in_place(torch: Any, model: Any, directory: Path) -> None:
-    """int8 dynamic quantisation of the linear layers (but :data:`FLOAT_LAYERS`), a few at a time,
-    keeping the resident set small.
-
-    The loader maps the safetensors file into memory (a private file mapping it never unmaps): every
-    float weight it holds becomes resident when read, and stays resident after its layer is replaced,
-    since the mapping, not a tensor, owns those pages (with int8 this kept the whole 513 MiB float
-    model resident next to its int8 copy). So after each group of layers the mapping's pages are
-    dropped, and at the end the float parameters left (embeddings, norms) are copied off it and its
-    pages dropped for good. Dropping is safe: a page touched again is read back from the file."""
-    names = sorted(int8_layer_names(torch, model))
-    with warnings.catch_warnings():  # torch marks torch.ao and its quantised tensors deprecated
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for first in range(0, len(names), 8):
-            torch.ao.quantization.quantize_dynamic(
-                model, set(names[first : first + 8]), dtype=torch.qint8, inplace=True
-            )
-            _drop_mapped_pages(directory)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.data = parameter.data.clone()
-        for buffer in model.buffers():
-            buffer.data = buffer.data.clone()
-    _release_freed_memory()
-    _drop_mapped_pages(directory, written_too=True)  # no tensor points into it any more
-
-
-def _drop_mapped_pages(directory: Path, *, written_too: bool = False) -> None:
-    """madvise(MADV_DONTNEED) on the process's mappings of files in ``directory`` (Linux; elsewhere
-    nothing): their pages leave the resident set and are read back from the file if touched again.
-    A mapping with pages written since it was mapped (``Anonymous`` in smaps: dropping them would undo
-    the writes) is left alone unless ``written_too`` (when nothing uses the mapping any more)."""
-    prefix = str(directory.resolve()) + "/"
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-        regions: list[tuple[int, int, int]] = []  # start, end, anonymous kB
-        for line in Path("/proc/self/smaps").read_text().splitlines():
-            fields = line.split(maxsplit=5)
-            if fields and "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header
-                if len(fields) == 6 and fields[5].startswith(prefix):
-                    start, end = (int(v, 16) for v in fields[0].split("-"))
-                    regions.append((start, end, 0))
-                else:
-                    regions.append((0, 0, 0))
-            elif fields and fields[0] == "Anonymous:" and regions and regions[-1][1]:
-                regions[-1] = (regions[-1][0], regions[-1][1], int(fields[1]))
-        for start, end, anonymous in regions:
-            if end and (written_too or anonymous == 0):
-                libc.madvise(start, end - start, 4)  # MADV_DONTNEED
-
-
-def _release_freed_memory() -> None:
-    """Collect, then hand the freed float weights back to the system (glibc keeps them otherwise)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: the process reuses it instead
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
