@@ -104,6 +104,11 @@ def test_repeated_requests_come_from_the_cache(gw: CachedGateway) -> None:
         time.sleep(0.05)
     call = detail.json()["observations"][0]
     assert call["attributes"]["gateway.cache"] == "hit"
+    assert call["ttft_ms"] is None  # a buffered answer has no first token (TTFT counts streams only)
+    streamed = httpx.get(
+        f"{gw.server.base_url}/api/traces/{stream.headers['x-pilothouse-trace-id']}", headers=auth
+    ).json()["observations"][0]
+    assert streamed["attributes"]["gateway.cache"] == "hit" and streamed["ttft_ms"] is not None
     assert call["cost"]["total"] == 0 and call["cost"]["saved"] == pytest.approx(original_cost, abs=1e-9)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from pilothouse.costs.catalogue import PriceCatalogue
-from pilothouse.costs.pricing import Pricer
+from pilothouse.costs.pricing import GATEWAY_CACHE, Pricer
 from pilothouse.domain.money import Money
 from pilothouse.domain.traces import (
+    Cost,
     Observation,
     ObservationKind,
     SpanRecord,
@@ -138,3 +139,36 @@ def test_recompute_reprices_calls_traces_and_rollups(tmp_path: Path) -> None:
     with_env = {"PILOTHOUSE_CONFIG": str(old)}
     env = cli("costs", "recompute", "--since", "1h", "--database-url", url, env=with_env)
     assert env.returncode == 0 and "3 changed" in env.stderr
+
+
+def test_recompute_keeps_a_gateway_cache_hit_free_and_reprices_what_it_saved(tmp_path: Path) -> None:
+    """A new user's check: re-pricing left the hits' savings at the old price (and must never bill a
+    hit at the full price)."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    old = _config(tmp_path, "old.yaml", 1.0, 2.0)  # $0.002 a call
+    new = _config(tmp_path, "new.yaml", 2.0, 4.0)  # $0.004 a call
+    store = SqlStore.from_url(url)
+    now = time.time_ns()
+    hit = Observation(
+        f"{9:032x}", f"{9:016x}", "chat", now - 10**9, now, kind=ObservationKind.GENERATION,
+        provider="sim", model="m1", usage=Usage(input=1000, output=500),
+    )  # fmt: skip
+    hit.cost = Cost({"input": Money.ZERO, "output": Money.ZERO}, GATEWAY_CACHE, usd("0.002"))
+    store.write_spans([SpanRecord("default", hit, TraceAttributes(user_id="u"))])
+    store.close()
+    done = cli("costs", "recompute", "--since", "1h", "--config", str(new), "--database-url", url)
+    assert done.returncode == 0 and "1 changed" in done.stderr, done.stderr
+    store = SqlStore.from_url(url)
+    detail = store.get_trace("default", hit.trace_id)
+    assert detail is not None and detail.trace.cost_usd == Money.ZERO
+    (call,) = detail.observations
+    assert (
+        call.cost is not None and call.cost.total == Money.ZERO and call.cost.price_version == GATEWAY_CACHE
+    )
+    assert call.cost.saved == usd("0.004")
+    now_s = time.time_ns() // 10**9
+    (metrics,) = store.model_metrics("default", now_s - 7200, now_s + 60, 3600)
+    assert metrics.sums.cost_usd == Money.ZERO and metrics.sums.saved_usd == usd("0.004")
+    store.close()
+    again = cli("costs", "recompute", "--since", "1h", "--config", str(old), "--database-url", url)
+    assert again.returncode == 0 and "1 changed" in again.stderr

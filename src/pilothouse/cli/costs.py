@@ -15,7 +15,7 @@ from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.cli.prices import config_option, load_catalogue
 from pilothouse.costs.cascade_report import CascadeItem
 from pilothouse.costs.catalogue import PriceCatalogue
-from pilothouse.costs.pricing import Pricer, price_usage
+from pilothouse.costs.pricing import GATEWAY_CACHE, Pricer, price_usage
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
 from pilothouse.domain.money import Money
 from pilothouse.domain.spreadsheet import escape_formula
@@ -126,14 +126,18 @@ def _new_cost(pricer: Pricer, call: StoredCall) -> Cost | None:
     for model in (call.deployment_model, call.model, call.request_model):
         row = pricer.row_for(call.provider, model, call.start_ns)
         if row is not None:
-            return price_usage(call.usage, row)
+            priced = price_usage(call.usage, row)
+            if call.cost is not None and call.cost.price_version == GATEWAY_CACHE:
+                # a gateway cache hit stays free; what it saved is the call's price now
+                return Cost(dict.fromkeys(call.cost.items, Money.ZERO), GATEWAY_CACHE, priced.total)
+            return priced
     return None
 
 
 def _same(a: Cost | None, b: Cost | None) -> bool:
     if a is None or b is None:
         return a is b
-    return a.total == b.total and a.price_version == b.price_version
+    return a.total == b.total and a.price_version == b.price_version and a.saved == b.saved
 
 
 @costs.command()

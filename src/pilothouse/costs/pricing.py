@@ -89,6 +89,9 @@ def _decimals(value: Decimal) -> int:
     return max(0, -exponent)
 
 
+GATEWAY_CACHE = "cache"  # the price version of a call the gateway's cache answered: free, saving its price
+
+
 def price_usage(usage: Usage, row: PriceRow) -> Cost:
     """The cost of ``usage`` at ``row``'s prices, with the row's version: each line item is its tokens
     times its rate, rounded to the pico-dollar. Never negative: a count below 0 (stored before counts

@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pilothouse.config import CascadeSettings
-from pilothouse.costs.pricing import Pricer, estimate_prompt_tokens, max_output_tokens, worst_case_cost
+from pilothouse.costs.pricing import (
+    GATEWAY_CACHE,
+    Pricer,
+    estimate_prompt_tokens,
+    max_output_tokens,
+    worst_case_cost,
+)
 from pilothouse.domain.chat import CallContext, SpanSink, current_call
 from pilothouse.domain.guards import Guardrails, RouteGuards
 from pilothouse.domain.keys import ApiKey
@@ -305,8 +311,9 @@ class Gateway:
                 # the check's own call is not billed to a budget: recorded, not metered
                 self.caches.maybe_verify(self.router, self.pricer, cached, call, request, self.record)
                 free = {"input": Money.ZERO, "output": Money.ZERO}
-                hit_cost = Cost(free, "cache", answer.cost or Money.ZERO)
-                call.first_token()
+                hit_cost = Cost(free, GATEWAY_CACHE, answer.cost or Money.ZERO)
+                if request.get("stream"):  # a streamed answer: its first chunk goes out now
+                    call.first_token()
                 self._save(
                     call.record_answer(answer.response, answer.provider, answer.deployment, cost=hit_cost)
                 )
