@@ -13,9 +13,12 @@ SOURCES.md). The feature set, fit and threshold were chosen on SummEdits' ``eval
   metrics BUMP ships are scored the same way on the same pairs;
 - FaithBench: balanced accuracy (hallucinated = worst label Unwanted), next to the 8 detectors whose
   scores FaithBench ships (probabilities at 0.5, LLM verdicts as given), on the same samples;
-- the cascade: the band is set on SummEdits' evaluation split (the share of its rows escalated,
-  ``--escalate``), then FaithBench's shipped GPT verdicts serve as the judge on the escalated items:
-  accuracy of the cascade against the judge alone, and the judge's cost at catalogue prices.
+- the cascade: what is escalated is chosen by an escalation budget (``--escalate-shares``, default
+  0.25: the share of recent local scores ranked nearest the threshold, as the ``hallucination``
+  scorer's ``escalate`` does) and, when the training command's evidence cache is there, by a fixed band
+  set on SummEdits' evaluation split (``--escalate``); FaithBench's shipped GPT verdicts serve as the
+  judge on the escalated items: accuracy of the cascade against the judge alone, and the judge's cost
+  at catalogue prices.
 Every figure has a bootstrap 95% interval (1,000 resamples of items, or of pairs). The raw SmolLM2 mean
 log-likelihood (the BARTScore-style baseline, no training) and mean PMI are scored in the same run.
 ``--limit N`` takes a seeded sample of N items per set, stratified by label (BUMP: by task), and says so.
@@ -45,7 +48,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -55,7 +58,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from pilothouse.quality.hallucination.cascade import JUDGE_PROMPT, decide  # noqa: E402
+from pilothouse.quality.hallucination.cascade import (  # noqa: E402
+    ESCALATE,
+    JUDGE_PROMPT,
+    EscalationBudget,
+    decide,
+)
 from pilothouse.quality.hallucination.detector import Detector, shipped_coefficients  # noqa: E402
 from pilothouse.quality.hallucination.features import LogisticModel  # noqa: E402
 from pilothouse.quality.hallucination.lm import DEFAULT_CONTEXT_BUDGET, default_adapter  # noqa: E402
@@ -310,9 +318,10 @@ def run_faithbench(detector: Detector, args: argparse.Namespace, cache: Path) ->
     print("  target: >= 56.2 (the best shipped detector, GPT-4o)")
 
 
-def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float, float]:
+def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float, float] | None:
     """(low, high) around the threshold holding ``--escalate`` of SummEdits' evaluation rows (the
-    split the detector was fitted on: the rows in the training command's evidence cache)."""
+    split the detector was fitted on: the rows in the training command's evidence cache); None
+    without that cache."""
     cache = args.evidence_cache
     budget = detector.evidence.context_budget
     if budget is not None:  # the training command's cache for this budget (featurise names it so)
@@ -321,7 +330,7 @@ def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float
         tag = f".adapter-{adapter_id(detector.evidence.adapter)}"
         cache = cache.with_name(cache.name.replace(".tokens.", f"{tag}.tokens."))
     if not cache.is_file():
-        raise SystemExit(f"no evaluation-split evidence at {cache}: run the training command first")
+        return None
     done = {json.loads(line)["id"] for line in cache.read_text(encoding="utf-8").splitlines() if line}
     rows = [r for r in load_summedits(args.data, "evaluation") if r["id"] in done]
     feats = featurise(detector, rows, args.evidence_cache)
@@ -333,58 +342,97 @@ def escalation_band(detector: Detector, args: argparse.Namespace) -> tuple[float
     return thr * (1 - c), thr + (1 - thr) * c
 
 
+def budget_decisions(scores: np.ndarray, share: float, threshold: float, seed: int) -> np.ndarray:
+    """Which items an :class:`EscalationBudget` escalates when they arrive in a seeded random order."""
+    budget = EscalationBudget(share, threshold)
+    escalated = np.zeros(len(scores), dtype=bool)
+    for index in np.random.default_rng(seed).permutation(len(scores)):
+        escalated[index] = budget.decide(float(scores[index])) == ESCALATE
+    return escalated
+
+
+def cascade_strategies(
+    detector: Detector, args: argparse.Namespace
+) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
+    """The ways of choosing what to escalate, each a function of a set's local scores."""
+    strategies: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
+    thr = detector.threshold
+    for share in args.escalate_shares:
+        strategies.append(
+            (
+                f"budget {100 * share:.0f}% (EscalationBudget: the {100 * share:.0f}% of recent scores"
+                " ranked nearest the threshold, items in a seeded random order)",
+                lambda v, share=share: budget_decisions(v, share, thr, args.seed),
+            )
+        )
+    band = escalation_band(detector, args)
+    if band is None:
+        print(f"\n(no band from SummEdits' evaluation split: {args.evidence_cache} is missing)")
+    else:
+        low, high = band
+        strategies.append(
+            (
+                f"band ({low:.3f}, {high:.3f}): {100 * args.escalate:.0f}% of SummEdits' evaluation rows,"
+                " set there before any held-out item",
+                lambda v: np.array([decide(float(x), low, high) == ESCALATE for x in v]),
+            )
+        )
+    return strategies
+
+
 def run_cascade(detector: Detector, args: argparse.Namespace) -> None:
     from pilothouse.costs.catalogue import PriceCatalogue
 
     if not CASCADE:
         return
-    low, high = escalation_band(detector, args)
-    print(
-        f"\nCascade: band ({low:.3f}, {high:.3f}) escalates {100 * args.escalate:.0f}% of SummEdits'"
-        " evaluation rows (set there, before any held-out item); prompt tokens estimated at 4 characters"
-        " a token, ~30 output tokens per verdict, catalogue prices"
-    )
     catalogue = PriceCatalogue.packaged()
     judges = {"gpt_4o": "gpt-4o", "gpt-4-turbo": "gpt-4-turbo", "gpt-3.5-turbo": "gpt-3.5-turbo"}
-    print(f"  {'set':12} {'items':>6} {'escalated %':>12}   judge cost: cascade / alone")
-    for name in dict.fromkeys(n for n, _, _ in CASCADE):
-        items = [(v, t) for n, v, t in CASCADE if n == name]
-        up = [t for v, t in items if decide(v, low, high) == "escalate"]
-        share = sum(up) / sum(t for _, t in items)
-        print(f"  {name:12} {len(items):6} {100 * len(up) / len(items):12.1f}   {share:.2f}")
-    if not FAITHBENCH:
-        return
-    ok = np.array([o for _, o, _ in FAITHBENCH])
-    local = np.array([v for v, _, _ in FAITHBENCH])
-    escalated = np.array([decide(v, low, high) == "escalate" for v in local])
-    tokens = np.array([t for n, _, t in CASCADE if n == "FaithBench"])
     print(
-        "  FaithBench, the judge = the verdicts FaithBench ships for each GPT model on the same"
-        " samples (1 = consistent):"
+        "\nCascade: prompt tokens estimated at 4 characters a token, ~30 output tokens per verdict,"
+        " catalogue prices; the judge = the verdicts FaithBench ships for each GPT model on the same"
+        " samples (1 = consistent)"
     )
-    print(
-        f"  {'judge':16} {'judge alone BA % [95% CI]':>27} {'cascade BA % [95% CI]':>27}"
-        f" {'alone $/1k':>11} {'cascade $/1k':>13}"
-    )
-    for key, model in judges.items():
-        verdicts = [b.get(key) for _, _, b in FAITHBENCH]
-        keep = np.array([v is not None for v in verdicts])
-        judge = np.array([int(float(v) >= 0.5) if v is not None else 0 for v in verdicts])
-        mine = np.where(escalated, judge, (local >= detector.threshold).astype(int))
-        row = catalogue.lookup(None, model)
-        rates = (row.input, row.output) if row is not None else (math.nan, math.nan)
-
-        def price(t: int, rates: tuple[float, float] = rates) -> float:
-            return (t * rates[0] + 30 * rates[1]) / 1e6
-
-        alone = 1000 * float(np.mean([price(t) for t in tokens[keep]]))
-        cascade = 1000 * float(
-            np.mean([price(t) if e else 0.0 for t, e in zip(tokens[keep], escalated[keep], strict=True)])
+    for label, choose in cascade_strategies(detector, args):
+        print(f"\n  escalation: {label}")
+        print(f"  {'set':12} {'items':>6} {'escalated %':>12}   judge cost: cascade / alone")
+        for name in dict.fromkeys(n for n, _, _ in CASCADE):
+            values = np.array([v for n, v, _ in CASCADE if n == name])
+            tokens = np.array([t for n, _, t in CASCADE if n == name])
+            up = choose(values)
+            print(
+                f"  {name:12} {len(values):6} {100 * up.mean():12.1f}   {tokens[up].sum() / tokens.sum():.2f}"
+            )
+        if not FAITHBENCH:
+            continue
+        ok = np.array([o for _, o, _ in FAITHBENCH])
+        local = np.array([v for v, _, _ in FAITHBENCH])
+        escalated = choose(local)
+        tokens = np.array([t for n, _, t in CASCADE if n == "FaithBench"])
+        print(
+            f"  {'FaithBench judge':16} {'judge alone BA % [95% CI]':>27} {'cascade BA % [95% CI]':>27}"
+            f" {'difference [95% CI]':>25} {'alone $/1k':>11} {'cascade $/1k':>13}"
         )
-        both = [judge[keep], mine[keep], ok[keep]]
-        a = bootstrap(lambda j, m, y: balanced_accuracy(j, y), both, args.seed)
-        c = bootstrap(lambda j, m, y: balanced_accuracy(m, y), both, args.seed)
-        print(f"  {model:16} {fmt(a):>27} {fmt(c):>27} {alone:11.4f} {cascade:13.4f}")
+        for key, model in judges.items():
+            verdicts = [b.get(key) for _, _, b in FAITHBENCH]
+            keep = np.array([v is not None for v in verdicts])
+            judge = np.array([int(float(v) >= 0.5) if v is not None else 0 for v in verdicts])
+            mine = np.where(escalated, judge, (local >= detector.threshold).astype(int))
+            row = catalogue.lookup(None, model)
+            rates = (row.input, row.output) if row is not None else (math.nan, math.nan)
+
+            def price(t: int, rates: tuple[float, float] = rates) -> float:
+                return (t * rates[0] + 30 * rates[1]) / 1e6
+
+            alone = 1000 * float(np.mean([price(t) for t in tokens[keep]]))
+            cascade = 1000 * float(
+                np.mean([price(t) if e else 0.0 for t, e in zip(tokens[keep], escalated[keep], strict=True)])
+            )
+            both = [judge[keep], mine[keep], ok[keep]]
+            a = bootstrap(lambda j, m, y: balanced_accuracy(j, y), both, args.seed)
+            c = bootstrap(lambda j, m, y: balanced_accuracy(m, y), both, args.seed)
+            # paired: the same resampled items for both, so the interval is of the difference itself
+            d = bootstrap(lambda j, m, y: balanced_accuracy(m, y) - balanced_accuracy(j, y), both, args.seed)
+            print(f"  {model:16} {fmt(a):>27} {fmt(c):>27} {fmt(d):>25} {alone:11.4f} {cascade:13.4f}")
 
 
 def latency_child(args: argparse.Namespace) -> None:
@@ -529,6 +577,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--escalate", type=float, default=0.25, help="cascade: share of the evaluation split escalated"
+    )
+    parser.add_argument(
+        "--escalate-shares",
+        type=lambda v: [float(x) for x in v.split(",") if x.strip()],
+        default=[0.25],
+        help="cascade: escalation budgets (shares of checks), comma-separated (default 0.25)",
     )
     parser.add_argument(
         "--evidence-only",

@@ -322,3 +322,45 @@ def test_the_watchdog_reports_a_silent_worker(sqlite_store: SqlStore) -> None:
     health = worker.health()
     assert health["stalled"] is True
     assert health["reasons"] == ["the online evaluators' worker made no progress for 61s"]
+
+
+def test_a_hallucination_evaluator_escalates_to_its_judge_then_goes_on_locally_past_the_cap(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    from pilothouse.config import load_config
+    from pilothouse.costs.catalogue import PriceCatalogue
+    from pilothouse.costs.pricing import Pricer
+    from pilothouse.gateway import Gateway, InProcessModel
+    from pilothouse.gateway.config import GatewayConfig
+    from pilothouse.gateway.router import Router
+    from pilothouse.quality.online import RuleError
+
+    path = judge_config(tmp_path)  # its judge knows "zebra-42": that answer is unsupported
+    (tmp_path / "verdicts.jsonl").write_text(
+        '{"question": "zebra-42", "answer": "{\\"supported\\": false, \\"unsupported\\": [\\"zebra-42\\"]}",'
+        ' "difficulty": 0}\n'
+    )
+    config = GatewayConfig.from_config(load_config(path, home=tmp_path))
+    gateway = Gateway(Router(config), Pricer(PriceCatalogue.packaged(config.prices)))
+    gateway.record = lambda span: store.write_spans([span])
+    service = OnlineEvaluators(store, served_models=["judge"])
+    with pytest.raises(RuleError, match="only for scorers that call a model"):
+        service.create("default", "x", {"scorer": {"type": "contains", "value": "a"}, "judge": "judge"})
+    scorer = {"type": "hallucination", "escalate": 1.0}  # every check to the judge (until the cap)
+    service.create("default", "faithful", {"scorer": scorer, "judge": "judge", "daily_cost_cap_usd": 0.0001})
+    context = {"context": "The zebra-41 run finished first."}
+    first = store_trace(store, output="zebra-42 finished first.", metadata=context)
+    judges = {"judge": InProcessModel(gateway, "judge", description="the server's gateway")}
+    worker = OnlineWorker(service, judges.get, WorkerOptions(poll_s=0.0, settle_s=0, retry_base_s=0.0))
+    asyncio.run(drain(worker))
+    (judged,) = online_scores(store, first)
+    assert judged.value == 0.0 and "the judge says unsupported" in (judged.comment or "")
+    (item,) = service.online.items_for_trace("default", first)
+    assert item.cost_usd is not None and item.cost_usd > 0.0001  # the judge's price, past the cap
+
+    second = store_trace(store, output="zebra-41 finished first.", metadata=context)
+    asyncio.run(drain(worker))
+    (local,) = online_scores(store, second)  # the cap stops the judge, not the local detector
+    assert local.value is not None and 0.0 < local.value < 1.0 and "escalated" not in (local.comment or "")
+    (capped,) = service.online.items_for_trace("default", second)
+    assert capped.state == "scored" and not capped.cost_usd

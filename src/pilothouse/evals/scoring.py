@@ -45,6 +45,7 @@ __all__ = [
     "ScorerFactory",
     "ScorerSpec",
     "ScoringError",
+    "accepts_judge",
     "available_scorers",
     "build_scorer",
     "is_model_graded",
@@ -252,6 +253,10 @@ class _LazyFactory:
     def model_graded(self) -> bool:
         return bool(getattr(self.load(), "model_graded", False))
 
+    @property
+    def judge_optional(self) -> bool:
+        return bool(getattr(self.load(), "judge_optional", False))
+
     def load(self) -> ScorerFactory:
         if self._factory is None:
             self._factory = self.entry.load()
@@ -272,6 +277,14 @@ def is_model_graded(type_name: str) -> bool:
     True``: every :class:`pilothouse.evals.judges.JudgeScorer`, and any plugin that sets it)."""
     _load_builtin_scorers()
     return bool(getattr(_registry.get(type_name), "model_graded", False))
+
+
+def accepts_judge(type_name: str) -> bool:
+    """True when the scorer type can use a judge model: every model-graded one, and those that may
+    use one (``judge_optional = True``: the ``hallucination`` scorer escalates its uncertain checks)."""
+    _load_builtin_scorers()
+    factory = _registry.get(type_name)
+    return bool(getattr(factory, "model_graded", False) or getattr(factory, "judge_optional", False))
 
 
 def parse_scorer_spec(

@@ -15,6 +15,7 @@ from pilothouse.evals.scoring import Sample, available_scorers, build_scorer
 from pilothouse.quality.hallucination.cascade import (
     ESCALATE,
     Cascade,
+    EscalationBudget,
     bands_around,
     decide,
     parse_judge_answer,
@@ -134,3 +135,58 @@ def test_the_hallucination_scorer_registers_through_the_entry_point() -> None:
     assert result.value is None and "needs a context" in (result.error or "")
     with pytest.raises(ValueError, match="model folder"):
         build_scorer({"type": "hallucination", "model": "/nonexistent/folder"})
+
+
+def test_a_budget_escalates_its_share_wherever_the_scores_fall() -> None:
+    import random
+
+    rng = random.Random(5)
+    for spread in ((0.90, 0.99), (0.0, 1.0), (0.2, 0.6)):  # high, wide, and low against a 0.88 threshold
+        budget = EscalationBudget(0.25, 0.88, window=400, warmup=20)
+        decisions = [budget.decide(rng.uniform(*spread)) for _ in range(2000)]
+        share = decisions[200:].count(ESCALATE) / 1800  # once the window is full
+        assert share == pytest.approx(0.25, abs=0.04), spread
+    # a fixed band around the same threshold escalates all or none of such scores
+    low, high = bands_around(0.88, 0.25)
+    assert all(decide(s, low, high) != ESCALATE for s in (0.2, 0.6)) and decide(0.90, low, high) == ESCALATE
+
+
+def test_a_budget_escalates_the_scores_that_rank_nearest_the_threshold() -> None:
+    budget = EscalationBudget(0.2, 0.5, window=100, warmup=10)
+    for i in range(100):  # 0.00, 0.01, ... 0.99: the threshold ranks at the middle
+        budget.decide(i / 100)
+    assert [budget.decide(s) for s in (0.05, 0.35, 0.45, 0.5, 0.55, 0.65, 0.95)] == [
+        "unsupported",
+        "unsupported",
+        ESCALATE,
+        ESCALATE,
+        ESCALATE,
+        "supported",
+        "supported",
+    ]
+    edge = EscalationBudget(0.2, 0.01, window=100, warmup=10)  # threshold below every score: band moves in
+    for i in range(100):
+        edge.decide(0.5 + i / 200)
+    assert edge.decide(0.55) == ESCALATE and edge.decide(0.95) == "supported"
+    assert EscalationBudget(0.0, 0.5, warmup=1).decide(0.5) != ESCALATE
+    for bad in ((1.5, 0.5), (0.2, 1.0), (-0.1, 0.5)):
+        with pytest.raises(ValueError):
+            EscalationBudget(*bad)
+
+
+def test_a_cascade_with_a_budget_asks_the_judge_for_its_share_only() -> None:
+    answers: list[str | Exception] = ['{"supported": true}'] * 100
+    judge = ScriptedJudge(answers)
+    scores = iter([i / 100 for i in range(100)] * 2)
+    cascade = Cascade(
+        lambda r, c: local(next(scores))(r, c), judge, budget=EscalationBudget(0.1, 0.5, warmup=10)
+    )
+
+    async def run() -> None:
+        for _ in range(200):
+            await cascade.check("abc", "ctx")
+
+    asyncio.run(run())
+    # a sorted stream (the worst drift: each score ranks at the top of the recent ones) keeps the share too
+    assert 10 <= cascade.stats.escalated <= 21 and len(judge.requests) == cascade.stats.escalated
+    assert cascade.stats.judge_cost == PRICE * cascade.stats.escalated

@@ -188,3 +188,29 @@ def test_the_int8_detector_keeps_the_float_models_log_probabilities() -> None:
     q, f = means(int8), means(float32)
     assert statistics.fmean(abs(a - b) for a, b in zip(q, f, strict=True)) < 0.2
     assert q[0] - q[1] > 0.8 * (f[0] - f[1]) > 0
+
+
+def test_the_scorer_escalates_its_share_to_a_judge_and_reports_the_judges_cost(tmp_path: Path) -> None:
+    from pilothouse.evals.judges import Judge
+    from pilothouse.evals.scoring import ScorerConfigError
+    from tests.unit.quality.test_hallucination_cascade import PRICE, ScriptedJudge
+
+    folder = tiny_model(tmp_path / "nli", {0: "entailment", 1: "neutral", 2: "contradiction"})
+    base = {"type": "hallucination", "model": str(folder), "context": "{{ doc }}"}
+    sample = Sample(item_id="1", input={"doc": CONTEXT}, output=EDITED)
+    judge = ScriptedJudge(['{"supported": false, "unsupported": ["in 1987"]}'])
+    everything = build_scorer({**base, "escalate": 1.0}, Judge(judge, logprobs=False))
+    result = asyncio.run(everything.score(sample))
+    assert result.value == 0.0 and result.details["source"] == "judge:scripted-judge"
+    assert result.judge_cost_usd == PRICE and len(judge.requests) == 1
+    assert [EDITED[s["start"] : s["end"]] for s in result.details["spans"]] == ["in 1987"]
+    local = asyncio.run(everything.without_judge().score(sample))  # e.g. once the judge's cap is spent
+    assert local.details["source"] == "hf:nli" and local.judge_cost_usd is None and len(judge.requests) == 1
+    never = build_scorer({**base, "escalate": 0.0}, Judge(ScriptedJudge([]), logprobs=False))
+    assert asyncio.run(never.score(sample)).details["source"] == "hf:nli"
+    with pytest.raises(ScorerConfigError, match="needs a 'judge'"):
+        build_scorer({**base, "escalate": 0.3})
+    with pytest.raises(ScorerConfigError, match="no judge model"):
+        build_scorer({**base, "judge": "gpt-4o"})
+    with pytest.raises(ScorerConfigError, match="at most 1"):
+        build_scorer({**base, "escalate": 2}, Judge(judge, logprobs=False))

@@ -1,19 +1,25 @@
 """The cascade: the local detector decides where it is confident; the uncertain middle goes to an LLM
-judge (any :class:`~pilothouse.domain.chat.ChatModel`), so the judge is paid for on a minority of
-checks. :class:`CascadeStats` keeps the share escalated and the judge's cost per 1,000 checks."""
+judge, so the judge is paid for on a minority of checks. Which checks are uncertain is either a fixed
+band of scores (``low``, ``high``) or an :class:`EscalationBudget`: about a set share of the checks, those
+whose score ranks nearest the threshold among the recent ones (a fixed band escalates a share that
+depends on where a domain's scores fall; a budget keeps the share, and so the judge's cost, wherever they
+fall). :class:`CascadeStats` keeps the share escalated and the judge's cost per 1,000 checks."""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import re
-import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from pilothouse.domain.chat import CallContext, ChatModel, ModelCallError, current_call
+from pilothouse.domain.chat import ChatModel
 from pilothouse.domain.faithfulness import SUPPORTED, UNSUPPORTED, UnsupportedSpan, Verdict
 from pilothouse.domain.money import Money
+from pilothouse.evals.judges import Judge, JudgeModel, JudgeReply
 
 ESCALATE = "escalate"
 JUDGE_PROMPT = """You check whether a RESPONSE is fully supported by a CONTEXT.
@@ -44,6 +50,55 @@ def bands_around(threshold: float, confidence: float) -> tuple[float, float]:
     if not 0.0 <= confidence <= 1.0 or not 0.0 < threshold < 1.0:
         raise ValueError("need 0 < threshold < 1 and 0 <= confidence <= 1")
     return threshold * (1.0 - confidence), threshold + (1.0 - threshold) * confidence
+
+
+class EscalationBudget:
+    """Escalates about ``share`` of the checks: those whose local score ranks nearest ``threshold``
+    among the last ``window`` scores (the band of ranks is centred on the threshold's rank, moved
+    inward at either end). Until ``warmup`` scores are seen the band is :func:`bands_around` the
+    threshold at confidence ``share``. A check's own score joins the window after its decision. On a
+    stream whose scores drift (a sorted stream is the worst case) ranks among recent scores mislead,
+    so the escalations among the last ``window`` checks are also held to ``share`` of them (plus one).
+    Not thread-safe: one cascade, one caller at a time (the scorer and the cascade hold it so)."""
+
+    def __init__(self, share: float, threshold: float, *, window: int = 500, warmup: int = 20) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"the escalated share must be within [0, 1], not {share}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"the threshold must be within (0, 1), not {threshold}")
+        if not 1 <= warmup <= window:
+            raise ValueError("need 1 <= warmup <= window")
+        self.share, self.threshold, self.window, self.warmup = share, threshold, window, warmup
+        self._recent: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._escalated: deque[bool] = deque()
+        self._escalations = 0
+
+    def decide(self, score: float) -> str:
+        """``supported``, ``unsupported`` or :data:`ESCALATE` for one local score (then remembered)."""
+        ranked = self._sorted
+        if len(ranked) < self.warmup:
+            decision = decide(score, *bands_around(self.threshold, self.share))
+        else:
+            n = len(ranked)
+            rank = (bisect.bisect_left(ranked, score) + bisect.bisect_right(ranked, score)) / (2 * n)
+            start = min(
+                max(bisect.bisect_left(ranked, self.threshold) / n - self.share / 2, 0.0), 1 - self.share
+            )
+            if self.share > 0 and start <= rank <= start + self.share:
+                decision = ESCALATE
+            else:
+                decision = SUPPORTED if score >= self.threshold else UNSUPPORTED
+        if decision == ESCALATE and self._escalations + 1 > self.share * (len(self._recent) + 1) + 1:
+            decision = SUPPORTED if score >= self.threshold else UNSUPPORTED  # over the share: local
+        self._recent.append(score)
+        self._escalated.append(decision == ESCALATE)
+        self._escalations += decision == ESCALATE
+        bisect.insort(ranked, score)
+        if len(self._recent) > self.window:
+            del ranked[bisect.bisect_left(ranked, self._recent.popleft())]
+            self._escalations -= self._escalated.popleft()
+        return decision
 
 
 def parse_judge_answer(text: str, response: str) -> tuple[bool, tuple[UnsupportedSpan, ...]]:
@@ -95,77 +150,95 @@ class CascadeStats:
         return self.judge_cost * (1000 / self.checked) if self.checked else Money(0)
 
 
+@dataclass(frozen=True)
+class CascadeResult:
+    """One check: the verdict, and the judge's reply when the check was escalated and it answered."""
+
+    verdict: Verdict
+    reply: JudgeReply | None = None
+
+
 class Cascade:
-    """Local detector first; the judge for scores strictly between ``low`` and ``high``.
+    """Local detector first; the judge for the uncertain middle: scores strictly between ``low`` and
+    ``high``, or, with ``budget``, what the :class:`EscalationBudget` escalates.
 
     ``local`` is any ``(response, context) -> Verdict`` (the detector's ``detect``; run in a worker
-    thread); ``judge`` a started :class:`ChatModel`. When the judge fails, the local verdict stands
-    (its reason says so) and ``stats.judge_errors`` counts it."""
+    thread); ``judge`` a started :class:`ChatModel` (asked through :class:`~pilothouse.evals.judges.Judge`)
+    or a :class:`~pilothouse.evals.judges.JudgeModel` (what eval scorers are given). When the judge
+    fails, the local verdict stands (its reason says so) and ``stats.judge_errors`` counts it."""
 
     def __init__(
         self,
         local: Callable[[str, str], Verdict],
-        judge: ChatModel,
+        judge: ChatModel | JudgeModel,
         *,
         low: float = 0.25,
         high: float = 0.75,
+        budget: EscalationBudget | None = None,
         max_tokens: int = 300,
     ) -> None:
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"need 0 <= low <= high <= 1, not low={low}, high={high}")
-        self.local, self.judge, self.low, self.high, self.max_tokens = local, judge, low, high, max_tokens
+        self.local, self.low, self.high, self.budget, self.max_tokens = local, low, high, budget, max_tokens
+        self.judge: JudgeModel = (
+            cast(JudgeModel, judge)
+            if hasattr(judge, "complete")
+            else Judge(judge, logprobs=False)
+        )
+        named = getattr(self.judge, "model", None)
+        self.judge_name = str(getattr(named, "model", None) or "judge")
         self.stats = CascadeStats()
+        self._order = asyncio.Lock()  # the budget's window sees the scores one at a time
 
     async def check(self, response: str, context: str) -> Verdict:
         """The cascade's verdict on one response."""
+        return (await self.run(response, context)).verdict
+
+    async def run(self, response: str, context: str) -> CascadeResult:
+        """The verdict on one response, with the judge's reply (its tokens and cost) when asked."""
         verdict = await asyncio.to_thread(self.local, response, context)
-        self.stats.checked += 1
-        if decide(verdict.score, self.low, self.high) != ESCALATE:
-            return verdict
+        async with self._order:
+            self.stats.checked += 1
+            if self.budget is not None:
+                decision = self.budget.decide(verdict.score)
+            else:
+                decision = decide(verdict.score, self.low, self.high)
+        if decision != ESCALATE:
+            return CascadeResult(verdict)
         self.stats.escalated += 1
         return await self._ask_judge(response, context, verdict)
 
-    async def _ask_judge(self, response: str, context: str, local: Verdict) -> Verdict:
-        request = {
-            "model": self.judge.model,
-            "messages": [
-                {"role": "user", "content": JUDGE_PROMPT.format(context=context, response=response)}
-            ],
-            "temperature": 0,
-            "max_tokens": self.max_tokens,
-        }
-        outer = current_call.get()
-        context_ = CallContext(
-            outer.trace_id if outer else uuid.uuid4().hex,
-            outer.project_id if outer else "default",
-            outer.parent_id if outer else None,
-            "hallucination judge",
-        )
+    async def _ask_judge(self, response: str, context: str, local: Verdict) -> CascadeResult:
+        prompt = JUDGE_PROMPT.format(context=context, response=response)
         try:
-            reply = await self.judge.chat(request, context_)
+            reply = await self.judge.complete(
+                [{"role": "user", "content": prompt}], max_tokens=self.max_tokens
+            )
             supported, spans = parse_judge_answer(reply.text, response)
-        except (ModelCallError, ValueError) as exc:
+        except (RuntimeError, ValueError) as exc:
             self.stats.judge_errors += 1
-            return Verdict(
+            failed = Verdict(
                 local.score,
                 local.label,
                 local.spans,
                 local.source,
                 local.confidence,
                 local.features,
-                f"{local.reason}; the judge failed: {exc}",
+                f"{local.reason}; the judge failed: {str(exc).removeprefix('judge call failed: ')}",
             )
+            return CascadeResult(failed)
         if reply.cost_usd is None:
             self.stats.unpriced_calls += 1
         else:
             self.stats.judge_cost = self.stats.judge_cost + reply.cost_usd
-        return Verdict(
+        verdict = Verdict(
             1.0 if supported else 0.0,
             SUPPORTED if supported else UNSUPPORTED,
             spans or (() if supported else local.spans),
-            f"judge:{self.judge.model}",
+            f"judge:{self.judge_name}",
             1.0,
             {**local.features, "local_score": local.score},
             f"escalated (local score {local.score:.2f}); the judge says "
             + ("supported" if supported else "unsupported"),
         )
+        return CascadeResult(verdict, reply)

@@ -6,14 +6,18 @@ registry through the ``pilothouse.scorers`` entry point in ``pyproject.toml`` (l
 Spec options: ``context`` (a template such as ``"{{ passages }}"``; default: the sample's context),
 ``model`` (a Hugging Face sequence-classification folder; default: the bundled local detector),
 ``supported_label`` and ``trust_remote_code`` (for ``model``). The value is P(supported) in [0, 1];
-the threshold defaults to the detector's own."""
+the threshold defaults to the detector's own. With the common key ``judge`` (a model), it is a
+cascade: about ``escalate`` (default 0.25) of the checks, those whose local score ranks nearest the
+threshold among the scorer's recent ones, go to the judge, whose verdict (1 or 0) is the value and
+whose tokens and cost are the result's."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import ClassVar
+from dataclasses import replace
+from typing import Any, ClassVar
 
 from pilothouse.domain.faithfulness import Verdict
 from pilothouse.evals.scoring import (
@@ -57,7 +61,8 @@ class HallucinationScorer(BaseScorer):
     """P(the output is supported by the context), from a local detector; unsupported spans in details."""
 
     default_threshold: ClassVar[float] = 0.5
-    allowed_options = frozenset({"context", "model", "supported_label", "trust_remote_code"})
+    judge_optional: ClassVar[bool] = True  # what pilothouse.evals.scoring.accepts_judge asks
+    allowed_options = frozenset({"context", "model", "supported_label", "trust_remote_code", "escalate"})
 
     def __init__(self, spec: ScorerSpec) -> None:
         super().__init__(spec)
@@ -71,6 +76,17 @@ class HallucinationScorer(BaseScorer):
             if not (Path(self.model).expanduser() / "config.json").is_file():
                 raise spec.error(f"option 'model' must be a Hugging Face model folder, not {self.model!r}")
         self._explicit_threshold = spec.threshold is not None
+        self.escalate = spec.number_option("escalate", 0.25, minimum=0.0, maximum=1.0)
+        if "escalate" in spec.options and spec.judge is None and spec.judge_name is None:
+            raise spec.error("option 'escalate' needs a 'judge' (the model the uncertain checks go to)")
+        if spec.judge_name is not None and spec.judge is None:
+            raise spec.error(f"'judge' ({spec.judge_name}) cannot be reached from here: no judge model")
+        self._cascade: Any = None
+
+    def without_judge(self) -> HallucinationScorer:
+        """The same scorer with no judge (the local detector alone), e.g. once a judge's budget is spent."""
+        options = {k: v for k, v in self.spec.options.items() if k != "escalate"}
+        return HallucinationScorer(replace(self.spec, options=options, judge=None, judge_name=None))
 
     async def measure(self, sample: Sample) -> ScoreResult:
         context = (
@@ -83,14 +99,21 @@ class HallucinationScorer(BaseScorer):
         detect, threshold = _detector(self.model, self.supported_label, self.trust_remote_code)
         if not self._explicit_threshold:
             self.threshold = threshold
+        reply = None
         try:
-            verdict = await asyncio.to_thread(detect, sample.output, context)
+            if self.spec.judge is None:
+                verdict = await asyncio.to_thread(detect, sample.output, context)
+            else:
+                verdict, reply = await self._cascade_check(detect, sample.output, context)
         except ValueError as exc:
             raise ScoringError(f"scorer '{self.name}': {exc}") from exc
         spans = [s.to_dict() for s in verdict.spans]
         return ScoreResult(
             verdict.score,
             reason=f"{verdict.label}: {verdict.reason}",
+            judge_input_tokens=reply.input_tokens if reply else None,
+            judge_output_tokens=reply.output_tokens if reply else None,
+            judge_cost_usd=reply.cost_usd if reply else None,
             details={
                 "label": verdict.label,
                 "spans": spans,
@@ -98,3 +121,17 @@ class HallucinationScorer(BaseScorer):
                 "features": dict(verdict.features),
             },
         )
+
+    async def _cascade_check(
+        self, detect: Callable[[str, str], Verdict], output: str, context: str
+    ) -> tuple[Verdict, Any]:
+        from pilothouse.quality.hallucination.cascade import Cascade, EscalationBudget
+
+        if self._cascade is None:
+            # the band is around the detector's own threshold (the scorer's may be set apart for passing)
+            owner = getattr(detect, "__self__", None)
+            threshold = min(max(float(getattr(owner, "threshold", 0.5)), 1e-6), 1 - 1e-6)
+            budget = EscalationBudget(self.escalate, threshold)
+            self._cascade = Cascade(detect, self.spec.judge, budget=budget)  # type: ignore[arg-type]
+        result = await self._cascade.run(output, context)
+        return result.verdict, result.reply

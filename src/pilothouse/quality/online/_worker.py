@@ -285,7 +285,8 @@ class OnlineWorker:
         else:
             try:
                 definition = parse_definition(document)
-                graded = is_model_graded(str(definition.scorer["type"]))
+                # a judge for a model-graded scorer, or one that may escalate to it (hallucination)
+                graded = is_model_graded(str(definition.scorer["type"])) or definition.judge is not None
                 judge = None
                 if graded:
                     model = self.judge_models(definition.judge or "")
@@ -363,7 +364,12 @@ class OnlineWorker:
                 since = utc_day_start_ns(self.clock())
                 spent = await asyncio.to_thread(self.service.online.cost_since, item.evaluator_id, since)
                 if spent + self._spent.get(item.evaluator_id, 0.0) >= cap:
-                    return Outcome(item, UNMEASURED, reason="daily cost cap")
+                    local_only = getattr(prepared.scorer, "without_judge", None)
+                    if local_only is None:
+                        return Outcome(item, UNMEASURED, reason="daily cost cap")
+                    # a scorer that only escalates to its judge goes on without it (the cap's reason said)
+                    (result,) = await _score_all([(local_only(), sample)])
+                    return self._outcome(item, prepared, result)
             judge_trace = new_trace_id()
             result = await self._score(prepared, item, sample, judge_trace)
             outcome = self._outcome(item, prepared, result, judge_trace)
