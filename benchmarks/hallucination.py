@@ -492,7 +492,8 @@ def run_latency(args: argparse.Namespace) -> None:
 
     print(
         f"\nLatency: {args.latency} checks per fresh process, cold context cache, BUMP articles cut to"
-        f" <= 1,000 tokens, load average now {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
+        f" <= 1,000 tokens, OMP_WAIT_POLICY={args.wait_policy},"
+        f" load average now {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     print(
         f"  {'detector':42} {'p50 s':>6} {'p95 s':>6} {'CPU s/check':>12} {'peak RSS MiB':>13}"
@@ -520,7 +521,10 @@ def run_latency(args: argparse.Namespace) -> None:
             str(args.threads or 2),
             *extra,
         ]
-        out = subprocess.run(command, capture_output=True, text=True, check=False)
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if args.wait_policy != "default":
+            env["OMP_WAIT_POLICY"] = args.wait_policy
+        out = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         if out.returncode or not lines:
             print(f"  {label:42} failed: {out.stderr.strip()[-300:]}")
@@ -590,6 +594,13 @@ def main() -> None:
         help="compute and cache the per-token evidence of the chosen sets; score and print nothing",
     )
     parser.add_argument("--latency-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--wait-policy",
+        default=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+        help="OpenMP's OMP_WAIT_POLICY in the latency processes: PASSIVE (as `pilothouse` sets it"
+        " unless the environment sets one; the default here too), ACTIVE, or 'default' (unset: OpenMP's"
+        " own, spinning a while before it sleeps)",
+    )
     parser.add_argument(
         "--no-cascade",
         dest="cascade",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterator, MutableMapping
 
@@ -84,6 +85,11 @@ def cli() -> None:
 
 def main() -> None:
     """Console entry point: one-line errors and a non-zero exit instead of tracebacks."""
+    # Local models (the local provider, the hallucination detector) compute with OpenMP threads, whose
+    # default is to spin while they wait: on cores shared with the server's own work that made a
+    # detector check 2-4 times slower (docs/hallucination.md, "Latency and memory"). Set before torch
+    # loads; a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

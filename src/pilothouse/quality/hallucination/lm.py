@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pilothouse.providers.base import Deployment
 from pilothouse.providers.local import SMOLLM2, LocalProvider
-from pilothouse.providers.local_int8 import quantize_int8
+from pilothouse.providers.local_int8 import quantize_int8, trim_heap
 from pilothouse.quality.hallucination.adapter import SHIPPED_ADAPTER
 from pilothouse.quality.hallucination.adapter import apply as apply_adapter
 from pilothouse.quality.hallucination.features import TokenEvidence
@@ -188,6 +188,7 @@ class LanguageModelEvidence:
                 extra = cache.get_seq_length() - length
                 if extra > 0:  # back to the context alone, for the next response
                     cache.crop(-extra)
+                trim_heap()  # the passes' activations, freed, would otherwise stay resident
             tokens = tuple(
                 TokenEvidence(int(start), int(end), float(lp), float(pr))
                 for (start, end), lp, pr in zip(offsets, logprobs, priors, strict=True)
