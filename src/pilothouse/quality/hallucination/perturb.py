@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pilothouse.quality.hallucination.features import _STOP
@@ -163,22 +164,21 @@ def _negation(text: str, _document: str, rng: random.Random) -> str | None:
     return _replace(text, target, target.group(0) + " not")
 
 
-def _antonym(text: str, _document: str, rng: random.Random) -> str | None:
-    found = list(_ANTONYM_WORD.finditer(text))
-    if not found:
-        return None
-    target = rng.choice(found)
-    word = target.group(0)
-    return _replace(text, target, _match_case(_ANTONYM[word.lower()], word))
+Editor = Callable[[str, str, random.Random], str | None]
 
 
-def _pronoun(text: str, _document: str, rng: random.Random) -> str | None:
-    found = list(_PRONOUN_WORD.finditer(text))
-    if not found:
-        return None
-    target = rng.choice(found)
-    word = target.group(0)
-    return _replace(text, target, _match_case(_PRONOUN[word.lower()], word))
+def _swap(pattern: re.Pattern[str], table: dict[str, str]) -> Editor:
+    """An editor that replaces one word ``pattern`` finds (chosen with ``rng``) by its ``table`` entry."""
+
+    def edit(text: str, _document: str, rng: random.Random) -> str | None:
+        found = list(pattern.finditer(text))
+        if not found:
+            return None
+        target = rng.choice(found)
+        word = target.group(0)
+        return _replace(text, target, _match_case(table[word.lower()], word))
+
+    return edit
 
 
 def _clause(text: str, _document: str, rng: random.Random) -> str | None:
@@ -198,8 +198,8 @@ _EDITORS = {
     "number": _number,
     "entity": _entity,
     "negation": _negation,
-    "antonym": _antonym,
-    "pronoun": _pronoun,
+    "antonym": _swap(_ANTONYM_WORD, _ANTONYM),
+    "pronoun": _swap(_PRONOUN_WORD, _PRONOUN),
     "clause": _clause,
 }
 
