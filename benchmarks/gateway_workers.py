@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Server, create_key
-from ingest_pg import _drop_database, _new_database
+from ingest_pg import _drop_database, _new_database, postgres_cpu_seconds, tree_cpu_seconds
 
 from gateway import chat_body, run_wrk, wrk_available
 
@@ -48,9 +50,14 @@ def one_run(args: argparse.Namespace, workers: int) -> float:
         try:
             body = chat_body("sim")
             run_wrk(server.base_url + "/v1/chat/completions", body, key, args.connections, 2, folder)  # warm
+            before = cpu_snapshot(server.pid, args.database_url, url)
             load = run_wrk(
                 server.base_url + "/v1/chat/completions", body, key, args.connections, args.duration, folder
             )
+            used = {
+                k: (v - before[k]) / args.duration
+                for k, v in cpu_snapshot(server.pid, args.database_url, url).items()
+            }
         finally:
             server.stop()
     finally:
@@ -61,7 +68,37 @@ def one_run(args: argparse.Namespace, workers: int) -> float:
         f"wrk p50 {load['p50_us'] / 1000:.2f} ms, p99 {load['p99_us'] / 1000:.2f} ms)",
         flush=True,
     )
+    print(
+        "  cores used while timed: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in used.items())
+        + f"; Pilothouse CPU ms/request {1000 * used['pilothouse'] / max(load['rps'], 1):.3f}",
+        flush=True,
+    )
+    CORES.setdefault(workers, []).append(used)
     return float(load["rps"])
+
+
+CORES: dict[int, list[dict[str, float]]] = {}
+
+
+def cpu_snapshot(server_pid: int, admin_url: str, url: str) -> dict[str, float]:
+    """CPU seconds so far of: the server's processes (parent, workers, span writer), the PostgreSQL
+    backends of its database, Redis, and wrk (this process's finished children), and the machine."""
+    redis = 0.0
+    pids = subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True).stdout.split()
+    for pid in pids:
+        redis += tree_cpu_seconds(int(pid))
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()[1:]
+    busy = sum(int(v) for i, v in enumerate(fields) if i not in (3, 4)) / os.sysconf("SC_CLK_TCK")
+    return {
+        "pilothouse": tree_cpu_seconds(server_pid),
+        "postgresql": 0.0 if url.startswith("sqlite") else postgres_cpu_seconds(admin_url, url),
+        "redis": redis,
+        "wrk": resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime,
+        "machine": busy,
+    }
 
 
 def main() -> None:
@@ -86,6 +123,16 @@ def main() -> None:
     print(f"median of {args.rounds} rounds, alternating, {args.connections} connections")
     print(f"--workers 1: {one:,.0f} req/s; --workers {args.workers}: {many:,.0f} req/s")
     print(f"ratio {many / one:.2f}x (round by round: {pairs}); target >= 1.8x at --workers 2")
+    for workers, rounds in CORES.items():
+        mean = {k: statistics.mean(r[k] for r in rounds) for k in rounds[0]}
+        print(
+            f"--workers {workers}, cores used (mean of rounds): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in mean.items())
+        )
+    print(
+        "  (machine: every process's CPU, other work included; with --workers 2 the server can have at"
+        " most the cores the others leave it)"
+    )
     print(
         f"cores: {os.cpu_count()}; load average before {', '.join(f'{x:.2f}' for x in load_before)}, "
         f"after {', '.join(f'{x:.2f}' for x in load_after)} (a machine shared with other work)"
