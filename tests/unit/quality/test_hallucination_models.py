@@ -214,3 +214,45 @@ def test_the_scorer_escalates_its_share_to_a_judge_and_reports_the_judges_cost(t
         build_scorer({**base, "judge": "gpt-4o"})
     with pytest.raises(ScorerConfigError, match="at most 1"):
         build_scorer({**base, "escalate": 2}, Judge(judge, logprobs=False))
+
+
+def test_a_sliding_window_model_reuses_its_context_and_reads_after_its_bos(tmp_path: Path) -> None:
+    """A causal LM of another family (a tiny random Gemma 3: sliding-window layers, a tokenizer that
+    starts texts with a BOS) as the evidence model: a second response to the same context reuses the
+    context's cache (which a sliding-window layer can only roll back when told to keep its past) and
+    gets exactly what a fresh read gives."""
+    import torch
+    from transformers import BertTokenizerFast, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from pilothouse.quality.hallucination.lm import LanguageModelEvidence, _bos
+
+    torch.manual_seed(0)
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", f"{CONTEXT} {FAITHFUL} {EDITED} document summary".lower())))
+    folder = tmp_path / "gemma-like"
+    folder.mkdir()
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    config = Gemma3TextConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=256,
+    )
+    Gemma3ForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    assert _bos(tokenizer) == [tokenizer.cls_token_id]  # what it puts before a text, not its [SEP]
+
+    reused = LanguageModelEvidence(str(folder), quantize=False, context_budget=None)
+    first = reused.evidence(FAITHFUL, CONTEXT)
+    second = reused.evidence(EDITED, CONTEXT)  # the context's cache, rolled back after the first
+    fresh = LanguageModelEvidence(str(folder), quantize=False, context_budget=None).evidence(EDITED, CONTEXT)
+    assert len(second.tokens) == len(fresh.tokens) > 0
+    for a, b in zip(second.tokens, fresh.tokens, strict=True):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-4) and a.prior == pytest.approx(b.prior, abs=1e-4)
+    assert first.tokens != second.tokens

@@ -148,10 +148,14 @@ class LanguageModelEvidence:
         ids = tokenizer.encode(context, add_special_tokens=False)
         truncated = len(ids) > self.max_context_tokens
         text = tokenizer.decode(ids[: self.max_context_tokens]) if truncated else context
-        prompt = tokenizer.encode(CONTEXT_PROMPT.format(context=text), add_special_tokens=False)
+        prompt = _bos(tokenizer) + tokenizer.encode(
+            CONTEXT_PROMPT.format(context=text), add_special_tokens=False
+        )
         with torch.inference_mode():
             out = model(torch.tensor([prompt]), use_cache=True, logits_to_keep=1)  # the last one only
         cache = out.cache if self._cache_kw == "cache" else out.past_key_values
+        for layer in getattr(cache, "layers", ()):  # sliding-window layers (Gemma 3) keep what crop needs
+            getattr(layer, "activate_past_recording", lambda: None)()
         self._cached = (context, cache, len(prompt), out.logits[0, -1], truncated)
         return cache, len(prompt), out.logits[0, -1], truncated
 
@@ -181,7 +185,7 @@ class LanguageModelEvidence:
                     out = model(torch.tensor([ids]), use_cache=True, **{self._cache_kw: cache})
                     logits = torch.cat([last_logits[None], out.logits[0, : len(ids) - 1]])
                     logprobs = _token_logprobs(torch, logits, ids)
-                    prior_ids = tokenizer.encode(PRIOR_PROMPT, add_special_tokens=False)
+                    prior_ids = _bos(tokenizer) + tokenizer.encode(PRIOR_PROMPT, add_special_tokens=False)
                     prior_out = model(torch.tensor([prior_ids + ids]))
                     priors = _token_logprobs(torch, prior_out.logits[0, len(prior_ids) - 1 : -1], ids)
             finally:
@@ -200,3 +204,11 @@ def _token_logprobs(torch: Any, logits: Any, ids: list[int]) -> list[float]:
     """log p(ids[i]) under ``logits[i]``, in float32."""
     logprobs = torch.log_softmax(logits.float(), -1)
     return [float(v) for v in logprobs[torch.arange(len(ids)), torch.tensor(ids)].tolist()]
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    """The tokens this model's tokenizer puts before a text (Gemma's BOS: Gemma reads a text without it
+    badly), none for SmolLM2. What it puts after a text (a BERT-style [SEP]) is left out."""
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    marked = tokenizer.encode("a", add_special_tokens=True)
+    return list(marked[: marked.index(plain[0])]) if plain and plain[0] in marked else []
