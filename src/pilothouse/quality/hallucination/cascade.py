@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import json
 import re
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class EscalationBudget:
     threshold at confidence ``share``. A check's own score joins the window after its decision. On a
     stream whose scores drift (a sorted stream is the worst case) ranks among recent scores mislead,
     so the escalations among the last ``window`` checks are also held to ``share`` of them (plus one).
-    Not thread-safe: one cascade, one caller at a time (the scorer and the cascade hold it so)."""
+    Not thread-safe by itself: :class:`Cascade` calls it under a lock."""
 
     def __init__(self, share: float, threshold: float, *, window: int = 500, warmup: int = 20) -> None:
         if not 0.0 <= share <= 1.0:
@@ -188,7 +189,7 @@ class Cascade:
         named = getattr(self.judge, "model", None)
         self.judge_name = str(getattr(named, "model", None) or "judge")
         self.stats = CascadeStats()
-        self._order = asyncio.Lock()  # the budget's window sees the scores one at a time
+        self._order = threading.Lock()  # the budget's window sees the scores one at a time (any thread)
 
     async def check(self, response: str, context: str) -> Verdict:
         """The cascade's verdict on one response."""
@@ -197,7 +198,7 @@ class Cascade:
     async def run(self, response: str, context: str) -> CascadeResult:
         """The verdict on one response, with the judge's reply (its tokens and cost) when asked."""
         verdict = await asyncio.to_thread(self.local, response, context)
-        async with self._order:
+        with self._order:
             self.stats.checked += 1
             if self.budget is not None:
                 decision = self.budget.decide(verdict.score)
