@@ -204,9 +204,9 @@ class Cascade:
                 decision = self.budget.decide(verdict.score)
             else:
                 decision = decide(verdict.score, self.low, self.high)
+            self.stats.escalated += decision == ESCALATE
         if decision != ESCALATE:
             return CascadeResult(verdict)
-        self.stats.escalated += 1
         return await self._ask_judge(response, context, verdict)
 
     async def _ask_judge(self, response: str, context: str, local: Verdict) -> CascadeResult:
