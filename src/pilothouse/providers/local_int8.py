@@ -37,7 +37,8 @@ def quantize_int8(torch: Any, model: Any, directory: Path) -> None:
     model resident next to its int8 copy). So after each group of layers the mapping's pages are
     dropped, and at the end the float parameters left (embeddings, norms, the float layers) are copied
     off it, the pages of each large one dropped after its copy (copying them all first held both, 200
-    MiB more at the peak), and its pages dropped for good. Dropping is safe: a page touched again is read back from the file."""
+    MiB more at the peak), and its pages dropped for good. Dropping is safe: a page touched again is
+    read back from the file."""
     names = sorted(int8_layer_names(torch, model))
     with warnings.catch_warnings():  # torch marks torch.ao and its quantised tensors deprecated
         warnings.simplefilter("ignore", UserWarning)

@@ -182,9 +182,7 @@ class Cascade:
             raise ValueError(f"need 0 <= low <= high <= 1, not low={low}, high={high}")
         self.local, self.low, self.high, self.budget, self.max_tokens = local, low, high, budget, max_tokens
         self.judge: JudgeModel = (
-            cast(JudgeModel, judge)
-            if hasattr(judge, "complete")
-            else Judge(judge, logprobs=False)
+            cast(JudgeModel, judge) if hasattr(judge, "complete") else Judge(judge, logprobs=False)
         )
         named = getattr(self.judge, "model", None)
         self.judge_name = str(getattr(named, "model", None) or "judge")
