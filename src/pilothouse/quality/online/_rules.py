@@ -316,6 +316,8 @@ def parse_definition(document: Any) -> EvaluatorDefinition:
             "'scorer' must be a scorer spec with a 'type' (any eval scorer: contains, rubric, ...)"
         )
     _refuse_server_files(scorer)
+    if "judge" in scorer:
+        raise RuleError("'scorer.judge': the judge goes beside 'scorer' (\"judge\": MODEL), not inside it")
     judge = document.get("judge")
     if judge is not None and (not isinstance(judge, str) or not 0 < len(judge) <= 200):
         raise RuleError("'judge' must be the name of a model this server serves")
