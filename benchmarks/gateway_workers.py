@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -50,14 +51,12 @@ def one_run(args: argparse.Namespace, workers: int) -> float:
         try:
             body = chat_body("sim")
             run_wrk(server.base_url + "/v1/chat/completions", body, key, args.connections, 2, folder)  # warm
-            before = cpu_snapshot(server.pid, args.database_url, url)
+            before, started = cpu_snapshot(server.pid, args.database_url, url), time.monotonic()
             load = run_wrk(
                 server.base_url + "/v1/chat/completions", body, key, args.connections, args.duration, folder
             )
-            used = {
-                k: (v - before[k]) / args.duration
-                for k, v in cpu_snapshot(server.pid, args.database_url, url).items()
-            }
+            after, elapsed = cpu_snapshot(server.pid, args.database_url, url), time.monotonic() - started
+            used = {k: (v - before[k]) / elapsed for k, v in after.items()}
         finally:
             server.stop()
     finally:

@@ -70,7 +70,6 @@ def test_filters_match_what_the_trace_has() -> None:
         ({"scorer": SCORER, "review": {"queue": "q", "when": "uncertain", "band": 2}}, "'review.band'"),
         ({"scorer": {"type": "json-schema", "schema": "/etc/passwd"}}, "may not name a file on the server"),
         ({"scorer": {"type": "hallucination", "model": "../weights"}}, "may not name a file on the server"),
-        ({"scorer": {"type": "hallucination", "judge": "gpt-4o"}}, "goes beside 'scorer'"),
     ],
 )
 def test_bad_definitions_name_the_field(document: object, message: str) -> None:

@@ -346,6 +346,8 @@ def test_a_hallucination_evaluator_escalates_to_its_judge_then_goes_on_locally_p
     service = OnlineEvaluators(store, served_models=["judge"])
     with pytest.raises(RuleError, match="only for scorers that call a model"):
         service.create("default", "x", {"scorer": {"type": "contains", "value": "a"}, "judge": "judge"})
+    with pytest.raises(RuleError, match="goes beside 'scorer'"):
+        service.create("default", "x", {"scorer": {"type": "hallucination", "judge": "judge"}})
     scorer = {"type": "hallucination", "escalate": 1.0}  # every check to the judge (until the cap)
     service.create("default", "faithful", {"scorer": scorer, "judge": "judge", "daily_cost_cap_usd": 0.0001})
     context = {"context": "The zebra-41 run finished first."}
@@ -355,6 +357,7 @@ def test_a_hallucination_evaluator_escalates_to_its_judge_then_goes_on_locally_p
     asyncio.run(drain(worker))
     (judged,) = online_scores(store, first)
     assert judged.value == 0.0 and "the judge says unsupported" in (judged.comment or "")
+    assert "(judge trace " in (judged.comment or "")  # the link to the judge's own trace
     (item,) = service.online.items_for_trace("default", first)
     assert item.cost_usd is not None and item.cost_usd > 0.0001  # the judge's price, past the cap
 
@@ -362,5 +365,6 @@ def test_a_hallucination_evaluator_escalates_to_its_judge_then_goes_on_locally_p
     asyncio.run(drain(worker))
     (local,) = online_scores(store, second)  # the cap stops the judge, not the local detector
     assert local.value is not None and 0.0 < local.value < 1.0 and "escalated" not in (local.comment or "")
+    assert "daily cost cap reached" in (local.comment or "") and "judge trace" not in (local.comment or "")
     (capped,) = service.online.items_for_trace("default", second)
     assert capped.state == "scored" and not capped.cost_usd

@@ -50,7 +50,14 @@ from typing import Any
 
 from pilothouse.domain.calibrations import CalibrationMetrics, Confusion, Judgement
 from pilothouse.domain.datasets import DatasetError, DatasetItem
-from pilothouse.evals.scoring import COMMON_KEYS, Sample, Scorer, ScoreResult, is_model_graded
+from pilothouse.evals.scoring import (
+    COMMON_KEYS,
+    Sample,
+    Scorer,
+    ScoreResult,
+    accepts_judge,
+    is_model_graded,
+)
 from pilothouse.evals.templating import TemplateError, render_messages
 
 __all__ = [
@@ -405,7 +412,9 @@ def judged_metrics(spec: Mapping[str, Any]) -> dict[str, JudgedMetric]:
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
             continue
-        if not is_model_graded(entry["type"]):
+        kind = entry["type"]
+        cascade = accepts_judge(kind) and ("judge" in entry or "escalate" in entry)  # hallucination's
+        if not (is_model_graded(kind) or cascade):
             continue
         name = str(entry.get("name") or entry["type"]).strip()
         identity = judge_identity(entry, judge_options)

@@ -56,6 +56,9 @@ def _heavy_modules() -> tuple[Any, Any]:
     """transformers and torch, by name: optional, heavy, and Any to mypy whether or not installed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # OpenMP threads that spin while they wait take cores the server needs (a detector check at load
+    # ~3 took 5.5 s instead of 1.5: docs/hallucination.md); read when torch loads, a value set is kept
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         torch = importlib.import_module("torch")
         transformers = importlib.import_module("transformers")

@@ -193,11 +193,13 @@ def test_judged_metrics_asks_the_registry() -> None:
             {"type": "contains", "value": "x"},
             {"type": "rubric", "criteria": "ok?", "name": "quality"},
             {"type": "factuality"},
+            {"type": "hallucination", "name": "local"},  # the detector alone: no judge
+            {"type": "hallucination", "name": "cascade", "escalate": 0.25},  # escalates to the judge
             "<SomeScorerObject>",
         ],
     }
     found = judged_metrics(spec)
-    assert sorted(found) == ["factuality", "quality"]
+    assert sorted(found) == ["cascade", "factuality", "quality"]
     assert found["quality"].judge_model == "j" and found["quality"].scorer_type == "rubric"
     assert judged_metrics({}) == {}
 

@@ -116,7 +116,13 @@ def test_a_failing_or_rambling_judge_leaves_the_local_verdict() -> None:
     assert rambling.source == "local" and "not JSON" in rambling.reason
     assert plain_no.source == "judge:scripted-judge" and plain_no.label == "unsupported"
     assert plain_no.spans == (UnsupportedSpan(0, 3, "abc", "low"),)  # no quote from the judge: local spans
-    assert cascade.stats.judge_errors == 2 and cascade.stats.unpriced_calls == 1
+    # the rambling answer was an answer: paid for (here unpriced) even though it could not be read
+    assert cascade.stats.judge_errors == 2 and cascade.stats.unpriced_calls == 2
+
+    priced = Cascade(local(0.4), ScriptedJudge(["I think so, maybe"]))
+    result = asyncio.run(priced.run("abc def", "ctx"))
+    assert result.verdict.source == "local" and result.reply is not None
+    assert result.reply.cost_usd == PRICE and priced.stats.judge_cost == PRICE  # counted all the same
 
 
 def test_parse_judge_answer_reads_fenced_json_and_rejects_bad_shapes() -> None:
@@ -164,6 +170,9 @@ def test_a_budget_escalates_the_scores_that_rank_nearest_the_threshold() -> None
         "supported",
         "supported",
     ]
+    ties = EscalationBudget(0.25, 0.5, window=100, warmup=10)  # the most uncertain checks, all tied
+    assert [ties.decide(0.5) for _ in range(300)].count(ESCALATE) >= 70  # the share's cap, not 2%
+    assert EscalationBudget(1.0, 0.5).decide(1.0) == ESCALATE  # a share of 1: every check
     edge = EscalationBudget(0.2, 0.01, window=100, warmup=10)  # threshold below every score: band moves in
     for i in range(100):
         edge.decide(0.5 + i / 200)

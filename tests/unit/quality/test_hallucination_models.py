@@ -208,6 +208,10 @@ def test_the_scorer_escalates_its_share_to_a_judge_and_reports_the_judges_cost(t
     assert local.details["source"] == "hf:nli" and local.judge_cost_usd is None and len(judge.requests) == 1
     never = build_scorer({**base, "escalate": 0.0}, Judge(ScriptedJudge([]), logprobs=False))
     assert asyncio.run(never.score(sample)).details["source"] == "hf:nli"
+    # an eval spec's top-level judge reaches every scorer: without 'judge' or 'escalate' of its own,
+    # this one stays local (it does not start paying, nor change what its values mean)
+    given = build_scorer(dict(base), Judge(ScriptedJudge([]), logprobs=False))
+    assert asyncio.run(given.score(sample)).details["source"] == "hf:nli"
     with pytest.raises(ScorerConfigError, match="needs a 'judge'"):
         build_scorer({**base, "escalate": 0.3})
     with pytest.raises(ScorerConfigError, match="no judge model"):

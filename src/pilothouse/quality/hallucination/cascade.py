@@ -14,6 +14,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -56,10 +57,12 @@ def bands_around(threshold: float, confidence: float) -> tuple[float, float]:
 class EscalationBudget:
     """Escalates about ``share`` of the checks: those whose local score ranks nearest ``threshold``
     among the last ``window`` scores (the band of ranks is centred on the threshold's rank, moved
-    inward at either end). Until ``warmup`` scores are seen the band is :func:`bands_around` the
-    threshold at confidence ``share``. A check's own score joins the window after its decision. On a
-    stream whose scores drift (a sorted stream is the worst case) ranks among recent scores mislead,
-    so the escalations among the last ``window`` checks are also held to ``share`` of them (plus one).
+    inward at either end; a score tied with others escalates when any rank it takes is in the band).
+    Until ``warmup`` scores are seen the band is :func:`bands_around` the threshold at confidence
+    ``share`` (a share of 1 escalates every check). A check's own score joins the window after its
+    decision. On a stream whose scores drift (a sorted stream is the worst case) ranks among recent
+    scores mislead, so the escalations among the last ``window`` checks are also held to ``share`` of
+    them (plus one).
     Not thread-safe by itself: :class:`Cascade` calls it under a lock."""
 
     def __init__(self, share: float, threshold: float, *, window: int = 500, warmup: int = 20) -> None:
@@ -78,20 +81,21 @@ class EscalationBudget:
     def decide(self, score: float) -> str:
         """``supported``, ``unsupported`` or :data:`ESCALATE` for one local score (then remembered)."""
         ranked = self._sorted
-        if len(ranked) < self.warmup:
+        local = SUPPORTED if score >= self.threshold else UNSUPPORTED
+        if self.share >= 1.0:
+            decision = ESCALATE
+        elif len(ranked) < self.warmup:
             decision = decide(score, *bands_around(self.threshold, self.share))
         else:
             n = len(ranked)
-            rank = (bisect.bisect_left(ranked, score) + bisect.bisect_right(ranked, score)) / (2 * n)
-            start = min(
-                max(bisect.bisect_left(ranked, self.threshold) / n - self.share / 2, 0.0), 1 - self.share
-            )
-            if self.share > 0 and start <= rank <= start + self.share:
-                decision = ESCALATE
-            else:
-                decision = SUPPORTED if score >= self.threshold else UNSUPPORTED
+            centre = bisect.bisect_left(ranked, self.threshold) / n
+            start = min(max(centre - self.share / 2, 0.0), 1.0 - self.share)
+            # the ranks the score takes among the recent ones (a range where it ties with some)
+            first, last = bisect.bisect_left(ranked, score) / n, bisect.bisect_right(ranked, score) / n
+            inside = self.share > 0 and first <= start + self.share and last >= start
+            decision = ESCALATE if inside else local
         if decision == ESCALATE and self._escalations + 1 > self.share * (len(self._recent) + 1) + 1:
-            decision = SUPPORTED if score >= self.threshold else UNSUPPORTED  # over the share: local
+            decision = local  # over the share
         self._recent.append(score)
         self._escalated.append(decision == ESCALATE)
         self._escalations += decision == ESCALATE
@@ -153,7 +157,8 @@ class CascadeStats:
 
 @dataclass(frozen=True)
 class CascadeResult:
-    """One check: the verdict, and the judge's reply when the check was escalated and it answered."""
+    """One check: the verdict, and the judge's reply when the check was escalated and the judge answered
+    (also when its answer could not be read: it was paid for)."""
 
     verdict: Verdict
     reply: JudgeReply | None = None
@@ -177,10 +182,12 @@ class Cascade:
         high: float = 0.75,
         budget: EscalationBudget | None = None,
         max_tokens: int = 300,
+        executor: Executor | None = None,
     ) -> None:
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"need 0 <= low <= high <= 1, not low={low}, high={high}")
         self.local, self.low, self.high, self.budget, self.max_tokens = local, low, high, budget, max_tokens
+        self.executor = executor  # where ``local`` runs (None: the event loop's default thread pool)
         self.judge: JudgeModel = (
             cast(JudgeModel, judge) if hasattr(judge, "complete") else Judge(judge, logprobs=False)
         )
@@ -195,7 +202,8 @@ class Cascade:
 
     async def run(self, response: str, context: str) -> CascadeResult:
         """The verdict on one response, with the judge's reply (its tokens and cost) when asked."""
-        verdict = await asyncio.to_thread(self.local, response, context)
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(self.executor, self.local, response, context)
         with self._order:
             self.stats.checked += 1
             if self.budget is not None:
@@ -209,13 +217,22 @@ class Cascade:
 
     async def _ask_judge(self, response: str, context: str, local: Verdict) -> CascadeResult:
         prompt = JUDGE_PROMPT.format(context=context, response=response)
+        reply: JudgeReply | None = None
         try:
             reply = await self.judge.complete(
                 [{"role": "user", "content": prompt}], max_tokens=self.max_tokens
             )
+            with self._order:  # paid for, whether or not its answer can be read
+                if reply.cost_usd is None:
+                    self.stats.unpriced_calls += 1
+                else:
+                    self.stats.judge_cost = self.stats.judge_cost + reply.cost_usd
+            if reply.refusal and not reply.text:
+                raise ValueError(f"the judge refused: {reply.refusal[:200]}")
             supported, spans = parse_judge_answer(reply.text, response)
         except (RuntimeError, ValueError) as exc:
-            self.stats.judge_errors += 1
+            with self._order:
+                self.stats.judge_errors += 1
             failed = Verdict(
                 local.score,
                 local.label,
@@ -225,11 +242,7 @@ class Cascade:
                 local.features,
                 f"{local.reason}; the judge failed: {str(exc).removeprefix('judge call failed: ')}",
             )
-            return CascadeResult(failed)
-        if reply.cost_usd is None:
-            self.stats.unpriced_calls += 1
-        else:
-            self.stats.judge_cost = self.stats.judge_cost + reply.cost_usd
+            return CascadeResult(failed, reply)
         verdict = Verdict(
             1.0 if supported else 0.0,
             SUPPORTED if supported else UNSUPPORTED,

@@ -108,6 +108,7 @@ class LanguageModelEvidence:
         self._model: Any = None
         self._tokenizer: Any = None
         self._cache_kw = "past_key_values"
+        self._bos: list[int] = []  # what the tokenizer puts before a text (set on load)
 
     def _load(self) -> tuple[Any, Any]:
         if self._model is None:
@@ -123,6 +124,7 @@ class LanguageModelEvidence:
                 "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
             )
             self._torch, self._model = torch, model
+            self._bos = _bos(self._tokenizer)
         return self._model, self._tokenizer
 
     def load(self) -> None:
@@ -148,9 +150,7 @@ class LanguageModelEvidence:
         ids = tokenizer.encode(context, add_special_tokens=False)
         truncated = len(ids) > self.max_context_tokens
         text = tokenizer.decode(ids[: self.max_context_tokens]) if truncated else context
-        prompt = _bos(tokenizer) + tokenizer.encode(
-            CONTEXT_PROMPT.format(context=text), add_special_tokens=False
-        )
+        prompt = self._bos + tokenizer.encode(CONTEXT_PROMPT.format(context=text), add_special_tokens=False)
         with torch.inference_mode():
             out = model(torch.tensor([prompt]), use_cache=True, logits_to_keep=1)  # the last one only
         cache = out.cache if self._cache_kw == "cache" else out.past_key_values
@@ -185,7 +185,7 @@ class LanguageModelEvidence:
                     out = model(torch.tensor([ids]), use_cache=True, **{self._cache_kw: cache})
                     logits = torch.cat([last_logits[None], out.logits[0, : len(ids) - 1]])
                     logprobs = _token_logprobs(torch, logits, ids)
-                    prior_ids = _bos(tokenizer) + tokenizer.encode(PRIOR_PROMPT, add_special_tokens=False)
+                    prior_ids = self._bos + tokenizer.encode(PRIOR_PROMPT, add_special_tokens=False)
                     prior_out = model(torch.tensor([prior_ids + ids]))
                     priors = _token_logprobs(torch, prior_out.logits[0, len(prior_ids) - 1 : -1], ids)
             finally:

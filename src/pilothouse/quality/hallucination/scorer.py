@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -32,6 +33,15 @@ from pilothouse.evals.templating import to_text
 
 _detectors: dict[tuple[str, str, bool], Callable[[str, str], Verdict]] = {}
 _lock = threading.Lock()
+# Detectors run one check at a time (each holds a lock); they run on a thread of their own, so that
+# checks waiting their turn never fill the event loop's default thread pool, which the server needs.
+_EXECUTOR = ThreadPoolExecutor(1, thread_name_prefix="pilothouse-hallucination")
+
+
+def uses_judge(spec: ScorerSpec) -> bool:
+    """Whether a ``hallucination`` spec is a cascade: it names a ``judge`` or sets ``escalate``. (An
+    eval spec's top-level judge is given to every scorer; that alone does not make this one pay.)"""
+    return spec.judge_name is not None or "escalate" in spec.options
 
 
 def _detector(
@@ -81,7 +91,9 @@ class HallucinationScorer(BaseScorer):
             raise spec.error("option 'escalate' needs a 'judge' (the model the uncertain checks go to)")
         if spec.judge_name is not None and spec.judge is None:
             raise spec.error(f"'judge' ({spec.judge_name}) cannot be reached from here: no judge model")
+        self.judge = spec.judge if uses_judge(spec) else None
         self._cascade: Any = None
+        self._cascade_lock = threading.Lock()
 
     def without_judge(self) -> HallucinationScorer:
         """The same scorer with no judge (the local detector alone), e.g. once a judge's budget is spent."""
@@ -101,37 +113,41 @@ class HallucinationScorer(BaseScorer):
             self.threshold = threshold
         reply = None
         try:
-            if self.spec.judge is None:
-                verdict = await asyncio.to_thread(detect, sample.output, context)
+            if self.judge is None:
+                loop = asyncio.get_running_loop()
+                verdict = await loop.run_in_executor(_EXECUTOR, detect, sample.output, context)
             else:
-                verdict, reply = await self._cascade_check(detect, sample.output, context)
+                result = await self._cascade_for(detect, threshold).run(sample.output, context)
+                verdict, reply = result.verdict, result.reply
         except ValueError as exc:
             raise ScoringError(f"scorer '{self.name}': {exc}") from exc
         spans = [s.to_dict() for s in verdict.spans]
+        details: dict[str, Any] = {
+            "label": verdict.label,
+            "spans": spans,
+            "source": verdict.source,
+            "features": dict(verdict.features),
+        }
+        if reply is not None:
+            details["judge_called"] = True  # what online evaluators link a judge's trace by
         return ScoreResult(
             verdict.score,
             reason=f"{verdict.label}: {verdict.reason}",
             judge_input_tokens=reply.input_tokens if reply else None,
             judge_output_tokens=reply.output_tokens if reply else None,
             judge_cost_usd=reply.cost_usd if reply else None,
-            details={
-                "label": verdict.label,
-                "spans": spans,
-                "source": verdict.source,
-                "features": dict(verdict.features),
-            },
+            details=details,
         )
 
-    async def _cascade_check(
-        self, detect: Callable[[str, str], Verdict], output: str, context: str
-    ) -> tuple[Verdict, Any]:
+    def _cascade_for(self, detect: Callable[[str, str], Verdict], threshold: float) -> Any:
+        """This scorer's cascade (one budget window for all its checks), made on first use."""
         from pilothouse.quality.hallucination.cascade import Cascade, EscalationBudget
 
-        if self._cascade is None:
-            # the band is around the detector's own threshold (the scorer's may be set apart for passing)
-            owner = getattr(detect, "__self__", None)
-            threshold = min(max(float(getattr(owner, "threshold", 0.5)), 1e-6), 1 - 1e-6)
-            budget = EscalationBudget(self.escalate, threshold)
-            self._cascade = Cascade(detect, self.spec.judge, budget=budget)  # type: ignore[arg-type]
-        result = await self._cascade.run(output, context)
-        return result.verdict, result.reply
+        with self._cascade_lock:
+            if self._cascade is None:
+                # around the detector's own threshold (the scorer's may be set apart for passing)
+                budget = EscalationBudget(self.escalate, min(max(threshold, 1e-6), 1 - 1e-6))
+                judge = self.judge
+                assert judge is not None  # only cascades get here
+                self._cascade = Cascade(detect, judge, budget=budget, executor=_EXECUTOR)
+            return self._cascade

@@ -148,6 +148,14 @@ class EvaluatorDefinition:
     context: str = "metadata.context"
     review: ReviewRule | None = None
 
+    def scorer_spec(self, model_graded: bool) -> dict[str, Any]:
+        """The scorer spec to build: for a scorer that only may use a judge (``hallucination``'s
+        cascade), the evaluator's ``judge`` named in it, which is what turns the cascade on."""
+        spec = {k: v for k, v in self.scorer.items() if k != "judge"}
+        if self.judge is not None and not model_graded:
+            spec["judge"] = self.judge
+        return spec
+
     def document(self) -> dict[str, Any]:
         """The canonical JSON form (what is stored, and compared to tell an edit from a no-op)."""
         f = self.filters
@@ -316,8 +324,6 @@ def parse_definition(document: Any) -> EvaluatorDefinition:
             "'scorer' must be a scorer spec with a 'type' (any eval scorer: contains, rubric, ...)"
         )
     _refuse_server_files(scorer)
-    if "judge" in scorer:
-        raise RuleError("'scorer.judge': the judge goes beside 'scorer' (\"judge\": MODEL), not inside it")
     judge = document.get("judge")
     if judge is not None and (not isinstance(judge, str) or not 0 < len(judge) <= 200):
         raise RuleError("'judge' must be the name of a model this server serves")

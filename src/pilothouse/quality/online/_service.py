@@ -10,7 +10,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pilothouse.evals.judges import JudgeReply
-from pilothouse.evals.scoring import ScorerConfigError, accepts_judge, build_scorer, is_model_graded
+from pilothouse.evals.scoring import (
+    ScorerConfigError,
+    accepts_judge,
+    available_scorers,
+    build_scorer,
+    is_model_graded,
+)
 from pilothouse.quality.online._rules import (
     JUDGE_TRACE_PREFIX,
     EvaluatorDefinition,
@@ -103,17 +109,21 @@ class OnlineEvaluators:
         """Parse a definition and build its scorer once; :class:`RuleError` says what is wrong."""
         definition = parse_definition(document)
         kind = str(definition.scorer["type"])
+        if "judge" in definition.scorer:
+            raise RuleError(
+                "'scorer.judge': the judge goes beside 'scorer' (\"judge\": MODEL), not inside it"
+            )
         graded = is_model_graded(kind)
         if graded and definition.judge is None:
             raise RuleError(f"scorer '{kind}' grades with a model: set 'judge' to a model this server serves")
         judged = definition.judge is not None
+        if judged and not accepts_judge(kind) and kind in available_scorers():
+            raise RuleError(f"'judge' is only for scorers that call a model; '{kind}' does not")
         if judged and self.served_models is not None and definition.judge not in self.served_models:
             served = ", ".join(sorted(self.served_models)) or "none"
             raise RuleError(f"'judge': {definition.judge!r} is not served here (models: {served})")
-        if judged and not accepts_judge(kind):
-            raise RuleError(f"'judge' is only for scorers that call a model; '{kind}' does not")
         try:
-            build_scorer(definition.scorer, _CheckOnlyJudge() if judged else None)
+            build_scorer(definition.scorer_spec(graded), _CheckOnlyJudge() if judged else None)
         except ScorerConfigError as exc:
             raise RuleError(f"'scorer': {exc}") from None
         return definition, definition.document()

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -108,7 +108,8 @@ class _Prepared:
     scorer: Scorer
     definition: EvaluatorDefinition
     name: str
-    graded: bool
+    graded: bool  # it has a judge: scored on the server's loop, under the daily cap
+    model_graded: bool = True  # it calls its judge every time (else only some: hallucination's cascade)
 
 
 @dataclass(slots=True)
@@ -285,15 +286,17 @@ class OnlineWorker:
         else:
             try:
                 definition = parse_definition(document)
+                model_graded = is_model_graded(str(definition.scorer["type"]))
                 # a judge for a model-graded scorer, or one that may escalate to it (hallucination)
-                graded = is_model_graded(str(definition.scorer["type"])) or definition.judge is not None
+                graded = model_graded or definition.judge is not None
                 judge = None
                 if graded:
                     model = self.judge_models(definition.judge or "")
                     if model is None:
                         raise RuleError(f"the judge model {definition.judge!r} is not served")
                     judge = Judge(model)
-                prepared = _Prepared(build_scorer(definition.scorer, judge), definition, row.name, graded)
+                scorer = build_scorer(definition.scorer_spec(model_graded), judge)
+                prepared = _Prepared(scorer, definition, row.name, graded, model_graded)
             except (RuleError, ValueError) as exc:
                 prepared = f"the evaluator cannot score: {exc}"
         self._prepared[key] = prepared
@@ -367,12 +370,15 @@ class OnlineWorker:
                     local_only = getattr(prepared.scorer, "without_judge", None)
                     if local_only is None:
                         return Outcome(item, UNMEASURED, reason="daily cost cap")
-                    # a scorer that only escalates to its judge goes on without it (the cap's reason said)
+                    # a scorer that only escalates to its judge goes on without it, and says so
                     (result,) = await _score_all([(local_only(), sample)])
+                    note = "daily cost cap reached: the local detector alone"
+                    result = replace(result, reason=f"{result.reason}; {note}" if result.reason else note)
                     return self._outcome(item, prepared, result)
             judge_trace = new_trace_id()
             result = await self._score(prepared, item, sample, judge_trace)
-            outcome = self._outcome(item, prepared, result, judge_trace)
+            called = prepared.model_graded or bool(result.details.get("judge_called"))
+            outcome = self._outcome(item, prepared, result, judge_trace if called else None)
             if outcome.cost_usd:  # spent in this batch, not yet written: counts toward the cap now
                 self._spent[item.evaluator_id] = self._spent.get(item.evaluator_id, 0.0) + outcome.cost_usd
             return outcome
