@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,16 +24,23 @@ FAITHFUL = "The museum opened in 1921 in Lyon and holds 4,000 paintings."
 EDITED = "The museum opened in 1987 in Lyon and holds 4,000 paintings."
 
 
+def tiny_tokenizer(extra: str) -> Any:
+    """A WordPiece tokenizer of the test's words (and ``extra``), with BERT's special tokens."""
+    from transformers import BertTokenizerFast
+
+    words = sorted(set(re.findall(r"\w+|[^\w\s]", f"{CONTEXT} {FAITHFUL} {EDITED} {extra}".lower())))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    return BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+
+
 def tiny_model(folder: Path, labels: dict[int, str]) -> Path:
     """A random 2-layer BERT classifier and a WordPiece tokenizer of the test's words, in ``folder``."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", f"{CONTEXT} {FAITHFUL} {EDITED} mondays".lower())))
     folder.mkdir(parents=True, exist_ok=True)
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    tokenizer = tiny_tokenizer("mondays")
     assert "[UNK]" not in tokenizer.tokenize(CONTEXT)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
@@ -226,16 +234,14 @@ def test_a_sliding_window_model_reuses_its_context_and_reads_after_its_bos(tmp_p
     context's cache (which a sliding-window layer can only roll back when told to keep its past) and
     gets exactly what a fresh read gives."""
     import torch
-    from transformers import BertTokenizerFast, Gemma3ForCausalLM, Gemma3TextConfig
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     from pilothouse.quality.hallucination.lm import LanguageModelEvidence, _bos
 
     torch.manual_seed(0)
-    words = sorted(set(re.findall(r"\w+|[^\w\s]", f"{CONTEXT} {FAITHFUL} {EDITED} document summary".lower())))
     folder = tmp_path / "gemma-like"
     folder.mkdir()
-    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
+    tokenizer = tiny_tokenizer("document summary")
     config = Gemma3TextConfig(
         vocab_size=tokenizer.vocab_size,
         hidden_size=32,
