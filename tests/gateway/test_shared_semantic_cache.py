@@ -8,15 +8,19 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
+import yaml
 
-from pilothouse.config import SemanticCacheSettings
+from pilothouse.config import SemanticCacheSettings, Settings
 from pilothouse.gateway.cache import CachedAnswer
 from pilothouse.gateway.semantic_cache import Embedder, SemanticCache, local_embedder
 from pilothouse.gateway.shared_semantic_cache import SharedSemanticCache
+from tests.server.process import ServerProcess, cli
 from tests.server.test_workers import redis_url  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow  # loads the embedding model
@@ -34,8 +38,12 @@ def scope(redis_url: str) -> Iterator[str]:  # noqa: F811 - the fixture
     """A store scope of this test's own; its keys are deleted afterwards."""
     name = f"semshare-test-{uuid.uuid4().hex[:8]}"
     yield name
+    _delete_keys(redis_url, name)
+
+
+def _delete_keys(redis_url: str, scope: str) -> None:  # noqa: F811 - the fixture's name
     client = redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"pilothouse:semantic:{name}*"))
+    keys = list(client.scan_iter(f"pilothouse:semantic:{scope}*"))
     if keys:
         client.delete(*keys)
     client.close()
@@ -90,8 +98,9 @@ def test_an_answer_stored_by_one_process_is_a_hit_in_the_others_of_its_project_a
         for sharing in shared:
             sharing.start(loop)
         try:
-            await asyncio.sleep(0.3)  # all subscribed
             publisher = redis.from_url(redis_url)
+            channel = f"pilothouse:semantic:{scope}"
+            await _until(lambda: publisher.pubsub_numsub(channel)[0][1] == 2)  # both listen
             publisher.publish(f"pilothouse:semantic:{scope}", b"not json")  # ignored, logged once
             publisher.publish(f"pilothouse:semantic:{scope}", b'{"type": "entry", "k": 1}')
             publisher.close()
@@ -161,7 +170,6 @@ def test_a_route_switched_off_in_one_process_is_off_in_all(
         for sharing in shared:
             sharing.start(loop)
         try:
-            await asyncio.sleep(0.3)
             await _store(two, "p1", QUESTION, "Paris.")
             assert not await one.record_verification("m", "Paris.", "Bananas are yellow.", "p1")
             assert not one.routes["m"].enabled
@@ -201,3 +209,59 @@ def test_without_redis_the_cache_answers_per_process(
         asyncio.run(run())
     warnings = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].endswith("per process until it is back")
+
+
+def _ask(http: httpx.Client, question: str, **headers: str) -> tuple[str, str]:
+    response = http.post(
+        "/v1/chat/completions",
+        json={"model": "sim", "messages": [{"role": "user", "content": question}]},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.headers["x-pilothouse-cache"], response.json()["choices"][0]["message"]["content"]
+
+
+def test_a_semantic_hit_is_served_by_the_worker_that_did_not_store_it(
+    tmp_path: Path,
+    pg_server: str,
+    redis_url: str,  # noqa: F811 - the fixture
+) -> None:
+    key = (
+        cli("keys", "create", "--name", "semshare", "--database-url", pg_server)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    config = tmp_path / "config.yaml"
+    # echo: the simulated model answers with the question's words, so an answer shows who asked it
+    model = {"name": "sim", "provider": "sim", "model": "sim", "options": {"echo": True}}
+    config.write_text(
+        yaml.safe_dump({"models": [model], "cache": {"semantic": {"enabled": True, "threshold": 0.9}}})
+    )
+    env = {"PILOTHOUSE_REDIS_URL": redis_url, "PILOTHOUSE_HOME": str(tmp_path)}
+    with ServerProcess(pg_server, args=("--config", str(config), "--workers", "2"), env=env) as pair:
+        auth = {"Authorization": f"Bearer {key}"}
+        storing = httpx.Client(base_url=pair.base_url, headers=auth, timeout=30)  # one connection: one worker
+        other: httpx.Client | None = None
+        try:
+            stored_by = storing.get("/health").json()["pid"]
+            assert _ask(storing, QUESTION) == ("miss", QUESTION)
+            for _ in range(200):  # new connections until the kernel hands one to the other worker
+                other = httpx.Client(base_url=pair.base_url, headers=auth, timeout=30)
+                if other.get("/health").json()["pid"] != stored_by:
+                    break
+                other.close()
+                other = None
+            assert other is not None, "the kernel handed every connection to one worker"
+            # until the entry reached that worker (no-store: it keeps no answer of its own)
+            for _ in range(200):
+                outcome = _ask(other, PARAPHRASE, **{"Cache-Control": "no-store"})
+                if outcome[0] == "semantic-hit":
+                    break
+                time.sleep(0.05)
+            assert outcome == ("semantic-hit", QUESTION)  # the first worker's answer
+            assert other.get("/health").json()["pid"] != stored_by
+        finally:
+            storing.close()
+            if other is not None:
+                other.close()
+    _delete_keys(redis_url, Settings(database_url=pg_server).store_id)  # the server's store scope
