@@ -4,6 +4,8 @@ processes of one server would hold them, on one event loop, a real Redis and the
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import time
 import uuid
@@ -103,6 +105,12 @@ def test_an_answer_stored_by_one_process_is_a_hit_in_the_others_of_its_project_a
             await _until(lambda: publisher.pubsub_numsub(channel)[0][1] == 2)  # both listen
             publisher.publish(f"pilothouse:semantic:{scope}", b"not json")  # ignored, logged once
             publisher.publish(f"pilothouse:semantic:{scope}", b'{"type": "entry", "k": 1}')
+            wrong = {  # well formed, but a vector of 3 floats where the model's have 384
+                "type": "entry", "o": "x", "id": "x-1", "k": "k", "p": "p1", "m": "all-minilm-l6-v2",
+                "e": time.time() + 60, "v": base64.b64encode(b"\0" * 12).decode(),
+                "a": {"r": {}, "p": None, "d": None, "c": None},
+            }  # fmt: skip
+            publisher.publish(f"pilothouse:semantic:{scope}", json.dumps(wrong))
             publisher.close()
             await _store(one, "p1", QUESTION, "Paris.")
             await _until(lambda: shared[1].applied == 1)
@@ -128,7 +136,7 @@ def test_an_answer_stored_by_one_process_is_a_hit_in_the_others_of_its_project_a
     with caplog.at_level(logging.WARNING, logger="pilothouse.cache"):
         asyncio.run(run())
     foreign = [r for r in caplog.records if "not ours" in r.getMessage()]
-    assert len(foreign) == 4  # two messages, each received by the two processes of that scope
+    assert len(foreign) == 6  # three messages, each received by the two processes of that scope
 
 
 def test_an_expired_entry_is_not_loaded(embed: Embedder, redis_url: str, scope: str) -> None:  # noqa: F811

@@ -137,16 +137,21 @@ class SharedSemanticCache:
                     or not math.isfinite(float(message["e"]))
                 ):
                     raise ValueError("not an entry")
+                message["e"] = float(message["e"])
                 message["vector"] = vector.astype(np.float32)
-                message["answer"] = CachedAnswer.loads(orjson.dumps(message["a"]))
+                message["answer"] = answer = CachedAnswer.loads(orjson.dumps(message["a"]))
+                if not isinstance(answer.response, dict):
+                    raise ValueError("not an answer")
             elif kind == "off":
                 if not isinstance(message["r"], str):
                     raise ValueError("not a route")
-                float(message["precision"]), int(message["verified"]), float(message["threshold"])
+                message["precision"] = float(message["precision"])
+                message["verified"] = int(message["verified"])
+                message["threshold"] = float(message["threshold"])
             else:
                 raise ValueError(f"unknown type {kind!r}")
             return message if message["m"] == self.cache.settings.model else None  # another model's
-        except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
+        except Exception as exc:  # anything at all on the channel: logged, never a crash of the thread
             log.warning("shared semantic cache: a message that is not ours on %s (%s)", self.channel, exc)
             return None
 
@@ -236,6 +241,9 @@ class SharedSemanticCache:
                     parsed = self._parse(data)
                     if parsed is not None and parsed["type"] == "entry":
                         loaded.append(parsed)
+            if loaded:
+                self._apply_soon(loaded)  # a batch of scopes at a time: the event loop is not held long
+                loaded = []
         if loaded:
             self._apply_soon(loaded)
 
@@ -255,8 +263,8 @@ class SharedSemanticCache:
             if message["type"] == "off":
                 self.cache.switch_off(
                     message["r"],
-                    f"another process measured precision {float(message['precision']):.2f} over "
-                    f"{int(message['verified'])} re-checked hits",
+                    f"another process measured precision {message['precision']:.2f} over "
+                    f"{message['verified']} re-checked hits",
                 )
             elif message["e"] > now_wall:
                 by_scope.setdefault((message["k"], message["p"]), []).append(message)
