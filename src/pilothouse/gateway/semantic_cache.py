@@ -8,7 +8,9 @@ hits is re-checked against a fresh answer from the model; the share of hits whos
 (embedding similarity of the two answers above ``answer_threshold``) is the route's measured
 precision, and a route whose precision falls below ``precision_floor`` is switched off.
 
-Embeddings come from a local model (all-MiniLM-L6-v2 by default), computed in a worker thread.
+Embeddings come from a local model (all-MiniLM-L6-v2 by default), computed in a worker thread. With
+Redis, the processes of one server share their entries and switched-off routes
+(gateway/shared_semantic_cache.py, through the ``on_add`` and ``on_route_off`` hooks).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("pilothouse.cache")
 
 Embedder = Callable[[list[str]], Sequence[Sequence[float]]]
+# (entry id, scope key, project, vector, answer, expiry on this cache's clock): an entry just added
+Added = tuple[str, str, str, "np.ndarray", CachedAnswer, float]
 _SCOPE_IGNORED = frozenset({"messages", "stream", "stream_options", "user"})
 
 
@@ -75,6 +80,7 @@ class _Scope:
     vectors: np.ndarray  # (n, dim) float32, rows L2-normalised
     answers: list[CachedAnswer] = field(default_factory=list)
     expiries: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # unique over processes: a shared entry is added once
 
 
 @dataclass
@@ -139,11 +145,22 @@ class SemanticCache:
         self._scope_projects: dict[str, str] = {}  # scope key -> its project
         self.routes: dict[str, RouteStats] = {}  # every project's figures: what switches a route off
         self.project_routes: dict[tuple[str, str], RouteStats] = {}  # (project, route) -> figures
+        self.dimension: int | None = None  # of the embeddings, once one was computed
+        self.on_add: Callable[[Added], None] | None = None  # called on the event loop: no I/O there
+        self.on_route_off: Callable[[str, float, int], None] | None = None  # (route, precision, re-checks)
+        self._id_prefix = secrets.token_hex(6)
+        self._added = 0
 
     def _vectors(self, texts: list[str]) -> np.ndarray:
         import numpy as np
 
-        return np.asarray(self._embed(texts), dtype=np.float32)
+        vectors = np.asarray(self._embed(texts), dtype=np.float32)
+        self.dimension = int(vectors.shape[1])
+        return vectors
+
+    def now(self) -> float:
+        """This cache's clock (what entries' expiries are on)."""
+        return self._clock()
 
     def warm_up(self) -> None:
         """Load the embedding model now (start-up) rather than on the first request."""
@@ -180,23 +197,48 @@ class SemanticCache:
 
     def add(self, lookup: SemanticLookup, answer: CachedAnswer) -> None:
         """Remember the answer to a request that missed."""
+        self._added += 1
+        entry_id = f"{self._id_prefix}-{self._added}"
+        expiry = self._clock() + self.settings.ttl_s
+        self.insert(lookup.scope, lookup.project_id, [entry_id], lookup.vector[None, :], [answer], [expiry])
+        if self.on_add is not None:
+            self.on_add((entry_id, lookup.scope, lookup.project_id, lookup.vector, answer, expiry))
+
+    def insert(
+        self,
+        scope_key: str,
+        project_id: str,
+        ids: list[str],
+        vectors: np.ndarray,
+        answers: list[CachedAnswer],
+        expiries: list[float],
+    ) -> int:
+        """Add entries to a scope (expiries on this cache's clock; ids already there are skipped), the
+        expired dropped and the oldest beyond ``max_entries``; how many were added."""
         import numpy as np
 
-        scope = self._scopes.get(lookup.scope)
+        scope = self._scopes.get(scope_key)
         if scope is None:
-            scope = self._scopes[lookup.scope] = _Scope(np.empty((0, lookup.vector.shape[0]), np.float32))
-            self._scope_projects[lookup.scope] = lookup.project_id
+            scope = self._scopes[scope_key] = _Scope(np.empty((0, vectors.shape[1]), np.float32))
+            self._scope_projects[scope_key] = project_id
+        elif self._scope_projects.get(scope_key) != project_id or scope.vectors.shape[1] != vectors.shape[1]:
+            return 0  # a scope key is one project's, with one embedding model
+        known = set(scope.ids)
+        new = [i for i, entry_id in enumerate(ids) if entry_id not in known]
+        if not new:
+            return 0
         now = self._clock()
-        live = [i for i, expiry in enumerate(scope.expiries) if expiry > now]
-        if len(live) >= self.settings.max_entries:
-            live = live[len(live) - self.settings.max_entries + 1 :]
+        scope.vectors = np.vstack([scope.vectors[: len(scope.answers)], vectors[new]])
+        scope.answers += [answers[i] for i in new]
+        scope.expiries += [expiries[i] for i in new]
+        scope.ids += [ids[i] for i in new]
+        live = [i for i, expiry in enumerate(scope.expiries) if expiry > now][-self.settings.max_entries :]
         if len(live) != len(scope.answers):
             scope.vectors = scope.vectors[live]
             scope.answers = [scope.answers[i] for i in live]
             scope.expiries = [scope.expiries[i] for i in live]
-        scope.vectors = np.vstack([scope.vectors, lookup.vector[None, :]])
-        scope.answers.append(answer)
-        scope.expiries.append(now + self.settings.ttl_s)
+            scope.ids = [scope.ids[i] for i in live]
+        return len(new)
 
     def should_verify(self) -> bool:
         """Whether this hit is one of the sample re-checked against a fresh answer."""
@@ -223,6 +265,8 @@ class SemanticCache:
             and precision < self.settings.precision_floor
         ):
             stats.enabled = False
+            if self.on_route_off is not None:
+                self.on_route_off(route, precision, stats.verified)
             log.warning(
                 "semantic cache switched off for model %r: precision %.2f over %d re-checked hits is "
                 "below the floor %.2f",
@@ -232,6 +276,13 @@ class SemanticCache:
                 self.settings.precision_floor,
             )
         return agreed
+
+    def switch_off(self, route: str, why: str) -> None:
+        """Switch a route's semantic cache off because another process did (``why`` is logged)."""
+        stats = self.routes.setdefault(route, RouteStats())
+        if stats.enabled:
+            stats.enabled = False
+            log.warning("semantic cache switched off for model %r: %s", route, why)
 
     def report(self, project_id: str) -> dict[str, Any]:
         """Settings and the per-route figures of one project (its entries, hits, misses, re-checks;

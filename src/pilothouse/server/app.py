@@ -35,6 +35,7 @@ from pilothouse.gateway.redis_client import RedisProbe, RedisUnavailable
 from pilothouse.gateway.router import Router
 from pilothouse.gateway.semantic_cache import SemanticCache, local_embedder
 from pilothouse.gateway.shared_breakers import SharedBreakers
+from pilothouse.gateway.shared_semantic_cache import SharedSemanticCache
 from pilothouse.gateway.stored_responses import RedisResponseStore, ResponseStore
 from pilothouse.improve.canary import CanaryController, CanarySettings
 from pilothouse.prompts import ChangeWatcher, PromptRegistry
@@ -421,6 +422,13 @@ def create_app(
             await asyncio.to_thread(replay_spool, spool, ingest, settings)
         if gateway.caches.semantic is not None:
             await asyncio.to_thread(gateway.caches.semantic.warm_up)  # the embedding model loads first
+        shared_semantic = (
+            SharedSemanticCache(gateway.caches.semantic, redis_url, settings.store_id)
+            if redis_url and gateway.caches.semantic is not None
+            else None
+        )
+        if shared_semantic is not None:
+            shared_semantic.start(asyncio.get_running_loop())  # other processes' entries load meanwhile
         await budgets.reload()  # budgets and their spend so far: requests never wait for them
         # anyio's event-loop backend and its worker threads start now, not inside the first request
         # that needs a thread (an API key's first lookup): importing them costs ~40 ms of CPU.
@@ -453,6 +461,8 @@ def create_app(
                 await app.state.pilothouse.retention.close()
             if breakers is not None:
                 await asyncio.to_thread(breakers.stop)
+            if shared_semantic is not None:
+                await asyncio.to_thread(shared_semantic.stop)
             await gateway.close()
             await auth.throttle.close()
             await app.state.pilothouse.responses.close()
