@@ -361,6 +361,13 @@ def test_a_hallucination_evaluator_escalates_to_its_judge_then_goes_on_locally_p
     (item,) = service.online.items_for_trace("default", first)
     assert item.cost_usd is not None and item.cost_usd > 0.0001  # the judge's price, past the cap
 
+    bare = store_trace(store, output="zebra-41 finished first.")  # no context: nothing to check against
+    asyncio.run(drain(worker))
+    (missing,) = service.online.items_for_trace("default", bare)
+    assert (missing.state, missing.attempts) == ("unmeasured", 1) and "needs a context" in (
+        missing.reason or ""
+    )
+
     second = store_trace(store, output="zebra-41 finished first.", metadata=context)
     asyncio.run(drain(worker))
     (local,) = online_scores(store, second)  # the cap stops the judge, not the local detector

@@ -159,3 +159,18 @@ def test_concurrent_claims_never_share_an_item(store: SqlStore) -> None:
     assert len(ids) == 8 and len(set(ids)) == 8  # eight reviewers, eight different items
     owners = {item.id: item.lease_owner for item in service.store.list_items(queue)}
     assert sorted(owners[i] for i in ids) == reviewers  # type: ignore[type-var]
+
+
+def test_a_trace_without_retrieval_spans_shows_the_context_in_its_metadata(store: SqlStore) -> None:
+    """What an online faithfulness evaluator checked a response against (``metadata.context``, its
+    default) is what the reviewer sees beside it when the trace has no retrieval or tool spans."""
+    from tests.quality.online_traces import store_trace
+
+    service = ReviewService(store)
+    service.create_config("default", "correct", "boolean")
+    service.create_queue("default", "faith", ["correct"])
+    context = {"context": ["The zebra-41 run finished first.", "It rained."]}
+    trace = store_trace(store, output="zebra-42 finished first.", metadata=context)
+    assert service.enqueue(trace, "faith", "detector unsure", spans=[(0, 8)], source="detector")
+    item = service.next_item("default", "faith", "alice")
+    assert item is not None and item.context == ("The zebra-41 run finished first.", "It rained.")

@@ -26,19 +26,19 @@ def judge() -> None:
 def _choose_scorer(
     data: Mapping[str, Any], scorers: Sequence[Scorer], wanted: str | None, source: str
 ) -> tuple[Mapping[str, Any], Scorer]:
-    from pilothouse.evals.scoring import is_model_graded
+    from pilothouse.evals.scoring import grades_with_judge
 
     entries = data["scorers"]
     judged = [
         (entry, scorer)
         for entry, scorer in zip(entries, scorers, strict=True)
-        if isinstance(entry, Mapping) and is_model_graded(str(entry.get("type")))
+        if isinstance(entry, Mapping) and grades_with_judge(entry)
     ]
     names = ", ".join(scorer.name for _, scorer in judged)
     if not judged:
         raise CliError(
             f"{source} has no model-graded scorer (rubric, pairwise, factuality, answer-relevance, "
-            "faithfulness) to calibrate",
+            "faithfulness, or hallucination with a judge) to calibrate",
             exit_code=2,
         )
     if wanted is not None:

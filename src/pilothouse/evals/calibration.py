@@ -55,8 +55,7 @@ from pilothouse.evals.scoring import (
     Sample,
     Scorer,
     ScoreResult,
-    accepts_judge,
-    is_model_graded,
+    grades_with_judge,
 )
 from pilothouse.evals.templating import TemplateError, render_messages
 
@@ -412,9 +411,7 @@ def judged_metrics(spec: Mapping[str, Any]) -> dict[str, JudgedMetric]:
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("type"), str):
             continue
-        kind = entry["type"]
-        cascade = accepts_judge(kind) and ("judge" in entry or "escalate" in entry)  # hallucination's
-        if not (is_model_graded(kind) or cascade):
+        if not grades_with_judge(entry):
             continue
         name = str(entry.get("name") or entry["type"]).strip()
         identity = judge_identity(entry, judge_options)

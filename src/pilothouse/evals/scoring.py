@@ -48,6 +48,7 @@ __all__ = [
     "accepts_judge",
     "available_scorers",
     "build_scorer",
+    "grades_with_judge",
     "is_model_graded",
     "parse_scorer_spec",
     "register_scorer",
@@ -285,6 +286,19 @@ def accepts_judge(type_name: str) -> bool:
     _load_builtin_scorers()
     factory = _registry.get(type_name)
     return bool(getattr(factory, "model_graded", False) or getattr(factory, "judge_optional", False))
+
+
+def grades_with_judge(entry: Mapping[str, Any]) -> bool:
+    """Whether a scorer spec's verdicts come (at least in part) from a judge model: a model-graded
+    type, or one that may use a judge and is given one of its own that it can escalate to (the
+    ``hallucination`` cascade: ``judge`` or ``escalate``, not ``escalate: 0``). What the gate asks a
+    calibration for, and what ``pilothouse judge calibrate`` calibrates."""
+    kind = str(entry.get("type"))
+    if is_model_graded(kind):
+        return True
+    escalate = entry.get("escalate", 0.25)
+    share = escalate if isinstance(escalate, int | float) and not isinstance(escalate, bool) else 0.25
+    return accepts_judge(kind) and ("judge" in entry or "escalate" in entry) and share > 0
 
 
 def parse_scorer_spec(

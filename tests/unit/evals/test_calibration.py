@@ -195,11 +195,20 @@ def test_judged_metrics_asks_the_registry() -> None:
             {"type": "factuality"},
             {"type": "hallucination", "name": "local"},  # the detector alone: no judge
             {"type": "hallucination", "name": "cascade", "escalate": 0.25},  # escalates to the judge
+            {"type": "hallucination", "name": "never", "judge": "j", "escalate": 0},  # never asks it
             "<SomeScorerObject>",
         ],
     }
     found = judged_metrics(spec)
     assert sorted(found) == ["cascade", "factuality", "quality"]
+    # what the gate asks a calibration for is what `pilothouse judge calibrate` can calibrate
+    from pilothouse.cli.judge import _choose_scorer
+    from pilothouse.evals.scoring import build_scorer
+
+    entries = [e for e in spec["scorers"] if isinstance(e, dict) and e["type"] == "hallucination"]
+    built = [build_scorer({k: v for k, v in e.items() if k not in ("judge", "escalate")}) for e in entries]
+    entry, _ = _choose_scorer({"scorers": entries}, built, None, "spec.yaml")
+    assert entry["name"] == "cascade"
     assert found["quality"].judge_model == "j" and found["quality"].scorer_type == "rubric"
     assert judged_metrics({}) == {}
 

@@ -104,9 +104,10 @@ class HallucinationScorer(BaseScorer):
         context = (
             sample.context if self.context is None else to_text(self.render_option(self.context, sample))
         )
-        if not context or not context.strip():
-            raise ScoringError(
-                f"scorer '{self.name}' needs a context (sample.context or the 'context' option)"
+        if not context or not context.strip():  # the sample's own: scoring it again cannot help
+            return ScoreResult.unmeasured(
+                f"scorer '{self.name}' needs a context (sample.context or the 'context' option)",
+                details={"retryable": False},
             )
         detect, threshold = _detector(self.model, self.supported_label, self.trust_remote_code)
         if not self._explicit_threshold:

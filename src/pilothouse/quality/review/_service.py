@@ -292,7 +292,7 @@ class ReviewService:
                 o.output
                 for o in detail.observations
                 if o.kind in (ObservationKind.RETRIEVAL, ObservationKind.TOOL) and o.output
-            ][:20]
+            ][:20] or _metadata_context(detail.trace.metadata)
         ordered = self.queue_configs(queue)
         reviews = self.results.reviews_of(queue.project_id, item.id)
         return ItemView(item, queue, tuple(ordered), text_in, tuple(context), text_out, tuple(reviews))
@@ -424,3 +424,15 @@ def _who(reviewer: str) -> str:
 @functools.cache
 def _decoy() -> str:
     return hash_password("not-a-real-password-0000")
+
+
+def _metadata_context(metadata: Mapping[str, Any]) -> list[str]:
+    """The context a trace carries in its metadata (``context``: a text or a list of texts), where an
+    online evaluator's faithfulness check reads it by default: what a reviewer checks the response
+    against when the trace has no retrieval or tool spans."""
+    value = metadata.get("context") if isinstance(metadata, Mapping) else None
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v][:20]
+    return []
