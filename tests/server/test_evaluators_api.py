@@ -122,6 +122,9 @@ def test_crud_versions_and_the_worker_scoring_live_traces(served: Served) -> Non
 def test_bad_evaluators_get_a_clear_400(served: Served, body: object, status: int, message: str) -> None:
     response = served.client.post("/api/evaluators", json=body, headers=admin(served))
     assert response.status_code == status and message in response.json()["error"]["message"]
+    param = response.json()["error"]["param"]
+    if "sampling" in message or "not served" in message:  # the field the message names first
+        assert param == ("sampling" if "sampling" in message else "judge")
 
 
 def test_scopes_and_projects(served: Served) -> None:

@@ -4,6 +4,7 @@ read, edit (a changed definition is a new version), delete, and backfill a time 
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -37,7 +38,11 @@ async def _body(request: Request, services: Services) -> dict[str, Any]:
 
 
 def _rule_error(exc: RuleError) -> ApiError:
-    return ApiError(400, f"Invalid evaluator: {exc}.", code="invalid_evaluator")
+    """A 400 whose ``param`` is the field the message names first (``'sampling' must be ...``)."""
+    named = re.match(r"'([\w.]+)'", str(exc))
+    return ApiError(
+        400, f"Invalid evaluator: {exc}.", code="invalid_evaluator", param=named.group(1) if named else None
+    )
 
 
 def _enabled(body: dict[str, Any]) -> bool | None:
