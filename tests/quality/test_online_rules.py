@@ -59,7 +59,7 @@ def test_filters_match_what_the_trace_has() -> None:
         ({"scorer": SCORER, "filters": {"colour": "red"}}, "unknown filter 'colour'"),
         ({"scorer": SCORER, "filters": {"tags": ["x"] * 51}}, "more than 50 values"),
         ({"scorer": SCORER, "filters": {"metadata": {"k": {"deep": 1}}}}, "'filters.metadata.k'"),
-        ({"scorer": SCORER, "daily_cost_cap_usd": -1}, "'daily_cost_cap_usd' must be between 0"),
+        ({"scorer": SCORER, "daily_cost_cap_usd": -1}, "'daily_cost_cap_usd' must be at least 0"),
         ({"scorer": SCORER, "context": "somewhere"}, "'context' must be"),
         ({"scorer": SCORER, "owner": "me"}, "unknown field 'owner'"),
         ({"scorer": SCORER, "review": {"queue": "a b"}}, "'review.queue' must be a queue's name"),

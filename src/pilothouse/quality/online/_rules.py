@@ -222,6 +222,10 @@ def _number(value: Any, where: str, *, minimum: float = -math.inf, maximum: floa
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise RuleError(f"'{where}' must be a number")
     if not minimum <= value <= maximum:
+        if maximum == math.inf:
+            raise RuleError(f"'{where}' must be at least {minimum:g}")
+        if minimum == -math.inf:
+            raise RuleError(f"'{where}' must be at most {maximum:g}")
         raise RuleError(f"'{where}' must be between {minimum:g} and {maximum:g}")
     return float(value)
 
