@@ -100,7 +100,7 @@ def measure(
     total = len(bodies) * args.batch
     folder = tempfile.mkdtemp(prefix="ph-bench-ingest-")
     url = args.database_url or f"sqlite:///{folder}/ingest.db"
-    key = create_key(url)
+    key = create_key(url, extra_env)  # by the server's code (--baseline-src's, or this tree's)
     config = Path(folder) / "sim.yaml"  # a gateway model for --durable's call latencies
     config.write_text("models:\n  - name: sim\n    provider: sim\n")
     env = {"PILOTHOUSE_HOME": folder, "PILOTHOUSE_DURABLE": "1" if durable else "0", **(extra_env or {})}

@@ -1,6 +1,6 @@
 """PostgreSQL at scale: span texts packed into bytea (migration 0025) and read back and searched as text,
 spans partitioned by day (migration 0027), partitions created ahead and dropped by retention, and the
-migration of a store with data. On the real PostgreSQL (the packing tests on SQLite too)."""
+migration of a store with data, the search index's small pending list (migration 0030). On the real PostgreSQL (the packing tests on SQLite too)."""
 
 from __future__ import annotations
 
@@ -209,3 +209,55 @@ def test_migration_partitions_a_store_with_data(empty_pg_url: str) -> None:
         assert sorted(r.input for r in rows) == [LONG_IN] * 3 + [LONG_IN + " new"]
     finally:
         engine.dispose()
+
+
+def _pending_list_limits(store: SqlStore) -> dict[str, list[str] | None]:
+    """The storage parameters of the spans' search index and of each partition's index of it."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, c.reloptions FROM pg_class c WHERE c.oid = 'ix_spans_search'::regclass "
+                "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'ix_spans_search'::regclass)"
+            )
+        ).all()
+    return {name: options for name, options in rows}
+
+
+def test_search_index_migration_keeps_a_small_pending_list_and_finds_what_it_found(
+    empty_pg_url: str,
+) -> None:
+    """0030 builds the spans' search index again with a 256 kB pending list (the partitions made
+    later copy it); the spans stored before are found as before, by either revision's index."""
+    _migrate(empty_pg_url, "0029")
+    store = SqlStore(make_engine(empty_pg_url))  # at 0029
+    try:
+        store.write_spans([rec(tid(1), sid(1), input=LONG_IN), rec(tid(2), sid(1), output="a zebra answer")])
+        assert all(options is None for options in _pending_list_limits(store).values())
+    finally:
+        store.close()
+
+    def found(store: SqlStore, words: str) -> list[str]:
+        return [s.trace.id for s in store.list_traces("p1", TraceQuery(search=words)).data]
+
+    _migrate(empty_pg_url, "head")
+    store = SqlStore.from_url(empty_pg_url)
+    try:
+        ensure_days(store.engine, T0 - 3 * DAY_NS, T0 - 2 * DAY_NS)  # the retention job's new days
+        limits = _pending_list_limits(store)
+        assert len(limits) == len(_names(store)) + 1  # the index and one per partition
+        assert all(options == ["gin_pending_list_limit=256"] for options in limits.values())
+        store.write_spans([rec(tid(3), sid(1), start_s=-2.5 * 86_400, input="zebra crossing")])
+        assert found(store, "aardvark") == [tid(1)]
+        assert sorted(found(store, "zebra")) == [tid(2), tid(3)]
+        assert found(store, "zeb*") == found(store, "zebra")
+        assert found(store, "xylophone") == []
+    finally:
+        store.close()
+
+    _migrate(empty_pg_url, "0029", down=True)
+    store = SqlStore(make_engine(empty_pg_url))
+    try:
+        assert all(options is None for options in _pending_list_limits(store).values())
+        assert sorted(found(store, "zebra")) == [tid(2), tid(3)]
+    finally:
+        store.close()
