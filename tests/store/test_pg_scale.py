@@ -1,6 +1,7 @@
 """PostgreSQL at scale: span texts packed into bytea (migration 0025) and read back and searched as text,
-spans partitioned by day (migration 0027), partitions created ahead and dropped by retention, and the
-migration of a store with data, the search index's small pending list (migration 0030). On the real PostgreSQL (the packing tests on SQLite too)."""
+spans partitioned by day (migration 0027), partitions created ahead and dropped by retention, the
+migration of a store with data, and the search index's small pending list (migration 0030). On the real
+PostgreSQL (the packing tests on SQLite too)."""
 
 from __future__ import annotations
 
