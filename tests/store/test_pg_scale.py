@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
@@ -262,3 +263,26 @@ def test_search_index_migration_keeps_a_small_pending_list_and_finds_what_it_fou
         assert sorted(found(store, "zebra")) == [tid(2), tid(3)]
     finally:
         store.close()
+
+
+def test_key_and_model_filters_find_a_trace_whose_calls_are_in_a_later_day(pg_store: SqlStore) -> None:
+    """The trace list's probes for a key or a model read only the partitions from the trace's start
+    on (no span starts before its trace): a call a day after its trace's root is still found."""
+    ensure_days(pg_store.engine, T0, T0 + DAY_NS)
+    call = rec(tid(1), sid(2), parent=sid(1), model="m-late", start_s=86_400.0)
+    metered = SpanRecord(
+        "p1",
+        replace(call.observation, attributes={"gateway.key_id": "key-late"}),
+        call.trace,
+        metered=True,
+    )
+    pg_store.write_spans([rec(tid(1), sid(1)), metered, rec(tid(2), sid(1), model="m-other")])
+    assert _count(pg_store, f"{SCHEMA}.{day_name(day_start(T0))}") == 2  # the roots
+    assert _count(pg_store, f"{SCHEMA}.{day_name(day_start(T0) + DAY_NS)}") == 1  # the call
+
+    def found(query: TraceQuery) -> list[str]:
+        return [s.trace.id for s in pg_store.list_traces("p1", query).data]
+
+    assert found(TraceQuery(key_id="key-late")) == [tid(1)]
+    assert found(TraceQuery(model="m-late")) == [tid(1)]
+    assert found(TraceQuery(key_id="key-none")) == []
