@@ -224,9 +224,13 @@ def send_all(
     return retries
 
 
-def create_key(database_url: str) -> str:
+def create_key(database_url: str, env: dict[str, str] | None = None, project: str = "default") -> str:
+    """A new key of ``project``, made by the CLI with ``env`` added to this process's environment (a
+    baseline's ``PYTHONPATH``: the CLI migrates the database, which must stay at the server's revision)."""
+    command = [str(BIN), "keys", "create", "--name", "bench", "--database-url", database_url]
     out = subprocess.run(
-        [str(BIN), "keys", "create", "--name", "bench", "--database-url", database_url],
+        [*command, "--project", project],
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         check=True,

@@ -9,8 +9,10 @@ Phoenix 20.26.1 measured in the same run on the first --baseline-spans spans of 
 slow, hence fewer spans). --baseline-spans 0 skips it and uses the issue's figures (86-102 spans/s,
 10-12 ms CPU/span, 3,010 B/span). Targets: >= 20,000 spans/s, <= 0.05 ms CPU/span, <= 1,500 B/span.
 --prefill N first stores N other spans through the same server (not timed), to see how ingest holds up
-as the store grows. The figures are the median of --repeats runs (3 by default, each on a new server
-and SQLite file; 1 with --database-url or --prefill).
+as the store grows; or --database-url names a store filled before (e.g. benchmarks/ui.py's) with
+--project NEW, a project of its own, so that only the new spans are waited for (they go into the same
+tables and indexes), and PostgreSQL's own CPU per span is printed too. The figures are the median of
+--repeats runs (3 by default, each on a new server and SQLite file; 1 with --database-url or --prefill).
 --workers N runs N server processes on PostgreSQL (with Redis: PILOTHOUSE_REDIS_URL); --compare-copy
 (benchmarks/ingest_pg.py) measures the SQLite default, PostgreSQL's row-by-row INSERT and its binary COPY
 path in the same run, with PostgreSQL's own CPU per span; --baseline-src DIR (another checkout's src, e.g.
@@ -100,7 +102,8 @@ def measure(
     total = len(bodies) * args.batch
     folder = tempfile.mkdtemp(prefix="ph-bench-ingest-")
     url = args.database_url or f"sqlite:///{folder}/ingest.db"
-    key = create_key(url)
+    # by the server's code (--baseline-src's, or this tree's)
+    key = create_key(url, extra_env, getattr(args, "project", "default"))
     config = Path(folder) / "sim.yaml"  # a gateway model for --durable's call latencies
     config.write_text("models:\n  - name: sim\n    provider: sim\n")
     env = {"PILOTHOUSE_HOME": folder, "PILOTHOUSE_DURABLE": "1" if durable else "0", **(extra_env or {})}
@@ -140,7 +143,9 @@ def measure(
     }
     print(
         f"sent in {sent:.2f} s, all queryable after {elapsed:.2f} s ({retries} 429 retries): "
-        f"{run['rate']:,.0f} spans/s, {run['cpu_ms']:.4f} ms CPU/span, {run['bytes']:,.0f} B/span "
+        f"{run['rate']:,.0f} spans/s, {run['cpu_ms']:.4f} ms CPU/span"
+        + (f" + PostgreSQL {run['pg_cpu_ms']:.4f}" if admin_url else "")
+        + f", {run['bytes']:,.0f} B/span "
         f"({url.split('@')[-1]}{', durable' if durable else ''})"
         + (f"; gateway call p50 {run['call_p50_ms']:.2f}, p99 {run['call_p99_ms']:.2f} ms" if calls else ""),
         flush=True,
@@ -206,7 +211,14 @@ def main() -> None:
         action="store_true",
         help="SQLite: one process against --workers N (default 2) and the span writer, runs alternating",
     )
+    parser.add_argument(
+        "--project",
+        default="default",
+        help="the project the spans go to: a new one to add spans to a store filled before (--database-url)",
+    )
     args = parser.parse_args()
+    if args.database_url and args.database_url.startswith("postgresql") and not args.compare_copy:
+        args.admin_url = args.database_url  # PostgreSQL's CPU: of the database's backends
     if (args.workers or 1) > 1 and not args.compare_workers and not os.environ.get("PILOTHOUSE_REDIS_URL"):
         parser.error(
             "--workers above 1 needs Redis: set PILOTHOUSE_REDIS_URL (e.g. redis://127.0.0.1:6379/0)"

@@ -1,11 +1,13 @@
 """PostgreSQL at scale: span texts packed into bytea (migration 0025) and read back and searched as text,
-spans partitioned by day (migration 0027), partitions created ahead and dropped by retention, and the
-migration of a store with data. On the real PostgreSQL (the packing tests on SQLite too)."""
+spans partitioned by day (migration 0027), partitions created ahead and dropped by retention, the
+migration of a store with data, and the search index's small pending list (migration 0030). On the real
+PostgreSQL (the packing tests on SQLite too)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
@@ -209,3 +211,78 @@ def test_migration_partitions_a_store_with_data(empty_pg_url: str) -> None:
         assert sorted(r.input for r in rows) == [LONG_IN] * 3 + [LONG_IN + " new"]
     finally:
         engine.dispose()
+
+
+def _pending_list_limits(store: SqlStore) -> dict[str, list[str] | None]:
+    """The storage parameters of the spans' search index and of each partition's index of it."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, c.reloptions FROM pg_class c WHERE c.oid = 'ix_spans_search'::regclass "
+                "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'ix_spans_search'::regclass)"
+            )
+        ).all()
+    return {name: options for name, options in rows}
+
+
+def test_search_index_migration_keeps_a_small_pending_list_and_finds_what_it_found(
+    empty_pg_url: str,
+) -> None:
+    """0030 builds the spans' search index again with a 256 kB pending list (the partitions made
+    later copy it); the spans stored before are found as before, by either revision's index."""
+    _migrate(empty_pg_url, "0029")
+    store = SqlStore(make_engine(empty_pg_url))  # at 0029
+    try:
+        store.write_spans([rec(tid(1), sid(1), input=LONG_IN), rec(tid(2), sid(1), output="a zebra answer")])
+        assert all(options is None for options in _pending_list_limits(store).values())
+    finally:
+        store.close()
+
+    def found(store: SqlStore, words: str) -> list[str]:
+        return [s.trace.id for s in store.list_traces("p1", TraceQuery(search=words)).data]
+
+    _migrate(empty_pg_url, "head")
+    store = SqlStore.from_url(empty_pg_url)
+    try:
+        ensure_days(store.engine, T0 - 3 * DAY_NS, T0 - 2 * DAY_NS)  # the retention job's new days
+        limits = _pending_list_limits(store)
+        assert len(limits) == len(_names(store)) + 1  # the index and one per partition
+        assert all(options == ["gin_pending_list_limit=256"] for options in limits.values())
+        store.write_spans([rec(tid(3), sid(1), start_s=-2.5 * 86_400, input="zebra crossing")])
+        assert found(store, "aardvark") == [tid(1)]
+        assert sorted(found(store, "zebra")) == [tid(2), tid(3)]
+        assert found(store, "zeb*") == found(store, "zebra")
+        assert found(store, "xylophone") == []
+    finally:
+        store.close()
+
+    _migrate(empty_pg_url, "0029", down=True)
+    store = SqlStore(make_engine(empty_pg_url))
+    try:
+        assert all(options is None for options in _pending_list_limits(store).values())
+        assert sorted(found(store, "zebra")) == [tid(2), tid(3)]
+    finally:
+        store.close()
+
+
+def test_key_and_model_filters_find_a_trace_whose_calls_are_in_a_later_day(pg_store: SqlStore) -> None:
+    """The trace list's probes for a key or a model read only the partitions from the trace's start
+    on (no span starts before its trace): a call a day after its trace's root is still found."""
+    ensure_days(pg_store.engine, T0, T0 + DAY_NS)
+    call = rec(tid(1), sid(2), parent=sid(1), model="m-late", start_s=86_400.0)
+    metered = SpanRecord(
+        "p1",
+        replace(call.observation, attributes={"gateway.key_id": "key-late"}),
+        call.trace,
+        metered=True,
+    )
+    pg_store.write_spans([rec(tid(1), sid(1)), metered, rec(tid(2), sid(1), model="m-other")])
+    assert _count(pg_store, f"{SCHEMA}.{day_name(day_start(T0))}") == 2  # the roots
+    assert _count(pg_store, f"{SCHEMA}.{day_name(day_start(T0) + DAY_NS)}") == 1  # the call
+
+    def found(query: TraceQuery) -> list[str]:
+        return [s.trace.id for s in pg_store.list_traces("p1", query).data]
+
+    assert found(TraceQuery(key_id="key-late")) == [tid(1)]
+    assert found(TraceQuery(model="m-late")) == [tid(1)]
+    assert found(TraceQuery(key_id="key-none")) == []
