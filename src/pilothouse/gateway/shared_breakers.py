@@ -16,17 +16,13 @@ work as before, per process, until it is back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import secrets
-import threading
 import time
-from collections import deque
 from typing import Any
 
 from pilothouse.gateway.health import CircuitState
+from pilothouse.gateway.redis_channel import RedisChannel
 from pilothouse.gateway.router import Router
 from pilothouse.providers.base import Deployment
 
@@ -37,74 +33,36 @@ CHANNEL = "pilothouse:breakers:{scope}"  # messages {"d": deployment id, "s": st
 OPEN_KEY = "pilothouse:breakers:{scope}:open"  # hash: deployment id -> the time (epoch seconds) it opened
 
 
-class SharedBreakers:
+class SharedBreakers(RedisChannel):
     """Publishes this process's breaker changes and applies other processes' (``start``/``stop``)."""
 
     def __init__(self, router: Router, redis_url: str, scope: str = "", *, poll_s: float = 0.05) -> None:
+        super().__init__(
+            redis_url, CHANNEL.format(scope=scope), label="shared circuit breakers", log=log, poll_s=poll_s
+        )
         self.router = router
-        self.redis_url = redis_url
-        self.channel = CHANNEL.format(scope=scope)
         self.open_key = OPEN_KEY.format(scope=scope)
-        self.poll_s = poll_s  # how often the thread looks for changes to publish, at most
-        self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.applied = 0  # changes of other processes applied here
-        self._outbox: deque[tuple[str, str, float]] = deque(maxlen=4096)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pilothouse-shared-breakers", daemon=True)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Listen and publish from now on; ``loop`` is the one the router runs on."""
-        self._loop = loop
         self.router.on_breaker = self._changed
-        self._thread.start()
+        self._start_thread(loop)
 
     def stop(self) -> None:
         """Stop the thread (what it has not published yet is dropped: the breakers stay per process)."""
         self.router.on_breaker = None
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
+        self._stop_thread()
 
     def _changed(self, deployment: Deployment, state: CircuitState) -> None:
         """On the event loop, from the router: queue the change (no Redis call here)."""
         self._outbox.append((deployment.id, state.value, time.time()))
 
-    def _run(self) -> None:
-        import redis
+    def _connected(self, client: Any) -> None:
+        self._load_open(client)
 
-        client: Any = None
-        pubsub: Any = None
-        failing = False  # said once when Redis goes away, once when it is back
-        while not self._stop.is_set():
-            try:
-                if pubsub is None:
-                    client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
-                    pubsub = client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.channel)
-                    self._load_open(client)
-                    if failing:
-                        log.warning("shared circuit breakers: Redis is back")
-                        failing = False
-                while self._outbox:
-                    self._publish(client, *self._outbox[0])
-                    self._outbox.popleft()
-                message = pubsub.get_message(timeout=self.poll_s)
-                if message is not None and message.get("type") == "message":
-                    self._received(message["data"])
-            except (redis.RedisError, OSError) as exc:
-                if not failing:
-                    log.warning(
-                        "shared circuit breakers: Redis is unavailable (%s); per process until it is back",
-                        exc,
-                    )
-                    failing = True
-                _close(pubsub, client)
-                client = pubsub = None
-                self._stop.wait(1.0)
-        _close(pubsub, client)
-
-    def _publish(self, client: Any, deployment_id: str, state: str, at: float) -> None:
+    def _publish(self, client: Any, item: tuple[str, str, float]) -> None:
+        deployment_id, state, at = item
         message = json.dumps({"d": deployment_id, "s": state, "t": at, "o": self.origin})
         pipe = client.pipeline(transaction=False)
         if state == CircuitState.OPEN.value:
@@ -134,8 +92,7 @@ class SharedBreakers:
             self._apply_soon(str(deployment_id), str(state), at)
 
     def _apply_soon(self, deployment_id: str, state: str, at: float) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._apply, deployment_id, state, at)
+        self._call_soon(self._apply, deployment_id, state, at)
 
     def _apply(self, deployment_id: str, state: str, at: float) -> None:
         """On the event loop: set this process's breakers of that upstream."""
@@ -147,10 +104,3 @@ class SharedBreakers:
             elif state == CircuitState.CLOSED.value:
                 health.closed_elsewhere()
             self.applied += 1
-
-
-def _close(*connections: Any) -> None:
-    for connection in connections:
-        if connection is not None:
-            with contextlib.suppress(Exception):  # a broken connection, or at shutdown
-                connection.close()

@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import math
-import os
-import secrets
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -31,6 +27,7 @@ from typing import Any
 import orjson
 
 from pilothouse.gateway.cache import CachedAnswer
+from pilothouse.gateway.redis_channel import RedisChannel
 from pilothouse.gateway.semantic_cache import Added, SemanticCache
 
 log = logging.getLogger("pilothouse.cache")
@@ -41,45 +38,38 @@ OFF_KEY = "pilothouse:semantic:{scope}:off"  # hash: route -> its switch-off mes
 _LOAD_BATCH = 200  # scope keys read per round trip when loading
 
 
-class SharedSemanticCache:
+class SharedSemanticCache(RedisChannel):
     """Publishes this process's semantic cache entries and switch-offs, and applies other processes'
     (``start``/``stop``)."""
 
     def __init__(
         self, cache: SemanticCache, redis_url: str, scope: str = "", *, poll_s: float = 0.05
     ) -> None:
+        super().__init__(
+            redis_url, CHANNEL.format(scope=scope), label="shared semantic cache", log=log, poll_s=poll_s
+        )
         self.cache = cache
-        self.redis_url = redis_url
         self.scope = scope
-        self.channel = CHANNEL.format(scope=scope)
-        self.poll_s = poll_s  # how often the thread looks for entries to publish, at most
-        self.origin = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.applied = 0  # entries of other processes added here
-        # (scope key, expires at) of an entry or (route, None) of a switch-off, and the message
-        self._outbox: deque[tuple[str, float | None, bytes]] = deque(maxlen=4096)
+        # the outbox holds (scope key, expires at) of an entry or (route, None) of a switch-off, and the
+        # message; these two are what the event loop queued, serialised by the thread
         self._entries: deque[tuple[Added, float]] = deque(maxlen=4096)  # to serialise, with expires at
         self._offs: deque[tuple[str, float, int]] = deque(maxlen=64)  # (route, precision, re-checks)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pilothouse-shared-semantic", daemon=True)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Load the live entries and listen and publish from now on; ``loop`` is the one the cache
         runs on."""
-        self._loop = loop
         self.cache.on_add = self._added
         self.cache.on_route_off = lambda route, precision, verified: self._offs.append(
             (route, precision, verified)
         )
-        self._thread.start()
+        self._start_thread(loop)
 
     def stop(self) -> None:
         """Stop the thread (what it has not published yet is dropped: those entries stay per process)."""
         self.cache.on_add = None
         self.cache.on_route_off = None
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5)
+        self._stop_thread()
 
     def _added(self, added: Added) -> None:
         """On the event loop, from the cache: queue the entry (no Redis call, no serialising here)."""
@@ -157,49 +147,25 @@ class SharedSemanticCache:
 
     # the thread
 
-    def _run(self) -> None:
-        import redis
+    def _prepare(self) -> None:
+        while self._offs:  # serialised here, off the event loop
+            route, precision, verified = self._offs.popleft()
+            self._outbox.append((route, None, self._off_message(route, precision, verified)))
+        while self._entries:
+            added, expires_at = self._entries.popleft()
+            self._outbox.append((added[1], expires_at, self._entry_message(added, expires_at)))
 
-        client: Any = None
-        pubsub: Any = None
-        failing = False  # said once when Redis goes away, once when it is back
-        while not self._stop.is_set():
-            try:
-                while self._offs:  # serialised here, off the event loop
-                    route, precision, verified = self._offs.popleft()
-                    self._outbox.append((route, None, self._off_message(route, precision, verified)))
-                while self._entries:
-                    added, expires_at = self._entries.popleft()
-                    self._outbox.append((added[1], expires_at, self._entry_message(added, expires_at)))
-                if pubsub is None:
-                    client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
-                    pubsub = client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.channel)
-                    self._load(client)
-                    if failing:
-                        log.warning("shared semantic cache: Redis is back")
-                        failing = False
-                while self._outbox:
-                    self._publish(client, *self._outbox[0])
-                    self._outbox.popleft()
-                message = pubsub.get_message(timeout=self.poll_s)
-                if message is not None and message.get("type") == "message":
-                    parsed = self._parse(message["data"])
-                    if parsed is not None and parsed["o"] != self.origin:
-                        self._apply_soon([parsed])
-            except (redis.RedisError, OSError) as exc:
-                if not failing:
-                    log.warning(
-                        "shared semantic cache: Redis is unavailable (%s); per process until it is back", exc
-                    )
-                    failing = True
-                _close(pubsub, client)
-                client = pubsub = None
-                self._stop.wait(1.0)
-        _close(pubsub, client)
+    def _connected(self, client: Any) -> None:
+        self._load(client)
 
-    def _publish(self, client: Any, key: str, expires_at: float | None, data: bytes) -> None:
+    def _received(self, data: bytes) -> None:
+        parsed = self._parse(data)
+        if parsed is not None and parsed["o"] != self.origin:
+            self._apply_soon([parsed])
+
+    def _publish(self, client: Any, item: tuple[str, float | None, bytes]) -> None:
         """An entry (``key`` its scope key) or a switch-off (``key`` its route, no expiry)."""
+        key, expires_at, data = item
         ttl_ms = max(1, int(self.cache.settings.ttl_s * 1000))
         pipe = client.pipeline(transaction=False)
         if expires_at is None:
@@ -250,8 +216,7 @@ class SharedSemanticCache:
     # on the event loop
 
     def _apply_soon(self, messages: list[dict[str, Any]]) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._apply, messages)
+        self._call_soon(self._apply, messages)
 
     def _apply(self, messages: list[dict[str, Any]]) -> None:
         """Add other processes' entries to this process's index; switch off what they switched off."""
@@ -281,10 +246,3 @@ class SharedSemanticCache:
                 [m["answer"] for m in entries],
                 [now + (m["e"] - now_wall) for m in entries],
             )
-
-
-def _close(*connections: Any) -> None:
-    for connection in connections:
-        if connection is not None:
-            with contextlib.suppress(Exception):  # a broken connection, or at shutdown
-                connection.close()
