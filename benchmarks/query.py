@@ -42,15 +42,18 @@ DAY_NS = 86_400 * 10**9
 PROJECT = "default"
 
 
-def fill(store: SqlStore, n_spans: int, now_ns: int) -> None:
+def fill(store: SqlStore, n_spans: int, now_ns: int, already: int = 0) -> None:
     """``n_spans`` spans over the 30 days before ``now_ns``: traces of a root and one or two LLM calls, 500
     end users; half of the LLM calls were metered by the gateway under one of 20 virtual keys and name one
     of 5 prompts (3 versions each), so the key and prompt breakdowns have rows (drawn from a second
     random stream: the rest is what earlier fills made); a third of the calls were streamed (a time to
-    first token) and a fifth saved on a cache (drawn from a third stream)."""
-    rng = random.Random(11)
-    extra = random.Random(12)
-    streams = random.Random(13)
+    first token) and a fifth saved on a cache (drawn from a third stream). ``already``: the spans the
+    store holds, so that a top-up draws other traces than the first fill did (the same seeds would
+    repeat its trace ids)."""
+    seed = 11 if already == 0 else 1_000 + already
+    rng = random.Random(seed)
+    extra = random.Random(seed + 1)
+    streams = random.Random(seed + 2)
     batch: list[SpanRecord] = []
     written = 0
     started = time.perf_counter()
@@ -172,7 +175,7 @@ def main() -> None:
     if have < args.spans:
         print(f"filling {args.spans - have:,} spans into {url.split('@')[-1]} ...", flush=True)
         t0 = time.perf_counter()
-        fill(store, args.spans - have, now_ns)
+        fill(store, args.spans - have, now_ns, have)
         print(f"filled in {time.perf_counter() - t0:.0f} s", flush=True)
     if store.dialect == "postgresql":
         # What autovacuum does soon after a bulk load; without statistics the planner guesses badly.

@@ -263,7 +263,7 @@ def main() -> None:
     stored = store.count_spans(PROJECT)
     if stored < args.spans:
         print(f"filling {args.spans - stored:,} spans ...", flush=True)
-        fill(store, args.spans - stored, time.time_ns())
+        fill(store, args.spans - stored, time.time_ns(), stored)
     if store.dialect == "postgresql":
         with store.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")

@@ -291,7 +291,7 @@ def main() -> None:
         # PostgreSQL: the days' partitions, as the retention job makes them while spans arrive (else
         # the 30 days of spans would all land in the default partition)
         ensure_days(store.engine, now - 31 * DAY_NS, now)
-        fill(store, args.spans - have, now)
+        fill(store, args.spans - have, now, have)
     if store.dialect == "postgresql":
         with store.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
