@@ -159,15 +159,25 @@ def test_the_tally_counts_flagged_results_and_judge_calls_per_scorer() -> None:
 
 def test_the_item_page_view_highlights_spans_and_lists_other_details() -> None:
     record = ScoreRecord("faithful", 0.2, False, "unsupported: a number", details=HALLUCINATION)
-    judged = ScoreRecord("quality", 0.75, True, details={"score": 4, "weighted_score": None})
+    judged = ScoreRecord(
+        "quality",
+        0.75,
+        True,
+        details={"score": 4, "weighted_score": None, "verdicts": ["A", True], "deep": [{"a": 1}]},
+    )
     old = ScoreRecord("exact", 1.0, True)  # stored before details were kept
     view = result_view(EvalResult("r", "i1", 0, 1, RESPONSE, scores=(record, judged, old)))
     assert view.flagged == 1 and [text for text, bad in view.parts if bad] == [RESPONSE[22:48]]
     faithful, quality, exact = view.scores
     assert faithful.spans == [SPAN.to_dict()] and faithful.judge_called is True
     assert faithful.facts[:2] == [("label", "unsupported"), ("source", "judge")]
-    assert faithful.facts[2] == ("features", '{"min_support":0.12}')
-    assert quality.spans is None and quality.facts == [("score", "4"), ("weighted score", "–")]
+    assert faithful.facts[2] == ("features", "min_support=0.12")
+    assert quality.spans is None and quality.facts == [
+        ("score", "4"),
+        ("weighted score", "–"),
+        ("verdicts", "A, yes"),
+        ("deep", '[{"a":1}]'),
+    ]
     assert exact.spans is None and exact.facts == [] and exact.truncated is None
     cut = score_view(ScoreRecord("faithful", 0.5, details={"spans": [], TRUNCATED_KEY: {"bytes": 99_999}}))
     assert cut.truncated == 99_999 and cut.spans == [] and cut.judge_called is False

@@ -48,14 +48,23 @@ class ResultView:
     scores: list[ScoreView]
 
 
-def _short(value: Any) -> str:
+def _short(value: Any, nested: bool = False) -> str:
+    """A detail's value as short text: numbers to 4 significant digits, a mapping as ``key=value``
+    pairs and a list of plain values comma-separated (one level; deeper ones as JSON), cut."""
     if value is None:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4g}"
-    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    if isinstance(value, int | str):
+        text = str(value)
+    elif isinstance(value, dict) and not nested:
+        text = ", ".join(f"{k}={_short(v, True)}" for k, v in value.items())
+    elif isinstance(value, list) and not nested and all(not isinstance(v, dict | list) for v in value):
+        text = ", ".join(_short(v, True) for v in value)
+    else:
+        text = orjson.dumps(value).decode()
     return text if len(text) <= _VALUE_CHARS else text[: _VALUE_CHARS - 1] + "…"
 
 
