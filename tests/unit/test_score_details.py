@@ -75,6 +75,8 @@ def test_values_json_cannot_hold_become_text_and_nothing_raises() -> None:
         "bytes": b"\x00\xff",
         "broken": Broken(),
         3: "an int key",
+        Broken(): "a key that cannot be text",
+        "surrogate": "half \ud800 of a pair",
         "deep": nested,
     }
     stored = details_from_json(details_json(details))
@@ -85,6 +87,7 @@ def test_values_json_cannot_hold_become_text_and_nothing_raises() -> None:
     assert (
         stored["bytes"] == "b'\\x00\\xff'" and stored["broken"] == "<Broken>" and stored["3"] == "an int key"
     )
+    assert stored["<Broken>"] == "a key that cannot be text" and stored["surrogate"] == "half ? of a pair"
     depth, level = 0, stored["deep"]
     while isinstance(level, dict):
         depth, level = depth + 1, level["next"]

@@ -48,8 +48,13 @@ def details_json(details: Mapping[str, Any] | None, limit: int = DETAILS_LIMIT) 
     are not a mapping, from a plugin scorer, are kept as ``{"value": ...}``)."""
     if details is None or (isinstance(details, Mapping | list | tuple | str) and not details):
         return None
-    plain = _plain(details if isinstance(details, Mapping) else {"value": details}, 0)
-    text = orjson.dumps(plain)
+    given = details if isinstance(details, Mapping) else {"value": details}
+    plain = _plain(given, 0)
+    try:
+        text = orjson.dumps(plain)
+    except orjson.JSONEncodeError:  # text UTF-8 cannot hold (a lone surrogate): replaced, not refused
+        plain = _plain(given, 0, clean=True)
+        text = orjson.dumps(plain)
     if len(text) <= limit:
         return text.decode()
     marker = {TRUNCATED_KEY: {"bytes": len(text)}}
@@ -94,27 +99,35 @@ def tally_spans(results: Iterable[EvalResult]) -> dict[str, SpanTally]:
     return tallies
 
 
-def _plain(value: Any, depth: int) -> Any:
-    """``value`` as plain JSON data (str keys, lists, finite numbers), secrets redacted."""
-    if value is None or isinstance(value, bool | str):
+def _plain(value: Any, depth: int, clean: bool = False) -> Any:
+    """``value`` as plain JSON data (str keys, lists, finite numbers), secrets redacted; ``clean``:
+    characters UTF-8 cannot encode (lone surrogates) replaced."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode() if clean else value
+    if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int):
         return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, enum.Enum):
-        return _plain(value.value, depth)
+        return _plain(value.value, depth, clean)
     if depth >= MAX_DEPTH:
         return "…"
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {
-            str(k): REDACTED if str(k).lower() in _SECRET_KEYS else _plain(v, depth + 1)
-            for k, v in value.items()
-        }
+        out = {}
+        for k, v in value.items():
+            key = _plain(k if isinstance(k, str) else _text(k), 0, clean)
+            out[key] = REDACTED if key.lower() in _SECRET_KEYS else _plain(v, depth + 1, clean)
+        return out
     if isinstance(value, list | tuple | Set):
-        return [_plain(v, depth + 1) for v in value]
+        return [_plain(v, depth + 1, clean) for v in value]
+    return _plain(_text(value), depth, clean)
+
+
+def _text(value: Any) -> str:
     try:
         return str(value)
     except Exception:  # a broken __str__ must not lose the score
