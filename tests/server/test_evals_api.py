@@ -214,8 +214,9 @@ def test_run_results_carry_each_scorers_details_a_page_at_a_time(served: Served,
     (stored,) = served.client.get(f"/api/evals/runs/{old.id}/results", headers=served.auth).json()["data"]
     assert stored["scores"][0]["details"] is None and stored["scores"][0]["value"] == 1.0
 
-    bad = results(after="two")
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "after"
+    for param, value in (("after", "two"), ("after", "1."), ("item", "a\x00b"), ("limit", "501")):
+        bad = results(**{param: value})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == param, (param, value)
     other = served.client.get(
         f"/api/evals/runs/{run.id}/results", headers={"Authorization": f"Bearer {served.other_key}"}
     )

@@ -108,6 +108,8 @@ async def run_results(request: Request) -> Response:
     limit = _whole(params, "limit", 50, 500)
     after = _after(params)
     item = params.get("item")
+    if item is not None and "\x00" in item:  # PostgreSQL text cannot hold it: no item has it
+        raise param_error("item", "must not contain NUL")
     run = await run_in_threadpool(services.evaluations.find_run, reference, principal.project_id)
     if run is None:
         raise ApiError(404, f"No eval run {reference!r} in this project.", code="eval_run_not_found")
