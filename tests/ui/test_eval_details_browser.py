@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -77,7 +78,11 @@ def checked_run(seeded: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     store = SqlStore.from_url(seeded.database_url)
     try:
-        yield asyncio.run(run_eval(parse_spec(spec, base_dir=folder), EvalStore(store)))
+        # on a thread of its own: the browser's Playwright holds an event loop on this one
+        with ThreadPoolExecutor(1) as pool:
+            run = pool.submit(asyncio.run, run_eval(parse_spec(spec, base_dir=folder), EvalStore(store)))
+            done = run.result()
+        yield done
     finally:
         store.close()
 
