@@ -35,6 +35,7 @@ from pilothouse.domain.evals import (
     ScoreRecord,
 )
 from pilothouse.domain.queries import TraceQuery
+from pilothouse.domain.score_details import details_json
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.rows import money_or_none, pack, unpack
@@ -72,7 +73,7 @@ _RESULT_COLUMNS = (
     "cached",
     "created_ns",
 )
-_SCORE_COLUMNS = ("run_id", "scorer", "item_id", "epoch", "value", "passed", "error", "reason")
+_SCORE_COLUMNS = ("run_id", "scorer", "item_id", "epoch", "value", "passed", "error", "reason", "details")
 _CACHE_COLUMNS = ("key", "output", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "created_ns")
 
 
@@ -457,6 +458,7 @@ class EvalStore:
                 s.passed,
                 s.error,
                 s.reason[:2000] if s.reason else None,
+                text(details_json(s.details)),
             )
             for r in results
             for s in r.scores
@@ -479,8 +481,11 @@ class EvalStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(r.c.run_id == run_id)).scalar_one())
 
-    def iter_results(self, run_id: str, *, page: int = 500) -> Iterator[EvalResult]:
-        """A run's results with their scores, in item order then epoch, a page at a time."""
+    def iter_results(
+        self, run_id: str, *, page: int = 500, after: tuple[int, int] = (0, -1)
+    ) -> Iterator[EvalResult]:
+        """A run's results with their scores, in item order then epoch, a page at a time (those after
+        (position, epoch) ``after``)."""
         r, s = t.eval_results, t.eval_scores
         query = (
             select(r)
@@ -491,7 +496,6 @@ class EvalStore:
             .order_by(r.c.position, r.c.epoch)
             .limit(page)
         )
-        after = (0, -1)
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(query, {"p": after[0], "e": after[1]}).all()
@@ -502,9 +506,7 @@ class EvalStore:
                         select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids)).order_by(s.c.scorer)
                     )
                     for sr in score_rows:
-                        scores.setdefault((sr.item_id, sr.epoch), []).append(
-                            ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
-                        )
+                        scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
             for row in rows:
                 yield _result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ())))
             if len(rows) < page:
@@ -523,9 +525,7 @@ class EvalStore:
             for sr in conn.execute(
                 select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids)).order_by(s.c.scorer)
             ):
-                scores.setdefault((sr.item_id, sr.epoch), []).append(
-                    ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
-                )
+                scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
         return [_result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ()))) for row in rows]
 
     def get_items(self, version_id: str, item_ids: Sequence[str]) -> dict[str, DatasetItem]:
@@ -956,6 +956,14 @@ def _run(row: Mapping[Any, Any]) -> EvalRun:
         created_ns=row["created_ns"],
         finished_ns=row["finished_ns"],
         summary=RunSummary.from_dict(summary) if summary else None,
+    )
+
+
+def _score(row: Mapping[Any, Any]) -> ScoreRecord:
+    """An ``eval_scores`` row (``details`` NULL in runs stored before details were kept)."""
+    details = _unjson(row["details"])
+    return ScoreRecord(
+        row["scorer"], row["value"], row["passed"], row["error"], row["reason"], details if details else None
     )
 
 
