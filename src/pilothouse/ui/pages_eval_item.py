@@ -29,13 +29,16 @@ _SHOWN_FIRST = ("label", "source", "judge_called")  # the hallucination scorer's
 class ScoreView:
     """A score as the item page shows it: ``spans`` (the unsupported spans' entries, for scorers that
     find some, else None), ``judge_called`` (for those scorers), ``facts`` (the other details, as
-    short key/value text) and ``truncated`` (the bytes of details cut when they were stored)."""
+    short key/value text), ``truncated`` (the bytes of details cut when they were stored) and
+    ``judge_unused`` (the judge was called but its answer was not used: the local verdict stands,
+    ``source`` is not ``judge:...``)."""
 
     record: ScoreRecord
     spans: list[Mapping[str, Any]] | None
     judge_called: bool | None
     facts: list[tuple[str, str]]
     truncated: int | None
+    judge_unused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +80,13 @@ def score_view(record: ScoreRecord) -> ScoreView:
     judge_called = None
     if isinstance(raw_spans, list):  # a scorer that finds unsupported spans: the hallucination scorer
         spans = [s for s in raw_spans if isinstance(s, dict)]
-        judge_called = bool(details.pop("judge_called", False))
+        judge_called = details.pop("judge_called", False) is True
     keys = [k for k in _SHOWN_FIRST if k in details] + [k for k in details if k not in _SHOWN_FIRST]
     facts = [(key.replace("_", " "), _short(details[key])) for key in keys]
     bytes_ = truncated.get("bytes") if isinstance(truncated, dict) else None
-    return ScoreView(record, spans, judge_called, facts, bytes_ if isinstance(bytes_, int) else None)
+    source = details.get("source")
+    unused = bool(judge_called) and not (isinstance(source, str) and source.startswith("judge"))
+    return ScoreView(record, spans, judge_called, facts, bytes_ if isinstance(bytes_, int) else None, unused)
 
 
 def result_view(result: EvalResult) -> ResultView:
