@@ -375,3 +375,23 @@ def test_eval_run_and_show_count_flagged_results_and_json_has_the_details(cli: C
     old = stored_run(cli.url, [1.0, 0.0])  # stored before details were kept, or by a scorer without any
     code, out, _ = cli("eval", "show", old)
     assert code == 0 and "flagged" not in out and "span" not in out
+
+
+@register_scorer("test-list-details", replace=True)
+class ListDetails(BaseScorer):
+    """A plugin scorer whose details are a list, with a secret inside a mapping of it."""
+
+    async def measure(self, sample: Sample) -> ScoreResult:
+        return ScoreResult(1.0, details=["spans", {"X-Api-Key": "sk-plugin-secret"}])  # type: ignore[arg-type]
+
+
+def test_eval_run_takes_a_plugin_scorers_details_that_are_not_a_mapping(cli: Cli, tmp_path: Path) -> None:
+    spec = explain_spec(tmp_path, 2)
+    spec["scorers"] = [{"type": "test-list-details", "name": "listed"}]
+    code, out, err = cli("eval", "run", str(write_yaml(tmp_path / "spec.yaml", spec)))
+    assert code == 0 and "Traceback" not in err, err
+    run_id = out.strip().splitlines()[-1]
+    code, out, _ = cli("eval", "show", run_id, "--json")
+    assert code == 0 and "sk-plugin-secret" not in out
+    details = [json.loads(line)["scores"][0]["details"] for line in out.splitlines()[1:]]
+    assert details == [{"value": ["spans", {"X-Api-Key": "<redacted>"}]}] * 2

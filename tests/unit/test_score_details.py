@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -184,3 +185,81 @@ def test_the_item_page_view_highlights_spans_and_lists_other_details() -> None:
     assert exact.spans is None and exact.facts == [] and exact.truncated is None
     cut = score_view(ScoreRecord("faithful", 0.5, details={"spans": [], TRUNCATED_KEY: {"bytes": 99_999}}))
     assert cut.truncated == 99_999 and cut.spans == [] and cut.judge_called is False
+
+
+def test_secret_named_keys_are_redacted_in_any_casing_and_spelling() -> None:
+    secrets = {
+        "X-Api-Key": "s1",
+        "openaiApiKey": "s2",
+        "OPENAI_API_KEY": "s3",
+        "token": "s4",
+        "refreshToken": "s5",
+        "client_secret": "s6",
+        "Set-Cookie": "s7",
+        "private_key": "s8",
+        "Bearer": "s9",
+        "aws_access_key_id": "s10",
+        "request_headers": {"x": "s11"},
+        "auth": {"user": "s12"},
+    }
+    details = {"nested": [{"deeper": {"Proxy-Authorization": "Basic s13"}}], **secrets}
+    # what a scorer says about tokens and keys is kept
+    kept = {"input_tokens": 12, "token_count": 3, "low_token_share": 0.1, "key": "k", "author": "a"}
+    stored = details_from_json(details_json({**details, **kept}))
+    assert stored == {
+        "nested": [{"deeper": {"Proxy-Authorization": "<redacted>"}}],
+        **dict.fromkeys(secrets, "<redacted>"),
+        **kept,
+    }
+
+
+def test_a_shared_structure_is_not_expanded_and_many_values_are_read_in_part() -> None:
+    import tracemalloc
+
+    shared: object = "leaf"
+    for _ in range(4):  # 60**4 (13 million) leaves written out, a few kilobytes in memory
+        shared = [shared] * 60
+    tracemalloc.start()
+    try:
+        text = details_json({"label": "unsupported", "bomb": shared})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20  # read no further than the limit needs, not 13 million leaves
+    stored = details_from_json(text)
+    assert stored is not None and text is not None and len(text.encode()) <= DETAILS_LIMIT
+    assert stored["label"] == "unsupported" and stored[TRUNCATED_KEY]["bytes"] > 0
+    assert stored["bomb"][0][0][0][0] == "leaf"  # the first values, kept
+    many = details_from_json(details_json({f"k{i}": i for i in range(300_000)}))
+    assert many is not None and TRUNCATED_KEY in many and many["k0"] == 0 and len(many) < 300_000
+
+
+def test_a_mapping_that_cannot_be_read_is_stored_as_text_never_raised() -> None:
+    class Broken(Mapping[str, int]):
+        def __getitem__(self, key: str) -> int:
+            raise KeyError(key)
+
+        def __iter__(self) -> Iterator[str]:
+            raise RuntimeError("broken iter")
+
+        def __len__(self) -> int:
+            raise RuntimeError("broken len")
+
+    stored = details_from_json(details_json({"ok": 1, "bad": Broken()}))
+    assert stored == {"ok": 1, "bad": "<unreadable Broken: broken iter>"}
+    assert details_from_json(details_json(Broken())) == {"value": "<unreadable Broken: broken iter>"}
+
+
+def test_the_tally_skips_details_that_are_not_a_mapping_and_counts_only_a_true_judge_call() -> None:
+    odd = ScoreRecord("plugin", 1.0, details=["spans", 1])  # type: ignore[arg-type]
+    said = ScoreRecord("faithful", 0.2, details={"spans": [SPAN.to_dict()], "judge_called": "<b>no</b>"})
+    results = [EvalResult("r", "i1", 0, 1, RESPONSE, scores=(odd, said))]
+    assert tally_spans(results) == {"faithful": SpanTally(checked=1, flagged=1, judge_called=0)}
+    assert score_view(said).judge_called is False
+
+
+def test_the_item_page_says_when_the_judge_was_called_but_its_answer_not_used() -> None:
+    unused = score_view(ScoreRecord("cascade", 0.4, details={**HALLUCINATION, "source": "local"}))
+    used = score_view(ScoreRecord("cascade", 0.0, details={**HALLUCINATION, "source": "judge:gpt-4o"}))
+    assert unused.judge_called and unused.judge_unused and used.judge_called and not used.judge_unused
+    assert not score_view(ScoreRecord("faithful", 0.4, details={"spans": []})).judge_unused

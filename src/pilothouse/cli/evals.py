@@ -417,7 +417,7 @@ def _spans_note(details: Any) -> str:
     if not details or not isinstance(details.get("spans"), list):
         return ""
     n = len(details["spans"])
-    return f" ({n} span{'s' if n != 1 else ''}{', judge' if details.get('judge_called') else ''})"
+    return f" ({n} span{'s' if n != 1 else ''}{', judge' if details.get('judge_called') is True else ''})"
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,17 +1,22 @@
 """A scorer's ``details`` as an eval run stores them with each score: JSON text of at most
 :data:`DETAILS_LIMIT` bytes. Details are what the scorer said (the hallucination scorer's unsupported
 spans and whether its judge was called, a judge's verdicts or choices, claims), never the request that
-produced them; even so, the values of keys that name a secret (``api_key``, ``authorization``, ...)
-are replaced with ``<redacted>``. Values JSON cannot hold become text (an object's ``str``, a
-non-finite number ``null``); details too large are cut (long texts and lists shortened, then keys
-left out) and marked ``"_truncated": {"bytes": ORIGINAL}``; too deep ones are cut at
-:data:`MAX_DEPTH`. Storing details never fails."""
+produced them; even so, the values of keys that name a secret are replaced with ``<redacted>``, in
+any casing and spelling (``api_key``, ``X-Api-Key``, ``openaiApiKey``, ``access_token``,
+``client_secret``, ``Proxy-Authorization``, ``Set-Cookie``, ``private_key``, ...; see
+:func:`names_a_secret`). Values JSON cannot hold become text (an object's ``str``, a non-finite
+number ``null``); details too large are cut (long texts and lists shortened, then keys left out) and
+marked ``"_truncated": {"bytes": ORIGINAL}``; too deep ones are cut at :data:`MAX_DEPTH`, and at most
+:data:`MAX_VALUES` values are read (more cannot fit in the limit; a structure that shares one list
+many times over, small in memory but huge written out, is not expanded). Storing details never
+fails, whatever a plugin scorer returns."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
 import math
+import re
 from collections.abc import Iterable, Mapping, Set
 from typing import TYPE_CHECKING, Any
 
@@ -29,33 +34,70 @@ __all__ = [
     "SpanTally",
     "details_from_json",
     "details_json",
+    "names_a_secret",
     "tally_spans",
 ]
 
 DETAILS_LIMIT = 64 * 1024  # bytes of JSON per score
 MAX_DEPTH = 16  # nesting kept; deeper values become "…"
+MAX_VALUES = DETAILS_LIMIT  # values read at most: more cannot fit in the limit (each takes 2+ bytes)
 TRUNCATED_KEY = "_truncated"
-_SECRET_KEYS = frozenset(
-    {"api_key", "apikey", "api-key", "authorization", "password", "secret", "access_token", "headers"}
+# a key names a secret when, lowercased and with everything but letters and digits left out, it holds
+# one of these (``X-Api-Key``, ``OPENAI_API_KEY``, ``aws_access_key_id``, ``client_secret``,
+# ``Proxy-Authorization``, ``Set-Cookie``) ...
+_SECRET_PARTS = (
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "signingkey",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "authorization",
+    "credential",
+    "cookie",
+    "bearer",
+    "headers",
 )
+# ... or its last word is ``token`` (``access_token``, ``refreshToken``, ``X-Auth-Token``; not
+# ``input_tokens`` or ``token_count``), or it is ``auth``
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes as a number
 # (longest text, most list items and keys) tried in turn until the details fit
 _CUTS = ((4096, 1000), (1024, 200), (256, 50), (64, 10))
 
 
+def names_a_secret(key: str) -> bool:
+    """True when a details key names a secret, whatever its casing or separators: it holds
+    ``apikey``, ``password``, ``secret``, ``authorization``, ``cookie``, ``headers``, ... once
+    separators are left out, or its last word is ``token``, or it is ``auth``."""
+    words = [w for w in _NOT_WORD.split(_CAMEL_HUMP.sub("_", key).lower()) if w]
+    if not words:
+        return False
+    joined = "".join(words)
+    return words[-1] == "token" or joined == "auth" or any(part in joined for part in _SECRET_PARTS)
+
+
 def details_json(details: Mapping[str, Any] | None, limit: int = DETAILS_LIMIT) -> str | None:
     """``details`` as JSON text of at most ``limit`` bytes, or None when there are none (details that
     are not a mapping, from a plugin scorer, are kept as ``{"value": ...}``)."""
-    if details is None or (isinstance(details, Mapping | list | tuple | str) and not details):
-        return None
+    try:
+        if details is None or (isinstance(details, Mapping | list | tuple | str) and not details):
+            return None
+    except Exception:  # a plugin's mapping that cannot say its length: read as far as it goes
+        pass
     given = details if isinstance(details, Mapping) else {"value": details}
-    plain = _plain(given, 0)
+    walk = _Walk()
+    plain = walk.mapping(given)
     try:
         text = orjson.dumps(plain)
     except orjson.JSONEncodeError:  # text UTF-8 cannot hold (a lone surrogate): replaced, not refused
-        plain = _plain(given, 0, clean=True)
+        walk = _Walk(clean=True)
+        plain = walk.mapping(given)
         text = orjson.dumps(plain)
-    if len(text) <= limit:
+    if len(text) <= limit and not walk.cut:
         return text.decode()
     marker = {TRUNCATED_KEY: {"bytes": len(text)}}
     for longest, most in _CUTS:
@@ -90,41 +132,74 @@ def tally_spans(results: Iterable[EvalResult]) -> dict[str, SpanTally]:
     for result in results:
         for score in result.scores:
             details = score.details
-            if not details or not isinstance(details.get("spans"), list):
-                continue
+            if not isinstance(details, Mapping) or not isinstance(details.get("spans"), list):
+                continue  # (a plugin's details need not be a mapping until they are stored)
             tally = tallies.setdefault(score.scorer, SpanTally())
             tally.checked += 1
             tally.flagged += bool(details["spans"])
-            tally.judge_called += bool(details.get("judge_called"))
+            tally.judge_called += details.get("judge_called") is True
     return tallies
 
 
-def _plain(value: Any, depth: int, clean: bool = False) -> Any:
-    """``value`` as plain JSON data (str keys, lists, finite numbers), secrets redacted; ``clean``:
-    characters UTF-8 cannot encode (lone surrogates) replaced."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode() if clean else value
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, enum.Enum):
-        return _plain(value.value, depth, clean)
-    if depth >= MAX_DEPTH:
-        return "…"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
+class _Walk:
+    """Turns a value into plain JSON data (str keys, lists, finite numbers), secrets redacted, reading
+    at most :data:`MAX_VALUES` values (``cut`` says when more were left out); ``clean``: characters
+    UTF-8 cannot encode (lone surrogates) replaced."""
+
+    def __init__(self, clean: bool = False) -> None:
+        self.clean = clean
+        self.left = MAX_VALUES
+        self.cut = False
+
+    def mapping(self, value: Mapping[Any, Any]) -> dict[str, Any]:
+        """The top level: a mapping whose items cannot be read at all is said as ``{"value": ...}``."""
+        out = self.plain(value, 0)
+        return out if isinstance(out, dict) else {"value": out}
+
+    def plain(self, value: Any, depth: int) -> Any:
+        self.left -= 1
+        if isinstance(value, str):
+            return value.encode("utf-8", "replace").decode() if self.clean else value
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return value if _INT_RANGE[0] <= value <= _INT_RANGE[1] else str(value)
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, enum.Enum):
+            return self.plain(value.value, depth)
+        if depth >= MAX_DEPTH:
+            return "…"
+        try:
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+            if isinstance(value, Mapping):
+                return self._mapping(value, depth)
+            if isinstance(value, list | tuple | Set):
+                return self._items(value, depth)
+        except Exception as exc:  # a plugin's container that cannot be read: said, not raised
+            return self.plain(f"<unreadable {type(value).__name__}: {_text(exc)}>", depth)
+        return self.plain(_text(value), depth)
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
         out = {}
         for k, v in value.items():
-            key = _plain(k if isinstance(k, str) else _text(k), 0, clean)
-            out[key] = REDACTED if key.lower() in _SECRET_KEYS else _plain(v, depth + 1, clean)
+            if self.left <= 0:
+                self.cut = True
+                break
+            key = k if isinstance(k, str) else _text(k)  # keys do not count as values
+            key = key.encode("utf-8", "replace").decode() if self.clean else key
+            out[key] = REDACTED if names_a_secret(key) else self.plain(v, depth + 1)
         return out
-    if isinstance(value, list | tuple | Set):
-        return [_plain(v, depth + 1, clean) for v in value]
-    return _plain(_text(value), depth, clean)
+
+    def _items(self, value: Iterable[Any], depth: int) -> list[Any]:
+        out = []
+        for v in value:
+            if self.left <= 0:
+                self.cut = True
+                break
+            out.append(self.plain(v, depth + 1))
+        return out
 
 
 def _text(value: Any) -> str:

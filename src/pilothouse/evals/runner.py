@@ -38,6 +38,7 @@ from pilothouse.domain.evals import (
     SummaryBuilder,
 )
 from pilothouse.domain.money import Money
+from pilothouse.domain.score_details import details_from_json, details_json
 from pilothouse.domain.traces import ObservationKind, SpanRecord, Status
 from pilothouse.evals.calls import CallContext, TargetError, current_call, eval_context
 from pilothouse.evals.datasets import read_items
@@ -390,7 +391,16 @@ class _Run:
             trace_id=None if cached is not None else (reply.trace_id or context.trace_id),
             cached=cached is not None,
             scores=tuple(
-                ScoreRecord(scorer.name, v.value, v.passed, v.error, v.reason, v.details or None)
+                # the details as they are stored (bounded, secrets redacted, a plugin's list as
+                # {"value": [...]}), also for what reads the result before it is read back
+                ScoreRecord(
+                    scorer.name,
+                    v.value,
+                    v.passed,
+                    v.error,
+                    v.reason,
+                    details_from_json(details_json(v.details)),
+                )
                 for scorer, v in zip(self.spec.scorers, verdicts, strict=True)
             ),
             created_ns=time.time_ns(),
