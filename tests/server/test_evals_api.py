@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from pilothouse.domain.evals import EvalResult, ScoreRecord
 from pilothouse.evals.runner import run_eval
 from pilothouse.evals.spec import parse_spec
 from pilothouse.store.evals import EvalStore
@@ -221,3 +222,45 @@ def test_run_results_carry_each_scorers_details_a_page_at_a_time(served: Served,
         f"/api/evals/runs/{run.id}/results", headers={"Authorization": f"Bearer {served.other_key}"}
     )
     assert other.status_code == 404 and other.json()["error"]["code"] == "eval_run_not_found"
+
+
+def test_a_results_page_of_large_details_stops_early_and_the_next_goes_on(served: Served) -> None:
+    """500 results of 64 KiB details would be a 32 MB answer: a page stops past a few MB, and following
+    ``next_after`` still gives every result once; a bad parameter is a 400, another project's run a
+    404, both in the error shape."""
+    evals = EvalStore(served.store)
+    run = evals.create_run(
+        "p1", name="wide", spec={}, dataset="d", dataset_version_id=None, dataset_version=None,
+        target="test", epochs=1, items_total=120, scorers=["big"],
+    )  # fmt: skip
+    details = {"notes": ["y" * 1000] * 60}  # about 60 KiB, within the limit: kept whole
+    evals.write_results(
+        [
+            EvalResult(
+                run.id, f"i{k:03d}", 0, k + 1, "out", scores=(ScoreRecord("big", 1.0, details=details),)
+            )
+            for k in range(120)
+        ]
+    )
+    seen: list[str] = []
+    after, pages = "", 0
+    while True:
+        answer = served.client.get(
+            f"/api/evals/runs/{run.id}/results", params={"limit": "500", "after": after}, headers=served.auth
+        )
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        pages += 1
+        assert len(answer.content) < 6 * 2**20 and page["data"]
+        seen += [r["item_id"] for r in page["data"]]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert pages > 1 and seen == [f"i{k:03d}" for k in range(120)]
+    assert seen[0] and page["data"][-1]["scores"][0]["details"] == details
+    for params in ({"limit": "-1"}, {"limit": "nan"}, {"after": "1"}, {"after": "-1.0"}, {"item": "a\x00"}):
+        bad = served.client.get(f"/api/evals/runs/{run.id}/results", params=params, headers=served.auth)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_parameter", params
+    other = {"Authorization": f"Bearer {served.other_key}"}
+    hidden = served.client.get(f"/api/evals/runs/{run.id}/results", headers=other)
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "eval_run_not_found"

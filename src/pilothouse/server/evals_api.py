@@ -5,10 +5,11 @@ and see the caller's project only; another project's run answers 404."""
 
 from __future__ import annotations
 
-import itertools
 import math
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -85,6 +86,18 @@ async def get_run(request: Request) -> Response:
     return FastJSONResponse(run_document(run, spec=True))
 
 
+PAGE_BYTES = 4 * 2**20  # a results page stops early past this much text (details are 64 KiB a score)
+
+
+def _size(result: EvalResult) -> int:
+    """About how many bytes ``result`` takes as JSON (its texts and its scores' details)."""
+    size = 300 + len(result.output or "") + len(result.error or "")
+    for score in result.scores:
+        size += 100 + len(score.reason or "") + len(score.error or "")
+        size += len(orjson.dumps(score.details)) if score.details else 0
+    return size
+
+
 def _after(params: Any) -> tuple[int, int]:
     """The ``after`` cursor, ``POSITION.EPOCH`` (a page's ``next_after``); the start when absent."""
     text = params.get("after") or ""
@@ -100,7 +113,8 @@ async def run_results(request: Request) -> Response:
     """``GET /api/evals/runs/{id}/results?limit=50&after=POSITION.EPOCH&item=ID``: a run's results in
     item order then epoch, each with its scores and the scorers' ``details`` (unsupported spans, a
     judge's verdicts; null in runs stored before details were kept). ``item``: only that item's
-    results (every epoch). ``next_after``: the cursor of the next page, null on the last."""
+    results (every epoch). ``next_after``: the cursor of the next page, null on the last. A page
+    stops before ``limit`` once it holds about :data:`PAGE_BYTES` (at least one result)."""
     services = _services(request)
     principal = await services.auth.authenticate(request, Scope.READ)
     params = request.query_params
@@ -115,16 +129,22 @@ async def run_results(request: Request) -> Response:
         raise ApiError(404, f"No eval run {reference!r} in this project.", code="eval_run_not_found")
     evals = services.evaluations.evals
 
-    def read() -> list[EvalResult]:
+    def read() -> tuple[list[EvalResult], bool]:
+        found: Iterable[EvalResult]
         if item is not None:
-            found = evals.get_results(run.id, [item])
-            return [r for r in found if (r.position, r.epoch) > after][: limit + 1]
-        page = evals.iter_results(run.id, page=limit + 1, after=after)
-        return list(itertools.islice(page, limit + 1))
+            found = [r for r in evals.get_results(run.id, [item]) if (r.position, r.epoch) > after]
+        else:  # read a few at a time: a page may stop early, past PAGE_BYTES
+            found = evals.iter_results(run.id, page=min(limit + 1, 100), after=after)
+        kept: list[EvalResult] = []
+        size = 0
+        for result in found:
+            size += _size(result)
+            if len(kept) == limit or (kept and size > PAGE_BYTES):
+                return kept, True
+            kept.append(result)
+        return kept, False
 
-    results = await run_in_threadpool(read)
-    more = len(results) > limit
-    results = results[:limit]
+    results, more = await run_in_threadpool(read)
     last = results[-1] if more and results else None
     return FastJSONResponse(
         {
