@@ -78,6 +78,16 @@ def test_target_errors_name_the_key(tmp_path: Path, target: dict[str, object], m
     assert message in error_of(tmp_path, {**explain_spec(tmp_path), "target": target})
 
 
+def test_a_model_with_no_gateway_config_anywhere_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./pilothouse.yaml here
+    monkeypatch.delenv("PILOTHOUSE_CONFIG", raising=False)
+    message = error_of(tmp_path, {**explain_spec(tmp_path), "target": {"model": "echo", "prompt": "x"}})
+    assert "target.model: 'echo' has no gateway config to be served by (no config key, no" in message
+    assert "not served by no gateway config" not in message
+
+
 def test_bad_yaml_and_missing_spec_file(tmp_path: Path) -> None:
     bad = tmp_path / "spec.yaml"
     bad.write_text("dataset: [unclosed\n")

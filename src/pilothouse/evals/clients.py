@@ -38,9 +38,15 @@ def _in_process(config_path: Path | None, model: str, section: str) -> ChatModel
         raise TargetConfigError(f"{section}.config: {exc}") from None
     names = sorted({*(d.name for d in config.deployments), *(c.name for c in config.cascades)})
     if model not in names:
-        where = f"the config {config_path}" if config_path else "no gateway config (none found)"
+        if config_path:
+            where = f"is not served by the config {config_path} (models: {', '.join(names) or 'none'})"
+        else:
+            where = (
+                "has no gateway config to be served by"
+                " (no config key, no $PILOTHOUSE_CONFIG, no ./pilothouse.yaml)"
+            )
         raise TargetConfigError(
-            f"{section}.model: {model!r} is not served by {where} (models: {', '.join(names) or 'none'});"
+            f"{section}.model: {model!r} {where};"
             " set base_url to call an OpenAI-compatible server, or config to a gateway config file"
         )
     gateway = Gateway(Router(config), Pricer(PriceCatalogue.packaged(config.prices)))
