@@ -395,3 +395,21 @@ def test_eval_run_takes_a_plugin_scorers_details_that_are_not_a_mapping(cli: Cli
     assert code == 0 and "sk-plugin-secret" not in out
     details = [json.loads(line)["scores"][0]["details"] for line in out.splitlines()[1:]]
     assert details == [{"value": ["spans", {"X-Api-Key": "<redacted>"}]}] * 2
+
+
+def test_eval_run_and_show_print_ids_names_and_outputs_literally(cli: Cli, tmp_path: Path) -> None:
+    """Rich markup and terminal escapes in what a run holds are printed as text, never read: a scorer
+    named ``[/]`` used to end ``eval run`` and ``eval show`` with a MarkupError."""
+    spec = explain_spec(tmp_path, 1, prompt="[link=http://x]{{topic}}[/link] \x1b[31mred\x1b[0m")
+    spec["dataset"] = {"items": [{"id": "[red]i[/red]", "input": {"topic": "[/bold]"}}]}
+    spec["scorers"] = [{"type": "contains", "value": "{{topic}}", "name": "[/]"}]
+    code, out, err = cli("eval", "run", str(write_yaml(tmp_path / "spec.yaml", spec)))
+    assert code == 0 and "Traceback" not in err, err
+    assert "│ [/]" in out  # the metric's row
+    run_id = out.strip().splitlines()[-1]
+    code, out, err = cli("eval", "show", run_id)
+    assert code == 0, err
+    assert "[red]i[/red]" in out and "[/]=1" in out and "[link=http://x][/bold][/link]" in out
+    assert "\x1b[31m" not in out and "?[31mred" in out
+    code, out, _ = cli("eval", "list")
+    assert code == 0 and "[/] 1.000" in out

@@ -4,6 +4,7 @@ fast."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -74,25 +75,37 @@ def _money(value: Money, unpriced: int) -> str:
     return value.display() + (f" + {unpriced} calls without a price" if unpriced else "")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _cell(text: object) -> str:
+    """Text from a run (an item id, a scorer's name, an output) as rich prints it literally: its
+    ``[...]`` not read as markup (``[/]`` would end the command) and control characters (a terminal's
+    escape sequences) shown as ``?``."""
+    from rich.markup import escape
+
+    return escape(_CONTROL.sub("?", str(text)))
+
+
 def _preview(text: str | None, width: int = 60) -> str:
     if text is None:
         return ""
     flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return _cell(flat if len(flat) <= width else flat[: width - 1] + "…")
 
 
 def print_summary(console: Console, run: EvalRun, summary: RunSummary) -> None:
     """The metrics table and the totals of a run."""
     from rich.table import Table
 
-    table = Table(title=f"Run {run.id}" + (f" ({run.name})" if run.name else ""), title_justify="left")
+    table = Table(title=f"Run {run.id}" + (f" ({_cell(run.name)})" if run.name else ""), title_justify="left")
     for column in ("metric", "mean [95% CI]", "pass rate", "measured", "unmeasured", "weight"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for m in summary.metrics:
         interval = f" [{_number(m.low)}, {_number(m.high)}]" if m.low is not None else ""
         pass_rate = "n/a" if m.pass_rate is None else f"{100 * m.pass_rate:.1f}%"
         table.add_row(
-            m.name,
+            _cell(m.name),
             _number(m.mean) + interval,
             pass_rate,
             str(m.measured),
@@ -101,7 +114,10 @@ def print_summary(console: Console, run: EvalRun, summary: RunSummary) -> None:
         )
     console.print(table)
     dataset = f"{run.dataset}@{run.dataset_version}" if run.dataset_version else str(run.dataset)
-    console.print(f"dataset   {dataset}: {run.items_total} items x {run.epochs} repeats; target {run.target}")
+    console.print(
+        f"dataset   {_cell(dataset)}: {run.items_total} items x {run.epochs} repeats;"
+        f" target {_cell(run.target)}"
+    )
     console.print(
         f"results   {summary.results} ({summary.errors} target errors, unmeasured; "
         f"{summary.cached} from cache)"
@@ -129,7 +145,7 @@ def print_flagged(console: Console, tallies: dict[str, SpanTally], run: EvalRun,
         judge = f"; its judge was called on {t.judge_called}" if t.judge_called else ""
         results = f"results {which}" if which else "results"
         console.print(
-            f"flagged   {name}: {t.flagged} of {t.checked} {results} have unsupported spans{judge} "
+            f"flagged   {_cell(name)}: {t.flagged} of {t.checked} {results} have unsupported spans{judge} "
             f"(see them: pilothouse eval show {run.id[:8]} --json, or the UI)"
         )
 
@@ -348,12 +364,12 @@ def list_command(project: str, limit: int, database_url: str | None) -> None:
         table.add_column(column)
     for run in runs:
         summary = run.summary
-        metrics = ", ".join(f"{m.name} {_number(m.mean)}" for m in summary.metrics) if summary else ""
+        metrics = ", ".join(f"{_cell(m.name)} {_number(m.mean)}" for m in summary.metrics) if summary else ""
         table.add_row(
             run.id,
             iso(run.created_ns)[:19],
-            run.name or "",
-            f"{run.dataset}@{run.dataset_version}",
+            _cell(run.name or ""),
+            _cell(f"{run.dataset}@{run.dataset_version}"),
             _preview(run.target, 40),
             run.status.value,
             str(summary.results if summary else 0),
@@ -396,11 +412,11 @@ def show_command(run_id: str, items: int, as_json: bool, database_url: str | Non
                     break
                 shown.append(result)
                 scores = ", ".join(
-                    f"{s.scorer}={'-' if s.value is None else f'{s.value:g}'}{_spans_note(s.details)}"
+                    f"{_cell(s.scorer)}={'-' if s.value is None else f'{s.value:g}'}{_spans_note(s.details)}"
                     for s in result.scores
                 )
                 table.add_row(
-                    result.item_id,
+                    _cell(result.item_id),
                     str(result.epoch),
                     _preview(result.output),
                     scores,
@@ -480,9 +496,9 @@ def compare_command(
     for c in comparison.changed:
         style = "red" if c.delta < 0 else "green" if c.delta > 0 else ""
         table.add_row(
-            c.item_id,
+            _cell(c.item_id),
             _preview(_input_text(c.input), 40),
-            c.metric,
+            _cell(c.metric),
             _number(c.baseline),
             _number(c.candidate),
             (f"[{style}]{c.delta:+.3f}[/{style}]" if style else f"{c.delta:+.3f}") if c.paired else "n/a",
@@ -493,7 +509,7 @@ def compare_command(
     console.print(table)
     for name, tally in comparison.tallies.items():
         console.print(
-            f"{name}: {tally.better} items better, {tally.worse} worse, {tally.same} unchanged"
+            f"{_cell(name)}: {tally.better} items better, {tally.worse} worse, {tally.same} unchanged"
             + (f", {tally.unpaired} measured in only one run" if tally.unpaired else "")
         )
     if comparison.changed_total > limit:
