@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Set
@@ -69,6 +70,7 @@ _INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes as a number
 _CUTS = ((4096, 1000), (1024, 200), (256, 50), (64, 10))
 
 
+@functools.lru_cache(maxsize=4096)  # the same few keys, score after score
 def names_a_secret(key: str) -> bool:
     """True when a details key names a secret, whatever its casing or separators: it holds
     ``apikey``, ``password``, ``secret``, ``authorization``, ``cookie``, ``headers``, ... once
