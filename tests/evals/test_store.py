@@ -123,3 +123,18 @@ def test_scores_keep_their_details_bounded(store: SqlStore) -> None:
             select(t.eval_scores.c.details).where(t.eval_scores.c.item_id == "i1")
         ).scalars()
         assert all(b"sk-secret" not in (unpack(v) or "").encode() for v in stored)
+
+
+def test_a_scores_error_is_cut_as_its_reason_is(store: SqlStore) -> None:
+    """A plugin scorer's exception text can be any size: stored, like a reason, at most 2,000 characters."""
+    evals = EvalStore(store)
+    run = evals.create_run(
+        "p", name=None, spec={}, dataset=None, dataset_version_id=None, dataset_version=None,
+        target="t", epochs=1, items_total=1, scorers=["plugin"],
+    )  # fmt: skip
+    score = ScoreRecord("plugin", None, None, "ValueError: " + "x" * 1_000_000, "y" * 1_000_000)
+    evals.write_results([EvalResult(run.id, "i", 0, 1, "out", scores=(score,))])
+    (read,) = evals.iter_results(run.id)
+    stored = read.score("plugin")
+    assert stored is not None and stored.error is not None and stored.reason is not None
+    assert stored.error.startswith("ValueError: xxx") and len(stored.error) == len(stored.reason) == 2000

@@ -456,7 +456,7 @@ class EvalStore:
                 r.epoch,
                 s.value,
                 s.passed,
-                s.error,
+                s.error[:2000] if s.error else None,  # a plugin's exception text can be any size
                 s.reason[:2000] if s.reason else None,
                 text(details_json(s.details)),
             )
