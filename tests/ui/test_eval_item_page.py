@@ -13,6 +13,7 @@ import pytest
 
 from pilothouse.domain.evals import EvalResult, ScoreRecord
 from pilothouse.store.evals import EvalStore
+from pilothouse.ui.pages_eval_item import EPOCHS_SHOWN
 from tests.server.conftest import Served, serve
 from tests.ui.conftest import login
 
@@ -75,3 +76,25 @@ def test_a_judge_called_that_is_not_true_is_not_said_called(viewer: Served) -> N
     page = viewer.client.get(f"/evals/{run_id}/items/{quote(ITEM, safe='')}")
     assert page.status_code == 200 and "judge called: <strong>no</strong>" in page.text
     assert "</a> · judge called" not in viewer.client.get(f"/evals/{run_id}").text
+
+
+def test_a_run_of_many_epochs_shows_its_first_ones_and_says_so(viewer: Served) -> None:
+    evals = EvalStore(viewer.store)
+    epochs = EPOCHS_SHOWN + 5
+    run = evals.create_run(
+        "p1", name="many", spec={}, dataset="d", dataset_version_id=None, dataset_version=None,
+        target="test", epochs=epochs, items_total=1, scorers=["s"],
+    )  # fmt: skip
+    evals.write_results(
+        [
+            EvalResult(run.id, "i", e, 1, f"answer {e}", scores=(ScoreRecord("s", 1.0, details={"e": e}),))
+            for e in range(epochs)
+        ]
+    )
+    page = viewer.client.get(f"/evals/{run.id}/items/i")
+    assert page.status_code == 200
+    assert page.text.count('class="card eval-result"') == EPOCHS_SHOWN
+    assert f"answer {EPOCHS_SHOWN - 1}" in page.text and f"answer {EPOCHS_SHOWN}<" not in page.text
+    assert f"The first {EPOCHS_SHOWN} of the run's {epochs} epochs" in page.text
+    every = viewer.client.get(f"/api/evals/runs/{run.id}/results", params={"item": "i"}, headers=viewer.auth)
+    assert len(every.json()["data"]) == epochs

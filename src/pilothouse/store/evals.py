@@ -513,18 +513,20 @@ class EvalStore:
                 return
             after = (rows[-1].position, rows[-1].epoch)
 
-    def get_results(self, run_id: str, item_ids: Sequence[str]) -> list[EvalResult]:
-        """The results (every epoch) of some items of a run."""
+    def get_results(
+        self, run_id: str, item_ids: Sequence[str], *, epochs: int | None = None
+    ) -> list[EvalResult]:
+        """The results (every epoch, or the first ``epochs``) of some items of a run."""
         r, s = t.eval_results, t.eval_scores
         ids = list(item_ids)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(r).where(r.c.run_id == run_id, r.c.item_id.in_(ids)).order_by(r.c.position, r.c.epoch)
-            ).all()
+            query = select(r).where(r.c.run_id == run_id, r.c.item_id.in_(ids))
+            score_query = select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids))
+            if epochs is not None:
+                query, score_query = query.where(r.c.epoch < epochs), score_query.where(s.c.epoch < epochs)
+            rows = conn.execute(query.order_by(r.c.position, r.c.epoch)).all()
             scores: dict[tuple[str, int], list[ScoreRecord]] = {}
-            for sr in conn.execute(
-                select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids)).order_by(s.c.scorer)
-            ):
+            for sr in conn.execute(score_query.order_by(s.c.scorer)):
                 scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
         return [_result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ()))) for row in rows]
 

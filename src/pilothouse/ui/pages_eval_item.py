@@ -19,8 +19,9 @@ from pilothouse.domain.score_details import TRUNCATED_KEY
 from pilothouse.ui.pages_evals import _evals, _run
 from pilothouse.ui.web import PageContext, not_found
 
-__all__ = ["ResultView", "ScoreView", "result_view", "run_item", "score_view"]
+__all__ = ["EPOCHS_SHOWN", "ResultView", "ScoreView", "result_view", "run_item", "score_view"]
 
+EPOCHS_SHOWN = 20  # a run of many repeats: its first epochs (the API gives every one)
 _VALUE_CHARS = 300  # a detail's value is cut here on the page (the API gives it whole)
 _SHOWN_FIRST = ("label", "source", "judge_called")  # the hallucination scorer's verdict, first
 
@@ -103,7 +104,9 @@ async def run_item(page: PageContext) -> Response:
     run = await page.run(_run, page, str(page.request.path_params["run_id"]))
     item_id = str(page.request.path_params["item_id"])
     evals = _evals(page)
-    results = [] if "\x00" in item_id else await page.run(evals.get_results, run.id, [item_id])
+    results = (
+        [] if "\x00" in item_id else await page.run(evals.get_results, run.id, [item_id], epochs=EPOCHS_SHOWN)
+    )
     if not results:
         raise not_found(f"item {item_id!r} in eval run {run.id}")
     items = {}
@@ -115,4 +118,5 @@ async def run_item(page: PageContext) -> Response:
         item_id=item_id,
         item=items.get(item_id),
         results=[result_view(r) for r in results],
+        epochs_shown=EPOCHS_SHOWN if run.epochs > EPOCHS_SHOWN else None,
     )
