@@ -138,3 +138,37 @@ def test_a_scores_error_is_cut_as_its_reason_is(store: SqlStore) -> None:
     stored = read.score("plugin")
     assert stored is not None and stored.error is not None and stored.reason is not None
     assert stored.error.startswith("ValueError: xxx") and len(stored.error) == len(stored.reason) == 2000
+
+
+def test_an_items_results_are_read_a_page_at_a_time(store: SqlStore) -> None:
+    """One item of many epochs: ``get_results`` reads only the epochs asked for (the first ones, or
+    those after a cursor, at most a limit), each with its own scores."""
+    evals = EvalStore(store)
+    run = evals.create_run(
+        "p", name=None, spec={}, dataset=None, dataset_version_id=None, dataset_version=None,
+        target="t", epochs=30, items_total=2, scorers=["s"],
+    )  # fmt: skip
+    evals.write_results(
+        [
+            EvalResult(run.id, item, e, position, f"{item}{e}", scores=(ScoreRecord("s", e / 30),))
+            for position, item in ((1, "a"), (2, "b"))
+            for e in range(30)
+        ]
+    )
+
+    def epochs(results: list[EvalResult]) -> list[tuple[str, int, float | None]]:
+        return [(r.item_id, r.epoch, r.scores[0].value) for r in results]
+
+    assert epochs(evals.get_results(run.id, ["b"], epochs=3)) == [("b", e, e / 30) for e in range(3)]
+    page = evals.get_results(run.id, ["b"], after=(2, 9), limit=4)
+    assert epochs(page) == [("b", e, e / 30) for e in range(10, 14)]
+    assert epochs(evals.get_results(run.id, ["b"], after=(1, 999), limit=2)) == [
+        ("b", 0, 0.0),
+        ("b", 1, 1 / 30),
+    ]
+    assert (
+        evals.get_results(run.id, ["b"], after=(2, 29))
+        == []
+        == evals.get_results(run.id, ["b"], after=(3, 0))
+    )
+    assert len(evals.get_results(run.id, ["a", "b"])) == 60

@@ -132,7 +132,7 @@ async def run_results(request: Request) -> Response:
     def read() -> tuple[list[EvalResult], bool]:
         found: Iterable[EvalResult]
         if item is not None:
-            found = [r for r in evals.get_results(run.id, [item]) if (r.position, r.epoch) > after]
+            found = evals.get_results(run.id, [item], after=after, limit=limit + 1)
         else:  # read a few at a time: a page may stop early, past PAGE_BYTES
             found = evals.iter_results(run.id, page=min(limit + 1, 100), after=after)
         kept: list[EvalResult] = []

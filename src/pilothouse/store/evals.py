@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, func, select, tuple_
+from sqlalchemy import Connection, and_, bindparam, func, literal, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from pilothouse.domain.datasets import (
@@ -514,20 +514,38 @@ class EvalStore:
             after = (rows[-1].position, rows[-1].epoch)
 
     def get_results(
-        self, run_id: str, item_ids: Sequence[str], *, epochs: int | None = None
+        self,
+        run_id: str,
+        item_ids: Sequence[str],
+        *,
+        epochs: int | None = None,
+        after: tuple[int, int] | None = None,
+        limit: int | None = None,
     ) -> list[EvalResult]:
-        """The results (every epoch, or the first ``epochs``) of some items of a run."""
+        """The results (every epoch, or the first ``epochs``) of some items of a run, in item order then
+        epoch; with ``after`` (position, epoch) those after it, and at most ``limit``."""
         r, s = t.eval_results, t.eval_scores
         ids = list(item_ids)
+        query = select(r).where(r.c.run_id == run_id, r.c.item_id.in_(ids))
+        if epochs is not None:
+            query = query.where(r.c.epoch < epochs)
+        if after is not None:
+            query = query.where(
+                tuple_(r.c.position, r.c.epoch) > tuple_(literal(after[0]), literal(after[1]))
+            )
+        query = query.order_by(r.c.position, r.c.epoch)
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as conn:
-            query = select(r).where(r.c.run_id == run_id, r.c.item_id.in_(ids))
-            score_query = select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids))
-            if epochs is not None:
-                query, score_query = query.where(r.c.epoch < epochs), score_query.where(s.c.epoch < epochs)
-            rows = conn.execute(query.order_by(r.c.position, r.c.epoch)).all()
+            rows = conn.execute(query).all()
             scores: dict[tuple[str, int], list[ScoreRecord]] = {}
-            for sr in conn.execute(score_query.order_by(s.c.scorer)):
-                scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
+            if rows:  # the scores of those epochs only
+                low, high = min(row.epoch for row in rows), max(row.epoch for row in rows)
+                score_query = select(s).where(
+                    s.c.run_id == run_id, s.c.item_id.in_(ids), s.c.epoch.between(low, high)
+                )
+                for sr in conn.execute(score_query.order_by(s.c.scorer)):
+                    scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
         return [_result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ()))) for row in rows]
 
     def get_items(self, version_id: str, item_ids: Sequence[str]) -> dict[str, DatasetItem]:
