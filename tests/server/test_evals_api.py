@@ -258,7 +258,7 @@ def test_a_results_page_of_large_details_stops_early_and_the_next_goes_on(served
         after = page["next_after"]
     assert pages > 1 and seen == [f"i{k:03d}" for k in range(120)]
     assert seen[0] and page["data"][-1]["scores"][0]["details"] == details
-    for params in ({"limit": "-1"}, {"limit": "nan"}, {"after": "1"}, {"after": "-1.0"}, {"item": "a\x00"}):
+    for params in ({"limit": "-1"}, {"limit": "0"}, {"limit": "nan"}, {"after": "1"}, {"item": "a\x00"}):
         bad = served.client.get(f"/api/evals/runs/{run.id}/results", params=params, headers=served.auth)
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_parameter", params
     other = {"Authorization": f"Bearer {served.other_key}"}

@@ -57,12 +57,12 @@ def _number(params: Any, name: str) -> float | None:
     return value
 
 
-def _whole(params: Any, name: str, default: int, maximum: int) -> int:
+def _whole(params: Any, name: str, default: int, maximum: int, minimum: int = 0) -> int:
     text = params.get(name)
     if text is None or text == "":
         return default
-    if not (text.isascii() and text.isdigit() and len(text) <= 18) or int(text) > maximum:
-        raise param_error(name, f"must be a whole number from 0 to {maximum}")
+    if not (text.isascii() and text.isdigit() and len(text) <= 18) or not minimum <= int(text) <= maximum:
+        raise param_error(name, f"must be a whole number from {minimum} to {maximum}")
     return int(text)
 
 
@@ -119,7 +119,7 @@ async def run_results(request: Request) -> Response:
     principal = await services.auth.authenticate(request, Scope.READ)
     params = request.query_params
     reference = str(request.path_params["run_id"])
-    limit = _whole(params, "limit", 50, 500)
+    limit = _whole(params, "limit", 50, 500, minimum=1)  # 0 would be an empty page that says "last"
     after = _after(params)
     item = params.get("item")
     if item is not None and "\x00" in item:  # PostgreSQL text cannot hold it: no item has it
