@@ -141,7 +141,9 @@ def test_spans_are_read_from_details_and_cut_the_response() -> None:
     assert parts == [(RESPONSE[:22], False), (RESPONSE[22:48], True), (RESPONSE[48:], False)]
     assert "".join(p for p, _ in parts) == RESPONSE
     merged = split_at_spans("abcdef", [(3, 9), (1, 4)])  # overlapping, unsorted, past the end
-    assert merged == [("a", False), ("bcd", True), ("ef", True)]
+    assert merged == [("a", False), ("bcdef", True)]
+    touching = split_at_spans("abcdef", [(0, 2), (2, 4), (3, 5)])  # apart, then overlapping
+    assert touching == [("ab", True), ("cde", True), ("f", False)]
 
 
 def test_the_tally_counts_flagged_results_and_judge_calls_per_scorer() -> None:

@@ -80,16 +80,21 @@ class Verdict:
 
 def split_at_spans(text: str, spans: Iterable[tuple[int, int]]) -> list[tuple[str, bool]]:
     """``text`` cut at the (start, end) spans, sorted by start: (piece, inside a span) in order, the
-    pieces joining back into ``text``. Overlaps are merged; offsets past the end are clipped."""
+    pieces joining back into ``text``. Overlapping spans are merged into one piece (spans that only
+    touch stay apart); offsets past the end are clipped."""
     parts: list[tuple[str, bool]] = []
     at = 0
     for start, end in sorted(spans):
+        overlaps = start < at  # the previous span runs into this one: one stretch, one mark
         start, end = max(start, at), min(end, len(text))
         if start >= end:
             continue
         if start > at:
             parts.append((text[at:start], False))
-        parts.append((text[start:end], True))
+        if overlaps and parts and parts[-1][1]:
+            parts[-1] = (parts[-1][0] + text[start:end], True)
+        else:
+            parts.append((text[start:end], True))
         at = end
     if at < len(text):
         parts.append((text[at:], False))
