@@ -46,20 +46,29 @@ typedef struct {
     size_t used;
 } Table;
 
-/* A word's hash, 8 bytes at a time (the bytes past its end, within the buffer's slack, masked off). */
+/* A word's first `n` bytes (at most 8) as an integer, those past them left out: the 8 bytes from
+   `s` must be readable (the buffer keeps 8 bytes to spare past its end). */
+static inline uint64_t load_bytes(const char *s, Py_ssize_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t x;
+    memcpy(&x, s, 8);
+    return n >= 8 ? x : x & ((1ULL << (8 * n)) - 1);
+#else
+    uint64_t x = 0;
+    for (Py_ssize_t k = 0; k < n && k < 8; k++) x |= (uint64_t)(unsigned char)s[k] << (8 * k);
+    return x;
+#endif
+}
+
+/* A word's hash: one multiplication per 8 bytes (most words are one). */
 static inline uint64_t hash_word(const char *s, Py_ssize_t n) {
-    uint64_t h = (uint64_t)n * 0x9E3779B97F4A7C15ULL;
-    for (; n > 0; s += 8, n -= 8) {
-        uint64_t x;
-        memcpy(&x, s, 8);
-        if (n < 8) x &= (1ULL << (8 * n)) - 1; /* little- or big-endian alike: a hash, not a value */
-        h = (h ^ x) * 0xFF51AFD7ED558CCDULL;
-        h ^= h >> 32;
-    }
-    h ^= h >> 29;
-    h *= 0xC4CEB9FE1A85EC53ULL;
-    h ^= h >> 32;
-    return h | 1; /* never 0, the empty slot */
+    uint64_t h = (uint64_t)n;
+    for (Py_ssize_t k = 0; k < n; k += 8) h = (h ^ load_bytes(s + k, n - k)) * 0x9E3779B97F4A7C15ULL;
+    return (h ^ (h >> 29)) | 1; /* never 0, the empty slot */
+}
+
+static inline int same_word(const char *a, const char *b, Py_ssize_t n) {
+    return n <= 8 ? load_bytes(a, n) == load_bytes(b, n) : memcmp(a, b, (size_t)n) == 0;
 }
 
 static int grow(Table *t) {
@@ -85,7 +94,10 @@ static int grow(Table *t) {
 /* The word just written at the buffer's end (from `start`): kept (with its NUL and its 16-bit
    number of positions, 0) if it is new and at most `max_bytes` long, else taken back. 1 kept, 0 not,
    -1 error. */
-static int keep_word(Table *t, Buffer *b, Py_ssize_t start, Py_ssize_t max_bytes) {
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int keep_word(Table *t, Buffer *b, Py_ssize_t start, Py_ssize_t max_bytes) {
     Py_ssize_t length = b->size - start;
     if (length > max_bytes) {
         b->size = start;
@@ -96,7 +108,7 @@ static int keep_word(Table *t, Buffer *b, Py_ssize_t start, Py_ssize_t max_bytes
     size_t i = (size_t)h & t->mask;
     while (t->slots[i].hash != 0) {
         Slot *s = &t->slots[i];
-        if (s->hash == h && s->length == length && memcmp(b->data + s->start, word, (size_t)length) == 0) {
+        if (s->hash == h && s->length == length && same_word(b->data + s->start, word, length)) {
             b->size = start; /* seen */
             return 0;
         }
