@@ -214,6 +214,7 @@ class SqlStore:
                 columns,
                 functools.partial(self._sum_upsert, rollup, ROLLUP_SUMS),
                 order_by=columns[:4],
+                raw=[c for c in columns if c.endswith("_hist")],  # rows from rollup_row(binary=True)
             )
             for rollups, columns in _ROLLUP_KINDS
             for _, rollup in rollups
@@ -529,9 +530,10 @@ class SqlStore:
             else:
                 texts = [(*row, pg_span_vector_text(r) if indexed else "") for row, r in pairs]
                 self._span_insert.execute(conn, texts)
+        binary = not compress and self.copy_spans  # the histograms ready for COPY (_rollup_copiers)
         for granularity, rollup in t.ROLLUPS:
             rollup_rows = [
-                rollup_row(p, b, m, n, r, compress)
+                rollup_row(p, b, m, n, r, compress, binary)
                 for (g, p, b, m, n), r in sorted(deltas.rollups.items())
                 if g == granularity
             ]
@@ -543,7 +545,7 @@ class SqlStore:
             deltas.dim_rollups.items(), key=operator.itemgetter(0)
         ):
             if g != 60 or b >= kept_from:
-                by_granularity[g].append(dim_rollup_row(project, b, dimension, value, r, compress))
+                by_granularity[g].append(dim_rollup_row(project, b, dimension, value, r, compress, binary))
         for granularity, rollup in t.DIM_ROLLUPS:
             self._write_rollup(conn, rollup, by_granularity[granularity])
         if kept_from > self._dim_minutes_pruned_before:
