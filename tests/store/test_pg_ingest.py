@@ -13,7 +13,7 @@ from pilothouse.domain.queries import TraceQuery
 from pilothouse.domain.traces import ObservationKind, Usage
 from pilothouse.store.rows import pg_binary_hist
 from pilothouse.store.search import _WORD, search_document
-from pilothouse.store.sql import SqlStore
+from pilothouse.store.sql import SqlStore, pg_text_array
 from tests.conftest import _clean
 from tests.store.test_store import T0, rec, sid, tid
 
@@ -98,3 +98,23 @@ def test_rollups_written_by_copy_read_back_as_by_insert(pg_store: SqlStore) -> N
             for m in pg_store.model_metrics("p1", T0 // 10**9 - 3600, T0 // 10**9 + 3600, 60)
         ]
     assert sums[True] == sums[False] and sums[True][0][1].count == 40
+
+
+def test_trace_ids_go_as_an_array_literal_postgresql_reads_back(pg_store: SqlStore) -> None:
+    """The batch's trace ids are one text[] parameter, passed as its literal (pg_text_array): any id
+    reads back as itself, in order."""
+    cases = [
+        [tid(1), tid(2), "ABCdef0123"],  # hex: unquoted
+        [],
+        ["NULL", "null", ""],  # not NULLs, and the empty id
+        ['a"b', "c\\d", "e,f", "{g}", " h ", "i j", "ü", "'k'"],
+        [tid(3), "not hex"],
+    ]
+    with pg_store.engine.connect() as conn:
+        for ids in cases:
+            read = conn.exec_driver_sql("SELECT %s::text[]", (pg_text_array(iter(ids)),)).scalar_one()
+            assert read == ids
+            found = conn.exec_driver_sql(
+                "SELECT count(*) FROM unnest(%s::text[]) v WHERE v = ANY(%s)", (ids, pg_text_array(ids))
+            ).scalar_one()
+            assert found == len(ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -130,6 +131,21 @@ class _DriverStatement:
         """executemany over ``rows``."""
         order = self.order
         conn.exec_driver_sql(self.sql, rows if order is None else [order(r) for r in rows])
+
+
+_HEX_IDS = re.compile(r"[0-9a-fA-F]+(?:,[0-9a-fA-F]+)*")
+
+
+def pg_text_array(values: Iterable[str]) -> str:
+    """A ``text[]`` parameter as its literal (``{a,b}``), which psycopg passes as it is for PostgreSQL
+    to read as the array its place takes (``= ANY(%s)``): psycopg's dumping of a list reads it value by
+    value in Python, ~1.5 us per value, ~100 times this. Hex ids (the usual) go unquoted; any other
+    value is quoted, its quotes and backslashes escaped."""
+    listed = list(values)
+    joined = ",".join(listed)
+    if _HEX_IDS.fullmatch(joined):
+        return "{" + joined + "}"
+    return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in listed) + "}"
 
 
 class SqlStore:
@@ -382,8 +398,9 @@ class SqlStore:
     # -- ingest ----------------------------------------------------------------------------------
 
     def _trace_ids(self, trace_ids: Iterable[str]) -> Any:
-        """Trace ids as the one parameter of ``_seen_sql`` and ``_keys_sql``."""
-        return orjson.dumps(list(trace_ids)).decode() if self._compress else list(trace_ids)
+        """Trace ids as the one parameter of ``_seen_sql`` and ``_keys_sql``: a JSON array on SQLite, an
+        array literal on PostgreSQL (:func:`pg_text_array`)."""
+        return orjson.dumps(list(trace_ids)).decode() if self._compress else pg_text_array(trace_ids)
 
     def _unseen(
         self,
