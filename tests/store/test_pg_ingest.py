@@ -10,10 +10,12 @@ from collections.abc import Iterator
 import pytest
 
 from pilothouse.domain.queries import TraceQuery
+from pilothouse.domain.traces import ObservationKind, Usage
+from pilothouse.store.rows import pg_binary_hist
 from pilothouse.store.search import _WORD, search_document
-from pilothouse.store.sql import SqlStore
+from pilothouse.store.sql import SqlStore, pg_text_array
 from tests.conftest import _clean
-from tests.store.test_store import rec, sid, tid
+from tests.store.test_store import T0, rec, sid, tid
 
 TEXTS = [
     "Hello, World! hello WORLD",  # case and repeats
@@ -65,3 +67,54 @@ def test_searches_find_spans_by_every_kind_of_word(pg_store: SqlStore) -> None:
     assert found("straße école") == [tid(3)]
     assert found("东京") == []
     assert found("kept") == [tid(4)]
+
+
+def test_the_writers_histograms_are_postgresqls_binary_arrays(pg_store: SqlStore) -> None:
+    """The rollup rows' histograms go into the COPY in bigint[]'s binary form, made by the writer
+    (pg_binary_hist): exactly what PostgreSQL's own array_send makes of the same array."""
+    cases = [[1], [0, 0, 3, 0, 7], [5, 0, 0], [0, 0], [], [2**62, 1] + [0] * 97 + [9]]
+    with pg_store.engine.connect() as conn:
+        for counts in cases:
+            trimmed = counts[: max((i + 1 for i, c in enumerate(counts) if c), default=0)]
+            sent = conn.exec_driver_sql("SELECT array_send(%s::bigint[])", (trimmed,)).scalar_one()
+            assert pg_binary_hist(counts) == bytes(sent), counts
+
+
+def test_rollups_written_by_copy_read_back_as_by_insert(pg_store: SqlStore) -> None:
+    """The same model calls written by COPY (binary histograms) and row by row read back the same."""
+    usage = Usage(input=10, output=5)
+    calls = [
+        rec(tid(i + 1), sid(1), kind=ObservationKind.GENERATION, model="m", usage=usage, ms=10.0 * (i + 1))
+        for i in range(40)
+    ]
+    sums = {}
+    for copy in (True, False):
+        _clean(pg_store)
+        pg_store.copy_spans = copy
+        pg_store.write_spans(calls[:20])
+        pg_store.write_spans(calls[20:])  # summed into the stored rows
+        sums[copy] = [
+            (m.model, m.sums)
+            for m in pg_store.model_metrics("p1", T0 // 10**9 - 3600, T0 // 10**9 + 3600, 60)
+        ]
+    assert sums[True] == sums[False] and sums[True][0][1].count == 40
+
+
+def test_trace_ids_go_as_an_array_literal_postgresql_reads_back(pg_store: SqlStore) -> None:
+    """The batch's trace ids are one text[] parameter, passed as its literal (pg_text_array): any id
+    reads back as itself, in order."""
+    cases = [
+        [tid(1), tid(2), "ABCdef0123"],  # hex: unquoted
+        [],
+        ["NULL", "null", ""],  # not NULLs, and the empty id
+        ['a"b', "c\\d", "e,f", "{g}", " h ", "i j", "ü", "'k'"],
+        [tid(3), "not hex"],
+    ]
+    with pg_store.engine.connect() as conn:
+        for ids in cases:
+            read = conn.exec_driver_sql("SELECT %s::text[]", (pg_text_array(iter(ids)),)).scalar_one()
+            assert read == ids
+            found = conn.exec_driver_sql(
+                "SELECT count(*) FROM unnest(%s::text[]) v WHERE v = ANY(%s)", (ids, pg_text_array(ids))
+            ).scalar_one()
+            assert found == len(ids)
