@@ -1,8 +1,10 @@
-"""PostgreSQL's bulk writes: a batch's rows go by binary ``COPY`` into a temporary staging table of the
-connection, then into their table with one set-based ``INSERT ... SELECT`` (spans: ``ON CONFLICT DO
-NOTHING``, so a span another writer stored meanwhile is skipped; traces and rollups: the same upsert as
-the row-by-row statements, summing into stored rows). The server parses one stream and runs one
-statement instead of planning and executing one ``INSERT`` per row."""
+"""PostgreSQL's bulk writes. Rows that may meet stored ones (traces already stored, rollups) go by binary
+``COPY`` into a temporary staging table of the connection, then into their table with one set-based
+``INSERT ... SELECT`` (:class:`StagedWrite`: the same upsert as the row-by-row statements, summing into
+stored rows; spans ``ON CONFLICT DO NOTHING``). Rows the writer read as new (new traces, new spans) go
+by one ``COPY`` straight into their table (:class:`DirectCopy`): no staging table, no conflict check
+per row, and PostgreSQL inserts them in groups; a key another writer took meanwhile aborts the
+transaction with :class:`CopyConflict`, and the writer writes the batch again by the upserts."""
 
 from __future__ import annotations
 
@@ -35,7 +37,65 @@ def _passthrough_dumper(type_oid: int) -> type[Dumper]:
     return Passthrough
 
 
-class StagedWrite:
+class CopyConflict(Exception):
+    """A direct ``COPY`` met a row another writer stored meanwhile (a unique key taken): the
+    transaction is aborted; write the batch again by :class:`StagedWrite`'s upserts."""
+
+
+class _Copier:
+    """Binary ``COPY`` of rows (tuples in ``columns`` order) into a table of ``target``'s columns; ``raw``
+    names columns whose values the rows hold already in PostgreSQL's binary form (bytes), of a type
+    psycopg has no binary dumper for (``tsvector``)."""
+
+    def __init__(self, target: Table, columns: Sequence[str], raw: Collection[str]) -> None:
+        self.target = target
+        self.columns = tuple(columns)
+        self.raw = frozenset(raw)
+        self._types: list[int] | None = None  # the columns' type oids, which binary COPY needs
+        self._dumpers: list[type[Dumper]] = []  # for the raw columns
+
+    def _column_types(self, cursor: Any) -> list[int]:
+        if self._types is None:
+            cursor.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (self.target.name,),
+            )
+            oids = dict(cursor.fetchall())
+            self._types = [oids[name] for name in self.columns]
+            self._dumpers = [_passthrough_dumper(oids[name]) for name in self.raw]
+        return self._types
+
+    def _copy(self, cursor: Any, table: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        types = self._column_types(cursor)
+        for dumper in self._dumpers:  # by type only: COPY looks them up by the columns' types
+            cursor.adapters.register_dumper(None, dumper)
+        with cursor.copy(f"COPY {table} ({', '.join(self.columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+
+
+class DirectCopy(_Copier):
+    """Rows that are all new (no stored row has their unique keys, as far as the writer read) by one
+    ``COPY`` straight into ``target``: no staging table, no conflict checks per row, and PostgreSQL
+    inserts them in groups. Raises :class:`CopyConflict` when a key was taken meanwhile by another
+    writer (a unique violation; the transaction is then aborted)."""
+
+    def write(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
+        """COPY ``rows`` into the target, in the connection's open transaction."""
+        from psycopg.errors import UniqueViolation
+
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            try:
+                self._copy(cursor, self.target.name, rows)
+            except UniqueViolation as error:
+                raise CopyConflict(str(error)) from error
+
+
+class StagedWrite(_Copier):
     """Writes rows (tuples in ``columns`` order) into ``target`` through a staging table. ``upsert``
     adds the conflict clause; ``order_by`` names the columns the rows go in by (lock order);
     ``returning`` names columns the write returns for every row it inserted or updated; ``raw`` names
@@ -52,37 +112,19 @@ class StagedWrite:
         returning: Sequence[str] = (),
         raw: Collection[str] = (),
     ) -> None:
-        self.target = target
-        self.columns = tuple(columns)
-        self.raw = frozenset(raw)
-        stage_name = f"ph_stage_{target.name}"
-        stage = Table(stage_name, MetaData(), *(Column(c, target.c[c].type) for c in self.columns))
-        names = ", ".join(self.columns)
+        super().__init__(target, columns, raw)
+        self._stage = f"ph_stage_{target.name}"
+        stage = Table(self._stage, MetaData(), *(Column(c, target.c[c].type) for c in self.columns))
         self._create = (
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage_name} ON COMMIT DELETE ROWS AS "
-            f"SELECT {names} FROM {target.name} WITH NO DATA"
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {self._stage} ON COMMIT DELETE ROWS AS "
+            f"SELECT {', '.join(self.columns)} FROM {target.name} WITH NO DATA"
         )
-        self._copy = f"COPY {stage_name} ({names}) FROM STDIN (FORMAT BINARY)"
         rows = select(*(stage.c[c] for c in self.columns)).order_by(*(stage.c[c] for c in order_by))
         base: Any = postgresql.insert(target)
         stmt = upsert(base.from_select(list(self.columns), rows))
         if returning:
             stmt = stmt.returning(*(target.c[c] for c in returning))
         self._move = str(stmt.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
-        self._types: list[int] | None = None  # the columns' type oids, which binary COPY needs
-        self._dumpers: list[type[Dumper]] = []  # for the raw columns
-
-    def _column_types(self, cursor: Any) -> list[int]:
-        if self._types is None:
-            cursor.execute(
-                "SELECT attname, atttypid::int FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                (self.target.name,),
-            )
-            oids = dict(cursor.fetchall())
-            self._types = [oids[name] for name in self.columns]
-            self._dumpers = [_passthrough_dumper(oids[name]) for name in self.raw]
-        return self._types
 
     def write(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """COPY ``rows`` into the staging table and move them into the target, in the connection's
@@ -93,12 +135,6 @@ class StagedWrite:
             # the staging table lives as long as the session (a rolled-back transaction that created
             # it takes it along, hence IF NOT EXISTS each time: one round trip per batch)
             cursor.execute(self._create)
-            types = self._column_types(cursor)
-            for dumper in self._dumpers:  # by type only: COPY looks them up by the columns' types
-                cursor.adapters.register_dumper(None, dumper)
-            with cursor.copy(self._copy) as copy:
-                copy.set_types(types)
-                for row in rows:
-                    copy.write_row(row)
+            self._copy(cursor, self._stage, rows)
             cursor.execute(self._move)
             return cursor.fetchall() if cursor.description is not None else []
