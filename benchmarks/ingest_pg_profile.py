@@ -1,7 +1,8 @@
 """Where PostgreSQL's CPU goes in the store's write path (``SqlStore.write_spans``, ``COPY``), per span:
 
     python benchmarks/ingest_pg_profile.py [--spans 20000] [--batch 5000] [--repeats 3]
-        [--variants main,-ix_traces_user,...] [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
+        [--variants main,-ix_traces_user,...] [--baseline-src /work/main/src]
+        [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Two views of the same runs (the spans of ``benchmarks/ingest_pg_store.py``, a new database per run, each
 run a process of its own, the variants alternating, the first write not timed):
@@ -10,7 +11,8 @@ run a process of its own, the variants alternating, the first write not timed):
   ``/proc/<pid>/schedstat`` around it, nanoseconds; the commit included), in us per span;
 - by piece: each variant's backend CPU per span with one piece of the schema or of the writer removed
   (``-ix_NAME``: an index dropped; ``-trigger``: the traces' search trigger dropped; ``-rollups``: no
-  rollup rows written; ``-dim_rollups``: none of the dimension rollups'), against ``main`` (all of it).
+  rollup rows written; ``-dim_rollups``: none of the dimension rollups'), against ``main`` (all of it);
+  ``--baseline-src``: another checkout's writer as well (``baseline``, e.g. the main branch's).
 
 PostgreSQL must run on this machine (its backends' /proc). Prints the load average before and after.
 """
@@ -193,15 +195,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="main", help="comma-separated: main, -ix_NAME, -trigger, ...")
-    parser.add_argument("--src", type=Path, default=SRC, help="the checkout's src to measure")
+    parser.add_argument("--baseline-src", type=Path, help="another checkout's src: variant 'baseline'")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     variants = args.variants.split(",")
+    if args.baseline_src:
+        variants.append("baseline")
     load_before = os.getloadavg()
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for _ in range(args.repeats):
         for v in variants:
-            run = _in_process(args.src.resolve(), args, v)
+            src = args.baseline_src if v == "baseline" else SRC
+            run = _in_process(src.resolve(), args, "main" if v == "baseline" else v)
             runs[v].append(run)
             print(f"  {v}: PostgreSQL {run['server_us']:.1f} us/span, {run['rate']:,.0f} spans/s", flush=True)
     load_after = os.getloadavg()
@@ -212,11 +217,14 @@ def main() -> None:
         us = statistics.median(r["server_us"] for r in rs)
         rate = statistics.median(r["rate"] for r in rs)
         print(f"{v:28} {us:19.1f} {us - base:12.1f} {rate:9,.0f}")
-    print(f"by statement ({variants[0]}; us/span, median of {args.repeats}):")
-    labels = sorted({k for r in runs[variants[0]] for k in r["statements"]})
-    rows = [(statistics.median(r["statements"].get(k, 0.0) for r in runs[variants[0]]), k) for k in labels]
+    shown = [variants[0], *(["baseline"] if args.baseline_src else [])]
+    print(f"by statement (us/span, median of {args.repeats}): {' | '.join(shown)}")
+    labels = sorted({k for v in shown for r in runs[v] for k in r["statements"]})
+    rows = [
+        ([statistics.median(r["statements"].get(k, 0.0) for r in runs[v]) for v in shown], k) for k in labels
+    ]
     for us, k in sorted(rows, reverse=True):
-        print(f"  {k:60} {us:7.1f}")
+        print(f"  {k[:58]:58} " + " | ".join(f"{u:7.1f}" for u in us))
     print(
         f"cores: {os.cpu_count()}; load average before {', '.join(f'{x:.2f}' for x in load_before)}, "
         f"after {', '.join(f'{x:.2f}' for x in load_after)}"

@@ -7,6 +7,11 @@ writer gives a new trace its vector (``pilothouse.store.search.pg_trace_vector``
 without positions), and a new trace's row goes in by ``COPY``, which a row trigger on insert would
 slow down (PostgreSQL inserts rows one at a time into a table with one). Stored vectors are kept.
 
+``ph_hist_add`` (the rollups' histogram sum, run for each rollup row a batch adds to) becomes a loop in
+PL/pgSQL: ~7 us a call instead of ~17 (an SQL function over ``unnest ... WITH ORDINALITY`` with a
+sorted ``array_agg``, which PostgreSQL cannot inline). The same sums; two empty histograms add up to
+an empty one (NULL before).
+
 Revision ID: 0031
 Revises: 0030
 """
@@ -22,6 +27,20 @@ depends_on = None
 
 _FIELDS = ("name", "input", "output", "metadata", "tags")  # those of PG_TRACE_DOCUMENT (store/search.py)
 
+_HIST_ADD = (
+    "CREATE OR REPLACE FUNCTION ph_hist_add(a bigint[], b bigint[]) RETURNS bigint[] "
+    "LANGUAGE plpgsql IMMUTABLE AS $$ DECLARE "
+    "r bigint[] := CASE WHEN cardinality(a) >= cardinality(b) THEN a ELSE b END; "
+    "s bigint[] := CASE WHEN cardinality(a) >= cardinality(b) THEN b ELSE a END; "
+    "BEGIN FOR i IN 1 .. coalesce(cardinality(s), 0) LOOP "
+    "r[i] := coalesce(r[i], 0) + coalesce(s[i], 0); END LOOP; RETURN r; END $$"
+)
+_HIST_ADD_0001 = (  # migration 0001's
+    "CREATE OR REPLACE FUNCTION ph_hist_add(a bigint[], b bigint[]) RETURNS bigint[] "
+    "LANGUAGE sql IMMUTABLE AS $$ SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i) "
+    "FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i) $$"
+)
+
 
 def upgrade() -> None:
     conn = op.get_bind()
@@ -33,6 +52,7 @@ def upgrade() -> None:
         f"CREATE TRIGGER traces_search BEFORE UPDATE OF {', '.join(_FIELDS)} ON traces "
         f"FOR EACH ROW WHEN ({changed}) EXECUTE FUNCTION ph_traces_search()"
     )
+    conn.exec_driver_sql(_HIST_ADD)
 
 
 def downgrade() -> None:
@@ -44,3 +64,4 @@ def downgrade() -> None:
         "CREATE TRIGGER traces_search BEFORE INSERT OR UPDATE ON traces "
         "FOR EACH ROW EXECUTE FUNCTION ph_traces_search()"
     )
+    conn.exec_driver_sql(_HIST_ADD_0001)
