@@ -63,3 +63,61 @@ def test_copy_and_insert_paths_store_the_same(pg_store: SqlStore) -> None:
     assert pg_store.count_spans("p1") == 3
     (metrics,) = pg_store.model_metrics("p1", T0 // 10**9 - 60, T0 // 10**9 + 60, 60)
     assert metrics.sums.input_tokens == 12
+
+
+def _rollup_tables(store: SqlStore) -> dict[str, list[tuple[object, ...]]]:
+    """Every rollup table's rows, histograms included, in key order."""
+    with store.engine.connect() as conn:
+        return {
+            table: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY 1, 2, 3, 4")]
+            for table in (
+                "rollup_minute",
+                "rollup_hour",
+                "rollup_dim_minute",
+                "rollup_dim_hour",
+                "rollup_dim_day",
+            )
+        }
+
+
+def test_rollups_and_stored_traces_by_arrays_sum_as_row_by_row(pg_store: SqlStore) -> None:
+    """The rollups (and the traces already stored) are upserted from one array per column, histograms
+    sliced out of one flat array each (a NULL one: no streamed call): a second batch that adds to every
+    row stores what the row-by-row statements stored."""
+    streamed = rec(
+        tid(3),
+        sid(1),
+        kind=ObservationKind.GENERATION,
+        model="gpt-4o-mini",
+        usage=Usage(input=5, output=7),
+        user_id="u2",
+        tags=("a",),
+    )
+    streamed.observation.ttft_ns = 120_000_000
+    first = [*_batch(), streamed]
+    later = [
+        rec(
+            tid(n),
+            sid(9),
+            parent=sid(1),
+            kind=ObservationKind.GENERATION,
+            model="gpt-4o-mini" if n == 3 else "m-other",
+            usage=Usage(input=1, output=1),
+            start_s=0.5,
+            user_id="u1",
+        )
+        for n in (1, 2, 3)
+    ]
+    later[2].observation.ttft_ns = 80_000_000
+    stored = []
+    for copy in (False, True):
+        _clean(pg_store)
+        pg_store.copy_spans = copy
+        pg_store.write_spans(first)
+        pg_store.write_spans(later)
+        stored.append((_rollup_tables(pg_store), _stored(pg_store)))
+    assert stored[0] == stored[1]
+    rollups = stored[1][0]
+    ttft = {row[2]: row[-1] for row in rollups["rollup_minute"]}
+    assert ttft["m-other"] is None and ttft["gpt-4o-mini"] is not None
+    assert len(rollups["rollup_dim_day"]) >= 4

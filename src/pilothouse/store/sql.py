@@ -50,7 +50,7 @@ from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.activity import newest_ids
 from pilothouse.store.engine import make_engine, upgrade_schema
-from pilothouse.store.pg_copy import CopyConflict, DirectCopy, StagedWrite
+from pilothouse.store.pg_copy import CopyConflict, DirectCopy, StagedWrite, UnnestWrite
 from pilothouse.store.rollup_cache import RollupHistogramCache
 from pilothouse.store.rows import (
     DIM_ROLLUP_COLUMNS,
@@ -217,15 +217,14 @@ class SqlStore:
         return DirectCopy(SPANS_WITH_SEARCH, (*SPAN_COLUMNS, "search"), raw=("search",))
 
     @functools.cached_property
-    def _trace_copier(self) -> StagedWrite:
+    def _trace_upserter(self) -> UnnestWrite:
         # sorted, as the row-by-row upsert is: concurrent writers lock rows in one order
-        return StagedWrite(
+        return UnnestWrite(
             TRACES_WITH_SEARCH,
             (*TRACE_COLUMNS, "search"),
             self._make_trace_upsert,
             order_by=("project_id", "id"),
             returning=("project_id", "id", "pk"),
-            raw=("search",),
         )
 
     @functools.cached_property
@@ -233,10 +232,10 @@ class SqlStore:
         return DirectCopy(TRACES_WITH_SEARCH, ("pk", *TRACE_COLUMNS, "search"), raw=("search",))
 
     @functools.cached_property
-    def _rollup_copiers(self) -> dict[Table, StagedWrite]:
+    def _rollup_upserters(self) -> dict[Table, UnnestWrite]:
         # PostgreSQL: each rollup's rows (by model and by dimension), summed into stored rows in key order
         return {
-            rollup: StagedWrite(
+            rollup: UnnestWrite(
                 rollup,
                 columns,
                 functools.partial(self._sum_upsert, rollup, ROLLUP_SUMS),
@@ -267,7 +266,7 @@ class SqlStore:
 
     def _write_rollup(self, conn: Connection, rollup: Table, rows: list[tuple[Any, ...]]) -> None:
         if rows and not self._compress and self.copy_spans:
-            self._rollup_copiers[rollup].write(conn, rows)
+            self._rollup_upserters[rollup].write(conn, rows)
         elif rows:
             self._rollup_upserts[rollup].execute(conn, rows)
 
@@ -649,19 +648,23 @@ class SqlStore:
     ) -> None:
         """PostgreSQL's trace rows (``traces`` in key order), their keys added to ``trace_pks``. New ones
         (``direct``: not stored when the batch read its traces) get keys from the sequence and go in by
-        one COPY; the stored ones (all of them without ``direct``) by one COPY into the staging table
-        and one set-based upsert, which returns their keys. New rows first, then stored ones, each in key
+        one COPY; the stored ones (all of them without ``direct``) by one set-based upsert
+        (:class:`UnnestWrite`), which returns their keys. New rows first, then stored ones, each in key
         order: concurrent writers take their locks in one order."""
-        rows = [(key, (*row, self._trace_vector(row))) for key, d in traces for row in (trace_row(d, False),)]
+        rows = [(key, trace_row(d, False)) for key, d in traces]
         if direct:
             new = [(key, row) for key, row in rows if key not in trace_pks]
             rows = [(key, row) for key, row in rows if key in trace_pks]
             if new:
                 pks = [pk for (pk,) in conn.exec_driver_sql(self._next_trace_pks(conn), (len(new),))]
-                self._trace_inserter.write(conn, ((pk, *row) for pk, (_, row) in zip(pks, new, strict=True)))
+                self._trace_inserter.write(
+                    conn,
+                    ((pk, *row, self._trace_vector(row)) for pk, (_, row) in zip(pks, new, strict=True)),
+                )
                 trace_pks.update((key, pk) for pk, (key, _) in zip(pks, new, strict=True))
-        if rows:
-            written = self._trace_copier.write(conn, (row for _, row in rows))
+        if rows:  # the vector as text: it goes in only where the trace is not stored (a rare case)
+            upserted = [(*row, self._trace_vector(row, text=True)) for _, row in rows]
+            written = self._trace_upserter.write(conn, upserted)
             trace_pks.update(((project_id, trace_id), pk) for project_id, trace_id, pk in written)
 
     def _prune_dim_minutes(self, conn: Connection, kept_from: int) -> None:
