@@ -1,7 +1,7 @@
 """Where PostgreSQL's CPU goes in the store's write path (``SqlStore.write_spans``, ``COPY``), per span:
 
     python benchmarks/ingest_pg_profile.py [--spans 20000] [--batch 5000] [--repeats 3]
-        [--variants main,-ix_traces_user,...] [--baseline-src /work/main/src]
+        [--variants main,-ix_traces_user,...] [--src SRC] [--baseline-src /work/main/src]
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 Two views of the same runs (the spans of ``benchmarks/ingest_pg_store.py``, a new database per run, each
@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default="main", help="comma-separated: main, -ix_NAME, -trigger, ...")
+    parser.add_argument("--src", type=Path, default=SRC, help="the checkout's src whose writer is measured")
     parser.add_argument("--baseline-src", type=Path, help="another checkout's src: variant 'baseline'")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
@@ -205,7 +206,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     for _ in range(args.repeats):
         for v in variants:
-            src = args.baseline_src if v == "baseline" else SRC
+            src = args.baseline_src if v == "baseline" else args.src
             run = _in_process(src.resolve(), args, "main" if v == "baseline" else v)
             runs[v].append(run)
             print(f"  {v}: PostgreSQL {run['server_us']:.1f} us/span, {run['rate']:,.0f} spans/s", flush=True)
