@@ -166,6 +166,8 @@ class UnnestWrite:
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
         sql_types = {c: target.c[c].type.compile(dialect=dialect) for c in self.columns}
         self._arrays = frozenset(c for c, type_ in sql_types.items() if type_.endswith("[]"))
+        # a list's binary dumper is chosen by its first value: a whole number among floats must be one
+        self._floats = frozenset(c for c, type_ in sql_types.items() if type_ == "FLOAT")
         names: list[str] = []  # the unnest's columns, in order
         types: list[str] = []
         values: list[Any] = []
@@ -199,7 +201,7 @@ class UnnestWrite:
             stmt = stmt.returning(*(target.c[c] for c in returning))
         sql = str(stmt.compile(dialect=dialect))
         for name in (*names, *(f"{c}_flat" for c in self._arrays)):
-            sql = sql.replace(f"__ph_{name}__", f"%({name})s")
+            sql = sql.replace(f"__ph_{name}__", f"%({name})b")  # binary: ~4x cheaper to dump than text
         self._sql = sql
 
     def write(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -216,6 +218,8 @@ class UnnestWrite:
                     if value is not None:
                         flat.extend(value)
                 params[c + "_flat"], params[c + "_o"], params[c + "_n"] = flat, offsets, lengths
+            elif c in self._floats:
+                params[c] = [None if v is None else float(v) for v in values]
             else:
                 params[c] = list(values)
         driver = conn.connection.driver_connection
