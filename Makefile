@@ -52,7 +52,7 @@ test-fast: install
 
 # The web UI's pictures in docs/screenshots, taken by the browser tests.
 screenshots: install
-	PILOTHOUSE_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:cacheprovider tests/ui/test_browser.py tests/ui/test_review_browser.py tests/ui/test_trace_view.py tests/ui/test_pages_browser.py tests/ui/test_search_browser.py tests/ui/test_prompt_pages.py
+	PILOTHOUSE_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -p no:cacheprovider tests/ui/test_browser.py tests/ui/test_review_browser.py tests/ui/test_trace_view.py tests/ui/test_pages_browser.py tests/ui/test_search_browser.py tests/ui/test_prompt_pages.py tests/ui/test_eval_details_browser.py
 
 bench: install
 	$(PY) benchmarks/ingest.py

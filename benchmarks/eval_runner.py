@@ -193,13 +193,18 @@ def write_spec(folder: Path, base_url: str, concurrency: int) -> Path:
     return spec
 
 
-def migrated_database(folder: Path) -> Path:
-    """An empty store at the newest schema, copied for every run."""
-    template = folder / "template.db"
+def migrated_database(folder: Path, src: Path | None = None) -> Path:
+    """An empty store at the newest schema (of the checkout at ``src``, when given: its head may be
+    older than ours), copied for every run."""
+    template = folder / ("template.db" if src is None else "baseline-template.db")
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
     subprocess.run(
         [str(BIN), "db", "upgrade", "--database-url", f"sqlite:///{template}"],
         check=True,
         capture_output=True,
+        env=env,
     )
     return template
 
@@ -493,6 +498,9 @@ def main() -> None:
             write_items(folder, args.rows)
             spec = write_spec(folder, mock.base_url, args.concurrency)
             template = migrated_database(folder)
+            baseline_template = (
+                None if args.baseline_src is None else migrated_database(folder, args.baseline_src)
+            )
             ours: list[dict[str, float]] = []
             previous: list[dict[str, float]] = []
             theirs: list[dict[str, float]] = []
@@ -505,11 +513,11 @@ def main() -> None:
                 pf_config = write_promptfoo_config(folder, mock.base_url, "items.csv")
             cli_run(folder, spec, template)  # warm the page cache and write the bytecode
             if args.baseline_src is not None:
-                cli_run(folder, spec, template, args.baseline_src)
+                cli_run(folder, spec, baseline_template, args.baseline_src)
             for n in range(args.runs):
                 ours.append(cli_run(folder, spec, template))
                 if args.baseline_src is not None:
-                    previous.append(cli_run(folder, spec, template, args.baseline_src))
+                    previous.append(cli_run(folder, spec, baseline_template, args.baseline_src))
                 if promptfoo is not None and n < args.promptfoo_runs:
                     theirs.append(promptfoo_run(promptfoo, folder, pf_config, args.concurrency, pf_home))
             first = cli_run(folder, spec, None)

@@ -225,6 +225,12 @@ def main() -> None:
         )
 
     repeats = args.repeats or (1 if args.database_url or args.prefill else 3)
+    if repeats > 1 and args.database_url and not (args.compare_copy or args.compare_workers):
+        # the same spans again into the same store are duplicates: nothing new to store or wait for
+        parser.error(
+            "--repeats above 1 with --database-url would send the same spans into the same store again: "
+            "use --compare-copy (a new database per run on that server) or run the command again"
+        )
     bodies = build_bodies(args.spans, args.batch)
     total = len(bodies) * args.batch
     print(

@@ -11,7 +11,9 @@ as the batch writer pauses it), their ratio, and a check that both gave the same
 - decode: ``otlp_reader.decode`` against ``iter_protobuf`` over upb's parsed request (the batch
   writer's step), and check + decode, the two together, what an export costs either way;
 - sort attributes: ``_speedups.sort_attributes`` against ``tracing.conventions._sort_attributes``;
-- normalise: ``conventions.normalise_span`` with the C attribute sorter and without it.
+- normalise: ``conventions.normalise_span`` with the C attribute sorter and without it;
+- search vector: ``_speedups.search_vector`` against ``store.search.document_vector`` on the spans'
+  search documents (the same lexemes; PostgreSQL's batch writer's step).
 Nothing to compare against where an accelerator was not built (``pilothouse._speedups.unavailable``
 says why); the figures belong in docs/performance.md, with the date and the machine.
 """
@@ -30,16 +32,22 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import build_bodies
 
 from pilothouse import _speedups
+from pilothouse.store import search
 from pilothouse.tracing import conventions
 from pilothouse.tracing.otlp import DEFAULT_LIMITS, RawEvent, RawSpan, iter_protobuf, parse_protobuf
 
 
 def compare(
-    name: str, accelerated: Callable[[], Any], reference: Callable[[], Any], per: int, repeats: int
+    name: str,
+    accelerated: Callable[[], Any],
+    reference: Callable[[], Any],
+    per: int,
+    repeats: int,
+    key: Callable[[Any], Any] = repr,
 ) -> Any:
     """Prints microseconds per item (``per`` items in one call) of both, the best of ``repeats``
-    rounds that alternate between them, and whether they gave the same result; returns the
-    accelerator's result."""
+    rounds that alternate between them, and whether they gave the same result (by ``key``, after the
+    timing); returns the accelerator's result."""
     best = [float("inf"), float("inf")]
     results: list[Any] = [None, None]
     for _ in range(repeats):
@@ -51,7 +59,7 @@ def compare(
             best[i] = min(best[i], time.perf_counter() - started)
             gc.enable()
     c_us, reference_us = (b / per * 1e6 for b in best)
-    same = repr(results[0]) == repr(results[1])
+    same = key(results[0]) == key(results[1])
     verdict = "same result" if same else "DIFFERENT RESULTS"
     print(f"{name:<16} {c_us:>10.2f} {reference_us:>10.2f} {reference_us / c_us:>7.2f}x  {verdict}")
     if not same:
@@ -69,8 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     bodies = build_bodies(args.spans, args.batch)
     n = args.spans // args.batch * args.batch
-    reader, sorter = _speedups.otlp_reader, _speedups.sort_attributes
-    if reader is None or sorter is None:
+    reader, sorter, vector = _speedups.otlp_reader, _speedups.sort_attributes, _speedups.search_vector
+    if reader is None or sorter is None or vector is None:
         raise SystemExit(f"not built, nothing to compare: {_speedups.unavailable}")
     print(f"{n:,} spans in {len(bodies)} exports; microseconds per span, best of {args.repeats}")
     print(f"{'':<16} {'C':>10} {'reference':>10} {'ratio':>8}")
@@ -124,7 +132,22 @@ def main() -> None:
 
         return work
 
-    compare("normalise", normalise(sorter), normalise(None), n, args.repeats)
+    records = compare("normalise", normalise(sorter), normalise(None), n, args.repeats)
+
+    docs = [search.search_document(r) for r in records]
+    limit = search.MAX_LEXEME_BYTES
+
+    def lexemes(vectors: list[bytes]) -> list[list[bytes]]:  # the C's order is not the reference's
+        return [sorted(v[4:].split(b"\0\0\0")) for v in vectors]
+
+    compare(
+        "search vector",
+        lambda: [vector(d, limit) for d in docs],
+        lambda: [search.document_vector(d, limit) for d in docs],
+        n,
+        args.repeats,
+        key=lexemes,
+    )
 
 
 if __name__ == "__main__":

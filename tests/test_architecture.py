@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pilothouse"
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "config": {"domain"},
-    "store": {"domain"},
+    "store": {"domain", "_speedups"},  # _speedups: the search vector the PostgreSQL writer makes, in C
     "providers": {"domain", "config"},
     "costs": {"domain", "config"},
     "_speedups": {"config"},  # compiled accelerators: what they need is passed in

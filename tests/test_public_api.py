@@ -54,6 +54,7 @@ def test_evals_exports_the_service() -> None:
         "Evaluations",
         "ItemTally",
         "comparison_document",
+        "result_document",
         "run_document",
     ]
     for name in pilothouse.evals.__all__:

@@ -22,6 +22,7 @@ from pilothouse.domain.traces import (
     SpanRecord,
     TraceAttributes,
 )
+from pilothouse.evals.scoring import BaseScorer, Sample, ScoreResult, ScorerSpec, register_scorer
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
 from pilothouse.testing import SimulatedUpstream
@@ -327,3 +328,50 @@ def test_dataset_files_are_read_within_bounds_and_export_errors_are_one_line(
         assert code == 2 and err.startswith("Error: cannot write") and "Traceback" not in err
     code, _, err = cli("datasets", "export", "qa", "--version", "99")
     assert code == 2 and "no version 99 of dataset 'qa'" in err
+
+
+@register_scorer("test-novel-topic", replace=True)
+class NovelTopic(BaseScorer):
+    """A plugin scorer that reports spans as the hallucination scorer does: the item's topic where the
+    output names it, flagged when the topic is listed in ``novel``."""
+
+    allowed_options = frozenset({"novel"})
+
+    def __init__(self, spec: ScorerSpec) -> None:
+        super().__init__(spec)
+        self.novel = set(spec.option("novel", []))
+
+    async def measure(self, sample: Sample) -> ScoreResult:
+        topic = str(sample.input["topic"])
+        at = sample.output.find(topic)
+        flagged = topic in self.novel and at >= 0
+        spans = [{"start": at, "end": at + len(topic), "text": topic, "reason": "novel", "score": 1.0}]
+        return ScoreResult(float(not flagged), details={"spans": spans if flagged else [], "source": "test"})
+
+
+def test_eval_run_and_show_count_flagged_results_and_json_has_the_details(cli: Cli, tmp_path: Path) -> None:
+    spec = explain_spec(tmp_path, 4)
+    spec["scorers"] = [{"type": "test-novel-topic", "name": "novel", "novel": ["gravity", "volcanoes"]}]
+    code, out, err = cli("eval", "run", str(write_yaml(tmp_path / "spec.yaml", spec)), "--quiet")
+    assert code == 0, err
+    run_id = out.strip().splitlines()[-1]
+    flagged = (
+        f"flagged   novel: 2 of 4 results have unsupported spans (see them: pilothouse eval show {run_id[:8]}"
+    )
+    assert flagged in out
+    code, out, _ = cli("eval", "show", run_id, "--items", "3")
+    assert code == 0 and "novel=0 (1 span)" in out and "novel=1 (0 spans)" in out
+    assert "flagged   novel: 1 of 3 results shown have unsupported spans" in out  # short: no spans printed
+    assert 'novel"' not in out
+    code, out, _ = cli("eval", "show", run_id, "--json")
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()[1:]]
+    details = {row["item_id"]: row["scores"][0]["details"] for row in rows}
+    assert details["2"] == {
+        "spans": [{"start": 8, "end": 15, "text": "gravity", "reason": "novel", "score": 1.0}],
+        "source": "test",
+    }
+    assert details["1"] == {"spans": [], "source": "test"}
+    old = stored_run(cli.url, [1.0, 0.0])  # stored before details were kept, or by a scorer without any
+    code, out, _ = cli("eval", "show", old)
+    assert code == 0 and "flagged" not in out and "span" not in out

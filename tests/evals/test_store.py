@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import orjson
+from sqlalchemy import select
+
 from pilothouse.domain.datasets import DatasetItem
 from pilothouse.domain.evals import CachedResponse, EvalResult, RunStatus, RunSummary, ScoreRecord
 from pilothouse.domain.money import Money
+from pilothouse.store import tables as t
 from pilothouse.store.evals import EvalStore
+from pilothouse.store.rows import unpack
 from pilothouse.store.sql import SqlStore
 
 
@@ -65,3 +70,56 @@ def test_runs_results_and_cache(store: SqlStore) -> None:
         "k1": CachedResponse(long_text, 3, 4, None, 1.5),
         "k2": CachedResponse("two"),
     }
+
+
+def test_scores_keep_their_details_bounded(store: SqlStore) -> None:
+    """Each score's details come back from every reader of a run's results, on both databases; large
+    ones cut to 64 KiB with a marker, secret-named keys redacted, none stored as none."""
+    from pilothouse.domain.score_details import DETAILS_LIMIT, TRUNCATED_KEY
+    from pilothouse.store.analytics import AnalyticsQueries
+
+    evals = EvalStore(store)
+    run = evals.create_run(
+        "p",
+        name=None,
+        spec={},
+        dataset=None,
+        dataset_version_id=None,
+        dataset_version=None,
+        target="t",
+        epochs=1,
+        items_total=3,
+        scorers=["faithful", "quality"],
+    )
+    span = {"start": 0, "end": 5, "text": "Paris", "reason": "low support", "score": 0.91}
+    faithful = {"label": "unsupported", "spans": [span], "source": "judge", "judge_called": True}
+    huge = {"spans": [span] * 2000, "note": "ü" * 100_000, "api_key": "sk-secret"}
+    results = [
+        EvalResult(
+            run.id,
+            f"i{n}",
+            0,
+            n,
+            "Paris is large.",
+            scores=(
+                ScoreRecord("faithful", 0.1, False, reason="unsupported", details=[faithful, huge, None][n]),
+                ScoreRecord("quality", 1.0, True, details={"score": 5, "weighted_score": 4.8}),
+            ),
+        )
+        for n in range(3)
+    ]
+    evals.write_results(results)
+    read = {r.item_id: r for r in evals.iter_results(run.id)}
+    assert read["i0"].score("faithful") == ScoreRecord("faithful", 0.1, False, None, "unsupported", faithful)
+    assert read["i0"].score("quality").details == {"score": 5, "weighted_score": 4.8}  # type: ignore[union-attr]
+    cut = read["i1"].score("faithful").details  # type: ignore[union-attr]
+    assert cut is not None and cut[TRUNCATED_KEY]["bytes"] > DETAILS_LIMIT and cut["api_key"] == "<redacted>"
+    assert cut["spans"][0] == span and len(orjson.dumps(cut)) <= DETAILS_LIMIT
+    assert read["i2"].score("faithful").details is None  # type: ignore[union-attr]
+    assert evals.get_results(run.id, ["i0"])[0].scores == read["i0"].scores
+    assert AnalyticsQueries(store).run_results(run.id)[0].scores == read["i0"].scores
+    with store.engine.connect() as conn:
+        stored = conn.execute(
+            select(t.eval_scores.c.details).where(t.eval_scores.c.item_id == "i1")
+        ).scalars()
+        assert all(b"sk-secret" not in (unpack(v) or "").encode() for v in stored)

@@ -3,7 +3,14 @@ included (an uncalibrated judge is a 400, as ``pilothouse gate`` exits 2)."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from pilothouse.evals.runner import run_eval
+from pilothouse.evals.spec import parse_spec
 from pilothouse.store.evals import EvalStore
+from tests.evals.conftest import explain_spec, write_yaml
 from tests.evals.stored import JUDGED_SPEC, calibrate, store_run
 from tests.server.conftest import Served
 
@@ -149,3 +156,68 @@ def test_compare_answers_bad_requests_in_the_error_shape(served: Served) -> None
     for limit in ("\u00b2", "9" * 5000):
         response = served.client.get("/api/evals/runs", params={"limit": limit}, headers=served.auth)
         assert response.status_code == 400 and response.json()["error"]["param"] == "limit", response.text
+
+
+def test_run_results_carry_each_scorers_details_a_page_at_a_time(served: Served, tmp_path: Path) -> None:
+    """An eval run with a judge (the simulated model grading from a knowledge file): the results API
+    gives each score with its scorer's details, pages with ``after``, one item with ``item``; a run
+    stored before details were kept gives null details."""
+    (tmp_path / "grades.jsonl").write_text(
+        '{"question": "explain tides", "answer": "Score: 4\\nReason: clear.", "difficulty": 0}\n'
+        '{"question": "explain gravity", "answer": "Score: 2\\nReason: vague.", "difficulty": 0}\n'
+    )
+    models = [
+        {"name": "sim", "provider": "sim", "model": "sim-1", "options": {"echo": True}},
+        {
+            "name": "judge",
+            "provider": "sim",
+            "model": "sim-judge",
+            "options": {"knowledge": str(tmp_path / "grades.jsonl")},
+        },
+    ]
+    config = write_yaml(tmp_path / "judged.yaml", {"models": models, "router": {"retries": 0}})
+    spec = explain_spec(tmp_path, 3, project="p1")
+    spec["target"]["config"] = str(config)
+    spec["judge"] = {"model": "judge", "config": str(config), "logprobs": False}
+    spec["scorers"].append({"type": "rubric", "name": "quality", "criteria": "Is it right?"})
+    run = asyncio.run(run_eval(parse_spec(spec, base_dir=tmp_path), EvalStore(served.store)))
+
+    def results(**params: str) -> Any:
+        return served.client.get(f"/api/evals/runs/{run.id[:8]}/results", params=params, headers=served.auth)
+
+    first = results(limit="2")
+    assert first.status_code == 200, first.text
+    page = first.json()
+    assert page["run_id"] == run.id and [r["item_id"] for r in page["data"]] == ["1", "2"]
+    tides = page["data"][0]
+    assert tides["output"] == "Explain tides briefly." and tides["position"] == 1
+    contains, quality = tides["scores"]
+    assert contains == {
+        "scorer": "contains",
+        "value": 1.0,
+        "passed": True,
+        "error": None,
+        "reason": None,
+        "details": None,  # a scorer with nothing more to say
+    }
+    assert quality["value"] == 0.75 and quality["passed"] is True
+    assert quality["details"] == {"score": 4, "weighted_score": None}
+    assert page["data"][1]["scores"][1]["details"] == {"score": 2, "weighted_score": None}
+    rest = results(limit="2", after=page["next_after"]).json()
+    assert [r["item_id"] for r in rest["data"]] == ["3"] and rest["next_after"] is None
+    unknown = rest["data"][0]["scores"][1]  # the judge did not know: unmeasured, and said so
+    assert unknown["value"] is None and unknown["error"] and unknown["details"] == {"retryable": False}
+    one = results(item="2").json()
+    assert [(r["item_id"], r["scores"][1]["details"]["score"]) for r in one["data"]] == [("2", 2)]
+
+    old = store_run(EvalStore(served.store), {"contains": [1.0]}, project="p1")  # no details stored
+    (stored,) = served.client.get(f"/api/evals/runs/{old.id}/results", headers=served.auth).json()["data"]
+    assert stored["scores"][0]["details"] is None and stored["scores"][0]["value"] == 1.0
+
+    for param, value in (("after", "two"), ("after", "1."), ("item", "a\x00b"), ("limit", "501")):
+        bad = results(**{param: value})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == param, (param, value)
+    other = served.client.get(
+        f"/api/evals/runs/{run.id}/results", headers={"Authorization": f"Bearer {served.other_key}"}
+    )
+    assert other.status_code == 404 and other.json()["error"]["code"] == "eval_run_not_found"

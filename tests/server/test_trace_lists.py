@@ -84,6 +84,9 @@ def test_a_cursor_is_refused_by_another_sort(both: Served) -> None:
         ("&".join(["tag=x"] * 41), "tag"),
         ("sort=cost&cursor=MTIzOmFi", "cursor"),
         ("bogus=1", "bogus"),
+        ("score=q&min_score=0.8&max_score=0.2", "min_score"),  # an empty range: not an empty page
+        ("min_latency_ms=500&max_latency_ms=100", "min_latency_ms"),
+        ("min_cost_usd=0.5&max_cost_usd=0.1", "min_cost_usd"),
     ],
 )
 def test_bad_filters_are_400s(both: Served, query: str, param: str) -> None:

@@ -9,7 +9,7 @@ import pytest
 import zstandard
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, inspect, select, text
 
 from pilothouse.domain.queries import TraceQuery
 from pilothouse.domain.traces import Observation, SpanRecord, TraceAttributes
@@ -360,3 +360,54 @@ def test_prefix_index_migration_finds_what_the_search_found_before(tmp_path: Pat
         }
     finally:
         old.close()
+
+
+def test_score_details_migration_keeps_old_scores_readable(empty_url: str) -> None:
+    """0031 adds ``eval_scores.details``: scores stored before it read back without details (their runs
+    render as before), new ones keep theirs; its downgrade drops the column and keeps the scores."""
+    from pilothouse.domain.evals import EvalResult, ScoreRecord
+    from pilothouse.store.evals import EvalStore
+
+    _migrate(empty_url, "0030")
+    engine = make_engine(empty_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO eval_results (run_id, item_id, epoch, position, output, cached, created_ns) "
+                "VALUES ('old', 'i1', 0, 1, 'Paris', :false, 1)"
+            ),
+            {"false": False},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO eval_scores (run_id, scorer, item_id, epoch, value, passed, reason) "
+                "VALUES ('old', 'faithful', 'i1', 0, 0.25, :false, 'unsupported: a number')"
+            ),
+            {"false": False},
+        )
+    engine.dispose()
+
+    _migrate(empty_url, "head")
+    store = SqlStore.from_url(empty_url)
+    try:
+        evals = EvalStore(store)
+        (old,) = evals.iter_results("old")
+        assert old.scores == (ScoreRecord("faithful", 0.25, False, None, "unsupported: a number"),)
+        details = {"spans": [{"start": 0, "end": 5, "text": "Paris"}], "judge_called": True}
+        new = EvalResult(
+            "new", "i1", 0, 1, "Paris", scores=(ScoreRecord("faithful", 0.0, False, details=details),)
+        )
+        evals.write_results([new])
+        assert [r.scores for r in evals.iter_results("new")] == [new.scores]
+    finally:
+        store.close()
+
+    _migrate(empty_url, "0030", down=True)
+    engine = make_engine(empty_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT run_id, value FROM eval_scores ORDER BY run_id")).all()
+            columns = {c["name"] for c in inspect(conn).get_columns("eval_scores")}
+        assert [tuple(r) for r in rows] == [("new", 0.0), ("old", 0.25)] and "details" not in columns
+    finally:
+        engine.dispose()

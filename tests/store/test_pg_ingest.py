@@ -14,11 +14,12 @@ import pytest
 from pilothouse.domain.queries import TraceQuery
 from pilothouse.domain.traces import ObservationKind, SpanRecord, TraceAttributes, Usage
 from pilothouse.store.engine import make_engine
+from pilothouse.store.rows import pg_binary_hist
 from pilothouse.store.search import _WORD, PG_TRACE_DOCUMENT, search_document
-from pilothouse.store.sql import SqlStore
+from pilothouse.store.sql import SqlStore, pg_text_array
 from tests.conftest import _clean
 from tests.store.test_migrations import _migrate
-from tests.store.test_store import rec, sid, tid
+from tests.store.test_store import T0, rec, sid, tid
 
 TEXTS = [
     "Hello, World! hello WORLD",  # case and repeats
@@ -89,7 +90,7 @@ def _trace_vectors(store: SqlStore) -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("copy", [True, False], ids=["copy", "insert"])
 def test_the_writers_trace_vector_is_what_the_trigger_made(pg_store: SqlStore, copy: bool) -> None:
-    """Migration 0031: a new trace's vector (its own fields: name, input, output, metadata with its
+    """Migration 0032: a new trace's vector (its own fields: name, input, output, metadata with its
     keys, tags) comes from the writer; it holds what the trigger made of the same row."""
     pg_store.copy_spans = copy
     records = [
@@ -168,12 +169,12 @@ def _has_positions(store: SqlStore, trace_id: str) -> bool:
     return ":" in stored
 
 
-def test_migration_0031_leaves_the_trigger_to_updates_and_back(empty_pg_url: str) -> None:
-    """0031: the trigger no longer makes a new trace's vector (the writer does), only an updated one's
+def test_migration_0032_leaves_the_trigger_to_updates_and_back(empty_pg_url: str) -> None:
+    """0032: the trigger no longer makes a new trace's vector (the writer does), only an updated one's
     whose fields changed; its downgrade puts the trigger of every insert and update back. Traces
     stored under either revision are found by their words under both."""
-    _migrate(empty_pg_url, "0030")
-    store = SqlStore(make_engine(empty_pg_url))  # at 0030: the trigger makes every vector
+    _migrate(empty_pg_url, "0031")
+    store = SqlStore(make_engine(empty_pg_url))  # at 0031: the trigger makes every vector
     try:
         store.write_spans([_with_trace(rec(tid(1), sid(1)), name="walrus tusk")])
         assert _has_positions(store, tid(1))
@@ -195,7 +196,7 @@ def test_migration_0031_leaves_the_trigger_to_updates_and_back(empty_pg_url: str
     finally:
         store.close()
 
-    _migrate(empty_pg_url, "0030", down=True)
+    _migrate(empty_pg_url, "0031", down=True)
     store = SqlStore(make_engine(empty_pg_url))
     try:
         store.write_spans([_with_trace(rec(tid(3), sid(1)), name="walrus")])
@@ -203,3 +204,54 @@ def test_migration_0031_leaves_the_trigger_to_updates_and_back(empty_pg_url: str
         assert found(store, "walrus") == [tid(1), tid(2), tid(3)] and found(store, "tooth") == [tid(2)]
     finally:
         store.close()
+
+
+def test_the_writers_histograms_are_postgresqls_binary_arrays(pg_store: SqlStore) -> None:
+    """The rollup rows' histograms go into the COPY in bigint[]'s binary form, made by the writer
+    (pg_binary_hist): exactly what PostgreSQL's own array_send makes of the same array."""
+    cases = [[1], [0, 0, 3, 0, 7], [5, 0, 0], [0, 0], [], [2**62, 1] + [0] * 97 + [9]]
+    with pg_store.engine.connect() as conn:
+        for counts in cases:
+            trimmed = counts[: max((i + 1 for i, c in enumerate(counts) if c), default=0)]
+            sent = conn.exec_driver_sql("SELECT array_send(%s::bigint[])", (trimmed,)).scalar_one()
+            assert pg_binary_hist(counts) == bytes(sent), counts
+
+
+def test_rollups_written_by_copy_read_back_as_by_insert(pg_store: SqlStore) -> None:
+    """The same model calls written by COPY (binary histograms) and row by row read back the same."""
+    usage = Usage(input=10, output=5)
+    calls = [
+        rec(tid(i + 1), sid(1), kind=ObservationKind.GENERATION, model="m", usage=usage, ms=10.0 * (i + 1))
+        for i in range(40)
+    ]
+    sums = {}
+    for copy in (True, False):
+        _clean(pg_store)
+        pg_store.copy_spans = copy
+        pg_store.write_spans(calls[:20])
+        pg_store.write_spans(calls[20:])  # summed into the stored rows
+        sums[copy] = [
+            (m.model, m.sums)
+            for m in pg_store.model_metrics("p1", T0 // 10**9 - 3600, T0 // 10**9 + 3600, 60)
+        ]
+    assert sums[True] == sums[False] and sums[True][0][1].count == 40
+
+
+def test_trace_ids_go_as_an_array_literal_postgresql_reads_back(pg_store: SqlStore) -> None:
+    """The batch's trace ids are one text[] parameter, passed as its literal (pg_text_array): any id
+    reads back as itself, in order."""
+    cases = [
+        [tid(1), tid(2), "ABCdef0123"],  # hex: unquoted
+        [],
+        ["NULL", "null", ""],  # not NULLs, and the empty id
+        ['a"b', "c\\d", "e,f", "{g}", " h ", "i j", "ü", "'k'"],
+        [tid(3), "not hex"],
+    ]
+    with pg_store.engine.connect() as conn:
+        for ids in cases:
+            read = conn.exec_driver_sql("SELECT %s::text[]", (pg_text_array(iter(ids)),)).scalar_one()
+            assert read == ids
+            found = conn.exec_driver_sql(
+                "SELECT count(*) FROM unnest(%s::text[]) v WHERE v = ANY(%s)", (ids, pg_text_array(ids))
+            ).scalar_one()
+            assert found == len(ids)

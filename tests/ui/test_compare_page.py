@@ -73,3 +73,15 @@ def test_alpha_reaches_the_comparison(viewer: Served) -> None:
     bad = viewer.client.get("/evals/compare", params={**params, "alpha": "0.7"})
     assert bad.status_code == 400 and "alpha must be between 0 and 0.5, not 0.7" in bad.text
     assert viewer.client.get("/evals/compare", params={**params, "alpha": "x"}).status_code == 400
+
+
+def test_a_changed_item_links_each_runs_item_page(viewer: Served) -> None:
+    evals = EvalStore(viewer.store)
+    base = store_run(evals, {"contains": [1.0] * 10}, project="p1")
+    cand = store_run(evals, {"contains": [1.0] * 9 + [0.0]}, project="p1")
+    page = viewer.client.get("/evals/compare", params={"baseline": base.id, "candidate": cand.id}).text
+    assert f'href="/evals/{base.id}/items/i009"' in page and f'href="/evals/{cand.id}/items/i009"' in page
+    item = viewer.client.get(f"/evals/{cand.id}/items/i009")  # a run without details: still opens
+    assert item.status_code == 200 and "no details stored" in item.text and "out 9" in item.text
+    assert viewer.client.get(f"/evals/{cand.id}/items/nope").status_code == 404
+    assert viewer.client.get(f"/evals/{cand.id}/items/a%00b").status_code == 404

@@ -40,7 +40,11 @@ from tests.conftest import IN_CI
 SPEEDUPS = Path(_speedups.__file__).parent
 PAYLOADS = sorted((Path(__file__).parents[1] / "corpus" / "payloads").glob("*/*.pb"))
 # C source (extension) -> the seam's name for it. A new accelerator adds a line here, and tests.
-ACCELERATORS = {"_otlp_reader": "otlp_reader", "_attributes": "sort_attributes"}
+ACCELERATORS = {
+    "_otlp_reader": "otlp_reader",
+    "_attributes": "sort_attributes",
+    "_search_words": "search_vector",  # tests/unit/test_speedups_search.py
+}
 
 
 def _built(extension: str) -> Any:
@@ -74,7 +78,9 @@ def test_the_seam_exports() -> None:
     assert sorted(_speedups.__all__) == [
         "AttributeSorter",
         "OtlpReader",
+        "SearchVector",
         "otlp_reader",
+        "search_vector",
         "sort_attributes",
         "unavailable",
     ]
@@ -103,6 +109,7 @@ from pilothouse import _speedups
 from pilothouse.config import ConfigError, speedups_disabled
 from pilothouse.tracing import conventions, otlp
 assert _speedups.otlp_reader is None and _speedups.sort_attributes is None, _speedups.__dict__
+assert _speedups.search_vector is None
 assert otlp._reader is None and conventions._sort_native is None
 assert sorted(_speedups.unavailable) == {sorted(ACCELERATORS)!r}
 spans = list(otlp.decode_protobuf(open({str(payload)!r}, "rb").read()))

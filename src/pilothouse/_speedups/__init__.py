@@ -10,8 +10,10 @@ fallback whenever the accelerator is missing, and is what the accelerator is tes
   Chosen in ``tracing.otlp.check_protobuf`` and ``iter_checked``.
 - ``sort_attributes`` (``_attributes.c``) routes a span's attributes to the normaliser's slots and
   groups. Reference: ``tracing.conventions._sort_attributes``. Chosen in ``normalise_span``.
+- ``search_vector`` (``_search_words.c``) makes a span's search words into PostgreSQL's binary
+  ``tsvector``. Reference: ``store.search.document_vector``. Chosen in ``store.search.pg_span_vector``.
 
-Why: both sit on the ingest path, once per span or once per attribute, where the interpreter's own
+Why: all sit on the ingest path, once per span or once per attribute, where the interpreter's own
 overhead is most of the cost. Measure an accelerator against its reference with
 ``python benchmarks/speedups.py``, and the whole ingest path with ``python benchmarks/ingest.py``.
 
@@ -34,7 +36,15 @@ from typing import Any, Protocol, TypeVar
 
 from pilothouse.config import speedups_disabled
 
-__all__ = ["AttributeSorter", "OtlpReader", "otlp_reader", "sort_attributes", "unavailable"]
+__all__ = [
+    "AttributeSorter",
+    "OtlpReader",
+    "SearchVector",
+    "otlp_reader",
+    "search_vector",
+    "sort_attributes",
+    "unavailable",
+]
 
 _Span = TypeVar("_Span")
 _Route = tuple[int, str, int]  # (where, name, n): see conventions._route
@@ -73,6 +83,14 @@ class AttributeSorter(Protocol):
     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]: ...
 
 
+class SearchVector(Protocol):
+    """``_search_words.c``: ``store.search.document_vector(document, max_lexeme_bytes)``, the distinct
+    lower-case words of a document as a binary ``tsvector`` (in their first occurrence's order; the
+    reference's order is a set's, and PostgreSQL sorts them as it reads the vector)."""
+
+    def __call__(self, document: str, max_lexeme_bytes: int, /) -> bytes: ...
+
+
 unavailable: dict[str, str] = {}  # extension -> why it is not in use
 _disabled = speedups_disabled()
 
@@ -92,3 +110,5 @@ def _load(extension: str) -> Any:
 otlp_reader: OtlpReader | None = _load("_otlp_reader")
 _attributes = _load("_attributes")
 sort_attributes: AttributeSorter | None = None if _attributes is None else _attributes.sort_attributes
+_search_words = _load("_search_words")
+search_vector: SearchVector | None = None if _search_words is None else _search_words.tsvector

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from pilothouse.cli.common import CliError, database_option, open_store, run_async, start_up
+from pilothouse.domain.score_details import SpanTally, tally_spans
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from pilothouse.domain.datasets import DatasetItem
-    from pilothouse.domain.evals import EvalRun, RunSummary
+    from pilothouse.domain.evals import EvalResult, EvalRun, RunSummary
     from pilothouse.domain.money import Money
     from pilothouse.evals import Evaluations
     from pilothouse.store.evals import EvalStore
@@ -121,6 +122,18 @@ def print_summary(console: Console, run: EvalRun, summary: RunSummary) -> None:
     console.print(f"status    {run.status.value}")
 
 
+def print_flagged(console: Console, tallies: dict[str, SpanTally], run: EvalRun, which: str = "") -> None:
+    """One line per scorer that reports unsupported spans: how many results it flagged (the spans
+    themselves are in ``eval show --json``, the API and the UI's item pages)."""
+    for name, t in tallies.items():
+        judge = f"; its judge was called on {t.judge_called}" if t.judge_called else ""
+        results = f"results {which}" if which else "results"
+        console.print(
+            f"flagged   {name}: {t.flagged} of {t.checked} {results} have unsupported spans{judge} "
+            f"(see them: pilothouse eval show {run.id[:8]} --json, or the UI)"
+        )
+
+
 @click.group("eval")
 def eval_group() -> None:
     """Run evaluations and look at their results."""
@@ -214,6 +227,7 @@ def run_command(
         store.store.close()
     assert run.summary is not None
     print_summary(out, run, run.summary)
+    print_flagged(out, display.tallies, run, "scored now" if resume else "")
     if run.summary.results and run.summary.errors == run.summary.results:
         err.print(
             f"[bold yellow]warning[/bold yellow]: every call to the target failed ({run.summary.errors} of "
@@ -235,6 +249,7 @@ class _ProgressDisplay:
         self.progress: Any = None
         self.task: Any = None
         self.last = 0.0
+        self.tallies: dict[str, SpanTally] = {}  # scorers that report unsupported spans
 
     def start(self, run: EvalRun) -> None:
         if self.quiet:
@@ -264,7 +279,12 @@ class _ProgressDisplay:
         self.started = time.monotonic()
         self.progress.start()
 
-    def update(self, progress: Any, _result: Any) -> None:
+    def update(self, progress: Any, result: EvalResult) -> None:
+        for name, tally in tally_spans((result,)).items():
+            total = self.tallies.setdefault(name, SpanTally())
+            total.checked += tally.checked
+            total.flagged += tally.flagged
+            total.judge_called += tally.judge_called
         if self.progress is None:
             return
         now = time.monotonic()
@@ -370,11 +390,14 @@ def show_command(run_id: str, items: int, as_json: bool, database_url: str | Non
             table = Table(title=f"first {items} results")
             for column in ("item", "epoch", "output", "scores", "error"):
                 table.add_column(column)
+            shown = []
             for n, result in enumerate(store.iter_results(run.id, page=min(500, items))):
                 if n >= items:
                     break
+                shown.append(result)
                 scores = ", ".join(
-                    f"{s.scorer}={'-' if s.value is None else f'{s.value:g}'}" for s in result.scores
+                    f"{s.scorer}={'-' if s.value is None else f'{s.value:g}'}{_spans_note(s.details)}"
+                    for s in result.scores
                 )
                 table.add_row(
                     result.item_id,
@@ -384,8 +407,17 @@ def show_command(run_id: str, items: int, as_json: bool, database_url: str | Non
                     _preview(result.error, 40),
                 )
             console.print(table)
+            print_flagged(console, tally_spans(shown), run, "shown")
     finally:
         store.store.close()
+
+
+def _spans_note(details: Any) -> str:
+    """`` (2 spans, judge)`` for a score whose details hold unsupported spans, else nothing."""
+    if not details or not isinstance(details.get("spans"), list):
+        return ""
+    n = len(details["spans"])
+    return f" ({n} span{'s' if n != 1 else ''}{', judge' if details.get('judge_called') else ''})"
 
 
 def _jsonable(value: Any) -> Any:

@@ -21,6 +21,7 @@ Pure: the store says which model calls of the batch's traces it holds already.""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -36,6 +37,13 @@ def count_calls_once(records: Sequence[SpanRecord]) -> int:
     """Empty the usage of every span that repeats another's model call (in place); how many."""
     calls = [r.observation for r in records if r.observation.kind.is_model_call]
     if len(calls) < 2:
+        return 0
+    # Both rules pair spans of one trace: a call alone in its trace is nobody's duplicate (an export
+    # of many single-call traces, the commonest, skips the keys: the texts' hashes above all).
+    per_trace = Counter(o.trace_id for o in calls)
+    if len(per_trace) < len(calls):
+        calls = [o for o in calls if per_trace[o.trace_id] > 1]
+    else:
         return 0
     # read before any is emptied: a chain of three spans of one call counts once, at its top
     by_id = {(o.trace_id, o.id): o for o in calls if not o.usage.is_empty}

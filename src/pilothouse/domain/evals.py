@@ -43,13 +43,17 @@ class RunStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ScoreRecord:
-    """One scorer's verdict on one item and epoch; ``value`` None is unmeasured."""
+    """One scorer's verdict on one item and epoch; ``value`` None is unmeasured. ``details``: what the
+    scorer said besides (the scorer's ``ScoreResult.details``: unsupported spans, a judge's verdicts;
+    stored bounded, :mod:`pilothouse.domain.score_details`); None when it said nothing more, and in
+    runs stored before details were kept."""
 
     scorer: str
     value: float | None
     passed: bool | None = None
     error: str | None = None
     reason: str | None = None
+    details: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

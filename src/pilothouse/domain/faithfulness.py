@@ -4,6 +4,7 @@ review read them)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,3 +76,37 @@ class Verdict:
             "features": dict(self.features),
             "reason": self.reason,
         }
+
+
+def split_at_spans(text: str, spans: Iterable[tuple[int, int]]) -> list[tuple[str, bool]]:
+    """``text`` cut at the (start, end) spans, sorted by start: (piece, inside a span) in order, the
+    pieces joining back into ``text``. Overlaps are merged; offsets past the end are clipped."""
+    parts: list[tuple[str, bool]] = []
+    at = 0
+    for start, end in sorted(spans):
+        start, end = max(start, at), min(end, len(text))
+        if start >= end:
+            continue
+        if start > at:
+            parts.append((text[at:start], False))
+        parts.append((text[start:end], True))
+        at = end
+    if at < len(text):
+        parts.append((text[at:], False))
+    return parts
+
+
+def spans_in(details: Any) -> list[tuple[int, int]]:
+    """The (start, end) offsets of the unsupported spans a scorer's details hold (``details["spans"]``:
+    objects with whole-number ``start`` and ``end``, as :meth:`UnsupportedSpan.to_dict` writes them),
+    sorted; entries of another shape are left out."""
+    found = details.get("spans") if isinstance(details, dict) else None
+    if not isinstance(found, list):
+        return []
+    out = []
+    for span in found:
+        if isinstance(span, dict):
+            start, end = span.get("start"), span.get("end")
+            if type(start) is int and type(end) is int and 0 <= start < end:
+                out.append((start, end))
+    return sorted(out)

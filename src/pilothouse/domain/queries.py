@@ -17,7 +17,12 @@ MAX_PAGE_SIZE = 500
 
 
 class InvalidQuery(ValueError):
-    """A filter or cursor that cannot be read; the message says which and why."""
+    """A filter or cursor that cannot be read; the message says which and why, ``param`` (when known)
+    the query parameter at fault."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +63,14 @@ class TraceQuery:
             raise InvalidQuery(f"sort must be one of {', '.join(SORT_KEYS)}")
         if (self.min_score is not None or self.max_score is not None) and self.score_name is None:
             raise InvalidQuery("a score range needs the score's name (score)")
+        for low, high in (
+            ("min_latency_ms", "max_latency_ms"),
+            ("min_cost_usd", "max_cost_usd"),
+            ("min_score", "max_score"),
+        ):
+            least, most = getattr(self, low), getattr(self, high)
+            if least is not None and most is not None and least > most:
+                raise InvalidQuery(f"{low} ({least}) is above {high} ({most}): no trace can match", low)
         if len(self.metadata) > MAX_METADATA_FILTERS or len(self.tags) > MAX_TAG_FILTERS:
             raise InvalidQuery(f"at most {MAX_METADATA_FILTERS} metadata filters and {MAX_TAG_FILTERS} tags")
 

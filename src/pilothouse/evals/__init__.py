@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         ComparisonError,
         ItemTally,
         comparison_document,
+        result_document,
         run_document,
     )
     from pilothouse.evals._service import DEFAULT_CHANGED_LIMIT, Evaluations
@@ -31,6 +32,7 @@ __all__ = [
     "Evaluations",
     "ItemTally",
     "comparison_document",
+    "result_document",
     "run_document",
 ]
 
@@ -43,6 +45,7 @@ _HOME = {
     "ComparisonError": "_comparison",
     "ItemTally": "_comparison",
     "comparison_document": "_comparison",
+    "result_document": "_comparison",
     "run_document": "_comparison",
 }
 

@@ -14,10 +14,18 @@ from typing import Any
 
 from pilothouse.domain.calibrations import Calibration
 from pilothouse.domain.datasets import DatasetItem
-from pilothouse.domain.evals import EvalRun
+from pilothouse.domain.evals import EvalResult, EvalRun
 from pilothouse.evals.gate import GateDecision, GateVerdict, MetricResult, gate_document
 
-__all__ = ["ChangedItem", "Comparison", "ComparisonError", "ItemTally", "comparison_document", "run_document"]
+__all__ = [
+    "ChangedItem",
+    "Comparison",
+    "ComparisonError",
+    "ItemTally",
+    "comparison_document",
+    "result_document",
+    "run_document",
+]
 
 _OPTION = re.compile("\x00([a-z_]+)\x00")
 
@@ -148,6 +156,41 @@ def run_document(run: EvalRun, *, spec: bool = False) -> dict[str, Any]:
     if spec:
         data["spec"] = dict(run.spec)
     return data
+
+
+def result_document(result: EvalResult) -> dict[str, Any]:
+    """One result of a run (an item in one epoch) as JSON-ready data: the target's answer, usage and
+    cost (amounts stay Money: the JSON writers keep their exact text), and each scorer's score with
+    its ``details`` (null in runs stored before details were kept)."""
+    r = result
+    return {
+        "item_id": r.item_id,
+        "epoch": r.epoch,
+        "position": r.position,
+        "output": r.output,
+        "error": r.error,
+        "latency_ms": r.latency_ms,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "cost_usd": r.cost_usd,
+        "judge_input_tokens": r.judge_input_tokens,
+        "judge_output_tokens": r.judge_output_tokens,
+        "judge_cost_usd": r.judge_cost_usd,
+        "trace_id": r.trace_id,
+        "cached": r.cached,
+        "created_ns": r.created_ns,
+        "scores": [
+            {
+                "scorer": s.scorer,
+                "value": s.value,
+                "passed": s.passed,
+                "error": s.error,
+                "reason": s.reason,
+                "details": None if s.details is None else dict(s.details),
+            }
+            for s in r.scores
+        ],
+    }
 
 
 def _changed_dict(c: ChangedItem) -> dict[str, Any]:

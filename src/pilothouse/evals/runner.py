@@ -390,7 +390,7 @@ class _Run:
             trace_id=None if cached is not None else (reply.trace_id or context.trace_id),
             cached=cached is not None,
             scores=tuple(
-                ScoreRecord(scorer.name, v.value, v.passed, v.error, v.reason)
+                ScoreRecord(scorer.name, v.value, v.passed, v.error, v.reason, v.details or None)
                 for scorer, v in zip(self.spec.scorers, verdicts, strict=True)
             ),
             created_ns=time.time_ns(),

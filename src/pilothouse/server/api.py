@@ -201,7 +201,7 @@ def trace_query_from_params(params: Any, now_ns: int) -> TraceQuery:
         )
     except InvalidQuery as exc:
         message = str(exc)
-        name = next(
+        name = exc.param or next(
             (n for n in ("cursor", "limit", "score", "metadata", "tag") if n in message),
             "limit",
         )

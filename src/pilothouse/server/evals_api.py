@@ -1,9 +1,11 @@
-"""Eval runs under ``/api/evals``: list them, read one, and compare two with the quality gate (the
+"""Eval runs under ``/api/evals``: list them, read one and its results (each score with its scorer's
+details), and compare two with the quality gate (the
 evaluations service's verdict, exactly as ``pilothouse gate`` gives it). Reads need the ``read`` scope
 and see the caller's project only; another project's run answers 404."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -12,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pilothouse.domain.evals import EvalResult
 from pilothouse.domain.keys import Scope
-from pilothouse.evals import ComparisonError, comparison_document, run_document
+from pilothouse.evals import ComparisonError, comparison_document, result_document, run_document
 from pilothouse.evals.gate import DEFAULT_ALPHA
 from pilothouse.server.errors import ApiError, FastJSONResponse, param_error
 from pilothouse.server.state import Services
@@ -82,6 +85,56 @@ async def get_run(request: Request) -> Response:
     return FastJSONResponse(run_document(run, spec=True))
 
 
+def _after(params: Any) -> tuple[int, int]:
+    """The ``after`` cursor, ``POSITION.EPOCH`` (a page's ``next_after``); the start when absent."""
+    text = params.get("after") or ""
+    if not text:
+        return (0, -1)
+    position, dot, epoch = text.partition(".")
+    if not (dot and all(p.isascii() and p.isdigit() and len(p) <= 9 for p in (position, epoch))):
+        raise param_error("after", "must be a page's next_after, POSITION.EPOCH (like 12.0)")
+    return int(position), int(epoch)
+
+
+async def run_results(request: Request) -> Response:
+    """``GET /api/evals/runs/{id}/results?limit=50&after=POSITION.EPOCH&item=ID``: a run's results in
+    item order then epoch, each with its scores and the scorers' ``details`` (unsupported spans, a
+    judge's verdicts; null in runs stored before details were kept). ``item``: only that item's
+    results (every epoch). ``next_after``: the cursor of the next page, null on the last."""
+    services = _services(request)
+    principal = await services.auth.authenticate(request, Scope.READ)
+    params = request.query_params
+    reference = str(request.path_params["run_id"])
+    limit = _whole(params, "limit", 50, 500)
+    after = _after(params)
+    item = params.get("item")
+    if item is not None and "\x00" in item:  # PostgreSQL text cannot hold it: no item has it
+        raise param_error("item", "must not contain NUL")
+    run = await run_in_threadpool(services.evaluations.find_run, reference, principal.project_id)
+    if run is None:
+        raise ApiError(404, f"No eval run {reference!r} in this project.", code="eval_run_not_found")
+    evals = services.evaluations.evals
+
+    def read() -> list[EvalResult]:
+        if item is not None:
+            found = evals.get_results(run.id, [item])
+            return [r for r in found if (r.position, r.epoch) > after][: limit + 1]
+        page = evals.iter_results(run.id, page=limit + 1, after=after)
+        return list(itertools.islice(page, limit + 1))
+
+    results = await run_in_threadpool(read)
+    more = len(results) > limit
+    results = results[:limit]
+    last = results[-1] if more and results else None
+    return FastJSONResponse(
+        {
+            "run_id": run.id,
+            "data": [result_document(r) for r in results],
+            "next_after": None if last is None else f"{last.position}.{last.epoch}",
+        }
+    )
+
+
 async def compare(request: Request) -> Response:
     """``GET /api/evals/compare?baseline=A&candidate=B[&metric=M...&margin=0.02&margin=M:10%...&alpha=
     &lower_is_better=M...&group_by=KEY&allow_uncalibrated=&min_kappa=&changed_limit=]``: the gate's
@@ -128,5 +181,6 @@ async def compare(request: Request) -> Response:
 routes = [
     Route("/api/evals/runs", list_runs, methods=["GET"]),
     Route("/api/evals/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/api/evals/runs/{run_id}/results", run_results, methods=["GET"]),
     Route("/api/evals/compare", compare, methods=["GET"]),
 ]

@@ -34,7 +34,7 @@ from pilothouse.domain.sketch import BUCKETS
 from pilothouse.domain.traces import Score, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.breakdowns import add_histograms, without_parallel_workers
-from pilothouse.store.evals import _item, _result
+from pilothouse.store.evals import _item, _result, _score
 from pilothouse.store.rows import score_from_row, trace_from_row, unpack
 from pilothouse.store.search import span_text_matches
 from pilothouse.store.sql import SqlStore, _api_key, root_texts, usd_sum
@@ -482,7 +482,5 @@ class AnalyticsQueries:
                     .order_by(s.scorer)
                 )
                 for sr in score_rows:
-                    scores.setdefault((sr.item_id, sr.epoch), []).append(
-                        ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
-                    )
+                    scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
         return [_result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ()))) for row in rows]

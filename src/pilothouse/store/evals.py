@@ -1,5 +1,5 @@
 """Eval storage over a :class:`SqlStore`'s database: datasets and their versions, runs, results and
-scores, the response cache; and curation of dataset items from stored traces.
+scores, the response cache (curation of dataset items from stored traces: :mod:`trace_items`).
 
 Reads stream in keyset pages, so memory stays flat in the size of a dataset or a run. On SQLite long
 texts (outputs, item inputs) are stored packed (compressed), as spans are.
@@ -34,11 +34,12 @@ from pilothouse.domain.evals import (
     RunSummary,
     ScoreRecord,
 )
-from pilothouse.domain.queries import TraceQuery
+from pilothouse.domain.score_details import details_json
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.rows import money_or_none, pack, unpack
 from pilothouse.store.sql import SqlStore, _DriverStatement
+from pilothouse.store.trace_items import ScoreFilter, TraceItems
 
 __all__ = ["DatasetSummary", "EvalStore", "ScoreFilter"]
 
@@ -72,7 +73,7 @@ _RESULT_COLUMNS = (
     "cached",
     "created_ns",
 )
-_SCORE_COLUMNS = ("run_id", "scorer", "item_id", "epoch", "value", "passed", "error", "reason")
+_SCORE_COLUMNS = ("run_id", "scorer", "item_id", "epoch", "value", "passed", "error", "reason", "details")
 _CACHE_COLUMNS = ("key", "output", "input_tokens", "output_tokens", "cost_usd", "latency_ms", "created_ns")
 
 
@@ -83,19 +84,6 @@ class DatasetSummary:
     name: str
     description: str | None
     latest: DatasetVersion
-
-
-@dataclass(frozen=True, slots=True)
-class ScoreFilter:
-    """Keep traces with a score ``name`` ``op`` ``value`` (op one of >=, <=, >, <, ==)."""
-
-    name: str
-    op: str
-    value: float
-
-    def __post_init__(self) -> None:
-        if self.op not in (">=", "<=", ">", "<", "=="):
-            raise ValueError(f"unknown comparison {self.op!r} (use >=, <=, >, < or ==)")
 
 
 class _Unchanged(Exception):
@@ -112,7 +100,7 @@ def _unjson(text: str | bytes | None) -> Any:
     return None if text is None else orjson.loads(unpack(text) or "null")
 
 
-class EvalStore:
+class EvalStore(TraceItems):
     """Datasets, runs, results and the response cache in the store's database (implements
     :class:`pilothouse.domain.evals.RunStore`)."""
 
@@ -457,6 +445,7 @@ class EvalStore:
                 s.passed,
                 s.error,
                 s.reason[:2000] if s.reason else None,
+                text(details_json(s.details)),
             )
             for r in results
             for s in r.scores
@@ -479,8 +468,11 @@ class EvalStore:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(r.c.run_id == run_id)).scalar_one())
 
-    def iter_results(self, run_id: str, *, page: int = 500) -> Iterator[EvalResult]:
-        """A run's results with their scores, in item order then epoch, a page at a time."""
+    def iter_results(
+        self, run_id: str, *, page: int = 500, after: tuple[int, int] = (0, -1)
+    ) -> Iterator[EvalResult]:
+        """A run's results with their scores, in item order then epoch, a page at a time (those after
+        (position, epoch) ``after``)."""
         r, s = t.eval_results, t.eval_scores
         query = (
             select(r)
@@ -491,7 +483,6 @@ class EvalStore:
             .order_by(r.c.position, r.c.epoch)
             .limit(page)
         )
-        after = (0, -1)
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(query, {"p": after[0], "e": after[1]}).all()
@@ -502,9 +493,7 @@ class EvalStore:
                         select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids)).order_by(s.c.scorer)
                     )
                     for sr in score_rows:
-                        scores.setdefault((sr.item_id, sr.epoch), []).append(
-                            ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
-                        )
+                        scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
             for row in rows:
                 yield _result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ())))
             if len(rows) < page:
@@ -523,9 +512,7 @@ class EvalStore:
             for sr in conn.execute(
                 select(s).where(s.c.run_id == run_id, s.c.item_id.in_(ids)).order_by(s.c.scorer)
             ):
-                scores.setdefault((sr.item_id, sr.epoch), []).append(
-                    ScoreRecord(sr.scorer, sr.value, sr.passed, sr.error, sr.reason)
-                )
+                scores.setdefault((sr.item_id, sr.epoch), []).append(_score(sr._mapping))
         return [_result(row._mapping, tuple(scores.get((row.item_id, row.epoch), ()))) for row in rows]
 
     def get_items(self, version_id: str, item_ids: Sequence[str]) -> dict[str, DatasetItem]:
@@ -685,116 +672,6 @@ class EvalStore:
         """Store the spans of in-process target and judge calls (through the trace pipeline's writer)."""
         self.store.write_spans(records)
 
-    # -- curation -----------------------------------------------------------------------------------
-
-    def iter_trace_items(
-        self,
-        project_id: str,
-        query: TraceQuery,
-        scores: Sequence[ScoreFilter] = (),
-        limit: int | None = None,
-    ) -> Iterator[DatasetItem]:
-        """Dataset items from stored traces matching the filters, newest first: the trace's input (a
-        chat becomes ``messages``, a JSON object the variables, other text the variable ``input``), its
-        output as ``expected``, its name, model, tags and scores as metadata; the trace id is the
-        item's id and source."""
-        sc, sp, tr = t.scores, t.spans, t.traces
-        produced = 0
-        page = TraceQuery(**{**_query_fields(query), "limit": 500})
-        while True:
-            found = self.store.list_traces(project_id, page)
-            traces = [summary.trace for summary in found.data]
-            ids = [trace.id for trace in traces]
-            with self.engine.connect() as conn:
-                roots = {
-                    r.id: (unpack(r.input), unpack(r.output), _prompt_variables(r.attributes))
-                    for r in conn.execute(
-                        select(tr.c.id, sp.c.input, sp.c.output, sp.c.attributes)
-                        .join(sp, sp.c.trace_pk == tr.c.pk)
-                        .where(tr.c.project_id == project_id, tr.c.id.in_(ids), sp.c.parent_id.is_(None))
-                    )
-                }
-                trace_scores: dict[str, dict[str, float | str | None]] = {}
-                for row in conn.execute(
-                    select(sc.c.trace_id, sc.c.name, sc.c.value, sc.c.string_value).where(
-                        sc.c.project_id == project_id, sc.c.trace_id.in_(ids)
-                    )
-                ):
-                    value = row.value if row.value is not None else row.string_value
-                    trace_scores.setdefault(row.trace_id, {})[row.name] = value
-            for trace in traces:
-                own = trace_scores.get(trace.id, {})
-                if not all(_score_passes(own.get(f.name), f) for f in scores):
-                    continue
-                root_in, root_out, variables = roots.get(trace.id, (None, None, None))
-                text_in = trace.input if trace.input is not None else root_in
-                text_out = trace.output if trace.output is not None else root_out
-                yield _trace_item(
-                    trace.id,
-                    text_in,
-                    text_out,
-                    name=trace.name,
-                    model=trace.model,
-                    tags=trace.tags,
-                    scores=own,
-                    user_id=trace.user_id,
-                    session_id=trace.session_id,
-                    prompt_variables=variables,
-                )
-                produced += 1
-                if limit is not None and produced >= limit:
-                    return
-            if found.next_cursor is None:
-                return
-            from pilothouse.domain.queries import next_page
-
-            page = next_page(page, found.next_cursor)
-
-    def trace_items(self, project_id: str, trace_ids: Sequence[str]) -> dict[str, DatasetItem]:
-        """Dataset items (as :meth:`iter_trace_items` makes them) of the named traces of the project;
-        ids that are no trace of it are left out."""
-        tr, sp = t.traces, t.spans
-        out: dict[str, DatasetItem] = {}
-        for start in range(0, len(trace_ids), 500):
-            chunk = list(trace_ids[start : start + 500])
-            with self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(
-                        tr.c.id,
-                        tr.c.input,
-                        tr.c.output,
-                        tr.c.name,
-                        tr.c.model,
-                        tr.c.tags,
-                        sp.c.input,
-                        sp.c.output,
-                        tr.c.user_id,
-                        tr.c.session_id,
-                        sp.c.attributes,
-                    )
-                    .outerjoin(sp, (sp.c.trace_pk == tr.c.pk) & sp.c.parent_id.is_(None))
-                    .where(tr.c.project_id == project_id, tr.c.id.in_(chunk))
-                )
-                for row in rows:
-                    if row[0] in out:
-                        continue
-                    text_in = unpack(row[1]) if row[1] is not None else unpack(row[6])
-                    text_out = unpack(row[2]) if row[2] is not None else unpack(row[7])
-                    tags = orjson.loads(row[5]) if row[5] else []
-                    out[row[0]] = _trace_item(
-                        row[0],
-                        text_in,
-                        text_out,
-                        name=row[3],
-                        model=row[4],
-                        tags=tags,
-                        scores={},
-                        user_id=row[8],
-                        session_id=row[9],
-                        prompt_variables=_prompt_variables(row[10]),
-                    )
-        return out
-
 
 def _values(engine: Any, query: Any) -> tuple[dict[str, list[float]], int, frozenset[str]]:
     """Rows of (item id, value[, error]) as :meth:`EvalStore.metric_values` returns them: a value of
@@ -832,85 +709,6 @@ def _compiled(conn: Connection, query: Any) -> tuple[str, Any]:
     if compiled.positiontup is not None:
         return str(compiled), tuple(params[name] for name in compiled.positiontup)
     return str(compiled), params
-
-
-def _query_fields(query: TraceQuery) -> dict[str, Any]:
-    return {name: getattr(query, name) for name in TraceQuery.__dataclass_fields__}
-
-
-def _score_passes(value: float | str | None, f: ScoreFilter) -> bool:
-    if not isinstance(value, int | float):
-        return False
-    ops = {
-        ">=": value >= f.value,
-        "<=": value <= f.value,
-        ">": value > f.value,
-        "<": value < f.value,
-        "==": value == f.value,
-    }
-    return ops[f.op]
-
-
-def _prompt_variables(attributes: str | bytes | None) -> dict[str, Any] | None:
-    """The prompt variables a gateway call recorded in its span's attributes, if any."""
-    if attributes is None:
-        return None
-    try:
-        parsed = orjson.loads(unpack(attributes) or "null")
-    except orjson.JSONDecodeError:
-        return None
-    found = parsed.get("pilothouse.prompt.variables") if isinstance(parsed, dict) else None
-    return found if isinstance(found, dict) and found else None
-
-
-def _trace_item(
-    trace_id: str,
-    text_in: str | None,
-    text_out: str | None,
-    *,
-    name: str | None,
-    model: str | None,
-    tags: Sequence[str],
-    scores: Mapping[str, Any],
-    user_id: str | None = None,
-    session_id: str | None = None,
-    prompt_variables: dict[str, Any] | None = None,
-) -> DatasetItem:
-    variables: dict[str, Any] = {}
-    messages = None
-    parsed: Any = None
-    if text_in:
-        try:
-            parsed = orjson.loads(text_in)
-        except orjson.JSONDecodeError:
-            parsed = None
-    if isinstance(parsed, list) and all(isinstance(m, dict) and "role" in m for m in parsed) and parsed:
-        messages = tuple(parsed)
-    elif isinstance(parsed, dict):
-        variables = parsed
-    elif text_in is not None:
-        variables = {"input": text_in}
-    if prompt_variables and messages is not None:
-        # a gateway call made from a registry prompt: the chat it sent, and the variables that filled
-        # the prompt (so the item can be replayed through another version of the prompt)
-        variables = dict(prompt_variables)
-    metadata: dict[str, Any] = {
-        "trace_name": name,
-        "model": model,
-        "tags": list(tags),
-        "user_id": user_id,
-        "session_id": session_id,
-    }
-    if scores:
-        metadata["scores"] = dict(scores)
-    return DatasetItem(
-        id=trace_id,
-        input=variables,
-        expected=text_out,
-        metadata={k: v for k, v in metadata.items() if v},
-        messages=messages,
-        source_trace_id=trace_id,
-    )
 
 
 def _version(row: Mapping[Any, Any], name: str) -> DatasetVersion:
@@ -956,6 +754,14 @@ def _run(row: Mapping[Any, Any]) -> EvalRun:
         created_ns=row["created_ns"],
         finished_ns=row["finished_ns"],
         summary=RunSummary.from_dict(summary) if summary else None,
+    )
+
+
+def _score(row: Mapping[Any, Any]) -> ScoreRecord:
+    """An ``eval_scores`` row (``details`` NULL in runs stored before details were kept)."""
+    details = _unjson(row["details"])
+    return ScoreRecord(
+        row["scorer"], row["value"], row["passed"], row["error"], row["reason"], details if details else None
     )
 
 

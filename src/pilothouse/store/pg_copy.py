@@ -8,6 +8,7 @@ transaction with :class:`CopyConflict`, and the writer writes the batch again by
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -146,9 +147,10 @@ class UnnestWrite:
     columns, one array each: no staging table. (A session's temporary ``ON COMMIT DELETE ROWS``
     tables are all emptied at each commit of a transaction that used any temporary table: ~0.3 ms
     of PostgreSQL's CPU each, measured, whatever the rows; the rollups' five made every commit cost
-    ~1.5 ms, most of a small batch's.) An array-typed column (a histogram: rows of different lengths)
-    travels as one flat array with each row's offset and length (-1: NULL) and is sliced back; a
-    ``tsvector`` column as its text. ``upsert``, ``order_by`` and ``returning`` as for
+    ~1.5 ms, most of a small batch's.) An array-typed column (a histogram: rows of different lengths,
+    each given in binary form, as :func:`pilothouse.store.rows.pg_binary_hist` makes it) travels as
+    one flat array with each row's offset and length (-1: NULL) and is sliced back; a ``tsvector``
+    column as its text. ``upsert``, ``order_by`` and ``returning`` as for
     :class:`StagedWrite`."""
 
     def __init__(
@@ -210,14 +212,7 @@ class UnnestWrite:
         params: dict[str, Any] = {}
         for c, values in zip(self.columns, zip(*rows, strict=True), strict=True):
             if c in self._arrays:
-                flat: list[int] = []
-                offsets, lengths = [], []
-                for value in values:
-                    offsets.append(len(flat))
-                    lengths.append(-1 if value is None else len(value))
-                    if value is not None:
-                        flat.extend(value)
-                params[c + "_flat"], params[c + "_o"], params[c + "_n"] = flat, offsets, lengths
+                params[c + "_flat"], params[c + "_o"], params[c + "_n"] = _flatten(values)
             elif c in self._floats:
                 params[c] = [None if v is None else float(v) for v in values]
             else:
@@ -225,5 +220,39 @@ class UnnestWrite:
         driver = conn.connection.driver_connection
         assert driver is not None
         with driver.cursor() as cursor:
+            cursor.adapters.register_dumper(_Int8Array, _passthrough_dumper(_INT8_ARRAY_OID))
             cursor.execute(self._sql, params)
             return cursor.fetchall() if cursor.description is not None else []
+
+
+_INT8_ARRAY_OID = 1016
+_INT8_ARRAY_HEADER = struct.Struct("!iiIii")  # 1 dimension, no NULLs, int8, its size, lower bound 1
+_EMPTY_INT8_ARRAY = struct.pack("!iiI", 0, 0, 20)
+
+
+class _Int8Array(bytes):
+    """A ``bigint[]`` in PostgreSQL's binary form (``array_send``), passed as it is."""
+
+
+def _flatten(values: Iterable[bytes | None]) -> tuple[_Int8Array, list[int], list[int]]:
+    """One-dimensional ``bigint[]`` values in binary form (:func:`pilothouse.store.rows.pg_binary_hist`;
+    None: NULL) as one flat ``bigint[]`` and each value's offset and length (-1: NULL) in it: their
+    elements (each its length and value, 12 bytes) joined under one header, without reading them."""
+    parts: list[bytes] = []
+    offsets: list[int] = []
+    lengths: list[int] = []
+    total = 0
+    for value in values:
+        offsets.append(total)
+        if value is None:
+            lengths.append(-1)
+            continue
+        dimensions, _, _, size, _ = _INT8_ARRAY_HEADER.unpack_from(value) if len(value) >= 20 else (0,) * 5
+        if not dimensions:  # an empty array
+            lengths.append(0)
+            continue
+        parts.append(value[_INT8_ARRAY_HEADER.size :])
+        lengths.append(size)
+        total += size
+    flat = _INT8_ARRAY_HEADER.pack(1, 0, 20, total, 1) + b"".join(parts) if total else _EMPTY_INT8_ARRAY
+    return _Int8Array(flat), offsets, lengths

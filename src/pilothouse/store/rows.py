@@ -24,6 +24,8 @@ pico-dollar (Money's one rounding rule). Why floats, and no migration to integer
 
 from __future__ import annotations
 
+import functools
+import struct
 from array import array
 from collections.abc import Mapping
 from typing import Any
@@ -347,6 +349,34 @@ def pack_hist(counts: list[int], packed: bool) -> bytes | list[int]:
     return array("q", trimmed).tobytes() if packed else trimmed
 
 
+_PG_INT8_ARRAY = struct.Struct("!iiIii")  # bigint[]'s binary header: 1 dimension, no NULLs, int8, size, 1
+
+
+def pg_binary_hist(counts: list[int]) -> bytes:
+    """:func:`pack_hist` for PostgreSQL's binary ``COPY``: the trimmed histogram as ``bigint[]`` in its
+    binary form (``array_send``: the header, then each value's length, 8, and the value), made with
+    numpy rather than psycopg's dumper, which reads the list value by value in Python."""
+    import numpy as np
+
+    end = len(counts)
+    while end and not counts[end - 1]:
+        end -= 1
+    if not end:
+        return _PG_EMPTY_ARRAY
+    values = np.empty(end, dtype=_pg_int8_elements(np))
+    values["length"] = 8
+    values["value"] = counts[:end]
+    return _PG_INT8_ARRAY.pack(1, 0, 20, end, 1) + values.tobytes()
+
+
+_PG_EMPTY_ARRAY = struct.pack("!iiI", 0, 0, 20)  # no dimensions
+
+
+@functools.cache
+def _pg_int8_elements(np: Any) -> Any:
+    return np.dtype([("length", ">i4"), ("value", ">i8")])
+
+
 def unpack_hist(value: bytes | list[int] | None) -> list[int]:
     """Inverse of :func:`pack_hist`."""
     if type(value) is bytes:  # SQLite's packed form, the common case first
@@ -370,16 +400,25 @@ DIM_ROLLUP_COLUMNS = ("project_id", "bucket", "dimension", "value", *ROLLUP_SUMS
 
 
 def rollup_row(
-    project_id: str, bucket: int, model: str, name: str, r: RollupSums, packed: bool
+    project_id: str, bucket: int, model: str, name: str, r: RollupSums, packed: bool, binary: bool = False
 ) -> tuple[Any, ...]:
     """A rollup row by model (summed into the stored one by the upsert), in :data:`ROLLUP_COLUMNS`
-    order; the TTFT sketch None when no call of the row was streamed."""
-    ttft = pack_hist(r.ttft_counts, packed) if r.ttft_counts else None
-    return (project_id, bucket, model, name, *r.stored(), pack_hist(r.latency_counts, packed), ttft)
+    order; the TTFT sketch None when no call of the row was streamed. ``binary``: the histograms in
+    PostgreSQL's binary form (:func:`pg_binary_hist`, for ``COPY``)."""
+    hist: Any = pg_binary_hist if binary else functools.partial(pack_hist, packed=packed)
+    ttft = hist(r.ttft_counts) if r.ttft_counts else None
+    return (project_id, bucket, model, name, *r.stored(), hist(r.latency_counts), ttft)
 
 
 def dim_rollup_row(
-    project_id: str, bucket: int, dimension: str, value: str, r: RollupSums, packed: bool
+    project_id: str,
+    bucket: int,
+    dimension: str,
+    value: str,
+    r: RollupSums,
+    packed: bool,
+    binary: bool = False,
 ) -> tuple[Any, ...]:
-    """A rollup row by dimension, in :data:`DIM_ROLLUP_COLUMNS` order."""
-    return (project_id, bucket, dimension, value, *r.stored(), pack_hist(r.latency_counts, packed))
+    """A rollup row by dimension, in :data:`DIM_ROLLUP_COLUMNS` order (``binary``: as :func:`rollup_row`)."""
+    hist = pg_binary_hist(r.latency_counts) if binary else pack_hist(r.latency_counts, packed)
+    return (project_id, bucket, dimension, value, *r.stored(), hist)

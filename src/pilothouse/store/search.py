@@ -12,7 +12,7 @@
   which ``to_tsquery('simple', ...)`` finds; and
   ``traces.search`` for a trace's own fields (name, input, output, tags, metadata), which the writer
   computes for a new trace (:func:`pg_trace_vector`) and a ``BEFORE UPDATE`` trigger computes again
-  when a merge changes one of those fields (migration 0031; before it, the trigger ran on every insert
+  when a merge changes one of those fields (migration 0032; before it, the trigger ran on every insert
   and merge).
 
 Both split text the same way: a word is a run of letters and digits (``sim-1`` is ``sim`` and ``1``;
@@ -66,6 +66,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
+from pilothouse._speedups import search_vector
 from pilothouse.domain.queries import InvalidQuery
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
@@ -172,12 +173,11 @@ def search_document(record: SpanRecord) -> str:
     return document(o.name, texts, (o.attributes, tr.metadata) if tr.metadata else o.attributes)
 
 
-def span_lexemes(record: SpanRecord) -> list[bytes]:
-    """The distinct words of :func:`search_document` (split as :func:`query_words` splits a search), in
-    lower case, as UTF-8, in no order: what ``strip(to_tsvector('simple', words))`` holds (PostgreSQL
-    sorts them as it reads a vector). ASCII documents (most) take a translation table instead of the
-    regular expression."""
-    doc = search_document(record)
+def document_lexemes(doc: str) -> list[bytes]:
+    """The distinct words of a document (split as :func:`query_words` splits a search), in lower case,
+    as UTF-8, in no order, those over :data:`MAX_LEXEME_BYTES` left out: what
+    ``strip(to_tsvector('simple', words))`` holds (PostgreSQL sorts them as it reads a vector). ASCII
+    documents (most) take a translation table instead of the regular expression."""
     if doc.isascii():
         words = set(doc.encode().translate(_ASCII_WORDS).split())
         if len(doc) <= MAX_LEXEME_BYTES:  # no word can be too long
@@ -187,14 +187,31 @@ def span_lexemes(record: SpanRecord) -> list[bytes]:
     return [w for w in words if len(w) <= MAX_LEXEME_BYTES]
 
 
-def pg_span_vector(record: SpanRecord) -> bytes:
-    """The span's ``tsvector`` in PostgreSQL's binary form (``tsvectorrecv``, which sorts the lexemes):
-    the number of lexemes, then each lexeme NUL-terminated and followed by its number of positions, a
-    16-bit 0; for the writer's binary ``COPY``."""
-    lexemes = span_lexemes(record)
+def span_lexemes(record: SpanRecord) -> list[bytes]:
+    """The lexemes (:func:`document_lexemes`) of :func:`search_document`."""
+    return document_lexemes(search_document(record))
+
+
+def document_vector(doc: str, max_lexeme_bytes: int = MAX_LEXEME_BYTES) -> bytes:
+    """The ``tsvector`` of a document's words in PostgreSQL's binary form (``tsvectorrecv``, which
+    sorts the lexemes): the number of lexemes, then each lexeme NUL-terminated and followed by its
+    number of positions, a 16-bit 0; for the writer's binary ``COPY``. The reference of the C
+    accelerator ``pilothouse._speedups.search_vector`` (the same lexemes, in another order)."""
+    lexemes = document_lexemes(doc)
+    if max_lexeme_bytes != MAX_LEXEME_BYTES:
+        lexemes = [w for w in lexemes if len(w) <= max_lexeme_bytes]
     if not lexemes:
         return NO_LEXEMES
     return struct.pack("!i", len(lexemes)) + _LEXEME_END.join(lexemes) + _LEXEME_END
+
+
+_vector = document_vector if search_vector is None else search_vector
+
+
+def pg_span_vector(record: SpanRecord) -> bytes:
+    """The span's search vector (:func:`document_vector` of :func:`search_document`), made by the C
+    accelerator where it was built."""
+    return _vector(search_document(record), MAX_LEXEME_BYTES)
 
 
 def pg_span_vector_text(record: SpanRecord) -> str:

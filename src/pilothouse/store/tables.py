@@ -378,6 +378,9 @@ eval_scores = Table(
     Column("passed", Boolean),
     Column("error", Text),
     Column("reason", Text),
+    # the scorer's details as JSON (spans, verdicts; at most 64 KiB: domain/score_details.py), packed
+    # on SQLite; NULL: none, or a run stored before migration 0031
+    Column("details", Text),
 )
 
 eval_cache = Table(

@@ -15,6 +15,7 @@ from pilothouse.config import Settings
 from pilothouse.server.errors import UNKNOWN_PATH_ROUTE
 from pilothouse.ui import (
     pages_admin,
+    pages_eval_item,
     pages_evals,
     pages_monitors,
     pages_online,
@@ -58,6 +59,7 @@ PAGES: tuple[tuple[str, Handler, str], ...] = (
     ("/evals", pages_evals.runs, "GET"),
     ("/evals/compare", pages_evals.compare, "GET"),
     ("/evals/{run_id}", pages_evals.run, "GET"),
+    ("/evals/{run_id}/items/{item_id:path}", pages_eval_item.run_item, "GET"),
     ("/prompts", pages_prompts.prompts, "GET"),
     ("/prompts", pages_prompts.create_prompt, "POST"),
     ("/prompts/{name}", pages_prompts.prompt, "GET"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pilothouse.domain.faithfulness import split_at_spans
 from pilothouse.domain.review import Review, ReviewError, ReviewItem, ReviewQueue, ScoreConfig
 
 __all__ = ["ItemView", "ReviewNotFound"]
@@ -28,17 +29,4 @@ class ItemView:
 
     def output_parts(self) -> list[tuple[str, bool]]:
         """The response cut at the unsupported spans: (text, unsupported) pieces in order."""
-        text = self.output or ""
-        parts: list[tuple[str, bool]] = []
-        at = 0
-        for start, end in self.item.spans:
-            start, end = max(start, at), min(end, len(text))
-            if start >= end:
-                continue
-            if start > at:
-                parts.append((text[at:start], False))
-            parts.append((text[start:end], True))
-            at = end
-        if at < len(text):
-            parts.append((text[at:], False))
-        return parts
+        return split_at_spans(self.output or "", self.item.spans)

@@ -12,16 +12,16 @@ PL/pgSQL: ~7 us a call instead of ~17 (an SQL function over ``unnest ... WITH OR
 sorted ``array_agg``, which PostgreSQL cannot inline). The same sums; two empty histograms add up to
 an empty one (NULL before).
 
-Revision ID: 0031
-Revises: 0030
+Revision ID: 0032
+Revises: 0031
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0031"
-down_revision = "0030"
+revision = "0032"
+down_revision = "0031"
 branch_labels = None
 depends_on = None
 
