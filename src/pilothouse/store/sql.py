@@ -51,7 +51,7 @@ from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.activity import newest_ids
 from pilothouse.store.engine import make_engine, upgrade_schema
-from pilothouse.store.pg_copy import CopyConflict, DirectCopy, StagedWrite, UnnestWrite
+from pilothouse.store.pg_copy import CopyConflict, DirectCopy, StagedWrite, UnnestWrite, stored_spans
 from pilothouse.store.rollup_cache import RollupHistogramCache
 from pilothouse.store.rows import (
     DIM_ROLLUP_COLUMNS,
@@ -100,18 +100,6 @@ _INDEX_SPANS = "INSERT INTO span_search(rowid, body) VALUES (?, ?)"
 _SORTED_UPSERT_TRACES = 200_000  # see SqlStore._write_chunk
 _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the unique index order
 _ROLLUP_KINDS = ((t.ROLLUPS, ROLLUP_COLUMNS), (t.DIM_ROLLUPS, DIM_ROLLUP_COLUMNS))  # each keyed by 4 columns
-# PostgreSQL: a batch's stored traces, then their stored spans (SqlStore._seen); a trace starts no later
-# than any of its spans (its start is the least seen): spans are partitioned by start, and the bound
-# spares the probes of the days before it
-_SEEN_TRACES = (
-    "SELECT t.id, t.pk, t.user_id, t.tags, t.start_ns FROM unnest(%s::text[]) AS q(id), LATERAL "
-    "(SELECT * FROM traces WHERE project_id = %s AND id = q.id OFFSET 0) t"
-)
-_SEEN_SPANS = (
-    "SELECT q.pk, s.span_id, s.parent_id, s.key_id, s.kind, s.input_tokens "
-    "FROM unnest(%s::bigint[], %s::bigint[]) AS q(pk, start_ns), LATERAL (SELECT * FROM spans "
-    "WHERE trace_pk = q.pk AND start_ns >= q.start_ns OFFSET 0) s"
-)
 _trace_document = operator.itemgetter(*(TRACE_COLUMNS.index(f) for f in TRACE_DOCUMENT_FIELDS))  # of a row
 
 
@@ -267,7 +255,7 @@ class SqlStore:
         # from its start, so the next keys are known): no reading them back after the insert.
         if self._compress:
             return self._compile(self._make_trace_upsert(), ("pk", *TRACE_COLUMNS))
-        # PostgreSQL: with the trace's own search vector, as tsvector text (see _pg_trace_rows)
+        # PostgreSQL: with the trace's own search vector, as tsvector text (_trace_vector)
         vector = sql_cast(bindparam("search_source"), postgresql.TSVECTOR)
         upsert = self._make_trace_upsert(self._insert(TRACES_WITH_SEARCH).values(search=vector))
         return self._compile(upsert, (*TRACE_COLUMNS, "search_source"))
@@ -433,35 +421,11 @@ class SqlStore:
         id and tags with each of its stored spans' id, parent, key id, kind and input tokens (NULLs
         for a trace without spans).
 
-        PostgreSQL: two statements, the second only when some trace is stored (the usual batch's
-        traces are all new): each trace id looked up by the traces' unique key, then those traces'
-        spans by theirs ("OFFSET 0" keeps the planner from making the steps one join, which it may
-        plan otherwise). Whatever the statistics say: without them (a new store before autovacuum's
-        first ANALYZE, or autovacuum off) the join read every trace of the project for each batch
-        (by an index on project_id: ~2 ms a batch at 5,000 traces, growing with the store). Each is
-        planned on each run, not prepared (psycopg prepares a statement on its 5th run): a plan made
-        while the store was small (a scan of its few pages of traces per id) would be kept as the
-        store grows when no ANALYZE invalidates it (~10 ms a batch at 6,000 traces, measured)."""
+        PostgreSQL: :func:`pilothouse.store.pg_copy.stored_spans`."""
         ids = self._trace_ids(trace_ids)
         if self._compress:
             return conn.exec_driver_sql(self._seen_sql, (project_id, ids)).all()
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        with driver.cursor() as cursor:
-            cursor.execute(_SEEN_TRACES, (ids, project_id), prepare=False)
-            traces = cursor.fetchall()
-            if not traces:
-                return []
-            cursor.execute(_SEEN_SPANS, ([r[1] for r in traces], [r[4] for r in traces]), prepare=False)
-            spans: dict[int, list[tuple[Any, ...]]] = {}
-            for trace_pk, *span in cursor.fetchall():
-                spans.setdefault(trace_pk, []).append(tuple(span))
-        none = [(None, None, None, None, None)]
-        return [
-            (trace_id, pk, span_id, user_id, tags, parent_id, key_id, kind, tokens)
-            for trace_id, pk, user_id, tags, _ in traces
-            for span_id, parent_id, key_id, kind, tokens in spans.get(pk, none)
-        ]
+        return stored_spans(conn, project_id, ids)
 
     def _unseen(
         self,
