@@ -3,6 +3,7 @@ INSERT statements stored."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -121,3 +122,25 @@ def test_rollups_and_stored_traces_by_arrays_sum_as_row_by_row(pg_store: SqlStor
     ttft = {row[2]: row[-1] for row in rollups["rollup_minute"]}
     assert ttft["m-other"] is None and ttft["gpt-4o-mini"] is not None
     assert len(rollups["rollup_dim_day"]) >= 4
+
+
+def test_histograms_add_as_the_sql_function_of_0001_added_them(pg_store: SqlStore) -> None:
+    """ph_hist_add (PL/pgSQL from migration 0032) sums what 0001's SQL function summed, element by
+    element with the shorter array padded with zeros; two empty ones make an empty one (0001's: NULL)."""
+    rng = random.Random(5)
+    pairs = [
+        (
+            [rng.choice((0, 0, 0, rng.randrange(1, 10**12))) for _ in range(rng.randrange(0, 12))],
+            [rng.choice((0, 0, rng.randrange(1, 9))) for _ in range(rng.randrange(0, 12))],
+        )
+        for _ in range(200)
+    ]
+    with pg_store.engine.connect() as conn:
+        for a, b in pairs:
+            got = conn.exec_driver_sql("SELECT ph_hist_add(%s::bigint[], %s::bigint[])", (a, b)).scalar_one()
+            reference = conn.exec_driver_sql(
+                "SELECT array_agg(coalesce(x, 0) + coalesce(y, 0) ORDER BY i) "
+                "FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS t(x, y, i)",
+                (a, b),
+            ).scalar_one()
+            assert got == (reference if reference is not None else []), (a, b)

@@ -8,9 +8,9 @@ without positions), and a new trace's row goes in by ``COPY``, which a row trigg
 slow down (PostgreSQL inserts rows one at a time into a table with one). Stored vectors are kept.
 
 ``ph_hist_add`` (the rollups' histogram sum, run for each rollup row a batch adds to) becomes a loop in
-PL/pgSQL: ~7 us a call instead of ~17 (an SQL function over ``unnest ... WITH ORDINALITY`` with a
-sorted ``array_agg``, which PostgreSQL cannot inline). The same sums; two empty histograms add up to
-an empty one (NULL before).
+PL/pgSQL over the shorter array's non-zero values: ~5.5-7 us a call instead of ~17 (an SQL function
+over ``unnest ... WITH ORDINALITY`` with a sorted ``array_agg``, which PostgreSQL cannot inline). The
+same sums; two empty histograms add up to an empty one (NULL before).
 
 Revision ID: 0032
 Revises: 0031
@@ -27,13 +27,13 @@ depends_on = None
 
 _FIELDS = ("name", "input", "output", "metadata", "tags")  # those of PG_TRACE_DOCUMENT (store/search.py)
 
-_HIST_ADD = (
+_HIST_ADD = (  # the shorter array's values added into the longer one's, its zeros skipped
     "CREATE OR REPLACE FUNCTION ph_hist_add(a bigint[], b bigint[]) RETURNS bigint[] "
-    "LANGUAGE plpgsql IMMUTABLE AS $$ DECLARE "
-    "r bigint[] := CASE WHEN cardinality(a) >= cardinality(b) THEN a ELSE b END; "
-    "s bigint[] := CASE WHEN cardinality(a) >= cardinality(b) THEN b ELSE a END; "
-    "BEGIN FOR i IN 1 .. coalesce(cardinality(s), 0) LOOP "
-    "r[i] := coalesce(r[i], 0) + coalesce(s[i], 0); END LOOP; RETURN r; END $$"
+    "LANGUAGE plpgsql IMMUTABLE AS $$ DECLARE r bigint[]; s bigint[]; x bigint; i int := 0; BEGIN "
+    "IF coalesce(cardinality(a), 0) >= coalesce(cardinality(b), 0) THEN r := a; s := b; "
+    "ELSE r := b; s := a; END IF; "
+    "FOREACH x IN ARRAY coalesce(s, '{}') LOOP i := i + 1; "
+    "IF x <> 0 THEN r[i] := coalesce(r[i], 0) + x; END IF; END LOOP; RETURN r; END $$"
 )
 _HIST_ADD_0001 = (  # migration 0001's
     "CREATE OR REPLACE FUNCTION ph_hist_add(a bigint[], b bigint[]) RETURNS bigint[] "
