@@ -42,7 +42,7 @@ def _passthrough_dumper(type_oid: int) -> type[Dumper]:
 
 class CopyConflict(Exception):
     """A direct ``COPY`` met a row another writer stored meanwhile (a unique key taken): the
-    transaction is aborted; write the batch again by :class:`StagedWrite`'s upserts."""
+    transaction is aborted; write the batch again by the upserts (SqlStore.write_span_chunks)."""
 
 
 class _Copier:
