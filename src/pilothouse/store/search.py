@@ -10,8 +10,10 @@
   them; and PostgreSQL's text parser costs ~10x the rest of a span's insert), with a GIN index: the
   lexemes 'simple' ``to_tsvector`` makes of the same words (lower case, no stemming, no stop words),
   which ``to_tsquery('simple', ...)`` finds; and
-  ``traces.search`` for a trace's own fields (name, input, output, tags, metadata), kept by a
-  ``BEFORE INSERT OR UPDATE`` trigger (a trace's row is merged as its spans arrive).
+  ``traces.search`` for a trace's own fields (name, input, output, tags, metadata), which the writer
+  computes for a new trace (:func:`pg_trace_vector`) and a ``BEFORE UPDATE`` trigger computes again
+  when a merge changes one of those fields (migration 0032; before it, the trigger ran on every insert
+  and merge).
 
 Both split text the same way: a word is a run of letters and digits (``sim-1`` is ``sim`` and ``1``;
 ``foo_bar`` is ``foo`` and ``bar``). A query is the words of the search text, all of which must occur in
@@ -216,6 +218,44 @@ def pg_span_vector_text(record: SpanRecord) -> str:
     """The same vector as ``tsvector`` text (``'word' 'other'``; words hold no quote), for the
     row-by-row ``INSERT`` path."""
     return " ".join([f"'{w.decode()}'" for w in span_lexemes(record)])
+
+
+# the fields of a trace's own document (PG_TRACE_DOCUMENT), as its row holds them (tags and metadata as
+# their JSON text: the keys of the metadata are words of the trace's document, not of its spans')
+TRACE_DOCUMENT_FIELDS = ("name", "input", "output", "metadata", "tags")
+# ``traces`` with its search column (PostgreSQL's, as spans')
+TRACES_WITH_SEARCH = Table(
+    "traces", MetaData(), *(Column(c.name, c.type) for c in t.traces.c), Column("search", postgresql.TSVECTOR)
+)
+_NON_WORD = re.compile(r"[\W_]+")
+
+
+def trace_lexemes(fields: Sequence[str | None]) -> list[bytes]:
+    """The distinct words of a trace's own document (:data:`TRACE_DOCUMENT_FIELDS`, the values its row
+    holds) in lower case, as UTF-8: what ``strip()`` of the traces' trigger's vector held
+    (PG_TRACE_DOCUMENT: the fields joined by spaces, every run of other characters a space, the first
+    :data:`MAX_DOCUMENT_CHARS` characters of that parsed)."""
+    doc = " ".join(f or "" for f in fields)
+    if len(doc) > MAX_DOCUMENT_CHARS:  # cut where PostgreSQL cuts: after the runs became one space each
+        doc = _NON_WORD.sub(" ", doc)[:MAX_DOCUMENT_CHARS]
+    if doc.isascii():
+        words = set(doc.encode().translate(_ASCII_WORDS).split())
+    else:
+        words = {w.lower().encode() for w in set(_WORD.findall(doc))}
+    return [w for w in words if len(w) <= MAX_LEXEME_BYTES]
+
+
+def pg_trace_vector(fields: Sequence[str | None]) -> bytes:
+    """A trace's own ``tsvector`` (:func:`trace_lexemes`) in binary form, as :func:`pg_span_vector`."""
+    lexemes = trace_lexemes(fields)
+    if not lexemes:
+        return NO_LEXEMES
+    return struct.pack("!i", len(lexemes)) + _LEXEME_END.join(lexemes) + _LEXEME_END
+
+
+def pg_trace_vector_text(fields: Sequence[str | None]) -> str:
+    """The same vector as ``tsvector`` text, for the row-by-row ``INSERT`` path."""
+    return " ".join([f"'{w.decode()}'" for w in trace_lexemes(fields)])
 
 
 def document(name: str | None, texts: Sequence[str | None], attributes: Any) -> str:

@@ -51,7 +51,7 @@ from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.activity import newest_ids
 from pilothouse.store.engine import make_engine, upgrade_schema
-from pilothouse.store.pg_copy import StagedWrite
+from pilothouse.store.pg_copy import CopyConflict, DirectCopy, StagedWrite, UnnestWrite, stored_spans
 from pilothouse.store.rollup_cache import RollupHistogramCache
 from pilothouse.store.rows import (
     DIM_ROLLUP_COLUMNS,
@@ -72,9 +72,13 @@ from pilothouse.store.rows import (
 from pilothouse.store.search import (
     NO_LEXEMES,
     SPANS_WITH_SEARCH,
+    TRACE_DOCUMENT_FIELDS,
+    TRACES_WITH_SEARCH,
     bytea_may_contain,
     pg_span_vector,
     pg_span_vector_text,
+    pg_trace_vector,
+    pg_trace_vector_text,
     search_condition,
     search_document,
 )
@@ -96,6 +100,7 @@ _INDEX_SPANS = "INSERT INTO span_search(rowid, body) VALUES (?, ?)"
 _SORTED_UPSERT_TRACES = 200_000  # see SqlStore._write_chunk
 _trace_id_of_row = operator.itemgetter(1, 2)  # (pk, project_id, id, ...): the unique index order
 _ROLLUP_KINDS = ((t.ROLLUPS, ROLLUP_COLUMNS), (t.DIM_ROLLUPS, DIM_ROLLUP_COLUMNS))  # each keyed by 4 columns
+_trace_document = operator.itemgetter(*(TRACE_COLUMNS.index(f) for f in TRACE_DOCUMENT_FIELDS))  # of a row
 
 
 # The dimension rollups' minute rows are kept this long (older ones are pruned as new ones are written):
@@ -166,6 +171,7 @@ class SqlStore:
         # upserts (False: one INSERT per row, kept for comparison: benchmarks/ingest_pg_store.py)
         self.copy_spans = True
         self._dim_minutes_pruned_before = 0  # see _prune_dim_minutes
+        self._next_trace_pks_sql: str | None = None  # see _next_trace_pks
         # The batch writer adds each span to the full-text index (SQLite) or gives it its search text
         # (PostgreSQL); False: not, kept for the ingest comparison of benchmarks/search.py
         self.index_search = True
@@ -211,26 +217,33 @@ class SqlStore:
         )
 
     @functools.cached_property
-    def _trace_copier(self) -> StagedWrite:
+    def _span_inserter(self) -> DirectCopy:
+        return DirectCopy(SPANS_WITH_SEARCH, (*SPAN_COLUMNS, "search"), raw=("search",))
+
+    @functools.cached_property
+    def _trace_upserter(self) -> UnnestWrite:
         # sorted, as the row-by-row upsert is: concurrent writers lock rows in one order
-        return StagedWrite(
-            t.traces,
-            TRACE_COLUMNS,
+        return UnnestWrite(
+            TRACES_WITH_SEARCH,
+            (*TRACE_COLUMNS, "search"),
             self._make_trace_upsert,
             order_by=("project_id", "id"),
             returning=("project_id", "id", "pk"),
         )
 
     @functools.cached_property
-    def _rollup_copiers(self) -> dict[Table, StagedWrite]:
+    def _trace_inserter(self) -> DirectCopy:
+        return DirectCopy(TRACES_WITH_SEARCH, ("pk", *TRACE_COLUMNS, "search"), raw=("search",))
+
+    @functools.cached_property
+    def _rollup_upserters(self) -> dict[Table, UnnestWrite]:
         # PostgreSQL: each rollup's rows (by model and by dimension), summed into stored rows in key order
         return {
-            rollup: StagedWrite(
+            rollup: UnnestWrite(
                 rollup,
                 columns,
                 functools.partial(self._sum_upsert, rollup, ROLLUP_SUMS),
                 order_by=columns[:4],
-                raw=[c for c in columns if c.endswith("_hist")],  # rows from rollup_row(binary=True)
             )
             for rollups, columns in _ROLLUP_KINDS
             for _, rollup in rollups
@@ -240,8 +253,12 @@ class SqlStore:
     def _trace_upsert(self) -> _DriverStatement:
         # On SQLite the writer gives new traces their keys itself (the transaction holds the write lock
         # from its start, so the next keys are known): no reading them back after the insert.
-        trace_columns = ("pk", *TRACE_COLUMNS) if self._compress else TRACE_COLUMNS
-        return self._compile(self._make_trace_upsert(), trace_columns)
+        if self._compress:
+            return self._compile(self._make_trace_upsert(), ("pk", *TRACE_COLUMNS))
+        # PostgreSQL: with the trace's own search vector, as tsvector text (_trace_vector)
+        vector = sql_cast(bindparam("search_source"), postgresql.TSVECTOR)
+        upsert = self._make_trace_upsert(self._insert(TRACES_WITH_SEARCH).values(search=vector))
+        return self._compile(upsert, (*TRACE_COLUMNS, "search_source"))
 
     @functools.cached_property
     def _rollup_upserts(self) -> dict[Table, _DriverStatement]:
@@ -253,7 +270,7 @@ class SqlStore:
 
     def _write_rollup(self, conn: Connection, rollup: Table, rows: list[tuple[Any, ...]]) -> None:
         if rows and not self._compress and self.copy_spans:
-            self._rollup_copiers[rollup].write(conn, rows)
+            self._rollup_upserters[rollup].write(conn, rows)
         elif rows:
             self._rollup_upserts[rollup].execute(conn, rows)
 
@@ -270,14 +287,11 @@ class SqlStore:
 
     @functools.cached_property
     def _seen_sql(self) -> str:
-        # A trace starts no later than any of its spans (its start is the least seen): on PostgreSQL,
-        # where spans are partitioned by start, the bound spares the probes of the days before it.
-        with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk" + (
-            "" if self._compress else " AND s.start_ns >= tr.start_ns"
-        )
+        # SQLite (PostgreSQL's: _SEEN_TRACES and _SEEN_SPANS)
         columns = (
             "tr.id, tr.pk, s.span_id, tr.user_id, tr.tags, s.parent_id, s.key_id, s.kind, s.input_tokens"
         )
+        with_spans = "traces tr LEFT JOIN spans s ON s.trace_pk = tr.pk"
         return f"SELECT {columns} FROM {with_spans} WHERE {self._in_batch}"
 
     @functools.cached_property
@@ -342,7 +356,7 @@ class SqlStore:
 
     def _make_trace_upsert(self, base: Insert | None = None) -> Insert:
         stmt: Any = self._insert(t.traces) if base is None else base
-        x, cur = stmt.excluded, t.traces.c
+        x, cur = stmt.excluded, stmt.table.c
         keep_first = {c: func.coalesce(cur[c], x[c]) for c in ("model", "root_span_id")}
         latest = {
             c: func.coalesce(x[c], cur[c])
@@ -402,6 +416,17 @@ class SqlStore:
         array literal on PostgreSQL (:func:`pg_text_array`)."""
         return orjson.dumps(list(trace_ids)).decode() if self._compress else pg_text_array(trace_ids)
 
+    def _seen(self, conn: Connection, project_id: str, trace_ids: Iterable[str]) -> Sequence[Any]:
+        """The rows of ``_seen_sql`` for some trace ids of a project: each stored trace's id, key, user
+        id and tags with each of its stored spans' id, parent, key id, kind and input tokens (NULLs
+        for a trace without spans).
+
+        PostgreSQL: :func:`pilothouse.store.pg_copy.stored_spans`."""
+        ids = self._trace_ids(trace_ids)
+        if self._compress:
+            return conn.exec_driver_sql(self._seen_sql, (project_id, ids)).all()
+        return stored_spans(conn, project_id, ids)
+
     def _unseen(
         self,
         conn: Connection,
@@ -419,8 +444,8 @@ class SqlStore:
             by_project.setdefault(r.project_id, set()).add(r.observation.trace_id)
         seen: set[tuple[str, str, str]] = set()
         for project_id, trace_ids in by_project.items():
-            for trace_id, pk, span_id, user_id, tags, parent_id, key_id, kind, tokens in conn.exec_driver_sql(
-                self._seen_sql, (project_id, self._trace_ids(trace_ids))
+            for trace_id, pk, span_id, user_id, tags, parent_id, key_id, kind, tokens in self._seen(
+                conn, project_id, trace_ids
             ):
                 if (project_id, trace_id) not in trace_pks and (user_id or tags):
                     stored[project_id, trace_id] = (user_id, _tag_list(tags))
@@ -489,10 +514,20 @@ class SqlStore:
                     self._write_chunk(conn, chunk)
         else:
             for chunk in chunks:
-                with self.engine.begin() as conn:
-                    self._write_chunk(conn, chunk)
+                try:
+                    with self.engine.begin() as conn:
+                        self._write_chunk(conn, chunk, direct=self.copy_spans)
+                except CopyConflict:
+                    # Another writer stored one of the chunk's new traces or spans since this one read
+                    # them: the chunk again, now with them read as stored (their spans skipped, their
+                    # counts added once), by the upserts, which merge into what is stored meanwhile.
+                    with self.engine.begin() as conn:
+                        self._write_chunk(conn, chunk)
 
-    def _write_chunk(self, conn: Connection, records: Sequence[SpanRecord]) -> None:
+    def _write_chunk(self, conn: Connection, records: Sequence[SpanRecord], direct: bool = False) -> None:
+        """One transaction's spans, traces and rollups. ``direct`` (PostgreSQL's COPY path): the new
+        traces and spans go straight into their tables by COPY (:class:`DirectCopy`), raising
+        :class:`CopyConflict` when another writer stored one meanwhile."""
         trace_pks: dict[tuple[str, str], int] = {}
         stored: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
         calls: list[StoredCall] = []
@@ -521,11 +556,11 @@ class SqlStore:
             if pk > _SORTED_UPSERT_TRACES:
                 rows.sort(key=_trace_id_of_row)  # the trace-id index, grown past the page cache, in order
             self._trace_upsert.execute(conn, rows)
-        elif self.copy_spans:  # one COPY and one set-based upsert, which returns every trace's key
-            written = self._trace_copier.write(conn, (trace_row(d, compress) for _, d in traces))
-            trace_pks.update(((project_id, trace_id), pk) for project_id, trace_id, pk in written)
+        elif self.copy_spans:
+            self._write_pg_traces(conn, traces, trace_pks, direct)
         else:
-            self._trace_upsert.execute(conn, [trace_row(d, compress) for _, d in traces])
+            rows = [trace_row(d, compress) for _, d in traces]
+            self._trace_upsert.execute(conn, [(*row, self._trace_vector(row, text=True)) for row in rows])
             trace_pks.update(self._new_trace_pks(conn, deltas.traces.keys() - trace_pks.keys()))
         span_rows = (span_row(r, trace_pks[r.project_id, r.observation.trace_id], compress) for r in records)
         if compress:
@@ -543,11 +578,11 @@ class SqlStore:
             indexed, pairs = self.index_search, zip(span_rows, records, strict=True)
             if self.copy_spans:
                 vectors = ((*row, pg_span_vector(r) if indexed else NO_LEXEMES) for row, r in pairs)
-                self._span_copier.write(conn, vectors)
+                (self._span_inserter if direct else self._span_copier).write(conn, vectors)
             else:
                 texts = [(*row, pg_span_vector_text(r) if indexed else "") for row, r in pairs]
                 self._span_insert.execute(conn, texts)
-        binary = not compress and self.copy_spans  # the histograms ready for COPY (_rollup_copiers)
+        binary = not compress and self.copy_spans  # the histograms in binary form (_rollup_upserters)
         for granularity, rollup in t.ROLLUPS:
             rollup_rows = [
                 rollup_row(p, b, m, n, r, compress, binary)
@@ -567,6 +602,52 @@ class SqlStore:
             self._write_rollup(conn, rollup, by_granularity[granularity])
         if kept_from > self._dim_minutes_pruned_before:
             self._prune_dim_minutes(conn, kept_from)
+
+    def _next_trace_pks(self, conn: Connection) -> str:
+        """PostgreSQL: the statement that takes the keys of a batch's new traces from the traces' key
+        sequence (the sequence named as a constant: a function that looks it up would run per key)."""
+        if self._next_trace_pks_sql is None:
+            sequence = conn.exec_driver_sql("SELECT pg_get_serial_sequence('traces', 'pk')").scalar_one()
+            literal = str(sequence).replace("'", "''")
+            self._next_trace_pks_sql = f"SELECT nextval('{literal}'::regclass) FROM generate_series(1, %s)"
+        return self._next_trace_pks_sql
+
+    def _trace_vector(self, row: tuple[Any, ...], text: bool = False) -> Any:
+        """PostgreSQL: the search vector of a trace row's own fields (binary, or ``text``), which the
+        writer gives a new trace (a trigger recomputes it when an update changes those fields:
+        migration 0032)."""
+        if not self.index_search:
+            return "" if text else NO_LEXEMES
+        fields = _trace_document(row)
+        return pg_trace_vector_text(fields) if text else pg_trace_vector(fields)
+
+    def _write_pg_traces(
+        self,
+        conn: Connection,
+        traces: Iterable[tuple[tuple[str, str], Any]],
+        trace_pks: dict[tuple[str, str], int],
+        direct: bool,
+    ) -> None:
+        """PostgreSQL's trace rows (``traces`` in key order), their keys added to ``trace_pks``. New ones
+        (``direct``: not stored when the batch read its traces) get keys from the sequence and go in by
+        one COPY; the stored ones (all of them without ``direct``) by one set-based upsert
+        (:class:`UnnestWrite`), which returns their keys. New rows first, then stored ones, each in key
+        order: concurrent writers take their locks in one order."""
+        rows = [(key, trace_row(d, False)) for key, d in traces]
+        if direct:
+            new = [(key, row) for key, row in rows if key not in trace_pks]
+            rows = [(key, row) for key, row in rows if key in trace_pks]
+            if new:
+                pks = [pk for (pk,) in conn.exec_driver_sql(self._next_trace_pks(conn), (len(new),))]
+                self._trace_inserter.write(
+                    conn,
+                    ((pk, *row, self._trace_vector(row)) for pk, (_, row) in zip(pks, new, strict=True)),
+                )
+                trace_pks.update((key, pk) for pk, (key, _) in zip(pks, new, strict=True))
+        if rows:  # the vector as text: it goes in only where the trace is not stored (a rare case)
+            upserted = [(*row, self._trace_vector(row, text=True)) for _, row in rows]
+            written = self._trace_upserter.write(conn, upserted)
+            trace_pks.update(((project_id, trace_id), pk) for project_id, trace_id, pk in written)
 
     def _prune_dim_minutes(self, conn: Connection, kept_from: int) -> None:
         """Delete the minute rows of the dimension rollups before ``kept_from`` (:data:`DIM_MINUTES_KEPT_S`
