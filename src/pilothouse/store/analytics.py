@@ -35,9 +35,10 @@ from pilothouse.domain.traces import Score, Trace
 from pilothouse.store import tables as t
 from pilothouse.store.breakdowns import add_histograms, without_parallel_workers
 from pilothouse.store.evals import _item, _result, _score
+from pilothouse.store.keys import api_key_from_row
 from pilothouse.store.rows import score_from_row, trace_from_row, unpack
 from pilothouse.store.search import span_text_matches
-from pilothouse.store.sql import SqlStore, _api_key, root_texts, usd_sum
+from pilothouse.store.sql import SqlStore, root_texts, usd_sum
 from pilothouse.store.trace_list import escape_like as _escape_like
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class AnalyticsQueries:
         """A key by id (revoked ones included), or None."""
         with self.engine.connect() as conn:
             row = conn.execute(select(t.api_keys).where(t.api_keys.c.id == key_id)).first()
-        return _api_key(row._mapping) if row else None
+        return api_key_from_row(row._mapping) if row else None
 
     # -- dashboards ---------------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import itertools
 import operator
 import re
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -20,7 +19,6 @@ from sqlalchemy import (
     Engine,
     Insert,
     Table,
-    and_,
     bindparam,
     case,
     func,
@@ -31,7 +29,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from pilothouse.domain.duplicates import StoredCall, duplicate_calls
-from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.money import Money
 from pilothouse.domain.queries import (
     Activity,
@@ -47,10 +44,11 @@ from pilothouse.domain.queries import (
 from pilothouse.domain.rollups import ROLLUP_SUMS, RollupSums, add_stored, batch_deltas
 from pilothouse.domain.scores import DuplicateScoreId
 from pilothouse.domain.sketch import add_counts, quantiles
-from pilothouse.domain.traces import ObservationKind, Project, Score, SpanRecord
+from pilothouse.domain.traces import ObservationKind, Score, SpanRecord
 from pilothouse.store import tables as t
 from pilothouse.store.activity import newest_ids
 from pilothouse.store.engine import make_engine, upgrade_schema
+from pilothouse.store.keys import ProjectsAndKeys
 from pilothouse.store.pg_copy import CopyConflict, DirectCopy, StagedWrite, UnnestWrite, stored_spans
 from pilothouse.store.rollup_cache import RollupHistogramCache
 from pilothouse.store.rows import (
@@ -153,7 +151,7 @@ def pg_text_array(values: Iterable[str]) -> str:
     return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in listed) + "}"
 
 
-class SqlStore:
+class SqlStore(ProjectsAndKeys):
     """Repository over SQLAlchemy Core; no SQL lives outside ``pilothouse.store``."""
 
     def __init__(self, engine: Engine) -> None:
@@ -677,87 +675,6 @@ class SqlStore:
                 raise
             raise DuplicateScoreId(taken) from None
 
-    # -- projects and keys -------------------------------------------------------------------------
-
-    def ensure_project(self, project_id: str, name: str | None = None) -> Project:
-        """The project ``project_id``, created if missing."""
-        with self.engine.begin() as conn:
-            row = conn.execute(select(t.projects).where(t.projects.c.id == project_id)).first()
-            if row is None:
-                conn.execute(
-                    self._insert(t.projects)
-                    .values(id=project_id, name=name or project_id, created_ns=time.time_ns())
-                    .on_conflict_do_nothing()
-                )
-                return Project(project_id, name or project_id)
-            return Project(row.id, row.name)
-
-    def create_api_key(
-        self,
-        project_id: str,
-        name: str,
-        scopes: frozenset[Scope],
-        *,
-        models: frozenset[str] | None = None,
-        rpm: int | None = None,
-        tpm: int | None = None,
-    ) -> tuple[ApiKey, str]:
-        """A new key for the project (created if missing) and its secret, which is never stored."""
-        self.ensure_project(project_id)
-        secret = new_secret()
-        key = ApiKey(
-            id=uuid.uuid4().hex,
-            project_id=project_id,
-            name=name,
-            prefix=secret[:10],
-            scopes=scopes,
-            created_ns=time.time_ns(),
-            models=models,
-            rpm=rpm,
-            tpm=tpm,
-        )
-        with self.engine.begin() as conn:
-            conn.execute(
-                t.api_keys.insert().values(
-                    id=key.id,
-                    project_id=project_id,
-                    name=name,
-                    prefix=key.prefix,
-                    secret_hash=hash_secret(secret),
-                    scopes=",".join(sorted(s.value for s in scopes)),
-                    created_ns=key.created_ns,
-                    models=",".join(sorted(models)) if models is not None else None,
-                    rpm=rpm,
-                    tpm=tpm,
-                )
-            )
-        return key, secret
-
-    def find_api_key(self, secret: str) -> ApiKey | None:
-        """The key whose secret is ``secret`` (revoked ones included), or None."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(t.api_keys).where(t.api_keys.c.secret_hash == hash_secret(secret))
-            ).first()
-        return _api_key(row._mapping) if row else None
-
-    def list_api_keys(self, project_id: str | None = None) -> list[ApiKey]:
-        """Keys, newest first, of one project or all."""
-        query = select(t.api_keys).order_by(t.api_keys.c.created_ns.desc())
-        if project_id is not None:
-            query = query.where(t.api_keys.c.project_id == project_id)
-        with self.engine.connect() as conn:
-            return [_api_key(r._mapping) for r in conn.execute(query)]
-
-    def revoke_api_key(self, key_id: str, project_id: str | None = None) -> bool:
-        """Revoke a key; False if no such active key (in that project, when given)."""
-        cond = and_(t.api_keys.c.id == key_id, t.api_keys.c.revoked_ns.is_(None))
-        if project_id is not None:
-            cond = and_(cond, t.api_keys.c.project_id == project_id)
-        with self.engine.begin() as conn:
-            result = conn.execute(t.api_keys.update().where(cond).values(revoked_ns=time.time_ns()))
-        return result.rowcount > 0
-
     # -- queries -----------------------------------------------------------------------------------
 
     def list_traces(self, project_id: str, query: TraceQuery) -> Page[TraceSummary]:
@@ -991,18 +908,3 @@ def _preview(text: str | None) -> str | None:
     if text is None or len(text) <= PREVIEW_CHARS:
         return text
     return text[:PREVIEW_CHARS] + "…"
-
-
-def _api_key(row: Any) -> ApiKey:
-    return ApiKey(
-        id=row["id"],
-        project_id=row["project_id"],
-        name=row["name"],
-        prefix=row["prefix"],
-        scopes=frozenset(Scope(s) for s in row["scopes"].split(",") if s),
-        created_ns=row["created_ns"],
-        revoked_ns=row["revoked_ns"],
-        models=frozenset(m for m in row["models"].split(",") if m) if row["models"] is not None else None,
-        rpm=row["rpm"],
-        tpm=row["tpm"],
-    )

@@ -1,0 +1,118 @@
+"""Projects and API keys in the store's database (a base of :class:`pilothouse.store.sql.SqlStore`):
+a key's secret is shown once and stored only as its hash."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import Engine, and_, select
+
+from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
+from pilothouse.domain.traces import Project
+from pilothouse.store import tables as t
+
+__all__ = ["ProjectsAndKeys", "api_key_from_row"]
+
+
+class ProjectsAndKeys:
+    """Projects and their API keys (``engine`` and the dialect's ``_insert`` are the store's)."""
+
+    engine: Engine
+    _insert: Any
+
+    def ensure_project(self, project_id: str, name: str | None = None) -> Project:
+        """The project ``project_id``, created if missing."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(t.projects).where(t.projects.c.id == project_id)).first()
+            if row is None:
+                conn.execute(
+                    self._insert(t.projects)
+                    .values(id=project_id, name=name or project_id, created_ns=time.time_ns())
+                    .on_conflict_do_nothing()
+                )
+                return Project(project_id, name or project_id)
+            return Project(row.id, row.name)
+
+    def create_api_key(
+        self,
+        project_id: str,
+        name: str,
+        scopes: frozenset[Scope],
+        *,
+        models: frozenset[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key for the project (created if missing) and its secret, which is never stored."""
+        self.ensure_project(project_id)
+        secret = new_secret()
+        key = ApiKey(
+            id=uuid.uuid4().hex,
+            project_id=project_id,
+            name=name,
+            prefix=secret[:10],
+            scopes=scopes,
+            created_ns=time.time_ns(),
+            models=models,
+            rpm=rpm,
+            tpm=tpm,
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.api_keys.insert().values(
+                    id=key.id,
+                    project_id=project_id,
+                    name=name,
+                    prefix=key.prefix,
+                    secret_hash=hash_secret(secret),
+                    scopes=",".join(sorted(s.value for s in scopes)),
+                    created_ns=key.created_ns,
+                    models=",".join(sorted(models)) if models is not None else None,
+                    rpm=rpm,
+                    tpm=tpm,
+                )
+            )
+        return key, secret
+
+    def find_api_key(self, secret: str) -> ApiKey | None:
+        """The key whose secret is ``secret`` (revoked ones included), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.api_keys).where(t.api_keys.c.secret_hash == hash_secret(secret))
+            ).first()
+        return api_key_from_row(row._mapping) if row else None
+
+    def list_api_keys(self, project_id: str | None = None) -> list[ApiKey]:
+        """Keys, newest first, of one project or all."""
+        query = select(t.api_keys).order_by(t.api_keys.c.created_ns.desc())
+        if project_id is not None:
+            query = query.where(t.api_keys.c.project_id == project_id)
+        with self.engine.connect() as conn:
+            return [api_key_from_row(r._mapping) for r in conn.execute(query)]
+
+    def revoke_api_key(self, key_id: str, project_id: str | None = None) -> bool:
+        """Revoke a key; False if no such active key (in that project, when given)."""
+        cond = and_(t.api_keys.c.id == key_id, t.api_keys.c.revoked_ns.is_(None))
+        if project_id is not None:
+            cond = and_(cond, t.api_keys.c.project_id == project_id)
+        with self.engine.begin() as conn:
+            result = conn.execute(t.api_keys.update().where(cond).values(revoked_ns=time.time_ns()))
+        return result.rowcount > 0
+
+
+def api_key_from_row(row: Any) -> ApiKey:
+    """An :class:`ApiKey` from its row of `api_keys` (a mapping)."""
+    return ApiKey(
+        id=row["id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        prefix=row["prefix"],
+        scopes=frozenset(Scope(s) for s in row["scopes"].split(",") if s),
+        created_ns=row["created_ns"],
+        revoked_ns=row["revoked_ns"],
+        models=frozenset(m for m in row["models"].split(",") if m) if row["models"] is not None else None,
+        rpm=row["rpm"],
+        tpm=row["tpm"],
+    )
