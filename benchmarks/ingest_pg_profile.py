@@ -1,6 +1,6 @@
 """Where PostgreSQL's CPU goes in the store's write path (``SqlStore.write_spans``, ``COPY``), per span:
 
-    python benchmarks/ingest_pg_profile.py [--spans 20000] [--batch 5000] [--repeats 3]
+    python benchmarks/ingest_pg_profile.py [--spans 20000] [--batch 5000] [--repeats 3] [--gateway]
         [--variants main,-ix_traces_user,...] [--src SRC] [--baseline-src /work/main/src]
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres]
 
@@ -13,6 +13,11 @@ run a process of its own, the variants alternating, the first write not timed):
   (``-ix_NAME``: an index dropped; ``-trigger``: the traces' search trigger dropped; ``-rollups``: no
   rollup rows written; ``-dim_rollups``: none of the dimension rollups'), against ``main`` (all of it);
   ``--baseline-src``: another checkout's writer as well (``baseline``, e.g. the main branch's).
+
+``--gateway``: spans shaped as the gateway records a traced call of ``benchmarks/gateway_workers.py``
+instead (one generation per trace, model ``sim``, one key, no user, session or tags, small texts, in
+the last minute): a batch touches a dozen rollup rows, where the benchmark's spans (200 users) touch
+hundreds.
 
 PostgreSQL must run on this machine (its backends' /proc). Prints the load average before and after.
 """
@@ -145,14 +150,54 @@ def _apply(store: Any, url: str, variant: str) -> None:
             raise SystemExit(f"unknown variant {variant}")
 
 
-def one_run(admin_url: str, spans: int, size: int, variant: str) -> dict[str, Any]:
+def gateway_records(spans: int) -> list[Any]:
+    """Spans as the gateway records ``benchmarks/gateway_workers.py``'s calls (``--gateway``)."""
+    from pilothouse.domain.traces import (
+        Observation,
+        ObservationKind,
+        SpanRecord,
+        Status,
+        TraceAttributes,
+        Usage,
+    )
+
+    now = time.time_ns()
+    out = []
+    for i in range(spans):
+        start = now - 60 * 10**9 + i * 100_000
+        observation = Observation(
+            trace_id=os.urandom(16).hex(),
+            id=os.urandom(8).hex(),
+            parent_id=None,
+            name="chat sim",
+            kind=ObservationKind.GENERATION,
+            start_ns=start,
+            end_ns=start + 150_000 + (i % 7) * 20_000,
+            status=Status.OK,
+            input='[{"role": "user", "content": "Say hello in one short sentence."}]',
+            output="Hello from the simulator.",
+            attributes={
+                "gateway.http_status": 200,
+                "gateway.attempts": [{"deployment": "sim", "status": 200}],
+                "gateway.key_id": "key_bench",
+            },
+            provider="sim",
+            request_model="sim",
+            model="sim",
+            usage=Usage(input=9, output=5),
+        )
+        out.append(SpanRecord("default", observation, TraceAttributes()))
+    return out
+
+
+def one_run(admin_url: str, spans: int, size: int, variant: str, gateway: bool = False) -> dict[str, Any]:
     from ingest_pg_store import records
 
     from pilothouse.store.sql import SqlStore
 
     clock = StatementClock()
     clock.install()
-    batch = records(spans)
+    batch = gateway_records(spans) if gateway else records(spans)
     url = _new_database(admin_url, "pgcpu")
     store = SqlStore.from_url(url)
     try:
@@ -182,7 +227,8 @@ def one_run(admin_url: str, spans: int, size: int, variant: str) -> dict[str, An
 def _in_process(src: Path, args: argparse.Namespace, variant: str) -> dict[str, Any]:
     code = (
         "import json; from ingest_pg_profile import one_run; "
-        f"print(json.dumps(one_run({args.database_url!r}, {args.spans}, {args.batch}, {variant!r})))"
+        f"print(json.dumps(one_run({args.database_url!r}, {args.spans}, {args.batch}, {variant!r}, "
+        f"{args.gateway!r})))"
     )
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{HERE}"}
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
@@ -198,6 +244,7 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=SRC, help="the checkout's src whose writer is measured")
     parser.add_argument("--baseline-src", type=Path, help="another checkout's src: variant 'baseline'")
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--gateway", action="store_true", help="spans shaped as the gateway's traced calls")
     args = parser.parse_args()
     variants = args.variants.split(",")
     if args.baseline_src:
@@ -212,7 +259,8 @@ def main() -> None:
             print(f"  {v}: PostgreSQL {run['server_us']:.1f} us/span, {run['rate']:,.0f} spans/s", flush=True)
     load_after = os.getloadavg()
     base = statistics.median(r["server_us"] for r in runs[variants[0]])
-    print(f"{args.spans} spans in writes of {args.batch}, median of {args.repeats} runs, alternating")
+    shape = "gateway-shaped " if args.gateway else ""
+    print(f"{args.spans} {shape}spans in writes of {args.batch}, median of {args.repeats} runs, alternating")
     print(f"{'variant':28} {'PostgreSQL us/span':>19} {'vs ' + variants[0]:>12} {'spans/s':>9}")
     for v, rs in runs.items():
         us = statistics.median(r["server_us"] for r in rs)

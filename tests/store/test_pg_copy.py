@@ -124,9 +124,21 @@ def test_rollups_and_stored_traces_by_arrays_sum_as_row_by_row(pg_store: SqlStor
     assert len(rollups["rollup_dim_day"]) >= 4
 
 
+def _sparse(rng: random.Random, size: int, non_zero: int) -> list[int]:
+    """A batch's histogram of a few calls: ``non_zero`` buckets (some equal) among ``size``, trimmed."""
+    counts = [0] * size
+    for _ in range(non_zero):
+        counts[rng.randrange(size)] += rng.choice((1, 1, 2, 7))
+    while counts and not counts[-1]:
+        counts.pop()
+    return counts
+
+
 def test_histograms_add_as_the_sql_function_of_0001_added_them(pg_store: SqlStore) -> None:
-    """ph_hist_add (PL/pgSQL from migration 0032) sums what 0001's SQL function summed, element by
-    element with the shorter array padded with zeros; two empty ones make an empty one (0001's: NULL)."""
+    """ph_hist_add (PL/pgSQL, migrations 0032 and 0033) sums what 0001's SQL function summed, element by
+    element with the shorter array padded with zeros; two empty ones make an empty one (0001's: NULL).
+    Short random arrays, and rollup-sized ones (~60 buckets) with few non-zero buckets (0033's path by
+    ``array_positions``) or many (the loop), either one the longer."""
     rng = random.Random(5)
     pairs = [
         (
@@ -135,6 +147,10 @@ def test_histograms_add_as_the_sql_function_of_0001_added_them(pg_store: SqlStor
         )
         for _ in range(200)
     ]
+    for _ in range(100):
+        stored = _sparse(rng, rng.randrange(1, 70), rng.randrange(0, 200))
+        batch = _sparse(rng, rng.randrange(1, 70), rng.choice((1, 2, 3, 5, 15, 60)))
+        pairs.append((stored, batch) if rng.random() < 0.7 else (batch, stored))
     with pg_store.engine.connect() as conn:
         for a, b in pairs:
             got = conn.exec_driver_sql("SELECT ph_hist_add(%s::bigint[], %s::bigint[])", (a, b)).scalar_one()
@@ -144,3 +160,15 @@ def test_histograms_add_as_the_sql_function_of_0001_added_them(pg_store: SqlStor
                 (a, b),
             ).scalar_one()
             assert got == (reference if reference is not None else []), (a, b)
+
+
+def test_rollup_tables_leave_room_for_hot_updates(pg_store: SqlStore) -> None:
+    """The rollup tables are filled to 70% (migration 0033): a batch's updates of a row stay on its page."""
+    with pg_store.engine.connect() as conn:
+        options: dict[str, list[str]] = dict(
+            conn.exec_driver_sql(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                "('rollup_minute', 'rollup_hour', 'rollup_dim_minute', 'rollup_dim_hour', 'rollup_dim_day')"
+            ).all()
+        )
+    assert options == {name: ["fillfactor=70"] for name in options} and len(options) == 5

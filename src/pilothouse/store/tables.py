@@ -231,6 +231,11 @@ def _sum_columns() -> list[Column[Any]]:
     ]
 
 
+# PostgreSQL: pages filled to 70% (migration 0033), so that a batch's updates of a rollup row find room
+# on its page (HOT updates: no new entry in the primary key's index).
+_ROLLUP_STORAGE: dict[str, Any] = {"postgresql_with": {"fillfactor": 70}}
+
+
 def _rollup_table(name: str) -> Table:
     return Table(
         name,
@@ -244,6 +249,7 @@ def _rollup_table(name: str) -> Table:
         Column("latency_hist", LATENCY_HIST, nullable=False),
         # the same sketch of the streamed calls' time to first token (migration 0029); NULL: none
         Column("ttft_hist", LATENCY_HIST),
+        **_ROLLUP_STORAGE,
     )
 
 
@@ -272,6 +278,7 @@ def _dim_rollup_table(name: str) -> Table:
         Column("value", Text, primary_key=True),  # "" for none (no user, no key, untagged)
         *_sum_columns(),
         Column("latency_hist", LATENCY_HIST, nullable=False),
+        **_ROLLUP_STORAGE,
     )
 
 
