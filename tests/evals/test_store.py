@@ -140,6 +140,38 @@ def test_a_scores_error_is_cut_as_its_reason_is(store: SqlStore) -> None:
     assert stored.error.startswith("ValueError: xxx") and len(stored.error) == len(stored.reason) == 2000
 
 
+def test_secrets_in_a_scores_free_text_are_not_stored(store: SqlStore) -> None:
+    """A plugin's reason, error and details' text values can quote what it was given: a URL's password,
+    an API key, a bearer token. Stored, they are redacted; the rest of the text is kept."""
+    evals = EvalStore(store)
+    run = evals.create_run(
+        "p", name=None, spec={}, dataset=None, dataset_version_id=None, dataset_version=None,
+        target="t", epochs=1, items_total=1, scorers=["plugin"],
+    )  # fmt: skip
+    key = "sk-proj-" + "A1b2" * 8
+    score = ScoreRecord(
+        "plugin", 0.5, False,
+        "HTTPError: POST https://bob:HUNTER2@judge.internal/v1?api_key=QKEY123 failed",
+        f"judge said no (Authorization: Bearer {key})",
+        {"spans": [{"text": f"the key is {key}", "start": 0, "end": 5}], "note": "password=hunter22"},
+    )  # fmt: skip
+    evals.write_results([EvalResult(run.id, "i", 0, 1, "out", scores=(score,), error="via http://u:PW99@h/")])
+    (read,) = evals.iter_results(run.id)
+    stored = read.score("plugin")
+    assert stored is not None and stored.error is not None and stored.reason is not None
+    everything = orjson.dumps([stored.error, stored.reason, stored.details, read.error]).decode()
+    for secret in ("HUNTER2", "QKEY123", key, "hunter22", "PW99"):
+        assert secret not in everything
+    shown = "HTTPError: POST https://bob:<redacted>@judge.internal/v1?api_key=<redacted> failed"
+    assert stored.error == shown
+    assert stored.reason == "judge said no (Authorization: Bearer <redacted>)"
+    assert stored.details == {
+        "spans": [{"text": "the key is <redacted>", "start": 0, "end": 5}],
+        "note": "password=<redacted>",
+    }
+    assert read.error == "via http://u:<redacted>@h/"
+
+
 def test_an_items_results_are_read_a_page_at_a_time(store: SqlStore) -> None:
     """One item of many epochs: ``get_results`` reads only the epochs asked for (the first ones, or
     those after a cursor, at most a limit), each with its own scores."""

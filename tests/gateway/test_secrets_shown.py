@@ -94,3 +94,22 @@ def test_eval_target_headers_and_url_password_are_used_but_not_stored(
             assert PASSWORD not in page.text and gw.key not in page.text
     finally:
         gw.server.stop()
+
+
+def test_secrets_in_free_text_are_found_and_redacted_and_plain_text_is_kept() -> None:
+    from pilothouse.domain.redaction import redact_text, secret_spans
+
+    key = "sk-ant-" + "x9" * 15
+    text = (
+        f"called https://alice:S3CRET@api.example/v1?token=T0KEN99 with {key}; "
+        "Authorization: Bearer abc.def-ghi_jkl; password: hunter22; token: none"
+    )
+    assert redact_text(text) == (
+        "called https://alice:<redacted>@api.example/v1?token=<redacted> with <redacted>; "
+        "Authorization: Bearer <redacted>; password: <redacted>; token: none"
+    )
+    plain = "The summary says 12 people came; see https://example.org/page for the token limit."
+    assert redact_text(plain) == plain
+    assert list(secret_spans("Bearer short")) == []  # under 8 characters: a word, not a token
+    # bounded patterns: a long run of what almost matches is read in linear time
+    assert redact_text("Bearer " + "a" * 100_000) == "Bearer <redacted>" + "a" * (100_000 - 2000)

@@ -381,21 +381,26 @@ def list_command(project: str, limit: int, database_url: str | None) -> None:
 @eval_group.command("show")
 @click.argument("run_id")
 @click.option("--items", type=click.IntRange(min=0), default=10, show_default=True, help="Results to list.")
-@click.option("--json", "as_json", is_flag=True, help="The run and every result as JSON lines.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The run (with its spec, secrets redacted), then every result, as JSON lines: the documents "
+    "GET /api/evals/runs/ID and .../results return.",
+)
 @database_option
 def show_command(run_id: str, items: int, as_json: bool, database_url: str | None) -> None:
     """A run's summary and its first results."""
-    import dataclasses
-
+    from pilothouse.evals import result_document, run_document
     from pilothouse.server.serialise import dumps
 
     store = eval_store(database_url)
     try:
         run = find_run(store, run_id)
         if as_json:
-            click.echo(dumps(_jsonable(dataclasses.asdict(run))))
+            click.echo(dumps(run_document(run, spec=True)))
             for result in store.iter_results(run.id):
-                click.echo(dumps(dataclasses.asdict(result)))
+                click.echo(dumps(result_document(result)))
             return
         console = _console()
         if run.summary is not None:
@@ -434,14 +439,6 @@ def _spans_note(details: Any) -> str:
         return ""
     n = len(details["spans"])
     return f" ({n} span{'s' if n != 1 else ''}{', judge' if details.get('judge_called') is True else ''})"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @eval_group.command("compare")

@@ -1,11 +1,13 @@
 """Secrets kept out of what is shown or stored: the password of a URL's userinfo
-(``http://bob:HUNTER2@host`` -> ``http://bob:<redacted>@host``) and the values of request headers.
-What runs keeps the real values in memory; what renders, logs, labels or stores passes through here."""
+(``http://bob:HUNTER2@host`` -> ``http://bob:<redacted>@host``), the values of request headers, and
+in free text (what a plugin scorer wrote) API keys of known shapes, ``password=...`` assignments and
+bearer tokens (:func:`secret_spans`, which the PII guardrail uses too). What runs keeps the real
+values in memory; what renders, logs, labels or stores passes through here."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 REDACTED = "<redacted>"
@@ -42,3 +44,82 @@ def redact_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
         str(name): value if isinstance(value, str) and value.startswith("${") else REDACTED
         for name, value in headers.items()
     }
+
+
+# Known key shapes, each with a literal its text must contain (a cheap test that skips the pattern)
+_KEY_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (literal, re.compile(pattern))
+    for literal, pattern in (
+        ("sk-", r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,200}"),  # OpenAI, Anthropic
+        ("ph-", r"\bph-[A-Za-z0-9_-]{40,60}"),  # Pilothouse keys
+        ("AKIA", r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
+        ("ASIA", r"\bASIA[0-9A-Z]{16}\b"),
+        ("_", r"\bgh[pousr]_[A-Za-z0-9]{36,255}"),  # GitHub tokens
+        ("github_pat_", r"\bgithub_pat_[A-Za-z0-9_]{22,255}"),
+        ("xox", r"\bxox[abprs]-[A-Za-z0-9-]{10,200}"),  # Slack
+        ("AIza", r"\bAIza[0-9A-Za-z_-]{35}"),  # Google API keys
+        ("k_", r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,200}"),  # Stripe
+        ("eyJ", r"\beyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}"),  # JWTs
+        ("-----BEGIN", r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----"),
+    )
+)
+# name = value where the name says it is a secret (an Authorization header's "Bearer TOKEN" too): the
+# value (group 1, 2 or 3) is what is found. A password's value from 4 characters (short ones are the
+# weakest and most worth hiding), a key's or token's from 8, so that "token: none" or "secret: yes"
+# are left alone.
+_SECRET_NAMES = ("api", "secret", "token", "passw", "bearer")
+_ASSIGNED = re.compile(
+    r"(?:(?:api[_-]?key|secret|token)[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{8,200})"
+    r"|passw(?:or)?d[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{4,200})"
+    r"|bearer\s{1,3}([A-Za-z0-9._~+/=-]{8,2000}))",
+    re.IGNORECASE,
+)
+# a URL with userinfo or a query (what redact_url replaces in it), in free text
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s\"'<>]{1,4000}")
+
+
+def secret_spans(text: str) -> Iterator[tuple[int, int]]:
+    """The (start, end) of each secret in ``text``: API keys of known shapes (OpenAI, Anthropic,
+    Pilothouse, AWS, GitHub, Slack, Google, Stripe, JWTs, private key blocks) and the values of
+    ``api_key=...``, ``secret: ...``, ``token=...``, ``password=...`` and ``Bearer ...``. Every
+    pattern bounds its repetitions and starts at a literal found first, so no input makes it
+    backtrack for long. Spans may overlap."""
+    for literal, pattern in _KEY_SHAPES:
+        if literal in text:
+            for match in pattern.finditer(text):
+                yield match.start(), match.end()
+    lowered = text.lower()
+    places = sorted(at for name in _SECRET_NAMES for at in _occurrences(lowered, name))
+    covered = -1
+    for at in places:  # each name's places, then the pattern there (no scan of every position)
+        if at >= covered and (assigned := _ASSIGNED.match(text, at)) is not None:
+            covered = assigned.end()
+            group = next(g for g in (1, 2, 3) if assigned.group(g) is not None)
+            yield assigned.start(group), assigned.end(group)
+
+
+def redact_text(text: str) -> str:
+    """Free text (a plugin scorer's details, reason or error) with the secrets :func:`secret_spans`
+    finds replaced, and each URL in it passed through :func:`redact_url`. Text without any comes
+    back unchanged."""
+    if "://" in text:
+        text = _URL.sub(lambda m: redact_url(m.group()), text)
+    spans = sorted(secret_spans(text))
+    if not spans:
+        return text
+    parts, at = [], 0
+    for start, end in spans:
+        if end <= at:
+            continue  # inside a span already replaced
+        parts.append(text[at : max(at, start)])
+        parts.append(REDACTED)
+        at = end
+    parts.append(text[at:])
+    return "".join(parts)
+
+
+def _occurrences(text: str, word: str) -> Iterator[int]:
+    at = text.find(word)
+    while at >= 0:
+        yield at
+        at = text.find(word, at + 1)

@@ -4,9 +4,11 @@ spans and whether its judge was called, a judge's verdicts or choices, claims), 
 produced them; even so, the values of keys that name a secret are replaced with ``<redacted>``, in
 any casing and spelling (``api_key``, ``X-Api-Key``, ``openaiApiKey``, ``access_token``,
 ``client_secret``, ``Proxy-Authorization``, ``Set-Cookie``, ``private_key``, ...; see
-:func:`names_a_secret`). Values JSON cannot hold become text (an object's ``str``, a non-finite
-number ``null``); details too large are cut (long texts and lists shortened, then keys left out) and
-marked ``"_truncated": {"bytes": ORIGINAL}``; too deep ones are cut at :data:`MAX_DEPTH`, and at most
+:func:`names_a_secret`), and so are secrets inside any text value (a URL's password, API keys of
+known shapes, ``password=...``, ``Bearer ...``: :func:`~pilothouse.domain.redaction.redact_text`).
+Values JSON cannot hold become text (an object's ``str``, a non-finite number ``null``); details
+too large are cut (long texts and lists shortened, then keys left out) and marked
+``"_truncated": {"bytes": ORIGINAL}``; too deep ones are cut at :data:`MAX_DEPTH`, and at most
 :data:`MAX_VALUES` values are read (more cannot fit in the limit; a structure that shares one list
 many times over, small in memory but huge written out, is not expanded). Storing details never
 fails, whatever a plugin scorer returns."""
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pilothouse.domain.redaction import REDACTED
+from pilothouse.domain.redaction import REDACTED, redact_text
 
 if TYPE_CHECKING:
     from pilothouse.domain.evals import EvalResult
@@ -161,7 +163,7 @@ class _Walk:
     def plain(self, value: Any, depth: int) -> Any:
         self.left -= 1
         if isinstance(value, str):
-            return value.encode("utf-8", "replace").decode() if self.clean else value
+            return redact_text(value.encode("utf-8", "replace").decode() if self.clean else value)
         if value is None or isinstance(value, bool):
             return value
         if isinstance(value, int):

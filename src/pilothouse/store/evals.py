@@ -34,6 +34,7 @@ from pilothouse.domain.evals import (
     RunSummary,
     ScoreRecord,
 )
+from pilothouse.domain.redaction import redact_text
 from pilothouse.domain.score_details import details_json
 from pilothouse.domain.traces import SpanRecord
 from pilothouse.store import tables as t
@@ -421,7 +422,7 @@ class EvalStore(TraceItems):
                 r.epoch,
                 r.position,
                 text(r.output),
-                r.error,
+                redact_text(r.error) if r.error else None,
                 r.latency_ms,
                 r.input_tokens,
                 r.output_tokens,
@@ -443,8 +444,9 @@ class EvalStore(TraceItems):
                 r.epoch,
                 s.value,
                 s.passed,
-                s.error[:2000] if s.error else None,  # a plugin's exception text can be any size
-                s.reason[:2000] if s.reason else None,
+                # a plugin's exception text can be any size, and hold what it was given
+                redact_text(s.error[:2000]) if s.error else None,
+                redact_text(s.reason[:2000]) if s.reason else None,
                 text(details_json(s.details)),
             )
             for r in results

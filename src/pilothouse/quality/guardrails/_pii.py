@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from pilothouse.domain.guards import Finding
+from pilothouse.domain.redaction import secret_spans
 
 __all__ = ["ENTITIES", "find_entities", "iban_valid", "luhn_valid"]
 
@@ -74,32 +75,6 @@ IBAN_LENGTHS = {
 # from its check digits (digits are rare in text: the engine skips to them), the country before them
 _IBAN = re.compile(
     r"\d\d(?<=[A-Za-z]{2}\d\d)(?<![A-Za-z0-9][A-Za-z]{2}\d\d)(?: ?[A-Za-z0-9]){11,34}(?![A-Za-z0-9])"
-)
-# Known key shapes, each with a literal its text must contain (a cheap test that skips the pattern)
-_KEY_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (literal, re.compile(pattern))
-    for literal, pattern in (
-        ("sk-", r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_-]{20,200}"),  # OpenAI, Anthropic
-        ("ph-", r"\bph-[A-Za-z0-9_-]{40,60}"),  # Pilothouse keys
-        ("AKIA", r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
-        ("ASIA", r"\bASIA[0-9A-Z]{16}\b"),
-        ("_", r"\bgh[pousr]_[A-Za-z0-9]{36,255}"),  # GitHub tokens
-        ("github_pat_", r"\bgithub_pat_[A-Za-z0-9_]{22,255}"),
-        ("xox", r"\bxox[abprs]-[A-Za-z0-9-]{10,200}"),  # Slack
-        ("AIza", r"\bAIza[0-9A-Za-z_-]{35}"),  # Google API keys
-        ("k_", r"\b[rs]k_(?:live|test)_[0-9A-Za-z]{16,200}"),  # Stripe
-        ("eyJ", r"\beyJ[A-Za-z0-9_-]{8,2000}\.eyJ[A-Za-z0-9_-]{8,4000}\.[A-Za-z0-9_-]{8,2000}"),  # JWTs
-        ("-----BEGIN", r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY-----"),
-    )
-)
-# name = value where the name says it is a secret: the value (group 1) is what is found
-_SECRET_NAMES = ("api", "secret", "token", "passw")
-# (a password's value from 4 characters: short ones are the weakest and most worth hiding; a key's or
-# token's from 8, so that "token: none" or "secret: yes" are left alone)
-_ASSIGNED = re.compile(
-    r"(?:(?:api[_-]?key|secret|token)[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{8,200})"
-    r"|passw(?:or)?d[\"']?\s{0,3}[:=]\s{0,3}[\"']?([^\s\"',;]{4,200}))",
-    re.IGNORECASE,
 )
 
 
@@ -176,25 +151,8 @@ def _ssns(text: str) -> Iterable[Finding]:
 
 
 def _secrets(text: str) -> Iterable[Finding]:
-    for literal, pattern in _KEY_SHAPES:
-        if literal in text:
-            for match in pattern.finditer(text):
-                yield Finding(match.start(), match.end(), "SECRET")
-    lowered = text.lower()
-    places = sorted(at for name in _SECRET_NAMES for at in _occurrences(lowered, name))
-    covered = -1
-    for at in places:  # each name's places, then the pattern there (no scan of every position)
-        if at >= covered and (assigned := _ASSIGNED.match(text, at)) is not None:
-            covered = assigned.end()
-            group = 1 if assigned.group(1) is not None else 2
-            yield Finding(assigned.start(group), assigned.end(group), "SECRET")
-
-
-def _occurrences(text: str, word: str) -> Iterable[int]:
-    at = text.find(word)
-    while at >= 0:
-        yield at
-        at = text.find(word, at + 1)
+    for start, end in secret_spans(text):
+        yield Finding(start, end, "SECRET")
 
 
 ENTITIES: dict[str, Callable[[str], Iterable[Finding]]] = {
