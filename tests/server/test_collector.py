@@ -171,3 +171,42 @@ def test_full_queue_answers_429_with_retry_after(tmp_path: Path) -> None:
             headers={**PROTOBUF, **served.auth},
         )
         assert r.status_code == 200
+
+
+def test_secrets_in_span_attributes_are_not_stored(served: Served) -> None:
+    """What instrumentations capture can hold credentials: request headers (OpenTelemetry's
+    ``http.request.header.*`` attributes, every value redacted), URLs with a password or a key in the
+    query, metadata named ``api_key``. They are stored redacted; the rest of the span as it came."""
+    key = "sk-proj-" + "Z9" * 16
+    attributes = {
+        **llm_attributes(prompt=3, completion=2),
+        "http.request.header.authorization": [f"Bearer {key}"],
+        "http.request.header.x-api-key": [key],
+        "http.request.header.content-type": ["application/json"],
+        "url.full": "https://bob:HUNTER2@api.example/v1/chat?api_key=QK1&limit=10",
+        "url.query": "key=AIzaQK2&page=2",
+        "langfuse.trace.metadata.apiKey": "MK3",
+        "db.connection_string": "postgresql://app:PGPW4@db:5432/app",
+        "gen_ai.server.time_per_output_token": 0.02,
+    }
+    span = otlp_span("chat", attributes, trace_id=bytes.fromhex("cd" * 16))
+    r = served.client.post(
+        "/v1/traces", content=export_request([span]).SerializeToString(), headers={**PROTOBUF, **served.auth}
+    )
+    assert r.status_code == 200, r.text
+    served.drain()
+    detail = served.client.get(f"/api/traces/{'cd' * 16}", headers=served.auth)
+    assert detail.status_code == 200
+    shown = detail.text
+    for secret in (key, "HUNTER2", "QK1", "AIzaQK2", "MK3", "PGPW4"):
+        assert secret not in shown
+    (observation,) = detail.json()["observations"]
+    stored = observation["attributes"]
+    assert stored["http.request.header.authorization"] == "<redacted>"
+    assert stored["http.request.header.x-api-key"] == "<redacted>"
+    assert stored["http.request.header.content-type"] == "<redacted>"  # every header's value
+    assert stored["gen_ai.server.time_per_output_token"] == 0.02  # a count's token is no secret
+    assert stored["url.full"] == "https://bob:<redacted>@api.example/v1/chat?api_key=<redacted>&limit=10"
+    assert stored["url.query"] == "key=<redacted>&page=2"
+    assert stored["db.connection_string"] == "postgresql://app:<redacted>@db:5432/app"
+    assert observation["usage"]["input"] == 3  # the model call itself is read as before

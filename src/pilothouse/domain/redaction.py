@@ -6,6 +6,7 @@ values in memory; what renders, logs, labels or stores passes through here."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -18,11 +19,74 @@ _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/
 _QUERY_VALUE = re.compile(r"(?P<key>[?&][^=&#\s]+)=(?P<value>[^&#\s]*)")
 
 
-def redact_url(url: str) -> str:
+# a key (of a scorer's details, a span attribute's name) names a secret when, lowercased and with
+# everything but letters and digits left out, it holds one of these (``X-Api-Key``, ``OPENAI_API_KEY``,
+# ``aws_access_key_id``, ``client_secret``, ``Proxy-Authorization``, ``Set-Cookie``) ...
+_SECRET_PARTS = (
+    "apikey",
+    "accesskey",
+    "privatekey",
+    "signingkey",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "authorization",
+    "credential",
+    "cookie",
+    "bearer",
+    "header",  # an HTTP header's value (``http.request.header.x-api-key``), or all of them
+)
+# ... or its last word is ``token`` (``access_token``, ``refreshToken``, ``X-Auth-Token``; not
+# ``input_tokens``, ``token_count`` or ``time_to_first_token``), or it is ``auth``
+_COUNTED_TOKEN = frozenset({"first", "last", "next", "input", "output", "prompt", "completion", "per", "max"})
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_WORD = re.compile(r"[^a-z0-9]+")
+
+
+@functools.lru_cache(maxsize=4096)  # the same few keys, score after score, span after span
+def names_a_secret(key: str) -> bool:
+    """True when a key (of a scorer's details, of a span's attributes) names a secret, whatever its
+    casing or separators: it holds ``apikey``, ``password``, ``secret``, ``authorization``,
+    ``cookie``, ``header``, ... once separators are left out, or its last word is ``token`` (not a
+    count's: ``first_token``, ``output_token``), or it is ``auth``."""
+    words = [w for w in _NOT_WORD.split(_CAMEL_HUMP.sub("_", key).lower()) if w]
+    if not words:
+        return False
+    joined = "".join(words)
+    if words[-1] == "token":
+        return len(words) == 1 or words[-2] not in _COUNTED_TOKEN
+    return joined == "auth" or any(part in joined for part in _SECRET_PARTS)
+
+
+# query parameters that carry a credential without saying so in a secret's words (Google's ?key=,
+# signed URLs' signatures, OAuth's code)
+_QUERY_SECRETS = frozenset(
+    {"key", "sig", "signature", "code", "x-amz-signature", "x-amz-credential", "x-goog-signature"}
+)
+
+
+def redact_query(query: str, every_value: bool = True) -> str:
+    """A URL's query string (``a=1&api_key=X``, with or without its ``?``) with every value replaced,
+    or (``every_value=False``) only the values of parameters whose name says they hold a secret
+    (:func:`names_a_secret`, ``key``, ``sig``, ``signature``, ``code``, ...)."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group("key")
+        if not every_value and not (names_a_secret(name) or name[1:].lower() in _QUERY_SECRETS):
+            return match.group()
+        return f"{name}={REDACTED}"
+
+    redacted = _QUERY_VALUE.sub(replace, "?" + query.removeprefix("?"))
+    return redacted if query.startswith("?") else redacted[1:]
+
+
+def redact_url(url: str, every_query_value: bool = True) -> str:
     """``url`` with the password of its userinfo replaced (the user name kept: it says which account);
     a userinfo without a password (``http://TOKEN@host``) may itself be the secret and is replaced
-    whole; so are the values of its query parameters (``?api_key=...``), names kept. Text that is
-    not such a URL comes back unchanged."""
+    whole; so are the values of its query parameters (``?api_key=...``; with
+    ``every_query_value=False`` only those :func:`redact_query` reads as secrets), names kept. Text
+    that is not such a URL comes back unchanged."""
 
     def replace(match: re.Match[str]) -> str:
         user, colon, _password = match.group("userinfo").partition(":")
@@ -31,7 +95,7 @@ def redact_url(url: str) -> str:
 
     if "://" in url and "?" in url:
         head, query = url.split("?", 1)
-        url = head + _QUERY_VALUE.sub(lambda m: f"{m.group('key')}={REDACTED}", "?" + query)
+        url = f"{head}?{redact_query(query, every_query_value)}"
     if "@" not in url:
         return url
     return _USERINFO.sub(replace, url)

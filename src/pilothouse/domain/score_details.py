@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import math
-import re
 from collections.abc import Iterable, Mapping, Set
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from pilothouse.domain.redaction import REDACTED, redact_text
+from pilothouse.domain.redaction import REDACTED, names_a_secret, redact_text
 
 if TYPE_CHECKING:
     from pilothouse.domain.evals import EvalResult
@@ -45,43 +43,9 @@ DETAILS_LIMIT = 64 * 1024  # bytes of JSON per score
 MAX_DEPTH = 16  # nesting kept; deeper values become "…"
 MAX_VALUES = DETAILS_LIMIT  # values read at most: more cannot fit in the limit (each takes 2+ bytes)
 TRUNCATED_KEY = "_truncated"
-# a key names a secret when, lowercased and with everything but letters and digits left out, it holds
-# one of these (``X-Api-Key``, ``OPENAI_API_KEY``, ``aws_access_key_id``, ``client_secret``,
-# ``Proxy-Authorization``, ``Set-Cookie``) ...
-_SECRET_PARTS = (
-    "apikey",
-    "accesskey",
-    "privatekey",
-    "signingkey",
-    "password",
-    "passwd",
-    "passphrase",
-    "secret",
-    "authorization",
-    "credential",
-    "cookie",
-    "bearer",
-    "headers",
-)
-# ... or its last word is ``token`` (``access_token``, ``refreshToken``, ``X-Auth-Token``; not
-# ``input_tokens`` or ``token_count``), or it is ``auth``
-_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_NOT_WORD = re.compile(r"[^a-z0-9]+")
 _INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes as a number
 # (longest text, most list items and keys) tried in turn until the details fit
 _CUTS = ((4096, 1000), (1024, 200), (256, 50), (64, 10))
-
-
-@functools.lru_cache(maxsize=4096)  # the same few keys, score after score
-def names_a_secret(key: str) -> bool:
-    """True when a details key names a secret, whatever its casing or separators: it holds
-    ``apikey``, ``password``, ``secret``, ``authorization``, ``cookie``, ``headers``, ... once
-    separators are left out, or its last word is ``token``, or it is ``auth``."""
-    words = [w for w in _NOT_WORD.split(_CAMEL_HUMP.sub("_", key).lower()) if w]
-    if not words:
-        return False
-    joined = "".join(words)
-    return words[-1] == "token" or joined == "auth" or any(part in joined for part in _SECRET_PARTS)
 
 
 def details_json(details: Mapping[str, Any] | None, limit: int = DETAILS_LIMIT) -> str | None:

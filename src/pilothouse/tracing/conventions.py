@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from pilothouse import _speedups
+from pilothouse.domain.redaction import REDACTED, names_a_secret, redact_query, redact_url
 from pilothouse.domain.traces import (
     USAGE_CLAMPED,
     Observation,
@@ -235,6 +236,15 @@ _GROUPS = (
     "langfuse.observation.metadata.",
     "traceloop.association.properties.",
 )
+# Two groups of whole attribute names (no prefix is cut), never stored as they came: attributes whose
+# name says they hold a secret (an instrumentation's captured `http.request.header.authorization`,
+# `x-api-key`, `cookie`, an `api_key` of metadata), stored as "<redacted>"; and attributes that hold
+# a URL or its query (OpenTelemetry asks instrumentations to scrub their credentials; not all do),
+# stored with the URL's password and its secret-looking query values (api_key=, token=, key=, sig=)
+# redacted.
+_HIDDEN = "\x00secret"
+_URLS = "\x00url"
+_URL_KEYS = frozenset({"url.full", "url.original", "http.url", "url.query", "db.connection_string"})
 
 
 def _int(value: Any) -> int:
@@ -667,6 +677,10 @@ def _route(key: str) -> tuple[int, str, int]:
     hit = _ALIASES.get(key)
     if hit is not None:
         route = (_DROP, "", 0) if hit[0] == "drop" else (_SLOT, *hit)
+    elif names_a_secret(key):
+        route = (_GROUP, _HIDDEN, 0)
+    elif key in _URL_KEYS:
+        route = (_GROUP, _URLS, 0)
     else:
         prefix = next((p for p in _GROUPS if key.startswith(p)), None)
         route = (_REST, "", 0) if prefix is None else (_GROUP, prefix, len(prefix))
@@ -713,6 +727,8 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         slots, groups, attrs = _sort_native(raw.attributes, _ROUTES, _route)
     else:
         slots, groups, attrs = _sort_attributes(raw.attributes)
+    if groups and (_HIDDEN in groups or _URLS in groups):
+        _redact(groups, attrs)
     get = slots.get
     request_model = get("request_model")
     model = get("model") or request_model
@@ -763,6 +779,16 @@ def normalise_span(raw: RawSpan, project_id: str) -> SpanRecord:
         prompt_version=None if prompt_version is None else _text(prompt_version),
     )
     return SpanRecord(project_id, observation, _trace_attributes(slots, groups, raw.resource))
+
+
+def _redact(groups: dict[str, dict[str, Any]], attrs: dict[str, Any]) -> None:
+    """Puts the attributes of the two redacting groups back among ``attrs``, redacted."""
+    for key in groups.pop(_HIDDEN, ()):
+        attrs[key] = REDACTED
+    for key, value in groups.pop(_URLS, {}).items():
+        if type(value) is str:
+            value = redact_query(value, False) if key == "url.query" else redact_url(value, False)
+        attrs[key] = value
 
 
 def _warn_clamped(span_name: str) -> None:
