@@ -36,6 +36,33 @@ def test_sync_function_nesting_and_io(exporter: InMemoryExporter) -> None:
     assert root.output == "2 docs"
 
 
+def test_arguments_named_like_a_secret_are_recorded_redacted(exporter: InMemoryExporter) -> None:
+    """A traced function's ``api_key`` or ``headers`` argument is recorded as ``<redacted>`` (the
+    function itself gets the real value), in a plain signature and under ``**kwargs``."""
+    seen = []
+
+    @pilothouse.observe()
+    def call(prompt: str, api_key: str, headers: dict[str, str] | None = None) -> str:
+        seen.append((api_key, headers))
+        return "ok"
+
+    @pilothouse.observe()
+    def call_any(prompt: str, *args: str, **options: str) -> str:
+        seen.append(options["access_token"])
+        return "ok"
+
+    call("hi", "sk-real-key", headers={"Authorization": "Bearer x"})
+    call_any("hi", "more", access_token="tok-real", temperature="0.2")
+    assert seen == [("sk-real-key", {"Authorization": "Bearer x"}), "tok-real"]
+    recorded = {o.name.rsplit(".", 1)[-1]: json.loads(o.input or "") for o in observations(exporter)}
+    assert recorded["call"] == {"prompt": "hi", "api_key": "<redacted>", "headers": "<redacted>"}
+    assert recorded["call_any"] == {
+        "prompt": "hi",
+        "args": ["more"],
+        "options": {"access_token": "<redacted>", "temperature": "0.2"},
+    }
+
+
 def test_async_and_errors(exporter: InMemoryExporter) -> None:
     @pilothouse.observe
     async def fails() -> None:

@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import Status, StatusCode
 
+from pilothouse.domain.redaction import REDACTED, names_a_secret
 from pilothouse.domain.traces import ObservationKind
 from pilothouse.tracing.sdk import get_tracer
 
@@ -159,7 +160,8 @@ def span(
 
 def _input_reader(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
     """A function from a call's (args, kwargs) to its arguments by name, defaults included (``self``
-    and ``cls`` left out). Plain signatures take a fast path; others go through ``inspect``."""
+    and ``cls`` left out; an argument named like a secret, ``api_key``, ``password``, ``headers``,
+    ``token``, as ``<redacted>``). Plain signatures take a fast path; others go through ``inspect``."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
@@ -170,6 +172,7 @@ def _input_reader(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str
         p.name: p.default for p in params if p.default is not p.empty and p.name not in ("self", "cls")
     }
     plain = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+    secrets = [p.name for p in params if names_a_secret(p.name)]
 
     def read(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if plain and len(args) <= len(names):
@@ -185,6 +188,14 @@ def _input_reader(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str
             values = dict(bound.arguments)
         values.pop("self", None)
         values.pop("cls", None)
+        for name in secrets:
+            if name in values:
+                values[name] = REDACTED
+        for name in kwargs if not plain else ():  # **kwargs gathered under one name
+            if names_a_secret(name):
+                for gathered in values.values():
+                    if isinstance(gathered, dict) and name in gathered:
+                        gathered[name] = REDACTED
         return values
 
     return read
