@@ -1,9 +1,10 @@
 """The local detector: SmolLM2 evidence (log p(response | context) and its PMI against the response
 alone) + lexical novelty -> features -> a logistic regression (feature set, fit and threshold chosen
 on SummEdits' evaluation split only by ``python -m pilothouse.quality.hallucination.train`` and
-shipped as ``coefficients.json``) -> a :class:`~pilothouse.domain.faithfulness.Verdict`. The same
-model scores each sentence from its own tokens: the unsupported spans are the sentences under the
-threshold."""
+shipped as ``coefficients.json``) -> a :class:`~pilothouse.domain.faithfulness.Verdict`. The
+unsupported spans of an unsupported response are its words that the context lacks or that the model
+found unlikely without the context raising them (:mod:`.spans`); the same model also scores each
+sentence from its own tokens (``min_sentence_score``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pilothouse.quality.hallucination.features import (
     tokens_in,
 )
 from pilothouse.quality.hallucination.lm import Evidence, LanguageModelEvidence
+from pilothouse.quality.hallucination.spans import WordRule, word_spans
 
 MAX_RESPONSE_CHARS = 20_000
 MAX_CONTEXT_CHARS = 200_000
@@ -63,7 +65,8 @@ def sentence_scores(
 class Detector:
     """Judges whether responses are supported by their contexts, on the CPU, with local weights only.
 
-    ``coefficients`` defaults to the shipped ones; ``threshold`` overrides their decision threshold."""
+    ``coefficients`` defaults to the shipped ones; ``threshold`` overrides their decision threshold;
+    ``rule`` which words of an unsupported response are its spans (:mod:`.spans`)."""
 
     def __init__(
         self,
@@ -71,12 +74,14 @@ class Detector:
         *,
         coefficients: LogisticModel | Path | None = None,
         threshold: float | None = None,
+        rule: WordRule | None = None,
     ) -> None:
         self.evidence = evidence or LanguageModelEvidence()
         if isinstance(coefficients, Path):
             coefficients = LogisticModel.from_dict(json.loads(coefficients.read_text(encoding="utf-8")))
         self.model = coefficients or shipped_coefficients()
         self.threshold = self.model.threshold if threshold is None else threshold
+        self.rule = rule or WordRule()  # which words of an unsupported response are its spans
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must lie strictly between 0 and 1, not {self.threshold}")
 
@@ -95,19 +100,17 @@ class Detector:
         label = SUPPORTED if score >= self.threshold else UNSUPPORTED
         scored = sentence_scores(self.model, response, context, evidence.tokens)
         spans: tuple[UnsupportedSpan, ...] = ()
-        if label == UNSUPPORTED and scored:
-            # the sentences under the threshold; when none is (the whole scores lower than its parts),
-            # the least supported one
-            below = [s for s in scored if s[2] < self.threshold] or [min(scored, key=lambda s: s[2])]
-            spans = tuple(
-                UnsupportedSpan(
-                    a, b, response[a:b], f"sentence support {v:.2f} < {self.threshold:.2f}", 1 - v
-                )
-                for a, b, v in below
-            )
+        if label == UNSUPPORTED:
+            # the words the context lacks or the model found unlikely without the context raising
+            # them; when there are none, the least supported sentence
+            spans = word_spans(response, context, evidence.tokens, self.rule)
+            if not spans and scored:
+                a, b, v = min(scored, key=lambda s: s[2])
+                why = f"the least supported sentence ({v:.2f})"
+                spans = (UnsupportedSpan(a, b, response[a:b], why, 1 - v),)
         if scored:
             values["min_sentence_score"] = min(v for _, _, v in scored)
-        reason = f"{len(spans)} unsupported sentence(s)" if spans else "every sentence supported"
+        reason = f"{len(spans)} unsupported span(s)" if spans else "every sentence supported"
         if evidence.selected:
             reason += "; the model read the passages of the context that bear on the response"
         if evidence.truncated:
