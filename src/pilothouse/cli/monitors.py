@@ -57,8 +57,15 @@ def monitors() -> None:
 @click.option("--metric", type=click.Choice([m.value for m in MonitorMetric]), required=True)
 @click.option("--score", "score_name", default=None, help="The score's name (score_pass_rate, score_mean).")
 @click.option("--threshold", type=float, default=None, help="A score at or above it passes (default 0.5).")
-@click.option("--model", default=None, help="Only this model's calls (or traces).")
-@click.option("--route", default=None, help="Only calls (or traces) of this name.")
+@click.option(
+    "--model",
+    default=None,
+    help="Score monitors: traces of this model, asked for (a gateway route) or served; call metrics: "
+    "calls this model served.",
+)
+@click.option(
+    "--route", default=None, help="Only calls (or traces) of this name ('chat ROUTE' for the gateway)."
+)
 @click.option("--prompt-name", default=None, help="Only traces that used this prompt (score monitors).")
 @click.option("--prompt-version", default=None, help="Only traces that used this prompt version.")
 @click.option("--shift", type=float, default=None, help="The change to detect: rate points, or sds.")
