@@ -1,7 +1,7 @@
 """A score monitor's ``model`` filter finds traces by the model a client asked the gateway for (the
 route, ``parrot``) as well as by the upstream's own name (``echo-1``), as ``traces list --model`` and
 online evaluators' filters do: a new user names the model they call, and a filter that matched nothing
-left the monitor without a baseline, silently, for good."""
+left the monitor without a baseline, silently, for good. Creating one that matches nothing now says so."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import httpx
 from pilothouse.domain.keys import Scope
 from pilothouse.quality.monitors import MonitorWorker
 from tests.conftest import sqlite_at_head
-from tests.server.inprocess import InProcessServer
+from tests.server.inprocess import InProcessServer, cli_in_process
 
 CONFIG = """models:
   - {name: parrot, provider: sim, model: echo-1, options: {echo: true}}
@@ -52,7 +52,7 @@ def test_a_score_monitor_filters_on_the_route_a_client_called(tmp_path: Path) ->
                 for trace_id in ids
             ]
             assert client.post("/api/scores", json=scores).status_code == 201
-            ids = {}
+            ids, warnings = {}, {}
             for name, model in (("by-route", "parrot"), ("by-upstream", "echo-1"), ("nothing", "nope")):
                 created = client.post(
                     "/api/monitors",
@@ -60,6 +60,7 @@ def test_a_score_monitor_filters_on_the_route_a_client_called(tmp_path: Path) ->
                 )
                 assert created.status_code == 201, created.text
                 ids[name] = created.json()["id"]
+                warnings[name] = created.json()["warnings"]
             later = time.time_ns() + 10 * 10**9  # score monitors read scores at least 5 s old
             worker = MonitorWorker(server.store, clock=lambda: later)
 
@@ -72,3 +73,51 @@ def test_a_score_monitor_filters_on_the_route_a_client_called(tmp_path: Path) ->
     assert states["by-route"]["baseline_n"] == 110 and states["by-route"]["baseline"] == 1.0
     assert states["by-upstream"]["baseline_n"] == 110 and states["by-upstream"]["baseline"] == 1.0
     assert states["nothing"]["baseline_n"] == 0
+    # creating one that matches nothing says so (the API's warnings, the CLI's note)
+    assert warnings["by-route"] == warnings["by-upstream"] == []
+    assert warnings["nothing"] == [
+        "no score named 'good' with model 'nope' in the last 7 days: the monitor has no baseline until "
+        "some arrive; check the score's name on a trace (pilothouse traces show) and the filters."
+    ]
+    url = server.database_url
+    made = cli_in_process(
+        "monitors",
+        "create",
+        "--name",
+        "typo",
+        "--metric",
+        "score_mean",
+        "--score",
+        "godo",
+        "--database-url",
+        url,
+    )
+    assert made.returncode == 0 and "note: no score named 'godo' in the last 7 days" in made.stderr, (
+        made.stderr
+    )
+    made = cli_in_process(
+        "monitors",
+        "create",
+        "--name",
+        "calls",
+        "--metric",
+        "error_rate",
+        "--model",
+        "parrot",
+        "--database-url",
+        url,
+    )
+    assert "note: no model calls with model 'parrot'" in made.stderr and "MODEL column" in made.stderr
+    made = cli_in_process(
+        "monitors",
+        "create",
+        "--name",
+        "served",
+        "--metric",
+        "error_rate",
+        "--model",
+        "echo-1",
+        "--database-url",
+        url,
+    )
+    assert made.returncode == 0 and "note:" not in made.stderr, made.stderr

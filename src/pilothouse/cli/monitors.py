@@ -82,11 +82,14 @@ def create(project: str, database_url: str | None, webhook: str | None, **option
     service = _service(database_url)
     try:
         monitor = service.create(project, body)
+        unmatched = service.unmatched(monitor)
     except MonitorError as exc:
         raise _failed(exc) from None
     finally:
         service.repository.store.close()
     click.echo(f"Created monitor {monitor.name!r} ({monitor.metric.value}) in project {project!r}", err=True)
+    if unmatched:
+        click.echo(f"note: {unmatched}", err=True)
     click.echo(monitor.id)
 
 
