@@ -149,10 +149,13 @@ def alerts(
         raise _failed(exc) from None
     finally:
         service.repository.store.close()
-    click.echo(f"{'ID':32}  {'FIRED (UTC)':19}  {'STATUS':12}  MESSAGE")
+    # the webhook's outcome (sent, answered 500, refused: ...) is what tells a silent receiver apart
+    width = max([len("DELIVERY"), *(len(a.delivery or "-") for a in found)])
+    click.echo(f"{'ID':32}  {'FIRED (UTC)':19}  {'STATUS':12}  {'DELIVERY':{width}}  MESSAGE")
     for a in found:
         status = "silenced" if a.silenced else a.status.value
-        click.echo(f"{a.id:32}  {_when(a.fired_ns):19}  {status:12}  {a.message}")
+        delivery = a.delivery or "-"
+        click.echo(f"{a.id:32}  {_when(a.fired_ns):19}  {status:12}  {delivery:{width}}  {a.message}")
 
 
 @monitors.command()
