@@ -242,6 +242,13 @@ def test_datasets_import_export_list(cli: Cli, tmp_path: Path) -> None:
     assert code == 0 and "wrote 2 items of qa@1" in out
     code, out, _ = cli("datasets", "export", "qa", "--format", "jsonl")
     assert [json.loads(line)["expected"] for line in out.splitlines()] == ["Paris", "4"]
+    code, out, _ = cli("datasets", "export", "qa", "-o", "-")  # stdout, as usual
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == ["q1", "q2"]
+    (tmp_path / "notes.txt").write_text("keep me")
+    code, _, err = cli("datasets", "export", "qa", "-o", "notes.txt")
+    assert code == 2 and "suffix" in err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"  # refused before the file was opened
+    assert not (tmp_path / "-").exists()
     code, out, _ = cli("datasets", "list")
     assert "qa" in out and "qa.csv" in out
     code, _, err = cli("datasets", "export", "nope")

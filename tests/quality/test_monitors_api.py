@@ -299,4 +299,11 @@ def test_a_refused_or_failed_webhook_is_recorded(app: App) -> None:
     refused, failed = asyncio.run(passes())
     assert refused.startswith("refused: 127.0.0.1 resolves to 127.0.0.1, which is not a public address")
     assert failed == "answered 500"
+    # the CLI's alert list shows each webhook's outcome
+    from tests.server.inprocess import cli_in_process
+
+    database = app.store.engine.url.render_as_string(hide_password=False)
+    listed = cli_in_process("monitors", "alerts", "--project", "p1", "--database-url", database)
+    assert listed.returncode == 0 and "DELIVERY" in listed.stdout.splitlines()[0], listed.stderr
+    assert " answered 500 " in listed.stdout and " refused: 127.0.0.1 resolves to" in listed.stdout
     server.shutdown()

@@ -30,6 +30,8 @@ def test_the_page_lists_evaluators_and_the_trace_shows_their_results(viewer: Ser
     online = viewer.client.app.state.pilothouse.online  # type: ignore[attr-defined]
     online.create("p1", "mentions-paris", {"scorer": {"type": "contains", "value": "Paris"}})
     online.create("p1", "mentions-rome", {"scorer": {"type": "contains", "value": "Rome"}, "sampling": 0.5})
+    filters = {"tags": ["prod", "eu"], "metadata": {"tier": "free"}}
+    online.create("p1", "filtered", {"scorer": {"type": "contains", "value": "x"}, "filters": filters})
     trace = store_trace(viewer.store, project="p1")
     worker = OnlineWorker(online, lambda _name: None, WorkerOptions(settle_s=0))
     for _ in range(5):
@@ -42,6 +44,8 @@ def test_the_page_lists_evaluators_and_the_trace_shows_their_results(viewer: Ser
     assert "No worker runs in this process" in page.text
     assert page.text.count('<th scope="row">mentions-') == 2
     assert ">50.0%<" in page.text or ">50%<" in page.text
+    # filters read as words, not as Python's repr of a list
+    assert "tags: eu, prod; metadata: tier free" in page.text and "[&#39;" not in page.text
 
     shown = viewer.client.get(f"/traces/{trace}").text
     assert 'id="online-h"' in shown and "mentions-paris" in shown and ">scored<" in shown

@@ -33,8 +33,9 @@ def database_option(func: F) -> F:
     return click.option(
         "--database-url",
         default=None,
-        help="sqlite:///path or postgresql://user@host/db (default: $PILOTHOUSE_DATABASE_URL, "
-        "else ./.pilothouse/pilothouse.db).",
+        help="sqlite:///path or postgresql://user@host/db (default: $PILOTHOUSE_DATABASE_URL, else "
+        "the server: section of $PILOTHOUSE_CONFIG, else $PILOTHOUSE_HOME/pilothouse.db, "
+        "./.pilothouse/pilothouse.db).",
     )(func)
 
 
@@ -56,7 +57,8 @@ def open_store(database_url: str | None, *, create: bool = False) -> SqlStore:
     if not create and path and path != ":memory:" and not Path(path).exists():
         raise CliError(
             f"no database at {Path(path).absolute()}: run this where `pilothouse serve` keeps its data "
-            "(./.pilothouse), or set PILOTHOUSE_HOME or --database-url"
+            "(./.pilothouse), or set PILOTHOUSE_HOME, PILOTHOUSE_CONFIG (the config file `serve` "
+            "was given, when its server: section names the database) or --database-url"
         )
     try:
         return SqlStore.from_url(url)

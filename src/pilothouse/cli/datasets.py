@@ -105,6 +105,15 @@ def export_command(
     from pilothouse.domain.datasets import DatasetError
     from pilothouse.evals.datasets import format_of, write_items
 
+    if output == Path("-"):
+        output = None  # the usual spelling of stdout
+    kind = None
+    if fmt not in ("openai", "hf-chat", "dpo"):
+        # decided before the file is opened: a bad suffix must not leave an empty (or emptied) file
+        try:
+            kind = format_of(output if output is not None else Path("x.jsonl"), fmt)
+        except DatasetError as exc:
+            raise CliError(str(exc), exit_code=2) from None
     store = eval_store(database_url)
     try:
         version = store.get_version(project, name, version_number)
@@ -115,15 +124,11 @@ def export_command(
         items = _StoredItems(store, version.id)
         skipped = 0
         with _output(output) as handle:
-            if fmt in ("openai", "hf-chat", "dpo"):
+            if kind is None:
                 from pilothouse.evals._finetune_formats import write_training_file
 
                 count, skipped = write_training_file(items, handle, fmt)  # type: ignore[arg-type]
             else:
-                try:
-                    kind = format_of(output if output is not None else Path("x.jsonl"), fmt)
-                except DatasetError as exc:
-                    raise CliError(str(exc), exit_code=2) from None
                 count = write_items(items, handle, kind)
     finally:
         store.store.close()

@@ -57,8 +57,15 @@ def monitors() -> None:
 @click.option("--metric", type=click.Choice([m.value for m in MonitorMetric]), required=True)
 @click.option("--score", "score_name", default=None, help="The score's name (score_pass_rate, score_mean).")
 @click.option("--threshold", type=float, default=None, help="A score at or above it passes (default 0.5).")
-@click.option("--model", default=None, help="Only this model's calls (or traces).")
-@click.option("--route", default=None, help="Only calls (or traces) of this name.")
+@click.option(
+    "--model",
+    default=None,
+    help="Score monitors: traces of this model, asked for (a gateway route) or served; call metrics: "
+    "calls this model served.",
+)
+@click.option(
+    "--route", default=None, help="Only calls (or traces) of this name ('chat ROUTE' for the gateway)."
+)
 @click.option("--prompt-name", default=None, help="Only traces that used this prompt (score monitors).")
 @click.option("--prompt-version", default=None, help="Only traces that used this prompt version.")
 @click.option("--shift", type=float, default=None, help="The change to detect: rate points, or sds.")
@@ -75,11 +82,14 @@ def create(project: str, database_url: str | None, webhook: str | None, **option
     service = _service(database_url)
     try:
         monitor = service.create(project, body)
+        unmatched = service.unmatched(monitor)
     except MonitorError as exc:
         raise _failed(exc) from None
     finally:
         service.repository.store.close()
     click.echo(f"Created monitor {monitor.name!r} ({monitor.metric.value}) in project {project!r}", err=True)
+    if unmatched:
+        click.echo(f"note: {unmatched}", err=True)
     click.echo(monitor.id)
 
 
@@ -139,10 +149,13 @@ def alerts(
         raise _failed(exc) from None
     finally:
         service.repository.store.close()
-    click.echo(f"{'ID':32}  {'FIRED (UTC)':19}  {'STATUS':12}  MESSAGE")
+    # the webhook's outcome (sent, answered 500, refused: ...) is what tells a silent receiver apart
+    width = max([len("DELIVERY"), *(len(a.delivery or "-") for a in found)])
+    click.echo(f"{'ID':32}  {'FIRED (UTC)':19}  {'STATUS':12}  {'DELIVERY':{width}}  MESSAGE")
     for a in found:
         status = "silenced" if a.silenced else a.status.value
-        click.echo(f"{a.id:32}  {_when(a.fired_ns):19}  {status:12}  {a.message}")
+        delivery = a.delivery or "-"
+        click.echo(f"{a.id:32}  {_when(a.fired_ns):19}  {status:12}  {delivery:{width}}  {a.message}")
 
 
 @monitors.command()

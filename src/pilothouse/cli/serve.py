@@ -8,6 +8,8 @@ import click
 
 from pilothouse.cli.common import CliError, check_port, shown_url
 
+DEFAULT_BASE_URL = "http://127.0.0.1:4000"  # where the SDK sends without $PILOTHOUSE_BASE_URL
+
 
 @click.command()
 @click.option(
@@ -101,12 +103,17 @@ def serve(
     database = shown_url(settings.resolved_database_url)
     if processes > 1:
         durability += f"; {processes} worker processes"
+    sdk_line = "" if base == DEFAULT_BASE_URL else f"                 export PILOTHOUSE_BASE_URL={base}\n"
+    cli_env = cli_environment(settings.resolved_database_url, config)
+    cli_line = f"                 {cli_env}\n" if cli_env else ""
     click.echo(
         f"Pilothouse serving on {base}  (database: {database}; {durability})\n"
         f"  Web UI:        {base}/  (log in with the key; Keys & budgets makes more)\n"
         f"  Send traces:   export PILOTHOUSE_API_KEY={key_hint}\n"
+        f"{sdk_line}"
         f"                 OTLP endpoint {base}/v1/traces, or pilothouse.init() in Python\n"
         f"  Read traces:   curl -H 'Authorization: Bearer {key_hint}' {base}/api/traces\n"
+        f"{cli_line}"
         f"                 pilothouse traces list\n"
         f"  More keys:     pilothouse keys create --name NAME",
     )
@@ -138,3 +145,20 @@ def serve(
         )
     finally:
         store.close()
+
+
+def cli_environment(database_url: str, config: Path | None) -> str | None:
+    """The line a shell needs so that ``pilothouse traces list`` (which reads the environment, not
+    serve's options) opens this server's database; None when it already does. A ``--config`` whose
+    ``server:`` section moved the database is named by ``PILOTHOUSE_CONFIG``, else the URL itself is
+    given (its password hidden)."""
+    from pilothouse.config import ConfigError, load_settings
+
+    try:
+        if load_settings().resolved_database_url == database_url:
+            return None
+        if config is not None and load_settings(config.absolute()).resolved_database_url == database_url:
+            return f"export PILOTHOUSE_CONFIG={config.absolute()}"
+    except ConfigError:
+        pass
+    return f"export PILOTHOUSE_DATABASE_URL={shown_url(database_url)}"

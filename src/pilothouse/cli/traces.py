@@ -9,7 +9,7 @@ import click
 from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.domain.queries import InvalidQuery, TraceQuery, decode_cursor
 from pilothouse.domain.timeparse import iso, parse_time_ns
-from pilothouse.domain.traces import Status
+from pilothouse.domain.traces import Observation, Status
 from pilothouse.server.serialise import dumps, trace_detail_json, trace_summary_json, tree_order
 from pilothouse.store.search import query_words
 
@@ -124,7 +124,27 @@ def show(trace_id: str, project: str, as_json: bool, database_url: str | None) -
             f"{'  ' * depth}- [{o.kind.value}] {o.name}  {o.duration_ns / 1e6:.1f} ms  "
             f"{o.status.value}{extra}"
         )
+        for line in _notes(o):
+            click.echo(f"{'  ' * depth}    {line}")
     for s in detail.scores:
         click.echo(
             f"score {s.name} = {s.string_value if s.string_value is not None else s.value} ({s.source.value})"
         )
+
+
+_ACTED = {"block": "blocked", "redact": "redacted", "flag": "flagged", "fallback": "fell back"}
+
+
+def _notes(o: Observation) -> list[str]:
+    """What explains an observation's outcome: its error message, and the gateway guards that failed
+    (a blocked call is an error whose reason is the guard's)."""
+    notes = [f"error: {o.status_message}"] if o.status_message and o.status == Status.ERROR else []
+    guards = o.attributes.get("gateway.guardrails")
+    for g in guards if isinstance(guards, list) else []:
+        if isinstance(g, dict) and g.get("passed") is False:
+            reason = f": {g['reason']}" if g.get("reason") else ""
+            done = _ACTED.get(str(g.get("action")), f"failed ({g.get('action')})")
+            if g.get("fallback"):
+                done += f" to {g['fallback']}"
+            notes.append(f"{g.get('stage')} guard {g.get('guard')} {done}{reason}")
+    return notes

@@ -55,7 +55,9 @@ async def create_monitor(request: Request) -> Response:
         monitor = await run_in_threadpool(monitors.create, principal.project_id, body)
     except MonitorError as exc:
         raise _api_error(exc) from None
-    return FastJSONResponse(monitor_json(monitor, admin=True), status_code=201)
+    unmatched = await run_in_threadpool(monitors.unmatched, monitor)
+    shown = {**monitor_json(monitor, admin=True), "warnings": [unmatched] if unmatched else []}
+    return FastJSONResponse(shown, status_code=201)
 
 
 async def get_monitor(request: Request) -> Response:

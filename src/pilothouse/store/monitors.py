@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, delete, exists, insert, select, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from pilothouse.domain.monitors import (
@@ -246,7 +246,13 @@ class MonitorStore(Leases):
         tr = t.traces.c
         trace = [tr.project_id == s.project_id, tr.id == s.trace_id]
         if filters.model is not None:
-            trace.append(tr.model == filters.model)
+            # the trace's model, or the model any of its calls asked for or was served: a gateway
+            # route's name (what clients ask for) as well as the upstream's, as `traces list --model`
+            sp = t.spans.c
+            asked = exists().where(
+                sp.trace_pk == tr.pk, or_(sp.model == filters.model, sp.request_model == filters.model)
+            )
+            trace.append(or_(tr.model == filters.model, asked))
         if filters.route is not None:
             trace.append(tr.name == filters.route)
         if filters.prompt_name is not None or filters.prompt_version is not None:

@@ -1,5 +1,5 @@
 """Curation: dataset items made from stored traces (the trace's input and output, its name, model,
-tags and scores as metadata), for :class:`pilothouse.store.evals.EvalStore`."""
+tags and scores as metadata, with the trace's own metadata), for :class:`pilothouse.store.evals.EvalStore`."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class TraceItems:
     ) -> Iterator[DatasetItem]:
         """Dataset items from stored traces matching the filters, newest first: the trace's input (a
         chat becomes ``messages``, a JSON object the variables, other text the variable ``input``), its
-        output as ``expected``, its name, model, tags and scores as metadata; the trace id is the
+        output as ``expected``, its metadata plus its name, model, tags and scores; the trace id is the
         item's id and source."""
         sc, sp, tr = t.scores, t.spans, t.traces
         produced = 0
@@ -90,6 +90,7 @@ class TraceItems:
                     user_id=trace.user_id,
                     session_id=trace.session_id,
                     prompt_variables=variables,
+                    trace_metadata=trace.metadata,
                 )
                 produced += 1
                 if limit is not None and produced >= limit:
@@ -119,6 +120,7 @@ class TraceItems:
                         tr.c.user_id,
                         tr.c.session_id,
                         sp.c.attributes,
+                        tr.c.metadata,
                     )
                     .outerjoin(sp, (sp.c.trace_pk == tr.c.pk) & sp.c.parent_id.is_(None))
                     .where(tr.c.project_id == project_id, tr.c.id.in_(chunk))
@@ -140,6 +142,7 @@ class TraceItems:
                         user_id=row[8],
                         session_id=row[9],
                         prompt_variables=_prompt_variables(row[10]),
+                        trace_metadata=orjson.loads(row[11]) if row[11] else None,
                     )
         return out
 
@@ -185,6 +188,7 @@ def _trace_item(
     user_id: str | None = None,
     session_id: str | None = None,
     prompt_variables: dict[str, Any] | None = None,
+    trace_metadata: Mapping[str, Any] | None = None,
 ) -> DatasetItem:
     variables: dict[str, Any] = {}
     messages = None
@@ -213,11 +217,14 @@ def _trace_item(
     }
     if scores:
         metadata["scores"] = dict(scores)
+    # the trace's own metadata comes along (an online evaluator's `metadata.context`, a tenant to group
+    # splits by); the keys above are the item's and win over the trace's of the same name
+    carried = dict(trace_metadata) if isinstance(trace_metadata, Mapping) else {}
     return DatasetItem(
         id=trace_id,
         input=variables,
         expected=text_out,
-        metadata={k: v for k, v in metadata.items() if v},
+        metadata={**carried, **{k: v for k, v in metadata.items() if v}},
         messages=messages,
         source_trace_id=trace_id,
     )

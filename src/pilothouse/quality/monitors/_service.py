@@ -169,6 +169,30 @@ class Monitors:
         self.repository.create_monitor(monitor)
         return monitor
 
+    def unmatched(self, monitor: Monitor, now_ns: int | None = None) -> str | None:
+        """A warning when the monitor's series has nothing in its baseline window now (a misspelt
+        score name, a filter that matches no trace), else None: such a monitor never takes a baseline
+        until data comes, and says nothing meanwhile."""
+        end_ns = time.time_ns() if now_ns is None else now_ns
+        start_ns = end_ns - monitor.baseline_s * 10**9
+        project, f = monitor.project_id, monitor.filters
+        named = [f"{name} {value!r}" for name, value in vars_of(f).items() if value is not None]
+        where = f" with {', '.join(named)}" if named else ""
+        if monitor.metric.reads_scores:
+            score = monitor.score_name or ""
+            if self.repository.score_values(project, score, f, start_ns, end_ns, 1):
+                return None
+            what = f"no score named {score!r}{where}"
+            hint = "check the score's name on a trace (pilothouse traces show) and the filters"
+        else:
+            if self.repository.minutes(project, f, start_ns // 10**9, end_ns // 10**9):
+                return None
+            what = f"no model calls{where}"
+            hint = "call metrics' model is the one that served the call (the trace list's MODEL column)"
+        days = monitor.baseline_s / 86400
+        span = f"{days:g} day{'s' if days != 1 else ''}" if days >= 1 else f"{monitor.baseline_s} s"
+        return f"{what} in the last {span}: the monitor has no baseline until some arrive; {hint}."
+
     def all(self, project_id: str) -> list[Monitor]:
         """The project's monitors, oldest first."""
         return self.repository.list_monitors(project_id)
