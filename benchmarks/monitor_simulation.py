@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pilothouse.quality.monitors._evaluation import designed_rate
 from pilothouse.quality.monitors._statistics import (
     BernoulliCusum,
     bernoulli_arl,
@@ -82,16 +83,15 @@ def _measure(method: str, run: Run, rng: np.random.Generator, reps: int) -> Row:
 
 def _estimated_baseline_run(rng: np.random.Generator) -> Run:
     """The CUSUM designed, per stream, from a baseline rate estimated on BASELINE_SAMPLES samples (what
-    a monitor does with its trailing window); designs are shared among streams whose estimate rounds
-    to the same 0.25 point."""
+    a monitor does with its trailing window, Laplace's rule of succession included); designs are
+    shared among streams whose estimate rounds to the same 0.25 point."""
     designs: dict[float, BernoulliCusum] = {}
 
     def run(
         samples: npt.NDArray[np.bool_], change: npt.NDArray[np.int64]
     ) -> tuple[npt.NDArray[np.int64], int]:
-        estimates = (
-            np.round(rng.binomial(BASELINE_SAMPLES, P0, len(samples)) / BASELINE_SAMPLES / 0.0025) * 0.0025
-        )
+        passes = rng.binomial(BASELINE_SAMPLES, P0, len(samples))
+        estimates = np.round(designed_rate(passes, BASELINE_SAMPLES) / 0.0025) * 0.0025
         delays = np.full(len(samples), -1, dtype=np.int64)
         alarms = 0
         for p0 in np.unique(estimates):

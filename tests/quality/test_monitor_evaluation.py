@@ -67,3 +67,16 @@ def test_a_new_baseline_keeps_the_statistic_in_nats() -> None:
     again = baseline_from_scores(monitor, [0.0 if i % 5 == 0 else 1.0 for i in range(1000)], 1)  # now 80%
     assert again is not None and again.scale and again.scale != state.scale
     assert again.statistic / again.scale == pytest.approx(100.0 / state.scale)
+
+
+def test_a_perfect_small_baseline_is_not_read_as_certainty() -> None:
+    """100 passes out of 100 is designed as a 99.0% rate (Laplace's rule), not as 99.5% (the cap):
+    two failures in a row no longer alarm; a real drop still does. The reported baseline stays 1.0."""
+    default = replace(MONITOR, arl0=8000.0)
+    state = baseline_from_scores(default, [1.0] * MIN_BASELINE_SAMPLES, 0)
+    assert state is not None and state.baseline == 1.0
+    monitor = replace(default, state=state)
+    two, alarms = feed_scores(monitor, _samples([False, False] + [True] * 20))
+    assert alarms == [] and two.statistic > 0
+    _, alarms = feed_scores(monitor, _samples([i % 3 != 0 for i in range(300)]))
+    assert alarms and alarms[0].baseline == 1.0

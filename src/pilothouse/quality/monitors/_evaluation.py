@@ -87,9 +87,17 @@ def baseline_from_minutes(
     return _continuous_state(monitor, values, now_ns) if len(values) >= MIN_BASELINE_MINUTES else None
 
 
+def designed_rate(events: float, trials: int) -> float:
+    """The baseline rate the detector is designed for: the observed rate pulled towards one half by one
+    event and one non-event (Laplace's rule of succession), so that a baseline of 100 passes out of
+    100 is read as 0.990, not as certainty: a perfect small sample does not make two failures an
+    alarm. At the baselines the simulation uses (2,000 samples) it moves the rate by < 0.0005."""
+    return (events + 1) / (trials + 2)
+
+
 def _rate_state(monitor: Monitor, events: int, trials: int, now_ns: int) -> MonitorState:
     shift = -monitor.shift if monitor.metric.watches_drop else monitor.shift
-    detector = design_bernoulli(events / trials, shift, monitor.arl0)
+    detector = design_bernoulli(designed_rate(events, trials), shift, monitor.arl0)
     old = monitor.state
     # a statistic carried over a new baseline keeps its size in nats, not in units of the old scale
     statistic = old.statistic * detector.scale / old.scale if old.scale else 0.0
@@ -129,7 +137,8 @@ def needs_baseline(monitor: Monitor, now_ns: int, alert_open: bool) -> bool:
 def _rate_detector(monitor: Monitor) -> BernoulliCusum:
     state = monitor.state
     assert state.baseline is not None and state.h is not None and state.scale is not None
-    p0 = min(0.995, max(0.005, state.baseline))
+    n = state.baseline_n or 0
+    p0 = min(0.995, max(0.005, designed_rate(state.baseline * n, n) if n else state.baseline))
     shift = -monitor.shift if monitor.metric.watches_drop else monitor.shift
     return BernoulliCusum(p0, min(0.999, max(0.001, p0 + shift)), int(state.h), state.scale)
 
