@@ -1,7 +1,7 @@
 """The C search words (``_speedups.search_vector``, ``_search_words.c``) against their reference
-(``store.search.document_vector``): the same lexemes for every document, tricky Unicode included.
-The C gives them in the order of their first occurrence, the reference in a set's order; PostgreSQL
-sorts them as it reads the vector, so the tests compare them as sets (and count duplicates)."""
+(``store.search.document_vector``): the same vector, byte for byte, for every document, tricky Unicode
+included. Both give the lexemes in PostgreSQL's order (bytewise, a prefix first), which
+``tsvectorrecv`` then only checks instead of sorting them."""
 
 from __future__ import annotations
 
@@ -52,9 +52,11 @@ def vector() -> _speedups.SearchVector:
 
 
 def same(vector: _speedups.SearchVector, doc: str, limit: int = MAX_LEXEME_BYTES) -> None:
-    made = lexemes(vector(doc, limit))
-    assert len(made) == len(set(made)), doc[:60]  # distinct
-    assert sorted(made) == sorted(lexemes(document_vector(doc, limit))), doc[:60]
+    made = vector(doc, limit)
+    words = lexemes(made)
+    assert len(words) == len(set(words)), doc[:60]  # distinct
+    assert words == sorted(words), doc[:60]  # in PostgreSQL's order
+    assert made == document_vector(doc, limit), doc[:60]
 
 
 @pytest.mark.parametrize("doc", TRICKY, ids=range(len(TRICKY)))
@@ -64,9 +66,18 @@ def test_tricky_documents_give_the_references_lexemes(vector: _speedups.SearchVe
 
 def test_the_lexemes_are_words_lowered_by_python(vector: _speedups.SearchVector) -> None:
     assert lexemes(vector("ΌΣΟΣ Hello hello İ", MAX_LEXEME_BYTES)) == [
-        "όσος".encode(),  # the last sigma final, as str.lower makes it
         b"hello",
         "i̇".encode(),
+        "όσος".encode(),  # the last sigma final, as str.lower makes it
+    ]
+    assert lexemes(vector("abc ab b a abd ab\u00e9 \u00e9", 10)) == [  # bytes as unsigned, a prefix first
+        b"a",
+        b"ab",
+        b"abc",
+        b"abd",
+        "abé".encode(),
+        b"b",
+        "é".encode(),
     ]
     assert vector("", MAX_LEXEME_BYTES) == NO_LEXEMES == vector("_ - _", MAX_LEXEME_BYTES)
     assert lexemes(vector("abc abcd", 3)) == [b"abc"]  # the byte limit
@@ -89,6 +100,15 @@ def test_random_unicode_documents_give_the_references_lexemes(vector: _speedups.
         doc = "".join(rng.choice(rng.choice(pools)) for _ in range(rng.randint(0, 60)))
         same(vector, doc)
         same(vector, doc, limit=rng.randint(0, 6))
+
+
+def test_many_words_sharing_prefixes_come_sorted(vector: _speedups.SearchVector) -> None:
+    rng = random.Random(34)
+    for _ in range(300):  # words of 1-20 letters of "ab": long common prefixes, many of 8 bytes or more
+        words = [
+            "".join(rng.choice("ab") for _ in range(rng.randint(1, 20))) for _ in range(rng.randint(1, 300))
+        ]
+        same(vector, " ".join(words))
 
 
 def test_it_refuses_what_is_not_a_document(vector: _speedups.SearchVector) -> None:

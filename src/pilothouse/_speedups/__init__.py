@@ -85,8 +85,8 @@ class AttributeSorter(Protocol):
 
 class SearchVector(Protocol):
     """``_search_words.c``: ``store.search.document_vector(document, max_lexeme_bytes)``, the distinct
-    lower-case words of a document as a binary ``tsvector`` (in their first occurrence's order; the
-    reference's order is a set's, and PostgreSQL sorts them as it reads the vector)."""
+    lower-case words of a document as a binary ``tsvector``, in PostgreSQL's order (bytewise, a prefix
+    first), as the reference gives them: ``tsvectorrecv`` then only checks the order."""
 
     def __call__(self, document: str, max_lexeme_bytes: int, /) -> bytes: ...
 

@@ -168,7 +168,9 @@ class UnnestWrite:
 
         self.columns = tuple(columns)
         dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-        sql_types = {c: target.c[c].type.compile(dialect=dialect) for c in self.columns}
+        # the columns' types without their collation ("C" of the traces' keys), which an array's cast
+        # cannot take; the values take their column's collation as they are inserted
+        sql_types = {c: target.c[c].type.compile(dialect=dialect).split(" COLLATE ")[0] for c in self.columns}
         self._arrays = frozenset(c for c, type_ in sql_types.items() if type_.endswith("[]"))
         # a list's binary dumper is chosen by its first value: a whole number among floats must be one
         self._floats = frozenset(c for c, type_ in sql_types.items() if type_ == "FLOAT")

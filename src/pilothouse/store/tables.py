@@ -58,6 +58,16 @@ api_keys = Table(
 # A trace's integer key: the rowid on SQLite (INTEGER PRIMARY KEY), a bigserial on PostgreSQL.
 TRACE_PK = BigInteger().with_variant(Integer, "sqlite")
 
+
+# PostgreSQL: the traces' indexed text columns compare byte by byte (the "C" collation, migration 0034),
+# not by the database's collation (strcoll on each comparison); equality is the same.
+def _c_text(length: int | None = None) -> Any:
+    plain = Text() if length is None else String(length)
+    return plain.with_variant(
+        Text(collation="C") if length is None else String(length, collation="C"), "postgresql"
+    )
+
+
 # The columns the Users page sums over a user's traces (pilothouse.store.sql.SqlStore.activity).
 USER_SUMS = ("end_ns", "total_tokens", "cost_usd", "error_count")
 
@@ -68,16 +78,16 @@ traces = Table(
     # rows land at the end of the spans' (trace_pk, span_id) index instead of all over a
     # (project, trace id) one: random OTLP trace ids made each batch rewrite nearly every page of it.
     Column("pk", TRACE_PK, primary_key=True, autoincrement=True),
-    Column("project_id", String(64), nullable=False),
-    Column("id", String(32), nullable=False),
+    Column("project_id", _c_text(64), nullable=False),
+    Column("id", _c_text(32), nullable=False),
     Column("name", Text),
     Column("root_span_id", String(16)),
-    Column("user_id", Text),
-    Column("session_id", Text),
+    Column("user_id", _c_text()),
+    Column("session_id", _c_text()),
     Column("tags", Text),  # JSON list
     Column("metadata", Text),  # JSON object
-    Column("environment", Text),
-    Column("release", Text),
+    Column("environment", _c_text()),
+    Column("release", _c_text()),
     Column("input", Text),
     Column("output", Text),
     Column("model", Text),

@@ -147,7 +147,10 @@ def trace_list_statement(
         conds.append(through_key.scalar_subquery().is_not(None))
     if query.score_name is not None:
         sc = t.scores.c
-        score_conds = [sc.project_id == project_id, sc.trace_id == c.id, sc.name == query.score_name]
+        # PostgreSQL: the traces' id compares in "C" (migration 0034), the scores' index in the default
+        # collation; the comparison in the scores' lets their (project, trace id) index find each one's
+        by_id: ColumnElement[Any] = c.id if sqlite else c.id.collate("default")
+        score_conds = [sc.project_id == project_id, sc.trace_id == by_id, sc.name == query.score_name]
         if query.min_score is not None:
             score_conds.append(sc.value >= query.min_score)
         if query.max_score is not None:
