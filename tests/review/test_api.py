@@ -90,6 +90,7 @@ def test_review_over_the_api(served: Served) -> None:
     )
     assert done.status_code == 200 and done.json()["status"] == "completed"
     assert done.json()["reviews_so_far"][0]["reviewer"] == "key:test"
+    assert done.json()["reviews_so_far"][0]["scores"] == {"correct": False}  # a boolean, not "false"
     trace = http.get(f"/api/traces/{traces[0]}", headers=served.auth).json()
     assert any(s["name"] == "correct" and s["comment"] == "review by key:test" for s in trace["scores"])
 

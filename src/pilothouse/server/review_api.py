@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pilothouse.domain.keys import Scope
+from pilothouse.domain.review import ScoreKind
 from pilothouse.quality.review import ItemView, ReviewError, ReviewNotFound, ReviewService
 from pilothouse.server.api import trace_query_from_params
 from pilothouse.server.auth import Principal
@@ -35,6 +36,7 @@ def reviewer_of(principal: Principal) -> str:
 def item_json(view: ItemView) -> dict[str, Any]:
     """An item as the API shows it: the item, the texts to review, its configs and the reviews so far."""
     item = view.item
+    kinds = {c.name: c.kind for c in view.configs}
     return {
         "id": item.id,
         "queue": view.queue.name,
@@ -56,13 +58,19 @@ def item_json(view: ItemView) -> dict[str, Any]:
                 "skipped": r.skipped,
                 "corrected_output": r.corrected_output,
                 "comment": r.comment,
-                "scores": {
-                    s.config_name: s.string_value if s.string_value is not None else s.value for s in r.scores
-                },
+                "scores": {s.config_name: _score_value(s, kinds.get(s.config_name)) for s in r.scores},
             }
             for r in view.reviews
         ],
     }
+
+
+def _score_value(score: Any, kind: ScoreKind | None) -> Any:
+    """A review's score as the reviewer gave it: a boolean config's answer as true or false, a
+    category's label as text, a number as a number."""
+    if kind is ScoreKind.BOOLEAN and score.string_value in ("true", "false"):
+        return score.string_value == "true"
+    return score.string_value if score.string_value is not None else score.value
 
 
 def config_json(config: Any) -> dict[str, Any]:
