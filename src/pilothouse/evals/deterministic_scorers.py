@@ -41,6 +41,7 @@ import yaml
 
 from pilothouse.config import load_yaml
 from pilothouse.domain.money import Money
+from pilothouse.evals.patterns import PatternError, PatternTimeout, compile_pattern, search
 from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
@@ -65,6 +66,7 @@ _NUMBER = re.compile(
     r"|(?<![\w.])[-+\u2212]?\.\d+(?:[eE][-+]?\d+)?"
 )
 _WORD = re.compile(r"[^\W_]+")
+PATTERN_TIMEOUT_S = 1.0  # a regex scorer's pattern on one output (patterns.py: why there is a limit)
 
 
 def strip_code_fence(text: str) -> str:
@@ -262,17 +264,20 @@ class RegexMatch(ReferenceScorer):
         self.full_match = spec.bool_option("full_match")
         if not needs_template(pattern):
             try:
-                re.compile(pattern, self.flags)
-            except re.error as exc:
-                raise spec.error(f"invalid regular expression {pattern!r}: {exc}") from None
+                compile_pattern(pattern, self.flags)
+            except PatternError as exc:
+                raise spec.error(f"invalid regular expression {pattern[:200]!r}: {exc}") from None
 
     async def measure(self, sample: Sample) -> ScoreResult:
         pattern = to_text(self.reference(sample))
         try:
-            compiled = re.compile(pattern, self.flags)
-        except re.error as exc:
-            raise ScoringError(f"invalid regular expression {pattern!r}: {exc}") from None
-        match = compiled.fullmatch(sample.output) if self.full_match else compiled.search(sample.output)
+            compiled = compile_pattern(pattern, self.flags)
+        except PatternError as exc:
+            raise ScoringError(f"invalid regular expression {pattern[:200]!r}: {exc}") from None
+        try:
+            match = search(compiled, sample.output, PATTERN_TIMEOUT_S, whole=self.full_match)
+        except PatternTimeout as exc:
+            raise ScoringError(f"regular expression {pattern[:200]!r}: {exc}") from None
         return ScoreResult(float(match is not None), reason=None if match else f"no match for {pattern!r}")
 
 
