@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import yaml
 
@@ -17,6 +18,7 @@ from pilothouse.config import parse_config
 from pilothouse.domain.guards import GuardContext
 from pilothouse.domain.keys import Scope
 from pilothouse.evals.patterns import PatternError, PatternTimeout, compile_pattern, find_spans, search
+from pilothouse.evals.scoring import Sample, ScorerConfigError, ScoreResult, build_scorer
 from pilothouse.quality.guardrails import build_guardrails
 from pilothouse.quality.online import OnlineEvaluators, OnlineWorker, WorkerOptions
 from pilothouse.store.sql import SqlStore
@@ -122,7 +124,9 @@ def test_an_online_regex_scorer_that_backtracks_leaves_the_item_unmeasured(tmp_p
         service.create("default", "evil", {"scorer": {"type": "regex", "value": EVIL}})
         trace = store_trace(store, output=VICTIM)
         fine = store_trace(store, output="aaaa")
-        worker = OnlineWorker(service, lambda _name: None, WorkerOptions(poll_s=0.0, settle_s=0.0, retry_base_s=0.0))
+        worker = OnlineWorker(
+            service, lambda _name: None, WorkerOptions(poll_s=0.0, settle_s=0.0, retry_base_s=0.0)
+        )
         for _ in range(50):
             asyncio.run(worker.run_once())
             items = {
@@ -134,3 +138,36 @@ def test_an_online_regex_scorer_that_backtracks_leaves_the_item_unmeasured(tmp_p
         assert items[fine].state == "scored" and items[fine].value == 1.0
     finally:
         store.close()
+
+
+def score_json(schema: dict[str, object], output: str) -> ScoreResult:
+    scorer = build_scorer({"type": "json-schema", "schema": schema}, None)
+    return asyncio.run(scorer.score(Sample(item_id="x", output=output)))
+
+
+def test_json_schema_patterns_run_with_a_time_limit_too() -> None:
+    # the json-schema scorer's schema comes from any project's admin as well; jsonschema used re
+    victim = orjson.dumps(VICTIM).decode()
+    by_value = score_json({"type": "string", "pattern": EVIL}, victim)
+    assert by_value.value is None and "ran past" in (by_value.error or "")
+    by_key = {"type": "object", "patternProperties": {EVIL: {}}, "additionalProperties": False}
+    result = score_json(by_key, orjson.dumps({VICTIM: 1}).decode())
+    assert result.value is None and "ran past" in (result.error or "")
+    # ordinary patterns keep their meaning
+    assert score_json({"type": "string", "pattern": "^a+!$"}, victim).value == 1.0
+    assert score_json(by_key | {"patternProperties": {"^x": {}}}, '{"x1": 1}').value == 1.0
+    assert score_json(by_key | {"patternProperties": {"^x": {}}}, '{"y": 1}').value == 0.0
+    with pytest.raises(ScorerConfigError, match="unevaluatedProperties"):
+        build_scorer({"type": "json-schema", "schema": {**by_key, "unevaluatedProperties": False}}, None)
+    with pytest.raises(ScorerConfigError, match="expand"):
+        build_scorer({"type": "json-schema", "schema": {"pattern": "(?:a{1000}){1000}"}}, None)
+
+
+def test_a_json_schema_guard_whose_pattern_runs_past_its_limit_fails() -> None:
+    guard = {"type": "json_schema", "schema": {"type": "string", "pattern": EVIL}, "action": "block"}
+    config = parse_config({"models": [{"name": "m", "provider": "sim"}], "guardrails": [{"output": [guard]}]})
+    guardrails = build_guardrails(config.guardrails)
+    route = None if guardrails is None else guardrails.for_model("m")
+    assert route is not None
+    result = asyncio.run(route.output[0].check(orjson.dumps(VICTIM).decode(), GuardContext({}, None)))
+    assert not result.passed and "ran past" in (result.reason or "")

@@ -41,7 +41,14 @@ import yaml
 
 from pilothouse.config import load_yaml
 from pilothouse.domain.money import Money
-from pilothouse.evals.patterns import PatternError, PatternTimeout, compile_pattern, search
+from pilothouse.evals.patterns import (
+    PatternError,
+    PatternTimeout,
+    compile_pattern,
+    schema_validator,
+    search,
+    validation_deadline,
+)
 from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
@@ -328,9 +335,11 @@ class JsonSchemaMatch(BaseScorer):
         validator_class = jsonschema.validators.validator_for(schema)
         try:
             validator_class.check_schema(schema)
+            self.validator = schema_validator(schema)
         except jsonschema.SchemaError as exc:
             raise spec.error(f"invalid JSON schema: {exc.message}") from None
-        self.validator = validator_class(schema)
+        except PatternError as exc:
+            raise spec.error(f"invalid JSON schema: {exc}") from None
 
     @staticmethod
     def _load_schema(spec: ScorerSpec, location: str) -> Any:
@@ -351,7 +360,12 @@ class JsonSchemaMatch(BaseScorer):
             document = parse_json_output(sample.output)
         except ValueError as exc:
             return ScoreResult(0.0, reason=f"not valid JSON: {exc}")
-        errors = sorted(self.validator.iter_errors(document), key=lambda e: list(map(str, e.path)))
+        try:
+            with validation_deadline():
+                found = list(self.validator.iter_errors(document))
+        except PatternTimeout as exc:
+            raise ScoringError(str(exc)) from None
+        errors = sorted(found, key=lambda e: list(map(str, e.path)))
         if not errors:
             return ScoreResult(1.0)
         shown = "; ".join(f"{e.json_path}: {e.message}" for e in errors[:3])

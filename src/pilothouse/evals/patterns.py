@@ -15,16 +15,29 @@ and counted repeats that expand to at most :data:`MAX_EXPANSION` steps (``regex`
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import re
 import time
+from collections.abc import Iterator
 from re import _parser as sre_parse  # type: ignore[attr-defined]  # re's own parser: the syntax checked
 from typing import Any
 
 import regex  # type: ignore[import-untyped]  # ships without type information
 
-__all__ = ["MAX_EXPANSION", "PatternError", "PatternTimeout", "compile_pattern", "find_spans", "search"]
+__all__ = [
+    "MAX_EXPANSION",
+    "PatternError",
+    "PatternTimeout",
+    "compile_pattern",
+    "find_spans",
+    "schema_validator",
+    "search",
+    "validation_deadline",
+]
 
+SCHEMA_TIMEOUT_S = 1.0  # the patterns of one JSON schema validation, together
 MAX_EXPANSION = 100_000  # steps a pattern's counted repeats unroll to (a{100000}: 0.05 s to compile)
 _FUZZY = re.compile(r"(?<!\\)\{[^{}]*(?<![A-Za-z])[eids](?![A-Za-z])[^{}]*\}")
 _POSIX = re.compile(r"\[:\^?[a-z]+:\]")
@@ -109,3 +122,108 @@ def find_spans(patterns: list[Any], text: str, timeout_s: float) -> list[tuple[i
         except TimeoutError:
             raise PatternTimeout(f"the regular expressions ran past {timeout_s:g} s") from None
     return spans
+
+
+# -- JSON schemas: their `pattern` and `patternProperties` are user-supplied regular expressions too --
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("pattern_deadline", default=None)
+
+
+def _search_before_deadline(source: str, text: str) -> bool:
+    deadline = _deadline.get()
+    left = SCHEMA_TIMEOUT_S if deadline is None else deadline - time.monotonic()
+    if left <= 0:
+        raise PatternTimeout(f"the schema's patterns ran past {SCHEMA_TIMEOUT_S:g} s")
+    return search(compile_pattern(source), text, left) is not None
+
+
+def _pattern(validator: Any, source: str, instance: Any, _schema: Any) -> Any:
+    from jsonschema import ValidationError  # type: ignore[import-untyped]  # no type information
+
+    if validator.is_type(instance, "string") and not _search_before_deadline(source, instance):
+        yield ValidationError(f"{instance[:200]!r} does not match {source!r}")
+
+
+def _pattern_properties(validator: Any, patterns: Any, instance: Any, _schema: Any) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for source, subschema in patterns.items():
+        for key, value in instance.items():
+            if _search_before_deadline(source, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=source)
+
+
+def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: Any) -> Any:
+    from jsonschema import ValidationError
+
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = [
+        key
+        for key in instance
+        if key not in properties and not any(_search_before_deadline(p, key) for p in patterns)
+    ]
+    if validator.is_type(allowed, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], allowed, path=extra)
+    elif not allowed and extras:
+        shown = ", ".join(repr(key[:100]) for key in sorted(extras)[:10])
+        yield ValidationError(f"Additional properties are not allowed ({shown} unexpected)")
+
+
+def _schema_patterns(node: Any, found: list[str], depth: int = 0) -> bool:
+    """Collect the schema's patterns; True when it also has ``unevaluatedProperties`` (whose
+    look-up of ``patternProperties`` cannot be given a time limit)."""
+    if depth > 200:
+        raise PatternError("the schema is nested more than 200 levels deep")
+    unevaluated = False
+    if isinstance(node, dict):
+        unevaluated = "unevaluatedProperties" in node
+        if isinstance(node.get("pattern"), str):
+            found.append(node["pattern"])
+        if isinstance(node.get("patternProperties"), dict):
+            found.extend(str(key) for key in node["patternProperties"])
+        children: Any = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return False
+    for child in children:
+        unevaluated = _schema_patterns(child, found, depth + 1) or unevaluated
+    return unevaluated
+
+
+def schema_validator(schema: Any) -> Any:
+    """A ``jsonschema`` validator for a user's ``schema`` (already checked against its meta-schema)
+    whose ``pattern``, ``patternProperties`` and ``additionalProperties`` keywords use patterns
+    compiled here, with a time limit for one validation (:func:`validation_deadline`);
+    :class:`PatternError` for a pattern refused, or ``unevaluatedProperties`` beside patterns."""
+    import jsonschema
+
+    found: list[str] = []
+    unevaluated = _schema_patterns(schema, found)
+    for source in found:
+        compile_pattern(source)
+    if found and unevaluated:
+        raise PatternError("a schema with patterns may not use 'unevaluatedProperties'")
+    base = jsonschema.validators.validator_for(schema)
+    if not found:
+        return base(schema)
+    keywords = {
+        "pattern": _pattern,
+        "patternProperties": _pattern_properties,
+        "additionalProperties": _additional_properties,
+    }
+    return jsonschema.validators.extend(base, keywords)(schema)
+
+
+@contextlib.contextmanager
+def validation_deadline(timeout_s: float = SCHEMA_TIMEOUT_S) -> Iterator[None]:
+    """Within the block, a :func:`schema_validator`'s patterns share ``timeout_s`` seconds in all."""
+    token = _deadline.set(time.monotonic() + timeout_s)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)

@@ -13,7 +13,14 @@ import jsonschema  # type: ignore[import-untyped]  # ships without type informat
 import orjson
 
 from pilothouse.domain.guards import Finding, GuardContext, GuardResult
-from pilothouse.evals.patterns import PatternError, PatternTimeout, compile_pattern, find_spans
+from pilothouse.evals.patterns import (
+    PatternError,
+    PatternTimeout,
+    compile_pattern,
+    find_spans,
+    schema_validator,
+    validation_deadline,
+)
 from pilothouse.quality.guardrails import _groundedness  # noqa: F401  (registers "groundedness")
 from pilothouse.quality.guardrails._pii import ENTITIES, find_entities
 from pilothouse.quality.guardrails._registry import BuiltGuard, GuardConfigError, GuardOptions, register_guard
@@ -147,7 +154,16 @@ def json_schema(options: GuardOptions) -> BuiltGuard:
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise GuardConfigError("schema", f"not a valid JSON Schema ({exc.message} at /{where})") from None
-    validator = validator_class(schema)
+    try:
+        validator = schema_validator(schema)
+    except PatternError as exc:
+        raise GuardConfigError("schema", f"not a usable JSON Schema ({exc})") from None
+
+    patterned = "pattern" in orjson.dumps(schema).decode()
+
+    def first_error(value: Any) -> Any:
+        with validation_deadline():
+            return jsonschema.exceptions.best_match(validator.iter_errors(value))
 
     async def check(text: str, _context: GuardContext) -> GuardResult:
         fenced = _FENCE.match(text)
@@ -155,7 +171,10 @@ def json_schema(options: GuardOptions) -> BuiltGuard:
             value = orjson.loads(fenced.group(1) if fenced else text)
         except orjson.JSONDecodeError:
             return GuardResult(False, 0.0, "the answer is not JSON")
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        try:  # a schema's patterns hold the thread that runs them until their limit: not the loop's
+            error = await asyncio.to_thread(first_error, value) if patterned else first_error(value)
+        except PatternTimeout as exc:
+            return GuardResult(False, 0.0, str(exc))
         if error is None:
             return GuardResult(True, 1.0)
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
