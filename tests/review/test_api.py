@@ -67,6 +67,16 @@ def test_review_over_the_api(served: Served) -> None:
     assert bad_filter.status_code == 400 and bad_filter.json()["error"]["param"] == "colour"
     other = http.post("/api/review/queues/triage/next", headers=_auth(served.other_key))
     assert other.status_code == 404  # another project has no such queue
+    held_here = http.post("/api/review/queues/triage/next", headers=served.auth).json()["item"]
+    for verb in ("release", "skip", "scores"):  # another project's item is unknown there, as docs say
+        elsewhere = http.post(
+            f"/api/review/items/{held_here['id']}/{verb}", json={}, headers=_auth(served.other_key)
+        )
+        assert elsewhere.status_code == 404, (verb, elsewhere.text)
+    assert http.post("/api/review/items/nope/release", headers=served.auth).status_code == 404
+    assert http.post(f"/api/review/items/{held_here['id']}/release", headers=served.auth).json() == {
+        "released": True
+    }
 
     mine = http.post("/api/review/queues/triage/next", headers=served.auth).json()["item"]
     theirs = http.post("/api/review/queues/triage/next", headers=_auth(second)).json()["item"]
