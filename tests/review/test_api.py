@@ -159,6 +159,11 @@ def test_hostile_review_requests_get_clear_4xx(served: Served) -> None:
         ),
         ("/api/review/queues", {"name": "q3", "configs": ["ok"], "reviews_per_item": True}, "whole number"),
         ("/api/review/queues/q/dataset", {"dataset": "d"}, "No reviewer of queue 'q' has written"),
+        (  # answers of 1e308 made label means infinite
+            "/api/review/configs",
+            {"name": "huge", "kind": "numeric", "min_value": -1e308, "max_value": 1e308},
+            "within -1e+12 to 1e+12",
+        ),
     ]
     for path, body, message in cases:
         answer = http.post(path, json=body, headers=_auth(admin))
