@@ -72,8 +72,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcess
     home = tmp_path_factory.mktemp("patterns")
     echo = {"provider": "sim", "model": "echo-1", "options": {"echo": True}}
     config = {
-        "models": [{**echo, "name": "guarded"}, {**echo, "name": "plain"}],
-        "guardrails": [{"models": ["guarded"], "input": [{"type": "regex", "patterns": [EVIL]}]}],
+        "models": [{**echo, "name": "guarded"}, {**echo, "name": "redacted"}],
+        "guardrails": [
+            {"models": ["guarded"], "input": [{"type": "regex", "patterns": [EVIL]}]},
+            {
+                "models": ["redacted"],
+                "output": [{"type": "regex", "patterns": [EVIL], "action": "redact", "label": "X"}],
+            },
+        ],
     }
     (home / "pilothouse.yaml").write_text(yaml.safe_dump(config))
     with InProcessServer(
@@ -171,3 +177,24 @@ def test_a_json_schema_guard_whose_pattern_runs_past_its_limit_fails() -> None:
     assert route is not None
     result = asyncio.run(route.output[0].check(orjson.dumps(VICTIM).decode(), GuardContext({}, None)))
     assert not result.passed and "ran past" in (result.reason or "")
+
+
+def test_a_streamed_redaction_past_its_limit_redacts_the_whole_piece(
+    server: tuple[InProcessServer, str],
+) -> None:
+    running, key = server
+    body = {"model": "redacted", "stream": True, "messages": [{"role": "user", "content": VICTIM}]}
+    text = ""
+    with httpx.stream(
+        "POST",
+        f"{running.base_url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    ) as answer:
+        assert answer.status_code == 200
+        for line in answer.iter_lines():
+            if line.startswith("data: {"):
+                for choice in orjson.loads(line[6:])["choices"]:
+                    text += choice["delta"].get("content") or ""
+    assert "a" not in text and "[X]" in text  # failed closed: nothing of the answer got out

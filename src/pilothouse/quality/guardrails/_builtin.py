@@ -27,6 +27,7 @@ from pilothouse.quality.guardrails._registry import BuiltGuard, GuardConfigError
 
 MAX_PATTERN_CHARS = 1_000
 PATTERN_TIMEOUT_S = 1.0  # configured patterns over one text, all together (evals/patterns.py: why)
+PATTERN_LOOP_TIMEOUT_S = 0.05  # the same, searched on the event loop (a stream's redaction)
 
 
 THREAD_CHARS = 64 * 1024  # a longer text is searched in a worker thread: the event loop keeps serving
@@ -78,12 +79,22 @@ def _matches(patterns: list[Any], label: str) -> Any:
 
     def locate(text: str) -> list[Finding]:
         try:
-            spans = find_spans(patterns, text, PATTERN_TIMEOUT_S)
+            spans = find_spans(patterns, text, _budget())
         except PatternTimeout:
             return [Finding(0, len(text), label)] if text else []
         return sorted((Finding(start, end, label) for start, end in spans), key=lambda f: (f.start, -f.end))
 
     return locate
+
+
+def _budget() -> float:
+    """A locate's time limit: short on the event loop's thread (a stream's redaction, the trace's
+    copy), where every request waits for it, the full one in a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return PATTERN_TIMEOUT_S
+    return PATTERN_LOOP_TIMEOUT_S
 
 
 def _pattern_guard(patterns: list[Any], label: str, what: str, window: int, *, named: bool) -> BuiltGuard:
@@ -237,7 +248,7 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
         """The configured patterns' matches (each weighs 1), searched with a time limit; past it
         the whole text counts as one (a check fails closed)."""
         try:
-            spans = find_spans(configured, text, PATTERN_TIMEOUT_S)
+            spans = find_spans(configured, text, _budget())
         except PatternTimeout:
             return [Finding(0, len(text), "INJECTION")]
         return [Finding(start, end, "INJECTION") for start, end in spans]
