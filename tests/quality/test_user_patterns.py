@@ -198,3 +198,16 @@ def test_a_streamed_redaction_past_its_limit_redacts_the_whole_piece(
                 for choice in orjson.loads(line[6:])["choices"]:
                     text += choice["delta"].get("content") or ""
     assert "a" not in text and "[X]" in text  # failed closed: nothing of the answer got out
+
+
+def test_many_texts_in_one_request_share_one_time_budget(server: tuple[InProcessServer, str]) -> None:
+    # 300 texts that each backtrack: 300 time limits one after another held the request for minutes
+    running, key = server
+    parts = [{"type": "text", "text": VICTIM} for _ in range(300)]
+    answer = httpx.post(
+        f"{running.base_url}/v1/chat/completions",
+        json={"model": "guarded", "messages": [{"role": "user", "content": parts}]},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert answer.status_code == 400 and "time limit" in answer.json()["error"]["message"]

@@ -17,20 +17,15 @@ from pilothouse.evals.patterns import (
     PatternError,
     PatternTimeout,
     compile_pattern,
-    find_spans,
     schema_validator,
     validation_deadline,
 )
 from pilothouse.quality.guardrails import _groundedness  # noqa: F401  (registers "groundedness")
+from pilothouse.quality.guardrails._patterns import REQUEST_BUDGET_S, THREAD_CHARS, locate_spans, search_spans
 from pilothouse.quality.guardrails._pii import ENTITIES, find_entities
 from pilothouse.quality.guardrails._registry import BuiltGuard, GuardConfigError, GuardOptions, register_guard
 
 MAX_PATTERN_CHARS = 1_000
-PATTERN_TIMEOUT_S = 1.0  # configured patterns over one text, all together (evals/patterns.py: why)
-PATTERN_LOOP_TIMEOUT_S = 0.05  # the same, searched on the event loop (a stream's redaction)
-
-
-THREAD_CHARS = 64 * 1024  # a longer text is searched in a worker thread: the event loop keeps serving
 
 
 async def search(locate: Any, text: str) -> Any:
@@ -72,49 +67,24 @@ def _compile(options: GuardOptions, key: str, source: str, ignore_case: bool) ->
         raise GuardConfigError(key, str(exc)) from None
 
 
-def _matches(patterns: list[Any], label: str) -> Any:
-    """A ``locate`` over configured patterns, which may backtrack catastrophically on some text: they
-    run with the interpreter's lock released and a time limit (evals/patterns.py). Past it, the whole
-    text counts as found (a redaction fails closed: it redacts everything)."""
+def _pattern_guard(patterns: list[Any], label: str, what: str, window: int, *, named: bool) -> BuiltGuard:
+    """A span guard over configured patterns, searched under a time budget (``_patterns.py``); past
+    it a check fails, saying so, and a redaction covers the whole text."""
 
-    def locate(text: str) -> list[Finding]:
-        try:
-            spans = find_spans(patterns, text, _budget())
-        except PatternTimeout:
+    def found_in(text: str, spans: list[tuple[int, int]] | None) -> list[Finding]:
+        if spans is None:
             return [Finding(0, len(text), label)] if text else []
         return sorted((Finding(start, end, label) for start, end in spans), key=lambda f: (f.start, -f.end))
 
-    return locate
-
-
-def _budget() -> float:
-    """A locate's time limit: short on the event loop's thread (a stream's redaction, the trace's
-    copy), where every request waits for it, the full one in a worker thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return PATTERN_TIMEOUT_S
-    return PATTERN_LOOP_TIMEOUT_S
-
-
-def _pattern_guard(patterns: list[Any], label: str, what: str, window: int, *, named: bool) -> BuiltGuard:
-    """A span guard over configured patterns, checked in a worker thread whatever the text's length
-    (a pattern that backtracks holds the thread that runs it until its time limit, never the event
-    loop); a check past the limit fails, saying so."""
-    locate = _matches(patterns, label)
-
-    def assess(text: str) -> list[Finding] | None:
-        try:
-            spans = find_spans(patterns, text, PATTERN_TIMEOUT_S)
-        except PatternTimeout:
-            return None
-        return sorted((Finding(start, end, label) for start, end in spans), key=lambda f: (f.start, -f.end))
+    def locate(text: str) -> list[Finding]:
+        return found_in(text, locate_spans(patterns, text))
 
     async def check(text: str, _context: GuardContext) -> GuardResult:
-        found = await asyncio.to_thread(assess, text)
-        if found is None:
-            reason = f"the patterns ran past their time limit ({PATTERN_TIMEOUT_S:g} s)"
-            return GuardResult(False, 0.0, reason, (Finding(0, len(text), label),) if text else ())
+        spans = await search_spans(patterns, text)
+        found = found_in(text, spans)
+        if spans is None:
+            reason = f"the patterns ran past their time limit ({REQUEST_BUDGET_S:g} s a request)"
+            return GuardResult(False, 0.0, reason, tuple(found))
         if not found:
             return GuardResult(True, 1.0)
         labels = f": {label}" if named else ""
@@ -245,11 +215,10 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
         return [(weight, p) for weight, words, p in rules if any(word in lowered for word in words)]
 
     def configured_spans(text: str) -> list[Finding]:
-        """The configured patterns' matches (each weighs 1), searched with a time limit; past it
+        """The configured patterns' matches (each weighs 1), searched under a time budget; past it
         the whole text counts as one (a check fails closed)."""
-        try:
-            spans = find_spans(configured, text, _budget())
-        except PatternTimeout:
+        spans = locate_spans(configured, text)
+        if spans is None:
             return [Finding(0, len(text), "INJECTION")]
         return [Finding(start, end, "INJECTION") for start, end in spans]
 
@@ -272,8 +241,7 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
         return risk, found
 
     async def check(text: str, _context: GuardContext) -> GuardResult:
-        # configured patterns may backtrack: a worker thread holds them, never the event loop
-        risk, found = await (asyncio.to_thread(assess, text) if configured else search(assess, text))
+        risk, found = await search(assess, text)
         risk = min(1.0, risk)
         if risk < threshold:
             return GuardResult(True, 1.0 - risk)
