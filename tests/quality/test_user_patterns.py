@@ -141,6 +141,7 @@ def test_an_online_regex_scorer_that_backtracks_leaves_the_item_unmeasured(tmp_p
             if all(i.state != "pending" for i in items.values()) and len(items) == 2:
                 break
         assert items[trace].state == "unmeasured" and "ran past" in (items[trace].reason or "")
+        assert items[trace].attempts == 1  # the same output would time out again: no retry
         assert items[fine].state == "scored" and items[fine].value == 1.0
     finally:
         store.close()

@@ -283,8 +283,9 @@ class RegexMatch(ReferenceScorer):
             raise ScoringError(f"invalid regular expression {pattern[:200]!r}: {exc}") from None
         try:
             match = search(compiled, sample.output, PATTERN_TIMEOUT_S, whole=self.full_match)
-        except PatternTimeout as exc:
-            raise ScoringError(f"regular expression {pattern[:200]!r}: {exc}") from None
+        except PatternTimeout as exc:  # the same output would take as long again: not worth a retry
+            error = f"regular expression {pattern[:200]!r}: {exc}"
+            return ScoreResult.unmeasured(error, details={"retryable": False})
         return ScoreResult(float(match is not None), reason=None if match else f"no match for {pattern!r}")
 
 
@@ -363,8 +364,8 @@ class JsonSchemaMatch(BaseScorer):
         try:
             with validation_deadline():
                 found = list(self.validator.iter_errors(document))
-        except PatternTimeout as exc:
-            raise ScoringError(str(exc)) from None
+        except PatternTimeout as exc:  # the same output would take as long again: not worth a retry
+            return ScoreResult.unmeasured(str(exc), details={"retryable": False})
         errors = sorted(found, key=lambda e: list(map(str, e.path)))
         if not errors:
             return ScoreResult(1.0)
