@@ -55,6 +55,8 @@ def check_username(name: Any) -> str:
     """A reviewer's user name: 1-64 letters, digits, '_', '.', '@' or '-'."""
     if not isinstance(name, str) or not _USERNAME.match(name):
         raise ReviewError("a user name is 1-64 letters, digits, '_', '.', '@' or '-'")
+    if name.lower() == "admin":  # the admin secret's reviews are recorded as "admin": one rater, not two
+        raise ReviewError("'admin' is the name reviews by the admin secret are recorded under; pick another")
     return name
 
 
