@@ -11,7 +11,11 @@ of the server goes on meanwhile.
 A pattern is checked when it is compiled: ``re``'s syntax (the ``regex`` package's own extensions,
 fuzzy matching ``{e<=1}`` and POSIX classes ``[[:alpha:]]``, read differently by ``re``, are refused),
 and counted repeats that expand to at most :data:`MAX_EXPANSION` steps (``regex`` unrolls
-``(?:a{1000}){1000}`` into a million steps at compile time, minutes and gigabytes)."""
+``(?:a{1000}){1000}`` into a million steps at compile time, minutes and gigabytes).
+
+JSON schemas from users (the ``json-schema`` scorer, the ``json_schema`` guard) hold regular
+expressions too (``pattern``, ``patternProperties``): :func:`schema_validator` runs them here, all of
+one validation within :func:`validation_deadline`, and gives ``uniqueItems`` a linear check."""
 
 from __future__ import annotations
 
