@@ -83,6 +83,8 @@ def test_bad_monitors_are_refused_naming_the_field(app: App) -> None:
         ({**good, "webhook_url": "http://user:pw@127.0.0.1/"}, "webhook_url"),
         ({"name": "p95", "metric": "latency_p95", "prompt_version": "v2"}, "prompt_version"),
         ({**good, "name": "x" * 201}, "name"),
+        ({**good, "name": "ok\r\nERROR forged log line"}, "name"),  # names reach logs and Slack as is
+        ({**good, "model": "gpt\x1b[31m"}, "model"),
     ]
     for body, param in cases:
         r = app.call("POST", "/api/monitors", json=body)

@@ -67,6 +67,16 @@ def test_review_over_the_api(served: Served) -> None:
     assert bad_filter.status_code == 400 and bad_filter.json()["error"]["param"] == "colour"
     other = http.post("/api/review/queues/triage/next", headers=_auth(served.other_key))
     assert other.status_code == 404  # another project has no such queue
+    held_here = http.post("/api/review/queues/triage/next", headers=served.auth).json()["item"]
+    for verb in ("release", "skip", "scores"):  # another project's item is unknown there, as docs say
+        elsewhere = http.post(
+            f"/api/review/items/{held_here['id']}/{verb}", json={}, headers=_auth(served.other_key)
+        )
+        assert elsewhere.status_code == 404, (verb, elsewhere.text)
+    assert http.post("/api/review/items/nope/release", headers=served.auth).status_code == 404
+    assert http.post(f"/api/review/items/{held_here['id']}/release", headers=served.auth).json() == {
+        "released": True
+    }
 
     mine = http.post("/api/review/queues/triage/next", headers=served.auth).json()["item"]
     theirs = http.post("/api/review/queues/triage/next", headers=_auth(second)).json()["item"]
@@ -150,6 +160,11 @@ def test_hostile_review_requests_get_clear_4xx(served: Served) -> None:
         ),
         ("/api/review/queues", {"name": "q3", "configs": ["ok"], "reviews_per_item": True}, "whole number"),
         ("/api/review/queues/q/dataset", {"dataset": "d"}, "No reviewer of queue 'q' has written"),
+        (  # answers of 1e308 made label means infinite
+            "/api/review/configs",
+            {"name": "huge", "kind": "numeric", "min_value": -1e308, "max_value": 1e308},
+            "within -1e+12 to 1e+12",
+        ),
     ]
     for path, body, message in cases:
         answer = http.post(path, json=body, headers=_auth(admin))

@@ -136,6 +136,12 @@ def test_reviewers_log_in_with_hashed_passwords(store: SqlStore) -> None:
         service.add_user("p1", "alice", "another password")
     with pytest.raises(ReviewError, match="10 to"):
         service.add_user("p1", "bob", "short")
+    for taken in (
+        "admin",
+        "Admin",
+    ):  # the admin secret reviews as "admin": a user of that name was one rater with it
+        with pytest.raises(ReviewError, match="admin secret"):
+            service.add_user("p1", taken, "correct horse battery")
     found = service.reviewers.user_with_hash("p1", "alice")
     assert found is not None and found[1].startswith("scrypt$") and "correct horse" not in found[1]
     assert service.authenticate("p1", "alice", "correct horse battery") == alice

@@ -14,6 +14,7 @@ from typing import Any
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MAX_CATEGORIES = 20
+MAX_SCALE = 1e12  # a numeric config's bounds (1e308 made label means and kappa overflow)
 MAX_CONFIGS_PER_QUEUE = 20
 MAX_REASON_CHARS = 500
 MAX_CORRECTION_CHARS = 100_000
@@ -54,6 +55,8 @@ def check_username(name: Any) -> str:
     """A reviewer's user name: 1-64 letters, digits, '_', '.', '@' or '-'."""
     if not isinstance(name, str) or not _USERNAME.match(name):
         raise ReviewError("a user name is 1-64 letters, digits, '_', '.', '@' or '-'")
+    if name.lower() == "admin":  # the admin secret's reviews are recorded as "admin": one rater, not two
+        raise ReviewError("'admin' is the name reviews by the admin secret are recorded under; pick another")
     return name
 
 
@@ -81,6 +84,8 @@ class ScoreConfig:
             low, high = self.min_value, self.max_value
             if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) or low >= high:
                 raise ReviewError("a numeric score config needs finite min_value < max_value")
+            if max(abs(low), abs(high)) > MAX_SCALE:  # means and kappa's (x - y) / (max - min) stay finite
+                raise ReviewError(f"min_value and max_value must be within -{MAX_SCALE:g} to {MAX_SCALE:g}")
         elif self.kind is ScoreKind.CATEGORICAL:
             if not 2 <= len(self.categories) <= MAX_CATEGORIES:
                 raise ReviewError(f"a categorical score config needs 2-{MAX_CATEGORIES} categories")

@@ -41,6 +41,14 @@ import yaml
 
 from pilothouse.config import load_yaml
 from pilothouse.domain.money import Money
+from pilothouse.evals.patterns import (
+    PatternError,
+    PatternTimeout,
+    compile_pattern,
+    schema_validator,
+    search,
+    validation_deadline,
+)
 from pilothouse.evals.scoring import (
     BaseScorer,
     Sample,
@@ -65,6 +73,7 @@ _NUMBER = re.compile(
     r"|(?<![\w.])[-+\u2212]?\.\d+(?:[eE][-+]?\d+)?"
 )
 _WORD = re.compile(r"[^\W_]+")
+PATTERN_TIMEOUT_S = 1.0  # a regex scorer's pattern on one output (patterns.py: why there is a limit)
 
 
 def strip_code_fence(text: str) -> str:
@@ -93,13 +102,12 @@ def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
 
 
 def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    previous = [0] * (len(b) + 1)
-    for token in a:
-        current = [0]
-        for j, other in enumerate(b):
-            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+    """The longest common subsequence of two word lists, by rapidfuzz's bit-parallel algorithm: the
+    textbook table in Python took hours on a long answer against a long reference (16,000 x 250,000
+    words), and an online evaluator's reference and the traces it reads come from users."""
+    from rapidfuzz.distance import LCSseq
+
+    return int(LCSseq.similarity(a, b))
 
 
 def _f1(overlap: int, candidate_total: int, reference_total: int) -> float:
@@ -262,17 +270,21 @@ class RegexMatch(ReferenceScorer):
         self.full_match = spec.bool_option("full_match")
         if not needs_template(pattern):
             try:
-                re.compile(pattern, self.flags)
-            except re.error as exc:
-                raise spec.error(f"invalid regular expression {pattern!r}: {exc}") from None
+                compile_pattern(pattern, self.flags)
+            except PatternError as exc:
+                raise spec.error(f"invalid regular expression {pattern[:200]!r}: {exc}") from None
 
     async def measure(self, sample: Sample) -> ScoreResult:
         pattern = to_text(self.reference(sample))
         try:
-            compiled = re.compile(pattern, self.flags)
-        except re.error as exc:
-            raise ScoringError(f"invalid regular expression {pattern!r}: {exc}") from None
-        match = compiled.fullmatch(sample.output) if self.full_match else compiled.search(sample.output)
+            compiled = compile_pattern(pattern, self.flags)
+        except PatternError as exc:
+            raise ScoringError(f"invalid regular expression {pattern[:200]!r}: {exc}") from None
+        try:
+            match = search(compiled, sample.output, PATTERN_TIMEOUT_S, whole=self.full_match)
+        except PatternTimeout as exc:  # the same output would take as long again: not worth a retry
+            error = f"regular expression {pattern[:200]!r}: {exc}"
+            return ScoreResult.unmeasured(error, details={"retryable": False})
         return ScoreResult(float(match is not None), reason=None if match else f"no match for {pattern!r}")
 
 
@@ -323,9 +335,11 @@ class JsonSchemaMatch(BaseScorer):
         validator_class = jsonschema.validators.validator_for(schema)
         try:
             validator_class.check_schema(schema)
+            self.validator = schema_validator(schema)
         except jsonschema.SchemaError as exc:
             raise spec.error(f"invalid JSON schema: {exc.message}") from None
-        self.validator = validator_class(schema)
+        except PatternError as exc:
+            raise spec.error(f"invalid JSON schema: {exc}") from None
 
     @staticmethod
     def _load_schema(spec: ScorerSpec, location: str) -> Any:
@@ -346,7 +360,12 @@ class JsonSchemaMatch(BaseScorer):
             document = parse_json_output(sample.output)
         except ValueError as exc:
             return ScoreResult(0.0, reason=f"not valid JSON: {exc}")
-        errors = sorted(self.validator.iter_errors(document), key=lambda e: list(map(str, e.path)))
+        try:
+            with validation_deadline():
+                found = list(self.validator.iter_errors(document))
+        except PatternTimeout as exc:  # the same output would take as long again: not worth a retry
+            return ScoreResult.unmeasured(str(exc), details={"retryable": False})
+        errors = sorted(found, key=lambda e: list(map(str, e.path)))
         if not errors:
             return ScoreResult(1.0)
         shown = "; ".join(f"{e.json_path}: {e.message}" for e in errors[:3])

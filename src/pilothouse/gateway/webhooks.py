@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pilothouse.domain.webhooks import WebhookRefused, WebhookUrl, address_refusal, parse_webhook_url
 
+WEBHOOK_TIMEOUT_S = 15.0  # one webhook, all of it: resolving, connecting, sending, the answer's head
+
 if TYPE_CHECKING:  # httpx is imported with the first webhook: it pulls rich and pygments in at import
     import httpx
 
@@ -50,10 +52,30 @@ def resolve_webhook_sync(url: str, allowed: Sequence[str] = ()) -> tuple[Webhook
 
 
 async def post_webhook(
-    client: httpx.AsyncClient, url: str, content: bytes, allowed: Sequence[str] = ()
+    client: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    allowed: Sequence[str] = (),
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
 ) -> httpx.Response:
     """POST ``content`` (JSON) to ``url`` after checking where it goes, connecting to the checked
-    address; raises :class:`WebhookRefused` or httpx's errors."""
+    address; raises :class:`WebhookRefused` or httpx's errors. The whole exchange (resolving, sending,
+    the answer's head) takes at most ``timeout_s``, and the answer's body is never read: a receiver
+    that drips its answer, or sends gigabytes, cannot hold the sender or fill its memory (httpx's
+    own timeout is per read, and ``post`` reads the whole body). The response has its status and
+    headers only."""
+    import httpx
+
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _post_checked(client, url, content, allowed)
+    except TimeoutError:
+        raise httpx.TimeoutException(f"the webhook took longer than {timeout_s:g} s") from None
+
+
+async def _post_checked(
+    client: httpx.AsyncClient, url: str, content: bytes, allowed: Sequence[str]
+) -> httpx.Response:
     parts, addresses = await resolve_webhook(url, allowed)
     address = addresses[0]
     host_in_url = f"[{address}]" if ":" in address else address
@@ -63,9 +85,13 @@ async def post_webhook(
         host_header = f"[{parts.host}]"
     elif ":" in parts.host:
         host_header = f"[{parts.host}]:{parts.port}"
-    return await client.post(
+    request = client.build_request(
+        "POST",
         f"{parts.scheme}://{host_in_url}:{parts.port}{parts.target}",
         content=content,
         headers={"content-type": "application/json", "host": host_header},
         extensions={"sni_hostname": parts.host} if parts.scheme == "https" else None,
     )
+    response = await client.send(request, stream=True)
+    await response.aclose()  # the body is not wanted: the connection is dropped, not drained
+    return response

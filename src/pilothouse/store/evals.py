@@ -149,11 +149,21 @@ class EvalStore(TraceItems):
         batches in one transaction. When they are the same items as the newest version, nothing is
         stored and that version comes back. Returns (version, created). No items: DatasetError."""
         self.store.ensure_project(project_id)
-        try:
-            with self.engine.begin() as conn:
-                number = self._import(conn, project_id, name, items, source, description)
-        except _Unchanged as unchanged:
-            return unchanged.version, False
+        attempts = 3 if isinstance(items, Sequence) else 1  # a stream of items can be read once only
+        for attempt in range(attempts):
+            try:
+                with self.engine.begin() as conn:
+                    if self._pack:  # SQLite: the write lock first, so the newest version read stays so
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    number = self._import(conn, project_id, name, items, source, description)
+                break
+            except _Unchanged as unchanged:
+                return unchanged.version, False
+            except IntegrityError:  # another import made the dataset, or its next version, meanwhile
+                if attempt + 1 == attempts:
+                    raise DatasetError(
+                        f"another version of the dataset {name!r} was stored at the same moment; try again"
+                    ) from None
         found = self.get_version(project_id, name, number)
         assert found is not None
         return found, True
@@ -232,7 +242,9 @@ class EvalStore(TraceItems):
 
     def _dataset_id(self, conn: Connection, project_id: str, name: str, description: str | None) -> str:
         d = t.eval_datasets
-        found = conn.execute(select(d.c.id).where(d.c.project_id == project_id, d.c.name == name)).first()
+        found = conn.execute(  # locked: two imports of one dataset number their versions in turn
+            select(d.c.id).where(d.c.project_id == project_id, d.c.name == name).with_for_update()
+        ).first()
         if found is not None:
             return str(found.id)
         check_dataset_name(name)  # only new ones: a dataset stored before the rule stays readable

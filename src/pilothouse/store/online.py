@@ -152,6 +152,8 @@ class OnlineStore(WorkQueue):
         from now on); ``enabled`` alone is not. None when there is no such evaluator."""
         now = time.time_ns()
         with self.engine.begin() as conn:
+            if self._sqlite:  # the write lock first (FOR UPDATE's part): no two edits read version N
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             row = conn.execute(
                 select(t.online_evaluators)
                 .where(t.online_evaluators.c.project_id == project_id, t.online_evaluators.c.name == name)
@@ -189,7 +191,9 @@ class OnlineStore(WorkQueue):
             ).first()
             if row is None:
                 return False
-            conn.execute(t.online_evaluators.delete().where(t.online_evaluators.c.id == row.id))
+            gone = conn.execute(t.online_evaluators.delete().where(t.online_evaluators.c.id == row.id))
+            if not gone.rowcount:  # another request deleted it meanwhile: it was not this one's to delete
+                return False
             i = t.online_items.c
             conn.execute(
                 t.online_items.delete().where(i.evaluator_id == row.id, i.state.in_((PENDING, RUNNING)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +280,29 @@ def test_rouge_arithmetic() -> None:
     assert rouge_f1("mat the on sat cat the", reference, "rouge-1") == pytest.approx(1.0)
     assert rouge_f1("mat the on sat cat the", reference, "rouge-l") == pytest.approx(3 / 6)  # "the on the"
     assert rouge_f1("", reference) == 0.0
+
+
+def _textbook_lcs(a: list[str], b: list[str]) -> int:
+    previous = [0] * (len(b) + 1)
+    for token in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def test_rouge_l_agrees_with_the_textbook_table_and_takes_long_texts() -> None:
+    rng = random.Random(3)
+    words = ["the", "cat", "sat", "on", "a", "mat", "x"]
+    for _ in range(300):
+        a = [rng.choice(words) for _ in range(rng.randint(0, 30))]
+        b = [rng.choice(words) for _ in range(rng.randint(1, 30))]
+        overlap = _textbook_lcs(a, b)
+        expected = 2 * overlap / (len(a) + len(b)) if overlap else 0.0  # F1 of LCS/len(a), LCS/len(b)
+        assert rouge_f1(" ".join(a), " ".join(b), "rouge-l") == pytest.approx(expected)
+    # an online evaluator's reference against a long trace: the table in Python took hours here
+    assert rouge_f1("xy z " * 125_000, "ab c " * 8_000, "rouge-l") == 0.0
 
 
 async def test_rouge_scorer() -> None:

@@ -13,14 +13,19 @@ import jsonschema  # type: ignore[import-untyped]  # ships without type informat
 import orjson
 
 from pilothouse.domain.guards import Finding, GuardContext, GuardResult
+from pilothouse.evals.patterns import (
+    PatternError,
+    PatternTimeout,
+    compile_pattern,
+    schema_validator,
+    validation_deadline,
+)
 from pilothouse.quality.guardrails import _groundedness  # noqa: F401  (registers "groundedness")
+from pilothouse.quality.guardrails._patterns import REQUEST_BUDGET_S, THREAD_CHARS, locate_spans, search_spans
 from pilothouse.quality.guardrails._pii import ENTITIES, find_entities
 from pilothouse.quality.guardrails._registry import BuiltGuard, GuardConfigError, GuardOptions, register_guard
 
 MAX_PATTERN_CHARS = 1_000
-
-
-THREAD_CHARS = 64 * 1024  # a longer text is searched in a worker thread: the event loop keeps serving
 
 
 async def search(locate: Any, text: str) -> Any:
@@ -53,26 +58,39 @@ def pii(options: GuardOptions) -> BuiltGuard:
     return _span_guard(lambda text: find_entities(text, entities), "personal data or secrets found", 64)
 
 
-def _compile(options: GuardOptions, key: str, source: str, ignore_case: bool) -> re.Pattern[str]:
+def _compile(options: GuardOptions, key: str, source: str, ignore_case: bool) -> Any:
     if len(source) > MAX_PATTERN_CHARS:
         raise GuardConfigError(key, f"a pattern may have at most {MAX_PATTERN_CHARS} characters")
     try:
-        return re.compile(source, re.IGNORECASE if ignore_case else 0)
-    except re.error as exc:
-        raise GuardConfigError(key, f"not a regular expression ({exc})") from None
+        return compile_pattern(source, re.IGNORECASE if ignore_case else 0)
+    except PatternError as exc:
+        raise GuardConfigError(key, str(exc)) from None
 
 
-def _matches(patterns: list[re.Pattern[str]], label: str) -> Any:
+def _pattern_guard(patterns: list[Any], label: str, what: str, window: int, *, named: bool) -> BuiltGuard:
+    """A span guard over configured patterns, searched under a time budget (``_patterns.py``); past
+    it a check fails, saying so, and a redaction covers the whole text."""
+
+    def found_in(text: str, spans: list[tuple[int, int]] | None) -> list[Finding]:
+        if spans is None:
+            return [Finding(0, len(text), label)] if text else []
+        return sorted((Finding(start, end, label) for start, end in spans), key=lambda f: (f.start, -f.end))
+
     def locate(text: str) -> list[Finding]:
-        found = [
-            Finding(m.start(), m.end(), label)
-            for p in patterns
-            for m in p.finditer(text)
-            if m.end() > m.start()
-        ]
-        return sorted(found, key=lambda f: (f.start, -f.end))
+        return found_in(text, locate_spans(patterns, text))
 
-    return locate
+    async def check(text: str, _context: GuardContext) -> GuardResult:
+        spans = await search_spans(patterns, text)
+        found = found_in(text, spans)
+        if spans is None:
+            reason = f"the patterns ran past their time limit ({REQUEST_BUDGET_S:g} s a request)"
+            return GuardResult(False, 0.0, reason, tuple(found))
+        if not found:
+            return GuardResult(True, 1.0)
+        labels = f": {label}" if named else ""
+        return GuardResult(False, 0.0, f"{what}{labels} ({len(found)} found)", tuple(found))
+
+    return BuiltGuard(check, locate, window)
 
 
 @register_guard("regex")
@@ -84,7 +102,7 @@ def regex(options: GuardOptions) -> BuiltGuard:
     window = int(options.number("window", 64, 1, 4096))
     compiled = [_compile(options, f"patterns[{i}]", source, ignore_case) for i, source in enumerate(patterns)]
     named = options.get("label") is not None
-    return _span_guard(_matches(compiled, label), "matched a forbidden pattern", window, name_labels=named)
+    return _pattern_guard(compiled, label, "matched a forbidden pattern", window, named=named)
 
 
 @register_guard("blocklist")
@@ -93,10 +111,13 @@ def blocklist(options: GuardOptions) -> BuiltGuard:
     words = options.strings("words")
     label = str(options.get("label", "BLOCKED"))
     alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    try:
+        pattern = compile_pattern(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    except PatternError as exc:
+        raise GuardConfigError("words", str(exc)) from None
     window = max(len(w) for w in words) + 1
     named = options.get("label") is not None
-    return _span_guard(_matches([pattern], label), "a blocked word or phrase", window, name_labels=named)
+    return _pattern_guard([pattern], label, "a blocked word or phrase", window, named=named)
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.DOTALL)
@@ -114,7 +135,16 @@ def json_schema(options: GuardOptions) -> BuiltGuard:
     except jsonschema.SchemaError as exc:
         where = "/".join(str(p) for p in exc.path)
         raise GuardConfigError("schema", f"not a valid JSON Schema ({exc.message} at /{where})") from None
-    validator = validator_class(schema)
+    try:
+        validator = schema_validator(schema)
+    except PatternError as exc:
+        raise GuardConfigError("schema", f"not a usable JSON Schema ({exc})") from None
+
+    patterned = "pattern" in orjson.dumps(schema).decode()
+
+    def first_error(value: Any) -> Any:
+        with validation_deadline():
+            return jsonschema.exceptions.best_match(validator.iter_errors(value))
 
     async def check(text: str, _context: GuardContext) -> GuardResult:
         fenced = _FENCE.match(text)
@@ -122,7 +152,10 @@ def json_schema(options: GuardOptions) -> BuiltGuard:
             value = orjson.loads(fenced.group(1) if fenced else text)
         except orjson.JSONDecodeError:
             return GuardResult(False, 0.0, "the answer is not JSON")
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        try:  # a schema's patterns hold the thread that runs them until their limit: not the loop's
+            error = await asyncio.to_thread(first_error, value) if patterned else first_error(value)
+        except PatternTimeout as exc:
+            return GuardResult(False, 0.0, str(exc))
         if error is None:
             return GuardResult(True, 1.0)
         path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
@@ -175,17 +208,25 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
     threshold = options.number("threshold", 0.5)
     extra = options.strings("patterns", [], limit=100)
     rules = [(w, words, re.compile(p, re.IGNORECASE | re.MULTILINE)) for w, words, p in _INJECTION]
-    for position, source in enumerate(extra):
-        rules.append((1.0, ("",), _compile(options, f"patterns[{position}]", source, True)))
+    configured = [_compile(options, f"patterns[{i}]", source, True) for i, source in enumerate(extra)]
 
     def applicable(text: str) -> list[tuple[float, re.Pattern[str]]]:
         lowered = text.lower()
         return [(weight, p) for weight, words, p in rules if any(word in lowered for word in words)]
 
+    def configured_spans(text: str) -> list[Finding]:
+        """The configured patterns' matches (each weighs 1), searched under a time budget; past it
+        the whole text counts as one (a check fails closed)."""
+        spans = locate_spans(configured, text)
+        if spans is None:
+            return [Finding(0, len(text), "INJECTION")]
+        return [Finding(start, end, "INJECTION") for start, end in spans]
+
     def locate(text: str) -> list[Finding]:
-        return [
+        built_in = [
             Finding(m.start(), m.end(), "INJECTION") for _, p in applicable(text) for m in p.finditer(text)
         ]
+        return built_in + (configured_spans(text) if configured else [])
 
     def assess(text: str) -> tuple[float, list[Finding]]:
         risk = 0.0
@@ -194,6 +235,9 @@ def prompt_injection(options: GuardOptions) -> BuiltGuard:
             if match := pattern.search(text):
                 risk += weight
                 found.append(Finding(match.start(), match.end(), "INJECTION"))
+        if configured and (hits := configured_spans(text)):
+            risk += 1.0
+            found.extend(hits)
         return risk, found
 
     async def check(text: str, _context: GuardContext) -> GuardResult:

@@ -57,6 +57,8 @@ def _text(body: Mapping[str, Any], name: str, *, required: bool = False, limit: 
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > limit or "\x00" in value:
         raise MonitorError(f"'{name}' must be a non-empty string of at most {limit} characters.", name)
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value):  # they reach logs and Slack as is
+        raise MonitorError(f"'{name}' may not hold control characters (line breaks, tabs, ...).", name)
     return value.strip()
 
 

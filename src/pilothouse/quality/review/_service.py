@@ -345,7 +345,9 @@ class ReviewService:
         self.store.record_review(queue, item, Review(item.id, item.trace_id, _who(reviewer), True))
 
     def release(self, project_id: str, item_id: str, reviewer: str) -> bool:
-        """Give a held item back to the queue."""
+        """Give a held item back to the queue (False: ``reviewer`` did not hold it);
+        :class:`ReviewNotFound` for an item that is not the project's."""
+        self.item_and_queue(project_id, item_id)
         return self.store.release(project_id, item_id, _who(reviewer))
 
     # -- datasets and calibration -----------------------------------------------------------------------
