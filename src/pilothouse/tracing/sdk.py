@@ -21,7 +21,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
 from pilothouse.domain.ids import span_id_int, trace_id_int
@@ -44,6 +44,46 @@ class TimeOrderedIds(IdGenerator):
         return trace_id_int()
 
 
+class _CheckedExporter(SpanExporter):
+    """The exporter ``init()`` sends through, counting the spans it could not deliver (the server
+    refused the key, was not there, answered an error), so that ``flush()`` can say so instead of
+    reporting success; the first failure is logged once with what to check."""
+
+    def __init__(self, inner: SpanExporter, base_url: str) -> None:
+        self.inner = inner
+        self.base_url = base_url
+        self.failed = 0  # spans not delivered since the last flush()
+        self.told = False
+        self.lock = threading.Lock()
+
+    def export(self, spans: Any) -> SpanExportResult:
+        result = self.inner.export(spans)
+        if result is not SpanExportResult.SUCCESS:
+            with self.lock:
+                self.failed += len(spans)
+                tell, self.told = not self.told, True
+            if tell:
+                log.warning(
+                    "pilothouse: %d spans were not accepted by %s/v1/traces: check that the server runs "
+                    "there (PILOTHOUSE_BASE_URL) and that PILOTHOUSE_API_KEY is one of its keys with the "
+                    "'ingest' scope (a refused key is a 401 above)",
+                    len(spans),
+                    self.base_url,
+                )
+        return result
+
+    def take_failures(self) -> int:
+        with self.lock:
+            failed, self.failed = self.failed, 0
+        return failed
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
 @dataclass
 class _Client:
     provider: TracerProvider
@@ -51,6 +91,7 @@ class _Client:
     base_url: str
     api_key: str | None
     owns_provider: bool
+    exporter: _CheckedExporter | None = None
     scores: deque[dict[str, Any]] = field(default_factory=deque)
     score_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,13 +135,21 @@ def init(
     provider = tracer_provider or TracerProvider(
         resource=Resource.create(attributes), id_generator=TimeOrderedIds()
     )
+    checked: _CheckedExporter | None = None
     if span_processor is None:
         if exporter is None:
+            if not key:
+                log.warning(
+                    "pilothouse.init(): no API key (set PILOTHOUSE_API_KEY or pass api_key=): %s will "
+                    "refuse the traces with 401",
+                    base,
+                )
             headers = {"Authorization": f"Bearer {key}"} if key else {}
             exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces", headers=headers)
+        checked = _CheckedExporter(exporter, base)
         # A deep queue: a burst of spans waits for the exporter instead of being dropped.
         span_processor = BatchSpanProcessor(
-            exporter, max_queue_size=100_000, schedule_delay_millis=500, max_export_batch_size=2048
+            checked, max_queue_size=100_000, schedule_delay_millis=500, max_export_batch_size=2048
         )
     provider.add_span_processor(span_processor)
     if set_global and owns:
@@ -108,7 +157,7 @@ def init(
     with _client_lock:
         if _client is not None and _client.owns_provider:
             _client.provider.shutdown()
-        _client = _Client(provider, provider.get_tracer(TRACER_NAME), base, key, owns)
+        _client = _Client(provider, provider.get_tracer(TRACER_NAME), base, key, owns, checked)
 
 
 def get_tracer() -> otel_trace.Tracer:
@@ -173,11 +222,15 @@ def trace_headers() -> dict[str, str]:
 
 
 def flush(timeout_s: float = 10.0) -> bool:
-    """Export every finished span and send every pending score; True if all went out in time."""
+    """Export every finished span and send every pending score; True if all went out in time and the
+    server accepted them. False when an export since the last flush failed (the server refused the
+    key, or could not be reached) or a score was refused: the first failure is logged with the cause."""
     client = _client
     if client is None:
         return True
     ok = client.provider.force_flush(int(timeout_s * 1000))
+    if client.exporter is not None and client.exporter.take_failures():
+        ok = False
     return _send_scores(client, deadline=time.monotonic() + timeout_s) and ok
 
 
@@ -208,6 +261,7 @@ def _send_scores(client: _Client, deadline: float) -> bool:
         return True
     headers = {"Authorization": f"Bearer {client.api_key}"} if client.api_key else {}
     delay = 0.05
+    refused = 0
     with httpx.Client(base_url=client.base_url, headers=headers, timeout=10) as http:
         while batch:
             rest = []
@@ -221,6 +275,7 @@ def _send_scores(client: _Client, deadline: float) -> bool:
                 if response.status_code == 404:
                     rest.append(item)
                 elif response.status_code >= 400:
+                    refused += 1
                     log.warning("score %s rejected: %s", item["name"], response.text[:200])
             batch = rest
             if batch and time.monotonic() + delay < deadline:
@@ -229,7 +284,7 @@ def _send_scores(client: _Client, deadline: float) -> bool:
             elif batch:
                 log.warning("%d scores not sent (their traces were not found in time)", len(batch))
                 return False
-    return True
+    return refused == 0
 
 
 _sender_started = False
