@@ -420,3 +420,40 @@ def test_eval_run_and_show_print_ids_names_and_outputs_literally(cli: Cli, tmp_p
     assert "\x1b[31m" not in out and "?[31mred" in out
     code, out, _ = cli("eval", "list")
     assert code == 0 and "[/] 1.000" in out
+
+
+def test_eval_run_says_why_a_scorer_measured_nothing(cli: Cli, tmp_path: Path) -> None:
+    # The judge answers words with no score in them (a model that cannot grade): every rubric score is
+    # unmeasured, and `eval run` says so with the judge's problem instead of a silent "n/a".
+    with SimulatedUpstream() as judge_server:
+        spec = explain_spec(
+            tmp_path,
+            n=4,
+            judge={
+                "model": "gpt-4o-mini",
+                "base_url": judge_server.base_url + "/v1",
+                "api_key": "not-needed",
+            },
+            scorers=[
+                {"type": "contains", "value": "{{topic}}"},
+                {"type": "rubric", "criteria": "Is it correct?"},
+            ],
+        )
+        write_yaml(tmp_path / "spec.yaml", spec)
+        code, out, err = cli("eval", "run", "spec.yaml", "-q")
+    assert code == 0
+    run_id = out.strip().splitlines()[-1]
+    warnings = [line for line in err.replace("\n", " ").split("warning: ") if line.startswith("scorer ")]
+    assert len(warnings) == 1, err  # contains measured every answer: no warning for it
+    assert warnings[0].startswith("scorer rubric measured none of the 4 answers: could not find a score")
+    assert f"pilothouse eval show {run_id[:8]} --json" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("ms", "shown"),
+    [(8.97, "8.97 ms"), (412.4, "412 ms"), (999.9, "1,000 ms"), (11_312.5, "11,300 ms")],
+)
+def test_the_run_summary_prints_a_mean_latency_people_read(ms: float, shown: str) -> None:
+    from pilothouse.cli.evals import _milliseconds
+
+    assert _milliseconds(ms) == shown  # a local model's 11 s was "1.13e+04 ms"

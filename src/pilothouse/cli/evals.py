@@ -124,7 +124,8 @@ def print_summary(console: Console, run: EvalRun, summary: RunSummary) -> None:
     )
     if summary.weighted_score is not None and len(summary.metrics) > 1:
         console.print(f"score     {summary.weighted_score:.3f} (weighted mean of the metrics)")
-    latency = "" if summary.latency_ms_mean is None else f"; mean latency {summary.latency_ms_mean:.3g} ms"
+    mean_ms = summary.latency_ms_mean
+    latency = "" if mean_ms is None else f"; mean latency {_milliseconds(mean_ms)}"
     cached = f" ({summary.cached} answers from the cache cost nothing)" if summary.cached else ""
     console.print(
         f"target    {summary.input_tokens:,} in / {summary.output_tokens:,} out tokens, "
@@ -250,10 +251,44 @@ def run_command(
             f"{run.summary.results}), so nothing was measured; see the errors with "
             f"'pilothouse eval show {run.id[:8]}'"
         )
+    else:
+        _warn_scorers_that_measured_nothing(err, display.scorers, run)
     exit_code = _check_assertions(out, spec.assertions, store, run)
     click.echo(run.id)
     if exit_code:
         sys.exit(exit_code)
+
+
+def _milliseconds(ms: float) -> str:
+    """A latency as people read it: 8.97 ms, 412 ms, 11,300 ms (never 1.13e+04)."""
+    rounded = float(f"{ms:.3g}")  # three significant digits
+    return f"{rounded:,.0f} ms" if rounded >= 1000 else f"{ms:.3g} ms"
+
+
+class _ScorerTally:
+    """How one scorer fared on the answers the target gave: a scorer that measured none of them (a
+    judge whose replies cannot be read, a `contains` with nothing to look for) says why."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.unmeasured = 0
+        self.first_error: str | None = None
+
+
+def _warn_scorers_that_measured_nothing(
+    console: Console, tallies: dict[str, _ScorerTally], run: EvalRun
+) -> None:
+    from rich.markup import escape
+
+    for name, tally in tallies.items():
+        if not tally.answered or tally.unmeasured < tally.answered:
+            continue
+        why = f": {escape(tally.first_error[:300])}" if tally.first_error else ""
+        console.print(
+            f"[bold yellow]warning[/bold yellow]: scorer {escape(name)} measured none of the "
+            f"{tally.answered} answers{why}; see every score with 'pilothouse eval show {run.id[:8]} --json'",
+            highlight=False,
+        )
 
 
 class _ProgressDisplay:
@@ -266,6 +301,7 @@ class _ProgressDisplay:
         self.task: Any = None
         self.last = 0.0
         self.tallies: dict[str, SpanTally] = {}  # scorers that report unsupported spans
+        self.scorers: dict[str, _ScorerTally] = {}  # every scorer, over the answered items
 
     def start(self, run: EvalRun) -> None:
         if self.quiet:
@@ -296,6 +332,13 @@ class _ProgressDisplay:
         self.progress.start()
 
     def update(self, progress: Any, result: EvalResult) -> None:
+        if result.error is None:
+            for score in result.scores:
+                scorer = self.scorers.setdefault(score.scorer, _ScorerTally())
+                scorer.answered += 1
+                if score.value is None:
+                    scorer.unmeasured += 1
+                    scorer.first_error = scorer.first_error or score.error or score.reason
         for name, tally in tally_spans((result,)).items():
             total = self.tallies.setdefault(name, SpanTally())
             total.checked += tally.checked
