@@ -53,3 +53,20 @@ def test_every_table_row_of_docs_cli_md_has_two_cells() -> None:
         if len(cells) != 2:
             bad.append(f"line {number}: {len(cells)} cells (an unescaped | inside a cell?)")
     assert not bad, bad
+
+
+def test_every_database_option_says_where_the_default_database_is() -> None:
+    # it said ./.pilothouse/pilothouse.db, and a user who set PILOTHOUSE_HOME (as `serve` did) was misled
+    wrong = []
+    for path in _commands(cli):
+        command: click.Command = cli
+        for name in path:
+            assert isinstance(command, click.Group)
+            found = command.get_command(click.Context(command), name)
+            assert found is not None
+            command = found
+        for param in command.params:
+            database = isinstance(param, click.Option) and "--database-url" in param.opts
+            if database and "$PILOTHOUSE_HOME" not in (param.help or ""):
+                wrong.append(" ".join(path))
+    assert not wrong, f"--database-url help without $PILOTHOUSE_HOME: {wrong}"

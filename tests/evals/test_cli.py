@@ -296,14 +296,14 @@ def test_dataset_from_traces_with_filters(cli: Cli) -> None:
         "helpful>=1",
     )
     assert code == 0, err
-    assert "1 items from traces" in out
+    assert "1 item from traces" in out
     code, out, _ = cli("datasets", "export", "golden")
     [item] = [json.loads(line) for line in out.splitlines()]
     assert item["messages"] == [{"role": "user", "content": "Why is the sky blue?"}]
     assert item["expected"] == "an answer" and item["source_trace_id"] == f"{1:032x}"
     assert item["metadata"]["scores"] == {"helpful": 1.0}
     code, out, _ = cli("datasets", "from-traces", "--name", "sim-only", "--model", "sim-1")
-    assert "1 items" in out
+    assert "1 item from traces" in out
     code, _, err = cli("datasets", "from-traces", "--name", "x", "--score", "helpful")
     assert code == 2 and "NAME>=VALUE" in err
     # A filter that matches nothing (a typo) stores no empty version

@@ -369,11 +369,10 @@ def _print_curated(name: str, curated: Curated, plan: CurationPlan) -> None:
         groups = ""
         if plan.splits:
             split_name = stored.removeprefix(f"{name}-")
-            groups = f" in {report.groups.get(split_name, 0)} groups"
-        click.echo(
-            f"dataset {version.name!r} version {version.version}{state}: "
-            f"{version.item_count} items from traces{groups}"
-        )
+            count = report.groups.get(split_name, 0)
+            groups = f" in {count} group{'' if count == 1 else 's'}"
+        items = f"{version.item_count} item{'' if version.item_count == 1 else 's'}"
+        click.echo(f"dataset {version.name!r} version {version.version}{state}: {items} from traces{groups}")
 
 
 def _score_filter(text: str) -> Any:
