@@ -331,7 +331,7 @@ def run_summary(demo: Demo, run_id: str) -> dict[str, Any]:
     """Agreement (with Wilson 95% CI), cost per request and latency of an eval run, from its results."""
     _code, out = demo.cli("eval", "show", run_id, "--json")
     lines = [json.loads(line) for line in out.splitlines() if line.strip().startswith("{")]
-    results = [r for r in lines if "item_id" in r and "run_id" in r]
+    results = [r for r in lines if "item_id" in r]  # the run's document first, then one per result
     right = 0
     measured = 0
     latencies: list[float] = []
