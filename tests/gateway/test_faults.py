@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from pilothouse.testing import SimConfig, SimulatedUpstream
+from pilothouse.testing import SimConfig, SimulatedUpstream, free_port
 from tests.gateway.conftest import start_gateway
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
@@ -191,3 +191,23 @@ def test_the_total_timeout_covers_the_whole_stream(tmp_path: Path) -> None:
             assert slow_upstream.streams_aborted == 1
         finally:
             gw.server.stop()
+
+
+def test_a_failed_fallback_names_every_model_tried(tmp_path: Path, upstream: SimulatedUpstream) -> None:
+    # The client asked for "primary"; its deployment is down and so is the fallback's. The error used
+    # to carry the fallback's failure alone, naming a model (and provider) the client never chose.
+    models = [
+        {**_deployment(upstream, "primary"), "base_url": f"http://127.0.0.1:{free_port()}/v1"},
+        _deployment(upstream, "backup", {"x-sim-status": "503"}),
+    ]
+    gw = start_gateway(tmp_path, upstream, models, fallbacks={"primary": ["backup"]})
+    try:
+        client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as raised:
+            client.chat.completions.create(model="primary", messages=MESSAGES)  # type: ignore[arg-type]
+        message = raised.value.message
+        assert "Every model failed, in order: primary (3 attempts: upstream unreachable" in message, message
+        assert "; backup (3 attempts: " in message, message
+        assert message.index("primary (") < message.index("backup (")
+    finally:
+        gw.server.stop()

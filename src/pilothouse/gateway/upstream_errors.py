@@ -27,7 +27,27 @@ def upstream_status(
             "gateway's operator must fix the deployment's api_key."
         )
         return 502, message, "upstream_auth_failed", "server_error"
-    return exc.status, exc.message, exc.code, exc.kind
+    tried = _models_tried(attempts)
+    message = tried or exc.message
+    return exc.status, message, exc.code, exc.kind
+
+
+def _models_tried(attempts: Sequence[Attempt]) -> str:
+    """When the call failed over to fallbacks, what each model did: the client asked for one model,
+    and the last error alone (a fallback's) would name a provider it never chose."""
+    runs: list[tuple[str, int, str | None]] = []  # (model, attempts, its last error), in order
+    for attempt in attempts:
+        if runs and runs[-1][0] == attempt.model:
+            runs[-1] = (attempt.model, runs[-1][1] + 1, attempt.error or runs[-1][2])
+        else:
+            runs.append((attempt.model, 1, attempt.error))
+    if len({model for model, _, _ in runs}) < 2:
+        return ""
+    parts = [
+        f"{model[:100]} ({count} attempt{'' if count == 1 else 's'}: {(error or 'failed')[:200].rstrip('.')})"
+        for model, count, error in runs
+    ]
+    return f"Every model failed, in order: {'; '.join(parts)}."
 
 
 def retry_cannot_help(status: int, code: str | None, attempts: int = 0) -> bool:
