@@ -172,3 +172,18 @@ def test_recompute_keeps_a_gateway_cache_hit_free_and_reprices_what_it_saved(tmp
     store.close()
     again = cli("costs", "recompute", "--since", "1h", "--config", str(old), "--database-url", url)
     assert again.returncode == 0 and "1 changed" in again.stderr
+
+
+def test_recompute_shows_calls_that_had_no_price_as_unknown_not_as_zero(tmp_path: Path) -> None:
+    # m1 was served without a price (its cost unknown); a config gives it one later. The dry run used
+    # to show BEFORE $0.00 and a "+" difference, as if the calls had been free.
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    unpriced = tmp_path / "unpriced.yaml"
+    unpriced.write_text(yaml.safe_dump({"models": [{"name": "m", "provider": "sim", "model": "m1"}]}))
+    _seed(url, unpriced)
+    priced = _config(tmp_path, "priced.yaml", 2.0, 4.0)  # $0.004 a call
+    args = ("--since", "1h", "--config", str(priced), "--dry-run", "--database-url", url)
+    dry = cli("costs", "recompute", *args)
+    assert dry.returncode == 0, dry.stderr
+    line = next(line for line in dry.stdout.splitlines() if line.startswith("m1"))
+    assert line.split()[1:] == ["3", "unknown", "$0.0120", "-"], line

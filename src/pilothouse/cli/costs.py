@@ -140,6 +140,45 @@ def _same(a: Cost | None, b: Cost | None) -> bool:
     return a.total == b.total and a.price_version == b.price_version and a.saved == b.saved
 
 
+class _Spend:
+    """A sum of call costs that keeps apart the calls of unknown cost (no price): they are never $0."""
+
+    def __init__(self) -> None:
+        self.known = Money.ZERO
+        self.unknown = 0
+
+    def add(self, cost: Cost | None) -> None:
+        if cost is None:
+            self.unknown += 1
+        else:
+            self.known += cost.total
+
+    def shown(self, calls: int) -> str:
+        if self.unknown == calls:
+            return "unknown"
+        return self.known.display() + (f" +{self.unknown} unknown" if self.unknown else "")
+
+
+class _Repriced:
+    """One model's re-priced calls: their spend before and after."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.before = _Spend()
+        self.after = _Spend()
+
+    def add(self, before: Cost | None, after: Cost | None) -> None:
+        self.calls += 1
+        self.before.add(before)
+        self.after.add(after)
+
+    def diff(self) -> str:
+        if self.before.unknown or self.after.unknown:
+            return "-"  # a difference with an unknown cost is unknown
+        diff = self.after.known - self.before.known
+        return ("+" if diff > Money.ZERO else "") + diff.display()
+
+
 @costs.command()
 @click.option("--since", required=True, help="Re-price calls of traces started since (7d, ISO, Unix).")
 @click.option("--until", default=None, help="... and before this time (default: now).")
@@ -164,7 +203,7 @@ def recompute(
     store = open_store(database_url)
     costs_store = CostStore(store)
     changes: list[tuple[StoredCall, Cost | None]] = []
-    by_model: dict[str, tuple[int, Money, Money]] = {}  # calls, spend before, spend after
+    by_model: dict[str, _Repriced] = {}
     checked = kept = 0
     for call in costs_store.iter_model_calls(since_ns, until_ns, project):
         checked += 1
@@ -177,13 +216,7 @@ def recompute(
         if _same(call.cost, new):
             continue
         changes.append((call, new))
-        model = call.model or call.request_model or "(none)"
-        count, before, after = by_model.get(model, (0, Money.ZERO, Money.ZERO))
-        by_model[model] = (
-            count + 1,
-            before + (call.cost.total if call.cost else Money.ZERO),
-            after + (new.total if new else Money.ZERO),
-        )
+        by_model.setdefault(call.model or call.request_model or "(none)", _Repriced()).add(call.cost, new)
         if not dry_run and len(changes) >= 500:
             costs_store.set_costs(changes)
             changes.clear()
@@ -199,12 +232,11 @@ def recompute(
     if not by_model:
         click.echo(f"{checked} calls checked: " + ("no cost changed" if kept else "every cost is current"))
         return
-    click.echo(f"{'MODEL':40} {'CALLS':>7} {'BEFORE':>14} {'AFTER':>14} {'DIFF':>14}")
-    for model, (count, before, after) in sorted(by_model.items()):
-        diff = after - before
-        shown = ("+" if diff > Money.ZERO else "") + diff.display()
-        click.echo(f"{model[:40]:40} {count:>7} {before.display():>14} {after.display():>14} {shown:>14}")
-    changed = sum(v[0] for v in by_model.values())
+    click.echo(f"{'MODEL':40} {'CALLS':>7} {'BEFORE':>20} {'AFTER':>20} {'DIFF':>14}")
+    for model, repriced in sorted(by_model.items()):
+        before, after = repriced.before.shown(repriced.calls), repriced.after.shown(repriced.calls)
+        click.echo(f"{model[:40]:40} {repriced.calls:>7} {before:>20} {after:>20} {repriced.diff():>14}")
+    changed = sum(v.calls for v in by_model.values())
     verb = "would change" if dry_run else "changed"
     click.echo(f"{checked} calls checked, {changed} {verb}", err=True)
 
