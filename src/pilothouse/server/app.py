@@ -56,7 +56,15 @@ from pilothouse.server import (
 )
 from pilothouse.server.auth import KeyAuthenticator
 from pilothouse.server.body import MAX_BODY_WAITING, BodyBudget
-from pilothouse.server.collector import LANGFUSE_OTLP_PATH, export_logs, export_metrics, export_traces
+from pilothouse.server.collector import (
+    LANGFUSE_NOT_SERVED,
+    LANGFUSE_OTLP_PATH,
+    LANGFUSE_PROJECTS_PATH,
+    export_logs,
+    export_metrics,
+    export_traces,
+    langfuse_projects,
+)
 from pilothouse.server.durable import replay_spool
 from pilothouse.server.errors import UNKNOWN_PATH_ROUTE, ApiError, FastJSONResponse, error_response
 from pilothouse.server.ingest import IngestQueue, PendingExport, SpanSink
@@ -163,6 +171,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     message = {404: "Not found.", 405: "Method not allowed."}.get(status, str(exc.detail))
     if status == 404 and request.url.path.startswith("/v1/v1/"):
         message += DOUBLED_V1
+    elif status == 404 and request.url.path.startswith("/api/public/"):
+        message += LANGFUSE_NOT_SERVED
     return ApiError(status, message).response()
 
 
@@ -485,6 +495,7 @@ def create_app(
     routes = [
         Route("/v1/traces", export_traces, methods=["POST"]),
         Route(LANGFUSE_OTLP_PATH, export_traces, methods=["POST"]),
+        Route(LANGFUSE_PROJECTS_PATH, langfuse_projects, methods=["GET"]),
         Route("/v1/logs", export_logs, methods=["POST"]),
         Route("/v1/metrics", export_metrics, methods=["POST"]),
         Route("/health", health, methods=["GET"]),

@@ -25,7 +25,7 @@ import asyncio
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from pilothouse.config import Settings
 from pilothouse.domain.keys import Scope
@@ -47,6 +47,12 @@ from pilothouse.tracing.otlp_json import decode_json
 from pilothouse.tracing.otlp_logs import decode_logs
 
 LANGFUSE_OTLP_PATH = "/api/public/otel/v1/traces"  # the Langfuse SDK's OTLP endpoint (HTTP Basic auth)
+LANGFUSE_PROJECTS_PATH = "/api/public/projects"  # what the Langfuse SDK's auth_check() reads
+LANGFUSE_NOT_SERVED = (
+    " Of Langfuse's API, Pilothouse serves only the trace export (POST /api/public/otel/v1/traces) and"
+    " GET /api/public/projects (the SDK's auth_check); prompts, scores and datasets are Pilothouse's own"
+    " (docs/tracing.md)."
+)
 INLINE_BYTES = 64 * 1024  # decompressed bodies up to this size are checked on the event loop
 JSON_PROCESS_BYTES = 256 * 1024  # decompressed OTLP/JSON past this size is parsed in a worker process
 
@@ -120,6 +126,21 @@ async def export_traces(request: Request) -> Response:
     finally:
         hold.release()
     return _accept(request, state, principal.project_id, body, export, json)
+
+
+async def langfuse_projects(request: Request) -> Response:
+    """The key's project in the shape of Langfuse's ``GET /api/public/projects``, so that the Langfuse
+    SDK's ``auth_check()`` passes with a Pilothouse key (one with the ``ingest`` scope, as its exports
+    need) and fails with a refused one."""
+    state: Services = request.app.state.pilothouse
+    principal = await state.auth.authenticate(request, Scope.INGEST)
+    project = {
+        "id": principal.project_id,
+        "name": principal.project_id,
+        "organization": {"id": "pilothouse", "name": "Pilothouse"},
+        "metadata": {},
+    }
+    return JSONResponse({"data": [project]})
 
 
 async def _checked_export(
