@@ -457,3 +457,13 @@ def test_the_run_summary_prints_a_mean_latency_people_read(ms: float, shown: str
     from pilothouse.cli.evals import _milliseconds
 
     assert _milliseconds(ms) == shown  # a local model's 11 s was "1.13e+04 ms"
+
+
+def test_eval_run_shows_the_first_target_error_when_every_call_failed(cli: Cli, tmp_path: Path) -> None:
+    # a typo in the template's variable fails every call; the warning used to say only "see eval show"
+    write_yaml(tmp_path / "spec.yaml", explain_spec(tmp_path, n=3, prompt="Explain {{topik}} briefly."))
+    code, _, err = cli("eval", "run", "spec.yaml", "-q")
+    assert code == 0
+    flat = " ".join(err.split())
+    assert "every call to the target failed (3 of 3), so nothing was measured. The first: " in flat, err
+    assert "template variable 'topik' is not defined" in flat, err

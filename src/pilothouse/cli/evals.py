@@ -246,10 +246,14 @@ def run_command(
     print_summary(out, run, run.summary)
     print_flagged(out, display.tallies, run, "scored now" if resume else "")
     if run.summary.results and run.summary.errors == run.summary.results:
+        from rich.markup import escape
+
+        first = f" The first: {escape(display.target_error[:300])}." if display.target_error else ""
         err.print(
             f"[bold yellow]warning[/bold yellow]: every call to the target failed ({run.summary.errors} of "
-            f"{run.summary.results}), so nothing was measured; see the errors with "
-            f"'pilothouse eval show {run.id[:8]}'"
+            f"{run.summary.results}), so nothing was measured.{first} See the errors with "
+            f"'pilothouse eval show {run.id[:8]}'",
+            highlight=False,
         )
     else:
         _warn_scorers_that_measured_nothing(err, display.scorers, run)
@@ -302,6 +306,7 @@ class _ProgressDisplay:
         self.last = 0.0
         self.tallies: dict[str, SpanTally] = {}  # scorers that report unsupported spans
         self.scorers: dict[str, _ScorerTally] = {}  # every scorer, over the answered items
+        self.target_error: str | None = None  # the first failed target call's error
 
     def start(self, run: EvalRun) -> None:
         if self.quiet:
@@ -332,7 +337,9 @@ class _ProgressDisplay:
         self.progress.start()
 
     def update(self, progress: Any, result: EvalResult) -> None:
-        if result.error is None:
+        if result.error is not None:
+            self.target_error = self.target_error or result.error
+        else:
             for score in result.scores:
                 scorer = self.scorers.setdefault(score.scorer, _ScorerTally())
                 scorer.answered += 1
