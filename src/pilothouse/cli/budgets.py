@@ -9,7 +9,13 @@ import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.config import ConfigError, load_settings
-from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, parse_thresholds, period_start
+from pilothouse.domain.budgets import (
+    BudgetPeriod,
+    BudgetScope,
+    budget_target_problem,
+    parse_thresholds,
+    period_start,
+)
 from pilothouse.domain.money import Money
 from pilothouse.domain.webhooks import WebhookRefused
 from pilothouse.gateway.webhooks import resolve_webhook_sync
@@ -50,8 +56,8 @@ def create(
 ) -> None:
     """Create a budget; its id is printed alone on the last line."""
     kind = BudgetScope(scope)
-    if kind is not BudgetScope.PROJECT and not scope_value.strip():
-        raise CliError(f"a {scope} budget needs --value (the {scope} it limits)", exit_code=2)
+    if kind is not BudgetScope.KEY and (problem := budget_target_problem(kind, scope_value.strip())):
+        raise CliError(f"{problem} (--value)", exit_code=2)
     try:
         thresholds = parse_thresholds(alerts)
     except ValueError as exc:
@@ -64,6 +70,11 @@ def create(
         except ConfigError as exc:
             raise CliError(f"invalid settings: {exc}", exit_code=2) from None
     store = open_store(database_url)
+    if kind is BudgetScope.KEY:
+        keys = [(key.id, key.active) for key in store.list_api_keys(project)]
+        if problem := budget_target_problem(kind, scope_value.strip(), keys):
+            store.close()
+            raise CliError(f"{problem} (--value)", exit_code=2)
     budget = CostStore(store).create_budget(
         project,
         kind,

@@ -139,3 +139,31 @@ def forecast_period_spend(spent: Money, period: BudgetPeriod, now: datetime) -> 
     if elapsed <= 0:
         return spent
     return spent * ((end - start).total_seconds() / elapsed)
+
+
+def budget_target_problem(
+    scope: BudgetScope, value: str, keys: Iterable[tuple[str, bool]] = ()
+) -> str | None:
+    """Why a budget on ``scope`` ``value`` would not limit what its creator means, or None: a user or
+    tag budget needs its value; a project budget takes none (its project is the one it is created in,
+    and a value naming another project was silently dropped); a key budget names the id of an active
+    key of the project, ``keys`` being its keys as (id, active) pairs (a name, a prefix or a revoked
+    key's id would give a budget that never applies). One rule for the CLI, the API and the web UI."""
+    if scope is BudgetScope.PROJECT:
+        if value:
+            return (
+                f"a project budget takes no value ({value!r}): it limits the project it is created in; "
+                "name that project instead (--project, or the key's project)"
+            )
+        return None
+    if not value:
+        return f"a {scope.value} budget needs the {scope.value} it limits"
+    if scope is BudgetScope.KEY:
+        active = dict(keys)
+        if value not in active:
+            return (
+                f"there is no key with id {value!r} in this project (the ID column of 'pilothouse keys list')"
+            )
+        if not active[value]:
+            return f"the key {value!r} is revoked: a budget on it would never apply"
+    return None

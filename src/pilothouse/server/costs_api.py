@@ -12,7 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pilothouse.costs.reports import REPORT_DIMENSIONS, cost_report
-from pilothouse.domain.budgets import Budget, BudgetPeriod, BudgetScope, forecast_period_spend
+from pilothouse.domain.budgets import (
+    Budget,
+    BudgetPeriod,
+    BudgetScope,
+    budget_target_problem,
+    forecast_period_spend,
+)
 from pilothouse.domain.keys import Scope
 from pilothouse.domain.money import Money
 from pilothouse.domain.timeparse import parse_time_ns
@@ -106,8 +112,14 @@ async def create_budget(request: Request) -> Response:
     if not isinstance(limit, int | float) or isinstance(limit, bool) or not 0 <= limit < float("inf"):
         raise ApiError(400, "'limit_usd' must be a number >= 0.", param="limit_usd")
     value = body.get("scope_value", "")
-    if scope is not BudgetScope.PROJECT and (not isinstance(value, str) or not value):
-        raise ApiError(400, f"A {scope.value} budget needs 'scope_value'.", param="scope_value")
+    if not isinstance(value, str):
+        raise ApiError(400, "'scope_value' must be a string.", param="scope_value")
+    keys: list[tuple[str, bool]] = []
+    if scope is BudgetScope.KEY and value:
+        listed = await run_in_threadpool(state.store.list_api_keys, principal.project_id)
+        keys = [(key.id, key.active) for key in listed]
+    if problem := budget_target_problem(scope, value, keys):
+        raise ApiError(400, f"{problem[0].upper()}{problem[1:]}.", param="scope_value")
     thresholds = body.get("alert_thresholds", [0.5, 0.8, 1.0])
     if not isinstance(thresholds, list) or not all(isinstance(t, int | float) and t > 0 for t in thresholds):
         raise ApiError(

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import RedirectResponse, Response
 
-from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
+from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, budget_target_problem
 from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
@@ -172,17 +172,17 @@ async def create_budget(page: PageContext) -> Response:
         value = page.field("key_id") if scope is BudgetScope.KEY else page.field("scope_value")
         if scope is BudgetScope.KEY and not value:
             value = page.field("scope_value")  # a key id typed in
-        if scope is not BudgetScope.PROJECT and not value:
-            raise ValueError(f"a {scope.value} budget needs the {scope.value} it limits")
+        if scope is BudgetScope.PROJECT:
+            value = ""  # the form's value field belongs to the other scopes
+        keys: list[tuple[str, bool]] = []
+        if scope is BudgetScope.KEY and value:
+            listed = await page.run(page.state.store.list_api_keys, page.project_id)
+            keys = [(k.id, k.active) for k in listed]
+        if problem := budget_target_problem(scope, value, keys):
+            raise ValueError(problem)
         limit = _money(page.field("limit_usd"), "The limit")
         if limit is None:
             raise ValueError("give the limit in US dollars")
-        if scope is BudgetScope.KEY:
-            keys = await page.run(page.state.store.list_api_keys, page.project_id)
-            if value not in {k.id for k in keys}:
-                raise ValueError(f"there is no key {value!r} in this project")
-            if value not in {k.id for k in keys if k.active}:
-                raise ValueError("that key is revoked: a budget on it would never apply")
     except ValueError as exc:
         typed = {k: page.field(k) for k in ("scope", "scope_value", "key_id", "period", "limit_usd")}
         return await _keys_page(
