@@ -138,3 +138,56 @@ def test_anthropic_stream_helper(instrumented: InMemoryExporter, upstream: Simul
     assert full.output == text and full.usage.input_total == 6 and full.ttft_ns is not None
     assert from_async.output == text
     assert early.model == "claude-haiku" and early.end_ns >= early.start_ns
+
+
+def test_raw_and_streaming_responses_are_traced_and_returned_unchanged(
+    instrumented: InMemoryExporter, upstream: SimulatedUpstream
+) -> None:
+    # `with_raw_response` (the gateway's docs read x-pilothouse-trace-id with it) made the instrumented
+    # create() crash with "'LegacyAPIResponse' object has no attribute 'get'", failing the user's call
+    client = openai.OpenAI(base_url=upstream.base_url + "/v1", api_key="sk-test", max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    reply = raw.parse()
+    assert raw.headers["content-type"].startswith("application/json") and reply.choices[0].message.content
+    raw_stream = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in raw_stream.parse() if c.choices)
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", messages=MESSAGES
+    ) as lazy:  # type: ignore[arg-type]
+        lazy_reply = lazy.parse()
+    raw_embedding = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="a b")
+    assert len(raw_embedding.parse().data) == 1
+
+    claude = anthropic.Anthropic(base_url=upstream.base_url, api_key="sk-test", max_retries=0)
+    raw_message = claude.messages.with_raw_response.create(
+        model="claude-haiku-4-5",
+        max_tokens=20,
+        messages=[{"role": "user", "content": "one two three"}],
+    )
+    message = raw_message.parse()
+
+    async def async_raw() -> str:
+        aclient = openai.AsyncOpenAI(base_url=upstream.base_url + "/v1", api_key="sk-test", max_retries=0)
+        answer = await aclient.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )  # type: ignore[arg-type]
+        return answer.parse().choices[0].message.content or ""
+
+    async_text = asyncio.run(async_raw())
+
+    obs = observations(instrumented)
+    assert len(obs) == 6 and all(o.status is not Status.ERROR for o in obs)
+    plain, raw_streamed, lazy_obs, embedding, claude_obs, async_obs = obs
+    # a raw answer is recorded like a parsed one
+    assert plain.output == reply.choices[0].message.content
+    assert reply.usage is not None and plain.usage.output == reply.usage.completion_tokens
+    assert embedding.kind is ObservationKind.EMBEDDING and embedding.usage.input == 2
+    assert claude_obs.output == message.content[0].text  # type: ignore[union-attr]
+    assert async_obs.output == async_text
+    # the bodies the caller reads itself (a raw stream, with_streaming_response) are left to it
+    assert streamed and raw_streamed.output is None
+    assert lazy_reply.choices[0].message.content and lazy_obs.output is None

@@ -11,7 +11,10 @@ from pilothouse.tracing.instrumentation import (
     TracedAsyncStream,
     TracedStream,
     dump,
+    is_raw,
     patch,
+    record_answer,
+    record_answer_async,
     unpatch,
 )
 
@@ -144,11 +147,13 @@ def _wrapper(original: Any) -> Any:
         except BaseException as exc:
             call.fail(exc)
             raise
-        if kwargs.get("stream"):
+        if kwargs.get("stream") and not is_raw(response):
             state = _StreamState(call)
             return TracedStream(response, call, state.on_event, state.on_done)
-        _response(call, response)
-        call.end()
+        if kwargs.get("stream"):  # a raw stream (with_raw_response): its body is the caller's to read
+            call.end()
+            return response
+        record_answer(call, _response, response)
         return response
 
     return create
@@ -163,11 +168,13 @@ def _async_wrapper(original: Any) -> Any:
         except BaseException as exc:
             call.fail(exc)
             raise
-        if kwargs.get("stream"):
+        if kwargs.get("stream") and not is_raw(response):
             state = _StreamState(call)
             return TracedAsyncStream(response, call, state.on_event, state.on_done)
-        _response(call, response)
-        call.end()
+        if kwargs.get("stream"):  # a raw stream (with_raw_response): its body is the caller's to read
+            call.end()
+            return response
+        await record_answer_async(call, _response, response)
         return response
 
     return create

@@ -11,7 +11,10 @@ from pilothouse.tracing.instrumentation import (
     TracedAsyncStream,
     TracedStream,
     dump,
+    is_raw,
     patch,
+    record_answer,
+    record_answer_async,
     unpatch,
 )
 
@@ -136,11 +139,13 @@ def _chat_wrapper(original: Any) -> Any:
         except BaseException as exc:
             call.fail(exc)
             raise
-        if kwargs.get("stream"):
+        if kwargs.get("stream") and not is_raw(response):
             state = _ChatStreamState(call)
             return TracedStream(response, call, state.on_chunk, state.on_done)
-        _chat_response(call, response)
-        call.end()
+        if kwargs.get("stream"):  # a raw stream (with_raw_response): its body is the caller's to read
+            call.end()
+            return response
+        record_answer(call, _chat_response, response)
         return response
 
     return create
@@ -155,11 +160,13 @@ def _async_chat_wrapper(original: Any) -> Any:
         except BaseException as exc:
             call.fail(exc)
             raise
-        if kwargs.get("stream"):
+        if kwargs.get("stream") and not is_raw(response):
             state = _ChatStreamState(call)
             return TracedAsyncStream(response, call, state.on_chunk, state.on_done)
-        _chat_response(call, response)
-        call.end()
+        if kwargs.get("stream"):  # a raw stream (with_raw_response): its body is the caller's to read
+            call.end()
+            return response
+        await record_answer_async(call, _chat_response, response)
         return response
 
     return create
@@ -195,8 +202,7 @@ def _embedding_wrapper(original: Any) -> Any:
         except BaseException as exc:
             call.fail(exc)
             raise
-        _embedding_response(call, response)
-        call.end()
+        record_answer(call, _embedding_response, response)
         return response
 
     return create
@@ -211,8 +217,7 @@ def _async_embedding_wrapper(original: Any) -> Any:
         except BaseException as exc:
             call.fail(exc)
             raise
-        _embedding_response(call, response)
-        call.end()
+        await record_answer_async(call, _embedding_response, response)
         return response
 
     return create

@@ -3,6 +3,8 @@ end it when the stream is used up, closed or fails."""
 
 from __future__ import annotations
 
+import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -13,6 +15,8 @@ from opentelemetry.trace import Status, StatusCode
 
 from pilothouse.tracing.observe import to_json_text
 from pilothouse.tracing.sdk import get_tracer
+
+log = logging.getLogger("pilothouse.sdk")
 
 
 class ModelCall:
@@ -184,6 +188,76 @@ class TracedAsyncStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def is_raw(response: Any) -> bool:
+    """Whether an SDK call returned its HTTP response rather than the parsed answer: the
+    ``with_raw_response`` and ``with_streaming_response`` forms of the openai and anthropic clients."""
+    return hasattr(response, "http_response") and callable(getattr(response, "parse", None))
+
+
+def _body_read(response: Any) -> bool:
+    """Whether the raw response's body was read already (``with_raw_response``), rather than left for
+    the caller to read (``with_streaming_response``): reading it here would take it from them."""
+    try:
+        response.http_response.content  # noqa: B018 (httpx raises ResponseNotRead for an unread body)
+    except Exception:
+        return False
+    return True
+
+
+def parsed_answer(response: Any) -> Any | None:
+    """The answer to record of a non-streamed call: the response itself, or for ``with_raw_response``
+    what its ``parse()`` gives (the SDKs cache it, so the caller's own ``parse()`` returns the same
+    object); None for a body the caller has not read yet, or one whose ``parse()`` must be awaited
+    (:func:`parsed_answer_async`)."""
+    if not is_raw(response):
+        return response
+    if not _body_read(response):
+        return None
+    answer = response.parse()
+    if inspect.iscoroutine(answer):
+        answer.close()  # an async parse, not awaited here: unrecorded, and no "never awaited" warning
+        return None
+    return answer
+
+
+async def parsed_answer_async(response: Any) -> Any | None:
+    """:func:`parsed_answer` for the async clients, whose raw responses may parse asynchronously."""
+    if not is_raw(response):
+        return response
+    if not _body_read(response):
+        return None
+    answer = response.parse()
+    return await answer if inspect.isawaitable(answer) else answer
+
+
+def record_answer(call: ModelCall, record: Callable[[ModelCall, Any], None], response: Any) -> None:
+    """``record(call, answer)`` with the answer of a non-streamed ``response`` (:func:`parsed_answer`),
+    then end the call; a failure to read it is logged and never reaches the application, whose call
+    succeeded."""
+    try:
+        answer = parsed_answer(response)
+        if answer is not None:
+            record(call, answer)
+    except Exception:
+        log.warning("pilothouse: could not record the answer of a model call", exc_info=True)
+    finally:
+        call.end()
+
+
+async def record_answer_async(
+    call: ModelCall, record: Callable[[ModelCall, Any], None], response: Any
+) -> None:
+    """:func:`record_answer` for the async clients."""
+    try:
+        answer = await parsed_answer_async(response)
+        if answer is not None:
+            record(call, answer)
+    except Exception:
+        log.warning("pilothouse: could not record the answer of a model call", exc_info=True)
+    finally:
+        call.end()
 
 
 def dump(obj: Any) -> Any:
