@@ -216,3 +216,21 @@ def test_score_ids_are_per_project_and_collisions_say_nothing_of_other_projects(
         assert answer.status_code == 400, (field, answer.text)
     detail = served.client.get(f"/api/traces/{mine.hex()}", headers=served.auth).json()
     assert [s["id"] for s in detail["scores"]].count("shared-id") == 1
+
+
+def test_a_key_that_sends_traces_may_send_scores_and_a_gateway_key_may_not(served: Served) -> None:
+    """The SDK sends ``pilothouse.score`` with the key it sends traces with: a key made with
+    ``--scopes ingest`` (for a CI job, say) was refused its scores with a 403."""
+    from pilothouse.domain.keys import Scope
+
+    trace, spans = agent_trace()
+    send(served, spans)
+    _, ingest_only = served.store.create_api_key("p1", "ci", frozenset({Scope.INGEST}))
+    _, gateway_only = served.store.create_api_key("p1", "app", frozenset({Scope.GATEWAY}))
+    score = {"trace_id": trace.hex(), "name": "ci-check", "value": 1}
+    sent = served.client.post("/api/scores", json=score, headers={"Authorization": f"Bearer {ingest_only}"})
+    assert sent.status_code == 201, sent.text
+    app_key = {"Authorization": f"Bearer {gateway_only}"}
+    refused = served.client.post("/api/scores", json=score, headers=app_key)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["message"] == "This key lacks the 'ingest' or 'read' scope."

@@ -229,9 +229,11 @@ async def get_trace(request: Request) -> Response:
 
 
 async def post_scores(request: Request) -> Response:
-    """``POST /api/scores``: one score object or a list of them, on traces of the caller's project."""
+    """``POST /api/scores``: one score object or a list of them, on traces of the caller's project. A
+    key that sends traces (``ingest``: the SDK's ``pilothouse.score``) may send scores, as may the web
+    UI's users (``read``)."""
     state = _state(request)
-    principal = await state.auth.authenticate(request, Scope.READ)
+    principal = await state.auth.authenticate(request, (Scope.INGEST, Scope.READ))
     body = await read_json(request, state.settings.max_body_bytes, state.body_budget)
     items = body if isinstance(body, list) else [body]
     scores = []

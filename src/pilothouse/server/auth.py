@@ -101,8 +101,9 @@ class KeyAuthenticator:
         # that one client retrying a revoked key behind a shared proxy does not lock out the others
         self._good: dict[str, float] = {}
 
-    async def authenticate(self, request: Request, scope: Scope) -> Principal:
-        """The caller of ``request`` if its key has ``scope``; raises 401/403 otherwise."""
+    async def authenticate(self, request: Request, scope: Scope | tuple[Scope, ...]) -> Principal:
+        """The caller of ``request`` if its key has ``scope`` (or one of them); raises 401/403
+        otherwise."""
         secret = bearer_secret(request)
         if secret is None:
             raise ApiError(
@@ -124,8 +125,10 @@ class KeyAuthenticator:
         if key is None or not key.active:
             await self.throttle.failed(address, prefix)
             raise ApiError(401, "Invalid API key (unknown or revoked).", code="invalid_api_key")
-        if not key.allows(scope):
-            raise ApiError(403, f"This key lacks the '{scope.value}' scope.", code="insufficient_scope")
+        wanted = scope if isinstance(scope, tuple) else (scope,)
+        if not any(key.allows(one) for one in wanted):
+            names = "' or '".join(one.value for one in wanted)
+            raise ApiError(403, f"This key lacks the '{names}' scope.", code="insufficient_scope")
         if digest not in self._good:  # API keys only: 256 random bits, so no guesser's oracle
             if len(self._good) > 10_000:
                 self._good.clear()
