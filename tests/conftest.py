@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -191,6 +193,7 @@ class FirstLoad:
     directory: Path
     dequantised: bool
     answer: dict[str, Any]
+    printed: str  # what the conversion wrote to stderr
 
 
 FIRST_QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -206,11 +209,15 @@ def smollm2_first_load(model_cache: Path) -> FirstLoad:
     provider = LocalProvider(Deployment(name="smol", provider="local", model="smollm2", options=options))
 
     async def convert() -> FirstLoad:
+        printed = io.StringIO()
         try:
-            loaded = await provider.load()
+            with contextlib.redirect_stderr(printed):
+                loaded = await provider.load()
             reply = await provider.chat({"messages": FIRST_QUESTION, "max_tokens": 12})
         finally:
             await provider.close()
-        return FirstLoad(loaded.directory, loaded.dequantised, reply["choices"][0]["message"])
+        return FirstLoad(
+            loaded.directory, loaded.dequantised, reply["choices"][0]["message"], printed.getvalue()
+        )
 
     return asyncio.run(convert())

@@ -176,6 +176,7 @@ async def test_gguf_is_dequantised_once_then_loaded_from_the_cache(
 ) -> None:
     first = smollm2_first_load  # the session's first load: it converted the GGUF into cache_dir
     assert first.dequantised
+    assert "Converting" not in first.printed  # transformers' own progress bar is kept off the terminal
     assert (first.directory / "model.safetensors").is_file()
     assert first.directory.parent == cache_dir
     cached = await provider.load()

@@ -28,6 +28,8 @@ one generation per choice, queued together (greedy choices share a batch).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import importlib
 import importlib.util
 import json
@@ -37,7 +39,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,22 @@ def _heavy_modules() -> tuple[Any, Any]:
         ) from exc
     transformers.utils.logging.disable_progress_bar()
     return transformers, torch
+
+
+@contextlib.contextmanager
+def _quiet_gguf_conversion() -> Iterator[None]:
+    """transformers' GGUF reader draws its own tqdm bar ("Converting and de-quantizing GGUF
+    tensors...") whatever its logging says: in a CLI run with ``-q``, or a server's log, that is
+    noise. The bar is turned off for the conversion (done once per model and cache folder)."""
+    module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    bar = getattr(module, "tqdm", None)
+    if bar is not None:
+        module.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            module.tqdm = bar
 
 
 def _with_adapter(transformers: Any, torch: Any, model: Any, reference: str) -> Any:
@@ -456,9 +474,10 @@ class LocalProvider:
         dense: dict[str, Any] = {}
         if hasattr(transformers, "GgufConfig"):
             dense["quantization_config"] = transformers.GgufConfig(dequantize=True)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=file, dtype=torch.float32, local_files_only=True, **dense
-        )
+        with _quiet_gguf_conversion():
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=file, dtype=torch.float32, local_files_only=True, **dense
+            )
         quantizer = getattr(model, "hf_quantizer", None)
         if quantizer is not None:  # a leftover GGUF marker on dense weights would block save_pretrained
             quantizer.remove_quantization_config(model)
