@@ -61,6 +61,9 @@ def test_leases_keep_two_reviewers_off_one_item(store: SqlStore) -> None:
     assert trace is not None
     human = {s.name: (s.string_value, s.source, s.comment) for s in trace.scores}
     assert human["correct"] == ("false", ScoreSource.HUMAN, "review by alice")
+    with pytest.raises(ReviewError, match="a skip would discard your review"):
+        service.skip("p1", first.item.id, "alice")  # a stray skip keeps alice's review and correction
+    assert [r.corrected_output for r in service.item("p1", first.item.id).reviews] == ["Paris."]
 
     service.skip("p1", second.item.id, "bob")  # bob passes; carol still gets it, bob never again
     seen_by_bob = set()

@@ -307,8 +307,9 @@ class ReviewStore:
     ) -> None:
         """Store a reviewer's review (or skip) of an item in one transaction: the review, its scores (also
         copied to the trace as human scores that name the reviewer), the item's count and status, and the
-        lease let go. Refused (:class:`ReviewError`) when another reviewer holds the item, or it is
-        complete and this reviewer had not reviewed it."""
+        lease let go. Refused (:class:`ReviewError`) when another reviewer holds the item, when it is
+        complete and this reviewer had not reviewed it, and for a skip of an item this reviewer has
+        reviewed (it would discard the review)."""
         i, r, s = t.review_items, t.reviews, t.review_scores
         now = time.time_ns() if now_ns is None else now_ns
         with self.engine.begin() as conn:
@@ -323,6 +324,11 @@ class ReviewStore:
             ).first()
             if row.status == ItemStatus.COMPLETED.value and before is None:
                 raise ReviewError("this item has all its reviews already")
+            if review.skipped and before is not None and not before.skipped:
+                raise ReviewError(
+                    "you have reviewed this item: a skip would discard your review (its scores and "
+                    "corrected output); save the review again to change it"
+                )
             conn.execute(delete(r).where(r.c.item_id == item.id, r.c.reviewer == review.reviewer))
             conn.execute(delete(s).where(s.c.item_id == item.id, s.c.reviewer == review.reviewer))
             conn.execute(
