@@ -77,6 +77,13 @@ def gw(tmp_path: Path, priced_upstream: SimulatedUpstream) -> Iterator[Gateway]:
             "base_url": priced_upstream.base_url,
             "api_key": "sk-ant-upstream",
         },
+        {  # a priced model whose upstream fails every call after it was asked
+            "name": "gpt-4o",  # a catalogue name: the ingest could price it
+            "provider": "openai",
+            "model": "gpt-4o-mini",
+            "base_url": priced_upstream.base_url + "/v1",
+            "options": {"headers": {"x-sim-status": "500"}},
+        },
     ]
     gateway = start_gateway(tmp_path, priced_upstream, models)
     yield gateway
@@ -151,3 +158,15 @@ def test_sdk_traced_direct_calls_are_priced_like_gateway_calls(
         assert (
             cost["items"] == pytest.approx(GPT) and cost["price_version"] == "openai/gpt-4o-mini@2024-07-18"
         )
+
+
+def test_a_call_that_failed_after_asking_an_upstream_costs_unknown_on_the_trace_too(gw: Gateway) -> None:
+    """What that upstream billed is not known: the header says ``unknown`` and so does the stored
+    trace (the ingest's pricing of calls without a cost made it $0.00: zero tokens at the model's
+    price). A call refused before any upstream was asked costs $0 on both."""
+    client = openai.OpenAI(base_url=gw.base_url, api_key=gw.key, max_retries=0)
+    with pytest.raises(openai.InternalServerError) as failed:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+    headers = failed.value.response.headers
+    assert headers["x-pilothouse-cost-usd"] == "unknown"
+    assert _stored_cost(gw, headers["x-pilothouse-trace-id"]) is None

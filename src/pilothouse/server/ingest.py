@@ -291,7 +291,10 @@ class IngestQueue:
                     for record in records:
                         cap_names(record.observation)
                         replace_nul_characters(record)
-                        if self.pricer is not None:
+                        # spans from outside (SDK, OTLP) are priced here; the gateway's records
+                        # carry its own decision (a failed call after an upstream was asked costs
+                        # unknown, which pricing its zero tokens would have made $0)
+                        if self.pricer is not None and export.records is None:
                             self.pricer.price_observation(record.observation)
                 except Exception:
                     unreadable.add(i)
