@@ -139,3 +139,15 @@ def test_ledger_fills_a_budget_to_exactly_its_limit(ledger: BudgetLedger) -> Non
         await ledger.close()
 
     asyncio.run(run())
+
+
+def test_a_refusal_says_why_a_call_of_no_cost_is_refused() -> None:
+    """A budget already past its limit refuses even a call whose worst case is $0; the message says
+    so, not "could cost up to $0.00"."""
+    from pilothouse.gateway.budgets import BudgetExceeded
+
+    budget = Budget("b1", "p1", BudgetScope.PROJECT, "", BudgetPeriod.MONTH, Money.from_usd("1"))
+    free = str(BudgetExceeded(budget, Money.from_usd("1.20"), Money.ZERO, Money.ZERO))
+    assert free.endswith("past its limit: it takes no more requests this period.") and "$0.00." not in free
+    paid = str(BudgetExceeded(budget, Money.from_usd("0.90"), Money.ZERO, Money.from_usd("0.2")))
+    assert paid.endswith("this request could cost up to $0.20.")

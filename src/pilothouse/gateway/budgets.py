@@ -299,10 +299,14 @@ class BudgetExceeded(Exception):
 
     def __init__(self, budget: Budget, spent: Money, reserved: Money, worst_case: Money) -> None:
         self.budget = budget
-        super().__init__(
+        held = (
             f"Budget exceeded: {budget.label} has {spent.display()} spent and {reserved.display()} "
-            f"reserved by requests in flight; this request could cost up to {worst_case.display()}."
+            "reserved by requests in flight"
         )
+        if worst_case == Money.ZERO:  # nothing to add: the budget is already past its limit
+            super().__init__(f"{held}, past its limit: it takes no more requests this period.")
+        else:
+            super().__init__(f"{held}; this request could cost up to {worst_case.display()}.")
 
 
 @dataclass
