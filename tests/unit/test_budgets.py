@@ -150,4 +150,4 @@ def test_a_refusal_says_why_a_call_of_no_cost_is_refused() -> None:
     free = str(BudgetExceeded(budget, Money.from_usd("1.20"), Money.ZERO, Money.ZERO))
     assert free.endswith("past its limit: it takes no more requests this period.") and "$0.00." not in free
     paid = str(BudgetExceeded(budget, Money.from_usd("0.90"), Money.ZERO, Money.from_usd("0.2")))
-    assert paid.endswith("this request could cost up to $0.20.")
+    assert paid.endswith(f"this request could cost up to {Money.from_usd('0.2').display()}.")
