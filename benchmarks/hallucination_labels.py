@@ -14,7 +14,6 @@ label. Per-token evidence is cached with the same ids as ``benchmarks/hallucinat
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 import time
@@ -29,6 +28,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from hallucination import _id, load_bump, load_faithbench  # noqa: E402
+from hallucination_spans import lazy_evidence, print_cost  # noqa: E402
 
 from pilothouse.quality.hallucination.detector import features_for, shipped_coefficients  # noqa: E402
 from pilothouse.quality.hallucination.features import TokenEvidence  # noqa: E402
@@ -124,18 +124,7 @@ def main() -> None:
     parser.add_argument("--faithbench-sources", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    model: list[Any] = []
-
-    def evidence(summary: str, doc: str) -> Sequence[TokenEvidence]:
-        if not model:
-            from pilothouse.quality.hallucination.lm import LanguageModelEvidence
-
-            model.append(LanguageModelEvidence())
-        return model[0].evidence(summary, doc).tokens
+    evidence = lazy_evidence(args.threads)
 
     started, cpu = time.perf_counter(), time.process_time()
     rule, shipped = WordRule(), shipped_coefficients()
@@ -183,11 +172,7 @@ def main() -> None:
             f"{100 * a[2]:.1f}] (flags {100 * threshold_flags.mean():.0f}%) | {100 * b[0]:.1f} "
             f"[{100 * b[1]:.1f}, {100 * b[2]:.1f}] | {100 * span_flags.mean():.0f}% |"
         )
-    load = os.getloadavg()
-    print(
-        f"\n{time.perf_counter() - started:.0f} s wall, {time.process_time() - cpu:.0f} s CPU, "
-        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
-    )
+    print_cost(started, cpu)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,34 @@ Row = dict[str, Any]
 Gold = set[int]  # indexes of the summary's words that the error covers
 
 
+def lazy_evidence(threads: int) -> Callable[[str, str], Sequence[TokenEvidence]]:
+    """SmolLM2's per-token evidence of (summary, document), the model loaded on the first row that is
+    not cached, on ``threads`` threads (OpenMP passive while waiting, as ``pilothouse`` sets it)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+
+    torch.set_num_threads(threads)
+    model: list[Any] = []
+
+    def evidence(summary: str, doc: str) -> Sequence[TokenEvidence]:
+        if not model:
+            from pilothouse.quality.hallucination.lm import LanguageModelEvidence
+
+            model.append(LanguageModelEvidence())
+        return list(model[0].evidence(summary, doc).tokens)
+
+    return evidence
+
+
+def print_cost(started: float, cpu: float) -> None:
+    """The run's wall and CPU seconds since ``started`` / ``cpu``, and the load average."""
+    load = os.getloadavg()
+    print(
+        f"\n{time.perf_counter() - started:.0f} s wall, {time.process_time() - cpu:.0f} s CPU, "
+        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+    )
+
+
 def diff_gold(original: str, edited: str) -> Gold:
     """The words of ``edited`` that a word-level diff against ``original`` marks as replaced or inserted."""
     a = [w.text.lower() for w in words(original)]
@@ -204,18 +232,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fixed", action="store_true", help="measure with the shipped rule; choose nothing")
     args = parser.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
-    torch.set_num_threads(args.threads)
-    model: list[Any] = []
-
-    def evidence(summary: str, doc: str) -> Sequence[TokenEvidence]:
-        if not model:
-            from pilothouse.quality.hallucination.lm import LanguageModelEvidence
-
-            model.append(LanguageModelEvidence())
-        return model[0].evidence(summary, doc).tokens
+    evidence = lazy_evidence(args.threads)
 
     started, cpu = time.perf_counter(), time.process_time()
     dev = summedits_dev(args)
@@ -248,11 +265,7 @@ def main() -> None:
         rows = load(args)
         tokens.update(compute_evidence(rows, args.cache / cache_name, evidence))
         table(title, rows, rules(tokens, rule))
-    load = os.getloadavg()
-    print(
-        f"\n{time.perf_counter() - started:.0f} s wall, {time.process_time() - cpu:.0f} s CPU, "
-        f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
-    )
+    print_cost(started, cpu)
 
 
 if __name__ == "__main__":

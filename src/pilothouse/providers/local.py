@@ -80,12 +80,12 @@ def _quiet_gguf_conversion() -> Iterator[None]:
     module = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
     bar = getattr(module, "tqdm", None)
     if bar is not None:
-        module.tqdm = functools.partial(bar, disable=True)
+        setattr(module, "tqdm", functools.partial(bar, disable=True))  # noqa: B010
     try:
         yield
     finally:
         if bar is not None:
-            module.tqdm = bar
+            setattr(module, "tqdm", bar)  # noqa: B010
 
 
 def _with_adapter(transformers: Any, torch: Any, model: Any, reference: str) -> Any:
