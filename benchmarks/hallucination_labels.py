@@ -27,8 +27,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from hallucination import _id, load_bump, load_faithbench  # noqa: E402
-from hallucination_spans import lazy_evidence, print_cost  # noqa: E402
+from hallucination import _id, load_faithbench  # noqa: E402
+from hallucination_spans import (  # noqa: E402
+    common_arguments,
+    edit_id,
+    lazy_evidence,
+    print_cost,
+    seeded_bump_pairs,
+)
 
 from pilothouse.quality.hallucination.detector import features_for, shipped_coefficients  # noqa: E402
 from pilothouse.quality.hallucination.features import TokenEvidence  # noqa: E402
@@ -59,18 +65,11 @@ def summedits(args: argparse.Namespace, split: str, count: int) -> list[Row]:
 
 
 def bump(args: argparse.Namespace) -> list[Row]:
-    pairs = load_bump(args.data)
-    rng = random.Random(args.seed)
     rows: dict[str, Row] = {}
-    for task, take in zip((1, 2), args.bump_documents, strict=True):
-        articles = sorted({p["article"] for p in pairs if p["task"] == task})
-        chosen = set(rng.sample(articles, min(take, len(articles))))
-        for p in pairs:
-            if p["task"] == task and p["article"] in chosen:
-                ref = _id("ref", p["article_id"], p["reference_summary"])
-                edit = _id("edit", str(p["task"]), str(p["index"]), p["edited_summary"])
-                rows[ref] = {"id": ref, "doc": p["article"], "summary": p["reference_summary"], "ok": 1}
-                rows[edit] = {"id": edit, "doc": p["article"], "summary": p["edited_summary"], "ok": 0}
+    for p in seeded_bump_pairs(args):
+        ref = _id("ref", p["article_id"], p["reference_summary"])
+        rows[ref] = {"id": ref, "doc": p["article"], "summary": p["reference_summary"], "ok": 1}
+        rows[edit_id(p)] = {"id": edit_id(p), "doc": p["article"], "summary": p["edited_summary"], "ok": 0}
     return list(rows.values())
 
 
@@ -115,14 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "hallucination")
-    parser.add_argument("--cache", type=Path, default=REPO / ".pilothouse" / "hallucination")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--dev-documents", type=int, default=12)
+    common_arguments(parser)
     parser.add_argument("--test-documents", type=int, default=8)
-    parser.add_argument("--bump-documents", type=lambda v: [int(x) for x in v.split(",")], default=[15, 40])
-    parser.add_argument("--faithbench-sources", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     evidence = lazy_evidence(args.threads)
 

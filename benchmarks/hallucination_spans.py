@@ -110,21 +110,45 @@ def summedits_dev(args: argparse.Namespace) -> list[Row]:
     return out
 
 
-def bump_rows(args: argparse.Namespace) -> list[Row]:
+def seeded_bump_pairs(args: argparse.Namespace) -> list[Row]:
+    """Every BUMP pair on ``--bump-documents`` seeded articles of task 1 and of task 2."""
     pairs = load_bump(args.data)
     rng = random.Random(args.seed)
     out = []
     for task, take in zip((1, 2), args.bump_documents, strict=True):
         articles = sorted({p["article"] for p in pairs if p["task"] == task})
         chosen = set(rng.sample(articles, min(take, len(articles))))
-        for p in pairs:
-            if p["task"] == task and p["article"] in chosen:
-                gold = diff_gold(p["reference_summary"], p["edited_summary"])
-                if gold:
-                    edit_id = _id("edit", str(p["task"]), str(p["index"]), p["edited_summary"])
-                    summary = p["edited_summary"]
-                    out.append({"id": edit_id, "doc": p["article"], "summary": summary, "gold": gold})
+        out += [p for p in pairs if p["task"] == task and p["article"] in chosen]
     return out
+
+
+def edit_id(pair: Row) -> str:
+    """The cache id of a BUMP pair's edited summary (as ``benchmarks/hallucination.py`` names it)."""
+    return _id("edit", str(pair["task"]), str(pair["index"]), pair["edited_summary"])
+
+
+def bump_rows(args: argparse.Namespace) -> list[Row]:
+    out = []
+    for p in seeded_bump_pairs(args):
+        if gold := diff_gold(p["reference_summary"], p["edited_summary"]):
+            out.append({"id": edit_id(p), "doc": p["article"], "summary": p["edited_summary"], "gold": gold})
+    return out
+
+
+def common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options both span benchmarks take: data, cache, seed, the samples and threads."""
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "hallucination")
+    parser.add_argument("--cache", type=Path, default=REPO / ".pilothouse" / "hallucination")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dev-documents", type=int, default=12)
+    parser.add_argument(
+        "--bump-documents",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[15, 40],
+        help="seeded articles of BUMP's task 1 and task 2 (every pair on them)",
+    )
+    parser.add_argument("--faithbench-sources", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
 
 
 def faithbench_rows(args: argparse.Namespace) -> list[Row]:
@@ -217,19 +241,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "hallucination")
-    parser.add_argument("--cache", type=Path, default=REPO / ".pilothouse" / "hallucination")
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--dev-documents", type=int, default=12)
-    parser.add_argument(
-        "--bump-documents",
-        type=lambda v: [int(x) for x in v.split(",")],
-        default=[15, 40],
-        help="seeded articles of BUMP's task 1 and task 2 (every pair on them)",
-    )
-    parser.add_argument("--faithbench-sources", type=int, default=15)
+    common_arguments(parser)
     parser.add_argument("--sets", default="bump,faithbench", help="held-out sets to measure")
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--fixed", action="store_true", help="measure with the shipped rule; choose nothing")
     args = parser.parse_args()
     evidence = lazy_evidence(args.threads)
