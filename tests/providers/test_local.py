@@ -103,6 +103,40 @@ def test_unknown_option_is_refused() -> None:
         LocalProvider(Deployment(name="m", provider="local", model="smollm2", options={"temprature": 1}))
 
 
+def test_converted_models_default_to_one_cache_per_user_not_per_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GGUF converted in one working directory serves every other one: the default cache is the
+    user's (``$PILOTHOUSE_MODEL_CACHE``, ``$XDG_CACHE_HOME/pilothouse/models``, ``~/.cache/...``)."""
+    monkeypatch.delenv("PILOTHOUSE_MODEL_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("PILOTHOUSE_HOME", str(tmp_path / "home"))
+    smol = Deployment(name="m", provider="local", model="smollm2")
+    assert LocalProvider(smol).cache_dir == tmp_path / "xdg" / "pilothouse" / "models"
+    monkeypatch.setenv("PILOTHOUSE_MODEL_CACHE", str(tmp_path / "models"))
+    assert LocalProvider(smol).cache_dir == tmp_path / "models"
+    explicit = Deployment(
+        name="m", provider="local", model="smollm2", options={"cache_dir": str(tmp_path / "x")}
+    )
+    assert LocalProvider(explicit).cache_dir == tmp_path / "x"
+
+
+def test_a_model_an_earlier_version_converted_under_home_is_still_read_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PILOTHOUSE_MODEL_CACHE", str(tmp_path / "models"))
+    monkeypatch.setenv("PILOTHOUSE_HOME", str(tmp_path / "home"))
+    old = tmp_path / "home" / "models" / "smollm2-135m-instruct.q4_1"
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    provider = LocalProvider(Deployment(name="m", provider="local", model="smollm2"))
+    # nothing is converted (no transformers, no torch needed): the earlier copy is the model
+    assert provider._prepare_directory(None, None, (tmp_path, "SmolLM2-135M-Instruct.Q4_1.gguf")) == (
+        old,
+        False,
+    )
+
+
 def test_an_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="precision: 'int4' is not one of float32, bfloat16, int8"):
         LocalProvider(Deployment(name="m", provider="local", model="smollm2", options={"precision": "int4"}))

