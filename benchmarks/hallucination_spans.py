@@ -245,6 +245,13 @@ def main() -> None:
     parser.add_argument("--sets", default="bump,faithbench", help="held-out sets to measure")
     parser.add_argument("--fixed", action="store_true", help="measure with the shipped rule; choose nothing")
     args = parser.parse_args()
+    missing = [
+        name for name in ("summedits", *args.sets.split(",")) if name and not (args.data / name).is_dir()
+    ]
+    if missing:
+        raise SystemExit(
+            f"hallucination data not found at {args.data} (no {', '.join(missing)}/; see --data)"
+        )
     evidence = lazy_evidence(args.threads)
 
     started, cpu = time.perf_counter(), time.process_time()
