@@ -265,3 +265,95 @@ def test_a_sliding_window_model_reuses_its_context_and_reads_after_its_bos(tmp_p
     for a, b in zip(second.tokens, fresh.tokens, strict=True):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4) and a.prior == pytest.approx(b.prior, abs=1e-4)
     assert first.tokens != second.tokens
+
+
+def trained_span_detector(folder: Path, labels: dict[int, str], max_positions: int = 128) -> Path:
+    """A tiny BERT token classifier trained here to mark the response's tokens the context does not
+    hold (a LettuceDetect-style span detector), saved with its fast tokenizer in ``folder``."""
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    torch.manual_seed(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer("mondays tuesdays 1950 filler")
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=max_positions,
+        num_labels=2,
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
+    )
+    model = BertForTokenClassification(config)
+    hallucinated = next(i for i, name in labels.items() if name in ("hallucinated", "LABEL_1"))
+    answers = [
+        FAITHFUL,
+        EDITED,
+        "Entry is free on Sundays.",
+        "Entry is free on Mondays.",
+        "Entry is free on Tuesdays.",
+    ]
+    wrong = {"1987", "mondays", "tuesdays"}
+    batch = tokenizer([CONTEXT] * len(answers), answers, padding=True, return_tensors="pt")
+    targets = torch.full(batch["input_ids"].shape, -100)
+    for row in range(len(answers)):
+        for j, (part, token) in enumerate(zip(batch.sequence_ids(row), batch.tokens(row), strict=True)):
+            if part == 1:
+                targets[row, j] = hallucinated if token in wrong else 1 - hallucinated
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    model.train()
+    for _ in range(120):
+        optimiser.zero_grad()
+        model(**batch, labels=targets).loss.backward()
+        optimiser.step()
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_token_classifier_folder_flags_the_unsupported_tokens_as_spans(tmp_path: Path) -> None:
+    """A LettuceDetect-style folder (token classification, 0 = supported, 1 = hallucinated) trained here
+    and loaded through HuggingFaceDetector: its spans are the response's unsupported words."""
+    folder = trained_span_detector(tmp_path / "spans", {0: "LABEL_0", 1: "LABEL_1"})
+    detector = HuggingFaceDetector(folder)
+    good = detector.detect(f"{FAITHFUL} Entry is free on Sundays.", CONTEXT)
+    assert detector.token_level and good.label == "supported" and good.spans == ()
+    response = "The museum opened in 1987 in Lyon. Entry is free on Mondays."
+    bad = detector.detect(response, CONTEXT)
+    assert bad.label == "unsupported" and bad.source == "hf:spans"
+    assert [s.text for s in bad.spans] == ["1987", "Mondays"]  # offsets into the response as written
+    assert bad.score == pytest.approx(1.0 - bad.features["max_token_hallucination"])
+    assert all(s.score > 0.5 for s in bad.spans)
+
+
+def test_a_token_classifier_reads_a_long_context_in_windows(tmp_path: Path) -> None:
+    """A context past the model's positions is read in overlapping windows, each with the whole response:
+    the facts at the end of a long context still support the response, and the edit is still found."""
+    folder = trained_span_detector(
+        tmp_path / "windows", {0: "supported", 1: "hallucinated"}, max_positions=64
+    )
+    detector = HuggingFaceDetector(folder)
+    long_context = "filler " * 150 + CONTEXT
+    verdict = detector.detect("The museum opened in 1987 in Lyon.", long_context)
+    assert verdict.features["windows"] > 1 and detector.max_length == 64
+    assert [s.text for s in verdict.spans] == ["1987"]
+    with pytest.raises(ValueError, match="too long"):
+        detector.detect("Entry is free on Sundays. " * 40, CONTEXT)
+
+
+def test_a_token_classifier_through_the_scorer_with_a_template(tmp_path: Path) -> None:
+    from pilothouse.evals.scoring import ScorerConfigError
+
+    folder = trained_span_detector(tmp_path / "scored", {0: "supported", 1: "hallucinated"})
+    scorer = build_scorer(
+        {"type": "hallucination", "model": str(folder), "context": "{{ doc }}", "template": "{context}"}
+    )
+    result = asyncio.run(scorer.score(Sample(item_id="1", input={"doc": CONTEXT}, output=EDITED)))
+    assert result.passed is False and [s["text"] for s in result.details["spans"]] == ["1987"]
+    with pytest.raises(ScorerConfigError, match="must hold"):
+        build_scorer({"type": "hallucination", "model": str(folder), "template": "Document:"})
+    with pytest.raises(ScorerConfigError, match="for a 'model' folder"):
+        build_scorer({"type": "hallucination", "template": "{context}"})

@@ -1,13 +1,14 @@
 """Hallucination (faithfulness) detection: is a response supported by its context?
 
-``detect(response, context) -> Verdict`` runs the local detector (SmolLM2-135M's mean log-likelihood
-of the response given the context, BARTScore-style; its scale and threshold, and the choice of this
-feature among others such as PMI and lexical novelty, come from SummEdits' evaluation split), on the
-CPU with the weights installed packages ship; the unsupported spans are the sentences scoring under
-the threshold. :class:`Cascade` sends the uncertain middle to an LLM judge;
-:class:`HuggingFaceDetector` uses a local sequence-classification model folder instead. The eval
-scorer ``hallucination`` lives in :mod:`pilothouse.quality.hallucination.scorer`. See
-docs/hallucination.md. Heavy modules (torch, transformers) load on first use."""
+``detect(response, context) -> Verdict`` runs the local detector (SmolLM2-135M's mean log-likelihood of
+the response given the context, BARTScore-style; its scale and threshold, and the choice of this feature
+among others such as PMI and lexical novelty, come from SummEdits' evaluation split), on the CPU with
+the weights installed packages ship; the unsupported spans are words (names and numbers the context
+lacks, words the model found unlikely given it: :mod:`.spans`). :class:`Cascade` sends the uncertain
+middle to an LLM judge; :class:`HuggingFaceDetector` uses a local sequence- or token-classification
+model folder instead. The eval scorer ``hallucination`` lives in
+:mod:`pilothouse.quality.hallucination.scorer`. See docs/hallucination.md. Heavy modules (torch,
+transformers) load on first use."""
 
 from __future__ import annotations
 

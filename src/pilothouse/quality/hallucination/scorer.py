@@ -4,12 +4,13 @@ registry through the ``pilothouse.scorers`` entry point in ``pyproject.toml`` (l
 :func:`pilothouse.evals.scoring.build_scorer`), and importing this module registers it too.
 
 Spec options: ``context`` (a template such as ``"{{ passages }}"``; default: the sample's context),
-``model`` (a Hugging Face sequence-classification folder; default: the bundled local detector),
-``supported_label`` and ``trust_remote_code`` (for ``model``). The value is P(supported) in [0, 1];
-the threshold defaults to the detector's own. With the common key ``judge`` (a model), it is a
-cascade: about ``escalate`` (default 0.25) of the checks, those whose local score ranks nearest the
-threshold among the scorer's recent ones, go to the judge, whose verdict (1 or 0) is the value and
-whose tokens and cost are the result's."""
+``model`` (a Hugging Face sequence- or token-classification folder; default: the bundled local
+detector), ``supported_label``, ``trust_remote_code`` and ``template`` (for ``model``: what a token
+classifier reads before the response, ``{context}`` standing for the context). The value is P(supported)
+in [0, 1]; the threshold defaults to the detector's own. With the common key ``judge`` (a model), it is
+a cascade: about ``escalate`` (default 0.25) of the checks, those whose local score ranks nearest the
+threshold among the scorer's recent ones, go to the judge, whose verdict (1 or 0) is the value and whose
+tokens and cost are the result's."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from pilothouse.evals.scoring import (
 )
 from pilothouse.evals.templating import to_text
 
-_detectors: dict[tuple[str, str, bool], Callable[[str, str], Verdict]] = {}
+_detectors: dict[tuple[str, str, bool, str], Callable[[str, str], Verdict]] = {}
 _lock = threading.Lock()
 # Detectors run one check at a time (each holds a lock); they run on a thread of their own, so that
 # checks waiting their turn never fill the event loop's default thread pool, which the server needs.
@@ -45,9 +46,9 @@ def uses_judge(spec: ScorerSpec) -> bool:
 
 
 def _detector(
-    model: str | None, supported_label: str | None, trust: bool
+    model: str | None, supported_label: str | None, trust: bool, template: str = "{context}"
 ) -> tuple[Callable[[str, str], Verdict], float]:
-    key = (model or "", supported_label or "", trust)
+    key = (model or "", supported_label or "", trust, template)
     with _lock:
         found = _detectors.get(key)
         if found is None:
@@ -55,7 +56,7 @@ def _detector(
                 from pilothouse.quality.hallucination.hf import HuggingFaceDetector
 
                 found = HuggingFaceDetector(
-                    model, supported_label=supported_label, trust_remote_code=trust
+                    model, supported_label=supported_label, trust_remote_code=trust, template=template
                 ).detect
             else:
                 from pilothouse.quality.hallucination.detector import default_detector
@@ -72,7 +73,9 @@ class HallucinationScorer(BaseScorer):
 
     default_threshold: ClassVar[float] = 0.5
     judge_optional: ClassVar[bool] = True  # what pilothouse.evals.scoring.accepts_judge asks
-    allowed_options = frozenset({"context", "model", "supported_label", "trust_remote_code", "escalate"})
+    allowed_options = frozenset(
+        {"context", "model", "supported_label", "trust_remote_code", "template", "escalate"}
+    )
 
     def __init__(self, spec: ScorerSpec) -> None:
         super().__init__(spec)
@@ -80,6 +83,11 @@ class HallucinationScorer(BaseScorer):
         self.model = spec.text_option("model")
         self.supported_label = spec.text_option("supported_label")
         self.trust_remote_code = spec.bool_option("trust_remote_code", False)
+        self.template = spec.text_option("template") or "{context}"
+        if "{context}" not in self.template:
+            raise spec.error("option 'template' must hold {context}, where the context goes")
+        if "template" in spec.options and not self.model:
+            raise spec.error("option 'template' is for a 'model' folder (the bundled detector has its own)")
         if self.model:
             from pathlib import Path
 
@@ -109,7 +117,7 @@ class HallucinationScorer(BaseScorer):
                 f"scorer '{self.name}' needs a context (sample.context or the 'context' option)",
                 details={"retryable": False},
             )
-        detect, threshold = _detector(self.model, self.supported_label, self.trust_remote_code)
+        detect, threshold = _detector(self.model, self.supported_label, self.trust_remote_code, self.template)
         if not self._explicit_threshold:
             self.threshold = threshold
         reply = None
