@@ -33,27 +33,33 @@ def tiny_tokenizer(extra: str) -> Any:
     return BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)})
 
 
-def tiny_model(folder: Path, labels: dict[int, str]) -> Path:
-    """A random 2-layer BERT classifier and a WordPiece tokenizer of the test's words, in ``folder``."""
+def tiny_config(tokenizer: Any, labels: dict[int, str], hidden: int = 16, max_positions: int = 128) -> Any:
+    """A 2-layer BERT's config for ``tokenizer``'s words and ``labels`` (seeds torch: the same weights)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertConfig
 
     torch.manual_seed(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = tiny_tokenizer("mondays")
-    assert "[UNK]" not in tokenizer.tokenize(CONTEXT)
-    config = BertConfig(
+    return BertConfig(
         vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
+        hidden_size=hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=128,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=max_positions,
         num_labels=len(labels),
         id2label=labels,
         label2id={v: k for k, v in labels.items()},
     )
-    BertForSequenceClassification(config).eval().save_pretrained(folder)
+
+
+def tiny_model(folder: Path, labels: dict[int, str]) -> Path:
+    """A random 2-layer BERT classifier and a WordPiece tokenizer of the test's words, in ``folder``."""
+    from transformers import BertForSequenceClassification
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer("mondays")
+    assert "[UNK]" not in tokenizer.tokenize(CONTEXT)
+    BertForSequenceClassification(tiny_config(tokenizer, labels)).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -271,23 +277,11 @@ def trained_span_detector(folder: Path, labels: dict[int, str], max_positions: i
     """A tiny BERT token classifier trained here to mark the response's tokens the context does not
     hold (a LettuceDetect-style span detector), saved with its fast tokenizer in ``folder``."""
     import torch
-    from transformers import BertConfig, BertForTokenClassification
+    from transformers import BertForTokenClassification
 
-    torch.manual_seed(0)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer("mondays tuesdays 1950 filler")
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=max_positions,
-        num_labels=2,
-        id2label=labels,
-        label2id={v: k for k, v in labels.items()},
-    )
-    model = BertForTokenClassification(config)
+    model = BertForTokenClassification(tiny_config(tokenizer, labels, hidden=32, max_positions=max_positions))
     hallucinated = next(i for i, name in labels.items() if name in ("hallucinated", "LABEL_1"))
     answers = [
         FAITHFUL,
