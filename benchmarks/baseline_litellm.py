@@ -74,19 +74,21 @@ def litellm_env() -> dict[str, str]:
     return env
 
 
-def measure_litellm(upstream: Served, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    """LiteLLM's req/s, added latency (ms), RSS (MiB) and ready time (s), measured like Pilothouse's."""
+def measure_litellm(
+    upstream: Served, args: argparse.Namespace, workdir: Path, workers: int = 1
+) -> dict[str, float]:
+    """LiteLLM's req/s, added latency (ms), RSS (MiB) and ready time (s), measured like Pilothouse's:
+    one worker on GATEWAY_CPU, or ``workers`` worker processes on any CPU (as ``serve --workers``)."""
     command = ensure_litellm()
     config = workdir / "litellm.yaml"
     litellm_config(config, upstream.base_url)
+    pin = ["taskset", "-c", GATEWAY_CPU] if workers == 1 else []
 
     def starter() -> Served:
         port = free_port()
         return Served(
             [
-                "taskset",
-                "-c",
-                GATEWAY_CPU,
+                *pin,
                 str(command),
                 "--config",
                 str(config),
@@ -95,7 +97,7 @@ def measure_litellm(upstream: Served, args: argparse.Namespace, workdir: Path) -
                 "--port",
                 str(port),
                 "--num_workers",
-                "1",
+                str(workers),
             ],
             port,
             "/health/liveliness",

@@ -11,6 +11,13 @@ seconds. `--workers 1` and `--workers N` alternate for --rounds rounds. Prints r
 the ratio round by round and the load average. Target of issue 26: N=2 at >= 1.8x one worker. On a
 machine whose cores other work uses (and where wrk itself takes a core) the ratio shows that
 machine, not the gateway.
+
+Then (`--baseline litellm`, the default; `none` skips it) both gateways with N workers in front of the
+same HTTP upstream (benchmarks/gateway.py's simulated one, 0 ms, on CPU 1 with wrk): `pilothouse
+serve --workers N` on the same store and LiteLLM proxy 1.108.7 with `--num_workers N` (installed into
+/tmp/litellm-venv on first use), each loaded at --connections, then its added latency at 1 connection
+(--latency-requests calls through the gateway and as many straight to the upstream, alternating).
+Issue 26: >= 100x LiteLLM's req/s, added p50 <= 0.5 ms.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import Server, create_key
 from ingest_pg import _drop_database, _new_database, postgres_cpu_seconds, tree_cpu_seconds
 
-from gateway import chat_body, run_wrk, wrk_available
+from gateway import MODEL, chat_body, gateway_config, latency_pairs, run_wrk, start_upstream, wrk_available
 
 
 def one_run(args: argparse.Namespace, workers: int) -> float:
@@ -39,12 +47,7 @@ def one_run(args: argparse.Namespace, workers: int) -> float:
     url = f"sqlite:///{folder}/gateway.db" if sqlite else _new_database(args.database_url)
     config = folder / "sim.yaml"
     config.write_text("models:\n  - name: sim\n    provider: sim\n")
-    env = {
-        "PILOTHOUSE_HOME": str(folder),
-        "PILOTHOUSE_CONFIG": str(config),
-        "PILOTHOUSE_REDIS_URL": args.redis,
-        "PILOTHOUSE_WORKERS": str(workers),
-    }
+    env = _server_env(args, folder, config, workers)
     try:
         key = create_key(url)
         server = Server(url, env=env)
@@ -80,6 +83,66 @@ def one_run(args: argparse.Namespace, workers: int) -> float:
 CORES: dict[int, list[dict[str, float]]] = {}
 
 
+def _server_env(args: argparse.Namespace, folder: Path, config: Path, workers: int) -> dict[str, str]:
+    return {
+        "PILOTHOUSE_HOME": str(folder),
+        "PILOTHOUSE_CONFIG": str(config),
+        "PILOTHOUSE_REDIS_URL": args.redis,
+        "PILOTHOUSE_WORKERS": str(workers),
+    }
+
+
+def pilothouse_over_http(upstream: Any, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """``serve --workers N`` in front of ``upstream``: req/s at --connections, added latency at 1."""
+    sqlite = args.database_url.startswith("sqlite")
+    url = f"sqlite:///{workdir}/gateway.db" if sqlite else _new_database(args.database_url)
+    config = workdir / "gateway.yaml"
+    gateway_config(config, upstream.base_url)
+    try:
+        key = create_key(url)
+        server = Server(url, env=_server_env(args, workdir, config, args.workers))
+        try:
+            body, target = chat_body(MODEL), server.base_url + "/v1/chat/completions"
+            run_wrk(target, body, key, args.connections, 2, workdir)  # warm
+            load = run_wrk(target, body, key, args.connections, args.duration, workdir)
+            lat = latency_pairs(
+                server.port, "/v1/chat/completions", {"Authorization": f"Bearer {key}"}, upstream.port,
+                args.latency_requests,
+            )  # fmt: skip
+        finally:
+            server.stop()
+    finally:
+        if not sqlite:
+            _drop_database(args.database_url, url)
+    return {"rps": load["rps"], "added_p50_ms": lat["added_p50_ms"], "added_p99_ms": lat["added_p99_ms"]}
+
+
+def against_litellm(args: argparse.Namespace) -> None:
+    """Both gateways with --workers processes in front of the same HTTP upstream, one after the other."""
+    from baseline_litellm import LITELLM_VERSION, measure_litellm
+
+    workdir = Path(tempfile.mkdtemp(prefix="ph-bench-workers-litellm-"))
+    upstream = start_upstream(workdir)
+    try:
+        ours = pilothouse_over_http(upstream, args, workdir)
+        theirs = measure_litellm(upstream, args, workdir, workers=args.workers)
+    finally:
+        upstream.stop()
+    print(
+        f"in front of the same HTTP upstream (0 ms, on CPU 1 with wrk), {args.workers} workers each, "
+        f"{args.connections} connections:"
+    )
+    print(
+        f"  pilothouse {ours['rps']:,.0f} req/s, added p50 {ours['added_p50_ms']:.3f} / p99 "
+        f"{ours['added_p99_ms']:.3f} ms at 1 connection (target p50 <= 0.5 ms)"
+    )
+    print(
+        f"  litellm {LITELLM_VERSION} {theirs['rps']:,.0f} req/s, added p50 "
+        f"{theirs['added_p50_ms']:.3f} / p99 {theirs['added_p99_ms']:.3f} ms"
+    )
+    print(f"  pilothouse / litellm req/s: {ours['rps'] / max(theirs['rps'], 1e-9):.1f}x (issue 26: >= 100x)")
+
+
 def cpu_snapshot(server_pid: int, admin_url: str, url: str) -> dict[str, float]:
     """CPU seconds so far of: the server's processes (parent, workers, span writer), the PostgreSQL
     backends of its database, Redis, and wrk (this process's finished children), and the machine."""
@@ -108,7 +171,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--baseline", choices=("litellm", "none"), default="litellm")
+    parser.add_argument("--latency-requests", type=int, default=2000, help="per gateway at 1 connection")
     args = parser.parse_args()
+    args.starts = 1  # measure_litellm times this many starts
     if not wrk_available():
         sys.exit("wrk is not installed (apt-get install -y wrk)")
     load_before = os.getloadavg()
@@ -116,7 +182,6 @@ def main() -> None:
     for _ in range(args.rounds):
         for workers in rates:
             rates[workers].append(one_run(args, workers))
-    load_after = os.getloadavg()
     one, many = statistics.median(rates[1]), statistics.median(rates[args.workers])
     pairs = ", ".join(f"{b / a:.2f}" for a, b in zip(rates[1], rates[args.workers], strict=True))
     print(f"median of {args.rounds} rounds, alternating, {args.connections} connections")
@@ -132,6 +197,9 @@ def main() -> None:
         "  (machine: every process's CPU, other work included; with --workers 2 the server can have at"
         " most the cores the others leave it)"
     )
+    if args.baseline == "litellm":
+        against_litellm(args)
+    load_after = os.getloadavg()
     print(
         f"cores: {os.cpu_count()}; load average before {', '.join(f'{x:.2f}' for x in load_before)}, "
         f"after {', '.join(f'{x:.2f}' for x in load_after)} (a machine shared with other work)"
