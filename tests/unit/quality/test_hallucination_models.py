@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pilothouse.evals.scoring import Sample, build_scorer
-from pilothouse.quality.hallucination.hf import HuggingFaceDetector, supported_index
+from pilothouse.quality.hallucination.hf import HuggingFaceDetector, hallucinated_index, supported_index
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +100,11 @@ def test_supported_index_reads_label_names() -> None:
     assert supported_index({0: "a", 1: "b", 2: "c"}, "b") == 1
     with pytest.raises(ValueError, match="supported_label"):
         supported_index({0: "a", 1: "b", 2: "c"})
+    assert hallucinated_index({0: "LABEL_0", 1: "LABEL_1"}) == 1  # LettuceDetect's
+    assert hallucinated_index({0: "hallucinated", 1: "supported"}) == 0
+    assert hallucinated_index({0: "a", 1: "b"}, supported_label="b") == 0
+    with pytest.raises(ValueError, match="two labels"):
+        hallucinated_index({0: "a", 1: "b", 2: "c"})
 
 
 def test_a_saved_nli_folder_scores_each_sentence(tmp_path: Path) -> None:
@@ -330,10 +335,12 @@ def test_a_token_classifier_reads_a_long_context_in_windows(tmp_path: Path) -> N
         tmp_path / "windows", {0: "supported", 1: "hallucinated"}, max_positions=64
     )
     detector = HuggingFaceDetector(folder)
-    long_context = "filler " * 150 + CONTEXT
+    long_context = "filler " * 400 + CONTEXT
     verdict = detector.detect("The museum opened in 1987 in Lyon.", long_context)
-    assert verdict.features["windows"] > 1 and detector.max_length == 64
+    assert 8 < verdict.features["windows"] < 64 and detector.max_length == 64  # more than one pass's batch
     assert [s.text for s in verdict.spans] == ["1987"]
+    huge = detector.detect("The museum opened in 1987 in Lyon.", "filler " * 100_000)
+    assert huge.features["windows"] == 64 and "not read" in huge.reason
     with pytest.raises(ValueError, match="too long"):
         detector.detect("Entry is free on Sundays. " * 40, CONTEXT)
 

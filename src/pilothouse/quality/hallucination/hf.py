@@ -34,6 +34,8 @@ from pilothouse.quality.hallucination.features import confidence, sentences
 _SUPPORTED_NAMES = ("entail", "consistent", "support", "faithful", "factual")
 _HALLUCINATED_NAMES = ("hallucinat", "unsupported", "unfaithful", "inconsistent", "not_supported")
 WINDOW_STRIDE = 64  # tokens of context two windows share, so a sentence cut by one is whole in the next
+WINDOWS_PER_PASS = 8  # windows read in one forward pass (memory grows with the batch)
+MAX_WINDOWS = 64  # a longer context is read up to here (the verdict's reason says so)
 
 
 def supported_index(id2label: dict[int, str], supported_label: str | int | None = None) -> int | None:
@@ -182,11 +184,15 @@ class HuggingFaceDetector:
             raise ValueError(
                 f"the response is too long for the model's {self.max_length} tokens with any context: {exc}"
             ) from None
-        offsets = encoded.pop("offset_mapping").tolist()
+        offsets = encoded.pop("offset_mapping").tolist()[:MAX_WINDOWS]
         encoded.pop("overflow_to_sample_mapping", None)
         windows = len(offsets)
+        probs: list[list[float]] = []
         with self._lock, torch.inference_mode():
-            probs = torch.softmax(self._model(**encoded).logits.float(), -1)[..., self._index].tolist()
+            for first in range(0, windows, WINDOWS_PER_PASS):
+                part = {k: v[first : min(first + WINDOWS_PER_PASS, windows)] for k, v in encoded.items()}
+                logits = self._model(**part).logits.float()
+                probs.extend(torch.softmax(logits, -1)[..., self._index].tolist())
         scored: list[tuple[int, int, float]] = []
         for window in range(windows):
             answer = [j for j, part in enumerate(encoded.sequence_ids(window)) if part == 1]
@@ -226,7 +232,8 @@ class HuggingFaceDetector:
             confidence(score, self.threshold),
             {"max_token_hallucination": worst, "tokens": float(len(scored)), "windows": float(windows)},
             f"{len(spans)} span(s) of tokens above P(hallucinated) {flag:g}"
-            + (f" (context read in {windows} windows)" if windows > 1 else ""),
+            + (f" (context read in {windows} windows)" if windows > 1 else "")
+            + (f"; the context past {MAX_WINDOWS} windows was not read" if windows >= MAX_WINDOWS else ""),
         )
 
     def detect(self, response: str, context: str) -> Verdict:
