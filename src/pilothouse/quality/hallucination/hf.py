@@ -34,7 +34,7 @@ from pilothouse.quality.hallucination.features import confidence, sentences
 _SUPPORTED_NAMES = ("entail", "consistent", "support", "faithful", "factual")
 _HALLUCINATED_NAMES = ("hallucinat", "unsupported", "unfaithful", "inconsistent", "not_supported")
 WINDOW_STRIDE = 64  # tokens of context two windows share, so a sentence cut by one is whole in the next
-WINDOWS_PER_PASS = 8  # windows read in one forward pass (memory grows with the batch)
+WINDOWS_PER_PASS = 8  # windows (or sentences) read in one forward pass (memory grows with the batch)
 MAX_WINDOWS = 64  # a longer context is read up to here (the verdict's reason says so)
 
 
@@ -155,13 +155,16 @@ class HuggingFaceDetector:
             padding=True,
             return_tensors="pt",
         )
+        probs: list[float] = []
         with self._lock, torch.inference_mode():
-            logits = self._model(**encoded).logits.float()
-        if self._index is None:
-            probs = torch.sigmoid(logits[:, 0])
-        else:
-            probs = torch.softmax(logits, -1)[:, self._index]
-        return [(p.start, p.end, float(v)) for p, v in zip(parts, probs.tolist(), strict=True)]
+            for first in range(0, len(parts), WINDOWS_PER_PASS):  # a bounded batch: memory stays flat
+                batch = {k: v[first : first + WINDOWS_PER_PASS] for k, v in encoded.items()}
+                logits = self._model(**batch).logits.float()
+                if self._index is None:
+                    probs.extend(torch.sigmoid(logits[:, 0]).tolist())
+                else:
+                    probs.extend(torch.softmax(logits, -1)[:, self._index].tolist())
+        return [(p.start, p.end, float(v)) for p, v in zip(parts, probs, strict=True)]
 
     def token_scores(self, response: str, context: str) -> tuple[list[tuple[int, int, float]], int]:
         """(start, end, P(hallucinated)) of each response token (a token classifier), and the number of
