@@ -134,9 +134,11 @@ class HuggingFaceDetector:
                 self._index = hallucinated_index(labels, self.supported_label)
             else:
                 self._index = supported_index(labels, self.supported_label)
-            positions = getattr(config, "max_position_embeddings", None)
-            if isinstance(positions, int) and positions > 8:
-                self.max_length = min(self.max_length, positions)
+            # what the model can read: its positions (RoBERTa's count two it never uses: its tokenizer's
+            # model_max_length says 512) and its tokenizer's limit, when they are known
+            for limit in (getattr(config, "max_position_embeddings", None), tokenizer.model_max_length):
+                if isinstance(limit, int) and 8 < limit < 1_000_000:
+                    self.max_length = min(self.max_length, limit)
             self._tokenizer, self.token_level, self._model = tokenizer, token_level, model
 
     def sentence_scores(self, response: str, context: str) -> list[tuple[int, int, float]]:
