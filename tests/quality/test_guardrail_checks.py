@@ -116,14 +116,19 @@ def output_guards(*specs: dict[str, Any]) -> tuple[GuardUse, ...]:
 
 
 def stream(redactor: StreamRedactor, pieces: list[str]) -> str:
-    out = []
-    for piece in pieces:
-        chunk = redactor.chunk(
+    chunks = [
+        out
+        for piece in [*pieces, None]
+        for out in redactor.chunk(
             {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            if piece is not None
+            else {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
         )
-        out.append(chunk["choices"][0]["delta"]["content"])
-    end = redactor.chunk({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-    return "".join(out) + end["choices"][0]["delta"].get("content", "")
+    ]
+    texts = [c["choices"][0]["delta"].get("content") for c in chunks]
+    # no empty text delta; the held text goes out ahead of the finish chunk, which carries none
+    assert "" not in texts and texts[-1] is None and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    return "".join(t for t in texts if t)
 
 
 def test_a_stream_is_redacted_the_same_however_it_is_chunked() -> None:
@@ -402,3 +407,39 @@ def test_a_guard_that_breaks_fails_closed() -> None:
     assert (
         outcome.blocked is not None and "could not check the text (RuntimeError)" in outcome.blocked.message
     )
+
+
+def test_held_text_goes_out_before_a_tool_call_and_each_choice_keeps_its_own() -> None:
+    redactor = StreamRedactor(output_guards({"type": "pii", "action": "redact"}))
+    said = "mail alice@example.com now"
+    sent = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+        {"choices": [{"index": i, "delta": {"content": said}, "finish_reason": None} for i in (0, 1)]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}, "finish_reason": None}]},
+        {"choices": [{"index": i, "delta": {}, "finish_reason": "stop"} for i in (0, 1)]},
+        {"choices": [], "usage": {"total_tokens": 3}},
+    ]
+    out = [chunk for one in sent for chunk in redactor.chunk(one)]
+    shape = [
+        [(c["index"], sorted(c["delta"]), c["delta"].get("content"), c["finish_reason"]) for c in chunk]
+        for chunk in (o["choices"] for o in out)
+    ]
+    assert shape == [
+        [(0, ["content", "role"], "", None)],  # the upstream's own empty text: passed on as is
+        [(0, ["content"], "mail [EMAIL] now", None)],  # held text, ahead of the tool call
+        [(0, ["tool_calls"], None, None)],
+        [(1, ["content"], "mail [EMAIL] now", None)],
+        [(0, [], None, "stop"), (1, [], None, "stop")],
+        [],
+    ]
+    assert out[-1]["usage"] == {"total_tokens": 3}
+    assert redactor.outcomes()[0] | {"reason": None} == {
+        "guard": "pii",
+        "type": "pii",
+        "stage": "output",
+        "action": "redact",
+        "passed": False,
+        "score": 0.0,
+        "reason": None,
+        "found": 2,
+    }

@@ -854,13 +854,18 @@ class Gateway:
                     except StopAsyncIteration:
                         break
                 chunk = check_chunk(chunk)
-                if redactor is not None:
-                    chunk = redactor.chunk(chunk)
-                assembler.add(chunk)
-                choices = chunk.get("choices") or []
-                if choices and (choices[0].get("delta") or {}).get("content"):
-                    call.first_token()
-                yield chunk
+                if redactor is None:
+                    assembler.add(chunk)
+                    choices = chunk.get("choices") or []
+                    if choices and (choices[0].get("delta") or {}).get("content"):
+                        call.first_token()
+                    yield chunk
+                    continue
+                for out in redactor.chunk(chunk):  # none while the guards hold its text back
+                    assembler.add(out)
+                    if any((c.get("delta") or {}).get("content") for c in out.get("choices") or ()):
+                        call.first_token()
+                    yield out
             if redactor is not None and (last := redactor.flush()) is not None:
                 assembler.add(last)
                 yield last

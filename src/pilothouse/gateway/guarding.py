@@ -247,14 +247,18 @@ class StreamRedactor:
     """Redacts a stream's text chunk by chunk: each choice's text is held back ``window`` characters
     (and never cut inside a run without whitespace, nor inside a match), so a match split across
     chunks is still found; what is released is redacted, in pieces of at least
-    :data:`RELEASE_CHARS` (the search runs once per piece, not once per chunk). The rest goes out
-    with the choice's finish chunk (or :meth:`flush`)."""
+    :data:`RELEASE_CHARS` (the search runs once per piece, not once per chunk). A chunk whose text is
+    all held back is not sent (nor is a choice of it left with nothing to say): the client never gets
+    an empty text delta that the upstream did not send. The text still held goes out in a chunk of
+    its own just before the choice's finish chunk or tool-call delta (or from :meth:`flush`), so the
+    stream keeps an unguarded one's shape: role, text, tool calls, finish, usage."""
 
     def __init__(self, uses: tuple[GuardUse, ...]) -> None:
         self.uses = uses
         self.window = max(use.window for use in uses)
         self.pending: dict[int, str] = {}
         self.found: dict[str, int] = {use.name: 0 for use in uses}
+        self.labels: dict[str, set[str]] = {use.name: set() for use in uses}
         self.template: dict[str, Any] = {}
 
     def _locate(self, text: str) -> list[tuple[GuardUse, Finding]]:
@@ -279,36 +283,57 @@ class StreamRedactor:
                 if finding.start < cut < finding.end:
                     cut, moved = finding.start, True
         released = [(use, f) for use, f in found if f.end <= cut]
-        for use, _finding in released:
+        for use, finding in released:
             self.found[use.name] += 1
+            self.labels[use.name].add(finding.label)
         return redact_findings(text[:cut], [f for _, f in released]), text[cut:]
 
-    def chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        """``chunk`` with its text deltas replaced by what can be released now."""
+    def _text_chunk(self, texts: list[tuple[int, str]]) -> dict[str, Any]:
+        """A chunk of its own that carries only text (what was held, released)."""
+        choices = [{"index": i, "delta": {"content": t}, "finish_reason": None} for i, t in texts]
+        return {"object": "chat.completion.chunk", **self.template, "choices": choices}
+
+    def chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """What goes out for ``chunk`` (none, it, or the held text's own chunk then it): its text
+        deltas replaced by what can be released now."""
         self.template = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
-        for choice in chunk.get("choices") or []:
+        choices = chunk.get("choices")
+        if not choices:
+            return [chunk]
+        before: list[tuple[int, str]] = []  # held text that goes out ahead of this chunk
+        kept = []
+        for choice in choices:
             delta = choice.get("delta") or {}
             content = delta.get("content")
             index = choice.get("index", 0)
+            pending = self.pending.get(index, "")
             final = choice.get("finish_reason") is not None
-            if content is None and not (final and self.pending.get(index)):
+            if content is None or (content == "" and not pending):  # nothing of the text changes
+                if pending and (final or delta.get("tool_calls")):  # the rest goes out first
+                    before.append((index, self._release(pending, True)[0]))
+                    self.pending[index] = ""
+                kept.append(choice)
                 continue
-            released, held = self._release(self.pending.get(index, "") + (content or ""), final)
-            self.pending[index] = held
-            choice["delta"] = {**delta, "content": released}
-        return chunk
+            released, self.pending[index] = self._release(pending + content, final)
+            if released:
+                choice["delta"] = {**delta, "content": released}
+            else:  # all held: the choice says nothing more unless it has more than text
+                rest = {k: v for k, v in delta.items() if k != "content"}
+                if not rest and not final:
+                    continue
+                choice["delta"] = rest
+            kept.append(choice)
+        out = [self._text_chunk(before)] if before else []
+        if kept or chunk.get("usage") is not None:
+            chunk["choices"] = kept
+            out.append(chunk)
+        return out
 
     def flush(self) -> dict[str, Any] | None:
         """A last chunk with the text still held (a stream that ended without finish chunks)."""
-        choices = []
-        for index, text in sorted(self.pending.items()):
-            if text:
-                released, _ = self._release(text, True)
-                choices.append({"index": index, "delta": {"content": released}, "finish_reason": None})
+        texts = [(i, self._release(t, True)[0]) for i, t in sorted(self.pending.items()) if t]
         self.pending.clear()
-        if not choices:
-            return None
-        return {"object": "chat.completion.chunk", **self.template, "choices": choices}
+        return self._text_chunk(texts) if texts else None
 
     def outcomes(self) -> list[dict[str, Any]]:
         """Each redacting guard's outcome over the whole stream."""
@@ -319,8 +344,9 @@ class StreamRedactor:
                 "stage": "output",
                 "action": "redact",
                 "passed": self.found[use.name] == 0,
-                "score": None,
-                "reason": f"{self.found[use.name]} found, redacted in the stream"
+                "score": 0.0 if self.found[use.name] else 1.0,  # as the whole answer's check scores
+                "reason": f"{', '.join(sorted(self.labels[use.name]))} "
+                f"({self.found[use.name]} found), redacted in the stream"
                 if self.found[use.name]
                 else None,
                 "found": self.found[use.name],
