@@ -188,6 +188,7 @@ def test_a_blocked_stream_is_a_400_in_each_surface_and_traced(gw: Gateway) -> No
     for trace in blocked:
         span = trace["observations"][0]
         assert span["status"] == "error" and span["attributes"]["gateway.http_status"] == 400
+        assert json.loads(json.dumps(span["output"])) == "here are the [BLOCKED] you asked for"
         (outcome,) = span["attributes"]["gateway.guardrails"]
         assert outcome["passed"] is False and outcome["score"] == 0.0
 
