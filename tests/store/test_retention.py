@@ -7,6 +7,8 @@ import pytest
 
 from pilothouse.domain.scores import make_score
 from pilothouse.domain.traces import ObservationKind, Usage
+from pilothouse.server.retention import RetentionWorker
+from pilothouse.store.leased_jobs import Leases
 from pilothouse.store.retention import DAY_NS, RetentionStore
 from pilothouse.store.sql import SqlStore
 from tests.store.test_store import T0, rec, sid, tid
@@ -55,3 +57,32 @@ def test_retention_bounds(store: SqlStore) -> None:
     kept.set_retention_days("p1", 7)
     kept.set_retention_days("p1", None)
     assert kept.retention() == {}
+
+
+def test_a_retention_pass_that_outlives_its_lease_stops(store: SqlStore) -> None:
+    """The retention job renews its lease before each batch of deletes: when a long pass's lease ran out
+    and another process took the job, this pass stops instead of deleting beside it (the job runs once
+    across processes, whatever a pass's length)."""
+    store.write_spans([rec(tid(n), sid(1), start_s=_day(35)) for n in range(1, 6)])
+    RetentionStore(store).set_retention_days("p1", 30)
+    leases = Leases(store)
+    calls = 0
+
+    def clock() -> int:  # A's clock: before its second batch, its lease has run out and B has the job
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # 1: the pass's start, 2: before the first batch, 3: before the second
+            assert leases.take_lease("retention", "process-b", NOW + 3600 * 10**9, 600 * 10**9)
+        return NOW
+
+    first = RetentionWorker(store, interval_s=60, clock=clock, batch_traces=2)
+    assert first.run_once() is None  # it stopped: not a pass of this process
+    assert first.passes == 0 and first.deleted == 0
+    assert store.count_spans("p1") == 3  # one batch of two went before B took the job over
+    lease = leases.lease("retention")
+    assert lease is not None and lease[0] == "process-b"
+    # B's own pass (holding the lease) deletes the rest
+    second = RetentionWorker(store, interval_s=60, clock=lambda: NOW + 3601 * 10**9, batch_traces=2)
+    second.holder = "process-b"
+    assert second.run_once() == {"p1": 3}
+    assert store.count_spans("p1") == 0

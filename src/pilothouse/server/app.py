@@ -77,7 +77,7 @@ from pilothouse.server.request_ids import (
     unprefixed_path,
     with_request_id,
 )
-from pilothouse.server.retention import RetentionWorker
+from pilothouse.server.retention import RetentionWorker, disk_size
 from pilothouse.server.spool import Spool
 from pilothouse.server.spool_records import interim_records, span_records
 from pilothouse.server.state import Services
@@ -115,8 +115,9 @@ async def health(request: Request) -> Response:
         jobs["monitors"] = state.monitors.passes
     if state.retention is not None:
         jobs["retention"] = state.retention.passes
+    if state.disk_bytes is not None:  # every process, whether or not it runs the retention job
         try:
-            disk_bytes: int = await _kept(state.retention.disk_bytes)
+            disk_bytes: int = await _kept(state.disk_bytes)
             body["disk_bytes"] = disk_bytes
         except Exception as exc:  # the database is unreachable: say so, still 200 (the process lives)
             reasons.append(f"database size unknown: {type(exc).__name__}")
@@ -425,6 +426,7 @@ def create_app(
                 if settings.retention_interval_s > 0
                 else None
             ),
+            disk_bytes=disk_size(the_store),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets

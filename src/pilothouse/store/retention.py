@@ -12,6 +12,7 @@ what was deleted.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, text, update
@@ -22,6 +23,10 @@ from pilothouse.store.sql import SqlStore
 
 DAY_NS = 86_400 * 10**9
 MAX_RETENTION_DAYS = 36_500
+
+
+class LeaseLost(Exception):
+    """The retention job's lease passed to another process during a pass: this one stops."""
 
 
 # SQLite: the largest span key given so far, kept before spans are deleted (migration 0022)
@@ -55,12 +60,21 @@ class RetentionStore:
             rows = conn.execute(select(p.id, p.retention_days).where(p.retention_days.is_not(None)))
             return {row.id: int(row.retention_days) for row in rows}
 
-    def expire_project(self, project_id: str, before_ns: int, batch_traces: int = 1000) -> int:
+    def expire_project(
+        self,
+        project_id: str,
+        before_ns: int,
+        batch_traces: int = 1000,
+        still_held: Callable[[], bool] = lambda: True,
+    ) -> int:
         """Delete ``project_id``'s traces that started before ``before_ns`` (with their spans and
-        scores), ``batch_traces`` at a time; the number of traces deleted."""
+        scores), ``batch_traces`` at a time; the number of traces deleted. ``still_held`` is asked
+        before each batch: False (the job's lease passed to another process) stops here."""
         tr, sp, sc = t.traces.c, t.spans.c, t.scores.c
         deleted = 0
         while True:
+            if not still_held():
+                raise LeaseLost
             with self.engine.begin() as conn:
                 rows = conn.execute(
                     select(tr.pk, tr.id)
@@ -83,13 +97,17 @@ class RetentionStore:
         cutoffs = {project_id: now_ns - days * DAY_NS for project_id, days in self.retention().items()}
         return drop_expired(self.engine, cutoffs)
 
-    def expire(self, now_ns: int, batch_traces: int = 1000) -> dict[str, int]:
+    def expire(
+        self, now_ns: int, batch_traces: int = 1000, still_held: Callable[[], bool] = lambda: True
+    ) -> dict[str, int]:
         """Apply every project's retention at ``now_ns``: traces deleted per project (those with some).
-        Whole span partitions go first on PostgreSQL (:meth:`expire_partitions`)."""
+        Whole span partitions go first on PostgreSQL (:meth:`expire_partitions`). ``still_held`` is
+        asked before each batch (:meth:`expire_project`): a pass that outlives its lease stops (raising
+        :class:`LeaseLost`) instead of deleting beside the process that took the job over."""
         done: dict[str, int] = {}
         self.dropped_partitions = self.expire_partitions(now_ns)
         for project_id, days in self.retention().items():
-            count = self.expire_project(project_id, now_ns - days * DAY_NS, batch_traces)
+            count = self.expire_project(project_id, now_ns - days * DAY_NS, batch_traces, still_held)
             if count:
                 done[project_id] = count
         return done
