@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
@@ -183,6 +184,16 @@ async def _redis_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(_request: Request, exc: Exception) -> Response:
+    if isinstance(exc, DBAPIError) and (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        # the database cannot be reached (PostgreSQL restarting, its connections ended, a network
+        # cut, SQLite's lock held too long): the client retries, as for Redis; not a 500
+        log.warning("the database is unavailable: %s", (str(exc.orig or exc).splitlines() or ["?"])[0])
+        return ApiError(
+            503,
+            "The database of this server cannot be reached; retry shortly.",
+            code="database_unavailable",
+            headers={"Retry-After": "1"},
+        ).response()
     log.exception("unhandled error", exc_info=exc)
     return ApiError(500, "Internal server error; the server log has the details.").response()
 
