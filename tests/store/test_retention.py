@@ -86,3 +86,24 @@ def test_a_retention_pass_that_outlives_its_lease_stops(store: SqlStore) -> None
     second.holder = "process-b"
     assert second.run_once() == {"p1": 3}
     assert store.count_spans("p1") == 0
+
+
+def test_a_retention_written_out_of_range_by_hand_is_skipped(store: SqlStore) -> None:
+    """``projects.retention_days`` set in the database past the CLI's checks: 0 or less would delete the
+    project's new traces, 2,000,000,000 days made every pass fail (bigint out of range) and so stopped
+    every project's retention. Such a project keeps its traces; the others' retention runs."""
+    from sqlalchemy import update
+
+    from pilothouse.store import tables as t
+
+    store.write_spans([rec(tid(n), sid(1), start_s=_day(35), project=f"p{n}") for n in range(1, 5)])
+    store.write_spans([rec(tid(9), sid(1), start_s=_day(0), project="p2")])  # new: a 0 deleted it
+    kept = RetentionStore(store)
+    kept.set_retention_days("p1", 30)
+    for project, days in (("p2", 0), ("p3", -5), ("p4", 2_000_000_000)):
+        store.ensure_project(project)
+        with store.engine.begin() as conn:
+            conn.execute(update(t.projects).where(t.projects.c.id == project).values(retention_days=days))
+    assert kept.retention() == {"p1": 30}
+    assert kept.expire(NOW) == {"p1": 1}
+    assert [store.count_spans(p) for p in ("p1", "p2", "p3", "p4")] == [0, 2, 1, 1]

@@ -11,6 +11,7 @@ what was deleted.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from sqlalchemy import delete, func, select, text, update
 from pilothouse.store import tables as t
 from pilothouse.store.partitions import drop_expired
 from pilothouse.store.sql import SqlStore
+
+log = logging.getLogger("pilothouse.retention")
 
 DAY_NS = 86_400 * 10**9
 MAX_RETENTION_DAYS = 36_500
@@ -54,11 +57,26 @@ class RetentionStore:
             conn.execute(update(t.projects).where(t.projects.c.id == project_id).values(retention_days=days))
 
     def retention(self) -> dict[str, int]:
-        """Each project with a retention: its days."""
+        """Each project with a retention: its days. A count outside 1..36,500 (written into the table
+        by hand: the CLI refuses it) is skipped with a warning: 0 or less would delete the project's
+        new traces too, and a count past ~100,000 years made every pass fail (bigint out of range),
+        stopping every project's retention."""
         p = t.projects.c
         with self.engine.connect() as conn:
-            rows = conn.execute(select(p.id, p.retention_days).where(p.retention_days.is_not(None)))
-            return {row.id: int(row.retention_days) for row in rows}
+            rows = conn.execute(select(p.id, p.retention_days).where(p.retention_days.is_not(None))).all()
+        kept: dict[str, int] = {}
+        for row in rows:
+            if 1 <= row.retention_days <= MAX_RETENTION_DAYS:
+                kept[row.id] = int(row.retention_days)
+            else:
+                log.warning(
+                    "project %s: retention_days %s is outside 1 to %s; its traces are kept until it is "
+                    "set again (pilothouse projects retention)",
+                    row.id,
+                    row.retention_days,
+                    f"{MAX_RETENTION_DAYS:,}",
+                )
+        return kept
 
     def expire_project(
         self,
