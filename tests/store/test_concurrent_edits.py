@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pilothouse.domain.datasets import DatasetItem
+from pilothouse.domain.keys import Scope
 from pilothouse.quality.online import OnlineEvaluators
 from pilothouse.store.evals import EvalStore
 from pilothouse.store.sql import SqlStore
@@ -65,3 +66,15 @@ def test_simultaneous_imports_of_a_new_dataset_number_their_versions(store: SqlS
     )
     assert [r for r in results if isinstance(r, Exception)] == []
     assert sorted(version.version for version, _created in results) == [1, 2, 3, 4, 5, 6]
+
+
+def test_servers_started_together_make_one_first_key(store: SqlStore) -> None:
+    """``serve`` makes the owner's first key when the store has none; servers started at once on a new
+    database (docs/deploy.md's two ports) made one each. One of them makes it; the others none."""
+    scopes = frozenset({Scope.ADMIN, Scope.READ})
+    results = _at_once(6, lambda _i: store.create_first_key("default", "first key", scopes))
+    assert [r for r in results if isinstance(r, Exception)] == []
+    (secret,) = [r for r in results if r is not None]
+    (key,) = store.list_api_keys()
+    assert store.find_api_key(secret) == key and key.scopes == scopes
+    assert store.create_first_key("default", "first key", scopes) is None  # the next start: none

@@ -411,3 +411,29 @@ def test_score_details_migration_keeps_old_scores_readable(empty_url: str) -> No
         assert [tuple(r) for r in rows] == [("new", 0.0), ("old", 0.25)] and "details" not in columns
     finally:
         engine.dispose()
+
+
+def test_servers_started_together_migrate_a_new_database_once(empty_pg_url: str) -> None:
+    """Two servers started at once on a new PostgreSQL database (docs/deploy.md's two ports) both
+    migrate it: one after the other under an advisory lock, not both at once (the second failed with
+    a duplicate key in ``pg_type``)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from pilothouse.store.engine import current_revision, head_revision, upgrade_schema
+
+    engines = [make_engine(empty_pg_url) for _ in range(3)]
+    together = Barrier(len(engines))
+
+    def start(engine: Engine) -> None:
+        together.wait()
+        upgrade_schema(engine)
+
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            for done in [pool.submit(start, engine) for engine in engines]:
+                done.result()  # each upgrade returned without an error
+        assert current_revision(engines[0]) == head_revision()
+    finally:
+        for engine in engines:
+            engine.dispose()

@@ -79,11 +79,8 @@ def serve(
     tune_malloc()  # large request bodies reuse heap memory instead of faulting in fresh pages
     try:
         store = SqlStore.from_url(settings.resolved_database_url)
-        first_key = None
-        if not store.list_api_keys():
-            # the owner's key: it also opens the UI's Keys page (the admin scope)
-            scopes = frozenset(DEFAULT_SCOPES) | {Scope.ADMIN}
-            _, first_key = store.create_api_key("default", "first key", scopes)
+        # the owner's key when the store has none: it also opens the UI's Keys page (the admin scope)
+        first_key = store.create_first_key("default", "first key", frozenset(DEFAULT_SCOPES) | {Scope.ADMIN})
         # A bad config fails here, before any worker starts; building the app also makes the UI's
         # session secret file, which the workers then all read (instead of racing to make their own).
         app = create_app(settings, store=store, gateway_config=gateway_config)

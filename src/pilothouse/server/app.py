@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import State
@@ -77,7 +78,7 @@ from pilothouse.server.request_ids import (
     unprefixed_path,
     with_request_id,
 )
-from pilothouse.server.retention import RetentionWorker
+from pilothouse.server.retention import RetentionWorker, disk_size
 from pilothouse.server.spool import Spool
 from pilothouse.server.spool_records import interim_records, span_records
 from pilothouse.server.state import Services
@@ -115,8 +116,9 @@ async def health(request: Request) -> Response:
         jobs["monitors"] = state.monitors.passes
     if state.retention is not None:
         jobs["retention"] = state.retention.passes
+    if state.disk_bytes is not None:  # every process, whether or not it runs the retention job
         try:
-            disk_bytes: int = await _kept(state.retention.disk_bytes)
+            disk_bytes: int = await _kept(state.disk_bytes)
             body["disk_bytes"] = disk_bytes
         except Exception as exc:  # the database is unreachable: say so, still 200 (the process lives)
             reasons.append(f"database size unknown: {type(exc).__name__}")
@@ -182,6 +184,16 @@ async def _redis_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(_request: Request, exc: Exception) -> Response:
+    if isinstance(exc, DBAPIError) and (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        # the database cannot be reached (PostgreSQL restarting, its connections ended, a network
+        # cut, SQLite's lock held too long): the client retries, as for Redis; not a 500
+        log.warning("the database is unavailable: %s", (str(exc.orig or exc).splitlines() or ["?"])[0])
+        return ApiError(
+            503,
+            "The database of this server cannot be reached; retry shortly.",
+            code="database_unavailable",
+            headers={"Retry-After": "1"},
+        ).response()
     log.exception("unhandled error", exc_info=exc)
     return ApiError(500, "Internal server error; the server log has the details.").response()
 
@@ -425,6 +437,7 @@ def create_app(
                 if settings.retention_interval_s > 0
                 else None
             ),
+            disk_bytes=disk_size(the_store),
         )
         if spool is not None and spool.leftover:
             # what a killed process acknowledged, stored before any request and before the budgets

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pilothouse.store.leased_jobs import LeasedLoop, Leases
 from pilothouse.store.partitions import ensure_ahead
 from pilothouse.store.refreshed import Refreshed
-from pilothouse.store.retention import RetentionStore
+from pilothouse.store.retention import LeaseLost, RetentionStore
 from pilothouse.store.sql import SqlStore
 
 log = logging.getLogger("pilothouse.retention")
@@ -26,15 +26,27 @@ LEASE_NAME = "retention"
 DISK_CACHE_S = 30.0  # /health reads the database's size at most this often
 
 
+def disk_size(store: SqlStore) -> Refreshed[int]:
+    """The database's size on disk for /health and the web UI, read at most every 30 s: every process
+    reports it, whether or not it runs the retention job (``retention_interval_s: 0``)."""
+    return Refreshed(RetentionStore(store).disk_bytes, DISK_CACHE_S)
+
+
 class RetentionWorker:
     """Applies the projects' retention, in whichever process holds the lease."""
 
     def __init__(
-        self, store: SqlStore, *, interval_s: float = 3600.0, clock: Callable[[], int] = time.time_ns
+        self,
+        store: SqlStore,
+        *,
+        interval_s: float = 3600.0,
+        clock: Callable[[], int] = time.time_ns,
+        batch_traces: int = 1000,
     ) -> None:
         self.retention = RetentionStore(store)
         self.leases = Leases(store)
         self.interval_s = interval_s
+        self.batch_traces = batch_traces  # traces deleted per transaction, the lease renewed before each
         self.clock = clock
         self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.passes = 0  # passes this process ran (holding the lease)
@@ -46,8 +58,6 @@ class RetentionWorker:
             interval_s,
             first_at_start=True,
         )
-        # the database's size on disk, for /health
-        self.disk_bytes: Refreshed[int] = Refreshed(self.retention.disk_bytes, DISK_CACHE_S)
 
     def run_once(self) -> dict[str, int] | None:
         """One pass (blocking): traces deleted per project, or None when another process holds the job."""
@@ -57,7 +67,15 @@ class RetentionWorker:
             return None
         for name in ensure_ahead(self.retention.engine, now_ns):
             log.info("retention: created the span partition %s", name)
-        done = self.retention.expire(now_ns)
+        try:  # the lease renewed before each batch of deletes: a long pass keeps it, or stops
+            done = self.retention.expire(
+                now_ns,
+                self.batch_traces,
+                still_held=lambda: self.leases.take_lease(LEASE_NAME, self.holder, self.clock(), ttl_ns),
+            )
+        except LeaseLost:
+            log.warning("the retention lease passed to another process during a pass; it goes on there")
+            return None
         for name in self.retention.dropped_partitions:
             log.info("retention: dropped the span partition %s (all of it past retention)", name)
         self.passes += 1

@@ -24,6 +24,7 @@ from pilothouse.server.metrics import GatewayMetrics
 from pilothouse.server.metrics_shared import SharedMetrics
 from pilothouse.server.retention import RetentionWorker
 from pilothouse.server.spool import Spool
+from pilothouse.store.refreshed import Refreshed
 from pilothouse.store.sql import SqlStore
 
 
@@ -51,6 +52,7 @@ class Services:
     online_worker: OnlineWorker | None = None  # their worker in this process (server.online_evals)
     canaries: CanaryController | None = None  # the canaries' background job (None: canary_interval_s 0)
     retention: RetentionWorker | None = None  # the retention job (None: retention_interval_s 0)
+    disk_bytes: Refreshed[int] | None = None  # the database's size on disk (/health, the Keys page)
     # /metrics summed over the processes of `serve --workers N` (through Redis), else None
     shared_metrics: SharedMetrics | None = None
     # large OTLP bodies decompressed and checked at once, in a thread (server/collector.py): one, so

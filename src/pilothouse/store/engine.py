@@ -153,9 +153,16 @@ def current_revision(engine: Engine) -> str | None:
         return None if value is None else str(value)
 
 
+# PostgreSQL: the advisory lock every process migrating the database takes first (an arbitrary bigint)
+MIGRATION_LOCK = 7_310_201_126_000_001
+
+
 def upgrade_schema(engine: Engine) -> None:
     """Apply every pending Alembic migration (idempotent). A database already at the newest revision
-    is left alone without importing Alembic (a tenth of a second of every start)."""
+    is left alone without importing Alembic (a tenth of a second of every start). On PostgreSQL the
+    migrations run under an advisory lock: servers started together on a new database (docs/deploy.md)
+    migrate it one after the other, and the later ones find it at head (without the lock the second
+    failed on a duplicate table or type)."""
     if current_revision(engine) == head_revision():
         return
     from alembic import command
@@ -164,5 +171,7 @@ def upgrade_schema(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(resources.files("pilothouse.store") / "migrations"))
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":  # held until this transaction ends
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

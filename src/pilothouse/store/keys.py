@@ -7,13 +7,15 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Connection, Engine, and_, select, text
 
 from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
 from pilothouse.domain.traces import Project
 from pilothouse.store import tables as t
 
 __all__ = ["ProjectsAndKeys", "api_key_from_row"]
+
+FIRST_KEY_LOCK = 7_310_201_126_000_002  # PostgreSQL: the advisory lock of the first key's creation
 
 
 class ProjectsAndKeys:
@@ -47,34 +49,30 @@ class ProjectsAndKeys:
     ) -> tuple[ApiKey, str]:
         """A new key for the project (created if missing) and its secret, which is never stored."""
         self.ensure_project(project_id)
-        secret = new_secret()
-        key = ApiKey(
-            id=uuid.uuid4().hex,
-            project_id=project_id,
-            name=name,
-            prefix=secret[:10],
-            scopes=scopes,
-            created_ns=time.time_ns(),
-            models=models,
-            rpm=rpm,
-            tpm=tpm,
-        )
+        key, secret = _new_key(project_id, name, scopes, models=models, rpm=rpm, tpm=tpm)
         with self.engine.begin() as conn:
-            conn.execute(
-                t.api_keys.insert().values(
-                    id=key.id,
-                    project_id=project_id,
-                    name=name,
-                    prefix=key.prefix,
-                    secret_hash=hash_secret(secret),
-                    scopes=",".join(sorted(s.value for s in scopes)),
-                    created_ns=key.created_ns,
-                    models=",".join(sorted(models)) if models is not None else None,
-                    rpm=rpm,
-                    tpm=tpm,
-                )
-            )
+            _insert_key(conn, key, secret)
         return key, secret
+
+    def create_first_key(self, project_id: str, name: str, scopes: frozenset[Scope]) -> str | None:
+        """A key's secret when the store holds no key yet, else None: what ``serve`` makes at its first
+        start. On PostgreSQL under an advisory lock, so that servers started together on a new
+        database make one first key, not one each."""
+        key, secret = _new_key(project_id, name, scopes)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # held until this transaction ends
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FIRST_KEY_LOCK})
+            else:  # SQLite: a write statement first takes the file's write lock for this transaction
+                conn.execute(text("UPDATE api_keys SET id = id WHERE 0"))
+            if conn.execute(select(t.api_keys.c.id).limit(1)).first() is not None:
+                return None
+            conn.execute(  # the project, on this connection (it holds the lock)
+                self._insert(t.projects)
+                .values(id=project_id, name=project_id, created_ns=time.time_ns())
+                .on_conflict_do_nothing()
+            )
+            _insert_key(conn, key, secret)
+        return secret
 
     def find_api_key(self, secret: str) -> ApiKey | None:
         """The key whose secret is ``secret`` (revoked ones included), or None."""
@@ -100,6 +98,49 @@ class ProjectsAndKeys:
         with self.engine.begin() as conn:
             result = conn.execute(t.api_keys.update().where(cond).values(revoked_ns=time.time_ns()))
         return result.rowcount > 0
+
+
+def _new_key(
+    project_id: str,
+    name: str,
+    scopes: frozenset[Scope],
+    *,
+    models: frozenset[str] | None = None,
+    rpm: int | None = None,
+    tpm: int | None = None,
+) -> tuple[ApiKey, str]:
+    """A new key and its secret (not stored yet)."""
+    secret = new_secret()
+    key = ApiKey(
+        id=uuid.uuid4().hex,
+        project_id=project_id,
+        name=name,
+        prefix=secret[:10],
+        scopes=scopes,
+        created_ns=time.time_ns(),
+        models=models,
+        rpm=rpm,
+        tpm=tpm,
+    )
+    return key, secret
+
+
+def _insert_key(conn: Connection, key: ApiKey, secret: str) -> None:
+    """Store ``key`` with its secret's hash (never the secret)."""
+    conn.execute(
+        t.api_keys.insert().values(
+            id=key.id,
+            project_id=key.project_id,
+            name=key.name,
+            prefix=key.prefix,
+            secret_hash=hash_secret(secret),
+            scopes=",".join(sorted(s.value for s in key.scopes)),
+            created_ns=key.created_ns,
+            models=",".join(sorted(key.models)) if key.models is not None else None,
+            rpm=key.rpm,
+            tpm=key.tpm,
+        )
+    )
 
 
 def api_key_from_row(row: Any) -> ApiKey:

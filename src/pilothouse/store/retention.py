@@ -11,7 +11,9 @@ what was deleted.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, text, update
@@ -20,8 +22,14 @@ from pilothouse.store import tables as t
 from pilothouse.store.partitions import drop_expired
 from pilothouse.store.sql import SqlStore
 
+log = logging.getLogger("pilothouse.retention")
+
 DAY_NS = 86_400 * 10**9
 MAX_RETENTION_DAYS = 36_500
+
+
+class LeaseLost(Exception):
+    """The retention job's lease passed to another process during a pass: this one stops."""
 
 
 # SQLite: the largest span key given so far, kept before spans are deleted (migration 0022)
@@ -49,18 +57,42 @@ class RetentionStore:
             conn.execute(update(t.projects).where(t.projects.c.id == project_id).values(retention_days=days))
 
     def retention(self) -> dict[str, int]:
-        """Each project with a retention: its days."""
+        """Each project with a retention: its days. A count outside 1..36,500 (written into the table
+        by hand: the CLI refuses it) is skipped with a warning: 0 or less would delete the project's
+        new traces too, and a count past ~100,000 years made every pass fail (bigint out of range),
+        stopping every project's retention."""
         p = t.projects.c
         with self.engine.connect() as conn:
-            rows = conn.execute(select(p.id, p.retention_days).where(p.retention_days.is_not(None)))
-            return {row.id: int(row.retention_days) for row in rows}
+            rows = conn.execute(select(p.id, p.retention_days).where(p.retention_days.is_not(None))).all()
+        kept: dict[str, int] = {}
+        for row in rows:
+            if 1 <= row.retention_days <= MAX_RETENTION_DAYS:
+                kept[row.id] = int(row.retention_days)
+            else:
+                log.warning(
+                    "project %s: retention_days %s is outside 1 to %s; its traces are kept until it is "
+                    "set again (pilothouse projects retention)",
+                    row.id,
+                    row.retention_days,
+                    f"{MAX_RETENTION_DAYS:,}",
+                )
+        return kept
 
-    def expire_project(self, project_id: str, before_ns: int, batch_traces: int = 1000) -> int:
+    def expire_project(
+        self,
+        project_id: str,
+        before_ns: int,
+        batch_traces: int = 1000,
+        still_held: Callable[[], bool] = lambda: True,
+    ) -> int:
         """Delete ``project_id``'s traces that started before ``before_ns`` (with their spans and
-        scores), ``batch_traces`` at a time; the number of traces deleted."""
+        scores), ``batch_traces`` at a time; the number of traces deleted. ``still_held`` is asked
+        before each batch: False (the job's lease passed to another process) stops here."""
         tr, sp, sc = t.traces.c, t.spans.c, t.scores.c
         deleted = 0
         while True:
+            if not still_held():
+                raise LeaseLost
             with self.engine.begin() as conn:
                 rows = conn.execute(
                     select(tr.pk, tr.id)
@@ -83,13 +115,17 @@ class RetentionStore:
         cutoffs = {project_id: now_ns - days * DAY_NS for project_id, days in self.retention().items()}
         return drop_expired(self.engine, cutoffs)
 
-    def expire(self, now_ns: int, batch_traces: int = 1000) -> dict[str, int]:
+    def expire(
+        self, now_ns: int, batch_traces: int = 1000, still_held: Callable[[], bool] = lambda: True
+    ) -> dict[str, int]:
         """Apply every project's retention at ``now_ns``: traces deleted per project (those with some).
-        Whole span partitions go first on PostgreSQL (:meth:`expire_partitions`)."""
+        Whole span partitions go first on PostgreSQL (:meth:`expire_partitions`). ``still_held`` is
+        asked before each batch (:meth:`expire_project`): a pass that outlives its lease stops (raising
+        :class:`LeaseLost`) instead of deleting beside the process that took the job over."""
         done: dict[str, int] = {}
         self.dropped_partitions = self.expire_partitions(now_ns)
         for project_id, days in self.retention().items():
-            count = self.expire_project(project_id, now_ns - days * DAY_NS, batch_traces)
+            count = self.expire_project(project_id, now_ns - days * DAY_NS, batch_traces, still_held)
             if count:
                 done[project_id] = count
         return done

@@ -12,6 +12,7 @@ from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
 from pilothouse.store.key_usage import keys_last_used
+from pilothouse.store.retention import RetentionStore
 from pilothouse.ui.pages_overview import budget_rows
 from pilothouse.ui.web import PageContext, not_found
 
@@ -27,11 +28,11 @@ async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Resp
     budgets = await page.run(CostStore(page.state.store).list_budgets, page.project_id)
     key_names = {k.id: k.name for k in keys}
     last_used = await page.run(keys_last_used, page.state.store, page.project_id, [k.id for k in keys])
-    retention = page.state.retention
+    disk_bytes = page.state.disk_bytes
     storage = None
-    if page.viewer.can(Scope.ADMIN) and retention is not None:  # what the database takes, and keeps
-        kept = await page.run(retention.retention.retention)
-        storage = {"mib": await page.run(retention.disk_bytes.get) / 2**20, "days": kept.get(page.project_id)}
+    if page.viewer.can(Scope.ADMIN) and disk_bytes is not None:  # what the database takes, and keeps
+        kept = await page.run(RetentionStore(page.state.store).retention)
+        storage = {"mib": await page.run(disk_bytes.get) / 2**20, "days": kept.get(page.project_id)}
     return page.render(
         "keys.html",
         status=status,
