@@ -6,7 +6,7 @@ import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
-from pilothouse.domain.keys import DEFAULT_SCOPES, parse_scopes
+from pilothouse.domain.keys import DEFAULT_SCOPES, DuplicateKeyName, parse_scopes
 from pilothouse.domain.money import Money
 from pilothouse.domain.timeparse import iso
 from pilothouse.store.costs import CostStore
@@ -71,7 +71,11 @@ def create(
         if not allowed:
             raise CliError("--models needs at least one model name", exit_code=2)
     store = open_store(database_url, create=True)
-    key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
+    try:
+        key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
+    except DuplicateKeyName as exc:
+        store.close()
+        raise CliError(str(exc), exit_code=1) from None
     if budget_usd is not None:
         CostStore(store).create_budget(
             project, BudgetScope.KEY, key.id, BudgetPeriod(budget_period), Money.from_usd(budget_usd)

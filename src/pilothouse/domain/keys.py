@@ -77,3 +77,27 @@ def parse_scopes(text: str) -> frozenset[Scope]:
     if not scopes:
         raise ValueError("at least one scope is needed")
     return frozenset(scopes)
+
+
+ADMIN_IDENTITY = "admin"  # who the admin secret (PILOTHOUSE_ADMIN_KEY) acts as
+
+
+class DuplicateKeyName(ValueError):
+    """A key name that an active key of the same project already has: a key's name is who its
+    reviews, prompt edits and scores are recorded under, so two keys may not share one."""
+
+    def __init__(self, project_id: str, name: str) -> None:
+        super().__init__(
+            f"project {project_id!r} already has an active key named {name!r}: pick another name "
+            "(or revoke that key first)"
+        )
+        self.project_id = project_id
+        self.name = name
+
+
+def key_identity(key_name: str | None) -> str:
+    """Who a caller is recorded as (reviews, prompt edits, scores it writes): ``key:NAME`` for an API
+    key, ``admin`` for the admin secret (``None``). Active keys of a project have distinct names
+    (:class:`DuplicateKeyName`), so this names one key; a key made after one of the same name was
+    revoked (a rotation) continues its identity."""
+    return ADMIN_IDENTITY if key_name is None else f"key:{key_name}"

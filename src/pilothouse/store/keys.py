@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select
 
-from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
+from pilothouse.domain.keys import ApiKey, DuplicateKeyName, Scope, hash_secret, new_secret
 from pilothouse.domain.traces import Project
 from pilothouse.store import tables as t
 
@@ -45,7 +45,8 @@ class ProjectsAndKeys:
         rpm: int | None = None,
         tpm: int | None = None,
     ) -> tuple[ApiKey, str]:
-        """A new key for the project (created if missing) and its secret, which is never stored."""
+        """A new key for the project (created if missing) and its secret, which is never stored.
+        Raises :class:`DuplicateKeyName` if an active key of the project already has ``name``."""
         self.ensure_project(project_id)
         secret = new_secret()
         key = ApiKey(
@@ -59,7 +60,15 @@ class ProjectsAndKeys:
             rpm=rpm,
             tpm=tpm,
         )
+        k = t.api_keys
         with self.engine.begin() as conn:
+            taken = conn.execute(
+                select(k.c.id)
+                .where(k.c.project_id == project_id, k.c.name == name, k.c.revoked_ns.is_(None))
+                .limit(1)
+            ).first()
+            if taken is not None:
+                raise DuplicateKeyName(project_id, name)
             conn.execute(
                 t.api_keys.insert().values(
                     id=key.id,

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, budget_target_problem
-from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
+from pilothouse.domain.keys import DEFAULT_SCOPES, DuplicateKeyName, Scope
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
 from pilothouse.store.key_usage import keys_last_used
@@ -129,9 +129,14 @@ async def create_key(page: PageContext) -> Response:
         typed = {k: page.field(k) for k in ("name", "models", "rpm", "tpm", "budget_usd", "budget_period")}
         typed["scopes"] = ",".join(str(v) for v in page.form.getlist("scopes"))
         return await _keys_page(page, status=400, key_error=f"Key not created: {exc}.", key_form=typed)
-    key, secret = await page.run(
-        page.state.store.create_api_key, page.project_id, name, scopes, models=models, rpm=rpm, tpm=tpm
-    )
+    try:
+        key, secret = await page.run(
+            page.state.store.create_api_key, page.project_id, name, scopes, models=models, rpm=rpm, tpm=tpm
+        )
+    except DuplicateKeyName as exc:
+        typed = {k: page.field(k) for k in ("name", "models", "rpm", "tpm", "budget_usd", "budget_period")}
+        typed["scopes"] = ",".join(str(v) for v in page.form.getlist("scopes"))
+        return await _keys_page(page, status=409, key_error=f"Key not created: {exc}.", key_form=typed)
     if budget is not None:
         await page.run(
             CostStore(page.state.store).create_budget,
