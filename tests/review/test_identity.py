@@ -6,6 +6,7 @@ and review agreement and calibration labels never read such scores."""
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -143,3 +144,23 @@ def test_an_api_score_carries_its_sender_and_is_never_a_review(served: Served) -
     assert by_author == {("key:sdk", "review by rita"), ("key:test", "review by key:test")}
     labels = http.get("/api/review/configs/correct/labels", headers=served.auth).text.splitlines()
     assert len(labels) == 1 and '"label":false' in labels[0]  # the review's answer, not the forged true
+
+
+def test_concurrent_creates_of_one_name_make_one_key(store: SqlStore) -> None:
+    store.ensure_project("p1")
+    outcomes: list[str] = []
+
+    def create() -> None:
+        try:
+            store.create_api_key("p1", "race", frozenset(DEFAULT_SCOPES))
+            outcomes.append("made")
+        except DuplicateKeyName:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["made"] + ["refused"] * 5
+    assert [k.name for k in store.list_api_keys("p1")] == ["race"]

@@ -62,6 +62,11 @@ class ProjectsAndKeys:
         )
         k = t.api_keys
         with self.engine.begin() as conn:
+            # two concurrent creates of one name take turns: the project's row locked on PostgreSQL,
+            # the write lock first on SQLite (so the name read stays free until the insert)
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.execute(select(t.projects.c.id).where(t.projects.c.id == project_id).with_for_update())
             taken = conn.execute(
                 select(k.c.id)
                 .where(k.c.project_id == project_id, k.c.name == name, k.c.revoked_ns.is_(None))
