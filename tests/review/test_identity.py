@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from pilothouse.cli import cli
 from pilothouse.cli.common import CliError
-from pilothouse.domain.keys import DEFAULT_SCOPES, DuplicateKeyName, Scope, key_identity
+from pilothouse.domain.keys import DEFAULT_SCOPES, MAX_KEY_NAME, DuplicateKeyName, Scope, key_identity
 from pilothouse.quality.review import ReviewService
 from pilothouse.store import tables as t
 from pilothouse.store.sql import SqlStore
@@ -46,6 +46,12 @@ def test_active_keys_of_a_project_have_distinct_names(store: SqlStore) -> None:
     assert store.revoke_api_key(first.id)
     again, _ = store.create_api_key("p1", "ci", frozenset(DEFAULT_SCOPES))  # a rotation: same identity
     assert [k.id for k in store.list_api_keys("p1") if k.revoked_ns is None] == [again.id]
+    # a name whose identity (key:NAME) would be cut to the reviewer column's 200 characters: refused,
+    # on PostgreSQL too (its varchar(200) would have failed the insert)
+    store.create_api_key("p1", "n" * MAX_KEY_NAME, frozenset(DEFAULT_SCOPES))
+    for bad in ("n" * (MAX_KEY_NAME + 1), "a\x1b[31mred", ""):
+        with pytest.raises(ValueError, match="key's name"):
+            store.create_api_key("p1", bad, frozenset(DEFAULT_SCOPES))
 
 
 def test_a_store_that_already_holds_duplicate_names_still_works(store: SqlStore) -> None:
@@ -80,6 +86,9 @@ def test_the_cli_refuses_a_duplicate_key_name(tmp_path: Path) -> None:
     assert str(refused.exception) == (
         "project 'team' already has an active key named 'ci': pick another name (or revoke that key first)"
     )
+    too_long = run.invoke(cli, [*base, "--name", "n" * 300])
+    assert isinstance(too_long.exception, CliError) and too_long.exception.exit_code == 2
+    assert str(too_long.exception) == "--name: a key's name is 1 to 196 characters"
 
 
 def test_the_keys_page_refuses_a_duplicate_name_and_scores_name_their_author(served: Served) -> None:

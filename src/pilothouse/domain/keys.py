@@ -80,6 +80,18 @@ def parse_scopes(text: str) -> frozenset[Scope]:
 
 
 ADMIN_IDENTITY = "admin"  # who the admin secret (PILOTHOUSE_ADMIN_KEY) acts as
+# a key's name fits its identity, "key:NAME", in the 200 characters a reviewer's name is stored in
+MAX_KEY_NAME = 196
+
+
+def check_key_name(name: str) -> str:
+    """A key's name: 1 to :data:`MAX_KEY_NAME` characters, no control characters; ValueError
+    otherwise (two longer names could be cut to one reviewer)."""
+    if not name or len(name) > MAX_KEY_NAME:
+        raise ValueError(f"a key's name is 1 to {MAX_KEY_NAME} characters")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        raise ValueError("a key's name must not hold control characters")
+    return name
 
 
 class DuplicateKeyName(ValueError):

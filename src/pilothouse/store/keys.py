@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, and_, select
 
-from pilothouse.domain.keys import ApiKey, DuplicateKeyName, Scope, hash_secret, new_secret
+from pilothouse.domain.keys import ApiKey, DuplicateKeyName, Scope, check_key_name, hash_secret, new_secret
 from pilothouse.domain.traces import Project
 from pilothouse.store import tables as t
 
@@ -46,7 +46,9 @@ class ProjectsAndKeys:
         tpm: int | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key for the project (created if missing) and its secret, which is never stored.
-        Raises :class:`DuplicateKeyName` if an active key of the project already has ``name``."""
+        Raises :class:`DuplicateKeyName` if an active key of the project already has ``name``, and
+        ValueError for a name :func:`check_key_name` refuses."""
+        check_key_name(name)
         self.ensure_project(project_id)
         secret = new_secret()
         key = ApiKey(

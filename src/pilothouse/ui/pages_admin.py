@@ -8,14 +8,12 @@ from typing import Any
 from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, budget_target_problem
-from pilothouse.domain.keys import DEFAULT_SCOPES, DuplicateKeyName, Scope
+from pilothouse.domain.keys import DEFAULT_SCOPES, MAX_KEY_NAME, DuplicateKeyName, Scope, check_key_name
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
 from pilothouse.store.key_usage import keys_last_used
 from pilothouse.ui.pages_overview import budget_rows
 from pilothouse.ui.web import PageContext, not_found
-
-MAX_NAME = 200
 
 
 async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Response:
@@ -108,8 +106,9 @@ async def create_key(page: PageContext) -> Response:
     assert page.form is not None
     try:
         name = page.field("name")
-        if not name or len(name) > MAX_NAME:
-            raise ValueError(f"give the key a name (1 to {MAX_NAME} characters)")
+        if not name:
+            raise ValueError(f"give the key a name (1 to {MAX_KEY_NAME} characters)")
+        check_key_name(name)
         chosen = [str(v) for v in page.form.getlist("scopes")]
         unknown = [s for s in chosen if s not in {x.value for x in Scope}]
         if unknown:
