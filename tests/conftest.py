@@ -118,7 +118,8 @@ def _new_pg_database(prefix: str) -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database, dropped when the generator is closed."""
     import psycopg
 
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    # $PILOTHOUSE_TEST_PG_PREFIX names the databases of one person's runs on a shared server
+    name = f"{os.environ.get('PILOTHOUSE_TEST_PG_PREFIX', '')}{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name

@@ -69,6 +69,7 @@ def test_prompt_pages(app: Served) -> None:
     assert "<del>-Hello {{who}}</del>" in diff.text and "<ins>+Hi there {{who}}</ins>" in diff.text
     history = client.get("/prompts/greet").text
     assert "production → v2" in history and "(was v1)" in history
+    assert '<td class="small">key:editor</td>' in history  # who, as the API records the same key
     assert "v1" in client.get("/prompts/greet?version=1").text
     assert client.get("/prompts/nope").status_code == 404
     assert client.get("/prompts/greet?version=abc").status_code == 400

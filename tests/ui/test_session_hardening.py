@@ -96,10 +96,12 @@ def test_failed_logins_are_throttled(server: InProcessServer) -> None:
 
 
 def test_secure_cookie_follows_https_and_trusted_proxies(tmp_path: Path) -> None:
+    made = iter(range(100))
+
     def session_cookie(server: InProcessServer, headers: dict[str, str]) -> str:
         """The Set-Cookie of a login (the login form's cookie sent back by hand: httpx keeps a Secure
         cookie away from plain HTTP, as a browser would; here the TLS ends at the pretend proxy)."""
-        key = server.create_key("r", scopes=frozenset({Scope.READ}))
+        key = server.create_key(f"r{next(made)}", scopes=frozenset({Scope.READ}))
         with httpx.Client(base_url=server.base_url, headers=headers) as browser:
             form = browser.get("/login")
             token = re.search(r'name="login_token" value="([^"]+)"', form.text)

@@ -6,7 +6,7 @@ import click
 
 from pilothouse.cli.common import CliError, database_option, open_store
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope
-from pilothouse.domain.keys import DEFAULT_SCOPES, parse_scopes
+from pilothouse.domain.keys import DEFAULT_SCOPES, DuplicateKeyName, check_key_name, parse_scopes
 from pilothouse.domain.money import Money
 from pilothouse.domain.timeparse import iso
 from pilothouse.store.costs import CostStore
@@ -63,15 +63,21 @@ def create(
         scope_set = parse_scopes(scopes)
     except ValueError as exc:
         raise CliError(str(exc), exit_code=2) from None
-    if not name.strip():
-        raise CliError("--name must not be empty", exit_code=2)
+    try:
+        check_key_name(name.strip())
+    except ValueError as exc:
+        raise CliError(f"--name: {exc}", exit_code=2) from None
     allowed = None
     if models is not None:
         allowed = frozenset(m.strip() for m in models.split(",") if m.strip())
         if not allowed:
             raise CliError("--models needs at least one model name", exit_code=2)
     store = open_store(database_url, create=True)
-    key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
+    try:
+        key, secret = store.create_api_key(project, name.strip(), scope_set, models=allowed, rpm=rpm, tpm=tpm)
+    except DuplicateKeyName as exc:
+        store.close()
+        raise CliError(str(exc), exit_code=1) from None
     if budget_usd is not None:
         CostStore(store).create_budget(
             project, BudgetScope.KEY, key.id, BudgetPeriod(budget_period), Money.from_usd(budget_usd)

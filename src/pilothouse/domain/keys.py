@@ -77,3 +77,39 @@ def parse_scopes(text: str) -> frozenset[Scope]:
     if not scopes:
         raise ValueError("at least one scope is needed")
     return frozenset(scopes)
+
+
+ADMIN_IDENTITY = "admin"  # who the admin secret (PILOTHOUSE_ADMIN_KEY) acts as
+# a key's name fits its identity, "key:NAME", in the 200 characters a reviewer's name is stored in
+MAX_KEY_NAME = 196
+
+
+def check_key_name(name: str) -> str:
+    """A key's name: 1 to :data:`MAX_KEY_NAME` characters, no control characters; ValueError
+    otherwise (two longer names could be cut to one reviewer)."""
+    if not name or len(name) > MAX_KEY_NAME:
+        raise ValueError(f"a key's name is 1 to {MAX_KEY_NAME} characters")
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        raise ValueError("a key's name must not hold control characters")
+    return name
+
+
+class DuplicateKeyName(ValueError):
+    """A key name that an active key of the same project already has: a key's name is who its
+    reviews, prompt edits and scores are recorded under, so two keys may not share one."""
+
+    def __init__(self, project_id: str, name: str) -> None:
+        super().__init__(
+            f"project {project_id!r} already has an active key named {name!r}: pick another name "
+            "(or revoke that key first)"
+        )
+        self.project_id = project_id
+        self.name = name
+
+
+def key_identity(key_name: str | None) -> str:
+    """Who a caller is recorded as (reviews, prompt edits, scores it writes): ``key:NAME`` for an API
+    key, ``admin`` for the admin secret (``None``). Active keys of a project have distinct names
+    (:class:`DuplicateKeyName`), so this names one key; a key made after one of the same name was
+    revoked (a rotation) continues its identity."""
+    return ADMIN_IDENTITY if key_name is None else f"key:{key_name}"

@@ -36,10 +36,13 @@ def make_score(
     comment: str | None = None,
     score_id: str | None = None,
     created_ns: int | None = None,
+    author: str | None = None,
 ) -> Score:
     """A validated :class:`Score`; raises ValueError saying what is wrong.
 
     The data type is inferred when not given: bool -> boolean, number -> numeric, text -> categorical.
+    ``author`` is who wrote it (``key:NAME``, ``admin``, a reviewer): the caller's identity, never
+    taken from what was sent.
     """
     if not isinstance(trace_id, str) or not trace_id:
         raise ValueError("trace_id is required")
@@ -101,4 +104,5 @@ def make_score(
         source=src,
         comment=comment,
         created_ns=created_ns if created_ns is not None else time.time_ns(),
+        author=author[:200] if author else None,
     )

@@ -332,6 +332,7 @@ class Score:
     source: ScoreSource = ScoreSource.CODE
     comment: str | None = None
     created_ns: int = 0
+    author: str | None = None  # who wrote it (key:NAME, admin, a reviewer); None: no caller, or older
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,7 +231,8 @@ async def get_trace(request: Request) -> Response:
 async def post_scores(request: Request) -> Response:
     """``POST /api/scores``: one score object or a list of them, on traces of the caller's project. A
     key that sends traces (``ingest``: the SDK's ``pilothouse.score``) may send scores, as may the web
-    UI's users (``read``)."""
+    UI's users (``read``). Each score's ``author`` is the caller (``key:NAME`` or ``admin``); a
+    ``human`` score sent here is never a review (agreement and calibration read the review tables)."""
     state = _state(request)
     principal = await state.auth.authenticate(request, (Scope.INGEST, Scope.READ))
     body = await read_json(request, state.settings.max_body_bytes, state.body_budget)
@@ -254,6 +255,7 @@ async def post_scores(request: Request) -> Response:
                 source=item.get("source", "human"),
                 comment=item.get("comment"),
                 score_id=item.get("id"),
+                author=principal.identity,  # who sent it, whatever the body says
             )
         except ValueError as exc:
             raise ApiError(400, f"Score #{index}: {exc}.", code="invalid_score") from None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from pilothouse.domain.keys import ApiKey, Scope, hash_secret
+from pilothouse.domain.keys import ApiKey, Scope, hash_secret, key_identity
 from pilothouse.server.errors import ApiError
 from pilothouse.server.proxies import ProxyPolicy
 from pilothouse.server.throttle import FailureThrottle
@@ -30,6 +30,11 @@ class Principal:
     project_id: str
     key: ApiKey | None
     is_admin: bool = False
+
+    @property
+    def identity(self) -> str:
+        """Who this caller is recorded as: ``key:NAME`` or ``admin`` (:func:`key_identity`)."""
+        return key_identity(None if self.key is None else self.key.name)
 
     def allows(self, scope: Scope) -> bool:
         """True if this caller may use ``scope``."""

@@ -34,7 +34,7 @@ def _registry(request: Request) -> PromptRegistry:
 
 
 def _actor(principal: Any) -> str:
-    return f"key:{principal.key.name}" if principal.key is not None else "admin"
+    return str(principal.identity)
 
 
 def _version_param(params: Any, name: str) -> int | None:

@@ -29,8 +29,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def reviewer_of(principal: Principal) -> str:
-    """Who a review made with this key is recorded as."""
-    return "admin" if principal.key is None else f"key:{principal.key.name}"
+    """Who a review made with this key is recorded as (:func:`key_identity`)."""
+    return principal.identity
 
 
 def item_json(view: ItemView) -> dict[str, Any]:

@@ -134,6 +134,7 @@ def score_json(s: Score) -> dict[str, Any]:
         "numeric_value": s.value,
         "source": s.source.value,
         "comment": s.comment,
+        "author": s.author,
         "created_at": iso(s.created_ns),
     }
 

@@ -164,10 +164,15 @@ def trace_ids_of(value: Any) -> list[str]:
 
 
 def bulk(
-    state: Services, project_id: str, action: str, ids: Sequence[str], options: dict[str, Any]
+    state: Services,
+    project_id: str,
+    action: str,
+    ids: Sequence[str],
+    options: dict[str, Any],
+    author: str | None = None,
 ) -> BulkResult:
     """Run one bulk action on traces of ``project_id``; BulkError if any id is no trace of it (nothing
-    is changed then) or an option is bad."""
+    is changed then) or an option is bad. ``author`` (who asks) is recorded on the scores it writes."""
     stored = ReviewStore(state.store).existing_traces(project_id, list(ids))
     missing = [i for i in ids if i not in stored]
     if missing:
@@ -178,7 +183,7 @@ def bulk(
     if action == "dataset":
         return _to_dataset(state.store, project_id, str(options.get("dataset") or ""), ids)
     if action == "score":
-        return _score(state.store, project_id, ids, options)
+        return _score(state.store, project_id, ids, options, author)
     if action == "review":
         queue = str(options.get("queue") or "")
         try:
@@ -219,7 +224,9 @@ def _to_dataset(store: SqlStore, project_id: str, name: str, ids: Sequence[str])
     )
 
 
-def _score(store: SqlStore, project_id: str, ids: Sequence[str], options: dict[str, Any]) -> BulkResult:
+def _score(
+    store: SqlStore, project_id: str, ids: Sequence[str], options: dict[str, Any], author: str | None
+) -> BulkResult:
     name, value = options.get("name"), options.get("value")
     data_type = options.get("data_type") or "numeric"
     comment = options.get("comment")
@@ -234,6 +241,7 @@ def _score(store: SqlStore, project_id: str, ids: Sequence[str], options: dict[s
                 data_type=data_type,
                 source="human",
                 comment=comment or None,
+                author=author,
             )
             for trace_id in ids
         ]
@@ -265,7 +273,9 @@ async def bulk_action(request: Request) -> Response:
         options = body.get("score") if action == "score" else body
         if not isinstance(options, dict):
             raise BulkError("score must be an object with name and value")
-        result = await run_in_threadpool(bulk, state, principal.project_id, str(action), ids, options)
+        result = await run_in_threadpool(
+            bulk, state, principal.project_id, str(action), ids, options, principal.identity
+        )
     except BulkError as exc:
         raise ApiError(400, _sentence(str(exc)), code="invalid_bulk_action") from None
     return FastJSONResponse({"action": action, "done": result.done, "message": result.message})

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, select, text
 
-from pilothouse.domain.keys import ApiKey, Scope, hash_secret, new_secret
+from pilothouse.domain.keys import ApiKey, DuplicateKeyName, Scope, check_key_name, hash_secret, new_secret
 from pilothouse.domain.traces import Project
 from pilothouse.store import tables as t
 
@@ -47,10 +47,26 @@ class ProjectsAndKeys:
         rpm: int | None = None,
         tpm: int | None = None,
     ) -> tuple[ApiKey, str]:
-        """A new key for the project (created if missing) and its secret, which is never stored."""
+        """A new key for the project (created if missing) and its secret, which is never stored.
+        Raises :class:`DuplicateKeyName` if an active key of the project already has ``name``, and
+        ValueError for a name :func:`check_key_name` refuses."""
+        check_key_name(name)
         self.ensure_project(project_id)
         key, secret = _new_key(project_id, name, scopes, models=models, rpm=rpm, tpm=tpm)
+        k = t.api_keys
         with self.engine.begin() as conn:
+            # two concurrent creates of one name take turns: the project's row locked on PostgreSQL,
+            # the write lock first on SQLite (so the name read stays free until the insert)
+            if self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.execute(select(t.projects.c.id).where(t.projects.c.id == project_id).with_for_update())
+            taken = conn.execute(
+                select(k.c.id)
+                .where(k.c.project_id == project_id, k.c.name == name, k.c.revoked_ns.is_(None))
+                .limit(1)
+            ).first()
+            if taken is not None:
+                raise DuplicateKeyName(project_id, name)
             _insert_key(conn, key, secret)
         return key, secret
 

@@ -396,6 +396,7 @@ class ReviewStore:
                 source=ScoreSource.HUMAN,
                 comment=f"review by {review.reviewer}",
                 created_ns=now,
+                author=review.reviewer,
             )
             for score in review.scores
         ]

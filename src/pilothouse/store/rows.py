@@ -277,6 +277,7 @@ def score_row(project_id: str, score: Score) -> dict[str, Any]:
         "source": score.source.value,
         "comment": score.comment,
         "created_ns": score.created_ns,
+        "author": score.author,
     }
 
 
@@ -293,6 +294,7 @@ def score_from_row(row: Mapping[Any, Any]) -> Score:
         source=ScoreSource(row["source"]),
         comment=row["comment"],
         created_ns=row["created_ns"],
+        author=row.get("author"),
     )
 
 

@@ -214,6 +214,8 @@ scores = Table(
     Column("source", String(16), nullable=False),
     Column("comment", Text),
     Column("created_ns", BigInteger, nullable=False),
+    # who wrote it: key:NAME, admin or a reviewer's user name; NULL: no caller (online) or before 0035
+    Column("author", String(200)),
     PrimaryKeyConstraint("project_id", "id", name="pk_scores_project_id_id"),
     Index("ix_scores_trace", "project_id", "trace_id"),
 )

@@ -8,15 +8,13 @@ from typing import Any
 from starlette.responses import RedirectResponse, Response
 
 from pilothouse.domain.budgets import BudgetPeriod, BudgetScope, budget_target_problem
-from pilothouse.domain.keys import DEFAULT_SCOPES, Scope
+from pilothouse.domain.keys import DEFAULT_SCOPES, MAX_KEY_NAME, DuplicateKeyName, Scope, check_key_name
 from pilothouse.domain.money import Money
 from pilothouse.store.costs import CostStore
 from pilothouse.store.key_usage import keys_last_used
 from pilothouse.store.retention import RetentionStore
 from pilothouse.ui.pages_overview import budget_rows
 from pilothouse.ui.web import PageContext, not_found
-
-MAX_NAME = 200
 
 
 async def _keys_page(page: PageContext, status: int = 200, **extra: Any) -> Response:
@@ -109,8 +107,9 @@ async def create_key(page: PageContext) -> Response:
     assert page.form is not None
     try:
         name = page.field("name")
-        if not name or len(name) > MAX_NAME:
-            raise ValueError(f"give the key a name (1 to {MAX_NAME} characters)")
+        if not name:
+            raise ValueError(f"give the key a name (1 to {MAX_KEY_NAME} characters)")
+        check_key_name(name)
         chosen = [str(v) for v in page.form.getlist("scopes")]
         unknown = [s for s in chosen if s not in {x.value for x in Scope}]
         if unknown:
@@ -130,9 +129,14 @@ async def create_key(page: PageContext) -> Response:
         typed = {k: page.field(k) for k in ("name", "models", "rpm", "tpm", "budget_usd", "budget_period")}
         typed["scopes"] = ",".join(str(v) for v in page.form.getlist("scopes"))
         return await _keys_page(page, status=400, key_error=f"Key not created: {exc}.", key_form=typed)
-    key, secret = await page.run(
-        page.state.store.create_api_key, page.project_id, name, scopes, models=models, rpm=rpm, tpm=tpm
-    )
+    try:
+        key, secret = await page.run(
+            page.state.store.create_api_key, page.project_id, name, scopes, models=models, rpm=rpm, tpm=tpm
+        )
+    except DuplicateKeyName as exc:
+        typed = {k: page.field(k) for k in ("name", "models", "rpm", "tpm", "budget_usd", "budget_period")}
+        typed["scopes"] = ",".join(str(v) for v in page.form.getlist("scopes"))
+        return await _keys_page(page, status=409, key_error=f"Key not created: {exc}.", key_form=typed)
     if budget is not None:
         await page.run(
             CostStore(page.state.store).create_budget,

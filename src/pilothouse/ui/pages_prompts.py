@@ -19,7 +19,9 @@ from pilothouse.ui.web import PageContext, UiError, not_found
 
 
 def _actor(page: PageContext) -> str:
-    return f"ui:{page.viewer.session.key_id}"
+    """Who a change is recorded as: the same ``key:NAME``, ``admin`` or reviewer as the API and the
+    review pages record (:func:`pilothouse.domain.keys.key_identity`)."""
+    return page.viewer.reviewer_name
 
 
 def _name(page: PageContext) -> str:

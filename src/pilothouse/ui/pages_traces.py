@@ -129,7 +129,9 @@ async def bulk_action(page: PageContext) -> Response:
             options = {"name": page.field("score_name"), "value": value, "data_type": data_type}
         elif action == "review":
             options["reason"] = "picked from the trace list"
-        result = await page.run(bulk, page.state, page.project_id, action, trace_ids_of(ids), options)
+        result = await page.run(
+            bulk, page.state, page.project_id, action, trace_ids_of(ids), options, page.viewer.reviewer_name
+        )
     except BulkError as exc:
         return _redirect(back, "review_error", str(exc))
     return _redirect(back, "review_done", result.message)
@@ -320,6 +322,7 @@ async def add_score(page: PageContext) -> Response:
             observation_id=observation_id,
             source="human",
             comment=page.field("comment") or None,
+            author=page.viewer.reviewer_name,
         )
     except ValueError as exc:
         exists = await page.run(page.state.store.observation_exists, page.project_id, trace_id, None)

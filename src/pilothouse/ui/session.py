@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from pilothouse.domain.keys import Scope
+from pilothouse.domain.keys import Scope, key_identity
 
 log = logging.getLogger("pilothouse.ui")
 
@@ -62,7 +62,7 @@ class Viewer:
         ``admin`` (as the API records a key's reviews)."""
         if self.reviewer is not None:
             return self.reviewer
-        return "admin" if self.is_admin else f"key:{self.key_name}"
+        return key_identity(None if self.is_admin else self.key_name)
 
     @property
     def project_id(self) -> str:
