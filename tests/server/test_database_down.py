@@ -45,3 +45,33 @@ def test_a_call_while_the_database_is_down_gets_a_503(tmp_path: Path, empty_pg_u
         assert down.headers["retry-after"] == "1"
         back = httpx.post(f"{server.base_url}/v1/chat/completions", json=call, headers=headers)
         assert back.status_code == 200, back.text
+
+
+def test_the_anthropic_surface_gets_its_503_in_anthropics_shape(tmp_path: Path, empty_pg_url: str) -> None:
+    """/v1/messages answers in Anthropic's error shape, the database's 503 included (an Anthropic SDK
+    reads error.type and error.message, not OpenAI's code)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"models": [{"name": "sim", "provider": "sim", "model": "sim"}]}))
+    with InProcessServer(empty_pg_url, home=tmp_path, config=config) as server:
+        secret = server.create_key()  # not yet looked up: its first call reads the database
+        call = {"model": "sim", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"x-api-key": secret, "anthropic-version": "2023-06-01"}
+        _connections(empty_pg_url, allowed=False)
+        try:
+            down = httpx.post(f"{server.base_url}/v1/messages", json=call, headers=headers)
+            count = httpx.post(f"{server.base_url}/v1/messages/count_tokens", json=call, headers=headers)
+        finally:
+            _connections(empty_pg_url, allowed=True)
+        for answer in (down, count):
+            assert answer.status_code == 503, answer.text
+            assert answer.json() == {
+                "type": "error",
+                "error": {
+                    "type": "overloaded_error",
+                    "message": "The database of this server cannot be reached; retry shortly.",
+                },
+            }
+            assert answer.headers["retry-after"] == "1"
+        back = httpx.post(f"{server.base_url}/v1/messages", json=call, headers=headers)
+        assert back.status_code == 200, back.text
+        assert back.json()["type"] == "message"

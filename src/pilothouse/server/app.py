@@ -175,27 +175,29 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message += DOUBLED_V1
     elif status == 404 and request.url.path.startswith("/api/public/"):
         message += LANGFUSE_NOT_SERVED
-    return ApiError(status, message).response()
+    return gateway_api.surface_error_response(request.url.path, ApiError(status, message))
 
 
-async def _redis_error(_request: Request, exc: Exception) -> Response:
+async def _redis_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RedisUnavailable)
-    return error_response(redis_unavailable(exc))
+    return gateway_api.surface_error_response(request.url.path, redis_unavailable(exc))
 
 
-async def _server_error(_request: Request, exc: Exception) -> Response:
+async def _server_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, DBAPIError) and (isinstance(exc, OperationalError) or exc.connection_invalidated):
         # the database cannot be reached (PostgreSQL restarting, its connections ended, a network
         # cut, SQLite's lock held too long): the client retries, as for Redis; not a 500
         log.warning("the database is unavailable: %s", (str(exc.orig or exc).splitlines() or ["?"])[0])
-        return ApiError(
+        unavailable = ApiError(
             503,
             "The database of this server cannot be reached; retry shortly.",
             code="database_unavailable",
             headers={"Retry-After": "1"},
-        ).response()
+        )
+        return gateway_api.surface_error_response(request.url.path, unavailable)
     log.exception("unhandled error", exc_info=exc)
-    return ApiError(500, "Internal server error; the server log has the details.").response()
+    failed = ApiError(500, "Internal server error; the server log has the details.")
+    return gateway_api.surface_error_response(request.url.path, failed)
 
 
 _CIRCUIT_VALUES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}

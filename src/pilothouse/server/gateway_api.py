@@ -101,7 +101,16 @@ SPOOL_ERROR = GatewayError(
 
 def spool_error_response(path: str) -> Response:
     """503 in the surface's shape: the durable mode could not put a request's records on disk."""
-    return _anthropic_error(SPOOL_ERROR) if path == "/v1/messages" else error_response(SPOOL_ERROR)
+    return surface_error_response(path, SPOOL_ERROR)
+
+
+def surface_error_response(path: str, error: GatewayError) -> Response:
+    """``error`` in the shape of the surface ``path`` belongs to: Anthropic's on ``/v1/messages`` (and
+    its ``count_tokens``), OpenAI's elsewhere (errors raised outside a route's own handling: the
+    database or Redis unreachable, a 500)."""
+    if path.rstrip("/") in ("/v1/messages", "/v1/messages/count_tokens"):
+        return _anthropic_error(error)
+    return error_response(error)
 
 
 async def _recording(reply: GatewayReply, services: Services) -> BackgroundTask | None:
