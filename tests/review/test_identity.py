@@ -54,6 +54,24 @@ def test_active_keys_of_a_project_have_distinct_names(store: SqlStore) -> None:
             store.create_api_key("p1", bad, frozenset(DEFAULT_SCOPES))
 
 
+def test_names_that_read_as_one_reviewer_are_one_name(store: SqlStore) -> None:
+    """Case, Unicode form (full-width, decomposed accents) and invisible characters cannot make a
+    second key that shows as the same reviewer: ``key:CI`` beside ``key:ci``."""
+    store.create_api_key("p1", "ci", frozenset(DEFAULT_SCOPES))
+    store.create_api_key("p1", "René", frozenset(DEFAULT_SCOPES))
+    for twin in ("CI", "Ci", "\uff43\uff49", "Rene\u0301", "RENÉ"):
+        with pytest.raises(DuplicateKeyName, match=r"already has an active key named '(ci|René)'"):
+            store.create_api_key("p1", twin, frozenset(DEFAULT_SCOPES))
+    for invisible in ("c\u200bi", "ci\u202e", "\ufeffci", "c\u2028i", " ci", "ci\u00a0", "ci\u3000"):
+        with pytest.raises(ValueError, match="key's name must not"):
+            store.create_api_key("p1", invisible, frozenset(DEFAULT_SCOPES))
+    store.create_api_key("p1", "ci bot", frozenset(DEFAULT_SCOPES))  # a space inside is a name
+    store.create_api_key("p1", "日本語 🚀", frozenset(DEFAULT_SCOPES))
+    revoked = next(k for k in store.list_api_keys("p1") if k.name == "ci")
+    assert store.revoke_api_key(revoked.id)
+    store.create_api_key("p1", "CI", frozenset(DEFAULT_SCOPES))  # the other spelling, once ci is revoked
+
+
 def test_a_store_that_already_holds_duplicate_names_still_works(store: SqlStore) -> None:
     """Keys made before names were unique: both keep working (and review as one rater, as before); no
     third key of that name can be made."""

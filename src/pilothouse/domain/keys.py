@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -91,7 +92,20 @@ def check_key_name(name: str) -> str:
         raise ValueError(f"a key's name is 1 to {MAX_KEY_NAME} characters")
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
         raise ValueError("a key's name must not hold control characters")
+    # invisible characters (zero-width, bidi overrides, line separators) and edge spaces would make a
+    # name that reads as another key's: a reviewer shown as someone else
+    if any(unicodedata.category(c) in ("Cf", "Zl", "Zp", "Co", "Cs", "Cn") for c in name):
+        raise ValueError("a key's name must not hold invisible or unassigned characters")
+    if name[0].isspace() or name[-1].isspace():
+        raise ValueError("a key's name must not begin or end with a space")
     return name
+
+
+def key_name_folded(name: str) -> str:
+    """What two key names are compared by: ``CI`` and ``ci``, or a name and its full-width or
+    decomposed spelling, read as one reviewer, so a project's active keys may not differ by only
+    that."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 class DuplicateKeyName(ValueError):

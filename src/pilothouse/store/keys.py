@@ -9,7 +9,15 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, select, text
 
-from pilothouse.domain.keys import ApiKey, DuplicateKeyName, Scope, check_key_name, hash_secret, new_secret
+from pilothouse.domain.keys import (
+    ApiKey,
+    DuplicateKeyName,
+    Scope,
+    check_key_name,
+    hash_secret,
+    key_name_folded,
+    new_secret,
+)
 from pilothouse.domain.traces import Project
 from pilothouse.store import tables as t
 
@@ -60,13 +68,13 @@ class ProjectsAndKeys:
             if self.engine.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             conn.execute(select(t.projects.c.id).where(t.projects.c.id == project_id).with_for_update())
-            taken = conn.execute(
-                select(k.c.id)
-                .where(k.c.project_id == project_id, k.c.name == name, k.c.revoked_ns.is_(None))
-                .limit(1)
-            ).first()
+            active = conn.execute(
+                select(k.c.name).where(k.c.project_id == project_id, k.c.revoked_ns.is_(None))
+            ).scalars()
+            folded = key_name_folded(name)
+            taken = next((n for n in active if key_name_folded(n) == folded), None)
             if taken is not None:
-                raise DuplicateKeyName(project_id, name)
+                raise DuplicateKeyName(project_id, taken)
             _insert_key(conn, key, secret)
         return key, secret
 
