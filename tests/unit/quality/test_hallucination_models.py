@@ -326,6 +326,14 @@ def test_a_token_classifier_folder_flags_the_unsupported_tokens_as_spans(tmp_pat
     assert [s.text for s in bad.spans] == ["1987", "Mondays"]  # offsets into the response as written
     assert bad.score == pytest.approx(1.0 - bad.features["max_token_hallucination"])
     assert all(s.score > 0.5 for s in bad.spans)
+    # offsets count the response's characters (code points): past astral emoji, and a span ends after
+    # the combining accent its last letter carries (the tokenizer strips it from its offsets)
+    for response, flagged in (
+        ("Entry is free on Mondays. \U0001f44d\U0001f3fd", "Mondays"),
+        ("Entry is free on Mondays\u0301.", "Mondays\u0301"),
+    ):
+        spans = detector.detect(response, CONTEXT).spans
+        assert [(s.text, response[s.start : s.end]) for s in spans] == [(flagged, flagged)], response
 
 
 def test_a_token_classifier_reads_a_long_context_in_windows(tmp_path: Path) -> None:
@@ -354,7 +362,8 @@ def test_a_token_classifier_through_the_scorer_with_a_template(tmp_path: Path) -
     )
     result = asyncio.run(scorer.score(Sample(item_id="1", input={"doc": CONTEXT}, output=EDITED)))
     assert result.passed is False and [s["text"] for s in result.details["spans"]] == ["1987"]
-    with pytest.raises(ScorerConfigError, match="must hold"):
-        build_scorer({"type": "hallucination", "model": str(folder), "template": "Document:"})
+    for template in ("Document:", ""):  # an empty template is not the default: it has no {context}
+        with pytest.raises(ScorerConfigError, match="must hold"):
+            build_scorer({"type": "hallucination", "model": str(folder), "template": template})
     with pytest.raises(ScorerConfigError, match="for a 'model' folder"):
         build_scorer({"type": "hallucination", "template": "{context}"})

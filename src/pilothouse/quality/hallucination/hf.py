@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,15 @@ def hallucinated_index(id2label: dict[int, str], supported_label: str | int | No
         if any(word in name.lower() for word in _HALLUCINATED_NAMES):
             return index
     return 1
+
+
+def _whole_characters(text: str, end: int) -> int:
+    """``end`` moved past the combining marks (accents, variation selectors) that belong to the
+    character before it (a tokenizer that strips accents ends a token's offsets before its marks: a
+    span would cut "é", written e + U+0301, in two)."""
+    while end < len(text) and unicodedata.category(text[end]) in ("Mn", "Me"):
+        end += 1
+    return end
 
 
 class HuggingFaceDetector:
@@ -225,8 +235,9 @@ class HuggingFaceDetector:
             else:
                 runs.append([a, b, p])
         spans = tuple(
-            UnsupportedSpan(int(a), int(b), response[int(a) : int(b)], "tokens classified as unsupported", p)
+            UnsupportedSpan(int(a), end, response[int(a) : end], "tokens classified as unsupported", p)
             for a, b, p in runs
+            for end in (_whole_characters(response, int(b)),)
         )
         score = 1.0 - worst
         return Verdict(

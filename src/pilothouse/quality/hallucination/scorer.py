@@ -83,7 +83,8 @@ class HallucinationScorer(BaseScorer):
         self.model = spec.text_option("model")
         self.supported_label = spec.text_option("supported_label")
         self.trust_remote_code = spec.bool_option("trust_remote_code", False)
-        self.template = spec.text_option("template") or "{context}"
+        template = spec.text_option("template")  # "" is a template without {context}, not the default
+        self.template = "{context}" if template is None else template
         if "{context}" not in self.template:
             raise spec.error("option 'template' must hold {context}, where the context goes")
         if "template" in spec.options and not self.model:
