@@ -367,3 +367,9 @@ def test_a_token_classifier_through_the_scorer_with_a_template(tmp_path: Path) -
             build_scorer({"type": "hallucination", "model": str(folder), "template": template})
     with pytest.raises(ScorerConfigError, match="for a 'model' folder"):
         build_scorer({"type": "hallucination", "template": "{context}"})
+    broken = tmp_path / "broken"  # a folder whose config.json is not JSON: the spec fails, not each sample
+    broken.mkdir()
+    for text, error in (("{not json", "cannot be read as JSON"), ("[1, 2]", "not a model's config")):
+        (broken / "config.json").write_text(text)
+        with pytest.raises(ScorerConfigError, match=error):
+            build_scorer({"type": "hallucination", "model": str(broken)})

@@ -15,6 +15,7 @@ tokens and cost are the result's."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,8 +93,15 @@ class HallucinationScorer(BaseScorer):
         if self.model:
             from pathlib import Path
 
-            if not (Path(self.model).expanduser() / "config.json").is_file():
+            config = Path(self.model).expanduser() / "config.json"
+            if not config.is_file():
                 raise spec.error(f"option 'model' must be a Hugging Face model folder, not {self.model!r}")
+            try:  # read now, not at each sample's load: a broken folder fails the spec, once
+                fields = json.loads(config.read_bytes())
+            except (OSError, ValueError) as exc:
+                raise spec.error(f"option 'model': {config} cannot be read as JSON ({exc})") from None
+            if not isinstance(fields, dict):
+                raise spec.error(f"option 'model': {config} is not a model's config (a JSON object)")
         self._explicit_threshold = spec.threshold is not None
         self.escalate = spec.number_option("escalate", 0.25, minimum=0.0, maximum=1.0)
         if "escalate" in spec.options and spec.judge is None and spec.judge_name is None:
