@@ -349,6 +349,11 @@ def test_a_token_classifier_reads_a_long_context_in_windows(tmp_path: Path) -> N
     assert [s.text for s in verdict.spans] == ["1987"]
     huge = detector.detect("The museum opened in 1987 in Lyon.", "filler " * 100_000)
     assert huge.features["windows"] == 64 and "not read" in huge.reason
+    # a context past 64 windows of characters is cut before the tokenizer makes windows it will not read
+    assert detector.context_chars == 64 * 64 * 32 < len("filler " * 100_000)
+    assert "past 131,072 characters was not read" in huge.reason
+    spaced = detector.detect("The museum opened in 1987 in Lyon.", " " * 200_000 + CONTEXT)
+    assert spaced.features["windows"] == 1 and "past 131,072 characters" in spaced.reason
     with pytest.raises(ValueError, match="too long"):
         detector.detect("Entry is free on Sundays. " * 40, CONTEXT)
 
